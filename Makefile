@@ -1,0 +1,29 @@
+# Conveyor — the two commands of the quick start are `make up` and `make test`.
+PY ?= python3
+VENV ?= .venv
+BIN := $(VENV)/bin
+STAMP := $(VENV)/.installed-test
+PYTEST_WORKERS ?= auto
+
+.PHONY: test up lint typecheck bench clean
+
+$(BIN)/python:
+	$(PY) -m venv $(VENV)
+	$(BIN)/python -m pip install -q --upgrade pip
+
+$(STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[test,fast]'
+	touch $(STAMP)
+
+test: $(STAMP)
+	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q
+
+lint: $(STAMP)
+	$(BIN)/ruff check src tests
+	$(BIN)/mypy
+
+up: $(STAMP)
+	@echo "make up arrives with the embedded-mode issue; until then run a worker against REDIS_URL (see README)."
+
+clean:
+	rm -rf $(VENV) .pytest_cache .mypy_cache

@@ -1,0 +1,220 @@
+"""The application object: a registry of typed tasks and their queues, sharing one Redis client."""
+
+from __future__ import annotations
+
+import inspect
+import typing
+from collections.abc import Callable, Iterable, Sequence
+from dataclasses import dataclass
+from typing import Any, Generic, TypeVar
+
+from pydantic import TypeAdapter, ValidationError
+
+from conveyor.errors import ConfigurationError, InvalidOptionError, PayloadValidationError, Unrecoverable
+from conveyor.job import Job
+from conveyor.middleware import Middleware
+from conveyor.options import JobOptions, JobSpec
+from conveyor.queue import Queue, resolve_redis_url
+from conveyor.redis.connection import RedisClient, connect
+from conveyor.worker import JobContext, Worker
+
+R = TypeVar("R")
+DEFAULT_QUEUE = "default"
+DEFAULT_CONCURRENCY = 10
+
+
+@dataclass(frozen=True, slots=True)
+class QueueConfig:
+    name: str
+    concurrency: int = DEFAULT_CONCURRENCY
+    defaults: JobOptions | None = None
+
+
+def _field_errors(exc: ValidationError) -> list[dict[str, Any]]:
+    return [
+        {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
+        for e in exc.errors(include_url=False, include_input=False)
+    ]
+
+
+class Task(Generic[R]):
+    """A declared task: `await task.enqueue(payload, **options)` validates and enqueues."""
+
+    def __init__(self, app: Conveyor, fn: Callable[..., Any], *, queue: str, name: str, defaults: JobOptions) -> None:
+        self.app = app
+        self.fn = fn
+        self.queue_name = queue
+        self.name = name
+        self.defaults = defaults
+        hints = typing.get_type_hints(fn)
+        params = list(inspect.signature(fn).parameters.values())
+        if not params:
+            raise ConfigurationError(f"task {name!r} must take (ctx) or (ctx, payload)")
+        self.takes_payload = len(params) >= 2
+        payload_type = hints.get(params[1].name, Any) if self.takes_payload else type(None)
+        self.payload_type: Any = payload_type
+        self.result_type: Any = hints.get("return", Any)
+        self.payload_adapter: TypeAdapter[Any] = TypeAdapter(payload_type)
+        self.result_adapter: TypeAdapter[Any] = TypeAdapter(self.result_type)
+        self.is_async = inspect.iscoroutinefunction(fn)
+
+    def __repr__(self) -> str:
+        return f"Task({self.queue_name}:{self.name})"
+
+    def validate(self, payload: Any) -> Any:
+        """The payload checked against the declared type, as JSON-ready data."""
+        try:
+            value = self.payload_adapter.validate_python(payload)
+            return self.payload_adapter.dump_python(value, mode="json")
+        except ValidationError as exc:
+            raise PayloadValidationError(self.name, _field_errors(exc)) from None
+
+    def payload_schema(self) -> dict[str, Any]:
+        return self.payload_adapter.json_schema()
+
+    def result_schema(self) -> dict[str, Any]:
+        return self.result_adapter.json_schema()
+
+    def spec(self, payload: Any = None, **options: Any) -> JobSpec:
+        try:
+            opts = JobOptions(**options)
+        except TypeError as exc:
+            raise InvalidOptionError(str(exc)) from None
+        return JobSpec(self.name, self.validate(payload), opts.merged_over(self.defaults))
+
+    async def enqueue(self, payload: Any = None, **options: Any) -> Job[R]:
+        return (await self.enqueue_many([payload], **options))[0]
+
+    async def enqueue_many(self, payloads: Iterable[Any], **options: Any) -> list[Job[R]]:
+        specs = [self.spec(p, **options) for p in payloads]
+        return await self.app.queue(self.queue_name).add_specs(specs, parse=self.parse_result)
+
+    def parse_result(self, value: Any) -> R:
+        return self.result_adapter.validate_python(value)  # type: ignore[no-any-return]
+
+    async def handle(self, ctx: JobContext, data: Any) -> Any:
+        """The worker-side entry: parse the stored payload, run, dump the result to JSON data."""
+        args = self._args(ctx, data)
+        result = await self.fn(*args)
+        return self.result_adapter.dump_python(result, mode="json")
+
+    def handle_sync(self, ctx: JobContext, data: Any) -> Any:
+        result = self.fn(*self._args(ctx, data))
+        return self.result_adapter.dump_python(result, mode="json")
+
+    def _args(self, ctx: JobContext, data: Any) -> tuple[Any, ...]:
+        if not self.takes_payload:
+            return (ctx,)
+        try:
+            return (ctx, self.payload_adapter.validate_python(data))
+        except ValidationError as exc:
+            raise Unrecoverable(f"stored payload does not match {self.name!r}: {_field_errors(exc)}") from None
+
+    @property
+    def handler(self) -> Callable[[JobContext, Any], Any]:
+        return self.handle if self.is_async else self.handle_sync
+
+
+class Conveyor:
+    """Holds tasks, queue settings and one shared Redis client."""
+
+    def __init__(
+        self,
+        redis_url: str | None = None,
+        *,
+        prefix: str = "cv",
+        middleware: Sequence[Middleware] = (),
+        name: str = "conveyor",
+    ) -> None:
+        self._redis_url = redis_url
+        self.prefix = prefix
+        self.middleware = tuple(middleware)
+        self.name = name
+        self.tasks: dict[tuple[str, str], Task[Any]] = {}
+        self.queue_configs: dict[str, QueueConfig] = {}
+        self._client: RedisClient | None = None
+        self._queues: dict[str, Queue] = {}
+
+    @property
+    def redis_url(self) -> str:
+        return resolve_redis_url(self._redis_url)
+
+    def use_redis(self, url: str) -> None:
+        """Point the app at a Redis URL before first use (the CLI and tests do this)."""
+        if self._client is not None:
+            raise ConfigurationError("the app is already connected; set the URL before first use")
+        self._redis_url = url
+
+    @property
+    def client(self) -> RedisClient:
+        if self._client is None:
+            self._client = connect(self.redis_url)
+        return self._client
+
+    def declare_queue(self, name: str, *, concurrency: int = DEFAULT_CONCURRENCY, defaults: JobOptions | None = None) -> QueueConfig:
+        config = QueueConfig(name, concurrency, defaults)
+        self.queue_configs[name] = config
+        return config
+
+    def task(
+        self,
+        fn: Callable[..., Any] | None = None,
+        *,
+        queue: str = DEFAULT_QUEUE,
+        name: str | None = None,
+        concurrency: int | None = None,
+        **defaults: Any,
+    ) -> Any:
+        """Declare a task: `@app.task(queue="ai", attempts=3, timeout=60)` over `async def f(ctx, payload: M)`."""
+
+        def register(f: Callable[..., Any]) -> Task[Any]:
+            task_name = name or f.__name__
+            try:
+                task_defaults = JobOptions(**defaults)
+            except TypeError as exc:
+                raise ConfigurationError(f"task {task_name!r}: {exc}") from None
+            if (queue, task_name) in self.tasks:
+                raise ConfigurationError(f"task {task_name!r} is declared twice on queue {queue!r}")
+            config = self.queue_configs.get(queue)
+            if config is None:
+                self.declare_queue(queue, concurrency=concurrency or DEFAULT_CONCURRENCY)
+            elif concurrency is not None and concurrency != config.concurrency:
+                raise ConfigurationError(
+                    f"queue {queue!r} concurrency declared as {config.concurrency} and {concurrency}"
+                )
+            task: Task[Any] = Task(self, f, queue=queue, name=task_name, defaults=task_defaults)
+            self.tasks[(queue, task_name)] = task
+            return task
+
+        return register(fn) if fn is not None else register
+
+    def get_task(self, queue: str, name: str) -> Task[Any] | None:
+        return self.tasks.get((queue, name))
+
+    def queue(self, name: str) -> Queue:
+        q = self._queues.get(name)
+        if q is None:
+            config = self.queue_configs.get(name)
+            q = Queue(
+                name, redis=self.client, prefix=self.prefix, middleware=self.middleware,
+                defaults=config.defaults if config else None,
+            )
+            self._queues[name] = q
+        return q
+
+    def handlers(self, queue: str) -> dict[str, Any]:
+        return {t.name: t.handler for (q, _), t in self.tasks.items() if q == queue}
+
+    def worker(self, queue: str, **options: Any) -> Worker:
+        """A worker for one declared queue, running every task declared on it."""
+        if queue not in self.queue_configs:
+            raise ConfigurationError(f"queue {queue!r} is not declared by this app")
+        options.setdefault("concurrency", self.queue_configs[queue].concurrency)
+        options.setdefault("middleware", self.middleware)
+        return Worker(self.queue(queue), self.handlers(queue), **options)
+
+    async def close(self) -> None:
+        if self._client is not None:
+            await self._client.aclose()
+            self._client = None
+        self._queues.clear()

@@ -1,0 +1,141 @@
+"""One exception tree for everything Conveyor raises, plus the control-flow signals handlers raise.
+
+Script return codes map to exceptions through `ScriptCode` in `conveyor.redis.codes`; nothing else
+in the library raises bare built-in exceptions for domain errors.
+"""
+
+from __future__ import annotations
+
+from typing import Any
+
+
+class ConveyorError(Exception):
+    """Root of every error Conveyor raises."""
+
+
+class ConfigurationError(ConveyorError):
+    """Settings or declarations are invalid (unknown option, bad URL, duplicate task...)."""
+
+
+class InvalidJobError(ConveyorError, ValueError):
+    """A job cannot be enqueued as given; nothing was written."""
+
+
+class InvalidOptionError(InvalidJobError):
+    """An unknown job option, or a known one with a value out of range."""
+
+
+class SerializationError(InvalidJobError):
+    """Data or a result is not JSON-serialisable."""
+
+
+class PayloadTooLargeError(InvalidJobError):
+    """Encoded data exceeds the queue's size limit."""
+
+    def __init__(self, size: int, limit: int) -> None:
+        super().__init__(f"payload is {size} bytes, over the limit of {limit} bytes")
+        self.size = size
+        self.limit = limit
+
+
+class PayloadValidationError(InvalidJobError):
+    """Data does not match the task's declared payload type."""
+
+    def __init__(self, task: str, errors: list[dict[str, Any]]) -> None:
+        super().__init__(f"payload for task {task!r} is invalid: {errors}")
+        self.task = task
+        self.errors = errors
+
+
+class IdempotencyConflictError(ConveyorError):
+    """A job id or idempotency key was reused with different data."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id!r} already exists with different name or data")
+        self.job_id = job_id
+
+
+class JobNotFoundError(ConveyorError, LookupError):
+    """No job with that id exists (never did, or was removed)."""
+
+
+class InvalidStateError(ConveyorError):
+    """The operation does not apply to the job in its current state."""
+
+    def __init__(self, job_id: str, state: str, operation: str) -> None:
+        super().__init__(f"cannot {operation} job {job_id!r} in state {state!r}")
+        self.job_id = job_id
+        self.state = state
+        self.operation = operation
+
+
+class LeaseLostError(ConveyorError):
+    """A write carried a lease token that is no longer current (the job was recovered elsewhere)."""
+
+
+class QueueNotEmptyError(ConveyorError):
+    """Obliterate refused because jobs are active; pass force=True to override."""
+
+
+class ConnectionFailedError(ConveyorError, ConnectionError):
+    """Redis/Valkey could not be reached."""
+
+
+class UnknownTaskError(ConveyorError, LookupError):
+    """No task or queue with that name is declared."""
+
+
+class JobFailedError(ConveyorError):
+    """Raised by `Job.result()` when the job ended failed; carries the recorded error."""
+
+    def __init__(self, job_id: str, error: dict[str, Any] | None) -> None:
+        message = (error or {}).get("message", "job failed")
+        kind = (error or {}).get("type", "Error")
+        super().__init__(f"job {job_id} failed: {kind}: {message}")
+        self.job_id = job_id
+        self.error = error or {}
+
+
+class JobCancelledError(ConveyorError):
+    """Raised by `Job.result()` when the job was cancelled."""
+
+    def __init__(self, job_id: str) -> None:
+        super().__init__(f"job {job_id} was cancelled")
+        self.job_id = job_id
+
+
+# --------------------------------------------------------------------------- handler signals
+
+
+class HandlerSignal(Exception):  # noqa: N818 - these are signals, not errors
+    """Base of the exceptions a handler raises to steer what happens to its job."""
+
+
+class Retry(HandlerSignal):
+    """Retry this job after `after` seconds (uses an attempt; None = the job's backoff)."""
+
+    def __init__(self, after: float | None = None, reason: str = "retry requested") -> None:
+        super().__init__(reason)
+        if after is not None and after < 0:
+            raise ValueError("Retry(after=...) must be >= 0")
+        self.after = after
+        self.reason = reason
+
+
+class Unrecoverable(HandlerSignal):
+    """Fail this job at once, skipping any attempts left (goes to the dead-letter set)."""
+
+
+class RateLimited(HandlerSignal):
+    """An upstream said 'slow down': put the job back after `retry_after` s without using an attempt."""
+
+    def __init__(self, retry_after: float, reason: str = "rate limited") -> None:
+        super().__init__(reason)
+        if retry_after < 0:
+            raise ValueError("RateLimited(retry_after=...) must be >= 0")
+        self.retry_after = retry_after
+        self.reason = reason
+
+
+class JobTimeoutError(ConveyorError, TimeoutError):
+    """The handler ran past the job's timeout and was cancelled (a failed attempt)."""

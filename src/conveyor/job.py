@@ -1,0 +1,168 @@
+"""Job states, the frozen record read from Redis, and the live `Job` handle."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import Mapping
+from dataclasses import dataclass, field
+from enum import StrEnum
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
+
+from conveyor import codec
+from conveyor.errors import JobCancelledError, JobFailedError, JobNotFoundError
+
+if TYPE_CHECKING:
+    from conveyor.queue import Queue
+
+T = TypeVar("T")
+
+
+class JobState(StrEnum):
+    WAITING = "waiting"
+    DELAYED = "delayed"
+    ACTIVE = "active"
+    COMPLETED = "completed"
+    FAILED = "failed"
+    CANCELLED = "cancelled"
+
+
+TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+
+
+def _int(raw: str | None) -> int | None:
+    return None if raw is None else int(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class JobRecord:
+    """A job as stored at one moment. Times are epoch milliseconds from the Redis clock."""
+
+    id: str
+    queue: str
+    name: str
+    data: Any
+    state: JobState
+    options: dict[str, Any] = field(default_factory=dict)
+    priority: int = 0
+    attempts_made: int = 0
+    max_attempts: int = 1
+    stalls: int = 0
+    progress: Any = None
+    result: Any = None
+    error: dict[str, Any] | None = None
+    created_ms: int | None = None
+    started_ms: int | None = None
+    finished_ms: int | None = None
+    worker: str | None = None
+    cancel_requested: bool = False
+    idempotency_key: str | None = None
+
+    @classmethod
+    def from_hash(cls, queue: str, job_id: str, h: Mapping[str, str]) -> JobRecord:
+        options = codec.loads(h.get("opts")) or {}
+        return cls(
+            id=job_id,
+            queue=queue,
+            name=h.get("name", ""),
+            data=codec.loads(h.get("data")),
+            state=JobState(h.get("state", "waiting")),
+            options=options,
+            priority=int(h.get("prio", 0)),
+            attempts_made=int(h.get("attempts", 0)),
+            max_attempts=int(options.get("attempts", 1)),
+            stalls=int(h.get("stalls", 0)),
+            progress=codec.loads(h.get("progress")),
+            result=codec.loads(h.get("result")),
+            error=codec.loads(h.get("error")),
+            created_ms=_int(h.get("ts")),
+            started_ms=_int(h.get("started")),
+            finished_ms=_int(h.get("finished")),
+            worker=h.get("worker"),
+            cancel_requested=h.get("cancel") == "1",
+            idempotency_key=h.get("idem"),
+        )
+
+    @property
+    def finished(self) -> bool:
+        return self.state in TERMINAL
+
+    def to_dict(self) -> dict[str, Any]:
+        return {
+            "id": self.id, "queue": self.queue, "name": self.name, "data": self.data,
+            "state": self.state.value, "options": self.options, "priority": self.priority,
+            "attempts_made": self.attempts_made, "max_attempts": self.max_attempts, "stalls": self.stalls,
+            "progress": self.progress, "result": self.result, "error": self.error,
+            "created_ms": self.created_ms, "started_ms": self.started_ms, "finished_ms": self.finished_ms,
+            "worker": self.worker, "cancel_requested": self.cancel_requested,
+            "idempotency_key": self.idempotency_key,
+        }
+
+
+class Job(Generic[T]):
+    """A live handle: a job id bound to its queue. Reads go to Redis each time."""
+
+    __slots__ = ("_parse", "created", "id", "queue")
+
+    def __init__(self, queue: Queue, job_id: str, *, created: bool = True, parse: Any = None) -> None:
+        self.queue = queue
+        self.id = job_id
+        self.created = created  # False when an idempotent add returned an existing job
+        self._parse = parse
+
+    def __repr__(self) -> str:
+        return f"Job(queue={self.queue.name!r}, id={self.id!r})"
+
+    async def record(self) -> JobRecord:
+        rec = await self.queue.get_job(self.id)
+        if rec is None:
+            raise JobNotFoundError(f"job {self.id!r} not found in queue {self.queue.name!r}")
+        return rec
+
+    async def state(self) -> JobState:
+        return (await self.record()).state
+
+    async def logs(self) -> list[str]:
+        return await self.queue.get_logs(self.id)
+
+    async def cancel(self) -> JobState:
+        return await self.queue.cancel(self.id)
+
+    async def wait(self, timeout: float | None = None) -> JobRecord:
+        """Wait until the job is completed, failed or cancelled; TimeoutError after `timeout` s."""
+        deadline = None if timeout is None else time.monotonic() + timeout
+        cursor = await self.queue.last_event_id()
+        while True:
+            rec = await self.record()
+            if rec.finished:
+                return rec
+            remaining = None if deadline is None else deadline - time.monotonic()
+            if remaining is not None and remaining <= 0:
+                raise TimeoutError(f"job {self.id} did not finish within {timeout} s")
+            block_s = 1.0 if remaining is None else min(1.0, remaining)
+            # Events wake us early; the record is re-read at least once a second in case the event was
+            # trimmed from the stream before we read it.
+            until = time.monotonic() + block_s
+            seen = False
+            while not seen and time.monotonic() < until:
+                events = await self.queue.read_events(cursor, block_ms=max(1, int((until - time.monotonic()) * 1000)))
+                if not events:
+                    break
+                cursor = events[-1].id
+                seen = any(e.job_id == self.id and e.type in _END_EVENTS for e in events)
+
+    async def result(self, timeout: float | None = None) -> T:
+        """The handler's return value; raises JobFailedError / JobCancelledError / TimeoutError."""
+        try:
+            rec = await self.wait(timeout)
+        except JobNotFoundError:
+            raise
+        if rec.state is JobState.FAILED:
+            raise JobFailedError(self.id, rec.error)
+        if rec.state is JobState.CANCELLED:
+            raise JobCancelledError(self.id)
+        value = rec.result
+        return self._parse(value) if self._parse is not None else value  # type: ignore[no-any-return]
+
+
+_END_EVENTS = frozenset({"completed", "failed", "cancelled", "removed"})
+

@@ -1,0 +1,153 @@
+"""Job options: validated once, merged queue → task → call, stored with the job as compact JSON."""
+
+from __future__ import annotations
+
+import math
+import re
+from collections.abc import Mapping
+from dataclasses import dataclass, fields, replace
+from datetime import UTC, datetime, timedelta
+from typing import Any
+
+from conveyor.backoff import Backoff, parse_backoff
+from conveyor.errors import InvalidOptionError
+
+PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
+_ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,200}$")
+DEFAULT_IDEMPOTENCY_TTL_S = 86400.0
+
+
+def _check_id(kind: str, value: str, *, forbid_numeric: bool) -> str:
+    if not isinstance(value, str) or not _ID.match(value):
+        raise InvalidOptionError(
+            f"invalid {kind} {value!r}: 1-200 characters from letters, digits and . _ : @ / + = -"
+        )
+    if forbid_numeric and value.isdigit():
+        raise InvalidOptionError(f"{kind} {value!r} is all digits, which is reserved for generated ids")
+    return value
+
+
+def _seconds(name: str, value: Any, *, allow_zero: bool = True) -> float | None:
+    if value is None:
+        return None
+    if isinstance(value, timedelta):
+        value = value.total_seconds()
+    if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
+        raise InvalidOptionError(f"{name} must be a number of seconds, got {value!r}")
+    if value < 0 or (value == 0 and not allow_zero):
+        raise InvalidOptionError(f"{name} must be {'>=' if allow_zero else '>'} 0, got {value!r}")
+    return float(value)
+
+
+@dataclass(frozen=True, slots=True, kw_only=True)
+class JobOptions:
+    """Everything that can be set on a job besides its name and data. None means "inherit"."""
+
+    job_id: str | None = None
+    idempotency_key: str | None = None
+    idempotency_ttl: float | None = None
+    priority: int | None = None
+    delay: float | None = None
+    run_at: datetime | None = None
+    attempts: int | None = None
+    backoff: Backoff | None = None
+    timeout: float | None = None
+    result_ttl: float | None = None
+    failed_ttl: float | None = None
+
+    def __post_init__(self) -> None:
+        s = object.__setattr__
+        if self.job_id is not None:
+            _check_id("job id", self.job_id, forbid_numeric=True)
+        if self.idempotency_key is not None:
+            _check_id("idempotency key", self.idempotency_key, forbid_numeric=False)
+        s(self, "idempotency_ttl", _seconds("idempotency_ttl", self.idempotency_ttl, allow_zero=False))
+        if self.priority is not None and (
+            isinstance(self.priority, bool) or not isinstance(self.priority, int)
+            or not PRIORITY_MIN <= self.priority <= PRIORITY_MAX
+        ):
+            raise InvalidOptionError(f"priority must be an integer in [{PRIORITY_MIN}, {PRIORITY_MAX}]")
+        s(self, "delay", _seconds("delay", self.delay))
+        if self.run_at is not None:
+            if not isinstance(self.run_at, datetime) or self.run_at.tzinfo is None:
+                raise InvalidOptionError("run_at must be a timezone-aware datetime")
+            if self.delay is not None:
+                raise InvalidOptionError("give either delay or run_at, not both")
+        if self.attempts is not None and (
+            isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or not 1 <= self.attempts <= 1000
+        ):
+            raise InvalidOptionError(f"attempts must be an integer in [1, 1000], got {self.attempts!r}")
+        if self.backoff is not None:
+            s(self, "backoff", parse_backoff(self.backoff))
+        s(self, "timeout", _seconds("timeout", self.timeout, allow_zero=False))
+        s(self, "result_ttl", _seconds("result_ttl", self.result_ttl))
+        s(self, "failed_ttl", _seconds("failed_ttl", self.failed_ttl, allow_zero=False))
+
+    @classmethod
+    def from_mapping(cls, values: Mapping[str, Any]) -> JobOptions:
+        """Build from a plain mapping (bulk specs, HTTP bodies); unknown keys are an error."""
+        known = {f.name for f in fields(cls)}
+        unknown = set(values) - known
+        if unknown:
+            raise InvalidOptionError(f"unknown job options {sorted(unknown)}; known: {sorted(known)}")
+        clean = dict(values)
+        if isinstance(clean.get("run_at"), str):
+            try:
+                clean["run_at"] = datetime.fromisoformat(clean["run_at"])
+            except ValueError:
+                raise InvalidOptionError(f"run_at is not an ISO 8601 datetime: {clean['run_at']!r}") from None
+        try:
+            return cls(**clean)
+        except TypeError as exc:
+            raise InvalidOptionError(str(exc)) from None
+
+    def merged_over(self, base: JobOptions | None) -> JobOptions:
+        """These options with unset (None) fields taken from `base`."""
+        if base is None:
+            return self
+        updates = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        return replace(base, **updates)
+
+    def delay_ms(self, now: datetime | None = None) -> int:
+        if self.run_at is not None:
+            now = now or datetime.now(UTC)
+            return max(0, int((self.run_at - now).total_seconds() * 1000))
+        return int((self.delay or 0) * 1000)
+
+    def stored(self) -> dict[str, Any]:
+        """The part a worker needs, kept with the job (only what differs from the defaults)."""
+        out: dict[str, Any] = {}
+        if self.attempts is not None and self.attempts != 1:
+            out["attempts"] = self.attempts
+        if self.backoff is not None:
+            out["backoff"] = self.backoff.to_json()
+        if self.timeout is not None:
+            out["timeout"] = self.timeout
+        if self.result_ttl is not None:
+            out["result_ttl"] = self.result_ttl
+        if self.failed_ttl is not None:
+            out["failed_ttl"] = self.failed_ttl
+        return out
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpec:
+    """One job for `Queue.add_bulk`: name, data and options."""
+
+    name: str
+    data: Any = None
+    options: JobOptions = JobOptions()
+
+    @classmethod
+    def from_mapping(cls, value: Mapping[str, Any]) -> JobSpec:
+        unknown = set(value) - {"name", "data", "options"}
+        if unknown:
+            raise InvalidOptionError(f"unknown job spec keys {sorted(unknown)}; use name, data, options")
+        if "name" not in value:
+            raise InvalidOptionError("job spec needs a 'name'")
+        opts = value.get("options") or {}
+        if isinstance(opts, JobOptions):
+            return cls(value["name"], value.get("data"), opts)
+        if not isinstance(opts, Mapping):
+            raise InvalidOptionError("job spec 'options' must be a mapping")
+        return cls(value["name"], value.get("data"), JobOptions.from_mapping(opts))

@@ -1,0 +1,375 @@
+"""Queue: the producer and admin side. Every state change is one script call (see redis/lua)."""
+
+from __future__ import annotations
+
+import os
+from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from conveyor import codec
+from conveyor.backoff import Backoff
+from conveyor.errors import (
+    ConfigurationError,
+    ConnectionFailedError,
+    IdempotencyConflictError,
+    InvalidJobError,
+    InvalidOptionError,
+    InvalidStateError,
+    JobNotFoundError,
+    PayloadTooLargeError,
+    QueueNotEmptyError,
+)
+from conveyor.events import Event
+from conveyor.job import Job, JobRecord, JobState
+from conveyor.middleware import Middleware, MiddlewareChain
+from conveyor.options import DEFAULT_IDEMPOTENCY_TTL_S, JobOptions, JobSpec
+from conveyor.redis.codes import ScriptCode
+from conveyor.redis.connection import RedisClient, connect
+from conveyor.redis.keys import QueueKeys, registry_key
+from conveyor.redis.scripts import JobSpecArgs, QueueScripts
+
+DEFAULT_MAX_PAYLOAD_BYTES = 512 * 1024
+DEFAULT_EVENTS_MAXLEN = 100_000
+BULK_CHUNK = 1000
+_NAME_MAX = 200
+
+
+@dataclass(frozen=True, slots=True)
+class Page:
+    """One page of a listing; pass `next_cursor` back to get the next page (None = last page)."""
+
+    jobs: list[JobRecord]
+    next_cursor: int | None
+
+
+@dataclass(frozen=True, slots=True)
+class Retention:
+    """How many finished records a queue keeps (None = no limit)."""
+
+    completed_max_count: int | None = 100_000
+    completed_max_age_s: float | None = 86_400.0
+    failed_max_count: int | None = None
+    failed_max_age_s: float | None = None
+
+
+def resolve_redis_url(url: str | None) -> str:
+    url = url or os.environ.get("REDIS_URL")
+    if not url:
+        raise ConfigurationError("no Redis URL: pass redis=... or set REDIS_URL")
+    return url
+
+
+def check_job_name(name: str) -> str:
+    if not isinstance(name, str) or not name or len(name) > _NAME_MAX or not name.isprintable():
+        raise InvalidJobError(f"job name must be 1-{_NAME_MAX} printable characters, got {name!r}")
+    return name
+
+
+class Queue:
+    """A named queue in Redis. Cheap to create; share one client between many queues."""
+
+    def __init__(
+        self,
+        name: str,
+        *,
+        redis: str | RedisClient | None = None,
+        prefix: str = "cv",
+        defaults: JobOptions | None = None,
+        max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
+        events_maxlen: int = DEFAULT_EVENTS_MAXLEN,
+        middleware: Sequence[Middleware] = (),
+    ) -> None:
+        self.keys = QueueKeys(name, prefix)
+        self.name = name
+        self.prefix = prefix
+        if isinstance(redis, str) or redis is None:
+            self.redis_url: str | None = resolve_redis_url(redis)
+            self.client: RedisClient = connect(self.redis_url)
+            self._owns_client = True
+        else:
+            self.redis_url = None
+            self.client = redis
+            self._owns_client = False
+        self.defaults = defaults or JobOptions()
+        self.max_payload_bytes = max_payload_bytes
+        self.events_maxlen = events_maxlen
+        self.middleware = MiddlewareChain(middleware)
+        self.scripts = QueueScripts(self.client, self.keys, events_maxlen)
+        self._registered = False
+
+    def __repr__(self) -> str:
+        return f"Queue({self.name!r})"
+
+    async def close(self) -> None:
+        if self._owns_client:
+            await self.client.aclose()
+
+    async def __aenter__(self) -> Queue:
+        return self
+
+    async def __aexit__(self, *exc: object) -> None:
+        await self.close()
+
+    # ------------------------------------------------------------------ enqueue
+
+    async def add(
+        self,
+        name: str,
+        data: Any = None,
+        *,
+        job_id: str | None = None,
+        idempotency_key: str | None = None,
+        idempotency_ttl: float | None = None,
+        priority: int | None = None,
+        delay: float | None = None,
+        run_at: datetime | None = None,
+        attempts: int | None = None,
+        backoff: Backoff | float | Mapping[str, Any] | Any = None,
+        timeout: float | None = None,
+        result_ttl: float | None = None,
+        failed_ttl: float | None = None,
+    ) -> Job[Any]:
+        """Enqueue one job. Same id/idempotency key with the same name and data returns the
+        existing job (`job.created` is False); with other data it raises IdempotencyConflictError."""
+        options = JobOptions(
+            job_id=job_id, idempotency_key=idempotency_key, idempotency_ttl=idempotency_ttl,
+            priority=priority, delay=delay, run_at=run_at, attempts=attempts, backoff=backoff,
+            timeout=timeout, result_ttl=result_ttl, failed_ttl=failed_ttl,
+        )
+        return (await self.add_specs([JobSpec(name, data, options)]))[0]
+
+    async def add_bulk(self, specs: Iterable[JobSpec | Mapping[str, Any]]) -> list[Job[Any]]:
+        """Enqueue many jobs; each chunk of up to 1,000 is written atomically (all or nothing),
+        and every spec is validated before anything is written."""
+        return await self.add_specs([s if isinstance(s, JobSpec) else JobSpec.from_mapping(s) for s in specs])
+
+    async def add_specs(self, specs: Sequence[JobSpec], *, parse: Any = None) -> list[Job[Any]]:
+        encoded = [self._encode(spec) for spec in specs]
+        _check_batch_duplicates(encoded)
+        if self.middleware:
+            for spec in specs:
+                await self.middleware.call("before_enqueue", self.name, spec)
+        await self._register()
+        jobs: list[Job[Any]] = []
+        for start in range(0, len(encoded), BULK_CHUNK):
+            reply = await self.scripts.add(encoded[start:start + BULK_CHUNK])
+            if reply and reply[0] == ScriptCode.CONFLICT:
+                raise IdempotencyConflictError(str(reply[1]))
+            for i in range(0, len(reply), 2):
+                jobs.append(Job(self, str(reply[i]), created=reply[i + 1] == 1, parse=parse))
+        if self.middleware:
+            for spec, job in zip(specs, jobs, strict=True):
+                await self.middleware.call("after_enqueue", self.name, spec, job)
+        return jobs
+
+    def _encode(self, spec: JobSpec) -> JobSpecArgs:
+        check_job_name(spec.name)
+        opts = spec.options.merged_over(self.defaults)
+        data = codec.dumps_canonical(spec.data)
+        if len(data) > self.max_payload_bytes:
+            raise PayloadTooLargeError(len(data), self.max_payload_bytes)
+        stored = opts.stored()
+        ttl = opts.idempotency_ttl or DEFAULT_IDEMPOTENCY_TTL_S
+        return JobSpecArgs(
+            job_id=opts.job_id or "",
+            idempotency_key=opts.idempotency_key or "",
+            idempotency_ttl_ms=int(ttl * 1000),
+            name=spec.name,
+            data=data.decode(),
+            opts=codec.dumps(stored).decode() if stored else "",
+            priority=opts.priority or 0,
+            delay_ms=opts.delay_ms(),
+        )
+
+    async def _register(self) -> None:
+        if not self._registered:
+            await self._call(self.client.sadd(registry_key(self.prefix), self.name))
+            self._registered = True
+
+    # ------------------------------------------------------------------ reading
+
+    def job(self, job_id: str, *, parse: Any = None) -> Job[Any]:
+        """A handle for an existing job id (no Redis call)."""
+        return Job(self, job_id, parse=parse)
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        h = await self._call(self.client.hgetall(self.keys.job(job_id)))
+        if not h:
+            return None
+        return JobRecord.from_hash(self.name, job_id, h)
+
+    async def get_state(self, job_id: str) -> JobState | None:
+        state = await self._call(self.client.hget(self.keys.job(job_id), "state"))
+        return None if state is None else JobState(state)
+
+    async def get_logs(self, job_id: str, start: int = 0, end: int = -1) -> list[str]:
+        return list(await self._call(self.client.lrange(self.keys.log(job_id), start, end)))
+
+    async def counts(self) -> dict[JobState, int]:
+        k = self.keys
+        async with self.client.pipeline(transaction=False) as pipe:
+            for state in JobState:
+                pipe.zcard(k.state_set(state.value))
+            replies = await self._call(pipe.execute())
+        return {state: int(n) for state, n in zip(JobState, replies, strict=True)}
+
+    async def is_paused(self) -> bool:
+        return await self._call(self.client.hget(self.keys.meta, "paused")) == "1"
+
+    async def list_jobs(self, state: JobState | str, *, cursor: int = 0, limit: int = 50) -> Page:
+        """Jobs of one state: waiting in claim order, delayed by due time, active by lease
+        deadline, finished ones newest first. The cursor is an offset into that order."""
+        state = JobState(state)
+        if not 1 <= limit <= 1000:
+            raise InvalidOptionError("limit must be in [1, 1000]")
+        if cursor < 0:
+            raise InvalidOptionError("cursor must be >= 0")
+        key = self.keys.state_set(state.value)
+        stop = cursor + limit - 1
+        if state in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED):
+            ids = await self._call(self.client.zrevrange(key, cursor, stop))
+        else:
+            ids = await self._call(self.client.zrange(key, cursor, stop))
+        records = await self._records(ids)
+        return Page(records, cursor + limit if len(ids) == limit else None)
+
+    async def _records(self, ids: Sequence[str]) -> list[JobRecord]:
+        if not ids:
+            return []
+        async with self.client.pipeline(transaction=False) as pipe:
+            for job_id in ids:
+                pipe.hgetall(self.keys.job(job_id))
+            hashes = await self._call(pipe.execute())
+        return [JobRecord.from_hash(self.name, i, h) for i, h in zip(ids, hashes, strict=True) if h]
+
+    # ------------------------------------------------------------------ events
+
+    async def last_event_id(self) -> str:
+        last = await self._call(self.client.xrevrange(self.keys.events, count=1))
+        return str(last[0][0]) if last else "0-0"
+
+    async def read_events(self, cursor: str = "0-0", *, count: int = 1000, block_ms: int | None = None) -> list[Event]:
+        """Events after `cursor` (a stream id; "0-0" = from the oldest kept, "$" = only new ones)."""
+        reply = await self._call(
+            self.client.xread({self.keys.events: cursor}, count=count, block=block_ms)
+        )
+        if not reply:
+            return []
+        entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
+        return [Event.from_entry(eid, values) for eid, values in entries]
+
+    async def events(self, cursor: str = "$", *, block_ms: int = 5000) -> AsyncIterator[Event]:
+        """Follow the events stream from `cursor` for as long as the caller iterates."""
+        if cursor == "$":
+            cursor = await self.last_event_id()
+        while True:
+            batch = await self.read_events(cursor, block_ms=block_ms)
+            for event in batch:
+                cursor = event.id
+                yield event
+
+    # ------------------------------------------------------------------ admin
+
+    async def cancel(self, job_id: str) -> JobState:
+        """Waiting/delayed → cancelled now; active → cancellation requested (returns ACTIVE)."""
+        code, state = await self.scripts.cancel(job_id)
+        self._check(code, job_id, state, "cancel")
+        return JobState(state)
+
+    async def retry(self, job_id: str) -> None:
+        """Send a failed or cancelled job back to waiting with fresh attempts."""
+        code, state = await self.scripts.retry(job_id)
+        self._check(code, job_id, state, "retry")
+
+    async def promote(self, job_id: str) -> None:
+        """Make a delayed job ready now."""
+        code, state = await self.scripts.promote(job_id)
+        self._check(code, job_id, state, "promote")
+
+    async def remove(self, job_id: str) -> None:
+        """Delete a job that is not active (cancel an active job first)."""
+        code, state = await self.scripts.remove(job_id)
+        self._check(code, job_id, state, "remove")
+
+    async def pause(self) -> None:
+        await self.scripts.set_paused(True)
+
+    async def resume(self) -> None:
+        await self.scripts.set_paused(False)
+
+    async def drain(self, *, include_delayed: bool = True) -> int:
+        """Delete every waiting (and delayed) job, in bounded batches. Returns how many went."""
+        total = await self._delete_all(self.keys.ready, "drained")
+        if include_delayed:
+            total += await self._delete_all(self.keys.delayed, "drained")
+        return total
+
+    async def purge(self, state: JobState | str) -> int:
+        """Delete every finished job of one state (completed, failed or cancelled)."""
+        state = JobState(state)
+        if state not in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED):
+            raise InvalidOptionError("purge applies to completed, failed or cancelled jobs")
+        return await self._delete_all(self.keys.state_set(state.value), "purged")
+
+    async def obliterate(self, *, force: bool = False) -> None:
+        """Delete the whole queue: jobs, events, settings. Refuses while jobs are active unless forced."""
+        k = self.keys
+        if not force and await self._call(self.client.zcard(k.active)) > 0:
+            raise QueueNotEmptyError(f"queue {self.name!r} has active jobs; pass force=True")
+        for state in JobState:
+            await self._delete_all(k.state_set(state.value), "")
+        await self._call(self.client.delete(k.meta, k.events, k.wake))
+        await self._call(self.client.srem(registry_key(self.prefix), self.name))
+        self._registered = False
+
+    async def _delete_all(self, key: str, event: str) -> int:
+        total = 0
+        while True:
+            deleted, remaining = await self.scripts.delete_jobs(key, 500, event)
+            total += deleted
+            if remaining == 0 or deleted == 0:
+                return total
+
+    async def set_retention(self, retention: Retention) -> None:
+        """Limits on kept finished records, applied as jobs finish (bounded work per batch)."""
+        def enc(v: float | None, scale: int = 1) -> str:
+            return "-1" if v is None else str(int(v * scale))
+
+        await self._call(self.client.hset(self.keys.meta, mapping={
+            "completed_max_count": enc(retention.completed_max_count),
+            "completed_max_age_ms": enc(retention.completed_max_age_s, 1000),
+            "failed_max_count": enc(retention.failed_max_count),
+            "failed_max_age_ms": enc(retention.failed_max_age_s, 1000),
+        }))
+
+    # ------------------------------------------------------------------ helpers
+
+    @staticmethod
+    def _check(code: int, job_id: str, state: str, operation: str) -> None:
+        if code == ScriptCode.NOT_FOUND:
+            raise JobNotFoundError(f"job {job_id!r} not found")
+        if code == ScriptCode.WRONG_STATE:
+            raise InvalidStateError(job_id, state, operation)
+
+    @staticmethod
+    async def _call(awaitable: Any) -> Any:
+        try:
+            return await awaitable
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise ConnectionFailedError(f"Redis unreachable: {exc}") from exc
+
+
+def _check_batch_duplicates(jobs: Sequence[JobSpecArgs]) -> None:
+    """Two specs in one batch sharing an id or key must carry the same job, as across batches."""
+    seen: dict[tuple[str, str], tuple[str, str]] = {}
+    for j in jobs:
+        for kind, value in (("id", j.job_id), ("key", j.idempotency_key)):
+            if value:
+                prev = seen.setdefault((kind, value), (j.name, j.data))
+                if prev != (j.name, j.data):
+                    raise IdempotencyConflictError(value)

@@ -1,0 +1,94 @@
+"""The only place key names are built. Every key of a queue shares the hash tag `{<queue>}`."""
+
+from __future__ import annotations
+
+import re
+from dataclasses import dataclass
+
+from conveyor.errors import ConfigurationError
+
+_QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
+_PREFIX = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
+
+
+def validate_queue_name(name: str) -> str:
+    if not isinstance(name, str) or not _QUEUE_NAME.match(name):
+        raise ConfigurationError(
+            f"invalid queue name {name!r}: use 1-100 characters from letters, digits, '.', '_', '-'"
+        )
+    return name
+
+
+@dataclass(frozen=True, slots=True)
+class QueueKeys:
+    """Key names of one queue, e.g. `cv:{emails}:ready`."""
+
+    queue: str
+    prefix: str = "cv"
+
+    def __post_init__(self) -> None:
+        validate_queue_name(self.queue)
+        if not _PREFIX.match(self.prefix):
+            raise ConfigurationError(f"invalid key prefix {self.prefix!r}")
+
+    @property
+    def base(self) -> str:
+        """Common prefix of every key of the queue; scripts derive per-job keys from it."""
+        return f"{self.prefix}:{{{self.queue}}}:"
+
+    def _k(self, suffix: str) -> str:
+        return self.base + suffix
+
+    @property
+    def meta(self) -> str:
+        return self._k("meta")
+
+    @property
+    def ready(self) -> str:
+        return self._k("ready")
+
+    @property
+    def delayed(self) -> str:
+        return self._k("delayed")
+
+    @property
+    def active(self) -> str:
+        return self._k("active")
+
+    @property
+    def completed(self) -> str:
+        return self._k("completed")
+
+    @property
+    def failed(self) -> str:
+        return self._k("failed")
+
+    @property
+    def cancelled(self) -> str:
+        return self._k("cancelled")
+
+    @property
+    def events(self) -> str:
+        return self._k("events")
+
+    @property
+    def wake(self) -> str:
+        return self._k("wake")
+
+    def job(self, job_id: str) -> str:
+        return self._k("job:" + job_id)
+
+    def log(self, job_id: str) -> str:
+        return self._k("log:" + job_id)
+
+    def idempotency(self, key: str) -> str:
+        return self._k("idem:" + key)
+
+    def state_set(self, state: str) -> str:
+        """The sorted set holding jobs of a state (`waiting` lives in `ready`)."""
+        return self._k("ready" if state == "waiting" else state)
+
+
+def registry_key(prefix: str = "cv") -> str:
+    """Set of queue names ever used under a prefix (lets tools list queues without SCAN)."""
+    return f"{prefix}:queues"

@@ -1,0 +1,30 @@
+--[[ cancel-5: cancel a job. Waiting/delayed jobs end cancelled at once; an active job gets a
+cooperative request (its worker sees it at the next heartbeat and cancels the handler).
+KEYS: 1 ready, 2 delayed, 3 active, 4 cancelled, 5 events
+ARGV: 1 prefix, 2 job id, 3 events maxlen
+Returns: {code, state}: code 0 cancelled now, 1 cancellation requested (active), -1 NOT_FOUND,
+         -3 WRONG_STATE (already finished; state says which)
+Codes: 0 OK, -1 NOT_FOUND, -3 WRONG_STATE
+Events: cancelled (id), cancelling (id)
+]]
+--@include common
+
+local ready, delayed, active, cancelled, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
+local prefix, id, maxlen = ARGV[1], ARGV[2], ARGV[3]
+local jk = prefix .. 'job:' .. id
+local state = redis.call('HGET', jk, 'state')
+if not state then return {-1, ''} end
+if state == 'waiting' or state == 'delayed' then
+  local stamp = num(now_ms())
+  redis.call('ZREM', state == 'waiting' and ready or delayed, id)
+  redis.call('HSET', jk, 'state', 'cancelled', 'finished', stamp)
+  redis.call('ZADD', cancelled, stamp, id)
+  emit(events, maxlen, 'ev', 'cancelled', 'id', id)
+  return {0, 'cancelled'}
+end
+if state == 'active' then
+  redis.call('HSET', jk, 'cancel', '1')
+  emit(events, maxlen, 'ev', 'cancelling', 'id', id)
+  return {1, 'active'}
+end
+return {-3, state}

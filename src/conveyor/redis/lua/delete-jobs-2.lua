@@ -1,0 +1,26 @@
+--[[ delete-jobs-2: delete up to `limit` jobs of one state set, oldest first (drain, purge, obliterate).
+KEYS: 1 the state set (ready, delayed, completed, failed, cancelled), 2 events
+ARGV: 1 prefix, 2 limit, 3 events maxlen, 4 event name ('' = none)
+Returns: {deleted, remaining}
+Codes: 0 OK
+Events: the given event name once per call (count)
+]]
+--@include common
+
+local set, events = KEYS[1], KEYS[2]
+local prefix, limit, maxlen, ev = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local ids = redis.call('ZRANGE', set, 0, limit - 1)
+for i = 1, #ids do
+  local jk = prefix .. 'job:' .. ids[i]
+  local ikey = redis.call('HGET', jk, 'idem')
+  if ikey then
+    local ik = prefix .. 'idem:' .. ikey
+    if redis.call('GET', ik) == ids[i] then redis.call('DEL', ik) end
+  end
+  redis.call('DEL', jk, prefix .. 'log:' .. ids[i])
+end
+if #ids > 0 then
+  redis.call('ZREM', set, unpack(ids))
+  if ev ~= '' then emit(events, maxlen, 'ev', ev, 'count', #ids) end
+end
+return {#ids, redis.call('ZCARD', set)}

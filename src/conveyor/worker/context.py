@@ -1,0 +1,88 @@
+"""JobContext: what a handler gets besides its payload."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import TYPE_CHECKING, Any
+
+from conveyor import codec
+from conveyor.errors import LeaseLostError
+from conveyor.redis.codes import ScriptCode
+
+if TYPE_CHECKING:
+    from conveyor.redis.scripts import QueueScripts
+
+MAX_LOG_LINES = 1000
+MAX_LOG_LINE_CHARS = 8192
+
+
+class JobContext:
+    """Per-run view of a job: identity, attempt, and progress/log calls fenced by the lease."""
+
+    __slots__ = (
+        "_scripts", "attempt", "cancel_requested", "data", "job_id", "lease_lost", "loop", "max_attempts",
+        "name", "options", "queue", "state", "token", "worker_id",
+    )
+
+    def __init__(
+        self,
+        scripts: QueueScripts,
+        queue: str,
+        worker_id: str,
+        job_id: str,
+        token: str,
+        attempt: int,
+        name: str,
+        data: Any,
+        options: dict[str, Any],
+    ) -> None:
+        self._scripts = scripts
+        self.queue = queue
+        self.worker_id = worker_id
+        self.job_id = job_id
+        self.token = token
+        self.attempt = attempt
+        self.name = name
+        self.data = data
+        self.options = options
+        self.max_attempts: int = options.get("attempts", 1)
+        self.cancel_requested = False
+        self.lease_lost = False
+        self.loop: asyncio.AbstractEventLoop | None = None
+        # Free-form per-run state for middleware (start times, spans...).
+        self.state: dict[str, Any] = {}
+
+    def __repr__(self) -> str:
+        return f"JobContext(queue={self.queue!r}, id={self.job_id!r}, name={self.name!r}, attempt={self.attempt})"
+
+    async def progress(self, value: Any) -> None:
+        """Record progress (any JSON value, e.g. a percentage or {"done": 3, "total": 10})."""
+        code = await self._scripts.progress(self.job_id, self.token, codec.dumps(value).decode())
+        self._fenced(code)
+
+    async def log(self, line: str) -> None:
+        """Append a line to the job's log (the last 1,000 lines are kept)."""
+        code = await self._scripts.log(self.job_id, self.token, str(line)[:MAX_LOG_LINE_CHARS], MAX_LOG_LINES)
+        self._fenced(code)
+
+    def raise_if_cancelled(self) -> None:
+        """For sync handlers (and long loops): end the run as cancelled if that was requested."""
+        if self.cancel_requested:
+            raise asyncio.CancelledError("job cancellation requested")
+
+    def _fenced(self, code: int) -> None:
+        if code != ScriptCode.OK:
+            self.lease_lost = True
+            raise LeaseLostError(f"job {self.job_id}: lease lost, write rejected")
+
+    # Sync handlers run in threads; these helpers bridge to the worker's event loop.
+    def progress_sync(self, value: Any) -> None:
+        self._run_sync(self.progress(value))
+
+    def log_sync(self, line: str) -> None:
+        self._run_sync(self.log(line))
+
+    def _run_sync(self, coro: Any) -> None:
+        if self.loop is None:
+            raise RuntimeError("progress_sync/log_sync are for sync handlers running in the worker's threads")
+        asyncio.run_coroutine_threadsafe(coro, self.loop).result()

@@ -1,0 +1,45 @@
+"""What a run ended with, decided from the handler's return or exception."""
+
+from __future__ import annotations
+
+import traceback
+from dataclasses import dataclass
+from enum import StrEnum
+from typing import Any
+
+MAX_STACK_CHARS = 8000
+MAX_MESSAGE_CHARS = 2000
+
+
+class OutcomeKind(StrEnum):
+    COMPLETED = "C"
+    RETRY = "R"
+    FAILED = "F"
+    CANCELLED = "X"
+    BACK = "B"  # back to waiting without using an attempt (rate limited, shutdown hand-back)
+    LOST = "L"  # lease lost: nothing is written
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutcome:
+    kind: OutcomeKind
+    result: Any = None
+    error: dict[str, Any] | None = None
+    delay_s: float = 0.0
+    reason: str = ""
+    duration_s: float = 0.0
+
+    @property
+    def succeeded(self) -> bool:
+        return self.kind is OutcomeKind.COMPLETED
+
+
+def describe_error(exc: BaseException, attempt: int) -> dict[str, Any]:
+    """The error as stored with the job: type, message, stack (bounded), attempt."""
+    stack = "".join(traceback.format_exception(type(exc), exc, exc.__traceback__))
+    return {
+        "type": type(exc).__name__,
+        "message": str(exc)[:MAX_MESSAGE_CHARS],
+        "stack": stack[-MAX_STACK_CHARS:],
+        "attempt": attempt,
+    }

@@ -1,0 +1,361 @@
+"""Worker: leases batches of jobs, runs them with bounded concurrency, records outcomes in batches.
+
+One pump coroutine does all hot-path Redis traffic: each call records the finished jobs and leases
+new ones in the same round trip (finish-9.lua). Idle workers block on the queue's wake list instead
+of polling; a heartbeat extends leases (and notices cancellation requests), and a sweep returns
+jobs of dead workers to the queue.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import secrets
+import socket
+import time
+from collections.abc import Mapping, Sequence
+from dataclasses import dataclass, field
+from typing import Any
+
+from conveyor import codec
+from conveyor.errors import ConfigurationError, ConnectionFailedError
+from conveyor.middleware import Middleware, MiddlewareChain
+from conveyor.queue import Queue
+from conveyor.redis.codes import ScriptCode
+from conveyor.redis.scripts import Outcome
+from conveyor.worker.context import JobContext
+from conveyor.worker.outcome import JobOutcome, OutcomeKind
+from conveyor.worker.runner import Handler, Runner
+
+logger = logging.getLogger(__name__)
+
+_NOTE_CHARS = 200
+_EMPTY_OPTS: dict[str, Any] = {}
+
+
+def default_worker_id() -> str:
+    return f"{socket.gethostname()}:{os.getpid()}:{secrets.token_hex(3)}"
+
+
+@dataclass(slots=True)
+class WorkerStats:
+    """Counters since start (per process, per queue)."""
+
+    started_at: float = field(default_factory=time.time)
+    processed: int = 0
+    succeeded: int = 0
+    failed: int = 0
+    retried: int = 0
+    cancelled: int = 0
+    returned: int = 0
+    lost: int = 0
+    peak_active: int = 0
+    last_heartbeat: float | None = None
+
+
+class Worker:
+    """Runs the jobs of one queue. `handlers` maps job names to `fn(ctx, data)` (async or sync)."""
+
+    def __init__(
+        self,
+        queue: Queue,
+        handlers: Mapping[str, Handler],
+        *,
+        concurrency: int = 10,
+        lease_ms: int = 30_000,
+        heartbeat_ms: int | None = None,
+        stalled_interval_ms: int | None = None,
+        max_stalls: int = 1,
+        shutdown_grace_s: float = 30.0,
+        idle_block_s: float = 5.0,
+        worker_id: str | None = None,
+        middleware: Sequence[Middleware] = (),
+        max_result_bytes: int | None = None,
+        batch_size: int | None = None,
+    ) -> None:
+        if concurrency < 1:
+            raise ConfigurationError("concurrency must be >= 1")
+        if lease_ms < 100:
+            raise ConfigurationError("lease_ms must be >= 100")
+        self.queue = queue
+        self.concurrency = concurrency
+        self.lease_ms = lease_ms
+        self.heartbeat_s = (heartbeat_ms if heartbeat_ms is not None else min(lease_ms // 3, 1000)) / 1000
+        self.stalled_interval_s = (
+            stalled_interval_ms if stalled_interval_ms is not None else min(lease_ms // 2, 5000)
+        ) / 1000
+        self.max_stalls = max_stalls
+        self.shutdown_grace_s = shutdown_grace_s
+        self.idle_block_s = idle_block_s
+        self.batch_size = min(batch_size or concurrency, 1000)
+        self.worker_id = worker_id or default_worker_id()
+        self.middleware = MiddlewareChain(middleware)
+        self.stats = WorkerStats()
+        self.runner = Runner(
+            handlers, threads=concurrency, max_result_bytes=max_result_bytes or queue.max_payload_bytes
+        )
+        self._scripts = queue.scripts
+        self._running: dict[str, tuple[JobContext, asyncio.Task[None]]] = {}
+        self._outcomes: list[Outcome] = []
+        self._kick = asyncio.Event()
+        self._idle = asyncio.Event()
+        self._closed = asyncio.Event()
+        self._has_work = True
+        self._next_due: float | None = None
+        self._closing = False
+        self._tasks: list[asyncio.Task[None]] = []
+        self._pump_task: asyncio.Task[None] | None = None
+        self._started = False
+        self._stopped = asyncio.Event()
+        self.pump_failures = 0
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def active(self) -> int:
+        return len(self._running)
+
+    @property
+    def running(self) -> bool:
+        return self._started and not self._stopped.is_set()
+
+    async def start(self) -> None:
+        if self._started:
+            return
+        self._started = True
+        self._pump_task = asyncio.create_task(self._pump(), name=f"conveyor-pump-{self.queue.name}")
+        self._tasks = [
+            asyncio.create_task(self._waker(), name=f"conveyor-waker-{self.queue.name}"),
+            asyncio.create_task(self._heartbeat(), name=f"conveyor-heartbeat-{self.queue.name}"),
+            asyncio.create_task(self._sweeper(), name=f"conveyor-sweep-{self.queue.name}"),
+        ]
+        await self.queue._register()
+
+    async def run(self) -> None:
+        """Start and keep running until `close()` is called (from a signal handler, say)."""
+        await self.start()
+        await self._stopped.wait()
+
+    async def wait_stopped(self) -> None:
+        await self._stopped.wait()
+
+    async def close(self, grace_s: float | None = None) -> None:
+        """Stop claiming, let active jobs finish for up to `grace_s`, hand the rest back to waiting."""
+        if not self._started or self._stopped.is_set():
+            return
+        grace = self.shutdown_grace_s if grace_s is None else grace_s
+        self._closing = True
+        self._closed.set()
+        self._kick.set()
+        waker = self._tasks[0]
+        waker.cancel()
+        tasks = [task for _, task in self._running.values()]
+        if tasks and grace > 0:
+            await asyncio.wait(tasks, timeout=grace)
+        if self._running:
+            self.runner.handing_back = True
+            for ctx, task in list(self._running.values()):
+                logger.info("handing job %s back to the queue at shutdown", ctx.job_id)
+                task.cancel()
+            await asyncio.wait([t for _, t in self._running.values()], timeout=5)
+        self._kick.set()
+        if self._pump_task is not None:
+            try:
+                await asyncio.wait_for(self._pump_task, timeout=10)
+            except (TimeoutError, ConnectionFailedError):
+                logger.warning("could not record the final outcomes of queue %s; leases will expire", self.queue.name)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        self.runner.close()
+        self._stopped.set()
+
+    # ------------------------------------------------------------------ hot path
+
+    async def _pump(self) -> None:
+        scripts = self._scripts
+        failures = 0
+        while True:
+            outcomes = self._outcomes
+            free = 0 if self._closing else self.concurrency - len(self._running)
+            want = min(free, self.batch_size)
+            if not outcomes and (want <= 0 or not self._has_work):
+                if self._closing and not self._running:
+                    return
+                self._kick.clear()
+                if self._outcomes:
+                    continue
+                timeout = None if self._next_due is None else max(0.0, self._next_due - time.monotonic())
+                try:
+                    await asyncio.wait_for(self._kick.wait(), timeout)
+                except TimeoutError:
+                    self._next_due = None
+                    self._has_work = True
+                continue
+            self._outcomes = []
+            try:
+                if outcomes:
+                    reply = await scripts.finish(self.worker_id, self.lease_ms, want, outcomes)
+                    self._check_codes(outcomes, reply)
+                    claimed = reply[len(outcomes):]
+                else:
+                    claimed = await scripts.claim(self.worker_id, self.lease_ms, want)
+                failures = 0
+            except ConnectionFailedError as exc:
+                self._outcomes = outcomes + self._outcomes
+                failures += 1
+                self.pump_failures += 1
+                delay = min(5.0, 0.05 * 2 ** min(failures, 7))
+                logger.warning("queue %s: Redis call failed (%s); retrying in %.2fs", self.queue.name, exc, delay)
+                if self._closing and failures > 3:
+                    raise
+                await asyncio.sleep(delay)
+                continue
+            self._start_jobs(claimed, want)
+
+    def _check_codes(self, outcomes: list[Outcome], reply: list[Any]) -> None:
+        for outcome, code in zip(outcomes, reply, strict=False):
+            if code != ScriptCode.OK:
+                self.stats.lost += 1
+                logger.warning(
+                    "queue %s: late write for job %s rejected (%s): its lease had expired and it was "
+                    "recovered by another worker",
+                    self.queue.name, outcome.job_id, ScriptCode(int(code)).name,
+                )
+
+    def _start_jobs(self, reply: list[Any], want: int) -> None:
+        n = (len(reply) - 1) // 6
+        if n < want:
+            self._has_work = False
+            due_in = int(reply[0])
+            self._next_due = None if due_in < 0 else time.monotonic() + due_in / 1000
+            self._idle.set()
+        else:
+            self._has_work = True
+        if n == 0:
+            return
+        scripts, queue, worker_id, running, run = self._scripts, self.queue.name, self.worker_id, self._running, self._run
+        create_task = asyncio.get_running_loop().create_task
+        for i in range(1, n * 6, 6):
+            job_id, token, attempt, name, data, opts = reply[i:i + 6]
+            options = codec.loads(opts) if opts else _EMPTY_OPTS
+            ctx = JobContext(scripts, queue, worker_id, job_id, token, int(attempt), name, None, options)
+            running[job_id] = (ctx, create_task(run(ctx, data)))
+        if len(running) > self.stats.peak_active:
+            self.stats.peak_active = len(running)
+
+    async def _run(self, ctx: JobContext, data: str) -> None:
+        if self.middleware:
+            await self.middleware.call("before_job", ctx)
+        outcome = await self.runner.run(ctx, data)
+        if self.middleware:
+            await self.middleware.call("after_job", ctx, outcome)
+        self._record(ctx, outcome)
+
+    def _record(self, ctx: JobContext, outcome: JobOutcome) -> None:
+        del self._running[ctx.job_id]
+        stats = self.stats
+        kind = outcome.kind
+        options = ctx.options
+        if kind is OutcomeKind.COMPLETED:
+            stats.processed += 1
+            stats.succeeded += 1
+            ttl = options.get("result_ttl")
+            self._outcomes.append(Outcome(ctx.job_id, ctx.token, "C", outcome.result, -1 if ttl is None else int(ttl * 1000), ""))
+        elif kind is OutcomeKind.LOST:
+            stats.lost += 1
+            logger.warning("queue %s: job %s lost its lease; its outcome is dropped", ctx.queue, ctx.job_id)
+        else:
+            error = outcome.error or {}
+            note = f"{error.get('type', '')}: {error.get('message', '')}"[:_NOTE_CHARS] if error else outcome.reason
+            payload = codec.dumps(error).decode() if kind is not OutcomeKind.BACK else outcome.reason
+            if kind is OutcomeKind.FAILED:
+                stats.processed += 1
+                stats.failed += 1
+                ttl = options.get("failed_ttl")
+                number = -1 if ttl is None else int(ttl * 1000)
+            elif kind is OutcomeKind.RETRY:
+                stats.processed += 1
+                stats.retried += 1
+                number = int(outcome.delay_s * 1000)
+            elif kind is OutcomeKind.CANCELLED:
+                stats.processed += 1
+                stats.cancelled += 1
+                number = 0
+            else:
+                stats.returned += 1
+                number = int(outcome.delay_s * 1000)
+            self._outcomes.append(Outcome(ctx.job_id, ctx.token, kind.value, payload, number, note))
+        self._kick.set()
+
+    # ------------------------------------------------------------------ background loops
+
+    async def _waker(self) -> None:
+        """Blocks on the wake list while the worker has free slots and saw no work."""
+        client, key = self.queue.client, self.queue.keys.wake
+        failures = 0
+        while not self._closing:
+            await self._idle.wait()
+            try:
+                await client.blpop([key], timeout=self.idle_block_s)
+                failures = 0
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                failures += 1
+                delay = min(5.0, 0.05 * 2 ** min(failures, 7))
+                logger.warning("queue %s: wake-up wait failed (%s); retrying in %.2fs", self.queue.name, exc, delay)
+                await asyncio.sleep(delay)
+            self._idle.clear()
+            self._has_work = True
+            self._kick.set()
+
+    async def _sleep_or_closed(self, seconds: float) -> bool:
+        """Sleep; True if the worker started closing meanwhile."""
+        try:
+            await asyncio.wait_for(self._closed.wait(), seconds)
+        except TimeoutError:
+            return False
+        return True
+
+    async def _heartbeat(self) -> None:
+        while True:
+            if await self._sleep_or_closed(self.heartbeat_s) and not self._running:
+                return
+            self.stats.last_heartbeat = time.time()
+            if not self._running:
+                continue
+            leases = [(job_id, ctx.token) for job_id, (ctx, _) in self._running.items()]
+            try:
+                statuses = await self._scripts.extend(self.lease_ms, leases)
+            except ConnectionFailedError as exc:
+                logger.warning("queue %s: heartbeat failed (%s)", self.queue.name, exc)
+                continue
+            for (job_id, token), status in zip(leases, statuses, strict=True):
+                entry = self._running.get(job_id)
+                if entry is None or entry[0].token != token:
+                    continue
+                ctx, task = entry
+                if status == 1 and not ctx.cancel_requested:
+                    ctx.cancel_requested = True
+                    logger.info("queue %s: cancelling job %s on request", ctx.queue, job_id)
+                    if self.runner.handlers.get(ctx.name, None) is None or self.runner.handlers[ctx.name].is_async:
+                        task.cancel()
+                elif status < 0 and not ctx.lease_lost:
+                    ctx.lease_lost = True
+                    logger.warning("queue %s: lease of job %s was lost; cancelling its handler", ctx.queue, job_id)
+                    task.cancel()
+
+    async def _sweeper(self) -> None:
+        while not await self._sleep_or_closed(self.stalled_interval_s):
+            try:
+                recovered, dead = await self._scripts.recover_stalled(self.max_stalls)
+            except ConnectionFailedError as exc:
+                logger.warning("queue %s: stalled-job sweep failed (%s)", self.queue.name, exc)
+                continue
+            if recovered or dead:
+                logger.warning(
+                    "queue %s: recovered %d stalled job(s), failed %d that stalled too often",
+                    self.queue.name, recovered, dead,
+                )
