@@ -54,6 +54,8 @@ class JobOptions:
     timeout: float | None = None
     result_ttl: float | None = None
     failed_ttl: float | None = None
+    group: str | None = None
+    cost: int | None = None
 
     def __post_init__(self) -> None:
         s = object.__setattr__
@@ -82,6 +84,12 @@ class JobOptions:
         s(self, "timeout", _seconds("timeout", self.timeout, allow_zero=False))
         s(self, "result_ttl", _seconds("result_ttl", self.result_ttl))
         s(self, "failed_ttl", _seconds("failed_ttl", self.failed_ttl, allow_zero=False))
+        if self.group is not None:
+            _check_id("group", self.group, forbid_numeric=False)
+        if self.cost is not None and (
+            isinstance(self.cost, bool) or not isinstance(self.cost, int) or not 0 <= self.cost <= 10**12
+        ):
+            raise InvalidOptionError(f"cost must be an integer in [0, 10**12], got {self.cost!r}")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> JobOptions:
@@ -127,6 +135,10 @@ class JobOptions:
             out["result_ttl"] = self.result_ttl
         if self.failed_ttl is not None:
             out["failed_ttl"] = self.failed_ttl
+        if self.group is not None:
+            out["group"] = self.group
+        if self.cost is not None:
+            out["cost"] = self.cost
         return out
 
 

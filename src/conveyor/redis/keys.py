@@ -92,3 +92,18 @@ class QueueKeys:
 def registry_key(prefix: str = "cv") -> str:
     """Set of queue names ever used under a prefix (lets tools list queues without SCAN)."""
     return f"{prefix}:queues"
+
+
+@dataclass(frozen=True, slots=True)
+class WorkerRegistryKeys:
+    """Live worker processes: `index` is a zset of worker ids scored by last heartbeat (ms), and
+    `worker(id)` a JSON string with a TTL, so an entry disappears when its process dies."""
+
+    prefix: str = "cv"
+
+    @property
+    def index(self) -> str:
+        return f"{self.prefix}:{{workers}}:index"
+
+    def worker(self, worker_id: str) -> str:
+        return f"{self.prefix}:{{workers}}:w:{worker_id}"

@@ -20,8 +20,8 @@ class JobContext:
     """Per-run view of a job: identity, attempt, and progress/log calls fenced by the lease."""
 
     __slots__ = (
-        "_scripts", "attempt", "cancel_requested", "data", "job_id", "lease_lost", "loop", "max_attempts",
-        "name", "options", "queue", "state", "token", "worker_id",
+        "_scripts", "attempt", "cancel_requested", "cost_used", "data", "job_id", "lease_lost", "loop",
+        "max_attempts", "name", "options", "queue", "state", "token", "worker_id",
     )
 
     def __init__(
@@ -49,6 +49,8 @@ class JobContext:
         self.cancel_requested = False
         self.lease_lost = False
         self.loop: asyncio.AbstractEventLoop | None = None
+        # Units this run actually used (e.g. LLM tokens); set through report_cost, read by limits.
+        self.cost_used: int | None = None
         # Free-form per-run state for middleware (start times, spans...).
         self.state: dict[str, Any] = {}
 
@@ -64,6 +66,16 @@ class JobContext:
         """Append a line to the job's log (the last 1,000 lines are kept)."""
         code = await self._scripts.log(self.job_id, self.token, str(line)[:MAX_LOG_LINE_CHARS], MAX_LOG_LINES)
         self._fenced(code)
+
+    def report_cost(self, units: int) -> None:
+        """Report the units this run really used, so a cost-weighted limit's budget is corrected."""
+        if isinstance(units, bool) or not isinstance(units, int) or units < 0:
+            raise ValueError("cost units must be an integer >= 0")
+        self.cost_used = units
+
+    @property
+    def group(self) -> str | None:
+        return self.options.get("group")  # type: ignore[no-any-return]
 
     def raise_if_cancelled(self) -> None:
         """For sync handlers (and long loops): end the run as cancelled if that was requested."""

@@ -1,0 +1,81 @@
+"""One settings object, read from environment variables (and overridden by CLI flags).
+
+Every field is documented here and in `conveyor --help`; unknown CONVEYOR_* variables are an error,
+so a typo never passes silently. Rooms add their fields here, each with its env name and help.
+"""
+
+from __future__ import annotations
+
+import os
+from collections.abc import Mapping
+from dataclasses import dataclass, field, fields, replace
+from typing import Any
+
+from conveyor.errors import ConfigurationError
+
+
+def _setting(env: str, help: str, default: Any = None) -> Any:
+    return field(default=default, metadata={"env": env, "help": help})
+
+
+@dataclass(frozen=True, slots=True)
+class Settings:
+    redis_url: str | None = _setting("REDIS_URL", "Redis/Valkey URL (redis://, rediss://, unix://, redis+cluster://).")
+    prefix: str = _setting("CONVEYOR_PREFIX", "Key prefix in Redis.", "cv")
+    log_level: str = _setting("CONVEYOR_LOG_LEVEL", "Log level (debug, info, warning, error).", "info")
+    log_format: str = _setting("CONVEYOR_LOG_FORMAT", "auto (colours on a terminal, JSON otherwise), json or console.", "auto")
+
+    @classmethod
+    def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
+        env = os.environ if environ is None else environ
+        values: dict[str, Any] = {}
+        known_env = set()
+        for f in fields(cls):
+            name = f.metadata.get("env")
+            if not name:
+                continue
+            known_env.add(name)
+            if name in env:
+                values[f.name] = _coerce(f.name, f.type, env[name])
+        unknown = {
+            k for k in env
+            if k.startswith("CONVEYOR_") and k not in known_env and not _dynamic(k)
+        }
+        if unknown:
+            raise ConfigurationError(f"unknown settings in the environment: {sorted(unknown)}")
+        values.update({k: v for k, v in overrides.items() if v is not None})
+        return cls(**values)
+
+    def with_overrides(self, **overrides: Any) -> Settings:
+        return replace(self, **{k: v for k, v in overrides.items() if v is not None})
+
+    @classmethod
+    def describe(cls) -> list[tuple[str, str, Any]]:
+        """(env name, help, default) for every setting, for --help and docs."""
+        return [(f.metadata["env"], f.metadata["help"], f.default) for f in fields(cls) if f.metadata.get("env")]
+
+
+# Settings with a per-queue suffix, e.g. CONVEYOR_CONCURRENCY_EMAILS=5.
+DYNAMIC_PREFIXES = ("CONVEYOR_CONCURRENCY_",)
+
+
+def _dynamic(name: str) -> bool:
+    return name.startswith(DYNAMIC_PREFIXES)
+
+
+def _coerce(name: str, type_: Any, raw: str) -> Any:
+    text = str(type_)
+    try:
+        if "bool" in text:
+            if raw.lower() in {"1", "true", "yes", "on"}:
+                return True
+            if raw.lower() in {"0", "false", "no", "off", ""}:
+                return False
+            raise ValueError(raw)
+        if "int" in text and "str" not in text:
+            return int(raw)
+        if "float" in text and "str" not in text:
+            return float(raw)
+    except ValueError:
+        raise ConfigurationError(f"setting {name} has an invalid value {raw!r}") from None
+    return raw
