@@ -1,0 +1,90 @@
+"""The system under test for the browser tests: the real API served by uvicorn, a real Worker per
+queue, and API keys for each role, in one process against the given Redis.
+
+Prints one JSON line ({"port", "keys"}) once it is listening, then serves until SIGTERM.
+Usage: python server.py REDIS_URL PREFIX
+"""
+
+from __future__ import annotations
+
+import asyncio
+import json
+import sys
+from typing import Any
+
+import uvicorn
+
+from conveyor import Conveyor, JobContext, Unrecoverable
+from conveyor.api import create_app
+from conveyor.api.keys import KeyStore
+from conveyor.settings import Settings
+
+QUEUES = ("live", "retry", "pause", "xss", "readonly", "dead", "shots")
+KEY_SCOPES = {"admin": ["admin"], "read": ["read", "read-data"], "enqueue": ["enqueue"]}
+
+
+def build(redis_url: str, prefix: str) -> Conveyor:
+    app = Conveyor(redis_url, prefix=prefix)
+    seen_key = f"{prefix}:dashtest:flaky-seen"
+
+    async def echo(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+        await ctx.progress(50)
+        await ctx.log(f"echoing {json.dumps(payload)}")
+        await ctx.progress(100)
+        return payload
+
+    async def flaky(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+        """Fails on its first run (per job id) and succeeds when retried."""
+        await ctx.log("flaky run starting")
+        if await app.client.sadd(seen_key, ctx.job_id) == 1:
+            raise RuntimeError(f"first run fails: {payload.get('message', '')}")
+        return {"ok": True, "retried": True}
+
+    async def doomed(ctx: JobContext, payload: dict[str, Any]) -> None:
+        raise Unrecoverable(str(payload.get("message", "doomed")))
+
+    async def slow(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+        for i in range(int(payload.get("steps", 5))):
+            await ctx.progress({"done": i, "total": payload.get("steps", 5)})
+            await asyncio.sleep(float(payload.get("step_s", 0.2)))
+        return {"steps": payload.get("steps", 5)}
+
+    for queue in QUEUES:
+        for fn in (echo, flaky, doomed, slow):
+            app.task(fn, queue=queue, name=fn.__name__, concurrency=4)
+    return app
+
+
+async def make_keys(app: Conveyor) -> dict[str, str]:
+    store = KeyStore(app.client, app.prefix)
+    return {
+        role: (await store.create(f"dashboard-test-{role}", scopes))[0] for role, scopes in KEY_SCOPES.items()
+    }
+
+
+async def main(redis_url: str, prefix: str) -> None:
+    app = build(redis_url, prefix)
+    keys = await make_keys(app)
+    api = create_app(app, Settings.from_env({}, redis_url=redis_url, prefix=prefix, api_rate_limit=0))
+    workers = [app.worker(q, lease_ms=5000, idle_block_s=1.0, shutdown_grace_s=1.0) for q in QUEUES]
+    for w in workers:
+        await w.start()
+    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        if serving.done():
+            await serving
+            raise SystemExit("uvicorn stopped before it started")
+        await asyncio.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    print(json.dumps({"port": port, "keys": keys}), flush=True)
+    try:
+        await serving
+    finally:
+        for w in workers:
+            await w.close(1.0)
+        await app.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
