@@ -19,7 +19,7 @@ from conveyor.api import create_app
 from conveyor.api.keys import KeyStore
 from conveyor.settings import Settings
 
-QUEUES = ("live", "retry", "pause", "xss", "readonly", "dead", "shots")
+QUEUES = ("live", "retry", "pause", "xss", "readonly", "dead", "bulk", "shots")
 KEY_SCOPES = {"admin": ["admin"], "read": ["read", "read-data"], "enqueue": ["enqueue"]}
 
 

@@ -67,7 +67,7 @@ def test_overview_updates_live_when_jobs_are_added(ui: Ui) -> None:
     # The hour chart now has completed bars, and the failure rate reads 0 %.
     expect(row.locator("svg.chart rect.bar-ok")).not_to_have_count(0)
     expect(row).to_contain_text("0.0 %")
-    expect(page.get_by_test_id("tile-queues")).to_contain_text("7")
+    expect(page.get_by_test_id("tile-queues")).to_contain_text("8")
 
 
 def test_failed_job_can_be_opened_and_retried_until_it_completes(ui: Ui) -> None:
@@ -182,3 +182,26 @@ def test_dead_letters_purge_needs_confirmation(ui: Ui) -> None:
     with ui.server.http() as c:
         assert c.get("/api/queues/dead").json()["counts"]["failed"] == 0
     assert re.search(r"#/dead$", page.url)
+
+
+def test_bulk_promote_and_remove_and_search_by_id(ui: Ui) -> None:
+    page = ui.page
+    ids = [enqueue(ui.server, "bulk", "echo", {"i": i}, delay=600) for i in range(3)]
+    ui.sign_in()
+    ui.go("#/queues/bulk/delayed")
+    for job_id in ids[:2]:
+        page.locator(f"tr[data-job='{job_id}'] input[type=checkbox]").check()
+    expect(page.locator(".bulk")).to_contain_text("2 selected")
+    page.get_by_test_id("bulk-promote").click()
+    for job_id in ids[:2]:
+        wait_state(ui.server, "bulk", job_id, "completed")
+    expect(page.locator("a[data-tab='delayed'] .count")).to_have_text("1")
+    page.get_by_test_id("search-id").fill(ids[2])
+    page.get_by_test_id("search-form").get_by_role("button", name="Search").click()
+    expect(page.get_by_test_id("jobs-table").locator("tbody tr")).to_have_count(1)
+    page.locator(f"tr[data-job='{ids[2]}'] input[type=checkbox]").check()
+    page.get_by_test_id("bulk-remove").click()
+    page.get_by_test_id("confirm-ok").click()
+    expect(page.locator(f"tr[data-job='{ids[2]}']")).to_have_count(0)
+    with ui.server.http() as c:
+        assert c.get(f"/api/jobs/bulk/{ids[2]}").status_code == 404
