@@ -124,3 +124,18 @@ async def test_shutdown_hands_unfinished_jobs_back(queue: Queue) -> None:
 
     async with running(Worker(queue, {"s": quick})):
         assert await job.result(timeout=10) == "quick"
+
+
+async def test_worker_warns_when_redis_may_evict_jobs(redis_server, qname: str, caplog) -> None:
+    from conveyor.redis.connection import connect
+
+    client = connect(redis_server.url)
+    await client.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        queue = Queue(qname, redis=client)
+        async with running(Worker(queue, {})):
+            pass
+        assert "maxmemory-policy is 'allkeys-lru'" in caplog.text
+    finally:
+        await client.config_set("maxmemory-policy", "noeviction")
+        await client.aclose()

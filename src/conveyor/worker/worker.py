@@ -23,6 +23,7 @@ from conveyor.errors import ConfigurationError, ConnectionFailedError
 from conveyor.middleware import Middleware, MiddlewareChain
 from conveyor.queue import Queue
 from conveyor.redis.codes import ScriptCode
+from conveyor.redis.connection import eviction_policy_warning
 from conveyor.redis.scripts import Outcome
 from conveyor.worker.context import JobContext
 from conveyor.worker.outcome import JobOutcome, OutcomeKind
@@ -132,6 +133,9 @@ class Worker:
             asyncio.create_task(self._sweeper(), name=f"conveyor-sweep-{self.queue.name}"),
         ]
         await self.queue._register()
+        warning = await eviction_policy_warning(self.queue.client)
+        if warning:
+            logger.warning("queue %s: %s", self.queue.name, warning)
 
     async def run(self) -> None:
         """Start and keep running until `close()` is called (from a signal handler, say)."""
