@@ -69,7 +69,7 @@ async def eviction_policy_warning(client: RedisClient) -> str | None:
     except Exception:
         return None
     if isinstance(reply, dict) and reply and "maxmemory-policy" not in reply:
-        reply = list(reply.values())[0]  # Cluster: one reply per node
+        reply = next(iter(reply.values()))  # Cluster: one reply per node
     policy = reply.get("maxmemory-policy") if isinstance(reply, dict) else None
     if policy is None or policy == "noeviction":
         return None
