@@ -503,3 +503,22 @@ async def test_paused_queue_delivers_nothing_until_resumed(queue: Queue) -> None
         await queue.resume()
         await job.wait(timeout=10)
     assert seen == [1]
+
+
+async def test_cancel_requested_job_that_fails_is_not_retried(queue: Queue) -> None:
+    started = asyncio.Event()
+
+    async def swallow_then_fail(ctx: JobContext, data: Any) -> None:
+        started.set()
+        try:
+            await asyncio.sleep(30)
+        except asyncio.CancelledError:
+            raise RuntimeError("cleanup failed") from None
+
+    async with running(Worker(queue, {"s": swallow_then_fail}, heartbeat_ms=100)):
+        job = await queue.add("s", attempts=5, backoff=0)
+        await asyncio.wait_for(started.wait(), 10)
+        await queue.cancel(job.id)
+        with pytest.raises(JobCancelledError):
+            await job.result(timeout=10)
+    assert (await job.record()).attempts_made == 1
