@@ -9,9 +9,9 @@ from __future__ import annotations
 
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Depends, Query, Request
+from fastapi import APIRouter, Query, Request
 
-from conveyor.api.auth import Principal, require_admin, require_read
+from conveyor.api.auth import AdminKey, ReadKey
 from conveyor.api.errors import ApiError
 from conveyor.api.keys import Scope
 from conveyor.api.serialize import job_out
@@ -28,7 +28,7 @@ LOG_LINES_MAX = 1000
 
 
 @router.get("/me", summary="The calling key's id, name and scopes")
-async def me(request: Request, principal: Annotated[Principal, Depends(require_read)]) -> dict[str, Any]:
+async def me(request: Request, principal: ReadKey) -> dict[str, Any]:
     state = get_state(request)
     name = None
     if principal.key_id is not None:
@@ -37,7 +37,7 @@ async def me(request: Request, principal: Annotated[Principal, Depends(require_r
 
 
 @router.get("/stats", summary="Per-minute completed/failed counts over the last hour, per queue")
-async def stats(request: Request, _: Annotated[Principal, Depends(require_read)]) -> dict[str, Any]:
+async def stats(request: Request, _: ReadKey) -> dict[str, Any]:
     state = get_state(request)
     now = await redis_now_ms(state.client)
     queues = {}
@@ -50,7 +50,7 @@ async def stats(request: Request, _: Annotated[Principal, Depends(require_read)]
 async def search_jobs(
     request: Request,
     queue: str,
-    principal: Annotated[Principal, Depends(require_read)],
+    principal: ReadKey,
     state: JobState = JobState.WAITING,
     name: Annotated[str, Query(max_length=200)] = "",
     group: Annotated[str, Query(max_length=200)] = "",
@@ -84,7 +84,7 @@ async def search_jobs(
 
 @router.get("/jobs/{queue}/{job_id:path}/details", summary="A job's logs and attempts timeline")
 async def job_details(
-    request: Request, queue: str, job_id: str, principal: Annotated[Principal, Depends(require_read)],
+    request: Request, queue: str, job_id: str, principal: ReadKey,
 ) -> dict[str, Any]:
     q = get_state(request).queue(queue)
     record = await q.get_job(job_id)
@@ -100,7 +100,7 @@ async def job_details(
 
 @router.post("/jobs/{queue}/{job_id:path}/remove", summary="Delete a job that is not active")
 async def remove_job(
-    request: Request, queue: str, job_id: str, _: Annotated[Principal, Depends(require_admin)],
+    request: Request, queue: str, job_id: str, _: AdminKey,
 ) -> dict[str, Any]:
     q = get_state(request).queue(queue)
     await q.remove(job_id)
