@@ -46,6 +46,14 @@ async def stats(request: Request, _: ReadKey) -> dict[str, Any]:
     return {"now_ms": now, "bucket_ms": BUCKET_MS, "buckets": BUCKETS, "queues": queues}
 
 
+@router.get("/queues/{queue}/limits", summary="The queue's limits, their live state and the group backlog")
+async def queue_limits(request: Request, queue: str, _: ReadKey) -> dict[str, Any]:
+    """`limits` is null when this installation has no limits support (Queue.limits_state)."""
+    q = get_state(request).queue(queue)
+    reader = getattr(q, "limits_state", None)
+    return {"queue": queue, "limits": None if reader is None else await reader()}
+
+
 @router.get("/queues/{queue}/jobs", summary="Jobs of one state filtered by name and group")
 async def search_jobs(
     request: Request,

@@ -9,6 +9,7 @@ import { canAdmin } from "../session.js";
 import { actionButton, confirmAction, errorBox, notify, stateBadge } from "../ui.js";
 import { barChart, rateChart } from "../charts.js";
 import { limitsPanels } from "./common.js";
+import { limitsView } from "./limits.js";
 
 const PAGE = 25;
 
@@ -69,12 +70,14 @@ export async function renderQueue(container, { queue, state }) {
   }
 
   async function refresh() {
-    const [q, loaded, stats] = await Promise.all([api.getQueue(queue), loadJobs(), api.stats().catch(() => null)]);
+    const [q, loaded, stats, limits] = await Promise.all([
+      api.getQueue(queue), loadJobs(), api.stats().catch(() => null), api.queueLimits(queue).catch(() => null),
+    ]);
     rows = loaded.jobs;
     nextCursor = loaded.next;
     renderHeader(q);
     renderTabs(q);
-    renderExtras(q, stats?.queues?.[queue]);
+    renderExtras(q, stats?.queues?.[queue], limits?.limits);
     renderList();
     renderBulk();
     renderPager();
@@ -99,7 +102,7 @@ export async function renderQueue(container, { queue, state }) {
     }, `${s} `, h("span", { class: "count" }, String(counts[s])))));
   }
 
-  function renderExtras(q, stat) {
+  function renderExtras(q, stat, limitsState) {
     const hist = history(stat);
     const t = q.throughput ?? {};
     const activity = h("div", { class: "panel", "data-testid": "activity" }, h("h3", {}, "Last hour"),
@@ -110,9 +113,12 @@ export async function renderQueue(container, { queue, state }) {
         `${hist.done} completed, ${hist.bad} failed in the last hour (failure rate ${percentText(hist.failureRate)}); `,
         `last minute: ${t.completed ?? "—"} completed, ${t.failed ?? "—"} failed`,
         stat?.oldest_waiting_ms != null && queueCounts(q).waiting > 0 ? `; oldest waiting ${ageText(stat.oldest_waiting_ms)}` : ""));
-    const limits = q.limits ?? q.limits_state ?? null;
-    const groups = q.groups ?? q.group_backlog ?? null;
-    replace(extras, activity, limitsPanels("Limits", limits, "limits"), limitsPanels("Group backlog", groups, "groups"));
+    if (limitsState) {
+      replace(extras, activity, limitsView(limitsState));
+    } else {
+      // Older servers: render whatever limits fields the queue summary carries.
+      replace(extras, activity, limitsPanels("Limits", q.limits ?? null, "limits"), limitsPanels("Group backlog", q.groups ?? null, "groups"));
+    }
   }
 
   function renderList() {
