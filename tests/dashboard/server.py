@@ -8,8 +8,12 @@ Usage: python server.py REDIS_URL PREFIX
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import json
+import os
+import socket
 import sys
+import time
 from typing import Any
 
 import uvicorn
@@ -62,6 +66,35 @@ async def make_keys(app: Conveyor) -> dict[str, str]:
     }
 
 
+async def register(app: Conveyor, workers: list[Any]) -> asyncio.Task[None] | None:
+    """Announce this process in the worker registry the way the worker service does, when the
+    service room's writer is installed (the Workers page reads the registry)."""
+    try:
+        from conveyor.service.registry import RegistryWriter
+    except ImportError:
+        return None
+    started = int(time.time() * 1000)
+
+    def record() -> dict[str, Any]:
+        return {
+            "id": f"dashboard-test-{os.getpid()}", "host": socket.gethostname(), "pid": os.getpid(),
+            "queues": [w.queue.name for w in workers], "started_ms": started,
+            "concurrency": {w.queue.name: w.concurrency for w in workers},
+            "counts": {w.queue.name: {"processed": w.stats.processed, "succeeded": w.stats.succeeded,
+                                      "failed": w.stats.failed, "active": w.active} for w in workers},
+        }
+
+    writer = RegistryWriter(app.client, app.prefix, f"dashboard-test-{os.getpid()}", record, 1.0)
+
+    async def beat() -> None:
+        while True:
+            await writer.beat()
+            await asyncio.sleep(1.0)
+
+    await writer.beat()
+    return asyncio.create_task(beat())
+
+
 async def main(redis_url: str, prefix: str) -> None:
     app = build(redis_url, prefix)
     keys = await make_keys(app)
@@ -69,6 +102,7 @@ async def main(redis_url: str, prefix: str) -> None:
     workers = [app.worker(q, lease_ms=5000, idle_block_s=1.0, shutdown_grace_s=1.0) for q in QUEUES]
     for w in workers:
         await w.start()
+    beating = await register(app, workers)
     server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
     serving = asyncio.create_task(server.serve())
     while not server.started:
@@ -81,6 +115,10 @@ async def main(redis_url: str, prefix: str) -> None:
     try:
         await serving
     finally:
+        if beating is not None:
+            beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beating
         for w in workers:
             await w.close(1.0)
         await app.close()

@@ -205,3 +205,19 @@ def test_bulk_promote_and_remove_and_search_by_id(ui: Ui) -> None:
     expect(page.locator(f"tr[data-job='{ids[2]}']")).to_have_count(0)
     with ui.server.http() as c:
         assert c.get(f"/api/jobs/bulk/{ids[2]}").status_code == 404
+
+
+def test_workers_page_lists_the_registry(ui: Ui) -> None:
+    page = ui.page
+    with ui.server.http("read") as c:
+        workers = c.get("/api/workers").json()["workers"]
+    ui.sign_in("read")
+    ui.go("#/workers")
+    table = page.get_by_test_id("workers-table")
+    if not workers:  # no registry writer installed: the page says so
+        expect(table).to_contain_text("No workers online.")
+        return
+    row = table.locator(f"tr[data-worker='{workers[0]['id']}']")
+    expect(row).to_contain_text(str(workers[0]["pid"]))
+    expect(row).to_contain_text("live")
+    expect(row).to_contain_text("ago")
