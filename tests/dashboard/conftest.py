@@ -105,12 +105,17 @@ def browser() -> Iterator[Any]:
 
 @dataclass
 class Ui:
-    """One browser tab plus what it saw: JS dialogs (alert/confirm) and uncaught page errors."""
+    """One browser tab plus what it saw: JS dialogs (alert/confirm), uncaught page errors and
+    console errors (where Chromium reports Content-Security-Policy violations)."""
 
     page: Any
     server: DashboardServer
     dialogs: list[str]
     errors: list[str]
+    console_errors: list[str]
+
+    def csp_violations(self) -> list[str]:
+        return [m for m in self.console_errors if "Content Security Policy" in m]
 
     def sign_in(self, role: str = "admin") -> None:
         self.page.goto(self.server.dashboard_url)
@@ -135,6 +140,8 @@ def ui(browser: Any, dashboard_server: DashboardServer) -> Iterator[Ui]:
         dialog.dismiss()
 
     page.on("dialog", on_dialog)
+    console_errors: list[str] = []
     page.on("pageerror", lambda exc: errors.append(str(exc)))
-    yield Ui(page, dashboard_server, dialogs, errors)
+    page.on("console", lambda msg: console_errors.append(msg.text) if msg.type == "error" else None)
+    yield Ui(page, dashboard_server, dialogs, errors, console_errors)
     context.close()

@@ -51,6 +51,7 @@ def test_sign_in_keeps_key_out_of_urls(ui: Ui) -> None:
     expect(page.get_by_label("API key")).to_be_visible()
     assert page.evaluate("() => sessionStorage.length") == 0
     assert ui.errors == []
+    assert ui.csp_violations() == []  # the UI itself runs under the strict policy
 
 
 def test_overview_updates_live_when_jobs_are_added(ui: Ui) -> None:
@@ -138,6 +139,7 @@ def test_payload_markup_stays_inert_text(ui: Ui) -> None:
     assert page.evaluate("() => window.__xss") is None
     assert ui.dialogs == []
     assert ui.errors == []
+    assert ui.csp_violations() == []  # nothing even tried to run inline code
 
 
 def test_read_only_key_sees_no_action_buttons(ui: Ui) -> None:
