@@ -133,6 +133,8 @@ class Receiver(HttpServer):
         self.received.append(Received(path, dict(request.headers), body, ok))
         if not ok:
             return web.Response(status=401, text="bad signature")
+        if path == "/slow":
+            await asyncio.sleep(3)
         status, headers, text = self.plan[path].pop(0) if self.plan.get(path) else (200, {}, b"thanks")
         return web.Response(status=status, headers=headers, body=text)
 
