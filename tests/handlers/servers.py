@@ -189,7 +189,7 @@ class Mail:
     recipients: list[str]
     content: bytes
     tls: bool
-    login: str | None
+    authenticated: bool
 
 
 @dataclass
@@ -206,9 +206,8 @@ class Inbox:
         return "250 OK"
 
     async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        login = session.login_data.login.decode() if isinstance(session.login_data, LoginPassword) else None
         self.messages.append(Mail(envelope.mail_from, list(envelope.rcpt_tos), envelope.content,
-                                  session.ssl is not None, login))
+                                  session.ssl is not None, bool(session.authenticated)))
         return "250 Message accepted"
 
 
@@ -222,6 +221,7 @@ class SmtpServer:
         context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
         context.load_cert_chain(self.cert, key)
         self.inbox = Inbox()
+        self.logins: list[str] = []
         self.port = free_port()
         self.controller = Controller(
             self.inbox, hostname="127.0.0.1", port=self.port, tls_context=context, require_starttls=True,
@@ -229,6 +229,8 @@ class SmtpServer:
         )
 
     def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+        if isinstance(auth_data, LoginPassword):
+            self.logins.append(auth_data.login.decode())
         ok = (isinstance(auth_data, LoginPassword) and auth_data.login.decode() == self.USER
               and auth_data.password.decode() == self.PASSWORD)
         return AuthResult(success=ok, handled=False)

@@ -129,9 +129,9 @@ _MD_RULES = [
     (re.compile(r"^```.*$", re.M), ""),
     (re.compile(r"!\[([^\]]*)\]\([^)]*\)"), r"\1"),
     (re.compile(r"\[([^\]]+)\]\([^)]*\)"), r"\1"),
-    (re.compile(r"^\s{0,3}#{1,6}\s*", re.M), ""),
-    (re.compile(r"^\s{0,3}>\s?", re.M), ""),
-    (re.compile(r"^\s*[-*+]\s+", re.M), "- "),
+    (re.compile(r"^[ \t]{0,3}#{1,6}[ \t]*", re.M), ""),
+    (re.compile(r"^[ \t]{0,3}>[ \t]?", re.M), ""),
+    (re.compile(r"^[ \t]*[-*+][ \t]+", re.M), "- "),
     (re.compile(r"(\*\*|__)(.+?)\1"), r"\2"),
     (re.compile(r"(?<![\w*])[*_](?!\s)(.+?)(?<!\s)[*_](?![\w*])"), r"\1"),
     (re.compile(r"`([^`]+)`"), r"\1"),
@@ -178,7 +178,7 @@ def docx_text(data: bytes, max_bytes: int) -> str:
     parts = [p.text for p in document.paragraphs]
     for table in document.tables:
         for row in table.rows:
-            parts.append("\t".join(cell.text for cell in row.cells))
+            parts.append(" | ".join(cell.text for cell in row.cells))
     return _tidy("\n".join(parts))
 
 
