@@ -78,10 +78,13 @@ class ChatServer(HttpServer):
         if request.headers.get("Authorization") != "Bearer test-key":
             return web.json_response({"error": {"message": "bad key", "type": "auth"}}, status=401)
         if mode == "fail":
-            return web.json_response({"error": {"message": "upstream exploded", "type": "server_error"}}, status=500)
+            return web.json_response(
+                {"error": {"message": "upstream exploded", "type": "server_error"}}, status=500
+            )
         if mode == "limited":
             return web.json_response(
-                {"error": {"message": "slow down", "type": "rate_limit"}}, status=429,
+                {"error": {"message": "slow down", "type": "rate_limit"}},
+                status=429,
                 headers={"Retry-After": self.retry_after},
             )
         if mode == "slow":
@@ -92,12 +95,22 @@ class ChatServer(HttpServer):
             content = '{"unexpected": true}' if mode == "garbage" else json.dumps(self.replies[name])
         else:
             content = "echo: " + body["messages"][-1]["content"]
-        return web.json_response({
-            "id": f"chatcmpl-{len(self.calls)}", "object": "chat.completion", "created": int(time.time()),
-            "model": body["model"],
-            "choices": [{"index": 0, "message": {"role": "assistant", "content": content}, "finish_reason": "stop"}],
-            "usage": {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16},
-        })
+        return web.json_response(
+            {
+                "id": f"chatcmpl-{len(self.calls)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16},
+            }
+        )
 
 
 # ------------------------------------------------------------------------------- webhook receiver
@@ -151,7 +164,7 @@ class Receiver(HttpServer):
             response.enable_chunked_encoding()
             await response.prepare(request)
             for i in range(0, len(data), 4096):
-                await response.write(data[i:i + 4096])
+                await response.write(data[i : i + 4096])
             await response.write_eof()
             return response
         return web.Response(body=data, content_type=ctype.split(";")[0])
@@ -166,20 +179,34 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
     name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
     now = dt.datetime.now(dt.UTC)
     cert = (
-        x509.CertificateBuilder().subject_name(name).issuer_name(name).public_key(key.public_key())
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
         .serial_number(x509.random_serial_number())
-        .not_valid_before(now - dt.timedelta(minutes=5)).not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(x509.SubjectAlternativeName([
-            x509.DNSName("localhost"), x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-        ]), critical=False)
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(
+            x509.SubjectAlternativeName(
+                [
+                    x509.DNSName("localhost"),
+                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
+                ]
+            ),
+            critical=False,
+        )
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
     cert_path, key_path = folder / "smtp-cert.pem", folder / "smtp-key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
-    key_path.write_bytes(key.private_bytes(
-        serialization.Encoding.PEM, serialization.PrivateFormat.PKCS8, serialization.NoEncryption(),
-    ))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
     return cert_path, key_path
 
 
@@ -199,15 +226,24 @@ class Inbox:
     messages: list[Mail] = field(default_factory=list)
     refuse: dict[str, str] = field(default_factory=dict)
 
-    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any) -> str:  # noqa: N802
+    async def handle_RCPT(
+        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
+    ) -> str:
         if address in self.refuse:
             return self.refuse[address]
         envelope.rcpt_tos.append(address)
         return "250 OK"
 
-    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:  # noqa: N802
-        self.messages.append(Mail(envelope.mail_from, list(envelope.rcpt_tos), envelope.content,
-                                  session.ssl is not None, bool(session.authenticated)))
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(
+            Mail(
+                envelope.mail_from,
+                list(envelope.rcpt_tos),
+                envelope.content,
+                session.ssl is not None,
+                bool(session.authenticated),
+            )
+        )
         return "250 Message accepted"
 
 
@@ -224,15 +260,25 @@ class SmtpServer:
         self.logins: list[str] = []
         self.port = free_port()
         self.controller = Controller(
-            self.inbox, hostname="127.0.0.1", port=self.port, tls_context=context, require_starttls=True,
-            auth_required=True, authenticator=self._authenticate,
+            self.inbox,
+            hostname="127.0.0.1",
+            port=self.port,
+            tls_context=context,
+            require_starttls=True,
+            auth_required=True,
+            authenticator=self._authenticate,
         )
 
-    def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+    def _authenticate(
+        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
+    ) -> AuthResult:
         if isinstance(auth_data, LoginPassword):
             self.logins.append(auth_data.login.decode())
-        ok = (isinstance(auth_data, LoginPassword) and auth_data.login.decode() == self.USER
-              and auth_data.password.decode() == self.PASSWORD)
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login.decode() == self.USER
+            and auth_data.password.decode() == self.PASSWORD
+        )
         return AuthResult(success=ok, handled=False)
 
     def start(self) -> SmtpServer:

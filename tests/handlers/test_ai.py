@@ -25,8 +25,14 @@ class CostSpy(Middleware):
         self.costs.append(ctx.cost_used)
 
 
-def gen_for(app: Conveyor, chat: ChatServer, *modes: str, failures: int = 5, cooldown_s: float = 30.0,
-            timeout_s: float = 5.0) -> Generator:
+def gen_for(
+    app: Conveyor,
+    chat: ChatServer,
+    *modes: str,
+    failures: int = 5,
+    cooldown_s: float = 30.0,
+    timeout_s: float = 5.0,
+) -> Generator:
     settings = Settings(ai_breaker_failures=failures, ai_breaker_cooldown_s=cooldown_s)
     return build_generator(app, settings, [provider(chat, m, timeout_s=timeout_s) for m in modes])
 
@@ -34,7 +40,9 @@ def gen_for(app: Conveyor, chat: ChatServer, *modes: str, failures: int = 5, coo
 PROMPT = GenerateRequest(prompt="hello")
 
 
-async def test_generate_through_a_worker_records_usage_cost_and_progress(app: Conveyor, chat: ChatServer) -> None:
+async def test_generate_through_a_worker_records_usage_cost_and_progress(
+    app: Conveyor, chat: ChatServer
+) -> None:
     handlers = install(app, ai=True, settings=Settings(), ai_providers=[provider(chat, "ok")])
     assert handlers.ai is not None
     spy = CostSpy()
@@ -47,7 +55,10 @@ async def test_generate_through_a_worker_records_usage_cost_and_progress(app: Co
     assert spy.costs == [16]
     assert (await job.record()).progress == {"stage": "generating", "provider": "ok"}
     sent = chat.calls[0][1]
-    assert sent["messages"] == [{"role": "system", "content": "be brief"}, {"role": "user", "content": "hello"}]
+    assert sent["messages"] == [
+        {"role": "system", "content": "be brief"},
+        {"role": "user", "content": "hello"},
+    ]
 
 
 async def test_no_provider_fails_at_once_with_a_clear_message(app: Conveyor) -> None:
@@ -61,7 +72,9 @@ async def test_no_provider_fails_at_once_with_a_clear_message(app: Conveyor) -> 
     assert rec.attempts_made == 1 and rec.max_attempts == 3
 
 
-async def test_500_falls_back_to_the_next_provider_and_counts_a_failure(app: Conveyor, chat: ChatServer) -> None:
+async def test_500_falls_back_to_the_next_provider_and_counts_a_failure(
+    app: Conveyor, chat: ChatServer
+) -> None:
     gen = gen_for(app, chat, "fail", "ok")
     result = await gen.run(PROMPT)
     assert result.provider == "ok"
@@ -78,7 +91,9 @@ async def test_a_slow_provider_times_out_and_the_next_answers(app: Conveyor, cha
     assert result.attempts[0].outcome == "timeout"
 
 
-async def test_a_429_holds_the_provider_and_the_job_waits_without_an_attempt(app: Conveyor, chat: ChatServer) -> None:
+async def test_a_429_holds_the_provider_and_the_job_waits_without_an_attempt(
+    app: Conveyor, chat: ChatServer
+) -> None:
     gen = gen_for(app, chat, "limited")
     with pytest.raises(RateLimited) as info:
         await gen.run(PROMPT)
@@ -87,7 +102,9 @@ async def test_a_429_holds_the_provider_and_the_job_waits_without_an_attempt(app
         await gen.run(PROMPT)
     assert chat.count("limited") == 1, "a held provider is not called again before its Retry-After"
 
-    handlers = install(app, ai=True, settings=Settings(), ai_providers=[provider(chat, "limited", name="other")])
+    handlers = install(
+        app, ai=True, settings=Settings(), ai_providers=[provider(chat, "limited", name="other")]
+    )
     assert handlers.ai is not None
     job = await handlers.ai.generate.enqueue({"prompt": "x"}, attempts=1)
     async with running(app.worker("ai", lease_ms=5000)):
@@ -144,10 +161,14 @@ async def test_only_provider_with_an_open_circuit_makes_the_job_wait(app: Convey
     assert chat.count("fail") == 1
 
 
-async def test_structured_output_is_sent_and_validated_against_the_schema(app: Conveyor, chat: ChatServer) -> None:
+async def test_structured_output_is_sent_and_validated_against_the_schema(
+    app: Conveyor, chat: ChatServer
+) -> None:
     schema = {
-        "type": "object", "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
-        "required": ["name", "age"], "additionalProperties": False,
+        "type": "object",
+        "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},
+        "required": ["name", "age"],
+        "additionalProperties": False,
     }
     chat.replies["person"] = {"name": "Ada", "age": 36}
     gen = gen_for(app, chat, "garbage", "ok")
@@ -188,8 +209,11 @@ async def test_a_rejected_key_moves_on_to_the_next_provider(app: Conveyor, chat:
     from conveyor.handlers.ai import Provider, ProviderChain
 
     gen = gen_for(app, chat, "ok")
-    gen.chain = ProviderChain([
-        Provider("wrongkey", chat.base_url("ok"), "m", "bad-key"), provider(chat, "ok"),
-    ])
+    gen.chain = ProviderChain(
+        [
+            Provider("wrongkey", chat.base_url("ok"), "m", "bad-key"),
+            provider(chat, "ok"),
+        ]
+    )
     result = await gen.run(PROMPT)
     assert [a.outcome for a in result.attempts] == ["rejected", "ok"]

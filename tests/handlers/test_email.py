@@ -21,9 +21,14 @@ from tests.handlers.servers import SmtpServer
 
 def smtp_settings(smtp: SmtpServer, **extra: object) -> Settings:
     values: dict[str, object] = {
-        "smtp_host": "127.0.0.1", "smtp_port": smtp.port, "smtp_username": SmtpServer.USER,
-        "smtp_password": SmtpServer.PASSWORD, "smtp_ca_file": str(smtp.cert), "smtp_timeout_s": 10.0,
-        "email_from": "Study App <noreply@study.test>", **extra,
+        "smtp_host": "127.0.0.1",
+        "smtp_port": smtp.port,
+        "smtp_username": SmtpServer.USER,
+        "smtp_password": SmtpServer.PASSWORD,
+        "smtp_ca_file": str(smtp.cert),
+        "smtp_timeout_s": 10.0,
+        "email_from": "Study App <noreply@study.test>",
+        **extra,
     }
     return Settings(**values)  # type: ignore[arg-type]
 
@@ -32,7 +37,9 @@ def parsed(raw: bytes) -> EmailMessage:
     return email.message_from_bytes(raw, policy=email.policy.default)  # type: ignore[return-value]
 
 
-async def test_templated_mail_with_attachment_through_a_worker(app: Conveyor, smtp: SmtpServer, tmp_path: Path) -> None:
+async def test_templated_mail_with_attachment_through_a_worker(
+    app: Conveyor, smtp: SmtpServer, tmp_path: Path
+) -> None:
     templates = tmp_path / "templates"
     templates.mkdir()
     (templates / "welcome.subject.txt").write_text("Welcome, {{ name }}!\n")
@@ -41,12 +48,21 @@ async def test_templated_mail_with_attachment_through_a_worker(app: Conveyor, sm
     handlers = install(app, email=True, settings=smtp_settings(smtp, email_templates_dir=str(templates)))
     assert handlers.email is not None
     pdf = b"%PDF-1.4 fake but bytes are bytes"
-    job = await handlers.email.task.enqueue({
-        "to": ["ana@example.com"], "bcc": ["audit@example.com"], "template": "welcome",
-        "context": {"name": "Ana <script>", "course": "Biology"},
-        "attachments": [{"filename": "syllabus.pdf", "content_base64": base64.b64encode(pdf).decode(),
-                         "content_type": "application/pdf"}],
-    })
+    job = await handlers.email.task.enqueue(
+        {
+            "to": ["ana@example.com"],
+            "bcc": ["audit@example.com"],
+            "template": "welcome",
+            "context": {"name": "Ana <script>", "course": "Biology"},
+            "attachments": [
+                {
+                    "filename": "syllabus.pdf",
+                    "content_base64": base64.b64encode(pdf).decode(),
+                    "content_type": "application/pdf",
+                }
+            ],
+        }
+    )
     async with running(app.worker("email", lease_ms=5000)):
         result = await job.result(timeout=20)
     assert result.accepted == ["ana@example.com", "audit@example.com"] and result.refused == {}
@@ -83,7 +99,9 @@ async def test_temporary_refusal_is_retried_and_partial_refusal_is_reported(smtp
     smtp.inbox.refuse["busy@example.com"] = "451 4.3.0 try again later"
     with pytest.raises(Retry, match="451"):
         await mailer.send(EmailRequest(to=["busy@example.com"], subject="s", text="t"))
-    result = await mailer.send(EmailRequest(to=["busy@example.com", "ok@example.com"], subject="s", html="<p>x</p>"))
+    result = await mailer.send(
+        EmailRequest(to=["busy@example.com", "ok@example.com"], subject="s", html="<p>x</p>")
+    )
     assert result.accepted == ["ok@example.com"]
     assert result.refused["busy@example.com"].startswith("451")
 
@@ -96,7 +114,7 @@ async def test_wrong_password_is_permanent(smtp: SmtpServer) -> None:
 
 
 async def test_an_untrusted_certificate_is_not_accepted(smtp: SmtpServer) -> None:
-    with pytest.raises(Retry, match="(?i)certificate"):
+    with pytest.raises(Retry, match=r"(?i)certificate"):
         await Mailer(smtp_settings(smtp, smtp_ca_file=None)).send(
             EmailRequest(to=["a@example.com"], subject="s", text="t")
         )

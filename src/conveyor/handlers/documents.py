@@ -31,11 +31,19 @@ QUEUE = "documents"
 TASK = "documents.extract"
 Kind = Literal["pdf", "docx", "html", "markdown", "text"]
 _EXTENSIONS: dict[str, Kind] = {
-    ".pdf": "pdf", ".docx": "docx", ".html": "html", ".htm": "html", ".md": "markdown",
-    ".markdown": "markdown", ".txt": "text",
+    ".pdf": "pdf",
+    ".docx": "docx",
+    ".html": "html",
+    ".htm": "html",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".txt": "text",
 }
 _MEDIA: dict[str, Kind] = {
-    "application/pdf": "pdf", "text/html": "html", "application/xhtml+xml": "html", "text/markdown": "markdown",
+    "application/pdf": "pdf",
+    "text/html": "html",
+    "application/xhtml+xml": "html",
+    "text/markdown": "markdown",
     "text/plain": "text",
     "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
 }
@@ -44,10 +52,10 @@ ZIP_EXPANSION_LIMIT = 20  # a DOCX may unpack to at most 20x the byte cap (zip b
 
 class DocumentRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    path: str | None = Field(None, max_length=4096)
-    url: str | None = Field(None, max_length=2048)
+    path: str | None = Field(default=None, max_length=4096)
+    url: str | None = Field(default=None, max_length=2048)
     kind: Kind | None = None
-    max_chars: int | None = Field(None, ge=1)
+    max_chars: int | None = Field(default=None, ge=1)
 
     @model_validator(mode="after")
     def _one_source(self) -> DocumentRequest:
@@ -88,8 +96,31 @@ class _HTMLText(HTMLParser):
     """Visible text of an HTML page: scripts, styles and templates dropped, blocks on their own lines."""
 
     _SKIP = frozenset({"script", "style", "template", "noscript", "head"})
-    _BLOCK = frozenset({"p", "div", "br", "li", "tr", "h1", "h2", "h3", "h4", "h5", "h6", "section",
-                        "article", "header", "footer", "blockquote", "pre", "table", "ul", "ol", "title"})
+    _BLOCK = frozenset(
+        {
+            "p",
+            "div",
+            "br",
+            "li",
+            "tr",
+            "h1",
+            "h2",
+            "h3",
+            "h4",
+            "h5",
+            "h6",
+            "section",
+            "article",
+            "header",
+            "footer",
+            "blockquote",
+            "pre",
+            "table",
+            "ul",
+            "ol",
+            "title",
+        }
+    )
 
     def __init__(self) -> None:
         super().__init__(convert_charrefs=True)
@@ -198,8 +229,9 @@ def extract(data: bytes, kind: Kind, max_bytes: int) -> tuple[str, int | None]:
 class DocumentReader:
     """Reads a document from an allowed path or a guarded URL and extracts its text."""
 
-    def __init__(self, guard: SsrfGuard, *, root: str | None, max_bytes: int, max_chars: int,
-                 timeout_s: float = 30.0) -> None:
+    def __init__(
+        self, guard: SsrfGuard, *, root: str | None, max_bytes: int, max_chars: int, timeout_s: float = 30.0
+    ) -> None:
         self.guard = guard
         self.root = Path(root).resolve() if root else None
         self.max_bytes = max_bytes
@@ -264,8 +296,13 @@ class DocumentReader:
         text, pages = await asyncio.to_thread(extract, data, kind, self.max_bytes)
         limit = min(req.max_chars or self.max_chars, self.max_chars)
         return DocumentResult(
-            source=source, kind=kind, text=text[:limit], chars=min(len(text), limit), bytes=len(data),
-            pages=pages, truncated=len(text) > limit,
+            source=source,
+            kind=kind,
+            text=text[:limit],
+            chars=min(len(text), limit),
+            bytes=len(data),
+            pages=pages,
+            truncated=len(text) > limit,
         )
 
 
@@ -278,7 +315,9 @@ class DocumentTasks:
 def register(app: Conveyor, settings: Settings, guard: SsrfGuard) -> DocumentTasks:
     """Declare `documents.extract` on queue `documents` (2 attempts, 5 min timeout)."""
     reader = DocumentReader(
-        guard, root=settings.documents_root, max_bytes=settings.documents_max_bytes,
+        guard,
+        root=settings.documents_root,
+        max_bytes=settings.documents_max_bytes,
         max_chars=settings.documents_max_chars,
     )
 

@@ -34,7 +34,7 @@ _TEMPLATE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_/-]{0,99}$"
 
 
 def _address(value: str) -> str:
-    name, addr = email.utils.parseaddr(value)
+    _, addr = email.utils.parseaddr(value)
     if not addr or "@" not in addr or any(c in value for c in "\r\n") or len(value) > 320:
         raise ValueError(f"not an email address: {value[:100]!r}")
     return value
@@ -44,7 +44,7 @@ class Attachment(BaseModel):
     model_config = ConfigDict(extra="forbid")
     filename: str = Field(min_length=1, max_length=255, pattern=r"^[^/\\\r\n]+$")
     content_base64: str
-    content_type: str = Field("application/octet-stream", pattern=r"^[\w.+-]+/[\w.+-]+$")
+    content_type: str = Field(default="application/octet-stream", pattern=r"^[\w.+-]+/[\w.+-]+$")
 
     def content(self) -> bytes:
         try:
@@ -62,10 +62,10 @@ class EmailRequest(BaseModel):
     bcc: list[str] = Field(default_factory=list, max_length=100)
     sender: str | None = None
     reply_to: str | None = None
-    subject: str | None = Field(None, max_length=998)
-    text: str | None = Field(None, max_length=2_000_000)
-    html: str | None = Field(None, max_length=2_000_000)
-    template: str | None = Field(None, pattern=_TEMPLATE_NAME)
+    subject: str | None = Field(default=None, max_length=998)
+    text: str | None = Field(default=None, max_length=2_000_000)
+    html: str | None = Field(default=None, max_length=2_000_000)
+    template: str | None = Field(default=None, pattern=_TEMPLATE_NAME)
     context: dict[str, Any] = Field(default_factory=dict)
     attachments: list[Attachment] = Field(default_factory=list, max_length=20)
     headers: dict[str, str] = Field(default_factory=dict, max_length=20)
@@ -109,7 +109,8 @@ class Templates:
         self.folder = folder
         self.env = SandboxedEnvironment(
             loader=jinja2.FileSystemLoader(folder) if folder else None,
-            autoescape=jinja2.select_autoescape(["html"]), undefined=jinja2.StrictUndefined,
+            autoescape=jinja2.select_autoescape(["html"]),
+            undefined=jinja2.StrictUndefined,
         )
 
     def render(self, name: str, context: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
@@ -185,9 +186,14 @@ class Mailer:
         recipients = [*req.to, *req.cc, *req.bcc]
         try:
             errors, response = await aiosmtplib.send(
-                msg, recipients=recipients, hostname=self.host, port=s.smtp_port,
-                username=s.smtp_username, password=s.smtp_password,
-                use_tls=s.smtp_tls, start_tls=bool(s.smtp_starttls and not s.smtp_tls),
+                msg,
+                recipients=recipients,
+                hostname=self.host,
+                port=s.smtp_port,
+                username=s.smtp_username,
+                password=s.smtp_password,
+                use_tls=s.smtp_tls,
+                start_tls=bool(s.smtp_starttls and not s.smtp_tls),
                 tls_context=self._tls_context() if (s.smtp_tls or s.smtp_starttls) else None,
                 timeout=s.smtp_timeout_s,
             )
@@ -203,7 +209,9 @@ class Mailer:
             raise Retry(reason=f"SMTP delivery failed: {type(exc).__name__}: {exc}"[:500]) from None
         refused = {addr: f"{r.code} {r.message}" for addr, r in errors.items()}
         accepted = [a for a in recipients if a not in refused]
-        return EmailResult(message_id=str(msg["Message-ID"]), accepted=accepted, refused=refused, response=response)
+        return EmailResult(
+            message_id=str(msg["Message-ID"]), accepted=accepted, refused=refused, response=response
+        )
 
 
 def _classify(code: int, message: str) -> Exception:
@@ -221,7 +229,9 @@ class EmailTasks:
 def register(app: Conveyor, settings: Settings) -> EmailTasks:
     """Declare `email.send` on queue `email` (5 attempts); the send rate comes from settings."""
     mailer = Mailer(settings)
-    rate = SendRate(lambda: app.client, prefix=app.prefix, queue=QUEUE, per_window=settings.email_rate_per_minute)
+    rate = SendRate(
+        lambda: app.client, prefix=app.prefix, queue=QUEUE, per_window=settings.email_rate_per_minute
+    )
 
     async def send(ctx: JobContext, payload: EmailRequest) -> EmailResult:
         await rate.take()

@@ -26,7 +26,13 @@ class SendRate:
     """`per_window` sends per `window_s` for one queue; over the limit raises `RateLimited`."""
 
     def __init__(
-        self, client: Callable[[], RedisClient], *, prefix: str, queue: str, per_window: int, window_s: float = 60.0
+        self,
+        client: Callable[[], RedisClient],
+        *,
+        prefix: str,
+        queue: str,
+        per_window: int,
+        window_s: float = 60.0,
     ) -> None:
         self._client = client
         self.key = send_rate_key(prefix, queue)
@@ -36,6 +42,8 @@ class SendRate:
     async def take(self) -> None:
         if self.per_window <= 0:
             return
-        wait_ms = int(await self._client().eval(_TAKE, 1, self.key, self.per_window, self.window_ms))  # type: ignore[misc]
+        wait_ms = int(await self._client().eval(_TAKE, 1, self.key, self.per_window, self.window_ms))
         if wait_ms > 0:
-            raise RateLimited(retry_after=wait_ms / 1000, reason=f"send limit of {self.per_window} per window reached")
+            raise RateLimited(
+                retry_after=wait_ms / 1000, reason=f"send limit of {self.per_window} per window reached"
+            )

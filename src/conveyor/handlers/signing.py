@@ -59,6 +59,4 @@ def verify(
     if abs(current - ts) > tolerance_s:
         return False
     given = [v for k, v in pairs if k == "v1"]
-    return any(
-        hmac.compare_digest(v, signature(s, ts, body)) for s in secrets for v in given
-    )
+    return any(hmac.compare_digest(v, signature(s, ts, body)) for s in secrets for v in given)

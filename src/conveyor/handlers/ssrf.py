@@ -41,8 +41,12 @@ def forbidden_reason(ip: IPAddress) -> str | None:
     if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
         return forbidden_reason(ip.ipv4_mapped)
     checks = (
-        ("loopback", ip.is_loopback), ("private", ip.is_private), ("link-local", ip.is_link_local),
-        ("multicast", ip.is_multicast), ("reserved", ip.is_reserved), ("unspecified", ip.is_unspecified),
+        ("loopback", ip.is_loopback),
+        ("private", ip.is_private),
+        ("link-local", ip.is_link_local),
+        ("multicast", ip.is_multicast),
+        ("reserved", ip.is_reserved),
+        ("unspecified", ip.is_unspecified),
     )
     for name, hit in checks:
         if hit:
@@ -145,8 +149,11 @@ class GuardedTransport(httpx.AsyncBaseTransport):
         if request.url.scheme == "https":
             extensions["sni_hostname"] = target.host
         pinned = httpx.Request(
-            request.method, request.url.copy_with(host=target.ip), headers=request.headers,
-            stream=request.stream, extensions=extensions,
+            request.method,
+            request.url.copy_with(host=target.ip),
+            headers=request.headers,
+            stream=request.stream,
+            extensions=extensions,
         )
         return await self.inner.handle_async_request(pinned)
 
@@ -157,7 +164,10 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 def guarded_client(guard: SsrfGuard, timeout_s: float) -> httpx.AsyncClient:
     """A client that goes only where the guard allows; proxies from the environment are ignored."""
     return httpx.AsyncClient(
-        transport=GuardedTransport(guard), timeout=timeout_s, follow_redirects=False, trust_env=False,
+        transport=GuardedTransport(guard),
+        timeout=timeout_s,
+        follow_redirects=False,
+        trust_env=False,
     )
 
 

@@ -43,8 +43,10 @@ class WebhookRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     url: str = Field(min_length=1, max_length=2048)
     payload: Any = None
-    event: str | None = Field(None, max_length=200)
-    endpoint: str | None = Field(None, max_length=2048, description="key of the signing secret (default: by URL)")
+    event: str | None = Field(default=None, max_length=200)
+    endpoint: str | None = Field(
+        default=None, max_length=2048, description="key of the signing secret (default: by URL)"
+    )
     headers: dict[str, str] = Field(default_factory=dict, max_length=20)
 
     @field_validator("headers")
@@ -98,7 +100,8 @@ class WebhookSecrets:
             if key in self.secrets:
                 return self.secrets[key]
         raise Unrecoverable(
-            f"no webhook secret for {origin}: add it to CONVEYOR_WEBHOOK_SECRETS (unsigned webhooks are not sent)"
+            f"no webhook secret for {origin}: add it to CONVEYOR_WEBHOOK_SECRETS "
+            "(unsigned webhooks are not sent)"
         )
 
 
@@ -121,9 +124,12 @@ class WebhookSender:
         if len(body) > MAX_BODY_BYTES:
             raise Unrecoverable(f"webhook body is {len(body)} bytes, over the limit of {MAX_BODY_BYTES}")
         headers = {
-            **req.headers, "Content-Type": "application/json", "User-Agent": USER_AGENT,
+            **req.headers,
+            "Content-Type": "application/json",
+            "User-Agent": USER_AGENT,
             HEADER: sign(self.secrets.lookup(req.url, req.endpoint), body),
-            "Conveyor-Delivery": delivery_id, "Conveyor-Attempt": str(attempt),
+            "Conveyor-Delivery": delivery_id,
+            "Conveyor-Attempt": str(attempt),
         }
         if req.event:
             headers["Conveyor-Event"] = req.event
@@ -146,8 +152,13 @@ class WebhookSender:
         text = excerpt.decode("utf-8", errors="replace")
         if 200 <= status < 300:
             return WebhookResult(
-                url=req.url, final_url=hops[-1] if hops else req.url, status=status, latency_ms=latency_ms,
-                response=text, response_truncated=truncated, redirects=hops,
+                url=req.url,
+                final_url=hops[-1] if hops else req.url,
+                status=status,
+                latency_ms=latency_ms,
+                response=text,
+                response_truncated=truncated,
+                redirects=hops,
             )
         summary = f"endpoint answered {status} after {latency_ms} ms: {text[:200]!r}"
         raise_for_rate_limit(status, dict(response.headers), what=webhook_group(req.url))
@@ -163,20 +174,28 @@ class WebhookTasks:
         self.task = task
         self.sender = sender
 
-    async def send(self, url: str, payload: Any, *, event: str | None = None, **options: Any) -> Job[WebhookResult]:
+    async def send(
+        self, url: str, payload: Any, *, event: str | None = None, **options: Any
+    ) -> Job[WebhookResult]:
         options.setdefault("group", webhook_group(url))
         return await self.task.enqueue({"url": url, "payload": payload, "event": event}, **options)
 
 
 def register(app: Conveyor, settings: Settings, guard: SsrfGuard) -> WebhookTasks:
     """Declare `webhooks.deliver` on queue `webhooks` (5 attempts, exponential backoff from 2 s)."""
-    sender = WebhookSender(guard, WebhookSecrets.parse(settings.webhook_secrets), timeout_s=settings.webhook_timeout_s)
+    sender = WebhookSender(
+        guard, WebhookSecrets.parse(settings.webhook_secrets), timeout_s=settings.webhook_timeout_s
+    )
 
     async def deliver(ctx: JobContext, payload: WebhookRequest) -> WebhookResult:
         return await sender.deliver(payload, delivery_id=f"{ctx.queue}:{ctx.job_id}", attempt=ctx.attempt)
 
     task = app.task(
-        deliver, queue=QUEUE, name=TASK, attempts=settings.webhook_attempts,
-        backoff=Exponential(base=2.0, factor=4.0, max=3600.0), timeout=settings.webhook_timeout_s * 2,
+        deliver,
+        queue=QUEUE,
+        name=TASK,
+        attempts=settings.webhook_attempts,
+        backoff=Exponential(base=2.0, factor=4.0, max=3600.0),
+        timeout=settings.webhook_timeout_s * 2,
     )
     return WebhookTasks(task, sender)

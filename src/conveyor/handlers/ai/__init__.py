@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from conveyor.handlers.ai.circuit import CircuitBreaker
@@ -30,8 +31,17 @@ if TYPE_CHECKING:
 QUEUE = "ai"
 
 __all__ = [
-    "QUEUE", "AiTasks", "CircuitBreaker", "GenerateRequest", "GenerateResult", "Generator", "Provider",
-    "ProviderChain", "Usage", "parse_providers", "register",
+    "QUEUE",
+    "AiTasks",
+    "CircuitBreaker",
+    "GenerateRequest",
+    "GenerateResult",
+    "Generator",
+    "Provider",
+    "ProviderChain",
+    "Usage",
+    "parse_providers",
+    "register",
 ]
 
 
@@ -50,8 +60,10 @@ class AiTasks:
 def build_generator(app: Conveyor, settings: Settings, providers: list[Provider] | None = None) -> Generator:
     chain = ProviderChain(parse_providers(settings.ai_providers) if providers is None else providers)
     breaker = CircuitBreaker(
-        lambda: app.client, prefix=app.prefix,
-        failures=settings.ai_breaker_failures, cooldown_s=settings.ai_breaker_cooldown_s,
+        lambda: app.client,
+        prefix=app.prefix,
+        failures=settings.ai_breaker_failures,
+        cooldown_s=settings.ai_breaker_cooldown_s,
     )
     return Generator(chain, breaker, max_input_chars=settings.ai_max_input_chars)
 
@@ -76,8 +88,11 @@ def register(app: Conveyor, settings: Settings, *, providers: list[Provider] | N
     async def ai_feedback(ctx: JobContext, payload: FeedbackRequest) -> FeedbackResult:
         return await feedback(gen, ctx, payload)
 
-    fns = {
-        "ai.generate": ai_generate, "ai.flashcards": ai_flashcards, "ai.lesson_outline": ai_lesson_outline,
-        "ai.quiz": ai_quiz, "ai.feedback": ai_feedback,
+    fns: dict[str, Callable[..., Any]] = {
+        "ai.generate": ai_generate,
+        "ai.flashcards": ai_flashcards,
+        "ai.lesson_outline": ai_lesson_outline,
+        "ai.quiz": ai_quiz,
+        "ai.feedback": ai_feedback,
     }
     return AiTasks(gen, {name: app.task(fn, name=name, **opts) for name, fn in fns.items()})

@@ -18,16 +18,22 @@ from conveyor.redis.keys import breaker_key
 _NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
 
 # KEYS[1] breaker hash. Returns ms until the provider may be called again (0: call it).
-_CHECK = _NOW + """
+_CHECK = (
+    _NOW
+    + """
 local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
 local hold_until = tonumber(redis.call('HGET', KEYS[1], 'hold_until') or '0')
 local wait = math.max(open_until, hold_until) - now
 if wait > 0 then return wait end
 return 0
 """
+)
 
-# KEYS[1] breaker hash; ARGV threshold, cooldown_ms, ttl_ms. Returns the ms the circuit is now open (0: closed).
-_FAILURE = _NOW + """
+# KEYS[1] breaker hash; ARGV threshold, cooldown_ms, ttl_ms.
+# Returns the ms the circuit is now open (0: still closed).
+_FAILURE = (
+    _NOW
+    + """
 local threshold = tonumber(ARGV[1])
 local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
 if open_until > now then return open_until - now end
@@ -46,22 +52,31 @@ end
 redis.call('PEXPIRE', KEYS[1], ARGV[3])
 return 0
 """
+)
 
 # KEYS[1] breaker hash; ARGV hold_ms, ttl_ms. Extends the hold to now + hold_ms.
-_HOLD = _NOW + """
+_HOLD = (
+    _NOW
+    + """
 local hold_until = tonumber(redis.call('HGET', KEYS[1], 'hold_until') or '0')
 local wanted = now + tonumber(ARGV[1])
 if wanted > hold_until then redis.call('HSET', KEYS[1], 'hold_until', wanted) end
 redis.call('PEXPIRE', KEYS[1], ARGV[2])
 return wanted - now
 """
+)
 
 
 class CircuitBreaker:
     """Shared breaker state per provider name; `client` is called lazily (the app connects on use)."""
 
     def __init__(
-        self, client: Callable[[], RedisClient], *, prefix: str = "cv", failures: int = 5, cooldown_s: float = 30.0
+        self,
+        client: Callable[[], RedisClient],
+        *,
+        prefix: str = "cv",
+        failures: int = 5,
+        cooldown_s: float = 30.0,
     ) -> None:
         if failures < 1:
             raise ValueError("breaker failures must be >= 1")
@@ -74,7 +89,7 @@ class CircuitBreaker:
         self.ttl_ms = max(self.cooldown_ms * 10, 600_000)
 
     async def _eval(self, script: str, name: str, *args: Any) -> int:
-        result = await self._client().eval(script, 1, breaker_key(self.prefix, name), *args)  # type: ignore[misc]
+        result = await self._client().eval(script, 1, breaker_key(self.prefix, name), *args)
         return int(result)
 
     async def open_for(self, name: str) -> float:
@@ -93,4 +108,5 @@ class CircuitBreaker:
         await self._client().delete(breaker_key(self.prefix, name))
 
     async def state(self, name: str) -> dict[str, str]:
-        return await self._client().hgetall(breaker_key(self.prefix, name))  # type: ignore[no-any-return,misc]
+        raw = await self._client().hgetall(breaker_key(self.prefix, name))
+        return {str(k): str(v) for k, v in raw.items()}

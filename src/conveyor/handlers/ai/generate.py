@@ -43,10 +43,10 @@ class GenerateRequest(BaseModel):
     system: str | None = None
     messages: list[ChatMessage] = Field(default_factory=list, max_length=200)
     json_schema: dict[str, Any] | None = None
-    schema_name: str = Field("output", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    schema_name: str = Field(default="output", pattern=r"^[A-Za-z0-9_-]{1,64}$")
     strict: bool = False
-    temperature: float | None = Field(None, ge=0, le=2)
-    max_tokens: int | None = Field(None, ge=1, le=1_000_000)
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     providers: list[str] | None = None
 
     @model_validator(mode="after")
@@ -93,7 +93,7 @@ class GenerateResult(BaseModel):
     attempts: list[ProviderAttempt]
 
 
-class _Skip(Exception):  # noqa: N818 - internal control flow: try the next provider
+class _Skip(Exception):
     def __init__(self, attempt: ProviderAttempt) -> None:
         super().__init__(attempt.detail)
         self.attempt = attempt
@@ -102,7 +102,9 @@ class _Skip(Exception):  # noqa: N818 - internal control flow: try the next prov
 class Generator:
     """Runs requests across a provider chain with a shared circuit breaker."""
 
-    def __init__(self, chain: ProviderChain, breaker: CircuitBreaker, *, max_input_chars: int = 200_000) -> None:
+    def __init__(
+        self, chain: ProviderChain, breaker: CircuitBreaker, *, max_input_chars: int = 200_000
+    ) -> None:
         self.chain = chain
         self.breaker = breaker
         self.max_input_chars = max_input_chars
@@ -180,10 +182,16 @@ class Generator:
             response = await self.chain.client(provider).chat.completions.create(**kwargs)
         except openai.APITimeoutError:
             await self._failed(name)
-            raise _Skip(ProviderAttempt(provider=name, outcome="timeout", detail=f"no answer in {provider.timeout_s}s"))
+            raise _Skip(
+                ProviderAttempt(
+                    provider=name, outcome="timeout", detail=f"no answer in {provider.timeout_s}s"
+                )
+            ) from None
         except openai.APIConnectionError as exc:
             await self._failed(name)
-            raise _Skip(ProviderAttempt(provider=name, outcome="error", detail=f"connection: {exc}"[:300]))
+            raise _Skip(
+                ProviderAttempt(provider=name, outcome="error", detail=f"connection: {exc}"[:300])
+            ) from None
         except openai.APIStatusError as exc:
             raise await self._status(provider, exc) from None
         usage.add(response.usage)
@@ -194,8 +202,13 @@ class Generator:
         text = (choice.message.content or "") if choice is not None else ""
         data = _parse(name, text, schema, output, check) if schema is not None else None
         return GenerateResult(
-            text=text, data=data, provider=name, model=response.model or provider.model,
-            finish_reason=choice.finish_reason if choice is not None else None, usage=usage, attempts=[],
+            text=text,
+            data=data,
+            provider=name,
+            model=response.model or provider.model,
+            finish_reason=choice.finish_reason if choice is not None else None,
+            usage=usage,
+            attempts=[],
         )
 
     async def _failed(self, name: str) -> None:
@@ -222,7 +235,9 @@ def _message(exc: openai.APIStatusError) -> str:
     return str(exc.message)[:300]
 
 
-def _parse(name: str, text: str, schema: dict[str, Any], output: type[BaseModel] | None, check: Check | None) -> Any:
+def _parse(
+    name: str, text: str, schema: dict[str, Any], output: type[BaseModel] | None, check: Check | None
+) -> Any:
     """The JSON output validated; an invalid one skips to the next provider."""
     try:
         data = json.loads(text)
@@ -233,12 +248,16 @@ def _parse(name: str, text: str, schema: dict[str, Any], output: type[BaseModel]
             jsonschema.validate(data, schema, cls=jsonschema.Draft202012Validator)
             value = data
     except json.JSONDecodeError as exc:
-        raise _Skip(ProviderAttempt(provider=name, outcome="invalid_output", detail=f"not JSON: {exc}"[:300])) from None
+        raise _Skip(
+            ProviderAttempt(provider=name, outcome="invalid_output", detail=f"not JSON: {exc}"[:300])
+        ) from None
     except ValidationError as exc:
         detail = f"schema: {exc.errors(include_url=False, include_input=False)}"[:300]
         raise _Skip(ProviderAttempt(provider=name, outcome="invalid_output", detail=detail)) from None
     except jsonschema.ValidationError as exc:
-        raise _Skip(ProviderAttempt(provider=name, outcome="invalid_output", detail=f"schema: {exc.message}"[:300])) from None
+        raise _Skip(
+            ProviderAttempt(provider=name, outcome="invalid_output", detail=f"schema: {exc.message}"[:300])
+        ) from None
     problem = check(value) if check is not None else None
     if problem:
         raise _Skip(ProviderAttempt(provider=name, outcome="invalid_output", detail=problem[:300]))
@@ -250,5 +269,7 @@ def _give_up(attempts: list[ProviderAttempt]) -> Exception:
     summary = "; ".join(f"{a.provider}: {a.outcome}{' ' + a.detail if a.detail else ''}" for a in attempts)
     waits = [a.wait_s for a in attempts if a.outcome in {"rate_limited", "circuit_open"} and a.wait_s]
     if waits and len(waits) == len(attempts):
-        return RateLimited(retry_after=min(waits), reason=f"every AI provider is throttled or open: {summary}")
+        return RateLimited(
+            retry_after=min(waits), reason=f"every AI provider is throttled or open: {summary}"
+        )
     return Retry(reason=f"no AI provider succeeded: {summary}")

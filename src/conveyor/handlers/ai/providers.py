@@ -30,7 +30,9 @@ class Provider:
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
-            raise ConfigurationError(f"AI provider name {self.name!r}: use 1-64 letters, digits, '.', '_', '-'")
+            raise ConfigurationError(
+                f"AI provider name {self.name!r}: use 1-64 letters, digits, '.', '_', '-'"
+            )
         if not self.base_url.startswith(("http://", "https://")):
             raise ConfigurationError(f"AI provider {self.name!r}: base_url must be an http(s) URL")
         if not self.model:
@@ -60,7 +62,9 @@ def _provider(entry: Any, environ: Mapping[str, str]) -> Provider:
         timeout = float(entry.get("timeout_s", DEFAULT_TIMEOUT_S))
     except (TypeError, ValueError):
         raise ConfigurationError(f"AI provider {entry['name']!r}: timeout_s must be a number") from None
-    return Provider(str(entry["name"]), str(entry["base_url"]), str(entry["model"]), str(key or "unused"), timeout)
+    return Provider(
+        str(entry["name"]), str(entry["base_url"]), str(entry["model"]), str(key or "unused"), timeout
+    )
 
 
 def parse_providers(raw: str | None, environ: Mapping[str, str] | None = None) -> list[Provider]:
@@ -103,7 +107,10 @@ class ProviderChain:
         client = self._clients.get(provider.name)
         if client is None:
             client = AsyncOpenAI(
-                api_key=provider.api_key, base_url=provider.base_url, timeout=provider.timeout_s, max_retries=0,
+                api_key=provider.api_key,
+                base_url=provider.base_url,
+                timeout=provider.timeout_s,
+                max_retries=0,
             )
             self._clients[provider.name] = client
         return client

@@ -17,13 +17,14 @@ _TEXT = 200_000
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
     providers: list[str] | None = None
-    language: str | None = Field(None, max_length=50)
+    language: str | None = Field(default=None, max_length=50)
 
     def lang(self) -> str:
         return f" Write in {self.language}." if self.language else ""
 
 
 # ---------------------------------------------------------------- flashcards
+
 
 class FlashcardsRequest(_In):
     content: str = Field(min_length=1, max_length=_TEXT)
@@ -52,7 +53,8 @@ async def flashcards(gen: Generator, ctx: JobContext | None, req: FlashcardsRequ
         f"\n\n<material>\n{req.content}\n</material>"
     )
     res = await gen.run(
-        GenerateRequest(prompt=prompt, schema_name="flashcards", providers=req.providers), ctx,
+        GenerateRequest(prompt=prompt, schema_name="flashcards", providers=req.providers),
+        ctx,
         output=FlashcardsOutput,
     )
     seen: set[str] = set()
@@ -67,9 +69,10 @@ async def flashcards(gen: Generator, ctx: JobContext | None, req: FlashcardsRequ
 
 # ---------------------------------------------------------------- lesson outline
 
+
 class OutlineRequest(_In):
     topic: str = Field(min_length=1, max_length=500)
-    content: str | None = Field(None, max_length=_TEXT)
+    content: str | None = Field(default=None, max_length=_TEXT)
     level: Literal["beginner", "intermediate", "advanced"] = "beginner"
     duration_minutes: int = Field(45, ge=5, le=600)
 
@@ -95,7 +98,8 @@ async def lesson_outline(gen: Generator, ctx: JobContext | None, req: OutlineReq
     source = f"\n\nBase it on this material:\n<material>\n{req.content}\n</material>" if req.content else ""
     prompt = (
         f"Plan a {req.duration_minutes}-minute lesson on {req.topic!r} for {req.level} learners: a title and "
-        f"sections with objectives, key points and minutes that add up to the lesson length.{req.lang()}{source}"
+        f"sections with objectives, key points and minutes that add up to the lesson length."
+        f"{req.lang()}{source}"
     )
 
     def check(out: Any) -> str | None:
@@ -103,13 +107,16 @@ async def lesson_outline(gen: Generator, ctx: JobContext | None, req: OutlineReq
         return None if total <= req.duration_minutes * 1.25 else f"sections take {total} min"
 
     res = await gen.run(
-        GenerateRequest(prompt=prompt, schema_name="lesson_outline", providers=req.providers), ctx,
-        output=OutlineOutput, check=check,
+        GenerateRequest(prompt=prompt, schema_name="lesson_outline", providers=req.providers),
+        ctx,
+        output=OutlineOutput,
+        check=check,
     )
     return OutlineResult(**res.data, provider=res.provider, usage=res.usage)
 
 
 # ---------------------------------------------------------------- quiz
+
 
 class QuizRequest(_In):
     document: str = Field(min_length=1, max_length=_TEXT)
@@ -162,7 +169,8 @@ async def quiz(gen: Generator, ctx: JobContext | None, req: QuizRequest) -> Quiz
     """Generate, drop malformed questions, then ask a reviewer pass which answers the document supports."""
     prompt = (
         f"Write {req.count} {req.difficulty} multiple-choice questions about the document below. Each has "
-        f"options, the index of the one correct option and a short explanation citing the document.{req.lang()}"
+        f"options, the index of the one correct option and a short explanation citing the document."
+        f"{req.lang()}"
         f"\n\n<document>\n{req.document}\n</document>"
     )
     first = await gen.run(
@@ -178,19 +186,20 @@ async def quiz(gen: Generator, ctx: JobContext | None, req: QuizRequest) -> Quiz
             candidates.append(q)
     if ctx is not None:
         await ctx.progress({"stage": "validating", "questions": len(candidates)})
-    listing = "\n".join(
-        f"{i}. {q.question} -> {q.options[q.answer_index]}" for i, q in enumerate(candidates)
-    )
+    listing = "\n".join(f"{i}. {q.question} -> {q.options[q.answer_index]}" for i, q in enumerate(candidates))
     review = await gen.run(
         GenerateRequest(
             system="You check quiz questions strictly against a source document.",
             prompt=(
                 "For each numbered question, say whether the document supports the given answer as the only "
-                f"correct one.\n\n<document>\n{req.document}\n</document>\n\n<questions>\n{listing}\n</questions>"
+                f"correct one.\n\n<document>\n{req.document}\n</document>"
+                f"\n\n<questions>\n{listing}\n</questions>"
             ),
-            schema_name="quiz_review", providers=req.providers,
+            schema_name="quiz_review",
+            providers=req.providers,
         ),
-        ctx, output=QuizReview,
+        ctx,
+        output=QuizReview,
     )
     verdicts = {v.index: v for v in QuizReview.model_validate(review.data).verdicts}
     kept: list[QuizQuestion] = []
@@ -199,7 +208,9 @@ async def quiz(gen: Generator, ctx: JobContext | None, req: QuizRequest) -> Quiz
         if verdict is not None and verdict.supported:
             kept.append(q)
         else:
-            rejected.append(Rejected(question=q.question, reason=verdict.reason if verdict else "not reviewed"))
+            rejected.append(
+                Rejected(question=q.question, reason=verdict.reason if verdict else "not reviewed")
+            )
     if not kept:
         raise Retry(reason=f"no generated question passed validation ({len(rejected)} rejected)")
     usage = Usage()
@@ -210,13 +221,14 @@ async def quiz(gen: Generator, ctx: JobContext | None, req: QuizRequest) -> Quiz
 
 # ---------------------------------------------------------------- feedback
 
+
 class FeedbackRequest(_In):
     question: str = Field(min_length=1, max_length=20_000)
     answer: str = Field(max_length=_TEXT)
-    rubric: str | None = Field(None, max_length=20_000)
-    reference_answer: str | None = Field(None, max_length=_TEXT)
+    rubric: str | None = Field(default=None, max_length=20_000)
+    reference_answer: str | None = Field(default=None, max_length=_TEXT)
     max_score: int = Field(10, ge=1, le=1000)
-    student_name: str | None = Field(None, max_length=100)
+    student_name: str | None = Field(default=None, max_length=100)
 
 
 class FeedbackOutput(BaseModel):
@@ -248,7 +260,9 @@ async def feedback(gen: Generator, ctx: JobContext | None, req: FeedbackRequest)
         return None if 0 <= out.score <= req.max_score else f"score {out.score} is outside 0..{req.max_score}"
 
     res = await gen.run(
-        GenerateRequest(prompt=prompt, schema_name="exam_feedback", providers=req.providers), ctx,
-        output=FeedbackOutput, check=check,
+        GenerateRequest(prompt=prompt, schema_name="exam_feedback", providers=req.providers),
+        ctx,
+        output=FeedbackOutput,
+        check=check,
     )
     return FeedbackResult(**res.data, max_score=req.max_score, provider=res.provider, usage=res.usage)
