@@ -25,6 +25,7 @@ class Settings:
     log_level: str = _setting("CONVEYOR_LOG_LEVEL", "Log level (debug, info, warning, error).", "info")
     log_format: str = _setting(
         "CONVEYOR_LOG_FORMAT", "auto (colours on a terminal, JSON otherwise), json or console.", "auto"
+    )
     # --- built-in handlers (conveyor.handlers; see docs/handlers.md)
     ai_providers: str | None = _setting(
         "CONVEYOR_AI_PROVIDERS",
