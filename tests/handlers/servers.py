@@ -33,10 +33,10 @@ class HttpServer:
         self.runner: web.AppRunner | None = None
         self.port = 0
 
-    async def start(self) -> HttpServer:
+    async def start(self, tls: ssl.SSLContext | None = None) -> HttpServer:
         self.runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=0.5)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0)
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=tls)
         await site.start()
         self.port = int(self.runner.addresses[0][1])
         return self
@@ -78,9 +78,7 @@ class ChatServer(HttpServer):
         if request.headers.get("Authorization") != "Bearer test-key":
             return web.json_response({"error": {"message": "bad key", "type": "auth"}}, status=401)
         if mode == "fail":
-            return web.json_response(
-                {"error": {"message": "upstream exploded", "type": "server_error"}}, status=500
-            )
+            return web.json_response({"error": {"message": "upstream exploded", "type": "server_error"}}, status=500)
         if mode == "limited":
             return web.json_response(
                 {"error": {"message": "slow down", "type": "rate_limit"}},
@@ -173,10 +171,16 @@ class Receiver(HttpServer):
 # ------------------------------------------------------------------------------- SMTP
 
 
-def self_signed(folder: Path) -> tuple[Path, Path]:
-    """A certificate for 127.0.0.1/localhost and its key, written as PEM files."""
+def self_signed(folder: Path, names: tuple[str, ...] = ("localhost", "127.0.0.1")) -> tuple[Path, Path]:
+    """A certificate for `names` (DNS names or IPs) and its key, written as PEM files."""
     key = ec.generate_private_key(ec.SECP256R1())
-    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, "localhost")])
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    sans: list[x509.GeneralName] = []
+    for n in names:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(n)))
+        except ValueError:
+            sans.append(x509.DNSName(n))
     now = dt.datetime.now(dt.UTC)
     cert = (
         x509.CertificateBuilder()
@@ -186,19 +190,11 @@ def self_signed(folder: Path) -> tuple[Path, Path]:
         .serial_number(x509.random_serial_number())
         .not_valid_before(now - dt.timedelta(minutes=5))
         .not_valid_after(now + dt.timedelta(days=1))
-        .add_extension(
-            x509.SubjectAlternativeName(
-                [
-                    x509.DNSName("localhost"),
-                    x509.IPAddress(ipaddress.ip_address("127.0.0.1")),
-                ]
-            ),
-            critical=False,
-        )
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
         .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
         .sign(key, hashes.SHA256())
     )
-    cert_path, key_path = folder / "smtp-cert.pem", folder / "smtp-key.pem"
+    cert_path, key_path = folder / f"{names[0]}-cert.pem", folder / f"{names[0]}-key.pem"
     cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
     key_path.write_bytes(
         key.private_bytes(
@@ -226,9 +222,7 @@ class Inbox:
     messages: list[Mail] = field(default_factory=list)
     refuse: dict[str, str] = field(default_factory=dict)
 
-    async def handle_RCPT(
-        self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any
-    ) -> str:
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any) -> str:
         if address in self.refuse:
             return self.refuse[address]
         envelope.rcpt_tos.append(address)
@@ -269,9 +263,7 @@ class SmtpServer:
             authenticator=self._authenticate,
         )
 
-    def _authenticate(
-        self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any
-    ) -> AuthResult:
+    def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
         if isinstance(auth_data, LoginPassword):
             self.logins.append(auth_data.login.decode())
         ok = (

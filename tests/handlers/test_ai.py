@@ -40,9 +40,7 @@ def gen_for(
 PROMPT = GenerateRequest(prompt="hello")
 
 
-async def test_generate_through_a_worker_records_usage_cost_and_progress(
-    app: Conveyor, chat: ChatServer
-) -> None:
+async def test_generate_through_a_worker_records_usage_cost_and_progress(app: Conveyor, chat: ChatServer) -> None:
     handlers = install(app, ai=True, settings=Settings(), ai_providers=[provider(chat, "ok")])
     assert handlers.ai is not None
     spy = CostSpy()
@@ -72,9 +70,7 @@ async def test_no_provider_fails_at_once_with_a_clear_message(app: Conveyor) -> 
     assert rec.attempts_made == 1 and rec.max_attempts == 3
 
 
-async def test_500_falls_back_to_the_next_provider_and_counts_a_failure(
-    app: Conveyor, chat: ChatServer
-) -> None:
+async def test_500_falls_back_to_the_next_provider_and_counts_a_failure(app: Conveyor, chat: ChatServer) -> None:
     gen = gen_for(app, chat, "fail", "ok")
     result = await gen.run(PROMPT)
     assert result.provider == "ok"
@@ -91,9 +87,7 @@ async def test_a_slow_provider_times_out_and_the_next_answers(app: Conveyor, cha
     assert result.attempts[0].outcome == "timeout"
 
 
-async def test_a_429_holds_the_provider_and_the_job_waits_without_an_attempt(
-    app: Conveyor, chat: ChatServer
-) -> None:
+async def test_a_429_holds_the_provider_and_the_job_waits_without_an_attempt(app: Conveyor, chat: ChatServer) -> None:
     gen = gen_for(app, chat, "limited")
     with pytest.raises(RateLimited) as info:
         await gen.run(PROMPT)
@@ -102,9 +96,7 @@ async def test_a_429_holds_the_provider_and_the_job_waits_without_an_attempt(
         await gen.run(PROMPT)
     assert chat.count("limited") == 1, "a held provider is not called again before its Retry-After"
 
-    handlers = install(
-        app, ai=True, settings=Settings(), ai_providers=[provider(chat, "limited", name="other")]
-    )
+    handlers = install(app, ai=True, settings=Settings(), ai_providers=[provider(chat, "limited", name="other")])
     assert handlers.ai is not None
     job = await handlers.ai.generate.enqueue({"prompt": "x"}, attempts=1)
     async with running(app.worker("ai", lease_ms=5000)):
@@ -161,9 +153,7 @@ async def test_only_provider_with_an_open_circuit_makes_the_job_wait(app: Convey
     assert chat.count("fail") == 1
 
 
-async def test_structured_output_is_sent_and_validated_against_the_schema(
-    app: Conveyor, chat: ChatServer
-) -> None:
+async def test_structured_output_is_sent_and_validated_against_the_schema(app: Conveyor, chat: ChatServer) -> None:
     schema = {
         "type": "object",
         "properties": {"name": {"type": "string"}, "age": {"type": "integer"}},

@@ -90,10 +90,7 @@ async def test_quiz_drops_malformed_and_unsupported_questions(app: Conveyor, cha
     ]
     assert result.usage.total_tokens == 32
     review_prompt = chat.calls[1][1]["messages"][-1]["content"]
-    assert (
-        DOCUMENT in review_prompt
-        and "0. What does photosynthesis produce? -> Glucose and oxygen" in review_prompt
-    )
+    assert DOCUMENT in review_prompt and "0. What does photosynthesis produce? -> Glucose and oxygen" in review_prompt
 
     chat.replies["quiz_review"] = {"verdicts": [{"index": 0, "supported": False}]}
     with pytest.raises(Retry, match="no generated question passed validation"):

@@ -73,8 +73,7 @@ async def test_docx_html_markdown_by_path(tmp_path: Path) -> None:
         "<script>alert('x')</script><p>First &amp; second.</p><ul><li>one</li><li>two</li></ul></body></html>"
     )
     (tmp_path / "notes.md").write_text(
-        "# Title\n\nSome **bold** and _italic_ text with [a link](http://x.test).\n\n"
-        "```python\nprint(1)\n```\n- item\n"
+        "# Title\n\nSome **bold** and _italic_ text with [a link](http://x.test).\n\n```python\nprint(1)\n```\n- item\n"
     )
     r = reader(tmp_path)
     d = await r.read(DocumentRequest(path="cells.docx"))

@@ -37,9 +37,7 @@ def parsed(raw: bytes) -> EmailMessage:
     return email.message_from_bytes(raw, policy=email.policy.default)  # type: ignore[return-value]
 
 
-async def test_templated_mail_with_attachment_through_a_worker(
-    app: Conveyor, smtp: SmtpServer, tmp_path: Path
-) -> None:
+async def test_templated_mail_with_attachment_through_a_worker(app: Conveyor, smtp: SmtpServer, tmp_path: Path) -> None:
     templates = tmp_path / "templates"
     templates.mkdir()
     (templates / "welcome.subject.txt").write_text("Welcome, {{ name }}!\n")
@@ -99,9 +97,7 @@ async def test_temporary_refusal_is_retried_and_partial_refusal_is_reported(smtp
     smtp.inbox.refuse["busy@example.com"] = "451 4.3.0 try again later"
     with pytest.raises(Retry, match="451"):
         await mailer.send(EmailRequest(to=["busy@example.com"], subject="s", text="t"))
-    result = await mailer.send(
-        EmailRequest(to=["busy@example.com", "ok@example.com"], subject="s", html="<p>x</p>")
-    )
+    result = await mailer.send(EmailRequest(to=["busy@example.com", "ok@example.com"], subject="s", html="<p>x</p>"))
     assert result.accepted == ["ok@example.com"]
     assert result.refused["busy@example.com"].startswith("451")
 

@@ -93,9 +93,7 @@ async def test_the_connection_goes_to_the_checked_address_with_the_host_kept(rec
     receiver.files["/ping"] = (b"pong", "text/plain")
     guard = SsrfGuard(AllowList.parse("127.0.0.0/8"), resolver_for({"hooks.customer.test": ["127.0.0.1"]}))
     async with guarded_client(guard, 5) as client:
-        response, hops = await send_following(
-            client, "GET", f"http://hooks.customer.test:{receiver.port}/ping"
-        )
+        response, hops = await send_following(client, "GET", f"http://hooks.customer.test:{receiver.port}/ping")
         body = await response.aread()
         await response.aclose()
     assert body == b"pong" and hops == []

@@ -4,7 +4,9 @@ SSRF refusals and the endpoint group, through a real worker."""
 from __future__ import annotations
 
 import json
+import ssl
 import time
+from pathlib import Path
 
 import pytest
 
@@ -15,7 +17,7 @@ from conveyor.handlers.webhooks import WebhookRequest, WebhookSecrets, WebhookSe
 from conveyor.settings import Settings
 from tests.conftest import running
 from tests.handlers.conftest import SECRET
-from tests.handlers.servers import Receiver
+from tests.handlers.servers import Receiver, self_signed
 
 
 def settings(**extra: object) -> Settings:
@@ -50,9 +52,7 @@ def test_sign_and_verify() -> None:
     assert not verify("k1", body, "v1=abc", now=1_700_000_000)
 
 
-async def test_delivery_through_a_worker_is_signed_grouped_and_recorded(
-    app: Conveyor, receiver: Receiver
-) -> None:
+async def test_delivery_through_a_worker_is_signed_grouped_and_recorded(app: Conveyor, receiver: Receiver) -> None:
     handlers = install(app, webhooks=True, settings=settings())
     assert handlers.webhooks is not None
     receiver.answer("/hook", (200, {}, b"x" * 3000))
@@ -169,3 +169,31 @@ async def test_pinned_address_keeps_the_customer_host(receiver: Receiver) -> Non
     await pinned.deliver(WebhookRequest(url=f"http://hooks.customer.test:{receiver.port}/hook", payload=[1]))
     [got] = receiver.received
     assert got.headers["Host"] == f"hooks.customer.test:{receiver.port}" and got.verified
+
+
+async def test_https_to_a_pinned_address_verifies_the_certificate_of_the_name(tmp_path: Path) -> None:
+    """TLS goes to the checked IP but SNI and certificate checks use the URL's host name."""
+    from conveyor.handlers.ssrf import AllowList, SsrfGuard
+
+    cert, key = self_signed(tmp_path, ("hooks.customer.test",))
+    server_tls = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+    server_tls.load_cert_chain(cert, key)
+    secure = await Receiver(SECRET).start(tls=server_tls)
+    try:
+
+        async def resolve(host: str, port: int) -> list[str]:
+            return ["127.0.0.1"]
+
+        guard = SsrfGuard(AllowList.parse("127.0.0.1"), resolve, ssl.create_default_context(cafile=str(cert)))
+        pinned = WebhookSender(guard, WebhookSecrets({"*": SECRET}))
+        result = await pinned.deliver(
+            WebhookRequest(url=f"https://hooks.customer.test:{secure.port}/hook", payload={"tls": True})
+        )
+        assert result.status == 200
+        [got] = secure.received
+        assert got.verified and got.headers["Host"] == f"hooks.customer.test:{secure.port}"
+        with pytest.raises(Retry, match="(?i)certificate"):
+            await pinned.deliver(WebhookRequest(url=f"https://impostor.test:{secure.port}/hook", payload={}))
+        assert len(secure.received) == 1
+    finally:
+        await secure.close()

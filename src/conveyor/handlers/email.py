@@ -209,9 +209,7 @@ class Mailer:
             raise Retry(reason=f"SMTP delivery failed: {type(exc).__name__}: {exc}"[:500]) from None
         refused = {addr: f"{r.code} {r.message}" for addr, r in errors.items()}
         accepted = [a for a in recipients if a not in refused]
-        return EmailResult(
-            message_id=str(msg["Message-ID"]), accepted=accepted, refused=refused, response=response
-        )
+        return EmailResult(message_id=str(msg["Message-ID"]), accepted=accepted, refused=refused, response=response)
 
 
 def _classify(code: int, message: str) -> Exception:
@@ -229,9 +227,7 @@ class EmailTasks:
 def register(app: Conveyor, settings: Settings) -> EmailTasks:
     """Declare `email.send` on queue `email` (5 attempts); the send rate comes from settings."""
     mailer = Mailer(settings)
-    rate = SendRate(
-        lambda: app.client, prefix=app.prefix, queue=QUEUE, per_window=settings.email_rate_per_minute
-    )
+    rate = SendRate(lambda: app.client, prefix=app.prefix, queue=QUEUE, per_window=settings.email_rate_per_minute)
 
     async def send(ctx: JobContext, payload: EmailRequest) -> EmailResult:
         await rate.take()

@@ -44,6 +44,4 @@ class SendRate:
             return
         wait_ms = int(await self._client().eval(_TAKE, 1, self.key, self.per_window, self.window_ms))
         if wait_ms > 0:
-            raise RateLimited(
-                retry_after=wait_ms / 1000, reason=f"send limit of {self.per_window} per window reached"
-            )
+            raise RateLimited(retry_after=wait_ms / 1000, reason=f"send limit of {self.per_window} per window reached")

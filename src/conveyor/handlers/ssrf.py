@@ -11,6 +11,7 @@ from __future__ import annotations
 import asyncio
 import ipaddress
 import socket
+import ssl
 from collections.abc import Awaitable, Callable, Iterable, Mapping
 from dataclasses import dataclass, field
 
@@ -104,10 +105,12 @@ def _literal(host: str) -> IPAddress | None:
 
 @dataclass(slots=True)
 class SsrfGuard:
-    """Checks URLs; `resolver` is injectable so tests can point names at any address."""
+    """Checks URLs; `resolver` is injectable so tests can point names at any address, and
+    `tls_context` replaces the system CA store for HTTPS (certificates are always verified)."""
 
     allow: AllowList = field(default_factory=AllowList)
     resolver: Resolver = system_resolver
+    tls_context: ssl.SSLContext | None = None
 
     async def check(self, url: httpx.URL | str) -> Target:
         u = httpx.URL(str(url)) if isinstance(url, str) else url
@@ -141,7 +144,7 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 
     def __init__(self, guard: SsrfGuard, inner: httpx.AsyncBaseTransport | None = None) -> None:
         self.guard = guard
-        self.inner = inner or httpx.AsyncHTTPTransport(retries=0)
+        self.inner = inner or httpx.AsyncHTTPTransport(retries=0, verify=guard.tls_context or True)
 
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         target = await self.guard.check(request.url)

@@ -100,8 +100,7 @@ class WebhookSecrets:
             if key in self.secrets:
                 return self.secrets[key]
         raise Unrecoverable(
-            f"no webhook secret for {origin}: add it to CONVEYOR_WEBHOOK_SECRETS "
-            "(unsigned webhooks are not sent)"
+            f"no webhook secret for {origin}: add it to CONVEYOR_WEBHOOK_SECRETS (unsigned webhooks are not sent)"
         )
 
 
@@ -175,17 +174,24 @@ class WebhookTasks:
         self.sender = sender
 
     async def send(
-        self, url: str, payload: Any, *, event: str | None = None, **options: Any
+        self,
+        url: str,
+        payload: Any,
+        *,
+        event: str | None = None,
+        endpoint: str | None = None,
+        headers: dict[str, str] | None = None,
+        **options: Any,
     ) -> Job[WebhookResult]:
+        """Enqueue a delivery; job options (delay, attempts, idempotency_key...) pass through."""
         options.setdefault("group", webhook_group(url))
-        return await self.task.enqueue({"url": url, "payload": payload, "event": event}, **options)
+        data = {"url": url, "payload": payload, "event": event, "endpoint": endpoint, "headers": headers or {}}
+        return await self.task.enqueue(data, **options)
 
 
 def register(app: Conveyor, settings: Settings, guard: SsrfGuard) -> WebhookTasks:
     """Declare `webhooks.deliver` on queue `webhooks` (5 attempts, exponential backoff from 2 s)."""
-    sender = WebhookSender(
-        guard, WebhookSecrets.parse(settings.webhook_secrets), timeout_s=settings.webhook_timeout_s
-    )
+    sender = WebhookSender(guard, WebhookSecrets.parse(settings.webhook_secrets), timeout_s=settings.webhook_timeout_s)
 
     async def deliver(ctx: JobContext, payload: WebhookRequest) -> WebhookResult:
         return await sender.deliver(payload, delivery_id=f"{ctx.queue}:{ctx.job_id}", attempt=ctx.attempt)

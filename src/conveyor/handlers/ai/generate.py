@@ -102,9 +102,7 @@ class _Skip(Exception):
 class Generator:
     """Runs requests across a provider chain with a shared circuit breaker."""
 
-    def __init__(
-        self, chain: ProviderChain, breaker: CircuitBreaker, *, max_input_chars: int = 200_000
-    ) -> None:
+    def __init__(self, chain: ProviderChain, breaker: CircuitBreaker, *, max_input_chars: int = 200_000) -> None:
         self.chain = chain
         self.breaker = breaker
         self.max_input_chars = max_input_chars
@@ -183,15 +181,11 @@ class Generator:
         except openai.APITimeoutError:
             await self._failed(name)
             raise _Skip(
-                ProviderAttempt(
-                    provider=name, outcome="timeout", detail=f"no answer in {provider.timeout_s}s"
-                )
+                ProviderAttempt(provider=name, outcome="timeout", detail=f"no answer in {provider.timeout_s}s")
             ) from None
         except openai.APIConnectionError as exc:
             await self._failed(name)
-            raise _Skip(
-                ProviderAttempt(provider=name, outcome="error", detail=f"connection: {exc}"[:300])
-            ) from None
+            raise _Skip(ProviderAttempt(provider=name, outcome="error", detail=f"connection: {exc}"[:300])) from None
         except openai.APIStatusError as exc:
             raise await self._status(provider, exc) from None
         usage.add(response.usage)
@@ -235,9 +229,7 @@ def _message(exc: openai.APIStatusError) -> str:
     return str(exc.message)[:300]
 
 
-def _parse(
-    name: str, text: str, schema: dict[str, Any], output: type[BaseModel] | None, check: Check | None
-) -> Any:
+def _parse(name: str, text: str, schema: dict[str, Any], output: type[BaseModel] | None, check: Check | None) -> Any:
     """The JSON output validated; an invalid one skips to the next provider."""
     try:
         data = json.loads(text)
@@ -248,9 +240,7 @@ def _parse(
             jsonschema.validate(data, schema, cls=jsonschema.Draft202012Validator)
             value = data
     except json.JSONDecodeError as exc:
-        raise _Skip(
-            ProviderAttempt(provider=name, outcome="invalid_output", detail=f"not JSON: {exc}"[:300])
-        ) from None
+        raise _Skip(ProviderAttempt(provider=name, outcome="invalid_output", detail=f"not JSON: {exc}"[:300])) from None
     except ValidationError as exc:
         detail = f"schema: {exc.errors(include_url=False, include_input=False)}"[:300]
         raise _Skip(ProviderAttempt(provider=name, outcome="invalid_output", detail=detail)) from None
@@ -269,7 +259,5 @@ def _give_up(attempts: list[ProviderAttempt]) -> Exception:
     summary = "; ".join(f"{a.provider}: {a.outcome}{' ' + a.detail if a.detail else ''}" for a in attempts)
     waits = [a.wait_s for a in attempts if a.outcome in {"rate_limited", "circuit_open"} and a.wait_s]
     if waits and len(waits) == len(attempts):
-        return RateLimited(
-            retry_after=min(waits), reason=f"every AI provider is throttled or open: {summary}"
-        )
+        return RateLimited(retry_after=min(waits), reason=f"every AI provider is throttled or open: {summary}")
     return Retry(reason=f"no AI provider succeeded: {summary}")

@@ -30,9 +30,7 @@ class Provider:
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
-            raise ConfigurationError(
-                f"AI provider name {self.name!r}: use 1-64 letters, digits, '.', '_', '-'"
-            )
+            raise ConfigurationError(f"AI provider name {self.name!r}: use 1-64 letters, digits, '.', '_', '-'")
         if not self.base_url.startswith(("http://", "https://")):
             raise ConfigurationError(f"AI provider {self.name!r}: base_url must be an http(s) URL")
         if not self.model:
@@ -62,9 +60,7 @@ def _provider(entry: Any, environ: Mapping[str, str]) -> Provider:
         timeout = float(entry.get("timeout_s", DEFAULT_TIMEOUT_S))
     except (TypeError, ValueError):
         raise ConfigurationError(f"AI provider {entry['name']!r}: timeout_s must be a number") from None
-    return Provider(
-        str(entry["name"]), str(entry["base_url"]), str(entry["model"]), str(key or "unused"), timeout
-    )
+    return Provider(str(entry["name"]), str(entry["base_url"]), str(entry["model"]), str(key or "unused"), timeout)
 
 
 def parse_providers(raw: str | None, environ: Mapping[str, str] | None = None) -> list[Provider]:

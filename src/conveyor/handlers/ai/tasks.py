@@ -208,9 +208,7 @@ async def quiz(gen: Generator, ctx: JobContext | None, req: QuizRequest) -> Quiz
         if verdict is not None and verdict.supported:
             kept.append(q)
         else:
-            rejected.append(
-                Rejected(question=q.question, reason=verdict.reason if verdict else "not reviewed")
-            )
+            rejected.append(Rejected(question=q.question, reason=verdict.reason if verdict else "not reviewed"))
     if not kept:
         raise Retry(reason=f"no generated question passed validation ({len(rejected)} rejected)")
     usage = Usage()
