@@ -11,7 +11,7 @@ import ssl
 import time
 from dataclasses import dataclass, field
 from pathlib import Path
-from typing import Any
+from typing import Any, Self
 
 from aiohttp import web
 from aiosmtpd.controller import Controller
@@ -33,7 +33,7 @@ class HttpServer:
         self.runner: web.AppRunner | None = None
         self.port = 0
 
-    async def start(self, tls: ssl.SSLContext | None = None) -> HttpServer:
+    async def start(self, tls: ssl.SSLContext | None = None) -> Self:
         self.runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=0.5)
         await self.runner.setup()
         site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=tls)

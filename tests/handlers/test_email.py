@@ -34,7 +34,9 @@ def smtp_settings(smtp: SmtpServer, **extra: object) -> Settings:
 
 
 def parsed(raw: bytes) -> EmailMessage:
-    return email.message_from_bytes(raw, policy=email.policy.default)  # type: ignore[return-value]
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
 
 
 async def test_templated_mail_with_attachment_through_a_worker(app: Conveyor, smtp: SmtpServer, tmp_path: Path) -> None:

@@ -36,8 +36,10 @@ async def test_study_pack_pipeline(app: Conveyor, chat: ChatServer, receiver: Re
         email_from="quiz@study.test",
     )
     install_examples(app, settings)
-    job = await app.get_task("examples", "examples.study_pack").enqueue(
-        {  # type: ignore[union-attr]
+    study_pack = app.get_task("examples", "examples.study_pack")
+    assert study_pack is not None
+    job = await study_pack.enqueue(
+        {
             "document_url": f"{receiver.url}/lesson.pdf",
             "student_email": "ana@example.com",
             "notify_url": f"{receiver.url}/hooks/quiz",

@@ -192,7 +192,7 @@ async def test_https_to_a_pinned_address_verifies_the_certificate_of_the_name(tm
         assert result.status == 200
         [got] = secure.received
         assert got.verified and got.headers["Host"] == f"hooks.customer.test:{secure.port}"
-        with pytest.raises(Retry, match="(?i)certificate"):
+        with pytest.raises(Retry, match=r"(?i)certificate"):
             await pinned.deliver(WebhookRequest(url=f"https://impostor.test:{secure.port}/hook", payload={}))
         assert len(secure.received) == 1
     finally:
