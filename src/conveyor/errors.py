@@ -139,3 +139,7 @@ class RateLimited(HandlerSignal):
 
 class JobTimeoutError(ConveyorError, TimeoutError):
     """The handler ran past the job's timeout and was cancelled (a failed attempt)."""
+
+
+class UnsafeURLError(ConveyorError, ValueError):
+    """A URL a handler was asked to reach is refused by the SSRF guard (scheme or resolved address)."""
