@@ -6,10 +6,10 @@ count is one ZCOUNT; sixty buckets per state cost one pipelined round trip per c
 
 from __future__ import annotations
 
-from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from conveyor.job import JobState
 from conveyor.queue import Queue
 from conveyor.redis.connection import RedisClient
 
@@ -44,14 +44,11 @@ async def queue_history(queue: Queue, now_ms: int) -> QueueHistory:
             for i in range(BUCKETS):
                 lo = start + i * BUCKET_MS
                 pipe.zcount(key, lo, f"({lo + BUCKET_MS}")
-        pipe.zrange(k.ready, 0, 0)
         replies: list[Any] = await pipe.execute()
     completed = [int(n) for n in replies[:BUCKETS]]
-    failed = [int(n) for n in replies[BUCKETS:2 * BUCKETS]]
-    head: Sequence[str] = replies[-1]
-    oldest = None
-    if head:
-        created = await queue.client.hget(k.job(head[0]), "ts")
-        if created is not None:
-            oldest = max(0, now_ms - int(created))
+    failed = [int(n) for n in replies[BUCKETS:]]
+    # The head of the waiting list in claim order (the queue knows where grouped jobs wait).
+    head = await queue.list_jobs(JobState.WAITING, limit=1)
+    created = head.jobs[0].created_ms if head.jobs else None
+    oldest = None if created is None else max(0, now_ms - created)
     return QueueHistory(completed, failed, oldest)
