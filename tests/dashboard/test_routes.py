@@ -135,6 +135,8 @@ async def test_stats_search_details_and_remove(env: Env) -> None:
     assert hidden["logs"] is None and hidden["logs_hidden"] is True
     missing = await env.http.get("/api/dashboard/jobs/q/nope/details", headers=env.auth("read"))
     assert missing.status_code == 404
+    too_long = await env.http.get(f"/api/dashboard/jobs/q/{'x' * 5000}/details", headers=env.auth("read"))
+    assert too_long.status_code == 404 and "x" * 50 not in too_long.text
 
     remove = f"/api/dashboard/jobs/q/{flaky.id}/remove"
     assert (await env.http.post(remove, headers=env.auth("read"))).status_code == 403

@@ -25,6 +25,13 @@ router = APIRouter(prefix="/api/dashboard", tags=["dashboard"])
 SEARCH_SCAN_MAX = 5000
 SEARCH_CHUNK = 500
 LOG_LINES_MAX = 1000
+JOB_ID_MAX = 200  # the longest id Conveyor accepts (conveyor.options)
+
+
+def _job_id(job_id: str) -> str:
+    if not job_id or len(job_id) > JOB_ID_MAX:
+        raise ApiError(404, "job not found")
+    return job_id
 
 
 @router.get("/me", summary="The calling key's id, name and scopes")
@@ -95,7 +102,7 @@ async def job_details(
     request: Request, queue: str, job_id: str, principal: ReadKey,
 ) -> dict[str, Any]:
     q = get_state(request).queue(queue)
-    record = await q.get_job(job_id)
+    record = await q.get_job(_job_id(job_id))
     if record is None:
         raise ApiError(404, "job not found")
     show = principal.can(Scope.READ_DATA)
@@ -111,5 +118,5 @@ async def remove_job(
     request: Request, queue: str, job_id: str, _: AdminKey,
 ) -> dict[str, Any]:
     q = get_state(request).queue(queue)
-    await q.remove(job_id)
+    await q.remove(_job_id(job_id))
     return {"id": job_id, "queue": queue, "removed": True}
