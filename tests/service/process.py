@@ -103,7 +103,10 @@ class ServiceProcess:
         self.proc.send_signal(sig)
 
     async def wait_exit(self, within_s: float = 30.0) -> int:
-        code = await asyncio.to_thread(self.proc.wait, within_s)
+        try:
+            code = await asyncio.to_thread(self.proc.wait, within_s)
+        except subprocess.TimeoutExpired:
+            raise AssertionError(f"no exit within {within_s}s; output:\n{self.output()}") from None
         await asyncio.to_thread(self._reader.join, 5)
         return code
 

@@ -31,7 +31,12 @@ def metric(text: str, sample: str, /, **labels: str) -> float:
 
 
 async def add(
-    client: RedisClient, prefix: str, queue: str, n: int, options: dict[str, Any] | None = None, **payload: Any
+    client: RedisClient,
+    prefix: str,
+    queue: str,
+    n: int,
+    options: dict[str, Any] | None = None,
+    **payload: Any,
 ) -> list[str]:
     q = Queue(queue, redis=client, prefix=prefix)
     jobs = await q.add_bulk([{"name": "track", "data": payload, "options": options or {}} for _ in range(n)])
@@ -154,6 +159,7 @@ async def test_job_longer_than_the_grace_is_handed_back_and_a_second_worker_comp
     await started(first)
     [job_id] = await add(plain_client, prefix, "fast", 1, first_sleep=120)
     q = Queue("fast", redis=plain_client, prefix=prefix)
+
     async def is_active() -> bool:
         return await q.get_state(job_id) is JobState.ACTIVE
 

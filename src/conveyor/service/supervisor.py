@@ -49,6 +49,16 @@ def _gauges(worker: Worker) -> tuple[Callable[[], float], Callable[[], float]]:
     return (lambda: float(worker.active)), (lambda: float(worker.stats.peak_active))
 
 
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel and await; cancel again any task that swallowed a cancellation (3.11's wait_for can)."""
+    pending = [t for t in tasks if not t.done()]
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, still = await asyncio.wait(pending, timeout=1.0)
+        pending = list(still)
+
+
 class WorkerService:
     """Runs the planned queues of `app` until stopped; see `health()` and `summary()`."""
 
@@ -105,7 +115,8 @@ class WorkerService:
         while not await self.ping():
             self.log.warning("redis unreachable at start; retrying", retry_in_s=delay)
             try:
-                await asyncio.wait_for(self._stop.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._stop.wait()
                 return
             except TimeoutError:
                 delay = min(delay * 2, 5.0)
@@ -147,9 +158,7 @@ class WorkerService:
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         active = sum(w.active for w in self.workers.values())
         self.log.info("worker stopping", active_jobs=active, grace_s=grace)
-        for task in self._tasks:
-            task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
+        await _cancel_all(self._tasks)
         for name, watch in self.watches.items():  # a dead loop must run again to record final outcomes
             for loop in list(watch.dead):
                 self.workers[name].restart_loop(loop)
@@ -192,7 +201,8 @@ class WorkerService:
         """PING Redis; records reachability and round-trip time."""
         started = time.perf_counter()
         try:
-            await asyncio.wait_for(self.app.client.ping(), PING_TIMEOUT_S)
+            async with asyncio.timeout(PING_TIMEOUT_S):
+                await self.app.client.ping()
         except Exception:
             self.redis_ok, self.redis_latency_s = False, None
         else:
