@@ -154,3 +154,19 @@ async def test_stop_hands_back_jobs_after_the_grace(
     assert await job.state() is JobState.WAITING
     assert service.summary()["returned"] == 1
     assert (await counts_of(fast))["active"] == 0
+
+
+async def test_service_waits_for_redis_at_start_and_reports_it(prefix: str) -> None:
+    from conveyor.testing import free_port
+
+    app = build_app(prefix)
+    app.use_redis(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    service = WorkerService(app, Settings(**FAST), plan_queues(app, None, {}))
+    task = asyncio.create_task(service.run())
+    await wait_for(lambda: service.state == "starting", timeout=5, what="starting")
+    status, body = await service.health()
+    assert status == 503 and body["status"] == "starting"
+    assert "redis unreachable" in body["problems"] and body["redis"]["ok"] is False
+    service.request_stop()
+    summary = await asyncio.wait_for(task, 20)
+    assert summary["processed"] == 0 and service.state == "stopped"

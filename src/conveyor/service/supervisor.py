@@ -106,6 +106,7 @@ class WorkerService:
         self._rates = st.RateWindow()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._registry_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -126,8 +127,9 @@ class WorkerService:
         self._tasks = [
             asyncio.create_task(w.run(), name=f"conveyor-watch-{q}") for q, w in self.watches.items()
         ]
+        self._registry_task = self._every(self.settings.heartbeat_s, self.registry.beat, "registry heartbeat")
         self._tasks += [
-            self._every(self.settings.heartbeat_s, self.registry.beat, "registry heartbeat"),
+            self._registry_task,
             self._every(self.settings.metrics_interval_s, self.sample, "metrics sample"),
         ]
         if self.settings.stats_interval_s > 0:
@@ -158,11 +160,18 @@ class WorkerService:
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         active = sum(w.active for w in self.workers.values())
         self.log.info("worker stopping", active_jobs=active, grace_s=grace)
-        await _cancel_all(self._tasks)
+        watches, others = self._tasks[: len(self.watches)], self._tasks[len(self.watches) :]
+        for task in watches:  # loops ending during close are not crashes
+            task.cancel()
         for name, watch in self.watches.items():  # a dead loop must run again to record final outcomes
             for loop in list(watch.dead):
                 self.workers[name].restart_loop(loop)
-        await asyncio.gather(*(w.close(grace) for w in self.workers.values()), return_exceptions=True)
+        closing = [asyncio.create_task(w.close(grace)) for w in self.workers.values()]
+        background = [t for t in others if t is not self._registry_task]
+        await _cancel_all(watches + background)
+        await asyncio.gather(*closing, return_exceptions=True)
+        if self._registry_task is not None:  # kept beating while jobs finished, so the record stayed live
+            await _cancel_all([self._registry_task])
         if self.redis_ok or await self.ping():
             await self.registry.remove()
         await self.app.close()
@@ -199,6 +208,8 @@ class WorkerService:
 
     async def ping(self) -> bool:
         """PING Redis; records reachability and round-trip time."""
+        if self.state == "stopped":  # the client is closed; do not open a new one
+            return False
         started = time.perf_counter()
         try:
             async with asyncio.timeout(PING_TIMEOUT_S):
