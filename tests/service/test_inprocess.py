@@ -98,9 +98,9 @@ async def test_a_crashed_queue_loop_is_restarted_with_backoff_and_reported(
         await admin.aclose()
 
 
-async def test_registry_lists_live_workers_and_prunes_expired_ones(
-    plain_client: RedisClient, prefix: str
-) -> None:
+async def test_registry_lists_live_workers_and_prunes_expired_ones(client: RedisClient, prefix: str) -> None:
+    """Against a standalone server and a Cluster (all registry keys share the `{workers}` slot)."""
+    plain_client = client
     keys = WorkerRegistryKeys(prefix)
     short = RegistryWriter(plain_client, prefix, "w-short", lambda: {"id": "w-short", "queues": ["a"]}, 0.1)
     long = RegistryWriter(plain_client, prefix, "w-long", lambda: {"id": "w-long", "queues": ["b"]}, 30)
