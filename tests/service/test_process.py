@@ -239,15 +239,15 @@ async def test_health_is_503_while_redis_is_down_and_jobs_complete_after_it_retu
 async def test_registry_entry_appears_and_expires_after_sigkill(
     services: Start, redis_url: str, prefix: str, plain_client: RedisClient
 ) -> None:
-    svc = services(redis_url, prefix, CONVEYOR_HEARTBEAT_S=0.3)
+    svc = services(redis_url, prefix, CONVEYOR_HEARTBEAT_S=0.3, CONVEYOR_QUEUES="slow.io")
 
     async def listed() -> bool:
         return [w["pid"] for w in await list_workers(plain_client, prefix)] == [svc.pid]
 
     await wait_for(listed, timeout=30, interval=0.1, what="registry entry")
-    ttl = await plain_client.pttl(
-        WorkerRegistryKeys(prefix).worker((await list_workers(plain_client, prefix))[0]["id"])
-    )
+    [record] = await list_workers(plain_client, prefix)
+    assert record["queues"] == ["slow.io"] and record["concurrency"] == {"slow.io": 2}  # --queues subset
+    ttl = await plain_client.pttl(WorkerRegistryKeys(prefix).worker(record["id"]))
     assert 0 < ttl <= 900
     svc.signal(signal.SIGKILL)
     await svc.wait_exit()

@@ -18,7 +18,7 @@ import structlog
 
 from conveyor import __version__
 from conveyor.app import Conveyor
-from conveyor.errors import ConfigurationError
+from conveyor.errors import ConfigurationError, ConnectionFailedError
 from conveyor.middleware import Middleware
 from conveyor.service import stats as st
 from conveyor.service.joblog import JobLogMiddleware
@@ -121,8 +121,13 @@ class WorkerService:
                 return
             except TimeoutError:
                 delay = min(delay * 2, 5.0)
-        for worker in self.workers.values():
-            await worker.start()
+        for name, worker in self.workers.items():
+            try:
+                await worker.start()
+            except (
+                ConnectionFailedError
+            ) as exc:  # its loops run and retry; only the queue-name registration missed
+                self.log.warning("redis dropped while starting a queue", queue=name, error=str(exc))
         self.state = "running"
         self._tasks = [
             asyncio.create_task(w.run(), name=f"conveyor-watch-{q}") for q, w in self.watches.items()
