@@ -139,3 +139,14 @@ class RateLimited(HandlerSignal):
 
 class JobTimeoutError(ConveyorError, TimeoutError):
     """The handler ran past the job's timeout and was cancelled (a failed attempt)."""
+
+
+# --------------------------------------------------------------------------- schedules
+
+
+class InvalidScheduleError(ConveyorError, ValueError):
+    """A schedule definition is invalid (bad cron expression, time zone, interval...); nothing was written."""
+
+
+class ScheduleNotFoundError(ConveyorError, LookupError):
+    """No schedule with that id exists."""
