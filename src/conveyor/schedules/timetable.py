@@ -49,6 +49,14 @@ class IntervalTimetable:
             tick = self.anchor_ms + ((t_ms - self.anchor_ms) // self.interval_ms + 1) * self.interval_ms
         return None if self.end_ms is not None and tick > self.end_ms else tick
 
+    def count_in(self, lo_ms: int, hi_ms: int) -> int:
+        """How many ticks fall in (lo, hi], without enumerating them."""
+        first = self.next_after(lo_ms)
+        if first is None or first > hi_ms:
+            return 0
+        last = hi_ms if self.end_ms is None else min(hi_ms, self.end_ms)
+        return (last - first) // self.interval_ms + 1
+
 
 class CronTimetable:
     """Cron ticks in a time zone, with the daylight-saving rules described above."""
@@ -144,7 +152,7 @@ class Plan:
 
     fire: list[int]  # ticks to enqueue, oldest first
     next_ms: int | None  # the next run after this pass (None: the schedule has ended)
-    skipped: int  # missed ticks dropped by the policy (a lower bound when the gap was long)
+    skipped: int  # missed ticks dropped by the policy (exact for intervals, at least this many for cron)
 
 
 def plan(schedule: Schedule, tt: Timetable, due_ms: int, now_ms: int, grace_ms: int) -> Plan:
@@ -158,12 +166,10 @@ def plan(schedule: Schedule, tt: Timetable, due_ms: int, now_ms: int, grace_ms: 
     missed: list[int] = []
     skipped = 0
     if due_ms <= missed_hi:
-        if schedule.missed is MissedPolicy.SKIP:
-            skipped = len(ticks_in(tt, due_ms - 1, missed_hi, MAX_FIRE_PER_PASS))
-        else:
-            keep = 1 if schedule.missed is MissedPolicy.ONCE else schedule.catch_up_cap
-            probe = ticks_in(tt, due_ms - 1, missed_hi, keep + 1)
-            missed = probe[-keep:]
-            skipped = max(0, len(probe) - keep)
+        keep = {MissedPolicy.ONCE: 1, MissedPolicy.ALL: schedule.catch_up_cap}.get(schedule.missed, 0)
+        probe = ticks_in(tt, due_ms - 1, missed_hi, keep + 1)
+        missed = probe[-keep:] if keep else []
+        exact = tt.count_in(due_ms - 1, missed_hi) if isinstance(tt, IntervalTimetable) else None
+        skipped = (len(probe) if exact is None else exact) - len(missed)
     fire = (missed + on_time)[-MAX_FIRE_PER_PASS:]
     return Plan(fire, tt.next_after(now_ms), skipped)
