@@ -60,7 +60,7 @@ def _row(info: ScheduleInfo) -> dict[str, Any]:
         "id": s.id, "kind": s.kind.value, "queue": s.queue, "task": s.task, "timing": _timing(info),
         "missed": s.missed.value, "paused": s.paused, "source": s.source,
         "next_run": info.next_run.isoformat() if info.next_run else None,
-        "last_tick": info.last_run.tick.isoformat() if info.last_run else None,
+        "last_tick": info.last_run.tick.isoformat() if info.last_run and info.last_run.tick else None,
     }
 
 

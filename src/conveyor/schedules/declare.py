@@ -43,7 +43,7 @@ def declare(
 
     def register(fn: Callable[..., Any]) -> Task[Any]:
         task: Task[Any] = app.task(queue=queue, name=name, concurrency=concurrency, **defaults)(fn)
-        schedule_id = id or _UNSAFE.sub("-", task.name)[:100]
+        schedule_id = id or _UNSAFE.sub("-", task.name).strip("-._")[:100] or "schedule"
         if schedule_id in app.schedules:
             raise ConfigurationError(f"schedule {schedule_id!r} is declared twice; pass id=...")
         config = app.queue_configs.get(queue)

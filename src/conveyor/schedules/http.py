@@ -42,7 +42,7 @@ class ScheduleBody(BaseModel):
 
 
 class LastRunOut(BaseModel):
-    tick: datetime
+    tick: datetime | None
     job_id: str | None
     fired: int
     skipped: int

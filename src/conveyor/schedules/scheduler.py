@@ -172,9 +172,9 @@ class Scheduler:
 
     async def _advance(self, claimed: Claimed, p: Plan, now: int, job_id: str | None) -> None:
         last = ""
-        if p.fire:
-            last = codec.dumps({"tick_ms": p.fire[-1], "job_id": job_id, "fired": len(p.fire),
-                                "skipped": p.skipped, "at_ms": now}).decode()
+        if p.fire or p.skipped:
+            last = codec.dumps({"tick_ms": p.fire[-1] if p.fire else None, "job_id": job_id,
+                                "fired": len(p.fire), "skipped": p.skipped, "at_ms": now}).decode()
         scripts = self.store.scripts
         if not await scripts.advance(claimed.schedule_id, self.token, claimed.due_ms, p.next_ms, last):
             self.stats.lost_claims += 1

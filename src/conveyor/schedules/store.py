@@ -30,7 +30,7 @@ _PUT_RETRIES = 20
 class LastRun:
     """The latest pass that fired a schedule."""
 
-    tick: datetime
+    tick: datetime | None  # None when the pass only skipped missed ticks
     job_id: str | None
     fired: int
     skipped: int
@@ -39,7 +39,8 @@ class LastRun:
     @classmethod
     def from_json(cls, raw: str) -> LastRun:
         v = codec.loads(raw)
-        return cls(from_ms(v["tick_ms"]), v.get("job_id"), v["fired"], v["skipped"], from_ms(v["at_ms"]))
+        tick = None if v["tick_ms"] is None else from_ms(v["tick_ms"])
+        return cls(tick, v.get("job_id"), v["fired"], v["skipped"], from_ms(v["at_ms"]))
 
 
 @dataclass(frozen=True, slots=True)
