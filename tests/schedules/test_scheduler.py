@@ -4,6 +4,7 @@ taking effect in running schedulers, and code declarations synced at start."""
 from __future__ import annotations
 
 import asyncio
+import itertools
 from collections.abc import AsyncIterator
 
 import pytest
@@ -90,7 +91,7 @@ async def test_a_claimed_tick_waits_for_its_claim_to_expire(
     await store.put(Schedule(id="s", task="t", queue=target.name, interval_s=1.0))
     clock.advance(1000)
     # A scheduler claims the tick and dies before enqueueing.
-    wake, claimed = await store.scripts.claim(clock.now_ms, "dead", 30_000, 10)
+    _, claimed = await store.scripts.claim(clock.now_ms, "dead", 30_000, 10)
     assert [c.schedule_id for c in claimed] == ["s"]
     other = fleet(client, prefix, clock, 1)[0]
     assert await other.run_due() == T0 + 31_000  # it sleeps until the claim expires
@@ -115,7 +116,7 @@ async def test_changes_take_effect_in_running_schedulers(
         await store.put(Schedule(id="s", task="t", queue=target.name, interval_s=0.1))
         await wait_for(lambda: _count(target, 5), timeout=10, what="jobs at the new interval")
         ticks = await ticks_of(target)
-        assert all(b - a == 100 for a, b in zip(ticks, ticks[1:], strict=False))
+        assert all(b - a == 100 for a, b in itertools.pairwise(ticks))
         await store.pause("s")
         paused_at = await target.client.zcard(target.keys.ready)
         info = await store.get("s")
@@ -161,7 +162,8 @@ async def test_app_declarations_sync_and_fire(redis_url: str, prefix: str, qname
     rec = await q.get_job(ids[0])
     assert rec is not None and rec.name == "tick" and rec.data == {"n": 1} and rec.max_attempts == 4
     infos = {i.id: i for i in await ScheduleStore(app.client, prefix).list()}
-    assert infos["nightly"].schedule.missed is MissedPolicy.SKIP and infos["nightly"].schedule.source == "code"
+    nightly_schedule = infos["nightly"].schedule
+    assert nightly_schedule.missed is MissedPolicy.SKIP and nightly_schedule.source == "code"
     await q.obliterate(force=True)
     await app.close()
 

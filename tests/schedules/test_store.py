@@ -74,7 +74,9 @@ async def test_sync_keeps_an_operator_pause(client: RedisClient, prefix: str) ->
 
 
 async def test_run_now_enqueues_an_extra_job(store: ScheduleStore, client: RedisClient, qname: str) -> None:
-    await store.put(Schedule(id="s", task="t", queue=qname, interval_s=3600, data={"a": 1}, options={"attempts": 2}))
+    await store.put(
+        Schedule(id="s", task="t", queue=qname, interval_s=3600, data={"a": 1}, options={"attempts": 2})
+    )
     job_id = await store.run_now("s")
     assert job_id is not None and job_id.startswith("sched:s:run-")
     q = Queue(qname, redis=client, prefix=store.prefix)
