@@ -4,8 +4,6 @@ The API app mounts `make_router(...)` and passes its own dependencies: one that 
 `ScheduleStore`, and the auth checks for reading and for changing schedules.
 """
 
-from __future__ import annotations
-
 from collections.abc import Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
@@ -70,7 +68,7 @@ class ScheduleOut(BaseModel):
     version: int
 
     @classmethod
-    def of(cls, info: ScheduleInfo) -> ScheduleOut:
+    def of(cls, info: ScheduleInfo) -> "ScheduleOut":
         s = info.schedule
         last = info.last_run
         return cls(

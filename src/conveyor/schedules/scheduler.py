@@ -36,6 +36,7 @@ DEFAULT_LEASE_S = 30.0
 DEFAULT_MAX_SLEEP_S = 5.0
 DEFAULT_MAINTENANCE_INTERVAL_S = 300.0
 _CLAIM_BATCH = 50
+_MAX_BLOCK_MS = 5000
 
 
 def maintenance_schedule(interval_s: float) -> Schedule:
@@ -85,7 +86,8 @@ class Scheduler:
         self.maintenance = maintenance or Maintenance(redis, prefix)
         self.grace_ms = int(grace_s * 1000)
         self.lease_ms = int(lease_s * 1000)
-        self.max_sleep_ms = int(max_sleep_s * 1000)
+        # Blocking reads share the client, whose socket timeout is 10 s: stay well under it.
+        self.max_sleep_ms = min(int(max_sleep_s * 1000), _MAX_BLOCK_MS)
         self.token = secrets.token_hex(8)
         self.stats = SchedulerStats()
         self._task: asyncio.Task[None] | None = None
