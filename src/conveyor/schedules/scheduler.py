@@ -165,8 +165,7 @@ class Scheduler:
 
     async def _maintain(self, claimed: Claimed, p: Plan, now: int) -> None:
         try:
-            if p.fire:
-                await self.maintenance.run(now)
+            await self.maintenance.run(now)  # due at a tick, or set due now by run_now
             await self._advance(claimed, p, now, None)
         except (ConveyorError, RedisError) as exc:
             self.stats.errors += 1
