@@ -166,3 +166,26 @@ async def test_maintenance_on_cluster(cluster_servers: object, prefix: str, qnam
     finally:
         await q.obliterate(force=True)
         await client.aclose()
+
+
+async def test_run_now_makes_the_next_pass_run_maintenance(redis_url: str, prefix: str, qname: str) -> None:
+    client = connect(redis_url)
+    q = Queue(qname, redis=client, prefix=prefix)
+    try:
+        await q._register()
+        await q.set_retention(Retention(completed_max_count=5, completed_max_age_s=None))
+        await fill(client, q, "completed", 1, 20, int(time.time() * 1000))
+        scheduler = Scheduler(client, prefix=prefix, maintenance_interval_s=3600)
+        await scheduler.start()
+        try:
+            assert await client.zcard(q.keys.completed) == 20  # the hourly run is not due yet
+            assert await ScheduleStore(client, prefix).run_now(MAINTENANCE_ID) is None
+            await wait_for(lambda: _zcard_is(client, q.keys.completed, 5), timeout=10, what="trimmed to 5")
+        finally:
+            await scheduler.close()
+        info = await ScheduleStore(client, prefix).get(MAINTENANCE_ID)
+        assert info.next_run is not None and info.next_ms is not None
+        assert info.next_ms > int(time.time() * 1000) + 3_000_000  # back on the hourly grid
+    finally:
+        await q.obliterate(force=True)
+        await client.aclose()

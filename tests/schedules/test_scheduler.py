@@ -122,7 +122,8 @@ async def test_changes_take_effect_in_running_schedulers(
         info = await store.get("s")
         assert info.next_run is None
         await asyncio.sleep(0.5)  # several ticks' worth: nothing may appear while paused
-        assert await target.client.zcard(target.keys.ready) == paused_at
+        # (a pass that claimed a tick just before the pause may still add that one job)
+        assert await target.client.zcard(target.keys.ready) <= paused_at + 1
         await store.resume("s")
         await wait_for(lambda: _count(target, paused_at + 3), timeout=10, what="jobs after resume")
         await store.delete("s")
