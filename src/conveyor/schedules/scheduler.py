@@ -97,6 +97,10 @@ class Scheduler:
 
     # ------------------------------------------------------------------ lifecycle
 
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
     async def start(self) -> None:
         """Sync declared schedules, then run passes in the background until `close()`."""
         if self._task is not None:
@@ -192,9 +196,12 @@ class Scheduler:
                 if sleep_ms > 0:
                     await self._wait_for_change(sleep_ms)
                 backoff = 0.1
-            except (ConveyorError, RedisError, OSError) as exc:
+            except Exception as exc:  # keep scheduling whatever one pass hit; Redis errors are expected
                 self.stats.errors += 1
-                logger.warning("scheduler pass failed (retrying in %.1fs): %s", backoff, exc)
+                if isinstance(exc, ConveyorError | RedisError | OSError):
+                    logger.warning("scheduler pass failed (retrying in %.1fs): %s", backoff, exc)
+                else:
+                    logger.exception("scheduler pass failed unexpectedly (retrying in %.1fs)", backoff)
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closed.wait(), backoff)
                 backoff = min(backoff * 2, 5.0)
