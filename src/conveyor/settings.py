@@ -147,10 +147,12 @@ class Settings:
 
 # Settings with a per-queue suffix, e.g. CONVEYOR_CONCURRENCY_EMAILS=5.
 DYNAMIC_PREFIXES = ("CONVEYOR_CONCURRENCY_",)
+# Read by tools outside the settings object (the test-server helper in conveyor.testing).
+OTHER_KNOWN = frozenset({"CONVEYOR_SERVER_BIN"})
 
 
 def _dynamic(name: str) -> bool:
-    return name.startswith(DYNAMIC_PREFIXES)
+    return name.startswith(DYNAMIC_PREFIXES) or name in OTHER_KNOWN
 
 
 def _coerce(name: str, type_: Any, raw: str) -> Any:
