@@ -115,6 +115,13 @@ class Settings:
         "CONVEYOR_RESTART_BACKOFF_MAX_S", "Longest wait before restarting a crashed queue loop.", 30.0
     )
 
+    scheduler: bool = _setting(
+        "CONVEYOR_SCHEDULER",
+        "Run the scheduler (cron/interval schedules and the maintenance schedule) inside `conveyor worker`; "
+        "any number of processes may run it, each tick still makes one job.",
+        True,
+    )
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = os.environ if environ is None else environ
