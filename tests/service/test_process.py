@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import signal
 from collections.abc import Callable
@@ -280,4 +281,4 @@ async def test_worker_service_runs_the_scheduler(
     ids = [r.id for r in records]
     assert len(ids) == len(set(ids)) and all(i.startswith("sched:ticker:") for i in ids)
     ticks = sorted(int(i.rsplit(":", 1)[1]) for i in ids)
-    assert all(b - a == 300 for a, b in zip(ticks, ticks[1:], strict=False)), ticks
+    assert all(b - a == 300 for a, b in itertools.pairwise(ticks)), ticks
