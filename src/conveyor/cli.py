@@ -5,8 +5,11 @@ from __future__ import annotations
 import typer
 
 from conveyor import __version__
+from conveyor.api.command import api_command, keys_app
 
 app = typer.Typer(help="Conveyor: background jobs on Redis/Valkey.", no_args_is_help=True)
+app.command("api")(api_command)
+app.add_typer(keys_app, name="keys")
 
 
 @app.command()
