@@ -155,3 +155,12 @@ async def test_bulk_is_all_or_nothing(api: Api) -> None:
     r = await api.http.post(url, json={"jobs": [good] * 1000}, headers=h)
     assert r.status_code == 202 and len(r.json()["jobs"]) == 1000
     assert (await api.app.queue(api.queue).counts())[JobState.WAITING] == 1000
+
+
+async def test_backoff_cannot_name_a_function_over_http(api: Api) -> None:
+    url, h = f"/api/queues/{api.queue}/jobs", api.auth("enqueue")
+    bad = {"name": "echo", "data": {"text": "x"}, "options": {"backoff": {"type": "callable", "ref": "os:_exit"}}}
+    r = await api.http.post(url, json=bad, headers=h)
+    assert r.status_code == 422 and "backoff" in r.json()["error"]["message"]
+    ok = {"name": "echo", "data": {"text": "x"}, "options": {"attempts": 3, "backoff": {"type": "exponential"}}}
+    assert (await api.http.post(url, json=ok, headers=h)).status_code == 202
