@@ -63,10 +63,10 @@ async def test_log_lines_hidden_without_read_data(api: Api) -> None:
     assert events[-1].event == "completed"
 
 
-async def test_bad_last_event_id_is_400_and_unknown_job_404(api: Api) -> None:
+async def test_bad_last_event_id_is_422_and_unknown_job_404(api: Api) -> None:
     job_id = await api.enqueue("echo", {"text": "x"})
     url = f"/api/jobs/{api.queue}/{job_id}/events"
     r = await api.http.get(url, headers={**api.auth("read"), "Last-Event-ID": "yesterday"})
-    assert r.status_code == 400
+    assert r.status_code == 422
     r = await api.http.get(f"/api/jobs/{api.queue}/nope/events", headers=api.auth("read"))
     assert r.status_code == 404
