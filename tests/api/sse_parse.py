@@ -29,5 +29,7 @@ def parse_sse(text: str) -> tuple[list[SseEvent], list[str]]:
             name, _, value = line.partition(":")
             fields[name] = value.removeprefix(" ")
         if "data" in fields:
-            events.append(SseEvent(fields.get("id"), fields.get("event", "message"), json.loads(fields["data"])))
+            events.append(
+                SseEvent(fields.get("id"), fields.get("event", "message"), json.loads(fields["data"]))
+            )
     return events, comments

@@ -39,10 +39,15 @@ async def test_scopes_decide_what_a_key_may_do(api: Api) -> None:
     job_id = await api.enqueue("echo", {"text": "x"})
     assert (await api.http.get(f"/api/jobs/{q}/{job_id}", headers=api.auth("enqueue"))).status_code == 403
     assert (await api.http.get("/api/workers", headers=api.auth("enqueue"))).status_code == 403
-    for method, path in (("DELETE", f"/api/jobs/{q}/{job_id}"), ("POST", f"/api/jobs/{q}/{job_id}/retry"),
-                         ("POST", f"/api/jobs/{q}/{job_id}/promote"), ("POST", f"/api/queues/{q}/pause"),
-                         ("POST", f"/api/queues/{q}/resume"), ("POST", f"/api/queues/{q}/failed:retry-all"),
-                         ("DELETE", f"/api/queues/{q}/failed")):
+    for method, path in (
+        ("DELETE", f"/api/jobs/{q}/{job_id}"),
+        ("POST", f"/api/jobs/{q}/{job_id}/retry"),
+        ("POST", f"/api/jobs/{q}/{job_id}/promote"),
+        ("POST", f"/api/queues/{q}/pause"),
+        ("POST", f"/api/queues/{q}/resume"),
+        ("POST", f"/api/queues/{q}/failed:retry-all"),
+        ("DELETE", f"/api/queues/{q}/failed"),
+    ):
         for who in ("read", "reader", "client"):
             r = await api.http.request(method, path, headers=api.auth(who))
             assert r.status_code == 403, (method, path, who)
@@ -93,7 +98,9 @@ async def test_rate_limit_is_per_key_and_shared_by_api_processes(api_factory: Ca
             assert r.status_code == 429 and r.json()["error"]["code"] == "rate_limited"
             assert 1 <= int(r.headers["retry-after"]) <= 2
             # other keys have their own budget
-            assert (await two.http.get(f"/api/queues/{two.queue}", headers=two.auth("read"))).status_code == 200
+            assert (
+                await two.http.get(f"/api/queues/{two.queue}", headers=two.auth("read"))
+            ).status_code == 200
         finally:
             await one.keys.revoke(info.id)
 
@@ -117,8 +124,11 @@ async def test_health_and_docs_are_open(api: Api) -> None:
 
 async def test_cors_is_off_unless_configured(api_factory: Callable[..., Any]) -> None:
     origin = {"Origin": "https://app.example.com"}
-    preflight = {**origin, "Access-Control-Request-Method": "POST",
-                 "Access-Control-Request-Headers": "authorization,content-type"}
+    preflight = {
+        **origin,
+        "Access-Control-Request-Method": "POST",
+        "Access-Control-Request-Headers": "authorization,content-type",
+    }
     async with api_factory() as api:
         r = await api.http.get("/api/health", headers=origin)
         assert "access-control-allow-origin" not in r.headers

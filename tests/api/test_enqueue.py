@@ -12,7 +12,8 @@ from tests.conftest import wait_for
 
 async def test_enqueue_runs_the_job_and_reports_where_to_follow_it(api: Api) -> None:
     r = await api.http.post(
-        f"/api/queues/{api.queue}/jobs", json={"name": "echo", "data": {"text": "hi", "n": 2}},
+        f"/api/queues/{api.queue}/jobs",
+        json={"name": "echo", "data": {"text": "hi", "n": 2}},
         headers=api.auth("enqueue"),
     )
     assert r.status_code == 202, r.text
@@ -35,7 +36,9 @@ async def test_enqueue_runs_the_job_and_reports_where_to_follow_it(api: Api) -> 
 
 async def test_payload_is_validated_with_field_errors(api: Api) -> None:
     r = await api.http.post(
-        f"/api/queues/{api.queue}/jobs", json={"name": "echo", "data": {"n": "many"}}, headers=api.auth("enqueue")
+        f"/api/queues/{api.queue}/jobs",
+        json={"name": "echo", "data": {"n": "many"}},
+        headers=api.auth("enqueue"),
     )
     assert r.status_code == 422
     err = r.json()["error"]
@@ -46,27 +49,36 @@ async def test_payload_is_validated_with_field_errors(api: Api) -> None:
 
 
 async def test_unknown_queue_and_unknown_task_are_404(api: Api) -> None:
-    r = await api.http.post("/api/queues/nope-q/jobs", json={"name": "echo", "data": {"text": "x"}},
-                            headers=api.auth("enqueue"))
+    r = await api.http.post(
+        "/api/queues/nope-q/jobs", json={"name": "echo", "data": {"text": "x"}}, headers=api.auth("enqueue")
+    )
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
-    r = await api.http.post(f"/api/queues/{api.queue}/jobs", json={"name": "nope", "data": None},
-                            headers=api.auth("enqueue"))
+    r = await api.http.post(
+        f"/api/queues/{api.queue}/jobs", json={"name": "nope", "data": None}, headers=api.auth("enqueue")
+    )
     assert r.status_code == 404 and "nope" in r.json()["error"]["message"]
 
 
 async def test_malformed_json_is_400(api: Api) -> None:
-    r = await api.http.post(f"/api/queues/{api.queue}/jobs", content=b'{"name": "echo", "data": ',
-                            headers={**api.auth("enqueue"), "Content-Type": "application/json"})
+    r = await api.http.post(
+        f"/api/queues/{api.queue}/jobs",
+        content=b'{"name": "echo", "data": ',
+        headers={**api.auth("enqueue"), "Content-Type": "application/json"},
+    )
     assert r.status_code == 400 and r.json()["error"]["code"] == "bad_request"
 
 
 async def test_body_shape_and_options_are_checked(api: Api) -> None:
     url, h = f"/api/queues/{api.queue}/jobs", api.auth("enqueue")
-    for body in ([1, 2], {"name": 5}, {"name": "echo", "data": {"text": "x"}, "extra": 1},
-                 {"name": "echo", "data": {"text": "x"}, "options": {"priority": 5000}},
-                 {"name": "echo", "data": {"text": "x"}, "options": {"colour": "red"}},
-                 {"name": "echo", "data": {"text": "x"}, "options": {"run_at": "2030-01-01T00:00:00"}},
-                 {"name": "echo", "data": {"text": "x"}, "options": []}):
+    for body in (
+        [1, 2],
+        {"name": 5},
+        {"name": "echo", "data": {"text": "x"}, "extra": 1},
+        {"name": "echo", "data": {"text": "x"}, "options": {"priority": 5000}},
+        {"name": "echo", "data": {"text": "x"}, "options": {"colour": "red"}},
+        {"name": "echo", "data": {"text": "x"}, "options": {"run_at": "2030-01-01T00:00:00"}},
+        {"name": "echo", "data": {"text": "x"}, "options": []},
+    ):
         r = await api.http.post(url, json=body, headers=h)
         assert r.status_code == 422, (body, r.text)
     assert sum((await api.app.queue(api.queue).counts()).values()) == 0
@@ -94,9 +106,11 @@ async def test_body_over_the_limit_is_413_by_length_and_by_stream(api_factory: C
 
 
 async def test_delay_option_gives_a_delayed_job(api: Api) -> None:
-    r = await api.http.post(f"/api/queues/{api.queue}/jobs",
-                            json={"name": "echo", "data": {"text": "x"}, "options": {"delay": 60, "priority": 3}},
-                            headers=api.auth("enqueue"))
+    r = await api.http.post(
+        f"/api/queues/{api.queue}/jobs",
+        json={"name": "echo", "data": {"text": "x"}, "options": {"delay": 60, "priority": 3}},
+        headers=api.auth("enqueue"),
+    )
     assert r.status_code == 202 and r.json()["state"] == "delayed"
     job = await api.job(r.json()["id"])
     assert job["state"] == "delayed" and job["priority"] == 3
@@ -119,8 +133,11 @@ async def test_idempotency_key_makes_post_safe_to_repeat(api: Api) -> None:
 
 
 async def test_idempotency_header_must_be_a_valid_key(api: Api) -> None:
-    r = await api.http.post(f"/api/queues/{api.queue}/jobs", json={"name": "echo", "data": {"text": "x"}},
-                            headers={**api.auth("enqueue"), "Idempotency-Key": "has space"})
+    r = await api.http.post(
+        f"/api/queues/{api.queue}/jobs",
+        json={"name": "echo", "data": {"text": "x"}},
+        headers={**api.auth("enqueue"), "Idempotency-Key": "has space"},
+    )
     assert r.status_code == 422
 
 
@@ -140,9 +157,18 @@ async def test_bulk_enqueues_all_and_repeats_idempotently(api: Api) -> None:
 async def test_bulk_is_all_or_nothing(api: Api) -> None:
     url, h = f"/api/queues/{api.queue}/jobs:bulk", api.auth("enqueue")
     good = {"name": "echo", "data": {"text": "ok"}}
-    r = await api.http.post(url, json={"jobs": [good, {"name": "echo", "data": {}}, good,
-                                                {"name": "echo", "data": {"text": 1}, "options": {"attempts": 0}}]},
-                            headers=h)
+    r = await api.http.post(
+        url,
+        json={
+            "jobs": [
+                good,
+                {"name": "echo", "data": {}},
+                good,
+                {"name": "echo", "data": {"text": 1}, "options": {"attempts": 0}},
+            ]
+        },
+        headers=h,
+    )
     assert r.status_code == 422
     assert [d["index"] for d in r.json()["error"]["details"]] == [1, 3]
     r = await api.http.post(url, json={"jobs": [good, {"name": "missing"}]}, headers=h)
@@ -159,8 +185,16 @@ async def test_bulk_is_all_or_nothing(api: Api) -> None:
 
 async def test_backoff_cannot_name_a_function_over_http(api: Api) -> None:
     url, h = f"/api/queues/{api.queue}/jobs", api.auth("enqueue")
-    bad = {"name": "echo", "data": {"text": "x"}, "options": {"backoff": {"type": "callable", "ref": "os:_exit"}}}
+    bad = {
+        "name": "echo",
+        "data": {"text": "x"},
+        "options": {"backoff": {"type": "callable", "ref": "os:_exit"}},
+    }
     r = await api.http.post(url, json=bad, headers=h)
     assert r.status_code == 422 and "backoff" in r.json()["error"]["message"]
-    ok = {"name": "echo", "data": {"text": "x"}, "options": {"attempts": 3, "backoff": {"type": "exponential"}}}
+    ok = {
+        "name": "echo",
+        "data": {"text": "x"},
+        "options": {"attempts": 3, "backoff": {"type": "exponential"}},
+    }
     assert (await api.http.post(url, json=ok, headers=h)).status_code == 202

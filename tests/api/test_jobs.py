@@ -12,8 +12,9 @@ from tests.conftest import wait_for
 async def test_wait_returns_when_the_job_ends(api: Api) -> None:
     job_id = await api.enqueue("stepper", {"steps": 2, "pause_s": 0.1})
     await api.start_worker()
-    r = await api.http.get(f"/api/jobs/{api.queue}/{job_id}/wait", params={"timeout": 20},
-                           headers=api.auth("reader"))
+    r = await api.http.get(
+        f"/api/jobs/{api.queue}/{job_id}/wait", params={"timeout": 20}, headers=api.auth("reader")
+    )
     assert r.status_code == 200
     assert r.json()["state"] == "completed" and r.json()["result"] == 2
     assert r.json()["progress"] == {"done": 2, "total": 2}
@@ -22,19 +23,25 @@ async def test_wait_returns_when_the_job_ends(api: Api) -> None:
 async def test_wait_times_out_with_the_current_state(api: Api) -> None:
     job_id = await api.enqueue("echo", {"text": "x"})
     started = time.monotonic()
-    r = await api.http.get(f"/api/jobs/{api.queue}/{job_id}/wait", params={"timeout": 0.3},
-                           headers=api.auth("read"))
+    r = await api.http.get(
+        f"/api/jobs/{api.queue}/{job_id}/wait", params={"timeout": 0.3}, headers=api.auth("read")
+    )
     assert r.status_code == 200 and r.json()["state"] == "waiting"
     assert time.monotonic() - started >= 0.25
-    r = await api.http.get(f"/api/jobs/{api.queue}/nope/wait", params={"timeout": 0.1}, headers=api.auth("read"))
+    r = await api.http.get(
+        f"/api/jobs/{api.queue}/nope/wait", params={"timeout": 0.1}, headers=api.auth("read")
+    )
     assert r.status_code == 404
-    r = await api.http.get(f"/api/jobs/{api.queue}/{job_id}/wait", params={"timeout": -1},
-                           headers=api.auth("read"))
+    r = await api.http.get(
+        f"/api/jobs/{api.queue}/{job_id}/wait", params={"timeout": -1}, headers=api.auth("read")
+    )
     assert r.status_code == 422
 
 
 async def test_read_unknown_job_or_queue_is_404(api: Api) -> None:
-    assert (await api.http.get(f"/api/jobs/{api.queue}/12345678", headers=api.auth("read"))).status_code == 404
+    assert (
+        await api.http.get(f"/api/jobs/{api.queue}/12345678", headers=api.auth("read"))
+    ).status_code == 404
     assert (await api.http.get("/api/jobs/other-q/1", headers=api.auth("read"))).status_code == 404
 
 
@@ -86,9 +93,11 @@ async def test_cancel_active_job_requests_cancellation(api: Api) -> None:
 
 
 async def test_promote_delayed_job(api: Api) -> None:
-    r = await api.http.post(f"/api/queues/{api.queue}/jobs",
-                            json={"name": "echo", "data": {"text": "x"}, "options": {"delay": 3600}},
-                            headers=api.auth("enqueue"))
+    r = await api.http.post(
+        f"/api/queues/{api.queue}/jobs",
+        json={"name": "echo", "data": {"text": "x"}, "options": {"delay": 3600}},
+        headers=api.auth("enqueue"),
+    )
     job_id = r.json()["id"]
     r = await api.http.post(f"/api/jobs/{api.queue}/{job_id}/promote", headers=api.auth())
     assert r.status_code == 200
@@ -98,9 +107,11 @@ async def test_promote_delayed_job(api: Api) -> None:
 
 
 async def test_job_ids_with_slashes_route_to_the_job(api: Api) -> None:
-    r = await api.http.post(f"/api/queues/{api.queue}/jobs",
-                            json={"name": "echo", "data": {"text": "x"}, "options": {"job_id": "reports/2026/11"}},
-                            headers=api.auth("enqueue"))
+    r = await api.http.post(
+        f"/api/queues/{api.queue}/jobs",
+        json={"name": "echo", "data": {"text": "x"}, "options": {"job_id": "reports/2026/11"}},
+        headers=api.auth("enqueue"),
+    )
     assert r.status_code == 202
     assert r.json()["status_url"] == f"/api/jobs/{api.queue}/reports%2F2026%2F11"
     got = await api.http.get(r.json()["status_url"], headers=api.auth())

@@ -9,14 +9,23 @@ async def test_openapi_lists_endpoints_and_task_payload_schemas(api: Api) -> Non
     doc = (await api.http.get("/openapi.json")).json()
     paths = doc["paths"]
     expected = {
-        ("post", "/api/queues/{queue}/jobs"), ("post", "/api/queues/{queue}/jobs:bulk"),
-        ("get", "/api/jobs/{queue}/{job_id}"), ("delete", "/api/jobs/{queue}/{job_id}"),
-        ("get", "/api/jobs/{queue}/{job_id}/wait"), ("get", "/api/jobs/{queue}/{job_id}/events"),
-        ("post", "/api/jobs/{queue}/{job_id}/retry"), ("post", "/api/jobs/{queue}/{job_id}/promote"),
-        ("get", "/api/queues"), ("get", "/api/queues/{queue}"), ("post", "/api/queues/{queue}/pause"),
-        ("post", "/api/queues/{queue}/resume"), ("get", "/api/queues/{queue}/jobs"),
-        ("post", "/api/queues/{queue}/failed:retry-all"), ("delete", "/api/queues/{queue}/failed"),
-        ("get", "/api/workers"), ("get", "/api/health"),
+        ("post", "/api/queues/{queue}/jobs"),
+        ("post", "/api/queues/{queue}/jobs:bulk"),
+        ("get", "/api/jobs/{queue}/{job_id}"),
+        ("delete", "/api/jobs/{queue}/{job_id}"),
+        ("get", "/api/jobs/{queue}/{job_id}/wait"),
+        ("get", "/api/jobs/{queue}/{job_id}/events"),
+        ("post", "/api/jobs/{queue}/{job_id}/retry"),
+        ("post", "/api/jobs/{queue}/{job_id}/promote"),
+        ("get", "/api/queues"),
+        ("get", "/api/queues/{queue}"),
+        ("post", "/api/queues/{queue}/pause"),
+        ("post", "/api/queues/{queue}/resume"),
+        ("get", "/api/queues/{queue}/jobs"),
+        ("post", "/api/queues/{queue}/failed:retry-all"),
+        ("delete", "/api/queues/{queue}/failed"),
+        ("get", "/api/workers"),
+        ("get", "/api/health"),
     }
     assert {(m, p) for p, ops in paths.items() for m in ops} == expected
     schemas = doc["components"]["schemas"]
@@ -29,5 +38,7 @@ async def test_openapi_lists_endpoints_and_task_payload_schemas(api: Api) -> Non
     assert "#/components/schemas/" + f"Enqueue_{api.queue}__boom" in refs and len(refs) == 5
     body = paths["/api/queues/{queue}/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
     assert body == {"$ref": "#/components/schemas/EnqueueRequest"}
-    assert {"202", "200", "400", "404", "409", "413", "422", "429"} <= set(paths["/api/queues/{queue}/jobs"]["post"]["responses"])
+    assert {"202", "200", "400", "404", "409", "413", "422", "429"} <= set(
+        paths["/api/queues/{queue}/jobs"]["post"]["responses"]
+    )
     assert "HTTPBearer" in doc["components"]["securitySchemes"]

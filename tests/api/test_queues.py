@@ -23,7 +23,14 @@ async def test_queue_stats_count_states_and_throughput(api: Api) -> None:
     r = await api.http.get(f"/api/queues/{api.queue}", headers=api.auth("read"))
     assert r.status_code == 200
     body = r.json()
-    assert body["counts"] == {"waiting": 0, "delayed": 1, "active": 0, "completed": 3, "failed": 1, "cancelled": 0}
+    assert body["counts"] == {
+        "waiting": 0,
+        "delayed": 1,
+        "active": 0,
+        "completed": 3,
+        "failed": 1,
+        "cancelled": 0,
+    }
     assert body["throughput"] == {"window_s": 60, "completed": 3, "failed": 1}
     assert body["paused"] is False
     assert set(body["tasks"]) >= {"echo", "boom", "stepper"}
@@ -52,7 +59,9 @@ async def test_listing_is_paginated_and_hides_data_without_read_data(api: Api) -
     cursor: int | None = 0
     pages = 0
     while cursor is not None:
-        r = await api.http.get(url, params={"state": "waiting", "cursor": cursor, "limit": 2}, headers=api.auth("read"))
+        r = await api.http.get(
+            url, params={"state": "waiting", "cursor": cursor, "limit": 2}, headers=api.auth("read")
+        )
         assert r.status_code == 200
         page = r.json()
         seen += [j["id"] for j in page["jobs"]]
@@ -80,7 +89,9 @@ async def test_retry_all_failed_and_purge(api: Api) -> None:
     assert api.worker is not None
     await api.worker.close(1.0)
     api.worker = None
-    r = await api.http.post(f"/api/queues/{api.queue}/failed:retry-all", params={"limit": 3}, headers=api.auth())
+    r = await api.http.post(
+        f"/api/queues/{api.queue}/failed:retry-all", params={"limit": 3}, headers=api.auth()
+    )
     assert r.status_code == 200 and r.json() == {"queue": api.queue, "retried": 3, "remaining": 2}
     r = await api.http.post(f"/api/queues/{api.queue}/failed:retry-all", headers=api.auth())
     assert r.json()["retried"] == 2 and r.json()["remaining"] == 0
@@ -93,7 +104,12 @@ async def test_retry_all_failed_and_purge(api: Api) -> None:
 
 
 async def test_queue_admin_on_unknown_queue_is_404(api: Api) -> None:
-    for method, path in (("POST", "pause"), ("POST", "resume"), ("POST", "failed:retry-all"), ("DELETE", "failed")):
+    for method, path in (
+        ("POST", "pause"),
+        ("POST", "resume"),
+        ("POST", "failed:retry-all"),
+        ("DELETE", "failed"),
+    ):
         r = await api.http.request(method, f"/api/queues/ghost-q/{path}", headers=api.auth())
         assert r.status_code == 404, path
     assert (await api.http.get("/api/queues/ghost-q", headers=api.auth())).status_code == 404

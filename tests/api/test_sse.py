@@ -39,7 +39,7 @@ async def test_last_event_id_resumes_without_gaps(api: Api) -> None:
         r = await api.http.get(url, headers={**api.auth("reader"), "Last-Event-ID": job_events[cut].id or ""})
         rest, _ = parse_sse(r.text)
         assert [(e.id, e.event) for e in rest if e.event != "state"] == [
-            (e.id, e.event) for e in job_events[cut + 1:]
+            (e.id, e.event) for e in job_events[cut + 1 :]
         ]
     assert all(e.data["job_id"] != other for e in full[1:])
 

@@ -21,8 +21,17 @@ async def test_workers_lists_live_registry_records(api: Api) -> None:
     client = api.app.client
     now = int(time.time() * 1000)
     live, gone = f"host-a:1:{uuid.uuid4().hex[:6]}", f"host-b:2:{uuid.uuid4().hex[:6]}"
-    record = {"id": live, "host": "host-a", "pid": 1, "queues": [api.queue], "concurrency": 4, "version": "0.1.0",
-              "started_ms": now - 5000, "last_beat_ms": now, "counts": {"processed": 7}}
+    record = {
+        "id": live,
+        "host": "host-a",
+        "pid": 1,
+        "queues": [api.queue],
+        "concurrency": 4,
+        "version": "0.1.0",
+        "started_ms": now - 5000,
+        "last_beat_ms": now,
+        "counts": {"processed": 7},
+    }
     await client.zadd(keys.index, {live: now, gone: now - 1000})
     await client.set(keys.worker(live), orjson.dumps(record), px=30_000)  # `gone` has no record: expired
     try:
