@@ -73,17 +73,13 @@ def api_command(
         lifespan="on",
         timeout_graceful_shutdown=10,
     )
+    # uvicorn shuts down gracefully on SIGINT/SIGTERM (lifespan closes the API's connections), then
+    # re-raises the signal so the exit status tells how the process ended.
     server = uvicorn.Server(config)
-
-    async def serve() -> None:
-        try:
-            await server.serve()
-        finally:
-            await conveyor_app.close()
 
     where = f"http://{settings.api_host}:{settings.api_port}"
     typer.echo(f"conveyor api: {where} (Redis {redact(conveyor_app.redis_url)})")
-    _run(serve())
+    _run(server.serve())
 
 
 keys_app = typer.Typer(help="Manage API keys (stored hashed in Redis).", no_args_is_help=True)
