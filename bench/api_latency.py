@@ -64,10 +64,10 @@ async def make_key(redis_url: str) -> str:
         await client.aclose()
 
 
-async def wait_healthy(base_url: str, timeout: float = 30) -> None:
+async def wait_healthy(base_url: str, limit_s: float = 30) -> None:
     import httpx
 
-    deadline = time.monotonic() + timeout
+    deadline = time.monotonic() + limit_s
     async with httpx.AsyncClient(base_url=base_url) as http:
         while time.monotonic() < deadline:
             try:
