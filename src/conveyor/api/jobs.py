@@ -137,7 +137,7 @@ async def wait_job(
     job_id: str,
     request: Request,
     principal: ReadKey,
-    timeout: Annotated[float, Query(ge=0, le=300, description="Seconds to wait at most.")] = 30.0,  # noqa: ASYNC109
+    timeout: Annotated[float, Query(ge=0, le=300, description="Seconds to wait at most.")] = 30.0,
 ) -> dict[str, Any]:
     """Returns as soon as the job is completed, failed or cancelled, or with its current state when
     `timeout` passes first (check `state`)."""
