@@ -41,6 +41,12 @@ def build_app(redis_url: str | None, queue: str) -> Conveyor:
         raise ValueError("boom goes the handler")
 
     @app.task(queue=queue)
+    async def flaky(ctx: JobContext) -> str:
+        if ctx.attempt == 1:
+            raise RuntimeError("first attempt fails")
+        return "second time lucky"
+
+    @app.task(queue=queue)
     async def sleepy(ctx: JobContext) -> None:
         await asyncio.sleep(60)
 

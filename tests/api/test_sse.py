@@ -70,3 +70,27 @@ async def test_bad_last_event_id_is_422_and_unknown_job_404(api: Api) -> None:
     assert r.status_code == 422
     r = await api.http.get(f"/api/jobs/{api.queue}/nope/events", headers=api.auth("read"))
     assert r.status_code == 404
+
+
+async def test_stream_shows_retrying_and_ends_on_failed(api: Api) -> None:
+    r = await api.http.post(
+        f"/api/queues/{api.queue}/jobs",
+        json={"name": "flaky", "options": {"attempts": 2, "backoff": 0}},
+        headers=api.auth("enqueue"),
+    )
+    flaky = r.json()["id"]
+    boom = await api.enqueue("boom")
+    await api.start_worker()
+    events, _ = parse_sse(
+        (await api.http.get(f"/api/jobs/{api.queue}/{flaky}/events", headers=api.auth())).text
+    )
+    kinds = [e.event for e in events]
+    assert "retrying" in kinds and kinds[-1] == "completed"
+    assert kinds.index("retrying") < len(kinds) - 1
+    assert "first attempt fails" in next(e for e in events if e.event == "retrying").data["error"]
+    events, _ = parse_sse(
+        (await api.http.get(f"/api/jobs/{api.queue}/{boom}/events", headers=api.auth())).text
+    )
+    assert events[-1].event in ("failed", "state")
+    final = events[-1].data
+    assert final.get("state", "failed") == "failed"
