@@ -63,7 +63,13 @@ def target(redis_server: Any) -> Iterator[None]:
 
 
 @schema.parametrize()
-@settings(max_examples=MAX_EXAMPLES, deadline=None, suppress_health_check=list(HealthCheck), derandomize=True)
+@settings(
+    max_examples=MAX_EXAMPLES,
+    deadline=None,
+    database=None,
+    suppress_health_check=list(HealthCheck),
+    derandomize=True,
+)
 def test_api_conforms_to_its_openapi_document(case: Any) -> None:
     if "queue" in (case.path_parameters or {}):
         case.path_parameters["queue"] = Target.queue  # reach the routes behind the queue check
