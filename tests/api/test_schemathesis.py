@@ -20,7 +20,7 @@ from conveyor.redis.connection import connect
 from conveyor.settings import Settings
 from tests.api.sample_app import build_app
 
-MAX_EXAMPLES = 12
+MAX_EXAMPLES = 20
 
 
 class Target:
