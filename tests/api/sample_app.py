@@ -20,8 +20,8 @@ class Steps(BaseModel):
     pause_s: float = Field(0.0, ge=0, le=2)
 
 
-def build_app(redis_url: str | None, queue: str) -> Conveyor:
-    app = Conveyor(redis_url)
+def build_app(redis_url: str | None, queue: str, prefix: str = "cv") -> Conveyor:
+    app = Conveyor(redis_url, prefix=prefix)
 
     @app.task(queue=queue)
     async def echo(ctx: JobContext, payload: Echo) -> dict[str, object]:

@@ -25,6 +25,10 @@ async def test_openapi_lists_endpoints_and_task_payload_schemas(api: Api) -> Non
         ("post", "/api/queues/{queue}/failed:retry-all"),
         ("delete", "/api/queues/{queue}/failed"),
         ("get", "/api/workers"),
+        ("get", "/api/schedules"),
+        ("get", "/api/schedules/{schedule_id}"),
+        ("put", "/api/schedules/{schedule_id}"),
+        ("delete", "/api/schedules/{schedule_id}"),
         ("get", "/api/health"),
     }
     assert {(m, p) for p, ops in paths.items() for m in ops} == expected

@@ -21,6 +21,8 @@ from conveyor.settings import Settings
 from tests.api.sample_app import build_app
 
 MAX_EXAMPLES = 20
+QUEUE = f"schemathesis-{uuid.uuid4().hex[:8]}"
+PREFIX = f"st{uuid.uuid4().hex[:8]}"  # schedules and keys it creates stay out of other tests' way
 
 
 class Target:
@@ -31,23 +33,22 @@ class Target:
 async def _admin_key(redis_url: str) -> tuple[str, str]:
     client = connect(redis_url)
     try:
-        token, info = await KeyStore(client).create("schemathesis", ["admin"])
+        token, info = await KeyStore(client, PREFIX).create("schemathesis", ["admin"])
         return token, info.id
     finally:
         await client.aclose()
 
 
 async def _cleanup(redis_url: str, queue: str, key_id: str) -> None:
-    app = build_app(redis_url, queue)
+    app = build_app(redis_url, queue, PREFIX)
     try:
         await app.queue(queue).obliterate(force=True)
-        await KeyStore(app.client).revoke(key_id)
+        await KeyStore(app.client, PREFIX).revoke(key_id)
     finally:
         await app.close()
 
 
-QUEUE = f"schemathesis-{uuid.uuid4().hex[:8]}"
-CONVEYOR = build_app(None, QUEUE)  # pointed at the test server by the fixture, before first use
+CONVEYOR = build_app(None, QUEUE, PREFIX)  # pointed at the test server by the fixture, before first use
 ASGI = create_app(CONVEYOR, Settings(api_sse_keepalive_s=0.05, api_rate_limit=0, api_max_body_bytes=65536))
 schema = schemathesis.openapi.from_asgi("/openapi.json", ASGI)
 

@@ -136,7 +136,10 @@ async def _http(request: Request, exc: Exception) -> JSONBody:
     headers = dict(exc.headers) if exc.headers else None
     if status == 405:
         headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
-    return error_response(status, _CODES.get(status, "error").replace("_", " "), headers=headers)
+    generic = _CODES.get(status, "error").replace("_", " ")
+    # Routes raise HTTPException with messages they wrote; Starlette's own are just the status phrase.
+    message = exc.detail if isinstance(exc.detail, str) and status < 500 and exc.detail else generic
+    return error_response(status, message, headers=headers)
 
 
 def _allowed_methods(request: Request) -> list[str]:
