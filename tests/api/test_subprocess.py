@@ -51,6 +51,7 @@ def api_process(redis_url: str, qname: str) -> Iterator[str]:
         output = proc.stdout.read().decode() if proc.stdout else ""
         assert code in (0, -signal.SIGTERM), output  # uvicorn re-raises SIGTERM after a clean shutdown
         assert "Traceback" not in output, output
+        assert "Application shutdown complete" in output, output  # lifespan ran on SIGTERM
 
 
 async def _events(response: httpx.Response, stop_after: str) -> AsyncIterator[SseEvent]:
