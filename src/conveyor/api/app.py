@@ -27,7 +27,6 @@ from conveyor.api.state import ApiState
 from conveyor.app import Conveyor
 from conveyor.errors import ConfigurationError
 from conveyor.schedules.http import make_router as make_schedules_router
-from conveyor.schedules.store import ScheduleStore
 from conveyor.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -37,7 +36,7 @@ DESCRIPTION = """Enqueue jobs, follow them to their end, and operate queues.
 
 Authenticate with `Authorization: Bearer <key>` (`conveyor keys create`). Scopes: `enqueue`
 (POST jobs), `read` (GET), `read-data` (payloads and results in responses; implies read),
-`admin` (every scope, plus cancel/retry/promote/pause/resume/purge). Errors are
+`admin` (every scope, plus cancel/retry/promote/pause/resume/purge and schedule changes). Errors are
 `{"error": {"code", "message", "details"}}`: 400 malformed JSON or header, 401 no/unknown key,
 403 missing scope, 404 unknown queue/task/job, 409 idempotency conflict or wrong job state, 413 body
 too large, 422 invalid payload or options (field errors in `details`), 429 rate limited
@@ -95,9 +94,7 @@ def create_app(conveyor_app: Conveyor, settings: Settings | None = None) -> Fast
     app.include_router(queues.router)
     app.include_router(workers.router)
     app.include_router(
-        make_schedules_router(
-            lambda: ScheduleStore(state.client, state.prefix), require(Scope.READ), require(Scope.ADMIN)
-        ),
+        make_schedules_router(lambda: state.schedules, require(Scope.READ), require(Scope.ADMIN)),
         responses=error_responses(401, 403, 404, 422, 429, 503),
     )
     install_openapi(app, conveyor_app)
@@ -106,7 +103,7 @@ def create_app(conveyor_app: Conveyor, settings: Settings | None = None) -> Fast
         app.add_middleware(
             CORSMiddleware,
             allow_origins=origins,
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
             expose_headers=["Location", "Retry-After"],
             max_age=600,
