@@ -94,3 +94,22 @@ async def test_stream_shows_retrying_and_ends_on_failed(api: Api) -> None:
     assert events[-1].event in ("failed", "state")
     final = events[-1].data
     assert final.get("state", "failed") == "failed"
+
+
+async def test_stream_ends_with_final_state_when_the_end_event_was_trimmed(api: Api) -> None:
+    job_id = await api.enqueue("echo", {"text": "x"})
+    await api.start_worker()
+    r = await api.http.get(f"/api/jobs/{api.queue}/{job_id}/wait?timeout=20", headers=api.auth())
+    assert r.json()["state"] == "completed"
+    q = api.app.queue(api.queue)
+    mine = [e for e in await q.read_events("0-0") if e.job_id == job_id]
+    added = next(e for e in mine if e.type == "added")
+    completed = next(e for e in mine if e.type == "completed")
+    await api.app.client.xdel(q.keys.events, completed.id)  # as if the capped stream trimmed it
+    r = await api.http.get(
+        f"/api/jobs/{api.queue}/{job_id}/events", headers={**api.auth(), "Last-Event-ID": added.id}
+    )
+    events, comments = parse_sse(r.text)
+    assert "completed" not in [e.event for e in events]
+    assert events[-1].event == "state" and events[-1].data["state"] == "completed"
+    assert "keep-alive" in comments

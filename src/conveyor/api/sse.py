@@ -30,6 +30,7 @@ from conveyor.queue import Queue
 router = APIRouter(prefix="/api", tags=["jobs"])
 END_EVENTS = frozenset({"completed", "failed", "cancelled", "removed"})
 _RETRY_MS = 2000
+_BATCH = 500
 
 
 def _frame(event: str, event_id: str, data: Any) -> bytes:
@@ -47,23 +48,32 @@ async def _follow(
     reader = state.blocking_queue(queue.name)
     keepalive_s = max(0.05, state.settings.api_sse_keepalive_s)
     last_beat = time.monotonic()
+    ended: JobRecord | None = None  # set once the record shows the job finished
+    gone = False  # set once the record is gone
     while True:
-        block_ms = max(1, int((last_beat + keepalive_s - time.monotonic()) * 1000))
-        for event in await reader.read_events(cursor, count=500, block_ms=block_ms):
+        wait_ms = max(1, int((last_beat + keepalive_s - time.monotonic()) * 1000))
+        events = await reader.read_events(cursor, count=_BATCH, block_ms=None if ended or gone else wait_ms)
+        for event in events:
             cursor = event.id
             if event.job_id != job_id:
                 continue
             yield _frame(event.type, event.id, event_out(event, show_data=show_data))
             if event.type in END_EVENTS:
                 return
+        caught_up = len(events) < _BATCH
+        if (ended or gone) and caught_up:
+            # The record says the job ended but the stream, read to its head, has no end event:
+            # it was trimmed from the capped stream. The final state closes the stream instead.
+            if ended is not None:
+                yield _frame("state", cursor, job_out(ended, show_data=show_data))
+            return
         if time.monotonic() - last_beat >= keepalive_s:
             last_beat = time.monotonic()
             yield b": keep-alive\n\n"
-            rec = await queue.get_job(job_id)
-            if rec is None or rec.finished:
-                if rec is not None:
-                    yield _frame("state", cursor, job_out(rec, show_data=show_data))
-                return
+            if caught_up:
+                rec = await queue.get_job(job_id)
+                ended = rec if rec is not None and rec.finished else None
+                gone = rec is None
 
 
 @router.get(
