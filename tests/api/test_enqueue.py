@@ -198,3 +198,13 @@ async def test_backoff_cannot_name_a_function_over_http(api: Api) -> None:
         "options": {"attempts": 3, "backoff": {"type": "exponential"}},
     }
     assert (await api.http.post(url, json=ok, headers=h)).status_code == 202
+
+
+async def test_data_over_the_queue_payload_limit_is_413(api: Api) -> None:
+    r = await api.http.post(
+        f"/api/queues/{api.queue}/jobs",
+        json={"name": "anything", "data": "z" * 600_000},  # under the body limit, over the 512 KiB data limit
+        headers=api.auth("enqueue"),
+    )
+    assert r.status_code == 413 and "over the limit" in r.json()["error"]["message"]
+    assert sum((await api.app.queue(api.queue).counts()).values()) == 0
