@@ -87,7 +87,7 @@ async def test_api_process_with_worker_streams_live_and_resumes(
             await wait_for(healthy, timeout=30, interval=0.1, what="API process up")
             r = await http.post(
                 f"/api/queues/{qname}/jobs",
-                json={"name": "stepper", "data": {"steps": 4, "pause_s": 0.3}},
+                json={"name": "stepper", "data": {"steps": 4, "pause_s": 0.5}},
                 headers={**headers, "Idempotency-Key": "sub-1"},
             )
             assert r.status_code == 202, r.text
@@ -124,7 +124,7 @@ async def test_api_process_with_worker_streams_live_and_resumes(
 
             again = await http.post(
                 f"/api/queues/{qname}/jobs",
-                json={"name": "stepper", "data": {"steps": 4, "pause_s": 0.3}},
+                json={"name": "stepper", "data": {"steps": 4, "pause_s": 0.5}},
                 headers={**headers, "Idempotency-Key": "sub-1"},
             )
             assert again.status_code == 200 and again.json()["id"] == job_id
