@@ -6,18 +6,27 @@ stream live over TCP.
 
 from __future__ import annotations
 
+import asyncio
+
 from tests.api.conftest import Api
 from tests.api.sse_parse import parse_sse
+from tests.conftest import wait_for
 
 
 async def test_stream_shows_progress_and_logs_then_closes_on_completion(api: Api) -> None:
     job_id = await api.enqueue("stepper", {"steps": 3, "pause_s": 0.25})
-    await api.start_worker()
-    r = await api.http.get(f"/api/jobs/{api.queue}/{job_id}/events", headers=api.auth("reader"))
+    request = asyncio.create_task(
+        api.http.get(f"/api/jobs/{api.queue}/{job_id}/events", headers=api.auth("reader"))
+    )
+    state = api.asgi.state.conveyor_api
+    await wait_for(lambda: state._blocking is not None, what="stream following the events")
+    await api.start_worker()  # only now: the stream sees the job from waiting to completed
+    r = await request
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
     events, comments = parse_sse(r.text)
     kinds = [e.event for e in events]
-    assert kinds[0] == "state" and kinds[-1] == "completed"
+    assert kinds[0] == "state" and events[0].data["state"] == "waiting" and kinds[-1] == "completed"
+    assert "active" in kinds
     progress = [e.data["progress"] for e in events if e.event == "progress"]
     assert progress[-1] == {"done": 3, "total": 3}
     assert [e.data["line"] for e in events if e.event == "log"][-1] == "step 3"
@@ -32,16 +41,18 @@ async def test_last_event_id_resumes_without_gaps(api: Api) -> None:
     other = await api.enqueue("stepper", {"steps": 2})
     await api.start_worker()
     url = f"/api/jobs/{api.queue}/{job_id}/events"
-    full, _ = parse_sse((await api.http.get(url, headers=api.auth("reader"))).text)
+    from_start = {**api.auth("reader"), "Last-Event-ID": "0-0"}  # the whole history of the job
+    full, _ = parse_sse((await api.http.get(url, headers=from_start)).text)
     job_events = [e for e in full if e.event != "state"]
-    assert len(job_events) >= 9  # active, 4 x (log + progress), completed
+    assert [e.event for e in job_events][:2] == ["added", "active"] and job_events[-1].event == "completed"
+    assert len(job_events) == 11  # added, active, 4 x (log + progress), completed
     for cut in (0, 3, len(job_events) - 2):
         r = await api.http.get(url, headers={**api.auth("reader"), "Last-Event-ID": job_events[cut].id or ""})
         rest, _ = parse_sse(r.text)
         assert [(e.id, e.event) for e in rest if e.event != "state"] == [
             (e.id, e.event) for e in job_events[cut + 1 :]
         ]
-    assert all(e.data["job_id"] != other for e in full[1:])
+    assert all(e.data["job_id"] != other for e in full)
 
 
 async def test_stream_of_a_finished_job_sends_its_state_and_closes(api: Api) -> None:
@@ -56,7 +67,9 @@ async def test_stream_of_a_finished_job_sends_its_state_and_closes(api: Api) -> 
 async def test_log_lines_hidden_without_read_data(api: Api) -> None:
     job_id = await api.enqueue("stepper", {"steps": 1})
     await api.start_worker()
-    r = await api.http.get(f"/api/jobs/{api.queue}/{job_id}/events", headers=api.auth("read"))
+    r = await api.http.get(
+        f"/api/jobs/{api.queue}/{job_id}/events", headers={**api.auth("read"), "Last-Event-ID": "0-0"}
+    )
     events, _ = parse_sse(r.text)
     logs = [e for e in events if e.event == "log"]
     assert logs and all(e.data["line"] is None for e in logs)
@@ -81,8 +94,9 @@ async def test_stream_shows_retrying_and_ends_on_failed(api: Api) -> None:
     flaky = r.json()["id"]
     boom = await api.enqueue("boom")
     await api.start_worker()
+    from_start = {**api.auth(), "Last-Event-ID": "0-0"}
     events, _ = parse_sse(
-        (await api.http.get(f"/api/jobs/{api.queue}/{flaky}/events", headers=api.auth())).text
+        (await api.http.get(f"/api/jobs/{api.queue}/{flaky}/events", headers=from_start)).text
     )
     kinds = [e.event for e in events]
     assert "retrying" in kinds and kinds[-1] == "completed"
