@@ -262,7 +262,8 @@ class Worker:
             stats.processed += 1
             stats.succeeded += 1
             ttl = options.get("result_ttl")
-            self._outcomes.append(Outcome(ctx.job_id, ctx.token, "C", outcome.result, -1 if ttl is None else int(ttl * 1000), ""))
+            number = -1 if ttl is None else int(ttl * 1000)
+            self._outcomes.append(Outcome(ctx.job_id, ctx.token, "C", outcome.result, number, "", ctx.cost_used))
         elif kind is OutcomeKind.LOST:
             stats.lost += 1
             logger.warning("queue %s: job %s lost its lease; its outcome is dropped", ctx.queue, ctx.job_id)
@@ -286,7 +287,8 @@ class Worker:
             else:
                 stats.returned += 1
                 number = int(outcome.delay_s * 1000)
-            self._outcomes.append(Outcome(ctx.job_id, ctx.token, kind.value, payload, number, note))
+            code = "T" if outcome.throttle else kind.value  # T: back + block claiming (finish-9.lua)
+            self._outcomes.append(Outcome(ctx.job_id, ctx.token, code, payload, number, note, ctx.cost_used))
         self._kick.set()
 
     # ------------------------------------------------------------------ background loops
