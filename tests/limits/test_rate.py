@@ -3,6 +3,7 @@ allowance), and a handler's reported cost corrects the budget."""
 
 from __future__ import annotations
 
+import itertools
 import math
 import random
 import time
@@ -90,7 +91,7 @@ async def test_reported_cost_charges_an_underestimate(sq: Queue) -> None:
     async with running(Worker(sq, {"llm": handler}, concurrency=4)):
         await wait_for(lambda: _completed(sq, 4), timeout=20, what="4 jobs done")
     starts = sorted(int(r["started"]) for r in await claim_records(sq))
-    gaps = [b - a for a, b in zip(starts, starts[1:], strict=False)]
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert all(g >= 390 for g in gaps), gaps  # each run's 399 extra units are paid before the next
 
 
