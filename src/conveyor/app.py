@@ -151,7 +151,9 @@ class Conveyor:
             self._client = connect(self.redis_url)
         return self._client
 
-    def declare_queue(self, name: str, *, concurrency: int = DEFAULT_CONCURRENCY, defaults: JobOptions | None = None) -> QueueConfig:
+    def declare_queue(
+        self, name: str, *, concurrency: int = DEFAULT_CONCURRENCY, defaults: JobOptions | None = None
+    ) -> QueueConfig:
         config = QueueConfig(name, concurrency, defaults)
         self.queue_configs[name] = config
         return config

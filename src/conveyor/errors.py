@@ -107,7 +107,7 @@ class JobCancelledError(ConveyorError):
 # --------------------------------------------------------------------------- handler signals
 
 
-class HandlerSignal(Exception):  # noqa: N818 - these are signals, not errors
+class HandlerSignal(Exception):
     """Base of the exceptions a handler raises to steer what happens to its job."""
 
 

@@ -23,7 +23,9 @@ class Settings:
     redis_url: str | None = _setting("REDIS_URL", "Redis/Valkey URL (redis://, rediss://, unix://, redis+cluster://).")
     prefix: str = _setting("CONVEYOR_PREFIX", "Key prefix in Redis.", "cv")
     log_level: str = _setting("CONVEYOR_LOG_LEVEL", "Log level (debug, info, warning, error).", "info")
-    log_format: str = _setting("CONVEYOR_LOG_FORMAT", "auto (colours on a terminal, JSON otherwise), json or console.", "auto")
+    log_format: str = _setting(
+        "CONVEYOR_LOG_FORMAT", "auto (colours on a terminal, JSON otherwise), json or console.", "auto"
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

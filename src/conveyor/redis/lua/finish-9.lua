@@ -12,6 +12,7 @@ ARGV: 1 prefix, 2 worker id, 3 lease ms, 4 want, 5 events maxlen, 6 outcome coun
       note: short text for the event (error summary or reason)
       cost: units the run really used ('' = not reported); corrects the cost limiters by
             (cost - units charged at claim)
+      A retry or back-to-waiting outcome of a job whose cancellation was requested ends it cancelled.
 Returns: one code per outcome (0 OK, -1 NOT_FOUND, -2 LEASE_LOST), then the claim reply
          (next_due_in_ms, then id, token, attempt, name, data, opts per leased job).
 Codes: 0 OK, -1 NOT_FOUND, -2 LEASE_LOST
@@ -37,7 +38,9 @@ for i = 0, count - 1 do
   local id, token, kind, payload = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local number, note = tonumber(ARGV[b + 4]), ARGV[b + 5]
   local jk = prefix .. 'job:' .. id
-  local f = redis.call('HMGET', jk, 'token', 'state', 'attempts', 'group', 'chg')
+  local f = redis.call('HMGET', jk, 'token', 'state', 'attempts', 'cancel', 'group', 'chg')
+  -- A job whose cancellation was requested does not go back to the queue.
+  if f[4] == '1' and (kind == 'R' or kind == 'B' or kind == 'T') then kind = 'X' end
   if not f[2] then
     codes[#codes + 1] = -1
   elseif f[1] ~= token or f[2] ~= 'active' then
@@ -84,7 +87,7 @@ for i = 0, count - 1 do
       emit(k.events, maxlen, 'ev', 'cancelled', 'id', id)
     else -- 'B' or 'T': back to waiting without using an attempt
       redis.call('HINCRBY', jk, 'attempts', -1)
-      if kind == 'T' and number > 0 then block_claims(prefix, k.meta, f[4], now + number) end
+      if kind == 'T' and number > 0 then block_claims(prefix, k.meta, f[5], now + number) end
       if number > 0 then
         redis.call('HSET', jk, 'state', 'delayed')
         push_delayed(k.delayed, k.wake, id, now + number)
@@ -95,9 +98,9 @@ for i = 0, count - 1 do
       end
       emit(k.events, maxlen, 'ev', 'retrying', 'id', id, 'att', f[3], 'delay', number, 'reason', note)
     end
-    if f[4] then group_release(prefix, f[4]) end
+    if f[5] then group_release(prefix, f[5]) end
     local used = ARGV[b + 6]
-    if f[5] and used ~= '' then cost_correct(prefix, f[4], tonumber(used) - tonumber(f[5]), now) end
+    if f[6] and used ~= '' then cost_correct(prefix, f[5], tonumber(used) - tonumber(f[6]), now) end
   end
 end
 if #done_ids > 0 then
