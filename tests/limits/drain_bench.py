@@ -21,13 +21,15 @@ async def noop(ctx: object, data: object) -> None:
     return None
 
 
-async def script_usec(q: Queue) -> int:
-    """Server CPU spent in scripts so far (microseconds), from the command statistics."""
+async def server_cost(q: Queue) -> tuple[int, int]:
+    """Server CPU spent in scripts (microseconds) and commands run so far, from the command stats."""
     stats = await q.client.info("commandstats")
-    return sum(int(v["usec"]) for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+    usec = sum(int(v["usec"]) for k, v in stats.items() if k in ("cmdstat_evalsha", "cmdstat_eval"))
+    calls = sum(int(v["calls"]) for k, v in stats.items() if k not in ("cmdstat_evalsha", "cmdstat_eval"))
+    return usec, calls
 
 
-async def main(jobs: int, mode: str, url: str) -> tuple[float, float]:
+async def main(jobs: int, mode: str, url: str) -> tuple[float, float, float]:
     q = Queue(f"bench-{uuid.uuid4().hex[:6]}", redis=url)
     if mode == "limits":
         from conveyor.limits import RateLimit
@@ -39,18 +41,18 @@ async def main(jobs: int, mode: str, url: str) -> tuple[float, float]:
     ]
     await q.add_bulk(specs)
     worker = Worker(q, {"noop": noop}, concurrency=100)
-    usec = await script_usec(q)
+    usec, calls = await server_cost(q)
     started = time.perf_counter()
     await worker.start()
     deadline = started + 300
     while worker.stats.processed < jobs and time.perf_counter() < deadline:  # noqa: ASYNC110
         await asyncio.sleep(0.01)
     elapsed = time.perf_counter() - started
-    usec = await script_usec(q) - usec
+    usec2, calls2 = await server_cost(q)
     await worker.close()
     await q.obliterate(force=True)
     await q.close()
-    return jobs / elapsed, usec / jobs
+    return jobs / elapsed, (usec2 - usec) / jobs, (calls2 - calls) / jobs
 
 
 if __name__ == "__main__":
@@ -61,7 +63,9 @@ if __name__ == "__main__":
     a = p.parse_args()
     with RedisServer() as server:
         results = [asyncio.run(main(a.jobs, a.mode, server.url)) for _ in range(a.runs)]
-    rates = sorted(r for r, _ in results)
-    usecs = sorted(u for _, u in results)
+    rates = sorted(r for r, _, _ in results)
+    usecs = sorted(u for _, u, _ in results)
+    calls = sorted(c for _, _, c in results)
     print(f"{a.mode}: " + ", ".join(f"{r:,.0f}" for r in rates) + f" jobs/s (median {rates[len(rates) // 2]:,.0f},"
-          f" best {rates[-1]:,.0f}); Redis script CPU {usecs[len(usecs) // 2]:.1f} us/job (median)")
+          f" best {rates[-1]:,.0f}); Redis script CPU {usecs[len(usecs) // 2]:.1f} us/job,"
+          f" {calls[len(calls) // 2]:.2f} commands/job (medians)")

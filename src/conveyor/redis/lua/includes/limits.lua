@@ -6,11 +6,6 @@
 -- state rtat/ctat (limiter TATs, ms), blk (claiming blocked until, ms), vt (virtual time: the pass
 -- last served), upass (pass of the ungrouped jobs, which share the rotation as one group); cfg (JSON).
 
-local QUEUE_FIELDS = {'conc', 'rate_t', 'rate_cap', 'cost_t', 'cost_cap', 'g_conc', 'g_rate_t',
-  'g_rate_cap', 'g_cost_t', 'g_cost_cap', 'rtat', 'ctat', 'blk', 'vt', 'upass'}
-local GROUP_FIELDS = {'conc', 'rate_t', 'rate_cap', 'cost_t', 'cost_cap', 'w', 'ga', 'rtat', 'ctat',
-  'blk', 'pass'}
-
 local function load_fields(key, names)
   local v = redis.call('HMGET', key, unpack(names))
   local t = {}
@@ -36,7 +31,8 @@ local function gcra(tat, t, cap, c, now)
 end
 
 local function load_group(p, g, L)
-  local G = load_fields(p .. 'gs:' .. g, GROUP_FIELDS)
+  local G = load_fields(p .. 'gs:' .. g, {'conc', 'rate_t', 'rate_cap', 'cost_t', 'cost_cap', 'w', 'ga',
+    'rtat', 'ctat', 'blk', 'pass'})
   G.name = g
   if not G.conc then G.conc = L.g_conc end
   if not G.rate_t then G.rate_t, G.rate_cap = L.g_rate_t, L.g_rate_cap end
@@ -108,113 +104,162 @@ local function maybe_clear_flag(k, p, L, now)
   redis.call('HDEL', k.meta, 'lim')
 end
 
+-- The ungrouped jobs' turn. S is the claim's working state (see claim_limited).
+local function take_ungrouped(k, p, L, S, now)
+  local id = redis.call('ZRANGE', k.ready, 0, 0)[1]
+  local f = redis.call('HMGET', p .. 'job:' .. id, 'state', 'cost')
+  S.nready = S.nready - 1
+  if f[1] ~= 'waiting' then
+    redis.call('ZREM', k.ready, id)  -- stale entry
+    return true
+  end
+  local c = tonumber(f[2]) or 1
+  local nr, nc, at = queue_admit(L, S.rtat, S.ctat, c, now)
+  if at then
+    S.nready = S.nready + 1
+    S.limited, S.reopen = true, at
+    return false
+  end
+  S.rtat, S.ctat = nr, nc
+  redis.call('ZREM', k.ready, id)
+  local up = math.max(S.upass, S.vt)
+  S.vt, S.upass = up, up + 1
+  S.ids[#S.ids + 1] = id
+  if L.cost_t then S.charged[id] = c end
+  return true
+end
+
+-- Only ungrouped jobs and no per-job costs: check the rate limiter in Lua, then pop in one call.
+local function take_ungrouped_batch(k, L, S, room, now)
+  local n = math.min(room, S.nready)
+  local ok = 0
+  while ok < n do
+    if L.rate_t then
+      local nr, at = gcra(S.rtat, L.rate_t, L.rate_cap, 1, now)
+      if at then
+        S.limited, S.reopen = true, at
+        break
+      end
+      S.rtat = nr
+    end
+    ok = ok + 1
+  end
+  if ok == 0 then return end
+  local popped = redis.call('ZPOPMIN', k.ready, ok)
+  for i = 1, #popped, 2 do S.ids[#S.ids + 1] = popped[i] end
+  S.nready = S.nready - ok
+  local up = math.max(S.upass, S.vt)
+  S.vt, S.upass = up + ok - 1, up + ok
+end
+
+-- The turn of group g (pass gpass, at the head of the rotation). False when a queue limit stops
+-- the claim; a group that cannot run now is parked and the rotation moves on.
+local function take_grouped(k, p, L, S, g, gpass, now)
+  local G = S.groups[g]
+  if not G then
+    G = load_group(p, g, L)
+    S.groups[g] = G
+    S.touched[#S.touched + 1] = G
+  end
+  G.pass = gpass
+  if G.blk and G.blk > now then
+    park(p, G, gpass, G.blk)
+    return true
+  end
+  if G.conc and G.ga >= G.conc then
+    park(p, G, gpass, nil)
+    return true
+  end
+  local gr = p .. 'gr:' .. g
+  local id = redis.call('ZRANGE', gr, 0, 0)[1]
+  if not id then
+    redis.call('ZREM', p .. 'gq', g)  -- emptied by cancel/remove; it rejoins with its next job
+    return true
+  end
+  local f = redis.call('HMGET', p .. 'job:' .. id, 'state', 'cost')
+  if f[1] ~= 'waiting' then
+    redis.call('ZREM', gr, id)
+    S.taken_grouped = S.taken_grouped + 1
+    return true
+  end
+  local c = tonumber(f[2]) or 1
+  local gr_tat, gc_tat, at = G.rtat, G.ctat, nil
+  if G.rate_t then gr_tat, at = gcra(G.rtat, G.rate_t, G.rate_cap, 1, now) end
+  if not at and G.cost_t then gc_tat, at = gcra(G.ctat, G.cost_t, G.cost_cap, c, now) end
+  if at then
+    park(p, G, gpass, at)
+    return true
+  end
+  local nr, nc, qat = queue_admit(L, S.rtat, S.ctat, c, now)
+  if qat then
+    S.limited, S.reopen = true, qat
+    return false
+  end
+  S.rtat, S.ctat, G.rtat, G.ctat = nr, nc, gr_tat, gc_tat
+  G.ga = G.ga + 1
+  redis.call('ZREM', gr, id)
+  S.taken_grouped = S.taken_grouped + 1
+  S.vt = gpass
+  G.pass = gpass + 1 / G.w
+  if redis.call('ZCARD', gr) > 0 then
+    redis.call('ZADD', p .. 'gq', G.pass, g)
+  else
+    redis.call('ZREM', p .. 'gq', g)
+  end
+  S.ids[#S.ids + 1] = id
+  if L.cost_t or G.cost_t then S.charged[id] = c end
+  return true
+end
+
+local function save_state(k, p, lk, S)
+  local qargs = {'vt', S.vt, 'upass', S.upass}
+  if S.rtat then qargs[#qargs + 1] = 'rtat'; qargs[#qargs + 1] = fmt(S.rtat) end
+  if S.ctat then qargs[#qargs + 1] = 'ctat'; qargs[#qargs + 1] = fmt(S.ctat) end
+  redis.call('HSET', lk, unpack(qargs))
+  for i = 1, #S.touched do save_group(p, S.touched[i]) end
+  if S.taken_grouped > 0 then redis.call('HINCRBY', k.meta, 'gwait', -S.taken_grouped) end
+end
+
 local function claim_limited(k, p, worker, lease_ms, want, now, maxlen, out)
   local lk, gq = p .. 'limits', p .. 'gq'
-  local L = load_fields(lk, QUEUE_FIELDS)
+  local L = load_fields(lk, {'conc', 'rate_t', 'rate_cap', 'cost_t', 'cost_cap', 'g_conc', 'g_rate_t',
+    'g_rate_cap', 'g_cost_t', 'g_cost_cap', 'rtat', 'ctat', 'blk', 'vt', 'upass'})
   unpark_due(p, k.meta, now)
-  local nready = redis.call('ZCARD', k.ready)
-  local vt, upass, rtat, ctat = L.vt or 0, L.upass or 0, L.rtat, L.ctat
-  local groups, touched, ids, charged = {}, {}, {}, {}
-  local limited, reopen, taken_grouped = false, nil, 0
+  local S = {nready = redis.call('ZCARD', k.ready), vt = L.vt or 0, upass = L.upass or 0, rtat = L.rtat,
+             ctat = L.ctat, groups = {}, touched = {}, ids = {}, charged = {}, limited = false,
+             reopen = nil, taken_grouped = 0}
   local room = want
   if L.blk and L.blk > now then
-    room, limited, reopen = 0, true, L.blk
+    room, S.limited, S.reopen = 0, true, L.blk
   elseif L.conc then
     local free = L.conc - redis.call('ZCARD', k.active)
-    if free < room then room, limited = free, true end
+    if free < room then room, S.limited = free, true end
   end
-  while #ids < room do
-    local top = redis.call('ZRANGE', gq, 0, 0, 'WITHSCORES')
-    local g, gpass = top[1], tonumber(top[2])
-    local up = upass
-    if vt > up then up = vt end
-    if nready > 0 and (not g or up <= gpass) then
-      local id = redis.call('ZRANGE', k.ready, 0, 0)[1]
-      local f = redis.call('HMGET', p .. 'job:' .. id, 'state', 'cost')
-      if f[1] ~= 'waiting' then
-        redis.call('ZREM', k.ready, id)  -- stale entry
+  if room > 0 and S.nready > 0 and not L.cost_t and redis.call('ZCARD', gq) == 0 then
+    take_ungrouped_batch(k, L, S, room, now)
+  else
+    while #S.ids < room do
+      local top = redis.call('ZRANGE', gq, 0, 0, 'WITHSCORES')
+      local g, gpass = top[1], tonumber(top[2])
+      local go
+      if S.nready > 0 and (not g or math.max(S.upass, S.vt) <= gpass) then
+        go = take_ungrouped(k, p, L, S, now)
+      elseif g then
+        go = take_grouped(k, p, L, S, g, gpass, now)
       else
-        local c = tonumber(f[2]) or 1
-        local nr, nc, at = queue_admit(L, rtat, ctat, c, now)
-        if at then
-          limited, reopen = true, at
-          break
-        end
-        rtat, ctat = nr, nc
-        redis.call('ZREM', k.ready, id)
-        vt, upass = up, up + 1
-        ids[#ids + 1] = id
-        if L.cost_t then charged[id] = c end
+        go = false
       end
-      nready = nready - 1
-    elseif g then
-      local G = groups[g]
-      if not G then
-        G = load_group(p, g, L)
-        groups[g] = G
-        touched[#touched + 1] = G
-      end
-      G.pass = gpass
-      local gr = p .. 'gr:' .. g
-      if G.blk and G.blk > now then
-        park(p, G, gpass, G.blk)
-      elseif G.conc and G.ga >= G.conc then
-        park(p, G, gpass, nil)
-      else
-        local id = redis.call('ZRANGE', gr, 0, 0)[1]
-        local f = id and redis.call('HMGET', p .. 'job:' .. id, 'state', 'cost') or {}
-        if not id then
-          redis.call('ZREM', gq, g)  -- emptied by cancel/remove; it rejoins with its next job
-        elseif f[1] ~= 'waiting' then
-          redis.call('ZREM', gr, id)
-          taken_grouped = taken_grouped + 1
-        else
-          local c = tonumber(f[2]) or 1
-          local gr_tat, gc_tat, at = G.rtat, G.ctat, nil
-          if G.rate_t then gr_tat, at = gcra(G.rtat, G.rate_t, G.rate_cap, 1, now) end
-          if not at and G.cost_t then gc_tat, at = gcra(G.ctat, G.cost_t, G.cost_cap, c, now) end
-          if at then
-            park(p, G, gpass, at)
-          else
-            local nr, nc, qat = queue_admit(L, rtat, ctat, c, now)
-            if qat then
-              limited, reopen = true, qat
-              break
-            end
-            rtat, ctat, G.rtat, G.ctat = nr, nc, gr_tat, gc_tat
-            G.ga = G.ga + 1
-            redis.call('ZREM', gr, id)
-            taken_grouped = taken_grouped + 1
-            vt = gpass
-            G.pass = gpass + 1 / G.w
-            if redis.call('ZCARD', gr) > 0 then
-              redis.call('ZADD', gq, G.pass, g)
-            else
-              redis.call('ZREM', gq, g)
-            end
-            ids[#ids + 1] = id
-            if L.cost_t or G.cost_t then charged[id] = c end
-          end
-        end
-      end
-    else
-      break
+      if not go then break end
     end
   end
-  -- Write back what the loop changed.
-  local qargs = {'vt', vt, 'upass', upass}
-  if rtat then qargs[#qargs + 1] = 'rtat'; qargs[#qargs + 1] = fmt(rtat) end
-  if ctat then qargs[#qargs + 1] = 'ctat'; qargs[#qargs + 1] = fmt(ctat) end
-  redis.call('HSET', lk, unpack(qargs))
-  for i = 1, #touched do save_group(p, touched[i]) end
-  if taken_grouped > 0 then redis.call('HINCRBY', k.meta, 'gwait', -taken_grouped) end
-  local n = lease(k, p, worker, lease_ms, now, maxlen, ids, 1, 1, charged, out)
-  local more = nready > 0 or redis.call('ZCARD', gq) > 0
+  save_state(k, p, lk, S)
+  local n = lease(k, p, worker, lease_ms, now, maxlen, S.ids, 1, 1, S.charged, out)
+  local more = S.nready > 0 or redis.call('ZCARD', gq) > 0
   -- Chain the wake-up only when this worker's appetite, not a limit, ended the claim.
-  if more and not limited and (n > 0 or want <= 0) and #ids >= want then wake(k.wake) end
-  if #ids < want then
-    out[1] = next_wake_in(k, p, now, reopen)
-    if not more and not limited then maybe_clear_flag(k, p, L, now) end
+  if more and not S.limited and (n > 0 or want <= 0) and #S.ids >= want then wake(k.wake) end
+  if #S.ids < want then
+    out[1] = next_wake_in(k, p, now, S.reopen)
+    if not more and not S.limited then maybe_clear_flag(k, p, L, now) end
   end
   return out
 end
