@@ -12,7 +12,7 @@ import pytest
 
 from conveyor import JobOptions, JobSpec, Queue, Worker
 from conveyor.errors import ConfigurationError
-from conveyor.limits import RateLimit
+from conveyor.limits import GroupLimits, RateLimit
 from tests.conftest import running, wait_for
 from tests.limits.conftest import claim_records, max_in_window
 
@@ -88,7 +88,8 @@ async def test_reported_cost_charges_an_underestimate(sq: Queue) -> None:
         ctx.report_cost(400)
 
     await sq.add_bulk([JobSpec("llm", i, JobOptions(cost=1)) for i in range(4)])
-    async with running(Worker(sq, {"llm": handler}, concurrency=4)):
+    # One slot: each claim follows the previous outcome (and its correction) in the same call.
+    async with running(Worker(sq, {"llm": handler}, concurrency=1)):
         await wait_for(lambda: _completed(sq, 4), timeout=20, what="4 jobs done")
     starts = sorted(int(r["started"]) for r in await claim_records(sq))
     gaps = [b - a for a, b in itertools.pairwise(starts)]
@@ -126,3 +127,25 @@ async def test_bad_limits_write_nothing(sq: Queue) -> None:
     assert await sq.client.exists(sq.keys.limits) == 0
     state = await sq.limits_state()
     assert state["rate"] is None and state["concurrency"] is None and state["cost"] is None
+
+
+async def test_group_rate_limits_hold_per_group(sq: Queue, fleet) -> None:
+    per_group = RateLimit(10, per_s=1, burst=1)
+    await sq.set_limits(group_defaults=GroupLimits(rate=per_group))
+    await sq.set_group_limits("fast", rate=RateLimit(40, per_s=1, burst=1))
+    await sq.add_bulk([JobSpec("sleep", {"ms": 1}, JobOptions(group=g)) for _ in range(14) for g in ("a", "b")])
+    await sq.add_bulk([JobSpec("sleep", {"ms": 1}, JobOptions(group="fast")) for _ in range(30)])
+    f = fleet(sq.name).start(processes=2, concurrency=5)
+
+    async def done() -> bool:
+        f.check_alive()
+        return (await sq.counts())["completed"] == 58
+
+    await wait_for(done, timeout=40, interval=0.1, what="58 grouped jobs done")
+    records = await claim_records(sq)
+    for group, limit in (("a", per_group), ("b", per_group), ("fast", RateLimit(40, per_s=1, burst=1))):
+        starts = [(int(r["started"]), 1) for r in records if r["group"] == group]
+        for window in (300, 1000):
+            assert max_in_window(starts, window) <= window_bound(limit, window), (group, window)
+    fast = sorted(int(r["started"]) for r in records if r["group"] == "fast")
+    assert fast[-1] - fast[0] < 2000  # the override (40/s) was used: at the default 10/s this takes 2.8 s

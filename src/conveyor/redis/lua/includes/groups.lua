@@ -10,6 +10,11 @@
 --   <p>groups  set   every group seen (listing, obliterate)
 -- meta fields: lim = '1' while the claim must take the limits path; gwait = grouped waiting jobs.
 
+-- Passes keep full precision (a plain number argument would be cut to 14 digits).
+local function pass_str(x)
+  return string.format('%.17g', x)
+end
+
 local function qprefix(ready)
   return string.sub(ready, 1, -6)
 end
@@ -22,7 +27,7 @@ local function group_join(p, meta, g)
   local pass = tonumber(redis.call('HGET', p .. 'gs:' .. g, 'pass')) or 0
   local vt = tonumber(redis.call('HGET', p .. 'limits', 'vt')) or 0
   if vt > pass then pass = vt end
-  redis.call('ZADD', p .. 'gq', pass, g)
+  redis.call('ZADD', p .. 'gq', pass_str(pass), g)
   redis.call('HSET', meta, 'lim', '1')
 end
 

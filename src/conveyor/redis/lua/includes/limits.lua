@@ -43,7 +43,7 @@ local function load_group(p, g, L)
 end
 
 local function save_group(p, G)
-  local args = {'ga', G.ga, 'pass', G.pass}
+  local args = {'ga', G.ga, 'pass', pass_str(G.pass)}
   if G.rtat then args[#args + 1] = 'rtat'; args[#args + 1] = fmt(G.rtat) end
   if G.ctat then args[#args + 1] = 'ctat'; args[#args + 1] = fmt(G.ctat) end
   redis.call('HSET', p .. 'gs:' .. G.name, unpack(args))
@@ -202,7 +202,7 @@ local function take_grouped(k, p, L, S, g, gpass, now)
   S.vt = gpass
   G.pass = gpass + 1 / G.w
   if redis.call('ZCARD', gr) > 0 then
-    redis.call('ZADD', p .. 'gq', G.pass, g)
+    redis.call('ZADD', p .. 'gq', pass_str(G.pass), g)
   else
     redis.call('ZREM', p .. 'gq', g)
   end
@@ -212,7 +212,7 @@ local function take_grouped(k, p, L, S, g, gpass, now)
 end
 
 local function save_state(k, p, lk, S)
-  local qargs = {'vt', S.vt, 'upass', S.upass}
+  local qargs = {'vt', pass_str(S.vt), 'upass', pass_str(S.upass)}
   if S.rtat then qargs[#qargs + 1] = 'rtat'; qargs[#qargs + 1] = fmt(S.rtat) end
   if S.ctat then qargs[#qargs + 1] = 'ctat'; qargs[#qargs + 1] = fmt(S.ctat) end
   redis.call('HSET', lk, unpack(qargs))
