@@ -5,6 +5,7 @@ from __future__ import annotations
 import os
 import subprocess
 import sys
+import tempfile
 from collections.abc import AsyncIterator, Callable, Iterator, Sequence
 from pathlib import Path
 
@@ -24,14 +25,18 @@ class Fleet:
         self.url = url
         self.queue = queue
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: list[Path] = []
 
     def start(self, processes: int = 3, concurrency: int = 5) -> Fleet:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         for _ in range(processes):
+            fd, log = tempfile.mkstemp(prefix="conveyor-fleet-", suffix=".log")
+            self.logs.append(Path(log))
             self.procs.append(subprocess.Popen(
                 [sys.executable, "-m", "tests.limits.fleet_worker", self.url, self.queue, str(concurrency)],
-                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=subprocess.PIPE,
+                cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=fd,
             ))
+            os.close(fd)
         return self
 
     def stop(self) -> None:
@@ -45,12 +50,14 @@ class Fleet:
                 p.kill()
                 p.wait(5)
         self.procs.clear()
+        for log in self.logs:
+            log.unlink(missing_ok=True)
+        self.logs.clear()
 
     def check_alive(self) -> None:
-        for p in self.procs:
+        for p, log in zip(self.procs, self.logs, strict=True):
             if p.poll() is not None:
-                err = p.stderr.read().decode() if p.stderr else ""
-                raise AssertionError(f"worker process exited with {p.returncode}: {err[-2000:]}")
+                raise AssertionError(f"worker process exited with {p.returncode}: {log.read_text()[-2000:]}")
 
 
 @pytest.fixture
