@@ -149,3 +149,18 @@ async def test_group_rate_limits_hold_per_group(sq: Queue, fleet) -> None:
             assert max_in_window(starts, window) <= window_bound(limit, window), (group, window)
     fast = sorted(int(r["started"]) for r in records if r["group"] == "fast")
     assert fast[-1] - fast[0] < 2000  # the override (40/s) was used: at the default 10/s this takes 2.8 s
+
+
+async def test_group_cost_budget_is_corrected_by_reported_cost(sq: Queue) -> None:
+    await sq.set_limits(group_defaults=GroupLimits(cost=RateLimit(1000, per_s=1)))
+
+    async def handler(ctx, data) -> None:
+        ctx.report_cost(300)
+
+    await sq.add_bulk([JobSpec("llm", i, JobOptions(group="tenant", cost=1)) for i in range(3)])
+    async with running(Worker(sq, {"llm": handler}, concurrency=1)):
+        await wait_for(lambda: _completed(sq, 3), timeout=20, what="3 jobs done")
+    starts = sorted(int(r["started"]) for r in await claim_records(sq))
+    gaps = [b - a for a, b in itertools.pairwise(starts)]
+    assert all(g >= 290 for g in gaps), gaps
+    assert (await sq.limits_state())["cost"] is None  # only the group's budget was involved
