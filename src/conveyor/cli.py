@@ -17,3 +17,9 @@ def version() -> None:
 
 def main() -> None:
     app()
+
+
+from conveyor.schedules.cli import scheduler_command, schedules_app  # noqa: E402
+
+app.add_typer(schedules_app, name="schedules")
+app.command("scheduler")(scheduler_command)
