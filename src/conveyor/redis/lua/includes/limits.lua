@@ -39,6 +39,7 @@ local function load_group(p, g, L)
   if not G.cost_t then G.cost_t, G.cost_cap = L.g_cost_t, L.g_cost_cap end
   G.w = G.w or 1
   G.ga = G.ga or 0
+  if G.ga < 0 then G.ga = 0 end  -- jobs leased before the group was counted (upgrade) ended since
   return G
 end
 
