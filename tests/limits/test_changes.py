@@ -91,9 +91,15 @@ async def test_blocked_until_is_visible_and_expires(sq: Queue) -> None:
     await sq.add("x", 0)
     async with running(Worker(sq, {"x": handler}, concurrency=2)) as w:
         await wait_for(lambda: w.stats.returned >= 1, timeout=10, what="rate limited once")
-        state = await sq.limits_state()
-        assert state["blocked_until_ms"] is not None
-        assert 0 < state["blocked_until_ms"] - state["now_ms"] <= 800
+
+        seen: list[dict] = []
+
+        async def blocked() -> bool:
+            seen.append(await sq.limits_state())
+            return seen[-1]["blocked_until_ms"] is not None
+
+        await wait_for(blocked, timeout=5, what="the block recorded")
+        assert 0 < seen[-1]["blocked_until_ms"] - seen[-1]["now_ms"] <= 800
         await sq.add("x", 1)
         await wait_for(lambda: _done(sq, 2), timeout=10, what="both jobs after the block")
     starts = {r["id"]: int(r["started"]) for r in await claim_records(sq)}
