@@ -5,6 +5,8 @@ from __future__ import annotations
 import typer
 
 from conveyor import __version__
+from conveyor.service.command import settings_help, worker_command
+from conveyor.service.logging import configure_logging
 
 app = typer.Typer(help="Conveyor: background jobs on Redis/Valkey.", no_args_is_help=True)
 
@@ -13,6 +15,9 @@ app = typer.Typer(help="Conveyor: background jobs on Redis/Valkey.", no_args_is_
 def version() -> None:
     """Print the installed version."""
     typer.echo(__version__)
+
+
+app.command("worker", epilog=settings_help())(worker_command(configure_logging))
 
 
 def main() -> None:
