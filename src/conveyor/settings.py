@@ -133,6 +133,13 @@ class Settings:
         "CONVEYOR_RESTART_BACKOFF_MAX_S", "Longest wait before restarting a crashed queue loop.", 30.0
     )
 
+    scheduler: bool = _setting(
+        "CONVEYOR_SCHEDULER",
+        "Run the scheduler (cron/interval schedules and the maintenance schedule) inside `conveyor worker`; "
+        "any number of processes may run it, each tick still makes one job.",
+        True,
+    )
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = os.environ if environ is None else environ
@@ -165,10 +172,12 @@ class Settings:
 
 # Settings with a per-queue suffix, e.g. CONVEYOR_CONCURRENCY_EMAILS=5.
 DYNAMIC_PREFIXES = ("CONVEYOR_CONCURRENCY_",)
+# Read by tools outside the settings object (the test-server helper in conveyor.testing).
+OTHER_KNOWN = frozenset({"CONVEYOR_SERVER_BIN"})
 
 
 def _dynamic(name: str) -> bool:
-    return name.startswith(DYNAMIC_PREFIXES)
+    return name.startswith(DYNAMIC_PREFIXES) or name in OTHER_KNOWN
 
 
 def _coerce(name: str, type_: Any, raw: str) -> Any:

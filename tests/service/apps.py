@@ -40,6 +40,12 @@ def build_app(prefix: str) -> Conveyor:
 
     app.task(track, queue="fast", name="track")
     app.task(track, queue="slow.io", name="track")
+    if os.environ.get("TEST_SCHEDULE") == "1":
+
+        @app.every(seconds=0.3, queue="ticks", id="ticker")
+        async def tick(ctx: JobContext) -> str:
+            return ctx.job_id
+
     return app
 
 

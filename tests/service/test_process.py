@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import itertools
 import re
 import signal
 from collections.abc import Callable
@@ -257,3 +258,27 @@ async def test_registry_entry_appears_and_expires_after_sigkill(
 
     await wait_for(gone, timeout=10, interval=0.1, what="entry expired")
     assert await plain_client.zcard(WorkerRegistryKeys(prefix).index) == 0  # pruned from the index
+
+
+async def test_worker_service_runs_the_scheduler(
+    services: Start, redis_url: str, prefix: str, plain_client: RedisClient
+) -> None:
+    """Two service processes both run the scheduler; each 0.3 s tick still makes exactly one job."""
+    first = services(redis_url, prefix, TEST_SCHEDULE=1)
+    second = services(redis_url, prefix, TEST_SCHEDULE=1)
+    await started(first)
+    await started(second)
+    q = Queue("ticks", redis=plain_client, prefix=prefix)
+
+    async def five_done() -> bool:
+        return (await q.counts())[JobState.COMPLETED] >= 5
+
+    await wait_for(five_done, timeout=30, what="scheduled ticks completed")
+    first.signal(signal.SIGTERM)
+    second.signal(signal.SIGTERM)
+    assert await first.wait_exit() == 0 and await second.wait_exit() == 0
+    records = (await q.list_jobs(JobState.COMPLETED, limit=1000)).jobs
+    ids = [r.id for r in records]
+    assert len(ids) == len(set(ids)) and all(i.startswith("sched:ticker:") for i in ids)
+    ticks = sorted(int(i.rsplit(":", 1)[1]) for i in ids)
+    assert all(b - a == 300 for a, b in itertools.pairwise(ticks)), ticks

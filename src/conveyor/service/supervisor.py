@@ -20,6 +20,7 @@ from conveyor import __version__
 from conveyor.app import Conveyor
 from conveyor.errors import ConfigurationError, ConnectionFailedError
 from conveyor.middleware import Middleware
+from conveyor.schedules import Scheduler
 from conveyor.service import stats as st
 from conveyor.service.joblog import JobLogMiddleware
 from conveyor.service.metrics import Metrics, MetricsMiddleware
@@ -107,6 +108,7 @@ class WorkerService:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._registry_task: asyncio.Task[None] | None = None
+        self.scheduler: Scheduler | None = app.scheduler() if settings.scheduler else None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -128,6 +130,8 @@ class WorkerService:
                 ConnectionFailedError
             ) as exc:  # its loops run and retry; only the queue-name registration missed
                 self.log.warning("redis dropped while starting a queue", queue=name, error=str(exc))
+        if self.scheduler is not None:
+            await self.scheduler.start()
         self.state = "running"
         self._tasks = [
             asyncio.create_task(w.run(), name=f"conveyor-watch-{q}") for q, w in self.watches.items()
@@ -177,6 +181,8 @@ class WorkerService:
         await asyncio.gather(*closing, return_exceptions=True)
         if self._registry_task is not None:  # kept beating while jobs finished, so the record stayed live
             await _cancel_all([self._registry_task])
+        if self.scheduler is not None:
+            await self.scheduler.close()
         if self.redis_ok or await self.ping():
             await self.registry.remove()
         await self.app.close()
@@ -232,6 +238,7 @@ class WorkerService:
             return
         for name, worker in self.workers.items():
             self.metrics.set_depths(name, await worker.queue.counts())
+            self.metrics.set_limits(name, await worker.queue.limits_state(max_groups=1))
             self.paused[name] = await worker.queue.is_paused()
             self.metrics.paused.labels(name).set(1 if self.paused[name] else 0)
 
