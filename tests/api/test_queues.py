@@ -113,3 +113,18 @@ async def test_queue_admin_on_unknown_queue_is_404(api: Api) -> None:
         r = await api.http.request(method, f"/api/queues/ghost-q/{path}", headers=api.auth())
         assert r.status_code == 404, path
     assert (await api.http.get("/api/queues/ghost-q", headers=api.auth())).status_code == 404
+
+
+async def test_queue_stats_show_limits_and_group_backlog(api: Api) -> None:
+    from conveyor.limits import GroupLimits, RateLimit
+
+    q = api.app.queue(api.queue)
+    await q.set_limits(rate=RateLimit(100, per_s=60, burst=9), concurrency=4, group_defaults=GroupLimits(concurrency=1))
+    for tenant in ("acme", "globex"):
+        await api.enqueue("echo", {"text": tenant}, group=tenant)
+    r = await api.http.get(f"/api/queues/{api.queue}", headers=api.auth("read"))
+    limits = r.json()["limits"]
+    assert limits["rate"]["limit"] == 100 and limits["rate"]["tokens"] == 10
+    assert limits["concurrency"] == {"limit": 4, "active": 0}
+    assert limits["waiting"]["grouped"] == 2
+    assert sorted(g["group"] for g in limits["groups"]["list"]) == ["acme", "globex"]

@@ -45,9 +45,11 @@ async def throughput(queue: Queue) -> dict[str, int]:
     return {"window_s": THROUGHPUT_WINDOW_S, "completed": int(completed), "failed": int(failed)}
 
 
-async def queue_out(state: ApiState, name: str) -> dict[str, Any]:
+async def queue_out(state: ApiState, name: str, max_groups: int = 10) -> dict[str, Any]:
     q = state.queue(name)
-    counts, paused, rate = await asyncio.gather(q.counts(), q.is_paused(), throughput(q))
+    counts, paused, rate, limits = await asyncio.gather(
+        q.counts(), q.is_paused(), throughput(q), q.limits_state(max_groups)
+    )
     tasks = sorted(t for (qn, t) in state.conveyor.tasks if qn == name)
     return {
         "name": name,
@@ -55,6 +57,7 @@ async def queue_out(state: ApiState, name: str) -> dict[str, Any]:
         "counts": {s.value: n for s, n in counts.items()},
         "throughput": rate,
         "tasks": tasks,
+        "limits": limits,
     }
 
 
@@ -67,7 +70,7 @@ async def list_queues(request: Request, principal: ReadKey) -> dict[str, Any]:
 
 @router.get("/{queue}", response_model=QueueOut, responses=_READ, summary="Counts, paused flag, throughput")
 async def get_queue(queue: str, request: Request, principal: ReadKey) -> dict[str, Any]:
-    return await queue_out(get_state(request), queue)
+    return await queue_out(get_state(request), queue, max_groups=100)
 
 
 @router.post("/{queue}/pause", response_model=PausedOut, responses=_ADMIN, summary="Stop handing out jobs")

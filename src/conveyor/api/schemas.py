@@ -134,6 +134,10 @@ class QueueOut(BaseModel):
     counts: dict[str, int]
     throughput: ThroughputOut
     tasks: list[str]
+    limits: dict[str, Any] = Field(
+        description="Limits and their live state: rate/cost tokens left, fleet-wide active count, "
+        "blocked-until (upstream backpressure), group backlog (see docs/limits.md)."
+    )
 
 
 class QueuesOut(BaseModel):
