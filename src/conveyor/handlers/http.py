@@ -1,48 +1,28 @@
-"""Reading 'slow down' answers: Retry-After (seconds or HTTP date) turned into `RateLimited`.
+"""Reading 'slow down' answers for the handlers: status + headers in, `RateLimited` out.
 
-The limits room provides the fleet-wide version (`conveyor.limits.http`); this small helper keeps the
-handlers independent of it and raises the same signal, which the worker turns into backpressure.
+The Retry-After parsing itself is `conveyor.limits.http.parse_retry_after` (one implementation);
+this adapter adds the `retry-after-ms` header some AI providers send and the handlers' defaults.
 """
 
 from __future__ import annotations
 
-import email.utils
-import time
 from collections.abc import Mapping
 
 from conveyor.errors import RateLimited
+from conveyor.limits.http import MAX_RETRY_AFTER_S
+from conveyor.limits.http import parse_retry_after as parse_retry_after_header
 
 DEFAULT_RETRY_AFTER_S = 5.0
-MAX_RETRY_AFTER_S = 3600.0
 
 
 def parse_retry_after(headers: Mapping[str, str], default: float = DEFAULT_RETRY_AFTER_S) -> float:
     """Seconds to wait from `retry-after-ms`, `Retry-After: <seconds>` or `Retry-After: <HTTP date>`."""
     lowered = {k.lower(): v for k, v in headers.items()}
-    raw_ms = lowered.get("retry-after-ms")
-    if raw_ms:
-        try:
-            return _clamp(float(raw_ms) / 1000)
-        except ValueError:
-            pass
-    raw = (lowered.get("retry-after") or "").strip()
-    if not raw:
-        return default
-    try:
-        return _clamp(float(raw))
-    except ValueError:
-        pass
-    try:
-        when = email.utils.parsedate_to_datetime(raw)
-    except (TypeError, ValueError):
-        return default
-    return _clamp(when.timestamp() - time.time())
-
-
-def _clamp(seconds: float) -> float:
-    if seconds != seconds:  # NaN
-        return DEFAULT_RETRY_AFTER_S
-    return min(MAX_RETRY_AFTER_S, max(0.0, seconds))
+    raw_ms = parse_retry_after_header(lowered.get("retry-after-ms"))
+    if raw_ms is not None:
+        return min(MAX_RETRY_AFTER_S, raw_ms / 1000)
+    seconds = parse_retry_after_header(lowered.get("retry-after"))
+    return default if seconds is None else min(MAX_RETRY_AFTER_S, seconds)
 
 
 def raise_for_rate_limit(status: int, headers: Mapping[str, str], what: str = "upstream") -> None:

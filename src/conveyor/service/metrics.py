@@ -7,6 +7,7 @@ Job-name labels are limited to the names the queue declares, so odd job names ca
 from __future__ import annotations
 
 from collections.abc import Callable, Iterable, Mapping
+from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
@@ -84,6 +85,22 @@ class Metrics:
         self.loop_restarts = Counter(
             "conveyor_queue_loop_restarts", "Crashed queue loops restarted.", ["queue", "loop"], registry=r
         )
+        self.limit_tokens = Gauge(
+            "conveyor_limit_tokens", "Units left in a queue-wide rate or cost limit (sampled).",
+            ["queue", "limit"], registry=r,
+        )
+        self.limit_blocked = Gauge(
+            "conveyor_limit_blocked_seconds", "Seconds until upstream backpressure lifts (0 = open).",
+            ["queue"], registry=r,
+        )
+        self.limit_active = Gauge(
+            "conveyor_limit_active", "Jobs active across the fleet (what the concurrency cap counts).",
+            ["queue"], registry=r,
+        )
+        self.group_backlog = Gauge(
+            "conveyor_group_backlog", "Groups with waiting jobs by scheduling state, and grouped waiting jobs.",
+            ["queue", "kind"], registry=r,
+        )
         self.redis_up = Gauge("conveyor_redis_up", "1 when the last Redis PING succeeded.", registry=r)
         self.redis_latency = Histogram(
             "conveyor_redis_roundtrip_seconds",
@@ -126,6 +143,20 @@ class Metrics:
     def set_depths(self, queue: str, counts: Mapping[JobState, int]) -> None:
         for state, n in counts.items():
             self.depth.labels(queue, state.value).set(n)
+
+    def set_limits(self, queue: str, state: Mapping[str, Any]) -> None:
+        """Gauges from `Queue.limits_state()`."""
+        for name in ("rate", "cost"):
+            limiter = state.get(name)
+            if limiter is not None:
+                self.limit_tokens.labels(queue, name).set(limiter["tokens"])
+        blocked = state.get("blocked_until_ms")
+        self.limit_blocked.labels(queue).set(0 if blocked is None else max(0.0, (blocked - state["now_ms"]) / 1000))
+        self.limit_active.labels(queue).set(state["active"])
+        groups = state["groups"]
+        for kind in ("ready", "parked", "capped"):
+            self.group_backlog.labels(queue, kind).set(groups[kind])
+        self.group_backlog.labels(queue, "waiting_jobs").set(state["waiting"]["grouped"])
 
     def observe_redis(self, latency_s: float | None) -> None:
         self.redis_up.set(0 if latency_s is None else 1)

@@ -82,7 +82,7 @@ class Runner:
         except Retry as exc:
             return self._retry_or_fail(ctx, exc, describe_error(exc, ctx.attempt), after=exc.after)
         except RateLimited as exc:
-            return JobOutcome(OutcomeKind.BACK, delay_s=exc.retry_after, reason=exc.reason)
+            return JobOutcome(OutcomeKind.BACK, delay_s=exc.retry_after, reason=exc.reason, throttle=True)
         except Unrecoverable as exc:
             return JobOutcome(OutcomeKind.FAILED, error=describe_error(exc, ctx.attempt))
         except Exception as exc:

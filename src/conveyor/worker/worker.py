@@ -269,7 +269,7 @@ class Worker:
             stats.succeeded += 1
             ttl = options.get("result_ttl")
             keep_ms = -1 if ttl is None else int(ttl * 1000)
-            self._outcomes.append(Outcome(ctx.job_id, ctx.token, "C", outcome.result, keep_ms, ""))
+            self._outcomes.append(Outcome(ctx.job_id, ctx.token, "C", outcome.result, keep_ms, "", ctx.cost_used))
         elif kind is OutcomeKind.LOST:
             stats.lost += 1
             logger.warning("queue %s: job %s lost its lease; its outcome is dropped", ctx.queue, ctx.job_id)
@@ -293,7 +293,8 @@ class Worker:
             else:
                 stats.returned += 1
                 number = int(outcome.delay_s * 1000)
-            self._outcomes.append(Outcome(ctx.job_id, ctx.token, kind.value, payload, number, note))
+            code = "T" if outcome.throttle else kind.value  # T: back + block claiming (finish-9.lua)
+            self._outcomes.append(Outcome(ctx.job_id, ctx.token, code, payload, number, note, ctx.cost_used))
         self._kick.set()
 
     # ------------------------------------------------------------------ background loops
