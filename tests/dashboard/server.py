@@ -21,9 +21,10 @@ import uvicorn
 from conveyor import Conveyor, JobContext, Unrecoverable
 from conveyor.api import create_app
 from conveyor.api.keys import KeyStore
+from conveyor.limits import GroupLimits, RateLimit
 from conveyor.settings import Settings
 
-QUEUES = ("live", "retry", "pause", "xss", "readonly", "dead", "bulk", "shots")
+QUEUES = ("live", "retry", "pause", "xss", "readonly", "dead", "bulk", "limited", "shots")
 KEY_SCOPES = {"admin": ["admin"], "read": ["read", "read-data"], "enqueue": ["enqueue"]}
 
 
@@ -98,6 +99,10 @@ async def register(app: Conveyor, workers: list[Any]) -> asyncio.Task[None] | No
 async def main(redis_url: str, prefix: str) -> None:
     app = build(redis_url, prefix)
     keys = await make_keys(app)
+    # One queue with fleet-wide limits and per-group caps, for the limits panel.
+    await app.queue("limited").set_limits(
+        concurrency=2, rate=RateLimit(100, 1.0), group_defaults=GroupLimits(concurrency=1)
+    )
     api = create_app(app, Settings.from_env({}, redis_url=redis_url, prefix=prefix, api_rate_limit=0))
     workers = [app.worker(q, lease_ms=5000, idle_block_s=1.0, shutdown_grace_s=1.0) for q in QUEUES]
     for w in workers:

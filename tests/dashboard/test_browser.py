@@ -68,7 +68,7 @@ def test_overview_updates_live_when_jobs_are_added(ui: Ui) -> None:
     # The hour chart now has completed bars, and the failure rate reads 0 %.
     expect(row.locator("svg.chart rect.bar-ok")).not_to_have_count(0)
     expect(row).to_contain_text("0.0 %")
-    expect(page.get_by_test_id("tile-queues")).to_contain_text("8")
+    expect(page.get_by_test_id("tile-queues")).to_contain_text("9")
 
 
 def test_failed_job_can_be_opened_and_retried_until_it_completes(ui: Ui) -> None:
@@ -223,3 +223,20 @@ def test_workers_page_lists_the_registry(ui: Ui) -> None:
     expect(row).to_contain_text(str(workers[0]["pid"]))
     expect(row).to_contain_text("live")
     expect(row).to_contain_text("ago")
+
+
+def test_queue_page_shows_limits_and_group_backlog(ui: Ui) -> None:
+    page = ui.page
+    slow = {"steps": 20, "step_s": 0.25}
+    for _ in range(3):
+        enqueue(ui.server, "limited", "slow", slow, group="tenant-a")
+    ui.sign_in("read")
+    ui.go("#/queues/limited")
+    limits = page.get_by_test_id("limits")
+    expect(limits).to_contain_text("slots in use")
+    expect(limits).to_contain_text("100 per 1 s")
+    expect(limits).to_contain_text("tokens left")
+    expect(limits).to_contain_text("in groups")
+    groups = page.get_by_test_id("groups")
+    expect(groups.locator("tr[data-group='tenant-a']")).to_be_visible()
+    expect(groups).to_contain_text("groups known")

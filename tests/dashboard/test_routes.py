@@ -159,17 +159,3 @@ async def test_oldest_waiting_age_and_unknown_queue(env: Env) -> None:
 async def _is(job: Any, state: str) -> bool:
     return str(await job.state()) == state
 
-
-async def test_limits_state_is_reported_when_the_queue_supports_it(env: Env) -> None:
-    q = env.app.queue("q")
-    url = "/api/dashboard/queues/q/limits"
-    if not hasattr(q, "limits_state"):  # installations without the limits room
-        assert (await env.http.get(url, headers=env.auth("read"))).json() == {"queue": "q", "limits": None}
-        return
-    from conveyor.limits import RateLimit
-
-    await q.set_limits(concurrency=3, rate=RateLimit(10, 1.0))
-    state = (await env.http.get(url, headers=env.auth("read"))).json()["limits"]
-    assert state["concurrency"] == {"limit": 3, "active": 0}
-    assert state["rate"]["tokens"] >= 1 and state["rate"]["limit"] == 10
-    assert (await env.http.get(url)).status_code == 401

@@ -20,7 +20,8 @@ from conveyor.dashboard.stats import BUCKET_MS, BUCKETS, queue_history, redis_no
 from conveyor.dashboard.timeline import build_timeline, job_events
 from conveyor.job import JobState
 
-router = APIRouter(prefix="/api/dashboard", tags=["dashboard"])
+# Internal to the web UI, so kept out of the public OpenAPI document.
+router = APIRouter(prefix="/api/dashboard", tags=["dashboard"], include_in_schema=False)
 
 SEARCH_SCAN_MAX = 5000
 SEARCH_CHUNK = 500
@@ -51,14 +52,6 @@ async def stats(request: Request, _: ReadKey) -> dict[str, Any]:
     for name in sorted(state.conveyor.queue_configs):
         queues[name] = (await queue_history(state.queue(name), now)).to_dict()
     return {"now_ms": now, "bucket_ms": BUCKET_MS, "buckets": BUCKETS, "queues": queues}
-
-
-@router.get("/queues/{queue}/limits", summary="The queue's limits, their live state and the group backlog")
-async def queue_limits(request: Request, queue: str, _: ReadKey) -> dict[str, Any]:
-    """`limits` is null when this installation has no limits support (Queue.limits_state)."""
-    q = get_state(request).queue(queue)
-    reader = getattr(q, "limits_state", None)
-    return {"queue": queue, "limits": None if reader is None else await reader()}
 
 
 @router.get("/queues/{queue}/jobs", summary="Jobs of one state filtered by name and group")

@@ -109,7 +109,6 @@ export async function listWorkers() {
 
 // --- dashboard additions (conveyor.dashboard.routes)
 export const stats = () => get("/api/dashboard/stats");
-export const queueLimits = (name) => get(`/api/dashboard/queues/${q(name)}/limits`);
 export const searchJobs = (name, params) => get(`/api/dashboard/queues/${q(name)}/jobs`, params);
 export const jobDetails = (queue, id) => get(`/api/dashboard/jobs/${q(queue)}/${q(id)}/details`);
 export const removeJob = (queue, id) => post(`/api/dashboard/jobs/${q(queue)}/${q(id)}/remove`);

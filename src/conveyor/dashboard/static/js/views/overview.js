@@ -63,7 +63,9 @@ function queueRow(q, stat) {
   const oldest = stat?.oldest_waiting_ms ?? q.oldest_waiting_age_ms ?? null;
   return h("tr", { "data-queue": name },
     h("td", {}, link(name, "queues", name)),
-    h("td", {}, isPaused(q) ? h("span", { class: "badge paused", "data-testid": "paused" }, "paused") : h("span", { class: "badge running" }, "running")),
+    h("td", {},
+      isPaused(q) ? h("span", { class: "badge paused", "data-testid": "paused" }, "paused") : h("span", { class: "badge running" }, "running"),
+      q.limits?.blocked_until_ms ? [" ", h("span", { class: "badge paused", title: "upstream backpressure" }, "blocked")] : null),
     STATES.map((s) => h("td", { class: ["num", counts[s] > 0 && `has-${s}`], "data-state": s }, String(counts[s]))),
     h("td", { class: "num" }, counts.waiting > 0 ? ageText(oldest) : "—"),
     h("td", { class: "chart-cell" },

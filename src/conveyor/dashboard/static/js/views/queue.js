@@ -8,7 +8,6 @@ import { history, isPaused, queueCounts } from "../queues.js";
 import { canAdmin } from "../session.js";
 import { actionButton, confirmAction, errorBox, notify, stateBadge } from "../ui.js";
 import { barChart, rateChart } from "../charts.js";
-import { limitsPanels } from "./common.js";
 import { limitsView } from "./limits.js";
 
 const PAGE = 25;
@@ -70,14 +69,12 @@ export async function renderQueue(container, { queue, state }) {
   }
 
   async function refresh() {
-    const [q, loaded, stats, limits] = await Promise.all([
-      api.getQueue(queue), loadJobs(), api.stats().catch(() => null), api.queueLimits(queue).catch(() => null),
-    ]);
+    const [q, loaded, stats] = await Promise.all([api.getQueue(queue), loadJobs(), api.stats().catch(() => null)]);
     rows = loaded.jobs;
     nextCursor = loaded.next;
     renderHeader(q);
     renderTabs(q);
-    renderExtras(q, stats?.queues?.[queue], limits?.limits);
+    renderExtras(q, stats?.queues?.[queue]);
     renderList();
     renderBulk();
     renderPager();
@@ -102,7 +99,7 @@ export async function renderQueue(container, { queue, state }) {
     }, `${s} `, h("span", { class: "count" }, String(counts[s])))));
   }
 
-  function renderExtras(q, stat, limitsState) {
+  function renderExtras(q, stat) {
     const hist = history(stat);
     const t = q.throughput ?? {};
     const activity = h("div", { class: "panel", "data-testid": "activity" }, h("h3", {}, "Last hour"),
@@ -113,12 +110,7 @@ export async function renderQueue(container, { queue, state }) {
         `${hist.done} completed, ${hist.bad} failed in the last hour (failure rate ${percentText(hist.failureRate)}); `,
         `last minute: ${t.completed ?? "—"} completed, ${t.failed ?? "—"} failed`,
         stat?.oldest_waiting_ms != null && queueCounts(q).waiting > 0 ? `; oldest waiting ${ageText(stat.oldest_waiting_ms)}` : ""));
-    if (limitsState) {
-      replace(extras, activity, limitsView(limitsState));
-    } else {
-      // Older servers: render whatever limits fields the queue summary carries.
-      replace(extras, activity, limitsPanels("Limits", q.limits ?? null, "limits"), limitsPanels("Group backlog", q.groups ?? null, "groups"));
-    }
+    replace(extras, activity, limitsView(q.limits));
   }
 
   function renderList() {
