@@ -39,6 +39,8 @@ def fill(c: httpx.Client) -> dict[str, str]:
         add("shots", "slow", {"steps": 200, "step_s": 0.5, "report": f"monthly-{i}"})
     for i in range(5):
         add("shots", "echo", {"invoice": 1000 + i}, delay=3600, group=f"tenant-{i % 2}")
+    for i in range(5):
+        add("limited", "slow", {"steps": 100, "step_s": 0.5, "tenant": i % 2}, group=f"tenant-{'ab'[i % 2]}")
     flaky = add("retry", "flaky", {"message": "connection reset by peer", "order": 42}, attempts=1)
     add("xss", "echo", {"comment": "<script>alert(1)</script><img src=x onerror=alert(2)>"})
     c.post("/api/queues/pause/pause").raise_for_status()
@@ -85,6 +87,7 @@ def shoot(base: str, keys: dict[str, str], flaky: str, failed: str) -> None:
         for name, route, ready in [
             ("queue.png", "#/queues/live/failed", "jobs-table"),
             ("queue-delayed.png", "#/queues/shots/delayed", "jobs-table"),
+            ("queue-limits.png", "#/queues/limited/waiting", "groups"),
             ("job-failed.png", f"#/jobs/live/{failed}", "section-error"),
             ("job-retried.png", f"#/jobs/retry/{flaky}", "timeline"),
             ("job-active.png", "#/jobs/shots/" + active_id(base, keys), "progress"),

@@ -38,11 +38,14 @@ export function rateChart(values, { width = 120, height = 36, label = "" } = {})
   const pts = [];
   values.forEach((v, i) => {
     if (v === null || v === undefined) return;
-    const x = (i / n) * width;
-    const y = height - 1 - v * (height - 2);
+    const x = 2 + (i / n) * (width - 4);
+    const y = height - 3 - v * (height - 5);
     pts.push(`${x.toFixed(1)},${y.toFixed(1)}`);
   });
-  if (pts.length === 1) pts.push(pts[0].replace(/^[^,]+/, (x) => String(Number(x) + 1)));
-  if (pts.length) svg.appendChild(s("polyline", { points: pts.join(" "), class: "rate-line" }));
+  if (pts.length > 1) svg.appendChild(s("polyline", { points: pts.join(" "), class: "rate-line" }));
+  for (const p of pts) {
+    const [cx, cy] = p.split(",");
+    svg.appendChild(s("circle", { cx, cy, r: 1.8, class: "rate-dot" }));
+  }
   return svg;
 }

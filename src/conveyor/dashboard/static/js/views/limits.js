@@ -7,7 +7,7 @@ import { kvTable } from "./common.js";
 
 function limiter(l) {
   if (!l) return "none";
-  const parts = [`${l.tokens ?? "?"} tokens left`];
+  const parts = [`tokens left: ${l.tokens ?? "?"}`];
   if (l.limit !== undefined) parts.push(`${l.limit} per ${l.per_s ?? 1} s`);
   if (l.burst) parts.push(`burst ${l.burst}`);
   if (l.reopens_in_ms) parts.push(`reopens in ${ageText(l.reopens_in_ms)}`);

@@ -38,7 +38,7 @@ export async function renderWorkers(container) {
     const now = Date.now();
     const rows = workers.map((w) => {
       const extra = {};
-      for (const [k, v] of Object.entries(w)) if (!SHOWN.includes(k)) extra[k] = v;
+      for (const [k, v] of Object.entries(w)) if (!SHOWN.includes(k) && v !== null && v !== undefined) extra[k] = v;
       const seen = w.last_beat_ms ?? w.last_seen_ms ?? w.heartbeat_ms ?? null;
       const queues = w.queues ?? [];
       return h("tr", { "data-worker": String(w.id ?? w.worker_id ?? "") },
