@@ -24,7 +24,7 @@ import pytest
 from conveyor.testing import RedisServer
 
 SERVER = Path(__file__).with_name("server.py")
-CHROMIUM = os.environ.get("CONVEYOR_TEST_CHROMIUM", "/usr/bin/chromium")
+CHROMIUM = os.environ.get("CHROMIUM_PATH", "/usr/bin/chromium")  # not CONVEYOR_*: Settings rejects unknown ones
 CHROMIUM_ARGS = [
     "--headless", "--no-sandbox", "--disable-gpu", "--disable-quic", "--no-first-run",
     "--disable-background-networking", "--disable-component-update", "--disable-sync",
