@@ -47,8 +47,9 @@ class Script:
     num_keys: int
 
     @classmethod
-    def load(cls, filename: str) -> Script:
-        source = _flatten((LUA_DIR / filename).read_text())
+    def load(cls, filename: str, directory: Path = LUA_DIR) -> Script:
+        """A script file of `directory` (core scripts by default), with core includes flattened."""
+        source = _flatten((directory / filename).read_text())
         num_keys = int(filename.rsplit("-", 1)[1].removesuffix(".lua"))
         return cls(filename.removesuffix(".lua"), source, hashlib.sha1(source.encode()).hexdigest(), num_keys)
 

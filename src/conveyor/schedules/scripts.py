@@ -5,7 +5,6 @@ Loaded with the core `Script` class; files ending in `-0.lua` take a variable nu
 
 from __future__ import annotations
 
-import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,13 +24,9 @@ LUA_DIR = Path(__file__).with_name("lua")
 CHANGES_MAXLEN = 1000
 
 
-def _load(filename: str) -> Script:
-    source = (LUA_DIR / filename).read_text()
-    num_keys = int(filename.rsplit("-", 1)[1].removesuffix(".lua"))
-    return Script(filename.removesuffix(".lua"), source, hashlib.sha1(source.encode()).hexdigest(), num_keys)
-
-
-_S = {p.name.removesuffix(".lua").rsplit("-", 1)[0]: _load(p.name) for p in sorted(LUA_DIR.glob("*.lua"))}
+_S = {
+    p.name.removesuffix(".lua").rsplit("-", 1)[0]: Script.load(p.name, LUA_DIR) for p in sorted(LUA_DIR.glob("*.lua"))
+}
 
 
 async def _call_varkeys(script: Script, client: RedisClient, keys: Sequence[str], args: Sequence[Any]) -> Any:

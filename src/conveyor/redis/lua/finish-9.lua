@@ -106,8 +106,8 @@ end
 if #done_ids > 0 then
   redis.call('ZREM', k.active, unpack(done_ids))
 end
-if trim_completed then trim(k.meta, k.completed, prefix, now, 'completed') end
-if trim_failed then trim(k.meta, k.failed, prefix, now, 'failed') end
+if trim_completed then trim(k.meta, k.completed, prefix, now, 'completed', 100, false) end
+if trim_failed then trim(k.meta, k.failed, prefix, now, 'failed', 100, false) end
 
 local claimed = claim(k, prefix, worker, lease_ms, want, now, maxlen)
 for i = 1, #claimed do

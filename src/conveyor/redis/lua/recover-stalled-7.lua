@@ -47,5 +47,5 @@ for i = 1, #expired do
 end
 if #expired > 0 then redis.call('ZREM', active, unpack(expired)) end
 if recovered > 0 then wake(wake_key) end
-if dead > 0 then trim(meta, failed, prefix, now, 'failed') end
+if dead > 0 then trim(meta, failed, prefix, now, 'failed', 100, false) end
 return {recovered, dead}

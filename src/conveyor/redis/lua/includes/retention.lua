@@ -1,29 +1,44 @@
 -- Retention helper: bounded trimming of a finished-jobs set by count and age (limits in meta).
--- meta fields: <state>_max_count, <state>_max_age_ms ('-1' or missing = no limit; completed
--- defaults to 100000 records / 24 h, failed to no limit). At most 100 records go per call.
+-- meta fields: <policy>_max_count, <policy>_max_age_ms ('-1' or missing = no limit; completed
+-- defaults to 100000 records / 24 h, failed to no limit). Oldest records go first: those over the
+-- count, then those over the age. Used on the hot path (finish, a few records per batch) and by the
+-- maintenance schedule (bounded batches that also drop idempotency keys still pointing at a record).
 
 local RETENTION_DEFAULTS = {completed = {100000, 86400000}, failed = {-1, -1}}
 
-local function drop_records(set, prefix, ids)
+local function drop_records(set, prefix, ids, with_idem)
   for i = 1, #ids do
-    redis.call('DEL', prefix .. 'job:' .. ids[i], prefix .. 'log:' .. ids[i])
+    local jk = prefix .. 'job:' .. ids[i]
+    if with_idem then
+      local ikey = redis.call('HGET', jk, 'idem')
+      if ikey then
+        local ik = prefix .. 'idem:' .. ikey
+        if redis.call('GET', ik) == ids[i] then redis.call('DEL', ik) end
+      end
+    end
+    redis.call('DEL', jk, prefix .. 'log:' .. ids[i])
   end
   if #ids > 0 then redis.call('ZREM', set, unpack(ids)) end
+  return #ids
 end
 
-local function trim(meta, set, prefix, now, state)
-  local lim = redis.call('HMGET', meta, state .. '_max_count', state .. '_max_age_ms')
-  local defaults = RETENTION_DEFAULTS[state]
+-- Deletes at most `limit` records of `set` over the retention `policy`; returns how many went.
+local function trim(meta, set, prefix, now, policy, limit, with_idem)
+  local lim = redis.call('HMGET', meta, policy .. '_max_count', policy .. '_max_age_ms')
+  local defaults = RETENTION_DEFAULTS[policy]
   local max_count = tonumber(lim[1]) or defaults[1]
   local max_age = tonumber(lim[2]) or defaults[2]
+  local deleted = 0
   if max_count >= 0 then
     local over = redis.call('ZCARD', set) - max_count
     if over > 0 then
-      if over > 100 then over = 100 end
-      drop_records(set, prefix, redis.call('ZRANGE', set, 0, over - 1))
+      if over > limit then over = limit end
+      deleted = drop_records(set, prefix, redis.call('ZRANGE', set, 0, over - 1), with_idem)
     end
   end
-  if max_age >= 0 then
-    drop_records(set, prefix, redis.call('ZRANGEBYSCORE', set, '-inf', num(now - max_age), 'LIMIT', 0, 100))
+  if max_age >= 0 and deleted < limit then
+    local old = redis.call('ZRANGEBYSCORE', set, '-inf', num(now - max_age), 'LIMIT', 0, limit - deleted)
+    deleted = deleted + drop_records(set, prefix, old, with_idem)
   end
+  return deleted
 end
