@@ -18,6 +18,9 @@ export async function renderJob(container, { queue, id }) {
     h("p", { class: "crumbs" }, link("Overview", "overview"), " / ", link(queue, "queues", queue), " / job"),
     head, actions, body);
   let lastKey = null;
+  let lastJobKey = null;
+  let details = null;
+  let ticks = 0;
 
   async function refresh(force = false) {
     let job;
@@ -32,7 +35,14 @@ export async function renderJob(container, { queue, id }) {
       }
       throw err;
     }
-    const details = await api.jobDetails(queue, id).catch(() => ({ logs: null, timeline: null }));
+    // Logs and the timeline cost an event-stream scan: re-read them when the record changed, and
+    // otherwise every few ticks (log lines alone do not change the record).
+    const jobKey = JSON.stringify(job);
+    ticks += 1;
+    if (force || !details || jobKey !== lastJobKey || ticks % 3 === 0) {
+      details = await api.jobDetails(queue, id).catch(() => ({ logs: null, timeline: null }));
+    }
+    lastJobKey = jobKey;
     const key = JSON.stringify([job, details]);
     if (!force && key === lastKey) return;
     lastKey = key;
