@@ -6,7 +6,7 @@
 set -uo pipefail
 repo="$(cd "$(dirname "$(readlink -f "$0")")/.." && pwd)"
 shared="${SHARED:-$repo/../shared/bench}"
-logs="${1:-$repo/bench/session-$(date -u +%Y%m%d-%H%M%S)}"
+logs="${1:-${TMPDIR:-/tmp}/conveyor-bench-session-$(date -u +%Y%m%d-%H%M%S)}"
 mkdir -p "$logs"
 step() { echo "== $(date -u +%H:%M:%S) $1 | $(uptime)" | tee -a "$logs/session.log"; }
 

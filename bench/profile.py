@@ -7,6 +7,7 @@
 2. The same drain with py-spy attached to the worker (non-blocking sampling, so the worker is not
    paused); writes `drain.txt` (collapsed stacks, `py-spy record --format raw`) and a summary of the
    functions with the most self and inclusive samples. Needs `pip install py-spy` in the bench venv.
+3. Bulk enqueue: wall time vs redis-server CPU, and py-spy on the producer (`enqueue.txt`).
 """
 
 from __future__ import annotations
@@ -17,12 +18,13 @@ import shutil
 import signal
 import subprocess
 import sys
+import time
 from collections import Counter
 from pathlib import Path
 from typing import Any
 
 from bench import measure
-from conveyor import JobOptions
+from conveyor import JobOptions, Queue
 from conveyor.testing import RedisServer
 
 TICKS = os.sysconf("SC_CLK_TCK")
@@ -33,37 +35,70 @@ def cpu_s(pid: int) -> float:
     return (int(fields[11]) + int(fields[12])) / TICKS  # utime + stime
 
 
-def cpu_split(server: RedisServer, n: int) -> dict[str, Any]:
+async def _set_paused(url: str, queue: str, paused: bool) -> None:
+    async with Queue(queue, redis=url) as q:
+        await (q.pause() if paused else q.resume())
+
+
+def paused_drain(server: RedisServer, n: int, raw: Path | None = None) -> dict[str, Any]:
+    """N no-op jobs wait in a paused queue while a fresh worker starts (imports, connections),
+    so CPU counters and the profile cover the drain alone; then the queue is resumed."""
     assert server.proc is not None
-    queue = measure.qname("cpu")
+    queue = measure.qname("prof")
+    measure._run(_set_paused(server.url, queue, True))
     measure._run(measure._enqueue_bulk(server.url, queue, "noop", n, JobOptions(result_ttl=0)))
-    redis_before = cpu_s(server.proc.pid)
     worker = measure.WorkerProcess(server.url, queue, n, 100)
+    proc = None
     try:
+        time.sleep(2.0)  # started and idle (startup takes about 0.2 s)
+        if raw is not None:
+            proc = spy(worker.proc.pid, raw)
+        worker_before, redis_before = cpu_s(worker.proc.pid), cpu_s(server.proc.pid)
+        measure._run(_set_paused(server.url, queue, False))
         rep = worker.wait_report("done", 600)
         t_settled = measure._wait_settled(server.url, queue)
         wall = t_settled - rep["t_first"]
         return {"n": n, "wall_s": wall, "rate": n / wall,
-                "worker_cpu_s": cpu_s(worker.proc.pid), "redis_cpu_s": cpu_s(server.proc.pid) - redis_before}
+                "worker_cpu_s": cpu_s(worker.proc.pid) - worker_before,
+                "redis_cpu_s": cpu_s(server.proc.pid) - redis_before}
     finally:
+        if proc is not None:
+            proc.send_signal(signal.SIGINT)
+            proc.wait(60)
         worker.stop()
 
 
-def profiled(server: RedisServer, n: int, out: Path) -> Path:
-    pyspy = shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
-    queue = measure.qname("prof")
-    measure._run(measure._enqueue_bulk(server.url, queue, "noop", n, JobOptions(result_ttl=0)))
-    worker = measure.WorkerProcess(server.url, queue, n, 100)
-    raw = out / "drain.txt"
-    spy = subprocess.Popen([pyspy, "record", "--pid", str(worker.proc.pid), "--rate", "500", "--nonblocking",
-                            "--format", "raw", "--output", str(raw)], stdout=subprocess.DEVNULL)
+def enqueue_split(server: RedisServer, n: int) -> dict[str, Any]:
+    """Bulk enqueue: wall time vs redis-server CPU. The chunks go one after another (each call
+    waits for its reply), so wall - redis CPU is roughly the client's own share."""
+    assert server.proc is not None
+    redis_before = cpu_s(server.proc.pid)
+    rate = measure._run(measure._enqueue_bulk(server.url, measure.qname("enq"), "noop", n, JobOptions()))
+    wall = n / rate
+    return {"n": n, "rate": rate, "wall_s": wall, "redis_cpu_s": cpu_s(server.proc.pid) - redis_before}
+
+
+def pyspy_bin() -> str:
+    return shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
+
+
+def spy(pid: int, raw: Path) -> subprocess.Popen[bytes]:
+    cmd = [pyspy_bin(), "record", "--pid", str(pid), "--rate", "500", "--nonblocking", "--format", "raw",
+           "--output", str(raw)]
+    proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
+    time.sleep(0.5)  # attached before the measured work starts
+    return proc
+
+
+def profiled_enqueue(server: RedisServer, n: int, out: Path) -> Path:
+    """py-spy on this very process while it bulk-enqueues (the producer side)."""
+    raw = out / "enqueue.txt"
+    proc = spy(os.getpid(), raw)
     try:
-        worker.wait_report("done", 600)
-        measure._wait_settled(server.url, queue)
+        measure._run(measure._enqueue_bulk(server.url, measure.qname("enq"), "noop", n, JobOptions()))
     finally:
-        spy.send_signal(signal.SIGINT)
-        spy.wait(60)
-        worker.stop()
+        proc.send_signal(signal.SIGINT)
+        proc.wait(60)
     return raw
 
 
@@ -96,17 +131,24 @@ def main() -> None:
     a = ap.parse_args()
     a.out.mkdir(parents=True, exist_ok=True)
     with RedisServer() as server:
-        split = cpu_split(server, a.n)
+        split = paused_drain(server, a.n)
         wall = split["wall_s"]
         print(f"drain of {split['n']:,} no-op jobs: {split['rate']:,.0f} jobs/s over {wall:.2f} s; "
               f"worker CPU {split['worker_cpu_s']:.2f} s ({100 * split['worker_cpu_s'] / wall:.0f} % of one "
-              f"core, includes startup), redis-server CPU {split['redis_cpu_s']:.2f} s "
+              f"core), redis-server CPU {split['redis_cpu_s']:.2f} s "
               f"({100 * split['redis_cpu_s'] / wall:.0f} %)")
+        enq = enqueue_split(server, a.n)
+        print(f"bulk enqueue of {enq['n']:,} jobs: {enq['rate']:,.0f} jobs/s over {enq['wall_s']:.2f} s; "
+              f"redis-server CPU {enq['redis_cpu_s']:.2f} s "
+              f"({100 * enq['redis_cpu_s'] / enq['wall_s']:.0f} % of the wall time)")
         if not a.no_spy:
-            raw = profiled(server, a.n, a.out)
-            summary = summarize(raw)
-            (a.out / "drain-summary.txt").write_text(summary + "\n")
-            print(summary)
+            spied = paused_drain(server, a.n, a.out / "drain.txt")
+            print(f"drain under py-spy: {spied['rate']:,.0f} jobs/s")
+            enqueue_raw = profiled_enqueue(server, a.n, a.out)
+            for label, raw in (("drain", a.out / "drain.txt"), ("enqueue", enqueue_raw)):
+                summary = summarize(raw)
+                (a.out / f"{label}-summary.txt").write_text(summary + "\n")
+                print(f"\n## {label} (py-spy)\n{summary}")
 
 
 if __name__ == "__main__":
