@@ -12,7 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor import codec
-from conveyor.backoff import Backoff
+from conveyor.backoff import Backoff, parse_backoff
 from conveyor.errors import (
     ConfigurationError,
     ConnectionFailedError,
@@ -26,6 +26,8 @@ from conveyor.errors import (
 )
 from conveyor.events import Event
 from conveyor.job import Job, JobRecord, JobState
+from conveyor.limits import admin as limits_admin
+from conveyor.limits.model import GroupLimits, RateLimit
 from conveyor.middleware import Middleware, MiddlewareChain
 from conveyor.options import DEFAULT_IDEMPOTENCY_TTL_S, JobOptions, JobSpec
 from conveyor.redis.codes import ScriptCode
@@ -133,13 +135,16 @@ class Queue:
         timeout: float | None = None,
         result_ttl: float | None = None,
         failed_ttl: float | None = None,
+        group: str | None = None,
+        cost: int | None = None,
     ) -> Job[Any]:
         """Enqueue one job. Same id/idempotency key with the same name and data returns the
         existing job (`job.created` is False); with other data it raises IdempotencyConflictError."""
         options = JobOptions(
             job_id=job_id, idempotency_key=idempotency_key, idempotency_ttl=idempotency_ttl,
-            priority=priority, delay=delay, run_at=run_at, attempts=attempts, backoff=backoff,
-            timeout=timeout, result_ttl=result_ttl, failed_ttl=failed_ttl,
+            priority=priority, delay=delay, run_at=run_at, attempts=attempts,
+            backoff=None if backoff is None else parse_backoff(backoff),
+            timeout=timeout, result_ttl=result_ttl, failed_ttl=failed_ttl, group=group, cost=cost,
         )
         return (await self.add_specs([JobSpec(name, data, options)]))[0]
 
@@ -184,6 +189,8 @@ class Queue:
             opts=codec.dumps(stored).decode() if stored else "",
             priority=opts.priority or 0,
             delay_ms=opts.delay_ms(),
+            group=opts.group or "",
+            cost=opts.cost,
         )
 
     async def _register(self) -> None:
@@ -215,11 +222,14 @@ class Queue:
         async with self.client.pipeline(transaction=False) as pipe:
             for state in JobState:
                 pipe.zcard(k.state_set(state.value))
+            pipe.hget(k.meta, "gwait")  # grouped waiting jobs live in per-group sets
             replies = await self._call(pipe.execute())
-        return {state: int(n) for state, n in zip(JobState, replies, strict=True)}
+        counts = {state: int(n) for state, n in zip(JobState, replies, strict=False)}
+        counts[JobState.WAITING] += int(replies[-1] or 0)
+        return counts
 
     async def is_paused(self) -> bool:
-        return await self._call(self.client.hget(self.keys.meta, "paused")) == "1"
+        return bool(await self._call(self.client.hget(self.keys.meta, "paused")) == "1")
 
     async def list_jobs(self, state: JobState | str, *, cursor: int = 0, limit: int = 50) -> Page:
         """Jobs of one state: waiting in claim order, delayed by due time, active by lease
@@ -233,6 +243,8 @@ class Queue:
         stop = cursor + limit - 1
         if state in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED):
             ids = await self._call(self.client.zrevrange(key, cursor, stop))
+        elif state is JobState.WAITING:
+            ids = await limits_admin.waiting_ids(self, cursor, limit)
         else:
             ids = await self._call(self.client.zrange(key, cursor, stop))
         records = await self._records(ids)
@@ -305,6 +317,7 @@ class Queue:
     async def drain(self, *, include_delayed: bool = True) -> int:
         """Delete every waiting (and delayed) job, in bounded batches. Returns how many went."""
         total = await self._delete_all(self.keys.ready, "drained")
+        total += await limits_admin.drain_groups(self, self._delete_all)
         if include_delayed:
             total += await self._delete_all(self.keys.delayed, "drained")
         return total
@@ -323,9 +336,15 @@ class Queue:
             raise QueueNotEmptyError(f"queue {self.name!r} has active jobs; pass force=True")
         for state in JobState:
             await self._delete_all(k.state_set(state.value), "")
+        await limits_admin.obliterate_groups(self, self._delete_all)
         await self._call(self.client.delete(k.meta, k.events, k.wake))
         await self._call(self.client.srem(registry_key(self.prefix), self.name))
         self._registered = False
+
+    async def recover_stalled(self, max_stalls: int = 1) -> tuple[int, int]:
+        """Return jobs whose lease expired to waiting (or fail those stalled more than `max_stalls`
+        times). Workers run this periodically; returns (recovered, failed)."""
+        return await self.scripts.recover_stalled(max_stalls)
 
     async def _delete_all(self, key: str, event: str) -> int:
         total = 0
@@ -346,6 +365,45 @@ class Queue:
             "failed_max_count": enc(retention.failed_max_count),
             "failed_max_age_ms": enc(retention.failed_max_age_s, 1000),
         }))
+
+    # ------------------------------------------------------------------ limits (conveyor.limits)
+
+    async def set_limits(
+        self,
+        *,
+        rate: RateLimit | None = None,
+        concurrency: int | None = None,
+        cost: RateLimit | None = None,
+        group_defaults: GroupLimits | None = None,
+    ) -> None:
+        """Replace the queue's fleet-wide limits (omitted = none); workers apply them at their next claim."""
+        await limits_admin.set_limits(
+            self, rate=rate, concurrency=concurrency, cost=cost, group_defaults=group_defaults
+        )
+
+    async def set_group_limits(
+        self, group: str, *, concurrency: int | None = None, rate: RateLimit | None = None,
+        cost: RateLimit | None = None,
+    ) -> None:
+        """Replace one group's overrides of the group defaults (omitted = use the default)."""
+        await limits_admin.set_group_limits(self, group, concurrency=concurrency, rate=rate, cost=cost)
+
+    async def set_group_weight(self, group: str, weight: float) -> None:
+        await limits_admin.set_group_weight(self, group, weight)
+
+    async def limits_state(self, max_groups: int = limits_admin.MAX_GROUPS_LISTED) -> dict[str, Any]:
+        """Limits, tokens left, active counts, blocked-until and the group backlog (JSON-ready)."""
+        return await limits_admin.limits_state(self, max_groups)
+
+    async def stats(self) -> dict[str, Any]:
+        """Counts per state, paused flag and the limits state in one JSON-ready dict."""
+        counts = await self.counts()
+        return {
+            "queue": self.name,
+            "counts": {str(s): n for s, n in counts.items()},
+            "paused": await self.is_paused(),
+            "limits": await self.limits_state(),
+        }
 
     # ------------------------------------------------------------------ helpers
 

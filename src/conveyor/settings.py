@@ -23,7 +23,122 @@ class Settings:
     redis_url: str | None = _setting("REDIS_URL", "Redis/Valkey URL (redis://, rediss://, unix://, redis+cluster://).")
     prefix: str = _setting("CONVEYOR_PREFIX", "Key prefix in Redis.", "cv")
     log_level: str = _setting("CONVEYOR_LOG_LEVEL", "Log level (debug, info, warning, error).", "info")
-    log_format: str = _setting("CONVEYOR_LOG_FORMAT", "auto (colours on a terminal, JSON otherwise), json or console.", "auto")
+    log_format: str = _setting(
+        "CONVEYOR_LOG_FORMAT", "auto (colours on a terminal, JSON otherwise), json or console.", "auto"
+    )
+    # HTTP API (conveyor api)
+    api_host: str = _setting("CONVEYOR_API_HOST", "Address the HTTP API binds to.", "127.0.0.1")
+    api_port: int = _setting("CONVEYOR_API_PORT", "Port of the HTTP API.", 8000)
+    api_max_body_bytes: int = _setting(
+        "CONVEYOR_API_MAX_BODY_BYTES", "Largest request body the API reads (413 above).", 4 * 1024 * 1024
+    )
+    api_cors_origins: str = _setting(
+        "CONVEYOR_API_CORS_ORIGINS", "Comma-separated origins allowed by CORS (empty = CORS off).", ""
+    )
+    api_rate_limit: int = _setting(
+        "CONVEYOR_API_RATE_LIMIT", "Requests/s per API key, shared by all API processes (0 = none).", 100
+    )
+    api_auth: bool = _setting(
+        "CONVEYOR_API_AUTH", "Require API keys (turn off only behind a trusted proxy or on loopback).", True
+    )
+    api_sse_keepalive_s: float = _setting(
+        "CONVEYOR_API_SSE_KEEPALIVE_S", "Seconds between keep-alive comments on event streams.", 15.0
+    )
+    # --- built-in handlers (conveyor.handlers; see docs/handlers.md)
+    ai_providers: str | None = _setting(
+        "CONVEYOR_AI_PROVIDERS",
+        "AI provider chain, tried in order: JSON list of {name, base_url, model, api_key_env, timeout_s}.",
+    )
+    ai_breaker_failures: int = _setting(
+        "CONVEYOR_AI_BREAKER_FAILURES", "Failures in a row that open a provider's circuit.", 5
+    )
+    ai_breaker_cooldown_s: float = _setting(
+        "CONVEYOR_AI_BREAKER_COOLDOWN_S", "Seconds an open circuit skips its provider.", 30.0
+    )
+    ai_max_input_chars: int = _setting(
+        "CONVEYOR_AI_MAX_INPUT_CHARS", "Largest prompt (all messages) an AI task accepts.", 200_000
+    )
+    webhook_secrets: str | None = _setting(
+        "CONVEYOR_WEBHOOK_SECRETS",
+        'Signing secrets per endpoint: JSON {"<url, origin, host or *>": "<secret>"}.',
+    )
+    webhook_allow_hosts: str = _setting(
+        "CONVEYOR_WEBHOOK_ALLOW_HOSTS",
+        "Comma-separated hosts, IPs or CIDRs that webhooks and document URLs may reach although private.",
+        "",
+    )
+    webhook_timeout_s: float = _setting("CONVEYOR_WEBHOOK_TIMEOUT_S", "Timeout of one webhook request.", 15.0)
+    webhook_attempts: int = _setting("CONVEYOR_WEBHOOK_ATTEMPTS", "Delivery attempts per webhook.", 5)
+    smtp_host: str | None = _setting("CONVEYOR_SMTP_HOST", "SMTP server host for the email task.")
+    smtp_port: int = _setting("CONVEYOR_SMTP_PORT", "SMTP server port.", 587)
+    smtp_username: str | None = _setting("CONVEYOR_SMTP_USERNAME", "SMTP AUTH user name.")
+    smtp_password: str | None = _setting("CONVEYOR_SMTP_PASSWORD", "SMTP AUTH password.")
+    smtp_starttls: bool = _setting(
+        "CONVEYOR_SMTP_STARTTLS", "Upgrade the SMTP connection with STARTTLS (required).", True
+    )
+    smtp_tls: bool = _setting("CONVEYOR_SMTP_TLS", "Implicit TLS (port 465) instead of STARTTLS.", False)
+    smtp_ca_file: str | None = _setting(
+        "CONVEYOR_SMTP_CA_FILE", "CA bundle that signs the SMTP server's certificate."
+    )
+    smtp_timeout_s: float = _setting("CONVEYOR_SMTP_TIMEOUT_S", "SMTP connect and command timeout.", 30.0)
+    email_from: str | None = _setting("CONVEYOR_EMAIL_FROM", "Default From address of the email task.")
+    email_templates_dir: str | None = _setting(
+        "CONVEYOR_EMAIL_TEMPLATES_DIR", "Folder of Jinja2 email templates."
+    )
+    email_rate_per_minute: int = _setting(
+        "CONVEYOR_EMAIL_RATE_PER_MINUTE", "Emails sent per minute per queue, fleet-wide (0: no limit).", 0
+    )
+    documents_root: str | None = _setting(
+        "CONVEYOR_DOCUMENTS_ROOT",
+        "Folder that document paths must lie in (unset: paths are refused, URLs only).",
+    )
+    documents_max_bytes: int = _setting(
+        "CONVEYOR_DOCUMENTS_MAX_BYTES", "Largest document read or downloaded.", 20 * 1024 * 1024
+    )
+    documents_max_chars: int = _setting(
+        "CONVEYOR_DOCUMENTS_MAX_CHARS", "Extracted text is cut at this many characters.", 1_000_000
+    )
+    # --- worker service (`conveyor worker`)
+    queues: str | None = _setting(
+        "CONVEYOR_QUEUES", "Comma-separated subset of the app's queues to run (default: all)."
+    )
+    worker_id: str | None = _setting(
+        "CONVEYOR_WORKER_ID", "Worker id in the registry and on jobs (default host:pid:random)."
+    )
+    worker_health_host: str = _setting(
+        "WORKER_HEALTH_HOST", "Address the worker's /health and /metrics server binds.", "0.0.0.0"
+    )
+    worker_health_port: int = _setting(
+        "WORKER_HEALTH_PORT", "Port of the worker's /health and /metrics server (0 = off).", 3002
+    )
+    shutdown_grace_s: float = _setting(
+        "CONVEYOR_SHUTDOWN_GRACE_S", "Seconds active jobs may finish after SIGTERM, then handed back.", 30.0
+    )
+    stats_interval_s: float = _setting(
+        "CONVEYOR_STATS_INTERVAL_S", "Seconds between per-queue stats log lines (0 = off).", 30.0
+    )
+    metrics_interval_s: float = _setting(
+        "CONVEYOR_METRICS_INTERVAL_S", "Seconds between samples of queue depths and Redis latency.", 5.0
+    )
+    heartbeat_s: float = _setting(
+        "CONVEYOR_HEARTBEAT_S", "Seconds between worker registry heartbeats (records expire after 3x).", 5.0
+    )
+    lease_ms: int = _setting(
+        "CONVEYOR_LEASE_MS", "Job lease in ms; a job of a dead worker is recovered after it.", 30_000
+    )
+    stalled_interval_ms: int | None = _setting(
+        "CONVEYOR_STALLED_INTERVAL_MS", "Ms between stalled-job sweeps (default: min(lease/2, 5000)).",
+    )
+    restart_backoff_max_s: float = _setting(
+        "CONVEYOR_RESTART_BACKOFF_MAX_S", "Longest wait before restarting a crashed queue loop.", 30.0
+    )
+
+    scheduler: bool = _setting(
+        "CONVEYOR_SCHEDULER",
+        "Run the scheduler (cron/interval schedules and the maintenance schedule) inside `conveyor worker`; "
+        "any number of processes may run it, each tick still makes one job.",
+        True,
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
@@ -57,10 +172,12 @@ class Settings:
 
 # Settings with a per-queue suffix, e.g. CONVEYOR_CONCURRENCY_EMAILS=5.
 DYNAMIC_PREFIXES = ("CONVEYOR_CONCURRENCY_",)
+# Read by tools outside the settings object (the test-server helper in conveyor.testing).
+OTHER_KNOWN = frozenset({"CONVEYOR_SERVER_BIN"})
 
 
 def _dynamic(name: str) -> bool:
-    return name.startswith(DYNAMIC_PREFIXES)
+    return name.startswith(DYNAMIC_PREFIXES) or name in OTHER_KNOWN
 
 
 def _coerce(name: str, type_: Any, raw: str) -> Any:

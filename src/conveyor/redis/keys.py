@@ -84,6 +84,34 @@ class QueueKeys:
     def idempotency(self, key: str) -> str:
         return self._k("idem:" + key)
 
+    # Limits and groups (docs/limits.md, "Keys"). Group names may contain ':', so each group key
+    # kind has its own prefix ("gr:", "gs:") and the group name always comes last.
+    @property
+    def limits(self) -> str:
+        return self._k("limits")
+
+    @property
+    def group_rotation(self) -> str:
+        return self._k("gq")
+
+    @property
+    def groups_parked(self) -> str:
+        return self._k("gpark")
+
+    @property
+    def groups_capped(self) -> str:
+        return self._k("gcap")
+
+    @property
+    def groups(self) -> str:
+        return self._k("groups")
+
+    def group(self, group: str) -> str:
+        return self._k("gs:" + group)
+
+    def group_ready(self, group: str) -> str:
+        return self._k("gr:" + group)
+
     def state_set(self, state: str) -> str:
         """The sorted set holding jobs of a state (`waiting` lives in `ready`)."""
         return self._k("ready" if state == "waiting" else state)
@@ -107,3 +135,13 @@ class WorkerRegistryKeys:
 
     def worker(self, worker_id: str) -> str:
         return f"{self.prefix}:{{workers}}:w:{worker_id}"
+
+
+def breaker_key(prefix: str, name: str) -> str:
+    """Circuit-breaker state of one AI provider, shared by every worker (conveyor.handlers.ai)."""
+    return f"{prefix}:{{breakers}}:{name}"
+
+
+def send_rate_key(prefix: str, queue: str) -> str:
+    """Fixed-window send counter of a handler queue (the email task's per-queue rate limit)."""
+    return f"{prefix}:{{{queue}}}:send-rate"

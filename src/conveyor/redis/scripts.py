@@ -83,6 +83,8 @@ class JobSpecArgs:
     opts: str
     priority: int
     delay_ms: int
+    group: str = ""
+    cost: int | None = None
 
 
 @dataclass(frozen=True, slots=True)
@@ -95,12 +97,13 @@ class Outcome:
     payload: str | bytes
     number: int
     note: str
+    cost: int | None = None  # units the run reported (ctx.report_cost); None = not reported
 
 
 class QueueScripts:
     """Typed calls of every script for one queue."""
 
-    __slots__ = ("client", "k", "maxlen", "_finish_keys", "_claim_keys")
+    __slots__ = ("_claim_keys", "_finish_keys", "client", "k", "maxlen")
 
     def __init__(self, client: RedisClient, keys: QueueKeys, events_maxlen: int) -> None:
         self.client = client
@@ -117,7 +120,7 @@ class QueueScripts:
         args: list[Any] = [k.base, self.maxlen, len(jobs)]
         for j in jobs:
             args += [j.job_id, j.idempotency_key, j.idempotency_ttl_ms, j.name, j.data, j.opts,
-                     j.priority, j.delay_ms]
+                     j.priority, j.delay_ms, j.group, "" if j.cost is None else j.cost]
         return list(await _S["add"](self.client, (k.meta, k.ready, k.delayed, k.events, k.wake), args))
 
     async def claim(self, worker_id: str, lease_ms: int, want: int) -> list[Any]:
@@ -127,7 +130,7 @@ class QueueScripts:
     async def finish(self, worker_id: str, lease_ms: int, want: int, outcomes: Sequence[Outcome]) -> list[Any]:
         args: list[Any] = [self.k.base, worker_id, lease_ms, want, self.maxlen, len(outcomes)]
         for o in outcomes:
-            args += [o.job_id, o.token, o.kind, o.payload, o.number, o.note]
+            args += [o.job_id, o.token, o.kind, o.payload, o.number, o.note, "" if o.cost is None else o.cost]
         return list(await _S["finish"](self.client, self._finish_keys, args))
 
     async def extend(self, lease_ms: int, leases: Sequence[tuple[str, str]]) -> list[int]:
@@ -175,6 +178,22 @@ class QueueScripts:
             self.client, (state_set, self.k.events), (self.k.base, limit, self.maxlen, event)
         )
         return int(deleted), int(remaining)
+
+    async def set_limits(self, group: str, delete: Sequence[str], values: Sequence[tuple[str, str]]) -> None:
+        """Replace limit fields of the queue (group '') or of one group; see set-limits-7.lua."""
+        k = self.k
+        target = k.group(group) if group else k.limits
+        keys = (k.meta, target, k.group_rotation, k.groups_parked, k.groups_capped, k.wake, k.events)
+        args: list[Any] = [k.base, self.maxlen, group, len(delete), *delete]
+        for name, value in values:
+            args += [name, value]
+        await _S["set-limits"](self.client, keys, args)
+
+    async def limits_state(self, max_groups: int) -> str:
+        """JSON snapshot of the limits and groups (limits-state-6.lua)."""
+        k = self.k
+        keys = (k.meta, k.limits, k.active, k.group_rotation, k.groups_parked, k.groups_capped)
+        return str(await _S["limits-state"](self.client, keys, (k.base, max_groups)))
 
     async def progress(self, job_id: str, token: str, progress_json: str) -> int:
         k = self.k

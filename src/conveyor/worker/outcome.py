@@ -28,6 +28,7 @@ class JobOutcome:
     delay_s: float = 0.0
     reason: str = ""
     duration_s: float = 0.0
+    throttle: bool = False  # BACK because an upstream rate-limited us: block claiming meanwhile
 
     @property
     def succeeded(self) -> bool:

@@ -82,7 +82,7 @@ class Runner:
         except Retry as exc:
             return self._retry_or_fail(ctx, exc, describe_error(exc, ctx.attempt), after=exc.after)
         except RateLimited as exc:
-            return JobOutcome(OutcomeKind.BACK, delay_s=exc.retry_after, reason=exc.reason)
+            return JobOutcome(OutcomeKind.BACK, delay_s=exc.retry_after, reason=exc.reason, throttle=True)
         except Unrecoverable as exc:
             return JobOutcome(OutcomeKind.FAILED, error=describe_error(exc, ctx.attempt))
         except Exception as exc:
@@ -92,7 +92,7 @@ class Runner:
 
     async def _call(self, spec: HandlerSpec, ctx: JobContext, data: Any) -> Any:
         if spec.is_async:
-            return await spec.fn(ctx, data)  # type: ignore[misc]
+            return await spec.fn(ctx, data)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="conveyor-job")
         loop = asyncio.get_running_loop()

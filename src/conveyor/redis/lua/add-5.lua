@@ -1,8 +1,9 @@
 --[[ add-5: enqueue a batch of jobs, all or nothing.
 KEYS: 1 meta, 2 ready, 3 delayed, 4 events, 5 wake
 ARGV: 1 prefix (e.g. "cv:{q}:"), 2 events maxlen, 3 job count,
-      then 8 fields per job: id ('' = next number), idempotency key ('' = none), idempotency ttl ms,
-      name, data (JSON), opts (JSON or ''), priority, delay ms
+      then 10 fields per job: id ('' = next number), idempotency key ('' = none), idempotency ttl ms,
+      name, data (JSON), opts (JSON or ''), priority, delay ms, group ('' = none), cost ('' = none)
+Grouped jobs wait in their group's ready set (see includes/groups.lua), not in `ready`.
 Returns: 2 entries per job: id, status (1 created, 0 existing job with the same name and data)
          or {-4, id} when any id or key is taken by a job with other name or data (nothing written).
 Codes: 0 OK, -4 CONFLICT
@@ -12,7 +13,7 @@ Events: added (id, name)
 
 local meta, ready, delayed, events, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, maxlen, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local W = 8
+local W = 10
 
 -- Pass 1: find jobs that already exist (by id or idempotency key) and refuse conflicts.
 local existing = {}
@@ -71,6 +72,13 @@ for i = 0, count - 1 do
     if prio ~= 0 then
       fields[#fields + 1] = 'prio'; fields[#fields + 1] = prio
     end
+    local group, cost = ARGV[b + 8], ARGV[b + 9]
+    if group ~= '' then
+      fields[#fields + 1] = 'group'; fields[#fields + 1] = group
+    end
+    if cost ~= '' then
+      fields[#fields + 1] = 'cost'; fields[#fields + 1] = cost
+    end
     if ikey ~= '' then
       fields[#fields + 1] = 'idem'; fields[#fields + 1] = ikey
       redis.call('SET', prefix .. 'idem:' .. ikey, id, 'PX', ittl)
@@ -82,7 +90,11 @@ for i = 0, count - 1 do
     else
       fields[#fields + 1] = 'state'; fields[#fields + 1] = 'waiting'
       redis.call('HSET', jk, unpack(fields))
-      redis.call('ZADD', ready, ready_score(meta, prio), id)
+      if group ~= '' then
+        group_push(meta, ready, group, ready_score(meta, prio), id)
+      else
+        redis.call('ZADD', ready, ready_score(meta, prio), id)
+      end
       woke = true
     end
     emit(events, maxlen, 'ev', 'added', 'id', id, 'name', name)

@@ -16,7 +16,7 @@ local state = redis.call('HGET', jk, 'state')
 if not state then return {-1, ''} end
 if state == 'waiting' or state == 'delayed' then
   local stamp = num(now_ms())
-  redis.call('ZREM', state == 'waiting' and ready or delayed, id)
+  if state == 'waiting' then remove_waiting(ready, jk, id) else redis.call('ZREM', delayed, id) end
   redis.call('HSET', jk, 'state', 'cancelled', 'finished', stamp)
   redis.call('ZADD', cancelled, stamp, id)
   emit(events, maxlen, 'ev', 'cancelled', 'id', id)

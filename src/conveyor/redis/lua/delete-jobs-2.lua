@@ -1,5 +1,5 @@
 --[[ delete-jobs-2: delete up to `limit` jobs of one state set, oldest first (drain, purge, obliterate).
-KEYS: 1 the state set (ready, delayed, completed, failed, cancelled), 2 events
+KEYS: 1 the state set (ready, a group's gr:<g>, delayed, completed, failed, cancelled), 2 events
 ARGV: 1 prefix, 2 limit, 3 events maxlen, 4 event name ('' = none)
 Returns: {deleted, remaining}
 Codes: 0 OK
@@ -10,15 +10,19 @@ Events: the given event name once per call (count)
 local set, events = KEYS[1], KEYS[2]
 local prefix, limit, maxlen, ev = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
 local ids = redis.call('ZRANGE', set, 0, limit - 1)
+local grouped_waiting = 0
 for i = 1, #ids do
   local jk = prefix .. 'job:' .. ids[i]
-  local ikey = redis.call('HGET', jk, 'idem')
+  local f = redis.call('HMGET', jk, 'idem', 'group', 'state')
+  local ikey = f[1]
+  if f[2] and f[3] == 'waiting' then grouped_waiting = grouped_waiting + 1 end
   if ikey then
     local ik = prefix .. 'idem:' .. ikey
     if redis.call('GET', ik) == ids[i] then redis.call('DEL', ik) end
   end
   redis.call('DEL', jk, prefix .. 'log:' .. ids[i])
 end
+if grouped_waiting > 0 then redis.call('HINCRBY', prefix .. 'meta', 'gwait', -grouped_waiting) end
 if #ids > 0 then
   redis.call('ZREM', set, unpack(ids))
   if ev ~= '' then emit(events, maxlen, 'ev', ev, 'count', #ids) end

@@ -1,13 +1,18 @@
 --[[ finish-9: record the outcomes of a batch of leased jobs, then lease up to `want` more.
 KEYS: 1 meta, 2 ready, 3 delayed, 4 active, 5 completed, 6 failed, 7 cancelled, 8 events, 9 wake
 ARGV: 1 prefix, 2 worker id, 3 lease ms, 4 want, 5 events maxlen, 6 outcome count,
-      then 6 fields per outcome: id, token, kind, payload, number, note
+      then 7 fields per outcome: id, token, kind, payload, number, note, cost
       kind C completed: payload = result JSON, number = record ttl ms (-1 keep, 0 delete now)
       kind R retry:     payload = error JSON,  number = delay ms before the next attempt
       kind F failed:    payload = error JSON,  number = record ttl ms (-1 keep)
       kind X cancelled: payload = error JSON,  number = unused
       kind B back:      payload = reason,      number = delay ms (the attempt is refunded)
+      kind T throttled: as B, and claiming stops for the job's group (or the queue when it has no
+                        group) across all workers for `number` ms (upstream said "rate limited")
       note: short text for the event (error summary or reason)
+      cost: units the run really used ('' = not reported); corrects the cost limiters by
+            (cost - units charged at claim)
+      A retry or back-to-waiting outcome of a job whose cancellation was requested ends it cancelled.
 Returns: one code per outcome (0 OK, -1 NOT_FOUND, -2 LEASE_LOST), then the claim reply
          (next_due_in_ms, then id, token, attempt, name, data, opts per leased job).
 Codes: 0 OK, -1 NOT_FOUND, -2 LEASE_LOST
@@ -21,6 +26,7 @@ local k = {meta = KEYS[1], ready = KEYS[2], delayed = KEYS[3], active = KEYS[4],
            failed = KEYS[6], cancelled = KEYS[7], events = KEYS[8], wake = KEYS[9]}
 local prefix, worker, lease_ms, want = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local maxlen, count = ARGV[5], tonumber(ARGV[6])
+local W = 7
 local now = now_ms()
 local stamp = num(now)
 local codes = {}
@@ -28,11 +34,13 @@ local done_ids = {}
 local trim_completed, trim_failed = false, false
 
 for i = 0, count - 1 do
-  local b = 7 + i * 6
+  local b = 7 + i * W
   local id, token, kind, payload = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local number, note = tonumber(ARGV[b + 4]), ARGV[b + 5]
   local jk = prefix .. 'job:' .. id
-  local f = redis.call('HMGET', jk, 'token', 'state', 'attempts')
+  local f = redis.call('HMGET', jk, 'token', 'state', 'attempts', 'cancel', 'group', 'chg')
+  -- A job whose cancellation was requested does not go back to the queue.
+  if f[4] == '1' and (kind == 'R' or kind == 'B' or kind == 'T') then kind = 'X' end
   if not f[2] then
     codes[#codes + 1] = -1
   elseif f[1] ~= token or f[2] ~= 'active' then
@@ -77,8 +85,9 @@ for i = 0, count - 1 do
       redis.call('HSET', jk, 'state', 'cancelled', 'error', payload, 'finished', stamp)
       redis.call('ZADD', k.cancelled, stamp, id)
       emit(k.events, maxlen, 'ev', 'cancelled', 'id', id)
-    else -- 'B': back to waiting without using an attempt
+    else -- 'B' or 'T': back to waiting without using an attempt
       redis.call('HINCRBY', jk, 'attempts', -1)
+      if kind == 'T' and number > 0 then block_claims(prefix, k.meta, f[5], now + number) end
       if number > 0 then
         redis.call('HSET', jk, 'state', 'delayed')
         push_delayed(k.delayed, k.wake, id, now + number)
@@ -89,6 +98,9 @@ for i = 0, count - 1 do
       end
       emit(k.events, maxlen, 'ev', 'retrying', 'id', id, 'att', f[3], 'delay', number, 'reason', note)
     end
+    if f[5] then group_release(prefix, f[5]) end
+    local used = ARGV[b + 6]
+    if f[6] and used ~= '' then cost_correct(prefix, f[5], tonumber(used) - tonumber(f[6]), now) end
   end
 end
 if #done_ids > 0 then

@@ -24,6 +24,8 @@ for i = 1, #expired do
     local stalls = redis.call('HINCRBY', jk, 'stalls', 1)
     redis.call('HINCRBY', jk, 'attempts', -1)
     redis.call('HDEL', jk, 'token')
+    local group = redis.call('HGET', jk, 'group')
+    if group then group_release(prefix, group) end
     if redis.call('HGET', jk, 'cancel') == '1' then
       redis.call('HSET', jk, 'state', 'cancelled', 'finished', stamp)
       redis.call('ZADD', cancelled, stamp, id)

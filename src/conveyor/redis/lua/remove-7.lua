@@ -15,7 +15,11 @@ local f = redis.call('HMGET', jk, 'state', 'idem')
 local state = f[1]
 if not state then return {-1, ''} end
 if state == 'active' then return {-3, state} end
-if sets[state] then redis.call('ZREM', sets[state], id) end
+if state == 'waiting' then
+  remove_waiting(sets.waiting, jk, id)
+elseif sets[state] then
+  redis.call('ZREM', sets[state], id)
+end
 if f[2] then
   local ik = prefix .. 'idem:' .. f[2]
   if redis.call('GET', ik) == id then redis.call('DEL', ik) end

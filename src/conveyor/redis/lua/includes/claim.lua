@@ -1,6 +1,8 @@
 -- Claim helper: promote due delayed jobs, then lease up to `want` ready jobs.
 -- Needs common.lua. Returns a flat list: next_due_in_ms, then 6 fields per job:
 -- id, token, attempt, name, data, opts.
+-- Queues without limits or groups (meta `lim` unset) take the plain path below; the others go
+-- through claim_limited (limits.lua), which returns the same reply.
 
 local function promote_due(meta, ready, delayed, prefix, now, limit)
   local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, limit)
@@ -23,45 +25,70 @@ local function next_due_in(delayed, now)
   return d
 end
 
+-- Lease jobs ids[from], ids[from + step], ... (ids taken out of their ready set by the caller);
+-- charged[id] (limits path) records the cost units a cost limiter charged. Appends to `out`.
+local function lease(k, prefix, worker, lease_ms, now, maxlen, ids, from, step, charged, out)
+  local n = 0
+  local last = #ids
+  if last < from then return 0 end
+  n = math.floor((last - from) / step) + 1
+  local base = redis.call('HINCRBY', k.meta, 'token', n) - n
+  local deadline = num(now + lease_ms)
+  local started = num(now)
+  local zargs = {}
+  local i = 0
+  for j = from, last, step do
+    i = i + 1
+    local id = ids[j]
+    local jk = prefix .. 'job:' .. id
+    local f = redis.call('HMGET', jk, 'name', 'data', 'opts')
+    if f[1] then
+      local token = num(base + i)
+      local att = redis.call('HINCRBY', jk, 'attempts', 1)
+      if charged and charged[id] then
+        redis.call('HSET', jk, 'state', 'active', 'token', token, 'worker', worker, 'started', started,
+          'chg', charged[id])
+      else
+        redis.call('HSET', jk, 'state', 'active', 'token', token, 'worker', worker, 'started', started)
+      end
+      emit(k.events, maxlen, 'ev', 'active', 'id', id, 'att', att)
+      zargs[#zargs + 1] = deadline
+      zargs[#zargs + 1] = id
+      out[#out + 1] = id
+      out[#out + 1] = token
+      out[#out + 1] = att
+      out[#out + 1] = f[1]
+      out[#out + 1] = f[2]
+      out[#out + 1] = f[3] or ''
+    end
+  end
+  if #zargs > 0 then
+    redis.call('ZADD', k.active, unpack(zargs))
+  end
+  return n
+end
+
+--@include limits
+
 local function claim(k, prefix, worker, lease_ms, want, now, maxlen)
   local out = {0}
   promote_due(k.meta, k.ready, k.delayed, prefix, now, 1000)
-  if want <= 0 or redis.call('HGET', k.meta, 'paused') == '1' then
+  local m = redis.call('HMGET', k.meta, 'paused', 'lim')
+  if m[1] == '1' then
+    out[1] = next_due_in(k.delayed, now)
+    return out
+  end
+  if m[2] then
+    return claim_limited(k, prefix, worker, lease_ms, want, now, maxlen, out)
+  end
+  if want <= 0 then
     out[1] = next_due_in(k.delayed, now)
     return out
   end
   local popped = redis.call('ZPOPMIN', k.ready, want)
-  local n = #popped / 2
-  if n > 0 then
-    local base = redis.call('HINCRBY', k.meta, 'token', n) - n
-    local deadline = num(now + lease_ms)
-    local started = num(now)
-    local zargs = {}
-    for i = 1, n do
-      local id = popped[2 * i - 1]
-      local jk = prefix .. 'job:' .. id
-      local f = redis.call('HMGET', jk, 'name', 'data', 'opts')
-      if f[1] then
-        local token = num(base + i)
-        local att = redis.call('HINCRBY', jk, 'attempts', 1)
-        redis.call('HSET', jk, 'state', 'active', 'token', token, 'worker', worker, 'started', started)
-        emit(k.events, maxlen, 'ev', 'active', 'id', id, 'att', att)
-        zargs[#zargs + 1] = deadline
-        zargs[#zargs + 1] = id
-        out[#out + 1] = id
-        out[#out + 1] = token
-        out[#out + 1] = att
-        out[#out + 1] = f[1]
-        out[#out + 1] = f[2]
-        out[#out + 1] = f[3] or ''
-      end
-    end
-    if #zargs > 0 then
-      redis.call('ZADD', k.active, unpack(zargs))
-    end
-    -- Chain the wake-up: more work is ready, so let another idle worker have it.
-    if redis.call('ZCARD', k.ready) > 0 then wake(k.wake) end
-  end
+  local n = lease(k, prefix, worker, lease_ms, now, maxlen, popped, 1, 2, nil, out)
+  -- Chain the wake-up: more work is ready, so let another idle worker have it.
+  if n > 0 and redis.call('ZCARD', k.ready) > 0 then wake(k.wake) end
   if n < want then
     out[1] = next_due_in(k.delayed, now)
   end

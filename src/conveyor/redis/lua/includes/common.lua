@@ -28,9 +28,16 @@ local function wake(wake_key)
   end
 end
 
+--@include groups
+
+-- Grouped jobs go to their group's ready set (see groups.lua), the others to `ready`.
 local function push_ready(meta, ready, jk, id)
-  local prio = redis.call('HGET', jk, 'prio')
-  redis.call('ZADD', ready, ready_score(meta, prio), id)
+  local f = redis.call('HMGET', jk, 'prio', 'group')
+  if f[2] then
+    group_push(meta, ready, f[2], ready_score(meta, f[1]), id)
+  else
+    redis.call('ZADD', ready, ready_score(meta, f[1]), id)
+  end
 end
 
 -- Adds to `delayed` and wakes sleepers when this job is now the earliest, so they re-time their sleep.

@@ -1,0 +1,20 @@
+"""Fleet-wide limits: rate and cost limiters, concurrency caps, fair groups and upstream backpressure.
+
+All state lives in Redis and is enforced inside the claim script (redis/lua/includes/limits.lua),
+so limits hold across every worker process; see docs/limits.md.
+"""
+
+from conveyor.limits.admin import (
+    clear_group_limits,
+    clear_limits,
+    limits_state,
+    set_group_limits,
+    set_group_weight,
+    set_limits,
+)
+from conveyor.limits.model import GroupLimits, RateLimit
+
+__all__ = [
+    "GroupLimits", "RateLimit", "clear_group_limits", "clear_limits", "limits_state", "set_group_limits",
+    "set_group_weight", "set_limits",
+]

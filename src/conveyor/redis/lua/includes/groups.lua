@@ -1,0 +1,64 @@
+-- Group helpers (fair scheduling), flattened into common.lua so every script that makes a job ready
+-- routes grouped jobs. Needs num/ready_score/wake from common.lua.
+-- Keys derive from the queue prefix (same hash tag), which every `ready` key ends: '<prefix>ready'.
+--   <p>gr:<g>  zset  ready jobs of group g (same score as `ready`: priority, then arrival)
+--   <p>gs:<g>  hash  group g: overrides (conc, rate_t, rate_cap, cost_t, cost_cap, w, cfg) and
+--                    state (ga active count, rtat/ctat limiter TATs, blk blocked-until ms, pass)
+--   <p>gq      zset  rotation: groups with ready jobs that may be served, scored by virtual pass
+--   <p>gpark   zset  groups held back until a time (rate/cost limit or upstream backpressure)
+--   <p>gcap    set   groups at their concurrency cap (a finishing job of the group releases them)
+--   <p>groups  set   every group seen (listing, obliterate)
+-- meta fields: lim = '1' while the claim must take the limits path; gwait = grouped waiting jobs.
+
+-- Passes keep full precision (a plain number argument would be cut to 14 digits).
+local function pass_str(x)
+  return string.format('%.17g', x)
+end
+
+local function qprefix(ready)
+  return string.sub(ready, 1, -6)
+end
+
+-- A group with ready jobs enters the rotation unless it is parked; it keeps its own pass but never
+-- starts behind the virtual time (the pass last served), so a returning group gets no credit.
+local function group_join(p, meta, g)
+  if redis.call('ZSCORE', p .. 'gpark', g) or redis.call('SISMEMBER', p .. 'gcap', g) == 1 then return end
+  if redis.call('ZSCORE', p .. 'gq', g) then return end
+  local pass = tonumber(redis.call('HGET', p .. 'gs:' .. g, 'pass')) or 0
+  local vt = tonumber(redis.call('HGET', p .. 'limits', 'vt')) or 0
+  if vt > pass then pass = vt end
+  redis.call('ZADD', p .. 'gq', pass_str(pass), g)
+  redis.call('HSET', meta, 'lim', '1')
+end
+
+local function group_push(meta, ready, g, score, id)
+  local p = qprefix(ready)
+  local gr = p .. 'gr:' .. g
+  redis.call('ZADD', gr, score, id)
+  redis.call('HINCRBY', meta, 'gwait', 1)
+  if redis.call('ZCARD', gr) == 1 then
+    redis.call('SADD', p .. 'groups', g)
+    group_join(p, meta, g)
+  end
+end
+
+-- Take a waiting job out of whichever ready set holds it (cancel, remove).
+local function remove_waiting(ready, jk, id)
+  local g = redis.call('HGET', jk, 'group')
+  if not g then
+    redis.call('ZREM', ready, id)
+    return
+  end
+  local p = qprefix(ready)
+  if redis.call('ZREM', p .. 'gr:' .. g, id) == 1 then
+    redis.call('HINCRBY', p .. 'meta', 'gwait', -1)
+  end
+end
+
+-- A job of group g left `active`: one slot of the group's cap is free again.
+local function group_release(p, g)
+  redis.call('HINCRBY', p .. 'gs:' .. g, 'ga', -1)
+  if redis.call('SREM', p .. 'gcap', g) == 1 and redis.call('ZCARD', p .. 'gr:' .. g) > 0 then
+    group_join(p, p .. 'meta', g)
+  end
+end

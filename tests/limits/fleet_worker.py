@@ -1,0 +1,71 @@
+"""A worker process for the fleet tests: `python -m tests.limits.fleet_worker URL QUEUE [CONCURRENCY]`.
+
+Handlers (job name → behaviour), all recording into test keys under the queue's hash tag:
+  sleep  {"ms": n}                         sleep n ms; track in-flight count per group
+  cost   {"ms": n, "report": units|null}   like sleep, then ctx.report_cost(units) when given
+  http   {"url": u}                        GET u; a 429 becomes RateLimited via raise_for_rate_limit
+Stops cleanly on SIGTERM.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import signal
+import sys
+from typing import Any
+
+import httpx
+
+from conveyor import JobContext, Queue, Worker
+from conveyor.limits.http import raise_for_rate_limit
+from conveyor.redis.connection import connect
+
+
+def test_key(queue: str, name: str) -> str:
+    return f"test:{{{queue}}}:{name}"
+
+
+async def main(url: str, queue_name: str, concurrency: int) -> None:
+    client = connect(url)
+    queue = Queue(queue_name, redis=client)
+    http = httpx.AsyncClient(timeout=10)
+
+    async def track(ctx: JobContext, ms: float) -> None:
+        group = ctx.group or "-"
+        inflight = test_key(queue_name, f"inflight:{group}")
+        total = test_key(queue_name, "inflight:*")
+        n_group, n_all = await client.incr(inflight), await client.incr(total)
+        await client.rpush(test_key(queue_name, f"seen:{group}"), n_group)
+        await client.rpush(test_key(queue_name, "seen:*"), n_all)
+        try:
+            await asyncio.sleep(ms / 1000)
+        finally:
+            await client.decr(inflight)
+            await client.decr(total)
+
+    async def sleep(ctx: JobContext, data: dict[str, Any]) -> None:
+        await track(ctx, float(data.get("ms", 0)))
+
+    async def cost(ctx: JobContext, data: dict[str, Any]) -> None:
+        await track(ctx, float(data.get("ms", 0)))
+        if data.get("report") is not None:
+            ctx.report_cost(int(data["report"]))
+
+    async def get(ctx: JobContext, data: dict[str, Any]) -> int:
+        response = await http.get(data["url"], params={"job": ctx.job_id})
+        raise_for_rate_limit(response)
+        response.raise_for_status()
+        return response.status_code
+
+    worker = Worker(queue, {"sleep": sleep, "cost": cost, "http": get}, concurrency=concurrency,
+                    lease_ms=5000, idle_block_s=1.0)
+    loop = asyncio.get_running_loop()
+    loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(worker.close(2.0)))
+    await client.rpush(test_key(queue_name, "workers"), worker.worker_id)
+    await worker.run()
+    await http.aclose()
+    await client.aclose()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2], int(sys.argv[3]) if len(sys.argv) > 3 else 10))
