@@ -1,12 +1,13 @@
 """Where the drain's time goes: CPU split between the worker and Redis, and a py-spy profile.
 
-    python -m bench.profile [--n 200000] [--out bench/profiles]
+    python -m bench.profile [--n 200000] [--out /tmp/conveyor-profile] [--native]
 
 1. A plain drain of N no-op jobs (`result_ttl=0`) with CPU seconds of the worker process and of
    redis-server read from /proc, so it shows which side saturates first.
 2. The same drain with py-spy attached to the worker (non-blocking sampling, so the worker is not
-   paused); writes `drain.txt` (collapsed stacks, `py-spy record --format raw`) and a summary of the
-   functions with the most self and inclusive samples. Needs `pip install py-spy` in the bench venv.
+   paused; `--native` adds C frames but pauses it); writes `drain.txt` (collapsed stacks,
+   `py-spy record --format raw`) and a summary of the functions with the most self and inclusive
+   samples. Needs `pip install py-spy` in the bench venv.
 3. Bulk enqueue: wall time vs redis-server CPU, and py-spy on the producer (`enqueue.txt`).
 """
 
@@ -18,6 +19,7 @@ import shutil
 import signal
 import subprocess
 import sys
+import tempfile
 import time
 from collections import Counter
 from pathlib import Path
@@ -82,9 +84,13 @@ def pyspy_bin() -> str:
     return shutil.which("py-spy") or str(Path(sys.executable).with_name("py-spy"))
 
 
+NATIVE: list[str] = []  # ["--native"] with --native: C frames too (epoll wait, writev, ...)
+
+
 def spy(pid: int, raw: Path) -> subprocess.Popen[bytes]:
-    cmd = [pyspy_bin(), "record", "--pid", str(pid), "--rate", "500", "--nonblocking", "--format", "raw",
-           "--output", str(raw)]
+    # --native pauses the process for each sample (py-spy cannot unwind C frames without it)
+    mode = NATIVE or ["--nonblocking"]
+    cmd = [pyspy_bin(), "record", "--pid", str(pid), "--rate", "500", *mode, "--format", "raw", "--output", str(raw)]
     proc = subprocess.Popen(cmd, stdout=subprocess.DEVNULL)
     time.sleep(0.5)  # attached before the measured work starts
     return proc
@@ -126,9 +132,12 @@ def summarize(raw: Path, top: int = 30) -> str:
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--n", type=int, default=200_000)
-    ap.add_argument("--out", type=Path, default=Path(__file__).with_name("profiles"))
+    ap.add_argument("--out", type=Path, default=Path(tempfile.gettempdir()) / "conveyor-profile")
     ap.add_argument("--no-spy", action="store_true", help="only the CPU split")
+    ap.add_argument("--native", action="store_true", help="py-spy --native: include C frames")
     a = ap.parse_args()
+    if a.native:
+        NATIVE.append("--native")
     a.out.mkdir(parents=True, exist_ok=True)
     with RedisServer() as server:
         split = paused_drain(server, a.n)

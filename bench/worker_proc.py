@@ -79,7 +79,9 @@ def handlers(tally: Tally) -> dict[str, Any]:
 async def serve(args: argparse.Namespace) -> None:
     queue = Queue(args.queue, redis=args.url)
     tally = Tally(args.n, queue, args.report_key)
-    worker = Worker(queue, handlers(tally), concurrency=args.concurrency)
+    # BENCH_BATCH overrides the claim batch size (default: the concurrency), for experiments only.
+    batch = int(os.environ.get("BENCH_BATCH", "0")) or None
+    worker = Worker(queue, handlers(tally), concurrency=args.concurrency, batch_size=batch)
     stop = asyncio.Event()
     loop = asyncio.get_running_loop()
     for sig in (signal.SIGTERM, signal.SIGINT):
