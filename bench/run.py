@@ -55,8 +55,8 @@ def repeat(runs: int, label: str, fn: Callable[[], dict[str, Any]]) -> list[dict
     return out
 
 
-def collect(url: str, runs: int, quick: bool) -> dict[str, list[float]]:
-    raw: dict[str, list[float]] = {}
+def collect(url: str, runs: int, quick: bool) -> dict[str, list[Any]]:
+    raw: dict[str, list[Any]] = {}
 
     def keep(results: list[dict[str, Any]], mapping: dict[str, str]) -> None:
         for src, dst in mapping.items():
@@ -77,7 +77,7 @@ def collect(url: str, runs: int, quick: bool) -> dict[str, list[float]]:
          {"pickup_p50_ms": "pickup_p50_ms", "pickup_p99_ms": "pickup_p99_ms"})
     mem = repeat(runs, "memory", measure.memory)
     keep(mem, {"redis_bytes_per_job": "redis_bytes_per_job"})
-    raw["_memory_breakdown"] = [m["memory_breakdown"] for m in mem]  # type: ignore[misc]
+    raw["_memory_breakdown"] = [m["memory_breakdown"] for m in mem]
     return raw
 
 
@@ -85,7 +85,7 @@ def fmt(value: float) -> str:
     return f"{value:,.0f}" if value >= 100 else f"{value:,.2f}"
 
 
-def table(medians: dict[str, float], raw: dict[str, list[float]]) -> str:
+def table(medians: dict[str, float], raw: dict[str, list[Any]]) -> str:
     lines = ["| Figure | Median | Runs | Target |", "|---|---:|---|---|"]
     for key, label, unit, target in ROWS:
         if key not in medians:

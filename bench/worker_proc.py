@@ -34,9 +34,7 @@ class Tally:
 
     def push(self, report: dict[str, Any]) -> None:
         report["pid"] = os.getpid()
-        task = asyncio.get_running_loop().create_task(
-            self.queue.client.rpush(self.report_key, json.dumps(report))  # type: ignore[misc]
-        )
+        task: asyncio.Task[Any] = asyncio.ensure_future(self.queue.client.rpush(self.report_key, json.dumps(report)))
         self.pending.add(task)
         task.add_done_callback(self.pending.discard)
 
