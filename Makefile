@@ -31,5 +31,9 @@ lint: $(STAMP)
 up: $(STAMP)
 	@echo "make up arrives with the embedded-mode issue; until then run a worker against REDIS_URL (see README)."
 
+# `make bench` prints Conveyor's figures (median of 3 runs); `make bench QUICK=1` is a one-run look.
+bench: $(STAMP)
+	$(BIN)/python -m bench.run $(if $(QUICK),--quick,)
+
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache
