@@ -87,6 +87,7 @@ def test_failed_job_can_be_opened_and_retried_until_it_completes(ui: Ui) -> None
     expect(page.locator(".job-header .badge")).to_have_text("completed", timeout=15_000)
     expect(page.get_by_test_id("job-result")).to_contain_text('"retried": true')
     expect(page.get_by_test_id("timeline").locator("li")).to_have_count(2)
+    expect(page.get_by_test_id("timeline").locator("li").first).to_contain_text(" on ")  # worker of attempt 1
     expect(page.get_by_test_id("job-logs")).to_contain_text("flaky run starting")
     assert job_state(ui.server, "retry", job_id) == "completed"
 

@@ -81,7 +81,7 @@ def build_timeline(record: JobRecord, events: list[Event], truncated: bool, *, s
             current.outcome = _ENDINGS[event.type]
             current.error = f.get("error") or f.get("reason")
     if timeline.attempts and timeline.attempts[-1].worker is None:
-        timeline.attempts[-1].worker = record.worker  # the job hash keeps the latest attempt's worker
+        timeline.attempts[-1].worker = record.worker  # events written before `active` carried the worker
     return timeline
 
 
