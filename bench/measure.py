@@ -208,7 +208,10 @@ def memory(n: int = 1_000_000, payload_bytes: int = 200, server_args: tuple[str,
     from conveyor.testing import RedisServer
 
     queue = qname("mem")
-    with RedisServer(extra_args=server_args) as server, syncredis.Redis.from_url(server.url, decode_responses=True) as r:
+    with (
+        RedisServer(extra_args=server_args) as server,
+        syncredis.Redis.from_url(server.url, decode_responses=True) as r,
+    ):
         _run(_fill(server.url, qname("warm"), 10, payload_bytes))  # load the scripts, create the registry
         before = int(r.info("memory")["used_memory"])
         _run(_fill(server.url, queue, n, payload_bytes))
