@@ -57,6 +57,7 @@ local created = num(now)
 local out = {}
 local woke = false
 local plain_scores = {}
+local next_id, last_id = 1, 0
 for i = 1, count do
   local j = jobs[i]
   -- A key or id repeated inside this batch points at the job created earlier in this loop
@@ -75,7 +76,13 @@ for i = 1, count do
   else
     local id = j.id
     if id == '' then
-      id = tostring(redis.call('HINCRBY', meta, 'id', 1))
+      -- Generated ids are reserved in one block for the rest of the batch (gaps are harmless).
+      if next_id > last_id then
+        last_id = redis.call('HINCRBY', meta, 'id', count - i + 1)
+        next_id = last_id - (count - i)
+      end
+      id = num(next_id)
+      next_id = next_id + 1
     end
     local jk = prefix .. 'job:' .. id
     if j.plain then
