@@ -202,12 +202,16 @@ async def _fill(url: str, queue: str, n: int, payload_bytes: int) -> None:
             await q.add_bulk([JobSpec("noop", {"p": filler}) for _ in range(start, min(n, start + step))])
 
 
-def memory(n: int = 1_000_000, payload_bytes: int = 200) -> dict[str, Any]:
-    """Redis used_memory growth per waiting job, on a fresh server of its own, with a breakdown."""
+def memory(n: int = 1_000_000, payload_bytes: int = 200, server_args: tuple[str, ...] = ()) -> dict[str, Any]:
+    """Redis used_memory growth per waiting job, on a fresh server of its own, with a breakdown.
+    `server_args` e.g. ("--hash-max-listpack-value", "1024"), the setting docs/deployment.md recommends."""
     from conveyor.testing import RedisServer
 
     queue = qname("mem")
-    with RedisServer() as server, syncredis.Redis.from_url(server.url, decode_responses=True) as r:
+    with (
+        RedisServer(extra_args=server_args) as server,
+        syncredis.Redis.from_url(server.url, decode_responses=True) as r,
+    ):
         _run(_fill(server.url, qname("warm"), 10, payload_bytes))  # load the scripts, create the registry
         before = int(r.info("memory")["used_memory"])
         _run(_fill(server.url, queue, n, payload_bytes))

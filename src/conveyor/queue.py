@@ -185,7 +185,7 @@ class Queue:
             idempotency_key=opts.idempotency_key or "",
             idempotency_ttl_ms=int(ttl * 1000),
             name=spec.name,
-            data=data.decode(),
+            data=data,
             opts=codec.dumps(stored).decode() if stored else "",
             priority=opts.priority or 0,
             delay_ms=opts.delay_ms(),
@@ -424,7 +424,7 @@ class Queue:
 
 def _check_batch_duplicates(jobs: Sequence[JobSpecArgs]) -> None:
     """Two specs in one batch sharing an id or key must carry the same job, as across batches."""
-    seen: dict[tuple[str, str], tuple[str, str]] = {}
+    seen: dict[tuple[str, str], tuple[str, str | bytes]] = {}
     for j in jobs:
         for kind, value in (("id", j.job_id), ("key", j.idempotency_key)):
             if value:

@@ -164,3 +164,13 @@ async def test_unreachable_redis_is_a_clear_error_not_a_hang() -> None:
         await q.add("x", 1)
     assert time.monotonic() - started < 15
     await q.close()
+
+
+async def test_many_concurrent_adds_share_the_pool(redis_url: str, qname: str) -> None:
+    import asyncio
+
+    q = Queue(qname, redis=redis_url)
+    jobs = await asyncio.gather(*(q.add("x", i) for i in range(800)))
+    assert len({j.id for j in jobs}) == 800
+    await q.obliterate()
+    await q.close()

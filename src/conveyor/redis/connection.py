@@ -49,7 +49,13 @@ def connect(url: str, *, socket_timeout: float | None = 10.0, **extra: Any) -> R
     if cluster:
         options.pop("health_check_interval", None)
         return RedisCluster.from_url(clean, **options)
-    return aioredis.Redis.from_url(clean, **options)
+    # A blocking pool: a burst of concurrent calls waits for a free connection instead of failing
+    # with "Too many connections".
+    pool = aioredis.BlockingConnectionPool.from_url(
+        clean, max_connections=options.pop("max_connections", 500), timeout=options.pop("pool_timeout", 30),
+        **options,
+    )
+    return aioredis.Redis.from_pool(pool)
 
 
 def redact(url: str) -> str:

@@ -20,8 +20,10 @@ class OutcomeKind(StrEnum):
     LOST = "L"  # lease lost: nothing is written
 
 
-@dataclass(frozen=True, slots=True)
+@dataclass(slots=True)
 class JobOutcome:
+    """How a run ended (mutable only so the runner can stamp the duration without a copy)."""
+
     kind: OutcomeKind
     result: Any = None
     error: dict[str, Any] | None = None

@@ -7,7 +7,7 @@ import inspect
 import time
 from collections.abc import Awaitable, Callable, Mapping
 from concurrent.futures import ThreadPoolExecutor
-from dataclasses import dataclass, replace
+from dataclasses import dataclass
 from typing import Any
 
 from conveyor import codec
@@ -49,7 +49,8 @@ class Runner:
     async def run(self, ctx: JobContext, raw_data: str) -> JobOutcome:
         started = time.perf_counter()
         outcome = await self._run(ctx, raw_data)
-        return replace(outcome, duration_s=time.perf_counter() - started)
+        outcome.duration_s = time.perf_counter() - started
+        return outcome
 
     async def _run(self, ctx: JobContext, raw_data: str) -> JobOutcome:
         spec = self.handlers.get(ctx.name)

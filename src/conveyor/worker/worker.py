@@ -32,6 +32,7 @@ from conveyor.worker.runner import Handler, Runner
 logger = logging.getLogger(__name__)
 
 _NOTE_CHARS = 200
+MAX_IN_FLIGHT = 2
 _EMPTY_OPTS: dict[str, Any] = {}
 
 
@@ -89,7 +90,8 @@ class Worker:
         self.max_stalls = max_stalls
         self.shutdown_grace_s = shutdown_grace_s
         self.idle_block_s = idle_block_s
-        self.batch_size = min(batch_size or concurrency, 1000)
+        # Two round trips run at once, each asking for up to half the slots.
+        self.batch_size = min(batch_size or max(1, (concurrency + 1) // 2), 1000)
         self.worker_id = worker_id or default_worker_id()
         self.middleware = MiddlewareChain(middleware)
         self.stats = WorkerStats()
@@ -108,6 +110,12 @@ class Worker:
         self._closing = False
         self._tasks: list[asyncio.Task[None]] = []
         self._pump_task: asyncio.Task[None] | None = None
+        self._in_flight = 0
+        self._reserved = 0
+        self._failures = 0
+        self._backing_off = False
+        self._work_confirmed = False
+        self._trip_error: BaseException | None = None
         self._started = False
         self._stopped = asyncio.Event()
         self.pump_failures = 0
@@ -179,44 +187,77 @@ class Worker:
     # ------------------------------------------------------------------ hot path
 
     async def _pump(self) -> None:
-        scripts = self._scripts
-        failures = 0
+        """Sends finish-and-claim round trips, at most MAX_IN_FLIGHT at once, so the worker runs one
+        batch of jobs while Redis records the previous one. Slots asked for by a trip in flight are
+        reserved, so the concurrency limit holds."""
         while True:
+            if self._trip_error is not None:
+                error, self._trip_error = self._trip_error, None
+                raise error
             outcomes = self._outcomes
-            free = 0 if self._closing else self.concurrency - len(self._running)
+            free = 0 if self._closing else self.concurrency - len(self._running) - self._reserved
             want = min(free, self.batch_size)
-            if not outcomes and (want <= 0 or not self._has_work):
-                if self._closing and not self._running:
+            can_send = self._in_flight < MAX_IN_FLIGHT and not self._backing_off
+            # A claim-only trip runs alongside another only when the last claim came back full;
+            # otherwise one probe at a time (an idle queue costs one claim per wake-up).
+            may_claim = want > 0 and self._has_work and (not self._in_flight or self._work_confirmed)
+            if not can_send or (not outcomes and not may_claim):
+                if self._closing and not self._running and not outcomes and not self._in_flight:
                     return
                 self._kick.clear()
-                if self._outcomes:
+                if self._outcomes and can_send:
                     continue
-                timeout = None if self._next_due is None else max(0.0, self._next_due - time.monotonic())
+                timeout = None
+                if self._next_due is not None and not self._in_flight:
+                    timeout = max(0.0, self._next_due - time.monotonic())
                 try:
-                    await asyncio.wait_for(self._kick.wait(), timeout)
+                    async with asyncio.timeout(timeout):
+                        await self._kick.wait()
                 except TimeoutError:
                     self._next_due = None
                     self._has_work = True
                 continue
             self._outcomes = []
-            try:
-                if outcomes:
-                    reply = await scripts.finish(self.worker_id, self.lease_ms, want, outcomes)
-                    self._check_codes(outcomes, reply)
-                    claimed = reply[len(outcomes):]
-                else:
-                    claimed = await scripts.claim(self.worker_id, self.lease_ms, want)
-                failures = 0
-            except ConnectionFailedError as exc:
-                self._outcomes = outcomes + self._outcomes
-                failures += 1
-                self.pump_failures += 1
-                delay = min(5.0, 0.05 * 2 ** min(failures, 7))
-                logger.warning("queue %s: Redis call failed (%s); retrying in %.2fs", self.queue.name, exc, delay)
-                if self._closing and failures > 3:
-                    raise
+            want = max(want, 0)
+            self._reserved += want
+            self._in_flight += 1
+            asyncio.get_running_loop().create_task(self._trip(outcomes, want))
+
+    async def _trip(self, outcomes: list[Outcome], want: int) -> None:
+        """One round trip: record `outcomes`, lease up to `want` jobs. On failure the outcomes go back
+        into the buffer (nothing is lost) and the pump backs off or, for unexpected errors, crashes
+        (its supervisor restarts it)."""
+        claimed: list[Any] | None = None
+        try:
+            if outcomes:
+                reply = await self._scripts.finish(self.worker_id, self.lease_ms, want, outcomes)
+                self._check_codes(outcomes, reply)
+                claimed = reply[len(outcomes):]
+            else:
+                claimed = await self._scripts.claim(self.worker_id, self.lease_ms, want)
+            self._failures = 0
+        except ConnectionFailedError as exc:
+            self._outcomes = outcomes + self._outcomes
+            self._failures += 1
+            self.pump_failures += 1
+            delay = min(5.0, 0.05 * 2 ** min(self._failures, 7))
+            logger.warning("queue %s: Redis call failed (%s); retrying in %.2fs", self.queue.name, exc, delay)
+            if self._closing and self._failures > 3:
+                self._trip_error = exc
+            else:
+                self._backing_off = True
                 await asyncio.sleep(delay)
-                continue
+                self._backing_off = False
+        except BaseException as exc:
+            self._outcomes = outcomes + self._outcomes
+            self._trip_error = exc
+            if isinstance(exc, asyncio.CancelledError):
+                raise
+        finally:
+            self._reserved -= want
+            self._in_flight -= 1
+            self._kick.set()
+        if claimed is not None:
             self._start_jobs(claimed, want)
 
     def _check_codes(self, outcomes: list[Outcome], reply: list[Any]) -> None:
@@ -231,6 +272,7 @@ class Worker:
 
     def _start_jobs(self, reply: list[Any], want: int) -> None:
         n = (len(reply) - 1) // 6
+        self._work_confirmed = n == want > 0
         if n < want:
             self._has_work = False
             due_in = int(reply[0])

@@ -1,7 +1,8 @@
 --[[ add-5: enqueue a batch of jobs, all or nothing.
 KEYS: 1 meta, 2 ready, 3 delayed, 4 events, 5 wake
-ARGV: 1 prefix (e.g. "cv:{q}:"), 2 events maxlen, 3 job count,
-      then 10 fields per job: id ('' = next number), idempotency key ('' = none), idempotency ttl ms,
+ARGV: 1 prefix (e.g. "cv:{q}:"), 2 events maxlen, 3 job count, then per job either
+      'p', name, data (JSON)  -- a plain job: generated id, default options, ready now
+      or 'f' and 10 fields: id ('' = next number), idempotency key ('' = none), idempotency ttl ms,
       name, data (JSON), opts (JSON or ''), priority, delay ms, group ('' = none), cost ('' = none)
 Grouped jobs wait in their group's ready set (see includes/groups.lua), not in `ready`.
 Returns: 2 entries per job: id, status (1 created, 0 existing job with the same name and data)
@@ -13,24 +14,37 @@ Events: added (id, name)
 
 local meta, ready, delayed, events, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, maxlen, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
-local W = 10
+
+local jobs = {}
+local a = 4
+for i = 1, count do
+  if ARGV[a] == 'p' then
+    jobs[i] = {id = '', ikey = '', name = ARGV[a + 1], data = ARGV[a + 2], opts = '', prio = 0, delay = 0,
+               group = '', cost = '', plain = true}
+    a = a + 3
+  else
+    jobs[i] = {id = ARGV[a + 1], ikey = ARGV[a + 2], ittl = ARGV[a + 3], name = ARGV[a + 4], data = ARGV[a + 5],
+               opts = ARGV[a + 6], prio = tonumber(ARGV[a + 7]), delay = tonumber(ARGV[a + 8]),
+               group = ARGV[a + 9], cost = ARGV[a + 10]}
+    a = a + 11
+  end
+end
 
 -- Pass 1: find jobs that already exist (by id or idempotency key) and refuse conflicts.
 local existing = {}
-for i = 0, count - 1 do
-  local b = 4 + i * W
-  local id, ikey, name, data = ARGV[b], ARGV[b + 1], ARGV[b + 3], ARGV[b + 4]
+for i = 1, count do
+  local j = jobs[i]
   local found = nil
-  if ikey ~= '' then
-    found = redis.call('GET', prefix .. 'idem:' .. ikey)
+  if j.ikey ~= '' then
+    found = redis.call('GET', prefix .. 'idem:' .. j.ikey)
   end
-  if not found and id ~= '' then
-    found = id
+  if not found and j.id ~= '' then
+    found = j.id
   end
   if found then
     local f = redis.call('HMGET', prefix .. 'job:' .. found, 'name', 'data')
     if f[1] then
-      if f[1] ~= name or f[2] ~= data then
+      if f[1] ~= j.name or f[2] ~= j.data then
         return {-4, found}
       end
       existing[i] = found
@@ -42,65 +56,91 @@ local now = now_ms()
 local created = num(now)
 local out = {}
 local woke = false
-for i = 0, count - 1 do
-  local b = 4 + i * W
+local plain_scores = {}
+local next_id, last_id = 1, 0
+for i = 1, count do
+  local j = jobs[i]
   -- A key or id repeated inside this batch points at the job created earlier in this loop
   -- (the caller checked that the repeats carry the same name and data).
   local dup = existing[i]
-  if not dup and ARGV[b + 1] ~= '' then
-    dup = redis.call('GET', prefix .. 'idem:' .. ARGV[b + 1])
+  if not dup and j.ikey ~= '' then
+    dup = redis.call('GET', prefix .. 'idem:' .. j.ikey)
     if dup and redis.call('EXISTS', prefix .. 'job:' .. dup) == 0 then dup = nil end
   end
-  if not dup and ARGV[b] ~= '' and redis.call('EXISTS', prefix .. 'job:' .. ARGV[b]) == 1 then
-    dup = ARGV[b]
+  if not dup and j.id ~= '' and redis.call('EXISTS', prefix .. 'job:' .. j.id) == 1 then
+    dup = j.id
   end
   if dup then
     out[#out + 1] = dup
     out[#out + 1] = 0
   else
-    local id, ikey, ittl = ARGV[b], ARGV[b + 1], ARGV[b + 2]
-    local name, data, opts = ARGV[b + 3], ARGV[b + 4], ARGV[b + 5]
-    local prio, delay = tonumber(ARGV[b + 6]), tonumber(ARGV[b + 7])
+    local id = j.id
     if id == '' then
-      id = tostring(redis.call('HINCRBY', meta, 'id', 1))
+      -- Generated ids are reserved in one block for the rest of the batch (gaps are harmless).
+      if next_id > last_id then
+        last_id = redis.call('HINCRBY', meta, 'id', count - i + 1)
+        next_id = last_id - (count - i)
+      end
+      id = num(next_id)
+      next_id = next_id + 1
     end
     local jk = prefix .. 'job:' .. id
-    local fields = {'name', name, 'data', data, 'ts', created}
-    if opts ~= '' then
-      fields[#fields + 1] = 'opts'; fields[#fields + 1] = opts
-    end
-    if prio ~= 0 then
-      fields[#fields + 1] = 'prio'; fields[#fields + 1] = prio
-    end
-    local group, cost = ARGV[b + 8], ARGV[b + 9]
-    if group ~= '' then
-      fields[#fields + 1] = 'group'; fields[#fields + 1] = group
-    end
-    if cost ~= '' then
-      fields[#fields + 1] = 'cost'; fields[#fields + 1] = cost
-    end
-    if ikey ~= '' then
-      fields[#fields + 1] = 'idem'; fields[#fields + 1] = ikey
-      redis.call('SET', prefix .. 'idem:' .. ikey, id, 'PX', ittl)
-    end
-    if delay > 0 then
-      fields[#fields + 1] = 'state'; fields[#fields + 1] = 'delayed'
-      redis.call('HSET', jk, unpack(fields))
-      push_delayed(delayed, wake_key, id, now + delay)
-    else
-      fields[#fields + 1] = 'state'; fields[#fields + 1] = 'waiting'
-      redis.call('HSET', jk, unpack(fields))
-      if group ~= '' then
-        group_push(meta, ready, group, ready_score(meta, prio), id)
-      else
-        redis.call('ZADD', ready, ready_score(meta, prio), id)
-      end
+    if j.plain then
+      redis.call('HSET', jk, 'name', j.name, 'data', j.data, 'ts', created, 'state', 'waiting')
+      plain_scores[#plain_scores + 1] = id
       woke = true
+    else
+      local fields = {'name', j.name, 'data', j.data, 'ts', created}
+      if j.opts ~= '' then
+        fields[#fields + 1] = 'opts'; fields[#fields + 1] = j.opts
+      end
+      if j.prio ~= 0 then
+        fields[#fields + 1] = 'prio'; fields[#fields + 1] = j.prio
+      end
+      if j.group ~= '' then
+        fields[#fields + 1] = 'group'; fields[#fields + 1] = j.group
+      end
+      if j.cost ~= '' then
+        fields[#fields + 1] = 'cost'; fields[#fields + 1] = j.cost
+      end
+      if j.ikey ~= '' then
+        fields[#fields + 1] = 'idem'; fields[#fields + 1] = j.ikey
+        redis.call('SET', prefix .. 'idem:' .. j.ikey, id, 'PX', j.ittl)
+      end
+      if j.delay > 0 then
+        fields[#fields + 1] = 'state'; fields[#fields + 1] = 'delayed'
+        redis.call('HSET', jk, unpack(fields))
+        push_delayed(delayed, wake_key, id, now + j.delay)
+      else
+        fields[#fields + 1] = 'state'; fields[#fields + 1] = 'waiting'
+        redis.call('HSET', jk, unpack(fields))
+        if j.group ~= '' then
+          group_push(meta, ready, j.group, ready_score(meta, j.prio), id)
+        else
+          redis.call('ZADD', ready, ready_score(meta, j.prio), id)
+        end
+        woke = true
+      end
     end
-    emit(events, maxlen, 'ev', 'added', 'id', id, 'name', name)
+    emit(events, maxlen, 'ev', 'added', 'id', id, 'name', j.name)
     out[#out + 1] = id
     out[#out + 1] = 1
   end
+end
+-- Plain jobs enter `ready` together, in order, with one block of sequence numbers.
+if #plain_scores > 0 then
+  local n = #plain_scores
+  local seq = redis.call('HINCRBY', meta, 'seq', n) - n
+  local zargs = {}
+  for i = 1, n do
+    zargs[#zargs + 1] = num(1000 * 2199023255552 + seq + i)
+    zargs[#zargs + 1] = plain_scores[i]
+    if #zargs >= 1000 then
+      redis.call('ZADD', ready, unpack(zargs))
+      zargs = {}
+    end
+  end
+  if #zargs > 0 then redis.call('ZADD', ready, unpack(zargs)) end
 end
 if woke then wake(wake_key) end
 return out
