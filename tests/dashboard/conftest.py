@@ -62,7 +62,14 @@ def _read_first_line(proc: subprocess.Popen[str], timeout: float) -> str:
 
 
 @pytest.fixture(scope="session")
-def dashboard_server(redis_server: RedisServer) -> Iterator[DashboardServer]:
+def dashboard_server() -> Iterator[DashboardServer]:
+    """Its own Redis: the server's workers and registry beat keep talking to it between tests, which
+    would disturb tests that count the shared server's commands."""
+    with RedisServer() as redis_server:
+        yield from _serve(redis_server)
+
+
+def _serve(redis_server: RedisServer) -> Iterator[DashboardServer]:
     prefix = f"dash{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
     proc = subprocess.Popen([sys.executable, str(SERVER), redis_server.url, prefix],
