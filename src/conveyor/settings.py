@@ -24,6 +24,14 @@ class Settings:
     prefix: str = _setting("CONVEYOR_PREFIX", "Key prefix in Redis.", "cv")
     log_level: str = _setting("CONVEYOR_LOG_LEVEL", "Log level (debug, info, warning, error).", "info")
     log_format: str = _setting("CONVEYOR_LOG_FORMAT", "auto (colours on a terminal, JSON otherwise), json or console.", "auto")
+    data_dir: str = _setting(
+        "CONVEYOR_DATA_DIR", "Data directory of the embedded Valkey used when REDIS_URL is unset.",
+        ".conveyor/data",
+    )
+    fsync: str = _setting(
+        "CONVEYOR_FSYNC", "AOF fsync of the embedded Valkey: everysec (default) or always (no loss at all).",
+        "everysec",
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
