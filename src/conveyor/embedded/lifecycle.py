@@ -122,7 +122,7 @@ def find_running(config: EmbeddedConfig) -> ServerState | None:
             if state is not None and info["run_id"] == state.run_id:
                 return state
             return _adopt(config, url, info, state)
-    if state is not None and process_alive(state.pid, state.start_time):
+    if state is not None and process_alive(state.pid, state.start_time) and looks_like_server(state.pid):
         # Alive but silent: still starting or hung. Give it the start timeout, then kill it.
         deadline = time.monotonic() + config.start_timeout_s
         while time.monotonic() < deadline and process_alive(state.pid, state.start_time):

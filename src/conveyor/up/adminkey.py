@@ -9,10 +9,13 @@ from __future__ import annotations
 import asyncio
 import os
 from pathlib import Path
+from typing import TYPE_CHECKING
 
-from conveyor.api.keys import KeyStore, split_key
 from conveyor.embedded.state import write_private
 from conveyor.redis.connection import connect
+
+if TYPE_CHECKING:
+    from conveyor.api.keys import KeyStore
 
 ADMIN_KEY_NAME = "conveyor-up-admin"
 ADMIN_SCOPES = ("enqueue", "read", "read-data", "admin")
@@ -24,6 +27,8 @@ def admin_key_path(data_dir: str) -> Path:
 
 
 async def _ensure(url: str, prefix: str, path: Path) -> str | None:
+    from conveyor.api.keys import KeyStore  # the API's key store: imported when keys are needed
+
     client = connect(url)
     try:
         store = KeyStore(client, prefix)
@@ -47,6 +52,8 @@ def _read(path: Path) -> str | None:
 
 async def _valid(store: KeyStore, token: str) -> bool:
     """The saved key still exists in this Redis with the same secret (the data may have been wiped)."""
+    from conveyor.api.keys import split_key
+
     parts = split_key(token)
     if parts is None:
         return False
