@@ -6,6 +6,8 @@ import typer
 
 from conveyor import __version__
 from conveyor.up import up_command
+from conveyor.service.command import settings_help, worker_command
+from conveyor.service.logging import configure_logging
 
 app = typer.Typer(help="Conveyor: background jobs on Redis/Valkey.", no_args_is_help=True)
 
@@ -17,6 +19,7 @@ def version() -> None:
 
 
 app.command("up")(up_command)
+app.command("worker", epilog=settings_help())(worker_command(configure_logging))
 
 
 def main() -> None:

@@ -163,7 +163,7 @@ class Worker:
         if self._pump_task is not None:
             try:
                 await asyncio.wait_for(self._pump_task, timeout=10)
-            except (TimeoutError, ConnectionFailedError):
+            except Exception:  # timeout, Redis down, or a pump that had died: still stop the other loops
                 logger.warning("could not record the final outcomes of queue %s; leases will expire", self.queue.name)
         for task in self._tasks:
             task.cancel()
@@ -359,3 +359,27 @@ class Worker:
                     "queue %s: recovered %d stalled job(s), failed %d that stalled too often",
                     self.queue.name, recovered, dead,
                 )
+
+    # ------------------------------------------------------------------ supervision
+
+    @property
+    def loop_tasks(self) -> dict[str, asyncio.Task[None]]:
+        """The background loops by name (pump, waker, heartbeat, sweep), for a supervisor to watch."""
+        tasks = dict(zip(("waker", "heartbeat", "sweep"), self._tasks, strict=False))
+        if self._pump_task is not None:
+            tasks["pump"] = self._pump_task
+        return tasks
+
+    def restart_loop(self, name: str) -> None:
+        """Start a fresh copy of a loop that ended with an error; jobs in flight are unaffected."""
+        if self._closing or not self._started:
+            return
+        factories = {
+            "pump": self._pump, "waker": self._waker, "heartbeat": self._heartbeat, "sweep": self._sweeper,
+        }
+        task = asyncio.create_task(factories[name](), name=f"conveyor-{name}-{self.queue.name}")
+        if name == "pump":
+            self._pump_task = task
+        else:
+            self._tasks[("waker", "heartbeat", "sweep").index(name)] = task
+        self._kick.set()

@@ -1,0 +1,147 @@
+"""Prometheus metrics of one service process: a job middleware plus gauges sampled periodically.
+
+Each service owns its own CollectorRegistry (no module-level state), rendered by GET /metrics.
+Job-name labels are limited to the names the queue declares, so odd job names cannot grow the series.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable, Iterable, Mapping
+
+from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
+
+from conveyor.job import JobState
+from conveyor.middleware import Middleware
+from conveyor.worker import JobContext, JobOutcome, OutcomeKind
+
+OTHER_NAME = "_other"
+DURATION_BUCKETS = (
+    0.005,
+    0.01,
+    0.025,
+    0.05,
+    0.1,
+    0.25,
+    0.5,
+    1,
+    2.5,
+    5,
+    10,
+    30,
+    60,
+    120,
+    300,
+    600,
+    1800,
+    3600,
+)
+LATENCY_BUCKETS = (0.0005, 0.001, 0.0025, 0.005, 0.01, 0.025, 0.05, 0.1, 0.25, 0.5, 1, 2.5, 5)
+
+
+class Metrics:
+    """Every instrument of the service, in one registry."""
+
+    def __init__(self, known_names: Mapping[str, Iterable[str]]) -> None:
+        self.known_names = {q: frozenset(names) for q, names in known_names.items()}
+        r = self.registry = CollectorRegistry()
+        self.duration = Histogram(
+            "conveyor_job_duration_seconds",
+            "Handler run time per job run.",
+            ["queue", "name"],
+            buckets=DURATION_BUCKETS,
+            registry=r,
+        )
+        per_job = ["queue", "name"]
+        self.completed = Counter("conveyor_jobs_completed", "Job runs that completed.", per_job, registry=r)
+        self.failed = Counter("conveyor_jobs_failed", "Jobs that failed for good.", per_job, registry=r)
+        self.retried = Counter(
+            "conveyor_jobs_retried", "Job runs that failed and will retry.", per_job, registry=r
+        )
+        self.cancelled = Counter(
+            "conveyor_jobs_cancelled", "Job runs cancelled on request.", per_job, registry=r
+        )
+        self.returned = Counter(
+            "conveyor_jobs_returned", "Job runs handed back without using an attempt.", per_job, registry=r
+        )
+        self.active = Gauge(
+            "conveyor_jobs_active", "Jobs running now in this process.", ["queue"], registry=r
+        )
+        self.peak_active = Gauge(
+            "conveyor_jobs_peak_active", "Most jobs run at once since start.", ["queue"], registry=r
+        )
+        self.concurrency = Gauge(
+            "conveyor_queue_concurrency", "Concurrency limit of this process.", ["queue"], registry=r
+        )
+        self.depth = Gauge(
+            "conveyor_queue_depth", "Jobs in the queue per state (sampled).", ["queue", "state"], registry=r
+        )
+        self.paused = Gauge(
+            "conveyor_queue_paused", "1 while the queue's paused flag is set.", ["queue"], registry=r
+        )
+        self.loop_up = Gauge(
+            "conveyor_queue_loop_up", "1 while every loop of the queue's worker runs.", ["queue"], registry=r
+        )
+        self.loop_restarts = Counter(
+            "conveyor_queue_loop_restarts", "Crashed queue loops restarted.", ["queue", "loop"], registry=r
+        )
+        self.redis_up = Gauge("conveyor_redis_up", "1 when the last Redis PING succeeded.", registry=r)
+        self.redis_latency = Histogram(
+            "conveyor_redis_roundtrip_seconds",
+            "Redis PING round-trip time.",
+            buckets=LATENCY_BUCKETS,
+            registry=r,
+        )
+        self.redis_last_latency = Gauge(
+            "conveyor_redis_last_roundtrip_seconds", "Last Redis PING round trip.", registry=r
+        )
+        self._by_kind = {
+            OutcomeKind.COMPLETED: self.completed,
+            OutcomeKind.FAILED: self.failed,
+            OutcomeKind.RETRY: self.retried,
+            OutcomeKind.CANCELLED: self.cancelled,
+            OutcomeKind.BACK: self.returned,
+        }
+
+    def label_name(self, queue: str, name: str) -> str:
+        return name if name in self.known_names.get(queue, ()) else OTHER_NAME
+
+    def observe_job(self, queue: str, name: str, outcome: JobOutcome) -> None:
+        label = self.label_name(queue, name)
+        self.duration.labels(queue, label).observe(outcome.duration_s)
+        counter = self._by_kind.get(outcome.kind)
+        if counter is not None:
+            counter.labels(queue, label).inc()
+
+    def watch_queue(
+        self, queue: str, concurrency: int, active: Callable[[], float], peak: Callable[[], float]
+    ) -> None:
+        """Gauges read at scrape time from the live worker."""
+        self.active.labels(queue).set_function(active)
+        self.peak_active.labels(queue).set_function(peak)
+        self.concurrency.labels(queue).set(concurrency)
+        self.loop_up.labels(queue).set(1)
+        for state in JobState:
+            self.depth.labels(queue, state.value).set(0)
+
+    def set_depths(self, queue: str, counts: Mapping[JobState, int]) -> None:
+        for state, n in counts.items():
+            self.depth.labels(queue, state.value).set(n)
+
+    def observe_redis(self, latency_s: float | None) -> None:
+        self.redis_up.set(0 if latency_s is None else 1)
+        if latency_s is not None:
+            self.redis_latency.observe(latency_s)
+            self.redis_last_latency.set(latency_s)
+
+    def render(self) -> bytes:
+        return generate_latest(self.registry)
+
+
+class MetricsMiddleware(Middleware):
+    """Feeds each finished run's duration and outcome into the metrics."""
+
+    def __init__(self, metrics: Metrics) -> None:
+        self.metrics = metrics
+
+    async def after_job(self, ctx: JobContext, outcome: JobOutcome) -> None:
+        self.metrics.observe_job(ctx.queue, ctx.name, outcome)

@@ -1,0 +1,94 @@
+"""Worker registry: each process keeps a heartbeat record in Redis that expires when it dies.
+
+Keys come from `WorkerRegistryKeys` (shared with the HTTP API): `index` is a zset of worker ids scored
+by last beat (ms), `worker(id)` a JSON string with a PX TTL of three beat intervals.
+"""
+
+from __future__ import annotations
+
+import logging
+import time
+from collections.abc import Callable
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from conveyor import codec
+from conveyor.errors import ConnectionFailedError
+from conveyor.redis.connection import RedisClient
+from conveyor.redis.keys import WorkerRegistryKeys
+
+logger = logging.getLogger(__name__)
+TTL_BEATS = 3
+
+
+class RegistryWriter:
+    """Writes this process's record every beat; `record()` supplies the current contents."""
+
+    def __init__(
+        self,
+        client: RedisClient,
+        prefix: str,
+        worker_id: str,
+        record: Callable[[], dict[str, Any]],
+        interval_s: float,
+    ) -> None:
+        self.client = client
+        self.keys = WorkerRegistryKeys(prefix)
+        self.worker_id = worker_id
+        self.record = record
+        self.ttl_ms = max(1, int(interval_s * 1000 * TTL_BEATS))
+
+    async def beat(self) -> None:
+        now_ms = int(time.time() * 1000)
+        record = {**self.record(), "last_beat_ms": now_ms}
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.set(self.keys.worker(self.worker_id), codec.dumps(record).decode(), px=self.ttl_ms)
+                pipe.zadd(self.keys.index, {self.worker_id: now_ms})
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            raise ConnectionFailedError(f"registry heartbeat failed: {exc}") from exc
+
+    async def remove(self) -> None:
+        """Drop the record at a clean shutdown, so listings update at once."""
+        try:
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.delete(self.keys.worker(self.worker_id))
+                pipe.zrem(self.keys.index, self.worker_id)
+                await pipe.execute()
+        except (RedisError, OSError) as exc:
+            logger.warning("could not remove the registry record (%s); it expires by itself", exc)
+
+
+async def list_workers(client: RedisClient, prefix: str = "cv") -> list[dict[str, Any]]:
+    """Live workers' records, sorted by id; index members whose record expired are pruned."""
+    keys = WorkerRegistryKeys(prefix)
+    try:
+        ids = [str(i) for i in await client.zrange(keys.index, 0, -1)]
+        if not ids:
+            return []
+        raw = await client.mget([keys.worker(i) for i in ids])
+        live: list[dict[str, Any]] = []
+        dead: list[str] = []
+        for worker_id, value in zip(ids, raw, strict=True):
+            record = _parse(value)
+            if record is None:
+                dead.append(worker_id)
+            else:
+                live.append(record)
+        if dead:
+            await client.zrem(keys.index, *dead)
+    except (RedisError, OSError) as exc:
+        raise ConnectionFailedError(f"Redis unreachable while listing workers: {exc}") from exc
+    return sorted(live, key=lambda r: str(r.get("id", "")))
+
+
+def _parse(value: Any) -> dict[str, Any] | None:
+    if value is None:
+        return None
+    try:
+        record = codec.loads(value)
+    except Exception:
+        return None
+    return record if isinstance(record, dict) else None

@@ -1,0 +1,304 @@
+"""WorkerService: one supervised Worker per queue in one process, plus registry, metrics and stats loops.
+
+Usable from code (`await service.run()` / `request_stop()`, `pause()`/`resume()`); `conveyor worker`
+wraps it with settings, logging and signal handling. It never configures logging itself.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+import socket
+import time
+from collections.abc import Awaitable, Callable, Iterable, Sequence
+from typing import Any
+
+import structlog
+
+from conveyor import __version__
+from conveyor.app import Conveyor
+from conveyor.errors import ConfigurationError
+from conveyor.middleware import Middleware
+from conveyor.service import stats as st
+from conveyor.service.joblog import JobLogMiddleware
+from conveyor.service.metrics import Metrics, MetricsMiddleware
+from conveyor.service.plan import QueuePlan
+from conveyor.service.registry import RegistryWriter
+from conveyor.service.watch import QueueWatch
+from conveyor.settings import Settings
+from conveyor.worker import JobContext, JobOutcome, Worker
+from conveyor.worker.worker import default_worker_id
+
+logger = logging.getLogger(__name__)
+PING_TIMEOUT_S = 2.0
+
+
+class _PeakMiddleware(Middleware):
+    def __init__(self, peak: st.ProcessPeak) -> None:
+        self.peak = peak
+
+    async def before_job(self, ctx: JobContext) -> None:
+        self.peak.started()
+
+    async def after_job(self, ctx: JobContext, outcome: JobOutcome) -> None:
+        self.peak.finished()
+
+
+def _gauges(worker: Worker) -> tuple[Callable[[], float], Callable[[], float]]:
+    return (lambda: float(worker.active)), (lambda: float(worker.stats.peak_active))
+
+
+class WorkerService:
+    """Runs the planned queues of `app` until stopped; see `health()` and `summary()`."""
+
+    def __init__(self, app: Conveyor, settings: Settings, plan: Sequence[QueuePlan]) -> None:
+        if not plan:
+            raise ConfigurationError("no queues to run")
+        self.app = app
+        self.settings = settings
+        self.plan = list(plan)
+        self.worker_id = settings.worker_id or default_worker_id()
+        self.metrics = Metrics({p.name: app.handlers(p.name) for p in self.plan})
+        self.peak = st.ProcessPeak()
+        middleware = (
+            *app.middleware,
+            _PeakMiddleware(self.peak),
+            JobLogMiddleware(debug=settings.log_level.lower() == "debug"),
+            MetricsMiddleware(self.metrics),
+        )
+        self.workers: dict[str, Worker] = {}
+        self.watches: dict[str, QueueWatch] = {}
+        for p in self.plan:
+            worker = app.worker(
+                p.name,
+                concurrency=p.concurrency,
+                lease_ms=settings.lease_ms,
+                stalled_interval_ms=settings.stalled_interval_ms,
+                shutdown_grace_s=settings.shutdown_grace_s,
+                worker_id=self.worker_id,
+                middleware=middleware,
+            )
+            self.workers[p.name] = worker
+            self.watches[p.name] = QueueWatch(
+                worker, self.metrics, backoff_max_s=settings.restart_backoff_max_s
+            )
+            self.metrics.watch_queue(p.name, p.concurrency, *_gauges(worker))
+        self.state = "starting"
+        self.started_at = time.time()
+        self.redis_ok = False
+        self.redis_latency_s: float | None = None
+        self.paused: dict[str, bool] = {p.name: False for p in self.plan}
+        self.registry = RegistryWriter(
+            app.client, app.prefix, self.worker_id, self.registry_record, settings.heartbeat_s
+        )
+        self.log = structlog.get_logger("conveyor.service")
+        self._rates = st.RateWindow()
+        self._stop = asyncio.Event()
+        self._tasks: list[asyncio.Task[None]] = []
+
+    # ------------------------------------------------------------------ lifecycle
+
+    async def start(self) -> None:
+        """Wait for Redis (retrying with backoff until stopped), then start every queue and loop."""
+        delay = 0.2
+        while not await self.ping():
+            self.log.warning("redis unreachable at start; retrying", retry_in_s=delay)
+            try:
+                await asyncio.wait_for(self._stop.wait(), delay)
+                return
+            except TimeoutError:
+                delay = min(delay * 2, 5.0)
+        for worker in self.workers.values():
+            await worker.start()
+        self.state = "running"
+        self._tasks = [
+            asyncio.create_task(w.run(), name=f"conveyor-watch-{q}") for q, w in self.watches.items()
+        ]
+        self._tasks += [
+            self._every(self.settings.heartbeat_s, self.registry.beat, "registry heartbeat"),
+            self._every(self.settings.metrics_interval_s, self.sample, "metrics sample"),
+        ]
+        if self.settings.stats_interval_s > 0:
+            self._tasks.append(
+                self._every(self.settings.stats_interval_s, self._log_stats, "stats line", skip_first=True)
+            )
+        self.log.info(
+            "worker started",
+            worker_id=self.worker_id,
+            version=__version__,
+            queues={p.name: p.concurrency for p in self.plan},
+        )
+
+    def request_stop(self) -> None:
+        self._stop.set()
+
+    async def run(self) -> dict[str, Any]:
+        """Start, wait for `request_stop()`, stop; returns the summary."""
+        await self.start()
+        await self._stop.wait()
+        return await self.stop()
+
+    async def stop(self, grace_s: float | None = None) -> dict[str, Any]:
+        """Stop claiming everywhere at once, let active jobs finish up to the grace, hand the rest back."""
+        if self.state in ("stopping", "stopped"):
+            return self.summary()
+        self.state = "stopping"
+        grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
+        active = sum(w.active for w in self.workers.values())
+        self.log.info("worker stopping", active_jobs=active, grace_s=grace)
+        for task in self._tasks:
+            task.cancel()
+        await asyncio.gather(*self._tasks, return_exceptions=True)
+        for name, watch in self.watches.items():  # a dead loop must run again to record final outcomes
+            for loop in list(watch.dead):
+                self.workers[name].restart_loop(loop)
+        await asyncio.gather(*(w.close(grace) for w in self.workers.values()), return_exceptions=True)
+        if self.redis_ok or await self.ping():
+            await self.registry.remove()
+        await self.app.close()
+        self.state = "stopped"
+        result = self.summary()
+        self.log.info("worker stopped: summary", **result)
+        for name, worker in self.workers.items():
+            self.log.info("queue summary", queue=name, **st.queue_counts(worker))
+        return result
+
+    # ------------------------------------------------------------------ control
+
+    async def pause(self, queues: Iterable[str] | None = None) -> None:
+        """Set the paused flag of some (default all) queues: every process stops claiming them."""
+        for name in self._select(queues):
+            await self.workers[name].queue.pause()
+            self.paused[name] = True
+            self.metrics.paused.labels(name).set(1)
+
+    async def resume(self, queues: Iterable[str] | None = None) -> None:
+        for name in self._select(queues):
+            await self.workers[name].queue.resume()
+            self.paused[name] = False
+            self.metrics.paused.labels(name).set(0)
+
+    def _select(self, queues: Iterable[str] | None) -> list[str]:
+        names = list(self.workers) if queues is None else list(queues)
+        unknown = [q for q in names if q not in self.workers]
+        if unknown:
+            raise ConfigurationError(f"this service does not run queue(s) {unknown}")
+        return names
+
+    # ------------------------------------------------------------------ observation
+
+    async def ping(self) -> bool:
+        """PING Redis; records reachability and round-trip time."""
+        started = time.perf_counter()
+        try:
+            await asyncio.wait_for(self.app.client.ping(), PING_TIMEOUT_S)
+        except Exception:
+            self.redis_ok, self.redis_latency_s = False, None
+        else:
+            self.redis_ok, self.redis_latency_s = True, time.perf_counter() - started
+        self.metrics.observe_redis(self.redis_latency_s)
+        return self.redis_ok
+
+    async def sample(self) -> None:
+        """Periodic collector: Redis latency, queue depths per state and paused flags."""
+        if not await self.ping():
+            return
+        for name, worker in self.workers.items():
+            self.metrics.set_depths(name, await worker.queue.counts())
+            self.paused[name] = await worker.queue.is_paused()
+            self.metrics.paused.labels(name).set(1 if self.paused[name] else 0)
+
+    def problems(self) -> list[str]:
+        found = []
+        if self.state != "running":
+            found.append(f"service is {self.state}")
+        if not self.redis_ok:
+            found.append("redis unreachable")
+        found += [f"queue {q}: loop down ({w.last_error})" for q, w in self.watches.items() if not w.healthy]
+        return found
+
+    async def health(self) -> tuple[int, dict[str, Any]]:
+        """(HTTP status, body) for GET /health: 503 while Redis is unreachable or a queue loop is down."""
+        await self.ping()
+        problems = self.problems()
+        queues = {}
+        for name, worker in self.workers.items():
+            watch = self.watches[name]
+            queues[name] = {
+                **st.queue_counts(worker),
+                "loop": "running" if watch.healthy else "down",
+                "restarts": watch.restarts,
+                "last_error": watch.last_error,
+                "paused": self.paused[name],
+            }
+        body = {
+            "status": "ok" if not problems else ("unhealthy" if self.state == "running" else self.state),
+            "problems": problems,
+            "uptime_s": round(time.time() - self.started_at, 3),
+            "worker_id": self.worker_id,
+            "version": __version__,
+            "redis": {
+                "ok": self.redis_ok,
+                "latency_ms": None if self.redis_latency_s is None else round(self.redis_latency_s * 1000, 3),
+            },
+            "queues": queues,
+        }
+        return (200 if not problems else 503), body
+
+    def summary(self) -> dict[str, Any]:
+        return st.summary(self.workers, time.time() - self.started_at, self.peak.peak)
+
+    def registry_record(self) -> dict[str, Any]:
+        counts = {}
+        for name, worker in self.workers.items():
+            s = worker.stats
+            counts[name] = {
+                "processed": s.processed,
+                "succeeded": s.succeeded,
+                "failed": s.failed,
+                "active": worker.active,
+            }
+        return {
+            "id": self.worker_id,
+            "host": socket.gethostname(),
+            "pid": os.getpid(),
+            "queues": [p.name for p in self.plan],
+            "concurrency": {p.name: p.concurrency for p in self.plan},
+            "version": __version__,
+            "started_ms": int(self.started_at * 1000),
+            "counts": counts,
+        }
+
+    async def _log_stats(self) -> None:
+        for name, worker in self.workers.items():
+            counts = st.queue_counts(worker)
+            rate = self._rates.per_minute(name, counts["processed"])
+            self.log.info(
+                "queue stats",
+                queue=name,
+                jobs_per_min=rate,
+                restarts=self.watches[name].restarts,
+                paused=self.paused[name],
+                **{k: v for k, v in counts.items() if k != "last_heartbeat"},
+            )
+
+    def _every(
+        self, interval_s: float, fn: Callable[[], Awaitable[None]], what: str, *, skip_first: bool = False
+    ) -> asyncio.Task[None]:
+        async def loop() -> None:
+            if skip_first:
+                self._rates_prime()
+                await asyncio.sleep(interval_s)
+            while True:
+                try:
+                    await fn()
+                except Exception as exc:
+                    logger.warning("%s failed: %s", what, exc)
+                await asyncio.sleep(interval_s)
+
+        return asyncio.create_task(loop(), name=f"conveyor-{what.replace(' ', '-')}")
+
+    def _rates_prime(self) -> None:
+        for name, worker in self.workers.items():
+            self._rates.per_minute(name, worker.stats.processed)
