@@ -8,8 +8,11 @@ from conveyor import __version__
 from conveyor.up import up_command
 from conveyor.service.command import settings_help, worker_command
 from conveyor.service.logging import configure_logging
+from conveyor.api.command import api_command, keys_app
 
 app = typer.Typer(help="Conveyor: background jobs on Redis/Valkey.", no_args_is_help=True)
+app.command("api")(api_command)
+app.add_typer(keys_app, name="keys")
 
 
 @app.command()

@@ -66,6 +66,24 @@ class Settings:
     restart_backoff_max_s: float = _setting(
         "CONVEYOR_RESTART_BACKOFF_MAX_S", "Longest wait before restarting a crashed queue loop.", 30.0
     )
+    # HTTP API (conveyor api)
+    api_host: str = _setting("CONVEYOR_API_HOST", "Address the HTTP API binds to.", "127.0.0.1")
+    api_port: int = _setting("CONVEYOR_API_PORT", "Port of the HTTP API.", 8000)
+    api_max_body_bytes: int = _setting(
+        "CONVEYOR_API_MAX_BODY_BYTES", "Largest request body the API reads (413 above).", 4 * 1024 * 1024
+    )
+    api_cors_origins: str = _setting(
+        "CONVEYOR_API_CORS_ORIGINS", "Comma-separated origins allowed by CORS (empty = CORS off).", ""
+    )
+    api_rate_limit: int = _setting(
+        "CONVEYOR_API_RATE_LIMIT", "Requests/s per API key, shared by all API processes (0 = none).", 100
+    )
+    api_auth: bool = _setting(
+        "CONVEYOR_API_AUTH", "Require API keys (turn off only behind a trusted proxy or on loopback).", True
+    )
+    api_sse_keepalive_s: float = _setting(
+        "CONVEYOR_API_SSE_KEEPALIVE_S", "Seconds between keep-alive comments on event streams.", 15.0
+    )
 
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:

@@ -1,0 +1,109 @@
+"""`create_app(conveyor_app, settings)`: the ASGI app serving the HTTP API.
+
+Layout: /api/... (routers below), /openapi.json and /docs, and /dashboard reserved for the web UI
+(`mount_dashboard` attaches its static files when that room lands).
+"""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+
+from fastapi import FastAPI
+from fastapi.middleware.cors import CORSMiddleware
+from starlette.staticfiles import StaticFiles
+
+from conveyor import __version__
+from conveyor.api import health, jobs, queues, sse, workers
+from conveyor.api.body import ContentLengthLimit
+from conveyor.api.errors import install_error_handlers
+from conveyor.api.openapi import install_openapi
+from conveyor.api.state import ApiState
+from conveyor.app import Conveyor
+from conveyor.errors import ConfigurationError
+from conveyor.settings import Settings
+
+logger = logging.getLogger(__name__)
+DASHBOARD_PATH = "/dashboard"
+
+DESCRIPTION = """Enqueue jobs, follow them to their end, and operate queues.
+
+Authenticate with `Authorization: Bearer <key>` (`conveyor keys create`). Scopes: `enqueue`
+(POST jobs), `read` (GET), `read-data` (payloads and results in responses; implies read),
+`admin` (every scope, plus cancel/retry/promote/pause/resume/purge). Errors are
+`{"error": {"code", "message", "details"}}`: 400 malformed JSON or header, 401 no/unknown key,
+403 missing scope, 404 unknown queue/task/job, 409 idempotency conflict or wrong job state, 413 body
+too large, 422 invalid payload or options (field errors in `details`), 429 rate limited
+(`Retry-After`), 503 Redis unreachable.
+"""
+
+
+async def _check_eviction_policy(state: ApiState) -> None:
+    try:
+        config = await state.client.config_get("maxmemory-policy")
+    except Exception:  # CONFIG may be disabled on managed servers; nothing to check then
+        return
+    policy = next(iter(config.values()), "") if isinstance(config, dict) else ""
+    if policy and policy != "noeviction":
+        logger.warning("Redis maxmemory-policy is %r: job keys may be evicted; set it to noeviction", policy)
+
+
+def _use_settings_url(conveyor_app: Conveyor, settings: Settings) -> None:
+    if not settings.redis_url:
+        return
+    try:
+        current = conveyor_app.redis_url
+    except ConfigurationError:
+        current = None
+    if current != settings.redis_url:
+        conveyor_app.use_redis(settings.redis_url)
+
+
+def create_app(conveyor_app: Conveyor, settings: Settings | None = None) -> FastAPI:
+    """The API for the tasks and queues `conveyor_app` declares."""
+    settings = settings or Settings.from_env()
+    _use_settings_url(conveyor_app, settings)
+    state = ApiState(conveyor_app, settings)
+
+    @asynccontextmanager
+    async def lifespan(app: FastAPI) -> AsyncIterator[None]:
+        await _check_eviction_policy(state)
+        try:
+            yield
+        finally:
+            await state.close()
+
+    app = FastAPI(
+        title=f"Conveyor API ({conveyor_app.name})",
+        version=__version__,
+        description=DESCRIPTION,
+        lifespan=lifespan,
+    )
+    app.state.conveyor_api = state
+    install_error_handlers(app)
+    app.include_router(health.router)
+    app.include_router(jobs.router)
+    app.include_router(sse.router)
+    app.include_router(jobs.plain_router)  # after every /jobs/{queue}/{id}/<suffix> route
+    app.include_router(queues.router)
+    app.include_router(workers.router)
+    install_openapi(app, conveyor_app)
+    origins = [o.strip() for o in settings.api_cors_origins.split(",") if o.strip()]
+    if origins:
+        app.add_middleware(
+            CORSMiddleware,
+            allow_origins=origins,
+            allow_methods=["GET", "POST", "DELETE"],
+            allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
+            expose_headers=["Location", "Retry-After"],
+            max_age=600,
+        )
+    app.add_middleware(ContentLengthLimit, limit=settings.api_max_body_bytes)
+    return app
+
+
+def mount_dashboard(app: FastAPI, directory: Path) -> None:
+    """Serve the dashboard's built files at /dashboard (the dashboard room calls this)."""
+    app.mount(DASHBOARD_PATH, StaticFiles(directory=directory, html=True), name="dashboard")

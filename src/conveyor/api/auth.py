@@ -1,0 +1,77 @@
+"""The FastAPI dependency that checks `Authorization: Bearer <key>`, its scope and its rate limit."""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from typing import Annotated
+
+from fastapi import Depends, Request, Security
+from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
+
+from conveyor.api.errors import ApiError
+from conveyor.api.keys import Scope, expand_scopes, split_key
+from conveyor.api.ratelimit import AUTHORIZE, decide
+from conveyor.api.state import get_state
+
+bearer = HTTPBearer(
+    auto_error=False,
+    description="An API key made with `conveyor keys create`; scopes: enqueue, read, read-data, admin.",
+)
+_CHALLENGE = {"WWW-Authenticate": "Bearer"}
+
+
+@dataclass(frozen=True, slots=True)
+class Principal:
+    """Who is calling and what they may do."""
+
+    key_id: str | None
+    scopes: frozenset[Scope]
+
+    def can(self, scope: Scope) -> bool:
+        return scope in self.scopes
+
+
+OPEN = Principal(None, frozenset(Scope))
+
+
+def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
+    """A dependency admitting keys that hold `scope` (admin holds every scope)."""
+
+    async def dependency(
+        request: Request, credentials: Annotated[HTTPAuthorizationCredentials | None, Security(bearer)]
+    ) -> Principal:
+        state = get_state(request)
+        if not state.settings.api_auth:
+            return OPEN
+        if credentials is None:
+            raise ApiError(401, "an API key is required (Authorization: Bearer <key>)", headers=_CHALLENGE)
+        parts = split_key(credentials.credentials)
+        if parts is None:
+            raise ApiError(401, "the API key is malformed", headers=_CHALLENGE)
+        key_id, secret_hash = parts
+        store = state.keys
+        reply = await AUTHORIZE(
+            state.client,
+            (store.record_key(key_id), store.limit_key(key_id)),
+            (secret_hash, state.settings.api_rate_limit),
+        )
+        decision = decide(reply)
+        if not decision.known:
+            raise ApiError(401, "the API key is unknown or revoked", headers=_CHALLENGE)
+        scopes = expand_scopes(decision.scopes)
+        if scope not in scopes:
+            raise ApiError(403, f"this key lacks the {scope.value!r} scope")
+        if not decision.allowed:
+            raise ApiError(
+                429, "rate limit exceeded for this key", headers={"Retry-After": str(decision.retry_after_s)}
+            )
+        return Principal(key_id, scopes)
+
+    dependency.__name__ = f"require_{scope.name.lower()}"
+    return dependency
+
+
+EnqueueKey = Annotated[Principal, Depends(require(Scope.ENQUEUE))]
+ReadKey = Annotated[Principal, Depends(require(Scope.READ))]
+AdminKey = Annotated[Principal, Depends(require(Scope.ADMIN))]

@@ -1,0 +1,52 @@
+"""Request bodies: a size limit enforced before reading (Content-Length) and while streaming."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import orjson
+from fastapi import Request
+from starlette.types import ASGIApp, Receive, Scope, Send
+
+from conveyor.api.errors import ApiError, error_response
+
+
+def _too_large(limit: int) -> ApiError:
+    return ApiError(413, f"request body is over the limit of {limit} bytes")
+
+
+class ContentLengthLimit:
+    """Refuses a declared Content-Length over the limit before any route (or auth) runs."""
+
+    def __init__(self, app: ASGIApp, limit: int) -> None:
+        self.app = app
+        self.limit = limit
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http":
+            for name, value in scope["headers"]:
+                if name == b"content-length":
+                    if not value.isdigit():
+                        response = error_response(400, "Content-Length is not a number")
+                        await response(scope, receive, send)
+                        return
+                    if int(value) > self.limit:
+                        err = _too_large(self.limit)
+                        await error_response(413, err.message)(scope, receive, send)
+                        return
+        await self.app(scope, receive, send)
+
+
+async def read_json(request: Request, limit: int) -> Any:
+    """The body parsed as JSON; counts streamed bytes so a chunked body cannot exceed the limit."""
+    chunks: list[bytes] = []
+    size = 0
+    async for chunk in request.stream():
+        size += len(chunk)
+        if size > limit:
+            raise _too_large(limit)
+        chunks.append(chunk)
+    try:
+        return orjson.loads(b"".join(chunks))
+    except orjson.JSONDecodeError:
+        raise ApiError(400, "the body is not valid JSON") from None

@@ -1,0 +1,192 @@
+"""Job endpoints: enqueue (single and bulk), read, long-poll, cancel, retry, promote.
+
+Routes whose path ends in a suffix are declared before the bare `{job_id:path}` ones, so ids that
+contain '/' still route correctly.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Header, Query, Request
+
+from conveyor.api.auth import AdminKey, EnqueueKey, Principal, ReadKey
+from conveyor.api.body import read_json
+from conveyor.api.enqueue import build_bulk, build_spec
+from conveyor.api.errors import ApiError
+from conveyor.api.keys import Scope
+from conveyor.api.responses import JSONBody
+from conveyor.api.schemas import BulkOut, EnqueuedOut, JobActionOut, JobOut, error_responses
+from conveyor.api.serialize import job_out, job_path
+from conveyor.api.state import get_state
+from conveyor.job import Job, JobState
+from conveyor.options import JobSpec
+from conveyor.queue import Queue
+
+router = APIRouter(prefix="/api", tags=["jobs"])
+IdempotencyKey = Annotated[
+    str | None, Header(alias="Idempotency-Key", description="Makes the call safe to repeat.")
+]
+_ENQ_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503)
+_READ_ERRORS = error_responses(401, 403, 404, 422, 429, 503)
+_ACT_ERRORS = error_responses(401, 403, 404, 409, 422, 429, 503)
+
+
+def _enqueue_body(schema: str) -> dict[str, Any]:
+    return {
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": f"#/components/schemas/{schema}"}}},
+        }
+    }
+
+
+async def _enqueued(
+    request: Request, queue: Queue, specs: list[JobSpec], jobs: list[Job[Any]]
+) -> list[dict[str, Any]]:
+    root = request.scope.get("root_path", "")
+    out = []
+    for spec, job in zip(specs, jobs, strict=True):
+        if job.created:
+            state = (
+                JobState.DELAYED
+                if spec.options.merged_over(queue.defaults).delay_ms() > 0
+                else JobState.WAITING
+            )
+        else:
+            state = await queue.get_state(job.id) or JobState.WAITING
+        url = job_path(root, queue.name, job.id)
+        out.append(
+            {
+                "id": job.id,
+                "queue": queue.name,
+                "state": state.value,
+                "created": job.created,
+                "status_url": url,
+                "events_url": url + "/events",
+            }
+        )
+    return out
+
+
+@router.post(
+    "/queues/{queue}/jobs",
+    status_code=202,
+    response_model=EnqueuedOut,
+    responses={200: {"model": EnqueuedOut, "description": "Idempotent repeat: the first job"}, **_ENQ_ERRORS},
+    openapi_extra=_enqueue_body("EnqueueRequest"),
+    summary="Enqueue a job",
+)
+async def enqueue(
+    queue: str,
+    request: Request,
+    principal: EnqueueKey,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONBody:
+    state = get_state(request)
+    q = state.queue(queue)
+    body = await read_json(request, state.settings.api_max_body_bytes)
+    spec = build_spec(state.conveyor, queue, body, idempotency_key)
+    jobs = await q.add_specs([spec])
+    (out,) = await _enqueued(request, q, [spec], jobs)
+    return JSONBody(out, status_code=202 if out["created"] else 200, headers={"Location": out["status_url"]})
+
+
+@router.post(
+    "/queues/{queue}/jobs:bulk",
+    status_code=202,
+    response_model=BulkOut,
+    responses={
+        200: {"model": BulkOut, "description": "Idempotent repeat: every job already existed"},
+        **_ENQ_ERRORS,
+    },
+    openapi_extra=_enqueue_body("BulkEnqueueRequest"),
+    summary="Enqueue up to 1,000 jobs, all or nothing",
+)
+async def enqueue_bulk(
+    queue: str,
+    request: Request,
+    principal: EnqueueKey,
+    idempotency_key: IdempotencyKey = None,
+) -> JSONBody:
+    """With Idempotency-Key K, job i gets the key `K:i`, so repeating the call enqueues nothing new."""
+    state = get_state(request)
+    q = state.queue(queue)
+    body = await read_json(request, state.settings.api_max_body_bytes)
+    specs = build_bulk(state.conveyor, queue, body, idempotency_key)
+    jobs = await q.add_specs(specs)
+    out = await _enqueued(request, q, specs, jobs)
+    return JSONBody({"jobs": out}, status_code=202 if any(j["created"] for j in out) else 200)
+
+
+async def _record(request: Request, queue: str, job_id: str, principal: Principal) -> dict[str, Any]:
+    rec = await get_state(request).queue(queue).get_job(job_id)
+    if rec is None:
+        raise ApiError(404, f"job {job_id[:200]!r} not found in queue {queue!r}")
+    return job_out(rec, show_data=principal.can(Scope.READ_DATA))
+
+
+@router.get(
+    "/jobs/{queue}/{job_id:path}/wait",
+    response_model=JobOut,
+    responses=_READ_ERRORS,
+    summary="Long-poll until the job ends",
+)
+async def wait_job(
+    queue: str,
+    job_id: str,
+    request: Request,
+    principal: ReadKey,
+    timeout: Annotated[float, Query(ge=0, le=300, description="Seconds to wait at most.")] = 30.0,  # noqa: ASYNC109
+) -> dict[str, Any]:
+    """Returns as soon as the job is completed, failed or cancelled, or with its current state when
+    `timeout` passes first (check `state`)."""
+    q = get_state(request).queue(queue)
+    try:
+        rec = await q.job(job_id).wait(timeout)
+    except TimeoutError:
+        return await _record(request, queue, job_id, principal)
+    return job_out(rec, show_data=principal.can(Scope.READ_DATA))
+
+
+@router.post(
+    "/jobs/{queue}/{job_id:path}/retry",
+    response_model=JobActionOut,
+    responses=_ACT_ERRORS,
+    summary="Retry a failed or cancelled job",
+)
+async def retry_job(queue: str, job_id: str, request: Request, principal: AdminKey) -> JobActionOut:
+    await get_state(request).queue(queue).retry(job_id)
+    return JobActionOut(id=job_id, queue=queue, state=JobState.WAITING)
+
+
+@router.post(
+    "/jobs/{queue}/{job_id:path}/promote",
+    response_model=JobActionOut,
+    responses=_ACT_ERRORS,
+    summary="Make a delayed job ready now",
+)
+async def promote_job(queue: str, job_id: str, request: Request, principal: AdminKey) -> JobActionOut:
+    await get_state(request).queue(queue).promote(job_id)
+    return JobActionOut(id=job_id, queue=queue, state=JobState.WAITING)
+
+
+# The bare job routes are included last (after the SSE route) because `{job_id:path}` is greedy.
+plain_router = APIRouter(prefix="/api", tags=["jobs"])
+
+
+@plain_router.get(
+    "/jobs/{queue}/{job_id:path}", response_model=JobOut, responses=_READ_ERRORS, summary="Read a job"
+)
+async def get_job(queue: str, job_id: str, request: Request, principal: ReadKey) -> dict[str, Any]:
+    return await _record(request, queue, job_id, principal)
+
+
+@plain_router.delete(
+    "/jobs/{queue}/{job_id:path}", response_model=JobActionOut, responses=_ACT_ERRORS, summary="Cancel a job"
+)
+async def cancel_job(queue: str, job_id: str, request: Request, principal: AdminKey) -> JobActionOut:
+    """Waiting or delayed jobs are cancelled at once; for an active job cancellation is requested
+    (state stays `active` until the handler stops)."""
+    state = await get_state(request).queue(queue).cancel(job_id)
+    return JobActionOut(id=job_id, queue=queue, state=state)

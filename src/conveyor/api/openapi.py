@@ -1,0 +1,72 @@
+"""The OpenAPI document with each task's payload schema.
+
+Every declared task gets a request model `Enqueue_<queue>__<task>` ({name: const, data: the task's
+payload type, options}); `EnqueueRequest` is any of them and `BulkEnqueueRequest` a list of them,
+so /docs shows exactly what each task accepts.
+"""
+
+from __future__ import annotations
+
+import re
+from typing import Any, Literal, Union
+
+from fastapi import FastAPI
+from fastapi.openapi.utils import get_openapi
+from pydantic import TypeAdapter, create_model
+
+from conveyor.api.schemas import MAX_BULK, EnqueueIn, JobOptionsIn
+from conveyor.app import Conveyor
+
+REF = "#/components/schemas/{model}"
+_UNSAFE = re.compile(r"[^A-Za-z0-9_-]")
+
+
+def _task_model(queue: str, name: str, payload_type: Any) -> Any:
+    required = payload_type is not type(None)
+    model_name = "Enqueue_" + _UNSAFE.sub("_", f"{queue}__{name}")
+    fields: dict[str, Any] = {
+        "name": (Literal[name], ...),
+        "data": (payload_type, ... if required else None),
+        "options": (JobOptionsIn | None, None),
+    }
+    return create_model(model_name, __doc__=f"Enqueue task {name!r} on queue {queue!r}.", **fields)
+
+
+def request_schemas(conveyor: Conveyor) -> dict[str, Any]:
+    """Component schemas for enqueue bodies, `$defs` lifted into components."""
+    models = [_task_model(q, n, t.payload_type) for (q, n), t in sorted(conveyor.tasks.items())]
+    one: Any = Union[tuple(models)] if models else EnqueueIn  # noqa: UP007 - built at run time
+    schema = TypeAdapter(one).json_schema(ref_template=REF, mode="validation")
+    components: dict[str, Any] = dict(schema.pop("$defs", {}))
+    components["EnqueueRequest"] = schema
+    components["BulkEnqueueRequest"] = {
+        "type": "object",
+        "additionalProperties": False,
+        "required": ["jobs"],
+        "properties": {
+            "jobs": {
+                "type": "array",
+                "minItems": 1,
+                "maxItems": MAX_BULK,
+                "items": {"$ref": REF.format(model="EnqueueRequest")},
+            }
+        },
+    }
+    return components
+
+
+def install_openapi(app: FastAPI, conveyor: Conveyor) -> None:
+    def openapi() -> dict[str, Any]:
+        if app.openapi_schema is None:
+            doc = get_openapi(
+                title=app.title,
+                version=app.version,
+                description=app.description,
+                routes=app.routes,
+                tags=app.openapi_tags,
+            )
+            doc.setdefault("components", {}).setdefault("schemas", {}).update(request_schemas(conveyor))
+            app.openapi_schema = doc
+        return app.openapi_schema
+
+    app.openapi = openapi  # type: ignore[method-assign]

@@ -1,0 +1,196 @@
+"""Request and response bodies as the OpenAPI document shows them.
+
+Enqueue bodies are parsed by hand (malformed JSON is a 400, unknown task a 404, bad data a 422
+with field errors); the request models below document them, and `openapi.py` adds each task's
+payload schema.
+"""
+
+from __future__ import annotations
+
+from typing import Any, Literal
+
+from pydantic import BaseModel, ConfigDict, Field
+
+from conveyor.job import JobState
+
+MAX_BULK = 1000
+
+
+class ErrorDetail(BaseModel):
+    code: str = Field(description="Stable machine-readable code, e.g. not_found, validation_error.")
+    message: str
+    details: list[dict[str, Any]] | None = Field(None, description="Field errors (loc, msg, type), when any.")
+
+
+class ErrorOut(BaseModel):
+    error: ErrorDetail
+
+
+class BackoffIn(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    type: Literal["fixed", "exponential"]
+    delay: float = Field(ge=0)
+
+
+class JobOptionsIn(BaseModel):
+    """Per-job options; unset ones come from the task's and queue's defaults."""
+
+    model_config = ConfigDict(extra="forbid")
+    job_id: str | None = Field(
+        None,
+        pattern=r"^[A-Za-z0-9._:@/+=-]{1,200}$",
+        description="Custom id; reusing it with the same body returns the same job.",
+    )
+    idempotency_key: str | None = Field(
+        None, pattern=r"^[A-Za-z0-9._:@/+=-]{1,200}$", description="Same as the Idempotency-Key header."
+    )
+    idempotency_ttl: float | None = Field(
+        None, gt=0, description="Seconds the key is remembered (default 1 day)."
+    )
+    priority: int | None = Field(None, ge=-1000, le=1000, description="Higher runs first.")
+    delay: float | None = Field(None, ge=0, description="Seconds before the job becomes ready.")
+    run_at: str | None = Field(None, description="ISO 8601 time with offset; alternative to delay.")
+    attempts: int | None = Field(None, ge=1, le=1000)
+    backoff: float | BackoffIn | None = Field(
+        None, description="Seconds between attempts, or a backoff object."
+    )
+    timeout: float | None = Field(None, gt=0, description="Seconds a run may take.")
+    result_ttl: float | None = Field(None, ge=0, description="Seconds the completed record is kept.")
+    failed_ttl: float | None = Field(None, gt=0, description="Seconds the failed record is kept.")
+    group: str | None = Field(None, pattern=r"^[A-Za-z0-9._:@/+=-]{1,200}$")
+    cost: int | None = Field(None, ge=0, le=10**12)
+
+
+class EnqueueIn(BaseModel):
+    """One job: the task name, its payload and options."""
+
+    model_config = ConfigDict(extra="forbid")
+    name: str = Field(description="A task declared on this queue.")
+    data: Any = Field(None, description="The task's payload; validated against its declared type.")
+    options: JobOptionsIn | None = None
+
+
+class BulkIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    jobs: list[EnqueueIn] = Field(min_length=1, max_length=MAX_BULK)
+
+
+class EnqueuedOut(BaseModel):
+    id: str
+    queue: str
+    state: JobState
+    created: bool = Field(description="False when an idempotent retry returned an existing job.")
+    status_url: str
+    events_url: str
+
+
+class BulkOut(BaseModel):
+    jobs: list[EnqueuedOut]
+
+
+class JobOut(BaseModel):
+    id: str
+    queue: str
+    name: str
+    state: JobState
+    data: Any = Field(None, description="Payload; null unless the key has the read-data scope.")
+    result: Any = Field(None, description="Return value; null unless the key has the read-data scope.")
+    data_hidden: bool = Field(description="True when data and result were withheld (no read-data scope).")
+    progress: Any = None
+    error: dict[str, Any] | None = Field(None, description="Last error: type, message, stack.")
+    attempts_made: int
+    max_attempts: int
+    priority: int
+    stalls: int
+    options: dict[str, Any]
+    created_ms: int | None
+    started_ms: int | None
+    finished_ms: int | None
+    worker: str | None
+    cancel_requested: bool
+    idempotency_key: str | None
+
+
+class JobPageOut(BaseModel):
+    jobs: list[JobOut]
+    next_cursor: int | None = Field(description="Pass as `cursor` for the next page; null on the last page.")
+
+
+class JobActionOut(BaseModel):
+    id: str
+    queue: str
+    state: JobState = Field(description="State after the action (active = cancellation requested).")
+
+
+class ThroughputOut(BaseModel):
+    window_s: int
+    completed: int
+    failed: int
+
+
+class QueueOut(BaseModel):
+    name: str
+    paused: bool
+    counts: dict[str, int]
+    throughput: ThroughputOut
+    tasks: list[str]
+
+
+class QueuesOut(BaseModel):
+    queues: list[QueueOut]
+
+
+class PausedOut(BaseModel):
+    name: str
+    paused: bool
+
+
+class RetryAllOut(BaseModel):
+    queue: str
+    retried: int
+    remaining: int
+
+
+class PurgeOut(BaseModel):
+    queue: str
+    purged: int
+
+
+class WorkerOut(BaseModel):
+    model_config = ConfigDict(extra="allow")
+    id: str
+    host: str | None = None
+    pid: int | None = None
+    queues: list[str] = Field(default_factory=list)
+    concurrency: int | None = None
+    version: str | None = None
+    started_ms: int | None = None
+    last_beat_ms: int | None = None
+    counts: dict[str, Any] = Field(default_factory=dict)
+
+
+class WorkersOut(BaseModel):
+    workers: list[WorkerOut]
+
+
+class HealthOut(BaseModel):
+    status: Literal["ok", "unavailable"]
+    redis: Literal["ok", "unreachable"]
+    version: str
+
+
+def error_responses(*statuses: int) -> dict[int | str, dict[str, Any]]:
+    """OpenAPI entries for the error statuses a route can return."""
+    text = {
+        400: "Malformed request",
+        401: "Missing or unknown API key",
+        403: "Key lacks the scope",
+        404: "Unknown queue, task or job",
+        409: "Conflict",
+        413: "Body too large",
+        422: "Invalid parameters or payload",
+        429: "Rate limited (see Retry-After)",
+        500: "Internal error",
+        503: "Redis unreachable",
+    }
+    return {s: {"model": ErrorOut, "description": text[s]} for s in statuses}
