@@ -78,13 +78,17 @@ class ChildGroup:
             time.sleep(0.05)
         return True
 
-    def stop(self, grace_s: float) -> dict[str, int]:
-        """SIGTERM, up to `grace_s` for a clean exit, then SIGKILL; returns the exit codes."""
-        self.signal(signal.SIGTERM)
+    def finish(self, grace_s: float) -> dict[str, int]:
+        """Up to `grace_s` for the children (already signalled) to exit, then SIGKILL; the exit codes."""
         if not self.wait(grace_s):
             self.signal(signal.SIGKILL)
             self.wait(10.0)
         return self.exited()
+
+    def stop(self, grace_s: float) -> dict[str, int]:
+        """SIGTERM once, then `finish`."""
+        self.signal(signal.SIGTERM)
+        return self.finish(grace_s)
 
     def pids(self) -> dict[str, int]:
         return {name: p.pid for name, p in self.procs.items()}

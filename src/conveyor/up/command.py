@@ -45,20 +45,14 @@ class Ports:
         return f"http://127.0.0.1:{self.health_port}"
 
 
-def _env_int(name: str, default: int) -> int:
-    raw = os.environ.get(name)
-    try:
-        return int(raw) if raw else default
-    except ValueError:
-        raise ConfigurationError(f"{name} must be a port number, got {raw!r}") from None
-
-
-def resolve_ports(api_host: str | None, api_port: int | None, health_port: int | None) -> Ports:
-    """Flags win over the children's own environment variables, which win over the defaults."""
+def resolve_ports(
+    settings: Settings, api_host: str | None, api_port: int | None, health_port: int | None
+) -> Ports:
+    """Flags win over the children's own settings (CONVEYOR_API_*, WORKER_HEALTH_PORT) and defaults."""
     ports = Ports(
-        api_host or os.environ.get("CONVEYOR_API_HOST") or "127.0.0.1",
-        api_port if api_port is not None else _env_int("CONVEYOR_API_PORT", 8000),
-        health_port if health_port is not None else _env_int("WORKER_HEALTH_PORT", 3002),
+        api_host or settings.api_host,
+        api_port if api_port is not None else settings.api_port,
+        health_port if health_port is not None else settings.worker_health_port,
     )
     for value in (ports.api_port, ports.health_port):
         if not 1 <= value <= 65535:
@@ -147,15 +141,19 @@ def run_up(app_path: str, settings: Settings, ports: Ports) -> int:
         signals = _Signals(group)
         signals.install()
         group.start()
-        if wait_ready(group, ports, signals):
+        ready = wait_ready(group, ports, signals)
+        if not group.exited() and not signals.count:
+            if not ready:
+                typer.echo(f"warning: the worker or the API is not healthy after {READY_TIMEOUT_S:.0f}s",
+                           err=True)
             typer.echo(banner(url, handle, ports, key, str(key_file)))
-        elif not group.exited() and not signals.count:
-            typer.echo("warning: the worker or the API did not report healthy within "
-                       f"{READY_TIMEOUT_S:.0f}s; still waiting on them", err=True)
+        elif key is not None:
+            typer.echo(f"admin key saved to {key_file}", err=True)
         group.wait(float("inf"), stop_when=lambda: bool(signals.count) or bool(group and group.exited()))
-        crashed = {n: c for n, c in group.exited().items() if not signals.count}
-        grace = settings_grace() + STOP_MARGIN_S
-        codes = group.stop(grace)
+        crashed = {} if signals.count else group.exited()
+        if crashed:
+            group.signal(signal.SIGTERM)  # one signal: a second one would force the worker out
+        codes = group.finish(settings.shutdown_grace_s + STOP_MARGIN_S)
         if crashed:
             typer.echo(f"error: {', '.join(f'{n} exited with code {c}' for n, c in crashed.items())}; "
                        "stopped the rest", err=True)
@@ -167,14 +165,6 @@ def run_up(app_path: str, settings: Settings, ports: Ports) -> int:
             group.stop(STOP_MARGIN_S)
         if handle is not None and handle.release():
             typer.echo("embedded Valkey stopped (data kept).")
-
-
-def settings_grace() -> float:
-    raw = os.environ.get("CONVEYOR_SHUTDOWN_GRACE_S")
-    try:
-        return float(raw) if raw else 30.0
-    except ValueError:
-        return 30.0
 
 
 def up_command(
@@ -190,7 +180,7 @@ def up_command(
     """Run everything on this machine: embedded Valkey (unless REDIS_URL is set), worker service and API."""
     try:
         settings = Settings.from_env()
-        code = run_up(app_path, settings, resolve_ports(api_host, api_port, health_port))
+        code = run_up(app_path, settings, resolve_ports(settings, api_host, api_port, health_port))
     except ConveyorError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
