@@ -7,6 +7,8 @@ import os
 import shutil
 import signal
 import socket
+import subprocess
+import sys
 from dataclasses import replace
 from pathlib import Path
 
@@ -18,7 +20,7 @@ from conveyor.embedded.server import wait_gone
 from conveyor.embedded.state import process_alive, process_start_time
 from conveyor.errors import ConfigurationError
 from conveyor.settings import Settings
-from tests.embedded.conftest import Holder
+from tests.embedded.conftest import Holder, clean_env
 
 
 def client(url: str) -> syncredis.Redis:
@@ -164,3 +166,15 @@ def test_bad_settings_are_rejected_before_anything_starts(tmp_path: Path) -> Non
     with pytest.raises(ConfigurationError, match="CONVEYOR_DATA_DIR"):
         resolve_redis_url(Settings.from_env({"CONVEYOR_DATA_DIR": ""}))
     assert not (tmp_path / "data").exists()
+
+
+def test_any_redis_command_uses_the_embedded_server_when_redis_url_is_unset(data_dir: Path) -> None:
+    env = clean_env(data_dir)
+    made = subprocess.run([sys.executable, "-m", "conveyor", "keys", "create", "ci", "-s", "read"],
+                          env=env, capture_output=True, text=True, timeout=60, check=True)
+    key_id = made.stdout.strip().split("_")[1]
+    assert not (data_dir / "embedded.json").exists()  # the last (only) user stopped it on exit
+    listed = subprocess.run([sys.executable, "-m", "conveyor", "keys", "list"],
+                            env=env, capture_output=True, text=True, timeout=60, check=True)
+    assert f"{key_id}  ci  scopes=read" in listed.stdout  # kept in the AOF across the restart
+    assert not (data_dir / "embedded.json").exists()
