@@ -156,10 +156,69 @@ def test_up_stops_everything_when_a_child_cannot_start(workdir: Path) -> None:
         api_port = taken.getsockname()[1]
         up = Up(workdir, api_port, free_port())
         try:
-            assert "stopped the rest" in up.expect("api exited with code")
+            assert "stopped the rest" in up.expect("api exited (code")
             assert up.proc.wait(40) == 1
             up.expect("embedded Valkey stopped")
             state_file = workdir / ".conveyor" / "data" / "embedded.json"
             assert not state_file.exists()
         finally:
             up.close()
+
+
+def _refused(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=1)
+    except httpx.ConnectError:
+        return True
+    except httpx.HTTPError:
+        return False
+    return False
+
+
+def test_up_killed_with_sigkill_takes_its_children_and_next_up_reuses_the_server(workdir: Path) -> None:
+    api_port, health_port = free_port(), free_port()
+    health = f"http://127.0.0.1:{health_port}/health"
+    first = Up(workdir, api_port, health_port)
+    try:
+        first.expect("Press Ctrl-C to stop.")
+        state = ServerState.load(workdir / ".conveyor" / "data" / "embedded.json")
+        assert state is not None
+        first.proc.kill()
+        first.proc.wait(10)
+        deadline = time.monotonic() + 30
+        while not (_refused(health) and _refused(f"http://127.0.0.1:{api_port}/api/health")):
+            assert time.monotonic() < deadline, "the worker or the API outlived `up`"
+            time.sleep(0.1)
+        assert process_alive(state.pid, state.start_time)  # the server waits for its next user
+    finally:
+        first.close()
+
+    second = Up(workdir, api_port, health_port)
+    try:
+        second.expect("Press Ctrl-C to stop.")
+        reused = ServerState.load(workdir / ".conveyor" / "data" / "embedded.json")
+        assert reused is not None and reused.pid == state.pid
+        assert second.stop() == 0
+        second.expect("embedded Valkey stopped")  # the dead `up`'s lease did not keep it alive
+        assert not process_alive(state.pid, state.start_time)
+    finally:
+        second.close()
+
+
+def test_up_with_redis_url_starts_no_embedded_server(workdir: Path, redis_url: str) -> None:
+    api_port, health_port = free_port(), free_port()
+    up = Up(workdir, api_port, health_port, REDIS_URL=redis_url)
+    try:
+        assert "(REDIS_URL)" in up.expect("  Redis ")
+        up.expect("Press Ctrl-C to stop.")
+        key = (workdir / ".conveyor" / "admin.key").read_text().strip()
+        with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30) as http:
+            auth = {"Authorization": f"Bearer {key}"}
+            job = http.post("/api/queues/default/jobs", headers=auth, json={"name": "echo", "data": [1]})
+            done = http.get(f"/api/jobs/default/{job.json()['id']}/wait", params={"timeout": 20},
+                            headers=auth).json()
+            assert (done["state"], done["result"]) == ("completed", [1])
+        assert up.stop() == 0
+        assert not (workdir / ".conveyor" / "data").exists()
+    finally:
+        up.close()

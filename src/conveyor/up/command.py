@@ -7,6 +7,7 @@ and on SIGINT/SIGTERM stops the children and then, if no other process uses it, 
 
 from __future__ import annotations
 
+import contextlib
 import importlib.util
 import os
 import signal
@@ -130,6 +131,13 @@ class _Signals:
         signal.signal(signal.SIGTERM, self)
 
 
+def describe_exit(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"on {signal.Signals(-code).name}"
+    return f"code {code}"
+
+
 def run_up(app_path: str, settings: Settings, ports: Ports) -> int:
     url, handle = resolve_redis_url(settings)
     group: ChildGroup | None = None
@@ -155,10 +163,10 @@ def run_up(app_path: str, settings: Settings, ports: Ports) -> int:
             group.signal(signal.SIGTERM)  # one signal: a second one would force the worker out
         codes = group.finish(settings.shutdown_grace_s + STOP_MARGIN_S)
         if crashed:
-            typer.echo(f"error: {', '.join(f'{n} exited with code {c}' for n, c in crashed.items())}; "
+            typer.echo(f"error: {', '.join(f'{n} exited ({describe_exit(c)})' for n, c in crashed.items())}; "
                        "stopped the rest", err=True)
             return 1
-        typer.echo(f"stopped: {', '.join(f'{n} ({c})' for n, c in sorted(codes.items()))}")
+        typer.echo(f"stopped: {', '.join(f'{n} ({describe_exit(c)})' for n, c in sorted(codes.items()))}")
         return 0
     finally:
         if group is not None:
