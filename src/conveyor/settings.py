@@ -20,7 +20,10 @@ def _setting(env: str, help: str, default: Any = None) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    redis_url: str | None = _setting("REDIS_URL", "Redis/Valkey URL (redis://, rediss://, unix://, redis+cluster://).")
+    redis_url: str | None = _setting(
+        "REDIS_URL",
+        "Redis/Valkey URL (redis://, rediss://, unix://, redis+cluster://, redis+sentinel://); unset = embedded.",
+    )
     prefix: str = _setting("CONVEYOR_PREFIX", "Key prefix in Redis.", "cv")
     log_level: str = _setting("CONVEYOR_LOG_LEVEL", "Log level (debug, info, warning, error).", "info")
     log_format: str = _setting("CONVEYOR_LOG_FORMAT", "auto (colours on a terminal, JSON otherwise), json or console.", "auto")
