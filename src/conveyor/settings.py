@@ -22,7 +22,8 @@ def _setting(env: str, help: str, default: Any = None) -> Any:
 class Settings:
     redis_url: str | None = _setting(
         "REDIS_URL",
-        "Redis/Valkey URL (redis://, rediss://, unix://, redis+cluster://, redis+sentinel://); unset = embedded.",
+        "Redis/Valkey URL (redis://, rediss://, unix://, redis+cluster://, redis+sentinel://); "
+        "unset = the embedded Valkey.",
     )
     prefix: str = _setting("CONVEYOR_PREFIX", "Key prefix in Redis.", "cv")
     log_level: str = _setting("CONVEYOR_LOG_LEVEL", "Log level (debug, info, warning, error).", "info")
