@@ -16,6 +16,9 @@ from conveyor.middleware import Middleware
 from conveyor.options import JobOptions, JobSpec
 from conveyor.queue import Queue, resolve_redis_url
 from conveyor.redis.connection import RedisClient, connect
+from conveyor.schedules.declare import declare, interval_seconds
+from conveyor.schedules.model import Schedule
+from conveyor.schedules.scheduler import Scheduler
 from conveyor.worker import JobContext, Worker
 
 R = TypeVar("R")
@@ -134,6 +137,7 @@ class Conveyor:
         self.queue_configs: dict[str, QueueConfig] = {}
         self._client: RedisClient | None = None
         self._queues: dict[str, Queue] = {}
+        self.schedules: dict[str, Schedule] = {}
 
     @property
     def redis_url(self) -> str:
@@ -151,7 +155,9 @@ class Conveyor:
             self._client = connect(self.redis_url)
         return self._client
 
-    def declare_queue(self, name: str, *, concurrency: int = DEFAULT_CONCURRENCY, defaults: JobOptions | None = None) -> QueueConfig:
+    def declare_queue(
+        self, name: str, *, concurrency: int = DEFAULT_CONCURRENCY, defaults: JobOptions | None = None
+    ) -> QueueConfig:
         config = QueueConfig(name, concurrency, defaults)
         self.queue_configs[name] = config
         return config
@@ -187,6 +193,21 @@ class Conveyor:
             return task
 
         return register(fn) if fn is not None else register
+
+    def cron(self, expression: str, **options: Any) -> Callable[[Callable[..., Any]], Task[Any]]:
+        """Declare a task that runs on a cron schedule: `@app.cron("0 3 * * *", tz="Europe/Madrid")`
+        (options as for `task`, plus id, data, start, end, missed, catch_up_cap, paused)."""
+        return declare(self, cron=expression, **options)
+
+    def every(
+        self, *, seconds: float = 0, minutes: float = 0, hours: float = 0, days: float = 0, **options: Any
+    ) -> Callable[[Callable[..., Any]], Task[Any]]:
+        """Declare a task that runs at a fixed interval: `@app.every(minutes=15)`."""
+        return declare(self, interval_s=interval_seconds(seconds, minutes, hours, days), **options)
+
+    def scheduler(self, **options: Any) -> Scheduler:
+        """A scheduler for this app's declared schedules (see `conveyor.schedules.Scheduler`)."""
+        return Scheduler(self.client, prefix=self.prefix, schedules=self.schedules.values(), **options)
 
     def get_task(self, queue: str, name: str) -> Task[Any] | None:
         return self.tasks.get((queue, name))

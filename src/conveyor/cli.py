@@ -43,3 +43,9 @@ app.command("worker", epilog=settings_help())(worker_command(configure_logging))
 
 def main() -> None:
     app()
+
+
+from conveyor.schedules.cli import scheduler_command, schedules_app  # noqa: E402
+
+app.add_typer(schedules_app, name="schedules")
+app.command("scheduler")(scheduler_command)

@@ -111,7 +111,7 @@ class JobCancelledError(ConveyorError):
 # --------------------------------------------------------------------------- handler signals
 
 
-class HandlerSignal(Exception):  # noqa: N818 - these are signals, not errors
+class HandlerSignal(Exception):
     """Base of the exceptions a handler raises to steer what happens to its job."""
 
 
@@ -143,3 +143,18 @@ class RateLimited(HandlerSignal):
 
 class JobTimeoutError(ConveyorError, TimeoutError):
     """The handler ran past the job's timeout and was cancelled (a failed attempt)."""
+
+
+class UnsafeURLError(ConveyorError, ValueError):
+    """A URL a handler was asked to reach is refused by the SSRF guard (scheme or resolved address)."""
+
+
+# --------------------------------------------------------------------------- schedules
+
+
+class InvalidScheduleError(ConveyorError, ValueError):
+    """A schedule definition is invalid (bad cron expression, time zone, interval...); nothing was written."""
+
+
+class ScheduleNotFoundError(ConveyorError, LookupError):
+    """No schedule with that id exists."""

@@ -94,7 +94,9 @@ class JobOptions:
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> JobOptions:
         """Build from a plain mapping (bulk specs, HTTP bodies); unknown keys are an error."""
-        known = {f.name for f in fields(cls)}
+        if not values:
+            return NO_OPTIONS
+        known = _FIELD_NAMES
         unknown = set(values) - known
         if unknown:
             raise InvalidOptionError(f"unknown job options {sorted(unknown)}; known: {sorted(known)}")
@@ -111,9 +113,11 @@ class JobOptions:
 
     def merged_over(self, base: JobOptions | None) -> JobOptions:
         """These options with unset (None) fields taken from `base`."""
-        if base is None:
+        if base is None or base is NO_OPTIONS or base == NO_OPTIONS:
             return self
-        updates = {f.name: getattr(self, f.name) for f in fields(self) if getattr(self, f.name) is not None}
+        if self is NO_OPTIONS:
+            return base
+        updates = {name: getattr(self, name) for name in _FIELD_NAMES if getattr(self, name) is not None}
         return replace(base, **updates)
 
     def delay_ms(self, now: datetime | None = None) -> int:
@@ -142,13 +146,17 @@ class JobOptions:
         return out
 
 
+NO_OPTIONS = JobOptions()
+_FIELD_NAMES = frozenset(f.name for f in fields(JobOptions))
+
+
 @dataclass(frozen=True, slots=True)
 class JobSpec:
     """One job for `Queue.add_bulk`: name, data and options."""
 
     name: str
     data: Any = None
-    options: JobOptions = JobOptions()
+    options: JobOptions = NO_OPTIONS
 
     @classmethod
     def from_mapping(cls, value: Mapping[str, Any]) -> JobSpec:

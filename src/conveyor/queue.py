@@ -12,7 +12,7 @@ from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor import codec
-from conveyor.backoff import Backoff
+from conveyor.backoff import Backoff, parse_backoff
 from conveyor.errors import (
     ConfigurationError,
     ConnectionFailedError,
@@ -138,7 +138,8 @@ class Queue:
         existing job (`job.created` is False); with other data it raises IdempotencyConflictError."""
         options = JobOptions(
             job_id=job_id, idempotency_key=idempotency_key, idempotency_ttl=idempotency_ttl,
-            priority=priority, delay=delay, run_at=run_at, attempts=attempts, backoff=backoff,
+            priority=priority, delay=delay, run_at=run_at, attempts=attempts,
+            backoff=None if backoff is None else parse_backoff(backoff),
             timeout=timeout, result_ttl=result_ttl, failed_ttl=failed_ttl,
         )
         return (await self.add_specs([JobSpec(name, data, options)]))[0]
@@ -219,7 +220,7 @@ class Queue:
         return {state: int(n) for state, n in zip(JobState, replies, strict=True)}
 
     async def is_paused(self) -> bool:
-        return await self._call(self.client.hget(self.keys.meta, "paused")) == "1"
+        return bool(await self._call(self.client.hget(self.keys.meta, "paused")) == "1")
 
     async def list_jobs(self, state: JobState | str, *, cursor: int = 0, limit: int = 50) -> Page:
         """Jobs of one state: waiting in claim order, delayed by due time, active by lease
@@ -326,6 +327,11 @@ class Queue:
         await self._call(self.client.delete(k.meta, k.events, k.wake))
         await self._call(self.client.srem(registry_key(self.prefix), self.name))
         self._registered = False
+
+    async def recover_stalled(self, max_stalls: int = 1) -> tuple[int, int]:
+        """Return jobs whose lease expired to waiting (or fail those stalled more than `max_stalls`
+        times). Workers run this periodically; returns (recovered, failed)."""
+        return await self.scripts.recover_stalled(max_stalls)
 
     async def _delete_all(self, key: str, event: str) -> int:
         total = 0

@@ -27,7 +27,9 @@ class Settings:
     )
     prefix: str = _setting("CONVEYOR_PREFIX", "Key prefix in Redis.", "cv")
     log_level: str = _setting("CONVEYOR_LOG_LEVEL", "Log level (debug, info, warning, error).", "info")
-    log_format: str = _setting("CONVEYOR_LOG_FORMAT", "auto (colours on a terminal, JSON otherwise), json or console.", "auto")
+    log_format: str = _setting(
+        "CONVEYOR_LOG_FORMAT", "auto (colours on a terminal, JSON otherwise), json or console.", "auto"
+    )
     data_dir: str = _setting(
         "CONVEYOR_DATA_DIR", "Data directory of the embedded Valkey used when REDIS_URL is unset.",
         ".conveyor/data",
@@ -87,6 +89,60 @@ class Settings:
     )
     api_sse_keepalive_s: float = _setting(
         "CONVEYOR_API_SSE_KEEPALIVE_S", "Seconds between keep-alive comments on event streams.", 15.0
+    )
+    # --- built-in handlers (conveyor.handlers; see docs/handlers.md)
+    ai_providers: str | None = _setting(
+        "CONVEYOR_AI_PROVIDERS",
+        "AI provider chain, tried in order: JSON list of {name, base_url, model, api_key_env, timeout_s}.",
+    )
+    ai_breaker_failures: int = _setting(
+        "CONVEYOR_AI_BREAKER_FAILURES", "Failures in a row that open a provider's circuit.", 5
+    )
+    ai_breaker_cooldown_s: float = _setting(
+        "CONVEYOR_AI_BREAKER_COOLDOWN_S", "Seconds an open circuit skips its provider.", 30.0
+    )
+    ai_max_input_chars: int = _setting(
+        "CONVEYOR_AI_MAX_INPUT_CHARS", "Largest prompt (all messages) an AI task accepts.", 200_000
+    )
+    webhook_secrets: str | None = _setting(
+        "CONVEYOR_WEBHOOK_SECRETS",
+        'Signing secrets per endpoint: JSON {"<url, origin, host or *>": "<secret>"}.',
+    )
+    webhook_allow_hosts: str = _setting(
+        "CONVEYOR_WEBHOOK_ALLOW_HOSTS",
+        "Comma-separated hosts, IPs or CIDRs that webhooks and document URLs may reach although private.",
+        "",
+    )
+    webhook_timeout_s: float = _setting("CONVEYOR_WEBHOOK_TIMEOUT_S", "Timeout of one webhook request.", 15.0)
+    webhook_attempts: int = _setting("CONVEYOR_WEBHOOK_ATTEMPTS", "Delivery attempts per webhook.", 5)
+    smtp_host: str | None = _setting("CONVEYOR_SMTP_HOST", "SMTP server host for the email task.")
+    smtp_port: int = _setting("CONVEYOR_SMTP_PORT", "SMTP server port.", 587)
+    smtp_username: str | None = _setting("CONVEYOR_SMTP_USERNAME", "SMTP AUTH user name.")
+    smtp_password: str | None = _setting("CONVEYOR_SMTP_PASSWORD", "SMTP AUTH password.")
+    smtp_starttls: bool = _setting(
+        "CONVEYOR_SMTP_STARTTLS", "Upgrade the SMTP connection with STARTTLS (required).", True
+    )
+    smtp_tls: bool = _setting("CONVEYOR_SMTP_TLS", "Implicit TLS (port 465) instead of STARTTLS.", False)
+    smtp_ca_file: str | None = _setting(
+        "CONVEYOR_SMTP_CA_FILE", "CA bundle that signs the SMTP server's certificate."
+    )
+    smtp_timeout_s: float = _setting("CONVEYOR_SMTP_TIMEOUT_S", "SMTP connect and command timeout.", 30.0)
+    email_from: str | None = _setting("CONVEYOR_EMAIL_FROM", "Default From address of the email task.")
+    email_templates_dir: str | None = _setting(
+        "CONVEYOR_EMAIL_TEMPLATES_DIR", "Folder of Jinja2 email templates."
+    )
+    email_rate_per_minute: int = _setting(
+        "CONVEYOR_EMAIL_RATE_PER_MINUTE", "Emails sent per minute per queue, fleet-wide (0: no limit).", 0
+    )
+    documents_root: str | None = _setting(
+        "CONVEYOR_DOCUMENTS_ROOT",
+        "Folder that document paths must lie in (unset: paths are refused, URLs only).",
+    )
+    documents_max_bytes: int = _setting(
+        "CONVEYOR_DOCUMENTS_MAX_BYTES", "Largest document read or downloaded.", 20 * 1024 * 1024
+    )
+    documents_max_chars: int = _setting(
+        "CONVEYOR_DOCUMENTS_MAX_CHARS", "Extracted text is cut at this many characters.", 1_000_000
     )
 
     @classmethod

@@ -82,7 +82,8 @@ async def test_custom_job_id_is_idempotent_and_conflicts_on_other_data(queue: Qu
 
 async def test_bulk_add_is_all_or_nothing(queue: Queue) -> None:
     await queue.add("x", {"n": 0}, job_id="taken")
-    specs = [JobSpec("x", {"n": i}) for i in range(10)] + [{"name": "x", "data": {"n": 99}, "options": {"job_id": "taken"}}]
+    specs: list = [JobSpec("x", {"n": i}) for i in range(10)]
+    specs.append({"name": "x", "data": {"n": 99}, "options": {"job_id": "taken"}})
     with pytest.raises(IdempotencyConflictError):
         await queue.add_bulk(specs)
     assert (await counts_of(queue))["waiting"] == 1

@@ -137,3 +137,21 @@ def _connect_sentinel(url: str, options: dict[str, Any]) -> aioredis.Redis:
         target.sentinels, sentinel_kwargs=sentinel_kwargs, **connection)
     client: aioredis.Redis = sentinel.master_for(target.service)
     return client
+
+
+async def eviction_policy_warning(client: RedisClient) -> str | None:
+    """A warning text unless the server's maxmemory-policy is `noeviction` (evicted job keys are lost
+    jobs). None when the policy is right or cannot be read (managed services often forbid CONFIG)."""
+    try:
+        reply: Any = await client.config_get("maxmemory-policy")
+    except Exception:
+        return None
+    if isinstance(reply, dict) and reply and "maxmemory-policy" not in reply:
+        reply = next(iter(reply.values()))  # Cluster: one reply per node
+    policy = reply.get("maxmemory-policy") if isinstance(reply, dict) else None
+    if policy is None or policy == "noeviction":
+        return None
+    return (
+        f"Redis maxmemory-policy is {policy!r}: Redis may evict job keys under memory pressure and "
+        "jobs would be lost. Set maxmemory-policy to noeviction."
+    )

@@ -107,3 +107,13 @@ class WorkerRegistryKeys:
 
     def worker(self, worker_id: str) -> str:
         return f"{self.prefix}:{{workers}}:w:{worker_id}"
+
+
+def breaker_key(prefix: str, name: str) -> str:
+    """Circuit-breaker state of one AI provider, shared by every worker (conveyor.handlers.ai)."""
+    return f"{prefix}:{{breakers}}:{name}"
+
+
+def send_rate_key(prefix: str, queue: str) -> str:
+    """Fixed-window send counter of a handler queue (the email task's per-queue rate limit)."""
+    return f"{prefix}:{{{queue}}}:send-rate"

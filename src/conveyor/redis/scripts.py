@@ -100,7 +100,7 @@ class Outcome:
 class QueueScripts:
     """Typed calls of every script for one queue."""
 
-    __slots__ = ("client", "k", "maxlen", "_finish_keys", "_claim_keys")
+    __slots__ = ("_claim_keys", "_finish_keys", "client", "k", "maxlen")
 
     def __init__(self, client: RedisClient, keys: QueueKeys, events_maxlen: int) -> None:
         self.client = client

@@ -75,7 +75,7 @@ class JobContext:
 
     @property
     def group(self) -> str | None:
-        return self.options.get("group")  # type: ignore[no-any-return]
+        return self.options.get("group")
 
     def raise_if_cancelled(self) -> None:
         """For sync handlers (and long loops): end the run as cancelled if that was requested."""

@@ -92,7 +92,7 @@ class Runner:
 
     async def _call(self, spec: HandlerSpec, ctx: JobContext, data: Any) -> Any:
         if spec.is_async:
-            return await spec.fn(ctx, data)  # type: ignore[misc]
+            return await spec.fn(ctx, data)
         if self._pool is None:
             self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="conveyor-job")
         loop = asyncio.get_running_loop()

@@ -23,6 +23,7 @@ from conveyor.errors import ConfigurationError, ConnectionFailedError
 from conveyor.middleware import Middleware, MiddlewareChain
 from conveyor.queue import Queue
 from conveyor.redis.codes import ScriptCode
+from conveyor.redis.connection import eviction_policy_warning
 from conveyor.redis.scripts import Outcome
 from conveyor.worker.context import JobContext
 from conveyor.worker.outcome import JobOutcome, OutcomeKind
@@ -96,6 +97,7 @@ class Worker:
             handlers, threads=concurrency, max_result_bytes=max_result_bytes or queue.max_payload_bytes
         )
         self._scripts = queue.scripts
+        # Keyed by lease token: a job whose lease lapsed may be re-claimed while its old run lingers.
         self._running: dict[str, tuple[JobContext, asyncio.Task[None]]] = {}
         self._outcomes: list[Outcome] = []
         self._kick = asyncio.Event()
@@ -131,6 +133,9 @@ class Worker:
             asyncio.create_task(self._sweeper(), name=f"conveyor-sweep-{self.queue.name}"),
         ]
         await self.queue._register()
+        warning = await eviction_policy_warning(self.queue.client)
+        if warning:
+            logger.warning("queue %s: %s", self.queue.name, warning)
 
     async def run(self) -> None:
         """Start and keep running until `close()` is called (from a signal handler, say)."""
@@ -235,13 +240,14 @@ class Worker:
             self._has_work = True
         if n == 0:
             return
-        scripts, queue, worker_id, running, run = self._scripts, self.queue.name, self.worker_id, self._running, self._run
+        scripts, queue, worker_id = self._scripts, self.queue.name, self.worker_id
+        running, run = self._running, self._run
         create_task = asyncio.get_running_loop().create_task
         for i in range(1, n * 6, 6):
             job_id, token, attempt, name, data, opts = reply[i:i + 6]
             options = codec.loads(opts) if opts else _EMPTY_OPTS
             ctx = JobContext(scripts, queue, worker_id, job_id, token, int(attempt), name, None, options)
-            running[job_id] = (ctx, create_task(run(ctx, data)))
+            running[token] = (ctx, create_task(run(ctx, data)))
         if len(running) > self.stats.peak_active:
             self.stats.peak_active = len(running)
 
@@ -254,7 +260,7 @@ class Worker:
         self._record(ctx, outcome)
 
     def _record(self, ctx: JobContext, outcome: JobOutcome) -> None:
-        del self._running[ctx.job_id]
+        del self._running[ctx.token]
         stats = self.stats
         kind = outcome.kind
         options = ctx.options
@@ -262,7 +268,8 @@ class Worker:
             stats.processed += 1
             stats.succeeded += 1
             ttl = options.get("result_ttl")
-            self._outcomes.append(Outcome(ctx.job_id, ctx.token, "C", outcome.result, -1 if ttl is None else int(ttl * 1000), ""))
+            keep_ms = -1 if ttl is None else int(ttl * 1000)
+            self._outcomes.append(Outcome(ctx.job_id, ctx.token, "C", outcome.result, keep_ms, ""))
         elif kind is OutcomeKind.LOST:
             stats.lost += 1
             logger.warning("queue %s: job %s lost its lease; its outcome is dropped", ctx.queue, ctx.job_id)
@@ -326,15 +333,15 @@ class Worker:
             self.stats.last_heartbeat = time.time()
             if not self._running:
                 continue
-            leases = [(job_id, ctx.token) for job_id, (ctx, _) in self._running.items()]
+            leases = [(ctx.job_id, token) for token, (ctx, _) in self._running.items()]
             try:
                 statuses = await self._scripts.extend(self.lease_ms, leases)
             except ConnectionFailedError as exc:
                 logger.warning("queue %s: heartbeat failed (%s)", self.queue.name, exc)
                 continue
             for (job_id, token), status in zip(leases, statuses, strict=True):
-                entry = self._running.get(job_id)
-                if entry is None or entry[0].token != token:
+                entry = self._running.get(token)
+                if entry is None:
                     continue
                 ctx, task = entry
                 if status == 1 and not ctx.cancel_requested:

@@ -8,6 +8,7 @@ ARGV: 1 prefix, 2 worker id, 3 lease ms, 4 want, 5 events maxlen, 6 outcome coun
       kind X cancelled: payload = error JSON,  number = unused
       kind B back:      payload = reason,      number = delay ms (the attempt is refunded)
       note: short text for the event (error summary or reason)
+      A retry or back-to-waiting outcome of a job whose cancellation was requested ends it cancelled.
 Returns: one code per outcome (0 OK, -1 NOT_FOUND, -2 LEASE_LOST), then the claim reply
          (next_due_in_ms, then id, token, attempt, name, data, opts per leased job).
 Codes: 0 OK, -1 NOT_FOUND, -2 LEASE_LOST
@@ -32,7 +33,9 @@ for i = 0, count - 1 do
   local id, token, kind, payload = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local number, note = tonumber(ARGV[b + 4]), ARGV[b + 5]
   local jk = prefix .. 'job:' .. id
-  local f = redis.call('HMGET', jk, 'token', 'state', 'attempts')
+  local f = redis.call('HMGET', jk, 'token', 'state', 'attempts', 'cancel')
+  -- A job whose cancellation was requested does not go back to the queue.
+  if f[4] == '1' and (kind == 'R' or kind == 'B') then kind = 'X' end
   if not f[2] then
     codes[#codes + 1] = -1
   elseif f[1] ~= token or f[2] ~= 'active' then

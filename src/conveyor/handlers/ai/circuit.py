@@ -1,0 +1,112 @@
+"""A circuit breaker per AI provider, kept in Redis so every worker of the fleet sees it.
+
+After `failures` failures in a row (timeouts, connection errors, 5xx) the circuit opens for
+`cooldown_s`: workers skip the provider instead of spending attempts on it. When the cool-down ends
+the circuit is half-open: calls go through again, the first failure reopens it at once and a
+success closes it. A 429 sets a separate `hold` for the Retry-After time without counting a failure.
+All times come from the Redis clock.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from typing import Any
+
+from conveyor.redis.connection import RedisClient
+from conveyor.redis.keys import breaker_key
+
+_NOW = "local t = redis.call('TIME') local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)\n"
+
+# KEYS[1] breaker hash. Returns ms until the provider may be called again (0: call it).
+_CHECK = (
+    _NOW
+    + """
+local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
+local hold_until = tonumber(redis.call('HGET', KEYS[1], 'hold_until') or '0')
+local wait = math.max(open_until, hold_until) - now
+if wait > 0 then return wait end
+return 0
+"""
+)
+
+# KEYS[1] breaker hash; ARGV threshold, cooldown_ms, ttl_ms.
+# Returns the ms the circuit is now open (0: still closed).
+_FAILURE = (
+    _NOW
+    + """
+local threshold = tonumber(ARGV[1])
+local open_until = tonumber(redis.call('HGET', KEYS[1], 'open_until') or '0')
+if open_until > now then return open_until - now end
+local failures
+if open_until > 0 then
+  failures = threshold
+else
+  failures = redis.call('HINCRBY', KEYS[1], 'failures', 1)
+end
+if failures >= threshold then
+  redis.call('HSET', KEYS[1], 'open_until', now + tonumber(ARGV[2]), 'failures', 0)
+  redis.call('HINCRBY', KEYS[1], 'trips', 1)
+  redis.call('PEXPIRE', KEYS[1], ARGV[3])
+  return tonumber(ARGV[2])
+end
+redis.call('PEXPIRE', KEYS[1], ARGV[3])
+return 0
+"""
+)
+
+# KEYS[1] breaker hash; ARGV hold_ms, ttl_ms. Extends the hold to now + hold_ms.
+_HOLD = (
+    _NOW
+    + """
+local hold_until = tonumber(redis.call('HGET', KEYS[1], 'hold_until') or '0')
+local wanted = now + tonumber(ARGV[1])
+if wanted > hold_until then redis.call('HSET', KEYS[1], 'hold_until', wanted) end
+redis.call('PEXPIRE', KEYS[1], ARGV[2])
+return wanted - now
+"""
+)
+
+
+class CircuitBreaker:
+    """Shared breaker state per provider name; `client` is called lazily (the app connects on use)."""
+
+    def __init__(
+        self,
+        client: Callable[[], RedisClient],
+        *,
+        prefix: str = "cv",
+        failures: int = 5,
+        cooldown_s: float = 30.0,
+    ) -> None:
+        if failures < 1:
+            raise ValueError("breaker failures must be >= 1")
+        if cooldown_s <= 0:
+            raise ValueError("breaker cooldown must be > 0")
+        self._client = client
+        self.prefix = prefix
+        self.failures = failures
+        self.cooldown_ms = int(cooldown_s * 1000)
+        self.ttl_ms = max(self.cooldown_ms * 10, 600_000)
+
+    async def _eval(self, script: str, name: str, *args: Any) -> int:
+        result = await self._client().eval(script, 1, breaker_key(self.prefix, name), *args)
+        return int(result)
+
+    async def open_for(self, name: str) -> float:
+        """Seconds until `name` may be called (0: closed or half-open)."""
+        return await self._eval(_CHECK, name) / 1000
+
+    async def record_failure(self, name: str) -> float:
+        """Count a failure; returns the seconds the circuit is open for (0: still closed)."""
+        return await self._eval(_FAILURE, name, self.failures, self.cooldown_ms, self.ttl_ms) / 1000
+
+    async def hold(self, name: str, seconds: float) -> float:
+        """Skip `name` for `seconds` (its Retry-After) without counting a failure."""
+        return await self._eval(_HOLD, name, max(1, int(seconds * 1000)), self.ttl_ms) / 1000
+
+    async def record_success(self, name: str) -> None:
+        await self._client().delete(breaker_key(self.prefix, name))
+
+    async def state(self, name: str) -> dict[str, str]:
+        raw = await self._client().hgetall(breaker_key(self.prefix, name))
+        return {str(k): str(v) for k, v in raw.items()}

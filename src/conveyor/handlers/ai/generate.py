@@ -1,0 +1,263 @@
+"""The generic `ai.generate` task: one chat completion, tried across the provider chain.
+
+Timeouts, connection errors and 5xx count against the provider's circuit breaker and move on to the
+next provider; a 429 holds the provider for its Retry-After and moves on; output that fails the
+requested schema moves on too. When every provider was only rate-limited or circuit-open the job
+waits (`RateLimited`, no attempt used); otherwise it is retried with the job's backoff.
+"""
+
+from __future__ import annotations
+
+import json
+import logging
+from collections.abc import Callable
+from typing import Any, Literal
+
+import jsonschema  # type: ignore[import-untyped]
+import openai
+from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
+
+from conveyor.errors import ConfigurationError, RateLimited, Retry, Unrecoverable
+from conveyor.handlers.ai.circuit import CircuitBreaker
+from conveyor.handlers.ai.providers import Provider, ProviderChain
+from conveyor.handlers.http import parse_retry_after
+from conveyor.worker.context import JobContext
+
+logger = logging.getLogger(__name__)
+
+Check = Callable[[Any], str | None]
+_FATAL_STATUS = frozenset({400, 413, 422})
+
+
+class ChatMessage(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    role: Literal["system", "user", "assistant"]
+    content: str
+
+
+class GenerateRequest(BaseModel):
+    """A prompt (with an optional system message) or a full message list; optional JSON schema."""
+
+    model_config = ConfigDict(extra="forbid")
+    prompt: str | None = None
+    system: str | None = None
+    messages: list[ChatMessage] = Field(default_factory=list, max_length=200)
+    json_schema: dict[str, Any] | None = None
+    schema_name: str = Field(default="output", pattern=r"^[A-Za-z0-9_-]{1,64}$")
+    strict: bool = False
+    temperature: float | None = Field(default=None, ge=0, le=2)
+    max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
+    providers: list[str] | None = None
+
+    @model_validator(mode="after")
+    def _needs_input(self) -> GenerateRequest:
+        if not self.prompt and not self.messages:
+            raise ValueError("give a prompt or messages")
+        return self
+
+    def chat(self) -> list[dict[str, str]]:
+        out = [{"role": "system", "content": self.system}] if self.system else []
+        out += [m.model_dump() for m in self.messages]
+        if self.prompt:
+            out.append({"role": "user", "content": self.prompt})
+        return out
+
+
+class Usage(BaseModel):
+    prompt_tokens: int = 0
+    completion_tokens: int = 0
+    total_tokens: int = 0
+
+    def add(self, other: Any) -> None:
+        if other is None:
+            return
+        self.prompt_tokens += int(getattr(other, "prompt_tokens", 0) or 0)
+        self.completion_tokens += int(getattr(other, "completion_tokens", 0) or 0)
+        self.total_tokens += int(getattr(other, "total_tokens", 0) or 0)
+
+
+class ProviderAttempt(BaseModel):
+    provider: str
+    outcome: Literal["ok", "timeout", "error", "rate_limited", "circuit_open", "invalid_output", "rejected"]
+    detail: str = ""
+    wait_s: float | None = None
+
+
+class GenerateResult(BaseModel):
+    text: str
+    data: Any = None
+    provider: str
+    model: str
+    finish_reason: str | None = None
+    usage: Usage
+    attempts: list[ProviderAttempt]
+
+
+class _Skip(Exception):
+    def __init__(self, attempt: ProviderAttempt) -> None:
+        super().__init__(attempt.detail)
+        self.attempt = attempt
+
+
+class Generator:
+    """Runs requests across a provider chain with a shared circuit breaker."""
+
+    def __init__(self, chain: ProviderChain, breaker: CircuitBreaker, *, max_input_chars: int = 200_000) -> None:
+        self.chain = chain
+        self.breaker = breaker
+        self.max_input_chars = max_input_chars
+
+    async def run(
+        self,
+        request: GenerateRequest,
+        ctx: JobContext | None = None,
+        *,
+        output: type[BaseModel] | None = None,
+        check: Check | None = None,
+    ) -> GenerateResult:
+        """One completion; `output` (a pydantic model) or `request.json_schema` validates JSON output,
+        and `check` may reject parsed output with a reason (so the next provider is tried)."""
+        if not self.chain:
+            raise Unrecoverable(
+                "no AI provider is configured: set CONVEYOR_AI_PROVIDERS to a JSON list of "
+                "{name, base_url, model, api_key_env}"
+            )
+        try:
+            providers = self.chain.select(request.providers)
+        except ConfigurationError as exc:
+            raise Unrecoverable(str(exc)) from None
+        messages = request.chat()
+        size = sum(len(m["content"]) for m in messages)
+        if size > self.max_input_chars:
+            raise Unrecoverable(f"prompt is {size} characters, over the limit of {self.max_input_chars}")
+        schema = output.model_json_schema() if output is not None else request.json_schema
+        if schema is not None and output is None:
+            try:
+                jsonschema.Draft202012Validator.check_schema(schema)
+            except jsonschema.SchemaError as exc:
+                raise Unrecoverable(f"json_schema is not a valid JSON Schema: {exc.message}") from None
+        usage = Usage()
+        attempts: list[ProviderAttempt] = []
+        for provider in providers:
+            try:
+                result = await self._try(provider, request, messages, schema, output, check, usage, ctx)
+            except _Skip as skip:
+                attempts.append(skip.attempt)
+                logger.info("AI provider %s skipped: %s", provider.name, skip.attempt.outcome)
+                continue
+            attempts.append(ProviderAttempt(provider=provider.name, outcome="ok"))
+            return result.model_copy(update={"attempts": attempts, "usage": usage})
+        raise _give_up(attempts)
+
+    async def _try(
+        self,
+        provider: Provider,
+        request: GenerateRequest,
+        messages: list[dict[str, str]],
+        schema: dict[str, Any] | None,
+        output: type[BaseModel] | None,
+        check: Check | None,
+        usage: Usage,
+        ctx: JobContext | None,
+    ) -> GenerateResult:
+        name = provider.name
+        wait = await self.breaker.open_for(name)
+        if wait > 0:
+            raise _Skip(ProviderAttempt(provider=name, outcome="circuit_open", wait_s=wait))
+        if ctx is not None:
+            await ctx.progress({"stage": "generating", "provider": name})
+        kwargs: dict[str, Any] = {"model": provider.model, "messages": messages}
+        if request.temperature is not None:
+            kwargs["temperature"] = request.temperature
+        if request.max_tokens is not None:
+            kwargs["max_tokens"] = request.max_tokens
+        if schema is not None:
+            kwargs["response_format"] = {
+                "type": "json_schema",
+                "json_schema": {"name": request.schema_name, "schema": schema, "strict": request.strict},
+            }
+        try:
+            response = await self.chain.client(provider).chat.completions.create(**kwargs)
+        except openai.APITimeoutError:
+            await self._failed(name)
+            raise _Skip(
+                ProviderAttempt(provider=name, outcome="timeout", detail=f"no answer in {provider.timeout_s}s")
+            ) from None
+        except openai.APIConnectionError as exc:
+            await self._failed(name)
+            raise _Skip(ProviderAttempt(provider=name, outcome="error", detail=f"connection: {exc}"[:300])) from None
+        except openai.APIStatusError as exc:
+            raise await self._status(provider, exc) from None
+        usage.add(response.usage)
+        if ctx is not None and response.usage is not None:
+            ctx.report_cost((ctx.cost_used or 0) + int(response.usage.total_tokens or 0))
+        await self.breaker.record_success(name)
+        choice = response.choices[0] if response.choices else None
+        text = (choice.message.content or "") if choice is not None else ""
+        data = _parse(name, text, schema, output, check) if schema is not None else None
+        return GenerateResult(
+            text=text,
+            data=data,
+            provider=name,
+            model=response.model or provider.model,
+            finish_reason=choice.finish_reason if choice is not None else None,
+            usage=usage,
+            attempts=[],
+        )
+
+    async def _failed(self, name: str) -> None:
+        opened = await self.breaker.record_failure(name)
+        if opened:
+            logger.warning("AI provider %s: circuit opened for %.1fs", name, opened)
+
+    async def _status(self, provider: Provider, exc: openai.APIStatusError) -> Exception:
+        name, status = provider.name, exc.status_code
+        if status == 429:
+            wait = parse_retry_after(dict(exc.response.headers))
+            held = await self.breaker.hold(name, wait)
+            return _Skip(ProviderAttempt(provider=name, outcome="rate_limited", detail="429", wait_s=held))
+        if status in _FATAL_STATUS:
+            return Unrecoverable(f"AI provider {name} rejected the request ({status}): {_message(exc)}")
+        await self._failed(name)
+        outcome: Literal["error", "rejected", "timeout"] = (
+            "timeout" if status == 408 else "error" if status >= 500 else "rejected"
+        )
+        return _Skip(ProviderAttempt(provider=name, outcome=outcome, detail=f"{status}: {_message(exc)}"))
+
+
+def _message(exc: openai.APIStatusError) -> str:
+    return str(exc.message)[:300]
+
+
+def _parse(name: str, text: str, schema: dict[str, Any], output: type[BaseModel] | None, check: Check | None) -> Any:
+    """The JSON output validated; an invalid one skips to the next provider."""
+    try:
+        data = json.loads(text)
+        if output is not None:
+            value: Any = output.model_validate(data)
+            data = value.model_dump(mode="json")
+        else:
+            jsonschema.validate(data, schema, cls=jsonschema.Draft202012Validator)
+            value = data
+    except json.JSONDecodeError as exc:
+        raise _Skip(ProviderAttempt(provider=name, outcome="invalid_output", detail=f"not JSON: {exc}"[:300])) from None
+    except ValidationError as exc:
+        detail = f"schema: {exc.errors(include_url=False, include_input=False)}"[:300]
+        raise _Skip(ProviderAttempt(provider=name, outcome="invalid_output", detail=detail)) from None
+    except jsonschema.ValidationError as exc:
+        raise _Skip(
+            ProviderAttempt(provider=name, outcome="invalid_output", detail=f"schema: {exc.message}"[:300])
+        ) from None
+    problem = check(value) if check is not None else None
+    if problem:
+        raise _Skip(ProviderAttempt(provider=name, outcome="invalid_output", detail=problem[:300]))
+    return data
+
+
+def _give_up(attempts: list[ProviderAttempt]) -> Exception:
+    """Every provider was tried: wait without using an attempt if all were only throttled."""
+    summary = "; ".join(f"{a.provider}: {a.outcome}{' ' + a.detail if a.detail else ''}" for a in attempts)
+    waits = [a.wait_s for a in attempts if a.outcome in {"rate_limited", "circuit_open"} and a.wait_s]
+    if waits and len(waits) == len(attempts):
+        return RateLimited(retry_after=min(waits), reason=f"every AI provider is throttled or open: {summary}")
+    return Retry(reason=f"no AI provider succeeded: {summary}")

@@ -1,0 +1,328 @@
+"""Text from uploaded documents (PDF, DOCX, HTML, Markdown, plain text), by path or URL, size-capped.
+
+Paths must lie inside CONVEYOR_DOCUMENTS_ROOT; URLs are fetched through the SSRF guard. Parsing
+runs in a thread, so a large PDF does not stall the worker's event loop.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import io
+import os
+import re
+import zipfile
+from html.parser import HTMLParser
+from pathlib import Path
+from typing import TYPE_CHECKING, Literal
+
+import httpx
+from pydantic import BaseModel, ConfigDict, Field, model_validator
+
+from conveyor.errors import Retry, Unrecoverable, UnsafeURLError
+from conveyor.handlers.http import raise_for_rate_limit
+from conveyor.handlers.ssrf import SsrfGuard, guarded_client, read_capped, send_following
+from conveyor.worker.context import JobContext
+
+if TYPE_CHECKING:
+    from conveyor.app import Conveyor, Task
+    from conveyor.settings import Settings
+
+QUEUE = "documents"
+TASK = "documents.extract"
+Kind = Literal["pdf", "docx", "html", "markdown", "text"]
+_EXTENSIONS: dict[str, Kind] = {
+    ".pdf": "pdf",
+    ".docx": "docx",
+    ".html": "html",
+    ".htm": "html",
+    ".md": "markdown",
+    ".markdown": "markdown",
+    ".txt": "text",
+}
+_MEDIA: dict[str, Kind] = {
+    "application/pdf": "pdf",
+    "text/html": "html",
+    "application/xhtml+xml": "html",
+    "text/markdown": "markdown",
+    "text/plain": "text",
+    "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
+}
+ZIP_EXPANSION_LIMIT = 20  # a DOCX may unpack to at most 20x the byte cap (zip bombs)
+
+
+class DocumentRequest(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    path: str | None = Field(default=None, max_length=4096)
+    url: str | None = Field(default=None, max_length=2048)
+    kind: Kind | None = None
+    max_chars: int | None = Field(default=None, ge=1)
+
+    @model_validator(mode="after")
+    def _one_source(self) -> DocumentRequest:
+        if (self.path is None) == (self.url is None):
+            raise ValueError("give exactly one of path or url")
+        return self
+
+
+class DocumentResult(BaseModel):
+    source: str
+    kind: Kind
+    text: str
+    chars: int
+    bytes: int
+    pages: int | None = None
+    truncated: bool
+
+
+def detect_kind(data: bytes, name: str = "", media_type: str = "") -> Kind:
+    """From magic bytes, then the media type, then the file extension."""
+    if data.startswith(b"%PDF-"):
+        return "pdf"
+    media = media_type.split(";", 1)[0].strip().lower()
+    if media in _MEDIA:
+        return _MEDIA[media]
+    ext = os.path.splitext(name.split("?", 1)[0])[1].lower()
+    if ext in _EXTENSIONS:
+        return _EXTENSIONS[ext]
+    if data.startswith(b"PK\x03\x04"):
+        return "docx"
+    head = data[:512].lstrip().lower()
+    if head.startswith((b"<!doctype html", b"<html")):
+        return "html"
+    return "text"
+
+
+class _HTMLText(HTMLParser):
+    """Visible text of an HTML page: scripts, styles and templates dropped, blocks on their own lines."""
+
+    _SKIP = frozenset({"script", "style", "template", "noscript", "head"})
+    _BLOCK = frozenset(
+        {
+            "p",
+            "div",
+            "br",
+            "li",
+            "tr",
+            "h1",
+            "h2",
+            "h3",
+            "h4",
+            "h5",
+            "h6",
+            "section",
+            "article",
+            "header",
+            "footer",
+            "blockquote",
+            "pre",
+            "table",
+            "ul",
+            "ol",
+            "title",
+        }
+    )
+
+    def __init__(self) -> None:
+        super().__init__(convert_charrefs=True)
+        self.parts: list[str] = []
+        self._skip = 0
+
+    def handle_starttag(self, tag: str, attrs: list[tuple[str, str | None]]) -> None:
+        if tag in self._SKIP:
+            self._skip += 1
+        elif tag in self._BLOCK:
+            self.parts.append("\n")
+
+    def handle_endtag(self, tag: str) -> None:
+        if tag in self._SKIP:
+            self._skip = max(0, self._skip - 1)
+        elif tag in self._BLOCK:
+            self.parts.append("\n")
+
+    def handle_data(self, data: str) -> None:
+        if not self._skip:
+            self.parts.append(data)
+
+
+def _tidy(text: str) -> str:
+    lines = [re.sub(r"[ \t\f\v]+", " ", line).strip() for line in text.splitlines()]
+    return re.sub(r"\n{3,}", "\n\n", "\n".join(lines)).strip()
+
+
+def html_text(data: bytes) -> str:
+    parser = _HTMLText()
+    parser.feed(data.decode("utf-8", errors="replace"))
+    parser.close()
+    return _tidy("".join(parser.parts))
+
+
+_MD_RULES = [
+    (re.compile(r"^```.*$", re.M), ""),
+    (re.compile(r"!\[([^\]]*)\]\([^)]*\)"), r"\1"),
+    (re.compile(r"\[([^\]]+)\]\([^)]*\)"), r"\1"),
+    (re.compile(r"^[ \t]{0,3}#{1,6}[ \t]*", re.M), ""),
+    (re.compile(r"^[ \t]{0,3}>[ \t]?", re.M), ""),
+    (re.compile(r"^[ \t]*[-*+][ \t]+", re.M), "- "),
+    (re.compile(r"(\*\*|__)(.+?)\1"), r"\2"),
+    (re.compile(r"(?<![\w*])[*_](?!\s)(.+?)(?<!\s)[*_](?![\w*])"), r"\1"),
+    (re.compile(r"`([^`]+)`"), r"\1"),
+    (re.compile(r"<[^>\n]+>"), ""),
+]
+
+
+def markdown_text(data: bytes) -> str:
+    """Markdown with its markup removed (headings, emphasis, links keep their text)."""
+    text = data.decode("utf-8", errors="replace")
+    for pattern, repl in _MD_RULES:
+        text = pattern.sub(repl, text)
+    return _tidy(text)
+
+
+def pdf_text(data: bytes) -> tuple[str, int]:
+    from pypdf import PdfReader
+    from pypdf.errors import PdfReadError
+
+    try:
+        reader = PdfReader(io.BytesIO(data))
+        if reader.is_encrypted:
+            raise Unrecoverable("the PDF is encrypted")
+        pages = [page.extract_text() or "" for page in reader.pages]
+    except PdfReadError as exc:
+        raise Unrecoverable(f"not a readable PDF: {exc}") from None
+    return _tidy("\n\n".join(pages)), len(pages)
+
+
+def docx_text(data: bytes, max_bytes: int) -> str:
+    import docx
+
+    try:
+        with zipfile.ZipFile(io.BytesIO(data)) as zf:
+            unpacked = sum(info.file_size for info in zf.infolist())
+    except zipfile.BadZipFile:
+        raise Unrecoverable("not a DOCX file (not a zip archive)") from None
+    if unpacked > max_bytes * ZIP_EXPANSION_LIMIT:
+        raise Unrecoverable(f"the DOCX unpacks to {unpacked} bytes, too large")
+    try:
+        document = docx.Document(io.BytesIO(data))
+    except Exception as exc:  # python-docx raises several unrelated types for broken files
+        raise Unrecoverable(f"not a readable DOCX: {type(exc).__name__}: {exc}"[:300]) from None
+    parts = [p.text for p in document.paragraphs]
+    for table in document.tables:
+        for row in table.rows:
+            parts.append(" | ".join(cell.text for cell in row.cells))
+    return _tidy("\n".join(parts))
+
+
+def extract(data: bytes, kind: Kind, max_bytes: int) -> tuple[str, int | None]:
+    """(text, pages) of a document of a known kind."""
+    if kind == "pdf":
+        return pdf_text(data)
+    if kind == "docx":
+        return docx_text(data, max_bytes), None
+    if kind == "html":
+        return html_text(data), None
+    if kind == "markdown":
+        return markdown_text(data), None
+    return _tidy(data.decode("utf-8", errors="replace")), None
+
+
+class DocumentReader:
+    """Reads a document from an allowed path or a guarded URL and extracts its text."""
+
+    def __init__(
+        self, guard: SsrfGuard, *, root: str | None, max_bytes: int, max_chars: int, timeout_s: float = 30.0
+    ) -> None:
+        self.guard = guard
+        self.root = Path(root).resolve() if root else None
+        self.max_bytes = max_bytes
+        self.max_chars = max_chars
+        self.timeout_s = timeout_s
+
+    def _read_path(self, raw: str) -> bytes:
+        if self.root is None:
+            raise Unrecoverable("reading documents by path needs CONVEYOR_DOCUMENTS_ROOT")
+        path = (self.root / raw).resolve()
+        if not path.is_relative_to(self.root):
+            raise Unrecoverable(f"path {raw!r} is outside the documents folder")
+        if not path.is_file():
+            raise Unrecoverable(f"no document at {raw!r}")
+        size = path.stat().st_size
+        if size > self.max_bytes:
+            raise Unrecoverable(f"document is {size} bytes, over the limit of {self.max_bytes}")
+        with path.open("rb") as f:
+            data = f.read(self.max_bytes + 1)
+        if len(data) > self.max_bytes:
+            raise Unrecoverable(f"document is over the limit of {self.max_bytes} bytes")
+        return data
+
+    async def _fetch(self, url: str) -> tuple[bytes, str]:
+        try:
+            async with asyncio.timeout(self.timeout_s), guarded_client(self.guard, self.timeout_s) as client:
+                response, _ = await send_following(client, "GET", url)
+                try:
+                    status = response.status_code
+                    raise_for_rate_limit(status, dict(response.headers), what="document host")
+                    if status == 408 or status >= 500:
+                        raise Retry(reason=f"document host answered {status}")
+                    if status >= 400:
+                        raise Unrecoverable(f"document host answered {status}")
+                    length = int(response.headers.get("content-length") or 0)
+                    if length > self.max_bytes:
+                        raise Unrecoverable(f"document is {length} bytes, over the limit of {self.max_bytes}")
+                    data, more = await read_capped(response, self.max_bytes)
+                    if more:
+                        raise Unrecoverable(f"document is over the limit of {self.max_bytes} bytes")
+                    return data, response.headers.get("content-type", "")
+                finally:
+                    await response.aclose()
+        except UnsafeURLError as exc:
+            raise Unrecoverable(str(exc)) from None
+        except (TimeoutError, httpx.TimeoutException):
+            raise Retry(reason=f"document download took over {self.timeout_s}s") from None
+        except httpx.HTTPError as exc:
+            raise Retry(reason=f"document download failed: {type(exc).__name__}: {exc}"[:300]) from None
+
+    async def read(self, req: DocumentRequest, ctx: JobContext | None = None) -> DocumentResult:
+        if req.url is not None:
+            data, media = await self._fetch(req.url)
+            source = req.url
+        else:
+            assert req.path is not None
+            data, media = await asyncio.to_thread(self._read_path, req.path), ""
+            source = req.path
+        kind = req.kind or detect_kind(data, source, media)
+        if ctx is not None:
+            await ctx.progress({"stage": "extracting", "kind": kind, "bytes": len(data)})
+        text, pages = await asyncio.to_thread(extract, data, kind, self.max_bytes)
+        limit = min(req.max_chars or self.max_chars, self.max_chars)
+        return DocumentResult(
+            source=source,
+            kind=kind,
+            text=text[:limit],
+            chars=min(len(text), limit),
+            bytes=len(data),
+            pages=pages,
+            truncated=len(text) > limit,
+        )
+
+
+class DocumentTasks:
+    def __init__(self, task: Task[DocumentResult], reader: DocumentReader) -> None:
+        self.task = task
+        self.reader = reader
+
+
+def register(app: Conveyor, settings: Settings, guard: SsrfGuard) -> DocumentTasks:
+    """Declare `documents.extract` on queue `documents` (2 attempts, 5 min timeout)."""
+    reader = DocumentReader(
+        guard,
+        root=settings.documents_root,
+        max_bytes=settings.documents_max_bytes,
+        max_chars=settings.documents_max_chars,
+    )
+
+    async def extract_text(ctx: JobContext, payload: DocumentRequest) -> DocumentResult:
+        return await reader.read(payload, ctx)
+
+    task = app.task(extract_text, queue=QUEUE, name=TASK, attempts=2, timeout=300)
+    return DocumentTasks(task, reader)

@@ -1,0 +1,237 @@
+"""Email over SMTP (aiosmtplib): STARTTLS and AUTH, plain and HTML bodies, attachments, Jinja2 templates.
+
+Permanent SMTP answers (5xx) fail the job at once; temporary ones (4xx), timeouts and dropped
+connections are retried. A per-queue, fleet-wide send rate keeps a provider's quota.
+"""
+
+from __future__ import annotations
+
+import base64
+import binascii
+import email.utils
+import ssl
+from email.message import EmailMessage
+from pathlib import Path
+from typing import TYPE_CHECKING, Any
+
+import aiosmtplib
+import jinja2
+from jinja2.sandbox import SandboxedEnvironment
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
+
+from conveyor.errors import Retry, Unrecoverable
+from conveyor.handlers.ratelimit import SendRate
+from conveyor.worker.context import JobContext
+
+if TYPE_CHECKING:
+    from conveyor.app import Conveyor, Task
+    from conveyor.settings import Settings
+
+QUEUE = "email"
+TASK = "email.send"
+MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
+_TEMPLATE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_/-]{0,99}$"
+
+
+def _address(value: str) -> str:
+    _, addr = email.utils.parseaddr(value)
+    if not addr or "@" not in addr or any(c in value for c in "\r\n") or len(value) > 320:
+        raise ValueError(f"not an email address: {value[:100]!r}")
+    return value
+
+
+class Attachment(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    filename: str = Field(min_length=1, max_length=255, pattern=r"^[^/\\\r\n]+$")
+    content_base64: str
+    content_type: str = Field(default="application/octet-stream", pattern=r"^[\w.+-]+/[\w.+-]+$")
+
+    def content(self) -> bytes:
+        try:
+            return base64.b64decode(self.content_base64, validate=True)
+        except (binascii.Error, ValueError):
+            raise ValueError(f"attachment {self.filename!r} is not valid base64") from None
+
+
+class EmailRequest(BaseModel):
+    """Either `template` (files `<name>.subject.txt`, `<name>.txt`, `<name>.html`) or subject + bodies."""
+
+    model_config = ConfigDict(extra="forbid")
+    to: list[str] = Field(min_length=1, max_length=100)
+    cc: list[str] = Field(default_factory=list, max_length=100)
+    bcc: list[str] = Field(default_factory=list, max_length=100)
+    sender: str | None = None
+    reply_to: str | None = None
+    subject: str | None = Field(default=None, max_length=998)
+    text: str | None = Field(default=None, max_length=2_000_000)
+    html: str | None = Field(default=None, max_length=2_000_000)
+    template: str | None = Field(default=None, pattern=_TEMPLATE_NAME)
+    context: dict[str, Any] = Field(default_factory=dict)
+    attachments: list[Attachment] = Field(default_factory=list, max_length=20)
+    headers: dict[str, str] = Field(default_factory=dict, max_length=20)
+
+    @field_validator("to", "cc", "bcc")
+    @classmethod
+    def _addresses(cls, values: list[str]) -> list[str]:
+        return [_address(v) for v in values]
+
+    @field_validator("sender", "reply_to")
+    @classmethod
+    def _one_address(cls, value: str | None) -> str | None:
+        return None if value is None else _address(value)
+
+    @model_validator(mode="after")
+    def _body(self) -> EmailRequest:
+        if self.template is None and not (self.text or self.html):
+            raise ValueError("give text and/or html, or a template")
+        if self.template is None and not self.subject:
+            raise ValueError("a subject is required unless a template provides it")
+        total = sum(len(a.content_base64) * 3 // 4 for a in self.attachments)
+        if total > MAX_ATTACHMENT_BYTES:
+            raise ValueError(f"attachments total {total} bytes, over the limit of {MAX_ATTACHMENT_BYTES}")
+        for name, v in self.headers.items():
+            if any(c in name + v for c in "\r\n"):
+                raise ValueError(f"header {name!r} contains a line break")
+        return self
+
+
+class EmailResult(BaseModel):
+    message_id: str
+    accepted: list[str]
+    refused: dict[str, str]
+    response: str
+
+
+class Templates:
+    """Sandboxed Jinja2 templates from a folder; HTML templates are autoescaped."""
+
+    def __init__(self, folder: str | None) -> None:
+        self.folder = folder
+        self.env = SandboxedEnvironment(
+            loader=jinja2.FileSystemLoader(folder) if folder else None,
+            autoescape=jinja2.select_autoescape(["html"]),
+            undefined=jinja2.StrictUndefined,
+        )
+
+    def render(self, name: str, context: dict[str, Any]) -> tuple[str | None, str | None, str | None]:
+        """(subject, text, html) from `<name>.subject.txt`, `<name>.txt`, `<name>.html`."""
+        if not self.folder:
+            raise Unrecoverable("email templates need CONVEYOR_EMAIL_TEMPLATES_DIR")
+        out: list[str | None] = []
+        for suffix in (".subject.txt", ".txt", ".html"):
+            path = Path(self.folder) / f"{name}{suffix}"
+            if not path.is_file():
+                out.append(None)
+                continue
+            try:
+                out.append(self.env.get_template(f"{name}{suffix}").render(**context))
+            except jinja2.TemplateError as exc:
+                raise Unrecoverable(f"email template {name}{suffix}: {exc}") from None
+        subject, text, html = out
+        if text is None and html is None:
+            raise Unrecoverable(f"email template {name!r} has neither {name}.txt nor {name}.html")
+        return (subject.strip() if subject else None), text, html
+
+
+class Mailer:
+    """Builds the MIME message and sends it through the configured SMTP server."""
+
+    def __init__(self, settings: Settings) -> None:
+        self.host = settings.smtp_host
+        self.settings = settings
+        self.templates = Templates(settings.email_templates_dir)
+
+    def build(self, req: EmailRequest) -> EmailMessage:
+        subject, text, html = req.subject, req.text, req.html
+        if req.template:
+            t_subject, t_text, t_html = self.templates.render(req.template, req.context)
+            subject, text, html = subject or t_subject, text or t_text, html or t_html
+        sender = req.sender or self.settings.email_from
+        if not sender:
+            raise Unrecoverable("no sender: set CONVEYOR_EMAIL_FROM or give `sender`")
+        if not subject:
+            raise Unrecoverable("the email has no subject (template without <name>.subject.txt?)")
+        msg = EmailMessage()
+        msg["From"] = sender
+        msg["To"] = ", ".join(req.to)
+        if req.cc:
+            msg["Cc"] = ", ".join(req.cc)
+        if req.reply_to:
+            msg["Reply-To"] = req.reply_to
+        msg["Subject"] = subject
+        msg["Date"] = email.utils.formatdate(localtime=False)
+        msg["Message-ID"] = email.utils.make_msgid(domain=sender.rsplit("@", 1)[-1].strip("> "))
+        for name, value in req.headers.items():
+            msg[name] = value
+        msg.set_content(text or "This message has an HTML part only.")
+        if html:
+            msg.add_alternative(html, subtype="html")
+        for att in req.attachments:
+            try:
+                data = att.content()
+            except ValueError as exc:
+                raise Unrecoverable(str(exc)) from None
+            maintype, subtype = att.content_type.split("/", 1)
+            msg.add_attachment(data, maintype=maintype, subtype=subtype, filename=att.filename)
+        return msg
+
+    def _tls_context(self) -> ssl.SSLContext:
+        return ssl.create_default_context(cafile=self.settings.smtp_ca_file or None)
+
+    async def send(self, req: EmailRequest) -> EmailResult:
+        if not self.host:
+            raise Unrecoverable("no SMTP server configured: set CONVEYOR_SMTP_HOST")
+        msg = self.build(req)
+        s = self.settings
+        recipients = [*req.to, *req.cc, *req.bcc]
+        try:
+            errors, response = await aiosmtplib.send(
+                msg,
+                recipients=recipients,
+                hostname=self.host,
+                port=s.smtp_port,
+                username=s.smtp_username,
+                password=s.smtp_password,
+                use_tls=s.smtp_tls,
+                start_tls=bool(s.smtp_starttls and not s.smtp_tls),
+                tls_context=self._tls_context() if (s.smtp_tls or s.smtp_starttls) else None,
+                timeout=s.smtp_timeout_s,
+            )
+        except aiosmtplib.SMTPRecipientsRefused as exc:
+            codes = [r.code for r in exc.recipients]
+            detail = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)[:500]
+            raise _classify(min(codes) if codes else 500, f"every recipient was refused: {detail}") from None
+        except aiosmtplib.SMTPResponseException as exc:
+            raise _classify(exc.code, f"SMTP server answered {exc.code}: {exc.message}"[:500]) from None
+        except aiosmtplib.SMTPNotSupported as exc:
+            raise Unrecoverable(f"SMTP server does not support what is configured: {exc}") from None
+        except (aiosmtplib.SMTPException, OSError) as exc:
+            raise Retry(reason=f"SMTP delivery failed: {type(exc).__name__}: {exc}"[:500]) from None
+        refused = {addr: f"{r.code} {r.message}" for addr, r in errors.items()}
+        accepted = [a for a in recipients if a not in refused]
+        return EmailResult(message_id=str(msg["Message-ID"]), accepted=accepted, refused=refused, response=response)
+
+
+def _classify(code: int, message: str) -> Exception:
+    if 400 <= code < 500:
+        return Retry(reason=message)
+    return Unrecoverable(message)
+
+
+class EmailTasks:
+    def __init__(self, task: Task[EmailResult], mailer: Mailer) -> None:
+        self.task = task
+        self.mailer = mailer
+
+
+def register(app: Conveyor, settings: Settings) -> EmailTasks:
+    """Declare `email.send` on queue `email` (5 attempts); the send rate comes from settings."""
+    mailer = Mailer(settings)
+    rate = SendRate(lambda: app.client, prefix=app.prefix, queue=QUEUE, per_window=settings.email_rate_per_minute)
+
+    async def send(ctx: JobContext, payload: EmailRequest) -> EmailResult:
+        await rate.take()
+        return await mailer.send(payload)
+
+    task = app.task(send, queue=QUEUE, name=TASK, attempts=5, timeout=max(60.0, settings.smtp_timeout_s * 3))
+    return EmailTasks(task, mailer)

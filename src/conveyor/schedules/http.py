@@ -1,0 +1,155 @@
+"""HTTP routes for schedules: `GET /api/schedules`, `GET/PUT/DELETE /api/schedules/{id}`.
+
+The API app mounts `make_router(...)` and passes its own dependencies: one that yields a
+`ScheduleStore`, and the auth checks for reading and for changing schedules.
+"""
+
+from collections.abc import Callable
+from datetime import datetime
+from typing import Annotated, Any, Literal
+
+from fastapi import APIRouter, Depends, HTTPException, Response, status
+from pydantic import BaseModel, ConfigDict, Field
+
+from conveyor.errors import InvalidScheduleError, ScheduleNotFoundError
+from conveyor.schedules.model import MAX_CATCH_UP_CAP, MissedPolicy, Schedule, ScheduleKind, check_schedule_id
+from conveyor.schedules.store import ScheduleInfo, ScheduleStore
+
+
+class ScheduleBody(BaseModel):
+    """A schedule as PUT: exactly one of `cron` (with `tz`) or `interval_s`."""
+
+    model_config = ConfigDict(extra="forbid")
+
+    task: str = Field(min_length=1, max_length=200, description="Job name the workers run.")
+    queue: str = Field("default", min_length=1, max_length=100)
+    data: Any = Field(None, description="Job data (JSON, at most 64 KiB).")
+    options: dict[str, Any] = Field(
+        default_factory=dict,
+        description="Job options: priority, delay, attempts, backoff, timeout, result_ttl, failed_ttl, "
+        "group, cost.",
+    )
+    cron: str | None = Field(None, max_length=200, examples=["0 3 * * *"])
+    tz: str = Field("UTC", max_length=64, examples=["Europe/Madrid"])
+    interval_s: float | None = Field(None, description="Seconds between runs (instead of cron).")
+    start: datetime | None = None
+    end: datetime | None = None
+    paused: bool = False
+    missed: Literal["once", "all", "skip"] = "once"
+    catch_up_cap: int = Field(100, ge=1, le=MAX_CATCH_UP_CAP)
+
+
+class LastRunOut(BaseModel):
+    tick: datetime | None
+    job_id: str | None
+    fired: int
+    skipped: int
+    at: datetime
+
+
+class ScheduleOut(BaseModel):
+    id: str
+    kind: str
+    source: str
+    task: str
+    queue: str
+    data: Any
+    options: dict[str, Any]
+    cron: str | None
+    tz: str
+    interval_s: float | None
+    start: datetime | None
+    end: datetime | None
+    paused: bool
+    missed: str
+    catch_up_cap: int
+    next_run: datetime | None
+    last_run: LastRunOut | None
+    version: int
+
+    @classmethod
+    def of(cls, info: ScheduleInfo) -> "ScheduleOut":
+        s = info.schedule
+        last = info.last_run
+        return cls(
+            id=s.id, kind=s.kind.value, source=s.source, task=s.task, queue=s.queue, data=s.data,
+            options=dict(s.options), cron=s.cron, tz=s.tz, interval_s=s.interval_s, start=s.start, end=s.end,
+            paused=s.paused, missed=s.missed.value, catch_up_cap=s.catch_up_cap, next_run=info.next_run,
+            last_run=None if last is None else LastRunOut(
+                tick=last.tick, job_id=last.job_id, fired=last.fired, skipped=last.skipped, at=last.at
+            ),
+            version=info.version,
+        )
+
+
+class ScheduleList(BaseModel):
+    schedules: list[ScheduleOut]
+
+
+def _invalid(exc: Exception) -> HTTPException:
+    return HTTPException(422, detail=str(exc))
+
+
+def _not_found(exc: Exception) -> HTTPException:
+    return HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc))
+
+
+def make_router(
+    store_factory: Callable[..., Any],
+    require_read: Callable[..., Any],
+    require_admin: Callable[..., Any],
+) -> APIRouter:
+    """The schedules router. `store_factory` is a FastAPI dependency returning a ScheduleStore;
+    `require_read` guards the GETs and `require_admin` the PUT and DELETE."""
+    router = APIRouter(prefix="/api/schedules", tags=["schedules"])
+    Store = Annotated[ScheduleStore, Depends(store_factory)]
+
+    def checked_id(schedule_id: str) -> str:
+        try:
+            return check_schedule_id(schedule_id)
+        except InvalidScheduleError as exc:
+            raise _invalid(exc) from None
+
+    @router.get("", response_model=ScheduleList, dependencies=[Depends(require_read)])
+    async def list_schedules(store: Store) -> ScheduleList:
+        return ScheduleList(schedules=[ScheduleOut.of(i) for i in await store.list()])
+
+    @router.get("/{schedule_id}", response_model=ScheduleOut, dependencies=[Depends(require_read)])
+    async def get_schedule(schedule_id: str, store: Store) -> ScheduleOut:
+        try:
+            return ScheduleOut.of(await store.get(checked_id(schedule_id)))
+        except ScheduleNotFoundError as exc:
+            raise _not_found(exc) from None
+
+    @router.put(
+        "/{schedule_id}", response_model=ScheduleOut, dependencies=[Depends(require_admin)],
+        responses={201: {"description": "Created"}, 409: {"description": "Built-in schedule"}},
+    )
+    async def put_schedule(
+        schedule_id: str, body: ScheduleBody, store: Store, response: Response
+    ) -> ScheduleOut:
+        existing = await store.find(checked_id(schedule_id))
+        if existing is not None and existing.schedule.kind is not ScheduleKind.JOB:
+            raise HTTPException(status.HTTP_409_CONFLICT, detail=f"{schedule_id!r} is a built-in schedule")
+        try:
+            schedule = Schedule(
+                id=schedule_id, task=body.task, queue=body.queue, data=body.data, options=body.options,
+                cron=body.cron, tz=body.tz, interval_s=body.interval_s, start=body.start, end=body.end,
+                paused=body.paused, missed=MissedPolicy(body.missed), catch_up_cap=body.catch_up_cap,
+                source="api",
+            )
+        except InvalidScheduleError as exc:
+            raise _invalid(exc) from None
+        info = await store.put(schedule)
+        response.status_code = status.HTTP_201_CREATED if existing is None else status.HTTP_200_OK
+        return ScheduleOut.of(info)
+
+    @router.delete("/{schedule_id}", status_code=204, dependencies=[Depends(require_admin)])
+    async def delete_schedule(schedule_id: str, store: Store) -> Response:
+        try:
+            await store.delete(checked_id(schedule_id))
+        except ScheduleNotFoundError as exc:
+            raise _not_found(exc) from None
+        return Response(status_code=status.HTTP_204_NO_CONTENT)
+
+    return router

@@ -1,0 +1,16 @@
+--[[ prune-idempotency-0: delete idempotency keys whose job no longer exists (its record expired or
+was trimmed), so they stop pinning a key to a vanished job until their TTL runs out.
+KEYS: any number of idempotency keys of one queue (one slot)
+ARGV: 1 prefix (e.g. "cv:{q}:")
+Returns: how many keys were deleted
+]]
+local prefix = ARGV[1]
+local n = 0
+for i = 1, #KEYS do
+  local id = redis.call('GET', KEYS[i])
+  if id and redis.call('EXISTS', prefix .. 'job:' .. id) == 0 then
+    redis.call('DEL', KEYS[i])
+    n = n + 1
+  end
+end
+return n

@@ -1,0 +1,115 @@
+"""Built-in maintenance: trims finished job records per each queue's retention policy, trims old
+events, and deletes idempotency keys left pointing at vanished jobs.
+
+Everything runs in bounded batches (one script call touches at most `batch` records, one XTRIM
+removes at most `batch` entries), so Redis is never blocked for more than a few milliseconds.
+"""
+
+from __future__ import annotations
+
+import logging
+from dataclasses import dataclass, field
+
+from conveyor.errors import ConfigurationError
+from conveyor.queue import Queue
+from conveyor.redis.connection import RedisClient
+from conveyor.redis.keys import QueueKeys, registry_key
+from conveyor.schedules.scripts import prune_idempotency, trim_finished
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_BATCH = 200
+DEFAULT_EVENTS_MAX_AGE_S = 7 * 86400.0
+_EVENTS_TRIM_LIMIT = 1000  # entries per XTRIM call (whole nodes of 100 by default)
+_SCAN_COUNT = 1000
+# (state set, retention policy); cancelled records follow the completed policy.
+_TRIMMED = (("completed", "completed"), ("failed", "failed"), ("cancelled", "completed"))
+
+
+@dataclass(slots=True)
+class MaintenanceReport:
+    queues: int = 0
+    records_deleted: dict[str, int] = field(default_factory=dict)
+    events_trimmed: int = 0
+    idempotency_keys_deleted: int = 0
+    calls: int = 0
+
+
+class Maintenance:
+    """One pass over every queue under a prefix. Per queue, meta field `events_max_age_ms` overrides
+    the events age limit (`-1` keeps events until the stream's length cap)."""
+
+    def __init__(
+        self,
+        client: RedisClient,
+        prefix: str = "cv",
+        *,
+        batch: int = DEFAULT_BATCH,
+        events_max_age_s: float = DEFAULT_EVENTS_MAX_AGE_S,
+    ) -> None:
+        if not 1 <= batch <= 1000:
+            raise ValueError("batch must be in [1, 1000]")
+        self.client = client
+        self.prefix = prefix
+        self.batch = batch
+        self.events_max_age_ms = int(events_max_age_s * 1000)
+
+    async def run(self, now_ms: int) -> MaintenanceReport:
+        report = MaintenanceReport()
+        async for name in self.client.sscan_iter(registry_key(self.prefix), count=100):
+            report.queues += 1
+            await self.run_queue(QueueKeys(name, self.prefix), now_ms, report)
+        await self._prune_idempotency(report)
+        logger.info(
+            "maintenance: %d queues, %s records deleted, %d events trimmed, %d idempotency keys deleted",
+            report.queues, report.records_deleted, report.events_trimmed, report.idempotency_keys_deleted,
+        )
+        return report
+
+    async def run_queue(self, keys: QueueKeys, now_ms: int, report: MaintenanceReport) -> None:
+        for state, policy in _TRIMMED:
+            more = True
+            while more:
+                deleted, more = await trim_finished(self.client, keys, state, policy, now_ms, self.batch)
+                report.calls += 1
+                if deleted:
+                    report.records_deleted[keys.queue] = report.records_deleted.get(keys.queue, 0) + deleted
+        await self._trim_events(keys, now_ms, report)
+
+    async def _trim_events(self, keys: QueueKeys, now_ms: int, report: MaintenanceReport) -> None:
+        raw = await Queue._call(self.client.hget(keys.meta, "events_max_age_ms"))
+        max_age = self.events_max_age_ms if raw is None else int(raw)
+        if max_age < 0:
+            return
+        min_id = f"{now_ms - max_age}-0"
+        while True:
+            # `~` trims whole stream nodes only and LIMIT caps the entries per call: bounded work.
+            n = int(await Queue._call(
+                self.client.xtrim(keys.events, minid=min_id, approximate=True, limit=_EVENTS_TRIM_LIMIT)
+            ))
+            report.calls += 1
+            report.events_trimmed += n
+            if n == 0:
+                return
+
+    async def _prune_idempotency(self, report: MaintenanceReport) -> None:
+        """One SCAN over the keyspace for every queue's idempotency keys, pruned per queue in batches."""
+        pending: dict[str, list[str]] = {}
+        async for key in self.client.scan_iter(match=f"{self.prefix}:{{*}}:idem:*", count=_SCAN_COUNT):
+            queue = key[len(self.prefix) + 2:].split("}", 1)[0]
+            batch = pending.setdefault(queue, [])
+            batch.append(key)
+            if len(batch) >= self.batch:
+                await self._prune(queue, batch, report)
+                pending[queue] = []
+        for queue, batch in pending.items():
+            await self._prune(queue, batch, report)
+
+    async def _prune(self, queue: str, batch: list[str], report: MaintenanceReport) -> None:
+        if batch:
+            try:
+                keys = QueueKeys(queue, self.prefix)
+            except ConfigurationError:  # a foreign key that merely matched the pattern
+                return
+            report.idempotency_keys_deleted += await prune_idempotency(self.client, keys, batch)
+            report.calls += 1

@@ -1,0 +1,221 @@
+"""Scheduler: fires due schedules, from any number of processes, one job per tick.
+
+A pass claims due schedules in one script (so normally one process does the work), enqueues each
+tick's job with an id derived from the schedule and tick time, then advances the stored next run.
+Enqueue comes first: a crash in between only makes the next pass re-enqueue the same ids, which the
+add script ignores. Between passes the scheduler blocks on the changes stream until the earliest
+next run (or a change: a new schedule, an edit, another scheduler's advance), so it never polls.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import secrets
+from collections.abc import Iterable
+from dataclasses import dataclass
+from typing import Any
+
+from redis.exceptions import RedisError
+
+from conveyor import codec
+from conveyor.errors import ConveyorError
+from conveyor.redis.connection import RedisClient
+from conveyor.schedules.enqueue import enqueue
+from conveyor.schedules.maintenance import Maintenance
+from conveyor.schedules.model import MAINTENANCE_ID, Schedule, ScheduleKind
+from conveyor.schedules.scripts import Claimed
+from conveyor.schedules.store import Clock, ScheduleStore, decode_envelope
+from conveyor.schedules.timetable import Plan, plan, timetable
+
+logger = logging.getLogger(__name__)
+
+DEFAULT_GRACE_S = 30.0
+DEFAULT_LEASE_S = 30.0
+DEFAULT_MAX_SLEEP_S = 5.0
+DEFAULT_MAINTENANCE_INTERVAL_S = 300.0
+_CLAIM_BATCH = 50
+_MAX_BLOCK_MS = 5000
+
+
+def maintenance_schedule(interval_s: float) -> Schedule:
+    return Schedule(
+        id=MAINTENANCE_ID, task="conveyor.maintenance", queue="conveyor", interval_s=interval_s,
+        kind=ScheduleKind.MAINTENANCE, source="builtin",
+    )
+
+
+@dataclass(slots=True)
+class SchedulerStats:
+    passes: int = 0
+    ticks_fired: int = 0
+    jobs_created: int = 0
+    lost_claims: int = 0
+    errors: int = 0
+
+
+class Scheduler:
+    """Run with `await start()` / `await close()` (or `await run()`), next to workers or alone.
+
+    `schedules` are declared in code and synced into Redis at start (definitions updated, the next
+    run kept unless the timing changed, an operator's pause kept). `grace_s`: ticks later than this
+    count as missed and follow the schedule's missed policy. `clock` replaces the Redis clock (tests).
+    """
+
+    def __init__(
+        self,
+        redis: RedisClient,
+        *,
+        prefix: str = "cv",
+        schedules: Iterable[Schedule] = (),
+        grace_s: float = DEFAULT_GRACE_S,
+        lease_s: float = DEFAULT_LEASE_S,
+        max_sleep_s: float = DEFAULT_MAX_SLEEP_S,
+        maintenance_interval_s: float | None = DEFAULT_MAINTENANCE_INTERVAL_S,
+        maintenance: Maintenance | None = None,
+        clock: Clock | None = None,
+    ) -> None:
+        if grace_s < 0 or lease_s <= 0 or max_sleep_s <= 0:
+            raise ConveyorError("grace_s must be >= 0, lease_s and max_sleep_s > 0")
+        self.client = redis
+        self.store = ScheduleStore(redis, prefix, clock=clock)
+        self.declared = list(schedules)
+        if maintenance_interval_s is not None:
+            self.declared.append(maintenance_schedule(maintenance_interval_s))
+        self.maintenance = maintenance or Maintenance(redis, prefix)
+        self.grace_ms = int(grace_s * 1000)
+        self.lease_ms = int(lease_s * 1000)
+        # Blocking reads share the client, whose socket timeout is 10 s: stay well under it.
+        self.max_sleep_ms = min(int(max_sleep_s * 1000), _MAX_BLOCK_MS)
+        self.token = secrets.token_hex(8)
+        self.stats = SchedulerStats()
+        self._task: asyncio.Task[None] | None = None
+        self._closed = asyncio.Event()
+        self._background: set[asyncio.Task[None]] = set()
+        self._cursor = "0-0"
+
+    # ------------------------------------------------------------------ lifecycle
+
+    @property
+    def running(self) -> bool:
+        return self._task is not None and not self._task.done()
+
+    async def start(self) -> None:
+        """Sync declared schedules, then run passes in the background until `close()`."""
+        if self._task is not None:
+            return
+        await self.sync()
+        self._cursor = await self._last_change_id()
+        self._task = asyncio.create_task(self._loop(), name="conveyor-scheduler")
+
+    async def run(self) -> None:
+        await self.start()
+        await self._closed.wait()
+        await self.close()
+
+    async def close(self) -> None:
+        self._closed.set()
+        tasks = [t for t in (self._task, *self._background) if t is not None]
+        for t in tasks:
+            t.cancel()
+        for t in tasks:
+            with contextlib.suppress(asyncio.CancelledError, Exception):
+                await t
+        self._task = None
+        self._background.clear()
+
+    async def sync(self) -> None:
+        for schedule in self.declared:
+            await self.store.put(schedule, keep_paused=True)
+
+    # ------------------------------------------------------------------ passes
+
+    async def run_due(self) -> int | None:
+        """One pass: fire every due schedule this process can claim. Returns when the next pass is
+        needed (epoch ms on the scheduler clock; None = nothing scheduled)."""
+        self.stats.passes += 1
+        while True:
+            now = await self.store.now_ms()
+            wake, claimed = await self.store.scripts.claim(now, self.token, self.lease_ms, _CLAIM_BATCH)
+            for c in claimed:
+                await self._fire(c, now)
+            if len(claimed) < _CLAIM_BATCH:
+                return wake
+
+    async def _fire(self, claimed: Claimed, now: int) -> None:
+        try:
+            schedule, anchor = decode_envelope(claimed.envelope)
+            p = plan(schedule, timetable(schedule, anchor), claimed.due_ms, now, self.grace_ms)
+            if schedule.kind is ScheduleKind.MAINTENANCE:
+                task = asyncio.create_task(self._maintain(claimed, p, now), name="conveyor-maintenance")
+                self._background.add(task)
+                task.add_done_callback(self._background.discard)
+                return
+            ids = [schedule.job_id(t) for t in p.fire]
+            created = await enqueue(self.store.queues.get(schedule.queue), schedule, ids)
+            self.stats.ticks_fired += len(ids)
+            self.stats.jobs_created += created
+            if p.skipped:
+                logger.info("schedule %s: %d missed ticks not run (policy %s)", schedule.id, p.skipped,
+                            schedule.missed.value)
+            await self._advance(claimed, p, now, ids[-1] if ids else None)
+        except (ConveyorError, RedisError, ValueError) as exc:
+            # The claim stays until its lease ends, then any scheduler retries: a natural backoff.
+            self.stats.errors += 1
+            logger.warning(
+                "schedule %s: pass failed, retried after the claim lease: %s", claimed.schedule_id, exc
+            )
+
+    async def _maintain(self, claimed: Claimed, p: Plan, now: int) -> None:
+        try:
+            await self.maintenance.run(now)  # due at a tick, or set due now by run_now
+            await self._advance(claimed, p, now, None)
+        except (ConveyorError, RedisError) as exc:
+            self.stats.errors += 1
+            logger.warning("maintenance failed, retried after the claim lease: %s", exc)
+
+    async def _advance(self, claimed: Claimed, p: Plan, now: int, job_id: str | None) -> None:
+        last = ""
+        if p.fire or p.skipped:
+            last = codec.dumps({"tick_ms": p.fire[-1] if p.fire else None, "job_id": job_id,
+                                "fired": len(p.fire), "skipped": p.skipped, "at_ms": now}).decode()
+        scripts = self.store.scripts
+        if not await scripts.advance(claimed.schedule_id, self.token, claimed.due_ms, p.next_ms, last):
+            self.stats.lost_claims += 1
+
+    # ------------------------------------------------------------------ waiting
+
+    async def _loop(self) -> None:
+        backoff = 0.1
+        while not self._closed.is_set():
+            try:
+                wake = await self.run_due()
+                now = await self.store.now_ms()
+                sleep_ms = self.max_sleep_ms if wake is None else min(self.max_sleep_ms, wake - now)
+                if sleep_ms > 0:
+                    await self._wait_for_change(sleep_ms)
+                backoff = 0.1
+            except Exception as exc:  # keep scheduling whatever one pass hit; Redis errors are expected
+                self.stats.errors += 1
+                if isinstance(exc, ConveyorError | RedisError | OSError):
+                    logger.warning("scheduler pass failed (retrying in %.1fs): %s", backoff, exc)
+                else:
+                    logger.exception("scheduler pass failed unexpectedly (retrying in %.1fs)", backoff)
+                with contextlib.suppress(TimeoutError):
+                    await asyncio.wait_for(self._closed.wait(), backoff)
+                backoff = min(backoff * 2, 5.0)
+
+    async def _last_change_id(self) -> str:
+        last = await self.client.xrevrange(self.store.keys.changes, count=1)
+        return str(last[0][0]) if last else "0-0"
+
+    async def _wait_for_change(self, timeout_ms: int) -> None:
+        """Block on the changes stream for up to `timeout_ms` (woken early by any change)."""
+        reply: Any = await self.client.xread(
+            {self.store.keys.changes: self._cursor}, count=100, block=timeout_ms
+        )
+        if reply:
+            entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
+            if entries:
+                self._cursor = str(entries[-1][0])

@@ -1,0 +1,195 @@
+"""ScheduleStore: the runtime API over schedules kept in Redis (get, put, delete, list, pause...).
+
+Every change is read-compute-write with a version check in one script (optimistic locking), so
+concurrent edits and schedulers syncing at the same moment never interleave half a change. The next
+run time lives in Redis: a process only computes ticks, it never remembers them.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from datetime import datetime
+from typing import Any
+
+from conveyor import codec
+from conveyor.errors import ConveyorError, InvalidScheduleError, ScheduleNotFoundError
+from conveyor.queue import Queue
+from conveyor.redis.connection import RedisClient
+from conveyor.schedules.enqueue import QueueCache, enqueue
+from conveyor.schedules.keys import ScheduleKeys
+from conveyor.schedules.model import Schedule, ScheduleKind, check_schedule_id, from_ms
+from conveyor.schedules.scripts import ScheduleScripts
+from conveyor.schedules.timetable import first_anchor, timetable
+
+Clock = Callable[[], Awaitable[int]]
+_PUT_RETRIES = 20
+
+
+@dataclass(frozen=True, slots=True)
+class LastRun:
+    """The latest pass that fired a schedule."""
+
+    tick: datetime | None  # None when the pass only skipped missed ticks
+    job_id: str | None
+    fired: int
+    skipped: int
+    at: datetime
+
+    @classmethod
+    def from_json(cls, raw: str) -> LastRun:
+        v = codec.loads(raw)
+        tick = None if v["tick_ms"] is None else from_ms(v["tick_ms"])
+        return cls(tick, v.get("job_id"), v["fired"], v["skipped"], from_ms(v["at_ms"]))
+
+
+@dataclass(frozen=True, slots=True)
+class ScheduleInfo:
+    """A schedule as stored, with its run-time state."""
+
+    schedule: Schedule
+    next_run: datetime | None
+    last_run: LastRun | None
+    version: int
+    anchor_ms: int
+    next_ms: int | None
+
+    @property
+    def id(self) -> str:
+        return self.schedule.id
+
+
+def encode_envelope(schedule: Schedule, anchor_ms: int) -> str:
+    return codec.dumps({"schedule": schedule.to_json(), "anchor_ms": anchor_ms}).decode()
+
+
+def decode_envelope(raw: str) -> tuple[Schedule, int]:
+    v = codec.loads(raw)
+    return Schedule.from_json(v["schedule"]), int(v["anchor_ms"])
+
+
+async def redis_clock(client: RedisClient) -> int:
+    """Now in epoch ms from the Redis clock, which every process shares."""
+    sec, usec = await client.time()
+    return int(sec) * 1000 + int(usec) // 1000
+
+
+class ScheduleStore:
+    """Schedules under one key prefix. `clock` (async, epoch ms) replaces the Redis clock in tests."""
+
+    def __init__(self, client: RedisClient, prefix: str = "cv", *, clock: Clock | None = None) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.keys = ScheduleKeys(prefix)
+        self.scripts = ScheduleScripts(client, self.keys)
+        self.queues = QueueCache(client, prefix)
+        self._clock = clock
+
+    async def now_ms(self) -> int:
+        return await self._clock() if self._clock else await redis_clock(self.client)
+
+    # ------------------------------------------------------------------ reading
+
+    async def find(self, schedule_id: str) -> ScheduleInfo | None:
+        check_schedule_id(schedule_id)
+        k = self.keys
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hget(k.defs, schedule_id)
+            pipe.hget(k.versions, schedule_id)
+            pipe.zscore(k.next, schedule_id)
+            pipe.hget(k.last, schedule_id)
+            env, ver, nxt, last = await Queue._call(pipe.execute())
+        if env is None:
+            return None
+        return self._info(env, ver, nxt, last)
+
+    async def get(self, schedule_id: str) -> ScheduleInfo:
+        info = await self.find(schedule_id)
+        if info is None:
+            raise ScheduleNotFoundError(f"schedule {schedule_id!r} not found")
+        return info
+
+    async def list(self) -> list[ScheduleInfo]:
+        """Every schedule, by id."""
+        k = self.keys
+        async with self.client.pipeline(transaction=False) as pipe:
+            pipe.hgetall(k.defs)
+            pipe.hgetall(k.versions)
+            pipe.zrange(k.next, 0, -1, withscores=True)
+            pipe.hgetall(k.last)
+            defs, vers, nxt, last = await Queue._call(pipe.execute())
+        next_of = dict(nxt)
+        return [self._info(defs[i], vers.get(i), next_of.get(i), last.get(i)) for i in sorted(defs)]
+
+    @staticmethod
+    def _info(env: str, ver: str | None, nxt: Any, last: str | None) -> ScheduleInfo:
+        schedule, anchor = decode_envelope(env)
+        return ScheduleInfo(
+            schedule,
+            None if nxt is None else from_ms(int(float(nxt))),
+            None if last is None else LastRun.from_json(last),
+            int(ver or 0),
+            anchor,
+            None if nxt is None else int(float(nxt)),
+        )
+
+    # ------------------------------------------------------------------ writing
+
+    async def put(
+        self, schedule: Schedule, *, keep_paused: bool = False, run_now: bool = False
+    ) -> ScheduleInfo:
+        """Create or replace a schedule. The next run is kept unless the timing changed (or it is
+        resumed); `keep_paused` keeps an operator's pause across code syncs."""
+        if not isinstance(schedule, Schedule):
+            raise InvalidScheduleError("put() takes a Schedule")
+        for _ in range(_PUT_RETRIES):
+            old = await self.find(schedule.id)
+            if keep_paused and old is not None:
+                schedule = schedule.with_changes(paused=old.schedule.paused)
+            now = await self.now_ms()
+            same_timing = old is not None and old.schedule.fingerprint == schedule.fingerprint
+            anchor = old.anchor_ms if old is not None and same_timing else first_anchor(schedule, now)
+            next_ms: int | None
+            if schedule.paused:
+                next_ms = None
+            elif run_now:
+                next_ms = now
+            elif old is not None and same_timing and not old.schedule.paused:
+                next_ms = old.next_ms
+            else:
+                next_ms = timetable(schedule, anchor).next_after(now)
+            reset = not same_timing or (old is not None and old.schedule.paused != schedule.paused)
+            version = 0 if old is None else old.version
+            envelope = encode_envelope(schedule, anchor)
+            ok, _ = await self.scripts.put(schedule.id, version, envelope, next_ms, reset)
+            if ok:
+                return await self.get(schedule.id)
+        raise ConveyorError(f"schedule {schedule.id!r} kept changing; gave up after {_PUT_RETRIES} tries")
+
+    async def delete(self, schedule_id: str) -> None:
+        check_schedule_id(schedule_id)
+        if not await self.scripts.delete(schedule_id):
+            raise ScheduleNotFoundError(f"schedule {schedule_id!r} not found")
+
+    async def pause(self, schedule_id: str) -> ScheduleInfo:
+        """Stop firing; ticks that pass while paused are not run on resume."""
+        info = await self.get(schedule_id)
+        return await self.put(info.schedule.with_changes(paused=True))
+
+    async def resume(self, schedule_id: str) -> ScheduleInfo:
+        """Fire again from the next tick after now."""
+        info = await self.get(schedule_id)
+        return await self.put(info.schedule.with_changes(paused=False))
+
+    async def run_now(self, schedule_id: str) -> str | None:
+        """Run a schedule once now, besides its ticks. Returns the job id (None for the built-in
+        maintenance, which a scheduler runs at its next pass)."""
+        info = await self.get(schedule_id)
+        s = info.schedule
+        if s.kind is ScheduleKind.MAINTENANCE:
+            await self.put(s.with_changes(paused=False), run_now=True)
+            return None
+        job_id = f"sched:{s.id}:run-{await self.now_ms()}"
+        await enqueue(self.queues.get(s.queue), s, [job_id])
+        return job_id
+

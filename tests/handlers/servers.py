@@ -1,0 +1,281 @@
+"""Real local peers for the handler tests: an OpenAI-compatible chat server, an HTTP receiver that
+verifies webhook signatures and serves files, and an SMTP server with STARTTLS and AUTH."""
+
+from __future__ import annotations
+
+import asyncio
+import datetime as dt
+import ipaddress
+import json
+import ssl
+import time
+from dataclasses import dataclass, field
+from pathlib import Path
+from typing import Any, Self
+
+from aiohttp import web
+from aiosmtpd.controller import Controller
+from aiosmtpd.smtp import AuthResult, LoginPassword
+from cryptography import x509
+from cryptography.hazmat.primitives import hashes, serialization
+from cryptography.hazmat.primitives.asymmetric import ec
+from cryptography.x509.oid import NameOID
+
+from conveyor.handlers.signing import HEADER, verify
+from conveyor.testing import free_port
+
+
+class HttpServer:
+    """An aiohttp app on a free loopback port, started in the test's event loop."""
+
+    def __init__(self) -> None:
+        self.app = web.Application()
+        self.runner: web.AppRunner | None = None
+        self.port = 0
+
+    async def start(self, tls: ssl.SSLContext | None = None) -> Self:
+        self.runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=0.5)
+        await self.runner.setup()
+        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=tls)
+        await site.start()
+        self.port = int(self.runner.addresses[0][1])
+        return self
+
+    async def close(self) -> None:
+        if self.runner is not None:
+            await self.runner.cleanup()
+
+    @property
+    def url(self) -> str:
+        return f"http://127.0.0.1:{self.port}"
+
+
+# ------------------------------------------------------------------------------- OpenAI-compatible
+
+
+class ChatServer(HttpServer):
+    """POST /<mode>/v1/chat/completions with mode: ok, fail (500), limited (429 + Retry-After),
+    slow (answers after `slow_s`), garbage (JSON output that breaks the schema)."""
+
+    def __init__(self) -> None:
+        super().__init__()
+        self.replies: dict[str, Any] = {}  # structured replies by json_schema name
+        self.calls: list[tuple[str, dict[str, Any]]] = []
+        self.retry_after = "7"
+        self.slow_s = 5.0
+        self.app.router.add_post("/{mode}/v1/chat/completions", self.completions)
+
+    def base_url(self, mode: str) -> str:
+        return f"{self.url}/{mode}/v1"
+
+    def count(self, mode: str) -> int:
+        return sum(1 for m, _ in self.calls if m == mode)
+
+    async def completions(self, request: web.Request) -> web.Response:
+        mode = request.match_info["mode"]
+        body = await request.json()
+        self.calls.append((mode, body))
+        if request.headers.get("Authorization") != "Bearer test-key":
+            return web.json_response({"error": {"message": "bad key", "type": "auth"}}, status=401)
+        if mode == "fail":
+            return web.json_response({"error": {"message": "upstream exploded", "type": "server_error"}}, status=500)
+        if mode == "limited":
+            return web.json_response(
+                {"error": {"message": "slow down", "type": "rate_limit"}},
+                status=429,
+                headers={"Retry-After": self.retry_after},
+            )
+        if mode == "slow":
+            await asyncio.sleep(self.slow_s)
+        fmt = body.get("response_format") or {}
+        if fmt.get("type") == "json_schema":
+            name = fmt["json_schema"]["name"]
+            content = '{"unexpected": true}' if mode == "garbage" else json.dumps(self.replies[name])
+        else:
+            content = "echo: " + body["messages"][-1]["content"]
+        return web.json_response(
+            {
+                "id": f"chatcmpl-{len(self.calls)}",
+                "object": "chat.completion",
+                "created": int(time.time()),
+                "model": body["model"],
+                "choices": [
+                    {
+                        "index": 0,
+                        "message": {"role": "assistant", "content": content},
+                        "finish_reason": "stop",
+                    }
+                ],
+                "usage": {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16},
+            }
+        )
+
+
+# ------------------------------------------------------------------------------- webhook receiver
+
+
+@dataclass
+class Received:
+    path: str
+    headers: dict[str, str]
+    body: bytes
+    verified: bool
+
+
+class Receiver(HttpServer):
+    """Records POSTs, checks their signature with `secret`, and answers from a per-path plan."""
+
+    def __init__(self, secret: str) -> None:
+        super().__init__()
+        self.secret = secret
+        self.received: list[Received] = []
+        self.plan: dict[str, list[tuple[int, dict[str, str], bytes]]] = {}
+        self.files: dict[str, tuple[bytes, str]] = {}
+        self.app.router.add_post("/{path:.*}", self.post)
+        self.app.router.add_get("/{path:.*}", self.get)
+
+    def answer(self, path: str, *responses: tuple[int, dict[str, str], bytes]) -> None:
+        self.plan.setdefault(path, []).extend(responses)
+
+    async def post(self, request: web.Request) -> web.Response:
+        body = await request.read()
+        path = "/" + request.match_info["path"]
+        ok = verify(self.secret, body, request.headers.get(HEADER, ""))
+        self.received.append(Received(path, dict(request.headers), body, ok))
+        if not ok:
+            return web.Response(status=401, text="bad signature")
+        if path == "/slow":
+            await asyncio.sleep(3)
+        status, headers, text = self.plan[path].pop(0) if self.plan.get(path) else (200, {}, b"thanks")
+        return web.Response(status=status, headers=headers, body=text)
+
+    async def get(self, request: web.Request) -> web.StreamResponse:
+        path = "/" + request.match_info["path"]
+        if self.plan.get(path):
+            status, headers, text = self.plan[path].pop(0)
+            return web.Response(status=status, headers=headers, body=text)
+        if path not in self.files:
+            return web.Response(status=404)
+        data, ctype = self.files[path]
+        if request.query.get("chunked"):
+            response = web.StreamResponse(headers={"Content-Type": ctype})
+            response.enable_chunked_encoding()
+            await response.prepare(request)
+            for i in range(0, len(data), 4096):
+                await response.write(data[i : i + 4096])
+            await response.write_eof()
+            return response
+        return web.Response(body=data, content_type=ctype.split(";")[0])
+
+
+# ------------------------------------------------------------------------------- SMTP
+
+
+def self_signed(folder: Path, names: tuple[str, ...] = ("localhost", "127.0.0.1")) -> tuple[Path, Path]:
+    """A certificate for `names` (DNS names or IPs) and its key, written as PEM files."""
+    key = ec.generate_private_key(ec.SECP256R1())
+    name = x509.Name([x509.NameAttribute(NameOID.COMMON_NAME, names[0])])
+    sans: list[x509.GeneralName] = []
+    for n in names:
+        try:
+            sans.append(x509.IPAddress(ipaddress.ip_address(n)))
+        except ValueError:
+            sans.append(x509.DNSName(n))
+    now = dt.datetime.now(dt.UTC)
+    cert = (
+        x509.CertificateBuilder()
+        .subject_name(name)
+        .issuer_name(name)
+        .public_key(key.public_key())
+        .serial_number(x509.random_serial_number())
+        .not_valid_before(now - dt.timedelta(minutes=5))
+        .not_valid_after(now + dt.timedelta(days=1))
+        .add_extension(x509.SubjectAlternativeName(sans), critical=False)
+        .add_extension(x509.BasicConstraints(ca=True, path_length=None), critical=True)
+        .sign(key, hashes.SHA256())
+    )
+    cert_path, key_path = folder / f"{names[0]}-cert.pem", folder / f"{names[0]}-key.pem"
+    cert_path.write_bytes(cert.public_bytes(serialization.Encoding.PEM))
+    key_path.write_bytes(
+        key.private_bytes(
+            serialization.Encoding.PEM,
+            serialization.PrivateFormat.PKCS8,
+            serialization.NoEncryption(),
+        )
+    )
+    return cert_path, key_path
+
+
+@dataclass
+class Mail:
+    sender: str
+    recipients: list[str]
+    content: bytes
+    tls: bool
+    authenticated: bool
+
+
+@dataclass
+class Inbox:
+    """The SMTP server's handler: refuses listed recipients, records every accepted message."""
+
+    messages: list[Mail] = field(default_factory=list)
+    refuse: dict[str, str] = field(default_factory=dict)
+
+    async def handle_RCPT(self, server: Any, session: Any, envelope: Any, address: str, rcpt_options: Any) -> str:
+        if address in self.refuse:
+            return self.refuse[address]
+        envelope.rcpt_tos.append(address)
+        return "250 OK"
+
+    async def handle_DATA(self, server: Any, session: Any, envelope: Any) -> str:
+        self.messages.append(
+            Mail(
+                envelope.mail_from,
+                list(envelope.rcpt_tos),
+                envelope.content,
+                session.ssl is not None,
+                bool(session.authenticated),
+            )
+        )
+        return "250 Message accepted"
+
+
+class SmtpServer:
+    """aiosmtpd on a free port: STARTTLS required, AUTH required (user `mailer`, password `s3cret`)."""
+
+    USER, PASSWORD = "mailer", "s3cret"
+
+    def __init__(self, folder: Path) -> None:
+        self.cert, key = self_signed(folder)
+        context = ssl.create_default_context(ssl.Purpose.CLIENT_AUTH)
+        context.load_cert_chain(self.cert, key)
+        self.inbox = Inbox()
+        self.logins: list[str] = []
+        self.port = free_port()
+        self.controller = Controller(
+            self.inbox,
+            hostname="127.0.0.1",
+            port=self.port,
+            tls_context=context,
+            require_starttls=True,
+            auth_required=True,
+            authenticator=self._authenticate,
+        )
+
+    def _authenticate(self, server: Any, session: Any, envelope: Any, mechanism: str, auth_data: Any) -> AuthResult:
+        if isinstance(auth_data, LoginPassword):
+            self.logins.append(auth_data.login.decode())
+        ok = (
+            isinstance(auth_data, LoginPassword)
+            and auth_data.login.decode() == self.USER
+            and auth_data.password.decode() == self.PASSWORD
+        )
+        return AuthResult(success=ok, handled=False)
+
+    def start(self) -> SmtpServer:
+        self.controller.start()
+        return self
+
+    def stop(self) -> None:
+        self.controller.stop()

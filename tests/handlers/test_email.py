@@ -1,0 +1,145 @@
+"""Email through a real SMTP server (aiosmtpd) that requires STARTTLS and AUTH."""
+
+from __future__ import annotations
+
+import base64
+import email
+import email.policy
+from email.message import EmailMessage
+from pathlib import Path
+
+import pytest
+
+from conveyor import Conveyor, JobFailedError, RateLimited, Retry, Unrecoverable
+from conveyor.handlers import install
+from conveyor.handlers.email import EmailRequest, Mailer
+from conveyor.handlers.ratelimit import SendRate
+from conveyor.settings import Settings
+from tests.conftest import running
+from tests.handlers.servers import SmtpServer
+
+
+def smtp_settings(smtp: SmtpServer, **extra: object) -> Settings:
+    values: dict[str, object] = {
+        "smtp_host": "127.0.0.1",
+        "smtp_port": smtp.port,
+        "smtp_username": SmtpServer.USER,
+        "smtp_password": SmtpServer.PASSWORD,
+        "smtp_ca_file": str(smtp.cert),
+        "smtp_timeout_s": 10.0,
+        "email_from": "Study App <noreply@study.test>",
+        **extra,
+    }
+    return Settings(**values)  # type: ignore[arg-type]
+
+
+def parsed(raw: bytes) -> EmailMessage:
+    msg = email.message_from_bytes(raw, policy=email.policy.default)
+    assert isinstance(msg, EmailMessage)
+    return msg
+
+
+async def test_templated_mail_with_attachment_through_a_worker(app: Conveyor, smtp: SmtpServer, tmp_path: Path) -> None:
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "welcome.subject.txt").write_text("Welcome, {{ name }}!\n")
+    (templates / "welcome.txt").write_text("Hi {{ name }}, your course {{ course }} starts Monday.")
+    (templates / "welcome.html").write_text("<p>Hi <b>{{ name }}</b>, course {{ course }}.</p>")
+    handlers = install(app, email=True, settings=smtp_settings(smtp, email_templates_dir=str(templates)))
+    assert handlers.email is not None
+    pdf = b"%PDF-1.4 fake but bytes are bytes"
+    job = await handlers.email.task.enqueue(
+        {
+            "to": ["ana@example.com"],
+            "bcc": ["audit@example.com"],
+            "template": "welcome",
+            "context": {"name": "Ana <script>", "course": "Biology"},
+            "attachments": [
+                {
+                    "filename": "syllabus.pdf",
+                    "content_base64": base64.b64encode(pdf).decode(),
+                    "content_type": "application/pdf",
+                }
+            ],
+        }
+    )
+    async with running(app.worker("email", lease_ms=5000)):
+        result = await job.result(timeout=20)
+    assert result.accepted == ["ana@example.com", "audit@example.com"] and result.refused == {}
+    [mail] = smtp.inbox.messages
+    assert mail.tls and mail.authenticated, "sent after STARTTLS and AUTH"
+    assert smtp.logins == [SmtpServer.USER]
+    assert mail.recipients == ["ana@example.com", "audit@example.com"]
+    msg = parsed(mail.content)
+    assert msg["Subject"] == "Welcome, Ana <script>!"
+    assert msg["Message-ID"] == result.message_id
+    assert "Bcc" not in msg
+    text = msg.get_body(("plain",))
+    html = msg.get_body(("html",))
+    assert text is not None and "your course Biology starts Monday" in text.get_content()
+    assert html is not None and "<b>Ana &lt;script&gt;</b>" in html.get_content(), "HTML is autoescaped"
+    [attachment] = list(msg.iter_attachments())
+    assert attachment.get_filename() == "syllabus.pdf" and attachment.get_content() == pdf
+
+
+async def test_refused_recipient_is_permanent(app: Conveyor, smtp: SmtpServer) -> None:
+    smtp.inbox.refuse["nobody@example.com"] = "550 5.1.1 no such user"
+    handlers = install(app, email=True, settings=smtp_settings(smtp))
+    assert handlers.email is not None
+    job = await handlers.email.task.enqueue({"to": ["nobody@example.com"], "subject": "s", "text": "t"})
+    async with running(app.worker("email", lease_ms=5000)):
+        with pytest.raises(JobFailedError, match="550"):
+            await job.result(timeout=20)
+    assert (await job.record()).attempts_made == 1
+    assert smtp.inbox.messages == []
+
+
+async def test_temporary_refusal_is_retried_and_partial_refusal_is_reported(smtp: SmtpServer) -> None:
+    mailer = Mailer(smtp_settings(smtp))
+    smtp.inbox.refuse["busy@example.com"] = "451 4.3.0 try again later"
+    with pytest.raises(Retry, match="451"):
+        await mailer.send(EmailRequest(to=["busy@example.com"], subject="s", text="t"))
+    result = await mailer.send(EmailRequest(to=["busy@example.com", "ok@example.com"], subject="s", html="<p>x</p>"))
+    assert result.accepted == ["ok@example.com"]
+    assert result.refused["busy@example.com"].startswith("451")
+
+
+async def test_wrong_password_is_permanent(smtp: SmtpServer) -> None:
+    with pytest.raises(Unrecoverable, match="535"):
+        await Mailer(smtp_settings(smtp, smtp_password="wrong")).send(
+            EmailRequest(to=["a@example.com"], subject="s", text="t")
+        )
+
+
+async def test_an_untrusted_certificate_is_not_accepted(smtp: SmtpServer) -> None:
+    with pytest.raises(Retry, match=r"(?i)certificate"):
+        await Mailer(smtp_settings(smtp, smtp_ca_file=None)).send(
+            EmailRequest(to=["a@example.com"], subject="s", text="t")
+        )
+    assert smtp.inbox.messages == []
+
+
+async def test_no_server_configured_is_unrecoverable() -> None:
+    with pytest.raises(Unrecoverable, match="CONVEYOR_SMTP_HOST"):
+        await Mailer(Settings()).send(EmailRequest(to=["a@example.com"], subject="s", text="t"))
+
+
+def test_bad_messages_are_rejected() -> None:
+    with pytest.raises(ValueError, match="not an email address"):
+        EmailRequest(to=["a@example.com\r\nBcc: x@evil.test"], subject="s", text="t")
+    with pytest.raises(ValueError, match="give text"):
+        EmailRequest(to=["a@example.com"], subject="s")
+    with pytest.raises(ValueError, match="pattern"):
+        EmailRequest(to=["a@example.com"], template="../etc/passwd")
+
+
+async def test_send_rate_is_shared_per_queue(app: Conveyor) -> None:
+    first = SendRate(lambda: app.client, prefix=app.prefix, queue="email", per_window=2, window_s=60)
+    second = SendRate(lambda: app.client, prefix=app.prefix, queue="email", per_window=2, window_s=60)
+    await first.take()
+    await second.take()
+    with pytest.raises(RateLimited) as info:
+        await first.take()
+    assert 50 < info.value.retry_after <= 60
+    other_queue = SendRate(lambda: app.client, prefix=app.prefix, queue="email-b", per_window=2, window_s=60)
+    await other_queue.take()

@@ -1,0 +1,113 @@
+"""Admin operations: listing, counts, promote, remove, drain, purge, obliterate, retention."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from conveyor import (
+    InvalidStateError,
+    JobContext,
+    JobNotFoundError,
+    JobState,
+    Queue,
+    QueueNotEmptyError,
+    Retention,
+    Worker,
+)
+from tests.conftest import counts_of, running, wait_for
+
+
+async def test_paginated_listing(queue: Queue) -> None:
+    jobs = await queue.add_bulk([{"name": "x", "data": i} for i in range(25)])
+    seen: list[str] = []
+    cursor: int | None = 0
+    while cursor is not None:
+        page = await queue.list_jobs("waiting", cursor=cursor, limit=10)
+        seen += [r.id for r in page.jobs]
+        cursor = page.next_cursor
+    assert seen == [j.id for j in jobs]
+
+
+async def test_promote_delayed_job(queue: Queue) -> None:
+    done: list[int] = []
+
+    async def handler(ctx: JobContext, data: Any) -> None:
+        done.append(data)
+
+    async with running(Worker(queue, {"x": handler})):
+        job = await queue.add("x", 7, delay=3600)
+        await queue.promote(job.id)
+        await job.wait(timeout=10)
+        assert done == [7]
+        with pytest.raises(InvalidStateError):
+            await queue.promote(job.id)
+
+
+async def test_remove_and_its_idempotency_key(queue: Queue) -> None:
+    job = await queue.add("x", 1, idempotency_key="k1")
+    await queue.remove(job.id)
+    assert await queue.get_job(job.id) is None
+    again = await queue.add("x", 2, idempotency_key="k1")  # the key went with the job
+    assert again.id != job.id and again.created
+    with pytest.raises(JobNotFoundError):
+        await queue.remove(job.id)
+
+
+async def test_active_job_cannot_be_removed(queue: Queue) -> None:
+    import asyncio
+
+    gate = asyncio.Event()
+
+    async def handler(ctx: JobContext, data: Any) -> None:
+        await gate.wait()
+
+    async with running(Worker(queue, {"x": handler})) as w:
+        job = await queue.add("x")
+        await wait_for(lambda: w.active == 1)
+        with pytest.raises(InvalidStateError):
+            await queue.remove(job.id)
+        with pytest.raises(QueueNotEmptyError):
+            await queue.obliterate()
+        gate.set()
+        await job.wait(timeout=10)
+
+
+async def test_drain_purge_obliterate(queue: Queue) -> None:
+    await queue.add_bulk([{"name": "x", "data": i} for i in range(1200)])
+    await queue.add("x", delay=60)
+    assert await queue.drain() == 1201
+    assert sum((await counts_of(queue)).values()) == 0
+
+    async def failing(ctx: JobContext, data: Any) -> None:
+        raise ValueError("no")
+
+    async with running(Worker(queue, {"x": failing})):
+        jobs = await queue.add_bulk([{"name": "x", "data": i} for i in range(5)])
+        for j in jobs:
+            await j.wait(timeout=10)
+    assert (await counts_of(queue))["failed"] == 5
+    assert await queue.purge("failed") == 5
+    await queue.add("x", 1)
+    await queue.obliterate()
+    assert await queue.client.exists(queue.keys.meta, queue.keys.events, queue.keys.ready) == 0
+
+
+async def test_retention_by_count(queue: Queue) -> None:
+    await queue.set_retention(Retention(completed_max_count=10))
+
+    async def ok(ctx: JobContext, data: Any) -> int:
+        return data
+
+    async with running(Worker(queue, {"x": ok}, concurrency=5)):
+        jobs = await queue.add_bulk([{"name": "x", "data": i} for i in range(40)])
+        await jobs[-1].wait(timeout=10)
+        await wait_for(lambda: _completed_at_most(queue, 10))
+    remaining = (await queue.list_jobs(JobState.COMPLETED, limit=100)).jobs
+    assert len(remaining) == 10
+    assert await queue.get_job(jobs[0].id) is None
+
+
+async def _completed_at_most(queue: Queue, n: int) -> bool:
+    return (await queue.counts())[JobState.COMPLETED] <= n

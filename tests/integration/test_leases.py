@@ -1,0 +1,141 @@
+"""Leases and fencing: expired leases are recovered, late writes are rejected, stalls are bounded."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from conveyor import JobContext, JobFailedError, JobState, LeaseLostError, Queue, Worker
+from tests.conftest import running, wait_for
+
+# A worker that never renews its leases and never sweeps: it stands for a process that froze.
+FROZEN = {"lease_ms": 200, "heartbeat_ms": 60_000, "stalled_interval_ms": 60_000, "concurrency": 1}
+
+
+async def lease_lapsed_and_swept(queue: Queue, max_stalls: int = 5) -> bool:
+    recovered, dead = await queue.recover_stalled(max_stalls)
+    return recovered + dead > 0
+
+
+async def test_expired_lease_is_recovered_and_late_write_rejected(queue: Queue) -> None:
+    release_frozen = asyncio.Event()
+    runs: list[str] = []
+
+    async def handler(ctx: JobContext, data: Any) -> str:
+        runs.append(ctx.worker_id)
+        if ctx.worker_id == "frozen":
+            await release_frozen.wait()
+            return "from frozen"
+        return "from healthy"
+
+    frozen = Worker(queue, {"j": handler}, worker_id="frozen", **FROZEN)
+    async with running(frozen, grace_s=1):
+        job = await queue.add("j")
+        await wait_for(lambda: runs == ["frozen"])
+        healthy = Worker(queue, {"j": handler}, worker_id="healthy", lease_ms=5_000, stalled_interval_ms=50)
+        async with running(healthy):
+            assert await job.result(timeout=10) == "from healthy"
+            release_frozen.set()  # the frozen run now finishes and tries to write: rejected
+            await wait_for(lambda: frozen.stats.lost >= 1, what="late write rejected")
+    rec = await job.record()
+    assert rec.state is JobState.COMPLETED and rec.result == "from healthy" and rec.stalls == 1
+    kinds = [e.type for e in await queue.read_events("0-0") if e.job_id == job.id]
+    assert kinds.count("completed") == 1 and kinds.count("stalled") == 1
+
+
+async def test_progress_after_lease_loss_is_rejected(queue: Queue) -> None:
+    errors: list[BaseException] = []
+    gate = asyncio.Event()
+
+    async def handler(ctx: JobContext, data: Any) -> None:
+        await gate.wait()
+        try:
+            await ctx.progress(10)
+        except LeaseLostError as exc:
+            errors.append(exc)
+            raise
+
+    w = Worker(queue, {"h": handler}, **FROZEN)
+    async with running(w, grace_s=1):
+        job = await queue.add("h")
+        await wait_for(lambda: w.active == 1)
+        await wait_for(lambda: lease_lapsed_and_swept(queue), timeout=5)
+        assert await job.state() is JobState.WAITING  # the frozen worker's only slot is busy
+        gate.set()
+        await wait_for(lambda: len(errors) == 1)
+        # The slot is free again, so the worker re-claims the job under a new lease and finishes it.
+        await job.result(timeout=10)
+    rec = await job.record()
+    assert rec.state is JobState.COMPLETED and rec.stalls == 1 and len(errors) == 1
+
+
+async def test_job_that_stalls_too_often_fails(queue: Queue) -> None:
+    async def never_finishes(ctx: JobContext, data: Any) -> None:
+        await asyncio.sleep(3600)
+
+    job = await queue.add("h")
+    first = Worker(queue, {"h": never_finishes}, **FROZEN)
+    second = Worker(queue, {"h": never_finishes}, **FROZEN)
+    async with running(first, grace_s=0), running(second, grace_s=0):
+        await wait_for(lambda: first.active + second.active == 1)
+        await wait_for(lambda: lease_lapsed_and_swept(queue, max_stalls=1))
+        await wait_for(lambda: first.active + second.active == 2)  # the other worker took it
+        await wait_for(lambda: lease_lapsed_and_swept(queue, max_stalls=1))
+        assert await job.state() is JobState.FAILED
+    rec = await job.record()
+    assert rec.stalls == 2 and rec.error is not None and rec.error["type"] == "Stalled"
+    with pytest.raises(JobFailedError):
+        await job.result(timeout=1)
+
+
+async def test_heartbeat_keeps_long_jobs_leased(queue: Queue) -> None:
+    async def longer_than_lease(ctx: JobContext, data: Any) -> str:
+        await asyncio.sleep(0.8)
+        return "ok"
+
+    async with running(Worker(queue, {"h": longer_than_lease}, lease_ms=300, heartbeat_ms=50, stalled_interval_ms=50)):
+        job = await queue.add("h")
+        assert await job.result(timeout=10) == "ok"
+    rec = await job.record()
+    assert rec.stalls == 0 and rec.attempts_made == 1
+
+
+async def test_shutdown_hands_unfinished_jobs_back(queue: Queue) -> None:
+    started = asyncio.Event()
+
+    async def slow(ctx: JobContext, data: Any) -> str:
+        started.set()
+        await asyncio.sleep(30)
+        return "slow"
+
+    w = Worker(queue, {"s": slow})
+    await w.start()
+    job = await queue.add("s", attempts=1)
+    await asyncio.wait_for(started.wait(), 10)
+    await w.close(grace_s=0.1)
+    rec = await job.record()
+    assert rec.state is JobState.WAITING and rec.attempts_made == 0
+    assert w.stats.returned == 1
+
+    async def quick(ctx: JobContext, data: Any) -> str:
+        return "quick"
+
+    async with running(Worker(queue, {"s": quick})):
+        assert await job.result(timeout=10) == "quick"
+
+
+async def test_worker_warns_when_redis_may_evict_jobs(redis_server, qname: str, caplog) -> None:
+    from conveyor.redis.connection import connect
+
+    client = connect(redis_server.url)
+    await client.config_set("maxmemory-policy", "allkeys-lru")
+    try:
+        queue = Queue(qname, redis=client)
+        async with running(Worker(queue, {})):
+            pass
+        assert "maxmemory-policy is 'allkeys-lru'" in caplog.text
+    finally:
+        await client.config_set("maxmemory-policy", "noeviction")
+        await client.aclose()

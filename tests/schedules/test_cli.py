@@ -1,0 +1,58 @@
+"""`conveyor schedules list|pause|resume|run-now|remove` against a real server."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+
+from typer.testing import CliRunner
+
+from conveyor import Queue
+from conveyor.cli import app
+from conveyor.redis.connection import connect
+from conveyor.schedules import Schedule, ScheduleStore
+
+runner = CliRunner()
+
+
+def cli(*args: str) -> tuple[int, str]:
+    result = runner.invoke(app, ["schedules", *args])
+    return result.exit_code, result.output
+
+
+def test_schedules_commands(redis_url: str, prefix: str, qname: str) -> None:
+    async def setup() -> None:
+        c = connect(redis_url)
+        await ScheduleStore(c, prefix).put(Schedule(id="hourly", task="sync", queue=qname, interval_s=3600))
+        await c.aclose()
+
+    asyncio.run(setup())
+    opts = ["--redis-url", redis_url, "--prefix", prefix]
+    code, out = cli("list", *opts)
+    assert code == 0 and "hourly" in out and "every 3600s" in out
+    code, out = cli("pause", "hourly", *opts)
+    assert code == 0
+    code, out = cli("list", "--json", *opts)
+    row = json.loads(out.strip())
+    assert row["paused"] is True and row["next_run"] is None
+    code, out = cli("resume", "hourly", *opts)
+    assert code == 0 and "next run" in out
+    code, out = cli("run-now", "hourly", *opts)
+    assert code == 0 and "sched:hourly:run-" in out
+    job_id = out.split()[-1]
+
+    async def job_exists() -> bool:
+        c = connect(redis_url)
+        q = Queue(qname, redis=c, prefix=prefix)
+        rec = await q.get_job(job_id)
+        await q.obliterate(force=True)
+        await c.aclose()
+        return rec is not None and rec.name == "sync"
+
+    assert asyncio.run(job_exists())
+    code, out = cli("remove", "hourly", *opts)
+    assert code == 0
+    code, out = cli("list", *opts)
+    assert code == 0 and "no schedules" in out
+    code, out = cli("pause", "hourly", *opts)
+    assert code == 1 and "not found" in out

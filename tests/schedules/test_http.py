@@ -1,0 +1,95 @@
+"""The schedules router mounted in a bare FastAPI app, called over ASGI with httpx."""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+import pytest
+from fastapi import FastAPI, Header, HTTPException
+
+from conveyor.redis.connection import RedisClient
+from conveyor.schedules import MAINTENANCE_ID, Schedule, ScheduleKind, ScheduleStore
+from conveyor.schedules.http import make_router
+
+READ, ADMIN = "read-token", "admin-token"
+
+
+def _auth(*allowed: str):  # type: ignore[no-untyped-def]
+    def check(authorization: str = Header("")) -> None:
+        if authorization.removeprefix("Bearer ") not in allowed:
+            raise HTTPException(403, "forbidden")
+
+    return check
+
+
+@pytest.fixture
+async def http(client: RedisClient, prefix: str) -> AsyncIterator[httpx.AsyncClient]:
+    store = ScheduleStore(client, prefix)
+    app = FastAPI()
+    app.include_router(make_router(lambda: store, _auth(READ, ADMIN), _auth(ADMIN)))
+    transport = httpx.ASGITransport(app=app)
+    async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
+        yield c
+
+
+def hdr(token: str) -> dict[str, str]:
+    return {"Authorization": f"Bearer {token}"}
+
+
+async def test_put_get_list_delete(http: httpx.AsyncClient) -> None:
+    body = {"task": "report", "queue": "reports", "data": {"kind": "daily"}, "cron": "0 3 * * *",
+            "tz": "Europe/Madrid", "options": {"attempts": 3}, "missed": "all", "catch_up_cap": 5}
+    r = await http.put("/api/schedules/nightly", json=body, headers=hdr(ADMIN))
+    assert r.status_code == 201, r.text
+    out = r.json()
+    assert out["id"] == "nightly" and out["cron"] == "0 3 * * *" and out["missed"] == "all"
+    assert out["next_run"] is not None and out["version"] == 1 and out["source"] == "api"
+    r = await http.put("/api/schedules/nightly", json={**body, "paused": True}, headers=hdr(ADMIN))
+    assert r.status_code == 200 and r.json()["paused"] is True and r.json()["next_run"] is None
+    r = await http.get("/api/schedules/nightly", headers=hdr(READ))
+    assert r.status_code == 200 and r.json()["data"] == {"kind": "daily"}
+    r = await http.get("/api/schedules", headers=hdr(READ))
+    assert [s["id"] for s in r.json()["schedules"]] == ["nightly"]
+    r = await http.delete("/api/schedules/nightly", headers=hdr(ADMIN))
+    assert r.status_code == 204
+    assert (await http.get("/api/schedules/nightly", headers=hdr(READ))).status_code == 404
+    assert (await http.delete("/api/schedules/nightly", headers=hdr(ADMIN))).status_code == 404
+
+
+async def test_auth_dependencies_guard_the_routes(http: httpx.AsyncClient) -> None:
+    body = {"task": "t", "interval_s": 60}
+    assert (await http.get("/api/schedules")).status_code == 403
+    assert (await http.put("/api/schedules/x", json=body, headers=hdr(READ))).status_code == 403
+    assert (await http.delete("/api/schedules/x", headers=hdr(READ))).status_code == 403
+    assert (await http.put("/api/schedules/x", json=body, headers=hdr(ADMIN))).status_code == 201
+
+
+@pytest.mark.parametrize(
+    ("body", "fragment"),
+    [
+        ({"task": "t", "cron": "99 * * * *"}, "invalid cron"),
+        ({"task": "t"}, "exactly one"),
+        ({"task": "t", "interval_s": 60, "tz": "Nowhere/City"}, "time zone"),
+        ({"task": "t", "interval_s": 60, "options": {"job_id": "x"}}, "cannot be set"),
+        ({"task": "t", "interval_s": 60, "surprise": 1}, "surprise"),
+        ({"task": "t", "interval_s": 60, "missed": "never"}, "missed"),
+    ],
+)
+async def test_bad_bodies_get_422_and_write_nothing(
+    http: httpx.AsyncClient, body: dict[str, object], fragment: str
+) -> None:
+    r = await http.put("/api/schedules/x", json=body, headers=hdr(ADMIN))
+    assert r.status_code == 422 and fragment in r.text
+    assert (await http.get("/api/schedules/x", headers=hdr(READ))).status_code == 404
+
+
+async def test_bad_id_and_builtin_schedule(http: httpx.AsyncClient, client: RedisClient, prefix: str) -> None:
+    r = await http.put("/api/schedules/bad%20id", json={"task": "t", "interval_s": 5}, headers=hdr(ADMIN))
+    assert r.status_code == 422
+    await ScheduleStore(client, prefix).put(Schedule(
+        id=MAINTENANCE_ID, task="conveyor.maintenance", interval_s=300, kind=ScheduleKind.MAINTENANCE,
+    ))
+    body = {"task": "t", "interval_s": 5}
+    r = await http.put(f"/api/schedules/{MAINTENANCE_ID}", json=body, headers=hdr(ADMIN))
+    assert r.status_code == 409

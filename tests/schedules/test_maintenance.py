@@ -1,0 +1,191 @@
+"""Built-in maintenance: retention trimming of 100,000 old records, events and idempotency keys,
+with no single Redis call over 10 ms (checked with SLOWLOG on a server of this test's own)."""
+
+from __future__ import annotations
+
+import time
+from collections.abc import AsyncIterator, Iterator
+
+import pytest
+
+from conveyor import Queue, Retention
+from conveyor.redis.connection import RedisClient, connect
+from conveyor.schedules import MAINTENANCE_ID, Maintenance, MaintenanceReport, Scheduler, ScheduleStore
+from conveyor.testing import RedisServer
+from tests.conftest import wait_for
+
+DAY_MS = 86_400_000
+
+# Creates `n` finished job records in one call (the test's fast way to fill a queue).
+_FILL = """
+local set, base, state, score = KEYS[1], ARGV[1], ARGV[2], ARGV[5]
+local first, n = tonumber(ARGV[3]), tonumber(ARGV[4])
+local z = {}
+for i = first, first + n - 1 do
+  redis.call('HSET', base .. 'job:' .. i, 'name', 'old', 'data', '{}', 'state', state, 'finished', score)
+  z[#z + 1] = score
+  z[#z + 1] = tostring(i)
+end
+redis.call('ZADD', set, unpack(z))
+return n
+"""
+
+
+@pytest.fixture
+def own_server() -> Iterator[RedisServer]:
+    with RedisServer() as server:
+        yield server
+
+
+@pytest.fixture
+async def own_client(own_server: RedisServer) -> AsyncIterator[RedisClient]:
+    c = connect(own_server.url)
+    yield c
+    await c.aclose()
+
+
+async def fill(client: RedisClient, q: Queue, state: str, first: int, n: int, score_ms: int) -> None:
+    for start in range(first, first + n, 2000):
+        count = min(2000, first + n - start)
+        await client.eval(_FILL, 1, q.keys.state_set(state), q.keys.base, state, start, count, score_ms)
+
+
+async def fill_big_queue(client: RedisClient, now: int) -> Queue:
+    q = Queue("big", redis=client)
+    await q.obliterate(force=True)
+    await q._register()
+    await q.set_retention(Retention(completed_max_count=100_000, completed_max_age_s=86_400,
+                                    failed_max_count=1000, failed_max_age_s=None))
+    await fill(client, q, "completed", 1, 60_000, now - 2 * DAY_MS)  # past the 24 h age limit
+    await fill(client, q, "failed", 60_001, 40_000, now - 3 * DAY_MS)  # over the 1,000 count limit
+    await fill(client, q, "completed", 100_001, 500, now - 1000)  # fresh: kept
+    # Events: 3,000 from two days ago, 200 recent; this queue keeps events for one day.
+    await client.hset(q.keys.meta, "events_max_age_ms", DAY_MS)
+    async with client.pipeline(transaction=False) as pipe:
+        for i in range(3000):
+            pipe.xadd(q.keys.events, {"ev": "added", "id": str(i)}, id=f"{now - 2 * DAY_MS}-{i + 1}")
+        for i in range(200):
+            pipe.xadd(q.keys.events, {"ev": "added", "id": f"new{i}"}, id=f"{now - 1000}-{i + 1}")
+        # Idempotency keys: 500 pointing at vanished jobs, 10 at live ones.
+        for i in range(500):
+            pipe.set(q.keys.idempotency(f"gone{i}"), f"missing{i}", px=DAY_MS)
+        for i in range(10):
+            pipe.set(q.keys.idempotency(f"live{i}"), str(100_001 + i), px=DAY_MS)
+        await pipe.execute()
+    assert await client.zcard(q.keys.completed) == 60_500
+    return q
+
+
+async def test_trims_100k_old_records_without_blocking_redis(own_client: RedisClient) -> None:
+    client = own_client
+    await client.config_set("slowlog-log-slower-than", 10_000)
+    await client.config_set("slowlog-max-len", 1000)
+    # A call that does bounded work (~0.5 ms here) can still show up over 10 ms when this shared,
+    # overloaded machine deschedules the server mid-call; such noise rarely hits three runs in a
+    # row, while an unbounded call (a 100,000-record trim takes ~200 ms) fails every run.
+    slow_runs: list[list[tuple[int, str]]] = []
+    for _attempt in range(3):
+        now = int(time.time() * 1000)
+        q = await fill_big_queue(client, now)
+        await client.slowlog_reset()
+        report = await Maintenance(client).run(now)
+        slow = [(int(e["duration"]), str(e["command"])[:100]) for e in await client.slowlog_get(1000)]
+        check_trimmed(report, await snapshot(client, q, now))
+        if not slow:
+            break
+        slow_runs.append(slow)
+    else:
+        raise AssertionError(f"calls over 10 ms in every run: {slow_runs}")
+    assert report.calls > 99_000 // 200  # bounded batches, not one big call
+
+
+async def snapshot(client: RedisClient, q: Queue, now: int) -> dict[str, object]:
+    failed_left = await client.zrange(q.keys.failed, 0, -1)
+    entries = await client.xrange(q.keys.events, count=10_000)
+    return {
+        "completed": await client.zcard(q.keys.completed),
+        "failed": len(failed_left),
+        "failed_hashes": await client.exists(*[q.keys.job(i) for i in failed_left]),
+        "old_hashes": await client.exists(q.keys.job("1"), q.keys.job("59999")),
+        "fresh_hashes": await client.exists(q.keys.job("100001"), q.keys.job("100500")),
+        "old_events": len([e for e in entries if not e[1]["id"].startswith("new")]),
+        "new_events": len(await client.xrange(q.keys.events, min=f"{now - 1000}-0", count=1000)),
+        "live_idem": await client.exists(*[q.keys.idempotency(f"live{i}") for i in range(10)]),
+    }
+
+
+def check_trimmed(report: MaintenanceReport, snap: dict[str, object]) -> None:
+    assert snap["completed"] == 500
+    assert snap["failed"] == 1000 and snap["failed_hashes"] == 1000  # kept records intact
+    assert snap["old_hashes"] == 0 and snap["fresh_hashes"] == 2
+    assert report.records_deleted == {"big": 60_000 + 39_000}
+    assert isinstance(snap["old_events"], int) and snap["old_events"] < 200  # whole nodes go
+    assert snap["new_events"] == 200
+    assert report.idempotency_keys_deleted == 500 and snap["live_idem"] == 10
+
+
+async def test_builtin_schedule_runs_maintenance(redis_url: str, prefix: str, qname: str) -> None:
+    client = connect(redis_url)
+    q = Queue(qname, redis=client, prefix=prefix)
+    try:
+        await q._register()
+        await q.set_retention(Retention(completed_max_count=10, completed_max_age_s=None))
+        now = int(time.time() * 1000)
+        await fill(client, q, "completed", 1, 50, now - 1000)
+        scheduler = Scheduler(client, prefix=prefix, maintenance_interval_s=0.2)
+        await scheduler.start()
+        try:
+            await wait_for(lambda: _zcard_is(client, q.keys.completed, 10), timeout=10, what="trimmed to 10")
+        finally:
+            await scheduler.close()
+        info = await ScheduleStore(client, prefix).get(MAINTENANCE_ID)
+        assert info.schedule.kind.value == "maintenance" and info.last_run is not None
+        kept = await client.zrange(q.keys.completed, 0, -1)
+        assert await client.exists(*[q.keys.job(i) for i in kept]) == 10
+    finally:
+        await q.obliterate(force=True)
+        await client.aclose()
+
+
+async def _zcard_is(client: RedisClient, key: str, n: int) -> bool:
+    return int(await client.zcard(key)) == n
+
+
+async def test_maintenance_on_cluster(cluster_servers: object, prefix: str, qname: str) -> None:
+    client = connect(cluster_servers.url)  # type: ignore[attr-defined]
+    q = Queue(qname, redis=client, prefix=prefix)
+    try:
+        await q._register()
+        now = int(time.time() * 1000)
+        await fill(client, q, "completed", 1, 300, now - 2 * DAY_MS)
+        await client.set(q.keys.idempotency("gone"), "missing", px=DAY_MS)
+        report = await Maintenance(client, prefix).run(now)
+        assert await client.zcard(q.keys.completed) == 0
+        assert report.records_deleted == {qname: 300}
+        assert report.idempotency_keys_deleted == 1
+    finally:
+        await q.obliterate(force=True)
+        await client.aclose()
+
+
+async def test_run_now_makes_the_next_pass_run_maintenance(redis_url: str, prefix: str, qname: str) -> None:
+    client = connect(redis_url)
+    q = Queue(qname, redis=client, prefix=prefix)
+    try:
+        await q._register()
+        await q.set_retention(Retention(completed_max_count=5, completed_max_age_s=None))
+        await fill(client, q, "completed", 1, 20, int(time.time() * 1000))
+        scheduler = Scheduler(client, prefix=prefix, maintenance_interval_s=3600)
+        await scheduler.start()
+        try:
+            assert await client.zcard(q.keys.completed) == 20  # the hourly run is not due yet
+            assert await ScheduleStore(client, prefix).run_now(MAINTENANCE_ID) is None
+            await wait_for(lambda: _zcard_is(client, q.keys.completed, 5), timeout=10, what="trimmed to 5")
+        finally:
+            await scheduler.close()
+        info = await ScheduleStore(client, prefix).get(MAINTENANCE_ID)
+        assert info.next_run is not None and info.next_ms is not None
+        assert info.next_ms > int(time.time() * 1000) + 3_000_000  # back on the hourly grid
+    finally:
+        await q.obliterate(force=True)
+        await client.aclose()

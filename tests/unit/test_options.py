@@ -1,0 +1,65 @@
+from __future__ import annotations
+
+from datetime import UTC, datetime, timedelta
+
+import pytest
+
+from conveyor import Exponential, Fixed, InvalidOptionError, JobOptions, JobSpec
+from conveyor.backoff import Custom, parse_backoff
+from conveyor.codec import dumps_canonical
+from conveyor.errors import SerializationError
+
+
+def test_merge_prefers_explicit_values() -> None:
+    base = JobOptions(attempts=3, timeout=10, priority=1)
+    merged = JobOptions(priority=5).merged_over(base)
+    assert (merged.attempts, merged.timeout, merged.priority) == (3, 10, 5)
+
+
+def test_stored_keeps_only_what_workers_need() -> None:
+    opts = JobOptions(attempts=1, priority=3, timeout=2.5, backoff=4, delay=5)
+    assert opts.stored() == {"timeout": 2.5, "backoff": {"type": "fixed", "delay": 4.0}}
+
+
+def test_run_at_and_timedelta() -> None:
+    opts = JobOptions(run_at=datetime.now(UTC) + timedelta(seconds=10))
+    assert 9_000 < opts.delay_ms() <= 10_000
+    assert JobOptions(delay=timedelta(minutes=1)).delay_ms() == 60_000
+
+
+@pytest.mark.parametrize(
+    "bad", [{"attempts": True}, {"priority": 1.5}, {"cost": -1}, {"group": ""}, {"delay": float("nan")}]
+)
+def test_invalid_values(bad: dict) -> None:
+    with pytest.raises(InvalidOptionError):
+        JobOptions(**bad)
+
+
+def test_from_mapping_rejects_unknown_and_parses_iso_dates() -> None:
+    with pytest.raises(InvalidOptionError, match="unknown"):
+        JobOptions.from_mapping({"retries": 3})
+    opts = JobOptions.from_mapping({"run_at": "2030-01-01T00:00:00+00:00"})
+    assert opts.run_at == datetime(2030, 1, 1, tzinfo=UTC)
+    with pytest.raises(InvalidOptionError):
+        JobSpec.from_mapping({"data": 1})
+
+
+def test_backoff_policies() -> None:
+    assert parse_backoff(2) == Fixed(2.0)
+    exp = parse_backoff({"type": "exponential", "base": 1, "factor": 2, "jitter": False, "max": 5})
+    assert [exp.seconds(a) for a in (1, 2, 3, 4)] == [1, 2, 4, 5]
+    jittered = Exponential(base=8, jitter=True)
+    assert all(4 <= jittered.seconds(1) <= 8 for _ in range(100))
+    with pytest.raises(InvalidOptionError):
+        parse_backoff(lambda a, e: 1)
+    ref = Custom.of(test_backoff_policies)
+    assert ref.ref.endswith(":test_backoff_policies")
+    with pytest.raises(InvalidOptionError):
+        parse_backoff({"type": "exponential", "factor": 0.5})
+
+
+def test_canonical_encoding_is_order_independent() -> None:
+    left = dumps_canonical({"b": 1, "a": [1, {"d": 1, "c": 2}]})
+    assert left == dumps_canonical({"a": [1, {"c": 2, "d": 1}], "b": 1})
+    with pytest.raises(SerializationError):
+        dumps_canonical({1, 2})
