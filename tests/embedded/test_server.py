@@ -178,3 +178,25 @@ def test_any_redis_command_uses_the_embedded_server_when_redis_url_is_unset(data
                             env=env, capture_output=True, text=True, timeout=60, check=True)
     assert f"{key_id}  ci  scopes=read" in listed.stdout  # kept in the AOF across the restart
     assert not (data_dir / "embedded.json").exists()
+
+
+def test_a_forked_child_cannot_release_its_parents_lease(config: EmbeddedConfig) -> None:
+    handle = acquire(config)
+    child = os.fork()
+    if child == 0:  # pragma: no cover - runs in the child
+        code = 1
+        try:
+            code = 0 if handle.release() is False else 1
+        finally:
+            os._exit(code)
+    _, status = os.waitpid(child, 0)
+    assert os.waitstatus_to_exitcode(status) == 0
+    with client(handle.url) as c:
+        assert c.ping()
+    assert handle.release() is True
+
+
+def test_relative_data_dir_is_made_absolute(tmp_path: Path, monkeypatch: pytest.MonkeyPatch) -> None:
+    monkeypatch.chdir(tmp_path)
+    config = EmbeddedConfig(Path("rel/data"))
+    assert config.data_dir == tmp_path.resolve() / "rel" / "data"

@@ -26,6 +26,8 @@ class EmbeddedConfig:
     start_timeout_s: float = 60.0
 
     def __post_init__(self) -> None:
+        # The server reports its dir absolute; comparing against it needs an absolute path here too.
+        object.__setattr__(self, "data_dir", Path(self.data_dir).expanduser().resolve())
         if self.fsync not in FSYNC_POLICIES:
             raise ConfigurationError(
                 f"CONVEYOR_FSYNC must be one of {', '.join(FSYNC_POLICIES)}, got {self.fsync!r}"
@@ -35,7 +37,7 @@ class EmbeddedConfig:
     def from_settings(cls, settings: Settings) -> EmbeddedConfig:
         if not settings.data_dir:
             raise ConfigurationError("CONVEYOR_DATA_DIR must not be empty")
-        return cls(Path(settings.data_dir).expanduser().resolve(), settings.fsync)
+        return cls(Path(settings.data_dir), settings.fsync)
 
     @property
     def socket_path(self) -> Path:

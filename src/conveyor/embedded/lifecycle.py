@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import atexit
 import logging
+import os
 import subprocess
 import threading
 import time
@@ -68,8 +69,8 @@ class EmbeddedHandle:
     def release(self) -> bool:
         """Drop this lease; stop the server if no other live process uses it. True if it was stopped."""
         with self._guard:
-            if self._released:
-                return False
+            if self._released or os.getpid() != self.lease.pid:
+                return False  # a forked child inherits this handle (and its atexit hook) but not the lease
             self._released = True
         atexit.unregister(self.release)
         with locked(self.config.lock_file):
