@@ -88,3 +88,12 @@ def holders(data_dir: Path) -> Iterator[list[Holder]]:
     yield made
     for h in made:
         h.close()
+
+
+@pytest.fixture
+def workdir(tmp_path: Path) -> Iterator[Path]:
+    """A project directory for `conveyor up` (data in .conveyor/data); its server is killed at the end."""
+    yield tmp_path
+    state = ServerState.load(tmp_path / ".conveyor" / "data" / "embedded.json")
+    if state is not None and process_alive(state.pid, state.start_time):
+        os.kill(state.pid, signal.SIGKILL)

@@ -5,7 +5,6 @@ the key and the jobs."""
 
 from __future__ import annotations
 
-import os
 import queue
 import signal
 import socket
@@ -13,11 +12,9 @@ import subprocess
 import sys
 import threading
 import time
-from collections.abc import Iterator
 from pathlib import Path
 
 import httpx
-import pytest
 
 from conveyor.embedded.state import ServerState, process_alive
 from conveyor.testing import free_port
@@ -29,13 +26,13 @@ BOOT_TIMEOUT_S = 60.0
 class Up:
     """`python -m conveyor up` in a subprocess; its output is read by a thread into a queue."""
 
-    def __init__(self, workdir: Path, api_port: int, health_port: int, **env: str) -> None:
+    def __init__(self, workdir: Path, api_port: int, health_port: int, *app: str, **env: str) -> None:
         empty_bin = workdir / "bin"
         empty_bin.mkdir(exist_ok=True)  # PATH without redis-server or valkey-server
         self.lines: queue.Queue[str | None] = queue.Queue()
         self.output: list[str] = []
         self.proc = subprocess.Popen(
-            [sys.executable, "-m", "conveyor", "up",
+            [sys.executable, "-m", "conveyor", "up", *app,
              "--api-port", str(api_port), "--health-port", str(health_port)],
             env=clean_env(workdir / ".conveyor" / "data", PATH=str(empty_bin), CONVEYOR_LOG_LEVEL="warning",
                           CONVEYOR_SHUTDOWN_GRACE_S="5", **env),
@@ -74,14 +71,6 @@ class Up:
             self.proc.wait(10)
         if self.proc.stdout is not None:
             self.proc.stdout.close()
-
-
-@pytest.fixture
-def workdir(tmp_path: Path) -> Iterator[Path]:
-    yield tmp_path
-    state = ServerState.load(tmp_path / ".conveyor" / "data" / "embedded.json")
-    if state is not None and process_alive(state.pid, state.start_time):
-        os.kill(state.pid, signal.SIGKILL)
 
 
 def events_until_end(client: httpx.Client, url: str, headers: dict[str, str]) -> list[str]:
