@@ -5,6 +5,7 @@ the key and the jobs."""
 
 from __future__ import annotations
 
+import os
 import queue
 import signal
 import socket
@@ -209,5 +210,29 @@ def test_up_with_redis_url_starts_no_embedded_server(workdir: Path, redis_url: s
             assert (done["state"], done["result"]) == ("completed", [1])
         assert up.stop() == 0
         assert not (workdir / ".conveyor" / "data").exists()
+    finally:
+        up.close()
+
+
+def test_up_restarts_an_embedded_server_that_dies(workdir: Path) -> None:
+    api_port, health_port = free_port(), free_port()
+    up = Up(workdir, api_port, health_port)
+    try:
+        up.expect("Press Ctrl-C to stop.")
+        key = (workdir / ".conveyor" / "admin.key").read_text().strip()
+        auth = {"Authorization": f"Bearer {key}"}
+        state = ServerState.load(workdir / ".conveyor" / "data" / "embedded.json")
+        assert state is not None
+        with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30) as http:
+            before = http.post("/api/queues/default/jobs", headers=auth, json={"name": "echo", "data": "a"})
+            os.kill(state.pid, signal.SIGKILL)
+            assert f"(pid {state.pid}) died; restarted it" in up.expect("restarted it")
+            after = http.post("/api/queues/default/jobs", headers=auth, json={"name": "echo", "data": "b"})
+            assert after.status_code == 202, after.text
+            for created, data in ((before, "a"), (after, "b")):
+                done = http.get(f"/api/jobs/default/{created.json()['id']}/wait", params={"timeout": 30},
+                                headers=auth).json()
+                assert (done["state"], done["result"]) == ("completed", data)
+        assert up.stop() == 0
     finally:
         up.close()

@@ -19,7 +19,8 @@ from typing import Annotated
 import httpx
 import typer
 
-from conveyor.embedded import EmbeddedHandle, resolve_redis_url
+from conveyor.embedded import EmbeddedHandle, acquire, resolve_redis_url
+from conveyor.embedded.state import process_alive
 from conveyor.errors import ConfigurationError, ConveyorError
 from conveyor.redis.connection import redact
 from conveyor.settings import Settings
@@ -157,22 +158,43 @@ def run_up(app_path: str, settings: Settings, ports: Ports) -> int:
             typer.echo(banner(url, handle, ports, key, str(key_file)))
         elif key is not None:
             typer.echo(f"admin key saved to {key_file}", err=True)
-        group.wait(float("inf"), stop_when=lambda: bool(signals.count) or bool(group and group.exited()))
+        handle = supervise(group, signals, handle)
         crashed = {} if signals.count else group.exited()
-        if crashed:
-            group.signal(signal.SIGTERM)  # one signal: a second one would force the worker out
+        if crashed or not group.all_exited():
+            group.signal(signal.SIGTERM)  # once: a second signal would force the worker out
         codes = group.finish(settings.shutdown_grace_s + STOP_MARGIN_S)
         if crashed:
             typer.echo(f"error: {', '.join(f'{n} exited ({describe_exit(c)})' for n, c in crashed.items())}; "
                        "stopped the rest", err=True)
             return 1
         typer.echo(f"stopped: {', '.join(f'{n} ({describe_exit(c)})' for n, c in sorted(codes.items()))}")
-        return 0
+        return 0 if signals.count else 1
     finally:
         if group is not None:
             group.stop(STOP_MARGIN_S)
         if handle is not None and handle.release():
             typer.echo("embedded Valkey stopped (data kept).")
+
+
+def supervise(group: ChildGroup, signals: _Signals, handle: EmbeddedHandle | None) -> EmbeddedHandle | None:
+    """Until a signal or a child's exit. An embedded server that dies meanwhile is started again on
+    the same socket, so the children reconnect to it and carry on; returns the handle in use."""
+
+    def server_died() -> bool:
+        return handle is not None and not process_alive(handle.pid, handle.state.start_time)
+
+    while True:
+        group.wait(float("inf"), stop_when=lambda: bool(signals.count or group.exited()) or server_died())
+        if signals.count or group.exited() or handle is None:
+            return handle
+        old_url, old_pid = handle.url, handle.pid
+        handle.release()  # cleans up what the dead server left behind
+        handle = acquire(handle.config)
+        if handle.url != old_url:  # loopback TCP: a new port and password the children do not know
+            typer.echo("error: the embedded Valkey died and came back on a new address; stopping", err=True)
+            return handle
+        typer.echo(f"warning: the embedded Valkey (pid {old_pid}) died; restarted it (pid {handle.pid}) "
+                   "from its append-only file", err=True)
 
 
 def up_command(
