@@ -200,3 +200,11 @@ def test_relative_data_dir_is_made_absolute(tmp_path: Path, monkeypatch: pytest.
     monkeypatch.chdir(tmp_path)
     config = EmbeddedConfig(Path("rel/data"))
     assert config.data_dir == tmp_path.resolve() / "rel" / "data"
+
+
+def test_data_dir_with_spaces_and_quotes(tmp_path: Path) -> None:
+    with acquire(EmbeddedConfig(tmp_path / 'my "jobs" dir', start_timeout_s=30.0)) as handle:
+        assert " " not in handle.url  # percent-encoded; redis-py decodes it
+        with client(handle.url) as c:
+            assert c.config_get("dir") == {"dir": str(tmp_path.resolve() / 'my "jobs" dir')}
+            assert c.config_get("save") == {"save": ""}  # AOF only, no RDB snapshots

@@ -7,6 +7,7 @@ import secrets
 import socket
 from dataclasses import dataclass
 from pathlib import Path
+from urllib.parse import quote
 
 from conveyor.errors import ConfigurationError, EmbeddedServerError
 from conveyor.settings import Settings
@@ -105,7 +106,7 @@ class Endpoint:
     @property
     def url(self) -> str:
         if self.socket:
-            return f"unix://{self.socket}?db=0"
+            return f"unix://{quote(self.socket)}?db=0"
         auth = f":{self.password}@" if self.password else ""
         return f"redis://{auth}127.0.0.1:{self.port}/0"
 
