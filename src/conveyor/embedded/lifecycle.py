@@ -19,6 +19,7 @@ from types import TracebackType
 
 from conveyor.embedded.config import EmbeddedConfig, Endpoint, free_port
 from conveyor.embedded.server import (
+    is_loading,
     looks_like_server,
     probe,
     shutdown,
@@ -126,10 +127,14 @@ def find_running(config: EmbeddedConfig) -> ServerState | None:
     if state is not None and process_alive(state.pid, state.start_time) and looks_like_server(state.pid):
         # Alive but silent: still starting or hung. Give it the start timeout, then kill it.
         deadline = time.monotonic() + config.start_timeout_s
-        while time.monotonic() < deadline and process_alive(state.pid, state.start_time):
+        while process_alive(state.pid, state.start_time):
             info = probe(state.url)
             if info is not None and info["run_id"] == state.run_id:
                 return state
+            if is_loading(state.url):
+                deadline = time.monotonic() + config.start_timeout_s  # progress: keep waiting
+            elif time.monotonic() > deadline:
+                break
             time.sleep(0.1)
         logger.warning("embedded valkey (pid %d) does not answer; killing it", state.pid)
         stop_process(state.pid, state.start_time)
