@@ -78,7 +78,11 @@ async def serve(service: WorkerService, settings: Settings) -> dict[str, Any]:
     health = None
     if settings.worker_health_port:
         health = HealthServer(service, settings.worker_health_host, settings.worker_health_port)
-        await health.start()
+        try:
+            await health.start()
+        except OSError as exc:
+            where = f"{settings.worker_health_host}:{settings.worker_health_port}"
+            raise ConfigurationError(f"health server cannot listen on {where}: {exc}") from None
     try:
         return await service.run()
     finally:

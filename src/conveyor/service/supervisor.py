@@ -18,7 +18,7 @@ import structlog
 
 from conveyor import __version__
 from conveyor.app import Conveyor
-from conveyor.errors import ConfigurationError
+from conveyor.errors import ConfigurationError, ConnectionFailedError
 from conveyor.middleware import Middleware
 from conveyor.service import stats as st
 from conveyor.service.joblog import JobLogMiddleware
@@ -47,6 +47,16 @@ class _PeakMiddleware(Middleware):
 
 def _gauges(worker: Worker) -> tuple[Callable[[], float], Callable[[], float]]:
     return (lambda: float(worker.active)), (lambda: float(worker.stats.peak_active))
+
+
+async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
+    """Cancel and await; cancel again any task that swallowed a cancellation (3.11's wait_for can)."""
+    pending = [t for t in tasks if not t.done()]
+    while pending:
+        for task in pending:
+            task.cancel()
+        _, still = await asyncio.wait(pending, timeout=1.0)
+        pending = list(still)
 
 
 class WorkerService:
@@ -96,6 +106,7 @@ class WorkerService:
         self._rates = st.RateWindow()
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
+        self._registry_task: asyncio.Task[None] | None = None
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -105,18 +116,25 @@ class WorkerService:
         while not await self.ping():
             self.log.warning("redis unreachable at start; retrying", retry_in_s=delay)
             try:
-                await asyncio.wait_for(self._stop.wait(), delay)
+                async with asyncio.timeout(delay):
+                    await self._stop.wait()
                 return
             except TimeoutError:
                 delay = min(delay * 2, 5.0)
-        for worker in self.workers.values():
-            await worker.start()
+        for name, worker in self.workers.items():
+            try:
+                await worker.start()
+            except (
+                ConnectionFailedError
+            ) as exc:  # its loops run and retry; only the queue-name registration missed
+                self.log.warning("redis dropped while starting a queue", queue=name, error=str(exc))
         self.state = "running"
         self._tasks = [
             asyncio.create_task(w.run(), name=f"conveyor-watch-{q}") for q, w in self.watches.items()
         ]
+        self._registry_task = self._every(self.settings.heartbeat_s, self.registry.beat, "registry heartbeat")
         self._tasks += [
-            self._every(self.settings.heartbeat_s, self.registry.beat, "registry heartbeat"),
+            self._registry_task,
             self._every(self.settings.metrics_interval_s, self.sample, "metrics sample"),
         ]
         if self.settings.stats_interval_s > 0:
@@ -147,13 +165,18 @@ class WorkerService:
         grace = self.settings.shutdown_grace_s if grace_s is None else grace_s
         active = sum(w.active for w in self.workers.values())
         self.log.info("worker stopping", active_jobs=active, grace_s=grace)
-        for task in self._tasks:
+        watches, others = self._tasks[: len(self.watches)], self._tasks[len(self.watches) :]
+        for task in watches:  # loops ending during close are not crashes
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
         for name, watch in self.watches.items():  # a dead loop must run again to record final outcomes
             for loop in list(watch.dead):
                 self.workers[name].restart_loop(loop)
-        await asyncio.gather(*(w.close(grace) for w in self.workers.values()), return_exceptions=True)
+        closing = [asyncio.create_task(w.close(grace)) for w in self.workers.values()]
+        background = [t for t in others if t is not self._registry_task]
+        await _cancel_all(watches + background)
+        await asyncio.gather(*closing, return_exceptions=True)
+        if self._registry_task is not None:  # kept beating while jobs finished, so the record stayed live
+            await _cancel_all([self._registry_task])
         if self.redis_ok or await self.ping():
             await self.registry.remove()
         await self.app.close()
@@ -190,9 +213,12 @@ class WorkerService:
 
     async def ping(self) -> bool:
         """PING Redis; records reachability and round-trip time."""
+        if self.state == "stopped":  # the client is closed; do not open a new one
+            return False
         started = time.perf_counter()
         try:
-            await asyncio.wait_for(self.app.client.ping(), PING_TIMEOUT_S)
+            async with asyncio.timeout(PING_TIMEOUT_S):
+                await self.app.client.ping()
         except Exception:
             self.redis_ok, self.redis_latency_s = False, None
         else:

@@ -1,0 +1,172 @@
+"""WorkerService from code: pause/resume via the paused flag, loop supervision, registry, job logs."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from contextlib import asynccontextmanager
+from typing import Any
+
+from structlog.testing import capture_logs
+
+from conveyor import JobContext, JobOutcome, JobState, OutcomeKind, Queue
+from conveyor.redis.connection import RedisClient, connect
+from conveyor.redis.keys import WorkerRegistryKeys
+from conveyor.service import WorkerService, list_workers, plan_queues
+from conveyor.service.joblog import JobLogMiddleware
+from conveyor.service.registry import RegistryWriter
+from conveyor.settings import Settings
+from conveyor.testing import RedisServer
+from tests.conftest import counts_of, wait_for
+from tests.service.apps import build_app
+
+FAST = dict(
+    metrics_interval_s=0.1, heartbeat_s=0.5, stats_interval_s=0, restart_backoff_max_s=1.0, lease_ms=5000
+)
+
+
+@asynccontextmanager
+async def running_service(url: str, prefix: str, **settings: Any) -> AsyncIterator[WorkerService]:
+    app = build_app(prefix)
+    app.use_redis(url)
+    service = WorkerService(app, Settings(**{**FAST, **settings}), plan_queues(app, None, {}))
+    task = asyncio.create_task(service.run())
+    await wait_for(lambda: service.state == "running", timeout=20, what="service running")
+    try:
+        yield service
+    finally:
+        service.request_stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def test_pause_and_resume_from_code_use_the_queue_paused_flag(
+    redis_url: str, prefix: str, plain_client: RedisClient
+) -> None:
+    fast = Queue("fast", redis=plain_client, prefix=prefix)
+    slow = Queue("slow.io", redis=plain_client, prefix=prefix)
+    async with running_service(redis_url, prefix) as service:
+        await service.pause(["fast"])
+        assert await fast.is_paused() and not await slow.is_paused()  # in Redis: every process sees it
+        paused_job = await fast.add("track", {})
+        other = await slow.add("track", {})
+        await other.wait(timeout=20)
+        assert await paused_job.state() is JobState.WAITING
+        await wait_for(lambda: service.paused["fast"], timeout=10, what="paused flag sampled")
+        status, body = await service.health()
+        assert status == 200 and body["queues"]["fast"]["paused"] is True
+        assert body["queues"]["slow.io"]["paused"] is False
+        await service.resume()
+        assert not await fast.is_paused()
+        record = await paused_job.wait(timeout=20)
+        assert record.state is JobState.COMPLETED
+
+
+async def test_a_crashed_queue_loop_is_restarted_with_backoff_and_reported(
+    own_server: RedisServer, prefix: str
+) -> None:
+    setup = connect(own_server.url)
+    await setup.execute_command("ACL", "SETUSER", "admin", "on", ">pw", "~*", "&*", "+@all")
+    await setup.aclose()
+    admin = connect(f"redis://admin:pw@127.0.0.1:{own_server.port}/0")
+    fast = Queue("fast", redis=admin, prefix=prefix)
+    try:
+        async with running_service(own_server.url, prefix) as service:
+            await (await fast.add("track", {})).wait(timeout=20)
+            # An operator revokes script permissions: every script call of the service now fails
+            # with NOPERM, which kills the queue loops (a connection error would only be retried).
+            await admin.execute_command("ACL", "SETUSER", "default", "-evalsha", "-eval")
+            job = await fast.add("track", {})
+
+            async def reported_down() -> bool:
+                status, body = await service.health()
+                return status == 503 and body["queues"]["fast"]["loop"] == "down"
+
+            await wait_for(reported_down, timeout=20, what="503 with the fast loop down")
+            _, body = await service.health()
+            assert "NoPermissionError" in body["queues"]["fast"]["last_error"]
+            await wait_for(lambda: service.watches["fast"].restarts >= 2, timeout=20, what="restarted twice")
+            assert await job.state() is JobState.WAITING
+            await admin.execute_command("ACL", "SETUSER", "default", "+@all")
+            assert (await job.wait(timeout=30)).state is JobState.COMPLETED
+            await wait_for(lambda: service.watches["fast"].healthy, timeout=10, what="loop healthy again")
+            status, body = await service.health()
+            assert status == 200 and body["queues"]["fast"]["restarts"] >= 2
+            text = service.metrics.render().decode()
+            assert 'conveyor_queue_loop_restarts_total{loop="pump",queue="fast"}' in text
+            assert 'conveyor_queue_loop_up{queue="fast"} 1.0' in text
+    finally:
+        await admin.aclose()
+
+
+async def test_registry_lists_live_workers_and_prunes_expired_ones(client: RedisClient, prefix: str) -> None:
+    """Against a standalone server and a Cluster (all registry keys share the `{workers}` slot)."""
+    plain_client = client
+    keys = WorkerRegistryKeys(prefix)
+    short = RegistryWriter(plain_client, prefix, "w-short", lambda: {"id": "w-short", "queues": ["a"]}, 0.1)
+    long = RegistryWriter(plain_client, prefix, "w-long", lambda: {"id": "w-long", "queues": ["b"]}, 30)
+    await short.beat()
+    await long.beat()
+    listed = await list_workers(plain_client, prefix)
+    assert [w["id"] for w in listed] == ["w-long", "w-short"]
+    assert listed[1]["queues"] == ["a"] and listed[1]["last_beat_ms"] > 0
+    assert 0 < await plain_client.pttl(keys.worker("w-short")) <= 300
+
+    async def only_long() -> bool:
+        return [w["id"] for w in await list_workers(plain_client, prefix)] == ["w-long"]
+
+    await wait_for(only_long, timeout=10, what="short-lived record expired")
+    assert await plain_client.zrange(keys.index, 0, -1) == ["w-long"]
+    await long.remove()
+    assert await list_workers(plain_client, prefix) == []
+    assert await plain_client.exists(keys.index) == 0
+
+
+async def test_job_log_lines_leave_out_payloads_unless_debug() -> None:
+    ctx = JobContext(None, "q", "w", "7", "tok", 2, "charge", {"card": "4111"}, {})  # type: ignore[arg-type]
+    outcome = JobOutcome(
+        OutcomeKind.FAILED, error={"type": "ValueError", "message": "card 4111"}, duration_s=0.25
+    )
+    with capture_logs() as logs:
+        await JobLogMiddleware().before_job(ctx)
+        await JobLogMiddleware().after_job(ctx, outcome)
+        await JobLogMiddleware(debug=True).after_job(ctx, outcome)
+    start, end, debug = logs
+    assert start == {
+        "event": "job started",
+        "queue": "q",
+        "job_id": "7",
+        "job": "charge",
+        "attempt": 2,
+        "log_level": "info",
+    }
+    assert end["outcome"] == "failed" and end["duration_s"] == 0.25 and end["error_type"] == "ValueError"
+    assert end["log_level"] == "warning" and "4111" not in repr(end)
+    assert debug["payload"] == {"card": "4111"} and debug["error"] == "card 4111"
+
+
+async def test_stop_hands_back_jobs_after_the_grace(
+    redis_url: str, prefix: str, plain_client: RedisClient
+) -> None:
+    fast = Queue("fast", redis=plain_client, prefix=prefix)
+    async with running_service(redis_url, prefix, shutdown_grace_s=0.2) as service:
+        job = await fast.add("track", {"sleep": 60})
+        await wait_for(lambda: service.workers["fast"].active == 1, timeout=20, what="job running")
+    assert await job.state() is JobState.WAITING
+    assert service.summary()["returned"] == 1
+    assert (await counts_of(fast))["active"] == 0
+
+
+async def test_service_waits_for_redis_at_start_and_reports_it(prefix: str) -> None:
+    from conveyor.testing import free_port
+
+    app = build_app(prefix)
+    app.use_redis(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
+    service = WorkerService(app, Settings(**FAST), plan_queues(app, None, {}))
+    task = asyncio.create_task(service.run())
+    await wait_for(lambda: service.state == "starting", timeout=5, what="starting")
+    status, body = await service.health()
+    assert status == 503 and body["status"] == "starting"
+    assert "redis unreachable" in body["problems"] and body["redis"]["ok"] is False
+    service.request_stop()
+    summary = await asyncio.wait_for(task, 20)
+    assert summary["processed"] == 0 and service.state == "stopped"

@@ -1,0 +1,259 @@
+"""The service as a real subprocess (`python -m conveyor worker tests.service.apps:app`), real servers."""
+
+from __future__ import annotations
+
+import re
+import signal
+from collections.abc import Callable
+from typing import Any
+
+from conveyor import JobState, Queue
+from conveyor.redis.connection import RedisClient
+from conveyor.redis.keys import WorkerRegistryKeys
+from conveyor.service import list_workers
+from conveyor.testing import RedisServer
+from tests.conftest import counts_of, wait_for
+from tests.service.apps import probe_key
+from tests.service.process import ServiceProcess
+
+Start = Callable[..., ServiceProcess]
+
+
+def metric(text: str, sample: str, /, **labels: str) -> float:
+    """Value of one sample in Prometheus text output (labels in any order)."""
+    for line in text.splitlines():
+        if not line.startswith(sample + "{") and not line.startswith(sample + " "):
+            continue
+        found = dict(re.findall(r'(\w+)="([^"]*)"', line.split("}")[0])) if "{" in line else {}
+        if found == labels:
+            return float(line.rsplit(" ", 1)[1])
+    raise AssertionError(f"no sample {sample}{labels} in metrics")
+
+
+async def add(
+    client: RedisClient,
+    prefix: str,
+    queue: str,
+    n: int,
+    options: dict[str, Any] | None = None,
+    **payload: Any,
+) -> list[str]:
+    q = Queue(queue, redis=client, prefix=prefix)
+    jobs = await q.add_bulk([{"name": "track", "data": payload, "options": options or {}} for _ in range(n)])
+    return [j.id for j in jobs]
+
+
+async def completed(client: RedisClient, prefix: str, queue: str) -> int:
+    return (await counts_of(Queue(queue, redis=client, prefix=prefix)))["completed"]
+
+
+async def started(svc: ServiceProcess) -> None:
+    await wait_for(svc.healthy, timeout=30, interval=0.1, what=f"service healthy; output:\n{svc.output()}")
+
+
+async def test_every_queue_runs_within_its_cap_and_reports_health_metrics_and_registry(
+    services: Start, redis_url: str, prefix: str, plain_client: RedisClient
+) -> None:
+    svc = services(redis_url, prefix, CONVEYOR_CONCURRENCY_FAST=3)  # declared 5: the env var overrides
+    await started(svc)
+    await add(plain_client, prefix, "fast", 12, sleep=0.4)
+    await add(plain_client, prefix, "slow.io", 6, sleep=0.4)
+    await add(plain_client, prefix, "slow.io", 1, fail=True)
+
+    async def all_done() -> bool:
+        return (
+            await completed(plain_client, prefix, "fast") == 12
+            and await completed(plain_client, prefix, "slow.io") == 6
+        )
+
+    await wait_for(all_done, timeout=60, interval=0.1, what="all jobs completed")
+    for queue, cap in (("fast", 3), ("slow.io", 2)):
+        seen = [int(x) for x in await plain_client.lrange(probe_key(prefix, queue, "seen"), 0, -1)]
+        assert max(seen) == cap, (queue, seen)
+
+    async def counted() -> bool:
+        return (await svc.health())[1]["queues"]["slow.io"]["failed"] == 1
+
+    await wait_for(counted, timeout=10, what="the failed job is counted")
+    status, body = await svc.health()
+    assert status == 200 and body["status"] == "ok" and body["redis"]["ok"] is True
+    assert body["uptime_s"] > 0
+    fast, slow = body["queues"]["fast"], body["queues"]["slow.io"]
+    assert (fast["processed"], fast["succeeded"], fast["failed"]) == (12, 12, 0)
+    assert (fast["peak_active"], fast["concurrency"], fast["active"]) == (3, 3, 0)
+    assert (slow["processed"], slow["succeeded"], slow["failed"]) == (7, 6, 1)
+    assert slow["peak_active"] == 2 and slow["success_rate"] == round(6 / 7, 4)
+    assert fast["last_heartbeat"] is not None and fast["loop"] == "running" and fast["restarts"] == 0
+
+    async def depth_sampled() -> bool:
+        text = await svc.metrics()
+        return metric(text, "conveyor_queue_depth", queue="fast", state="completed") == 12
+
+    await wait_for(depth_sampled, timeout=10, what="queue depth gauge sampled")
+    text = await svc.metrics()
+    assert metric(text, "conveyor_jobs_completed_total", queue="fast", name="track") == 12
+    assert metric(text, "conveyor_jobs_failed_total", queue="slow.io", name="track") == 1
+    assert metric(text, "conveyor_job_duration_seconds_count", queue="fast", name="track") == 12
+    assert metric(text, "conveyor_job_duration_seconds_bucket", queue="fast", name="track", le="0.25") == 0
+    assert metric(text, "conveyor_job_duration_seconds_bucket", queue="fast", name="track", le="+Inf") == 12
+    assert metric(text, "conveyor_jobs_active", queue="fast") == 0
+    assert metric(text, "conveyor_queue_depth", queue="slow.io", state="failed") == 1
+    assert metric(text, "conveyor_redis_up") == 1
+    assert metric(text, "conveyor_redis_roundtrip_seconds_count") >= 1
+
+    workers = await list_workers(plain_client, prefix)
+    assert len(workers) == 1
+    record = workers[0]
+    assert record["id"] == body["worker_id"] and record["pid"] == svc.pid
+    assert record["queues"] == ["fast", "slow.io"] and record["concurrency"] == {"fast": 3, "slow.io": 2}
+    assert record["version"] and record["started_ms"] <= record["last_beat_ms"]
+    assert set(record["counts"]) == {"fast", "slow.io"} and set(record["counts"]["fast"]) >= {
+        "processed",
+        "succeeded",
+        "failed",
+        "active",
+    }
+
+    finished = [e for e in svc.events("job finished") if e["queue"] == "fast"]
+    assert len(finished) == 12 and {"job_id", "job", "attempt", "duration_s", "outcome"} <= set(finished[0])
+    assert "payload" not in finished[0]  # no payloads in logs unless debug
+    assert svc.events("queue stats")
+
+    svc.signal(signal.SIGTERM)
+    assert await svc.wait_exit() == 0, svc.output()
+    summary = svc.events("worker stopped: summary")[-1]
+    assert (summary["processed"], summary["succeeded"], summary["failed"]) == (19, 18, 1)
+    assert summary["peak_concurrency"] >= 3 and summary["jobs_per_min"] > 0
+    assert await list_workers(plain_client, prefix) == []  # a clean stop removes the record at once
+
+
+async def test_sigterm_stops_claiming_and_lets_active_jobs_finish(
+    services: Start, redis_url: str, prefix: str, plain_client: RedisClient
+) -> None:
+    svc = services(redis_url, prefix, CONVEYOR_CONCURRENCY_FAST=3, CONVEYOR_SHUTDOWN_GRACE_S=30)
+    await started(svc)
+    ids = await add(plain_client, prefix, "fast", 4, sleep=1.5)
+    q = Queue("fast", redis=plain_client, prefix=prefix)
+
+    async def three_active() -> bool:
+        return (await svc.health())[1]["queues"]["fast"]["active"] == 3
+
+    await wait_for(three_active, timeout=20, what="three jobs running")
+    svc.signal(signal.SIGTERM)
+    assert await svc.wait_exit() == 0, svc.output()
+    states = [await q.get_state(i) for i in ids]
+    assert states.count(JobState.COMPLETED) == 3, states
+    assert states.count(JobState.WAITING) == 1, states  # never claimed after the signal
+    stopping = svc.events("worker stopping")[-1]
+    assert stopping["active_jobs"] == 3
+    summary = svc.events("worker stopped: summary")[-1]
+    assert summary["processed"] == 3 and summary["succeeded"] == 3 and summary["success_rate"] == 1.0
+    assert summary["peak_concurrency"] == 3 and summary["uptime_s"] > 0 and "jobs_per_min" in summary
+
+
+async def test_job_longer_than_the_grace_is_handed_back_and_a_second_worker_completes_it(
+    services: Start, redis_url: str, prefix: str, plain_client: RedisClient
+) -> None:
+    settings = {"CONVEYOR_SHUTDOWN_GRACE_S": 1, "CONVEYOR_LEASE_MS": 120_000}
+    first = services(redis_url, prefix, **settings)
+    await started(first)
+    [job_id] = await add(plain_client, prefix, "fast", 1, first_sleep=120)
+    q = Queue("fast", redis=plain_client, prefix=prefix)
+
+    async def is_active() -> bool:
+        return await q.get_state(job_id) is JobState.ACTIVE
+
+    await wait_for(is_active, timeout=20, what="job active")
+    first.signal(signal.SIGTERM)
+    assert await first.wait_exit(within_s=20) == 0, first.output()
+    assert await q.get_state(job_id) is JobState.WAITING  # back at once, not left to the 120 s lease
+    assert first.events("worker stopped: summary")[-1]["returned"] == 1
+
+    second = services(redis_url, prefix, **settings)
+    record = await q.job(job_id).wait(timeout=30)
+    assert record.state is JobState.COMPLETED and record.result == {"concurrent": 1, "runs": 2}
+    second.signal(signal.SIGTERM)
+    assert await second.wait_exit() == 0
+
+
+async def test_second_signal_exits_at_once_and_the_stalled_sweep_recovers_the_job(
+    services: Start, redis_url: str, prefix: str, plain_client: RedisClient
+) -> None:
+    settings = {"CONVEYOR_SHUTDOWN_GRACE_S": 60, "CONVEYOR_LEASE_MS": 1500}
+    first = services(redis_url, prefix, **settings)
+    await started(first)
+    [job_id] = await add(plain_client, prefix, "fast", 1, first_sleep=120)
+    q = Queue("fast", redis=plain_client, prefix=prefix)
+
+    async def is_active() -> bool:
+        return await q.get_state(job_id) is JobState.ACTIVE
+
+    await wait_for(is_active, timeout=20, what="job active")
+    first.signal(signal.SIGTERM)
+    await wait_for(lambda: bool(first.events("worker stopping")), timeout=10, what="stopping")
+    first.signal(signal.SIGTERM)
+    assert await first.wait_exit(within_s=10) == 130
+    services(redis_url, prefix, **settings)
+    record = await q.job(job_id).wait(timeout=30)
+    assert record.state is JobState.COMPLETED and record.result["runs"] == 2
+
+
+async def test_health_is_503_while_redis_is_down_and_jobs_complete_after_it_returns(
+    services: Start, own_server: RedisServer, prefix: str
+) -> None:
+    from conveyor.redis.connection import connect
+
+    svc = services(own_server.url, prefix, CONVEYOR_METRICS_INTERVAL_S=0.2)
+    await started(svc)
+    own_server.stop()
+
+    async def unhealthy() -> bool:
+        status, body = await svc.health()
+        return status == 503 and body["redis"]["ok"] is False and "redis unreachable" in body["problems"]
+
+    await wait_for(unhealthy, timeout=20, interval=0.1, what="503 while Redis is down")
+    assert svc.proc.poll() is None  # the service keeps running
+    assert "conveyor_redis_up 0.0" in await svc.metrics()
+    own_server.start(own_server.port)
+    await wait_for(svc.healthy, timeout=30, interval=0.1, what="200 after Redis returned")
+    client = connect(own_server.url)
+    try:
+        # The test handler's own Redis calls may meet a pooled connection the restart closed: retry those.
+        retry = {"attempts": 3, "backoff": 0.1}
+        await add(client, prefix, "fast", 5, retry)
+        await add(client, prefix, "slow.io", 2, retry)
+
+        async def done() -> bool:
+            return (
+                await completed(client, prefix, "fast") == 5
+                and await completed(client, prefix, "slow.io") == 2
+            )
+
+        await wait_for(done, timeout=40, interval=0.1, what="jobs completed after recovery")
+    finally:
+        await client.aclose()
+    svc.signal(signal.SIGTERM)
+    assert await svc.wait_exit() == 0
+
+
+async def test_registry_entry_appears_and_expires_after_sigkill(
+    services: Start, redis_url: str, prefix: str, plain_client: RedisClient
+) -> None:
+    svc = services(redis_url, prefix, CONVEYOR_HEARTBEAT_S=0.3, CONVEYOR_QUEUES="slow.io")
+
+    async def listed() -> bool:
+        return [w["pid"] for w in await list_workers(plain_client, prefix)] == [svc.pid]
+
+    await wait_for(listed, timeout=30, interval=0.1, what="registry entry")
+    [record] = await list_workers(plain_client, prefix)
+    assert record["queues"] == ["slow.io"] and record["concurrency"] == {"slow.io": 2}  # --queues subset
+    ttl = await plain_client.pttl(WorkerRegistryKeys(prefix).worker(record["id"]))
+    assert 0 < ttl <= 900
+    svc.signal(signal.SIGKILL)
+    await svc.wait_exit()
+
+    async def gone() -> bool:
+        return await list_workers(plain_client, prefix) == []
+
+    await wait_for(gone, timeout=10, interval=0.1, what="entry expired")
+    assert await plain_client.zcard(WorkerRegistryKeys(prefix).index) == 0  # pruned from the index
