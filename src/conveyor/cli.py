@@ -15,7 +15,7 @@ from conveyor.service.logging import configure_logging
 from conveyor.up import up_command
 
 app = typer.Typer(help="Conveyor: background jobs on Redis/Valkey.", no_args_is_help=True)
-app.command("api")(api_command)
+app.command("api")(api_command(configure_logging))
 app.add_typer(keys_app, name="keys")
 
 

@@ -38,40 +38,6 @@ class Settings:
         "CONVEYOR_FSYNC", "AOF fsync of the embedded Valkey: everysec (default) or always (no loss at all).",
         "everysec",
     )
-    # --- worker service (`conveyor worker`)
-    queues: str | None = _setting(
-        "CONVEYOR_QUEUES", "Comma-separated subset of the app's queues to run (default: all)."
-    )
-    worker_id: str | None = _setting(
-        "CONVEYOR_WORKER_ID", "Worker id in the registry and on jobs (default host:pid:random)."
-    )
-    worker_health_host: str = _setting(
-        "WORKER_HEALTH_HOST", "Address the worker's /health and /metrics server binds.", "0.0.0.0"
-    )
-    worker_health_port: int = _setting(
-        "WORKER_HEALTH_PORT", "Port of the worker's /health and /metrics server (0 = off).", 3002
-    )
-    shutdown_grace_s: float = _setting(
-        "CONVEYOR_SHUTDOWN_GRACE_S", "Seconds active jobs may finish after SIGTERM, then handed back.", 30.0
-    )
-    stats_interval_s: float = _setting(
-        "CONVEYOR_STATS_INTERVAL_S", "Seconds between per-queue stats log lines (0 = off).", 30.0
-    )
-    metrics_interval_s: float = _setting(
-        "CONVEYOR_METRICS_INTERVAL_S", "Seconds between samples of queue depths and Redis latency.", 5.0
-    )
-    heartbeat_s: float = _setting(
-        "CONVEYOR_HEARTBEAT_S", "Seconds between worker registry heartbeats (records expire after 3x).", 5.0
-    )
-    lease_ms: int = _setting(
-        "CONVEYOR_LEASE_MS", "Job lease in ms; a job of a dead worker is recovered after it.", 30_000
-    )
-    stalled_interval_ms: int | None = _setting(
-        "CONVEYOR_STALLED_INTERVAL_MS", "Ms between stalled-job sweeps (default: min(lease/2, 5000)).",
-    )
-    restart_backoff_max_s: float = _setting(
-        "CONVEYOR_RESTART_BACKOFF_MAX_S", "Longest wait before restarting a crashed queue loop.", 30.0
-    )
     # HTTP API (conveyor api)
     api_host: str = _setting("CONVEYOR_API_HOST", "Address the HTTP API binds to.", "127.0.0.1")
     api_port: int = _setting("CONVEYOR_API_PORT", "Port of the HTTP API.", 8000)
@@ -143,6 +109,40 @@ class Settings:
     )
     documents_max_chars: int = _setting(
         "CONVEYOR_DOCUMENTS_MAX_CHARS", "Extracted text is cut at this many characters.", 1_000_000
+    )
+    # --- worker service (`conveyor worker`)
+    queues: str | None = _setting(
+        "CONVEYOR_QUEUES", "Comma-separated subset of the app's queues to run (default: all)."
+    )
+    worker_id: str | None = _setting(
+        "CONVEYOR_WORKER_ID", "Worker id in the registry and on jobs (default host:pid:random)."
+    )
+    worker_health_host: str = _setting(
+        "WORKER_HEALTH_HOST", "Address the worker's /health and /metrics server binds.", "0.0.0.0"
+    )
+    worker_health_port: int = _setting(
+        "WORKER_HEALTH_PORT", "Port of the worker's /health and /metrics server (0 = off).", 3002
+    )
+    shutdown_grace_s: float = _setting(
+        "CONVEYOR_SHUTDOWN_GRACE_S", "Seconds active jobs may finish after SIGTERM, then handed back.", 30.0
+    )
+    stats_interval_s: float = _setting(
+        "CONVEYOR_STATS_INTERVAL_S", "Seconds between per-queue stats log lines (0 = off).", 30.0
+    )
+    metrics_interval_s: float = _setting(
+        "CONVEYOR_METRICS_INTERVAL_S", "Seconds between samples of queue depths and Redis latency.", 5.0
+    )
+    heartbeat_s: float = _setting(
+        "CONVEYOR_HEARTBEAT_S", "Seconds between worker registry heartbeats (records expire after 3x).", 5.0
+    )
+    lease_ms: int = _setting(
+        "CONVEYOR_LEASE_MS", "Job lease in ms; a job of a dead worker is recovered after it.", 30_000
+    )
+    stalled_interval_ms: int | None = _setting(
+        "CONVEYOR_STALLED_INTERVAL_MS", "Ms between stalled-job sweeps (default: min(lease/2, 5000)).",
+    )
+    restart_backoff_max_s: float = _setting(
+        "CONVEYOR_RESTART_BACKOFF_MAX_S", "Longest wait before restarting a crashed queue loop.", 30.0
     )
 
     @classmethod

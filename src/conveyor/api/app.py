@@ -1,7 +1,7 @@
 """`create_app(conveyor_app, settings)`: the ASGI app serving the HTTP API.
 
-Layout: /api/... (routers below), /openapi.json and /docs, and /dashboard reserved for the web UI
-(`mount_dashboard` attaches its static files when that room lands).
+Layout: /api/... (routers below, plus the schedules room's router at /api/schedules), /openapi.json
+and /docs, and /dashboard reserved for the web UI (`mount_dashboard` attaches its static files).
 """
 
 from __future__ import annotations
@@ -17,12 +17,16 @@ from starlette.staticfiles import StaticFiles
 
 from conveyor import __version__
 from conveyor.api import health, jobs, queues, sse, workers
+from conveyor.api.auth import require
 from conveyor.api.body import ContentLengthLimit
 from conveyor.api.errors import install_error_handlers
+from conveyor.api.keys import Scope
 from conveyor.api.openapi import install_openapi
+from conveyor.api.schemas import error_responses
 from conveyor.api.state import ApiState
 from conveyor.app import Conveyor
 from conveyor.errors import ConfigurationError
+from conveyor.schedules.http import make_router as make_schedules_router
 from conveyor.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -32,7 +36,7 @@ DESCRIPTION = """Enqueue jobs, follow them to their end, and operate queues.
 
 Authenticate with `Authorization: Bearer <key>` (`conveyor keys create`). Scopes: `enqueue`
 (POST jobs), `read` (GET), `read-data` (payloads and results in responses; implies read),
-`admin` (every scope, plus cancel/retry/promote/pause/resume/purge). Errors are
+`admin` (every scope, plus cancel/retry/promote/pause/resume/purge and schedule changes). Errors are
 `{"error": {"code", "message", "details"}}`: 400 malformed JSON or header, 401 no/unknown key,
 403 missing scope, 404 unknown queue/task/job, 409 idempotency conflict or wrong job state, 413 body
 too large, 422 invalid payload or options (field errors in `details`), 429 rate limited
@@ -89,13 +93,17 @@ def create_app(conveyor_app: Conveyor, settings: Settings | None = None) -> Fast
     app.include_router(jobs.plain_router)  # after every /jobs/{queue}/{id}/<suffix> route
     app.include_router(queues.router)
     app.include_router(workers.router)
+    app.include_router(
+        make_schedules_router(lambda: state.schedules, require(Scope.READ), require(Scope.ADMIN)),
+        responses=error_responses(401, 403, 404, 422, 429, 503),
+    )
     install_openapi(app, conveyor_app)
     origins = [o.strip() for o in settings.api_cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(
             CORSMiddleware,
             allow_origins=origins,
-            allow_methods=["GET", "POST", "DELETE"],
+            allow_methods=["GET", "POST", "PUT", "DELETE"],
             allow_headers=["Authorization", "Content-Type", "Idempotency-Key", "Last-Event-ID"],
             expose_headers=["Location", "Retry-After"],
             max_age=600,

@@ -3,9 +3,8 @@
 from __future__ import annotations
 
 import asyncio
-import importlib
-import sys
-from collections.abc import Coroutine
+import logging
+from collections.abc import Callable, Coroutine
 from datetime import UTC, datetime
 from typing import Annotated, Any
 
@@ -15,22 +14,10 @@ from conveyor.api.keys import KeyStore
 from conveyor.app import Conveyor
 from conveyor.errors import ConfigurationError
 from conveyor.redis.connection import connect, redact
+from conveyor.service.command import load_app
 from conveyor.settings import Settings
 
-
-def load_app(spec: str) -> Conveyor:
-    """`package.module:attr` (attr defaults to `app`): a Conveyor instance or a function returning one."""
-    module_name, _, attr = spec.partition(":")
-    try:
-        module = importlib.import_module(module_name)
-    except ImportError as exc:
-        raise ConfigurationError(f"cannot import {module_name!r}: {exc}") from None
-    obj = getattr(module, attr or "app", None)
-    if callable(obj) and not isinstance(obj, Conveyor):
-        obj = obj()
-    if not isinstance(obj, Conveyor):
-        raise ConfigurationError(f"{spec!r} is not a Conveyor app (expected module:attribute)")
-    return obj
+logger = logging.getLogger(__name__)
 
 
 def _run(coro: Coroutine[Any, Any, Any]) -> Any:
@@ -41,28 +28,41 @@ def _run(coro: Coroutine[Any, Any, Any]) -> Any:
     return uvloop.run(coro)
 
 
-def api_command(
-    app: Annotated[str, typer.Argument(help="The Conveyor app as module:attribute, e.g. myproj.jobs:app.")],
-    host: Annotated[
-        str | None, typer.Option(help="Bind address (env CONVEYOR_API_HOST, default 127.0.0.1).")
-    ] = None,
-    port: Annotated[int | None, typer.Option(help="Port (env CONVEYOR_API_PORT, default 8000).")] = None,
-    redis_url: Annotated[str | None, typer.Option("--redis-url", help="Redis URL (env REDIS_URL).")] = None,
-) -> None:
-    """Serve the HTTP API (enqueue, follow, operate) for APP's queues."""
+def api_command(configure_logging: Callable[[str, str], None]) -> Callable[..., None]:
+    """The Typer command; the CLI passes its logging set-up in (cli.py is where logging is configured)."""
+
+    def api(
+        app: Annotated[str, typer.Argument(metavar="APP", help="module:attribute of your Conveyor app.")],
+        host: Annotated[str | None, typer.Option(help="Bind address (env CONVEYOR_API_HOST).")] = None,
+        port: Annotated[int | None, typer.Option(help="Port (env CONVEYOR_API_PORT, default 8000).")] = None,
+        redis_url: Annotated[str | None, typer.Option("--redis-url", help="(env REDIS_URL)")] = None,
+        log_level: Annotated[str | None, typer.Option(help="(env CONVEYOR_LOG_LEVEL)")] = None,
+        log_format: Annotated[
+            str | None, typer.Option(help="auto, json, console (env CONVEYOR_LOG_FORMAT)")
+        ] = None,
+    ) -> None:
+        """Serve the HTTP API (enqueue, follow, operate) for APP's queues with uvicorn."""
+        try:
+            settings = Settings.from_env(
+                redis_url=redis_url, api_host=host, api_port=port, log_level=log_level, log_format=log_format
+            )
+            configure_logging(settings.log_level, settings.log_format)
+            serve_api(load_app(app), settings)
+        except ConfigurationError as exc:
+            typer.echo(f"error: {exc}", err=True)
+            raise typer.Exit(2) from None
+
+    return api
+
+
+def serve_api(conveyor_app: Conveyor, settings: Settings) -> None:
+    """Run uvicorn until SIGINT/SIGTERM. uvicorn shuts down gracefully (lifespan closes the API's
+    connections), then re-raises the signal so the exit status tells how the process ended."""
     import uvicorn
 
     from conveyor.api.app import create_app
 
-    if "" not in sys.path and "." not in sys.path:
-        sys.path.insert(0, "")  # like `python -m`: the app module is found from the working directory
-    try:
-        settings = Settings.from_env(redis_url=redis_url, api_host=host, api_port=port)
-        conveyor_app = load_app(app)
-        asgi = create_app(conveyor_app, settings)
-    except ConfigurationError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    asgi = create_app(conveyor_app, settings)
     config = uvicorn.Config(
         asgi,
         host=settings.api_host,
@@ -74,16 +74,9 @@ def api_command(
         timeout_graceful_shutdown=10,
     )
     server = uvicorn.Server(config)
-
-    async def serve() -> None:
-        try:
-            await server.serve()
-        finally:
-            await conveyor_app.close()
-
     where = f"http://{settings.api_host}:{settings.api_port}"
-    typer.echo(f"conveyor api: {where} (Redis {redact(conveyor_app.redis_url)})")
-    _run(serve())
+    logger.info("conveyor api listening on %s (Redis %s)", where, redact(conveyor_app.redis_url))
+    _run(server.serve())
 
 
 keys_app = typer.Typer(help="Manage API keys (stored hashed in Redis).", no_args_is_help=True)

@@ -14,6 +14,16 @@ from conveyor.options import JobOptions, JobSpec
 _KEYS = frozenset({"name", "data", "options"})
 
 
+def _check_backoff(value: Any) -> None:
+    """Over HTTP a backoff is data only: seconds, "exponential" or a fixed/exponential object. A
+    `callable` reference would let a caller pick a function for workers to import and run."""
+    if value is None or isinstance(value, int | float) or value == "exponential":
+        return
+    if isinstance(value, Mapping) and value.get("type") in ("fixed", "exponential"):
+        return
+    raise ApiError(422, 'options.backoff must be seconds, "exponential" or {"type": "fixed"|"exponential"}')
+
+
 def build_spec(app: Conveyor, queue: str, body: Any, idempotency_key: str | None = None) -> JobSpec:
     """One body → a spec: 422 for bad structure, data or options, 404 for an undeclared task."""
     if not isinstance(body, Mapping):
@@ -37,6 +47,7 @@ def build_spec(app: Conveyor, queue: str, body: Any, idempotency_key: str | None
         if given is not None and given != idempotency_key:
             raise ApiError(422, "the Idempotency-Key header and options.idempotency_key differ")
         options = {**options, "idempotency_key": idempotency_key}
+    _check_backoff(options.get("backoff"))
     data = task.validate(body.get("data"))
     opts = JobOptions.from_mapping(options)
     return JobSpec(name, data, opts.merged_over(task.defaults))

@@ -14,6 +14,7 @@ from fastapi.exceptions import RequestValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.routing import Match, Route
 
 from conveyor.api.responses import JSONBody
 from conveyor.errors import (
@@ -133,7 +134,21 @@ async def _http(request: Request, exc: Exception) -> JSONBody:
     assert isinstance(exc, StarletteHTTPException)
     status = exc.status_code
     headers = dict(exc.headers) if exc.headers else None
-    return error_response(status, _CODES.get(status, "error").replace("_", " "), headers=headers)
+    if status == 405:
+        headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+    generic = _CODES.get(status, "error").replace("_", " ")
+    # Routes raise HTTPException with messages they wrote; Starlette's own are just the status phrase.
+    message = exc.detail if isinstance(exc.detail, str) and status < 500 and exc.detail else generic
+    return error_response(status, message, headers=headers)
+
+
+def _allowed_methods(request: Request) -> list[str]:
+    """Methods of every route matching the path (Starlette lists only the first route's)."""
+    methods: set[str] = set()
+    for route in request.app.router.routes:
+        if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] is not Match.NONE:
+            methods |= route.methods - {"HEAD"}
+    return sorted(methods)
 
 
 async def _unexpected(request: Request, exc: Exception) -> JSONBody:

@@ -41,20 +41,30 @@ def _enqueue_body(schema: str) -> dict[str, Any]:
     }
 
 
+async def _states_of_existing(queue: Queue, jobs: list[Job[Any]]) -> dict[str, JobState]:
+    """Current states of jobs an idempotent repeat returned, in one round trip."""
+    existing = [job.id for job in jobs if not job.created]
+    if not existing:
+        return {}
+    async with queue.client.pipeline(transaction=False) as pipe:
+        for job_id in existing:
+            pipe.hget(queue.keys.job(job_id), "state")
+        states = await pipe.execute()
+    return {i: JobState(s) if s else JobState.WAITING for i, s in zip(existing, states, strict=True)}
+
+
 async def _enqueued(
     request: Request, queue: Queue, specs: list[JobSpec], jobs: list[Job[Any]]
 ) -> list[dict[str, Any]]:
     root = request.scope.get("root_path", "")
+    known = await _states_of_existing(queue, jobs)
     out = []
     for spec, job in zip(specs, jobs, strict=True):
         if job.created:
-            state = (
-                JobState.DELAYED
-                if spec.options.merged_over(queue.defaults).delay_ms() > 0
-                else JobState.WAITING
-            )
+            delayed = spec.options.merged_over(queue.defaults).delay_ms() > 0
+            state = JobState.DELAYED if delayed else JobState.WAITING
         else:
-            state = await queue.get_state(job.id) or JobState.WAITING
+            state = known[job.id]
         url = job_path(root, queue.name, job.id)
         out.append(
             {
@@ -137,7 +147,7 @@ async def wait_job(
     job_id: str,
     request: Request,
     principal: ReadKey,
-    timeout: Annotated[float, Query(ge=0, le=300, description="Seconds to wait at most.")] = 30.0,  # noqa: ASYNC109
+    timeout: Annotated[float, Query(ge=0, le=300, description="Seconds to wait at most.")] = 30.0,
 ) -> dict[str, Any]:
     """Returns as soon as the job is completed, failed or cancelled, or with its current state when
     `timeout` passes first (check `state`)."""

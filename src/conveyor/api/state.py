@@ -13,6 +13,7 @@ from conveyor.app import Conveyor
 from conveyor.queue import Queue
 from conveyor.redis.connection import RedisClient, connect
 from conveyor.redis.keys import validate_queue_name
+from conveyor.schedules.store import ScheduleStore
 from conveyor.settings import Settings
 
 logger = logging.getLogger(__name__)
@@ -25,6 +26,7 @@ class ApiState:
     conveyor: Conveyor
     settings: Settings
     _keys: KeyStore | None = None
+    _schedules: ScheduleStore | None = None
     _blocking: RedisClient | None = None
     _blocking_queues: dict[str, Queue] = field(default_factory=dict)
 
@@ -41,6 +43,12 @@ class ApiState:
         if self._keys is None:
             self._keys = KeyStore(self.client, self.prefix)
         return self._keys
+
+    @property
+    def schedules(self) -> ScheduleStore:
+        if self._schedules is None:
+            self._schedules = ScheduleStore(self.client, self.prefix)
+        return self._schedules
 
     def queue(self, name: str) -> Queue:
         """A queue the app declares; anything else is a 404 (the API serves only the app's queues)."""

@@ -1,0 +1,122 @@
+"""Job read, long-poll, cancel, retry and promote, with their error statuses."""
+
+from __future__ import annotations
+
+import time
+
+from conveyor import JobState
+from tests.api.conftest import Api
+from tests.conftest import wait_for
+
+
+async def test_wait_returns_when_the_job_ends(api: Api) -> None:
+    job_id = await api.enqueue("stepper", {"steps": 2, "pause_s": 0.1})
+    await api.start_worker()
+    r = await api.http.get(
+        f"/api/jobs/{api.queue}/{job_id}/wait", params={"timeout": 20}, headers=api.auth("reader")
+    )
+    assert r.status_code == 200
+    assert r.json()["state"] == "completed" and r.json()["result"] == 2
+    assert r.json()["progress"] == {"done": 2, "total": 2}
+
+
+async def test_wait_times_out_with_the_current_state(api: Api) -> None:
+    job_id = await api.enqueue("echo", {"text": "x"})
+    started = time.monotonic()
+    r = await api.http.get(
+        f"/api/jobs/{api.queue}/{job_id}/wait", params={"timeout": 0.3}, headers=api.auth("read")
+    )
+    assert r.status_code == 200 and r.json()["state"] == "waiting"
+    assert time.monotonic() - started >= 0.25
+    r = await api.http.get(
+        f"/api/jobs/{api.queue}/nope/wait", params={"timeout": 0.1}, headers=api.auth("read")
+    )
+    assert r.status_code == 404
+    r = await api.http.get(
+        f"/api/jobs/{api.queue}/{job_id}/wait", params={"timeout": -1}, headers=api.auth("read")
+    )
+    assert r.status_code == 422
+
+
+async def test_read_unknown_job_or_queue_is_404(api: Api) -> None:
+    assert (
+        await api.http.get(f"/api/jobs/{api.queue}/12345678", headers=api.auth("read"))
+    ).status_code == 404
+    assert (await api.http.get("/api/jobs/other-q/1", headers=api.auth("read"))).status_code == 404
+
+
+async def test_failed_job_shows_error_with_stack_and_can_be_retried(api: Api) -> None:
+    job_id = await api.enqueue("boom")
+    await api.start_worker()
+    r = await api.http.get(f"/api/jobs/{api.queue}/{job_id}/wait", params={"timeout": 20}, headers=api.auth())
+    job = r.json()
+    assert job["state"] == "failed"
+    assert job["error"]["type"] == "ValueError" and "boom goes" in job["error"]["message"]
+    assert "stack" in job["error"] and "sample_app.py" in str(job["error"]["stack"])
+    assert api.worker is not None
+    await api.worker.close(1.0)
+    api.worker = None
+    r = await api.http.post(f"/api/jobs/{api.queue}/{job_id}/retry", headers=api.auth())
+    assert r.status_code == 200 and r.json()["state"] == "waiting"
+    assert (await api.job(job_id))["state"] == "waiting"
+    r = await api.http.post(f"/api/jobs/{api.queue}/{job_id}/retry", headers=api.auth())
+    assert r.status_code == 409 and r.json()["error"]["code"] == "invalid_state"
+    r = await api.http.post(f"/api/jobs/{api.queue}/nope/retry", headers=api.auth())
+    assert r.status_code == 404
+
+
+async def test_cancel_waiting_then_cancel_again_is_409(api: Api) -> None:
+    job_id = await api.enqueue("echo", {"text": "x"})
+    r = await api.http.delete(f"/api/jobs/{api.queue}/{job_id}", headers=api.auth())
+    assert r.status_code == 200 and r.json()["state"] == "cancelled"
+    assert (await api.job(job_id))["state"] == "cancelled"
+    r = await api.http.delete(f"/api/jobs/{api.queue}/{job_id}", headers=api.auth())
+    assert r.status_code == 409
+    assert (await api.http.delete(f"/api/jobs/{api.queue}/nope", headers=api.auth())).status_code == 404
+
+
+async def test_cancel_active_job_requests_cancellation(api: Api) -> None:
+    job_id = await api.enqueue("sleepy")
+    await api.start_worker(lease_ms=1500)
+
+    async def active() -> bool:
+        return (await api.job(job_id))["state"] == "active"
+
+    await wait_for(active, what="job active")
+    r = await api.http.delete(f"/api/jobs/{api.queue}/{job_id}", headers=api.auth())
+    assert r.status_code == 200 and r.json()["state"] == "active"
+
+    async def cancelled() -> bool:
+        return (await api.job(job_id))["state"] == "cancelled"
+
+    await wait_for(cancelled, timeout=15, what="active job cancelled")
+
+
+async def test_promote_delayed_job(api: Api) -> None:
+    r = await api.http.post(
+        f"/api/queues/{api.queue}/jobs",
+        json={"name": "echo", "data": {"text": "x"}, "options": {"delay": 3600}},
+        headers=api.auth("enqueue"),
+    )
+    job_id = r.json()["id"]
+    r = await api.http.post(f"/api/jobs/{api.queue}/{job_id}/promote", headers=api.auth())
+    assert r.status_code == 200
+    assert (await api.job(job_id))["state"] == "waiting"
+    r = await api.http.post(f"/api/jobs/{api.queue}/{job_id}/promote", headers=api.auth())
+    assert r.status_code == 409
+
+
+async def test_job_ids_with_slashes_route_to_the_job(api: Api) -> None:
+    r = await api.http.post(
+        f"/api/queues/{api.queue}/jobs",
+        json={"name": "echo", "data": {"text": "x"}, "options": {"job_id": "reports/2026/11"}},
+        headers=api.auth("enqueue"),
+    )
+    assert r.status_code == 202
+    assert r.json()["status_url"] == f"/api/jobs/{api.queue}/reports%2F2026%2F11"
+    got = await api.http.get(r.json()["status_url"], headers=api.auth())
+    assert got.status_code == 200 and got.json()["id"] == "reports/2026/11"
+    waited = await api.http.get(r.json()["status_url"] + "/wait?timeout=0", headers=api.auth())
+    assert waited.status_code == 200 and waited.json()["id"] == "reports/2026/11"
+    r = await api.http.delete(f"/api/jobs/{api.queue}/reports/2026/11", headers=api.auth())
+    assert r.status_code == 200 and r.json()["state"] == JobState.CANCELLED.value

@@ -1,0 +1,51 @@
+"""The OpenAPI document: every endpoint, and each task's payload schema in the enqueue body."""
+
+from __future__ import annotations
+
+from tests.api.conftest import Api
+
+
+async def test_openapi_lists_endpoints_and_task_payload_schemas(api: Api) -> None:
+    doc = (await api.http.get("/openapi.json")).json()
+    paths = doc["paths"]
+    expected = {
+        ("post", "/api/queues/{queue}/jobs"),
+        ("post", "/api/queues/{queue}/jobs:bulk"),
+        ("get", "/api/jobs/{queue}/{job_id}"),
+        ("delete", "/api/jobs/{queue}/{job_id}"),
+        ("get", "/api/jobs/{queue}/{job_id}/wait"),
+        ("get", "/api/jobs/{queue}/{job_id}/events"),
+        ("post", "/api/jobs/{queue}/{job_id}/retry"),
+        ("post", "/api/jobs/{queue}/{job_id}/promote"),
+        ("get", "/api/queues"),
+        ("get", "/api/queues/{queue}"),
+        ("post", "/api/queues/{queue}/pause"),
+        ("post", "/api/queues/{queue}/resume"),
+        ("get", "/api/queues/{queue}/jobs"),
+        ("post", "/api/queues/{queue}/failed:retry-all"),
+        ("delete", "/api/queues/{queue}/failed"),
+        ("get", "/api/workers"),
+        ("get", "/api/schedules"),
+        ("get", "/api/schedules/{schedule_id}"),
+        ("put", "/api/schedules/{schedule_id}"),
+        ("delete", "/api/schedules/{schedule_id}"),
+        ("get", "/api/health"),
+    }
+    assert {(m, p) for p, ops in paths.items() for m in ops} == expected
+    schemas = doc["components"]["schemas"]
+    echo = schemas[f"Enqueue_{api.queue.replace('.', '_')}__echo"]
+    assert echo["properties"]["name"]["const"] == "echo"
+    assert echo["properties"]["data"]["$ref"] == "#/components/schemas/Echo"
+    assert schemas["Echo"]["required"] == ["text"] and schemas["Echo"]["properties"]["n"]["type"] == "integer"
+    assert schemas["Steps"]["properties"]["steps"]["maximum"] == 20
+    refs = {r["$ref"] for r in schemas["EnqueueRequest"]["anyOf"]}
+    assert (
+        "#/components/schemas/" + f"Enqueue_{api.queue}__boom" in refs
+        and len(refs) == len(api.app.tasks) == 6
+    )
+    body = paths["/api/queues/{queue}/jobs"]["post"]["requestBody"]["content"]["application/json"]["schema"]
+    assert body == {"$ref": "#/components/schemas/EnqueueRequest"}
+    assert {"202", "200", "400", "404", "409", "413", "422", "429"} <= set(
+        paths["/api/queues/{queue}/jobs"]["post"]["responses"]
+    )
+    assert "HTTPBearer" in doc["components"]["securitySchemes"]
