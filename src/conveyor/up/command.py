@@ -117,7 +117,7 @@ def banner(url: str, handle: EmbeddedHandle | None, ports: Ports, key: str | Non
 
 
 class _Signals:
-    """Counts SIGINT/SIGTERM: the first stops the children gracefully, a second forces them."""
+    """Counts SIGINT/SIGTERM/SIGHUP: the first stops the children gracefully, a second forces them."""
 
     def __init__(self, group: ChildGroup) -> None:
         self.group = group
@@ -128,8 +128,8 @@ class _Signals:
         self.group.signal(signal.SIGTERM)
 
     def install(self) -> None:
-        signal.signal(signal.SIGINT, self)
-        signal.signal(signal.SIGTERM, self)
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal went away
+            signal.signal(sig, self)
 
 
 def describe_exit(code: int) -> str:
