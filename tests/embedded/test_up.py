@@ -62,8 +62,8 @@ class Up:
             if text in line:
                 return line
 
-    def stop(self, timeout: float = 40.0) -> int:
-        self.proc.send_signal(signal.SIGINT)
+    def stop(self, signum: int = signal.SIGINT, timeout: float = 40.0) -> int:
+        self.proc.send_signal(signum)
         return self.proc.wait(timeout)
 
     def close(self) -> None:
@@ -208,7 +208,7 @@ def test_up_with_redis_url_starts_no_embedded_server(workdir: Path, redis_url: s
             done = http.get(f"/api/jobs/default/{job.json()['id']}/wait", params={"timeout": 20},
                             headers=auth).json()
             assert (done["state"], done["result"]) == ("completed", [1])
-        assert up.stop() == 0
+        assert up.stop(signal.SIGTERM) == 0
         assert not (workdir / ".conveyor" / "data").exists()
     finally:
         up.close()
@@ -233,6 +233,6 @@ def test_up_restarts_an_embedded_server_that_dies(workdir: Path) -> None:
                 done = http.get(f"/api/jobs/default/{created.json()['id']}/wait", params={"timeout": 30},
                                 headers=auth).json()
                 assert (done["state"], done["result"]) == ("completed", data)
-        assert up.stop() == 0
+        assert up.stop(signal.SIGHUP) == 0  # the terminal closing stops everything cleanly
     finally:
         up.close()
