@@ -234,5 +234,6 @@ def test_up_restarts_an_embedded_server_that_dies(workdir: Path) -> None:
                                 headers=auth).json()
                 assert (done["state"], done["result"]) == ("completed", data)
         assert up.stop(signal.SIGHUP) == 0  # the terminal closing stops everything cleanly
+        up.expect("embedded Valkey stopped")
     finally:
         up.close()
