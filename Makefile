@@ -3,6 +3,8 @@ PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
 STAMP := $(VENV)/.installed-test
+RUN_STAMP := $(VENV)/.installed-run
+APP ?=
 PYTEST_WORKERS ?= auto
 # Debian's Chromium for the dashboard's browser tests (Playwright drives it; it never downloads one).
 CHROMIUM ?= /usr/bin/chromium
@@ -28,8 +30,13 @@ lint: $(STAMP)
 	$(BIN)/ruff check src tests
 	$(BIN)/mypy
 
-up: $(STAMP)
-	@echo "make up arrives with the embedded-mode issue; until then run a worker against REDIS_URL (see README)."
+$(RUN_STAMP): $(BIN)/python pyproject.toml
+	$(BIN)/python -m pip install -q -e '.[fast]'
+	touch $(RUN_STAMP)
+
+# Embedded Valkey (unless REDIS_URL is set) + worker service + API; `make up APP=myproj.jobs:app`.
+up: $(RUN_STAMP)
+	$(BIN)/conveyor up $(APP)
 
 # `make bench` prints Conveyor's figures (median of 3 runs); `make bench QUICK=1` is a one-run look.
 bench: $(STAMP)

@@ -81,6 +81,10 @@ class ConnectionFailedError(ConveyorError, ConnectionError):
     """Redis/Valkey could not be reached."""
 
 
+class EmbeddedServerError(ConveyorError):
+    """The embedded Valkey server could not be started, reached or stopped."""
+
+
 class UnknownTaskError(ConveyorError, LookupError):
     """No task or queue with that name is declared."""
 

@@ -20,11 +20,23 @@ def _setting(env: str, help: str, default: Any = None) -> Any:
 
 @dataclass(frozen=True, slots=True)
 class Settings:
-    redis_url: str | None = _setting("REDIS_URL", "Redis/Valkey URL (redis://, rediss://, unix://, redis+cluster://).")
+    redis_url: str | None = _setting(
+        "REDIS_URL",
+        "Redis/Valkey URL (redis://, rediss://, unix://, redis+cluster://, redis+sentinel://); "
+        "unset = the embedded Valkey.",
+    )
     prefix: str = _setting("CONVEYOR_PREFIX", "Key prefix in Redis.", "cv")
     log_level: str = _setting("CONVEYOR_LOG_LEVEL", "Log level (debug, info, warning, error).", "info")
     log_format: str = _setting(
         "CONVEYOR_LOG_FORMAT", "auto (colours on a terminal, JSON otherwise), json or console.", "auto"
+    )
+    data_dir: str = _setting(
+        "CONVEYOR_DATA_DIR", "Data directory of the embedded Valkey used when REDIS_URL is unset.",
+        ".conveyor/data",
+    )
+    fsync: str = _setting(
+        "CONVEYOR_FSYNC", "AOF fsync of the embedded Valkey: everysec (default) or always (no loss at all).",
+        "everysec",
     )
     # HTTP API (conveyor api)
     api_host: str = _setting("CONVEYOR_API_HOST", "Address the HTTP API binds to.", "127.0.0.1")

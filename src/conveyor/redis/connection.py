@@ -1,16 +1,20 @@
-"""Client construction from a URL: standalone (redis://, rediss://, unix://) or Cluster.
+"""Client construction from a URL: standalone (redis://, rediss://, unix://), Cluster or Sentinel.
 
 Cluster is selected with `redis+cluster://host:port` (or `rediss+cluster://`), or `?cluster=true`.
+Sentinel with `redis+sentinel://[user:pass@]host:port[,host2:port2]/service_name[/db]` (or
+`rediss+sentinel://` for TLS; `?sentinel_password=` when the sentinels require their own password).
 Every client decodes replies to str; the one JSON codec handles payloads.
 """
 
 from __future__ import annotations
 
+from dataclasses import dataclass
 from typing import Any
-from urllib.parse import parse_qsl, urlencode, urlsplit, urlunsplit
+from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.sentinel import Sentinel
 
 from conveyor.errors import ConfigurationError
 
@@ -30,15 +34,14 @@ def _split_cluster_flag(url: str) -> tuple[str, bool]:
         return urlunsplit(parts._replace(scheme=_CLUSTER[scheme], query=urlencode(query))), True
     if scheme not in _STANDALONE:
         raise ConfigurationError(
-            f"unsupported Redis URL scheme {parts.scheme!r}: use redis://, rediss://, unix:// "
-            "or redis+cluster://"
+            f"unsupported Redis URL scheme {parts.scheme!r}: use redis://, rediss://, unix://, "
+            "redis+cluster:// or redis+sentinel://"
         )
     return urlunsplit(parts._replace(query=urlencode(query))), flag
 
 
 def connect(url: str, *, socket_timeout: float | None = 10.0, **extra: Any) -> RedisClient:
     """A client for `url`; `socket_timeout=None` for connections that block (BLPOP, XREAD BLOCK)."""
-    clean, cluster = _split_cluster_flag(url)
     options: dict[str, Any] = {
         "decode_responses": True,
         "socket_connect_timeout": 5.0,
@@ -46,6 +49,9 @@ def connect(url: str, *, socket_timeout: float | None = 10.0, **extra: Any) -> R
         "health_check_interval": 30,
     }
     options.update(extra)
+    if urlsplit(url).scheme.lower() in _SENTINEL:
+        return _connect_sentinel(url, options)
+    clean, cluster = _split_cluster_flag(url)
     if cluster:
         options.pop("health_check_interval", None)
         return RedisCluster.from_url(clean, **options)
@@ -65,6 +71,78 @@ def redact(url: str) -> str:
         return url
     netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
     return urlunsplit(parts._replace(netloc=netloc))
+
+
+# --------------------------------------------------------------------------- Sentinel
+
+_SENTINEL = {"redis+sentinel": False, "rediss+sentinel": True}
+SENTINEL_PORT = 26379
+
+
+@dataclass(frozen=True, slots=True)
+class SentinelTarget:
+    """A parsed `redis+sentinel://` URL: where the sentinels are and which service's primary to use."""
+
+    sentinels: list[tuple[str, int]]
+    service: str
+    db: int = 0
+    username: str | None = None
+    password: str | None = None
+    sentinel_password: str | None = None
+    ssl: bool = False
+
+
+def _host_port(item: str, url: str) -> tuple[str, int]:
+    host, port = item, str(SENTINEL_PORT)
+    if item.startswith("["):  # [ipv6]:port
+        host, _, rest = item[1:].partition("]")
+        port = rest[1:] if rest.startswith(":") else port
+    elif ":" in item:
+        host, port = item.rsplit(":", 1)
+    if not host or not port.isdigit() or not 0 < int(port) < 65536:
+        raise ConfigurationError(f"bad sentinel address {item!r} in {redact(url)}")
+    return host, int(port)
+
+
+def parse_sentinel_url(url: str) -> SentinelTarget:
+    parts = urlsplit(url)
+    userinfo, _, hosts = parts.netloc.rpartition("@")
+    username, _, password = userinfo.partition(":")
+    sentinels = [_host_port(h.strip(), url) for h in hosts.split(",") if h.strip()]
+    segments = [unquote(s) for s in parts.path.split("/") if s]
+    if not sentinels or not segments or len(segments) > 2:
+        raise ConfigurationError(
+            "Sentinel URL must look like redis+sentinel://host:port[,host:port]/service_name[/db], "
+            f"got {redact(url)}"
+        )
+    if len(segments) == 2 and not segments[1].isdigit():
+        raise ConfigurationError(f"Sentinel URL database must be a number, got {segments[1]!r}")
+    query = dict(parse_qsl(parts.query))
+    unknown = set(query) - {"sentinel_password"}
+    if unknown:
+        raise ConfigurationError(f"unknown Sentinel URL options {sorted(unknown)}")
+    return SentinelTarget(
+        sentinels=sentinels, service=segments[0], db=int(segments[1]) if len(segments) == 2 else 0,
+        username=unquote(username) or None, password=unquote(password) or None,
+        sentinel_password=query.get("sentinel_password"), ssl=_SENTINEL[parts.scheme.lower()],
+    )
+
+
+def _connect_sentinel(url: str, options: dict[str, Any]) -> aioredis.Redis:
+    """A client for the service's current primary; it follows failovers through the sentinels."""
+    target = parse_sentinel_url(url)
+    tls = {"ssl": True} if target.ssl else {}
+    sentinel_kwargs = {
+        "socket_connect_timeout": options.get("socket_connect_timeout"),
+        "socket_timeout": 5.0,
+        "password": target.sentinel_password,
+        **tls,
+    }
+    connection = {**options, **tls, "db": target.db, "username": target.username, "password": target.password}
+    sentinel = Sentinel(  # type: ignore[no-untyped-call]
+        target.sentinels, sentinel_kwargs=sentinel_kwargs, **connection)
+    client: aioredis.Redis = sentinel.master_for(target.service)
+    return client
 
 
 async def eviction_policy_warning(client: RedisClient) -> str | None:

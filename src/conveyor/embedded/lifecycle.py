@@ -1,0 +1,197 @@
+"""Share one embedded Valkey between the Conveyor processes of a data directory.
+
+`acquire` finds the running server (state file + pid check + PING) or starts one, and takes a lease;
+`EmbeddedHandle.release` drops the lease and, when no live lease is left, shuts the server down.
+Every decision is made under a file lock, which the kernel releases when its holder dies; leases of
+processes that died (even by kill -9) are pruned, and a crashed server's files are cleaned up.
+"""
+
+from __future__ import annotations
+
+import atexit
+import logging
+import os
+import subprocess
+import threading
+import time
+from pathlib import Path
+from types import TracebackType
+
+from conveyor.embedded.config import EmbeddedConfig, Endpoint, free_port
+from conveyor.embedded.server import (
+    is_loading,
+    looks_like_server,
+    probe,
+    shutdown,
+    spawn,
+    stop_process,
+    wait_ready,
+)
+from conveyor.embedded.state import (
+    Lease,
+    ServerState,
+    locked,
+    process_alive,
+    process_start_time,
+    prune_leases,
+    take_lease,
+)
+from conveyor.errors import EmbeddedServerError
+
+logger = logging.getLogger(__name__)
+
+
+class EmbeddedHandle:
+    """This process's use of the embedded server. `release()` (or leaving the `with`) ends it."""
+
+    def __init__(
+        self, config: EmbeddedConfig, state: ServerState, lease: Lease, proc: subprocess.Popen[bytes] | None
+    ) -> None:
+        self.config = config
+        self.state = state
+        self.lease = lease
+        self.started = proc is not None
+        self._proc = proc
+        self._released = False
+        self._guard = threading.Lock()
+        atexit.register(self.release)
+
+    @property
+    def url(self) -> str:
+        return self.state.url
+
+    @property
+    def pid(self) -> int:
+        return self.state.pid
+
+    def __repr__(self) -> str:
+        return f"EmbeddedHandle(pid={self.pid}, data_dir='{self.config.data_dir}', started={self.started})"
+
+    def release(self) -> bool:
+        """Drop this lease; stop the server if no other live process uses it. True if it was stopped."""
+        with self._guard:
+            if self._released or os.getpid() != self.lease.pid:
+                return False  # a forked child inherits this handle (and its atexit hook) but not the lease
+            self._released = True
+        atexit.unregister(self.release)
+        with locked(self.config.lock_file):
+            self.lease.path.unlink(missing_ok=True)
+            if prune_leases(self.config.lease_dir):
+                return False
+            current = ServerState.load(self.config.state_file)
+            if current is None or current.run_id != self.state.run_id:
+                return False  # already replaced by another server: not ours to stop
+            shutdown(current.url, current.pid, current.start_time)
+            if self._proc is not None:
+                self._proc.wait()
+            _clean_files(self.config)
+            logger.info("embedded valkey stopped (pid %d)", current.pid)
+            return True
+
+    def __enter__(self) -> EmbeddedHandle:
+        return self
+
+    def __exit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        self.release()
+
+
+def acquire(config: EmbeddedConfig) -> EmbeddedHandle:
+    """Reuse the server running for `config.data_dir`, or start one; either way take a lease."""
+    config.data_dir.mkdir(mode=0o700, parents=True, exist_ok=True)
+    with locked(config.lock_file):
+        prune_leases(config.lease_dir)
+        state = find_running(config)
+        proc = None
+        if state is None:
+            state, proc = _start(config)
+        elif config.fsync == "always":
+            _upgrade_fsync(state.url)
+        lease = take_lease(config.lease_dir)
+    return EmbeddedHandle(config, state, lease, proc)
+
+
+def find_running(config: EmbeddedConfig) -> ServerState | None:
+    """The live server of this data dir, or None after cleaning up what a dead one left behind."""
+    state = ServerState.load(config.state_file)
+    url = state.url if state else None
+    if url is None and config.use_socket:
+        url = Endpoint(socket=str(config.socket_path)).url
+    if url is not None:
+        info = probe(url)
+        if info is not None and Path(info["dir"]).resolve() == config.data_dir:
+            if state is not None and info["run_id"] == state.run_id:
+                return state
+            return _adopt(config, url, info, state)
+    if state is not None and process_alive(state.pid, state.start_time) and looks_like_server(state.pid):
+        # Alive but silent: still starting or hung. Give it the start timeout, then kill it.
+        deadline = time.monotonic() + config.start_timeout_s
+        while process_alive(state.pid, state.start_time):
+            info = probe(state.url)
+            if info is not None and info["run_id"] == state.run_id:
+                return state
+            if is_loading(state.url):
+                deadline = time.monotonic() + config.start_timeout_s  # progress: keep waiting
+            elif time.monotonic() > deadline:
+                break
+            time.sleep(0.1)
+        logger.warning("embedded valkey (pid %d) does not answer; killing it", state.pid)
+        stop_process(state.pid, state.start_time)
+    _refuse_foreign_server(config)
+    if state is not None:
+        logger.warning("embedded valkey (pid %d) is gone; cleaning up its stale state", state.pid)
+    _clean_files(config)
+    return None
+
+
+def _adopt(config: EmbeddedConfig, url: str, info: dict[str, object], old: ServerState | None) -> ServerState:
+    """A server of this data dir answers but the state file does not describe it: record it again."""
+    pid = int(str(info["process_id"]))
+    state = ServerState(
+        pid=pid, start_time=process_start_time(pid), run_id=str(info["run_id"]), url=url,
+        socket=old.socket if old else str(config.socket_path), port=old.port if old else 0,
+        version=str(info.get("valkey_version") or info.get("redis_version") or ""), started_at=time.time(),
+    )
+    state.save(config.state_file)
+    return state
+
+
+def _refuse_foreign_server(config: EmbeddedConfig) -> None:
+    """Two servers on one append-only file would corrupt it: refuse if the pid file names a live one."""
+    try:
+        pid = int(config.pid_file.read_text().strip())
+    except (OSError, ValueError):
+        return
+    if process_alive(pid) and looks_like_server(pid):
+        raise EmbeddedServerError(
+            f"a valkey-server (pid {pid}) still runs on {config.data_dir} but cannot be reached; "
+            "stop it before starting Conveyor again"
+        )
+
+
+def _clean_files(config: EmbeddedConfig) -> None:
+    for path in (config.state_file, config.socket_path, config.pid_file):
+        path.unlink(missing_ok=True)
+
+
+def _start(config: EmbeddedConfig) -> tuple[ServerState, subprocess.Popen[bytes]]:
+    endpoint = Endpoint(socket=str(config.socket_path)) if config.use_socket else Endpoint.tcp(free_port())
+    proc = spawn(config, endpoint)
+    info = wait_ready(proc, endpoint.url, config)
+    state = ServerState(
+        pid=proc.pid, start_time=process_start_time(proc.pid), run_id=str(info["run_id"]), url=endpoint.url,
+        socket=endpoint.socket, port=endpoint.port,
+        version=str(info.get("valkey_version") or info.get("redis_version") or ""), started_at=time.time(),
+    )
+    state.save(config.state_file)
+    logger.info("embedded valkey %s started (pid %d) in %s", state.version, proc.pid, config.data_dir)
+    return state, proc
+
+
+def _upgrade_fsync(url: str) -> None:
+    """A user asking for appendfsync always gets it; a laxer request never weakens a running server."""
+    import redis as syncredis
+
+    with syncredis.Redis.from_url(url, decode_responses=True, socket_timeout=5) as client:
+        client.config_set("appendfsync", "always")

@@ -1,0 +1,217 @@
+"""`conveyor up [APP]`: the whole system on one machine with one command.
+
+Starts (or reuses) the embedded Valkey unless REDIS_URL is set, makes the local admin key, runs the
+worker service and the HTTP API as child processes pointed at that Redis, prints where everything is,
+and on SIGINT/SIGTERM stops the children and then, if no other process uses it, the embedded server.
+"""
+
+from __future__ import annotations
+
+import contextlib
+import importlib.util
+import os
+import signal
+import time
+from dataclasses import dataclass
+from types import FrameType
+from typing import Annotated
+
+import httpx
+import typer
+
+from conveyor.embedded import EmbeddedHandle, acquire, resolve_redis_url
+from conveyor.embedded.state import process_alive
+from conveyor.errors import ConfigurationError, ConveyorError
+from conveyor.redis.connection import redact
+from conveyor.settings import Settings
+from conveyor.up.adminkey import admin_key_path, ensure_admin_key
+from conveyor.up.children import ChildGroup, ChildSpec, child_env, conveyor_args
+
+DEFAULT_APP = "conveyor.examples:app"
+READY_TIMEOUT_S = 60.0
+STOP_MARGIN_S = 10.0
+
+
+@dataclass(frozen=True, slots=True)
+class Ports:
+    api_host: str
+    api_port: int
+    health_port: int
+
+    @property
+    def api(self) -> str:
+        return f"http://{self.api_host}:{self.api_port}"
+
+    @property
+    def health(self) -> str:
+        return f"http://127.0.0.1:{self.health_port}"
+
+
+def resolve_ports(
+    settings: Settings, api_host: str | None, api_port: int | None, health_port: int | None
+) -> Ports:
+    """Flags win over the children's own settings (CONVEYOR_API_*, WORKER_HEALTH_PORT) and defaults."""
+    ports = Ports(
+        api_host or settings.api_host,
+        api_port if api_port is not None else settings.api_port,
+        health_port if health_port is not None else settings.worker_health_port,
+    )
+    for value in (ports.api_port, ports.health_port):
+        if not 1 <= value <= 65535:
+            raise ConfigurationError(f"port {value} is out of range [1, 65535]")
+    return ports
+
+
+def children(app_path: str, url: str, ports: Ports) -> tuple[list[ChildSpec], dict[str, str]]:
+    env = child_env(os.environ, {
+        "REDIS_URL": url,
+        "CONVEYOR_API_HOST": ports.api_host,
+        "CONVEYOR_API_PORT": str(ports.api_port),
+        "WORKER_HEALTH_HOST": os.environ.get("WORKER_HEALTH_HOST", "127.0.0.1"),
+        "WORKER_HEALTH_PORT": str(ports.health_port),
+    })
+    specs = [
+        ChildSpec("worker", conveyor_args("worker", app_path)),
+        ChildSpec("api", conveyor_args("api", app_path)),
+    ]
+    return specs, env
+
+
+def _answers(url: str) -> bool:
+    try:
+        return httpx.get(url, timeout=2.0).status_code == 200
+    except httpx.HTTPError:
+        return False
+
+
+def wait_ready(group: ChildGroup, ports: Ports, stop: _Signals) -> bool:
+    """Until the worker's /health and the API's /api/health answer 200 (False if a child exits first)."""
+    pending = {f"{ports.health}/health", f"{ports.api}/api/health"}
+    deadline = time.monotonic() + READY_TIMEOUT_S
+    while pending and time.monotonic() < deadline and not group.exited() and not stop.count:
+        pending = {url for url in pending if not _answers(url)}
+        if pending:
+            time.sleep(0.2)
+    return not pending
+
+
+def banner(url: str, handle: EmbeddedHandle | None, ports: Ports, key: str | None, key_file: str) -> str:
+    where = "REDIS_URL"
+    if handle is not None:
+        where = f"embedded Valkey {handle.state.version}, data in {handle.config.data_dir}"
+    lines = [
+        "",
+        "Conveyor is up.",
+        f"  Redis      {redact(url)}  ({where})",
+        f"  API        {ports.api}   docs {ports.api}/docs   health {ports.api}/api/health",
+        f"  Worker     health {ports.health}/health   metrics {ports.health}/metrics",
+    ]
+    if importlib.util.find_spec("conveyor.dashboard") is not None:
+        lines.append(f"  Dashboard  {ports.api}/dashboard")
+    if key is not None:
+        lines += [f"  Admin key  {key}", f"             (shown once; saved to {key_file}, mode 0600)"]
+    else:
+        lines.append(f"  Admin key  in {key_file}")
+    lines += ["", "Press Ctrl-C to stop.", ""]
+    return "\n".join(lines)
+
+
+class _Signals:
+    """Counts SIGINT/SIGTERM/SIGHUP: the first stops the children gracefully, a second forces them."""
+
+    def __init__(self, group: ChildGroup) -> None:
+        self.group = group
+        self.count = 0
+
+    def __call__(self, signum: int, frame: FrameType | None) -> None:
+        self.count += 1
+        self.group.signal(signal.SIGTERM)
+
+    def install(self) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal went away
+            signal.signal(sig, self)
+
+
+def describe_exit(code: int) -> str:
+    if code < 0:
+        with contextlib.suppress(ValueError):
+            return f"on {signal.Signals(-code).name}"
+    return f"code {code}"
+
+
+def run_up(app_path: str, settings: Settings, ports: Ports) -> int:
+    url, handle = resolve_redis_url(settings)
+    group: ChildGroup | None = None
+    try:
+        key_file = admin_key_path(settings.data_dir)
+        key = ensure_admin_key(url, settings.prefix, key_file)
+        specs, env = children(app_path, url, ports)
+        group = ChildGroup(specs, env)
+        signals = _Signals(group)
+        signals.install()
+        group.start()
+        ready = wait_ready(group, ports, signals)
+        if not group.exited() and not signals.count:
+            if not ready:
+                typer.echo(f"warning: the worker or the API is not healthy after {READY_TIMEOUT_S:.0f}s",
+                           err=True)
+            typer.echo(banner(url, handle, ports, key, str(key_file)))
+        elif key is not None:
+            typer.echo(f"admin key saved to {key_file}", err=True)
+        handle = supervise(group, signals, handle)
+        crashed = {} if signals.count else group.exited()
+        if crashed or not group.all_exited():
+            group.signal(signal.SIGTERM)  # once: a second signal would force the worker out
+        codes = group.finish(settings.shutdown_grace_s + STOP_MARGIN_S)
+        if crashed:
+            typer.echo(f"error: {', '.join(f'{n} exited ({describe_exit(c)})' for n, c in crashed.items())}; "
+                       "stopped the rest", err=True)
+            return 1
+        typer.echo(f"stopped: {', '.join(f'{n} ({describe_exit(c)})' for n, c in sorted(codes.items()))}")
+        return 0 if signals.count else 1
+    finally:
+        if group is not None:
+            group.stop(STOP_MARGIN_S)
+        if handle is not None and handle.release():
+            typer.echo("embedded Valkey stopped (data kept).")
+
+
+def supervise(group: ChildGroup, signals: _Signals, handle: EmbeddedHandle | None) -> EmbeddedHandle | None:
+    """Until a signal or a child's exit. An embedded server that dies meanwhile is started again on
+    the same socket, so the children reconnect to it and carry on; returns the handle in use."""
+
+    def server_died() -> bool:
+        return handle is not None and not process_alive(handle.pid, handle.state.start_time)
+
+    while True:
+        group.wait(float("inf"), stop_when=lambda: bool(signals.count or group.exited()) or server_died())
+        if signals.count or group.exited() or handle is None:
+            return handle
+        old_url, old_pid = handle.url, handle.pid
+        handle.release()  # cleans up what the dead server left behind
+        handle = acquire(handle.config)
+        if handle.url != old_url:  # loopback TCP: a new port and password the children do not know
+            typer.echo("error: the embedded Valkey died and came back on a new address; stopping", err=True)
+            return handle
+        typer.echo(f"warning: the embedded Valkey (pid {old_pid}) died; restarted it (pid {handle.pid}) "
+                   "from its append-only file", err=True)
+
+
+def up_command(
+    app_path: Annotated[str, typer.Argument(metavar="[APP]", help="module:attribute of your app "
+                                            f"(default {DEFAULT_APP}, the example app).")] = DEFAULT_APP,
+    api_host: Annotated[str | None, typer.Option("--api-host", help="(env CONVEYOR_API_HOST; "
+                                                 "default 127.0.0.1)")] = None,
+    api_port: Annotated[int | None, typer.Option("--api-port", help="(env CONVEYOR_API_PORT; "
+                                                 "default 8000)")] = None,
+    health_port: Annotated[int | None, typer.Option("--health-port", help="Worker /health and /metrics "
+                                                    "(env WORKER_HEALTH_PORT; default 3002)")] = None,
+) -> None:
+    """Run everything on this machine: embedded Valkey (unless REDIS_URL is set), worker service and API."""
+    try:
+        settings = Settings.from_env()
+        code = run_up(app_path, settings, resolve_ports(settings, api_host, api_port, health_port))
+    except ConveyorError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
+    raise typer.Exit(code)

@@ -1,0 +1,239 @@
+"""`conveyor up` end to end, as a newcomer runs it on a machine with no Redis installed: the embedded
+server, the worker service and the API come up; the README's curl flow (enqueue, follow events, read
+the result) works with the admin key from the file; Ctrl-C stops everything; a second start keeps
+the key and the jobs."""
+
+from __future__ import annotations
+
+import os
+import queue
+import signal
+import socket
+import subprocess
+import sys
+import threading
+import time
+from pathlib import Path
+
+import httpx
+
+from conveyor.embedded.state import ServerState, process_alive
+from conveyor.testing import free_port
+from tests.embedded.conftest import clean_env
+
+BOOT_TIMEOUT_S = 60.0
+
+
+class Up:
+    """`python -m conveyor up` in a subprocess; its output is read by a thread into a queue."""
+
+    def __init__(self, workdir: Path, api_port: int, health_port: int, *app: str, **env: str) -> None:
+        empty_bin = workdir / "bin"
+        empty_bin.mkdir(exist_ok=True)  # PATH without redis-server or valkey-server
+        self.lines: queue.Queue[str | None] = queue.Queue()
+        self.output: list[str] = []
+        self.proc = subprocess.Popen(
+            [sys.executable, "-m", "conveyor", "up", *app,
+             "--api-port", str(api_port), "--health-port", str(health_port)],
+            env=clean_env(workdir / ".conveyor" / "data", PATH=str(empty_bin), CONVEYOR_LOG_LEVEL="warning",
+                          CONVEYOR_SHUTDOWN_GRACE_S="5", **env),
+            cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
+        )
+        threading.Thread(target=self._read, daemon=True).start()
+
+    def _read(self) -> None:
+        assert self.proc.stdout is not None
+        for line in self.proc.stdout:
+            self.lines.put(line.rstrip("\n"))
+        self.lines.put(None)
+
+    def expect(self, text: str, timeout: float = BOOT_TIMEOUT_S) -> str:
+        """Read output until a line containing `text`; return that line."""
+        deadline = time.monotonic() + timeout
+        while True:
+            try:
+                line = self.lines.get(timeout=max(0.01, deadline - time.monotonic()))
+            except queue.Empty:
+                output = "\n".join(self.output)
+                raise AssertionError(f"no {text!r} within {timeout}s; output:\n{output}") from None
+            if line is None:
+                raise AssertionError(f"exited before {text!r}; output:\n" + "\n".join(self.output))
+            self.output.append(line)
+            if text in line:
+                return line
+
+    def stop(self, signum: int = signal.SIGINT, timeout: float = 40.0) -> int:
+        self.proc.send_signal(signum)
+        return self.proc.wait(timeout)
+
+    def close(self) -> None:
+        if self.proc.poll() is None:
+            self.proc.kill()
+            self.proc.wait(10)
+        if self.proc.stdout is not None:
+            self.proc.stdout.close()
+
+
+def events_until_end(client: httpx.Client, url: str, headers: dict[str, str]) -> list[str]:
+    """The event types of a job's SSE stream, read until the server closes it at the job's end."""
+    kinds: list[str] = []
+    with client.stream("GET", url, headers=headers, timeout=30) as response:
+        assert response.status_code == 200
+        for line in response.iter_lines():
+            if line.startswith("event:"):
+                kinds.append(line.split(":", 1)[1].strip())
+    return kinds
+
+
+def test_up_runs_everything_and_keeps_jobs_and_key_across_restarts(workdir: Path) -> None:
+    api_port, health_port = free_port(), free_port()
+    api = f"http://127.0.0.1:{api_port}"
+    up = Up(workdir, api_port, health_port)
+    try:
+        key_line = up.expect("Admin key")
+        up.expect("Press Ctrl-C to stop.")
+        key_file = workdir / ".conveyor" / "admin.key"
+        key = key_file.read_text().strip()
+        assert key in key_line  # printed once, on first start
+        assert key_file.stat().st_mode & 0o777 == 0o600
+        auth = {"Authorization": f"Bearer {key}"}
+        with httpx.Client(base_url=api, timeout=30) as http:
+            assert http.get("/api/health").status_code == 200
+            assert http.get(f"http://127.0.0.1:{health_port}/health").status_code == 200
+            assert "conveyor" in http.get(f"http://127.0.0.1:{health_port}/metrics").text
+            assert http.post("/api/queues/default/jobs", json={"name": "echo", "data": {}}).status_code == 401
+
+            # The README flow: enqueue, follow the events, read the result. A one-second delay makes
+            # sure the stream is followed live rather than read after the end.
+            created = http.post("/api/queues/default/jobs", headers=auth,
+                                json={"name": "echo", "data": {"hello": "world"}, "options": {"delay": 1}})
+            assert created.status_code == 202, created.text
+            body = created.json()
+            kinds = events_until_end(http, body["events_url"], auth)
+            assert kinds[0] == "state" and kinds[-1] == "completed", kinds
+            job = http.get(body["status_url"], headers=auth).json()
+            assert (job["state"], job["result"]) == ("completed", {"hello": "world"})
+
+            report = http.post("/api/queues/reports/jobs", headers=auth,
+                               json={"name": "csv_report", "data": {"csv": "x,y\n1,2\n3,4\n"}}).json()
+            done = http.get(f"/api/jobs/reports/{report['id']}/wait", params={"timeout": 20},
+                            headers=auth).json()
+            assert done["state"] == "completed" and done["result"]["numeric"]["x"]["mean"] == 2.0
+
+        assert up.stop() == 0
+        up.expect("embedded Valkey stopped")
+        assert not (workdir / ".conveyor" / "data" / "embedded.json").exists()
+    finally:
+        up.close()
+
+    again = Up(workdir, api_port, health_port)
+    try:
+        assert "in " in again.expect("Admin key")  # not created again: the saved key still works
+        again.expect("Press Ctrl-C to stop.")
+        assert key_file.read_text().strip() == key
+        with httpx.Client(base_url=api, timeout=30) as http:
+            job = http.get(body["status_url"], headers=auth).json()
+            assert (job["state"], job["result"]) == ("completed", {"hello": "world"})  # survived the restart
+        assert again.stop() == 0
+    finally:
+        again.close()
+
+
+def test_up_stops_everything_when_a_child_cannot_start(workdir: Path) -> None:
+    with socket.socket() as taken:
+        taken.bind(("127.0.0.1", 0))
+        taken.listen()
+        api_port = taken.getsockname()[1]
+        up = Up(workdir, api_port, free_port())
+        try:
+            assert "stopped the rest" in up.expect("api exited (code")
+            assert up.proc.wait(40) == 1
+            up.expect("embedded Valkey stopped")
+            state_file = workdir / ".conveyor" / "data" / "embedded.json"
+            assert not state_file.exists()
+        finally:
+            up.close()
+
+
+def _refused(url: str) -> bool:
+    try:
+        httpx.get(url, timeout=1)
+    except httpx.ConnectError:
+        return True
+    except httpx.HTTPError:
+        return False
+    return False
+
+
+def test_up_killed_with_sigkill_takes_its_children_and_next_up_reuses_the_server(workdir: Path) -> None:
+    api_port, health_port = free_port(), free_port()
+    health = f"http://127.0.0.1:{health_port}/health"
+    first = Up(workdir, api_port, health_port)
+    try:
+        first.expect("Press Ctrl-C to stop.")
+        state = ServerState.load(workdir / ".conveyor" / "data" / "embedded.json")
+        assert state is not None
+        first.proc.kill()
+        first.proc.wait(10)
+        deadline = time.monotonic() + 30
+        while not (_refused(health) and _refused(f"http://127.0.0.1:{api_port}/api/health")):
+            assert time.monotonic() < deadline, "the worker or the API outlived `up`"
+            time.sleep(0.1)
+        assert process_alive(state.pid, state.start_time)  # the server waits for its next user
+    finally:
+        first.close()
+
+    second = Up(workdir, api_port, health_port)
+    try:
+        second.expect("Press Ctrl-C to stop.")
+        reused = ServerState.load(workdir / ".conveyor" / "data" / "embedded.json")
+        assert reused is not None and reused.pid == state.pid
+        assert second.stop() == 0
+        second.expect("embedded Valkey stopped")  # the dead `up`'s lease did not keep it alive
+        assert not process_alive(state.pid, state.start_time)
+    finally:
+        second.close()
+
+
+def test_up_with_redis_url_starts_no_embedded_server(workdir: Path, redis_url: str) -> None:
+    api_port, health_port = free_port(), free_port()
+    up = Up(workdir, api_port, health_port, REDIS_URL=redis_url)
+    try:
+        assert "(REDIS_URL)" in up.expect("  Redis ")
+        up.expect("Press Ctrl-C to stop.")
+        key = (workdir / ".conveyor" / "admin.key").read_text().strip()
+        with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30) as http:
+            auth = {"Authorization": f"Bearer {key}"}
+            job = http.post("/api/queues/default/jobs", headers=auth, json={"name": "echo", "data": [1]})
+            done = http.get(f"/api/jobs/default/{job.json()['id']}/wait", params={"timeout": 20},
+                            headers=auth).json()
+            assert (done["state"], done["result"]) == ("completed", [1])
+        assert up.stop(signal.SIGTERM) == 0
+        assert not (workdir / ".conveyor" / "data").exists()
+    finally:
+        up.close()
+
+
+def test_up_restarts_an_embedded_server_that_dies(workdir: Path) -> None:
+    api_port, health_port = free_port(), free_port()
+    up = Up(workdir, api_port, health_port)
+    try:
+        up.expect("Press Ctrl-C to stop.")
+        key = (workdir / ".conveyor" / "admin.key").read_text().strip()
+        auth = {"Authorization": f"Bearer {key}"}
+        state = ServerState.load(workdir / ".conveyor" / "data" / "embedded.json")
+        assert state is not None
+        with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30) as http:
+            before = http.post("/api/queues/default/jobs", headers=auth, json={"name": "echo", "data": "a"})
+            os.kill(state.pid, signal.SIGKILL)
+            assert f"(pid {state.pid}) died; restarted it" in up.expect("restarted it")
+            after = http.post("/api/queues/default/jobs", headers=auth, json={"name": "echo", "data": "b"})
+            assert after.status_code == 202, after.text
+            for created, data in ((before, "a"), (after, "b")):
+                done = http.get(f"/api/jobs/default/{created.json()['id']}/wait", params={"timeout": 30},
+                                headers=auth).json()
+                assert (done["state"], done["result"]) == ("completed", data)
+        assert up.stop(signal.SIGHUP) == 0  # the terminal closing stops everything cleanly
+        up.expect("embedded Valkey stopped")
+    finally:
+        up.close()
