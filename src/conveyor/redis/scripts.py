@@ -87,6 +87,12 @@ class JobSpecArgs:
     group: str = ""
     cost: int | None = None
 
+    def repeats(self, prev: JobSpecArgs) -> bool:
+        """Same options as `prev` and a generated id: sent as 3 arguments ('r')."""
+        return (not self.job_id and not self.idempotency_key and self.opts == prev.opts
+                and self.priority == prev.priority and self.delay_ms == prev.delay_ms
+                and self.group == prev.group and self.cost == prev.cost)
+
     @property
     def plain(self) -> bool:
         """Generated id and default options: sent as 3 arguments instead of 11."""
@@ -125,12 +131,16 @@ class QueueScripts:
     async def add(self, jobs: Sequence[JobSpecArgs]) -> list[Any]:
         k = self.k
         args: list[Any] = [k.base, self.maxlen, len(jobs)]
+        prev: JobSpecArgs | None = None
         for j in jobs:
             if j.plain:
                 args += [b"p", j.name, j.data]
+            elif prev is not None and j.repeats(prev):
+                args += [b"r", j.name, j.data]
             else:
                 args += [b"f", j.job_id, j.idempotency_key, j.idempotency_ttl_ms, j.name, j.data, j.opts,
                          j.priority, j.delay_ms, j.group, "" if j.cost is None else j.cost]
+            prev = j
         return list(await _S["add"](self.client, (k.meta, k.ready, k.delayed, k.events, k.wake), args))
 
     async def claim(self, worker_id: str, lease_ms: int, want: int) -> list[Any]:

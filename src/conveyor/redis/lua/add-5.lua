@@ -2,6 +2,7 @@
 KEYS: 1 meta, 2 ready, 3 delayed, 4 events, 5 wake
 ARGV: 1 prefix (e.g. "cv:{q}:"), 2 events maxlen, 3 job count, then per job either
       'p', name, data (JSON)  -- a plain job: generated id, default options, ready now
+      'r', name, data (JSON)  -- generated id, every other field as the previous job's
       or 'f' and 10 fields: id ('' = next number), idempotency key ('' = none), idempotency ttl ms,
       name, data (JSON), opts (JSON or ''), priority, delay ms, group ('' = none), cost ('' = none)
 Grouped jobs wait in their group's ready set (see includes/groups.lua), not in `ready`.
@@ -21,6 +22,11 @@ for i = 1, count do
   if ARGV[a] == 'p' then
     jobs[i] = {id = '', ikey = '', name = ARGV[a + 1], data = ARGV[a + 2], opts = '', prio = 0, delay = 0,
                group = '', cost = '', plain = true}
+    a = a + 3
+  elseif ARGV[a] == 'r' then
+    local p = jobs[i - 1]
+    jobs[i] = {id = '', ikey = '', name = ARGV[a + 1], data = ARGV[a + 2], opts = p.opts, prio = p.prio,
+               delay = p.delay, group = p.group, cost = p.cost, plain = p.plain}
     a = a + 3
   else
     jobs[i] = {id = ARGV[a + 1], ikey = ARGV[a + 2], ittl = ARGV[a + 3], name = ARGV[a + 4], data = ARGV[a + 5],
@@ -56,7 +62,7 @@ local now = now_ms()
 local created = num(now)
 local out = {}
 local woke = false
-local plain_scores = {}
+local plain_scores, plain_prios = {}, {}
 local next_id, last_id = 1, 0
 for i = 1, count do
   local j = jobs[i]
@@ -117,7 +123,8 @@ for i = 1, count do
         if j.group ~= '' then
           group_push(meta, ready, j.group, ready_score(meta, j.prio), id)
         else
-          redis.call('ZADD', ready, ready_score(meta, j.prio), id)
+          plain_scores[#plain_scores + 1] = id
+          plain_prios[#plain_scores] = j.prio
         end
         woke = true
       end
@@ -127,13 +134,14 @@ for i = 1, count do
     out[#out + 1] = 1
   end
 end
--- Plain jobs enter `ready` together, in order, with one block of sequence numbers.
+-- Ungrouped ready jobs enter `ready` together, in order, with one block of sequence numbers
+-- (score as in ready_score: higher priority first, then arrival).
 if #plain_scores > 0 then
   local n = #plain_scores
   local seq = redis.call('HINCRBY', meta, 'seq', n) - n
   local zargs = {}
   for i = 1, n do
-    zargs[#zargs + 1] = num(1000 * 2199023255552 + seq + i)
+    zargs[#zargs + 1] = num((1000 - (plain_prios[i] or 0)) * 2199023255552 + seq + i)
     zargs[#zargs + 1] = plain_scores[i]
     if #zargs >= 1000 then
       redis.call('ZADD', ready, unpack(zargs))
