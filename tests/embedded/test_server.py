@@ -211,13 +211,14 @@ def test_data_dir_with_spaces_and_quotes(tmp_path: Path) -> None:
 
 
 def test_a_long_aof_load_is_waited_for_beyond_the_start_timeout(config: EmbeddedConfig) -> None:
-    keys = 500_000
+    keys = 1_000_000
     with acquire(config) as handle, client(handle.url) as c:
         fill = "for i = 1, tonumber(ARGV[2]) do redis.call('SET', KEYS[1] .. i, ARGV[1]) end return 1"
-        for part in range(2):
-            c.eval(fill, 1, f"k{part}:", "x" * 40, keys // 2)
-    # A quarter second is plenty for the process to open its socket, and far short of replaying the file.
-    impatient = replace(config, start_timeout_s=0.25)
+        for part in range(4):
+            c.eval(fill, 1, f"k{part}:", "x" * 20, keys // 4)
+    # One second is plenty for the process to open its socket even on a busy machine, and shorter
+    # than replaying a million writes: only the LOADING answers keep it from being killed.
+    impatient = replace(config, start_timeout_s=1.0)
     with acquire(impatient) as again, client(again.url) as c:
         assert again.started
         assert c.dbsize() == keys
