@@ -6,6 +6,8 @@ STAMP := $(VENV)/.installed-test
 RUN_STAMP := $(VENV)/.installed-run
 APP ?=
 PYTEST_WORKERS ?= auto
+# Debian's Chromium for the dashboard's browser tests (Playwright drives it; it never downloads one).
+CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: test up lint typecheck bench clean
 
@@ -17,7 +19,11 @@ $(STAMP): $(BIN)/python pyproject.toml
 	$(BIN)/python -m pip install -q -e '.[test,fast]'
 	touch $(STAMP)
 
-test: $(STAMP)
+$(CHROMIUM):
+	-apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+		|| echo "chromium could not be installed: the dashboard browser tests will be skipped"
+
+test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q
 
 lint: $(STAMP)

@@ -2,7 +2,8 @@
 external account, so a newcomer can enqueue a job with curl and watch it finish.
 
 Queues: `default` (echo, a ping for smoke checks), `web` (fetch a URL and summarise it), `docs`
-(render Markdown to HTML) and `reports` (statistics over CSV text).
+(render Markdown to HTML) and `reports` (statistics over CSV text); plus the built-in handlers on
+`ai`, `webhooks`, `email`, `documents` and the `examples.study_pack` pipeline (see docs/handlers.md).
 """
 
 from __future__ import annotations
@@ -18,6 +19,7 @@ from markdown_it import MarkdownIt
 from pydantic import BaseModel, Field, HttpUrl
 
 from conveyor import Conveyor, JobContext, Unrecoverable
+from conveyor.handlers.examples import install_examples
 
 app = Conveyor(name="conveyor-examples")
 
@@ -173,3 +175,8 @@ echo_task = app.task(echo, queue="default")
 fetch_url_task = app.task(fetch_url, queue="web", concurrency=20, attempts=3, timeout=60)
 render_markdown_task = app.task(render_markdown, queue="docs")
 csv_report_task = app.task(csv_report, queue="reports")
+
+# The built-in handlers (AI generation, signed webhooks, email, document text) and a pipeline that
+# uses all four (`examples.study_pack`); they read their providers, secrets and SMTP server from
+# settings (docs/handlers.md) and fail with a clear, non-retried error while those are not set.
+handlers = install_examples(app)

@@ -25,6 +25,7 @@ from conveyor.api.openapi import install_openapi
 from conveyor.api.schemas import error_responses
 from conveyor.api.state import ApiState
 from conveyor.app import Conveyor
+from conveyor.dashboard import mount as mount_dashboard_ui
 from conveyor.errors import ConfigurationError
 from conveyor.schedules.http import make_router as make_schedules_router
 from conveyor.settings import Settings
@@ -97,6 +98,7 @@ def create_app(conveyor_app: Conveyor, settings: Settings | None = None) -> Fast
         make_schedules_router(lambda: state.schedules, require(Scope.READ), require(Scope.ADMIN)),
         responses=error_responses(401, 403, 404, 422, 429, 503),
     )
+    mount_dashboard_ui(app)  # the web UI at /dashboard and its endpoints under /api/dashboard
     install_openapi(app, conveyor_app)
     origins = [o.strip() for o in settings.api_cors_origins.split(",") if o.strip()]
     if origins:

@@ -166,7 +166,7 @@ class WorkerOut(BaseModel):
     host: str | None = None
     pid: int | None = None
     queues: list[str] = Field(default_factory=list)
-    concurrency: int | None = None
+    concurrency: int | dict[str, int] | None = None  # the worker service writes slots per queue
     version: str | None = None
     started_ms: int | None = None
     last_beat_ms: int | None = None

@@ -49,6 +49,13 @@ def is_loading(url: str, timeout: float = 2.0) -> bool:
     return False
 
 
+def _size(path: Path) -> int:
+    try:
+        return path.stat().st_size
+    except OSError:
+        return -1
+
+
 def log_tail(path: Path, lines: int = 15) -> str:
     try:
         return "\n".join(path.read_text(errors="replace").splitlines()[-lines:])
@@ -80,6 +87,7 @@ def wait_ready(proc: subprocess.Popen[bytes], url: str, config: EmbeddedConfig) 
     start timeout. Loading a long append-only file is progress, not silence: no time limit."""
     deadline = time.monotonic() + config.start_timeout_s
     delay = 0.01
+    log_size = _size(config.log_file)
     while True:
         if proc.poll() is not None:
             raise EmbeddedServerError(
@@ -89,7 +97,11 @@ def wait_ready(proc: subprocess.Popen[bytes], url: str, config: EmbeddedConfig) 
         info = probe(url)
         if info is not None:
             return info
-        if is_loading(url):
+        # Progress: the server answers LOADING, or it is still writing its log (while it replays a
+        # long file on a loaded machine it may not even accept a connection in time).
+        size = _size(config.log_file)
+        if size != log_size or is_loading(url):
+            log_size = size
             deadline = time.monotonic() + config.start_timeout_s
         elif time.monotonic() > deadline:
             break
@@ -97,7 +109,7 @@ def wait_ready(proc: subprocess.Popen[bytes], url: str, config: EmbeddedConfig) 
         delay = min(delay * 2, 0.1)
     stop_process(proc.pid, process_start_time(proc.pid), wait=proc.wait)
     raise EmbeddedServerError(
-        f"valkey-server did not answer within {config.start_timeout_s:.0f}s; "
+        f"valkey-server did not answer within {config.start_timeout_s:g}s; "
         f"log {config.log_file}:\n{log_tail(config.log_file)}"
     )
 

@@ -4,7 +4,7 @@ ARGV: 1 prefix, 2 worker id, 3 lease ms, 4 want, 5 events maxlen
 Returns: next_due_in_ms (-1 none; only meaningful when fewer than `want` were leased),
          then 6 fields per leased job: id, token, attempt, name, data, opts ('' = defaults).
 Codes: 0 OK
-Events: active (id, att)
+Events: active (id, att, worker)
 ]]
 --@include common
 --@include claim

@@ -51,7 +51,7 @@ local function lease(k, prefix, worker, lease_ms, now, maxlen, ids, from, step, 
       else
         redis.call('HSET', jk, 'state', 'active', 'token', token, 'worker', worker, 'started', started)
       end
-      emit(k.events, maxlen, 'ev', 'active', 'id', id, 'att', att)
+      emit(k.events, maxlen, 'ev', 'active', 'id', id, 'att', att, 'worker', worker)
       zargs[#zargs + 1] = deadline
       zargs[#zargs + 1] = id
       out[#out + 1] = id

@@ -1,0 +1,115 @@
+"""JSON endpoints the dashboard needs beyond the public API, under /api/dashboard.
+
+They reuse the API's key check and scopes: reads need `read` (payloads and logs also `read-data`),
+the one action (remove) needs `admin`. Nothing here is reachable without a Bearer key, which a
+browser never attaches by itself, so other sites cannot drive these endpoints.
+"""
+
+from __future__ import annotations
+
+from typing import Annotated, Any
+
+from fastapi import APIRouter, Query, Request
+
+from conveyor.api.auth import AdminKey, ReadKey
+from conveyor.api.errors import ApiError
+from conveyor.api.keys import Scope
+from conveyor.api.serialize import job_out
+from conveyor.api.state import get_state
+from conveyor.dashboard.stats import BUCKET_MS, BUCKETS, queue_history, redis_now_ms
+from conveyor.dashboard.timeline import build_timeline, job_events
+from conveyor.job import JobState
+
+# Internal to the web UI, so kept out of the public OpenAPI document.
+router = APIRouter(prefix="/api/dashboard", tags=["dashboard"], include_in_schema=False)
+
+SEARCH_SCAN_MAX = 5000
+SEARCH_CHUNK = 500
+LOG_LINES_MAX = 1000
+JOB_ID_MAX = 200  # the longest id Conveyor accepts (conveyor.options)
+
+
+def _job_id(job_id: str) -> str:
+    if not job_id or len(job_id) > JOB_ID_MAX:
+        raise ApiError(404, "job not found")
+    return job_id
+
+
+@router.get("/me", summary="The calling key's id, name and scopes")
+async def me(request: Request, principal: ReadKey) -> dict[str, Any]:
+    state = get_state(request)
+    name = None
+    if principal.key_id is not None:
+        name = await state.client.hget(state.keys.record_key(principal.key_id), "name")
+    return {"key_id": principal.key_id, "name": name, "scopes": sorted(s.value for s in principal.scopes)}
+
+
+@router.get("/stats", summary="Per-minute completed/failed counts over the last hour, per queue")
+async def stats(request: Request, _: ReadKey) -> dict[str, Any]:
+    state = get_state(request)
+    now = await redis_now_ms(state.client)
+    queues = {}
+    for name in sorted(state.conveyor.queue_configs):
+        queues[name] = (await queue_history(state.queue(name), now)).to_dict()
+    return {"now_ms": now, "bucket_ms": BUCKET_MS, "buckets": BUCKETS, "queues": queues}
+
+
+@router.get("/queues/{queue}/jobs", summary="Jobs of one state filtered by name and group")
+async def search_jobs(
+    request: Request,
+    queue: str,
+    principal: ReadKey,
+    state: JobState = JobState.WAITING,
+    name: Annotated[str, Query(max_length=200)] = "",
+    group: Annotated[str, Query(max_length=200)] = "",
+    cursor: Annotated[int, Query(ge=0, le=10**9)] = 0,
+    limit: Annotated[int, Query(ge=1, le=200)] = 25,
+) -> dict[str, Any]:
+    """Scans at most SEARCH_SCAN_MAX jobs per call; `next_cursor` continues the scan."""
+    q = get_state(request).queue(queue)
+    needle = name.casefold()
+    matches: list[dict[str, Any]] = []
+    show = principal.can(Scope.READ_DATA)
+    offset = cursor
+    scanned = 0
+    while scanned < SEARCH_SCAN_MAX:
+        page = await q.list_jobs(state, cursor=offset, limit=SEARCH_CHUNK)
+        for i, rec in enumerate(page.jobs):
+            if needle and needle not in rec.name.casefold():
+                continue
+            if group and rec.options.get("group") != group:
+                continue
+            matches.append(job_out(rec, show_data=show))
+            if len(matches) == limit:
+                rest = i + 1 < len(page.jobs) or page.next_cursor is not None
+                return {"jobs": matches, "next_cursor": offset + i + 1 if rest else None}
+        scanned += len(page.jobs)
+        if page.next_cursor is None:
+            return {"jobs": matches, "next_cursor": None}
+        offset = page.next_cursor
+    return {"jobs": matches, "next_cursor": offset}
+
+
+@router.get("/jobs/{queue}/{job_id:path}/details", summary="A job's logs and attempts timeline")
+async def job_details(
+    request: Request, queue: str, job_id: str, principal: ReadKey,
+) -> dict[str, Any]:
+    q = get_state(request).queue(queue)
+    record = await q.get_job(_job_id(job_id))
+    if record is None:
+        raise ApiError(404, "job not found")
+    show = principal.can(Scope.READ_DATA)
+    events, truncated = await job_events(q, record)
+    timeline = build_timeline(record, events, truncated, show_data=show)
+    logs = await q.get_logs(job_id, -LOG_LINES_MAX, -1) if show else None
+    return {"logs": logs, "logs_hidden": not show, "timeline": [a.to_dict() for a in timeline.attempts],
+            "events": timeline.events, "truncated": truncated}
+
+
+@router.post("/jobs/{queue}/{job_id:path}/remove", summary="Delete a job that is not active")
+async def remove_job(
+    request: Request, queue: str, job_id: str, _: AdminKey,
+) -> dict[str, Any]:
+    q = get_state(request).queue(queue)
+    await q.remove(_job_id(job_id))
+    return {"id": job_id, "queue": queue, "removed": True}

@@ -1,0 +1,114 @@
+// JSON API client. The key lives in sessionStorage and goes only in the Authorization header:
+// browsers never attach it on their own, so a cross-site page cannot make authenticated requests.
+
+const KEY_NAME = "conveyor.dashboard.key";
+const q = encodeURIComponent;
+
+export class ApiError extends Error {
+  constructor(status, message) {
+    super(message);
+    this.status = status;
+  }
+}
+
+export function getKey() {
+  return sessionStorage.getItem(KEY_NAME);
+}
+
+export function setKey(key) {
+  sessionStorage.setItem(KEY_NAME, key);
+}
+
+export function clearKey() {
+  sessionStorage.removeItem(KEY_NAME);
+}
+
+let onUnauthorized = () => {};
+export function setUnauthorizedHandler(fn) {
+  onUnauthorized = fn;
+}
+
+function errorMessage(status, body) {
+  if (body && typeof body === "object") {
+    const d = body.detail ?? body.error ?? body.message;
+    if (typeof d === "string") return d;
+    if (d && typeof d === "object" && typeof d.message === "string") return d.message;
+    if (Array.isArray(d)) return d.map((e) => (e && e.msg) || JSON.stringify(e)).join("; ");
+  }
+  return `HTTP ${status}`;
+}
+
+export async function request(method, path, { body, key, params } = {}) {
+  const headers = { Accept: "application/json" };
+  const token = key ?? getKey();
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (body !== undefined) headers["Content-Type"] = "application/json";
+  let url = path;
+  if (params) {
+    const usp = new URLSearchParams();
+    for (const [k, v] of Object.entries(params)) {
+      if (v !== undefined && v !== null && v !== "") usp.set(k, String(v));
+    }
+    const qs = usp.toString();
+    if (qs) url += `?${qs}`;
+  }
+  const resp = await fetch(url, {
+    method,
+    headers,
+    body: body === undefined ? undefined : JSON.stringify(body),
+    credentials: "omit",
+    cache: "no-store",
+    redirect: "error",
+  });
+  const text = await resp.text();
+  let data = null;
+  if (text) {
+    try {
+      data = JSON.parse(text);
+    } catch {
+      data = text;
+    }
+  }
+  if (!resp.ok) {
+    if (resp.status === 401 && key === undefined) onUnauthorized();
+    throw new ApiError(resp.status, errorMessage(resp.status, data));
+  }
+  return data;
+}
+
+const get = (path, params) => request("GET", path, { params });
+const post = (path, body) => request("POST", path, { body: body ?? {} });
+const del = (path) => request("DELETE", path);
+
+// --- who am I
+export const whoami = (key) => request("GET", "/api/dashboard/me", { key });
+
+// --- queues
+export async function listQueues() {
+  const data = await get("/api/queues");
+  return Array.isArray(data) ? data : data.queues ?? [];
+}
+export const getQueue = (name) => get(`/api/queues/${q(name)}`);
+export const pauseQueue = (name) => post(`/api/queues/${q(name)}/pause`);
+export const resumeQueue = (name) => post(`/api/queues/${q(name)}/resume`);
+export const retryAllFailed = (name) => post(`/api/queues/${q(name)}/failed:retry-all`);
+export const purgeFailed = (name) => del(`/api/queues/${q(name)}/failed`);
+export const listJobs = (name, params) => get(`/api/queues/${q(name)}/jobs`, params);
+
+// --- jobs
+export const getJob = (queue, id) => get(`/api/jobs/${q(queue)}/${q(id)}`);
+export const retryJob = (queue, id) => post(`/api/jobs/${q(queue)}/${q(id)}/retry`);
+export const promoteJob = (queue, id) => post(`/api/jobs/${q(queue)}/${q(id)}/promote`);
+export const cancelJob = (queue, id) => del(`/api/jobs/${q(queue)}/${q(id)}`);
+
+// --- workers
+export async function listWorkers() {
+  const data = await get("/api/workers");
+  return Array.isArray(data) ? data : data.workers ?? [];
+}
+
+// --- dashboard additions (conveyor.dashboard.routes)
+export const stats = () => get("/api/dashboard/stats");
+export const searchJobs = (name, params) => get(`/api/dashboard/queues/${q(name)}/jobs`, params);
+export const jobDetails = (queue, id) => get(`/api/dashboard/jobs/${q(queue)}/${q(id)}/details`);
+export const removeJob = (queue, id) => post(`/api/dashboard/jobs/${q(queue)}/${q(id)}/remove`);

@@ -1,0 +1,132 @@
+// Entry point: sign-in, hash routing and the 2-second live refresh of the current page.
+
+import * as api from "./api.js";
+import { h, replace, route } from "./dom.js";
+import { canAdmin, identity, setIdentity } from "./session.js";
+import { errorBox } from "./ui.js";
+import { renderSignIn } from "./views/signin.js";
+import { renderOverview } from "./views/overview.js";
+import { renderQueue } from "./views/queue.js";
+import { renderJob } from "./views/job.js";
+import { renderWorkers } from "./views/workers.js";
+import { renderDead } from "./views/dead.js";
+
+const REFRESH_MS = 2000;
+const main = document.getElementById("main");
+const nav = document.getElementById("nav");
+let view = null;
+let timer = null;
+let busy = false;
+
+function parseRoute() {
+  const raw = location.hash.replace(/^#\/?/, "");
+  const parts = raw ? raw.split("/").map(decodeURIComponent) : [];
+  const [page, ...rest] = parts;
+  if (!page || page === "overview") return { page: "overview", render: renderOverview, args: {} };
+  if (page === "queues" && rest.length >= 1) {
+    return { page: "queues", render: renderQueue, args: { queue: rest[0], state: rest[1] || "waiting" } };
+  }
+  if (page === "jobs" && rest.length >= 2) return { page: "jobs", render: renderJob, args: { queue: rest[0], id: rest[1] } };
+  if (page === "workers") return { page: "workers", render: renderWorkers, args: {} };
+  if (page === "dead") return { page: "dead", render: renderDead, args: {} };
+  return { page: "missing", render: null, args: {} };
+}
+
+function renderNav(page) {
+  const item = (id, label, href) => h("a", { href, class: page === id ? "current" : null, "data-nav": id }, label);
+  const me = identity();
+  replace(
+    nav,
+    h("span", { class: "brand" }, "Conveyor"),
+    item("overview", "Overview", route("overview")),
+    item("dead", "Dead letters", route("dead")),
+    item("workers", "Workers", route("workers")),
+    h("span", { class: "spacer" }),
+    h("span", { class: "who", "data-testid": "identity" },
+      me.name ? String(me.name) : "signed in",
+      " · ",
+      canAdmin() ? "admin" : "read-only"),
+    h("button", { type: "button", class: "btn link", "data-testid": "sign-out", onclick: signOut }, "Sign out"),
+  );
+}
+
+function stop() {
+  if (timer) clearInterval(timer);
+  timer = null;
+  if (view && view.dispose) view.dispose();
+  view = null;
+}
+
+async function show() {
+  stop();
+  const r = parseRoute();
+  document.body.dataset.page = r.page;
+  renderNav(r.page);
+  if (!r.render) {
+    replace(main, h("h2", {}, "Not found"), h("p", {}, "No such page. "), h("a", { href: route("overview") }, "Back"));
+    return;
+  }
+  const container = h("section", { class: "page" });
+  replace(main, container);
+  try {
+    view = await r.render(container, r.args);
+  } catch (err) {
+    replace(container, errorBox(err));
+    return;
+  }
+  if (view && view.refresh) {
+    timer = setInterval(async () => {
+      if (busy || document.hidden) return;
+      busy = true;
+      try {
+        await view.refresh();
+      } catch (err) {
+        if (!(err instanceof api.ApiError && err.status === 401)) console.warn("refresh failed", err);
+      } finally {
+        busy = false;
+      }
+    }, REFRESH_MS);
+  }
+}
+
+function signOut() {
+  stop();
+  api.clearKey();
+  setIdentity(null);
+  start();
+}
+
+async function enter(me) {
+  setIdentity(me);
+  window.addEventListener("hashchange", show);
+  document.body.classList.toggle("readonly", !canAdmin());
+  await show();
+}
+
+async function start() {
+  const key = api.getKey();
+  try {
+    // With a stored key, check it is still valid; without one, an API running with auth turned
+    // off (CONVEYOR_API_AUTH=0) answers anyway and no sign-in is needed.
+    await enter(await api.whoami(key ?? ""));
+    return;
+  } catch (err) {
+    if (key) api.clearKey();
+  }
+  window.removeEventListener("hashchange", show);
+  document.body.dataset.page = "signin";
+  replace(nav, h("span", { class: "brand" }, "Conveyor"));
+  renderSignIn(main, async (newKey) => {
+    const me = await api.whoami(newKey);
+    api.setKey(newKey);
+    await enter(me);
+  });
+}
+
+api.setUnauthorizedHandler(() => {
+  stop();
+  api.clearKey();
+  start();
+});
+
+start();

@@ -1,0 +1,133 @@
+"""The system under test for the browser tests: the real API served by uvicorn, a real Worker per
+queue, and API keys for each role, in one process against the given Redis.
+
+Prints one JSON line ({"port", "keys"}) once it is listening, then serves until SIGTERM.
+Usage: python server.py REDIS_URL PREFIX
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import json
+import os
+import socket
+import sys
+import time
+from typing import Any
+
+import uvicorn
+
+from conveyor import Conveyor, JobContext, Unrecoverable
+from conveyor.api import create_app
+from conveyor.api.keys import KeyStore
+from conveyor.limits import GroupLimits, RateLimit
+from conveyor.settings import Settings
+
+QUEUES = ("live", "retry", "pause", "xss", "readonly", "dead", "bulk", "limited", "shots")
+KEY_SCOPES = {"admin": ["admin"], "read": ["read", "read-data"], "enqueue": ["enqueue"]}
+
+
+def build(redis_url: str, prefix: str) -> Conveyor:
+    app = Conveyor(redis_url, prefix=prefix)
+    seen_key = f"{prefix}:dashtest:flaky-seen"
+
+    async def echo(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+        await ctx.progress(50)
+        await ctx.log(f"echoing {json.dumps(payload)}")
+        await ctx.progress(100)
+        return payload
+
+    async def flaky(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+        """Fails on its first run (per job id) and succeeds when retried."""
+        await ctx.log("flaky run starting")
+        if await app.client.sadd(seen_key, ctx.job_id) == 1:
+            raise RuntimeError(f"first run fails: {payload.get('message', '')}")
+        return {"ok": True, "retried": True}
+
+    async def doomed(ctx: JobContext, payload: dict[str, Any]) -> None:
+        raise Unrecoverable(str(payload.get("message", "doomed")))
+
+    async def slow(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:
+        for i in range(int(payload.get("steps", 5))):
+            await ctx.progress({"done": i, "total": payload.get("steps", 5)})
+            await asyncio.sleep(float(payload.get("step_s", 0.2)))
+        return {"steps": payload.get("steps", 5)}
+
+    for queue in QUEUES:
+        for fn in (echo, flaky, doomed, slow):
+            app.task(fn, queue=queue, name=fn.__name__, concurrency=4)
+    return app
+
+
+async def make_keys(app: Conveyor) -> dict[str, str]:
+    store = KeyStore(app.client, app.prefix)
+    return {
+        role: (await store.create(f"dashboard-test-{role}", scopes))[0] for role, scopes in KEY_SCOPES.items()
+    }
+
+
+async def register(app: Conveyor, workers: list[Any]) -> asyncio.Task[None] | None:
+    """Announce this process in the worker registry the way the worker service does, when the
+    service room's writer is installed (the Workers page reads the registry)."""
+    try:
+        from conveyor.service.registry import RegistryWriter
+    except ImportError:
+        return None
+    started = int(time.time() * 1000)
+
+    def record() -> dict[str, Any]:
+        return {
+            "id": f"dashboard-test-{os.getpid()}", "host": socket.gethostname(), "pid": os.getpid(),
+            "queues": [w.queue.name for w in workers], "started_ms": started,
+            "concurrency": {w.queue.name: w.concurrency for w in workers},
+            "counts": {w.queue.name: {"processed": w.stats.processed, "succeeded": w.stats.succeeded,
+                                      "failed": w.stats.failed, "active": w.active} for w in workers},
+        }
+
+    writer = RegistryWriter(app.client, app.prefix, f"dashboard-test-{os.getpid()}", record, 1.0)
+
+    async def beat() -> None:
+        while True:
+            await writer.beat()
+            await asyncio.sleep(1.0)
+
+    await writer.beat()
+    return asyncio.create_task(beat())
+
+
+async def main(redis_url: str, prefix: str) -> None:
+    app = build(redis_url, prefix)
+    keys = await make_keys(app)
+    # One queue with fleet-wide limits and per-group caps, for the limits panel.
+    await app.queue("limited").set_limits(
+        concurrency=2, rate=RateLimit(100, 1.0), group_defaults=GroupLimits(concurrency=1)
+    )
+    api = create_app(app, Settings.from_env({}, redis_url=redis_url, prefix=prefix, api_rate_limit=0))
+    workers = [app.worker(q, lease_ms=5000, idle_block_s=1.0, shutdown_grace_s=1.0) for q in QUEUES]
+    for w in workers:
+        await w.start()
+    beating = await register(app, workers)
+    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        if serving.done():
+            await serving
+            raise SystemExit("uvicorn stopped before it started")
+        await asyncio.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    print(json.dumps({"port": port, "keys": keys}), flush=True)
+    try:
+        await serving
+    finally:
+        if beating is not None:
+            beating.cancel()
+            with contextlib.suppress(asyncio.CancelledError):
+                await beating
+        for w in workers:
+            await w.close(1.0)
+        await app.close()
+
+
+if __name__ == "__main__":
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
