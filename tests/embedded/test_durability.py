@@ -172,7 +172,7 @@ async def test_kill9_of_conveyor_up_and_everything_it_runs_then_up_again(workdir
             assert (await queue.counts()).get(JobState.FAILED, 0) == 0
         finally:
             await queue.close()
-        assert second.stop() == 0
+        assert second.stop() == 0, str(second)
     finally:
         second.close()
 

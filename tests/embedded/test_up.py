@@ -63,8 +63,19 @@ class Up:
                 return line
 
     def stop(self, signum: int = signal.SIGINT, timeout: float = 40.0) -> int:
+        """Signal `up` and wait for it; the exit code (its output is kept for failure messages)."""
         self.proc.send_signal(signum)
         return self.proc.wait(timeout)
+
+    def __str__(self) -> str:
+        while True:  # drain what the reader thread has collected so far
+            try:
+                line = self.lines.get_nowait()
+            except queue.Empty:
+                break
+            if line is not None:
+                self.output.append(line)
+        return "output of conveyor up:\n" + "\n".join(self.output)
 
     def close(self) -> None:
         if self.proc.poll() is None:
@@ -120,7 +131,7 @@ def test_up_runs_everything_and_keeps_jobs_and_key_across_restarts(workdir: Path
                             headers=auth).json()
             assert done["state"] == "completed" and done["result"]["numeric"]["x"]["mean"] == 2.0
 
-        assert up.stop() == 0
+        assert up.stop() == 0, str(up)
         up.expect("embedded Valkey stopped")
         assert not (workdir / ".conveyor" / "data" / "embedded.json").exists()
     finally:
@@ -134,7 +145,7 @@ def test_up_runs_everything_and_keeps_jobs_and_key_across_restarts(workdir: Path
         with httpx.Client(base_url=api, timeout=30) as http:
             job = http.get(body["status_url"], headers=auth).json()
             assert (job["state"], job["result"]) == ("completed", {"hello": "world"})  # survived the restart
-        assert again.stop() == 0
+        assert again.stop() == 0, str(again)
     finally:
         again.close()
 
@@ -188,7 +199,7 @@ def test_up_killed_with_sigkill_takes_its_children_and_next_up_reuses_the_server
         second.expect("Press Ctrl-C to stop.")
         reused = ServerState.load(workdir / ".conveyor" / "data" / "embedded.json")
         assert reused is not None and reused.pid == state.pid
-        assert second.stop() == 0
+        assert second.stop() == 0, str(second)
         second.expect("embedded Valkey stopped")  # the dead `up`'s lease did not keep it alive
         assert not process_alive(state.pid, state.start_time)
     finally:
@@ -208,7 +219,7 @@ def test_up_with_redis_url_starts_no_embedded_server(workdir: Path, redis_url: s
             done = http.get(f"/api/jobs/default/{job.json()['id']}/wait", params={"timeout": 20},
                             headers=auth).json()
             assert (done["state"], done["result"]) == ("completed", [1])
-        assert up.stop(signal.SIGTERM) == 0
+        assert up.stop(signal.SIGTERM) == 0, str(up)
         assert not (workdir / ".conveyor" / "data").exists()
     finally:
         up.close()
@@ -233,7 +244,7 @@ def test_up_restarts_an_embedded_server_that_dies(workdir: Path) -> None:
                 done = http.get(f"/api/jobs/default/{created.json()['id']}/wait", params={"timeout": 30},
                                 headers=auth).json()
                 assert (done["state"], done["result"]) == ("completed", data)
-        assert up.stop(signal.SIGHUP) == 0  # the terminal closing stops everything cleanly
+        assert up.stop(signal.SIGHUP) == 0, str(up)  # the terminal closing stops everything cleanly
         up.expect("embedded Valkey stopped")
     finally:
         up.close()
