@@ -128,7 +128,8 @@ def main() -> None:
     a.out.write_text(json.dumps(results, indent=2) + "\n")
     m = env_before
     print(table(medians, raw))
-    print(f"\n{f'Quick run ({runs} repetition(s), first figures only)' if a.quick else f'Median of {runs} runs'}; each drain/IO/latency "
+    kind = f"Quick run ({runs} repetition(s), first figures only)" if a.quick else f"Median of {runs} runs"
+    print(f"\n{kind}; each drain/IO/latency "
           f"run uses a fresh worker process. {m['server']}; Python {m['python']}; "
           f"{m['nproc']} CPUs ({m['cpu']}); "
           f"load average before {m['loadavg']}, after {results['details']['loadavg_after']}. "
