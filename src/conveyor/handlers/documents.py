@@ -15,11 +15,10 @@ from html.parser import HTMLParser
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
 
-import httpx
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from conveyor.errors import Retry, Unrecoverable, UnsafeURLError
-from conveyor.handlers.http import raise_for_rate_limit
+from conveyor.errors import Retry, Unrecoverable
+from conveyor.handlers.http import raise_for_rate_limit, transfer_errors_as_signals
 from conveyor.handlers.ssrf import SsrfGuard, guarded_client, read_capped, send_following
 from conveyor.worker.context import JobContext
 
@@ -256,7 +255,9 @@ class DocumentReader:
         return data
 
     async def _fetch(self, url: str) -> tuple[bytes, str]:
-        try:
+        with transfer_errors_as_signals(
+            self.timeout_s, timed_out="document download took over", failed="document download failed"
+        ):
             async with asyncio.timeout(self.timeout_s), guarded_client(self.guard, self.timeout_s) as client:
                 response, _ = await send_following(client, "GET", url)
                 try:
@@ -275,12 +276,6 @@ class DocumentReader:
                     return data, response.headers.get("content-type", "")
                 finally:
                     await response.aclose()
-        except UnsafeURLError as exc:
-            raise Unrecoverable(str(exc)) from None
-        except (TimeoutError, httpx.TimeoutException):
-            raise Retry(reason=f"document download took over {self.timeout_s}s") from None
-        except httpx.HTTPError as exc:
-            raise Retry(reason=f"document download failed: {type(exc).__name__}: {exc}"[:300]) from None
 
     async def read(self, req: DocumentRequest, ctx: JobContext | None = None) -> DocumentResult:
         if req.url is not None:

@@ -6,9 +6,12 @@ this adapter adds the `retry-after-ms` header some AI providers send and the han
 
 from __future__ import annotations
 
-from collections.abc import Mapping
+from collections.abc import Iterator, Mapping
+from contextlib import contextmanager
 
-from conveyor.errors import RateLimited
+import httpx
+
+from conveyor.errors import RateLimited, Retry, Unrecoverable, UnsafeURLError
 from conveyor.limits.http import MAX_RETRY_AFTER_S
 from conveyor.limits.http import parse_retry_after as parse_retry_after_header
 
@@ -31,3 +34,17 @@ def raise_for_rate_limit(status: int, headers: Mapping[str, str], what: str = "u
     if status == 429 or (status == 503 and has_hint):
         wait = parse_retry_after(headers)
         raise RateLimited(retry_after=wait, reason=f"{what} answered {status}; retry after {wait:.1f}s")
+
+
+@contextmanager
+def transfer_errors_as_signals(timeout_s: float, *, timed_out: str, failed: str) -> Iterator[None]:
+    """One mapping for outgoing HTTP: a refused (unsafe) URL is fatal; a timeout or network error
+    is retried with `timed_out` / `failed` as the reason."""
+    try:
+        yield
+    except UnsafeURLError as exc:
+        raise Unrecoverable(str(exc)) from None
+    except (TimeoutError, httpx.TimeoutException):
+        raise Retry(reason=f"{timed_out} {timeout_s}s") from None
+    except httpx.HTTPError as exc:
+        raise Retry(reason=f"{failed}: {type(exc).__name__}: {exc}"[:300]) from None

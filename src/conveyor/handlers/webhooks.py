@@ -19,8 +19,8 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator
 
 from conveyor import codec
 from conveyor.backoff import Exponential
-from conveyor.errors import ConfigurationError, Retry, Unrecoverable, UnsafeURLError
-from conveyor.handlers.http import raise_for_rate_limit
+from conveyor.errors import ConfigurationError, Retry, Unrecoverable
+from conveyor.handlers.http import raise_for_rate_limit, transfer_errors_as_signals
 from conveyor.handlers.signing import HEADER, sign
 from conveyor.handlers.ssrf import SsrfGuard, guarded_client, read_capped, send_following
 from conveyor.worker.context import JobContext
@@ -133,19 +133,13 @@ class WebhookSender:
         if req.event:
             headers["Conveyor-Event"] = req.event
         started = time.perf_counter()
-        try:
+        with transfer_errors_as_signals(self.timeout_s, timed_out="no answer within", failed="network error"):
             async with asyncio.timeout(self.timeout_s), guarded_client(self.guard, self.timeout_s) as client:
                 response, hops = await send_following(client, "POST", req.url, content=body, headers=headers)
                 try:
                     excerpt, truncated = await read_capped(response, EXCERPT_BYTES)
                 finally:
                     await response.aclose()
-        except UnsafeURLError as exc:
-            raise Unrecoverable(str(exc)) from None
-        except (TimeoutError, httpx.TimeoutException):
-            raise Retry(reason=f"no answer within {self.timeout_s}s") from None
-        except httpx.HTTPError as exc:
-            raise Retry(reason=f"network error: {type(exc).__name__}: {exc}"[:300]) from None
         latency_ms = round((time.perf_counter() - started) * 1000, 2)
         status = response.status_code
         text = excerpt.decode("utf-8", errors="replace")
