@@ -139,3 +139,25 @@ async def test_worker_warns_when_redis_may_evict_jobs(redis_server, qname: str, 
     finally:
         await client.config_set("maxmemory-policy", "noeviction")
         await client.aclose()
+
+
+async def test_worker_hints_at_compact_job_hashes(redis_server, qname: str, caplog) -> None:
+    import logging
+
+    from conveyor.redis.connection import connect
+
+    caplog.set_level(logging.INFO, logger="conveyor.worker.worker")
+    client = connect(redis_server.url)
+    try:
+        await client.config_set("hash-max-listpack-value", "64")
+        async with running(Worker(Queue(qname, redis=client), {})):
+            pass
+        assert "hash-max-listpack-value is 64" in caplog.text
+        caplog.clear()
+        await client.config_set("hash-max-listpack-value", "1024")
+        async with running(Worker(Queue(qname, redis=client), {})):
+            pass
+        assert "hash-max-listpack-value" not in caplog.text
+    finally:
+        await client.config_set("hash-max-listpack-value", "64")
+        await client.aclose()

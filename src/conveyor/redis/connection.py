@@ -161,3 +161,26 @@ async def eviction_policy_warning(client: RedisClient) -> str | None:
         f"Redis maxmemory-policy is {policy!r}: Redis may evict job keys under memory pressure and "
         "jobs would be lost. Set maxmemory-policy to noeviction."
     )
+
+
+async def listpack_hint(client: RedisClient, wanted: int = 1024) -> str | None:
+    """A hint when `hash-max-listpack-value` is below `wanted`: job hashes holding a payload over
+    the limit use the large hashtable encoding (about 200 more bytes per job). None when fine or
+    unreadable."""
+    try:
+        reply: Any = await client.config_get("hash-max-listpack-value")
+    except Exception:
+        return None
+    if isinstance(reply, dict) and reply and "hash-max-listpack-value" not in reply:
+        reply = next(iter(reply.values()))  # Cluster: one reply per node
+    raw = reply.get("hash-max-listpack-value") if isinstance(reply, dict) else None
+    try:
+        value = int(raw) if raw is not None else None
+    except (TypeError, ValueError):
+        return None
+    if value is None or value >= wanted:
+        return None
+    return (
+        f"Redis hash-max-listpack-value is {value}: job payloads over {value} bytes make each waiting job "
+        f"use about 200 bytes more memory; `CONFIG SET hash-max-listpack-value {wanted}` keeps them compact."
+    )

@@ -23,7 +23,7 @@ from conveyor.errors import ConfigurationError, ConnectionFailedError
 from conveyor.middleware import Middleware, MiddlewareChain
 from conveyor.queue import Queue
 from conveyor.redis.codes import ScriptCode
-from conveyor.redis.connection import eviction_policy_warning
+from conveyor.redis.connection import eviction_policy_warning, listpack_hint
 from conveyor.redis.scripts import Outcome
 from conveyor.worker.context import JobContext
 from conveyor.worker.outcome import JobOutcome, OutcomeKind
@@ -144,6 +144,9 @@ class Worker:
         warning = await eviction_policy_warning(self.queue.client)
         if warning:
             logger.warning("queue %s: %s", self.queue.name, warning)
+        hint = await listpack_hint(self.queue.client)
+        if hint:
+            logger.info("queue %s: %s", self.queue.name, hint)
 
     async def run(self) -> None:
         """Start and keep running until `close()` is called (from a signal handler, say)."""
