@@ -145,16 +145,23 @@ def _connect_sentinel(url: str, options: dict[str, Any]) -> aioredis.Redis:
     return client
 
 
-async def eviction_policy_warning(client: RedisClient) -> str | None:
-    """A warning text unless the server's maxmemory-policy is `noeviction` (evicted job keys are lost
-    jobs). None when the policy is right or cannot be read (managed services often forbid CONFIG)."""
+async def server_setting(client: RedisClient, name: str) -> str | None:
+    """One CONFIG GET value (from any node of a Cluster); None when it cannot be read (managed
+    services often forbid CONFIG)."""
     try:
-        reply: Any = await client.config_get("maxmemory-policy")
+        reply: Any = await client.config_get(name)
     except Exception:
         return None
-    if isinstance(reply, dict) and reply and "maxmemory-policy" not in reply:
+    if isinstance(reply, dict) and reply and name not in reply:
         reply = next(iter(reply.values()))  # Cluster: one reply per node
-    policy = reply.get("maxmemory-policy") if isinstance(reply, dict) else None
+    value = reply.get(name) if isinstance(reply, dict) else None
+    return None if value is None else str(value)
+
+
+async def eviction_policy_warning(client: RedisClient) -> str | None:
+    """A warning text unless the server's maxmemory-policy is `noeviction` (evicted job keys are lost
+    jobs). None when the policy is right or cannot be read."""
+    policy = await server_setting(client, "maxmemory-policy")
     if policy is None or policy == "noeviction":
         return None
     return (
@@ -167,19 +174,10 @@ async def listpack_hint(client: RedisClient, wanted: int = 1024) -> str | None:
     """A hint when `hash-max-listpack-value` is below `wanted`: job hashes holding a payload over
     the limit use the large hashtable encoding (about 200 more bytes per job). None when fine or
     unreadable."""
-    try:
-        reply: Any = await client.config_get("hash-max-listpack-value")
-    except Exception:
+    raw = await server_setting(client, "hash-max-listpack-value")
+    if raw is None or not raw.isdigit() or int(raw) >= wanted:
         return None
-    if isinstance(reply, dict) and reply and "hash-max-listpack-value" not in reply:
-        reply = next(iter(reply.values()))  # Cluster: one reply per node
-    raw = reply.get("hash-max-listpack-value") if isinstance(reply, dict) else None
-    try:
-        value = int(raw) if raw is not None else None
-    except (TypeError, ValueError):
-        return None
-    if value is None or value >= wanted:
-        return None
+    value = int(raw)
     return (
         f"Redis hash-max-listpack-value is {value}: job payloads over {value} bytes make each waiting job "
         f"use about 200 bytes more memory; `CONFIG SET hash-max-listpack-value {wanted}` keeps them compact."
