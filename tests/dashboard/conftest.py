@@ -139,6 +139,10 @@ def ui(browser: Any, dashboard_server: DashboardServer) -> Iterator[Ui]:
     context = browser.new_context(viewport={"width": 1360, "height": 900})
     page = context.new_page()
     page.set_default_timeout(UI_TIMEOUT_MS)
+    # expect() has its own 5 s default; the page polls every 2 s and the machine may be busy.
+    from playwright.sync_api import expect
+
+    expect.set_options(timeout=UI_TIMEOUT_MS)
     dialogs: list[str] = []
     errors: list[str] = []
 
