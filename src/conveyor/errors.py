@@ -87,8 +87,9 @@ class DurabilityError(ConnectionFailedError):
     queue's durability asks for, within its timeout: it may be lost if the primary fails now."""
 
 
-class ScriptInputError(ConveyorError, ValueError):
-    """A script refused its arguments before writing anything (a value out of range reached Redis)."""
+class ScriptInputError(InvalidJobError):
+    """A script refused its arguments before writing anything: a value out of range reached Redis
+    (for an enqueue, a job that cannot be enqueued as given; the API answers 422)."""
 
     def __init__(self, script: str, position: int, reason: str) -> None:
         super().__init__(f"{script}: {reason} (refused, nothing written)")

@@ -102,9 +102,10 @@ async def test_sync_timeout_counts_from_the_start_and_the_slot_waits_for_the_thr
 
 
 async def test_a_sync_handler_whose_lease_is_lost_is_interrupted(queue: Queue) -> None:
-    returned = threading.Event()
+    started, returned = threading.Event(), threading.Event()
 
     def loops(ctx: JobContext, data: Any) -> None:
+        started.set()
         try:
             while True:
                 time.sleep(0.005)
@@ -114,7 +115,7 @@ async def test_a_sync_handler_whose_lease_is_lost_is_interrupted(queue: Queue) -
     worker = Worker(queue, {"l": loops}, heartbeat_ms=50)
     async with running(worker):
         job = await queue.add("l")
-        await wait_for(lambda: worker.active == 1, what="running")
+        await wait_for(started.is_set, what="running")
         # Another worker took the job over (its lease expired and was granted again).
         await queue.client.hset(queue.keys.job(job.id), "token", "taken-over")
         await wait_for(returned.is_set, what="the thread was interrupted and returned")

@@ -352,8 +352,9 @@ class Worker:
         self.leases.pop(lease.token, None)
         if code == ScriptCode.OK:
             return
-        self.stats.lost += 1
-        level = logging.WARNING if code == ScriptCode.LEASE_LOST else logging.INFO
+        lost = code == ScriptCode.LEASE_LOST
+        self.stats.lost += lost
+        level = logging.WARNING if lost else logging.INFO
         logger.log(level, "queue %s: outcome of job %s not recorded: %s", self.queue.name, lease.job_id,
                    describe_code(code))
 
