@@ -56,6 +56,11 @@ class Settings:
     api_sse_keepalive_s: float = _setting(
         "CONVEYOR_API_SSE_KEEPALIVE_S", "Seconds between keep-alive comments on event streams.", 15.0
     )
+    autoscale_target_s: float = _setting(
+        "CONVEYOR_AUTOSCALE_TARGET_S",
+        "Seconds in which the suggested worker count should finish the work present (/api/autoscaling).",
+        60.0,
+    )
     # --- built-in handlers (conveyor.handlers; see docs/handlers.md)
     ai_providers: str | None = _setting(
         "CONVEYOR_AI_PROVIDERS",

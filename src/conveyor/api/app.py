@@ -25,6 +25,7 @@ from conveyor.api.openapi import install_openapi
 from conveyor.api.schemas import error_responses
 from conveyor.api.state import ApiState
 from conveyor.app import Conveyor
+from conveyor.autoscaling.http import router as autoscaling_router
 from conveyor.dashboard import mount as mount_dashboard_ui
 from conveyor.errors import ConfigurationError
 from conveyor.schedules.http import make_router as make_schedules_router
@@ -94,6 +95,7 @@ def create_app(conveyor_app: Conveyor, settings: Settings | None = None) -> Fast
     app.include_router(jobs.plain_router)  # after every /jobs/{queue}/{id}/<suffix> route
     app.include_router(queues.router)
     app.include_router(workers.router)
+    app.include_router(autoscaling_router)
     app.include_router(
         make_schedules_router(lambda: state.schedules, require(Scope.READ), require(Scope.ADMIN)),
         responses=error_responses(401, 403, 404, 422, 429, 503),
