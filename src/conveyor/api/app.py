@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.staticfiles import StaticFiles
 
@@ -25,7 +25,6 @@ from conveyor.api.openapi import install_openapi
 from conveyor.api.schemas import error_responses
 from conveyor.api.state import ApiState
 from conveyor.app import Conveyor
-from conveyor.autoscaling.http import router as autoscaling_router
 from conveyor.dashboard import mount as mount_dashboard_ui
 from conveyor.errors import ConfigurationError
 from conveyor.schedules.http import make_router as make_schedules_router
@@ -67,6 +66,13 @@ def _use_settings_url(conveyor_app: Conveyor, settings: Settings) -> None:
         conveyor_app.use_redis(settings.redis_url)
 
 
+def _autoscaling_router() -> APIRouter:
+    # Imported here: the autoscaling routes use this package's public names, as the dashboard does.
+    from conveyor.autoscaling.http import router
+
+    return router
+
+
 def create_app(conveyor_app: Conveyor, settings: Settings | None = None) -> FastAPI:
     """The API for the tasks and queues `conveyor_app` declares."""
     settings = settings or Settings.from_env()
@@ -95,7 +101,7 @@ def create_app(conveyor_app: Conveyor, settings: Settings | None = None) -> Fast
     app.include_router(jobs.plain_router)  # after every /jobs/{queue}/{id}/<suffix> route
     app.include_router(queues.router)
     app.include_router(workers.router)
-    app.include_router(autoscaling_router)
+    app.include_router(_autoscaling_router())
     app.include_router(
         make_schedules_router(lambda: state.schedules, require(Scope.READ), require(Scope.ADMIN)),
         responses=error_responses(401, 403, 404, 422, 429, 503),
