@@ -66,11 +66,12 @@ def _use_settings_url(conveyor_app: Conveyor, settings: Settings) -> None:
         conveyor_app.use_redis(settings.redis_url)
 
 
-def _autoscaling_router() -> APIRouter:
-    # Imported here: the autoscaling routes use this package's public names, as the dashboard does.
-    from conveyor.autoscaling.http import router
+def _ops_routers() -> list[APIRouter]:
+    # Imported here: these routes use this package's public names, as the dashboard does.
+    from conveyor.alerts.http import router as alerts
+    from conveyor.autoscaling.http import router as autoscaling
 
-    return router
+    return [alerts, autoscaling]
 
 
 def create_app(conveyor_app: Conveyor, settings: Settings | None = None) -> FastAPI:
@@ -101,7 +102,8 @@ def create_app(conveyor_app: Conveyor, settings: Settings | None = None) -> Fast
     app.include_router(jobs.plain_router)  # after every /jobs/{queue}/{id}/<suffix> route
     app.include_router(queues.router)
     app.include_router(workers.router)
-    app.include_router(_autoscaling_router())
+    for router in _ops_routers():
+        app.include_router(router)
     app.include_router(
         make_schedules_router(lambda: state.schedules, require(Scope.READ), require(Scope.ADMIN)),
         responses=error_responses(401, 403, 404, 422, 429, 503),
