@@ -72,7 +72,7 @@ async def get_alerts(request: Request, principal: ReadKey) -> dict[str, Any]:
     return await alerts_view(_store(request), principal)
 
 
-@router.put("", response_model=AlertsOut, responses=error_responses(401, 403, 409, 422, 429, 503),
+@router.put("", response_model=AlertsOut, responses=error_responses(400, 401, 403, 409, 422, 429, 503),
             summary="Replace the rules defined through the API")
 async def put_alerts(body: AlertsIn, request: Request, principal: AdminKey) -> dict[str, Any]:
     store = _store(request)
