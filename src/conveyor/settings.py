@@ -157,6 +157,10 @@ class Settings:
         True,
     )
 
+    alerts_interval_s: float = _setting(
+        "CONVEYOR_ALERTS_INTERVAL_S", "Seconds between evaluations of the alert rules (by the scheduler).", 15.0
+    )
+
     @classmethod
     def from_env(cls, environ: Mapping[str, str] | None = None, **overrides: Any) -> Settings:
         env = os.environ if environ is None else environ
