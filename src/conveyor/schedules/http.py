@@ -82,6 +82,11 @@ class ScheduleOut(BaseModel):
         )
 
 
+class RunNowOut(BaseModel):
+    id: str
+    job_id: str | None
+
+
 class ScheduleList(BaseModel):
     schedules: list[ScheduleOut]
 
@@ -143,6 +148,32 @@ def make_router(
         info = await store.put(schedule)
         response.status_code = status.HTTP_201_CREATED if existing is None else status.HTTP_200_OK
         return ScheduleOut.of(info)
+
+    @router.post("/{schedule_id}/pause", response_model=ScheduleOut, dependencies=[Depends(require_admin)],
+                 summary="Stop a schedule firing (ticks while paused are not run later)")
+    async def pause_schedule(schedule_id: str, store: Store) -> ScheduleOut:
+        try:
+            return ScheduleOut.of(await store.pause(checked_id(schedule_id)))
+        except ScheduleNotFoundError as exc:
+            raise _not_found(exc) from None
+
+    @router.post("/{schedule_id}/resume", response_model=ScheduleOut, dependencies=[Depends(require_admin)],
+                 summary="Fire a paused schedule again, from its next tick")
+    async def resume_schedule(schedule_id: str, store: Store) -> ScheduleOut:
+        try:
+            return ScheduleOut.of(await store.resume(checked_id(schedule_id)))
+        except ScheduleNotFoundError as exc:
+            raise _not_found(exc) from None
+
+    @router.post("/{schedule_id}/run-now", response_model=RunNowOut, dependencies=[Depends(require_admin)],
+                 summary="Enqueue one job of the schedule now, besides its ticks")
+    async def run_schedule_now(schedule_id: str, store: Store) -> RunNowOut:
+        """`job_id` is null for a built-in schedule (maintenance, alerts): a scheduler runs it at its
+        next pass."""
+        try:
+            return RunNowOut(id=schedule_id, job_id=await store.run_now(checked_id(schedule_id)))
+        except ScheduleNotFoundError as exc:
+            raise _not_found(exc) from None
 
     @router.delete("/{schedule_id}", status_code=204, dependencies=[Depends(require_admin)])
     async def delete_schedule(schedule_id: str, store: Store) -> Response:
