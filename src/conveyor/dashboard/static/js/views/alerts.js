@@ -3,7 +3,7 @@
 import * as api from "../api.js";
 import { h, link, replace } from "../dom.js";
 import { ageText, timeText } from "../format.js";
-import { errorBox, stateBadge } from "../ui.js";
+import { errorBox } from "../ui.js";
 
 function statusBadge(status) {
   return h("span", { class: ["badge", `alert-${String(status).replace(/[^a-z]/g, "")}`], "data-testid": "alert-status" }, String(status));
@@ -47,7 +47,7 @@ export async function renderAlerts(container) {
     replace(recent, h("h3", {}, "Recent notices"),
       notices.length ? h("table", { class: "kv", "data-testid": "notices" }, h("tbody", {}, notices.map((n) => h("tr", { "data-notice": String(n.id) },
         h("td", {}, timeText(n.at_ms)),
-        h("td", {}, stateBadge(n.kind === "resolved" ? "completed" : "failed"), " ", String(n.kind)),
+        h("td", {}, h("span", { class: ["badge", n.kind === "resolved" ? "alert-ok" : "alert-firing"] }, String(n.kind))),
         h("td", { class: "job-name" }, String(n.rule?.id ?? "")),
         h("td", {}, String(n.summary ?? "")),
       )))) : h("p", { class: "muted" }, "No notices sent yet."));
