@@ -1,17 +1,17 @@
-"""Alert test fixtures: a key prefix per test and the real local receivers (HTTP and SMTP)."""
+"""Alert test fixtures: a key prefix per test, and the handler tests' real local receivers (an HTTP
+server that verifies webhook signatures and an SMTP server with STARTTLS and AUTH)."""
 
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Iterator
-from pathlib import Path
+from collections.abc import AsyncIterator
 
 import pytest
 
 from conveyor.redis.connection import RedisClient, connect
-from tests.handlers.servers import Receiver, SmtpServer
+from tests.handlers.conftest import SECRET, receiver, smtp
 
-SECRET = "whsec_alerts_test"
+__all__ = ["SECRET", "receiver", "smtp"]
 
 
 @pytest.fixture
@@ -24,17 +24,3 @@ async def rclient(redis_url: str) -> AsyncIterator[RedisClient]:
     c = connect(redis_url)
     yield c
     await c.aclose()
-
-
-@pytest.fixture
-async def receiver() -> AsyncIterator[Receiver]:
-    server = await Receiver(SECRET).start()
-    yield server
-    await server.close()
-
-
-@pytest.fixture
-def smtp(tmp_path: Path) -> Iterator[SmtpServer]:
-    server = SmtpServer(tmp_path).start()
-    yield server
-    server.stop()
