@@ -9,10 +9,12 @@ from typing import Annotated, Any, NoReturn, TypeVar
 
 import orjson
 import typer
+from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.discovery import resolve_redis_url
-from conveyor.errors import ConveyorError
+from conveyor.errors import ConnectionFailedError, ConveyorError
 from conveyor.queue import Queue
 from conveyor.redis.connection import RedisClient, connect, redact
 from conveyor.redis.keys import registry_key, validate_queue_name
@@ -71,9 +73,11 @@ def run(redis_url: str | None, prefix: str | None, fn: Callable[[Target], Awaita
                 await client.aclose()
 
         return asyncio.run(go())
+    except (ConnectionFailedError, RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        fail(f"Redis at {redact(url)} is unreachable: {exc.__cause__ or exc}")
     except ConveyorError as exc:
         fail(str(exc))
-    except (RedisError, OSError) as exc:
+    except RedisError as exc:
         fail(f"Redis at {redact(url)} failed: {exc}")
 
 
