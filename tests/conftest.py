@@ -87,6 +87,26 @@ async def client(backend_url: str) -> AsyncIterator[RedisClient]:
 
 
 @pytest.fixture
+async def plain_client(redis_url: str) -> AsyncIterator[RedisClient]:
+    """A client of the standalone server only (tests that are not part of the behaviour suite)."""
+    c = connect(redis_url)
+    yield c
+    await c.aclose()
+
+
+@pytest.fixture(scope="module")
+def up_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """`conveyor up` running in a fresh project directory, shared by a module's tests."""
+    from tests.cli.project import UpProject
+
+    up = UpProject(tmp_path_factory.mktemp("project"))
+    try:
+        yield up
+    finally:
+        up.stop()
+
+
+@pytest.fixture
 async def queue(client: RedisClient, qname: str) -> AsyncIterator[Queue]:
     q = Queue(qname, redis=client)
     yield q

@@ -9,13 +9,12 @@ import signal
 import subprocess
 import sys
 import uuid
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
 
 from conveyor import JobContext, Queue, Worker
-from conveyor.redis.connection import RedisClient, connect
+from conveyor.redis.connection import RedisClient
 from conveyor.service.registry import RegistryWriter
 from conveyor.testing import RedisClusterServers, RedisServer
 from tests.cli.run import as_json, clean_env, conveyor, error_line, ok
@@ -28,10 +27,8 @@ def prefix() -> str:
 
 
 @pytest.fixture
-async def client(redis_url: str) -> AsyncIterator[RedisClient]:
-    c = connect(redis_url)
-    yield c
-    await c.aclose()
+def client(plain_client: RedisClient) -> RedisClient:
+    return plain_client
 
 
 async def cli(*args: str, url: str, prefix: str) -> Any:

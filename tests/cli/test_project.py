@@ -5,7 +5,6 @@ from __future__ import annotations
 
 import shlex
 import time
-from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
@@ -16,13 +15,9 @@ from tests.cli.project import UpProject
 from tests.cli.run import as_json, conveyor, error_line, ok
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpProject]:
-    up = UpProject(tmp_path_factory.mktemp("project"))
-    try:
-        yield up
-    finally:
-        up.stop()
+@pytest.fixture
+def project(up_project: UpProject) -> UpProject:
+    return up_project
 
 
 def wait_state(project: UpProject, queue: str, job_id: str, state: str) -> dict[str, Any]:

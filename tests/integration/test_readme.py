@@ -9,7 +9,6 @@ import os
 import re
 import subprocess
 import sys
-from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -37,13 +36,9 @@ def test_readme_example_runs_with_redis_url(index: int, redis_url: str, tmp_path
     run_example(index, tmp_path, {**os.environ, "REDIS_URL": redis_url})
 
 
-@pytest.fixture(scope="module")
-def project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[UpProject]:
-    up = UpProject(tmp_path_factory.mktemp("readme-project"))
-    try:
-        yield up
-    finally:
-        up.stop()
+@pytest.fixture
+def project(up_project: UpProject) -> UpProject:
+    return up_project
 
 
 def example_queues(project: UpProject) -> dict[str, dict[str, int]]:
