@@ -127,9 +127,9 @@ def _root() -> None:
 
 
 @app.command()
-def version() -> None:
+def version(as_json: bool = typer.Option(False, "--json", help='Print {"version": ...}.')) -> None:
     """Print the installed version."""
-    typer.echo(__version__)
+    typer.echo(f'{{"version": "{__version__}"}}' if as_json else __version__)
 
 
 def main() -> None:

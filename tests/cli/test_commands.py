@@ -13,12 +13,13 @@ from typing import Any
 
 import pytest
 
-from conveyor import JobContext, Queue, Worker
+from conveyor import JobContext, Queue, Worker, __version__
 from conveyor.redis.connection import RedisClient
 from conveyor.service.registry import RegistryWriter
 from conveyor.testing import RedisClusterServers, RedisServer
 from tests.cli.run import as_json, clean_env, conveyor, error_line, ok
 from tests.conftest import wait_for
+from tests.embedded.test_sentinel import sentinel  # noqa: F401  (the fixture: a real Sentinel)
 
 
 @pytest.fixture
@@ -212,6 +213,21 @@ def test_doctor_describes_a_cluster(cluster_servers: RedisClusterServers) -> Non
     topology = checks["topology"]
     assert topology["detail"].startswith("Cluster ok: 3 primaries, 0 replicas, 16384 slots assigned")
     assert topology["status"] == "warn" and "replica" in topology["fix"]
+
+
+def test_doctor_describes_a_sentinel_deployment(sentinel: tuple[RedisServer, int]) -> None:  # noqa: F811
+    primary, port = sentinel
+    done = conveyor("doctor", "--json", redis_url=f"redis+sentinel://127.0.0.1:{port}/svc/0")
+    topology = {c["name"]: c for c in json.loads(done.stdout)["checks"]}["topology"]
+    assert topology["detail"].startswith(f"Sentinel: 1/1 sentinels answer; primary of 'svc' at 127.0.0.1:"
+                                         f"{primary.port}, 0 replica(s), quorum 1"), topology
+    assert topology["status"] == "warn" and "3+ sentinels" in topology["fix"]
+
+
+def test_env_and_version(redis_url: str) -> None:
+    assert ok("env", redis_url=redis_url) == f"export REDIS_URL={redis_url}\n"
+    assert as_json("env", redis_url=redis_url) == {"REDIS_URL": redis_url, "source": "REDIS_URL", "data_dir": None}
+    assert as_json("version")["version"] == __version__
 
 
 def test_unreachable_server_is_one_line() -> None:
