@@ -11,11 +11,12 @@ from typing import Any, Generic, TypeVar
 from pydantic import TypeAdapter, ValidationError
 
 from conveyor.alerts.rules import RuleBase, parse_rule
+from conveyor.discovery import resolve_redis_url
 from conveyor.errors import ConfigurationError, InvalidOptionError, PayloadValidationError, Unrecoverable
 from conveyor.job import Job
 from conveyor.middleware import Middleware
 from conveyor.options import JobOptions, JobSpec
-from conveyor.queue import Queue, resolve_redis_url
+from conveyor.queue import Queue
 from conveyor.redis.connection import RedisClient, connect
 from conveyor.schedules.declare import declare, interval_seconds
 from conveyor.schedules.model import Schedule

@@ -30,9 +30,10 @@ class Settings:
     log_format: str = _setting(
         "CONVEYOR_LOG_FORMAT", "auto (colours on a terminal, JSON otherwise), json or console.", "auto"
     )
-    data_dir: str = _setting(
-        "CONVEYOR_DATA_DIR", "Data directory of the embedded Valkey used when REDIS_URL is unset.",
-        ".conveyor/data",
+    data_dir: str | None = _setting(
+        "CONVEYOR_DATA_DIR",
+        "Data directory of the embedded Valkey used when REDIS_URL is unset (default: .conveyor/data "
+        "of the project directory, the nearest one upwards that holds .conveyor/, else of this one).",
     )
     fsync: str = _setting(
         "CONVEYOR_FSYNC", "AOF fsync of the embedded Valkey: everysec (default) or always (no loss at all).",

@@ -135,7 +135,11 @@ class ThroughputOut(BaseModel):
 
 class QueueOut(BaseModel):
     name: str
-    declared: bool = Field(True, description="False for a queue found in Redis that this app does not declare.")
+    declared: bool | None = Field(
+        True,
+        description="False for a queue found in Redis that this app does not declare; null where no app is "
+        "loaded (the CLI).",
+    )
     paused: bool
     counts: dict[str, int]
     throughput: ThroughputOut

@@ -16,13 +16,13 @@ from conveyor.api.errors import ApiError
 from conveyor.api.keys import Scope
 from conveyor.api.serialize import jobs_out
 from conveyor.api.state import get_state
-from conveyor.autoscaling.signals import queue_names
 from conveyor.dashboard.bulk import filtered
 from conveyor.dashboard.bulk import router as bulk_router
 from conveyor.dashboard.stats import BUCKET_MS, BUCKETS, queue_history, redis_now_ms
 from conveyor.dashboard.timeline import build_timeline, job_events
 from conveyor.job import JobState
 from conveyor.redis.keys import QueueKeys
+from conveyor.views import queue_names
 
 # Internal to the web UI, so kept out of the public OpenAPI document.
 router = APIRouter(prefix="/api/dashboard", tags=["dashboard"], include_in_schema=False)
