@@ -10,6 +10,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
+from conveyor.backoff import BackoffFunction, BackoffPolicies, Named
 from conveyor.errors import ConfigurationError, InvalidOptionError, PayloadValidationError, Unrecoverable
 from conveyor.job import Job
 from conveyor.middleware import Middleware
@@ -138,6 +139,7 @@ class Conveyor:
         self._client: RedisClient | None = None
         self._queues: dict[str, Queue] = {}
         self.schedules: dict[str, Schedule] = {}
+        self.backoffs = BackoffPolicies()
 
     @property
     def redis_url(self) -> str:
@@ -194,6 +196,11 @@ class Conveyor:
 
         return register(fn) if fn is not None else register
 
+    def backoff_policy(self, name: str, fn: BackoffFunction) -> Named:
+        """Register `fn(attempt, error) -> seconds` as backoff policy `name`; pass the returned `Named`
+        as `backoff=`. Jobs store only the name, and this app's workers run only registered functions."""
+        return self.backoffs.register(name, fn)
+
     def cron(self, expression: str, **options: Any) -> Callable[[Callable[..., Any]], Task[Any]]:
         """Declare a task that runs on a cron schedule: `@app.cron("0 3 * * *", tz="Europe/Madrid")`
         (options as for `task`, plus id, data, start, end, missed, catch_up_cap, paused)."""
@@ -232,6 +239,7 @@ class Conveyor:
             raise ConfigurationError(f"queue {queue!r} is not declared by this app")
         options.setdefault("concurrency", self.queue_configs[queue].concurrency)
         options.setdefault("middleware", self.middleware)
+        options.setdefault("backoffs", self.backoffs)
         return Worker(self.queue(queue), self.handlers(queue), **options)
 
     async def close(self) -> None:

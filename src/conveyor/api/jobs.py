@@ -133,7 +133,7 @@ async def _record(request: Request, queue: str, job_id: str, principal: Principa
     rec = await get_state(request).queue(queue).get_job(job_id)
     if rec is None:
         raise ApiError(404, f"job {job_id[:200]!r} not found in queue {queue!r}")
-    return job_out(rec, show_data=principal.can(Scope.READ_DATA))
+    return job_out(rec, show_data=principal.can(Scope.READ_DATA), show_trace=principal.can(Scope.ADMIN))
 
 
 @router.get(
@@ -156,7 +156,7 @@ async def wait_job(
         rec = await q.job(job_id).wait(timeout)
     except TimeoutError:
         return await _record(request, queue, job_id, principal)
-    return job_out(rec, show_data=principal.can(Scope.READ_DATA))
+    return job_out(rec, show_data=principal.can(Scope.READ_DATA), show_trace=principal.can(Scope.ADMIN))
 
 
 @router.post(

@@ -96,8 +96,9 @@ async def list_jobs(
 ) -> dict[str, Any]:
     """Waiting jobs in claim order, delayed by due time, active by lease deadline, finished newest first."""
     page = await get_state(request).queue(queue).list_jobs(state, cursor=cursor, limit=limit)
-    show = principal.can(Scope.READ_DATA)
-    return {"jobs": [job_out(r, show_data=show) for r in page.jobs], "next_cursor": page.next_cursor}
+    show, trace = principal.can(Scope.READ_DATA), principal.can(Scope.ADMIN)
+    return {"jobs": [job_out(r, show_data=show, show_trace=trace) for r in page.jobs],
+            "next_cursor": page.next_cursor}
 
 
 async def _retry_one(q: Queue, job_id: str) -> bool:

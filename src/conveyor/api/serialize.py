@@ -1,4 +1,5 @@
-"""Job records and queue events as the API shows them (payloads withheld without read-data)."""
+"""Job records and queue events as the API shows them: payloads withheld without read-data, stack
+traces (server paths, code) withheld from every key but admin."""
 
 from __future__ import annotations
 
@@ -9,17 +10,21 @@ from conveyor import codec
 from conveyor.events import Event
 from conveyor.job import JobRecord
 
+TRACE_FIELDS = frozenset({"stack", "traceback"})
+
 
 def job_path(root: str, queue: str, job_id: str) -> str:
     return f"{root}/api/jobs/{queue}/{quote(job_id, safe='')}"
 
 
-def job_out(rec: JobRecord, *, show_data: bool) -> dict[str, Any]:
+def job_out(rec: JobRecord, *, show_data: bool, show_trace: bool = False) -> dict[str, Any]:
     out = rec.to_dict()
     out["data_hidden"] = not show_data
     if not show_data:
         out["data"] = None
         out["result"] = None
+    if not show_trace and isinstance(out.get("error"), dict):
+        out["error"] = {k: v for k, v in out["error"].items() if k not in TRACE_FIELDS}
     return out
 
 

@@ -79,7 +79,7 @@ async def search_jobs(
                 continue
             if group and rec.options.get("group") != group:
                 continue
-            matches.append(job_out(rec, show_data=show))
+            matches.append(job_out(rec, show_data=show, show_trace=principal.can(Scope.ADMIN)))
             if len(matches) == limit:
                 rest = i + 1 < len(page.jobs) or page.next_cursor is not None
                 return {"jobs": matches, "next_cursor": offset + i + 1 if rest else None}
