@@ -3,7 +3,10 @@
 Several IPv6 forms carry an IPv4 address inside them (IPv4-mapped, IPv4-compatible, IPv4-translated,
 6to4, NAT64, Teredo). A dual-stack socket, a relay or a NAT64 gateway may deliver such an address to
 the IPv4 address it embeds, so every embedded address is checked as if it had been given directly:
-`2002:7f00:1::` (6to4 of 127.0.0.1) is refused like `127.0.0.1`.
+`2002:7f00:1::` (6to4 of 127.0.0.1) is refused like `127.0.0.1`. IPv4-mapped and well-known-prefix
+NAT64 forms of a public IPv4 address are allowed (that is how IPv6-only hosts reach the IPv4
+internet); the local-use NAT64 prefix, IPv4-compatible and -translated forms and Teredo are not
+globally routable and stay refused.
 """
 
 from __future__ import annotations
@@ -18,6 +21,7 @@ _TRANSLATED = ipaddress.IPv6Network("::ffff:0:0:0/96")  # ::ffff:0:a.b.c.d, SIIT
 _NAT64 = ipaddress.IPv6Network("64:ff9b::/96")  # well-known NAT64 prefix (RFC 6052)
 _NAT64_LOCAL = ipaddress.IPv6Network("64:ff9b:1::/48")  # local-use NAT64 prefix (RFC 8215)
 _LOW32 = 0xFFFFFFFF
+_CARRIERS = frozenset({"IPv4-mapped", "NAT64"})  # forms that stand for their IPv4 address on the wire
 
 
 def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[tuple[str, ipaddress.IPv4Address]]:
@@ -43,7 +47,8 @@ def embedded_ipv4(ip: ipaddress.IPv6Address) -> list[tuple[str, ipaddress.IPv4Ad
 def forbidden_reason(ip: IPAddress) -> str | None:
     """Why `ip` may not be reached without an allow-list entry, as "a <kind> address" (None: public)."""
     if isinstance(ip, ipaddress.IPv6Address):
-        for form, inner in embedded_ipv4(ip):
+        embedded = embedded_ipv4(ip)
+        for form, inner in embedded:
             inner_reason = forbidden_reason(inner)
             if inner_reason is not None:
                 return f"the {form} form of {inner}, {inner_reason}"
@@ -51,6 +56,8 @@ def forbidden_reason(ip: IPAddress) -> str | None:
             return "a local-use NAT64 address"
         if ip.is_site_local:
             return "a site-local address"
+        if embedded and embedded[0][0] in _CARRIERS:
+            return None  # reaches exactly the public IPv4 address it carries (dual-stack socket, DNS64)
     checks = (
         ("loopback", ip.is_loopback),
         ("private", ip.is_private),
