@@ -75,7 +75,7 @@ def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
 def shows_data(read: Callable[..., Awaitable[Principal]]) -> Callable[..., Awaitable[bool]]:
     """A dependency: whether the caller, checked by the `read` dependency, may see payloads."""
 
-    async def dependency(principal: Annotated[Principal, Depends(read)]) -> bool:
+    async def dependency(principal: Principal = Depends(read)) -> bool:  # noqa: B008 - `read` is local
         return principal.can(Scope.READ_DATA)
 
     return dependency
