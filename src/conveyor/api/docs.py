@@ -3,7 +3,8 @@
 The JavaScript and CSS come from the `fastapi-offline` package (Swagger UI 5, which renders OpenAPI
 3.1, and ReDoc 2), so the pages work with no network access and load nothing from another origin.
 The pages carry no inline script: Swagger UI is started by a script file of ours, ReDoc by its own
-`<redoc>` element, and a Content-Security-Policy allows scripts from this origin only.
+`<redoc>` element, and a Content-Security-Policy allows scripts from this origin only (it also
+blocks the Redocly logo ReDoc links from its CDN: nothing leaves this origin).
 """
 
 from __future__ import annotations
