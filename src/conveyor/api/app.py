@@ -104,7 +104,7 @@ def create_app(conveyor_app: Conveyor, settings: Settings | None = None) -> Fast
         make_schedules_router(
             lambda: state.schedules, read, require(Scope.ADMIN), shows_data(read), conveyor_app.backoffs
         ),
-        responses=error_responses(401, 403, 404, 422, 429, 503),
+        responses=error_responses(400, 401, 403, 404, 422, 429, 503),
     )
     mount_dashboard_ui(app)  # the web UI at /dashboard and its endpoints under /api/dashboard
     install_openapi(app, conveyor_app)
