@@ -38,11 +38,26 @@ DOCS_CONTENT_SECURITY_POLICY = "; ".join([
 _HEADERS = {"Content-Security-Policy": DOCS_CONTENT_SECURITY_POLICY, "Cache-Control": "no-cache"}
 
 
-def _page(title: str, head: str, body: str) -> HTMLResponse:
+# Page templates; {root} is the ASGI root path, {assets} where the installed files are served.
+_SWAGGER_HEAD = (
+    '<link rel="stylesheet" href="{assets}/swagger-ui.css">\n<link rel="icon" href="{assets}/favicon.png">\n'
+)
+_SWAGGER_BODY = (
+    '<div id="swagger-ui" data-openapi-url="{root}{openapi}"></div>\n'
+    '<script src="{assets}/swagger-ui-bundle.js"></script>\n<script src="{root}/docs/init.js"></script>\n'
+)
+_REDOC_HEAD = '<link rel="icon" href="{assets}/favicon.png">\n'
+_REDOC_BODY = '<redoc spec-url="{root}{openapi}"></redoc>\n<script src="{assets}/redoc.standalone.js"></script>\n'
+
+
+def _page(request: Request, title: str, head: str, body: str, openapi: str) -> HTMLResponse:
+    root = html.escape(request.scope.get("root_path", ""))
+    values = {"root": root, "assets": root + ASSETS_PATH, "openapi": html.escape(openapi)}
     return HTMLResponse(
         f'<!doctype html>\n<html lang="en">\n<head>\n<meta charset="utf-8">\n'
         f'<meta name="viewport" content="width=device-width, initial-scale=1">\n'
-        f"<title>{html.escape(title)}</title>\n{head}</head>\n<body>\n{body}</body>\n</html>\n",
+        f"<title>{html.escape(title)}</title>\n{head.format(**values)}</head>\n<body>\n{body.format(**values)}"
+        "</body>\n</html>\n",
         headers=_HEADERS,
     )
 
@@ -50,20 +65,11 @@ def _page(title: str, head: str, body: str) -> HTMLResponse:
 def install_docs(app: FastAPI) -> None:
     """Add /docs, /redoc and their assets (create the app with docs_url=None, redoc_url=None)."""
     app.mount(ASSETS_PATH, StaticFiles(directory=VENDOR_DIR), name="docs-assets")
-    openapi_path = app.openapi_url or "/openapi.json"
+    openapi = app.openapi_url or "/openapi.json"
 
     @app.get("/docs", include_in_schema=False)
     async def swagger_ui(request: Request) -> HTMLResponse:
-        root = html.escape(request.scope.get("root_path", ""))
-        assets = f"{root}{ASSETS_PATH}"
-        return _page(
-            f"{app.title} - Swagger UI",
-            f'<link rel="stylesheet" href="{assets}/swagger-ui.css">\n'
-            f'<link rel="icon" href="{assets}/favicon.png">\n',
-            f'<div id="swagger-ui" data-openapi-url="{root}{openapi_path}"></div>\n'
-            f'<script src="{assets}/swagger-ui-bundle.js"></script>\n'
-            f'<script src="{root}/docs/init.js"></script>\n',
-        )
+        return _page(request, f"{app.title} - Swagger UI", _SWAGGER_HEAD, _SWAGGER_BODY, openapi)
 
     @app.get("/docs/init.js", include_in_schema=False)
     async def swagger_init() -> Response:
@@ -71,10 +77,4 @@ def install_docs(app: FastAPI) -> None:
 
     @app.get("/redoc", include_in_schema=False)
     async def redoc(request: Request) -> HTMLResponse:
-        root = html.escape(request.scope.get("root_path", ""))
-        assets = f"{root}{ASSETS_PATH}"
-        return _page(
-            f"{app.title} - ReDoc",
-            f'<link rel="icon" href="{assets}/favicon.png">\n',
-            f'<redoc spec-url="{root}{openapi_path}"></redoc>\n<script src="{assets}/redoc.standalone.js"></script>\n',
-        )
+        return _page(request, f"{app.title} - ReDoc", _REDOC_HEAD, _REDOC_BODY, openapi)
