@@ -6,7 +6,8 @@ that job data chose). Each delivery POSTs the JSON payload with `webhook-id`, `w
 `webhook-signature` (see `signing`) within a 15 s budget. 2xx is success; 408, 5xx, network errors
 and temporary DNS failures are retried with the job's exponential backoff; 429 waits for Retry-After
 without using an attempt; other 4xx fail at once. Deliveries to one endpoint (to one host, for bare
-URLs) share a group, so one slow customer cannot hold up the others. Job data may add headers, never hop-by-hop or framing ones.
+URLs) share a group, so one slow customer cannot hold up the others. Job data may add headers, never
+hop-by-hop or framing ones.
 """
 
 from __future__ import annotations

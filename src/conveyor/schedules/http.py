@@ -6,7 +6,7 @@ the caller may see payloads (a schedule's `data` is a payload: hidden from keys 
 Options are data: a backoff names a policy the application registered, never a function.
 """
 
-from collections.abc import Callable, Container
+from collections.abc import Awaitable, Callable, Container
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -86,6 +86,11 @@ class ScheduleOut(BaseModel):
         )
 
 
+class RunNowOut(BaseModel):
+    id: str
+    job_id: str | None
+
+
 class ScheduleList(BaseModel):
     schedules: list[ScheduleOut]
 
@@ -159,6 +164,32 @@ def make_router(
         info = await store.put(schedule)
         response.status_code = status.HTTP_201_CREATED if existing is None else status.HTTP_200_OK
         return ScheduleOut.of(info, show_data=True)
+
+    async def changed(schedule_id: str, change: Callable[[str], Awaitable[ScheduleInfo]]) -> ScheduleOut:
+        try:
+            return ScheduleOut.of(await change(checked_id(schedule_id)), show_data=True)  # admin only
+        except ScheduleNotFoundError as exc:
+            raise _not_found(exc) from None
+
+    @router.post("/{schedule_id}/pause", response_model=ScheduleOut, dependencies=[Depends(require_admin)],
+                 summary="Stop a schedule firing (ticks while paused are not run later)")
+    async def pause_schedule(schedule_id: str, store: Store) -> ScheduleOut:
+        return await changed(schedule_id, store.pause)
+
+    @router.post("/{schedule_id}/resume", response_model=ScheduleOut, dependencies=[Depends(require_admin)],
+                 summary="Fire a paused schedule again, from its next tick")
+    async def resume_schedule(schedule_id: str, store: Store) -> ScheduleOut:
+        return await changed(schedule_id, store.resume)
+
+    @router.post("/{schedule_id}/run-now", response_model=RunNowOut, dependencies=[Depends(require_admin)],
+                 summary="Enqueue one job of the schedule now, besides its ticks")
+    async def run_schedule_now(schedule_id: str, store: Store) -> RunNowOut:
+        """`job_id` is null for a built-in schedule (maintenance, alerts): a scheduler runs it at its
+        next pass."""
+        try:
+            return RunNowOut(id=schedule_id, job_id=await store.run_now(checked_id(schedule_id)))
+        except ScheduleNotFoundError as exc:
+            raise _not_found(exc) from None
 
     @router.delete("/{schedule_id}", status_code=204, dependencies=[Depends(require_admin)])
     async def delete_schedule(schedule_id: str, store: Store) -> Response:
