@@ -164,6 +164,10 @@ class UnsafeURLError(ConveyorError, ValueError):
     """A URL a handler was asked to reach is refused by the SSRF guard (scheme or resolved address)."""
 
 
+class NameResolutionError(ConveyorError, OSError):
+    """A host name could not be resolved just now (a temporary DNS failure such as EAI_AGAIN): retried."""
+
+
 # --------------------------------------------------------------------------- schedules
 
 

@@ -76,13 +76,15 @@ class Settings:
     ai_max_input_chars: int = _setting(
         "CONVEYOR_AI_MAX_INPUT_CHARS", "Largest prompt (all messages) an AI task accepts.", 200_000
     )
-    webhook_secrets: str | None = _setting(
-        "CONVEYOR_WEBHOOK_SECRETS",
-        'Signing secrets per endpoint: JSON {"<url, origin, host or *>": "<secret>"}.',
+    webhook_endpoints: str | None = _setting(
+        "CONVEYOR_WEBHOOK_ENDPOINTS",
+        'Webhook endpoints jobs may name, each with its URL and signing secret: JSON '
+        '{"<name>": {"url": "https://...", "secret_env": "<VAR holding whsec_...>"}}.',
     )
     webhook_allow_hosts: str = _setting(
         "CONVEYOR_WEBHOOK_ALLOW_HOSTS",
-        "Comma-separated hosts, IPs or CIDRs that webhooks and document URLs may reach although private.",
+        "Comma-separated hosts, IPs or CIDRs that webhooks, document URLs and the example fetch task may "
+        "reach although private.",
         "",
     )
     webhook_timeout_s: float = _setting("CONVEYOR_WEBHOOK_TIMEOUT_S", "Timeout of one webhook request.", 15.0)

@@ -23,14 +23,18 @@ from conveyor.redis.connection import RedisClient
 from conveyor.redis.keys import WorkerRegistryKeys, registry_key, validate_queue_name
 
 THROUGHPUT_WINDOW_S = 60
+TRACE_FIELDS = frozenset({"stack", "traceback"})
 # Priority bands whose heads are read to find the oldest waiting job (bounded work per queue).
 MAX_BANDS_SCANNED = 16
 MAX_GROUPS_SCANNED = 100
 _BAND = 2**41  # ready-set score = (1000 - priority) * 2^41 + arrival sequence (lua/includes/common.lua)
 
 
-def job_view(rec: JobRecord, *, show_data: bool = True, due_ms: int | None = None) -> dict[str, Any]:
-    """A job record; `show_data=False` withholds payload and result (`data_hidden` says so).
+def job_view(
+    rec: JobRecord, *, show_data: bool = True, show_trace: bool = True, due_ms: int | None = None
+) -> dict[str, Any]:
+    """A job record; `show_data=False` withholds payload and result (`data_hidden` says so),
+    `show_trace=False` the error's stack trace (server paths and code: the API shows it to admin keys only).
     `due_ms`: when a delayed job becomes ready; it is also `next_attempt_ms` when the job has run
     before (a retry waiting out its backoff, or a run handed back for later)."""
     out = rec.to_dict()
@@ -40,6 +44,8 @@ def job_view(rec: JobRecord, *, show_data: bool = True, due_ms: int | None = Non
     if not show_data:
         out["data"] = None
         out["result"] = None
+    if not show_trace and isinstance(out.get("error"), dict):
+        out["error"] = {k: v for k, v in out["error"].items() if k not in TRACE_FIELDS}
     return out
 
 
@@ -55,10 +61,12 @@ async def due_times(queue: Queue, records: Iterable[JobRecord]) -> dict[str, int
     return {i: int(float(s)) for i, s in zip(delayed, scores, strict=True) if s is not None}
 
 
-async def jobs_view(queue: Queue, records: list[JobRecord], *, show_data: bool) -> list[dict[str, Any]]:
+async def jobs_view(
+    queue: Queue, records: list[JobRecord], *, show_data: bool, show_trace: bool = True
+) -> list[dict[str, Any]]:
     """Job views of one queue's records, with the due times of the delayed ones."""
     due = await due_times(queue, records)
-    return [job_view(r, show_data=show_data, due_ms=due.get(r.id)) for r in records]
+    return [job_view(r, show_data=show_data, show_trace=show_trace, due_ms=due.get(r.id)) for r in records]
 
 
 def event_view(event: Event, *, show_data: bool) -> dict[str, Any]:

@@ -79,8 +79,8 @@ async def list_jobs(
     """Waiting jobs in claim order, delayed by due time, active by lease deadline, finished newest first."""
     q = await get_state(request).existing_queue(queue)
     page = await q.list_jobs(state, cursor=cursor, limit=limit)
-    show = principal.can(Scope.READ_DATA)
-    return {"jobs": await jobs_out(q, page.jobs, show_data=show), "next_cursor": page.next_cursor}
+    show, trace = principal.can(Scope.READ_DATA), principal.can(Scope.ADMIN)
+    return {"jobs": await jobs_out(q, page.jobs, show_data=show, show_trace=trace), "next_cursor": page.next_cursor}
 
 
 @router.post(
