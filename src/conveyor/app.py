@@ -10,11 +10,14 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
+from conveyor.alerts.rules import RuleBase, parse_rule
+from conveyor.backoff import BackoffFunction, BackoffPolicies, Named
+from conveyor.discovery import resolve_redis_url
 from conveyor.errors import ConfigurationError, InvalidOptionError, PayloadValidationError, Unrecoverable
 from conveyor.job import Job
 from conveyor.middleware import Middleware
 from conveyor.options import JobOptions, JobSpec
-from conveyor.queue import Queue, resolve_redis_url
+from conveyor.queue import Queue
 from conveyor.redis.connection import RedisClient, connect
 from conveyor.redis.durability import Durability
 from conveyor.schedules.declare import declare, interval_seconds
@@ -144,6 +147,8 @@ class Conveyor:
         self._client: RedisClient | None = None
         self._queues: dict[str, Queue] = {}
         self.schedules: dict[str, Schedule] = {}
+        self.backoffs = BackoffPolicies()
+        self.alerts: dict[str, RuleBase] = {}
 
     @property
     def redis_url(self) -> str:
@@ -201,6 +206,11 @@ class Conveyor:
 
         return register(fn) if fn is not None else register
 
+    def backoff_policy(self, name: str, fn: BackoffFunction) -> Named:
+        """Register `fn(attempt, error) -> seconds` as backoff policy `name`; pass the returned `Named`
+        as `backoff=`. Jobs store only the name, and this app's workers run only registered functions."""
+        return self.backoffs.register(name, fn)
+
     def cron(self, expression: str, **options: Any) -> Callable[[Callable[..., Any]], Task[Any]]:
         """Declare a task that runs on a cron schedule: `@app.cron("0 3 * * *", tz="Europe/Madrid")`
         (options as for `task`, plus id, data, start, end, missed, catch_up_cap, paused)."""
@@ -212,9 +222,25 @@ class Conveyor:
         """Declare a task that runs at a fixed interval: `@app.every(minutes=15)`."""
         return declare(self, interval_s=interval_seconds(seconds, minutes, hours, days), **options)
 
-    def scheduler(self, **options: Any) -> Scheduler:
-        """A scheduler for this app's declared schedules (see `conveyor.schedules.Scheduler`)."""
-        return Scheduler(self.client, prefix=self.prefix, schedules=self.schedules.values(), **options)
+    def alert(self, kind: str, *, id: str, queue: str, channels: Sequence[Any], **params: Any) -> RuleBase:
+        """Declare an alert rule (docs/alerts.md), written to Redis when a scheduler starts:
+        `app.alert("queue_depth", id="emails-backlog", queue="emails", threshold=1000,
+        channels=[{"type": "slack", "url": "https://hooks.slack.com/services/..."}])`."""
+        if id in self.alerts:
+            raise ConfigurationError(f"alert rule {id!r} is declared twice")
+        rule = parse_rule({"kind": kind, "id": id, "queue": queue, "channels": list(channels), **params})
+        self.alerts[id] = rule
+        return rule
+
+    def scheduler(self, *, alerts_interval_s: float | None = None, **options: Any) -> Scheduler:
+        """A scheduler for this app's declared schedules (see `conveyor.schedules.Scheduler`) that also
+        evaluates alert rules every `alerts_interval_s` (default 15 s)."""
+        from conveyor.alerts.evaluator import DEFAULT_INTERVAL_S, alerts_builtin
+
+        interval = DEFAULT_INTERVAL_S if alerts_interval_s is None else alerts_interval_s
+        builtin = alerts_builtin(self.client, self.prefix, self.alerts.values(), interval)
+        return Scheduler(self.client, prefix=self.prefix, schedules=self.schedules.values(),
+                         builtins=[builtin], **options)
 
     def get_task(self, queue: str, name: str) -> Task[Any] | None:
         return self.tasks.get((queue, name))
@@ -240,6 +266,7 @@ class Conveyor:
             raise ConfigurationError(f"queue {queue!r} is not declared by this app")
         options.setdefault("concurrency", self.queue_configs[queue].concurrency)
         options.setdefault("middleware", self.middleware)
+        options.setdefault("backoffs", self.backoffs)
         return Worker(self.queue(queue), self.handlers(queue), **options)
 
     async def close(self) -> None:

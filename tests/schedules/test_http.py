@@ -12,7 +12,7 @@ from conveyor.redis.connection import RedisClient
 from conveyor.schedules import MAINTENANCE_ID, Schedule, ScheduleKind, ScheduleStore
 from conveyor.schedules.http import make_router
 
-READ, ADMIN = "read-token", "admin-token"
+READ, READ_DATA, ADMIN = "read-token", "read-data-token", "admin-token"
 
 
 def _auth(*allowed: str):  # type: ignore[no-untyped-def]
@@ -23,11 +23,15 @@ def _auth(*allowed: str):  # type: ignore[no-untyped-def]
     return check
 
 
+def _shows_data(authorization: str = Header("")) -> bool:
+    return authorization.removeprefix("Bearer ") in (READ_DATA, ADMIN)
+
+
 @pytest.fixture
 async def http(client: RedisClient, prefix: str) -> AsyncIterator[httpx.AsyncClient]:
     store = ScheduleStore(client, prefix)
     app = FastAPI()
-    app.include_router(make_router(lambda: store, _auth(READ, ADMIN), _auth(ADMIN)))
+    app.include_router(make_router(lambda: store, _auth(READ, READ_DATA, ADMIN), _auth(ADMIN), _shows_data))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
         yield c
@@ -47,8 +51,10 @@ async def test_put_get_list_delete(http: httpx.AsyncClient) -> None:
     assert out["next_run"] is not None and out["version"] == 1 and out["source"] == "api"
     r = await http.put("/api/schedules/nightly", json={**body, "paused": True}, headers=hdr(ADMIN))
     assert r.status_code == 200 and r.json()["paused"] is True and r.json()["next_run"] is None
+    r = await http.get("/api/schedules/nightly", headers=hdr(READ_DATA))
+    assert r.status_code == 200 and r.json()["data"] == {"kind": "daily"} and not r.json()["data_hidden"]
     r = await http.get("/api/schedules/nightly", headers=hdr(READ))
-    assert r.status_code == 200 and r.json()["data"] == {"kind": "daily"}
+    assert r.status_code == 200 and r.json()["data"] is None and r.json()["data_hidden"]
     r = await http.get("/api/schedules", headers=hdr(READ))
     assert [s["id"] for s in r.json()["schedules"]] == ["nightly"]
     r = await http.delete("/api/schedules/nightly", headers=hdr(ADMIN))
@@ -93,3 +99,26 @@ async def test_bad_id_and_builtin_schedule(http: httpx.AsyncClient, client: Redi
     body = {"task": "t", "interval_s": 5}
     r = await http.put(f"/api/schedules/{MAINTENANCE_ID}", json=body, headers=hdr(ADMIN))
     assert r.status_code == 409
+
+
+async def test_pause_resume_and_run_now_actions(http: httpx.AsyncClient, client: RedisClient, prefix: str) -> None:
+    body = {"task": "echo", "queue": f"q-{prefix}", "interval_s": 3600}
+    assert (await http.put("/api/schedules/nightly", json=body, headers=hdr(ADMIN))).status_code == 201
+    assert (await http.post("/api/schedules/nightly/pause", headers=hdr(READ))).status_code == 403
+    r = await http.post("/api/schedules/nightly/pause", headers=hdr(ADMIN))
+    assert r.status_code == 200 and r.json()["paused"] is True and r.json()["next_run"] is None
+    r = await http.post("/api/schedules/nightly/resume", headers=hdr(ADMIN))
+    assert r.json()["paused"] is False and r.json()["next_run"] is not None
+    r = await http.post("/api/schedules/nightly/run-now", headers=hdr(ADMIN))
+    job_id = r.json()["job_id"]
+    assert r.status_code == 200 and job_id.startswith("sched:nightly:run-")
+    from conveyor import Queue
+
+    queue = Queue(f"q-{prefix}", redis=client, prefix=prefix)
+    try:
+        job = await queue.get_job(job_id)
+        assert job is not None and job.name == "echo"
+    finally:
+        await queue.obliterate(force=True)
+    assert (await http.post("/api/schedules/nope/run-now", headers=hdr(ADMIN))).status_code == 404
+    assert (await http.post("/api/schedules/bad%20id/pause", headers=hdr(ADMIN))).status_code == 422

@@ -97,7 +97,9 @@ class JobOut(BaseModel):
     result: Any = Field(None, description="Return value; null unless the key has the read-data scope.")
     data_hidden: bool = Field(description="True when data and result were withheld (no read-data scope).")
     progress: Any = None
-    error: dict[str, Any] | None = Field(None, description="Last error: type, message, stack.")
+    error: dict[str, Any] | None = Field(
+        None, description="Last error: type, message, attempt; the stack only for admin keys."
+    )
     attempts_made: int
     max_attempts: int
     priority: int
@@ -106,6 +108,11 @@ class JobOut(BaseModel):
     created_ms: int | None
     started_ms: int | None
     finished_ms: int | None
+    due_ms: int | None = Field(None, description="A delayed job: when it becomes ready (epoch ms, Redis clock).")
+    next_attempt_ms: int | None = Field(
+        None, description="A delayed job that has run before (a retry waiting out its backoff): when it is "
+        "attempted next. Null otherwise.",
+    )
     worker: str | None
     cancel_requested: bool
     idempotency_key: str | None
@@ -130,6 +137,11 @@ class ThroughputOut(BaseModel):
 
 class QueueOut(BaseModel):
     name: str
+    declared: bool | None = Field(
+        True,
+        description="False for a queue found in Redis that this app does not declare; null where no app is "
+        "loaded (the CLI).",
+    )
     paused: bool
     counts: dict[str, int]
     throughput: ThroughputOut

@@ -1,38 +1,35 @@
-"""Job records and queue events as the API shows them (payloads withheld without read-data)."""
+"""Job records and queue events as the API shows them: payloads withheld without read-data, stack
+traces (server paths, code) withheld from every key but admin.
+
+The views themselves live in `conveyor.views`, shared with the CLI so the field names cannot drift.
+"""
 
 from __future__ import annotations
 
 from typing import Any
 from urllib.parse import quote
 
-from conveyor import codec
-from conveyor.events import Event
 from conveyor.job import JobRecord
+from conveyor.queue import Queue
+from conveyor.views import TRACE_FIELDS, job_view, jobs_view
+from conveyor.views import event_view as event_out
 
 
 def job_path(root: str, queue: str, job_id: str) -> str:
     return f"{root}/api/jobs/{queue}/{quote(job_id, safe='')}"
 
 
-def job_out(rec: JobRecord, *, show_data: bool) -> dict[str, Any]:
-    out = rec.to_dict()
-    out["data_hidden"] = not show_data
-    if not show_data:
-        out["data"] = None
-        out["result"] = None
-    return out
+def job_out(
+    rec: JobRecord, *, show_data: bool, show_trace: bool = False, due_ms: int | None = None
+) -> dict[str, Any]:
+    """The API's job JSON; the error's stack trace is kept only with `show_trace` (admin keys)."""
+    return job_view(rec, show_data=show_data, show_trace=show_trace, due_ms=due_ms)
 
 
-def event_out(event: Event, *, show_data: bool) -> dict[str, Any]:
-    out: dict[str, Any] = {"type": event.type, "job_id": event.job_id, "stream_id": event.id}
-    for key, value in event.fields.items():
-        if key == "progress":
-            try:
-                out[key] = codec.loads(value)
-            except ValueError:
-                out[key] = value
-        elif key == "line" and not show_data:
-            out[key] = None
-        else:
-            out[key] = value
-    return out
+async def jobs_out(
+    queue: Queue, records: list[JobRecord], *, show_data: bool, show_trace: bool = False
+) -> list[dict[str, Any]]:
+    return await jobs_view(queue, records, show_data=show_data, show_trace=show_trace)
+
+
+__all__ = ["TRACE_FIELDS", "event_out", "job_out", "job_path", "jobs_out"]
