@@ -68,6 +68,19 @@ trip_ack(prefix, acks)
 
 local now = now_ms()
 local stamp = num(now)
+
+-- Back to the queue: delayed by `delay` ms, or ready now.
+local function requeue(jk, id, delay)
+  if delay > 0 then
+    redis.call('HSET', jk, 'state', 'delayed')
+    push_delayed(k.delayed, k.wake, id, now + delay)
+  else
+    redis.call('HSET', jk, 'state', 'waiting')
+    push_ready(k.meta, k.ready, jk, id)
+    wake(k.wake)
+  end
+end
+
 local codes = {}
 local done_ids = {}
 local trim_completed, trim_failed = false, false
@@ -104,14 +117,7 @@ for i = 0, count - 1 do
       emit(k.events, maxlen, 'ev', 'completed', 'id', id, 'att', f[3])
     elseif kind == 'R' then
       redis.call('HSET', jk, 'error', payload)
-      if number > 0 then
-        redis.call('HSET', jk, 'state', 'delayed')
-        push_delayed(k.delayed, k.wake, id, now + number)
-      else
-        redis.call('HSET', jk, 'state', 'waiting')
-        push_ready(k.meta, k.ready, jk, id)
-        wake(k.wake)
-      end
+      requeue(jk, id, number)
       emit(k.events, maxlen, 'ev', 'retrying', 'id', id, 'att', f[3], 'delay', number, 'error', note)
     elseif kind == 'F' then
       redis.call('HSET', jk, 'state', 'failed', 'error', payload, 'finished', stamp)
@@ -138,14 +144,7 @@ for i = 0, count - 1 do
     else -- 'B' or 'T': back to waiting without using an attempt
       redis.call('HINCRBY', jk, 'attempts', -1)
       if kind == 'T' and number > 0 then block_claims(prefix, k.meta, f[5], now + number) end
-      if number > 0 then
-        redis.call('HSET', jk, 'state', 'delayed')
-        push_delayed(k.delayed, k.wake, id, now + number)
-      else
-        redis.call('HSET', jk, 'state', 'waiting')
-        push_ready(k.meta, k.ready, jk, id)
-        wake(k.wake)
-      end
+      requeue(jk, id, number)
       emit(k.events, maxlen, 'ev', 'retrying', 'id', id, 'att', f[3], 'delay', number, 'reason', note)
     end
     if f[5] then group_release(prefix, f[5]) end
