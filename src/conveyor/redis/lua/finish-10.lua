@@ -90,7 +90,7 @@ for i = 0, count - 1 do
   local id, token, kind, payload = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local number, note = tonumber(ARGV[b + 4]), ARGV[b + 5]
   local jk = prefix .. 'job:' .. id
-  local f = redis.call('HMGET', jk, 'token', 'state', 'attempts', 'cancel', 'group', 'chg', 'name')
+  local f = redis.call('HMGET', jk, 'token', 'state', 'attempts', 'cancel', 'group', 'chg')
   -- A job whose cancellation was requested does not go back to the queue.
   if f[4] == '1' and (kind == 'R' or kind == 'B' or kind == 'T' or kind == 'H') then kind = 'X' end
   if not f[2] then
@@ -133,14 +133,15 @@ for i = 0, count - 1 do
       redis.call('ZADD', k.cancelled, stamp, id)
       emit(k.events, maxlen, 'ev', 'cancelled', 'id', id)
     elseif kind == 'H' then
+      local name = redis.call('HGET', jk, 'name')
       redis.call('HINCRBY', jk, 'attempts', -1)
-      redis.call('HSET', jk, 'state', 'waiting', 'held', f[7])
-      redis.call('ZADD', prefix .. 'hold:' .. f[7], stamp, id)
-      redis.call('SADD', prefix .. 'holds', f[7])
+      redis.call('HSET', jk, 'state', 'waiting', 'held', name)
+      redis.call('ZADD', prefix .. 'hold:' .. name, stamp, id)
+      redis.call('SADD', prefix .. 'holds', name)
       redis.call('HINCRBY', k.meta, 'hwait', 1)
       redis.call('HINCRBY', k.meta, 'hver', 1)
       wake(k.wake)
-      emit(k.events, maxlen, 'ev', 'held', 'id', id, 'name', f[7], 'reason', note)
+      emit(k.events, maxlen, 'ev', 'held', 'id', id, 'name', name, 'reason', note)
     else -- 'B' or 'T': back to waiting without using an attempt
       redis.call('HINCRBY', jk, 'attempts', -1)
       if kind == 'T' and number > 0 then block_claims(prefix, k.meta, f[5], now + number) end

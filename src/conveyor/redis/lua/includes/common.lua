@@ -14,7 +14,7 @@ end
 -- An integer argument in [lo, hi], or nil (NaN, inf, fractions and non-numbers included).
 local function int_in(v, lo, hi)
   local n = tonumber(v)
-  if n and n == n and n >= lo and n <= hi and n == math.floor(n) then return n end
+  if n and n >= lo and n <= hi and n % 1 == 0 then return n end  -- NaN fails every comparison
   return nil
 end
 
