@@ -52,8 +52,9 @@ class Trip:
 
 
 class TripPump:
-    """Sends trips for a worker. The worker supplies what the pump needs through callbacks and the
-    shared lease table; the pump owns the buffer of ended leases and the trips in flight."""
+    """Sends trips for a worker. The worker shares its lease table and supplies callbacks; the pump
+    owns the buffer of ended leases and the trips in flight, and removes a lease from the table when
+    Redis answers for its outcome."""
 
     def __init__(
         self,
@@ -65,8 +66,9 @@ class TripPump:
         batch_size: int,
         free_slots: Callable[[], int],
         handler_names: Sequence[str],
+        leases: dict[str, Lease],
         start_jobs: Callable[[list[Any]], None],
-        acknowledged: Callable[[Lease, int], None],
+        refused: Callable[[Lease, int], None],
     ) -> None:
         self.scripts = scripts
         self.queue = queue
@@ -76,8 +78,9 @@ class TripPump:
         self.batch_size = batch_size
         self.free_slots = free_slots
         self.handler_names = list(handler_names)
+        self.leases = leases  # the worker's lease table: a lease leaves it when its outcome is answered
         self.start_jobs = start_jobs
-        self.acknowledged = acknowledged
+        self.refused = refused
         self.ended: list[Lease] = []
         self.kick = asyncio.Event()
         self.closing = False
@@ -228,8 +231,11 @@ class TripPump:
 
     def _answered(self, trip: Trip, reply: list[Any]) -> None:
         n = len(trip.leases)
+        leases = self.leases
         for lease, code in zip(trip.leases, reply, strict=False):
-            self.acknowledged(lease, int(code))
+            leases.pop(lease.token, None)
+            if code:
+                self.refused(lease, int(code))
         claimed = reply[n:]
         leased = (len(claimed) - CLAIM_HEADER) // CLAIM_FIELDS
         if n or leased:

@@ -75,7 +75,8 @@ class WorkerStats:
 def _ms(seconds: Any, default: int) -> int:
     """Seconds from job options as integer ms; anything unreadable gives `default` (Redis refuses
     out-of-range values, see finish-10.lua)."""
-    if isinstance(seconds, int | float) and not isinstance(seconds, bool):
+    kind = type(seconds)
+    if kind is int or kind is float:
         try:
             return int(seconds * 1000)
         except (OverflowError, ValueError):
@@ -152,7 +153,7 @@ class Worker:
         self.pump = TripPump(
             self._scripts, queue.name, self.worker_id, lease_ms=lease_ms, batch_size=self.batch_size,
             free_slots=lambda: self.concurrency - self._running, handler_names=sorted(self.runner.handlers),
-            start_jobs=self._start_jobs, acknowledged=self._acknowledged,
+            leases=self.leases, start_jobs=self._start_jobs, refused=self._refused,
         )
         self.keeper = LeaseKeeper(self._scripts, queue.name, self.leases, lease_ms, self.heartbeat_s, self._beat)
         self._closing = False
@@ -356,11 +357,8 @@ class Worker:
             lease.end(code, payload, number, note)
         self.pump.add_ended(lease)
 
-    def _acknowledged(self, lease: Lease, code: int) -> None:
-        """Redis answered for this lease's outcome: the lease is over."""
-        self.leases.pop(lease.token, None)
-        if code == ScriptCode.OK:
-            return
+    def _refused(self, lease: Lease, code: int) -> None:
+        """Redis answered for this lease's outcome with an error code (the lease is over)."""
         lost = code == ScriptCode.LEASE_LOST
         self.stats.lost += lost
         level = logging.WARNING if lost else logging.INFO
