@@ -3,6 +3,9 @@
 
 const KEY_NAME = "conveyor.dashboard.key";
 const q = encodeURIComponent;
+// Where the API lives: "" when the dashboard is at /dashboard/, "/conveyor" when the API is mounted
+// inside another app at /conveyor (the dashboard is then at /conveyor/dashboard/).
+const BASE = location.pathname.replace(/\/dashboard(\/.*)?$/, "");
 
 export class ApiError extends Error {
   constructor(status, message) {
@@ -43,7 +46,7 @@ export async function request(method, path, { body, key, params } = {}) {
   const token = key ?? getKey();
   if (token) headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  let url = path;
+  let url = BASE + path;
   if (params) {
     const usp = new URLSearchParams();
     for (const [k, v] of Object.entries(params)) {

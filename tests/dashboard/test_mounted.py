@@ -1,0 +1,56 @@
+"""The dashboard served from inside another app (conveyor.api.mount at /conveyor), in a real browser."""
+
+from __future__ import annotations
+
+import json
+import os
+import subprocess
+import sys
+import uuid
+from collections.abc import Iterator
+
+import pytest
+
+from conveyor.testing import RedisServer
+from tests.dashboard.conftest import START_TIMEOUT_S, DashboardServer, Ui, _read_first_line
+
+expect = pytest.importorskip("playwright.sync_api").expect
+ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
+
+
+@pytest.fixture(scope="module")
+def dashboard_server() -> Iterator[DashboardServer]:
+    """Overrides the suite's server: the same app, mounted at /conveyor inside a host app."""
+    with RedisServer() as redis_server:
+        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
+        proc = subprocess.Popen(
+            [sys.executable, "-m", "tests.dashboard.mount_server", redis_server.url, f"mnt{uuid.uuid4().hex[:8]}"],
+            stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT,
+        )
+        try:
+            info = json.loads(_read_first_line(proc, START_TIMEOUT_S))
+            yield DashboardServer(f"http://127.0.0.1:{info['port']}/conveyor", info["keys"], proc)
+        finally:
+            proc.terminate()
+            try:
+                proc.wait(10)
+            except subprocess.TimeoutExpired:
+                proc.kill()
+                proc.wait()
+
+
+def test_dashboard_works_under_the_mount_path(ui: Ui) -> None:
+    page = ui.page
+    assert ui.server.dashboard_url.endswith("/conveyor/dashboard/")
+    ui.sign_in("admin")
+    row = page.locator("tr[data-queue='live']")
+    expect(row).to_be_visible()
+    with ui.server.http("enqueue") as c:
+        r = c.post("/api/queues/live/jobs", json={"name": "echo", "data": {"n": 1}})
+        assert r.status_code == 202, r.text
+        assert r.headers["location"].startswith("/conveyor/api/jobs/live/")
+    expect(row.locator("td[data-state='completed']")).to_have_text("1")
+    assert ui.errors == [] and ui.csp_violations() == []
+    requested = page.evaluate("() => performance.getEntriesByType('resource').map(e => new URL(e.name).pathname)")
+    api_calls = [p for p in requested if "/api/" in p]
+    assert api_calls and all(p.startswith("/conveyor/api/") for p in api_calls)
