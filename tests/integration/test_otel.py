@@ -8,17 +8,14 @@ from collections.abc import Iterator
 from typing import Any
 
 import pytest
+from opentelemetry.sdk.trace import ReadableSpan, TracerProvider
+from opentelemetry.sdk.trace.export import SimpleSpanProcessor
+from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter
+from opentelemetry.trace import SpanKind, StatusCode
 
-pytest.importorskip("opentelemetry.sdk")
-
-from opentelemetry.sdk.trace import ReadableSpan, TracerProvider  # noqa: E402
-from opentelemetry.sdk.trace.export import SimpleSpanProcessor  # noqa: E402
-from opentelemetry.sdk.trace.export.in_memory_span_exporter import InMemorySpanExporter  # noqa: E402
-from opentelemetry.trace import SpanKind, StatusCode  # noqa: E402
-
-from conveyor import Conveyor, JobContext, JobState, Unrecoverable  # noqa: E402
-from conveyor.otel import Tracing  # noqa: E402
-from tests.conftest import running, wait_for  # noqa: E402
+from conveyor import Conveyor, JobContext, JobState, Unrecoverable
+from conveyor.otel import Tracing
+from tests.conftest import running, wait_for
 
 
 @pytest.fixture
@@ -54,7 +51,8 @@ def build(url: str, queue: str, provider: TracerProvider) -> Conveyor:
 
 
 def runs(spans: tuple[ReadableSpan, ...], job_id: str) -> list[ReadableSpan]:
-    found = [s for s in spans if s.kind is SpanKind.CONSUMER and (s.attributes or {}).get("messaging.message.id") == job_id]
+    found = [s for s in spans
+             if s.kind is SpanKind.CONSUMER and (s.attributes or {}).get("messaging.message.id") == job_id]
     return sorted(found, key=lambda s: int((s.attributes or {})["conveyor.job.attempt"]))  # type: ignore[arg-type]
 
 
