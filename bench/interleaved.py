@@ -76,8 +76,10 @@ class Session:
         sys.path.insert(0, str(peers))
         self.run_all: Any = importlib.import_module("run_all")
         self.entries = {e["name"]: e for e in self.run_all.ENTRIES + self.run_all.EXTRAS}
+        # Raw results name no path of this machine: harness, venvs, checkout and home become placeholders.
         self.hide = [(str(peers), "<peers>"), (str(node), "<bullmq>"),
-                     (os.environ["PEERBENCH_VENV_ROOT"], "<peer venvs>"), (str(Path.home()), "~")]
+                     (os.environ["PEERBENCH_VENV_ROOT"], "<peer venvs>"), (str(ROOT), "<checkout>"),
+                     (str(Path.home()), "<home>"), ("/tmp/", "<tmp>/")]
         self._prepare_node()
 
     def _prepare_node(self) -> None:

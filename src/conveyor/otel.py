@@ -24,6 +24,7 @@ from opentelemetry.trace.propagation.tracecontext import TraceContextTextMapProp
 from conveyor import __version__
 from conveyor.middleware import Middleware
 from conveyor.worker import JobContext, JobOutcome, OutcomeKind
+from conveyor.worker.outcome import OUTCOME_NAMES
 
 if TYPE_CHECKING:
     from conveyor.options import JobSpec
@@ -33,14 +34,6 @@ __all__ = ["CARRIED", "SYSTEM", "Tracing"]
 SYSTEM = "conveyor"
 CARRIED = ("traceparent", "tracestate")
 _STATE_KEY = "otel"
-OUTCOMES = {
-    OutcomeKind.COMPLETED: "completed",
-    OutcomeKind.RETRY: "retry",
-    OutcomeKind.FAILED: "failed",
-    OutcomeKind.CANCELLED: "cancelled",
-    OutcomeKind.BACK: "returned",
-    OutcomeKind.LOST: "lease_lost",
-}
 _ERRORS = frozenset({OutcomeKind.RETRY, OutcomeKind.FAILED})
 
 
@@ -83,7 +76,7 @@ class Tracing(Middleware):
             return
         span, token = held
         otel_context.detach(token)
-        span.set_attribute("conveyor.job.outcome", OUTCOMES.get(outcome.kind, str(outcome.kind)))
+        span.set_attribute("conveyor.job.outcome", OUTCOME_NAMES.get(outcome.kind, str(outcome.kind)))
         if outcome.kind in _ERRORS and outcome.error:
             error = outcome.error
             span.set_attribute("error.type", str(error.get("type", "Error")))

@@ -8,17 +8,15 @@ Usage: python mount_server.py REDIS_URL PREFIX
 from __future__ import annotations
 
 import asyncio
-import json
 import sys
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 
-import uvicorn
 from fastapi import FastAPI
+from server import QUEUES, build, make_keys, serve  # the sibling script (run as a script, like it)
 
 from conveyor.api.mount import mount
 from conveyor.settings import Settings
-from tests.dashboard.server import QUEUES, build, make_keys
 
 
 async def main(redis_url: str, prefix: str) -> None:
@@ -42,17 +40,8 @@ async def main(redis_url: str, prefix: str) -> None:
 
     mount(host, jobs, path="/conveyor",
           settings=Settings.from_env({}, redis_url=redis_url, prefix=prefix, api_rate_limit=0))
-    server = uvicorn.Server(uvicorn.Config(host, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        if serving.done():
-            await serving
-            raise SystemExit("uvicorn stopped before it started")
-        await asyncio.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    print(json.dumps({"port": port, "keys": keys}), flush=True)
     try:
-        await serving
+        await serve(host, keys)
     finally:
         await jobs.close()
 

@@ -2,41 +2,22 @@
 
 from __future__ import annotations
 
-import json
-import os
-import subprocess
-import sys
-import uuid
 from collections.abc import Iterator
+from pathlib import Path
 
 import pytest
 
 from conveyor.testing import RedisServer
-from tests.dashboard.conftest import START_TIMEOUT_S, DashboardServer, Ui, _read_first_line
+from tests.dashboard.conftest import DashboardServer, Ui, _serve
 
 expect = pytest.importorskip("playwright.sync_api").expect
-ROOT = os.path.dirname(os.path.dirname(os.path.dirname(os.path.abspath(__file__))))
 
 
 @pytest.fixture(scope="module")
 def dashboard_server() -> Iterator[DashboardServer]:
     """Overrides the suite's server: the same app, mounted at /conveyor inside a host app."""
     with RedisServer() as redis_server:
-        env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-        proc = subprocess.Popen(
-            [sys.executable, "-m", "tests.dashboard.mount_server", redis_server.url, f"mnt{uuid.uuid4().hex[:8]}"],
-            stdout=subprocess.PIPE, text=True, env=env, cwd=ROOT,
-        )
-        try:
-            info = json.loads(_read_first_line(proc, START_TIMEOUT_S))
-            yield DashboardServer(f"http://127.0.0.1:{info['port']}/conveyor", info["keys"], proc)
-        finally:
-            proc.terminate()
-            try:
-                proc.wait(10)
-            except subprocess.TimeoutExpired:
-                proc.kill()
-                proc.wait()
+        yield from _serve(redis_server, Path(__file__).with_name("mount_server.py"), "/conveyor")
 
 
 def test_dashboard_works_under_the_mount_path(ui: Ui) -> None:

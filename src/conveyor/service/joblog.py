@@ -8,15 +8,7 @@ import structlog
 
 from conveyor.middleware import Middleware
 from conveyor.worker import JobContext, JobOutcome, OutcomeKind
-
-OUTCOME_NAMES = {
-    OutcomeKind.COMPLETED: "completed",
-    OutcomeKind.RETRY: "retry",
-    OutcomeKind.FAILED: "failed",
-    OutcomeKind.CANCELLED: "cancelled",
-    OutcomeKind.BACK: "returned",
-    OutcomeKind.LOST: "lease_lost",
-}
+from conveyor.worker.outcome import OUTCOME_NAMES
 
 
 class JobLogMiddleware(Middleware):
