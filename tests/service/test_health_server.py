@@ -56,6 +56,8 @@ async def test_default_bind_is_loopback_and_routes_answer(redis_url: str, prefix
             status, body, headers = await asyncio.to_thread(get, port, "/metrics")
             assert status == 200 and b"conveyor_queue_concurrency" in body
             assert headers["content-type"].startswith("text/plain")
+            status, body, _ = await asyncio.to_thread(get, port, "/health", method="HEAD")
+            assert status == 200 and body == b""
             assert (await asyncio.to_thread(get, port, "/nope"))[0] == 404
             status, _, headers = await asyncio.to_thread(get, port, "/health", method="POST")
             assert status == 405 and headers["allow"] == "GET"
