@@ -9,9 +9,10 @@ import pytest
 
 ROOT = Path(__file__).resolve().parents[2]
 DOCS = sorted([ROOT / "README.md", ROOT / "clients" / "node" / "README.md", *(ROOT / "docs").rglob("*.md")])
-# A machine's absolute path or a home directory; and relative paths that climb out of their folder,
-# which must still land inside the repository.
-OUTSIDE = re.compile(r"(?:^|[\s`(\[\"'=])(/(?:work|tmp|root|home|opt|mnt|srv|var|scratch)/|~/)")
+# A build machine's absolute path or a home directory (install targets of deployment recipes, such as
+# /opt/conveyor or /etc/systemd, are the user's machine, not ours); and relative paths that climb out
+# of their folder, which must still land inside the repository.
+OUTSIDE = re.compile(r"(?:^|[\s`(\[\"'=])(/(?:work|tmp|root|home|mnt|scratch)/|~/)")
 CLIMB = re.compile(r"(?:^|[\s`(\[\"'=])(\.\./[^\s`)\]\"']*)")
 LINK = re.compile(r"\]\(([^)\s]+)\)")
 
