@@ -2,7 +2,7 @@
 ratio compares figures measured minutes apart on the same machine and the same redis-server.
 
     PEER_BENCH_DIR=<python peer harness> BULLMQ_BENCH_DIR=<bullmq harness> \\
-        .venv/bin/python -m bench.interleaved                # the full session (about 75 minutes)
+        .venv/bin/python -m bench.interleaved                # the full session (10-20 minutes)
     ... -m bench.interleaved --rounds 1 --scale 0.1          # a short check of the machinery
 
 The peer harness (one script per library, `run_all.py`, `common.py`, `setup.sh`) and the BullMQ
