@@ -16,6 +16,7 @@ from typing import Any
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
+from conveyor.discovery import resolve_redis_url
 from conveyor.errors import ConnectionFailedError, InvalidOptionError
 from conveyor.job import JobRecord
 from conveyor.middleware import Middleware, MiddlewareChain
@@ -27,7 +28,6 @@ from conveyor.queue import (
     added_jobs,
     check_batch_duplicates,
     encode_spec,
-    resolve_redis_url,
 )
 from conveyor.redis.connection import SyncRedisClient, connect_sync
 from conveyor.redis.keys import QueueKeys, registry_key

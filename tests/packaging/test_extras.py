@@ -123,3 +123,11 @@ def test_the_check_sees_imports() -> None:
     assert "fastapi" in third_party(["conveyor.api"])
     assert "pypdf" in third_party(["conveyor.handlers.documents"])  # imported inside a function
     assert "openai" not in third_party(["conveyor.handlers.email"])  # install() imports ai lazily
+
+
+def test_the_clis_table_of_extras_names_only_what_each_extra_installs() -> None:
+    from conveyor.extras import EXTRA_MODULES
+
+    assert set(EXTRA_MODULES) <= set(PYPROJECT["project"]["optional-dependencies"])
+    for extra, modules in EXTRA_MODULES.items():
+        assert set(modules) <= declared(extra), extra

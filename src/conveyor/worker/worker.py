@@ -19,6 +19,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor import codec
+from conveyor.backoff import BackoffPolicies
 from conveyor.errors import ConfigurationError, ConnectionFailedError
 from conveyor.middleware import Middleware, MiddlewareChain
 from conveyor.queue import Queue
@@ -75,6 +76,7 @@ class Worker:
         middleware: Sequence[Middleware] = (),
         max_result_bytes: int | None = None,
         batch_size: int | None = None,
+        backoffs: BackoffPolicies | None = None,
     ) -> None:
         if concurrency < 1:
             raise ConfigurationError("concurrency must be >= 1")
@@ -96,7 +98,8 @@ class Worker:
         self.middleware = MiddlewareChain(middleware)
         self.stats = WorkerStats()
         self.runner = Runner(
-            handlers, threads=concurrency, max_result_bytes=max_result_bytes or queue.max_payload_bytes
+            handlers, threads=concurrency, max_result_bytes=max_result_bytes or queue.max_payload_bytes,
+            backoffs=backoffs,
         )
         self._scripts = queue.scripts
         # Keyed by lease token: a job whose lease lapsed may be re-claimed while its old run lingers.
