@@ -117,3 +117,11 @@ def test_engine_alone_installs_into_a_fresh_virtualenv_and_runs_a_job(tmp_path: 
         run = subprocess.run([py, str(script), server.url], capture_output=True, text=True, timeout=300, cwd=tmp_path)
     assert run.returncode == 0, run.stderr[-3000:]
     assert "RESULT 42 6" in run.stdout
+    # The CLI runs too, and a command whose extra is missing names it instead of a traceback.
+    cli = str(env_dir / "bin" / "conveyor")
+    assert subprocess.run([cli, "version"], capture_output=True, text=True, timeout=120).returncode == 0
+    for command, extra in (("api", "api"), ("worker", "service")):
+        out = subprocess.run([cli, command, "app:app"], capture_output=True, text=True, timeout=120, cwd=tmp_path)
+        assert out.returncode != 0
+        assert f"pip install 'conveyor[{extra}]'" in out.stdout + out.stderr
+        assert "Traceback" not in out.stdout + out.stderr
