@@ -89,7 +89,8 @@ def api_stack(qname: str) -> Iterator[dict[str, str]]:
         finally:
             api_out, worker_out = stop(api), stop(worker)
             assert "Traceback" not in api_out, api_out
-            assert "Traceback" not in worker_out, worker_out
+            # The worker logs the traceback of the job that fails on purpose; nothing may crash.
+            assert '"level": "error"' not in worker_out and '"level": "critical"' not in worker_out, worker_out
 
 
 @pytest.mark.timeout(600)
