@@ -4,7 +4,7 @@
     python -m bench.run --quick     # one run of bulk enqueue, single add and drain (under a minute)
 
 Starts its own redis-server on a free port (conveyor.testing.RedisServer, the same binary the peer
-benchmarks in /work/shared/bench/peers use) and a fresh worker process for every run.
+harness uses) and a fresh worker process for every run.
 """
 
 from __future__ import annotations

@@ -19,7 +19,7 @@ from redis.exceptions import NoScriptError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.errors import ConnectionFailedError
-from conveyor.redis.connection import RedisClient
+from conveyor.redis.connection import RedisClient, SyncRedisClient
 from conveyor.redis.keys import QueueKeys
 
 LUA_DIR = Path(__file__).with_name("lua")
@@ -61,6 +61,18 @@ class Script:
                 return await client.evalsha(self.sha, self.num_keys, *keys, *args)
             except NoScriptError:
                 return await client.eval(self.source, self.num_keys, *keys, *args)
+        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
+            raise ConnectionFailedError(f"Redis unreachable while running {self.name}: {exc}") from exc
+
+    def call_sync(self, client: SyncRedisClient, keys: Sequence[str], args: Sequence[Any]) -> Any:
+        """The same call on redis-py's synchronous client (sync enqueue; no event loop involved)."""
+        if len(keys) != self.num_keys:
+            raise AssertionError(f"{self.name} takes {self.num_keys} keys, got {len(keys)}")
+        try:
+            try:
+                return client.evalsha(self.sha, self.num_keys, *keys, *args)
+            except NoScriptError:
+                return client.eval(self.source, self.num_keys, *keys, *args)
         except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
             raise ConnectionFailedError(f"Redis unreachable while running {self.name}: {exc}") from exc
 
@@ -129,19 +141,7 @@ class QueueScripts:
         self._claim_keys = (k.meta, k.ready, k.delayed, k.active, k.events, k.wake)
 
     async def add(self, jobs: Sequence[JobSpecArgs]) -> list[Any]:
-        k = self.k
-        args: list[Any] = [k.base, self.maxlen, len(jobs)]
-        prev: JobSpecArgs | None = None
-        for j in jobs:
-            if j.plain:
-                args += [b"p", j.name, j.data]
-            elif prev is not None and j.repeats(prev):
-                args += [b"r", j.name, j.data]
-            else:
-                args += [b"f", j.job_id, j.idempotency_key, j.idempotency_ttl_ms, j.name, j.data, j.opts,
-                         j.priority, j.delay_ms, j.group, "" if j.cost is None else j.cost]
-            prev = j
-        return list(await _S["add"](self.client, (k.meta, k.ready, k.delayed, k.events, k.wake), args))
+        return list(await _S["add"](self.client, *add_arguments(self.k, self.maxlen, jobs)))
 
     async def claim(self, worker_id: str, lease_ms: int, want: int) -> list[Any]:
         args = (self.k.base, worker_id, lease_ms, want, self.maxlen)
@@ -224,3 +224,24 @@ class QueueScripts:
         k = self.k
         args = (token, line, max_lines, self.maxlen, job_id)
         return int(await _S["log"](self.client, (k.events, k.job(job_id), k.log(job_id)), args))
+
+
+def add_arguments(k: QueueKeys, maxlen: int, jobs: Sequence[JobSpecArgs]) -> tuple[tuple[str, ...], list[Any]]:
+    """KEYS and ARGV of add-5.lua for a batch of encoded jobs."""
+    args: list[Any] = [k.base, maxlen, len(jobs)]
+    prev: JobSpecArgs | None = None
+    for j in jobs:
+        if j.plain:
+            args += [b"p", j.name, j.data]
+        elif prev is not None and j.repeats(prev):
+            args += [b"r", j.name, j.data]
+        else:
+            args += [b"f", j.job_id, j.idempotency_key, j.idempotency_ttl_ms, j.name, j.data, j.opts,
+                     j.priority, j.delay_ms, j.group, "" if j.cost is None else j.cost]
+        prev = j
+    return (k.meta, k.ready, k.delayed, k.events, k.wake), args
+
+
+def add_sync(client: SyncRedisClient, k: QueueKeys, maxlen: int, jobs: Sequence[JobSpecArgs]) -> list[Any]:
+    """add-5.lua on a synchronous client: the one enqueue transition, shared with `QueueScripts.add`."""
+    return list(_S["add"].call_sync(client, *add_arguments(k, maxlen, jobs)))

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -106,7 +107,9 @@ class Runner:
             self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="conveyor-job")
         loop = asyncio.get_running_loop()
         ctx.loop = loop
-        return await loop.run_in_executor(self._pool, spec.fn, ctx, data)
+        # The thread runs in a copy of this task's context, so context set by middleware (a trace
+        # span, say) is the sync handler's too, as it is an async handler's.
+        return await loop.run_in_executor(self._pool, contextvars.copy_context().run, spec.fn, ctx, data)
 
     def _completed(self, ctx: JobContext, result: Any) -> JobOutcome:
         try:
