@@ -1,4 +1,4 @@
-# Conveyor — the two commands of the quick start are `make up` and `make test`.
+# Conveyor — the two commands of the quick start are `make up` (installs conveyor[all]) and `make test`.
 PY ?= python3
 VENV ?= .venv
 BIN := $(VENV)/bin
@@ -9,7 +9,7 @@ PYTEST_WORKERS ?= auto
 # Debian's Chromium for the dashboard's browser tests (Playwright drives it; it never downloads one).
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: test up lint typecheck bench clean
+.PHONY: test up lint typecheck bench bench-session clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -31,7 +31,7 @@ lint: $(STAMP)
 	$(BIN)/mypy
 
 $(RUN_STAMP): $(BIN)/python pyproject.toml
-	$(BIN)/python -m pip install -q -e '.[fast]'
+	$(BIN)/python -m pip install -q -e '.[all,fast]'
 	touch $(RUN_STAMP)
 
 # Embedded Valkey (unless REDIS_URL is set) + worker service + API; `make up APP=myproj.jobs:app`.
@@ -41,6 +41,12 @@ up: $(RUN_STAMP)
 # `make bench` prints Conveyor's figures (median of 3 runs); `make bench QUICK=1` is a one-run look.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick,)
+
+# One interleaved session against BullMQ for Node and the Python peers (docs/benchmarks.md):
+# `make bench-session PEER_BENCH_DIR=<python peer harness> BULLMQ_BENCH_DIR=<bullmq harness>`;
+# ARGS passes options (e.g. ARGS='--rounds 1 --scale 0.1' for a short check). Results: bench/results/.
+bench-session: $(STAMP)
+	$(BIN)/python -m bench.interleaved $(ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache

@@ -1,6 +1,6 @@
 """One measurement per function, each returning a dict of figures for one run.
 
-Definitions match the peer benchmarks (/work/shared/bench/peers/common.py) so the numbers compare:
+Definitions match the peer harness (bench/interleaved.py runs it) so the numbers compare:
 enqueue = N / wall time of the enqueue calls; drain and IO = N / (last job end - first job start),
 taken inside the worker process; latency = enqueue call -> handler start at one job per 10 ms.
 """

@@ -5,7 +5,7 @@
     python -m bench.run --durable-only  # the cost of durable acknowledgement (replica, AOF)
 
 Starts its own redis-server on a free port (conveyor.testing.RedisServer, the same binary the peer
-benchmarks in /work/shared/bench/peers use) and a fresh worker process for every run.
+harness uses) and a fresh worker process for every run.
 """
 
 from __future__ import annotations

@@ -1,6 +1,6 @@
 """The benchmark's worker process: one Conveyor Worker, timings kept in memory, one report at the end.
 
-Started fresh for every run by bench/drive.py (like the peer benchmarks in /work/shared/bench/peers):
+Started fresh for every run by bench/measure.py (as the peer harness starts its workers):
     python -m bench.worker_proc --url URL --queue Q --report-key K --n N --concurrency C
 Handlers touch no Redis; when the N-th job ends the worker RPUSHes one JSON report to the report key.
 """

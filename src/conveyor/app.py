@@ -4,7 +4,8 @@ from __future__ import annotations
 
 import inspect
 import typing
-from collections.abc import Callable, Iterable, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Sequence
+from contextlib import asynccontextmanager
 from dataclasses import dataclass
 from typing import Any, Generic, TypeVar
 
@@ -13,16 +14,17 @@ from pydantic import TypeAdapter, ValidationError
 from conveyor.alerts.rules import RuleBase, parse_rule
 from conveyor.backoff import BackoffFunction, BackoffPolicies, Named
 from conveyor.discovery import resolve_redis_url
-from conveyor.errors import ConfigurationError, InvalidOptionError, PayloadValidationError, Unrecoverable
+from conveyor.errors import ConfigurationError, PayloadValidationError, Unrecoverable
 from conveyor.job import Job
 from conveyor.middleware import Middleware
 from conveyor.options import JobOptions, JobSpec
 from conveyor.queue import Queue
-from conveyor.redis.connection import RedisClient, connect
+from conveyor.redis.connection import RedisClient, SyncRedisClient, connect, connect_sync
 from conveyor.redis.durability import Durability
 from conveyor.schedules.declare import declare, interval_seconds
 from conveyor.schedules.model import Schedule
 from conveyor.schedules.scheduler import Scheduler
+from conveyor.sync import Enqueued, SyncQueue, job_options
 from conveyor.worker import JobContext, Worker
 
 R = TypeVar("R")
@@ -84,11 +86,7 @@ class Task(Generic[R]):
         return self.result_adapter.json_schema()
 
     def spec(self, payload: Any = None, **options: Any) -> JobSpec:
-        try:
-            opts = JobOptions(**options)
-        except TypeError as exc:
-            raise InvalidOptionError(str(exc)) from None
-        return JobSpec(self.name, self.validate(payload), opts.merged_over(self.defaults))
+        return JobSpec(self.name, self.validate(payload), job_options(options).merged_over(self.defaults))
 
     async def enqueue(self, payload: Any = None, **options: Any) -> Job[R]:
         return (await self.enqueue_many([payload], **options))[0]
@@ -96,6 +94,14 @@ class Task(Generic[R]):
     async def enqueue_many(self, payloads: Iterable[Any], **options: Any) -> list[Job[R]]:
         specs = [self.spec(p, **options) for p in payloads]
         return await self.app.queue(self.queue_name).add_specs(specs, parse=self.parse_result)
+
+    def enqueue_sync(self, payload: Any = None, **options: Any) -> Enqueued:
+        """`enqueue` without an event loop (Django, Flask, scripts): same validation, options, errors."""
+        return self.enqueue_many_sync([payload], **options)[0]
+
+    def enqueue_many_sync(self, payloads: Iterable[Any], **options: Any) -> list[Enqueued]:
+        specs = [self.spec(p, **options) for p in payloads]
+        return self.app.sync_queue(self.queue_name).add_specs(specs)
 
     def parse_result(self, value: Any) -> R:
         return self.result_adapter.validate_python(value)  # type: ignore[no-any-return]
@@ -146,6 +152,8 @@ class Conveyor:
         self.queue_configs: dict[str, QueueConfig] = {}
         self._client: RedisClient | None = None
         self._queues: dict[str, Queue] = {}
+        self._sync_client: SyncRedisClient | None = None
+        self._sync_queues: dict[str, SyncQueue] = {}
         self.schedules: dict[str, Schedule] = {}
         self.backoffs = BackoffPolicies()
         self.alerts: dict[str, RuleBase] = {}
@@ -156,15 +164,50 @@ class Conveyor:
 
     def use_redis(self, url: str) -> None:
         """Point the app at a Redis URL before first use (the CLI and tests do this)."""
-        if self._client is not None:
+        if self._client is not None or self._sync_client is not None:
             raise ConfigurationError("the app is already connected; set the URL before first use")
         self._redis_url = url
+
+    @asynccontextmanager
+    async def bound(self, redis_url: str, *, prefix: str | None = None) -> AsyncIterator[Conveyor]:
+        """Use `redis_url` (and key `prefix`) inside the block, then restore the app as it was: the
+        pytest plugin binds the user's app to each test's server and prefix this way."""
+        saved = (self._redis_url, self.prefix)
+        await self.close()
+        self._redis_url, self.prefix = redis_url, prefix or self.prefix
+        try:
+            yield self
+        finally:
+            await self.close()
+            self._redis_url, self.prefix = saved
 
     @property
     def client(self) -> RedisClient:
         if self._client is None:
             self._client = connect(self.redis_url)
         return self._client
+
+    @property
+    def sync_client(self) -> SyncRedisClient:
+        """A synchronous client (thread-safe pool) for `enqueue_sync`; created on first use."""
+        if self._sync_client is None:
+            self._sync_client = connect_sync(self.redis_url)
+        return self._sync_client
+
+    def sync_queue(self, name: str) -> SyncQueue:
+        """The synchronous enqueue side of queue `name` (same defaults and middleware as `queue`)."""
+        q = self._sync_queues.get(name)
+        if q is None:
+            config = self.queue_configs.get(name)
+            q = SyncQueue(
+                name, redis=self.sync_client, prefix=self.prefix, middleware=self.middleware,
+                defaults=config.defaults if config else None, durability=self._durability(config),
+            )
+            self._sync_queues[name] = q
+        return q
+
+    def _durability(self, config: QueueConfig | None) -> Durability | None:
+        return config.durability if config and config.durability else self.durability
 
     def declare_queue(
         self, name: str, *, concurrency: int = DEFAULT_CONCURRENCY, defaults: JobOptions | None = None,
@@ -252,7 +295,7 @@ class Conveyor:
             q = Queue(
                 name, redis=self.client, prefix=self.prefix, middleware=self.middleware,
                 defaults=config.defaults if config else None,
-                durability=(config.durability if config and config.durability else self.durability),
+                durability=self._durability(config),
             )
             self._queues[name] = q
         return q
@@ -274,3 +317,11 @@ class Conveyor:
             await self._client.aclose()
             self._client = None
         self._queues.clear()
+        self.close_sync()
+
+    def close_sync(self) -> None:
+        """Close the synchronous client (if one was made); `close()` does this too."""
+        if self._sync_client is not None:
+            self._sync_client.close()
+            self._sync_client = None
+        self._sync_queues.clear()

@@ -7,7 +7,7 @@ is logged and skipped, and the others still run (a broken metrics hook must not 
 from __future__ import annotations
 
 import logging
-from collections.abc import Sequence
+from collections.abc import Mapping, Sequence
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
@@ -26,6 +26,12 @@ class Middleware:
     async def after_enqueue(self, queue: str, spec: JobSpec, job: Job[Any]) -> None:
         """Called after the job is stored (job.created is False for an idempotent repeat)."""
 
+    def propagate(self, queue: str, spec: JobSpec) -> Mapping[str, str] | None:
+        """Values to keep with the job in its stored options (e.g. a W3C `traceparent`), read back in
+        the worker as `ctx.options`. Synchronous, so async and sync enqueue both call it; names of job
+        options are not allowed. Only middleware that overrides it is called."""
+        return None
+
     async def before_job(self, ctx: JobContext) -> None:
         """Called in the worker before the handler runs."""
 
@@ -36,10 +42,11 @@ class Middleware:
 class MiddlewareChain:
     """Runs every middleware's hook, isolating failures."""
 
-    __slots__ = ("items",)
+    __slots__ = ("items", "propagators")
 
     def __init__(self, items: Sequence[Middleware] = ()) -> None:
         self.items = tuple(items)
+        self.propagators = tuple(m for m in self.items if type(m).propagate is not Middleware.propagate)
 
     def __bool__(self) -> bool:
         return bool(self.items)
@@ -50,3 +57,16 @@ class MiddlewareChain:
                 await getattr(mw, hook)(*args)
             except Exception:
                 logger.exception("middleware %s.%s failed", type(mw).__name__, hook)
+
+    def propagated(self, queue: str, spec: JobSpec) -> dict[str, str]:
+        """What the propagating middleware adds to one job's stored options (isolating failures)."""
+        out: dict[str, str] = {}
+        for mw in self.propagators:
+            try:
+                values = mw.propagate(queue, spec)
+            except Exception:
+                logger.exception("middleware %s.propagate failed", type(mw).__name__)
+                continue
+            if values:
+                out.update(values)
+        return out

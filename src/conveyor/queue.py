@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
-from dataclasses import dataclass
+from dataclasses import dataclass, fields
 from datetime import datetime
 from typing import Any
 
@@ -36,6 +36,7 @@ DEFAULT_MAX_PAYLOAD_BYTES = 512 * 1024
 DEFAULT_EVENTS_MAXLEN = 100_000
 BULK_CHUNK = 1000
 _NAME_MAX = 200
+_OPTION_NAMES = frozenset(f.name for f in fields(JobOptions)) | {"max_attempts"}
 
 
 @dataclass(frozen=True, slots=True)
@@ -149,7 +150,7 @@ class Queue:
 
     async def add_specs(self, specs: Sequence[JobSpec], *, parse: Any = None) -> list[Job[Any]]:
         encoded = [self._encode(spec) for spec in specs]
-        _check_batch_duplicates(encoded)
+        check_batch_duplicates(encoded)
         if self.middleware:
             for spec in specs:
                 await self.middleware.call("before_enqueue", self.name, spec)
@@ -157,35 +158,14 @@ class Queue:
         jobs: list[Job[Any]] = []
         for start in range(0, len(encoded), BULK_CHUNK):
             reply = await self.scripts.add(encoded[start:start + BULK_CHUNK])
-            if reply and reply[0] == ScriptCode.CONFLICT:
-                raise IdempotencyConflictError(str(reply[1]))
-            for i in range(0, len(reply), 2):
-                jobs.append(Job(self, str(reply[i]), created=reply[i + 1] == 1, parse=parse))
+            jobs += [Job(self, job_id, created=created, parse=parse) for job_id, created in added_jobs(reply)]
         if self.middleware:
             for spec, job in zip(specs, jobs, strict=True):
                 await self.middleware.call("after_enqueue", self.name, spec, job)
         return jobs
 
     def _encode(self, spec: JobSpec) -> JobSpecArgs:
-        check_job_name(spec.name)
-        opts = spec.options.merged_over(self.defaults)
-        data = codec.dumps_canonical(spec.data)
-        if len(data) > self.max_payload_bytes:
-            raise PayloadTooLargeError(len(data), self.max_payload_bytes)
-        stored = opts.stored()
-        ttl = opts.idempotency_ttl or DEFAULT_IDEMPOTENCY_TTL_S
-        return JobSpecArgs(
-            job_id=opts.job_id or "",
-            idempotency_key=opts.idempotency_key or "",
-            idempotency_ttl_ms=int(ttl * 1000),
-            name=spec.name,
-            data=data,
-            opts=codec.dumps(stored).decode() if stored else "",
-            priority=opts.priority or 0,
-            delay_ms=opts.delay_ms(),
-            group=opts.group or "",
-            cost=opts.cost,
-        )
+        return encode_spec(self.name, spec, self.defaults, self.max_payload_bytes, self.middleware)
 
     async def _register(self) -> None:
         if not self._registered:
@@ -431,7 +411,43 @@ class Queue:
         return await guarded(awaitable)
 
 
-def _check_batch_duplicates(jobs: Sequence[JobSpecArgs]) -> None:
+def encode_spec(
+    queue: str, spec: JobSpec, defaults: JobOptions, max_payload_bytes: int, middleware: MiddlewareChain
+) -> JobSpecArgs:
+    """One job validated and encoded for the add script (async and sync enqueue share this)."""
+    check_job_name(spec.name)
+    opts = spec.options.merged_over(defaults)
+    data = codec.dumps_canonical(spec.data)
+    if len(data) > max_payload_bytes:
+        raise PayloadTooLargeError(len(data), max_payload_bytes)
+    stored = opts.stored()
+    if middleware.propagators:
+        for key, value in middleware.propagated(queue, spec).items():
+            if key not in _OPTION_NAMES:  # a propagated value never stands in for a job option
+                stored[key] = value
+    ttl = opts.idempotency_ttl or DEFAULT_IDEMPOTENCY_TTL_S
+    return JobSpecArgs(
+        job_id=opts.job_id or "",
+        idempotency_key=opts.idempotency_key or "",
+        idempotency_ttl_ms=int(ttl * 1000),
+        name=spec.name,
+        data=data,
+        opts=codec.dumps(stored).decode() if stored else "",
+        priority=opts.priority or 0,
+        delay_ms=opts.delay_ms(),
+        group=opts.group or "",
+        cost=opts.cost,
+    )
+
+
+def added_jobs(reply: Sequence[Any]) -> list[tuple[str, bool]]:
+    """(job id, created) pairs from the add script's reply; raises on an idempotency conflict."""
+    if reply and reply[0] == ScriptCode.CONFLICT:
+        raise IdempotencyConflictError(str(reply[1]))
+    return [(str(reply[i]), reply[i + 1] == 1) for i in range(0, len(reply), 2)]
+
+
+def check_batch_duplicates(jobs: Sequence[JobSpecArgs]) -> None:
     """Two specs in one batch sharing an id or key must carry the same job, as across batches."""
     seen: dict[tuple[str, str], tuple[str, str | bytes]] = {}
     for j in jobs:

@@ -127,10 +127,15 @@ class Settings:
         "CONVEYOR_WORKER_ID", "Worker id in the registry and on jobs (default host:pid:random)."
     )
     worker_health_host: str = _setting(
-        "WORKER_HEALTH_HOST", "Address the worker's /health and /metrics server binds.", "0.0.0.0"
+        "WORKER_HEALTH_HOST",
+        "Address the worker's /health and /metrics server binds (0.0.0.0 exposes them to the network).",
+        "127.0.0.1",
     )
     worker_health_port: int = _setting(
         "WORKER_HEALTH_PORT", "Port of the worker's /health and /metrics server (0 = off).", 3002
+    )
+    metrics_token: str | None = _setting(
+        "CONVEYOR_METRICS_TOKEN", "When set, the worker's /metrics requires `Authorization: Bearer <token>`.",
     )
     shutdown_grace_s: float = _setting(
         "CONVEYOR_SHUTDOWN_GRACE_S", "Seconds active jobs may finish after SIGTERM, then handed back.", 30.0
@@ -229,8 +234,8 @@ class Settings:
 
 # Settings with a per-queue suffix, e.g. CONVEYOR_CONCURRENCY_EMAILS=5.
 DYNAMIC_PREFIXES = ("CONVEYOR_CONCURRENCY_",)
-# Read by tools outside the settings object (the test-server helper in conveyor.testing).
-OTHER_KNOWN = frozenset({"CONVEYOR_SERVER_BIN"})
+# Read by tools outside the settings object (conveyor.testing and the pytest plugin).
+OTHER_KNOWN = frozenset({"CONVEYOR_SERVER_BIN", "CONVEYOR_TEST_REDIS_URL"})
 
 
 def _dynamic(name: str) -> bool:

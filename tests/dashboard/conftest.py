@@ -69,14 +69,15 @@ def dashboard_server() -> Iterator[DashboardServer]:
         yield from _serve(redis_server)
 
 
-def _serve(redis_server: RedisServer) -> Iterator[DashboardServer]:
+def _serve(redis_server: RedisServer, script: Path = SERVER, mount_path: str = "") -> Iterator[DashboardServer]:
+    """Run `script` (server.py, or mount_server.py serving the API under `mount_path`)."""
     prefix = f"dash{uuid.uuid4().hex[:8]}"
     env = {k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")}
-    proc = subprocess.Popen([sys.executable, str(SERVER), redis_server.url, prefix],
+    proc = subprocess.Popen([sys.executable, str(script), redis_server.url, prefix],
                             stdout=subprocess.PIPE, text=True, env=env)
     try:
         info = json.loads(_read_first_line(proc, START_TIMEOUT_S))
-        yield DashboardServer(f"http://127.0.0.1:{info['port']}", info["keys"], proc)
+        yield DashboardServer(f"http://127.0.0.1:{info['port']}{mount_path}", info["keys"], proc)
     finally:
         proc.terminate()
         try:

@@ -109,6 +109,20 @@ async def register(app: Conveyor, workers: list[Any]) -> asyncio.Task[None] | No
     return asyncio.create_task(beat())
 
 
+async def serve(asgi: Any, keys: dict[str, str]) -> None:
+    """Serve `asgi` with uvicorn on a free port; print {"port", "keys"} once it listens."""
+    server = uvicorn.Server(uvicorn.Config(asgi, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
+    serving = asyncio.create_task(server.serve())
+    while not server.started:
+        if serving.done():
+            await serving
+            raise SystemExit("uvicorn stopped before it started")
+        await asyncio.sleep(0.02)
+    port = server.servers[0].sockets[0].getsockname()[1]
+    print(json.dumps({"port": port, "keys": keys}), flush=True)
+    await serving
+
+
 async def main(redis_url: str, prefix: str) -> None:
     app = build(redis_url, prefix)
     keys = await make_keys(app)
@@ -124,17 +138,8 @@ async def main(redis_url: str, prefix: str) -> None:
     for w in workers:
         await w.start()
     beating = await register(app, workers)
-    server = uvicorn.Server(uvicorn.Config(api, host="127.0.0.1", port=0, log_level="warning", lifespan="on"))
-    serving = asyncio.create_task(server.serve())
-    while not server.started:
-        if serving.done():
-            await serving
-            raise SystemExit("uvicorn stopped before it started")
-        await asyncio.sleep(0.02)
-    port = server.servers[0].sockets[0].getsockname()[1]
-    print(json.dumps({"port": port, "keys": keys}), flush=True)
     try:
-        await serving
+        await serve(api, keys)
     finally:
         if beating is not None:
             beating.cancel()

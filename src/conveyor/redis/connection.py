@@ -17,15 +17,20 @@ from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
+import redis as syncredis
 import redis.asyncio as aioredis
+import redis.cluster as synccluster
+import redis.sentinel as syncsentinel
 from redis.asyncio.cluster import RedisCluster
 from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
 from redis.backoff import NoBackoff
+from redis.retry import Retry as SyncRetry
 
 from conveyor.errors import ConfigurationError
 
 RedisClient = aioredis.Redis | RedisCluster
+SyncRedisClient = syncredis.Redis | synccluster.RedisCluster
 
 _STANDALONE = {"redis", "rediss", "unix"}
 _CLUSTER = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
@@ -52,6 +57,11 @@ def no_retry() -> Retry:
     return Retry(NoBackoff(), 0)
 
 
+def no_retry_sync() -> SyncRetry:
+    """The same for the synchronous clients."""
+    return SyncRetry(NoBackoff(), 0)
+
+
 def connect(url: str, *, socket_timeout: float | None = 10.0, **extra: Any) -> RedisClient:
     """A client for `url`; `socket_timeout=None` for connections that block (BLPOP, XREAD BLOCK)."""
     options: dict[str, Any] = {
@@ -75,6 +85,32 @@ def connect(url: str, *, socket_timeout: float | None = 10.0, **extra: Any) -> R
         **options,
     )
     return aioredis.Redis.from_pool(pool)
+
+
+def connect_sync(url: str, *, socket_timeout: float | None = 10.0) -> SyncRedisClient:
+    """The synchronous twin of `connect` (same URL forms), for enqueueing without an event loop."""
+    options: dict[str, Any] = {
+        "decode_responses": True,
+        "socket_connect_timeout": 5.0,
+        "socket_timeout": socket_timeout,
+        "retry": no_retry_sync(),
+    }
+    if urlsplit(url).scheme.lower() in _SENTINEL:
+        target = parse_sentinel_url(url)
+        tls = {"ssl": True} if target.ssl else {}
+        sentinel = syncsentinel.Sentinel(  # type: ignore[no-untyped-call]
+            target.sentinels,
+            sentinel_kwargs={"socket_connect_timeout": 5.0, "socket_timeout": 5.0,
+                             "password": target.sentinel_password, **tls},
+            **options, **tls, db=target.db, username=target.username, password=target.password,
+        )
+        client: syncredis.Redis = sentinel.master_for(target.service)  # type: ignore[no-untyped-call]
+        return client
+    clean, cluster = _split_cluster_flag(url)
+    if cluster:
+        return synccluster.RedisCluster.from_url(clean, **options)
+    pool = syncredis.BlockingConnectionPool.from_url(clean, max_connections=50, timeout=30, **options)
+    return syncredis.Redis(connection_pool=pool)
 
 
 def redact(url: str) -> str:

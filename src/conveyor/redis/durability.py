@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from redis.asyncio.cluster import PipelineCommand, RedisCluster
+from redis.cluster import RedisCluster as SyncRedisCluster
 from redis.exceptions import AskError, MovedError, NoScriptError
 
 from conveyor.errors import ConfigurationError, DurabilityError
@@ -78,6 +79,25 @@ class Durability:
                 raise DurabilityError(f"{what}: applied but the AOF was not fsynced within {self.timeout_ms} ms")
 
 
+def _script_call(sha: str, source: str, keys: Sequence[str], args: Sequence[Any], use_source: bool) -> tuple[Any, ...]:
+    script = ("EVAL", source) if use_source else ("EVALSHA", sha)
+    return (*script, len(keys), *keys, *args)
+
+
+def _settle(replies: list[Any], durability: Durability, what: str) -> Any:
+    """The script's reply from a durable pipeline's replies, or the error they hold."""
+    for reply in replies:
+        if isinstance(reply, BaseException):
+            if is_fault(reply):
+                raise as_fault(reply, what) from reply
+            if "appendonly" in str(reply):
+                raise ConfigurationError(
+                    f"{what}: durability aof=True needs the server's appendonly yes ({reply})") from reply
+            raise reply
+    durability.check(replies, what)
+    return replies[0]
+
+
 async def durable_eval(
     client: Any, sha: str, source: str, keys: Sequence[str], args: Sequence[Any], durability: Durability,
     what: str,
@@ -86,8 +106,7 @@ async def durable_eval(
     connection; returns the script's reply once `durability` is satisfied."""
     cmds = durability.commands(keys[0])
     for use_source in (False, True):
-        script = ("EVAL", source) if use_source else ("EVALSHA", sha)
-        first = (*script, len(keys), *keys, *args)
+        first = _script_call(sha, source, keys, args, use_source)
         if isinstance(client, RedisCluster):
             replies = await _cluster_pipeline(client, keys[0], [first, *cmds])
         else:
@@ -95,18 +114,31 @@ async def durable_eval(
                 for cmd in (first, *cmds):
                     pipe.execute_command(*cmd)
                 replies = await pipe.execute(raise_on_error=False)
-        if isinstance(replies[0], NoScriptError) and not use_source:
-            continue
-        for reply in replies:
-            if isinstance(reply, BaseException):
-                if is_fault(reply):
-                    raise as_fault(reply, what) from reply
-                if "appendonly" in str(reply):
-                    raise ConfigurationError(
-                        f"{what}: durability aof=True needs the server's appendonly yes ({reply})") from reply
-                raise reply
-        durability.check(replies, what)
-        return replies[0]
+        if not (isinstance(replies[0], NoScriptError) and not use_source):
+            return _settle(replies, durability, what)
+    raise AssertionError("unreachable")
+
+
+def durable_eval_sync(
+    client: Any, sha: str, source: str, keys: Sequence[str], args: Sequence[Any], durability: Durability,
+    what: str,
+) -> Any:
+    """`durable_eval` on redis-py's synchronous client (sync enqueue). On a Cluster the pipeline
+    goes to the slot owner's own connection; a MOVED reply refreshes the slot map and fails the call
+    (it did not run): the caller may send it again."""
+    cmds = durability.commands(keys[0])
+    target = client
+    if isinstance(client, SyncRedisCluster):
+        target = client.get_node_from_key(keys[0]).redis_connection  # type: ignore[no-untyped-call]
+    for use_source in (False, True):
+        pipe = target.pipeline(transaction=False)
+        for cmd in (_script_call(sha, source, keys, args, use_source), *cmds):
+            pipe.execute_command(*cmd)
+        replies = pipe.execute(raise_on_error=False)
+        if isinstance(replies[0], MovedError) and isinstance(client, SyncRedisCluster):
+            client.nodes_manager.initialize()
+        if not (isinstance(replies[0], NoScriptError) and not use_source):
+            return _settle(replies, durability, what)
     raise AssertionError("unreachable")
 
 

@@ -8,8 +8,8 @@ trips are, see docs/internals.md); nothing here resends anything.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable
-from typing import TypeVar
+from collections.abc import Awaitable, Callable
+from typing import Any, TypeVar
 
 from redis.exceptions import (
     AskError,
@@ -77,6 +77,16 @@ def as_fault(exc: BaseException, what: str = "") -> ConnectionFailedError:
     """The `ConnectionFailedError` to raise for a fault (chained to it by the caller)."""
     where = f" while {what}" if what else ""
     return ConnectionFailedError(f"Redis not usable{where}: {type(exc).__name__}: {exc}")
+
+
+def guarded_sync(fn: Callable[..., T], *args: Any, what: str = "") -> T:
+    """`guarded` for redis-py's synchronous client: `fn(*args)` with faults as ConnectionFailedError."""
+    try:
+        return fn(*args)
+    except Exception as exc:
+        if is_fault(exc):
+            raise as_fault(exc, what) from exc
+        raise
 
 
 async def guarded(awaitable: Awaitable[T], what: str = "") -> T:

@@ -21,8 +21,8 @@ from redis.exceptions import NoScriptError
 
 from conveyor.errors import ConnectionFailedError, ScriptInputError
 from conveyor.redis.codes import ScriptCode
-from conveyor.redis.connection import RedisClient
-from conveyor.redis.durability import Durability, durable_eval
+from conveyor.redis.connection import RedisClient, SyncRedisClient
+from conveyor.redis.durability import Durability, durable_eval, durable_eval_sync
 from conveyor.redis.faults import as_fault, is_fault
 from conveyor.redis.keys import QueueKeys
 
@@ -73,6 +73,26 @@ class Script:
                 return await client.evalsha(self.sha, len(keys), *keys, *args)
             except NoScriptError:
                 return await client.eval(self.source, len(keys), *keys, *args)
+        except ConnectionFailedError:
+            raise
+        except Exception as exc:
+            if is_fault(exc):
+                raise as_fault(exc, f"running {self.name}") from exc
+            raise
+
+    def call_sync(
+        self, client: SyncRedisClient, keys: Sequence[str], args: Sequence[Any], durability: Durability | None = None
+    ) -> Any:
+        """The same call on redis-py's synchronous client (sync enqueue; no event loop involved)."""
+        if self.num_keys and len(keys) != self.num_keys:
+            raise AssertionError(f"{self.name} takes {self.num_keys} keys, got {len(keys)}")
+        try:
+            if durability is not None and durability.enabled:
+                return durable_eval_sync(client, self.sha, self.source, keys, args, durability, f"running {self.name}")
+            try:
+                return client.evalsha(self.sha, len(keys), *keys, *args)
+            except NoScriptError:
+                return client.eval(self.source, len(keys), *keys, *args)
         except ConnectionFailedError:
             raise
         except Exception as exc:
@@ -169,20 +189,7 @@ class QueueScripts:
         )
 
     async def add(self, jobs: Sequence[JobSpecArgs]) -> list[Any]:
-        k = self.k
-        args: list[Any] = [k.base, self.maxlen, len(jobs)]
-        prev: JobSpecArgs | None = None
-        for j in jobs:
-            if j.plain:
-                args += [b"p", j.name, j.data]
-            elif prev is not None and j.repeats(prev):
-                args += [b"r", j.name, j.data]
-            else:
-                args += [b"f", j.job_id, j.idempotency_key, j.idempotency_ttl_ms, j.name, j.data, j.opts,
-                         j.priority, j.delay_ms, j.group, "" if j.cost is None else j.cost]
-            prev = j
-        keys = (k.meta, k.ready, k.delayed, k.events, k.wake)
-        reply = await _S["add"](self.client, keys, args, self.durability)
+        reply = await _S["add"](self.client, *add_arguments(self.k, self.maxlen, jobs), self.durability)
         _refused("add", reply)
         return list(reply)
 
@@ -323,3 +330,29 @@ class QueueScripts:
         k = self.k
         args = (token, line, max_lines, self.maxlen, job_id)
         return int(await _S["log"](self.client, (k.events, k.job(job_id), k.log(job_id)), args))
+
+
+def add_arguments(k: QueueKeys, maxlen: int, jobs: Sequence[JobSpecArgs]) -> tuple[tuple[str, ...], list[Any]]:
+    """KEYS and ARGV of add-5.lua for a batch of encoded jobs."""
+    args: list[Any] = [k.base, maxlen, len(jobs)]
+    prev: JobSpecArgs | None = None
+    for j in jobs:
+        if j.plain:
+            args += [b"p", j.name, j.data]
+        elif prev is not None and j.repeats(prev):
+            args += [b"r", j.name, j.data]
+        else:
+            args += [b"f", j.job_id, j.idempotency_key, j.idempotency_ttl_ms, j.name, j.data, j.opts,
+                     j.priority, j.delay_ms, j.group, "" if j.cost is None else j.cost]
+        prev = j
+    return (k.meta, k.ready, k.delayed, k.events, k.wake), args
+
+
+def add_sync(
+    client: SyncRedisClient, k: QueueKeys, maxlen: int, jobs: Sequence[JobSpecArgs],
+    durability: Durability | None = None,
+) -> list[Any]:
+    """add-5.lua on a synchronous client: the one enqueue transition, shared with `QueueScripts.add`."""
+    reply = _S["add"].call_sync(client, *add_arguments(k, maxlen, jobs), durability)
+    _refused("add", reply)
+    return list(reply)

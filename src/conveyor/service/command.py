@@ -77,7 +77,10 @@ async def serve(service: WorkerService, settings: Settings) -> dict[str, Any]:
         loop.add_signal_handler(sig, on_signal, sig)
     health = None
     if settings.worker_health_port:
-        health = HealthServer(service, settings.worker_health_host, settings.worker_health_port)
+        health = HealthServer(
+            service, settings.worker_health_host, settings.worker_health_port,
+            metrics_token=settings.metrics_token,
+        )
         try:
             await health.start()
         except OSError as exc:

@@ -14,15 +14,8 @@ import structlog
 
 from conveyor.middleware import Middleware
 from conveyor.worker import JobContext, JobOutcome, OutcomeKind
+from conveyor.worker.outcome import OUTCOME_NAMES
 
-OUTCOME_NAMES = {
-    OutcomeKind.COMPLETED: "completed",
-    OutcomeKind.RETRY: "retry",
-    OutcomeKind.FAILED: "failed",
-    OutcomeKind.CANCELLED: "cancelled",
-    OutcomeKind.BACK: "returned",
-    OutcomeKind.LOST: "lease_lost",
-}
 MAX_LOGGED_MESSAGE = 1000
 MAX_LOGGED_TRACEBACK = 4000
 

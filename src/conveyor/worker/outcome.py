@@ -21,6 +21,17 @@ class OutcomeKind(StrEnum):
     HELD = "H"  # no handler on this worker: the job waits for a worker that has one (no attempt used)
 
 
+# How each kind is named in logs and traces.
+OUTCOME_NAMES = {
+    OutcomeKind.COMPLETED: "completed",
+    OutcomeKind.RETRY: "retry",
+    OutcomeKind.FAILED: "failed",
+    OutcomeKind.CANCELLED: "cancelled",
+    OutcomeKind.BACK: "returned",
+    OutcomeKind.LOST: "lease_lost",
+}
+
+
 @dataclass(slots=True)
 class JobOutcome:
     """How a run ended (mutable only so the runner can stamp the duration without a copy)."""

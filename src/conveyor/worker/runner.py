@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import contextvars
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Mapping
@@ -139,7 +140,9 @@ class Runner:
         """Run in a thread; the timeout counts from when the handler's code starts there. A timed-out
         handler is interrupted, and this returns only when its thread has returned."""
         ctx.loop = asyncio.get_running_loop()
-        future = self.threads.submit(lease, spec.fn, ctx, data)
+        # The thread runs in a copy of this task's context, so context set by middleware (a trace
+        # span, say) is the sync handler's too, as it is an async handler's.
+        future = self.threads.submit(lease, contextvars.copy_context().run, spec.fn, ctx, data)
         if timeout:
             while not future.done():
                 began = lease.started_at

@@ -6,6 +6,9 @@ import { getKey } from "./keystore.js";
 export { clearKey, getKey, setKey } from "./keystore.js";
 
 const q = encodeURIComponent;
+// Where the API lives: "" when the dashboard is at /dashboard/, "/conveyor" when the API is mounted
+// inside another app at /conveyor (the dashboard is then at /conveyor/dashboard/).
+const BASE = location.pathname.replace(/\/dashboard(\/.*)?$/, "");
 
 export class ApiError extends Error {
   constructor(status, message) {
@@ -34,7 +37,7 @@ export async function request(method, path, { body, key, params } = {}) {
   const token = key ?? getKey();
   if (token) headers.Authorization = `Bearer ${token}`;
   if (body !== undefined) headers["Content-Type"] = "application/json";
-  let url = path;
+  let url = BASE + path;
   if (params) {
     const usp = new URLSearchParams();
     for (const [k, v] of Object.entries(params)) {
