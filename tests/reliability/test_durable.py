@@ -12,6 +12,7 @@ import redis as syncredis
 from conveyor import ConfigurationError, Durability, DurabilityError, JobContext, Queue, Worker
 from conveyor.embedded.config import server_binary as valkey_binary
 from conveyor.redis.connection import connect
+from conveyor.sync import SyncQueue
 from conveyor.testing import RedisClusterServers, RedisServer
 from tests.conftest import running, wait_for
 
@@ -30,7 +31,12 @@ async def test_waiting_for_a_replica(qname: str) -> None:
         async with running(Worker(queue, {"j": done})):
             assert await job.result(timeout=20) == 1
         assert admin.hget(queue.keys.job(job.id), "state") == b"completed", "the outcome was replicated first"
-        replica.stop()
+        with SyncQueue(qname, redis=primary.url, durability=Durability(replicas=1, timeout_ms=500)) as sync:
+            enqueued = sync.add("j", 3)  # the synchronous enqueue keeps the same promise
+            assert admin.exists(queue.keys.job(enqueued.id)) == 1
+            replica.stop()
+            with pytest.raises(DurabilityError, match="0 of 1 replica"):
+                sync.add("j", 4)
         with pytest.raises(DurabilityError, match="0 of 1 replica"):
             await queue.add("j", 2)
         await queue.client.aclose()
