@@ -39,4 +39,8 @@ async def all_completed(queue: Queue, ids: list[str]) -> bool:
 
 
 def loops_alive(worker: Worker) -> bool:
-    return all(not task.done() for task in worker.loop_tasks.values())
+    ended = {name: task for name, task in worker.loop_tasks.items() if task.done()}
+    for name, task in ended.items():
+        error = None if task.cancelled() else task.exception()
+        print(f"loop {name} ended: {error!r}")  # shown with the failure
+    return not ended

@@ -37,7 +37,7 @@ async def test_a_restarted_slot_owner_is_ridden_through(cluster: RedisClusterSer
         gate.open()  # outcomes meet a dead node, then CLUSTERDOWN while the cluster heals
         await wait_for(lambda: worker.pump_failures >= 2, what="trips met the dead node")
         other = next(s for s in cluster.servers if s is not owner)
-        await wait_for(lambda: _cluster_failed(other.port), timeout=30, what="the others see the cluster down")
+        await wait_for(lambda: _cluster_failed(other.port), timeout=60, what="the others see the cluster down")
         await asyncio.to_thread(owner.start, owner.port)
         await wait_for(lambda: all_completed(direct, [j.id for j in jobs]), timeout=60, what="all done")
         assert loops_alive(worker), "no loop crashed"

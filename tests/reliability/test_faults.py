@@ -19,6 +19,7 @@ from redis.exceptions import (
     ClusterDownError,
     MovedError,
     ReadOnlyError,
+    RedisClusterException,
     ResponseError,
     TryAgainError,
 )
@@ -45,11 +46,14 @@ def test_the_fault_table() -> None:
         ResponseError("BUSY Redis is busy running a script. You can only call SCRIPT KILL or SHUTDOWN NOSAVE."),
         ResponseError("NOREPLICAS Not enough good replicas to write."),
         ResponseError("UNBLOCKED force unblock from blocking operation, instance state changed"),
+        RedisClusterException("All slots are not covered after query all startup_nodes. 5461 of 16384 covered"),
+        RedisClusterException("Redis Cluster cannot be connected. Please provide at least one reachable node"),
     ]
     not_faults = [
         ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
         ResponseError("ERR Error running script (call to f_1): @user_script:3: bad argument"),
         RuntimeError("something else"), ValueError("BUSY"),
+        RedisClusterException("EVALSHA - all keys must map to the same key slot"),
     ]
     assert [is_fault(e) for e in faults] == [True] * len(faults)
     assert [is_fault(e) for e in not_faults] == [False] * len(not_faults)

@@ -18,6 +18,7 @@ from redis.exceptions import (
     ClusterError,
     OutOfMemoryError,
     ReadOnlyError,
+    RedisClusterException,
     ResponseError,
     SlotNotCoveredError,
     TryAgainError,
@@ -55,6 +56,11 @@ _FAULT_TYPES: tuple[type[BaseException], ...] = (
 _FAULT_REPLIES = ("BUSY ", "LOADING ", "READONLY ", "MASTERDOWN ", "CLUSTERDOWN ", "TRYAGAIN ", "NOREPLICAS ",
                   "UNBLOCKED ", "OOM ", "MOVED ", "ASK ")
 
+# redis-py's Cluster client rebuilds its slot map after a fault; while nodes restart or the cluster
+# reconfigures it may find no reachable node, nodes that disagree, or uncovered slots. (Its other
+# RedisClusterExceptions are programming errors: a key-less command, keys of several slots.)
+_CLUSTER_MAP_FAULTS = ("cannot be connected", "could not agree", "are not covered", "No targets were found")
+
 # uvloop raises RuntimeError("unable to perform operation on <TCPTransport closed=True ...>; the
 # handler is closed") when a pooled connection the peer closed is reused.
 _CLOSED_TRANSPORT = ("unable to perform operation on", "closed=True", "Transport is closed")
@@ -67,6 +73,9 @@ def is_fault(exc: BaseException) -> bool:
     if isinstance(exc, ResponseError):
         status = getattr(exc, "status_code", None)
         return f"{status} " in _FAULT_REPLIES or str(exc).startswith(_FAULT_REPLIES)
+    if isinstance(exc, RedisClusterException):
+        text = str(exc)
+        return any(marker in text for marker in _CLUSTER_MAP_FAULTS)
     if isinstance(exc, RuntimeError):
         text = str(exc)
         return any(marker in text for marker in _CLOSED_TRANSPORT)
