@@ -8,7 +8,8 @@ trips are, see docs/internals.md); nothing here resends anything.
 
 from __future__ import annotations
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Iterator
+from contextlib import contextmanager
 from typing import Any, TypeVar
 
 from redis.exceptions import (
@@ -88,21 +89,26 @@ def as_fault(exc: BaseException, what: str = "") -> ConnectionFailedError:
     return ConnectionFailedError(f"Redis not usable{where}: {type(exc).__name__}: {exc}")
 
 
-def guarded_sync(fn: Callable[..., T], *args: Any, what: str = "") -> T:
-    """`guarded` for redis-py's synchronous client: `fn(*args)` with faults as ConnectionFailedError."""
+@contextmanager
+def faults_as_connection_failed(what: str = "") -> Iterator[None]:
+    """Inside: every fault comes out as `ConnectionFailedError`, anything else unchanged."""
     try:
-        return fn(*args)
+        yield
+    except ConnectionFailedError:
+        raise
     except Exception as exc:
         if is_fault(exc):
             raise as_fault(exc, what) from exc
         raise
+
+
+def guarded_sync(fn: Callable[..., T], *args: Any, what: str = "") -> T:
+    """`fn(*args)` (redis-py's synchronous client) with faults as ConnectionFailedError."""
+    with faults_as_connection_failed(what):
+        return fn(*args)
 
 
 async def guarded(awaitable: Awaitable[T], what: str = "") -> T:
     """Await one Redis call; faults come out as `ConnectionFailedError`, anything else unchanged."""
-    try:
+    with faults_as_connection_failed(what):
         return await awaitable
-    except Exception as exc:
-        if is_fault(exc):
-            raise as_fault(exc, what) from exc
-        raise

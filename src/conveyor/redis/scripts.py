@@ -19,11 +19,11 @@ from typing import Any, NamedTuple
 
 from redis.exceptions import NoScriptError
 
-from conveyor.errors import ConnectionFailedError, ScriptInputError
+from conveyor.errors import ScriptInputError
 from conveyor.redis.codes import ScriptCode
 from conveyor.redis.connection import RedisClient, SyncRedisClient
 from conveyor.redis.durability import Durability, durable_eval, durable_eval_sync
-from conveyor.redis.faults import as_fault, is_fault
+from conveyor.redis.faults import faults_as_connection_failed
 from conveyor.redis.keys import QueueKeys
 
 LUA_DIR = Path(__file__).with_name("lua")
@@ -66,19 +66,13 @@ class Script:
         as asked (DurabilityError otherwise)."""
         if self.num_keys and len(keys) != self.num_keys:
             raise AssertionError(f"{self.name} takes {self.num_keys} keys, got {len(keys)}")
-        try:
+        with faults_as_connection_failed(f"running {self.name}"):
             if durability is not None and durability.enabled:
                 return await durable_eval(client, self.sha, self.source, keys, args, durability, f"running {self.name}")
             try:
                 return await client.evalsha(self.sha, len(keys), *keys, *args)
             except NoScriptError:
                 return await client.eval(self.source, len(keys), *keys, *args)
-        except ConnectionFailedError:
-            raise
-        except Exception as exc:
-            if is_fault(exc):
-                raise as_fault(exc, f"running {self.name}") from exc
-            raise
 
     def call_sync(
         self, client: SyncRedisClient, keys: Sequence[str], args: Sequence[Any], durability: Durability | None = None
@@ -86,19 +80,13 @@ class Script:
         """The same call on redis-py's synchronous client (sync enqueue; no event loop involved)."""
         if self.num_keys and len(keys) != self.num_keys:
             raise AssertionError(f"{self.name} takes {self.num_keys} keys, got {len(keys)}")
-        try:
+        with faults_as_connection_failed(f"running {self.name}"):
             if durability is not None and durability.enabled:
                 return durable_eval_sync(client, self.sha, self.source, keys, args, durability, f"running {self.name}")
             try:
                 return client.evalsha(self.sha, len(keys), *keys, *args)
             except NoScriptError:
                 return client.eval(self.source, len(keys), *keys, *args)
-        except ConnectionFailedError:
-            raise
-        except Exception as exc:
-            if is_fault(exc):
-                raise as_fault(exc, f"running {self.name}") from exc
-            raise
 
 
 def all_script_files() -> list[str]:
