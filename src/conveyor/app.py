@@ -20,6 +20,7 @@ from conveyor.middleware import Middleware
 from conveyor.options import JobOptions, JobSpec
 from conveyor.queue import Queue
 from conveyor.redis.connection import RedisClient, SyncRedisClient, connect, connect_sync
+from conveyor.redis.durability import Durability
 from conveyor.schedules.declare import declare, interval_seconds
 from conveyor.schedules.model import Schedule
 from conveyor.schedules.scheduler import Scheduler
@@ -36,6 +37,7 @@ class QueueConfig:
     name: str
     concurrency: int = DEFAULT_CONCURRENCY
     defaults: JobOptions | None = None
+    durability: Durability | None = None  # None: the app's
 
 
 def _field_errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -137,8 +139,12 @@ class Conveyor:
         prefix: str = "cv",
         middleware: Sequence[Middleware] = (),
         name: str = "conveyor",
+        durability: Durability | None = None,
     ) -> None:
+        """`durability`: for every queue that does not set its own, wait for replicas and/or the AOF
+        before enqueues and outcomes are acknowledged (docs/reliability.md)."""
         self._redis_url = redis_url
+        self.durability = durability
         self.prefix = prefix
         self.middleware = tuple(middleware)
         self.name = name
@@ -195,15 +201,19 @@ class Conveyor:
             config = self.queue_configs.get(name)
             q = SyncQueue(
                 name, redis=self.sync_client, prefix=self.prefix, middleware=self.middleware,
-                defaults=config.defaults if config else None,
+                defaults=config.defaults if config else None, durability=self._durability(config),
             )
             self._sync_queues[name] = q
         return q
 
+    def _durability(self, config: QueueConfig | None) -> Durability | None:
+        return config.durability if config and config.durability else self.durability
+
     def declare_queue(
-        self, name: str, *, concurrency: int = DEFAULT_CONCURRENCY, defaults: JobOptions | None = None
+        self, name: str, *, concurrency: int = DEFAULT_CONCURRENCY, defaults: JobOptions | None = None,
+        durability: Durability | None = None,
     ) -> QueueConfig:
-        config = QueueConfig(name, concurrency, defaults)
+        config = QueueConfig(name, concurrency, defaults, durability)
         self.queue_configs[name] = config
         return config
 
@@ -285,6 +295,7 @@ class Conveyor:
             q = Queue(
                 name, redis=self.client, prefix=self.prefix, middleware=self.middleware,
                 defaults=config.defaults if config else None,
+                durability=self._durability(config),
             )
             self._queues[name] = q
         return q

@@ -13,11 +13,8 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from conveyor.discovery import resolve_redis_url
-from conveyor.errors import ConnectionFailedError, InvalidOptionError
+from conveyor.errors import InvalidOptionError
 from conveyor.job import JobRecord
 from conveyor.middleware import Middleware, MiddlewareChain
 from conveyor.options import JobOptions, JobSpec
@@ -30,6 +27,8 @@ from conveyor.queue import (
     encode_spec,
 )
 from conveyor.redis.connection import SyncRedisClient, connect_sync
+from conveyor.redis.durability import Durability
+from conveyor.redis.faults import guarded_sync
 from conveyor.redis.keys import QueueKeys, registry_key
 from conveyor.redis.scripts import add_sync
 
@@ -58,8 +57,10 @@ class SyncQueue:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         events_maxlen: int = DEFAULT_EVENTS_MAXLEN,
         middleware: Sequence[Middleware] = (),
+        durability: Durability | None = None,
     ) -> None:
         self.keys = QueueKeys(name, prefix)
+        self.durability = durability
         self.name = name
         self.prefix = prefix
         if isinstance(redis, str) or redis is None:
@@ -104,7 +105,9 @@ class SyncQueue:
         self._register()
         out: list[Enqueued] = []
         for start in range(0, len(encoded), BULK_CHUNK):
-            reply = add_sync(self.client, self.keys, self.events_maxlen, encoded[start:start + BULK_CHUNK])
+            reply = add_sync(
+                self.client, self.keys, self.events_maxlen, encoded[start:start + BULK_CHUNK], self.durability
+            )
             out += [Enqueued(job_id, self.name, created) for job_id, created in added_jobs(reply)]
         return out
 
@@ -120,10 +123,8 @@ class SyncQueue:
 
     @staticmethod
     def _call(fn: Any, *args: Any) -> Any:
-        try:
-            return fn(*args)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise ConnectionFailedError(f"Redis unreachable: {exc}") from exc
+        """One Redis call; every fault comes out as ConnectionFailedError (redis/faults.py)."""
+        return guarded_sync(fn, *args)
 
 
 def job_options(options: Mapping[str, Any]) -> JobOptions:

@@ -105,7 +105,7 @@ async def test_kill9_everything_then_restart_loses_no_job(data_dir: Path, config
                 await worker.close()
             records = {job_id: await queue.get_job(job_id) for job_id in before}
             assert all(r is not None and r.state is JobState.COMPLETED for r in records.values())
-            assert [records[i].stalls for i in ids["active"]] == [1, 1]  # type: ignore[union-attr]
+            assert [records[i].stalls + records[i].lapses for i in ids["active"]] == [1, 1]  # type: ignore[union-attr]
             assert sorted(r.result for r in records.values()) == [0, 0, 1, 1, 2, 10, 11]  # type: ignore[union-attr]
             counts = await queue.counts()
             assert counts.get(JobState.FAILED, 0) == 0 and counts.get(JobState.ACTIVE, 0) == 0
@@ -168,7 +168,7 @@ async def test_kill9_of_conveyor_up_and_everything_it_runs_then_up_again(workdir
             await wait_for(lambda: _count(queue, JobState.COMPLETED, 7), timeout=30, what="7 completed")
             records = [await queue.get_job(i) for i in [*active, *waiting, *delayed]]
             assert [r.result for r in records if r] == [0, 1, 10, 11, 12, 20, 21]
-            assert [r.stalls for r in records if r][:2] == [1, 1]  # recovered by the stalled sweep
+            assert [r.stalls + r.lapses for r in records if r][:2] == [1, 1]  # recovered by the stalled sweep
             assert (await queue.counts()).get(JobState.FAILED, 0) == 0
         finally:
             await queue.close()

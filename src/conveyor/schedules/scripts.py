@@ -8,13 +8,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from conveyor.errors import ConnectionFailedError
 from conveyor.redis.connection import RedisClient
 from conveyor.redis.keys import QueueKeys
 from conveyor.redis.scripts import Script
@@ -27,16 +21,6 @@ CHANGES_MAXLEN = 1000
 _S = {
     p.name.removesuffix(".lua").rsplit("-", 1)[0]: Script.load(p.name, LUA_DIR) for p in sorted(LUA_DIR.glob("*.lua"))
 }
-
-
-async def _call_varkeys(script: Script, client: RedisClient, keys: Sequence[str], args: Sequence[Any]) -> Any:
-    try:
-        try:
-            return await client.evalsha(script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            return await client.eval(script.source, len(keys), *keys, *args)
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        raise ConnectionFailedError(f"Redis unreachable while running {script.name}: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -100,4 +84,4 @@ async def trim_finished(client: RedisClient, keys: QueueKeys, state: str, policy
 async def prune_idempotency(client: RedisClient, keys: QueueKeys, idem_keys: Sequence[str]) -> int:
     if not idem_keys:
         return 0
-    return int(await _call_varkeys(_S["prune-idempotency"], client, idem_keys, (keys.base,)))
+    return int(await _S["prune-idempotency"](client, idem_keys, (keys.base,)))
