@@ -16,7 +16,7 @@ from redis.exceptions import RedisError
 from conveyor import codec
 from conveyor.errors import ConnectionFailedError
 from conveyor.redis.connection import RedisClient
-from conveyor.redis.keys import WorkerRegistryKeys
+from conveyor.redis.keys import WorkerRegistryKeys, registry_key
 
 logger = logging.getLogger(__name__)
 TTL_BEATS = 3
@@ -34,6 +34,7 @@ class RegistryWriter:
         interval_s: float,
     ) -> None:
         self.client = client
+        self.prefix = prefix
         self.keys = WorkerRegistryKeys(prefix)
         self.worker_id = worker_id
         self.record = record
@@ -49,6 +50,13 @@ class RegistryWriter:
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             raise ConnectionFailedError(f"registry heartbeat failed: {exc}") from exc
+
+    async def register_queues(self, names: list[str]) -> None:
+        """Add the service's queues to the set of known queue names (what tools list)."""
+        try:
+            await self.client.sadd(registry_key(self.prefix), *names)
+        except (RedisError, OSError) as exc:
+            raise ConnectionFailedError(f"registering queue names failed: {exc}") from exc
 
     async def remove(self) -> None:
         """Drop the record at a clean shutdown, so listings update at once."""
