@@ -172,6 +172,14 @@ class Queue:
                 await self.middleware.call("after_enqueue", self.name, spec, job)
         return jobs
 
+    def encode(self, spec: JobSpec) -> JobSpecArgs:
+        """Validate and encode one job as the add script takes it (what `add_specs` sends)."""
+        return self._encode(spec)
+
+    async def register(self) -> None:
+        """Record the queue's name in the set of known queues (once per handle)."""
+        await self._register()
+
     def _encode(self, spec: JobSpec) -> JobSpecArgs:
         check_job_name(spec.name)
         opts = spec.options.merged_over(self.defaults)
@@ -337,7 +345,7 @@ class Queue:
         for state in JobState:
             await self._delete_all(k.state_set(state.value), "")
         await limits_admin.obliterate_groups(self, self._delete_all)
-        await self._call(self.client.delete(k.meta, k.events, k.wake))
+        await self._call(self.client.delete(k.meta, k.events, k.wake, k.schedule_ticks))
         await self._call(self.client.srem(registry_key(self.prefix), self.name))
         self._registered = False
 

@@ -65,6 +65,11 @@ class Script:
             raise ConnectionFailedError(f"Redis unreachable while running {self.name}: {exc}") from exc
 
 
+def core_script(name: str) -> Script:
+    """A core script by name (e.g. "add"), for scripts elsewhere that wrap one."""
+    return _S[name]
+
+
 def all_script_files() -> list[str]:
     return sorted(p.name for p in LUA_DIR.glob("*.lua"))
 
@@ -128,7 +133,13 @@ class QueueScripts:
         )
         self._claim_keys = (k.meta, k.ready, k.delayed, k.active, k.events, k.wake)
 
-    async def add(self, jobs: Sequence[JobSpecArgs]) -> list[Any]:
+    @property
+    def add_keys(self) -> tuple[str, ...]:
+        k = self.k
+        return (k.meta, k.ready, k.delayed, k.events, k.wake)
+
+    def add_args(self, jobs: Sequence[JobSpecArgs]) -> list[Any]:
+        """ARGV of add-5.lua for `jobs` (also used by scripts that wrap the add, e.g. a schedule's tick)."""
         k = self.k
         args: list[Any] = [k.base, self.maxlen, len(jobs)]
         prev: JobSpecArgs | None = None
@@ -141,7 +152,10 @@ class QueueScripts:
                 args += [b"f", j.job_id, j.idempotency_key, j.idempotency_ttl_ms, j.name, j.data, j.opts,
                          j.priority, j.delay_ms, j.group, "" if j.cost is None else j.cost]
             prev = j
-        return list(await _S["add"](self.client, (k.meta, k.ready, k.delayed, k.events, k.wake), args))
+        return args
+
+    async def add(self, jobs: Sequence[JobSpecArgs]) -> list[Any]:
+        return list(await _S["add"](self.client, self.add_keys, self.add_args(jobs)))
 
     async def claim(self, worker_id: str, lease_ms: int, want: int) -> list[Any]:
         args = (self.k.base, worker_id, lease_ms, want, self.maxlen)
