@@ -1,0 +1,180 @@
+"""One chaos run: real workers, a producer and fault loops over a window, then a drain and the count.
+
+Faults (each optional): SIGKILL a worker (a replacement starts at once), SIGSTOP a worker past its
+lease then SIGCONT it, reset every proxied connection, SIGKILL the server and restart it from its AOF
+(standalone; on Cluster the queue's slot owner), migrate the queue's slot to another node, kill the
+Sentinel primary so the replica is promoted.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import random
+import time
+import uuid
+from collections import Counter
+from collections.abc import Awaitable, Callable
+from dataclasses import dataclass
+from pathlib import Path
+
+from conveyor import Queue
+from conveyor.errors import ConveyorError
+from conveyor.redis.connection import connect
+from conveyor.testing import RedisServer
+from tests.chaos.backends import Cluster, Sentinel, Standalone
+from tests.chaos.book import Counts, Producer, all_events, job_records, settle
+from tests.chaos.fleet import FleetConfig, WorkerFleet
+
+Backend = Standalone | Cluster | Sentinel
+
+
+@dataclass(frozen=True, slots=True)
+class Plan:
+    jobs: int = 400
+    window_s: float = 15.0  # faults and enqueueing run this long
+    workers: int = 3
+    concurrency: int = 4
+    lease_ms: int = 2000
+    kill_every_s: float | None = 4.0
+    pause_every_s: float | None = 6.0
+    reset_every_s: float | None = None  # proxy resets (standalone only)
+    server_restarts: int = 0  # standalone: the server; Cluster: the slot owner
+    migrations: int = 0  # Cluster only
+    failovers: int = 0  # Sentinel only
+    job_ms: tuple[int, int] = (20, 400)  # each handler sleeps this long (so kills hit running jobs)
+    drain_timeout_s: float = 120.0
+    seed: int = 1
+
+
+async def _repeat(stop: asyncio.Event, period: float, rng: random.Random, action: Callable[[], Awaitable[None]],
+                  done: Counter[str], name: str) -> None:
+    while True:
+        try:
+            await asyncio.wait_for(stop.wait(), period * rng.uniform(0.6, 1.4))
+            return
+        except TimeoutError:
+            pass
+        await action()
+        done[name] += 1
+
+
+async def _at(stop: asyncio.Event, times: list[float], action: Callable[[], Awaitable[None]],
+              done: Counter[str], name: str) -> None:
+    start = time.monotonic()
+    for t in times:
+        try:
+            await asyncio.wait_for(stop.wait(), max(0.0, start + t - time.monotonic()))
+            return
+        except TimeoutError:
+            pass
+        await action()
+        done[name] += 1
+
+
+def _spread(n: int, window_s: float) -> list[float]:
+    """n moments inside the window, away from its ends (so jobs run before and after each)."""
+    return [window_s * (i + 1) / (n + 1) for i in range(n)]
+
+
+async def run(plan: Plan, backend: Backend, workdir: Path) -> Counts:
+    rng = random.Random(plan.seed)
+    qname = f"chaos-{uuid.uuid4().hex[:8]}"
+    prefix = "cv"
+    ledger = RedisServer()
+    await asyncio.to_thread(ledger.start)
+    ledger_client = connect(ledger.url)
+    await backend.start()
+    fleet = WorkerFleet(FleetConfig(backend.worker_url, prefix, qname, ledger.url, f"ledger:{qname}",
+                                    workdir / "logs", plan.workers, plan.concurrency, plan.lease_ms))
+    producer_client = backend.producer_client()
+    admin = backend.admin_client()
+    done: Counter[str] = Counter()
+    try:
+        fleet.start()
+        queue = Queue(qname, redis=producer_client, prefix=prefix)
+        producer = Producer(queue, plan.jobs, plan.window_s, plan.job_ms, seed=plan.seed)
+        stop = asyncio.Event()
+
+        async def kill() -> None:
+            await asyncio.to_thread(fleet.kill, rng.randrange(plan.workers))
+
+        async def pause() -> None:
+            i = rng.randrange(plan.workers)
+            fleet.pause(i)
+            await asyncio.sleep(plan.lease_ms / 1000 * 1.5 + 0.5)  # frozen past its lease
+            fleet.resume(i)
+
+        async def reset() -> None:
+            backend.reset_connections()
+
+        async def watch() -> None:
+            fleet.check()
+
+        admin_queue = Queue(qname, redis=admin, prefix=prefix)
+        loops = [_repeat(stop, 1.0, rng, watch, Counter(), "watch")]
+        if plan.kill_every_s:
+            loops.append(_repeat(stop, plan.kill_every_s, rng, kill, done, "worker SIGKILL"))
+        if plan.pause_every_s:
+            loops.append(_repeat(stop, plan.pause_every_s, rng, pause, done, "worker SIGSTOP past the lease"))
+        if plan.reset_every_s and isinstance(backend, Standalone):
+            loops.append(_repeat(stop, plan.reset_every_s, rng, reset, done, "proxy reset of every connection"))
+        if plan.server_restarts and isinstance(backend, Standalone):
+            loops.append(_at(stop, _spread(plan.server_restarts, plan.window_s), backend.restart_server, done,
+                             "server SIGKILL + restart from AOF"))
+        if plan.server_restarts and isinstance(backend, Cluster):
+            loops.append(_at(stop, _spread(plan.server_restarts, plan.window_s),
+                             lambda: backend.restart_owner(admin_queue), done,
+                             "slot owner SIGKILL + restart from AOF"))
+        if plan.migrations and isinstance(backend, Cluster):
+            times = [t + plan.window_s / (2 * (plan.migrations + 1)) for t in _spread(plan.migrations, plan.window_s)]
+            loops.append(_at(stop, times, lambda: backend.migrate(admin_queue), done,
+                             "live migration of the queue's slot"))
+        if plan.failovers and isinstance(backend, Sentinel):
+            loops.append(_at(stop, _spread(plan.failovers, plan.window_s), backend.failover, done,
+                             "primary SIGKILL + Sentinel failover"))
+        tasks = [asyncio.create_task(loop) for loop in loops]
+        await producer.run()
+        stop.set()
+        await asyncio.gather(*tasks)
+        fleet.resume_all()
+        drained = await _drain(admin_queue, fleet, plan.drain_timeout_s)
+        exit_codes = await asyncio.to_thread(fleet.stop)
+        records = await job_records(admin, admin_queue, await backend.job_keys(admin_queue))
+        events, complete = await all_events(admin, admin_queue)
+        counts = Counts(faults=dict(done))
+        await settle(producer, records, events, complete, ledger_client, f"ledger:{qname}", counts)
+        counts.worker_crashes = len(fleet.unexpected_exits) + sum(1 for c in exit_codes if c != 0)
+        counts.notes = {
+            "loop crashes": fleet.log_count("loop crashed"),
+            "late writes rejected": fleet.log_count("late write for job"),
+            "leases lost while running": fleet.log_count("lost its lease"),
+            "stalled jobs recovered (sweeps)": fleet.log_count("stalled job(s)"),
+            "tracebacks": fleet.log_count("Traceback"),
+            "producer errors": sum(producer.errors.values()),
+            "drained before the deadline": int(drained),
+            **{f"loop crash {kind}": n for kind, n in fleet.crash_kinds().items()},
+        }
+        if isinstance(backend, Cluster):
+            counts.notes["keys migrated while jobs ran"] = backend.migrated_keys
+        return counts
+    finally:
+        fleet.kill_all()
+        for c in (producer_client, admin, ledger_client):
+            await c.aclose()
+        await backend.close()
+        await asyncio.to_thread(ledger.close)
+
+
+async def _drain(queue: Queue, fleet: WorkerFleet, timeout_s: float) -> bool:
+    """Until nothing is waiting, delayed or active (workers that died are replaced meanwhile)."""
+    deadline = time.monotonic() + timeout_s
+    while time.monotonic() < deadline:
+        fleet.check()
+        try:
+            counts = await queue.counts()
+            if sum(n for state, n in counts.items() if state.value in ("waiting", "delayed", "active")) == 0:
+                return True
+        except (ConveyorError, OSError, RuntimeError):
+            pass
+        await asyncio.sleep(0.5)
+    return False
