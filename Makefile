@@ -9,7 +9,7 @@ PYTEST_WORKERS ?= auto
 # Debian's Chromium for the dashboard's browser tests (Playwright drives it; it never downloads one).
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: test up lint typecheck bench clean
+.PHONY: test up lint typecheck bench chaos clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -41,6 +41,11 @@ up: $(RUN_STAMP)
 # `make bench` prints Conveyor's figures (median of 3 runs); `make bench QUICK=1` is a one-run look.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick,)
+
+# The long chaos run: 10,000 jobs per backend (standalone, Cluster) under every fault; prints the counts.
+# `make chaos CHAOS_ARGS="--jobs 2000 --window 60 --backends standalone,cluster,sentinel"` for others.
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos.run $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache

@@ -123,11 +123,11 @@ async def job_records(client: Any, queue: Queue, job_keys: list[str]) -> dict[st
         chunk = ids[start:start + 1000]
         async with client.pipeline(transaction=False) as pipe:
             for job_id in chunk:
-                pipe.hmget(queue.keys.job(job_id), "state", "data", "result", "attempts")
+                pipe.hmget(queue.keys.job(job_id), "state", "data", "result", "attempts", "error")
             rows = await pipe.execute()
-        for job_id, (state, data, result, attempts) in zip(chunk, rows, strict=True):
+        for job_id, (state, data, result, attempts, error) in zip(chunk, rows, strict=True):
             if state is not None or data is not None:
-                out[job_id] = {"state": state, "data": data, "result": result, "attempts": attempts}
+                out[job_id] = {"state": state, "data": data, "result": result, "attempts": attempts, "error": error}
     return out
 
 
@@ -169,7 +169,8 @@ async def settle(producer: Producer, records: dict[str, dict[str, Any]], events:
                 counts.example("wrong_results", job_id)
         elif state == "failed":
             counts.failed += 1
-            counts.example("failed", job_id)
+            error = orjson.loads(rec["error"]) if rec["error"] else {}
+            counts.example("failed", f"{job_id} ({error.get('type')}: {error.get('message')})")
         elif state == "cancelled":
             counts.cancelled += 1
         else:

@@ -144,6 +144,8 @@ async def run(plan: Plan, backend: Backend, workdir: Path) -> Counts:
         counts = Counts(faults=dict(done))
         await settle(producer, records, events, complete, ledger_client, f"ledger:{qname}", counts)
         counts.worker_crashes = len(fleet.unexpected_exits) + sum(1 for c in exit_codes if c != 0)
+        for code in fleet.unexpected_exits + [c for c in exit_codes if c != 0]:
+            counts.example("worker_crashes", f"exit {code}")
         counts.notes = {
             "loop crashes": fleet.log_count("loop crashed"),
             "late writes rejected": fleet.log_count("late write for job"),
