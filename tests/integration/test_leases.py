@@ -92,12 +92,27 @@ async def test_job_that_stalls_too_often_fails(queue: Queue) -> None:
 
 async def test_heartbeat_keeps_long_jobs_leased(queue: Queue) -> None:
     async def longer_than_lease(ctx: JobContext, data: Any) -> str:
-        await asyncio.sleep(0.8)
+        """Runs past its first lease deadline (Redis clock), then checks it is still leased."""
+
+        async def redis_ms() -> int:
+            sec, usec = await queue.client.time()
+            return int(sec) * 1000 + int(usec) // 1000
+
+        first = float(await queue.client.zscore(queue.keys.active, ctx.job_id))
+
+        async def past_first() -> bool:
+            return await redis_ms() > first
+
+        await wait_for(past_first, timeout=60, interval=0.05, what="the first lease deadline passed")
+        deadline = await queue.client.zscore(queue.keys.active, ctx.job_id)
+        assert deadline is not None and float(deadline) > first  # extended, still ours
         return "ok"
 
-    async with running(Worker(queue, {"h": longer_than_lease}, lease_ms=300, heartbeat_ms=50, stalled_interval_ms=50)):
+    # A 2 s lease renewed every 100 ms (a busy machine may pause the loop, but not for seconds).
+    worker = Worker(queue, {"h": longer_than_lease}, lease_ms=2000, heartbeat_ms=100, stalled_interval_ms=100)
+    async with running(worker):
         job = await queue.add("h")
-        assert await job.result(timeout=10) == "ok"
+        assert await job.result(timeout=60) == "ok"
     rec = await job.record()
     assert rec.stalls == 0 and rec.attempts_made == 1
 

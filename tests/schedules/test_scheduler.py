@@ -137,14 +137,15 @@ async def test_changes_take_effect_in_running_schedulers(
         paused_at = await target.client.zcard(target.keys.ready)
         info = await store.get("s")
         assert info.next_run is None
-        await asyncio.sleep(0.5)  # several ticks' worth: nothing may appear while paused
-        # (a pass that claimed a tick just before the pause may still add that one job)
+        # Every scheduler runs a pass of its own after the pause: none may add a job (a background
+        # pass that claimed a tick just before the pause may still add that one job).
+        await asyncio.gather(*(s.run_due() for s in schedulers))
         assert await target.client.zcard(target.keys.ready) <= paused_at + 1
         await store.resume("s")
         await wait_for(lambda: _count(target, paused_at + 3), timeout=10, what="jobs after resume")
         await store.delete("s")
         deleted_at = await target.client.zcard(target.keys.ready)
-        await asyncio.sleep(0.3)
+        await asyncio.gather(*(s.run_due() for s in schedulers))  # passes after the delete add nothing
         assert await target.client.zcard(target.keys.ready) <= deleted_at + 1  # at most one in flight
     finally:
         for s in schedulers:
