@@ -61,7 +61,7 @@ async def test_progress_after_lease_loss_is_rejected(queue: Queue) -> None:
     async with running(w, grace_s=1):
         job = await queue.add("h")
         await wait_for(lambda: w.active == 1)
-        await wait_for(lambda: lease_lapsed_and_swept(queue), timeout=5)
+        await wait_for(lambda: lease_lapsed_and_swept(queue), timeout=30)
         assert await job.state() is JobState.WAITING  # the frozen worker's only slot is busy
         gate.set()
         await wait_for(lambda: len(errors) == 1)

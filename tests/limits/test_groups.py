@@ -144,7 +144,7 @@ async def test_stalled_grouped_job_frees_its_group_slot(sq: Queue) -> None:
     claimed = await sq.scripts.claim("dead-worker", 100, 5)
     assert claimed[1::6] == [first.id]
     assert (await sq.scripts.claim("other", 10_000, 5))[1::6] == []  # capped
-    await wait_for(lambda: _lease_expired(sq), timeout=5, what="lease expiry")
+    await wait_for(lambda: _lease_expired(sq), timeout=30, what="lease expiry")
     assert await sq.scripts.recover_stalled(max_stalls=5) == (1, 0)
     again = await sq.scripts.claim("other", 10_000, 5)
     assert again[1::6] in ([first.id], [second.id])
