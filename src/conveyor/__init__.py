@@ -6,12 +6,14 @@ from conveyor.errors import (
     ConfigurationError,
     ConnectionFailedError,
     ConveyorError,
+    DurabilityError,
     IdempotencyConflictError,
     InvalidJobError,
     InvalidOptionError,
     InvalidStateError,
     JobCancelledError,
     JobFailedError,
+    JobInterrupted,
     JobNotFoundError,
     JobTimeoutError,
     LeaseLostError,
@@ -28,16 +30,18 @@ from conveyor.job import TERMINAL, Job, JobRecord, JobState
 from conveyor.middleware import Middleware
 from conveyor.options import JobOptions, JobSpec
 from conveyor.queue import Page, Queue, Retention
+from conveyor.redis.durability import Durability
 from conveyor.worker import JobContext, JobOutcome, OutcomeKind, Worker, WorkerStats
 
 __version__ = "0.1.0"
 
 __all__ = [
     "TERMINAL", "ConfigurationError", "ConnectionFailedError", "Conveyor", "ConveyorError", "Custom",
-    "Event", "Exponential", "Fixed", "IdempotencyConflictError", "InvalidJobError", "InvalidOptionError",
-    "InvalidStateError", "Job", "JobCancelledError", "JobContext", "JobFailedError", "JobNotFoundError",
-    "JobOptions", "JobOutcome", "JobRecord", "JobSpec", "JobState", "JobTimeoutError", "LeaseLostError",
-    "Middleware", "OutcomeKind", "Page", "PayloadTooLargeError", "PayloadValidationError", "Queue",
-    "QueueConfig", "QueueNotEmptyError", "RateLimited", "Retention", "Retry", "SerializationError", "Task",
-    "Unrecoverable", "Worker", "WorkerStats", "__version__",
+    "Durability", "DurabilityError", "Event", "Exponential", "Fixed", "IdempotencyConflictError",
+    "InvalidJobError", "InvalidOptionError", "InvalidStateError", "Job", "JobCancelledError", "JobContext",
+    "JobFailedError", "JobInterrupted", "JobNotFoundError", "JobOptions", "JobOutcome", "JobRecord",
+    "JobSpec", "JobState", "JobTimeoutError", "LeaseLostError", "Middleware", "OutcomeKind", "Page",
+    "PayloadTooLargeError", "PayloadValidationError", "Queue", "QueueConfig", "QueueNotEmptyError",
+    "RateLimited", "Retention", "Retry", "SerializationError", "Task", "Unrecoverable", "Worker",
+    "WorkerStats", "__version__",
 ]

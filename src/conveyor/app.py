@@ -16,6 +16,7 @@ from conveyor.middleware import Middleware
 from conveyor.options import JobOptions, JobSpec
 from conveyor.queue import Queue, resolve_redis_url
 from conveyor.redis.connection import RedisClient, connect
+from conveyor.redis.durability import Durability
 from conveyor.schedules.declare import declare, interval_seconds
 from conveyor.schedules.model import Schedule
 from conveyor.schedules.scheduler import Scheduler
@@ -31,6 +32,7 @@ class QueueConfig:
     name: str
     concurrency: int = DEFAULT_CONCURRENCY
     defaults: JobOptions | None = None
+    durability: Durability | None = None  # None: the app's
 
 
 def _field_errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -128,8 +130,12 @@ class Conveyor:
         prefix: str = "cv",
         middleware: Sequence[Middleware] = (),
         name: str = "conveyor",
+        durability: Durability | None = None,
     ) -> None:
+        """`durability`: for every queue that does not set its own, wait for replicas and/or the AOF
+        before enqueues and outcomes are acknowledged (docs/reliability.md)."""
         self._redis_url = redis_url
+        self.durability = durability
         self.prefix = prefix
         self.middleware = tuple(middleware)
         self.name = name
@@ -156,9 +162,10 @@ class Conveyor:
         return self._client
 
     def declare_queue(
-        self, name: str, *, concurrency: int = DEFAULT_CONCURRENCY, defaults: JobOptions | None = None
+        self, name: str, *, concurrency: int = DEFAULT_CONCURRENCY, defaults: JobOptions | None = None,
+        durability: Durability | None = None,
     ) -> QueueConfig:
-        config = QueueConfig(name, concurrency, defaults)
+        config = QueueConfig(name, concurrency, defaults, durability)
         self.queue_configs[name] = config
         return config
 
@@ -219,6 +226,7 @@ class Conveyor:
             q = Queue(
                 name, redis=self.client, prefix=self.prefix, middleware=self.middleware,
                 defaults=config.defaults if config else None,
+                durability=(config.durability if config and config.durability else self.durability),
             )
             self._queues[name] = q
         return q

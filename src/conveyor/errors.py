@@ -78,7 +78,23 @@ class QueueNotEmptyError(ConveyorError):
 
 
 class ConnectionFailedError(ConveyorError, ConnectionError):
-    """Redis/Valkey could not be reached."""
+    """Redis/Valkey could not be reached or cannot serve now (see `conveyor.redis.faults`). The call
+    may or may not have taken effect on the server."""
+
+
+class DurabilityError(ConnectionFailedError):
+    """A write was applied on the primary but not acknowledged by the replicas or the AOF fsync the
+    queue's durability asks for, within its timeout: it may be lost if the primary fails now."""
+
+
+class ScriptInputError(ConveyorError, ValueError):
+    """A script refused its arguments before writing anything (a value out of range reached Redis)."""
+
+    def __init__(self, script: str, position: int, reason: str) -> None:
+        super().__init__(f"{script}: {reason} (refused, nothing written)")
+        self.script = script
+        self.position = position
+        self.reason = reason
 
 
 class EmbeddedServerError(ConveyorError):
@@ -109,6 +125,12 @@ class JobCancelledError(ConveyorError):
 
 
 # --------------------------------------------------------------------------- handler signals
+
+
+class JobInterrupted(BaseException):
+    """Raised inside a sync handler's thread when the worker stops its run early (timeout, lost
+    lease, cancellation, shutdown). A BaseException, so `except Exception` in a handler does not
+    swallow it; `finally` blocks still run. Async handlers get `asyncio.CancelledError` instead."""
 
 
 class HandlerSignal(Exception):

@@ -46,7 +46,9 @@ class JobRecord:
     priority: int = 0
     attempts_made: int = 0
     max_attempts: int = 1
-    stalls: int = 0
+    stalls: int = 0  # leases that expired while a worker was running the job (see docs/reliability.md)
+    lapses: int = 0  # leases that expired before any worker confirmed running it
+    awaiting_handler: bool = False  # waiting for a worker that has a handler for its name
     progress: Any = None
     result: Any = None
     error: dict[str, Any] | None = None
@@ -71,6 +73,8 @@ class JobRecord:
             attempts_made=int(h.get("attempts", 0)),
             max_attempts=int(options.get("attempts", 1)),
             stalls=int(h.get("stalls", 0)),
+            lapses=int(h.get("lapses", 0)),
+            awaiting_handler="held" in h,
             progress=codec.loads(h.get("progress")),
             result=codec.loads(h.get("result")),
             error=codec.loads(h.get("error")),
@@ -91,6 +95,7 @@ class JobRecord:
             "id": self.id, "queue": self.queue, "name": self.name, "data": self.data,
             "state": self.state.value, "options": self.options, "priority": self.priority,
             "attempts_made": self.attempts_made, "max_attempts": self.max_attempts, "stalls": self.stalls,
+            "lapses": self.lapses, "awaiting_handler": self.awaiting_handler,
             "progress": self.progress, "result": self.result, "error": self.error,
             "created_ms": self.created_ms, "started_ms": self.started_ms, "finished_ms": self.finished_ms,
             "worker": self.worker, "cancel_requested": self.cancel_requested,

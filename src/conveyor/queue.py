@@ -8,14 +8,10 @@ from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
 from conveyor import codec
 from conveyor.backoff import Backoff, parse_backoff
 from conveyor.errors import (
     ConfigurationError,
-    ConnectionFailedError,
     IdempotencyConflictError,
     InvalidJobError,
     InvalidOptionError,
@@ -32,6 +28,8 @@ from conveyor.middleware import Middleware, MiddlewareChain
 from conveyor.options import DEFAULT_IDEMPOTENCY_TTL_S, JobOptions, JobSpec
 from conveyor.redis.codes import ScriptCode
 from conveyor.redis.connection import RedisClient, connect
+from conveyor.redis.durability import Durability
+from conveyor.redis.faults import guarded
 from conveyor.redis.keys import QueueKeys, registry_key
 from conveyor.redis.scripts import JobSpecArgs, QueueScripts
 
@@ -85,7 +83,10 @@ class Queue:
         max_payload_bytes: int = DEFAULT_MAX_PAYLOAD_BYTES,
         events_maxlen: int = DEFAULT_EVENTS_MAXLEN,
         middleware: Sequence[Middleware] = (),
+        durability: Durability | None = None,
     ) -> None:
+        """`durability`: wait for replicas and/or the AOF fsync before an enqueue or a recorded
+        outcome is acknowledged (docs/reliability.md, "Durable acknowledgement")."""
         self.keys = QueueKeys(name, prefix)
         self.name = name
         self.prefix = prefix
@@ -101,7 +102,8 @@ class Queue:
         self.max_payload_bytes = max_payload_bytes
         self.events_maxlen = events_maxlen
         self.middleware = MiddlewareChain(middleware)
-        self.scripts = QueueScripts(self.client, self.keys, events_maxlen)
+        self.durability = durability
+        self.scripts = QueueScripts(self.client, self.keys, events_maxlen, durability)
         self._registered = False
 
     def __repr__(self) -> str:
@@ -230,11 +232,24 @@ class Queue:
         async with self.client.pipeline(transaction=False) as pipe:
             for state in JobState:
                 pipe.zcard(k.state_set(state.value))
-            pipe.hget(k.meta, "gwait")  # grouped waiting jobs live in per-group sets
+            # Grouped waiting jobs live in per-group sets, jobs waiting for a handler in per-name sets.
+            pipe.hmget(k.meta, ["gwait", "hwait"])
             replies = await self._call(pipe.execute())
         counts = {state: int(n) for state, n in zip(JobState, replies, strict=False)}
-        counts[JobState.WAITING] += int(replies[-1] or 0)
+        counts[JobState.WAITING] += sum(int(n or 0) for n in replies[-1])
         return counts
+
+    async def held(self) -> dict[str, int]:
+        """Jobs waiting for a worker with a handler for their name, by name (a worker that leased
+        them had none; any worker that has one takes them, see docs/internals.md)."""
+        names = sorted(await self._call(self.client.smembers(self.keys.holds)))
+        if not names:
+            return {}
+        async with self.client.pipeline(transaction=False) as pipe:
+            for name in names:
+                pipe.zcard(self.keys.hold(name))
+            sizes = await self._call(pipe.execute())
+        return {name: int(n) for name, n in zip(names, sizes, strict=True) if n}
 
     async def is_paused(self) -> bool:
         return bool(await self._call(self.client.hget(self.keys.meta, "paused")) == "1")
@@ -326,6 +341,8 @@ class Queue:
         """Delete every waiting (and delayed) job, in bounded batches. Returns how many went."""
         total = await self._delete_all(self.keys.ready, "drained")
         total += await limits_admin.drain_groups(self, self._delete_all)
+        for name in await self.held():
+            total += await self._delete_all(self.keys.hold(name), "drained")
         if include_delayed:
             total += await self._delete_all(self.keys.delayed, "drained")
         return total
@@ -338,21 +355,23 @@ class Queue:
         return await self._delete_all(self.keys.state_set(state.value), "purged")
 
     async def obliterate(self, *, force: bool = False) -> None:
-        """Delete the whole queue: jobs, events, settings. Refuses while jobs are active unless forced."""
-        k = self.keys
-        if not force and await self._call(self.client.zcard(k.active)) > 0:
-            raise QueueNotEmptyError(f"queue {self.name!r} has active jobs; pass force=True")
-        for state in JobState:
-            await self._delete_all(k.state_set(state.value), "")
-        await limits_admin.obliterate_groups(self, self._delete_all)
-        await self._call(self.client.delete(k.meta, k.events, k.wake, k.schedule_ticks))
+        """Delete the whole queue: jobs, events, settings. Refuses while jobs are active unless
+        forced. The check and the first deletion are one atomic step, which also pauses the queue so
+        nothing is leased while the rest goes in bounded batches (obliterate-15.lua)."""
+        while True:
+            code, remaining = await self.scripts.obliterate(force)
+            if code == ScriptCode.QUEUE_ACTIVE:
+                raise QueueNotEmptyError(f"queue {self.name!r} has {remaining} active jobs; pass force=True")
+            if not remaining:
+                break
         await self._call(self.client.srem(registry_key(self.prefix), self.name))
         self._registered = False
 
-    async def recover_stalled(self, max_stalls: int = 1) -> tuple[int, int]:
-        """Return jobs whose lease expired to waiting (or fail those stalled more than `max_stalls`
-        times). Workers run this periodically; returns (recovered, failed)."""
-        return await self.scripts.recover_stalled(max_stalls)
+    async def recover_stalled(self, max_stalls: int = 1, max_lapses: int = 10) -> tuple[int, int]:
+        """Return jobs whose lease expired to waiting, or fail those that stalled more than
+        `max_stalls` times (or lapsed unconfirmed more than `max_lapses` times, see
+        recover-stalled-8.lua). Workers run this periodically; returns (recovered, failed)."""
+        return await self.scripts.recover_stalled(max_stalls, max_lapses=max_lapses)
 
     async def _delete_all(self, key: str, event: str) -> int:
         total = 0
@@ -424,10 +443,8 @@ class Queue:
 
     @staticmethod
     async def _call(awaitable: Any) -> Any:
-        try:
-            return await awaitable
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise ConnectionFailedError(f"Redis unreachable: {exc}") from exc
+        """One Redis call; every fault comes out as ConnectionFailedError (redis/faults.py)."""
+        return await guarded(awaitable)
 
 
 def _check_batch_duplicates(jobs: Sequence[JobSpecArgs]) -> None:

@@ -38,10 +38,13 @@ async def test_add_stores_job_with_options(queue: Queue) -> None:
     assert (await counts_of(queue))["waiting"] == 1
 
 
-async def test_generated_ids_are_sequential_numbers(queue: Queue) -> None:
+async def test_generated_ids_are_increasing_numbers(queue: Queue) -> None:
     a = await queue.add("x", 1)
     b = await queue.add("x", 2)
-    assert int(b.id) == int(a.id) + 1
+    assert int(b.id) > int(a.id)
+    batch = await queue.add_bulk([{"name": "x", "data": i} for i in range(3)])
+    first = int(batch[0].id)
+    assert first > int(b.id) and [int(j.id) for j in batch] == [first, first + 1, first + 2]
 
 
 async def test_delay_and_run_at_make_delayed_jobs(queue: Queue) -> None:

@@ -40,7 +40,8 @@ async def test_expired_lease_is_recovered_and_late_write_rejected(queue: Queue) 
             release_frozen.set()  # the frozen run now finishes and tries to write: rejected
             await wait_for(lambda: frozen.stats.lost >= 1, what="late write rejected")
     rec = await job.record()
-    assert rec.state is JobState.COMPLETED and rec.result == "from healthy" and rec.stalls == 1
+    # The frozen worker never confirmed its run by a heartbeat: the expiry is a lapse, not a stall.
+    assert rec.state is JobState.COMPLETED and rec.result == "from healthy" and (rec.stalls, rec.lapses) == (0, 1)
     kinds = [e.type for e in await queue.read_events("0-0") if e.job_id == job.id]
     assert kinds.count("completed") == 1 and kinds.count("stalled") == 1
 
@@ -68,26 +69,48 @@ async def test_progress_after_lease_loss_is_rejected(queue: Queue) -> None:
         # The slot is free again, so the worker re-claims the job under a new lease and finishes it.
         await job.result(timeout=10)
     rec = await job.record()
-    assert rec.state is JobState.COMPLETED and rec.stalls == 1 and len(errors) == 1
+    assert rec.state is JobState.COMPLETED and rec.lapses == 1 and len(errors) == 1
+
+
+async def _lease_and_expire(queue: Queue, *, confirm: bool, max_stalls: int, max_lapses: int = 10) -> None:
+    """Lease the job for 100 ms (a heartbeat confirming the run, or not), then sweep once it expired."""
+    claimed = await queue.scripts.claim("w", 100, 1)
+    job_id, token = claimed[1], claimed[2]
+    if confirm:
+        assert await queue.scripts.extend(100, [(job_id, token, True)]) == [0]
+
+    async def swept() -> bool:
+        recovered, dead = await queue.recover_stalled(max_stalls, max_lapses)
+        return recovered + dead > 0
+
+    await wait_for(swept, what="lease expired and swept")
 
 
 async def test_job_that_stalls_too_often_fails(queue: Queue) -> None:
-    async def never_finishes(ctx: JobContext, data: Any) -> None:
-        await asyncio.sleep(3600)
-
     job = await queue.add("h")
-    first = Worker(queue, {"h": never_finishes}, **FROZEN)
-    second = Worker(queue, {"h": never_finishes}, **FROZEN)
-    async with running(first, grace_s=0), running(second, grace_s=0):
-        await wait_for(lambda: first.active + second.active == 1)
-        await wait_for(lambda: lease_lapsed_and_swept(queue, max_stalls=1))
-        await wait_for(lambda: first.active + second.active == 2)  # the other worker took it
-        await wait_for(lambda: lease_lapsed_and_swept(queue, max_stalls=1))
-        assert await job.state() is JobState.FAILED
+    await _lease_and_expire(queue, confirm=True, max_stalls=1)
+    assert (await job.record()).state is JobState.WAITING
+    await _lease_and_expire(queue, confirm=True, max_stalls=1)
     rec = await job.record()
-    assert rec.stalls == 2 and rec.error is not None and rec.error["type"] == "Stalled"
+    assert rec.state is JobState.FAILED and (rec.stalls, rec.lapses) == (2, 0)
+    assert rec.error is not None and rec.error["type"] == "Stalled" and "while running" in rec.error["message"]
     with pytest.raises(JobFailedError):
         await job.result(timeout=1)
+
+
+async def test_lapse_before_a_confirmed_run_is_not_a_stall(queue: Queue) -> None:
+    """A lease that expired before any heartbeat confirmed the run (a worker that died at once, a
+    trip whose reply was lost) is a lapse: even max_stalls=0 does not fail the job for it."""
+    job = await queue.add("h", attempts=5)
+    for _ in range(3):
+        await _lease_and_expire(queue, confirm=False, max_stalls=0, max_lapses=3)
+    rec = await job.record()
+    assert rec.state is JobState.WAITING and (rec.stalls, rec.lapses, rec.attempts_made) == (0, 3, 0)
+    # ... but a job that takes down every worker at once cannot loop for ever: past max_lapses it fails.
+    await _lease_and_expire(queue, confirm=False, max_stalls=0, max_lapses=3)
+    rec = await job.record()
+    assert rec.state is JobState.FAILED and rec.lapses == 4
+    assert rec.error is not None and rec.error["type"] == "Stalled" and "confirmed" in rec.error["message"]
 
 
 async def test_heartbeat_keeps_long_jobs_leased(queue: Queue) -> None:

@@ -467,16 +467,6 @@ async def test_unserialisable_result_fails_the_job_clearly(queue: Queue) -> None
     assert (await job.record()).attempts_made == 1
 
 
-async def test_unknown_job_name_fails_with_clear_error(queue: Queue) -> None:
-    async def handler(ctx: JobContext, data: Any) -> None:
-        return None
-
-    async with running(Worker(queue, {"known": handler})):
-        job = await queue.add("unknown")
-        with pytest.raises(JobFailedError, match="no handler registered"):
-            await job.result(timeout=10)
-
-
 async def test_result_ttl_zero_keeps_no_record(queue: Queue) -> None:
     done = 0
 

@@ -119,3 +119,15 @@ async def seen_max(queue: Queue, group: str = "*") -> int:
     """Highest in-flight count the handlers saw (group '*' = all jobs)."""
     values = await queue.client.lrange(test_key(queue.name, f"seen:{group}"), 0, -1)
     return max((int(v) for v in values), default=0)
+
+
+async def claim_ranks(queue: Queue, ids: Sequence[str]) -> dict[str, int]:
+    """Claim order of the jobs `ids` that were claimed: 1 for the first claim, 2 for the next...
+    (lease tokens only grow, but are not consecutive: the counter is floored by Redis time)."""
+    async with queue.client.pipeline(transaction=False) as pipe:
+        for job_id in ids:
+            pipe.hget(queue.keys.job(job_id), "token")
+        tokens = await pipe.execute()
+    claimed = sorted((int(t), job_id) for t, job_id in zip(tokens, ids, strict=True) if t)
+    return {job_id: rank for rank, (_, job_id) in enumerate(claimed, start=1)}
+

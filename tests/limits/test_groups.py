@@ -7,11 +7,7 @@ from collections import Counter
 
 from conveyor import JobOptions, JobSpec, JobState, Queue, Worker
 from tests.conftest import running, wait_for
-from tests.limits.conftest import claim_records
-
-
-async def _tokens(queue: Queue, ids: list[str]) -> list[int]:
-    return [int(r["token"]) for r in await claim_records(queue, ids) if r["token"]]
+from tests.limits.conftest import claim_ranks, claim_records
 
 
 async def test_small_groups_start_within_first_110_claims_behind_a_5000_backlog(sq: Queue, fleet) -> None:
@@ -24,19 +20,21 @@ async def test_small_groups_start_within_first_110_claims_behind_a_5000_backlog(
 
     async def claimed_enough() -> bool:
         f.check_alive()
-        return int(await sq.client.hget(sq.keys.meta, "token") or 0) >= 200
+        counts = await sq.counts()
+        return counts[JobState.COMPLETED] + counts[JobState.ACTIVE] >= 200
 
     await wait_for(claimed_enough, timeout=60, interval=0.05, what="200 claims")
     f.stop()
-    small_tokens = await _tokens(sq, [j.id for j in small])
-    assert len(small_tokens) == 100, "every small-group job was claimed"
-    assert max(small_tokens) <= 110, sorted(small_tokens)[-5:]
-    big_early = [t for t in await _tokens(sq, [j.id for j in big[:300]]) if t <= 110]
+    ranks = await claim_ranks(sq, [j.id for j in big + small])
+    small_ranks = [ranks[j.id] for j in small if j.id in ranks]
+    assert len(small_ranks) == 100, "every small-group job was claimed"
+    assert max(small_ranks) <= 110, sorted(small_ranks)[-5:]
+    big_early = [j for j in big if ranks.get(j.id, 10**9) <= 110]
     assert len(big_early) == 10  # the big group got its fair share and no more
 
 
 async def test_late_groups_get_their_share_while_a_backlog_drains(sq: Queue) -> None:
-    await sq.add_bulk([JobSpec("x", i, JobOptions(group="big")) for i in range(1500)])
+    big = await sq.add_bulk([JobSpec("x", i, JobOptions(group="big")) for i in range(1500)])
 
     async def handler(ctx, data) -> None:
         return None
@@ -47,11 +45,12 @@ async def test_late_groups_get_their_share_while_a_backlog_drains(sq: Queue) -> 
             JobSpec("x", i, JobOptions(group=f"late-{g}")) for g in range(10) for i in range(10)
         ])
         await wait_for(lambda: _all_done(sq, [j.id for j in small]), timeout=20, what="small groups done")
-    tokens = sorted(await _tokens(sq, [j.id for j in small]))
-    assert len(tokens) == 100
+    ranks = await claim_ranks(sq, [j.id for j in big + small])
+    small_ranks = sorted(ranks[j.id] for j in small)
+    assert len(small_ranks) == 100
     # From the first small claim on, every round serves each group once: 100 small + at most
     # 10 big (+1 for the round in progress when they arrived) claims.
-    assert tokens[-1] - tokens[0] + 1 <= 111, (tokens[0], tokens[-1])
+    assert small_ranks[-1] - small_ranks[0] + 1 <= 111, (small_ranks[0], small_ranks[-1])
 
 
 async def _all_done(queue: Queue, ids: list[str]) -> bool:

@@ -26,7 +26,7 @@ def test_every_script_header_names_itself_and_lists_known_codes() -> None:
 
 
 def test_includes_are_flattened_once() -> None:
-    script = Script.load("finish-9.lua")
+    script = Script.load("finish-10.lua")
     assert "--@include" not in script.source
     assert script.source.count("local function now_ms") == 1
     assert script.source.count("local function claim(") == 1

@@ -12,3 +12,4 @@ class ScriptCode(IntEnum):
     WRONG_STATE = -3
     CONFLICT = -4
     QUEUE_ACTIVE = -5
+    INVALID_INPUT = -6  # a script refused its arguments before writing anything

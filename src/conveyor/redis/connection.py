@@ -4,6 +4,11 @@ Cluster is selected with `redis+cluster://host:port` (or `rediss+cluster://`), o
 Sentinel with `redis+sentinel://[user:pass@]host:port[,host2:port2]/service_name[/db]` (or
 `rediss+sentinel://` for TLS; `?sentinel_password=` when the sentinels require their own password).
 Every client decodes replies to str; the one JSON codec handles payloads.
+
+No client retries a command by itself: a command whose reply was lost may have run, and resending a
+script that is not idempotent (an enqueue without an idempotency key) would run it twice. Faults
+surface as errors that redis/faults.py classifies; the callers that resend (the worker's trips)
+are idempotent. MOVED/ASK redirections, where the command did not run, are still followed.
 """
 
 from __future__ import annotations
@@ -14,7 +19,9 @@ from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
 
 import redis.asyncio as aioredis
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.retry import Retry
 from redis.asyncio.sentinel import Sentinel
+from redis.backoff import NoBackoff
 
 from conveyor.errors import ConfigurationError
 
@@ -40,6 +47,11 @@ def _split_cluster_flag(url: str) -> tuple[str, bool]:
     return urlunsplit(parts._replace(query=urlencode(query))), flag
 
 
+def no_retry() -> Retry:
+    """The retry policy of every client: none (see the module docstring)."""
+    return Retry(NoBackoff(), 0)
+
+
 def connect(url: str, *, socket_timeout: float | None = 10.0, **extra: Any) -> RedisClient:
     """A client for `url`; `socket_timeout=None` for connections that block (BLPOP, XREAD BLOCK)."""
     options: dict[str, Any] = {
@@ -47,6 +59,7 @@ def connect(url: str, *, socket_timeout: float | None = 10.0, **extra: Any) -> R
         "socket_connect_timeout": 5.0,
         "socket_timeout": socket_timeout,
         "health_check_interval": 30,
+        "retry": no_retry(),
     }
     options.update(extra)
     if urlsplit(url).scheme.lower() in _SENTINEL:

@@ -84,6 +84,19 @@ class QueueKeys:
     def idempotency(self, key: str) -> str:
         return self._k("idem:" + key)
 
+    def trip(self, trip_id: str) -> str:
+        """Record of one worker trip (finish-10.lua), kept briefly so a resent trip is idempotent."""
+        return self._k("trip:" + trip_id)
+
+    # Jobs held for a worker with their handler (finish-10.lua, kind H): one zset per job name and
+    # the set of names that have held jobs.
+    @property
+    def holds(self) -> str:
+        return self._k("holds")
+
+    def hold(self, name: str) -> str:
+        return self._k("hold:" + name)
+
     # Limits and groups (docs/limits.md, "Keys"). Group names may contain ':', so each group key
     # kind has its own prefix ("gr:", "gs:") and the group name always comes last.
     @property

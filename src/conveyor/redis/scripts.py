@@ -2,7 +2,10 @@
 
 Each `lua/<name>-<nkeys>.lua` may pull shared helpers with `--@include <file>` (from `lua/includes/`),
 flattened here once at import. Calls go by EVALSHA and fall back to EVAL when the server lost its
-script cache (restart, failover), which also re-caches the script.
+script cache (restart, failover), which also re-caches the script. Every Redis fault comes out as
+`ConnectionFailedError` (redis/faults.py); a script that refuses its arguments raises
+`ScriptInputError`. Nothing here resends a script: the callers that may (the worker's trips) are
+idempotent by design.
 """
 
 from __future__ import annotations
@@ -12,18 +15,21 @@ import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
-from typing import Any
+from typing import Any, NamedTuple
 
-from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import NoScriptError
-from redis.exceptions import TimeoutError as RedisTimeoutError
 
-from conveyor.errors import ConnectionFailedError
+from conveyor.errors import ConnectionFailedError, ScriptInputError
+from conveyor.redis.codes import ScriptCode
 from conveyor.redis.connection import RedisClient
+from conveyor.redis.durability import Durability, durable_eval
+from conveyor.redis.faults import as_fault, is_fault
 from conveyor.redis.keys import QueueKeys
 
 LUA_DIR = Path(__file__).with_name("lua")
 _INCLUDE = re.compile(r"^--@include\s+(\S+)\s*$", re.MULTILINE)
+# Jobs deleted per obliterate call (one bounded script run each).
+OBLITERATE_BATCH = 500
 
 
 def _flatten(source: str) -> str:
@@ -44,7 +50,7 @@ class Script:
     name: str
     source: str
     sha: str
-    num_keys: int
+    num_keys: int  # 0: the script takes any number of keys
 
     @classmethod
     def load(cls, filename: str, directory: Path = LUA_DIR) -> Script:
@@ -53,16 +59,26 @@ class Script:
         num_keys = int(filename.rsplit("-", 1)[1].removesuffix(".lua"))
         return cls(filename.removesuffix(".lua"), source, hashlib.sha1(source.encode()).hexdigest(), num_keys)
 
-    async def __call__(self, client: RedisClient, keys: Sequence[str], args: Sequence[Any]) -> Any:
-        if len(keys) != self.num_keys:
+    async def __call__(
+        self, client: RedisClient, keys: Sequence[str], args: Sequence[Any], durability: Durability | None = None
+    ) -> Any:
+        """Run once. With an enabled `durability`, the reply comes only after the write is as durable
+        as asked (DurabilityError otherwise)."""
+        if self.num_keys and len(keys) != self.num_keys:
             raise AssertionError(f"{self.name} takes {self.num_keys} keys, got {len(keys)}")
         try:
+            if durability is not None and durability.enabled:
+                return await durable_eval(client, self.sha, self.source, keys, args, durability, f"running {self.name}")
             try:
-                return await client.evalsha(self.sha, self.num_keys, *keys, *args)
+                return await client.evalsha(self.sha, len(keys), *keys, *args)
             except NoScriptError:
-                return await client.eval(self.source, self.num_keys, *keys, *args)
-        except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-            raise ConnectionFailedError(f"Redis unreachable while running {self.name}: {exc}") from exc
+                return await client.eval(self.source, len(keys), *keys, *args)
+        except ConnectionFailedError:
+            raise
+        except Exception as exc:
+            if is_fault(exc):
+                raise as_fault(exc, f"running {self.name}") from exc
+            raise
 
 
 def core_script(name: str) -> Script:
@@ -107,7 +123,7 @@ class JobSpecArgs:
 
 @dataclass(frozen=True, slots=True)
 class Outcome:
-    """One finished job as the finish script takes it; see finish-9.lua for the kinds."""
+    """One finished job as the finish script takes it; see finish-10.lua for the kinds."""
 
     job_id: str
     token: str
@@ -117,21 +133,45 @@ class Outcome:
     note: str
     cost: int | None = None  # units the run reported (ctx.report_cost); None = not reported
 
+    def args(self) -> list[Any]:
+        return [self.job_id, self.token, self.kind, self.payload, self.number, self.note,
+                "" if self.cost is None else self.cost]
+
+
+OUTCOME_FIELDS = 7  # ARGV entries per outcome in finish-10.lua
+CLAIM_HEADER = 2  # next_due_in_ms, hold version
+CLAIM_FIELDS = 6  # id, token, attempt, name, data, opts per leased job
+
+
+class Sweep(NamedTuple):
+    recovered: int  # expired leases returned to waiting
+    failed: int  # jobs failed for stalling or lapsing too often
+    held: int  # jobs waiting for a worker with their handler
+
+
+def _refused(script: str, reply: Any) -> None:
+    """Raise ScriptInputError when `reply` is a script's {-6, position, reason}."""
+    if isinstance(reply, list) and len(reply) == 3 and reply[0] == ScriptCode.INVALID_INPUT:
+        raise ScriptInputError(script, int(reply[1]), str(reply[2]))
+
 
 class QueueScripts:
-    """Typed calls of every script for one queue."""
+    """Typed calls of every script for one queue. `durability` applies to enqueues and recorded
+    outcomes (redis/durability.py)."""
 
-    __slots__ = ("_claim_keys", "_finish_keys", "client", "k", "maxlen")
+    __slots__ = ("_finish_keys", "client", "durability", "k", "maxlen")
 
-    def __init__(self, client: RedisClient, keys: QueueKeys, events_maxlen: int) -> None:
+    def __init__(
+        self, client: RedisClient, keys: QueueKeys, events_maxlen: int, durability: Durability | None = None
+    ) -> None:
         self.client = client
         self.k = keys
         self.maxlen = events_maxlen
+        self.durability = durability
         k = keys
         self._finish_keys = (
             k.meta, k.ready, k.delayed, k.active, k.completed, k.failed, k.cancelled, k.events, k.wake,
         )
-        self._claim_keys = (k.meta, k.ready, k.delayed, k.active, k.events, k.wake)
 
     @property
     def add_keys(self) -> tuple[str, ...]:
@@ -155,29 +195,96 @@ class QueueScripts:
         return args
 
     async def add(self, jobs: Sequence[JobSpecArgs]) -> list[Any]:
-        return list(await _S["add"](self.client, self.add_keys, self.add_args(jobs)))
+        return await self.add_wrapped(_S["add"], jobs)
+
+    async def add_wrapped(
+        self, script: Script, jobs: Sequence[JobSpecArgs], extra_keys: Sequence[str] = (),
+        extra_args: Sequence[Any] = (),
+    ) -> list[Any]:
+        """add-5, or a script wrapping its body (a schedule's tick guard): the add's keys and ARGV, then
+        the wrapper's own; the same durability and input checks."""
+        keys = (*self.add_keys, *extra_keys)
+        reply = await script(self.client, keys, [*self.add_args(jobs), *extra_args], self.durability)
+        _refused(script.name, reply)
+        return list(reply)
+
+    async def trip(
+        self,
+        worker_id: str,
+        lease_ms: int,
+        want: int,
+        *,
+        trip_id: str = "",
+        record_ttl_ms: int = 0,
+        acks: Sequence[str] = (),
+        names: Sequence[str] = (),
+        outcomes: Sequence[Any] = (),
+        count: int = 0,
+    ) -> list[Any]:
+        """One finish-and-claim round trip (finish-10.lua): `count` outcomes flattened in `outcomes`
+        (OUTCOME_FIELDS each), then up to `want` new leases. With a `trip_id` and a record ttl the
+        trip is idempotent: sending it again returns the same reply (docs/internals.md, "Trips")."""
+        k = self.k
+        args: list[Any] = [k.base, worker_id, lease_ms, want, self.maxlen, record_ttl_ms if trip_id else 0,
+                           len(acks), len(names), count, *acks, *names, *outcomes]
+        keys = (*self._finish_keys, k.trip(trip_id or "-"))
+        reply = await _S["finish"](self.client, keys, args, self.durability if count else None)
+        _refused("finish", reply)
+        return list(reply)
 
     async def claim(self, worker_id: str, lease_ms: int, want: int) -> list[Any]:
-        args = (self.k.base, worker_id, lease_ms, want, self.maxlen)
-        return list(await _S["claim"](self.client, self._claim_keys, args))
+        """Lease up to `want` jobs outside the trip protocol: next_due_in_ms, then 6 fields per job."""
+        reply = await self.trip(worker_id, lease_ms, want)
+        return [reply[0], *reply[CLAIM_HEADER:]]
 
     async def finish(self, worker_id: str, lease_ms: int, want: int, outcomes: Sequence[Outcome]) -> list[Any]:
-        args: list[Any] = [self.k.base, worker_id, lease_ms, want, self.maxlen, len(outcomes)]
+        """Record outcomes and lease up to `want` jobs outside the trip protocol: one code per
+        outcome, then next_due_in_ms and 6 fields per leased job."""
+        flat: list[Any] = []
         for o in outcomes:
-            args += [o.job_id, o.token, o.kind, o.payload, o.number, o.note, "" if o.cost is None else o.cost]
-        return list(await _S["finish"](self.client, self._finish_keys, args))
+            flat += o.args()
+        reply = await self.trip(worker_id, lease_ms, want, outcomes=flat, count=len(outcomes))
+        n = len(outcomes)
+        return [*reply[:n], reply[n], *reply[n + CLAIM_HEADER:]]
 
-    async def extend(self, lease_ms: int, leases: Sequence[tuple[str, str]]) -> list[int]:
+    async def extend(self, lease_ms: int, leases: Sequence[tuple[str, str] | tuple[str, str, bool]]) -> list[int]:
+        """Heartbeat: (job id, token[, confirm]) per lease; confirm marks the run as started."""
         args: list[Any] = [self.k.base, lease_ms]
-        for job_id, token in leases:
-            args += [job_id, token]
-        return [int(x) for x in await _S["extend"](self.client, (self.k.active,), args)]
+        for lease in leases:
+            args += [lease[0], lease[1], "1" if len(lease) > 2 and lease[2] else "0"]
+        reply = await _S["extend"](self.client, (self.k.active,), args)
+        _refused("extend", reply)
+        return [int(x) for x in reply]
 
-    async def recover_stalled(self, max_stalls: int, limit: int = 1000) -> tuple[int, int]:
+    async def sweep(self, max_stalls: int, max_lapses: int, limit: int = 1000) -> Sweep:
+        """Recover expired leases (recover-stalled-8.lua)."""
         k = self.k
-        keys = (k.meta, k.ready, k.active, k.failed, k.cancelled, k.events, k.wake)
-        recovered, dead = await _S["recover-stalled"](self.client, keys, (k.base, max_stalls, limit, self.maxlen))
-        return int(recovered), int(dead)
+        keys = (k.meta, k.ready, k.active, k.failed, k.cancelled, k.events, k.wake, k.holds)
+        reply = await _S["recover-stalled"](self.client, keys, (k.base, max_stalls, max_lapses, limit, self.maxlen))
+        _refused("recover-stalled", reply)
+        return Sweep(int(reply[0]), int(reply[1]), int(reply[2]))
+
+    async def recover_stalled(self, max_stalls: int, limit: int = 1000, max_lapses: int = 10) -> tuple[int, int]:
+        recovered, failed, _ = await self.sweep(max_stalls, max_lapses, limit)
+        return recovered, failed
+
+    async def expire_held(self, timeout_ms: int, limit: int = 1000) -> int:
+        """Fail jobs that waited longer than `timeout_ms` for a worker with their handler."""
+        k = self.k
+        reply = await _S["expire-held"](
+            self.client, (k.meta, k.failed, k.events, k.holds), (k.base, timeout_ms, limit, self.maxlen)
+        )
+        _refused("expire-held", reply)
+        return int(reply)
+
+    async def obliterate(self, force: bool, limit: int = OBLITERATE_BATCH) -> tuple[int, int]:
+        """One bounded step of deleting the queue: (code, remaining), see obliterate-15.lua."""
+        k = self.k
+        keys = (k.meta, k.ready, k.delayed, k.active, k.completed, k.failed, k.cancelled, k.events, k.wake,
+                k.limits, k.group_rotation, k.groups_parked, k.groups_capped, k.groups, k.holds)
+        reply = await _S["obliterate"](self.client, keys, (k.base, "1" if force else "0", limit))
+        _refused("obliterate", reply)
+        return int(reply[0]), int(reply[1])
 
     async def cancel(self, job_id: str) -> tuple[int, str]:
         k = self.k
@@ -208,10 +315,10 @@ class QueueScripts:
         await _S["pause"](self.client, (k.meta, k.events, k.wake), ("1" if paused else "0", self.maxlen))
 
     async def delete_jobs(self, state_set: str, limit: int, event: str = "") -> tuple[int, int]:
-        deleted, remaining = await _S["delete-jobs"](
-            self.client, (state_set, self.k.events), (self.k.base, limit, self.maxlen, event)
-        )
-        return int(deleted), int(remaining)
+        args = (self.k.base, limit, self.maxlen, event)
+        reply = await _S["delete-jobs"](self.client, (state_set, self.k.events), args)
+        _refused("delete-jobs", reply)
+        return int(reply[0]), int(reply[1])
 
     async def set_limits(self, group: str, delete: Sequence[str], values: Sequence[tuple[str, str]]) -> None:
         """Replace limit fields of the queue (group '') or of one group; see set-limits-7.lua."""

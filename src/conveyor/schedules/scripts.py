@@ -122,6 +122,6 @@ async def add_tick_jobs(
     *, mark_on_conflict: bool,
 ) -> list[Any] | None:
     """add-5 for the jobs of ticks up to `tick_ms`, unless that tick was enqueued before (None)."""
-    args = [*queue.add_args(jobs), schedule_id, tick_ms, "1" if mark_on_conflict else "0"]
-    reply = list(await _S["add-tick"](queue.client, (*queue.add_keys, ticks_key), args))
+    extra = (schedule_id, tick_ms, "1" if mark_on_conflict else "0")
+    reply = await queue.add_wrapped(_S["add-tick"], jobs, (ticks_key,), extra)
     return reply or None

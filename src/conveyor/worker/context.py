@@ -8,20 +8,23 @@ from typing import TYPE_CHECKING, Any
 from conveyor import codec
 from conveyor.errors import LeaseLostError
 from conveyor.redis.codes import ScriptCode
+from conveyor.worker.lease import Stop
 
 if TYPE_CHECKING:
     from conveyor.redis.scripts import QueueScripts
+    from conveyor.worker.lease import Lease
 
 MAX_LOG_LINES = 1000
 MAX_LOG_LINE_CHARS = 8192
 
 
 class JobContext:
-    """Per-run view of a job: identity, attempt, and progress/log calls fenced by the lease."""
+    """Per-run view of a job: identity, attempt, and progress/log calls fenced by the lease. The
+    lease's state (cancellation, loss) lives in the worker's lease owner; this reads it."""
 
     __slots__ = (
-        "_scripts", "attempt", "cancel_requested", "cost_used", "data", "job_id", "lease_lost", "loop",
-        "max_attempts", "name", "options", "queue", "state", "token", "worker_id",
+        "_lease", "_scripts", "attempt", "cost_used", "data", "job_id", "loop", "max_attempts", "name",
+        "options", "queue", "state", "token", "worker_id",
     )
 
     def __init__(
@@ -35,8 +38,10 @@ class JobContext:
         name: str,
         data: Any,
         options: dict[str, Any],
+        lease: Lease | None = None,
     ) -> None:
         self._scripts = scripts
+        self._lease = lease
         self.queue = queue
         self.worker_id = worker_id
         self.job_id = job_id
@@ -46,8 +51,6 @@ class JobContext:
         self.data = data
         self.options = options
         self.max_attempts: int = options.get("attempts", 1)
-        self.cancel_requested = False
-        self.lease_lost = False
         self.loop: asyncio.AbstractEventLoop | None = None
         # Units this run actually used (e.g. LLM tokens); set through report_cost, read by limits.
         self.cost_used: int | None = None
@@ -74,6 +77,16 @@ class JobContext:
         self.cost_used = units
 
     @property
+    def cancel_requested(self) -> bool:
+        """True once someone asked to cancel this job (the worker learns it at a heartbeat)."""
+        return self._lease is not None and self._lease.cancel_requested
+
+    @property
+    def lease_lost(self) -> bool:
+        """True once the worker knows this run's lease is gone (its writes would be rejected)."""
+        return self._lease is not None and self._lease.stop is Stop.LOST
+
+    @property
     def group(self) -> str | None:
         return self.options.get("group")
 
@@ -84,7 +97,8 @@ class JobContext:
 
     def _fenced(self, code: int) -> None:
         if code != ScriptCode.OK:
-            self.lease_lost = True
+            if self._lease is not None:
+                self._lease.request_stop(Stop.LOST)
             raise LeaseLostError(f"job {self.job_id}: lease lost, write rejected")
 
     # Sync handlers run in threads; these helpers bridge to the worker's event loop.

@@ -18,6 +18,7 @@ class OutcomeKind(StrEnum):
     CANCELLED = "X"
     BACK = "B"  # back to waiting without using an attempt (rate limited, shutdown hand-back)
     LOST = "L"  # lease lost: nothing is written
+    HELD = "H"  # no handler on this worker: the job waits for a worker that has one (no attempt used)
 
 
 @dataclass(slots=True)

@@ -1,4 +1,4 @@
-"""Runs one job's handler and turns what happened into a JobOutcome."""
+"""Runs one lease's handler and turns what happened into a JobOutcome."""
 
 from __future__ import annotations
 
@@ -6,15 +6,23 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Mapping
-from concurrent.futures import ThreadPoolExecutor
 from dataclasses import dataclass
 from typing import Any
 
 from conveyor import codec
 from conveyor.backoff import Exponential, parse_backoff
-from conveyor.errors import JobTimeoutError, RateLimited, Retry, SerializationError, Unrecoverable
+from conveyor.errors import (
+    JobInterrupted,
+    JobTimeoutError,
+    RateLimited,
+    Retry,
+    SerializationError,
+    Unrecoverable,
+)
 from conveyor.worker.context import JobContext
+from conveyor.worker.lease import Lease, Stop
 from conveyor.worker.outcome import JobOutcome, OutcomeKind, describe_error
+from conveyor.worker.threads import SyncThreads
 
 Handler = Callable[[JobContext, Any], Awaitable[Any] | Any]
 DEFAULT_BACKOFF = Exponential(base=1.0, factor=2.0, max=3600.0, jitter=True)
@@ -32,54 +40,60 @@ class HandlerSpec:
         return cls(fn, is_async)
 
 
-class Runner:
-    """Executes handlers with timeouts, thread offloading for sync code and error classification."""
+class StrayCancelledError(Exception):
+    """The handler raised CancelledError although nothing cancelled its run (it awaited something
+    that another task cancelled): a failed attempt."""
 
-    def __init__(self, handlers: Mapping[str, Handler], *, threads: int, max_result_bytes: int) -> None:
+
+class Runner:
+    """Executes handlers with timeouts, threads for sync code and error classification."""
+
+    def __init__(self, handlers: Mapping[str, Handler], *, threads: SyncThreads, max_result_bytes: int) -> None:
         self.handlers = {name: HandlerSpec.of(fn) for name, fn in handlers.items()}
         self.max_result_bytes = max_result_bytes
-        self._threads = threads
-        self._pool: ThreadPoolExecutor | None = None
-        self.handing_back = False
+        self.threads = threads
 
-    def close(self) -> None:
-        if self._pool is not None:
-            self._pool.shutdown(wait=False, cancel_futures=True)
-
-    async def run(self, ctx: JobContext, raw_data: str) -> JobOutcome:
+    async def run(self, lease: Lease, ctx: JobContext, raw_data: str) -> JobOutcome:
+        """The outcome of running `lease`'s handler (which the caller checked exists). Raises only
+        CancelledError, when the worker's own task is cancelled from outside (event loop ending)."""
         started = time.perf_counter()
-        outcome = await self._run(ctx, raw_data)
+        outcome = await self._run(lease, ctx, raw_data)
         outcome.duration_s = time.perf_counter() - started
         return outcome
 
-    async def _run(self, ctx: JobContext, raw_data: str) -> JobOutcome:
-        spec = self.handlers.get(ctx.name)
-        timeout = ctx.options.get("timeout")
+    async def _run(self, lease: Lease, ctx: JobContext, raw_data: str) -> JobOutcome:
+        spec = self.handlers[lease.name]
+        timeout = lease.options.get("timeout")
         timer: asyncio.Timeout | None = None
         try:
-            if spec is None:
-                raise Unrecoverable(f"no handler registered for job name {ctx.name!r} on this worker")
             data = codec.loads(raw_data)
             ctx.data = data
-            if timeout:
+            if not spec.is_async:
+                result = await self._run_sync(lease, spec, ctx, data, timeout)
+            elif timeout:
+                lease.started = True
                 async with asyncio.timeout(timeout) as timer:
-                    result = await self._call(spec, ctx, data)
+                    result = await spec.fn(ctx, data)
             else:
-                result = await self._call(spec, ctx, data)
+                lease.started = True
+                result = await spec.fn(ctx, data)
             return self._completed(ctx, result)
-        except asyncio.CancelledError:
-            if ctx.lease_lost:
-                return JobOutcome(OutcomeKind.LOST, reason="lease lost")
-            if ctx.cancel_requested:
-                return JobOutcome(OutcomeKind.CANCELLED, error={"type": "Cancelled", "message": "cancelled on request"})
-            if self.handing_back:
-                return JobOutcome(OutcomeKind.BACK, reason="worker shutdown")
-            raise
+        except asyncio.CancelledError as exc:
+            if lease.stop is not None:
+                return self.stopped(lease, ctx)
+            task = asyncio.current_task()
+            if task is not None and task.cancelling():
+                raise  # the worker's task itself is being cancelled from outside
+            stray = StrayCancelledError(
+                f"the handler raised CancelledError without its run being cancelled: {exc!r}")
+            return self._retry_or_fail(ctx, stray, describe_error(stray, ctx.attempt))
+        except JobInterrupted:
+            return self.stopped(lease, ctx)
         except TimeoutError as exc:
             if timer is not None and timer.expired():
                 err = JobTimeoutError(f"job exceeded its timeout of {timeout} s")
                 return self._retry_or_fail(ctx, err, describe_error(err, ctx.attempt))
-            return self._retry_or_fail(ctx, exc, describe_error(exc, ctx.attempt))
+            return self._failed_run(lease, ctx, exc)
         except Retry as exc:
             return self._retry_or_fail(ctx, exc, describe_error(exc, ctx.attempt), after=exc.after)
         except RateLimited as exc:
@@ -87,18 +101,48 @@ class Runner:
         except Unrecoverable as exc:
             return JobOutcome(OutcomeKind.FAILED, error=describe_error(exc, ctx.attempt))
         except Exception as exc:
-            if ctx.lease_lost:
-                return JobOutcome(OutcomeKind.LOST, reason="lease lost")
-            return self._retry_or_fail(ctx, exc, describe_error(exc, ctx.attempt))
+            return self._failed_run(lease, ctx, exc)
 
-    async def _call(self, spec: HandlerSpec, ctx: JobContext, data: Any) -> Any:
-        if spec.is_async:
-            return await spec.fn(ctx, data)
-        if self._pool is None:
-            self._pool = ThreadPoolExecutor(max_workers=self._threads, thread_name_prefix="conveyor-job")
-        loop = asyncio.get_running_loop()
-        ctx.loop = loop
-        return await loop.run_in_executor(self._pool, spec.fn, ctx, data)
+    def stopped(self, lease: Lease, ctx: JobContext) -> JobOutcome:
+        """The outcome of a run the worker stopped (lease.stop says why)."""
+        stop = lease.stop
+        if stop is Stop.LOST:
+            return JobOutcome(OutcomeKind.LOST, reason=stop.value)
+        if stop is Stop.CANCEL:
+            return JobOutcome(OutcomeKind.CANCELLED, error={"type": "Cancelled", "message": "cancelled on request"})
+        if stop is Stop.TIMEOUT:
+            err = JobTimeoutError(f"job exceeded its timeout of {lease.options.get('timeout')} s")
+            return self._retry_or_fail(ctx, err, describe_error(err, ctx.attempt))
+        return JobOutcome(OutcomeKind.BACK, reason=Stop.SHUTDOWN.value)
+
+    def failed(self, ctx: JobContext, exc: BaseException) -> JobOutcome:
+        """A failed attempt for an error raised around the handler (middleware)."""
+        return self._retry_or_fail(ctx, exc, describe_error(exc, ctx.attempt))
+
+    def _failed_run(self, lease: Lease, ctx: JobContext, exc: BaseException) -> JobOutcome:
+        if lease.stop is not None:  # e.g. cleanup after an interruption raised something else
+            return self.stopped(lease, ctx)
+        return self._retry_or_fail(ctx, exc, describe_error(exc, ctx.attempt))
+
+    async def _run_sync(
+        self, lease: Lease, spec: HandlerSpec, ctx: JobContext, data: Any, timeout: float | None
+    ) -> Any:
+        """Run in a thread; the timeout counts from when the handler's code starts there. A timed-out
+        handler is interrupted, and this returns only when its thread has returned."""
+        ctx.loop = asyncio.get_running_loop()
+        future = self.threads.submit(lease, spec.fn, ctx, data)
+        if timeout:
+            while not future.done():
+                began = lease.started_at
+                left = timeout if began is None else began + timeout - time.monotonic()
+                if left <= 0:
+                    lease.request_stop(Stop.TIMEOUT)
+                    break
+                await asyncio.wait((future,), timeout=left)
+        ok, value = await future
+        if ok:
+            return value
+        raise value
 
     def _completed(self, ctx: JobContext, result: Any) -> JobOutcome:
         try:

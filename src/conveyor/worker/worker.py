@@ -1,9 +1,11 @@
 """Worker: leases batches of jobs, runs them with bounded concurrency, records outcomes in batches.
 
-One pump coroutine does all hot-path Redis traffic: each call records the finished jobs and leases
-new ones in the same round trip (finish-9.lua). Idle workers block on the queue's wake list instead
-of polling; a heartbeat extends leases (and notices cancellation requests), and a sweep returns
-jobs of dead workers to the queue.
+The worker is a composition of single-purpose parts around one table of leases (lease.py):
+the pump (pump.py) sends every hot-path round trip as an idempotent trip that records outcomes and
+leases more jobs; the keeper (keeper.py) alone renews leases; the runner (runner.py) runs handlers,
+sync ones in interruptible threads (threads.py); a waker blocks on the queue's wake list while the
+worker is idle, and a sweep returns the jobs of dead workers to the queue. Every loop backs off on a
+Redis fault and resumes by itself.
 """
 
 from __future__ import annotations
@@ -24,16 +26,28 @@ from conveyor.middleware import Middleware, MiddlewareChain
 from conveyor.queue import Queue
 from conveyor.redis.codes import ScriptCode
 from conveyor.redis.connection import eviction_policy_warning, listpack_hint
-from conveyor.redis.scripts import Outcome
+from conveyor.redis.faults import guarded
+from conveyor.redis.scripts import CLAIM_FIELDS, CLAIM_HEADER
 from conveyor.worker.context import JobContext
+from conveyor.worker.keeper import LeaseKeeper
+from conveyor.worker.lease import Lease, Stop
 from conveyor.worker.outcome import JobOutcome, OutcomeKind
+from conveyor.worker.pump import TripPump, backoff_delay, describe_code
 from conveyor.worker.runner import Handler, Runner
+from conveyor.worker.threads import SyncThreads
 
 logger = logging.getLogger(__name__)
 
+MAX_CONCURRENCY = 10_000  # jobs one worker runs at once; the heartbeat renews them all in one call
+MAX_BATCH = 1000  # jobs leased per trip
+DEFAULT_MAX_STALLS = 1
+DEFAULT_MAX_LAPSES = 10
+DEFAULT_NO_HANDLER_TIMEOUT_S = 900.0
+STOP_WAIT_S = 5.0  # at shutdown, how long stopped runs may take to end before they are released anyway
+FLUSH_TIMEOUT_S = 10.0  # at shutdown, how long the last outcomes may take to reach Redis
 _NOTE_CHARS = 200
-MAX_IN_FLIGHT = 2
 _EMPTY_OPTS: dict[str, Any] = {}
+_LOOPS = ("waker", "heartbeat", "sweep")
 
 
 def default_worker_id() -> str:
@@ -51,9 +65,21 @@ class WorkerStats:
     retried: int = 0
     cancelled: int = 0
     returned: int = 0
+    held: int = 0  # jobs handed on because this worker has no handler for their name
     lost: int = 0
     peak_active: int = 0
     last_heartbeat: float | None = None
+
+
+def _ms(seconds: Any, default: int) -> int:
+    """Seconds from job options as integer ms; anything unreadable gives `default` (Redis refuses
+    out-of-range values, see finish-10.lua)."""
+    if isinstance(seconds, int | float) and not isinstance(seconds, bool):
+        try:
+            return int(seconds * 1000)
+        except (OverflowError, ValueError):
+            return default
+    return default
 
 
 class Worker:
@@ -68,7 +94,9 @@ class Worker:
         lease_ms: int = 30_000,
         heartbeat_ms: int | None = None,
         stalled_interval_ms: int | None = None,
-        max_stalls: int = 1,
+        max_stalls: int = DEFAULT_MAX_STALLS,
+        max_lapses: int = DEFAULT_MAX_LAPSES,
+        no_handler_timeout_s: float = DEFAULT_NO_HANDLER_TIMEOUT_S,
         shutdown_grace_s: float = 30.0,
         idle_block_s: float = 5.0,
         worker_id: str | None = None,
@@ -76,10 +104,14 @@ class Worker:
         max_result_bytes: int | None = None,
         batch_size: int | None = None,
     ) -> None:
-        if concurrency < 1:
-            raise ConfigurationError("concurrency must be >= 1")
+        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= MAX_CONCURRENCY:
+            raise ConfigurationError(f"concurrency must be an integer in [1, {MAX_CONCURRENCY}], got {concurrency!r}")
         if lease_ms < 100:
             raise ConfigurationError("lease_ms must be >= 100")
+        if max_stalls < 0 or max_lapses < 0:
+            raise ConfigurationError("max_stalls and max_lapses must be >= 0")
+        if not no_handler_timeout_s > 0:
+            raise ConfigurationError("no_handler_timeout_s must be > 0")
         self.queue = queue
         self.concurrency = concurrency
         self.lease_ms = lease_ms
@@ -88,58 +120,59 @@ class Worker:
             stalled_interval_ms if stalled_interval_ms is not None else min(lease_ms // 2, 5000)
         ) / 1000
         self.max_stalls = max_stalls
+        self.max_lapses = max_lapses
+        self.no_handler_timeout_s = no_handler_timeout_s
         self.shutdown_grace_s = shutdown_grace_s
         self.idle_block_s = idle_block_s
-        # Two round trips run at once, each asking for up to half the slots.
-        self.batch_size = min(batch_size or max(1, (concurrency + 1) // 2), 1000)
+        # Two trips run at once, each asking for up to half the slots.
+        self.batch_size = min(batch_size or max(1, (concurrency + 1) // 2), MAX_BATCH)
         self.worker_id = worker_id or default_worker_id()
         self.middleware = MiddlewareChain(middleware)
         self.stats = WorkerStats()
+        self.threads = SyncThreads(concurrency)
         self.runner = Runner(
-            handlers, threads=concurrency, max_result_bytes=max_result_bytes or queue.max_payload_bytes
+            handlers, threads=self.threads, max_result_bytes=max_result_bytes or queue.max_payload_bytes
         )
         self._scripts = queue.scripts
-        # Keyed by lease token: a job whose lease lapsed may be re-claimed while its old run lingers.
-        self._running: dict[str, tuple[JobContext, asyncio.Task[None]]] = {}
-        self._outcomes: list[Outcome] = []
-        self._kick = asyncio.Event()
-        self._idle = asyncio.Event()
-        self._closed = asyncio.Event()
-        self._has_work = True
-        self._next_due: float | None = None
+        # The lease table, keyed by token: a job whose lease lapsed may be leased again while its
+        # old run lingers, so the id alone would not do.
+        self.leases: dict[str, Lease] = {}
+        self._running = 0  # leases whose run has not ended (each holds a slot)
+        self._all_ended = asyncio.Event()
+        self._all_ended.set()
+        self.pump = TripPump(
+            self._scripts, queue.name, self.worker_id, lease_ms=lease_ms, batch_size=self.batch_size,
+            free_slots=lambda: self.concurrency - self._running, handler_names=sorted(self.runner.handlers),
+            start_jobs=self._start_jobs, acknowledged=self._acknowledged,
+        )
+        self.keeper = LeaseKeeper(self._scripts, queue.name, self.leases, lease_ms, self.heartbeat_s, self._beat)
         self._closing = False
-        self._tasks: list[asyncio.Task[None]] = []
-        self._pump_task: asyncio.Task[None] | None = None
-        self._in_flight = 0
-        self._reserved = 0
-        self._failures = 0
-        self._backing_off = False
-        self._work_confirmed = False
-        self._trip_error: BaseException | None = None
         self._started = False
         self._stopped = asyncio.Event()
-        self.pump_failures = 0
+        self._tasks: dict[str, asyncio.Task[None]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
     @property
     def active(self) -> int:
-        return len(self._running)
+        """Jobs whose run has not ended (a sync handler counts until its thread returns)."""
+        return self._running
 
     @property
     def running(self) -> bool:
         return self._started and not self._stopped.is_set()
 
+    @property
+    def pump_failures(self) -> int:
+        """Trips that met a Redis fault (each was sent again)."""
+        return self.pump.faults
+
     async def start(self) -> None:
         if self._started:
             return
         self._started = True
-        self._pump_task = asyncio.create_task(self._pump(), name=f"conveyor-pump-{self.queue.name}")
-        self._tasks = [
-            asyncio.create_task(self._waker(), name=f"conveyor-waker-{self.queue.name}"),
-            asyncio.create_task(self._heartbeat(), name=f"conveyor-heartbeat-{self.queue.name}"),
-            asyncio.create_task(self._sweeper(), name=f"conveyor-sweep-{self.queue.name}"),
-        ]
+        for name in ("pump", *_LOOPS):
+            self._spawn(name)
         await self.queue._register()
         warning = await eviction_policy_warning(self.queue.client)
         if warning:
@@ -157,167 +190,137 @@ class Worker:
         await self._stopped.wait()
 
     async def close(self, grace_s: float | None = None) -> None:
-        """Stop claiming, let active jobs finish for up to `grace_s`, hand the rest back to waiting."""
+        """Stop leasing, let running jobs finish for up to `grace_s`, then stop them and hand them
+        back to the queue explicitly; record every outcome. Bounded: never waits for ever."""
         if not self._started or self._stopped.is_set():
+            return
+        if self._closing:
+            await self._stopped.wait()
             return
         grace = self.shutdown_grace_s if grace_s is None else grace_s
         self._closing = True
-        self._closed.set()
-        self._kick.set()
-        waker = self._tasks[0]
-        waker.cancel()
-        tasks = [task for _, task in self._running.values()]
-        if tasks and grace > 0:
-            await asyncio.wait(tasks, timeout=grace)
+        self.pump.closing = True
+        self.pump.kick.set()
+        self._tasks["waker"].cancel()
+        if self._running and grace > 0:
+            await self._wait_ended(grace)
         if self._running:
-            self.runner.handing_back = True
-            for ctx, task in list(self._running.values()):
-                logger.info("handing job %s back to the queue at shutdown", ctx.job_id)
-                task.cancel()
-            await asyncio.wait([t for _, t in self._running.values()], timeout=5)
-        self._kick.set()
-        if self._pump_task is not None:
-            try:
-                await asyncio.wait_for(self._pump_task, timeout=10)
-            except Exception:  # timeout, Redis down, or a pump that had died: still stop the other loops
-                logger.warning("could not record the final outcomes of queue %s; leases will expire", self.queue.name)
-        for task in self._tasks:
+            running = [lease for lease in self.leases.values() if lease.running]
+            for lease in running:
+                logger.info("queue %s: handing job %s back to the queue at shutdown", self.queue.name, lease.job_id)
+                lease.request_stop(Stop.SHUTDOWN)
+            await self._wait_ended(STOP_WAIT_S)
+            for lease in running:
+                if lease.running:  # a handler that ignores cancellation, a thread stuck in a C call
+                    logger.warning("queue %s: job %s did not stop within %.0f s; handed back anyway (its run "
+                                   "may still be going)", self.queue.name, lease.job_id, STOP_WAIT_S)
+                    self._end(lease, JobOutcome(OutcomeKind.BACK, reason=Stop.SHUTDOWN.value))
+        await self._flush()
+        loops = [task for name, task in self._tasks.items() if name != "pump"]
+        for task in loops:
             task.cancel()
-        await asyncio.gather(*self._tasks, return_exceptions=True)
-        self.runner.close()
+        await asyncio.wait(loops, timeout=5)
+        self.threads.close()
         self._stopped.set()
 
-    # ------------------------------------------------------------------ hot path
-
-    async def _pump(self) -> None:
-        """Sends finish-and-claim round trips, at most MAX_IN_FLIGHT at once, so the worker runs one
-        batch of jobs while Redis records the previous one. Slots asked for by a trip in flight are
-        reserved, so the concurrency limit holds."""
-        while True:
-            if self._trip_error is not None:
-                error, self._trip_error = self._trip_error, None
-                raise error
-            outcomes = self._outcomes
-            free = 0 if self._closing else self.concurrency - len(self._running) - self._reserved
-            want = min(free, self.batch_size)
-            can_send = self._in_flight < MAX_IN_FLIGHT and not self._backing_off
-            # A claim-only trip runs alongside another only when the last claim came back full;
-            # otherwise one probe at a time (an idle queue costs one claim per wake-up).
-            may_claim = want > 0 and self._has_work and (not self._in_flight or self._work_confirmed)
-            if not can_send or (not outcomes and not may_claim):
-                if self._closing and not self._running and not outcomes and not self._in_flight:
-                    return
-                self._kick.clear()
-                if self._outcomes and can_send:
-                    continue
-                timeout = None
-                if self._next_due is not None and not self._in_flight:
-                    timeout = max(0.0, self._next_due - time.monotonic())
-                try:
-                    async with asyncio.timeout(timeout):
-                        await self._kick.wait()
-                except TimeoutError:
-                    self._next_due = None
-                    self._has_work = True
-                continue
-            self._outcomes = []
-            want = max(want, 0)
-            self._reserved += want
-            self._in_flight += 1
-            asyncio.get_running_loop().create_task(self._trip(outcomes, want))
-
-    async def _trip(self, outcomes: list[Outcome], want: int) -> None:
-        """One round trip: record `outcomes`, lease up to `want` jobs. On failure the outcomes go back
-        into the buffer (nothing is lost) and the pump backs off or, for unexpected errors, crashes
-        (its supervisor restarts it)."""
-        claimed: list[Any] | None = None
+    async def _wait_ended(self, timeout: float) -> None:
         try:
-            if outcomes:
-                reply = await self._scripts.finish(self.worker_id, self.lease_ms, want, outcomes)
-                self._check_codes(outcomes, reply)
-                claimed = reply[len(outcomes):]
-            else:
-                claimed = await self._scripts.claim(self.worker_id, self.lease_ms, want)
-            self._failures = 0
-        except ConnectionFailedError as exc:
-            self._outcomes = outcomes + self._outcomes
-            self._failures += 1
-            self.pump_failures += 1
-            delay = min(5.0, 0.05 * 2 ** min(self._failures, 7))
-            logger.warning("queue %s: Redis call failed (%s); retrying in %.2fs", self.queue.name, exc, delay)
-            if self._closing and self._failures > 3:
-                self._trip_error = exc
-            else:
-                self._backing_off = True
-                await asyncio.sleep(delay)
-                self._backing_off = False
-        except BaseException as exc:
-            self._outcomes = outcomes + self._outcomes
-            self._trip_error = exc
-            if isinstance(exc, asyncio.CancelledError):
-                raise
-        finally:
-            self._reserved -= want
-            self._in_flight -= 1
-            self._kick.set()
-        if claimed is not None:
-            self._start_jobs(claimed, want)
+            async with asyncio.timeout(timeout):
+                await self._all_ended.wait()
+        except TimeoutError:
+            pass
 
-    def _check_codes(self, outcomes: list[Outcome], reply: list[Any]) -> None:
-        for outcome, code in zip(outcomes, reply, strict=False):
-            if code != ScriptCode.OK:
-                self.stats.lost += 1
-                logger.warning(
-                    "queue %s: late write for job %s rejected (%s): its lease had expired and it was "
-                    "recovered by another worker",
-                    self.queue.name, outcome.job_id, ScriptCode(int(code)).name,
-                )
-
-    def _start_jobs(self, reply: list[Any], want: int) -> None:
-        n = (len(reply) - 1) // 6
-        self._work_confirmed = n == want > 0
-        if n < want:
-            self._has_work = False
-            due_in = int(reply[0])
-            self._next_due = None if due_in < 0 else time.monotonic() + due_in / 1000
-            self._idle.set()
-        else:
-            self._has_work = True
-        if n == 0:
+    async def _flush(self) -> None:
+        """Let the pump record the last outcomes; give up after FLUSH_TIMEOUT_S (Redis unreachable)."""
+        if self._tasks["pump"].done():  # it crashed and nobody restarted it: it must flush
+            self._spawn("pump")
+        pump = self._tasks["pump"]
+        done, _ = await asyncio.wait((pump,), timeout=FLUSH_TIMEOUT_S)
+        if not done:
+            pump.cancel()
+        elif not pump.cancelled() and pump.exception() is None:
             return
+        stranded = self.pump.cancel_in_flight()
+        if stranded:
+            logger.warning(
+                "queue %s: could not record %d outcome(s) at shutdown; their leases will lapse and the "
+                "stalled sweep returns those jobs to the queue", self.queue.name, len(stranded))
+
+    # ------------------------------------------------------------------ the lease table
+
+    def _start_jobs(self, claimed: list[Any]) -> None:
+        """Take ownership of leases a trip brought back and start their runs."""
         scripts, queue, worker_id = self._scripts, self.queue.name, self.worker_id
-        running, run = self._running, self._run
+        leases, handlers, run = self.leases, self.runner.handlers, self._run
         create_task = asyncio.get_running_loop().create_task
-        for i in range(1, n * 6, 6):
-            job_id, token, attempt, name, data, opts = reply[i:i + 6]
-            options = codec.loads(opts) if opts else _EMPTY_OPTS
-            ctx = JobContext(scripts, queue, worker_id, job_id, token, int(attempt), name, None, options)
-            running[token] = (ctx, create_task(run(ctx, data)))
-        if len(running) > self.stats.peak_active:
-            self.stats.peak_active = len(running)
+        for i in range(CLAIM_HEADER, len(claimed), CLAIM_FIELDS):
+            job_id, token, attempt, name, data, opts = claimed[i:i + CLAIM_FIELDS]
+            try:
+                options = codec.loads(opts) if opts else _EMPTY_OPTS
+            except ValueError:
+                options = None
+            lease = Lease(job_id, token, int(attempt), name, options if isinstance(options, dict) else _EMPTY_OPTS)
+            leases[token] = lease
+            self._running += 1
+            if not isinstance(options, dict):
+                error = {"type": "InvalidJob", "message": "the job's stored options cannot be read"}
+                self._end(lease, JobOutcome(OutcomeKind.FAILED, error=error))
+            elif name not in handlers:
+                self._end(lease, JobOutcome(OutcomeKind.HELD, reason=f"no handler for {name!r} on this worker"))
+            else:
+                ctx = JobContext(scripts, queue, worker_id, job_id, token, lease.attempt, name, None, options, lease)
+                lease.ctx = ctx
+                lease.task = create_task(run(lease, ctx, data))
+        if self._running:
+            self._all_ended.clear()
+        if self._running > self.stats.peak_active:
+            self.stats.peak_active = self._running
 
-    async def _run(self, ctx: JobContext, data: str) -> None:
-        if self.middleware:
-            await self.middleware.call("before_job", ctx)
-        outcome = await self.runner.run(ctx, data)
-        if self.middleware:
-            await self.middleware.call("after_job", ctx, outcome)
-        self._record(ctx, outcome)
+    async def _run(self, lease: Lease, ctx: JobContext, data: str) -> None:
+        outcome: JobOutcome | None = None
+        try:
+            if self.middleware:
+                await self.middleware.call("before_job", ctx)
+            outcome = await self.runner.run(lease, ctx, data)
+            if self.middleware:
+                await self.middleware.call("after_job", ctx, outcome)
+        except asyncio.CancelledError:
+            if outcome is None:
+                outcome = self.runner.stopped(lease, ctx)
+        except Exception as exc:
+            if outcome is None:  # a middleware's before_job failed: a failed attempt
+                outcome = self.runner.failed(ctx, exc)
+            else:
+                logger.exception("queue %s: after_job middleware failed for job %s", self.queue.name, lease.job_id)
+        finally:
+            self._end(lease, outcome or JobOutcome(OutcomeKind.BACK, reason=Stop.SHUTDOWN.value))
 
-    def _record(self, ctx: JobContext, outcome: JobOutcome) -> None:
-        del self._running[ctx.token]
+    def _end(self, lease: Lease, outcome: JobOutcome) -> None:
+        """The run of `lease` ended: free its slot and queue its outcome for the next trip."""
+        if lease.outcome is not None:
+            return  # released earlier (shutdown)
+        self._running -= 1
+        if self._running == 0:
+            self._all_ended.set()
         stats = self.stats
         kind = outcome.kind
-        options = ctx.options
+        if kind is OutcomeKind.LOST:
+            stats.lost += 1
+            lease.outcome = ("L", "", 0, "")
+            self.leases.pop(lease.token, None)
+            logger.warning("queue %s: job %s lost its lease; its outcome is dropped", self.queue.name, lease.job_id)
+            self.pump.kick.set()
+            return
+        options = lease.options
         if kind is OutcomeKind.COMPLETED:
             stats.processed += 1
             stats.succeeded += 1
-            ttl = options.get("result_ttl")
-            keep_ms = -1 if ttl is None else int(ttl * 1000)
-            self._outcomes.append(Outcome(ctx.job_id, ctx.token, "C", outcome.result, keep_ms, "", ctx.cost_used))
-        elif kind is OutcomeKind.LOST:
-            stats.lost += 1
-            logger.warning("queue %s: job %s lost its lease; its outcome is dropped", ctx.queue, ctx.job_id)
+            lease.outcome = ("C", outcome.result, _ms(options.get("result_ttl"), -1), "")
+        elif kind is OutcomeKind.HELD:
+            stats.held += 1
+            logger.warning("queue %s: job %s (%s): %s; it waits for a worker that has one",
+                           self.queue.name, lease.job_id, lease.name, outcome.reason)
+            lease.outcome = ("H", outcome.reason, 0, outcome.reason)
         else:
             error = outcome.error or {}
             note = f"{error.get('type', '')}: {error.get('message', '')}"[:_NOTE_CHARS] if error else outcome.reason
@@ -325,114 +328,95 @@ class Worker:
             if kind is OutcomeKind.FAILED:
                 stats.processed += 1
                 stats.failed += 1
-                ttl = options.get("failed_ttl")
-                number = -1 if ttl is None else int(ttl * 1000)
+                number = _ms(options.get("failed_ttl"), -1)
             elif kind is OutcomeKind.RETRY:
                 stats.processed += 1
                 stats.retried += 1
-                number = int(outcome.delay_s * 1000)
+                number = _ms(outcome.delay_s, 0)
             elif kind is OutcomeKind.CANCELLED:
                 stats.processed += 1
                 stats.cancelled += 1
                 number = 0
             else:
                 stats.returned += 1
-                number = int(outcome.delay_s * 1000)
-            code = "T" if outcome.throttle else kind.value  # T: back + block claiming (finish-9.lua)
-            self._outcomes.append(Outcome(ctx.job_id, ctx.token, code, payload, number, note, ctx.cost_used))
-        self._kick.set()
+                number = _ms(outcome.delay_s, 0)
+            code = "T" if outcome.throttle else kind.value  # T: back + block claiming (finish-10.lua)
+            lease.outcome = (code, payload, number, note)
+        self.pump.add_ended(lease)
+
+    def _acknowledged(self, lease: Lease, code: int) -> None:
+        """Redis answered for this lease's outcome: the lease is over."""
+        self.leases.pop(lease.token, None)
+        if code == ScriptCode.OK:
+            return
+        self.stats.lost += 1
+        level = logging.WARNING if code == ScriptCode.LEASE_LOST else logging.INFO
+        logger.log(level, "queue %s: outcome of job %s not recorded: %s", self.queue.name, lease.job_id,
+                   describe_code(code))
+
+    def _beat(self) -> None:
+        self.stats.last_heartbeat = time.time()
 
     # ------------------------------------------------------------------ background loops
 
     async def _waker(self) -> None:
         """Blocks on the wake list while the worker has free slots and saw no work."""
-        client, key = self.queue.client, self.queue.keys.wake
         failures = 0
-        while not self._closing:
-            await self._idle.wait()
+        while True:
+            await self.pump.idle.wait()
             try:
-                await client.blpop([key], timeout=self.idle_block_s)
+                await guarded(self.queue.client.blpop([self.queue.keys.wake], timeout=self.idle_block_s),
+                              "waiting for work")
                 failures = 0
-            except asyncio.CancelledError:
-                raise
-            except Exception as exc:
+            except ConnectionFailedError as exc:
                 failures += 1
-                delay = min(5.0, 0.05 * 2 ** min(failures, 7))
+                delay = backoff_delay(failures)
                 logger.warning("queue %s: wake-up wait failed (%s); retrying in %.2fs", self.queue.name, exc, delay)
                 await asyncio.sleep(delay)
-            self._idle.clear()
-            self._has_work = True
-            self._kick.set()
-
-    async def _sleep_or_closed(self, seconds: float) -> bool:
-        """Sleep; True if the worker started closing meanwhile."""
-        try:
-            await asyncio.wait_for(self._closed.wait(), seconds)
-        except TimeoutError:
-            return False
-        return True
-
-    async def _heartbeat(self) -> None:
-        while True:
-            if await self._sleep_or_closed(self.heartbeat_s) and not self._running:
-                return
-            self.stats.last_heartbeat = time.time()
-            if not self._running:
-                continue
-            leases = [(ctx.job_id, token) for token, (ctx, _) in self._running.items()]
-            try:
-                statuses = await self._scripts.extend(self.lease_ms, leases)
-            except ConnectionFailedError as exc:
-                logger.warning("queue %s: heartbeat failed (%s)", self.queue.name, exc)
-                continue
-            for (job_id, token), status in zip(leases, statuses, strict=True):
-                entry = self._running.get(token)
-                if entry is None:
-                    continue
-                ctx, task = entry
-                if status == 1 and not ctx.cancel_requested:
-                    ctx.cancel_requested = True
-                    logger.info("queue %s: cancelling job %s on request", ctx.queue, job_id)
-                    if self.runner.handlers.get(ctx.name, None) is None or self.runner.handlers[ctx.name].is_async:
-                        task.cancel()
-                elif status < 0 and not ctx.lease_lost:
-                    ctx.lease_lost = True
-                    logger.warning("queue %s: lease of job %s was lost; cancelling its handler", ctx.queue, job_id)
-                    task.cancel()
+            self.pump.idle.clear()
+            self.pump.wake()
 
     async def _sweeper(self) -> None:
-        while not await self._sleep_or_closed(self.stalled_interval_s):
+        failures = 0
+        while True:
+            await asyncio.sleep(min(self.stalled_interval_s, backoff_delay(failures)) if failures
+                                else self.stalled_interval_s)
             try:
-                recovered, dead = await self._scripts.recover_stalled(self.max_stalls)
+                sweep = await self._scripts.sweep(self.max_stalls, self.max_lapses)
+                expired = 0
+                if sweep.held:
+                    expired = await self._scripts.expire_held(_ms(self.no_handler_timeout_s, 1))
+                failures = 0
             except ConnectionFailedError as exc:
+                failures += 1
                 logger.warning("queue %s: stalled-job sweep failed (%s)", self.queue.name, exc)
                 continue
-            if recovered or dead:
+            if sweep.recovered or sweep.failed:
                 logger.warning(
-                    "queue %s: recovered %d stalled job(s), failed %d that stalled too often",
-                    self.queue.name, recovered, dead,
+                    "queue %s: recovered %d job(s) whose lease expired, failed %d that stalled too often",
+                    self.queue.name, sweep.recovered, sweep.failed,
                 )
+            if expired:
+                logger.warning("queue %s: failed %d job(s) that no worker had a handler for within %.0f s",
+                               self.queue.name, expired, self.no_handler_timeout_s)
+
+    async def _pump(self) -> None:
+        await self.pump.run(busy=lambda: self._running > 0)
 
     # ------------------------------------------------------------------ supervision
+
+    def _spawn(self, name: str) -> None:
+        factories = {"pump": self._pump, "waker": self._waker, "heartbeat": self.keeper.run, "sweep": self._sweeper}
+        self._tasks[name] = asyncio.create_task(factories[name](), name=f"conveyor-{name}-{self.queue.name}")
 
     @property
     def loop_tasks(self) -> dict[str, asyncio.Task[None]]:
         """The background loops by name (pump, waker, heartbeat, sweep), for a supervisor to watch."""
-        tasks = dict(zip(("waker", "heartbeat", "sweep"), self._tasks, strict=False))
-        if self._pump_task is not None:
-            tasks["pump"] = self._pump_task
-        return tasks
+        return dict(self._tasks)
 
     def restart_loop(self, name: str) -> None:
         """Start a fresh copy of a loop that ended with an error; jobs in flight are unaffected."""
         if self._closing or not self._started:
             return
-        factories = {
-            "pump": self._pump, "waker": self._waker, "heartbeat": self._heartbeat, "sweep": self._sweeper,
-        }
-        task = asyncio.create_task(factories[name](), name=f"conveyor-{name}-{self.queue.name}")
-        if name == "pump":
-            self._pump_task = task
-        else:
-            self._tasks[("waker", "heartbeat", "sweep").index(name)] = task
-        self._kick.set()
+        self._spawn(name)
+        self.pump.kick.set()

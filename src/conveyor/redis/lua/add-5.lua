@@ -6,19 +6,29 @@ ARGV: 1 prefix (e.g. "cv:{q}:"), 2 events maxlen, 3 job count, then per job eith
       or 'f' and 10 fields: id ('' = next number), idempotency key ('' = none), idempotency ttl ms,
       name, data (JSON), opts (JSON or ''), priority, delay ms, group ('' = none), cost ('' = none)
 Grouped jobs wait in their group's ready set (see includes/groups.lua), not in `ready`.
+Every job is checked before the first write (priority in [-1000, 1000], delay and idempotency ttl
+integers in range, cost an integer >= 0); one bad job refuses the whole batch.
+Generated ids come from the meta `id` counter, floored by Redis time (common.lua `reserve`), so an id
+is never handed out twice, across obliterate and failovers included.
 Returns: 2 entries per job: id, status (1 created, 0 existing job with the same name and data)
-         or {-4, id} when any id or key is taken by a job with other name or data (nothing written).
-Codes: 0 OK, -4 CONFLICT
+         or {-4, id} when any id or key is taken by a job with other name or data (nothing written)
+         or {-6, position, reason} when job `position` (0 = the batch) is invalid (nothing written).
+Codes: 0 OK, -4 CONFLICT, -6 INVALID_INPUT
 Events: added (id, name)
 ]]
 --@include common
 
 local meta, ready, delayed, events, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
-local prefix, maxlen, count = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local prefix, maxlen, count = ARGV[1], ARGV[2], int_in(ARGV[3], 0, 10000)
+if not count or prefix == '' then return {-6, 0, 'batch arguments'} end
 
 local jobs = {}
 local a = 4
 for i = 1, count do
+  local kind = ARGV[a]
+  if (kind == 'r' and i == 1) or (kind ~= 'p' and kind ~= 'r' and kind ~= 'f') then
+    return {-6, i, 'job ' .. i .. ': unknown form'}
+  end
   if ARGV[a] == 'p' then
     jobs[i] = {id = '', ikey = '', name = ARGV[a + 1], data = ARGV[a + 2], opts = '', prio = 0, delay = 0,
                group = '', cost = '', plain = true}
@@ -33,8 +43,17 @@ for i = 1, count do
                opts = ARGV[a + 6], prio = tonumber(ARGV[a + 7]), delay = tonumber(ARGV[a + 8]),
                group = ARGV[a + 9], cost = ARGV[a + 10]}
     a = a + 11
+    local j = jobs[i]
+    if not j.prio or not int_in(j.prio, -1000, 1000) or not j.delay or not int_in(j.delay, 0, MAX_MS)
+        or (j.ikey ~= '' and not int_in(j.ittl, 1, MAX_MS)) or (j.cost ~= '' and not int_in(j.cost, 0, 1e12)) then
+      return {-6, i, 'job ' .. i .. ': an option is out of range'}
+    end
+  end
+  if not jobs[i].name or jobs[i].name == '' or not jobs[i].data then
+    return {-6, i, 'job ' .. i .. ': missing name or data'}
   end
 end
+if a - 1 ~= #ARGV then return {-6, 0, 'batch arguments'} end
 
 -- Pass 1: find jobs that already exist (by id or idempotency key) and refuse conflicts.
 local existing = {}
@@ -84,7 +103,7 @@ for i = 1, count do
     if id == '' then
       -- Generated ids are reserved in one block for the rest of the batch (gaps are harmless).
       if next_id > last_id then
-        last_id = redis.call('HINCRBY', meta, 'id', count - i + 1)
+        last_id = reserve(meta, 'id', count - i + 1, now)
         next_id = last_id - (count - i)
       end
       id = num(next_id)

@@ -4,13 +4,14 @@ KEYS: 1 ready, 2 delayed, 3 active, 4 cancelled, 5 events
 ARGV: 1 prefix, 2 job id, 3 events maxlen
 Returns: {code, state}: code 0 cancelled now, 1 cancellation requested (active), -1 NOT_FOUND,
          -3 WRONG_STATE (already finished; state says which)
-Codes: 0 OK, -1 NOT_FOUND, -3 WRONG_STATE
+Codes: 0 OK, -1 NOT_FOUND, -3 WRONG_STATE, -6 INVALID_INPUT
 Events: cancelled (id), cancelling (id)
 ]]
 --@include common
 
 local ready, delayed, active, cancelled, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, id, maxlen = ARGV[1], ARGV[2], ARGV[3]
+if not id or id == '' or prefix == '' then return {-6, ''} end
 local jk = prefix .. 'job:' .. id
 local state = redis.call('HGET', jk, 'state')
 if not state then return {-1, ''} end

@@ -1,21 +1,26 @@
---[[ delete-jobs-2: delete up to `limit` jobs of one state set, oldest first (drain, purge, obliterate).
-KEYS: 1 the state set (ready, a group's gr:<g>, delayed, completed, failed, cancelled), 2 events
+--[[ delete-jobs-2: delete up to `limit` jobs of one state set, oldest first (drain, purge).
+KEYS: 1 the state set (ready, a group's gr:<g>, a name's hold:<name>, delayed, completed, failed, cancelled), 2 events
 ARGV: 1 prefix, 2 limit, 3 events maxlen, 4 event name ('' = none)
-Returns: {deleted, remaining}
-Codes: 0 OK
+Returns: {deleted, remaining}, or {-6, 0, reason} for an invalid limit (nothing written)
+Codes: 0 OK, -6 INVALID_INPUT
 Events: the given event name once per call (count)
 ]]
 --@include common
 
 local set, events = KEYS[1], KEYS[2]
-local prefix, limit, maxlen, ev = ARGV[1], tonumber(ARGV[2]), ARGV[3], ARGV[4]
+local prefix, limit, maxlen, ev = ARGV[1], int_in(ARGV[2], 1, 10000), ARGV[3], ARGV[4]
+if not limit or prefix == '' then return {-6, 0, 'limit'} end
 local ids = redis.call('ZRANGE', set, 0, limit - 1)
-local grouped_waiting = 0
+local grouped_waiting, held = 0, 0
 for i = 1, #ids do
   local jk = prefix .. 'job:' .. ids[i]
-  local f = redis.call('HMGET', jk, 'idem', 'group', 'state')
+  local f = redis.call('HMGET', jk, 'idem', 'group', 'state', 'held')
   local ikey = f[1]
-  if f[2] and f[3] == 'waiting' then grouped_waiting = grouped_waiting + 1 end
+  if f[4] and f[3] == 'waiting' then
+    held = held + 1
+  elseif f[2] and f[3] == 'waiting' then
+    grouped_waiting = grouped_waiting + 1
+  end
   if ikey then
     local ik = prefix .. 'idem:' .. ikey
     if redis.call('GET', ik) == ids[i] then redis.call('DEL', ik) end
@@ -23,8 +28,9 @@ for i = 1, #ids do
   redis.call('DEL', jk, prefix .. 'log:' .. ids[i])
 end
 if grouped_waiting > 0 then redis.call('HINCRBY', prefix .. 'meta', 'gwait', -grouped_waiting) end
+if held > 0 then redis.call('HINCRBY', prefix .. 'meta', 'hwait', -held) end
 if #ids > 0 then
-  redis.call('ZREM', set, unpack(ids))
+  call_chunked('ZREM', set, nil, ids, 1)
   if ev ~= '' then emit(events, maxlen, 'ev', ev, 'count', #ids) end
 end
 return {#ids, redis.call('ZCARD', set)}

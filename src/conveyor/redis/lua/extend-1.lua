@@ -1,29 +1,37 @@
 --[[ extend-1: heartbeat; push the lease deadline of a worker's jobs and report their status.
 KEYS: 1 active
-ARGV: 1 prefix, 2 lease ms, then 2 fields per job: id, token
+ARGV: 1 prefix, 2 lease ms, then 3 fields per job: id, token, confirm ('1' = the worker has started
+      running it: the run is marked confirmed, so a later lapse of this lease counts as a stall;
+      '0' = extend only)
+Any number of jobs (the ZADD goes in slices); every argument is checked before the first write.
 Returns: one status per job: 0 lease extended, 1 extended and cancellation requested,
-         -2 lease lost (token changed or job no longer active), -1 job gone.
-Codes: 0 OK, -1 NOT_FOUND, -2 LEASE_LOST
+         -2 lease lost (token changed or job no longer active), -1 job gone;
+         or {-6, 0, reason} when an argument is invalid (nothing written).
+Codes: 0 OK, -1 NOT_FOUND, -2 LEASE_LOST, -6 INVALID_INPUT
 Events: none
 ]]
 --@include common
 
 local active, prefix = KEYS[1], ARGV[1]
-local deadline = num(now_ms() + tonumber(ARGV[2]))
+local lease_ms = int_in(ARGV[2], 1, MAX_MS)
+if not lease_ms or prefix == '' or (#ARGV - 2) % 3 ~= 0 then return {-6, 0, 'extend arguments'} end
+local deadline = num(now_ms() + lease_ms)
 local out = {}
 local zargs = {}
-for i = 3, #ARGV, 2 do
+for i = 3, #ARGV, 3 do
   local id, token = ARGV[i], ARGV[i + 1]
-  local f = redis.call('HMGET', prefix .. 'job:' .. id, 'token', 'state', 'cancel')
+  local jk = prefix .. 'job:' .. id
+  local f = redis.call('HMGET', jk, 'token', 'state', 'cancel')
   if not f[2] then
     out[#out + 1] = -1
   elseif f[1] ~= token or f[2] ~= 'active' then
     out[#out + 1] = -2
   else
+    if ARGV[i + 2] == '1' then redis.call('HSET', jk, 'run', token) end
     zargs[#zargs + 1] = deadline
     zargs[#zargs + 1] = id
     out[#out + 1] = (f[3] == '1') and 1 or 0
   end
 end
-if #zargs > 0 then redis.call('ZADD', active, 'XX', unpack(zargs)) end
+call_chunked('ZADD', active, 'XX', zargs, 2)
 return out

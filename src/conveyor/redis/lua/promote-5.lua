@@ -2,13 +2,14 @@
 KEYS: 1 meta, 2 ready, 3 delayed, 4 events, 5 wake
 ARGV: 1 prefix, 2 job id, 3 events maxlen
 Returns: {code, state}: 0 OK, -1 NOT_FOUND, -3 WRONG_STATE
-Codes: 0 OK, -1 NOT_FOUND, -3 WRONG_STATE
+Codes: 0 OK, -1 NOT_FOUND, -3 WRONG_STATE, -6 INVALID_INPUT
 Events: waiting (id, reason=promoted)
 ]]
 --@include common
 
 local meta, ready, delayed, events, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, id, maxlen = ARGV[1], ARGV[2], ARGV[3]
+if not id or id == '' or prefix == '' then return {-6, ''} end
 local jk = prefix .. 'job:' .. id
 local state = redis.call('HGET', jk, 'state')
 if not state then return {-1, ''} end

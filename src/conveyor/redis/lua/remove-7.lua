@@ -2,7 +2,7 @@
 KEYS: 1 ready, 2 delayed, 3 completed, 4 failed, 5 cancelled, 6 events, 7 active
 ARGV: 1 prefix, 2 job id, 3 events maxlen
 Returns: {code, state}: 0 OK, -1 NOT_FOUND, -3 WRONG_STATE (active: cancel it first)
-Codes: 0 OK, -1 NOT_FOUND, -3 WRONG_STATE
+Codes: 0 OK, -1 NOT_FOUND, -3 WRONG_STATE, -6 INVALID_INPUT
 Events: removed (id)
 ]]
 --@include common
@@ -10,6 +10,7 @@ Events: removed (id)
 local sets = {waiting = KEYS[1], delayed = KEYS[2], completed = KEYS[3], failed = KEYS[4], cancelled = KEYS[5]}
 local events = KEYS[6]
 local prefix, id, maxlen = ARGV[1], ARGV[2], ARGV[3]
+if not id or id == '' or prefix == '' then return {-6, ''} end
 local jk = prefix .. 'job:' .. id
 local f = redis.call('HMGET', jk, 'state', 'idem')
 local state = f[1]

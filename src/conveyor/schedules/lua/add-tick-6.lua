@@ -9,11 +9,15 @@ ARGV: as add-5 (the batch of tick jobs), then: schedule id, tick ms of the batch
       '1' to record the tick even when add-5 answers a conflict (one tick whose job exists with
       other data: the tick has its job), '0' to leave it (the caller retries tick by tick)
 Returns: {} when the tick was enqueued before (nothing written); otherwise add-5's reply.
-Codes: as add-5 (0 OK, -4 CONFLICT)
+Codes: as add-5 (0 OK, -4 CONFLICT, -6 INVALID_INPUT: nothing written, the tick not recorded)
 Events: as add-5
 ]]
 local tick_hash = KEYS[6]
-local tick_schedule, tick_ms, tick_mark_conflict = ARGV[#ARGV - 2], ARGV[#ARGV - 1], ARGV[#ARGV]
+-- The guard's own arguments come last; they are taken off ARGV so the add sees exactly its own.
+local tick_mark_conflict = table.remove(ARGV)
+local tick_ms = table.remove(ARGV)
+local tick_schedule = table.remove(ARGV)
+if not tick_schedule or tick_schedule == '' or not tonumber(tick_ms) then return {-6, 0, 'tick arguments'} end
 local tick_last = redis.call('HGET', tick_hash, tick_schedule)
 if tick_last and tonumber(tick_ms) <= tonumber(tick_last) then return {} end
 
@@ -22,6 +26,7 @@ local function add_jobs()
 end
 
 local reply = add_jobs()
+if reply[1] == -6 then return reply end
 if reply[1] ~= -4 or tick_mark_conflict == '1' then
   redis.call('HSET', tick_hash, tick_schedule, tick_ms)
 end

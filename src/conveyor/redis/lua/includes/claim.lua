@@ -1,6 +1,6 @@
--- Claim helper: promote due delayed jobs, then lease up to `want` ready jobs.
--- Needs common.lua. Returns a flat list: next_due_in_ms, then 6 fields per job:
--- id, token, attempt, name, data, opts.
+-- Claim helper: promote due delayed jobs, release held jobs this worker has handlers for, then lease
+-- up to `want` ready jobs. Needs common.lua. Returns a flat list: next_due_in_ms, hold version (0 when
+-- no job waits for a handler), then 6 fields per job: id, token, attempt, name, data, opts.
 -- Queues without limits or groups (meta `lim` unset) take the plain path below; the others go
 -- through claim_limited (limits.lua), which returns the same reply.
 
@@ -11,9 +11,7 @@ local function promote_due(meta, ready, delayed, prefix, now, limit)
     redis.call('HSET', jk, 'state', 'waiting')
     push_ready(meta, ready, jk, due[i])
   end
-  if #due > 0 then
-    redis.call('ZREM', delayed, unpack(due))
-  end
+  call_chunked('ZREM', delayed, nil, due, 1)
   return #due
 end
 
@@ -32,7 +30,7 @@ local function lease(k, prefix, worker, lease_ms, now, maxlen, ids, from, step, 
   local last = #ids
   if last < from then return 0 end
   n = math.floor((last - from) / step) + 1
-  local base = redis.call('HINCRBY', k.meta, 'token', n) - n
+  local base = reserve(k.meta, 'token', n, now) - n
   local deadline = num(now + lease_ms)
   local started = num(now)
   local zargs = {}
@@ -62,18 +60,46 @@ local function lease(k, prefix, worker, lease_ms, now, maxlen, ids, from, step, 
       out[#out + 1] = f[3] or ''
     end
   end
-  if #zargs > 0 then
-    redis.call('ZADD', k.active, unpack(zargs))
-  end
+  call_chunked('ZADD', k.active, nil, zargs, 2)
   return n
+end
+
+-- Jobs no worker had a handler for wait in <p>hold:<name> (a zset scored by hold time), their
+-- names in <p>holds; meta hwait counts them (they are waiting jobs) and hver changes whenever one is
+-- held, so a worker sends its handler names once per change. Moves up to `limit` held jobs of
+-- `names` back to their ready sets; returns how many moved.
+local function unhold(k, prefix, names, limit)
+  local moved = 0
+  for i = 1, #names do
+    local hk = prefix .. 'hold:' .. names[i]
+    local ids = redis.call('ZRANGE', hk, 0, limit - moved - 1)
+    for j = 1, #ids do
+      local jk = prefix .. 'job:' .. ids[j]
+      redis.call('HDEL', jk, 'held')
+      push_ready(k.meta, k.ready, jk, ids[j])
+    end
+    call_chunked('ZREM', hk, nil, ids, 1)
+    moved = moved + #ids
+    if redis.call('EXISTS', hk) == 0 then redis.call('SREM', prefix .. 'holds', names[i]) end
+    if moved >= limit then break end
+  end
+  if moved > 0 then redis.call('HINCRBY', k.meta, 'hwait', -moved) end
+  return moved
 end
 
 --@include limits
 
-local function claim(k, prefix, worker, lease_ms, want, now, maxlen)
-  local out = {0}
+local function claim(k, prefix, worker, lease_ms, want, now, maxlen, names)
+  local out = {0, 0}
   promote_due(k.meta, k.ready, k.delayed, prefix, now, 1000)
-  local m = redis.call('HMGET', k.meta, 'paused', 'lim')
+  local m = redis.call('HMGET', k.meta, 'paused', 'lim', 'hwait', 'hver')
+  if (tonumber(m[3]) or 0) > 0 then
+    if #names > 0 and unhold(k, prefix, names, 1000) > 0 then
+      wake(k.wake)
+      m[3] = redis.call('HGET', k.meta, 'hwait')
+    end
+    if (tonumber(m[3]) or 0) > 0 then out[2] = tonumber(m[4]) or 0 end
+  end
   if m[1] == '1' then
     out[1] = next_due_in(k.delayed, now)
     return out

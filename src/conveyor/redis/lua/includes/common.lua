@@ -10,6 +10,49 @@ local function num(n)
   return string.format('%.0f', n)
 end
 
+-- Input checks, run before a script's first write (a failed check returns a code, nothing written).
+-- An integer argument in [lo, hi], or nil (NaN, inf, fractions and non-numbers included).
+local function int_in(v, lo, hi)
+  local n = tonumber(v)
+  if n and n == n and n >= lo and n <= hi and n == math.floor(n) then return n end
+  return nil
+end
+
+-- The widest duration a script accepts, in ms (100 years); option ranges are narrower (options.py).
+local MAX_MS = 3155760000000
+-- Counters below 2^53 stay exact in a Lua double.
+local MAX_COUNT = 9007199254740991
+
+-- Reserve `n` numbers of a per-queue counter (generated ids, lease tokens) and return the last one.
+-- The counter never goes below Redis time in microseconds, so numbers handed out before a deleted
+-- meta hash (obliterate) or before a failover to a replica that had not seen them are never handed
+-- out again, as long as the servers' clocks are sane; it stays below 2^53 until the year 2255.
+local function reserve(meta, field, n, now)
+  local last = tonumber(redis.call('HGET', meta, field)) or 0
+  local floor = now * 1000
+  if last < floor then last = floor end
+  last = last + n
+  redis.call('HSET', meta, field, num(last))
+  return last
+end
+
+-- Runs `cmd key <prefix args> <items...>` over `items` in slices of at most 4000 values (Lua's unpack
+-- fails above about 8000), `step` values per element (2 for score/member pairs).
+local UNPACK_SLICE = 4000
+local function call_chunked(cmd, key, extra, items, step)
+  local n = #items
+  local slice = UNPACK_SLICE - (UNPACK_SLICE % step)
+  for from = 1, n, slice do
+    local to = from + slice - 1
+    if to > n then to = n end
+    if extra then
+      redis.call(cmd, key, extra, unpack(items, from, to))
+    else
+      redis.call(cmd, key, unpack(items, from, to))
+    end
+  end
+end
+
 -- Ready-set score: higher priority first, then arrival order (seq from meta).
 -- priority is in [-1000, 1000]; (1000 - p) * 2^41 + seq stays below 2^53.
 local function ready_score(meta, priority)

@@ -42,14 +42,29 @@ local function group_push(meta, ready, g, score, id)
   end
 end
 
+-- A job held for a handler (finish-10.lua, kind H) leaves <p>hold:<name> (cancel, remove, drain).
+local function unhold_one(p, jk, id, name)
+  local hk = p .. 'hold:' .. name
+  if redis.call('ZREM', hk, id) == 1 then
+    redis.call('HINCRBY', p .. 'meta', 'hwait', -1)
+    if redis.call('EXISTS', hk) == 0 then redis.call('SREM', p .. 'holds', name) end
+  end
+  redis.call('HDEL', jk, 'held')
+end
+
 -- Take a waiting job out of whichever ready set holds it (cancel, remove).
 local function remove_waiting(ready, jk, id)
-  local g = redis.call('HGET', jk, 'group')
+  local f = redis.call('HMGET', jk, 'group', 'held')
+  local g = f[1]
+  local p = qprefix(ready)
+  if f[2] then
+    unhold_one(p, jk, id, f[2])
+    return
+  end
   if not g then
     redis.call('ZREM', ready, id)
     return
   end
-  local p = qprefix(ready)
   if redis.call('ZREM', p .. 'gr:' .. g, id) == 1 then
     redis.call('HINCRBY', p .. 'meta', 'gwait', -1)
   end

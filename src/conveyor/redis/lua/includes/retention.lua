@@ -18,7 +18,7 @@ local function drop_records(set, prefix, ids, with_idem)
     end
     redis.call('DEL', jk, prefix .. 'log:' .. ids[i])
   end
-  if #ids > 0 then redis.call('ZREM', set, unpack(ids)) end
+  call_chunked('ZREM', set, nil, ids, 1)
   return #ids
 end
 

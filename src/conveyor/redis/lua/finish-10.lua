@@ -1,32 +1,71 @@
---[[ finish-9: record the outcomes of a batch of leased jobs, then lease up to `want` more.
-KEYS: 1 meta, 2 ready, 3 delayed, 4 active, 5 completed, 6 failed, 7 cancelled, 8 events, 9 wake
-ARGV: 1 prefix, 2 worker id, 3 lease ms, 4 want, 5 events maxlen, 6 outcome count,
+--[[ finish-10: one worker trip: record the outcomes of leased jobs, then lease up to `want` more.
+KEYS: 1 meta, 2 ready, 3 delayed, 4 active, 5 completed, 6 failed, 7 cancelled, 8 events, 9 wake, 10 trip record
+ARGV: 1 prefix, 2 worker id, 3 lease ms, 4 want, 5 events maxlen, 6 trip record ttl ms (0 = no record:
+      a claim outside the trip protocol), 7 ack count A, 8 handler-name count N, 9 outcome count C,
+      then A trip ids whose replies the worker received (their records are deleted),
+      then N job names the worker has handlers for (sent when the hold version changed: held jobs of
+      those names go back to ready before the claim),
       then 7 fields per outcome: id, token, kind, payload, number, note, cost
       kind C completed: payload = result JSON, number = record ttl ms (-1 keep, 0 delete now)
       kind R retry:     payload = error JSON,  number = delay ms before the next attempt
       kind F failed:    payload = error JSON,  number = record ttl ms (-1 keep)
-      kind X cancelled: payload = error JSON,  number = unused
+      kind X cancelled: payload = error JSON,  number = unused (-1..)
       kind B back:      payload = reason,      number = delay ms (the attempt is refunded)
       kind T throttled: as B, and claiming stops for the job's group (or the queue when it has no
                         group) across all workers for `number` ms (upstream said "rate limited")
+      kind H held:      no handler for the job's name on this worker: the job waits in
+                        <p>hold:<name> for a worker that has one (the attempt is refunded)
       note: short text for the event (error summary or reason)
       cost: units the run really used ('' = not reported); corrects the cost limiters by
             (cost - units charged at claim)
-      A retry or back-to-waiting outcome of a job whose cancellation was requested ends it cancelled.
-Returns: one code per outcome (0 OK, -1 NOT_FOUND, -2 LEASE_LOST), then the claim reply
-         (next_due_in_ms, then id, token, attempt, name, data, opts per leased job).
-Codes: 0 OK, -1 NOT_FOUND, -2 LEASE_LOST
-Events: completed, retrying, failed, cancelled, active
+      A retry, back-to-waiting or held outcome of a job whose cancellation was requested ends it
+      cancelled. An outcome for a job that still carries its token but is no longer active was
+      recorded by an earlier run of the same trip: it answers OK and writes nothing.
+      Every argument is checked before the first write; a bad one refuses the whole trip.
+Returns: one code per outcome (0 OK, -1 NOT_FOUND, -2 LEASE_LOST), then the claim reply (next_due_in_ms,
+         hold version, then id, token, attempt, name, data, opts per leased job);
+         or {-6, position, reason} (INVALID_INPUT: outcome `position`, 0 = the trip's own arguments).
+Codes: 0 OK, -1 NOT_FOUND, -2 LEASE_LOST, -6 INVALID_INPUT
+Events: completed, retrying, failed, cancelled, held, active
 ]]
 --@include common
 --@include claim
 --@include retention
+--@include trip
 
 local k = {meta = KEYS[1], ready = KEYS[2], delayed = KEYS[3], active = KEYS[4], completed = KEYS[5],
            failed = KEYS[6], cancelled = KEYS[7], events = KEYS[8], wake = KEYS[9]}
-local prefix, worker, lease_ms, want = ARGV[1], ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
-local maxlen, count = ARGV[5], tonumber(ARGV[6])
+local prefix, worker, maxlen = ARGV[1], ARGV[2], ARGV[5]
+local lease_ms, want = int_in(ARGV[3], 1, MAX_MS), int_in(ARGV[4], 0, 1000)
+local ttl = int_in(ARGV[6], 0, MAX_MS)
+local nack, nnames, count = int_in(ARGV[7], 0, 1000), int_in(ARGV[8], 0, 1000), int_in(ARGV[9], 0, 10000)
+if not (lease_ms and want and ttl and nack and nnames and count) or prefix == '' or worker == ''
+    or #ARGV ~= 9 + nack + nnames + count * 7 then
+  return {-6, 0, 'trip arguments'}
+end
 local W = 7
+local first = 10 + nack + nnames
+local RANGES = {C = {-1, MAX_MS}, R = {0, MAX_MS}, F = {-1, MAX_MS}, X = {-1, MAX_MS}, B = {0, MAX_MS},
+                T = {0, MAX_MS}, H = {0, MAX_MS}}
+for i = 0, count - 1 do
+  local b = first + i * W
+  local range = RANGES[ARGV[b + 2]]
+  local cost = ARGV[b + 6]
+  if ARGV[b] == '' or ARGV[b + 1] == '' or not range or not int_in(ARGV[b + 4], range[1], range[2])
+      or (cost ~= '' and not int_in(cost, 0, 1e12)) then
+    return {-6, i + 1, 'outcome ' .. (i + 1) .. ' of job ' .. ARGV[b]}
+  end
+end
+
+if ttl > 0 then
+  local replay = trip_replay(KEYS[10], ttl, k.meta, prefix)
+  if replay then return replay end
+end
+local acks, names = {}, {}
+for i = 10, 9 + nack do acks[#acks + 1] = ARGV[i] end
+for i = 10 + nack, first - 1 do names[#names + 1] = ARGV[i] end
+trip_ack(prefix, acks)
+
 local now = now_ms()
 local stamp = num(now)
 local codes = {}
@@ -34,17 +73,19 @@ local done_ids = {}
 local trim_completed, trim_failed = false, false
 
 for i = 0, count - 1 do
-  local b = 7 + i * W
+  local b = first + i * W
   local id, token, kind, payload = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local number, note = tonumber(ARGV[b + 4]), ARGV[b + 5]
   local jk = prefix .. 'job:' .. id
-  local f = redis.call('HMGET', jk, 'token', 'state', 'attempts', 'cancel', 'group', 'chg')
+  local f = redis.call('HMGET', jk, 'token', 'state', 'attempts', 'cancel', 'group', 'chg', 'name')
   -- A job whose cancellation was requested does not go back to the queue.
-  if f[4] == '1' and (kind == 'R' or kind == 'B' or kind == 'T') then kind = 'X' end
+  if f[4] == '1' and (kind == 'R' or kind == 'B' or kind == 'T' or kind == 'H') then kind = 'X' end
   if not f[2] then
     codes[#codes + 1] = -1
-  elseif f[1] ~= token or f[2] ~= 'active' then
+  elseif f[1] ~= token then
     codes[#codes + 1] = -2
+  elseif f[2] ~= 'active' then
+    codes[#codes + 1] = 0  -- recorded by an earlier run of this trip whose reply was lost
   else
     codes[#codes + 1] = 0
     done_ids[#done_ids + 1] = id
@@ -85,6 +126,15 @@ for i = 0, count - 1 do
       redis.call('HSET', jk, 'state', 'cancelled', 'error', payload, 'finished', stamp)
       redis.call('ZADD', k.cancelled, stamp, id)
       emit(k.events, maxlen, 'ev', 'cancelled', 'id', id)
+    elseif kind == 'H' then
+      redis.call('HINCRBY', jk, 'attempts', -1)
+      redis.call('HSET', jk, 'state', 'waiting', 'held', f[7])
+      redis.call('ZADD', prefix .. 'hold:' .. f[7], stamp, id)
+      redis.call('SADD', prefix .. 'holds', f[7])
+      redis.call('HINCRBY', k.meta, 'hwait', 1)
+      redis.call('HINCRBY', k.meta, 'hver', 1)
+      wake(k.wake)
+      emit(k.events, maxlen, 'ev', 'held', 'id', id, 'name', f[7], 'reason', note)
     else -- 'B' or 'T': back to waiting without using an attempt
       redis.call('HINCRBY', jk, 'attempts', -1)
       if kind == 'T' and number > 0 then block_claims(prefix, k.meta, f[5], now + number) end
@@ -103,13 +153,12 @@ for i = 0, count - 1 do
     if f[6] and used ~= '' then cost_correct(prefix, f[5], tonumber(used) - tonumber(f[6]), now) end
   end
 end
-if #done_ids > 0 then
-  redis.call('ZREM', k.active, unpack(done_ids))
-end
+call_chunked('ZREM', k.active, nil, done_ids, 1)
 if trim_completed then trim(k.meta, k.completed, prefix, now, 'completed', 100, false) end
 if trim_failed then trim(k.meta, k.failed, prefix, now, 'failed', 100, false) end
 
-local claimed = claim(k, prefix, worker, lease_ms, want, now, maxlen)
+local claimed = claim(k, prefix, worker, lease_ms, want, now, maxlen, names)
+if ttl > 0 then trip_record(KEYS[10], ttl, codes, claimed) end
 for i = 1, #claimed do
   codes[#codes + 1] = claimed[i]
 end

@@ -1,0 +1,50 @@
+-- Trip records make the worker's finish-and-claim round trip idempotent (docs/internals.md, "Trips").
+-- A trip that recorded outcomes or leased jobs leaves <p>trip:<trip id> for a while (longer than a
+-- lease): the outcome codes it returned and the (id, token) pairs it leased. The same trip sent again
+-- (its reply was lost) finds the record and answers from it: the same codes, and the jobs it leased
+-- that still hold those tokens, re-read; nothing is recorded or leased twice. The worker acknowledges
+-- a reply on its next trip, which deletes the record early.
+
+local function trip_ack(prefix, ids)
+  for i = 1, #ids do redis.call('DEL', prefix .. 'trip:' .. ids[i]) end
+end
+
+-- The reply to a trip sent again, or nil when there is no record (the trip never ran, or its record
+-- expired: then it runs afresh, and outcomes already recorded under their token answer OK).
+local function trip_replay(key, ttl, meta, prefix)
+  local raw = redis.call('GET', key)
+  if not raw then return nil end
+  -- A write, so that a durable caller's WAIT/WAITAOF covers everything up to the first run.
+  redis.call('PEXPIRE', key, ttl)
+  local rec = cjson.decode(raw)
+  local out = {}
+  for i = 1, #rec.c do out[#out + 1] = rec.c[i] end
+  out[#out + 1] = rec.d
+  local m = redis.call('HMGET', meta, 'hwait', 'hver')
+  out[#out + 1] = ((tonumber(m[1]) or 0) > 0) and (tonumber(m[2]) or 0) or 0
+  for i = 1, #rec.l, 2 do
+    local id, token = rec.l[i], rec.l[i + 1]
+    local f = redis.call('HMGET', prefix .. 'job:' .. id, 'token', 'state', 'attempts', 'name', 'data', 'opts')
+    if f[1] == token and f[2] == 'active' then
+      out[#out + 1] = id
+      out[#out + 1] = token
+      out[#out + 1] = tonumber(f[3])
+      out[#out + 1] = f[4]
+      out[#out + 1] = f[5]
+      out[#out + 1] = f[6] or ''
+    end
+  end
+  return out
+end
+
+-- Keep what this trip did: `codes` (one per outcome) and the claim reply `claimed` (header of two,
+-- then 6 fields per leased job). Nothing is kept for a trip that neither recorded nor leased.
+local function trip_record(key, ttl, codes, claimed)
+  if #codes == 0 and #claimed <= 2 then return end
+  local leased = {}
+  for i = 3, #claimed, 6 do
+    leased[#leased + 1] = claimed[i]
+    leased[#leased + 1] = claimed[i + 1]
+  end
+  redis.call('SET', key, cjson.encode({c = codes, d = claimed[1], l = leased}), 'PX', ttl)
+end

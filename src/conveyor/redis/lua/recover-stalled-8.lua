@@ -1,0 +1,75 @@
+--[[ recover-stalled-8: return jobs whose lease expired to waiting, or fail those that lapse too often.
+KEYS: 1 meta, 2 ready, 3 active, 4 failed, 5 cancelled, 6 events, 7 wake, 8 holds
+ARGV: 1 prefix, 2 max stalls, 3 max lapses, 4 batch limit, 5 events maxlen
+An expired lease whose run a heartbeat confirmed (job field `run` = its token) is a stall: the job's
+worker died or froze while running it; `stalls` counts them and a job with more than `max stalls`
+fails (error type Stalled). A lease that expired before any heartbeat confirmed its run (the worker
+died before or right after starting it, or a trip's reply was lost) is a lapse: `lapses` counts them
+and only more than `max lapses` (a generous bound, so a job that kills its worker at once cannot
+loop for ever) fails the job. Neither uses an attempt; the old token is cleared so a late write from
+the lost worker is rejected. A job whose cancellation was requested ends cancelled instead.
+Returns: {recovered, failed, held} (held: jobs waiting for a worker with their handler);
+         or {-6, 0, reason} when an argument is invalid (nothing written).
+Codes: 0 OK, -6 INVALID_INPUT
+Events: stalled (id, stalls, lapses), failed (id, error), cancelled (id)
+]]
+--@include common
+--@include retention
+
+local meta, ready, active, failed, cancelled, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
+local wake_key = KEYS[7]
+local prefix, maxlen = ARGV[1], ARGV[5]
+local max_stalls, max_lapses = int_in(ARGV[2], 0, 1000000), int_in(ARGV[3], 0, 1000000)
+local limit = int_in(ARGV[4], 1, 10000)
+if not (max_stalls and max_lapses and limit) or prefix == '' then return {-6, 0, 'sweep arguments'} end
+local now = now_ms()
+local stamp = num(now)
+local expired = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, limit)
+local recovered, dead = 0, 0
+for i = 1, #expired do
+  local id = expired[i]
+  local jk = prefix .. 'job:' .. id
+  local f = redis.call('HMGET', jk, 'state', 'token', 'run', 'group', 'cancel')
+  if f[1] then
+    local confirmed = f[2] ~= nil and f[2] == f[3]
+    local stalls = tonumber(redis.call('HGET', jk, 'stalls')) or 0
+    local lapses = tonumber(redis.call('HGET', jk, 'lapses')) or 0
+    if confirmed then
+      stalls = redis.call('HINCRBY', jk, 'stalls', 1)
+    else
+      lapses = redis.call('HINCRBY', jk, 'lapses', 1)
+    end
+    redis.call('HINCRBY', jk, 'attempts', -1)
+    redis.call('HDEL', jk, 'token')
+    if f[4] then group_release(prefix, f[4]) end
+    if f[5] == '1' then
+      redis.call('HSET', jk, 'state', 'cancelled', 'finished', stamp)
+      redis.call('ZADD', cancelled, stamp, id)
+      emit(events, maxlen, 'ev', 'cancelled', 'id', id)
+    elseif stalls > max_stalls or lapses > max_lapses then
+      local why
+      if stalls > max_stalls then
+        why = 'job stalled ' .. stalls .. ' times (its worker stopped renewing the lease while running it)'
+      else
+        why = 'lease lapsed ' .. lapses .. ' times before any worker confirmed running the job ' ..
+          '(workers may be dying on it)'
+      end
+      local err = cjson.encode({type = 'Stalled', message = why})
+      redis.call('HSET', jk, 'state', 'failed', 'error', err, 'finished', stamp)
+      redis.call('ZADD', failed, stamp, id)
+      emit(events, maxlen, 'ev', 'failed', 'id', id, 'error', 'stalled too often')
+      dead = dead + 1
+    else
+      redis.call('HSET', jk, 'state', 'waiting')
+      push_ready(meta, ready, jk, id)
+      emit(events, maxlen, 'ev', 'stalled', 'id', id, 'stalls', stalls, 'lapses', lapses)
+      recovered = recovered + 1
+    end
+  end
+end
+call_chunked('ZREM', active, nil, expired, 1)
+if recovered > 0 then wake(wake_key) end
+if dead > 0 then trim(meta, failed, prefix, now, 'failed', 100, false) end
+local held = tonumber(redis.call('HGET', meta, 'hwait')) or 0
+if held > 0 and redis.call('SCARD', KEYS[8]) == 0 then held = 0 end
+return {recovered, dead, held}

@@ -1,0 +1,81 @@
+"""The owner of one lease, from the trip that leased the job to the trip that recorded its outcome.
+
+The heartbeat (keeper.py), the pump (pump.py), the runner and shutdown all read and change a lease
+only through this object; nothing else in the worker keeps per-job state. A lease ends in exactly one
+way: an outcome acknowledged by Redis (recorded, or refused as lost), or dropped when Redis says it
+was lost. Its life:
+
+    leased -> running (handler code started) -> ended (outcome known, waiting for a trip)
+           -> sent (in a trip) -> acknowledged (removed from the table)
+
+A lease holds a concurrency slot until it ends, which for a sync handler means until its thread has
+really returned. The heartbeat extends every lease in the table, ended ones included, so an outcome
+waiting for Redis to come back does not let its lease lapse.
+"""
+
+from __future__ import annotations
+
+import asyncio
+from enum import Enum
+from typing import TYPE_CHECKING, Any
+
+if TYPE_CHECKING:
+    from conveyor.worker.context import JobContext
+
+
+class Stop(Enum):
+    """Why the worker ends a run before its handler returns."""
+
+    CANCEL = "cancellation requested"
+    TIMEOUT = "timeout"
+    SHUTDOWN = "worker shutdown"
+    LOST = "lease lost"
+
+
+class Lease:
+    """One leased job (see the module docstring). `outcome` is the finish-10.lua argument tuple
+    (kind, payload, number, note) once the run has ended."""
+
+    __slots__ = (
+        "attempt", "cancel_requested", "confirmed", "ctx", "interrupt", "job_id", "name", "options", "outcome",
+        "started", "started_at", "stop", "task", "thread", "token",
+    )
+
+    def __init__(self, job_id: str, token: str, attempt: int, name: str, options: dict[str, Any]) -> None:
+        self.job_id = job_id
+        self.token = token
+        self.attempt = attempt
+        self.name = name
+        self.options = options
+        self.ctx: JobContext | None = None
+        self.task: asyncio.Task[None] | None = None
+        self.started = False  # handler code began (the heartbeat then confirms the run in Redis)
+        self.confirmed = False  # a heartbeat marked the run as started in Redis
+        self.started_at: float | None = None  # time.monotonic() when a sync handler's thread began
+        self.thread: int | None = None  # ident of the thread running a sync handler, while it runs
+        self.interrupt: Any = None  # how to interrupt that thread (SyncThreads.interrupt)
+        self.stop: Stop | None = None
+        self.cancel_requested = False
+        self.outcome: tuple[str, Any, int, str] | None = None
+
+    def __repr__(self) -> str:
+        return f"Lease(id={self.job_id!r}, token={self.token!r}, stop={self.stop}, ended={self.outcome is not None})"
+
+    @property
+    def running(self) -> bool:
+        return self.outcome is None
+
+    def request_stop(self, reason: Stop) -> None:
+        """End the run early: cancel an async handler's task, interrupt a sync handler's thread.
+        A lost lease overrides any other reason (there is nothing left to write)."""
+        if self.outcome is not None:
+            return
+        if self.stop is not None:
+            if reason is Stop.LOST:
+                self.stop = reason
+            return
+        self.stop = reason
+        if self.interrupt is not None:
+            self.interrupt(self)
+        elif self.task is not None:
+            self.task.cancel()

@@ -1,0 +1,259 @@
+"""The pump: all hot-path traffic of a worker, as idempotent trips (docs/internals.md, "Trips").
+
+A trip records the outcomes of ended leases and leases up to `want` new jobs in one call of
+finish-10.lua. Up to MAX_IN_FLIGHT trips run at once, each asking for part of the free slots (slots
+asked for by a trip in flight are reserved, so concurrency holds), so the worker runs one batch while
+Redis records the previous one. Each trip carries an id `<worker id>:<seq>`; when its reply is lost to
+a fault, the same trip (same id, outcomes and want) is sent again until a reply arrives, and Redis
+answers it from the trip's record: the same outcome codes, and the jobs it leased. Nothing is
+recorded twice and nothing it leased is orphaned. The next trip acknowledges replies received, so
+Redis deletes their records early.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import random
+import time
+from collections.abc import Callable, Sequence
+from typing import Any
+
+from conveyor import codec
+from conveyor.errors import ConnectionFailedError, ScriptInputError
+from conveyor.redis.codes import ScriptCode
+from conveyor.redis.scripts import CLAIM_FIELDS, CLAIM_HEADER, QueueScripts
+from conveyor.worker.lease import Lease
+
+logger = logging.getLogger(__name__)
+
+MAX_IN_FLIGHT = 2
+BACKOFF_FIRST_S = 0.05
+BACKOFF_MAX_S = 1.0  # loops resume within about this long of Redis being usable again
+
+
+def backoff_delay(failures: int) -> float:
+    """Delay before retry number `failures` after a fault: doubling from 50 ms, at most 1 s, with
+    jitter so a fleet does not retry in step."""
+    delay: float = min(BACKOFF_MAX_S, BACKOFF_FIRST_S * 2 ** min(failures, 10))
+    return delay * random.uniform(0.5, 1.0)
+
+
+class Trip:
+    __slots__ = ("acks", "id", "leases", "names", "want")
+
+    def __init__(self, trip_id: str, leases: list[Lease], want: int, acks: list[str], names: Sequence[str]) -> None:
+        self.id = trip_id
+        self.leases = leases
+        self.want = want
+        self.acks = acks
+        self.names = names
+
+
+class TripPump:
+    """Sends trips for a worker. The worker supplies what the pump needs through callbacks and the
+    shared lease table; the pump owns the buffer of ended leases and the trips in flight."""
+
+    def __init__(
+        self,
+        scripts: QueueScripts,
+        queue: str,
+        worker_id: str,
+        *,
+        lease_ms: int,
+        batch_size: int,
+        free_slots: Callable[[], int],
+        handler_names: Sequence[str],
+        start_jobs: Callable[[list[Any]], None],
+        acknowledged: Callable[[Lease, int], None],
+    ) -> None:
+        self.scripts = scripts
+        self.queue = queue
+        self.worker_id = worker_id
+        self.lease_ms = lease_ms
+        self.record_ttl_ms = 2 * lease_ms
+        self.batch_size = batch_size
+        self.free_slots = free_slots
+        self.handler_names = list(handler_names)
+        self.start_jobs = start_jobs
+        self.acknowledged = acknowledged
+        self.ended: list[Lease] = []
+        self.kick = asyncio.Event()
+        self.closing = False
+        self.reserved = 0
+        self.failures = 0
+        self.backing_off = 0
+        self.faults = 0  # trips that met a fault (each is sent again)
+        self.trips = 0
+        self._seq = 0
+        self._in_flight: dict[asyncio.Task[None], Trip] = {}
+        self._acks: list[str] = []
+        self._hold_version: int | None = None  # hold version handler names were last sent for
+        self._names_due = bool(self.handler_names)  # first trip: held jobs may be waiting for us
+        self._has_work = True
+        self._work_confirmed = False
+        self._next_due: float | None = None
+        self._error: BaseException | None = None
+        self.idle = asyncio.Event()  # set when a claim found nothing (the waker may block)
+
+    # ------------------------------------------------------------------ state for the worker
+
+    @property
+    def in_flight(self) -> int:
+        return len(self._in_flight)
+
+    def add_ended(self, lease: Lease) -> None:
+        self.ended.append(lease)
+        self.kick.set()
+
+    def wake(self) -> None:
+        """More work may be ready (the waker saw a marker)."""
+        self._has_work = True
+        self.kick.set()
+
+    def pending(self) -> bool:
+        return bool(self.ended or self._in_flight)
+
+    def cancel_in_flight(self) -> list[Lease]:
+        """Give up on trips in flight (shutdown with Redis unreachable); returns their leases."""
+        stranded = [lease for trip in self._in_flight.values() for lease in trip.leases]
+        for task in self._in_flight:
+            task.cancel()
+        return stranded + self.ended
+
+    # ------------------------------------------------------------------ loop
+
+    async def run(self, busy: Callable[[], bool]) -> None:
+        """Until closing and nothing is left to send or run (`busy`: a handler still runs)."""
+        while True:
+            if self._error is not None:
+                error, self._error = self._error, None
+                raise error
+            free = 0 if self.closing else self.free_slots() - self.reserved
+            want = max(0, min(free, self.batch_size))
+            can_send = len(self._in_flight) < MAX_IN_FLIGHT and not self.backing_off
+            # A claim-only trip runs alongside another only when the last claim came back full;
+            # otherwise one probe at a time (an idle queue costs one trip per wake-up).
+            may_claim = want > 0 and self._has_work and (not self._in_flight or self._work_confirmed)
+            if can_send and (self.ended or may_claim or (self._names_due and not self.closing)):
+                self._send(want if may_claim else 0)
+                continue
+            if self.closing and not busy() and not self.ended and not self._in_flight:
+                return
+            self.kick.clear()
+            timeout = None
+            if self._next_due is not None and not self._in_flight:
+                timeout = max(0.0, self._next_due - time.monotonic())
+            try:
+                async with asyncio.timeout(timeout):
+                    await self.kick.wait()
+            except TimeoutError:
+                self._next_due = None
+                self._has_work = True
+
+    def _send(self, want: int) -> None:
+        self._seq += 1
+        names: Sequence[str] = ()
+        if self._names_due:
+            names, self._names_due = self.handler_names, False
+        trip = Trip(f"{self.worker_id}:{self._seq}", self.ended, want, self._acks, names)
+        self.ended, self._acks = [], []
+        self.reserved += want
+        task = asyncio.get_running_loop().create_task(self._trip(trip))
+        self._in_flight[task] = trip
+        task.add_done_callback(self._forget)
+
+    def _forget(self, task: asyncio.Task[None]) -> None:
+        if self._in_flight.pop(task, None) is not None:
+            self.kick.set()
+
+    async def _trip(self, trip: Trip) -> None:
+        reply: list[Any] | None = None
+        try:
+            reply = await self._until_answered(trip)
+        except asyncio.CancelledError:
+            raise
+        except BaseException as exc:  # a bug: the pump crashes (its supervisor restarts it)
+            self.ended = trip.leases + self.ended
+            self._error = exc
+        finally:
+            self.reserved -= trip.want
+            self._in_flight.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
+            self.kick.set()
+        if reply is not None:  # (no await since the finally: the pump sees the new leases at once)
+            self._answered(trip, reply)
+
+    async def _until_answered(self, trip: Trip) -> list[Any]:
+        """Send `trip` until a reply arrives: after a fault, the same trip again (idempotent)."""
+        refused: set[int] = set()
+        while True:
+            outcomes: list[Any] = []
+            for lease in trip.leases:
+                kind, payload, number, note = lease.outcome  # type: ignore[misc]
+                cost = lease.ctx.cost_used if lease.ctx is not None else None
+                outcomes += (lease.job_id, lease.token, kind, payload, number, note, "" if cost is None else cost)
+            self.trips += 1
+            try:
+                reply = await self.scripts.trip(
+                    self.worker_id, self.lease_ms, trip.want, trip_id=trip.id, record_ttl_ms=self.record_ttl_ms,
+                    acks=trip.acks, names=trip.names, outcomes=outcomes, count=len(trip.leases),
+                )
+            except ConnectionFailedError as exc:
+                self.faults += 1
+                self.failures += 1
+                delay = backoff_delay(self.failures)
+                logger.warning("queue %s: trip %s failed (%s); sending it again in %.2fs",
+                               self.queue, trip.id, exc, delay)
+                self.backing_off += 1
+                try:
+                    await asyncio.sleep(delay)
+                finally:
+                    self.backing_off -= 1
+                continue
+            except ScriptInputError as exc:
+                if exc.position < 1 or exc.position in refused:
+                    raise
+                refused.add(exc.position)
+                self._replace_refused(trip.leases[exc.position - 1], exc)
+                continue
+            self.failures = 0
+            return reply
+
+    def _replace_refused(self, lease: Lease, exc: ScriptInputError) -> None:
+        """An outcome Redis refused (a value out of range): record the job as failed instead."""
+        logger.error("queue %s: job %s: outcome refused by Redis (%s); recording it as failed",
+                     self.queue, lease.job_id, exc.reason)
+        error = {"type": "InvalidOutcome", "message": f"the outcome could not be recorded: {exc.reason}"}
+        lease.outcome = ("F", codec.dumps(error).decode(), -1, "invalid outcome")
+
+    def _answered(self, trip: Trip, reply: list[Any]) -> None:
+        n = len(trip.leases)
+        for lease, code in zip(trip.leases, reply, strict=False):
+            self.acknowledged(lease, int(code))
+        claimed = reply[n:]
+        leased = (len(claimed) - CLAIM_HEADER) // CLAIM_FIELDS
+        if n or leased:
+            self._acks.append(trip.id)  # Redis kept a record of this trip: let it go
+        hold_version = int(claimed[1])
+        if hold_version and hold_version != self._hold_version:
+            self._hold_version = hold_version
+            self._names_due = bool(self.handler_names)
+        want = trip.want
+        self._work_confirmed = leased == want > 0
+        if want > 0 and leased < want:
+            self._has_work = False
+            due_in = int(claimed[0])
+            self._next_due = None if due_in < 0 else time.monotonic() + due_in / 1000
+            self.idle.set()
+        elif want > 0:
+            self._has_work = True
+        if leased:
+            self.start_jobs(claimed)
+        self.kick.set()
+
+
+def describe_code(code: int) -> str:
+    if code == ScriptCode.LEASE_LOST:
+        return ("its lease had expired before the outcome reached Redis and the job went back to the "
+                "queue (it runs again or already ran elsewhere); this outcome is dropped")
+    return "the job no longer exists (removed, or its record was not kept)"
