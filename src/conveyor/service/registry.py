@@ -16,6 +16,7 @@ from redis.exceptions import RedisError
 from conveyor import codec
 from conveyor.errors import ConnectionFailedError
 from conveyor.redis.connection import RedisClient
+from conveyor.redis.faults import guarded
 from conveyor.redis.keys import WorkerRegistryKeys, registry_key
 
 logger = logging.getLogger(__name__)
@@ -53,10 +54,7 @@ class RegistryWriter:
 
     async def register_queues(self, names: list[str]) -> None:
         """Add the service's queues to the set of known queue names (what tools list)."""
-        try:
-            await self.client.sadd(registry_key(self.prefix), *names)
-        except (RedisError, OSError) as exc:
-            raise ConnectionFailedError(f"registering queue names failed: {exc}") from exc
+        await guarded(self.client.sadd(registry_key(self.prefix), *names), "registering queue names")
 
     async def remove(self) -> None:
         """Drop the record at a clean shutdown, so listings update at once."""

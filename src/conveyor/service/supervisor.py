@@ -16,12 +16,12 @@ from collections.abc import Awaitable, Callable, Iterable, Sequence
 from typing import Any
 
 import structlog
-from redis.exceptions import RedisError
 
 from conveyor import __version__
 from conveyor.app import Conveyor
 from conveyor.errors import ConfigurationError, ConnectionFailedError
 from conveyor.middleware import Middleware
+from conveyor.redis.faults import is_fault
 from conveyor.schedules import Scheduler
 from conveyor.service import stats as st
 from conveyor.service.joblog import JobLogMiddleware
@@ -40,11 +40,9 @@ START_MAX_DELAY_S = 5.0
 
 
 def is_startup_fault(exc: BaseException) -> bool:
-    """A Redis or connection error: the server is not usable yet (down, loading, read-only, a
-    Cluster without a slot owner, a closed transport), so starting is retried rather than given up."""
-    if isinstance(exc, ConnectionFailedError | RedisError | OSError | TimeoutError):
-        return True
-    return isinstance(exc, RuntimeError) and "closed" in str(exc)
+    """Redis is not usable yet (down, loading, read-only, a Cluster without a slot owner, a closed
+    transport: the fault table of redis/faults.py), so starting is retried rather than given up."""
+    return isinstance(exc, ConnectionFailedError | TimeoutError) or is_fault(exc)
 
 
 class _PeakMiddleware(Middleware):
