@@ -4,7 +4,8 @@ Its one task records every run in a separate ledger server that no fault touches
 lease token and the attempt, once when the handler starts and once when it returns. The harness
 compares the ledger with the queue's final state and its events, so the counts do not rely on
 what the faulted server or the workers say about themselves.
-Environment: CONVEYOR_PREFIX, CHAOS_QUEUE, CHAOS_LEDGER_URL, CHAOS_LEDGER_KEY.
+Environment: CONVEYOR_PREFIX, CHAOS_QUEUE, CHAOS_LEDGER_URL, CHAOS_LEDGER_KEY, and CHAOS_REPLICAS
+(outcomes acknowledged only once that many replicas have them; unset = 0).
 """
 
 from __future__ import annotations
@@ -16,9 +17,12 @@ from typing import Any
 import redis.asyncio as aioredis
 
 from conveyor import Conveyor, JobContext
+from conveyor.redis.durability import Durability
 
 QUEUE = os.environ.get("CHAOS_QUEUE", "chaos")
-app = Conveyor(name="chaos", prefix=os.environ.get("CONVEYOR_PREFIX", "cv"))
+REPLICAS = int(os.environ.get("CHAOS_REPLICAS", "0"))
+app = Conveyor(name="chaos", prefix=os.environ.get("CONVEYOR_PREFIX", "cv"),
+               durability=Durability(replicas=REPLICAS, timeout_ms=2000) if REPLICAS else None)
 _ledger: list[aioredis.Redis] = []
 
 

@@ -11,6 +11,7 @@ from pathlib import Path
 from typing import Any
 
 import redis as syncredis
+from redis.crc import key_slot
 
 from conveyor import Queue
 from conveyor.redis.connection import RedisClient, connect
@@ -18,6 +19,7 @@ from conveyor.testing import RedisClusterServers, RedisServer, free_port, server
 from tests.chaos.proxy import ResettingProxy
 
 AOF = ["--appendonly", "yes", "--appendfsync", "always"]
+REPLICATION = ["--repl-diskless-sync-delay", "0"]  # a replica syncs at once, not after the 5 s default
 DOWN_S = 1.0
 
 
@@ -103,17 +105,22 @@ class Cluster:
     def reset_connections(self) -> int:
         return 0
 
-    def _slot(self, queue: Queue) -> int:
-        with _node(self.cluster.servers[0]) as c:
-            return int(c.execute_command("CLUSTER", "KEYSLOT", queue.keys.meta))
+    @staticmethod
+    def _slot(queue: Queue) -> int:
+        return int(key_slot(queue.keys.meta.encode()))
 
     def owner(self, slot: int) -> RedisServer:
-        with _node(self.cluster.servers[0]) as c:
-            for lo, hi, primary, *_ in c.execute_command("CLUSTER", "SLOTS"):
-                if lo <= slot <= hi:
-                    port = int(primary[1])
-                    return next(s for s in self.cluster.servers if s.port == port)
-        raise AssertionError(f"no owner for slot {slot}")
+        """The node serving `slot`, as any node that answers sees it."""
+        for server in self.cluster.servers:
+            try:
+                with _node(server) as c:
+                    for lo, hi, primary, *_ in c.execute_command("CLUSTER", "SLOTS"):
+                        if lo <= slot <= hi:
+                            port = int(primary[1])
+                            return next(s for s in self.cluster.servers if s.port == port)
+            except syncredis.ConnectionError:
+                continue
+        raise AssertionError(f"no node answers for slot {slot}")
 
     def _wait_ok(self) -> None:
         deadline = time.monotonic() + 60
@@ -183,8 +190,8 @@ class Sentinel:
     service = "chaos"
 
     def __init__(self, workdir: Path) -> None:
-        self.primary = RedisServer(extra_args=AOF)
-        self.replica = RedisServer(extra_args=AOF)
+        self.primary = RedisServer(extra_args=AOF + REPLICATION)
+        self.replica = RedisServer(extra_args=AOF + REPLICATION)
         self.workdir = workdir
         self.port = 0
         self.proc: subprocess.Popen[bytes] | None = None
@@ -205,8 +212,7 @@ class Sentinel:
         )
         self.proc = subprocess.Popen([server_binary(), str(conf), "--sentinel"],  # noqa: ASYNC220
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
-        await asyncio.to_thread(self._wait, lambda c: bool(c.execute_command("SENTINEL", "REPLICAS", self.service)),
-                                "the sentinel sees the replica")
+        await asyncio.to_thread(self._wait, self._replica_linked, "the replica in sync, as the sentinel sees it")
 
     def _wait(self, ready: Any, what: str, timeout: float = 60.0) -> None:
         deadline = time.monotonic() + timeout
@@ -235,13 +241,25 @@ class Sentinel:
         return 0
 
     async def failover(self) -> None:
-        """SIGKILL the primary under load; the Sentinel promotes the replica."""
+        """SIGKILL the primary under load; the Sentinel promotes the replica. The old primary then
+        comes back from its AOF and the Sentinel turns it into a replica of the new one (so writes
+        that wait for a replica can be acknowledged again)."""
         await asyncio.to_thread(self.primary.stop)
         port = str(self.replica.port)
         await asyncio.to_thread(
             self._wait, lambda c: c.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)[1] == port,
             "the replica promoted")
         self.failovers += 1
+        await asyncio.to_thread(self.primary.start, self.primary.port, 60.0)
+        self.primary, self.replica = self.replica, self.primary
+        await asyncio.to_thread(self._wait, self._replica_linked, "the old primary replicating the new one")
+
+    def _replica_linked(self, c: syncredis.Redis) -> bool:
+        replicas = c.execute_command("SENTINEL", "REPLICAS", self.service)
+        for info in replicas:  # redis-py parses each replica into a dict
+            if str(info.get("port")) == str(self.replica.port) and info.get("master-link-status") == "ok":
+                return True
+        return False
 
     async def job_keys(self, queue: Queue) -> list[str]:
         client = self.admin_client()

@@ -20,6 +20,7 @@ from pathlib import Path
 from conveyor import Queue
 from conveyor.errors import ConveyorError
 from conveyor.redis.connection import connect
+from conveyor.redis.durability import Durability
 from conveyor.testing import RedisServer
 from tests.chaos.backends import Cluster, Sentinel, Standalone
 from tests.chaos.book import Counts, Producer, all_events, job_records, settle
@@ -41,6 +42,7 @@ class Plan:
     server_restarts: int = 0  # standalone: the server; Cluster: the slot owner
     migrations: int = 0  # Cluster only
     failovers: int = 0  # Sentinel only
+    replicas: int = 0  # durable acknowledgement: enqueues and outcomes wait for this many replicas
     job_ms: tuple[int, int] = (20, 400)  # each handler sleeps this long (so kills hit running jobs)
     drain_timeout_s: float = 120.0
     seed: int = 1
@@ -58,10 +60,13 @@ async def _repeat(stop: asyncio.Event, period: float, rng: random.Random, action
         done[name] += 1
 
 
-async def _at(stop: asyncio.Event, times: list[float], action: Callable[[], Awaitable[None]],
-              done: Counter[str], name: str) -> None:
+Timed = list[tuple[float, str, Callable[[], Awaitable[None]]]]
+
+
+async def _at(stop: asyncio.Event, plan: Timed, done: Counter[str]) -> None:
+    """Server faults at their moments, one after the other (never two at once)."""
     start = time.monotonic()
-    for t in times:
+    for t, name, action in sorted(plan, key=lambda item: item[0]):
         try:
             await asyncio.wait_for(stop.wait(), max(0.0, start + t - time.monotonic()))
             return
@@ -69,6 +74,25 @@ async def _at(stop: asyncio.Event, times: list[float], action: Callable[[], Awai
             pass
         await action()
         done[name] += 1
+
+
+def _server_faults(plan: Plan, backend: Backend, queue: Queue) -> Timed:
+    """When each server fault happens: restarts, migrations and failovers spread evenly over the
+    window, interleaved (a restart, then a migration, ...)."""
+    kinds: list[tuple[str, Callable[[], Awaitable[None]]]] = []
+    restarts = plan.server_restarts
+    migrations = plan.migrations if isinstance(backend, Cluster) else 0
+    failovers = plan.failovers if isinstance(backend, Sentinel) else 0
+    for i in range(max(restarts, migrations, failovers)):
+        if i < restarts and isinstance(backend, Standalone):
+            kinds.append(("server SIGKILL + restart from AOF", backend.restart_server))
+        if i < restarts and isinstance(backend, Cluster):
+            kinds.append(("slot owner SIGKILL + restart from AOF", lambda: backend.restart_owner(queue)))
+        if i < migrations and isinstance(backend, Cluster):
+            kinds.append(("live migration of the queue's slot", lambda: backend.migrate(queue)))
+        if i < failovers and isinstance(backend, Sentinel):
+            kinds.append(("primary SIGKILL + Sentinel failover", backend.failover))
+    return [(t, name, action) for t, (name, action) in zip(_spread(len(kinds), plan.window_s), kinds, strict=True)]
 
 
 def _spread(n: int, window_s: float) -> list[float]:
@@ -85,13 +109,15 @@ async def run(plan: Plan, backend: Backend, workdir: Path) -> Counts:
     ledger_client = connect(ledger.url)
     await backend.start()
     fleet = WorkerFleet(FleetConfig(backend.worker_url, prefix, qname, ledger.url, f"ledger:{qname}",
-                                    workdir / "logs", plan.workers, plan.concurrency, plan.lease_ms))
+                                    workdir / "logs", plan.workers, plan.concurrency, plan.lease_ms,
+                                    plan.replicas))
     producer_client = backend.producer_client()
     admin = backend.admin_client()
     done: Counter[str] = Counter()
     try:
         fleet.start()
-        queue = Queue(qname, redis=producer_client, prefix=prefix)
+        durability = Durability(replicas=plan.replicas, timeout_ms=2000) if plan.replicas else None
+        queue = Queue(qname, redis=producer_client, prefix=prefix, durability=durability)
         producer = Producer(queue, plan.jobs, plan.window_s, plan.job_ms, seed=plan.seed)
         stop = asyncio.Event()
 
@@ -118,20 +144,7 @@ async def run(plan: Plan, backend: Backend, workdir: Path) -> Counts:
             loops.append(_repeat(stop, plan.pause_every_s, rng, pause, done, "worker SIGSTOP past the lease"))
         if plan.reset_every_s and isinstance(backend, Standalone):
             loops.append(_repeat(stop, plan.reset_every_s, rng, reset, done, "proxy reset of every connection"))
-        if plan.server_restarts and isinstance(backend, Standalone):
-            loops.append(_at(stop, _spread(plan.server_restarts, plan.window_s), backend.restart_server, done,
-                             "server SIGKILL + restart from AOF"))
-        if plan.server_restarts and isinstance(backend, Cluster):
-            loops.append(_at(stop, _spread(plan.server_restarts, plan.window_s),
-                             lambda: backend.restart_owner(admin_queue), done,
-                             "slot owner SIGKILL + restart from AOF"))
-        if plan.migrations and isinstance(backend, Cluster):
-            times = [t + plan.window_s / (2 * (plan.migrations + 1)) for t in _spread(plan.migrations, plan.window_s)]
-            loops.append(_at(stop, times, lambda: backend.migrate(admin_queue), done,
-                             "live migration of the queue's slot"))
-        if plan.failovers and isinstance(backend, Sentinel):
-            loops.append(_at(stop, _spread(plan.failovers, plan.window_s), backend.failover, done,
-                             "primary SIGKILL + Sentinel failover"))
+        loops.append(_at(stop, _server_faults(plan, backend, admin_queue), done))
         tasks = [asyncio.create_task(loop) for loop in loops]
         await producer.run()
         stop.set()
@@ -148,9 +161,11 @@ async def run(plan: Plan, backend: Backend, workdir: Path) -> Counts:
             counts.example("worker_crashes", f"exit {code}")
         counts.notes = {
             "loop crashes": fleet.log_count("loop crashed"),
+            "trips resent after a fault": fleet.log_count("sending it again"),
             "late writes rejected": fleet.log_count("late write for job"),
             "leases lost while running": fleet.log_count("lost its lease"),
-            "stalled jobs recovered (sweeps)": fleet.log_count("stalled job(s)"),
+            "sweeps that recovered expired leases": fleet.log_count("whose lease expired")
+            + fleet.log_count("stalled job(s)"),
             "tracebacks": fleet.log_count("Traceback"),
             "producer errors": sum(producer.errors.values()),
             "drained before the deadline": int(drained),

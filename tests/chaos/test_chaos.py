@@ -33,7 +33,13 @@ async def test_cluster_slot_owner_restarted_and_slot_migrated_live(tmp_path: Pat
     check("cluster", counts.table("cluster chaos"), counts.problems())
 
 
-async def test_sentinel_failover_under_load(tmp_path: Path) -> None:
-    plan = Plan(jobs=300, window_s=12, kill_every_s=None, pause_every_s=None, failovers=1)
+@pytest.mark.xfail(strict=True, reason=(
+    "durable acknowledgement never succeeds: Durability.check (redis/durability.py) reads the reply of "
+    "the HINCRBY touch that durable_eval pipelines before WAIT as the replica count (0), so every add and "
+    "outcome with replicas=1 raises DurabilityError although WAIT returns 1; the jobs stay waiting"))
+async def test_sentinel_failover_under_load_with_durable_acknowledgement(tmp_path: Path) -> None:
+    """Replication is asynchronous: only writes acknowledged after a replica has them survive the
+    primary's death for sure, so enqueues and outcomes here wait for one replica."""
+    plan = Plan(jobs=300, window_s=12, kill_every_s=6, pause_every_s=None, failovers=1, replicas=1)
     counts = await run(plan, Sentinel(tmp_path / "sentinel"), tmp_path)
     check("sentinel", counts.table("sentinel failover"), counts.problems())
