@@ -60,16 +60,20 @@ class Standalone:
         self.restarts += 1
 
     async def job_keys(self, queue: Queue) -> list[str]:
-        client = self.admin_client()
-        try:
-            return [k async for k in client.scan_iter(match=queue.keys.job("*"), count=1000)]
-        finally:
-            await client.aclose()
+        return await scan_job_keys(self.admin_client(), queue)
 
     async def close(self) -> None:
         if self.proxy is not None:
             await self.proxy.close()
         await asyncio.to_thread(self.server.close)
+
+
+async def scan_job_keys(client: RedisClient, queue: Queue) -> list[str]:
+    """Every job key of the queue (SCAN), so a job in no state set is seen too; closes `client`."""
+    try:
+        return [k async for k in client.scan_iter(match=queue.keys.job("*"), count=1000)]
+    finally:
+        await client.aclose()
 
 
 def _node(server: RedisServer) -> syncredis.Redis:
@@ -262,11 +266,7 @@ class Sentinel:
         return False
 
     async def job_keys(self, queue: Queue) -> list[str]:
-        client = self.admin_client()
-        try:
-            return [k async for k in client.scan_iter(match=queue.keys.job("*"), count=1000)]
-        finally:
-            await client.aclose()
+        return await scan_job_keys(self.admin_client(), queue)
 
     async def close(self) -> None:
         if self.proc is not None:
