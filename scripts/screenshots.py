@@ -37,6 +37,10 @@ def fill(c: httpx.Client) -> dict[str, str]:
         add("live", "doomed", {"message": f"mailbox unavailable ({i})"})
     for i in range(3):
         add("shots", "slow", {"steps": 200, "step_s": 0.5, "report": f"monthly-{i}"})
+    add("shots", "retried", {"invoice": 999}, attempts=4, backoff=600)
+    c.post("/api/queues/alarm/pause").raise_for_status()
+    for i in range(3):
+        add("alarm", "echo", {"order": 500 + i})
     for i in range(5):
         add("shots", "echo", {"invoice": 1000 + i}, delay=3600, group=f"tenant-{i % 2}")
     for i in range(5):
@@ -46,7 +50,7 @@ def fill(c: httpx.Client) -> dict[str, str]:
     c.post("/api/queues/pause/pause").raise_for_status()
     for i in range(4):
         add("pause", "echo", {"n": i})
-    time.sleep(2)  # let workers finish the quick jobs before the photos
+    time.sleep(2)  # let workers finish the quick jobs (and the alert fire) before the photos
     c.post(f"/api/jobs/retry/{flaky}/retry").raise_for_status()
     time.sleep(1)
     return {"flaky": flaky}
@@ -78,6 +82,7 @@ def shoot(base: str, keys: dict[str, str], flaky: str, failed: str) -> None:
         page = browser.new_page(viewport={"width": 1360, "height": 820})
         page.goto(f"{base}/dashboard/")
         page.get_by_label("API key").wait_for()
+        page.get_by_test_id("remember").check()
         page.screenshot(path=OUT / "signin.png")
         page.get_by_label("API key").fill(keys["admin"])
         page.get_by_role("button", name="Sign in").click()
@@ -93,6 +98,8 @@ def shoot(base: str, keys: dict[str, str], flaky: str, failed: str) -> None:
             ("job-active.png", "#/jobs/shots/" + active_id(base, keys), "progress"),
             ("dead-letters.png", "#/dead", "dead-queue"),
             ("workers.png", "#/workers", "workers-table"),
+            ("schedules.png", "#/schedules", "schedules-table"),
+            ("alerts.png", "#/alerts", "alert-rules"),
         ]:
             page.evaluate("r => { location.hash = r; }", route)
             if ready == "dead-queue":

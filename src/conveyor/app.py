@@ -10,6 +10,7 @@ from typing import Any, Generic, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
+from conveyor.alerts.rules import RuleBase, parse_rule
 from conveyor.errors import ConfigurationError, InvalidOptionError, PayloadValidationError, Unrecoverable
 from conveyor.job import Job
 from conveyor.middleware import Middleware
@@ -144,6 +145,7 @@ class Conveyor:
         self._client: RedisClient | None = None
         self._queues: dict[str, Queue] = {}
         self.schedules: dict[str, Schedule] = {}
+        self.alerts: dict[str, RuleBase] = {}
 
     @property
     def redis_url(self) -> str:
@@ -212,9 +214,25 @@ class Conveyor:
         """Declare a task that runs at a fixed interval: `@app.every(minutes=15)`."""
         return declare(self, interval_s=interval_seconds(seconds, minutes, hours, days), **options)
 
-    def scheduler(self, **options: Any) -> Scheduler:
-        """A scheduler for this app's declared schedules (see `conveyor.schedules.Scheduler`)."""
-        return Scheduler(self.client, prefix=self.prefix, schedules=self.schedules.values(), **options)
+    def alert(self, kind: str, *, id: str, queue: str, channels: Sequence[Any], **params: Any) -> RuleBase:
+        """Declare an alert rule (docs/alerts.md), written to Redis when a scheduler starts:
+        `app.alert("queue_depth", id="emails-backlog", queue="emails", threshold=1000,
+        channels=[{"type": "slack", "url": "https://hooks.slack.com/services/..."}])`."""
+        if id in self.alerts:
+            raise ConfigurationError(f"alert rule {id!r} is declared twice")
+        rule = parse_rule({"kind": kind, "id": id, "queue": queue, "channels": list(channels), **params})
+        self.alerts[id] = rule
+        return rule
+
+    def scheduler(self, *, alerts_interval_s: float | None = None, **options: Any) -> Scheduler:
+        """A scheduler for this app's declared schedules (see `conveyor.schedules.Scheduler`) that also
+        evaluates alert rules every `alerts_interval_s` (default 15 s)."""
+        from conveyor.alerts.evaluator import DEFAULT_INTERVAL_S, alerts_builtin
+
+        interval = DEFAULT_INTERVAL_S if alerts_interval_s is None else alerts_interval_s
+        builtin = alerts_builtin(self.client, self.prefix, self.alerts.values(), interval)
+        return Scheduler(self.client, prefix=self.prefix, schedules=self.schedules.values(),
+                         builtins=[builtin], **options)
 
     def get_task(self, queue: str, name: str) -> Task[Any] | None:
         return self.tasks.get((queue, name))

@@ -56,6 +56,11 @@ class Settings:
     api_sse_keepalive_s: float = _setting(
         "CONVEYOR_API_SSE_KEEPALIVE_S", "Seconds between keep-alive comments on event streams.", 15.0
     )
+    autoscale_target_s: float = _setting(
+        "CONVEYOR_AUTOSCALE_TARGET_S",
+        "Seconds in which the suggested worker count should finish the work present (/api/autoscaling).",
+        60.0,
+    )
     # --- built-in handlers (conveyor.handlers; see docs/handlers.md)
     ai_providers: str | None = _setting(
         "CONVEYOR_AI_PROVIDERS",
@@ -150,6 +155,10 @@ class Settings:
         "Run the scheduler (cron/interval schedules and the maintenance schedule) inside `conveyor worker`; "
         "any number of processes may run it, each tick still makes one job.",
         True,
+    )
+
+    alerts_interval_s: float = _setting(
+        "CONVEYOR_ALERTS_INTERVAL_S", "Seconds between evaluations of the alert rules (by the scheduler).", 15.0
     )
 
     @classmethod

@@ -30,6 +30,15 @@ async def test_openapi_lists_endpoints_and_task_payload_schemas(api: Api) -> Non
         ("put", "/api/schedules/{schedule_id}"),
         ("delete", "/api/schedules/{schedule_id}"),
         ("get", "/api/health"),
+        ("post", "/api/schedules/{schedule_id}/pause"),
+        ("post", "/api/schedules/{schedule_id}/resume"),
+        ("post", "/api/schedules/{schedule_id}/run-now"),
+        ("get", "/api/alerts"),
+        ("put", "/api/alerts"),
+        ("delete", "/api/alerts/{rule_id}"),
+        ("get", "/api/autoscaling"),
+        ("get", "/api/autoscaling/queues/{queue}"),
+        ("get", "/api/autoscaling/metrics"),
     }
     assert {(m, p) for p, ops in paths.items() for m in ops} == expected
     schemas = doc["components"]["schemas"]

@@ -24,7 +24,9 @@ from conveyor.api.keys import KeyStore
 from conveyor.limits import GroupLimits, RateLimit
 from conveyor.settings import Settings
 
-QUEUES = ("live", "retry", "pause", "xss", "readonly", "dead", "bulk", "limited", "shots")
+QUEUES = ("live", "retry", "pause", "xss", "readonly", "dead", "bulk", "limited", "shots", "alarm", "timing")
+UNDECLARED = "legacy"  # a queue in Redis that this app does not declare
+ALERT_QUEUE = "alarm"
 KEY_SCOPES = {"admin": ["admin"], "read": ["read", "read-data"], "enqueue": ["enqueue"]}
 
 
@@ -54,9 +56,20 @@ def build(redis_url: str, prefix: str) -> Conveyor:
             await asyncio.sleep(float(payload.get("step_s", 0.2)))
         return {"steps": payload.get("steps", 5)}
 
+    async def retried(ctx: JobContext, payload: dict[str, Any]) -> None:
+        raise RuntimeError("try again later")
+
     for queue in QUEUES:
-        for fn in (echo, flaky, doomed, slow):
+        for fn in (echo, flaky, doomed, slow, retried):
             app.task(fn, queue=queue, name=fn.__name__, concurrency=4)
+
+    @app.every(hours=1, queue="shots", id="hourly-report")
+    async def report(ctx: JobContext) -> str:
+        return "report"
+
+    app.alert("queue_depth", id="alarm-backlog", queue=ALERT_QUEUE, threshold=0, severity="critical",
+              description="Jobs wait in the alarm queue.", repeat_s=3600,
+              channels=[{"type": "email", "to": ["ops@example.com"]}])
     return app
 
 
@@ -103,6 +116,9 @@ async def main(redis_url: str, prefix: str) -> None:
     await app.queue("limited").set_limits(
         concurrency=2, rate=RateLimit(100, 1.0), group_defaults=GroupLimits(concurrency=1)
     )
+    await app.queue(UNDECLARED).add("old-task", {"from": "a previous release"})
+    scheduler = app.scheduler(alerts_interval_s=0.5, maintenance_interval_s=None)
+    await scheduler.start()
     api = create_app(app, Settings.from_env({}, redis_url=redis_url, prefix=prefix, api_rate_limit=0))
     workers = [app.worker(q, lease_ms=5000, idle_block_s=1.0, shutdown_grace_s=1.0) for q in QUEUES]
     for w in workers:
@@ -124,6 +140,7 @@ async def main(redis_url: str, prefix: str) -> None:
             beating.cancel()
             with contextlib.suppress(asyncio.CancelledError):
                 await beating
+        await scheduler.close()
         for w in workers:
             await w.close(1.0)
         await app.close()

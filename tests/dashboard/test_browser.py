@@ -68,7 +68,15 @@ def test_overview_updates_live_when_jobs_are_added(ui: Ui) -> None:
     # The hour chart now has completed bars, and the failure rate reads 0 %.
     expect(row.locator("svg.chart rect.bar-ok")).not_to_have_count(0)
     expect(row).to_contain_text("0.0 %")
-    expect(page.get_by_test_id("tile-queues")).to_contain_text("9")
+    # Every queue in Redis is listed, the undeclared one too, and the tile counts them all.
+    expect(page.locator("tr[data-queue='legacy'] [data-testid='undeclared']")).to_have_text("not declared")
+    shown, rows = page.evaluate("""() => [
+        document.querySelector("[data-testid=tile-queues] .tile-value").textContent,
+        document.querySelectorAll("[data-testid=queues-table] tbody tr[data-queue]").length]""")
+    assert int(shown) == rows >= 12
+    page.locator("tr[data-queue='legacy'] a").first.click()
+    expect(page.locator("a[data-tab='waiting'] .count")).to_have_text("1")
+    expect(page.get_by_test_id("jobs-table")).to_contain_text("old-task")
 
 
 def test_failed_job_can_be_opened_and_retried_until_it_completes(ui: Ui) -> None:

@@ -93,3 +93,26 @@ async def test_bad_id_and_builtin_schedule(http: httpx.AsyncClient, client: Redi
     body = {"task": "t", "interval_s": 5}
     r = await http.put(f"/api/schedules/{MAINTENANCE_ID}", json=body, headers=hdr(ADMIN))
     assert r.status_code == 409
+
+
+async def test_pause_resume_and_run_now_actions(http: httpx.AsyncClient, client: RedisClient, prefix: str) -> None:
+    body = {"task": "echo", "queue": f"q-{prefix}", "interval_s": 3600}
+    assert (await http.put("/api/schedules/nightly", json=body, headers=hdr(ADMIN))).status_code == 201
+    assert (await http.post("/api/schedules/nightly/pause", headers=hdr(READ))).status_code == 403
+    r = await http.post("/api/schedules/nightly/pause", headers=hdr(ADMIN))
+    assert r.status_code == 200 and r.json()["paused"] is True and r.json()["next_run"] is None
+    r = await http.post("/api/schedules/nightly/resume", headers=hdr(ADMIN))
+    assert r.json()["paused"] is False and r.json()["next_run"] is not None
+    r = await http.post("/api/schedules/nightly/run-now", headers=hdr(ADMIN))
+    job_id = r.json()["job_id"]
+    assert r.status_code == 200 and job_id.startswith("sched:nightly:run-")
+    from conveyor import Queue
+
+    queue = Queue(f"q-{prefix}", redis=client, prefix=prefix)
+    try:
+        job = await queue.get_job(job_id)
+        assert job is not None and job.name == "echo"
+    finally:
+        await queue.obliterate(force=True)
+    assert (await http.post("/api/schedules/nope/run-now", headers=hdr(ADMIN))).status_code == 404
+    assert (await http.post("/api/schedules/bad%20id/pause", headers=hdr(ADMIN))).status_code == 422

@@ -11,7 +11,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import FastAPI
+from fastapi import APIRouter, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.staticfiles import StaticFiles
 
@@ -66,6 +66,14 @@ def _use_settings_url(conveyor_app: Conveyor, settings: Settings) -> None:
         conveyor_app.use_redis(settings.redis_url)
 
 
+def _ops_routers() -> list[APIRouter]:
+    # Imported here: these routes use this package's public names, as the dashboard does.
+    from conveyor.alerts.http import router as alerts
+    from conveyor.autoscaling.http import router as autoscaling
+
+    return [alerts, autoscaling]
+
+
 def create_app(conveyor_app: Conveyor, settings: Settings | None = None) -> FastAPI:
     """The API for the tasks and queues `conveyor_app` declares."""
     settings = settings or Settings.from_env()
@@ -94,6 +102,8 @@ def create_app(conveyor_app: Conveyor, settings: Settings | None = None) -> Fast
     app.include_router(jobs.plain_router)  # after every /jobs/{queue}/{id}/<suffix> route
     app.include_router(queues.router)
     app.include_router(workers.router)
+    for router in _ops_routers():
+        app.include_router(router)
     app.include_router(
         make_schedules_router(lambda: state.schedules, require(Scope.READ), require(Scope.ADMIN)),
         responses=error_responses(401, 403, 404, 422, 429, 503),

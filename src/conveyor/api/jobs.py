@@ -17,7 +17,7 @@ from conveyor.api.errors import ApiError
 from conveyor.api.keys import Scope
 from conveyor.api.responses import JSONBody
 from conveyor.api.schemas import BulkOut, EnqueuedOut, JobActionOut, JobOut, error_responses
-from conveyor.api.serialize import job_out, job_path
+from conveyor.api.serialize import job_out, job_path, jobs_out
 from conveyor.api.state import get_state
 from conveyor.job import Job, JobState
 from conveyor.options import JobSpec
@@ -130,10 +130,12 @@ async def enqueue_bulk(
 
 
 async def _record(request: Request, queue: str, job_id: str, principal: Principal) -> dict[str, Any]:
-    rec = await get_state(request).queue(queue).get_job(job_id)
+    q = await get_state(request).existing_queue(queue)
+    rec = await q.get_job(job_id)
     if rec is None:
         raise ApiError(404, f"job {job_id[:200]!r} not found in queue {queue!r}")
-    return job_out(rec, show_data=principal.can(Scope.READ_DATA))
+    (out,) = await jobs_out(q, [rec], show_data=principal.can(Scope.READ_DATA))
+    return out
 
 
 @router.get(
@@ -151,12 +153,12 @@ async def wait_job(
 ) -> dict[str, Any]:
     """Returns as soon as the job is completed, failed or cancelled, or with its current state when
     `timeout` passes first (check `state`)."""
-    q = get_state(request).queue(queue)
+    q = await get_state(request).existing_queue(queue)
     try:
         rec = await q.job(job_id).wait(timeout)
     except TimeoutError:
         return await _record(request, queue, job_id, principal)
-    return job_out(rec, show_data=principal.can(Scope.READ_DATA))
+    return job_out(rec, show_data=principal.can(Scope.READ_DATA))  # finished: nothing is due
 
 
 @router.post(
@@ -166,7 +168,7 @@ async def wait_job(
     summary="Retry a failed or cancelled job",
 )
 async def retry_job(queue: str, job_id: str, request: Request, principal: AdminKey) -> JobActionOut:
-    await get_state(request).queue(queue).retry(job_id)
+    await (await get_state(request).existing_queue(queue)).retry(job_id)
     return JobActionOut(id=job_id, queue=queue, state=JobState.WAITING)
 
 
@@ -177,7 +179,7 @@ async def retry_job(queue: str, job_id: str, request: Request, principal: AdminK
     summary="Make a delayed job ready now",
 )
 async def promote_job(queue: str, job_id: str, request: Request, principal: AdminKey) -> JobActionOut:
-    await get_state(request).queue(queue).promote(job_id)
+    await (await get_state(request).existing_queue(queue)).promote(job_id)
     return JobActionOut(id=job_id, queue=queue, state=JobState.WAITING)
 
 
@@ -198,5 +200,5 @@ async def get_job(queue: str, job_id: str, request: Request, principal: ReadKey)
 async def cancel_job(queue: str, job_id: str, request: Request, principal: AdminKey) -> JobActionOut:
     """Waiting or delayed jobs are cancelled at once; for an active job cancellation is requested
     (state stays `active` until the handler stops)."""
-    state = await get_state(request).queue(queue).cancel(job_id)
+    state = await (await get_state(request).existing_queue(queue)).cancel(job_id)
     return JobActionOut(id=job_id, queue=queue, state=state)

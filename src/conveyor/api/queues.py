@@ -18,8 +18,9 @@ from conveyor.api.schemas import (
     RetryAllOut,
     error_responses,
 )
-from conveyor.api.serialize import job_out
+from conveyor.api.serialize import jobs_out
 from conveyor.api.state import ApiState, get_state
+from conveyor.autoscaling.signals import queue_names
 from conveyor.errors import InvalidStateError, JobNotFoundError
 from conveyor.job import JobState
 from conveyor.queue import Queue
@@ -46,13 +47,14 @@ async def throughput(queue: Queue) -> dict[str, int]:
 
 
 async def queue_out(state: ApiState, name: str, max_groups: int = 10) -> dict[str, Any]:
-    q = state.queue(name)
+    q = await state.existing_queue(name)
     counts, paused, rate, limits = await asyncio.gather(
         q.counts(), q.is_paused(), throughput(q), q.limits_state(max_groups)
     )
     tasks = sorted(t for (qn, t) in state.conveyor.tasks if qn == name)
     return {
         "name": name,
+        "declared": name in state.conveyor.queue_configs,
         "paused": paused,
         "counts": {s.value: n for s, n in counts.items()},
         "throughput": rate,
@@ -61,10 +63,18 @@ async def queue_out(state: ApiState, name: str, max_groups: int = 10) -> dict[st
     }
 
 
-@router.get("", response_model=QueuesOut, responses=_READ, summary="Every queue the app declares")
-async def list_queues(request: Request, principal: ReadKey) -> dict[str, Any]:
+@router.get("", response_model=QueuesOut, responses=_READ, summary="Every queue the app declares (or in Redis)")
+async def list_queues(
+    request: Request,
+    principal: ReadKey,
+    include_all: Annotated[
+        bool, Query(alias="all", description="Also every other queue in Redis (declared: false).")
+    ] = False,
+) -> dict[str, Any]:
     state = get_state(request)
     names = sorted(state.conveyor.queue_configs)
+    if include_all:
+        names = await queue_names(state.client, state.prefix, names)
     return {"queues": list(await asyncio.gather(*(queue_out(state, n) for n in names)))}
 
 
@@ -75,13 +85,13 @@ async def get_queue(queue: str, request: Request, principal: ReadKey) -> dict[st
 
 @router.post("/{queue}/pause", response_model=PausedOut, responses=_ADMIN, summary="Stop handing out jobs")
 async def pause_queue(queue: str, request: Request, principal: AdminKey) -> PausedOut:
-    await get_state(request).queue(queue).pause()
+    await (await get_state(request).existing_queue(queue)).pause()
     return PausedOut(name=queue, paused=True)
 
 
 @router.post("/{queue}/resume", response_model=PausedOut, responses=_ADMIN, summary="Hand out jobs again")
 async def resume_queue(queue: str, request: Request, principal: AdminKey) -> PausedOut:
-    await get_state(request).queue(queue).resume()
+    await (await get_state(request).existing_queue(queue)).resume()
     return PausedOut(name=queue, paused=False)
 
 
@@ -95,9 +105,10 @@ async def list_jobs(
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> dict[str, Any]:
     """Waiting jobs in claim order, delayed by due time, active by lease deadline, finished newest first."""
-    page = await get_state(request).queue(queue).list_jobs(state, cursor=cursor, limit=limit)
+    q = await get_state(request).existing_queue(queue)
+    page = await q.list_jobs(state, cursor=cursor, limit=limit)
     show = principal.can(Scope.READ_DATA)
-    return {"jobs": [job_out(r, show_data=show) for r in page.jobs], "next_cursor": page.next_cursor}
+    return {"jobs": await jobs_out(q, page.jobs, show_data=show), "next_cursor": page.next_cursor}
 
 
 async def _retry_one(q: Queue, job_id: str) -> bool:
@@ -122,7 +133,7 @@ async def retry_all_failed(
 ) -> RetryAllOut:
     """Works in batches of 100 (oldest first) so Redis is never blocked; call again while
     `remaining` > 0 to go past `limit`."""
-    q = get_state(request).queue(queue)
+    q = await get_state(request).existing_queue(queue)
     retried = 0
     while retried < limit:
         batch = min(RETRY_BATCH, limit - retried)
@@ -141,5 +152,5 @@ async def retry_all_failed(
     "/{queue}/failed", response_model=PurgeOut, responses=_ADMIN, summary="Delete every failed job"
 )
 async def purge_failed(queue: str, request: Request, principal: AdminKey) -> PurgeOut:
-    purged = await get_state(request).queue(queue).purge(JobState.FAILED)
+    purged = await (await get_state(request).existing_queue(queue)).purge(JobState.FAILED)
     return PurgeOut(queue=queue, purged=purged)

@@ -106,6 +106,11 @@ class JobOut(BaseModel):
     created_ms: int | None
     started_ms: int | None
     finished_ms: int | None
+    due_ms: int | None = Field(None, description="A delayed job: when it becomes ready (epoch ms, Redis clock).")
+    next_attempt_ms: int | None = Field(
+        None, description="A delayed job that has run before (a retry waiting out its backoff): when it is "
+        "attempted next. Null otherwise.",
+    )
     worker: str | None
     cancel_requested: bool
     idempotency_key: str | None
@@ -130,6 +135,7 @@ class ThroughputOut(BaseModel):
 
 class QueueOut(BaseModel):
     name: str
+    declared: bool = Field(True, description="False for a queue found in Redis that this app does not declare.")
     paused: bool
     counts: dict[str, int]
     throughput: ThroughputOut

@@ -22,7 +22,7 @@ from conveyor.api.auth import ReadKey
 from conveyor.api.errors import ApiError
 from conveyor.api.keys import Scope
 from conveyor.api.schemas import error_responses
-from conveyor.api.serialize import event_out, job_out
+from conveyor.api.serialize import event_out, job_out, jobs_out
 from conveyor.api.state import ApiState, get_state
 from conveyor.job import JobRecord
 from conveyor.queue import Queue
@@ -42,7 +42,8 @@ async def _follow(
 ) -> AsyncIterator[bytes]:
     yield b"retry: %d\n\n" % _RETRY_MS
     if first is not None:
-        yield _frame("state", cursor, job_out(first, show_data=show_data))
+        (snapshot,) = await jobs_out(queue, [first], show_data=show_data)
+        yield _frame("state", cursor, snapshot)
         if first.finished:
             return
     reader = state.blocking_queue(queue.name)
@@ -99,7 +100,7 @@ async def job_events(
     ] = None,
 ) -> StreamingResponse:
     state = get_state(request)
-    q = state.queue(queue)
+    q = await state.existing_queue(queue)
     cursor = last_event_id if last_event_id is not None else await q.last_event_id()
     record = await q.get_job(job_id)
     if record is None:

@@ -10,9 +10,10 @@ from fastapi import Request
 from conveyor.api.errors import ApiError
 from conveyor.api.keys import KeyStore
 from conveyor.app import Conveyor
+from conveyor.errors import ConfigurationError
 from conveyor.queue import Queue
 from conveyor.redis.connection import RedisClient, connect
-from conveyor.redis.keys import validate_queue_name
+from conveyor.redis.keys import registry_key, validate_queue_name
 from conveyor.schedules.store import ScheduleStore
 from conveyor.settings import Settings
 
@@ -54,6 +55,19 @@ class ApiState:
         """A queue the app declares; anything else is a 404 (the API serves only the app's queues)."""
         if name not in self.conveyor.queue_configs:
             raise ApiError(404, f"queue {name!r} is not declared by this app")
+        return self.conveyor.queue(name)
+
+    async def existing_queue(self, name: str) -> Queue:
+        """A queue the app declares, or any other queue that exists in Redis (the queue registry lists
+        every queue ever written to): reading and operating work on both; anything else is a 404."""
+        if name in self.conveyor.queue_configs:
+            return self.conveyor.queue(name)
+        try:
+            validate_queue_name(name)
+        except ConfigurationError:
+            raise ApiError(404, "no such queue") from None
+        if not await Queue._call(self.client.sismember(registry_key(self.prefix), name)):
+            raise ApiError(404, f"queue {name!r} does not exist")
         return self.conveyor.queue(name)
 
     def blocking_queue(self, name: str) -> Queue:

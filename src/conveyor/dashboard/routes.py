@@ -14,17 +14,19 @@ from fastapi import APIRouter, Query, Request
 from conveyor.api.auth import AdminKey, ReadKey
 from conveyor.api.errors import ApiError
 from conveyor.api.keys import Scope
-from conveyor.api.serialize import job_out
+from conveyor.api.serialize import jobs_out
 from conveyor.api.state import get_state
+from conveyor.autoscaling.signals import queue_names
+from conveyor.dashboard.bulk import filtered
+from conveyor.dashboard.bulk import router as bulk_router
 from conveyor.dashboard.stats import BUCKET_MS, BUCKETS, queue_history, redis_now_ms
 from conveyor.dashboard.timeline import build_timeline, job_events
 from conveyor.job import JobState
+from conveyor.redis.keys import QueueKeys
 
 # Internal to the web UI, so kept out of the public OpenAPI document.
 router = APIRouter(prefix="/api/dashboard", tags=["dashboard"], include_in_schema=False)
 
-SEARCH_SCAN_MAX = 5000
-SEARCH_CHUNK = 500
 LOG_LINES_MAX = 1000
 JOB_ID_MAX = 200  # the longest id Conveyor accepts (conveyor.options)
 
@@ -46,12 +48,34 @@ async def me(request: Request, principal: ReadKey) -> dict[str, Any]:
 
 @router.get("/stats", summary="Per-minute completed/failed counts over the last hour, per queue")
 async def stats(request: Request, _: ReadKey) -> dict[str, Any]:
+    """Every queue in Redis, declared by the app or not."""
     state = get_state(request)
     now = await redis_now_ms(state.client)
     queues = {}
-    for name in sorted(state.conveyor.queue_configs):
-        queues[name] = (await queue_history(state.queue(name), now)).to_dict()
+    for name in await queue_names(state.client, state.prefix, state.conveyor.queue_configs):
+        queues[name] = (await queue_history(await state.existing_queue(name), now)).to_dict()
     return {"now_ms": now, "bucket_ms": BUCKET_MS, "buckets": BUCKETS, "queues": queues}
+
+
+@router.get("/find", summary="A job id looked up in every queue")
+async def find_job(
+    request: Request, principal: ReadKey, id: Annotated[str, Query(min_length=1, max_length=JOB_ID_MAX)],
+) -> dict[str, Any]:
+    """One EXISTS per queue, pipelined: bounded by the number of queues."""
+    state = get_state(request)
+    names = await queue_names(state.client, state.prefix, state.conveyor.queue_configs)
+    async with state.client.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.exists(QueueKeys(name, state.prefix).job(id))
+        found = await pipe.execute()
+    matches = []
+    for name, hit in zip(names, found, strict=True):
+        if hit:
+            q = await state.existing_queue(name)
+            record = await q.get_job(id)
+            if record is not None:
+                matches.extend(await jobs_out(q, [record], show_data=principal.can(Scope.READ_DATA)))
+    return {"jobs": matches}
 
 
 @router.get("/queues/{queue}/jobs", summary="Jobs of one state filtered by name and group")
@@ -66,35 +90,16 @@ async def search_jobs(
     limit: Annotated[int, Query(ge=1, le=200)] = 25,
 ) -> dict[str, Any]:
     """Scans at most SEARCH_SCAN_MAX jobs per call; `next_cursor` continues the scan."""
-    q = get_state(request).queue(queue)
-    needle = name.casefold()
-    matches: list[dict[str, Any]] = []
-    show = principal.can(Scope.READ_DATA)
-    offset = cursor
-    scanned = 0
-    while scanned < SEARCH_SCAN_MAX:
-        page = await q.list_jobs(state, cursor=offset, limit=SEARCH_CHUNK)
-        for i, rec in enumerate(page.jobs):
-            if needle and needle not in rec.name.casefold():
-                continue
-            if group and rec.options.get("group") != group:
-                continue
-            matches.append(job_out(rec, show_data=show))
-            if len(matches) == limit:
-                rest = i + 1 < len(page.jobs) or page.next_cursor is not None
-                return {"jobs": matches, "next_cursor": offset + i + 1 if rest else None}
-        scanned += len(page.jobs)
-        if page.next_cursor is None:
-            return {"jobs": matches, "next_cursor": None}
-        offset = page.next_cursor
-    return {"jobs": matches, "next_cursor": offset}
+    q = await get_state(request).existing_queue(queue)
+    records, next_cursor = await filtered(q, state, name, group, cursor, limit)
+    return {"jobs": await jobs_out(q, records, show_data=principal.can(Scope.READ_DATA)), "next_cursor": next_cursor}
 
 
 @router.get("/jobs/{queue}/{job_id:path}/details", summary="A job's logs and attempts timeline")
 async def job_details(
     request: Request, queue: str, job_id: str, principal: ReadKey,
 ) -> dict[str, Any]:
-    q = get_state(request).queue(queue)
+    q = await get_state(request).existing_queue(queue)
     record = await q.get_job(_job_id(job_id))
     if record is None:
         raise ApiError(404, "job not found")
@@ -110,6 +115,9 @@ async def job_details(
 async def remove_job(
     request: Request, queue: str, job_id: str, _: AdminKey,
 ) -> dict[str, Any]:
-    q = get_state(request).queue(queue)
+    q = await get_state(request).existing_queue(queue)
     await q.remove(_job_id(job_id))
     return {"id": job_id, "queue": queue, "removed": True}
+
+
+router.include_router(bulk_router)

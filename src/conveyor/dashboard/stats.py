@@ -9,9 +9,10 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from conveyor.job import JobState
+from conveyor.autoscaling.signals import oldest_waiting_ms, redis_now_ms
 from conveyor.queue import Queue
-from conveyor.redis.connection import RedisClient
+
+__all__ = ["BUCKETS", "BUCKET_MS", "QueueHistory", "queue_history", "redis_now_ms"]
 
 BUCKET_MS = 60_000
 BUCKETS = 60
@@ -30,12 +31,6 @@ class QueueHistory:
                 "oldest_waiting_ms": self.oldest_waiting_ms}
 
 
-async def redis_now_ms(client: RedisClient) -> int:
-    """The Redis clock, which every script uses, so buckets line up with finish times."""
-    seconds, micros = await client.time()
-    return int(seconds) * 1000 + int(micros) // 1000
-
-
 async def queue_history(queue: Queue, now_ms: int) -> QueueHistory:
     k = queue.keys
     start = now_ms - BUCKETS * BUCKET_MS
@@ -47,8 +42,4 @@ async def queue_history(queue: Queue, now_ms: int) -> QueueHistory:
         replies: list[Any] = await pipe.execute()
     completed = [int(n) for n in replies[:BUCKETS]]
     failed = [int(n) for n in replies[BUCKETS:]]
-    # The head of the waiting list in claim order (the queue knows where grouped jobs wait).
-    head = await queue.list_jobs(JobState.WAITING, limit=1)
-    created = head.jobs[0].created_ms if head.jobs else None
-    oldest = None if created is None else max(0, now_ms - created)
-    return QueueHistory(completed, failed, oldest)
+    return QueueHistory(completed, failed, await oldest_waiting_ms(queue, now_ms))

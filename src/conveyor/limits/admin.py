@@ -175,6 +175,22 @@ async def limits_state(queue: Queue, max_groups: int = MAX_GROUPS_LISTED) -> dic
     }
 
 
+async def group_state(queue: Queue, group: str) -> dict[str, Any]:
+    """One group's limits and their live state (the fields of a `limits_state` group entry), also for
+    a group that has no waiting jobs and so is in no list. Not one snapshot: three reads."""
+    check_group(group)
+    k = queue.keys
+    async with queue.client.pipeline(transaction=False) as pipe:
+        pipe.hgetall(k.group(group))
+        pipe.zcard(k.group_ready(group))
+        pipe.hgetall(k.limits)
+        pipe.time()
+        fields, waiting, q, (sec, usec) = await queue._call(pipe.execute())
+    now = int(sec) * 1000 + int(usec) // 1000
+    defaults = {key.removeprefix("g_"): v for key, v in q.items() if key in limiter_fields("g_")}
+    return _group_entry({"group": group, "state": "idle", "waiting": waiting, "fields": fields}, defaults, now)
+
+
 # --------------------------------------------------------------------------- housekeeping
 
 

@@ -164,3 +164,49 @@ def breaker_key(prefix: str, name: str) -> str:
 def send_rate_key(prefix: str, queue: str) -> str:
     """Fixed-window send counter of a handler queue (the email task's per-queue rate limit)."""
     return f"{prefix}:{{{queue}}}:send-rate"
+
+
+@dataclass(frozen=True, slots=True)
+class AlertKeys:
+    """Alert rules and their state (conveyor.alerts); the hash tag `{alerts}` keeps every key in one
+    Cluster slot, so each change is one script over known keys."""
+
+    prefix: str = "cv"
+
+    def __post_init__(self) -> None:
+        if not _PREFIX.match(self.prefix):
+            raise ConfigurationError(f"invalid key prefix {self.prefix!r}")
+
+    def _k(self, suffix: str) -> str:
+        return f"{self.prefix}:{{alerts}}:{suffix}"
+
+    @property
+    def rules(self) -> str:
+        """hash: rule id -> rule JSON"""
+        return self._k("rules")
+
+    @property
+    def sources(self) -> str:
+        """hash: rule id -> "code" or "api" (who may replace it)"""
+        return self._k("sources")
+
+    @property
+    def state(self) -> str:
+        """hash: rule id -> state JSON (ok/pending/firing, episode, notices sent, last reading)"""
+        return self._k("state")
+
+    @property
+    def versions(self) -> str:
+        """hash: rule id -> state version, bumped by every transition (compare-and-set)"""
+        return self._k("ver")
+
+    @property
+    def outbox(self) -> str:
+        """hash: notice id -> notice JSON, written with its transition, deleted once its delivery
+        jobs are enqueued (a crash in between leaves it for the next pass)"""
+        return self._k("outbox")
+
+    @property
+    def history(self) -> str:
+        """stream: fired, repeat and resolved notices (capped), for the dashboard and the API"""
+        return self._k("history")

@@ -154,7 +154,8 @@ def scheduler_command(
 
     async def go() -> None:
         scheduler = app.scheduler(
-            grace_s=grace_s, maintenance_interval_s=None if no_maintenance else maintenance_s
+            grace_s=grace_s, maintenance_interval_s=None if no_maintenance else maintenance_s,
+            alerts_interval_s=settings.alerts_interval_s,
         )
         loop = asyncio.get_running_loop()
         stop = asyncio.Event()

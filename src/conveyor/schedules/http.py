@@ -4,7 +4,7 @@ The API app mounts `make_router(...)` and passes its own dependencies: one that 
 `ScheduleStore`, and the auth checks for reading and for changing schedules.
 """
 
-from collections.abc import Callable
+from collections.abc import Awaitable, Callable
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -82,6 +82,11 @@ class ScheduleOut(BaseModel):
         )
 
 
+class RunNowOut(BaseModel):
+    id: str
+    job_id: str | None
+
+
 class ScheduleList(BaseModel):
     schedules: list[ScheduleOut]
 
@@ -143,6 +148,32 @@ def make_router(
         info = await store.put(schedule)
         response.status_code = status.HTTP_201_CREATED if existing is None else status.HTTP_200_OK
         return ScheduleOut.of(info)
+
+    async def changed(schedule_id: str, change: Callable[[str], Awaitable[ScheduleInfo]]) -> ScheduleOut:
+        try:
+            return ScheduleOut.of(await change(checked_id(schedule_id)))
+        except ScheduleNotFoundError as exc:
+            raise _not_found(exc) from None
+
+    @router.post("/{schedule_id}/pause", response_model=ScheduleOut, dependencies=[Depends(require_admin)],
+                 summary="Stop a schedule firing (ticks while paused are not run later)")
+    async def pause_schedule(schedule_id: str, store: Store) -> ScheduleOut:
+        return await changed(schedule_id, store.pause)
+
+    @router.post("/{schedule_id}/resume", response_model=ScheduleOut, dependencies=[Depends(require_admin)],
+                 summary="Fire a paused schedule again, from its next tick")
+    async def resume_schedule(schedule_id: str, store: Store) -> ScheduleOut:
+        return await changed(schedule_id, store.resume)
+
+    @router.post("/{schedule_id}/run-now", response_model=RunNowOut, dependencies=[Depends(require_admin)],
+                 summary="Enqueue one job of the schedule now, besides its ticks")
+    async def run_schedule_now(schedule_id: str, store: Store) -> RunNowOut:
+        """`job_id` is null for a built-in schedule (maintenance, alerts): a scheduler runs it at its
+        next pass."""
+        try:
+            return RunNowOut(id=schedule_id, job_id=await store.run_now(checked_id(schedule_id)))
+        except ScheduleNotFoundError as exc:
+            raise _not_found(exc) from None
 
     @router.delete("/{schedule_id}", status_code=204, dependencies=[Depends(require_admin)])
     async def delete_schedule(schedule_id: str, store: Store) -> Response:

@@ -47,6 +47,7 @@ class MissedPolicy(StrEnum):
 class ScheduleKind(StrEnum):
     JOB = "job"  # enqueue `task` on `queue`
     MAINTENANCE = "maintenance"  # built in: the scheduler trims retention in-process
+    ALERTS = "alerts"  # built in: the scheduler evaluates alert rules in-process (conveyor.alerts)
 
 
 def check_schedule_id(value: str) -> str:

@@ -16,7 +16,7 @@ import asyncio
 import contextlib
 import logging
 import secrets
-from collections.abc import Iterable
+from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
 from typing import Any
 
@@ -42,11 +42,22 @@ _CLAIM_BATCH = 50
 _MAX_BLOCK_MS = 5000
 
 
+def builtin_schedule(schedule_id: str, task: str, interval_s: float, kind: ScheduleKind) -> Schedule:
+    return Schedule(id=schedule_id, task=task, queue="conveyor", interval_s=interval_s, kind=kind, source="builtin")
+
+
 def maintenance_schedule(interval_s: float) -> Schedule:
-    return Schedule(
-        id=MAINTENANCE_ID, task="conveyor.maintenance", queue="conveyor", interval_s=interval_s,
-        kind=ScheduleKind.MAINTENANCE, source="builtin",
-    )
+    return builtin_schedule(MAINTENANCE_ID, "conveyor.maintenance", interval_s, ScheduleKind.MAINTENANCE)
+
+
+@dataclass(frozen=True, slots=True)
+class Builtin:
+    """A built-in schedule run in-process instead of enqueueing a job: `run(now_ms)` at each tick,
+    claimed by one scheduler of the fleet like any tick; `setup()` once when a scheduler starts."""
+
+    schedule: Schedule
+    run: Callable[[int], Awaitable[object]]
+    setup: Callable[[], Awaitable[object]] | None = None
 
 
 @dataclass(slots=True)
@@ -78,6 +89,7 @@ class Scheduler:
         maintenance_interval_s: float | None = DEFAULT_MAINTENANCE_INTERVAL_S,
         maintenance: Maintenance | None = None,
         clock: Clock | None = None,
+        builtins: Iterable[Builtin] = (),
     ) -> None:
         if grace_s < 0 or lease_s <= 0 or max_sleep_s <= 0:
             raise ConveyorError("grace_s must be >= 0, lease_s and max_sleep_s > 0")
@@ -87,6 +99,11 @@ class Scheduler:
         if maintenance_interval_s is not None:
             self.declared.append(maintenance_schedule(maintenance_interval_s))
         self.maintenance = maintenance or Maintenance(redis, prefix)
+        self.builtins = list(builtins)
+        self.declared += [b.schedule for b in self.builtins]
+        self._runs: dict[str, Callable[[int], Awaitable[object]]] = {
+            MAINTENANCE_ID: self.maintenance.run, **{b.schedule.id: b.run for b in self.builtins}
+        }
         self.grace_ms = int(grace_s * 1000)
         self.lease_ms = int(lease_s * 1000)
         # Blocking reads share the client, whose socket timeout is 10 s: stay well under it.
@@ -109,6 +126,9 @@ class Scheduler:
         if self._task is not None:
             return
         await self.sync()
+        for builtin in self.builtins:
+            if builtin.setup is not None:
+                await builtin.setup()
         self._cursor = await self._last_change_id()
         self._task = asyncio.create_task(self._loop(), name="conveyor-scheduler")
 
@@ -152,8 +172,9 @@ class Scheduler:
         try:
             schedule, anchor = decode_envelope(claimed.envelope)
             p = plan(schedule, timetable(schedule, anchor), claimed.due_ms, now, self.grace_ms, claimed.since_ms)
-            if schedule.kind is ScheduleKind.MAINTENANCE:
-                task = asyncio.create_task(self._maintain(claimed, p, now), name="conveyor-maintenance")
+            if schedule.kind is not ScheduleKind.JOB:
+                run = self._runs.get(schedule.id)
+                task = asyncio.create_task(self._builtin(claimed, p, now, run), name=f"conveyor-{schedule.kind}")
                 self._background.add(task)
                 task.add_done_callback(self._background.discard)
                 return
@@ -172,13 +193,18 @@ class Scheduler:
                 "schedule %s: pass failed, retried after the claim lease: %s", claimed.schedule_id, exc
             )
 
-    async def _maintain(self, claimed: Claimed, p: Plan, now: int) -> None:
+    async def _builtin(
+        self, claimed: Claimed, p: Plan, now: int, run: Callable[[int], Awaitable[object]] | None
+    ) -> None:
         try:
-            await self.maintenance.run(now)  # due at a tick, or set due now by run_now
+            if run is None:  # a built-in this process does not run: skip the tick
+                logger.info("built-in schedule %s is not run by this scheduler; tick skipped", claimed.schedule_id)
+            else:
+                await run(now)  # due at a tick, or set due now by run_now
             await self._advance(claimed, p, now, None)
         except (ConveyorError, RedisError) as exc:
             self.stats.errors += 1
-            logger.warning("maintenance failed, retried after the claim lease: %s", exc)
+            logger.warning("%s failed, retried after the claim lease: %s", claimed.schedule_id, exc)
 
     async def _advance(self, claimed: Claimed, p: Plan, now: int, job_id: str | None) -> None:
         last = ""

@@ -182,11 +182,11 @@ class ScheduleStore:
         return await self.put(info.schedule.with_changes(paused=False))
 
     async def run_now(self, schedule_id: str) -> str | None:
-        """Run a schedule once now, besides its ticks. Returns the job id (None for the built-in
-        maintenance, which a scheduler runs at its next pass)."""
+        """Run a schedule once now, besides its ticks. Returns the job id (None for a built-in
+        schedule, maintenance or alerts, which a scheduler runs at its next pass)."""
         info = await self.get(schedule_id)
         s = info.schedule
-        if s.kind is ScheduleKind.MAINTENANCE:
+        if s.kind is not ScheduleKind.JOB:
             await self.put(s.with_changes(paused=False), run_now=True)
             return None
         job_id = f"sched:{s.id}:run-{await self.now_ms()}"

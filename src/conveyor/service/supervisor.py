@@ -118,7 +118,9 @@ class WorkerService:
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._registry_task: asyncio.Task[None] | None = None
-        self.scheduler: Scheduler | None = app.scheduler() if settings.scheduler else None
+        self.scheduler: Scheduler | None = (
+            app.scheduler(alerts_interval_s=settings.alerts_interval_s) if settings.scheduler else None
+        )
 
     # ------------------------------------------------------------------ lifecycle
 

@@ -1,7 +1,10 @@
-// JSON API client. The key lives in sessionStorage and goes only in the Authorization header:
-// browsers never attach it on their own, so a cross-site page cannot make authenticated requests.
+// JSON API client. The key (keystore.js) goes only in the Authorization header: browsers never
+// attach it on their own, so a cross-site page cannot make authenticated requests.
 
-const KEY_NAME = "conveyor.dashboard.key";
+import { getKey } from "./keystore.js";
+
+export { clearKey, getKey, setKey } from "./keystore.js";
+
 const q = encodeURIComponent;
 
 export class ApiError extends Error {
@@ -9,18 +12,6 @@ export class ApiError extends Error {
     super(message);
     this.status = status;
   }
-}
-
-export function getKey() {
-  return sessionStorage.getItem(KEY_NAME);
-}
-
-export function setKey(key) {
-  sessionStorage.setItem(KEY_NAME, key);
-}
-
-export function clearKey() {
-  sessionStorage.removeItem(KEY_NAME);
 }
 
 let onUnauthorized = () => {};
@@ -85,7 +76,7 @@ export const whoami = (key) => request("GET", "/api/dashboard/me", { key });
 
 // --- queues
 export async function listQueues() {
-  const data = await get("/api/queues");
+  const data = await get("/api/queues", { all: "true" });  // every queue in Redis, declared or not
   return Array.isArray(data) ? data : data.queues ?? [];
 }
 export const getQueue = (name) => get(`/api/queues/${q(name)}`);
@@ -112,3 +103,17 @@ export const stats = () => get("/api/dashboard/stats");
 export const searchJobs = (name, params) => get(`/api/dashboard/queues/${q(name)}/jobs`, params);
 export const jobDetails = (queue, id) => get(`/api/dashboard/jobs/${q(queue)}/${q(id)}/details`);
 export const removeJob = (queue, id) => post(`/api/dashboard/jobs/${q(queue)}/${q(id)}/remove`);
+export const findJob = (id) => get("/api/dashboard/find", { id });
+export const bulk = (queue, body) => post(`/api/dashboard/queues/${q(queue)}/bulk`, body);
+
+// --- schedules
+export async function listSchedules() {
+  const data = await get("/api/schedules");
+  return data.schedules ?? [];
+}
+export const pauseSchedule = (id) => post(`/api/schedules/${q(id)}/pause`);
+export const resumeSchedule = (id) => post(`/api/schedules/${q(id)}/resume`);
+export const runSchedule = (id) => post(`/api/schedules/${q(id)}/run-now`);
+
+// --- alerts
+export const getAlerts = () => get("/api/alerts");

@@ -1,6 +1,7 @@
 // Entry point: sign-in, hash routing and the 2-second live refresh of the current page.
 
 import * as api from "./api.js";
+import { askOtherTabs, setRemoteSignOutHandler } from "./keystore.js";
 import { h, replace, route } from "./dom.js";
 import { canAdmin, identity, setIdentity } from "./session.js";
 import { errorBox } from "./ui.js";
@@ -10,6 +11,9 @@ import { renderQueue } from "./views/queue.js";
 import { renderJob } from "./views/job.js";
 import { renderWorkers } from "./views/workers.js";
 import { renderDead } from "./views/dead.js";
+import { renderSchedules } from "./views/schedules.js";
+import { renderAlerts } from "./views/alerts.js";
+import { renderFind } from "./views/find.js";
 
 const REFRESH_MS = 2000;
 const main = document.getElementById("main");
@@ -29,6 +33,9 @@ function parseRoute() {
   if (page === "jobs" && rest.length >= 2) return { page: "jobs", render: renderJob, args: { queue: rest[0], id: rest[1] } };
   if (page === "workers") return { page: "workers", render: renderWorkers, args: {} };
   if (page === "dead") return { page: "dead", render: renderDead, args: {} };
+  if (page === "schedules") return { page: "schedules", render: renderSchedules, args: {} };
+  if (page === "alerts") return { page: "alerts", render: renderAlerts, args: {} };
+  if (page === "find" && rest.length >= 1) return { page: "find", render: renderFind, args: { id: rest[0] } };
   return { page: "missing", render: null, args: {} };
 }
 
@@ -41,13 +48,41 @@ function renderNav(page) {
     item("overview", "Overview", route("overview")),
     item("dead", "Dead letters", route("dead")),
     item("workers", "Workers", route("workers")),
+    item("schedules", "Schedules", route("schedules")),
+    h("a", { href: route("alerts"), class: page === "alerts" ? "current" : null, "data-nav": "alerts" },
+      "Alerts", " ", alertBadge),
     h("span", { class: "spacer" }),
+    findForm(),
     h("span", { class: "who", "data-testid": "identity" },
       me.name ? String(me.name) : "signed in",
       " · ",
       canAdmin() ? "admin" : "read-only"),
     h("button", { type: "button", class: "btn link", "data-testid": "sign-out", onclick: signOut }, "Sign out"),
   );
+}
+
+const alertBadge = h("span", { class: "badge alert-count", "data-testid": "alert-count", hidden: true });
+
+async function refreshAlertBadge() {
+  try {
+    const n = ((await api.getAlerts()).active ?? []).length;
+    alertBadge.textContent = String(n);
+    alertBadge.hidden = n === 0;
+  } catch {
+    alertBadge.hidden = true;
+  }
+}
+
+function findForm() {
+  const input = h("input", { type: "search", placeholder: "find job id", "aria-label": "Find job by id", maxlength: 200,
+    "data-testid": "find-id" });
+  const form = h("form", { class: "find", role: "search" }, input);
+  form.addEventListener("submit", (ev) => {
+    ev.preventDefault();
+    const id = input.value.trim();
+    if (id) location.hash = route("find", id);
+  });
+  return form;
 }
 
 function stop() {
@@ -74,12 +109,13 @@ async function show() {
     replace(container, errorBox(err));
     return;
   }
+  refreshAlertBadge();
   if (view && view.refresh) {
     timer = setInterval(async () => {
       if (busy || document.hidden) return;
       busy = true;
       try {
-        await view.refresh();
+        await Promise.all([view.refresh(), refreshAlertBadge()]);
       } catch (err) {
         if (!(err instanceof api.ApiError && err.status === 401)) console.warn("refresh failed", err);
       } finally {
@@ -91,10 +127,16 @@ async function show() {
 
 function signOut() {
   stop();
-  api.clearKey();
+  api.clearKey(true);
   setIdentity(null);
   start();
 }
+
+setRemoteSignOutHandler(() => {
+  stop();
+  setIdentity(null);
+  start();
+});
 
 async function enter(me) {
   setIdentity(me);
@@ -104,7 +146,12 @@ async function enter(me) {
 }
 
 async function start() {
-  const key = api.getKey();
+  let key = api.getKey();
+  if (!key) {
+    // "Remember me" in another tab of this browser hands the key over (keystore.js).
+    key = await askOtherTabs();
+    if (key) api.setKey(key, true);
+  }
   try {
     // With a stored key, check it is still valid; without one, an API running with auth turned
     // off (CONVEYOR_API_AUTH=0) answers anyway and no sign-in is needed.
@@ -116,9 +163,9 @@ async function start() {
   window.removeEventListener("hashchange", show);
   document.body.dataset.page = "signin";
   replace(nav, h("span", { class: "brand" }, "Conveyor"));
-  renderSignIn(main, async (newKey) => {
+  renderSignIn(main, async (newKey, remember) => {
     const me = await api.whoami(newKey);
-    api.setKey(newKey);
+    api.setKey(newKey, remember);
     await enter(me);
   });
 }

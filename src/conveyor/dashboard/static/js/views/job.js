@@ -62,6 +62,7 @@ export async function renderJob(container, { queue, id }) {
         fact("Created", timeText(job.created_ms)),
         fact("Started", timeText(job.started_ms)),
         fact("Finished", timeText(job.finished_ms)),
+        job.due_ms ? fact(job.next_attempt_ms ? "Next attempt" : "Due", `${timeText(job.due_ms)} (${job.due_ms > Date.now() ? `in ${ageText(job.due_ms - Date.now())}` : "now"})`, "job-due") : null,
         job.cancel_requested ? fact("Cancel", "requested") : null,
       ),
     );

@@ -62,7 +62,8 @@ function queueRow(q, stat) {
   const hist = history(stat);
   const oldest = stat?.oldest_waiting_ms ?? q.oldest_waiting_age_ms ?? null;
   return h("tr", { "data-queue": name },
-    h("td", {}, link(name, "queues", name)),
+    h("td", {}, link(name, "queues", name),
+      q.declared === false ? [" ", h("span", { class: "badge", title: "in Redis, not declared by the app this API serves", "data-testid": "undeclared" }, "not declared")] : null),
     h("td", {},
       isPaused(q) ? h("span", { class: "badge paused", "data-testid": "paused" }, "paused") : h("span", { class: "badge running" }, "running"),
       q.limits?.blocked_until_ms ? [" ", h("span", { class: "badge paused", title: "upstream backpressure" }, "blocked")] : null),

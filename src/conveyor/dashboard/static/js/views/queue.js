@@ -12,6 +12,21 @@ import { limitsView } from "./limits.js";
 
 const PAGE = 25;
 
+function dueText(j) {
+  const at = j.next_attempt_ms ?? j.due_ms;
+  if (at === null || at === undefined) return "—";
+  const left = at - Date.now();
+  const label = j.next_attempt_ms ? "next attempt" : "due";
+  return `${label} ${timeText(at)} (${left > 0 ? `in ${ageText(left)}` : "now"})`;
+}
+
+function errorText(error) {
+  if (!error) return "";
+  if (typeof error !== "object") return String(error).slice(0, 300);
+  const type = error.type ?? "Error";
+  return `${type}: ${String(error.message ?? "")}`.slice(0, 300);
+}
+
 export async function renderQueue(container, { queue, state }) {
   if (!STATES.includes(state)) state = "waiting";
   const header = h("div", { class: "queue-header" });
@@ -133,6 +148,8 @@ export async function renderQueue(container, { queue, state }) {
         h("td", { class: "num" }, `${j.attempts_made ?? j.attempts ?? 0}/${j.max_attempts ?? "?"}`),
         h("td", {}, timeText(j.created_ms)),
         h("td", {}, j.finished_ms ? timeText(j.finished_ms) : j.created_ms ? `${ageText(Date.now() - j.created_ms)} ago` : "—"),
+        state === "delayed" ? h("td", { "data-testid": "due" }, dueText(j)) : null,
+        state === "failed" ? h("td", { class: "error-text", "data-testid": "job-error-cell" }, errorText(j.error)) : null,
       );
     });
     const allBox = admin ? h("input", {
@@ -142,8 +159,10 @@ export async function renderQueue(container, { queue, state }) {
     replace(list, h("table", { class: "jobs", "data-testid": "jobs-table" },
       h("thead", {}, h("tr", {}, admin ? h("th", {}, allBox) : null,
         h("th", {}, "Id"), h("th", {}, "Name"), h("th", {}, "State"), h("th", {}, "Group"),
-        h("th", { class: "num" }, "Attempts"), h("th", {}, "Created"), h("th", {}, "Finished / age"))),
-      h("tbody", {}, body.length ? body : h("tr", {}, h("td", { colspan: 8, class: "muted" }, `No ${state} jobs${filter.id || filter.name || filter.group ? " match" : ""}.`)))));
+        h("th", { class: "num" }, "Attempts"), h("th", {}, "Created"), h("th", {}, "Finished / age"),
+        state === "delayed" ? h("th", {}, "Due / next attempt") : null,
+        state === "failed" ? h("th", {}, "Error") : null)),
+      h("tbody", {}, body.length ? body : h("tr", {}, h("td", { colspan: 9, class: "muted" }, `No ${state} jobs${filter.id || filter.name || filter.group ? " match" : ""}.`)))));
   }
 
   async function bulkRun(label, fn) {
@@ -166,9 +185,32 @@ export async function renderQueue(container, { queue, state }) {
     await refresh();
   }
 
+  async function bulkFiltered(action) {
+    const label = { retry: "Retry", remove: "Remove", promote: "Promote" }[action];
+    const what = [filter.name && `named like "${filter.name}"`, filter.group && `in group "${filter.group}"`].filter(Boolean).join(" and ");
+    if (!(await confirmAction(`${label} all matching?`, `${label} every ${state} job of ${queue} ${what}?${action === "remove" ? " This cannot be undone." : ""}`, label))) return;
+    let done = 0;
+    try {
+      for (let round = 0; round < 1000; round += 1) {
+        const r = await api.bulk(queue, { action, state, name: filter.name, group: filter.group });
+        done += r.done;
+        if (!r.more || r.done === 0) break;
+      }
+      notify(`${label}: ${done} matching job(s) done`);
+    } catch (err) {
+      notify(`${label} failed after ${done}: ${err.message}`, "error");
+    }
+    selected.clear();
+    await refresh();
+  }
+
   function renderBulk() {
     if (!canAdmin()) { replace(bulk); return; }
     const n = selected.size;
+    const filtering = Boolean(filter.name || filter.group) && !filter.id;
+    const fb = (action, label, show) => show && filtering ? h("button", {
+      type: "button", class: ["btn", "action", action === "remove" && "danger"], "data-testid": `bulk-${action}-matching`,
+      onclick: () => bulkFiltered(action) }, `${label} all matching`) : null;
     const b = (label, fn, show) => show ? h("button", { type: "button", class: ["btn", "action", label === "Remove" && "danger"], disabled: n === 0, "data-testid": `bulk-${label.toLowerCase()}`, onclick: () => bulkRun(label, fn) }, `${label} selected`) : null;
     const finished = ["failed", "cancelled"].includes(state);
     replace(bulk,
@@ -176,6 +218,9 @@ export async function renderQueue(container, { queue, state }) {
       b("Retry", api.retryJob, finished),
       b("Promote", api.promoteJob, state === "delayed"),
       b("Remove", api.removeJob, state !== "active"),
+      fb("retry", "Retry", finished),
+      fb("promote", "Promote", state === "delayed"),
+      fb("remove", "Remove", state !== "active"),
       state === "failed" ? actionButton("Retry all failed", () => api.retryAllFailed(queue), { confirm: `Send every failed job of ${queue} back to waiting?`, after: refresh }) : null,
       state === "failed" ? actionButton("Purge failed", () => api.purgeFailed(queue), { confirm: `Delete every failed job of ${queue}? This cannot be undone.`, danger: true, after: refresh }) : null,
     );

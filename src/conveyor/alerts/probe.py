@@ -1,0 +1,100 @@
+"""What alert rules read, fetched once per evaluation pass and shared by the rules of a pass."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conveyor.autoscaling.signals import oldest_waiting_ms
+from conveyor.limits import admin as limits_admin
+from conveyor.queue import Queue
+from conveyor.redis.connection import RedisClient
+
+EVENTS_CHUNK = 1000
+EVENTS_SCAN_MAX = 20_000  # stream entries read per queue and pass for the stalled count
+
+
+class Probe:
+    """Reads of one pass at `now_ms` (Redis clock), cached by queue."""
+
+    def __init__(self, client: RedisClient, prefix: str, now_ms: int) -> None:
+        self.client = client
+        self.prefix = prefix
+        self.now_ms = now_ms
+        self._queues: dict[str, Queue] = {}
+        self._cache: dict[tuple[Any, ...], Any] = {}
+
+    def queue(self, name: str) -> Queue:
+        q = self._queues.get(name)
+        if q is None:
+            q = self._queues[name] = Queue(name, redis=self.client, prefix=self.prefix)
+        return q
+
+    async def _once(self, key: tuple[Any, ...], make: Any) -> Any:
+        if key not in self._cache:
+            self._cache[key] = await make()
+        return self._cache[key]
+
+    async def counts(self, queue: str) -> dict[str, int]:
+        counts = await self._once(("counts", queue), self.queue(queue).counts)
+        return {str(s): n for s, n in counts.items()}
+
+    async def oldest_waiting_ms(self, queue: str) -> int | None:
+        result: int | None = await self._once(
+            ("oldest", queue), lambda: oldest_waiting_ms(self.queue(queue), self.now_ms)
+        )
+        return result
+
+    async def limits(self, queue: str) -> dict[str, Any]:
+        result: dict[str, Any] = await self._once(("limits", queue), self.queue(queue).limits_state)
+        return result
+
+    async def limiter(self, queue: str, group: str | None, name: str) -> dict[str, Any] | None:
+        """The `rate` or `cost` limiter state of the queue, or of one of its groups."""
+        if group is None:
+            return (await self.limits(queue)).get(name)
+        state = await self._once(("group", queue, group), lambda: limits_admin.group_state(self.queue(queue), group))
+        value: dict[str, Any] | None = state.get(name)
+        return value
+
+    async def finished(self, queue: str, window_s: float) -> tuple[int, int]:
+        """Jobs completed and failed in the last `window_s`, by finish time."""
+        async def count() -> tuple[int, int]:
+            k = self.queue(queue).keys
+            since = self.now_ms - int(window_s * 1000)
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.zcount(k.completed, since, "+inf")
+                pipe.zcount(k.failed, since, "+inf")
+                completed, failed = await Queue._call(pipe.execute())
+            return int(completed), int(failed)
+
+        result: tuple[int, int] = await self._once(("finished", queue, window_s), count)
+        return result
+
+    async def stalled(self, queue: str, window_s: float) -> tuple[int, bool]:
+        """Stalled events in the last `window_s`, read newest first; (count, complete) where complete
+        is False when the scan stopped at EVENTS_SCAN_MAX entries (the count is then a lower bound)."""
+        async def count() -> tuple[int, bool]:
+            key = self.queue(queue).keys.events
+            since = f"{self.now_ms - int(window_s * 1000)}-0"
+            upper, n, scanned = "+", 0, 0
+            while scanned < EVENTS_SCAN_MAX:
+                entries = await Queue._call(self.client.xrevrange(key, upper, since, count=EVENTS_CHUNK))
+                scanned += len(entries)
+                n += sum(1 for _, fields in entries if (fields or {}).get("ev") == "stalled"
+                         or (fields or {}).get("error") == "stalled too often")
+                if len(entries) < EVENTS_CHUNK:
+                    return n, True
+                upper = f"({entries[-1][0]}"
+            return n, False
+
+        result: tuple[int, bool] = await self._once(("stalled", queue, window_s), count)
+        return result
+
+    async def workers_serving(self, queue: str) -> int:
+        # The registry is the worker service's; read through its public function.
+        from conveyor.service.registry import list_workers
+
+        workers = await self._once(("workers",), lambda: list_workers(self.client, self.prefix))
+        return sum(1 for w in workers if queue in (w.get("queues") or ()))
+
+

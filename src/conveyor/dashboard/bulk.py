@@ -1,0 +1,91 @@
+"""Filtered job selections: the search the queue page shows, and bulk retry/remove/promote of every
+job it matches (not only the page on screen), in bounded calls the page repeats while `more`."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable
+from typing import Any, Literal
+
+from fastapi import APIRouter, Request
+from pydantic import BaseModel, ConfigDict, Field
+
+from conveyor.api.auth import AdminKey
+from conveyor.api.errors import ApiError
+from conveyor.api.state import get_state
+from conveyor.errors import InvalidStateError, JobNotFoundError
+from conveyor.job import JobRecord, JobState
+from conveyor.queue import Queue
+
+router = APIRouter()
+SEARCH_SCAN_MAX = 5000  # jobs looked at per call
+SEARCH_CHUNK = 500
+BULK_MAX = 1000  # jobs acted on per call
+Action = Callable[[Queue, str], Awaitable[Any]]
+_ACTIONS: dict[str, tuple[set[JobState], Action]] = {
+    "retry": ({JobState.FAILED, JobState.CANCELLED}, Queue.retry),
+    "remove": ({s for s in JobState if s is not JobState.ACTIVE}, Queue.remove),
+    "promote": ({JobState.DELAYED}, Queue.promote),
+}
+
+
+def _matches(rec: JobRecord, needle: str, group: str) -> bool:
+    return (not needle or needle in rec.name.casefold()) and (not group or rec.options.get("group") == group)
+
+
+async def filtered(
+    q: Queue, state: JobState, name: str, group: str, cursor: int, limit: int
+) -> tuple[list[JobRecord], int | None]:
+    """Jobs of `state` whose name contains `name` (any case) and whose group is `group` (empty: any),
+    from offset `cursor`. Looks at most SEARCH_SCAN_MAX jobs per call; the cursor continues."""
+    needle = name.casefold()
+    matches: list[JobRecord] = []
+    offset, scanned = cursor, 0
+    while scanned < SEARCH_SCAN_MAX:
+        page = await q.list_jobs(state, cursor=offset, limit=SEARCH_CHUNK)
+        for i, rec in enumerate(page.jobs):
+            if _matches(rec, needle, group):
+                matches.append(rec)
+                if len(matches) == limit:
+                    rest = i + 1 < len(page.jobs) or page.next_cursor is not None
+                    return matches, (offset + i + 1 if rest else None)
+        scanned += len(page.jobs)
+        if page.next_cursor is None:
+            return matches, None
+        offset = page.next_cursor
+    return matches, offset
+
+
+class BulkIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    action: Literal["retry", "remove", "promote"]
+    state: JobState
+    name: str = Field("", max_length=200, description="Name contains (any case); empty: any.")
+    group: str = Field("", max_length=200, description="Exact group; empty: any.")
+
+
+async def _act(q: Queue, action: str, job_id: str) -> bool:
+    try:
+        await _ACTIONS[action][1](q, job_id)
+    except (InvalidStateError, JobNotFoundError):
+        return False  # changed meanwhile (another operator, a worker)
+    return True
+
+
+@router.post("/queues/{queue}/bulk", summary="Retry, remove or promote every job a filter matches")
+async def bulk(queue: str, body: BulkIn, request: Request, _: AdminKey) -> dict[str, Any]:
+    """Acts on at most BULK_MAX matching jobs per call: the selection is collected first, then each
+    job goes through its own script. `more` is true while matching jobs may remain: call again."""
+    states, _fn = _ACTIONS[body.action]
+    if body.state not in states:
+        raise ApiError(422, f"cannot {body.action} {body.state.value} jobs")
+    q = await get_state(request).existing_queue(queue)
+    records, next_cursor = await filtered(q, body.state, body.name, body.group, 0, BULK_MAX)
+    done = 0
+    for start in range(0, len(records), 100):
+        chunk = records[start:start + 100]
+        done += sum(await asyncio.gather(*(_act(q, body.action, r.id) for r in chunk)))
+    return {"queue": queue, "action": body.action, "matched": len(records), "done": done,
+            "more": next_cursor is not None}
+
+
