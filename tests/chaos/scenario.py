@@ -182,15 +182,23 @@ async def run(plan: Plan, backend: Backend, workdir: Path) -> Counts:
         await asyncio.to_thread(ledger.close)
 
 
-async def _drain(queue: Queue, fleet: WorkerFleet, timeout_s: float) -> bool:
-    """Until nothing is waiting, delayed or active (workers that died are replaced meanwhile)."""
+async def _drain(queue: Queue, fleet: WorkerFleet, timeout_s: float, stuck_s: float = 30.0) -> bool:
+    """Until nothing is waiting, delayed or active (workers that died are replaced meanwhile). Gives up
+    at `timeout_s`, or when the number left has not moved for `stuck_s` (a drain that makes no
+    progress at all will not finish: the report then counts what is left as unfinished)."""
     deadline = time.monotonic() + timeout_s
+    last_left, last_change = -1, time.monotonic()
     while time.monotonic() < deadline:
         fleet.check()
         try:
             counts = await queue.counts()
-            if sum(n for state, n in counts.items() if state.value in ("waiting", "delayed", "active")) == 0:
+            left = sum(n for state, n in counts.items() if state.value in ("waiting", "delayed", "active"))
+            if left == 0:
                 return True
+            if left != last_left:
+                last_left, last_change = left, time.monotonic()
+            elif time.monotonic() - last_change > stuck_s:
+                return False
         except (ConveyorError, OSError, RuntimeError):
             pass
         await asyncio.sleep(0.5)
