@@ -46,7 +46,7 @@ async def test_generate_through_a_worker_records_usage_cost_and_progress(app: Co
     spy = CostSpy()
     job = await handlers.ai.generate.enqueue({"prompt": "hello", "system": "be brief"})
     async with running(app.worker("ai", middleware=[spy], lease_ms=5000)):
-        result = await job.result(timeout=20)
+        result = await job.result(timeout=30)
     assert result.text == "echo: hello"
     assert result.provider == "ok" and result.model == "test-model"
     assert result.usage.total_tokens == 16
@@ -65,7 +65,7 @@ async def test_no_provider_fails_at_once_with_a_clear_message(app: Conveyor) -> 
     job = await handlers.ai.generate.enqueue({"prompt": "hi"})
     async with running(app.worker("ai", lease_ms=5000)):
         with pytest.raises(JobFailedError, match="CONVEYOR_AI_PROVIDERS"):
-            await job.result(timeout=20)
+            await job.result(timeout=30)
     rec = await job.record()
     assert rec.attempts_made == 1 and rec.max_attempts == 3
 

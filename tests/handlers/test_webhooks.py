@@ -62,7 +62,7 @@ async def test_delivery_through_a_worker_is_signed_grouped_and_recorded(app: Con
     assert rec.options["group"] == f"127.0.0.1:{receiver.port}" == webhook_group(url)
     assert rec.max_attempts == 5
     async with running(app.worker("webhooks", lease_ms=5000)):
-        result = await job.result(timeout=20)
+        result = await job.result(timeout=30)
     assert result.status == 200 and result.latency_ms > 0
     assert result.response == "x" * 1024 and result.response_truncated
     [got] = receiver.received
@@ -78,7 +78,7 @@ async def test_5xx_is_retried_until_the_endpoint_recovers(app: Conveyor, receive
     receiver.answer("/flaky", (503, {}, b"down"), (500, {}, b"oops"))
     job = await handlers.webhooks.send(f"{receiver.url}/flaky", {"n": 1}, backoff=Fixed(0.05))
     async with running(app.worker("webhooks", lease_ms=5000)):
-        result = await job.result(timeout=20)
+        result = await job.result(timeout=30)
     assert result.status == 200
     assert [r.headers["Conveyor-Attempt"] for r in receiver.received] == ["1", "2", "3"]
     assert all(r.verified for r in receiver.received)
@@ -92,7 +92,7 @@ async def test_other_4xx_fails_at_once(app: Conveyor, receiver: Receiver) -> Non
     job = await handlers.webhooks.send(f"{receiver.url}/gone", {"n": 1})
     async with running(app.worker("webhooks", lease_ms=5000)):
         with pytest.raises(JobFailedError, match="410"):
-            await job.result(timeout=20)
+            await job.result(timeout=30)
     assert (await job.record()).attempts_made == 1
 
 

@@ -36,7 +36,7 @@ async def test_expired_lease_is_recovered_and_late_write_rejected(queue: Queue) 
         await wait_for(lambda: runs == ["frozen"])
         healthy = Worker(queue, {"j": handler}, worker_id="healthy", lease_ms=5_000, stalled_interval_ms=50)
         async with running(healthy):
-            assert await job.result(timeout=10) == "from healthy"
+            assert await job.result(timeout=30) == "from healthy"
             release_frozen.set()  # the frozen run now finishes and tries to write: rejected
             await wait_for(lambda: frozen.stats.lost >= 1, what="late write rejected")
     rec = await job.record()
@@ -67,7 +67,7 @@ async def test_progress_after_lease_loss_is_rejected(queue: Queue) -> None:
         gate.set()
         await wait_for(lambda: len(errors) == 1)
         # The slot is free again, so the worker re-claims the job under a new lease and finishes it.
-        await job.result(timeout=10)
+        await job.result(timeout=30)
     rec = await job.record()
     assert rec.state is JobState.COMPLETED and rec.lapses == 1 and len(errors) == 1
 
@@ -151,7 +151,7 @@ async def test_shutdown_hands_unfinished_jobs_back(queue: Queue) -> None:
     w = Worker(queue, {"s": slow})
     await w.start()
     job = await queue.add("s", attempts=1)
-    await asyncio.wait_for(started.wait(), 10)
+    await asyncio.wait_for(started.wait(), 30)
     await w.close(grace_s=0.1)
     rec = await job.record()
     assert rec.state is JobState.WAITING and rec.attempts_made == 0
@@ -161,7 +161,7 @@ async def test_shutdown_hands_unfinished_jobs_back(queue: Queue) -> None:
         return "quick"
 
     async with running(Worker(queue, {"s": quick})):
-        assert await job.result(timeout=10) == "quick"
+        assert await job.result(timeout=30) == "quick"
 
 
 async def test_worker_warns_when_redis_may_evict_jobs(redis_server, qname: str, caplog) -> None:

@@ -56,7 +56,7 @@ async def test_result_is_stored_and_returned(queue: Queue) -> None:
 
     async with running(Worker(queue, {"double": double})):
         job = await queue.add("double", 21)
-        assert await job.result(timeout=10) == {"value": 42}
+        assert await job.result(timeout=30) == {"value": 42}
     rec = await job.record()
     assert rec.state is JobState.COMPLETED and rec.attempts_made == 1
     assert rec.started_ms is not None and rec.finished_ms is not None and rec.finished_ms >= rec.started_ms
@@ -83,7 +83,7 @@ async def test_sync_handlers_run_in_threads_with_bounded_concurrency(queue: Queu
 
     jobs = await queue.add_bulk([{"name": "b", "data": i} for i in range(12)])
     async with running(Worker(queue, {"b": blocking}, concurrency=3)):
-        results = [await j.result(timeout=20) for j in jobs]
+        results = [await j.result(timeout=30) for j in jobs]
     assert results == list(range(12))
     assert peak == 3
     assert all(n.startswith("conveyor-job") for n in names)
@@ -244,7 +244,7 @@ async def test_dead_letter_after_last_attempt_and_manual_retry(queue: Queue) -> 
     async with running(Worker(queue, {"h": handler})):
         job = await queue.add("h", attempts=3, backoff=0)
         with pytest.raises(JobFailedError) as info:
-            await job.result(timeout=10)
+            await job.result(timeout=30)
         rec = await job.record()
         assert rec.state is JobState.FAILED and rec.attempts_made == 3
         assert rec.error is not None and rec.error["type"] == "ValueError"
@@ -254,7 +254,7 @@ async def test_dead_letter_after_last_attempt_and_manual_retry(queue: Queue) -> 
         assert [r.id for r in page.jobs] == [job.id]
         fail = False
         await queue.retry(job.id)
-        assert await job.result(timeout=10) == "recovered"
+        assert await job.result(timeout=30) == "recovered"
     assert (await job.record()).attempts_made == 1
 
 
@@ -265,7 +265,7 @@ async def test_unrecoverable_fails_at_once(queue: Queue) -> None:
     async with running(Worker(queue, {"h": handler})):
         job = await queue.add("h", attempts=5)
         with pytest.raises(JobFailedError, match="invalid account"):
-            await job.result(timeout=10)
+            await job.result(timeout=30)
     rec = await job.record()
     assert rec.attempts_made == 1 and rec.state is JobState.FAILED
 
@@ -299,7 +299,7 @@ async def test_rate_limited_goes_back_without_using_an_attempt(queue: Queue) -> 
 
     async with running(Worker(queue, {"h": handler})):
         job = await queue.add("h")  # a single attempt allowed
-        assert await job.result(timeout=10) == "sent"
+        assert await job.result(timeout=30) == "sent"
     assert attempts_seen == [1, 1, 1]
     assert all(b - a >= 0.19 for a, b in itertools.pairwise(starts))
     events = [e.type for e in await queue.read_events("0-0") if e.job_id == job.id]
@@ -319,7 +319,7 @@ async def test_timeout_cancels_handler_and_counts_as_failed_attempt(queue: Queue
     async with running(Worker(queue, {"s": slow})):
         job = await queue.add("s", timeout=0.3)
         with pytest.raises(JobFailedError, match="timeout"):
-            await job.result(timeout=20)  # the handler alone would run 30 s
+            await job.result(timeout=30)  # the handler alone would run 30 s
     assert cancelled.is_set()
     rec = await job.record()
     assert rec.error is not None and rec.error["type"] == "JobTimeoutError"
@@ -333,7 +333,7 @@ async def test_timeout_retries_when_attempts_remain(queue: Queue) -> None:
 
     async with running(Worker(queue, {"s": sometimes_slow})):
         job = await queue.add("s", timeout=0.2, attempts=2, backoff=0)
-        assert await job.result(timeout=10) == 2
+        assert await job.result(timeout=30) == 2
 
 
 async def test_cancel_waiting_and_delayed_jobs(queue: Queue) -> None:
@@ -367,10 +367,10 @@ async def test_cancel_active_job_is_cooperative(queue: Queue) -> None:
 
     async with running(Worker(queue, {"l": long}, heartbeat_ms=100)):
         job = await queue.add("l")
-        await asyncio.wait_for(started.wait(), 10)
+        await asyncio.wait_for(started.wait(), 30)
         assert await queue.cancel(job.id) is JobState.ACTIVE  # requested
         with pytest.raises(JobCancelledError):
-            await job.result(timeout=10)
+            await job.result(timeout=30)
     assert saw_cancel.is_set()
     assert (await job.record()).state is JobState.CANCELLED
 
@@ -388,9 +388,9 @@ async def test_handler_may_finish_despite_cancel_request(queue: Queue) -> None:
 
     async with running(Worker(queue, {"s": stubborn}, heartbeat_ms=100)):
         job = await queue.add("s")
-        await asyncio.wait_for(started.wait(), 10)
+        await asyncio.wait_for(started.wait(), 30)
         await queue.cancel(job.id)
-        assert await job.result(timeout=10) == "finished anyway"
+        assert await job.result(timeout=30) == "finished anyway"
 
 
 async def test_sync_handler_checks_cancellation(queue: Queue) -> None:
@@ -407,10 +407,10 @@ async def test_sync_handler_checks_cancellation(queue: Queue) -> None:
 
     async with running(Worker(queue, {"s": looping}, heartbeat_ms=100)):
         job = await queue.add("s")
-        await asyncio.wait_for(started.wait(), 10)
+        await asyncio.wait_for(started.wait(), 30)
         await queue.cancel(job.id)
         with pytest.raises(JobCancelledError):
-            await job.result(timeout=10)
+            await job.result(timeout=30)
 
 
 async def test_progress_logs_and_event_stream(queue: Queue) -> None:
@@ -423,7 +423,7 @@ async def test_progress_logs_and_event_stream(queue: Queue) -> None:
     cursor = await queue.last_event_id()
     async with running(Worker(queue, {"r": reporting})):
         job = await queue.add("r")
-        await job.result(timeout=10)
+        await job.result(timeout=30)
     rec = await job.record()
     assert rec.progress == {"done": 2, "total": 2}
     assert await job.logs() == ["halfway"]
@@ -452,7 +452,7 @@ async def test_events_iterator_follows_new_events(queue: Queue) -> None:
     follower = asyncio.create_task(follow_from_cursor())
     async with running(Worker(queue, {"h": handler})):
         await queue.add("h")
-        await asyncio.wait_for(follower, 10)
+        await asyncio.wait_for(follower, 30)
     assert seen[-1] == "completed" and "active" in seen
 
 
@@ -463,7 +463,7 @@ async def test_unserialisable_result_fails_the_job_clearly(queue: Queue) -> None
     async with running(Worker(queue, {"b": bad})):
         job = await queue.add("b", attempts=3)
         with pytest.raises(JobFailedError, match="not JSON-serialisable"):
-            await job.result(timeout=10)
+            await job.result(timeout=30)
     assert (await job.record()).attempts_made == 1
 
 
@@ -479,7 +479,7 @@ async def test_result_ttl_zero_keeps_no_record(queue: Queue) -> None:
         kept = await queue.add("h", result_ttl=30)
         gone = await queue.add("h", result_ttl=0)
         await wait_for(lambda: done == 2)
-        await kept.result(timeout=5)
+        await kept.result(timeout=30)
         await wait_for(lambda: _missing(queue, gone.id))
     ttl = await queue.client.pttl(queue.keys.job(kept.id))
     assert 0 < ttl <= 30_000
@@ -519,10 +519,10 @@ async def test_cancel_requested_job_that_fails_is_not_retried(queue: Queue) -> N
 
     async with running(Worker(queue, {"s": swallow_then_fail}, heartbeat_ms=100)):
         job = await queue.add("s", attempts=5, backoff=0)
-        await asyncio.wait_for(started.wait(), 10)
+        await asyncio.wait_for(started.wait(), 30)
         await queue.cancel(job.id)
         with pytest.raises(JobCancelledError):
-            await job.result(timeout=10)
+            await job.result(timeout=30)
     assert (await job.record()).attempts_made == 1
 
 

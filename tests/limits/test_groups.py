@@ -131,7 +131,7 @@ async def test_grouped_jobs_run_on_cluster_and_standalone(queue: Queue) -> None:
     jobs = await queue.add_bulk([JobSpec("x", i, JobOptions(group="ab"[i % 2])) for i in range(10)])
     async with running(Worker(queue, {"x": handler}, concurrency=4)):
         for job in jobs:
-            assert await job.result(timeout=20) in ("a", "b")
+            assert await job.result(timeout=30) in ("a", "b")
     state = await queue.limits_state()
     assert state["groups"]["known"] == 2 and state["waiting"]["grouped"] == 0
 
