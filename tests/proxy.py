@@ -48,7 +48,8 @@ class TcpProxy:
         self.accepted = 0
         self._refusing = False
         self._cut_pattern: bytes | None = None
-        self._cuts_left = 0
+        self._cut_nth: set[int] = set()  # which commands containing the pattern lose their reply
+        self._seen = 0
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="test-proxy", daemon=True)
         self._server: asyncio.Server | None = None
@@ -99,12 +100,12 @@ class TcpProxy:
         if on:
             self.reset_all()
 
-    def lose_reply(self, pattern: bytes, times: int = 1) -> None:
-        """The next `times` commands containing `pattern` reach the server and run, then their reply
-        is dropped and the connection reset (a reply lost on the way back)."""
+    def lose_reply(self, pattern: bytes, nth: tuple[int, ...] = (1,)) -> None:
+        """Commands containing `pattern` are counted from 1; those numbered in `nth` reach the server
+        and run, then their reply is dropped and the connection reset (a reply lost on the way back)."""
 
         async def arm() -> None:
-            self._cut_pattern, self._cuts_left = pattern, times
+            self._cut_pattern, self._cut_nth, self._seen = pattern, set(nth), 0
 
         self._call(arm())
 
@@ -135,9 +136,10 @@ class TcpProxy:
     async def _upstream(self, pipe: _Pipe, reader: asyncio.StreamReader) -> None:
         try:
             while chunk := await reader.read(_CHUNK):
-                if self._cut_pattern is not None and self._cuts_left > 0 and self._cut_pattern in chunk:
-                    self._cuts_left -= 1
-                    pipe.cut_next_reply = True
+                if self._cut_pattern is not None and self._cut_pattern in chunk:
+                    self._seen += 1
+                    if self._seen in self._cut_nth:
+                        pipe.cut_next_reply = True
                 pipe.server.write(chunk)
                 await pipe.server.drain()
         except (OSError, RuntimeError):

@@ -12,6 +12,7 @@ from dataclasses import dataclass, field, fields, replace
 from typing import Any
 
 from conveyor.errors import ConfigurationError
+from conveyor.redis.durability import Durability
 
 
 def _setting(env: str, help: str, default: Any = None) -> Any:
@@ -146,6 +147,33 @@ class Settings:
     stalled_interval_ms: int | None = _setting(
         "CONVEYOR_STALLED_INTERVAL_MS", "Ms between stalled-job sweeps (default: min(lease/2, 5000)).",
     )
+    max_stalls: int = _setting(
+        "CONVEYOR_MAX_STALLS",
+        "Stalls a job may have before it fails (a stall: its lease expired while a worker was running it, "
+        "as confirmed by a heartbeat; the worker died or froze).", 1,
+    )
+    max_lapses: int = _setting(
+        "CONVEYOR_MAX_LAPSES",
+        "Lease lapses before a confirmed run a job may have before it fails (its worker died before or "
+        "right after starting it); a generous bound so a job that kills its worker at once cannot loop for ever.",
+        10,
+    )
+    no_handler_timeout_s: float = _setting(
+        "CONVEYOR_NO_HANDLER_TIMEOUT_S",
+        "Seconds a job may wait for a worker with a handler for its name before it fails (NoHandler).", 900.0,
+    )
+    durable_replicas: int = _setting(
+        "CONVEYOR_DURABLE_REPLICAS",
+        "Replicas that must acknowledge an enqueue or an outcome before it counts (WAIT; 0 = off).", 0,
+    )
+    durable_aof: bool = _setting(
+        "CONVEYOR_DURABLE_AOF",
+        "Wait for the AOF fsync before an enqueue or an outcome counts (WAITAOF; Redis/Valkey >= 7.2).", False,
+    )
+    durable_timeout_ms: int = _setting(
+        "CONVEYOR_DURABLE_TIMEOUT_MS", "How long to wait for the replicas/AOF before the write is reported "
+        "as not durable.", 1000,
+    )
     restart_backoff_max_s: float = _setting(
         "CONVEYOR_RESTART_BACKOFF_MAX_S", "Longest wait before restarting a crashed queue loop.", 30.0
     )
@@ -181,6 +209,11 @@ class Settings:
             raise ConfigurationError(f"unknown settings in the environment: {sorted(unknown)}")
         values.update({k: v for k, v in overrides.items() if v is not None})
         return cls(**values)
+
+    def durability(self) -> Durability | None:
+        """The durable-acknowledgement setting, or None when off."""
+        wanted = Durability(self.durable_replicas, self.durable_aof, self.durable_timeout_ms)
+        return wanted if wanted.enabled else None
 
     def with_overrides(self, **overrides: Any) -> Settings:
         return replace(self, **{k: v for k, v in overrides.items() if v is not None})

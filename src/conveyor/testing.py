@@ -16,6 +16,7 @@ from collections.abc import Iterator, Sequence
 from pathlib import Path
 
 import redis as syncredis
+from redis.crc import key_slot
 
 from conveyor.embedded.config import free_port
 from conveyor.embedded.config import server_binary as embedded_server_binary
@@ -109,9 +110,14 @@ class RedisServer:
 class RedisClusterServers:
     """A three-primary Cluster on free ports, slots split evenly, ready when `cluster_state:ok`."""
 
-    def __init__(self, nodes: int = 3) -> None:
-        self.servers = [RedisServer(extra_args=["--cluster-enabled", "yes", "--cluster-node-timeout", "2000"])
-                        for _ in range(nodes)]
+    def __init__(self, nodes: int = 3, extra_args: Sequence[str] = ()) -> None:
+        args = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000", *extra_args]
+        self.servers = [RedisServer(extra_args=args) for _ in range(nodes)]
+
+    def owner(self, key: str) -> RedisServer:
+        """The server whose slots hold `key` (slots are split evenly in server order)."""
+        per = 16384 // len(self.servers)
+        return self.servers[min(key_slot(key.encode()) // per, len(self.servers) - 1)]
 
     @property
     def url(self) -> str:

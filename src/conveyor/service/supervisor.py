@@ -88,6 +88,9 @@ class WorkerService:
             JobLogMiddleware(debug=settings.log_level.lower() == "debug"),
             MetricsMiddleware(self.metrics),
         )
+        durability = settings.durability()
+        if durability is not None:
+            app.durability = durability
         self.workers: dict[str, Worker] = {}
         self.watches: dict[str, QueueWatch] = {}
         for p in self.plan:
@@ -96,6 +99,9 @@ class WorkerService:
                 concurrency=p.concurrency,
                 lease_ms=settings.lease_ms,
                 stalled_interval_ms=settings.stalled_interval_ms,
+                max_stalls=settings.max_stalls,
+                max_lapses=settings.max_lapses,
+                no_handler_timeout_s=settings.no_handler_timeout_s,
                 shutdown_grace_s=settings.shutdown_grace_s,
                 worker_id=self.worker_id,
                 middleware=middleware,

@@ -173,7 +173,10 @@ class Worker:
         self._started = True
         for name in ("pump", *_LOOPS):
             self._spawn(name)
-        await self.queue._register()
+        try:
+            await self.queue._register()
+        except ConnectionFailedError as exc:  # the loops retry on their own; registration waits for the next add
+            logger.warning("queue %s: Redis not usable at start (%s); the worker keeps trying", self.queue.name, exc)
         warning = await eviction_policy_warning(self.queue.client)
         if warning:
             logger.warning("queue %s: %s", self.queue.name, warning)
