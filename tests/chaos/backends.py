@@ -16,7 +16,7 @@ from redis.crc import key_slot
 from conveyor import Queue
 from conveyor.redis.connection import RedisClient, connect
 from conveyor.testing import RedisClusterServers, RedisServer, free_port, server_binary
-from tests.chaos.proxy import ResettingProxy
+from tests.proxy import TcpProxy
 
 AOF = ["--appendonly", "yes", "--appendfsync", "always"]
 REPLICATION = ["--repl-diskless-sync-delay", "0"]  # a replica syncs at once, not after the 5 s default
@@ -24,18 +24,19 @@ DOWN_S = 1.0
 
 
 class Standalone:
-    """One server with its AOF, reached by the workers and the producer through a resetting proxy."""
+    """One server with its AOF, reached by the workers and the producer through the tests' TCP proxy
+    (tests/proxy.py), which resets every connection on demand."""
 
     name = "standalone"
 
     def __init__(self) -> None:
         self.server = RedisServer(extra_args=AOF)
-        self.proxy: ResettingProxy | None = None
+        self.proxy: TcpProxy | None = None
         self.restarts = 0
 
     async def start(self) -> None:
         await asyncio.to_thread(self.server.start)
-        self.proxy = await ResettingProxy("127.0.0.1", self.server.port).start()
+        self.proxy = TcpProxy(self.server.port).start()
 
     @property
     def worker_url(self) -> str:
@@ -50,7 +51,7 @@ class Standalone:
 
     def reset_connections(self) -> int:
         assert self.proxy is not None
-        return self.proxy.reset()
+        return self.proxy.reset_all()
 
     async def restart_server(self) -> None:
         """SIGKILL the server, keep it down a moment, start it again from its AOF on the same port."""
@@ -64,7 +65,7 @@ class Standalone:
 
     async def close(self) -> None:
         if self.proxy is not None:
-            await self.proxy.close()
+            await asyncio.to_thread(self.proxy.close)
         await asyncio.to_thread(self.server.close)
 
 
