@@ -9,6 +9,8 @@ import re
 import signal
 import subprocess
 import sys
+import threading
+import time
 from collections import Counter
 from dataclasses import dataclass, field
 from pathlib import Path
@@ -40,11 +42,13 @@ class WorkerFleet:
     def __init__(self, config: FleetConfig) -> None:
         self.config = config
         self.procs: list[subprocess.Popen[bytes]] = []
+        self.logs: dict[int, Path] = {}  # pid -> log file
         self.started = 0
         self.killed = 0
         self.paused = 0
         self.unexpected_exits: list[int] = []
         self._stopped: set[int] = set()
+        self._lock = threading.Lock()  # kills run in a thread; `check` must not see a slot mid-replacement
         config.logdir.mkdir(parents=True, exist_ok=True)
 
     def _env(self) -> dict[str, str]:
@@ -64,28 +68,40 @@ class WorkerFleet:
 
     def _spawn(self) -> subprocess.Popen[bytes]:
         self.started += 1
-        log = open(self.config.logdir / f"worker-{self.started}.log", "wb")  # noqa: SIM115 - the child owns it
-        with log:
-            return subprocess.Popen([sys.executable, "-m", "conveyor", "worker", APP], cwd=ROOT, env=self._env(),
+        path = self.config.logdir / f"worker-{self.started}.log"
+        with open(path, "wb") as log:
+            proc = subprocess.Popen([sys.executable, "-m", "conveyor", "worker", APP], cwd=ROOT, env=self._env(),
                                     stdin=subprocess.DEVNULL, stdout=log, stderr=subprocess.STDOUT)
+        self.logs[proc.pid] = path
+        return proc
 
     def start(self) -> None:
         self.procs = [self._spawn() for _ in range(self.config.size)]
 
     def check(self) -> None:
         """Replace any worker that exited by itself (counted: a worker should never die on its own)."""
-        for i, proc in enumerate(self.procs):
-            if i not in self._stopped and proc.poll() is not None:
-                self.unexpected_exits.append(proc.returncode)
-                self.procs[i] = self._spawn()
+        with self._lock:
+            for i, proc in enumerate(self.procs):
+                if i not in self._stopped and proc.poll() is not None:
+                    self.unexpected_exits.append(proc.returncode)
+                    self.procs[i] = self._spawn()
 
     def kill(self, i: int) -> None:
         """SIGKILL slot i and start a replacement at once."""
-        self.procs[i].kill()
-        self.procs[i].wait(30)
-        self._stopped.discard(i)
-        self.killed += 1
-        self.procs[i] = self._spawn()
+        with self._lock:
+            self.procs[i].kill()
+            self.procs[i].wait(30)
+            self._stopped.discard(i)
+            self.killed += 1
+            self.procs[i] = self._spawn()
+
+    def _running(self, proc: subprocess.Popen[bytes]) -> bool:
+        """The worker has started (its signal handlers are in place), or has exited."""
+        if proc.poll() is not None:
+            return True
+        with contextlib.suppress(OSError):
+            return '"worker started"' in self.logs[proc.pid].read_text(errors="replace")
+        return False
 
     def pause(self, i: int) -> None:
         if i not in self._stopped and self.procs[i].poll() is None:
@@ -104,8 +120,12 @@ class WorkerFleet:
             self.resume(i)
 
     def stop(self, timeout: float = 60.0) -> list[int]:
-        """SIGTERM every worker (graceful), SIGKILL what is left after `timeout`; the exit codes."""
+        """SIGTERM every worker (graceful) once it has started, SIGKILL what is left after `timeout`;
+        the exit codes (a replacement still importing would die of the signal's default action)."""
         self.resume_all()
+        deadline = time.monotonic() + timeout
+        while not all(self._running(p) for p in self.procs) and time.monotonic() < deadline:
+            time.sleep(0.1)
         for proc in self.procs:
             if proc.poll() is None:
                 proc.send_signal(signal.SIGTERM)
