@@ -52,11 +52,12 @@ class WorkerProcess:
     """A fresh `bench.worker_proc` subprocess (optionally under a profiler command prefix)."""
 
     def __init__(
-        self, url: str, queue: str, n: int, concurrency: int, prefix: list[str] | None = None
+        self, url: str, queue: str, n: int, concurrency: int, prefix: list[str] | None = None, durability: str = ""
     ) -> None:
         self.report_key = f"bench:report:{queue}"
         cmd = [*(prefix or []), sys.executable, "-m", "bench.worker_proc", "--url", url, "--queue", queue,
-               "--report-key", self.report_key, "--n", str(n), "--concurrency", str(concurrency)]
+               "--report-key", self.report_key, "--n", str(n), "--concurrency", str(concurrency),
+               "--durability", durability]
         self.t_spawn = time.time()
         self.proc = subprocess.Popen(cmd, cwd=ROOT, stdin=subprocess.DEVNULL)
         self.redis = syncredis.Redis.from_url(url, decode_responses=True)
@@ -96,8 +97,10 @@ def _specs(name: str, start: int, stop: int, options: JobOptions) -> list[JobSpe
     return [JobSpec(name, {"i": i}, options) for i in range(start, stop)]
 
 
-async def _enqueue_bulk(url: str, queue: str, name: str, n: int, options: JobOptions) -> float:
-    async with Queue(queue, redis=url) as q:
+async def _enqueue_bulk(url: str, queue: str, name: str, n: int, options: JobOptions, durability: str = "") -> float:
+    from bench.worker_proc import durability as parse_durability
+
+    async with Queue(queue, redis=url, durability=parse_durability(durability)) as q:
         await q.client.ping()
         t0 = time.perf_counter()
         for start in range(0, n, CHUNK):
@@ -141,12 +144,13 @@ def _wait_settled(url: str, queue: str, timeout: float = 120.0) -> float:
 
 
 def drain(url: str, *, mode: str = "noop", n: int = 20_000, concurrency: int = 100,
-          result_ttl: float | None = 0, prefix: list[str] | None = None) -> dict[str, Any]:
-    """Bulk-enqueue N jobs, then one fresh worker process drains them."""
+          result_ttl: float | None = 0, prefix: list[str] | None = None, durability: str = "") -> dict[str, Any]:
+    """Bulk-enqueue N jobs, then one fresh worker process drains them (`durability`: '' (none),
+    'replicas=N' or 'aof', for both the enqueue and the worker's outcomes)."""
     queue = qname(mode)
     options = JobOptions(result_ttl=result_ttl)
-    enqueue_rate = _run(_enqueue_bulk(url, queue, mode, n, options))
-    worker = WorkerProcess(url, queue, n, concurrency, prefix)
+    enqueue_rate = _run(_enqueue_bulk(url, queue, mode, n, options, durability))
+    worker = WorkerProcess(url, queue, n, concurrency, prefix, durability)
     try:
         rep = worker.wait_report("done", 600)
         t_settled = _wait_settled(url, queue)
@@ -226,6 +230,29 @@ def memory(n: int = 1_000_000, payload_bytes: int = 200, server_args: tuple[str,
         }
         return {"redis_bytes_per_job": (after - before) / n, "redis_used_delta_mb": (after - before) / 2**20,
                 "memory_breakdown": usage}
+
+
+def durable(n: int = 20_000) -> dict[str, Any]:
+    """The cost of durable acknowledgement: bulk enqueue and drain with and without it, on the same
+    servers: a primary with one replica (WAIT 1), and a Valkey with appendonly yes, appendfsync
+    everysec (WAITAOF 1 0)."""
+    from conveyor.embedded.config import server_binary as valkey_binary
+    from conveyor.testing import RedisServer
+
+    out: dict[str, Any] = {}
+    with RedisServer() as primary, RedisServer() as replica:
+        with syncredis.Redis(port=replica.port, decode_responses=True) as r:
+            r.replicaof("127.0.0.1", primary.port)
+            while r.info("replication").get("master_link_status") != "up":
+                time.sleep(0.05)
+        for label, spec in (("plain", ""), ("replica", "replicas=1")):
+            res = drain(primary.url, n=n, durability=spec)
+            out[f"{label}_enqueue_per_s"], out[f"{label}_drain_per_s"] = res["enqueue_bulk_per_s"], res["settled_rate"]
+    with RedisServer(binary=valkey_binary(), extra_args=["--appendonly", "yes", "--appendfsync", "everysec"]) as aof:
+        for label, spec in (("aof_plain", ""), ("aof", "aof")):
+            res = drain(aof.url, n=n, durability=spec)
+            out[f"{label}_enqueue_per_s"], out[f"{label}_drain_per_s"] = res["enqueue_bulk_per_s"], res["settled_rate"]
+    return out
 
 
 def environment() -> dict[str, Any]:

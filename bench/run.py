@@ -2,6 +2,7 @@
 
     python -m bench.run             # every figure, median of 3 runs (about 5-8 minutes)
     python -m bench.run --quick     # one run of bulk enqueue, single add and drain (under a minute)
+    python -m bench.run --durable-only  # the cost of durable acknowledgement (replica, AOF)
 
 Starts its own redis-server on a free port (conveyor.testing.RedisServer, the same binary the peer
 benchmarks in /work/shared/bench/peers use) and a fresh worker process for every run.
@@ -40,6 +41,15 @@ ROWS = [
     ("worker_rss_mb", "Worker RSS after the drain", "MB", "<= 80"),
     ("redis_bytes_per_job", "Redis memory per waiting job (1,000,000 x 200-byte payload), server defaults",
      "bytes", "<= 600"),
+    ("plain_enqueue_per_s", "Bulk enqueue, primary with one replica, no durable ack", "jobs/s", "-"),
+    ("replica_enqueue_per_s", "... same, each chunk acknowledged by the replica (`Durability(replicas=1)`)", "jobs/s",
+     "-"),
+    ("plain_drain_per_s", "Drain until recorded, primary with one replica, no durable ack", "jobs/s", "-"),
+    ("replica_drain_per_s", "... same, each trip's outcomes acknowledged by the replica", "jobs/s", "-"),
+    ("aof_plain_enqueue_per_s", "Bulk enqueue, Valkey appendonly everysec, no durable ack", "jobs/s", "-"),
+    ("aof_enqueue_per_s", "... same, each chunk waits for the AOF fsync (`Durability(aof=True)`)", "jobs/s", "-"),
+    ("aof_plain_drain_per_s", "Drain until recorded, Valkey appendonly everysec, no durable ack", "jobs/s", "-"),
+    ("aof_drain_per_s", "... same, each trip's outcomes wait for the AOF fsync", "jobs/s", "-"),
     ("redis_bytes_per_job_listpack", "... same, with `hash-max-listpack-value 1024` (recommended; embedded server)",
      "bytes", "<= 600"),
 ]
@@ -78,6 +88,8 @@ def collect(url: str, runs: int, quick: bool) -> dict[str, list[Any]]:
     keep(repeat(runs, "io", lambda: measure.drain(url, mode="io", n=2000)), {"rate": "io_bound_per_s"})
     keep(repeat(runs, "latency", lambda: measure.latency(url)),
          {"pickup_p50_ms": "pickup_p50_ms", "pickup_p99_ms": "pickup_p99_ms"})
+    durable = repeat(runs, "durable ack", measure.durable)
+    keep(durable, {k: k for k in durable[0]})
     mem = repeat(runs, "memory", measure.memory)
     keep(mem, {"redis_bytes_per_job": "redis_bytes_per_job"})
     raw["_memory_breakdown"] = [m["memory_breakdown"] for m in mem]
@@ -105,12 +117,19 @@ def main() -> None:
     ap.add_argument("--quick", action="store_true", help="one run of the first three figures only")
     ap.add_argument("--runs", type=int, default=None, help="repetitions per figure (default 3, quick 1)")
     ap.add_argument("--out", type=Path, default=RESULTS)
+    ap.add_argument("--durable-only", action="store_true", help="only the durable-acknowledgement figures")
     a = ap.parse_args()
     runs = a.runs or (1 if a.quick else 3)
     env_before = measure.environment()
     started = time.time()
-    with RedisServer() as server:
-        raw = collect(server.url, runs, a.quick)
+    if a.durable_only:
+        raw = {}
+        for res in repeat(runs, "durable ack", measure.durable):
+            for key, value in res.items():
+                raw.setdefault(key, []).append(value)
+    else:
+        with RedisServer() as server:
+            raw = collect(server.url, runs, a.quick)
     breakdown = raw.pop("_memory_breakdown", None)
     medians = {k: statistics.median(v) for k, v in raw.items() if v}
     results: dict[str, Any] = {k: (round(medians[k], 2) if k in medians else None) for k in REQUIRED}
@@ -125,7 +144,8 @@ def main() -> None:
         "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime(started)),
         "duration_s": round(time.time() - started, 1),
     }
-    a.out.write_text(json.dumps(results, indent=2) + "\n")
+    if not a.durable_only:  # a partial run does not replace the recorded figures
+        a.out.write_text(json.dumps(results, indent=2) + "\n")
     m = env_before
     print(table(medians, raw))
     kind = f"Quick run ({runs} repetition(s), first figures only)" if a.quick else f"Median of {runs} runs"

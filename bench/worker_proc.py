@@ -15,7 +15,7 @@ import signal
 import time
 from typing import Any
 
-from conveyor import JobContext, Queue, Worker
+from conveyor import Durability, JobContext, Queue, Worker
 
 IO_SLEEP_S = 0.05
 
@@ -74,8 +74,17 @@ def handlers(tally: Tally) -> dict[str, Any]:
     return {"noop": noop, "io": io, "lat": lat}
 
 
+def durability(spec: str) -> Durability | None:
+    """'' (none), 'replicas=N' or 'aof'."""
+    if not spec:
+        return None
+    if spec == "aof":
+        return Durability(aof=True)
+    return Durability(replicas=int(spec.removeprefix("replicas=")))
+
+
 async def serve(args: argparse.Namespace) -> None:
-    queue = Queue(args.queue, redis=args.url)
+    queue = Queue(args.queue, redis=args.url, durability=durability(args.durability))
     tally = Tally(args.n, queue, args.report_key)
     # BENCH_BATCH overrides the claim batch size (default: the concurrency), for experiments only.
     batch = int(os.environ.get("BENCH_BATCH", "0")) or None
@@ -97,6 +106,7 @@ def main() -> None:
     ap.add_argument("--report-key", required=True)
     ap.add_argument("--n", type=int, required=True)
     ap.add_argument("--concurrency", type=int, default=100)
+    ap.add_argument("--durability", default="", help="'' (none), 'replicas=N' or 'aof'")
     args = ap.parse_args()
     try:
         import uvloop

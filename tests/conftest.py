@@ -8,13 +8,44 @@ import time
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
+from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conveyor import Queue, Worker
+from conveyor.embedded.state import ServerState, process_alive
 from conveyor.redis.connection import RedisClient, connect
 from conveyor.testing import RedisClusterServers, RedisServer
+
+CHECKOUT_STATE = Path(__file__).resolve().parents[1] / ".conveyor" / "data" / "embedded.json"
+_CHECKOUT_KEY = pytest.StashKey[tuple[int, str] | None]()
+
+
+def _checkout_server() -> tuple[int, str] | None:
+    """(pid, run id) of an embedded server running for the checkout itself, if any."""
+    state = ServerState.load(CHECKOUT_STATE)
+    if state is None or not process_alive(state.pid, state.start_time):
+        return None
+    return state.pid, state.run_id
+
+
+def pytest_sessionstart(session: pytest.Session) -> None:
+    if not hasattr(session.config, "workerinput"):  # the controller (or a run without xdist)
+        session.config.stash[_CHECKOUT_KEY] = _checkout_server()
+
+
+def pytest_sessionfinish(session: pytest.Session, exitstatus: int) -> None:
+    """The suite must not leave an embedded server running in the checkout (a `make up` the
+    developer started before the run is theirs, and stays)."""
+    if hasattr(session.config, "workerinput"):
+        return
+    after = _checkout_server()
+    if after is not None and after != session.config.stash.get(_CHECKOUT_KEY, None):
+        session.config.get_terminal_writer().line(
+            f"error: the test run left an embedded server running in the checkout (pid {after[0]})", red=True
+        )
+        session.exitstatus = pytest.ExitCode.TESTS_FAILED
 
 
 @pytest.fixture(scope="session")
@@ -53,6 +84,26 @@ async def client(backend_url: str) -> AsyncIterator[RedisClient]:
     c = connect(backend_url)
     yield c
     await c.aclose()
+
+
+@pytest.fixture
+async def plain_client(redis_url: str) -> AsyncIterator[RedisClient]:
+    """A client of the standalone server only (tests that are not part of the behaviour suite)."""
+    c = connect(redis_url)
+    yield c
+    await c.aclose()
+
+
+@pytest.fixture(scope="module")
+def up_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
+    """`conveyor up` running in a fresh project directory, shared by a module's tests."""
+    from tests.cli.project import UpProject
+
+    up = UpProject(tmp_path_factory.mktemp("project"))
+    try:
+        yield up
+    finally:
+        up.stop()
 
 
 @pytest.fixture

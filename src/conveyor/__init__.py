@@ -1,7 +1,7 @@
 """Conveyor: a Redis/Valkey-backed background-job system for Python services."""
 
 from conveyor.app import Conveyor, QueueConfig, Task
-from conveyor.backoff import Custom, Exponential, Fixed
+from conveyor.backoff import BackoffPolicies, Exponential, Fixed, Named
 from conveyor.errors import (
     ConfigurationError,
     ConnectionFailedError,
@@ -36,11 +36,11 @@ from conveyor.worker import JobContext, JobOutcome, OutcomeKind, Worker, WorkerS
 __version__ = "0.1.0"
 
 __all__ = [
-    "TERMINAL", "ConfigurationError", "ConnectionFailedError", "Conveyor", "ConveyorError", "Custom",
+    "TERMINAL", "BackoffPolicies", "ConfigurationError", "ConnectionFailedError", "Conveyor", "ConveyorError",
     "Durability", "DurabilityError", "Event", "Exponential", "Fixed", "IdempotencyConflictError",
     "InvalidJobError", "InvalidOptionError", "InvalidStateError", "Job", "JobCancelledError", "JobContext",
     "JobFailedError", "JobInterrupted", "JobNotFoundError", "JobOptions", "JobOutcome", "JobRecord",
-    "JobSpec", "JobState", "JobTimeoutError", "LeaseLostError", "Middleware", "OutcomeKind", "Page",
+    "JobSpec", "JobState", "JobTimeoutError", "LeaseLostError", "Middleware", "Named", "OutcomeKind", "Page",
     "PayloadTooLargeError", "PayloadValidationError", "Queue", "QueueConfig", "QueueNotEmptyError",
     "RateLimited", "Retention", "Retry", "SerializationError", "Task", "Unrecoverable", "Worker",
     "WorkerStats", "__version__",

@@ -11,11 +11,13 @@ from typing import Any, Generic, TypeVar
 from pydantic import TypeAdapter, ValidationError
 
 from conveyor.alerts.rules import RuleBase, parse_rule
+from conveyor.backoff import BackoffFunction, BackoffPolicies, Named
+from conveyor.discovery import resolve_redis_url
 from conveyor.errors import ConfigurationError, InvalidOptionError, PayloadValidationError, Unrecoverable
 from conveyor.job import Job
 from conveyor.middleware import Middleware
 from conveyor.options import JobOptions, JobSpec
-from conveyor.queue import Queue, resolve_redis_url
+from conveyor.queue import Queue
 from conveyor.redis.connection import RedisClient, connect
 from conveyor.redis.durability import Durability
 from conveyor.schedules.declare import declare, interval_seconds
@@ -145,6 +147,7 @@ class Conveyor:
         self._client: RedisClient | None = None
         self._queues: dict[str, Queue] = {}
         self.schedules: dict[str, Schedule] = {}
+        self.backoffs = BackoffPolicies()
         self.alerts: dict[str, RuleBase] = {}
 
     @property
@@ -203,6 +206,11 @@ class Conveyor:
 
         return register(fn) if fn is not None else register
 
+    def backoff_policy(self, name: str, fn: BackoffFunction) -> Named:
+        """Register `fn(attempt, error) -> seconds` as backoff policy `name`; pass the returned `Named`
+        as `backoff=`. Jobs store only the name, and this app's workers run only registered functions."""
+        return self.backoffs.register(name, fn)
+
     def cron(self, expression: str, **options: Any) -> Callable[[Callable[..., Any]], Task[Any]]:
         """Declare a task that runs on a cron schedule: `@app.cron("0 3 * * *", tz="Europe/Madrid")`
         (options as for `task`, plus id, data, start, end, missed, catch_up_cap, paused)."""
@@ -258,6 +266,7 @@ class Conveyor:
             raise ConfigurationError(f"queue {queue!r} is not declared by this app")
         options.setdefault("concurrency", self.queue_configs[queue].concurrency)
         options.setdefault("middleware", self.middleware)
+        options.setdefault("backoffs", self.backoffs)
         return Worker(self.queue(queue), self.handlers(queue), **options)
 
     async def close(self) -> None:

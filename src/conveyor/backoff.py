@@ -1,20 +1,24 @@
 """Backoff policies: how long a failed attempt waits before the next one.
 
-Policies are stored with the job as JSON, so any worker process can apply them. A callable policy is
-stored by reference (`module:qualname`) and imported by the worker, so it must be importable there.
+Policies are stored with the job as JSON data, so any worker process can apply them. Options come
+from callers, HTTP bodies, schedules and Redis, so they are data and never code: a policy written as
+a function is registered by the application under a name (`app.backoff_policy(name, fn)`), the job
+stores only `{"type": "named", "name": ...}`, and a worker runs only functions its own application
+registered. Nothing read from a job is ever imported.
 """
 
 from __future__ import annotations
 
-import importlib
 import random
-from collections.abc import Callable, Mapping
+import re
+from collections.abc import Callable, Iterator, Mapping
 from dataclasses import dataclass
 from typing import Any
 
-from conveyor.errors import InvalidOptionError
+from conveyor.errors import ConfigurationError, InvalidOptionError
 
 BackoffFunction = Callable[[int, BaseException | None], float]
+POLICY_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$")
 
 
 @dataclass(frozen=True, slots=True)
@@ -51,40 +55,53 @@ class Exponential:
 
 
 @dataclass(frozen=True, slots=True)
-class Custom:
-    """A function `(attempt, error) -> seconds`, referenced as `module:qualname`."""
+class Named:
+    """A policy the application registered under `name` (`app.backoff_policy`); only the name is stored."""
 
-    ref: str
+    name: str
 
-    @classmethod
-    def of(cls, fn: BackoffFunction) -> Custom:
-        module = getattr(fn, "__module__", None)
-        qualname = getattr(fn, "__qualname__", "")
-        if not module or "<" in qualname:
+    def __post_init__(self) -> None:
+        if not isinstance(self.name, str) or not POLICY_NAME.match(self.name):
             raise InvalidOptionError(
-                "a backoff function must be a module-level function so workers can import it "
-                f"(got {fn!r})"
+                f"backoff policy name {self.name!r}: 1-100 letters, digits, '.', '_', ':' or '-'"
             )
-        return cls(f"{module}:{qualname}")
-
-    def resolve(self) -> BackoffFunction:
-        module_name, _, qualname = self.ref.partition(":")
-        obj: Any = importlib.import_module(module_name)
-        for part in qualname.split("."):
-            obj = getattr(obj, part)
-        if not callable(obj):
-            raise InvalidOptionError(f"backoff reference {self.ref!r} is not callable")
-        return obj  # type: ignore[no-any-return]
-
-    def seconds(self, attempt: int, error: BaseException | None = None) -> float:
-        value = float(self.resolve()(attempt, error))
-        return max(0.0, value)
 
     def to_json(self) -> dict[str, Any]:
-        return {"type": "callable", "ref": self.ref}
+        return {"type": "named", "name": self.name}
 
 
-Backoff = Fixed | Exponential | Custom
+Backoff = Fixed | Exponential | Named
+
+
+class BackoffPolicies:
+    """The named backoff functions one application declares; workers resolve names only here."""
+
+    def __init__(self) -> None:
+        self._functions: dict[str, BackoffFunction] = {}
+
+    def register(self, name: str, fn: BackoffFunction) -> Named:
+        ref = Named(name)
+        if not callable(fn):
+            raise ConfigurationError(f"backoff policy {name!r} must be a function (attempt, error) -> seconds")
+        if name in self._functions and self._functions[name] is not fn:
+            raise ConfigurationError(f"backoff policy {name!r} is registered twice")
+        self._functions[name] = fn
+        return ref
+
+    def __contains__(self, name: object) -> bool:
+        return isinstance(name, str) and name in self._functions
+
+    def __iter__(self) -> Iterator[str]:
+        return iter(self._functions)
+
+    def seconds(self, policy: Backoff, attempt: int, error: BaseException | None = None) -> float:
+        """The wait `policy` asks for; a Named policy must be registered here (else InvalidOptionError)."""
+        if not isinstance(policy, Named):
+            return policy.seconds(attempt, error)
+        fn = self._functions.get(policy.name)
+        if fn is None:
+            raise InvalidOptionError(f"no backoff policy named {policy.name!r} is registered by this application")
+        return max(0.0, float(fn(attempt, error)))
 
 
 def _non_negative(name: str, value: Any) -> float:
@@ -93,37 +110,51 @@ def _non_negative(name: str, value: Any) -> float:
     return float(value)
 
 
+_CODE_REFUSED = (
+    "a backoff is data, never code: register the function with app.backoff_policy(name, fn) and pass the "
+    "Named policy it returns (stored as {'type': 'named', 'name': ...})"
+)
+
+
 def parse_backoff(value: Any) -> Backoff:
-    """Accepts seconds (fixed), 'exponential', a mapping with 'type', a Backoff or a function."""
-    if isinstance(value, Fixed | Exponential | Custom):
+    """Accepts seconds (fixed), 'exponential', a mapping with 'type' or a Backoff; refuses functions."""
+    if isinstance(value, Fixed | Exponential | Named):
         return value
     if isinstance(value, int | float) and not isinstance(value, bool):
         return Fixed(_non_negative("delay", value))
     if value == "exponential":
         return Exponential()
     if isinstance(value, Mapping):
-        kind = value.get("type")
-        rest = {k: v for k, v in value.items() if k != "type"}
-        if kind == "fixed":
-            if set(rest) != {"delay"}:
-                raise InvalidOptionError("fixed backoff takes exactly {'type': 'fixed', 'delay': seconds}")
-            return Fixed(_non_negative("delay", rest["delay"]))
-        if kind == "exponential":
-            unknown = set(rest) - {"base", "factor", "max", "jitter"}
-            if unknown:
-                raise InvalidOptionError(f"unknown exponential backoff keys: {sorted(unknown)}")
-            factor = _non_negative("factor", rest.get("factor", 2.0))
-            if factor < 1:
-                raise InvalidOptionError("exponential backoff factor must be >= 1")
-            return Exponential(
-                base=_non_negative("base", rest.get("base", 1.0)),
-                factor=factor,
-                max=_non_negative("max", rest.get("max", 3600.0)),
-                jitter=bool(rest.get("jitter", True)),
-            )
-        if kind == "callable" and isinstance(rest.get("ref"), str) and set(rest) == {"ref"}:
-            return Custom(rest["ref"])
-        raise InvalidOptionError(f"unknown backoff {dict(value)!r}")
+        return _from_mapping(value)
     if callable(value):
-        return Custom.of(value)
-    raise InvalidOptionError(f"unknown backoff {value!r}: use seconds, 'exponential', a mapping or a function")
+        raise InvalidOptionError(_CODE_REFUSED)
+    raise InvalidOptionError(f"unknown backoff {value!r}: use seconds, 'exponential', a mapping or a Named policy")
+
+
+def _from_mapping(value: Mapping[str, Any]) -> Backoff:
+    kind = value.get("type")
+    rest = {k: v for k, v in value.items() if k != "type"}
+    if kind == "fixed":
+        if set(rest) != {"delay"}:
+            raise InvalidOptionError("fixed backoff takes exactly {'type': 'fixed', 'delay': seconds}")
+        return Fixed(_non_negative("delay", rest["delay"]))
+    if kind == "exponential":
+        unknown = set(rest) - {"base", "factor", "max", "jitter"}
+        if unknown:
+            raise InvalidOptionError(f"unknown exponential backoff keys: {sorted(unknown)}")
+        factor = _non_negative("factor", rest.get("factor", 2.0))
+        if factor < 1:
+            raise InvalidOptionError("exponential backoff factor must be >= 1")
+        return Exponential(
+            base=_non_negative("base", rest.get("base", 1.0)),
+            factor=factor,
+            max=_non_negative("max", rest.get("max", 3600.0)),
+            jitter=bool(rest.get("jitter", True)),
+        )
+    if kind == "named":
+        if set(rest) != {"name"}:
+            raise InvalidOptionError("a named backoff is exactly {'type': 'named', 'name': policy}")
+        return Named(rest["name"])
+    if kind == "callable":
+        raise InvalidOptionError(_CODE_REFUSED)
+    raise InvalidOptionError(f"unknown backoff type {str(kind)[:50]!r}: use fixed, exponential or named")

@@ -77,6 +77,21 @@ class QueueNotEmptyError(ConveyorError):
     """Obliterate refused because jobs are active; pass force=True to override."""
 
 
+class ServerNotFoundError(ConfigurationError):
+    """No REDIS_URL and no running embedded server in the project directory (see conveyor.discovery)."""
+
+
+class MissingExtraError(ConveyorError, ImportError):
+    """A feature needs an optional extra that is not installed (`pip install 'conveyor[<extra>]'`)."""
+
+    def __init__(self, feature: str, extra: str, missing: str) -> None:
+        super().__init__(f"{feature} needs the {extra!r} extra ({missing} is not installed): "
+                         f"pip install 'conveyor[{extra}]'")
+        self.feature = feature
+        self.extra = extra
+        self.missing = missing
+
+
 class ConnectionFailedError(ConveyorError, ConnectionError):
     """Redis/Valkey could not be reached or cannot serve now (see `conveyor.redis.faults`). The call
     may or may not have taken effect on the server."""
@@ -87,8 +102,9 @@ class DurabilityError(ConnectionFailedError):
     queue's durability asks for, within its timeout: it may be lost if the primary fails now."""
 
 
-class ScriptInputError(ConveyorError, ValueError):
-    """A script refused its arguments before writing anything (a value out of range reached Redis)."""
+class ScriptInputError(InvalidJobError):
+    """A script refused its arguments before writing anything: a value out of range reached Redis
+    (for an enqueue, a job that cannot be enqueued as given; the API answers 422)."""
 
     def __init__(self, script: str, position: int, reason: str) -> None:
         super().__init__(f"{script}: {reason} (refused, nothing written)")
@@ -169,6 +185,10 @@ class JobTimeoutError(ConveyorError, TimeoutError):
 
 class UnsafeURLError(ConveyorError, ValueError):
     """A URL a handler was asked to reach is refused by the SSRF guard (scheme or resolved address)."""
+
+
+class NameResolutionError(ConveyorError, OSError):
+    """A host name could not be resolved just now (a temporary DNS failure such as EAI_AGAIN): retried."""
 
 
 # --------------------------------------------------------------------------- schedules

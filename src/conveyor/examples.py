@@ -1,29 +1,38 @@
 """The example application `conveyor up` serves when given no APP: tasks that do real work with no
 external account, so a newcomer can enqueue a job with curl and watch it finish.
 
-Queues: `default` (echo, a ping for smoke checks), `web` (fetch a URL and summarise it), `docs`
+Queues: `default` (echo, a ping for smoke checks), `web` (fetch a public URL through the SSRF guard
+and summarise it), `docs`
 (render Markdown to HTML) and `reports` (statistics over CSV text); plus the built-in handlers on
 `ai`, `webhooks`, `email`, `documents` and the `examples.study_pack` pipeline (see docs/handlers.md).
 """
 
 from __future__ import annotations
 
+import asyncio
 import csv
 import io
 import statistics
 import time
 from typing import Annotated, Any
 
-import httpx
 from markdown_it import MarkdownIt
 from pydantic import BaseModel, Field, HttpUrl
 
 from conveyor import Conveyor, JobContext, Unrecoverable
 from conveyor.handlers.examples import install_examples
+from conveyor.handlers.http import transfer_errors_as_signals
+from conveyor.handlers.ssrf import guarded_client, send_following
 
 app = Conveyor(name="conveyor-examples")
+# The built-in handlers (AI generation, signed webhooks, email, document text) and a pipeline that
+# uses all four (`examples.study_pack`); they read their providers, endpoints and SMTP server from
+# settings (docs/handlers.md) and fail with a clear, non-retried error while those are not set. Their
+# SSRF guard also checks every request of `web.fetch_url`.
+handlers = install_examples(app)
 
 MAX_FETCH_BYTES = 5 * 1024 * 1024
+MAX_REDIRECTS = 5
 MAX_TEXT_CHARS = 256 * 1024
 SHOWN_HEADERS = ("content-type", "content-length", "server", "last-modified", "etag", "cache-control")
 
@@ -65,13 +74,17 @@ def _title(body: bytes, content_type: str) -> str | None:
 
 
 async def fetch_url(ctx: JobContext, request: FetchRequest) -> FetchSummary:
-    """GET a URL (following redirects, at most 5 MiB read) and summarise its size and headers."""
+    """GET a URL through the SSRF guard (public addresses only unless CONVEYOR_WEBHOOK_ALLOW_HOSTS says
+    otherwise, every redirect re-checked, no proxies from the environment), read at most 5 MiB, and
+    summarise its size and headers."""
     started = time.monotonic()
     size, truncated = 0, False
     head = bytearray()
-    async with httpx.AsyncClient(follow_redirects=True, timeout=request.timeout_s) as client:
-        try:
-            async with client.stream("GET", str(request.url)) as response:
+    url = str(request.url)
+    with transfer_errors_as_signals(request.timeout_s, timed_out="no answer within", failed="fetch failed"):
+        async with asyncio.timeout(request.timeout_s), guarded_client(handlers.guard, request.timeout_s) as client:
+            response, hops = await send_following(client, "GET", url, max_redirects=MAX_REDIRECTS)
+            try:
                 async for chunk in response.aiter_bytes():
                     size += len(chunk)
                     if len(head) < 65536:
@@ -79,12 +92,12 @@ async def fetch_url(ctx: JobContext, request: FetchRequest) -> FetchSummary:
                     if size > MAX_FETCH_BYTES:
                         truncated = True
                         break
-        except httpx.InvalidURL as exc:
-            raise Unrecoverable(f"invalid URL: {exc}") from None
+            finally:
+                await response.aclose()
     headers = {k: v for k, v in response.headers.items() if k.lower() in SHOWN_HEADERS}
     await ctx.log(f"fetched {size} bytes with status {response.status_code}")
     return FetchSummary(
-        url=str(request.url), final_url=str(response.url), status=response.status_code, bytes=size,
+        url=url, final_url=hops[-1] if hops else url, status=response.status_code, bytes=size,
         truncated=truncated, elapsed_ms=round((time.monotonic() - started) * 1000, 1), headers=headers,
         title=_title(bytes(head), response.headers.get("content-type", "")),
     )
@@ -175,8 +188,3 @@ echo_task = app.task(echo, queue="default")
 fetch_url_task = app.task(fetch_url, queue="web", concurrency=20, attempts=3, timeout=60)
 render_markdown_task = app.task(render_markdown, queue="docs")
 csv_report_task = app.task(csv_report, queue="reports")
-
-# The built-in handlers (AI generation, signed webhooks, email, document text) and a pipeline that
-# uses all four (`examples.study_pack`); they read their providers, secrets and SMTP server from
-# settings (docs/handlers.md) and fail with a clear, non-retried error while those are not set.
-handlers = install_examples(app)

@@ -2,7 +2,6 @@
 
 from __future__ import annotations
 
-import os
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from datetime import datetime
@@ -10,8 +9,8 @@ from typing import Any
 
 from conveyor import codec
 from conveyor.backoff import Backoff, parse_backoff
+from conveyor.discovery import resolve_redis_url
 from conveyor.errors import (
-    ConfigurationError,
     IdempotencyConflictError,
     InvalidJobError,
     InvalidOptionError,
@@ -55,13 +54,6 @@ class Retention:
     completed_max_age_s: float | None = 86_400.0
     failed_max_count: int | None = None
     failed_max_age_s: float | None = None
-
-
-def resolve_redis_url(url: str | None) -> str:
-    url = url or os.environ.get("REDIS_URL")
-    if not url:
-        raise ConfigurationError("no Redis URL: pass redis=... or set REDIS_URL")
-    return url
 
 
 def check_job_name(name: str) -> str:

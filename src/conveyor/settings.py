@@ -31,9 +31,10 @@ class Settings:
     log_format: str = _setting(
         "CONVEYOR_LOG_FORMAT", "auto (colours on a terminal, JSON otherwise), json or console.", "auto"
     )
-    data_dir: str = _setting(
-        "CONVEYOR_DATA_DIR", "Data directory of the embedded Valkey used when REDIS_URL is unset.",
-        ".conveyor/data",
+    data_dir: str | None = _setting(
+        "CONVEYOR_DATA_DIR",
+        "Data directory of the embedded Valkey used when REDIS_URL is unset (default: .conveyor/data "
+        "of the project directory, the nearest one upwards that holds .conveyor/, else of this one).",
     )
     fsync: str = _setting(
         "CONVEYOR_FSYNC", "AOF fsync of the embedded Valkey: everysec (default) or always (no loss at all).",
@@ -76,13 +77,15 @@ class Settings:
     ai_max_input_chars: int = _setting(
         "CONVEYOR_AI_MAX_INPUT_CHARS", "Largest prompt (all messages) an AI task accepts.", 200_000
     )
-    webhook_secrets: str | None = _setting(
-        "CONVEYOR_WEBHOOK_SECRETS",
-        'Signing secrets per endpoint: JSON {"<url, origin, host or *>": "<secret>"}.',
+    webhook_endpoints: str | None = _setting(
+        "CONVEYOR_WEBHOOK_ENDPOINTS",
+        'Webhook endpoints jobs may name, each with its URL and signing secret: JSON '
+        '{"<name>": {"url": "https://...", "secret_env": "<VAR holding whsec_...>"}}.',
     )
     webhook_allow_hosts: str = _setting(
         "CONVEYOR_WEBHOOK_ALLOW_HOSTS",
-        "Comma-separated hosts, IPs or CIDRs that webhooks and document URLs may reach although private.",
+        "Comma-separated hosts, IPs or CIDRs that webhooks, document URLs and the example fetch task may "
+        "reach although private.",
         "",
     )
     webhook_timeout_s: float = _setting("CONVEYOR_WEBHOOK_TIMEOUT_S", "Timeout of one webhook request.", 15.0)

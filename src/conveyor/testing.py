@@ -110,9 +110,9 @@ class RedisServer:
 class RedisClusterServers:
     """A three-primary Cluster on free ports, slots split evenly, ready when `cluster_state:ok`."""
 
-    def __init__(self, nodes: int = 3, extra_args: Sequence[str] = ()) -> None:
+    def __init__(self, nodes: int = 3, extra_args: Sequence[str] = (), binary: str | None = None) -> None:
         args = ["--cluster-enabled", "yes", "--cluster-node-timeout", "2000", *extra_args]
-        self.servers = [RedisServer(extra_args=args) for _ in range(nodes)]
+        self.servers = [RedisServer(extra_args=args, binary=binary) for _ in range(nodes)]
 
     def owner(self, key: str) -> RedisServer:
         """The server whose slots hold `key` (slots are split evenly in server order)."""

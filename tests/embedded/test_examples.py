@@ -10,8 +10,9 @@ from typing import Any
 
 import pytest
 
-from conveyor import JobState, PayloadValidationError, Queue, Worker
+from conveyor import JobState, PayloadValidationError, Queue, Worker, examples
 from conveyor.examples import app, csv_report_task, echo_task, fetch_url_task, render_markdown_task
+from conveyor.handlers.ssrf import AllowList, SsrfGuard
 from conveyor.redis.connection import RedisClient, connect
 from tests.conftest import running
 
@@ -77,8 +78,10 @@ async def test_echo_returns_its_data(rclient: RedisClient, qname: str) -> None:
 
 
 async def test_fetch_url_summarises_size_and_headers(
-    rclient: RedisClient, qname: str, http_site: str
+    rclient: RedisClient, qname: str, http_site: str, monkeypatch: pytest.MonkeyPatch
 ) -> None:
+    # The task goes through the SSRF guard, which refuses loopback unless allow-listed.
+    monkeypatch.setattr(examples.handlers, "guard", SsrfGuard(AllowList.parse("127.0.0.1")))
     result = await run_task(rclient, qname, fetch_url_task, {"url": f"{http_site}/moved"})
     assert result["status"] == 200 and result["bytes"] == len(PAGE) and not result["truncated"]
     assert result["final_url"] == f"{http_site}/page"

@@ -168,16 +168,21 @@ def test_bad_settings_are_rejected_before_anything_starts(tmp_path: Path) -> Non
     assert not (tmp_path / "data").exists()
 
 
-def test_any_redis_command_uses_the_embedded_server_when_redis_url_is_unset(data_dir: Path) -> None:
+def test_commands_use_the_running_embedded_server_and_never_start_one(
+    data_dir: Path, holders: list[Holder]
+) -> None:
     env = clean_env(data_dir)
+    refused = subprocess.run([sys.executable, "-m", "conveyor", "keys", "list"],
+                             env=env, capture_output=True, text=True, timeout=60)
+    assert refused.returncode != 0 and "is not running" in refused.stderr and "REDIS_URL" in refused.stderr
+    assert not (data_dir / "embedded.json").exists()  # nothing was started
+    holders.append(holder := Holder(data_dir))  # the server `conveyor up` would run
     made = subprocess.run([sys.executable, "-m", "conveyor", "keys", "create", "ci", "-s", "read"],
                           env=env, capture_output=True, text=True, timeout=60, check=True)
     key_id = made.stdout.strip().split("_")[1]
-    assert not (data_dir / "embedded.json").exists()  # the last (only) user stopped it on exit
-    listed = subprocess.run([sys.executable, "-m", "conveyor", "keys", "list"],
-                            env=env, capture_output=True, text=True, timeout=60, check=True)
-    assert f"{key_id}  ci  scopes=read" in listed.stdout  # kept in the AOF across the restart
-    assert not (data_dir / "embedded.json").exists()
+    with client(holder.info["url"]) as c:
+        assert c.hget(f"cv:{{auth}}:key:{key_id}", "name") == "ci"
+    assert holder.release() is True  # the command took no lease of its own
 
 
 def test_a_forked_child_cannot_release_its_parents_lease(config: EmbeddedConfig) -> None:

@@ -12,7 +12,7 @@ from conveyor import Conveyor
 from conveyor.handlers.ai import Provider
 from tests.handlers.servers import ChatServer, Receiver, SmtpServer
 
-SECRET = "whsec_test_secret"
+SECRET = "whsec_Y29udmV5b3ItdGVzdC1zZWNyZXQtMzItYnl0ZXMhISE="  # 32 bytes, base64
 
 
 @pytest.fixture
@@ -37,6 +37,15 @@ async def receiver() -> AsyncIterator[Receiver]:
     server = await Receiver(SECRET).start()
     yield server
     await server.close()
+
+
+@pytest.fixture
+async def local_servers() -> AsyncIterator[tuple[Receiver, Receiver]]:
+    """Open receivers (no signature needed) on 127.0.0.1 and on [::1]."""
+    v4, v6 = await Receiver(None).start(), await Receiver(None).start(host="::1")
+    yield v4, v6
+    await v4.close()
+    await v6.close()
 
 
 @pytest.fixture

@@ -1,5 +1,6 @@
 """Real local peers for the handler tests: an OpenAI-compatible chat server, an HTTP receiver that
-verifies webhook signatures and serves files, and an SMTP server with STARTTLS and AUTH."""
+verifies webhook signatures (with the `standardwebhooks` package, as a customer would) and serves
+files, and an SMTP server with STARTTLS and AUTH."""
 
 from __future__ import annotations
 
@@ -20,25 +21,36 @@ from cryptography import x509
 from cryptography.hazmat.primitives import hashes, serialization
 from cryptography.hazmat.primitives.asymmetric import ec
 from cryptography.x509.oid import NameOID
+from standardwebhooks import Webhook, WebhookVerificationError
 
-from conveyor.handlers.signing import HEADER, verify
 from conveyor.testing import free_port
 
 
 class HttpServer:
-    """An aiohttp app on a free loopback port, started in the test's event loop."""
+    """An aiohttp app on a free loopback port, started in the test's event loop; `hits` lists every
+    request that reached it (method and path)."""
 
     def __init__(self) -> None:
-        self.app = web.Application()
+        self.hits: list[tuple[str, str]] = []
+
+        @web.middleware
+        async def record(request: web.Request, handler: Any) -> web.StreamResponse:
+            self.hits.append((request.method, request.path))
+            response: web.StreamResponse = await handler(request)
+            return response
+
+        self.app = web.Application(middlewares=[record])
         self.runner: web.AppRunner | None = None
         self.port = 0
+        self.host = "127.0.0.1"
 
-    async def start(self, tls: ssl.SSLContext | None = None) -> Self:
+    async def start(self, tls: ssl.SSLContext | None = None, host: str = "127.0.0.1") -> Self:
         self.runner = web.AppRunner(self.app, handle_signals=False, shutdown_timeout=0.5)
         await self.runner.setup()
-        site = web.TCPSite(self.runner, "127.0.0.1", 0, ssl_context=tls)
+        site = web.TCPSite(self.runner, host, 0, ssl_context=tls)
         await site.start()
         self.port = int(self.runner.addresses[0][1])
+        self.host = host
         return self
 
     async def close(self) -> None:
@@ -47,7 +59,8 @@ class HttpServer:
 
     @property
     def url(self) -> str:
-        return f"http://127.0.0.1:{self.port}"
+        host = f"[{self.host}]" if ":" in self.host else self.host
+        return f"http://{host}:{self.port}"
 
 
 # ------------------------------------------------------------------------------- OpenAI-compatible
@@ -122,12 +135,23 @@ class Received:
     verified: bool
 
 
-class Receiver(HttpServer):
-    """Records POSTs, checks their signature with `secret`, and answers from a per-path plan."""
+def signed_by(secret: str, body: bytes, headers: dict[str, str]) -> bool:
+    """Whether the Standard Webhooks headers carry a valid, recent signature of `body` by `secret`."""
+    try:
+        Webhook(secret).verify(body, headers, json_parse=False)
+    except (WebhookVerificationError, ValueError):
+        return False
+    return True
 
-    def __init__(self, secret: str) -> None:
+
+class Receiver(HttpServer):
+    """Records requests and answers from a per-path plan. With a `secret`, POSTs must be signed by it
+    (401 otherwise) except on `unsigned_paths`; without one it takes everything (an attacker's receiver)."""
+
+    def __init__(self, secret: str | None) -> None:
         super().__init__()
         self.secret = secret
+        self.unsigned_paths: set[str] = set()
         self.received: list[Received] = []
         self.plan: dict[str, list[tuple[int, dict[str, str], bytes]]] = {}
         self.files: dict[str, tuple[bytes, str]] = {}
@@ -140,9 +164,9 @@ class Receiver(HttpServer):
     async def post(self, request: web.Request) -> web.Response:
         body = await request.read()
         path = "/" + request.match_info["path"]
-        ok = verify(self.secret, body, request.headers.get(HEADER, ""))
+        ok = self.secret is not None and signed_by(self.secret, body, dict(request.headers))
         self.received.append(Received(path, dict(request.headers), body, ok))
-        if not ok:
+        if self.secret is not None and not ok and path not in self.unsigned_paths:
             return web.Response(status=401, text="bad signature")
         if path == "/slow":
             await asyncio.sleep(3)

@@ -10,8 +10,8 @@ import pytest
 
 from conveyor import ConfigurationError, RateLimited
 from conveyor.handlers.ai import parse_providers
+from conveyor.handlers.endpoints import WebhookEndpoints
 from conveyor.handlers.http import parse_retry_after, raise_for_rate_limit
-from conveyor.handlers.webhooks import WebhookSecrets
 from conveyor.settings import Settings
 
 
@@ -58,11 +58,13 @@ def test_bad_provider_settings_are_configuration_errors(raw: str, message: str) 
         parse_providers(raw, {})
 
 
-def test_bad_secrets_and_unknown_settings() -> None:
+def test_bad_endpoints_and_unknown_settings() -> None:
+    with pytest.raises(ConfigurationError, match="CONVEYOR_WEBHOOK_ENDPOINTS"):
+        WebhookEndpoints.parse('["a"]')
+    with pytest.raises(ConfigurationError, match="CONVEYOR_WEBHOOK_ENDPOINTS"):
+        WebhookEndpoints.parse('{"a": {"url": "https://a.example", "secret": ""}}')
     with pytest.raises(ConfigurationError, match="CONVEYOR_WEBHOOK_SECRETS"):
-        WebhookSecrets.parse('["a"]')
-    with pytest.raises(ConfigurationError, match="CONVEYOR_WEBHOOK_SECRETS"):
-        WebhookSecrets.parse('{"*": ""}')
+        Settings.from_env({"CONVEYOR_WEBHOOK_SECRETS": '{"*": "x"}'})  # the old setting is refused loudly
     with pytest.raises(ConfigurationError, match="CONVEYOR_SMTP_HOTS"):
         Settings.from_env({"CONVEYOR_SMTP_HOTS": "typo"})
     with pytest.raises(ConfigurationError, match="smtp_port"):

@@ -6,6 +6,7 @@ from __future__ import annotations
 import json
 
 from conveyor import Conveyor
+from conveyor.handlers.endpoints import WebhookEndpoint
 from conveyor.handlers.examples import install_examples
 from conveyor.settings import Settings
 from tests.conftest import running, wait_for
@@ -26,7 +27,6 @@ async def test_study_pack_pipeline(app: Conveyor, chat: ChatServer, receiver: Re
         ai_providers=json.dumps(
             [{"name": "local", "base_url": chat.base_url("ok"), "model": "m", "api_key": "test-key"}]
         ),
-        webhook_secrets=json.dumps({"*": SECRET}),
         webhook_allow_hosts="127.0.0.1",
         smtp_host="127.0.0.1",
         smtp_port=smtp.port,
@@ -35,14 +35,14 @@ async def test_study_pack_pipeline(app: Conveyor, chat: ChatServer, receiver: Re
         smtp_ca_file=str(smtp.cert),
         email_from="quiz@study.test",
     )
-    install_examples(app, settings)
+    install_examples(app, settings, [WebhookEndpoint.of("school", f"{receiver.url}/hooks/quiz", SECRET)])
     study_pack = app.get_task("examples", "examples.study_pack")
     assert study_pack is not None
     job = await study_pack.enqueue(
         {
             "document_url": f"{receiver.url}/lesson.pdf",
             "student_email": "ana@example.com",
-            "notify_url": f"{receiver.url}/hooks/quiz",
+            "notify_endpoint": "school",
             "questions": 1,
         }
     )

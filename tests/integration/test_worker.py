@@ -10,6 +10,7 @@ from typing import Any
 import pytest
 
 from conveyor import (
+    BackoffPolicies,
     Exponential,
     Fixed,
     JobCancelledError,
@@ -215,22 +216,27 @@ def custom_backoff(attempt: int, error: BaseException | None) -> float:
     return 0.05 * attempt
 
 
-async def test_callable_backoff(queue: Queue) -> None:
-    starts: list[float] = []
+async def test_named_backoff_policy(queue: Queue) -> None:
+    """The job stores only the policy's name; the worker calls the function its registry holds."""
+    asked: list[int] = []
+
+    def custom(attempt: int, error: BaseException | None) -> float:
+        asked.append(attempt)
+        return custom_backoff(attempt, error)
 
     async def failing(ctx: JobContext, data: Any) -> None:
-        starts.append(time.monotonic())
-        if len(starts) < 3:
+        if ctx.attempt < 3:
             raise RuntimeError("again")
 
-    async with running(Worker(queue, {"f": failing})):
-        job = await queue.add("f", attempts=3, backoff=custom_backoff)
+    policies = BackoffPolicies()
+    named = policies.register("custom", custom)
+    async with running(Worker(queue, {"f": failing}, backoffs=policies)):
+        job = await queue.add("f", attempts=3, backoff=named)
         await job.result(timeout=30)
     rec = await job.record()
-    assert rec.options["backoff"] == {"type": "callable", "ref": "tests.integration.test_worker:custom_backoff"}
+    assert rec.options["backoff"] == {"type": "named", "name": "custom"}
+    assert asked == [1, 2] and rec.attempts_made == 3
     assert await retry_delays(queue, job.id) == [50, 100]
-    gaps = [b - a for a, b in itertools.pairwise(starts)]
-    assert gaps[0] >= 0.049 and gaps[1] >= 0.099, gaps  # never before its backoff
 
 
 async def test_dead_letter_after_last_attempt_and_manual_retry(queue: Queue) -> None:

@@ -12,7 +12,7 @@ from conveyor.redis.connection import RedisClient
 from conveyor.schedules import MAINTENANCE_ID, Schedule, ScheduleKind, ScheduleStore
 from conveyor.schedules.http import make_router
 
-READ, ADMIN = "read-token", "admin-token"
+READ, READ_DATA, ADMIN = "read-token", "read-data-token", "admin-token"
 
 
 def _auth(*allowed: str):  # type: ignore[no-untyped-def]
@@ -23,11 +23,15 @@ def _auth(*allowed: str):  # type: ignore[no-untyped-def]
     return check
 
 
+def _shows_data(authorization: str = Header("")) -> bool:
+    return authorization.removeprefix("Bearer ") in (READ_DATA, ADMIN)
+
+
 @pytest.fixture
 async def http(client: RedisClient, prefix: str) -> AsyncIterator[httpx.AsyncClient]:
     store = ScheduleStore(client, prefix)
     app = FastAPI()
-    app.include_router(make_router(lambda: store, _auth(READ, ADMIN), _auth(ADMIN)))
+    app.include_router(make_router(lambda: store, _auth(READ, READ_DATA, ADMIN), _auth(ADMIN), _shows_data))
     transport = httpx.ASGITransport(app=app)
     async with httpx.AsyncClient(transport=transport, base_url="http://test") as c:
         yield c
@@ -47,8 +51,10 @@ async def test_put_get_list_delete(http: httpx.AsyncClient) -> None:
     assert out["next_run"] is not None and out["version"] == 1 and out["source"] == "api"
     r = await http.put("/api/schedules/nightly", json={**body, "paused": True}, headers=hdr(ADMIN))
     assert r.status_code == 200 and r.json()["paused"] is True and r.json()["next_run"] is None
+    r = await http.get("/api/schedules/nightly", headers=hdr(READ_DATA))
+    assert r.status_code == 200 and r.json()["data"] == {"kind": "daily"} and not r.json()["data_hidden"]
     r = await http.get("/api/schedules/nightly", headers=hdr(READ))
-    assert r.status_code == 200 and r.json()["data"] == {"kind": "daily"}
+    assert r.status_code == 200 and r.json()["data"] is None and r.json()["data_hidden"]
     r = await http.get("/api/schedules", headers=hdr(READ))
     assert [s["id"] for s in r.json()["schedules"]] == ["nightly"]
     r = await http.delete("/api/schedules/nightly", headers=hdr(ADMIN))

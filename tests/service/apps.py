@@ -33,7 +33,7 @@ def build_app(prefix: str) -> Conveyor:
             delay = payload.get("first_sleep", 0) if runs == 1 else 0
             await asyncio.sleep(delay or payload.get("sleep", 0))
             if payload.get("fail"):
-                raise ValueError("asked to fail")
+                raise ValueError(payload.get("error", "asked to fail"))
             return {"concurrent": now, "runs": runs}
         finally:
             await client.decr(probe_key(app.prefix, ctx.queue, "current"))

@@ -3,12 +3,11 @@
 from __future__ import annotations
 
 import uuid
-from collections.abc import AsyncIterator, Callable, Iterator
+from collections.abc import Callable, Iterator
 from typing import Any
 
 import pytest
 
-from conveyor.redis.connection import RedisClient, connect
 from conveyor.testing import RedisServer
 from tests.service.process import ServiceProcess
 
@@ -38,10 +37,3 @@ def own_server() -> Iterator[RedisServer]:
     """A server only this test uses, so it may stop it or change its ACLs."""
     with RedisServer() as server:
         yield server
-
-
-@pytest.fixture
-async def plain_client(redis_url: str) -> AsyncIterator[RedisClient]:
-    c = connect(redis_url)
-    yield c
-    await c.aclose()

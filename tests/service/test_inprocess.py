@@ -7,13 +7,14 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
 
+import pytest
 from structlog.testing import capture_logs
 
 from conveyor import JobContext, JobOutcome, JobState, OutcomeKind, Queue
 from conveyor.redis.connection import RedisClient, connect
 from conveyor.redis.keys import WorkerRegistryKeys
 from conveyor.service import WorkerService, list_workers, plan_queues
-from conveyor.service.joblog import JobLogMiddleware
+from conveyor.service.joblog import JobLogMiddleware, mask_secrets
 from conveyor.service.registry import RegistryWriter
 from conveyor.settings import Settings
 from conveyor.testing import RedisServer
@@ -121,16 +122,17 @@ async def test_registry_lists_live_workers_and_prunes_expired_ones(client: Redis
     assert await plain_client.exists(keys.index) == 0
 
 
-async def test_job_log_lines_leave_out_payloads_unless_debug() -> None:
+async def test_job_log_lines_carry_the_error_but_no_payload_or_secret() -> None:
     ctx = JobContext(None, "q", "w", "7", "tok", 2, "charge", {"card": "4111"}, {})  # type: ignore[arg-type]
+    message = "POST https://shop:hunter2@pay.example/charge refused (Authorization: Bearer tok.en-42)"
     outcome = JobOutcome(
-        OutcomeKind.FAILED, error={"type": "ValueError", "message": "card 4111"}, duration_s=0.25
+        OutcomeKind.FAILED, duration_s=0.25,
+        error={"type": "ValueError", "message": message, "stack": f"Traceback ...\nValueError: {message}\n"},
     )
     with capture_logs() as logs:
         await JobLogMiddleware().before_job(ctx)
         await JobLogMiddleware().after_job(ctx, outcome)
-        await JobLogMiddleware(debug=True).after_job(ctx, outcome)
-    start, end, debug = logs
+    start, end = logs
     assert start == {
         "event": "job started",
         "queue": "q",
@@ -140,8 +142,23 @@ async def test_job_log_lines_leave_out_payloads_unless_debug() -> None:
         "log_level": "info",
     }
     assert end["outcome"] == "failed" and end["duration_s"] == 0.25 and end["error_type"] == "ValueError"
-    assert end["log_level"] == "warning" and "4111" not in repr(end)
-    assert debug["payload"] == {"card": "4111"} and debug["error"] == "card 4111"
+    assert end["log_level"] == "warning"
+    assert end["error"] == "POST https://shop:***@pay.example/charge refused (Authorization: Bearer ***)"
+    assert end["traceback"].startswith("Traceback") and "pay.example" in end["traceback"]
+    for secret in ("4111", "hunter2", "tok.en-42"):
+        assert secret not in repr(end)
+
+
+@pytest.mark.parametrize(("text", "masked"), [
+    ("redis://:pw@10.0.0.1:6379/0 down", "redis://:***@10.0.0.1:6379/0 down"),
+    ("key cvk_0123456789abcdef_" + "a" * 64 + " revoked", "key cvk_0123456789abcdef_*** revoked"),
+    ("openai said 401 for sk-proj-abcdefgh1234", "openai said 401 for sk-***"),
+    ("login failed: password=s3cr3t&user=x", "login failed: password=***&user=x"),
+    ('{"api_key": "xyz"} rejected', '{"api_key": "***"} rejected'),
+    ("plain message, nothing to hide", "plain message, nothing to hide"),
+])
+def test_secrets_in_error_texts_are_masked(text: str, masked: str) -> None:
+    assert mask_secrets(text) == masked
 
 
 async def test_stop_hands_back_jobs_after_the_grace(

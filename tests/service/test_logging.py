@@ -9,7 +9,7 @@ import sys
 
 SCRIPT = """
 import io, logging, sys, structlog
-from conveyor.service.logging import configure_logging
+from conveyor.logconfig import configure_logging
 
 class Terminal(io.StringIO):
     def isatty(self): return True

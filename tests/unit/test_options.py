@@ -5,7 +5,7 @@ from datetime import UTC, datetime, timedelta
 import pytest
 
 from conveyor import Exponential, Fixed, InvalidOptionError, JobOptions, JobSpec
-from conveyor.backoff import Custom, parse_backoff
+from conveyor.backoff import BackoffPolicies, Named, parse_backoff
 from conveyor.codec import dumps_canonical
 from conveyor.errors import SerializationError
 
@@ -50,10 +50,18 @@ def test_backoff_policies() -> None:
     assert [exp.seconds(a) for a in (1, 2, 3, 4)] == [1, 2, 4, 5]
     jittered = Exponential(base=8, jitter=True)
     assert all(4 <= jittered.seconds(1) <= 8 for _ in range(100))
-    with pytest.raises(InvalidOptionError):
+    with pytest.raises(InvalidOptionError, match="data, never code"):
         parse_backoff(lambda a, e: 1)
-    ref = Custom.of(test_backoff_policies)
-    assert ref.ref.endswith(":test_backoff_policies")
+    with pytest.raises(InvalidOptionError, match="data, never code"):
+        parse_backoff({"type": "callable", "ref": "os:_exit"})
+    assert parse_backoff({"type": "named", "name": "slow"}) == Named("slow")
+    with pytest.raises(InvalidOptionError, match="policy name"):
+        parse_backoff({"type": "named", "name": "os:_exit()"})
+    policies = BackoffPolicies()
+    policies.register("slow", lambda attempt, error: 3.0 * attempt)
+    assert policies.seconds(Named("slow"), 2) == 6.0 and policies.seconds(parse_backoff(4), 9) == 4.0
+    with pytest.raises(InvalidOptionError, match="no backoff policy named 'fast'"):
+        policies.seconds(Named("fast"), 1)
     with pytest.raises(InvalidOptionError):
         parse_backoff({"type": "exponential", "factor": 0.5})
 

@@ -1,4 +1,8 @@
-"""Where an alert's notices go: a Slack-compatible webhook, a generic signed webhook, or email."""
+"""Where an alert's notices go: a Slack-compatible webhook, a generic webhook, or email.
+
+A webhook channel gives either `url` (sent unsigned, as every bare-URL webhook is) or `endpoint`, the
+name of a registered webhook endpoint (sent to that endpoint's URL, signed with its secrets).
+"""
 
 from __future__ import annotations
 
@@ -6,12 +10,15 @@ import email.utils
 from typing import Annotated, Literal
 from urllib.parse import urlsplit
 
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_URL = 2048
+ENDPOINT_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # as the webhook handler's endpoint registry
 
 
-def _check_url(value: str) -> str:
+def _check_url(value: str | None) -> str | None:
+    if value is None:
+        return None
     parts = urlsplit(value)
     if parts.scheme not in ("http", "https") or not parts.hostname or any(c in value for c in " \r\n"):
         raise ValueError("must be an http(s) URL")
@@ -28,25 +35,32 @@ class _Channel(BaseModel):
     model_config = ConfigDict(extra="forbid", frozen=True)
 
 
-class SlackChannel(_Channel):
+class _HookChannel(_Channel):
+    url: str | None = Field(None, min_length=1, max_length=MAX_URL, description="A bare URL (unsigned).")
+    endpoint: str | None = Field(
+        None, pattern=ENDPOINT_NAME, description="A registered webhook endpoint: its URL, signed with its secrets."
+    )
+
+    _url = field_validator("url")(_check_url)
+
+    @model_validator(mode="after")
+    def _one_target(self) -> _HookChannel:
+        if (self.url is None) == (self.endpoint is None):
+            raise ValueError("give exactly one of url or endpoint (a registered webhook endpoint)")
+        return self
+
+
+class SlackChannel(_HookChannel):
     """POSTs Slack's incoming-webhook JSON (`text` plus a coloured attachment), which Mattermost,
     Rocket.Chat and Discord's /slack endpoints accept too."""
 
     type: Literal["slack"]
-    url: str = Field(min_length=1, max_length=MAX_URL)
-    endpoint: str | None = Field(None, max_length=MAX_URL, description="Name of the webhook signing secret.")
-
-    _url = field_validator("url")(_check_url)
 
 
-class WebhookChannel(_Channel):
-    """POSTs the alert as JSON, signed by the webhook handler (receivers verify the signature)."""
+class WebhookChannel(_HookChannel):
+    """POSTs the alert as JSON through the webhook handler (signed when it names an endpoint)."""
 
     type: Literal["webhook"]
-    url: str = Field(min_length=1, max_length=MAX_URL)
-    endpoint: str | None = Field(None, max_length=MAX_URL, description="Name of the webhook signing secret.")
-
-    _url = field_validator("url")(_check_url)
 
 
 class EmailChannel(_Channel):

@@ -28,10 +28,12 @@ COLORS = {"critical": "#d0413a", "warning": "#c88a00", "info": "#2f6fed"}
 RESOLVED_COLOR = "#2e9d5b"
 
 
-def webhook_group(url: str) -> str:
-    """The endpoint's fairness group as the webhook handler sets it (host:port), so a 429 from one
-    endpoint holds back that endpoint's deliveries only."""
-    netloc = urlsplit(url).netloc.rsplit("@", 1)[-1] or "unknown"
+def webhook_group(channel: dict[str, Any]) -> str:
+    """The fairness group as the webhook handler sets it (`endpoint:<name>`, or host:port of a bare
+    URL), so a 429 from one receiver holds back that receiver's deliveries only."""
+    if channel.get("endpoint"):
+        return f"endpoint:{channel['endpoint']}"
+    netloc = urlsplit(channel["url"]).netloc.rsplit("@", 1)[-1] or "unknown"
     return _GROUP_CHARS.sub("_", netloc.lower())[:200]
 
 
@@ -83,9 +85,10 @@ def specs(n: Notice) -> list[tuple[str, JobSpec]]:
         job_id = f"alert:{n.id}:{i}"
         kind = channel["type"]
         if kind in ("slack", "webhook"):
-            data = {"url": channel["url"], "payload": slack_payload(n) if kind == "slack" else event_payload(n),
-                    "event": f"alert.{n.kind.value}", "endpoint": channel.get("endpoint"), "headers": {}}
-            options = JobOptions(job_id=job_id, attempts=ATTEMPTS, backoff=BACKOFF, group=webhook_group(channel["url"]))
+            target = {"endpoint": channel["endpoint"]} if channel.get("endpoint") else {"url": channel["url"]}
+            data = {**target, "payload": slack_payload(n) if kind == "slack" else event_payload(n),
+                    "event": f"alert.{n.kind.value}", "headers": {}}
+            options = JobOptions(job_id=job_id, attempts=ATTEMPTS, backoff=BACKOFF, group=webhook_group(channel))
             out.append((WEBHOOK_QUEUE, JobSpec(WEBHOOK_TASK, data, options)))
         elif kind == "email":
             data = {"to": list(channel["to"]), "subject": headline(n)[:900], "text": text_body(n)}

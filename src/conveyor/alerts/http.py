@@ -54,7 +54,7 @@ def _store(request: Request) -> AlertStore:
 def _out(info: AlertInfo, admin: bool) -> dict[str, Any]:
     rule = rule_json(info.rule)
     if not admin:
-        rule["channels"] = [{**c, "url": redact_url(c["url"])} if "url" in c else c for c in rule["channels"]]
+        rule["channels"] = [{**c, "url": redact_url(c["url"])} if c.get("url") else c for c in rule["channels"]]
     return {"rule": rule, "source": info.source, "state": asdict(info.state)}
 
 

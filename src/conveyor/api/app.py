@@ -1,7 +1,8 @@
 """`create_app(conveyor_app, settings)`: the ASGI app serving the HTTP API.
 
-Layout: /api/... (routers below, plus the schedules room's router at /api/schedules), /openapi.json
-and /docs, and /dashboard reserved for the web UI (`mount_dashboard` attaches its static files).
+Layout: /api/... (routers below, plus the schedules room's router at /api/schedules), /openapi.json,
+/docs and /redoc (served from installed files), and /dashboard reserved for the web UI
+(`mount_dashboard` attaches its static files). Every response carries the security headers.
 """
 
 from __future__ import annotations
@@ -17,12 +18,14 @@ from starlette.staticfiles import StaticFiles
 
 from conveyor import __version__
 from conveyor.api import health, jobs, queues, sse, workers
-from conveyor.api.auth import require
+from conveyor.api.auth import require, shows_data
 from conveyor.api.body import ContentLengthLimit
+from conveyor.api.docs import install_docs
 from conveyor.api.errors import install_error_handlers
 from conveyor.api.keys import Scope
 from conveyor.api.openapi import install_openapi
 from conveyor.api.schemas import error_responses
+from conveyor.api.security import install_security_headers
 from conveyor.api.state import ApiState
 from conveyor.app import Conveyor
 from conveyor.dashboard import mount as mount_dashboard_ui
@@ -93,6 +96,8 @@ def create_app(conveyor_app: Conveyor, settings: Settings | None = None) -> Fast
         version=__version__,
         description=DESCRIPTION,
         lifespan=lifespan,
+        docs_url=None,  # served offline by install_docs
+        redoc_url=None,
     )
     app.state.conveyor_api = state
     install_error_handlers(app)
@@ -104,12 +109,16 @@ def create_app(conveyor_app: Conveyor, settings: Settings | None = None) -> Fast
     app.include_router(workers.router)
     for router in _ops_routers():
         app.include_router(router)
+    read = require(Scope.READ)
     app.include_router(
-        make_schedules_router(lambda: state.schedules, require(Scope.READ), require(Scope.ADMIN)),
-        responses=error_responses(401, 403, 404, 422, 429, 503),
+        make_schedules_router(
+            lambda: state.schedules, read, require(Scope.ADMIN), shows_data(read), conveyor_app.backoffs
+        ),
+        responses=error_responses(400, 401, 403, 404, 422, 429, 503),
     )
     mount_dashboard_ui(app)  # the web UI at /dashboard and its endpoints under /api/dashboard
     install_openapi(app, conveyor_app)
+    install_docs(app)
     origins = [o.strip() for o in settings.api_cors_origins.split(",") if o.strip()]
     if origins:
         app.add_middleware(
@@ -121,6 +130,7 @@ def create_app(conveyor_app: Conveyor, settings: Settings | None = None) -> Fast
             max_age=600,
         )
     app.add_middleware(ContentLengthLimit, limit=settings.api_max_body_bytes)
+    install_security_headers(app)
     return app
 
 

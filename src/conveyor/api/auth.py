@@ -72,6 +72,15 @@ def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
     return dependency
 
 
+def shows_data(read: Callable[..., Awaitable[Principal]]) -> Callable[..., Awaitable[bool]]:
+    """A dependency: whether the caller, checked by the `read` dependency, may see payloads."""
+
+    async def dependency(principal: Principal = Depends(read)) -> bool:  # noqa: B008 - `read` is local
+        return principal.can(Scope.READ_DATA)
+
+    return dependency
+
+
 EnqueueKey = Annotated[Principal, Depends(require(Scope.ENQUEUE))]
 ReadKey = Annotated[Principal, Depends(require(Scope.READ))]
 AdminKey = Annotated[Principal, Depends(require(Scope.ADMIN))]

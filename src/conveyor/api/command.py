@@ -12,6 +12,7 @@ import typer
 
 from conveyor.api.keys import KeyStore
 from conveyor.app import Conveyor
+from conveyor.discovery import resolve_redis_url
 from conveyor.errors import ConfigurationError
 from conveyor.redis.connection import connect, redact
 from conveyor.service.command import load_app
@@ -86,12 +87,14 @@ _PREFIX = Annotated[str | None, typer.Option(help="Key prefix (env CONVEYOR_PREF
 
 def _with_store(redis_url: str | None, prefix: str | None, fn: Any) -> Any:
     settings = Settings.from_env(redis_url=redis_url, prefix=prefix)
-    if not settings.redis_url:
-        typer.echo("error: no Redis URL: pass --redis-url or set REDIS_URL", err=True)
-        raise typer.Exit(2)
+    try:
+        url = resolve_redis_url(settings.redis_url)  # REDIS_URL, else the project's embedded server
+    except ConfigurationError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(2) from None
 
     async def run() -> Any:
-        client = connect(settings.redis_url or "")
+        client = connect(url)
         try:
             return await fn(KeyStore(client, settings.prefix))
         finally:

@@ -14,14 +14,20 @@ from conveyor.options import JobOptions, JobSpec
 _KEYS = frozenset({"name", "data", "options"})
 
 
-def _check_backoff(value: Any) -> None:
-    """Over HTTP a backoff is data only: seconds, "exponential" or a fixed/exponential object. A
-    `callable` reference would let a caller pick a function for workers to import and run."""
+def _check_backoff(app: Conveyor, value: Any) -> None:
+    """Over HTTP a backoff is data only: seconds, "exponential", a fixed/exponential object, or a
+    policy the application registered by name. Nothing names a function for workers to import."""
     if value is None or isinstance(value, int | float) or value == "exponential":
         return
     if isinstance(value, Mapping) and value.get("type") in ("fixed", "exponential"):
         return
-    raise ApiError(422, 'options.backoff must be seconds, "exponential" or {"type": "fixed"|"exponential"}')
+    if isinstance(value, Mapping) and value.get("type") == "named":
+        if value.get("name") in app.backoffs:
+            return
+        raise ApiError(422, "options.backoff names a policy this application does not register")
+    raise ApiError(
+        422, 'options.backoff must be seconds, "exponential" or {"type": "fixed"|"exponential"|"named"}'
+    )
 
 
 def build_spec(app: Conveyor, queue: str, body: Any, idempotency_key: str | None = None) -> JobSpec:
@@ -47,7 +53,7 @@ def build_spec(app: Conveyor, queue: str, body: Any, idempotency_key: str | None
         if given is not None and given != idempotency_key:
             raise ApiError(422, "the Idempotency-Key header and options.idempotency_key differ")
         options = {**options, "idempotency_key": idempotency_key}
-    _check_backoff(options.get("backoff"))
+    _check_backoff(app, options.get("backoff"))
     data = task.validate(body.get("data"))
     opts = JobOptions.from_mapping(options)
     return JobSpec(name, data, opts.merged_over(task.defaults))

@@ -134,7 +134,9 @@ async def _record(request: Request, queue: str, job_id: str, principal: Principa
     rec = await q.get_job(job_id)
     if rec is None:
         raise ApiError(404, f"job {job_id[:200]!r} not found in queue {queue!r}")
-    (out,) = await jobs_out(q, [rec], show_data=principal.can(Scope.READ_DATA))
+    (out,) = await jobs_out(
+        q, [rec], show_data=principal.can(Scope.READ_DATA), show_trace=principal.can(Scope.ADMIN)
+    )
     return out
 
 
@@ -158,7 +160,8 @@ async def wait_job(
         rec = await q.job(job_id).wait(timeout)
     except TimeoutError:
         return await _record(request, queue, job_id, principal)
-    return job_out(rec, show_data=principal.can(Scope.READ_DATA))  # finished: nothing is due
+    # finished: nothing is due
+    return job_out(rec, show_data=principal.can(Scope.READ_DATA), show_trace=principal.can(Scope.ADMIN))
 
 
 @router.post(

@@ -20,47 +20,19 @@ from conveyor.api.schemas import (
 )
 from conveyor.api.serialize import jobs_out
 from conveyor.api.state import ApiState, get_state
-from conveyor.autoscaling.signals import queue_names
-from conveyor.errors import InvalidStateError, JobNotFoundError
+from conveyor.bulk import retry_failed
 from conveyor.job import JobState
-from conveyor.queue import Queue
+from conveyor.views import queue_names, queue_view
 
 router = APIRouter(prefix="/api/queues", tags=["queues"])
-THROUGHPUT_WINDOW_S = 60
-RETRY_BATCH = 100
 _READ = error_responses(401, 403, 404, 422, 429, 503)
 _ADMIN = error_responses(401, 403, 404, 422, 429, 503)
 
 
-async def throughput(queue: Queue) -> dict[str, int]:
-    """Jobs finished in the last minute, counted in the completed/failed sets (scored by finish time
-    from the Redis clock): two O(log n) calls instead of scanning the events stream. Records deleted
-    at once (result_ttl=0) or trimmed by retention within the minute are not counted."""
-    client, k = queue.client, queue.keys
-    seconds, micros = await client.time()
-    since = int(seconds) * 1000 + int(micros) // 1000 - THROUGHPUT_WINDOW_S * 1000
-    async with client.pipeline(transaction=False) as pipe:
-        pipe.zcount(k.completed, since, "+inf")
-        pipe.zcount(k.failed, since, "+inf")
-        completed, failed = await pipe.execute()
-    return {"window_s": THROUGHPUT_WINDOW_S, "completed": int(completed), "failed": int(failed)}
-
-
 async def queue_out(state: ApiState, name: str, max_groups: int = 10) -> dict[str, Any]:
     q = await state.existing_queue(name)
-    counts, paused, rate, limits = await asyncio.gather(
-        q.counts(), q.is_paused(), throughput(q), q.limits_state(max_groups)
-    )
-    tasks = sorted(t for (qn, t) in state.conveyor.tasks if qn == name)
-    return {
-        "name": name,
-        "declared": name in state.conveyor.queue_configs,
-        "paused": paused,
-        "counts": {s.value: n for s, n in counts.items()},
-        "throughput": rate,
-        "tasks": tasks,
-        "limits": limits,
-    }
+    tasks = (t for (qn, t) in state.conveyor.tasks if qn == name)
+    return await queue_view(q, tasks=tasks, max_groups=max_groups, declared=name in state.conveyor.queue_configs)
 
 
 @router.get("", response_model=QueuesOut, responses=_READ, summary="Every queue the app declares (or in Redis)")
@@ -107,16 +79,8 @@ async def list_jobs(
     """Waiting jobs in claim order, delayed by due time, active by lease deadline, finished newest first."""
     q = await get_state(request).existing_queue(queue)
     page = await q.list_jobs(state, cursor=cursor, limit=limit)
-    show = principal.can(Scope.READ_DATA)
-    return {"jobs": await jobs_out(q, page.jobs, show_data=show), "next_cursor": page.next_cursor}
-
-
-async def _retry_one(q: Queue, job_id: str) -> bool:
-    try:
-        await q.retry(job_id)
-    except (InvalidStateError, JobNotFoundError):
-        return False  # changed under us (retried or purged by someone else)
-    return True
+    show, trace = principal.can(Scope.READ_DATA), principal.can(Scope.ADMIN)
+    return {"jobs": await jobs_out(q, page.jobs, show_data=show, show_trace=trace), "next_cursor": page.next_cursor}
 
 
 @router.post(
@@ -133,18 +97,7 @@ async def retry_all_failed(
 ) -> RetryAllOut:
     """Works in batches of 100 (oldest first) so Redis is never blocked; call again while
     `remaining` > 0 to go past `limit`."""
-    q = await get_state(request).existing_queue(queue)
-    retried = 0
-    while retried < limit:
-        batch = min(RETRY_BATCH, limit - retried)
-        ids = [str(i) for i in await q.client.zrange(q.keys.failed, 0, batch - 1)]
-        if not ids:
-            break
-        done = sum(await asyncio.gather(*(_retry_one(q, i) for i in ids)))
-        retried += done
-        if done == 0:
-            break
-    remaining = int(await q.client.zcard(q.keys.failed))
+    retried, remaining = await retry_failed(await get_state(request).existing_queue(queue), limit)
     return RetryAllOut(queue=queue, retried=retried, remaining=remaining)
 
 

@@ -97,7 +97,9 @@ class JobOut(BaseModel):
     result: Any = Field(None, description="Return value; null unless the key has the read-data scope.")
     data_hidden: bool = Field(description="True when data and result were withheld (no read-data scope).")
     progress: Any = None
-    error: dict[str, Any] | None = Field(None, description="Last error: type, message, stack.")
+    error: dict[str, Any] | None = Field(
+        None, description="Last error: type, message, attempt; the stack only for admin keys."
+    )
     attempts_made: int
     max_attempts: int
     priority: int
@@ -135,7 +137,11 @@ class ThroughputOut(BaseModel):
 
 class QueueOut(BaseModel):
     name: str
-    declared: bool = Field(True, description="False for a queue found in Redis that this app does not declare.")
+    declared: bool | None = Field(
+        True,
+        description="False for a queue found in Redis that this app does not declare; null where no app is "
+        "loaded (the CLI).",
+    )
     paused: bool
     counts: dict[str, int]
     throughput: ThroughputOut

@@ -1,5 +1,5 @@
 """`GET /api/workers`: live worker processes, read from the worker registry the service maintains
-(`conveyor.service.registry`; layout in `conveyor.redis.keys.WorkerRegistryKeys`)."""
+(`conveyor.service.registry`; layout in `conveyor.redis.keys.WorkerRegistryKeys`; view in `conveyor.views`)."""
 
 from __future__ import annotations
 
@@ -10,7 +10,7 @@ from fastapi import APIRouter, Request
 from conveyor.api.auth import ReadKey
 from conveyor.api.schemas import WorkersOut, error_responses
 from conveyor.api.state import get_state
-from conveyor.service.registry import list_workers
+from conveyor.views import list_workers
 
 router = APIRouter(prefix="/api", tags=["workers"])
 

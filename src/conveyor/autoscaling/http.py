@@ -23,14 +23,14 @@ from conveyor.autoscaling.signals import (
     MAX_TARGET_S,
     MIN_TARGET_S,
     QueueSignal,
-    queue_names,
     queue_signal,
-    redis_now_ms,
 )
 from conveyor.errors import ConfigurationError
 from conveyor.queue import Queue
+from conveyor.redis.clock import redis_now_ms
 from conveyor.redis.keys import validate_queue_name
 from conveyor.service.registry import list_workers
+from conveyor.views import queue_names
 
 router = APIRouter(prefix="/api/autoscaling", tags=["autoscaling"])
 TargetS = Annotated[

@@ -17,14 +17,13 @@ from __future__ import annotations
 
 import asyncio
 import math
-from collections.abc import Iterable, Mapping, Sequence
+from collections.abc import Mapping, Sequence
 from dataclasses import asdict, dataclass
 from typing import Any
 
 from conveyor.job import JobState
 from conveyor.queue import Queue
-from conveyor.redis.connection import RedisClient
-from conveyor.redis.keys import registry_key
+from conveyor.views import oldest_waiting_age_ms
 
 DEFAULT_TARGET_S = 60.0
 DEFAULT_CONCURRENCY = 10  # the app's default when a queue is neither declared nor served
@@ -32,24 +31,9 @@ DURATION_SAMPLE = 50  # most recent completed and failed jobs each, for the mean
 MIN_TARGET_S, MAX_TARGET_S = 1.0, 86_400.0
 
 
-async def redis_now_ms(client: RedisClient) -> int:
-    """The Redis clock, which every script uses, so ages agree with the stored times."""
-    seconds, micros = await client.time()
-    return int(seconds) * 1000 + int(micros) // 1000
-
-
-async def queue_names(client: RedisClient, prefix: str, declared: Iterable[str] = ()) -> list[str]:
-    """Every queue under `prefix`: those ever written to (the queue registry) and `declared`."""
-    stored = await Queue._call(client.smembers(registry_key(prefix)))
-    return sorted({*stored, *declared})
-
-
 async def oldest_waiting_ms(queue: Queue, now_ms: int) -> int | None:
-    """Age of the job at the head of the waiting list (the next to run; with equal priorities the
-    oldest), or None when nothing waits."""
-    head = await queue.list_jobs(JobState.WAITING, limit=1)
-    created = head.jobs[0].created_ms if head.jobs else None
-    return None if created is None else max(0, now_ms - created)
+    """Age of the oldest waiting job at `now_ms`, or None when nothing waits (see conveyor.views)."""
+    return await oldest_waiting_age_ms(queue, now_ms)
 
 
 async def mean_duration_s(queue: Queue, sample: int = DURATION_SAMPLE) -> tuple[float | None, int]:

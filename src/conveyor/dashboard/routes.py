@@ -16,13 +16,13 @@ from conveyor.api.errors import ApiError
 from conveyor.api.keys import Scope
 from conveyor.api.serialize import jobs_out
 from conveyor.api.state import get_state
-from conveyor.autoscaling.signals import queue_names
 from conveyor.dashboard.bulk import filtered
 from conveyor.dashboard.bulk import router as bulk_router
 from conveyor.dashboard.stats import BUCKET_MS, BUCKETS, queue_history, redis_now_ms
 from conveyor.dashboard.timeline import build_timeline, job_events
 from conveyor.job import JobState
 from conveyor.redis.keys import QueueKeys
+from conveyor.views import queue_names
 
 # Internal to the web UI, so kept out of the public OpenAPI document.
 router = APIRouter(prefix="/api/dashboard", tags=["dashboard"], include_in_schema=False)
@@ -74,7 +74,9 @@ async def find_job(
             q = await state.existing_queue(name)
             record = await q.get_job(id)
             if record is not None:
-                matches.extend(await jobs_out(q, [record], show_data=principal.can(Scope.READ_DATA)))
+                matches.extend(await jobs_out(
+                    q, [record], show_data=principal.can(Scope.READ_DATA), show_trace=principal.can(Scope.ADMIN)
+                ))
     return {"jobs": matches}
 
 
@@ -92,7 +94,8 @@ async def search_jobs(
     """Scans at most SEARCH_SCAN_MAX jobs per call; `next_cursor` continues the scan."""
     q = await get_state(request).existing_queue(queue)
     records, next_cursor = await filtered(q, state, name, group, cursor, limit)
-    return {"jobs": await jobs_out(q, records, show_data=principal.can(Scope.READ_DATA)), "next_cursor": next_cursor}
+    show, trace = principal.can(Scope.READ_DATA), principal.can(Scope.ADMIN)
+    return {"jobs": await jobs_out(q, records, show_data=show, show_trace=trace), "next_cursor": next_cursor}
 
 
 @router.get("/jobs/{queue}/{job_id:path}/details", summary="A job's logs and attempts timeline")

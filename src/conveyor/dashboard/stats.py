@@ -9,8 +9,9 @@ from __future__ import annotations
 from dataclasses import dataclass
 from typing import Any
 
-from conveyor.autoscaling.signals import oldest_waiting_ms, redis_now_ms
+from conveyor.autoscaling.signals import oldest_waiting_ms
 from conveyor.queue import Queue
+from conveyor.redis.clock import redis_now_ms
 
 __all__ = ["BUCKETS", "BUCKET_MS", "QueueHistory", "queue_history", "redis_now_ms"]
 

@@ -9,6 +9,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from urllib.parse import quote
 
+from conveyor.discovery import data_dir
 from conveyor.errors import ConfigurationError, EmbeddedServerError
 from conveyor.settings import Settings
 
@@ -36,9 +37,8 @@ class EmbeddedConfig:
 
     @classmethod
     def from_settings(cls, settings: Settings) -> EmbeddedConfig:
-        if not settings.data_dir:
-            raise ConfigurationError("CONVEYOR_DATA_DIR must not be empty")
-        return cls(Path(settings.data_dir), settings.fsync)
+        """The data dir of CONVEYOR_DATA_DIR, else of the project directory (`conveyor.discovery`)."""
+        return cls(data_dir(settings.data_dir), settings.fsync)
 
     @property
     def socket_path(self) -> Path:

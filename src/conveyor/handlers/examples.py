@@ -2,11 +2,11 @@
 
 `install_examples(app)` enables every handler and declares `examples.study_pack`: fetch a document,
 write a validated quiz from it, then email the quiz to a student and tell the customer's system by
-webhook. Each step is a real task, so it can also be enqueued on its own:
+webhook (a registered endpoint, signed). Each step is a real task, so it can also be enqueued on its own:
 
     handlers = install_examples(app)
     await handlers.ai.flashcards.enqueue({"content": notes, "count": 10})
-    await handlers.webhooks.send("https://customer.example/hooks", {"event": "done"}, event="quiz.ready")
+    await handlers.webhooks.send({"event": "done"}, endpoint="acme", event="quiz.ready")
     await handlers.email.task.enqueue({"to": ["ana@example.com"], "subject": "Hi", "text": "Hello"})
     await handlers.documents.task.enqueue({"url": "https://example.com/notes.pdf"})
 """
@@ -19,11 +19,15 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.handlers.ai.tasks import QuizRequest, quiz
 from conveyor.handlers.documents import DocumentRequest
+from conveyor.handlers.endpoints import ENDPOINT_NAME_PATTERN
 from conveyor.handlers.install import Handlers, install
 from conveyor.worker.context import JobContext
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from conveyor.app import Conveyor
+    from conveyor.handlers.endpoints import WebhookEndpoint
     from conveyor.settings import Settings
 
 QUEUE = "examples"
@@ -33,7 +37,9 @@ class StudyPackRequest(BaseModel):
     model_config = ConfigDict(extra="forbid")
     document_url: str = Field(max_length=2048)
     student_email: str = Field(max_length=320)
-    notify_url: str | None = Field(default=None, max_length=2048)
+    notify_endpoint: str | None = Field(
+        default=None, pattern=ENDPOINT_NAME_PATTERN, description="registered webhook endpoint to tell"
+    )
     questions: int = Field(default=5, ge=1, le=20)
 
 
@@ -45,9 +51,14 @@ class StudyPackResult(BaseModel):
     tokens: int
 
 
-def install_examples(app: Conveyor, settings: Settings | None = None) -> Handlers:
+def install_examples(
+    app: Conveyor, settings: Settings | None = None, webhook_endpoints: Iterable[WebhookEndpoint] = ()
+) -> Handlers:
     """Every handler plus the `examples.study_pack` pipeline task on queue `examples`."""
-    handlers = install(app, ai=True, webhooks=True, email=True, documents=True, settings=settings)
+    handlers = install(
+        app, ai=True, webhooks=True, email=True, documents=True, settings=settings,
+        webhook_endpoints=webhook_endpoints,
+    )
     ai, docs, mail, hooks = handlers.ai, handlers.documents, handlers.email, handlers.webhooks
     assert ai is not None and docs is not None and mail is not None and hooks is not None
 
@@ -63,10 +74,10 @@ def install_examples(app: Conveyor, settings: Settings | None = None) -> Handler
             idempotency_key=f"study-pack-mail:{ctx.job_id}",
         )
         webhook_job = None
-        if payload.notify_url:
+        if payload.notify_endpoint:
             webhook_job = await hooks.send(
-                payload.notify_url,
                 {"job": ctx.job_id, "questions": len(made.questions)},
+                endpoint=payload.notify_endpoint,
                 event="quiz.ready",
                 idempotency_key=f"study-pack-hook:{ctx.job_id}",
             )

@@ -1,4 +1,5 @@
-"""Reading 'slow down' answers for the handlers: status + headers in, `RateLimited` out.
+"""Outgoing HTTP for the handlers: 'slow down' answers (status + headers in, `RateLimited` out), one
+mapping of transfer failures to Retry/Unrecoverable, and which headers job data may set.
 
 The Retry-After parsing itself is `conveyor.limits.http.parse_retry_after` (one implementation);
 this adapter adds the `retry-after-ms` header some AI providers send and the handlers' defaults.
@@ -6,12 +7,13 @@ this adapter adds the `retry-after-ms` header some AI providers send and the han
 
 from __future__ import annotations
 
+import re
 from collections.abc import Iterator, Mapping
 from contextlib import contextmanager
 
 import httpx
 
-from conveyor.errors import RateLimited, Retry, Unrecoverable, UnsafeURLError
+from conveyor.errors import NameResolutionError, RateLimited, Retry, Unrecoverable, UnsafeURLError
 from conveyor.limits.http import MAX_RETRY_AFTER_S
 from conveyor.limits.http import parse_retry_after as parse_retry_after_header
 
@@ -38,13 +40,55 @@ def raise_for_rate_limit(status: int, headers: Mapping[str, str], what: str = "u
 
 @contextmanager
 def transfer_errors_as_signals(timeout_s: float, *, timed_out: str, failed: str) -> Iterator[None]:
-    """One mapping for outgoing HTTP: a refused (unsafe) URL is fatal; a timeout or network error
-    is retried with `timed_out` / `failed` as the reason."""
+    """One mapping for outgoing HTTP: a refused (unsafe) URL or a name that does not exist is fatal;
+    a timeout, a temporary DNS failure or a network error is retried with `timed_out` / `failed` as
+    the reason."""
     try:
         yield
     except UnsafeURLError as exc:
         raise Unrecoverable(str(exc)) from None
+    except NameResolutionError as exc:
+        raise Retry(reason=f"{failed}: {exc}"[:300]) from None
     except (TimeoutError, httpx.TimeoutException):
         raise Retry(reason=f"{timed_out} {timeout_s}s") from None
     except httpx.HTTPError as exc:
         raise Retry(reason=f"{failed}: {type(exc).__name__}: {exc}"[:300]) from None
+
+
+# Headers job data may never set on an outgoing request: hop-by-hop and framing headers (they decide
+# how the message is delimited and routed, so a forged one can smuggle a second request), proxy
+# controls, and `Host` (the SSRF guard pins the connection to the checked address under that name).
+HOP_BY_HOP_AND_FRAMING = frozenset(
+    {
+        "connection",
+        "keep-alive",
+        "transfer-encoding",
+        "te",
+        "trailer",
+        "upgrade",
+        "content-length",
+        "host",
+        "expect",
+        "http2-settings",
+    }
+)
+FORBIDDEN_HEADER_PREFIXES = ("proxy-",)
+MAX_HEADER_VALUE_CHARS = 4096
+_TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
+
+
+def check_job_header(
+    name: str, value: str, *, owned: frozenset[str] = frozenset(), owned_prefixes: tuple[str, ...] = ()
+) -> None:
+    """Raise ValueError unless job data may set header `name` to `value` on an outgoing request.
+
+    `owned` and `owned_prefixes` name (lower case) the headers the sender sets itself."""
+    lowered = name.lower()
+    if not _TOKEN.match(name):
+        raise ValueError(f"header name {name[:100]!r} is not a valid HTTP token")
+    if lowered in HOP_BY_HOP_AND_FRAMING or lowered.startswith(FORBIDDEN_HEADER_PREFIXES):
+        raise ValueError(f"header {name!r} is a hop-by-hop or framing header and cannot come from job data")
+    if lowered in owned or lowered.startswith(owned_prefixes):
+        raise ValueError(f"header {name!r} is set by Conveyor")
+    if any(c in value for c in "\r\n\0") or len(value) > MAX_HEADER_VALUE_CHARS:
+        raise ValueError(f"header {name!r} has a line break or NUL, or is over {MAX_HEADER_VALUE_CHARS} characters")

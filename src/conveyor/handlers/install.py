@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+from collections.abc import Iterable
 from dataclasses import dataclass
 from typing import TYPE_CHECKING
 
@@ -13,6 +14,7 @@ if TYPE_CHECKING:
     from conveyor.handlers.ai import AiTasks, Provider
     from conveyor.handlers.documents import DocumentTasks
     from conveyor.handlers.email import EmailTasks
+    from conveyor.handlers.endpoints import WebhookEndpoint
     from conveyor.handlers.webhooks import WebhookTasks
 
 
@@ -38,11 +40,14 @@ def install(
     settings: Settings | None = None,
     resolver: Resolver | None = None,
     ai_providers: list[Provider] | None = None,
+    webhook_endpoints: Iterable[WebhookEndpoint] = (),
 ) -> Handlers:
     """Declare the chosen handlers on queues `ai`, `webhooks`, `email` and `documents`.
 
     `settings` defaults to `Settings.from_env()`; `resolver` replaces the SSRF guard's DNS lookup and
-    `ai_providers` the provider chain from CONVEYOR_AI_PROVIDERS (both mainly for tests and embedding).
+    `ai_providers` the provider chain from CONVEYOR_AI_PROVIDERS (both mainly for tests and embedding);
+    `webhook_endpoints` adds endpoints (`WebhookEndpoint.of(name, url, secret)`) to those of
+    CONVEYOR_WEBHOOK_ENDPOINTS.
     """
     settings = settings or Settings.from_env()
     guard = SsrfGuard(AllowList.parse(settings.webhook_allow_hosts), resolver or system_resolver)
@@ -54,7 +59,7 @@ def install(
     if webhooks:
         from conveyor.handlers import webhooks as webhooks_module
 
-        handlers.webhooks = webhooks_module.register(app, settings, guard)
+        handlers.webhooks = webhooks_module.register(app, settings, guard, webhook_endpoints)
     if email:
         from conveyor.handlers import email as email_module
 

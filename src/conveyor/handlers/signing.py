@@ -1,62 +1,88 @@
-"""Webhook signatures: `Conveyor-Signature: t=<unix seconds>,v1=<hex HMAC-SHA256(secret, "<t>.<body>")>`.
+"""Webhook signatures as the Standard Webhooks specification defines them (the `standardwebhooks` package).
 
-The scheme follows Stripe's: the timestamp is signed with the body, so a captured request cannot be
-replayed after the tolerance window, and several `v1=` entries may be present while a secret rotates.
+Every delivery carries three headers:
 
-Verifying on the receiving side (any framework; `body` is the raw request bytes)::
+* `webhook-id`: the message id, the same on every attempt of one delivery (receivers de-duplicate on it);
+* `webhook-timestamp`: unix seconds when this attempt was signed (receivers refuse old ones: replays);
+* `webhook-signature`: `v1,<base64 HMAC-SHA256(key, "<id>.<timestamp>.<raw body>")>`, one entry per
+  secret of the endpoint, separated by spaces, so a receiver keeps working while a secret rotates.
 
-    import hashlib, hmac, time
+A secret is `whsec_` followed by the base64 of 24 to 64 random bytes (`new_secret()` makes one). A
+receiver verifies with the same package, in any framework (`body` is the raw request bytes)::
 
-    def verify(secret: str, body: bytes, header: str, tolerance_s: int = 300) -> bool:
-        parts = [p.split("=", 1) for p in header.split(",") if "=" in p]
-        ts = next((v for k, v in parts if k == "t"), None)
-        if ts is None or not ts.isdigit() or abs(time.time() - int(ts)) > tolerance_s:
-            return False
-        expected = hmac.new(secret.encode(), ts.encode() + b"." + body, hashlib.sha256).hexdigest()
-        return any(k == "v1" and hmac.compare_digest(v, expected) for k, v in parts)
+    from standardwebhooks import Webhook
 
-or, in Python with Conveyor installed, `conveyor.handlers.signing.verify(secret, body, header)`.
+    payload = Webhook(secret).verify(body, headers)   # raises WebhookVerificationError if not valid
 """
 
 from __future__ import annotations
 
+import base64
+import binascii
 import hashlib
-import hmac
-import time
+import secrets as random_source
+from collections.abc import Mapping, Sequence
+from datetime import UTC, datetime
 
-HEADER = "Conveyor-Signature"
-DEFAULT_TOLERANCE_S = 300
+from standardwebhooks import Webhook, WebhookVerificationError
 
+from conveyor.errors import ConfigurationError
 
-def signature(secret: str, timestamp: int, body: bytes) -> str:
-    """Hex HMAC-SHA256 of `<timestamp>.<body>` under `secret`."""
-    message = str(int(timestamp)).encode() + b"." + body
-    return hmac.new(secret.encode(), message, hashlib.sha256).hexdigest()
-
-
-def sign(secret: str, body: bytes, timestamp: int | None = None) -> str:
-    """The header value for `body`, signed now (or at `timestamp`)."""
-    ts = int(time.time()) if timestamp is None else int(timestamp)
-    return f"t={ts},v1={signature(secret, ts, body)}"
+ID_HEADER = "webhook-id"
+TIMESTAMP_HEADER = "webhook-timestamp"
+SIGNATURE_HEADER = "webhook-signature"
+SECRET_PREFIX = "whsec_"
+MIN_SECRET_BYTES = 24
+MAX_SECRET_BYTES = 64
 
 
-def verify(
-    secret: str | list[str],
-    body: bytes,
-    header: str,
-    *,
-    tolerance_s: float = DEFAULT_TOLERANCE_S,
-    now: float | None = None,
-) -> bool:
-    """True if `header` carries a valid v1 signature of `body` from any of `secret`, made recently."""
-    secrets = [secret] if isinstance(secret, str) else list(secret)
-    pairs = [part.strip().split("=", 1) for part in header.split(",") if "=" in part]
-    stamps = [v for k, v in pairs if k == "t"]
-    if len(stamps) != 1 or not stamps[0].isdigit():
-        return False
-    ts = int(stamps[0])
-    current = time.time() if now is None else now
-    if abs(current - ts) > tolerance_s:
-        return False
-    given = [v for k, v in pairs if k == "v1"]
-    return any(hmac.compare_digest(v, signature(s, ts, body)) for s in secrets for v in given)
+def new_secret() -> str:
+    """A fresh signing secret (32 random bytes)."""
+    return SECRET_PREFIX + base64.b64encode(random_source.token_bytes(32)).decode()
+
+
+def check_secret(secret: str, where: str = "webhook secret") -> str:
+    """`secret` if it is a usable Standard Webhooks secret, else ConfigurationError (never echoing it)."""
+    if not isinstance(secret, str) or not secret.startswith(SECRET_PREFIX):
+        raise ConfigurationError(f"{where} must start with {SECRET_PREFIX!r} (make one with new_secret())")
+    try:
+        key = base64.b64decode(secret[len(SECRET_PREFIX) :], validate=True)
+    except (binascii.Error, ValueError):
+        raise ConfigurationError(f"{where} is not valid base64 after {SECRET_PREFIX!r}") from None
+    if not MIN_SECRET_BYTES <= len(key) <= MAX_SECRET_BYTES:
+        raise ConfigurationError(
+            f"{where} must hold {MIN_SECRET_BYTES} to {MAX_SECRET_BYTES} bytes, it holds {len(key)}"
+        )
+    return secret
+
+
+def message_id(delivery: str) -> str:
+    """The `webhook-id` of a delivery: stable across attempts, and free of the `.` that separates
+    the signed parts (a job id may contain one)."""
+    return "msg_" + hashlib.sha256(delivery.encode()).hexdigest()[:32]
+
+
+def signature_headers(
+    secrets: Sequence[str], msg_id: str, body: bytes, timestamp: datetime | None = None
+) -> dict[str, str]:
+    """The three headers for `body`, signed now (or at `timestamp`) with every secret given.
+
+    With no secret (a delivery to a bare URL) only the id and timestamp are sent."""
+    when = timestamp or datetime.now(UTC)
+    headers = {ID_HEADER: msg_id, TIMESTAMP_HEADER: str(int(when.timestamp()))}
+    if secrets:
+        text = body.decode()
+        headers[SIGNATURE_HEADER] = " ".join(Webhook(s).sign(msg_id, when, text) for s in secrets)
+    return headers
+
+
+def verify(secret: str | Sequence[str], body: bytes, headers: Mapping[str, str]) -> bool:
+    """True if `headers` carry a valid, recent signature of `body` by any of `secret`."""
+    candidates = [secret] if isinstance(secret, str) else list(secret)
+    for candidate in candidates:
+        try:
+            Webhook(candidate).verify(body, dict(headers), json_parse=False)
+        except (WebhookVerificationError, ValueError):
+            continue
+        return True
+    return False

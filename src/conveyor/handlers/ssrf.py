@@ -3,7 +3,9 @@
 The hostname is resolved once, every address it resolves to is checked, and the connection is made
 to the checked address (the URL's host stays in the Host header and TLS SNI/verification), so a DNS
 answer that changes between check and connect (rebinding) cannot redirect the request. Redirects
-are followed by hand and each hop goes through the same check.
+are followed by hand and each hop goes through the same check; proxies from the environment are
+never used. A resolver failure is either temporary (`NameResolutionError`: the job is retried) or
+final (`UnsafeURLError`: the name does not exist), see `TEMPORARY_RESOLVER_ERRORS`.
 """
 
 from __future__ import annotations
@@ -17,10 +19,10 @@ from dataclasses import dataclass, field
 
 import httpx
 
-from conveyor.errors import UnsafeURLError
+from conveyor.errors import NameResolutionError, UnsafeURLError
+from conveyor.handlers.addresses import IPAddress, forbidden_reason, parse_address
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
-IPAddress = ipaddress.IPv4Address | ipaddress.IPv6Address
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
 REDIRECT_CODES = frozenset({301, 302, 303, 307, 308})
 DEFAULT_MAX_REDIRECTS = 3
@@ -28,33 +30,26 @@ _SCHEMES = {"http": 80, "https": 443}
 
 
 async def system_resolver(host: str, port: int) -> list[str]:
-    """Addresses of `host` from the system resolver (getaddrinfo)."""
+    """Addresses of `host` from the system resolver (getaddrinfo); its `socket.gaierror` propagates."""
     loop = asyncio.get_running_loop()
-    try:
-        infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
-    except socket.gaierror as exc:
-        raise UnsafeURLError(f"cannot resolve host {host!r}: {exc}") from None
+    infos = await loop.getaddrinfo(host, port, type=socket.SOCK_STREAM)
     return [str(info[4][0]) for info in infos]
 
 
-def forbidden_reason(ip: IPAddress) -> str | None:
-    """Why an address may not be reached without an allow-list entry (None: it is public)."""
-    if isinstance(ip, ipaddress.IPv6Address) and ip.ipv4_mapped is not None:
-        return forbidden_reason(ip.ipv4_mapped)
-    checks = (
-        ("loopback", ip.is_loopback),
-        ("private", ip.is_private),
-        ("link-local", ip.is_link_local),
-        ("multicast", ip.is_multicast),
-        ("reserved", ip.is_reserved),
-        ("unspecified", ip.is_unspecified),
-    )
-    for name, hit in checks:
-        if hit:
-            return name
-    if not ip.is_global:
-        return "not globally routable"
-    return None
+# getaddrinfo errors that say "the resolver could not answer now", not "the name does not exist":
+# EAI_AGAIN (SERVFAIL, timeout, no server reachable), EAI_FAIL (the server refused or could not parse
+# the query), EAI_MEMORY and EAI_SYSTEM (a local failure). Every other code is final.
+TEMPORARY_RESOLVER_ERRORS = frozenset(
+    getattr(socket, name) for name in ("EAI_AGAIN", "EAI_FAIL", "EAI_MEMORY", "EAI_SYSTEM") if hasattr(socket, name)
+)
+
+
+def resolution_error(host: str, exc: socket.gaierror) -> NameResolutionError | UnsafeURLError:
+    """A resolver failure as the error the handlers retry (temporary) or fail on (the name is unknown)."""
+    detail = exc.strerror or str(exc)
+    if exc.errno in TEMPORARY_RESOLVER_ERRORS:
+        return NameResolutionError(f"temporary DNS failure resolving {host!r}: {detail}")
+    return UnsafeURLError(f"cannot resolve host {host!r}: {detail}")
 
 
 @dataclass(frozen=True, slots=True)
@@ -96,17 +91,11 @@ class Target:
     ip: str
 
 
-def _literal(host: str) -> IPAddress | None:
-    try:
-        return ipaddress.ip_address(host.strip("[]").split("%", 1)[0])
-    except ValueError:
-        return None
-
-
 @dataclass(slots=True)
 class SsrfGuard:
-    """Checks URLs; `resolver` is injectable so tests can point names at any address, and
-    `tls_context` replaces the system CA store for HTTPS (certificates are always verified)."""
+    """Checks URLs; `resolver` is injectable (an async `(host, port) -> [addresses]` that raises
+    `socket.gaierror` as getaddrinfo does), and `tls_context` replaces the system CA store for HTTPS
+    (certificates are always verified)."""
 
     allow: AllowList = field(default_factory=AllowList)
     resolver: Resolver = system_resolver
@@ -121,22 +110,28 @@ class SsrfGuard:
         if not host:
             raise UnsafeURLError("the URL has no host")
         port = u.port or _SCHEMES[scheme]
-        literal = _literal(host)
-        addresses = [str(literal)] if literal is not None else await self.resolver(host, port)
+        literal = parse_address(host)
+        addresses = [str(literal)] if literal is not None else await self._resolve(host, port)
         if not addresses:
             raise UnsafeURLError(f"host {host!r} resolved to no address")
         host_allowed = self.allow.allows_host(host)
         for address in addresses:
-            ip = _literal(address)
+            ip = parse_address(address)
             if ip is None:
                 raise UnsafeURLError(f"host {host!r} resolved to an unparsable address {address!r}")
             reason = forbidden_reason(ip)
             if reason and not host_allowed and not self.allow.allows_ip(ip):
                 raise UnsafeURLError(
-                    f"refusing {host!r}: it resolves to {ip}, a {reason} address "
+                    f"refusing {host!r}: it resolves to {ip}, {reason} "
                     "(allow it in CONVEYOR_WEBHOOK_ALLOW_HOSTS if intended)"
                 )
-        return Target(u, host, port, str(_literal(addresses[0])))
+        return Target(u, host, port, str(parse_address(addresses[0])))
+
+    async def _resolve(self, host: str, port: int) -> list[str]:
+        try:
+            return await self.resolver(host, port)
+        except socket.gaierror as exc:
+            raise resolution_error(host, exc) from None
 
 
 class GuardedTransport(httpx.AsyncBaseTransport):

@@ -1,31 +1,37 @@
-"""Signed webhook delivery to customer endpoints, behind the SSRF guard.
+"""Webhook delivery to customer endpoints, signed as Standard Webhooks defines, behind the SSRF guard.
 
-Each delivery POSTs the JSON payload with a `Conveyor-Signature` header (see `signing`), within a
-15 s budget. 2xx is success; 408, 5xx and network errors are retried with the job's exponential
-backoff; 429 waits for Retry-After without using an attempt; other 4xx fail at once. Deliveries to
-one endpoint share a group (its host), so one slow customer cannot hold up the others.
+A job names a registered endpoint (`endpoint`: sent to its URL and signed with its secrets, see
+`endpoints`) or gives a bare `url` (sent unsigned: no customer secret ever signs a body aimed at a URL
+that job data chose). Each delivery POSTs the JSON payload with `webhook-id`, `webhook-timestamp` and
+`webhook-signature` (see `signing`) within a 15 s budget. 2xx is success; 408, 5xx, network errors
+and temporary DNS failures are retried with the job's exponential backoff; 429 waits for Retry-After
+without using an attempt; other 4xx fail at once. Deliveries to one endpoint (to one host, for bare
+URLs) share a group, so one slow customer cannot hold up the others. Job data may add headers, never
+hop-by-hop or framing ones.
 """
 
 from __future__ import annotations
 
 import asyncio
-import json
 import re
 import time
 from typing import TYPE_CHECKING, Any
 
 import httpx
-from pydantic import BaseModel, ConfigDict, Field, field_validator
+from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 from conveyor import codec
 from conveyor.backoff import Exponential
-from conveyor.errors import ConfigurationError, Retry, Unrecoverable
-from conveyor.handlers.http import raise_for_rate_limit, transfer_errors_as_signals
-from conveyor.handlers.signing import HEADER, sign
+from conveyor.errors import Retry, Unrecoverable
+from conveyor.handlers.endpoints import ENDPOINT_NAME_PATTERN, WebhookEndpoint, WebhookEndpoints
+from conveyor.handlers.http import check_job_header, raise_for_rate_limit, transfer_errors_as_signals
+from conveyor.handlers.signing import message_id, signature_headers
 from conveyor.handlers.ssrf import SsrfGuard, guarded_client, read_capped, send_following
 from conveyor.worker.context import JobContext
 
 if TYPE_CHECKING:
+    from collections.abc import Iterable
+
     from conveyor.app import Conveyor, Task
     from conveyor.job import Job
     from conveyor.settings import Settings
@@ -35,29 +41,36 @@ TASK = "webhooks.deliver"
 MAX_BODY_BYTES = 1024 * 1024
 EXCERPT_BYTES = 1024
 USER_AGENT = "Conveyor-Webhooks/1"
-_RESERVED_HEADERS = {"host", "content-type", "content-length", "user-agent", HEADER.lower()}
+# Headers the sender sets itself; job data may not set or override them.
+_OWNED_HEADERS = frozenset({"content-type", "content-encoding", "user-agent"})
+_OWNED_PREFIXES = ("webhook-", "conveyor-")
 _GROUP_CHARS = re.compile(r"[^A-Za-z0-9._:@/+=-]")
 
 
 class WebhookRequest(BaseModel):
+    """Exactly one of `endpoint` (a registered name: its URL, signed) or `url` (unsigned)."""
+
     model_config = ConfigDict(extra="forbid")
-    url: str = Field(min_length=1, max_length=2048)
+    endpoint: str | None = Field(
+        default=None, pattern=ENDPOINT_NAME_PATTERN, description="name of a registered endpoint (signed)"
+    )
+    url: str | None = Field(default=None, min_length=1, max_length=2048, description="a bare URL (unsigned)")
     payload: Any = None
     event: str | None = Field(default=None, max_length=200)
-    endpoint: str | None = Field(
-        default=None, max_length=2048, description="key of the signing secret (default: by URL)"
-    )
     headers: dict[str, str] = Field(default_factory=dict, max_length=20)
 
     @field_validator("headers")
     @classmethod
     def _headers(cls, value: dict[str, str]) -> dict[str, str]:
         for name, v in value.items():
-            if name.lower() in _RESERVED_HEADERS or name.lower().startswith("conveyor-"):
-                raise ValueError(f"header {name!r} is set by Conveyor")
-            if any(c in name + v for c in "\r\n") or len(v) > 4096:
-                raise ValueError(f"header {name!r} has a line break or is too long")
+            check_job_header(name, v, owned=_OWNED_HEADERS, owned_prefixes=_OWNED_PREFIXES)
         return value
+
+    @model_validator(mode="after")
+    def _one_target(self) -> WebhookRequest:
+        if (self.endpoint is None) == (self.url is None):
+            raise ValueError("give exactly one of endpoint (a registered endpoint's name) or url")
+        return self
 
 
 class WebhookResult(BaseModel):
@@ -68,65 +81,47 @@ class WebhookResult(BaseModel):
     response: str
     response_truncated: bool
     redirects: list[str]
+    signed: bool
 
 
-class WebhookSecrets:
-    """Signing secrets per endpoint: exact URL, then origin, then host, then `*`."""
-
-    def __init__(self, secrets: dict[str, str]) -> None:
-        self.secrets = {k.rstrip("/") if "://" in k else k.lower(): v for k, v in secrets.items()}
-
-    @classmethod
-    def parse(cls, raw: str | None) -> WebhookSecrets:
-        if not raw:
-            return cls({})
-        try:
-            value = json.loads(raw)
-        except json.JSONDecodeError as exc:
-            raise ConfigurationError(f"CONVEYOR_WEBHOOK_SECRETS is not valid JSON: {exc}") from None
-        if not isinstance(value, dict) or not all(isinstance(v, str) and v for v in value.values()):
-            raise ConfigurationError('CONVEYOR_WEBHOOK_SECRETS must be a JSON object {"endpoint": "secret"}')
-        return cls(value)
-
-    def lookup(self, url: str, endpoint: str | None = None) -> str:
-        if endpoint is not None:
-            key = endpoint.rstrip("/") if "://" in endpoint else endpoint.lower()
-            if key not in self.secrets:
-                raise Unrecoverable(f"no webhook secret configured for endpoint {endpoint!r}")
-            return self.secrets[key]
-        u = httpx.URL(url)
-        origin = f"{u.scheme}://{u.netloc.decode()}"
-        for key in (url.rstrip("/"), origin, u.host.lower(), "*"):
-            if key in self.secrets:
-                return self.secrets[key]
-        raise Unrecoverable(
-            f"no webhook secret for {origin}: add it to CONVEYOR_WEBHOOK_SECRETS (unsigned webhooks are not sent)"
-        )
-
-
-def webhook_group(url: str) -> str:
-    """The fairness group of an endpoint: its host and port."""
-    netloc = httpx.URL(url).netloc.decode() or "unknown"
+def webhook_group(url: str | None) -> str:
+    """The fairness group of a bare URL: its host and port."""
+    netloc = httpx.URL(url or "").netloc.decode() or "unknown"
     return _GROUP_CHARS.sub("_", netloc.lower())[:200]
+
+
+def endpoint_group(name: str) -> str:
+    """The fairness group of a registered endpoint."""
+    return f"endpoint:{name}"
 
 
 class WebhookSender:
     """Delivers one webhook (one attempt) and classifies the answer."""
 
-    def __init__(self, guard: SsrfGuard, secrets: WebhookSecrets, *, timeout_s: float = 15.0) -> None:
+    def __init__(self, guard: SsrfGuard, endpoints: WebhookEndpoints, *, timeout_s: float = 15.0) -> None:
         self.guard = guard
-        self.secrets = secrets
+        self.endpoints = endpoints
         self.timeout_s = timeout_s
 
+    def target(self, req: WebhookRequest) -> tuple[str, WebhookEndpoint | None]:
+        """The URL to POST to and the endpoint whose secrets sign it (None: a bare URL, unsigned)."""
+        if req.endpoint is not None:
+            endpoint = self.endpoints.get(req.endpoint)
+            return endpoint.url, endpoint
+        assert req.url is not None
+        return req.url, None
+
     async def deliver(self, req: WebhookRequest, delivery_id: str = "", attempt: int = 1) -> WebhookResult:
+        url, endpoint = self.target(req)
         body = codec.dumps(req.payload)
         if len(body) > MAX_BODY_BYTES:
             raise Unrecoverable(f"webhook body is {len(body)} bytes, over the limit of {MAX_BODY_BYTES}")
+        msg_id = message_id(delivery_id or f"{url}:{time.time_ns()}")
         headers = {
             **req.headers,
             "Content-Type": "application/json",
             "User-Agent": USER_AGENT,
-            HEADER: sign(self.secrets.lookup(req.url, req.endpoint), body),
+            **signature_headers(endpoint.secrets if endpoint else (), msg_id, body),
             "Conveyor-Delivery": delivery_id,
             "Conveyor-Attempt": str(attempt),
         }
@@ -135,7 +130,7 @@ class WebhookSender:
         started = time.perf_counter()
         with transfer_errors_as_signals(self.timeout_s, timed_out="no answer within", failed="network error"):
             async with asyncio.timeout(self.timeout_s), guarded_client(self.guard, self.timeout_s) as client:
-                response, hops = await send_following(client, "POST", req.url, content=body, headers=headers)
+                response, hops = await send_following(client, "POST", url, content=body, headers=headers)
                 try:
                     excerpt, truncated = await read_capped(response, EXCERPT_BYTES)
                 finally:
@@ -145,23 +140,24 @@ class WebhookSender:
         text = excerpt.decode("utf-8", errors="replace")
         if 200 <= status < 300:
             return WebhookResult(
-                url=req.url,
-                final_url=hops[-1] if hops else req.url,
+                url=url,
+                final_url=hops[-1] if hops else url,
                 status=status,
                 latency_ms=latency_ms,
                 response=text,
                 response_truncated=truncated,
                 redirects=hops,
+                signed=endpoint is not None,
             )
         summary = f"endpoint answered {status} after {latency_ms} ms: {text[:200]!r}"
-        raise_for_rate_limit(status, dict(response.headers), what=webhook_group(req.url))
+        raise_for_rate_limit(status, dict(response.headers), what=webhook_group(url))
         if status == 408 or status >= 500:
             raise Retry(reason=summary)
         raise Unrecoverable(summary)
 
 
 class WebhookTasks:
-    """The declared delivery task; `send` enqueues with the endpoint's group set."""
+    """The declared delivery task; `send` enqueues with the target host's group set."""
 
     def __init__(self, task: Task[WebhookResult], sender: WebhookSender) -> None:
         self.task = task
@@ -169,23 +165,28 @@ class WebhookTasks:
 
     async def send(
         self,
-        url: str,
         payload: Any,
         *,
-        event: str | None = None,
         endpoint: str | None = None,
+        url: str | None = None,
+        event: str | None = None,
         headers: dict[str, str] | None = None,
         **options: Any,
     ) -> Job[WebhookResult]:
-        """Enqueue a delivery; job options (delay, attempts, idempotency_key...) pass through."""
-        options.setdefault("group", webhook_group(url))
-        data = {"url": url, "payload": payload, "event": event, "endpoint": endpoint, "headers": headers or {}}
-        return await self.task.enqueue(data, **options)
+        """Enqueue a delivery to a registered `endpoint` (signed) or a bare `url` (unsigned); job
+        options (delay, attempts, idempotency_key...) pass through."""
+        request = WebhookRequest(endpoint=endpoint, url=url, payload=payload, event=event, headers=headers or {})
+        options.setdefault("group", webhook_group(url) if endpoint is None else endpoint_group(endpoint))
+        return await self.task.enqueue(request.model_dump(exclude_none=True), **options)
 
 
-def register(app: Conveyor, settings: Settings, guard: SsrfGuard) -> WebhookTasks:
-    """Declare `webhooks.deliver` on queue `webhooks` (5 attempts, exponential backoff from 2 s)."""
-    sender = WebhookSender(guard, WebhookSecrets.parse(settings.webhook_secrets), timeout_s=settings.webhook_timeout_s)
+def register(
+    app: Conveyor, settings: Settings, guard: SsrfGuard, endpoints: Iterable[WebhookEndpoint] = ()
+) -> WebhookTasks:
+    """Declare `webhooks.deliver` on queue `webhooks` (5 attempts, exponential backoff from 2 s),
+    signing for the endpoints given here and in CONVEYOR_WEBHOOK_ENDPOINTS."""
+    registry = WebhookEndpoints.parse(settings.webhook_endpoints).merged(endpoints)
+    sender = WebhookSender(guard, registry, timeout_s=settings.webhook_timeout_s)
 
     async def deliver(ctx: JobContext, payload: WebhookRequest) -> WebhookResult:
         return await sender.deliver(payload, delivery_id=f"{ctx.queue}:{ctx.job_id}", attempt=ctx.attempt)

@@ -228,12 +228,3 @@ async def drain_groups(queue: Queue, delete_all: Any) -> int:
     for group in await known_groups(queue):
         total += int(await delete_all(queue.keys.group_ready(group), "drained"))
     return total
-
-
-async def obliterate_groups(queue: Queue, delete_all: Any) -> None:
-    k = queue.keys
-    for group in await known_groups(queue):
-        await delete_all(k.group_ready(group), "")
-        await queue._call(queue.client.delete(k.group(group)))
-    shared = (k.limits, k.group_rotation, k.groups_parked, k.groups_capped, k.groups)
-    await queue._call(queue.client.delete(*shared))

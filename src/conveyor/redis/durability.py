@@ -61,8 +61,9 @@ class Durability:
         return out
 
     def check(self, replies: Sequence[Any], what: str) -> None:
-        """Raise DurabilityError unless the WAIT/WAITAOF replies show the promise was kept."""
-        i = 1
+        """Raise DurabilityError unless the WAIT/WAITAOF replies show the promise was kept (`replies`:
+        the write's, the touch's, then those of `commands()`)."""
+        i = 2
         if self.replicas:
             got = int(replies[i])
             i += 1
@@ -100,6 +101,9 @@ async def durable_eval(
             if isinstance(reply, BaseException):
                 if is_fault(reply):
                     raise as_fault(reply, what) from reply
+                if "appendonly" in str(reply):
+                    raise ConfigurationError(
+                        f"{what}: durability aof=True needs the server's appendonly yes ({reply})") from reply
                 raise reply
         durability.check(replies, what)
         return replies[0]

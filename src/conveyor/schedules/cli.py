@@ -14,8 +14,8 @@ from typing import Annotated, Any, TypeVar
 import typer
 
 from conveyor import codec
+from conveyor.discovery import resolve_redis_url
 from conveyor.errors import ConveyorError
-from conveyor.queue import resolve_redis_url
 from conveyor.redis.connection import connect, redact
 from conveyor.schedules.scheduler import DEFAULT_GRACE_S, DEFAULT_MAINTENANCE_INTERVAL_S
 from conveyor.schedules.store import ScheduleInfo, ScheduleStore

@@ -1,10 +1,12 @@
 """HTTP routes for schedules: `GET /api/schedules`, `GET/PUT/DELETE /api/schedules/{id}`.
 
 The API app mounts `make_router(...)` and passes its own dependencies: one that yields a
-`ScheduleStore`, and the auth checks for reading and for changing schedules.
+`ScheduleStore`, the auth checks for reading and for changing schedules, and one that tells whether
+the caller may see payloads (a schedule's `data` is a payload: hidden from keys without read-data).
+Options are data: a backoff names a policy the application registered, never a function.
 """
 
-from collections.abc import Awaitable, Callable
+from collections.abc import Awaitable, Callable, Container
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
@@ -26,8 +28,8 @@ class ScheduleBody(BaseModel):
     data: Any = Field(None, description="Job data (JSON, at most 64 KiB).")
     options: dict[str, Any] = Field(
         default_factory=dict,
-        description="Job options: priority, delay, attempts, backoff, timeout, result_ttl, failed_ttl, "
-        "group, cost.",
+        description="Job options: priority, delay, attempts, backoff (seconds, \"exponential\", or a "
+        "fixed/exponential/named object; never a function), timeout, result_ttl, failed_ttl, group, cost.",
     )
     cron: str | None = Field(None, max_length=200, examples=["0 3 * * *"])
     tz: str = Field("UTC", max_length=64, examples=["Europe/Madrid"])
@@ -54,6 +56,7 @@ class ScheduleOut(BaseModel):
     task: str
     queue: str
     data: Any
+    data_hidden: bool = Field(description="True when the key may not see payloads (no read-data scope).")
     options: dict[str, Any]
     cron: str | None
     tz: str
@@ -68,12 +71,13 @@ class ScheduleOut(BaseModel):
     version: int
 
     @classmethod
-    def of(cls, info: ScheduleInfo) -> "ScheduleOut":
+    def of(cls, info: ScheduleInfo, *, show_data: bool) -> "ScheduleOut":
         s = info.schedule
         last = info.last_run
         return cls(
-            id=s.id, kind=s.kind.value, source=s.source, task=s.task, queue=s.queue, data=s.data,
-            options=dict(s.options), cron=s.cron, tz=s.tz, interval_s=s.interval_s, start=s.start, end=s.end,
+            id=s.id, kind=s.kind.value, source=s.source, task=s.task, queue=s.queue,
+            data=s.data if show_data else None, data_hidden=not show_data, options=dict(s.options),
+            cron=s.cron, tz=s.tz, interval_s=s.interval_s, start=s.start, end=s.end,
             paused=s.paused, missed=s.missed.value, catch_up_cap=s.catch_up_cap, next_run=info.next_run,
             last_run=None if last is None else LastRunOut(
                 tick=last.tick, job_id=last.job_id, fired=last.fired, skipped=last.skipped, at=last.at
@@ -99,15 +103,26 @@ def _not_found(exc: Exception) -> HTTPException:
     return HTTPException(status.HTTP_404_NOT_FOUND, detail=str(exc))
 
 
+def _check_backoff(options: dict[str, Any], registered: Container[str]) -> None:
+    backoff = options.get("backoff")
+    if isinstance(backoff, dict) and backoff.get("type") == "named" and backoff.get("name") not in registered:
+        raise HTTPException(422, detail="options.backoff names a policy this application does not register")
+
+
 def make_router(
     store_factory: Callable[..., Any],
     require_read: Callable[..., Any],
     require_admin: Callable[..., Any],
+    shows_data: Callable[..., Any],
+    backoffs: Container[str] = frozenset(),
 ) -> APIRouter:
     """The schedules router. `store_factory` is a FastAPI dependency returning a ScheduleStore;
-    `require_read` guards the GETs and `require_admin` the PUT and DELETE."""
+    `require_read` guards the GETs and `require_admin` the PUT and DELETE; `shows_data` is a
+    dependency returning whether the caller may see payloads; `backoffs` holds the names of the
+    application's backoff policies (a named backoff must be one of them)."""
     router = APIRouter(prefix="/api/schedules", tags=["schedules"])
     Store = Annotated[ScheduleStore, Depends(store_factory)]
+    ShowData = Annotated[bool, Depends(shows_data)]
 
     def checked_id(schedule_id: str) -> str:
         try:
@@ -116,13 +131,13 @@ def make_router(
             raise _invalid(exc) from None
 
     @router.get("", response_model=ScheduleList, dependencies=[Depends(require_read)])
-    async def list_schedules(store: Store) -> ScheduleList:
-        return ScheduleList(schedules=[ScheduleOut.of(i) for i in await store.list()])
+    async def list_schedules(store: Store, show: ShowData) -> ScheduleList:
+        return ScheduleList(schedules=[ScheduleOut.of(i, show_data=show) for i in await store.list()])
 
     @router.get("/{schedule_id}", response_model=ScheduleOut, dependencies=[Depends(require_read)])
-    async def get_schedule(schedule_id: str, store: Store) -> ScheduleOut:
+    async def get_schedule(schedule_id: str, store: Store, show: ShowData) -> ScheduleOut:
         try:
-            return ScheduleOut.of(await store.get(checked_id(schedule_id)))
+            return ScheduleOut.of(await store.get(checked_id(schedule_id)), show_data=show)
         except ScheduleNotFoundError as exc:
             raise _not_found(exc) from None
 
@@ -145,13 +160,14 @@ def make_router(
             )
         except InvalidScheduleError as exc:
             raise _invalid(exc) from None
+        _check_backoff(dict(schedule.options), backoffs)
         info = await store.put(schedule)
         response.status_code = status.HTTP_201_CREATED if existing is None else status.HTTP_200_OK
-        return ScheduleOut.of(info)
+        return ScheduleOut.of(info, show_data=True)
 
     async def changed(schedule_id: str, change: Callable[[str], Awaitable[ScheduleInfo]]) -> ScheduleOut:
         try:
-            return ScheduleOut.of(await change(checked_id(schedule_id)))
+            return ScheduleOut.of(await change(checked_id(schedule_id)), show_data=True)  # admin only
         except ScheduleNotFoundError as exc:
             raise _not_found(exc) from None
 

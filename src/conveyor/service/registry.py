@@ -1,7 +1,8 @@
 """Worker registry: each process keeps a heartbeat record in Redis that expires when it dies.
 
 Keys come from `WorkerRegistryKeys` (shared with the HTTP API): `index` is a zset of worker ids scored
-by last beat (ms), `worker(id)` a JSON string with a PX TTL of three beat intervals.
+by last beat (ms), `worker(id)` a JSON string with a PX TTL of three beat intervals. Each record
+carries `clock_offset_ms`, this process's clock minus the Redis server's, measured at every beat.
 """
 
 from __future__ import annotations
@@ -15,9 +16,11 @@ from redis.exceptions import RedisError
 
 from conveyor import codec
 from conveyor.errors import ConnectionFailedError
+from conveyor.redis.clock import clock_offset_ms
 from conveyor.redis.connection import RedisClient
 from conveyor.redis.faults import guarded
 from conveyor.redis.keys import WorkerRegistryKeys, registry_key
+from conveyor.views import list_workers  # the reader, shared with the API and the CLI
 
 logger = logging.getLogger(__name__)
 TTL_BEATS = 3
@@ -42,9 +45,10 @@ class RegistryWriter:
         self.ttl_ms = max(1, int(interval_s * 1000 * TTL_BEATS))
 
     async def beat(self) -> None:
-        now_ms = int(time.time() * 1000)
-        record = {**self.record(), "last_beat_ms": now_ms}
         try:
+            offset = await clock_offset_ms(self.client)  # `conveyor doctor` reports skew from it
+            now_ms = int(time.time() * 1000)
+            record = {**self.record(), "last_beat_ms": now_ms, "clock_offset_ms": offset}
             async with self.client.pipeline(transaction=False) as pipe:
                 pipe.set(self.keys.worker(self.worker_id), codec.dumps(record).decode(), px=self.ttl_ms)
                 pipe.zadd(self.keys.index, {self.worker_id: now_ms})
@@ -67,34 +71,4 @@ class RegistryWriter:
             logger.warning("could not remove the registry record (%s); it expires by itself", exc)
 
 
-async def list_workers(client: RedisClient, prefix: str = "cv") -> list[dict[str, Any]]:
-    """Live workers' records, sorted by id; index members whose record expired are pruned."""
-    keys = WorkerRegistryKeys(prefix)
-    try:
-        ids = [str(i) for i in await client.zrange(keys.index, 0, -1)]
-        if not ids:
-            return []
-        raw = await client.mget([keys.worker(i) for i in ids])
-        live: list[dict[str, Any]] = []
-        dead: list[str] = []
-        for worker_id, value in zip(ids, raw, strict=True):
-            record = _parse(value)
-            if record is None:
-                dead.append(worker_id)
-            else:
-                live.append(record)
-        if dead:
-            await client.zrem(keys.index, *dead)
-    except (RedisError, OSError) as exc:
-        raise ConnectionFailedError(f"Redis unreachable while listing workers: {exc}") from exc
-    return sorted(live, key=lambda r: str(r.get("id", "")))
-
-
-def _parse(value: Any) -> dict[str, Any] | None:
-    if value is None:
-        return None
-    try:
-        record = codec.loads(value)
-    except Exception:
-        return None
-    return record if isinstance(record, dict) else None
+__all__ = ["TTL_BEATS", "RegistryWriter", "list_workers"]

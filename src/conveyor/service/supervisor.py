@@ -85,7 +85,7 @@ class WorkerService:
         middleware = (
             *app.middleware,
             _PeakMiddleware(self.peak),
-            JobLogMiddleware(debug=settings.log_level.lower() == "debug"),
+            JobLogMiddleware(),
             MetricsMiddleware(self.metrics),
         )
         durability = settings.durability()
@@ -121,6 +121,7 @@ class WorkerService:
         )
         self.log = structlog.get_logger("conveyor.service")
         self._rates = st.RateWindow()
+        self._logged_stats: dict[str, dict[str, Any]] = {}  # figures of each queue's last stats line
         self._stop = asyncio.Event()
         self._tasks: list[asyncio.Task[None]] = []
         self._registry_task: asyncio.Task[None] | None = None
@@ -339,17 +340,23 @@ class WorkerService:
         }
 
     async def _log_stats(self) -> None:
+        """One line per queue whose figures changed since its last line; an idle queue stays quiet."""
         for name, worker in self.workers.items():
-            counts = st.queue_counts(worker)
-            rate = self._rates.per_minute(name, counts["processed"])
-            self.log.info(
-                "queue stats",
-                queue=name,
-                jobs_per_min=rate,
-                restarts=self.watches[name].restarts,
-                paused=self.paused[name],
-                **{k: v for k, v in counts.items() if k != "last_heartbeat"},
-            )
+            figures = self._stats_figures(name, worker)
+            rate = self._rates.per_minute(name, figures["processed"])
+            if self._logged_stats.get(name) == figures:
+                continue
+            self._logged_stats[name] = figures
+            success = st.success_rate(figures["succeeded"], figures["failed"])
+            self.log.info("queue stats", queue=name, jobs_per_min=rate, success_rate=success, **figures)
+
+    def _stats_figures(self, name: str, worker: Worker) -> dict[str, Any]:
+        counts = st.queue_counts(worker)
+        return {
+            "restarts": self.watches[name].restarts,
+            "paused": self.paused[name],
+            **{k: v for k, v in counts.items() if k not in ("last_heartbeat", "success_rate")},
+        }
 
     def _every(
         self, interval_s: float, fn: Callable[[], Awaitable[None]], what: str, *, skip_first: bool = False
@@ -370,3 +377,4 @@ class WorkerService:
     def _rates_prime(self) -> None:
         for name, worker in self.workers.items():
             self._rates.per_minute(name, worker.stats.processed)
+            self._logged_stats[name] = self._stats_figures(name, worker)

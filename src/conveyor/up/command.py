@@ -19,6 +19,7 @@ from typing import Annotated
 import httpx
 import typer
 
+from conveyor.discovery import data_dir
 from conveyor.embedded import EmbeddedHandle, acquire, resolve_redis_url
 from conveyor.embedded.state import process_alive
 from conveyor.errors import ConfigurationError, ConveyorError
@@ -152,7 +153,7 @@ def run_up(app_path: str, settings: Settings, ports: Ports) -> int:
     url, handle = resolve_redis_url(settings)
     group: ChildGroup | None = None
     try:
-        key_file = admin_key_path(settings.data_dir)
+        key_file = admin_key_path(str(data_dir(settings.data_dir)))
         key = ensure_admin_key(url, settings.prefix, key_file)
         specs, env = children(app_path, url, ports)
         group = ChildGroup(specs, env)

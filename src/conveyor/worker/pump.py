@@ -30,6 +30,7 @@ logger = logging.getLogger(__name__)
 MAX_IN_FLIGHT = 2
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 1.0  # loops resume within about this long of Redis being usable again
+RECORD_TTL_MIN_MS = 60_000  # a trip record outlives the lease (2x) and at least this long
 
 
 def backoff_delay(failures: int) -> float:
@@ -71,7 +72,7 @@ class TripPump:
         self.queue = queue
         self.worker_id = worker_id
         self.lease_ms = lease_ms
-        self.record_ttl_ms = 2 * lease_ms
+        self.record_ttl_ms = max(2 * lease_ms, RECORD_TTL_MIN_MS)
         self.batch_size = batch_size
         self.free_slots = free_slots
         self.handler_names = list(handler_names)

@@ -10,7 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from conveyor import codec
-from conveyor.backoff import Exponential, parse_backoff
+from conveyor.backoff import BackoffPolicies, Exponential, parse_backoff
 from conveyor.errors import (
     JobInterrupted,
     JobTimeoutError,
@@ -45,11 +45,20 @@ class StrayCancelledError(Exception):
     that another task cancelled): a failed attempt."""
 
 
+
 class Runner:
     """Executes handlers with timeouts, threads for sync code and error classification."""
 
-    def __init__(self, handlers: Mapping[str, Handler], *, threads: SyncThreads, max_result_bytes: int) -> None:
+    def __init__(
+        self,
+        handlers: Mapping[str, Handler],
+        *,
+        threads: SyncThreads,
+        max_result_bytes: int,
+        backoffs: BackoffPolicies | None = None,
+    ) -> None:
         self.handlers = {name: HandlerSpec.of(fn) for name, fn in handlers.items()}
+        self.backoffs = backoffs or BackoffPolicies()
         self.max_result_bytes = max_result_bytes
         self.threads = threads
 
@@ -161,10 +170,10 @@ class Runner:
             return JobOutcome(OutcomeKind.FAILED, error=error)
         if after is None:
             spec = ctx.options.get("backoff")
-            policy = parse_backoff(spec) if spec is not None else DEFAULT_BACKOFF
-            try:
-                after = policy.seconds(ctx.attempt, exc)
-            except Exception as bad:  # a broken custom backoff must not lose the job
-                error = {**error, "backoff_error": repr(bad)}
+            try:  # stored options are data: a Named policy runs only if this app registered it
+                policy = parse_backoff(spec) if spec is not None else DEFAULT_BACKOFF
+                after = self.backoffs.seconds(policy, ctx.attempt, exc)
+            except Exception as bad:  # an unknown or broken backoff must not lose the job
+                error = {**error, "backoff_error": f"{type(bad).__name__}: {bad}"[:500]}
                 after = DEFAULT_BACKOFF.seconds(ctx.attempt, exc)
         return JobOutcome(OutcomeKind.RETRY, error=error, delay_s=after)

@@ -21,6 +21,7 @@ from dataclasses import dataclass, field
 from typing import Any
 
 from conveyor import codec
+from conveyor.backoff import BackoffPolicies
 from conveyor.errors import ConfigurationError, ConnectionFailedError
 from conveyor.middleware import Middleware, MiddlewareChain
 from conveyor.queue import Queue
@@ -103,6 +104,7 @@ class Worker:
         middleware: Sequence[Middleware] = (),
         max_result_bytes: int | None = None,
         batch_size: int | None = None,
+        backoffs: BackoffPolicies | None = None,
     ) -> None:
         if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= MAX_CONCURRENCY:
             raise ConfigurationError(f"concurrency must be an integer in [1, {MAX_CONCURRENCY}], got {concurrency!r}")
@@ -131,7 +133,8 @@ class Worker:
         self.stats = WorkerStats()
         self.threads = SyncThreads(concurrency)
         self.runner = Runner(
-            handlers, threads=self.threads, max_result_bytes=max_result_bytes or queue.max_payload_bytes
+            handlers, threads=self.threads, max_result_bytes=max_result_bytes or queue.max_payload_bytes,
+            backoffs=backoffs,
         )
         self._scripts = queue.scripts
         # The lease table, keyed by token: a job whose lease lapsed may be leased again while its
@@ -352,8 +355,9 @@ class Worker:
         self.leases.pop(lease.token, None)
         if code == ScriptCode.OK:
             return
-        self.stats.lost += 1
-        level = logging.WARNING if code == ScriptCode.LEASE_LOST else logging.INFO
+        lost = code == ScriptCode.LEASE_LOST
+        self.stats.lost += lost
+        level = logging.WARNING if lost else logging.INFO
         logger.log(level, "queue %s: outcome of job %s not recorded: %s", self.queue.name, lease.job_id,
                    describe_code(code))
 

@@ -10,7 +10,7 @@ function statusBadge(status) {
 }
 
 function channels(rule) {
-  return (rule.channels ?? []).map((c) => c.type === "email" ? `email ${(c.to ?? []).join(", ")}` : `${c.type} ${c.url ?? ""}`).join("; ");
+  return (rule.channels ?? []).map((c) => c.type === "email" ? `email ${(c.to ?? []).join(", ")}` : `${c.type} ${c.url ?? `endpoint ${c.endpoint ?? ""}`}`).join("; ");
 }
 
 export async function renderAlerts(container) {

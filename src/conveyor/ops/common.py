@@ -1,0 +1,108 @@
+"""What every operator command shares: finding the server, one-line errors, JSON or table output."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import Awaitable, Callable, Sequence
+from dataclasses import dataclass
+from typing import Annotated, Any, NoReturn, TypeVar
+
+import orjson
+import typer
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
+
+from conveyor.discovery import resolve_redis_url
+from conveyor.errors import ConnectionFailedError, ConveyorError
+from conveyor.queue import Queue
+from conveyor.redis.connection import RedisClient, connect, redact
+from conveyor.redis.keys import registry_key, validate_queue_name
+from conveyor.settings import Settings
+
+T = TypeVar("T")
+
+JsonOpt = Annotated[bool, typer.Option("--json", help="Print one JSON document instead of a table.")]
+RedisOpt = Annotated[
+    str | None,
+    typer.Option("--redis-url", help="Redis URL (default: REDIS_URL, else the project's embedded server)."),
+]
+PrefixOpt = Annotated[str | None, typer.Option("--prefix", help="Key prefix (env CONVEYOR_PREFIX, default cv).")]
+QueueArg = Annotated[str, typer.Argument(help="Queue name.")]
+IdArg = Annotated[str, typer.Argument(help="Job id.")]
+
+
+@dataclass(frozen=True, slots=True)
+class Target:
+    """The server a command talks to."""
+
+    client: RedisClient
+    prefix: str
+    url: str
+
+    def queue(self, name: str) -> Queue:
+        return Queue(validate_queue_name(name), redis=self.client, prefix=self.prefix)
+
+    async def existing_queue(self, name: str) -> Queue:
+        """The queue, or an error when Redis has never seen it (a typo should not pass silently)."""
+        queue = self.queue(name)
+        known = await self.client.sismember(registry_key(self.prefix), name)
+        if not known and not await self.client.exists(queue.keys.meta, queue.keys.ready, queue.keys.delayed):
+            fail(f"queue {name!r} not found (`conveyor queues` lists the queues in Redis)")
+        return queue
+
+
+def fail(message: str, code: int = 1) -> NoReturn:
+    """One clear line on stderr and a non-zero exit."""
+    typer.echo(f"error: {message}", err=True)
+    raise typer.Exit(code)
+
+
+def run(redis_url: str | None, prefix: str | None, fn: Callable[[Target], Awaitable[T]]) -> T:
+    """Find the server (REDIS_URL, else the project's embedded one), run `fn`, close the client."""
+    url = ""
+    try:
+        settings = Settings.from_env(redis_url=redis_url, prefix=prefix)
+        url = resolve_redis_url(settings.redis_url)
+
+        async def go() -> T:
+            client = connect(url)
+            try:
+                return await fn(Target(client, settings.prefix, url))
+            finally:
+                await client.aclose()
+
+        return asyncio.run(go())
+    except (ConnectionFailedError, RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        fail(f"Redis at {redact(url)} is unreachable: {exc.__cause__ or exc}")
+    except ConveyorError as exc:
+        fail(str(exc))
+    except RedisError as exc:
+        fail(f"Redis at {redact(url)} failed: {exc}")
+
+
+def print_json(document: Any) -> None:
+    typer.echo(orjson.dumps(document, option=orjson.OPT_INDENT_2, default=str).decode())
+
+
+def table(headers: Sequence[str], rows: Sequence[Sequence[Any]]) -> str:
+    """Columns aligned on the widest cell; None shows as '-'."""
+    cells = [[str(h) for h in headers]] + [["-" if c is None else str(c) for c in row] for row in rows]
+    widths = [max(len(r[i]) for r in cells) for i in range(len(headers))]
+    return "\n".join("  ".join(c.ljust(w) for c, w in zip(r, widths, strict=True)).rstrip() for r in cells)
+
+
+def age(ms: int | float | None) -> str | None:
+    """A duration in ms as '45s', '12m', '3h', '2d'."""
+    if ms is None:
+        return None
+    s = max(0, int(ms // 1000))
+    for unit, size in (("d", 86400), ("h", 3600), ("m", 60)):
+        if s >= size:
+            return f"{s // size}{unit}"
+    return f"{s}s"
+
+
+def short(text: Any, width: int = 60) -> str:
+    value = " ".join(str(text).split())
+    return value if len(value) <= width else value[: width - 1] + "…"

@@ -1,0 +1,154 @@
+"""Handlers that end: a stray CancelledError is a failed attempt that frees its slot, close() never
+hangs, a sync handler's timeout counts from when its code starts, a timed-out or lease-lost sync
+handler is interrupted in its thread and keeps its slot until the thread returns, and a closing worker
+does not spin its heartbeat (the lease-extend storm)."""
+
+from __future__ import annotations
+
+import asyncio
+import threading
+import time
+from typing import Any
+
+import redis as syncredis
+
+from conveyor import JobContext, JobFailedError, JobInterrupted, JobState, Queue, Worker
+from conveyor.redis.connection import connect
+from conveyor.testing import RedisServer
+from tests.conftest import running, wait_for
+
+
+async def test_a_stray_cancelled_error_is_a_failed_attempt_and_frees_the_slot(queue: Queue) -> None:
+    async def awaits_a_cancelled_future(ctx: JobContext, data: Any) -> None:
+        loop = asyncio.get_running_loop()
+        future = loop.create_future()
+        loop.call_soon(future.cancel)  # someone else cancels what the handler waits for
+        await future
+
+    async def ok(ctx: JobContext, data: Any) -> str:
+        return "ok"
+
+    worker = Worker(queue, {"stray": awaits_a_cancelled_future, "ok": ok}, concurrency=1)
+    async with running(worker):
+        stray = await queue.add("stray", attempts=1)
+        after = await queue.add("ok")
+        try:
+            await stray.result(timeout=15)
+        except JobFailedError as exc:
+            assert exc.error["type"] == "StrayCancelledError"
+        assert await after.result(timeout=15) == "ok", "the slot was freed"
+        assert worker.active == 0
+    assert not worker.running, "close() returned"
+
+
+async def test_close_never_hangs_on_a_handler_that_ignores_cancellation(queue: Queue) -> None:
+    started, released = asyncio.Event(), asyncio.Event()
+
+    async def stubborn(ctx: JobContext, data: Any) -> None:
+        started.set()
+        while not released.is_set():
+            try:
+                await released.wait()
+            except asyncio.CancelledError:
+                continue
+
+    worker = Worker(queue, {"s": stubborn})
+    await worker.start()
+    job = await queue.add("s")
+    await asyncio.wait_for(started.wait(), 10)
+    await asyncio.wait_for(worker.close(grace_s=0.1), 60)
+    rec = await job.record()
+    assert rec.state is JobState.WAITING and rec.attempts_made == 0, "handed back explicitly"
+    assert await queue.client.zcard(queue.keys.active) == 0
+    released.set()  # the handler may end now (its late end changes nothing)
+
+
+async def test_sync_timeout_counts_from_the_start_and_the_slot_waits_for_the_thread(queue: Queue) -> None:
+    order: list[str] = []
+    lock = threading.Lock()
+
+    def note(what: str) -> None:
+        with lock:
+            order.append(what)
+
+    def slow(ctx: JobContext, data: Any) -> None:
+        note("slow started")
+        try:
+            while True:
+                time.sleep(0.005)
+        except JobInterrupted:
+            note("slow interrupted")
+            # Cleanup that takes a while: its slot stays taken until the thread returns.
+            deadline = time.monotonic() + 0.3
+            while time.monotonic() < deadline:
+                time.sleep(0.005)
+            note("slow returned")
+            raise
+
+    def quick(ctx: JobContext, data: Any) -> str:
+        note("quick started")
+        return "quick"
+
+    async with running(Worker(queue, {"slow": slow, "quick": quick}, concurrency=1)):
+        timed_out = await queue.add("slow", timeout=0.2)
+        # A 10 ms job whose own timeout would have run out while it waited behind the slow one.
+        after = await queue.add("quick", timeout=0.2)
+        try:
+            await timed_out.result(timeout=20)
+        except JobFailedError as exc:
+            assert exc.error["type"] == "JobTimeoutError"
+        assert await after.result(timeout=20) == "quick"
+    assert order == ["slow started", "slow interrupted", "slow returned", "quick started"]
+
+
+async def test_a_sync_handler_whose_lease_is_lost_is_interrupted(queue: Queue) -> None:
+    started, returned = threading.Event(), threading.Event()
+
+    def loops(ctx: JobContext, data: Any) -> None:
+        started.set()
+        try:
+            while True:
+                time.sleep(0.005)
+        finally:
+            returned.set()
+
+    worker = Worker(queue, {"l": loops}, heartbeat_ms=50)
+    async with running(worker):
+        job = await queue.add("l")
+        await wait_for(started.is_set, what="running")
+        # Another worker took the job over (its lease expired and was granted again).
+        await queue.client.hset(queue.keys.job(job.id), "token", "taken-over")
+        await wait_for(returned.is_set, what="the thread was interrupted and returned")
+        await wait_for(lambda: worker.active == 0, what="the slot is free")
+    assert worker.stats.lost == 1
+    assert await job.state() is JobState.ACTIVE, "nothing was written under the lost lease"
+
+
+async def test_a_closing_worker_does_not_spin_its_heartbeat(qname: str) -> None:
+    """The lease-extend storm: after close(), a heartbeat that returned at once from its sleep
+    extended leases in a tight loop (thousands of calls a second) while jobs were still running."""
+    with RedisServer() as server, syncredis.Redis(port=server.port) as admin:
+        queue = Queue(qname, redis=connect(server.url))
+        gate = asyncio.Event()
+
+        async def waits(ctx: JobContext, data: Any) -> None:
+            await gate.wait()
+
+        # Heartbeat and sweep every minute: during the window below neither is due.
+        worker = Worker(queue, {"w": waits}, heartbeat_ms=60_000, stalled_interval_ms=60_000)
+        await worker.start()
+        await queue.add("w")
+        await wait_for(lambda: worker.active == 1, what="running")
+        before = _script_calls(admin)
+        closing = asyncio.create_task(worker.close(grace_s=60))
+        for _ in range(50):  # fifty round trips to Redis: a spinning loop would run all along
+            await queue.client.ping()
+        assert _script_calls(admin) == before, "no script call while the closing worker waits for its job"
+        gate.set()
+        await asyncio.wait_for(closing, 60)
+        await queue.client.aclose()
+
+
+def _script_calls(admin: syncredis.Redis) -> int:
+    stats = admin.info("commandstats")
+    return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
