@@ -33,10 +33,6 @@ async def test_cluster_slot_owner_restarted_and_slot_migrated_live(tmp_path: Pat
     check("cluster", counts.table("cluster chaos"), counts.problems())
 
 
-@pytest.mark.xfail(strict=True, reason=(
-    "durable acknowledgement never succeeds: Durability.check (redis/durability.py) reads the reply of "
-    "the HINCRBY touch that durable_eval pipelines before WAIT as the replica count (0), so every add and "
-    "outcome with replicas=1 raises DurabilityError although WAIT returns 1; the jobs stay waiting"))
 async def test_sentinel_failover_under_load_with_durable_acknowledgement(tmp_path: Path) -> None:
     """Replication is asynchronous: only writes acknowledged after a replica has them survive the
     primary's death for sure, so enqueues and outcomes here wait for one replica."""
