@@ -152,8 +152,8 @@ def main() -> None:
     print(f"\n{kind}; each drain/IO/latency "
           f"run uses a fresh worker process. {m['server']}; Python {m['python']}; "
           f"{m['nproc']} CPUs ({m['cpu']}); "
-          f"load average before {m['loadavg']}, after {results['details']['loadavg_after']}. "
-          f"Figures written to {a.out}.")
+          f"load average before {m['loadavg']}, after {results['details']['loadavg_after']}."
+          + ("" if a.durable_only else f" Figures written to {a.out}."))
 
 
 if __name__ == "__main__":

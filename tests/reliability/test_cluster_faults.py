@@ -6,18 +6,16 @@ from __future__ import annotations
 import asyncio
 import threading
 from collections.abc import Iterator
-from typing import Any
 
 import pytest
 import redis as syncredis
 import redis.asyncio as aioredis
 
-from conveyor import ConnectionFailedError, JobContext, JobState, Queue, Worker
+from conveyor import ConnectionFailedError, JobState, Queue, Worker
 from conveyor.redis.connection import connect
 from conveyor.testing import RedisClusterServers
 from tests.conftest import running, wait_for
-
-FAST = {"lease_ms": 3000, "heartbeat_ms": 100, "stalled_interval_ms": 200, "idle_block_s": 0.5}
+from tests.reliability.helpers import FAST, Gate, all_completed, loops_alive, queues
 
 
 @pytest.fixture
@@ -27,35 +25,22 @@ def cluster() -> Iterator[RedisClusterServers]:
         yield c
 
 
-async def _all_completed(queue: Queue, ids: list[str]) -> bool:
-    try:
-        return all([await queue.get_state(i) is JobState.COMPLETED for i in ids])
-    except ConnectionFailedError:
-        return False
-
-
 async def test_a_restarted_slot_owner_is_ridden_through(cluster: RedisClusterServers, qname: str) -> None:
-    direct = Queue(qname, redis=connect(cluster.url))
-    worker_queue = Queue(qname, redis=connect(cluster.url))
-    gate = asyncio.Event()
-
-    async def handler(ctx: JobContext, data: Any) -> int:
-        await gate.wait()
-        return data
-
-    worker = Worker(worker_queue, {"j": handler}, concurrency=2, **FAST)  # type: ignore[arg-type]
+    direct, worker_queue = queues(cluster.url, qname)
+    gate = Gate()
+    worker = Worker(worker_queue, {"j": gate.handler}, concurrency=2, **FAST)  # type: ignore[arg-type]
     jobs = await direct.add_bulk([{"name": "j", "data": i} for i in range(4)])
     owner = cluster.owner(direct.keys.meta)
     async with running(worker, grace_s=10):
         await wait_for(lambda: worker.active == 2, what="two jobs running")
         owner.stop()
-        gate.set()  # outcomes meet a dead node, then CLUSTERDOWN while the cluster heals
+        gate.open()  # outcomes meet a dead node, then CLUSTERDOWN while the cluster heals
         await wait_for(lambda: worker.pump_failures >= 2, what="trips met the dead node")
         other = next(s for s in cluster.servers if s is not owner)
         await wait_for(lambda: _cluster_failed(other.port), timeout=30, what="the others see the cluster down")
         await asyncio.to_thread(owner.start, owner.port)
-        await wait_for(lambda: _all_completed(direct, [j.id for j in jobs]), timeout=60, what="all done")
-        assert all(not t.done() for t in worker.loop_tasks.values()), "no loop crashed"
+        await wait_for(lambda: all_completed(direct, [j.id for j in jobs]), timeout=60, what="all done")
+        assert loops_alive(worker), "no loop crashed"
     await direct.client.aclose()
     await worker_queue.client.aclose()
 

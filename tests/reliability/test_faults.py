@@ -24,15 +24,13 @@ from redis.exceptions import (
 )
 from redis.exceptions import ConnectionError as RedisConnectionError
 
-from conveyor import ConnectionFailedError, JobContext, JobState, Queue, Worker
+from conveyor import ConnectionFailedError, JobContext, Queue, Worker
 from conveyor.redis.connection import connect
 from conveyor.redis.faults import guarded, is_fault
 from conveyor.testing import RedisServer
 from tests.conftest import running, wait_for
 from tests.proxy import TcpProxy
-
-# Fast loops, so faults are met and recovered from quickly.
-FAST = {"lease_ms": 3000, "heartbeat_ms": 100, "stalled_interval_ms": 200, "idle_block_s": 0.5}
+from tests.reliability.helpers import FAST, Gate, all_completed, loops_alive, queues
 
 
 def test_the_fault_table() -> None:
@@ -57,18 +55,6 @@ def test_the_fault_table() -> None:
     assert [is_fault(e) for e in not_faults] == [False] * len(not_faults)
 
 
-def _loops_alive(worker: Worker) -> bool:
-    return all(not task.done() for task in worker.loop_tasks.values())
-
-
-async def _completed(queue: Queue, ids: list[str]) -> bool:
-    try:
-        states = [await queue.get_state(i) for i in ids]
-    except ConnectionFailedError:  # the test's own connection met the fault too
-        return False
-    return all(s is JobState.COMPLETED for s in states)
-
-
 def test_connection_resets_under_uvloop_never_crash_a_loop(redis_server: RedisServer, qname: str) -> None:
     """uvloop reports a reused connection the peer closed as RuntimeError (closed transport)."""
 
@@ -89,8 +75,8 @@ def test_connection_resets_under_uvloop_never_crash_a_loop(redis_server: RedisSe
                     done = len(runs)
                     await wait_for(lambda d=done: len(runs) > d, timeout=20, what="progress between resets")
                     proxy.reset_all()
-                await wait_for(lambda: _completed(direct, [j.id for j in jobs]), timeout=30, what="all done")
-                assert _loops_alive(worker), {n: t for n, t in worker.loop_tasks.items() if t.done()}
+                await wait_for(lambda: all_completed(direct, [j.id for j in jobs]), timeout=30, what="all done")
+                assert loops_alive(worker), {n: t for n, t in worker.loop_tasks.items() if t.done()}
                 assert worker.pump_failures > 0, "the resets must have hit trips"
             await direct.obliterate(force=True)
             await direct.close()
@@ -101,22 +87,16 @@ def test_connection_resets_under_uvloop_never_crash_a_loop(redis_server: RedisSe
 
 async def test_a_server_restart_is_ridden_through(qname: str) -> None:
     with RedisServer(extra_args=["--appendonly", "yes", "--appendfsync", "always"]) as server:
-        direct = Queue(qname, redis=connect(server.url))
-        worker_queue = Queue(qname, redis=connect(server.url))
-        gate = asyncio.Event()
-
-        async def handler(ctx: JobContext, data: Any) -> int:
-            await gate.wait()
-            return data
-
-        worker = Worker(worker_queue, {"j": handler}, concurrency=2, **FAST)  # type: ignore[arg-type]
+        direct, worker_queue = queues(server.url, qname)
+        gate = Gate()
+        worker = Worker(worker_queue, {"j": gate.handler}, concurrency=2, **FAST)  # type: ignore[arg-type]
         jobs = await direct.add_bulk([{"name": "j", "data": i} for i in range(4)])
         async with running(worker, grace_s=10):
             await wait_for(lambda: worker.active == 2, what="two jobs running")
             await asyncio.to_thread(server.restart)  # killed (SIGKILL) and started again from its AOF
-            gate.set()  # the outcomes meet a dead, then a fresh, server
-            await wait_for(lambda: _completed(direct, [j.id for j in jobs]), timeout=30, what="all done")
-            assert _loops_alive(worker)
+            gate.open()  # the outcomes meet a dead, then a fresh, server
+            await wait_for(lambda: all_completed(direct, [j.id for j in jobs]), timeout=30, what="all done")
+            assert loops_alive(worker)
         for job in jobs:
             assert (await job.record()).attempts_made == 1
         await direct.client.aclose()
@@ -126,15 +106,9 @@ async def test_a_server_restart_is_ridden_through(qname: str) -> None:
 async def test_busy_script_on_the_server_is_ridden_through(qname: str) -> None:
     with RedisServer() as server, syncredis.Redis(port=server.port) as admin:
         admin.config_set("busy-reply-threshold", 50)  # ms a script runs before others get BUSY
-        direct = Queue(qname, redis=connect(server.url))
-        worker_queue = Queue(qname, redis=connect(server.url))
-        gate = asyncio.Event()
-
-        async def handler(ctx: JobContext, data: Any) -> int:
-            await gate.wait()
-            return data
-
-        worker = Worker(worker_queue, {"j": handler}, **FAST)  # type: ignore[arg-type]
+        direct, worker_queue = queues(server.url, qname)
+        gate = Gate()
+        worker = Worker(worker_queue, {"j": gate.handler}, **FAST)  # type: ignore[arg-type]
         job = await direct.add("j", 1)
         async with running(worker, grace_s=10):
             await wait_for(lambda: worker.active == 1, what="job running")
@@ -142,12 +116,12 @@ async def test_busy_script_on_the_server_is_ridden_through(qname: str) -> None:
             busy.start()
             with pytest.raises(ConnectionFailedError, match="BUSY"):
                 await _until_busy(direct)
-            gate.set()  # the outcome meets BUSY
+            gate.open()  # the outcome meets BUSY
             await wait_for(lambda: worker.pump_failures > 0, what="a trip met BUSY")
             admin.script_kill()
             busy.join(10)
             assert await job.result(timeout=30) == 1
-            assert _loops_alive(worker)
+            assert loops_alive(worker)
         await direct.client.aclose()
         await worker_queue.client.aclose()
 
@@ -180,9 +154,9 @@ async def test_a_replica_refusing_writes_is_ridden_through_until_promoted(qname:
         worker = Worker(on_replica, {"j": handler}, **FAST)  # type: ignore[arg-type]
         async with running(worker):
             await wait_for(lambda: worker.pump_failures >= 2, what="trips refused by the replica")
-            assert _loops_alive(worker)
+            assert loops_alive(worker)
             admin.replicaof("NO", "ONE")  # the failover: the replica is promoted
             assert await on_replica.job(job.id).result(timeout=30) == 7
-            assert _loops_alive(worker)
+            assert loops_alive(worker)
         await direct.client.aclose()
         await on_replica.client.aclose()

@@ -33,7 +33,7 @@ def spec(**bad: Any) -> JobSpecArgs:
 @pytest.mark.parametrize("poison", [
     {"idempotency_ttl_ms": 0}, {"idempotency_ttl_ms": 10**300}, {"idempotency_ttl_ms": "nan"},
     {"priority": 5000}, {"priority": 1.5}, {"delay_ms": -1}, {"delay_ms": "inf"}, {"cost": -3},
-    {"name": ""},
+    {"name": ""}, {"job_id": "a b|c"},
 ])
 async def test_add_refuses_a_batch_with_one_poisoned_job(queue: Queue, poison: dict[str, Any]) -> None:
     await queue.add("seed")

@@ -103,7 +103,11 @@ class JobOut(BaseModel):
     attempts_made: int
     max_attempts: int
     priority: int
-    stalls: int
+    stalls: int = Field(description="Leases that expired while a worker was running the job.")
+    lapses: int = Field(0, description="Leases that expired before any worker confirmed running the job.")
+    awaiting_handler: bool = Field(
+        False, description="Waiting for a worker that has a handler for its name (a rolling deploy)."
+    )
     options: dict[str, Any]
     created_ms: int | None
     started_ms: int | None

@@ -11,11 +11,6 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import NoScriptError
-from redis.exceptions import TimeoutError as RedisTimeoutError
-
-from conveyor.errors import ConnectionFailedError
 from conveyor.redis.connection import RedisClient
 from conveyor.redis.keys import QueueKeys
 from conveyor.redis.scripts import JobSpecArgs, QueueScripts, Script, core_script
@@ -38,16 +33,6 @@ def _load(filename: str) -> Script:
 
 
 _S = {p.name.removesuffix(".lua").rsplit("-", 1)[0]: _load(p.name) for p in sorted(LUA_DIR.glob("*.lua"))}
-
-
-async def _call_varkeys(script: Script, client: RedisClient, keys: Sequence[str], args: Sequence[Any]) -> Any:
-    try:
-        try:
-            return await client.evalsha(script.sha, len(keys), *keys, *args)
-        except NoScriptError:
-            return await client.eval(script.source, len(keys), *keys, *args)
-    except (RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        raise ConnectionFailedError(f"Redis unreachable while running {script.name}: {exc}") from exc
 
 
 @dataclass(frozen=True, slots=True)
@@ -114,7 +99,7 @@ async def trim_finished(client: RedisClient, keys: QueueKeys, state: str, policy
 async def prune_idempotency(client: RedisClient, keys: QueueKeys, idem_keys: Sequence[str]) -> int:
     if not idem_keys:
         return 0
-    return int(await _call_varkeys(_S["prune-idempotency"], client, idem_keys, (keys.base,)))
+    return int(await _S["prune-idempotency"](client, idem_keys, (keys.base,)))
 
 
 async def add_tick_jobs(

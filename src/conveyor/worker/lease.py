@@ -33,8 +33,8 @@ class Stop(Enum):
 
 
 class Lease:
-    """One leased job (see the module docstring). `outcome` is the finish-10.lua argument tuple
-    (kind, payload, number, note) once the run has ended."""
+    """One leased job (see the module docstring). `outcome` is its finish-10.lua arguments (id, token,
+    kind, payload, number, note, cost) once the run has ended."""
 
     __slots__ = (
         "attempt", "cancel_requested", "confirmed", "ctx", "interrupt", "job_id", "name", "options", "outcome",
@@ -56,7 +56,7 @@ class Lease:
         self.interrupt: Any = None  # how to interrupt that thread (SyncThreads.interrupt)
         self.stop: Stop | None = None
         self.cancel_requested = False
-        self.outcome: tuple[str, Any, int, str] | None = None
+        self.outcome: tuple[str, str, str, Any, int, str, Any] | None = None
 
     def __repr__(self) -> str:
         return f"Lease(id={self.job_id!r}, token={self.token!r}, stop={self.stop}, ended={self.outcome is not None})"
@@ -64,6 +64,15 @@ class Lease:
     @property
     def running(self) -> bool:
         return self.outcome is None
+
+    def end(self, kind: str, payload: Any, number: int, note: str) -> None:
+        """The run is over: keep what the next trip sends, and let the context and the task go (the
+        lease and its context refer to each other; breaking that here frees them without the GC)."""
+        ctx = self.ctx
+        cost = "" if ctx is None or ctx.cost_used is None else ctx.cost_used
+        self.outcome = (self.job_id, self.token, kind, payload, number, note, cost)
+        self.ctx = None
+        self.task = None
 
     def request_stop(self, reason: Stop) -> None:
         """End the run early: cancel an async handler's task, interrupt a sync handler's thread.

@@ -190,9 +190,7 @@ class TripPump:
         while True:
             outcomes: list[Any] = []
             for lease in trip.leases:
-                kind, payload, number, note = lease.outcome  # type: ignore[misc]
-                cost = lease.ctx.cost_used if lease.ctx is not None else None
-                outcomes += (lease.job_id, lease.token, kind, payload, number, note, "" if cost is None else cost)
+                outcomes += lease.outcome  # type: ignore[arg-type]
             self.trips += 1
             try:
                 reply = await self.scripts.trip(
@@ -225,7 +223,8 @@ class TripPump:
         logger.error("queue %s: job %s: outcome refused by Redis (%s); recording it as failed",
                      self.queue, lease.job_id, exc.reason)
         error = {"type": "InvalidOutcome", "message": f"the outcome could not be recorded: {exc.reason}"}
-        lease.outcome = ("F", codec.dumps(error).decode(), -1, "invalid outcome")
+        lease.outcome = None
+        lease.end("F", codec.dumps(error).decode(), -1, "invalid outcome")
 
     def _answered(self, trip: Trip, reply: list[Any]) -> None:
         n = len(trip.leases)

@@ -83,6 +83,19 @@ def _ms(seconds: Any, default: int) -> int:
     return default
 
 
+def _check_settings(
+    concurrency: int, lease_ms: int, max_stalls: int, max_lapses: int, no_handler_timeout_s: float
+) -> None:
+    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= MAX_CONCURRENCY:
+        raise ConfigurationError(f"concurrency must be an integer in [1, {MAX_CONCURRENCY}], got {concurrency!r}")
+    if lease_ms < 100:
+        raise ConfigurationError("lease_ms must be >= 100")
+    if max_stalls < 0 or max_lapses < 0:
+        raise ConfigurationError("max_stalls and max_lapses must be >= 0")
+    if not no_handler_timeout_s > 0:
+        raise ConfigurationError("no_handler_timeout_s must be > 0")
+
+
 class Worker:
     """Runs the jobs of one queue. `handlers` maps job names to `fn(ctx, data)` (async or sync)."""
 
@@ -106,14 +119,7 @@ class Worker:
         batch_size: int | None = None,
         backoffs: BackoffPolicies | None = None,
     ) -> None:
-        if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= MAX_CONCURRENCY:
-            raise ConfigurationError(f"concurrency must be an integer in [1, {MAX_CONCURRENCY}], got {concurrency!r}")
-        if lease_ms < 100:
-            raise ConfigurationError("lease_ms must be >= 100")
-        if max_stalls < 0 or max_lapses < 0:
-            raise ConfigurationError("max_stalls and max_lapses must be >= 0")
-        if not no_handler_timeout_s > 0:
-            raise ConfigurationError("no_handler_timeout_s must be > 0")
+        _check_settings(concurrency, lease_ms, max_stalls, max_lapses, no_handler_timeout_s)
         self.queue = queue
         self.concurrency = concurrency
         self.lease_ms = lease_ms
@@ -312,7 +318,7 @@ class Worker:
         kind = outcome.kind
         if kind is OutcomeKind.LOST:
             stats.lost += 1
-            lease.outcome = ("L", "", 0, "")
+            lease.end("L", "", 0, "")
             self.leases.pop(lease.token, None)
             logger.warning("queue %s: job %s lost its lease; its outcome is dropped", self.queue.name, lease.job_id)
             self.pump.kick.set()
@@ -321,12 +327,12 @@ class Worker:
         if kind is OutcomeKind.COMPLETED:
             stats.processed += 1
             stats.succeeded += 1
-            lease.outcome = ("C", outcome.result, _ms(options.get("result_ttl"), -1), "")
+            lease.end("C", outcome.result, _ms(options.get("result_ttl"), -1), "")
         elif kind is OutcomeKind.HELD:
             stats.held += 1
             logger.warning("queue %s: job %s (%s): %s; it waits for a worker that has one",
                            self.queue.name, lease.job_id, lease.name, outcome.reason)
-            lease.outcome = ("H", outcome.reason, 0, outcome.reason)
+            lease.end("H", outcome.reason, 0, outcome.reason)
         else:
             error = outcome.error or {}
             note = f"{error.get('type', '')}: {error.get('message', '')}"[:_NOTE_CHARS] if error else outcome.reason
@@ -347,7 +353,7 @@ class Worker:
                 stats.returned += 1
                 number = _ms(outcome.delay_s, 0)
             code = "T" if outcome.throttle else kind.value  # T: back + block claiming (finish-10.lua)
-            lease.outcome = (code, payload, number, note)
+            lease.end(code, payload, number, note)
         self.pump.add_ended(lease)
 
     def _acknowledged(self, lease: Lease, code: int) -> None:

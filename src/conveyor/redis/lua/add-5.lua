@@ -6,8 +6,8 @@ ARGV: 1 prefix (e.g. "cv:{q}:"), 2 events maxlen, 3 job count, then per job eith
       or 'f' and 10 fields: id ('' = next number), idempotency key ('' = none), idempotency ttl ms,
       name, data (JSON), opts (JSON or ''), priority, delay ms, group ('' = none), cost ('' = none)
 Grouped jobs wait in their group's ready set (see includes/groups.lua), not in `ready`.
-Every job is checked before the first write (priority in [-1000, 1000], delay and idempotency ttl
-integers in range, cost an integer >= 0); one bad job refuses the whole batch.
+Every job is checked before the first write (id characters, priority in [-1000, 1000], delay and
+idempotency ttl integers in range, cost an integer >= 0); one bad job refuses the whole batch.
 Generated ids come from the meta `id` counter, floored by Redis time (common.lua `reserve`), so an id
 is never handed out twice, across obliterate and failovers included.
 Returns: 2 entries per job: id, status (1 created, 0 existing job with the same name and data)
@@ -44,6 +44,9 @@ for i = 1, count do
                group = ARGV[a + 9], cost = ARGV[a + 10]}
     a = a + 11
     local j = jobs[i]
+    if not j.id or not string.find(j.id, '^[%w%._:@/%+=%-]*$') then
+      return {-6, i, 'job ' .. i .. ': invalid id'}
+    end
     if not j.prio or not int_in(j.prio, -1000, 1000) or not j.delay or not int_in(j.delay, 0, MAX_MS)
         or (j.ikey ~= '' and not int_in(j.ittl, 1, MAX_MS)) or (j.cost ~= '' and not int_in(j.cost, 0, 1e12)) then
       return {-6, i, 'job ' .. i .. ': an option is out of range'}

@@ -21,11 +21,7 @@ for i = 1, #ids do
   elseif f[2] and f[3] == 'waiting' then
     grouped_waiting = grouped_waiting + 1
   end
-  if ikey then
-    local ik = prefix .. 'idem:' .. ikey
-    if redis.call('GET', ik) == ids[i] then redis.call('DEL', ik) end
-  end
-  redis.call('DEL', jk, prefix .. 'log:' .. ids[i])
+  drop_job(prefix, ids[i], ikey)
 end
 if grouped_waiting > 0 then redis.call('HINCRBY', prefix .. 'meta', 'gwait', -grouped_waiting) end
 if held > 0 then redis.call('HINCRBY', prefix .. 'meta', 'hwait', -held) end

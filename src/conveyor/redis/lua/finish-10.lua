@@ -68,6 +68,19 @@ trip_ack(prefix, acks)
 
 local now = now_ms()
 local stamp = num(now)
+
+-- Back to the queue: delayed by `delay` ms, or ready now.
+local function requeue(jk, id, delay)
+  if delay > 0 then
+    redis.call('HSET', jk, 'state', 'delayed')
+    push_delayed(k.delayed, k.wake, id, now + delay)
+  else
+    redis.call('HSET', jk, 'state', 'waiting')
+    push_ready(k.meta, k.ready, jk, id)
+    wake(k.wake)
+  end
+end
+
 local codes = {}
 local done_ids = {}
 local trim_completed, trim_failed = false, false
@@ -77,7 +90,7 @@ for i = 0, count - 1 do
   local id, token, kind, payload = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local number, note = tonumber(ARGV[b + 4]), ARGV[b + 5]
   local jk = prefix .. 'job:' .. id
-  local f = redis.call('HMGET', jk, 'token', 'state', 'attempts', 'cancel', 'group', 'chg', 'name')
+  local f = redis.call('HMGET', jk, 'token', 'state', 'attempts', 'cancel', 'group', 'chg')
   -- A job whose cancellation was requested does not go back to the queue.
   if f[4] == '1' and (kind == 'R' or kind == 'B' or kind == 'T' or kind == 'H') then kind = 'X' end
   if not f[2] then
@@ -104,14 +117,7 @@ for i = 0, count - 1 do
       emit(k.events, maxlen, 'ev', 'completed', 'id', id, 'att', f[3])
     elseif kind == 'R' then
       redis.call('HSET', jk, 'error', payload)
-      if number > 0 then
-        redis.call('HSET', jk, 'state', 'delayed')
-        push_delayed(k.delayed, k.wake, id, now + number)
-      else
-        redis.call('HSET', jk, 'state', 'waiting')
-        push_ready(k.meta, k.ready, jk, id)
-        wake(k.wake)
-      end
+      requeue(jk, id, number)
       emit(k.events, maxlen, 'ev', 'retrying', 'id', id, 'att', f[3], 'delay', number, 'error', note)
     elseif kind == 'F' then
       redis.call('HSET', jk, 'state', 'failed', 'error', payload, 'finished', stamp)
@@ -127,25 +133,19 @@ for i = 0, count - 1 do
       redis.call('ZADD', k.cancelled, stamp, id)
       emit(k.events, maxlen, 'ev', 'cancelled', 'id', id)
     elseif kind == 'H' then
+      local name = redis.call('HGET', jk, 'name')
       redis.call('HINCRBY', jk, 'attempts', -1)
-      redis.call('HSET', jk, 'state', 'waiting', 'held', f[7])
-      redis.call('ZADD', prefix .. 'hold:' .. f[7], stamp, id)
-      redis.call('SADD', prefix .. 'holds', f[7])
+      redis.call('HSET', jk, 'state', 'waiting', 'held', name)
+      redis.call('ZADD', prefix .. 'hold:' .. name, stamp, id)
+      redis.call('SADD', prefix .. 'holds', name)
       redis.call('HINCRBY', k.meta, 'hwait', 1)
       redis.call('HINCRBY', k.meta, 'hver', 1)
       wake(k.wake)
-      emit(k.events, maxlen, 'ev', 'held', 'id', id, 'name', f[7], 'reason', note)
+      emit(k.events, maxlen, 'ev', 'held', 'id', id, 'name', name, 'reason', note)
     else -- 'B' or 'T': back to waiting without using an attempt
       redis.call('HINCRBY', jk, 'attempts', -1)
       if kind == 'T' and number > 0 then block_claims(prefix, k.meta, f[5], now + number) end
-      if number > 0 then
-        redis.call('HSET', jk, 'state', 'delayed')
-        push_delayed(k.delayed, k.wake, id, now + number)
-      else
-        redis.call('HSET', jk, 'state', 'waiting')
-        push_ready(k.meta, k.ready, jk, id)
-        wake(k.wake)
-      end
+      requeue(jk, id, number)
       emit(k.events, maxlen, 'ev', 'retrying', 'id', id, 'att', f[3], 'delay', number, 'reason', note)
     end
     if f[5] then group_release(prefix, f[5]) end

@@ -25,13 +25,7 @@ local budget = limit
 local function drop(set)
   local ids = redis.call('ZRANGE', set, 0, budget - 1)
   for i = 1, #ids do
-    local jk = prefix .. 'job:' .. ids[i]
-    local ikey = redis.call('HGET', jk, 'idem')
-    if ikey then
-      local ik = prefix .. 'idem:' .. ikey
-      if redis.call('GET', ik) == ids[i] then redis.call('DEL', ik) end
-    end
-    redis.call('DEL', jk, prefix .. 'log:' .. ids[i])
+    drop_job(prefix, ids[i], redis.call('HGET', prefix .. 'job:' .. ids[i], 'idem'))
   end
   call_chunked('ZREM', set, nil, ids, 1)
   budget = budget - #ids

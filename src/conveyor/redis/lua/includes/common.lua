@@ -14,7 +14,7 @@ end
 -- An integer argument in [lo, hi], or nil (NaN, inf, fractions and non-numbers included).
 local function int_in(v, lo, hi)
   local n = tonumber(v)
-  if n and n == n and n >= lo and n <= hi and n == math.floor(n) then return n end
+  if n and n >= lo and n <= hi and n % 1 == 0 then return n end  -- NaN fails every comparison
   return nil
 end
 
@@ -62,6 +62,15 @@ end
 
 local function emit(events, maxlen, ...)
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', ...)
+end
+
+-- Delete a job's record and log, and its idempotency key when that still points at it.
+local function drop_job(prefix, id, ikey)
+  if ikey then
+    local ik = prefix .. 'idem:' .. ikey
+    if redis.call('GET', ik) == id then redis.call('DEL', ik) end
+  end
+  redis.call('DEL', prefix .. 'job:' .. id, prefix .. 'log:' .. id)
 end
 
 -- At most one marker waits in the wake list; idle workers block on it.

@@ -8,15 +8,7 @@ local RETENTION_DEFAULTS = {completed = {100000, 86400000}, failed = {-1, -1}}
 
 local function drop_records(set, prefix, ids, with_idem)
   for i = 1, #ids do
-    local jk = prefix .. 'job:' .. ids[i]
-    if with_idem then
-      local ikey = redis.call('HGET', jk, 'idem')
-      if ikey then
-        local ik = prefix .. 'idem:' .. ikey
-        if redis.call('GET', ik) == ids[i] then redis.call('DEL', ik) end
-      end
-    end
-    redis.call('DEL', jk, prefix .. 'log:' .. ids[i])
+    drop_job(prefix, ids[i], with_idem and redis.call('HGET', prefix .. 'job:' .. ids[i], 'idem') or nil)
   end
   call_chunked('ZREM', set, nil, ids, 1)
   return #ids

@@ -16,14 +16,14 @@ local function trip_replay(key, ttl, meta, prefix)
   if not raw then return nil end
   -- A write, so that a durable caller's WAIT/WAITAOF covers everything up to the first run.
   redis.call('PEXPIRE', key, ttl)
-  local rec = cjson.decode(raw)
+  -- The record: "<next due>|<code>,<code>...|<id> <token> <id> <token>..." (ids hold no '|', ',' or ' ').
+  local due, codes, leased = string.match(raw, '^([^|]*)|([^|]*)|(.*)$')
   local out = {}
-  for i = 1, #rec.c do out[#out + 1] = rec.c[i] end
-  out[#out + 1] = rec.d
+  for code in string.gmatch(codes, '[^,]+') do out[#out + 1] = tonumber(code) end
+  out[#out + 1] = tonumber(due)
   local m = redis.call('HMGET', meta, 'hwait', 'hver')
   out[#out + 1] = ((tonumber(m[1]) or 0) > 0) and (tonumber(m[2]) or 0) or 0
-  for i = 1, #rec.l, 2 do
-    local id, token = rec.l[i], rec.l[i + 1]
+  for id, token in string.gmatch(leased, '(%S+) (%S+)') do
     local f = redis.call('HMGET', prefix .. 'job:' .. id, 'token', 'state', 'attempts', 'name', 'data', 'opts')
     if f[1] == token and f[2] == 'active' then
       out[#out + 1] = id
@@ -46,5 +46,6 @@ local function trip_record(key, ttl, codes, claimed)
     leased[#leased + 1] = claimed[i]
     leased[#leased + 1] = claimed[i + 1]
   end
-  redis.call('SET', key, cjson.encode({c = codes, d = claimed[1], l = leased}), 'PX', ttl)
+  local rec = claimed[1] .. '|' .. table.concat(codes, ',') .. '|' .. table.concat(leased, ' ')
+  redis.call('SET', key, rec, 'PX', ttl)
 end
