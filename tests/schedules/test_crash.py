@@ -138,13 +138,14 @@ async def test_a_crash_between_enqueue_and_advance_never_makes_a_second_job_even
 async def test_a_live_scheduler_taking_over_a_frozen_claim_does_not_skip_the_tick(
     redis_url: str, plain: RedisClient, prefix: str, qname: str, schedulers: list[SchedulerProcess]
 ) -> None:
-    """Default proportions (lease = grace): the takeover happens a lease after the claim, so the
-    tick is a grace late. Policy skip must still fire it, since a live scheduler was waiting."""
+    """A lease a little longer than the grace (the defaults are equal): the takeover happens a lease
+    after the claim, so the tick is more than a grace late. Policy skip must still fire it, since a
+    live scheduler was waiting. (5 s of grace: the schedulers may be slow on a busy machine.)"""
     store = ScheduleStore(plain, prefix)
     q = Queue(qname, redis=plain, prefix=prefix)
     tick = await one_tick_schedule(store, plain, qname, missed=MissedPolicy.SKIP)
-    first = SchedulerProcess(redis_url, prefix, lease_s=2.0, grace_s=2.0, crash_at="fire", how="stop")
-    second = SchedulerProcess(redis_url, prefix, lease_s=2.0, grace_s=2.0)
+    first = SchedulerProcess(redis_url, prefix, lease_s=6.0, grace_s=5.0, crash_at="fire", how="stop")
+    second = SchedulerProcess(redis_url, prefix, lease_s=6.0, grace_s=5.0)
     schedulers += [first, second]
     first.go()
     await first.says("crashing")
