@@ -81,7 +81,25 @@ def _node(server: RedisServer) -> syncredis.Redis:
     return syncredis.Redis(port=server.port, decode_responses=True, socket_timeout=10)
 
 
-class Cluster:
+class _Direct:
+    """A backend every client reaches directly (no proxy): producer and admin clients use the
+    workers' URL, and there is no connection to reset."""
+
+    @property
+    def worker_url(self) -> str:
+        raise NotImplementedError
+
+    def producer_client(self) -> RedisClient:
+        return connect(self.worker_url)
+
+    def admin_client(self) -> RedisClient:
+        return connect(self.worker_url)
+
+    def reset_connections(self) -> int:
+        return 0
+
+
+class Cluster(_Direct):
     """Three primaries with AOF. Faults: restart the slot owner; migrate the queue's slot live."""
 
     name = "cluster"
@@ -100,15 +118,6 @@ class Cluster:
     @property
     def worker_url(self) -> str:
         return self.cluster.url
-
-    def producer_client(self) -> RedisClient:
-        return connect(self.worker_url)
-
-    def admin_client(self) -> RedisClient:
-        return connect(self.worker_url)
-
-    def reset_connections(self) -> int:
-        return 0
 
     @staticmethod
     def _slot(queue: Queue) -> int:
@@ -188,7 +197,7 @@ def _info(server: RedisServer) -> str:
         return str(c.execute_command("CLUSTER", "INFO"))
 
 
-class Sentinel:
+class Sentinel(_Direct):
     """A primary and a replica (both with AOF) under one Sentinel; the fault kills the primary."""
 
     name = "sentinel"
@@ -235,15 +244,6 @@ class Sentinel:
     @property
     def worker_url(self) -> str:
         return f"redis+sentinel://127.0.0.1:{self.port}/{self.service}/0"
-
-    def producer_client(self) -> RedisClient:
-        return connect(self.worker_url)
-
-    def admin_client(self) -> RedisClient:
-        return connect(self.worker_url)
-
-    def reset_connections(self) -> int:
-        return 0
 
     async def failover(self) -> None:
         """SIGKILL the primary under load; the Sentinel promotes the replica. The old primary then
