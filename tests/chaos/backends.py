@@ -222,7 +222,7 @@ class Sentinel(_Direct):
             f"port {self.port}\nbind 127.0.0.1\ndir {self.workdir}\n"
             f"sentinel monitor {self.service} 127.0.0.1 {self.primary.port} 1\n"
             f"sentinel down-after-milliseconds {self.service} 1000\n"
-            f"sentinel failover-timeout {self.service} 10000\n"
+            f"sentinel failover-timeout {self.service} 4000\n"  # a failed attempt is retried after 8 s
         )
         self.proc = subprocess.Popen([server_binary(), str(conf), "--sentinel"],  # noqa: ASYNC220
                                      stdout=subprocess.DEVNULL, stderr=subprocess.DEVNULL)
@@ -253,7 +253,7 @@ class Sentinel(_Direct):
         port = str(self.replica.port)
         await asyncio.to_thread(
             self._wait, lambda c: c.execute_command("SENTINEL", "GET-MASTER-ADDR-BY-NAME", self.service)[1] == port,
-            "the replica promoted")
+            "the replica promoted", 180.0)
         self.failovers += 1
         await asyncio.to_thread(self.primary.start, self.primary.port, 60.0)
         self.primary, self.replica = self.replica, self.primary
