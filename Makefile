@@ -9,7 +9,7 @@ PYTEST_WORKERS ?= auto
 # Debian's Chromium for the dashboard's browser tests (Playwright drives it; it never downloads one).
 CHROMIUM ?= /usr/bin/chromium
 
-.PHONY: test up lint typecheck bench bench-session clean
+.PHONY: test up lint typecheck bench bench-session chaos clean
 
 $(BIN)/python:
 	$(PY) -m venv $(VENV)
@@ -47,6 +47,11 @@ bench: $(STAMP)
 # ARGS passes options (e.g. ARGS='--rounds 1 --scale 0.1' for a short check). Results: bench/results/.
 bench-session: $(STAMP)
 	$(BIN)/python -m bench.interleaved $(ARGS)
+
+# The long chaos run: 10,000 jobs per backend (standalone, Cluster) under every fault; prints the counts.
+# `make chaos CHAOS_ARGS="--jobs 2000 --window 60 --backends standalone,cluster,sentinel"` for others.
+chaos: $(STAMP)
+	$(BIN)/python -m tests.chaos.run $(CHAOS_ARGS)
 
 clean:
 	rm -rf $(VENV) .pytest_cache .mypy_cache

@@ -114,7 +114,7 @@ async def queue(client: RedisClient, qname: str) -> AsyncIterator[Queue]:
 
 
 async def wait_for(
-    predicate: Callable[[], Awaitable[bool] | bool], timeout: float = 10.0, interval: float = 0.01, what: str = ""
+    predicate: Callable[[], Awaitable[bool] | bool], timeout: float = 30.0, interval: float = 0.01, what: str = ""
 ) -> None:
     """Poll a condition until it holds; fail the test with `what` after `timeout` seconds."""
     deadline = time.monotonic() + timeout

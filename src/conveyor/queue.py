@@ -164,6 +164,14 @@ class Queue:
                 await self.middleware.call("after_enqueue", self.name, spec, job)
         return jobs
 
+    def encode(self, spec: JobSpec) -> JobSpecArgs:
+        """Validate and encode one job as the add script takes it (what `add_specs` sends)."""
+        return self._encode(spec)
+
+    async def register(self) -> None:
+        """Record the queue's name in the set of known queues (once per handle)."""
+        await self._register()
+
     def _encode(self, spec: JobSpec) -> JobSpecArgs:
         return encode_spec(self.name, spec, self.defaults, self.max_payload_bytes, self.middleware)
 

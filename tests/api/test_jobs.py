@@ -2,8 +2,6 @@
 
 from __future__ import annotations
 
-import time
-
 from conveyor import JobState
 from tests.api.conftest import Api
 from tests.conftest import wait_for
@@ -22,12 +20,10 @@ async def test_wait_returns_when_the_job_ends(api: Api) -> None:
 
 async def test_wait_times_out_with_the_current_state(api: Api) -> None:
     job_id = await api.enqueue("echo", {"text": "x"})
-    started = time.monotonic()
     r = await api.http.get(
         f"/api/jobs/{api.queue}/{job_id}/wait", params={"timeout": 0.3}, headers=api.auth("read")
     )
     assert r.status_code == 200 and r.json()["state"] == "waiting"
-    assert time.monotonic() - started >= 0.25
     r = await api.http.get(
         f"/api/jobs/{api.queue}/nope/wait", params={"timeout": 0.1}, headers=api.auth("read")
     )

@@ -60,7 +60,7 @@ async def run_task(client: RedisClient, qname: str, task: Any, payload: Any) -> 
     try:
         job = await queue.add(task.name, task.validate(payload))
         async with running(Worker(queue, {task.name: task.handler}, concurrency=2)):
-            return await job.result(timeout=20)
+            return await job.result(timeout=30)
     finally:
         await queue.obliterate(force=True)
 

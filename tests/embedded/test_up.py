@@ -5,6 +5,7 @@ the key and the jobs."""
 
 from __future__ import annotations
 
+import asyncio
 import os
 import queue
 import signal
@@ -13,13 +14,18 @@ import subprocess
 import sys
 import threading
 import time
+import uuid
 from pathlib import Path
 
 import httpx
 
+from conveyor import JobState, Queue
 from conveyor.embedded.state import ServerState, process_alive
+from conveyor.redis.connection import connect
 from conveyor.testing import free_port
+from tests.conftest import wait_for
 from tests.embedded.conftest import clean_env
+from tests.embedded.up_app import release_key
 
 BOOT_TIMEOUT_S = 60.0
 
@@ -35,8 +41,8 @@ class Up:
         self.proc = subprocess.Popen(
             [sys.executable, "-m", "conveyor", "up", *app,
              "--api-port", str(api_port), "--health-port", str(health_port)],
-            env=clean_env(workdir / ".conveyor" / "data", PATH=str(empty_bin), CONVEYOR_LOG_LEVEL="warning",
-                          CONVEYOR_SHUTDOWN_GRACE_S="5", **env),
+            env=clean_env(workdir / ".conveyor" / "data", PATH=str(empty_bin),
+                          **{"CONVEYOR_LOG_LEVEL": "warning", "CONVEYOR_SHUTDOWN_GRACE_S": "5", **env}),
             cwd=workdir, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, text=True,
         )
         threading.Thread(target=self._read, daemon=True).start()
@@ -248,3 +254,78 @@ def test_up_restarts_an_embedded_server_that_dies(workdir: Path) -> None:
         up.expect("embedded Valkey stopped")
     finally:
         up.close()
+
+
+
+UP_APP = "tests.embedded.up_app:app"
+ROOT = Path(__file__).resolve().parents[2]
+
+
+class HeldJob:
+    """`up` running tests/embedded/up_app.py on the test's Redis, with one `hold` job active in it."""
+
+    def __init__(self, workdir: Path, redis_url: str, grace_s: int) -> None:
+        self.prefix = f"up{uuid.uuid4().hex[:10]}"
+        self.up = Up(workdir, free_port(), free_port(), UP_APP, REDIS_URL=redis_url, CONVEYOR_PREFIX=self.prefix,
+                     CONVEYOR_SHUTDOWN_GRACE_S=str(grace_s), CONVEYOR_LOG_LEVEL="info",
+                     CONVEYOR_LOG_FORMAT="json", PYTHONPATH=str(ROOT))
+        self.client = connect(redis_url)
+        self.queue = Queue("default", redis=self.client, prefix=self.prefix)
+        self.job_id = ""
+
+    async def start(self) -> None:
+        await asyncio.to_thread(self.up.expect, "Press Ctrl-C to stop.")
+        self.job_id = (await self.queue.add("hold")).id
+
+        async def active() -> bool:
+            return await self.queue.get_state(self.job_id) is JobState.ACTIVE
+
+        await wait_for(active, timeout=60, interval=0.05, what="the held job runs")
+
+    async def signal(self, signum: int) -> None:
+        self.up.proc.send_signal(signum)
+        await asyncio.to_thread(self.up.expect, '"worker stopping"')
+
+    async def release(self) -> None:
+        await self.client.rpush(release_key(self.prefix, self.job_id), "go")
+
+    async def exit_code(self, timeout: float = 60.0) -> int:
+        return await asyncio.to_thread(self.up.proc.wait, timeout)
+
+    async def close(self) -> None:
+        self.up.close()
+        await self.queue.obliterate(force=True)
+        await self.client.aclose()
+
+
+async def test_one_signal_lets_the_active_job_finish_within_the_grace(workdir: Path, redis_url: str) -> None:
+    """`up` used to forward SIGTERM twice, which the worker reads as "exit now": the active job was
+    abandoned to the stalled sweep. One signal now stops claiming and lets the job finish."""
+    held = HeldJob(workdir, redis_url, grace_s=60)
+    try:
+        await held.start()
+        await held.signal(signal.SIGINT)  # Ctrl-C
+        await held.release()  # the job may finish only now, after the signal reached the worker
+        assert await held.exit_code() == 0, str(held.up)
+        record = await held.queue.get_job(held.job_id)
+        assert record is not None and record.state is JobState.COMPLETED and record.result == "released"
+        stopped = held.up.expect("stopped: api")
+        assert "worker (code 0)" in stopped, str(held.up)
+        assert not any("second signal" in line for line in held.up.output), str(held.up)
+    finally:
+        await held.close()
+
+
+async def test_a_second_signal_exits_at_once(workdir: Path, redis_url: str) -> None:
+    """A job that would run past any wait: the second signal ends `up` without waiting for the grace
+    (an hour here); the job stays leased for the stalled sweep to recover."""
+    held = HeldJob(workdir, redis_url, grace_s=3600)
+    try:
+        await held.start()
+        await held.signal(signal.SIGTERM)
+        held.up.proc.send_signal(signal.SIGTERM)
+        assert await held.exit_code() == 0, str(held.up)
+        assert "worker (code 130)" in held.up.expect("stopped: api")
+        assert await held.queue.get_state(held.job_id) is JobState.ACTIVE  # never released, never finished
+    finally:
+        await held.close()

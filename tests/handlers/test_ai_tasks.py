@@ -35,7 +35,7 @@ async def test_flashcards_through_a_worker_are_deduplicated(app: Conveyor, chat:
     assert handlers.ai is not None
     job = await handlers.ai.flashcards.enqueue({"content": DOCUMENT, "count": 5, "language": "English"})
     async with running(app.worker("ai", lease_ms=5000)):
-        result = await job.result(timeout=20)
+        result = await job.result(timeout=30)
     assert [c.back for c in result.cards] == ["In chloroplasts", "Glucose and oxygen"]
     assert result.usage.total_tokens == 16
     prompt = chat.calls[0][1]["messages"][-1]["content"]

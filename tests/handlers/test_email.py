@@ -64,7 +64,7 @@ async def test_templated_mail_with_attachment_through_a_worker(app: Conveyor, sm
         }
     )
     async with running(app.worker("email", lease_ms=5000)):
-        result = await job.result(timeout=20)
+        result = await job.result(timeout=30)
     assert result.accepted == ["ana@example.com", "audit@example.com"] and result.refused == {}
     [mail] = smtp.inbox.messages
     assert mail.tls and mail.authenticated, "sent after STARTTLS and AUTH"
@@ -89,7 +89,7 @@ async def test_refused_recipient_is_permanent(app: Conveyor, smtp: SmtpServer) -
     job = await handlers.email.task.enqueue({"to": ["nobody@example.com"], "subject": "s", "text": "t"})
     async with running(app.worker("email", lease_ms=5000)):
         with pytest.raises(JobFailedError, match="550"):
-            await job.result(timeout=20)
+            await job.result(timeout=30)
     assert (await job.record()).attempts_made == 1
     assert smtp.inbox.messages == []
 

@@ -63,7 +63,7 @@ async def test_delivery_through_a_worker_is_signed_grouped_and_recorded(app: Con
     rec = await job.record()
     assert rec.options["group"] == endpoint_group("customer") and rec.max_attempts == 5
     async with running(app.worker("webhooks", lease_ms=5000)):
-        result = await job.result(timeout=20)
+        result = await job.result(timeout=30)
     assert result.status == 200 and result.latency_ms > 0 and result.signed
     assert result.url == customer.url and result.response == "x" * 1024 and result.response_truncated
     [got] = receiver.received
@@ -82,7 +82,7 @@ async def test_a_bare_url_is_delivered_unsigned(app: Conveyor) -> None:
         job = await handlers.webhooks.send([1, 2], url=f"{open_receiver.url}/in")
         assert (await job.record()).options["group"] == webhook_group(open_receiver.url)
         async with running(app.worker("webhooks", lease_ms=5000)):
-            result = await job.result(timeout=20)
+            result = await job.result(timeout=30)
         assert result.status == 200 and not result.signed
         [got] = open_receiver.received
         assert "webhook-signature" not in {k.lower() for k in got.headers}
@@ -98,7 +98,7 @@ async def test_5xx_is_retried_until_the_endpoint_recovers(app: Conveyor, receive
     receiver.answer("/flaky", (503, {}, b"down"), (500, {}, b"oops"))
     job = await handlers.webhooks.send({"n": 1}, endpoint="customer", backoff=Fixed(0.05))
     async with running(app.worker("webhooks", lease_ms=5000)):
-        result = await job.result(timeout=20)
+        result = await job.result(timeout=30)
     assert result.status == 200
     assert [r.headers["Conveyor-Attempt"] for r in receiver.received] == ["1", "2", "3"]
     assert all(r.verified for r in receiver.received)
@@ -113,7 +113,7 @@ async def test_other_4xx_fails_at_once(app: Conveyor, receiver: Receiver) -> Non
     job = await handlers.webhooks.send({"n": 1}, endpoint="customer")
     async with running(app.worker("webhooks", lease_ms=5000)):
         with pytest.raises(JobFailedError, match="410"):
-            await job.result(timeout=20)
+            await job.result(timeout=30)
     assert (await job.record()).attempts_made == 1
 
 

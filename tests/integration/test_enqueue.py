@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 import time
 from datetime import UTC, datetime, timedelta
 
@@ -162,10 +163,9 @@ async def test_default_payload_limit_is_512_kib(queue: Queue) -> None:
 
 async def test_unreachable_redis_is_a_clear_error_not_a_hang() -> None:
     q = Queue("nowhere", redis=f"redis://127.0.0.1:{free_port()}/0")
-    started = time.monotonic()
-    with pytest.raises(ConnectionFailedError):
-        await q.add("x", 1)
-    assert time.monotonic() - started < 15
+    async with asyncio.timeout(60):  # a generous bound: a hang would never end
+        with pytest.raises(ConnectionFailedError):
+            await q.add("x", 1)
     await q.close()
 
 

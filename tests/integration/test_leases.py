@@ -36,7 +36,7 @@ async def test_expired_lease_is_recovered_and_late_write_rejected(queue: Queue) 
         await wait_for(lambda: runs == ["frozen"])
         healthy = Worker(queue, {"j": handler}, worker_id="healthy", lease_ms=5_000, stalled_interval_ms=50)
         async with running(healthy):
-            assert await job.result(timeout=10) == "from healthy"
+            assert await job.result(timeout=30) == "from healthy"
             release_frozen.set()  # the frozen run now finishes and tries to write: rejected
             await wait_for(lambda: frozen.stats.lost >= 1, what="late write rejected")
     rec = await job.record()
@@ -62,12 +62,12 @@ async def test_progress_after_lease_loss_is_rejected(queue: Queue) -> None:
     async with running(w, grace_s=1):
         job = await queue.add("h")
         await wait_for(lambda: w.active == 1)
-        await wait_for(lambda: lease_lapsed_and_swept(queue), timeout=5)
+        await wait_for(lambda: lease_lapsed_and_swept(queue), timeout=30)
         assert await job.state() is JobState.WAITING  # the frozen worker's only slot is busy
         gate.set()
         await wait_for(lambda: len(errors) == 1)
         # The slot is free again, so the worker re-claims the job under a new lease and finishes it.
-        await job.result(timeout=10)
+        await job.result(timeout=30)
     rec = await job.record()
     assert rec.state is JobState.COMPLETED and rec.lapses == 1 and len(errors) == 1
 
@@ -115,12 +115,27 @@ async def test_lapse_before_a_confirmed_run_is_not_a_stall(queue: Queue) -> None
 
 async def test_heartbeat_keeps_long_jobs_leased(queue: Queue) -> None:
     async def longer_than_lease(ctx: JobContext, data: Any) -> str:
-        await asyncio.sleep(0.8)
+        """Runs past its first lease deadline (Redis clock), then checks it is still leased."""
+
+        async def redis_ms() -> int:
+            sec, usec = await queue.client.time()
+            return int(sec) * 1000 + int(usec) // 1000
+
+        first = float(await queue.client.zscore(queue.keys.active, ctx.job_id))
+
+        async def past_first() -> bool:
+            return await redis_ms() > first
+
+        await wait_for(past_first, timeout=60, interval=0.05, what="the first lease deadline passed")
+        deadline = await queue.client.zscore(queue.keys.active, ctx.job_id)
+        assert deadline is not None and float(deadline) > first  # extended, still ours
         return "ok"
 
-    async with running(Worker(queue, {"h": longer_than_lease}, lease_ms=300, heartbeat_ms=50, stalled_interval_ms=50)):
+    # A 2 s lease renewed every 100 ms (a busy machine may pause the loop, but not for seconds).
+    worker = Worker(queue, {"h": longer_than_lease}, lease_ms=2000, heartbeat_ms=100, stalled_interval_ms=100)
+    async with running(worker):
         job = await queue.add("h")
-        assert await job.result(timeout=10) == "ok"
+        assert await job.result(timeout=60) == "ok"
     rec = await job.record()
     assert rec.stalls == 0 and rec.attempts_made == 1
 
@@ -136,7 +151,7 @@ async def test_shutdown_hands_unfinished_jobs_back(queue: Queue) -> None:
     w = Worker(queue, {"s": slow})
     await w.start()
     job = await queue.add("s", attempts=1)
-    await asyncio.wait_for(started.wait(), 10)
+    await asyncio.wait_for(started.wait(), 30)
     await w.close(grace_s=0.1)
     rec = await job.record()
     assert rec.state is JobState.WAITING and rec.attempts_made == 0
@@ -146,7 +161,7 @@ async def test_shutdown_hands_unfinished_jobs_back(queue: Queue) -> None:
         return "quick"
 
     async with running(Worker(queue, {"s": quick})):
-        assert await job.result(timeout=10) == "quick"
+        assert await job.result(timeout=30) == "quick"
 
 
 async def test_worker_warns_when_redis_may_evict_jobs(redis_server, qname: str, caplog) -> None:

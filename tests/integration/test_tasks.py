@@ -51,12 +51,12 @@ async def test_typed_task_round_trip(redis_url: str) -> None:
         async with running(app.worker("ai-test")) as worker:
             assert worker.concurrency == 4
             job = await flashcards.enqueue(Flashcards(topic="cells", count=2))
-            deck = await job.result(timeout=10)
+            deck = await job.result(timeout=30)
             assert isinstance(deck, Deck) and deck.cards == ["cells #0", "cells #1"]
             job2 = await flashcards.enqueue({"topic": "atoms"})  # plain dicts are validated too
-            assert len((await job2.result(timeout=10)).cards) == 3
+            assert len((await job2.result(timeout=30)).cards) == 3
             words = await app.get_task("ai-test", "count-words").enqueue("one two three")  # type: ignore[union-attr]
-            assert await words.result(timeout=10) == 3
+            assert await words.result(timeout=30) == 3
         rec = await job.record()
         assert rec.max_attempts == 2 and rec.options["timeout"] == 10
     finally:
@@ -134,7 +134,7 @@ async def test_middleware_hooks_run_and_a_failing_hook_breaks_nothing(redis_url:
     try:
         async with running(app.worker("ai-test")):
             job = await app.get_task("ai-test", "flashcards").enqueue({"topic": "t"})  # type: ignore[union-attr]
-            await job.result(timeout=10)
+            await job.result(timeout=30)
             await _settled(recorder, job.id)
         assert recorder.calls == [
             "before_enqueue:flashcards", f"after_enqueue:{job.id}", f"before_job:{job.id}",

@@ -1,7 +1,8 @@
 """A worker process for the fleet tests: `python -m tests.limits.fleet_worker URL QUEUE [CONCURRENCY]`.
 
 Handlers (job name → behaviour), all recording into test keys under the queue's hash tag:
-  sleep  {"ms": n}                         sleep n ms; track in-flight count per group
+  sleep  {"ms": n, "meet": k}              sleep n ms; track in-flight count per group; with `meet`,
+                                           first wait (up to 20 s) until k jobs of its group run at once
   cost   {"ms": n, "report": units|null}   like sleep, then ctx.report_cost(units) when given
   http   {"url": u}                        GET u; a 429 becomes RateLimited via raise_for_rate_limit
 Stops cleanly on SIGTERM.
@@ -30,7 +31,7 @@ async def main(url: str, queue_name: str, concurrency: int) -> None:
     queue = Queue(queue_name, redis=client)
     http = httpx.AsyncClient(timeout=10)
 
-    async def track(ctx: JobContext, ms: float) -> None:
+    async def track(ctx: JobContext, ms: float, meet: int = 0) -> None:
         group = ctx.group or "-"
         inflight = test_key(queue_name, f"inflight:{group}")
         total = test_key(queue_name, "inflight:*")
@@ -38,13 +39,21 @@ async def main(url: str, queue_name: str, concurrency: int) -> None:
         await client.rpush(test_key(queue_name, f"seen:{group}"), n_group)
         await client.rpush(test_key(queue_name, "seen:*"), n_all)
         try:
+            if meet:  # hold on until `meet` jobs of the group run side by side (a busy machine is slow)
+                async with asyncio.timeout(20):
+                    while int(await client.get(inflight) or 0) < meet:  # noqa: ASYNC110 - the count is in Redis
+                        await asyncio.sleep(0.01)
+                await client.rpush(test_key(queue_name, f"met:{group}"), meet)
             await asyncio.sleep(ms / 1000)
         finally:
             await client.decr(inflight)
             await client.decr(total)
 
     async def sleep(ctx: JobContext, data: dict[str, Any]) -> None:
-        await track(ctx, float(data.get("ms", 0)))
+        try:
+            await track(ctx, float(data.get("ms", 0)), int(data.get("meet", 0)))
+        except TimeoutError:
+            return  # never met: the test sees no "met" record
 
     async def cost(ctx: JobContext, data: dict[str, Any]) -> None:
         await track(ctx, float(data.get("ms", 0)))

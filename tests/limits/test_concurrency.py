@@ -8,6 +8,7 @@ from conveyor import JobOptions, JobSpec, Queue
 from conveyor.limits import GroupLimits
 from tests.conftest import wait_for
 from tests.limits.conftest import seen_max
+from tests.limits.fleet_worker import test_key as fleet_key
 
 
 async def _sample_active(queue: Queue, stop: asyncio.Event, groups: list[str]) -> dict[str, int]:
@@ -45,7 +46,9 @@ async def test_group_caps_hold_with_defaults_and_overrides(sq: Queue, fleet) -> 
     await sq.set_limits(group_defaults=GroupLimits(concurrency=2))
     await sq.set_group_limits("vip", concurrency=3)
     groups = ["a", "b", "vip"]
-    await sq.add_bulk([JobSpec("sleep", {"ms": 60}, JobOptions(group=g)) for _ in range(12) for g in groups])
+    # The first vip jobs wait until three of them run at once: only the override (3) allows that.
+    await sq.add_bulk([JobSpec("sleep", {"ms": 60, "meet": 3 if g == "vip" and i < 3 else 0}, JobOptions(group=g))
+                       for i in range(12) for g in groups])
     stop = asyncio.Event()
     sampler = asyncio.create_task(_sample_active(sq, stop, groups))
     f = fleet(sq.name).start(processes=3, concurrency=6)
@@ -63,6 +66,7 @@ async def test_group_caps_hold_with_defaults_and_overrides(sq: Queue, fleet) -> 
     assert await seen_max(sq, "vip") <= 3
     assert await seen_max(sq) <= 7
     assert await seen_max(sq, "vip") == 3  # the override is used, not just the default
+    assert await sq.client.llen(fleet_key(sq.name, "met:vip")) == 3  # three vip jobs did run side by side
     state = await sq.limits_state()
     assert state["groups"]["capped"] == 0 and state["waiting"]["grouped"] == 0
     for g in groups:

@@ -131,7 +131,7 @@ async def test_grouped_jobs_run_on_cluster_and_standalone(queue: Queue) -> None:
     jobs = await queue.add_bulk([JobSpec("x", i, JobOptions(group="ab"[i % 2])) for i in range(10)])
     async with running(Worker(queue, {"x": handler}, concurrency=4)):
         for job in jobs:
-            assert await job.result(timeout=20) in ("a", "b")
+            assert await job.result(timeout=30) in ("a", "b")
     state = await queue.limits_state()
     assert state["groups"]["known"] == 2 and state["waiting"]["grouped"] == 0
 
@@ -143,7 +143,7 @@ async def test_stalled_grouped_job_frees_its_group_slot(sq: Queue) -> None:
     claimed = await sq.scripts.claim("dead-worker", 100, 5)
     assert claimed[1::6] == [first.id]
     assert (await sq.scripts.claim("other", 10_000, 5))[1::6] == []  # capped
-    await wait_for(lambda: _lease_expired(sq), timeout=5, what="lease expiry")
+    await wait_for(lambda: _lease_expired(sq), timeout=30, what="lease expiry")
     assert await sq.scripts.recover_stalled(max_stalls=5) == (1, 0)
     again = await sq.scripts.claim("other", 10_000, 5)
     assert again[1::6] in ([first.id], [second.id])

@@ -84,22 +84,38 @@ async def test_late_ticks_within_grace_all_fire(
     assert await ticks_of(target) == [T0 + 100, T0 + 200, T0 + 300, T0 + 400]
 
 
-async def test_a_claimed_tick_waits_for_its_claim_to_expire(
+async def test_a_claimed_tick_waits_for_its_claim_to_expire_and_a_prompt_takeover_misses_nothing(
     client: RedisClient, prefix: str, target: Queue, clock: FakeClock
 ) -> None:
     store = ScheduleStore(client, prefix, clock=clock)
-    await store.put(Schedule(id="s", task="t", queue=target.name, interval_s=1.0))
+    await store.put(Schedule(id="s", task="t", queue=target.name, interval_s=1.0, missed=MissedPolicy.SKIP))
     clock.advance(1000)
     # A scheduler claims the tick and dies before enqueueing.
-    _, claimed = await store.scripts.claim(clock.now_ms, "dead", 30_000, 10)
+    _, claimed = await store.scripts.claim(clock.now_ms, "dead", 30_000, 10, 500)
     assert [c.schedule_id for c in claimed] == ["s"]
     other = fleet(client, prefix, clock, 1)[0]
     assert await other.run_due() == T0 + 31_000  # it sleeps until the claim expires
     assert await ticks_of(target) == []
     clock.advance(30_000)
     await other.run_due()
-    # 1 s .. 30 s were missed (policy once: the latest of them), 31 s is on time.
-    assert await ticks_of(target) == [T0 + 30_000, T0 + 31_000]
+    # A live scheduler held the run all along (it waited for the claim and took over at once): no tick
+    # was missed, so even policy skip fires each of them (the grace is only 0.5 s).
+    assert await ticks_of(target) == [T0 + t * 1000 for t in range(1, 32)]
+    info = await store.get("s")
+    assert info.last_run is not None and info.last_run.skipped == 0
+
+
+async def test_a_claim_taken_over_long_after_it_lapsed_follows_the_missed_policy(
+    client: RedisClient, prefix: str, target: Queue, clock: FakeClock
+) -> None:
+    store = ScheduleStore(client, prefix, clock=clock)
+    await store.put(Schedule(id="s", task="t", queue=target.name, interval_s=1.0))
+    clock.advance(1000)
+    await store.scripts.claim(clock.now_ms, "dead", 30_000, 10, 500)  # claimed, then every scheduler died
+    clock.advance(40_000)  # nobody took over for 10 s after the claim lapsed
+    await fleet(client, prefix, clock, 1)[0].run_due()
+    # 1 s .. 40 s were missed (policy once: the latest of them), 41 s is on time.
+    assert await ticks_of(target) == [T0 + 40_000, T0 + 41_000]
 
 
 async def test_changes_take_effect_in_running_schedulers(
@@ -121,14 +137,15 @@ async def test_changes_take_effect_in_running_schedulers(
         paused_at = await target.client.zcard(target.keys.ready)
         info = await store.get("s")
         assert info.next_run is None
-        await asyncio.sleep(0.5)  # several ticks' worth: nothing may appear while paused
-        # (a pass that claimed a tick just before the pause may still add that one job)
+        # Every scheduler runs a pass of its own after the pause: none may add a job (a background
+        # pass that claimed a tick just before the pause may still add that one job).
+        await asyncio.gather(*(s.run_due() for s in schedulers))
         assert await target.client.zcard(target.keys.ready) <= paused_at + 1
         await store.resume("s")
         await wait_for(lambda: _count(target, paused_at + 3), timeout=10, what="jobs after resume")
         await store.delete("s")
         deleted_at = await target.client.zcard(target.keys.ready)
-        await asyncio.sleep(0.3)
+        await asyncio.gather(*(s.run_due() for s in schedulers))  # passes after the delete add nothing
         assert await target.client.zcard(target.keys.ready) <= deleted_at + 1  # at most one in flight
     finally:
         for s in schedulers:

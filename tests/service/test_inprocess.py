@@ -180,7 +180,7 @@ async def test_service_waits_for_redis_at_start_and_reports_it(prefix: str) -> N
     app.use_redis(f"redis://127.0.0.1:{free_port()}/0")  # nothing listens there
     service = WorkerService(app, Settings(**FAST), plan_queues(app, None, {}))
     task = asyncio.create_task(service.run())
-    await wait_for(lambda: service.state == "starting", timeout=5, what="starting")
+    await wait_for(lambda: service.state == "starting", timeout=30, what="starting")
     status, body = await service.health()
     assert status == 503 and body["status"] == "starting"
     assert "redis unreachable" in body["problems"] and body["redis"]["ok"] is False

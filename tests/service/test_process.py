@@ -282,3 +282,36 @@ async def test_worker_service_runs_the_scheduler(
     assert len(ids) == len(set(ids)) and all(i.startswith("sched:ticker:") for i in ids)
     ticks = sorted(int(i.rsplit(":", 1)[1]) for i in ids)
     assert all(b - a == 300 for a, b in itertools.pairwise(ticks)), ticks
+
+
+async def test_a_redis_error_while_starting_is_retried_until_redis_is_usable(
+    services: Start, prefix: str
+) -> None:
+    """The service starts against a server that answers PING but refuses writes (a replica not yet
+    promoted): it retries its first calls instead of exiting, then runs once the server is a primary."""
+    from conveyor.redis.connection import connect
+    from conveyor.testing import free_port
+
+    with RedisServer(extra_args=["--replicaof", "127.0.0.1", str(free_port())]) as replica:
+        svc = services(replica.url, prefix)
+
+        def retrying() -> bool:
+            return any("read only" in e.get("error", "") for e in svc.events("redis not usable at start; retrying"))
+
+        await wait_for(retrying, timeout=30, interval=0.1, what="a start retry")
+        assert svc.proc.poll() is None, svc.output()
+        status, body = await svc.health()
+        assert status == 503 and "service is starting" in body["problems"]
+
+        client = connect(replica.url)
+        try:
+            await client.execute_command("REPLICAOF", "NO", "ONE")
+            await started(svc)
+            [job_id] = await add(client, prefix, "fast", 1)
+            record = await Queue("fast", redis=client, prefix=prefix).job(job_id).wait(timeout=30)
+            assert record.state is JobState.COMPLETED
+            assert await client.sismember(f"{prefix}:queues", "fast")  # registration was retried too
+        finally:
+            await client.aclose()
+        svc.signal(signal.SIGTERM)
+        assert await svc.wait_exit() == 0, svc.output()

@@ -125,6 +125,12 @@ class QueueKeys:
     def group_ready(self, group: str) -> str:
         return self._k("gr:" + group)
 
+    @property
+    def schedule_ticks(self) -> str:
+        """hash: schedule id -> last tick (ms) whose jobs were enqueued here, so a tick is enqueued once
+        even after its job's record is gone (schedules/lua/add-tick-6.lua)"""
+        return self._k("sched-ticks")
+
     def state_set(self, state: str) -> str:
         """The sorted set holding jobs of a state (`waiting` lives in `ready`)."""
         return self._k("ready" if state == "waiting" else state)

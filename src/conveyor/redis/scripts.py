@@ -89,6 +89,11 @@ class Script:
                 return client.eval(self.source, len(keys), *keys, *args)
 
 
+def core_script(name: str) -> Script:
+    """A core script by name (e.g. "add"), for scripts elsewhere that wrap one."""
+    return _S[name]
+
+
 def all_script_files() -> list[str]:
     return sorted(p.name for p in LUA_DIR.glob("*.lua"))
 
@@ -177,8 +182,17 @@ class QueueScripts:
         )
 
     async def add(self, jobs: Sequence[JobSpecArgs]) -> list[Any]:
-        reply = await _S["add"](self.client, *add_arguments(self.k, self.maxlen, jobs), self.durability)
-        _refused("add", reply)
+        return await self.add_wrapped(_S["add"], jobs)
+
+    async def add_wrapped(
+        self, script: Script, jobs: Sequence[JobSpecArgs], extra_keys: Sequence[str] = (),
+        extra_args: Sequence[Any] = (),
+    ) -> list[Any]:
+        """add-5, or a script wrapping its body (a schedule's tick guard): the add's keys and ARGV, then
+        the wrapper's own; the same durability and input checks."""
+        keys, args = add_arguments(self.k, self.maxlen, jobs)
+        reply = await script(self.client, (*keys, *extra_keys), [*args, *extra_args], self.durability)
+        _refused(script.name, reply)
         return list(reply)
 
     async def trip(

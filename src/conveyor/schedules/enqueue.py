@@ -1,4 +1,10 @@
-"""Turning ticks into jobs on the target queue (idempotent on the tick's job id)."""
+"""Turning ticks into jobs on the target queue, each tick at most once.
+
+A tick's job id is derived from the schedule and the tick, and the add runs inside a guard that
+remembers the last tick enqueued per schedule in the queue's own slot (schedules/lua/add-tick-6.lua).
+So re-enqueueing after a crash between enqueue and advance never makes a second job, even when the
+first one already ran and its record was deleted (result_ttl=0, retention, purge).
+"""
 
 from __future__ import annotations
 
@@ -8,8 +14,10 @@ from collections.abc import Sequence
 from conveyor.errors import IdempotencyConflictError
 from conveyor.options import JobOptions, JobSpec
 from conveyor.queue import Queue
+from conveyor.redis.codes import ScriptCode
 from conveyor.redis.connection import RedisClient
 from conveyor.schedules.model import Schedule
+from conveyor.schedules.scripts import add_tick_jobs
 
 logger = logging.getLogger(__name__)
 
@@ -29,18 +37,20 @@ class QueueCache:
         return q
 
 
+def _spec(schedule: Schedule, job_id: str) -> JobSpec:
+    return JobSpec(schedule.task, schedule.data, JobOptions.from_mapping({**schedule.options, "job_id": job_id}))
+
+
 async def enqueue(queue: Queue, schedule: Schedule, job_ids: Sequence[str]) -> int:
-    """Add one job per id; ids that exist already are left alone. Returns how many were created."""
+    """Add one job per id (a run outside the ticks, e.g. run-now); ids that exist are left alone.
+    Returns how many were created."""
     if not job_ids:
         return 0
-    specs = [
-        JobSpec(schedule.task, schedule.data, JobOptions.from_mapping({**schedule.options, "job_id": job_id}))
-        for job_id in job_ids
-    ]
+    specs = [_spec(schedule, job_id) for job_id in job_ids]
     try:
         jobs = await queue.add_specs(specs)
     except IdempotencyConflictError:
-        # A tick's job exists with older data (the schedule was edited meanwhile): keep it, add the rest.
+        # A job exists with older data (the schedule was edited meanwhile): keep it, add the rest.
         created = 0
         for spec in specs:
             try:
@@ -49,3 +59,29 @@ async def enqueue(queue: Queue, schedule: Schedule, job_ids: Sequence[str]) -> i
                 logger.info("schedule %s: job %s exists with other data; kept", schedule.id, exc.job_id)
         return created
     return sum(1 for j in jobs if j.created)
+
+
+async def enqueue_ticks(queue: Queue, schedule: Schedule, ticks: Sequence[int]) -> int:
+    """Add the job of each tick (oldest first) unless that tick was enqueued before. Returns how many
+    jobs were created."""
+    if not ticks:
+        return 0
+    await queue.register()
+    encoded = [queue.encode(_spec(schedule, schedule.job_id(t))) for t in ticks]
+    key = queue.keys.schedule_ticks
+    reply = await add_tick_jobs(queue.scripts, encoded, key, schedule.id, ticks[-1], mark_on_conflict=False)
+    if reply is None:
+        return 0
+    if reply[0] != ScriptCode.CONFLICT:
+        return sum(1 for i in range(1, len(reply), 2) if reply[i] == 1)
+    # A tick's job exists with older data (the schedule was edited meanwhile): keep it, add the rest.
+    created = 0
+    for tick, job in zip(ticks, encoded, strict=True):
+        one = await add_tick_jobs(queue.scripts, [job], key, schedule.id, tick, mark_on_conflict=True)
+        if one is None:
+            continue
+        if one[0] == ScriptCode.CONFLICT:
+            logger.info("schedule %s: job %s exists with other data; kept", schedule.id, one[1])
+        else:
+            created += int(one[1] == 1)
+    return created

@@ -2,9 +2,12 @@
 
 A pass claims due schedules in one script (so normally one process does the work), enqueues each
 tick's job with an id derived from the schedule and tick time, then advances the stored next run.
-Enqueue comes first: a crash in between only makes the next pass re-enqueue the same ids, which the
-add script ignores. Between passes the scheduler blocks on the changes stream until the earliest
-next run (or a change: a new schedule, an edit, another scheduler's advance), so it never polls.
+Enqueue comes first: a crash in between only makes the next pass enqueue the same ticks again, which
+the tick guard in the queue's slot refuses (whether or not the first job's record still exists). A
+scheduler that takes over a claim promptly after it lapsed judges lateness from when the claim was
+first made, so a takeover by a live scheduler never counts a tick as missed. Between passes the
+scheduler blocks on the changes stream until the earliest next run (or a change: a new schedule, an
+edit, another scheduler's advance), so it never polls.
 """
 
 from __future__ import annotations
@@ -22,7 +25,7 @@ from redis.exceptions import RedisError
 from conveyor import codec
 from conveyor.errors import ConveyorError
 from conveyor.redis.connection import RedisClient
-from conveyor.schedules.enqueue import enqueue
+from conveyor.schedules.enqueue import enqueue_ticks
 from conveyor.schedules.maintenance import Maintenance
 from conveyor.schedules.model import MAINTENANCE_ID, Schedule, ScheduleKind
 from conveyor.schedules.scripts import Claimed
@@ -157,7 +160,9 @@ class Scheduler:
         self.stats.passes += 1
         while True:
             now = await self.store.now_ms()
-            wake, claimed = await self.store.scripts.claim(now, self.token, self.lease_ms, _CLAIM_BATCH)
+            wake, claimed = await self.store.scripts.claim(
+                now, self.token, self.lease_ms, _CLAIM_BATCH, self.grace_ms
+            )
             for c in claimed:
                 await self._fire(c, now)
             if len(claimed) < _CLAIM_BATCH:
@@ -166,7 +171,7 @@ class Scheduler:
     async def _fire(self, claimed: Claimed, now: int) -> None:
         try:
             schedule, anchor = decode_envelope(claimed.envelope)
-            p = plan(schedule, timetable(schedule, anchor), claimed.due_ms, now, self.grace_ms)
+            p = plan(schedule, timetable(schedule, anchor), claimed.due_ms, now, self.grace_ms, claimed.since_ms)
             if schedule.kind is not ScheduleKind.JOB:
                 run = self._runs.get(schedule.id)
                 task = asyncio.create_task(self._builtin(claimed, p, now, run), name=f"conveyor-{schedule.kind}")
@@ -174,7 +179,7 @@ class Scheduler:
                 task.add_done_callback(self._background.discard)
                 return
             ids = [schedule.job_id(t) for t in p.fire]
-            created = await enqueue(self.store.queues.get(schedule.queue), schedule, ids)
+            created = await enqueue_ticks(self.store.queues.get(schedule.queue), schedule, p.fire)
             self.stats.ticks_fired += len(ids)
             self.stats.jobs_created += created
             if p.skipped:

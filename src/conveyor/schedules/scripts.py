@@ -5,31 +5,45 @@ Loaded with the core `Script` class; files ending in `-0.lua` take a variable nu
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from conveyor.redis.connection import RedisClient
 from conveyor.redis.keys import QueueKeys
-from conveyor.redis.scripts import Script
+from conveyor.redis.scripts import JobSpecArgs, QueueScripts, Script, core_script
 from conveyor.schedules.keys import ScheduleKeys
 
 LUA_DIR = Path(__file__).with_name("lua")
 CHANGES_MAXLEN = 1000
 
 
-_S = {
-    p.name.removesuffix(".lua").rsplit("-", 1)[0]: Script.load(p.name, LUA_DIR) for p in sorted(LUA_DIR.glob("*.lua"))
-}
+_WRAP_ADD = "--@add-5"
+
+
+def _load(filename: str) -> Script:
+    """A schedule script; one holding `--@add-5` gets the core add script's body spliced in there."""
+    script = Script.load(filename, LUA_DIR)
+    if _WRAP_ADD not in script.source:
+        return script
+    source = script.source.replace(_WRAP_ADD, core_script("add").source)
+    return Script(script.name, source, hashlib.sha1(source.encode()).hexdigest(), script.num_keys)
+
+
+_S = {p.name.removesuffix(".lua").rsplit("-", 1)[0]: _load(p.name) for p in sorted(LUA_DIR.glob("*.lua"))}
 
 
 @dataclass(frozen=True, slots=True)
 class Claimed:
-    """A due schedule this scheduler now holds: its stored envelope and the run it was due at."""
+    """A due schedule this scheduler now holds: its stored envelope, the run it was due at, and since
+    when live schedulers have held it (the first claim of this run, carried over a prompt takeover)."""
 
     schedule_id: str
     due_ms: int
     envelope: str
+    since_ms: int
 
 
 class ScheduleScripts:
@@ -55,13 +69,14 @@ class ScheduleScripts:
         return int(await _S["delete"](self.client, keys, (schedule_id, CHANGES_MAXLEN))) == 1
 
     async def claim(
-        self, now_ms: int, token: str, lease_ms: int, limit: int
+        self, now_ms: int, token: str, lease_ms: int, limit: int, grace_ms: int
     ) -> tuple[int | None, list[Claimed]]:
         k = self.k
-        reply = await _S["claim"](self.client, (k.next, k.claims, k.defs), (now_ms, token, lease_ms, limit))
+        args = (now_ms, token, lease_ms, limit, grace_ms)
+        reply = await _S["claim"](self.client, (k.next, k.claims, k.defs), args)
         wake = int(reply[0]) if reply[0] != "" else None
-        claimed = [Claimed(str(reply[i]), int(float(reply[i + 1])), str(reply[i + 2]))
-                   for i in range(1, len(reply), 3)]
+        claimed = [Claimed(str(reply[i]), int(float(reply[i + 1])), str(reply[i + 2]), int(reply[i + 3]))
+                   for i in range(1, len(reply), 4)]
         return wake, claimed
 
     async def advance(
@@ -85,3 +100,13 @@ async def prune_idempotency(client: RedisClient, keys: QueueKeys, idem_keys: Seq
     if not idem_keys:
         return 0
     return int(await _S["prune-idempotency"](client, idem_keys, (keys.base,)))
+
+
+async def add_tick_jobs(
+    queue: QueueScripts, jobs: Sequence[JobSpecArgs], ticks_key: str, schedule_id: str, tick_ms: int,
+    *, mark_on_conflict: bool,
+) -> list[Any] | None:
+    """add-5 for the jobs of ticks up to `tick_ms`, unless that tick was enqueued before (None)."""
+    extra = (schedule_id, tick_ms, "1" if mark_on_conflict else "0")
+    reply = await queue.add_wrapped(_S["add-tick"], jobs, (ticks_key,), extra)
+    return reply or None

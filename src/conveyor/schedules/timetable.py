@@ -155,14 +155,19 @@ class Plan:
     skipped: int  # missed ticks dropped by the policy (exact for intervals, at least this many for cron)
 
 
-def plan(schedule: Schedule, tt: Timetable, due_ms: int, now_ms: int, grace_ms: int) -> Plan:
+def plan(
+    schedule: Schedule, tt: Timetable, due_ms: int, now_ms: int, grace_ms: int, since_ms: int | None = None
+) -> Plan:
     """Ticks to fire for a schedule whose stored next run `due_ms` is <= now.
 
-    Ticks within `grace_ms` of now are on time and always fire; older ones were missed (no scheduler
-    was running) and go through the schedule's policy.
+    Ticks within `grace_ms` of `since_ms` (when live schedulers first claimed this run; now by
+    default) or later are on time and always fire; older ones were missed (no scheduler was running)
+    and go through the schedule's policy. A takeover passes the first claim's time, so a tick that a
+    live scheduler held while another one took over is never "missed".
     """
-    on_time = ticks_in(tt, max(due_ms - 1, now_ms - grace_ms), now_ms, MAX_FIRE_PER_PASS)
-    missed_hi = now_ms - grace_ms
+    reference = now_ms if since_ms is None else min(since_ms, now_ms)
+    on_time = ticks_in(tt, max(due_ms - 1, reference - grace_ms), now_ms, MAX_FIRE_PER_PASS)
+    missed_hi = reference - grace_ms
     missed: list[int] = []
     skipped = 0
     if due_ms <= missed_hi:

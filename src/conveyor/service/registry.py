@@ -18,7 +18,8 @@ from conveyor import codec
 from conveyor.errors import ConnectionFailedError
 from conveyor.redis.clock import clock_offset_ms
 from conveyor.redis.connection import RedisClient
-from conveyor.redis.keys import WorkerRegistryKeys
+from conveyor.redis.faults import guarded
+from conveyor.redis.keys import WorkerRegistryKeys, registry_key
 from conveyor.views import list_workers  # the reader, shared with the API and the CLI
 
 logger = logging.getLogger(__name__)
@@ -37,6 +38,7 @@ class RegistryWriter:
         interval_s: float,
     ) -> None:
         self.client = client
+        self.prefix = prefix
         self.keys = WorkerRegistryKeys(prefix)
         self.worker_id = worker_id
         self.record = record
@@ -53,6 +55,10 @@ class RegistryWriter:
                 await pipe.execute()
         except (RedisError, OSError) as exc:
             raise ConnectionFailedError(f"registry heartbeat failed: {exc}") from exc
+
+    async def register_queues(self, names: list[str]) -> None:
+        """Add the service's queues to the set of known queue names (what tools list)."""
+        await guarded(self.client.sadd(registry_key(self.prefix), *names), "registering queue names")
 
     async def remove(self) -> None:
         """Drop the record at a clean shutdown, so listings update at once."""

@@ -7,6 +7,7 @@ wraps it with settings, logging and signal handling. It never configures logging
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
 import socket
@@ -20,6 +21,7 @@ from conveyor import __version__
 from conveyor.app import Conveyor
 from conveyor.errors import ConfigurationError, ConnectionFailedError
 from conveyor.middleware import Middleware
+from conveyor.redis.faults import is_fault
 from conveyor.schedules import Scheduler
 from conveyor.service import stats as st
 from conveyor.service.joblog import JobLogMiddleware
@@ -33,6 +35,14 @@ from conveyor.worker.worker import default_worker_id
 
 logger = logging.getLogger(__name__)
 PING_TIMEOUT_S = 2.0
+START_FIRST_DELAY_S = 0.2
+START_MAX_DELAY_S = 5.0
+
+
+def is_startup_fault(exc: BaseException) -> bool:
+    """Redis is not usable yet (down, loading, read-only, a Cluster without a slot owner, a closed
+    transport: the fault table of redis/faults.py), so starting is retried rather than given up."""
+    return isinstance(exc, ConnectionFailedError | TimeoutError) or is_fault(exc)
 
 
 class _PeakMiddleware(Middleware):
@@ -122,25 +132,19 @@ class WorkerService:
     # ------------------------------------------------------------------ lifecycle
 
     async def start(self) -> None:
-        """Wait for Redis (retrying with backoff until stopped), then start every queue and loop."""
-        delay = 0.2
-        while not await self.ping():
-            self.log.warning("redis unreachable at start; retrying", retry_in_s=delay)
-            try:
-                async with asyncio.timeout(delay):
-                    await self._stop.wait()
-                return
-            except TimeoutError:
-                delay = min(delay * 2, 5.0)
-        for name, worker in self.workers.items():
-            try:
-                await worker.start()
-            except (
-                ConnectionFailedError
-            ) as exc:  # its loops run and retry; only the queue-name registration missed
-                self.log.warning("redis dropped while starting a queue", queue=name, error=str(exc))
+        """Wait until Redis is usable, then start every queue and loop. Each first Redis call (ping,
+        queue registration, queue start, scheduler start) is retried with backoff until it succeeds
+        or a stop is requested, so a Redis fault while starting never ends the process."""
+        steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
+            ("redis ping", self._ping_or_raise),
+            ("queue registration", lambda: self.registry.register_queues(list(self.workers))),
+        ]
+        steps += [(f"queue {name} start", worker.start) for name, worker in self.workers.items()]
         if self.scheduler is not None:
-            await self.scheduler.start()
+            steps.append(("scheduler start", self.scheduler.start))
+        for what, step in steps:
+            if not await self._until_usable(what, step):
+                return
         self.state = "running"
         self._tasks = [
             asyncio.create_task(w.run(), name=f"conveyor-watch-{q}") for q, w in self.watches.items()
@@ -160,6 +164,29 @@ class WorkerService:
             version=__version__,
             queues={p.name: p.concurrency for p in self.plan},
         )
+
+    async def _ping_or_raise(self) -> None:
+        if not await self.ping():
+            raise ConnectionFailedError("redis did not answer PING")
+
+    async def _until_usable(self, what: str, step: Callable[[], Awaitable[None]]) -> bool:
+        """Run `step` until it succeeds (True) or a stop is requested (False), backing off after
+        each Redis fault. Errors that are not Redis faults (a bad schedule, say) still propagate."""
+        delay = START_FIRST_DELAY_S
+        while not self._stop.is_set():
+            try:
+                await step()
+                return True
+            except Exception as exc:
+                if not is_startup_fault(exc):
+                    raise
+                self.log.warning("redis not usable at start; retrying", step=what,
+                                 error=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
+            with contextlib.suppress(TimeoutError):
+                async with asyncio.timeout(delay):
+                    await self._stop.wait()
+            delay = min(delay * 2, START_MAX_DELAY_S)
+        return False
 
     def request_stop(self) -> None:
         self._stop.set()

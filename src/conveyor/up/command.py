@@ -118,7 +118,9 @@ def banner(url: str, handle: EmbeddedHandle | None, ports: Ports, key: str | Non
 
 
 class _Signals:
-    """Counts SIGINT/SIGTERM/SIGHUP: the first stops the children gracefully, a second forces them."""
+    """Counts SIGINT/SIGTERM/SIGHUP and forwards each to the children exactly once: the first asks
+    them to stop gracefully (the worker lets active jobs finish within its grace), the second makes
+    them exit at once (the worker's own reading of a second signal)."""
 
     def __init__(self, group: ChildGroup) -> None:
         self.group = group
@@ -126,11 +128,18 @@ class _Signals:
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         self.count += 1
-        self.group.signal(signal.SIGTERM)
+        if self.count <= 2:
+            self.group.signal(signal.SIGTERM)
+        else:  # a third: nothing is left to ask politely
+            self.group.signal(signal.SIGKILL)
 
     def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal went away
             signal.signal(sig, self)
+
+    @property
+    def forced(self) -> bool:
+        return self.count > 1
 
 
 def describe_exit(code: int) -> str:
@@ -149,8 +158,8 @@ def run_up(app_path: str, settings: Settings, ports: Ports) -> int:
         specs, env = children(app_path, url, ports)
         group = ChildGroup(specs, env)
         signals = _Signals(group)
+        group.start()  # before the handlers, so every forwarded signal reaches the children
         signals.install()
-        group.start()
         ready = wait_ready(group, ports, signals)
         if not group.exited() and not signals.count:
             if not ready:
@@ -161,9 +170,9 @@ def run_up(app_path: str, settings: Settings, ports: Ports) -> int:
             typer.echo(f"admin key saved to {key_file}", err=True)
         handle = supervise(group, signals, handle)
         crashed = {} if signals.count else group.exited()
-        if crashed or not group.all_exited():
-            group.signal(signal.SIGTERM)  # once: a second signal would force the worker out
-        codes = group.finish(settings.shutdown_grace_s + STOP_MARGIN_S)
+        if not signals.count:  # a child exited by itself: stop the rest (a signal was forwarded already)
+            group.signal(signal.SIGTERM)
+        codes = wait_children(group, signals, settings.shutdown_grace_s + STOP_MARGIN_S)
         if crashed:
             typer.echo(f"error: {', '.join(f'{n} exited ({describe_exit(c)})' for n, c in crashed.items())}; "
                        "stopped the rest", err=True)
@@ -175,6 +184,14 @@ def run_up(app_path: str, settings: Settings, ports: Ports) -> int:
             group.stop(STOP_MARGIN_S)
         if handle is not None and handle.release():
             typer.echo("embedded Valkey stopped (data kept).")
+
+
+def wait_children(group: ChildGroup, signals: _Signals, grace_s: float) -> dict[str, int]:
+    """Up to `grace_s` for the (signalled) children to exit; a second signal meanwhile cuts the wait
+    to STOP_MARGIN_S. Whatever is left then is killed. Returns the exit codes."""
+    if not group.wait(grace_s, stop_when=lambda: signals.forced):
+        group.wait(STOP_MARGIN_S)
+    return group.finish(0.0)
 
 
 def supervise(group: ChildGroup, signals: _Signals, handle: EmbeddedHandle | None) -> EmbeddedHandle | None:

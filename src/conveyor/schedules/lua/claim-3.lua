@@ -1,12 +1,17 @@
 --[[ claim-3: claim due schedules for one scheduler, so one process fires each tick.
 KEYS: 1 next, 2 claims, 3 defs
-ARGV: 1 now ms, 2 token, 3 lease ms, 4 limit
-Returns: {wake_at ms ('' = nothing scheduled), then 3 entries per claimed schedule: id, due ms, envelope}
+ARGV: 1 now ms, 2 token, 3 lease ms, 4 limit, 5 grace ms
+Returns: {wake_at ms ('' = nothing scheduled), then 4 entries per claimed schedule: id, due ms, envelope,
+         since ms}
 wake_at is the earliest time this scheduler has something to do: the first future run, or the
 expiry of another scheduler's claim on a due schedule (it takes over if that one died).
+A claim is stored as "token|since|expiry". `since` is when live schedulers first claimed this run:
+now for a fresh claim; carried over when a lapsed claim is taken over within the grace of its
+expiry (a live scheduler was waiting for it), so the ticks it covers are not judged "missed".
 ]]
 local nxt, claims, defs = KEYS[1], KEYS[2], KEYS[3]
 local now, token, lease, limit = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
+local grace = tonumber(ARGV[5])
 local out = {''}
 local wake = nil
 local claimed = 0
@@ -29,10 +34,15 @@ while claimed < limit do
     elseif claimed < limit then
       local env = redis.call('HGET', defs, id)
       if env then
-        redis.call('HSET', claims, id, token .. '|' .. string.format('%.0f', now + lease))
+        local since = now
+        local held_since = c and tonumber(string.match(c, '^[^|]*|(%d+)|%d+$'))
+        if held_since and now - expiry <= grace then since = held_since end
+        redis.call('HSET', claims, id,
+          token .. '|' .. string.format('%.0f', since) .. '|' .. string.format('%.0f', now + lease))
         out[#out + 1] = id
         out[#out + 1] = page[i + 1]
         out[#out + 1] = env
+        out[#out + 1] = string.format('%.0f', since)
         claimed = claimed + 1
       else
         redis.call('ZREM', nxt, id)

@@ -1,0 +1,47 @@
+"""The app the chaos workers run (`conveyor worker tests.chaos.app:app`).
+
+Its one task records every run in a separate ledger server that no fault touches: the job id, the
+lease token and the attempt, once when the handler starts and once when it returns. The harness
+compares the ledger with the queue's final state and its events, so the counts do not rely on
+what the faulted server or the workers say about themselves.
+Environment: CONVEYOR_PREFIX, CHAOS_QUEUE, CHAOS_LEDGER_URL, CHAOS_LEDGER_KEY, and CHAOS_REPLICAS
+(outcomes acknowledged only once that many replicas have them; unset = 0).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import os
+from typing import Any
+
+import redis.asyncio as aioredis
+
+from conveyor import Conveyor, JobContext
+from conveyor.redis.durability import Durability
+
+QUEUE = os.environ.get("CHAOS_QUEUE", "chaos")
+REPLICAS = int(os.environ.get("CHAOS_REPLICAS", "0"))
+app = Conveyor(name="chaos", prefix=os.environ.get("CONVEYOR_PREFIX", "cv"),
+               durability=Durability(replicas=REPLICAS, timeout_ms=2000) if REPLICAS else None)
+_ledger: list[aioredis.Redis] = []
+
+
+def ledger_keys(base: str) -> tuple[str, str]:
+    """(starts, ends): lists of "job id|token|attempt", one entry per handler start and return."""
+    return f"{base}:starts", f"{base}:ends"
+
+
+def _client() -> aioredis.Redis:
+    if not _ledger:
+        _ledger.append(aioredis.Redis.from_url(os.environ["CHAOS_LEDGER_URL"], decode_responses=True))
+    return _ledger[0]
+
+
+@app.task(queue=QUEUE, name="work")
+async def work(ctx: JobContext, data: dict[str, Any]) -> int:
+    starts, ends = ledger_keys(os.environ["CHAOS_LEDGER_KEY"])
+    run = f"{ctx.job_id}|{ctx.token}|{ctx.attempt}"
+    await _client().rpush(starts, run)
+    await asyncio.sleep(data.get("ms", 0) / 1000)
+    await _client().rpush(ends, run)
+    return int(data["n"])
