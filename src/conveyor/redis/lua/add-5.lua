@@ -106,7 +106,7 @@ for i = 1, count do
     if id == '' then
       -- Generated ids are reserved in one block for the rest of the batch (gaps are harmless).
       if next_id > last_id then
-        last_id = reserve(meta, 'id', count - i + 1, now)
+        last_id = reserve(meta, 'id', count - i + 1)
         next_id = last_id - (count - i)
       end
       id = num(next_id)

@@ -30,7 +30,7 @@ local function lease(k, prefix, worker, lease_ms, now, maxlen, ids, from, step, 
   local last = #ids
   if last < from then return 0 end
   n = math.floor((last - from) / step) + 1
-  local base = reserve(k.meta, 'token', n, now) - n
+  local base = reserve(k.meta, 'token', n) - n
   local deadline = num(now + lease_ms)
   local started = num(now)
   local zargs = {}

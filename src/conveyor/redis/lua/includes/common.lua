@@ -27,9 +27,10 @@ local MAX_COUNT = 9007199254740991
 -- The counter never goes below Redis time in microseconds, so numbers handed out before a deleted
 -- meta hash (obliterate) or before a failover to a replica that had not seen them are never handed
 -- out again, as long as the servers' clocks are sane; it stays below 2^53 until the year 2255.
-local function reserve(meta, field, n, now)
+local function reserve(meta, field, n)
   local last = tonumber(redis.call('HGET', meta, field)) or 0
-  local floor = now * 1000
+  local t = redis.call('TIME')
+  local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
   if last < floor then last = floor end
   last = last + n
   redis.call('HSET', meta, field, num(last))
