@@ -54,6 +54,14 @@ class Fleet:
             log.unlink(missing_ok=True)
         self.logs.clear()
 
+    def kill(self, index: int) -> subprocess.Popen[bytes]:
+        """SIGKILL process `index` (no cleanup runs in it) and stop watching it."""
+        proc = self.procs.pop(index)
+        proc.kill()
+        proc.wait(10)
+        self.logs.pop(index).unlink(missing_ok=True)
+        return proc
+
     def check_alive(self) -> None:
         for p, log in zip(self.procs, self.logs, strict=True):
             if p.poll() is not None:

@@ -5,12 +5,15 @@ Handlers (job name → behaviour), all recording into test keys under the queue'
                                            first wait (up to 20 s) until k jobs of its group run at once
   cost   {"ms": n, "report": units|null}   like sleep, then ctx.report_cost(units) when given
   http   {"url": u}                        GET u; a 429 becomes RateLimited via raise_for_rate_limit
+  hang   {"ms": n}                         the first run of a job sleeps n ms, later runs return at once
+In-flight counts are also kept per process (inflight:p:<pid>, seen:p:<pid>; the pids in `pids`).
 Stops cleanly on SIGTERM.
 """
 
 from __future__ import annotations
 
 import asyncio
+import os
 import signal
 import sys
 from typing import Any
@@ -35,9 +38,11 @@ async def main(url: str, queue_name: str, concurrency: int) -> None:
         group = ctx.group or "-"
         inflight = test_key(queue_name, f"inflight:{group}")
         total = test_key(queue_name, "inflight:*")
-        n_group, n_all = await client.incr(inflight), await client.incr(total)
+        mine = test_key(queue_name, f"inflight:p:{os.getpid()}")
+        n_group, n_all, n_mine = await client.incr(inflight), await client.incr(total), await client.incr(mine)
         await client.rpush(test_key(queue_name, f"seen:{group}"), n_group)
         await client.rpush(test_key(queue_name, "seen:*"), n_all)
+        await client.rpush(test_key(queue_name, f"seen:p:{os.getpid()}"), n_mine)
         try:
             if meet:  # hold on until `meet` jobs of the group run side by side (a busy machine is slow)
                 async with asyncio.timeout(20):
@@ -48,6 +53,7 @@ async def main(url: str, queue_name: str, concurrency: int) -> None:
         finally:
             await client.decr(inflight)
             await client.decr(total)
+            await client.decr(mine)
 
     async def sleep(ctx: JobContext, data: dict[str, Any]) -> None:
         try:
@@ -66,11 +72,16 @@ async def main(url: str, queue_name: str, concurrency: int) -> None:
         response.raise_for_status()
         return response.status_code
 
-    worker = Worker(queue, {"sleep": sleep, "cost": cost, "http": get}, concurrency=concurrency,
+    async def hang(ctx: JobContext, data: dict[str, Any]) -> None:
+        if await client.set(test_key(queue_name, f"hung:{ctx.job_id}"), "1", nx=True):
+            await asyncio.sleep(float(data.get("ms", 0)) / 1000)
+
+    worker = Worker(queue, {"sleep": sleep, "cost": cost, "http": get, "hang": hang}, concurrency=concurrency,
                     lease_ms=5000, idle_block_s=1.0)
     loop = asyncio.get_running_loop()
     loop.add_signal_handler(signal.SIGTERM, lambda: asyncio.ensure_future(worker.close(2.0)))
     await client.rpush(test_key(queue_name, "workers"), worker.worker_id)
+    await client.rpush(test_key(queue_name, "pids"), os.getpid())
     await worker.run()
     await http.aclose()
     await client.aclose()

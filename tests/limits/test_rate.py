@@ -17,8 +17,9 @@ from tests.limits.conftest import claim_records, max_in_window
 
 
 def window_bound(limit: RateLimit, window_ms: int) -> int:
-    """Most units a GCRA limiter lets start in any half-open window: < capacity + window / interval."""
-    return math.ceil(limit.capacity + window_ms / limit.interval_ms) - 1
+    """Most units a GCRA limiter lets start in any half-open window: < capacity + (window + one
+    interval) / interval (a late claim keeps up to one interval of lateness; docs/limits.md)."""
+    return math.ceil(limit.capacity + (window_ms + limit.interval_ms) / limit.interval_ms) - 1
 
 
 async def test_started_jobs_never_exceed_rate_over_sliding_windows(sq: Queue, fleet) -> None:
@@ -33,7 +34,7 @@ async def test_started_jobs_never_exceed_rate_over_sliding_windows(sq: Queue, fl
 
     await wait_for(done, timeout=40, interval=0.1, what="44 jobs done")
     starts = [(int(r["started"]), 1) for r in await claim_records(sq)]
-    assert max_in_window(starts, 1000) <= limit.limit + limit.burst == window_bound(limit, 1000)
+    assert max_in_window(starts, 1000) <= limit.limit + limit.burst  # the window log: exact at per_s
     for window in (100, 250, 500, 2000):
         assert max_in_window(starts, window) <= window_bound(limit, window), window
     span = max(t for t, _ in starts) - min(t for t, _ in starts)

@@ -122,6 +122,24 @@ class QueueKeys:
     def group(self, group: str) -> str:
         return self._k("gs:" + group)
 
+    @property
+    def rate_log(self) -> str:
+        """Start times of the last limit + burst jobs (sliding-window log, newest first)."""
+        return self._k("rlog")
+
+    def group_rate_log(self, group: str) -> str:
+        return self._k("grl:" + group)
+
+    @property
+    def cap_holders(self) -> str:
+        """Hash: worker id -> jobs it holds under the queue's concurrency cap (fair sharing)."""
+        return self._k("cwa")
+
+    @property
+    def cap_waiting(self) -> str:
+        """Zset: workers that asked for more than the cap let them take, by the ms time they asked."""
+        return self._k("cwait")
+
     def group_ready(self, group: str) -> str:
         return self._k("gr:" + group)
 

@@ -149,7 +149,7 @@ for i = 0, count - 1 do
       emit(k.events, maxlen, 'ev', 'retrying', 'id', id, 'att', f[3], 'delay', number, 'reason', note)
     end
     if f[5] then group_release(prefix, f[5]) end
-    if f[7] then cap_release(prefix, jk, f[7]) end
+    if f[7] then cap_release(prefix, jk, f[7], false) end
     local used = ARGV[b + 6]
     if f[6] and used ~= '' then cost_correct(prefix, f[5], tonumber(used) - tonumber(f[6]), now) end
   end

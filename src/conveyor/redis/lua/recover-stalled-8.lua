@@ -43,7 +43,7 @@ for i = 1, #expired do
     redis.call('HINCRBY', jk, 'attempts', -1)
     redis.call('HDEL', jk, 'token')
     if f[4] then group_release(prefix, f[4]) end
-    if f[6] then cap_release(prefix, jk, f[6]) end
+    if f[6] then cap_release(prefix, jk, f[6], true) end
     if f[5] == '1' then
       redis.call('HSET', jk, 'state', 'cancelled', 'finished', stamp)
       redis.call('ZADD', cancelled, stamp, id)

@@ -49,8 +49,10 @@ local function cap_after(k, p, worker, want, ids, free, more, now)
 end
 
 -- A job counted under the cap left `active` (finish, stalled sweep): its worker's slot is free.
-local function cap_release(p, jk, worker)
+-- `dead`: the sweep found the lease expired, so that worker no longer waits for slots either.
+local function cap_release(p, jk, worker, dead)
   redis.call('HDEL', jk, 'cw')
+  if dead then redis.call('ZREM', p .. 'cwait', worker) end
   local key = p .. 'cwa'
   if redis.call('HINCRBY', key, worker, -1) <= 0 then redis.call('HDEL', key, worker) end
 end
