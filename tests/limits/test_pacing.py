@@ -10,7 +10,6 @@ leases are swept.
 
 from __future__ import annotations
 
-import asyncio
 import itertools
 import math
 
