@@ -154,6 +154,33 @@ class QueueKeys:
         return self._k("ready" if state == "waiting" else state)
 
 
+@dataclass(frozen=True, slots=True)
+class LimiterKeys:
+    """A named limiter shared by queues (docs/limits.md, "Named limiters"): all its keys share the
+    hash tag {lim:<name>}, one Cluster slot of its own. `log` (the requests window log) is derived
+    from `cfg` inside the scripts."""
+
+    name: str
+    prefix: str = "cv"
+
+    def _k(self, suffix: str) -> str:
+        return f"{self.prefix}:{{lim:{self.name}}}:{suffix}"
+
+    @property
+    def all(self) -> list[str]:
+        """KEYS of every limiter script: cfg, st, exp, info, use."""
+        return [self._k("cfg"), self._k("st"), self._k("exp"), self._k("info"), self._k("use")]
+
+    @property
+    def log(self) -> str:
+        return self._k("cfg") + ":log"
+
+
+def limiter_index_key(prefix: str = "cv") -> str:
+    """Set of declared limiter names (listing without SCAN); its own slot."""
+    return f"{prefix}:{{limiters}}:names"
+
+
 def registry_key(prefix: str = "cv") -> str:
     """Set of queue names ever used under a prefix (lets tools list queues without SCAN)."""
     return f"{prefix}:queues"

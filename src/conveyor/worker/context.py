@@ -6,7 +6,8 @@ import asyncio
 from typing import TYPE_CHECKING, Any
 
 from conveyor import codec
-from conveyor.errors import LeaseLostError
+from conveyor.errors import LeaseLostError, UsageReportError
+from conveyor.limits.named import Usage
 from conveyor.redis.codes import ScriptCode
 from conveyor.worker.lease import Stop
 
@@ -24,7 +25,7 @@ class JobContext:
 
     __slots__ = (
         "_lease", "_scripts", "attempt", "cost_used", "data", "job_id", "loop", "max_attempts", "name",
-        "options", "queue", "state", "token", "worker_id",
+        "options", "queue", "state", "token", "usage", "worker_id",
     )
 
     def __init__(
@@ -54,6 +55,8 @@ class JobContext:
         self.loop: asyncio.AbstractEventLoop | None = None
         # Units this run actually used (e.g. LLM tokens); set through report_cost, read by limits.
         self.cost_used: int | None = None
+        # Tokens this run used (report_usage): corrects the named limiters and feeds cost accounting.
+        self.usage: Usage | None = None
         # Free-form per-run state for middleware (start times, spans...).
         self.state: dict[str, Any] = {}
 
@@ -75,6 +78,14 @@ class JobContext:
         if isinstance(units, bool) or not isinstance(units, int) or units < 0:
             raise ValueError("cost units must be an integer >= 0")
         self.cost_used = units
+
+    def report_usage(self, tokens_in: int = 0, tokens_out: int = 0) -> None:
+        """Report the tokens this run really used (as the provider reported them): the named
+        limiters the job went through are corrected by (reported - estimated) when it ends.
+        Once per run; negative or absurd values raise UsageReportError."""
+        if self.usage is not None:
+            raise UsageReportError(f"usage of job {self.job_id} was already reported for this run")
+        self.usage = Usage(tokens_in, tokens_out)
 
     @property
     def cancel_requested(self) -> bool:
