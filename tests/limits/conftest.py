@@ -27,13 +27,13 @@ class Fleet:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs: list[Path] = []
 
-    def start(self, processes: int = 3, concurrency: int = 5) -> Fleet:
+    def start(self, processes: int = 3, concurrency: int = 5, limiters: str = "[]") -> Fleet:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         for _ in range(processes):
             fd, log = tempfile.mkstemp(prefix="conveyor-fleet-", suffix=".log")
             self.logs.append(Path(log))
             self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "tests.limits.fleet_worker", self.url, self.queue, str(concurrency)],
+                [sys.executable, "-m", "tests.limits.fleet_worker", self.url, self.queue, str(concurrency), limiters],
                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=fd,
             ))
             os.close(fd)

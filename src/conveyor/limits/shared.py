@@ -39,8 +39,8 @@ def _flat(values: Sequence[Any]) -> dict[str, str]:
 def _check(reply: Any, name: str) -> Any:
     if isinstance(reply, list) and reply and reply[0] == ScriptCode.INVALID_INPUT and len(reply) == 3:
         raise ScriptInputError(f"limiter {name}", int(reply[1]), str(reply[2]))
-    if isinstance(reply, list) and reply and reply[0] == ScriptCode.NOT_FOUND and (
-            len(reply) == 1 or reply[-1] in ("unknown limiter", b"unknown limiter")):
+    if isinstance(reply, list) and len(reply) == 3 and reply[0] == ScriptCode.NOT_FOUND and reply[2] in (
+            "unknown limiter", b"unknown limiter"):
         raise UnknownLimiterError(f"limiter {name!r} is not declared")
     return reply
 

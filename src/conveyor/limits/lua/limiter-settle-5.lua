@@ -62,6 +62,7 @@ if op == 'trim' then
     local kind, n, ein, eout, start = parse_info(v)
     if kind == 'P' and keep < n then
       for _, d in ipairs(DIMS) do lshift(S, C, d, -(n - keep) * units(d, ein, eout), now) end
+      unlog(K, n - keep, start)
       S.held = math.max(0, (S.held or 0) - (n - keep))
       if keep == 0 then
         redis.call('HDEL', K.info, rid)
@@ -78,6 +79,7 @@ elseif op == 'confirm' then
     local kind, n, ein, eout, start = parse_info(v)
     local m = math.min(n, nargs)
     for _, d in ipairs(DIMS) do lshift(S, C, d, -(n - m) * units(d, ein, eout), now) end
+    unlog(K, n - m, start)
     S.held = math.max(0, (S.held or 0) - n + m)
     redis.call('HDEL', K.info, rid)
     redis.call('ZREM', K.exp, rid)
@@ -98,7 +100,6 @@ elseif op == 'extend' then
   end
 else
   local minute = math.floor(now / 60000)
-  local limit = conc_limit(C, S)
   for i = 4, #ARGV, 5 do
     local id, uin, uout, signal, after = ARGV[i], ARGV[i + 1], ARGV[i + 2], ARGV[i + 3], tonumber(ARGV[i + 4])
     local v = redis.call('HGET', K.info, id)

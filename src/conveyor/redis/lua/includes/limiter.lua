@@ -65,6 +65,11 @@ local function lshift(S, C, d, delta, now)
   S[d .. '_tat'] = tat
 end
 
+-- Refunded requests leave the window log too (their entries carry the reservation's start time).
+local function unlog(K, k, start)
+  if k > 0 then redis.call('LREM', K.cfg .. ':log', k, num(start)) end
+end
+
 local function parse_info(v)
   local kind, n, ein, eout, start = string.match(v, '^(%a)|(%d+)|(%d+)|(%d+)|(%d+)$')
   return kind, tonumber(n), tonumber(ein), tonumber(eout), tonumber(start)
@@ -74,9 +79,10 @@ end
 local function drop_id(K, C, S, id, now, refund_units)
   local v = redis.call('HGET', K.info, id)
   if not v then return false end
-  local kind, n, ein, eout = parse_info(v)
+  local kind, n, ein, eout, start = parse_info(v)
   if kind == 'P' and refund_units then
     for _, d in ipairs(DIMS) do lshift(S, C, d, -n * units(d, ein, eout), now) end
+    unlog(K, n, start)
   end
   S.held = math.max(0, (S.held or 0) - n)
   redis.call('HDEL', K.info, id)
