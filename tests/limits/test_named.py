@@ -9,11 +9,11 @@ import asyncio
 import json
 import os
 import signal
-import subprocess
 import sys
 from collections.abc import AsyncIterator
 
 import pytest
+from redis.crc import key_slot
 
 from conveyor import Conveyor, JobSpec, Queue, Worker
 from conveyor.errors import ConfigurationError, ScriptInputError, UnknownLimiterError, UsageReportError
@@ -21,6 +21,7 @@ from conveyor.limits import Adaptive, Estimate, Limiter, LimiterUse, RateLimit, 
 from conveyor.redis.connection import RedisClient, connect
 from tests.conftest import running, wait_for
 from tests.limits.conftest import ROOT, Fleet, claim_records, max_in_window
+from tests.limits.fleet_worker import test_key as fleet_key
 
 
 def _name(qname: str) -> str:
@@ -129,13 +130,14 @@ async def test_crash_between_charge_and_lease_gives_capacity_back(backend_url: s
                                                                   qname: str) -> None:
     name = _name(qname)
     lim = SharedLimiter(any_client, name)
-    await lim.declare(Limiter(name, requests=RateLimit(3, per_s=3600, burst=2), tokens_in=RateLimit(300, per_s=3600, burst=299),
-                              concurrency=3))
+    await lim.declare(Limiter(name, requests=RateLimit(3, per_s=3600, burst=2),
+                              tokens_in=RateLimit(300, per_s=3600, burst=299), concurrency=3))
     ttl = 2000
-    proc = subprocess.run([sys.executable, "-c", CRASHER, backend_url, name, "dead-worker:1", str(ttl)],
-                          cwd=ROOT, env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, capture_output=True,
-                          timeout=60, check=False)
-    assert proc.returncode == -signal.SIGKILL and proc.stdout.strip() == b"3"
+    proc = await asyncio.create_subprocess_exec(
+        sys.executable, "-c", CRASHER, backend_url, name, "dead-worker:1", str(ttl), cwd=ROOT,
+        env={**os.environ, "PYTHONPATH": str(ROOT / "src")}, stdout=asyncio.subprocess.PIPE)
+    out, _ = await asyncio.wait_for(proc.communicate(), 60)
+    assert proc.returncode == -signal.SIGKILL and out.strip() == b"3"
     state = await lim.state()
     assert state["concurrency"]["held"] == 3 and state["open_reservations"] == 1
     assert (await lim.acquire("other:1", 1, 1, 0, ttl)).granted == 0  # all taken: never over-admitted
@@ -164,14 +166,15 @@ async def test_killed_worker_gives_holds_back_within_a_lease(backend_url: str, a
     lim = SharedLimiter(any_client, name)
     await lim.declare(Limiter(name, concurrency=2))
     queue = Queue(qname, redis=any_client)
-    if "cluster" in str(backend_url) or await _is_cluster(any_client):
-        assert await any_client.cluster_keyslot(lim.keys.all[0]) != await any_client.cluster_keyslot(queue.keys.meta)
+    assert key_slot(lim.keys.all[0].encode()) != key_slot(queue.keys.meta.encode())  # two slots (on a Cluster)
     uses = json.dumps([[name, 0, 0]])
     f = Fleet(backend_url, qname)
     try:
-        await queue.add_bulk([JobSpec("hang", {"ms": 120_000}) for _ in range(2)])
+        hang = await queue.add_bulk([JobSpec("hang", {"ms": 120_000}) for _ in range(2)])
         f.start(processes=1, concurrency=4, limiters=uses)
         await wait_for(lambda: _held(lim, 2), timeout=60, what="the first process holds the limiter")
+        hung = [fleet_key(qname, f"hung:{job.id}") for job in hang]
+        await wait_for(lambda: _all_exist(any_client, hung), timeout=60, what="the long jobs started")
         await queue.add_bulk([JobSpec("sleep", {"ms": 50}) for _ in range(4)])
         f.start(processes=1, concurrency=4, limiters=uses)
         f.kill(0)
@@ -192,8 +195,8 @@ async def test_killed_worker_gives_holds_back_within_a_lease(backend_url: str, a
             await any_client.delete(f"test:{{lim:{name}}}:{suffix}")
 
 
-async def _is_cluster(client: RedisClient) -> bool:
-    return hasattr(client, "get_nodes")
+async def _all_exist(client: RedisClient, keys: list[str]) -> bool:
+    return all([await client.exists(k) == 1 for k in keys])
 
 
 async def _held(lim: SharedLimiter, n: int) -> bool:

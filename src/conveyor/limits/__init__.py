@@ -17,7 +17,19 @@ from conveyor.limits.named import Adaptive, Estimate, Limiter, LimiterUse, Usage
 from conveyor.limits.shared import SharedLimiter, limiter_names
 
 __all__ = [
-    "Adaptive", "Estimate", "GroupLimits", "Limiter", "LimiterUse", "RateLimit", "SharedLimiter", "Usage",
-    "limiter_names", "clear_group_limits", "clear_limits", "limits_state", "set_group_limits",
-    "set_group_weight", "set_limits",
+    "Adaptive",
+    "Estimate",
+    "GroupLimits",
+    "Limiter",
+    "LimiterUse",
+    "RateLimit",
+    "SharedLimiter",
+    "Usage",
+    "clear_group_limits",
+    "clear_limits",
+    "limiter_names",
+    "limits_state",
+    "set_group_limits",
+    "set_group_weight",
+    "set_limits",
 ]
