@@ -87,6 +87,11 @@ class JobContext:
             raise UsageReportError(f"usage of job {self.job_id} was already reported for this run")
         self.usage = Usage(tokens_in, tokens_out)
 
+    def add_usage(self, tokens_in: int, tokens_out: int) -> None:
+        """Add to this run's usage (the built-in AI handlers, one call per provider request)."""
+        cur = self.usage or Usage()
+        self.usage = Usage(cur.tokens_in + tokens_in, cur.tokens_out + tokens_out)
+
     @property
     def cancel_requested(self) -> bool:
         """True once someone asked to cancel this job (the worker learns it at a heartbeat)."""
