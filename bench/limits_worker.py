@@ -30,7 +30,8 @@ async def main(url: str, queue_name: str, concurrency: int, uses_json: str) -> N
         return None
 
     async def chat(ctx: JobContext, data: dict[str, Any]) -> None:
-        response = await http.post(data["url"], json={"model": "bench", "messages": [{"role": "user", "content": "hi"}]})
+        body = {"model": "bench", "messages": [{"role": "user", "content": "hi"}]}
+        response = await http.post(data["url"], json=body)
         if response.status_code == 429:
             raise RateLimited(retry_after=float(response.headers.get("Retry-After", 0) or 0))
         response.raise_for_status()

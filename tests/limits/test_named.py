@@ -293,17 +293,19 @@ async def test_adaptive_limit_moves_within_bounds(sq: Queue) -> None:
         return int((await lim.state())["concurrency"]["adaptive_limit"])
 
     assert await limit() == 8
-    await run_one("a", "429")
-    assert await limit() == 4
-    # Two in flight started before a decrease: only the first 429 of the episode counts.
-    for rid in ("b", "c"):
+    for rid in ("x1", "x2", "x3", "x4", "x5"):
         assert (await lim.acquire(rid, 1, 0, 0, 10_000)).granted == 1
         await lim.confirm(rid, [rid + "-h"], 10_000)
-    await lim.release([("b-h", None, None, "429", 0)], 10_000)
-    await lim.release([("c-h", None, None, "timeout", 0)], 10_000)
-    assert await limit() == 2
+    await lim.release([("x1-h", None, None, "429", 0)], 10_000)
+    assert await limit() == 4  # 8 x 0.5 (and 4 still in flight)
+    # Started before that decrease: no second halving, but a 429 caps it at the calls in flight.
+    await lim.release([("x2-h", None, None, "429", 0)], 10_000)
+    assert await limit() == 3
+    await lim.release([("x3-h", None, None, "timeout", 0)], 10_000)
+    assert await limit() == 3
+    await lim.release([("x4-h", None, None, "ok", 0), ("x5-h", None, None, "ok", 0)], 10_000)
     await run_one("d", "429")
-    assert await limit() == 2  # never below the minimum
+    assert await limit() == 2  # 1.5, nothing in flight: never below the minimum
     for i in range(2):
         await run_one(f"s{i}", "ok")
     assert await limit() == 3  # a window of successes (2) raised it by one

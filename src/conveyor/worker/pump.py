@@ -113,6 +113,8 @@ class TripPump:
 
     def add_ended(self, lease: Lease) -> None:
         self.ended.append(lease)
+        if self.gate is not None:
+            self._has_work = True  # its trip frees the job's limiter slot: claim again in the same trip
         self.kick.set()
 
     def wake(self) -> None:

@@ -8,11 +8,11 @@ ARGV: 1 op, 2 reservation id or '', 3 ttl ms (1..1 day), then per op:
            (reservation gone, holds present) is OK and writes nothing.
   extend   4.. hold ids: push their expiry to now + ttl (the worker's heartbeat)
   release  4.. 5 fields per job: hold id, tokens in, tokens out ('' = not reported: the estimate
-           stands), signal ('ok' | '429' | 'timeout' | 'err'), retry-after ms (0 = none).
+           stands in the limiter, the usage totals count nothing), signal ('ok' | '429' | 'timeout' | 'err'), retry-after ms (0 = none).
            The slot is freed; the token limiters are corrected by (reported - estimated); a 429 or
-           a timeout lowers the adaptive limit (once per congestion: jobs started before the last
-           decrease do not lower it again) and a retry-after pauses admission; a run of successes
-           raises it.
+           a timeout lowers the adaptive limit multiplicatively (once per congestion: jobs started
+           before the last decrease do not lower it again), a 429 also caps it at the jobs still
+           holding slots; a retry-after pauses admission; a run of successes raises it additively.
 Every argument is checked before the first write.
 Returns: one code per id (0 OK, -1 NOT_FOUND: the hold was released already or expired) for
          confirm/extend/release; {0} for trim; {-1, 0, 'unknown limiter'}; {-6, position, reason}.
@@ -116,19 +116,29 @@ else
       S.held = math.max(0, (S.held or 0) - 1)
       redis.call('HDEL', K.info, id)
       redis.call('ZREM', K.exp, id)
+      -- Usage counts only what was reported; an unreported run keeps its estimate in the limiter.
       redis.call('HINCRBY', K.use, minute .. ':r', 1)
-      redis.call('HINCRBY', K.use, minute .. ':i', rin)
-      redis.call('HINCRBY', K.use, minute .. ':o', rout)
-      redis.call('HINCRBY', K.st, 'used_in', rin)
-      redis.call('HINCRBY', K.st, 'used_out', rout)
+      if uin ~= '' then
+        redis.call('HINCRBY', K.use, minute .. ':i', rin)
+        redis.call('HINCRBY', K.st, 'used_in', rin)
+      end
+      if uout ~= '' then
+        redis.call('HINCRBY', K.use, minute .. ':o', rout)
+        redis.call('HINCRBY', K.st, 'used_out', rout)
+      end
       if signal == '429' or signal == 'timeout' then
         redis.call('HINCRBY', K.use, minute .. (signal == '429' and ':x' or ':t'), 1)
         redis.call('HINCRBY', K.st, 'n_' .. signal, 1)
         if after > 0 and (not S.blk or now + after > S.blk) then S.blk = now + after end
-        if C.a_max and (not S.dec_at or start >= S.dec_at) then
+        if C.a_max then
           local cur = S.climit or C.a_max
-          local nl = math.max(C.a_min, cur * C.a_dec)
-          S.climit, S.succ, S.dec_at = nl, 0, now
+          if not S.dec_at or start >= S.dec_at then
+            cur, S.succ, S.dec_at = cur * C.a_dec, 0, now
+          end
+          -- A 429 also says the provider serves no more than the calls still in flight: the limit
+          -- drops to that count at once (a burst of 429s converges in one round, not one per decrease).
+          if signal == '429' then cur = math.min(cur, math.max(S.held, 1)) end
+          S.climit = math.max(C.a_min, cur)
         end
       else
         redis.call('HINCRBY', K.st, 'n_' .. signal, 1)

@@ -16,8 +16,9 @@ local function lfmt(x)
   return string.format('%.3f', math.ceil(x * 1000) / 1000)
 end
 
-local function lgcra(tat, t, cap, c, now)
-  if not tat or tat < now - t then tat = now end
+local function lgcra(tat, t, cap, c, now, slack)
+  slack = math.max(t, slack or 0)
+  if not tat or tat < now - slack then tat = now end
   local need = c
   if need > cap then need = cap end
   local at = tat - (cap - need) * t

@@ -23,11 +23,15 @@ end
 -- GCRA: may `c` units start at `now`? A limiter lets `cap` units go at once, then one unit every `t`
 -- ms; a job costing more than `cap` waits for a rested limiter and leaves it in debt.
 -- Returns (new tat, nil) when allowed, else (nil, the ms time when it would be).
--- A claim that arrives less than one interval late keeps the theoretical arrival time, so the
--- lateness of a claim is not lost for good (pacing reaches its limit); a later one (an idle limiter)
--- restarts from now, so idle time never becomes a burst.
-local function gcra(tat, t, cap, c, now)
-  if not tat or tat < now - t then tat = now end
+-- A claim that arrives at most `slack` ms late (default one interval) keeps the theoretical arrival
+-- time, so the lateness of a claim is not lost for good (pacing reaches its limit); a later one (an
+-- idle limiter) restarts from now, so idle time never becomes a burst. Rate limits held by a window
+-- log use CATCH_UP_MS: the log still holds every window of per_s.
+local CATCH_UP_MS = 100
+
+local function gcra(tat, t, cap, c, now, slack)
+  slack = math.max(t, slack or 0)
+  if not tat or tat < now - slack then tat = now end
   local need = c
   if need > cap then need = cap end
   local at = tat - (cap - need) * t
@@ -103,7 +107,7 @@ local function queue_admit(L, rtat, ctat, c, now)
   if L.rate_t then
     at = window_at(L.log, L.rate_n, L.rate_w, now)
     if at then return nil, nil, at end
-    rtat, at = gcra(rtat, L.rate_t, L.rate_cap, 1, now)
+    rtat, at = gcra(rtat, L.rate_t, L.rate_cap, 1, now, L.rate_n and CATCH_UP_MS)
     if at then return nil, nil, at end
   end
   if L.cost_t then
@@ -168,7 +172,7 @@ local function take_ungrouped_batch(k, L, S, room, now)
     if L.rate_t then
       local at = window_at(L.log, L.rate_n, L.rate_w, now)
       local nr
-      if not at then nr, at = gcra(S.rtat, L.rate_t, L.rate_cap, 1, now) end
+      if not at then nr, at = gcra(S.rtat, L.rate_t, L.rate_cap, 1, now, L.rate_n and CATCH_UP_MS) end
       if at then
         S.limited, S.reopen = true, at
         break
@@ -219,7 +223,7 @@ local function take_grouped(k, p, L, S, g, gpass, now)
   local c = tonumber(f[2]) or 1
   local gr_tat, gc_tat, at = G.rtat, G.ctat, nil
   if G.rate_t then at = window_at(G.log, G.rate_n, G.rate_w, now) end
-  if G.rate_t and not at then gr_tat, at = gcra(G.rtat, G.rate_t, G.rate_cap, 1, now) end
+  if G.rate_t and not at then gr_tat, at = gcra(G.rtat, G.rate_t, G.rate_cap, 1, now, G.rate_n and CATCH_UP_MS) end
   if not at and G.cost_t then gc_tat, at = gcra(G.ctat, G.cost_t, G.cost_cap, c, now) end
   if at then
     park(p, G, gpass, at)
