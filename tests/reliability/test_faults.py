@@ -1,7 +1,8 @@
 """One table of Redis faults: every "not usable now" error is a ConnectionFailedError, and the
 worker's loops back off and resume by themselves — never crash — through real faults: connections
 reset (under uvloop too), a server restarted, a script keeping the server BUSY, a replica refusing
-writes (READONLY). (LOADING is in the table; a replaying server here answers only once loaded.)"""
+writes (READONLY), a connection closed under a send. LOADING while a large AOF replays:
+tests/service/test_process.py (the worker service and its /health)."""
 
 from __future__ import annotations
 
