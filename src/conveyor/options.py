@@ -15,6 +15,11 @@ from conveyor.errors import InvalidOptionError
 PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
 _ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,200}$")
 DEFAULT_IDEMPOTENCY_TTL_S = 86400.0
+# Every duration option lies in [0.001 s, 100 years] (0 where allowed): the scripts take whole ms up to
+# 100 years (MAX_MS in lua/includes/common.lua), so a duration outside that range is refused here,
+# before anything is written, instead of by a script later (a finish trip refusing every outcome).
+MIN_DURATION_S = 0.001
+MAX_DURATION_S = 3_155_760_000.0
 
 
 def _check_id(kind: str, value: str, *, forbid_numeric: bool) -> str:
@@ -27,7 +32,9 @@ def _check_id(kind: str, value: str, *, forbid_numeric: bool) -> str:
     return value
 
 
-def _seconds(name: str, value: Any, *, allow_zero: bool = True) -> float | None:
+def _seconds(name: str, value: Any, *, allow_zero: bool = True, sub_ms: bool = False) -> float | None:
+    """A duration option in seconds: 0 (where `allow_zero`) or in [MIN_DURATION_S, MAX_DURATION_S];
+    `sub_ms` also lets through positive values under a millisecond (a delay that rounds to "now")."""
     if value is None:
         return None
     if isinstance(value, timedelta):
@@ -36,6 +43,11 @@ def _seconds(name: str, value: Any, *, allow_zero: bool = True) -> float | None:
         raise InvalidOptionError(f"{name} must be a number of seconds, got {value!r}")
     if value < 0 or (value == 0 and not allow_zero):
         raise InvalidOptionError(f"{name} must be {'>=' if allow_zero else '>'} 0, got {value!r}")
+    if value > MAX_DURATION_S or (0 < value < MIN_DURATION_S and not sub_ms):
+        low = "0 or " if allow_zero else ""
+        raise InvalidOptionError(
+            f"{name} must be {low}between {MIN_DURATION_S} s and {MAX_DURATION_S:.0f} s (100 years), got {value!r}"
+        )
     return float(value)
 
 
@@ -69,7 +81,7 @@ class JobOptions:
             or not PRIORITY_MIN <= self.priority <= PRIORITY_MAX
         ):
             raise InvalidOptionError(f"priority must be an integer in [{PRIORITY_MIN}, {PRIORITY_MAX}]")
-        s(self, "delay", _seconds("delay", self.delay))
+        s(self, "delay", _seconds("delay", self.delay, sub_ms=True))
         if self.run_at is not None:
             if not isinstance(self.run_at, datetime) or self.run_at.tzinfo is None:
                 raise InvalidOptionError("run_at must be a timezone-aware datetime")
