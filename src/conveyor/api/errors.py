@@ -10,11 +10,12 @@ import logging
 import re
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
+from starlette.requests import ClientDisconnect
 from starlette.routing import Match
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
@@ -205,6 +206,11 @@ def _templates(app: Any) -> list[tuple[re.Pattern[str], int, set[str]]]:
     return cached
 
 
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # The client left (or was cut off by a read deadline) while its body was read: nobody to answer.
+    return Response(status_code=499)
+
+
 class UnhandledErrors:
     """ASGI middleware inside Starlette's error middleware: an unexpected exception is logged here,
     once, and answered with a bare 500 (no trace, no input). Nothing is re-raised, so neither
@@ -249,4 +255,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RedisTimeoutError, _redis_down)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
     app.add_middleware(UnhandledErrors)  # innermost middleware: exceptions no handler above took
