@@ -35,11 +35,22 @@ from conveyor.queue import Queue
 router = APIRouter(prefix="/api", tags=["jobs"])
 END_EVENTS = frozenset({"completed", "failed", "cancelled", "removed"})
 _RETRY_MS = 2000
-_ENDED_GRACE_S = 1.0  # after the record shows the end, how long the end event may take to arrive
+_ENDED_GRACE_S = 1.0
+# The documented shape of one event of a text/event-stream response (schema checkers validate each
+# event against it): `data` is a JSON document as text.
+SSE_EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string"},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}  # after the record shows the end, how long the end event may take to arrive
 
 
 def frame(event: str, event_id: str, data: Any) -> bytes:
-    """One SSE frame (also used by routes of other rooms that stream hub events)."""
+    """One SSE frame (also used by other routes that stream hub events)."""
     return b"id: %s\nevent: %s\ndata: %s\n\n" % (event_id.encode(), event.encode(), orjson.dumps(data))
 
 
@@ -109,7 +120,7 @@ class HeldStream(StreamingResponse):
     responses={
         200: {
             "description": "An event stream (text/event-stream)",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
         },
         **error_responses(400, 401, 403, 404, 422, 429, 503),
     },
