@@ -3,7 +3,9 @@
 The stream id of each queue event is the SSE `id:`, so a client reconnecting with `Last-Event-ID`
 continues right after the last event it saw (no gaps; events of other jobs are skipped). A new
 connection starts with a `state` event (the job as it is now, id = the stream position it was read
-at). The stream closes after completed, failed, cancelled or removed. Keep-alive comments go out
+at). The stream closes after completed, failed, cancelled or removed. A flow root's stream also reports
+its descendants' events as `child` frames, after a `children` frame listing them (api/flow_events.py).
+The stream closes after completed, failed, cancelled or removed of the job itself. Keep-alive comments go out
 every `CONVEYOR_API_SSE_KEEPALIVE_S`; each time the job record is re-checked too, so a finished job
 whose end event was trimmed from the capped stream still ends the stream.
 """
@@ -20,6 +22,7 @@ from fastapi.responses import StreamingResponse
 
 from conveyor.api.auth import ReadKey
 from conveyor.api.errors import ApiError
+from conveyor.api.flow_events import FlowFollower
 from conveyor.api.keys import Scope
 from conveyor.api.schemas import error_responses
 from conveyor.api.serialize import event_out, job_out, jobs_out
@@ -31,6 +34,7 @@ router = APIRouter(prefix="/api", tags=["jobs"])
 END_EVENTS = frozenset({"completed", "failed", "cancelled", "removed"})
 _RETRY_MS = 2000
 _BATCH = 500
+_FLOW_POLL_MS = 250  # a flow root's stream relays its children's events at least this often
 
 
 def _frame(event: str, event_id: str, data: Any) -> bytes:
@@ -38,7 +42,8 @@ def _frame(event: str, event_id: str, data: Any) -> bytes:
 
 
 async def _follow(
-    state: ApiState, queue: Queue, job_id: str, cursor: str, first: JobRecord | None, show_data: bool
+    state: ApiState, queue: Queue, job_id: str, cursor: str, first: JobRecord | None, show_data: bool,
+    flow: FlowFollower | None = None,
 ) -> AsyncIterator[bytes]:
     yield b"retry: %d\n\n" % _RETRY_MS
     if first is not None:
@@ -46,6 +51,8 @@ async def _follow(
         yield _frame("state", cursor, snapshot)
         if first.finished:
             return
+    if flow is not None:
+        yield await flow.start()
     reader = state.blocking_queue(queue.name)
     keepalive_s = max(0.05, state.settings.api_sse_keepalive_s)
     last_beat = time.monotonic()
@@ -53,7 +60,12 @@ async def _follow(
     gone = False  # set once the record is gone
     while True:
         wait_ms = max(1, int((last_beat + keepalive_s - time.monotonic()) * 1000))
+        if flow is not None:
+            wait_ms = min(wait_ms, _FLOW_POLL_MS)
         events = await reader.read_events(cursor, count=_BATCH, block_ms=None if ended or gone else wait_ms)
+        if flow is not None:
+            for frame in await flow.poll():
+                yield frame
         for event in events:
             cursor = event.id
             if event.job_id != job_id:
@@ -71,6 +83,8 @@ async def _follow(
         if time.monotonic() - last_beat >= keepalive_s:
             last_beat = time.monotonic()
             yield b": keep-alive\n\n"
+            if flow is not None:
+                await flow.refresh()
             if caught_up:
                 rec = await queue.get_job(job_id)
                 ended = rec if rec is not None and rec.finished else None
@@ -106,7 +120,9 @@ async def job_events(
     if record is None:
         raise ApiError(404, f"job {job_id[:200]!r} not found in queue {queue!r}")
     first = None if last_event_id is not None else record
-    stream = _follow(state, q, job_id, cursor, first, principal.can(Scope.READ_DATA))
+    show = principal.can(Scope.READ_DATA)
+    flow = FlowFollower(state, record, show) if record.children else None
+    stream = _follow(state, q, job_id, cursor, first, show, flow)
     return StreamingResponse(
         stream,
         media_type="text/event-stream",
