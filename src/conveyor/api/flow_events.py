@@ -1,9 +1,9 @@
 """A flow root's event stream also reports its descendants' state changes (docs/flows.md, "HTTP API").
 
-The follower knows the tree (walked from the root's record, re-walked at each keep-alive so dynamic
-children appear) and reads each descendant queue's events stream from where it last stopped,
-without blocking; the root's own stream does the blocking wait. Child frames are `event: child` with
-no SSE id, so Last-Event-ID keeps resuming the root's stream.
+The follower knows the tree (walked from the root's record, walked again at each keep-alive so
+dynamic children appear) and follows each descendant queue through the process's event hub
+(api/hub.py), keeping only the descendants' events. Child frames are `event: child` with no SSE id, so
+Last-Event-ID keeps resuming the root's own stream.
 """
 
 from __future__ import annotations
@@ -12,14 +12,15 @@ from typing import Any
 
 import orjson
 
+from conveyor.api.hub import EventHub, Subscription
 from conveyor.api.serialize import event_out
-from conveyor.api.state import ApiState
+from conveyor.app import Conveyor
 from conveyor.flows.model import MAX_NODES
 from conveyor.job import JobRecord, split_ref
 from conveyor.queue import Queue
 from conveyor.redis.keys import QueueKeys
 
-_BATCH = 500
+POLL_S = 0.25  # a flow root's stream relays its children's events at least this often
 
 
 def child_frame(data: Any) -> bytes:
@@ -27,30 +28,39 @@ def child_frame(data: Any) -> bytes:
 
 
 class FlowFollower:
-    def __init__(self, state: ApiState, root: JobRecord, show_data: bool) -> None:
-        self.state = state
+    def __init__(self, app: Conveyor, hub: EventHub, root: JobRecord, show_data: bool) -> None:
+        self.app = app
+        self.hub = hub
         self.root = root
         self.show_data = show_data
         self.members: dict[str, set[str]] = {}  # queue -> descendant ids
-        self.cursors: dict[str, str] = {}  # queue -> last stream id read
+        self.subs: dict[str, Subscription] = {}
 
     async def start(self) -> bytes:
-        """Walk the tree and return a `children` frame: every descendant with its state now."""
+        """Follow every descendant queue, then return a `children` frame: each descendant now."""
         found = await self._walk()
-        for queue in self.members:
-            self.cursors[queue] = await self.state.conveyor.queue(queue).last_event_id()
+        await self._subscribe()
         return b"event: children\ndata: %s\n\n" % orjson.dumps({"children": found})
 
     async def refresh(self) -> None:
-        """Pick up children added since (dynamic children); their new queues are read from now."""
+        """Pick up children added since (dynamic children)."""
         await self._walk()
+        await self._subscribe()
+
+    async def close(self) -> None:
+        for sub in self.subs.values():
+            await sub.aclose()
+        self.subs.clear()
+
+    async def _subscribe(self) -> None:
         for queue in self.members:
-            if queue not in self.cursors:
-                self.cursors[queue] = await self.state.conveyor.queue(queue).last_event_id()
+            if queue not in self.subs:
+                sub = self.hub.subscribe(queue)
+                await sub.start()
+                self.subs[queue] = sub
 
     async def _walk(self) -> list[dict[str, Any]]:
-        client = self.state.conveyor.client
-        prefix = self.state.conveyor.prefix
+        client, prefix = self.app.client, self.app.prefix
         found: list[dict[str, Any]] = []
         level = [(q, i, self.root.id) for q, i in self.root.children]
         while level and len(found) < MAX_NODES:
@@ -69,18 +79,11 @@ class FlowFollower:
         return found
 
     async def poll(self) -> list[bytes]:
-        """Frames for descendants' events since the last poll (non-blocking reads)."""
+        """Frames for the descendants' events received since the last poll (never waits)."""
         frames: list[bytes] = []
-        for queue, cursor in list(self.cursors.items()):
-            q = self.state.conveyor.queue(queue)
+        for queue, sub in self.subs.items():
             ids = self.members.get(queue, set())
-            while True:
-                events = await q.read_events(cursor, count=_BATCH)
-                for event in events:
-                    cursor = event.id
-                    if event.job_id in ids:
-                        frames.append(child_frame({"queue": queue, **event_out(event, show_data=self.show_data)}))
-                if len(events) < _BATCH:
-                    break
-            self.cursors[queue] = cursor
+            while (event := await sub.next(timeout=0)) is not None:
+                if event.job_id in ids:
+                    frames.append(child_frame({"queue": queue, **event_out(event, show_data=self.show_data)}))
         return frames
