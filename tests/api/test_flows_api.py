@@ -96,7 +96,7 @@ async def test_root_events_report_children_until_the_root_ends(api: Api) -> None
     out = r.json()
     request = asyncio.create_task(api.http.get(out["events_url"], headers=api.auth("reader")))
     state = api.asgi.state.conveyor_api
-    await wait_for(lambda: state._blocking is not None, what="stream following the events")
+    await wait_for(lambda: other in state.hub.followed(), what="stream following the children's queue")
     await api.start_worker()
     kids = api.app.worker(other, lease_ms=3000)
     await kids.start()
@@ -112,5 +112,5 @@ async def test_root_events_report_children_until_the_root_ends(api: Api) -> None
     child_events = [e.data for e in events if e.event == "child"]
     for job in events[1].data["children"]:
         mine = [e["type"] for e in child_events if e["job_id"] == job["id"]]
-        assert "active" in mine and "completed" in mine, (job, mine)
+        assert "active" in mine and "completed" in mine, (job, mine, [e.event for e in events])
     assert kinds.index("completed") > max(i for i, k in enumerate(kinds) if k == "child")

@@ -28,24 +28,29 @@ def child_frame(data: Any) -> bytes:
 
 
 class FlowFollower:
-    def __init__(self, app: Conveyor, hub: EventHub, root: JobRecord, show_data: bool) -> None:
+    def __init__(self, app: Conveyor, hub: EventHub, show_data: bool) -> None:
         self.app = app
         self.hub = hub
-        self.root = root
         self.show_data = show_data
         self.members: dict[str, set[str]] = {}  # queue -> descendant ids
         self.subs: dict[str, Subscription] = {}
+        self._known = 0
 
-    async def start(self) -> bytes:
-        """Follow every descendant queue, then return a `children` frame: each descendant now."""
-        found = await self._walk()
+    @property
+    def active(self) -> bool:
+        return bool(self.subs)
+
+    async def update(self, root: JobRecord) -> bytes | None:
+        """Follow the descendants of `root` (as its record is now); a `children` frame listing every
+        descendant and its state when there are new ones (the first time, and after dynamic children)."""
+        if not root.children:
+            return None
+        found = await self._walk(root)
         await self._subscribe()
+        if len(found) == self._known:
+            return None
+        self._known = len(found)
         return b"event: children\ndata: %s\n\n" % orjson.dumps({"children": found})
-
-    async def refresh(self) -> None:
-        """Pick up children added since (dynamic children)."""
-        await self._walk()
-        await self._subscribe()
 
     async def close(self) -> None:
         for sub in self.subs.values():
@@ -59,10 +64,10 @@ class FlowFollower:
                 await sub.start()
                 self.subs[queue] = sub
 
-    async def _walk(self) -> list[dict[str, Any]]:
+    async def _walk(self, root: JobRecord) -> list[dict[str, Any]]:
         client, prefix = self.app.client, self.app.prefix
         found: list[dict[str, Any]] = []
-        level = [(q, i, self.root.id) for q, i in self.root.children]
+        level = [(q, i, root.id) for q, i in root.children]
         while level and len(found) < MAX_NODES:
             async with client.pipeline(transaction=False) as pipe:
                 for q, i, _ in level:

@@ -39,6 +39,7 @@ from conveyor.queue import Queue
 router = APIRouter(prefix="/api", tags=["jobs"])
 END_EVENTS = frozenset({"completed", "failed", "cancelled", "removed"})
 _RETRY_MS = 2000
+_FLOW_CHANGES = frozenset({"waiting-children", "child"})  # root events after which its tree may have grown
 _ENDED_GRACE_S = 1.0  # after the record shows the end, how long the end event may take to arrive
 
 
@@ -77,14 +78,14 @@ async def _follow_job(
             yield _frame("state", events.position, snapshot)
             if record.finished:
                 return
-        if flow is not None:
-            yield await flow.start()
+            if flow is not None and (chunk := await flow.update(record)) is not None:
+                yield chunk
         cursor = events.position
         ended = False  # the record showed the job finished; its end event gets a short grace
         beat = asyncio.get_running_loop().time()
         while True:
             wait = _ENDED_GRACE_S if ended else keepalive_s
-            if flow is not None:
+            if flow is not None and flow.active:
                 event = await events.next(timeout=min(wait, POLL_S))
                 for chunk in await flow.poll():
                     yield chunk
@@ -98,6 +99,10 @@ async def _follow_job(
                 yield _frame(event.type, event.id, event_out(event, show_data=show_data))
                 if event.type in END_EVENTS:
                     return
+                if flow is not None and event.type in _FLOW_CHANGES:
+                    record = await queue.get_job(job_id)
+                    if record is not None and (chunk := await flow.update(record)) is not None:
+                        yield chunk
                 continue
             if ended:
                 # The record says the job ended but no end event came: it was trimmed from the
@@ -107,9 +112,9 @@ async def _follow_job(
                     yield _frame("state", cursor, job_out(record, show_data=show_data))
                 return
             yield b": keep-alive\n\n"
-            if flow is not None:
-                await flow.refresh()
             record = await queue.get_job(job_id)
+            if flow is not None and record is not None and (chunk := await flow.update(record)) is not None:
+                yield chunk
             ended = record is None or record.finished
 
 
@@ -159,11 +164,10 @@ async def job_events(
     if last_event_id is not None and parse_stream_id(last_event_id) is None:
         raise ApiError(400, "Last-Event-ID is not an event id within range (<ms>-<seq>, each below 2**64)")
     q = await state.existing_queue(queue)
-    record = await q.get_job(job_id)
-    if record is None:
+    if await q.get_state(job_id) is None:
         raise ApiError(404, f"job {job_id[:200]!r} not found in queue {queue!r}")
     show = principal.can(KeyScope.READ_DATA)
-    flow = FlowFollower(state.conveyor, state.hub, record, show) if record.children else None
+    flow = FlowFollower(state.conveyor, state.hub, show)
     state.streams.take(principal.key_id)
     keepalive_s = max(0.05, state.settings.api_sse_keepalive_s)
     stream = _follow(state.hub, q, job_id, last_event_id, keepalive_s, show, flow)
