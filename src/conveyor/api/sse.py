@@ -76,10 +76,10 @@ async def _follow_job(
                 return
             (snapshot,) = await jobs_out(queue, [record], show_data=show_data)
             yield _frame("state", events.position, snapshot)
+            if flow is not None and (chunk := await flow.update(record)) is not None:
+                yield chunk  # a flow root: its tree as it is now (then its children's events)
             if record.finished:
                 return
-            if flow is not None and (chunk := await flow.update(record)) is not None:
-                yield chunk
         cursor = events.position
         ended = False  # the record showed the job finished; its end event gets a short grace
         beat = asyncio.get_running_loop().time()
