@@ -192,6 +192,13 @@ class Queue:
 
         return ChildResults.from_hash(await self._call(self.client.hgetall(self.keys.job(job_id))))
 
+    async def flow_counts(self) -> dict[str, int]:
+        """Flows whose root is on this queue: started, completed, failed (cancelled included), since the
+        queue was created (counters in Redis, so every process reads the same totals)."""
+        fields = ["flows_started", "flows_completed", "flows_failed"]
+        values = await self._call(self.client.hmget(self.keys.meta, fields))
+        return {f.removeprefix("flows_"): int(v or 0) for f, v in zip(fields, values, strict=True)}
+
     def encode(self, spec: JobSpec) -> JobSpecArgs:
         """Validate and encode one job as the add script takes it (what `add_specs` sends)."""
         return self._encode(spec)

@@ -15,7 +15,7 @@ from conveyor.redis.scripts import Script, _refused
 _ADD = Script.load("flow-add-0.lua")
 _DELIVER = Script.load("flow-deliver-1.lua")
 _ACK = Script.load("flow-ack-1.lua")
-_ADOPT = Script.load("flow-adopt-1.lua")
+_ADOPT = Script.load("flow-adopt-2.lua")
 _STEP = Script.load("step-1.lua")
 
 MAX_STEPS = 100  # durable steps one job may store
@@ -75,7 +75,7 @@ async def ack(client: RedisClient, keys: QueueKeys, field: str, record: str) -> 
 async def adopt(client: RedisClient, keys: QueueKeys, job_id: str, token: str, refs: Sequence[str],
                 on_child_failure: str) -> int:
     """Register children of a running job before they are written; returns how many were new."""
-    reply = await _ADOPT(client, (keys.job(job_id),), (token, on_child_failure, len(refs), *refs))
+    reply = await _ADOPT(client, (keys.job(job_id), keys.meta), (token, on_child_failure, len(refs), *refs))
     _refused("flow-adopt", reply)
     return int(reply)
 

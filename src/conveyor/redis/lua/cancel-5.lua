@@ -24,6 +24,8 @@ if state == 'waiting' or state == 'delayed' or state == FLOW_WAITING then
   else redis.call('ZREM', prefix .. FLOW_WAITING, id) end
   flow_gone(prefix, id, jk, 'Cancelled')
   flow_cancel_kids(prefix, id, jk)
+  local fl = redis.call('HMGET', jk, 'parent', 'kids')
+  flow_root_ended(prefix .. 'meta', 'X', fl[1], fl[2])
   redis.call('HSET', jk, 'state', 'cancelled', 'finished', stamp)
   redis.call('ZADD', cancelled, stamp, id)
   emit(events, maxlen, 'ev', 'cancelled', 'id', id)

@@ -93,7 +93,7 @@ for i = 0, count - 1 do
   local id, token, kind, payload = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local number, note = tonumber(ARGV[b + 4]), ARGV[b + 5]
   local jk = prefix .. 'job:' .. id
-  local f = redis.call('HMGET', jk, 'token', 'state', 'attempts', 'cancel', 'group', 'chg', 'parent')
+  local f = redis.call('HMGET', jk, 'token', 'state', 'attempts', 'cancel', 'group', 'chg', 'parent', 'kids')
   -- A job whose cancellation was requested does not go back to the queue.
   if f[4] == '1' and (kind == 'R' or kind == 'B' or kind == 'T' or kind == 'H' or kind == 'W') then kind = 'X' end
   if not f[2] then
@@ -157,6 +157,7 @@ for i = 0, count - 1 do
     -- flows: the child's half of the hand-over; a cancelled parent cancels its children
     if f[7] and (kind == 'C' or kind == 'F' or kind == 'X') then flow_ended(prefix, id, f[7], kind == 'C' and 'C' or 'F', payload) end
     if kind == 'X' then flow_cancel_kids(prefix, id, jk) end
+    if f[8] and (kind == 'C' or kind == 'F' or kind == 'X') then flow_root_ended(k.meta, kind, f[7], f[8]) end
     if f[5] then group_release(prefix, f[5]) end
     local used = ARGV[b + 6]
     if f[6] and used ~= '' then cost_correct(prefix, f[5], tonumber(used) - tonumber(f[6]), now) end

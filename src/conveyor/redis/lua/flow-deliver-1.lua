@@ -68,6 +68,7 @@ if state == FLOW_WAITING then
     redis.call('ZADD', p .. 'failed', now, pid)
     emit(events, maxlen, 'ev', 'failed', 'id', pid, 'error', 'child ' .. cref .. ' failed')
     flow_ended(p, pid, f[4], 'F', err)
+    flow_root_ended(meta, 'F', f[4], 'x')
   elseif (kind == 'F' and policy == 'continue') or pending <= 0 then
     release()
   end
