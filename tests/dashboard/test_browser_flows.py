@@ -35,7 +35,7 @@ def test_flow_view_shows_the_tree_and_retrying_a_failed_node_finishes_the_flow(u
     expect(page.locator(f"li[data-id='{flaky}']")).to_have_attribute("data-state", "failed")
     expect(page.locator(f"li[data-id='{kids[0]['id']}']")).to_have_attribute("data-state", "completed")
     page.locator(f"li[data-id='{flaky}']").get_by_test_id("flow-retry").click()
-    expect(page.locator(f"li[data-id='{root}']")).to_have_attribute("data-state", "completed", timeout=20_000)
+    expect(page.locator(f"li[data-id='{root}']")).to_have_attribute("data-state", "completed", timeout=60_000)
     expect(page.locator(f"li[data-id='{flaky}']")).to_have_attribute("data-state", "completed")
     assert job_state(ui.server, "live", root) == "completed"
     # a child's job page links its parent

@@ -8,7 +8,7 @@ from typing import Any
 import pytest
 
 from conveyor import JobState, Queue, Unrecoverable
-from conveyor.errors import InvalidFlowError
+from conveyor.errors import InvalidFlowError, ScriptInputError
 from conveyor.flows import FlowNode
 from conveyor.redis.connection import RedisClient
 from conveyor.worker import JobContext
@@ -253,9 +253,11 @@ async def test_hand_over_counts_a_child_once(queues: list[Queue], client: RedisC
     a, b, _ = queues
     job = await a.add_flow(FlowNode(a.name, "p", None, children=[FlowNode(b.name, "c", 1), FlowNode(b.name, "c", 2)]))
     ref = "{}:{}".format(*(await job.record()).children[0])
-    for expected in (2, 1, 1):
-        assert await flow_scripts.deliver(client, a.keys, job.id, ref, "C", "7", 1000) == expected
-    assert await flow_scripts.deliver(client, a.keys, job.id, ref, "F", "{}", 1000) == 1
+    assert await flow_scripts.deliver(client, a.keys, job.id, [(ref, "C", "7")] * 3, 1000) == [2, 1, 1]
+    assert await flow_scripts.deliver(client, a.keys, job.id, [(ref, "F", "{}")], 1000) == [1]
     rec = await job.record()
     assert rec.pending_children == 1 and rec.state is JobState.WAITING_CHILDREN
-    assert await flow_scripts.deliver(client, a.keys, "gone", ref, "C", "7", 1000) == 0
+    assert await flow_scripts.deliver(client, a.keys, "gone", [(ref, "C", "7")], 1000) == [0]
+    with pytest.raises(ScriptInputError):  # checked before any write
+        await flow_scripts.deliver(client, a.keys, job.id, [(ref + "x", "C", "7"), (ref, "C", "not json")], 1000)
+    assert (await job.record()).pending_children == 1

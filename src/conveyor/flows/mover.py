@@ -1,9 +1,10 @@
 """The mover: delivers a queue's outbox records to the parents' slots (docs/flows.md, "The hand-over").
 
 Each record was written by the script that ended a child, in the child's slot. Delivery is one
-idempotent script in the parent's slot (a child is counted at most once), and the record is deleted
-only after it, so a process killed anywhere in between leaves the record to be delivered again.
-Every worker of a queue runs one; two movers delivering the same record is harmless.
+idempotent script in the parent's slot (a child is counted at most once; the records of one parent
+go in one call), and the records are deleted only after it, so a process killed anywhere in between
+leaves them to be delivered again. Every worker of a queue runs one; two movers delivering the same
+record is harmless.
 """
 
 from __future__ import annotations
@@ -23,8 +24,9 @@ from conveyor.redis.scripts import QueueScripts
 
 logger = logging.getLogger(__name__)
 
-SCAN_COUNT = 200
-PARALLEL = 32  # deliveries in flight at once
+SCAN_COUNT = 1000
+PARALLEL = 32  # parents delivered to at once
+PER_CALL = 1000  # children per delivery call
 
 
 class OutboxMover:
@@ -38,7 +40,7 @@ class OutboxMover:
         self.interval_s = interval_s
         self.kick = asyncio.Event()
         self.delivered = 0
-        # A hook for tests of crash safety: awaited between delivery and deletion.
+        # A hook for tests of crash safety: awaited between a delivery and the deletion of its records.
         self.between: Callable[[str], Awaitable[None]] | None = None
 
     async def run(self) -> None:
@@ -68,32 +70,40 @@ class OutboxMover:
             reply: Any = await guarded(
                 self.client.hscan(self.keys.outbox, cursor, count=SCAN_COUNT), "reading the flow outbox")
             cursor, batch = reply
-            items = list(batch.items())
+            groups: dict[str, list[tuple[str, str]]] = {}
+            for field, record in batch.items():
+                kind, _, rest = record.partition("|")
+                groups.setdefault(rest.partition("|")[0] if kind in ("C", "F") else "!" + field, []).append(
+                    (field, record))
+            items = list(groups.items())
             for start in range(0, len(items), PARALLEL):
-                await asyncio.gather(*(self.deliver(f, r) for f, r in items[start:start + PARALLEL]))
-            total += len(items)
+                chunk = items[start:start + PARALLEL]
+                await asyncio.gather(*(self.deliver(parent, records) for parent, records in chunk))
+            total += len(batch)
             if not cursor:
                 return total
 
-    async def deliver(self, field: str, record: str) -> None:
-        """Deliver one record, then delete it (unless the child ended again meanwhile)."""
-        kind, _, rest = record.partition("|")
-        parent, _, payload = rest.partition("|")
-        try:
-            if kind == "K":
-                await self._cancel_children(payload.split())
-            elif kind in ("C", "F") and parent:
-                pq, pid = split_ref(parent)
-                await flow_scripts.deliver(self.client, QueueKeys(pq, self.keys.prefix), pid,
-                                           f"{self.keys.queue}:{field}", kind, payload, self.maxlen)
-            else:
-                logger.warning("queue %s: dropping an unreadable flow record for %s", self.keys.queue, field)
-        except ScriptInputError as exc:
-            logger.warning("queue %s: dropping a flow record for %s: %s", self.keys.queue, field, exc)
-        if self.between is not None:
-            await self.between(field)
-        await flow_scripts.ack(self.client, self.keys, field, record)
-        self.delivered += 1
+    async def deliver(self, parent: str, records: list[tuple[str, str]]) -> None:
+        """Deliver the records of one parent (or one cancellation), then delete them."""
+        for start in range(0, len(records), PER_CALL):
+            part = records[start:start + PER_CALL]
+            try:
+                if parent.startswith("!"):
+                    for _, record in part:
+                        await self._cancel_children(record.split("|", 2)[2].split())
+                elif parent:
+                    pq, pid = split_ref(parent)
+                    items = [(f"{self.keys.queue}:{field}", record[0], record.split("|", 2)[2])
+                             for field, record in part]
+                    await flow_scripts.deliver(self.client, QueueKeys(pq, self.keys.prefix), pid, items, self.maxlen)
+                else:
+                    logger.warning("queue %s: dropping %d unreadable flow record(s)", self.keys.queue, len(part))
+            except ScriptInputError as exc:
+                logger.warning("queue %s: dropping flow records for %s: %s", self.keys.queue, parent, exc)
+            if self.between is not None:
+                await self.between(part[0][0])
+            await flow_scripts.ack(self.client, self.keys, part)
+            self.delivered += len(part)
 
     async def _cancel_children(self, refs: list[str]) -> None:
         for ref in refs:

@@ -59,17 +59,24 @@ async def add_nodes(client: RedisClient, nodes: Sequence[FlowNodeArgs], maxlen: 
 
 
 async def deliver(
-    client: RedisClient, parent: QueueKeys, parent_id: str, child_ref: str, kind: str, payload: str, maxlen: int
-) -> int:
-    """Count one child's end in its parent (idempotent): 0 parent gone, 1 already counted, 2 counted."""
-    reply = await _DELIVER(client, (parent.meta,), (parent.base, parent_id, child_ref, kind, payload, maxlen))
+    client: RedisClient, parent: QueueKeys, parent_id: str, items: Sequence[tuple[str, str, str]], maxlen: int
+) -> list[int]:
+    """Count children's ends in their parent (idempotent), `items` = (child ref, kind C|F, result or
+    error JSON): per child 0 parent gone, 1 already counted, 2 counted."""
+    args: list[Any] = [parent.base, parent_id, maxlen, len(items)]
+    for item in items:
+        args += item
+    reply = await _DELIVER(client, (parent.meta,), args)
     _refused("flow-deliver", reply)
-    return int(reply)
+    return [int(x) for x in reply]
 
 
-async def ack(client: RedisClient, keys: QueueKeys, field: str, record: str) -> bool:
-    """Delete a delivered outbox record unless a newer one replaced it."""
-    return int(await _ACK(client, (keys.outbox,), (field, record))) == 1
+async def ack(client: RedisClient, keys: QueueKeys, records: Sequence[tuple[str, str]]) -> int:
+    """Delete delivered outbox records (field, record as delivered) unless newer ones replaced them."""
+    args: list[str] = []
+    for field, record in records:
+        args += (field, record)
+    return int(await _ACK(client, (keys.outbox,), args))
 
 
 async def adopt(client: RedisClient, keys: QueueKeys, job_id: str, token: str, refs: Sequence[str],

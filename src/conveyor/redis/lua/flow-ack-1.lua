@@ -1,12 +1,15 @@
---[[ flow-ack-1: delete a delivered outbox record, unless the child ended again meanwhile (a newer record).
+--[[ flow-ack-1: delete delivered outbox records, each unless its child ended again meanwhile (a newer record).
 KEYS: 1 the outbox hash
-ARGV: 1 field (child id, or "!<parent id>"), 2 the record as delivered
-Returns: 1 deleted, 0 kept (a newer record or none)
+ARGV: pairs of field (child id, or "!<parent id>") and the record as delivered
+Returns: how many were deleted
 Codes: 0 OK
 Events: none
 ]]
-if redis.call('HGET', KEYS[1], ARGV[1]) == ARGV[2] then
-  redis.call('HDEL', KEYS[1], ARGV[1])
-  return 1
+local deleted = 0
+for i = 1, #ARGV - 1, 2 do
+  if redis.call('HGET', KEYS[1], ARGV[i]) == ARGV[i + 1] then
+    redis.call('HDEL', KEYS[1], ARGV[i])
+    deleted = deleted + 1
+  end
 end
-return 0
+return deleted
