@@ -89,3 +89,11 @@ async def test_removing_a_waiting_parent_cancels_its_children(queues: list[Queue
 
 async def _state_is(q: Queue, job_id: str, state: JobState) -> bool:
     return await q.get_state(job_id) is state
+
+
+async def test_obliterate_deletes_waiting_parents_and_the_outbox(queues: list[Queue], client: RedisClient) -> None:
+    a, b, _ = queues
+    job = await a.add_flow(FlowNode(a.name, "p", None, children=[FlowNode(a.name, "c", 1)]))
+    await client.hset(a.keys.outbox, "x", "C|elsewhere:1|1")
+    await a.obliterate(force=True)
+    assert await client.exists(a.keys.job(job.id), a.keys.waiting_children, a.keys.outbox) == 0
