@@ -17,6 +17,7 @@ from __future__ import annotations
 import argparse
 import asyncio
 import json
+import os
 import shutil
 import statistics
 import subprocess
@@ -110,14 +111,33 @@ def ensure_node() -> bool:
     return True
 
 
-def summarise(runs: list[dict[str, Any]]) -> dict[str, dict[str, float]]:
-    out: dict[str, dict[str, float]] = {}
-    for system in ("conveyor", "bullmq-node"):
-        mine = [r for r in runs if r["system"] == system]
-        if mine:
-            out[system] = {k: statistics.median(r[k] for r in mine)
-                           for k in ("flows_per_s", "jobs_per_s", "create_flows_per_s", "wide_create_ms_median")}
-    return out
+FIGURES = (("flows_per_s", "flows/s, create + run until every parent completed", True),
+           ("jobs_per_s", "jobs/s in those flows", True),
+           ("create_flows_per_s", "flows created per second (one call each)", True),
+           ("wide_create_ms_median", "ms to create 1 parent + W children in one call", False))
+
+
+def report(runs: list[dict[str, Any]]) -> str:
+    """Medians per system, and the median of the per-round ratios (a ratio pairs runs of one round)."""
+    first = runs[0]
+    lines = [f"Flows of 1 + {first['children']} no-op jobs, {first['flows']} flows per run, "
+             f"{1 + max(r['round'] for r in runs)} interleaved rounds (medians; ratio = median of the per-round "
+             f"ratios, > 1 means Conveyor is ahead); one flow of 1 + {first['wide_children']} children created "
+             "in one call, several times per run.", "",
+             "| figure | Conveyor | BullMQ Node 6.7.0 | ratio |", "|---|---|---|---|"]
+    for key, label, higher in FIGURES:
+        mine = {s: [r[key] for r in runs if r["system"] == s] for s in ("conveyor", "bullmq-node")}
+        ratios = []
+        for rnd in sorted({r["round"] for r in runs}):
+            pair = {r["system"]: r[key] for r in runs if r["round"] == rnd}
+            if "conveyor" in pair and "bullmq-node" in pair and pair["conveyor"] and pair["bullmq-node"]:
+                c, b = pair["conveyor"], pair["bullmq-node"]
+                ratios.append(c / b if higher else b / c)
+        c_med = statistics.median(mine["conveyor"]) if mine["conveyor"] else "-"
+        b_med = statistics.median(mine["bullmq-node"]) if mine["bullmq-node"] else "-"
+        ratio = f"{statistics.median(ratios):.2f}x" if ratios else "-"
+        lines.append(f"| {label.replace('W', str(first['wide_children']))} | {c_med} | {b_med} | {ratio} |")
+    return "\n".join(lines) + "\n"
 
 
 def main() -> int:
@@ -129,36 +149,35 @@ def main() -> int:
     parser.add_argument("--wide", type=int, default=1000)
     parser.add_argument("--repeats", type=int, default=5)
     parser.add_argument("--quick", action="store_true", help="one round of 10 flows")
+    parser.add_argument("--report", type=Path, help="rewrite the summary.md of a results directory and exit")
     args = parser.parse_args()
+    if args.report:
+        runs = [json.loads(line) for line in (args.report / "runs.jsonl").read_text().splitlines() if line]
+        (args.report / "summary.md").write_text(report(runs))
+        print(report(runs))
+        return 0
     if args.quick:
         args.rounds, args.flows = 1, 10
     node = ensure_node()
     stamp = datetime.now(UTC).strftime("%Y%m%d-%H%M%S")
     outdir = RESULTS / f"{stamp}-flows"
     outdir.mkdir(parents=True, exist_ok=True)
+    (outdir / "command.txt").write_text("python -m bench.flows " + " ".join(sys.argv[1:]) + "\n")
     runs: list[dict[str, Any]] = []
     with RedisServer() as server:
         for r in range(args.rounds):
             shape = (args.flows, args.children, args.concurrency, args.wide, args.repeats)
             if node:
-                runs.append({"round": r, **bullmq_run(server.port, *shape)})
+                load = os.getloadavg()[0]
+                runs.append({"round": r, **bullmq_run(server.port, *shape), "load_before": load,
+                             "load_after": os.getloadavg()[0]})
                 print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
-            runs.append({"round": r, **asyncio.run(conveyor_run(server.url, *shape))})
+            load = os.getloadavg()[0]
+            runs.append({"round": r, **asyncio.run(conveyor_run(server.url, *shape)), "load_before": load,
+                         "load_after": os.getloadavg()[0]})
             print(json.dumps(runs[-1]), file=sys.stderr, flush=True)
     (outdir / "runs.jsonl").write_text("".join(json.dumps(r) + "\n" for r in runs))
-    medians = summarise(runs)
-    lines = [f"Flows, 1 + {args.children} no-op jobs per flow, {args.flows} flows, {args.rounds} interleaved rounds "
-             f"(medians); one flow of 1 + {args.wide} children created in one call, {args.repeats} times.", "",
-             "| figure | Conveyor | BullMQ Node 6.7.0 | ratio |", "|---|---|---|---|"]
-    for key, label, higher in (("flows_per_s", "flows/s, create + run until every parent completed", True),
-                               ("jobs_per_s", "jobs/s in those flows", True),
-                               ("create_flows_per_s", "flows created per second (one call each)", True),
-                               ("wide_create_ms_median", f"ms to create 1 + {args.wide} in one call", False)):
-        c = medians.get("conveyor", {}).get(key)
-        b = medians.get("bullmq-node", {}).get(key)
-        ratio = "" if not c or not b else f"{(c / b if higher else b / c):.2f}x"
-        lines.append(f"| {label} | {c} | {b if b is not None else '-'} | {ratio} |")
-    summary = "\n".join(lines) + "\n"
+    summary = report(runs)
     (outdir / "summary.md").write_text(summary)
     print(summary)
     print(f"raw results: {outdir.relative_to(HERE.parent)}", file=sys.stderr)
