@@ -5,7 +5,7 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from conveyor import JobContext
+from conveyor import JobContext, JobState
 from tests.api.conftest import Api
 from tests.api.sse_parse import parse_sse
 from tests.conftest import wait_for
@@ -114,3 +114,17 @@ async def test_root_events_report_children_until_the_root_ends(api: Api) -> None
         mine = [e["type"] for e in child_events if e["job_id"] == job["id"]]
         assert "active" in mine and "completed" in mine, (job, mine, [e.event for e in events])
     assert kinds.index("completed") > max(i for i, k in enumerate(kinds) if k == "child")
+
+
+async def test_one_request_creates_a_parent_and_1000_children(api: Api) -> None:
+    other = _declare(api)
+    body = {"queue": api.queue, "name": "collect",
+            "children": [{"queue": other, "name": "shout", "data": str(i)} for i in range(1000)]}
+    r = await api.http.post("/api/flows", json=body, headers=api.auth("enqueue"))
+    assert r.status_code == 202, r.text
+    root = await api.job(r.json()["id"])
+    try:
+        assert len(root["children"]) == 1000 and {c["state"] for c in root["children"]} == {"waiting"}
+        assert (await api.app.queue(other).counts())[JobState.WAITING] == 1000
+    finally:
+        await api.app.queue(other).obliterate(force=True)

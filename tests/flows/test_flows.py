@@ -261,3 +261,31 @@ async def test_hand_over_counts_a_child_once(queues: list[Queue], client: RedisC
     with pytest.raises(ScriptInputError):  # checked before any write
         await flow_scripts.deliver(client, a.keys, job.id, [(ref + "x", "C", "7"), (ref, "C", "not json")], 1000)
     assert (await job.record()).pending_children == 1
+
+
+async def test_a_write_cut_short_is_completed_by_sending_the_tree_again(queues: list[Queue]) -> None:
+    """On a Cluster a tree is written one script per (level, slot): a client that dies in between
+    leaves the parent waiting; sending the same tree again with the same root job_id writes what is
+    missing, and nothing twice."""
+    from conveyor.flows.model import flatten
+    from conveyor.flows.producer import write_nodes
+    from conveyor.options import JobOptions
+
+    a, b, _ = queues
+
+    async def child(ctx: JobContext, data: Any) -> Any:
+        return data
+
+    async def parent(ctx: JobContext, data: Any) -> Any:
+        return sorted((await ctx.children()).results.values())
+
+    root = FlowNode(a.name, "parent", None, JobOptions(job_id="order-17"),
+                    children=[FlowNode(b.name, "child", i) for i in range(4)])
+    flat = flatten(root, lambda name: a if name == a.name else b)
+    await write_nodes(a, [flat.nodes[0][1]], [0])  # the root only: the client died before the children
+    assert (await a.get_job("order-17")).pending_children == 4  # type: ignore[union-attr]
+    job = await a.add_flow(root)  # sent again
+    assert job.id == "order-17" and not job.created
+    assert sum((await b.counts()).values()) == 4
+    async with workers(queues, {a: {"parent": parent}, b: {"child": child}}):
+        assert await job.result(timeout=60) == [0, 1, 2, 3]
