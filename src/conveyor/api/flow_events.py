@@ -60,7 +60,8 @@ class FlowFollower:
     async def _subscribe(self) -> None:
         for queue in self.members:
             if queue not in self.subs:
-                sub = self.hub.subscribe(queue)
+                # From the stream's position now, so nothing is missed while the reader starts.
+                sub = self.hub.subscribe(queue, after=await self.app.queue(queue).last_event_id())
                 await sub.start()
                 self.subs[queue] = sub
 
