@@ -20,7 +20,7 @@ from conveyor.errors import (
     QueueNotEmptyError,
 )
 from conveyor.events import Event
-from conveyor.job import Job, JobRecord, JobState
+from conveyor.job import Job, JobOutput, JobRecord, JobState
 from conveyor.limits import admin as limits_admin
 from conveyor.limits.model import GroupLimits, RateLimit
 from conveyor.middleware import Middleware, MiddlewareChain
@@ -198,6 +198,20 @@ class Queue:
 
     async def get_logs(self, job_id: str, start: int = 0, end: int = -1) -> list[str]:
         return list(await self._call(self.client.lrange(self.keys.log(job_id), start, end)))
+
+    async def get_output(self, job_id: str, start: int = 0) -> JobOutput | None:
+        """The job's streamed output so far from byte `start` (one atomic read; `size` is the whole
+        output's), or None when the job does not exist."""
+        k = self.keys
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hmget(k.job(job_id), ["state", "oatt", "otrunc"])
+            pipe.getrange(k.output(job_id), max(0, start), -1)
+            pipe.strlen(k.output(job_id))
+            (state, att, trunc), raw, size = await self._call(pipe.execute())
+        if state is None:
+            return None
+        text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw or "")
+        return JobOutput(text=text, attempt=int(att or 0), size=int(size), truncated=trunc == "1")
 
     async def counts(self) -> dict[JobState, int]:
         k = self.keys

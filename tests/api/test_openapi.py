@@ -15,6 +15,7 @@ async def test_openapi_lists_endpoints_and_task_payload_schemas(api: Api) -> Non
         ("delete", "/api/jobs/{queue}/{job_id}"),
         ("get", "/api/jobs/{queue}/{job_id}/wait"),
         ("get", "/api/jobs/{queue}/{job_id}/events"),
+        ("get", "/api/jobs/{queue}/{job_id}/output"),
         ("post", "/api/jobs/{queue}/{job_id}/retry"),
         ("post", "/api/jobs/{queue}/{job_id}/promote"),
         ("get", "/api/queues"),

@@ -81,6 +81,10 @@ class QueueKeys:
     def log(self, job_id: str) -> str:
         return self._k("log:" + job_id)
 
+    def output(self, job_id: str) -> str:
+        """A job's streamed output (stream-3.lua), deleted and expired with its record."""
+        return self._k("out:" + job_id)
+
     def idempotency(self, key: str) -> str:
         return self._k("idem:" + key)
 
