@@ -2,7 +2,9 @@
 
 Timeouts, connection errors and 5xx count against the provider's circuit breaker and move on to the
 next provider; a 429 holds the provider for its Retry-After and moves on; output that fails the
-requested schema moves on too. When every provider was only rate-limited or circuit-open the job
+requested schema moves on too. Answers are streamed into the job's output as they arrive
+(streaming.py); a provider that fails after streaming leaves its partial answer there, followed by a
+marker line naming the next provider. When every provider was only rate-limited or circuit-open the job
 waits (`RateLimited`, no attempt used); otherwise it is retried with the job's backoff.
 """
 
@@ -20,6 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from conveyor.errors import ConfigurationError, RateLimited, Retry, Unrecoverable
 from conveyor.handlers.ai.circuit import CircuitBreaker
 from conveyor.handlers.ai.providers import Provider, ProviderChain
+from conveyor.handlers.ai.streaming import STREAMED, complete
 from conveyor.handlers.http import parse_retry_after
 from conveyor.worker.context import JobContext
 
@@ -139,6 +142,10 @@ class Generator:
         usage = Usage()
         attempts: list[ProviderAttempt] = []
         for provider in providers:
+            if ctx is not None and attempts and ctx.state.get(STREAMED):
+                # The output already holds a failed provider's (partial) answer: say where the next begins.
+                last = attempts[-1]
+                await ctx.stream(f"\n\n[{last.provider}: {last.outcome}; trying {provider.name}]\n\n")
             try:
                 result = await self._try(provider, request, messages, schema, output, check, usage, ctx)
             except _Skip as skip:
@@ -177,7 +184,7 @@ class Generator:
                 "json_schema": {"name": request.schema_name, "schema": schema, "strict": request.strict},
             }
         try:
-            response = await self.chain.client(provider).chat.completions.create(**kwargs)
+            response = await complete(self.chain.client(provider), kwargs, ctx, stream=provider.stream)
         except openai.APITimeoutError:
             await self._failed(name)
             raise _Skip(
@@ -192,15 +199,14 @@ class Generator:
         if ctx is not None and response.usage is not None:
             ctx.report_cost((ctx.cost_used or 0) + int(response.usage.total_tokens or 0))
         await self.breaker.record_success(name)
-        choice = response.choices[0] if response.choices else None
-        text = (choice.message.content or "") if choice is not None else ""
+        text = response.text
         data = _parse(name, text, schema, output, check) if schema is not None else None
         return GenerateResult(
             text=text,
             data=data,
             provider=name,
             model=response.model or provider.model,
-            finish_reason=choice.finish_reason if choice is not None else None,
+            finish_reason=response.finish_reason,
             usage=usage,
             attempts=[],
         )
