@@ -113,33 +113,34 @@ async def test_keyed_jobs_are_not_enqueued_in_bulk(kq: Queue) -> None:
     assert await kq.client.exists(kq.keys.events) == 0
 
 
-# ---------------------------------------------------------------------------------------- one process
+# ------------------------------------------------------------------- one process (standalone and Cluster)
 
 
-async def test_debounce_replaces_the_waiting_job_and_delays_the_new_one(kq: Queue) -> None:
-    jobs = [await kq.add("run", {"i": i}, key="k", key_mode="debounce", key_window=30) for i in range(3)]
-    states = [await kq.get_state(j.id) for j in jobs]
+async def test_debounce_replaces_the_waiting_job_and_delays_the_new_one(queue: Queue) -> None:
+    jobs = [await queue.add("run", {"i": i}, key="k", key_mode="debounce", key_window=30) for i in range(3)]
+    states = [await queue.get_state(j.id) for j in jobs]
     assert states == [JobState.CANCELLED, JobState.CANCELLED, JobState.DELAYED]
-    assert await key_job(kq) == jobs[-1].id
-    assert (await kq.get_job(jobs[-1].id)).options["key_mode"] == "debounce"  # type: ignore[union-attr]
-    events = [e for e in await kq.read_events("0-0") if e.type == "cancelled"]
+    assert await key_job(queue) == jobs[-1].id
+    assert (await queue.get_job(jobs[-1].id)).options["key_mode"] == "debounce"  # type: ignore[union-attr]
+    events = [e for e in await queue.read_events("0-0") if e.type == "cancelled"]
     assert [(e.job_id, e.fields["by"]) for e in events] == [(jobs[0].id, jobs[1].id), (jobs[1].id, jobs[2].id)]
-    other = await kq.add("run", {}, key="other", key_mode="debounce", key_window=30)
-    assert await kq.get_state(other.id) == JobState.DELAYED and await kq.get_state(jobs[-1].id) == JobState.DELAYED
+    other = await queue.add("run", {}, key="other", key_mode="debounce", key_window=30)
+    assert await queue.get_state(other.id) == JobState.DELAYED  # another key is independent
+    assert await queue.get_state(jobs[-1].id) == JobState.DELAYED
 
 
-async def test_throttle_returns_the_waiting_job_and_spaces_the_next_one(kq: Queue) -> None:
-    first = await kq.add("run", {"i": 0}, key="k", key_mode="throttle", key_window=30)
-    again = await kq.add("run", {"i": 1}, key="k", key_mode="throttle", key_window=30)
+async def test_throttle_returns_the_waiting_job_and_spaces_the_next_one(queue: Queue) -> None:
+    first = await queue.add("run", {"i": 0}, key="k", key_mode="throttle", key_window=30)
+    again = await queue.add("run", {"i": 1}, key="k", key_mode="throttle", key_window=30)
     assert first.created and not again.created and again.id == first.id
-    assert await kq.get_state(first.id) == JobState.WAITING  # the first of a key is not held back
-    assert await kq.client.xlen(kq.keys.events) == 1  # the coalesced add wrote nothing
+    assert await queue.get_state(first.id) == JobState.WAITING  # the first of a key is not held back
+    assert await queue.client.xlen(queue.keys.events) == 1  # the coalesced add wrote nothing
 
 
-async def test_latest_cancels_the_queued_job(kq: Queue) -> None:
-    a = await kq.add("run", {}, key="k", key_mode="latest")
-    b = await kq.add("run", {}, key="k", key_mode="latest")
-    assert await kq.get_state(a.id) == JobState.CANCELLED and await kq.get_state(b.id) == JobState.WAITING
+async def test_latest_cancels_the_queued_job(queue: Queue) -> None:
+    a = await queue.add("run", {}, key="k", key_mode="latest")
+    b = await queue.add("run", {}, key="k", key_mode="latest")
+    assert await queue.get_state(a.id) == JobState.CANCELLED and await queue.get_state(b.id) == JobState.WAITING
 
 
 # ---------------------------------------------------------------------------------------- fleets

@@ -294,3 +294,27 @@ async def test_a_client_joining_mid_stream_gets_the_output_so_far_first(
             if event.event == "output":
                 text, attempt = _apply(text, event, attempt)
     assert text == "".join(f"w{i} " for i in range(20))
+
+
+async def test_output_on_standalone_and_cluster(queue: Any) -> None:
+    from conveyor import Worker
+
+    async def talk(ctx: JobContext, data: Any) -> str:
+        for word in ("héllo ", "wörld"):
+            assert await ctx.stream(word)
+        return "ok"
+
+    worker = Worker(queue, {"talk": talk}, concurrency=1, lease_ms=5000, idle_block_s=0.5)
+    await worker.start()
+    try:
+        job = await queue.add("talk", {})
+        assert await job.result(timeout=30) == "ok"
+    finally:
+        await worker.close(5.0)
+    out = await queue.get_output(job.id)
+    assert out is not None and out.text == "héllo wörld" and out.size == len("héllo wörld".encode())
+    tail = await queue.get_output(job.id, len("héllo ".encode()))
+    assert tail is not None and tail.text == "wörld"
+    await queue.remove(job.id)
+    assert await queue.get_output(job.id) is None
+    assert await queue.client.exists(queue.keys.output(job.id)) == 0
