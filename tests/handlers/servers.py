@@ -71,7 +71,8 @@ class ChatServer(HttpServer):
     slow (answers after `slow_s`), garbage (JSON output that breaks the schema). A request with
     `"stream": true` is answered as OpenAI streams (server-sent chunks of `token_chars` characters,
     usage in a last chunk when asked); with `hold_after` set, a stream stops after that many chunks
-    until `release` is set (POST /release sets it), so a test sees partial output deterministically."""
+    until `release` is set (POST /release sets it), so a test sees partial output deterministically
+    (hold_after=0 holds whole answers too)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -140,6 +141,8 @@ class ChatServer(HttpServer):
             content = "echo: " + body["messages"][-1]["content"]
         if body.get("stream"):
             return await self._stream(request, body, content)
+        if self.hold_after == 0:  # a whole answer is held until `release` too
+            await self.release.wait()
         return web.json_response(
             {
                 "id": f"chatcmpl-{len(self.calls)}",

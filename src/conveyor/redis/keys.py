@@ -165,6 +165,12 @@ def breaker_key(prefix: str, name: str) -> str:
     return f"{prefix}:{{breakers}}:{name}"
 
 
+def ai_dedupe_base(prefix: str, fingerprint: str) -> str:
+    """Prefix of one AI request fingerprint's keys (handlers/ai/dedupe.py): lease, done, res:<token>,
+    ntf:<token>; all in the fingerprint's own slot."""
+    return f"{prefix}:{{aid:{fingerprint}}}:"
+
+
 def send_rate_key(prefix: str, queue: str) -> str:
     """Fixed-window send counter of a handler queue (the email task's per-queue rate limit)."""
     return f"{prefix}:{{{queue}}}:send-rate"

@@ -21,6 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from conveyor.errors import ConfigurationError, RateLimited, Retry, Unrecoverable
 from conveyor.handlers.ai.circuit import CircuitBreaker
+from conveyor.handlers.ai.dedupe import Dedupe, fingerprint
 from conveyor.handlers.ai.providers import Provider, ProviderChain
 from conveyor.handlers.ai.streaming import STREAMED, complete
 from conveyor.handlers.http import parse_retry_after
@@ -51,6 +52,9 @@ class GenerateRequest(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     providers: list[str] | None = None
+    dedupe: bool = Field(
+        default=True, description="Share the provider call with identical requests in flight (dedupe.py)."
+    )
 
     @model_validator(mode="after")
     def _needs_input(self) -> GenerateRequest:
@@ -94,6 +98,7 @@ class GenerateResult(BaseModel):
     finish_reason: str | None = None
     usage: Usage
     attempts: list[ProviderAttempt]
+    deduplicated: bool = False  # answered by an identical request's call (usage then 0: no call made)
 
 
 class _Skip(Exception):
@@ -105,10 +110,14 @@ class _Skip(Exception):
 class Generator:
     """Runs requests across a provider chain with a shared circuit breaker."""
 
-    def __init__(self, chain: ProviderChain, breaker: CircuitBreaker, *, max_input_chars: int = 200_000) -> None:
+    def __init__(
+        self, chain: ProviderChain, breaker: CircuitBreaker, *, max_input_chars: int = 200_000,
+        dedupe: Dedupe | None = None,
+    ) -> None:
         self.chain = chain
         self.breaker = breaker
         self.max_input_chars = max_input_chars
+        self.dedupe = dedupe
 
     async def run(
         self,
@@ -139,6 +148,38 @@ class Generator:
                 jsonschema.Draft202012Validator.check_schema(schema)
             except jsonschema.SchemaError as exc:
                 raise Unrecoverable(f"json_schema is not a valid JSON Schema: {exc.message}") from None
+        if self.dedupe is None or not request.dedupe:
+            return await self._chain(providers, request, messages, schema, output, check, ctx)
+        fp = fingerprint({
+            "providers": [[p.name, p.base_url, p.model, p.stream] for p in providers], "messages": messages,
+            "schema": schema, "schema_name": request.schema_name, "strict": request.strict,
+            "temperature": request.temperature, "max_tokens": request.max_tokens,
+        })
+
+        async def call() -> str:
+            result = await self._chain(providers, request, messages, schema, output, check, ctx)
+            return result.model_dump_json()
+
+        raw, shared = await self.dedupe.run(fp, call)
+        result = GenerateResult.model_validate_json(raw)
+        if not shared:
+            return result
+        if ctx is not None:  # this job made no call: its output is the shared answer, its cost 0
+            await ctx.stream(result.text)
+            ctx.report_cost(ctx.cost_used or 0)
+        return result.model_copy(update={"deduplicated": True, "usage": Usage(), "attempts": []})
+
+    async def _chain(
+        self,
+        providers: list[Provider],
+        request: GenerateRequest,
+        messages: list[dict[str, str]],
+        schema: dict[str, Any] | None,
+        output: type[BaseModel] | None,
+        check: Check | None,
+        ctx: JobContext | None,
+    ) -> GenerateResult:
+        """Try the providers in order (the one provider call a de-duplicated request shares)."""
         usage = Usage()
         attempts: list[ProviderAttempt] = []
         for provider in providers:
