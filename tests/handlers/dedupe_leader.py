@@ -17,7 +17,7 @@ from conveyor.settings import Settings
 async def main(url: str, prefix: str, base_url: str) -> None:
     app = Conveyor(url, prefix=prefix)
     providers = [Provider("ok", base_url, "test-model", "test-key", 120)]
-    gen = build_generator(app, Settings(ai_dedupe_lease_s=1.0), providers)
+    gen = build_generator(app, Settings(ai_dedupe_lease_s=5.0), providers)
     await gen.run(GenerateRequest(prompt="shared"))
 
 

@@ -102,9 +102,9 @@ async def test_a_killed_leader_does_not_block_its_followers(
     )
     try:
         await wait_for(lambda: len(chat.calls) == 1, what="the leader process called the provider")
-        follower = asyncio.create_task(gen(ai_dedupe_lease_s=1.0).run(GenerateRequest(prompt="shared")))
-        await wait_for(gen.waiting, what="the follower waiting for the leader")
         chat.hold_after = None  # the provider answers the next call at once (the leader's stays held)
+        follower = asyncio.create_task(gen().run(GenerateRequest(prompt="shared")))
+        await wait_for(gen.waiting, what="the follower waiting for the leader's 5 s lease")
         leader.send_signal(signal.SIGKILL)
         await asyncio.wait_for(leader.wait(), 30)
         result = await asyncio.wait_for(follower, 60)

@@ -352,10 +352,13 @@ class QueueScripts:
         args = (token, line, max_lines, self.maxlen, job_id)
         return int(await _S["log"](self.client, (k.events, k.job(job_id), k.log(job_id)), args))
 
-    async def stream(self, job_id: str, token: str, chunk: bytes, max_bytes: int) -> tuple[int, int, bool]:
-        """Append to a job's streamed output (stream-3.lua): (code, offset before the chunk, kept)."""
+    async def stream(
+        self, job_id: str, token: str, pieces: Sequence[bytes], max_bytes: int
+    ) -> tuple[int, int, bool]:
+        """Append one chunk (in 1-128 pieces, one event each) to a job's streamed output (stream-3.lua):
+        (code, offset before the chunk, kept)."""
         k = self.k
-        args = (token, chunk, max_bytes, self.maxlen, job_id)
+        args = (token, max_bytes, self.maxlen, job_id, *pieces)
         code, offset, kept = await _S["stream"](self.client, (k.events, k.job(job_id), k.output(job_id)), args)
         return int(code), int(offset), bool(int(kept))
 

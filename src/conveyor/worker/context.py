@@ -18,6 +18,7 @@ MAX_LOG_LINES = 1000
 MAX_LOG_LINE_CHARS = 8192
 # A job's streamed output is kept up to this many bytes (UTF-8); chunks past it are dropped.
 MAX_OUTPUT_BYTES = 1024 * 1024
+_PIECE_CHARS = 16 * 1024  # at most 64 KiB of UTF-8 per output event
 
 
 class JobContext:
@@ -80,10 +81,13 @@ class JobContext:
         the kept output stays a prefix of what was streamed). True when appended."""
         if not isinstance(chunk, str):
             raise TypeError(f"stream() takes a str chunk, got {type(chunk).__name__}")
-        data = chunk.encode()
-        if not data:
+        if not chunk:
             return True
-        code, _offset, kept = await self._scripts.stream(self.job_id, self.token, data, MAX_OUTPUT_BYTES)
+        if len(chunk) > MAX_OUTPUT_BYTES:  # more characters than the limit has bytes: cannot fit
+            chunk = chunk[: MAX_OUTPUT_BYTES + 1]
+        # A long chunk goes as pieces of at most 64 KiB (one event each), so no event is huge.
+        pieces = [chunk[i : i + _PIECE_CHARS].encode() for i in range(0, len(chunk), _PIECE_CHARS)]
+        code, _offset, kept = await self._scripts.stream(self.job_id, self.token, pieces, MAX_OUTPUT_BYTES)
         if code == ScriptCode.INVALID_INPUT:
             raise ValueError("stream(): the script refused its arguments")
         self._fenced(code)
