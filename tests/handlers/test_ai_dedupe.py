@@ -137,3 +137,15 @@ async def test_jobs_through_a_worker_share_a_call_and_report_cost_once(app: Conv
     for job in jobs:
         out = await app.queue("ai").get_output(job.id)
         assert out is not None and out.text == "echo: same"  # followers get the shared answer as their output
+
+
+async def test_jobs_of_different_groups_do_not_share(app: Conveyor, chat: ChatServer) -> None:
+    chat.hold_after = 0
+    handlers = install(app, ai=True, settings=Settings(), ai_providers=[provider(chat, "ok")])
+    assert handlers.ai is not None
+    jobs = [await handlers.ai.generate.enqueue({"prompt": "same"}, group=g) for g in ("tenant-a", "tenant-b")]
+    async with running(app.worker("ai", lease_ms=5000, concurrency=2)):
+        await wait_for(lambda: len(chat.calls) == 2, what="one call per tenant")
+        chat.release.set()
+        results = [await j.result(timeout=30) for j in jobs]
+    assert [r.deduplicated for r in results] == [False, False]

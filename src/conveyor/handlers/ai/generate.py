@@ -154,6 +154,8 @@ class Generator:
             "providers": [[p.name, p.base_url, p.model, p.stream] for p in providers], "messages": messages,
             "schema": schema, "schema_name": request.schema_name, "strict": request.strict,
             "temperature": request.temperature, "max_tokens": request.max_tokens,
+            # Jobs of one group (tenant) share only among themselves: no tenant learns of another's prompts.
+            "group": ctx.group if ctx is not None else None,
         })
 
         async def call() -> str:
