@@ -113,6 +113,7 @@ export async function renderJob(container, { queue, id }) {
       if (!lastKey || !FINAL.has(JSON.parse(lastKey)[0].state)) await refresh();
     },
     dispose: stopOutput,
+    follows: [queue],
   };
 }
 
