@@ -83,6 +83,19 @@ class JobOptionsIn(BaseModel):
     )
     group: str | None = Field(None, pattern=_ID_PATTERN)
     cost: int | None = Field(None, ge=0, le=COST_MAX)
+    key: str | None = Field(
+        None, pattern=_ID_PATTERN,
+        description="Keyed job: what a newer job with the same key does is set by key_mode (docs/llm.md).",
+    )
+    key_mode: Literal["debounce", "throttle", "latest"] | None = Field(
+        None,
+        description="debounce: a newer job replaces this one while it waits, and each waits key_window; "
+        "throttle: jobs of the key start at least key_window apart, and an add while one waits returns it; "
+        "latest: a newer job cancels the queued and the running job of the key.",
+    )
+    key_window: float | None = Field(
+        None, gt=0, le=86400, description="Seconds (debounce and throttle; latest takes none)."
+    )
 
 
 class EnqueueIn(BaseModel):

@@ -25,6 +25,9 @@ MAX_LOG_LINES = 1000
 MAX_LOG_LINE_CHARS = 8192
 MAX_STEP_BYTES = 512 * 1024  # a durable step's stored result, as a job result
 MAX_STEP_NAME = 200
+# A job's streamed output is kept up to this many bytes (UTF-8); chunks past it are dropped.
+MAX_OUTPUT_BYTES = 1024 * 1024
+_PIECE_CHARS = 16 * 1024  # at most 64 KiB of UTF-8 per output event
 
 
 class JobContext:
@@ -80,6 +83,26 @@ class JobContext:
         """Append a line to the job's log (the last 1,000 lines are kept)."""
         code = await self._scripts.log(self.job_id, self.token, str(line)[:MAX_LOG_LINE_CHARS], MAX_LOG_LINES)
         self._fenced(code)
+
+    async def stream(self, chunk: str) -> bool:
+        """Publish partial output (e.g. an LLM's tokens): appended to the job's output, which clients
+        follow live (SSE `output` events) and read whole later. The output holds one attempt's text,
+        at most `MAX_OUTPUT_BYTES` bytes: a chunk that would pass the limit, and every chunk after
+        it, is dropped, the output is marked truncated, and False is returned (the run goes on, and
+        the kept output stays a prefix of what was streamed). True when appended."""
+        if not isinstance(chunk, str):
+            raise TypeError(f"stream() takes a str chunk, got {type(chunk).__name__}")
+        if not chunk:
+            return True
+        if len(chunk) > MAX_OUTPUT_BYTES:  # more characters than the limit has bytes: cannot fit
+            chunk = chunk[: MAX_OUTPUT_BYTES + 1]
+        # A long chunk goes as pieces of at most 64 KiB (one event each), so no event is huge.
+        pieces = [chunk[i : i + _PIECE_CHARS].encode() for i in range(0, len(chunk), _PIECE_CHARS)]
+        code, _offset, kept = await self._scripts.stream(self.job_id, self.token, pieces, MAX_OUTPUT_BYTES)
+        if code == ScriptCode.INVALID_INPUT:
+            raise ValueError("stream(): the script refused its arguments")
+        self._fenced(code)
+        return kept
 
     def report_cost(self, units: int) -> None:
         """Report the units this run really used, so a cost-weighted limit's budget is corrected."""
@@ -184,7 +207,13 @@ class JobContext:
     def log_sync(self, line: str) -> None:
         self._run_sync(self.log(line))
 
-    def _run_sync(self, coro: Any) -> None:
+    def stream_sync(self, chunk: str) -> bool:
+        """`stream` for sync handlers."""
+        kept: bool = self._run_sync(self.stream(chunk))
+        return kept
+
+    def _run_sync(self, coro: Any) -> Any:
         if self.loop is None:
-            raise RuntimeError("progress_sync/log_sync are for sync handlers running in the worker's threads")
-        asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+            coro.close()
+            raise RuntimeError("the *_sync calls are for sync handlers running in the worker's threads")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()

@@ -130,13 +130,14 @@ for i = 0, count - 1 do
     done_ids[#done_ids + 1] = id
     if kind == 'C' then
       if number == 0 then
-        redis.call('DEL', jk, prefix .. 'log:' .. id)
+        redis.call('DEL', jk, prefix .. 'log:' .. id, prefix .. 'out:' .. id)
       else
         redis.call('HSET', jk, 'state', 'completed', 'result', payload, 'finished', stamp)
         redis.call('ZADD', k.completed, stamp, id)
         if number > 0 then
           redis.call('PEXPIRE', jk, number)
           redis.call('PEXPIRE', prefix .. 'log:' .. id, number)
+          redis.call('PEXPIRE', prefix .. 'out:' .. id, number)
         end
         trim_completed = true
       end
@@ -151,6 +152,7 @@ for i = 0, count - 1 do
       if number > 0 then
         redis.call('PEXPIRE', jk, number)
         redis.call('PEXPIRE', prefix .. 'log:' .. id, number)
+        redis.call('PEXPIRE', prefix .. 'out:' .. id, number)
       end
       trim_failed = true
       emit(k.events, maxlen, 'ev', 'failed', 'id', id, 'att', f[3], 'error', note)

@@ -169,6 +169,7 @@ async function follow(current) {
       document.body.dataset.live = "on";
       return;
     }
+    if (type === "output") return;  // streamed text changes no record; the job page follows it itself
     if (pending || current !== view) return;
     pending = setTimeout(() => {
       pending = null;
