@@ -6,20 +6,23 @@ contain '/' still route correctly.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 
 from conveyor.api.auth import AdminKey, EnqueueKey, Principal, ReadKey
 from conveyor.api.body import read_json
+from conveyor.api.disconnect import ClientGone, unless_disconnected
 from conveyor.api.enqueue import build_bulk, build_spec
 from conveyor.api.errors import ApiError
 from conveyor.api.keys import Scope
 from conveyor.api.responses import JSONBody
 from conveyor.api.schemas import BulkOut, EnqueuedOut, JobActionOut, JobOut, error_responses
 from conveyor.api.serialize import job_out, job_path, jobs_out
-from conveyor.api.state import get_state
-from conveyor.job import Job, JobState
+from conveyor.api.sse import END_EVENTS
+from conveyor.api.state import ApiState, get_state
+from conveyor.job import Job, JobRecord, JobState
 from conveyor.options import JobSpec
 from conveyor.queue import Queue
 
@@ -41,9 +44,13 @@ def _enqueue_body(schema: str) -> dict[str, Any]:
     }
 
 
-async def _states_of_existing(queue: Queue, jobs: list[Job[Any]]) -> dict[str, JobState]:
-    """Current states of jobs an idempotent repeat returned, in one round trip."""
-    existing = [job.id for job in jobs if not job.created]
+async def _states_of_existing(queue: Queue, specs: list[JobSpec], jobs: list[Job[Any]]) -> dict[str, JobState]:
+    """Current states of jobs an idempotent repeat returned, and of keyed jobs (whose delay the add
+    script sets), in one round trip."""
+    existing = [
+        job.id for spec, job in zip(specs, jobs, strict=True)
+        if not job.created or spec.options.merged_over(queue.defaults).key
+    ]
     if not existing:
         return {}
     async with queue.client.pipeline(transaction=False) as pipe:
@@ -57,14 +64,14 @@ async def _enqueued(
     request: Request, queue: Queue, specs: list[JobSpec], jobs: list[Job[Any]]
 ) -> list[dict[str, Any]]:
     root = request.scope.get("root_path", "")
-    known = await _states_of_existing(queue, jobs)
+    known = await _states_of_existing(queue, specs, jobs)
     out = []
     for spec, job in zip(specs, jobs, strict=True):
-        if job.created:
+        if job.id in known:
+            state = known[job.id]
+        else:
             delayed = spec.options.merged_over(queue.defaults).delay_ms() > 0
             state = JobState.DELAYED if delayed else JobState.WAITING
-        else:
-            state = known[job.id]
         url = job_path(root, queue.name, job.id)
         out.append(
             {
@@ -152,16 +159,39 @@ async def wait_job(
     request: Request,
     principal: ReadKey,
     timeout: Annotated[float, Query(ge=0, le=300, description="Seconds to wait at most.")] = 30.0,
-) -> dict[str, Any]:
+) -> Any:
     """Returns as soon as the job is completed, failed or cancelled, or with its current state when
-    `timeout` passes first (check `state`)."""
-    q = await get_state(request).existing_queue(queue)
-    try:
-        rec = await q.job(job_id).wait(timeout)
-    except TimeoutError:
-        return await _record(request, queue, job_id, principal)
-    # finished: nothing is due
+    `timeout` passes first (check `state`). Waits are served from the process's event hub (no Redis
+    connection is held while waiting), end when the client disconnects, and a key may hold
+    `CONVEYOR_API_MAX_WAITS_PER_KEY` of them at once (429 with Retry-After past it)."""
+    state = get_state(request)
+    q = await state.existing_queue(queue)
+    with state.waits.holding(principal.key_id):
+        try:
+            rec = await unless_disconnected(request, _until_finished(state, q, job_id, timeout))
+        except ClientGone:
+            return Response(status_code=499)  # nobody reads it; the wait just stops here
+    if rec is None:
+        raise ApiError(404, f"job {job_id[:200]!r} not found in queue {queue!r}")
     return job_out(rec, show_data=principal.can(Scope.READ_DATA), show_trace=principal.can(Scope.ADMIN))
+
+
+async def _until_finished(state: ApiState, q: Queue, job_id: str, timeout: float) -> JobRecord | None:
+    """The record once the job finished, or as it is when `timeout` passes (None: no such job)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    recheck_s = max(0.05, state.settings.api_sse_keepalive_s)
+    async with state.hub.subscribe(q.name, job_id) as events:
+        rec = await q.get_job(job_id)  # after subscribing: an end after this read is in `events`
+        while rec is not None and not rec.finished:
+            left = deadline - loop.time()
+            if left <= 0:
+                return rec
+            event = await events.next(timeout=min(left, recheck_s))
+            if event is None or event.type in END_EVENTS:
+                # An end event, or a periodic re-read (an end event trimmed from the capped stream).
+                rec = await q.get_job(job_id)
+        return rec
 
 
 @router.post(
