@@ -1,10 +1,14 @@
 // Errors mapped from the API's problem responses: {"error": {"code", "message", "details"}}.
 
-/** One field error of a 422 (where in the body, what is wrong). */
+/** One field error of a 422 (where in the body, what is wrong); a flow's bad node gives `path`
+ * (`root.children[1]`) and `message` instead, with the node's own field `errors` when there are. */
 export interface FieldError {
   loc: (string | number)[];
   msg: string;
   type: string;
+  path?: string;
+  message?: string;
+  errors?: FieldError[];
 }
 
 /** Base of every error the client throws for an HTTP answer; `status` 0 means no answer at all. */

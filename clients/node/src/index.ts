@@ -6,6 +6,8 @@ import { SseParser } from "./sse.js";
 import {
   TERMINAL_STATES,
   type Enqueued,
+  type FlowNode,
+  type FlowStarted,
   type Job,
   type JobAction,
   type JobEvent,
@@ -90,6 +92,12 @@ export class ConveyorClient {
     return reply.jobs;
   }
 
+  /** Start a flow: the whole tree is checked first and written all or nothing; a bad node is a
+   * ValidationError whose `details[0].path` names it (`root.children[1]`). Returns the root job. */
+  async enqueueFlow(root: FlowNode, options: { signal?: AbortSignal } = {}): Promise<FlowStarted> {
+    return this.request<FlowStarted>("POST", "/api/flows", { body: root, signal: options.signal });
+  }
+
   /** The job as it is now. */
   async getJob<D = unknown, R = unknown>(queue: string, id: string, signal?: AbortSignal): Promise<Job<D, R>> {
     return this.request<Job<D, R>>("GET", jobPath(queue, id), { signal });
@@ -169,11 +177,6 @@ export class ConveyorClient {
   async retry(queue: string, id: string, signal?: AbortSignal): Promise<JobAction> {
     return this.request<JobAction>("POST", `${jobPath(queue, id)}/retry`, { signal });
   }
-
-  // --- Flows (POST /api/flows) -------------------------------------------------------------------
-  // Reserved: parent/child job trees are being added to the API. `enqueueFlow` and its types go here,
-  // following the same request/error conventions, once POST /api/flows exists.
-  // -------------------------------------------------------------------------------------------------
 
   private async request<T>(method: string, path: string, init: RequestInit2 = {}): Promise<T> {
     const response = await this.send(method, path, init);

@@ -1,6 +1,13 @@
 // Shapes of the API's requests and responses (see the API's /openapi.json).
 
-export type JobState = "waiting" | "delayed" | "active" | "completed" | "failed" | "cancelled";
+export type JobState =
+  | "waiting"
+  | "delayed"
+  | "active"
+  | "waiting-children"
+  | "completed"
+  | "failed"
+  | "cancelled";
 
 export const TERMINAL_STATES: ReadonlySet<JobState> = new Set(["completed", "failed", "cancelled"]);
 
@@ -68,6 +75,31 @@ export interface Job<D = unknown, R = unknown> {
   worker: string | null;
   cancel_requested: boolean;
   idempotency_key: string | null;
+  /** The flow job this one is a child of, or null. */
+  parent?: { queue: string; id: string } | null;
+  /** The children of a flow job (empty for a job without children). */
+  children?: { queue: string; id: string; name: string; state: JobState | null }[];
+}
+
+/** One node of a flow (POST /api/flows): a job whose children all end before it runs; its handler
+ * gets their results. Children may be on any queue; a tree of any depth (docs/flows.md). */
+export interface FlowNode<D = unknown> {
+  queue: string;
+  name: string;
+  data?: D;
+  options?: JobOptions;
+  children?: FlowNode[];
+  /** What a child that fails for good does to this node: fail it (default), be ignored (the node
+   * gets the error in place of the result) or let it run at once with what has ended so far. */
+  on_child_failure?: "fail" | "ignore" | "continue";
+}
+
+/** What starting a flow returns: the root job. */
+export interface FlowStarted {
+  id: string;
+  queue: string;
+  status_url: string;
+  events_url: string;
 }
 
 /** The state of a job after cancel or retry (`active` after cancel = cancellation requested). */

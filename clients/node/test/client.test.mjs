@@ -95,6 +95,38 @@ test("bad input maps to typed errors with the API's code and field errors", asyn
   });
 });
 
+test("enqueueFlow: children run first, the parent after them, and the job shows both sides", async () => {
+  const root = await client.enqueueFlow({
+    queue,
+    name: "echo",
+    data: { text: "parent" },
+    children: [
+      { queue, name: "echo", data: { text: "a" } },
+      { queue, name: "echo", data: { text: "b" }, options: { priority: 3 } },
+    ],
+  });
+  assert.equal(root.queue, queue);
+  const done = await client.wait(queue, root.id, { timeoutS: 60 });
+  assert.equal(done.state, "completed");
+  assert.equal(done.parent, null);
+  assert.equal(done.children.length, 2, JSON.stringify(done));
+  for (const child of done.children) {
+    assert.equal(child.state, "completed", JSON.stringify(done.children));
+    const job = await client.getJob(child.queue, child.id);
+    assert.deepEqual(job.parent, { queue, id: root.id });
+    assert.ok(job.finished_ms <= done.started_ms, "a child ended before its parent started");
+  }
+  // A bad node: nothing is written, and the error names where it is in the tree.
+  await assert.rejects(
+    client.enqueueFlow({ queue, name: "echo", data: { text: "p" }, children: [{ queue, name: "no-such-task" }] }),
+    (error) => {
+      assert.ok(error instanceof ValidationError);
+      assert.equal(error.details[0].path, "root.children[0]");
+      return true;
+    },
+  );
+});
+
 test("authentication and scopes", async () => {
   const anonymous = new ConveyorClient({ baseUrl });
   await assert.rejects(anonymous.getJob(queue, "1"), AuthenticationError);

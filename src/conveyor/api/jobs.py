@@ -19,7 +19,7 @@ from conveyor.api.errors import ApiError
 from conveyor.api.keys import Scope
 from conveyor.api.responses import JSONBody
 from conveyor.api.schemas import BulkOut, EnqueuedOut, JobActionOut, JobOut, error_responses
-from conveyor.api.serialize import job_out, job_path, jobs_out
+from conveyor.api.serialize import job_path, jobs_out
 from conveyor.api.sse import END_EVENTS
 from conveyor.api.state import ApiState, get_state
 from conveyor.job import Job, JobRecord, JobState
@@ -173,7 +173,9 @@ async def wait_job(
             return Response(status_code=499)  # nobody reads it; the wait just stops here
     if rec is None:
         raise ApiError(404, f"job {job_id[:200]!r} not found in queue {queue!r}")
-    return job_out(rec, show_data=principal.can(Scope.READ_DATA), show_trace=principal.can(Scope.ADMIN))
+    # As GET shows the job: due times, and the names and states of a flow parent's children.
+    (out,) = await jobs_out(q, [rec], show_data=principal.can(Scope.READ_DATA), show_trace=principal.can(Scope.ADMIN))
+    return out
 
 
 async def _until_finished(state: ApiState, q: Queue, job_id: str, timeout: float) -> JobRecord | None:
