@@ -262,8 +262,8 @@ class Settings:
 
 # Settings with a per-queue suffix, e.g. CONVEYOR_CONCURRENCY_EMAILS=5.
 DYNAMIC_PREFIXES = ("CONVEYOR_CONCURRENCY_",)
-# Read by tools outside the settings object (conveyor.testing and the pytest plugin).
-OTHER_KNOWN = frozenset({"CONVEYOR_SERVER_BIN", "CONVEYOR_TEST_REDIS_URL"})
+# Read by tools outside the settings object (conveyor.testing, the pytest plugin, API worker processes).
+OTHER_KNOWN = frozenset({"CONVEYOR_SERVER_BIN", "CONVEYOR_TEST_REDIS_URL", "CONVEYOR_API_APP"})
 
 
 def _dynamic(name: str) -> bool:
