@@ -50,9 +50,12 @@ def extract(commit: str, into: Path) -> str:
 def one(tree: Path, figure: str, url: str) -> dict[str, Any]:
     env = {**os.environ, "PYTHONPATH": f"{tree / 'src'}{os.pathsep}{tree}"}
     load_before = os.getloadavg()[0]
-    out = subprocess.run([sys.executable, "-c", FIGURES[figure], url], cwd=tree, env=env, check=True,
-                         capture_output=True, text=True, timeout=900).stdout
-    result: dict[str, Any] = json.loads(out.strip().splitlines()[-1])
+    done = subprocess.run([sys.executable, "-c", FIGURES[figure], url], cwd=tree, env=env,
+                          capture_output=True, text=True, timeout=900)
+    if done.returncode != 0:  # kept in the raw results; the pair is left out of the ratios
+        result: dict[str, Any] = {"error": done.stderr.strip().splitlines()[-1][:300] if done.stderr else "failed"}
+    else:
+        result = json.loads(done.stdout.strip().splitlines()[-1])
     result["load_before"], result["load_after"] = round(load_before, 2), round(os.getloadavg()[0], 2)
     return result
 
@@ -62,9 +65,13 @@ def summarise(runs: list[dict[str, Any]]) -> str:
              "|---|---:|---:|---|---:|"]
     for figure, keys in KEYS.items():
         for key in keys:
-            mine = [r[key] for r in runs if r["tree"] == "head" and r["figure"] == figure]
-            base = [r[key] for r in runs if r["tree"] == "base" and r["figure"] == figure]
-            ratios = [a / b for a, b in zip(mine, base, strict=True)]
+            pairs = [(a[key], b[key]) for a in runs for b in runs
+                     if a["tree"] == "head" and b["tree"] == "base" and a["figure"] == b["figure"] == figure
+                     and a["round"] == b["round"] and key in a and key in b]
+            if not pairs:
+                continue
+            mine, base = [a for a, _ in pairs], [b for _, b in pairs]
+            ratios = [a / b for a, b in pairs]
             lines.append(f"| {figure} {key} (/s) | {statistics.median(mine):,.0f} | {statistics.median(base):,.0f} "
                          f"| {', '.join(f'{x:.2f}' for x in ratios)} | **{statistics.median(ratios):.2f}** |")
     return "\n".join(lines)

@@ -156,7 +156,7 @@ class Cluster(_Direct):
         await asyncio.to_thread(self._wait_ok)
         self.restarts += 1
 
-    async def migrate(self, queue: Queue, batch: int = 1, pause_s: float = 0.005) -> None:
+    async def migrate(self, queue: Queue, batch: int = 1, pause_s: float = 0.002) -> None:
         """Move the queue's slot to the next node while jobs run: IMPORTING/MIGRATING, MIGRATE key by
         key (job records first, so the scripts still served by the source meet records that moved),
         then SETSLOT NODE on every node (the target first)."""

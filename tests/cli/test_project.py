@@ -14,6 +14,10 @@ from conveyor.embedded.state import ServerState
 from tests.cli.project import UpProject
 from tests.cli.run import as_json, conveyor, error_line, ok
 
+# Generous: each runs several CLI processes against a real server;
+# a busy machine (a second copy of the suite) slows every start.
+pytestmark = pytest.mark.timeout(360)
+
 
 @pytest.fixture
 def project(up_project: UpProject) -> UpProject:

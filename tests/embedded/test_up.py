@@ -18,6 +18,7 @@ import uuid
 from pathlib import Path
 
 import httpx
+import pytest
 
 from conveyor import JobState, Queue
 from conveyor.embedded.state import ServerState, process_alive
@@ -27,7 +28,11 @@ from tests.conftest import wait_for
 from tests.embedded.conftest import clean_env
 from tests.embedded.up_app import release_key
 
-BOOT_TIMEOUT_S = 60.0
+# Generous: each starts `conveyor up` (server, worker, API) and stops it;
+# a busy machine (a second copy of the suite) slows every start.
+pytestmark = pytest.mark.timeout(360)
+
+BOOT_TIMEOUT_S = 150.0  # generous: the machine may be busy with a second copy of the suite
 
 
 class Up:
@@ -289,7 +294,7 @@ class HeldJob:
     async def release(self) -> None:
         await self.client.rpush(release_key(self.prefix, self.job_id), "go")
 
-    async def exit_code(self, timeout: float = 60.0) -> int:
+    async def exit_code(self, timeout: float = 150.0) -> int:
         return await asyncio.to_thread(self.up.proc.wait, timeout)
 
     async def close(self) -> None:

@@ -172,7 +172,10 @@ async def test_unreachable_redis_is_a_clear_error_not_a_hang() -> None:
 async def test_many_concurrent_adds_share_the_pool(redis_url: str, qname: str) -> None:
     import asyncio
 
-    q = Queue(qname, redis=redis_url)
+    from conveyor.redis.connection import connect
+
+    # The default pool; a generous reply timeout, as 800 adds queue up on a busy machine.
+    q = Queue(qname, redis=connect(redis_url, socket_timeout=120))
     jobs = await asyncio.gather(*(q.add("x", i) for i in range(800)))
     assert len({j.id for j in jobs}) == 800
     await q.obliterate()

@@ -16,6 +16,10 @@ import pytest
 from tests.cli.project import UpProject
 from tests.cli.run import as_json, clean_env
 
+# Generous: each starts `conveyor up` and runs the examples;
+# a busy machine (a second copy of the suite) slows every start.
+pytestmark = pytest.mark.timeout(360)
+
 ROOT = Path(__file__).resolve().parents[2]
 README = (ROOT / "README.md").read_text()
 BLOCKS = re.findall(r"```python\n(.*?)```", README, re.DOTALL)

@@ -64,26 +64,45 @@ class Migration:
                 c.execute_command("CLUSTER", "SETSLOT", self.slot, "NODE", self.dst_id)
 
 
-async def test_a_heartbeat_meeting_a_moved_job_key_writes_nothing_and_is_a_fault(
+async def test_heartbeats_keep_leases_alive_while_their_records_migrate(
     cluster: RedisClusterServers, qname: str
 ) -> None:
-    """extend-1 runs on the source while `active` is still there; one job record already moved: the
-    script fails at its reads, before writing the other job's `run` mark (no half-written heartbeat)."""
+    """extend-1 on the source (where `active` still is) meets a record that moved away, then on the
+    target (`active` moved, via ASK) a record not moved yet: both leases are extended all the same
+    (status 2), and the run mark is written only where the record is reachable."""
     queue = Queue(qname, redis=cluster.url)
-    await queue.add_bulk([{"name": "j", "data": i} for i in range(2)])
-    claimed = await queue.scripts.claim("w", 60_000, 2)
+    await queue.add_bulk([{"name": "j", "data": i} for i in range(3)])
+    claimed = await queue.scripts.claim("w", 1_000, 3)
     leases = [(str(claimed[i]), str(claimed[i + 1])) for i in range(1, len(claimed), 6)]
-    assert len(leases) == 2
+    assert len(leases) == 3
     migration = Migration(cluster, queue)
     migration.begin()
     migration.move(queue.keys.job(leases[1][0]))
-    with pytest.raises(ConnectionFailedError, match="non local key"):
-        await queue.scripts.extend(60_000, [(job_id, token, True) for job_id, token in leases])
+    before = await _deadlines(migration, queue)
+    beat = [(job_id, token, True) for job_id, token in leases]
+    assert await queue.scripts.extend(600_000, beat) == [0, 2, 0]
+    after = await _deadlines(migration, queue)
+    assert all(after[job_id] > before[job_id] + 100_000 for job_id, _ in leases), "every lease extended"
+    migration.move(queue.keys.active)  # the heartbeat now runs on the target (ASK)
+    assert await queue.scripts.extend(600_000, beat) == [2, 0, 2]
+    # The sweep declares keys that do not exist (nothing failed or cancelled yet): TRYAGAIN, a fault.
+    with pytest.raises(ConnectionFailedError):
+        await queue.scripts.recover_stalled(max_stalls=5)
     migration.end()
-    assert await queue.client.hget(queue.keys.job(leases[0][0]), "run") is None, "written before the fault"
-    assert await queue.scripts.extend(60_000, [(job_id, token, True) for job_id, token in leases]) == [0, 0]
-    assert await queue.client.hget(queue.keys.job(leases[0][0]), "run") == leases[0][1]
+    runs = [await queue.client.hget(queue.keys.job(job_id), "run") for job_id, _ in leases]
+    assert runs == [token for _, token in leases], "each run marked by a beat that reached its record"
+    assert await queue.scripts.extend(600_000, beat) == [0, 0, 0]
+    assert [await queue.get_state(job_id) for job_id, _ in leases] == [JobState.ACTIVE] * 3
     await queue.client.aclose()
+
+
+async def _deadlines(migration: Migration, queue: Queue) -> dict[str, float]:
+    """The lease deadlines in `active`, wherever it is now."""
+    for server in (migration.src, migration.dst):
+        with migration._node(server) as c:
+            if c.exists(queue.keys.active):
+                return {k: float(v) for k, v in c.zrange(queue.keys.active, 0, -1, withscores=True)}
+    raise AssertionError("no active set")
 
 
 async def test_jobs_run_while_the_queue_slot_migrates_key_by_key(cluster: RedisClusterServers, qname: str) -> None:

@@ -23,6 +23,7 @@ async def test_a_job_waits_for_a_worker_with_its_handler(queue: Queue) -> None:
     async with running(old_worker):
         job = await queue.add("b", attempts=1)
         await wait_for(lambda: old_worker.stats.held >= 1, what="the old worker handed the job on")
+        await wait_for(lambda: _waiting(queue, job.id), what="held in Redis")  # recorded by its next trip
         rec = await job.record()
         assert rec.state is JobState.WAITING and rec.awaiting_handler and rec.attempts_made == 0
         assert await queue.held() == {"b": 1}
@@ -60,6 +61,12 @@ async def test_cancelling_a_held_job(queue: Queue) -> None:
     async with running(worker):
         job = await queue.add("b")
         await wait_for(lambda: worker.stats.held >= 1, what="held")
+        # The worker counts the hold before its trip records it: wait until the job waits, held.
+        await wait_for(lambda: _waiting(queue, job.id), what="held in Redis")
         assert await queue.cancel(job.id) is JobState.CANCELLED
     assert await queue.held() == {}
     assert (await queue.counts())[JobState.WAITING] == 0
+
+
+async def _waiting(queue: Queue, job_id: str) -> bool:
+    return await queue.get_state(job_id) is JobState.WAITING

@@ -140,12 +140,13 @@ async def test_a_live_scheduler_taking_over_a_frozen_claim_does_not_skip_the_tic
 ) -> None:
     """A lease a little longer than the grace (the defaults are equal): the takeover happens a lease
     after the claim, so the tick is more than a grace late. Policy skip must still fire it, since a
-    live scheduler was waiting. (5 s of grace: the schedulers may be slow on a busy machine.)"""
+    live scheduler was waiting. (20 s of grace: on a busy machine the second scheduler may take
+    seconds to notice the lapse, and only a takeover within a grace of it counts as prompt.)"""
     store = ScheduleStore(plain, prefix)
     q = Queue(qname, redis=plain, prefix=prefix)
     tick = await one_tick_schedule(store, plain, qname, missed=MissedPolicy.SKIP)
-    first = SchedulerProcess(redis_url, prefix, lease_s=6.0, grace_s=5.0, crash_at="fire", how="stop")
-    second = SchedulerProcess(redis_url, prefix, lease_s=6.0, grace_s=5.0)
+    first = SchedulerProcess(redis_url, prefix, lease_s=21.0, grace_s=20.0, crash_at="fire", how="stop")
+    second = SchedulerProcess(redis_url, prefix, lease_s=21.0, grace_s=20.0)
     schedulers += [first, second]
     first.go()
     await first.says("crashing")

@@ -196,11 +196,11 @@ async def test_second_signal_exits_at_once_and_the_stalled_sweep_recovers_the_jo
 
     await wait_for(is_active, timeout=20, what="job active")
     first.signal(signal.SIGTERM)
-    await wait_for(lambda: bool(first.events("worker stopping")), timeout=10, what="stopping")
+    await wait_for(lambda: bool(first.events("worker stopping")), timeout=30, what="stopping")
     first.signal(signal.SIGTERM)
-    assert await first.wait_exit(within_s=10) == 130
+    assert await first.wait_exit(within_s=30) == 130
     services(redis_url, prefix, **settings)
-    record = await q.job(job_id).wait(timeout=30)
+    record = await q.job(job_id).wait(timeout=90)
     assert record.state is JobState.COMPLETED and record.result["runs"] == 2
 
 

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import os
+import random
 import secrets
 import socket
 from dataclasses import dataclass
@@ -86,13 +87,39 @@ def server_binary() -> str:
 
 
 def free_port() -> int:
-    """A free loopback port (never 6379, which belongs to other services on shared machines)."""
+    """A free loopback port (never 6379, which belongs to other services on shared machines).
+
+    Chosen below the kernel's ephemeral range when it can be: a port handed out by bind(0) comes from
+    that range, where any process's next outgoing connection may take it before the server that was
+    meant to listen on it binds it."""
+    low = _ephemeral_low()
+    if low > 12_000:
+        for _ in range(50):
+            port = random.randrange(10_000, low)
+            if port != 6379 and _bindable(port):
+                return port
     while True:
         with socket.socket() as s:
             s.bind(("127.0.0.1", 0))
             port = int(s.getsockname()[1])
         if port != 6379:
             return port
+
+
+def _ephemeral_low() -> int:
+    try:
+        return int(Path("/proc/sys/net/ipv4/ip_local_port_range").read_text().split()[0])
+    except (OSError, ValueError, IndexError):
+        return 0
+
+
+def _bindable(port: int) -> bool:
+    with socket.socket() as s:
+        try:
+            s.bind(("127.0.0.1", port))
+        except OSError:
+            return False
+    return True
 
 
 @dataclass(frozen=True, slots=True)

@@ -63,7 +63,7 @@ class LeaseKeeper:
             logger.warning("queue %s: heartbeat failed (%s); leases not renewed this time", self.queue, exc)
             return
         for lease, confirmed, status in zip(held, confirm, statuses, strict=True):
-            if status >= 0 and confirmed:
+            if status in (0, 1) and confirmed:  # 2: extended, but the record (and its mark) out of reach
                 lease.confirmed = True
             if status == 1 and not lease.cancel_requested:
                 lease.cancel_requested = True

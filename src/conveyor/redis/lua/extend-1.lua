@@ -5,7 +5,12 @@ ARGV: 1 prefix, 2 lease ms, then 3 fields per job: id, token, confirm ('1' = the
       '0' = extend only)
 Any number of jobs (the ZADD goes in slices); every argument is checked, and every job record read,
 before the first write.
+While the queue's slot migrates, a job record may be out of reach: already moved away (the node
+refuses the read: caught with pcall) or not moved here yet (it reads as missing). Such a lease is
+still listed in `active`, so its deadline is pushed all the same (status 2): a migration never lets
+leases lapse. Its token is checked again at the next heartbeat, once the record is reachable.
 Returns: one status per job: 0 lease extended, 1 extended and cancellation requested,
+         2 extended, its record out of reach for now (the slot migrates; nothing else is known),
          -2 lease lost (token changed or job no longer active), -1 job gone;
          or {-6, 0, reason} when an argument is invalid (nothing written).
 Codes: 0 OK, -1 NOT_FOUND, -2 LEASE_LOST, -6 INVALID_INPUT
@@ -23,14 +28,22 @@ local zargs = {}
 -- migrates fails the script before it wrote anything).
 local fields = {}
 for i = 3, #ARGV, 3 do
-  fields[i] = redis.call('HMGET', prefix .. 'job:' .. ARGV[i], 'token', 'state', 'cancel')
+  local f = redis.pcall('HMGET', prefix .. 'job:' .. ARGV[i], 'token', 'state', 'cancel')
+  if f.err then f = {} end  -- moved away while the slot migrates: out of reach, like a missing record
+  fields[i] = f
 end
 for i = 3, #ARGV, 3 do
   local id, token = ARGV[i], ARGV[i + 1]
   local jk = prefix .. 'job:' .. id
   local f = fields[i]
   if not f[2] then
-    out[#out + 1] = -1
+    if redis.call('ZSCORE', active, id) then
+      zargs[#zargs + 1] = deadline  -- still leased, its record out of reach: the slot migrates
+      zargs[#zargs + 1] = id
+      out[#out + 1] = 2
+    else
+      out[#out + 1] = -1
+    end
   elseif f[1] ~= token or f[2] ~= 'active' then
     out[#out + 1] = -2
   else

@@ -8,6 +8,9 @@ died before or right after starting it, or a trip's reply was lost) is a lapse: 
 and only more than `max lapses` (a generous bound, so a job that kills its worker at once cannot
 loop for ever) fails the job. Neither uses an attempt; the old token is cleared so a late write from
 the lost worker is rejected. A job whose cancellation was requested ends cancelled instead.
+An expired id whose record is out of reach (the queue's slot migrates: moved away, or not moved here
+yet) is left in `active` a minute longer and looked at again then; an id whose record is no longer
+`active` only leaves the set.
 Returns: {recovered, failed, held} (held: jobs waiting for a worker with their handler);
          or {-6, 0, reason} when an argument is invalid (nothing written).
 Codes: 0 OK, -6 INVALID_INPUT
@@ -30,10 +33,19 @@ local expired = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, lim
 local recovered, dead = 0, 0
 -- Every job record is read before the first write (a key that moved away while the queue's slot
 -- migrates fails the script before it wrote anything).
+-- A record out of reach while the slot migrates (moved away: the read is refused, caught here; or not
+-- moved here yet: it reads as missing) is left alone, its id kept in `active` a minute longer.
 local fields = {}
+local unreachable = {}
 for i = 1, #expired do
-  fields[i] = redis.call('HMGET', prefix .. 'job:' .. expired[i], 'state', 'token', 'run', 'group', 'cancel',
-                         'stalls', 'lapses', 'cw')
+  local f = redis.pcall('HMGET', prefix .. 'job:' .. expired[i], 'state', 'token', 'run', 'group', 'cancel',
+                        'stalls', 'lapses', 'cw')
+  if f.err or not f[1] then
+    f = {}
+    unreachable[#unreachable + 1] = num(now + 60000)
+    unreachable[#unreachable + 1] = expired[i]
+  end
+  fields[i] = f
 end
 for i = 1, #expired do
   local id = expired[i]
@@ -83,6 +95,7 @@ for i = 1, #expired do
   end
 end
 call_chunked('ZREM', active, nil, expired, 1)
+call_chunked('ZADD', active, nil, unreachable, 2)
 if recovered > 0 or (#expired > 0 and redis.call('HEXISTS', meta, 'lim') == 1) then wake(wake_key) end
 if dead > 0 then trim(meta, failed, prefix, now, 'failed', 100, false) end
 local held = tonumber(redis.call('HGET', meta, 'hwait')) or 0
