@@ -118,7 +118,7 @@ async def job_events(
         str | None,
         Header(
             alias="Last-Event-ID",
-            pattern=r"^\d{1,20}-\d{1,20}$",
+            pattern=r"^\d{1,20}(-\d{1,20})?$",
             max_length=41,
             description="Resume after this event (its id: `<ms>-<seq>`, each part below 2**64).",
         ),
