@@ -13,7 +13,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.backoff import BACKOFF_SECONDS_MAX, FACTOR_MAX
 from conveyor.job import JobState
-from conveyor.options import ATTEMPTS_MAX, COST_MAX, PRIORITY_MAX, PRIORITY_MIN, SECONDS_MAX, SECONDS_MIN_POSITIVE
+from conveyor.options import ATTEMPTS_MAX, COST_MAX, MAX_DURATION_S, MIN_DURATION_S, PRIORITY_MAX, PRIORITY_MIN
 
 MAX_BULK = 1000
 
@@ -65,10 +65,10 @@ class JobOptionsIn(BaseModel):
     )
     idempotency_key: str | None = Field(None, pattern=_ID_PATTERN, description="Same as the Idempotency-Key header.")
     idempotency_ttl: float | None = Field(
-        None, ge=SECONDS_MIN_POSITIVE, le=SECONDS_MAX, description="Seconds the key is remembered (default 1 day)."
+        None, ge=MIN_DURATION_S, le=MAX_DURATION_S, description="Seconds the key is remembered (default 1 day)."
     )
     priority: int | None = Field(None, ge=PRIORITY_MIN, le=PRIORITY_MAX, description="Higher runs first.")
-    delay: float | None = Field(None, ge=0, le=SECONDS_MAX, description="Seconds before the job becomes ready.")
+    delay: float | None = Field(None, ge=0, le=MAX_DURATION_S, description="Seconds before the job becomes ready.")
     run_at: str | None = Field(
         None,
         max_length=64,
@@ -84,13 +84,28 @@ class JobOptionsIn(BaseModel):
         | NamedBackoffIn
         | None
     ) = Field(None, description="Seconds between attempts, \"exponential\", or a backoff object.")
-    timeout: float | None = Field(None, ge=SECONDS_MIN_POSITIVE, le=SECONDS_MAX, description="Seconds a run may take.")
-    result_ttl: float | None = Field(None, ge=0, le=SECONDS_MAX, description="Seconds the completed record is kept.")
+    timeout: float | None = Field(None, ge=MIN_DURATION_S, le=MAX_DURATION_S, description="Seconds a run may take.")
+    result_ttl: Literal[0] | Annotated[float, Field(ge=MIN_DURATION_S, le=MAX_DURATION_S)] | None = Field(
+        None, description="Seconds the completed record is kept (0: deleted when it completes)."
+    )
     failed_ttl: float | None = Field(
-        None, ge=SECONDS_MIN_POSITIVE, le=SECONDS_MAX, description="Seconds the failed record is kept."
+        None, ge=MIN_DURATION_S, le=MAX_DURATION_S, description="Seconds the failed record is kept."
     )
     group: str | None = Field(None, pattern=_ID_PATTERN)
     cost: int | None = Field(None, ge=0, le=COST_MAX)
+    key: str | None = Field(
+        None, pattern=_ID_PATTERN,
+        description="Keyed job: what a newer job with the same key does is set by key_mode (docs/llm.md).",
+    )
+    key_mode: Literal["debounce", "throttle", "latest"] | None = Field(
+        None,
+        description="debounce: a newer job replaces this one while it waits, and each waits key_window; "
+        "throttle: jobs of the key start at least key_window apart, and an add while one waits returns it; "
+        "latest: a newer job cancels the queued and the running job of the key.",
+    )
+    key_window: float | None = Field(
+        None, gt=0, le=86400, description="Seconds (debounce and throttle; latest takes none)."
+    )
 
 
 class EnqueueIn(BaseModel):
@@ -114,6 +129,25 @@ class EnqueuedOut(BaseModel):
     created: bool = Field(description="False when an idempotent retry returned an existing job.")
     status_url: str
     events_url: str
+
+
+class FlowStartedOut(BaseModel):
+    id: str = Field(description="The root job's id.")
+    queue: str = Field(description="The root job's queue.")
+    status_url: str
+    events_url: str = Field(description="The root's event stream, which also reports its children's states.")
+
+
+class JobRefOut(BaseModel):
+    queue: str
+    id: str
+
+
+class ChildOut(BaseModel):
+    queue: str
+    id: str
+    name: str | None = Field(None, description="Null when the child's record is gone.")
+    state: JobState | None = Field(None, description="Null when the child's record is gone.")
 
 
 class BulkOut(BaseModel):
@@ -152,6 +186,9 @@ class JobOut(BaseModel):
     worker: str | None
     cancel_requested: bool
     idempotency_key: str | None
+    parent: JobRefOut | None = Field(None, description="A flow child's parent job; null otherwise.")
+    children: list[ChildOut] = Field(
+        default_factory=list, description="A flow parent's children in the order given, with their states.")
 
 
 class JobPageOut(BaseModel):

@@ -81,6 +81,10 @@ class QueueKeys:
     def log(self, job_id: str) -> str:
         return self._k("log:" + job_id)
 
+    def output(self, job_id: str) -> str:
+        """A job's streamed output (stream-3.lua), deleted and expired with its record."""
+        return self._k("out:" + job_id)
+
     def idempotency(self, key: str) -> str:
         return self._k("idem:" + key)
 
@@ -125,6 +129,16 @@ class QueueKeys:
     def group_ready(self, group: str) -> str:
         return self._k("gr:" + group)
 
+    # Flows (docs/flows.md): parents waiting for their children, and the outbox of child outcomes
+    # (and cancellations) not yet delivered to their parents.
+    @property
+    def waiting_children(self) -> str:
+        return self._k("waiting-children")
+
+    @property
+    def outbox(self) -> str:
+        return self._k("outbox")
+
     @property
     def schedule_ticks(self) -> str:
         """hash: schedule id -> last tick (ms) whose jobs were enqueued here, so a tick is enqueued once
@@ -159,6 +173,12 @@ class WorkerRegistryKeys:
 def breaker_key(prefix: str, name: str) -> str:
     """Circuit-breaker state of one AI provider, shared by every worker (conveyor.handlers.ai)."""
     return f"{prefix}:{{breakers}}:{name}"
+
+
+def ai_dedupe_base(prefix: str, fingerprint: str) -> str:
+    """Prefix of one AI request fingerprint's keys (handlers/ai/dedupe.py): lease, done, res:<token>,
+    ntf:<token>; all in the fingerprint's own slot."""
+    return f"{prefix}:{{aid:{fingerprint}}}:"
 
 
 def send_rate_key(prefix: str, queue: str) -> str:
