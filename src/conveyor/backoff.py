@@ -109,6 +109,12 @@ class BackoffPolicies:
         return max(0.0, float(fn(attempt, error)))
 
 
+def _flag(name: str, value: Any) -> bool:
+    if not isinstance(value, bool):
+        raise InvalidOptionError(f"backoff {name} must be true or false, got {repr(value)[:40]}")
+    return value
+
+
 BACKOFF_SECONDS_MAX = 3_155_760_000.0  # 100 years, as every other duration option
 FACTOR_MAX = 100.0
 
@@ -160,7 +166,7 @@ def _from_mapping(value: Mapping[str, Any]) -> Backoff:
             base=_non_negative("base", rest.get("base", 1.0)),
             factor=factor,
             max=_non_negative("max", rest.get("max", 3600.0)),
-            jitter=bool(rest.get("jitter", True)),
+            jitter=_flag("jitter", rest.get("jitter", True)),
         )
     if kind == "named":
         if set(rest) != {"name"}:

@@ -57,4 +57,6 @@ def build_app(redis_url: str | None, queue: str, prefix: str = "cv") -> Conveyor
     return app
 
 
-app = build_app(os.environ.get("REDIS_URL"), os.environ.get("API_TEST_QUEUE", "api-sample"))
+app = build_app(
+    os.environ.get("REDIS_URL"), os.environ.get("API_TEST_QUEUE", "api-sample"), os.environ.get("API_TEST_PREFIX", "cv")
+)

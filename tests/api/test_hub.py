@@ -52,7 +52,8 @@ def test_stream_ids_are_checked_within_range() -> None:
     assert parse_stream_id("1-0") == (1, 0)
     assert parse_stream_id("18446744073709551615-18446744073709551615") is not None
     assert parse_stream_id("99999999999999999999-0") is None
-    assert parse_stream_id("1") is None
+    assert parse_stream_id("1") == (1, 0)
+    assert parse_stream_id("1-") is None
     assert parse_stream_id("-1-0") is None
 
 

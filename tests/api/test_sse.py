@@ -18,12 +18,13 @@ async def test_stream_shows_progress_and_logs_then_closes_on_completion(api: Api
     request = asyncio.create_task(
         api.http.get(f"/api/jobs/{api.queue}/{job_id}/events", headers=api.auth("reader"))
     )
-    state = api.asgi.state.conveyor_api
-    await wait_for(lambda: state._blocking is not None, what="stream following the events")
+    hub = api.asgi.state.conveyor_api.hub
+    await wait_for(lambda: hub.followed() == {api.queue: 1} and hub.reading(api.queue), what="stream subscribed")
     await api.start_worker()  # only now: the stream sees the job from waiting to completed
     r = await request
     assert r.status_code == 200 and r.headers["content-type"].startswith("text/event-stream")
-    events, comments = parse_sse(r.text)
+    body = r.text
+    events, comments = parse_sse(body)
     kinds = [e.event for e in events]
     assert kinds[0] == "state" and events[0].data["state"] == "waiting" and kinds[-1] == "completed"
     assert "active" in kinds

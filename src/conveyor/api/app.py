@@ -12,7 +12,7 @@ from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from pathlib import Path
 
-from fastapi import APIRouter, FastAPI
+from fastapi import APIRouter, Depends, FastAPI
 from fastapi.middleware.cors import CORSMiddleware
 from starlette.staticfiles import StaticFiles
 
@@ -21,9 +21,10 @@ from conveyor.api import flows, health, jobs, limiters, live, output, queues, ss
 from conveyor.api.auth import require, shows_data
 from conveyor.api.body import ContentLengthLimit
 from conveyor.api.docs import install_docs
-from conveyor.api.errors import install_error_handlers
+from conveyor.api.errors import install_error_handlers, prepare_allowed_methods
 from conveyor.api.keys import Scope
 from conveyor.api.openapi import install_openapi
+from conveyor.api.query import described_requests_only
 from conveyor.api.schemas import error_responses
 from conveyor.api.security import install_security_headers
 from conveyor.api.state import ApiState
@@ -86,6 +87,7 @@ def create_app(conveyor_app: Conveyor, settings: Settings | None = None) -> Fast
     @asynccontextmanager
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await _check_eviction_policy(state)
+        prepare_allowed_methods(app)  # builds the OpenAPI document now, not on a first request
         try:
             yield
         finally:
@@ -98,6 +100,7 @@ def create_app(conveyor_app: Conveyor, settings: Settings | None = None) -> Fast
         lifespan=lifespan,
         docs_url=None,  # served offline by install_docs
         redoc_url=None,
+        dependencies=[Depends(described_requests_only)],
     )
     app.state.conveyor_api = state
     install_error_handlers(app)

@@ -160,7 +160,7 @@ async def _http(request: Request, exc: Exception) -> JSONBody:
     status = exc.status_code
     headers = dict(exc.headers) if exc.headers else None
     if status == 405:
-        headers = {**(headers or {}), "Allow": ", ".join(_allowed_methods(request))}
+        headers = {**(headers or {}), "Allow": ", ".join(allowed_methods(request))}
     generic = _CODES.get(status, "error").replace("_", " ")
     # Routes raise HTTPException with messages they wrote; Starlette's own are just the status phrase.
     message = exc.detail if isinstance(exc.detail, str) and status < 500 and exc.detail else generic
@@ -171,7 +171,7 @@ _METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
 _PARAM = re.compile(r"\\\{[^}]+\\\}")
 
 
-def _allowed_methods(request: Request) -> list[str]:
+def allowed_methods(request: Request) -> list[str]:
     """The methods of the resource at this path, as the OpenAPI document lists them (Starlette lists
     only the first route's). Job ids may contain '/', so a path can fit several templates
     (`/jobs/{queue}/{job_id}/wait` and `/jobs/{queue}/{job_id}`): the most specific one (the most
@@ -191,6 +191,11 @@ def _allowed_methods(request: Request) -> list[str]:
                 allowed.add(method)
     ordered = [m for m in _METHODS if m in allowed]
     return [*ordered, "HEAD"] if "GET" in allowed else ordered
+
+
+def prepare_allowed_methods(app: Any) -> None:
+    """Build the path templates (from the OpenAPI document) ahead of the first request that needs them."""
+    _templates(app)
 
 
 def _templates(app: Any) -> list[tuple[re.Pattern[str], int, set[str]]]:

@@ -46,18 +46,18 @@ logger = logging.getLogger(__name__)
 
 StreamId = tuple[int, int]
 _MAX_PART = 2**64 - 1
-_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+_ID = re.compile(r"^(\d{1,20})(?:-(\d{1,20}))?$")
 _READ_COUNT = 500
 _BLOCK_MS = 5000
 _BACKOFF_MAX_S = 2.0
 
 
 def parse_stream_id(value: str) -> StreamId | None:
-    """`<ms>-<seq>` with both parts within Redis's 64-bit range, else None."""
+    """`<ms>-<seq>` (or `<ms>`, as Redis reads it: `<ms>-0`) within Redis's 64-bit range, else None."""
     m = _ID.match(value)
     if m is None:
         return None
-    ms, seq = int(m.group(1)), int(m.group(2))
+    ms, seq = int(m.group(1)), int(m.group(2) or 0)
     if ms > _MAX_PART or seq > _MAX_PART:
         return None
     return ms, seq
@@ -344,6 +344,11 @@ class EventHub:
     def followed(self) -> dict[str, int]:
         """Subscribers per followed queue (for tests and metrics)."""
         return {name: reader.count for name, reader in self._readers.items() if reader.count}
+
+    def reading(self, queue: str) -> bool:
+        """Whether `queue`'s reader knows its position (its subscribers receive events from then on)."""
+        reader = self._readers.get(queue)
+        return reader is not None and reader._ready.is_set()
 
     def _reader(self, queue: str) -> _QueueReader:
         reader = self._readers.get(queue)

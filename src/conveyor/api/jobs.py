@@ -28,7 +28,12 @@ from conveyor.queue import Queue
 
 router = APIRouter(prefix="/api", tags=["jobs"])
 IdempotencyKey = Annotated[
-    str | None, Header(alias="Idempotency-Key", description="Makes the call safe to repeat.")
+    str | None,
+    Header(
+        alias="Idempotency-Key",
+        pattern=r"^[A-Za-z0-9._:@/+=-]{1,190}$",  # bulk jobs get `<key>:<index>`, within the 200 of an id
+        description="Makes the call safe to repeat.",
+    ),
 ]
 _ENQ_ERRORS = error_responses(400, 401, 403, 404, 409, 413, 422, 429, 503)
 _READ_ERRORS = error_responses(401, 403, 404, 422, 429, 503)

@@ -12,7 +12,7 @@ from typing import Any, Literal, Union
 
 from fastapi import FastAPI
 from fastapi.openapi.utils import get_openapi
-from pydantic import TypeAdapter, create_model
+from pydantic import ConfigDict, TypeAdapter, create_model
 
 from conveyor.api.schemas import MAX_BULK, EnqueueIn, JobOptionsIn
 from conveyor.app import Conveyor
@@ -29,7 +29,12 @@ def _task_model(queue: str, name: str, payload_type: Any) -> Any:
         "data": (payload_type, ... if required else None),
         "options": (JobOptionsIn | None, None),
     }
-    return create_model(model_name, __doc__=f"Enqueue task {name!r} on queue {queue!r}.", **fields)
+    return create_model(
+        model_name,
+        __doc__=f"Enqueue task {name!r} on queue {queue!r}.",
+        __config__=ConfigDict(extra="forbid"),  # a job has name, data and options only
+        **fields,
+    )
 
 
 def request_schemas(conveyor: Conveyor) -> dict[str, Any]:
@@ -55,6 +60,36 @@ def request_schemas(conveyor: Conveyor) -> dict[str, Any]:
     return components
 
 
+def _headers_not_nullable(doc: dict[str, Any]) -> None:
+    """An optional header is absent or a string, never JSON null (FastAPI documents `str | None`
+    parameters as "string or null", and a client would then send the text "null")."""
+    for operations in doc.get("paths", {}).values():
+        for operation in operations.values():
+            for param in operation.get("parameters", []):
+                schema = param.get("schema", {})
+                if param.get("in") == "header" and "anyOf" in schema:
+                    kept = [s for s in schema["anyOf"] if s.get("type") != "null"]
+                    if len(kept) == 1:
+                        rest = {k: v for k, v in schema.items() if k != "anyOf"}
+                        param["schema"] = {**kept[0], **rest}
+
+
+def _named_backoffs(doc: dict[str, Any], names: list[str]) -> None:
+    """A named backoff must be one the application registers: list them (or drop the form)."""
+    schemas = doc.get("components", {}).get("schemas", {})
+    named = schemas.get("NamedBackoffIn")
+    if named is None:
+        return
+    if names:
+        named["properties"]["name"] = {"type": "string", "enum": names, "description": "A registered policy."}
+        return
+    ref = REF.format(model="NamedBackoffIn")
+    backoff = schemas.get("JobOptionsIn", {}).get("properties", {}).get("backoff", {})
+    if "anyOf" in backoff:
+        backoff["anyOf"] = [s for s in backoff["anyOf"] if s.get("$ref") != ref]
+    del schemas["NamedBackoffIn"]
+
+
 def install_openapi(app: FastAPI, conveyor: Conveyor) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -66,6 +101,8 @@ def install_openapi(app: FastAPI, conveyor: Conveyor) -> None:
                 tags=app.openapi_tags,
             )
             doc.setdefault("components", {}).setdefault("schemas", {}).update(request_schemas(conveyor))
+            _headers_not_nullable(doc)
+            _named_backoffs(doc, sorted(conveyor.backoffs))
             app.openapi_schema = doc
         return app.openapi_schema
 

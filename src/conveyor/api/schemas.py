@@ -58,7 +58,10 @@ class JobOptionsIn(BaseModel):
 
     model_config = ConfigDict(extra="forbid")
     job_id: str | None = Field(
-        None, pattern=_ID_PATTERN, description="Custom id; reusing it with the same body returns the same job."
+        None,
+        pattern=r"^[A-Za-z0-9._:@/+=-]*[A-Za-z._:@/+=-][A-Za-z0-9._:@/+=-]*$",  # not all digits (generated ids)
+        max_length=200,
+        description="Custom id; reusing it with the same body returns the same job.",
     )
     idempotency_key: str | None = Field(None, pattern=_ID_PATTERN, description="Same as the Idempotency-Key header.")
     idempotency_ttl: float | None = Field(
@@ -66,7 +69,12 @@ class JobOptionsIn(BaseModel):
     )
     priority: int | None = Field(None, ge=PRIORITY_MIN, le=PRIORITY_MAX, description="Higher runs first.")
     delay: float | None = Field(None, ge=0, le=MAX_DURATION_S, description="Seconds before the job becomes ready.")
-    run_at: str | None = Field(None, max_length=64, description="ISO 8601 time with offset; alternative to delay.")
+    run_at: str | None = Field(
+        None,
+        max_length=64,
+        json_schema_extra={"format": "date-time"},
+        description="ISO 8601 time with offset, within 100 years of now; alternative to delay.",
+    )
     attempts: int | None = Field(None, ge=1, le=ATTEMPTS_MAX)
     backoff: (
         Annotated[float, Field(ge=0, le=BACKOFF_SECONDS_MAX)]
@@ -77,7 +85,9 @@ class JobOptionsIn(BaseModel):
         | None
     ) = Field(None, description="Seconds between attempts, \"exponential\", or a backoff object.")
     timeout: float | None = Field(None, ge=MIN_DURATION_S, le=MAX_DURATION_S, description="Seconds a run may take.")
-    result_ttl: float | None = Field(None, ge=0, le=MAX_DURATION_S, description="Seconds the completed record is kept.")
+    result_ttl: Literal[0] | Annotated[float, Field(ge=MIN_DURATION_S, le=MAX_DURATION_S)] | None = Field(
+        None, description="Seconds the completed record is kept (0: deleted when it completes)."
+    )
     failed_ttl: float | None = Field(
         None, ge=MIN_DURATION_S, le=MAX_DURATION_S, description="Seconds the failed record is kept."
     )
