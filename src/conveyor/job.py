@@ -35,6 +35,18 @@ def _int(raw: str | None) -> int | None:
 
 
 @dataclass(frozen=True, slots=True)
+class JobOutput:
+    """A job's streamed output as stored at one moment (JobContext.stream): the text of one attempt
+    (`attempt`, 0 when nothing was streamed), its size in UTF-8 bytes, and whether chunks were dropped
+    at the size limit."""
+
+    text: str
+    attempt: int
+    size: int
+    truncated: bool
+
+
+@dataclass(frozen=True, slots=True)
 class JobRecord:
     """A job as stored at one moment. Times are epoch milliseconds from the Redis clock."""
 

@@ -84,7 +84,7 @@ async def children_view(queue: Queue, rec: JobRecord) -> list[dict[str, Any]]:
 
 
 def event_view(event: Event, *, show_data: bool) -> dict[str, Any]:
-    """A queue event; a job's log line is withheld without `show_data`."""
+    """A queue event; a job's log line and streamed output are withheld without `show_data`."""
     out: dict[str, Any] = {"type": event.type, "job_id": event.job_id, "stream_id": event.id}
     for key, value in event.fields.items():
         if key == "progress":
@@ -92,7 +92,7 @@ def event_view(event: Event, *, show_data: bool) -> dict[str, Any]:
                 out[key] = codec.loads(value)
             except ValueError:
                 out[key] = value
-        elif key == "line" and not show_data:
+        elif key in ("line", "chunk") and not show_data:  # log lines and streamed output are job data
             out[key] = None
         else:
             out[key] = value

@@ -17,6 +17,8 @@ async def test_openapi_lists_endpoints_and_task_payload_schemas(api: Api) -> Non
         ("delete", "/api/jobs/{queue}/{job_id}"),
         ("get", "/api/jobs/{queue}/{job_id}/wait"),
         ("get", "/api/jobs/{queue}/{job_id}/events"),
+        ("get", "/api/jobs/{queue}/{job_id}/output"),
+        ("get", "/api/events"),
         ("post", "/api/jobs/{queue}/{job_id}/retry"),
         ("post", "/api/jobs/{queue}/{job_id}/promote"),
         ("get", "/api/queues"),

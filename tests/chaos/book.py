@@ -30,7 +30,7 @@ from conveyor.options import JobSpec
 from tests.chaos.app import ledger_keys
 
 MUST_BE_ZERO = ("lost", "double_completed", "phantom", "duplicates", "unfinished", "failed", "cancelled",
-                "wrong_results", "worker_crashes")
+                "wrong_results", "worker_crashes", "loop_crashes")
 
 FLOW_ZERO = ("flow_parents_lost", "flow_parents_unfinished", "flow_parents_failed", "flow_parents_double_completed",
              "flow_parents_released_twice", "flow_children_counted_twice", "flow_wrong_sums")
@@ -51,6 +51,7 @@ class Counts:
     cancelled: int = 0
     wrong_results: int = 0
     worker_crashes: int = 0
+    loop_crashes: int = 0  # a queue loop ended by an error: every fault must be classified and ridden through
     reexecuted_jobs: int = 0
     extra_runs: int = 0
     flow_parents_lost: int = 0
@@ -83,6 +84,7 @@ class Counts:
                 ("duplicate jobs from one add", self.duplicates), ("unfinished", self.unfinished),
                 ("failed", self.failed), ("cancelled", self.cancelled), ("wrong results", self.wrong_results),
                 ("workers that died by themselves", self.worker_crashes),
+                ("queue loops that crashed", self.loop_crashes),
                 ("jobs run more than once", self.reexecuted_jobs), ("extra runs", self.extra_runs)]
         if self.notes.get("flows acknowledged"):
             rows += [(f"flows: {name.removeprefix('flow_').replace('_', ' ')}", getattr(self, name))

@@ -8,7 +8,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from conveyor import codec
-from conveyor.errors import LeaseLostError, SerializationError, WaitForChildren
+from conveyor.errors import LeaseLostError, SerializationError, UsageReportError, WaitForChildren
+from conveyor.limits.named import Usage
 from conveyor.redis.codes import ScriptCode
 from conveyor.redis.faults import guarded
 from conveyor.worker.lease import Stop
@@ -25,6 +26,9 @@ MAX_LOG_LINES = 1000
 MAX_LOG_LINE_CHARS = 8192
 MAX_STEP_BYTES = 512 * 1024  # a durable step's stored result, as a job result
 MAX_STEP_NAME = 200
+# A job's streamed output is kept up to this many bytes (UTF-8); chunks past it are dropped.
+MAX_OUTPUT_BYTES = 1024 * 1024
+_PIECE_CHARS = 16 * 1024  # at most 64 KiB of UTF-8 per output event
 
 
 class JobContext:
@@ -33,7 +37,7 @@ class JobContext:
 
     __slots__ = (
         "_adds", "_lease", "_queues", "_scripts", "attempt", "cost_used", "data", "job_id", "loop", "max_attempts",
-        "name", "options", "queue", "state", "token", "worker_id",
+        "name", "options", "queue", "state", "token", "usage", "worker_id",
     )
 
     def __init__(
@@ -63,6 +67,8 @@ class JobContext:
         self.loop: asyncio.AbstractEventLoop | None = None
         # Units this run actually used (e.g. LLM tokens); set through report_cost, read by limits.
         self.cost_used: int | None = None
+        # Tokens this run used (report_usage): corrects the named limiters and feeds cost accounting.
+        self.usage: Usage | None = None
         # Free-form per-run state for middleware (start times, spans...).
         self.state: dict[str, Any] = {}
         self._adds = 0  # add_children calls this run (names the children's ids)
@@ -81,11 +87,44 @@ class JobContext:
         code = await self._scripts.log(self.job_id, self.token, str(line)[:MAX_LOG_LINE_CHARS], MAX_LOG_LINES)
         self._fenced(code)
 
+    async def stream(self, chunk: str) -> bool:
+        """Publish partial output (e.g. an LLM's tokens): appended to the job's output, which clients
+        follow live (SSE `output` events) and read whole later. The output holds one attempt's text,
+        at most `MAX_OUTPUT_BYTES` bytes: a chunk that would pass the limit, and every chunk after
+        it, is dropped, the output is marked truncated, and False is returned (the run goes on, and
+        the kept output stays a prefix of what was streamed). True when appended."""
+        if not isinstance(chunk, str):
+            raise TypeError(f"stream() takes a str chunk, got {type(chunk).__name__}")
+        if not chunk:
+            return True
+        if len(chunk) > MAX_OUTPUT_BYTES:  # more characters than the limit has bytes: cannot fit
+            chunk = chunk[: MAX_OUTPUT_BYTES + 1]
+        # A long chunk goes as pieces of at most 64 KiB (one event each), so no event is huge.
+        pieces = [chunk[i : i + _PIECE_CHARS].encode() for i in range(0, len(chunk), _PIECE_CHARS)]
+        code, _offset, kept = await self._scripts.stream(self.job_id, self.token, pieces, MAX_OUTPUT_BYTES)
+        if code == ScriptCode.INVALID_INPUT:
+            raise ValueError("stream(): the script refused its arguments")
+        self._fenced(code)
+        return kept
+
     def report_cost(self, units: int) -> None:
         """Report the units this run really used, so a cost-weighted limit's budget is corrected."""
         if isinstance(units, bool) or not isinstance(units, int) or units < 0:
             raise ValueError("cost units must be an integer >= 0")
         self.cost_used = units
+
+    def report_usage(self, tokens_in: int = 0, tokens_out: int = 0) -> None:
+        """Report the tokens this run really used (as the provider reported them): the named
+        limiters the job went through are corrected by (reported - estimated) when it ends.
+        Once per run; negative or absurd values raise UsageReportError."""
+        if self.usage is not None:
+            raise UsageReportError(f"usage of job {self.job_id} was already reported for this run")
+        self.usage = Usage(tokens_in, tokens_out)
+
+    def add_usage(self, tokens_in: int, tokens_out: int) -> None:
+        """Add to this run's usage (the built-in AI handlers, one call per provider request)."""
+        cur = self.usage or Usage()
+        self.usage = Usage(cur.tokens_in + tokens_in, cur.tokens_out + tokens_out)
 
     @property
     def cancel_requested(self) -> bool:
@@ -184,7 +223,13 @@ class JobContext:
     def log_sync(self, line: str) -> None:
         self._run_sync(self.log(line))
 
-    def _run_sync(self, coro: Any) -> None:
+    def stream_sync(self, chunk: str) -> bool:
+        """`stream` for sync handlers."""
+        kept: bool = self._run_sync(self.stream(chunk))
+        return kept
+
+    def _run_sync(self, coro: Any) -> Any:
         if self.loop is None:
-            raise RuntimeError("progress_sync/log_sync are for sync handlers running in the worker's threads")
-        asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+            coro.close()
+            raise RuntimeError("the *_sync calls are for sync handlers running in the worker's threads")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()

@@ -1,4 +1,4 @@
---[[ remove-7: delete a job that is not active (its record, log and idempotency key).
+--[[ remove-7: delete a job that is not active (its record, log, output and idempotency key).
 KEYS: 1 ready, 2 delayed, 3 completed, 4 failed, 5 cancelled, 6 events, 7 active
 ARGV: 1 prefix, 2 job id, 3 events maxlen
 Returns: {code, state}: 0 OK, -1 NOT_FOUND, -3 WRONG_STATE (active: cancel it first)
@@ -32,6 +32,6 @@ if f[2] then
   local ik = prefix .. 'idem:' .. f[2]
   if redis.call('GET', ik) == id then redis.call('DEL', ik) end
 end
-redis.call('DEL', jk, prefix .. 'log:' .. id)
+redis.call('DEL', jk, prefix .. 'log:' .. id, prefix .. 'out:' .. id)
 emit(events, maxlen, 'ev', 'removed', 'id', id)
 return {0, state}
