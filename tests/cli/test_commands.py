@@ -119,7 +119,7 @@ async def test_cancel_promote_remove_and_purge(redis_url: str, prefix: str, clie
     assert purged == {"queue": "media", "state": "waiting", "purged": 1}
     assert "cannot purge 'active'" in await error("purge", "media", "active", "--yes", url=redis_url, prefix=prefix)
     assert {str(k): v for k, v in (await queue.counts()).items()} == dict.fromkeys(
-        ["waiting", "delayed", "active", "completed", "failed", "cancelled"], 0)
+        ["waiting", "delayed", "active", "completed", "failed", "cancelled", "waiting-children"], 0)
     assert "queue 'nope' not found" in await error("jobs", "nope", url=redis_url, prefix=prefix)
     assert "unknown state 'done'" in await error("jobs", "media", "--state", "done", url=redis_url, prefix=prefix)
 

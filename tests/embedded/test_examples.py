@@ -67,7 +67,7 @@ async def run_task(client: RedisClient, qname: str, task: Any, payload: Any) -> 
 
 def test_example_app_declares_its_queues() -> None:
     assert set(app.queue_configs) == {
-        "default", "web", "docs", "reports", "ai", "webhooks", "email", "documents", "examples"
+        "default", "web", "docs", "reports", "ai", "webhooks", "email", "documents", "examples", "questions"
     }
     assert app.get_task("default", "echo") is echo_task
 
