@@ -15,6 +15,7 @@ from conveyor.alerts.rules import RuleBase, parse_rule
 from conveyor.backoff import BackoffFunction, BackoffPolicies, Named
 from conveyor.discovery import resolve_redis_url
 from conveyor.errors import ConfigurationError, PayloadValidationError, Unrecoverable
+from conveyor.flows.model import FlowNode, OnChildFailure
 from conveyor.job import Job
 from conveyor.middleware import Middleware
 from conveyor.options import JobOptions, JobSpec
@@ -87,6 +88,21 @@ class Task(Generic[R]):
 
     def spec(self, payload: Any = None, **options: Any) -> JobSpec:
         return JobSpec(self.name, self.validate(payload), job_options(options).merged_over(self.defaults))
+
+    def node(
+        self, payload: Any = None, *, children: Sequence[FlowNode] = (),
+        on_child_failure: OnChildFailure | str | None = None, **options: Any,
+    ) -> FlowNode:
+        """This task as a flow node (payload validated now, before anything is written): it runs
+        after its `children`, which may be nodes of any task on any queue (docs/flows.md)."""
+        return FlowNode(self.queue_name, self.name, self.validate(payload),
+                        job_options(options).merged_over(self.defaults), tuple(children), on_child_failure)
+
+    def then(self, **options: Any) -> FlowNode:
+        """This task as a chain step whose payload is the previous step's result (checked against
+        the payload type when the step runs)."""
+        return FlowNode(self.queue_name, self.name, None, job_options(options).merged_over(self.defaults),
+                        pipe=True)
 
     async def enqueue(self, payload: Any = None, **options: Any) -> Job[R]:
         return (await self.enqueue_many([payload], **options))[0]
@@ -284,6 +300,43 @@ class Conveyor:
         builtin = alerts_builtin(self.client, self.prefix, self.alerts.values(), interval)
         return Scheduler(self.client, prefix=self.prefix, schedules=self.schedules.values(),
                          builtins=[builtin], **options)
+
+    # ------------------------------------------------------------------ flows (docs/flows.md)
+
+    async def flow(self, root: FlowNode) -> Job[Any]:
+        """Start a flow: every node is checked (a declared task for its queue, payload, options)
+        before anything is written. Returns the root job (its result parsed as its task's)."""
+        from conveyor.flows.producer import FlowProducer
+
+        task = self.get_task(root.queue, root.name)
+        return await FlowProducer(self.queue).add(root, check=self.check_node,
+                                                  parse=task.parse_result if task else None)
+
+    def check_node(self, node: FlowNode, path: str) -> None:
+        """A flow node must name a task this app declares on its queue."""
+        from conveyor.errors import InvalidFlowError
+
+        if (node.queue, node.name) not in self.tasks:
+            raise InvalidFlowError(path, f"no task {node.name!r} is declared on queue {node.queue!r}")
+
+    @staticmethod
+    def chain(*steps: FlowNode) -> FlowNode:
+        """Steps that run one after another: `app.chain(fetch.node(url), parse.then(), store.then())`;
+        each `then()` step gets the previous step's result as its payload. Returns the last step (the
+        flow's root), to pass to `flow`."""
+        if not steps:
+            raise ValueError("a chain needs at least one step")
+        node = steps[0]
+        for step in steps[1:]:
+            node = step.with_children([node])
+        return node
+
+    @staticmethod
+    def fan_in(
+        parent: FlowNode, children: Sequence[FlowNode], *, on_child_failure: OnChildFailure | str | None = None
+    ) -> FlowNode:
+        """`children` run in parallel, then `parent` runs with their results (`ctx.children()`)."""
+        return parent.with_children(children, on_child_failure)
 
     def get_task(self, queue: str, name: str) -> Task[Any] | None:
         return self.tasks.get((queue, name))

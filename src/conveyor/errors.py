@@ -47,6 +47,16 @@ class PayloadValidationError(InvalidJobError):
         self.errors = errors
 
 
+class InvalidFlowError(InvalidJobError):
+    """A flow tree refused before anything was written; `path` names the bad node ("root",
+    "root.children[2].children[0]")."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+        super().__init__(f"{path}: {message}")
+
+
 class IdempotencyConflictError(ConveyorError):
     """A job id or idempotency key was reused with different data."""
 
@@ -151,6 +161,11 @@ class JobInterrupted(BaseException):
 
 class HandlerSignal(Exception):
     """Base of the exceptions a handler raises to steer what happens to its job."""
+
+
+class WaitForChildren(HandlerSignal):
+    """Raised by `ctx.wait_for_children()`: the run ends without an outcome and the job runs again
+    once its children have ended (the attempt is not counted)."""
 
 
 class Retry(HandlerSignal):

@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor import codec
 from conveyor.backoff import Backoff, parse_backoff
@@ -31,6 +31,10 @@ from conveyor.redis.durability import Durability
 from conveyor.redis.faults import guarded
 from conveyor.redis.keys import QueueKeys, registry_key
 from conveyor.redis.scripts import JobSpecArgs, QueueScripts
+
+if TYPE_CHECKING:
+    from conveyor.flows.model import FlowNode
+    from conveyor.flows.results import ChildResults
 
 DEFAULT_MAX_PAYLOAD_BYTES = 512 * 1024
 DEFAULT_EVENTS_MAXLEN = 100_000
@@ -175,6 +179,37 @@ class Queue:
             for spec, job in zip(specs, jobs, strict=True):
                 await self.middleware.call("after_enqueue", self.name, spec, job)
         return jobs
+
+    async def add_flow(self, root: FlowNode) -> Job[Any]:
+        """Start a flow (docs/flows.md): `root` and its children, on any queues, validated first, then
+        written parents before children. Other queues use this queue's client and prefix, default
+        options and payload limit. Returns the root job."""
+        from conveyor.flows.producer import FlowProducer
+
+        queues: dict[str, Queue] = {self.name: self}
+
+        def queue_of(name: str) -> Queue:
+            q = queues.get(name)
+            if q is None:
+                q = queues[name] = Queue(name, redis=self.client, prefix=self.prefix,
+                                         max_payload_bytes=self.max_payload_bytes, events_maxlen=self.events_maxlen,
+                                         durability=self.durability)
+            return q
+
+        return await FlowProducer(queue_of).add(root)
+
+    async def children(self, job_id: str) -> ChildResults:
+        """Results and errors of a flow parent's children, keyed by "<queue>:<id>"."""
+        from conveyor.flows.results import ChildResults
+
+        return ChildResults.from_hash(await self._call(self.client.hgetall(self.keys.job(job_id))))
+
+    async def flow_counts(self) -> dict[str, int]:
+        """Flows whose root is on this queue: started, completed, failed (cancelled included), since the
+        queue was created (counters in Redis, so every process reads the same totals)."""
+        fields = ["flows_started", "flows_completed", "flows_failed"]
+        values = await self._call(self.client.hmget(self.keys.meta, fields))
+        return {f.removeprefix("flows_"): int(v or 0) for f, v in zip(fields, values, strict=True)}
 
     def encode(self, spec: JobSpec) -> JobSpecArgs:
         """Validate and encode one job as the add script takes it (what `add_specs` sends)."""

@@ -11,6 +11,8 @@ async def test_openapi_lists_endpoints_and_task_payload_schemas(api: Api) -> Non
     expected = {
         ("post", "/api/queues/{queue}/jobs"),
         ("post", "/api/queues/{queue}/jobs:bulk"),
+        ("post", "/api/flows"),
+        ("get", "/api/events"),
         ("get", "/api/jobs/{queue}/{job_id}"),
         ("delete", "/api/jobs/{queue}/{job_id}"),
         ("get", "/api/jobs/{queue}/{job_id}/wait"),

@@ -121,6 +121,25 @@ class EnqueuedOut(BaseModel):
     events_url: str
 
 
+class FlowStartedOut(BaseModel):
+    id: str = Field(description="The root job's id.")
+    queue: str = Field(description="The root job's queue.")
+    status_url: str
+    events_url: str = Field(description="The root's event stream, which also reports its children's states.")
+
+
+class JobRefOut(BaseModel):
+    queue: str
+    id: str
+
+
+class ChildOut(BaseModel):
+    queue: str
+    id: str
+    name: str | None = Field(None, description="Null when the child's record is gone.")
+    state: JobState | None = Field(None, description="Null when the child's record is gone.")
+
+
 class BulkOut(BaseModel):
     jobs: list[EnqueuedOut]
 
@@ -157,6 +176,9 @@ class JobOut(BaseModel):
     worker: str | None
     cancel_requested: bool
     idempotency_key: str | None
+    parent: JobRefOut | None = Field(None, description="A flow child's parent job; null otherwise.")
+    children: list[ChildOut] = Field(
+        default_factory=list, description="A flow parent's children in the order given, with their states.")
 
 
 class JobPageOut(BaseModel):

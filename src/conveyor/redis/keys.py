@@ -129,6 +129,16 @@ class QueueKeys:
     def group_ready(self, group: str) -> str:
         return self._k("gr:" + group)
 
+    # Flows (docs/flows.md): parents waiting for their children, and the outbox of child outcomes
+    # (and cancellations) not yet delivered to their parents.
+    @property
+    def waiting_children(self) -> str:
+        return self._k("waiting-children")
+
+    @property
+    def outbox(self) -> str:
+        return self._k("outbox")
+
     @property
     def schedule_ticks(self) -> str:
         """hash: schedule id -> last tick (ms) whose jobs were enqueued here, so a tick is enqueued once

@@ -111,6 +111,13 @@ class Metrics:
         self.redis_last_latency = Gauge(
             "conveyor_redis_last_roundtrip_seconds", "Last Redis PING round trip.", registry=r
         )
+        # Flows whose root is on the queue; Redis keeps the totals (every process sees the same ones),
+        # the counters advance by what the totals grew since the last sample.
+        self.flows = Counter(
+            "conveyor_flows", "Flows (by root queue) started, completed and failed (cancelled included).",
+            ["queue", "outcome"], registry=r,
+        )
+        self._flow_totals: dict[tuple[str, str], int] = {}
         self._by_kind = {
             OutcomeKind.COMPLETED: self.completed,
             OutcomeKind.FAILED: self.failed,
@@ -143,6 +150,19 @@ class Metrics:
     def set_depths(self, queue: str, counts: Mapping[JobState, int]) -> None:
         for state, n in counts.items():
             self.depth.labels(queue, state.value).set(n)
+
+    def set_flow_totals(self, queue: str, totals: Mapping[str, int]) -> None:
+        """Advance the flow counters to the totals kept in Redis (a total that went down, because the
+        queue was obliterated, starts over from there)."""
+        for outcome, total in totals.items():
+            key = (queue, outcome)
+            last = self._flow_totals.get(key)
+            counter = self.flows.labels(queue, outcome)
+            if last is not None and total > last:
+                counter.inc(total - last)
+            elif last is None and total > 0:
+                counter.inc(total)
+            self._flow_totals[key] = total
 
     def set_limits(self, queue: str, state: Mapping[str, Any]) -> None:
         """Gauges from `Queue.limits_state()`."""

@@ -274,6 +274,7 @@ class WorkerService:
             return
         for name, worker in self.workers.items():
             self.metrics.set_depths(name, await worker.queue.counts())
+            self.metrics.set_flow_totals(name, await worker.queue.flow_counts())
             self.metrics.set_limits(name, await worker.queue.limits_state(max_groups=1))
             self.paused[name] = await worker.queue.is_paused()
             self.metrics.paused.labels(name).set(1 if self.paused[name] else 0)

@@ -3,19 +3,28 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+import inspect
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from conveyor import codec
-from conveyor.errors import LeaseLostError
+from conveyor.errors import LeaseLostError, SerializationError, WaitForChildren
 from conveyor.redis.codes import ScriptCode
+from conveyor.redis.faults import guarded
 from conveyor.worker.lease import Stop
 
 if TYPE_CHECKING:
+    from conveyor.flows.model import FlowNode, OnChildFailure
+    from conveyor.flows.results import ChildResults
+    from conveyor.job import Job
+    from conveyor.queue import Queue
     from conveyor.redis.scripts import QueueScripts
     from conveyor.worker.lease import Lease
 
 MAX_LOG_LINES = 1000
 MAX_LOG_LINE_CHARS = 8192
+MAX_STEP_BYTES = 512 * 1024  # a durable step's stored result, as a job result
+MAX_STEP_NAME = 200
 # A job's streamed output is kept up to this many bytes (UTF-8); chunks past it are dropped.
 MAX_OUTPUT_BYTES = 1024 * 1024
 _PIECE_CHARS = 16 * 1024  # at most 64 KiB of UTF-8 per output event
@@ -26,8 +35,8 @@ class JobContext:
     lease's state (cancellation, loss) lives in the worker's lease owner; this reads it."""
 
     __slots__ = (
-        "_lease", "_scripts", "attempt", "cost_used", "data", "job_id", "loop", "max_attempts", "name",
-        "options", "queue", "state", "token", "worker_id",
+        "_adds", "_lease", "_queues", "_scripts", "attempt", "cost_used", "data", "job_id", "loop", "max_attempts",
+        "name", "options", "queue", "state", "token", "worker_id",
     )
 
     def __init__(
@@ -59,6 +68,8 @@ class JobContext:
         self.cost_used: int | None = None
         # Free-form per-run state for middleware (start times, spans...).
         self.state: dict[str, Any] = {}
+        self._adds = 0  # add_children calls this run (names the children's ids)
+        self._queues: dict[str, Queue] = {}
 
     def __repr__(self) -> str:
         return f"JobContext(queue={self.queue!r}, id={self.job_id!r}, name={self.name!r}, attempt={self.attempt})"
@@ -123,6 +134,71 @@ class JobContext:
             if self._lease is not None:
                 self._lease.request_stop(Stop.LOST)
             raise LeaseLostError(f"job {self.job_id}: lease lost, write rejected")
+
+    # ------------------------------------------------------------------ flows (docs/flows.md)
+
+    async def children(self) -> ChildResults:
+        """Results and errors of this job's flow children, keyed by "<queue>:<id>"."""
+        from conveyor.flows.results import ChildResults
+
+        h: Any = await guarded(self._scripts.client.hgetall(self._scripts.k.job(self.job_id)), "reading children")
+        return ChildResults.from_hash(h)
+
+    async def previous(self) -> Any:
+        """The result of this job's single child: the previous step of a chain."""
+        return (await self.children()).only()
+
+    def wait_for_children(self) -> NoReturn:
+        """End this run now and run the job again once every child added so far has ended (the
+        attempt is not counted). Call it after `add_children`; `children()` then has their results."""
+        raise WaitForChildren("waiting for children")
+
+    async def add_children(
+        self, nodes: Sequence[FlowNode], *, on_child_failure: OnChildFailure | str | None = None,
+        key: str | None = None,
+    ) -> list[Job[Any]]:
+        """Add flow children to this running job (validated before anything is written). Their ids
+        derive from this job's id, `key` (default: the call's number in this run) and their position,
+        so a re-run adds the same children, not more: compute the list deterministically (ctx.step)."""
+        from conveyor.flows.dynamic import add_children
+
+        if key is None:
+            key = f"c{self._adds}"
+        self._adds += 1
+        return await add_children(self._queue_of, self.queue, self.job_id, self.token, nodes, key, on_child_failure)
+
+    def _queue_of(self, name: str) -> Queue:
+        from conveyor.queue import Queue
+
+        q = self._queues.get(name)
+        if q is None:
+            q = Queue(name, redis=self._scripts.client, prefix=self._scripts.k.prefix,
+                      events_maxlen=self._scripts.maxlen)
+            self._queues[name] = q
+        return q
+
+    async def step(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A durable step: the stored result when a previous run of this job completed step `name`,
+        else `fn(*args, **kwargs)` (awaited if it is a coroutine), stored (as JSON, at most 512 KiB)
+        before it is returned. Results go with the job's record."""
+        from conveyor.redis.flow_scripts import store_step
+
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_STEP_NAME or not name.isprintable():
+            raise ValueError(f"a step name is 1-{MAX_STEP_NAME} printable characters")
+        jk = self._scripts.k.job(self.job_id)
+        raw = await guarded(self._scripts.client.hget(jk, "s:" + name), "reading a step")
+        if raw is not None:
+            return codec.loads(raw)
+        value = fn(*args, **kwargs)
+        if inspect.isawaitable(value):
+            value = await value
+        encoded = codec.dumps(value)
+        if len(encoded) > MAX_STEP_BYTES:
+            raise SerializationError(f"step {name!r} result is {len(encoded)} bytes, over {MAX_STEP_BYTES}")
+        code = await store_step(self._scripts.client, self._scripts.k, self.job_id, self.token, name,
+                                encoded.decode())
+        self._fenced(code)
+        return codec.loads(encoded)
 
     # Sync handlers run in threads; these helpers bridge to the worker's event loop.
     def progress_sync(self, value: Any) -> None:

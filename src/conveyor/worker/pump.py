@@ -99,6 +99,8 @@ class TripPump:
         self._next_due: float | None = None
         self._error: BaseException | None = None
         self.idle = asyncio.Event()  # set when a claim found nothing (the waker may block)
+        # Called with the leases whose outcomes Redis recorded (the flow mover's cue).
+        self.on_recorded: Callable[[list[Lease]], None] | None = None
 
     # ------------------------------------------------------------------ state for the worker
 
@@ -240,6 +242,8 @@ class TripPump:
         leased = (len(claimed) - CLAIM_HEADER) // CLAIM_FIELDS
         if n or leased:
             self._acks.append(trip.id)  # Redis kept a record of this trip: let it go
+        if n and self.on_recorded is not None:
+            self.on_recorded(trip.leases)
         hold_version = int(claimed[1])
         if hold_version and hold_version != self._hold_version:
             self._hold_version = hold_version

@@ -23,6 +23,7 @@ from typing import Any
 from conveyor import codec
 from conveyor.backoff import BackoffPolicies
 from conveyor.errors import ConfigurationError, ConnectionFailedError
+from conveyor.flows.mover import OutboxMover
 from conveyor.middleware import Middleware, MiddlewareChain
 from conveyor.options import MAX_DURATION_S
 from conveyor.queue import Queue
@@ -49,7 +50,7 @@ STOP_WAIT_S = 5.0  # at shutdown, how long stopped runs may take to end before t
 FLUSH_TIMEOUT_S = 10.0  # at shutdown, how long the last outcomes may take to reach Redis
 _NOTE_CHARS = 200
 _EMPTY_OPTS: dict[str, Any] = {}
-_LOOPS = ("waker", "heartbeat", "sweep")
+_LOOPS = ("waker", "heartbeat", "sweep", "mover")
 
 
 def default_worker_id() -> str:
@@ -160,6 +161,9 @@ class Worker:
             free_slots=lambda: self.concurrency - self._running, handler_names=sorted(self.runner.handlers),
             leases=self.leases, start_jobs=self._start_jobs, refused=self._refused,
         )
+        # Flows: delivers this queue's child outcomes to their parents (flows/mover.py).
+        self.mover = OutboxMover(queue.client, queue.keys, queue.events_maxlen, self.stalled_interval_s)
+        self.pump.on_recorded = self._recorded
         self.keeper = LeaseKeeper(self._scripts, queue.name, self.leases, lease_ms, self.heartbeat_s, self._beat)
         self._closing = False
         self._started = False
@@ -334,6 +338,8 @@ class Worker:
             stats.processed += 1
             stats.succeeded += 1
             lease.end("C", outcome.result, _ms(options.get("result_ttl"), -1), "")
+        elif kind is OutcomeKind.WAIT:
+            lease.end("W", "", 0, outcome.reason)
         elif kind is OutcomeKind.HELD:
             stats.held += 1
             logger.warning("queue %s: job %s (%s): %s; it waits for a worker that has one",
@@ -369,6 +375,13 @@ class Worker:
         level = logging.WARNING if lost else logging.INFO
         logger.log(level, "queue %s: outcome of job %s not recorded: %s", self.queue.name, lease.job_id,
                    describe_code(code))
+
+    def _recorded(self, leases: list[Lease]) -> None:
+        """Outcomes were recorded: hand flow children's ends over to their parents without delay."""
+        for lease in leases:
+            if "flow" in lease.options:
+                self.mover.kick.set()
+                return
 
     def _beat(self) -> None:
         self.stats.last_heartbeat = time.time()
@@ -422,7 +435,8 @@ class Worker:
     # ------------------------------------------------------------------ supervision
 
     def _spawn(self, name: str) -> None:
-        factories = {"pump": self._pump, "waker": self._waker, "heartbeat": self.keeper.run, "sweep": self._sweeper}
+        factories = {"pump": self._pump, "waker": self._waker, "heartbeat": self.keeper.run, "sweep": self._sweeper,
+                     "mover": self.mover.run}
         self._tasks[name] = asyncio.create_task(factories[name](), name=f"conveyor-{name}-{self.queue.name}")
 
     @property

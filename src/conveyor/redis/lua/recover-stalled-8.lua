@@ -14,6 +14,7 @@ Codes: 0 OK, -6 INVALID_INPUT
 Events: stalled (id, stalls, lapses), failed (id, error), cancelled (id)
 ]]
 --@include common
+--@include flow
 --@include retention
 
 local meta, ready, active, failed, cancelled, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
@@ -55,6 +56,8 @@ for i = 1, #expired do
       redis.call('HSET', jk, 'state', 'cancelled', 'finished', stamp)
       redis.call('ZADD', cancelled, stamp, id)
       emit(events, maxlen, 'ev', 'cancelled', 'id', id)
+      flow_gone(prefix, id, jk, 'Cancelled')
+      flow_cancel_kids(prefix, id, jk)
     elseif stalls > max_stalls or lapses > max_lapses then
       local why
       if stalls > max_stalls then
@@ -67,6 +70,7 @@ for i = 1, #expired do
       redis.call('HSET', jk, 'state', 'failed', 'error', err, 'finished', stamp)
       redis.call('ZADD', failed, stamp, id)
       emit(events, maxlen, 'ev', 'failed', 'id', id, 'error', 'stalled too often')
+      flow_ended(prefix, id, redis.call('HGET', jk, 'parent'), 'F', err)
       dead = dead + 1
     else
       redis.call('HSET', jk, 'state', 'waiting')

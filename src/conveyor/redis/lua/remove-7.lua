@@ -6,6 +6,7 @@ Codes: 0 OK, -1 NOT_FOUND, -3 WRONG_STATE, -6 INVALID_INPUT
 Events: removed (id)
 ]]
 --@include common
+--@include flow
 
 local sets = {waiting = KEYS[1], delayed = KEYS[2], completed = KEYS[3], failed = KEYS[4], cancelled = KEYS[5]}
 local events = KEYS[6]
@@ -16,7 +17,13 @@ local f = redis.call('HMGET', jk, 'state', 'idem')
 local state = f[1]
 if not state then return {-1, ''} end
 if state == 'active' then return {-3, state} end
-if state == 'waiting' then
+if state == 'waiting' or state == 'delayed' or state == FLOW_WAITING then
+  flow_gone(prefix, id, jk, 'Removed')  -- a flow child removed before it ended counts as failed
+  flow_cancel_kids(prefix, id, jk)
+end
+if state == FLOW_WAITING then
+  redis.call('ZREM', prefix .. FLOW_WAITING, id)
+elseif state == 'waiting' then
   remove_waiting(sets.waiting, jk, id)
 elseif sets[state] then
   redis.call('ZREM', sets[state], id)

@@ -73,7 +73,10 @@ export async function renderJob(container, { queue, id }) {
         fact("Finished", timeText(job.finished_ms)),
         job.due_ms ? fact(job.next_attempt_ms ? "Next attempt" : "Due", `${timeText(job.due_ms)} (${job.due_ms > Date.now() ? `in ${ageText(job.due_ms - Date.now())}` : "now"})`, "job-due") : null,
         job.cancel_requested ? fact("Cancel", "requested") : null,
+        job.parent ? fact("Parent", link(`${job.parent.queue} · ${job.parent.id}`, "jobs", job.parent.queue, job.parent.id), "job-parent") : null,
       ),
+      job.parent || (job.children ?? []).length
+        ? h("p", {}, link("Flow view", "flows", queue, id)) : null,
     );
     const after = () => refresh(true);
     replace(actions,
@@ -98,6 +101,7 @@ export async function renderJob(container, { queue, id }) {
     if (state === "completed") {
       sections.push(section("Result", job.data_hidden ? h("p", { class: "muted" }, "Hidden: this key lacks the read-data scope.") : jsonBlock(job.result, "job-result")));
     }
+    if ((job.children ?? []).length) sections.push(section("Children", childrenView(job.children), "children"));
     sections.push(outputSection);
     sections.push(section("Data", !job.data_hidden ? jsonBlock(job.data, "job-data")
       : h("p", { class: "muted" }, hasScope("read-data") ? "No data." : "Hidden: this key lacks the read-data scope.")));
@@ -115,6 +119,12 @@ export async function renderJob(container, { queue, id }) {
     dispose: stopOutput,
     follows: [queue],
   };
+}
+
+function childrenView(children) {
+  return h("ul", { class: "children", "data-testid": "job-children" }, children.map((c) => h("li", {},
+    stateBadge(String(c.state ?? "removed")), " ",
+    link(String(c.name ?? c.id), "jobs", c.queue, c.id), h("span", { class: "muted" }, ` ${c.queue} · ${c.id}`))));
 }
 
 function outputView(out) {
