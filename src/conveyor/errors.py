@@ -17,6 +17,14 @@ class ConfigurationError(ConveyorError):
     """Settings or declarations are invalid (unknown option, bad URL, duplicate task...)."""
 
 
+class UnknownLimiterError(ConfigurationError, LookupError):
+    """A task, queue or call named a limiter that was never declared."""
+
+
+class UsageReportError(ConveyorError, ValueError):
+    """Usage reported for a job is invalid (negative, absurd) or was reported twice."""
+
+
 class InvalidJobError(ConveyorError, ValueError):
     """A job cannot be enqueued as given; nothing was written."""
 

@@ -126,6 +126,24 @@ class QueueKeys:
     def group(self, group: str) -> str:
         return self._k("gs:" + group)
 
+    @property
+    def rate_log(self) -> str:
+        """Start times of the last limit + burst jobs (sliding-window log, newest first)."""
+        return self._k("rlog")
+
+    def group_rate_log(self, group: str) -> str:
+        return self._k("grl:" + group)
+
+    @property
+    def cap_holders(self) -> str:
+        """Hash: worker id -> jobs it holds under the queue's concurrency cap (fair sharing)."""
+        return self._k("cwa")
+
+    @property
+    def cap_waiting(self) -> str:
+        """Zset: workers that asked for more than the cap let them take, by the ms time they asked."""
+        return self._k("cwait")
+
     def group_ready(self, group: str) -> str:
         return self._k("gr:" + group)
 
@@ -148,6 +166,33 @@ class QueueKeys:
     def state_set(self, state: str) -> str:
         """The sorted set holding jobs of a state (`waiting` lives in `ready`)."""
         return self._k("ready" if state == "waiting" else state)
+
+
+@dataclass(frozen=True, slots=True)
+class LimiterKeys:
+    """A named limiter shared by queues (docs/limits.md, "Named limiters"): all its keys share the
+    hash tag {lim:<name>}, one Cluster slot of its own. `log` (the requests window log) is derived
+    from `cfg` inside the scripts."""
+
+    name: str
+    prefix: str = "cv"
+
+    def _k(self, suffix: str) -> str:
+        return f"{self.prefix}:{{lim:{self.name}}}:{suffix}"
+
+    @property
+    def all(self) -> list[str]:
+        """KEYS of every limiter script: cfg, st, exp, info, use."""
+        return [self._k("cfg"), self._k("st"), self._k("exp"), self._k("info"), self._k("use")]
+
+    @property
+    def log(self) -> str:
+        return self._k("cfg") + ":log"
+
+
+def limiter_index_key(prefix: str = "cv") -> str:
+    """Set of declared limiter names (listing without SCAN); its own slot."""
+    return f"{prefix}:{{limiters}}:names"
 
 
 def registry_key(prefix: str = "cv") -> str:

@@ -101,6 +101,22 @@ class Metrics:
             "conveyor_group_backlog", "Groups with waiting jobs by scheduling state, and grouped waiting jobs.",
             ["queue", "kind"], registry=r,
         )
+        self.limiter_held = Gauge(
+            "conveyor_limiter_held", "Jobs holding a named limiter's concurrency slots, fleet-wide.", ["limiter"],
+            registry=r,
+        )
+        self.limiter_concurrency = Gauge(
+            "conveyor_limiter_concurrency_limit", "A named limiter's concurrency limit in force (adaptive or fixed).",
+            ["limiter"], registry=r,
+        )
+        self.limiter_available = Gauge(
+            "conveyor_limiter_available", "Units a named limiter lets start now, per dimension (sampled).",
+            ["limiter", "dimension"], registry=r,
+        )
+        self.limiter_totals = Gauge(
+            "conveyor_limiter_total", "Totals of a named limiter since it was declared: runs by signal, tokens.",
+            ["limiter", "kind"], registry=r,
+        )
         self.redis_up = Gauge("conveyor_redis_up", "1 when the last Redis PING succeeded.", registry=r)
         self.redis_latency = Histogram(
             "conveyor_redis_roundtrip_seconds",
@@ -177,6 +193,19 @@ class Metrics:
         for kind in ("ready", "parked", "capped"):
             self.group_backlog.labels(queue, kind).set(groups[kind])
         self.group_backlog.labels(queue, "waiting_jobs").set(state["waiting"]["grouped"])
+
+    def set_limiter(self, state: Mapping[str, Any]) -> None:
+        """Gauges from `SharedLimiter.state()`."""
+        name = state["name"]
+        conc = state["concurrency"]
+        self.limiter_held.labels(name).set(conc["held"])
+        limit = conc["adaptive_limit"] if conc["adaptive_limit"] is not None else conc["limit"]
+        if limit is not None:
+            self.limiter_concurrency.labels(name).set(limit)
+        for dim, level in state["levels"].items():
+            self.limiter_available.labels(name, dim).set(level["available"])
+        for kind, value in state["totals"].items():
+            self.limiter_totals.labels(name, kind).set(value)
 
     def observe_redis(self, latency_s: float | None) -> None:
         self.redis_up.set(0 if latency_s is None else 1)

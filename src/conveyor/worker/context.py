@@ -8,7 +8,8 @@ from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from conveyor import codec
-from conveyor.errors import LeaseLostError, SerializationError, WaitForChildren
+from conveyor.errors import LeaseLostError, SerializationError, UsageReportError, WaitForChildren
+from conveyor.limits.named import Usage
 from conveyor.redis.codes import ScriptCode
 from conveyor.redis.faults import guarded
 from conveyor.worker.lease import Stop
@@ -36,7 +37,7 @@ class JobContext:
 
     __slots__ = (
         "_adds", "_lease", "_queues", "_scripts", "attempt", "cost_used", "data", "job_id", "loop", "max_attempts",
-        "name", "options", "queue", "state", "token", "worker_id",
+        "name", "options", "queue", "state", "token", "usage", "worker_id",
     )
 
     def __init__(
@@ -66,6 +67,8 @@ class JobContext:
         self.loop: asyncio.AbstractEventLoop | None = None
         # Units this run actually used (e.g. LLM tokens); set through report_cost, read by limits.
         self.cost_used: int | None = None
+        # Tokens this run used (report_usage): corrects the named limiters and feeds cost accounting.
+        self.usage: Usage | None = None
         # Free-form per-run state for middleware (start times, spans...).
         self.state: dict[str, Any] = {}
         self._adds = 0  # add_children calls this run (names the children's ids)
@@ -109,6 +112,19 @@ class JobContext:
         if isinstance(units, bool) or not isinstance(units, int) or units < 0:
             raise ValueError("cost units must be an integer >= 0")
         self.cost_used = units
+
+    def report_usage(self, tokens_in: int = 0, tokens_out: int = 0) -> None:
+        """Report the tokens this run really used (as the provider reported them): the named
+        limiters the job went through are corrected by (reported - estimated) when it ends.
+        Once per run; negative or absurd values raise UsageReportError."""
+        if self.usage is not None:
+            raise UsageReportError(f"usage of job {self.job_id} was already reported for this run")
+        self.usage = Usage(tokens_in, tokens_out)
+
+    def add_usage(self, tokens_in: int, tokens_out: int) -> None:
+        """Add to this run's usage (the built-in AI handlers, one call per provider request)."""
+        cur = self.usage or Usage()
+        self.usage = Usage(cur.tokens_in + tokens_in, cur.tokens_out + tokens_out)
 
     @property
     def cancel_requested(self) -> bool:

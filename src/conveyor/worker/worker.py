@@ -24,6 +24,8 @@ from conveyor import codec
 from conveyor.backoff import BackoffPolicies
 from conveyor.errors import ConfigurationError, ConnectionFailedError
 from conveyor.flows.mover import OutboxMover
+from conveyor.limits.gate import LimiterGate
+from conveyor.limits.named import Limiter, LimiterUse, merge_uses
 from conveyor.middleware import Middleware, MiddlewareChain
 from conveyor.options import MAX_DURATION_S
 from conveyor.queue import Queue
@@ -125,7 +127,12 @@ class Worker:
         max_result_bytes: int | None = None,
         batch_size: int | None = None,
         backoffs: BackoffPolicies | None = None,
+        limiters: Sequence[LimiterUse] = (),
+        declare_limiters: Sequence[Limiter] = (),
     ) -> None:
+        """`limiters`: the named limiters this queue's jobs go through (docs/limits.md): each claim is
+        admitted by all of them, and each job holds them until it ends. `declare_limiters`: limiters
+        this worker writes to Redis at start (idempotent); the others must have been declared."""
         _check_settings(concurrency, lease_ms, max_stalls, max_lapses, no_handler_timeout_s)
         self.queue = queue
         self.concurrency = concurrency
@@ -156,15 +163,18 @@ class Worker:
         self._running = 0  # leases whose run has not ended (each holds a slot)
         self._all_ended = asyncio.Event()
         self._all_ended.set()
+        uses = merge_uses(list(limiters))
+        self.gate = LimiterGate(queue.client, queue.prefix, uses, lease_ms, declare_limiters) if uses else None
         self.pump = TripPump(
             self._scripts, queue.name, self.worker_id, lease_ms=lease_ms, batch_size=self.batch_size,
             free_slots=lambda: self.concurrency - self._running, handler_names=sorted(self.runner.handlers),
-            leases=self.leases, start_jobs=self._start_jobs, refused=self._refused,
+            leases=self.leases, start_jobs=self._start_jobs, refused=self._refused, gate=self.gate,
         )
         # Flows: delivers this queue's child outcomes to their parents (flows/mover.py).
         self.mover = OutboxMover(queue.client, queue.keys, queue.events_maxlen, self.stalled_interval_s)
         self.pump.on_recorded = self._recorded
-        self.keeper = LeaseKeeper(self._scripts, queue.name, self.leases, lease_ms, self.heartbeat_s, self._beat)
+        self.keeper = LeaseKeeper(self._scripts, queue.name, self.leases, lease_ms, self.heartbeat_s, self._beat,
+                                  gate=self.gate)
         self._closing = False
         self._started = False
         self._stopped = asyncio.Event()
@@ -189,6 +199,11 @@ class Worker:
     async def start(self) -> None:
         if self._started:
             return
+        if self.gate is not None:
+            try:
+                await self.gate.check()  # an undeclared limiter fails here, not at the first claim
+            except ConnectionFailedError as exc:
+                logger.warning("queue %s: limiters not checked (%s)", self.queue.name, exc)
         self._started = True
         for name in ("pump", *_LOOPS):
             self._spawn(name)

@@ -76,12 +76,9 @@ local fields = {}
 for i = 0, count - 1 do
   local b = first + i * W
   local jk = prefix .. 'job:' .. ARGV[b]
-  if ARGV[b + 2] == 'H' then
-    fields[i] = redis.call('HMGET', jk, 'token', 'state', 'attempts', 'cancel', 'group', 'chg', 'parent', 'kids',
-      'name')
-  else
-    fields[i] = redis.call('HMGET', jk, 'token', 'state', 'attempts', 'cancel', 'group', 'chg', 'parent', 'kids')
-  end
+  -- ('name' is used by kind H; 'cw' is the worker a capped queue counted the job for: capshare.lua)
+  fields[i] = redis.call('HMGET', jk, 'token', 'state', 'attempts', 'cancel', 'group', 'chg', 'parent', 'kids',
+    'name', 'cw')
 end
 trip_ack(prefix, acks)
 
@@ -184,6 +181,7 @@ for i = 0, count - 1 do
     if kind == 'X' then flow_cancel_kids(prefix, id, jk) end
     if f[8] and (kind == 'C' or kind == 'F' or kind == 'X') then flow_root_ended(k.meta, kind, f[7], f[8]) end
     if f[5] then group_release(prefix, f[5]) end
+    if f[10] then cap_release(prefix, jk, f[10], false) end
     local used = ARGV[b + 6]
     if f[6] and used ~= '' then cost_correct(prefix, f[5], tonumber(used) - tonumber(f[6]), now) end
   end

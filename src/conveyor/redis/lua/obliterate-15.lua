@@ -47,11 +47,12 @@ for _, index in ipairs({{KEYS[14], 'gr:', 'gs:'}, {KEYS[15], 'hold:', nil}}) do
     local name = redis.call('SRANDMEMBER', index[1])
     if not name then break end
     if not drop(prefix .. index[2] .. name) then return {0, 1} end
-    if index[3] then redis.call('DEL', prefix .. index[3] .. name) end
+    if index[3] then redis.call('DEL', prefix .. index[3] .. name, prefix .. 'grl:' .. name) end
     redis.call('SREM', index[1], name)
     if budget <= 0 then return {0, 1} end
   end
 end
+redis.call('DEL', prefix .. 'rlog', prefix .. 'cwa', prefix .. 'cwait', prefix .. 'cwake')
 redis.call('DEL', KEYS[1], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15],
            prefix .. 'sched-ticks')
 return {0, 0}
