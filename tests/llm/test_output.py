@@ -320,3 +320,17 @@ async def test_output_on_standalone_and_cluster(queue: Any) -> None:
     await queue.remove(job.id)
     assert await queue.get_output(job.id) is None
     assert await queue.client.exists(queue.keys.output(job.id)) == 0
+
+
+async def test_output_chunks_are_withheld_without_read_data(live: tuple[LiveApi, Gates], qname: str) -> None:
+    api, _ = live
+    job_id = await _enqueue(api, qname, "words", {"n": 3})
+    await _wait_done(api, qname, job_id)
+    for url in (f"/api/jobs/{qname}/{job_id}/events", f"/api/jobs/{qname}/{job_id}/output"):
+        r = await api.http.get(url, headers={**api.auth("read"), "Last-Event-ID": "0-0"})
+        assert r.status_code == 200 and "w1" not in r.text, url
+    r = await api.http.get(
+        f"/api/jobs/{qname}/{job_id}/events", headers={**api.auth("read"), "Last-Event-ID": "0-0"}
+    )
+    outputs = [e.data for e in parse_sse(r.text)[0] if e.event == "output"]
+    assert len(outputs) == 3 and all(o["chunk"] is None for o in outputs)
