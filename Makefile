@@ -45,6 +45,7 @@ bench: $(STAMP)
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick,)
 	$(BIN)/python -m bench.flows $(if $(QUICK),--quick,)
 	$(BIN)/python -m bench.api_vs_bare $(if $(QUICK),--quick,)
+	$(BIN)/python -m bench.limits_bench $(if $(QUICK),--only pacing,)
 
 # One interleaved session against BullMQ for Node and the Python peers (docs/benchmarks.md):
 # `make bench-session PEER_BENCH_DIR=<python peer harness> BULLMQ_BENCH_DIR=<bullmq harness>`;

@@ -21,7 +21,7 @@ import uvicorn
 from conveyor import Conveyor, JobContext, Unrecoverable
 from conveyor.api import create_app
 from conveyor.api.keys import KeyStore
-from conveyor.limits import GroupLimits, RateLimit
+from conveyor.limits import Adaptive, GroupLimits, Limiter, RateLimit, SharedLimiter
 from conveyor.settings import Settings
 
 QUEUES = ("live", "retry", "pause", "xss", "readonly", "dead", "bulk", "limited", "shots", "alarm", "timing")
@@ -131,6 +131,13 @@ async def main(redis_url: str, prefix: str) -> None:
         concurrency=2, rate=RateLimit(100, 1.0), group_defaults=GroupLimits(concurrency=1)
     )
     await app.queue(UNDECLARED).add("old-task", {"from": "a previous release"})
+    # A named limiter with one finished call and one in flight, for the limiters page.
+    limiter = SharedLimiter(app.client, "openai:gpt-4o-mini", prefix)
+    await limiter.declare(app.limiter(Limiter("openai:gpt-4o-mini", requests=RateLimit(500, per_s=60, burst=10),
+                                              concurrency=8, adaptive=Adaptive(maximum=8))))
+    await limiter.acquire("dash:1", 2, 800, 200, 3_600_000)
+    await limiter.confirm("dash:1", ["dash-h1", "dash-h2"], 3_600_000)
+    await limiter.release([("dash-h1", 750, 120, "ok", 0)], 3_600_000)
     scheduler = app.scheduler(alerts_interval_s=0.5, maintenance_interval_s=None)
     await scheduler.start()
     api = create_app(app, Settings.from_env({}, redis_url=redis_url, prefix=prefix, api_rate_limit=0))

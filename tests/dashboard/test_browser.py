@@ -252,3 +252,14 @@ def test_queue_page_shows_limits_and_group_backlog(ui: Ui) -> None:
     groups = page.get_by_test_id("groups")
     expect(groups.locator("tr[data-group='tenant-a']")).to_be_visible()
     expect(groups).to_contain_text("groups known")
+
+
+def test_limiters_page_shows_named_limiters(ui: Ui) -> None:
+    page = ui.page
+    ui.sign_in("read")
+    ui.go("#/limiters")
+    row = page.get_by_test_id("limiters-table").locator("tr[data-limiter='openai:gpt-4o-mini']")
+    expect(row).to_contain_text("1 / 8 (adaptive)")  # one call still holds a slot
+    expect(row).to_contain_text("750 in / 120 out tokens")
+    expect(row).to_contain_text("requests:")
+    assert ui.errors == []

@@ -113,6 +113,12 @@ export async function listWorkers() {
   return Array.isArray(data) ? data : data.workers ?? [];
 }
 
+// --- named limiters
+export async function listLimiters() {
+  const data = await get("/api/limiters");
+  return data.limiters ?? [];
+}
+
 // --- dashboard additions (conveyor.dashboard.routes)
 export const stats = () => get("/api/dashboard/stats");
 export const searchJobs = (name, params) => get(`/api/dashboard/queues/${q(name)}/jobs`, params);

@@ -13,6 +13,7 @@ import { renderQueue } from "./views/queue.js";
 import { renderJob } from "./views/job.js";
 import { renderFlow } from "./views/flow.js";
 import { renderWorkers } from "./views/workers.js";
+import { renderLimiters } from "./views/limiters.js";
 import { renderDead } from "./views/dead.js";
 import { renderSchedules } from "./views/schedules.js";
 import { renderAlerts } from "./views/alerts.js";
@@ -44,6 +45,7 @@ function parseRoute() {
   if (page === "jobs" && rest.length >= 2) return { page: "jobs", render: renderJob, args: { queue: rest[0], id: rest[1] } };
   if (page === "flows" && rest.length >= 2) return { page: "flows", render: renderFlow, args: { queue: rest[0], id: rest[1] } };
   if (page === "workers") return { page: "workers", render: renderWorkers, args: {} };
+  if (page === "limiters") return { page: "limiters", render: renderLimiters, args: {} };
   if (page === "dead") return { page: "dead", render: renderDead, args: {} };
   if (page === "schedules") return { page: "schedules", render: renderSchedules, args: {} };
   if (page === "alerts") return { page: "alerts", render: renderAlerts, args: {} };
@@ -60,6 +62,7 @@ function renderNav(page) {
     item("overview", "Overview", route("overview")),
     item("dead", "Dead letters", route("dead")),
     item("workers", "Workers", route("workers")),
+    item("limiters", "Limiters", route("limiters")),
     item("schedules", "Schedules", route("schedules")),
     h("a", { href: route("alerts"), class: page === "alerts" ? "current" : null, "data-nav": "alerts" },
       "Alerts", " ", alertBadge),
