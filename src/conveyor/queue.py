@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -19,7 +20,7 @@ from conveyor.errors import (
     PayloadTooLargeError,
     QueueNotEmptyError,
 )
-from conveyor.events import Event
+from conveyor.events import FOLLOW_REFRESH_S, FOLLOW_TTL_MS, Event, EventsMode
 from conveyor.job import Job, JobRecord, JobState
 from conveyor.limits import admin as limits_admin
 from conveyor.limits.model import GroupLimits, RateLimit
@@ -98,6 +99,7 @@ class Queue:
         self.durability = durability
         self.scripts = QueueScripts(self.client, self.keys, events_maxlen, durability)
         self._registered = False
+        self._followed_at = -FOLLOW_REFRESH_S  # monotonic time this object last marked the queue followed
 
     def __repr__(self) -> str:
         return f"Queue({self.name!r})"
@@ -256,12 +258,38 @@ class Queue:
 
     # ------------------------------------------------------------------ events
 
+    async def set_events_mode(self, mode: EventsMode | str) -> None:
+        """Which events this queue writes (docs/events.md); applies to the next script run."""
+        try:
+            value = EventsMode(mode)
+        except ValueError:
+            raise InvalidOptionError(f"events mode must be one of all, followed, none; got {mode!r}") from None
+        await self._call(self.client.hset(self.keys.meta, "events", value.value))
+
+    async def events_mode(self) -> EventsMode:
+        raw = await self._call(self.client.hget(self.keys.meta, "events"))
+        try:
+            return EventsMode(raw) if raw else EventsMode.ALL
+        except ValueError:
+            return EventsMode.ALL  # an unknown value reads as `all`, as the scripts do
+
+    async def follow(self, *, force: bool = False) -> None:
+        """Mark the queue followed for FOLLOW_TTL_MS, so a queue in `followed` mode writes its
+        lifecycle events; every reader below calls this (at most once per FOLLOW_REFRESH_S)."""
+        now = time.monotonic()
+        if force or now - self._followed_at >= FOLLOW_REFRESH_S:
+            await self._call(self.client.set(self.keys.follow, "1", px=FOLLOW_TTL_MS))
+            self._followed_at = now
+
     async def last_event_id(self) -> str:
+        """The newest stream id (marks the queue followed first, so nothing after it is dropped)."""
+        await self.follow()
         last = await self._call(self.client.xrevrange(self.keys.events, count=1))
         return str(last[0][0]) if last else "0-0"
 
     async def read_events(self, cursor: str = "0-0", *, count: int = 1000, block_ms: int | None = None) -> list[Event]:
         """Events after `cursor` (a stream id; "0-0" = from the oldest kept, "$" = only new ones)."""
+        await self.follow()
         reply = await self._call(
             self.client.xread({self.keys.events: cursor}, count=count, block=block_ms)
         )

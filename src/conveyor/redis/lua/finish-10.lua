@@ -83,6 +83,7 @@ end
 
 local codes = {}
 local done_ids = {}
+local completed_ids = {}  -- score/member pairs, added to `completed` once per trip
 local trim_completed, trim_failed = false, false
 
 for i = 0, count - 1 do
@@ -107,7 +108,8 @@ for i = 0, count - 1 do
         redis.call('DEL', jk, prefix .. 'log:' .. id)
       else
         redis.call('HSET', jk, 'state', 'completed', 'result', payload, 'finished', stamp)
-        redis.call('ZADD', k.completed, stamp, id)
+        completed_ids[#completed_ids + 1] = stamp
+        completed_ids[#completed_ids + 1] = id
         if number > 0 then
           redis.call('PEXPIRE', jk, number)
           redis.call('PEXPIRE', prefix .. 'log:' .. id, number)
@@ -154,6 +156,7 @@ for i = 0, count - 1 do
   end
 end
 call_chunked('ZREM', k.active, nil, done_ids, 1)
+call_chunked('ZADD', k.completed, nil, completed_ids, 2)
 if trim_completed then trim(k.meta, k.completed, prefix, now, 'completed', 100, false) end
 if trim_failed then trim(k.meta, k.failed, prefix, now, 'failed', 100, false) end
 

@@ -61,7 +61,11 @@ local function ready_score(meta, priority)
   return num((1000 - (tonumber(priority) or 0)) * 2199023255552 + seq)
 end
 
+--@include events
+
+-- Appends one event ('ev', type, fields...) unless the queue's events mode drops it (events.lua).
 local function emit(events, maxlen, ...)
+  if not event_wanted(events, select(2, ...)) then return end
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', ...)
 end
 
