@@ -84,6 +84,8 @@ end
 local codes = {}
 local done_ids = {}
 local completed_ids = {}  -- score/member pairs, added to `completed` once per trip
+local deletes = {}        -- records (and logs) of completed jobs that keep no result, deleted once per trip
+local seen = {}           -- a job named twice in one trip is recorded once
 local trim_completed, trim_failed = false, false
 
 for i = 0, count - 1 do
@@ -98,14 +100,16 @@ for i = 0, count - 1 do
     codes[#codes + 1] = -1
   elseif f[1] ~= token then
     codes[#codes + 1] = -2
-  elseif f[2] ~= 'active' then
+  elseif f[2] ~= 'active' or seen[id] then
     codes[#codes + 1] = 0  -- recorded by an earlier run of this trip whose reply was lost
   else
     codes[#codes + 1] = 0
+    seen[id] = true
     done_ids[#done_ids + 1] = id
     if kind == 'C' then
       if number == 0 then
-        redis.call('DEL', jk, prefix .. 'log:' .. id)
+        deletes[#deletes + 1] = jk
+        deletes[#deletes + 1] = prefix .. 'log:' .. id
       else
         redis.call('HSET', jk, 'state', 'completed', 'result', payload, 'finished', stamp)
         completed_ids[#completed_ids + 1] = stamp
@@ -157,6 +161,9 @@ for i = 0, count - 1 do
 end
 call_chunked('ZREM', k.active, nil, done_ids, 1)
 call_chunked('ZADD', k.completed, nil, completed_ids, 2)
+for from = 1, #deletes, UNPACK_SLICE do
+  redis.call('DEL', unpack(deletes, from, math.min(#deletes, from + UNPACK_SLICE - 1)))
+end
 if trim_completed then trim(k.meta, k.completed, prefix, now, 'completed', 100, false) end
 if trim_failed then trim(k.meta, k.failed, prefix, now, 'failed', 100, false) end
 
