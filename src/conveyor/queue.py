@@ -36,6 +36,8 @@ from conveyor.redis.scripts import JobSpecArgs, QueueScripts
 DEFAULT_MAX_PAYLOAD_BYTES = 512 * 1024
 DEFAULT_EVENTS_MAXLEN = 100_000
 BULK_CHUNK = 1000
+# 128 MiB of completed records per queue: about 20,000 LLM-sized ones (2 KB payload, 4 KB result).
+DEFAULT_COMPLETED_MAX_BYTES = 128 * 1024 * 1024
 _NAME_MAX = 200
 _OPTION_NAMES = frozenset(f.name for f in fields(JobOptions)) | {"max_attempts"}
 
@@ -50,12 +52,15 @@ class Page:
 
 @dataclass(frozen=True, slots=True)
 class Retention:
-    """How many finished records a queue keeps (None = no limit)."""
+    """How many finished records a queue keeps (None = no limit). `completed_max_bytes` bounds the
+    completed records kept without a result TTL by their payload + result + 400 bytes each
+    (docs/reliability.md, "Retention"); the oldest go first."""
 
     completed_max_count: int | None = 100_000
     completed_max_age_s: float | None = 86_400.0
     failed_max_count: int | None = None
     failed_max_age_s: float | None = None
+    completed_max_bytes: int | None = DEFAULT_COMPLETED_MAX_BYTES
 
 
 def check_job_name(name: str) -> str:
@@ -391,7 +396,12 @@ class Queue:
             "completed_max_age_ms": enc(retention.completed_max_age_s, 1000),
             "failed_max_count": enc(retention.failed_max_count),
             "failed_max_age_ms": enc(retention.failed_max_age_s, 1000),
+            "completed_max_bytes": enc(retention.completed_max_bytes),
         }))
+
+    async def completed_bytes(self) -> int:
+        """What the completed records kept without a TTL count against `completed_max_bytes`."""
+        return int(await self._call(self.client.hget(self.keys.meta, "completed_bytes")) or 0)
 
     # ------------------------------------------------------------------ limits (conveyor.limits)
 

@@ -86,6 +86,7 @@ local done_ids = {}
 local completed_ids = {}  -- score/member pairs, added to `completed` once per trip
 local deletes = {}        -- records (and logs) of completed jobs that keep no result, deleted once per trip
 local seen = {}           -- a job named twice in one trip is recorded once
+local kept_bytes = 0      -- sizes of the records retained without a TTL (meta completed_bytes)
 local trim_completed, trim_failed = false, false
 
 for i = 0, count - 1 do
@@ -111,7 +112,13 @@ for i = 0, count - 1 do
         deletes[#deletes + 1] = jk
         deletes[#deletes + 1] = prefix .. 'log:' .. id
       else
-        redis.call('HSET', jk, 'state', 'completed', 'result', payload, 'finished', stamp)
+        if number < 0 then  -- kept without a TTL: counted against completed_max_bytes (retention.lua)
+          local sz = #payload + redis.call('HSTRLEN', jk, 'data') + RECORD_BYTES
+          kept_bytes = kept_bytes + sz
+          redis.call('HSET', jk, 'state', 'completed', 'result', payload, 'finished', stamp, 'sz', sz)
+        else
+          redis.call('HSET', jk, 'state', 'completed', 'result', payload, 'finished', stamp)
+        end
         completed_ids[#completed_ids + 1] = stamp
         completed_ids[#completed_ids + 1] = id
         if number > 0 then
@@ -161,6 +168,7 @@ for i = 0, count - 1 do
 end
 call_chunked('ZREM', k.active, nil, done_ids, 1)
 call_chunked('ZADD', k.completed, nil, completed_ids, 2)
+if kept_bytes > 0 then redis.call('HINCRBY', k.meta, 'completed_bytes', kept_bytes) end
 for from = 1, #deletes, UNPACK_SLICE do
   redis.call('DEL', unpack(deletes, from, math.min(#deletes, from + UNPACK_SLICE - 1)))
 end

@@ -71,13 +71,17 @@ local function emit(events, maxlen, ...)
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', ...)
 end
 
--- Delete a job's record and log, and its idempotency key when that still points at it.
+-- Delete a job's record and log, and its idempotency key when that still points at it. A retained
+-- completed record carries `sz`, its share of meta `completed_bytes` (retention.lua), given back here.
 local function drop_job(prefix, id, ikey)
   if ikey then
     local ik = prefix .. 'idem:' .. ikey
     if redis.call('GET', ik) == id then redis.call('DEL', ik) end
   end
-  redis.call('DEL', prefix .. 'job:' .. id, prefix .. 'log:' .. id)
+  local jk = prefix .. 'job:' .. id
+  local sz = redis.call('HGET', jk, 'sz')
+  if sz then redis.call('HINCRBY', prefix .. 'meta', 'completed_bytes', -tonumber(sz)) end
+  redis.call('DEL', jk, prefix .. 'log:' .. id)
 end
 
 -- At most one marker waits in the wake list; idle workers block on it.
