@@ -204,6 +204,7 @@ def main() -> None:
     ap.add_argument("--k", type=int, default=10_000, help="retained jobs per memory run")
     ap.add_argument("--rounds", type=int, default=2)
     ap.add_argument("--modes", default=",".join(THIS_MODES), help="events modes of this checkout to run")
+    ap.add_argument("--steps", default="cpu,waiting,retained", help="which measurements to run")
     ap.add_argument("--out", type=Path, default=None)
     a = ap.parse_args()
     base_src, base_sha = extract(a.base)
@@ -230,21 +231,17 @@ def main() -> None:
             brief = {k: round(v, 1) for k, v in row.items() if isinstance(v, float)}
             print(f"[{row['ts']} r{row['round']} {row['variant']} {row['step']}] {brief}", file=sys.stderr, flush=True)
 
-        steps: list[Any] = [*variants, node] if node else list(variants)
+        order: list[Any] = [*variants, node] if node else list(variants)
+        steps = a.steps.split(",")
         for rnd in range(a.rounds):
-            for v in steps if rnd % 2 == 0 else list(reversed(steps)):
+            for v in order if rnd % 2 == 0 else list(reversed(order)):
                 label = "bullmq-node" if v is node else v.label
-                r.flushall()
-                if v is node:
-                    record({"variant": label, "round": rnd, "step": "cpu", **v.cpu(r, server.port, a.n)})
+                where = server.port if v is node else server.url
+                for step, size in (("cpu", a.n), ("waiting", a.m), ("retained", a.k)):
+                    if step not in steps or (v is node and step == "retained"):
+                        continue
                     r.flushall()
-                    record({"variant": label, "round": rnd, "step": "waiting", **v.waiting(r, server.port, a.m)})
-                    continue
-                record({"variant": label, "round": rnd, "step": "cpu", **v.cpu(r, server.url, a.n)})
-                r.flushall()
-                record({"variant": label, "round": rnd, "step": "waiting", **v.waiting(r, server.url, a.m)})
-                r.flushall()
-                record({"variant": label, "round": rnd, "step": "retained", **v.retained(r, server.url, a.k)})
+                    record({"variant": label, "round": rnd, "step": step, **getattr(v, step)(r, where, size)})
         meta["finished_utc"] = time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime())
     (out / "meta.json").write_text(json.dumps(meta, indent=2) + "\n")
     text = summarize(rows, meta)
