@@ -15,7 +15,7 @@ Other event types (progress, log, and any a handler emits) pass through with the
 
 from __future__ import annotations
 
-from collections.abc import AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Annotated, Any
 
 import orjson
@@ -48,7 +48,7 @@ _frame = frame
 
 async def _follow(
     hub: EventHub, queue: Queue, job_id: str, after: str | None, keepalive_s: float, show_data: bool
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     yield b"retry: %d\n\n" % _RETRY_MS
     async with hub.subscribe(queue.name, job_id, after=after) as events:
         if after is None:
@@ -82,19 +82,25 @@ async def _follow(
             ended = record is None or record.finished
 
 
-class _HeldStream(StreamingResponse):
+class HeldStream(StreamingResponse):
     """A streaming response that gives its per-key slot back however it ends (sent, failed,
-    disconnected, or never started)."""
+    disconnected, or never started), and closes its generator then: a client that leaves while the
+    generator is parked at a `yield` would otherwise leave its subscriptions open until garbage
+    collection."""
 
-    def __init__(self, content: AsyncIterator[bytes], release: Callable[[], None], **kwargs: Any) -> None:
+    def __init__(self, content: AsyncGenerator[bytes, None], release: Callable[[], None], **kwargs: Any) -> None:
         super().__init__(content, **kwargs)
+        self._content = content
         self._release = release
 
     async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
         try:
             await super().__call__(scope, receive, send)
         finally:
-            self._release()
+            try:
+                await self._content.aclose()
+            finally:
+                self._release()
 
 
 @router.get(
@@ -133,7 +139,7 @@ async def job_events(
     state.streams.take(principal.key_id)
     keepalive_s = max(0.05, state.settings.api_sse_keepalive_s)
     stream = _follow(state.hub, q, job_id, last_event_id, keepalive_s, principal.can(KeyScope.READ_DATA))
-    return _HeldStream(
+    return HeldStream(
         stream,
         lambda: state.streams.give_back(principal.key_id),
         media_type="text/event-stream",
