@@ -278,18 +278,37 @@ class Queue:
         except ValueError:
             return EventsMode.ALL  # an unknown value reads as `all`, as the scripts do
 
+    def _follow_due(self, force: bool = False) -> bool:
+        now = time.monotonic()
+        if force or now - self._followed_at >= FOLLOW_REFRESH_S:
+            self._followed_at = now
+            return True
+        return False
+
     async def follow(self, *, force: bool = False) -> None:
         """Mark the queue followed for FOLLOW_TTL_MS, so a queue in `followed` mode writes its
         lifecycle events; every reader below calls this (at most once per FOLLOW_REFRESH_S)."""
-        now = time.monotonic()
-        if force or now - self._followed_at >= FOLLOW_REFRESH_S:
-            await self._call(self.client.set(self.keys.follow, "1", px=FOLLOW_TTL_MS))
-            self._followed_at = now
+        if self._follow_due(force):
+            try:
+                await self._call(self.client.set(self.keys.follow, "1", px=FOLLOW_TTL_MS))
+            except BaseException:
+                self._followed_at = -FOLLOW_REFRESH_S
+                raise
 
     async def last_event_id(self) -> str:
-        """The newest stream id (marks the queue followed first, so nothing after it is dropped)."""
-        await self.follow()
-        last = await self._call(self.client.xrevrange(self.keys.events, count=1))
+        """The newest stream id. Marks the queue followed first, in the same round trip, so no
+        lifecycle event after this position is dropped (docs/events.md)."""
+        if not self._follow_due():
+            last = await self._call(self.client.xrevrange(self.keys.events, count=1))
+        else:
+            try:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    pipe.set(self.keys.follow, "1", px=FOLLOW_TTL_MS)
+                    pipe.xrevrange(self.keys.events, count=1)
+                    _, last = await self._call(pipe.execute())
+            except BaseException:
+                self._followed_at = -FOLLOW_REFRESH_S
+                raise
         return str(last[0][0]) if last else "0-0"
 
     async def read_events(self, cursor: str = "0-0", *, count: int = 1000, block_ms: int | None = None) -> list[Event]:
