@@ -38,9 +38,11 @@ $(RUN_STAMP): $(BIN)/python pyproject.toml
 up: $(RUN_STAMP)
 	$(BIN)/conveyor up $(APP)
 
-# `make bench` prints Conveyor's figures (median of 3 runs); `make bench QUICK=1` is a one-run look.
+# `make bench` prints Conveyor's figures (median of 3 runs), then flows against BullMQ's FlowProducer
+# (bench/flows.py, same Redis, interleaved); `make bench QUICK=1` is a one-run look.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick,)
+	$(BIN)/python -m bench.flows $(if $(QUICK),--quick,)
 
 # One interleaved session against BullMQ for Node and the Python peers (docs/benchmarks.md):
 # `make bench-session PEER_BENCH_DIR=<python peer harness> BULLMQ_BENCH_DIR=<bullmq harness>`;

@@ -23,7 +23,7 @@ from conveyor.redis.connection import connect
 from conveyor.redis.durability import Durability
 from conveyor.testing import RedisServer
 from tests.chaos.backends import Cluster, Sentinel, Standalone
-from tests.chaos.book import Counts, Producer, all_events, job_records, settle
+from tests.chaos.book import Counts, FlowProducer, Producer, all_events, job_records, settle, settle_flows
 from tests.chaos.fleet import FleetConfig, WorkerFleet
 
 Backend = Standalone | Cluster | Sentinel
@@ -44,6 +44,8 @@ class Plan:
     failovers: int = 0  # Sentinel only
     replicas: int = 0  # durable acknowledgement: enqueues and outcomes wait for this many replicas
     job_ms: tuple[int, int] = (20, 400)  # each handler sleeps this long (so kills hit running jobs)
+    flows: int = 0  # flows (a parent on a queue in another slot, `flow_children` children) added too
+    flow_children: int = 5
     drain_timeout_s: float = 120.0
     seed: int = 1
 
@@ -103,6 +105,7 @@ def _spread(n: int, window_s: float) -> list[float]:
 async def run(plan: Plan, backend: Backend, workdir: Path) -> Counts:
     rng = random.Random(plan.seed)
     qname = f"chaos-{uuid.uuid4().hex[:8]}"
+    pname = _other_slot(qname) if plan.flows else ""
     prefix = "cv"
     ledger = RedisServer()
     await asyncio.to_thread(ledger.start)
@@ -110,7 +113,7 @@ async def run(plan: Plan, backend: Backend, workdir: Path) -> Counts:
     await backend.start()
     fleet = WorkerFleet(FleetConfig(backend.worker_url, prefix, qname, ledger.url, f"ledger:{qname}",
                                     workdir / "logs", plan.workers, plan.concurrency, plan.lease_ms,
-                                    plan.replicas))
+                                    plan.replicas, extra_env={"CHAOS_PARENT_QUEUE": pname} if pname else {}))
     producer_client = backend.producer_client()
     admin = backend.admin_client()
     done: Counter[str] = Counter()
@@ -119,6 +122,9 @@ async def run(plan: Plan, backend: Backend, workdir: Path) -> Counts:
         durability = Durability(replicas=plan.replicas, timeout_ms=2000) if plan.replicas else None
         queue = Queue(qname, redis=producer_client, prefix=prefix, durability=durability)
         producer = Producer(queue, plan.jobs, plan.window_s, plan.job_ms, seed=plan.seed)
+        parents = Queue(pname, redis=producer_client, prefix=prefix, durability=durability) if pname else None
+        flows = (FlowProducer(parents, producer, plan.flows, plan.flow_children, plan.jobs, plan.window_s)
+                 if parents is not None else None)
         stop = asyncio.Event()
 
         async def kill() -> None:
@@ -146,11 +152,13 @@ async def run(plan: Plan, backend: Backend, workdir: Path) -> Counts:
             loops.append(_repeat(stop, plan.reset_every_s, rng, reset, done, "proxy reset of every connection"))
         loops.append(_at(stop, _server_faults(plan, backend, admin_queue), done))
         tasks = [asyncio.create_task(loop) for loop in loops]
-        await producer.run()
+        await asyncio.gather(producer.run(), *([flows.run()] if flows is not None else []))
         stop.set()
         await asyncio.gather(*tasks)
         fleet.resume_all()
-        drained = await _drain(admin_queue, fleet, plan.drain_timeout_s)
+        admin_parents = Queue(pname, redis=admin, prefix=prefix) if pname else None
+        drained = await _drain([admin_queue, *([admin_parents] if admin_parents else [])], fleet,
+                               plan.drain_timeout_s)
         exit_codes = await asyncio.to_thread(fleet.stop)
         records = await job_records(admin, admin_queue, await backend.job_keys(admin_queue))
         events, complete = await all_events(admin, admin_queue)
@@ -159,8 +167,10 @@ async def run(plan: Plan, backend: Backend, workdir: Path) -> Counts:
         counts.worker_crashes = len(fleet.unexpected_exits) + sum(1 for c in exit_codes if c != 0)
         for code in fleet.unexpected_exits + [c for c in exit_codes if c != 0]:
             counts.example("worker_crashes", f"exit {code}")
+        counts.loop_crashes = fleet.log_count("loop crashed")
+        for kind, n in fleet.crash_kinds().items():
+            counts.example("loop_crashes", f"{n}x {kind}")
         counts.notes = {
-            "loop crashes": fleet.log_count("loop crashed"),
             "trips resent after a fault": fleet.log_count("sending it again"),
             "late writes rejected": fleet.log_count("late write for job"),
             "leases lost while running": fleet.log_count("lost its lease"),
@@ -169,10 +179,14 @@ async def run(plan: Plan, backend: Backend, workdir: Path) -> Counts:
             "tracebacks": fleet.log_count("Traceback"),
             "producer errors": sum(producer.errors.values()),
             "drained before the deadline": int(drained),
-            **{f"loop crash {kind}": n for kind, n in fleet.crash_kinds().items()},
         }
         if isinstance(backend, Cluster):
             counts.notes["keys migrated while jobs ran"] = backend.migrated_keys
+        if flows is not None and admin_parents is not None:
+            parent_records = await job_records(admin, admin_parents, await backend.job_keys(admin_parents))
+            parent_events, parents_complete = await all_events(admin, admin_parents)
+            counts.events_complete = counts.events_complete and parents_complete
+            settle_flows(flows, parent_records, parent_events, counts)
         return counts
     finally:
         fleet.kill_all()
@@ -182,7 +196,20 @@ async def run(plan: Plan, backend: Backend, workdir: Path) -> Counts:
         await asyncio.to_thread(ledger.close)
 
 
-async def _drain(queue: Queue, fleet: WorkerFleet, timeout_s: float, stuck_s: float = 30.0) -> bool:
+def _other_slot(qname: str) -> str:
+    """A parent queue name whose keys live in another Cluster slot than `qname`'s."""
+    from redis.crc import key_slot
+
+    from conveyor.redis.keys import QueueKeys
+
+    base = key_slot(QueueKeys(qname).meta.encode())
+    i = 0
+    while key_slot(QueueKeys(f"{qname}-parents{i}").meta.encode()) // 5462 == base // 5462:
+        i += 1
+    return f"{qname}-parents{i}"
+
+
+async def _drain(queues: list[Queue], fleet: WorkerFleet, timeout_s: float, stuck_s: float = 30.0) -> bool:
     """Until nothing is waiting, delayed or active (workers that died are replaced meanwhile). Gives up
     at `timeout_s`, or when the number left has not moved for `stuck_s` (a drain that makes no
     progress at all will not finish: the report then counts what is left as unfinished)."""
@@ -191,8 +218,11 @@ async def _drain(queue: Queue, fleet: WorkerFleet, timeout_s: float, stuck_s: fl
     while time.monotonic() < deadline:
         fleet.check()
         try:
-            counts = await queue.counts()
-            left = sum(n for state, n in counts.items() if state.value in ("waiting", "delayed", "active"))
+            left = 0
+            for queue in queues:
+                counts = await queue.counts()
+                left += sum(n for state, n in counts.items()
+                            if state.value in ("waiting", "delayed", "active", "waiting-children"))
             if left == 0:
                 return True
             if left != last_left:

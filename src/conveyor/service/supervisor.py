@@ -19,7 +19,8 @@ import structlog
 
 from conveyor import __version__
 from conveyor.app import Conveyor
-from conveyor.errors import ConfigurationError, ConnectionFailedError
+from conveyor.errors import ConfigurationError, ConnectionFailedError, UnknownLimiterError
+from conveyor.limits.shared import SharedLimiter
 from conveyor.middleware import Middleware
 from conveyor.redis.faults import is_fault
 from conveyor.schedules import Scheduler
@@ -274,9 +275,15 @@ class WorkerService:
             return
         for name, worker in self.workers.items():
             self.metrics.set_depths(name, await worker.queue.counts())
+            self.metrics.set_flow_totals(name, await worker.queue.flow_counts())
             self.metrics.set_limits(name, await worker.queue.limits_state(max_groups=1))
             self.paused[name] = await worker.queue.is_paused()
             self.metrics.paused.labels(name).set(1 if self.paused[name] else 0)
+        for limiter in sorted(self.app.limiters):
+            try:
+                self.metrics.set_limiter(await SharedLimiter(self.app.client, limiter, self.app.prefix).state())
+            except UnknownLimiterError:
+                continue  # declared by the app, written by the first worker of a queue using it
 
     def problems(self) -> list[str]:
         found = []

@@ -23,7 +23,11 @@ from typing import Any
 from conveyor import codec
 from conveyor.backoff import BackoffPolicies
 from conveyor.errors import ConfigurationError, ConnectionFailedError
+from conveyor.flows.mover import OutboxMover
+from conveyor.limits.gate import LimiterGate
+from conveyor.limits.named import Limiter, LimiterUse, merge_uses
 from conveyor.middleware import Middleware, MiddlewareChain
+from conveyor.options import MAX_DURATION_S
 from conveyor.queue import Queue
 from conveyor.redis.codes import ScriptCode
 from conveyor.redis.connection import eviction_policy_warning, listpack_hint
@@ -48,7 +52,7 @@ STOP_WAIT_S = 5.0  # at shutdown, how long stopped runs may take to end before t
 FLUSH_TIMEOUT_S = 10.0  # at shutdown, how long the last outcomes may take to reach Redis
 _NOTE_CHARS = 200
 _EMPTY_OPTS: dict[str, Any] = {}
-_LOOPS = ("waker", "heartbeat", "sweep")
+_LOOPS = ("waker", "heartbeat", "sweep", "mover")
 
 
 def default_worker_id() -> str:
@@ -73,15 +77,19 @@ class WorkerStats:
 
 
 def _ms(seconds: Any, default: int) -> int:
-    """Seconds from job options as integer ms; anything unreadable gives `default` (Redis refuses
-    out-of-range values, see finish-10.lua)."""
+    """Seconds from job options as integer ms; anything unreadable gives `default`. Enqueue refuses
+    values over 100 years; a record written before that rule is held to it here, so that finish-10.lua
+    (which refuses a whole trip with an out-of-range value) never sees one."""
     kind = type(seconds)
     if kind is int or kind is float:
         try:
-            return int(seconds * 1000)
+            return min(int(seconds * 1000), _MAX_MS)
         except (OverflowError, ValueError):
             return default
     return default
+
+
+_MAX_MS = int(MAX_DURATION_S * 1000)
 
 
 def _check_settings(
@@ -119,7 +127,12 @@ class Worker:
         max_result_bytes: int | None = None,
         batch_size: int | None = None,
         backoffs: BackoffPolicies | None = None,
+        limiters: Sequence[LimiterUse] = (),
+        declare_limiters: Sequence[Limiter] = (),
     ) -> None:
+        """`limiters`: the named limiters this queue's jobs go through (docs/limits.md): each claim is
+        admitted by all of them, and each job holds them until it ends. `declare_limiters`: limiters
+        this worker writes to Redis at start (idempotent); the others must have been declared."""
         _check_settings(concurrency, lease_ms, max_stalls, max_lapses, no_handler_timeout_s)
         self.queue = queue
         self.concurrency = concurrency
@@ -150,12 +163,18 @@ class Worker:
         self._running = 0  # leases whose run has not ended (each holds a slot)
         self._all_ended = asyncio.Event()
         self._all_ended.set()
+        uses = merge_uses(list(limiters))
+        self.gate = LimiterGate(queue.client, queue.prefix, uses, lease_ms, declare_limiters) if uses else None
         self.pump = TripPump(
             self._scripts, queue.name, self.worker_id, lease_ms=lease_ms, batch_size=self.batch_size,
             free_slots=lambda: self.concurrency - self._running, handler_names=sorted(self.runner.handlers),
-            leases=self.leases, start_jobs=self._start_jobs, refused=self._refused,
+            leases=self.leases, start_jobs=self._start_jobs, refused=self._refused, gate=self.gate,
         )
-        self.keeper = LeaseKeeper(self._scripts, queue.name, self.leases, lease_ms, self.heartbeat_s, self._beat)
+        # Flows: delivers this queue's child outcomes to their parents (flows/mover.py).
+        self.mover = OutboxMover(queue.client, queue.keys, queue.events_maxlen, self.stalled_interval_s)
+        self.pump.on_recorded = self._recorded
+        self.keeper = LeaseKeeper(self._scripts, queue.name, self.leases, lease_ms, self.heartbeat_s, self._beat,
+                                  gate=self.gate)
         self._closing = False
         self._started = False
         self._stopped = asyncio.Event()
@@ -180,6 +199,11 @@ class Worker:
     async def start(self) -> None:
         if self._started:
             return
+        if self.gate is not None:
+            try:
+                await self.gate.check()  # an undeclared limiter fails here, not at the first claim
+            except ConnectionFailedError as exc:
+                logger.warning("queue %s: limiters not checked (%s)", self.queue.name, exc)
         self._started = True
         for name in ("pump", *_LOOPS):
             self._spawn(name)
@@ -329,6 +353,8 @@ class Worker:
             stats.processed += 1
             stats.succeeded += 1
             lease.end("C", outcome.result, _ms(options.get("result_ttl"), -1), "")
+        elif kind is OutcomeKind.WAIT:
+            lease.end("W", "", 0, outcome.reason)
         elif kind is OutcomeKind.HELD:
             stats.held += 1
             logger.warning("queue %s: job %s (%s): %s; it waits for a worker that has one",
@@ -364,6 +390,13 @@ class Worker:
         level = logging.WARNING if lost else logging.INFO
         logger.log(level, "queue %s: outcome of job %s not recorded: %s", self.queue.name, lease.job_id,
                    describe_code(code))
+
+    def _recorded(self, leases: list[Lease]) -> None:
+        """Outcomes were recorded: hand flow children's ends over to their parents without delay."""
+        for lease in leases:
+            if "flow" in lease.options:
+                self.mover.kick.set()
+                return
 
     def _beat(self) -> None:
         self.stats.last_heartbeat = time.time()
@@ -417,7 +450,8 @@ class Worker:
     # ------------------------------------------------------------------ supervision
 
     def _spawn(self, name: str) -> None:
-        factories = {"pump": self._pump, "waker": self._waker, "heartbeat": self.keeper.run, "sweep": self._sweeper}
+        factories = {"pump": self._pump, "waker": self._waker, "heartbeat": self.keeper.run, "sweep": self._sweeper,
+                     "mover": self.mover.run}
         self._tasks[name] = asyncio.create_task(factories[name](), name=f"conveyor-{name}-{self.queue.name}")
 
     @property

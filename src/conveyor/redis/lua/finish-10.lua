@@ -15,23 +15,28 @@ ARGV: 1 prefix, 2 worker id, 3 lease ms, 4 want, 5 events maxlen, 6 trip record 
                         group) across all workers for `number` ms (upstream said "rate limited")
       kind H held:      no handler for the job's name on this worker: the job waits in
                         <p>hold:<name> for a worker that has one (the attempt is refunded)
+      kind W wait:      the handler waits for its flow children (includes/flow.lua): waiting-children
+                        while some have not ended, else ready again (the attempt is refunded)
       note: short text for the event (error summary or reason)
       cost: units the run really used ('' = not reported); corrects the cost limiters by
             (cost - units charged at claim)
       A retry, back-to-waiting or held outcome of a job whose cancellation was requested ends it
       cancelled. An outcome for a job that still carries its token but is no longer active was
       recorded by an earlier run of the same trip: it answers OK and writes nothing.
-      Every argument is checked before the first write; a bad one refuses the whole trip.
+      Every argument is checked, and every job record read, before the first write: a bad argument
+      refuses the whole trip, and a key that moved away while the queue's slot migrates fails the
+      script before it wrote anything (a fault; the worker sends the same trip again).
 Returns: one code per outcome (0 OK, -1 NOT_FOUND, -2 LEASE_LOST), then the claim reply (next_due_in_ms,
          hold version, then id, token, attempt, name, data, opts per leased job);
          or {-6, position, reason} (INVALID_INPUT: outcome `position`, 0 = the trip's own arguments).
 Codes: 0 OK, -1 NOT_FOUND, -2 LEASE_LOST, -6 INVALID_INPUT
-Events: completed, retrying, failed, cancelled, held, active
+Events: completed, retrying, failed, cancelled, held, waiting-children, active
 ]]
 --@include common
 --@include claim
 --@include retention
 --@include trip
+--@include flow
 
 local k = {meta = KEYS[1], ready = KEYS[2], delayed = KEYS[3], active = KEYS[4], completed = KEYS[5],
            failed = KEYS[6], cancelled = KEYS[7], events = KEYS[8], wake = KEYS[9]}
@@ -46,7 +51,7 @@ end
 local W = 7
 local first = 10 + nack + nnames
 local RANGES = {C = {-1, MAX_MS}, R = {0, MAX_MS}, F = {-1, MAX_MS}, X = {-1, MAX_MS}, B = {0, MAX_MS},
-                T = {0, MAX_MS}, H = {0, MAX_MS}}
+                T = {0, MAX_MS}, H = {0, MAX_MS}, W = {0, MAX_MS}}
 for i = 0, count - 1 do
   local b = first + i * W
   local range = RANGES[ARGV[b + 2]]
@@ -64,6 +69,17 @@ end
 local acks, names = {}, {}
 for i = 10, 9 + nack do acks[#acks + 1] = ARGV[i] end
 for i = 10 + nack, first - 1 do names[#names + 1] = ARGV[i] end
+
+-- Every job record is read before the first write: while the queue's slot migrates, a key already
+-- moved fails the script at its read, so the trip fails whole (a fault the worker resends).
+local fields = {}
+for i = 0, count - 1 do
+  local b = first + i * W
+  local jk = prefix .. 'job:' .. ARGV[b]
+  -- ('name' is used by kind H; 'cw' is the worker a capped queue counted the job for: capshare.lua)
+  fields[i] = redis.call('HMGET', jk, 'token', 'state', 'attempts', 'cancel', 'group', 'chg', 'parent', 'kids',
+    'name', 'cw')
+end
 trip_ack(prefix, acks)
 
 local now = now_ms()
@@ -83,9 +99,9 @@ end
 
 local codes = {}
 local done_ids = {}
+local seen = {}
 local completed_ids = {}  -- score/member pairs, added to `completed` once per trip
-local deletes = {}        -- records (and logs) of completed jobs that keep no result, deleted once per trip
-local seen = {}           -- a job named twice in one trip is recorded once
+local deletes = {}        -- records, logs and output of completed jobs that keep no result, deleted once per trip
 local kept_bytes = 0      -- sizes of the records retained without a TTL (meta completed_bytes)
 local trim_completed, trim_failed = false, false
 
@@ -94,23 +110,29 @@ for i = 0, count - 1 do
   local id, token, kind, payload = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local number, note = tonumber(ARGV[b + 4]), ARGV[b + 5]
   local jk = prefix .. 'job:' .. id
-  local f = redis.call('HMGET', jk, 'token', 'state', 'attempts', 'cancel', 'group', 'chg')
+  local f = fields[i]
   -- A job whose cancellation was requested does not go back to the queue.
-  if f[4] == '1' and (kind == 'R' or kind == 'B' or kind == 'T' or kind == 'H') then kind = 'X' end
-  if not f[2] then
+  if f[4] == '1' and (kind == 'R' or kind == 'B' or kind == 'T' or kind == 'H' or kind == 'W') then kind = 'X' end
+  if seen[id] then
+    codes[#codes + 1] = seen[id]  -- the same job twice in one trip: its first outcome stands
+  elseif not f[2] then
     codes[#codes + 1] = -1
   elseif f[1] ~= token then
     codes[#codes + 1] = -2
-  elseif f[2] ~= 'active' or seen[id] then
-    codes[#codes + 1] = 0  -- recorded by an earlier run of this trip whose reply was lost
-  else
+  elseif f[2] ~= 'active' then
+    -- Recorded by an earlier run of this trip whose reply was lost (or that a fault stopped part-way):
+    -- the lease ended there, so the job leaves `active` if it is still listed.
     codes[#codes + 1] = 0
-    seen[id] = true
+    done_ids[#done_ids + 1] = id
+  else
+    seen[id] = (kind == 'C' and number == 0) and -1 or 0
+    codes[#codes + 1] = 0
     done_ids[#done_ids + 1] = id
     if kind == 'C' then
       if number == 0 then
         deletes[#deletes + 1] = jk
         deletes[#deletes + 1] = prefix .. 'log:' .. id
+        deletes[#deletes + 1] = prefix .. 'out:' .. id
       else
         if number < 0 then  -- kept without a TTL: counted against completed_max_bytes (retention.lua)
           local sz = #payload + redis.call('HSTRLEN', jk, 'data') + RECORD_BYTES
@@ -124,6 +146,7 @@ for i = 0, count - 1 do
         if number > 0 then
           redis.call('PEXPIRE', jk, number)
           redis.call('PEXPIRE', prefix .. 'log:' .. id, number)
+          redis.call('PEXPIRE', prefix .. 'out:' .. id, number)
         end
         trim_completed = true
       end
@@ -138,6 +161,7 @@ for i = 0, count - 1 do
       if number > 0 then
         redis.call('PEXPIRE', jk, number)
         redis.call('PEXPIRE', prefix .. 'log:' .. id, number)
+        redis.call('PEXPIRE', prefix .. 'out:' .. id, number)
       end
       trim_failed = true
       emit(k.events, maxlen, 'ev', 'failed', 'id', id, 'att', f[3], 'error', note)
@@ -146,7 +170,7 @@ for i = 0, count - 1 do
       redis.call('ZADD', k.cancelled, stamp, id)
       emit(k.events, maxlen, 'ev', 'cancelled', 'id', id)
     elseif kind == 'H' then
-      local name = redis.call('HGET', jk, 'name')
+      local name = f[9]
       redis.call('HINCRBY', jk, 'attempts', -1)
       redis.call('HSET', jk, 'state', 'waiting', 'held', name)
       redis.call('ZADD', prefix .. 'hold:' .. name, stamp, id)
@@ -155,13 +179,21 @@ for i = 0, count - 1 do
       redis.call('HINCRBY', k.meta, 'hver', 1)
       wake(k.wake)
       emit(k.events, maxlen, 'ev', 'held', 'id', id, 'name', name, 'reason', note)
+    elseif kind == 'W' then
+      flow_wait(prefix, k.meta, k.ready, k.wake, jk, id, now)
+      emit(k.events, maxlen, 'ev', 'waiting-children', 'id', id)
     else -- 'B' or 'T': back to waiting without using an attempt
       redis.call('HINCRBY', jk, 'attempts', -1)
       if kind == 'T' and number > 0 then block_claims(prefix, k.meta, f[5], now + number) end
       requeue(jk, id, number)
       emit(k.events, maxlen, 'ev', 'retrying', 'id', id, 'att', f[3], 'delay', number, 'reason', note)
     end
+    -- flows: the child's half of the hand-over; a cancelled parent cancels its children
+    if f[7] and (kind == 'C' or kind == 'F' or kind == 'X') then flow_ended(prefix, id, f[7], kind == 'C' and 'C' or 'F', payload) end
+    if kind == 'X' then flow_cancel_kids(prefix, id, jk) end
+    if f[8] and (kind == 'C' or kind == 'F' or kind == 'X') then flow_root_ended(k.meta, kind, f[7], f[8]) end
     if f[5] then group_release(prefix, f[5]) end
+    if f[10] then cap_release(prefix, jk, f[10], false) end
     local used = ARGV[b + 6]
     if f[6] and used ~= '' then cost_correct(prefix, f[5], tonumber(used) - tonumber(f[6]), now) end
   end

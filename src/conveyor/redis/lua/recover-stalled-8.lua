@@ -14,7 +14,9 @@ Codes: 0 OK, -6 INVALID_INPUT
 Events: stalled (id, stalls, lapses), failed (id, error), cancelled (id)
 ]]
 --@include common
+--@include flow
 --@include retention
+--@include capshare
 
 local meta, ready, active, failed, cancelled, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local wake_key = KEYS[7]
@@ -26,14 +28,23 @@ local now = now_ms()
 local stamp = num(now)
 local expired = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, limit)
 local recovered, dead = 0, 0
+-- Every job record is read before the first write (a key that moved away while the queue's slot
+-- migrates fails the script before it wrote anything).
+local fields = {}
+for i = 1, #expired do
+  fields[i] = redis.call('HMGET', prefix .. 'job:' .. expired[i], 'state', 'token', 'run', 'group', 'cancel',
+                         'stalls', 'lapses', 'cw')
+end
 for i = 1, #expired do
   local id = expired[i]
   local jk = prefix .. 'job:' .. id
-  local f = redis.call('HMGET', jk, 'state', 'token', 'run', 'group', 'cancel')
-  if f[1] then
+  local f = fields[i]
+  -- Only a job still active under a lease is recovered; an id listed in `active` whose record says
+  -- otherwise is a leftover (its outcome was recorded) and only leaves the set.
+  if f[1] == 'active' then
     local confirmed = f[2] ~= nil and f[2] == f[3]
-    local stalls = tonumber(redis.call('HGET', jk, 'stalls')) or 0
-    local lapses = tonumber(redis.call('HGET', jk, 'lapses')) or 0
+    local stalls = tonumber(f[6]) or 0
+    local lapses = tonumber(f[7]) or 0
     if confirmed then
       stalls = redis.call('HINCRBY', jk, 'stalls', 1)
     else
@@ -42,10 +53,13 @@ for i = 1, #expired do
     redis.call('HINCRBY', jk, 'attempts', -1)
     redis.call('HDEL', jk, 'token')
     if f[4] then group_release(prefix, f[4]) end
+    if f[8] then cap_release(prefix, jk, f[8], true) end
     if f[5] == '1' then
       redis.call('HSET', jk, 'state', 'cancelled', 'finished', stamp)
       redis.call('ZADD', cancelled, stamp, id)
       emit(events, maxlen, 'ev', 'cancelled', 'id', id)
+      flow_gone(prefix, id, jk, 'Cancelled')
+      flow_cancel_kids(prefix, id, jk)
     elseif stalls > max_stalls or lapses > max_lapses then
       local why
       if stalls > max_stalls then
@@ -58,6 +72,7 @@ for i = 1, #expired do
       redis.call('HSET', jk, 'state', 'failed', 'error', err, 'finished', stamp)
       redis.call('ZADD', failed, stamp, id)
       emit(events, maxlen, 'ev', 'failed', 'id', id, 'error', 'stalled too often')
+      flow_ended(prefix, id, redis.call('HGET', jk, 'parent'), 'F', err)
       dead = dead + 1
     else
       redis.call('HSET', jk, 'state', 'waiting')
@@ -68,7 +83,7 @@ for i = 1, #expired do
   end
 end
 call_chunked('ZREM', active, nil, expired, 1)
-if recovered > 0 then wake(wake_key) end
+if recovered > 0 or (#expired > 0 and redis.call('HEXISTS', meta, 'lim') == 1) then wake(wake_key) end
 if dead > 0 then trim(meta, failed, prefix, now, 'failed', 100, false) end
 local held = tonumber(redis.call('HGET', meta, 'hwait')) or 0
 if held > 0 and redis.call('SCARD', KEYS[8]) == 0 then held = 0 end

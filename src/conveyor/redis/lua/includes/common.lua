@@ -71,8 +71,9 @@ local function emit(events, maxlen, ...)
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', ...)
 end
 
--- Delete a job's record and log, and its idempotency key when that still points at it. A retained
--- completed record carries `sz`, its share of meta `completed_bytes` (retention.lua), given back here.
+-- Delete a job's record, log and streamed output, and its idempotency key when that still points at it.
+-- A retained completed record carries `sz`, its share of meta `completed_bytes` (retention.lua),
+-- given back here.
 local function drop_job(prefix, id, ikey)
   if ikey then
     local ik = prefix .. 'idem:' .. ikey
@@ -81,7 +82,7 @@ local function drop_job(prefix, id, ikey)
   local jk = prefix .. 'job:' .. id
   local sz = redis.call('HGET', jk, 'sz')
   if sz then redis.call('HINCRBY', prefix .. 'meta', 'completed_bytes', -tonumber(sz)) end
-  redis.call('DEL', jk, prefix .. 'log:' .. id)
+  redis.call('DEL', jk, prefix .. 'log:' .. id, prefix .. 'out:' .. id)
 end
 
 -- At most one marker waits in the wake list; idle workers block on it.
