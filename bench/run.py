@@ -52,6 +52,14 @@ ROWS = [
     ("aof_drain_per_s", "... same, each trip's outcomes wait for the AOF fsync", "jobs/s", "-"),
     ("redis_bytes_per_job_listpack", "... same, with `hash-max-listpack-value 1024` (recommended; embedded server)",
      "bytes", "<= 600"),
+    ("redis_cpu_us_per_job", "Redis CPU per no-op job (INFO cpu; bulk enqueue + drain of 100,000, events mode all)",
+     "us", "-"),
+    ("redis_cpu_us_per_job_followed", "... same, events mode `followed` with nobody following", "us",
+     "<= 50 % of the previous commit (bench.redis_cost)"),
+    ("redis_bytes_per_waiting_job_followed", "Redis memory per waiting job (100,000 x 200 bytes), mode `followed`",
+     "bytes", "<= 500"),
+    ("redis_bytes_per_retained_job", "Redis memory per retained completed job (2 KB payload, 4 KB result)", "bytes",
+     "<= 6,544 (payload + result + 400)"),
 ]
 REQUIRED = ["enqueue_bulk_per_s", "enqueue_single_per_s", "drain_per_s", "io_bound_per_s", "pickup_p50_ms",
             "pickup_p99_ms", "worker_rss_mb", "redis_bytes_per_job"]
@@ -95,7 +103,31 @@ def collect(url: str, runs: int, quick: bool) -> dict[str, list[Any]]:
     raw["_memory_breakdown"] = [m["memory_breakdown"] for m in mem]
     tuned = repeat(runs, "memory listpack", lambda: measure.memory(server_args=("--hash-max-listpack-value", "1024")))
     keep(tuned, {"redis_bytes_per_job": "redis_bytes_per_job_listpack"})
+    keep(repeat(1, "redis cost", redis_cost), {k: k for k in COST_KEYS})
     return raw
+
+
+COST_KEYS = ("redis_cpu_us_per_job", "redis_cpu_us_per_job_followed", "redis_bytes_per_waiting_job_followed",
+             "redis_bytes_per_retained_job")
+
+
+def redis_cost() -> dict[str, Any]:
+    """Redis's own CPU and memory per job for this checkout (bench.redis_cost compares revisions)."""
+    import redis as syncredis
+
+    from bench.redis_cost import ROOT, Variant
+
+    out: dict[str, Any] = {}
+    with RedisServer() as server, syncredis.Redis.from_url(server.url, decode_responses=True) as r:
+        for mode, key in (("all", "redis_cpu_us_per_job"), ("followed", "redis_cpu_us_per_job_followed")):
+            r.flushall()
+            out[key] = Variant(mode, ROOT / "src", mode).cpu(r, server.url, 100_000)["total_cpu_us_per_job"]
+        followed = Variant("followed", ROOT / "src", "followed")
+        r.flushall()
+        out["redis_bytes_per_waiting_job_followed"] = followed.waiting(r, server.url, 100_000)["bytes_per_waiting_job"]
+        r.flushall()
+        out["redis_bytes_per_retained_job"] = followed.retained(r, server.url, 10_000)["bytes_per_retained_job"]
+    return out
 
 
 def fmt(value: float) -> str:

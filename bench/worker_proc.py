@@ -18,6 +18,7 @@ from typing import Any
 from conveyor import Durability, JobContext, Queue, Worker
 
 IO_SLEEP_S = 0.05
+BIG_RESULT = "y" * 4094  # 4,096 bytes as JSON
 
 
 class Tally:
@@ -71,7 +72,12 @@ def handlers(tally: Tally) -> dict[str, Any]:
     async def lat(ctx: JobContext, data: Any) -> None:
         tally.latency(data)
 
-    return {"noop": noop, "io": io, "lat": lat}
+    async def big(ctx: JobContext, data: Any) -> str:  # an LLM-sized result (4 KB), retained
+        tally.start()
+        tally.done()
+        return BIG_RESULT
+
+    return {"noop": noop, "io": io, "lat": lat, "big": big}
 
 
 def durability(spec: str) -> Durability | None:

@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import time
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
@@ -19,7 +20,7 @@ from conveyor.errors import (
     PayloadTooLargeError,
     QueueNotEmptyError,
 )
-from conveyor.events import Event
+from conveyor.events import FOLLOW_REFRESH_S, FOLLOW_TTL_MS, Event, EventsMode
 from conveyor.job import Job, JobOutput, JobRecord, JobState
 from conveyor.limits import admin as limits_admin
 from conveyor.limits.model import GroupLimits, RateLimit
@@ -39,6 +40,8 @@ if TYPE_CHECKING:
 DEFAULT_MAX_PAYLOAD_BYTES = 512 * 1024
 DEFAULT_EVENTS_MAXLEN = 100_000
 BULK_CHUNK = 1000
+# 128 MiB of completed records per queue: about 20,000 LLM-sized ones (2 KB payload, 4 KB result).
+DEFAULT_COMPLETED_MAX_BYTES = 128 * 1024 * 1024
 _NAME_MAX = 200
 _OPTION_NAMES = frozenset(f.name for f in fields(JobOptions)) | {"max_attempts"}
 
@@ -53,12 +56,15 @@ class Page:
 
 @dataclass(frozen=True, slots=True)
 class Retention:
-    """How many finished records a queue keeps (None = no limit)."""
+    """How many finished records a queue keeps (None = no limit). `completed_max_bytes` bounds the
+    completed records kept without a result TTL by their payload + result + 400 bytes each
+    (docs/reliability.md, "Retention"); the oldest go first."""
 
     completed_max_count: int | None = 100_000
     completed_max_age_s: float | None = 86_400.0
     failed_max_count: int | None = None
     failed_max_age_s: float | None = None
+    completed_max_bytes: int | None = DEFAULT_COMPLETED_MAX_BYTES
 
 
 def check_job_name(name: str) -> str:
@@ -102,6 +108,7 @@ class Queue:
         self.durability = durability
         self.scripts = QueueScripts(self.client, self.keys, events_maxlen, durability)
         self._registered = False
+        self._followed_at = -FOLLOW_REFRESH_S  # monotonic time this object last marked the queue followed
 
     def __repr__(self) -> str:
         return f"Queue({self.name!r})"
@@ -317,12 +324,57 @@ class Queue:
 
     # ------------------------------------------------------------------ events
 
+    async def set_events_mode(self, mode: EventsMode | str) -> None:
+        """Which events this queue writes (docs/events.md); applies to the next script run."""
+        try:
+            value = EventsMode(mode)
+        except ValueError:
+            raise InvalidOptionError(f"events mode must be one of all, followed, none; got {mode!r}") from None
+        await self._call(self.client.hset(self.keys.meta, "events", value.value))
+
+    async def events_mode(self) -> EventsMode:
+        raw = await self._call(self.client.hget(self.keys.meta, "events"))
+        try:
+            return EventsMode(raw) if raw else EventsMode.ALL
+        except ValueError:
+            return EventsMode.ALL  # an unknown value reads as `all`, as the scripts do
+
+    def _follow_due(self, force: bool = False) -> bool:
+        now = time.monotonic()
+        if force or now - self._followed_at >= FOLLOW_REFRESH_S:
+            self._followed_at = now
+            return True
+        return False
+
+    async def follow(self, *, force: bool = False) -> None:
+        """Mark the queue followed for FOLLOW_TTL_MS, so a queue in `followed` mode writes its
+        lifecycle events; every reader below calls this (at most once per FOLLOW_REFRESH_S)."""
+        if self._follow_due(force):
+            try:
+                await self._call(self.client.set(self.keys.follow, "1", px=FOLLOW_TTL_MS))
+            except BaseException:
+                self._followed_at = -FOLLOW_REFRESH_S
+                raise
+
     async def last_event_id(self) -> str:
-        last = await self._call(self.client.xrevrange(self.keys.events, count=1))
+        """The newest stream id. Marks the queue followed first, in the same round trip, so no
+        lifecycle event after this position is dropped (docs/events.md)."""
+        if not self._follow_due():
+            last = await self._call(self.client.xrevrange(self.keys.events, count=1))
+        else:
+            try:
+                async with self.client.pipeline(transaction=False) as pipe:
+                    pipe.set(self.keys.follow, "1", px=FOLLOW_TTL_MS)
+                    pipe.xrevrange(self.keys.events, count=1)
+                    _, last = await self._call(pipe.execute())
+            except BaseException:
+                self._followed_at = -FOLLOW_REFRESH_S
+                raise
         return str(last[0][0]) if last else "0-0"
 
     async def read_events(self, cursor: str = "0-0", *, count: int = 1000, block_ms: int | None = None) -> list[Event]:
         """Events after `cursor` (a stream id; "0-0" = from the oldest kept, "$" = only new ones)."""
+        await self.follow()
         reply = await self._call(
             self.client.xread({self.keys.events: cursor}, count=count, block=block_ms)
         )
@@ -424,7 +476,12 @@ class Queue:
             "completed_max_age_ms": enc(retention.completed_max_age_s, 1000),
             "failed_max_count": enc(retention.failed_max_count),
             "failed_max_age_ms": enc(retention.failed_max_age_s, 1000),
+            "completed_max_bytes": enc(retention.completed_max_bytes),
         }))
+
+    async def completed_bytes(self) -> int:
+        """What the completed records kept without a TTL count against `completed_max_bytes`."""
+        return int(await self._call(self.client.hget(self.keys.meta, "completed_bytes")) or 0)
 
     # ------------------------------------------------------------------ limits (conveyor.limits)
 

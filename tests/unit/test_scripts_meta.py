@@ -30,3 +30,16 @@ def test_includes_are_flattened_once() -> None:
     assert "--@include" not in script.source
     assert script.source.count("local function now_ms") == 1
     assert script.source.count("local function claim(") == 1
+
+
+def test_the_lifecycle_events_of_the_modes_agree_with_the_scripts() -> None:
+    """events.py's HOT_EVENTS (documented) is the set lua/includes/events.lua drops."""
+    import re
+
+    from conveyor.events import HOT_EVENTS
+    from conveyor.redis.scripts import LUA_DIR
+
+    source = (LUA_DIR / "includes" / "events.lua").read_text()
+    table = re.search(r"local HOT_EVENTS = \{([^}]*)\}", source)
+    assert table is not None
+    assert set(re.findall(r"(\w+) = true", table.group(1))) == HOT_EVENTS

@@ -72,6 +72,11 @@ class QueueKeys:
         return self._k("events")
 
     @property
+    def follow(self) -> str:
+        """Set (with a TTL) while a reader follows the events of a queue in `followed` mode."""
+        return self._k("follow")
+
+    @property
     def wake(self) -> str:
         return self._k("wake")
 

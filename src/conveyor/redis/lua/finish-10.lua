@@ -100,6 +100,9 @@ end
 local codes = {}
 local done_ids = {}
 local seen = {}
+local completed_ids = {}  -- score/member pairs, added to `completed` once per trip
+local deletes = {}        -- records, logs and output of completed jobs that keep no result, deleted once per trip
+local kept_bytes = 0      -- sizes of the records retained without a TTL (meta completed_bytes)
 local trim_completed, trim_failed = false, false
 
 for i = 0, count - 1 do
@@ -127,10 +130,19 @@ for i = 0, count - 1 do
     done_ids[#done_ids + 1] = id
     if kind == 'C' then
       if number == 0 then
-        redis.call('DEL', jk, prefix .. 'log:' .. id, prefix .. 'out:' .. id)
+        deletes[#deletes + 1] = jk
+        deletes[#deletes + 1] = prefix .. 'log:' .. id
+        deletes[#deletes + 1] = prefix .. 'out:' .. id
       else
-        redis.call('HSET', jk, 'state', 'completed', 'result', payload, 'finished', stamp)
-        redis.call('ZADD', k.completed, stamp, id)
+        if number < 0 then  -- kept without a TTL: counted against completed_max_bytes (retention.lua)
+          local sz = #payload + redis.call('HSTRLEN', jk, 'data') + RECORD_BYTES
+          kept_bytes = kept_bytes + sz
+          redis.call('HSET', jk, 'state', 'completed', 'result', payload, 'finished', stamp, 'sz', sz)
+        else
+          redis.call('HSET', jk, 'state', 'completed', 'result', payload, 'finished', stamp)
+        end
+        completed_ids[#completed_ids + 1] = stamp
+        completed_ids[#completed_ids + 1] = id
         if number > 0 then
           redis.call('PEXPIRE', jk, number)
           redis.call('PEXPIRE', prefix .. 'log:' .. id, number)
@@ -187,6 +199,11 @@ for i = 0, count - 1 do
   end
 end
 call_chunked('ZREM', k.active, nil, done_ids, 1)
+call_chunked('ZADD', k.completed, nil, completed_ids, 2)
+if kept_bytes > 0 then redis.call('HINCRBY', k.meta, 'completed_bytes', kept_bytes) end
+for from = 1, #deletes, UNPACK_SLICE do
+  redis.call('DEL', unpack(deletes, from, math.min(#deletes, from + UNPACK_SLICE - 1)))
+end
 if trim_completed then trim(k.meta, k.completed, prefix, now, 'completed', 100, false) end
 if trim_failed then trim(k.meta, k.failed, prefix, now, 'failed', 100, false) end
 

@@ -5,10 +5,10 @@ Without force, a queue with active jobs is refused in the same step that would b
 lease can appear between the check and the deletion. The first call pauses the queue (the meta
 flag every claim reads), so no job is leased while later calls delete the rest; the last call deletes
 meta itself. Id and token counters restart from Redis time (common.lua `reserve`), so numbers handed
-out before are never handed out again. Trip records (<p>trip:*) are left to expire. The schedule
-tick marks of the queue (<p>sched-ticks, written by schedules' add-tick-6.lua) go with meta. Flow
-parents waiting for children go too, and the outbox of undelivered hand-overs (their parents, on
-other queues, are not told).
+out before are never handed out again. Trip records (<p>trip:*) and the follow mark are left to
+expire. The schedule tick marks of the queue (<p>sched-ticks, written by schedules' add-tick-6.lua) go
+with meta. Flow parents waiting for children go too, and the outbox of undelivered hand-overs (their
+parents, on other queues, are not told).
 Returns: {0, remaining} (remaining = 1 while more calls are needed, 0 when the queue is gone),
          {-5, active count} (QUEUE_ACTIVE, nothing written), or {-6, 0, reason} (INVALID_INPUT).
 Codes: 0 OK, -5 QUEUE_ACTIVE, -6 INVALID_INPUT

@@ -13,7 +13,7 @@ local events = KEYS[6]
 local prefix, id, maxlen = ARGV[1], ARGV[2], ARGV[3]
 if not id or id == '' or prefix == '' then return {-6, ''} end
 local jk = prefix .. 'job:' .. id
-local f = redis.call('HMGET', jk, 'state', 'idem')
+local f = redis.call('HMGET', jk, 'state', 'idem', 'sz')
 local state = f[1]
 if not state then return {-1, ''} end
 if state == 'active' then return {-3, state} end
@@ -32,6 +32,7 @@ if f[2] then
   local ik = prefix .. 'idem:' .. f[2]
   if redis.call('GET', ik) == id then redis.call('DEL', ik) end
 end
+if f[3] then redis.call('HINCRBY', prefix .. 'meta', 'completed_bytes', -tonumber(f[3])) end
 redis.call('DEL', jk, prefix .. 'log:' .. id, prefix .. 'out:' .. id)
 emit(events, maxlen, 'ev', 'removed', 'id', id)
 return {0, state}

@@ -39,15 +39,17 @@ local function lease(k, prefix, worker, lease_ms, now, maxlen, ids, from, step, 
     i = i + 1
     local id = ids[j]
     local jk = prefix .. 'job:' .. id
-    local f = redis.call('HMGET', jk, 'name', 'data', 'opts')
+    local f = redis.call('HMGET', jk, 'name', 'data', 'opts', 'attempts')
     if f[1] then
       local token = num(base + i)
-      local att = redis.call('HINCRBY', jk, 'attempts', 1)
+      -- One write per job: the attempt count rides in the same HSET as the lease fields.
+      local att = (tonumber(f[4]) or 0) + 1
       if charged and charged[id] then
         redis.call('HSET', jk, 'state', 'active', 'token', token, 'worker', worker, 'started', started,
-          'chg', charged[id])
+          'attempts', att, 'chg', charged[id])
       else
-        redis.call('HSET', jk, 'state', 'active', 'token', token, 'worker', worker, 'started', started)
+        redis.call('HSET', jk, 'state', 'active', 'token', token, 'worker', worker, 'started', started,
+          'attempts', att)
       end
       emit(k.events, maxlen, 'ev', 'active', 'id', id, 'att', att, 'worker', worker)
       zargs[#zargs + 1] = deadline
