@@ -151,6 +151,7 @@ class Conveyor:
         self.tasks: dict[tuple[str, str], Task[Any]] = {}
         self.queue_configs: dict[str, QueueConfig] = {}
         self._client: RedisClient | None = None
+        self._max_connections: int | None = None
         self._queues: dict[str, Queue] = {}
         self._sync_client: SyncRedisClient | None = None
         self._sync_queues: dict[str, SyncQueue] = {}
@@ -181,10 +182,19 @@ class Conveyor:
             await self.close()
             self._redis_url, self.prefix = saved
 
+    def limit_connections(self, max_connections: int) -> bool:
+        """Bound the shared client's connections (the worker service does, so a process serving any
+        number of queues holds a fixed number). False when the client exists already (unchanged)."""
+        if self._client is not None:
+            return False
+        self._max_connections = max_connections
+        return True
+
     @property
     def client(self) -> RedisClient:
         if self._client is None:
-            self._client = connect(self.redis_url)
+            extra = {} if self._max_connections is None else {"max_connections": self._max_connections}
+            self._client = connect(self.redis_url, **extra)
         return self._client
 
     @property

@@ -75,6 +75,11 @@ class QueueKeys:
     def wake(self) -> str:
         return self._k("wake")
 
+    def hub(self, hub_id: str) -> str:
+        """A process's wake hub interrupts its blocking wait with a marker here (worker/wakehub.py);
+        in the queue's slot, so one wait covers it and the queue's wake list."""
+        return self._k("hub:" + hub_id)
+
     def job(self, job_id: str) -> str:
         return self._k("job:" + job_id)
 

@@ -27,7 +27,6 @@ from conveyor.middleware import Middleware, MiddlewareChain
 from conveyor.queue import Queue
 from conveyor.redis.codes import ScriptCode
 from conveyor.redis.connection import eviction_policy_warning, listpack_hint
-from conveyor.redis.faults import guarded
 from conveyor.redis.scripts import CLAIM_FIELDS, CLAIM_HEADER
 from conveyor.worker.context import JobContext
 from conveyor.worker.keeper import LeaseKeeper
@@ -36,6 +35,7 @@ from conveyor.worker.outcome import JobOutcome, OutcomeKind
 from conveyor.worker.pump import TripPump, backoff_delay, describe_code
 from conveyor.worker.runner import Handler, Runner
 from conveyor.worker.threads import SyncThreads
+from conveyor.worker.wakehub import Pacer, WakeHub
 
 logger = logging.getLogger(__name__)
 
@@ -49,6 +49,7 @@ FLUSH_TIMEOUT_S = 10.0  # at shutdown, how long the last outcomes may take to re
 _NOTE_CHARS = 200
 _EMPTY_OPTS: dict[str, Any] = {}
 _LOOPS = ("waker", "heartbeat", "sweep")
+PROBE_EVERY_TURNS = 8  # an idle queue sharing a pacer is probed on every 8th paced sweep (a claim costs more)
 
 
 def default_worker_id() -> str:
@@ -119,7 +120,12 @@ class Worker:
         max_result_bytes: int | None = None,
         batch_size: int | None = None,
         backoffs: BackoffPolicies | None = None,
+        wake_hub: WakeHub | None = None,
+        pacer: Pacer | None = None,
     ) -> None:
+        """`wake_hub` and `pacer`: shared by the workers of one process serving many queues (one
+        blocking wait for all of them, a bounded rate of idle housekeeping; docs/scaling.md); by
+        default the worker has its own."""
         _check_settings(concurrency, lease_ms, max_stalls, max_lapses, no_handler_timeout_s)
         self.queue = queue
         self.concurrency = concurrency
@@ -156,6 +162,9 @@ class Worker:
             leases=self.leases, start_jobs=self._start_jobs, refused=self._refused,
         )
         self.keeper = LeaseKeeper(self._scripts, queue.name, self.leases, lease_ms, self.heartbeat_s, self._beat)
+        self._own_hub = wake_hub is None
+        self.wake_hub = wake_hub or WakeHub(queue.client)
+        self.pacer = pacer or Pacer()
         self._closing = False
         self._started = False
         self._stopped = asyncio.Event()
@@ -234,6 +243,8 @@ class Worker:
             task.cancel()
         await asyncio.wait(loops, timeout=5)
         self.threads.close()
+        if self._own_hub:
+            await self.wake_hub.close()
         self._stopped.set()
 
     async def _wait_ended(self, timeout: float) -> None:
@@ -371,27 +382,36 @@ class Worker:
     # ------------------------------------------------------------------ background loops
 
     async def _waker(self) -> None:
-        """Blocks on the wake list while the worker has free slots and saw no work."""
-        failures = 0
+        """While the worker has free slots and saw no work, waits (through the wake hub) for a
+        marker on the queue's wake list. A wait that ends without one probes the queue (a marker
+        can be lost with a worker that died holding it) unless the pacer is shared: then the paced
+        sweep probes idle queues, so 1,000 idle queues do not probe every `idle_block_s`."""
+        keys = self.queue.keys
+        interrupt = keys.hub(self.wake_hub.id)
         while True:
             await self.pump.idle.wait()
-            try:
-                await guarded(self.queue.client.blpop([self.queue.keys.wake], timeout=self.idle_block_s),
-                              "waiting for work")
-                failures = 0
-            except ConnectionFailedError as exc:
-                failures += 1
-                delay = backoff_delay(failures)
-                logger.warning("queue %s: wake-up wait failed (%s); retrying in %.2fs", self.queue.name, exc, delay)
-                await asyncio.sleep(delay)
+            woke = await self.wake_hub.wait(keys.wake, interrupt, self.idle_block_s)
+            if not woke and self.pacer.limited:
+                continue
             self.pump.idle.clear()
             self.pump.wake()
 
     async def _sweeper(self) -> None:
+        """Every `stalled_interval_s`, returns the jobs of dead workers to the queue. While this
+        worker holds no lease and ran nothing since the last sweep, the sweep waits for a turn of
+        the pacer, so idle queues cost a bounded number of calls per second."""
         failures = 0
+        turns = 0
+        processed = self.stats.processed
         while True:
             await asyncio.sleep(min(self.stalled_interval_s, backoff_delay(failures)) if failures
                                 else self.stalled_interval_s)
+            if not self.leases and processed == self.stats.processed:
+                await self.pacer.turn()
+                turns += 1
+                if self.pacer.limited and turns % PROBE_EVERY_TURNS == 0 and self.pump.idle.is_set():
+                    self.pump.wake()  # the idle queue's safety-net probe (see _waker)
+            processed = self.stats.processed
             try:
                 sweep = await self._scripts.sweep(self.max_stalls, self.max_lapses)
                 expired = 0
