@@ -18,6 +18,7 @@ from conveyor.errors import ConfigurationError, PayloadValidationError, Unrecove
 from conveyor.job import Job
 from conveyor.middleware import Middleware
 from conveyor.options import JobOptions, JobSpec
+from conveyor.partitions import PartitionedQueue, PartitionedWorker
 from conveyor.queue import Queue
 from conveyor.redis.connection import RedisClient, SyncRedisClient, connect, connect_sync
 from conveyor.redis.durability import Durability
@@ -38,6 +39,8 @@ class QueueConfig:
     concurrency: int = DEFAULT_CONCURRENCY
     defaults: JobOptions | None = None
     durability: Durability | None = None  # None: the app's
+    partitions: int | None = None  # a partitioned queue (conveyor.partitions, docs/scaling.md)
+    previous_partitions: int | None = None  # the count before a re-partition, served until empty
 
 
 def _field_errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -221,9 +224,15 @@ class Conveyor:
 
     def declare_queue(
         self, name: str, *, concurrency: int = DEFAULT_CONCURRENCY, defaults: JobOptions | None = None,
-        durability: Durability | None = None,
+        durability: Durability | None = None, partitions: int | None = None,
+        previous_partitions: int | None = None,
     ) -> QueueConfig:
-        config = QueueConfig(name, concurrency, defaults, durability)
+        """`partitions`: spread the queue over that many partitions, each in its own Cluster slot
+        (docs/scaling.md); `previous_partitions`: the count before a re-partition, whose
+        partitions are still served until empty."""
+        if previous_partitions is not None and partitions is None:
+            raise ConfigurationError("previous_partitions needs partitions")
+        config = QueueConfig(name, concurrency, defaults, durability, partitions, previous_partitions)
         self.queue_configs[name] = config
         return config
 
@@ -302,25 +311,32 @@ class Conveyor:
         q = self._queues.get(name)
         if q is None:
             config = self.queue_configs.get(name)
-            q = Queue(
-                name, redis=self.client, prefix=self.prefix, middleware=self.middleware,
-                defaults=config.defaults if config else None,
-                durability=self._durability(config),
-            )
+            options: dict[str, Any] = {
+                "redis": self.client, "prefix": self.prefix, "middleware": self.middleware,
+                "defaults": config.defaults if config else None, "durability": self._durability(config),
+            }
+            if config is not None and config.partitions is not None:
+                q = PartitionedQueue(name, partitions=config.partitions, previous=config.previous_partitions,
+                                     **options)
+            else:
+                q = Queue(name, **options)
             self._queues[name] = q
         return q
 
     def handlers(self, queue: str) -> dict[str, Any]:
         return {t.name: t.handler for (q, _), t in self.tasks.items() if q == queue}
 
-    def worker(self, queue: str, **options: Any) -> Worker:
+    def worker(self, queue: str, **options: Any) -> Worker | PartitionedWorker:
         """A worker for one declared queue, running every task declared on it."""
         if queue not in self.queue_configs:
             raise ConfigurationError(f"queue {queue!r} is not declared by this app")
         options.setdefault("concurrency", self.queue_configs[queue].concurrency)
         options.setdefault("middleware", self.middleware)
         options.setdefault("backoffs", self.backoffs)
-        return Worker(self.queue(queue), self.handlers(queue), **options)
+        q = self.queue(queue)
+        if isinstance(q, PartitionedQueue):
+            return PartitionedWorker(q, self.handlers(queue), **options)
+        return Worker(q, self.handlers(queue), **options)
 
     async def close(self) -> None:
         if self._client is not None:

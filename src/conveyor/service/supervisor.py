@@ -22,6 +22,7 @@ from conveyor.app import Conveyor
 from conveyor.errors import ConfigurationError, ConnectionFailedError
 from conveyor.job import JobState
 from conveyor.middleware import Middleware
+from conveyor.partitions import QueueWorker
 from conveyor.redis.connection import RedisClient, connect
 from conveyor.redis.faults import is_fault
 from conveyor.schedules import Scheduler
@@ -32,7 +33,7 @@ from conveyor.service.plan import QueuePlan
 from conveyor.service.registry import RegistryWriter
 from conveyor.service.watch import QueueWatch
 from conveyor.settings import Settings
-from conveyor.worker import JobContext, JobOutcome, Worker
+from conveyor.worker import JobContext, JobOutcome
 from conveyor.worker.wakehub import Pacer, WakeHub
 from conveyor.worker.worker import default_worker_id
 
@@ -60,7 +61,7 @@ class _PeakMiddleware(Middleware):
         self.peak.finished()
 
 
-def _gauges(worker: Worker) -> tuple[Callable[[], float], Callable[[], float]]:
+def _gauges(worker: QueueWorker) -> tuple[Callable[[], float], Callable[[], float]]:
     return (lambda: float(worker.active)), (lambda: float(worker.stats.peak_active))
 
 
@@ -108,7 +109,7 @@ class WorkerService:
         self._sampled: dict[str, int] = {}  # trips of each queue's worker at its last depth sample
         self._live: dict[str, bool] = {}  # whether a queue had waiting, delayed or active jobs then
         self._idle_cursor = 0
-        self.workers: dict[str, Worker] = {}
+        self.workers: dict[str, QueueWorker] = {}
         self.watches: dict[str, QueueWatch] = {}
         for p in self.plan:
             worker = app.worker(
@@ -304,8 +305,8 @@ class WorkerService:
             return
         names = list(self.workers)
         for name in names:  # a queue not sampled yet counts as idle until it makes a trip
-            self._sampled.setdefault(name, self.workers[name].pump.trips)
-        due = [n for n in names if self._live.get(n, False) or self._sampled[n] != self.workers[n].pump.trips]
+            self._sampled.setdefault(name, self.workers[name].trips)
+        due = [n for n in names if self._live.get(n, False) or self._sampled[n] != self.workers[n].trips]
         idle = [n for n in names if n not in set(due)]
         turn: list[str] = []
         if idle:
@@ -314,7 +315,7 @@ class WorkerService:
             self._idle_cursor = start + IDLE_SAMPLES_PER_ROUND
         for name in due + turn:
             worker = self.workers[name]
-            self._sampled[name] = worker.pump.trips
+            self._sampled[name] = worker.trips
             counts = await worker.queue.counts()
             self._live[name] = any(counts[s] for s in (JobState.WAITING, JobState.DELAYED, JobState.ACTIVE))
             self.metrics.set_depths(name, counts)
@@ -395,7 +396,7 @@ class WorkerService:
             success = st.success_rate(figures["succeeded"], figures["failed"])
             self.log.info("queue stats", queue=name, jobs_per_min=rate, success_rate=success, **figures)
 
-    def _stats_figures(self, name: str, worker: Worker) -> dict[str, Any]:
+    def _stats_figures(self, name: str, worker: QueueWorker) -> dict[str, Any]:
         counts = st.queue_counts(worker)
         return {
             "restarts": self.watches[name].restarts,

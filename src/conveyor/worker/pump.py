@@ -69,7 +69,10 @@ class TripPump:
         leases: dict[str, Lease],
         start_jobs: Callable[[list[Any]], None],
         refused: Callable[[Lease, int], None],
+        released: Callable[[], None] | None = None,
     ) -> None:
+        """`released`: called when a trip's reserved slots are given back (slots shared between
+        the pumps of a partitioned queue: another pump may now take them)."""
         self.scripts = scripts
         self.queue = queue
         self.worker_id = worker_id
@@ -81,6 +84,7 @@ class TripPump:
         self.leases = leases  # the worker's lease table: a lease leaves it when its outcome is answered
         self.start_jobs = start_jobs
         self.refused = refused
+        self.released = released
         self.ended: list[Lease] = []
         self.kick = asyncio.Event()
         self.closing = False
@@ -184,6 +188,8 @@ class TripPump:
             self.reserved -= trip.want
             self._in_flight.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
             self.kick.set()
+            if trip.want and self.released is not None:
+                self.released()
         if reply is not None:  # (no await since the finally: the pump sees the new leases at once)
             self._answered(trip, reply)
 

@@ -203,6 +203,9 @@ class WakeHub:
         futures = group.waiters.get(key)
         while futures:
             future = futures.popleft()
+            if not futures:  # out of the next wait at once, or its next marker would come back here
+                del group.waiters[key]
+                group.timeouts.pop(key, None)
             if not future.done():
                 future.set_result(None)
                 return

@@ -34,6 +34,7 @@ from conveyor.worker.lease import Lease, Stop
 from conveyor.worker.outcome import JobOutcome, OutcomeKind
 from conveyor.worker.pump import TripPump, backoff_delay, describe_code
 from conveyor.worker.runner import Handler, Runner
+from conveyor.worker.slots import SlotPool
 from conveyor.worker.threads import SyncThreads
 from conveyor.worker.wakehub import Pacer, WakeHub
 
@@ -122,11 +123,17 @@ class Worker:
         backoffs: BackoffPolicies | None = None,
         wake_hub: WakeHub | None = None,
         pacer: Pacer | None = None,
+        slots: SlotPool | None = None,
+        stats: WorkerStats | None = None,
     ) -> None:
         """`wake_hub` and `pacer`: shared by the workers of one process serving many queues (one
         blocking wait for all of them, a bounded rate of idle housekeeping; docs/scaling.md); by
-        default the worker has its own."""
+        default the worker has its own. `slots` and `stats`: shared by the workers of the
+        partitions of one queue (conveyor.partitions)."""
         _check_settings(concurrency, lease_ms, max_stalls, max_lapses, no_handler_timeout_s)
+        if queue.partitioned:
+            raise ConfigurationError(
+                f"queue {queue.name!r} is partitioned: run it with conveyor.partitions.worker_for (or app.worker)")
         self.queue = queue
         self.concurrency = concurrency
         self.lease_ms = lease_ms
@@ -143,7 +150,8 @@ class Worker:
         self.batch_size = min(batch_size or max(1, (concurrency + 1) // 2), MAX_BATCH)
         self.worker_id = worker_id or default_worker_id()
         self.middleware = MiddlewareChain(middleware)
-        self.stats = WorkerStats()
+        self.stats = stats or WorkerStats()
+        self.slots = slots
         self.threads = SyncThreads(concurrency)
         self.runner = Runner(
             handlers, threads=self.threads, max_result_bytes=max_result_bytes or queue.max_payload_bytes,
@@ -158,9 +166,12 @@ class Worker:
         self._all_ended.set()
         self.pump = TripPump(
             self._scripts, queue.name, self.worker_id, lease_ms=lease_ms, batch_size=self.batch_size,
-            free_slots=lambda: self.concurrency - self._running, handler_names=sorted(self.runner.handlers),
+            free_slots=self._free_slots, handler_names=sorted(self.runner.handlers),
             leases=self.leases, start_jobs=self._start_jobs, refused=self._refused,
+            released=None if slots is None else slots.released,
         )
+        if slots is not None:
+            slots.pumps.append(self.pump)
         self.keeper = LeaseKeeper(self._scripts, queue.name, self.leases, lease_ms, self.heartbeat_s, self._beat)
         self._own_hub = wake_hub is None
         self.wake_hub = wake_hub or WakeHub(queue.client)
@@ -176,6 +187,16 @@ class Worker:
     def active(self) -> int:
         """Jobs whose run has not ended (a sync handler counts until its thread returns)."""
         return self._running
+
+    @property
+    def trips(self) -> int:
+        """Trips sent so far (each claims and/or records outcomes): a sign of activity."""
+        return self.pump.trips
+
+    def _free_slots(self) -> int:
+        if self.slots is not None:
+            return self.slots.free_for(self.pump)
+        return self.concurrency - self._running
 
     @property
     def running(self) -> bool:
@@ -286,6 +307,8 @@ class Worker:
             lease = Lease(job_id, token, int(attempt), name, options if isinstance(options, dict) else _EMPTY_OPTS)
             leases[token] = lease
             self._running += 1
+            if self.slots is not None:
+                self.slots.running += 1
             if not isinstance(options, dict):
                 error = {"type": "InvalidJob", "message": "the job's stored options cannot be read"}
                 self._end(lease, JobOutcome(OutcomeKind.FAILED, error=error))
@@ -297,8 +320,9 @@ class Worker:
                 lease.task = create_task(run(lease, ctx, data))
         if self._running:
             self._all_ended.clear()
-        if self._running > self.stats.peak_active:
-            self.stats.peak_active = self._running
+        running = self._running if self.slots is None else self.slots.running
+        if running > self.stats.peak_active:
+            self.stats.peak_active = running
 
     async def _run(self, lease: Lease, ctx: JobContext, data: str) -> None:
         outcome: JobOutcome | None = None
@@ -326,6 +350,9 @@ class Worker:
         self._running -= 1
         if self._running == 0:
             self._all_ended.set()
+        if self.slots is not None:
+            self.slots.running -= 1
+            self.slots.released()
         stats = self.stats
         kind = outcome.kind
         if kind is OutcomeKind.LOST:
