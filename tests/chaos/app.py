@@ -4,8 +4,9 @@ Its one task records every run in a separate ledger server that no fault touches
 lease token and the attempt, once when the handler starts and once when it returns. The harness
 compares the ledger with the queue's final state and its events, so the counts do not rely on
 what the faulted server or the workers say about themselves.
-Environment: CONVEYOR_PREFIX, CHAOS_QUEUE, CHAOS_LEDGER_URL, CHAOS_LEDGER_KEY, and CHAOS_REPLICAS
-(outcomes acknowledged only once that many replicas have them; unset = 0).
+Environment: CONVEYOR_PREFIX, CHAOS_QUEUE, CHAOS_LEDGER_URL, CHAOS_LEDGER_KEY, CHAOS_REPLICAS
+(outcomes acknowledged only once that many replicas have them; unset = 0) and CHAOS_PARTITIONS (a
+partitioned queue of that many partitions; unset = a plain queue).
 """
 
 from __future__ import annotations
@@ -21,8 +22,11 @@ from conveyor.redis.durability import Durability
 
 QUEUE = os.environ.get("CHAOS_QUEUE", "chaos")
 REPLICAS = int(os.environ.get("CHAOS_REPLICAS", "0"))
+PARTITIONS = int(os.environ.get("CHAOS_PARTITIONS", "0"))  # 0: a plain queue
 app = Conveyor(name="chaos", prefix=os.environ.get("CONVEYOR_PREFIX", "cv"),
                durability=Durability(replicas=REPLICAS, timeout_ms=2000) if REPLICAS else None)
+if PARTITIONS:
+    app.declare_queue(QUEUE, partitions=PARTITIONS)
 _ledger: list[aioredis.Redis] = []
 
 
