@@ -172,10 +172,11 @@ def many_queues(url: str, queues: int, n: int, idle_window_s: float) -> dict[str
 
         asyncio.run(paced())
         with syncredis.Redis.from_url(url, decode_responses=True, socket_timeout=60) as r:
-            lats = wait_reports(r, report_key, "lats", 1, 300)[0]["lats"]
+            rep = wait_reports(r, report_key, "lats", 1, 300)[0]
+            lats = rep["lats"]
     finally:
         stop([proc])
-    return {"queues": queues, "connections": connections, "idle_commands_per_s": round(idle_rate, 1),
+    return {"queues": queues, "hub": rep.get("hub"), "connections": connections, "idle_commands_per_s": round(idle_rate, 1),
             "pickup_p50_ms": round(statistics.median(lats), 2), "pickup_p99_ms": round(nearest_rank(lats, 99), 2)}
 
 

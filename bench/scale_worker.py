@@ -45,7 +45,10 @@ async def many(args: argparse.Namespace) -> None:
         if data["i"] >= 0:
             lats.append((time.time() - data["ts"]) * 1000.0)
             if len(lats) == args.n:
-                await report.rpush(args.report_key, json.dumps({"kind": "lats", "lats": lats}))
+                hub = service.wake_hub
+                await report.rpush(args.report_key, json.dumps({
+                    "kind": "lats", "lats": lats,
+                    "hub": {"waits": hub.waits, "interrupts": hub.interrupts, "returned": hub.returned}}))
 
     for i in range(args.queues):
         app.declare_queue(f"{args.queue}-{i}", concurrency=4)

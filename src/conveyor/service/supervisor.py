@@ -307,7 +307,8 @@ class WorkerService:
         for name in names:  # a queue not sampled yet counts as idle until it makes a trip
             self._sampled.setdefault(name, self.workers[name].trips)
         due = [n for n in names if self._live.get(n, False) or self._sampled[n] != self.workers[n].trips]
-        idle = [n for n in names if n not in set(due)]
+        chosen = set(due)
+        idle = [n for n in names if n not in chosen]
         turn: list[str] = []
         if idle:
             start = self._idle_cursor % len(idle)
