@@ -9,6 +9,7 @@ registered. Nothing read from a job is ever imported.
 
 from __future__ import annotations
 
+import math
 import random
 import re
 from collections.abc import Callable, Iterator, Mapping
@@ -44,7 +45,11 @@ class Exponential:
     jitter: bool = True
 
     def seconds(self, attempt: int, error: BaseException | None = None) -> float:
-        delay = min(self.max, self.base * self.factor ** max(0, attempt - 1))
+        try:
+            grown = self.base * self.factor ** max(0, attempt - 1)
+        except OverflowError:  # a large factor over many attempts: the cap applies
+            grown = math.inf
+        delay = min(self.max, grown)
         if self.jitter:
             delay = delay / 2 + random.uniform(0, delay / 2)
         return delay
@@ -104,9 +109,13 @@ class BackoffPolicies:
         return max(0.0, float(fn(attempt, error)))
 
 
-def _non_negative(name: str, value: Any) -> float:
-    if isinstance(value, bool) or not isinstance(value, int | float) or value < 0:
-        raise InvalidOptionError(f"backoff {name} must be a number >= 0, got {value!r}")
+BACKOFF_SECONDS_MAX = 3_155_760_000.0  # 100 years, as every other duration option
+FACTOR_MAX = 100.0
+
+
+def _non_negative(name: str, value: Any, high: float = BACKOFF_SECONDS_MAX) -> float:
+    if isinstance(value, bool) or not isinstance(value, int | float) or not 0 <= value <= high:
+        raise InvalidOptionError(f"backoff {name} must be a number in [0, {high:g}], got {repr(value)[:40]}")
     return float(value)
 
 
@@ -128,7 +137,9 @@ def parse_backoff(value: Any) -> Backoff:
         return _from_mapping(value)
     if callable(value):
         raise InvalidOptionError(_CODE_REFUSED)
-    raise InvalidOptionError(f"unknown backoff {value!r}: use seconds, 'exponential', a mapping or a Named policy")
+    raise InvalidOptionError(
+        f"unknown backoff {repr(value)[:40]}: use seconds, 'exponential', a mapping or a Named policy"
+    )
 
 
 def _from_mapping(value: Mapping[str, Any]) -> Backoff:
@@ -142,7 +153,7 @@ def _from_mapping(value: Mapping[str, Any]) -> Backoff:
         unknown = set(rest) - {"base", "factor", "max", "jitter"}
         if unknown:
             raise InvalidOptionError(f"unknown exponential backoff keys: {sorted(unknown)}")
-        factor = _non_negative("factor", rest.get("factor", 2.0))
+        factor = _non_negative("factor", rest.get("factor", 2.0), FACTOR_MAX)
         if factor < 1:
             raise InvalidOptionError("exponential backoff factor must be >= 1")
         return Exponential(

@@ -13,30 +13,50 @@ from conveyor.backoff import Backoff, parse_backoff
 from conveyor.errors import InvalidOptionError
 
 PRIORITY_MIN, PRIORITY_MAX = -1000, 1000
+ATTEMPTS_MAX = 1000
+COST_MAX = 10**12
 _ID = re.compile(r"^[A-Za-z0-9._:@/+=-]{1,200}$")
 DEFAULT_IDEMPOTENCY_TTL_S = 86400.0
+# Every duration option lies in [0.001 s, 100 years] (0 where allowed): the scripts take whole ms up to
+# 100 years (MAX_MS in lua/includes/common.lua), so a duration outside that range is refused here,
+# before anything is written, instead of by a script later (a finish trip refusing every outcome).
+MIN_DURATION_S = 0.001
+MAX_DURATION_S = 3_155_760_000.0
 
 
 def _check_id(kind: str, value: str, *, forbid_numeric: bool) -> str:
     if not isinstance(value, str) or not _ID.match(value):
         raise InvalidOptionError(
-            f"invalid {kind} {value!r}: 1-200 characters from letters, digits and . _ : @ / + = -"
+            f"invalid {kind} {clip(value)}: 1-200 characters from letters, digits and . _ : @ / + = -"
         )
     if forbid_numeric and value.isdigit():
-        raise InvalidOptionError(f"{kind} {value!r} is all digits, which is reserved for generated ids")
+        raise InvalidOptionError(f"{kind} {clip(value)} is all digits, which is reserved for generated ids")
     return value
 
 
-def _seconds(name: str, value: Any, *, allow_zero: bool = True) -> float | None:
+def _seconds(name: str, value: Any, *, allow_zero: bool = True, sub_ms: bool = False) -> float | None:
+    """A duration option in seconds: 0 (where `allow_zero`) or in [MIN_DURATION_S, MAX_DURATION_S];
+    `sub_ms` also lets through positive values under a millisecond (a delay that rounds to "now")."""
     if value is None:
         return None
     if isinstance(value, timedelta):
         value = value.total_seconds()
     if isinstance(value, bool) or not isinstance(value, int | float) or not math.isfinite(value):
-        raise InvalidOptionError(f"{name} must be a number of seconds, got {value!r}")
+        raise InvalidOptionError(f"{name} must be a number of seconds, got {clip(value)}")
     if value < 0 or (value == 0 and not allow_zero):
         raise InvalidOptionError(f"{name} must be {'>=' if allow_zero else '>'} 0, got {value!r}")
+    if value > MAX_DURATION_S or (0 < value < MIN_DURATION_S and not sub_ms):
+        low = "0 or " if allow_zero else ""
+        raise InvalidOptionError(
+            f"{name} must be {low}between {MIN_DURATION_S} s and {MAX_DURATION_S:.0f} s (100 years), got {value!r}"
+        )
     return float(value)
+
+
+def clip(value: Any, limit: int = 80) -> str:
+    """`repr(value)` cut to `limit` characters: messages never echo a whole oversized input."""
+    text = repr(value)
+    return text if len(text) <= limit else text[: limit - 3] + "..."
 
 
 @dataclass(frozen=True, slots=True, kw_only=True)
@@ -69,16 +89,17 @@ class JobOptions:
             or not PRIORITY_MIN <= self.priority <= PRIORITY_MAX
         ):
             raise InvalidOptionError(f"priority must be an integer in [{PRIORITY_MIN}, {PRIORITY_MAX}]")
-        s(self, "delay", _seconds("delay", self.delay))
+        s(self, "delay", _seconds("delay", self.delay, sub_ms=True))
         if self.run_at is not None:
             if not isinstance(self.run_at, datetime) or self.run_at.tzinfo is None:
                 raise InvalidOptionError("run_at must be a timezone-aware datetime")
             if self.delay is not None:
                 raise InvalidOptionError("give either delay or run_at, not both")
         if self.attempts is not None and (
-            isinstance(self.attempts, bool) or not isinstance(self.attempts, int) or not 1 <= self.attempts <= 1000
+            isinstance(self.attempts, bool) or not isinstance(self.attempts, int)
+            or not 1 <= self.attempts <= ATTEMPTS_MAX
         ):
-            raise InvalidOptionError(f"attempts must be an integer in [1, 1000], got {self.attempts!r}")
+            raise InvalidOptionError(f"attempts must be an integer in [1, {ATTEMPTS_MAX}], got {clip(self.attempts)}")
         if self.backoff is not None:
             s(self, "backoff", parse_backoff(self.backoff))
         s(self, "timeout", _seconds("timeout", self.timeout, allow_zero=False))
@@ -87,9 +108,9 @@ class JobOptions:
         if self.group is not None:
             _check_id("group", self.group, forbid_numeric=False)
         if self.cost is not None and (
-            isinstance(self.cost, bool) or not isinstance(self.cost, int) or not 0 <= self.cost <= 10**12
+            isinstance(self.cost, bool) or not isinstance(self.cost, int) or not 0 <= self.cost <= COST_MAX
         ):
-            raise InvalidOptionError(f"cost must be an integer in [0, 10**12], got {self.cost!r}")
+            raise InvalidOptionError(f"cost must be an integer in [0, 10**12], got {clip(self.cost)}")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> JobOptions:
@@ -99,13 +120,14 @@ class JobOptions:
         known = _FIELD_NAMES
         unknown = set(values) - known
         if unknown:
-            raise InvalidOptionError(f"unknown job options {sorted(unknown)}; known: {sorted(known)}")
+            names = ", ".join(clip(str(k), 40) for k in sorted(map(str, unknown))[:5])
+            raise InvalidOptionError(f"unknown job options {names}; known: {sorted(known)}")
         clean = dict(values)
         if isinstance(clean.get("run_at"), str):
             try:
                 clean["run_at"] = datetime.fromisoformat(clean["run_at"])
             except ValueError:
-                raise InvalidOptionError(f"run_at is not an ISO 8601 datetime: {clean['run_at']!r}") from None
+                raise InvalidOptionError(f"run_at is not an ISO 8601 datetime: {clip(clean['run_at'])}") from None
         try:
             return cls(**clean)
         except TypeError as exc:

@@ -50,7 +50,35 @@ class Settings:
         "CONVEYOR_API_CORS_ORIGINS", "Comma-separated origins allowed by CORS (empty = CORS off).", ""
     )
     api_rate_limit: int = _setting(
-        "CONVEYOR_API_RATE_LIMIT", "Requests/s per API key, shared by all API processes (0 = none).", 100
+        "CONVEYOR_API_RATE_LIMIT",
+        "Default requests/s of a key created without its own limit, shared by all API processes "
+        "(0 = unlimited; per key: `conveyor keys create --rate-limit N`).", 0,
+    )
+    api_max_streams_per_key: int = _setting(
+        "CONVEYOR_API_MAX_STREAMS_PER_KEY", "Event streams (SSE) one key may hold open per API process "
+        "(429 with Retry-After above).", 100,
+    )
+    api_max_waits_per_key: int = _setting(
+        "CONVEYOR_API_MAX_WAITS_PER_KEY", "Long-polls (GET .../wait) one key may hold open per API process "
+        "(429 with Retry-After above).", 100,
+    )
+    api_workers: int = _setting(
+        "CONVEYOR_API_WORKERS", "API processes sharing the port (`conveyor api --workers N`).", 1
+    )
+    api_max_connections: int = _setting(
+        "CONVEYOR_API_MAX_CONNECTIONS", "Open connections (and requests) per API process; over it new "
+        "requests get 503 at once.", 2000,
+    )
+    api_header_timeout_s: float = _setting(
+        "CONVEYOR_API_HEADER_TIMEOUT_S", "Seconds a client has to send a request's headers before the "
+        "connection is closed.", 10.0,
+    )
+    api_body_timeout_s: float = _setting(
+        "CONVEYOR_API_BODY_TIMEOUT_S", "Seconds a client has to send a request's body once its headers "
+        "arrived before the connection is closed.", 30.0,
+    )
+    api_keepalive_s: float = _setting(
+        "CONVEYOR_API_KEEPALIVE_S", "Seconds an idle keep-alive connection stays open.", 5.0
     )
     api_auth: bool = _setting(
         "CONVEYOR_API_AUTH", "Require API keys (turn off only behind a trusted proxy or on loopback).", True
@@ -244,8 +272,8 @@ class Settings:
 
 # Settings with a per-queue suffix, e.g. CONVEYOR_CONCURRENCY_EMAILS=5.
 DYNAMIC_PREFIXES = ("CONVEYOR_CONCURRENCY_",)
-# Read by tools outside the settings object (conveyor.testing and the pytest plugin).
-OTHER_KNOWN = frozenset({"CONVEYOR_SERVER_BIN", "CONVEYOR_TEST_REDIS_URL"})
+# Read by tools outside the settings object (conveyor.testing, the pytest plugin, API worker processes).
+OTHER_KNOWN = frozenset({"CONVEYOR_SERVER_BIN", "CONVEYOR_TEST_REDIS_URL", "CONVEYOR_API_APP"})
 
 
 def _dynamic(name: str) -> bool:

@@ -156,9 +156,10 @@ class Cluster(_Direct):
         await asyncio.to_thread(self._wait_ok)
         self.restarts += 1
 
-    async def migrate(self, queue: Queue, batch: int = 10, pause_s: float = 0.05) -> None:
-        """Move the queue's slot to the next node while jobs run: IMPORTING/MIGRATING, MIGRATE in small
-        batches, then SETSLOT NODE on every node (the target first)."""
+    async def migrate(self, queue: Queue, batch: int = 1, pause_s: float = 0.005) -> None:
+        """Move the queue's slot to the next node while jobs run: IMPORTING/MIGRATING, MIGRATE key by
+        key (job records first, so the scripts still served by the source meet records that moved),
+        then SETSLOT NODE on every node (the target first)."""
         slot = self._slot(queue)
         src = self.owner(slot)
         dst = next(s for s in self.cluster.servers if s is not src)
@@ -170,10 +171,13 @@ class Cluster(_Direct):
             src_id, dst_id = s.execute_command("CLUSTER", "MYID"), d.execute_command("CLUSTER", "MYID")
             d.execute_command("CLUSTER", "SETSLOT", slot, "IMPORTING", src_id)
             s.execute_command("CLUSTER", "SETSLOT", slot, "MIGRATING", dst_id)
-            while keys := s.execute_command("CLUSTER", "GETKEYSINSLOT", slot, batch):
-                s.execute_command("MIGRATE", "127.0.0.1", dst.port, "", 0, 10000, "KEYS", *keys)
-                self.migrated_keys += len(keys)
-                time.sleep(pause_s)  # lets the workers run between batches: a live migration
+            while keys := s.execute_command("CLUSTER", "GETKEYSINSLOT", slot, 100_000):
+                keys.sort(key=lambda key: ":job:" not in key)
+                for start in range(0, len(keys), batch):
+                    moving = keys[start:start + batch]
+                    s.execute_command("MIGRATE", "127.0.0.1", dst.port, "", 0, 10000, "KEYS", *moving)
+                    self.migrated_keys += len(moving)
+                    time.sleep(pause_s)  # lets the workers run between keys: a live migration
             d.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
             s.execute_command("CLUSTER", "SETSLOT", slot, "NODE", dst_id)
             for other in self.cluster.servers:

@@ -30,7 +30,7 @@ from conveyor.options import JobSpec
 from tests.chaos.app import ledger_keys
 
 MUST_BE_ZERO = ("lost", "double_completed", "phantom", "duplicates", "unfinished", "failed", "cancelled",
-                "wrong_results", "worker_crashes")
+                "wrong_results", "worker_crashes", "loop_crashes")
 
 
 @dataclass
@@ -48,6 +48,7 @@ class Counts:
     cancelled: int = 0
     wrong_results: int = 0
     worker_crashes: int = 0
+    loop_crashes: int = 0  # a queue loop ended by an error: every fault must be classified and ridden through
     reexecuted_jobs: int = 0
     extra_runs: int = 0
     events_complete: bool = True
@@ -73,6 +74,7 @@ class Counts:
                 ("duplicate jobs from one add", self.duplicates), ("unfinished", self.unfinished),
                 ("failed", self.failed), ("cancelled", self.cancelled), ("wrong results", self.wrong_results),
                 ("workers that died by themselves", self.worker_crashes),
+                ("queue loops that crashed", self.loop_crashes),
                 ("jobs run more than once", self.reexecuted_jobs), ("extra runs", self.extra_runs)]
         rows += [(f"fault: {k}", v) for k, v in sorted(self.faults.items())]
         rows += [(f"log: {k}", v) for k, v in sorted(self.notes.items())]

@@ -177,8 +177,10 @@ async def run(plan: Plan, backend: Backend, workdir: Path) -> Counts:
         counts.worker_crashes = len(fleet.unexpected_exits) + sum(1 for c in exit_codes if c != 0)
         for code in fleet.unexpected_exits + [c for c in exit_codes if c != 0]:
             counts.example("worker_crashes", f"exit {code}")
+        counts.loop_crashes = fleet.log_count("loop crashed")
+        for kind, n in fleet.crash_kinds().items():
+            counts.example("loop_crashes", f"{n}x {kind}")
         counts.notes = {
-            "loop crashes": fleet.log_count("loop crashed"),
             "trips resent after a fault": fleet.log_count("sending it again"),
             "late writes rejected": fleet.log_count("late write for job"),
             "leases lost while running": fleet.log_count("lost its lease"),
@@ -187,7 +189,6 @@ async def run(plan: Plan, backend: Backend, workdir: Path) -> Counts:
             "tracebacks": fleet.log_count("Traceback"),
             "producer errors": sum(producer.errors.values()),
             "drained before the deadline": int(drained),
-            **{f"loop crash {kind}": n for kind, n in fleet.crash_kinds().items()},
         }
         if isinstance(backend, Cluster):
             counts.notes["keys migrated while jobs ran"] = backend.migrated_keys

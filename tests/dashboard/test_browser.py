@@ -59,6 +59,9 @@ def test_overview_updates_live_when_jobs_are_added(ui: Ui) -> None:
     ui.sign_in()
     row = page.locator("tr[data-queue='live']")
     expect(row.locator("td[data-state='completed']")).to_have_text("0")
+    # The page follows its queues' events (GET /api/events) and re-reads itself when one arrives;
+    # its fallback poll (15 s) is slower than `expect` waits (10 s), so the updates below are pushed.
+    expect(page.locator("body")).to_have_attribute("data-live", "on")
     page.evaluate("() => { window.__sameDocument = true; }")
     ids = [enqueue(ui.server, "live", "echo", {"n": i}) for i in range(3)]
     expect(row.locator("td[data-state='completed']")).to_have_text("3")
@@ -162,7 +165,7 @@ def test_read_only_key_sees_no_action_buttons(ui: Ui) -> None:
                   f"#/jobs/readonly/{delayed_id}", "#/dead"):
         ui.go(route)
         page.locator("main .page > *").first.wait_for()
-        page.wait_for_load_state("networkidle")
+        expect(page.locator("body")).to_have_attribute("data-live", "on")  # rendered, then following
         controls = page.locator("main button.action, main [data-testid^='bulk-'], main input[type=checkbox]")
         expect(controls).to_have_count(0)
     ui.go(f"#/jobs/readonly/{job_id}")

@@ -1,7 +1,8 @@
 """One table of Redis faults: every "not usable now" error is a ConnectionFailedError, and the
 worker's loops back off and resume by themselves — never crash — through real faults: connections
 reset (under uvloop too), a server restarted, a script keeping the server BUSY, a replica refusing
-writes (READONLY). (LOADING is in the table; a replaying server here answers only once loaded.)"""
+writes (READONLY), a connection closed under a send. LOADING while a large AOF replays:
+tests/service/test_process.py (the worker service and its /health)."""
 
 from __future__ import annotations
 
@@ -12,6 +13,7 @@ from typing import Any
 
 import pytest
 import redis as syncredis
+import redis.asyncio as aioredis
 import uvloop
 from redis.exceptions import (
     AskError,
@@ -48,12 +50,16 @@ def test_the_fault_table() -> None:
         ResponseError("UNBLOCKED force unblock from blocking operation, instance state changed"),
         RedisClusterException("All slots are not covered after query all startup_nodes. 5461 of 16384 covered"),
         RedisClusterException("Redis Cluster cannot be connected. Please provide at least one reachable node"),
+        ResponseError("Script attempted to access a non local key in a cluster node script: 7239"),
+        ResponseError("Script attempted to execute a command while the cluster is down script: 7239"),
     ]
     not_faults = [
         ResponseError("WRONGTYPE Operation against a key holding the wrong kind of value"),
         ResponseError("ERR Error running script (call to f_1): @user_script:3: bad argument"),
         RuntimeError("something else"), ValueError("BUSY"),
         RedisClusterException("EVALSHA - all keys must map to the same key slot"),
+        ResponseError("Script attempted to access keys that do not hash to the same slot script: 1"),
+        AttributeError("'NoneType' object has no attribute 'writelines'"),  # not raised inside redis-py
     ]
     assert [is_fault(e) for e in faults] == [True] * len(faults)
     assert [is_fault(e) for e in not_faults] == [False] * len(not_faults)
@@ -164,3 +170,54 @@ async def test_a_replica_refusing_writes_is_ridden_through_until_promoted(qname:
             assert loops_alive(worker)
         await direct.client.aclose()
         await on_replica.client.aclose()
+
+
+class ClosedUnderSend(aioredis.Connection):
+    """A real connection that, every `every`-th command, is closed the way redis-py closes a node's
+    connections while its Cluster client rebuilds the slot map, just before the send: redis-py then
+    raises AttributeError ("'NoneType' object has no attribute 'writelines'") from its own code."""
+
+    every = 7
+    closed = 0
+    _sent = 0
+
+    async def send_packed_command(self, command: Any, check_health: bool = True) -> None:
+        ClosedUnderSend._sent += 1
+        if ClosedUnderSend._sent % self.every == 0 and self.is_connected:
+            self._close()  # another task's disconnect, landing after the connected check
+            ClosedUnderSend.closed += 1
+            await self._send_packed_command([command] if isinstance(command, bytes) else command)
+        await super().send_packed_command(command, check_health)
+
+
+async def test_a_connection_closed_under_a_send_is_a_fault(redis_server: RedisServer) -> None:
+    conn = aioredis.Connection(port=redis_server.port, socket_timeout=5)
+    await conn.connect()
+    conn._close()
+    with pytest.raises(ConnectionFailedError, match="writelines") as raised:
+        await guarded(conn._send_packed_command([b"*1\r\n$4\r\nPING\r\n"]), "sending")
+    assert isinstance(raised.value.__cause__, AttributeError)
+    with pytest.raises(AttributeError):  # the same error raised by our own code is a bug, not a fault
+        await guarded(_ours(None), "sending")
+
+
+async def _ours(writer: Any) -> None:
+    writer.writelines([b""])
+
+
+async def test_loops_survive_connections_closed_under_their_sends(redis_server: RedisServer, qname: str) -> None:
+    direct = Queue(qname, redis=redis_server.url)
+    queue = Queue(qname, redis=connect(redis_server.url, connection_class=ClosedUnderSend))
+
+    async def quick(ctx: JobContext, data: int) -> int:
+        return data
+
+    worker = Worker(queue, {"j": quick}, concurrency=4, **FAST)  # type: ignore[arg-type]
+    jobs = await direct.add_bulk([{"name": "j", "data": i} for i in range(60)])
+    before = ClosedUnderSend.closed
+    async with running(worker):
+        await wait_for(lambda: all_completed(direct, [j.id for j in jobs]), timeout=60, what="all done")
+        assert ClosedUnderSend.closed - before >= 5, "connections were closed under sends"
+        assert loops_alive(worker), "no loop crashed"
+    await direct.client.aclose()
+    await queue.client.aclose()

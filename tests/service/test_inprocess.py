@@ -187,3 +187,36 @@ async def test_service_waits_for_redis_at_start_and_reports_it(prefix: str) -> N
     service.request_stop()
     summary = await asyncio.wait_for(task, 20)
     assert summary["processed"] == 0 and service.state == "stopped"
+
+
+@pytest.mark.parametrize(("env", "ends"), [({"CONVEYOR_MAX_STALLS": "0"}, JobState.FAILED), ({}, JobState.COMPLETED)])
+async def test_max_stalls_is_a_setting_of_the_service(
+    redis_url: str, prefix: str, plain_client: RedisClient, env: dict[str, str], ends: JobState
+) -> None:
+    """A job whose confirmed run lapsed once (its worker froze or died while running it): with
+    CONVEYOR_MAX_STALLS=0 the service's sweep fails it as stalled; with the default (1) it runs again."""
+    fast = Queue("fast", redis=plain_client, prefix=prefix)
+    job = await fast.add("track", {})
+    claimed = await fast.scripts.claim("a-worker-that-froze", 200, 1)
+    assert claimed[1] == job.id
+    assert await fast.scripts.extend(200, [(job.id, str(claimed[2]), True)]) == [0]  # its run confirmed
+    await wait_for(lambda: _lease_expired(plain_client, fast), timeout=20, what="the lease expired")
+    app = build_app(prefix)
+    app.use_redis(redis_url)
+    settings = Settings.from_env(env, **{**FAST, "stalled_interval_ms": 100})
+    service = WorkerService(app, settings, plan_queues(app, None, {}))
+    task = asyncio.create_task(service.run())
+    try:
+        record = await job.wait(timeout=30)
+        assert record.state is ends
+        if ends is JobState.FAILED:
+            assert record.error is not None and record.error["type"] == "Stalled"
+    finally:
+        service.request_stop()
+        await asyncio.wait_for(task, 30)
+
+
+async def _lease_expired(client: RedisClient, queue: Queue) -> bool:
+    sec, usec = await client.time()
+    now_ms = int(sec) * 1000 + int(usec) // 1000
+    return bool(await client.zrangebyscore(queue.keys.active, "-inf", now_ms))

@@ -2,14 +2,19 @@
 
 from __future__ import annotations
 
+import asyncio
 import itertools
 import re
 import signal
+import time
 from collections.abc import Callable
 from typing import Any
 
+import redis as syncredis
+from redis.exceptions import BusyLoadingError
+
 from conveyor import JobState, Queue
-from conveyor.redis.connection import RedisClient
+from conveyor.redis.connection import RedisClient, connect
 from conveyor.redis.keys import WorkerRegistryKeys
 from conveyor.service import list_workers
 from conveyor.testing import RedisServer
@@ -202,7 +207,6 @@ async def test_second_signal_exits_at_once_and_the_stalled_sweep_recovers_the_jo
 async def test_health_is_503_while_redis_is_down_and_jobs_complete_after_it_returns(
     services: Start, own_server: RedisServer, prefix: str
 ) -> None:
-    from conveyor.redis.connection import connect
 
     svc = services(own_server.url, prefix, CONVEYOR_METRICS_INTERVAL_S=0.2)
     await started(svc)
@@ -289,7 +293,6 @@ async def test_a_redis_error_while_starting_is_retried_until_redis_is_usable(
 ) -> None:
     """The service starts against a server that answers PING but refuses writes (a replica not yet
     promoted): it retries its first calls instead of exiting, then runs once the server is a primary."""
-    from conveyor.redis.connection import connect
     from conveyor.testing import free_port
 
     with RedisServer(extra_args=["--replicaof", "127.0.0.1", str(free_port())]) as replica:
@@ -315,3 +318,80 @@ async def test_a_redis_error_while_starting_is_retried_until_redis_is_usable(
             await client.aclose()
         svc.signal(signal.SIGTERM)
         assert await svc.wait_exit() == 0, svc.output()
+
+
+LOADING_ARGS = ["--appendonly", "yes", "--aof-use-rdb-preamble", "yes", "--enable-debug-command", "local",
+                "--loading-process-events-interval-bytes", "4096"]
+
+
+def _fill_and_rewrite(server: RedisServer, keys: int) -> None:
+    """`keys` filler keys, then an AOF rewrite: the next start replays them all from the AOF's base."""
+    with syncredis.Redis(port=server.port, socket_timeout=60) as c:
+        c.execute_command("DEBUG", "POPULATE", keys, "filler", 64)
+        c.bgrewriteaof()
+        deadline = time.monotonic() + 120
+        while True:
+            info = c.info("persistence")
+            if not info["aof_rewrite_in_progress"] and not info["aof_rewrite_scheduled"]:
+                return
+            assert time.monotonic() < deadline, "the AOF rewrite did not end"
+            time.sleep(0.05)
+
+
+def _loading(port: int) -> bool:
+    """True while the server answers LOADING (it replays its AOF)."""
+    try:
+        with syncredis.Redis(port=port, socket_timeout=2) as c:
+            c.ping()
+    except BusyLoadingError:
+        return True
+    except (syncredis.ConnectionError, syncredis.TimeoutError):
+        return False
+    return False
+
+
+async def test_loading_while_the_aof_replays_is_ridden_through(services: Start, prefix: str) -> None:
+    """A server restarted with a large AOF answers LOADING for seconds while it replays: /health says
+    503 then, no loop crashes, and once the data is loaded /health is 200 again and jobs run."""
+    server = RedisServer(extra_args=LOADING_ARGS)
+    await asyncio.to_thread(server.start)
+    try:
+        svc = services(server.url, prefix, CONVEYOR_METRICS_INTERVAL_S=0.2)
+        await started(svc)
+        client = connect(server.url)
+        await add(client, prefix, "fast", 3)
+        await wait_for(lambda: _at_least(client, prefix, 3), timeout=30, what="jobs before the restart")
+        await client.aclose()
+        await asyncio.to_thread(_fill_and_rewrite, server, 300_000)
+        await asyncio.to_thread(server.stop)
+        # 300,000 keys to replay, each held back 20 µs by the server's key-load-delay: a replay of
+        # several seconds however fast the machine is (LOADING is answered meanwhile).
+        server.extra_args += ["--key-load-delay", "20"]
+        loaded = asyncio.create_task(asyncio.to_thread(server.start, server.port, 300.0))
+        await wait_for(lambda: _loading(server.port), timeout=60, interval=0.02, what="the server answering LOADING")
+
+        async def unhealthy_while_loading() -> bool:
+            status, body = await svc.health()
+            return status == 503 and "redis unreachable" in body["problems"] and _loading(server.port)
+
+        await wait_for(unhealthy_while_loading, timeout=60, interval=0.05, what="503 while the AOF replays")
+        await loaded
+        await wait_for(svc.healthy, timeout=30, interval=0.1, what=f"200 once loaded; output:\n{svc.output()}")
+        client = connect(server.url)
+        try:
+            before = await completed(client, prefix, "fast")
+            await add(client, prefix, "fast", 5)
+            await wait_for(lambda: _at_least(client, prefix, before + 5), timeout=40, what="jobs after the load")
+            assert await client.dbsize() >= 300_000, "the data was replayed"
+        finally:
+            await client.aclose()
+        assert svc.proc.poll() is None, "the service kept running"
+        assert not [line for line in svc.lines if "loop crashed" in line], "no loop crashed"
+        svc.signal(signal.SIGTERM)
+        assert await svc.wait_exit() == 0
+    finally:
+        await asyncio.to_thread(server.close)
+
+
+async def _at_least(client: RedisClient, prefix: str, n: int) -> bool:
+    return await completed(client, prefix, "fast") >= n

@@ -28,7 +28,11 @@ def test_run_at_and_timedelta() -> None:
 
 
 @pytest.mark.parametrize(
-    "bad", [{"attempts": True}, {"priority": 1.5}, {"cost": -1}, {"group": ""}, {"delay": float("nan")}]
+    "bad", [{"attempts": True}, {"priority": 1.5}, {"cost": -1}, {"group": ""}, {"delay": float("nan")},
+            # poison durations: beyond 100 years or under a millisecond
+            {"result_ttl": 1e300}, {"result_ttl": 1e-9}, {"failed_ttl": 1e300}, {"failed_ttl": 1e-9},
+            {"idempotency_ttl": 1e300}, {"idempotency_ttl": 1e-9}, {"timeout": 1e300}, {"timeout": 1e-9},
+            {"delay": 1e300}, {"result_ttl": float("inf")}, {"failed_ttl": 0}]
 )
 def test_invalid_values(bad: dict) -> None:
     with pytest.raises(InvalidOptionError):
@@ -71,3 +75,10 @@ def test_canonical_encoding_is_order_independent() -> None:
     assert left == dumps_canonical({"a": [1, {"c": 2, "d": 1}], "b": 1})
     with pytest.raises(SerializationError):
         dumps_canonical({1, 2})
+
+
+def test_durations_at_their_bounds_are_accepted() -> None:
+    hundred_years = 3_155_760_000
+    opts = JobOptions(result_ttl=0, failed_ttl=0.001, idempotency_ttl=hundred_years, timeout=0.001, delay=1e-9)
+    assert (opts.result_ttl, opts.failed_ttl, opts.idempotency_ttl) == (0.0, 0.001, float(hundred_years))
+    assert opts.delay_ms() == 0  # a delay under a millisecond is "now"

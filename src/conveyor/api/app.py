@@ -17,7 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.staticfiles import StaticFiles
 
 from conveyor import __version__
-from conveyor.api import health, jobs, queues, sse, workers
+from conveyor.api import health, jobs, live, queues, sse, workers
 from conveyor.api.auth import require, shows_data
 from conveyor.api.body import ContentLengthLimit
 from conveyor.api.docs import install_docs
@@ -104,6 +104,7 @@ def create_app(conveyor_app: Conveyor, settings: Settings | None = None) -> Fast
     app.include_router(health.router)
     app.include_router(jobs.router)
     app.include_router(sse.router)
+    app.include_router(live.router)
     app.include_router(jobs.plain_router)  # after every /jobs/{queue}/{id}/<suffix> route
     app.include_router(queues.router)
     app.include_router(workers.router)

@@ -47,6 +47,26 @@ async def read_json(request: Request, limit: int) -> Any:
             raise _too_large(limit)
         chunks.append(chunk)
     try:
-        return orjson.loads(b"".join(chunks))
+        value = orjson.loads(b"".join(chunks))
     except orjson.JSONDecodeError:
         raise ApiError(400, "the body is not valid JSON") from None
+    if isinstance(value, dict | list) and _too_deep(value, MAX_DEPTH):
+        raise ApiError(422, f"the body nests arrays/objects more than {MAX_DEPTH} levels deep")
+    return value
+
+
+MAX_DEPTH = 64
+
+
+def _too_deep(value: dict[str, Any] | list[Any], limit: int) -> bool:
+    """Whether containers nest more than `limit` levels (iterative: no recursion to exhaust)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        if depth > limit:
+            return True
+        children = item.values() if isinstance(item, dict) else item
+        for child in children:
+            if isinstance(child, dict | list) and child:
+                stack.append((child, depth + 1))
+    return False

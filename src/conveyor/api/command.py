@@ -41,14 +41,22 @@ def api_command(configure_logging: Callable[[str, str], None]) -> Callable[..., 
         log_format: Annotated[
             str | None, typer.Option(help="auto, json, console (env CONVEYOR_LOG_FORMAT)")
         ] = None,
+        workers: Annotated[
+            int | None, typer.Option(min=1, max=64, help="Processes sharing the port (env CONVEYOR_API_WORKERS).")
+        ] = None,
     ) -> None:
         """Serve the HTTP API (enqueue, follow, operate) for APP's queues with uvicorn."""
         try:
             settings = Settings.from_env(
-                redis_url=redis_url, api_host=host, api_port=port, log_level=log_level, log_format=log_format
+                redis_url=redis_url, api_host=host, api_port=port, log_level=log_level, log_format=log_format,
+                api_workers=workers,
             )
             configure_logging(settings.log_level, settings.log_format)
-            serve_api(load_app(app), settings)
+            conveyor_app = load_app(app)
+            if settings.api_workers > 1:
+                serve_api_workers(app, conveyor_app, settings)
+            else:
+                serve_api(conveyor_app, settings)
         except ConfigurationError as exc:
             typer.echo(f"error: {exc}", err=True)
             raise typer.Exit(2) from None
@@ -62,22 +70,44 @@ def serve_api(conveyor_app: Conveyor, settings: Settings) -> None:
     import uvicorn
 
     from conveyor.api.app import create_app
+    from conveyor.api.server import make_config
 
-    asgi = create_app(conveyor_app, settings)
-    config = uvicorn.Config(
-        asgi,
-        host=settings.api_host,
-        port=settings.api_port,
-        log_config=None,
-        access_log=False,
-        server_header=False,
-        lifespan="on",
-        timeout_graceful_shutdown=10,
-    )
-    server = uvicorn.Server(config)
+    server = uvicorn.Server(make_config(create_app(conveyor_app, settings), settings))
     where = f"http://{settings.api_host}:{settings.api_port}"
     logger.info("conveyor api listening on %s (Redis %s)", where, redact(conveyor_app.redis_url))
     _run(server.serve())
+
+
+def serve_api_workers(app_path: str, conveyor_app: Conveyor, settings: Settings) -> None:
+    """`--workers N`: uvicorn's supervisor runs N processes on one socket, each building the API
+    from the environment (the app path and every setting given as a flag are passed down there)."""
+    import os
+
+    from uvicorn.supervisors import Multiprocess
+
+    from conveyor.api.server import APP_ENV, make_config
+
+    os.environ[APP_ENV] = app_path
+    os.environ["REDIS_URL"] = conveyor_app.redis_url
+    os.environ["CONVEYOR_LOG_LEVEL"] = settings.log_level
+    os.environ["CONVEYOR_LOG_FORMAT"] = settings.log_format
+    config = make_config(
+        "conveyor.api.server:app_from_env", settings, factory=True, workers=settings.api_workers,
+        loop="uvloop" if _has_uvloop() else "asyncio",
+    )
+    sock = config.bind_socket()
+    where = f"http://{settings.api_host}:{settings.api_port}"
+    logger.info("conveyor api listening on %s with %d processes (Redis %s)", where, settings.api_workers,
+                redact(conveyor_app.redis_url))
+    Multiprocess(config, sockets=[sock]).run()
+
+
+def _has_uvloop() -> bool:
+    try:
+        import uvloop  # noqa: F401
+    except ImportError:
+        return False
+    return True
 
 
 keys_app = typer.Typer(help="Manage API keys (stored hashed in Redis).", no_args_is_help=True)

@@ -7,14 +7,17 @@ API's own stack traces (unexpected exceptions become a bare 500).
 from __future__ import annotations
 
 import logging
+import re
 from typing import Any
 
-from fastapi import FastAPI, Request
+from fastapi import FastAPI, Request, Response
 from fastapi.exceptions import RequestValidationError
 from redis.exceptions import ConnectionError as RedisConnectionError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 from starlette.exceptions import HTTPException as StarletteHTTPException
-from starlette.routing import Match, Route
+from starlette.requests import ClientDisconnect
+from starlette.routing import Match
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conveyor.api.responses import JSONBody
 from conveyor.errors import (
@@ -73,10 +76,32 @@ def error_response(
     details: list[dict[str, Any]] | None = None,
     headers: dict[str, str] | None = None,
 ) -> JSONBody:
-    body: dict[str, Any] = {"code": code or _CODES.get(status, "error"), "message": message}
+    body: dict[str, Any] = {"code": code or _CODES.get(status, "error"), "message": _clip(message)}
     if details is not None:
-        body["details"] = details
+        body["details"] = [_clip_detail(d) for d in details[:_MAX_DETAILS]]
     return JSONBody({"error": body}, status_code=status, headers=headers)
+
+
+_MAX_MESSAGE = 300
+_MAX_DETAILS = 100
+
+
+def _clip(text: str, limit: int = _MAX_MESSAGE) -> str:
+    """Messages may quote input; a long one is cut so an error never echoes a whole oversized value."""
+    return text if len(text) <= limit else text[: limit - 3] + "..."
+
+
+def _clip_detail(detail: dict[str, Any]) -> dict[str, Any]:
+    out: dict[str, Any] = {}
+    for name, value in detail.items():
+        if isinstance(value, str):
+            value = _clip(value)
+        elif isinstance(value, list) and name == "loc":
+            value = [_clip(str(p), 100) for p in value[:20]]
+        elif isinstance(value, list | dict):
+            value = _clip(str(value))
+        out[name] = value
+    return out
 
 
 def _from_conveyor(exc: Exception) -> ApiError:
@@ -142,18 +167,77 @@ async def _http(request: Request, exc: Exception) -> JSONBody:
     return error_response(status, message, headers=headers)
 
 
+_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+_PARAM = re.compile(r"\\\{[^}]+\\\}")
+
+
 def _allowed_methods(request: Request) -> list[str]:
-    """Methods of every route matching the path (Starlette lists only the first route's)."""
-    methods: set[str] = set()
-    for route in request.app.router.routes:
-        if isinstance(route, Route) and route.methods and route.matches(request.scope)[0] is not Match.NONE:
-            methods |= route.methods - {"HEAD"}
-    return sorted(methods)
+    """The methods of the resource at this path, as the OpenAPI document lists them (Starlette lists
+    only the first route's). Job ids may contain '/', so a path can fit several templates
+    (`/jobs/{queue}/{job_id}/wait` and `/jobs/{queue}/{job_id}`): the most specific one (the most
+    literal text) is the resource. Paths outside the document are probed against the routes."""
+    path = request.scope.get("path", "")
+    best, allowed = -1, set()
+    for pattern, literal, methods in _templates(request.app):
+        if pattern.fullmatch(path):
+            if literal > best:
+                best, allowed = literal, set(methods)
+            elif literal == best:
+                allowed |= methods
+    if best < 0:
+        for method in _METHODS:
+            scope = {**request.scope, "method": method}
+            if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+                allowed.add(method)
+    ordered = [m for m in _METHODS if m in allowed]
+    return [*ordered, "HEAD"] if "GET" in allowed else ordered
 
 
-async def _unexpected(request: Request, exc: Exception) -> JSONBody:
-    logger.exception("unhandled error serving %s %s", request.method, request.url.path)
-    return error_response(500, "internal error")
+def _templates(app: Any) -> list[tuple[re.Pattern[str], int, set[str]]]:
+    cached: list[tuple[re.Pattern[str], int, set[str]]] | None = getattr(app.state, "allow_templates", None)
+    if cached is None:
+        cached = []
+        for template, operations in app.openapi().get("paths", {}).items():
+            methods = {m.upper() for m in operations if m.upper() in _METHODS}
+            pattern = re.compile(_PARAM.sub(".+", re.escape(template)))
+            literal = len(re.sub(r"\{[^}]+\}", "", template))
+            cached.append((pattern, literal, methods))
+        app.state.allow_templates = cached
+    return cached
+
+
+async def _client_gone(request: Request, exc: Exception) -> Response:
+    # The client left (or was cut off by a read deadline) while its body was read: nobody to answer.
+    return Response(status_code=499)
+
+
+class UnhandledErrors:
+    """ASGI middleware inside Starlette's error middleware: an unexpected exception is logged here,
+    once, and answered with a bare 500 (no trace, no input). Nothing is re-raised, so neither
+    Starlette nor the server logs it a second time. After a response has started (a stream), the
+    connection is just closed."""
+
+    def __init__(self, app: ASGIApp) -> None:
+        self.app = app
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] != "http":
+            await self.app(scope, receive, send)
+            return
+        started = False
+
+        async def tracking_send(message: Message) -> None:
+            nonlocal started
+            if message["type"] == "http.response.start":
+                started = True
+            await send(message)
+
+        try:
+            await self.app(scope, receive, tracking_send)
+        except Exception:
+            logger.exception("unhandled error serving %s %s", scope.get("method"), scope.get("path"))
+            if not started:
+                await error_response(500, "internal error")(scope, receive, send)
 
 
 def install_error_handlers(app: FastAPI) -> None:
@@ -171,4 +255,5 @@ def install_error_handlers(app: FastAPI) -> None:
     app.add_exception_handler(RedisTimeoutError, _redis_down)
     app.add_exception_handler(RequestValidationError, _validation)
     app.add_exception_handler(StarletteHTTPException, _http)
-    app.add_exception_handler(Exception, _unexpected)
+    app.add_exception_handler(ClientDisconnect, _client_gone)
+    app.add_middleware(UnhandledErrors)  # innermost middleware: exceptions no handler above took

@@ -6,20 +6,23 @@ contain '/' still route correctly.
 
 from __future__ import annotations
 
+import asyncio
 from typing import Annotated, Any
 
-from fastapi import APIRouter, Header, Query, Request
+from fastapi import APIRouter, Header, Query, Request, Response
 
 from conveyor.api.auth import AdminKey, EnqueueKey, Principal, ReadKey
 from conveyor.api.body import read_json
+from conveyor.api.disconnect import ClientGone, unless_disconnected
 from conveyor.api.enqueue import build_bulk, build_spec
 from conveyor.api.errors import ApiError
 from conveyor.api.keys import Scope
 from conveyor.api.responses import JSONBody
 from conveyor.api.schemas import BulkOut, EnqueuedOut, JobActionOut, JobOut, error_responses
 from conveyor.api.serialize import job_out, job_path, jobs_out
-from conveyor.api.state import get_state
-from conveyor.job import Job, JobState
+from conveyor.api.sse import END_EVENTS
+from conveyor.api.state import ApiState, get_state
+from conveyor.job import Job, JobRecord, JobState
 from conveyor.options import JobSpec
 from conveyor.queue import Queue
 
@@ -152,16 +155,39 @@ async def wait_job(
     request: Request,
     principal: ReadKey,
     timeout: Annotated[float, Query(ge=0, le=300, description="Seconds to wait at most.")] = 30.0,
-) -> dict[str, Any]:
+) -> Any:
     """Returns as soon as the job is completed, failed or cancelled, or with its current state when
-    `timeout` passes first (check `state`)."""
-    q = await get_state(request).existing_queue(queue)
-    try:
-        rec = await q.job(job_id).wait(timeout)
-    except TimeoutError:
-        return await _record(request, queue, job_id, principal)
-    # finished: nothing is due
+    `timeout` passes first (check `state`). Waits are served from the process's event hub (no Redis
+    connection is held while waiting), end when the client disconnects, and a key may hold
+    `CONVEYOR_API_MAX_WAITS_PER_KEY` of them at once (429 with Retry-After past it)."""
+    state = get_state(request)
+    q = await state.existing_queue(queue)
+    with state.waits.holding(principal.key_id):
+        try:
+            rec = await unless_disconnected(request, _until_finished(state, q, job_id, timeout))
+        except ClientGone:
+            return Response(status_code=499)  # nobody reads it; the wait just stops here
+    if rec is None:
+        raise ApiError(404, f"job {job_id[:200]!r} not found in queue {queue!r}")
     return job_out(rec, show_data=principal.can(Scope.READ_DATA), show_trace=principal.can(Scope.ADMIN))
+
+
+async def _until_finished(state: ApiState, q: Queue, job_id: str, timeout: float) -> JobRecord | None:
+    """The record once the job finished, or as it is when `timeout` passes (None: no such job)."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + timeout
+    recheck_s = max(0.05, state.settings.api_sse_keepalive_s)
+    async with state.hub.subscribe(q.name, job_id) as events:
+        rec = await q.get_job(job_id)  # after subscribing: an end after this read is in `events`
+        while rec is not None and not rec.finished:
+            left = deadline - loop.time()
+            if left <= 0:
+                return rec
+            event = await events.next(timeout=min(left, recheck_s))
+            if event is None or event.type in END_EVENTS:
+                # An end event, or a periodic re-read (an end event trimmed from the capped stream).
+                rec = await q.get_job(job_id)
+        return rec
 
 
 @router.post(

@@ -7,11 +7,13 @@ payload schema.
 
 from __future__ import annotations
 
-from typing import Any, Literal
+from typing import Annotated, Any, Literal
 
 from pydantic import BaseModel, ConfigDict, Field
 
+from conveyor.backoff import BACKOFF_SECONDS_MAX, FACTOR_MAX
 from conveyor.job import JobState
+from conveyor.options import ATTEMPTS_MAX, COST_MAX, MAX_DURATION_S, MIN_DURATION_S, PRIORITY_MAX, PRIORITY_MIN
 
 MAX_BULK = 1000
 
@@ -26,39 +28,61 @@ class ErrorOut(BaseModel):
     error: ErrorDetail
 
 
-class BackoffIn(BaseModel):
-    model_config = ConfigDict(extra="allow")
-    type: Literal["fixed", "exponential"]
-    delay: float = Field(ge=0)
+_ID_PATTERN = r"^[A-Za-z0-9._:@/+=-]{1,200}$"
+
+
+class FixedBackoffIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["fixed"]
+    delay: float = Field(ge=0, le=BACKOFF_SECONDS_MAX)
+
+
+class ExponentialBackoffIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["exponential"]
+    base: float = Field(1.0, ge=0, le=BACKOFF_SECONDS_MAX)
+    factor: float = Field(2.0, ge=1, le=FACTOR_MAX)
+    max: float = Field(3600.0, ge=0, le=BACKOFF_SECONDS_MAX)
+    jitter: bool = True
+
+
+class NamedBackoffIn(BaseModel):
+    model_config = ConfigDict(extra="forbid")
+    type: Literal["named"]
+    name: str = Field(pattern=r"^[A-Za-z0-9][A-Za-z0-9._:-]{0,99}$", description="A policy the app registers.")
 
 
 class JobOptionsIn(BaseModel):
-    """Per-job options; unset ones come from the task's and queue's defaults."""
+    """Per-job options; unset ones come from the task's and queue's defaults. The ranges are those
+    `conveyor.options.JobOptions` enforces (durations up to 100 years)."""
 
     model_config = ConfigDict(extra="forbid")
     job_id: str | None = Field(
-        None,
-        pattern=r"^[A-Za-z0-9._:@/+=-]{1,200}$",
-        description="Custom id; reusing it with the same body returns the same job.",
+        None, pattern=_ID_PATTERN, description="Custom id; reusing it with the same body returns the same job."
     )
-    idempotency_key: str | None = Field(
-        None, pattern=r"^[A-Za-z0-9._:@/+=-]{1,200}$", description="Same as the Idempotency-Key header."
-    )
+    idempotency_key: str | None = Field(None, pattern=_ID_PATTERN, description="Same as the Idempotency-Key header.")
     idempotency_ttl: float | None = Field(
-        None, gt=0, description="Seconds the key is remembered (default 1 day)."
+        None, ge=MIN_DURATION_S, le=MAX_DURATION_S, description="Seconds the key is remembered (default 1 day)."
     )
-    priority: int | None = Field(None, ge=-1000, le=1000, description="Higher runs first.")
-    delay: float | None = Field(None, ge=0, description="Seconds before the job becomes ready.")
-    run_at: str | None = Field(None, description="ISO 8601 time with offset; alternative to delay.")
-    attempts: int | None = Field(None, ge=1, le=1000)
-    backoff: float | BackoffIn | None = Field(
-        None, description="Seconds between attempts, or a backoff object."
+    priority: int | None = Field(None, ge=PRIORITY_MIN, le=PRIORITY_MAX, description="Higher runs first.")
+    delay: float | None = Field(None, ge=0, le=MAX_DURATION_S, description="Seconds before the job becomes ready.")
+    run_at: str | None = Field(None, max_length=64, description="ISO 8601 time with offset; alternative to delay.")
+    attempts: int | None = Field(None, ge=1, le=ATTEMPTS_MAX)
+    backoff: (
+        Annotated[float, Field(ge=0, le=BACKOFF_SECONDS_MAX)]
+        | Literal["exponential"]
+        | FixedBackoffIn
+        | ExponentialBackoffIn
+        | NamedBackoffIn
+        | None
+    ) = Field(None, description="Seconds between attempts, \"exponential\", or a backoff object.")
+    timeout: float | None = Field(None, ge=MIN_DURATION_S, le=MAX_DURATION_S, description="Seconds a run may take.")
+    result_ttl: float | None = Field(None, ge=0, le=MAX_DURATION_S, description="Seconds the completed record is kept.")
+    failed_ttl: float | None = Field(
+        None, ge=MIN_DURATION_S, le=MAX_DURATION_S, description="Seconds the failed record is kept."
     )
-    timeout: float | None = Field(None, gt=0, description="Seconds a run may take.")
-    result_ttl: float | None = Field(None, ge=0, description="Seconds the completed record is kept.")
-    failed_ttl: float | None = Field(None, gt=0, description="Seconds the failed record is kept.")
-    group: str | None = Field(None, pattern=r"^[A-Za-z0-9._:@/+=-]{1,200}$")
-    cost: int | None = Field(None, ge=0, le=10**12)
+    group: str | None = Field(None, pattern=_ID_PATTERN)
+    cost: int | None = Field(None, ge=0, le=COST_MAX)
 
 
 class EnqueueIn(BaseModel):

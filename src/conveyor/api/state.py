@@ -8,7 +8,9 @@ from dataclasses import dataclass, field
 from fastapi import Request
 
 from conveyor.api.errors import ApiError
+from conveyor.api.hub import EventHub
 from conveyor.api.keys import KeyStore
+from conveyor.api.slots import Slots
 from conveyor.app import Conveyor
 from conveyor.errors import ConfigurationError
 from conveyor.queue import Queue
@@ -29,7 +31,26 @@ class ApiState:
     _keys: KeyStore | None = None
     _schedules: ScheduleStore | None = None
     _blocking: RedisClient | None = None
-    _blocking_queues: dict[str, Queue] = field(default_factory=dict)
+    _hub: EventHub | None = None
+    streams: Slots = field(init=False)
+    waits: Slots = field(init=False)
+
+    def __post_init__(self) -> None:
+        self.streams = Slots("event streams", self.settings.api_max_streams_per_key)
+        self.waits = Slots("long-polls", self.settings.api_max_waits_per_key)
+
+    @property
+    def hub(self) -> EventHub:
+        """The process's one reader of queue events (SSE and long-polls subscribe to it)."""
+        if self._hub is None:
+            self._hub = EventHub(lambda: self.client, self._blocking_client, self.prefix)
+        return self._hub
+
+    def _blocking_client(self) -> RedisClient:
+        # XREAD BLOCK waits up to the hub's block time; the socket timeout only catches a dead peer.
+        if self._blocking is None:
+            self._blocking = connect(self.conveyor.redis_url, socket_timeout=self.hub.block_ms / 1000 + 10)
+        return self._blocking
 
     @property
     def client(self) -> RedisClient:
@@ -70,22 +91,13 @@ class ApiState:
             raise ApiError(404, f"queue {name!r} does not exist")
         return self.conveyor.queue(name)
 
-    def blocking_queue(self, name: str) -> Queue:
-        """The same queue on a connection without socket timeout, for long XREAD BLOCK calls."""
-        q = self._blocking_queues.get(name)
-        if q is None:
-            if self._blocking is None:
-                self._blocking = connect(self.conveyor.redis_url, socket_timeout=None)
-            validate_queue_name(name)
-            q = Queue(name, redis=self._blocking, prefix=self.prefix)
-            self._blocking_queues[name] = q
-        return q
-
     async def close(self) -> None:
+        if self._hub is not None:
+            await self._hub.close()
+            self._hub = None
         if self._blocking is not None:
             await self._blocking.aclose()
             self._blocking = None
-        self._blocking_queues.clear()
 
 
 def get_state(request: Request) -> ApiState:

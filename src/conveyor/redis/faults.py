@@ -57,6 +57,13 @@ _FAULT_TYPES: tuple[type[BaseException], ...] = (
 _FAULT_REPLIES = ("BUSY ", "LOADING ", "READONLY ", "MASTERDOWN ", "CLUSTERDOWN ", "TRYAGAIN ", "NOREPLICAS ",
                   "UNBLOCKED ", "OOM ", "MOVED ", "ASK ")
 
+# Errors a Cluster node gives a script's own redis.call (as a plain ERR reply): a key of a slot that is
+# migrating (already moved away, or not there yet: "non local key"), or the cluster down mid-script.
+# Scripts read every key before their first write, so such an error leaves nothing half-written.
+_SCRIPT_CLUSTER_FAULTS = ("Script attempted to access a non local key in a cluster node",
+                          "Script attempted to execute a command while the cluster is down",
+                          "Script attempted to execute a write command while the cluster is down")
+
 # redis-py's Cluster client rebuilds its slot map after a fault; while nodes restart or the cluster
 # reconfigures it may find no reachable node, nodes that disagree, or uncovered slots. (Its other
 # RedisClusterExceptions are programming errors: a key-less command, keys of several slots.)
@@ -67,13 +74,24 @@ _CLUSTER_MAP_FAULTS = ("cannot be connected", "could not agree", "are not covere
 _CLOSED_TRANSPORT = ("unable to perform operation on", "closed=True", "Transport is closed")
 
 
+# redis-py's asyncio Cluster client can hand a command to a connection that another task closed under
+# it (its reader and writer set to None while the slot map is rebuilt after a fault): the send then
+# fails with AttributeError "'NoneType' object has no attribute 'writelines'" (or 'drain', 'read'...)
+# raised inside redis-py. Only such an error raised inside redis-py's own code is a fault.
+_CLOSED_UNDER_US = "'NoneType' object has no attribute "
+
+
 def is_fault(exc: BaseException) -> bool:
     """True when `exc` means Redis (or the way to it) is not usable now and a later call may work."""
     if isinstance(exc, _FAULT_TYPES):
         return True
     if isinstance(exc, ResponseError):
         status = getattr(exc, "status_code", None)
-        return f"{status} " in _FAULT_REPLIES or str(exc).startswith(_FAULT_REPLIES)
+        text = str(exc)
+        return (f"{status} " in _FAULT_REPLIES or text.startswith(_FAULT_REPLIES)
+                or any(marker in text for marker in _SCRIPT_CLUSTER_FAULTS))
+    if isinstance(exc, AttributeError):
+        return str(exc).startswith(_CLOSED_UNDER_US) and _raised_in_redis_py(exc)
     if isinstance(exc, RedisClusterException):
         text = str(exc)
         return any(marker in text for marker in _CLUSTER_MAP_FAULTS)
@@ -112,3 +130,14 @@ async def guarded(awaitable: Awaitable[T], what: str = "") -> T:
     """Await one Redis call; faults come out as `ConnectionFailedError`, anything else unchanged."""
     with faults_as_connection_failed(what):
         return await awaitable
+
+
+def _raised_in_redis_py(exc: BaseException) -> bool:
+    """True when the innermost frame of `exc`'s traceback is redis-py's code (not ours, not a user's)."""
+    tb = exc.__traceback__
+    if tb is None:
+        return False
+    while tb.tb_next is not None:
+        tb = tb.tb_next
+    module = tb.tb_frame.f_globals.get("__name__", "")
+    return isinstance(module, str) and (module == "redis" or module.startswith("redis."))

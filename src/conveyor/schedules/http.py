@@ -14,7 +14,15 @@ from fastapi import APIRouter, Depends, HTTPException, Response, status
 from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.errors import InvalidScheduleError, ScheduleNotFoundError
-from conveyor.schedules.model import MAX_CATCH_UP_CAP, MissedPolicy, Schedule, ScheduleKind, check_schedule_id
+from conveyor.schedules.model import (
+    MAX_CATCH_UP_CAP,
+    MAX_INTERVAL_S,
+    MIN_INTERVAL_S,
+    MissedPolicy,
+    Schedule,
+    ScheduleKind,
+    check_schedule_id,
+)
 from conveyor.schedules.store import ScheduleInfo, ScheduleStore
 
 
@@ -33,7 +41,9 @@ class ScheduleBody(BaseModel):
     )
     cron: str | None = Field(None, max_length=200, examples=["0 3 * * *"])
     tz: str = Field("UTC", max_length=64, examples=["Europe/Madrid"])
-    interval_s: float | None = Field(None, description="Seconds between runs (instead of cron).")
+    interval_s: float | None = Field(
+        None, ge=MIN_INTERVAL_S, le=MAX_INTERVAL_S, description="Seconds between runs (instead of cron)."
+    )
     start: datetime | None = None
     end: datetime | None = None
     paused: bool = False

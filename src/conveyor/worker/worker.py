@@ -24,6 +24,7 @@ from conveyor import codec
 from conveyor.backoff import BackoffPolicies
 from conveyor.errors import ConfigurationError, ConnectionFailedError
 from conveyor.middleware import Middleware, MiddlewareChain
+from conveyor.options import MAX_DURATION_S
 from conveyor.queue import Queue
 from conveyor.redis.codes import ScriptCode
 from conveyor.redis.connection import eviction_policy_warning, listpack_hint
@@ -75,15 +76,19 @@ class WorkerStats:
 
 
 def _ms(seconds: Any, default: int) -> int:
-    """Seconds from job options as integer ms; anything unreadable gives `default` (Redis refuses
-    out-of-range values, see finish-10.lua)."""
+    """Seconds from job options as integer ms; anything unreadable gives `default`. Enqueue refuses
+    values over 100 years; a record written before that rule is held to it here, so that finish-10.lua
+    (which refuses a whole trip with an out-of-range value) never sees one."""
     kind = type(seconds)
     if kind is int or kind is float:
         try:
-            return int(seconds * 1000)
+            return min(int(seconds * 1000), _MAX_MS)
         except (OverflowError, ValueError):
             return default
     return default
+
+
+_MAX_MS = int(MAX_DURATION_S * 1000)
 
 
 def _check_settings(

@@ -3,7 +3,8 @@ KEYS: 1 active
 ARGV: 1 prefix, 2 lease ms, then 3 fields per job: id, token, confirm ('1' = the worker has started
       running it: the run is marked confirmed, so a later lapse of this lease counts as a stall;
       '0' = extend only)
-Any number of jobs (the ZADD goes in slices); every argument is checked before the first write.
+Any number of jobs (the ZADD goes in slices); every argument is checked, and every job record read,
+before the first write.
 Returns: one status per job: 0 lease extended, 1 extended and cancellation requested,
          -2 lease lost (token changed or job no longer active), -1 job gone;
          or {-6, 0, reason} when an argument is invalid (nothing written).
@@ -18,10 +19,16 @@ if not lease_ms or prefix == '' or (#ARGV - 2) % 3 ~= 0 then return {-6, 0, 'ext
 local deadline = num(now_ms() + lease_ms)
 local out = {}
 local zargs = {}
+-- Every job record is read before the first write (a key that moved away while the queue's slot
+-- migrates fails the script before it wrote anything).
+local fields = {}
+for i = 3, #ARGV, 3 do
+  fields[i] = redis.call('HMGET', prefix .. 'job:' .. ARGV[i], 'token', 'state', 'cancel')
+end
 for i = 3, #ARGV, 3 do
   local id, token = ARGV[i], ARGV[i + 1]
   local jk = prefix .. 'job:' .. id
-  local f = redis.call('HMGET', jk, 'token', 'state', 'cancel')
+  local f = fields[i]
   if not f[2] then
     out[#out + 1] = -1
   elseif f[1] ~= token or f[2] ~= 'active' then

@@ -21,7 +21,9 @@ ARGV: 1 prefix, 2 worker id, 3 lease ms, 4 want, 5 events maxlen, 6 trip record 
       A retry, back-to-waiting or held outcome of a job whose cancellation was requested ends it
       cancelled. An outcome for a job that still carries its token but is no longer active was
       recorded by an earlier run of the same trip: it answers OK and writes nothing.
-      Every argument is checked before the first write; a bad one refuses the whole trip.
+      Every argument is checked, and every job record read, before the first write: a bad argument
+      refuses the whole trip, and a key that moved away while the queue's slot migrates fails the
+      script before it wrote anything (a fault; the worker sends the same trip again).
 Returns: one code per outcome (0 OK, -1 NOT_FOUND, -2 LEASE_LOST), then the claim reply (next_due_in_ms,
          hold version, then id, token, attempt, name, data, opts per leased job);
          or {-6, position, reason} (INVALID_INPUT: outcome `position`, 0 = the trip's own arguments).
@@ -64,6 +66,19 @@ end
 local acks, names = {}, {}
 for i = 10, 9 + nack do acks[#acks + 1] = ARGV[i] end
 for i = 10 + nack, first - 1 do names[#names + 1] = ARGV[i] end
+
+-- Every job record is read before the first write: while the queue's slot migrates, a key already
+-- moved fails the script at its read, so the trip fails whole (a fault the worker resends).
+local fields = {}
+for i = 0, count - 1 do
+  local b = first + i * W
+  local jk = prefix .. 'job:' .. ARGV[b]
+  if ARGV[b + 2] == 'H' then
+    fields[i] = redis.call('HMGET', jk, 'token', 'state', 'attempts', 'cancel', 'group', 'chg', 'name')
+  else
+    fields[i] = redis.call('HMGET', jk, 'token', 'state', 'attempts', 'cancel', 'group', 'chg')
+  end
+end
 trip_ack(prefix, acks)
 
 local now = now_ms()
@@ -83,6 +98,7 @@ end
 
 local codes = {}
 local done_ids = {}
+local seen = {}
 local trim_completed, trim_failed = false, false
 
 for i = 0, count - 1 do
@@ -90,16 +106,22 @@ for i = 0, count - 1 do
   local id, token, kind, payload = ARGV[b], ARGV[b + 1], ARGV[b + 2], ARGV[b + 3]
   local number, note = tonumber(ARGV[b + 4]), ARGV[b + 5]
   local jk = prefix .. 'job:' .. id
-  local f = redis.call('HMGET', jk, 'token', 'state', 'attempts', 'cancel', 'group', 'chg')
+  local f = fields[i]
   -- A job whose cancellation was requested does not go back to the queue.
   if f[4] == '1' and (kind == 'R' or kind == 'B' or kind == 'T' or kind == 'H') then kind = 'X' end
-  if not f[2] then
+  if seen[id] then
+    codes[#codes + 1] = seen[id]  -- the same job twice in one trip: its first outcome stands
+  elseif not f[2] then
     codes[#codes + 1] = -1
   elseif f[1] ~= token then
     codes[#codes + 1] = -2
   elseif f[2] ~= 'active' then
-    codes[#codes + 1] = 0  -- recorded by an earlier run of this trip whose reply was lost
+    -- Recorded by an earlier run of this trip whose reply was lost (or that a fault stopped part-way):
+    -- the lease ended there, so the job leaves `active` if it is still listed.
+    codes[#codes + 1] = 0
+    done_ids[#done_ids + 1] = id
   else
+    seen[id] = (kind == 'C' and number == 0) and -1 or 0
     codes[#codes + 1] = 0
     done_ids[#done_ids + 1] = id
     if kind == 'C' then
@@ -133,7 +155,7 @@ for i = 0, count - 1 do
       redis.call('ZADD', k.cancelled, stamp, id)
       emit(k.events, maxlen, 'ev', 'cancelled', 'id', id)
     elseif kind == 'H' then
-      local name = redis.call('HGET', jk, 'name')
+      local name = f[7]
       redis.call('HINCRBY', jk, 'attempts', -1)
       redis.call('HSET', jk, 'state', 'waiting', 'held', name)
       redis.call('ZADD', prefix .. 'hold:' .. name, stamp, id)

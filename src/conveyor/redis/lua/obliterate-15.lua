@@ -5,7 +5,8 @@ Without force, a queue with active jobs is refused in the same step that would b
 lease can appear between the check and the deletion. The first call pauses the queue (the meta
 flag every claim reads), so no job is leased while later calls delete the rest; the last call deletes
 meta itself. Id and token counters restart from Redis time (common.lua `reserve`), so numbers handed
-out before are never handed out again. Trip records (<p>trip:*) are left to expire.
+out before are never handed out again. Trip records (<p>trip:*) are left to expire. The schedule
+tick marks of the queue (<p>sched-ticks, written by schedules' add-tick-6.lua) go with meta.
 Returns: {0, remaining} (remaining = 1 while more calls are needed, 0 when the queue is gone),
          {-5, active count} (QUEUE_ACTIVE, nothing written), or {-6, 0, reason} (INVALID_INPUT).
 Codes: 0 OK, -5 QUEUE_ACTIVE, -6 INVALID_INPUT
@@ -46,5 +47,6 @@ for _, index in ipairs({{KEYS[14], 'gr:', 'gs:'}, {KEYS[15], 'hold:', nil}}) do
     if budget <= 0 then return {0, 1} end
   end
 end
-redis.call('DEL', KEYS[1], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15])
+redis.call('DEL', KEYS[1], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15],
+           prefix .. 'sched-ticks')
 return {0, 0}

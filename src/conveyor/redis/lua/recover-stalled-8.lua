@@ -26,14 +26,23 @@ local now = now_ms()
 local stamp = num(now)
 local expired = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, limit)
 local recovered, dead = 0, 0
+-- Every job record is read before the first write (a key that moved away while the queue's slot
+-- migrates fails the script before it wrote anything).
+local fields = {}
+for i = 1, #expired do
+  fields[i] = redis.call('HMGET', prefix .. 'job:' .. expired[i], 'state', 'token', 'run', 'group', 'cancel',
+                         'stalls', 'lapses')
+end
 for i = 1, #expired do
   local id = expired[i]
   local jk = prefix .. 'job:' .. id
-  local f = redis.call('HMGET', jk, 'state', 'token', 'run', 'group', 'cancel')
-  if f[1] then
+  local f = fields[i]
+  -- Only a job still active under a lease is recovered; an id listed in `active` whose record says
+  -- otherwise is a leftover (its outcome was recorded) and only leaves the set.
+  if f[1] == 'active' then
     local confirmed = f[2] ~= nil and f[2] == f[3]
-    local stalls = tonumber(redis.call('HGET', jk, 'stalls')) or 0
-    local lapses = tonumber(redis.call('HGET', jk, 'lapses')) or 0
+    local stalls = tonumber(f[6]) or 0
+    local lapses = tonumber(f[7]) or 0
     if confirmed then
       stalls = redis.call('HINCRBY', jk, 'stalls', 1)
     else

@@ -120,3 +120,38 @@ export const runSchedule = (id) => post(`/api/schedules/${q(id)}/run-now`);
 
 // --- alerts
 export const getAlerts = () => get("/api/alerts");
+
+// --- live events: GET /api/events over fetch (EventSource cannot send the Authorization header).
+// Calls onEvent(type, data) for each event until `signal` aborts; resolves when the stream ends,
+// rejects on an error. `queues` empty: every queue (the server picks at most 50).
+export async function followEvents(queues, onEvent, signal) {
+  const headers = { Accept: "text/event-stream" };
+  const token = getKey();
+  if (token) headers.Authorization = `Bearer ${token}`;
+  const usp = new URLSearchParams();
+  for (const name of queues) usp.append("queue", name);
+  const qs = usp.toString();
+  const resp = await fetch(`${BASE}/api/events${qs ? `?${qs}` : ""}`, {
+    headers, signal, credentials: "omit", cache: "no-store", redirect: "error",
+  });
+  if (!resp.ok || !resp.body) throw new ApiError(resp.status, `HTTP ${resp.status}`);
+  const reader = resp.body.pipeThrough(new TextDecoderStream()).getReader();
+  let buf = "";
+  for (;;) {
+    const { value, done } = await reader.read();
+    if (done) return;
+    buf += value;
+    let cut;
+    while ((cut = buf.indexOf("\n\n")) >= 0) {
+      const block = buf.slice(0, cut);
+      buf = buf.slice(cut + 2);
+      let type = "message";
+      let data = null;
+      for (const line of block.split("\n")) {
+        if (line.startsWith("event:")) type = line.slice(6).trim();
+        else if (line.startsWith("data:")) data = line.slice(5).trim();
+      }
+      if (data !== null) onEvent(type, JSON.parse(data));
+    }
+  }
+}

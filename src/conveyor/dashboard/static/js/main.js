@@ -1,4 +1,6 @@
-// Entry point: sign-in, hash routing and the 2-second live refresh of the current page.
+// Entry point: sign-in, hash routing and the live refresh of the current page: pages that show queues
+// and jobs re-read themselves when the server pushes an event of their queues (GET /api/events, one
+// connection), with a slow poll for what events do not cover (ages, rates); other pages poll.
 
 import * as api from "./api.js";
 import { askOtherTabs, setRemoteSignOutHandler } from "./keystore.js";
@@ -16,11 +18,19 @@ import { renderAlerts } from "./views/alerts.js";
 import { renderFind } from "./views/find.js";
 
 const REFRESH_MS = 2000;
+// With live events: the fallback poll, the pause that coalesces a burst of events into one re-read,
+// and the wait before reconnecting a dropped stream.
+const LIVE_POLL_MS = 15000;
+const LIVE_COALESCE_MS = 250;
+const LIVE_RETRY_MS = 3000;
 const main = document.getElementById("main");
 const nav = document.getElementById("nav");
 let view = null;
 let timer = null;
 let busy = false;
+let rerun = false;
+let live = null; // AbortController of the page's event stream
+let pending = null; // coalescing timer of an event-triggered refresh
 
 function parseRoute() {
   const raw = location.hash.replace(/^#\/?/, "");
@@ -88,6 +98,11 @@ function findForm() {
 function stop() {
   if (timer) clearInterval(timer);
   timer = null;
+  if (live) live.abort();
+  live = null;
+  if (pending) clearTimeout(pending);
+  pending = null;
+  delete document.body.dataset.live;
   if (view && view.dispose) view.dispose();
   view = null;
 }
@@ -111,17 +126,62 @@ async function show() {
   }
   refreshAlertBadge();
   if (view && view.refresh) {
-    timer = setInterval(async () => {
-      if (busy || document.hidden) return;
-      busy = true;
-      try {
-        await Promise.all([view.refresh(), refreshAlertBadge()]);
-      } catch (err) {
-        if (!(err instanceof api.ApiError && err.status === 401)) console.warn("refresh failed", err);
-      } finally {
-        busy = false;
-      }
-    }, REFRESH_MS);
+    const following = Array.isArray(view.follows);
+    timer = setInterval(() => refreshView(view), following ? LIVE_POLL_MS : REFRESH_MS);
+    if (following) follow(view);
+  }
+}
+
+// Re-reads the page; a request for a re-read while one runs is kept and served right after it, so
+// the last event of a burst is never lost.
+async function refreshView(current) {
+  if (document.hidden || current !== view) return;
+  if (busy) {
+    rerun = true;
+    return;
+  }
+  busy = true;
+  try {
+    do {
+      rerun = false;
+      await Promise.all([current.refresh(), refreshAlertBadge()]);
+    } while (rerun && current === view);
+  } catch (err) {
+    if (!(err instanceof api.ApiError && err.status === 401)) console.warn("refresh failed", err);
+  } finally {
+    busy = false;
+  }
+}
+
+document.addEventListener("visibilitychange", () => {
+  if (!document.hidden && view && view.refresh) refreshView(view);
+});
+
+// Follows the page's queues until the page changes; each burst of events re-reads the page once.
+async function follow(current) {
+  const controller = new AbortController();
+  live = controller;
+  document.body.dataset.live = "connecting";
+  const onEvent = (type) => {
+    if (type === "ready") {
+      document.body.dataset.live = "on";
+      return;
+    }
+    if (pending || current !== view) return;
+    pending = setTimeout(() => {
+      pending = null;
+      refreshView(current);
+    }, LIVE_COALESCE_MS);
+  };
+  while (!controller.signal.aborted && current === view) {
+    try {
+      await api.followEvents(current.follows, onEvent, controller.signal);
+    } catch (err) {
+      if (controller.signal.aborted) return;
+      if (err instanceof api.ApiError && err.status === 401) return;
+    }
+    document.body.dataset.live = "off";
+    await new Promise((resolve) => setTimeout(resolve, LIVE_RETRY_MS));
   }
 }
 

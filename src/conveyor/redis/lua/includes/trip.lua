@@ -14,8 +14,6 @@ end
 local function trip_replay(key, ttl, meta, prefix)
   local raw = redis.call('GET', key)
   if not raw then return nil end
-  -- A write, so that a durable caller's WAIT/WAITAOF covers everything up to the first run.
-  redis.call('PEXPIRE', key, ttl)
   -- The record: "<next due>|<code>,<code>...|<id> <token> <id> <token>..." (ids hold no '|', ',' or ' ').
   local due, codes, leased = string.match(raw, '^([^|]*)|([^|]*)|(.*)$')
   local out = {}
@@ -34,6 +32,9 @@ local function trip_replay(key, ttl, meta, prefix)
       out[#out + 1] = f[6] or ''
     end
   end
+  -- A write (after every read: a key of a migrating slot fails the script before it wrote), so
+  -- that a durable caller's WAIT/WAITAOF covers everything up to the first run.
+  redis.call('PEXPIRE', key, ttl)
   return out
 end
 

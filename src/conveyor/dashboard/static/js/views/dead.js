@@ -44,5 +44,5 @@ export async function renderDead(container) {
   }
 
   await refresh().catch((err) => replace(body, errorBox(err)));
-  return { refresh };
+  return { refresh, follows: [] };
 }

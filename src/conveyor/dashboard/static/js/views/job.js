@@ -102,6 +102,7 @@ export async function renderJob(container, { queue, id }) {
     refresh: async () => {
       if (!lastKey || !FINAL.has(JSON.parse(lastKey)[0].state)) await refresh();
     },
+    follows: [queue],
   };
 }
 

@@ -40,11 +40,11 @@ export async function renderOverview(container) {
       )),
       h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 11, class: "muted" }, "No queues yet."))),
     ));
-    replace(status, `Updated ${new Date().toLocaleTimeString()} · refreshes every 2 s`);
+    replace(status, `Updated ${new Date().toLocaleTimeString()} · live`);
   }
 
   await refresh().catch((err) => replace(table, errorBox(err)));
-  return { refresh };
+  return { refresh, follows: [] };
 }
 
 function lastMinute(q) {

@@ -235,5 +235,5 @@ export async function renderQueue(container, { queue, state }) {
   }
 
   await refresh().catch((err) => replace(list, errorBox(err)));
-  return { refresh };
+  return { refresh, follows: [queue] };
 }

@@ -1,0 +1,369 @@
+"""One event reader per API process: each followed queue's events stream is read once and fanned out
+in memory to every subscriber (SSE streams, long-polls, anything else that follows events).
+
+This is the API's counterpart of BullMQ's `QueueEvents`. Without it every SSE stream and every
+long-poll ran its own `XREAD BLOCK`, holding one Redis connection each: a few hundred open waits
+exhausted the pool and stalled every request. Now a queue costs one blocking connection however
+many clients follow it, and a client that waits holds no connection at all.
+
+Use::
+
+    async with hub.subscribe("emails", job_id="42", after=last_event_id) as events:
+        async for event in events:          # conveyor.events.Event, in stream order
+            ...
+        # or, with a deadline: event = await events.next(timeout=5.0)  (None when it passes)
+
+- `job_id=None` follows every event of the queue; otherwise only that job's events are delivered.
+- `after=None` starts with the events that follow the subscription (`events.position` is the stream
+  id it starts after, usable as an SSE `id:`); `after="<ms>-<seq>"` first replays the events kept in
+  the stream after that id, then continues live, without gap or repeat (ids only grow).
+- Leaving the `async with` block (or `await events.aclose()`) ends the subscription; the queue's
+  reader stops when its last subscriber leaves.
+
+Faults: the reader survives connection resets and Redis restarts (redis/faults.py classifies them),
+backs off, and resumes from the last id it read. A subscriber that falls more than `buffer` events
+behind is not dropped: it re-reads what it missed from the stream (events trimmed from the capped
+stream in the meantime are gone; followers re-check the job record for that case).
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+import logging
+import re
+from collections import deque
+from collections.abc import Callable
+from types import TracebackType
+
+from conveyor.errors import ConnectionFailedError
+from conveyor.events import Event
+from conveyor.queue import Queue
+from conveyor.redis.connection import RedisClient
+from conveyor.redis.faults import is_fault
+
+logger = logging.getLogger(__name__)
+
+StreamId = tuple[int, int]
+_MAX_PART = 2**64 - 1
+_ID = re.compile(r"^(\d{1,20})-(\d{1,20})$")
+_READ_COUNT = 500
+_BLOCK_MS = 5000
+_BACKOFF_MAX_S = 2.0
+
+
+def parse_stream_id(value: str) -> StreamId | None:
+    """`<ms>-<seq>` with both parts within Redis's 64-bit range, else None."""
+    m = _ID.match(value)
+    if m is None:
+        return None
+    ms, seq = int(m.group(1)), int(m.group(2))
+    if ms > _MAX_PART or seq > _MAX_PART:
+        return None
+    return ms, seq
+
+
+def _key(value: str) -> StreamId:
+    ms, _, seq = value.partition("-")
+    return int(ms), int(seq or 0)
+
+
+class Subscription:
+    """Events of one queue (optionally one job) for one follower; see the module docstring."""
+
+    def __init__(self, hub: EventHub, queue: str, job_id: str | None, after: str | None) -> None:
+        if after is not None and parse_stream_id(after) is None:
+            raise ValueError(f"not a stream id: {after[:40]!r}")
+        self._hub = hub
+        self.queue = queue
+        self.job_id = job_id
+        self._after = after
+        self._reader: _QueueReader | None = None
+        self._buffer: deque[Event] = deque()
+        self._wake = asyncio.Event()
+        self._lagged = False
+        self._replay_to: str | None = None  # replay (cursor, replay_to] from the stream before the buffer
+        self._replayed: deque[Event] = deque()
+        self._cursor: StreamId = (0, 0)
+        self.position = "0-0"  # the stream id this subscription starts after (set on entry)
+        self._base = "0-0"  # the reader's position when this subscription began receiving events
+        self._closed = False
+
+    # -- lifecycle
+    async def __aenter__(self) -> Subscription:
+        await self.start()
+        return self
+
+    async def __aexit__(
+        self, exc_type: type[BaseException] | None, exc: BaseException | None, tb: TracebackType | None
+    ) -> None:
+        await self.aclose()
+
+    async def start(self) -> None:
+        """Join the queue's reader; returns once `position` is known."""
+        if self._reader is not None:
+            return
+        reader = self._hub._reader(self.queue)
+        self._reader = reader
+        reader.add(self)
+        try:
+            await reader.ready()
+        except BaseException:
+            reader.remove(self)
+            raise
+        # `base` was set by the reader at the same instant this subscription began receiving events.
+        start = self._after if self._after is not None else self._base
+        self.position = start
+        self._cursor = _key(start)
+        if self._after is not None and _key(self._after) < _key(self._base):
+            self._replay_to = self._base
+
+    async def aclose(self) -> None:
+        if not self._closed:
+            self._closed = True
+            if self._reader is not None:
+                self._reader.remove(self)
+            self._buffer.clear()
+
+    # -- called by the reader (synchronously, in stream order)
+
+    def _deliver(self, event: Event) -> None:
+        if self._lagged:
+            return
+        if len(self._buffer) >= self._hub.buffer:
+            self._lagged = True
+            self._buffer.clear()
+        else:
+            self._buffer.append(event)
+        self._wake.set()
+
+    # -- reading
+    def __aiter__(self) -> Subscription:
+        return self
+
+    async def __anext__(self) -> Event:
+        while not self._closed:
+            event = await self.next(timeout=None)
+            if event is not None:
+                return event
+        raise StopAsyncIteration
+
+    async def next(self, timeout: float | None) -> Event | None:
+        """The next event, or None when `timeout` seconds pass first (None = wait as long as it takes)."""
+        if self._reader is None:
+            await self.start()
+        if self._closed:
+            return None
+        loop = asyncio.get_running_loop()
+        deadline = None if timeout is None else loop.time() + timeout
+        while True:
+            if self._lagged:
+                # Fell behind: note where the reader is now and re-read the gap from the stream.
+                assert self._reader is not None
+                self._lagged = False
+                self._buffer.clear()
+                self._replay_to = self._reader.cursor
+                self._replayed.clear()  # re-read from the cursor: nothing is skipped or repeated
+            if self._replay_to is not None:
+                event = await self._replay_one()
+                if event is not None:
+                    return event
+                continue
+            while self._buffer:
+                event = self._buffer.popleft()
+                key = _key(event.id)
+                if key <= self._cursor:
+                    continue  # already replayed from the stream
+                self._cursor = key
+                return event
+            self._wake.clear()
+            if deadline is None:
+                await self._wake.wait()
+                continue
+            left = deadline - loop.time()
+            if left <= 0:
+                return None
+            try:
+                await asyncio.wait_for(self._wake.wait(), left)
+            except TimeoutError:
+                return None
+
+    async def _replay_one(self) -> Event | None:
+        """The next event of the replay range, or None once it is done (the buffer takes over)."""
+        assert self._replay_to is not None
+        end = _key(self._replay_to)
+        while True:
+            while self._replayed:
+                event = self._replayed.popleft()
+                self._cursor = _key(event.id)
+                if self.job_id is None or event.job_id == self.job_id:
+                    return event
+            if self._cursor >= end:
+                self._replay_to = None
+                return None
+            batch = await self._hub._replay(self.queue, f"{self._cursor[0]}-{self._cursor[1]}")
+            kept = deque(e for e in batch if _key(e.id) <= end)
+            if not kept:
+                self._replay_to = None  # nothing more kept in the stream up to `end` (or trimmed)
+                return None
+            self._replayed = kept
+
+
+class _QueueReader:
+    """The one `XREAD BLOCK` loop of one queue, fanning each event out to its subscribers."""
+
+    def __init__(self, hub: EventHub, queue: str) -> None:
+        self.hub = hub
+        self.queue = queue
+        self.cursor = "0-0"
+        self.by_job: dict[str, set[Subscription]] = {}
+        self.everything: set[Subscription] = set()
+        self.count = 0
+        self._ready = asyncio.Event()
+        self._failure: BaseException | None = None
+        self.task: asyncio.Task[None] | None = None
+
+    def add(self, sub: Subscription) -> None:
+        if sub.job_id is None:
+            self.everything.add(sub)
+        else:
+            self.by_job.setdefault(sub.job_id, set()).add(sub)
+        self.count += 1
+        sub._base = self.cursor  # meaningful once ready; the reader sets it again when it gets ready
+        if self.task is None or self.task.done():
+            self.task = asyncio.get_running_loop().create_task(self.run(), name=f"conveyor-events-{self.queue}")
+
+    def remove(self, sub: Subscription) -> None:
+        group = self.everything if sub.job_id is None else self.by_job.get(sub.job_id)
+        if group is not None and sub in group:
+            group.discard(sub)
+            self.count -= 1
+            if sub.job_id is not None and not group:
+                del self.by_job[sub.job_id]
+
+    async def ready(self) -> None:
+        """Wait until the reader knows its start position; a Redis that stays unusable is a fault."""
+        try:
+            await asyncio.wait_for(self._ready.wait(), self.hub.ready_timeout_s)
+        except TimeoutError:
+            raise ConnectionFailedError(f"the events of queue {self.queue!r} cannot be read now") from None
+
+    def _subscribers(self) -> list[Subscription]:
+        out = list(self.everything)
+        for group in self.by_job.values():
+            out.extend(group)
+        return out
+
+    async def _start_position(self, queue: Queue) -> None:
+        self.cursor = await queue.last_event_id()
+        for sub in self._subscribers():
+            sub._base = self.cursor
+        self._ready.set()
+
+    async def run(self) -> None:
+        queue = Queue(self.queue, redis=self.hub.blocking_client(), prefix=self.hub.prefix)
+        delay = 0.05
+        faulted = False
+        while self.count > 0:
+            try:
+                if not self._ready.is_set():
+                    await self._start_position(queue)
+                elif faulted:
+                    await self._check_reset(queue)
+                faulted = False
+                events = await queue.read_events(self.cursor, count=_READ_COUNT, block_ms=self.hub.block_ms)
+                delay = 0.05
+            except asyncio.CancelledError:
+                raise
+            except Exception as exc:
+                if not (isinstance(exc, ConnectionFailedError) or is_fault(exc)):
+                    logger.exception("event reader of queue %r failed; retrying", self.queue)
+                elif not faulted:
+                    logger.warning("event reader of queue %r: Redis not usable (%s); retrying", self.queue,
+                                   type(exc).__name__)
+                faulted = True
+                await asyncio.sleep(delay)
+                delay = min(_BACKOFF_MAX_S, delay * 2)
+                continue
+            self._dispatch(events)
+        # No subscriber left: forget this reader (synchronously with the check above, so a new
+        # subscriber either joined before it — and the loop goes on — or starts a fresh reader).
+        if self.hub._readers.get(self.queue) is self:
+            del self.hub._readers[self.queue]
+
+    async def _check_reset(self, queue: Queue) -> None:
+        """After a fault: a server that came back without the stream (no persistence) restarts ids
+        from scratch; follow its new head instead of waiting for ids above the old one."""
+        head = await queue.last_event_id()
+        if _key(head) < _key(self.cursor):
+            logger.warning("events stream of queue %r restarted below the last id read; following it anew",
+                           self.queue)
+            self.cursor = head
+
+    def _dispatch(self, events: list[Event]) -> None:
+        for event in events:
+            self.cursor = event.id
+            for sub in self.everything:
+                sub._deliver(event)
+            if event.job_id is not None:
+                group = self.by_job.get(event.job_id)
+                if group:
+                    for sub in group:
+                        sub._deliver(event)
+
+
+class EventHub:
+    """The per-process fan-out of queue events (one per `create_app`)."""
+
+    def __init__(
+        self,
+        client: Callable[[], RedisClient],
+        blocking_client: Callable[[], RedisClient],
+        prefix: str,
+        *,
+        buffer: int = 10_000,
+        block_ms: int = _BLOCK_MS,
+        ready_timeout_s: float = 10.0,
+    ) -> None:
+        """`client` serves replays (short calls); `blocking_client` the readers' XREAD BLOCK (one
+        connection per followed queue). `buffer`: events a subscriber may fall behind before it
+        re-reads the gap from the stream."""
+        self._client = client
+        self.blocking_client = blocking_client
+        self.prefix = prefix
+        self.buffer = buffer
+        self.block_ms = block_ms
+        self.ready_timeout_s = ready_timeout_s
+        self._readers: dict[str, _QueueReader] = {}
+
+    def subscribe(self, queue: str, job_id: str | None = None, after: str | None = None) -> Subscription:
+        """Follow `queue`'s events (only `job_id`'s when given), live or from just after `after`.
+        Raises ValueError for an `after` that is not a stream id within Redis's range."""
+        return Subscription(self, queue, job_id, after)
+
+    def followed(self) -> dict[str, int]:
+        """Subscribers per followed queue (for tests and metrics)."""
+        return {name: reader.count for name, reader in self._readers.items() if reader.count}
+
+    def _reader(self, queue: str) -> _QueueReader:
+        reader = self._readers.get(queue)
+        if reader is None:
+            reader = _QueueReader(self, queue)
+            self._readers[queue] = reader
+        return reader
+
+    async def _replay(self, queue: str, cursor: str) -> list[Event]:
+        q = Queue(queue, redis=self._client(), prefix=self.prefix)
+        return await q.read_events(cursor, count=_READ_COUNT)
+
+    async def close(self) -> None:
+        """Stop every reader (the API's shutdown)."""
+        readers = list(self._readers.values())
+        self._readers.clear()
+        for reader in readers:
+            if reader.task is not None:
+                reader.task.cancel()
+        for reader in readers:
+            if reader.task is not None:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await reader.task

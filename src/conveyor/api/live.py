@@ -1,0 +1,130 @@
+"""Live events of several queues on one Server-Sent Events connection.
+
+The dashboard follows the queues a page shows with one connection (a browser allows about six per
+host, so a stream per queue would starve the page's own requests) and re-reads the page when an
+event arrives, instead of polling. Each frame is one queue event with its `queue` added; the stream
+is a notification channel, not a log: a `ready` event comes once every queue is followed (every
+later event reaches the stream), and it carries no `id:` and cannot be resumed — a client that
+reconnects re-reads the state it shows. When a client falls behind by more than `_BACKLOG` events,
+the excess is dropped and one `resync` event says so.
+
+Served from the process's event hub (api/hub.py): each queue costs one reader however many clients
+follow it, and the stream counts against the key's `CONVEYOR_API_MAX_STREAMS_PER_KEY`.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import contextlib
+from collections.abc import AsyncGenerator
+from typing import Annotated
+
+import orjson
+from fastapi import APIRouter, Query, Request
+from fastapi.responses import StreamingResponse
+
+from conveyor.api.auth import ReadKey
+from conveyor.api.errors import ApiError
+from conveyor.api.hub import EventHub, Subscription
+from conveyor.api.keys import Scope as KeyScope
+from conveyor.api.schemas import error_responses
+from conveyor.api.serialize import event_out
+from conveyor.api.sse import HeldStream
+from conveyor.api.state import get_state
+from conveyor.events import Event
+from conveyor.views import queue_names
+
+router = APIRouter(prefix="/api", tags=["jobs"])
+MAX_QUEUES = 50
+_BACKLOG = 1000
+_RETRY_MS = 2000
+
+
+def _frame(event: str, data: bytes) -> bytes:
+    return b"event: %s\ndata: %s\n\n" % (event.encode(), data)
+
+
+async def _pump(events: Subscription, out: asyncio.Queue[tuple[str, Event] | None]) -> None:
+    async for event in events:
+        try:
+            out.put_nowait((events.queue, event))
+        except asyncio.QueueFull:
+            with contextlib.suppress(asyncio.QueueFull):
+                out.put_nowait(None)  # the consumer says `resync` once it drains the backlog
+
+
+async def _follow(
+    hub: EventHub, queues: list[str], keepalive_s: float, show_data: bool
+) -> AsyncGenerator[bytes, None]:
+    out: asyncio.Queue[tuple[str, Event] | None] = asyncio.Queue(maxsize=_BACKLOG)
+    subscriptions = [hub.subscribe(q) for q in queues]
+    tasks: list[asyncio.Task[None]] = []
+    try:
+        for sub in subscriptions:
+            await sub.start()  # every event after `ready` reaches this stream
+        tasks = [asyncio.create_task(_pump(sub, out)) for sub in subscriptions]
+        yield b"retry: %d\n\n" % _RETRY_MS
+        yield _frame("ready", orjson.dumps({"queues": queues}))
+        while True:
+            try:
+                item = await asyncio.wait_for(out.get(), timeout=keepalive_s)
+            except TimeoutError:
+                yield b": keep-alive\n\n"
+                continue
+            if item is None:
+                yield _frame("resync", b"{}")
+                continue
+            queue, event = item
+            body = event_out(event, show_data=show_data)
+            body["queue"] = queue
+            yield _frame(event.type, orjson.dumps(body))
+    finally:
+        # No await that can suspend here: under a cancelled task group every such await raises at once,
+        # so a subscription closed after one would stay open. aclose() never suspends.
+        for sub in subscriptions:
+            await sub.aclose()
+        for task in tasks:
+            task.cancel()
+
+
+@router.get(
+    "/events",
+    response_class=StreamingResponse,
+    responses={
+        200: {
+            "description": "An event stream (text/event-stream); each event's data names its `queue`",
+            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+        },
+        **error_responses(401, 403, 404, 422, 429, 503),
+    },
+    summary="Follow the events of several queues as Server-Sent Events (no resume)",
+)
+async def live_events(
+    request: Request,
+    principal: ReadKey,
+    queue: Annotated[
+        list[str],
+        Query(
+            max_length=MAX_QUEUES,
+            description=f"Queues to follow (repeat the parameter); none: every queue in Redis, at most {MAX_QUEUES}.",
+        ),
+    ] = [],  # noqa: B006 — FastAPI copies the default per request
+) -> StreamingResponse:
+    state = get_state(request)
+    if queue:
+        names = sorted(set(queue))
+        for name in names:
+            await state.existing_queue(name)  # 404 for an unknown queue, 422 for a bad name
+    else:
+        names = (await queue_names(state.client, state.prefix, state.conveyor.queue_configs))[:MAX_QUEUES]
+    if not names:
+        raise ApiError(404, "there is no queue to follow yet")
+    state.streams.take(principal.key_id)
+    keepalive_s = max(0.05, state.settings.api_sse_keepalive_s)
+    stream = _follow(state.hub, names, keepalive_s, principal.can(KeyScope.READ_DATA))
+    return HeldStream(
+        stream,
+        lambda: state.streams.give_back(principal.key_id),
+        media_type="text/event-stream",
+        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+    )

@@ -1,0 +1,167 @@
+"""How `conveyor api` runs uvicorn: limits for slow or greedy clients, and several processes on one port.
+
+uvicorn has no deadline for a request's headers or body: a client sending one byte a second holds
+its connection (and, once headers are in, a task) for as long as it likes. The protocol classes
+below add both deadlines (`CONVEYOR_API_HEADER_TIMEOUT_S`, `CONVEYOR_API_BODY_TIMEOUT_S`): past
+them the connection is closed. A deadline is armed when a connection opens or a request's first byte
+arrives, replaced by the body deadline when the headers are complete, and dropped once the request
+is fully read (a long-poll or an event stream then runs as long as it needs to). uvicorn's own
+settings cover the rest: idle keep-alive connections close after `CONVEYOR_API_KEEPALIVE_S`, and
+past `CONVEYOR_API_MAX_CONNECTIONS` connections or requests new requests get 503 at once.
+
+`--workers N` runs N processes that share the listening socket (uvicorn's supervisor restarts one
+that dies). Each process has its own event reader (api/hub.py) and per-key caps; rate limits live
+in Redis, so they hold across processes.
+"""
+
+from __future__ import annotations
+
+import asyncio
+import logging
+import os
+from typing import Any
+
+import uvicorn
+from uvicorn.protocols.http.h11_impl import H11Protocol
+
+try:
+    from uvicorn.protocols.http.httptools_impl import HttpToolsProtocol
+except ImportError:  # httptools not installed (the `fast` extra): uvicorn uses h11
+    HttpToolsProtocol = None  # type: ignore[assignment,misc]
+
+from conveyor.settings import Settings
+
+logger = logging.getLogger(__name__)
+APP_ENV = "CONVEYOR_API_APP"  # module:attribute of the Conveyor app, for worker processes
+
+
+class _Deadline:
+    """One timer per connection that closes the transport when it fires."""
+
+    def __init__(self) -> None:
+        self.handle: asyncio.TimerHandle | None = None
+        self.kind = ""
+
+    def arm(self, loop: asyncio.AbstractEventLoop, seconds: float, kind: str, transport: Any) -> None:
+        self.disarm()
+        if seconds > 0:
+            self.kind = kind
+            self.handle = loop.call_later(seconds, self._expire, transport)
+
+    def disarm(self) -> None:
+        if self.handle is not None:
+            self.handle.cancel()
+            self.handle = None
+            self.kind = ""
+
+    def _expire(self, transport: Any) -> None:
+        self.handle = None
+        if not transport.is_closing():
+            logger.info("closing a connection that did not send its request %s in time", self.kind)
+            transport.close()
+
+
+def _timeouts(config: uvicorn.Config) -> tuple[float, float]:
+    state = getattr(config, "conveyor_timeouts", None)
+    return state if state is not None else (10.0, 30.0)
+
+
+def _guarded(base: type[Any]) -> type[Any]:
+    """`base` (uvicorn's httptools protocol) with header and body deadlines."""
+
+    class Guarded(base):  # type: ignore[misc]
+        def connection_made(self, transport: Any) -> None:
+            super().connection_made(transport)
+            self._deadline = _Deadline()
+            self._deadline.arm(self.loop, _timeouts(self.config)[0], "headers", transport)
+
+        def on_message_begin(self) -> None:
+            super().on_message_begin()
+            if self._deadline.handle is None:
+                self._deadline.arm(self.loop, _timeouts(self.config)[0], "headers", self.transport)
+
+        def on_headers_complete(self) -> None:
+            super().on_headers_complete()
+            self._deadline.arm(self.loop, _timeouts(self.config)[1], "body", self.transport)
+
+        def on_message_complete(self) -> None:
+            super().on_message_complete()
+            self._deadline.disarm()
+
+        def connection_lost(self, exc: Exception | None) -> None:
+            self._deadline.disarm()
+            super().connection_lost(exc)
+
+    Guarded.__name__ = Guarded.__qualname__ = f"Guarded{base.__name__}"  # picklable for worker processes
+    return Guarded
+
+
+class GuardedH11Protocol(H11Protocol):
+    """uvicorn's h11 protocol with header and body deadlines (read from h11's connection state)."""
+
+    def connection_made(self, transport: Any) -> None:
+        super().connection_made(transport)
+        self._deadline = _Deadline()
+        self._deadline.arm(self.loop, _timeouts(self.config)[0], "headers", transport)
+
+    def data_received(self, data: bytes) -> None:
+        super().data_received(data)
+        import h11
+
+        state = self.conn.their_state
+        if state is h11.SEND_BODY:
+            if self._deadline.kind != "body":
+                self._deadline.arm(self.loop, _timeouts(self.config)[1], "body", self.transport)
+        elif state is h11.IDLE:
+            if self.conn.trailing_data[0] and self._deadline.handle is None:
+                self._deadline.arm(self.loop, _timeouts(self.config)[0], "headers", self.transport)
+        else:
+            self._deadline.disarm()
+
+    def connection_lost(self, exc: Exception | None) -> None:
+        self._deadline.disarm()
+        super().connection_lost(exc)
+
+
+GuardedHttpToolsProtocol = None if HttpToolsProtocol is None else _guarded(HttpToolsProtocol)
+
+
+def protocol_class(http: str = "auto") -> type[Any]:
+    """The guarded protocol uvicorn's `http="auto"` would pick (httptools when installed)."""
+    if http == "h11" or GuardedHttpToolsProtocol is None:
+        return GuardedH11Protocol
+    return GuardedHttpToolsProtocol
+
+
+def config_options(settings: Settings) -> dict[str, Any]:
+    """The uvicorn options every way of serving the API shares (one process or several)."""
+    return {
+        "host": settings.api_host,
+        "port": settings.api_port,
+        "http": protocol_class(),
+        "limit_concurrency": settings.api_max_connections or None,
+        "timeout_keep_alive": max(1, round(settings.api_keepalive_s)),
+        "log_config": None,
+        "access_log": False,
+        "server_header": False,
+        "lifespan": "on",
+        "timeout_graceful_shutdown": 10,
+    }
+
+
+def make_config(app: Any, settings: Settings, **extra: Any) -> uvicorn.Config:
+    config = uvicorn.Config(app, **{**config_options(settings), **extra})
+    setattr(config, "conveyor_timeouts", (settings.api_header_timeout_s, settings.api_body_timeout_s))  # noqa: B010
+    return config
+
+
+def app_from_env() -> Any:
+    """The ASGI app of one worker process (`--workers N`): the Conveyor app named in
+    CONVEYOR_API_APP, with settings from the environment the parent prepared."""
+    from conveyor.api.app import create_app
+    from conveyor.logconfig import configure_logging
+    from conveyor.service.command import load_app
+
+    settings = Settings.from_env()
+    configure_logging(settings.log_level, settings.log_format)
+    return create_app(load_app(os.environ[APP_ENV]), settings)

@@ -1,0 +1,180 @@
+"""Hostile input against the API served over real HTTP: each is a specific 4xx and nothing is
+written; the OpenAPI document states the same ranges validation enforces; 405 lists the methods
+the path serves; error messages never echo a whole oversized input; an unhandled error is logged
+once."""
+
+from __future__ import annotations
+
+import logging
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+
+from conveyor.backoff import BACKOFF_SECONDS_MAX, FACTOR_MAX
+from conveyor.options import ATTEMPTS_MAX, COST_MAX, MAX_DURATION_S, MIN_DURATION_S, PRIORITY_MAX, PRIORITY_MIN
+from tests.api.conftest import api_settings
+from tests.api.live import LiveApi, live_api
+from tests.api.sample_app import build_app
+
+
+@pytest.fixture
+async def api(redis_url: str, qname: str) -> AsyncIterator[LiveApi]:
+    app = build_app(redis_url, qname)
+    try:
+        async with live_api(app, api_settings(redis_url)) as live:
+            live.queue = qname  # type: ignore[attr-defined]
+            yield live
+    finally:
+        await app.queue(qname).obliterate(force=True)
+        await app.close()
+
+
+async def _written(api: LiveApi) -> int:
+    counts = (await api.http.get(f"/api/queues/{api.queue}", headers=api.auth())).json()["counts"]  # type: ignore[attr-defined]
+    return sum(counts.values())
+
+
+async def _post(api: LiveApi, body: Any, bulk: bool = False, raw: bytes | None = None) -> Any:
+    path = f"/api/queues/{api.queue}/jobs" + (":bulk" if bulk else "")  # type: ignore[attr-defined]
+    if raw is not None:
+        headers = {**api.auth("enqueue"), "Content-Type": "application/json"}
+        return await api.http.post(path, content=raw, headers=headers)
+    return await api.http.post(path, json=body, headers=api.auth("enqueue"))
+
+
+async def test_json_nested_300_deep_is_a_422(api: LiveApi) -> None:
+    deep = b"[" * 300 + b"]" * 300
+    r = await _post(api, None, raw=b'{"name": "anything", "data": %s}' % deep)
+    assert r.status_code == 422 and "levels deep" in r.json()["error"]["message"], r.text
+    r = await _post(api, None, raw=b'{"jobs": [{"name": "anything", "data": %s}]}' % deep, bulk=True)
+    assert r.status_code == 422, r.text
+    # 60 levels is fine: the limit is about abuse, not ordinary nesting.
+    r = await _post(api, None, raw=b'{"name": "anything", "data": %s}' % (b"[" * 60 + b"]" * 60))
+    assert r.status_code == 202, r.text
+    assert await _written(api) == 1
+
+
+@pytest.mark.parametrize(
+    "options",
+    [
+        {"idempotency_key": "k", "idempotency_ttl": 1e300},
+        {"idempotency_key": "k", "idempotency_ttl": 1e-9},
+        {"result_ttl": 1e300},
+        {"failed_ttl": 1e300},
+        {"failed_ttl": 1e-9},
+        {"timeout": 1e300},
+        {"delay": 1e300},
+        {"delay": -1},
+        {"backoff": 1e300},
+        {"backoff": {"type": "exponential", "factor": 1e300}},
+        {"backoff": {"type": "fixed", "delay": 1e300}},
+        {"attempts": 10**6},
+        {"priority": 10**6},
+        {"cost": 10**13},
+    ],
+)
+async def test_out_of_range_options_are_a_422_and_write_nothing(api: LiveApi, options: dict[str, Any]) -> None:
+    job = {"name": "echo", "data": {"text": "x"}, "options": options}
+    r = await _post(api, job)
+    assert r.status_code == 422, r.text
+    ok = {"name": "echo", "data": {"text": "fine"}}
+    r = await _post(api, {"jobs": [ok, job]}, bulk=True)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["details"][0]["index"] == 1
+    assert await _written(api) == 0  # the valid first job of the bulk was not written either
+
+
+async def test_bulk_is_all_or_nothing_when_a_later_job_conflicts(api: LiveApi) -> None:
+    r = await _post(api, {"name": "echo", "data": {"text": "a"}, "options": {"job_id": "taken"}})
+    assert r.status_code == 202
+    jobs = [
+        {"name": "echo", "data": {"text": "new"}, "options": {"job_id": "fresh"}},
+        {"name": "echo", "data": {"text": "different body"}, "options": {"job_id": "taken"}},
+    ]
+    r = await _post(api, {"jobs": jobs}, bulk=True)
+    assert r.status_code == 409, r.text
+    assert await _written(api) == 1
+    r = await api.http.get(f"/api/jobs/{api.queue}/fresh", headers=api.auth())  # type: ignore[attr-defined]
+    assert r.status_code == 404
+
+
+async def test_openapi_states_the_ranges_validation_enforces(api: LiveApi) -> None:
+    spec = (await api.http.get("/openapi.json")).json()
+    props = spec["components"]["schemas"]["JobOptionsIn"]["properties"]
+
+    def bounds(name: str) -> tuple[float, float]:
+        (number,) = [s for s in props[name].get("anyOf", [props[name]]) if s.get("type") in ("integer", "number")]
+        return number["minimum"], number["maximum"]
+
+    expected = {
+        "idempotency_ttl": (MIN_DURATION_S, MAX_DURATION_S),
+        "delay": (0, MAX_DURATION_S),
+        "timeout": (MIN_DURATION_S, MAX_DURATION_S),
+        "result_ttl": (0, MAX_DURATION_S),
+        "failed_ttl": (MIN_DURATION_S, MAX_DURATION_S),
+        "priority": (PRIORITY_MIN, PRIORITY_MAX),
+        "attempts": (1, ATTEMPTS_MAX),
+        "cost": (0, COST_MAX),
+        "backoff": (0, BACKOFF_SECONDS_MAX),
+    }
+    for name, (low, high) in expected.items():
+        assert bounds(name) == (low, high), name
+        extra = {"idempotency_key": "k"} if name == "idempotency_ttl" else {}
+        # The documented edges are accepted by validation, one step past them refused.
+        edge = {"name": "echo", "data": {"text": "x"}, "options": {**extra, name: high}}
+        r = await _post(api, {"jobs": [edge]}, bulk=True)
+        assert r.status_code == 202, (name, r.text)
+        past = high + 1 if isinstance(high, int) else high * 2
+        r = await _post(api, {"name": "echo", "data": {"text": "x"}, "options": {**extra, name: past}})
+        assert r.status_code == 422, (name, r.text)
+    exponential = spec["components"]["schemas"]["ExponentialBackoffIn"]["properties"]
+    assert exponential["factor"]["maximum"] == FACTOR_MAX
+    schedule = spec["components"]["schemas"]["ScheduleBody"]["properties"]["interval_s"]["anyOf"][0]
+    assert "minimum" in schedule and "maximum" in schedule
+
+
+async def test_405_carries_the_methods_the_path_serves(api: LiveApi) -> None:
+    r = await api.http.put(f"/api/queues/{api.queue}/jobs", headers=api.auth())  # type: ignore[attr-defined]
+    assert r.status_code == 405
+    assert set(r.headers["Allow"].split(", ")) == {"GET", "HEAD", "POST"}
+    r = await api.http.delete("/api/health")
+    assert r.status_code == 405 and r.headers["Allow"] == "GET, HEAD"
+    r = await api.http.patch(f"/api/jobs/{api.queue}/some/id", headers=api.auth())  # type: ignore[attr-defined]
+    assert r.status_code == 405 and set(r.headers["Allow"].split(", ")) == {"GET", "HEAD", "DELETE"}
+
+
+@pytest.mark.parametrize(
+    "options",
+    [{"job_id": "x" * 10_000}, {"group": "x" * 10_000}, {"run_at": "x" * 10_000}, {"x" * 10_000: 1},
+     {"backoff": "x" * 10_000}, {"idempotency_key": "é" * 10_000}],
+)
+async def test_error_messages_do_not_echo_oversized_input(api: LiveApi, options: dict[str, Any]) -> None:
+    r = await _post(api, {"name": "echo", "data": {"text": "x"}, "options": options})
+    assert r.status_code == 422
+    assert len(r.content) < 2000, r.text
+    r = await _post(api, {"name": "y" * 10_000})
+    assert r.status_code == 404 and len(r.content) < 2000
+
+
+async def test_an_unhandled_error_is_logged_once(
+    redis_url: str, qname: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    app = build_app(redis_url, qname)
+    try:
+        async with live_api(app, api_settings(redis_url)) as api:
+
+            @api.asgi.get("/api/test-boom")
+            async def boom() -> None:
+                raise RuntimeError("a bug")
+
+            api.asgi.openapi_schema = None
+            with caplog.at_level(logging.INFO):
+                r = await api.http.get("/api/test-boom")
+            assert r.status_code == 500
+            assert r.json() == {"error": {"code": "internal_error", "message": "internal error"}}
+            assert r.headers["X-Content-Type-Options"] == "nosniff"
+            logged = [rec for rec in caplog.records if rec.exc_info and rec.exc_info[0] is RuntimeError]
+            assert len(logged) == 1, [rec.getMessage() for rec in logged]
+    finally:
+        await app.close()

@@ -1,0 +1,260 @@
+"""Server limits with real slow sockets against the API as `conveyor api` serves it (the guarded
+uvicorn protocols, httptools and h11): slow headers, slow bodies and idle keep-alive connections are
+closed in bounded time, a held stream is not cut by them, the connection cap answers 503; and
+`conveyor api --workers N` runs several processes on one port."""
+
+from __future__ import annotations
+
+import asyncio
+import os
+import signal
+import subprocess
+import sys
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
+from pathlib import Path
+from typing import Any
+
+import httpx
+import pytest
+import uvicorn
+
+from conveyor.api import create_app
+from conveyor.api.server import make_config, protocol_class
+from conveyor.testing import free_port
+from tests.api.conftest import api_settings
+from tests.api.live import LiveApi
+from tests.api.sample_app import build_app
+from tests.api.test_hold import RawConn
+from tests.conftest import wait_for
+
+ROOT = Path(__file__).resolve().parents[2]
+SLOW = 40  # slow connections of each kind
+
+
+@asynccontextmanager
+async def served(redis_url: str, qname: str, http: str, **limits: Any) -> AsyncIterator[tuple[LiveApi, int]]:
+    """The API with `limits` as settings, served by uvicorn with the guarded protocol `http`."""
+    from conveyor.api.keys import KeyStore
+    from tests.api.conftest import SCOPES
+
+    app = build_app(redis_url, qname)
+    settings = api_settings(redis_url, api_port=free_port(), **limits)
+    asgi = create_app(app, settings)
+    server = uvicorn.Server(make_config(asgi, settings, http=protocol_class(http), log_level="warning"))
+    task = asyncio.create_task(server.serve())
+    store = KeyStore(app.client)
+    tokens, ids = {}, []
+    for who, scopes in SCOPES.items():
+        tokens[who], info = await store.create(f"limits-{who}", scopes)
+        ids.append(info.id)
+    try:
+        await wait_for(lambda: server.started or task.done(), what="uvicorn started")
+        url = f"http://127.0.0.1:{settings.api_port}"
+        async with httpx.AsyncClient(base_url=url, timeout=30) as client:
+            yield LiveApi(url, client, asgi, app, tokens), settings.api_port
+    finally:
+        server.should_exit = True
+        await task
+        for key_id in ids:
+            await store.revoke(key_id)
+        await app.queue(qname).obliterate(force=True)
+        await app.close()
+
+
+async def _closed_by_server(reader: asyncio.StreamReader) -> bytes:
+    """Everything the server sent until it closed the connection (generous bound: a hang fails)."""
+    try:
+        return await asyncio.wait_for(reader.read(), 60)
+    except (ConnectionError, OSError):  # the reset surfaced through the writing side
+        return b""
+
+
+async def _trickle(writer: asyncio.StreamWriter, data: bytes) -> int:
+    """Send `data` one byte at a time, slowly, until the server closes; returns bytes sent."""
+    sent = 0
+    try:
+        for i in range(len(data)):
+            writer.write(data[i:i + 1])
+            await writer.drain()
+            sent += 1
+            await asyncio.sleep(0.2)
+    except (ConnectionError, OSError):
+        pass
+    return sent
+
+
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+async def test_slow_headers_slow_bodies_and_idle_connections_are_closed(
+    redis_url: str, qname: str, http: str
+) -> None:
+    limits = {"api_header_timeout_s": 1.0, "api_body_timeout_s": 1.0, "api_keepalive_s": 1.0}
+    async with served(redis_url, qname, http, **limits) as (api, port):
+        token = api.tokens["enqueue"]
+        header = (f"POST /api/queues/{qname}/jobs HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer {token}\r\n"
+                  "Content-Type: application/json\r\nContent-Length: 1000\r\n\r\n").encode()
+        silent, trickling, slow_body = [], [], []
+        for _ in range(SLOW):
+            silent.append(await asyncio.open_connection("127.0.0.1", port))  # connects, sends nothing
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            trickling.append((r, w, asyncio.create_task(_trickle(w, header))))
+            r, w = await asyncio.open_connection("127.0.0.1", port)
+            w.write(header + b'{"name": "echo", ')
+            slow_body.append((r, w, asyncio.create_task(_trickle(w, b'"data": {"text": "x"}' + b" " * 960 + b"}"))))
+        # The server stays responsive while they hang on.
+        assert (await api.http.get("/api/health")).status_code == 200
+        for r, _ in silent:
+            assert await _closed_by_server(r) == b""
+        for r, _, trickle in trickling + slow_body:
+            await _closed_by_server(r)
+            sent = await trickle
+            assert sent < 1000  # cut off long before the request was complete
+        # Idle keep-alive: a finished exchange, then silence: the server closes it.
+        conn = await RawConn.get(port, "/api/health", token)
+        status, headers = await conn.head()
+        assert status == 200
+        await conn.reader.readexactly(int(headers["content-length"]))
+        assert await _closed_by_server(conn.reader) == b""
+        for _, w in silent:
+            w.close()
+        for _, w, _ in trickling + slow_body:
+            w.close()
+        # Nothing the slow bodies carried was written.
+        counts = (await api.http.get(f"/api/queues/{qname}", headers=api.auth())).json()["counts"]
+        assert sum(counts.values()) == 0
+
+
+async def test_deadlines_do_not_cut_a_held_wait_and_the_connection_cap_answers_503(
+    redis_url: str, qname: str
+) -> None:
+    limits = {"api_header_timeout_s": 0.5, "api_body_timeout_s": 0.5, "api_max_connections": 12}
+    async with served(redis_url, qname, "httptools", **limits) as (api, port):
+        r = await api.http.post(f"/api/queues/{qname}/jobs", json={"name": "echo", "data": {"text": "x"}},
+                                headers=api.auth("enqueue"))
+        job = r.json()["id"]
+        state = api.asgi.state.conveyor_api
+        token = api.tokens["reader"]
+        # A wait outlives the deadlines (they end once the request is read) and answers normally.
+        wait = await RawConn.get(port, f"/api/jobs/{qname}/{job}/wait?timeout=2", token)
+        status, headers = await wait.head()
+        assert status == 200 and b'"state":"waiting"' in await wait.reader.readexactly(int(headers["content-length"]))
+        wait.close()
+        # Past the cap of open connections, a request is refused at once with 503.
+        streams = [await RawConn.get(port, f"/api/jobs/{qname}/{job}/events", token) for _ in range(15)]
+        statuses = [(await conn.head())[0] for conn in streams]
+        assert set(statuses) == {200, 503}, statuses
+        assert state.streams.held(token.split("_")[1]) == statuses.count(200)
+        for conn in streams:
+            conn.close()
+        await wait_for(lambda: state.streams.held(token.split("_")[1]) == 0, what="streams released")
+        assert (await api.http.get("/api/health")).status_code == 200
+
+
+def _children(pid: int) -> list[int]:
+    out = []
+    for entry in Path("/proc").iterdir():
+        if entry.name.isdigit():
+            try:
+                stat = (entry / "stat").read_text()
+            except OSError:
+                continue
+            if int(stat.rsplit(")", 1)[1].split()[1]) == pid:
+                out.append(int(entry.name))
+    return out
+
+
+def _listens(pid: int, port: int) -> bool:
+    """Whether process `pid` holds the listening socket of `port` (matched by inode)."""
+    inodes = set()
+    for table in ("/proc/net/tcp", "/proc/net/tcp6"):
+        try:
+            lines = Path(table).read_text().splitlines()[1:]
+        except OSError:
+            continue
+        for line in lines:
+            parts = line.split()
+            if parts[3] == "0A" and int(parts[1].rsplit(":", 1)[1], 16) == port:
+                inodes.add(parts[9])
+    try:
+        fds = os.listdir(f"/proc/{pid}/fd")
+    except OSError:
+        return False
+    for fd in fds:
+        try:
+            target = os.readlink(f"/proc/{pid}/fd/{fd}")
+        except OSError:
+            continue
+        if target.startswith("socket:[") and target[8:-1] in inodes:
+            return True
+    return False
+
+
+@pytest.fixture
+def workers_api(redis_url: str, qname: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
+    port = free_port()
+    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")},
+           "REDIS_URL": redis_url, "API_TEST_QUEUE": qname}
+    conveyor = str(Path(sys.executable).with_name("conveyor"))
+    proc = subprocess.Popen([conveyor, "api", "tests.api.sample_app:app", "--port", str(port), "--workers", "2"],
+                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
+    try:
+        yield proc, port
+    finally:
+        proc.send_signal(signal.SIGTERM)
+        try:
+            proc.wait(60)
+        except subprocess.TimeoutExpired:
+            proc.kill()
+            raise
+        output = proc.stdout.read().decode() if proc.stdout else ""
+        assert "Traceback" not in output, output
+
+
+async def test_workers_serve_one_port_from_several_processes(
+    workers_api: tuple[subprocess.Popen[bytes], int], redis_url: str, qname: str
+) -> None:
+    from conveyor.api.keys import KeyStore
+
+    proc, port = workers_api
+    app = build_app(redis_url, qname)
+    token, info = await KeyStore(app.client).create("workers", ["enqueue", "read"])
+    auth = {"Authorization": f"Bearer {token}"}
+    try:
+        def serving() -> list[int]:
+            return [pid for pid in _children(proc.pid) if _listens(pid, port)]
+
+        await wait_for(lambda: len(serving()) == 2, timeout=90, what="two processes listen on the port")
+        first = serving()
+
+        async def enqueue_on_fresh_connections(n: int) -> None:
+            for i in range(n):
+                async with httpx.AsyncClient(base_url=f"http://127.0.0.1:{port}", timeout=30) as http:
+                    r = await http.post(f"/api/queues/{qname}/jobs", json={"name": "echo", "data": {"text": str(i)}},
+                                        headers=auth)
+                    assert r.status_code == 202, r.text
+
+        await wait_for(_health_ok(port), timeout=90, what="the API answers")
+        await enqueue_on_fresh_connections(20)
+        # One process dies: the other keeps answering and the supervisor starts a replacement.
+        os.kill(first[0], signal.SIGKILL)
+        await enqueue_on_fresh_connections(10)
+        await wait_for(lambda: len(serving()) == 2 and first[0] not in serving(), timeout=90,
+                       what="a replacement process listens")
+        await wait_for(_health_ok(port), timeout=90, what="the API answers")
+        await enqueue_on_fresh_connections(10)
+        assert sum((await app.queue(qname).counts()).values()) == 40
+    finally:
+        await KeyStore(app.client).revoke(info.id)
+        await app.queue(qname).obliterate(force=True)
+        await app.close()
+
+
+def _health_ok(port: int) -> Any:
+    async def check() -> bool:
+        try:
+            async with httpx.AsyncClient(timeout=5) as http:
+                return (await http.get(f"http://127.0.0.1:{port}/api/health")).status_code == 200
+        except httpx.TransportError:
+            return False
+
+    return check
