@@ -91,10 +91,10 @@ class WakeHub:
 
     # ------------------------------------------------------------------ for workers
 
-    async def wait(self, wake_key: str, interrupt_key: str, timeout: float) -> bool:
-        """Until a marker for `wake_key` arrives (True) or `timeout` passed (False).
-        `interrupt_key` must share `wake_key`'s hash slot."""
-        future = self._watch(wake_key, interrupt_key, timeout)
+    async def wait(self, wake_key: str, interrupt_key: str, timeout: float | None) -> bool:
+        """Until a marker for `wake_key` arrives (True) or `timeout` passed (False; None: no
+        timeout, so 1,000 idle queues set no timers). `interrupt_key` must share `wake_key`'s slot."""
+        future = self._watch(wake_key, interrupt_key, self.block_s if timeout is None else timeout)
         try:
             async with asyncio.timeout(timeout):
                 await asyncio.shield(future)

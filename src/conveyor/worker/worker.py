@@ -165,6 +165,7 @@ class Worker:
         self._scripts = queue.scripts
         # The lease table, keyed by token: a job whose lease lapsed may be leased again while its
         # old run lingers, so the id alone would not do.
+        self.pacer = pacer or Pacer()
         self.leases: dict[str, Lease] = {}
         self._running = 0  # leases whose run has not ended (each holds a slot)
         self._all_ended = asyncio.Event()
@@ -177,10 +178,10 @@ class Worker:
         )
         if slots is not None:
             slots.pumps.append(self.pump)
-        self.keeper = LeaseKeeper(self._scripts, queue.name, self.leases, lease_ms, self.heartbeat_s, self._beat)
+        self.keeper = LeaseKeeper(self._scripts, queue.name, self.leases, lease_ms, self.heartbeat_s, self._beat,
+                                  idle_wait=self.pacer.limited)
         self._own_hub = wake_hub is None
         self.wake_hub = wake_hub or WakeHub(queue.client)
-        self.pacer = pacer or Pacer()
         self._closing = False
         self._started = False
         self._stopped = asyncio.Event()
@@ -325,6 +326,7 @@ class Worker:
                 lease.task = create_task(run(lease, ctx, data))
         if self._running:
             self._all_ended.clear()
+            self.keeper.work.set()
         running = self._running if self.slots is None else self.slots.running
         if running > self.stats.peak_active:
             self.stats.peak_active = running
@@ -422,7 +424,9 @@ class Worker:
         interrupt = keys.hub(self.wake_hub.id)
         while True:
             await self.pump.idle.wait()
-            woke = await self.wake_hub.wait(keys.wake, interrupt, self.idle_block_s)
+            # A shared pacer probes idle queues itself: the wait needs no timer of its own.
+            timeout = None if self.pacer.limited else self.idle_block_s
+            woke = await self.wake_hub.wait(keys.wake, interrupt, timeout)
             if not woke and self.pacer.limited:
                 continue
             self.pump.idle.clear()
