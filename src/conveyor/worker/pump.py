@@ -119,6 +119,11 @@ class TripPump:
         self._has_work = True
         self.kick.set()
 
+    @property
+    def has_work(self) -> bool:
+        """The last claim came back full, or a wake-up said more may be ready."""
+        return self._has_work
+
     def pending(self) -> bool:
         return bool(self.ended or self._in_flight)
 

@@ -2,8 +2,9 @@
 
 Each partition has its own worker (its own pump, lease table and wake-up), but the queue's
 concurrency is one budget: a partition with work may use every free slot while the others are
-idle. When a slot frees, every partition's pump is kicked, in an order that rotates, so that the
-partitions with work take turns at the free slots and none starves.
+idle. When a slot frees, the next partition with work in a rotation is offered it (besides the
+pump that freed it, which claims when it records the outcome), so partitions with work take turns
+at the free slots and none starves.
 """
 
 from __future__ import annotations
@@ -28,10 +29,13 @@ class SlotPool:
         return self.concurrency - self.running - others
 
     def released(self) -> None:
-        """A run ended: let the pumps compete for the slot, starting with a different one each time."""
+        """A slot came free: offer it to one other pump with work, the next in a rotation (the
+        pump that freed it claims anyway when it records the outcome), so partitions with work
+        take turns without every pump sending a trip for every freed slot."""
         pumps = self.pumps
-        if not pumps:
-            return
-        self._turn = (self._turn + 1) % len(pumps)
-        for pump in pumps[self._turn:] + pumps[:self._turn]:
-            pump.kick.set()
+        for _ in range(len(pumps)):
+            self._turn = (self._turn + 1) % len(pumps)
+            pump = pumps[self._turn]
+            if pump.has_work:
+                pump.kick.set()
+                return
