@@ -34,7 +34,7 @@ from conveyor.service.registry import RegistryWriter
 from conveyor.service.watch import QueueWatch
 from conveyor.settings import Settings
 from conveyor.worker import JobContext, JobOutcome
-from conveyor.worker.wakehub import Pacer, WakeHub
+from conveyor.worker.wakehub import HUB_GROUPS, Pacer, WakeHub
 from conveyor.worker.worker import default_worker_id
 
 logger = logging.getLogger(__name__)
@@ -102,7 +102,8 @@ class WorkerService:
             logger.info("the app's Redis client exists already; its connection bound is left as it is")
         # One blocking wait for every idle queue and a bounded rate of idle housekeeping, so the
         # idle cost of the process does not grow with its number of queues (docs/scaling.md).
-        self.wake_hub = WakeHub(app.client)
+        # Each wait holds a connection: at most half of the bound, so trips always find one.
+        self.wake_hub = WakeHub(app.client, groups=min(HUB_GROUPS, max(1, settings.redis_max_connections // 2)))
         self.pacer = Pacer(settings.idle_calls_per_s)
         self._health_client: RedisClient | None = None
         self._ping_lock = asyncio.Lock()

@@ -1,10 +1,11 @@
 """One blocking wait for the wake lists of every idle queue of a process (docs/scaling.md).
 
 A queue's idle worker used to hold its own connection in `BLPOP <queue>:wake`; a process serving
-1,000 queues held 1,000 connections. The hub instead sends one `BLPOP` over the wake lists of all the
-queues that are idle right now (on a Cluster, one per hash slot: a multi-key command stays in one
-slot). When a marker arrives, the hub hands it to the waiting worker of that queue. A queue that
-becomes idle while the hub is blocked interrupts the wait with a marker on the hub's own list, so
+1,000 queues held 1,000 connections. The hub instead waits for all the queues that are idle right
+now with at most HUB_GROUPS `BLPOP` calls, each over the wake lists of its share of the queues (on a
+Cluster, one per hash slot: a multi-key command stays in one slot). A marker ends only its group's
+wait, so the next one re-sends a share of the keys, not all of them. When a marker arrives, the hub
+hands it to the waiting worker of that queue. A queue that becomes idle while the hub is blocked interrupts the wait with a marker on the hub's own list, so
 the next `BLPOP` covers it; a queue that stops waiting simply drops out of the next one (a marker
 popped for it meanwhile is put back, so another process can have it).
 
@@ -21,6 +22,7 @@ import contextlib
 import logging
 import secrets
 import time
+import zlib
 from collections import deque
 from dataclasses import dataclass, field
 
@@ -33,6 +35,7 @@ from conveyor.redis.faults import guarded
 
 logger = logging.getLogger(__name__)
 
+HUB_GROUPS = 16  # most waits (connections) of one process on a standalone server or Sentinel
 HUB_BLOCK_S = 5.0  # longest one BLPOP blocks; bounds how long a queue that stopped waiting stays in it
 INTERRUPT_TTL_MS = 60_000  # an interrupt marker nobody popped (its hub died) expires
 _FAULT_FIRST_S = 0.05
@@ -78,8 +81,11 @@ class _Group:
 class WakeHub:
     """Shared by the workers of one process over one client; see the module docstring."""
 
-    def __init__(self, client: RedisClient, *, block_s: float = HUB_BLOCK_S) -> None:
+    def __init__(self, client: RedisClient, *, block_s: float = HUB_BLOCK_S, groups: int = HUB_GROUPS) -> None:
+        """`groups`: how many waits at most (standalone and Sentinel); keep it well below the
+        client's connection bound, as each wait holds a connection."""
         self.client = client
+        self.groups = max(1, groups)
         self.id = secrets.token_hex(6)
         self.block_s = block_s
         self._cluster = isinstance(client, RedisCluster)
@@ -125,7 +131,11 @@ class WakeHub:
     # ------------------------------------------------------------------ internals
 
     def _slot(self, key: str) -> int:
-        return key_slot(key.encode()) if self._cluster else 0
+        """The group of a wake list: its Cluster slot, or one of HUB_GROUPS buckets elsewhere (a
+        marker ends the wait of its group only, so each new wait re-sends 1/HUB_GROUPS of the keys)."""
+        if self._cluster:
+            return key_slot(key.encode())
+        return zlib.crc32(key.encode()) % self.groups
 
     def _watch(self, wake_key: str, interrupt_key: str, timeout: float) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
