@@ -1,13 +1,14 @@
-"""One blocking wait for the wake lists of every idle queue of a process (docs/scaling.md).
+"""One blocking wait for the wake lists of many idle queues of a process (docs/scaling.md).
 
 A queue's idle worker used to hold its own connection in `BLPOP <queue>:wake`; a process serving
 1,000 queues held 1,000 connections. The hub instead waits for all the queues that are idle right
-now with at most HUB_GROUPS `BLPOP` calls, each over the wake lists of its share of the queues (on a
+now with at most `groups` `BLPOP` calls, each over the wake lists of its share of the queues (on a
 Cluster, one per hash slot: a multi-key command stays in one slot). A marker ends only its group's
 wait, so the next one re-sends a share of the keys, not all of them. When a marker arrives, the hub
 hands it to the waiting worker of that queue. A queue that becomes idle while its group waits
-interrupts the wait with a marker on the hub's own list, so the next `BLPOP` covers it; a queue that stops waiting simply drops out of the next one (a marker
-popped for it meanwhile is put back, so another process can have it).
+interrupts the wait with a marker on the hub's own list, so the next `BLPOP` covers it; a queue that
+stops waiting simply drops out of the next one (a marker popped for it meanwhile is put back, so
+another process can have it).
 
 Waiting has a safety net: a marker can be lost with a worker that died holding it, so an idle queue
 is probed now and then anyway. A worker of its own probes after every `timeout` without a marker
