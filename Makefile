@@ -38,10 +38,12 @@ $(RUN_STAMP): $(BIN)/python pyproject.toml
 up: $(RUN_STAMP)
 	$(BIN)/conveyor up $(APP)
 
-# `make bench` prints Conveyor's figures (median of 3 runs), then the scale figures (a partitioned queue
-# on a 3-master Cluster, 1,000 queues in one process; bench/results/<time>-scale/); QUICK=1: a short look.
+# `make bench` prints Conveyor's figures (median of 3 runs), then flows against BullMQ's FlowProducer
+# (bench/flows.py, same Redis, interleaved), then the scale figures (a partitioned queue on a 3-master
+# Cluster, 1,000 queues in one process; bench/results/<time>-scale/); `make bench QUICK=1` is a short look.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick,)
+	$(BIN)/python -m bench.flows $(if $(QUICK),--quick,)
 	$(BIN)/python -m bench.scale $(if $(QUICK),--quick,)
 
 # One interleaved session against BullMQ for Node and the Python peers (docs/benchmarks.md):

@@ -14,8 +14,10 @@ from pydantic import TypeAdapter, ValidationError
 from conveyor.alerts.rules import RuleBase, parse_rule
 from conveyor.backoff import BackoffFunction, BackoffPolicies, Named
 from conveyor.discovery import resolve_redis_url
-from conveyor.errors import ConfigurationError, PayloadValidationError, Unrecoverable
+from conveyor.errors import ConfigurationError, PayloadValidationError, UnknownLimiterError, Unrecoverable
+from conveyor.flows.model import FlowNode, OnChildFailure
 from conveyor.job import Job
+from conveyor.limits.named import Limiter, LimiterUse, merge_uses
 from conveyor.middleware import Middleware
 from conveyor.options import JobOptions, JobSpec
 from conveyor.partitions import PartitionedQueue, PartitionedWorker
@@ -39,6 +41,7 @@ class QueueConfig:
     concurrency: int = DEFAULT_CONCURRENCY
     defaults: JobOptions | None = None
     durability: Durability | None = None  # None: the app's
+    limiters: tuple[LimiterUse, ...] = ()  # named limiters every job of the queue goes through
     partitions: int | None = None  # a partitioned queue (conveyor.partitions, docs/scaling.md)
     previous_partitions: int | None = None  # the count before a re-partition, served until empty
 
@@ -70,6 +73,7 @@ class Task(Generic[R]):
         self.payload_adapter: TypeAdapter[Any] = TypeAdapter(payload_type)
         self.result_adapter: TypeAdapter[Any] = TypeAdapter(self.result_type)
         self.is_async = inspect.iscoroutinefunction(fn)
+        self.limiters: tuple[LimiterUse, ...] = ()
 
     def __repr__(self) -> str:
         return f"Task({self.queue_name}:{self.name})"
@@ -90,6 +94,21 @@ class Task(Generic[R]):
 
     def spec(self, payload: Any = None, **options: Any) -> JobSpec:
         return JobSpec(self.name, self.validate(payload), job_options(options).merged_over(self.defaults))
+
+    def node(
+        self, payload: Any = None, *, children: Sequence[FlowNode] = (),
+        on_child_failure: OnChildFailure | str | None = None, **options: Any,
+    ) -> FlowNode:
+        """This task as a flow node (payload validated now, before anything is written): it runs
+        after its `children`, which may be nodes of any task on any queue (docs/flows.md)."""
+        return FlowNode(self.queue_name, self.name, self.validate(payload),
+                        job_options(options).merged_over(self.defaults), tuple(children), on_child_failure)
+
+    def then(self, **options: Any) -> FlowNode:
+        """This task as a chain step whose payload is the previous step's result (checked against
+        the payload type when the step runs)."""
+        return FlowNode(self.queue_name, self.name, None, job_options(options).merged_over(self.defaults),
+                        pipe=True)
 
     async def enqueue(self, payload: Any = None, **options: Any) -> Job[R]:
         return (await self.enqueue_many([payload], **options))[0]
@@ -161,6 +180,7 @@ class Conveyor:
         self.schedules: dict[str, Schedule] = {}
         self.backoffs = BackoffPolicies()
         self.alerts: dict[str, RuleBase] = {}
+        self.limiters: dict[str, Limiter] = {}
 
     @property
     def redis_url(self) -> str:
@@ -224,15 +244,16 @@ class Conveyor:
 
     def declare_queue(
         self, name: str, *, concurrency: int = DEFAULT_CONCURRENCY, defaults: JobOptions | None = None,
-        durability: Durability | None = None, partitions: int | None = None,
-        previous_partitions: int | None = None,
+        durability: Durability | None = None, limiters: Sequence[LimiterUse] = (),
+        partitions: int | None = None, previous_partitions: int | None = None,
     ) -> QueueConfig:
         """`partitions`: spread the queue over that many partitions, each in its own Cluster slot
         (docs/scaling.md); `previous_partitions`: the count before a re-partition, whose
         partitions are still served until empty."""
         if previous_partitions is not None and partitions is None:
             raise ConfigurationError("previous_partitions needs partitions")
-        config = QueueConfig(name, concurrency, defaults, durability, partitions, previous_partitions)
+        config = QueueConfig(name, concurrency, defaults, durability, tuple(limiters), partitions,
+                             previous_partitions)
         self.queue_configs[name] = config
         return config
 
@@ -243,9 +264,12 @@ class Conveyor:
         queue: str = DEFAULT_QUEUE,
         name: str | None = None,
         concurrency: int | None = None,
+        limiters: Sequence[LimiterUse] = (),
         **defaults: Any,
     ) -> Any:
-        """Declare a task: `@app.task(queue="ai", attempts=3, timeout=60)` over `async def f(ctx, payload: M)`."""
+        """Declare a task: `@app.task(queue="ai", attempts=3, timeout=60)` over `async def f(ctx, payload: M)`.
+        `limiters`: named limiters its jobs go through (the worker of its queue admits every claim by
+        the limiters of all the queue's tasks, at the largest estimate; docs/limits.md)."""
 
         def register(f: Callable[..., Any]) -> Task[Any]:
             task_name = name or f.__name__
@@ -263,10 +287,32 @@ class Conveyor:
                     f"queue {queue!r} concurrency declared as {config.concurrency} and {concurrency}"
                 )
             task: Task[Any] = Task(self, f, queue=queue, name=task_name, defaults=task_defaults)
+            task.limiters = tuple(limiters)
             self.tasks[(queue, task_name)] = task
             return task
 
         return register(fn) if fn is not None else register
+
+    def limiter(self, limiter: Limiter) -> Limiter:
+        """Declare a named limiter (written to Redis when a worker of a queue using it starts)."""
+        if not isinstance(limiter, Limiter):
+            raise ConfigurationError(f"expected a Limiter, got {limiter!r}")
+        if limiter.name in self.limiters and self.limiters[limiter.name] != limiter:
+            raise ConfigurationError(f"limiter {limiter.name!r} is declared twice, differently")
+        self.limiters[limiter.name] = limiter
+        return limiter
+
+    def limiter_uses(self, queue: str) -> list[LimiterUse]:
+        """The named limiters a worker of `queue` admits claims by: the queue's and its tasks'."""
+        config = self.queue_configs.get(queue)
+        uses = list(config.limiters if config else ())
+        for (q, _), task in self.tasks.items():
+            if q == queue:
+                uses += task.limiters
+        for use in uses:
+            if use.name not in self.limiters:
+                raise UnknownLimiterError(f"queue {queue!r} uses limiter {use.name!r}, which this app does not declare")
+        return merge_uses(uses)
 
     def backoff_policy(self, name: str, fn: BackoffFunction) -> Named:
         """Register `fn(attempt, error) -> seconds` as backoff policy `name`; pass the returned `Named`
@@ -304,6 +350,43 @@ class Conveyor:
         return Scheduler(self.client, prefix=self.prefix, schedules=self.schedules.values(),
                          builtins=[builtin], **options)
 
+    # ------------------------------------------------------------------ flows (docs/flows.md)
+
+    async def flow(self, root: FlowNode) -> Job[Any]:
+        """Start a flow: every node is checked (a declared task for its queue, payload, options)
+        before anything is written. Returns the root job (its result parsed as its task's)."""
+        from conveyor.flows.producer import FlowProducer
+
+        task = self.get_task(root.queue, root.name)
+        return await FlowProducer(self.queue).add(root, check=self.check_node,
+                                                  parse=task.parse_result if task else None)
+
+    def check_node(self, node: FlowNode, path: str) -> None:
+        """A flow node must name a task this app declares on its queue."""
+        from conveyor.errors import InvalidFlowError
+
+        if (node.queue, node.name) not in self.tasks:
+            raise InvalidFlowError(path, f"no task {node.name!r} is declared on queue {node.queue!r}")
+
+    @staticmethod
+    def chain(*steps: FlowNode) -> FlowNode:
+        """Steps that run one after another: `app.chain(fetch.node(url), parse.then(), store.then())`;
+        each `then()` step gets the previous step's result as its payload. Returns the last step (the
+        flow's root), to pass to `flow`."""
+        if not steps:
+            raise ValueError("a chain needs at least one step")
+        node = steps[0]
+        for step in steps[1:]:
+            node = step.with_children([node])
+        return node
+
+    @staticmethod
+    def fan_in(
+        parent: FlowNode, children: Sequence[FlowNode], *, on_child_failure: OnChildFailure | str | None = None
+    ) -> FlowNode:
+        """`children` run in parallel, then `parent` runs with their results (`ctx.children()`)."""
+        return parent.with_children(children, on_child_failure)
+
     def get_task(self, queue: str, name: str) -> Task[Any] | None:
         return self.tasks.get((queue, name))
 
@@ -333,6 +416,10 @@ class Conveyor:
         options.setdefault("concurrency", self.queue_configs[queue].concurrency)
         options.setdefault("middleware", self.middleware)
         options.setdefault("backoffs", self.backoffs)
+        uses = self.limiter_uses(queue)
+        if uses:
+            options.setdefault("limiters", uses)
+            options.setdefault("declare_limiters", [self.limiters[u.name] for u in uses])
         q = self.queue(queue)
         if isinstance(q, PartitionedQueue):
             return PartitionedWorker(q, self.handlers(queue), **options)

@@ -17,6 +17,14 @@ class ConfigurationError(ConveyorError):
     """Settings or declarations are invalid (unknown option, bad URL, duplicate task...)."""
 
 
+class UnknownLimiterError(ConfigurationError, LookupError):
+    """A task, queue or call named a limiter that was never declared."""
+
+
+class UsageReportError(ConveyorError, ValueError):
+    """Usage reported for a job is invalid (negative, absurd) or was reported twice."""
+
+
 class InvalidJobError(ConveyorError, ValueError):
     """A job cannot be enqueued as given; nothing was written."""
 
@@ -45,6 +53,16 @@ class PayloadValidationError(InvalidJobError):
         super().__init__(f"payload for task {task!r} is invalid: {errors}")
         self.task = task
         self.errors = errors
+
+
+class InvalidFlowError(InvalidJobError):
+    """A flow tree refused before anything was written; `path` names the bad node ("root",
+    "root.children[2].children[0]")."""
+
+    def __init__(self, path: str, message: str) -> None:
+        self.path = path
+        self.message = message
+        super().__init__(f"{path}: {message}")
 
 
 class IdempotencyConflictError(ConveyorError):
@@ -151,6 +169,11 @@ class JobInterrupted(BaseException):
 
 class HandlerSignal(Exception):
     """Base of the exceptions a handler raises to steer what happens to its job."""
+
+
+class WaitForChildren(HandlerSignal):
+    """Raised by `ctx.wait_for_children()`: the run ends without an outcome and the job runs again
+    once its children have ended (the attempt is not counted)."""
 
 
 class Retry(HandlerSignal):

@@ -4,7 +4,8 @@ external account, so a newcomer can enqueue a job with curl and watch it finish.
 Queues: `default` (echo, a ping for smoke checks), `web` (fetch a public URL through the SSRF guard
 and summarise it), `docs`
 (render Markdown to HTML) and `reports` (statistics over CSV text); plus the built-in handlers on
-`ai`, `webhooks`, `email`, `documents` and the `examples.study_pack` pipeline (see docs/handlers.md).
+`ai`, `webhooks`, `email`, `documents` and the `examples.study_pack` pipeline (see docs/handlers.md);
+the `questions` flow pipeline and `flows.collect` on `default` (docs/flows.md).
 """
 
 from __future__ import annotations
@@ -22,6 +23,7 @@ from pydantic import BaseModel, Field, HttpUrl
 from conveyor import Conveyor, JobContext, Unrecoverable
 from conveyor.handlers.examples import install_examples
 from conveyor.handlers.http import transfer_errors_as_signals
+from conveyor.handlers.questions import install_questions
 from conveyor.handlers.ssrf import guarded_client, send_following
 
 app = Conveyor(name="conveyor-examples")
@@ -30,6 +32,9 @@ app = Conveyor(name="conveyor-examples")
 # settings (docs/handlers.md) and fail with a clear, non-retried error while those are not set. Their
 # SSRF guard also checks every request of `web.fetch_url`.
 handlers = install_examples(app)
+# The `questions` pipeline (a flow: retrieve -> generate per topic in parallel -> validate -> store) and
+# `flows.collect`, the smallest flow (docs/flows.md).
+install_questions(app, handlers.ai.generator if handlers.ai else None)
 
 MAX_FETCH_BYTES = 5 * 1024 * 1024
 MAX_REDIRECTS = 5

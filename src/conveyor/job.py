@@ -24,6 +24,7 @@ class JobState(StrEnum):
     COMPLETED = "completed"
     FAILED = "failed"
     CANCELLED = "cancelled"
+    WAITING_CHILDREN = "waiting-children"  # a flow parent waiting for its children to end (docs/flows.md)
 
 
 TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
@@ -31,6 +32,18 @@ TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
 
 def _int(raw: str | None) -> int | None:
     return None if raw is None else int(raw)
+
+
+@dataclass(frozen=True, slots=True)
+class JobOutput:
+    """A job's streamed output as stored at one moment (JobContext.stream): the text of one attempt
+    (`attempt`, 0 when nothing was streamed), its size in UTF-8 bytes, and whether chunks were dropped
+    at the size limit."""
+
+    text: str
+    attempt: int
+    size: int
+    truncated: bool
 
 
 @dataclass(frozen=True, slots=True)
@@ -58,6 +71,9 @@ class JobRecord:
     worker: str | None = None
     cancel_requested: bool = False
     idempotency_key: str | None = None
+    parent: tuple[str, str] | None = None  # (queue, id) of a flow child's parent
+    children: tuple[tuple[str, str], ...] = ()  # (queue, id) of a flow parent's children, in order
+    pending_children: int = 0  # children that have not ended (a flow parent)
 
     @classmethod
     def from_hash(cls, queue: str, job_id: str, h: Mapping[str, str]) -> JobRecord:
@@ -84,6 +100,9 @@ class JobRecord:
             worker=h.get("worker"),
             cancel_requested=h.get("cancel") == "1",
             idempotency_key=h.get("idem"),
+            parent=split_ref(h["parent"]) if "parent" in h else None,
+            children=tuple(split_ref(r) for r in h.get("kids", "").split()),
+            pending_children=int(h.get("pending", 0)),
         )
 
     @property
@@ -100,7 +119,15 @@ class JobRecord:
             "created_ms": self.created_ms, "started_ms": self.started_ms, "finished_ms": self.finished_ms,
             "worker": self.worker, "cancel_requested": self.cancel_requested,
             "idempotency_key": self.idempotency_key,
+            "parent": None if self.parent is None else {"queue": self.parent[0], "id": self.parent[1]},
+            "children": [{"queue": q, "id": i} for q, i in self.children],
         }
+
+
+def split_ref(ref: str) -> tuple[str, str]:
+    """(queue, id) of a flow reference "<queue>:<id>" (queue names hold no ':')."""
+    queue, _, job_id = ref.partition(":")
+    return queue, job_id
 
 
 class Job(Generic[T]):

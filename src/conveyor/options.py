@@ -22,6 +22,8 @@ DEFAULT_IDEMPOTENCY_TTL_S = 86400.0
 # before anything is written, instead of by a script later (a finish trip refusing every outcome).
 MIN_DURATION_S = 0.001
 MAX_DURATION_S = 3_155_760_000.0
+KEY_MODES = ("debounce", "throttle", "latest")
+MAX_KEY_WINDOW_S = 86400.0
 
 
 def _check_id(kind: str, value: str, *, forbid_numeric: bool) -> str:
@@ -76,6 +78,10 @@ class JobOptions:
     failed_ttl: float | None = None
     group: str | None = None
     cost: int | None = None
+    # Keyed jobs (docs/llm.md): a key, what a new job of the same key does, and the window in seconds.
+    key: str | None = None
+    key_mode: str | None = None
+    key_window: float | None = None
 
     def __post_init__(self) -> None:
         s = object.__setattr__
@@ -111,6 +117,32 @@ class JobOptions:
             isinstance(self.cost, bool) or not isinstance(self.cost, int) or not 0 <= self.cost <= COST_MAX
         ):
             raise InvalidOptionError(f"cost must be an integer in [0, 10**12], got {clip(self.cost)}")
+        self._check_keyed()
+
+    def _check_keyed(self) -> None:
+        s = object.__setattr__
+        if self.key is not None:
+            _check_id("key", self.key, forbid_numeric=False)
+        if self.key_mode is not None and self.key_mode not in KEY_MODES:
+            raise InvalidOptionError(f"key_mode must be one of {list(KEY_MODES)}, got {clip(self.key_mode)}")
+        window = _seconds("key_window", self.key_window)
+        if window is not None and window > MAX_KEY_WINDOW_S:
+            raise InvalidOptionError(f"key_window must be at most {MAX_KEY_WINDOW_S:.0f} seconds, got {window!r}")
+        s(self, "key_window", window)
+
+    def check_keyed(self) -> None:
+        """The keyed options of a job as enqueued (after merging): all or none, and consistent."""
+        if self.key is None and self.key_mode is None and self.key_window is None:
+            return
+        if self.key is None or self.key_mode is None:
+            raise InvalidOptionError("a keyed job needs both key and key_mode")
+        if self.key_mode == "latest":
+            if self.key_window is not None:
+                raise InvalidOptionError("key_mode 'latest' takes no key_window")
+        elif not self.key_window:
+            raise InvalidOptionError(f"key_mode {clip(self.key_mode)} needs key_window > 0 (seconds)")
+        if self.job_id is not None or self.idempotency_key is not None:
+            raise InvalidOptionError("a keyed job takes no job_id or idempotency_key (a new job may replace it)")
 
     @classmethod
     def from_mapping(cls, values: Mapping[str, Any]) -> JobOptions:
@@ -165,7 +197,18 @@ class JobOptions:
             out["group"] = self.group
         if self.cost is not None:
             out["cost"] = self.cost
+        if self.key is not None:
+            out["key"] = self.key
+            out["key_mode"] = self.key_mode
+            if self.key_window is not None:
+                out["key_window"] = self.key_window
         return out
+
+    def keyed(self) -> tuple[str, str, int] | None:
+        """(mode, key, window ms) of a keyed job, else None."""
+        if self.key is None or self.key_mode is None:
+            return None
+        return self.key_mode, self.key, int((self.key_window or 0) * 1000)
 
 
 NO_OPTIONS = JobOptions()

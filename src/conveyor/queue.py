@@ -5,7 +5,7 @@ from __future__ import annotations
 from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor import codec
 from conveyor.backoff import Backoff, parse_backoff
@@ -20,7 +20,7 @@ from conveyor.errors import (
     QueueNotEmptyError,
 )
 from conveyor.events import Event
-from conveyor.job import Job, JobRecord, JobState
+from conveyor.job import Job, JobOutput, JobRecord, JobState
 from conveyor.limits import admin as limits_admin
 from conveyor.limits.model import GroupLimits, RateLimit
 from conveyor.middleware import Middleware, MiddlewareChain
@@ -31,6 +31,10 @@ from conveyor.redis.durability import Durability
 from conveyor.redis.faults import guarded
 from conveyor.redis.keys import QueueKeys, registry_key
 from conveyor.redis.scripts import JobSpecArgs, QueueScripts
+
+if TYPE_CHECKING:
+    from conveyor.flows.model import FlowNode
+    from conveyor.flows.results import ChildResults
 
 DEFAULT_MAX_PAYLOAD_BYTES = 512 * 1024
 DEFAULT_EVENTS_MAXLEN = 100_000
@@ -136,14 +140,20 @@ class Queue:
         failed_ttl: float | None = None,
         group: str | None = None,
         cost: int | None = None,
+        key: str | None = None,
+        key_mode: str | None = None,
+        key_window: float | None = None,
     ) -> Job[Any]:
         """Enqueue one job. Same id/idempotency key with the same name and data returns the
-        existing job (`job.created` is False); with other data it raises IdempotencyConflictError."""
+        existing job (`job.created` is False); with other data it raises IdempotencyConflictError.
+        With `key` and `key_mode` (debounce, throttle, latest) a new job of the same key replaces,
+        waits for or cancels the previous one (docs/llm.md)."""
         options = JobOptions(
             job_id=job_id, idempotency_key=idempotency_key, idempotency_ttl=idempotency_ttl,
             priority=priority, delay=delay, run_at=run_at, attempts=attempts,
             backoff=None if backoff is None else parse_backoff(backoff),
             timeout=timeout, result_ttl=result_ttl, failed_ttl=failed_ttl, group=group, cost=cost,
+            key=key, key_mode=key_mode, key_window=key_window,
         )
         return (await self.add_specs([JobSpec(name, data, options)]))[0]
 
@@ -160,6 +170,12 @@ class Queue:
                 await self.middleware.call("before_enqueue", self.name, spec)
         await self._register()
         jobs: list[Job[Any]] = []
+        if any(j.keyed for j in encoded):
+            if len(encoded) != 1:
+                raise InvalidOptionError("keyed jobs (key, key_mode) are enqueued one at a time, not in bulk")
+            reply = await self.scripts.add_keyed(encoded[0])
+            encoded = []
+            jobs += [Job(self, job_id, created=created, parse=parse) for job_id, created in added_jobs(reply)]
         for start in range(0, len(encoded), BULK_CHUNK):
             reply = await self.scripts.add(encoded[start:start + BULK_CHUNK])
             jobs += [Job(self, job_id, created=created, parse=parse) for job_id, created in added_jobs(reply)]
@@ -167,6 +183,37 @@ class Queue:
             for spec, job in zip(specs, jobs, strict=True):
                 await self.middleware.call("after_enqueue", self.name, spec, job)
         return jobs
+
+    async def add_flow(self, root: FlowNode) -> Job[Any]:
+        """Start a flow (docs/flows.md): `root` and its children, on any queues, validated first, then
+        written parents before children. Other queues use this queue's client and prefix, default
+        options and payload limit. Returns the root job."""
+        from conveyor.flows.producer import FlowProducer
+
+        queues: dict[str, Queue] = {self.name: self}
+
+        def queue_of(name: str) -> Queue:
+            q = queues.get(name)
+            if q is None:
+                q = queues[name] = Queue(name, redis=self.client, prefix=self.prefix,
+                                         max_payload_bytes=self.max_payload_bytes, events_maxlen=self.events_maxlen,
+                                         durability=self.durability)
+            return q
+
+        return await FlowProducer(queue_of).add(root)
+
+    async def children(self, job_id: str) -> ChildResults:
+        """Results and errors of a flow parent's children, keyed by "<queue>:<id>"."""
+        from conveyor.flows.results import ChildResults
+
+        return ChildResults.from_hash(await self._call(self.client.hgetall(self.keys.job(job_id))))
+
+    async def flow_counts(self) -> dict[str, int]:
+        """Flows whose root is on this queue: started, completed, failed (cancelled included), since the
+        queue was created (counters in Redis, so every process reads the same totals)."""
+        fields = ["flows_started", "flows_completed", "flows_failed"]
+        values = await self._call(self.client.hmget(self.keys.meta, fields))
+        return {f.removeprefix("flows_"): int(v or 0) for f, v in zip(fields, values, strict=True)}
 
     def encode(self, spec: JobSpec) -> JobSpecArgs:
         """Validate and encode one job as the add script takes it (what `add_specs` sends)."""
@@ -202,6 +249,20 @@ class Queue:
 
     async def get_logs(self, job_id: str, start: int = 0, end: int = -1) -> list[str]:
         return list(await self._call(self.client.lrange(self.keys.log(job_id), start, end)))
+
+    async def get_output(self, job_id: str, start: int = 0) -> JobOutput | None:
+        """The job's streamed output so far from byte `start` (one atomic read; `size` is the whole
+        output's), or None when the job does not exist."""
+        k = self.keys
+        async with self.client.pipeline(transaction=True) as pipe:
+            pipe.hmget(k.job(job_id), ["state", "oatt", "otrunc"])
+            pipe.getrange(k.output(job_id), max(0, start), -1)
+            pipe.strlen(k.output(job_id))
+            (state, att, trunc), raw, size = await self._call(pipe.execute())
+        if state is None:
+            return None
+        text = raw.decode(errors="replace") if isinstance(raw, bytes) else str(raw or "")
+        return JobOutput(text=text, attempt=int(att or 0), size=int(size), truncated=trunc == "1")
 
     async def counts(self) -> dict[JobState, int]:
         k = self.keys
@@ -429,6 +490,7 @@ def encode_spec(
     """One job validated and encoded for the add script (async and sync enqueue share this)."""
     check_job_name(spec.name)
     opts = spec.options.merged_over(defaults)
+    opts.check_keyed()
     data = codec.dumps_canonical(spec.data)
     if len(data) > max_payload_bytes:
         raise PayloadTooLargeError(len(data), max_payload_bytes)
@@ -449,6 +511,7 @@ def encode_spec(
         delay_ms=opts.delay_ms(),
         group=opts.group or "",
         cost=opts.cost,
+        keyed=opts.keyed(),
     )
 
 

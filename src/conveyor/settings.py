@@ -105,6 +105,17 @@ class Settings:
     ai_max_input_chars: int = _setting(
         "CONVEYOR_AI_MAX_INPUT_CHARS", "Largest prompt (all messages) an AI task accepts.", 200_000
     )
+    ai_dedupe: bool = _setting(
+        "CONVEYOR_AI_DEDUPE", "Identical AI requests in flight at once share one provider call, fleet-wide.", True
+    )
+    ai_dedupe_lease_s: float = _setting(
+        "CONVEYOR_AI_DEDUPE_LEASE_S",
+        "Seconds a shared call's leader holds it without renewing (its followers take over after a crash).",
+        30.0,
+    )
+    ai_reuse_ttl_s: float = _setting(
+        "CONVEYOR_AI_REUSE_TTL_S", "Seconds a completed identical AI request's result is reused (0 = off).", 0.0
+    )
     webhook_endpoints: str | None = _setting(
         "CONVEYOR_WEBHOOK_ENDPOINTS",
         'Webhook endpoints jobs may name, each with its URL and signing secret: JSON '

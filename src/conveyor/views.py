@@ -20,7 +20,7 @@ from conveyor.limits.admin import grouped_waiting, known_groups
 from conveyor.queue import Queue
 from conveyor.redis.clock import redis_now_ms
 from conveyor.redis.connection import RedisClient
-from conveyor.redis.keys import WorkerRegistryKeys, registry_key, validate_queue_name
+from conveyor.redis.keys import QueueKeys, WorkerRegistryKeys, registry_key, validate_queue_name
 
 THROUGHPUT_WINDOW_S = 60
 TRACE_FIELDS = frozenset({"stack", "traceback"})
@@ -66,11 +66,25 @@ async def jobs_view(
 ) -> list[dict[str, Any]]:
     """Job views of one queue's records, with the due times of the delayed ones."""
     due = await due_times(queue, records)
-    return [job_view(r, show_data=show_data, show_trace=show_trace, due_ms=due.get(r.id)) for r in records]
+    out = [job_view(r, show_data=show_data, show_trace=show_trace, due_ms=due.get(r.id)) for r in records]
+    for view, rec in zip(out, records, strict=True):
+        if rec.children:
+            view["children"] = await children_view(queue, rec)
+    return out
+
+
+async def children_view(queue: Queue, rec: JobRecord) -> list[dict[str, Any]]:
+    """A flow parent's children with their names and states (null once a record is gone)."""
+    async with queue.client.pipeline(transaction=False) as pipe:
+        for q, job_id in rec.children:
+            pipe.hmget(QueueKeys(q, queue.prefix).job(job_id), ["name", "state"])
+        replies = await Queue._call(pipe.execute())
+    return [{"queue": q, "id": i, "name": name, "state": state}
+            for (q, i), (name, state) in zip(rec.children, replies, strict=True)]
 
 
 def event_view(event: Event, *, show_data: bool) -> dict[str, Any]:
-    """A queue event; a job's log line is withheld without `show_data`."""
+    """A queue event; a job's log line and streamed output are withheld without `show_data`."""
     out: dict[str, Any] = {"type": event.type, "job_id": event.job_id, "stream_id": event.id}
     for key, value in event.fields.items():
         if key == "progress":
@@ -78,7 +92,7 @@ def event_view(event: Event, *, show_data: bool) -> dict[str, Any]:
                 out[key] = codec.loads(value)
             except ValueError:
                 out[key] = value
-        elif key == "line" and not show_data:
+        elif key in ("line", "chunk") and not show_data:  # log lines and streamed output are job data
             out[key] = None
         else:
             out[key] = value

@@ -208,3 +208,24 @@ async def test_data_over_the_queue_payload_limit_is_413(api: Api) -> None:
     )
     assert r.status_code == 413 and "over the limit" in r.json()["error"]["message"]
     assert sum((await api.app.queue(api.queue).counts()).values()) == 0
+
+
+async def test_keyed_options_over_http(api: Api) -> None:
+    url = f"/api/queues/{api.queue}/jobs"
+    keyed = {"key": "doc-7", "key_mode": "debounce", "key_window": 30}
+    body = {"name": "echo", "data": {"text": "x"}, "options": keyed}
+    first = (await api.http.post(url, json=body, headers=api.auth("enqueue"))).json()
+    second = (await api.http.post(url, json=body, headers=api.auth("enqueue"))).json()
+    assert first["state"] == second["state"] == "delayed"
+    assert (await api.job(first["id"]))["state"] == "cancelled"  # replaced by the second
+    assert (await api.job(second["id"]))["options"]["key_mode"] == "debounce"
+    for options in (
+        {"key": "k", "key_mode": "sometimes", "key_window": 1},
+        {"key": "k", "key_mode": "throttle"},
+        {"key": "k", "key_mode": "throttle", "key_window": 86401},
+        {"key": "k", "key_mode": "latest", "key_window": 1},
+    ):
+        r = await api.http.post(url, json={**body, "options": options}, headers=api.auth("enqueue"))
+        assert r.status_code == 422, (options, r.text)
+    r = await api.http.post(url, json=body, headers={**api.auth("enqueue"), "Idempotency-Key": "abc"})
+    assert r.status_code == 422 and "idempotency_key" in r.text

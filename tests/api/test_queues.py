@@ -30,6 +30,7 @@ async def test_queue_stats_count_states_and_throughput(api: Api) -> None:
         "completed": 3,
         "failed": 1,
         "cancelled": 0,
+        "waiting-children": 0,
     }
     assert body["throughput"] == {"window_s": 60, "completed": 3, "failed": 1}
     assert body["paused"] is False

@@ -32,6 +32,9 @@ from tests.chaos.app import ledger_keys
 MUST_BE_ZERO = ("lost", "double_completed", "phantom", "duplicates", "unfinished", "failed", "cancelled",
                 "wrong_results", "worker_crashes", "loop_crashes")
 
+FLOW_ZERO = ("flow_parents_lost", "flow_parents_unfinished", "flow_parents_failed", "flow_parents_double_completed",
+             "flow_parents_released_twice", "flow_children_counted_twice", "flow_wrong_sums")
+
 
 @dataclass
 class Counts:
@@ -51,13 +54,20 @@ class Counts:
     loop_crashes: int = 0  # a queue loop ended by an error: every fault must be classified and ridden through
     reexecuted_jobs: int = 0
     extra_runs: int = 0
+    flow_parents_lost: int = 0
+    flow_parents_unfinished: int = 0
+    flow_parents_failed: int = 0
+    flow_parents_double_completed: int = 0
+    flow_parents_released_twice: int = 0
+    flow_children_counted_twice: int = 0
+    flow_wrong_sums: int = 0
     events_complete: bool = True
     faults: dict[str, int] = field(default_factory=dict)
     notes: dict[str, int] = field(default_factory=dict)
     examples: dict[str, list[str]] = field(default_factory=dict)
 
     def problems(self) -> dict[str, int]:
-        found = {name: getattr(self, name) for name in MUST_BE_ZERO if getattr(self, name)}
+        found = {name: getattr(self, name) for name in (*MUST_BE_ZERO, *FLOW_ZERO) if getattr(self, name)}
         if not self.events_complete:
             found["events_trimmed"] = 1
         return found
@@ -76,6 +86,9 @@ class Counts:
                 ("workers that died by themselves", self.worker_crashes),
                 ("queue loops that crashed", self.loop_crashes),
                 ("jobs run more than once", self.reexecuted_jobs), ("extra runs", self.extra_runs)]
+        if self.notes.get("flows acknowledged"):
+            rows += [(f"flows: {name.removeprefix('flow_').replace('_', ' ')}", getattr(self, name))
+                     for name in FLOW_ZERO]
         rows += [(f"fault: {k}", v) for k, v in sorted(self.faults.items())]
         rows += [(f"log: {k}", v) for k, v in sorted(self.notes.items())]
         width = max(len(r[0]) for r in rows)
@@ -197,3 +210,80 @@ async def settle(producer: Producer, records: dict[str, dict[str, Any]], events:
             counts.example("phantom", f"{e['id']}@{e.get('att')}")
     counts.reexecuted_jobs = sum(1 for n in starts.values() if n > 1)
     counts.extra_runs = sum(n - 1 for n in starts.values() if n > 1)
+
+
+
+class FlowProducer:
+    """Adds `total` flows (a `sum` parent on the parent queue and `children` `work` jobs on the main
+    queue) spread over `duration_s`; children's serials go into the main producer's books, so a lost
+    or doubly completed child is counted there. Never retries a failed add."""
+
+    def __init__(self, parents: Queue, jobs: Producer, total: int, children: int, first_serial: int,
+                 duration_s: float) -> None:
+        self.parents = parents
+        self.jobs = jobs
+        self.total = total
+        self.children = children
+        self.first_serial = first_serial
+        self.duration_s = duration_s
+        self.acked: dict[str, int] = {}  # parent id -> expected sum
+        self.ambiguous = 0
+
+    async def run(self) -> None:
+        from conveyor.flows import FlowNode
+        from conveyor.options import JobOptions
+
+        pause = self.duration_s / max(1, self.total)
+        serial = self.first_serial
+        for _ in range(self.total):
+            serials = list(range(serial, serial + self.children))
+            serial += self.children
+            kids = [FlowNode(self.jobs.queue.name, "work", {"n": n, "ms": self.jobs._rng.randint(*self.jobs.job_ms)})
+                    for n in serials]
+            try:
+                async with asyncio.timeout(30):
+                    root = FlowNode(self.parents.name, "sum", {}, JobOptions(attempts=10, backoff=0.2), children=kids)
+                    job = await self.parents.add_flow(root)
+                    record = await job.record()
+            except (ConveyorError, RedisError, OSError, RuntimeError, TimeoutError) as exc:
+                self.jobs.errors[type(exc).__name__] += 1
+                self.jobs.ambiguous.update(serials)
+                self.ambiguous += 1
+            else:
+                self.acked[job.id] = sum(serials)
+                self.jobs.acked.update(zip(serials, (i for _, i in record.children), strict=True))
+            await asyncio.sleep(pause)
+
+
+def settle_flows(flows: FlowProducer, records: dict[str, dict[str, Any]], events: list[dict[str, str]],
+                 counts: Counts) -> None:
+    """Each acknowledged flow's parent: present, completed once with the sum of its children, released
+    once, and each child counted once."""
+    import orjson
+
+    counts.notes["flows acknowledged"] = len(flows.acked)
+    counts.notes["flow adds with a lost reply"] = flows.ambiguous
+    completed = Counter(e["id"] for e in events if e.get("ev") == "completed")
+    released = Counter(e["id"] for e in events if e.get("ev") == "waiting" and e.get("reason") == "children")
+    counted = Counter((e["id"], e.get("child")) for e in events if e.get("ev") == "child")
+    found = {"flow_parents_lost": 0, "flow_parents_unfinished": 0, "flow_parents_failed": 0,
+             "flow_parents_double_completed": 0, "flow_parents_released_twice": 0,
+             "flow_children_counted_twice": 0, "flow_wrong_sums": 0}
+    for parent, expected in flows.acked.items():
+        rec = records.get(parent)
+        if rec is None:
+            found["flow_parents_lost"] += 1
+            continue
+        if rec["state"] == "failed":
+            found["flow_parents_failed"] += 1
+            counts.example("flow_parents_failed", f"{parent}: {rec['error']}"[:300])
+        elif rec["state"] != "completed":
+            found["flow_parents_unfinished"] += 1
+            counts.example("flow_parents_unfinished", f"{parent}={rec['state']}")
+        elif rec["result"] is None or orjson.loads(rec["result"]) != expected:
+            found["flow_wrong_sums"] += 1
+        found["flow_parents_double_completed"] += completed[parent] > 1
+        found["flow_parents_released_twice"] += released[parent] > 1
+    found["flow_children_counted_twice"] = sum(1 for n in counted.values() if n > 1)
+    for name, n in found.items():
+        setattr(counts, name, n)

@@ -1,5 +1,6 @@
 """`make chaos`: the long form of the chaos suite. 10,000 jobs per backend (standalone, then Cluster;
-`--backends` adds sentinel) under every fault for several minutes; prints the counts of each run and
+`--backends` adds sentinel), and on standalone and Cluster 200 flows of 5 children more, under every
+fault for several minutes; prints the counts of each run and
 exits 1 if any must-be-zero count is not zero.
 
     python -m tests.chaos.run [--jobs 10000] [--window 240] [--backends standalone,cluster]
@@ -22,9 +23,11 @@ from tests.chaos.scenario import Plan, run
 def plans(jobs: int, window_s: float) -> dict[str, Plan]:
     restarts = max(1, int(window_s // 80))
     common = {"jobs": jobs, "window_s": window_s, "workers": 4, "concurrency": 8, "drain_timeout_s": 600.0}
+    flows = jobs // 50  # plus flows of 5 children each, parents on a queue in another slot
     return {
-        "standalone": Plan(**common, kill_every_s=8, pause_every_s=10, reset_every_s=3, server_restarts=restarts),
-        "cluster": Plan(**common, kill_every_s=8, pause_every_s=10, server_restarts=restarts,
+        "standalone": Plan(**common, kill_every_s=8, pause_every_s=10, reset_every_s=3, server_restarts=restarts,
+                           flows=flows),
+        "cluster": Plan(**common, kill_every_s=8, pause_every_s=10, server_restarts=restarts, flows=flows,
                         migrations=max(1, restarts - 1)),
         "sentinel": Plan(**common, kill_every_s=8, pause_every_s=10, failovers=1),
     }

@@ -25,7 +25,7 @@ from conveyor.redis.connection import connect
 from conveyor.redis.durability import Durability
 from conveyor.testing import RedisServer
 from tests.chaos.backends import Cluster, Sentinel, Standalone
-from tests.chaos.book import Counts, Producer, all_events, job_records, settle
+from tests.chaos.book import Counts, FlowProducer, Producer, all_events, job_records, settle, settle_flows
 from tests.chaos.fleet import FleetConfig, WorkerFleet
 
 Backend = Standalone | Cluster | Sentinel
@@ -46,6 +46,8 @@ class Plan:
     failovers: int = 0  # Sentinel only
     replicas: int = 0  # durable acknowledgement: enqueues and outcomes wait for this many replicas
     job_ms: tuple[int, int] = (20, 400)  # each handler sleeps this long (so kills hit running jobs)
+    flows: int = 0  # flows (a parent on a queue in another slot, `flow_children` children) added too
+    flow_children: int = 5
     drain_timeout_s: float = 120.0
     seed: int = 1
     partitions: int = 0  # a partitioned queue of that many partitions (0: a plain queue)
@@ -113,6 +115,7 @@ def _spread(n: int, window_s: float) -> list[float]:
 async def run(plan: Plan, backend: Backend, workdir: Path) -> Counts:
     rng = random.Random(plan.seed)
     qname = f"chaos-{uuid.uuid4().hex[:8]}"
+    pname = _other_slot(qname) if plan.flows else ""
     prefix = "cv"
     ledger = RedisServer()
     await asyncio.to_thread(ledger.start)
@@ -120,7 +123,8 @@ async def run(plan: Plan, backend: Backend, workdir: Path) -> Counts:
     await backend.start()
     fleet = WorkerFleet(FleetConfig(backend.worker_url, prefix, qname, ledger.url, f"ledger:{qname}",
                                     workdir / "logs", plan.workers, plan.concurrency, plan.lease_ms,
-                                    plan.replicas, plan.partitions))
+                                    plan.replicas, plan.partitions,
+                                    extra_env={"CHAOS_PARENT_QUEUE": pname} if pname else {}))
     producer_client = backend.producer_client()
     admin = backend.admin_client()
     done: Counter[str] = Counter()
@@ -129,6 +133,9 @@ async def run(plan: Plan, backend: Backend, workdir: Path) -> Counts:
         durability = Durability(replicas=plan.replicas, timeout_ms=2000) if plan.replicas else None
         queue = _queue(qname, producer_client, prefix, plan.partitions, durability)
         producer = Producer(queue, plan.jobs, plan.window_s, plan.job_ms, seed=plan.seed)
+        parents = Queue(pname, redis=producer_client, prefix=prefix, durability=durability) if pname else None
+        flows = (FlowProducer(parents, producer, plan.flows, plan.flow_children, plan.jobs, plan.window_s)
+                 if parents is not None else None)
         stop = asyncio.Event()
 
         async def kill() -> None:
@@ -158,11 +165,13 @@ async def run(plan: Plan, backend: Backend, workdir: Path) -> Counts:
             loops.append(_repeat(stop, plan.reset_every_s, rng, reset, done, "proxy reset of every connection"))
         loops.append(_at(stop, _server_faults(plan, backend, parts), done))
         tasks = [asyncio.create_task(loop) for loop in loops]
-        await producer.run()
+        await asyncio.gather(producer.run(), *([flows.run()] if flows is not None else []))
         stop.set()
         await asyncio.gather(*tasks)
         fleet.resume_all()
-        drained = await _drain(admin_queue, fleet, plan.drain_timeout_s)
+        admin_parents = Queue(pname, redis=admin, prefix=prefix) if pname else None
+        drained = await _drain([admin_queue, *([admin_parents] if admin_parents else [])], fleet,
+                               plan.drain_timeout_s)
         exit_codes = await asyncio.to_thread(fleet.stop)
         records: dict[str, dict[str, Any]] = {}
         events: list[dict[str, str]] = []
@@ -192,6 +201,11 @@ async def run(plan: Plan, backend: Backend, workdir: Path) -> Counts:
         }
         if isinstance(backend, Cluster):
             counts.notes["keys migrated while jobs ran"] = backend.migrated_keys
+        if flows is not None and admin_parents is not None:
+            parent_records = await job_records(admin, admin_parents, await backend.job_keys(admin_parents))
+            parent_events, parents_complete = await all_events(admin, admin_parents)
+            counts.events_complete = counts.events_complete and parents_complete
+            settle_flows(flows, parent_records, parent_events, counts)
         return counts
     finally:
         fleet.kill_all()
@@ -201,7 +215,20 @@ async def run(plan: Plan, backend: Backend, workdir: Path) -> Counts:
         await asyncio.to_thread(ledger.close)
 
 
-async def _drain(queue: Queue, fleet: WorkerFleet, timeout_s: float, stuck_s: float = 30.0) -> bool:
+def _other_slot(qname: str) -> str:
+    """A parent queue name whose keys live in another Cluster slot than `qname`'s."""
+    from redis.crc import key_slot
+
+    from conveyor.redis.keys import QueueKeys
+
+    base = key_slot(QueueKeys(qname).meta.encode())
+    i = 0
+    while key_slot(QueueKeys(f"{qname}-parents{i}").meta.encode()) // 5462 == base // 5462:
+        i += 1
+    return f"{qname}-parents{i}"
+
+
+async def _drain(queues: list[Queue], fleet: WorkerFleet, timeout_s: float, stuck_s: float = 30.0) -> bool:
     """Until nothing is waiting, delayed or active (workers that died are replaced meanwhile). Gives up
     at `timeout_s`, or when the number left has not moved for `stuck_s` (a drain that makes no
     progress at all will not finish: the report then counts what is left as unfinished)."""
@@ -210,8 +237,11 @@ async def _drain(queue: Queue, fleet: WorkerFleet, timeout_s: float, stuck_s: fl
     while time.monotonic() < deadline:
         fleet.check()
         try:
-            counts = await queue.counts()
-            left = sum(n for state, n in counts.items() if state.value in ("waiting", "delayed", "active"))
+            left = 0
+            for queue in queues:
+                counts = await queue.counts()
+                left += sum(n for state, n in counts.items()
+                            if state.value in ("waiting", "delayed", "active", "waiting-children"))
             if left == 0:
                 return True
             if left != last_left:

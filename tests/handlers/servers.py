@@ -68,7 +68,11 @@ class HttpServer:
 
 class ChatServer(HttpServer):
     """POST /<mode>/v1/chat/completions with mode: ok, fail (500), limited (429 + Retry-After),
-    slow (answers after `slow_s`), garbage (JSON output that breaks the schema)."""
+    slow (answers after `slow_s`), garbage (JSON output that breaks the schema). A request with
+    `"stream": true` is answered as OpenAI streams (server-sent chunks of `token_chars` characters,
+    usage in a last chunk when asked); with `hold_after` set, a stream stops after that many chunks
+    until `release` is set (POST /release sets it), so a test sees partial output deterministically
+    (hold_after=0 holds whole answers too)."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -76,7 +80,36 @@ class ChatServer(HttpServer):
         self.calls: list[tuple[str, dict[str, Any]]] = []
         self.retry_after = "7"
         self.slow_s = 5.0
+        self.token_chars = 8
+        self.hold_after: int | None = None
+        self.release = asyncio.Event()
         self.app.router.add_post("/{mode}/v1/chat/completions", self.completions)
+        self.app.router.add_post("/release", self._release)
+
+    async def _release(self, request: web.Request) -> web.Response:
+        self.release.set()
+        return web.Response(text="released")
+
+    async def _stream(self, request: web.Request, body: dict[str, Any], content: str) -> web.StreamResponse:
+        response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
+        await response.prepare(request)
+        base = {"id": f"chatcmpl-{len(self.calls)}", "object": "chat.completion.chunk",
+                "created": int(time.time()), "model": body["model"]}
+
+        async def send(choices: list[dict[str, Any]], **extra: Any) -> None:
+            await response.write(b"data: " + json.dumps({**base, "choices": choices, **extra}).encode() + b"\n\n")
+
+        pieces = [content[i : i + self.token_chars] for i in range(0, len(content), self.token_chars)]
+        for n, piece in enumerate(pieces):
+            if self.hold_after is not None and n == self.hold_after:
+                await self.release.wait()
+            await send([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
+        await send([{"index": 0, "delta": {}, "finish_reason": "stop"}])
+        if (body.get("stream_options") or {}).get("include_usage"):
+            await send([], usage={"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16})
+        await response.write(b"data: [DONE]\n\n")
+        await response.write_eof()
+        return response
 
     def base_url(self, mode: str) -> str:
         return f"{self.url}/{mode}/v1"
@@ -106,6 +139,10 @@ class ChatServer(HttpServer):
             content = '{"unexpected": true}' if mode == "garbage" else json.dumps(self.replies[name])
         else:
             content = "echo: " + body["messages"][-1]["content"]
+        if body.get("stream"):
+            return await self._stream(request, body, content)
+        if self.hold_after == 0:  # a whole answer is held until `release` too
+            await self.release.wait()
         return web.json_response(
             {
                 "id": f"chatcmpl-{len(self.calls)}",

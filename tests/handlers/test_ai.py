@@ -208,3 +208,29 @@ async def test_a_rejected_key_moves_on_to_the_next_provider(app: Conveyor, chat:
     )
     result = await gen.run(PROMPT)
     assert [a.outcome for a in result.attempts] == ["rejected", "ok"]
+
+
+async def test_generate_reports_provider_usage_to_named_limiters(app: Conveyor, chat: ChatServer) -> None:
+    """The built-in AI handler corrects the named limiters its queue uses from the provider's usage,
+    with nothing in the handler's code."""
+    from conveyor.limits import Estimate, Limiter, LimiterUse, RateLimit, SharedLimiter
+
+    name = f"ai:{id(app)}"
+    app.limiter(Limiter(name, tokens=RateLimit(100_000, per_s=60), concurrency=2))
+    app.declare_queue("ai", limiters=[LimiterUse(name, Estimate(tokens_in=500, tokens_out=500))])
+    handlers = install(app, ai=True, settings=Settings(), ai_providers=[provider(chat, "ok")])
+    assert handlers.ai is not None
+    job = await handlers.ai.generate.enqueue({"prompt": "hello"})
+    async with running(app.worker("ai", lease_ms=5000)):
+        await job.result(timeout=30)
+    lim = SharedLimiter(app.client, name, app.prefix)
+    await wait_for(lambda: _released(lim), timeout=30, what="the limiter released")
+    state = await lim.state()
+    assert state["totals"]["tokens_in"] == 11 and state["totals"]["tokens_out"] == 5
+    assert state["totals"]["ok"] == 1
+    assert state["levels"]["tokens"]["available"] >= 1  # 1,000 estimated, 16 used: refunded
+    await app.client.delete(*lim.keys.all)
+
+
+async def _released(lim: Any) -> bool:
+    return (await lim.state())["concurrency"]["held"] == 0 and (await lim.state())["totals"]["ok"] == 1

@@ -27,13 +27,13 @@ class Fleet:
         self.procs: list[subprocess.Popen[bytes]] = []
         self.logs: list[Path] = []
 
-    def start(self, processes: int = 3, concurrency: int = 5) -> Fleet:
+    def start(self, processes: int = 3, concurrency: int = 5, limiters: str = "[]") -> Fleet:
         env = {**os.environ, "PYTHONPATH": str(ROOT)}
         for _ in range(processes):
             fd, log = tempfile.mkstemp(prefix="conveyor-fleet-", suffix=".log")
             self.logs.append(Path(log))
             self.procs.append(subprocess.Popen(
-                [sys.executable, "-m", "tests.limits.fleet_worker", self.url, self.queue, str(concurrency)],
+                [sys.executable, "-m", "tests.limits.fleet_worker", self.url, self.queue, str(concurrency), limiters],
                 cwd=ROOT, env=env, stdout=subprocess.DEVNULL, stderr=fd,
             ))
             os.close(fd)
@@ -53,6 +53,14 @@ class Fleet:
         for log in self.logs:
             log.unlink(missing_ok=True)
         self.logs.clear()
+
+    def kill(self, index: int) -> subprocess.Popen[bytes]:
+        """SIGKILL process `index` (no cleanup runs in it) and stop watching it."""
+        proc = self.procs.pop(index)
+        proc.kill()
+        proc.wait(10)
+        self.logs.pop(index).unlink(missing_ok=True)
+        return proc
 
     def check_alive(self) -> None:
         for p, log in zip(self.procs, self.logs, strict=True):

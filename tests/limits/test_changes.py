@@ -67,8 +67,10 @@ async def test_limits_state_shows_tokens_active_blocks_and_backlog(sq: Queue) ->
     state = await sq.limits_state()
     assert state["concurrency"] == {"limit": 5, "active": 2}
     assert state["rate"]["limit"] == 10 and state["rate"]["burst"] == 2
-    assert abs(state["rate"]["tokens"] - 1) < 0.01  # 3 at once, 2 used
-    assert abs(state["cost"]["tokens"] - 300) < 1
+    # 3 at once, 2 used; the buckets refill while a busy machine gets here (10/min and 1000/min), so
+    # the bounds allow several seconds of refill but not one charge too few.
+    assert 0.99 < state["rate"]["tokens"] < 1.9
+    assert 299 < state["cost"]["tokens"] < 399
     assert state["group_defaults"] == {"concurrency": 1, "rate": None, "cost": None}
     assert state["waiting"] == {"ungrouped": 0, "grouped": 4}
     groups = {g["group"]: g for g in state["groups"]["list"]}

@@ -17,7 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.staticfiles import StaticFiles
 
 from conveyor import __version__
-from conveyor.api import health, jobs, live, queues, sse, workers
+from conveyor.api import flows, health, jobs, limiters, live, output, queues, sse, workers
 from conveyor.api.auth import require, shows_data
 from conveyor.api.body import ContentLengthLimit
 from conveyor.api.docs import install_docs
@@ -103,11 +103,14 @@ def create_app(conveyor_app: Conveyor, settings: Settings | None = None) -> Fast
     install_error_handlers(app)
     app.include_router(health.router)
     app.include_router(jobs.router)
+    app.include_router(flows.router)
     app.include_router(sse.router)
+    app.include_router(output.router)
     app.include_router(live.router)
     app.include_router(jobs.plain_router)  # after every /jobs/{queue}/{id}/<suffix> route
     app.include_router(queues.router)
     app.include_router(workers.router)
+    app.include_router(limiters.router)
     for router in _ops_routers():
         app.include_router(router)
     read = require(Scope.READ)

@@ -44,9 +44,13 @@ def _enqueue_body(schema: str) -> dict[str, Any]:
     }
 
 
-async def _states_of_existing(queue: Queue, jobs: list[Job[Any]]) -> dict[str, JobState]:
-    """Current states of jobs an idempotent repeat returned, in one round trip."""
-    existing = [job.id for job in jobs if not job.created]
+async def _states_of_existing(queue: Queue, specs: list[JobSpec], jobs: list[Job[Any]]) -> dict[str, JobState]:
+    """Current states of jobs an idempotent repeat returned, and of keyed jobs (whose delay the add
+    script sets), in one round trip."""
+    existing = [
+        job.id for spec, job in zip(specs, jobs, strict=True)
+        if not job.created or spec.options.merged_over(queue.defaults).key
+    ]
     if not existing:
         return {}
     async with queue.client.pipeline(transaction=False) as pipe:
@@ -60,14 +64,14 @@ async def _enqueued(
     request: Request, queue: Queue, specs: list[JobSpec], jobs: list[Job[Any]]
 ) -> list[dict[str, Any]]:
     root = request.scope.get("root_path", "")
-    known = await _states_of_existing(queue, jobs)
+    known = await _states_of_existing(queue, specs, jobs)
     out = []
     for spec, job in zip(specs, jobs, strict=True):
-        if job.created:
+        if job.id in known:
+            state = known[job.id]
+        else:
             delayed = spec.options.merged_over(queue.defaults).delay_ms() > 0
             state = JobState.DELAYED if delayed else JobState.WAITING
-        else:
-            state = known[job.id]
         url = job_path(root, queue.name, job.id)
         out.append(
             {

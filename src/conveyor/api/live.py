@@ -29,7 +29,7 @@ from conveyor.api.hub import EventHub, Subscription
 from conveyor.api.keys import Scope as KeyScope
 from conveyor.api.schemas import error_responses
 from conveyor.api.serialize import event_out
-from conveyor.api.sse import HeldStream
+from conveyor.api.sse import SSE_EVENT_SCHEMA, HeldStream
 from conveyor.api.state import get_state
 from conveyor.events import Event
 from conveyor.views import queue_names
@@ -93,7 +93,7 @@ async def _follow(
     responses={
         200: {
             "description": "An event stream (text/event-stream); each event's data names its `queue`",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
         },
         **error_responses(401, 403, 404, 422, 429, 503),
     },

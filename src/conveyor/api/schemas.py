@@ -83,6 +83,19 @@ class JobOptionsIn(BaseModel):
     )
     group: str | None = Field(None, pattern=_ID_PATTERN)
     cost: int | None = Field(None, ge=0, le=COST_MAX)
+    key: str | None = Field(
+        None, pattern=_ID_PATTERN,
+        description="Keyed job: what a newer job with the same key does is set by key_mode (docs/llm.md).",
+    )
+    key_mode: Literal["debounce", "throttle", "latest"] | None = Field(
+        None,
+        description="debounce: a newer job replaces this one while it waits, and each waits key_window; "
+        "throttle: jobs of the key start at least key_window apart, and an add while one waits returns it; "
+        "latest: a newer job cancels the queued and the running job of the key.",
+    )
+    key_window: float | None = Field(
+        None, gt=0, le=86400, description="Seconds (debounce and throttle; latest takes none)."
+    )
 
 
 class EnqueueIn(BaseModel):
@@ -106,6 +119,25 @@ class EnqueuedOut(BaseModel):
     created: bool = Field(description="False when an idempotent retry returned an existing job.")
     status_url: str
     events_url: str
+
+
+class FlowStartedOut(BaseModel):
+    id: str = Field(description="The root job's id.")
+    queue: str = Field(description="The root job's queue.")
+    status_url: str
+    events_url: str = Field(description="The root's event stream, which also reports its children's states.")
+
+
+class JobRefOut(BaseModel):
+    queue: str
+    id: str
+
+
+class ChildOut(BaseModel):
+    queue: str
+    id: str
+    name: str | None = Field(None, description="Null when the child's record is gone.")
+    state: JobState | None = Field(None, description="Null when the child's record is gone.")
 
 
 class BulkOut(BaseModel):
@@ -144,6 +176,9 @@ class JobOut(BaseModel):
     worker: str | None
     cancel_requested: bool
     idempotency_key: str | None
+    parent: JobRefOut | None = Field(None, description="A flow child's parent job; null otherwise.")
+    children: list[ChildOut] = Field(
+        default_factory=list, description="A flow parent's children in the order given, with their states.")
 
 
 class JobPageOut(BaseModel):

@@ -3,7 +3,12 @@
 The stream id of each queue event is the SSE `id:`, so a client reconnecting with `Last-Event-ID`
 continues right after the last event it saw (no gaps; events of other jobs are skipped). A new
 connection starts with a `state` event (the job as it is now, id = the stream position it was read
-at). The stream closes after completed, failed, cancelled or removed. Keep-alive comments go out
+at). The stream closes after completed, failed, cancelled or removed. A flow root's stream also relays
+its descendants' events as `child` frames, after a `children` frame listing them (api/flow_events.py).
+A job's streamed output comes as `output` events (api/output.py: their ids also carry the output the
+client has, so a resume neither repeats nor loses a chunk); a new connection gets the output so far
+right after the `state` event.
+Keep-alive comments go out
 every `CONVEYOR_API_SSE_KEEPALIVE_S`; each time the job record is re-checked too, so a finished job
 whose end event was trimmed from the capped stream still ends the stream.
 
@@ -15,7 +20,8 @@ Other event types (progress, log, and any a handler emits) pass through with the
 
 from __future__ import annotations
 
-from collections.abc import AsyncGenerator, Callable
+import asyncio
+from collections.abc import AsyncGenerator, AsyncIterator, Callable
 from typing import Annotated, Any
 
 import orjson
@@ -25,8 +31,10 @@ from starlette.types import Receive, Scope, Send
 
 from conveyor.api.auth import ReadKey
 from conveyor.api.errors import ApiError
+from conveyor.api.flow_events import POLL_S, FlowFollower
 from conveyor.api.hub import EventHub, parse_stream_id
 from conveyor.api.keys import Scope as KeyScope
+from conveyor.api.output import EVENT_ID_PATTERN, OutputRelay, split_event_id
 from conveyor.api.schemas import error_responses
 from conveyor.api.serialize import event_out, job_out, jobs_out
 from conveyor.api.state import get_state
@@ -35,11 +43,23 @@ from conveyor.queue import Queue
 router = APIRouter(prefix="/api", tags=["jobs"])
 END_EVENTS = frozenset({"completed", "failed", "cancelled", "removed"})
 _RETRY_MS = 2000
+_FLOW_CHANGES = frozenset({"waiting-children", "child"})  # root events after which its tree may have grown
 _ENDED_GRACE_S = 1.0  # after the record shows the end, how long the end event may take to arrive
+# The documented shape of one event of a text/event-stream response (schema checkers validate each
+# event against it): `data` is a JSON document as text.
+SSE_EVENT_SCHEMA = {
+    "type": "object",
+    "properties": {
+        "event": {"type": "string"},
+        "data": {"type": "string", "contentMediaType": "application/json"},
+        "id": {"type": "string"},
+        "retry": {"type": "integer"},
+    },
+}
 
 
 def frame(event: str, event_id: str, data: Any) -> bytes:
-    """One SSE frame (also used by routes of other rooms that stream hub events)."""
+    """One SSE frame (also used by other routes that stream hub events)."""
     return b"id: %s\nevent: %s\ndata: %s\n\n" % (event_id.encode(), event.encode(), orjson.dumps(data))
 
 
@@ -47,9 +67,23 @@ _frame = frame
 
 
 async def _follow(
-    hub: EventHub, queue: Queue, job_id: str, after: str | None, keepalive_s: float, show_data: bool
+    hub: EventHub, queue: Queue, job_id: str, after: str | None, keepalive_s: float, relay: OutputRelay,
+    flow: FlowFollower | None = None,
 ) -> AsyncGenerator[bytes, None]:
     yield b"retry: %d\n\n" % _RETRY_MS
+    try:
+        async for chunk in _follow_job(hub, queue, job_id, after, keepalive_s, relay, flow):
+            yield chunk
+    finally:
+        if flow is not None:
+            await flow.close()
+
+
+async def _follow_job(
+    hub: EventHub, queue: Queue, job_id: str, after: str | None, keepalive_s: float, relay: OutputRelay,
+    flow: FlowFollower | None,
+) -> AsyncIterator[bytes]:
+    show_data = relay.show_data
     async with hub.subscribe(queue.name, job_id, after=after) as events:
         if after is None:
             # Subscribed first, then read: whatever happens after this snapshot is in `events`.
@@ -58,27 +92,56 @@ async def _follow(
                 return
             (snapshot,) = await jobs_out(queue, [record], show_data=show_data)
             yield _frame("state", events.position, snapshot)
+            for frame_id, data in await relay.catch_up(events.position):
+                yield _frame("output", frame_id, data)
+            if flow is not None and (chunk := await flow.update(record)) is not None:
+                yield chunk  # a flow root: its tree as it is now (then its children's events)
             if record.finished:
                 return
         cursor = events.position
         ended = False  # the record showed the job finished; its end event gets a short grace
+        beat = asyncio.get_running_loop().time()
         while True:
-            event = await events.next(timeout=_ENDED_GRACE_S if ended else keepalive_s)
+            wait = _ENDED_GRACE_S if ended else keepalive_s
+            if flow is not None and flow.active:
+                event = await events.next(timeout=min(wait, POLL_S))
+                for chunk in await flow.poll():
+                    yield chunk
+                if event is None and asyncio.get_running_loop().time() - beat < wait:
+                    continue
+                beat = asyncio.get_running_loop().time()
+            else:
+                event = await events.next(timeout=wait)
             if event is not None:
-                cursor = event.id
-                yield _frame(event.type, event.id, event_out(event, show_data=show_data))
+                previous, cursor = cursor, event.id
+                if event.type == "output":
+                    for frame_id, data in await relay.on_event(event, previous):
+                        yield _frame("output", frame_id, data)
+                    continue
+                if event.type in END_EVENTS:  # first the output the client still lacks
+                    for frame_id, data in await relay.catch_up(previous):
+                        yield _frame("output", frame_id, data)
+                yield _frame(event.type, relay.event_id(event.id), event_out(event, show_data=show_data))
                 if event.type in END_EVENTS:
                     return
+                if flow is not None and event.type in _FLOW_CHANGES:
+                    record = await queue.get_job(job_id)
+                    if record is not None and (chunk := await flow.update(record)) is not None:
+                        yield chunk
                 continue
             if ended:
                 # The record says the job ended but no end event came: it was trimmed from the
                 # capped stream. The final state closes the stream instead.
                 record = await queue.get_job(job_id)
                 if record is not None:
-                    yield _frame("state", cursor, job_out(record, show_data=show_data))
+                    for frame_id, data in await relay.catch_up(cursor):
+                        yield _frame("output", frame_id, data)
+                    yield _frame("state", relay.event_id(cursor), job_out(record, show_data=show_data))
                 return
             yield b": keep-alive\n\n"
             record = await queue.get_job(job_id)
+            if flow is not None and record is not None and (chunk := await flow.update(record)) is not None:
+                yield chunk
             ended = record is None or record.finished
 
 
@@ -109,7 +172,7 @@ class HeldStream(StreamingResponse):
     responses={
         200: {
             "description": "An event stream (text/event-stream)",
-            "content": {"text/event-stream": {"schema": {"type": "string"}}},
+            "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
         },
         **error_responses(400, 401, 403, 404, 422, 429, 503),
     },
@@ -124,21 +187,26 @@ async def job_events(
         str | None,
         Header(
             alias="Last-Event-ID",
-            pattern=r"^\d{1,20}-\d{1,20}$",
-            max_length=41,
-            description="Resume after this event (its id: `<ms>-<seq>`, each part below 2**64).",
+            pattern=EVENT_ID_PATTERN,
+            max_length=64,
+            description="Resume after this event (its id: `<ms>-<seq>`, each part below 2**64, then for "
+            "a job with streamed output `.<attempt>.<bytes>`: what the client has of it).",
         ),
     ] = None,
 ) -> StreamingResponse:
     state = get_state(request)
-    if last_event_id is not None and parse_stream_id(last_event_id) is None:
+    after, attempt, sent = (None, 0, 0) if last_event_id is None else split_event_id(last_event_id)
+    if after is not None and parse_stream_id(after) is None:
         raise ApiError(400, "Last-Event-ID is not an event id within range (<ms>-<seq>, each below 2**64)")
     q = await state.existing_queue(queue)
     if await q.get_state(job_id) is None:
         raise ApiError(404, f"job {job_id[:200]!r} not found in queue {queue!r}")
+    show = principal.can(KeyScope.READ_DATA)
+    flow = FlowFollower(state.conveyor, state.hub, show)
     state.streams.take(principal.key_id)
     keepalive_s = max(0.05, state.settings.api_sse_keepalive_s)
-    stream = _follow(state.hub, q, job_id, last_event_id, keepalive_s, principal.can(KeyScope.READ_DATA))
+    relay = OutputRelay(q, job_id, attempt=attempt, sent=sent, show_data=show)
+    stream = _follow(state.hub, q, job_id, after, keepalive_s, relay, flow)
     return HeldStream(
         stream,
         lambda: state.streams.give_back(principal.key_id),

@@ -13,8 +13,23 @@ from conveyor.limits.admin import (
     set_limits,
 )
 from conveyor.limits.model import GroupLimits, RateLimit
+from conveyor.limits.named import Adaptive, Estimate, Limiter, LimiterUse, Usage
+from conveyor.limits.shared import SharedLimiter, limiter_names
 
 __all__ = [
-    "GroupLimits", "RateLimit", "clear_group_limits", "clear_limits", "limits_state", "set_group_limits",
-    "set_group_weight", "set_limits",
+    "Adaptive",
+    "Estimate",
+    "GroupLimits",
+    "Limiter",
+    "LimiterUse",
+    "RateLimit",
+    "SharedLimiter",
+    "Usage",
+    "clear_group_limits",
+    "clear_limits",
+    "limiter_names",
+    "limits_state",
+    "set_group_limits",
+    "set_group_weight",
+    "set_limits",
 ]

@@ -11,6 +11,9 @@ from conveyor.errors import ConfigurationError
 MAX_LIMIT = 10**12
 MAX_PERIOD_S = 86_400.0 * 366
 MAX_WEIGHT = 1000.0
+# Rate limits up to this many starts per window (limit + burst) are also held by a sliding-window log
+# (exact in every window of per_s); larger ones by the GCRA alone (docs/limits.md).
+WINDOW_LOG_MAX = 10_000
 
 
 def _positive(name: str, value: Any, *, maximum: float) -> float:
@@ -57,7 +60,12 @@ class RateLimit:
         return self.burst + 1
 
     def fields(self, prefix: str) -> dict[str, str]:
-        return {f"{prefix}_t": repr(self.interval_ms), f"{prefix}_cap": str(self.capacity)}
+        out = {f"{prefix}_t": repr(self.interval_ms), f"{prefix}_cap": str(self.capacity)}
+        if prefix.endswith("rate") and self.limit + self.burst <= WINDOW_LOG_MAX:
+            # The claim keeps a log of the last limit + burst starts: no window of per_s exceeds it.
+            out[f"{prefix}_n"] = str(self.limit + self.burst)
+            out[f"{prefix}_w"] = repr(self.per_s * 1000.0)
+        return out
 
     def to_json(self) -> dict[str, Any]:
         return {"limit": self.limit, "per_s": self.per_s, "burst": self.burst}
@@ -114,7 +122,7 @@ class GroupLimits:
 
 def limiter_fields(prefix: str) -> list[str]:
     """Every hash field a GroupLimits encoding may use under `prefix`."""
-    return [prefix + f for f in ("conc", "rate_t", "rate_cap", "cost_t", "cost_cap")]
+    return [prefix + f for f in ("conc", "rate_t", "rate_cap", "rate_n", "rate_w", "cost_t", "cost_cap")]
 
 
 def check_weight(weight: Any) -> float:

@@ -113,6 +113,10 @@ class QueueKeys:
     def log(self, job_id: str) -> str:
         return self._k("log:" + job_id)
 
+    def output(self, job_id: str) -> str:
+        """A job's streamed output (stream-3.lua), deleted and expired with its record."""
+        return self._k("out:" + job_id)
+
     def idempotency(self, key: str) -> str:
         return self._k("idem:" + key)
 
@@ -154,8 +158,36 @@ class QueueKeys:
     def group(self, group: str) -> str:
         return self._k("gs:" + group)
 
+    @property
+    def rate_log(self) -> str:
+        """Start times of the last limit + burst jobs (sliding-window log, newest first)."""
+        return self._k("rlog")
+
+    def group_rate_log(self, group: str) -> str:
+        return self._k("grl:" + group)
+
+    @property
+    def cap_holders(self) -> str:
+        """Hash: worker id -> jobs it holds under the queue's concurrency cap (fair sharing)."""
+        return self._k("cwa")
+
+    @property
+    def cap_waiting(self) -> str:
+        """Zset: workers that asked for more than the cap let them take, by the ms time they asked."""
+        return self._k("cwait")
+
     def group_ready(self, group: str) -> str:
         return self._k("gr:" + group)
+
+    # Flows (docs/flows.md): parents waiting for their children, and the outbox of child outcomes
+    # (and cancellations) not yet delivered to their parents.
+    @property
+    def waiting_children(self) -> str:
+        return self._k("waiting-children")
+
+    @property
+    def outbox(self) -> str:
+        return self._k("outbox")
 
     @property
     def schedule_ticks(self) -> str:
@@ -166,6 +198,33 @@ class QueueKeys:
     def state_set(self, state: str) -> str:
         """The sorted set holding jobs of a state (`waiting` lives in `ready`)."""
         return self._k("ready" if state == "waiting" else state)
+
+
+@dataclass(frozen=True, slots=True)
+class LimiterKeys:
+    """A named limiter shared by queues (docs/limits.md, "Named limiters"): all its keys share the
+    hash tag {lim:<name>}, one Cluster slot of its own. `log` (the requests window log) is derived
+    from `cfg` inside the scripts."""
+
+    name: str
+    prefix: str = "cv"
+
+    def _k(self, suffix: str) -> str:
+        return f"{self.prefix}:{{lim:{self.name}}}:{suffix}"
+
+    @property
+    def all(self) -> list[str]:
+        """KEYS of every limiter script: cfg, st, exp, info, use."""
+        return [self._k("cfg"), self._k("st"), self._k("exp"), self._k("info"), self._k("use")]
+
+    @property
+    def log(self) -> str:
+        return self._k("cfg") + ":log"
+
+
+def limiter_index_key(prefix: str = "cv") -> str:
+    """Set of declared limiter names (listing without SCAN); its own slot."""
+    return f"{prefix}:{{limiters}}:names"
 
 
 def registry_key(prefix: str = "cv") -> str:
@@ -191,6 +250,12 @@ class WorkerRegistryKeys:
 def breaker_key(prefix: str, name: str) -> str:
     """Circuit-breaker state of one AI provider, shared by every worker (conveyor.handlers.ai)."""
     return f"{prefix}:{{breakers}}:{name}"
+
+
+def ai_dedupe_base(prefix: str, fingerprint: str) -> str:
+    """Prefix of one AI request fingerprint's keys (handlers/ai/dedupe.py): lease, done, res:<token>,
+    ntf:<token>; all in the fingerprint's own slot."""
+    return f"{prefix}:{{aid:{fingerprint}}}:"
 
 
 def send_rate_key(prefix: str, queue: str) -> str:

@@ -19,7 +19,7 @@ from typing import Any, NamedTuple
 
 from redis.exceptions import NoScriptError
 
-from conveyor.errors import ScriptInputError
+from conveyor.errors import InvalidOptionError, ScriptInputError
 from conveyor.redis.codes import ScriptCode
 from conveyor.redis.connection import RedisClient, SyncRedisClient
 from conveyor.redis.durability import Durability, durable_eval, durable_eval_sync
@@ -99,6 +99,18 @@ def all_script_files() -> list[str]:
 
 
 _S = {f.removesuffix(".lua").rsplit("-", 1)[0]: Script.load(f) for f in all_script_files()}
+_WRAP_ADD = "--@add-5"
+
+
+def _wrapping_add(script: Script) -> Script:
+    """A script holding `--@add-5` (add-keyed) with the core add script's body spliced in there."""
+    if _WRAP_ADD not in script.source:
+        return script
+    source = script.source.replace(_WRAP_ADD, _S["add"].source)
+    return Script(script.name, source, hashlib.sha1(source.encode()).hexdigest(), script.num_keys)
+
+
+_S = {name: _wrapping_add(script) for name, script in _S.items()}
 
 
 @dataclass(frozen=True, slots=True)
@@ -115,10 +127,11 @@ class JobSpecArgs:
     delay_ms: int
     group: str = ""
     cost: int | None = None
+    keyed: tuple[str, str, int] | None = None  # (mode, key, window ms): add-keyed-6.lua
 
     def repeats(self, prev: JobSpecArgs) -> bool:
         """Same options as `prev` and a generated id: sent as 3 arguments ('r')."""
-        return (not self.job_id and not self.idempotency_key and self.opts == prev.opts
+        return (not self.job_id and self.keyed is None and not self.idempotency_key and self.opts == prev.opts
                 and self.priority == prev.priority and self.delay_ms == prev.delay_ms
                 and self.group == prev.group and self.cost == prev.cost)
 
@@ -126,7 +139,7 @@ class JobSpecArgs:
     def plain(self) -> bool:
         """Generated id and default options: sent as 3 arguments instead of 11."""
         return not (self.job_id or self.idempotency_key or self.opts or self.priority or self.delay_ms
-                    or self.group or self.cost is not None)
+                    or self.group or self.cost is not None or self.keyed)
 
 
 @dataclass(frozen=True, slots=True)
@@ -183,6 +196,12 @@ class QueueScripts:
 
     async def add(self, jobs: Sequence[JobSpecArgs]) -> list[Any]:
         return await self.add_wrapped(_S["add"], jobs)
+
+    async def add_keyed(self, job: JobSpecArgs) -> list[Any]:
+        """add-keyed-6: one job that carries a key (debounce, throttle or latest wins)."""
+        if job.keyed is None:
+            raise ValueError("add_keyed takes a keyed job")
+        return await self.add_wrapped(_S["add-keyed"], [job], (self.k.cancelled,), job.keyed)
 
     async def add_wrapped(
         self, script: Script, jobs: Sequence[JobSpecArgs], extra_keys: Sequence[str] = (),
@@ -333,6 +352,16 @@ class QueueScripts:
         args = (token, line, max_lines, self.maxlen, job_id)
         return int(await _S["log"](self.client, (k.events, k.job(job_id), k.log(job_id)), args))
 
+    async def stream(
+        self, job_id: str, token: str, pieces: Sequence[bytes], max_bytes: int
+    ) -> tuple[int, int, bool]:
+        """Append one chunk (in 1-128 pieces, one event each) to a job's streamed output (stream-3.lua):
+        (code, offset before the chunk, kept)."""
+        k = self.k
+        args = (token, max_bytes, self.maxlen, job_id, *pieces)
+        code, offset, kept = await _S["stream"](self.client, (k.events, k.job(job_id), k.output(job_id)), args)
+        return int(code), int(offset), bool(int(kept))
+
 
 def add_arguments(k: QueueKeys, maxlen: int, jobs: Sequence[JobSpecArgs]) -> tuple[tuple[str, ...], list[Any]]:
     """KEYS and ARGV of add-5.lua for a batch of encoded jobs."""
@@ -354,7 +383,14 @@ def add_sync(
     client: SyncRedisClient, k: QueueKeys, maxlen: int, jobs: Sequence[JobSpecArgs],
     durability: Durability | None = None,
 ) -> list[Any]:
-    """add-5.lua on a synchronous client: the one enqueue transition, shared with `QueueScripts.add`."""
-    reply = _S["add"].call_sync(client, *add_arguments(k, maxlen, jobs), durability)
-    _refused("add", reply)
+    """add-5.lua (add-keyed-6.lua for one keyed job) on a synchronous client: the enqueue transition
+    shared with `QueueScripts.add`."""
+    keys, args = add_arguments(k, maxlen, jobs)
+    script = _S["add"]
+    if any(j.keyed for j in jobs):
+        if len(jobs) != 1 or jobs[0].keyed is None:
+            raise InvalidOptionError("keyed jobs (key, key_mode) are enqueued one at a time, not in bulk")
+        script, keys, args = _S["add-keyed"], (*keys, k.cancelled), [*args, *jobs[0].keyed]
+    reply = script.call_sync(client, keys, args, durability)
+    _refused(script.name, reply)
     return list(reply)

@@ -101,6 +101,22 @@ class Metrics:
             "conveyor_group_backlog", "Groups with waiting jobs by scheduling state, and grouped waiting jobs.",
             ["queue", "kind"], registry=r,
         )
+        self.limiter_held = Gauge(
+            "conveyor_limiter_held", "Jobs holding a named limiter's concurrency slots, fleet-wide.", ["limiter"],
+            registry=r,
+        )
+        self.limiter_concurrency = Gauge(
+            "conveyor_limiter_concurrency_limit", "A named limiter's concurrency limit in force (adaptive or fixed).",
+            ["limiter"], registry=r,
+        )
+        self.limiter_available = Gauge(
+            "conveyor_limiter_available", "Units a named limiter lets start now, per dimension (sampled).",
+            ["limiter", "dimension"], registry=r,
+        )
+        self.limiter_totals = Gauge(
+            "conveyor_limiter_total", "Totals of a named limiter since it was declared: runs by signal, tokens.",
+            ["limiter", "kind"], registry=r,
+        )
         self.redis_up = Gauge("conveyor_redis_up", "1 when the last Redis PING succeeded.", registry=r)
         self.redis_latency = Histogram(
             "conveyor_redis_roundtrip_seconds",
@@ -111,6 +127,13 @@ class Metrics:
         self.redis_last_latency = Gauge(
             "conveyor_redis_last_roundtrip_seconds", "Last Redis PING round trip.", registry=r
         )
+        # Flows whose root is on the queue; Redis keeps the totals (every process sees the same ones),
+        # the counters advance by what the totals grew since the last sample.
+        self.flows = Counter(
+            "conveyor_flows", "Flows (by root queue) started, completed and failed (cancelled included).",
+            ["queue", "outcome"], registry=r,
+        )
+        self._flow_totals: dict[tuple[str, str], int] = {}
         self._by_kind = {
             OutcomeKind.COMPLETED: self.completed,
             OutcomeKind.FAILED: self.failed,
@@ -144,6 +167,19 @@ class Metrics:
         for state, n in counts.items():
             self.depth.labels(queue, state.value).set(n)
 
+    def set_flow_totals(self, queue: str, totals: Mapping[str, int]) -> None:
+        """Advance the flow counters to the totals kept in Redis (a total that went down, because the
+        queue was obliterated, starts over from there)."""
+        for outcome, total in totals.items():
+            key = (queue, outcome)
+            last = self._flow_totals.get(key)
+            counter = self.flows.labels(queue, outcome)
+            if last is not None and total > last:
+                counter.inc(total - last)
+            elif last is None and total > 0:
+                counter.inc(total)
+            self._flow_totals[key] = total
+
     def set_limits(self, queue: str, state: Mapping[str, Any]) -> None:
         """Gauges from `Queue.limits_state()`."""
         for name in ("rate", "cost"):
@@ -157,6 +193,19 @@ class Metrics:
         for kind in ("ready", "parked", "capped"):
             self.group_backlog.labels(queue, kind).set(groups[kind])
         self.group_backlog.labels(queue, "waiting_jobs").set(state["waiting"]["grouped"])
+
+    def set_limiter(self, state: Mapping[str, Any]) -> None:
+        """Gauges from `SharedLimiter.state()`."""
+        name = state["name"]
+        conc = state["concurrency"]
+        self.limiter_held.labels(name).set(conc["held"])
+        limit = conc["adaptive_limit"] if conc["adaptive_limit"] is not None else conc["limit"]
+        if limit is not None:
+            self.limiter_concurrency.labels(name).set(limit)
+        for dim, level in state["levels"].items():
+            self.limiter_available.labels(name, dim).set(level["available"])
+        for kind, value in state["totals"].items():
+            self.limiter_totals.labels(name, kind).set(value)
 
     def observe_redis(self, latency_s: float | None) -> None:
         self.redis_up.set(0 if latency_s is None else 1)

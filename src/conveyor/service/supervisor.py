@@ -19,8 +19,9 @@ import structlog
 
 from conveyor import __version__
 from conveyor.app import Conveyor
-from conveyor.errors import ConfigurationError, ConnectionFailedError
+from conveyor.errors import ConfigurationError, ConnectionFailedError, UnknownLimiterError
 from conveyor.job import JobState
+from conveyor.limits.shared import SharedLimiter
 from conveyor.middleware import Middleware
 from conveyor.partitions import QueueWorker
 from conveyor.redis.connection import RedisClient, connect
@@ -321,10 +322,16 @@ class WorkerService:
             counts = await worker.queue.counts()
             self._live[name] = any(counts[s] for s in (JobState.WAITING, JobState.DELAYED, JobState.ACTIVE))
             self.metrics.set_depths(name, counts)
+            self.metrics.set_flow_totals(name, await worker.queue.flow_counts())
             if name in due:  # an idle queue's limits do not move; its depths and flag are enough
                 self.metrics.set_limits(name, await worker.queue.limits_state(max_groups=1))
             self.paused[name] = await worker.queue.is_paused()
             self.metrics.paused.labels(name).set(1 if self.paused[name] else 0)
+        for limiter in sorted(self.app.limiters):
+            try:
+                self.metrics.set_limiter(await SharedLimiter(self.app.client, limiter, self.app.prefix).state())
+            except UnknownLimiterError:
+                continue  # declared by the app, written by the first worker of a queue using it
 
     def problems(self) -> list[str]:
         found = []

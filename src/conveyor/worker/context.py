@@ -3,19 +3,32 @@
 from __future__ import annotations
 
 import asyncio
-from typing import TYPE_CHECKING, Any
+import inspect
+from collections.abc import Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn
 
 from conveyor import codec
-from conveyor.errors import LeaseLostError
+from conveyor.errors import LeaseLostError, SerializationError, UsageReportError, WaitForChildren
+from conveyor.limits.named import Usage
 from conveyor.redis.codes import ScriptCode
+from conveyor.redis.faults import guarded
 from conveyor.worker.lease import Stop
 
 if TYPE_CHECKING:
+    from conveyor.flows.model import FlowNode, OnChildFailure
+    from conveyor.flows.results import ChildResults
+    from conveyor.job import Job
+    from conveyor.queue import Queue
     from conveyor.redis.scripts import QueueScripts
     from conveyor.worker.lease import Lease
 
 MAX_LOG_LINES = 1000
 MAX_LOG_LINE_CHARS = 8192
+MAX_STEP_BYTES = 512 * 1024  # a durable step's stored result, as a job result
+MAX_STEP_NAME = 200
+# A job's streamed output is kept up to this many bytes (UTF-8); chunks past it are dropped.
+MAX_OUTPUT_BYTES = 1024 * 1024
+_PIECE_CHARS = 16 * 1024  # at most 64 KiB of UTF-8 per output event
 
 
 class JobContext:
@@ -23,8 +36,8 @@ class JobContext:
     lease's state (cancellation, loss) lives in the worker's lease owner; this reads it."""
 
     __slots__ = (
-        "_lease", "_scripts", "attempt", "cost_used", "data", "job_id", "loop", "max_attempts", "name",
-        "options", "queue", "state", "token", "worker_id",
+        "_adds", "_lease", "_queues", "_scripts", "attempt", "cost_used", "data", "job_id", "loop", "max_attempts",
+        "name", "options", "queue", "state", "token", "usage", "worker_id",
     )
 
     def __init__(
@@ -54,8 +67,12 @@ class JobContext:
         self.loop: asyncio.AbstractEventLoop | None = None
         # Units this run actually used (e.g. LLM tokens); set through report_cost, read by limits.
         self.cost_used: int | None = None
+        # Tokens this run used (report_usage): corrects the named limiters and feeds cost accounting.
+        self.usage: Usage | None = None
         # Free-form per-run state for middleware (start times, spans...).
         self.state: dict[str, Any] = {}
+        self._adds = 0  # add_children calls this run (names the children's ids)
+        self._queues: dict[str, Queue] = {}
 
     def __repr__(self) -> str:
         return f"JobContext(queue={self.queue!r}, id={self.job_id!r}, name={self.name!r}, attempt={self.attempt})"
@@ -70,11 +87,44 @@ class JobContext:
         code = await self._scripts.log(self.job_id, self.token, str(line)[:MAX_LOG_LINE_CHARS], MAX_LOG_LINES)
         self._fenced(code)
 
+    async def stream(self, chunk: str) -> bool:
+        """Publish partial output (e.g. an LLM's tokens): appended to the job's output, which clients
+        follow live (SSE `output` events) and read whole later. The output holds one attempt's text,
+        at most `MAX_OUTPUT_BYTES` bytes: a chunk that would pass the limit, and every chunk after
+        it, is dropped, the output is marked truncated, and False is returned (the run goes on, and
+        the kept output stays a prefix of what was streamed). True when appended."""
+        if not isinstance(chunk, str):
+            raise TypeError(f"stream() takes a str chunk, got {type(chunk).__name__}")
+        if not chunk:
+            return True
+        if len(chunk) > MAX_OUTPUT_BYTES:  # more characters than the limit has bytes: cannot fit
+            chunk = chunk[: MAX_OUTPUT_BYTES + 1]
+        # A long chunk goes as pieces of at most 64 KiB (one event each), so no event is huge.
+        pieces = [chunk[i : i + _PIECE_CHARS].encode() for i in range(0, len(chunk), _PIECE_CHARS)]
+        code, _offset, kept = await self._scripts.stream(self.job_id, self.token, pieces, MAX_OUTPUT_BYTES)
+        if code == ScriptCode.INVALID_INPUT:
+            raise ValueError("stream(): the script refused its arguments")
+        self._fenced(code)
+        return kept
+
     def report_cost(self, units: int) -> None:
         """Report the units this run really used, so a cost-weighted limit's budget is corrected."""
         if isinstance(units, bool) or not isinstance(units, int) or units < 0:
             raise ValueError("cost units must be an integer >= 0")
         self.cost_used = units
+
+    def report_usage(self, tokens_in: int = 0, tokens_out: int = 0) -> None:
+        """Report the tokens this run really used (as the provider reported them): the named
+        limiters the job went through are corrected by (reported - estimated) when it ends.
+        Once per run; negative or absurd values raise UsageReportError."""
+        if self.usage is not None:
+            raise UsageReportError(f"usage of job {self.job_id} was already reported for this run")
+        self.usage = Usage(tokens_in, tokens_out)
+
+    def add_usage(self, tokens_in: int, tokens_out: int) -> None:
+        """Add to this run's usage (the built-in AI handlers, one call per provider request)."""
+        cur = self.usage or Usage()
+        self.usage = Usage(cur.tokens_in + tokens_in, cur.tokens_out + tokens_out)
 
     @property
     def cancel_requested(self) -> bool:
@@ -101,6 +151,71 @@ class JobContext:
                 self._lease.request_stop(Stop.LOST)
             raise LeaseLostError(f"job {self.job_id}: lease lost, write rejected")
 
+    # ------------------------------------------------------------------ flows (docs/flows.md)
+
+    async def children(self) -> ChildResults:
+        """Results and errors of this job's flow children, keyed by "<queue>:<id>"."""
+        from conveyor.flows.results import ChildResults
+
+        h: Any = await guarded(self._scripts.client.hgetall(self._scripts.k.job(self.job_id)), "reading children")
+        return ChildResults.from_hash(h)
+
+    async def previous(self) -> Any:
+        """The result of this job's single child: the previous step of a chain."""
+        return (await self.children()).only()
+
+    def wait_for_children(self) -> NoReturn:
+        """End this run now and run the job again once every child added so far has ended (the
+        attempt is not counted). Call it after `add_children`; `children()` then has their results."""
+        raise WaitForChildren("waiting for children")
+
+    async def add_children(
+        self, nodes: Sequence[FlowNode], *, on_child_failure: OnChildFailure | str | None = None,
+        key: str | None = None,
+    ) -> list[Job[Any]]:
+        """Add flow children to this running job (validated before anything is written). Their ids
+        derive from this job's id, `key` (default: the call's number in this run) and their position,
+        so a re-run adds the same children, not more: compute the list deterministically (ctx.step)."""
+        from conveyor.flows.dynamic import add_children
+
+        if key is None:
+            key = f"c{self._adds}"
+        self._adds += 1
+        return await add_children(self._queue_of, self.queue, self.job_id, self.token, nodes, key, on_child_failure)
+
+    def _queue_of(self, name: str) -> Queue:
+        from conveyor.queue import Queue
+
+        q = self._queues.get(name)
+        if q is None:
+            q = Queue(name, redis=self._scripts.client, prefix=self._scripts.k.prefix,
+                      events_maxlen=self._scripts.maxlen)
+            self._queues[name] = q
+        return q
+
+    async def step(self, name: str, fn: Callable[..., Any], *args: Any, **kwargs: Any) -> Any:
+        """A durable step: the stored result when a previous run of this job completed step `name`,
+        else `fn(*args, **kwargs)` (awaited if it is a coroutine), stored (as JSON, at most 512 KiB)
+        before it is returned. Results go with the job's record."""
+        from conveyor.redis.flow_scripts import store_step
+
+        if not isinstance(name, str) or not 0 < len(name) <= MAX_STEP_NAME or not name.isprintable():
+            raise ValueError(f"a step name is 1-{MAX_STEP_NAME} printable characters")
+        jk = self._scripts.k.job(self.job_id)
+        raw = await guarded(self._scripts.client.hget(jk, "s:" + name), "reading a step")
+        if raw is not None:
+            return codec.loads(raw)
+        value = fn(*args, **kwargs)
+        if inspect.isawaitable(value):
+            value = await value
+        encoded = codec.dumps(value)
+        if len(encoded) > MAX_STEP_BYTES:
+            raise SerializationError(f"step {name!r} result is {len(encoded)} bytes, over {MAX_STEP_BYTES}")
+        code = await store_step(self._scripts.client, self._scripts.k, self.job_id, self.token, name,
+                                encoded.decode())
+        self._fenced(code)
+        return codec.loads(encoded)
+
     # Sync handlers run in threads; these helpers bridge to the worker's event loop.
     def progress_sync(self, value: Any) -> None:
         self._run_sync(self.progress(value))
@@ -108,7 +223,13 @@ class JobContext:
     def log_sync(self, line: str) -> None:
         self._run_sync(self.log(line))
 
-    def _run_sync(self, coro: Any) -> None:
+    def stream_sync(self, chunk: str) -> bool:
+        """`stream` for sync handlers."""
+        kept: bool = self._run_sync(self.stream(chunk))
+        return kept
+
+    def _run_sync(self, coro: Any) -> Any:
         if self.loop is None:
-            raise RuntimeError("progress_sync/log_sync are for sync handlers running in the worker's threads")
-        asyncio.run_coroutine_threadsafe(coro, self.loop).result()
+            coro.close()
+            raise RuntimeError("the *_sync calls are for sync handlers running in the worker's threads")
+        return asyncio.run_coroutine_threadsafe(coro, self.loop).result()

@@ -13,10 +13,14 @@ import asyncio
 import logging
 import time
 from collections.abc import Callable, Mapping
+from typing import TYPE_CHECKING
 
 from conveyor.errors import ConnectionFailedError
 from conveyor.redis.scripts import QueueScripts
 from conveyor.worker.lease import Lease, Stop
+
+if TYPE_CHECKING:
+    from conveyor.limits.gate import LimiterGate
 
 logger = logging.getLogger(__name__)
 
@@ -24,11 +28,12 @@ logger = logging.getLogger(__name__)
 class LeaseKeeper:
     def __init__(
         self, scripts: QueueScripts, queue: str, leases: Mapping[str, Lease], lease_ms: int, interval_s: float,
-        on_beat: Callable[[], None], *, idle_wait: bool = False,
+        on_beat: Callable[[], None], gate: LimiterGate | None = None, *, idle_wait: bool = False,
     ) -> None:
         """`idle_wait`: while no lease is held, wait for `work` instead of ticking (a process with
         many idle queues then sets no timer per queue)."""
         self.scripts = scripts
+        self.gate = gate  # named limiters: their holds are extended with the leases
         self.queue = queue
         self.leases = leases
         self.lease_ms = lease_ms
@@ -54,6 +59,8 @@ class LeaseKeeper:
         held = [lease for lease in self.leases.values() if lease.stop is not Stop.LOST]
         self.last_beat = time.time()
         self.on_beat()
+        if self.gate is not None:
+            await self.gate.extend()
         if not held:
             return
         confirm = [lease.started and not lease.confirmed for lease in held]

@@ -20,7 +20,10 @@ from enum import Enum
 from typing import TYPE_CHECKING, Any
 
 if TYPE_CHECKING:
+    from conveyor.limits.named import Usage
     from conveyor.worker.context import JobContext
+
+_TIMEOUT_NOTES = ("JobTimeoutError", "TimeoutError", "ReadTimeout", "ConnectTimeout", "WriteTimeout", "PoolTimeout")
 
 
 class Stop(Enum):
@@ -38,7 +41,7 @@ class Lease:
 
     __slots__ = (
         "attempt", "cancel_requested", "confirmed", "ctx", "interrupt", "job_id", "name", "options", "outcome",
-        "started", "started_at", "stop", "task", "thread", "token",
+        "signal", "started", "started_at", "stop", "task", "thread", "token", "usage",
     )
 
     def __init__(self, job_id: str, token: str, attempt: int, name: str, options: dict[str, Any]) -> None:
@@ -57,6 +60,8 @@ class Lease:
         self.stop: Stop | None = None
         self.cancel_requested = False
         self.outcome: tuple[str, str, str, Any, int, str, Any] | None = None
+        self.usage: Usage | None = None  # tokens the run reported (named limiters, cost accounting)
+        self.signal = ("err", 0)  # what the run tells an adaptive limiter: ok | 429 | timeout | err, retry ms
 
     def __repr__(self) -> str:
         return f"Lease(id={self.job_id!r}, token={self.token!r}, stop={self.stop}, ended={self.outcome is not None})"
@@ -71,6 +76,9 @@ class Lease:
         ctx = self.ctx
         cost = "" if ctx is None or ctx.cost_used is None else ctx.cost_used
         self.outcome = (self.job_id, self.token, kind, payload, number, note, cost)
+        if ctx is not None:
+            self.usage = ctx.usage
+        self.signal = limiter_signal(kind, number, note, self.stop)
         self.ctx = None
         self.task = None
 
@@ -88,3 +96,15 @@ class Lease:
             self.interrupt(self)
         elif self.task is not None:
             self.task.cancel()
+
+
+def limiter_signal(kind: str, number: int, note: str, stop: Stop | None) -> tuple[str, int]:
+    """What an ended run tells the adaptive limit of its named limiters: ('429', retry-after ms) for
+    a RateLimited run (kind T), ('timeout', 0) for a run that timed out, ('ok', 0) for a completed one."""
+    if kind == "T":
+        return ("429", max(0, number))
+    if stop is Stop.TIMEOUT or (kind in ("R", "F") and note.startswith(_TIMEOUT_NOTES)):
+        return ("timeout", 0)
+    if kind == "C":
+        return ("ok", 0)
+    return ("err", 0)

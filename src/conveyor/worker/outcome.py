@@ -19,6 +19,7 @@ class OutcomeKind(StrEnum):
     BACK = "B"  # back to waiting without using an attempt (rate limited, shutdown hand-back)
     LOST = "L"  # lease lost: nothing is written
     HELD = "H"  # no handler on this worker: the job waits for a worker that has one (no attempt used)
+    WAIT = "W"  # the handler waits for its flow children: it runs again when they end (no attempt used)
 
 
 # How each kind is named in logs and traces.
@@ -29,6 +30,7 @@ OUTCOME_NAMES = {
     OutcomeKind.CANCELLED: "cancelled",
     OutcomeKind.BACK: "returned",
     OutcomeKind.LOST: "lease_lost",
+    OutcomeKind.WAIT: "waiting_children",
 }
 
 

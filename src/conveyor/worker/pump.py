@@ -17,13 +17,16 @@ import logging
 import random
 import time
 from collections.abc import Callable, Sequence
-from typing import Any
+from typing import TYPE_CHECKING, Any
 
 from conveyor import codec
 from conveyor.errors import ConnectionFailedError, ScriptInputError
 from conveyor.redis.codes import ScriptCode
 from conveyor.redis.scripts import CLAIM_FIELDS, CLAIM_HEADER, QueueScripts
 from conveyor.worker.lease import Lease
+
+if TYPE_CHECKING:
+    from conveyor.limits.gate import LimiterGate
 
 logger = logging.getLogger(__name__)
 
@@ -69,11 +72,13 @@ class TripPump:
         leases: dict[str, Lease],
         start_jobs: Callable[[list[Any]], None],
         refused: Callable[[Lease, int], None],
+        gate: LimiterGate | None = None,
         released: Callable[[], None] | None = None,
     ) -> None:
         """`released`: called when a trip's reserved slots are given back (slots shared between
         the pumps of a partitioned queue: another pump may now take them)."""
         self.scripts = scripts
+        self.gate = gate  # named limiters: admit each claim, hold per job, release with the outcome
         self.queue = queue
         self.worker_id = worker_id
         self.lease_ms = lease_ms
@@ -103,6 +108,8 @@ class TripPump:
         self._next_due: float | None = None
         self._error: BaseException | None = None
         self.idle = asyncio.Event()  # set when a claim found nothing (the waker may block)
+        # Called with the leases whose outcomes Redis recorded (the flow mover's cue).
+        self.on_recorded: Callable[[list[Lease]], None] | None = None
 
     # ------------------------------------------------------------------ state for the worker
 
@@ -112,6 +119,8 @@ class TripPump:
 
     def add_ended(self, lease: Lease) -> None:
         self.ended.append(lease)
+        if self.gate is not None:
+            self._has_work = True  # its trip frees the job's limiter slot: claim again in the same trip
         self.kick.set()
 
     def wake(self) -> None:
@@ -182,21 +191,45 @@ class TripPump:
 
     async def _trip(self, trip: Trip) -> None:
         reply: list[Any] | None = None
+        reserved = trip.want
         try:
+            if self.gate is not None:
+                await self._gate_before(trip)
             reply = await self._until_answered(trip)
+            if self.gate is not None and trip.want > 0:
+                leased = (len(reply) - len(trip.leases) - CLAIM_HEADER) // CLAIM_FIELDS
+                first = len(trip.leases) + CLAIM_HEADER
+                tokens = [str(reply[first + i * CLAIM_FIELDS + 1]) for i in range(leased)]
+                await self.gate.confirm(trip.id, tokens)
         except asyncio.CancelledError:
             raise
         except BaseException as exc:  # a bug: the pump crashes (its supervisor restarts it)
             self.ended = trip.leases + self.ended
             self._error = exc
         finally:
-            self.reserved -= trip.want
+            self.reserved -= reserved
             self._in_flight.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
             self.kick.set()
             if trip.want and self.released is not None:
                 self.released()
         if reply is not None:  # (no await since the finally: the pump sees the new leases at once)
             self._answered(trip, reply)
+
+    async def _gate_before(self, trip: Trip) -> None:
+        """Release the named limiters held by the trip's ended jobs, then reserve room for its claim:
+        the trip claims only what every limiter granted; when cut short, the pump sleeps until the
+        limiter reopens (or a short poll for a slot)."""
+        assert self.gate is not None
+        await self.gate.release(trip.leases)
+        if trip.want <= 0:
+            return
+        granted, retry_ms = await self.gate.admit(trip.id, trip.want)
+        if granted < trip.want:
+            trip.want = granted
+            if granted == 0:
+                self._has_work = False
+                self._next_due = time.monotonic() + max(retry_ms, 1) / 1000
+                self.idle.set()
 
     async def _until_answered(self, trip: Trip) -> list[Any]:
         """Send `trip` until a reply arrives: after a fault, the same trip again (idempotent)."""
@@ -251,6 +284,8 @@ class TripPump:
         leased = (len(claimed) - CLAIM_HEADER) // CLAIM_FIELDS
         if n or leased:
             self._acks.append(trip.id)  # Redis kept a record of this trip: let it go
+        if n and self.on_recorded is not None:
+            self.on_recorded(trip.leases)
         hold_version = int(claimed[1])
         if hold_version and hold_version != self._hold_version:
             self._hold_version = hold_version

@@ -19,6 +19,7 @@ from conveyor.errors import (
     Retry,
     SerializationError,
     Unrecoverable,
+    WaitForChildren,
 )
 from conveyor.worker.context import JobContext
 from conveyor.worker.lease import Lease, Stop
@@ -77,6 +78,8 @@ class Runner:
         timer: asyncio.Timeout | None = None
         try:
             data = codec.loads(raw_data)
+            if "pipe" in lease.options:  # a chain step: its payload is the previous step's result
+                data = await ctx.previous()
             ctx.data = data
             if not spec.is_async:
                 result = await self._run_sync(lease, spec, ctx, data, timeout)
@@ -104,6 +107,8 @@ class Runner:
                 err = JobTimeoutError(f"job exceeded its timeout of {timeout} s")
                 return self._retry_or_fail(ctx, err, describe_error(err, ctx.attempt))
             return self._failed_run(lease, ctx, exc)
+        except WaitForChildren:
+            return JobOutcome(OutcomeKind.WAIT, reason="waiting for children")
         except Retry as exc:
             return self._retry_or_fail(ctx, exc, describe_error(exc, ctx.attempt), after=exc.after)
         except RateLimited as exc:

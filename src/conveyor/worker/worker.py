@@ -23,6 +23,9 @@ from typing import Any
 from conveyor import codec
 from conveyor.backoff import BackoffPolicies
 from conveyor.errors import ConfigurationError, ConnectionFailedError
+from conveyor.flows.mover import OutboxMover
+from conveyor.limits.gate import LimiterGate
+from conveyor.limits.named import Limiter, LimiterUse, merge_uses
 from conveyor.middleware import Middleware, MiddlewareChain
 from conveyor.options import MAX_DURATION_S
 from conveyor.queue import Queue
@@ -50,7 +53,7 @@ STOP_WAIT_S = 5.0  # at shutdown, how long stopped runs may take to end before t
 FLUSH_TIMEOUT_S = 10.0  # at shutdown, how long the last outcomes may take to reach Redis
 _NOTE_CHARS = 200
 _EMPTY_OPTS: dict[str, Any] = {}
-_LOOPS = ("waker", "heartbeat", "sweep")
+_LOOPS = ("waker", "heartbeat", "sweep", "mover")
 PROBE_EVERY_TURNS = 8  # an idle queue sharing a pacer is probed on every 8th paced sweep (a claim costs more)
 
 
@@ -126,12 +129,17 @@ class Worker:
         max_result_bytes: int | None = None,
         batch_size: int | None = None,
         backoffs: BackoffPolicies | None = None,
+        limiters: Sequence[LimiterUse] = (),
+        declare_limiters: Sequence[Limiter] = (),
         wake_hub: WakeHub | None = None,
         pacer: Pacer | None = None,
         slots: SlotPool | None = None,
         stats: WorkerStats | None = None,
     ) -> None:
-        """`wake_hub` and `pacer`: shared by the workers of one process serving many queues (one
+        """`limiters`: the named limiters this queue's jobs go through (docs/limits.md): each claim is
+        admitted by all of them, and each job holds them until it ends. `declare_limiters`: limiters
+        this worker writes to Redis at start (idempotent); the others must have been declared.
+        `wake_hub` and `pacer`: shared by the workers of one process serving many queues (one
         blocking wait for all of them, a bounded rate of idle housekeeping; docs/scaling.md); by
         default the worker has its own. `slots` and `stats`: shared by the workers of the
         partitions of one queue (conveyor.partitions)."""
@@ -170,16 +178,22 @@ class Worker:
         self._running = 0  # leases whose run has not ended (each holds a slot)
         self._all_ended = asyncio.Event()
         self._all_ended.set()
+        uses = merge_uses(list(limiters))
+        self.gate = LimiterGate(queue.client, queue.prefix, uses, lease_ms, declare_limiters) if uses else None
         self.pump = TripPump(
             self._scripts, queue.name, self.worker_id, lease_ms=lease_ms, batch_size=self.batch_size,
             free_slots=self._free_slots, handler_names=sorted(self.runner.handlers),
-            leases=self.leases, start_jobs=self._start_jobs, refused=self._refused,
+            leases=self.leases, start_jobs=self._start_jobs, refused=self._refused, gate=self.gate,
             released=None if slots is None else slots.released,
         )
         if slots is not None:
             slots.pumps.append(self.pump)
+        # Flows: delivers this queue's child outcomes to their parents (flows/mover.py).
+        self.mover = OutboxMover(queue.client, queue.keys, queue.events_maxlen,
+                                 None if self.pacer.limited else self.stalled_interval_s)
+        self.pump.on_recorded = self._recorded
         self.keeper = LeaseKeeper(self._scripts, queue.name, self.leases, lease_ms, self.heartbeat_s, self._beat,
-                                  idle_wait=self.pacer.limited)
+                                  gate=self.gate, idle_wait=self.pacer.limited)
         self._own_hub = wake_hub is None
         self.wake_hub = wake_hub or WakeHub(queue.client)
         self._closing = False
@@ -216,6 +230,11 @@ class Worker:
     async def start(self) -> None:
         if self._started:
             return
+        if self.gate is not None:
+            try:
+                await self.gate.check()  # an undeclared limiter fails here, not at the first claim
+            except ConnectionFailedError as exc:
+                logger.warning("queue %s: limiters not checked (%s)", self.queue.name, exc)
         self._started = True
         for name in ("pump", *_LOOPS):
             self._spawn(name)
@@ -374,6 +393,8 @@ class Worker:
             stats.processed += 1
             stats.succeeded += 1
             lease.end("C", outcome.result, _ms(options.get("result_ttl"), -1), "")
+        elif kind is OutcomeKind.WAIT:
+            lease.end("W", "", 0, outcome.reason)
         elif kind is OutcomeKind.HELD:
             stats.held += 1
             logger.warning("queue %s: job %s (%s): %s; it waits for a worker that has one",
@@ -410,6 +431,13 @@ class Worker:
         logger.log(level, "queue %s: outcome of job %s not recorded: %s", self.queue.name, lease.job_id,
                    describe_code(code))
 
+    def _recorded(self, leases: list[Lease]) -> None:
+        """Outcomes were recorded: hand flow children's ends over to their parents without delay."""
+        for lease in leases:
+            if "flow" in lease.options:
+                self.mover.kick.set()
+                return
+
     def _beat(self) -> None:
         self.stats.last_heartbeat = time.time()
 
@@ -445,8 +473,10 @@ class Worker:
             if not self.leases and processed == self.stats.processed:
                 await self.pacer.turn()
                 turns += 1
-                if self.pacer.limited and turns % PROBE_EVERY_TURNS == 0 and self.pump.idle.is_set():
-                    self.pump.wake()  # the idle queue's safety-net probe (see _waker)
+                if self.pacer.limited:
+                    self.mover.kick.set()  # the outbox look of an idle queue (flows/mover.py)
+                    if turns % PROBE_EVERY_TURNS == 0 and self.pump.idle.is_set():
+                        self.pump.wake()  # the idle queue's safety-net probe (see _waker)
             processed = self.stats.processed
             try:
                 sweep = await self._scripts.sweep(self.max_stalls, self.max_lapses)
@@ -473,7 +503,8 @@ class Worker:
     # ------------------------------------------------------------------ supervision
 
     def _spawn(self, name: str) -> None:
-        factories = {"pump": self._pump, "waker": self._waker, "heartbeat": self.keeper.run, "sweep": self._sweeper}
+        factories = {"pump": self._pump, "waker": self._waker, "heartbeat": self.keeper.run, "sweep": self._sweeper,
+                     "mover": self.mover.run}
         self._tasks[name] = asyncio.create_task(factories[name](), name=f"conveyor-{name}-{self.queue.name}")
 
     @property

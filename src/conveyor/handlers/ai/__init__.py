@@ -6,6 +6,7 @@ from collections.abc import Callable
 from typing import TYPE_CHECKING, Any
 
 from conveyor.handlers.ai.circuit import CircuitBreaker
+from conveyor.handlers.ai.dedupe import Dedupe
 from conveyor.handlers.ai.generate import GenerateRequest, GenerateResult, Generator, Usage
 from conveyor.handlers.ai.providers import Provider, ProviderChain, parse_providers
 from conveyor.handlers.ai.tasks import (
@@ -65,7 +66,12 @@ def build_generator(app: Conveyor, settings: Settings, providers: list[Provider]
         failures=settings.ai_breaker_failures,
         cooldown_s=settings.ai_breaker_cooldown_s,
     )
-    return Generator(chain, breaker, max_input_chars=settings.ai_max_input_chars)
+    dedupe = None
+    if settings.ai_dedupe:
+        dedupe = Dedupe(
+            lambda: app.client, prefix=app.prefix, lease_s=settings.ai_dedupe_lease_s, reuse_s=settings.ai_reuse_ttl_s
+        )
+    return Generator(chain, breaker, max_input_chars=settings.ai_max_input_chars, dedupe=dedupe)
 
 
 def register(app: Conveyor, settings: Settings, *, providers: list[Provider] | None = None) -> AiTasks:

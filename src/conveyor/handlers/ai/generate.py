@@ -2,7 +2,9 @@
 
 Timeouts, connection errors and 5xx count against the provider's circuit breaker and move on to the
 next provider; a 429 holds the provider for its Retry-After and moves on; output that fails the
-requested schema moves on too. When every provider was only rate-limited or circuit-open the job
+requested schema moves on too. Answers are streamed into the job's output as they arrive
+(streaming.py); a provider that fails after streaming leaves its partial answer there, followed by a
+marker line naming the next provider. When every provider was only rate-limited or circuit-open the job
 waits (`RateLimited`, no attempt used); otherwise it is retried with the job's backoff.
 """
 
@@ -19,7 +21,9 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 
 from conveyor.errors import ConfigurationError, RateLimited, Retry, Unrecoverable
 from conveyor.handlers.ai.circuit import CircuitBreaker
+from conveyor.handlers.ai.dedupe import Dedupe, fingerprint
 from conveyor.handlers.ai.providers import Provider, ProviderChain
+from conveyor.handlers.ai.streaming import STREAMED, complete
 from conveyor.handlers.http import parse_retry_after
 from conveyor.worker.context import JobContext
 
@@ -48,6 +52,9 @@ class GenerateRequest(BaseModel):
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
     providers: list[str] | None = None
+    dedupe: bool = Field(
+        default=True, description="Share the provider call with identical requests in flight (dedupe.py)."
+    )
 
     @model_validator(mode="after")
     def _needs_input(self) -> GenerateRequest:
@@ -91,6 +98,7 @@ class GenerateResult(BaseModel):
     finish_reason: str | None = None
     usage: Usage
     attempts: list[ProviderAttempt]
+    deduplicated: bool = False  # answered by an identical request's call (usage then 0: no call made)
 
 
 class _Skip(Exception):
@@ -102,10 +110,14 @@ class _Skip(Exception):
 class Generator:
     """Runs requests across a provider chain with a shared circuit breaker."""
 
-    def __init__(self, chain: ProviderChain, breaker: CircuitBreaker, *, max_input_chars: int = 200_000) -> None:
+    def __init__(
+        self, chain: ProviderChain, breaker: CircuitBreaker, *, max_input_chars: int = 200_000,
+        dedupe: Dedupe | None = None,
+    ) -> None:
         self.chain = chain
         self.breaker = breaker
         self.max_input_chars = max_input_chars
+        self.dedupe = dedupe
 
     async def run(
         self,
@@ -136,9 +148,47 @@ class Generator:
                 jsonschema.Draft202012Validator.check_schema(schema)
             except jsonschema.SchemaError as exc:
                 raise Unrecoverable(f"json_schema is not a valid JSON Schema: {exc.message}") from None
+        if self.dedupe is None or not request.dedupe:
+            return await self._chain(providers, request, messages, schema, output, check, ctx)
+        fp = fingerprint({
+            "providers": [[p.name, p.base_url, p.model, p.stream] for p in providers], "messages": messages,
+            "schema": schema, "schema_name": request.schema_name, "strict": request.strict,
+            "temperature": request.temperature, "max_tokens": request.max_tokens,
+            # Jobs of one group (tenant) share only among themselves: no tenant learns of another's prompts.
+            "group": ctx.group if ctx is not None else None,
+        })
+
+        async def call() -> str:
+            result = await self._chain(providers, request, messages, schema, output, check, ctx)
+            return result.model_dump_json()
+
+        raw, shared = await self.dedupe.run(fp, call)
+        result = GenerateResult.model_validate_json(raw)
+        if not shared:
+            return result
+        if ctx is not None:  # this job made no call: its output is the shared answer, its cost 0
+            await ctx.stream(result.text)
+            ctx.report_cost(ctx.cost_used or 0)
+        return result.model_copy(update={"deduplicated": True, "usage": Usage(), "attempts": []})
+
+    async def _chain(
+        self,
+        providers: list[Provider],
+        request: GenerateRequest,
+        messages: list[dict[str, str]],
+        schema: dict[str, Any] | None,
+        output: type[BaseModel] | None,
+        check: Check | None,
+        ctx: JobContext | None,
+    ) -> GenerateResult:
+        """Try the providers in order (the one provider call a de-duplicated request shares)."""
         usage = Usage()
         attempts: list[ProviderAttempt] = []
         for provider in providers:
+            if ctx is not None and attempts and ctx.state.get(STREAMED):
+                # The output already holds a failed provider's (partial) answer: say where the next begins.
+                last = attempts[-1]
+                await ctx.stream(f"\n\n[{last.provider}: {last.outcome}; trying {provider.name}]\n\n")
             try:
                 result = await self._try(provider, request, messages, schema, output, check, usage, ctx)
             except _Skip as skip:
@@ -177,7 +227,7 @@ class Generator:
                 "json_schema": {"name": request.schema_name, "schema": schema, "strict": request.strict},
             }
         try:
-            response = await self.chain.client(provider).chat.completions.create(**kwargs)
+            response = await complete(self.chain.client(provider), kwargs, ctx, stream=provider.stream)
         except openai.APITimeoutError:
             await self._failed(name)
             raise _Skip(
@@ -191,16 +241,17 @@ class Generator:
         usage.add(response.usage)
         if ctx is not None and response.usage is not None:
             ctx.report_cost((ctx.cost_used or 0) + int(response.usage.total_tokens or 0))
+            # The named limiters the job went through are corrected by what the provider reported.
+            ctx.add_usage(int(response.usage.prompt_tokens or 0), int(response.usage.completion_tokens or 0))
         await self.breaker.record_success(name)
-        choice = response.choices[0] if response.choices else None
-        text = (choice.message.content or "") if choice is not None else ""
+        text = response.text
         data = _parse(name, text, schema, output, check) if schema is not None else None
         return GenerateResult(
             text=text,
             data=data,
             provider=name,
             model=response.model or provider.model,
-            finish_reason=choice.finish_reason if choice is not None else None,
+            finish_reason=response.finish_reason,
             usage=usage,
             attempts=[],
         )

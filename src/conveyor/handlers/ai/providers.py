@@ -14,19 +14,21 @@ from openai import AsyncOpenAI
 from conveyor.errors import ConfigurationError
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
-_KEYS = {"name", "base_url", "model", "api_key_env", "api_key", "timeout_s"}
+_KEYS = {"name", "base_url", "model", "api_key_env", "api_key", "timeout_s", "stream"}
 DEFAULT_TIMEOUT_S = 60.0
 
 
 @dataclass(frozen=True, slots=True)
 class Provider:
-    """One endpoint: name (for logs and the breaker), base URL, model, key and request timeout."""
+    """One endpoint: name (for logs and the breaker), base URL, model, key, request timeout, and
+    whether answers are streamed (into the job's output as they arrive; on by default)."""
 
     name: str
     base_url: str
     model: str
     api_key: str = field(default="unused", repr=False)
     timeout_s: float = DEFAULT_TIMEOUT_S
+    stream: bool = True
 
     def __post_init__(self) -> None:
         if not _NAME.match(self.name):
@@ -60,7 +62,12 @@ def _provider(entry: Any, environ: Mapping[str, str]) -> Provider:
         timeout = float(entry.get("timeout_s", DEFAULT_TIMEOUT_S))
     except (TypeError, ValueError):
         raise ConfigurationError(f"AI provider {entry['name']!r}: timeout_s must be a number") from None
-    return Provider(str(entry["name"]), str(entry["base_url"]), str(entry["model"]), str(key or "unused"), timeout)
+    stream = entry.get("stream", True)
+    if not isinstance(stream, bool):
+        raise ConfigurationError(f"AI provider {entry['name']!r}: stream must be true or false")
+    return Provider(
+        str(entry["name"]), str(entry["base_url"]), str(entry["model"]), str(key or "unused"), timeout, stream
+    )
 
 
 def parse_providers(raw: str | None, environ: Mapping[str, str] | None = None) -> list[Provider]:

@@ -1,4 +1,5 @@
---[[ cancel-5: cancel a job. Waiting/delayed jobs end cancelled at once; an active job gets a
+--[[ cancel-5: cancel a job. Waiting/delayed/waiting-children jobs end cancelled at once (a flow
+child's parent is told, a flow parent's children are cancelled: includes/flow.lua); an active job gets a
 cooperative request (its worker sees it at the next heartbeat and cancels the handler).
 KEYS: 1 ready, 2 delayed, 3 active, 4 cancelled, 5 events
 ARGV: 1 prefix, 2 job id, 3 events maxlen
@@ -8,6 +9,7 @@ Codes: 0 OK, -1 NOT_FOUND, -3 WRONG_STATE, -6 INVALID_INPUT
 Events: cancelled (id), cancelling (id)
 ]]
 --@include common
+--@include flow
 
 local ready, delayed, active, cancelled, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, id, maxlen = ARGV[1], ARGV[2], ARGV[3]
@@ -15,9 +17,15 @@ if not id or id == '' or prefix == '' then return {-6, ''} end
 local jk = prefix .. 'job:' .. id
 local state = redis.call('HGET', jk, 'state')
 if not state then return {-1, ''} end
-if state == 'waiting' or state == 'delayed' then
+if state == 'waiting' or state == 'delayed' or state == FLOW_WAITING then
   local stamp = num(now_ms())
-  if state == 'waiting' then remove_waiting(ready, jk, id) else redis.call('ZREM', delayed, id) end
+  if state == 'waiting' then remove_waiting(ready, jk, id)
+  elseif state == 'delayed' then redis.call('ZREM', delayed, id)
+  else redis.call('ZREM', prefix .. FLOW_WAITING, id) end
+  flow_gone(prefix, id, jk, 'Cancelled')
+  flow_cancel_kids(prefix, id, jk)
+  local fl = redis.call('HMGET', jk, 'parent', 'kids')
+  flow_root_ended(prefix .. 'meta', 'X', fl[1], fl[2])
   redis.call('HSET', jk, 'state', 'cancelled', 'finished', stamp)
   redis.call('ZADD', cancelled, stamp, id)
   emit(events, maxlen, 'ev', 'cancelled', 'id', id)

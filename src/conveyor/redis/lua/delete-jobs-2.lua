@@ -6,6 +6,7 @@ Codes: 0 OK, -6 INVALID_INPUT
 Events: the given event name once per call (count)
 ]]
 --@include common
+--@include flow
 
 local set, events = KEYS[1], KEYS[2]
 local prefix, limit, maxlen, ev = ARGV[1], int_in(ARGV[2], 1, 10000), ARGV[3], ARGV[4]
@@ -21,6 +22,7 @@ for i = 1, #ids do
   elseif f[2] and f[3] == 'waiting' then
     grouped_waiting = grouped_waiting + 1
   end
+  if f[3] == 'waiting' or f[3] == 'delayed' then flow_gone(prefix, ids[i], jk, 'Removed') end
   drop_job(prefix, ids[i], ikey)
 end
 if grouped_waiting > 0 then redis.call('HINCRBY', prefix .. 'meta', 'gwait', -grouped_waiting) end

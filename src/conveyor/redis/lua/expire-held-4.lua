@@ -9,6 +9,7 @@ Codes: 0 OK, -6 INVALID_INPUT
 Events: failed (id, error)
 ]]
 --@include common
+--@include flow
 --@include retention
 
 local meta, failed, events, holds = KEYS[1], KEYS[2], KEYS[3], KEYS[4]
@@ -30,6 +31,7 @@ for i = 1, #names do
     redis.call('HSET', jk, 'state', 'failed', 'error', err, 'finished', stamp)
     redis.call('ZADD', failed, stamp, ids[j])
     emit(events, maxlen, 'ev', 'failed', 'id', ids[j], 'error', 'no handler')
+    flow_ended(prefix, ids[j], redis.call('HGET', jk, 'parent'), 'F', err)
   end
   call_chunked('ZREM', hk, nil, ids, 1)
   dead = dead + #ids

@@ -15,6 +15,8 @@ ARGV: 1 prefix, 2 worker id, 3 lease ms, 4 want, 5 events maxlen, 6 trip record 
                         group) across all workers for `number` ms (upstream said "rate limited")
       kind H held:      no handler for the job's name on this worker: the job waits in
                         <p>hold:<name> for a worker that has one (the attempt is refunded)
+      kind W wait:      the handler waits for its flow children (includes/flow.lua): waiting-children
+                        while some have not ended, else ready again (the attempt is refunded)
       note: short text for the event (error summary or reason)
       cost: units the run really used ('' = not reported); corrects the cost limiters by
             (cost - units charged at claim)
@@ -28,12 +30,13 @@ Returns: one code per outcome (0 OK, -1 NOT_FOUND, -2 LEASE_LOST), then the clai
          hold version, then id, token, attempt, name, data, opts per leased job);
          or {-6, position, reason} (INVALID_INPUT: outcome `position`, 0 = the trip's own arguments).
 Codes: 0 OK, -1 NOT_FOUND, -2 LEASE_LOST, -6 INVALID_INPUT
-Events: completed, retrying, failed, cancelled, held, active
+Events: completed, retrying, failed, cancelled, held, waiting-children, active
 ]]
 --@include common
 --@include claim
 --@include retention
 --@include trip
+--@include flow
 
 local k = {meta = KEYS[1], ready = KEYS[2], delayed = KEYS[3], active = KEYS[4], completed = KEYS[5],
            failed = KEYS[6], cancelled = KEYS[7], events = KEYS[8], wake = KEYS[9]}
@@ -48,7 +51,7 @@ end
 local W = 7
 local first = 10 + nack + nnames
 local RANGES = {C = {-1, MAX_MS}, R = {0, MAX_MS}, F = {-1, MAX_MS}, X = {-1, MAX_MS}, B = {0, MAX_MS},
-                T = {0, MAX_MS}, H = {0, MAX_MS}}
+                T = {0, MAX_MS}, H = {0, MAX_MS}, W = {0, MAX_MS}}
 for i = 0, count - 1 do
   local b = first + i * W
   local range = RANGES[ARGV[b + 2]]
@@ -73,11 +76,9 @@ local fields = {}
 for i = 0, count - 1 do
   local b = first + i * W
   local jk = prefix .. 'job:' .. ARGV[b]
-  if ARGV[b + 2] == 'H' then
-    fields[i] = redis.call('HMGET', jk, 'token', 'state', 'attempts', 'cancel', 'group', 'chg', 'name')
-  else
-    fields[i] = redis.call('HMGET', jk, 'token', 'state', 'attempts', 'cancel', 'group', 'chg')
-  end
+  -- ('name' is used by kind H; 'cw' is the worker a capped queue counted the job for: capshare.lua)
+  fields[i] = redis.call('HMGET', jk, 'token', 'state', 'attempts', 'cancel', 'group', 'chg', 'parent', 'kids',
+    'name', 'cw')
 end
 trip_ack(prefix, acks)
 
@@ -108,7 +109,7 @@ for i = 0, count - 1 do
   local jk = prefix .. 'job:' .. id
   local f = fields[i]
   -- A job whose cancellation was requested does not go back to the queue.
-  if f[4] == '1' and (kind == 'R' or kind == 'B' or kind == 'T' or kind == 'H') then kind = 'X' end
+  if f[4] == '1' and (kind == 'R' or kind == 'B' or kind == 'T' or kind == 'H' or kind == 'W') then kind = 'X' end
   if seen[id] then
     codes[#codes + 1] = seen[id]  -- the same job twice in one trip: its first outcome stands
   elseif not f[2] then
@@ -126,13 +127,14 @@ for i = 0, count - 1 do
     done_ids[#done_ids + 1] = id
     if kind == 'C' then
       if number == 0 then
-        redis.call('DEL', jk, prefix .. 'log:' .. id)
+        redis.call('DEL', jk, prefix .. 'log:' .. id, prefix .. 'out:' .. id)
       else
         redis.call('HSET', jk, 'state', 'completed', 'result', payload, 'finished', stamp)
         redis.call('ZADD', k.completed, stamp, id)
         if number > 0 then
           redis.call('PEXPIRE', jk, number)
           redis.call('PEXPIRE', prefix .. 'log:' .. id, number)
+          redis.call('PEXPIRE', prefix .. 'out:' .. id, number)
         end
         trim_completed = true
       end
@@ -147,6 +149,7 @@ for i = 0, count - 1 do
       if number > 0 then
         redis.call('PEXPIRE', jk, number)
         redis.call('PEXPIRE', prefix .. 'log:' .. id, number)
+        redis.call('PEXPIRE', prefix .. 'out:' .. id, number)
       end
       trim_failed = true
       emit(k.events, maxlen, 'ev', 'failed', 'id', id, 'att', f[3], 'error', note)
@@ -155,7 +158,7 @@ for i = 0, count - 1 do
       redis.call('ZADD', k.cancelled, stamp, id)
       emit(k.events, maxlen, 'ev', 'cancelled', 'id', id)
     elseif kind == 'H' then
-      local name = f[7]
+      local name = f[9]
       redis.call('HINCRBY', jk, 'attempts', -1)
       redis.call('HSET', jk, 'state', 'waiting', 'held', name)
       redis.call('ZADD', prefix .. 'hold:' .. name, stamp, id)
@@ -164,13 +167,21 @@ for i = 0, count - 1 do
       redis.call('HINCRBY', k.meta, 'hver', 1)
       wake(k.wake)
       emit(k.events, maxlen, 'ev', 'held', 'id', id, 'name', name, 'reason', note)
+    elseif kind == 'W' then
+      flow_wait(prefix, k.meta, k.ready, k.wake, jk, id, now)
+      emit(k.events, maxlen, 'ev', 'waiting-children', 'id', id)
     else -- 'B' or 'T': back to waiting without using an attempt
       redis.call('HINCRBY', jk, 'attempts', -1)
       if kind == 'T' and number > 0 then block_claims(prefix, k.meta, f[5], now + number) end
       requeue(jk, id, number)
       emit(k.events, maxlen, 'ev', 'retrying', 'id', id, 'att', f[3], 'delay', number, 'reason', note)
     end
+    -- flows: the child's half of the hand-over; a cancelled parent cancels its children
+    if f[7] and (kind == 'C' or kind == 'F' or kind == 'X') then flow_ended(prefix, id, f[7], kind == 'C' and 'C' or 'F', payload) end
+    if kind == 'X' then flow_cancel_kids(prefix, id, jk) end
+    if f[8] and (kind == 'C' or kind == 'F' or kind == 'X') then flow_root_ended(k.meta, kind, f[7], f[8]) end
     if f[5] then group_release(prefix, f[5]) end
+    if f[10] then cap_release(prefix, jk, f[10], false) end
     local used = ARGV[b + 6]
     if f[6] and used ~= '' then cost_correct(prefix, f[5], tonumber(used) - tonumber(f[6]), now) end
   end

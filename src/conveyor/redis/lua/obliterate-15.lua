@@ -6,7 +6,9 @@ lease can appear between the check and the deletion. The first call pauses the q
 flag every claim reads), so no job is leased while later calls delete the rest; the last call deletes
 meta itself. Id and token counters restart from Redis time (common.lua `reserve`), so numbers handed
 out before are never handed out again. Trip records (<p>trip:*) are left to expire. The schedule
-tick marks of the queue (<p>sched-ticks, written by schedules' add-tick-6.lua) go with meta.
+tick marks of the queue (<p>sched-ticks, written by schedules' add-tick-6.lua) go with meta. Flow
+parents waiting for children go too, and the outbox of undelivered hand-overs (their parents, on
+other queues, are not told).
 Returns: {0, remaining} (remaining = 1 while more calls are needed, 0 when the queue is gone),
          {-5, active count} (QUEUE_ACTIVE, nothing written), or {-6, 0, reason} (INVALID_INPUT).
 Codes: 0 OK, -5 QUEUE_ACTIVE, -6 INVALID_INPUT
@@ -36,17 +38,21 @@ end
 for i = 2, 7 do
   if not drop(KEYS[i]) or budget <= 0 then return {0, 1} end
 end
+-- Flows (docs/flows.md): parents waiting for children, and undelivered hand-over records.
+if not drop(prefix .. 'waiting-children') or budget <= 0 then return {0, 1} end
+redis.call('DEL', prefix .. 'outbox')
 -- Per-group and per-name sets: one member at a time, each removed from its index once empty.
 for _, index in ipairs({{KEYS[14], 'gr:', 'gs:'}, {KEYS[15], 'hold:', nil}}) do
   while true do
     local name = redis.call('SRANDMEMBER', index[1])
     if not name then break end
     if not drop(prefix .. index[2] .. name) then return {0, 1} end
-    if index[3] then redis.call('DEL', prefix .. index[3] .. name) end
+    if index[3] then redis.call('DEL', prefix .. index[3] .. name, prefix .. 'grl:' .. name) end
     redis.call('SREM', index[1], name)
     if budget <= 0 then return {0, 1} end
   end
 end
+redis.call('DEL', prefix .. 'rlog', prefix .. 'cwa', prefix .. 'cwait', prefix .. 'cwake')
 redis.call('DEL', KEYS[1], KEYS[8], KEYS[9], KEYS[10], KEYS[11], KEYS[12], KEYS[13], KEYS[14], KEYS[15],
            prefix .. 'sched-ticks')
 return {0, 0}

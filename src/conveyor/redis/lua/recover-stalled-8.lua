@@ -14,7 +14,9 @@ Codes: 0 OK, -6 INVALID_INPUT
 Events: stalled (id, stalls, lapses), failed (id, error), cancelled (id)
 ]]
 --@include common
+--@include flow
 --@include retention
+--@include capshare
 
 local meta, ready, active, failed, cancelled, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local wake_key = KEYS[7]
@@ -31,7 +33,7 @@ local recovered, dead = 0, 0
 local fields = {}
 for i = 1, #expired do
   fields[i] = redis.call('HMGET', prefix .. 'job:' .. expired[i], 'state', 'token', 'run', 'group', 'cancel',
-                         'stalls', 'lapses')
+                         'stalls', 'lapses', 'cw')
 end
 for i = 1, #expired do
   local id = expired[i]
@@ -51,10 +53,13 @@ for i = 1, #expired do
     redis.call('HINCRBY', jk, 'attempts', -1)
     redis.call('HDEL', jk, 'token')
     if f[4] then group_release(prefix, f[4]) end
+    if f[8] then cap_release(prefix, jk, f[8], true) end
     if f[5] == '1' then
       redis.call('HSET', jk, 'state', 'cancelled', 'finished', stamp)
       redis.call('ZADD', cancelled, stamp, id)
       emit(events, maxlen, 'ev', 'cancelled', 'id', id)
+      flow_gone(prefix, id, jk, 'Cancelled')
+      flow_cancel_kids(prefix, id, jk)
     elseif stalls > max_stalls or lapses > max_lapses then
       local why
       if stalls > max_stalls then
@@ -67,6 +72,7 @@ for i = 1, #expired do
       redis.call('HSET', jk, 'state', 'failed', 'error', err, 'finished', stamp)
       redis.call('ZADD', failed, stamp, id)
       emit(events, maxlen, 'ev', 'failed', 'id', id, 'error', 'stalled too often')
+      flow_ended(prefix, id, redis.call('HGET', jk, 'parent'), 'F', err)
       dead = dead + 1
     else
       redis.call('HSET', jk, 'state', 'waiting')
@@ -77,7 +83,7 @@ for i = 1, #expired do
   end
 end
 call_chunked('ZREM', active, nil, expired, 1)
-if recovered > 0 then wake(wake_key) end
+if recovered > 0 or (#expired > 0 and redis.call('HEXISTS', meta, 'lim') == 1) then wake(wake_key) end
 if dead > 0 then trim(meta, failed, prefix, now, 'failed', 100, false) end
 local held = tonumber(redis.call('HGET', meta, 'hwait')) or 0
 if held > 0 and redis.call('SCARD', KEYS[8]) == 0 then held = 0 end

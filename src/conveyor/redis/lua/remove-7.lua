@@ -1,4 +1,4 @@
---[[ remove-7: delete a job that is not active (its record, log and idempotency key).
+--[[ remove-7: delete a job that is not active (its record, log, output and idempotency key).
 KEYS: 1 ready, 2 delayed, 3 completed, 4 failed, 5 cancelled, 6 events, 7 active
 ARGV: 1 prefix, 2 job id, 3 events maxlen
 Returns: {code, state}: 0 OK, -1 NOT_FOUND, -3 WRONG_STATE (active: cancel it first)
@@ -6,6 +6,7 @@ Codes: 0 OK, -1 NOT_FOUND, -3 WRONG_STATE, -6 INVALID_INPUT
 Events: removed (id)
 ]]
 --@include common
+--@include flow
 
 local sets = {waiting = KEYS[1], delayed = KEYS[2], completed = KEYS[3], failed = KEYS[4], cancelled = KEYS[5]}
 local events = KEYS[6]
@@ -16,7 +17,13 @@ local f = redis.call('HMGET', jk, 'state', 'idem')
 local state = f[1]
 if not state then return {-1, ''} end
 if state == 'active' then return {-3, state} end
-if state == 'waiting' then
+if state == 'waiting' or state == 'delayed' or state == FLOW_WAITING then
+  flow_gone(prefix, id, jk, 'Removed')  -- a flow child removed before it ended counts as failed
+  flow_cancel_kids(prefix, id, jk)
+end
+if state == FLOW_WAITING then
+  redis.call('ZREM', prefix .. FLOW_WAITING, id)
+elseif state == 'waiting' then
   remove_waiting(sets.waiting, jk, id)
 elseif sets[state] then
   redis.call('ZREM', sets[state], id)
@@ -25,6 +32,6 @@ if f[2] then
   local ik = prefix .. 'idem:' .. f[2]
   if redis.call('GET', ik) == id then redis.call('DEL', ik) end
 end
-redis.call('DEL', jk, prefix .. 'log:' .. id)
+redis.call('DEL', jk, prefix .. 'log:' .. id, prefix .. 'out:' .. id)
 emit(events, maxlen, 'ev', 'removed', 'id', id)
 return {0, state}

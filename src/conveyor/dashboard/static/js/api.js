@@ -95,6 +95,18 @@ export const retryJob = (queue, id) => post(`/api/jobs/${q(queue)}/${q(id)}/retr
 export const promoteJob = (queue, id) => post(`/api/jobs/${q(queue)}/${q(id)}/promote`);
 export const cancelJob = (queue, id) => del(`/api/jobs/${q(queue)}/${q(id)}`);
 
+// A job's event stream (Server-Sent Events) read with fetch, so the key stays in the Authorization
+// header (EventSource cannot send one); `lastId` resumes after an event (Last-Event-ID).
+export function openJobEvents(queue, id, lastId, signal) {
+  const headers = { Accept: "text/event-stream" };
+  const token = getKey();
+  if (token) headers.Authorization = `Bearer ${token}`;
+  if (lastId) headers["Last-Event-ID"] = lastId;
+  return fetch(`${BASE}/api/jobs/${q(queue)}/${q(id)}/events`, {
+    headers, signal, credentials: "omit", cache: "no-store", redirect: "error",
+  });
+}
+
 // --- workers
 export async function listWorkers() {
   const data = await get("/api/workers");

@@ -1,6 +1,6 @@
 // Formatting of numbers, times and JSON for display (always as plain text).
 
-export const STATES = ["waiting", "delayed", "active", "completed", "failed", "cancelled"];
+export const STATES = ["waiting", "delayed", "active", "completed", "failed", "cancelled", "waiting-children"];
 
 export function ageText(ms) {
   if (ms === null || ms === undefined || !Number.isFinite(ms)) return "—";

@@ -11,6 +11,7 @@ import { renderSignIn } from "./views/signin.js";
 import { renderOverview } from "./views/overview.js";
 import { renderQueue } from "./views/queue.js";
 import { renderJob } from "./views/job.js";
+import { renderFlow } from "./views/flow.js";
 import { renderWorkers } from "./views/workers.js";
 import { renderDead } from "./views/dead.js";
 import { renderSchedules } from "./views/schedules.js";
@@ -41,6 +42,7 @@ function parseRoute() {
     return { page: "queues", render: renderQueue, args: { queue: rest[0], state: rest[1] || "waiting" } };
   }
   if (page === "jobs" && rest.length >= 2) return { page: "jobs", render: renderJob, args: { queue: rest[0], id: rest[1] } };
+  if (page === "flows" && rest.length >= 2) return { page: "flows", render: renderFlow, args: { queue: rest[0], id: rest[1] } };
   if (page === "workers") return { page: "workers", render: renderWorkers, args: {} };
   if (page === "dead") return { page: "dead", render: renderDead, args: {} };
   if (page === "schedules") return { page: "schedules", render: renderSchedules, args: {} };
@@ -167,6 +169,7 @@ async function follow(current) {
       document.body.dataset.live = "on";
       return;
     }
+    if (type === "output") return;  // streamed text changes no record; the job page follows it itself
     if (pending || current !== view) return;
     pending = setTimeout(() => {
       pending = null;

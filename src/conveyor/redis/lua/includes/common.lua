@@ -65,13 +65,13 @@ local function emit(events, maxlen, ...)
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', ...)
 end
 
--- Delete a job's record and log, and its idempotency key when that still points at it.
+-- Delete a job's record, log and streamed output, and its idempotency key when that still points at it.
 local function drop_job(prefix, id, ikey)
   if ikey then
     local ik = prefix .. 'idem:' .. ikey
     if redis.call('GET', ik) == id then redis.call('DEL', ik) end
   end
-  redis.call('DEL', prefix .. 'job:' .. id, prefix .. 'log:' .. id)
+  redis.call('DEL', prefix .. 'job:' .. id, prefix .. 'log:' .. id, prefix .. 'out:' .. id)
 end
 
 -- At most one marker waits in the wake list; idle workers block on it.

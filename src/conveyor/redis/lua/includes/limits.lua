@@ -1,3 +1,5 @@
+--@include capshare
+
 -- Limits, evaluated inside the claim: GCRA rate and cost limiters, concurrency caps, upstream
 -- backpressure blocks and fair (weighted) scheduling across groups. Needs common.lua (groups.lua)
 -- and claim.lua's lease/next_due_in. See docs/limits.md for the model and the keys.
@@ -21,8 +23,15 @@ end
 -- GCRA: may `c` units start at `now`? A limiter lets `cap` units go at once, then one unit every `t`
 -- ms; a job costing more than `cap` waits for a rested limiter and leaves it in debt.
 -- Returns (new tat, nil) when allowed, else (nil, the ms time when it would be).
-local function gcra(tat, t, cap, c, now)
-  if not tat or tat < now then tat = now end
+-- A claim that arrives at most `slack` ms late (default one interval) keeps the theoretical arrival
+-- time, so the lateness of a claim is not lost for good (pacing reaches its limit); a later one (an
+-- idle limiter) restarts from now, so idle time never becomes a burst. Rate limits held by a window
+-- log use CATCH_UP_MS: the log still holds every window of per_s.
+local CATCH_UP_MS = 100
+
+local function gcra(tat, t, cap, c, now, slack)
+  slack = math.max(t, slack or 0)
+  if not tat or tat < now - slack then tat = now end
   local need = c
   if need > cap then need = cap end
   local at = tat - (cap - need) * t
@@ -30,12 +39,33 @@ local function gcra(tat, t, cap, c, now)
   return nil, at
 end
 
+-- Sliding-window log of a rate limiter (fields rate_n = limit + burst, rate_w = window ms): the
+-- start times of the last rate_n jobs, newest first. A start is allowed only while fewer than rate_n
+-- started in the window before it, so no window of per_s seconds ever sees more than limit + burst
+-- starts, whatever the catch-up above does. Returns nil when allowed, else the ms time it would be.
+local function window_at(logkey, n, w, now)
+  if not n then return nil end
+  local old = tonumber(redis.call('LINDEX', logkey, n - 1))
+  if old and old + w > now then return old + w end
+  return nil
+end
+
+local function window_note(logkey, n, w, now, count)
+  if not n or count <= 0 then return end
+  local args = {}
+  for i = 1, math.min(count, n) do args[i] = num(now) end
+  redis.call('LPUSH', logkey, unpack(args))
+  redis.call('LTRIM', logkey, 0, n - 1)
+  redis.call('PEXPIRE', logkey, math.ceil(w) + 1000)
+end
+
 local function load_group(p, g, L)
-  local G = load_fields(p .. 'gs:' .. g, {'conc', 'rate_t', 'rate_cap', 'cost_t', 'cost_cap', 'w', 'ga',
-    'rtat', 'ctat', 'blk', 'pass'})
+  local G = load_fields(p .. 'gs:' .. g, {'conc', 'rate_t', 'rate_cap', 'rate_n', 'rate_w', 'cost_t',
+    'cost_cap', 'w', 'ga', 'rtat', 'ctat', 'blk', 'pass'})
   G.name = g
+  G.log = p .. 'grl:' .. g
   if not G.conc then G.conc = L.g_conc end
-  if not G.rate_t then G.rate_t, G.rate_cap = L.g_rate_t, L.g_rate_cap end
+  if not G.rate_t then G.rate_t, G.rate_cap, G.rate_n, G.rate_w = L.g_rate_t, L.g_rate_cap, L.g_rate_n, L.g_rate_w end
   if not G.cost_t then G.cost_t, G.cost_cap = L.g_cost_t, L.g_cost_cap end
   G.w = G.w or 1
   G.ga = G.ga or 0
@@ -71,10 +101,13 @@ local function unpark_due(p, meta, now)
 end
 
 -- Queue-level limiters for one job of cost c: (rtat, ctat, nil) if it may start, else (.., at).
+-- The caller notes the start in the window log (window_note) once every limiter admitted it.
 local function queue_admit(L, rtat, ctat, c, now)
   local at
   if L.rate_t then
-    rtat, at = gcra(rtat, L.rate_t, L.rate_cap, 1, now)
+    at = window_at(L.log, L.rate_n, L.rate_w, now)
+    if at then return nil, nil, at end
+    rtat, at = gcra(rtat, L.rate_t, L.rate_cap, 1, now, L.rate_n and CATCH_UP_MS)
     if at then return nil, nil, at end
   end
   if L.cost_t then
@@ -122,6 +155,7 @@ local function take_ungrouped(k, p, L, S, now)
     return false
   end
   S.rtat, S.ctat = nr, nc
+  if L.rate_t then window_note(L.log, L.rate_n, L.rate_w, now, 1) end
   redis.call('ZREM', k.ready, id)
   local up = math.max(S.upass, S.vt)
   S.vt, S.upass = up, up + 1
@@ -136,12 +170,15 @@ local function take_ungrouped_batch(k, L, S, room, now)
   local ok = 0
   while ok < n do
     if L.rate_t then
-      local nr, at = gcra(S.rtat, L.rate_t, L.rate_cap, 1, now)
+      local at = window_at(L.log, L.rate_n, L.rate_w, now)
+      local nr
+      if not at then nr, at = gcra(S.rtat, L.rate_t, L.rate_cap, 1, now, L.rate_n and CATCH_UP_MS) end
       if at then
         S.limited, S.reopen = true, at
         break
       end
       S.rtat = nr
+      window_note(L.log, L.rate_n, L.rate_w, now, 1)
     end
     ok = ok + 1
   end
@@ -185,7 +222,8 @@ local function take_grouped(k, p, L, S, g, gpass, now)
   end
   local c = tonumber(f[2]) or 1
   local gr_tat, gc_tat, at = G.rtat, G.ctat, nil
-  if G.rate_t then gr_tat, at = gcra(G.rtat, G.rate_t, G.rate_cap, 1, now) end
+  if G.rate_t then at = window_at(G.log, G.rate_n, G.rate_w, now) end
+  if G.rate_t and not at then gr_tat, at = gcra(G.rtat, G.rate_t, G.rate_cap, 1, now, G.rate_n and CATCH_UP_MS) end
   if not at and G.cost_t then gc_tat, at = gcra(G.ctat, G.cost_t, G.cost_cap, c, now) end
   if at then
     park(p, G, gpass, at)
@@ -197,6 +235,8 @@ local function take_grouped(k, p, L, S, g, gpass, now)
     return false
   end
   S.rtat, S.ctat, G.rtat, G.ctat = nr, nc, gr_tat, gc_tat
+  if L.rate_t then window_note(L.log, L.rate_n, L.rate_w, now, 1) end
+  if G.rate_t then window_note(G.log, G.rate_n, G.rate_w, now, 1) end
   G.ga = G.ga + 1
   redis.call('ZREM', gr, id)
   S.taken_grouped = S.taken_grouped + 1
@@ -223,8 +263,10 @@ end
 
 local function claim_limited(k, p, worker, lease_ms, want, now, maxlen, out)
   local lk, gq = p .. 'limits', p .. 'gq'
-  local L = load_fields(lk, {'conc', 'rate_t', 'rate_cap', 'cost_t', 'cost_cap', 'g_conc', 'g_rate_t',
-    'g_rate_cap', 'g_cost_t', 'g_cost_cap', 'rtat', 'ctat', 'blk', 'vt', 'upass'})
+  local L = load_fields(lk, {'conc', 'rate_t', 'rate_cap', 'rate_n', 'rate_w', 'cost_t', 'cost_cap', 'g_conc',
+    'g_rate_t', 'g_rate_cap', 'g_rate_n', 'g_rate_w', 'g_cost_t', 'g_cost_cap', 'rtat', 'ctat', 'blk', 'vt',
+    'upass'})
+  L.log = p .. 'rlog' 
   unpark_due(p, k.meta, now)
   local S = {nready = redis.call('ZCARD', k.ready), vt = L.vt or 0, upass = L.upass or 0, rtat = L.rtat,
              ctat = L.ctat, groups = {}, touched = {}, ids = {}, charged = {}, limited = false,
@@ -233,8 +275,9 @@ local function claim_limited(k, p, worker, lease_ms, want, now, maxlen, out)
   if L.blk and L.blk > now then
     room, S.limited, S.reopen = 0, true, L.blk
   elseif L.conc then
-    local free = L.conc - redis.call('ZCARD', k.active)
-    if free < room then room, S.limited = free, true end
+    S.capfree = L.conc - redis.call('ZCARD', k.active)
+    local r = cap_room(p, worker, L.conc, S.capfree, room, now)
+    if r < room then room, S.limited = r, true end
   end
   if room > 0 and S.nready > 0 and not L.cost_t and redis.call('ZCARD', gq) == 0 then
     take_ungrouped_batch(k, L, S, room, now)
@@ -256,10 +299,12 @@ local function claim_limited(k, p, worker, lease_ms, want, now, maxlen, out)
   save_state(k, p, lk, S)
   local n = lease(k, p, worker, lease_ms, now, maxlen, S.ids, 1, 1, S.charged, out)
   local more = S.nready > 0 or redis.call('ZCARD', gq) > 0
+  local poll = S.capfree and cap_after(k, p, worker, want, S.ids, S.capfree, more, now)
   -- Chain the wake-up only when this worker's appetite, not a limit, ended the claim.
   if more and not S.limited and (n > 0 or want <= 0) and #S.ids >= want then wake(k.wake) end
   if #S.ids < want then
     out[1] = next_wake_in(k, p, now, S.reopen)
+    if poll and (out[1] < 0 or out[1] > CAP_WAIT_POLL_MS) then out[1] = CAP_WAIT_POLL_MS end
     if not more and not S.limited then maybe_clear_flag(k, p, L, now) end
   end
   return out

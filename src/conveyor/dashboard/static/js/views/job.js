@@ -1,9 +1,11 @@
-// Job page: data and options, progress, logs, result or error with stack, attempts timeline and
-// actions. Live (refreshed every 2 s) until the job reaches a final state.
+// Job page: data and options, progress, streamed output, logs, result or error with stack, attempts
+// timeline and actions. Live (refreshed every 2 s) until the job reaches a final state; the streamed
+// output is followed over the job's event stream as it is written (output.js).
 
 import * as api from "../api.js";
 import { h, link, replace, route } from "../dom.js";
 import { ageText, jsonText, progressFraction, timeText } from "../format.js";
+import { followOutput, partialCards } from "../output.js";
 import { hasScope } from "../session.js";
 import { actionButton, errorBox, stateBadge } from "../ui.js";
 import { jsonBlock } from "./common.js";
@@ -21,6 +23,13 @@ export async function renderJob(container, { queue, id }) {
   let lastJobKey = null;
   let details = null;
   let ticks = 0;
+  const outputBox = h("div", { "data-testid": "job-output-box" });
+  const outputSection = section("Output", outputBox, "output");
+  outputSection.hidden = true;
+  const stopOutput = followOutput(queue, id, (out) => {
+    outputSection.hidden = !out.text && !out.truncated;
+    replace(outputBox, outputView(out));
+  });
 
   async function refresh(force = false) {
     let job;
@@ -64,7 +73,10 @@ export async function renderJob(container, { queue, id }) {
         fact("Finished", timeText(job.finished_ms)),
         job.due_ms ? fact(job.next_attempt_ms ? "Next attempt" : "Due", `${timeText(job.due_ms)} (${job.due_ms > Date.now() ? `in ${ageText(job.due_ms - Date.now())}` : "now"})`, "job-due") : null,
         job.cancel_requested ? fact("Cancel", "requested") : null,
+        job.parent ? fact("Parent", link(`${job.parent.queue} · ${job.parent.id}`, "jobs", job.parent.queue, job.parent.id), "job-parent") : null,
       ),
+      job.parent || (job.children ?? []).length
+        ? h("p", {}, link("Flow view", "flows", queue, id)) : null,
     );
     const after = () => refresh(true);
     replace(actions,
@@ -89,6 +101,8 @@ export async function renderJob(container, { queue, id }) {
     if (state === "completed") {
       sections.push(section("Result", job.data_hidden ? h("p", { class: "muted" }, "Hidden: this key lacks the read-data scope.") : jsonBlock(job.result, "job-result")));
     }
+    if ((job.children ?? []).length) sections.push(section("Children", childrenView(job.children), "children"));
+    sections.push(outputSection);
     sections.push(section("Data", !job.data_hidden ? jsonBlock(job.data, "job-data")
       : h("p", { class: "muted" }, hasScope("read-data") ? "No data." : "Hidden: this key lacks the read-data scope.")));
     sections.push(section("Options", jsonBlock(job.options ?? {}, "job-options")));
@@ -102,8 +116,26 @@ export async function renderJob(container, { queue, id }) {
     refresh: async () => {
       if (!lastKey || !FINAL.has(JSON.parse(lastKey)[0].state)) await refresh();
     },
+    dispose: stopOutput,
     follows: [queue],
   };
+}
+
+function childrenView(children) {
+  return h("ul", { class: "children", "data-testid": "job-children" }, children.map((c) => h("li", {},
+    stateBadge(String(c.state ?? "removed")), " ",
+    link(String(c.name ?? c.id), "jobs", c.queue, c.id), h("span", { class: "muted" }, ` ${c.queue} · ${c.id}`))));
+}
+
+function outputView(out) {
+  const cards = partialCards(out.text);
+  return [
+    cards.length ? h("ol", { class: "cards", "data-testid": "output-cards" },
+      cards.map((c) => h("li", {}, h("strong", {}, c.front), " — ", c.back))) : null,
+    h("pre", { class: "output", "data-testid": "job-output" }, out.text),
+    out.truncated ? h("p", { class: "muted", "data-testid": "output-truncated" }, "Output truncated at the size limit.") : null,
+    !out.done ? h("p", { class: "muted" }, "Streaming…") : null,
+  ];
 }
 
 function fact(label, value, testid = null) {

@@ -1,0 +1,104 @@
+"""POST /api/flows: start a flow tree over HTTP (docs/flows.md, "HTTP API").
+
+The body is one root node {"queue","name","data","options","children":[...same shape...]} (a node with
+children may carry "on_child_failure"). Every node is checked first (its task declared on its queue,
+payload, options); a bad node is a 422 naming its path in the tree ("root.children[1]"), and nothing
+is written. Trees only: a node is reached from exactly one parent, so cycles cannot be expressed.
+"""
+
+from __future__ import annotations
+
+from collections.abc import Mapping
+from typing import Any
+
+from fastapi import APIRouter, Request
+
+from conveyor.api.auth import EnqueueKey
+from conveyor.api.body import read_json
+from conveyor.api.enqueue import _check_backoff
+from conveyor.api.errors import ApiError
+from conveyor.api.responses import JSONBody
+from conveyor.api.schemas import FlowStartedOut, error_responses
+from conveyor.api.serialize import job_path
+from conveyor.api.state import get_state
+from conveyor.app import Conveyor
+from conveyor.errors import IdempotencyConflictError, InvalidFlowError, InvalidJobError, PayloadValidationError
+from conveyor.flows.model import MAX_DEPTH, MAX_NODES, FlowNode
+from conveyor.options import JobOptions
+
+router = APIRouter(prefix="/api", tags=["flows"])
+_KEYS = frozenset({"queue", "name", "data", "options", "children", "on_child_failure"})
+
+
+def _bad(path: str, message: str, errors: list[dict[str, Any]] | None = None) -> ApiError:
+    detail: dict[str, Any] = {"path": path, "message": message}
+    if errors is not None:
+        detail["errors"] = errors
+    return ApiError(422, f"{path}: {message}; nothing was written", code="invalid_flow", details=[detail])
+
+
+def build_node(app: Conveyor, body: Any, path: str, depth: int, budget: list[int]) -> FlowNode:
+    """One node and its subtree, checked as a single enqueue is (task declared, payload, options)."""
+    if not isinstance(body, Mapping):
+        raise _bad(path, "a flow node must be a JSON object (a flow is one tree of nodes)")
+    unknown = set(body) - _KEYS
+    if unknown:
+        raise _bad(path, f"unknown fields {sorted(unknown)}; a node has {sorted(_KEYS)} (trees only)")
+    if depth > MAX_DEPTH:
+        raise _bad(path, f"the tree is deeper than {MAX_DEPTH} levels")
+    budget[0] -= 1
+    if budget[0] < 0:
+        raise _bad(path, f"a flow holds at most {MAX_NODES} jobs")
+    queue, name = body.get("queue"), body.get("name")
+    if not isinstance(queue, str) or not isinstance(name, str):
+        raise _bad(path, "'queue' and 'name' must be strings")
+    task = app.get_task(queue, name)
+    if task is None:
+        raise _bad(path, f"queue {queue[:100]!r} has no task named {name[:200]!r}")
+    options = body.get("options") or {}
+    if not isinstance(options, Mapping):
+        raise _bad(path, "'options' must be a JSON object")
+    if "idempotency_key" in options:
+        raise _bad(path, "flow jobs take options.job_id, not an idempotency key")
+    children = body.get("children") or []
+    if not isinstance(children, list):
+        raise _bad(path, "'children' must be a list of nodes")
+    policy = body.get("on_child_failure")
+    if policy is not None and (not children or policy not in ("fail", "ignore", "continue")):
+        raise _bad(path, 'on_child_failure is "fail", "ignore" or "continue", on a node with children')
+    try:
+        _check_backoff(app, options.get("backoff"))
+        data = task.validate(body.get("data"))
+        opts = JobOptions.from_mapping(options).merged_over(task.defaults)
+    except ApiError as exc:
+        raise _bad(path, exc.message) from None
+    except PayloadValidationError as exc:
+        raise _bad(path, "data is invalid", exc.errors) from None
+    except InvalidJobError as exc:
+        raise _bad(path, str(exc)) from None
+    kids = tuple(build_node(app, c, f"{path}.children[{i}]", depth + 1, budget) for i, c in enumerate(children))
+    return FlowNode(queue, name, data, opts, kids, policy)
+
+
+@router.post(
+    "/flows",
+    status_code=202,
+    response_model=FlowStartedOut,
+    responses=error_responses(400, 401, 403, 409, 413, 422, 429, 503),
+    summary="Start a flow: a tree of jobs on any queues, all written or none",
+)
+async def start_flow(request: Request, principal: EnqueueKey) -> JSONBody:
+    state = get_state(request)
+    body = await read_json(request, state.settings.api_max_body_bytes)
+    if not isinstance(body, Mapping):
+        raise _bad("root", "the body must be one root node object (a flow is a tree)")
+    root = build_node(state.conveyor, body, "root", 0, [MAX_NODES])
+    try:
+        job = await state.conveyor.flow(root)
+    except InvalidFlowError as exc:
+        raise _bad(exc.path, exc.message) from None
+    except IdempotencyConflictError as exc:
+        raise ApiError(409, f"job id {exc} is taken by another job; nothing was written") from None
+    url = job_path(request.scope.get("root_path", ""), root.queue, job.id)
+    out = {"id": job.id, "queue": root.queue, "status_url": url, "events_url": url + "/events"}
+    return JSONBody(out, status_code=202, headers={"Location": url})

@@ -1,0 +1,59 @@
+"""Writes a validated flow tree: one script on a standalone server (all or nothing), one per
+(level, slot) on a Cluster, parents before their children (docs/flows.md, "Creating a flow")."""
+
+from __future__ import annotations
+
+from collections.abc import Callable
+from itertools import groupby
+from typing import TYPE_CHECKING, Any
+
+from redis.asyncio.cluster import RedisCluster
+from redis.crc import key_slot
+
+from conveyor.flows.model import FlowNode, flatten
+from conveyor.job import Job
+from conveyor.redis.flow_scripts import FlowNodeArgs, add_nodes
+from conveyor.redis.keys import registry_key
+
+if TYPE_CHECKING:
+    from conveyor.queue import Queue
+
+_CALL_NODES = 1000  # nodes per script call on a Cluster
+
+
+class FlowProducer:
+    """Starts flows; `queue_of(name)` gives the Queue (client, prefix, defaults, payload limit) of
+    each queue a tree names."""
+
+    def __init__(self, queue_of: Callable[[str], Queue]) -> None:
+        self.queue_of = queue_of
+
+    async def add(
+        self, root: FlowNode, *, check: Callable[[FlowNode, str], None] | None = None, parse: Any = None
+    ) -> Job[Any]:
+        """Validate the whole tree, then write it; returns the root job. Sending the same tree again
+        with the same root `job_id` writes only what is missing."""
+        flat = flatten(root, self.queue_of, check=check)
+        queue = self.queue_of(root.queue)
+        created = await write_nodes(queue, [args for _, args in flat.nodes], [d for d, _ in flat.nodes])
+        return Job(queue, flat.nodes[0][1].job_id, created=created[0], parse=parse)
+
+
+async def write_nodes(queue: Queue, nodes: list[FlowNodeArgs], depths: list[int]) -> list[bool]:
+    """Write encoded nodes (parents before children); returns `created` per node."""
+    client = queue.client
+    names = sorted({n.keys.queue for n in nodes})
+    await queue._call(client.sadd(registry_key(queue.prefix), *names))
+    maxlen = queue.events_maxlen
+    if not isinstance(client, RedisCluster):
+        return [c for _, c in await add_nodes(client, nodes, maxlen)]
+    created: dict[int, bool] = {}
+    order = sorted(range(len(nodes)), key=lambda i: (depths[i], key_slot(nodes[i].keys.meta.encode())))
+    for _, group in groupby(order, key=lambda i: (depths[i], key_slot(nodes[i].keys.meta.encode()))):
+        idx = list(group)
+        for start in range(0, len(idx), _CALL_NODES):
+            part = idx[start:start + _CALL_NODES]
+            reply = await add_nodes(client, [nodes[i] for i in part], maxlen)
+            for i, (_, c) in zip(part, reply, strict=True):
+                created[i] = c
+    return [created[i] for i in range(len(nodes))]

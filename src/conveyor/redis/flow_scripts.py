@@ -1,0 +1,94 @@
+"""Typed calls of the flow scripts (docs/flows.md): writing a tree, the two halves of the child to
+parent hand-over, dynamic children and durable steps. Callers never build KEYS/ARGV by index."""
+
+from __future__ import annotations
+
+from collections.abc import Sequence
+from dataclasses import dataclass
+from typing import Any
+
+from conveyor.redis.codes import ScriptCode
+from conveyor.redis.connection import RedisClient
+from conveyor.redis.keys import QueueKeys
+from conveyor.redis.scripts import Script, _refused
+
+_ADD = Script.load("flow-add-0.lua")
+_DELIVER = Script.load("flow-deliver-1.lua")
+_ACK = Script.load("flow-ack-1.lua")
+_ADOPT = Script.load("flow-adopt-2.lua")
+_STEP = Script.load("step-1.lua")
+
+MAX_STEPS = 100  # durable steps one job may store
+
+
+@dataclass(frozen=True, slots=True)
+class FlowNodeArgs:
+    """One node as flow-add-0.lua takes it (validated and encoded)."""
+
+    keys: QueueKeys
+    job_id: str
+    name: str
+    data: str | bytes
+    opts: str
+    priority: int
+    delay_ms: int
+    group: str
+    cost: int | None
+    parent: str  # "<queue>:<id>" or ''
+    kids: Sequence[str]  # "<queue>:<id>" of each child, in order
+    on_child_failure: str  # '' = fail
+
+    def args(self) -> list[Any]:
+        return [self.keys.base, self.job_id, self.name, self.data, self.opts, self.priority, self.delay_ms,
+                self.group, "" if self.cost is None else self.cost, self.parent, " ".join(self.kids),
+                self.on_child_failure]
+
+
+async def add_nodes(client: RedisClient, nodes: Sequence[FlowNodeArgs], maxlen: int) -> list[tuple[str, bool]]:
+    """Write nodes that share one slot (or any nodes on a standalone server), all or nothing:
+    (id, created) per node; raises IdempotencyConflictError on an id taken by another job."""
+    from conveyor.queue import added_jobs
+
+    metas = list(dict.fromkeys(n.keys.meta for n in nodes))
+    args: list[Any] = [maxlen, len(nodes)]
+    for n in nodes:
+        args += n.args()
+    reply = await _ADD(client, metas, args)
+    _refused("flow-add", reply)
+    return added_jobs(reply)
+
+
+async def deliver(
+    client: RedisClient, parent: QueueKeys, parent_id: str, items: Sequence[tuple[str, str, str]], maxlen: int
+) -> list[int]:
+    """Count children's ends in their parent (idempotent), `items` = (child ref, kind C|F, result or
+    error JSON): per child 0 parent gone, 1 already counted, 2 counted."""
+    args: list[Any] = [parent.base, parent_id, maxlen, len(items)]
+    for item in items:
+        args += item
+    reply = await _DELIVER(client, (parent.meta,), args)
+    _refused("flow-deliver", reply)
+    return [int(x) for x in reply]
+
+
+async def ack(client: RedisClient, keys: QueueKeys, records: Sequence[tuple[str, str]]) -> int:
+    """Delete delivered outbox records (field, record as delivered) unless newer ones replaced them."""
+    args: list[str] = []
+    for field, record in records:
+        args += (field, record)
+    return int(await _ACK(client, (keys.outbox,), args))
+
+
+async def adopt(client: RedisClient, keys: QueueKeys, job_id: str, token: str, refs: Sequence[str],
+                on_child_failure: str) -> int:
+    """Register children of a running job before they are written; returns how many were new."""
+    reply = await _ADOPT(client, (keys.job(job_id), keys.meta), (token, on_child_failure, len(refs), *refs))
+    _refused("flow-adopt", reply)
+    return int(reply)
+
+
+async def store_step(client: RedisClient, keys: QueueKeys, job_id: str, token: str, name: str, value: str) -> int:
+    """Store a durable step's result: ScriptCode.OK or LEASE_LOST."""
+    reply = await _STEP(client, (keys.job(job_id),), (token, name, value, MAX_STEPS))
+    _refused("step", reply)
+    return int(reply) if int(reply) != ScriptCode.OK else ScriptCode.OK

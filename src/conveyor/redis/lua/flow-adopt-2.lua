@@ -1,0 +1,37 @@
+--[[ flow-adopt-2: a running job takes new children (dynamic children), before they are written.
+KEYS: 1 the job's key, 2 its queue's meta (flows_started when a root job adopts its first children)
+ARGV: 1 lease token, 2 on_child_failure ('' = keep), 3 child count, then the child refs ("<queue>:<id>")
+Children already adopted are skipped, so the same call made again (a re-run) adds nothing.
+Returns: the number of children added, -2 LEASE_LOST, or {-6, 0, reason} (INVALID_INPUT)
+Codes: -2 LEASE_LOST, -6 INVALID_INPUT
+Events: none
+]]
+local jk, meta = KEYS[1], KEYS[2]
+local token, policy, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
+local POLICIES = {[''] = true, fail = true, ignore = true, continue = true}
+if not n or n < 0 or n > 10000 or n % 1 ~= 0 or #ARGV ~= 3 + n or not POLICIES[policy] then
+  return {-6, 0, 'adopt arguments'}
+end
+local f = redis.call('HMGET', jk, 'token', 'state', 'kids', 'parent')
+if f[1] ~= token or f[2] ~= 'active' then return -2 end
+local known = {}
+local kids = f[3] or ''
+for ref in string.gmatch(kids, '%S+') do known[ref] = true end
+if #kids > 0 and #kids + n * 40 > 4000000 then return {-6, 0, 'too many children'} end
+local added = {}
+for i = 4, 3 + n do
+  local ref = ARGV[i]
+  if ref == '' or string.find(ref, '%s') then return {-6, 0, 'child ref'} end
+  if not known[ref] then
+    known[ref] = true
+    added[#added + 1] = ref
+  end
+end
+if #added > 0 then
+  local joined = table.concat(added, ' ')
+  redis.call('HSET', jk, 'kids', kids == '' and joined or (kids .. ' ' .. joined))
+  redis.call('HINCRBY', jk, 'pending', #added)
+  if kids == '' and not f[4] then redis.call('HINCRBY', meta, 'flows_started', 1) end
+end
+if policy ~= '' then redis.call('HSET', jk, 'ocf', policy) end
+return #added

@@ -1,0 +1,50 @@
+-- Flows (docs/flows.md): the child's half of the hand-over, written in the child's own slot by the
+-- script that ends the child. A child job carries `parent` = "<parent queue>:<parent id>"; when it
+-- ends, one record goes to its queue's outbox hash <p>outbox (field: the child id, value:
+-- "<C|F>|<parent ref>|<result or error JSON>"). The worker's mover delivers each record to the
+-- parent's slot (flow-deliver-1.lua, idempotent: a child is counted at most once) and only then
+-- deletes it (flow-ack-1.lua), so a crash between the two halves re-delivers, never loses.
+-- A parent that ends cancelled (or is removed) leaves a record "!<id>" -> "K|<child refs>": the mover
+-- cancels those children that have not ended.
+
+local FLOW_WAITING = 'waiting-children'
+
+local function flow_ended(prefix, id, parent, kind, payload)
+  if not parent or parent == '' then return end
+  redis.call('HSET', prefix .. 'outbox', id, kind .. '|' .. parent .. '|' .. payload)
+end
+
+local function flow_cancel_kids(prefix, id, jk)
+  local kids = redis.call('HGET', jk, 'kids')
+  if kids and kids ~= '' then
+    redis.call('HSET', prefix .. 'outbox', '!' .. id, 'K||' .. kids)
+  end
+end
+
+-- A job that ended without running (cancelled, removed, drained, expired) as its parent sees it.
+local function flow_gone(prefix, id, jk, why)
+  local parent = redis.call('HGET', jk, 'parent')
+  if parent then
+    flow_ended(prefix, id, parent, 'F', cjson.encode({type = why, message = 'the child job was ' .. string.lower(why)}))
+  end
+end
+
+-- A flow's root (children, no parent) ended: meta counters flows_completed / flows_failed (metrics).
+local function flow_root_ended(meta, kind, parent, kids)
+  if parent or not kids or kids == '' then return end
+  redis.call('HINCRBY', meta, kind == 'C' and 'flows_completed' or 'flows_failed', 1)
+end
+
+-- Kind W (finish-10.lua): the handler asked to wait for its children; it runs again once they end.
+local function flow_wait(prefix, meta, ready, wake_key, jk, id, now)
+  redis.call('HINCRBY', jk, 'attempts', -1)
+  local pending = tonumber(redis.call('HGET', jk, 'pending')) or 0
+  if pending > 0 then
+    redis.call('HSET', jk, 'state', FLOW_WAITING)
+    redis.call('ZADD', prefix .. FLOW_WAITING, num(now), id)
+  else
+    redis.call('HSET', jk, 'state', 'waiting')
+    push_ready(meta, ready, jk, id)
+    wake(wake_key)
+  end
+end

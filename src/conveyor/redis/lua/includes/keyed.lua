@@ -1,0 +1,37 @@
+-- Keyed jobs (debounce, throttle, latest wins; docs/llm.md): the last job added with a key is
+-- remembered in <p>key:<key> (hash: job = id; for throttle also start = the latest start known of
+-- the key's jobs, ms), so the next add with the key can find it. Needs common.lua.
+
+-- How long a key's hash outlives its last add, beyond the window (ms): 7 days.
+local KEYED_KEEP_MS = 604800000
+
+-- The key's last job and that job's state and last start (nil when there is none or it is gone).
+local function keyed_last(kk, prefix)
+  local id = redis.call('HGET', kk, 'job')
+  if not id then return nil, nil, nil end
+  local f = redis.call('HMGET', prefix .. 'job:' .. id, 'state', 'started')
+  return id, f[1], f[2]
+end
+
+-- Cancel a waiting or delayed job at once, as cancel-5 does; `by` names the job that replaced it.
+local function keyed_cancel(prefix, ready, delayed, cancelled, events, maxlen, id, state, by)
+  local jk = prefix .. 'job:' .. id
+  local stamp = num(now_ms())
+  if state == 'waiting' then remove_waiting(ready, jk, id) else redis.call('ZREM', delayed, id) end
+  redis.call('HSET', jk, 'state', 'cancelled', 'finished', stamp)
+  redis.call('ZADD', cancelled, stamp, id)
+  emit(events, maxlen, 'ev', 'cancelled', 'id', id, 'by', by)
+end
+
+-- Ask the running job to stop, as cancel-5 does for an active job (its worker sees the request at
+-- its next heartbeat and cancels the handler).
+local function keyed_request_cancel(prefix, events, maxlen, id, by)
+  redis.call('HSET', prefix .. 'job:' .. id, 'cancel', '1')
+  emit(events, maxlen, 'ev', 'cancelling', 'id', id, 'by', by)
+end
+
+local function keyed_remember(kk, id, window, start)
+  redis.call('HSET', kk, 'job', id)
+  if start then redis.call('HSET', kk, 'start', num(start)) end
+  redis.call('PEXPIRE', kk, window + KEYED_KEEP_MS)
+end

@@ -1,0 +1,49 @@
+--[[ stream-3: append a chunk to a leased job's streamed output (fenced by its lease token), bounded.
+KEYS: 1 events, 2 job hash, 3 job output string
+ARGV: 1 token, 2 max output bytes, 3 events maxlen, 4 job id, then the chunk in 1 to 128 pieces (the
+      caller cuts long chunks on character boundaries; each piece is one output event)
+The output belongs to one attempt: the first chunk of a new attempt starts it again (the job hash's
+`oatt` names the attempt the output belongs to). A chunk that would take the output past the limit
+is dropped whole and marks the output truncated (`otrunc`, one output event with trunc=1 and no
+chunk); every later chunk of the attempt is dropped too, so the output is always a prefix of what the
+handler streamed. Empty pieces write nothing.
+Returns: {code, offset, kept}: offset = output length (bytes) before the chunk, kept = 1 appended, 0 dropped
+Codes: 0 OK, -1 NOT_FOUND, -2 LEASE_LOST, -6 INVALID_INPUT
+Events: output (id, att, off, chunk[, trunc]), one per piece
+]]
+--@include common
+
+local max = int_in(ARGV[2], 0, 536870912)
+local npieces = #ARGV - 4
+if not max or not ARGV[4] or ARGV[4] == '' or npieces < 1 or npieces > 128 then return {-6, 0, 0} end
+local f = redis.call('HMGET', KEYS[2], 'token', 'state', 'attempts', 'oatt', 'otrunc')
+if not f[2] then return {-1, 0, 0} end
+if f[1] ~= ARGV[1] or f[2] ~= 'active' then return {-2, 0, 0} end
+local att = f[3] or '0'
+local trunc = f[5]
+if f[4] ~= att then
+  redis.call('DEL', KEYS[3])
+  redis.call('HSET', KEYS[2], 'oatt', att)
+  redis.call('HDEL', KEYS[2], 'otrunc')
+  trunc = nil
+end
+local len = redis.call('STRLEN', KEYS[3])
+if trunc == '1' then return {0, len, 0} end
+local size = 0
+for i = 5, #ARGV do size = size + #ARGV[i] end
+if size == 0 then return {0, len, 1} end
+if len + size > max then
+  redis.call('HSET', KEYS[2], 'otrunc', '1')
+  emit(KEYS[1], ARGV[3], 'ev', 'output', 'id', ARGV[4], 'att', att, 'off', len, 'chunk', '', 'trunc', '1')
+  return {0, len, 0}
+end
+local off = len
+for i = 5, #ARGV do
+  local piece = ARGV[i]
+  if #piece > 0 then
+    redis.call('APPEND', KEYS[3], piece)
+    emit(KEYS[1], ARGV[3], 'ev', 'output', 'id', ARGV[4], 'att', att, 'off', off, 'chunk', piece)
+    off = off + #piece
+  end
+end
+return {0, len, 1}

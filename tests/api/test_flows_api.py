@@ -1,0 +1,130 @@
+"""POST /api/flows, the parent/children fields of GET /api/jobs, and a flow root's event stream."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+from conveyor import JobContext, JobState
+from tests.api.conftest import Api
+from tests.api.sse_parse import parse_sse
+from tests.conftest import wait_for
+
+
+def _declare(api: Api) -> str:
+    other = api.queue + "-kids"
+
+    @api.app.task(queue=api.queue, name="collect")
+    async def collect(ctx: JobContext) -> dict[str, Any]:
+        return {"children": (await ctx.children()).ordered()}
+
+    @api.app.task(queue=other, name="shout")
+    async def shout(ctx: JobContext, text: str) -> str:
+        await asyncio.sleep(0.05)
+        return text.upper()
+
+    return other
+
+
+async def test_start_flow_then_read_parent_and_children(api: Api) -> None:
+    other = _declare(api)
+    body = {"queue": api.queue, "name": "collect", "data": None, "options": {"priority": 5},
+            "on_child_failure": "ignore",
+            "children": [{"queue": other, "name": "shout", "data": "a"},
+                         {"queue": other, "name": "shout", "data": "b", "options": {"attempts": 2}}]}
+    r = await api.http.post("/api/flows", json=body, headers=api.auth("enqueue"))
+    assert r.status_code == 202, r.text
+    out = r.json()
+    assert set(out) == {"id", "queue", "status_url", "events_url"} and out["queue"] == api.queue
+    assert out["events_url"] == out["status_url"] + "/events"
+    root = await api.job(out["id"])
+    assert root["state"] == "waiting-children" and root["parent"] is None
+    assert [(c["queue"], c["name"], c["state"]) for c in root["children"]] == [
+        (other, "shout", "waiting"), (other, "shout", "waiting")]
+    child_id = root["children"][0]["id"]
+    r = await api.http.get(f"/api/jobs/{other}/{child_id}", headers=api.auth("read"))
+    assert r.status_code == 200 and r.json()["parent"] == {"queue": api.queue, "id": out["id"]}
+    assert r.json()["children"] == []
+    await api.start_worker()
+    kids = api.app.worker(other, lease_ms=3000)
+    await kids.start()
+    try:
+        r = await api.http.get(f"{out['status_url']}/wait?timeout=60", headers=api.auth("reader"))
+        assert r.json()["result"] == {"children": ["A", "B"]}
+        root = await api.job(out["id"])
+        assert [c["state"] for c in root["children"]] == ["completed", "completed"]
+    finally:
+        await kids.close(2.0)
+        await api.app.queue(other).obliterate(force=True)
+
+
+async def test_bad_node_is_a_422_naming_its_path_and_nothing_is_written(api: Api) -> None:
+    other = _declare(api)
+    good = {"queue": other, "name": "shout", "data": "x"}
+    cases = [
+        ({"queue": api.queue, "name": "collect", "children": [good, {"queue": other, "name": "shout", "data": 5}]},
+         "root.children[1]"),
+        ({"queue": api.queue, "name": "collect", "children": [good, {"queue": other, "name": "nope"}]},
+         "root.children[1]"),
+        ({"queue": api.queue, "name": "collect", "children": [
+            {"queue": other, "name": "shout", "data": "x", "children": [{"queue": "missing", "name": "x"}]}]},
+         "root.children[0].children[0]"),
+        ({"queue": api.queue, "name": "collect", "children": [{**good, "options": {"attempts": 0}}]},
+         "root.children[0]"),
+        ({"queue": api.queue, "name": "collect", "children": [{**good, "parents": ["root"]}]}, "root.children[0]"),
+        ({"queue": api.queue, "name": "collect", "on_child_failure": "explode", "children": [good]}, "root"),
+        ({"queue": api.queue, "name": "collect", "children": [
+            {**good, "options": {"job_id": "same"}}, {**good, "options": {"job_id": "same"}}]}, "root"),
+        ([good], "root"),
+    ]
+    for body, path in cases:
+        r = await api.http.post("/api/flows", json=body, headers=api.auth("enqueue"))
+        assert r.status_code == 422, (body, r.text)
+        assert r.json()["error"]["details"][0]["path"] == path, r.text
+        assert path in r.json()["error"]["message"]
+    for q in (api.queue, other):
+        assert sum((await api.app.queue(q).counts()).values()) == 0
+    r = await api.http.post("/api/flows", json=cases[0][0], headers=api.auth("read"))
+    assert r.status_code == 403
+
+
+async def test_root_events_report_children_until_the_root_ends(api: Api) -> None:
+    other = _declare(api)
+    body = {"queue": api.queue, "name": "collect",
+            "children": [{"queue": other, "name": "shout", "data": t} for t in "xyz"]}
+    r = await api.http.post("/api/flows", json=body, headers=api.auth("enqueue"))
+    out = r.json()
+    request = asyncio.create_task(api.http.get(out["events_url"], headers=api.auth("reader")))
+    state = api.asgi.state.conveyor_api
+    await wait_for(lambda: other in state.hub.followed(), what="stream following the children's queue")
+    await api.start_worker()
+    kids = api.app.worker(other, lease_ms=3000)
+    await kids.start()
+    try:
+        r = await request
+    finally:
+        await kids.close(2.0)
+        await api.app.queue(other).obliterate(force=True)
+    events, _ = parse_sse(r.text)
+    kinds = [e.event for e in events]
+    assert kinds[0] == "state" and kinds[1] == "children" and kinds[-1] == "completed"
+    assert len(events[1].data["children"]) == 3
+    child_events = [e.data for e in events if e.event == "child"]
+    for job in events[1].data["children"]:
+        mine = [e["type"] for e in child_events if e["job_id"] == job["id"]]
+        assert "active" in mine and "completed" in mine, (job, mine, [e.event for e in events])
+    assert kinds.index("completed") > max(i for i, k in enumerate(kinds) if k == "child")
+
+
+async def test_one_request_creates_a_parent_and_1000_children(api: Api) -> None:
+    other = _declare(api)
+    body = {"queue": api.queue, "name": "collect",
+            "children": [{"queue": other, "name": "shout", "data": str(i)} for i in range(1000)]}
+    r = await api.http.post("/api/flows", json=body, headers=api.auth("enqueue"))
+    assert r.status_code == 202, r.text
+    root = await api.job(r.json()["id"])
+    try:
+        assert len(root["children"]) == 1000 and {c["state"] for c in root["children"]} == {"waiting"}
+        assert (await api.app.queue(other).counts())[JobState.WAITING] == 1000
+    finally:
+        await api.app.queue(other).obliterate(force=True)

@@ -1,0 +1,74 @@
+"""The AI handlers stream the provider's tokens into the job's output, against the real local
+OpenAI-compatible server (which streams as OpenAI does and can hold a stream half-way)."""
+
+from __future__ import annotations
+
+import json
+from typing import Any
+
+from conveyor import Conveyor, JobState
+from conveyor.handlers import install
+from conveyor.handlers.ai.providers import Provider
+from conveyor.settings import Settings
+from tests.conftest import running, wait_for
+from tests.handlers.conftest import provider
+from tests.handlers.servers import ChatServer
+
+CARDS = {"cards": [{"front": f"Question {i}?", "back": f"Answer {i}"} for i in range(6)]}
+
+
+async def test_flashcards_appear_in_the_output_while_the_answer_streams(app: Conveyor, chat: ChatServer) -> None:
+    chat.replies["flashcards"] = CARDS
+    chat.hold_after = 4  # 4 chunks of 8 characters, then the stream waits for `release`
+    handlers = install(app, ai=True, settings=Settings(), ai_providers=[provider(chat, "ok")])
+    assert handlers.ai is not None
+    job = await handlers.ai.flashcards.enqueue({"content": "six facts", "count": 6})
+    queue = app.queue("ai")
+    full = json.dumps(CARDS)
+    async with running(app.worker("ai", lease_ms=5000)):
+
+        async def partial() -> bool:
+            out = await queue.get_output(job.id)
+            return out is not None and len(out.text) >= 32
+
+        await wait_for(partial, what="the first streamed chunks in the job's output")
+        out = await queue.get_output(job.id)
+        assert out is not None and out.text == full[:32]  # the held half is not there yet
+        assert await queue.get_state(job.id) == JobState.ACTIVE
+        chat.release.set()
+        result = await job.result(timeout=30)
+    assert len(result.cards) == 6 and result.usage.total_tokens == 16  # usage from the stream's last chunk
+    out = await queue.get_output(job.id)
+    assert out is not None and out.text == full and not out.truncated
+    sent = chat.calls[0][1]
+    assert sent["stream"] is True and sent["stream_options"] == {"include_usage": True}
+
+
+async def test_a_provider_that_does_not_stream_is_asked_whole(app: Conveyor, chat: ChatServer) -> None:
+    plain = Provider("plain", chat.base_url("ok"), "test-model", "test-key", 5.0, stream=False)
+    handlers = install(app, ai=True, settings=Settings(), ai_providers=[plain])
+    assert handlers.ai is not None
+    job = await handlers.ai.generate.enqueue({"prompt": "hello"})
+    async with running(app.worker("ai", lease_ms=5000)):
+        result = await job.result(timeout=30)
+    assert result.text == "echo: hello" and result.usage.total_tokens == 16
+    assert "stream" not in chat.calls[0][1]
+    out = await app.queue("ai").get_output(job.id)
+    assert out is not None and out.text == "" and out.attempt == 0
+
+
+async def test_a_fallback_after_a_streamed_bad_answer_is_marked_in_the_output(
+    app: Conveyor, chat: ChatServer
+) -> None:
+    chat.replies["flashcards"] = CARDS
+    handlers = install(
+        app, ai=True, settings=Settings(), ai_providers=[provider(chat, "garbage"), provider(chat, "ok")]
+    )
+    assert handlers.ai is not None
+    job = await handlers.ai.flashcards.enqueue({"content": "six facts", "count": 6})
+    async with running(app.worker("ai", lease_ms=5000)):
+        result: Any = await job.result(timeout=30)
+    assert result.provider == "ok"
+    out = await app.queue("ai").get_output(job.id)
+    assert out is not None
+    assert out.text == '{"unexpected": true}' + "\n\n[garbage: invalid_output; trying ok]\n\n" + json.dumps(CARDS)
