@@ -194,3 +194,10 @@ def test_a_plain_worker_refuses_a_partitioned_queue() -> None:
     q = PartitionedQueue("refused", partitions=2, redis="redis://127.0.0.1:1/0")
     with pytest.raises(ConfigurationError):
         Worker(q, {})
+
+
+async def test_flow_totals_sum_the_partitions_and_flows_are_refused(pq: PartitionedQueue) -> None:
+    totals = await pq.flow_counts()
+    assert totals and all(n == 0 for n in totals.values())
+    with pytest.raises(ConfigurationError):
+        await pq.add_flow(None)

@@ -152,7 +152,25 @@ class PartitionedQueue(Queue):
     async def remove(self, job_id: str) -> None:
         await Queue.remove(await self._part_of(job_id), job_id)
 
+    async def children(self, job_id: str) -> Any:
+        return await Queue.children(await self._part_of(job_id), job_id)
+
+    async def get_output(self, job_id: str, start: int = 0) -> Any:
+        part = await self.locate(job_id)
+        return None if part is None else await Queue.get_output(part, job_id, start)
+
+    async def add_flow(self, root: Any) -> Job[Any]:
+        """Flows are not placed over partitions yet: a flow's jobs go on plain queues."""
+        raise ConfigurationError(f"queue {self.name!r} is partitioned: flows run on plain queues only")
+
     # ------------------------------------------------------------------ reading
+
+    async def flow_counts(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for part in self.serving:
+            for key, n in (await Queue.flow_counts(part)).items():
+                total[key] = total.get(key, 0) + n
+        return total
 
     async def counts(self) -> dict[JobState, int]:
         total = dict.fromkeys(JobState, 0)
