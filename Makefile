@@ -39,13 +39,16 @@ up: $(RUN_STAMP)
 	$(BIN)/conveyor up $(APP)
 
 # `make bench` prints Conveyor's figures (median of 3 runs), then flows against BullMQ's FlowProducer
-# (bench/flows.py, same Redis, interleaved) and the HTTP enqueue against a bare FastAPI endpoint
-# (bench/api_vs_bare.py); `make bench QUICK=1` is a one-run look.
+# (bench/flows.py, same Redis, interleaved), the HTTP enqueue against a bare FastAPI endpoint
+# (bench/api_vs_bare.py), pacing and adaptive concurrency (bench/limits_bench.py), then the scale
+# figures (a partitioned queue on a 3-master Cluster, 1,000 queues in one process; bench/scale.py);
+# `make bench QUICK=1` is a short look.
 bench: $(STAMP)
 	$(BIN)/python -m bench.run $(if $(QUICK),--quick,)
 	$(BIN)/python -m bench.flows $(if $(QUICK),--quick,)
 	$(BIN)/python -m bench.api_vs_bare $(if $(QUICK),--quick,)
 	$(BIN)/python -m bench.limits_bench $(if $(QUICK),--only pacing,)
+	$(BIN)/python -m bench.scale $(if $(QUICK),--quick,)
 
 # One interleaved session against BullMQ for Node and the Python peers (docs/benchmarks.md):
 # `make bench-session PEER_BENCH_DIR=<python peer harness> BULLMQ_BENCH_DIR=<bullmq harness>`;

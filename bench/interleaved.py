@@ -65,12 +65,15 @@ def fingerprint(folder: Path, names: list[str]) -> dict[str, str]:
 class Session:
     """The peers' harness imported from PEER_BENCH_DIR, the Node anchor, and the raw-results file."""
 
-    def __init__(self, peers: Path, node: Path, out: Path, scale: float, redis: RedisServer) -> None:
+    def __init__(self, peers: Path, node: Path, out: Path, scale: float, redis: RedisServer,
+                 venv_root: str | None = None, with_node: bool = True) -> None:
         self.peers, self.node_src, self.out, self.scale, self.redis = peers, node, out, scale, redis
         self.node_dir = WORK / "bullmq-node"
         self.raw = (out / "runs.jsonl").open("a")
-        venv_root = subprocess.run([str(peers / "setup.sh")], check=True, capture_output=True, text=True)
-        os.environ["PEERBENCH_VENV_ROOT"] = venv_root.stdout.strip().splitlines()[-1]
+        if venv_root is None:  # every peer's venv, built on first use
+            setup = subprocess.run([str(peers / "setup.sh")], check=True, capture_output=True, text=True)
+            venv_root = setup.stdout.strip().splitlines()[-1]
+        os.environ["PEERBENCH_VENV_ROOT"] = venv_root
         os.environ["BENCH_REDIS_URL"] = f"redis://127.0.0.1:{redis.port}/1"
         os.environ["CONVEYOR_VENV"] = sys.prefix
         sys.path.insert(0, str(peers))
@@ -80,7 +83,8 @@ class Session:
         self.hide = [(str(peers), "<peers>"), (str(node), "<bullmq>"),
                      (os.environ["PEERBENCH_VENV_ROOT"], "<peer venvs>"), (str(ROOT), "<checkout>"),
                      (str(Path.home()), "<home>"), ("/tmp/", "<tmp>/")]
-        self._prepare_node()
+        if with_node:
+            self._prepare_node()
 
     def _prepare_node(self) -> None:
         self.node_dir.mkdir(parents=True, exist_ok=True)
@@ -152,6 +156,8 @@ def main() -> None:
     ap.add_argument("--noop-steps", default=",".join(NOOP_STEPS))
     ap.add_argument("--latency-steps", default=",".join(LATENCY_STEPS))
     ap.add_argument("--phases", default="noop,latency", help="noop, latency or both")
+    ap.add_argument("--venv-root", default=None,
+                    help="use the peer venvs already in this folder (only the steps' libraries) instead of setup.sh")
     a = ap.parse_args()
     peers = harness(PEERS_ENV, ("run_all.py", "common.py", "setup.sh"))
     node = harness(NODE_ENV, NODE_FILES)
@@ -160,11 +166,14 @@ def main() -> None:
     commit = subprocess.run(["git", "rev-parse", "--short", "HEAD"], cwd=ROOT, capture_output=True, text=True)
     dirty = subprocess.run(["git", "status", "--porcelain", "src"], cwd=ROOT, capture_output=True, text=True)
     args = " ".join(sys.argv[1:])
+    if a.venv_root:
+        args = args.replace(a.venv_root, "<peer venvs>")
     (out / "command.txt").write_text(
         f"{PEERS_ENV}=<python peer harness> {NODE_ENV}=<bullmq harness> .venv/bin/python -m bench.interleaved {args}\n"
     )
     meta: dict[str, Any] = {
-        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()), "args": vars(a),
+        "started_utc": time.strftime("%Y-%m-%dT%H:%M:%SZ", time.gmtime()),
+        "args": {**vars(a), "venv_root": "<peer venvs>" if a.venv_root else None},
         "commit": commit.stdout.strip() + ("+changes" if dirty.stdout.strip() else ""),
         "harness_sha256": {"peers": fingerprint(peers, [p.name for p in peers.glob("*.py")] + ["setup.sh"]),
                            "bullmq": fingerprint(node, list(NODE_FILES))},
@@ -172,7 +181,9 @@ def main() -> None:
     }
     with RedisServer() as redis:
         meta["server"] = subprocess.run([redis.binary, "--version"], capture_output=True, text=True).stdout.strip()
-        session = Session(peers, node, out, a.scale, redis)
+        steps = (a.noop_steps.split(",") if "noop" in a.phases else []) + (
+            a.latency_steps.split(",") if "latency" in a.phases else [])
+        session = Session(peers, node, out, a.scale, redis, a.venv_root, "bullmq-node" in steps)
         try:
             phases = a.phases.split(",")
             def noop(name: str, r: int) -> None:

@@ -20,6 +20,7 @@ from conveyor.job import Job
 from conveyor.limits.named import Limiter, LimiterUse, merge_uses
 from conveyor.middleware import Middleware
 from conveyor.options import JobOptions, JobSpec
+from conveyor.partitions import PartitionedQueue, PartitionedWorker
 from conveyor.queue import Queue
 from conveyor.redis.connection import RedisClient, SyncRedisClient, connect, connect_sync
 from conveyor.redis.durability import Durability
@@ -41,6 +42,8 @@ class QueueConfig:
     defaults: JobOptions | None = None
     durability: Durability | None = None  # None: the app's
     limiters: tuple[LimiterUse, ...] = ()  # named limiters every job of the queue goes through
+    partitions: int | None = None  # a partitioned queue (conveyor.partitions, docs/scaling.md)
+    previous_partitions: int | None = None  # the count before a re-partition, served until empty
 
 
 def _field_errors(exc: ValidationError) -> list[dict[str, Any]]:
@@ -170,6 +173,7 @@ class Conveyor:
         self.tasks: dict[tuple[str, str], Task[Any]] = {}
         self.queue_configs: dict[str, QueueConfig] = {}
         self._client: RedisClient | None = None
+        self._max_connections: int | None = None
         self._queues: dict[str, Queue] = {}
         self._sync_client: SyncRedisClient | None = None
         self._sync_queues: dict[str, SyncQueue] = {}
@@ -201,10 +205,19 @@ class Conveyor:
             await self.close()
             self._redis_url, self.prefix = saved
 
+    def limit_connections(self, max_connections: int) -> bool:
+        """Bound the shared client's connections (the worker service does, so a process serving any
+        number of queues holds a fixed number). False when the client exists already (unchanged)."""
+        if self._client is not None:
+            return False
+        self._max_connections = max_connections
+        return True
+
     @property
     def client(self) -> RedisClient:
         if self._client is None:
-            self._client = connect(self.redis_url)
+            extra = {} if self._max_connections is None else {"max_connections": self._max_connections}
+            self._client = connect(self.redis_url, **extra)
         return self._client
 
     @property
@@ -232,8 +245,15 @@ class Conveyor:
     def declare_queue(
         self, name: str, *, concurrency: int = DEFAULT_CONCURRENCY, defaults: JobOptions | None = None,
         durability: Durability | None = None, limiters: Sequence[LimiterUse] = (),
+        partitions: int | None = None, previous_partitions: int | None = None,
     ) -> QueueConfig:
-        config = QueueConfig(name, concurrency, defaults, durability, tuple(limiters))
+        """`partitions`: spread the queue over that many partitions, each in its own Cluster slot
+        (docs/scaling.md); `previous_partitions`: the count before a re-partition, whose
+        partitions are still served until empty."""
+        if previous_partitions is not None and partitions is None:
+            raise ConfigurationError("previous_partitions needs partitions")
+        config = QueueConfig(name, concurrency, defaults, durability, tuple(limiters), partitions,
+                             previous_partitions)
         self.queue_configs[name] = config
         return config
 
@@ -374,18 +394,22 @@ class Conveyor:
         q = self._queues.get(name)
         if q is None:
             config = self.queue_configs.get(name)
-            q = Queue(
-                name, redis=self.client, prefix=self.prefix, middleware=self.middleware,
-                defaults=config.defaults if config else None,
-                durability=self._durability(config),
-            )
+            options: dict[str, Any] = {
+                "redis": self.client, "prefix": self.prefix, "middleware": self.middleware,
+                "defaults": config.defaults if config else None, "durability": self._durability(config),
+            }
+            if config is not None and config.partitions is not None:
+                q = PartitionedQueue(name, partitions=config.partitions, previous=config.previous_partitions,
+                                     **options)
+            else:
+                q = Queue(name, **options)
             self._queues[name] = q
         return q
 
     def handlers(self, queue: str) -> dict[str, Any]:
         return {t.name: t.handler for (q, _), t in self.tasks.items() if q == queue}
 
-    def worker(self, queue: str, **options: Any) -> Worker:
+    def worker(self, queue: str, **options: Any) -> Worker | PartitionedWorker:
         """A worker for one declared queue, running every task declared on it."""
         if queue not in self.queue_configs:
             raise ConfigurationError(f"queue {queue!r} is not declared by this app")
@@ -396,7 +420,10 @@ class Conveyor:
         if uses:
             options.setdefault("limiters", uses)
             options.setdefault("declare_limiters", [self.limiters[u.name] for u in uses])
-        return Worker(self.queue(queue), self.handlers(queue), **options)
+        q = self.queue(queue)
+        if isinstance(q, PartitionedQueue):
+            return PartitionedWorker(q, self.handlers(queue), **options)
+        return Worker(q, self.handlers(queue), **options)
 
     async def close(self) -> None:
         if self._client is not None:

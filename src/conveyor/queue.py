@@ -76,6 +76,8 @@ def check_job_name(name: str) -> str:
 class Queue:
     """A named queue in Redis. Cheap to create; share one client between many queues."""
 
+    partitioned = False  # conveyor.partitions.PartitionedQueue: the jobs live in its partitions
+
     def __init__(
         self,
         name: str,
@@ -87,10 +89,12 @@ class Queue:
         events_maxlen: int = DEFAULT_EVENTS_MAXLEN,
         middleware: Sequence[Middleware] = (),
         durability: Durability | None = None,
+        partition_tag: str = "",
     ) -> None:
         """`durability`: wait for replicas and/or the AOF fsync before an enqueue or a recorded
-        outcome is acknowledged (docs/reliability.md, "Durable acknowledgement")."""
-        self.keys = QueueKeys(name, prefix)
+        outcome is acknowledged (docs/reliability.md, "Durable acknowledgement"). `partition_tag`:
+        this handle is one partition of a partitioned queue (conveyor.partitions)."""
+        self.keys = QueueKeys(name, prefix, partition_tag)
         self.name = name
         self.prefix = prefix
         if isinstance(redis, str) or redis is None:

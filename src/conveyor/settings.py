@@ -185,6 +185,16 @@ class Settings:
     metrics_interval_s: float = _setting(
         "CONVEYOR_METRICS_INTERVAL_S", "Seconds between samples of queue depths and Redis latency.", 5.0
     )
+    redis_max_connections: int = _setting(
+        "CONVEYOR_REDIS_MAX_CONNECTIONS",
+        "Most Redis connections `conveyor worker` holds for all its queues together (standalone and "
+        "Sentinel; on a Cluster, per node), plus one for the health check.", 32,
+    )
+    idle_calls_per_s: float = _setting(
+        "CONVEYOR_IDLE_CALLS_PER_S",
+        "Housekeeping calls per second `conveyor worker` spends on its idle queues together (stalled "
+        "sweeps, safety-net probes); with many queues each idle queue's turn comes less often.", 2.0,
+    )
     heartbeat_s: float = _setting(
         "CONVEYOR_HEARTBEAT_S", "Seconds between worker registry heartbeats (records expire after 3x).", 5.0
     )

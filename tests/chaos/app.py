@@ -5,8 +5,9 @@ lease token and the attempt, once when the handler starts and once when it retur
 compares the ledger with the queue's final state and its events, so the counts do not rely on
 what the faulted server or the workers say about themselves.
 Environment: CONVEYOR_PREFIX, CHAOS_QUEUE, CHAOS_LEDGER_URL, CHAOS_LEDGER_KEY, CHAOS_REPLICAS
-(outcomes acknowledged only once that many replicas have them; unset = 0), and CHAOS_PARENT_QUEUE:
-when set, a queue (in another Cluster slot) whose task `sum` is the parent of flows of `work` jobs.
+(outcomes acknowledged only once that many replicas have them; unset = 0), CHAOS_PARENT_QUEUE:
+when set, a queue (in another Cluster slot) whose task `sum` is the parent of flows of `work` jobs,
+and CHAOS_PARTITIONS (a partitioned queue of that many partitions; unset = a plain queue).
 """
 
 from __future__ import annotations
@@ -22,8 +23,11 @@ from conveyor.redis.durability import Durability
 
 QUEUE = os.environ.get("CHAOS_QUEUE", "chaos")
 REPLICAS = int(os.environ.get("CHAOS_REPLICAS", "0"))
+PARTITIONS = int(os.environ.get("CHAOS_PARTITIONS", "0"))  # 0: a plain queue
 app = Conveyor(name="chaos", prefix=os.environ.get("CONVEYOR_PREFIX", "cv"),
                durability=Durability(replicas=REPLICAS, timeout_ms=2000) if REPLICAS else None)
+if PARTITIONS:
+    app.declare_queue(QUEUE, partitions=PARTITIONS)
 _ledger: list[aioredis.Redis] = []
 
 

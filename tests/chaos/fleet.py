@@ -33,6 +33,7 @@ class FleetConfig:
     concurrency: int = 4
     lease_ms: int = 2000
     replicas: int = 0
+    partitions: int = 0
     extra_env: dict[str, str] = field(default_factory=dict)
 
 
@@ -61,7 +62,7 @@ class WorkerFleet:
             "CONVEYOR_SCHEDULER": "0", "CONVEYOR_STATS_INTERVAL_S": "0", "WORKER_HEALTH_PORT": "0",
             "CONVEYOR_LOG_FORMAT": "json", "CONVEYOR_RESTART_BACKOFF_MAX_S": "2",
             concurrency_env_name(c.queue): str(c.concurrency), "PYTHONPATH": str(ROOT),
-            "CHAOS_REPLICAS": str(c.replicas),
+            "CHAOS_REPLICAS": str(c.replicas), "CHAOS_PARTITIONS": str(c.partitions),
         })
         env.update(c.extra_env)
         return env

@@ -16,9 +16,11 @@ from collections import Counter
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from pathlib import Path
+from typing import Any
 
 from conveyor import Queue
 from conveyor.errors import ConveyorError
+from conveyor.partitions import PartitionedQueue
 from conveyor.redis.connection import connect
 from conveyor.redis.durability import Durability
 from conveyor.testing import RedisServer
@@ -48,6 +50,7 @@ class Plan:
     flow_children: int = 5
     drain_timeout_s: float = 120.0
     seed: int = 1
+    partitions: int = 0  # a partitioned queue of that many partitions (0: a plain queue)
 
 
 async def _repeat(stop: asyncio.Event, period: float, rng: random.Random, action: Callable[[], Awaitable[None]],
@@ -78,7 +81,13 @@ async def _at(stop: asyncio.Event, plan: Timed, done: Counter[str]) -> None:
         done[name] += 1
 
 
-def _server_faults(plan: Plan, backend: Backend, queue: Queue) -> Timed:
+def _queue(name: str, client: Any, prefix: str, partitions: int, durability: Durability | None) -> Queue:
+    if partitions:
+        return PartitionedQueue(name, partitions=partitions, redis=client, prefix=prefix, durability=durability)
+    return Queue(name, redis=client, prefix=prefix, durability=durability)
+
+
+def _server_faults(plan: Plan, backend: Backend, parts: list[Queue]) -> Timed:
     """When each server fault happens: restarts, migrations and failovers spread evenly over the
     window, interleaved (a restart, then a migration, ...)."""
     kinds: list[tuple[str, Callable[[], Awaitable[None]]]] = []
@@ -86,12 +95,13 @@ def _server_faults(plan: Plan, backend: Backend, queue: Queue) -> Timed:
     migrations = plan.migrations if isinstance(backend, Cluster) else 0
     failovers = plan.failovers if isinstance(backend, Sentinel) else 0
     for i in range(max(restarts, migrations, failovers)):
+        queue = parts[i % len(parts)]
         if i < restarts and isinstance(backend, Standalone):
             kinds.append(("server SIGKILL + restart from AOF", backend.restart_server))
         if i < restarts and isinstance(backend, Cluster):
-            kinds.append(("slot owner SIGKILL + restart from AOF", lambda: backend.restart_owner(queue)))
+            kinds.append(("slot owner SIGKILL + restart from AOF", lambda q=queue: backend.restart_owner(q)))
         if i < migrations and isinstance(backend, Cluster):
-            kinds.append(("live migration of the queue's slot", lambda: backend.migrate(queue)))
+            kinds.append(("live migration of the queue's slot", lambda q=queue: backend.migrate(q)))
         if i < failovers and isinstance(backend, Sentinel):
             kinds.append(("primary SIGKILL + Sentinel failover", backend.failover))
     return [(t, name, action) for t, (name, action) in zip(_spread(len(kinds), plan.window_s), kinds, strict=True)]
@@ -113,14 +123,15 @@ async def run(plan: Plan, backend: Backend, workdir: Path) -> Counts:
     await backend.start()
     fleet = WorkerFleet(FleetConfig(backend.worker_url, prefix, qname, ledger.url, f"ledger:{qname}",
                                     workdir / "logs", plan.workers, plan.concurrency, plan.lease_ms,
-                                    plan.replicas, extra_env={"CHAOS_PARENT_QUEUE": pname} if pname else {}))
+                                    plan.replicas, plan.partitions,
+                                    extra_env={"CHAOS_PARENT_QUEUE": pname} if pname else {}))
     producer_client = backend.producer_client()
     admin = backend.admin_client()
     done: Counter[str] = Counter()
     try:
         fleet.start()
         durability = Durability(replicas=plan.replicas, timeout_ms=2000) if plan.replicas else None
-        queue = Queue(qname, redis=producer_client, prefix=prefix, durability=durability)
+        queue = _queue(qname, producer_client, prefix, plan.partitions, durability)
         producer = Producer(queue, plan.jobs, plan.window_s, plan.job_ms, seed=plan.seed)
         parents = Queue(pname, redis=producer_client, prefix=prefix, durability=durability) if pname else None
         flows = (FlowProducer(parents, producer, plan.flows, plan.flow_children, plan.jobs, plan.window_s)
@@ -142,7 +153,9 @@ async def run(plan: Plan, backend: Backend, workdir: Path) -> Counts:
         async def watch() -> None:
             fleet.check()
 
-        admin_queue = Queue(qname, redis=admin, prefix=prefix)
+        admin_queue = _queue(qname, admin, prefix, plan.partitions, None)
+        # Server faults hit the slot of the queue, or of one partition (a different one each time).
+        parts = admin_queue.serving if isinstance(admin_queue, PartitionedQueue) else [admin_queue]
         loops = [_repeat(stop, 1.0, rng, watch, Counter(), "watch")]
         if plan.kill_every_s:
             loops.append(_repeat(stop, plan.kill_every_s, rng, kill, done, "worker SIGKILL"))
@@ -150,7 +163,7 @@ async def run(plan: Plan, backend: Backend, workdir: Path) -> Counts:
             loops.append(_repeat(stop, plan.pause_every_s, rng, pause, done, "worker SIGSTOP past the lease"))
         if plan.reset_every_s and isinstance(backend, Standalone):
             loops.append(_repeat(stop, plan.reset_every_s, rng, reset, done, "proxy reset of every connection"))
-        loops.append(_at(stop, _server_faults(plan, backend, admin_queue), done))
+        loops.append(_at(stop, _server_faults(plan, backend, parts), done))
         tasks = [asyncio.create_task(loop) for loop in loops]
         await asyncio.gather(producer.run(), *([flows.run()] if flows is not None else []))
         stop.set()
@@ -160,8 +173,14 @@ async def run(plan: Plan, backend: Backend, workdir: Path) -> Counts:
         drained = await _drain([admin_queue, *([admin_parents] if admin_parents else [])], fleet,
                                plan.drain_timeout_s)
         exit_codes = await asyncio.to_thread(fleet.stop)
-        records = await job_records(admin, admin_queue, await backend.job_keys(admin_queue))
-        events, complete = await all_events(admin, admin_queue)
+        records: dict[str, dict[str, Any]] = {}
+        events: list[dict[str, str]] = []
+        complete = True
+        for part in parts:
+            records.update(await job_records(admin, part, await backend.job_keys(part)))
+            part_events, part_complete = await all_events(admin, part)
+            events += part_events
+            complete = complete and part_complete
         counts = Counts(faults=dict(done))
         await settle(producer, records, events, complete, ledger_client, f"ledger:{qname}", counts)
         counts.worker_crashes = len(fleet.unexpected_exits) + sum(1 for c in exit_codes if c != 0)

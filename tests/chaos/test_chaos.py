@@ -33,6 +33,22 @@ async def test_cluster_slot_owner_restarted_and_slot_migrated_live(tmp_path: Pat
     check("cluster", counts.table("cluster chaos"), counts.problems())
 
 
+async def test_partitioned_queue_on_cluster_owners_restarted_and_slots_migrated_live(tmp_path: Path) -> None:
+    """A queue of three partitions, one per shard: the owner of one partition's slot restarts and
+    another partition's slot migrates while workers are killed and frozen."""
+    plan = Plan(jobs=400, window_s=16, kill_every_s=5, pause_every_s=7, server_restarts=1, migrations=1,
+                partitions=3)
+    counts = await run(plan, Cluster(), tmp_path)
+    check("partitioned cluster", counts.table("partitioned cluster chaos"), counts.problems())
+
+
+async def test_partitioned_queue_standalone_workers_killed_connections_reset(tmp_path: Path) -> None:
+    plan = Plan(jobs=400, window_s=16, kill_every_s=4, pause_every_s=6, reset_every_s=2.5, server_restarts=1,
+                partitions=3)
+    counts = await run(plan, Standalone(), tmp_path)
+    check("partitioned standalone", counts.table("partitioned standalone chaos"), counts.problems())
+
+
 async def test_sentinel_failover_under_load_with_durable_acknowledgement(tmp_path: Path) -> None:
     """Replication is asynchronous: only writes acknowledged after a replica has them survive the
     primary's death for sure, so enqueues and outcomes here wait for one replica."""

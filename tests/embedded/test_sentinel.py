@@ -3,6 +3,7 @@ Conveyor to the primary."""
 
 from __future__ import annotations
 
+import asyncio
 import subprocess
 import time
 import uuid
@@ -76,3 +77,22 @@ async def test_queue_through_a_real_sentinel(sentinel: tuple[RedisServer, int]) 
     finally:
         await queue.obliterate(force=True)
         await queue.close()
+
+
+async def test_sentinel_pool_is_bounded(sentinel: tuple[RedisServer, int]) -> None:
+    """A burst of concurrent calls through a Sentinel URL waits for a free connection instead of
+    opening one per call (the primary's CLIENT LIST counts them)."""
+    primary, port = sentinel
+    client = connect(f"redis+sentinel://127.0.0.1:{port}/svc/0", max_connections=4)
+    key = f"bound-{uuid.uuid4().hex[:8]}"
+    try:
+        # Each call blocks a little on the server, so the burst really overlaps.
+        replies = await asyncio.gather(*(client.blpop([f"{key}:{i}"], timeout=0.05) for i in range(40)))
+        assert replies == [None] * 40
+        with syncredis.Redis(port=primary.port, decode_responses=True) as direct:
+            own = direct.client_id()
+            others = [c for c in direct.client_list()  # the sentinel's own links are named sentinel-*
+                      if int(c["id"]) != own and not c.get("name", "").startswith("sentinel-")]
+        assert 1 <= len(others) <= 4, len(others)
+    finally:
+        await client.aclose()

@@ -33,7 +33,9 @@ class OutboxMover:
     """Drains the outbox of one queue; `kick` wakes it early (the worker sets it after recording the
     end of a flow job), else it looks every `interval_s`."""
 
-    def __init__(self, client: RedisClient, keys: QueueKeys, events_maxlen: int, interval_s: float) -> None:
+    def __init__(self, client: RedisClient, keys: QueueKeys, events_maxlen: int, interval_s: float | None) -> None:
+        """`interval_s=None`: look only when kicked (a worker sharing a pacer kicks it on its paced
+        turns, so 1,000 idle queues do not each scan their outbox every few seconds)."""
         self.client = client
         self.keys = keys
         self.maxlen = events_maxlen
@@ -57,7 +59,7 @@ class OutboxMover:
             if moved:
                 continue
             try:
-                async with asyncio.timeout(self.interval_s):
+                async with asyncio.timeout(self.interval_s):  # None: no timeout
                     await self.kick.wait()
             except TimeoutError:
                 pass

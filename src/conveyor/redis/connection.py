@@ -22,8 +22,9 @@ import redis.asyncio as aioredis
 import redis.cluster as synccluster
 import redis.sentinel as syncsentinel
 from redis.asyncio.cluster import RedisCluster
+from redis.asyncio.connection import BlockingConnectionPool
 from redis.asyncio.retry import Retry
-from redis.asyncio.sentinel import Sentinel
+from redis.asyncio.sentinel import Sentinel, SentinelConnectionPool
 from redis.backoff import NoBackoff
 from redis.retry import Retry as SyncRetry
 
@@ -32,6 +33,8 @@ from conveyor.errors import ConfigurationError
 RedisClient = aioredis.Redis | RedisCluster
 SyncRedisClient = syncredis.Redis | synccluster.RedisCluster
 
+DEFAULT_MAX_CONNECTIONS = 500
+DEFAULT_POOL_TIMEOUT_S = 30.0
 _STANDALONE = {"redis", "rediss", "unix"}
 _CLUSTER = {"redis+cluster": "redis", "rediss+cluster": "rediss"}
 
@@ -63,7 +66,11 @@ def no_retry_sync() -> SyncRetry:
 
 
 def connect(url: str, *, socket_timeout: float | None = 10.0, **extra: Any) -> RedisClient:
-    """A client for `url`; `socket_timeout=None` for connections that block (BLPOP, XREAD BLOCK)."""
+    """A client for `url`; `socket_timeout=None` for connections that block (BLPOP, XREAD BLOCK).
+
+    Standalone and Sentinel clients hold at most `max_connections` (default 500) connections; a
+    call finding all in use waits up to `pool_timeout` seconds for one. A Cluster client bounds
+    connections per node only when `max_connections` is given (over it a call fails at once)."""
     options: dict[str, Any] = {
         "decode_responses": True,
         "socket_connect_timeout": 5.0,
@@ -77,12 +84,13 @@ def connect(url: str, *, socket_timeout: float | None = 10.0, **extra: Any) -> R
     clean, cluster = _split_cluster_flag(url)
     if cluster:
         options.pop("health_check_interval", None)
+        options.pop("pool_timeout", None)
         return RedisCluster.from_url(clean, **options)
     # A blocking pool: a burst of concurrent calls waits for a free connection instead of failing
     # with "Too many connections".
     pool = aioredis.BlockingConnectionPool.from_url(
-        clean, max_connections=options.pop("max_connections", 500), timeout=options.pop("pool_timeout", 30),
-        **options,
+        clean, max_connections=options.pop("max_connections", DEFAULT_MAX_CONNECTIONS),
+        timeout=options.pop("pool_timeout", DEFAULT_POOL_TIMEOUT_S), **options,
     )
     return aioredis.Redis.from_pool(pool)
 
@@ -177,9 +185,16 @@ def parse_sentinel_url(url: str) -> SentinelTarget:
     )
 
 
+class BlockingSentinelConnectionPool(SentinelConnectionPool, BlockingConnectionPool):
+    """The Sentinel pool (it follows the current primary) with a bound: a call finding every
+    connection in use waits for one, as on a standalone server, instead of opening another."""
+
+
 def _connect_sentinel(url: str, options: dict[str, Any]) -> aioredis.Redis:
     """A client for the service's current primary; it follows failovers through the sentinels."""
     target = parse_sentinel_url(url)
+    max_connections = options.pop("max_connections", DEFAULT_MAX_CONNECTIONS)
+    pool_timeout = options.pop("pool_timeout", DEFAULT_POOL_TIMEOUT_S)
     tls = {"ssl": True} if target.ssl else {}
     sentinel_kwargs = {
         "socket_connect_timeout": options.get("socket_connect_timeout"),
@@ -190,7 +205,10 @@ def _connect_sentinel(url: str, options: dict[str, Any]) -> aioredis.Redis:
     connection = {**options, **tls, "db": target.db, "username": target.username, "password": target.password}
     sentinel = Sentinel(  # type: ignore[no-untyped-call]
         target.sentinels, sentinel_kwargs=sentinel_kwargs, **connection)
-    client: aioredis.Redis = sentinel.master_for(target.service)
+    client: aioredis.Redis = sentinel.master_for(
+        target.service, connection_pool_class=BlockingSentinelConnectionPool,
+        max_connections=max_connections, timeout=pool_timeout,
+    )
     return client
 
 

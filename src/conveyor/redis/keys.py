@@ -5,6 +5,8 @@ from __future__ import annotations
 import re
 from dataclasses import dataclass
 
+from redis.crc import REDIS_CLUSTER_HASH_SLOTS, key_slot
+
 from conveyor.errors import ConfigurationError
 
 _QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
@@ -19,22 +21,47 @@ def validate_queue_name(name: str) -> str:
     return name
 
 
+MAX_PARTITIONS = 64
+
+
+def partition_tag(queue: str, index: int, count: int) -> str:
+    """The hash tag of partition `index` of `count`: `<queue>#<index>.<n>` with the smallest `n`
+    whose Cluster slot falls in the index-th of `count` equal ranges of the slot space, so the
+    partitions of a queue land on different shards of a Cluster whose shards hold equal slot
+    ranges. ('#' is not allowed in queue names: no partition tag is another queue's name.)"""
+    validate_queue_name(queue)
+    if not 1 <= count <= MAX_PARTITIONS or not 0 <= index < count:
+        raise ConfigurationError(f"partition {index} of {count}: partitions must be in [1, {MAX_PARTITIONS}]")
+    low = index * REDIS_CLUSTER_HASH_SLOTS // count
+    high = (index + 1) * REDIS_CLUSTER_HASH_SLOTS // count
+    n = 0
+    while True:
+        tag = f"{queue}#{index}.{n}"
+        if low <= key_slot(tag.encode()) < high:
+            return tag
+        n += 1
+
+
 @dataclass(frozen=True, slots=True)
 class QueueKeys:
-    """Key names of one queue, e.g. `cv:{emails}:ready`."""
+    """Key names of one queue, e.g. `cv:{emails}:ready`; of one partition of a queue when `tag`
+    is a partition tag (`cv:{emails#1.7}:ready`, see `partition_tag`)."""
 
     queue: str
     prefix: str = "cv"
+    tag: str = ""
 
     def __post_init__(self) -> None:
         validate_queue_name(self.queue)
         if not _PREFIX.match(self.prefix):
             raise ConfigurationError(f"invalid key prefix {self.prefix!r}")
+        if self.tag and not re.match(re.escape(self.queue) + r"#\d{1,2}\.\d{1,6}$", self.tag):
+            raise ConfigurationError(f"invalid partition tag {self.tag!r}")
 
     @property
     def base(self) -> str:
         """Common prefix of every key of the queue; scripts derive per-job keys from it."""
-        return f"{self.prefix}:{{{self.queue}}}:"
+        return f"{self.prefix}:{{{self.tag or self.queue}}}:"
 
     def _k(self, suffix: str) -> str:
         return self.base + suffix
@@ -79,6 +106,11 @@ class QueueKeys:
     @property
     def wake(self) -> str:
         return self._k("wake")
+
+    def hub(self, hub_id: str) -> str:
+        """A process's wake hub interrupts its blocking wait with a marker here (worker/wakehub.py);
+        in the queue's slot, so one wait covers it and the queue's wake list."""
+        return self._k("hub:" + hub_id)
 
     def job(self, job_id: str) -> str:
         return self._k("job:" + job_id)

@@ -6,7 +6,8 @@ import time
 from dataclasses import dataclass, field
 from typing import Any
 
-from conveyor.worker import Worker, WorkerStats
+from conveyor.partitions import QueueWorker
+from conveyor.worker import WorkerStats
 
 
 def success_rate(succeeded: int, failed: int) -> float | None:
@@ -15,7 +16,7 @@ def success_rate(succeeded: int, failed: int) -> float | None:
     return None if done == 0 else round(succeeded / done, 4)
 
 
-def queue_counts(worker: Worker) -> dict[str, Any]:
+def queue_counts(worker: QueueWorker) -> dict[str, Any]:
     s: WorkerStats = worker.stats
     return {
         "processed": s.processed,
@@ -62,7 +63,7 @@ class RateWindow:
         return 0.0 if elapsed <= 0 else round((processed - before) * 60 / elapsed, 1)
 
 
-def summary(workers: dict[str, Worker], uptime_s: float, peak: int) -> dict[str, Any]:
+def summary(workers: dict[str, QueueWorker], uptime_s: float, peak: int) -> dict[str, Any]:
     stats = [w.stats for w in workers.values()]
     processed = sum(s.processed for s in stats)
     succeeded = sum(s.succeeded for s in stats)

@@ -20,8 +20,11 @@ import structlog
 from conveyor import __version__
 from conveyor.app import Conveyor
 from conveyor.errors import ConfigurationError, ConnectionFailedError, UnknownLimiterError
+from conveyor.job import JobState
 from conveyor.limits.shared import SharedLimiter
 from conveyor.middleware import Middleware
+from conveyor.partitions import QueueWorker
+from conveyor.redis.connection import RedisClient, connect
 from conveyor.redis.faults import is_fault
 from conveyor.schedules import Scheduler
 from conveyor.service import stats as st
@@ -31,13 +34,15 @@ from conveyor.service.plan import QueuePlan
 from conveyor.service.registry import RegistryWriter
 from conveyor.service.watch import QueueWatch
 from conveyor.settings import Settings
-from conveyor.worker import JobContext, JobOutcome, Worker
+from conveyor.worker import JobContext, JobOutcome
+from conveyor.worker.wakehub import HUB_GROUPS, Pacer, WakeHub
 from conveyor.worker.worker import default_worker_id
 
 logger = logging.getLogger(__name__)
 PING_TIMEOUT_S = 2.0
 START_FIRST_DELAY_S = 0.2
 START_MAX_DELAY_S = 5.0
+IDLE_SAMPLES_PER_ROUND = 2  # idle queues whose depths one metrics sample refreshes (round-robin)
 
 
 def is_startup_fault(exc: BaseException) -> bool:
@@ -57,7 +62,7 @@ class _PeakMiddleware(Middleware):
         self.peak.finished()
 
 
-def _gauges(worker: Worker) -> tuple[Callable[[], float], Callable[[], float]]:
+def _gauges(worker: QueueWorker) -> tuple[Callable[[], float], Callable[[], float]]:
     return (lambda: float(worker.active)), (lambda: float(worker.stats.peak_active))
 
 
@@ -92,7 +97,21 @@ class WorkerService:
         durability = settings.durability()
         if durability is not None:
             app.durability = durability
-        self.workers: dict[str, Worker] = {}
+        if settings.redis_max_connections < 1 or not settings.idle_calls_per_s > 0:
+            raise ConfigurationError("CONVEYOR_REDIS_MAX_CONNECTIONS must be >= 1 and CONVEYOR_IDLE_CALLS_PER_S > 0")
+        if not app.limit_connections(settings.redis_max_connections):
+            logger.info("the app's Redis client exists already; its connection bound is left as it is")
+        # One blocking wait for every idle queue and a bounded rate of idle housekeeping, so the
+        # idle cost of the process does not grow with its number of queues (docs/scaling.md).
+        # Each wait holds a connection: at most half of the bound, so trips always find one.
+        self.wake_hub = WakeHub(app.client, groups=min(HUB_GROUPS, max(1, settings.redis_max_connections // 2)))
+        self.pacer = Pacer(settings.idle_calls_per_s)
+        self._health_client: RedisClient | None = None
+        self._ping_lock = asyncio.Lock()
+        self._sampled: dict[str, int] = {}  # trips of each queue's worker at its last depth sample
+        self._live: dict[str, bool] = {}  # whether a queue had waiting, delayed or active jobs then
+        self._idle_cursor = 0
+        self.workers: dict[str, QueueWorker] = {}
         self.watches: dict[str, QueueWatch] = {}
         for p in self.plan:
             worker = app.worker(
@@ -106,6 +125,8 @@ class WorkerService:
                 shutdown_grace_s=settings.shutdown_grace_s,
                 worker_id=self.worker_id,
                 middleware=middleware,
+                wake_hub=self.wake_hub,
+                pacer=self.pacer,
             )
             self.workers[p.name] = worker
             self.watches[p.name] = QueueWatch(
@@ -222,7 +243,11 @@ class WorkerService:
             await self.scheduler.close()
         if self.redis_ok or await self.ping():
             await self.registry.remove()
+        await self.wake_hub.close()
         await self.app.close()
+        if self._health_client is not None:
+            await self._health_client.aclose()
+            self._health_client = None
         self.state = "stopped"
         result = self.summary()
         self.log.info("worker stopped: summary", **result)
@@ -255,28 +280,51 @@ class WorkerService:
     # ------------------------------------------------------------------ observation
 
     async def ping(self) -> bool:
-        """PING Redis; records reachability and round-trip time."""
-        if self.state == "stopped":  # the client is closed; do not open a new one
+        """PING Redis on the health check's own connection (never queued behind the queues'
+        traffic); records reachability and round-trip time."""
+        if self.state == "stopped":  # the clients are closed; do not open new ones
             return False
-        started = time.perf_counter()
-        try:
-            async with asyncio.timeout(PING_TIMEOUT_S):
-                await self.app.client.ping()
-        except Exception:
-            self.redis_ok, self.redis_latency_s = False, None
-        else:
-            self.redis_ok, self.redis_latency_s = True, time.perf_counter() - started
+        async with self._ping_lock:  # one connection: concurrent /health requests take turns
+            if self._health_client is None:
+                self._health_client = connect(self.app.redis_url, max_connections=1, socket_timeout=PING_TIMEOUT_S)
+            started = time.perf_counter()
+            try:
+                async with asyncio.timeout(PING_TIMEOUT_S):
+                    await self._health_client.ping()
+            except Exception:
+                self.redis_ok, self.redis_latency_s = False, None
+            else:
+                self.redis_ok, self.redis_latency_s = True, time.perf_counter() - started
         self.metrics.observe_redis(self.redis_latency_s)
         return self.redis_ok
 
     async def sample(self) -> None:
-        """Periodic collector: Redis latency, queue depths per state and paused flags."""
+        """Periodic collector: Redis latency, queue depths per state, limits and paused flags. Queues
+        with activity since their last sample (or jobs waiting, delayed or active then) are sampled
+        every time; idle ones a few per round in turn, so sampling 1,000 idle queues costs what a
+        few busy ones do."""
         if not await self.ping():
             return
-        for name, worker in self.workers.items():
-            self.metrics.set_depths(name, await worker.queue.counts())
+        names = list(self.workers)
+        for name in names:  # a queue not sampled yet counts as idle until it makes a trip
+            self._sampled.setdefault(name, self.workers[name].trips)
+        due = [n for n in names if self._live.get(n, False) or self._sampled[n] != self.workers[n].trips]
+        chosen = set(due)
+        idle = [n for n in names if n not in chosen]
+        turn: list[str] = []
+        if idle:
+            start = self._idle_cursor % len(idle)
+            turn = (idle[start:] + idle[:start])[:IDLE_SAMPLES_PER_ROUND]
+            self._idle_cursor = start + IDLE_SAMPLES_PER_ROUND
+        for name in due + turn:
+            worker = self.workers[name]
+            self._sampled[name] = worker.trips
+            counts = await worker.queue.counts()
+            self._live[name] = any(counts[s] for s in (JobState.WAITING, JobState.DELAYED, JobState.ACTIVE))
+            self.metrics.set_depths(name, counts)
             self.metrics.set_flow_totals(name, await worker.queue.flow_counts())
-            self.metrics.set_limits(name, await worker.queue.limits_state(max_groups=1))
+            if name in due:  # an idle queue's limits do not move; its depths and flag are enough
+                self.metrics.set_limits(name, await worker.queue.limits_state(max_groups=1))
             self.paused[name] = await worker.queue.is_paused()
             self.metrics.paused.labels(name).set(1 if self.paused[name] else 0)
         for limiter in sorted(self.app.limiters):
@@ -357,7 +405,7 @@ class WorkerService:
             success = st.success_rate(figures["succeeded"], figures["failed"])
             self.log.info("queue stats", queue=name, jobs_per_min=rate, success_rate=success, **figures)
 
-    def _stats_figures(self, name: str, worker: Worker) -> dict[str, Any]:
+    def _stats_figures(self, name: str, worker: QueueWorker) -> dict[str, Any]:
         counts = st.queue_counts(worker)
         return {
             "restarts": self.watches[name].restarts,

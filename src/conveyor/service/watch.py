@@ -6,8 +6,8 @@ import asyncio
 import logging
 import time
 
+from conveyor.partitions import QueueWorker
 from conveyor.service.metrics import Metrics
-from conveyor.worker import Worker
 
 logger = logging.getLogger(__name__)
 FIRST_DELAY_S = 0.5
@@ -17,7 +17,7 @@ CALM_AFTER_S = 60.0  # a loop that ran this long without crashing starts its bac
 class QueueWatch:
     """Watches one Worker's loops; a loop ending while the worker is not closing is a crash."""
 
-    def __init__(self, worker: Worker, metrics: Metrics, *, backoff_max_s: float) -> None:
+    def __init__(self, worker: QueueWorker, metrics: Metrics, *, backoff_max_s: float) -> None:
         self.worker = worker
         self.metrics = metrics
         self.backoff_max_s = backoff_max_s

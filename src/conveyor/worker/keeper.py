@@ -28,8 +28,10 @@ logger = logging.getLogger(__name__)
 class LeaseKeeper:
     def __init__(
         self, scripts: QueueScripts, queue: str, leases: Mapping[str, Lease], lease_ms: int, interval_s: float,
-        on_beat: Callable[[], None], gate: LimiterGate | None = None,
+        on_beat: Callable[[], None], gate: LimiterGate | None = None, *, idle_wait: bool = False,
     ) -> None:
+        """`idle_wait`: while no lease is held, wait for `work` instead of ticking (a process with
+        many idle queues then sets no timer per queue)."""
         self.scripts = scripts
         self.gate = gate  # named limiters: their holds are extended with the leases
         self.queue = queue
@@ -37,11 +39,19 @@ class LeaseKeeper:
         self.lease_ms = lease_ms
         self.interval_s = interval_s
         self.on_beat = on_beat
+        self.idle_wait = idle_wait
+        self.work = asyncio.Event()  # set by the worker when it takes leases
         self.calls = 0  # extend calls made (each renews every lease held)
         self.last_beat: float | None = None
 
     async def run(self) -> None:
         while True:
+            if self.idle_wait and not self.leases:
+                self.last_beat = time.time()
+                self.on_beat()
+                self.work.clear()
+                if not self.leases:
+                    await self.work.wait()
             await asyncio.sleep(self.interval_s)
             await self.beat()
 

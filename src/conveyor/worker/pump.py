@@ -73,7 +73,10 @@ class TripPump:
         start_jobs: Callable[[list[Any]], None],
         refused: Callable[[Lease, int], None],
         gate: LimiterGate | None = None,
+        released: Callable[[], None] | None = None,
     ) -> None:
+        """`released`: called when a trip's reserved slots are given back (slots shared between
+        the pumps of a partitioned queue: another pump may now take them)."""
         self.scripts = scripts
         self.gate = gate  # named limiters: admit each claim, hold per job, release with the outcome
         self.queue = queue
@@ -86,6 +89,7 @@ class TripPump:
         self.leases = leases  # the worker's lease table: a lease leaves it when its outcome is answered
         self.start_jobs = start_jobs
         self.refused = refused
+        self.released = released
         self.ended: list[Lease] = []
         self.kick = asyncio.Event()
         self.closing = False
@@ -123,6 +127,11 @@ class TripPump:
         """More work may be ready (the waker saw a marker)."""
         self._has_work = True
         self.kick.set()
+
+    @property
+    def has_work(self) -> bool:
+        """The last claim came back full, or a wake-up said more may be ready."""
+        return self._has_work
 
     def pending(self) -> bool:
         return bool(self.ended or self._in_flight)
@@ -201,6 +210,8 @@ class TripPump:
             self.reserved -= reserved
             self._in_flight.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
             self.kick.set()
+            if trip.want and self.released is not None:
+                self.released()
         if reply is not None:  # (no await since the finally: the pump sees the new leases at once)
             self._answered(trip, reply)
 

@@ -31,7 +31,6 @@ from conveyor.options import MAX_DURATION_S
 from conveyor.queue import Queue
 from conveyor.redis.codes import ScriptCode
 from conveyor.redis.connection import eviction_policy_warning, listpack_hint
-from conveyor.redis.faults import guarded
 from conveyor.redis.scripts import CLAIM_FIELDS, CLAIM_HEADER
 from conveyor.worker.context import JobContext
 from conveyor.worker.keeper import LeaseKeeper
@@ -39,7 +38,9 @@ from conveyor.worker.lease import Lease, Stop
 from conveyor.worker.outcome import JobOutcome, OutcomeKind
 from conveyor.worker.pump import TripPump, backoff_delay, describe_code
 from conveyor.worker.runner import Handler, Runner
+from conveyor.worker.slots import SlotPool
 from conveyor.worker.threads import SyncThreads
+from conveyor.worker.wakehub import Pacer, WakeHub
 
 logger = logging.getLogger(__name__)
 
@@ -53,6 +54,7 @@ FLUSH_TIMEOUT_S = 10.0  # at shutdown, how long the last outcomes may take to re
 _NOTE_CHARS = 200
 _EMPTY_OPTS: dict[str, Any] = {}
 _LOOPS = ("waker", "heartbeat", "sweep", "mover")
+PROBE_EVERY_TURNS = 8  # an idle queue sharing a pacer is probed on every 8th paced sweep (a claim costs more)
 
 
 def default_worker_id() -> str:
@@ -129,11 +131,22 @@ class Worker:
         backoffs: BackoffPolicies | None = None,
         limiters: Sequence[LimiterUse] = (),
         declare_limiters: Sequence[Limiter] = (),
+        wake_hub: WakeHub | None = None,
+        pacer: Pacer | None = None,
+        slots: SlotPool | None = None,
+        stats: WorkerStats | None = None,
     ) -> None:
         """`limiters`: the named limiters this queue's jobs go through (docs/limits.md): each claim is
         admitted by all of them, and each job holds them until it ends. `declare_limiters`: limiters
-        this worker writes to Redis at start (idempotent); the others must have been declared."""
+        this worker writes to Redis at start (idempotent); the others must have been declared.
+        `wake_hub` and `pacer`: shared by the workers of one process serving many queues (one
+        blocking wait for all of them, a bounded rate of idle housekeeping; docs/scaling.md); by
+        default the worker has its own. `slots` and `stats`: shared by the workers of the
+        partitions of one queue (conveyor.partitions)."""
         _check_settings(concurrency, lease_ms, max_stalls, max_lapses, no_handler_timeout_s)
+        if queue.partitioned:
+            raise ConfigurationError(
+                f"queue {queue.name!r} is partitioned: run it with conveyor.partitions.worker_for (or app.worker)")
         self.queue = queue
         self.concurrency = concurrency
         self.lease_ms = lease_ms
@@ -150,7 +163,8 @@ class Worker:
         self.batch_size = min(batch_size or max(1, (concurrency + 1) // 2), MAX_BATCH)
         self.worker_id = worker_id or default_worker_id()
         self.middleware = MiddlewareChain(middleware)
-        self.stats = WorkerStats()
+        self.stats = stats or WorkerStats()
+        self.slots = slots
         self.threads = SyncThreads(concurrency)
         self.runner = Runner(
             handlers, threads=self.threads, max_result_bytes=max_result_bytes or queue.max_payload_bytes,
@@ -159,6 +173,7 @@ class Worker:
         self._scripts = queue.scripts
         # The lease table, keyed by token: a job whose lease lapsed may be leased again while its
         # old run lingers, so the id alone would not do.
+        self.pacer = pacer or Pacer()
         self.leases: dict[str, Lease] = {}
         self._running = 0  # leases whose run has not ended (each holds a slot)
         self._all_ended = asyncio.Event()
@@ -167,14 +182,20 @@ class Worker:
         self.gate = LimiterGate(queue.client, queue.prefix, uses, lease_ms, declare_limiters) if uses else None
         self.pump = TripPump(
             self._scripts, queue.name, self.worker_id, lease_ms=lease_ms, batch_size=self.batch_size,
-            free_slots=lambda: self.concurrency - self._running, handler_names=sorted(self.runner.handlers),
+            free_slots=self._free_slots, handler_names=sorted(self.runner.handlers),
             leases=self.leases, start_jobs=self._start_jobs, refused=self._refused, gate=self.gate,
+            released=None if slots is None else slots.released,
         )
+        if slots is not None:
+            slots.pumps.append(self.pump)
         # Flows: delivers this queue's child outcomes to their parents (flows/mover.py).
-        self.mover = OutboxMover(queue.client, queue.keys, queue.events_maxlen, self.stalled_interval_s)
+        self.mover = OutboxMover(queue.client, queue.keys, queue.events_maxlen,
+                                 None if self.pacer.limited else self.stalled_interval_s)
         self.pump.on_recorded = self._recorded
         self.keeper = LeaseKeeper(self._scripts, queue.name, self.leases, lease_ms, self.heartbeat_s, self._beat,
-                                  gate=self.gate)
+                                  gate=self.gate, idle_wait=self.pacer.limited)
+        self._own_hub = wake_hub is None
+        self.wake_hub = wake_hub or WakeHub(queue.client)
         self._closing = False
         self._started = False
         self._stopped = asyncio.Event()
@@ -186,6 +207,16 @@ class Worker:
     def active(self) -> int:
         """Jobs whose run has not ended (a sync handler counts until its thread returns)."""
         return self._running
+
+    @property
+    def trips(self) -> int:
+        """Trips sent so far (each claims and/or records outcomes): a sign of activity."""
+        return self.pump.trips
+
+    def _free_slots(self) -> int:
+        if self.slots is not None:
+            return self.slots.free_for(self.pump)
+        return self.concurrency - self._running
 
     @property
     def running(self) -> bool:
@@ -258,6 +289,8 @@ class Worker:
             task.cancel()
         await asyncio.wait(loops, timeout=5)
         self.threads.close()
+        if self._own_hub:
+            await self.wake_hub.close()
         self._stopped.set()
 
     async def _wait_ended(self, timeout: float) -> None:
@@ -299,6 +332,8 @@ class Worker:
             lease = Lease(job_id, token, int(attempt), name, options if isinstance(options, dict) else _EMPTY_OPTS)
             leases[token] = lease
             self._running += 1
+            if self.slots is not None:
+                self.slots.running += 1
             if not isinstance(options, dict):
                 error = {"type": "InvalidJob", "message": "the job's stored options cannot be read"}
                 self._end(lease, JobOutcome(OutcomeKind.FAILED, error=error))
@@ -310,8 +345,10 @@ class Worker:
                 lease.task = create_task(run(lease, ctx, data))
         if self._running:
             self._all_ended.clear()
-        if self._running > self.stats.peak_active:
-            self.stats.peak_active = self._running
+            self.keeper.work.set()
+        running = self._running if self.slots is None else self.slots.running
+        if running > self.stats.peak_active:
+            self.stats.peak_active = running
 
     async def _run(self, lease: Lease, ctx: JobContext, data: str) -> None:
         outcome: JobOutcome | None = None
@@ -339,6 +376,9 @@ class Worker:
         self._running -= 1
         if self._running == 0:
             self._all_ended.set()
+        if self.slots is not None:
+            self.slots.running -= 1
+            self.slots.released()
         stats = self.stats
         kind = outcome.kind
         if kind is OutcomeKind.LOST:
@@ -404,27 +444,40 @@ class Worker:
     # ------------------------------------------------------------------ background loops
 
     async def _waker(self) -> None:
-        """Blocks on the wake list while the worker has free slots and saw no work."""
-        failures = 0
+        """While the worker has free slots and saw no work, waits (through the wake hub) for a
+        marker on the queue's wake list. A wait that ends without one probes the queue (a marker
+        can be lost with a worker that died holding it) unless the pacer is shared: then the paced
+        sweep probes idle queues, so 1,000 idle queues do not probe every `idle_block_s`."""
+        keys = self.queue.keys
+        interrupt = keys.hub(self.wake_hub.id)
         while True:
             await self.pump.idle.wait()
-            try:
-                await guarded(self.queue.client.blpop([self.queue.keys.wake], timeout=self.idle_block_s),
-                              "waiting for work")
-                failures = 0
-            except ConnectionFailedError as exc:
-                failures += 1
-                delay = backoff_delay(failures)
-                logger.warning("queue %s: wake-up wait failed (%s); retrying in %.2fs", self.queue.name, exc, delay)
-                await asyncio.sleep(delay)
+            # A shared pacer probes idle queues itself: the wait needs no timer of its own.
+            timeout = None if self.pacer.limited else self.idle_block_s
+            woke = await self.wake_hub.wait(keys.wake, interrupt, timeout)
+            if not woke and self.pacer.limited:
+                continue
             self.pump.idle.clear()
             self.pump.wake()
 
     async def _sweeper(self) -> None:
+        """Every `stalled_interval_s`, returns the jobs of dead workers to the queue. While this
+        worker holds no lease and ran nothing since the last sweep, the sweep waits for a turn of
+        the pacer, so idle queues cost a bounded number of calls per second."""
         failures = 0
+        turns = 0
+        processed = self.stats.processed
         while True:
             await asyncio.sleep(min(self.stalled_interval_s, backoff_delay(failures)) if failures
                                 else self.stalled_interval_s)
+            if not self.leases and processed == self.stats.processed:
+                await self.pacer.turn()
+                turns += 1
+                if self.pacer.limited:
+                    self.mover.kick.set()  # the outbox look of an idle queue (flows/mover.py)
+                    if turns % PROBE_EVERY_TURNS == 0 and self.pump.idle.is_set():
+                        self.pump.wake()  # the idle queue's safety-net probe (see _waker)
+            processed = self.stats.processed
             try:
                 sweep = await self._scripts.sweep(self.max_stalls, self.max_lapses)
                 expired = 0

@@ -1,0 +1,8 @@
+"""Partitioned queues: one queue spread over N partitions, each in its own Cluster hash slot
+(docs/scaling.md). A partition is a queue with its own keys; this room routes producers and
+readers to partitions and runs one worker per partition over a shared concurrency budget."""
+
+from conveyor.partitions.queue import PartitionedQueue, route_partition
+from conveyor.partitions.worker import PartitionedWorker, QueueWorker, worker_for
+
+__all__ = ["PartitionedQueue", "PartitionedWorker", "QueueWorker", "route_partition", "worker_for"]

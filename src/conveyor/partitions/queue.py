@@ -1,0 +1,333 @@
+"""PartitionedQueue: the Queue API over N partitions.
+
+Placement: a job with a group goes to the group's partition (a tenant's jobs stay in order in one
+partition and its group limits hold exactly); otherwise a job with an idempotency key or an id goes
+to that key's partition (so the key deduplicates); any other job goes round-robin and gets an id
+that names its partition (`P<i>.<hex>`), so finding it later costs one call. Ordering guarantees
+(priority, then arrival) hold within a partition, not across partitions.
+
+Re-partitioning: `previous=N` makes a queue of `partitions=M` also read and serve the partitions of
+the old layout (no new job goes there); once they are empty, drop `previous` (docs/scaling.md).
+"""
+
+from __future__ import annotations
+
+import heapq
+import math
+import re
+import secrets
+import time
+import zlib
+from collections.abc import Iterable, Sequence
+from dataclasses import replace
+from typing import Any
+
+from conveyor.errors import ConfigurationError, InvalidOptionError, JobNotFoundError
+from conveyor.events import Event
+from conveyor.job import Job, JobRecord, JobState
+from conveyor.limits.model import GroupLimits, RateLimit
+from conveyor.options import JobSpec
+from conveyor.queue import Page, Queue, Retention
+from conveyor.redis.keys import MAX_PARTITIONS, partition_tag
+
+_GENERATED = re.compile(r"^P(\d{1,2})\.")
+_FINISHED = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
+_CURSOR_SEP = "|"
+
+
+def route_partition(key: str, count: int) -> int:
+    """The partition of a group, idempotency key or job id (stable across processes)."""
+    return zlib.crc32(key.encode()) % count
+
+
+def _tags(name: str, count: int) -> list[str]:
+    return [partition_tag(name, i, count) for i in range(count)]
+
+
+class PartitionedQueue(Queue):
+    """A queue over `partitions` partitions; `previous`: the partition count before a
+    re-partition, whose partitions are still read and served until empty."""
+
+    partitioned = True
+
+    def __init__(self, name: str, *, partitions: int, previous: int | None = None, **options: Any) -> None:
+        if not isinstance(partitions, int) or not 1 <= partitions <= MAX_PARTITIONS:
+            raise ConfigurationError(f"partitions must be an integer in [1, {MAX_PARTITIONS}]")
+        if previous is not None and (not isinstance(previous, int) or not 1 <= previous <= MAX_PARTITIONS):
+            raise ConfigurationError(f"previous must be an integer in [1, {MAX_PARTITIONS}]")
+        current = _tags(name, partitions)
+        super().__init__(name, partition_tag=current[0], **options)
+        self.partition_count = partitions
+        common = {k: v for k, v in options.items() if k != "redis"}
+        self.parts: list[Queue] = [Queue(name, redis=self.client, partition_tag=tag, **common) for tag in current]
+        old = [t for t in (_tags(name, previous) if previous else []) if t not in current]
+        # Every partition that may hold jobs: the current ones, then those of the previous layout.
+        self.serving: list[Queue] = self.parts + [Queue(name, redis=self.client, partition_tag=t, **common)
+                                                  for t in old]
+        self._rr = 0
+
+    def __repr__(self) -> str:
+        return f"PartitionedQueue({self.name!r}, partitions={self.partition_count})"
+
+    # ------------------------------------------------------------------ placement
+
+    def _place(self, spec: JobSpec) -> tuple[int, JobSpec]:
+        opts = spec.options.merged_over(self.defaults)
+        n = self.partition_count
+        key = opts.group or opts.idempotency_key or opts.job_id
+        if key:
+            return route_partition(key, n), spec
+        self._rr = (self._rr + 1) % n
+        job_id = f"P{self._rr}.{time.time_ns() // 1000:x}{secrets.token_hex(4)}"
+        return self._rr, JobSpec(spec.name, spec.data, replace(spec.options, job_id=job_id))
+
+    async def add_specs(self, specs: Sequence[JobSpec], *, parse: Any = None) -> list[Job[Any]]:
+        """Each job to its partition (see the module docstring); one call per partition used.
+        All or nothing per partition, not across partitions."""
+        placed = [self._place(spec) for spec in specs]
+        for _, spec in placed:  # every spec is checked before anything is written
+            self.parts[0].encode(spec)
+        by_part: dict[int, list[int]] = {}
+        for position, (p, _) in enumerate(placed):
+            by_part.setdefault(p, []).append(position)
+        jobs: list[Job[Any] | None] = [None] * len(specs)
+        for p, positions in by_part.items():
+            part = self.parts[p]
+            added = await Queue.add_specs(part, [placed[i][1] for i in positions], parse=parse)
+            for i, job in zip(positions, added, strict=True):
+                jobs[i] = job
+        return [j for j in jobs if j is not None]
+
+    # ------------------------------------------------------------------ finding a job
+
+    def _guess(self, job_id: str) -> int:
+        m = _GENERATED.match(job_id)
+        if m and int(m.group(1)) < self.partition_count:
+            return int(m.group(1))
+        return route_partition(job_id, self.partition_count)
+
+    def _search_order(self, job_id: str) -> list[Queue]:
+        first = self.parts[self._guess(job_id)]
+        return [first] + [q for q in self.serving if q is not first]
+
+    async def locate(self, job_id: str) -> Queue | None:
+        """The partition holding `job_id` (its likely partition first), or None."""
+        for part in self._search_order(job_id):
+            if await Queue._call(part.client.exists(part.keys.job(job_id))):
+                return part
+        return None
+
+    async def _part_of(self, job_id: str) -> Queue:
+        part = await self.locate(job_id)
+        if part is None:
+            raise JobNotFoundError(f"job {job_id!r} not found")
+        return part
+
+    def job(self, job_id: str, *, parse: Any = None) -> Job[Any]:
+        """A handle bound to the job's likely partition (a job placed by its group but given an
+        explicit id may live elsewhere: `await queue.locate(id)` finds it)."""
+        return Job(self.parts[self._guess(job_id)], job_id, parse=parse)
+
+    async def get_job(self, job_id: str) -> JobRecord | None:
+        part = await self.locate(job_id)
+        return None if part is None else await Queue.get_job(part, job_id)
+
+    async def get_state(self, job_id: str) -> JobState | None:
+        part = await self.locate(job_id)
+        return None if part is None else await Queue.get_state(part, job_id)
+
+    async def get_logs(self, job_id: str, start: int = 0, end: int = -1) -> list[str]:
+        part = await self.locate(job_id)
+        return [] if part is None else await Queue.get_logs(part, job_id, start, end)
+
+    async def cancel(self, job_id: str) -> JobState:
+        return await Queue.cancel(await self._part_of(job_id), job_id)
+
+    async def retry(self, job_id: str) -> None:
+        await Queue.retry(await self._part_of(job_id), job_id)
+
+    async def promote(self, job_id: str) -> None:
+        await Queue.promote(await self._part_of(job_id), job_id)
+
+    async def remove(self, job_id: str) -> None:
+        await Queue.remove(await self._part_of(job_id), job_id)
+
+    async def children(self, job_id: str) -> Any:
+        return await Queue.children(await self._part_of(job_id), job_id)
+
+    async def get_output(self, job_id: str, start: int = 0) -> Any:
+        part = await self.locate(job_id)
+        return None if part is None else await Queue.get_output(part, job_id, start)
+
+    async def add_flow(self, root: Any) -> Job[Any]:
+        """Flows are not placed over partitions yet: a flow's jobs go on plain queues."""
+        raise ConfigurationError(f"queue {self.name!r} is partitioned: flows run on plain queues only")
+
+    # ------------------------------------------------------------------ reading
+
+    async def flow_counts(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for part in self.serving:
+            for key, n in (await Queue.flow_counts(part)).items():
+                total[key] = total.get(key, 0) + n
+        return total
+
+    async def counts(self) -> dict[JobState, int]:
+        total = dict.fromkeys(JobState, 0)
+        for part in self.serving:
+            for state, n in (await Queue.counts(part)).items():
+                total[state] += n
+        return total
+
+    async def held(self) -> dict[str, int]:
+        total: dict[str, int] = {}
+        for part in self.serving:
+            for name, n in (await Queue.held(part)).items():
+                total[name] = total.get(name, 0) + n
+        return total
+
+    async def is_paused(self) -> bool:
+        return all([await Queue.is_paused(part) for part in self.parts])
+
+    async def list_jobs(self, state: JobState | str, *, cursor: int = 0, limit: int = 50) -> Page:
+        """Jobs of one state over all partitions: finished ones newest first, delayed by due time,
+        active by lease deadline (merged by score); waiting ones each partition's claim order,
+        taken from the partitions in turn (the order fair workers claim them in)."""
+        state = JobState(state)
+        if not 1 <= limit <= 1000:
+            raise InvalidOptionError("limit must be in [1, 1000]")
+        if cursor < 0:
+            raise InvalidOptionError("cursor must be >= 0")
+        want = cursor + limit
+        if state is JobState.WAITING:
+            lists = [[r.id for r in (await Queue.list_jobs(p, state, cursor=0, limit=min(want, 1000))).jobs]
+                     for p in self.serving]
+            merged = [i for group in _round_robin(lists) for i in group]
+        else:
+            newest_first = state in _FINISHED
+            scored: list[list[tuple[float, str]]] = []
+            for part in self.serving:
+                key = part.keys.state_set(state.value)
+                fetch = part.client.zrevrange if newest_first else part.client.zrange
+                rows = await Queue._call(fetch(key, 0, want - 1, withscores=True))
+                scored.append([(-s if newest_first else s, str(i)) for i, s in rows])
+            merged = [i for _, i in heapq.merge(*scored)]
+        ids = merged[cursor:want]
+        records = [r for r in [await self.get_job(i) for i in ids] if r is not None]
+        return Page(records, want if len(ids) == limit else None)
+
+    # ------------------------------------------------------------------ events
+
+    async def last_event_id(self) -> str:
+        return _CURSOR_SEP.join([await Queue.last_event_id(p) for p in self.serving])
+
+    async def read_events(self, cursor: str = "0-0", *, count: int = 1000, block_ms: int | None = None) -> list[Event]:
+        """Events of every partition after `cursor` (a composite of one stream id per partition, or
+        "0-0"), merged by time; each event's id is the composite cursor just after it. Blocking
+        waits on the first partition only, then reads the others (events are a view: order across
+        partitions is by stream time)."""
+        cursors = cursor.split(_CURSOR_SEP) if _CURSOR_SEP in cursor else [cursor] * len(self.serving)
+        if len(cursors) != len(self.serving):
+            cursors = (cursors + ["0-0"] * len(self.serving))[: len(self.serving)]
+        batches: list[list[tuple[tuple[int, int], int, Event]]] = []
+        for i, part in enumerate(self.serving):
+            batch = await Queue.read_events(part, cursors[i], count=count, block_ms=block_ms if i == 0 else None)
+            batches.append([(_stream_time(e.id), i, e) for e in batch])
+        out: list[Event] = []
+        for _, i, event in heapq.merge(*batches):
+            cursors[i] = event.id
+            out.append(replace(event, id=_CURSOR_SEP.join(cursors)))
+            if len(out) >= count:
+                break
+        return out
+
+    # ------------------------------------------------------------------ admin over every partition
+
+    async def pause(self) -> None:
+        for part in self.serving:
+            await Queue.pause(part)
+
+    async def resume(self) -> None:
+        for part in self.serving:
+            await Queue.resume(part)
+
+    async def drain(self, *, include_delayed: bool = True) -> int:
+        return sum([await Queue.drain(p, include_delayed=include_delayed) for p in self.serving])
+
+    async def purge(self, state: JobState | str) -> int:
+        return sum([await Queue.purge(p, state) for p in self.serving])
+
+    async def obliterate(self, *, force: bool = False) -> None:
+        for part in self.serving:
+            await Queue.obliterate(part, force=force)
+
+    async def recover_stalled(self, max_stalls: int = 1, max_lapses: int = 10) -> tuple[int, int]:
+        recovered = failed = 0
+        for part in self.serving:
+            r, f = await Queue.recover_stalled(part, max_stalls, max_lapses)
+            recovered, failed = recovered + r, failed + f
+        return recovered, failed
+
+    async def set_retention(self, retention: Retention) -> None:
+        """Count limits are split between the partitions (each keeps its share)."""
+        n = len(self.serving)
+
+        def share(v: int | None) -> int | None:
+            return None if v is None else max(1, math.ceil(v / n))
+
+        each = Retention(share(retention.completed_max_count), retention.completed_max_age_s,
+                         share(retention.failed_max_count), retention.failed_max_age_s)
+        for part in self.serving:
+            await Queue.set_retention(part, each)
+
+    async def set_limits(
+        self, *, rate: RateLimit | None = None, concurrency: int | None = None, cost: RateLimit | None = None,
+        group_defaults: GroupLimits | None = None,
+    ) -> None:
+        """Queue-wide limits are split evenly between the partitions (each enforces its share;
+        docs/scaling.md says what that means); group limits apply whole, as a group lives in one
+        partition."""
+        n = self.partition_count
+
+        def split(limit: RateLimit | None) -> RateLimit | None:
+            return None if limit is None else replace(limit, limit=max(1, math.ceil(limit.limit / n)))
+
+        for part in self.parts:
+            await Queue.set_limits(part, rate=split(rate), cost=split(cost),
+                                   concurrency=None if concurrency is None else max(1, math.ceil(concurrency / n)),
+                                   group_defaults=group_defaults)
+
+    async def set_group_limits(
+        self, group: str, *, concurrency: int | None = None, rate: RateLimit | None = None,
+        cost: RateLimit | None = None,
+    ) -> None:
+        part = self.parts[route_partition(group, self.partition_count)]
+        await Queue.set_group_limits(part, group, concurrency=concurrency, rate=rate, cost=cost)
+
+    async def set_group_weight(self, group: str, weight: float) -> None:
+        await Queue.set_group_weight(self.parts[route_partition(group, self.partition_count)], group, weight)
+
+    async def limits_state(self, max_groups: int = 50) -> dict[str, Any]:
+        """The first partition's limits and state, with the live counts summed over partitions."""
+        states = [await Queue.limits_state(p, max_groups) for p in self.parts]
+        merged = dict(states[0])
+        merged["active"] = sum(s["active"] for s in states)
+        merged["partitions"] = len(self.parts)
+        return merged
+
+    async def close(self) -> None:
+        await Queue.close(self)
+
+
+def _stream_time(entry_id: str) -> tuple[int, int]:
+    ms, _, seq = entry_id.partition("-")
+    return int(ms or 0), int(seq or 0)
+
+
+def _round_robin(lists: Iterable[list[str]]) -> list[list[str]]:
+    lists = [list(x) for x in lists]
+    rounds: list[list[str]] = []
+    depth = max((len(x) for x in lists), default=0)
+    for i in range(depth):
+        rounds.append([x[i] for x in lists if i < len(x)])
+    return rounds

@@ -1,0 +1,203 @@
+"""A partitioned queue keeps the queue's behaviours, on a standalone server and on a real 3-node
+Cluster (where its partitions sit in slots of different shards)."""
+
+from __future__ import annotations
+
+import asyncio
+from collections.abc import AsyncIterator
+from typing import Any
+
+import pytest
+from redis.crc import key_slot
+
+from conveyor import JobContext, JobState, Worker
+from conveyor.errors import ConfigurationError, IdempotencyConflictError
+from conveyor.partitions import PartitionedQueue, route_partition, worker_for
+from conveyor.redis.connection import RedisClient
+from tests.conftest import running, wait_for
+
+PARTS = 3
+
+
+@pytest.fixture
+async def pq(client: RedisClient, qname: str) -> AsyncIterator[PartitionedQueue]:
+    q = PartitionedQueue(qname, partitions=PARTS, redis=client)
+    yield q
+    await q.obliterate(force=True)
+
+
+def groups_in_distinct_partitions(n: int) -> list[str]:
+    found: dict[int, str] = {}
+    i = 0
+    while len(found) < n:
+        found.setdefault(route_partition(f"tenant-{i}", PARTS), f"tenant-{i}")
+        i += 1
+    return [found[p] for p in sorted(found)]
+
+
+async def test_partitions_sit_in_distinct_slots_and_plain_jobs_spread(pq: PartitionedQueue) -> None:
+    slots = {key_slot(p.keys.ready.encode()) for p in pq.parts}
+    assert len(slots) == PARTS
+    jobs = await pq.add_bulk([{"name": "t", "data": i} for i in range(30)])
+    per_part = [(await p.counts())[JobState.WAITING] for p in pq.parts]
+    assert per_part == [10, 10, 10]
+    assert (await pq.counts())[JobState.WAITING] == 30
+    seen: list[int] = []
+
+    async def t(ctx: JobContext, data: int) -> int:
+        seen.append(data)
+        return data * 2
+
+    async with running(worker_for(pq, {"t": t}, concurrency=4)):  # type: ignore[arg-type]
+        records = [await j.wait(timeout=60) for j in jobs]
+    assert [r.result for r in records] == [i * 2 for i in range(30)]
+    assert all(r.queue == pq.name for r in records)
+    assert sorted(seen) == list(range(30))
+    assert (await pq.counts())[JobState.COMPLETED] == 30
+
+
+async def test_a_tenant_stays_in_one_partition_in_order(pq: PartitionedQueue) -> None:
+    a, b = groups_in_distinct_partitions(2)
+    jobs = [await pq.add("t", {"g": g, "n": n}, group=g) for n in range(15) for g in (a, b)]
+    homes = {g: {(await pq.locate(j.id)) for j in jobs if j.queue is not None and g in (a, b)} for g in (a, b)}
+    assert all(len(h) >= 1 for h in homes.values())
+    assert {route_partition(a, PARTS), route_partition(b, PARTS)} == {pq.parts.index(j.queue) for j in jobs}
+    order: dict[str, list[int]] = {a: [], b: []}
+
+    async def t(ctx: JobContext, data: dict[str, Any]) -> None:
+        order[data["g"]].append(data["n"])
+
+    async with running(worker_for(pq, {"t": t}, concurrency=1)):  # type: ignore[arg-type]
+        for j in jobs:
+            await j.wait(timeout=60)
+    assert order[a] == list(range(15)) and order[b] == list(range(15))
+
+
+async def test_priorities_delays_retries_within_a_partition(pq: PartitionedQueue) -> None:
+    (g,) = groups_in_distinct_partitions(1)
+    low = await pq.add("t", "low", group=g, priority=-5)
+    high = await pq.add("t", "high", group=g, priority=10)
+    later = await pq.add("t", "later", delay=3600)
+    flaky = await pq.add("flaky", None, attempts=2, backoff=0)
+    assert await pq.get_state(later.id) is JobState.DELAYED
+    order: list[str] = []
+
+    async def t(ctx: JobContext, data: str) -> None:
+        order.append(data)
+
+    async def flaky_fn(ctx: JobContext, data: Any) -> str:
+        if ctx.attempt < 2:
+            raise RuntimeError("first attempt fails")
+        return "second"
+
+    async with running(worker_for(pq, {"t": t, "flaky": flaky_fn}, concurrency=1)):  # type: ignore[arg-type]
+        await high.wait(timeout=60)
+        await low.wait(timeout=60)
+        assert order.index("high") < order.index("low")
+        record = await flaky.wait(timeout=60)
+        assert record.state is JobState.COMPLETED and record.attempts_made == 2
+        assert await pq.get_state(later.id) is JobState.DELAYED
+        await pq.promote(later.id)
+        assert (await later.wait(timeout=60)).state is JobState.COMPLETED
+
+
+async def test_idempotency_keys_and_ids_deduplicate_across_partitions(pq: PartitionedQueue) -> None:
+    first = await pq.add("t", {"x": 1}, idempotency_key="order-7")
+    again = await pq.add("t", {"x": 1}, idempotency_key="order-7")
+    assert again.id == first.id and first.created and not again.created
+    with pytest.raises(IdempotencyConflictError):
+        await pq.add("t", {"x": 2}, idempotency_key="order-7")
+    by_id = await pq.add("t", None, job_id="invoice-42")
+    assert not (await pq.add("t", None, job_id="invoice-42")).created
+    assert (await pq.get_job("invoice-42")) is not None and by_id.id == "invoice-42"
+    assert (await pq.counts())[JobState.WAITING] == 2
+
+
+async def test_cancel_waiting_and_active_jobs(pq: PartitionedQueue) -> None:
+    waiting = [await pq.add("t", i) for i in range(PARTS)]
+    for job in waiting:
+        assert await pq.cancel(job.id) is JobState.CANCELLED
+    started = asyncio.Event()
+
+    async def slow(ctx: JobContext, data: Any) -> None:
+        started.set()
+        await asyncio.sleep(3600)
+
+    job = await pq.add("slow", None)
+    async with running(worker_for(pq, {"slow": slow}, concurrency=2, heartbeat_ms=100)):  # type: ignore[arg-type]
+        await asyncio.wait_for(started.wait(), 60)
+        assert await pq.cancel(job.id) is JobState.ACTIVE
+        assert (await job.wait(timeout=60)).state is JobState.CANCELLED
+    assert (await pq.counts())[JobState.CANCELLED] == PARTS + 1
+
+
+async def test_events_listing_and_counts_cover_every_partition(pq: PartitionedQueue) -> None:
+    cursor = await pq.last_event_id()
+    jobs = await pq.add_bulk([{"name": "t", "data": i} for i in range(12)])
+
+    async def t(ctx: JobContext, data: int) -> int:
+        return data
+
+    async with running(worker_for(pq, {"t": t}, concurrency=3)):  # type: ignore[arg-type]
+        for j in jobs:
+            await j.wait(timeout=60)
+    events = await pq.read_events(cursor)
+    completed = {e.job_id for e in events if e.type == "completed"}
+    assert completed == {j.id for j in jobs}
+    assert {e.job_id for e in events if e.type == "added"} == {j.id for j in jobs}
+    assert await pq.read_events(events[-1].id) == []  # the composite cursor resumes after the last
+    listed: list[str] = []
+    page_cursor: int | None = 0
+    while page_cursor is not None:
+        page = await pq.list_jobs(JobState.COMPLETED, cursor=page_cursor, limit=5)
+        listed += [r.id for r in page.jobs]
+        page_cursor = page.next_cursor
+    assert sorted(listed) == sorted(j.id for j in jobs) and len(listed) == 12
+    assert (await pq.counts())[JobState.COMPLETED] == 12
+
+
+async def test_no_partition_starves(pq: PartitionedQueue) -> None:
+    big, small = groups_in_distinct_partitions(2)
+    await pq.add_bulk([{"name": "t", "data": "big", "options": {"group": big}} for _ in range(200)])
+    done: list[str] = []
+
+    async def t(ctx: JobContext, data: str) -> None:
+        done.append(data)
+        await asyncio.sleep(0)
+
+    async with running(worker_for(pq, {"t": t}, concurrency=2)):  # type: ignore[arg-type]
+        await wait_for(lambda: len(done) >= 5, timeout=60, what="the big backlog started")
+        lone = await pq.add("t", "small", group=small)
+        await lone.wait(timeout=60)
+        assert done.count("big") < 200  # the other partition's job did not wait for the whole backlog
+        await wait_for(lambda: len(done) == 201, timeout=120, what="everything done")
+
+
+async def test_an_idle_worker_wakes_for_any_partition_without_polling(pq: PartitionedQueue) -> None:
+    async def t(ctx: JobContext, data: Any) -> None:
+        return None
+
+    worker = worker_for(pq, {"t": t}, concurrency=2, idle_block_s=0.5)
+    async with running(worker):  # type: ignore[arg-type]
+        hub = worker.wake_hub
+        await wait_for(lambda: hub.watched == PARTS, timeout=60, what="every partition waiting")
+        trips, waits = worker.trips, hub.waits
+        await wait_for(lambda: hub.waits >= waits + 3 * PARTS, timeout=60, what="rounds of waits")
+        # Idle: at most one probe per partition per wait, never a loop of claims.
+        assert worker.trips - trips <= PARTS * (hub.waits - waits + 1)
+        for i in range(PARTS):
+            job = await pq.parts[i].add("t", None)  # straight into partition i
+            assert (await job.wait(timeout=60)).state is JobState.COMPLETED
+
+
+def test_a_plain_worker_refuses_a_partitioned_queue() -> None:
+    q = PartitionedQueue("refused", partitions=2, redis="redis://127.0.0.1:1/0")
+    with pytest.raises(ConfigurationError):
+        Worker(q, {})
+
+
+async def test_flow_totals_sum_the_partitions_and_flows_are_refused(pq: PartitionedQueue) -> None:
+    totals = await pq.flow_counts()
+    assert totals and all(n == 0 for n in totals.values())
+    with pytest.raises(ConfigurationError):
+        await pq.add_flow(None)

@@ -1,0 +1,93 @@
+"""Changing the partition count of a live queue loses no job and runs none twice (the procedure of
+docs/scaling.md): workers that serve the new and the previous layout first, then producers on the
+new count, then, once the old partitions are empty, workers on the new layout alone."""
+
+from __future__ import annotations
+
+import asyncio
+from collections import Counter
+from typing import Any
+
+import pytest
+
+from conveyor import JobContext, JobState
+from conveyor.partitions import PartitionedQueue, worker_for
+from conveyor.redis.connection import RedisClient
+from tests.conftest import wait_for
+
+
+@pytest.mark.parametrize(("before", "after"), [(2, 4), (4, 2)])
+async def test_live_repartition(client: RedisClient, qname: str, before: int, after: int) -> None:
+    runs: Counter[int] = Counter()
+
+    async def t(ctx: JobContext, n: int) -> int:
+        runs[n] += 1
+        await asyncio.sleep(0.001)
+        return n
+
+    old_q = PartitionedQueue(qname, partitions=before, redis=client)
+    both_q = PartitionedQueue(qname, partitions=after, previous=before, redis=client)
+    new_q = PartitionedQueue(qname, partitions=after, redis=client)
+    try:
+        old_worker = worker_for(old_q, {"t": t}, concurrency=3, lease_ms=5000)
+        await old_worker.start()
+        await old_q.add_bulk([{"name": "t", "data": n, "options": {"group": f"g{n % 7}"}} for n in range(150)])
+        await old_q.add_bulk([{"name": "t", "data": n} for n in range(150, 300)])
+        await wait_for(lambda: sum(runs.values()) >= 20, timeout=60, what="the old layout running")
+        # 1. Workers serving both layouts join; the old ones leave.
+        both_worker = worker_for(both_q, {"t": t}, concurrency=3, lease_ms=5000)
+        await both_worker.start()
+        await old_worker.close(10)
+        # 2. Producers move to the new count (the old producer may still be adding meanwhile).
+        await asyncio.gather(
+            both_q.add_bulk([{"name": "t", "data": n} for n in range(300, 450)]),
+            old_q.add_bulk([{"name": "t", "data": n, "options": {"group": f"g{n % 7}"}} for n in range(450, 500)]),
+        )
+        # 3. Once the partitions only the previous layout has are empty, the new layout alone is enough.
+        retired = both_q.serving[len(both_q.parts):]
+
+        async def retired_empty() -> bool:
+            for part in retired:
+                c = await part.counts()
+                if c[JobState.WAITING] or c[JobState.DELAYED] or c[JobState.ACTIVE]:
+                    return False
+            return True
+
+        await wait_for(retired_empty, timeout=120, what="the retired partitions drained")
+        new_worker = worker_for(new_q, {"t": t}, concurrency=3, lease_ms=5000)
+        await new_worker.start()
+        await both_worker.close(10)
+        await new_q.add_bulk([{"name": "t", "data": n} for n in range(500, 550)])
+        await wait_for(lambda: len(runs) == 550, timeout=180, what="every job run")
+        await new_worker.close(10)
+    finally:
+        await both_q.obliterate(force=True)
+    assert sorted(runs) == list(range(550))
+    assert max(runs.values()) == 1, [n for n, c in runs.items() if c > 1]
+
+
+async def test_previous_layout_jobs_are_found_and_counted(client: RedisClient, qname: str) -> None:
+    old_q = PartitionedQueue(qname, partitions=3, redis=client)
+    moved = PartitionedQueue(qname, partitions=5, previous=3, redis=client)
+    try:
+        jobs = await old_q.add_bulk([{"name": "t", "data": n} for n in range(9)])
+        assert (await moved.counts())[JobState.WAITING] == 9
+        for job in jobs:
+            assert (await moved.get_job(job.id)) is not None
+        page = await moved.list_jobs(JobState.WAITING, limit=100)
+        assert sorted(r.id for r in page.jobs) == sorted(j.id for j in jobs)
+        assert await moved.cancel(jobs[0].id) is JobState.CANCELLED
+
+        async def t(ctx: JobContext, data: Any) -> None:
+            return None
+
+        async with asyncio.timeout(120):
+            worker = worker_for(moved, {"t": t}, concurrency=2)
+            await worker.start()
+            try:
+                for job in jobs[1:]:
+                    assert (await job.wait(timeout=60)).state is JobState.COMPLETED
+            finally:
+                await worker.close(5)
+    finally:
+        await moved.obliterate(force=True)
