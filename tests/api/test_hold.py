@@ -125,6 +125,8 @@ async def test_hundreds_of_streams_and_waits_leave_the_api_responsive(
             conns += waits
             # With all of them held: health is fine and enqueue still answers.
             for _ in range(10):
+                # A fresh connection each time: the pooled one may have outlived the keep-alive limit.
+                http = httpx.AsyncClient(base_url=base, timeout=60, limits=httpx.Limits(max_keepalive_connections=0))
                 health = await http.get("/api/health")
                 assert health.status_code == 200 and health.json()["redis"] == "ok", health.text
                 r = await http.post(f"/api/queues/{qname}/jobs", json={"name": "echo", "data": {"text": "y"}},
