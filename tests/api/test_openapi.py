@@ -20,6 +20,8 @@ async def test_openapi_lists_endpoints_and_task_payload_schemas(api: Api) -> Non
         ("get", "/api/jobs/{queue}/{job_id}/events"),
         ("get", "/api/jobs/{queue}/{job_id}/output"),
         ("get", "/api/events"),
+        ("get", "/api/limiters"),
+        ("get", "/api/limiters/{name}"),
         ("post", "/api/jobs/{queue}/{job_id}/retry"),
         ("post", "/api/jobs/{queue}/{job_id}/promote"),
         ("get", "/api/queues"),
