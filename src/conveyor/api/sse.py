@@ -21,7 +21,7 @@ Other event types (progress, log, and any a handler emits) pass through with the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, AsyncIterator, Callable
+from collections.abc import AsyncGenerator, Callable
 from typing import Annotated, Any
 
 import orjson
@@ -71,10 +71,16 @@ async def _follow(
     flow: FlowFollower | None = None,
 ) -> AsyncGenerator[bytes, None]:
     yield b"retry: %d\n\n" % _RETRY_MS
+    inner = _follow_job(hub, queue, job_id, after, keepalive_s, relay, flow)
     try:
-        async for chunk in _follow_job(hub, queue, job_id, after, keepalive_s, relay, flow):
+        async for chunk in inner:
             yield chunk
     finally:
+        # Closed here, first: when this generator is closed while parked at its `yield`, the inner one
+        # is not closed by the loop, and its hub subscription would stay open until garbage collection.
+        # Closing it does not suspend (an unsubscription is synchronous), so it runs even under a
+        # cancelled task group.
+        await inner.aclose()
         if flow is not None:
             await flow.close()
 
@@ -82,7 +88,7 @@ async def _follow(
 async def _follow_job(
     hub: EventHub, queue: Queue, job_id: str, after: str | None, keepalive_s: float, relay: OutputRelay,
     flow: FlowFollower | None,
-) -> AsyncIterator[bytes]:
+) -> AsyncGenerator[bytes, None]:
     show_data = relay.show_data
     async with hub.subscribe(queue.name, job_id, after=after) as events:
         if after is None:
