@@ -258,14 +258,18 @@ async def test_throttle_waits_a_window_after_the_last_start_even_when_its_record
         started = (await kq.get_job(first.id)).started_ms  # type: ignore[union-attr]
         second = await kq.add("run", {}, key="k", key_mode="throttle", key_window=60)
         assert await kq.get_state(second.id) == JobState.DELAYED
-        assert await kq.client.zscore(kq.keys.delayed, second.id) == started + 60_000  # type: ignore[operator]
+        due = await kq.client.zscore(kq.keys.delayed, second.id)
+        # The key remembers the start from the claim's clock reading, the record from the run's: a
+        # loaded server may put a millisecond or two between them.
+        assert due is not None and abs(due - (started + 60_000)) <= 5, (due, started)
         await kq.cancel(second.id)
         release.set()
         await wait_for(lambda: _gone(kq, first.id), what="the first job's record deleted (result_ttl=0)")
         before = await _redis_ms(kq)
         third = await kq.add("run", {}, key="k", key_mode="throttle", key_window=60)
         # The last job of the key (`second`) never started, but `first` did: its start still counts.
-        assert await kq.client.zscore(kq.keys.delayed, third.id) == started + 60_000  # type: ignore[operator]
+        due = await kq.client.zscore(kq.keys.delayed, third.id)
+        assert due is not None and abs(due - (started + 60_000)) <= 5, (due, started)
         fourth = await kq.add("run", {}, key="k2", key_mode="throttle", key_window=60)
         # Another key is not held back: ready at once (the running worker may already have it).
         assert await kq.client.zscore(kq.keys.delayed, fourth.id) is None
