@@ -90,4 +90,4 @@ def _not_running(directory: Path) -> str:
     else:
         where = f"REDIS_URL is not set and no {PROJECT_DIR_NAME}/ project is in {Path.cwd()} or above"
         start = "`conveyor up` in your project directory"
-    return f"{where}: start it with {start}, or set REDIS_URL (e.g. redis://host:6379/0) to use your own server"
+    return f"{where}: start it with {start}, or set REDIS_URL (e.g. redis://host:port/0) to use your own server"

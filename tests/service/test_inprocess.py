@@ -150,7 +150,7 @@ async def test_job_log_lines_carry_the_error_but_no_payload_or_secret() -> None:
 
 
 @pytest.mark.parametrize(("text", "masked"), [
-    ("redis://:pw@10.0.0.1:6379/0 down", "redis://:***@10.0.0.1:6379/0 down"),
+    ("redis://:pw@10.0.0.1:7001/0 down", "redis://:***@10.0.0.1:7001/0 down"),
     ("key cvk_0123456789abcdef_" + "a" * 64 + " revoked", "key cvk_0123456789abcdef_*** revoked"),
     ("openai said 401 for sk-proj-abcdefgh1234", "openai said 401 for sk-***"),
     ("login failed: password=s3cr3t&user=x", "login failed: password=***&user=x"),

@@ -27,9 +27,8 @@ from conveyor.api.auth import ReadKey
 from conveyor.api.errors import ApiError
 from conveyor.api.hub import EventHub, Subscription
 from conveyor.api.keys import Scope as KeyScope
-from conveyor.api.schemas import error_responses
 from conveyor.api.serialize import event_out
-from conveyor.api.sse import SSE_EVENT_SCHEMA, HeldStream
+from conveyor.api.sse import HeldStream, stream_responses
 from conveyor.api.state import get_state
 from conveyor.events import Event
 from conveyor.views import queue_names
@@ -90,13 +89,9 @@ async def _follow(
 @router.get(
     "/events",
     response_class=StreamingResponse,
-    responses={
-        200: {
-            "description": "An event stream (text/event-stream); each event's data names its `queue`",
-            "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
-        },
-        **error_responses(401, 403, 404, 422, 429, 503),
-    },
+    responses=stream_responses(
+        "An event stream (text/event-stream); each event's data names its `queue`", 401, 403, 404, 422, 429, 503
+    ),
     summary="Follow the events of several queues as Server-Sent Events (no resume)",
 )
 async def live_events(

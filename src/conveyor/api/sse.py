@@ -58,6 +58,14 @@ SSE_EVENT_SCHEMA = {
 }
 
 
+
+def stream_responses(description: str, *errors: int) -> dict[int | str, dict[str, Any]]:
+    """The documented answers of an SSE route: its stream of events, then its errors."""
+    return {
+        200: {"description": description, "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}}},
+        **error_responses(*errors),
+    }
+
 def frame(event: str, event_id: str, data: Any) -> bytes:
     """One SSE frame (also used by other routes that stream hub events)."""
     return b"id: %s\nevent: %s\ndata: %s\n\n" % (event_id.encode(), event.encode(), orjson.dumps(data))
@@ -175,13 +183,7 @@ class HeldStream(StreamingResponse):
 @router.get(
     "/jobs/{queue}/{job_id:path}/events",
     response_class=StreamingResponse,
-    responses={
-        200: {
-            "description": "An event stream (text/event-stream)",
-            "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}},
-        },
-        **error_responses(400, 401, 403, 404, 422, 429, 503),
-    },
+    responses=stream_responses("An event stream (text/event-stream)", 400, 401, 403, 404, 422, 429, 503),
     summary="Follow a job as Server-Sent Events",
 )
 async def job_events(
