@@ -24,7 +24,7 @@ from conveyor.api.keys import KeyStore
 from conveyor.limits import Adaptive, GroupLimits, Limiter, RateLimit, SharedLimiter
 from conveyor.settings import Settings
 
-QUEUES = ("live", "retry", "pause", "xss", "readonly", "dead", "bulk", "limited", "shots", "alarm", "timing")
+QUEUES = ("live", "retry", "pause", "xss", "readonly", "dead", "bulk", "limited", "shots", "alarm", "timing", "late")
 UNDECLARED = "legacy"  # a queue in Redis that this app does not declare
 ALERT_QUEUE = "alarm"
 KEY_SCOPES = {"admin": ["admin"], "read": ["read", "read-data"], "enqueue": ["enqueue"]}

@@ -103,6 +103,27 @@ def test_failed_job_can_be_opened_and_retried_until_it_completes(ui: Ui) -> None
     assert job_state(ui.server, "retry", job_id) == "completed"
 
 
+def test_a_page_left_before_it_rendered_never_takes_over_from_the_next(ui: Ui) -> None:
+    """The overview's first render is held until the job page opened after it has rendered; the
+    job page must stay the live one and follow its job to the end."""
+    page = ui.page
+    with ui.server.http("admin") as c:
+        assert c.post("/api/queues/late/pause").status_code == 200
+    job_id = enqueue(ui.server, "late", "echo", {"late": True})
+    held: list[Any] = []
+    page.route("**/api/dashboard/stats", lambda route: held.append(route))
+    ui.sign_in()  # lands on the overview, whose render waits for the held stats request
+    ui.go(f"#/jobs/late/{job_id}")
+    expect(page.locator(".job-header .badge")).to_have_text("waiting")
+    assert held, "the overview asked for its stats"
+    for route in held:
+        route.continue_()
+    with ui.server.http("admin") as c:
+        assert c.post("/api/queues/late/resume").status_code == 200
+    expect(page.locator(".job-header .badge")).to_have_text("completed", timeout=30_000)
+    expect(page.get_by_test_id("job-result")).to_contain_text('"late": true')
+
+
 def test_pause_and_resume_a_queue(ui: Ui) -> None:
     page = ui.page
     ui.sign_in()

@@ -33,6 +33,7 @@ let busy = false;
 let rerun = false;
 let live = null; // AbortController of the page's event stream
 let pending = null; // coalescing timer of an event-triggered refresh
+let shown = 0; // counts show() calls: a render that ends after a newer one began is dropped
 
 function parseRoute() {
   const raw = location.hash.replace(/^#\/?/, "");
@@ -114,6 +115,7 @@ function stop() {
 
 async function show() {
   stop();
+  const mine = ++shown;
   const r = parseRoute();
   document.body.dataset.page = r.page;
   renderNav(r.page);
@@ -123,12 +125,20 @@ async function show() {
   }
   const container = h("section", { class: "page" });
   replace(main, container);
+  let rendered;
   try {
-    view = await r.render(container, r.args);
+    rendered = await r.render(container, r.args);
   } catch (err) {
-    replace(container, errorBox(err));
+    if (mine === shown) replace(container, errorBox(err));
     return;
   }
+  // A slow render (the page signed in on) that ends after the next page's render began must not
+  // become the live view: the screen shows the newer page, which would then never refresh.
+  if (mine !== shown) {
+    if (rendered && rendered.dispose) rendered.dispose();
+    return;
+  }
+  view = rendered;
   refreshAlertBadge();
   if (view && view.refresh) {
     const following = Array.isArray(view.follows);
