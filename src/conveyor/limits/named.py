@@ -144,18 +144,61 @@ class LimiterUse:
             raise ConfigurationError(f"LimiterUse.estimate must be an Estimate, got {self.estimate!r}")
 
 
+MAX_MODELS_PER_RUN = 20
+
+
 @dataclass(frozen=True, slots=True)
 class Usage:
-    """What one run really used, as the provider reported it."""
+    """What one run really used, as the provider reported it: totals (the named limiters) and the
+    same tokens per model (cost accounting prices each model; '' is a model without a name)."""
 
     tokens_in: int = 0
     tokens_out: int = 0
+    models: tuple[tuple[str, int, int], ...] = ()
 
     def __post_init__(self) -> None:
         for name in ("tokens_in", "tokens_out"):
             v = getattr(self, name)
             if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_TOKENS_PER_JOB:
                 raise UsageReportError(f"usage {name} must be an integer in [0, {MAX_TOKENS_PER_JOB}], got {v!r}")
+        if len(self.models) > MAX_MODELS_PER_RUN:
+            raise UsageReportError(f"usage names at most {MAX_MODELS_PER_RUN} models per run")
+        for model, tin, tout in self.models:
+            _check_model(model)
+            for v in (tin, tout):
+                if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_TOKENS_PER_JOB:
+                    raise UsageReportError(f"usage of {model!r} must be integers in [0, {MAX_TOKENS_PER_JOB}]")
+        if self.models and (sum(m[1] for m in self.models) != self.tokens_in
+                            or sum(m[2] for m in self.models) != self.tokens_out):
+            raise UsageReportError("usage per model does not add up to the totals")
+
+    @classmethod
+    def of(cls, tokens_in: int = 0, tokens_out: int = 0, model: str | None = None) -> Usage:
+        """One report, of one model when it is named."""
+        base = cls(tokens_in, tokens_out)
+        return base if model is None else cls(tokens_in, tokens_out, ((_check_model(model), tokens_in, tokens_out),))
+
+    def plus(self, other: Usage) -> Usage:
+        """Both runs' usage together (per model summed)."""
+        per: dict[str, list[int]] = {}
+        for model, tin, tout in (*self.by_model(), *other.by_model()):
+            cur = per.setdefault(model, [0, 0])
+            cur[0] += tin
+            cur[1] += tout
+        models = tuple((m, v[0], v[1]) for m, v in per.items() if m or v != [0, 0])
+        return Usage(self.tokens_in + other.tokens_in, self.tokens_out + other.tokens_out, models)
+
+    def by_model(self) -> tuple[tuple[str, int, int], ...]:
+        """Tokens per model; tokens reported without a model come under ''."""
+        if self.models:
+            return self.models
+        return (("", self.tokens_in, self.tokens_out),) if self.tokens_in or self.tokens_out else ()
+
+
+def _check_model(model: object) -> str:
+    if not isinstance(model, str) or len(model) > 200 or any(ord(c) < 32 or ord(c) == 127 for c in model):
+        raise UsageReportError(f"model must be at most 200 printable characters, got {model!r}")
+    return model
 
 
 def merge_uses(uses: list[LimiterUse]) -> list[LimiterUse]:

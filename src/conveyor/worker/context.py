@@ -113,18 +113,18 @@ class JobContext:
             raise ValueError("cost units must be an integer >= 0")
         self.cost_used = units
 
-    def report_usage(self, tokens_in: int = 0, tokens_out: int = 0) -> None:
-        """Report the tokens this run really used (as the provider reported them): the named
-        limiters the job went through are corrected by (reported - estimated) when it ends.
-        Once per run; negative or absurd values raise UsageReportError."""
+    def report_usage(self, tokens_in: int = 0, tokens_out: int = 0, model: str | None = None) -> None:
+        """Report the tokens this run really used (as the provider reported them), optionally of
+        which `model`: the named limiters the job went through are corrected by (reported -
+        estimated), and cost accounting prices them, when the run ends. Once per run; negative or
+        absurd values raise UsageReportError."""
         if self.usage is not None:
             raise UsageReportError(f"usage of job {self.job_id} was already reported for this run")
-        self.usage = Usage(tokens_in, tokens_out)
+        self.usage = Usage.of(tokens_in, tokens_out, model)
 
-    def add_usage(self, tokens_in: int, tokens_out: int) -> None:
+    def add_usage(self, tokens_in: int, tokens_out: int, model: str | None = None) -> None:
         """Add to this run's usage (the built-in AI handlers, one call per provider request)."""
-        cur = self.usage or Usage()
-        self.usage = Usage(cur.tokens_in + tokens_in, cur.tokens_out + tokens_out)
+        self.usage = (self.usage or Usage()).plus(Usage.of(tokens_in, tokens_out, model))
 
     @property
     def cancel_requested(self) -> bool:

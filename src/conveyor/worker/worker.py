@@ -22,9 +22,10 @@ from typing import Any
 
 from conveyor import codec
 from conveyor.backoff import BackoffPolicies
+from conveyor.costs.ledger import CostLedger
 from conveyor.errors import ConfigurationError, ConnectionFailedError
 from conveyor.flows.mover import OutboxMover
-from conveyor.limits.gate import LimiterGate
+from conveyor.limits.gate import LimiterGate, RunRefusal
 from conveyor.limits.named import Limiter, LimiterUse, merge_uses
 from conveyor.middleware import Middleware, MiddlewareChain
 from conveyor.options import MAX_DURATION_S
@@ -131,6 +132,7 @@ class Worker:
         backoffs: BackoffPolicies | None = None,
         limiters: Sequence[LimiterUse] = (),
         declare_limiters: Sequence[Limiter] = (),
+        costs: bool | None = None,
         wake_hub: WakeHub | None = None,
         pacer: Pacer | None = None,
         slots: SlotPool | None = None,
@@ -139,6 +141,8 @@ class Worker:
         """`limiters`: the named limiters this queue's jobs go through (docs/limits.md): each claim is
         admitted by all of them, and each job holds them until it ends. `declare_limiters`: limiters
         this worker writes to Redis at start (idempotent); the others must have been declared.
+        `costs`: record the usage runs report per tenant, task and day and enforce tenants' budgets
+        (conveyor.costs; default: on when the queue uses named limiters).
         `wake_hub` and `pacer`: shared by the workers of one process serving many queues (one
         blocking wait for all of them, a bounded rate of idle housekeeping; docs/scaling.md); by
         default the worker has its own. `slots` and `stats`: shared by the workers of the
@@ -179,7 +183,9 @@ class Worker:
         self._all_ended = asyncio.Event()
         self._all_ended.set()
         uses = merge_uses(list(limiters))
-        self.gate = LimiterGate(queue.client, queue.prefix, uses, lease_ms, declare_limiters) if uses else None
+        ledger = CostLedger(queue.client, queue.prefix) if (bool(uses) if costs is None else costs) else None
+        self.gate = (LimiterGate(queue.client, queue.prefix, uses, lease_ms, declare_limiters, ledger)
+                     if uses or ledger else None)
         self.pump = TripPump(
             self._scripts, queue.name, self.worker_id, lease_ms=lease_ms, batch_size=self.batch_size,
             free_slots=self._free_slots, handler_names=sorted(self.runner.handlers),
@@ -353,6 +359,11 @@ class Worker:
     async def _run(self, lease: Lease, ctx: JobContext, data: str) -> None:
         outcome: JobOutcome | None = None
         try:
+            if self.gate is not None and self.gate.ledger is not None:
+                refusal = await self.gate.admit_run(lease)
+                if refusal is not None:
+                    outcome = _refused_outcome(refusal, lease.attempt)
+                    return
             if self.middleware:
                 await self.middleware.call("before_job", ctx)
             outcome = await self.runner.run(lease, ctx, data)
@@ -518,3 +529,12 @@ class Worker:
             return
         self._spawn(name)
         self.pump.kick.set()
+
+
+def _refused_outcome(refusal: RunRefusal, attempt: int) -> JobOutcome:
+    """A run a tenant's budget did not admit (docs/llm.md, "Cost per tenant")."""
+    if refusal.kind == "fail":
+        error = {"type": "BudgetExceededError", "message": refusal.message, "attempt": attempt}
+        return JobOutcome(OutcomeKind.FAILED, error=error)
+    return JobOutcome(OutcomeKind.BACK, delay_s=refusal.delay_s, reason=refusal.message,
+                      throttle=refusal.kind == "wait")

@@ -242,7 +242,8 @@ class Generator:
         if ctx is not None and response.usage is not None:
             ctx.report_cost((ctx.cost_used or 0) + int(response.usage.total_tokens or 0))
             # The named limiters the job went through are corrected by what the provider reported.
-            ctx.add_usage(int(response.usage.prompt_tokens or 0), int(response.usage.completion_tokens or 0))
+            ctx.add_usage(int(response.usage.prompt_tokens or 0), int(response.usage.completion_tokens or 0),
+                          model=provider.model)
         await self.breaker.record_success(name)
         text = response.text
         data = _parse(name, text, schema, output, check) if schema is not None else None

@@ -1,0 +1,325 @@
+"""The cost ledger in Redis: what runs used per tenant, task and day, priced; budgets and admission.
+
+Every key shares the hash tag {costs} (one Cluster slot), so recording a run, checking a budget and
+reserving a run's estimate are each one atomic script, fleet-wide: two workers can never both take
+the last of a budget. The scripts are in costs/lua (header of each: keys, arguments, codes).
+Retention: day buckets expire `retention_days` after their day (default 90), month buckets as long
+after their month, the run ids kept against double recording after two days, tenants not seen for
+the retention plus a month are forgotten; reservations expire after a lease unless extended.
+"""
+
+from __future__ import annotations
+
+import datetime as dt
+import hashlib
+from collections.abc import Sequence
+from dataclasses import dataclass
+from pathlib import Path
+from typing import Any
+
+from conveyor import codec
+from conveyor.costs.model import (
+    DEFAULT_RETENTION_DAYS,
+    MAX_ESTIMATE,
+    Admission,
+    Budget,
+    OnHard,
+    Price,
+    UnknownTenantError,
+    check_currency,
+    check_model,
+    check_retention,
+    check_tenant,
+    from_nano,
+    to_nano,
+)
+from conveyor.errors import ConfigurationError, ScriptInputError, UsageReportError
+from conveyor.limits.named import Usage
+from conveyor.redis.connection import RedisClient
+from conveyor.redis.faults import guarded
+from conveyor.redis.scripts import Script
+
+LUA_DIR = Path(__file__).with_name("lua")
+_HELPERS = (LUA_DIR / "ledger.lua").read_text()
+DAY_MS = 86_400_000
+MAX_RANGE_DAYS = 400
+MAX_TENANTS = 1000
+MAX_CELLS = 40_000  # days x tenants read by one query
+MAX_RUNS_PER_CALL = 1000
+DEFAULT_CURRENCY = "USD"
+_DUPLICATE = -4
+
+
+def _script(filename: str) -> Script:
+    base = Script.load(filename, LUA_DIR)
+    source = base.source.replace("--@ledger", _HELPERS, 1)
+    return Script(base.name, source, hashlib.sha1(source.encode()).hexdigest(), base.num_keys)
+
+
+_S = {p.name.removesuffix(".lua").rsplit("-", 1)[0]: _script(p.name) for p in sorted(LUA_DIR.glob("cost-*.lua"))}
+
+
+def _s(v: Any) -> str:
+    return v.decode() if isinstance(v, bytes) else str(v)
+
+
+def _flat(values: Sequence[Any]) -> dict[str, str]:
+    items = [_s(v) for v in values]
+    return dict(zip(items[0::2], items[1::2], strict=True))
+
+
+def _check(reply: Any, what: str) -> Any:
+    if isinstance(reply, list) and len(reply) == 3 and reply[0] == -6:
+        raise ScriptInputError(what, int(reply[1]), _s(reply[2]))
+    return reply
+
+
+def day_number(day: dt.date) -> int:
+    return (day - dt.date(1970, 1, 1)).days
+
+
+def day_of(number: int) -> dt.date:
+    return dt.date(1970, 1, 1) + dt.timedelta(days=number)
+
+
+@dataclass(frozen=True, slots=True)
+class RunUsage:
+    """One run's usage as recorded: run id (the lease token in a worker), tenant ('' = no group)."""
+
+    run_id: str
+    tenant: str
+    task: str
+    usage: Usage | None  # None: the run reported nothing (only its reservation is given back)
+
+
+class CostLedger:
+    """The ledger's Redis side, for workers (record, admit), the API, the CLI and Python callers."""
+
+    def __init__(self, client: RedisClient, prefix: str = "cv") -> None:
+        self.client = client
+        self.prefix = prefix
+        self.cfg_key = f"{prefix}:{{costs}}:cfg"
+        self.base = self.cfg_key[:-3]
+
+    # ------------------------------------------------------------------ settings
+
+    async def settings(self) -> dict[str, Any]:
+        """Currency, retention and prices (per model, currency units per million tokens)."""
+        raw: Any = await guarded(self.client.hgetall(self.cfg_key), "reading cost settings")
+        return self._settings({_s(k): _s(v) for k, v in raw.items()})
+
+    @staticmethod
+    def _settings(raw: dict[str, str]) -> dict[str, Any]:
+        prices: dict[str, dict[str, float]] = {}
+        for field, value in raw.items():
+            if field[:3] in ("pi:", "po:"):
+                side = "input_per_million" if field[1] == "i" else "output_per_million"
+                prices.setdefault(field[3:], {"input_per_million": 0.0, "output_per_million": 0.0})[side] = (
+                    from_nano(int(value)))
+        return {"currency": raw.get("currency", DEFAULT_CURRENCY),
+                "retention_days": int(raw.get("retention_days", DEFAULT_RETENTION_DAYS)),
+                "prices": dict(sorted(prices.items()))}
+
+    async def set_currency(self, code: str) -> None:
+        """The currency costs are counted in (a label: amounts already recorded are not converted)."""
+        await guarded(self.client.hset(self.cfg_key, "currency", check_currency(code)), "setting the currency")
+
+    async def set_retention(self, days: int) -> None:
+        """Days a day bucket is kept after its day (applies to buckets written from now on)."""
+        await guarded(self.client.hset(self.cfg_key, "retention_days", str(check_retention(days))),
+                      "setting the retention")
+
+    async def set_price(self, price: Price) -> None:
+        """Price a model ('*': every model without a price of its own). Applies to runs recorded
+        from now on; recorded costs keep the price of their time."""
+        if not isinstance(price, Price):
+            raise ConfigurationError(f"set_price takes a Price, got {price!r}")
+        pin, pout = price.nano()
+        await guarded(self.client.hset(self.cfg_key, mapping={f"pi:{price.model}": str(pin),
+                                                               f"po:{price.model}": str(pout)}), "setting a price")
+
+    async def clear_price(self, model: str) -> bool:
+        check_model(model)
+        n = await guarded(self.client.hdel(self.cfg_key, f"pi:{model}", f"po:{model}"), "clearing a price")
+        return bool(n)
+
+    # ------------------------------------------------------------------ budgets
+
+    async def set_budget(self, tenant: str, budget: Budget) -> None:
+        check_tenant(tenant)
+        if not isinstance(budget, Budget):
+            raise ConfigurationError(f"set_budget takes a Budget, got {budget!r}")
+        soft, hard = budget.nano_limits()
+        args = ["set", tenant, budget.period[0], "" if soft is None else soft, "" if hard is None else hard,
+                budget.on_hard, to_nano(budget.estimate, "estimate", MAX_ESTIMATE),
+                codec.dumps(budget.to_json()).decode()]
+        _check(await _S["cost-budget"](self.client, [self.cfg_key], args), "budget")
+
+    async def clear_budget(self, tenant: str) -> None:
+        check_tenant(tenant)
+        reply = await _S["cost-budget"](self.client, [self.cfg_key], ["clear", tenant])
+        if int(reply[0]) == -1:
+            raise UnknownTenantError(f"tenant {tenant!r} has no budget")
+
+    async def budget_tenants(self) -> list[str]:
+        raw = await guarded(self.client.smembers(f"{self.base}bt"), "listing budgets")
+        return sorted(_s(v) for v in raw)
+
+    async def budgets(self, tenants: Sequence[str] | None = None) -> list[dict[str, Any]]:
+        """Each budget with the current period's spend, what running runs reserved, and status
+        ('ok', 'soft' past the soft limit, 'hard' at or past the hard limit)."""
+        names = list(tenants) if tenants is not None else await self.budget_tenants()
+        names = [check_tenant(t) for t in names[:MAX_TENANTS]]
+        reply = _check(await _S["cost-read"](self.client, [self.cfg_key], ["budgets", *names]), "budgets")
+        now, settings = int(reply[0]), self._settings(_flat(reply[1]))
+        return [self._budget_row(row, now, settings["currency"]) for row in reply[2]]
+
+    async def budget(self, tenant: str) -> dict[str, Any]:
+        rows = await self.budgets([tenant])
+        if not rows:
+            raise UnknownTenantError(f"tenant {tenant!r} has no budget")
+        return rows[0]
+
+    @staticmethod
+    def _budget_row(row: Sequence[Any], now: int, currency: str) -> dict[str, Any]:
+        tenant, fields = _s(row[0]), _flat(row[1])
+        spent, held = int(row[2]), int(row[3])
+        soft = int(fields["soft"]) if "soft" in fields else None
+        hard = int(fields["hard"]) if "hard" in fields else None
+        status = ("hard" if hard is not None and spent >= hard
+                  else "soft" if soft is not None and spent >= soft else "ok")
+        return {
+            "group": tenant, "currency": currency, "config": codec.loads(fields.get("cfg", "{}")),
+            "period": "month" if fields.get("period") == "m" else "day", "period_id": _s(row[5]),
+            "period_start_ms": int(row[6]), "resets_in_ms": int(row[7]) - now,
+            "soft": None if soft is None else from_nano(soft), "hard": None if hard is None else from_nano(hard),
+            "on_hard": fields.get("mode", "wait"), "estimate": from_nano(int(fields.get("est", 0))),
+            "spent": from_nano(spent), "spent_nano": spent, "reserved": from_nano(held), "reserved_nano": held,
+            "running_reservations": int(row[4]),
+            "remaining": None if hard is None else from_nano(max(0, hard - spent - held)),
+            "status": status,
+        }
+
+    # ------------------------------------------------------------------ runs
+
+    async def admit(self, run_id: str, tenant: str, ttl_ms: int) -> Admission | None:
+        """None when a run of `tenant` may start (its estimate is then reserved for `ttl_ms`)."""
+        reply = _check(await _S["cost-admit"](self.client, [self.cfg_key], [run_id, tenant, ttl_ms]), "admit")
+        if int(reply[0]) == 0:
+            return None
+        mode: OnHard = "fail" if _s(reply[4]) == "fail" else "wait"
+        return Admission(tenant, int(reply[1]), int(reply[2]), int(reply[3]), mode,
+                         "month" if _s(reply[5]) == "m" else "day", _s(reply[6]))
+
+    async def extend(self, runs: Sequence[tuple[str, str]], ttl_ms: int) -> int:
+        """Keep the reservations of running runs ((tenant, run id) pairs) for another `ttl_ms`."""
+        args: list[Any] = [ttl_ms]
+        for tenant, run_id in runs[:1000]:
+            args += [tenant, run_id]
+        return int(_check(await _S["cost-extend"](self.client, [self.cfg_key], args), "extend"))
+
+    async def record_runs(self, runs: Sequence[RunUsage]) -> list[tuple[int, int]]:
+        """Record runs (at most 1,000): (code, cost nano) each; code -4: already recorded. Safe to
+        send again after a lost reply: a run id is recorded once."""
+        args: list[Any] = [len(runs)]
+        for run in runs:
+            models = [] if run.usage is None else list(run.usage.by_model())
+            args += [run.run_id, run.tenant, run.task, len(models)]
+            for model, tin, tout in models:
+                args += [model, tin, tout]
+        reply = _check(await _S["cost-record"](self.client, [self.cfg_key], args), "usage record")
+        return [(int(reply[i]), int(reply[i + 1])) for i in range(0, len(reply), 2)]
+
+    async def record(self, run_id: str, tenant: str | None, task: str, usage: Usage) -> int:
+        """Record one run's usage (a handler outside a worker, an import). Returns its cost in nano-
+        units; UsageReportError when this run id was already recorded (nothing changes)."""
+        if not isinstance(usage, Usage):
+            raise UsageReportError(f"usage must be a Usage, got {usage!r}")
+        if tenant is not None:
+            check_tenant(tenant)
+        if not isinstance(task, str) or not 1 <= len(task) <= 200:
+            raise UsageReportError(f"task must be 1-200 characters, got {task!r}")
+        if not isinstance(run_id, str) or not 1 <= len(run_id) <= 200:
+            raise UsageReportError(f"run id must be 1-200 characters, got {run_id!r}")
+        [(code, cost)] = await self.record_runs([RunUsage(run_id, tenant or "", task, usage)])
+        if code == _DUPLICATE:
+            raise UsageReportError(f"usage of run {run_id!r} was already recorded")
+        return cost
+
+    # ------------------------------------------------------------------ reading
+
+    async def tenants(self) -> list[str]:
+        """Tenants with recorded usage (most recent first, at most 1,000) or a budget."""
+        raw = await guarded(self.client.zrevrange(f"{self.base}tenants", 0, MAX_TENANTS - 1), "listing tenants")
+        seen = [_s(v) for v in raw]
+        return sorted(set(seen) | set(await self.budget_tenants()))
+
+    async def today(self) -> dt.date:
+        """Today (UTC) by the Redis clock."""
+        secs, _ = await guarded(self.client.time(), "reading the Redis clock")
+        return day_of(int(secs) * 1000 // DAY_MS)
+
+    async def usage(self, group: str | None = None, task: str | None = None, since: dt.date | None = None,
+                    until: dt.date | None = None) -> dict[str, Any]:
+        """Tokens and cost per day, tenant and task, from `since` to `until` (UTC days, inclusive;
+        default: the last 7 days up to today). UnknownTenantError for a group never seen."""
+        if until is None:
+            until = await self.today()
+        if since is None:
+            since = until - dt.timedelta(days=6)
+        if since > until:
+            raise ConfigurationError(f"since ({since}) is after until ({until})")
+        if (until - since).days > MAX_RANGE_DAYS:
+            raise ConfigurationError(f"a query covers at most {MAX_RANGE_DAYS} days, got {(until - since).days + 1}")
+        if group is not None:
+            check_tenant(group)
+            known = await guarded(self.client.zscore(f"{self.base}tenants", group), "looking up a tenant")
+            if known is None:
+                raise UnknownTenantError(f"no usage was recorded for tenant {group!r} and it has no budget")
+            tenants = [group]
+        else:
+            raw = await guarded(self.client.zrevrange(f"{self.base}tenants", 0, MAX_TENANTS - 1), "listing tenants")
+            tenants = sorted(_s(v) for v in raw)
+        days = (until - since).days + 1
+        if days * max(1, len(tenants)) > MAX_CELLS:
+            raise ConfigurationError(f"{days} days x {len(tenants)} tenants is too much for one query: "
+                                     "name a group or shorten the range")
+        reply = _check(await _S["cost-read"](self.client, [self.cfg_key],
+                                             ["usage", day_number(since), day_number(until), *tenants]), "usage")
+        currency = self._settings(_flat(reply[1]))["currency"]
+        rows = []
+        for day, tenant, fields in reply[2]:
+            rows += _bucket_rows(day_of(int(day)).isoformat(), _s(tenant), _flat(fields), task)
+        totals = _sum(rows)
+        by_group: dict[str | None, list[dict[str, Any]]] = {}
+        for row in rows:
+            by_group.setdefault(row["group"], []).append(row)
+        return {"currency": currency, "since": since.isoformat(), "until": until.isoformat(), "group": group,
+                "task": task, "rows": rows, "totals": totals,
+                "groups": [{"group": g, **_sum(rs)} for g, rs in sorted(by_group.items(), key=lambda x: x[0] or "")],
+                "truncated": group is None and len(tenants) >= MAX_TENANTS}
+
+    async def events(self, count: int = 100) -> list[dict[str, Any]]:
+        """The latest budget events (budget_soft, budget_hard), newest first."""
+        raw: Any = await guarded(self.client.xrevrange(f"{self.base}events", count=max(1, min(count, 1000))),
+                                 "reading budget events")
+        return [{"id": _s(eid), **_flat([x for kv in fields.items() for x in kv])} for eid, fields in raw]
+
+
+def _bucket_rows(day: str, tenant: str, fields: dict[str, str], task: str | None) -> list[dict[str, Any]]:
+    tasks = sorted({f[2:] for f in fields if f.startswith("n:") and f != "n:"})
+    out = []
+    for name in tasks:
+        if task is not None and name != task:
+            continue
+        cost = int(fields.get(f"c:{name}", 0))
+        out.append({"day": day, "group": tenant or None, "task": name,
+                    "tokens_in": int(fields.get(f"i:{name}", 0)), "tokens_out": int(fields.get(f"o:{name}", 0)),
+                    "cost": from_nano(cost), "cost_nano": cost, "runs": int(fields.get(f"n:{name}", 0))})
+    return out
+
+
+def _sum(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
+    cost = sum(r["cost_nano"] for r in rows)
+    return {"tokens_in": sum(r["tokens_in"] for r in rows), "tokens_out": sum(r["tokens_out"] for r in rows),
+            "cost": from_nano(cost), "cost_nano": cost, "runs": sum(r["runs"] for r in rows)}

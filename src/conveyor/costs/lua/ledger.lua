@@ -1,0 +1,80 @@
+-- Cost ledger helpers (prepended to every costs/lua script by conveyor/costs/ledger.py).
+-- Every key shares the hash tag of KEYS[1] (`<prefix>:{costs}:cfg`); the others are derived from it.
+-- Money is in nano-units of the configured currency (1e-9), as integers.
+
+local DAY = 86400000
+local NAME_MAX = 200
+local MAX_RUN_NANO = 1e15  -- one run may cost at most 1,000,000 currency units
+
+-- Days since 1970-01-01 -> year, month, day (proleptic Gregorian, UTC).
+local function civil(z)
+  z = z + 719468
+  local era = math.floor(z / 146097)
+  local doe = z - era * 146097
+  local yoe = math.floor((doe - math.floor(doe / 1460) + math.floor(doe / 36524) - math.floor(doe / 146096)) / 365)
+  local doy = doe - (365 * yoe + math.floor(yoe / 4) - math.floor(yoe / 100))
+  local mp = math.floor((5 * doy + 2) / 153)
+  local d = doy - math.floor((153 * mp + 2) / 5) + 1
+  local m = mp < 10 and mp + 3 or mp - 9
+  local y = yoe + era * 400
+  if m <= 2 then y = y + 1 end
+  return y, m, d
+end
+
+local function days_from_civil(y, m, d)
+  if m <= 2 then y = y - 1 end
+  local era = math.floor(y / 400)
+  local yoe = y - era * 400
+  local mp = m > 2 and m - 3 or m + 9
+  local doy = math.floor((153 * mp + 2) / 5) + d - 1
+  local doe = yoe * 365 + math.floor(yoe / 4) - math.floor(yoe / 100) + doy
+  return era * 146097 + doe - 719468
+end
+
+-- The period ('d' day, 'm' month) holding `now`: id (day number, or yyyymm), start ms, next start ms.
+local function period(kind, now)
+  local day = math.floor(now / DAY)
+  if kind == 'm' then
+    local y, m = civil(day)
+    local ny, nm = y, m + 1
+    if nm == 13 then ny, nm = y + 1, 1 end
+    return y * 100 + m, days_from_civil(y, m, 1) * DAY, days_from_civil(ny, nm, 1) * DAY
+  end
+  return day, day * DAY, (day + 1) * DAY
+end
+
+local function day_key(base, day, tenant) return base .. 'd:' .. day .. ':' .. tenant end
+local function month_key(base, month, tenant) return base .. 'm:' .. month .. ':' .. tenant end
+
+-- The tenant's cost (nano) in the period of kind `kind` holding `now`.
+local function period_spent(base, tenant, kind, now)
+  local pid = period(kind, now)
+  if kind == 'm' then return tonumber(redis.call('HGET', month_key(base, pid, tenant), 'c')) or 0 end
+  return tonumber(redis.call('HGET', day_key(base, pid, tenant), 'c:')) or 0
+end
+
+-- Cost reserved by runs admitted and not yet recorded (reservations past their expiry do not count).
+local function reserved(base, tenant, now)
+  local live = redis.call('ZRANGEBYSCORE', base .. 'rx:' .. tenant, '(' .. num(now), '+inf', 'LIMIT', 0, 10000)
+  local sum = 0
+  for _, id in ipairs(live) do sum = sum + (tonumber(redis.call('HGET', base .. 'rv:' .. tenant, id)) or 0) end
+  return sum, #live
+end
+
+-- Drop the tenant's expired reservations (their runs never reported back within a lease).
+local function sweep_reservations(base, tenant, now)
+  local rx, rv = base .. 'rx:' .. tenant, base .. 'rv:' .. tenant
+  local old = redis.call('ZRANGEBYSCORE', rx, '-inf', num(now), 'LIMIT', 0, 1000)
+  if #old > 0 then
+    redis.call('HDEL', rv, unpack(old))
+    redis.call('ZREM', rx, unpack(old))
+  end
+end
+
+local function event(base, fields)
+  redis.call('XADD', base .. 'events', 'MAXLEN', '~', 10000, '*', unpack(fields))
+end
+
+local function valid_name(s, lo)
+  return s and #s >= lo and #s <= NAME_MAX and not s:find('[%c]')
+end
