@@ -17,7 +17,7 @@ from fastapi.middleware.cors import CORSMiddleware
 from starlette.staticfiles import StaticFiles
 
 from conveyor import __version__
-from conveyor.api import flows, health, jobs, limiters, live, output, queues, sse, workers
+from conveyor.api import costs, flows, health, jobs, limiters, live, output, queues, sse, workers
 from conveyor.api.auth import require, shows_data
 from conveyor.api.body import ContentLengthLimit
 from conveyor.api.docs import install_docs
@@ -114,6 +114,7 @@ def create_app(conveyor_app: Conveyor, settings: Settings | None = None) -> Fast
     app.include_router(queues.router)
     app.include_router(workers.router)
     app.include_router(limiters.router)
+    app.include_router(costs.router)
     for router in _ops_routers():
         app.include_router(router)
     read = require(Scope.READ)
