@@ -63,6 +63,7 @@ COMMANDS: dict[str, Lazy] = {
     "keys": Lazy("conveyor.api.command", "keys_app", "Manage API keys (stored hashed in Redis).",
                  extras=("api",)),
     "schedules": Lazy("conveyor.schedules.cli", "schedules_app", "List and control schedules."),
+    "costs": Lazy("conveyor.costs.cli", "costs_app", "Tokens and cost per tenant, task and day; budgets."),
 }
 
 
