@@ -139,3 +139,23 @@ async def test_limiter_stuck_needs_waiting_jobs_a_closed_limit_and_no_progress(
     assert reading.firing and reading.value == 1 and "rate limiter" in reading.summary
     await q.pause()
     assert not (await stuck.measure(await probe(rclient, prefix))).firing  # paused on purpose
+
+
+async def test_tenant_budget_fires_at_the_soft_or_hard_limit(rclient: RedisClient, prefix: str) -> None:
+    from conveyor.costs import Budget, CostLedger, Price
+    from conveyor.limits.named import Usage
+
+    ledger = CostLedger(rclient, prefix)
+    await ledger.set_price(Price("*", 1, 0))
+    soft = parse_rule({"kind": "tenant_budget", "id": "s", "group": "acme", "channels": CH})
+    hard = parse_rule({"kind": "tenant_budget", "id": "h", "group": "acme", "at": "hard", "channels": CH})
+    none = await soft.measure(await probe(rclient, prefix))
+    assert not none.firing and none.value is None
+    await ledger.set_budget("acme", Budget(soft="0.001", hard="0.002"))
+    assert not (await soft.measure(await probe(rclient, prefix))).firing
+    await ledger.record("r1", "acme", "t", Usage.of(1000, 0))
+    reading = await soft.measure(await probe(rclient, prefix))
+    assert reading.firing and reading.value == 0.001 and "acme" in reading.summary
+    assert not (await hard.measure(await probe(rclient, prefix))).firing
+    await ledger.record("r2", "acme", "t", Usage.of(1000, 0))
+    assert (await hard.measure(await probe(rclient, prefix))).firing

@@ -56,6 +56,14 @@ class Probe:
         value: dict[str, Any] | None = state.get(name)
         return value
 
+    async def budget(self, group: str) -> dict[str, Any] | None:
+        """A tenant's budget and this period's spend (conveyor.costs), or None without a budget."""
+        from conveyor.costs import CostLedger
+
+        rows: list[dict[str, Any]] = await self._once(
+            ("budget", group), lambda: CostLedger(self.client, self.prefix).budgets([group]))
+        return rows[0] if rows else None
+
     async def finished(self, queue: str, window_s: float) -> tuple[int, int]:
         """Jobs completed and failed in the last `window_s`, by finish time."""
         async def count() -> tuple[int, int]:

@@ -146,6 +146,26 @@ class Budget(RuleBase):
                        f"cost budget of {who}: {tokens:g} units left (alert below {self.min_tokens:g})")
 
 
+class TenantBudget(RuleBase):
+    """A tenant's spend in its budget's current period (conveyor.costs) reached the budget's soft
+    limit, or its hard limit with `at="hard"`."""
+
+    kind: Literal["tenant_budget"]
+    queue: str = Field("costs", pattern=QUEUE, description="Not used: tenant budgets are fleet-wide.")
+    group: str = Field(pattern=GROUP, description="The tenant (the jobs' group).")
+    at: Literal["soft", "hard"] = "soft"
+
+    async def measure(self, probe: Probe) -> Reading:
+        budget = await probe.budget(self.group)
+        if budget is None:
+            return Reading(False, None, f"tenant {self.group} has no budget")
+        spent, limit = float(budget["spent"]), budget[self.at]
+        if limit is None:
+            return Reading(False, spent, f"the budget of tenant {self.group} has no {self.at} limit")
+        return Reading(spent >= limit, spent, f"tenant {self.group} spent {spent:g} {budget['currency']} this "
+                       f"{budget['period']} ({self.at} limit {limit:g})")
+
+
 class LimiterStuck(RuleBase):
     """Jobs wait, the queue is not paused, a limit holds them back (a rate or cost limiter out of
     tokens, the concurrency cap full, an upstream block, or every group parked or capped) and no job
@@ -179,9 +199,9 @@ def _closed_limits(state: dict[str, Any]) -> list[str]:
     return closed
 
 
-KINDS = (QueueDepth, OldestWaiting, FailureRate, StalledJobs, NoWorker, Budget, LimiterStuck)
+KINDS = (QueueDepth, OldestWaiting, FailureRate, StalledJobs, NoWorker, Budget, TenantBudget, LimiterStuck)
 Rule = Annotated[
-    QueueDepth | OldestWaiting | FailureRate | StalledJobs | NoWorker | Budget | LimiterStuck,
+    QueueDepth | OldestWaiting | FailureRate | StalledJobs | NoWorker | Budget | TenantBudget | LimiterStuck,
     Field(discriminator="kind"),
 ]
 RULE: TypeAdapter[Rule] = TypeAdapter(Rule)

@@ -11,6 +11,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from conveyor.costs.metrics import CostMetrics
 from conveyor.job import JobState
 from conveyor.middleware import Middleware
 from conveyor.worker import JobContext, JobOutcome, OutcomeKind
@@ -117,6 +118,7 @@ class Metrics:
             "conveyor_limiter_total", "Totals of a named limiter since it was declared: runs by signal, tokens.",
             ["limiter", "kind"], registry=r,
         )
+        self.costs = CostMetrics(r)  # cost per tenant and budgets (conveyor.costs)
         self.redis_up = Gauge("conveyor_redis_up", "1 when the last Redis PING succeeded.", registry=r)
         self.redis_latency = Histogram(
             "conveyor_redis_roundtrip_seconds",

@@ -19,6 +19,7 @@ import structlog
 
 from conveyor import __version__
 from conveyor.app import Conveyor
+from conveyor.costs.ledger import CostLedger
 from conveyor.errors import ConfigurationError, ConnectionFailedError, UnknownLimiterError
 from conveyor.job import JobState
 from conveyor.limits.shared import SharedLimiter
@@ -332,6 +333,7 @@ class WorkerService:
                 self.metrics.set_limiter(await SharedLimiter(self.app.client, limiter, self.app.prefix).state())
             except UnknownLimiterError:
                 continue  # declared by the app, written by the first worker of a queue using it
+        await self.metrics.costs.sample(CostLedger(self.app.client, self.app.prefix))
 
     def problems(self) -> list[str]:
         found = []
