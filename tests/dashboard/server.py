@@ -21,7 +21,9 @@ import uvicorn
 from conveyor import Conveyor, JobContext, Unrecoverable
 from conveyor.api import create_app
 from conveyor.api.keys import KeyStore
+from conveyor.costs import Budget, CostLedger, Price
 from conveyor.limits import Adaptive, GroupLimits, Limiter, RateLimit, SharedLimiter
+from conveyor.limits.named import Usage
 from conveyor.settings import Settings
 
 QUEUES = ("live", "retry", "pause", "xss", "readonly", "dead", "bulk", "limited", "shots", "alarm", "timing", "late")
@@ -138,6 +140,13 @@ async def main(redis_url: str, prefix: str) -> None:
     await limiter.acquire("dash:1", 2, 800, 200, 3_600_000)
     await limiter.confirm("dash:1", ["dash-h1", "dash-h2"], 3_600_000)
     await limiter.release([("dash-h1", 750, 120, "ok", 0)], 3_600_000)
+    # Usage of two tenants and a budget, for the costs page.
+    ledger = CostLedger(app.client, prefix)
+    await ledger.set_price(Price("gpt-4o-mini", "0.15", "0.60"))
+    await ledger.record("dash-run-1", "acme", "ai.flashcards", Usage.of(10_000, 2_000, "gpt-4o-mini"))
+    await ledger.record("dash-run-2", "acme", "ai.generate", Usage.of(1_000, 1_000, "gpt-4o-mini"))
+    await ledger.record("dash-run-3", "globex", "ai.generate", Usage.of(500, 0, "gpt-4o-mini"))
+    await ledger.set_budget("acme", Budget(soft="0.002", hard="1", period="month"))
     scheduler = app.scheduler(alerts_interval_s=0.5, maintenance_interval_s=None)
     await scheduler.start()
     api = create_app(app, Settings.from_env({}, redis_url=redis_url, prefix=prefix, api_rate_limit=0))

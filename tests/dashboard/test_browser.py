@@ -297,3 +297,19 @@ def test_limiters_page_shows_named_limiters(ui: Ui) -> None:
     expect(row).to_contain_text("750 in / 120 out tokens")
     expect(row).to_contain_text("requests:")
     assert ui.errors == []
+
+
+def test_costs_page_shows_usage_per_tenant_and_budgets(ui: Ui) -> None:
+    page = ui.page
+    ui.sign_in("read")
+    ui.go("#/costs")
+    acme = page.get_by_test_id("costs-groups").locator("tr[data-group='acme']")
+    expect(acme).to_contain_text("11,000")  # tokens in over two runs
+    expect(acme).to_contain_text("0.003450 USD")  # 11,000 x 0.15 + 3,000 x 0.60 per million
+    expect(page.get_by_test_id("costs-groups").locator("tr[data-group='globex']")).to_contain_text("500")
+    budget = page.get_by_test_id("budgets-table").locator("tr[data-budget='acme']")
+    expect(budget).to_contain_text("month")
+    expect(budget).to_contain_text("soft")  # spent 0.00345, past the soft limit of 0.002
+    expect(page.get_by_test_id("costs-rows")).to_contain_text("ai.flashcards")
+    expect(page.get_by_test_id("costs-summary")).to_contain_text("3 runs")
+    assert ui.errors == []

@@ -119,6 +119,13 @@ export async function listLimiters() {
   return data.limiters ?? [];
 }
 
+// --- cost per tenant and budgets
+export const getCosts = (params) => get("/api/costs", params);
+export async function listBudgets() {
+  const data = await get("/api/budgets");
+  return data.budgets ?? [];
+}
+
 // --- dashboard additions (conveyor.dashboard.routes)
 export const stats = () => get("/api/dashboard/stats");
 export const searchJobs = (name, params) => get(`/api/dashboard/queues/${q(name)}/jobs`, params);

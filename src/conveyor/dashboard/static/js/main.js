@@ -14,6 +14,7 @@ import { renderJob } from "./views/job.js";
 import { renderFlow } from "./views/flow.js";
 import { renderWorkers } from "./views/workers.js";
 import { renderLimiters } from "./views/limiters.js";
+import { renderCosts } from "./views/costs.js";
 import { renderDead } from "./views/dead.js";
 import { renderSchedules } from "./views/schedules.js";
 import { renderAlerts } from "./views/alerts.js";
@@ -47,6 +48,7 @@ function parseRoute() {
   if (page === "flows" && rest.length >= 2) return { page: "flows", render: renderFlow, args: { queue: rest[0], id: rest[1] } };
   if (page === "workers") return { page: "workers", render: renderWorkers, args: {} };
   if (page === "limiters") return { page: "limiters", render: renderLimiters, args: {} };
+  if (page === "costs") return { page: "costs", render: renderCosts, args: {} };
   if (page === "dead") return { page: "dead", render: renderDead, args: {} };
   if (page === "schedules") return { page: "schedules", render: renderSchedules, args: {} };
   if (page === "alerts") return { page: "alerts", render: renderAlerts, args: {} };
@@ -64,6 +66,7 @@ function renderNav(page) {
     item("dead", "Dead letters", route("dead")),
     item("workers", "Workers", route("workers")),
     item("limiters", "Limiters", route("limiters")),
+    item("costs", "Costs", route("costs")),
     item("schedules", "Schedules", route("schedules")),
     h("a", { href: route("alerts"), class: page === "alerts" ? "current" : null, "data-nav": "alerts" },
       "Alerts", " ", alertBadge),
