@@ -44,7 +44,7 @@ def backoff_delay(failures: int) -> float:
 
 
 class Trip:
-    __slots__ = ("acks", "id", "leases", "names", "want")
+    __slots__ = ("acks", "id", "leases", "names", "sent_at", "want")
 
     def __init__(self, trip_id: str, leases: list[Lease], want: int, acks: list[str], names: Sequence[str]) -> None:
         self.id = trip_id
@@ -52,6 +52,7 @@ class Trip:
         self.want = want
         self.acks = acks
         self.names = names
+        self.sent_at = 0.0  # time.monotonic() when it was last sent (before Redis ran it)
 
 
 class TripPump:
@@ -106,6 +107,7 @@ class TripPump:
         self._has_work = True
         self._work_confirmed = False
         self._next_due: float | None = None
+        self._due_reached = False  # the timer of _next_due fired and no claim was sent since
         self._error: BaseException | None = None
         self.idle = asyncio.Event()  # set when a claim found nothing (the waker may block)
         # Called with the leases whose outcomes Redis recorded (the flow mover's cue).
@@ -156,15 +158,20 @@ class TripPump:
             can_send = len(self._in_flight) < MAX_IN_FLIGHT and not self.backing_off
             # A claim-only trip runs alongside another only when the last claim came back full;
             # otherwise one probe at a time (an idle queue costs one trip per wake-up).
-            may_claim = want > 0 and self._has_work and (not self._in_flight or self._work_confirmed)
+            # A limiter's reopening time that has come claims at once, even beside a trip in flight
+            # (a finished job's outcome): waiting for that reply would make the claim late.
+            may_claim = want > 0 and self._has_work and (not self._in_flight or self._work_confirmed
+                                                         or self._due_reached)
             if can_send and (self.ended or may_claim or (self._names_due and not self.closing)):
+                if may_claim:
+                    self._due_reached = False
                 self._send(want if may_claim else 0)
                 continue
             if self.closing and not busy() and not self.ended and not self._in_flight:
                 return
             self.kick.clear()
             timeout = None
-            if self._next_due is not None and not self._in_flight:
+            if self._next_due is not None and (not self._in_flight or not self._has_work):
                 timeout = max(0.0, self._next_due - time.monotonic())
             try:
                 async with asyncio.timeout(timeout):
@@ -172,6 +179,7 @@ class TripPump:
             except TimeoutError:
                 self._next_due = None
                 self._has_work = True
+                self._due_reached = True
 
     def _send(self, want: int) -> None:
         self._seq += 1
@@ -223,12 +231,13 @@ class TripPump:
         await self.gate.release(trip.leases)
         if trip.want <= 0:
             return
+        asked_at = time.monotonic()
         granted, retry_ms = await self.gate.admit(trip.id, trip.want)
         if granted < trip.want:
             trip.want = granted
             if granted == 0:
                 self._has_work = False
-                self._next_due = time.monotonic() + max(retry_ms, 1) / 1000
+                self._next_due = asked_at + max(retry_ms, 1) / 1000
                 self.idle.set()
 
     async def _until_answered(self, trip: Trip) -> list[Any]:
@@ -239,6 +248,7 @@ class TripPump:
             for lease in trip.leases:
                 outcomes += lease.outcome  # type: ignore[arg-type]
             self.trips += 1
+            trip.sent_at = time.monotonic()
             try:
                 reply = await self.scripts.trip(
                     self.worker_id, self.lease_ms, trip.want, trip_id=trip.id, record_ttl_ms=self.record_ttl_ms,
@@ -295,7 +305,11 @@ class TripPump:
         if want > 0 and leased < want:
             self._has_work = False
             due_in = int(claimed[0])
-            self._next_due = None if due_in < 0 else time.monotonic() + due_in / 1000
+            # Counted from when the trip was sent, not from when its reply was read: Redis computed
+            # `due_in` at some instant in between, so a reply read late (a busy machine) does not
+            # make the next claim late too. A rate limit's window log would keep such lateness for
+            # good (docs/limits.md, "Lateness is not lost").
+            self._next_due = None if due_in < 0 else trip.sent_at + due_in / 1000
             self.idle.set()
         elif want > 0:
             self._has_work = True

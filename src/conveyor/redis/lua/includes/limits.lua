@@ -28,6 +28,11 @@ end
 -- idle limiter) restarts from now, so idle time never becomes a burst. Rate limits held by a window
 -- log use CATCH_UP_MS: the log still holds every window of per_s.
 local CATCH_UP_MS = 100
+-- While jobs wait behind the queue's rate limiter (a claim was cut short by it and jobs stayed
+-- ready: field rwait), a late claim is the claimers' lateness (a busy machine), not idle time: up to
+-- STALL_CATCH_UP_MS of it (at most one window) is caught up. The window log still bounds every
+-- window of per_s, so the catch-up can never exceed limit + burst there.
+local STALL_CATCH_UP_MS = 1000
 
 local function gcra(tat, t, cap, c, now, slack)
   slack = math.max(t, slack or 0)
@@ -107,7 +112,7 @@ local function queue_admit(L, rtat, ctat, c, now)
   if L.rate_t then
     at = window_at(L.log, L.rate_n, L.rate_w, now)
     if at then return nil, nil, at end
-    rtat, at = gcra(rtat, L.rate_t, L.rate_cap, 1, now, L.rate_n and CATCH_UP_MS)
+    rtat, at = gcra(rtat, L.rate_t, L.rate_cap, 1, now, L.slack)
     if at then return nil, nil, at end
   end
   if L.cost_t then
@@ -172,7 +177,7 @@ local function take_ungrouped_batch(k, L, S, room, now)
     if L.rate_t then
       local at = window_at(L.log, L.rate_n, L.rate_w, now)
       local nr
-      if not at then nr, at = gcra(S.rtat, L.rate_t, L.rate_cap, 1, now, L.rate_n and CATCH_UP_MS) end
+      if not at then nr, at = gcra(S.rtat, L.rate_t, L.rate_cap, 1, now, L.slack) end
       if at then
         S.limited, S.reopen = true, at
         break
@@ -265,8 +270,9 @@ local function claim_limited(k, p, worker, lease_ms, want, now, maxlen, out)
   local lk, gq = p .. 'limits', p .. 'gq'
   local L = load_fields(lk, {'conc', 'rate_t', 'rate_cap', 'rate_n', 'rate_w', 'cost_t', 'cost_cap', 'g_conc',
     'g_rate_t', 'g_rate_cap', 'g_rate_n', 'g_rate_w', 'g_cost_t', 'g_cost_cap', 'rtat', 'ctat', 'blk', 'vt',
-    'upass'})
-  L.log = p .. 'rlog' 
+    'upass', 'rwait'})
+  L.log = p .. 'rlog'
+  L.slack = L.rate_n and (L.rwait and math.min(STALL_CATCH_UP_MS, L.rate_w) or CATCH_UP_MS)
   unpark_due(p, k.meta, now)
   local S = {nready = redis.call('ZCARD', k.ready), vt = L.vt or 0, upass = L.upass or 0, rtat = L.rtat,
              ctat = L.ctat, groups = {}, touched = {}, ids = {}, charged = {}, limited = false,
@@ -299,6 +305,11 @@ local function claim_limited(k, p, worker, lease_ms, want, now, maxlen, out)
   save_state(k, p, lk, S)
   local n = lease(k, p, worker, lease_ms, now, maxlen, S.ids, 1, 1, S.charged, out)
   local more = S.nready > 0 or redis.call('ZCARD', gq) > 0
+  if L.rate_n then  -- jobs left waiting behind a limit: lateness from here on is not idle time
+    local waiting = more and S.limited and S.reopen ~= nil
+    if waiting and not L.rwait then redis.call('HSET', lk, 'rwait', 1)
+    elseif not more and L.rwait then redis.call('HDEL', lk, 'rwait') end
+  end
   local poll = S.capfree and cap_after(k, p, worker, want, S.ids, S.capfree, more, now)
   -- Chain the wake-up only when this worker's appetite, not a limit, ended the claim.
   if more and not S.limited and (n > 0 or want <= 0) and #S.ids >= want then wake(k.wake) end
