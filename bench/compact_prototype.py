@@ -12,7 +12,8 @@ deleted) and leasing the next batch, with a trip record for idempotency as the w
 - prototype: a job is one packed string `<attempts>|<created>|<name>|<data>`; the lease lives only in
   the `active` member `<id>|<token>|<attempt>` (its score the deadline), so claiming writes nothing
   per job (MGET of the records, one ZADD) and finishing checks the fence with one ZMSCORE and
-  deletes with one ZREM and one DEL per trip: no Redis call per job on the hot path.
+  deletes with one ZREM and one DEL per trip: no Redis call per job on the hot path. Two variants:
+  the attempt count written into the record at claim (one SET per lease), and `ready` as a list.
 Redis CPU is INFO cpu (used_cpu_sys + used_cpu_user) per job; memory is used_memory growth per
 waiting job with a 200-byte payload. Raw rows and a summary go to bench/results/<UTC>-compact-prototype/.
 """
@@ -55,7 +56,13 @@ for i = 1, n do
   zargs[#zargs + 1] = id
 end
 redis.call('MSET', unpack(mset))
-redis.call('ZADD', ready, unpack(zargs))
+if LIST then
+  local ids = {}
+  for i = 2, #zargs, 2 do ids[#ids + 1] = zargs[i] end
+  redis.call('RPUSH', ready, unpack(ids))
+else
+  redis.call('ZADD', ready, unpack(zargs))
+end
 return n
 """
 
@@ -85,14 +92,19 @@ if n > 0 then
 end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
-local popped = redis.call('ZPOPMIN', ready, want)
 local out = {0, 0}
-if #popped > 0 then
-  local keys, ids = {}, {}
+local keys, ids = {}, {}
+if LIST then
+  ids = redis.call('LPOP', ready, want) or {}
+  for i = 1, #ids do keys[i] = prefix .. 'job:' .. ids[i] end
+else
+  local popped = redis.call('ZPOPMIN', ready, want)
   for i = 1, #popped, 2 do
     ids[#ids + 1] = popped[i]
     keys[#keys + 1] = prefix .. 'job:' .. popped[i]
   end
+end
+if #ids > 0 then
   local recs = redis.call('MGET', unpack(keys))
   local last = tonumber(redis.call('HGET', meta, 'token')) or 0
   local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
@@ -167,10 +179,12 @@ class Prototype:
 
     label = "prototype (packed record, lease in the active member)"
     write = "0"
+    ready_list = False
 
     def __init__(self, r: syncredis.Redis, queue: str) -> None:
         self.r, self.k = r, QueueKeys(queue)
-        self.add_s, self.trip_s = r.register_script(PROTO_ADD), r.register_script(PROTO_TRIP)
+        head = f"local LIST = {'true' if self.ready_list else 'false'}\n"
+        self.add_s, self.trip_s = r.register_script(head + PROTO_ADD), r.register_script(head + PROTO_TRIP)
         self.seq = 0
 
     def add(self, names_data: list[tuple[str, str]]) -> None:
@@ -194,6 +208,13 @@ class PrototypeWrite(Prototype):
 
     label = "prototype + one record write per lease"
     write = "1"
+
+
+class PrototypeList(Prototype):
+    """The same with `ready` a list (FIFO of one priority; priorities would need one list each)."""
+
+    label = "prototype, ready as a list"
+    ready_list = True
 
 
 def drive(variant: Today | Prototype, r: syncredis.Redis, n: int, data: str) -> dict[str, Any]:
@@ -242,7 +263,7 @@ def main() -> None:
         r = syncredis.Redis.from_url(server.url)
         with (out / "raw.jsonl").open("w") as raw:
             for rnd in range(a.rounds):
-                order: list[type[Today] | type[Prototype]] = [Today, Prototype, PrototypeWrite]
+                order: list[type[Today] | type[Prototype]] = [Today, Prototype, PrototypeWrite, PrototypeList]
                 for cls in order if rnd % 2 == 0 else order[::-1]:
                     r.flushall()
                     row = {"round": rnd, "variant": cls.label,

@@ -78,7 +78,31 @@ WAITING: dict[str, Writer] = {
     "ready list entry": lambda p, q, i: p.rpush(f"cv:{{{q}}}:readyl", str(i)),
 }
 
+def size_class_floor(n: int) -> int:
+    """The largest jemalloc size class <= n (4 classes per doubling above 64 bytes)."""
+    if n < 128:
+        return n - n % 16
+    top = 1 << (n.bit_length() - 1)
+    step = top // 4
+    return top + (n - top) // step * step
+
+
+SDS_EXTRA = 6  # sdshdr16 header (5) and the terminating zero of a value between 256 B and 64 KB
+
+
+def split_at_class(p: Any, q: str, i: int) -> None:
+    """A small listpack hash, and payload + result in one string cut to fill a size class exactly;
+    the tail (under one class step) goes into the hash in <= 64-byte fields, so the hash stays listpack."""
+    blob = packed(DATA_2K, RESULT_4K)
+    head = size_class_floor(len(blob) + SDS_EXTRA) - SDS_EXTRA
+    tail = blob[head:]
+    fields = {**DONE_SMALL, **{f"t{k}": tail[k * 64:(k + 1) * 64] for k in range((len(tail) + 63) // 64)}}
+    p.hset(f"cv:{{{q}}}:job:{i}", mapping=fields)
+    p.set(f"cv:{{{q}}}:d:{i}", blob[:head])
+
+
 RETAINED: dict[str, Writer] = {
+    "small hash + payload and result cut at a size class (tail in the hash)": split_at_class,
     "hash with every field (today: hashtable)": lambda p, q, i: p.hset(
         f"cv:{{{q}}}:job:{i}", mapping={**DONE_SMALL, "data": DATA_2K, "result": RESULT_4K}),
     "small hash + payload string + result string": lambda p, q, i: (
@@ -108,7 +132,7 @@ def measure_layout(r: syncredis.Redis, kind: str, label: str, write: Writer, n: 
             pipe.execute()
     pipe.execute()
     after = used_memory(r)
-    keys: list[bytes] = r.keys(f"cv:{{{queue}}}:*")
+    keys = [key for key in r.keys(f"cv:{{{queue}}}:*") if isinstance(key, bytes)]
     sample = [key for key in keys if key.endswith(str(FIRST_ID).encode())]
     usage = {key.decode(): r.memory_usage(key, samples=0) for key in sample}
     return {"step": "layout", "kind": kind, "layout": label, "n": n, "bytes_per_record": (after - before) / n,
