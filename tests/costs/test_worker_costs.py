@@ -3,7 +3,6 @@ tenant's hard budget holds across several worker processes (wait for the next pe
 
 from __future__ import annotations
 
-import asyncio
 import os
 import subprocess
 import sys
@@ -125,18 +124,14 @@ async def test_hard_budget_holds_across_worker_processes(
         ledger = CostLedger(client, prefix)
         await ledger.set_price(Price("m", "0.5", "1.5"))
         per_run = 2000 * 500 + 1000 * 1500  # nano: 2,000 in + 1,000 out
-        await ledger.set_budget("acme", Budget(hard=Decimal_str(10 * per_run), soft=Decimal_str(5 * per_run),
-                                               estimate=Decimal_str(per_run)))
+        await ledger.set_budget("acme", Budget(hard=amount(10 * per_run), soft=amount(5 * per_run),
+                                               estimate=amount(per_run)))
         for i in range(60):
             await queue.add("call", {"ms": 50, "in": 2000, "out": 1000, "model": "m"},
                             group="acme" if i % 3 else "globex")
-        env = {**os.environ, "PYTHONPATH": str(ROOT)}
-        for _ in range(3):
-            procs.append(subprocess.Popen([sys.executable, "-m", "tests.costs.cost_worker", url, qname, prefix, "4"],
-                                          cwd=ROOT, env=env, stdout=subprocess.DEVNULL))
+        procs += start_workers(url, qname, prefix, 3)
         await wait_for(lambda: _completed(queue, 30), timeout=120, what="globex's 20 and acme's 10 completed")
         await wait_for(lambda: _runs(ledger, 30), timeout=60, what="usage recorded")
-        await asyncio.sleep(0)
         calls = int(await client.get(f"test:{{{qname}}}:calls:acme") or 0)
         assert calls == 10
         assert int(await client.get(f"test:{{{qname}}}:calls:globex") or 0) == 20
@@ -155,5 +150,12 @@ async def test_hard_budget_holds_across_worker_processes(
         await client.aclose()
 
 
-def Decimal_str(nano: int) -> str:  # noqa: N802 - reads as the Decimal it makes
+def amount(nano: int) -> str:
+    """Nano-units as a decimal amount of the currency."""
     return f"{nano / 10**9:.9f}"
+
+
+def start_workers(url: str, queue: str, prefix: str, n: int) -> list[subprocess.Popen[bytes]]:
+    env = {**os.environ, "PYTHONPATH": str(ROOT)}
+    return [subprocess.Popen([sys.executable, "-m", "tests.costs.cost_worker", url, queue, prefix, "4"],
+                             cwd=ROOT, env=env, stdout=subprocess.DEVNULL) for _ in range(n)]

@@ -36,9 +36,13 @@ async def test_burst0_pacing_catches_up_and_holds_every_window(sq: Queue, fleet)
     assert len(starts) == n
     # Never more than the limit in any window of per_s (the log), on the limiter's own clock.
     assert max_in_window([(t, 1) for t in starts], 1000) <= limit.limit
-    # Shorter windows: the GCRA bound, widened by at most 100 ms of caught-up lateness.
+    # Shorter windows: jobs waited behind the limiter all along, so lateness of the workers (a busy
+    # machine) is caught up, up to min(1 s, per_s): with per_s = 1 only the log's bound above holds
+    # for every window (docs/limits.md); what a shorter window may see is widened by that catch-up.
+    catch_up = min(1000, limit.per_s * 1000)
     for window in (50, 200, 500):
-        assert max_in_window([(t, 1) for t in starts], window) <= math.ceil(1 + (window + 100) / 10) - 1, window
+        bound = math.ceil(1 + (window + catch_up) / 10) - 1
+        assert max_in_window([(t, 1) for t in starts], window) <= min(bound, limit.limit), window
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     # Late claims were caught up: some starts came less than one interval after the previous one.
     assert sum(1 for g in gaps if g < 10) >= 3, sorted(gaps)[:20]
