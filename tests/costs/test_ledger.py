@@ -161,6 +161,6 @@ async def test_day_buckets_expire_after_the_retention(ledger: CostLedger, client
     await ledger.set_retention(3)
     await ledger.record("r", "acme", "t", Usage.of(1, 1))
     today = await ledger.today()
-    ttl = await client.pttl(f"{ledger.base}d:{day_number(today)}:acme")
+    ttl = await client.pttl(ledger.keys.day(day_number(today), "acme"))
     assert 3 * 86_400_000 < ttl <= 4 * 86_400_000
-    assert 0 < await client.pttl(f"{ledger.base}u:{day_number(today)}") <= 2 * 86_400_000
+    assert 0 < await client.pttl(ledger.keys.runs(day_number(today))) <= 2 * 86_400_000

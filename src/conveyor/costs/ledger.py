@@ -37,6 +37,7 @@ from conveyor.errors import ConfigurationError, ScriptInputError, UsageReportErr
 from conveyor.limits.named import Usage
 from conveyor.redis.connection import RedisClient
 from conveyor.redis.faults import guarded
+from conveyor.redis.keys import CostKeys
 from conveyor.redis.scripts import Script
 
 LUA_DIR = Path(__file__).with_name("lua")
@@ -98,8 +99,8 @@ class CostLedger:
     def __init__(self, client: RedisClient, prefix: str = "cv") -> None:
         self.client = client
         self.prefix = prefix
-        self.cfg_key = f"{prefix}:{{costs}}:cfg"
-        self.base = self.cfg_key[:-3]
+        self.keys = CostKeys(prefix)
+        self.cfg_key = self.keys.cfg
 
     # ------------------------------------------------------------------ settings
 
@@ -162,7 +163,7 @@ class CostLedger:
             raise UnknownTenantError(f"tenant {tenant!r} has no budget")
 
     async def budget_tenants(self) -> list[str]:
-        raw = await guarded(self.client.smembers(f"{self.base}bt"), "listing budgets")
+        raw = await guarded(self.client.smembers(self.keys.budgets), "listing budgets")
         return sorted(_s(v) for v in raw)
 
     async def budgets(self, tenants: Sequence[str] | None = None) -> list[dict[str, Any]]:
@@ -250,7 +251,7 @@ class CostLedger:
 
     async def tenants(self) -> list[str]:
         """Tenants with recorded usage (most recent first, at most 1,000) or a budget."""
-        raw = await guarded(self.client.zrevrange(f"{self.base}tenants", 0, MAX_TENANTS - 1), "listing tenants")
+        raw = await guarded(self.client.zrevrange(self.keys.tenants, 0, MAX_TENANTS - 1), "listing tenants")
         seen = [_s(v) for v in raw]
         return sorted(set(seen) | set(await self.budget_tenants()))
 
@@ -273,12 +274,12 @@ class CostLedger:
             raise ConfigurationError(f"a query covers at most {MAX_RANGE_DAYS} days, got {(until - since).days + 1}")
         if group is not None:
             check_tenant(group)
-            known = await guarded(self.client.zscore(f"{self.base}tenants", group), "looking up a tenant")
+            known = await guarded(self.client.zscore(self.keys.tenants, group), "looking up a tenant")
             if known is None:
                 raise UnknownTenantError(f"no usage was recorded for tenant {group!r} and it has no budget")
             tenants = [group]
         else:
-            raw = await guarded(self.client.zrevrange(f"{self.base}tenants", 0, MAX_TENANTS - 1), "listing tenants")
+            raw = await guarded(self.client.zrevrange(self.keys.tenants, 0, MAX_TENANTS - 1), "listing tenants")
             tenants = sorted(_s(v) for v in raw)
         days = (until - since).days + 1
         if days * max(1, len(tenants)) > MAX_CELLS:
@@ -301,7 +302,7 @@ class CostLedger:
 
     async def events(self, count: int = 100) -> list[dict[str, Any]]:
         """The latest budget events (budget_soft, budget_hard), newest first."""
-        raw: Any = await guarded(self.client.xrevrange(f"{self.base}events", count=max(1, min(count, 1000))),
+        raw: Any = await guarded(self.client.xrevrange(self.keys.events, count=max(1, min(count, 1000))),
                                  "reading budget events")
         return [{"id": _s(eid), **_flat([x for kv in fields.items() for x in kv])} for eid, fields in raw]
 

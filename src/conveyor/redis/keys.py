@@ -312,3 +312,39 @@ class AlertKeys:
     def history(self) -> str:
         """stream: fired, repeat and resolved notices (capped), for the dashboard and the API"""
         return self._k("history")
+
+
+@dataclass(frozen=True, slots=True)
+class CostKeys:
+    """The cost ledger (conveyor.costs; docs/llm.md, "Cost per tenant"): every key shares the hash
+    tag {costs}, one Cluster slot. The scripts derive the per-tenant keys from `cfg`."""
+
+    prefix: str = "cv"
+
+    def _k(self, suffix: str) -> str:
+        return f"{self.prefix}:{{costs}}:{suffix}"
+
+    @property
+    def cfg(self) -> str:
+        """Currency, retention, prices; KEYS[1] of every ledger script."""
+        return self._k("cfg")
+
+    @property
+    def tenants(self) -> str:
+        return self._k("tenants")
+
+    @property
+    def budgets(self) -> str:
+        return self._k("bt")
+
+    @property
+    def events(self) -> str:
+        return self._k("events")
+
+    def day(self, day: int, tenant: str) -> str:
+        """A tenant's bucket of one UTC day (days since 1970-01-01)."""
+        return self._k(f"d:{day}:{tenant}")
+
+    def runs(self, day: int) -> str:
+        """Run ids recorded on a day (a second record is refused)."""
+        return self._k(f"u:{day}")
