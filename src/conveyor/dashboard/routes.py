@@ -21,7 +21,7 @@ from conveyor.dashboard.bulk import router as bulk_router
 from conveyor.dashboard.stats import BUCKET_MS, BUCKETS, queue_history, redis_now_ms
 from conveyor.dashboard.timeline import build_timeline, job_events
 from conveyor.job import JobState
-from conveyor.redis.keys import QueueKeys
+from conveyor.partitions import parts_of
 from conveyor.views import queue_names
 
 # Internal to the web UI, so kept out of the public OpenAPI document.
@@ -64,9 +64,10 @@ async def find_job(
     """One EXISTS per queue, pipelined: bounded by the number of queues."""
     state = get_state(request)
     names = await queue_names(state.client, state.prefix, state.conveyor.queue_configs)
+    queues = [await state.opened(name) for name in names]
     async with state.client.pipeline(transaction=False) as pipe:
-        for name in names:
-            pipe.exists(QueueKeys(name, state.prefix).job(id))
+        for q in queues:
+            pipe.exists(*(part.keys.job(id) for part in parts_of(q)))  # every partition, one call
         found = await pipe.execute()
     matches = []
     for name, hit in zip(names, found, strict=True):
