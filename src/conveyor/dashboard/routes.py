@@ -61,14 +61,16 @@ async def stats(request: Request, _: ReadKey) -> dict[str, Any]:
 async def find_job(
     request: Request, principal: ReadKey, id: Annotated[str, Query(min_length=1, max_length=JOB_ID_MAX)],
 ) -> dict[str, Any]:
-    """One EXISTS per queue, pipelined: bounded by the number of queues."""
+    """One EXISTS per queue (per partition), pipelined: bounded by the number of queues."""
     state = get_state(request)
     names = await queue_names(state.client, state.prefix, state.conveyor.queue_configs)
     queues = [await state.opened(name) for name in names]
     async with state.client.pipeline(transaction=False) as pipe:
         for q in queues:
-            pipe.exists(*(part.keys.job(id) for part in parts_of(q)))  # every partition, one call
-        found = await pipe.execute()
+            for part in parts_of(q):  # a partitioned queue: each partition (each its own slot)
+                pipe.exists(part.keys.job(id))
+        replies = iter(await pipe.execute())
+    found = [any([next(replies) for _ in parts_of(q)]) for q in queues]
     matches = []
     for name, hit in zip(names, found, strict=True):
         if hit:
