@@ -327,14 +327,16 @@ class PartitionedQueue(Queue):
         return recovered, failed
 
     async def set_retention(self, retention: Retention) -> None:
-        """Count limits are split between the partitions (each keeps its share)."""
+        """Count and byte limits are split between the partitions (each keeps its share); age
+        limits apply to each whole."""
         n = len(self.serving)
 
         def share(v: int | None) -> int | None:
             return None if v is None else max(1, math.ceil(v / n))
 
-        each = Retention(share(retention.completed_max_count), retention.completed_max_age_s,
-                         share(retention.failed_max_count), retention.failed_max_age_s)
+        each = replace(retention, completed_max_count=share(retention.completed_max_count),
+                       failed_max_count=share(retention.failed_max_count),
+                       completed_max_bytes=share(retention.completed_max_bytes))
         for part in self.serving:
             await Queue.set_retention(part, each)
 
