@@ -13,6 +13,7 @@ from redis.crc import key_slot
 from conveyor import JobContext, JobState, Worker
 from conveyor.errors import ConfigurationError, IdempotencyConflictError
 from conveyor.partitions import PartitionedQueue, route_partition, worker_for
+from conveyor.queue import Queue, Retention
 from conveyor.redis.connection import RedisClient
 from tests.conftest import running, wait_for
 
@@ -54,6 +55,24 @@ async def test_partitions_sit_in_distinct_slots_and_plain_jobs_spread(pq: Partit
     assert all(r.queue == pq.name for r in records)
     assert sorted(seen) == list(range(30))
     assert (await pq.counts())[JobState.COMPLETED] == 30
+
+
+async def test_generated_ids_name_their_partition(pq: PartitionedQueue) -> None:
+    """The per-partition form of the plain queue's increasing ids: a generated id names its
+    partition, so finding the job takes one call; ids are unique."""
+    jobs = await pq.add_bulk([{"name": "t", "data": i} for i in range(PARTS * 4)])
+    jobs += [await pq.add("t", i) for i in range(PARTS)]
+    assert len({j.id for j in jobs}) == len(jobs)
+    for job in jobs:
+        index = int(job.id[1:job.id.index(".")])
+        assert job.id.startswith("P") and job.queue is pq.parts[index]
+        assert await pq.locate(job.id) is pq.parts[index]
+
+
+async def test_retention_shares_add_up_to_the_limit(pq: PartitionedQueue) -> None:
+    await pq.set_retention(Retention(completed_max_count=10, completed_max_bytes=None))
+    shares = [int((await Queue._call(p.client.hget(p.keys.meta, "completed_max_count"))) or 0) for p in pq.serving]
+    assert sum(shares) == 10 and max(shares) - min(shares) <= 1
 
 
 async def test_a_tenant_stays_in_one_partition_in_order(pq: PartitionedQueue) -> None:

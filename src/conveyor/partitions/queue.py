@@ -327,18 +327,15 @@ class PartitionedQueue(Queue):
         return recovered, failed
 
     async def set_retention(self, retention: Retention) -> None:
-        """Count and byte limits are split between the partitions (each keeps its share); age
-        limits apply to each whole."""
+        """Count and byte limits are shared out between the partitions so that the shares add up
+        to the limit (each at least 1); age limits apply to each whole."""
         n = len(self.serving)
-
-        def share(v: int | None) -> int | None:
-            return None if v is None else max(1, math.ceil(v / n))
-
-        each = replace(retention, completed_max_count=share(retention.completed_max_count),
-                       failed_max_count=share(retention.failed_max_count),
-                       completed_max_bytes=share(retention.completed_max_bytes))
-        for part in self.serving:
-            await Queue.set_retention(part, each)
+        counts = _shares(retention.completed_max_count, n)
+        failed = _shares(retention.failed_max_count, n)
+        sizes = _shares(retention.completed_max_bytes, n)
+        for i, part in enumerate(self.serving):
+            await Queue.set_retention(part, replace(
+                retention, completed_max_count=counts[i], failed_max_count=failed[i], completed_max_bytes=sizes[i]))
 
     async def set_limits(
         self, *, rate: RateLimit | None = None, concurrency: int | None = None, cost: RateLimit | None = None,
@@ -376,6 +373,13 @@ class PartitionedQueue(Queue):
 
     async def close(self) -> None:
         await Queue.close(self)
+
+
+def _shares(limit: int | None, n: int) -> list[int | None]:
+    """`limit` shared out over `n` partitions: shares differ by at most one and add up to it."""
+    if limit is None:
+        return [None] * n
+    return [max(1, limit // n + (1 if i < limit % n else 0)) for i in range(n)]
 
 
 def _stream_time(entry_id: str) -> tuple[int, int]:
