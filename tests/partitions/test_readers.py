@@ -14,7 +14,7 @@ from conveyor.alerts.probe import Probe
 from conveyor.partitions import PartitionedQueue, open_queue, parts_of, worker_for
 from conveyor.queue import Queue, Retention
 from conveyor.redis.clock import redis_now_ms
-from conveyor.redis.connection import RedisClient
+from conveyor.redis.connection import RedisClient, connect
 from conveyor.schedules.enqueue import QueueCache, enqueue_ticks
 from conveyor.schedules.maintenance import Maintenance
 from conveyor.schedules.model import Schedule
@@ -60,14 +60,21 @@ async def test_the_layout_is_recorded_and_opened_whole(client: RedisClient, qnam
     assert type(await open_queue(qname, redis=client)) is Queue  # the record goes with the queue
 
 
-async def test_read_events_waits_on_every_partition(pq: PartitionedQueue) -> None:
-    cursor = await pq.last_event_id()
-    reading = asyncio.ensure_future(pq.read_events(cursor, block_ms=600_000))
-    await asyncio.sleep(0)  # let the blocking reads start (the test holds either way)
-    job = await pq.parts[2].add("t", None)  # an event in the last partition only
-    events = await asyncio.wait_for(reading, 120)  # well before the block time: woken by partition 2
-    assert [(e.type, e.job_id) for e in events][:1] == [("added", job.id)]
-    assert await pq.read_events(events[-1].id) == []
+async def test_read_events_waits_on_every_partition(backend_url: str, pq: PartitionedQueue) -> None:
+    """A blocking read returns with the first partition that has events: it blocks for ten minutes,
+    and only an event of the last partition can end it before the test's deadline."""
+    blocking = connect(backend_url, socket_timeout=None)  # as for any XREAD BLOCK
+    reader = PartitionedQueue(pq.name, partitions=PARTS, redis=blocking)
+    try:
+        cursor = await reader.last_event_id()
+        reading = asyncio.ensure_future(reader.read_events(cursor, block_ms=600_000))
+        await asyncio.sleep(0)  # let the blocking reads start (the test holds either way)
+        job = await pq.parts[2].add("t", None)  # an event in the last partition only
+        events = await asyncio.wait_for(reading, 300)
+        assert [(e.type, e.job_id) for e in events][:1] == [("added", job.id)]
+        assert await reader.read_events(events[-1].id) == []
+    finally:
+        await blocking.aclose()
 
 
 async def test_alert_probe_reads_every_partition(client: RedisClient, pq: PartitionedQueue) -> None:
