@@ -60,6 +60,16 @@ async def test_the_layout_is_recorded_and_opened_whole(client: RedisClient, qnam
     assert type(await open_queue(qname, redis=client)) is Queue  # the record goes with the queue
 
 
+async def test_a_starting_worker_records_the_layout(client: RedisClient, qname: str) -> None:
+    q = PartitionedQueue(qname, partitions=4, redis=client)
+    try:
+        async with running(worker_for(q, {}, concurrency=1)):  # type: ignore[arg-type]
+            opened = await open_queue(qname, redis=client)  # before any job was added
+            assert isinstance(opened, PartitionedQueue) and opened.partition_count == 4
+    finally:
+        await q.obliterate(force=True)
+
+
 async def test_read_events_waits_on_every_partition(backend_url: str, pq: PartitionedQueue) -> None:
     """A blocking read returns with the first partition that has events: it blocks for ten minutes,
     and only an event of the last partition can end it before the test's deadline."""
