@@ -2,30 +2,31 @@
 queue (the CLI, the API and dashboard for undeclared queues, the alerts probe) opens it whole.
 
 The record is a small sorted set per queue (`redis/keys.py: partition_layout_key`): each partition
-count the queue was used with, scored by when a producer or worker last used it as its current
-count (0 when it was only named as a previous count). A reader serves the most recently current
+count the queue was used with, scored by the server time at which a producer or worker last began
+using it as its current count (0 when it was only named as a previous count). A reader serves the most recently current
 count and reads every other recorded one as a previous layout, so nothing a re-partition left behind
 is hidden. The record holds at most MAX_PARTITIONS members and is removed by `obliterate`.
 """
 
 from __future__ import annotations
 
-import time
-from collections.abc import Awaitable, Sequence
+from collections.abc import Sequence
 from typing import Any
 
 from conveyor.queue import Queue
+from conveyor.redis.clock import redis_now_ms
 from conveyor.redis.connection import RedisClient
 from conveyor.redis.keys import MAX_PARTITIONS, partition_layout_key, validate_queue_name
 
 
-def record_layout(
+async def record_layout(
     client: RedisClient, prefix: str, name: str, current: int, previous: Sequence[int] = ()
-) -> Awaitable[Any]:
-    """One idempotent ZADD GT: the current count now, previous counts kept (never lowered)."""
+) -> None:
+    """The current count scored by the server's clock (producers' clocks may be skewed), previous
+    counts kept (never lowered): one idempotent ZADD GT after one TIME."""
     members: dict[str, float] = {str(n): 0 for n in previous}
-    members[str(current)] = time.time() * 1000
-    return client.zadd(partition_layout_key(name, prefix), members, gt=True)
+    members[str(current)] = await Queue._call(redis_now_ms(client))
+    await Queue._call(client.zadd(partition_layout_key(name, prefix), members, gt=True))
 
 
 def parse_layout(rows: Sequence[tuple[Any, Any]]) -> tuple[int, tuple[int, ...]] | None:

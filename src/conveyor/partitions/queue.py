@@ -97,8 +97,7 @@ class PartitionedQueue(Queue):
 
     async def _register(self) -> None:
         if not self._layout_recorded:
-            await Queue._call(record_layout(self.client, self.prefix, self.name, self.partition_count,
-                                            self.previous_counts))
+            await record_layout(self.client, self.prefix, self.name, self.partition_count, self.previous_counts)
             self._layout_recorded = True
         await Queue._register(self)
 
