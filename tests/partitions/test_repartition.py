@@ -12,11 +12,12 @@ import pytest
 
 from conveyor import JobContext, JobState
 from conveyor.partitions import PartitionedQueue, open_queue, worker_for
+from conveyor.queue import Queue
 from conveyor.redis.connection import RedisClient
 from tests.conftest import wait_for
 
 
-async def trickle(queue: PartitionedQueue, added: list[int], stop: asyncio.Event) -> None:
+async def trickle(queue: Queue, added: list[int], stop: asyncio.Event) -> None:
     """One job at a time (numbers from 10,000) until `stop`; `added` lists those written."""
     n = 10_000
     while not stop.is_set():
@@ -26,7 +27,7 @@ async def trickle(queue: PartitionedQueue, added: list[int], stop: asyncio.Event
         await asyncio.sleep(0.01)
 
 
-@pytest.mark.parametrize(("before", "after"), [(2, 4), (4, 2)])
+@pytest.mark.parametrize(("before", "after"), [(2, 4), (4, 2), (0, 3)])
 async def test_live_repartition(client: RedisClient, qname: str, before: int, after: int) -> None:
     runs: Counter[int] = Counter()
     trickled: list[int] = []
@@ -37,7 +38,8 @@ async def test_live_repartition(client: RedisClient, qname: str, before: int, af
         await asyncio.sleep(0.001)
         return n
 
-    old_q = PartitionedQueue(qname, partitions=before, redis=client)
+    # 0: a plain queue becomes partitioned (`previous=0` serves its keys).
+    old_q: Queue = PartitionedQueue(qname, partitions=before, redis=client) if before else Queue(qname, redis=client)
     both_q = PartitionedQueue(qname, partitions=after, previous=before, redis=client)
     new_q = PartitionedQueue(qname, partitions=after, redis=client)
     try:

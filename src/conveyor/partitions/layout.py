@@ -35,11 +35,12 @@ def parse_layout(rows: Sequence[tuple[Any, Any]]) -> tuple[int, tuple[int, ...]]
     valid: list[tuple[float, int]] = []
     for member, score in rows:
         raw = member.decode() if isinstance(member, bytes) else str(member)
-        if raw.isdigit() and 1 <= int(raw) <= MAX_PARTITIONS:
+        if raw.isdigit() and 0 <= int(raw) <= MAX_PARTITIONS:  # 0: the plain queue, before partitioning
             valid.append((float(score), int(raw)))
-    if not valid:
+    partitioned = [v for v in valid if v[1] >= 1]
+    if not partitioned:
         return None
-    current = max(valid)[1]
+    current = max(partitioned)[1]
     return current, tuple(sorted({n for _, n in valid if n != current}))
 
 

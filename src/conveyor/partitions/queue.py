@@ -45,12 +45,13 @@ def route_partition(key: str, count: int) -> int:
 
 
 def _tags(name: str, count: int) -> list[str]:
-    return [partition_tag(name, i, count) for i in range(count)]
+    """The partition tags of a layout; layout 0 is the plain queue (its keys have no partition tag)."""
+    return [""] if count == 0 else [partition_tag(name, i, count) for i in range(count)]
 
 
 class PartitionedQueue(Queue):
     """A queue over `partitions` partitions; `previous`: the partition count before a
-    re-partition, whose partitions are still read and served until empty."""
+    re-partition (0: the queue was plain), whose partitions are still read and served until empty."""
 
     partitioned = True
 
@@ -60,8 +61,8 @@ class PartitionedQueue(Queue):
         if not isinstance(partitions, int) or not 1 <= partitions <= MAX_PARTITIONS:
             raise ConfigurationError(f"partitions must be an integer in [1, {MAX_PARTITIONS}]")
         earlier = [] if previous is None else [previous] if isinstance(previous, int) else list(previous)
-        if any(not isinstance(n, int) or not 1 <= n <= MAX_PARTITIONS for n in earlier):
-            raise ConfigurationError(f"previous must be an integer in [1, {MAX_PARTITIONS}]")
+        if any(not isinstance(n, int) or not 0 <= n <= MAX_PARTITIONS for n in earlier):
+            raise ConfigurationError(f"previous must be an integer in [0, {MAX_PARTITIONS}] (0: the plain queue)")
         current = _tags(name, partitions)
         super().__init__(name, partition_tag=current[0], **options)
         self.partition_count = partitions
