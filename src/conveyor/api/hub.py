@@ -13,7 +13,7 @@ Use::
             ...
         # or, with a deadline: event = await events.next(timeout=5.0)  (None when it passes)
 
-- `queue` names a stream: a queue's name, or a partition's tag (`conveyor.partitions.stream_names`:
+- `queue` names a stream: a queue's name, or a partition's tag (`conveyor.partitions.stream_name`:
   a partitioned queue has one stream per partition, and a job's events are in its partition's).
 - `job_id=None` follows every event of the queue; otherwise only that job's events are delivered.
 - `after=None` starts with the events that follow the subscription (`events.position` is the stream
