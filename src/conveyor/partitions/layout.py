@@ -16,6 +16,7 @@ from typing import Any
 from conveyor.queue import Queue
 from conveyor.redis.clock import redis_now_ms
 from conveyor.redis.connection import RedisClient
+from conveyor.redis.faults import guarded
 from conveyor.redis.keys import MAX_PARTITIONS, partition_layout_key, validate_queue_name
 
 
@@ -25,8 +26,8 @@ async def record_layout(
     """The current count scored by the server's clock (producers' clocks may be skewed), previous
     counts kept (never lowered): one idempotent ZADD GT after one TIME."""
     members: dict[str, float] = {str(n): 0 for n in previous}
-    members[str(current)] = await Queue._call(redis_now_ms(client))
-    await Queue._call(client.zadd(partition_layout_key(name, prefix), members, gt=True))
+    members[str(current)] = await guarded(redis_now_ms(client), "reading the server's clock")
+    await guarded(client.zadd(partition_layout_key(name, prefix), members, gt=True), "recording a partition layout")
 
 
 def parse_layout(rows: Sequence[tuple[Any, Any]]) -> tuple[int, tuple[int, ...]] | None:
@@ -45,7 +46,8 @@ def parse_layout(rows: Sequence[tuple[Any, Any]]) -> tuple[int, tuple[int, ...]]
 
 
 async def read_layout(client: RedisClient, prefix: str, name: str) -> tuple[int, tuple[int, ...]] | None:
-    rows = await Queue._call(client.zrange(partition_layout_key(name, prefix), 0, MAX_PARTITIONS, withscores=True))
+    key = partition_layout_key(name, prefix)
+    rows: Any = await guarded(client.zrange(key, 0, MAX_PARTITIONS, withscores=True), "reading a partition layout")
     return parse_layout(rows)
 
 
