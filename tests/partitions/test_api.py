@@ -192,6 +192,8 @@ async def test_waits_events_failures_and_dashboard_reads_over_partitions(env: En
 
     stats = (await env.get("/api/dashboard/stats"))["queues"][q]
     assert sum(stats["completed"]) == 2  # jobs of partitions 1 and 2
+    signal = await env.get(f"/api/autoscaling/queues/{q}")
+    assert signal["duration_sample"] == 2 and signal["backlog"] == 0  # the finished jobs of partitions 1 and 2
     details = await env.get(f"/api/dashboard/jobs/{q}/{second}/details")
     assert [a["outcome"] for a in details["timeline"]] == ["completed"]
     limits = await env.pq.limits_state()
