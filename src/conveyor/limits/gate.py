@@ -179,6 +179,8 @@ class LimiterGate:
             del self.unrecorded[: len(batch)]
 
     async def extend(self) -> None:
+        if self.unrecorded:  # usage a trip could not record: the heartbeat sends it again
+            await self._record(())
         if self.ledger is not None and self.budget_runs:
             try:
                 await self.ledger.extend([(t, token) for token, t in self.budget_runs.items()], self.lease_ms)
