@@ -159,3 +159,35 @@ def start_workers(url: str, queue: str, prefix: str, n: int) -> list[subprocess.
     env = {**os.environ, "PYTHONPATH": str(ROOT)}
     return [subprocess.Popen([sys.executable, "-m", "tests.costs.cost_worker", url, queue, prefix, "4"],
                              cwd=ROOT, env=env, stdout=subprocess.DEVNULL) for _ in range(n)]
+
+
+async def test_a_killed_worker_gives_its_budget_reservation_back_within_a_lease(
+    redis_url: str, qname: str, procs: list[subprocess.Popen[bytes]],
+) -> None:
+    """A run holds its estimate while it runs; SIGKILL its process and the reservation lapses after
+    the lease (5 s in cost_worker), so the budget is never held by the dead."""
+    prefix = _prefix()
+    client = connect(redis_url)
+    try:
+        queue = Queue(qname, redis=client, prefix=prefix)
+        ledger = CostLedger(client, prefix)
+        await ledger.set_budget("acme", Budget(hard=1, estimate=1))  # one running run fills it
+        await queue.add("call", {"ms": 120_000, "in": 1, "out": 1}, group="acme")
+        procs += start_workers(redis_url, qname, prefix, 1)
+
+        async def reserved() -> int:
+            return int((await ledger.budget("acme"))["reserved_nano"])
+
+        await wait_for(lambda: _reserved_is(reserved, 10**9), timeout=60, what="the run reserved its estimate")
+        assert await ledger.admit("another-run", "acme", 60_000) is not None  # full while it runs
+        procs[0].kill()
+        procs[0].wait(10)
+        await wait_for(lambda: _reserved_is(reserved, 0), timeout=30, what="the reservation lapsed")
+        assert await ledger.admit("another-run", "acme", 60_000) is None
+        await queue.obliterate(force=True)
+    finally:
+        await client.aclose()
+
+
+async def _reserved_is(read: Any, value: int) -> bool:
+    return bool(await read() == value)
