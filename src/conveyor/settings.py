@@ -54,6 +54,11 @@ class Settings:
         "Default requests/s of a key created without its own limit, shared by all API processes "
         "(0 = unlimited; per key: `conveyor keys create --rate-limit N`).", 0,
     )
+    api_key_cache_s: float = _setting(
+        "CONVEYOR_API_KEY_CACHE_S", "Seconds an API process trusts a checked key without a rate limit before "
+        "checking it again: a revoked or changed key stops working within this time (0 = check every request).",
+        1.0,
+    )
     api_max_streams_per_key: int = _setting(
         "CONVEYOR_API_MAX_STREAMS_PER_KEY", "Event streams (SSE) one key may hold open per API process "
         "(429 with Retry-After above).", 100,

@@ -12,7 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from conveyor.api.errors import ApiError
 from conveyor.api.keys import Scope, expand_scopes, split_key
 from conveyor.api.ratelimit import AUTHORIZE, decide
-from conveyor.api.state import get_state
+from conveyor.api.state import ApiState, get_state
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -35,6 +35,33 @@ class Principal:
 OPEN = Principal(None, frozenset(Scope))
 
 
+async def _check(state: ApiState, key_id: str, secret_hash: str, scope: Scope) -> frozenset[Scope]:
+    """The key check and rate decision in Redis (one round trip); an unlimited key is then cached."""
+    store, cache = state.keys, state.key_cache
+    sent_at = cache.now()
+    reply = await AUTHORIZE(
+        state.client,
+        (store.record_key(key_id), store.limit_key(key_id)),
+        (secret_hash, state.settings.api_rate_limit),
+    )
+    decision = decide(reply)
+    if not decision.known:
+        cache.forget(key_id)
+        raise ApiError(401, "the API key is unknown or revoked", headers=_CHALLENGE)
+    scopes = expand_scopes(decision.scopes)
+    if decision.unlimited:
+        cache.remember(key_id, secret_hash, scopes, sent_at)
+    else:
+        cache.forget(key_id)
+    if scope not in scopes:
+        raise ApiError(403, f"this key lacks the {scope.value!r} scope")
+    if not decision.allowed:
+        raise ApiError(
+            429, "rate limit exceeded for this key", headers={"Retry-After": str(decision.retry_after_s)}
+        )
+    return scopes
+
+
 def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
     """A dependency admitting keys that hold `scope` (admin holds every scope)."""
 
@@ -50,22 +77,12 @@ def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
         if parts is None:
             raise ApiError(401, "the API key is malformed", headers=_CHALLENGE)
         key_id, secret_hash = parts
-        store = state.keys
-        reply = await AUTHORIZE(
-            state.client,
-            (store.record_key(key_id), store.limit_key(key_id)),
-            (secret_hash, state.settings.api_rate_limit),
-        )
-        decision = decide(reply)
-        if not decision.known:
-            raise ApiError(401, "the API key is unknown or revoked", headers=_CHALLENGE)
-        scopes = expand_scopes(decision.scopes)
+        cache = state.key_cache
+        scopes = cache.scopes(key_id, secret_hash)
+        if scopes is None:
+            scopes = await _check(state, key_id, secret_hash, scope)
         if scope not in scopes:
             raise ApiError(403, f"this key lacks the {scope.value!r} scope")
-        if not decision.allowed:
-            raise ApiError(
-                429, "rate limit exceeded for this key", headers={"Retry-After": str(decision.retry_after_s)}
-            )
         return Principal(key_id, scopes)
 
     dependency.__name__ = f"require_{scope.name.lower()}"
