@@ -73,20 +73,36 @@ def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
             return OPEN
         if credentials is None:
             raise ApiError(401, "an API key is required (Authorization: Bearer <key>)", headers=_CHALLENGE)
-        parts = split_key(credentials.credentials)
-        if parts is None:
-            raise ApiError(401, "the API key is malformed", headers=_CHALLENGE)
-        key_id, secret_hash = parts
-        cache = state.key_cache
-        scopes = cache.scopes(key_id, secret_hash)
-        if scopes is None:
-            scopes = await _check(state, key_id, secret_hash, scope)
-        if scope not in scopes:
-            raise ApiError(403, f"this key lacks the {scope.value!r} scope")
-        return Principal(key_id, scopes)
+        return await _principal(state, credentials.credentials, scope)
 
     dependency.__name__ = f"require_{scope.name.lower()}"
     return dependency
+
+
+async def bearer_principal(request: Request, authorization: str | None, scope: Scope) -> Principal | None:
+    """The `require(scope)` check for a plain `Bearer <key>` header (the fast path, api/fastpath.py);
+    None, having checked nothing, when the header is not that or keys are off."""
+    state = get_state(request)
+    if authorization is None or not state.settings.api_auth:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return await _principal(state, token, scope)
+
+
+async def _principal(state: ApiState, token: str, scope: Scope) -> Principal:
+    parts = split_key(token)
+    if parts is None:
+        raise ApiError(401, "the API key is malformed", headers=_CHALLENGE)
+    key_id, secret_hash = parts
+    scopes = state.key_cache.scopes(key_id, secret_hash)
+    if scopes is None:
+        scopes = await _check(state, key_id, secret_hash, scope)
+    if scope not in scopes:
+        raise ApiError(403, f"this key lacks the {scope.value!r} scope")
+    return Principal(key_id, scopes)
 
 
 def shows_data(read: Callable[..., Awaitable[Principal]]) -> Callable[..., Awaitable[bool]]:
