@@ -91,6 +91,10 @@ class Settings:
     api_sse_keepalive_s: float = _setting(
         "CONVEYOR_API_SSE_KEEPALIVE_S", "Seconds between keep-alive comments on event streams.", 15.0
     )
+    api_sse_max_s: float = _setting(
+        "CONVEYOR_API_SSE_MAX_S", "Seconds an event stream stays open before the server ends it (clients "
+        "reconnect with Last-Event-ID and miss nothing; 0 = no limit).", 0.0,
+    )
     autoscale_target_s: float = _setting(
         "CONVEYOR_AUTOSCALE_TARGET_S",
         "Seconds in which the suggested worker count should finish the work present (/api/autoscaling).",
