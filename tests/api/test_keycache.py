@@ -31,3 +31,23 @@ def test_the_cache_is_bounded_and_can_be_turned_off() -> None:
     off.remember("k", "h", READ, now)
     assert not off.enabled and off.scopes("k", "h") is None
     assert KeyCache(ttl_s=10**9).ttl_s == MAX_TTL_S
+
+
+async def test_requests_follow_a_check_in_flight_instead_of_sending_their_own() -> None:
+    import asyncio
+
+    cache = KeyCache(ttl_s=30)
+    assert await cache.follow("k", "h") is None  # nothing in flight: check it yourself
+    leading = cache.checking("k", "h")
+    assert leading is not None and cache.checking("k", "h") is None  # one check per key and secret
+    followers = [asyncio.create_task(cache.follow("k", "h")) for _ in range(3)]
+    other_secret = asyncio.create_task(cache.follow("k", "other"))
+    await asyncio.sleep(0)  # the followers are waiting
+    cache.checked("k", "h", READ)
+    assert await asyncio.gather(*followers) == [READ] * 3 and await other_secret is None
+    again = cache.checking("k", "h")
+    assert again is not None
+    follower = asyncio.create_task(cache.follow("k", "h"))
+    await asyncio.sleep(0)
+    cache.checked("k", "h", None)  # a limited, unknown or failed check: each request checks for itself
+    assert await follower is None

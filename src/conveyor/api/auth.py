@@ -39,20 +39,27 @@ async def _check(state: ApiState, key_id: str, secret_hash: str, scope: Scope) -
     """The key check and rate decision in Redis (one round trip); an unlimited key is then cached."""
     store, cache = state.keys, state.key_cache
     sent_at = cache.now()
-    reply = await AUTHORIZE(
-        state.client,
-        (store.record_key(key_id), store.limit_key(key_id)),
-        (secret_hash, state.settings.api_rate_limit),
-    )
-    decision = decide(reply)
-    if not decision.known:
-        cache.forget(key_id)
-        raise ApiError(401, "the API key is unknown or revoked", headers=_CHALLENGE)
-    scopes = expand_scopes(decision.scopes)
-    if decision.unlimited:
-        cache.remember(key_id, secret_hash, scopes, sent_at)
-    else:
-        cache.forget(key_id)
+    leading = cache.checking(key_id, secret_hash)
+    cacheable: frozenset[Scope] | None = None
+    try:
+        reply = await AUTHORIZE(
+            state.client,
+            (store.record_key(key_id), store.limit_key(key_id)),
+            (secret_hash, state.settings.api_rate_limit),
+        )
+        decision = decide(reply)
+        if not decision.known:
+            cache.forget(key_id)
+            raise ApiError(401, "the API key is unknown or revoked", headers=_CHALLENGE)
+        scopes = expand_scopes(decision.scopes)
+        if decision.unlimited:
+            cache.remember(key_id, secret_hash, scopes, sent_at)
+            cacheable = scopes
+        else:
+            cache.forget(key_id)
+    finally:
+        if leading is not None:
+            cache.checked(key_id, secret_hash, cacheable)
     if scope not in scopes:
         raise ApiError(403, f"this key lacks the {scope.value!r} scope")
     if not decision.allowed:
@@ -98,6 +105,8 @@ async def _principal(state: ApiState, token: str, scope: Scope) -> Principal:
         raise ApiError(401, "the API key is malformed", headers=_CHALLENGE)
     key_id, secret_hash = parts
     scopes = state.key_cache.scopes(key_id, secret_hash)
+    if scopes is None:
+        scopes = await state.key_cache.follow(key_id, secret_hash)
     if scopes is None:
         scopes = await _check(state, key_id, secret_hash, scope)
     if scope not in scopes:

@@ -6,11 +6,14 @@ hash and the scopes) and when that read was sent; it is trusted for `ttl` second
 refreshed by the next check after that. So a key revoked, or whose scopes or limit change, in Redis
 (`conveyor keys revoke`, from any process or machine) stops working in every API process within
 `ttl` seconds (`CONVEYOR_API_KEY_CACHE_S`, default 1). The cache holds at most `max_keys` keys:
-past that, further keys are checked on every request.
+past that, further keys are checked on every request. While one request checks a key, others with
+the same key wait for that check instead of sending their own (`follow`), so a busy key costs about
+one check per `ttl`, not one per request in flight when its entry expires.
 """
 
 from __future__ import annotations
 
+import asyncio
 import hmac
 import time
 from dataclasses import dataclass
@@ -35,6 +38,7 @@ class KeyCache:
         self.ttl_s = min(max(0.0, ttl_s), MAX_TTL_S)
         self.max_keys = max_keys
         self._entries: dict[str, CachedKey] = {}
+        self._checks: dict[tuple[str, str], asyncio.Future[frozenset[Scope] | None]] = {}
 
     @property
     def enabled(self) -> bool:
@@ -65,6 +69,31 @@ class KeyCache:
             if len(self._entries) >= self.max_keys:
                 return
         self._entries[key_id] = CachedKey(secret_hash, scopes, checked_at + self.ttl_s)
+
+    async def follow(self, key_id: str, secret_hash: str) -> frozenset[Scope] | None:
+        """The scopes found by a check of this key and secret already in flight, if it found the key
+        unlimited (so cacheable); None otherwise (check it yourself)."""
+        pending = self._checks.get((key_id, secret_hash))
+        if pending is None:
+            return None
+        return await asyncio.shield(pending)
+
+    def checking(self, key_id: str, secret_hash: str) -> asyncio.Future[frozenset[Scope] | None] | None:
+        """A future to resolve when this request's check ends, for others to follow; None if caching
+        is off or another check of the key is in flight."""
+        if not self.enabled or (key_id, secret_hash) in self._checks:
+            return None
+        if len(self._checks) >= self.max_keys:
+            return None
+        future: asyncio.Future[frozenset[Scope] | None] = asyncio.get_running_loop().create_future()
+        self._checks[(key_id, secret_hash)] = future
+        return future
+
+    def checked(self, key_id: str, secret_hash: str, scopes: frozenset[Scope] | None) -> None:
+        """End this request's check: followers get `scopes` (None: check yourselves)."""
+        future = self._checks.pop((key_id, secret_hash), None)
+        if future is not None and not future.done():
+            future.set_result(scopes)
 
     def forget(self, key_id: str) -> None:
         self._entries.pop(key_id, None)

@@ -73,7 +73,8 @@ def _flow_schemas(components: dict[str, Any], tasks: list[tuple[str, str]]) -> d
     out: dict[str, Any] = {"FlowJobOptionsIn": options}
     nodes = []
     for queue, name in tasks:
-        enqueue = components["Enqueue_" + _UNSAFE.sub("_", f"{queue}__{name}")]
+        # With one task, EnqueueRequest is that task's model itself rather than a reference to it.
+        enqueue = components.get("Enqueue_" + _UNSAFE.sub("_", f"{queue}__{name}")) or components["EnqueueRequest"]
         properties = dict(enqueue["properties"])
         properties["queue"] = {"type": "string", "const": queue, "title": "Queue"}
         properties["options"] = {"anyOf": [{"$ref": REF.format(model="FlowJobOptionsIn")}, {"type": "null"}]}
