@@ -124,6 +124,19 @@ def test_a_page_left_before_it_rendered_never_takes_over_from_the_next(ui: Ui) -
     expect(page.get_by_test_id("job-result")).to_contain_text('"late": true')
 
 
+def test_a_failed_job_retried_elsewhere_shows_its_new_run(ui: Ui) -> None:
+    page = ui.page
+    job_id = enqueue(ui.server, "retry", "flaky", {"message": "elsewhere"}, attempts=1)
+    wait_state(ui.server, "retry", job_id, "failed")
+    ui.sign_in()
+    ui.go(f"#/jobs/retry/{job_id}")
+    expect(page.locator(".job-header .badge")).to_have_text("failed")
+    with ui.server.http("admin") as c:  # another operator, or the CLI
+        assert c.post(f"/api/jobs/retry/{job_id}/retry").status_code == 200
+    expect(page.locator(".job-header .badge")).to_have_text("completed", timeout=30_000)
+    expect(page.get_by_test_id("job-result")).to_contain_text('"retried": true')
+
+
 def test_pause_and_resume_a_queue(ui: Ui) -> None:
     page = ui.page
     ui.sign_in()

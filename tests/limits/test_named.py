@@ -40,7 +40,8 @@ async def test_one_limiter_holds_across_three_queues(redis_url: str, qname: str,
     queues = [Queue(f"{qname}-{i}", redis=client) for i in range(3)]
     try:
         for q in queues:
-            await q.add_bulk([JobSpec("sleep", {"ms": 150, "usage": [20, 10]}) for _ in range(12)])
+            # 700 ms a job at 5 starts/s: calls overlap unless the cap of 3 wrongly held them to one.
+            await q.add_bulk([JobSpec("sleep", {"ms": 700, "usage": [20, 10]}) for _ in range(12)])
         fleets = [fleet(q.name).start(processes=1, concurrency=4, limiters=json.dumps([[name, 100, 50]]))
                   for q in queues]
 
@@ -306,11 +307,26 @@ async def test_adaptive_limit_moves_within_bounds(sq: Queue) -> None:
     await lim.release([("x4-h", None, None, "ok", 0), ("x5-h", None, None, "ok", 0)], 10_000)
     await run_one("d", "429")
     assert await limit() == 2  # 1.5, nothing in flight: never below the minimum
-    for i in range(2):
-        await run_one(f"s{i}", "ok")
-    assert await limit() == 3  # a window of successes (2) raised it by one
-    for i in range(200):
-        await run_one(f"t{i}", "ok")
+    for i in range(10):
+        await run_one(f"u{i}", "ok")
+    assert await limit() == 2  # one call at a time leaves the limit unused: no evidence, no rise
+
+    async def run_full(tag: str, successes: int) -> None:
+        """Keep every slot of the limit held; each success ends while the limit is in full use."""
+        held: list[str] = []
+        for i in range(successes + 1):
+            while len(held) < await limit():
+                rid = f"{tag}{i}-{len(held)}"
+                assert (await lim.acquire(rid, 1, 0, 0, 10_000)).granted == 1
+                await lim.confirm(rid, [rid + "-h"], 10_000)
+                held.append(rid + "-h")
+            if i < successes:
+                await lim.release([(held.pop(0), None, None, "ok", 0)], 10_000)
+        await lim.release([(h, None, None, "err", 0) for h in held], 10_000)
+
+    await run_full("s", 2)
+    assert await limit() == 3  # a window of successes (2) at full use raised it by one
+    await run_full("t", 200)
     assert await limit() == 8  # never above the maximum
     # The adaptive limit is what admission uses.
     granted = (await lim.acquire("many", 20, 0, 0, 10_000)).granted

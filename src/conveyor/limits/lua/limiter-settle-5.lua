@@ -12,7 +12,8 @@ ARGV: 1 op, 2 reservation id or '', 3 ttl ms (1..1 day), then per op:
            The slot is freed; the token limiters are corrected by (reported - estimated); a 429 or
            a timeout lowers the adaptive limit multiplicatively (once per congestion: jobs started
            before the last decrease do not lower it again), a 429 also caps it at the jobs still
-           holding slots; a retry-after pauses admission; a run of successes raises it additively.
+           holding slots; a retry-after pauses admission; a run of successes while every slot of the limit is held raises it
+           additively.
 Every argument is checked before the first write.
 Returns: one code per id (0 OK, -1 NOT_FOUND: the hold was released already or expired) for
          confirm/extend/release; {0} for trim; {-1, 0, 'unknown limiter'}; {-6, position, reason}.
@@ -142,8 +143,11 @@ else
         end
       else
         redis.call('HINCRBY', K.st, 'n_' .. signal, 1)
-        if signal == 'ok' and C.a_max then
-          local cur = S.climit or C.a_max
+        -- Only a success while the limit was in full use says the provider could take more: a
+        -- fleet that runs fewer calls than the limit (no backlog, a slow machine) must not let
+        -- the limit drift up with no evidence (TCP's rule for an application-limited sender).
+        local cur = S.climit or C.a_max
+        if signal == 'ok' and C.a_max and S.held + 1 >= math.floor(cur) then
           S.succ = (S.succ or 0) + 1
           if S.succ >= math.max(1, math.floor(cur * C.a_win)) then
             S.climit, S.succ = math.min(C.a_max, cur + C.a_inc), 0

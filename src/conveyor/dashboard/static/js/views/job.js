@@ -1,6 +1,7 @@
 // Job page: data and options, progress, streamed output, logs, result or error with stack, attempts
-// timeline and actions. Live (refreshed every 2 s) until the job reaches a final state; the streamed
-// output is followed over the job's event stream as it is written (output.js).
+// timeline and actions. Live: re-read on each burst of its queue's events (a job retried or removed
+// elsewhere shows it, final or not); the streamed output is followed over the job's event stream as
+// it is written (output.js).
 
 import * as api from "../api.js";
 import { h, link, replace, route } from "../dom.js";
@@ -10,7 +11,6 @@ import { hasScope } from "../session.js";
 import { actionButton, errorBox, stateBadge } from "../ui.js";
 import { jsonBlock } from "./common.js";
 
-const FINAL = new Set(["completed", "failed", "cancelled"]);
 
 export async function renderJob(container, { queue, id }) {
   const head = h("div", { class: "job-header" });
@@ -113,9 +113,7 @@ export async function renderJob(container, { queue, id }) {
 
   await refresh(true).catch((err) => replace(body, errorBox(err)));
   return {
-    refresh: async () => {
-      if (!lastKey || !FINAL.has(JSON.parse(lastKey)[0].state)) await refresh();
-    },
+    refresh: () => refresh(),
     dispose: stopOutput,
     follows: [queue],
   };
