@@ -9,14 +9,17 @@ import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
-from typing import Any
+from typing import Any, TypeVar
 
 import pytest
 
 from conveyor import Queue, Worker
 from conveyor.embedded.state import ServerState, process_alive
+from conveyor.partitions import PartitionedQueue, PartitionedWorker
 from conveyor.redis.connection import RedisClient, connect
 from conveyor.testing import RedisClusterServers, RedisServer
+
+W = TypeVar("W", Worker, PartitionedWorker)  # what `running` starts and stops
 
 CHECKOUT_STATE = Path(__file__).resolve().parents[1] / ".conveyor" / "data" / "embedded.json"
 _CHECKOUT_KEY = pytest.StashKey[tuple[int, str] | None]()
@@ -106,11 +109,40 @@ def up_project(tmp_path_factory: pytest.TempPathFactory) -> Iterator[Any]:
         up.stop()
 
 
+BEHAVIOUR_PARTITIONS = 3
+QUEUE_LAYOUTS = ("plain", "partitioned")
+
+
+def pytest_generate_tests(metafunc: pytest.Metafunc) -> None:
+    """The behaviour suite (modules marked `behaviour`) runs each test that uses the `queue` fixture
+    on a plain queue and on a partitioned one; `plain_only` keeps a test on plain queues (its reason
+    names where the per-partition guarantee is tested)."""
+    definition = metafunc.definition
+    if ("queue_layout" in metafunc.fixturenames and definition.get_closest_marker("behaviour")
+            and not definition.get_closest_marker("plain_only")):
+        metafunc.parametrize("queue_layout", QUEUE_LAYOUTS, indirect=True)
+
+
 @pytest.fixture
-async def queue(client: RedisClient, qname: str) -> AsyncIterator[Queue]:
-    q = Queue(qname, redis=client)
+def queue_layout(request: pytest.FixtureRequest) -> str:
+    return str(getattr(request, "param", "plain"))
+
+
+@pytest.fixture
+async def queue(client: RedisClient, qname: str, queue_layout: str) -> AsyncIterator[Queue]:
+    """A unique queue: plain, or (behaviour suite) partitioned over BEHAVIOUR_PARTITIONS partitions."""
+    if queue_layout == "partitioned":
+        q: Queue = PartitionedQueue(qname, partitions=BEHAVIOUR_PARTITIONS, redis=client)
+    else:
+        q = Queue(qname, redis=client)
     yield q
     await q.obliterate(force=True)
+
+
+def one_partition(queue: Queue) -> Queue:
+    """Where ordering holds: the queue itself, or one partition of a partitioned queue (priority
+    and arrival order hold within a partition, not across partitions: docs/scaling.md)."""
+    return queue.parts[1] if isinstance(queue, PartitionedQueue) else queue
 
 
 async def wait_for(
@@ -130,7 +162,7 @@ async def wait_for(
 
 
 @asynccontextmanager
-async def running(worker: Worker, grace_s: float = 5.0) -> AsyncIterator[Worker]:
+async def running(worker: W, grace_s: float = 5.0) -> AsyncIterator[W]:
     await worker.start()
     try:
         yield worker

@@ -232,6 +232,9 @@ class Conveyor:
         q = self._sync_queues.get(name)
         if q is None:
             config = self.queue_configs.get(name)
+            if config is not None and config.partitions is not None:  # it would write past the partitions
+                raise ConfigurationError(
+                    f"queue {name!r} is partitioned: enqueue through app.queue(), not the synchronous producer")
             q = SyncQueue(
                 name, redis=self.sync_client, prefix=self.prefix, middleware=self.middleware,
                 defaults=config.defaults if config else None, durability=self._durability(config),

@@ -7,6 +7,7 @@ import asyncio
 
 from conveyor.errors import InvalidOptionError, InvalidStateError, JobNotFoundError
 from conveyor.job import JobState
+from conveyor.partitions.reading import parts_of
 from conveyor.queue import Queue
 
 RETRY_BATCH = 100
@@ -22,18 +23,20 @@ async def _retry_one(queue: Queue, job_id: str) -> bool:
 
 
 async def retry_failed(queue: Queue, limit: int = 10_000) -> tuple[int, int]:
-    """Send up to `limit` failed jobs (oldest first) back to waiting; returns (retried, still failed)."""
+    """Send up to `limit` failed jobs (oldest first; a partitioned queue: partition by partition,
+    oldest first in each) back to waiting; returns (retried, still failed)."""
     retried = 0
-    while retried < limit:
-        batch = min(RETRY_BATCH, limit - retried)
-        ids = [str(i) for i in await queue.client.zrange(queue.keys.failed, 0, batch - 1)]
-        if not ids:
-            break
-        done = sum(await asyncio.gather(*(_retry_one(queue, i) for i in ids)))
-        retried += done
-        if done == 0:
-            break
-    return retried, int(await queue.client.zcard(queue.keys.failed))
+    for part in parts_of(queue):
+        while retried < limit:
+            batch = min(RETRY_BATCH, limit - retried)
+            ids = [str(i) for i in await part.client.zrange(part.keys.failed, 0, batch - 1)]
+            if not ids:
+                break
+            done = sum(await asyncio.gather(*(_retry_one(part, i) for i in ids)))
+            retried += done
+            if done == 0:
+                break
+    return retried, sum([int(await part.client.zcard(part.keys.failed)) for part in parts_of(queue)])
 
 
 async def delete_state(queue: Queue, state: JobState | str) -> int:
@@ -45,9 +48,11 @@ async def delete_state(queue: Queue, state: JobState | str) -> int:
         return await queue.drain(include_delayed=False)
     if state is JobState.DELAYED:
         total = 0
-        while True:
-            deleted, remaining = await queue.scripts.delete_jobs(queue.keys.delayed, DELETE_BATCH, "drained")
-            total += deleted
-            if remaining == 0 or deleted == 0:
-                return total
+        for part in parts_of(queue):  # a partitioned queue: every partition's delayed set
+            while True:
+                deleted, remaining = await part.scripts.delete_jobs(part.keys.delayed, DELETE_BATCH, "drained")
+                total += deleted
+                if remaining == 0 or deleted == 0:
+                    break
+        return total
     return await queue.purge(state)

@@ -17,6 +17,7 @@ from conveyor.errors import ConnectionFailedError
 from conveyor.events import Event
 from conveyor.job import JobRecord, JobState
 from conveyor.limits.admin import grouped_waiting, known_groups
+from conveyor.partitions.reading import parts_of
 from conveyor.queue import Queue
 from conveyor.redis.clock import redis_now_ms
 from conveyor.redis.connection import RedisClient
@@ -54,11 +55,18 @@ async def due_times(queue: Queue, records: Iterable[JobRecord]) -> dict[str, int
     delayed = [r.id for r in records if r.state is JobState.DELAYED]
     if not delayed:
         return {}
+    parts = parts_of(queue)  # a job is in one partition's delayed set; the others answer None
     async with queue.client.pipeline(transaction=False) as pipe:
         for job_id in delayed:
-            pipe.zscore(queue.keys.delayed, job_id)
+            for part in parts:
+                pipe.zscore(part.keys.delayed, job_id)
         scores = await Queue._call(pipe.execute())
-    return {i: int(float(s)) for i, s in zip(delayed, scores, strict=True) if s is not None}
+    due: dict[str, int] = {}
+    for n, job_id in enumerate(delayed):
+        found = [s for s in scores[n * len(parts):(n + 1) * len(parts)] if s is not None]
+        if found:
+            due[job_id] = int(float(found[0]))
+    return due
 
 
 async def jobs_view(
@@ -103,13 +111,14 @@ async def throughput(queue: Queue) -> dict[str, int]:
     """Jobs finished in the last minute, counted in the completed/failed sets (scored by finish time
     from the Redis clock): two O(log n) calls instead of scanning the events stream. Records deleted
     at once (result_ttl=0) or trimmed by retention within the minute are not counted."""
-    client, k = queue.client, queue.keys
+    client = queue.client
     since = await redis_now_ms(client) - THROUGHPUT_WINDOW_S * 1000
     async with client.pipeline(transaction=False) as pipe:
-        pipe.zcount(k.completed, since, "+inf")
-        pipe.zcount(k.failed, since, "+inf")
-        completed, failed = await pipe.execute()
-    return {"window_s": THROUGHPUT_WINDOW_S, "completed": int(completed), "failed": int(failed)}
+        for part in parts_of(queue):  # a partitioned queue: every partition's sets
+            pipe.zcount(part.keys.completed, since, "+inf")
+            pipe.zcount(part.keys.failed, since, "+inf")
+        replies = [int(n) for n in await pipe.execute()]
+    return {"window_s": THROUGHPUT_WINDOW_S, "completed": sum(replies[0::2]), "failed": sum(replies[1::2])}
 
 
 async def queue_view(
@@ -137,7 +146,16 @@ async def oldest_waiting_age_ms(queue: Queue, now_ms: int | None = None) -> int 
 
     Within a priority band the ready set is in arrival order, so the band heads hold the oldest
     arrivals; at most MAX_BANDS_SCANNED bands are read, plus the heads of the first
-    MAX_GROUPS_SCANNED groups' ready sets (by name), so a queue with more groups may under-report."""
+    MAX_GROUPS_SCANNED groups' ready sets (by name), so a queue with more groups may under-report.
+    A partitioned queue: the oldest over its partitions."""
+    stamps = [t for part in parts_of(queue) if (t := await _oldest_enqueued_ms(part)) is not None]
+    if not stamps:
+        return None
+    now = await redis_now_ms(queue.client) if now_ms is None else now_ms
+    return max(0, now - min(stamps))
+
+
+async def _oldest_enqueued_ms(queue: Queue) -> int | None:
     client, k = queue.client, queue.keys
     heads: list[str] = []
     floor: float | str = "-inf"
@@ -161,10 +179,7 @@ async def oldest_waiting_age_ms(queue: Queue, now_ms: int | None = None) -> int 
         for job_id in heads:
             pipe.hget(k.job(job_id), "ts")
         stamps = [int(t) for t in await pipe.execute() if t is not None]
-    if not stamps:
-        return None
-    now = await redis_now_ms(client) if now_ms is None else now_ms
-    return max(0, now - min(stamps))
+    return min(stamps) if stamps else None
 
 
 async def queue_names(client: RedisClient, prefix: str = "cv", also: Iterable[str] = ()) -> list[str]:

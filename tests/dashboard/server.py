@@ -24,7 +24,9 @@ from conveyor.api.keys import KeyStore
 from conveyor.limits import Adaptive, GroupLimits, Limiter, RateLimit, SharedLimiter
 from conveyor.settings import Settings
 
-QUEUES = ("live", "retry", "pause", "xss", "readonly", "dead", "bulk", "limited", "shots", "alarm", "timing", "late")
+QUEUES = ("live", "retry", "pause", "xss", "readonly", "dead", "bulk", "limited", "shots", "alarm", "timing", "late",
+          "sharded")
+PARTITIONED = "sharded"  # a queue of three partitions (docs/scaling.md)
 UNDECLARED = "legacy"  # a queue in Redis that this app does not declare
 ALERT_QUEUE = "alarm"
 KEY_SCOPES = {"admin": ["admin"], "read": ["read", "read-data"], "enqueue": ["enqueue"]}
@@ -32,6 +34,7 @@ KEY_SCOPES = {"admin": ["admin"], "read": ["read", "read-data"], "enqueue": ["en
 
 def build(redis_url: str, prefix: str) -> Conveyor:
     app = Conveyor(redis_url, prefix=prefix)
+    app.declare_queue(PARTITIONED, partitions=3, concurrency=4)
     seen_key = f"{prefix}:dashtest:flaky-seen"
 
     async def echo(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:

@@ -297,3 +297,28 @@ def test_limiters_page_shows_named_limiters(ui: Ui) -> None:
     expect(row).to_contain_text("750 in / 120 out tokens")
     expect(row).to_contain_text("requests:")
     assert ui.errors == []
+
+
+def test_a_partitioned_queue_shows_and_follows_every_partition(ui: Ui) -> None:
+    """Counts, the waiting list and a job page of a queue of three partitions; the job page follows
+    its job's events in the job's own partition until it completes."""
+    page = ui.page
+    with ui.server.http("admin") as c:
+        assert c.post("/api/queues/sharded/pause").status_code == 200
+    ids = [enqueue(ui.server, "sharded", "echo", {"n": i}) for i in range(3)]
+    assert sorted(i.split(".")[0] for i in ids) == ["P0", "P1", "P2"]  # one job in each partition
+    ui.sign_in()
+    ui.go("#/queues/sharded")
+    expect(page.locator("a[data-tab='waiting'] .count")).to_have_text("3")
+    for job_id in ids:
+        expect(page.locator(f"tr[data-job='{job_id}']")).to_have_count(1)
+    far = next(i for i in ids if i.startswith("P2."))
+    ui.go(f"#/jobs/sharded/{far}")
+    expect(page.locator(".job-header .badge")).to_have_text("waiting")
+    with ui.server.http("admin") as c:
+        assert c.post("/api/queues/sharded/resume").status_code == 200
+    expect(page.locator(".job-header .badge")).to_have_text("completed", timeout=30_000)
+    expect(page.get_by_test_id("job-result")).to_contain_text(f'"n": {ids.index(far)}')
+    for job_id in ids:
+        wait_state(ui.server, "sharded", job_id, "completed", timeout=30)
+    assert ui.errors == []

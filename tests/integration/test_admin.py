@@ -1,4 +1,5 @@
-"""Admin operations: listing, counts, promote, remove, drain, purge, obliterate, retention."""
+"""Admin operations: listing, counts, promote, remove, drain, purge, obliterate, retention, on a plain
+queue and on a partitioned one."""
 
 from __future__ import annotations
 
@@ -14,9 +15,11 @@ from conveyor import (
     Queue,
     QueueNotEmptyError,
     Retention,
-    Worker,
 )
+from conveyor.partitions import PartitionedQueue, parts_of, worker_for
 from tests.conftest import counts_of, running, wait_for
+
+pytestmark = pytest.mark.behaviour  # each test runs on a plain and on a partitioned queue
 
 
 async def test_paginated_listing(queue: Queue) -> None:
@@ -27,7 +30,14 @@ async def test_paginated_listing(queue: Queue) -> None:
         page = await queue.list_jobs("waiting", cursor=cursor, limit=10)
         seen += [r.id for r in page.jobs]
         cursor = page.next_cursor
-    assert seen == [j.id for j in jobs]
+    if isinstance(queue, PartitionedQueue):
+        # Every job once; each partition's jobs in its claim order (docs/scaling.md, listing).
+        assert sorted(seen) == sorted(j.id for j in jobs) and len(seen) == len(jobs)
+        for part in queue.parts:
+            mine = [j.id for j in jobs if j.queue is part]
+            assert [i for i in seen if i in mine] == mine
+    else:
+        assert seen == [j.id for j in jobs]
 
 
 async def test_promote_delayed_job(queue: Queue) -> None:
@@ -36,7 +46,7 @@ async def test_promote_delayed_job(queue: Queue) -> None:
     async def handler(ctx: JobContext, data: Any) -> None:
         done.append(data)
 
-    async with running(Worker(queue, {"x": handler})):
+    async with running(worker_for(queue, {"x": handler})):
         job = await queue.add("x", 7, delay=3600)
         await queue.promote(job.id)
         await job.wait(timeout=10)
@@ -63,7 +73,7 @@ async def test_active_job_cannot_be_removed(queue: Queue) -> None:
     async def handler(ctx: JobContext, data: Any) -> None:
         await gate.wait()
 
-    async with running(Worker(queue, {"x": handler})) as w:
+    async with running(worker_for(queue, {"x": handler})) as w:
         job = await queue.add("x")
         await wait_for(lambda: w.active == 1)
         with pytest.raises(InvalidStateError):
@@ -83,7 +93,7 @@ async def test_drain_purge_obliterate(queue: Queue) -> None:
     async def failing(ctx: JobContext, data: Any) -> None:
         raise ValueError("no")
 
-    async with running(Worker(queue, {"x": failing})):
+    async with running(worker_for(queue, {"x": failing})):
         jobs = await queue.add_bulk([{"name": "x", "data": i} for i in range(5)])
         for j in jobs:
             await j.wait(timeout=10)
@@ -91,7 +101,8 @@ async def test_drain_purge_obliterate(queue: Queue) -> None:
     assert await queue.purge("failed") == 5
     await queue.add("x", 1)
     await queue.obliterate()
-    assert await queue.client.exists(queue.keys.meta, queue.keys.events, queue.keys.ready) == 0
+    for part in parts_of(queue):  # a partitioned queue: every partition is gone
+        assert await queue.client.exists(part.keys.meta, part.keys.events, part.keys.ready) == 0
 
 
 async def test_retention_by_count(queue: Queue) -> None:
@@ -100,7 +111,7 @@ async def test_retention_by_count(queue: Queue) -> None:
     async def ok(ctx: JobContext, data: Any) -> int:
         return data
 
-    async with running(Worker(queue, {"x": ok}, concurrency=5)):
+    async with running(worker_for(queue, {"x": ok}, concurrency=5)):
         jobs = await queue.add_bulk([{"name": "x", "data": i} for i in range(40)])
         await jobs[-1].wait(timeout=10)
         await wait_for(lambda: _completed_at_most(queue, 10))

@@ -1,4 +1,5 @@
-"""Enqueue: options, idempotency, bulk atomicity and bad input (nothing half-written)."""
+"""Enqueue: options, idempotency, bulk atomicity and bad input (nothing half-written), on a plain
+queue and on a partitioned one (a bulk add is all or nothing per partition there)."""
 
 from __future__ import annotations
 
@@ -19,8 +20,11 @@ from conveyor import (
     Queue,
     SerializationError,
 )
+from conveyor.partitions import PartitionedQueue
 from conveyor.testing import free_port
 from tests.conftest import counts_of
+
+pytestmark = pytest.mark.behaviour  # tests using `queue` run on a plain and on a partitioned queue
 
 
 async def test_add_stores_job_with_options(queue: Queue) -> None:
@@ -38,6 +42,8 @@ async def test_add_stores_job_with_options(queue: Queue) -> None:
     assert (await counts_of(queue))["waiting"] == 1
 
 
+@pytest.mark.plain_only("a partitioned queue's ids name their partition: tests/partitions/test_behaviour.py::"
+                        "test_generated_ids_name_their_partition")
 async def test_generated_ids_are_increasing_numbers(queue: Queue) -> None:
     a = await queue.add("x", 1)
     b = await queue.add("x", 2)
@@ -90,7 +96,11 @@ async def test_bulk_add_is_all_or_nothing(queue: Queue) -> None:
     specs.append({"name": "x", "data": {"n": 99}, "options": {"job_id": "taken"}})
     with pytest.raises(IdempotencyConflictError):
         await queue.add_bulk(specs)
-    assert (await counts_of(queue))["waiting"] == 1
+    if isinstance(queue, PartitionedQueue):  # all or nothing per partition (docs/scaling.md)
+        home = await queue.locate("taken")
+        assert home is not None and (await counts_of(home))["waiting"] == 1
+    else:
+        assert (await counts_of(queue))["waiting"] == 1
 
 
 async def test_bulk_add_creates_many(queue: Queue) -> None:

@@ -1,4 +1,6 @@
-"""Worker behaviour: ordering, timing, retries and error classes, cancellation, timeouts, results."""
+"""Worker behaviour: ordering, timing, retries and error classes, cancellation, timeouts, results,
+on a plain queue and on a partitioned one (tests/conftest.py: `queue`); ordering is shown within one
+partition, where it is guaranteed (docs/scaling.md)."""
 
 from __future__ import annotations
 
@@ -22,9 +24,11 @@ from conveyor import (
     RateLimited,
     Retry,
     Unrecoverable,
-    Worker,
 )
-from tests.conftest import counts_of, running, wait_for
+from conveyor.partitions import part_holding, worker_for
+from tests.conftest import counts_of, one_partition, running, wait_for
+
+pytestmark = pytest.mark.behaviour  # each test runs on a plain and on a partitioned queue
 
 
 async def test_priority_order(queue: Queue) -> None:
@@ -33,8 +37,9 @@ async def test_priority_order(queue: Queue) -> None:
     async def handler(ctx: JobContext, data: Any) -> None:
         order.append(data)
 
-    await queue.add_bulk([{"name": "p", "data": p, "options": {"priority": p}} for p in (1, 5, -3, 10, 0, 5)])
-    async with running(Worker(queue, {"p": handler}, concurrency=1)):
+    await one_partition(queue).add_bulk([{"name": "p", "data": p, "options": {"priority": p}}
+                                         for p in (1, 5, -3, 10, 0, 5)])
+    async with running(worker_for(queue, {"p": handler}, concurrency=1)):
         await wait_for(lambda: len(order) == 6)
     assert order == [10, 5, 5, 1, 0, -3]
 
@@ -45,8 +50,8 @@ async def test_fifo_within_a_priority(queue: Queue) -> None:
     async def handler(ctx: JobContext, data: Any) -> None:
         order.append(data)
 
-    await queue.add_bulk([{"name": "p", "data": i} for i in range(50)])
-    async with running(Worker(queue, {"p": handler}, concurrency=1)):
+    await one_partition(queue).add_bulk([{"name": "p", "data": i} for i in range(50)])
+    async with running(worker_for(queue, {"p": handler}, concurrency=1)):
         await wait_for(lambda: len(order) == 50)
     assert order == list(range(50))
 
@@ -55,7 +60,7 @@ async def test_result_is_stored_and_returned(queue: Queue) -> None:
     async def double(ctx: JobContext, data: Any) -> dict[str, int]:
         return {"value": data * 2}
 
-    async with running(Worker(queue, {"double": double})):
+    async with running(worker_for(queue, {"double": double})):
         job = await queue.add("double", 21)
         assert await job.result(timeout=30) == {"value": 42}
     rec = await job.record()
@@ -83,7 +88,7 @@ async def test_sync_handlers_run_in_threads_with_bounded_concurrency(queue: Queu
         return data
 
     jobs = await queue.add_bulk([{"name": "b", "data": i} for i in range(12)])
-    async with running(Worker(queue, {"b": blocking}, concurrency=3)):
+    async with running(worker_for(queue, {"b": blocking}, concurrency=3)):
         results = [await j.result(timeout=30) for j in jobs]
     assert results == list(range(12))
     assert peak == 3
@@ -106,7 +111,7 @@ async def test_async_concurrency_is_capped(queue: Queue) -> None:
         done += 1
 
     await queue.add_bulk([{"name": "c", "data": i} for i in range(60)])
-    async with running(Worker(queue, {"c": handler}, concurrency=7)):
+    async with running(worker_for(queue, {"c": handler}, concurrency=7)):
         await wait_for(lambda: done == 60)
     assert peak == 7
 
@@ -119,7 +124,7 @@ async def test_delayed_job_runs_when_due_and_never_early(queue: Queue) -> None:
 
     # An idle worker waits up to 60 s for a wake-up; each job runs long before that, so the worker
     # woke for the delayed job by itself (it sleeps until the next due time, it does not poll).
-    async with running(Worker(queue, {"d": handler}, idle_block_s=60)):
+    async with running(worker_for(queue, {"d": handler}, idle_block_s=60)):
         for _ in range(5):
             delay = 0.3
             await queue.add("d", time.time() + delay, delay=delay)
@@ -135,7 +140,7 @@ async def test_idle_worker_is_woken_by_a_new_job(queue: Queue) -> None:
         ran.append(n)
 
     # The idle wait is 60 s and each job must run within 30 s: only the wake-up list can bring it.
-    worker = Worker(queue, {"l": handler}, idle_block_s=60)
+    worker = worker_for(queue, {"l": handler}, idle_block_s=60)
     async with running(worker):
         for n in range(20):
             await wait_for(lambda: worker.active == 0, timeout=30, what="the worker idle")
@@ -144,6 +149,8 @@ async def test_idle_worker_is_woken_by_a_new_job(queue: Queue) -> None:
     assert ran == list(range(20))
 
 
+@pytest.mark.plain_only("per partition: tests/partitions/test_behaviour.py::"
+                        "test_an_idle_worker_wakes_for_any_partition_without_polling")
 async def test_idle_worker_does_not_poll(queue: Queue, client) -> None:
     async def handler(ctx: JobContext, data: Any) -> None:
         return None
@@ -161,7 +168,7 @@ async def test_idle_worker_does_not_poll(queue: Queue, client) -> None:
             info = await client.info("commandstats")
         return calls(info, "evalsha eval"), calls(info, "blpop")
 
-    worker = Worker(queue, {"x": handler}, idle_block_s=0.5, stalled_interval_ms=60_000)
+    worker = worker_for(queue, {"x": handler}, idle_block_s=0.5, stalled_interval_ms=60_000)
     async with running(worker):
         await wait_for(lambda: worker.stats.last_heartbeat is not None, timeout=30, what="the worker running")
         scripts_before, waits_before = await stats()
@@ -185,7 +192,7 @@ async def test_fixed_backoff_schedule(queue: Queue) -> None:
             raise RuntimeError("boom")
         return "ok"
 
-    async with running(Worker(queue, {"f": flaky})):
+    async with running(worker_for(queue, {"f": flaky})):
         job = await queue.add("f", attempts=3, backoff=Fixed(0.2))
         assert await job.result(timeout=30) == "ok"
     gaps = [b - a for a, b in itertools.pairwise(starts)]
@@ -201,7 +208,7 @@ async def test_exponential_backoff_schedule(queue: Queue) -> None:
         starts.append(time.monotonic())
         raise RuntimeError("always")
 
-    async with running(Worker(queue, {"f": failing})):
+    async with running(worker_for(queue, {"f": failing})):
         job = await queue.add("f", attempts=4, backoff=Exponential(base=0.1, factor=2, jitter=False))
         with pytest.raises(JobFailedError):
             await job.result(timeout=30)
@@ -230,7 +237,7 @@ async def test_named_backoff_policy(queue: Queue) -> None:
 
     policies = BackoffPolicies()
     named = policies.register("custom", custom)
-    async with running(Worker(queue, {"f": failing}, backoffs=policies)):
+    async with running(worker_for(queue, {"f": failing}, backoffs=policies)):
         job = await queue.add("f", attempts=3, backoff=named)
         await job.result(timeout=30)
     rec = await job.record()
@@ -247,7 +254,7 @@ async def test_dead_letter_after_last_attempt_and_manual_retry(queue: Queue) -> 
             raise ValueError(f"bad attempt {ctx.attempt}")
         return "recovered"
 
-    async with running(Worker(queue, {"h": handler})):
+    async with running(worker_for(queue, {"h": handler})):
         job = await queue.add("h", attempts=3, backoff=0)
         with pytest.raises(JobFailedError) as info:
             await job.result(timeout=30)
@@ -268,7 +275,7 @@ async def test_unrecoverable_fails_at_once(queue: Queue) -> None:
     async def handler(ctx: JobContext, data: Any) -> None:
         raise Unrecoverable("invalid account")
 
-    async with running(Worker(queue, {"h": handler})):
+    async with running(worker_for(queue, {"h": handler})):
         job = await queue.add("h", attempts=5)
         with pytest.raises(JobFailedError, match="invalid account"):
             await job.result(timeout=30)
@@ -285,7 +292,7 @@ async def test_retry_signal_uses_an_attempt_and_its_delay(queue: Queue) -> None:
             raise Retry(after=0.3)
         return ctx.attempt
 
-    async with running(Worker(queue, {"h": handler})):
+    async with running(worker_for(queue, {"h": handler})):
         job = await queue.add("h", attempts=2)
         assert await job.result(timeout=30) == 2
     assert await retry_delays(queue, job.id) == [300]
@@ -303,7 +310,7 @@ async def test_rate_limited_goes_back_without_using_an_attempt(queue: Queue) -> 
             raise RateLimited(retry_after=0.2)
         return "sent"
 
-    async with running(Worker(queue, {"h": handler})):
+    async with running(worker_for(queue, {"h": handler})):
         job = await queue.add("h")  # a single attempt allowed
         assert await job.result(timeout=30) == "sent"
     assert attempts_seen == [1, 1, 1]
@@ -322,7 +329,7 @@ async def test_timeout_cancels_handler_and_counts_as_failed_attempt(queue: Queue
             cancelled.set()
             raise
 
-    async with running(Worker(queue, {"s": slow})):
+    async with running(worker_for(queue, {"s": slow})):
         job = await queue.add("s", timeout=0.3)
         with pytest.raises(JobFailedError, match="timeout"):
             await job.result(timeout=30)  # the handler alone would run 30 s
@@ -337,7 +344,7 @@ async def test_timeout_retries_when_attempts_remain(queue: Queue) -> None:
             await asyncio.sleep(30)
         return ctx.attempt
 
-    async with running(Worker(queue, {"s": sometimes_slow})):
+    async with running(worker_for(queue, {"s": sometimes_slow})):
         job = await queue.add("s", timeout=0.2, attempts=2, backoff=0)
         assert await job.result(timeout=30) == 2
 
@@ -371,7 +378,7 @@ async def test_cancel_active_job_is_cooperative(queue: Queue) -> None:
             saw_cancel.set()
             raise
 
-    async with running(Worker(queue, {"l": long}, heartbeat_ms=100)):
+    async with running(worker_for(queue, {"l": long}, heartbeat_ms=100)):
         job = await queue.add("l")
         await asyncio.wait_for(started.wait(), 30)
         assert await queue.cancel(job.id) is JobState.ACTIVE  # requested
@@ -392,7 +399,7 @@ async def test_handler_may_finish_despite_cancel_request(queue: Queue) -> None:
             return "finished anyway"
         return "never"
 
-    async with running(Worker(queue, {"s": stubborn}, heartbeat_ms=100)):
+    async with running(worker_for(queue, {"s": stubborn}, heartbeat_ms=100)):
         job = await queue.add("s")
         await asyncio.wait_for(started.wait(), 30)
         await queue.cancel(job.id)
@@ -411,7 +418,7 @@ async def test_sync_handler_checks_cancellation(queue: Queue) -> None:
             time.sleep(0.01)
         return "timed out"
 
-    async with running(Worker(queue, {"s": looping}, heartbeat_ms=100)):
+    async with running(worker_for(queue, {"s": looping}, heartbeat_ms=100)):
         job = await queue.add("s")
         await asyncio.wait_for(started.wait(), 30)
         await queue.cancel(job.id)
@@ -427,7 +434,7 @@ async def test_progress_logs_and_event_stream(queue: Queue) -> None:
         return "done"
 
     cursor = await queue.last_event_id()
-    async with running(Worker(queue, {"r": reporting})):
+    async with running(worker_for(queue, {"r": reporting})):
         job = await queue.add("r")
         await job.result(timeout=30)
     rec = await job.record()
@@ -456,7 +463,7 @@ async def test_events_iterator_follows_new_events(queue: Queue) -> None:
                 return
 
     follower = asyncio.create_task(follow_from_cursor())
-    async with running(Worker(queue, {"h": handler})):
+    async with running(worker_for(queue, {"h": handler})):
         await queue.add("h")
         await asyncio.wait_for(follower, 30)
     assert seen[-1] == "completed" and "active" in seen
@@ -466,7 +473,7 @@ async def test_unserialisable_result_fails_the_job_clearly(queue: Queue) -> None
     async def bad(ctx: JobContext, data: Any) -> Any:
         return {"when": object()}
 
-    async with running(Worker(queue, {"b": bad})):
+    async with running(worker_for(queue, {"b": bad})):
         job = await queue.add("b", attempts=3)
         with pytest.raises(JobFailedError, match="not JSON-serialisable"):
             await job.result(timeout=30)
@@ -481,13 +488,14 @@ async def test_result_ttl_zero_keeps_no_record(queue: Queue) -> None:
         done += 1
         return 1
 
-    async with running(Worker(queue, {"h": handler})):
+    async with running(worker_for(queue, {"h": handler})):
         kept = await queue.add("h", result_ttl=30)
         gone = await queue.add("h", result_ttl=0)
         await wait_for(lambda: done == 2)
         await kept.result(timeout=30)
         await wait_for(lambda: _missing(queue, gone.id))
-    ttl = await queue.client.pttl(queue.keys.job(kept.id))
+    home = await part_holding(queue, kept.id)  # a partitioned queue: the job's partition
+    ttl = await queue.client.pttl(home.keys.job(kept.id))
     assert 0 < ttl <= 30_000
 
 
@@ -503,7 +511,7 @@ async def test_paused_queue_delivers_nothing_until_resumed(queue: Queue) -> None
 
     await queue.pause()
     assert await queue.is_paused()
-    async with running(Worker(queue, {"h": handler})):
+    async with running(worker_for(queue, {"h": handler})):
         job = await queue.add("h", 1)
         with pytest.raises(TimeoutError):
             await job.wait(timeout=0.5)
@@ -523,7 +531,7 @@ async def test_cancel_requested_job_that_fails_is_not_retried(queue: Queue) -> N
         except asyncio.CancelledError:
             raise RuntimeError("cleanup failed") from None
 
-    async with running(Worker(queue, {"s": swallow_then_fail}, heartbeat_ms=100)):
+    async with running(worker_for(queue, {"s": swallow_then_fail}, heartbeat_ms=100)):
         job = await queue.add("s", attempts=5, backoff=0)
         await asyncio.wait_for(started.wait(), 30)
         await queue.cancel(job.id)

@@ -13,6 +13,7 @@ from redis.crc import key_slot
 from conveyor import JobContext, JobState, Worker
 from conveyor.errors import ConfigurationError, IdempotencyConflictError
 from conveyor.partitions import PartitionedQueue, route_partition, worker_for
+from conveyor.queue import Queue, Retention
 from conveyor.redis.connection import RedisClient
 from tests.conftest import running, wait_for
 
@@ -54,6 +55,24 @@ async def test_partitions_sit_in_distinct_slots_and_plain_jobs_spread(pq: Partit
     assert all(r.queue == pq.name for r in records)
     assert sorted(seen) == list(range(30))
     assert (await pq.counts())[JobState.COMPLETED] == 30
+
+
+async def test_generated_ids_name_their_partition(pq: PartitionedQueue) -> None:
+    """The per-partition form of the plain queue's increasing ids: a generated id names its
+    partition, so finding the job takes one call; ids are unique."""
+    jobs = await pq.add_bulk([{"name": "t", "data": i} for i in range(PARTS * 4)])
+    jobs += [await pq.add("t", i) for i in range(PARTS)]
+    assert len({j.id for j in jobs}) == len(jobs)
+    for job in jobs:
+        index = int(job.id[1:job.id.index(".")])
+        assert job.id.startswith("P") and job.queue is pq.parts[index]
+        assert await pq.locate(job.id) is pq.parts[index]
+
+
+async def test_retention_shares_add_up_to_the_limit(pq: PartitionedQueue) -> None:
+    await pq.set_retention(Retention(completed_max_count=10, completed_max_bytes=None))
+    shares = [int((await Queue._call(p.client.hget(p.keys.meta, "completed_max_count"))) or 0) for p in pq.serving]
+    assert sum(shares) == 10 and max(shares) - min(shares) <= 1
 
 
 async def test_a_tenant_stays_in_one_partition_in_order(pq: PartitionedQueue) -> None:
@@ -157,20 +176,36 @@ async def test_events_listing_and_counts_cover_every_partition(pq: PartitionedQu
 
 
 async def test_no_partition_starves(pq: PartitionedQueue) -> None:
+    """A job in one partition runs while another partition's backlog never drains: each big job
+    adds another until the lone job has run, so a worker that let one partition starve the others
+    would never run it. Shown by a deadline on the lone job, not by timing or by counting how many
+    big jobs ran before it."""
     big, small = groups_in_distinct_partitions(2)
+    big_part = pq.parts[route_partition(big, PARTS)]
     await pq.add_bulk([{"name": "t", "data": "big", "options": {"group": big}} for _ in range(200)])
+    small_ran = asyncio.Event()
+    backlog_then: list[int] = []
     done: list[str] = []
 
     async def t(ctx: JobContext, data: str) -> None:
+        if data == "small":
+            backlog_then.append((await big_part.counts())[JobState.WAITING])
+            small_ran.set()
+        elif not small_ran.is_set():
+            await pq.add("t", "big", group=big)  # the backlog stays at 200 until the lone job ran
         done.append(data)
-        await asyncio.sleep(0)
+
+    async def drained() -> bool:
+        c = await pq.counts()
+        return c[JobState.WAITING] == 0 and c[JobState.ACTIVE] == 0
 
     async with running(worker_for(pq, {"t": t}, concurrency=2)):  # type: ignore[arg-type]
         await wait_for(lambda: len(done) >= 5, timeout=60, what="the big backlog started")
         lone = await pq.add("t", "small", group=small)
-        await lone.wait(timeout=60)
-        assert done.count("big") < 200  # the other partition's job did not wait for the whole backlog
-        await wait_for(lambda: len(done) == 201, timeout=120, what="everything done")
+        assert (await lone.wait(timeout=180)).state is JobState.COMPLETED
+        assert backlog_then and backlog_then[0] > 0  # it ran while the other partition still had work
+        await wait_for(drained, timeout=300, what="everything done")
+    assert done.count("small") == 1
 
 
 async def test_an_idle_worker_wakes_for_any_partition_without_polling(pq: PartitionedQueue) -> None:

@@ -11,21 +11,35 @@ from typing import Any
 import pytest
 
 from conveyor import JobContext, JobState
-from conveyor.partitions import PartitionedQueue, worker_for
+from conveyor.partitions import PartitionedQueue, open_queue, worker_for
+from conveyor.queue import Queue
 from conveyor.redis.connection import RedisClient
 from tests.conftest import wait_for
 
 
-@pytest.mark.parametrize(("before", "after"), [(2, 4), (4, 2)])
+async def trickle(queue: Queue, added: list[int], stop: asyncio.Event) -> None:
+    """One job at a time (numbers from 10,000) until `stop`; `added` lists those written."""
+    n = 10_000
+    while not stop.is_set():
+        await queue.add("t", n)
+        added.append(n)
+        n += 1
+        await asyncio.sleep(0.01)
+
+
+@pytest.mark.parametrize(("before", "after"), [(2, 4), (4, 2), (0, 3)])
 async def test_live_repartition(client: RedisClient, qname: str, before: int, after: int) -> None:
     runs: Counter[int] = Counter()
+    trickled: list[int] = []
+    stop = asyncio.Event()
 
     async def t(ctx: JobContext, n: int) -> int:
         runs[n] += 1
         await asyncio.sleep(0.001)
         return n
 
-    old_q = PartitionedQueue(qname, partitions=before, redis=client)
+    # 0: a plain queue becomes partitioned (`previous=0` serves its keys).
+    old_q: Queue = PartitionedQueue(qname, partitions=before, redis=client) if before else Queue(qname, redis=client)
     both_q = PartitionedQueue(qname, partitions=after, previous=before, redis=client)
     new_q = PartitionedQueue(qname, partitions=after, redis=client)
     try:
@@ -34,15 +48,20 @@ async def test_live_repartition(client: RedisClient, qname: str, before: int, af
         await old_q.add_bulk([{"name": "t", "data": n, "options": {"group": f"g{n % 7}"}} for n in range(150)])
         await old_q.add_bulk([{"name": "t", "data": n} for n in range(150, 300)])
         await wait_for(lambda: sum(runs.values()) >= 20, timeout=60, what="the old layout running")
+        # An old producer keeps adding one job at a time while the workers change.
+        trickling = asyncio.ensure_future(trickle(old_q, trickled, stop))
         # 1. Workers serving both layouts join; the old ones leave.
         both_worker = worker_for(both_q, {"t": t}, concurrency=3, lease_ms=5000)
         await both_worker.start()
+        await wait_for(lambda: len(trickled) >= 5, timeout=60, what="jobs added during the switch")
         await old_worker.close(10)
         # 2. Producers move to the new count (the old producer may still be adding meanwhile).
         await asyncio.gather(
             both_q.add_bulk([{"name": "t", "data": n} for n in range(300, 450)]),
             old_q.add_bulk([{"name": "t", "data": n, "options": {"group": f"g{n % 7}"}} for n in range(450, 500)]),
         )
+        stop.set()
+        await trickling
         # 3. Once the partitions only the previous layout has are empty, the new layout alone is enough.
         retired = both_q.serving[len(both_q.parts):]
 
@@ -58,11 +77,15 @@ async def test_live_repartition(client: RedisClient, qname: str, before: int, af
         await new_worker.start()
         await both_worker.close(10)
         await new_q.add_bulk([{"name": "t", "data": n} for n in range(500, 550)])
-        await wait_for(lambda: len(runs) == 550, timeout=180, what="every job run")
+        await wait_for(lambda: len(runs) == 550 + len(trickled), timeout=180, what="every job run")
         await new_worker.close(10)
+        # A process that does not declare the queue (the CLI, the API of another app) sees both layouts.
+        reader = await open_queue(qname, redis=client)
+        assert (await reader.counts())[JobState.COMPLETED] == 550 + len(trickled)
     finally:
+        stop.set()
         await both_q.obliterate(force=True)
-    assert sorted(runs) == list(range(550))
+    assert sorted(runs) == list(range(550)) + trickled
     assert max(runs.values()) == 1, [n for n, c in runs.items() if c > 1]
 
 

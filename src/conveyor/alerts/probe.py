@@ -6,6 +6,7 @@ from typing import Any
 
 from conveyor.autoscaling.signals import oldest_waiting_ms
 from conveyor.limits import admin as limits_admin
+from conveyor.partitions import PartitionedQueue, open_queue, parts_of, route_partition
 from conveyor.queue import Queue
 from conveyor.redis.connection import RedisClient
 
@@ -23,10 +24,11 @@ class Probe:
         self._queues: dict[str, Queue] = {}
         self._cache: dict[tuple[Any, ...], Any] = {}
 
-    def queue(self, name: str) -> Queue:
+    async def opened(self, name: str) -> Queue:
+        """The queue as Redis records it (a partitioned one over all its partitions), once per pass."""
         q = self._queues.get(name)
         if q is None:
-            q = self._queues[name] = Queue(name, redis=self.client, prefix=self.prefix)
+            q = self._queues[name] = await open_queue(name, redis=self.client, prefix=self.prefix)
         return q
 
     async def _once(self, key: tuple[Any, ...], make: Any) -> Any:
@@ -35,37 +37,45 @@ class Probe:
         return self._cache[key]
 
     async def counts(self, queue: str) -> dict[str, int]:
-        counts = await self._once(("counts", queue), self.queue(queue).counts)
+        counts = await self._once(("counts", queue), (await self.opened(queue)).counts)
         return {str(s): n for s, n in counts.items()}
 
     async def oldest_waiting_ms(self, queue: str) -> int | None:
         result: int | None = await self._once(
-            ("oldest", queue), lambda: oldest_waiting_ms(self.queue(queue), self.now_ms)
+            ("oldest", queue), lambda: self._oldest(queue)
         )
         return result
 
+    async def _oldest(self, queue: str) -> int | None:
+        return await oldest_waiting_ms(await self.opened(queue), self.now_ms)
+
+    async def _group_state(self, queue: str, group: str) -> dict[str, Any]:
+        q = await self.opened(queue)
+        part = q.parts[route_partition(group, q.partition_count)] if isinstance(q, PartitionedQueue) else q
+        return await limits_admin.group_state(part, group)  # a group lives in one partition
+
     async def limits(self, queue: str) -> dict[str, Any]:
-        result: dict[str, Any] = await self._once(("limits", queue), self.queue(queue).limits_state)
+        result: dict[str, Any] = await self._once(("limits", queue), (await self.opened(queue)).limits_state)
         return result
 
     async def limiter(self, queue: str, group: str | None, name: str) -> dict[str, Any] | None:
         """The `rate` or `cost` limiter state of the queue, or of one of its groups."""
         if group is None:
             return (await self.limits(queue)).get(name)
-        state = await self._once(("group", queue, group), lambda: limits_admin.group_state(self.queue(queue), group))
+        state = await self._once(("group", queue, group), lambda: self._group_state(queue, group))
         value: dict[str, Any] | None = state.get(name)
         return value
 
     async def finished(self, queue: str, window_s: float) -> tuple[int, int]:
         """Jobs completed and failed in the last `window_s`, by finish time."""
         async def count() -> tuple[int, int]:
-            k = self.queue(queue).keys
             since = self.now_ms - int(window_s * 1000)
             async with self.client.pipeline(transaction=False) as pipe:
-                pipe.zcount(k.completed, since, "+inf")
-                pipe.zcount(k.failed, since, "+inf")
-                completed, failed = await Queue._call(pipe.execute())
-            return int(completed), int(failed)
+                for part in parts_of(await self.opened(queue)):
+                    pipe.zcount(part.keys.completed, since, "+inf")
+                    pipe.zcount(part.keys.failed, since, "+inf")
+                replies = [int(n) for n in await Queue._call(pipe.execute())]
+            return sum(replies[0::2]), sum(replies[1::2])
 
         result: tuple[int, int] = await self._once(("finished", queue, window_s), count)
         return result
@@ -74,18 +84,22 @@ class Probe:
         """Stalled events in the last `window_s`, read newest first; (count, complete) where complete
         is False when the scan stopped at EVENTS_SCAN_MAX entries (the count is then a lower bound)."""
         async def count() -> tuple[int, bool]:
-            key = self.queue(queue).keys.events
             since = f"{self.now_ms - int(window_s * 1000)}-0"
-            upper, n, scanned = "+", 0, 0
-            while scanned < EVENTS_SCAN_MAX:
-                entries = await Queue._call(self.client.xrevrange(key, upper, since, count=EVENTS_CHUNK))
-                scanned += len(entries)
-                n += sum(1 for _, fields in entries if (fields or {}).get("ev") == "stalled"
-                         or (fields or {}).get("error") == "stalled too often")
-                if len(entries) < EVENTS_CHUNK:
-                    return n, True
-                upper = f"({entries[-1][0]}"
-            return n, False
+            n, scanned = 0, 0
+            for part in parts_of(await self.opened(queue)):  # the scan bound is shared by the partitions
+                upper = "+"
+                while True:
+                    if scanned >= EVENTS_SCAN_MAX:
+                        return n, False
+                    entries = await Queue._call(
+                        self.client.xrevrange(part.keys.events, upper, since, count=EVENTS_CHUNK))
+                    scanned += len(entries)
+                    n += sum(1 for _, fields in entries if (fields or {}).get("ev") == "stalled"
+                             or (fields or {}).get("error") == "stalled too often")
+                    if len(entries) < EVENTS_CHUNK:
+                        break
+                    upper = f"({entries[-1][0]}"
+            return n, True
 
         result: tuple[int, bool] = await self._once(("stalled", queue, window_s), count)
         return result

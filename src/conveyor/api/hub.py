@@ -13,6 +13,8 @@ Use::
             ...
         # or, with a deadline: event = await events.next(timeout=5.0)  (None when it passes)
 
+- `queue` names a stream: a queue's name, or a partition's tag (`conveyor.partitions.stream_name`:
+  a partitioned queue has one stream per partition, and a job's events are in its partition's).
 - `job_id=None` follows every event of the queue; otherwise only that job's events are delivered.
 - `after=None` starts with the events that follow the subscription (`events.position` is the stream
   id it starts after, usable as an SSE `id:`); `after="<ms>-<seq>"` first replays the events kept in
@@ -61,6 +63,12 @@ def parse_stream_id(value: str) -> StreamId | None:
     if ms > _MAX_PART or seq > _MAX_PART:
         return None
     return ms, seq
+
+
+def _stream_queue(stream: str, client: RedisClient, prefix: str) -> Queue:
+    """The handle whose events stream `stream` names: a queue, or one partition (`<queue>#<i>.<n>`)."""
+    name, sep, _ = stream.partition("#")
+    return Queue(name, redis=client, prefix=prefix, partition_tag=stream if sep else "")
 
 
 def _key(value: str) -> StreamId:
@@ -261,7 +269,7 @@ class _QueueReader:
         self._ready.set()
 
     async def run(self) -> None:
-        queue = Queue(self.queue, redis=self.hub.blocking_client(), prefix=self.hub.prefix)
+        queue = _stream_queue(self.queue, self.hub.blocking_client(), self.hub.prefix)
         delay = 0.05
         faulted = False
         while self.count > 0:
@@ -358,8 +366,7 @@ class EventHub:
         return reader
 
     async def _replay(self, queue: str, cursor: str) -> list[Event]:
-        q = Queue(queue, redis=self._client(), prefix=self.prefix)
-        return await q.read_events(cursor, count=_READ_COUNT)
+        return await _stream_queue(queue, self._client(), self.prefix).read_events(cursor, count=_READ_COUNT)
 
     async def close(self) -> None:
         """Stop every reader (the API's shutdown)."""

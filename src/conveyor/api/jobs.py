@@ -26,6 +26,7 @@ from conveyor.api.sse import END_EVENTS
 from conveyor.api.state import ApiState, get_state
 from conveyor.job import Job, JobRecord, JobState
 from conveyor.options import JobSpec
+from conveyor.partitions import part_holding, stream_name
 from conveyor.queue import Queue
 
 router = APIRouter(prefix="/api", tags=["jobs"])
@@ -57,16 +58,16 @@ async def _states_of_existing(queue: Queue, specs: list[JobSpec], jobs: list[Job
     """Current states of jobs an idempotent repeat returned, and of keyed jobs (whose delay the add
     script sets), in one round trip."""
     existing = [
-        job.id for spec, job in zip(specs, jobs, strict=True)
+        job for spec, job in zip(specs, jobs, strict=True)
         if not job.created or spec.options.merged_over(queue.defaults).key
     ]
     if not existing:
         return {}
     async with queue.client.pipeline(transaction=False) as pipe:
-        for job_id in existing:
-            pipe.hget(queue.keys.job(job_id), "state")
+        for job in existing:  # job.queue: the job's partition when the queue is partitioned
+            pipe.hget(job.queue.keys.job(job.id), "state")
         states = await pipe.execute()
-    return {i: JobState(s) if s else JobState.WAITING for i, s in zip(existing, states, strict=True)}
+    return {j.id: JobState(s) if s else JobState.WAITING for j, s in zip(existing, states, strict=True)}
 
 
 async def _enqueued(
@@ -217,7 +218,7 @@ async def _until_finished(state: ApiState, q: Queue, job_id: str, timeout: float
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     recheck_s = max(0.05, state.settings.api_sse_keepalive_s)
-    async with state.hub.subscribe(q.name, job_id) as events:
+    async with state.hub.subscribe(stream_name(await part_holding(q, job_id)), job_id) as events:
         rec = await q.get_job(job_id)  # after subscribing: an end after this read is in `events`
         while rec is not None and not rec.finished:
             left = deadline - loop.time()

@@ -31,6 +31,7 @@ from conveyor.api.serialize import event_out
 from conveyor.api.sse import HeldStream, stream_responses
 from conveyor.api.state import get_state
 from conveyor.events import Event
+from conveyor.partitions import parts_of, queue_of_stream, stream_name
 from conveyor.views import queue_names
 
 router = APIRouter(prefix="/api", tags=["jobs"])
@@ -53,10 +54,11 @@ async def _pump(events: Subscription, out: asyncio.Queue[tuple[str, Event] | Non
 
 
 async def _follow(
-    hub: EventHub, queues: list[str], keepalive_s: float, show_data: bool
+    hub: EventHub, queues: list[str], streams: list[str], keepalive_s: float, show_data: bool
 ) -> AsyncGenerator[bytes, None]:
+    """`streams`: the queues' events streams (one per partition of a partitioned queue)."""
     out: asyncio.Queue[tuple[str, Event] | None] = asyncio.Queue(maxsize=_BACKLOG)
-    subscriptions = [hub.subscribe(q) for q in queues]
+    subscriptions = [hub.subscribe(s) for s in streams]
     tasks: list[asyncio.Task[None]] = []
     try:
         for sub in subscriptions:
@@ -75,7 +77,7 @@ async def _follow(
                 continue
             queue, event = item
             body = event_out(event, show_data=show_data)
-            body["queue"] = queue
+            body["queue"] = queue_of_stream(queue)
             yield _frame(event.type, orjson.dumps(body))
     finally:
         # No await that can suspend here: under a cancelled task group every such await raises at once,
@@ -116,7 +118,8 @@ async def live_events(
         raise ApiError(404, "there is no queue to follow yet")
     state.streams.take(principal.key_id)
     keepalive_s = max(0.05, state.settings.api_sse_keepalive_s)
-    stream = _follow(state.hub, names, keepalive_s, principal.can(KeyScope.READ_DATA))
+    streams = [stream_name(p) for n in names for p in parts_of(await state.opened(n))]
+    stream = _follow(state.hub, names, streams, keepalive_s, principal.can(KeyScope.READ_DATA))
     return HeldStream(
         stream,
         lambda: state.streams.give_back(principal.key_id),

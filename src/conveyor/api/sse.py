@@ -38,6 +38,7 @@ from conveyor.api.output import EVENT_ID_PATTERN, OutputRelay, split_event_id
 from conveyor.api.schemas import error_responses
 from conveyor.api.serialize import event_out, job_out, jobs_out
 from conveyor.api.state import get_state
+from conveyor.partitions import part_holding, stream_name
 from conveyor.queue import Queue
 
 router = APIRouter(prefix="/api", tags=["jobs"])
@@ -98,7 +99,8 @@ async def _follow_job(
     flow: FlowFollower | None,
 ) -> AsyncGenerator[bytes, None]:
     show_data = relay.show_data
-    async with hub.subscribe(queue.name, job_id, after=after) as events:
+    stream = stream_name(await part_holding(queue, job_id))  # a partitioned queue: the job's partition
+    async with hub.subscribe(stream, job_id, after=after) as events:
         if after is None:
             # Subscribed first, then read: whatever happens after this snapshot is in `events`.
             record = await queue.get_job(job_id)

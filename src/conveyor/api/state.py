@@ -14,6 +14,7 @@ from conveyor.api.keys import KeyStore
 from conveyor.api.slots import Slots
 from conveyor.app import Conveyor
 from conveyor.errors import ConfigurationError
+from conveyor.partitions import open_queue
 from conveyor.queue import Queue
 from conveyor.redis.connection import RedisClient, connect
 from conveyor.redis.keys import registry_key, validate_queue_name
@@ -92,7 +93,14 @@ class ApiState:
             raise ApiError(404, "no such queue") from None
         if not await Queue._call(self.client.sismember(registry_key(self.prefix), name)):
             raise ApiError(404, f"queue {name!r} does not exist")
-        return self.conveyor.queue(name)
+        return await self.opened(name)
+
+    async def opened(self, name: str) -> Queue:
+        """The app's handle of a declared queue; any other as Redis records it (a partitioned queue
+        over all its partitions, conveyor.partitions.open_queue). `name` must be valid."""
+        if name in self.conveyor.queue_configs:
+            return self.conveyor.queue(name)
+        return await open_queue(name, redis=self.client, prefix=self.prefix)
 
     async def close(self) -> None:
         if self._hub is not None:

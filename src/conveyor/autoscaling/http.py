@@ -26,7 +26,6 @@ from conveyor.autoscaling.signals import (
     queue_signal,
 )
 from conveyor.errors import ConfigurationError
-from conveyor.queue import Queue
 from conveyor.redis.clock import redis_now_ms
 from conveyor.redis.keys import validate_queue_name
 from conveyor.service.registry import list_workers
@@ -47,7 +46,7 @@ async def signals(state: ApiState, names: list[str], target_s: float | None) -> 
     configs = state.conveyor.queue_configs
 
     async def one(name: str) -> QueueSignal:
-        queue = Queue(name, redis=state.client, prefix=state.prefix)
+        queue = await state.opened(name)
         declared = configs[name].concurrency if name in configs else None
         return await queue_signal(queue, workers=workers, declared_concurrency=declared, target_s=target, now_ms=now)
 

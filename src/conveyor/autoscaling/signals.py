@@ -22,6 +22,7 @@ from dataclasses import asdict, dataclass
 from typing import Any
 
 from conveyor.job import JobState
+from conveyor.partitions.reading import parts_of
 from conveyor.queue import Queue
 from conveyor.views import oldest_waiting_age_ms
 
@@ -39,17 +40,18 @@ async def oldest_waiting_ms(queue: Queue, now_ms: int) -> int | None:
 async def mean_duration_s(queue: Queue, sample: int = DURATION_SAMPLE) -> tuple[float | None, int]:
     """Mean run time (finish - start of the last attempt) of the most recent finished jobs, and how
     many jobs it is taken over. Bounded: two ZREVRANGEs and one pipelined HMGET per job."""
-    k = queue.keys
+    parts = parts_of(queue)  # a partitioned queue: the most recent of each partition
     async with queue.client.pipeline(transaction=False) as pipe:
-        pipe.zrevrange(k.completed, 0, sample - 1)
-        pipe.zrevrange(k.failed, 0, sample - 1)
-        completed, failed = await Queue._call(pipe.execute())
-    ids = [*completed, *failed]
+        for part in parts:
+            pipe.zrevrange(part.keys.completed, 0, sample - 1)
+            pipe.zrevrange(part.keys.failed, 0, sample - 1)
+        finished = await Queue._call(pipe.execute())
+    ids = [(part, job_id) for i, part in enumerate(parts) for job_id in [*finished[2 * i], *finished[2 * i + 1]]]
     if not ids:
         return None, 0
     async with queue.client.pipeline(transaction=False) as pipe:
-        for job_id in ids:
-            pipe.hmget(k.job(job_id), "started", "finished")
+        for part, job_id in ids:
+            pipe.hmget(part.keys.job(job_id), "started", "finished")
         times = await Queue._call(pipe.execute())
     runs = [int(end) - int(start) for start, end in times if start and end and int(end) >= int(start)]
     if not runs:

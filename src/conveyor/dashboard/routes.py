@@ -21,7 +21,7 @@ from conveyor.dashboard.bulk import router as bulk_router
 from conveyor.dashboard.stats import BUCKET_MS, BUCKETS, queue_history, redis_now_ms
 from conveyor.dashboard.timeline import build_timeline, job_events
 from conveyor.job import JobState
-from conveyor.redis.keys import QueueKeys
+from conveyor.partitions import parts_of
 from conveyor.views import queue_names
 
 # Internal to the web UI, so kept out of the public OpenAPI document.
@@ -61,13 +61,16 @@ async def stats(request: Request, _: ReadKey) -> dict[str, Any]:
 async def find_job(
     request: Request, principal: ReadKey, id: Annotated[str, Query(min_length=1, max_length=JOB_ID_MAX)],
 ) -> dict[str, Any]:
-    """One EXISTS per queue, pipelined: bounded by the number of queues."""
+    """One EXISTS per queue (per partition), pipelined: bounded by the number of queues."""
     state = get_state(request)
     names = await queue_names(state.client, state.prefix, state.conveyor.queue_configs)
+    queues = [await state.opened(name) for name in names]
     async with state.client.pipeline(transaction=False) as pipe:
-        for name in names:
-            pipe.exists(QueueKeys(name, state.prefix).job(id))
-        found = await pipe.execute()
+        for q in queues:
+            for part in parts_of(q):  # a partitioned queue: each partition (each its own slot)
+                pipe.exists(part.keys.job(id))
+        replies = iter(await pipe.execute())
+    found = [any([next(replies) for _ in parts_of(q)]) for q in queues]
     matches = []
     for name, hit in zip(names, found, strict=True):
         if hit:

@@ -10,6 +10,7 @@ from dataclasses import dataclass
 from typing import Any
 
 from conveyor.autoscaling.signals import oldest_waiting_ms
+from conveyor.partitions import parts_of
 from conveyor.queue import Queue
 from conveyor.redis.clock import redis_now_ms
 
@@ -33,14 +34,15 @@ class QueueHistory:
 
 
 async def queue_history(queue: Queue, now_ms: int) -> QueueHistory:
-    k = queue.keys
     start = now_ms - BUCKETS * BUCKET_MS
     async with queue.client.pipeline(transaction=False) as pipe:
-        for key in (k.completed, k.failed):
-            for i in range(BUCKETS):
-                lo = start + i * BUCKET_MS
-                pipe.zcount(key, lo, f"({lo + BUCKET_MS}")
+        for part in parts_of(queue):  # a partitioned queue: summed over its partitions
+            for key in (part.keys.completed, part.keys.failed):
+                for i in range(BUCKETS):
+                    lo = start + i * BUCKET_MS
+                    pipe.zcount(key, lo, f"({lo + BUCKET_MS}")
         replies: list[Any] = await pipe.execute()
-    completed = [int(n) for n in replies[:BUCKETS]]
-    failed = [int(n) for n in replies[BUCKETS:]]
+    rows = [[int(n) for n in replies[i:i + BUCKETS]] for i in range(0, len(replies), BUCKETS)]
+    completed = [sum(col) for col in zip(*rows[0::2], strict=True)]
+    failed = [sum(col) for col in zip(*rows[1::2], strict=True)]
     return QueueHistory(completed, failed, await oldest_waiting_ms(queue, now_ms))

@@ -11,6 +11,7 @@ from typing import Any
 
 from conveyor.events import Event
 from conveyor.job import JobRecord
+from conveyor.partitions import part_holding
 from conveyor.queue import Queue
 
 SCAN_CHUNK = 1000
@@ -50,6 +51,7 @@ async def job_events(queue: Queue, record: JobRecord) -> tuple[list[Event], bool
     cursor = f"{max(0, (record.created_ms or 0) - 1)}-0"
     found: list[Event] = []
     scanned = 0
+    queue = await part_holding(queue, record.id)  # a partitioned queue: the job's own partition
     while scanned < SCAN_MAX:
         entries = await queue.client.xrange(queue.keys.events, min=f"({cursor}" if scanned else cursor,
                                             count=SCAN_CHUNK)

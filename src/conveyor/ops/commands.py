@@ -55,7 +55,7 @@ def enqueue(
             fail(f"--run-at must be an ISO 8601 time with offset, got {run_at!r}", 2)
 
     async def go(t: Target) -> dict[str, Any]:
-        job = await t.queue(queue).add(
+        job = await (await t.opened(queue)).add(
             name, payload, job_id=job_id, idempotency_key=idempotency_key, priority=priority, delay=delay,
             run_at=when, attempts=attempts, backoff=backoff, timeout=timeout, group=group, cost=cost,
         )
@@ -162,7 +162,7 @@ def _set_paused(queue: str | None, every: bool, paused: bool, as_json: bool, red
 
     async def go(t: Target) -> list[str]:
         names = await _all_queues(t) if every else [(await t.existing_queue(str(queue))).name]
-        queues = [t.queue(n) for n in names]
+        queues = [await t.opened(n) for n in names]
         await asyncio.gather(*((q.pause() if paused else q.resume()) for q in queues))
         return names
 

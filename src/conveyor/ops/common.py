@@ -15,6 +15,7 @@ from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.discovery import resolve_redis_url
 from conveyor.errors import ConnectionFailedError, ConveyorError
+from conveyor.partitions import open_queue
 from conveyor.queue import Queue
 from conveyor.redis.connection import RedisClient, connect, redact
 from conveyor.redis.keys import registry_key, validate_queue_name
@@ -41,11 +42,16 @@ class Target:
     url: str
 
     def queue(self, name: str) -> Queue:
+        """A plain handle (no Redis call); `opened` also finds the partitions of a partitioned queue."""
         return Queue(validate_queue_name(name), redis=self.client, prefix=self.prefix)
+
+    async def opened(self, name: str) -> Queue:
+        """The queue as Redis records it: a partitioned queue over every partition, else plain."""
+        return await open_queue(validate_queue_name(name), redis=self.client, prefix=self.prefix)
 
     async def existing_queue(self, name: str) -> Queue:
         """The queue, or an error when Redis has never seen it (a typo should not pass silently)."""
-        queue = self.queue(name)
+        queue = await self.opened(name)
         known = await self.client.sismember(registry_key(self.prefix), name)
         if not known and not await self.client.exists(queue.keys.meta, queue.keys.ready, queue.keys.delayed):
             fail(f"queue {name!r} not found (`conveyor queues` lists the queues in Redis)")

@@ -36,7 +36,8 @@ async def status_document(t: Target) -> dict[str, Any]:
     workers = await list_workers(t.client, t.prefix)
     served = {str(q) for w in workers for q in (w.get("queues") or [])}
     names = await queue_names(t.client, t.prefix, also=served)
-    queues = await asyncio.gather(*(queue_view(t.queue(n)) for n in names))
+    opened = [await t.opened(n) for n in names]
+    queues = await asyncio.gather(*(queue_view(q) for q in opened))
     return {"workers": workers, "queues": list(queues)}
 
 
@@ -128,7 +129,7 @@ def queues(as_json: JsonOpt = False, redis_url: RedisOpt = None, prefix: PrefixO
         names = await queue_names(t.client, t.prefix, also=served)
 
         async def one(name: str) -> dict[str, Any]:
-            q = t.queue(name)
+            q = await t.opened(name)
             view, oldest = await asyncio.gather(queue_view(q), oldest_waiting_age_ms(q))
             return {**view, "oldest_waiting_age_ms": oldest}
 

@@ -8,10 +8,13 @@ that names its partition (`P<i>.<hex>`), so finding it later costs one call. Ord
 
 Re-partitioning: `previous=N` makes a queue of `partitions=M` also read and serve the partitions of
 the old layout (no new job goes there); once they are empty, drop `previous` (docs/scaling.md).
+The layouts a queue is used with are recorded in Redis (partitions/layout.py) for readers that do
+not declare the queue.
 """
 
 from __future__ import annotations
 
+import asyncio
 import heapq
 import math
 import re
@@ -23,12 +26,13 @@ from dataclasses import replace
 from typing import Any
 
 from conveyor.errors import ConfigurationError, InvalidOptionError, JobNotFoundError
-from conveyor.events import Event
+from conveyor.events import Event, EventsMode
 from conveyor.job import Job, JobRecord, JobState
 from conveyor.limits.model import GroupLimits, RateLimit
 from conveyor.options import JobSpec
+from conveyor.partitions.layout import record_layout
 from conveyor.queue import Page, Queue, Retention
-from conveyor.redis.keys import MAX_PARTITIONS, partition_tag
+from conveyor.redis.keys import MAX_PARTITIONS, partition_layout_key, partition_tag
 
 _GENERATED = re.compile(r"^P(\d{1,2})\.")
 _FINISHED = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
@@ -41,30 +45,36 @@ def route_partition(key: str, count: int) -> int:
 
 
 def _tags(name: str, count: int) -> list[str]:
-    return [partition_tag(name, i, count) for i in range(count)]
+    """The partition tags of a layout; layout 0 is the plain queue (its keys have no partition tag)."""
+    return [""] if count == 0 else [partition_tag(name, i, count) for i in range(count)]
 
 
 class PartitionedQueue(Queue):
     """A queue over `partitions` partitions; `previous`: the partition count before a
-    re-partition, whose partitions are still read and served until empty."""
+    re-partition (0: the queue was plain), whose partitions are still read and served until empty."""
 
     partitioned = True
 
-    def __init__(self, name: str, *, partitions: int, previous: int | None = None, **options: Any) -> None:
+    def __init__(
+        self, name: str, *, partitions: int, previous: int | Sequence[int] | None = None, **options: Any
+    ) -> None:
         if not isinstance(partitions, int) or not 1 <= partitions <= MAX_PARTITIONS:
             raise ConfigurationError(f"partitions must be an integer in [1, {MAX_PARTITIONS}]")
-        if previous is not None and (not isinstance(previous, int) or not 1 <= previous <= MAX_PARTITIONS):
-            raise ConfigurationError(f"previous must be an integer in [1, {MAX_PARTITIONS}]")
+        earlier = [] if previous is None else [previous] if isinstance(previous, int) else list(previous)
+        if any(not isinstance(n, int) or not 0 <= n <= MAX_PARTITIONS for n in earlier):
+            raise ConfigurationError(f"previous must be an integer in [0, {MAX_PARTITIONS}] (0: the plain queue)")
         current = _tags(name, partitions)
         super().__init__(name, partition_tag=current[0], **options)
         self.partition_count = partitions
+        self.previous_counts = tuple(n for n in dict.fromkeys(earlier) if n != partitions)
         common = {k: v for k, v in options.items() if k != "redis"}
         self.parts: list[Queue] = [Queue(name, redis=self.client, partition_tag=tag, **common) for tag in current]
-        old = [t for t in (_tags(name, previous) if previous else []) if t not in current]
-        # Every partition that may hold jobs: the current ones, then those of the previous layout.
+        old = [t for t in dict.fromkeys(t for n in self.previous_counts for t in _tags(name, n)) if t not in current]
+        # Every partition that may hold jobs: the current ones, then those of the previous layouts.
         self.serving: list[Queue] = self.parts + [Queue(name, redis=self.client, partition_tag=t, **common)
                                                   for t in old]
         self._rr = 0
+        self._layout_recorded = False
 
     def __repr__(self) -> str:
         return f"PartitionedQueue({self.name!r}, partitions={self.partition_count})"
@@ -81,12 +91,24 @@ class PartitionedQueue(Queue):
         job_id = f"P{self._rr}.{time.time_ns() // 1000:x}{secrets.token_hex(4)}"
         return self._rr, JobSpec(spec.name, spec.data, replace(spec.options, job_id=job_id))
 
+    async def register(self) -> None:
+        """Record the name and the partition layout (`conveyor.partitions.open_queue` reads it, so
+        the CLI and the API find every partition of a queue they do not declare). Idempotent."""
+        await self._register()
+
+    async def _register(self) -> None:
+        if not self._layout_recorded:
+            await record_layout(self.client, self.prefix, self.name, self.partition_count, self.previous_counts)
+            self._layout_recorded = True
+        await Queue._register(self)
+
     async def add_specs(self, specs: Sequence[JobSpec], *, parse: Any = None) -> list[Job[Any]]:
         """Each job to its partition (see the module docstring); one call per partition used.
         All or nothing per partition, not across partitions."""
         placed = [self._place(spec) for spec in specs]
         for _, spec in placed:  # every spec is checked before anything is written
             self.parts[0].encode(spec)
+        await self._register()
         by_part: dict[int, list[int]] = {}
         for position, (p, _) in enumerate(placed):
             by_part.setdefault(p, []).append(position)
@@ -223,16 +245,17 @@ class PartitionedQueue(Queue):
 
     async def read_events(self, cursor: str = "0-0", *, count: int = 1000, block_ms: int | None = None) -> list[Event]:
         """Events of every partition after `cursor` (a composite of one stream id per partition, or
-        "0-0"), merged by time; each event's id is the composite cursor just after it. Blocking
-        waits on the first partition only, then reads the others (events are a view: order across
-        partitions is by stream time)."""
+        "0-0"), merged by time; each event's id is the composite cursor just after it. With
+        `block_ms`, when no partition has events yet, it waits on every partition at once and
+        returns with the first that has some (events are a view: order across partitions is by
+        stream time)."""
         cursors = cursor.split(_CURSOR_SEP) if _CURSOR_SEP in cursor else [cursor] * len(self.serving)
         if len(cursors) != len(self.serving):
             cursors = (cursors + ["0-0"] * len(self.serving))[: len(self.serving)]
-        batches: list[list[tuple[tuple[int, int], int, Event]]] = []
-        for i, part in enumerate(self.serving):
-            batch = await Queue.read_events(part, cursors[i], count=count, block_ms=block_ms if i == 0 else None)
-            batches.append([(_stream_time(e.id), i, e) for e in batch])
+        found = [await Queue.read_events(part, cursors[i], count=count) for i, part in enumerate(self.serving)]
+        if block_ms is not None and not any(found):
+            found = await self._wait_for_events(cursors, count, block_ms)
+        batches = [[(_stream_time(e.id), i, e) for e in batch] for i, batch in enumerate(found)]
         out: list[Event] = []
         for _, i, event in heapq.merge(*batches):
             cursors[i] = event.id
@@ -240,6 +263,38 @@ class PartitionedQueue(Queue):
             if len(out) >= count:
                 break
         return out
+
+    async def _wait_for_events(self, cursors: list[str], count: int, block_ms: int) -> list[list[Event]]:
+        """One blocking read per partition (each its own slot), all at once; the first answer ends
+        the others. A read that answered while the others were being ended still counts."""
+        tasks = [asyncio.ensure_future(Queue.read_events(part, cursors[i], count=count, block_ms=block_ms))
+                 for i, part in enumerate(self.serving)]
+        try:
+            await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
+        finally:
+            for task in tasks:
+                task.cancel()
+            await asyncio.gather(*tasks, return_exceptions=True)
+        for task in tasks:
+            failure = None if task.cancelled() else task.exception()
+            if failure is not None:
+                raise failure
+        return [[] if task.cancelled() else task.result() for task in tasks]
+
+    async def follow(self, *, force: bool = False) -> None:
+        for part in self.serving:
+            await Queue.follow(part, force=force)
+
+    async def set_events_mode(self, mode: EventsMode | str) -> None:
+        """Every partition writes the same events (docs/events.md)."""
+        for part in self.serving:
+            await Queue.set_events_mode(part, mode)
+
+    async def events_mode(self) -> EventsMode:
+        return await Queue.events_mode(self.parts[0])
+
+    async def completed_bytes(self) -> int:
+        return sum([await Queue.completed_bytes(p) for p in self.serving])
 
     # ------------------------------------------------------------------ admin over every partition
 
@@ -258,8 +313,11 @@ class PartitionedQueue(Queue):
         return sum([await Queue.purge(p, state) for p in self.serving])
 
     async def obliterate(self, *, force: bool = False) -> None:
+        """Every partition, then the layout record (a fault in between leaves it: a retry ends it)."""
         for part in self.serving:
             await Queue.obliterate(part, force=force)
+        await Queue._call(self.client.delete(partition_layout_key(self.name, self.prefix)))
+        self._layout_recorded = False
 
     async def recover_stalled(self, max_stalls: int = 1, max_lapses: int = 10) -> tuple[int, int]:
         recovered = failed = 0
@@ -269,16 +327,15 @@ class PartitionedQueue(Queue):
         return recovered, failed
 
     async def set_retention(self, retention: Retention) -> None:
-        """Count limits are split between the partitions (each keeps its share)."""
+        """Count and byte limits are shared out between the partitions so that the shares add up
+        to the limit (each at least 1); age limits apply to each whole."""
         n = len(self.serving)
-
-        def share(v: int | None) -> int | None:
-            return None if v is None else max(1, math.ceil(v / n))
-
-        each = Retention(share(retention.completed_max_count), retention.completed_max_age_s,
-                         share(retention.failed_max_count), retention.failed_max_age_s)
-        for part in self.serving:
-            await Queue.set_retention(part, each)
+        counts = _shares(retention.completed_max_count, n)
+        failed = _shares(retention.failed_max_count, n)
+        sizes = _shares(retention.completed_max_bytes, n)
+        for i, part in enumerate(self.serving):
+            await Queue.set_retention(part, replace(
+                retention, completed_max_count=counts[i], failed_max_count=failed[i], completed_max_bytes=sizes[i]))
 
     async def set_limits(
         self, *, rate: RateLimit | None = None, concurrency: int | None = None, cost: RateLimit | None = None,
@@ -308,15 +365,21 @@ class PartitionedQueue(Queue):
         await Queue.set_group_weight(self.parts[route_partition(group, self.partition_count)], group, weight)
 
     async def limits_state(self, max_groups: int = 50) -> dict[str, Any]:
-        """The first partition's limits and state, with the live counts summed over partitions."""
-        states = [await Queue.limits_state(p, max_groups) for p in self.parts]
-        merged = dict(states[0])
-        merged["active"] = sum(s["active"] for s in states)
-        merged["partitions"] = len(self.parts)
-        return merged
+        """Limits and their state over every partition: counts, backlogs and the group list summed
+        or joined; the queue-wide concurrency as the sum of the partitions' shares; the rate and
+        cost limiters as the first partition's share (each partition enforces its own share)."""
+        states = [await Queue.limits_state(p, max_groups) for p in self.serving]
+        return merge_limits_states(states, max_groups)
 
     async def close(self) -> None:
         await Queue.close(self)
+
+
+def _shares(limit: int | None, n: int) -> list[int | None]:
+    """`limit` shared out over `n` partitions: shares differ by at most one and add up to it."""
+    if limit is None:
+        return [None] * n
+    return [max(1, limit // n + (1 if i < limit % n else 0)) for i in range(n)]
 
 
 def _stream_time(entry_id: str) -> tuple[int, int]:
@@ -331,3 +394,21 @@ def _round_robin(lists: Iterable[list[str]]) -> list[list[str]]:
     for i in range(depth):
         rounds.append([x[i] for x in lists if i < len(x)])
     return rounds
+
+
+def merge_limits_states(states: list[dict[str, Any]], max_groups: int) -> dict[str, Any]:
+    """One `limits_state` of a partitioned queue from its partitions' (the first one's settings)."""
+    merged = dict(states[0])
+    merged["partitions"] = len(states)
+    merged["paused"] = all(s["paused"] for s in states)
+    merged["limits_path"] = any(s["limits_path"] for s in states)
+    merged["active"] = sum(s["active"] for s in states)
+    blocked = [s["blocked_until_ms"] for s in states if s["blocked_until_ms"] is not None]
+    merged["blocked_until_ms"] = max(blocked) if blocked else None
+    shares = [s["concurrency"] for s in states if s["concurrency"] is not None]
+    merged["concurrency"] = None if not shares else {
+        "limit": sum(c["limit"] for c in shares), "active": sum(c["active"] for c in shares)}
+    merged["waiting"] = {k: sum(s["waiting"][k] for s in states) for k in ("ungrouped", "grouped")}
+    groups = {k: sum(s["groups"][k] for s in states) for k in ("ready", "parked", "capped", "known")}
+    merged["groups"] = {**groups, "list": [g for s in states for g in s["groups"]["list"]][:max_groups]}
+    return merged

@@ -10,15 +10,19 @@ standalone server or Sentinel, one per partition's slot on a Cluster; none is po
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import Mapping
 from typing import Any
 
+from conveyor.errors import ConnectionFailedError
 from conveyor.partitions.queue import PartitionedQueue
 from conveyor.queue import Queue
 from conveyor.worker.runner import Handler
 from conveyor.worker.slots import SlotPool
 from conveyor.worker.wakehub import Pacer, WakeHub
 from conveyor.worker.worker import Worker, WorkerStats, default_worker_id
+
+logger = logging.getLogger(__name__)
 
 
 class PartitionedWorker:
@@ -58,6 +62,10 @@ class PartitionedWorker:
         return sum(w.pump_failures for w in self.workers)
 
     async def start(self) -> None:
+        try:
+            await self.queue.register()  # the layout, so tools that do not declare the queue read it whole
+        except ConnectionFailedError as exc:  # recorded by the next add instead; the workers retry alone
+            logger.warning("queue %s: partition layout not recorded (%s)", self.queue.name, exc)
         for worker in self.workers:
             await worker.start()
 

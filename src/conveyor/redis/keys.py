@@ -237,6 +237,13 @@ def registry_key(prefix: str = "cv") -> str:
     return f"{prefix}:queues"
 
 
+def partition_layout_key(queue: str, prefix: str = "cv") -> str:
+    """Set of the partition counts a partitioned queue has been used with (conveyor.partitions), so
+    tools that do not declare the queue still read every partition; all in one slot of their own."""
+    validate_queue_name(queue)
+    return f"{prefix}:{{partitions}}:{queue}"
+
+
 @dataclass(frozen=True, slots=True)
 class WorkerRegistryKeys:
     """Live worker processes: `index` is a zset of worker ids scored by last heartbeat (ms), and

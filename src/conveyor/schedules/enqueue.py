@@ -13,6 +13,7 @@ from collections.abc import Sequence
 
 from conveyor.errors import IdempotencyConflictError
 from conveyor.options import JobOptions, JobSpec
+from conveyor.partitions import PartitionedQueue, open_queue, route_partition
 from conveyor.queue import Queue
 from conveyor.redis.codes import ScriptCode
 from conveyor.redis.connection import RedisClient
@@ -30,10 +31,11 @@ class QueueCache:
         self.prefix = prefix
         self._queues: dict[str, Queue] = {}
 
-    def get(self, name: str) -> Queue:
+    async def get(self, name: str) -> Queue:
+        """The queue as Redis records it (a partitioned queue over its partitions), read once."""
         q = self._queues.get(name)
         if q is None:
-            q = self._queues[name] = Queue(name, redis=self.client, prefix=self.prefix)
+            q = self._queues[name] = await open_queue(name, redis=self.client, prefix=self.prefix)
         return q
 
 
@@ -67,6 +69,8 @@ async def enqueue_ticks(queue: Queue, schedule: Schedule, ticks: Sequence[int]) 
     if not ticks:
         return 0
     await queue.register()
+    if isinstance(queue, PartitionedQueue):  # a schedule's ticks and their marker: one partition
+        queue = queue.parts[route_partition(schedule.id, queue.partition_count)]
     encoded = [queue.encode(_spec(schedule, schedule.job_id(t))) for t in ticks]
     key = queue.keys.schedule_ticks
     reply = await add_tick_jobs(queue.scripts, encoded, key, schedule.id, ticks[-1], mark_on_conflict=False)

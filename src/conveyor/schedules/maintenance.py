@@ -11,6 +11,7 @@ import logging
 from dataclasses import dataclass, field
 
 from conveyor.errors import ConfigurationError
+from conveyor.partitions import open_queue, parts_of
 from conveyor.queue import Queue
 from conveyor.redis.connection import RedisClient
 from conveyor.redis.keys import QueueKeys, registry_key
@@ -58,7 +59,8 @@ class Maintenance:
         report = MaintenanceReport()
         async for name in self.client.sscan_iter(registry_key(self.prefix), count=100):
             report.queues += 1
-            await self.run_queue(QueueKeys(name, self.prefix), now_ms, report)
+            for part in parts_of(await open_queue(name, redis=self.client, prefix=self.prefix)):
+                await self.run_queue(part.keys, now_ms, report)  # a partitioned queue: each partition
         await self._prune_idempotency(report)
         logger.info(
             "maintenance: %d queues, %s records deleted, %d events trimmed, %d idempotency keys deleted",
@@ -107,8 +109,9 @@ class Maintenance:
 
     async def _prune(self, queue: str, batch: list[str], report: MaintenanceReport) -> None:
         if batch:
+            name, sep, _ = queue.partition("#")  # a partition's tag: `<queue>#<i>.<n>`
             try:
-                keys = QueueKeys(queue, self.prefix)
+                keys = QueueKeys(name, self.prefix, queue if sep else "")
             except ConfigurationError:  # a foreign key that merely matched the pattern
                 return
             report.idempotency_keys_deleted += await prune_idempotency(self.client, keys, batch)

@@ -179,7 +179,7 @@ class Scheduler:
                 task.add_done_callback(self._background.discard)
                 return
             ids = [schedule.job_id(t) for t in p.fire]
-            created = await enqueue_ticks(self.store.queues.get(schedule.queue), schedule, p.fire)
+            created = await enqueue_ticks(await self.store.queues.get(schedule.queue), schedule, p.fire)
             self.stats.ticks_fired += len(ids)
             self.stats.jobs_created += created
             if p.skipped:

@@ -190,6 +190,6 @@ class ScheduleStore:
             await self.put(s.with_changes(paused=False), run_now=True)
             return None
         job_id = f"sched:{s.id}:run-{await self.now_ms()}"
-        await enqueue(self.queues.get(s.queue), s, [job_id])
+        await enqueue(await self.queues.get(s.queue), s, [job_id])
         return job_id
 
