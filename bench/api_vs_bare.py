@@ -9,7 +9,9 @@ reads the body and does one `SET`. Conveyor's is the real route: key check (no r
 key), validation, encoding, the add script. Rounds are interleaved (the order alternates), and each
 round measures, for each server:
 
-- saturation: 32 closed-loop clients for `--saturate-s` seconds; completed requests per second;
+- saturation: 32 closed-loop clients for `--saturate-s` seconds; completed requests per second, and
+  the server process's CPU time per completed request (from /proc; steadier than requests/s on a
+  shared machine, since the clients run on the same cores);
 - paced: `--rate` requests/s on an open-loop schedule for `--paced-s` seconds; latency from each
   request's due time (p50, p99, max) and stalls (requests over 50 ms).
 
@@ -62,6 +64,12 @@ def _pct(values: list[float], p: float) -> float:
     return ordered[min(len(ordered) - 1, max(0, round(p / 100 * len(ordered)) - 1))]
 
 
+def _cpu_s(pid: int) -> float:
+    """User + system CPU seconds of a process (Linux /proc)."""
+    fields = Path(f"/proc/{pid}/stat").read_text().rsplit(")", 1)[1].split()
+    return (int(fields[11]) + int(fields[12])) / os.sysconf("SC_CLK_TCK")
+
+
 def _body(i: int) -> bytes:
     return orjson.dumps({"name": "charge", "data": {"order_id": i, "customer": f"c{i % 97}", "amount_cents": 100 + i}})
 
@@ -88,7 +96,7 @@ async def saturate(url: str, headers: dict[str, str], seconds: float) -> dict[st
         start = time.perf_counter()
         await asyncio.gather(*(client(k) for k in range(CLIENTS)))
         elapsed = time.perf_counter() - start
-    return {"rps": round(done / elapsed, 1), "errors": errors}
+    return {"rps": round(done / elapsed, 1), "requests": done, "errors": errors}
 
 
 async def paced(url: str, headers: dict[str, str], rate: float, seconds: float) -> dict[str, Any]:
@@ -163,10 +171,12 @@ def main() -> None:
             row: dict[str, Any] = {"order": order, "loadavg_1m": round(os.getloadavg()[0], 2)}
             for kind in order:
                 url = f"http://127.0.0.1:{ports[kind]}/api/queues/{QUEUE}/jobs"
-                row[kind] = {
-                    "saturation": uvloop.run(saturate(url, headers, args.saturate_s)),
-                    "paced": uvloop.run(paced(url, headers, args.rate, args.paced_s)),
-                }
+                cpu_before = _cpu_s(procs[kind].pid)
+                saturation = uvloop.run(saturate(url, headers, args.saturate_s))
+                cpu_s = _cpu_s(procs[kind].pid) - cpu_before
+                saturation["cpu_ms_per_request"] = round(1000 * cpu_s / max(1, saturation["requests"]), 3)
+                latency = uvloop.run(paced(url, headers, args.rate, args.paced_s))
+                row[kind] = {"saturation": saturation, "paced": latency}
             rounds.append(row)
             print(json.dumps(row), flush=True)
     finally:
@@ -181,6 +191,8 @@ def main() -> None:
     summary = {
         "conveyor_rps": med("conveyor", "saturation", "rps"),
         "bare_rps": med("bare", "saturation", "rps"),
+        "conveyor_cpu_ms_per_request": med("conveyor", "saturation", "cpu_ms_per_request"),
+        "bare_cpu_ms_per_request": med("bare", "saturation", "cpu_ms_per_request"),
         "conveyor_p99_ms": med("conveyor", "paced", "p99_ms"),
         "bare_p99_ms": med("bare", "paced", "p99_ms"),
         "conveyor_max_ms": max(float(row["conveyor"]["paced"]["max_ms"]) for row in rounds),
@@ -190,6 +202,9 @@ def main() -> None:
     }
     summary["saturation_ratio"] = round(summary["conveyor_rps"] / summary["bare_rps"], 3)
     summary["p99_ratio"] = round(summary["conveyor_p99_ms"] / summary["bare_p99_ms"], 3)
+    summary["cpu_per_request_ratio"] = round(
+        summary["conveyor_cpu_ms_per_request"] / summary["bare_cpu_ms_per_request"], 3
+    )
     result = {
         "benchmark": "api-vs-bare", "cpus": os.cpu_count(), "clients": CLIENTS, "rate": args.rate,
         "saturate_s": args.saturate_s, "paced_s": args.paced_s, "rounds": rounds, "summary": summary,

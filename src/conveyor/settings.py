@@ -54,6 +54,11 @@ class Settings:
         "Default requests/s of a key created without its own limit, shared by all API processes "
         "(0 = unlimited; per key: `conveyor keys create --rate-limit N`).", 0,
     )
+    api_key_cache_s: float = _setting(
+        "CONVEYOR_API_KEY_CACHE_S", "Seconds an API process trusts a checked key without a rate limit before "
+        "checking it again: a revoked or changed key stops working within this time (0 = check every request).",
+        1.0,
+    )
     api_max_streams_per_key: int = _setting(
         "CONVEYOR_API_MAX_STREAMS_PER_KEY", "Event streams (SSE) one key may hold open per API process "
         "(429 with Retry-After above).", 100,
@@ -85,6 +90,10 @@ class Settings:
     )
     api_sse_keepalive_s: float = _setting(
         "CONVEYOR_API_SSE_KEEPALIVE_S", "Seconds between keep-alive comments on event streams.", 15.0
+    )
+    api_sse_max_s: float = _setting(
+        "CONVEYOR_API_SSE_MAX_S", "Seconds an event stream stays open before the server ends it (clients "
+        "reconnect with Last-Event-ID and miss nothing; 0 = no limit).", 0.0,
     )
     autoscale_target_s: float = _setting(
         "CONVEYOR_AUTOSCALE_TARGET_S",

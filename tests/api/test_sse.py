@@ -7,6 +7,7 @@ stream live over TCP.
 from __future__ import annotations
 
 import asyncio
+from typing import Any
 
 from tests.api.conftest import Api
 from tests.api.sse_parse import parse_sse
@@ -130,3 +131,34 @@ async def test_stream_ends_with_final_state_when_the_end_event_was_trimmed(api: 
     assert "completed" not in [e.event for e in events]
     assert events[-1].event == "state" and events[-1].data["state"] == "completed"
     assert "keep-alive" in comments
+
+
+async def test_streams_end_after_the_max_time_and_resuming_misses_nothing(api_factory: Any) -> None:
+    """CONVEYOR_API_SSE_MAX_S: each stream ends after that long; reconnecting with Last-Event-ID gets
+    every later event of the job, none twice, until it ends."""
+    async with api_factory(api_sse_max_s=0.3) as api:
+        job_id = await api.enqueue("stepper", {"steps": 8, "pause_s": 0.1})
+        url = f"/api/jobs/{api.queue}/{job_id}/events"
+        headers = {**api.auth("reader"), "Last-Event-ID": "0-0"}
+        first = asyncio.create_task(api.http.get(url, headers=headers))
+        hub = api.asgi.state.conveyor_api.hub
+        await wait_for(lambda: hub.followed() == {api.queue: 1}, what="first stream subscribed")
+        await api.start_worker()
+        seen: list[Any] = []
+        response = await first
+        streams = 1
+        while True:
+            assert response.status_code == 200, response.text
+            events = [e for e in parse_sse(response.text)[0] if e.event != "state"]
+            seen += events
+            if seen and seen[-1].event == "completed":
+                break
+            assert streams < 500, "the job never completed"
+            headers["Last-Event-ID"] = seen[-1].id if seen else "0-0"
+            response = await api.http.get(url, headers=headers)
+            streams += 1
+        assert streams >= 2  # 0.8 s of work outlasts one 0.3 s stream
+        kinds = [e.event for e in seen]
+        assert kinds[:2] == ["added", "active"] and kinds.count("log") == 8 and kinds.count("progress") == 8
+        ids = [tuple(map(int, (e.id or "").split("-"))) for e in seen]
+        assert ids == sorted(set(ids))  # no repeat, in order

@@ -7,6 +7,7 @@ Layout: /api/... (routers below, plus the schedules room's router at /api/schedu
 
 from __future__ import annotations
 
+import gc
 import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
@@ -88,6 +89,10 @@ def create_app(conveyor_app: Conveyor, settings: Settings | None = None) -> Fast
     async def lifespan(app: FastAPI) -> AsyncIterator[None]:
         await _check_eviction_policy(state)
         prepare_allowed_methods(app)  # builds the OpenAPI document now, not on a first request
+        # Objects made at start-up (modules, routes, schemas) live as long as the process: moved out of
+        # the collector's reach, full collections stay short instead of pausing requests for tens of ms.
+        gc.collect()
+        gc.freeze()
         try:
             yield
         finally:

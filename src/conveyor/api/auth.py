@@ -12,7 +12,7 @@ from fastapi.security import HTTPAuthorizationCredentials, HTTPBearer
 from conveyor.api.errors import ApiError
 from conveyor.api.keys import Scope, expand_scopes, split_key
 from conveyor.api.ratelimit import AUTHORIZE, decide
-from conveyor.api.state import get_state
+from conveyor.api.state import ApiState, get_state
 
 bearer = HTTPBearer(
     auto_error=False,
@@ -35,6 +35,40 @@ class Principal:
 OPEN = Principal(None, frozenset(Scope))
 
 
+async def _check(state: ApiState, key_id: str, secret_hash: str, scope: Scope) -> frozenset[Scope]:
+    """The key check and rate decision in Redis (one round trip); an unlimited key is then cached."""
+    store, cache = state.keys, state.key_cache
+    sent_at = cache.now()
+    leading = cache.checking(key_id, secret_hash)
+    cacheable: frozenset[Scope] | None = None
+    try:
+        reply = await AUTHORIZE(
+            state.client,
+            (store.record_key(key_id), store.limit_key(key_id)),
+            (secret_hash, state.settings.api_rate_limit),
+        )
+        decision = decide(reply)
+        if not decision.known:
+            cache.forget(key_id)
+            raise ApiError(401, "the API key is unknown or revoked", headers=_CHALLENGE)
+        scopes = expand_scopes(decision.scopes)
+        if decision.unlimited:
+            cache.remember(key_id, secret_hash, scopes, sent_at)
+            cacheable = scopes
+        else:
+            cache.forget(key_id)
+    finally:
+        if leading is not None:
+            cache.checked(key_id, secret_hash, cacheable)
+    if scope not in scopes:
+        raise ApiError(403, f"this key lacks the {scope.value!r} scope")
+    if not decision.allowed:
+        raise ApiError(
+            429, "rate limit exceeded for this key", headers={"Retry-After": str(decision.retry_after_s)}
+        )
+    return scopes
+
+
 def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
     """A dependency admitting keys that hold `scope` (admin holds every scope)."""
 
@@ -46,30 +80,38 @@ def require(scope: Scope) -> Callable[..., Awaitable[Principal]]:
             return OPEN
         if credentials is None:
             raise ApiError(401, "an API key is required (Authorization: Bearer <key>)", headers=_CHALLENGE)
-        parts = split_key(credentials.credentials)
-        if parts is None:
-            raise ApiError(401, "the API key is malformed", headers=_CHALLENGE)
-        key_id, secret_hash = parts
-        store = state.keys
-        reply = await AUTHORIZE(
-            state.client,
-            (store.record_key(key_id), store.limit_key(key_id)),
-            (secret_hash, state.settings.api_rate_limit),
-        )
-        decision = decide(reply)
-        if not decision.known:
-            raise ApiError(401, "the API key is unknown or revoked", headers=_CHALLENGE)
-        scopes = expand_scopes(decision.scopes)
-        if scope not in scopes:
-            raise ApiError(403, f"this key lacks the {scope.value!r} scope")
-        if not decision.allowed:
-            raise ApiError(
-                429, "rate limit exceeded for this key", headers={"Retry-After": str(decision.retry_after_s)}
-            )
-        return Principal(key_id, scopes)
+        return await _principal(state, credentials.credentials, scope)
 
     dependency.__name__ = f"require_{scope.name.lower()}"
     return dependency
+
+
+async def bearer_principal(request: Request, authorization: str | None, scope: Scope) -> Principal | None:
+    """The `require(scope)` check for a plain `Bearer <key>` header (the fast path, api/fastpath.py);
+    None, having checked nothing, when the header is not that or keys are off."""
+    state = get_state(request)
+    if authorization is None or not state.settings.api_auth:
+        return None
+    scheme, _, token = authorization.partition(" ")
+    token = token.strip()
+    if scheme.lower() != "bearer" or not token:
+        return None
+    return await _principal(state, token, scope)
+
+
+async def _principal(state: ApiState, token: str, scope: Scope) -> Principal:
+    parts = split_key(token)
+    if parts is None:
+        raise ApiError(401, "the API key is malformed", headers=_CHALLENGE)
+    key_id, secret_hash = parts
+    scopes = state.key_cache.scopes(key_id, secret_hash)
+    if scopes is None:
+        scopes = await state.key_cache.follow(key_id, secret_hash)
+    if scopes is None:
+        scopes = await _check(state, key_id, secret_hash, scope)
+    if scope not in scopes:
+        raise ApiError(403, f"this key lacks the {scope.value!r} scope")
+    return Principal(key_id, scopes)
 
 
 def shows_data(read: Callable[..., Awaitable[Principal]]) -> Callable[..., Awaitable[bool]]:

@@ -85,6 +85,12 @@ def build_node(app: Conveyor, body: Any, path: str, depth: int, budget: list[int
     status_code=202,
     response_model=FlowStartedOut,
     responses=error_responses(400, 401, 403, 409, 413, 422, 429, 503),
+    openapi_extra={
+        "requestBody": {
+            "required": True,
+            "content": {"application/json": {"schema": {"$ref": "#/components/schemas/FlowRequest"}}},
+        }
+    },
     summary="Start a flow: a tree of jobs on any queues, all written or none",
 )
 async def start_flow(request: Request, principal: EnqueueKey) -> JSONBody:

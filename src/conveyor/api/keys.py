@@ -136,7 +136,8 @@ class KeyStore:
         return sorted(out, key=lambda k: k.created_ms)
 
     async def revoke(self, key_id: str) -> bool:
-        """Delete a key at once (every API process sees it on the next request). False if unknown."""
+        """Delete a key; every API process refuses it within `CONVEYOR_API_KEY_CACHE_S` seconds (an
+        unlimited key's check is cached that long, api/keycache.py). False if unknown."""
         async with self.client.pipeline(transaction=True) as pipe:
             pipe.delete(self.record_key(key_id), self.limit_key(key_id))
             pipe.srem(self.index_key, key_id)

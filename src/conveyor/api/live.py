@@ -123,6 +123,7 @@ async def live_events(
     return HeldStream(
         stream,
         lambda: state.streams.give_back(principal.key_id),
+        max_s=state.settings.api_sse_max_s,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

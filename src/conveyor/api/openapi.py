@@ -57,7 +57,47 @@ def request_schemas(conveyor: Conveyor) -> dict[str, Any]:
             }
         },
     }
+    components.update(_flow_schemas(components, sorted(conveyor.tasks)))
     return components
+
+
+FLOW_POLICIES = ["fail", "ignore", "continue"]
+
+
+def _flow_schemas(components: dict[str, Any], tasks: list[tuple[str, str]]) -> dict[str, Any]:
+    """`FlowRequest`, the body of POST /api/flows: one node per declared task (its enqueue body plus
+    `queue`, `children` and `on_child_failure`), nested through `children`. Flow jobs take no
+    idempotency key (`options.job_id` makes a flow safe to repeat)."""
+    options = {k: v for k, v in components.get("JobOptionsIn", {}).items()}
+    options["properties"] = {k: v for k, v in options.get("properties", {}).items() if k != "idempotency_key"}
+    out: dict[str, Any] = {"FlowJobOptionsIn": options}
+    nodes = []
+    for queue, name in tasks:
+        # With one task, EnqueueRequest is that task's model itself rather than a reference to it.
+        enqueue = components.get("Enqueue_" + _UNSAFE.sub("_", f"{queue}__{name}")) or components["EnqueueRequest"]
+        properties = dict(enqueue["properties"])
+        properties["queue"] = {"type": "string", "const": queue, "title": "Queue"}
+        properties["options"] = {"anyOf": [{"$ref": REF.format(model="FlowJobOptionsIn")}, {"type": "null"}]}
+        properties["children"] = {
+            "anyOf": [
+                {"type": "array", "maxItems": 20, "items": {"$ref": REF.format(model="FlowRequest")}},
+                {"type": "null"},
+            ],
+            "description": "Child jobs; the node runs when they have finished.",
+        }
+        properties["on_child_failure"] = {
+            "anyOf": [{"type": "string", "enum": FLOW_POLICIES}, {"type": "null"}],
+            "description": "What a failed child does (a node with children).",
+        }
+        model = "FlowNode_" + _UNSAFE.sub("_", f"{queue}__{name}")
+        out[model] = {
+            "type": "object", "additionalProperties": False, "title": model,
+            "description": f"A flow job of task {name!r} on queue {queue!r}.",
+            "required": ["queue", *enqueue.get("required", [])], "properties": properties,
+        }
+        nodes.append({"$ref": REF.format(model=model)})
+    out["FlowRequest"] = {"anyOf": nodes} if nodes else {"type": "object"}
+    return out
 
 
 def _headers_not_nullable(doc: dict[str, Any]) -> None:

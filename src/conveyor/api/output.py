@@ -28,8 +28,25 @@ from conveyor.worker.context import MAX_OUTPUT_BYTES
 
 router = APIRouter(prefix="/api", tags=["jobs"])
 
-# An SSE id: a stream id, optionally followed by the output the client has (attempt, bytes).
-EVENT_ID_PATTERN = r"^\d{1,20}-\d{1,20}(\.\d{1,9}\.\d{1,12})?$"
+
+
+def _at_most(bound: int) -> str:
+    """A regex for decimal numbers of up to len(str(bound)) ASCII digits whose value is <= bound."""
+    digits = str(bound)
+    shorter = f"[0-9]{{1,{len(digits) - 1}}}" if len(digits) > 1 else ""
+    same_length = []
+    for i, d in enumerate(digits):  # the bound's first i digits, then a smaller digit, then anything
+        if d != "0":
+            rest = len(digits) - i - 1
+            same_length.append(digits[:i] + f"[0-{int(d) - 1}]" + (f"[0-9]{{{rest}}}" if rest else ""))
+    same_length.append(digits)
+    return "(?:" + "|".join(([shorter] if shorter else []) + same_length) + ")"
+
+
+# An SSE id: a stream id (each part below 2**64, as Redis takes it), optionally followed by the output
+# the client has (attempt, bytes). The document states the bound, so every id it admits is served.
+_PART = _at_most(2**64 - 1)
+EVENT_ID_PATTERN = rf"^{_PART}-{_PART}(\.[0-9]{{1,9}}\.[0-9]{{1,12}})?$"
 _EVENT_ID = re.compile(EVENT_ID_PATTERN)
 
 

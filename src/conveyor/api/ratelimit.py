@@ -17,11 +17,12 @@ from conveyor.redis.scripts import Script
 AUTHORIZE_LUA = """
 -- KEYS: 1 key record (hash), 2 rate state (string)
 -- ARGV: 1 secret hash, 2 default rate per second (0 = unlimited)
--- Returns {-1} unknown key or wrong secret; {1, scopes} allowed; {0, scopes, retry_after_us} limited.
+-- Returns {-1} unknown key or wrong secret; {2, scopes} allowed, no limit; {1, scopes} allowed;
+-- {0, scopes, retry_after_us} limited.
 local rec = redis.call('HMGET', KEYS[1], 'hash', 'scopes', 'rate')
 if not rec[1] or rec[1] ~= ARGV[1] then return {-1} end
 local rate = tonumber(rec[3]) or tonumber(ARGV[2])
-if rate <= 0 then return {1, rec[2]} end
+if rate <= 0 then return {2, rec[2]} end
 local t = redis.call('TIME')
 local now = tonumber(t[1]) * 1000000 + tonumber(t[2])
 local interval = 1000000 / rate
@@ -44,6 +45,7 @@ class Decision:
     allowed: bool
     scopes: list[str]
     retry_after_s: int = 0
+    unlimited: bool = False  # no rate limit: the check may be cached (api/keycache.py)
 
 
 def decide(reply: list[object]) -> Decision:
@@ -51,6 +53,6 @@ def decide(reply: list[object]) -> Decision:
     if code < 0:
         return Decision(False, False, [])
     scopes = [s for s in str(reply[1]).split(",") if s]
-    if code == 1:
-        return Decision(True, True, scopes)
+    if code >= 1:
+        return Decision(True, True, scopes, unlimited=code == 2)
     return Decision(True, False, scopes, max(1, math.ceil(int(str(reply[2])) / 1_000_000)))

@@ -10,7 +10,6 @@ Responses uvicorn writes itself (a malformed request line, for instance) never r
 from __future__ import annotations
 
 from fastapi import FastAPI
-from starlette.datastructures import MutableHeaders
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 # JSON is never a document: nothing may run, load, or frame it.
@@ -26,6 +25,8 @@ SECURITY_HEADERS = {
     "Cache-Control": "no-store",
 }
 
+_ENCODED = [(name.lower().encode("latin-1"), value.encode("latin-1")) for name, value in SECURITY_HEADERS.items()]
+
 
 class SecurityHeaders:
     """ASGI middleware: adds each of SECURITY_HEADERS that the response does not set itself."""
@@ -40,10 +41,10 @@ class SecurityHeaders:
 
         async def send_with_headers(message: Message) -> None:
             if message["type"] == "http.response.start":
-                headers = MutableHeaders(scope=message)
-                for name, value in SECURITY_HEADERS.items():
-                    if name not in headers:
-                        headers.append(name, value)
+                headers = list(message.get("headers", ()))
+                present = {name.lower() for name, _ in headers}
+                headers.extend(pair for pair in _ENCODED if pair[0] not in present)
+                message["headers"] = headers
             await send(message)
 
         await self.app(scope, receive, send_with_headers)

@@ -161,14 +161,27 @@ async def _follow_job(
             ended = record is None or record.finished
 
 
+async def _for_at_most(content: AsyncGenerator[bytes, None], max_s: float) -> AsyncGenerator[bytes, None]:
+    """`content` until `max_s` seconds have passed (checked at each frame; keep-alives come every
+    CONVEYOR_API_SSE_KEEPALIVE_S): the stream then ends and the client resumes with Last-Event-ID."""
+    loop = asyncio.get_running_loop()
+    deadline = loop.time() + max_s
+    async for frame in content:
+        yield frame
+        if loop.time() >= deadline:
+            return
+
+
 class HeldStream(StreamingResponse):
     """A streaming response that gives its per-key slot back however it ends (sent, failed,
     disconnected, or never started), and closes its generator then: a client that leaves while the
     generator is parked at a `yield` would otherwise leave its subscriptions open until garbage
     collection."""
 
-    def __init__(self, content: AsyncGenerator[bytes, None], release: Callable[[], None], **kwargs: Any) -> None:
-        super().__init__(content, **kwargs)
+    def __init__(
+        self, content: AsyncGenerator[bytes, None], release: Callable[[], None], max_s: float = 0.0, **kwargs: Any
+    ) -> None:
+        super().__init__(_for_at_most(content, max_s) if max_s > 0 else content, **kwargs)
         self._content = content
         self._release = release
 
@@ -197,8 +210,7 @@ async def job_events(
         str | None,
         Header(
             alias="Last-Event-ID",
-            pattern=EVENT_ID_PATTERN,
-            max_length=64,
+            pattern=EVENT_ID_PATTERN,  # bounds the length too (64 characters at most)
             description="Resume after this event (its id: `<ms>-<seq>`, each part below 2**64, then for "
             "a job with streamed output `.<attempt>.<bytes>`: what the client has of it).",
         ),
@@ -220,6 +232,7 @@ async def job_events(
     return HeldStream(
         stream,
         lambda: state.streams.give_back(principal.key_id),
+        max_s=state.settings.api_sse_max_s,
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -9,6 +9,7 @@ from fastapi import Request
 
 from conveyor.api.errors import ApiError
 from conveyor.api.hub import EventHub
+from conveyor.api.keycache import KeyCache
 from conveyor.api.keys import KeyStore
 from conveyor.api.slots import Slots
 from conveyor.app import Conveyor
@@ -35,8 +36,10 @@ class ApiState:
     _hub: EventHub | None = None
     streams: Slots = field(init=False)
     waits: Slots = field(init=False)
+    key_cache: KeyCache = field(init=False)
 
     def __post_init__(self) -> None:
+        self.key_cache = KeyCache(self.settings.api_key_cache_s)
         self.streams = Slots("event streams", self.settings.api_max_streams_per_key)
         self.waits = Slots("long-polls", self.settings.api_max_waits_per_key)
 
