@@ -194,3 +194,25 @@ async def test_reader_survives_killed_connections_and_a_restart(qname: str) -> N
         await client.aclose()
         await blocking.aclose()
         server.close()
+
+
+async def test_a_closed_subscription_never_joins_and_ends_a_waiting_read(
+    clients: tuple[RedisClient, RedisClient], qname: str
+) -> None:
+    client, blocking = clients
+    hub = _hub(client, blocking)
+    try:
+        early = hub.subscribe(qname)
+        await early.aclose()  # closed before its first read (a client that left at once)
+        assert await early.next(timeout=None) is None
+        assert hub.followed() == {}
+        sub = hub.subscribe(qname)
+        await sub.start()
+        assert hub.followed() == {qname: 1}
+        reading = asyncio.ensure_future(sub.next(timeout=None))
+        await asyncio.sleep(0)
+        await sub.aclose()
+        assert await asyncio.wait_for(reading, 30) is None
+        assert hub.followed() == {}
+    finally:
+        await hub.close()

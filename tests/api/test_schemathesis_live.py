@@ -177,6 +177,9 @@ def _two_keys(case: Any) -> bool:
 # most 10,000 nodes, on_child_failure on a node that has children.
 SEMANTIC_BODIES = frozenset({
     ("PUT", "/api/schedules/{schedule_id}"), ("PUT", "/api/alerts"), ("POST", "/api/flows"),
+    # Rules across fields that a schema cannot state (each documented on the operation): a budget
+    # has a soft or a hard limit and soft <= hard; a cost query's `since` <= `until`, 400 days at most.
+    ("PUT", "/api/budgets/{group}"), ("GET", "/api/costs"),
 })
 # A job's `data` is validated by the application's own pydantic model in its default (lax) mode, so
 # `false` for a float field is accepted as 0.0: input strictness there is the application's choice.

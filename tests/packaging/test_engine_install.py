@@ -25,8 +25,9 @@ MAX_ENGINE_PACKAGES = 25
 OPTIONAL_ROOMS = ("api", "dashboard", "service", "handlers", "embedded", "up", "examples", "cli", "__main__",
                   "otel", "pytest_plugin")
 # A room's HTTP router (`<room>.http`: schedules, alerts, autoscaling) lives with its room but is part
-# of the API ([api]).
-OPTIONAL_MODULES_OF_ENGINE_ROOMS = ("conveyor.schedules.http", "conveyor.alerts.http", "conveyor.autoscaling.http")
+# of the API ([api]); the cost gauges (`costs.metrics`) are part of the worker service ([service]).
+OPTIONAL_MODULES_OF_ENGINE_ROOMS = ("conveyor.schedules.http", "conveyor.alerts.http", "conveyor.autoscaling.http",
+                                    "conveyor.costs.metrics")
 # Imported first: redis-py itself loads opentelemetry when it is installed, which is not the engine's doing.
 ENGINE_DEPENDENCIES = ("redis", "redis.asyncio", "redis.cluster", "redis.asyncio.cluster", "redis.sentinel",
                        "orjson", "pydantic", "structlog", "typer", "croniter")

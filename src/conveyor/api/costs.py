@@ -6,21 +6,25 @@ from __future__ import annotations
 import datetime as dt
 from collections.abc import Awaitable
 from decimal import Decimal
-from typing import Any, Literal, TypeVar
+from typing import Annotated, Any, Literal, TypeVar
 
-from fastapi import APIRouter, Query, Request
-from pydantic import BaseModel, ConfigDict, Field
+from fastapi import APIRouter, Path, Query, Request
+from pydantic import BaseModel, ConfigDict, Field, StringConstraints
 
 from conveyor.api.auth import AdminKey, ReadKey
 from conveyor.api.errors import ApiError
 from conveyor.api.schemas import error_responses
 from conveyor.api.state import get_state
 from conveyor.costs import Budget, CostLedger, Price, UnknownTenantError
+from conveyor.costs.model import MAX_AMOUNT, MAX_ESTIMATE, MAX_PRICE, MAX_RETENTION_DAYS
 from conveyor.errors import ConfigurationError, ScriptInputError
 
 router = APIRouter(prefix="/api", tags=["costs"])
 T = TypeVar("T")
-Amount = Decimal | None
+# The bounds conveyor.costs.model checks, stated in the schema so a client sees them up front.
+TENANT_PATTERN = r"^[A-Za-z0-9._:@/+=-]{1,200}$"
+MODEL_PATTERN = r"^[^\x00-\x1f\x7f]{1,200}$"
+TASK_PATTERN = r"^[^\x00-\x1f\x7f]{1,200}$"
 
 
 def _ledger(request: Request) -> CostLedger:
@@ -37,26 +41,31 @@ async def _call(op: Awaitable[T]) -> T:
         raise ApiError(422, str(exc), code="invalid_input") from None
 
 
-def _day(value: str | None, name: str) -> dt.date | None:
+def _money(digits: int, maximum: int, description: str) -> Any:
+    """An amount as a JSON number or as an exact decimal string ("2.50"), both bounded in the schema."""
+    text = Annotated[str, StringConstraints(pattern=rf"^[0-9]{{1,{digits}}}(\.[0-9]{{1,9}})?$")]
+    return Annotated[Annotated[float, Field(ge=0, le=maximum)] | text, Field(description=description)]
+
+
+def _amount(value: float | str | None) -> Decimal | None:
+    """The ledger's Decimal: a string as written, a number in its shortest form (0.1 stays 0.1)."""
     if value is None:
         return None
-    try:
-        return dt.date.fromisoformat(value)
-    except ValueError:
-        raise ApiError(422, f"{name} must be a date (YYYY-MM-DD), got {value[:40]!r}", code="invalid_input") from None
+    return Decimal(value if isinstance(value, str) else repr(value))
 
 
 @router.get("/costs", responses=error_responses(401, 403, 404, 422, 429, 503),
             summary="Tokens and cost per tenant (group), task and day")
 async def get_costs(
     request: Request, principal: ReadKey,
-    group: str | None = Query(None, description="Only this tenant (404 when never seen)."),
-    task: str | None = Query(None, max_length=200, description="Only this task."),
-    since: str | None = Query(None, description="First day, YYYY-MM-DD (UTC); default 6 days before `until`."),
-    until: str | None = Query(None, description="Last day, YYYY-MM-DD (UTC); default today."),
+    group: str | None = Query(None, pattern=TENANT_PATTERN, description="Only this tenant (404 when never seen)."),
+    task: str | None = Query(None, pattern=TASK_PATTERN, description="Only this task."),
+    since: Annotated[dt.date | None, Query(description="First day (UTC); default 6 days before `until`.")] = None,
+    until: Annotated[dt.date | None, Query(description="Last day (UTC); default today. At most 400 days "
+                                                       "from `since`, and not before it (422).")] = None,
 ) -> dict[str, Any]:
     ledger = _ledger(request)
-    return await _call(ledger.usage(group=group, task=task, since=_day(since, "since"), until=_day(until, "until")))
+    return await _call(ledger.usage(group=group, task=task, since=since, until=until))
 
 
 @router.get("/costs/settings", responses=error_responses(401, 403, 429, 503), summary="Currency, retention, prices")
@@ -65,12 +74,13 @@ async def get_cost_settings(request: Request, principal: ReadKey) -> dict[str, A
 
 
 class SettingsIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    currency: str | None = Field(None, description="ISO 4217 code, e.g. USD (a label: nothing is converted).")
-    retention_days: int | None = Field(None, description="Days a day bucket is kept, 1-3660.")
+    model_config = ConfigDict(extra="forbid", strict=True)
+    currency: str | None = Field(None, pattern=r"^[A-Z]{3}$",
+                                 description="ISO 4217 code, e.g. USD (a label: nothing is converted).")
+    retention_days: int | None = Field(None, ge=1, le=MAX_RETENTION_DAYS, description="Days a day bucket is kept.")
 
 
-@router.patch("/costs/settings", responses=error_responses(401, 403, 422, 429, 503),
+@router.patch("/costs/settings", responses=error_responses(400, 401, 403, 422, 429, 503),
               summary="Set the currency or the retention")
 async def patch_cost_settings(request: Request, body: SettingsIn, principal: AdminKey) -> dict[str, Any]:
     ledger = _ledger(request)
@@ -82,17 +92,18 @@ async def patch_cost_settings(request: Request, body: SettingsIn, principal: Adm
 
 
 class PriceIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
-    input_per_million: Decimal = Field(description="Currency units per million input tokens.")
-    output_per_million: Decimal = Field(description="Currency units per million output tokens.")
+    model_config = ConfigDict(extra="forbid", strict=True)
+    input_per_million: _money(4, MAX_PRICE, "Currency units per million input tokens.")  # type: ignore[valid-type]
+    output_per_million: _money(4, MAX_PRICE, "Currency units per million output tokens.")  # type: ignore[valid-type]
 
 
-@router.put("/costs/prices/{model:path}", responses=error_responses(401, 403, 422, 429, 503),
+@router.put("/costs/prices/{model:path}", responses=error_responses(400, 401, 403, 422, 429, 503),
             summary="Price a model ('*': the default price)")
-async def put_price(request: Request, model: str, body: PriceIn, principal: AdminKey) -> dict[str, Any]:
+async def put_price(request: Request, body: PriceIn, principal: AdminKey,
+                    model: str = Path(pattern=MODEL_PATTERN)) -> dict[str, Any]:
     ledger = _ledger(request)
     try:
-        price = Price(model, body.input_per_million, body.output_per_million)
+        price = Price(model, _amount(body.input_per_million) or 0, _amount(body.output_per_million) or 0)
     except ConfigurationError as exc:
         raise ApiError(422, str(exc), code="invalid_input") from None
     await ledger.set_price(price)
@@ -101,7 +112,8 @@ async def put_price(request: Request, model: str, body: PriceIn, principal: Admi
 
 @router.delete("/costs/prices/{model:path}", responses=error_responses(401, 403, 404, 422, 429, 503),
                summary="Remove a model's price")
-async def delete_price(request: Request, model: str, principal: AdminKey) -> dict[str, Any]:
+async def delete_price(request: Request, principal: AdminKey,
+                       model: str = Path(pattern=MODEL_PATTERN)) -> dict[str, Any]:
     if not await _call(_ledger(request).clear_price(model)):
         raise ApiError(404, f"model {model!r} has no price", code="price_not_found")
     return {"model": model, "deleted": True}
@@ -119,26 +131,29 @@ async def get_budgets(request: Request, principal: ReadKey) -> dict[str, Any]:
 
 
 @router.get("/budgets/{group}", responses=error_responses(401, 403, 404, 422, 429, 503), summary="One budget")
-async def get_budget(request: Request, group: str, principal: ReadKey) -> dict[str, Any]:
+async def get_budget(request: Request, principal: ReadKey,
+                     group: str = Path(pattern=TENANT_PATTERN)) -> dict[str, Any]:
     return await _call(_ledger(request).budget(group))
 
 
 class BudgetIn(BaseModel):
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     period: Literal["day", "month"] = "day"
-    soft: Amount = Field(None, description="Currency units; crossing it sends a budget_soft event.")
-    hard: Amount = Field(None, description="Currency units; at it the tenant's runs wait or fail.")
+    soft: _money(9, MAX_AMOUNT, "Currency units; crossing it sends a budget_soft event.") | None = None  # type: ignore[valid-type]
+    hard: _money(9, MAX_AMOUNT, "Currency units; at it the tenant's runs wait or fail. A budget has `soft`, "  # type: ignore[valid-type]
+                 "`hard` or both, and `soft` is not above `hard` (422).") | None = None
     on_hard: Literal["wait", "fail"] = "wait"
-    estimate: Decimal = Field(Decimal(0), description="What one run is expected to cost (reserved while it runs).")
+    estimate: _money(6, MAX_ESTIMATE, "What one run is expected to cost (reserved while it runs).") = 0  # type: ignore[valid-type]
 
 
-@router.put("/budgets/{group}", responses=error_responses(401, 403, 422, 429, 503),
+@router.put("/budgets/{group}", responses=error_responses(400, 401, 403, 422, 429, 503),
             summary="Set a tenant's budget")
-async def put_budget(request: Request, group: str, body: BudgetIn, principal: AdminKey) -> dict[str, Any]:
+async def put_budget(request: Request, body: BudgetIn, principal: AdminKey,
+                     group: str = Path(pattern=TENANT_PATTERN)) -> dict[str, Any]:
     ledger = _ledger(request)
     try:
-        budget = Budget(period=body.period, soft=body.soft, hard=body.hard, on_hard=body.on_hard,
-                        estimate=body.estimate)
+        budget = Budget(period=body.period, soft=_amount(body.soft), hard=_amount(body.hard), on_hard=body.on_hard,
+                        estimate=_amount(body.estimate) or 0)
     except ConfigurationError as exc:
         raise ApiError(422, str(exc), code="invalid_input") from None
     await _call(ledger.set_budget(group, budget))
@@ -147,6 +162,7 @@ async def put_budget(request: Request, group: str, body: BudgetIn, principal: Ad
 
 @router.delete("/budgets/{group}", responses=error_responses(401, 403, 404, 422, 429, 503),
                summary="Remove a tenant's budget")
-async def delete_budget(request: Request, group: str, principal: AdminKey) -> dict[str, Any]:
+async def delete_budget(request: Request, principal: AdminKey,
+                        group: str = Path(pattern=TENANT_PATTERN)) -> dict[str, Any]:
     await _call(_ledger(request).clear_budget(group))
     return {"group": group, "deleted": True}

@@ -108,8 +108,9 @@ class Subscription:
         await self.aclose()
 
     async def start(self) -> None:
-        """Join the queue's reader; returns once `position` is known."""
-        if self._reader is not None:
+        """Join the queue's reader; returns once `position` is known. A closed subscription never
+        joins (a stream closed before its first read would otherwise stay followed for good)."""
+        if self._reader is not None or self._closed:
             return
         reader = self._hub._reader(self.queue)
         self._reader = reader
@@ -132,6 +133,7 @@ class Subscription:
             if self._reader is not None:
                 self._reader.remove(self)
             self._buffer.clear()
+            self._wake.set()  # a read waiting on this subscription ends
 
     # -- called by the reader (synchronously, in stream order)
 
@@ -158,13 +160,15 @@ class Subscription:
 
     async def next(self, timeout: float | None) -> Event | None:
         """The next event, or None when `timeout` seconds pass first (None = wait as long as it takes)."""
-        if self._reader is None:
-            await self.start()
         if self._closed:
             return None
+        if self._reader is None:
+            await self.start()
         loop = asyncio.get_running_loop()
         deadline = None if timeout is None else loop.time() + timeout
         while True:
+            if self._closed:
+                return None
             if self._lagged:
                 # Fell behind: note where the reader is now and re-read the gap from the stream.
                 assert self._reader is not None
