@@ -103,6 +103,7 @@ schema = schemathesis.openapi.from_dict(DOCUMENT)
 
 
 @schema.parametrize()
+@pytest.mark.timeout(600)  # a hang guard only: POST /api/flows's many generated trees take minutes on a busy machine
 @settings(
     max_examples=MAX_EXAMPLES, deadline=None, database=None, suppress_health_check=list(HealthCheck),
     derandomize=True,

@@ -4,6 +4,7 @@ written, and Job.wait/result and testing.drain stay correct in every mode."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -88,8 +89,16 @@ async def test_wait_in_followed_mode_marks_the_queue_before_reading_state(queue:
     """Job.wait follows first, so the end event of a job it waits for is never dropped."""
     await queue.set_events_mode("followed")
     job = await queue.add("ok", 5)
+    waiting = asyncio.ensure_future(job.result(timeout=120))
+
+    async def marked() -> bool:
+        return any([await queue.client.pttl(part.keys.follow) > 0 for part in parts_of(queue)])
+
+    # The worker starts once the wait has marked the queue: the job ends after the mark, so its end
+    # event must be written (a job that ended before any mark has no event, and the wait reads its state).
+    await wait_for(marked, timeout=60, what="the wait marked the queue followed")
     async with running(worker_for(queue, handlers())):
-        assert await job.result(timeout=30) == 5
+        assert await waiting == 5
     assert ("completed", job.id) in await stream(queue)
 
 
