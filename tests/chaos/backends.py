@@ -261,7 +261,7 @@ class Sentinel(_Direct):
         self.failovers += 1
         await asyncio.to_thread(self.primary.start, self.primary.port, 60.0)
         self.primary, self.replica = self.replica, self.primary
-        await asyncio.to_thread(self._wait, self._replica_linked, "the old primary replicating the new one", 180.0)
+        await asyncio.to_thread(self._wait, self._replica_linked, "the old primary replicating the new one", 300.0)
 
     def _replica_linked(self, c: syncredis.Redis) -> bool:
         replicas = c.execute_command("SENTINEL", "REPLICAS", self.service)

@@ -49,6 +49,7 @@ async def test_partitioned_queue_standalone_workers_killed_connections_reset(tmp
     check("partitioned standalone", counts.table("partitioned standalone chaos"), counts.problems())
 
 
+@pytest.mark.timeout(900)  # a hang guard: each re-link may take minutes on a busy machine
 async def test_sentinel_failover_under_load_with_durable_acknowledgement(tmp_path: Path) -> None:
     """Replication is asynchronous: only writes acknowledged after a replica has them survive the
     primary's death for sure, so enqueues and outcomes here wait for one replica."""

@@ -10,6 +10,7 @@ import time
 from collections.abc import Callable
 from typing import Any
 
+import pytest
 import redis as syncredis
 from redis.exceptions import BusyLoadingError
 
@@ -350,6 +351,7 @@ def _loading(port: int) -> bool:
     return False
 
 
+@pytest.mark.timeout(600)  # a hang guard: the 300,000-key AOF replay takes minutes on a busy machine
 async def test_loading_while_the_aof_replays_is_ridden_through(services: Start, prefix: str) -> None:
     """A server restarted with a large AOF answers LOADING for seconds while it replays: /health says
     503 then, no loop crashes, and once the data is loaded /health is 200 again and jobs run."""
