@@ -196,7 +196,10 @@ class Subscription:
             if left <= 0:
                 return None
             try:
-                await asyncio.wait_for(self._wake.wait(), left)
+                # asyncio.timeout, not wait_for: on Python 3.11 wait_for can swallow a cancellation
+                # that arrives as the wake-up does, and a long-poll whose client left would go on.
+                async with asyncio.timeout(left):
+                    await self._wake.wait()
             except TimeoutError:
                 return None
 
