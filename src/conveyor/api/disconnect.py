@@ -34,8 +34,6 @@ async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
         watch.cancel()
         if not job.done():
             job.cancel()
-            # Its clean-up (an event subscription) ends before the caller gives the wait's slot back.
-            await asyncio.gather(job, return_exceptions=True)
-    if job.cancelled():
+    if not job.done() or job.cancelled():
         raise ClientGone
     return job.result()
