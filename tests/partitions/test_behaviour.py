@@ -4,7 +4,6 @@ Cluster (where its partitions sit in slots of different shards)."""
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
 
 import pytest
@@ -14,17 +13,8 @@ from conveyor import JobContext, JobState, Worker
 from conveyor.errors import ConfigurationError, IdempotencyConflictError
 from conveyor.partitions import PartitionedQueue, route_partition, worker_for
 from conveyor.queue import Queue, Retention
-from conveyor.redis.connection import RedisClient
 from tests.conftest import running, wait_for
-
-PARTS = 3
-
-
-@pytest.fixture
-async def pq(client: RedisClient, qname: str) -> AsyncIterator[PartitionedQueue]:
-    q = PartitionedQueue(qname, partitions=PARTS, redis=client)
-    yield q
-    await q.obliterate(force=True)
+from tests.partitions.conftest import PARTS
 
 
 def groups_in_distinct_partitions(n: int) -> list[str]:

@@ -4,10 +4,7 @@ its layout in Redis and read or act on every partition; events wait on every par
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncIterator
 from typing import Any
-
-import pytest
 
 from conveyor import JobContext, JobState
 from conveyor.alerts.probe import Probe
@@ -20,15 +17,7 @@ from conveyor.schedules.maintenance import Maintenance
 from conveyor.schedules.model import Schedule
 from tests.cli.run import as_json, ok
 from tests.conftest import running, wait_for
-
-PARTS = 3
-
-
-@pytest.fixture
-async def pq(client: RedisClient, qname: str) -> AsyncIterator[PartitionedQueue]:
-    q = PartitionedQueue(qname, partitions=PARTS, redis=client)
-    yield q
-    await q.obliterate(force=True)
+from tests.partitions.conftest import PARTS
 
 
 async def _fail_one(pq: PartitionedQueue) -> str:
