@@ -1,15 +1,19 @@
 """Noticing that an HTTP client went away while a handler waits (long-polls): the wait stops then,
-so nothing keeps running on the server for a caller that fired and forgot."""
+so nothing keeps running on the server for a caller that fired and forgot.
+
+The wait is not cancelled from outside: a cancellation can be lost on its way (Python 3.11's
+`wait_for` returns a result that arrived with it), and a lost one left a long-poll following its
+queue for up to its whole timeout. Instead the disconnect closes what the wait reads from (a hub
+subscription, synchronously), and the wait sees it closed at its next step.
+"""
 
 from __future__ import annotations
 
 import asyncio
-from collections.abc import Awaitable
-from typing import TypeVar
+import contextlib
+from collections.abc import AsyncIterator, Callable
 
 from fastapi import Request
-
-T = TypeVar("T")
 
 
 class ClientGone(Exception):
@@ -24,16 +28,19 @@ async def _disconnected(request: Request) -> None:
             return
 
 
-async def unless_disconnected(request: Request, work: Awaitable[T]) -> T:
-    """`await work`, cancelled with ClientGone as soon as the client disconnects."""
-    job = asyncio.ensure_future(work)
+@contextlib.asynccontextmanager
+async def closing_on_disconnect(request: Request, close: Callable[[], None]) -> AsyncIterator[None]:
+    """Within the block, call `close()` (synchronous) as soon as the client disconnects."""
+
+    def _on_end(watch: asyncio.Task[None]) -> None:
+        if watch.cancelled():
+            return  # the block ended first
+        watch.exception()  # a broken receive is a client gone too (and the error is retrieved)
+        close()
+
     watch = asyncio.ensure_future(_disconnected(request))
+    watch.add_done_callback(_on_end)
     try:
-        await asyncio.wait((job, watch), return_when=asyncio.FIRST_COMPLETED)
+        yield
     finally:
         watch.cancel()
-        if not job.done():
-            job.cancel()
-    if not job.done() or job.cancelled():
-        raise ClientGone
-    return job.result()

@@ -127,13 +127,22 @@ class Subscription:
         if self._after is not None and _key(self._after) < _key(self._base):
             self._replay_to = self._base
 
-    async def aclose(self) -> None:
+    @property
+    def closed(self) -> bool:
+        return self._closed
+
+    def close(self) -> None:
+        """End the subscription now (synchronous: safe from a callback or a cancelled task); a
+        read waiting on it returns None."""
         if not self._closed:
             self._closed = True
             if self._reader is not None:
                 self._reader.remove(self)
             self._buffer.clear()
-            self._wake.set()  # a read waiting on this subscription ends
+            self._wake.set()
+
+    async def aclose(self) -> None:
+        self.close()
 
     # -- called by the reader (synchronously, in stream order)
 
@@ -259,7 +268,10 @@ class _QueueReader:
     async def ready(self) -> None:
         """Wait until the reader knows its start position; a Redis that stays unusable is a fault."""
         try:
-            await asyncio.wait_for(self._ready.wait(), self.hub.ready_timeout_s)
+            # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that
+            # arrives as the reader gets ready, and the follower would go on waiting.
+            async with asyncio.timeout(self.hub.ready_timeout_s):
+                await self._ready.wait()
         except TimeoutError:
             raise ConnectionFailedError(f"the events of queue {self.queue!r} cannot be read now") from None
 

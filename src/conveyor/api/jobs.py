@@ -14,7 +14,7 @@ from fastapi import APIRouter, Header, Query, Request, Response
 
 from conveyor.api.auth import AdminKey, EnqueueKey, Principal, ReadKey, bearer_principal
 from conveyor.api.body import read_json
-from conveyor.api.disconnect import ClientGone, unless_disconnected
+from conveyor.api.disconnect import ClientGone, closing_on_disconnect
 from conveyor.api.enqueue import build_bulk, build_spec
 from conveyor.api.errors import ApiError
 from conveyor.api.fastpath import fast_route, plain_headers
@@ -203,7 +203,7 @@ async def wait_job(
     q = await state.existing_queue(queue)
     with state.waits.holding(principal.key_id):
         try:
-            rec = await unless_disconnected(request, _until_finished(state, q, job_id, timeout))
+            rec = await _until_finished(state, request, q, job_id, timeout)
         except ClientGone:
             return Response(status_code=499)  # nobody reads it; the wait just stops here
     if rec is None:
@@ -213,18 +213,24 @@ async def wait_job(
     return out
 
 
-async def _until_finished(state: ApiState, q: Queue, job_id: str, timeout: float) -> JobRecord | None:
-    """The record once the job finished, or as it is when `timeout` passes (None: no such job)."""
+async def _until_finished(
+    state: ApiState, request: Request, q: Queue, job_id: str, timeout: float
+) -> JobRecord | None:
+    """The record once the job finished, or as it is when `timeout` passes (None: no such job).
+    Raises ClientGone once the client disconnects (its subscription is closed at that moment)."""
     loop = asyncio.get_running_loop()
     deadline = loop.time() + timeout
     recheck_s = max(0.05, state.settings.api_sse_keepalive_s)
-    async with state.hub.subscribe(stream_name(await part_holding(q, job_id)), job_id) as events:
+    events = state.hub.subscribe(stream_name(await part_holding(q, job_id)), job_id)
+    async with events, closing_on_disconnect(request, events.close):
         rec = await q.get_job(job_id)  # after subscribing: an end after this read is in `events`
         while rec is not None and not rec.finished:
             left = deadline - loop.time()
             if left <= 0:
                 return rec
             event = await events.next(timeout=min(left, recheck_s))
+            if events.closed:
+                raise ClientGone
             if event is None or event.type in END_EVENTS:
                 # An end event, or a periodic re-read (an end event trimmed from the capped stream).
                 rec = await q.get_job(job_id)
