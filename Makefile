@@ -6,7 +6,8 @@ STAMP := $(VENV)/.installed-test
 RUN_STAMP := $(VENV)/.installed-run
 APP ?=
 PYTEST_WORKERS ?= auto
-# Debian's Chromium for the dashboard's browser tests (Playwright drives it; it never downloads one).
+# Debian's Chromium for the dashboard's browser tests (Playwright drives it; it never downloads one);
+# a second `make test` installing at the same time waits for the package lock instead of skipping them.
 CHROMIUM ?= /usr/bin/chromium
 
 .PHONY: test up lint typecheck bench bench-session chaos clean
@@ -20,7 +21,8 @@ $(STAMP): $(BIN)/python pyproject.toml
 	touch $(STAMP)
 
 $(CHROMIUM):
-	-apt-get update -qq && DEBIAN_FRONTEND=noninteractive apt-get install -y -qq chromium >/dev/null \
+	-{ apt-get -o DPkg::Lock::Timeout=600 update -qq || true; } && DEBIAN_FRONTEND=noninteractive \
+		apt-get -o DPkg::Lock::Timeout=600 install -y -qq chromium >/dev/null \
 		|| echo "chromium could not be installed: the dashboard browser tests will be skipped"
 
 test: $(STAMP) $(CHROMIUM)

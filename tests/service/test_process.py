@@ -383,7 +383,10 @@ async def test_loading_while_the_aof_replays_is_ridden_through(services: Start, 
         try:
             before = await completed(client, prefix, "fast")
             await add(client, prefix, "fast", 5)
-            await wait_for(lambda: _at_least(client, prefix, before + 5), timeout=120, what="jobs after the load")
+            try:
+                await wait_for(lambda: _at_least(client, prefix, before + 5), timeout=120, what="jobs after the load")
+            except AssertionError as exc:
+                raise AssertionError(f"{exc}; service output:\n{svc.output()}") from None
             assert await client.dbsize() >= 300_000, "the data was replayed"
         finally:
             await client.aclose()

@@ -194,10 +194,16 @@ class WakeHub:
                         self.client.blpop([group.interrupt_key, *keys], timeout=block_s), "waiting for work"
                     )
                     failures = 0
-                except ConnectionFailedError as exc:
+                except Exception as exc:
+                    # Whatever the error, the wait goes on after a pause: a serving task that died
+                    # would leave its idle queues waiting for markers nobody pops (a fault is
+                    # expected; anything else is logged in full once per streak).
                     failures += 1
                     delay = min(_FAULT_MAX_S, _FAULT_FIRST_S * 2 ** min(failures, 10))
-                    logger.warning("wake-up wait failed (%s); retrying in %.2fs", exc, delay)
+                    if isinstance(exc, ConnectionFailedError):
+                        logger.warning("wake-up wait failed (%s); retrying in %.2fs", exc, delay)
+                    elif failures == 1:
+                        logger.exception("wake-up wait failed unexpectedly; retrying")
                     group.blocking = frozenset()
                     await asyncio.sleep(delay)
                     continue
@@ -227,5 +233,5 @@ class WakeHub:
                 pipe.lpush(key, "1")
                 pipe.ltrim(key, 0, 0)
                 await guarded(pipe.execute(), "returning a wake-up marker")
-        except ConnectionFailedError as exc:
+        except Exception as exc:  # the marker's queue is probed by its safety net anyway
             logger.debug("wake hub: could not return a marker (%s)", exc)
