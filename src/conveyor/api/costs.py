@@ -4,7 +4,8 @@ day, prices and currency, and budgets. Reading needs the `read` scope; changes n
 from __future__ import annotations
 
 import datetime as dt
-from collections.abc import Awaitable
+from collections.abc import Awaitable, Iterator
+from contextlib import contextmanager
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
@@ -32,13 +33,20 @@ def _ledger(request: Request) -> CostLedger:
     return CostLedger(state.client, state.prefix)
 
 
-async def _call(op: Awaitable[T]) -> T:
+@contextmanager
+def _as_api_errors() -> Iterator[None]:
+    """The ledger's refusals as the API's answers: an unknown tenant 404, a bad value 422."""
     try:
-        return await op
+        yield
     except UnknownTenantError as exc:
         raise ApiError(404, str(exc), code="tenant_not_found") from None
     except (ConfigurationError, ScriptInputError) as exc:
         raise ApiError(422, str(exc), code="invalid_input") from None
+
+
+async def _call(op: Awaitable[T]) -> T:
+    with _as_api_errors():
+        return await op
 
 
 def _money(digits: int, maximum: int, description: str) -> Any:
@@ -102,10 +110,8 @@ class PriceIn(BaseModel):
 async def put_price(request: Request, body: PriceIn, principal: AdminKey,
                     model: str = Path(pattern=MODEL_PATTERN)) -> dict[str, Any]:
     ledger = _ledger(request)
-    try:
+    with _as_api_errors():
         price = Price(model, _amount(body.input_per_million) or 0, _amount(body.output_per_million) or 0)
-    except ConfigurationError as exc:
-        raise ApiError(422, str(exc), code="invalid_input") from None
     await ledger.set_price(price)
     return await ledger.settings()
 
@@ -151,11 +157,9 @@ class BudgetIn(BaseModel):
 async def put_budget(request: Request, body: BudgetIn, principal: AdminKey,
                      group: str = Path(pattern=TENANT_PATTERN)) -> dict[str, Any]:
     ledger = _ledger(request)
-    try:
+    with _as_api_errors():
         budget = Budget(period=body.period, soft=_amount(body.soft), hard=_amount(body.hard), on_hard=body.on_hard,
                         estimate=_amount(body.estimate) or 0)
-    except ConfigurationError as exc:
-        raise ApiError(422, str(exc), code="invalid_input") from None
     await _call(ledger.set_budget(group, budget))
     return await _call(ledger.budget(group))
 
