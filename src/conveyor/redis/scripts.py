@@ -238,6 +238,44 @@ class QueueScripts:
         _refused("finish", reply)
         return list(reply)
 
+    async def trip_after_wait(
+        self,
+        wait_keys: Sequence[str],
+        block_s: float,
+        worker_id: str,
+        lease_ms: int,
+        want: int,
+        *,
+        trip_id: str,
+        record_ttl_ms: int,
+        acks: Sequence[str] = (),
+        names: Sequence[str] = (),
+    ) -> list[Any]:
+        """A claim-only trip that Redis runs as soon as one of `wait_keys` (in the queue's slot) gets
+        a marker, or after `block_s`: `BLPOP` and the trip pipelined on one connection, so the claim
+        costs no round trip of its own after the wake-up. Standalone and Sentinel only (a Cluster
+        pipeline does not keep one connection's order). Idempotent like `trip`: after a fault, send
+        the same trip id with `trip`."""
+        k = self.k
+        args: list[Any] = [k.base, worker_id, lease_ms, want, self.maxlen, record_ttl_ms, len(acks), len(names), 0,
+                           *acks, *names]
+        keys = (*self._finish_keys, k.trip(trip_id))
+        script = _S["finish"]
+        with faults_as_connection_failed(f"waiting for work, then running {script.name}"):
+            async with self.client.pipeline(transaction=False) as pipe:
+                pipe.blpop(list(wait_keys), timeout=block_s)
+                pipe.evalsha(script.sha, len(keys), *keys, *args)
+                woke, reply = await pipe.execute(raise_on_error=False)
+            if isinstance(woke, Exception):
+                raise woke
+            if isinstance(reply, NoScriptError):  # the server lost its scripts: the same trip, loaded
+                return await self.trip(worker_id, lease_ms, want, trip_id=trip_id, record_ttl_ms=record_ttl_ms,
+                                       acks=acks, names=names)
+            if isinstance(reply, Exception):
+                raise reply
+        _refused("finish", reply)
+        return list(reply)
+
     async def claim(self, worker_id: str, lease_ms: int, want: int) -> list[Any]:
         """Lease up to `want` jobs outside the trip protocol: next_due_in_ms, then 6 fields per job."""
         reply = await self.trip(worker_id, lease_ms, want)

@@ -44,6 +44,7 @@ PING_TIMEOUT_S = 2.0
 START_FIRST_DELAY_S = 0.2
 START_MAX_DELAY_S = 5.0
 IDLE_SAMPLES_PER_ROUND = 2  # idle queues whose depths one metrics sample refreshes (round-robin)
+PARK_MAX_QUEUES = 8  # a process serving up to this many queues parks their idle claims (one connection each)
 
 
 def is_startup_fault(exc: BaseException) -> bool:
@@ -114,6 +115,10 @@ class WorkerService:
         self._idle_cursor = 0
         self.workers: dict[str, QueueWorker] = {}
         self.watches: dict[str, QueueWatch] = {}
+        # A process of a few queues parks each idle queue's next claim in Redis (one blocking
+        # connection per queue: pickup without a round trip after the wake-up); more queues share
+        # the wake hub's few waits instead.
+        park = len(self.plan) <= min(PARK_MAX_QUEUES, settings.redis_max_connections // 2)
         for p in self.plan:
             worker = app.worker(
                 p.name,
@@ -128,6 +133,7 @@ class WorkerService:
                 middleware=middleware,
                 wake_hub=self.wake_hub,
                 pacer=self.pacer,
+                park_idle=park,
             )
             self.workers[p.name] = worker
             self.watches[p.name] = QueueWatch(

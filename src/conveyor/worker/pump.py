@@ -44,14 +44,16 @@ def backoff_delay(failures: int) -> float:
 
 
 class Trip:
-    __slots__ = ("acks", "id", "leases", "names", "sent_at", "want")
+    __slots__ = ("acks", "id", "leases", "names", "sent_at", "wait", "want")
 
-    def __init__(self, trip_id: str, leases: list[Lease], want: int, acks: list[str], names: Sequence[str]) -> None:
+    def __init__(self, trip_id: str, leases: list[Lease], want: int, acks: list[str], names: Sequence[str],
+                 wait: tuple[list[str], float] | None = None) -> None:
         self.id = trip_id
         self.leases = leases
         self.want = want
         self.acks = acks
         self.names = names
+        self.wait = wait  # a parked claim: Redis runs it once one of these lists gets a marker (or after s)
         self.sent_at = 0.0  # time.monotonic() when it was last sent (before Redis ran it)
 
 
@@ -109,6 +111,7 @@ class TripPump:
         self._next_due: float | None = None
         self._due_reached = False  # the timer of _next_due fired and no claim was sent since
         self._error: BaseException | None = None
+        self.parked: Trip | None = None  # the parked claim in flight, if any (see park)
         self.idle = asyncio.Event()  # set when a claim found nothing (the waker may block)
         # Called with the leases whose outcomes Redis recorded (the flow mover's cue).
         self.on_recorded: Callable[[list[Lease]], None] | None = None
@@ -134,6 +137,22 @@ class TripPump:
     def has_work(self) -> bool:
         """The last claim came back full, or a wake-up said more may be ready."""
         return self._has_work
+
+    def park(self, wait_keys: list[str], block_s: float) -> bool:
+        """Send a claim that Redis runs once one of `wait_keys` gets a marker, or after `block_s`
+        (the wait and the trip pipelined on one connection): an idle worker's pickup is then the
+        marker's arrival, not a wake-up followed by a claim. False, sending nothing, when there is
+        nothing to claim for now (closing, a trip in flight or backing off, no free slot)."""
+        if self.closing or self._in_flight or self.backing_off or self.ended:
+            return False
+        want = max(0, min(self.free_slots() - self.reserved, self.batch_size))
+        if want <= 0:
+            return False
+        if self._next_due is not None:  # a delayed job (or a limiter) is due then: the wait ends then
+            block_s = min(block_s, self._next_due - time.monotonic())
+        # At least 10 ms: BLPOP's timeout 0 would block for good.
+        self._send(want, wait=(wait_keys, max(0.01, block_s)))
+        return True
 
     def pending(self) -> bool:
         return bool(self.ended or self._in_flight)
@@ -181,12 +200,14 @@ class TripPump:
                 self._has_work = True
                 self._due_reached = True
 
-    def _send(self, want: int) -> None:
+    def _send(self, want: int, wait: tuple[list[str], float] | None = None) -> None:
         self._seq += 1
         names: Sequence[str] = ()
         if self._names_due:
             names, self._names_due = self.handler_names, False
-        trip = Trip(f"{self.worker_id}:{self._seq}", self.ended, want, self._acks, names)
+        trip = Trip(f"{self.worker_id}:{self._seq}", self.ended, want, self._acks, names, wait)
+        if wait is not None:
+            self.parked = trip
         self.ended, self._acks = [], []
         self.reserved += want
         task = asyncio.get_running_loop().create_task(self._trip(trip))
@@ -213,9 +234,13 @@ class TripPump:
             raise
         except BaseException as exc:  # a bug: the pump crashes (its supervisor restarts it)
             self.ended = trip.leases + self.ended
+            if trip.want > 0:
+                self._has_work = True  # unanswered claim (a parked one may have taken a marker): claim again
             self._error = exc
         finally:
             self.reserved -= reserved
+            if self.parked is trip:
+                self.parked = None
             self._in_flight.pop(asyncio.current_task(), None)  # type: ignore[arg-type]
             self.kick.set()
             if trip.want and self.released is not None:
@@ -249,11 +274,20 @@ class TripPump:
                 outcomes += lease.outcome  # type: ignore[arg-type]
             self.trips += 1
             trip.sent_at = time.monotonic()
+            wait, trip.wait = trip.wait, None  # sent again after a fault, a parked claim runs at once
             try:
-                reply = await self.scripts.trip(
-                    self.worker_id, self.lease_ms, trip.want, trip_id=trip.id, record_ttl_ms=self.record_ttl_ms,
-                    acks=trip.acks, names=trip.names, outcomes=outcomes, count=len(trip.leases),
-                )
+                if wait is not None:
+                    reply = await self.scripts.trip_after_wait(
+                        wait[0], wait[1], self.worker_id, self.lease_ms, trip.want, trip_id=trip.id,
+                        record_ttl_ms=self.record_ttl_ms, acks=trip.acks, names=trip.names,
+                    )
+                    trip.sent_at = time.monotonic()  # Redis ran it when the wait ended, just now
+                else:
+                    reply = await self.scripts.trip(
+                        self.worker_id, self.lease_ms, trip.want, trip_id=trip.id,
+                        record_ttl_ms=self.record_ttl_ms, acks=trip.acks, names=trip.names, outcomes=outcomes,
+                        count=len(trip.leases),
+                    )
             except ConnectionFailedError as exc:
                 self.faults += 1
                 self.failures += 1

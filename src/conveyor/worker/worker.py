@@ -20,6 +20,8 @@ from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
+from redis.asyncio.cluster import RedisCluster
+
 from conveyor import codec
 from conveyor.backoff import BackoffPolicies
 from conveyor.costs.ledger import CostLedger
@@ -32,6 +34,7 @@ from conveyor.options import MAX_DURATION_S
 from conveyor.queue import Queue
 from conveyor.redis.codes import ScriptCode
 from conveyor.redis.connection import eviction_policy_warning, listpack_hint
+from conveyor.redis.faults import guarded
 from conveyor.redis.scripts import CLAIM_FIELDS, CLAIM_HEADER
 from conveyor.worker.context import JobContext
 from conveyor.worker.keeper import LeaseKeeper
@@ -41,7 +44,7 @@ from conveyor.worker.pump import TripPump, backoff_delay, describe_code
 from conveyor.worker.runner import Handler, Runner
 from conveyor.worker.slots import SlotPool
 from conveyor.worker.threads import SyncThreads
-from conveyor.worker.wakehub import Pacer, WakeHub
+from conveyor.worker.wakehub import INTERRUPT_TTL_MS, Pacer, WakeHub
 
 logger = logging.getLogger(__name__)
 
@@ -137,6 +140,7 @@ class Worker:
         pacer: Pacer | None = None,
         slots: SlotPool | None = None,
         stats: WorkerStats | None = None,
+        park_idle: bool | None = None,
     ) -> None:
         """`limiters`: the named limiters this queue's jobs go through (docs/limits.md): each claim is
         admitted by all of them, and each job holds them until it ends. `declare_limiters`: limiters
@@ -146,7 +150,9 @@ class Worker:
         `wake_hub` and `pacer`: shared by the workers of one process serving many queues (one
         blocking wait for all of them, a bounded rate of idle housekeeping; docs/scaling.md); by
         default the worker has its own. `slots` and `stats`: shared by the workers of the
-        partitions of one queue (conveyor.partitions)."""
+        partitions of one queue (conveyor.partitions). `park_idle`: an idle worker sends its next
+        claim ahead, for Redis to run once a job arrives (one blocking connection per queue; default:
+        on for a worker with its own wake hub); never with named limiters, shared slots or a Cluster."""
         _check_settings(concurrency, lease_ms, max_stalls, max_lapses, no_handler_timeout_s)
         if queue.partitioned:
             raise ConfigurationError(
@@ -202,6 +208,12 @@ class Worker:
                                   gate=self.gate, idle_wait=self.pacer.limited)
         self._own_hub = wake_hub is None
         self.wake_hub = wake_hub or WakeHub(queue.client)
+        # Parked claims pipeline a BLPOP and the trip on one connection: not on a Cluster (its
+        # pipelines do not keep one connection's order), not where a claim needs the limiters'
+        # admission first, and not with slots shared between partitions.
+        self.parks = ((self._own_hub if park_idle is None else park_idle) and self.gate is None
+                      and slots is None and not isinstance(queue.client, RedisCluster))
+        self._park_interrupt = queue.keys.hub(self.wake_hub.id + ".park." + self.worker_id)
         self._closing = False
         self._started = False
         self._stopped = asyncio.Event()
@@ -276,6 +288,8 @@ class Worker:
         self.pump.closing = True
         self.pump.kick.set()
         self._tasks["waker"].cancel()
+        if self.pump.parked is not None:
+            await self._end_park()
         if self._running and grace > 0:
             await self._wait_ended(grace)
         if self._running:
@@ -298,6 +312,17 @@ class Worker:
         if self._own_hub:
             await self.wake_hub.close()
         self._stopped.set()
+
+    async def _end_park(self) -> None:
+        """End a parked claim's wait now, so closing does not wait for it (what it leases is handed
+        back at once, see _start_jobs). On a fault its wait ends by itself within idle_block_s."""
+        try:
+            async with self.queue.client.pipeline(transaction=False) as pipe:
+                pipe.lpush(self._park_interrupt, "1")
+                pipe.pexpire(self._park_interrupt, INTERRUPT_TTL_MS)
+                await guarded(pipe.execute(), "ending a parked claim")
+        except ConnectionFailedError as exc:
+            logger.debug("queue %s: could not end the parked claim (%s)", self.queue.name, exc)
 
     async def _wait_ended(self, timeout: float) -> None:
         try:
@@ -340,7 +365,9 @@ class Worker:
             self._running += 1
             if self.slots is not None:
                 self.slots.running += 1
-            if not isinstance(options, dict):
+            if self._closing:  # leased by a trip sent before close(): back to the queue at once
+                self._end(lease, JobOutcome(OutcomeKind.BACK, reason=Stop.SHUTDOWN.value))
+            elif not isinstance(options, dict):
                 error = {"type": "InvalidJob", "message": "the job's stored options cannot be read"}
                 self._end(lease, JobOutcome(OutcomeKind.FAILED, error=error))
             elif name not in handlers:
@@ -463,6 +490,9 @@ class Worker:
         interrupt = keys.hub(self.wake_hub.id)
         while True:
             await self.pump.idle.wait()
+            if self.parks and self.pump.park([self._park_interrupt, keys.wake], self.idle_block_s):
+                self.pump.idle.clear()  # set again when the parked claim finds nothing to lease
+                continue
             # A shared pacer probes idle queues itself: the wait needs no timer of its own.
             timeout = None if self.pacer.limited else self.idle_block_s
             woke = await self.wake_hub.wait(keys.wake, interrupt, timeout)
