@@ -7,6 +7,8 @@ import asyncio
 from typing import Any
 
 from conveyor import JobContext, JobState, Queue, Worker
+from conveyor.redis.connection import connect
+from conveyor.testing import RedisServer
 from tests.conftest import running, wait_for
 from tests.proxy import TcpProxy
 
@@ -28,14 +30,28 @@ async def test_an_idle_worker_picks_jobs_up_through_its_parked_claim(direct: Que
     assert runs == [0, 1, 2]
 
 
-async def test_closing_an_idle_worker_ends_its_parked_claim_at_once(direct: Queue) -> None:
-    """The park's BLPOP would block for a minute: close() ends it with a marker of its own."""
-    worker = Worker(direct, {"j": lambda ctx, data: None}, idle_block_s=60)  # type: ignore[arg-type]
-    await worker.start()
-    await wait_for(lambda: worker.pump.parked is not None, what="the idle worker's claim parked")
-    await asyncio.wait_for(worker.close(), 30)
-    assert worker.pump.parked is None
-    assert await direct.client.zcard(direct.keys.active) == 0
+async def test_closing_an_idle_worker_ends_its_parked_claim_at_once(qname: str) -> None:
+    """close() does not wait for the park's BLPOP to time out: it ends it with a marker of its own
+    (a server of its own, so that the count of LPUSH calls is the worker's alone)."""
+    server = await asyncio.to_thread(RedisServer().start)
+    queue = Queue(qname, redis=connect(server.url))
+    worker = Worker(queue, {"j": lambda ctx, data: None})  # type: ignore[arg-type]
+    try:
+        await worker.start()
+        await wait_for(lambda: worker.pump.parked is not None, what="the idle worker's claim parked")
+        pushes = await _calls(queue, "lpush")
+        await asyncio.wait_for(worker.close(), 30)
+        assert worker.pump.parked is None
+        assert await _calls(queue, "lpush") == pushes + 1, "close pushed the park's own marker"
+        assert await queue.client.zcard(queue.keys.active) == 0
+    finally:
+        await queue.client.aclose()
+        await asyncio.to_thread(server.close)
+
+
+async def _calls(queue: Queue, command: str) -> int:
+    stats = await queue.client.info("commandstats")
+    return int(stats.get(f"cmdstat_{command}", {}).get("calls", 0))
 
 
 async def test_a_parked_claim_whose_reply_is_lost_is_answered_again(

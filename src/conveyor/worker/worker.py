@@ -44,7 +44,7 @@ from conveyor.worker.pump import TripPump, backoff_delay, describe_code
 from conveyor.worker.runner import Handler, Runner
 from conveyor.worker.slots import SlotPool
 from conveyor.worker.threads import SyncThreads
-from conveyor.worker.wakehub import INTERRUPT_TTL_MS, Pacer, WakeHub
+from conveyor.worker.wakehub import HUB_BLOCK_S, INTERRUPT_TTL_MS, Pacer, WakeHub
 
 logger = logging.getLogger(__name__)
 
@@ -490,7 +490,8 @@ class Worker:
         interrupt = keys.hub(self.wake_hub.id)
         while True:
             await self.pump.idle.wait()
-            if self.parks and self.pump.park([self._park_interrupt, keys.wake], self.idle_block_s):
+            # The park's BLPOP blocks no longer than the hub's would (below the client's read timeout).
+            if self.parks and self.pump.park([self._park_interrupt, keys.wake], min(self.idle_block_s, HUB_BLOCK_S)):
                 self.pump.idle.clear()  # set again when the parked claim finds nothing to lease
                 continue
             # A shared pacer probes idle queues itself: the wait needs no timer of its own.
