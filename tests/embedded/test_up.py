@@ -286,6 +286,8 @@ class HeldJob:
             return await self.queue.get_state(self.job_id) is JobState.ACTIVE
 
         await wait_for(active, timeout=60, interval=0.05, what="the held job runs")
+        # Running in the worker, not only leased: a job leased after the signal is handed back unrun.
+        await asyncio.to_thread(self.up.expect, '"job started"')
 
     async def signal(self, signum: int) -> None:
         self.up.proc.send_signal(signum)

@@ -196,12 +196,17 @@ async def test_second_signal_exits_at_once_and_the_stalled_sweep_recovers_the_jo
         return await q.get_state(job_id) is JobState.ACTIVE
 
     await wait_for(is_active, timeout=20, what="job active")
+    # Started by this process, not only leased: a job leased after the signal is handed back unrun.
+    await wait_for(lambda: bool(first.events("job started")), timeout=30, what="job started")
     first.signal(signal.SIGTERM)
     await wait_for(lambda: bool(first.events("worker stopping")), timeout=30, what="stopping")
     first.signal(signal.SIGTERM)
     assert await first.wait_exit(within_s=30) == 130
-    services(redis_url, prefix, **settings)
-    record = await q.job(job_id).wait(timeout=90)
+    second = services(redis_url, prefix, **settings)
+    try:
+        record = await q.job(job_id).wait(timeout=90)
+    except TimeoutError as exc:
+        raise AssertionError(f"{exc}; first service:\n{first.output()}\nsecond service:\n{second.output()}") from None
     assert record.state is JobState.COMPLETED and record.result["runs"] == 2
 
 
@@ -386,7 +391,7 @@ async def test_loading_while_the_aof_replays_is_ridden_through(services: Start, 
             try:
                 await wait_for(lambda: _at_least(client, prefix, before + 5), timeout=120, what="jobs after the load")
             except AssertionError as exc:
-                raise AssertionError(f"{exc}; service output:\n{svc.output()}") from None
+                raise AssertionError(f"{exc}; service output:\n{svc.output()}\nserver log:\n{server.log_tail(40)}") from None
             assert await client.dbsize() >= 300_000, "the data was replayed"
         finally:
             await client.aclose()

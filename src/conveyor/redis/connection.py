@@ -65,6 +65,20 @@ def no_retry_sync() -> SyncRetry:
     return SyncRetry(NoBackoff(), 0)
 
 
+async def drop_idle_connections(client: RedisClient) -> None:
+    """Close the pooled connections nobody uses now; later calls open fresh ones. After a fault (a
+    server restart, a failover) every idle connection is dead, and with client-side retries off the
+    first command on each would fail — in a handler using the app's client, a failed attempt. A
+    Cluster client's connections are per node and left to it."""
+    pool = getattr(client, "connection_pool", None)
+    if pool is None:
+        return
+    try:
+        await pool.disconnect(inuse_connections=False)
+    except Exception:  # closing a dead connection can fail; nothing is lost
+        return
+
+
 def connect(url: str, *, socket_timeout: float | None = 10.0, **extra: Any) -> RedisClient:
     """A client for `url`; `socket_timeout=None` for connections that block (BLPOP, XREAD BLOCK).
 

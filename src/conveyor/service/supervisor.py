@@ -25,7 +25,7 @@ from conveyor.job import JobState
 from conveyor.limits.shared import SharedLimiter
 from conveyor.middleware import Middleware
 from conveyor.partitions import QueueWorker
-from conveyor.redis.connection import RedisClient, connect
+from conveyor.redis.connection import RedisClient, connect, drop_idle_connections
 from conveyor.redis.faults import is_fault
 from conveyor.schedules import Scheduler
 from conveyor.service import stats as st
@@ -143,6 +143,7 @@ class WorkerService:
         self.state = "starting"
         self.started_at = time.time()
         self.redis_ok = False
+        self._redis_was_down = False
         self.redis_latency_s: float | None = None
         self.paused: dict[str, bool] = {p.name: False for p in self.plan}
         self.registry = RegistryWriter(
@@ -300,8 +301,12 @@ class WorkerService:
                     await self._health_client.ping()
             except Exception:
                 self.redis_ok, self.redis_latency_s = False, None
+                self._redis_was_down = True
             else:
                 self.redis_ok, self.redis_latency_s = True, time.perf_counter() - started
+                if self._redis_was_down:  # back: connections pooled before the fault are dead
+                    self._redis_was_down = False
+                    await drop_idle_connections(self.app.client)
         self.metrics.observe_redis(self.redis_latency_s)
         return self.redis_ok
 

@@ -22,6 +22,7 @@ from typing import TYPE_CHECKING, Any
 from conveyor import codec
 from conveyor.errors import ConnectionFailedError, ScriptInputError
 from conveyor.redis.codes import ScriptCode
+from conveyor.redis.connection import drop_idle_connections
 from conveyor.redis.scripts import CLAIM_FIELDS, CLAIM_HEADER, QueueScripts
 from conveyor.worker.lease import Lease
 
@@ -291,6 +292,8 @@ class TripPump:
             except ConnectionFailedError as exc:
                 self.faults += 1
                 self.failures += 1
+                if self.failures == 1:  # the idle pooled connections are likely dead too
+                    await drop_idle_connections(self.scripts.client)
                 delay = backoff_delay(self.failures)
                 logger.warning("queue %s: trip %s failed (%s); sending it again in %.2fs",
                                self.queue, trip.id, exc, delay)
