@@ -56,7 +56,13 @@ async def many(args: argparse.Namespace) -> None:
     settings = Settings(stats_interval_s=0, scheduler=False)
     service = WorkerService(app, settings, plan_queues(app, None, {}))
     await service.start()
-    while service.wake_hub.watched < args.queues:
+    def idle() -> int:  # queues waiting in the hub, or with a parked claim (a process of few queues)
+        return service.wake_hub.watched + sum(
+            1 for w in service.workers.values() if getattr(getattr(w, "pump", None), "parked", None) is not None)
+
+    while True:
+        if idle() >= args.queues:
+            break
         await asyncio.sleep(0.05)
     await report.rpush(args.report_key, json.dumps({"kind": "ready", "pid": os.getpid()}))
     await _until_signal()
