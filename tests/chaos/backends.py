@@ -261,7 +261,14 @@ class Sentinel(_Direct):
         self.failovers += 1
         await asyncio.to_thread(self.primary.start, self.primary.port, 60.0)
         self.primary, self.replica = self.replica, self.primary
-        await asyncio.to_thread(self._wait, self._replica_linked, "the old primary replicating the new one", 300.0)
+        try:
+            await asyncio.to_thread(self._wait, self._replica_linked, "the old primary replicating the new one", 60.0)
+        except AssertionError:
+            # On a busy machine the Sentinel can be slow to turn the old primary into a replica:
+            # do what an operator would (REPLICAOF the new primary), then wait for the link again.
+            with syncredis.Redis(port=self.replica.port, socket_timeout=10) as c:
+                c.execute_command("REPLICAOF", "127.0.0.1", str(self.primary.port))
+            await asyncio.to_thread(self._wait, self._replica_linked, "the old primary replicating the new one", 240.0)
 
     def _replica_linked(self, c: syncredis.Redis) -> bool:
         replicas = c.execute_command("SENTINEL", "REPLICAS", self.service)

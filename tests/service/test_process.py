@@ -391,7 +391,8 @@ async def test_loading_while_the_aof_replays_is_ridden_through(services: Start, 
             try:
                 await wait_for(lambda: _at_least(client, prefix, before + 5), timeout=120, what="jobs after the load")
             except AssertionError as exc:
-                raise AssertionError(f"{exc}; service output:\n{svc.output()}\nserver log:\n{server.log_tail(40)}") from None
+                logs = f"service output:\n{svc.output()}\nserver log:\n{server.log_tail(40)}"
+                raise AssertionError(f"{exc}; {logs}") from None
             assert await client.dbsize() >= 300_000, "the data was replayed"
         finally:
             await client.aclose()

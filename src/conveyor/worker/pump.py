@@ -180,8 +180,10 @@ class TripPump:
             # otherwise one probe at a time (an idle queue costs one trip per wake-up).
             # A limiter's reopening time that has come claims at once, even beside a trip in flight
             # (a finished job's outcome): waiting for that reply would make the claim late.
-            may_claim = want > 0 and self._has_work and (not self._in_flight or self._work_confirmed
-                                                         or self._due_reached)
+            # A parked claim is the claim: it runs when work arrives or its wait (cut to the next
+            # due time) ends, so no other claim goes beside it.
+            may_claim = want > 0 and self._has_work and self.parked is None and (
+                not self._in_flight or self._work_confirmed or self._due_reached)
             if can_send and (self.ended or may_claim or (self._names_due and not self.closing)):
                 if may_claim:
                     self._due_reached = False
