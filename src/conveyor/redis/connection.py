@@ -29,6 +29,7 @@ from redis.backoff import NoBackoff
 from redis.retry import Retry as SyncRetry
 
 from conveyor.errors import ConfigurationError
+from conveyor.redis.packing import pack_in_c
 
 RedisClient = aioredis.Redis | RedisCluster
 SyncRedisClient = syncredis.Redis | synccluster.RedisCluster
@@ -99,14 +100,17 @@ def connect(url: str, *, socket_timeout: float | None = 10.0, **extra: Any) -> R
     if cluster:
         options.pop("health_check_interval", None)
         options.pop("pool_timeout", None)
-        return RedisCluster.from_url(clean, **options)
+        cluster_client = RedisCluster.from_url(clean, **options)
+        pack_in_c(cluster_client)
+        return cluster_client
     # A blocking pool: a burst of concurrent calls waits for a free connection instead of failing
     # with "Too many connections".
     pool = aioredis.BlockingConnectionPool.from_url(
         clean, max_connections=options.pop("max_connections", DEFAULT_MAX_CONNECTIONS),
         timeout=options.pop("pool_timeout", DEFAULT_POOL_TIMEOUT_S), **options,
     )
-    return aioredis.Redis.from_pool(pool)
+    pack_in_c(pool_client := aioredis.Redis.from_pool(pool))
+    return pool_client
 
 
 def connect_sync(url: str, *, socket_timeout: float | None = 10.0) -> SyncRedisClient:
@@ -223,6 +227,7 @@ def _connect_sentinel(url: str, options: dict[str, Any]) -> aioredis.Redis:
         target.service, connection_pool_class=BlockingSentinelConnectionPool,
         max_connections=max_connections, timeout=pool_timeout,
     )
+    pack_in_c(client)
     return client
 
 
