@@ -29,7 +29,7 @@ test: $(STAMP) $(CHROMIUM)
 	$(BIN)/python -m pytest -n $(PYTEST_WORKERS) -q
 
 lint: $(STAMP)
-	$(BIN)/ruff check src tests
+	$(BIN)/ruff check src tests bench
 	$(BIN)/mypy
 
 $(RUN_STAMP): $(BIN)/python pyproject.toml

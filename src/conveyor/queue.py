@@ -3,10 +3,10 @@
 from __future__ import annotations
 
 import time
-from collections.abc import AsyncIterator, Iterable, Mapping, Sequence
+from collections.abc import AsyncIterator, Callable, Iterable, Mapping, Sequence
 from dataclasses import dataclass, fields
 from datetime import datetime
-from typing import TYPE_CHECKING, Any
+from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from conveyor import codec
 from conveyor.backoff import Backoff, parse_backoff
@@ -73,7 +73,47 @@ def check_job_name(name: str) -> str:
     return name
 
 
-class Queue:
+ClientT = TypeVar("ClientT")
+
+
+class QueueHandle(Generic[ClientT]):
+    """What `Queue` and `conveyor.sync.SyncQueue` set up alike: the queue's keys, its client (one of its
+    own for a URL or None, else the shared one given) and the options every enqueue encodes with."""
+
+    def _set_up(
+        self,
+        keys: QueueKeys,
+        redis: str | ClientT | None,
+        connect: Callable[[str], ClientT],
+        defaults: JobOptions | None,
+        max_payload_bytes: int,
+        events_maxlen: int,
+        middleware: Sequence[Middleware],
+        durability: Durability | None,
+    ) -> str | None:
+        """Sets the shared attributes; returns the resolved URL of an own client (None: a shared one)."""
+        self.keys = keys
+        self.name = keys.queue
+        self.prefix = keys.prefix
+        url: str | None
+        if isinstance(redis, str) or redis is None:
+            url = resolve_redis_url(redis)
+            self.client: ClientT = connect(url)
+            self._owns_client = True
+        else:
+            url = None
+            self.client = redis
+            self._owns_client = False
+        self.defaults = defaults or JobOptions()
+        self.max_payload_bytes = max_payload_bytes
+        self.events_maxlen = events_maxlen
+        self.middleware = MiddlewareChain(middleware)
+        self.durability = durability
+        self._registered = False
+        return url
+
+
+class Queue(QueueHandle[RedisClient]):
     """A named queue in Redis. Cheap to create; share one client between many queues."""
 
     partitioned = False  # conveyor.partitions.PartitionedQueue: the jobs live in its partitions
@@ -94,24 +134,11 @@ class Queue:
         """`durability`: wait for replicas and/or the AOF fsync before an enqueue or a recorded
         outcome is acknowledged (docs/reliability.md, "Durable acknowledgement"). `partition_tag`:
         this handle is one partition of a partitioned queue (conveyor.partitions)."""
-        self.keys = QueueKeys(name, prefix, partition_tag)
-        self.name = name
-        self.prefix = prefix
-        if isinstance(redis, str) or redis is None:
-            self.redis_url: str | None = resolve_redis_url(redis)
-            self.client: RedisClient = connect(self.redis_url)
-            self._owns_client = True
-        else:
-            self.redis_url = None
-            self.client = redis
-            self._owns_client = False
-        self.defaults = defaults or JobOptions()
-        self.max_payload_bytes = max_payload_bytes
-        self.events_maxlen = events_maxlen
-        self.middleware = MiddlewareChain(middleware)
-        self.durability = durability
+        self.redis_url = self._set_up(
+            QueueKeys(name, prefix, partition_tag), redis, connect, defaults, max_payload_bytes, events_maxlen,
+            middleware, durability,
+        )
         self.scripts = QueueScripts(self.client, self.keys, events_maxlen, durability)
-        self._registered = False
         self._followed_at = -FOLLOW_REFRESH_S  # monotonic time this object last marked the queue followed
 
     def __repr__(self) -> str:

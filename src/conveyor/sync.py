@@ -13,15 +13,15 @@ from collections.abc import Iterable, Mapping, Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from conveyor.discovery import resolve_redis_url
 from conveyor.errors import InvalidOptionError
 from conveyor.job import JobRecord
-from conveyor.middleware import Middleware, MiddlewareChain
+from conveyor.middleware import Middleware
 from conveyor.options import JobOptions, JobSpec
 from conveyor.queue import (
     BULK_CHUNK,
     DEFAULT_EVENTS_MAXLEN,
     DEFAULT_MAX_PAYLOAD_BYTES,
+    QueueHandle,
     added_jobs,
     check_batch_duplicates,
     encode_spec,
@@ -44,7 +44,7 @@ class Enqueued:
     created: bool = True
 
 
-class SyncQueue:
+class SyncQueue(QueueHandle[SyncRedisClient]):
     """The enqueue side of a `Queue`, synchronous. Share one client between queues (`redis=client`)."""
 
     def __init__(
@@ -59,21 +59,10 @@ class SyncQueue:
         middleware: Sequence[Middleware] = (),
         durability: Durability | None = None,
     ) -> None:
-        self.keys = QueueKeys(name, prefix)
-        self.durability = durability
-        self.name = name
-        self.prefix = prefix
-        if isinstance(redis, str) or redis is None:
-            self.client: SyncRedisClient = connect_sync(resolve_redis_url(redis))
-            self._owns_client = True
-        else:
-            self.client = redis
-            self._owns_client = False
-        self.defaults = defaults or JobOptions()
-        self.max_payload_bytes = max_payload_bytes
-        self.events_maxlen = events_maxlen
-        self.middleware = MiddlewareChain(middleware)
-        self._registered = False
+        self._set_up(
+            QueueKeys(name, prefix), redis, connect_sync, defaults, max_payload_bytes, events_maxlen, middleware,
+            durability,
+        )
 
     def __repr__(self) -> str:
         return f"SyncQueue({self.name!r})"

@@ -54,7 +54,7 @@ while granted < want do
       local t = C[d .. '_t']
       if t then
         local slack = (d == 'req' and C.req_n) and 100 or nil  -- as the queue limits' CATCH_UP_MS
-        local nt, a = lgcra(tats[d], t, C[d .. '_cap'], units(d, ein, eout), now, slack)
+        local nt, a = gcra(tats[d], t, C[d .. '_cap'], units(d, ein, eout), now, slack)
         if a then at = a; break end
         new[d] = nt
       end

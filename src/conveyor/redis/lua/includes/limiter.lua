@@ -1,3 +1,5 @@
+--@include gcra
+
 -- Shared named limiters (docs/limits.md, "Named limiters"). One limiter = one hash tag
 -- {lim:<name>}, so it may live in another Cluster slot than the queues using it. Needs common.lua.
 -- KEYS of every limiter script: 1 cfg (hash, as declared), 2 st (hash, state), 3 exp (zset: hold or
@@ -11,27 +13,6 @@
 --     n_ok, n_429, n_timeout, n_err, n_expired, used_in, used_out.
 
 local DIMS = {'req', 'tin', 'tout', 'tok'}
-
-local function lfmt(x)
-  return string.format('%.3f', math.ceil(x * 1000) / 1000)
-end
-
-local function lgcra(tat, t, cap, c, now, slack)
-  slack = math.max(t, slack or 0)
-  if not tat or tat < now - slack then tat = now end
-  local need = c
-  if need > cap then need = cap end
-  local at = tat - (cap - need) * t
-  if at <= now then return tat + c * t, nil end
-  return nil, at
-end
-
-local function lload(key, names)
-  local v = redis.call('HMGET', key, unpack(names))
-  local t = {}
-  for i = 1, #names do t[names[i]] = tonumber(v[i]) end
-  return t
-end
 
 local CFG_FIELDS = {'req_t', 'req_cap', 'req_n', 'req_w', 'tin_t', 'tin_cap', 'tout_t', 'tout_cap', 'tok_t',
   'tok_cap', 'conc', 'a_min', 'a_max', 'a_inc', 'a_dec', 'a_win'}
@@ -103,7 +84,7 @@ end
 local function save_state(K, S)
   local args = {'held', num(S.held or 0)}
   for _, d in ipairs(DIMS) do
-    if S[d .. '_tat'] then args[#args + 1] = d .. '_tat'; args[#args + 1] = lfmt(S[d .. '_tat']) end
+    if S[d .. '_tat'] then args[#args + 1] = d .. '_tat'; args[#args + 1] = fmt(S[d .. '_tat']) end
   end
   for _, f in ipairs({'climit', 'succ', 'dec_at', 'blk'}) do
     if S[f] then args[#args + 1] = f; args[#args + 1] = tostring(S[f]) end
@@ -117,8 +98,8 @@ local function lkeys()
 end
 
 local function load_all(K)
-  local C = lload(K.cfg, CFG_FIELDS)
-  local S = lload(K.st, ST_FIELDS)
+  local C = load_fields(K.cfg, CFG_FIELDS)
+  local S = load_fields(K.st, ST_FIELDS)
   S.n_expired = tonumber(redis.call('HGET', K.st, 'n_expired'))
   return C, S
 end

@@ -1,4 +1,5 @@
 --@include capshare
+--@include gcra
 
 -- Limits, evaluated inside the claim: GCRA rate and cost limiters, concurrency caps, upstream
 -- backpressure blocks and fair (weighted) scheduling across groups. Needs common.lua (groups.lua)
@@ -8,41 +9,14 @@
 -- state rtat/ctat (limiter TATs, ms), blk (claiming blocked until, ms), vt (virtual time: the pass
 -- last served), upass (pass of the ungrouped jobs, which share the rotation as one group); cfg (JSON).
 
-local function load_fields(key, names)
-  local v = redis.call('HMGET', key, unpack(names))
-  local t = {}
-  for i = 1, #names do t[names[i]] = tonumber(v[i]) end
-  return t
-end
-
--- TATs are stored to the microsecond, rounded up so a stored limiter never opens early.
-local function fmt(x)
-  return string.format('%.3f', math.ceil(x * 1000) / 1000)
-end
-
--- GCRA: may `c` units start at `now`? A limiter lets `cap` units go at once, then one unit every `t`
--- ms; a job costing more than `cap` waits for a rested limiter and leaves it in debt.
--- Returns (new tat, nil) when allowed, else (nil, the ms time when it would be).
--- A claim that arrives at most `slack` ms late (default one interval) keeps the theoretical arrival
--- time, so the lateness of a claim is not lost for good (pacing reaches its limit); a later one (an
--- idle limiter) restarts from now, so idle time never becomes a burst. Rate limits held by a window
--- log use CATCH_UP_MS: the log still holds every window of per_s.
+-- Rate limits held by a window log give gcra (gcra.lua) a slack of CATCH_UP_MS: the log still holds
+-- every window of per_s.
 local CATCH_UP_MS = 100
 -- While jobs wait behind the queue's rate limiter (a claim was cut short by it and jobs stayed
 -- ready: field rwait), a late claim is the claimers' lateness (a busy machine), not idle time: up to
 -- STALL_CATCH_UP_MS of it (at most one window) is caught up. The window log still bounds every
 -- window of per_s, so the catch-up can never exceed limit + burst there.
 local STALL_CATCH_UP_MS = 1000
-
-local function gcra(tat, t, cap, c, now, slack)
-  slack = math.max(t, slack or 0)
-  if not tat or tat < now - slack then tat = now end
-  local need = c
-  if need > cap then need = cap end
-  local at = tat - (cap - need) * t
-  if at <= now then return tat + c * t, nil end
-  return nil, at
-end
 
 -- Sliding-window log of a rate limiter (fields rate_n = limit + burst, rate_w = window ms): the
 -- start times of the last rate_n jobs, newest first. A start is allowed only while fewer than rate_n
