@@ -43,3 +43,41 @@ async def test_an_unexpected_error_of_the_wait_does_not_strand_the_idle_queues(a
         await hub.close()
         await client.aclose()
         await admin.aclose()
+
+
+async def test_a_marker_calls_the_waiters_callback_once_before_its_task_resumes(redis_url: str) -> None:
+    """The worker's claim starts from `on_wake`, as the hub hands the marker over; a wait that timed
+    out or was given up calls nothing, and its marker goes back to the list for another process."""
+    client = connect(redis_url)
+    hub = WakeHub(client, block_s=0.5)
+    wake_key, interrupt_key = f"t:{uuid.uuid4().hex}:wake", f"t:{uuid.uuid4().hex}:hub"
+    calls: list[bool] = []
+    tasks: list[asyncio.Task[bool]] = []
+    try:
+        waiting = asyncio.create_task(hub.wait(wake_key, interrupt_key, None, lambda: calls.append(tasks[0].done())))
+        tasks.append(waiting)
+        await wait_for(lambda: hub.watched == 1 and hub.waits >= 1, timeout=60, what="the queue in the hub's wait")
+        await client.lpush(wake_key, "1")
+        assert await asyncio.wait_for(waiting, 60) is True
+        assert calls == [False], "called once, while the waiting task had not resumed yet"
+
+        assert await hub.wait(wake_key, interrupt_key, 0.2, lambda: calls.append(True)) is False
+        assert calls == [False], "a wait that timed out calls nothing"
+
+        given_up = asyncio.create_task(hub.wait(wake_key, interrupt_key, None, lambda: calls.append(True)))
+        tasks.append(given_up)
+        await wait_for(lambda: hub.watched == 1, timeout=60, what="the second wait in the hub")
+        given_up.cancel()
+        await asyncio.gather(given_up, return_exceptions=True)
+        assert hub.watched == 0
+        await client.lpush(wake_key, "1")
+        # The hub's wait in flight may pop the marker (and put it back) before it ends.
+        await wait_for(lambda: all(g.task is None for g in hub._groups.values()), timeout=60,
+                       what="the hub's waits over")
+        assert calls == [False], "a wait that was given up calls nothing"
+        assert await client.llen(wake_key) == 1, "its marker stays for another process"
+    finally:
+        for task in tasks:
+            task.cancel()
+        await hub.close()
+        await client.aclose()

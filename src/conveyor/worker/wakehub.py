@@ -19,12 +19,12 @@ probes of many idle queues cost a bounded number of calls per second.
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import secrets
 import time
 import zlib
 from collections import deque
+from collections.abc import Callable
 from dataclasses import dataclass, field
 
 from redis.asyncio.cluster import RedisCluster
@@ -72,7 +72,8 @@ class _Group:
     """The idle queues whose wake lists one BLPOP can cover (all of them, or one Cluster slot)."""
 
     interrupt_key: str
-    waiters: dict[str, deque[asyncio.Future[None]]] = field(default_factory=dict)
+    # per wake key, its waiters: the future the waiting task awaits, and what to call at once on a marker
+    waiters: dict[str, deque[tuple[asyncio.Future[None], Callable[[], None] | None]]] = field(default_factory=dict)
     timeouts: dict[str, float] = field(default_factory=dict)  # the shortest wait asked for, per key
     blocking: frozenset[str] = frozenset()  # wake keys of the BLPOP in flight
     interrupting: bool = False
@@ -98,10 +99,13 @@ class WakeHub:
 
     # ------------------------------------------------------------------ for workers
 
-    async def wait(self, wake_key: str, interrupt_key: str, timeout: float | None) -> bool:
+    async def wait(self, wake_key: str, interrupt_key: str, timeout: float | None,
+                   on_wake: Callable[[], None] | None = None) -> bool:
         """Until a marker for `wake_key` arrives (True) or `timeout` passed (False; None: no
-        timeout, so 1,000 idle queues set no timers). `interrupt_key` must share `wake_key`'s slot."""
-        future = self._watch(wake_key, interrupt_key, self.block_s if timeout is None else timeout)
+        timeout, so 1,000 idle queues set no timers). `interrupt_key` must share `wake_key`'s slot.
+        `on_wake` is called as the marker is handed over, before this wait's task resumes: a worker
+        starts its claim from there, a few event-loop turns earlier."""
+        future = self._watch(wake_key, interrupt_key, self.block_s if timeout is None else timeout, on_wake)
         try:
             async with asyncio.timeout(timeout):
                 await asyncio.shield(future)
@@ -125,7 +129,7 @@ class WakeHub:
             await asyncio.wait(tasks, timeout=5)
         for group in self._groups.values():
             for futures in group.waiters.values():
-                for f in futures:
+                for f, _ in futures:
                     f.cancel()
         self._groups.clear()
 
@@ -138,7 +142,8 @@ class WakeHub:
             return key_slot(key.encode())
         return zlib.crc32(key.encode()) % self.groups
 
-    def _watch(self, wake_key: str, interrupt_key: str, timeout: float) -> asyncio.Future[None]:
+    def _watch(self, wake_key: str, interrupt_key: str, timeout: float,
+               on_wake: Callable[[], None] | None) -> asyncio.Future[None]:
         future: asyncio.Future[None] = asyncio.get_running_loop().create_future()
         if self._closed:
             return future
@@ -146,7 +151,7 @@ class WakeHub:
         group = self._groups.get(slot)
         if group is None:
             group = self._groups[slot] = _Group(interrupt_key)
-        group.waiters.setdefault(wake_key, deque()).append(future)
+        group.waiters.setdefault(wake_key, deque()).append((future, on_wake))
         group.timeouts[wake_key] = min(timeout, group.timeouts.get(wake_key, timeout))
         if group.task is None:
             group.task = asyncio.get_running_loop().create_task(self._serve(group), name="conveyor-wake-hub")
@@ -163,8 +168,10 @@ class WakeHub:
         futures = group.waiters.get(wake_key)
         if futures is None:
             return
-        with contextlib.suppress(ValueError):
-            futures.remove(future)
+        for entry in futures:
+            if entry[0] is future:
+                futures.remove(entry)
+                break
         if not futures:
             del group.waiters[wake_key]
             group.timeouts.pop(wake_key, None)
@@ -219,12 +226,14 @@ class WakeHub:
             return
         futures = group.waiters.get(key)
         while futures:
-            future = futures.popleft()
+            future, on_wake = futures.popleft()
             if not futures:  # out of the next wait at once, or its next marker would come back here
                 del group.waiters[key]
                 group.timeouts.pop(key, None)
             if not future.done():
                 future.set_result(None)
+                if on_wake is not None:
+                    on_wake()
                 return
         # Nobody here waits for this queue any more: put the marker back for another process.
         self.returned += 1

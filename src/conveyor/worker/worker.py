@@ -496,11 +496,15 @@ class Worker:
                 continue
             # A shared pacer probes idle queues itself: the wait needs no timer of its own.
             timeout = None if self.pacer.limited else self.idle_block_s
-            woke = await self.wake_hub.wait(keys.wake, interrupt, timeout)
-            if not woke and self.pacer.limited:
+            # A marker starts the claim from the hub itself (_woken), as it is handed over.
+            if await self.wake_hub.wait(keys.wake, interrupt, timeout, self._woken) or self.pacer.limited:
                 continue
-            self.pump.idle.clear()
-            self.pump.wake()
+            self._woken()  # the wait's own timer ended: the safety-net probe
+
+    def _woken(self) -> None:
+        """Claim now: a marker came, or the safety net probes the idle queue."""
+        self.pump.idle.clear()
+        self.pump.wake()
 
     async def _sweeper(self) -> None:
         """Every `stalled_interval_s`, returns the jobs of dead workers to the queue. While this
