@@ -1,0 +1,112 @@
+"""Server time of the scripts on the pickup path, per call: what an idle worker's pickup costs inside
+Redis, next to the single commands a list-based queue sends (docs/benchmarks.md, "Where Conveyor is
+behind").
+
+    .venv/bin/python -m bench.script_costs [--calls 5000]
+
+On a private redis-server, INFO commandstats (reset before each figure) gives the microseconds per
+call of: `add-5` with one job of default options and with `result_ttl=0` (the form the peer harness
+sends); the claim trip of an idle worker (`finish-10`, no outcomes, one job leased, an idempotent trip
+with its record) and a trip recording one outcome and leasing the next; the same scripts' preambles
+alone (the included functions defined, then `return 1`); `return 1`; `LPUSH` and `RPOP` of a list.
+Raw figures go to bench/results/<UTC time>-script-costs/script_costs.json.
+"""
+
+from __future__ import annotations
+
+import argparse
+import asyncio
+import json
+import os
+import time
+import uuid
+from collections.abc import Awaitable, Callable
+from pathlib import Path
+from typing import Any
+
+from conveyor import Queue
+from conveyor.redis.connection import RedisClient
+from conveyor.redis.scripts import CLAIM_HEADER, core_script
+from conveyor.testing import RedisServer
+
+ROOT = Path(__file__).resolve().parent.parent
+RESULTS = ROOT / "bench" / "results"
+BODY_START = {"add": "local meta, ready", "finish": "local k = {meta"}
+
+
+async def per_call(client: RedisClient, command: str, calls: int, step: Callable[[int], Awaitable[Any]]) -> float:
+    """Server µs per call of `command` (commandstats) over `calls` runs of `step`."""
+    await client.config_resetstat()
+    for i in range(calls):
+        await step(i)
+    stats = (await client.info("commandstats"))[f"cmdstat_{command}"]
+    return round(stats["usec"] / stats["calls"], 2)
+
+
+async def measure(url: str, calls: int) -> dict[str, float]:
+    queue = Queue(f"costs-{uuid.uuid4().hex[:8]}", redis=url)
+    client = queue.client
+    scripts = queue.scripts
+    out: dict[str, float] = {}
+    out["add, one job, default options"] = await per_call(
+        client, "evalsha", calls, lambda i: queue.add("noop", {"i": i}))
+    out["add, one job, result_ttl=0"] = await per_call(
+        client, "evalsha", calls, lambda i: queue.add("noop", {"i": i}, result_ttl=0))
+    await queue.obliterate(force=True)
+
+    leased: list[tuple[str, str]] = []
+
+    async def claim_one(i: int, record: bool) -> None:
+        outcomes: list[Any] = []
+        if record and leased:
+            job_id, token = leased.pop()
+            outcomes = [job_id, token, "C", "null", 0, "", ""]
+        reply = await scripts.trip("bench-worker", 30_000, 1, trip_id=f"bench:{i}:{record}", record_ttl_ms=60_000,
+                                   outcomes=outcomes, count=len(outcomes) // 7)
+        first = CLAIM_HEADER + len(outcomes) // 7
+        if len(reply) > first:
+            leased.append((str(reply[first]), str(reply[first + 1])))
+
+    for record in (False, True):
+        for i in range(calls):  # the jobs to claim, enqueued before the clock
+            await queue.add("noop", {"i": i}, result_ttl=0)
+        name = "trip: record one outcome, lease one job" if record else "trip: lease one job (an idle worker's claim)"
+        out[name] = await per_call(client, "evalsha", calls, lambda i, r=record: claim_one(i, r))
+        await queue.obliterate(force=True)
+        leased.clear()
+
+    for script in ("add", "finish"):
+        preamble = core_script(script).source.split(BODY_START[script])[0] + "\nreturn 1"
+        sha = await client.script_load(preamble)
+        out[f"{script} preamble only (included functions defined, then return)"] = await per_call(
+            client, "evalsha", calls, lambda i, s=sha: client.evalsha(s, 0))
+    sha = await client.script_load("return 1")
+    out["return 1"] = await per_call(client, "evalsha", calls, lambda i: client.evalsha(sha, 0))
+    out["LPUSH"] = await per_call(client, "lpush", calls, lambda i: client.lpush("bench:list", "x" * 60))
+    out["RPOP"] = await per_call(client, "rpop", calls, lambda i: client.rpop("bench:list"))
+    await client.delete("bench:list")
+    await queue.close()
+    return out
+
+
+def main() -> None:
+    ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
+    ap.add_argument("--calls", type=int, default=5000)
+    a = ap.parse_args()
+    started = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    with RedisServer() as server:
+        load_before = os.getloadavg()[0]
+        figures = asyncio.run(measure(server.url, a.calls))
+        load_after = os.getloadavg()[0]
+    out = RESULTS / f"{started}-script-costs" / "script_costs.json"
+    out.parent.mkdir(parents=True, exist_ok=True)
+    out.write_text(json.dumps({"started_utc": started, "calls": a.calls, "loadavg": [load_before, load_after],
+                               "server_us_per_call": figures}, indent=2) + "\n")
+    print("| call | server µs per call |\n|---|---:|")
+    for name, value in figures.items():
+        print(f"| {name} | {value} |")
+    print(f"\nload average {load_before:.2f} -> {load_after:.2f}; raw results: {out.relative_to(ROOT)}")
+
+
+if __name__ == "__main__":
+    main()
