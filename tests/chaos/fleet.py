@@ -61,6 +61,10 @@ class WorkerFleet:
             "CONVEYOR_LEASE_MS": str(c.lease_ms), "CONVEYOR_SHUTDOWN_GRACE_S": "5",
             "CONVEYOR_SCHEDULER": "0", "CONVEYOR_STATS_INTERVAL_S": "0", "WORKER_HEALTH_PORT": "0",
             "CONVEYOR_LOG_FORMAT": "json", "CONVEYOR_RESTART_BACKOFF_MAX_S": "2",
+            # A job may be running at two of the scenario's kills or freezes; the default policy (one
+            # stall, then failed) would then fail it by design. The harness counts loss and double
+            # runs, so the policy is kept out of its way (the stall policy has tests of its own).
+            "CONVEYOR_MAX_STALLS": "20",
             concurrency_env_name(c.queue): str(c.concurrency), "PYTHONPATH": str(ROOT),
             "CHAOS_REPLICAS": str(c.replicas), "CHAOS_PARTITIONS": str(c.partitions),
         })
