@@ -10,14 +10,24 @@ sends); the claim trip of an idle worker (`finish-10`, no outcomes, one job leas
 with its record) and a trip recording one outcome and leasing the next; the same scripts' preambles
 alone (the included functions defined, then `return 1`); `return 1`; `LPUSH` and `RPOP` of a list.
 Raw figures go to bench/results/<UTC time>-script-costs/script_costs.json.
+
+    .venv/bin/python -m bench.script_costs --base <revision> [--rounds 5]
+
+compares the scripts of an earlier revision with this checkout's on the same server: the rounds
+alternate the two (odd rounds reversed), each loading its scripts under the same wrappers (the calls'
+keys and arguments are this checkout's, so only script changes that keep the call format compare).
 """
 
 from __future__ import annotations
 
 import argparse
 import asyncio
+import hashlib
 import json
 import os
+import statistics
+import subprocess
+import sys
 import time
 import uuid
 from collections.abc import Awaitable, Callable
@@ -25,9 +35,12 @@ from pathlib import Path
 from typing import Any
 
 from conveyor import Queue
+from conveyor.redis import scripts
 from conveyor.redis.connection import RedisClient
-from conveyor.redis.scripts import CLAIM_HEADER, core_script
+from conveyor.redis.scripts import CLAIM_HEADER, Script, core_script
 from conveyor.testing import RedisServer
+
+from .redis_cost import extract
 
 ROOT = Path(__file__).resolve().parent.parent
 RESULTS = ROOT / "bench" / "results"
@@ -89,22 +102,58 @@ async def measure(url: str, calls: int) -> dict[str, float]:
     return out
 
 
+def sources_of(rev: str) -> tuple[dict[str, Script], str]:
+    """The core scripts of revision `rev`, flattened by that revision's own loader."""
+    src, sha = extract(rev)
+    dump = "import json, conveyor.redis.scripts as s; print(json.dumps({n: x.source for n, x in s._S.items()}))"
+    out = subprocess.run([sys.executable, "-c", dump], env={**os.environ, "PYTHONPATH": str(src)},
+                         capture_output=True, text=True, check=True).stdout
+    this = scripts._S
+    loaded = {n: Script(this[n].name, text, hashlib.sha1(text.encode()).hexdigest(), this[n].num_keys)
+              for n, text in json.loads(out).items() if n in this}
+    return loaded, sha
+
+
 def main() -> None:
     ap = argparse.ArgumentParser(description=__doc__, formatter_class=argparse.RawDescriptionHelpFormatter)
     ap.add_argument("--calls", type=int, default=5000)
+    ap.add_argument("--base", help="an earlier revision whose scripts to compare with this checkout's")
+    ap.add_argument("--rounds", type=int, default=1)
     a = ap.parse_args()
     started = time.strftime("%Y%m%d-%H%M%S", time.gmtime())
+    variants = {"this": dict(scripts._S)}
+    base_sha = ""
+    if a.base:
+        base, base_sha = sources_of(a.base)
+        variants = {"base": {**scripts._S, **base}, **variants}
+    runs: dict[str, list[dict[str, float]]] = {label: [] for label in variants}
     with RedisServer() as server:
         load_before = os.getloadavg()[0]
-        figures = asyncio.run(measure(server.url, a.calls))
+        for r in range(a.rounds):
+            order = list(variants) if r % 2 == 0 else list(reversed(variants))
+            for label in order:
+                scripts._S.clear()
+                scripts._S.update(variants[label])
+                runs[label].append(asyncio.run(measure(server.url, a.calls)))
         load_after = os.getloadavg()[0]
+    scripts._S.clear()
+    scripts._S.update(variants["this"])
+    medians = {label: {k: round(statistics.median(r[k] for r in rs), 2) for k in rs[0]} for label, rs in runs.items()}
     out = RESULTS / f"{started}-script-costs" / "script_costs.json"
     out.parent.mkdir(parents=True, exist_ok=True)
-    out.write_text(json.dumps({"started_utc": started, "calls": a.calls, "loadavg": [load_before, load_after],
-                               "server_us_per_call": figures}, indent=2) + "\n")
-    print("| call | server µs per call |\n|---|---:|")
-    for name, value in figures.items():
-        print(f"| {name} | {value} |")
+    out.write_text(json.dumps({"started_utc": started, "calls": a.calls, "rounds": a.rounds, "base": base_sha,
+                               "loadavg": [load_before, load_after], "runs": runs,
+                               "server_us_per_call": medians["this"], "medians": medians}, indent=2) + "\n")
+    if a.base:
+        print(f"| call (medians of {a.rounds} rounds) | base {base_sha} µs | this µs | this / base |")
+        print("|---|---:|---:|---:|")
+        for name, value in medians["this"].items():
+            before = medians["base"][name]
+            print(f"| {name} | {before} | {value} | {value / before:.2f} |")
+    else:
+        print("| call | server µs per call |\n|---|---:|")
+        for name, value in medians["this"].items():
+            print(f"| {name} | {value} |")
     print(f"\nload average {load_before:.2f} -> {load_after:.2f}; raw results: {out.relative_to(ROOT)}")
 
 

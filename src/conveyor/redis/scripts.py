@@ -1,17 +1,16 @@
 """Lua loader and one typed wrapper per script; callers never build KEYS/ARGV by index.
 
-Each `lua/<name>-<nkeys>.lua` may pull shared helpers with `--@include <file>` (from `lua/includes/`),
-flattened here once at import. Calls go by EVALSHA and fall back to EVAL when the server lost its
-script cache (restart, failover), which also re-caches the script. Every Redis fault comes out as
-`ConnectionFailedError` (redis/faults.py); a script that refuses its arguments raises
-`ScriptInputError`. Nothing here resends a script: the callers that may (the worker's trips) are
-idempotent by design.
+Each `lua/<name>-<nkeys>.lua` may pull shared helpers with `--@include <file>` or `--@lazy <file>`
+(from `lua/includes/`), flattened here once at import (redis/lua_flatten.py). Calls go by EVALSHA and
+fall back to EVAL when the server lost its script cache (restart, failover), which also re-caches the
+script. Every Redis fault comes out as `ConnectionFailedError` (redis/faults.py); a script that
+refuses its arguments raises `ScriptInputError`. Nothing here resends a script: the callers that may
+(the worker's trips) are idempotent by design.
 """
 
 from __future__ import annotations
 
 import hashlib
-import re
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -25,24 +24,11 @@ from conveyor.redis.connection import RedisClient, SyncRedisClient
 from conveyor.redis.durability import Durability, durable_eval, durable_eval_sync
 from conveyor.redis.faults import faults_as_connection_failed
 from conveyor.redis.keys import QueueKeys
+from conveyor.redis.lua_flatten import flatten
 
 LUA_DIR = Path(__file__).with_name("lua")
-_INCLUDE = re.compile(r"^--@include\s+(\S+)\s*$", re.MULTILINE)
 # Jobs deleted per obliterate call (one bounded script run each).
 OBLITERATE_BATCH = 500
-
-
-def _flatten(source: str) -> str:
-    seen: set[str] = set()
-
-    def expand(match: re.Match[str]) -> str:
-        name = match.group(1)
-        if name in seen:
-            return ""
-        seen.add(name)
-        return _INCLUDE.sub(expand, (LUA_DIR / "includes" / f"{name}.lua").read_text())
-
-    return _INCLUDE.sub(expand, source)
 
 
 @dataclass(frozen=True, slots=True)
@@ -55,7 +41,7 @@ class Script:
     @classmethod
     def load(cls, filename: str, directory: Path = LUA_DIR) -> Script:
         """A script file of `directory` (core scripts by default), with core includes flattened."""
-        source = _flatten((directory / filename).read_text())
+        source = flatten((directory / filename).read_text(), LUA_DIR / "includes")
         num_keys = int(filename.rsplit("-", 1)[1].removesuffix(".lua"))
         return cls(filename.removesuffix(".lua"), source, hashlib.sha1(source.encode()).hexdigest(), num_keys)
 

@@ -36,7 +36,7 @@ Events: completed, retrying, failed, cancelled, held, waiting-children, active
 --@include claim
 --@include retention
 --@include trip
---@include flow
+--@lazy flow
 
 local k = {meta = KEYS[1], ready = KEYS[2], delayed = KEYS[3], active = KEYS[4], completed = KEYS[5],
            failed = KEYS[6], cancelled = KEYS[7], events = KEYS[8], wake = KEYS[9]}
@@ -50,13 +50,13 @@ if not (lease_ms and want and ttl and nack and nnames and count) or prefix == ''
 end
 local W = 7
 local first = 10 + nack + nnames
-local RANGES = {C = {-1, MAX_MS}, R = {0, MAX_MS}, F = {-1, MAX_MS}, X = {-1, MAX_MS}, B = {0, MAX_MS},
-                T = {0, MAX_MS}, H = {0, MAX_MS}, W = {0, MAX_MS}}
+-- The least `number` of each outcome kind (at most MAX_MS for every kind).
+local LEAST = {C = -1, R = 0, F = -1, X = -1, B = 0, T = 0, H = 0, W = 0}
 for i = 0, count - 1 do
   local b = first + i * W
-  local range = RANGES[ARGV[b + 2]]
+  local least = LEAST[ARGV[b + 2]]
   local cost = ARGV[b + 6]
-  if ARGV[b] == '' or ARGV[b + 1] == '' or not range or not int_in(ARGV[b + 4], range[1], range[2])
+  if ARGV[b] == '' or ARGV[b + 1] == '' or not least or not int_in(ARGV[b + 4], least, MAX_MS)
       or (cost ~= '' and not int_in(cost, 0, 1e12)) then
     return {-6, i + 1, 'outcome ' .. (i + 1) .. ' of job ' .. ARGV[b]}
   end

@@ -15,8 +15,9 @@ local function promote_due(meta, ready, delayed, prefix, now, limit)
   return #due
 end
 
-local function next_due_in(delayed, now)
-  local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
+-- `first`: the head of `delayed` (ZRANGE 0 0 WITHSCORES) when the caller read it already.
+local function next_due_in(delayed, now, first)
+  first = first or redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
   if first[2] == nil then return -1 end
   local d = tonumber(first[2]) - now
   if d < 0 then d = 0 end
@@ -89,12 +90,20 @@ local function unhold(k, prefix, names, limit)
   return moved
 end
 
---@include limits
+--@lazy limits
 
 local function claim(k, prefix, worker, lease_ms, want, now, maxlen, names)
   local out = {0, 0}
-  promote_due(k.meta, k.ready, k.delayed, prefix, now, 1000)
-  local m = redis.call('HMGET', k.meta, 'paused', 'lim', 'hwait', 'hver')
+  -- The head of `delayed` tells both whether a promotion is due and, when none is, how long until the
+  -- next one: one call on the common path (nothing delayed, or nothing due yet).
+  local head = redis.call('ZRANGE', k.delayed, 0, 0, 'WITHSCORES')
+  if head[2] and tonumber(head[2]) <= now then
+    promote_due(k.meta, k.ready, k.delayed, prefix, now, 1000)
+    head = nil
+  end
+  local m = redis.call('HMGET', k.meta, 'paused', 'lim', 'hwait', 'hver', 'events', 'token')
+  EVENTS_MODE = m[5] or ''
+  COUNTERS[k.meta .. ' token'] = tonumber(m[6]) or 0
   if (tonumber(m[3]) or 0) > 0 then
     if #names > 0 and unhold(k, prefix, names, 1000) > 0 then
       wake(k.wake)
@@ -103,22 +112,23 @@ local function claim(k, prefix, worker, lease_ms, want, now, maxlen, names)
     if (tonumber(m[3]) or 0) > 0 then out[2] = tonumber(m[4]) or 0 end
   end
   if m[1] == '1' then
-    out[1] = next_due_in(k.delayed, now)
+    out[1] = next_due_in(k.delayed, now, head)
     return out
   end
   if m[2] then
     return claim_limited(k, prefix, worker, lease_ms, want, now, maxlen, out)
   end
   if want <= 0 then
-    out[1] = next_due_in(k.delayed, now)
+    out[1] = next_due_in(k.delayed, now, head)
     return out
   end
   local popped = redis.call('ZPOPMIN', k.ready, want)
   local n = lease(k, prefix, worker, lease_ms, now, maxlen, popped, 1, 2, nil, out)
-  -- Chain the wake-up: more work is ready, so let another idle worker have it.
-  if n > 0 and redis.call('ZCARD', k.ready) > 0 then wake(k.wake) end
+  -- Chain the wake-up: more work is ready, so let another idle worker have it (a pop short of `want`
+  -- emptied `ready`).
+  if n > 0 and #popped == want * 2 and redis.call('ZCARD', k.ready) > 0 then wake(k.wake) end
   if n < want then
-    out[1] = next_due_in(k.delayed, now)
+    out[1] = next_due_in(k.delayed, now, head)
   end
   return out
 end

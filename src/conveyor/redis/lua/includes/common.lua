@@ -1,7 +1,15 @@
 -- Shared helpers, flattened into every script by the loader (conveyor/redis/scripts.py).
 
+-- Redis time, read once per script run: the timestamps and counter floors of one run agree, and a
+-- run pays one TIME call however many of them it takes.
+local RUN_TIME = nil
+local function redis_time()
+  if not RUN_TIME then RUN_TIME = redis.call('TIME') end
+  return RUN_TIME
+end
+
 local function now_ms()
-  local t = redis.call('TIME')
+  local t = redis_time()
   return tonumber(t[1]) * 1000 + math.floor(tonumber(t[2]) / 1000)
 end
 
@@ -29,13 +37,19 @@ local MAX_COUNT = 9007199254740991
 -- The counter never goes below Redis time in microseconds, so numbers handed out before a deleted
 -- meta hash (obliterate) or before a failover to a replica that had not seen them are never handed
 -- out again, as long as the servers' clocks are sane; it stays below 2^53 until the year 2255.
+-- COUNTERS holds the counter values this run already read (a caller reading meta anyway may put one
+-- there, keyed '<meta key> <field>') or wrote, which saves the HGET.
+local COUNTERS = {}
 local function reserve(meta, field, n)
-  local last = tonumber(redis.call('HGET', meta, field)) or 0
-  local t = redis.call('TIME')
+  local known = meta .. ' ' .. field
+  local last = COUNTERS[known]
+  if last == nil then last = tonumber(redis.call('HGET', meta, field)) or 0 end
+  local t = redis_time()
   local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
   if last < floor then last = floor end
   last = last + n
   redis.call('HSET', meta, field, num(last))
+  COUNTERS[known] = last
   return last
 end
 
@@ -92,7 +106,7 @@ local function wake(wake_key)
   end
 end
 
---@include groups
+--@lazy groups
 
 -- Grouped jobs go to their group's ready set (see groups.lua), the others to `ready`.
 local function push_ready(meta, ready, jk, id)

@@ -10,13 +10,16 @@
 
 local HOT_EVENTS = {added = true, active = true, completed = true, progress = true, log = true}
 local EVENTS_ON = nil
+-- The meta field as a caller already read it ('' when unset), which saves the HGET below.
+local EVENTS_MODE = nil
 
 -- The keys are derived from the events key ('<p>events'), so the callers keep their key lists.
 local function event_wanted(events, kind)
   if not HOT_EVENTS[kind] then return true end
   if EVENTS_ON == nil then
     local p = string.sub(events, 1, -7)
-    local mode = redis.call('HGET', p .. 'meta', 'events')
+    local mode = EVENTS_MODE
+    if mode == nil then mode = redis.call('HGET', p .. 'meta', 'events') end
     if mode == 'none' then
       EVENTS_ON = false
     elseif mode == 'followed' then
