@@ -82,6 +82,10 @@ end
 
 local now = now_ms()
 local created = num(now)
+-- The id counter and the events mode in one read (reserve and emit would each read one).
+local m = redis.call('HMGET', meta, 'id', 'events')
+COUNTERS[meta .. ' id'] = tonumber(m[1]) or 0
+EVENTS_MODE = m[2] or ''
 local out = {}
 local woke = false
 local plain_scores, plain_prios = {}, {}
