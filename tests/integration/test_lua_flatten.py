@@ -10,7 +10,7 @@ import pytest
 
 from conveyor.redis.connection import RedisClient
 from conveyor.redis.lua_flatten import flatten
-from conveyor.redis.scripts import LUA_DIR, all_script_files, core_script
+from conveyor.redis.scripts import LUA_DIR, Script, all_script_files, core_script
 
 HELPER = """-- doubles and triples; `twice` is used outside, `helper_only` only here
 local FACTOR = 3
@@ -63,11 +63,21 @@ async def test_stubs_load_the_section_once_per_run_and_give_the_real_results(
 
 
 async def test_every_script_compiles_on_redis(plain_client: RedisClient) -> None:
-    """A lazy section may push a script past Lua's limits (locals, upvalues): every script is loaded."""
-    for filename in all_script_files():
-        name = filename.removesuffix(".lua").rsplit("-", 1)[0]
-        assert await plain_client.script_load(core_script(name).source) == core_script(name).sha, filename
-    assert (LUA_DIR / "includes" / "limits.lua").exists()
+    """A lazy section may push a script past Lua's limits (locals, upvalues): every script of every
+    loader (core, flows, limiters, costs, schedules, alerts) is loaded into Redis."""
+    from conveyor.alerts import store
+    from conveyor.costs import ledger
+    from conveyor.limits import shared
+    from conveyor.redis import flow_scripts
+    from conveyor.schedules import scripts as schedule_scripts
+
+    loaded = [core_script(f.removesuffix(".lua").rsplit("-", 1)[0]) for f in all_script_files()]
+    for registry in (shared._S, ledger._S, schedule_scripts._S, store._S):
+        loaded += list(registry.values())
+    loaded += [v for v in vars(flow_scripts).values() if isinstance(v, Script)]
+    assert len(loaded) > len(all_script_files())
+    for script in loaded:
+        assert await plain_client.script_load(script.source) == script.sha, script.name
 
 
 async def test_one_time_reading_per_run(plain_client: RedisClient) -> None:
