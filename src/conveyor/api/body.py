@@ -1,4 +1,9 @@
-"""Request bodies: a size limit enforced before reading (Content-Length) and while streaming."""
+"""Request bodies: a size limit enforced before reading (Content-Length) and while streaming.
+
+The middleware counts the bytes of every body it passes on, so the limit holds for every route, also
+those whose body FastAPI reads and parses itself (before any key check) and for bodies streamed
+without a Content-Length.
+"""
 
 from __future__ import annotations
 
@@ -6,7 +11,8 @@ from typing import Any
 
 import orjson
 from fastapi import Request
-from starlette.types import ASGIApp, Receive, Scope, Send
+from starlette.exceptions import HTTPException
+from starlette.types import ASGIApp, Message, Receive, Scope, Send
 
 from conveyor.api.errors import ApiError, error_response
 
@@ -15,8 +21,17 @@ def _too_large(limit: int) -> ApiError:
     return ApiError(413, f"request body is over the limit of {limit} bytes")
 
 
+class BodyTooLarge(HTTPException):
+    """Raised while a body is received, at the first byte past the limit. An HTTPException, so
+    FastAPI's own body reading passes it on and the API's error handler answers 413."""
+
+    def __init__(self, limit: int) -> None:
+        super().__init__(413, _too_large(limit).message)
+
+
 class ContentLengthLimit:
-    """Refuses a declared Content-Length over the limit before any route (or auth) runs."""
+    """Refuses a declared Content-Length over the limit before any route (or auth) runs, and stops
+    reading a body (streamed or mislabelled) at the first byte over the limit."""
 
     def __init__(self, app: ASGIApp, limit: int) -> None:
         self.app = app
@@ -34,7 +49,23 @@ class ContentLengthLimit:
                         err = _too_large(self.limit)
                         await error_response(413, err.message)(scope, receive, send)
                         return
+            receive = _counting(receive, self.limit)
         await self.app(scope, receive, send)
+
+
+def _counting(receive: Receive, limit: int) -> Receive:
+    received = 0
+
+    async def counted() -> Message:
+        nonlocal received
+        message = await receive()
+        if message["type"] == "http.request":
+            received += len(message.get("body", b""))
+            if received > limit:
+                raise BodyTooLarge(limit)
+        return message
+
+    return counted
 
 
 async def read_json(request: Request, limit: int) -> Any:
