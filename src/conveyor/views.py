@@ -25,6 +25,7 @@ from conveyor.redis.keys import QueueKeys, WorkerRegistryKeys, registry_key, val
 
 THROUGHPUT_WINDOW_S = 60
 TRACE_FIELDS = frozenset({"stack", "traceback"})
+DATA_EVENT_FIELDS = frozenset({"line", "chunk"})  # event fields that are job data: log lines, streamed output
 # Priority bands whose heads are read to find the oldest waiting job (bounded work per queue).
 MAX_BANDS_SCANNED = 16
 MAX_GROUPS_SCANNED = 100
@@ -100,7 +101,7 @@ def event_view(event: Event, *, show_data: bool) -> dict[str, Any]:
                 out[key] = codec.loads(value)
             except ValueError:
                 out[key] = value
-        elif key in ("line", "chunk") and not show_data:  # log lines and streamed output are job data
+        elif key in DATA_EVENT_FIELDS and not show_data:
             out[key] = None
         else:
             out[key] = value
@@ -232,6 +233,6 @@ def _parse_record(value: Any) -> dict[str, Any] | None:
 
 
 __all__ = [
-    "due_times", "event_view", "job_view", "jobs_view", "list_workers", "oldest_waiting_age_ms", "queue_names",
-    "queue_view", "throughput",
+    "DATA_EVENT_FIELDS", "due_times", "event_view", "job_view", "jobs_view", "list_workers", "oldest_waiting_age_ms",
+    "queue_names", "queue_view", "throughput",
 ]

@@ -13,6 +13,7 @@ from conveyor.events import Event
 from conveyor.job import JobRecord
 from conveyor.partitions import part_holding
 from conveyor.queue import Queue
+from conveyor.views import DATA_EVENT_FIELDS
 
 SCAN_CHUNK = 1000
 SCAN_MAX = 20_000
@@ -74,7 +75,7 @@ def build_timeline(record: JobRecord, events: list[Event], truncated: bool, *, s
     for event in events:
         f = event.fields
         timeline.events.append({"type": event.type, "at_ms": event.timestamp_ms,
-                                **{k: v for k, v in f.items() if show_data or k != "line"}})
+                                **{k: v for k, v in f.items() if show_data or k not in DATA_EVENT_FIELDS}})
         if event.type == "active":
             current = Attempt(_int(f.get("att")), event.timestamp_ms, worker=f.get("worker"))
             timeline.attempts.append(current)
