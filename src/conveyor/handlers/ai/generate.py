@@ -22,7 +22,7 @@ from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_valida
 from conveyor.errors import ConfigurationError, RateLimited, Retry, Unrecoverable
 from conveyor.handlers.ai.circuit import CircuitBreaker
 from conveyor.handlers.ai.dedupe import Dedupe, fingerprint
-from conveyor.handlers.ai.providers import Provider, ProviderChain
+from conveyor.handlers.ai.providers import MAX_SELECTED, Provider, ProviderChain
 from conveyor.handlers.ai.streaming import STREAMED, complete
 from conveyor.handlers.http import parse_retry_after
 from conveyor.worker.context import JobContext
@@ -51,7 +51,7 @@ class GenerateRequest(BaseModel):
     strict: bool = False
     temperature: float | None = Field(default=None, ge=0, le=2)
     max_tokens: int | None = Field(default=None, ge=1, le=1_000_000)
-    providers: list[str] | None = None
+    providers: list[str] | None = Field(default=None, max_length=MAX_SELECTED)
     dedupe: bool = Field(
         default=True, description="Share the provider call with identical requests in flight (dedupe.py)."
     )

@@ -14,6 +14,7 @@ from openai import AsyncOpenAI
 from conveyor.errors import ConfigurationError
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
+MAX_SELECTED = 64  # names a job may list in `providers`
 _KEYS = {"name", "base_url", "model", "api_key_env", "api_key", "timeout_s", "stream"}
 DEFAULT_TIMEOUT_S = 60.0
 
@@ -103,8 +104,10 @@ class ProviderChain:
         known = {p.name: p for p in self.providers}
         unknown = [n for n in names if n not in known]
         if unknown:
-            raise ConfigurationError(f"unknown AI providers {unknown}; configured: {sorted(known)}")
-        return [known[n] for n in names]
+            raise ConfigurationError(f"unknown AI providers {unknown[:10]}; configured: {sorted(known)}")
+        # A subset of the chain, in the job's order: a name given twice is tried once (one job never
+        # buys more calls to a provider by repeating its name).
+        return [known[n] for n in dict.fromkeys(names)]
 
     def client(self, provider: Provider) -> AsyncOpenAI:
         client = self._clients.get(provider.name)

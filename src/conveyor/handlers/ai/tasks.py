@@ -9,6 +9,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.errors import Retry
 from conveyor.handlers.ai.generate import GenerateRequest, Generator, Usage
+from conveyor.handlers.ai.providers import MAX_SELECTED
 from conveyor.worker.context import JobContext
 
 _TEXT = 200_000
@@ -16,7 +17,7 @@ _TEXT = 200_000
 
 class _In(BaseModel):
     model_config = ConfigDict(extra="forbid")
-    providers: list[str] | None = None
+    providers: list[str] | None = Field(default=None, max_length=MAX_SELECTED)
     language: str | None = Field(default=None, max_length=50)
 
     def lang(self) -> str:
