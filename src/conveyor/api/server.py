@@ -33,6 +33,8 @@ from conveyor.settings import Settings
 
 logger = logging.getLogger(__name__)
 APP_ENV = "CONVEYOR_API_APP"  # module:attribute of the Conveyor app, for worker processes
+MAX_HEAD_BYTES = 64 * 1024  # a request's target and headers, with either protocol
+_HEAD_TOO_LARGE = b"request line and headers are over the size limit"
 
 
 class _Deadline:
@@ -66,19 +68,54 @@ def _timeouts(config: uvicorn.Config) -> tuple[float, float]:
     return state if state is not None else (10.0, 30.0)
 
 
+class _HeadTooLarge(Exception):
+    """Raised from a parser callback to stop parsing a request whose head is over MAX_HEAD_BYTES."""
+
+
 def _guarded(base: type[Any]) -> type[Any]:
-    """`base` (uvicorn's httptools protocol) with header and body deadlines."""
+    """`base` (uvicorn's httptools protocol) with header and body deadlines, and a bound on the size
+    of a request's target and headers (httptools has none; h11's is set in `config_options`)."""
 
     class Guarded(base):  # type: ignore[misc]
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
             self._deadline = _Deadline()
             self._deadline.arm(self.loop, _timeouts(self.config)[0], "headers", transport)
+            self._head_bytes = 0
+            self._refused = False
+
+        def data_received(self, data: bytes) -> None:
+            if not self._refused:
+                super().data_received(data)
 
         def on_message_begin(self) -> None:
             super().on_message_begin()
+            self._head_bytes = 0
             if self._deadline.handle is None:
                 self._deadline.arm(self.loop, _timeouts(self.config)[0], "headers", self.transport)
+
+        def on_url(self, url: bytes) -> None:
+            self._count_head(len(url))
+            super().on_url(url)
+
+        def on_header(self, name: bytes, value: bytes) -> None:
+            self._count_head(len(name) + len(value))
+            super().on_header(name, value)
+
+        def _count_head(self, size: int) -> None:
+            self._head_bytes += size
+            if self._head_bytes > MAX_HEAD_BYTES and not self._refused:
+                self._refused = True  # nothing more is parsed on this connection
+                self.transport.write(
+                    b"HTTP/1.1 431 Request Header Fields Too Large\r\ncontent-type: text/plain; charset=utf-8\r\n"
+                    b"content-length: %d\r\nconnection: close\r\n\r\n%s" % (len(_HEAD_TOO_LARGE), _HEAD_TOO_LARGE)
+                )
+                self.transport.close()
+                raise _HeadTooLarge  # the parser stops; uvicorn's 400 for it is not sent (below)
+
+        def send_400_response(self, msg: str) -> None:
+            if not self._refused:
+                super().send_400_response(msg)
 
         def on_headers_complete(self) -> None:
             super().on_headers_complete()
@@ -140,6 +177,7 @@ def config_options(settings: Settings) -> dict[str, Any]:
         "port": settings.api_port,
         "http": protocol_class(),
         "limit_concurrency": settings.api_max_connections or None,
+        "h11_max_incomplete_event_size": MAX_HEAD_BYTES,
         "timeout_keep_alive": max(1, round(settings.api_keepalive_s)),
         "log_config": None,
         "access_log": False,
