@@ -122,6 +122,9 @@ async def test_cancel_promote_remove_and_purge(redis_url: str, prefix: str, clie
         ["waiting", "delayed", "active", "completed", "failed", "cancelled", "waiting-children"], 0)
     assert "queue 'nope' not found" in await error("jobs", "nope", url=redis_url, prefix=prefix)
     assert "unknown state 'done'" in await error("jobs", "media", "--state", "done", url=redis_url, prefix=prefix)
+    far = await asyncio.to_thread(conveyor, "jobs", "media", "--cursor", str(10**23), "--prefix", prefix,
+                                  redis_url=redis_url)
+    assert far.returncode == 2 and "--cursor" in far.stderr and "Redis" not in far.stderr, far.stderr
 
 
 async def test_pause_resume_and_queues_with_oldest_waiting(redis_url: str, prefix: str, client: RedisClient) -> None:
