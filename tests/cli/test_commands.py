@@ -236,3 +236,17 @@ def test_env_and_version(redis_url: str) -> None:
 def test_unreachable_server_is_one_line() -> None:
     line = error_line("status", redis_url="redis://127.0.0.1:1/0")
     assert line.startswith("error: Redis at redis://127.0.0.1:1/0 is unreachable: ")
+    for args in (["keys", "list"], ["keys", "revoke", "abc"], ["schedules", "list"]):
+        assert "127.0.0.1:1" in error_line(*args, redis_url="redis://127.0.0.1:1/0")
+
+
+@pytest.mark.parametrize(
+    "args", [["status"], ["jobs", "q"], ["keys", "list"], ["keys", "create", "k", "-s", "read"], ["schedules", "list"],
+             ["scheduler", "conveyor.examples:app"], ["worker", "conveyor.examples:app"]],
+)
+def test_bad_urls_and_settings_are_one_line(args: list[str]) -> None:
+    bad_port = error_line(*args, redis_url="redis://:secret@127.0.0.1:99999/0")
+    assert "invalid Redis URL redis://:***@127.0.0.1:99999/0" in bad_port and "secret" not in bad_port
+    assert "invalid Redis URL" in error_line(*args, redis_url="redis://[::1/0")
+    unknown = error_line(*args, redis_url="redis://127.0.0.1:1/0", CONVEYOR_TYPO="1")
+    assert "unknown settings in the environment: ['CONVEYOR_TYPO']" in unknown
