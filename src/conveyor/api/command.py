@@ -75,7 +75,9 @@ def serve_api(conveyor_app: Conveyor, settings: Settings) -> None:
     from conveyor.api.app import create_app
     from conveyor.api.server import make_config
 
-    server = uvicorn.Server(make_config(create_app(conveyor_app, settings), settings))
+    api = create_app(conveyor_app, settings)
+    api.state.conveyor_api.drain_on_exit_signals = True
+    server = uvicorn.Server(make_config(api, settings))
     where = f"http://{settings.api_host}:{settings.api_port}"
     logger.info("conveyor api listening on %s (Redis %s)", where, redact(conveyor_app.redis_url))
     _run(server.serve())
