@@ -242,7 +242,8 @@ def test_unreachable_server_is_one_line() -> None:
 
 @pytest.mark.parametrize(
     "args", [["status"], ["jobs", "q"], ["keys", "list"], ["keys", "create", "k", "-s", "read"], ["schedules", "list"],
-             ["scheduler", "conveyor.examples:app"], ["worker", "conveyor.examples:app"]],
+             ["scheduler", "conveyor.examples:app"], ["worker", "conveyor.examples:app"],
+             ["api", "conveyor.examples:app", "--port", "0"]],
 )
 def test_bad_urls_and_settings_are_one_line(args: list[str]) -> None:
     bad_port = error_line(*args, redis_url="redis://:secret@127.0.0.1:99999/0")

@@ -17,7 +17,7 @@ from conveyor.api.keys import KeyStore
 from conveyor.app import Conveyor
 from conveyor.discovery import resolve_redis_url
 from conveyor.errors import ConfigurationError, ConnectionFailedError
-from conveyor.redis.connection import connect, redact
+from conveyor.redis.connection import check_url, connect, redact
 from conveyor.service.command import load_app
 from conveyor.settings import Settings
 
@@ -56,6 +56,7 @@ def api_command(configure_logging: Callable[[str, str], None]) -> Callable[..., 
             )
             configure_logging(settings.log_level, settings.log_format)
             conveyor_app = load_app(app)
+            check_url(settings.redis_url or conveyor_app.redis_url)  # else every request would be a 500
             if settings.api_workers > 1:
                 serve_api_workers(app, conveyor_app, settings)
             else:

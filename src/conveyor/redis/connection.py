@@ -117,6 +117,12 @@ def connect(url: str, *, socket_timeout: float | None = 10.0, **extra: Any) -> R
     return pool_client
 
 
+def check_url(url: str) -> None:
+    """Raise ConfigurationError for a URL no client can be made from (nothing connects): a process
+    that would only meet Redis on its first request (the API) says so at start instead."""
+    connect(url)  # builds the client only: every kind (a Cluster's too) connects on its first command
+
+
 @contextmanager
 def _url_errors(url: str) -> Iterator[None]:
     """A URL the parsers refuse (a port out of range or not a number, a bad IPv6 host, a query
