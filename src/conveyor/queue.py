@@ -40,6 +40,7 @@ if TYPE_CHECKING:
 DEFAULT_MAX_PAYLOAD_BYTES = 512 * 1024
 DEFAULT_EVENTS_MAXLEN = 100_000
 BULK_CHUNK = 1000
+MAX_LIST_CURSOR = 10**9  # list_jobs offsets, as GET /api/queues/{q}/jobs states
 # 128 MiB of completed records per queue: about 20,000 LLM-sized ones (2 KB payload, 4 KB result).
 DEFAULT_COMPLETED_MAX_BYTES = 128 * 1024 * 1024
 _NAME_MAX = 200
@@ -331,8 +332,8 @@ class Queue(QueueHandle[RedisClient]):
         state = JobState(state)
         if not 1 <= limit <= 1000:
             raise InvalidOptionError("limit must be in [1, 1000]")
-        if cursor < 0:
-            raise InvalidOptionError("cursor must be >= 0")
+        if not 0 <= cursor <= MAX_LIST_CURSOR:
+            raise InvalidOptionError(f"cursor must be in [0, {MAX_LIST_CURSOR}]")
         key = self.keys.state_set(state.value)
         stop = cursor + limit - 1
         if state in (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED):

@@ -122,6 +122,9 @@ async def test_cancel_promote_remove_and_purge(redis_url: str, prefix: str, clie
         ["waiting", "delayed", "active", "completed", "failed", "cancelled", "waiting-children"], 0)
     assert "queue 'nope' not found" in await error("jobs", "nope", url=redis_url, prefix=prefix)
     assert "unknown state 'done'" in await error("jobs", "media", "--state", "done", url=redis_url, prefix=prefix)
+    far = await asyncio.to_thread(conveyor, "jobs", "media", "--cursor", str(10**23), "--prefix", prefix,
+                                  redis_url=redis_url)
+    assert far.returncode == 2 and "--cursor" in far.stderr and "Redis" not in far.stderr, far.stderr
 
 
 async def test_pause_resume_and_queues_with_oldest_waiting(redis_url: str, prefix: str, client: RedisClient) -> None:
@@ -233,3 +236,18 @@ def test_env_and_version(redis_url: str) -> None:
 def test_unreachable_server_is_one_line() -> None:
     line = error_line("status", redis_url="redis://127.0.0.1:1/0")
     assert line.startswith("error: Redis at redis://127.0.0.1:1/0 is unreachable: ")
+    for args in (["keys", "list"], ["keys", "revoke", "abc"], ["schedules", "list"]):
+        assert "127.0.0.1:1" in error_line(*args, redis_url="redis://127.0.0.1:1/0")
+
+
+@pytest.mark.parametrize(
+    "args", [["status"], ["jobs", "q"], ["keys", "list"], ["keys", "create", "k", "-s", "read"], ["schedules", "list"],
+             ["scheduler", "conveyor.examples:app"], ["worker", "conveyor.examples:app"],
+             ["api", "conveyor.examples:app", "--port", "0"]],
+)
+def test_bad_urls_and_settings_are_one_line(args: list[str]) -> None:
+    bad_port = error_line(*args, redis_url="redis://:secret@127.0.0.1:99999/0")
+    assert "invalid Redis URL redis://:***@127.0.0.1:99999/0" in bad_port and "secret" not in bad_port
+    assert "invalid Redis URL" in error_line(*args, redis_url="redis://[::1/0")
+    unknown = error_line(*args, redis_url="redis://127.0.0.1:1/0", CONVEYOR_TYPO="1")
+    assert "unknown settings in the environment: ['CONVEYOR_TYPO']" in unknown

@@ -262,6 +262,36 @@ def test_up_restarts_an_embedded_server_that_dies(workdir: Path) -> None:
 
 
 
+def test_up_restarts_an_embedded_server_that_dies_while_the_children_start(workdir: Path) -> None:
+    """The server is watched from the moment the children start, not only once they answer: killed
+    before they are ready, it is started again and they become ready on it."""
+    api_port, health_port = free_port(), free_port()
+    up = Up(workdir, api_port, health_port)
+    try:
+        key_file = workdir / ".conveyor" / "admin.key"  # written just before the children start
+        deadline = time.monotonic() + BOOT_TIMEOUT_S
+        while not key_file.exists():
+            assert time.monotonic() < deadline and up.proc.poll() is None, str(up)
+            time.sleep(0.01)
+        state = ServerState.load(workdir / ".conveyor" / "data" / "embedded.json")
+        assert state is not None
+        os.kill(state.pid, signal.SIGKILL)
+        assert f"(pid {state.pid}) died; restarted it" in up.expect("restarted it")
+        up.expect("Press Ctrl-C to stop.")
+        assert not any("not healthy" in line for line in up.output), str(up)
+        auth = {"Authorization": f"Bearer {key_file.read_text().strip()}"}
+        with httpx.Client(base_url=f"http://127.0.0.1:{api_port}", timeout=30) as http:
+            created = http.post("/api/queues/default/jobs", headers=auth, json={"name": "echo", "data": "c"})
+            assert created.status_code == 202, created.text
+            done = http.get(f"/api/jobs/default/{created.json()['id']}/wait", params={"timeout": 30},
+                            headers=auth).json()
+            assert (done["state"], done["result"]) == ("completed", "c")
+        assert up.stop() == 0, str(up)
+        up.expect("embedded Valkey stopped")
+    finally:
+        up.close()
+
+
 UP_APP = "tests.embedded.up_app:app"
 ROOT = Path(__file__).resolve().parents[2]
 

@@ -8,6 +8,7 @@ from typing import Any
 import pytest
 
 from conveyor import (
+    InvalidOptionError,
     InvalidStateError,
     JobContext,
     JobNotFoundError,
@@ -38,6 +39,14 @@ async def test_paginated_listing(queue: Queue) -> None:
             assert [i for i in seen if i in mine] == mine
     else:
         assert seen == [j.id for j in jobs]
+
+
+async def test_listing_offsets_are_bounded(queue: Queue) -> None:
+    await queue.add("x", 1)
+    assert (await queue.list_jobs("waiting", cursor=10**9, limit=10)).jobs == []
+    for cursor in (-1, 10**9 + 1, 10**23):
+        with pytest.raises(InvalidOptionError, match="cursor"):
+            await queue.list_jobs("completed", cursor=cursor, limit=10)
 
 
 async def test_promote_delayed_job(queue: Queue) -> None:

@@ -75,6 +75,7 @@ async def test_auth_dependencies_guard_the_routes(http: httpx.AsyncClient) -> No
     ("body", "fragment"),
     [
         ({"task": "t", "cron": "99 * * * *"}, "invalid cron"),
+        ({"task": "t", "cron": "0 0 30 2 *"}, "matches no date"),
         ({"task": "t"}, "exactly one"),
         ({"task": "t", "interval_s": 60, "tz": "Nowhere/City"}, "time zone"),
         ({"task": "t", "interval_s": 60, "options": {"job_id": "x"}}, "cannot be set"),

@@ -140,6 +140,8 @@ def test_job_ids_carry_the_tick() -> None:
     [
         ({"cron": "61 * * * *"}, "invalid cron"),
         ({"cron": "* *"}, "5 or 6 fields"),
+        ({"cron": "0 0 30 2 *"}, "matches no date"),
+        ({"cron": "0 0 31 4,6 *"}, "matches no date"),
         ({"cron": "0 3 * * *", "interval_s": 5}, "exactly one"),
         ({}, "exactly one"),
         ({"interval_s": 0}, "interval_s"),
@@ -157,6 +159,17 @@ def test_bad_definitions_raise_a_specific_error(kwargs: dict[str, object], messa
     args: dict[str, object] = {"id": "s", "task": "t", **kwargs}
     with pytest.raises(InvalidScheduleError, match=message):
         Schedule(**args)  # type: ignore[arg-type]
+
+
+def test_rare_cron_dates_are_accepted_and_fire_on_them() -> None:
+    s = Schedule(id="leap", task="t", cron="0 0 29 2 *")
+    tick = CronTimetable(s.cron or "", "UTC").next_after(to_ms(datetime(2026, 11, 30, tzinfo=UTC)))
+    assert tick == to_ms(datetime(2028, 2, 29, tzinfo=UTC))
+
+
+def test_a_cron_matching_no_date_has_no_next_tick() -> None:
+    """A timetable built without the model's check (a definition stored by an older version)."""
+    assert CronTimetable("0 0 30 2 *", "UTC").next_after(to_ms(datetime(2026, 11, 30, tzinfo=UTC))) is None
 
 
 def test_json_round_trip() -> None:

@@ -3,7 +3,7 @@ from __future__ import annotations
 import pytest
 
 from conveyor import ConfigurationError
-from conveyor.redis.connection import _split_cluster_flag, redact
+from conveyor.redis.connection import _split_cluster_flag, connect, connect_sync, redact
 from conveyor.redis.keys import QueueKeys
 from conveyor.settings import Settings
 
@@ -28,6 +28,19 @@ def test_url_forms() -> None:
     with pytest.raises(ConfigurationError):
         _split_cluster_flag("http://h")
     assert redact("redis://u:secret@h:1/0") == "redis://u:***@h:1/0"
+    assert redact("redis://u:secret@[::1/0") == "redis://***@[::1/0"  # unparseable: still no password
+
+
+@pytest.mark.parametrize(
+    "url",
+    ["redis://h:99999/0", "redis://u:secret@h:port/0", "redis://:secret@[::1/0", "redis://h:1/0?socket_timeout=x",
+     "redis+cluster://h:99999", "rediss://h:-1/0"],
+)
+def test_malformed_urls_are_configuration_errors(url: str) -> None:
+    for make in (connect, connect_sync):
+        with pytest.raises(ConfigurationError, match="invalid Redis URL") as caught:
+            make(url)
+        assert "secret" not in str(caught.value)
 
 
 def test_settings_from_env_rejects_unknown_names() -> None:

@@ -10,7 +10,7 @@ from __future__ import annotations
 import gc
 import logging
 from collections.abc import AsyncIterator
-from contextlib import asynccontextmanager
+from contextlib import asynccontextmanager, nullcontext
 from pathlib import Path
 
 from fastapi import APIRouter, Depends, FastAPI
@@ -22,6 +22,7 @@ from conveyor.api import costs, flows, health, jobs, limiters, live, output, que
 from conveyor.api.auth import require, shows_data
 from conveyor.api.body import ContentLengthLimit
 from conveyor.api.docs import install_docs
+from conveyor.api.drain import draining_on_exit_signals
 from conveyor.api.errors import install_error_handlers, prepare_allowed_methods
 from conveyor.api.keys import Scope
 from conveyor.api.openapi import install_openapi
@@ -94,7 +95,8 @@ def create_app(conveyor_app: Conveyor, settings: Settings | None = None) -> Fast
         gc.collect()
         gc.freeze()
         try:
-            yield
+            with draining_on_exit_signals(state.hub.drain) if state.drain_on_exit_signals else nullcontext():
+                yield
         finally:
             await state.close()
 

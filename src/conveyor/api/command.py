@@ -9,12 +9,15 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
+from redis.exceptions import ConnectionError as RedisConnectionError
+from redis.exceptions import RedisError
+from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.api.keys import KeyStore
 from conveyor.app import Conveyor
 from conveyor.discovery import resolve_redis_url
-from conveyor.errors import ConfigurationError
-from conveyor.redis.connection import connect, redact
+from conveyor.errors import ConfigurationError, ConnectionFailedError
+from conveyor.redis.connection import check_url, connect, redact
 from conveyor.service.command import load_app
 from conveyor.settings import Settings
 
@@ -53,6 +56,7 @@ def api_command(configure_logging: Callable[[str, str], None]) -> Callable[..., 
             )
             configure_logging(settings.log_level, settings.log_format)
             conveyor_app = load_app(app)
+            check_url(settings.redis_url or conveyor_app.redis_url)  # else every request would be a 500
             if settings.api_workers > 1:
                 serve_api_workers(app, conveyor_app, settings)
             else:
@@ -72,7 +76,9 @@ def serve_api(conveyor_app: Conveyor, settings: Settings) -> None:
     from conveyor.api.app import create_app
     from conveyor.api.server import make_config
 
-    server = uvicorn.Server(make_config(create_app(conveyor_app, settings), settings))
+    api = create_app(conveyor_app, settings)
+    api.state.conveyor_api.drain_on_exit_signals = True
+    server = uvicorn.Server(make_config(api, settings))
     where = f"http://{settings.api_host}:{settings.api_port}"
     logger.info("conveyor api listening on %s (Redis %s)", where, redact(conveyor_app.redis_url))
     _run(server.serve())
@@ -116,21 +122,30 @@ _PREFIX = Annotated[str | None, typer.Option(help="Key prefix (env CONVEYOR_PREF
 
 
 def _with_store(redis_url: str | None, prefix: str | None, fn: Any) -> Any:
-    settings = Settings.from_env(redis_url=redis_url, prefix=prefix)
+    """Run `fn(KeyStore)`; a bad setting, URL or key option is one error line and exit status 2, an
+    unusable server one line and status 1 (as the operator commands)."""
+    url = ""
     try:
+        settings = Settings.from_env(redis_url=redis_url, prefix=prefix)
         url = resolve_redis_url(settings.redis_url)  # REDIS_URL, else the project's embedded server
+
+        async def run() -> Any:
+            client = connect(url)
+            try:
+                return await fn(KeyStore(client, settings.prefix))
+            finally:
+                await client.aclose()
+
+        return asyncio.run(run())
     except ConfigurationError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-
-    async def run() -> Any:
-        client = connect(url)
-        try:
-            return await fn(KeyStore(client, settings.prefix))
-        finally:
-            await client.aclose()
-
-    return asyncio.run(run())
+    except (ConnectionFailedError, RedisConnectionError, RedisTimeoutError, OSError) as exc:
+        typer.echo(f"error: Redis at {redact(url)} is unreachable: {exc.__cause__ or exc}", err=True)
+        raise typer.Exit(1) from None
+    except RedisError as exc:
+        typer.echo(f"error: Redis at {redact(url)} failed: {exc}", err=True)
+        raise typer.Exit(1) from None
 
 
 @keys_app.command("create")
@@ -146,11 +161,7 @@ def keys_create(
     prefix: _PREFIX = None,
 ) -> None:
     """Create a key and print it once: only its hash is stored."""
-    try:
-        token, info = _with_store(redis_url, prefix, lambda s: s.create(name, scope, rate_limit=rate_limit))
-    except ConfigurationError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
+    token, info = _with_store(redis_url, prefix, lambda s: s.create(name, scope, rate_limit=rate_limit))
     typer.echo(
         f"created key {info.id} ({info.name}) with scopes {', '.join(info.scopes)}; store it now:", err=True
     )

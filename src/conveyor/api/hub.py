@@ -21,6 +21,9 @@ Use::
   the stream after that id, then continues live, without gap or repeat (ids only grow).
 - Leaving the `async with` block (or `await events.aclose()`) ends the subscription; the queue's
   reader stops when its last subscriber leaves.
+- `hub.drain()` (the process is stopping) closes every subscription: followers see `events.closed`
+  and end (an SSE stream finishes, the client resumes elsewhere with Last-Event-ID; a long-poll
+  answers with the job as it is).
 
 Faults: the reader survives connection resets and Redis restarts (redis/faults.py classifies them),
 backs off, and resumes from the last id it read. A subscriber that falls more than `buffer` events
@@ -95,7 +98,7 @@ class Subscription:
         self._cursor: StreamId = (0, 0)
         self.position = "0-0"  # the stream id this subscription starts after (set on entry)
         self._base = "0-0"  # the reader's position when this subscription began receiving events
-        self._closed = False
+        self._closed = hub.draining  # a process that is stopping follows nothing new
 
     # -- lifecycle
     async def __aenter__(self) -> Subscription:
@@ -362,6 +365,7 @@ class EventHub:
         self.block_ms = block_ms
         self.ready_timeout_s = ready_timeout_s
         self._readers: dict[str, _QueueReader] = {}
+        self.draining = False
 
     def subscribe(self, queue: str, job_id: str | None = None, after: str | None = None) -> Subscription:
         """Follow `queue`'s events (only `job_id`'s when given), live or from just after `after`.
@@ -386,6 +390,15 @@ class EventHub:
 
     async def _replay(self, queue: str, cursor: str) -> list[Event]:
         return await _stream_queue(queue, self._client(), self.prefix).read_events(cursor, count=_READ_COUNT)
+
+    def drain(self) -> None:
+        """The process is stopping: close every subscription now (a read waiting on one returns None,
+        with `closed` set) and every later one at birth, so streams and long-polls end at once instead
+        of holding the shutdown up. Synchronous: safe from a signal handler's callback."""
+        self.draining = True
+        for reader in list(self._readers.values()):
+            for sub in reader._subscribers():
+                sub.close()
 
     async def close(self) -> None:
         """Stop every reader (the API's shutdown)."""

@@ -230,6 +230,8 @@ async def _until_finished(
                 return rec
             event = await events.next(timeout=min(left, recheck_s))
             if events.closed:
+                if state.hub.draining:  # the process is stopping: answer with the job as it is now
+                    return await q.get_job(job_id)
                 raise ClientGone
             if event is None or event.type in END_EVENTS:
                 # An end event, or a periodic re-read (an end event trimmed from the capped stream).

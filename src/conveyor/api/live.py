@@ -28,7 +28,7 @@ from conveyor.api.errors import ApiError
 from conveyor.api.hub import EventHub, Subscription
 from conveyor.api.keys import Scope as KeyScope
 from conveyor.api.serialize import event_out
-from conveyor.api.sse import HeldStream, stream_responses
+from conveyor.api.sse import HeldStream, stopping, stream_responses
 from conveyor.api.state import get_state
 from conveyor.events import Event
 from conveyor.partitions import parts_of, queue_of_stream, stream_name
@@ -44,20 +44,30 @@ def _frame(event: str, data: bytes) -> bytes:
     return b"event: %s\ndata: %s\n\n" % (event.encode(), data)
 
 
-async def _pump(events: Subscription, out: asyncio.Queue[tuple[str, Event] | None]) -> None:
+class _Closed:
+    """A pump's subscription was closed under it: the process is stopping (hub.drain)."""
+
+
+_CLOSED = _Closed()
+_Item = tuple[str, Event] | _Closed | None  # an event of a queue; the end; None: events were dropped
+
+
+async def _pump(events: Subscription, out: asyncio.Queue[_Item]) -> None:
     async for event in events:
         try:
             out.put_nowait((events.queue, event))
         except asyncio.QueueFull:
             with contextlib.suppress(asyncio.QueueFull):
                 out.put_nowait(None)  # the consumer says `resync` once it drains the backlog
+    with contextlib.suppress(asyncio.QueueFull):  # a full backlog wakes the consumer anyway
+        out.put_nowait(_CLOSED)
 
 
 async def _follow(
     hub: EventHub, queues: list[str], streams: list[str], keepalive_s: float, show_data: bool
 ) -> AsyncGenerator[bytes, None]:
     """`streams`: the queues' events streams (one per partition of a partitioned queue)."""
-    out: asyncio.Queue[tuple[str, Event] | None] = asyncio.Queue(maxsize=_BACKLOG)
+    out: asyncio.Queue[_Item] = asyncio.Queue(maxsize=_BACKLOG)
     subscriptions = [hub.subscribe(s) for s in streams]
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -67,11 +77,15 @@ async def _follow(
         yield b"retry: %d\n\n" % _RETRY_MS
         yield _frame("ready", orjson.dumps({"queues": queues}))
         while True:
+            if hub.draining and out.empty():  # the end marker may have been lost to a full backlog
+                return
             try:
                 item = await asyncio.wait_for(out.get(), timeout=keepalive_s)
             except TimeoutError:
                 yield b": keep-alive\n\n"
                 continue
+            if isinstance(item, _Closed):
+                return  # the process is stopping: the client reconnects (and re-reads what it shows)
             if item is None:
                 yield _frame("resync", b"{}")
                 continue
@@ -108,6 +122,7 @@ async def live_events(
     ] = [],  # noqa: B006 — FastAPI copies the default per request
 ) -> StreamingResponse:
     state = get_state(request)
+    stopping(state)
     if queue:
         names = sorted(set(queue))
         for name in names:

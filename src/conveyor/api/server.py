@@ -202,4 +202,6 @@ def app_from_env() -> Any:
 
     settings = Settings.from_env()
     configure_logging(settings.log_level, settings.log_format)
-    return create_app(load_app(os.environ[APP_ENV]), settings)
+    api = create_app(load_app(os.environ[APP_ENV]), settings)
+    api.state.conveyor_api.drain_on_exit_signals = True
+    return api

@@ -37,7 +37,7 @@ from conveyor.api.keys import Scope as KeyScope
 from conveyor.api.output import EVENT_ID_PATTERN, OutputRelay, split_event_id
 from conveyor.api.schemas import error_responses
 from conveyor.api.serialize import event_out, job_out, jobs_out
-from conveyor.api.state import get_state
+from conveyor.api.state import ApiState, get_state
 from conveyor.partitions import part_holding, stream_name
 from conveyor.queue import Queue
 
@@ -58,6 +58,13 @@ SSE_EVENT_SCHEMA = {
     },
 }
 
+
+
+def stopping(state: ApiState) -> None:
+    """A stream asked for while this process stops would end at once: 503, so the client retries
+    (another process, or this service once restarted)."""
+    if state.hub.draining:
+        raise ApiError(503, "this API process is shutting down; retry", headers={"Retry-After": "1"})
 
 
 def stream_responses(description: str, *errors: int) -> dict[int | str, dict[str, Any]]:
@@ -121,6 +128,8 @@ async def _follow_job(
             wait = _ENDED_GRACE_S if ended else keepalive_s
             if flow is not None and flow.active:
                 event = await events.next(timeout=min(wait, POLL_S))
+                if events.closed:
+                    return  # the process is stopping (hub.drain): the client resumes with Last-Event-ID
                 for chunk in await flow.poll():
                     yield chunk
                 if event is None and asyncio.get_running_loop().time() - beat < wait:
@@ -128,6 +137,8 @@ async def _follow_job(
                 beat = asyncio.get_running_loop().time()
             else:
                 event = await events.next(timeout=wait)
+                if events.closed:
+                    return
             if event is not None:
                 previous, cursor = cursor, event.id
                 if event.type == "output":
@@ -217,6 +228,7 @@ async def job_events(
     ] = None,
 ) -> StreamingResponse:
     state = get_state(request)
+    stopping(state)
     after, attempt, sent = (None, 0, 0) if last_event_id is None else split_event_id(last_event_id)
     if after is not None and parse_stream_id(after) is None:
         raise ApiError(400, "Last-Event-ID is not an event id within range (<ms>-<seq>, each below 2**64)")

@@ -37,6 +37,8 @@ class ApiState:
     streams: Slots = field(init=False)
     waits: Slots = field(init=False)
     key_cache: KeyCache = field(init=False)
+    # Set by `conveyor api`: SIGINT/SIGTERM drain the hub before uvicorn's shutdown (api/drain.py).
+    drain_on_exit_signals: bool = False
 
     def __post_init__(self) -> None:
         self.key_cache = KeyCache(self.settings.api_key_cache_s)

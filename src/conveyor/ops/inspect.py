@@ -26,6 +26,7 @@ from conveyor.ops.common import (
     short,
     table,
 )
+from conveyor.queue import MAX_LIST_CURSOR
 from conveyor.views import due_times, job_view, jobs_view, list_workers, oldest_waiting_age_ms, queue_names, queue_view
 
 STATES = [s.value for s in JobState]
@@ -149,7 +150,9 @@ def jobs(
     queue: QueueArg,
     state: Annotated[str, typer.Option("--state", "-s", help=f"One of {', '.join(STATES)}.")] = "waiting",
     limit: Annotated[int, typer.Option("--limit", "-n", min=1, max=1000, help="Most jobs listed.")] = 20,
-    cursor: Annotated[int, typer.Option("--cursor", min=0, help="From a previous page's next_cursor.")] = 0,
+    cursor: Annotated[
+        int, typer.Option("--cursor", min=0, max=MAX_LIST_CURSOR, help="From a previous page's next_cursor.")
+    ] = 0,
     as_json: JsonOpt = False, redis_url: RedisOpt = None, prefix: PrefixOpt = None,
 ) -> None:
     """Jobs of one state: waiting in claim order, delayed by due time, active by lease deadline,

@@ -31,7 +31,7 @@ from conveyor.job import Job, JobRecord, JobState
 from conveyor.limits.model import GroupLimits, RateLimit
 from conveyor.options import JobSpec
 from conveyor.partitions.layout import record_layout
-from conveyor.queue import Page, Queue, Retention
+from conveyor.queue import MAX_LIST_CURSOR, Page, Queue, Retention
 from conveyor.redis.keys import MAX_PARTITIONS, partition_layout_key, partition_tag
 
 _GENERATED = re.compile(r"^P(\d{1,2})\.")
@@ -218,8 +218,8 @@ class PartitionedQueue(Queue):
         state = JobState(state)
         if not 1 <= limit <= 1000:
             raise InvalidOptionError("limit must be in [1, 1000]")
-        if cursor < 0:
-            raise InvalidOptionError("cursor must be >= 0")
+        if not 0 <= cursor <= MAX_LIST_CURSOR:
+            raise InvalidOptionError(f"cursor must be in [0, {MAX_LIST_CURSOR}]")
         want = cursor + limit
         if state is JobState.WAITING:
             lists = [[r.id for r in (await Queue.list_jobs(p, state, cursor=0, limit=min(want, 1000))).jobs]

@@ -13,6 +13,9 @@ are idempotent. MOVED/ASK redirections, where the command did not run, are still
 
 from __future__ import annotations
 
+import re
+from collections.abc import Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass
 from typing import Any
 from urllib.parse import parse_qsl, unquote, urlencode, urlsplit, urlunsplit
@@ -94,23 +97,40 @@ def connect(url: str, *, socket_timeout: float | None = 10.0, **extra: Any) -> R
         "retry": no_retry(),
     }
     options.update(extra)
-    if urlsplit(url).scheme.lower() in _SENTINEL:
-        return _connect_sentinel(url, options)
-    clean, cluster = _split_cluster_flag(url)
-    if cluster:
-        options.pop("health_check_interval", None)
-        options.pop("pool_timeout", None)
-        cluster_client = RedisCluster.from_url(clean, **options)
-        pack_in_c(cluster_client)
-        return cluster_client
-    # A blocking pool: a burst of concurrent calls waits for a free connection instead of failing
-    # with "Too many connections".
-    pool = aioredis.BlockingConnectionPool.from_url(
-        clean, max_connections=options.pop("max_connections", DEFAULT_MAX_CONNECTIONS),
-        timeout=options.pop("pool_timeout", DEFAULT_POOL_TIMEOUT_S), **options,
-    )
+    with _url_errors(url):
+        if urlsplit(url).scheme.lower() in _SENTINEL:
+            return _connect_sentinel(url, options)
+        clean, cluster = _split_cluster_flag(url)
+        if cluster:
+            options.pop("health_check_interval", None)
+            options.pop("pool_timeout", None)
+            cluster_client = RedisCluster.from_url(clean, **options)
+            pack_in_c(cluster_client)
+            return cluster_client
+        # A blocking pool: a burst of concurrent calls waits for a free connection instead of failing
+        # with "Too many connections".
+        pool = aioredis.BlockingConnectionPool.from_url(
+            clean, max_connections=options.pop("max_connections", DEFAULT_MAX_CONNECTIONS),
+            timeout=options.pop("pool_timeout", DEFAULT_POOL_TIMEOUT_S), **options,
+        )
     pack_in_c(pool_client := aioredis.Redis.from_pool(pool))
     return pool_client
+
+
+def check_url(url: str) -> None:
+    """Raise ConfigurationError for a URL no client can be made from (nothing connects): a process
+    that would only meet Redis on its first request (the API) says so at start instead."""
+    connect(url)  # builds the client only: every kind (a Cluster's too) connects on its first command
+
+
+@contextmanager
+def _url_errors(url: str) -> Iterator[None]:
+    """A URL the parsers refuse (a port out of range or not a number, a bad IPv6 host, a query
+    option that is not a number) is a ConfigurationError naming it, not a bare ValueError."""
+    try:
+        yield
+    except ValueError as exc:
+        raise ConfigurationError(f"invalid Redis URL {redact(url)}: {exc}") from None
 
 
 def connect_sync(url: str, *, socket_timeout: float | None = 10.0) -> SyncRedisClient:
@@ -121,30 +141,35 @@ def connect_sync(url: str, *, socket_timeout: float | None = 10.0) -> SyncRedisC
         "socket_timeout": socket_timeout,
         "retry": no_retry_sync(),
     }
-    if urlsplit(url).scheme.lower() in _SENTINEL:
-        target = parse_sentinel_url(url)
-        tls = {"ssl": True} if target.ssl else {}
-        sentinel = syncsentinel.Sentinel(  # type: ignore[no-untyped-call]
-            target.sentinels,
-            sentinel_kwargs={"socket_connect_timeout": 5.0, "socket_timeout": 5.0,
-                             "password": target.sentinel_password, **tls},
-            **options, **tls, db=target.db, username=target.username, password=target.password,
-        )
-        client: syncredis.Redis = sentinel.master_for(target.service)  # type: ignore[no-untyped-call]
-        return client
-    clean, cluster = _split_cluster_flag(url)
-    if cluster:
-        return synccluster.RedisCluster.from_url(clean, **options)
-    pool = syncredis.BlockingConnectionPool.from_url(clean, max_connections=50, timeout=30, **options)
+    with _url_errors(url):
+        if urlsplit(url).scheme.lower() in _SENTINEL:
+            target = parse_sentinel_url(url)
+            tls = {"ssl": True} if target.ssl else {}
+            sentinel = syncsentinel.Sentinel(  # type: ignore[no-untyped-call]
+                target.sentinels,
+                sentinel_kwargs={"socket_connect_timeout": 5.0, "socket_timeout": 5.0,
+                                 "password": target.sentinel_password, **tls},
+                **options, **tls, db=target.db, username=target.username, password=target.password,
+            )
+            client: syncredis.Redis = sentinel.master_for(target.service)  # type: ignore[no-untyped-call]
+            return client
+        clean, cluster = _split_cluster_flag(url)
+        if cluster:
+            return synccluster.RedisCluster.from_url(clean, **options)
+        pool = syncredis.BlockingConnectionPool.from_url(clean, max_connections=50, timeout=30, **options)
     return syncredis.Redis(connection_pool=pool)
 
 
 def redact(url: str) -> str:
     """The URL without its password, for logs and errors."""
-    parts = urlsplit(url)
-    if parts.password is None:
+    try:
+        parts = urlsplit(url)
+        password = parts.password
+    except ValueError:  # unparseable (a bad IPv6 host): hide everything between '//' and '@'
+        return re.sub(r"//[^/@]*@", "//***@", url)
+    if password is None:
         return url
-    netloc = parts.netloc.replace(f":{parts.password}@", ":***@")
+    netloc = parts.netloc.replace(f":{password}@", ":***@")
     return urlunsplit(parts._replace(netloc=netloc))
 
 

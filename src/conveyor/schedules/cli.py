@@ -33,8 +33,6 @@ IdArg = Annotated[str, typer.Argument(help="Schedule id.")]
 
 
 def _with_store(redis_url: str | None, prefix: str | None, fn: Callable[[ScheduleStore], Awaitable[T]]) -> T:
-    settings = Settings.from_env(redis_url=redis_url, prefix=prefix)
-
     async def go() -> T:
         client = connect(resolve_redis_url(settings.redis_url))
         try:
@@ -43,6 +41,7 @@ def _with_store(redis_url: str | None, prefix: str | None, fn: Callable[[Schedul
             await client.aclose()
 
     try:
+        settings = Settings.from_env(redis_url=redis_url, prefix=prefix)
         return asyncio.run(go())
     except ConveyorError as exc:
         typer.echo(f"error: {exc}", err=True)
@@ -143,10 +142,14 @@ def scheduler_command(
     """Run the scheduler for an app's schedules (any number of these may run at once)."""
     from conveyor.app import Conveyor
 
-    app = load_app(app_path)
+    try:  # the app's module may build its Conveyor (and read the settings) as it is imported
+        app = load_app(app_path)
+        settings = Settings.from_env(redis_url=redis_url, prefix=prefix)
+    except ConveyorError as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     if not isinstance(app, Conveyor):
         raise typer.BadParameter(f"{app_path!r} is not a Conveyor app")
-    settings = Settings.from_env(redis_url=redis_url, prefix=prefix)
     if settings.redis_url:
         app.use_redis(settings.redis_url)
     if prefix:

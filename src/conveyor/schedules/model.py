@@ -16,7 +16,7 @@ from enum import StrEnum
 from typing import Any
 from zoneinfo import ZoneInfo, ZoneInfoNotFoundError
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from conveyor import codec
 from conveyor.errors import ConveyorError, InvalidScheduleError
@@ -176,6 +176,10 @@ class Schedule:
             raise InvalidScheduleError(f"cron expression must have 5 or 6 fields, got {expr!r}")
         if not croniter.is_valid(expr):
             raise InvalidScheduleError(f"invalid cron expression {expr!r}")
+        try:  # valid fields that no date satisfies (`0 0 30 2 *`, February 30th) never fire
+            croniter(expr, datetime(2000, 1, 1)).get_next(datetime)
+        except CroniterBadDateError:
+            raise InvalidScheduleError(f"cron expression {expr!r} matches no date") from None
 
     @property
     def fingerprint(self) -> str:

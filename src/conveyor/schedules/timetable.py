@@ -18,7 +18,7 @@ from datetime import UTC, datetime, timedelta
 from typing import Protocol
 from zoneinfo import ZoneInfo
 
-from croniter import croniter
+from croniter import CroniterBadDateError, croniter
 
 from conveyor.schedules.model import MissedPolicy, Schedule, from_ms, to_ms
 
@@ -97,7 +97,10 @@ class CronTimetable:
         best: datetime | None = None
         stop_at: datetime | None = None
         for _ in range(100_000):
-            candidate = it.get_next(datetime)
+            try:
+                candidate = it.get_next(datetime)
+            except CroniterBadDateError:  # no match within croniter's search horizon: no more ticks
+                break
             if stop_at is not None and candidate > stop_at:
                 break
             for instant in self._instants(candidate):

@@ -85,11 +85,41 @@ def _answers(url: str) -> bool:
         return False
 
 
-def wait_ready(group: ChildGroup, ports: Ports, stop: _Signals) -> bool:
-    """Until the worker's /health and the API's /api/health answer 200 (False if a child exits first)."""
+class _Server:
+    """The embedded server `up` keeps running (none with REDIS_URL): one that dies is started again
+    on the same socket from its append-only file, so the children reconnect to it and carry on."""
+
+    def __init__(self, handle: EmbeddedHandle | None) -> None:
+        self.handle = handle
+        self.moved = False  # it came back on a new address (loopback TCP) the children do not know
+
+    def died(self) -> bool:
+        h = self.handle
+        return h is not None and not self.moved and not process_alive(h.pid, h.state.start_time)
+
+    def revive(self) -> None:
+        assert self.handle is not None
+        old_url, old_pid = self.handle.url, self.handle.pid
+        self.handle.release()  # cleans up what the dead server left behind
+        self.handle = acquire(self.handle.config)
+        if self.handle.url != old_url:
+            self.moved = True
+            typer.echo("error: the embedded Valkey died and came back on a new address; stopping", err=True)
+            return
+        typer.echo(f"warning: the embedded Valkey (pid {old_pid}) died; restarted it (pid {self.handle.pid}) "
+                   "from its append-only file", err=True)
+
+
+def wait_ready(group: ChildGroup, ports: Ports, stop: _Signals, server: _Server) -> bool:
+    """Until the worker's /health and the API's /api/health answer 200 (False if a child exits first).
+    The server is watched meanwhile: the children cannot become ready on a dead one."""
     pending = {f"{ports.health}/health", f"{ports.api}/api/health"}
     deadline = time.monotonic() + READY_TIMEOUT_S
     while pending and time.monotonic() < deadline and not group.exited() and not stop.count:
+        if server.died():
+            server.revive()
+        if server.moved:
+            return False
         pending = {url for url in pending if not _answers(url)}
         if pending:
             time.sleep(0.2)
@@ -151,6 +181,7 @@ def describe_exit(code: int) -> str:
 
 def run_up(app_path: str, settings: Settings, ports: Ports) -> int:
     url, handle = resolve_redis_url(settings)
+    server = _Server(handle)
     group: ChildGroup | None = None
     try:
         key_file = admin_key_path(str(data_dir(settings.data_dir)))
@@ -160,15 +191,15 @@ def run_up(app_path: str, settings: Settings, ports: Ports) -> int:
         signals = _Signals(group)
         group.start()  # before the handlers, so every forwarded signal reaches the children
         signals.install()
-        ready = wait_ready(group, ports, signals)
-        if not group.exited() and not signals.count:
+        ready = wait_ready(group, ports, signals, server)
+        if not group.exited() and not signals.count and not server.moved:
             if not ready:
                 typer.echo(f"warning: the worker or the API is not healthy after {READY_TIMEOUT_S:.0f}s",
                            err=True)
-            typer.echo(banner(url, handle, ports, key, str(key_file)))
+            typer.echo(banner(url, server.handle, ports, key, str(key_file)))
         elif key is not None:
             typer.echo(f"admin key saved to {key_file}", err=True)
-        handle = supervise(group, signals, handle)
+        supervise(group, signals, server)
         crashed = {} if signals.count else group.exited()
         if not signals.count:  # a child exited by itself: stop the rest (a signal was forwarded already)
             group.signal(signal.SIGTERM)
@@ -182,7 +213,7 @@ def run_up(app_path: str, settings: Settings, ports: Ports) -> int:
     finally:
         if group is not None:
             group.stop(STOP_MARGIN_S)
-        if handle is not None and handle.release():
+        if server.handle is not None and server.handle.release():
             typer.echo("embedded Valkey stopped (data kept).")
 
 
@@ -194,25 +225,14 @@ def wait_children(group: ChildGroup, signals: _Signals, grace_s: float) -> dict[
     return group.finish(0.0)
 
 
-def supervise(group: ChildGroup, signals: _Signals, handle: EmbeddedHandle | None) -> EmbeddedHandle | None:
-    """Until a signal or a child's exit. An embedded server that dies meanwhile is started again on
-    the same socket, so the children reconnect to it and carry on; returns the handle in use."""
-
-    def server_died() -> bool:
-        return handle is not None and not process_alive(handle.pid, handle.state.start_time)
-
+def supervise(group: ChildGroup, signals: _Signals, server: _Server) -> None:
+    """Until a signal, a child's exit or the server coming back on an address the children do not
+    know; an embedded server that dies meanwhile is started again."""
     while True:
-        group.wait(float("inf"), stop_when=lambda: bool(signals.count or group.exited()) or server_died())
-        if signals.count or group.exited() or handle is None:
-            return handle
-        old_url, old_pid = handle.url, handle.pid
-        handle.release()  # cleans up what the dead server left behind
-        handle = acquire(handle.config)
-        if handle.url != old_url:  # loopback TCP: a new port and password the children do not know
-            typer.echo("error: the embedded Valkey died and came back on a new address; stopping", err=True)
-            return handle
-        typer.echo(f"warning: the embedded Valkey (pid {old_pid}) died; restarted it (pid {handle.pid}) "
-                   "from its append-only file", err=True)
+        group.wait(float("inf"), stop_when=lambda: bool(signals.count or group.exited()) or server.died())
+        if signals.count or group.exited() or server.moved or server.handle is None:
+            return
+        server.revive()
 
 
 def up_command(
