@@ -101,6 +101,8 @@ class JobOptions:
                 raise InvalidOptionError("run_at must be a timezone-aware datetime")
             if self.delay is not None:
                 raise InvalidOptionError("give either delay or run_at, not both")
+            if self.delay_ms() > MAX_DURATION_S * 1000:
+                raise InvalidOptionError(f"run_at must be at most 100 years ahead, got {self.run_at.isoformat()}")
         if self.attempts is not None and (
             isinstance(self.attempts, bool) or not isinstance(self.attempts, int)
             or not 1 <= self.attempts <= ATTEMPTS_MAX

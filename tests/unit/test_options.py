@@ -25,6 +25,10 @@ def test_run_at_and_timedelta() -> None:
     opts = JobOptions(run_at=datetime.now(UTC) + timedelta(seconds=10))
     assert 9_000 < opts.delay_ms() <= 10_000
     assert JobOptions(delay=timedelta(minutes=1)).delay_ms() == 60_000
+    with pytest.raises(InvalidOptionError, match="run_at must be at most 100 years ahead"):
+        JobOptions(run_at=datetime(9999, 1, 1, tzinfo=UTC))
+    with pytest.raises(InvalidOptionError, match="run_at must be at most 100 years ahead"):
+        JobOptions.from_mapping({"run_at": "2500-01-01T00:00:00+00:00"})
 
 
 @pytest.mark.parametrize(
