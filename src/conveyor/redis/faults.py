@@ -8,6 +8,8 @@ trips are, see docs/internals.md); nothing here resends anything.
 
 from __future__ import annotations
 
+import asyncio
+import contextlib
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -141,3 +143,35 @@ def _raised_in_redis_py(exc: BaseException) -> bool:
         tb = tb.tb_next
     module = tb.tb_frame.f_globals.get("__name__", "")
     return isinstance(module, str) and (module == "redis" or module.startswith("redis."))
+
+
+START_FIRST_DELAY_S = 0.2
+START_MAX_DELAY_S = 5.0
+
+
+def is_startup_fault(exc: BaseException) -> bool:
+    """Redis is not usable yet (down, loading, read-only, a Cluster without a slot owner, a closed
+    transport: the fault table above), so starting is retried rather than given up."""
+    return isinstance(exc, ConnectionFailedError | TimeoutError) or is_fault(exc)
+
+
+async def until_usable(
+    step: Callable[[], Awaitable[None]], stop: asyncio.Event, on_retry: Callable[[BaseException, float], None],
+) -> bool:
+    """Run `step` until it succeeds (True) or `stop` is set (False), backing off after each Redis
+    fault (`on_retry(error, delay)` says so first), so a process that starts while Redis is down
+    waits for it instead of exiting. Errors that are not Redis faults (a bad schedule) propagate."""
+    delay = START_FIRST_DELAY_S
+    while not stop.is_set():
+        try:
+            await step()
+            return True
+        except Exception as exc:
+            if not is_startup_fault(exc):
+                raise
+            on_retry(exc, delay)
+        with contextlib.suppress(TimeoutError):
+            async with asyncio.timeout(delay):
+                await stop.wait()
+        delay = min(delay * 2, START_MAX_DELAY_S)
+    return False

@@ -17,6 +17,7 @@ from conveyor import codec
 from conveyor.discovery import resolve_redis_url
 from conveyor.errors import ConveyorError
 from conveyor.redis.connection import connect, redact
+from conveyor.redis.faults import until_usable
 from conveyor.schedules.scheduler import DEFAULT_GRACE_S, DEFAULT_MAINTENANCE_INTERVAL_S
 from conveyor.schedules.store import ScheduleInfo, ScheduleStore
 from conveyor.settings import Settings
@@ -165,10 +166,14 @@ def scheduler_command(
         for sig in (signal.SIGINT, signal.SIGTERM):
             with contextlib.suppress(NotImplementedError):
                 loop.add_signal_handler(sig, stop.set)
-        await scheduler.start()
-        typer.echo(f"scheduler running on {redact(app.redis_url)} ({len(app.schedules)} declared)", err=True)
+        def retrying(exc: BaseException, delay: float) -> None:
+            typer.echo(f"redis not usable at start ({type(exc).__name__}: {exc}); retrying in {delay:g} s", err=True)
+
         try:
-            await stop.wait()
+            # Like the worker service: a scheduler started while Redis is down waits for it.
+            if await until_usable(scheduler.start, stop, retrying):
+                typer.echo(f"scheduler running on {redact(app.redis_url)} ({len(app.schedules)} declared)", err=True)
+                await stop.wait()
         finally:
             await scheduler.close()
             await app.close()

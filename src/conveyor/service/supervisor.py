@@ -7,7 +7,6 @@ wraps it with settings, logging and signal handling. It never configures logging
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import logging
 import os
 import socket
@@ -26,7 +25,7 @@ from conveyor.limits.shared import SharedLimiter
 from conveyor.middleware import Middleware
 from conveyor.partitions import QueueWorker
 from conveyor.redis.connection import RedisClient, connect, drop_idle_connections
-from conveyor.redis.faults import is_fault
+from conveyor.redis.faults import until_usable
 from conveyor.schedules import Scheduler
 from conveyor.service import stats as st
 from conveyor.service.joblog import JobLogMiddleware
@@ -41,16 +40,8 @@ from conveyor.worker.worker import default_worker_id
 
 logger = logging.getLogger(__name__)
 PING_TIMEOUT_S = 2.0
-START_FIRST_DELAY_S = 0.2
-START_MAX_DELAY_S = 5.0
 IDLE_SAMPLES_PER_ROUND = 2  # idle queues whose depths one metrics sample refreshes (round-robin)
 PARK_MAX_QUEUES = 8  # a process serving up to this many queues parks their idle claims (one connection each)
-
-
-def is_startup_fault(exc: BaseException) -> bool:
-    """Redis is not usable yet (down, loading, read-only, a Cluster without a slot owner, a closed
-    transport: the fault table of redis/faults.py), so starting is retried rather than given up."""
-    return isinstance(exc, ConnectionFailedError | TimeoutError) or is_fault(exc)
 
 
 class _PeakMiddleware(Middleware):
@@ -200,23 +191,11 @@ class WorkerService:
             raise ConnectionFailedError("redis did not answer PING")
 
     async def _until_usable(self, what: str, step: Callable[[], Awaitable[None]]) -> bool:
-        """Run `step` until it succeeds (True) or a stop is requested (False), backing off after
-        each Redis fault. Errors that are not Redis faults (a bad schedule, say) still propagate."""
-        delay = START_FIRST_DELAY_S
-        while not self._stop.is_set():
-            try:
-                await step()
-                return True
-            except Exception as exc:
-                if not is_startup_fault(exc):
-                    raise
-                self.log.warning("redis not usable at start; retrying", step=what,
-                                 error=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
-            with contextlib.suppress(TimeoutError):
-                async with asyncio.timeout(delay):
-                    await self._stop.wait()
-            delay = min(delay * 2, START_MAX_DELAY_S)
-        return False
+        def retrying(exc: BaseException, delay: float) -> None:
+            self.log.warning("redis not usable at start; retrying", step=what,
+                             error=f"{type(exc).__name__}: {exc}", retry_in_s=delay)
+
+        return await until_usable(step, self._stop, retrying)
 
     def request_stop(self) -> None:
         self._stop.set()
