@@ -70,6 +70,11 @@ class Settings:
     api_workers: int = _setting(
         "CONVEYOR_API_WORKERS", "API processes sharing the port (`conveyor api --workers N`).", 1
     )
+    api_worker_healthcheck_s: float = _setting(
+        "CONVEYOR_API_WORKER_HEALTHCHECK_S", "Seconds an API process (`--workers N`) has to answer its "
+        "supervisor's health check, while it starts and while it serves, before it is killed and replaced.",
+        60.0,
+    )
     api_max_connections: int = _setting(
         "CONVEYOR_API_MAX_CONNECTIONS", "Open connections (and requests) per API process; over it new "
         "requests get 503 at once.", 2000,

@@ -6,6 +6,7 @@ closed in bounded time, a held stream is not cut by them, the connection cap ans
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import os
 import signal
 import subprocess
@@ -20,7 +21,10 @@ import pytest
 import uvicorn
 
 from conveyor.api import create_app
+from conveyor.api.command import workers_config
 from conveyor.api.server import make_config, protocol_class
+from conveyor.errors import ConfigurationError
+from conveyor.settings import Settings
 from conveyor.testing import free_port
 from tests.api.conftest import api_settings
 from tests.api.live import LiveApi
@@ -29,6 +33,7 @@ from tests.api.test_hold import RawConn
 from tests.conftest import wait_for
 
 ROOT = Path(__file__).resolve().parents[2]
+UVICORN_HEALTHCHECK_S = uvicorn.Config("x:app").timeout_worker_healthcheck  # uvicorn's default (5 s)
 SLOW = 40  # slow connections of each kind
 
 
@@ -247,6 +252,39 @@ async def test_workers_serve_one_port_from_several_processes(
         await KeyStore(app.client).revoke(info.id)
         await app.queue(qname).obliterate(force=True)
         await app.close()
+
+
+async def test_a_worker_process_slow_to_answer_its_supervisor_keeps_serving(
+    workers_api: tuple[subprocess.Popen[bytes], int],
+) -> None:
+    """A process that cannot answer the supervisor's health check for a while (on a busy machine: one
+    still importing, or one waiting for a CPU) is not killed. With uvicorn's default of 5 s the
+    supervisor killed it, and every replacement too while the machine stayed busy, so that nobody
+    accepted on the port. Here the process is stopped for twice uvicorn's default."""
+    proc, port = workers_api
+
+    def serving() -> list[int]:
+        return [pid for pid in _children(proc.pid) if _listens(pid, port)]
+
+    await wait_for(lambda: len(serving()) == 2, timeout=90, what="two processes listen on the port")
+    await wait_for(_health_ok(port), timeout=90, what="the API answers")
+    slow = serving()[0]
+    os.kill(slow, signal.SIGSTOP)
+    try:
+        await asyncio.sleep(2 * UVICORN_HEALTHCHECK_S)  # how long it does not answer (not a wait for a condition)
+    finally:
+        with contextlib.suppress(ProcessLookupError):  # gone if the supervisor killed it
+            os.kill(slow, signal.SIGCONT)
+    await wait_for(_health_ok(port), timeout=90, what="the API answers")
+    assert slow in serving(), "the slow process was killed"
+
+
+def test_the_workers_health_check_allows_a_busy_machine() -> None:
+    assert workers_config(Settings(api_workers=2)).timeout_worker_healthcheck == 60
+    config = workers_config(Settings(api_workers=2, api_worker_healthcheck_s=120))
+    assert config.timeout_worker_healthcheck == 120 > UVICORN_HEALTHCHECK_S
+    with pytest.raises(ConfigurationError):
+        workers_config(Settings(api_workers=2, api_worker_healthcheck_s=0))
 
 
 def _health_ok(port: int) -> Any:

@@ -8,7 +8,6 @@ Usage: python server.py REDIS_URL PREFIX
 from __future__ import annotations
 
 import asyncio
-import contextlib
 import json
 import os
 import socket
@@ -21,6 +20,7 @@ import uvicorn
 from conveyor import Conveyor, JobContext, Unrecoverable
 from conveyor.api import create_app
 from conveyor.api.keys import KeyStore
+from conveyor.cancelling import cancel_and_wait
 from conveyor.costs import Budget, CostLedger, Price
 from conveyor.limits import Adaptive, GroupLimits, Limiter, RateLimit, SharedLimiter
 from conveyor.limits.named import Usage
@@ -161,9 +161,7 @@ async def main(redis_url: str, prefix: str) -> None:
         await serve(api, keys)
     finally:
         if beating is not None:
-            beating.cancel()
-            with contextlib.suppress(asyncio.CancelledError):
-                await beating
+            await cancel_and_wait([beating])  # a cancellation caught in a send can be lost (Python 3.11)
         await scheduler.close()
         for w in workers:
             await w.close(1.0)

@@ -184,8 +184,9 @@ async def test_many_concurrent_adds_share_the_pool(redis_url: str, qname: str) -
 
     from conveyor.redis.connection import connect
 
-    # The default pool; a generous reply timeout, as 800 adds queue up on a busy machine.
-    q = Queue(qname, redis=connect(redis_url, socket_timeout=120))
+    # The default pool; generous reply and connect timeouts, as 800 adds queue up on a busy machine
+    # (the pool opens its 500 connections at once: each one's connect waits for the loop's turn too).
+    q = Queue(qname, redis=connect(redis_url, socket_timeout=120, socket_connect_timeout=120))
     jobs = await asyncio.gather(*(q.add("x", i) for i in range(800)))
     assert len({j.id for j in jobs}) == 800
     await q.obliterate()

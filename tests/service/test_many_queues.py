@@ -71,6 +71,7 @@ def prefix() -> str:
     return f"many{uuid.uuid4().hex[:8]}"
 
 
+@pytest.mark.timeout(600)  # a hang guard: 1,000 queues start, idle, run a job each and stop; minutes on a busy machine
 async def test_a_thousand_queues_idle_cheaply_with_bounded_connections(
     own_server: RedisServer, prefix: str
 ) -> None:

@@ -91,21 +91,35 @@ def serve_api_workers(app_path: str, conveyor_app: Conveyor, settings: Settings)
 
     from uvicorn.supervisors import Multiprocess
 
-    from conveyor.api.server import APP_ENV, make_config
+    from conveyor.api.server import APP_ENV
 
     os.environ[APP_ENV] = app_path
     os.environ["REDIS_URL"] = conveyor_app.redis_url
     os.environ["CONVEYOR_LOG_LEVEL"] = settings.log_level
     os.environ["CONVEYOR_LOG_FORMAT"] = settings.log_format
-    config = make_config(
-        "conveyor.api.server:app_from_env", settings, factory=True, workers=settings.api_workers,
-        loop="uvloop" if _has_uvloop() else "asyncio",
-    )
+    config = workers_config(settings)
     sock = config.bind_socket()
     where = f"http://{settings.api_host}:{settings.api_port}"
     logger.info("conveyor api listening on %s with %d processes (Redis %s)", where, settings.api_workers,
                 redact(conveyor_app.redis_url))
     Multiprocess(config, sockets=[sock]).run()
+
+
+def workers_config(settings: Settings) -> Any:
+    """uvicorn's configuration for `--workers N` (the app is built in each process from the environment).
+
+    uvicorn's supervisor pings each process and kills one that does not answer in time; its default
+    of 5 s kills healthy processes on a busy machine (a new one still importing, or one that waited
+    that long for a CPU) and, with every replacement killed the same way, leaves the port with
+    nobody accepting. The time allowed is `api_worker_healthcheck_s`."""
+    if not settings.api_worker_healthcheck_s > 0:
+        raise ConfigurationError("CONVEYOR_API_WORKER_HEALTHCHECK_S must be > 0")
+    from conveyor.api.server import make_config
+
+    return make_config(
+        "conveyor.api.server:app_from_env", settings, factory=True, workers=settings.api_workers,
+        loop="uvloop" if _has_uvloop() else "asyncio", timeout_worker_healthcheck=settings.api_worker_healthcheck_s,
+    )
 
 
 def _has_uvloop() -> bool:

@@ -41,6 +41,7 @@ from collections import deque
 from collections.abc import Callable
 from types import TracebackType
 
+from conveyor.cancelling import cancel_and_wait
 from conveyor.errors import ConnectionFailedError
 from conveyor.events import Event
 from conveyor.queue import Queue
@@ -404,9 +405,7 @@ class EventHub:
         """Stop every reader (the API's shutdown)."""
         readers = list(self._readers.values())
         self._readers.clear()
-        for reader in readers:
-            if reader.task is not None:
-                reader.task.cancel()
+        await cancel_and_wait([reader.task for reader in readers if reader.task is not None])
         for reader in readers:
             if reader.task is not None:
                 with contextlib.suppress(asyncio.CancelledError, Exception):

@@ -25,6 +25,7 @@ from collections.abc import Iterable, Sequence
 from dataclasses import replace
 from typing import Any
 
+from conveyor.cancelling import cancel_and_wait
 from conveyor.errors import ConfigurationError, InvalidOptionError, JobNotFoundError
 from conveyor.events import Event, EventsMode
 from conveyor.job import Job, JobRecord, JobState
@@ -272,9 +273,7 @@ class PartitionedQueue(Queue):
         try:
             await asyncio.wait(tasks, return_when=asyncio.FIRST_COMPLETED)
         finally:
-            for task in tasks:
-                task.cancel()
-            await asyncio.gather(*tasks, return_exceptions=True)
+            await cancel_and_wait(tasks)
         for task in tasks:
             failure = None if task.cancelled() else task.exception()
             if failure is not None:

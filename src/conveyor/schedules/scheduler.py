@@ -23,6 +23,7 @@ from typing import Any
 from redis.exceptions import RedisError
 
 from conveyor import codec
+from conveyor.cancelling import cancel_and_wait
 from conveyor.errors import ConveyorError
 from conveyor.redis.connection import RedisClient
 from conveyor.schedules.enqueue import enqueue_ticks
@@ -140,8 +141,7 @@ class Scheduler:
     async def close(self) -> None:
         self._closed.set()
         tasks = [t for t in (self._task, *self._background) if t is not None]
-        for t in tasks:
-            t.cancel()
+        await cancel_and_wait(tasks)
         for t in tasks:
             with contextlib.suppress(asyncio.CancelledError, Exception):
                 await t

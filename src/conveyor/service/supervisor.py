@@ -18,6 +18,7 @@ import structlog
 
 from conveyor import __version__
 from conveyor.app import Conveyor
+from conveyor.cancelling import cancel_and_wait
 from conveyor.costs.ledger import CostLedger
 from conveyor.errors import ConfigurationError, ConnectionFailedError, UnknownLimiterError
 from conveyor.job import JobState
@@ -57,16 +58,6 @@ class _PeakMiddleware(Middleware):
 
 def _gauges(worker: QueueWorker) -> tuple[Callable[[], float], Callable[[], float]]:
     return (lambda: float(worker.active)), (lambda: float(worker.stats.peak_active))
-
-
-async def _cancel_all(tasks: list[asyncio.Task[None]]) -> None:
-    """Cancel and await; cancel again any task that swallowed a cancellation (3.11's wait_for can)."""
-    pending = [t for t in tasks if not t.done()]
-    while pending:
-        for task in pending:
-            task.cancel()
-        _, still = await asyncio.wait(pending, timeout=1.0)
-        pending = list(still)
 
 
 class WorkerService:
@@ -222,10 +213,10 @@ class WorkerService:
                 self.workers[name].restart_loop(loop)
         closing = [asyncio.create_task(w.close(grace)) for w in self.workers.values()]
         background = [t for t in others if t is not self._registry_task]
-        await _cancel_all(watches + background)
+        await cancel_and_wait(watches + background)
         await asyncio.gather(*closing, return_exceptions=True)
         if self._registry_task is not None:  # kept beating while jobs finished, so the record stayed live
-            await _cancel_all([self._registry_task])
+            await cancel_and_wait([self._registry_task])
         if self.scheduler is not None:
             await self.scheduler.close()
         if self.redis_ok or await self.ping():

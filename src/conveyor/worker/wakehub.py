@@ -30,6 +30,7 @@ from dataclasses import dataclass, field
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
+from conveyor.cancelling import cancel_and_wait
 from conveyor.errors import ConnectionFailedError
 from conveyor.redis.connection import RedisClient
 from conveyor.redis.faults import guarded
@@ -122,11 +123,7 @@ class WakeHub:
 
     async def close(self) -> None:
         self._closed = True
-        tasks = [g.task for g in self._groups.values() if g.task is not None]
-        for task in tasks:
-            task.cancel()
-        if tasks:
-            await asyncio.wait(tasks, timeout=5)
+        await cancel_and_wait([g.task for g in self._groups.values() if g.task is not None], timeout=5)
         for group in self._groups.values():
             for futures in group.waiters.values():
                 for f, _ in futures:

@@ -24,6 +24,7 @@ from redis.asyncio.cluster import RedisCluster
 
 from conveyor import codec
 from conveyor.backoff import BackoffPolicies
+from conveyor.cancelling import cancel_and_wait
 from conveyor.costs.ledger import CostLedger
 from conveyor.errors import ConfigurationError, ConnectionFailedError
 from conveyor.flows.mover import OutboxMover
@@ -305,9 +306,7 @@ class Worker:
                     self._end(lease, JobOutcome(OutcomeKind.BACK, reason=Stop.SHUTDOWN.value))
         await self._flush()
         loops = [task for name, task in self._tasks.items() if name != "pump"]
-        for task in loops:
-            task.cancel()
-        await asyncio.wait(loops, timeout=5)
+        await cancel_and_wait(loops, timeout=5)
         self.threads.close()
         if self._own_hub:
             await self.wake_hub.close()
