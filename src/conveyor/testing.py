@@ -81,8 +81,11 @@ class RedisServer:
                 return False
             try:
                 with syncredis.Redis(port=self.port, socket_timeout=1) as c:
-                    if c.ping():
+                    # Only our own process counts: a port taken meanwhile by another run's server
+                    # answers too, until ours fails to bind and exits (then the next port is tried).
+                    if self.proc is not None and int(c.info("server")["process_id"]) == self.proc.pid:
                         return True
+                    time.sleep(0.02)
             except (syncredis.ConnectionError, syncredis.TimeoutError, syncredis.ResponseError):
                 time.sleep(0.02)
         return False
