@@ -178,3 +178,11 @@ async def test_an_unhandled_error_is_logged_once(
             assert len(logged) == 1, [rec.getMessage() for rec in logged]
     finally:
         await app.close()
+
+
+async def test_a_one_value_query_parameter_given_twice_is_a_422(api: LiveApi) -> None:
+    path = f"/api/queues/{api.queue}/jobs"  # type: ignore[attr-defined]
+    r = await api.http.get(path, params=[("state", "waiting"), ("state", "failed")], headers=api.auth())
+    assert r.status_code == 422 and "'state'" in r.json()["error"]["message"], r.text
+    r = await api.http.get(path, params=[("state", "failed"), ("limit", "5")], headers=api.auth())
+    assert r.status_code == 200 and r.json()["jobs"] == [], r.text

@@ -1,7 +1,8 @@
 """Requests the OpenAPI document does not describe are refused instead of half-served.
 
 - Unknown query parameters are a 422 instead of silently ignored: a typo such as `?timout=60` would
-  otherwise wait the default time.
+  otherwise wait the default time. So is a parameter of one value given several times
+  (`?state=waiting&state=failed` would otherwise list only failed jobs, as if it were the filter asked for).
 - Job ids may contain '/', so `DELETE /api/jobs/q/42/wait` also fits `DELETE /api/jobs/{q}/{id}`
   (a job "42/wait"). The resource at such a path is the most specific template that fits it
   (`/api/jobs/{q}/{id}/wait`); a method that resource does not serve is a 405 with its `Allow`.
@@ -9,7 +10,10 @@
 
 from __future__ import annotations
 
-from typing import Any
+import types
+from collections import Counter
+from collections.abc import Sequence
+from typing import Any, Union, get_args, get_origin
 
 from fastapi import Request
 from fastapi.routing import APIRoute
@@ -17,23 +21,33 @@ from starlette.exceptions import HTTPException
 
 from conveyor.api.errors import ApiError, allowed_methods
 
-_KNOWN: dict[int, frozenset[str]] = {}
+_KNOWN: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
 
 
-def _declared(route: APIRoute) -> frozenset[str]:
+def _declared(route: APIRoute) -> tuple[frozenset[str], frozenset[str]]:
+    """(every query parameter name of the route, those that take one value)."""
     known = _KNOWN.get(id(route))
     if known is None:
-        known = frozenset(_query_names(route.dependant))
+        params = _query_params(route.dependant)
+        known = (frozenset(p.alias for p in params),
+                 frozenset(p.alias for p in params if not _is_list(p.field_info.annotation)))
         _KNOWN[id(route)] = known
     return known
 
 
-def _query_names(dependant: Any) -> set[str]:
-    """Query parameter names of a route's dependant and of every dependency under it."""
-    names = {param.alias for param in dependant.query_params}
+def _query_params(dependant: Any) -> list[Any]:
+    """Query parameters of a route's dependant and of every dependency under it."""
+    params = list(dependant.query_params)
     for sub in dependant.dependencies:
-        names |= _query_names(sub)
-    return names
+        params += _query_params(sub)
+    return params
+
+
+def _is_list(annotation: Any) -> bool:
+    origin = get_origin(annotation)
+    if origin in (Union, types.UnionType):
+        return any(_is_list(arg) for arg in get_args(annotation))
+    return isinstance(origin, type) and issubclass(origin, Sequence | set | frozenset) and origin is not str
 
 
 async def described_requests_only(request: Request) -> None:
@@ -45,7 +59,13 @@ async def described_requests_only(request: Request) -> None:
         raise HTTPException(405)
     if not request.scope.get("query_string"):
         return
-    unknown = set(request.query_params) - _declared(route)
+    declared, single = _declared(route)
+    unknown = set(request.query_params) - declared
     if unknown:
         names = ", ".join(repr(n[:40]) for n in sorted(unknown)[:5])
         raise ApiError(422, f"unknown query parameters: {names}")
+    given = Counter(key for key, _ in request.query_params.multi_items())
+    repeated = sorted(name for name in single if given[name] > 1)
+    if repeated:
+        names = ", ".join(repr(n) for n in repeated[:5])
+        raise ApiError(422, f"query parameters given more than once, which take one value: {names}")
