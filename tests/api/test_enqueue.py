@@ -171,8 +171,14 @@ async def test_bulk_is_all_or_nothing(api: Api) -> None:
     )
     assert r.status_code == 422
     assert [d["index"] for d in r.json()["error"]["details"]] == [1, 3]
+    assert "2 of 4 jobs rejected (2 invalid)" in r.json()["error"]["message"]
     r = await api.http.post(url, json={"jobs": [good, {"name": "missing"}]}, headers=h)
     assert r.status_code == 404 and r.json()["error"]["details"][0]["index"] == 1
+    # Mixed: an unknown task makes it a 404; the message counts both kinds.
+    r = await api.http.post(url, json={"jobs": [{"name": "missing"}, {"name": "echo", "data": {}}]}, headers=h)
+    assert r.status_code == 404, r.text
+    assert "2 of 2 jobs rejected (1 naming an unknown task, 1 invalid)" in r.json()["error"]["message"]
+    assert [d["index"] for d in r.json()["error"]["details"]] == [0, 1]
     r = await api.http.post(url, json={"jobs": [good] * 1001}, headers=h)
     assert r.status_code == 422
     r = await api.http.post(url, json={"jobs": []}, headers=h)

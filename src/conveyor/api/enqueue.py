@@ -83,7 +83,11 @@ def build_bulk(app: Conveyor, queue: str, body: Any, idempotency_key: str | None
         except InvalidJobError as exc:
             failures.append({"index": i, "code": "invalid_job", "message": str(exc)})
     if failures:
-        what = "unknown task" if status == 404 else "invalid job"
+        unknown = sum(1 for f in failures if f["code"] == "not_found")
+        parts = [f"{unknown} naming an unknown task"] if unknown else []
+        if len(failures) > unknown:
+            parts.append(f"{len(failures) - unknown} invalid")
+        what = ", ".join(parts)
         raise ApiError(
             status,
             f"{len(failures)} of {len(jobs)} jobs rejected ({what}); nothing was enqueued",
