@@ -60,10 +60,7 @@ async def test_cancel_and_wait_gives_up_at_its_timeout() -> None:
     await task
 
 
-async def test_closing_a_worker_ends_a_loop_that_lost_its_cancellation(plain_client: RedisClient, qname: str) -> None:
-    queue = Queue(qname, redis=plain_client)
-    worker = Worker(queue, {})
-    worker.mover.run = _drops_one_cancellation  # type: ignore[method-assign]
+async def _close_ends_every_loop(queue: Queue, worker: Worker | PartitionedWorker) -> None:
     try:
         await worker.start()
         await worker.close(0)
@@ -71,6 +68,13 @@ async def test_closing_a_worker_ends_a_loop_that_lost_its_cancellation(plain_cli
         assert still == {}, "close() left loops running"
     finally:
         await queue.obliterate(force=True)
+
+
+async def test_closing_a_worker_ends_a_loop_that_lost_its_cancellation(plain_client: RedisClient, qname: str) -> None:
+    queue = Queue(qname, redis=plain_client)
+    worker = Worker(queue, {})
+    worker.mover.run = _drops_one_cancellation  # type: ignore[method-assign]
+    await _close_ends_every_loop(queue, worker)
 
 
 async def test_closing_a_partitioned_worker_ends_every_loop(plain_client: RedisClient, qname: str) -> None:
@@ -78,10 +82,4 @@ async def test_closing_a_partitioned_worker_ends_every_loop(plain_client: RedisC
     worker = PartitionedWorker(queue, {})
     for part in worker.workers:
         part.mover.run = _drops_one_cancellation  # type: ignore[method-assign]
-    try:
-        await worker.start()
-        await worker.close(0)
-        still = {name: task for name, task in worker.loop_tasks.items() if not task.done()}
-        assert still == {}, "close() left loops running"
-    finally:
-        await queue.obliterate(force=True)
+    await _close_ends_every_loop(queue, worker)
