@@ -50,6 +50,7 @@ class TcpProxy:
         self._cut_pattern: bytes | None = None
         self._cut_nth: set[int] = set()  # which commands containing the pattern lose their reply
         self._seen = 0
+        self._serving: set[asyncio.Task[None]] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="test-proxy", daemon=True)
         self._server: asyncio.Server | None = None
@@ -69,6 +70,9 @@ class TcpProxy:
                 self._server.close()
             for pipe in list(self.pipes):
                 pipe.reset()
+            # Let every connection's task see its reset and end, so none is destroyed pending.
+            if self._serving:
+                await asyncio.wait(self._serving, timeout=5)
 
         self._call(stop())
         self._loop.call_soon_threadsafe(self._loop.stop)
@@ -116,6 +120,10 @@ class TcpProxy:
 
     async def _serve(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
         self.accepted += 1
+        task = asyncio.current_task()
+        if task is not None:
+            self._serving.add(task)
+            task.add_done_callback(self._serving.discard)
         if self._refusing:
             _Pipe(writer, writer).reset()
             return
