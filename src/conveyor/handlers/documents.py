@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from conveyor.errors import Retry, Unrecoverable
+from conveyor.handlers.bodies import read_capped
 from conveyor.handlers.http import raise_for_rate_limit, transfer_errors_as_signals
-from conveyor.handlers.ssrf import SsrfGuard, guarded_client, read_capped, send_following
+from conveyor.handlers.ssrf import SsrfGuard, guarded_client, send_following
 from conveyor.worker.context import JobContext
 
 if TYPE_CHECKING:

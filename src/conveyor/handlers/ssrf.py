@@ -21,6 +21,7 @@ import httpx
 
 from conveyor.errors import NameResolutionError, UnsafeURLError
 from conveyor.handlers.addresses import IPAddress, forbidden_reason, parse_address
+from conveyor.handlers.bodies import ACCEPT_ENCODING
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -160,9 +161,11 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 
 
 def guarded_client(guard: SsrfGuard, timeout_s: float) -> httpx.AsyncClient:
-    """A client that goes only where the guard allows; proxies from the environment are ignored."""
+    """A client that goes only where the guard allows; proxies from the environment are ignored.
+    Read what it fetches with `conveyor.handlers.bodies` (its decompression is bounded)."""
     return httpx.AsyncClient(
         transport=GuardedTransport(guard),
+        headers={"Accept-Encoding": ACCEPT_ENCODING},
         timeout=timeout_s,
         follow_redirects=False,
         trust_env=False,
@@ -196,15 +199,3 @@ async def send_following(
             raise UnsafeURLError(f"more than {max_redirects} redirects, last to {location[:200]!r}")
         current = current.join(location)
         hops.append(str(current))
-
-
-async def read_capped(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
-    """Up to `limit` bytes of the body and whether more was there (the rest is not downloaded)."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            return b"".join(chunks)[:limit], True
-    return b"".join(chunks), False

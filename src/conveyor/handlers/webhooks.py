@@ -23,10 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from conveyor import codec
 from conveyor.backoff import Exponential
 from conveyor.errors import Retry, Unrecoverable
+from conveyor.handlers.bodies import read_capped
 from conveyor.handlers.endpoints import ENDPOINT_NAME_PATTERN, WebhookEndpoint, WebhookEndpoints
 from conveyor.handlers.http import check_job_header, raise_for_rate_limit, transfer_errors_as_signals
 from conveyor.handlers.signing import message_id, signature_headers
-from conveyor.handlers.ssrf import SsrfGuard, guarded_client, read_capped, send_following
+from conveyor.handlers.ssrf import SsrfGuard, guarded_client, send_following
 from conveyor.worker.context import JobContext
 
 if TYPE_CHECKING:
@@ -133,6 +134,8 @@ class WebhookSender:
                 response, hops = await send_following(client, "POST", url, content=body, headers=headers)
                 try:
                     excerpt, truncated = await read_capped(response, EXCERPT_BYTES)
+                except httpx.DecodingError as exc:  # the answer counts, not its (informative) body
+                    excerpt, truncated = f"[response body not decoded: {exc}]".encode(), True
                 finally:
                     await response.aclose()
         latency_ms = round((time.perf_counter() - started) * 1000, 2)

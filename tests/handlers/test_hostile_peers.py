@@ -1,0 +1,110 @@
+"""Handlers against peers that answer with hostile or broken bodies: compression bombs behind
+`Content-Encoding`, for webhook receivers and document hosts."""
+
+from __future__ import annotations
+
+import tracemalloc
+import zlib
+from collections.abc import Awaitable, Callable
+from typing import Any
+
+import pytest
+
+from conveyor.errors import Retry, Unrecoverable
+from conveyor.handlers.documents import DocumentReader, DocumentRequest
+from conveyor.handlers.endpoints import WebhookEndpoint, WebhookEndpoints
+from conveyor.handlers.ssrf import AllowList, SsrfGuard
+from conveyor.handlers.webhooks import WebhookRequest, WebhookSender
+from tests.handlers.conftest import SECRET
+from tests.handlers.servers import Receiver
+
+BOMB_BYTES = 128 * 1024 * 1024  # what the bombs below inflate to
+MEMORY_BOUND = 24 * 1024 * 1024
+
+
+def gzipped(chunks: Any) -> bytes:
+    """The gzip of the byte strings `chunks` yields, compressed as they come (never held whole)."""
+    packer = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    return b"".join(packer.compress(c) for c in chunks) + packer.flush()
+
+
+def zeros(total: int, step: int = 1024 * 1024) -> Any:
+    return (bytes(min(step, total - i)) for i in range(0, total, step))
+
+
+def bomb(layers: int) -> bytes:
+    body = gzipped(zeros(BOMB_BYTES))
+    for _ in range(layers - 1):
+        body = gzipped([body])
+    return body
+
+
+async def peak_memory(call: Callable[[], Awaitable[Any]]) -> tuple[int, Any]:
+    """The most memory Python held at once, beyond what it held before, while `call` ran, and what
+    it returned or raised."""
+    tracemalloc.start()
+    try:
+        base = tracemalloc.get_traced_memory()[0]
+        tracemalloc.reset_peak()
+        try:
+            outcome: Any = await call()
+        except Exception as exc:
+            outcome = exc
+        return tracemalloc.get_traced_memory()[1] - base, outcome
+    finally:
+        tracemalloc.stop()
+
+
+def sender(receiver: Receiver) -> WebhookSender:
+    endpoints = WebhookEndpoints([WebhookEndpoint.of("customer", f"{receiver.url}/hook", SECRET)])
+    return WebhookSender(SsrfGuard(AllowList.parse("127.0.0.1")), endpoints, timeout_s=60)
+
+
+def reader(max_bytes: int = 1_000_000) -> DocumentReader:
+    return DocumentReader(
+        SsrfGuard(AllowList.parse("127.0.0.1")), root=None, max_bytes=max_bytes, max_chars=100_000, timeout_s=60
+    )
+
+
+@pytest.mark.parametrize("encoding", ["gzip", "gzip, gzip"])
+async def test_a_webhook_answer_that_inflates_to_a_bomb_is_delivered_in_bounded_memory(
+    receiver: Receiver, encoding: str
+) -> None:
+    receiver.answer("/hook", (200, {"Content-Encoding": encoding}, bomb(encoding.count("gzip"))))
+    used, result = await peak_memory(lambda: sender(receiver).deliver(WebhookRequest(endpoint="customer", payload={})))
+    assert used < MEMORY_BOUND, f"{used} bytes held to read a 1 KiB excerpt"
+    assert not isinstance(result, Exception), result
+    assert result.status == 200 and result.response_truncated
+    if encoding == "gzip":
+        assert result.response == "\0" * 1024
+    else:  # the receiver took the delivery; its body, in an encoding never asked for, is not read
+        assert "not decoded" in result.response and "gzip, gzip" in result.response
+    assert len(receiver.received) == 1
+
+
+async def test_a_document_that_inflates_to_a_bomb_is_refused_in_bounded_memory(receiver: Receiver) -> None:
+    receiver.answer("/notes.txt", (200, {"Content-Encoding": "gzip", "Content-Type": "text/plain"}, bomb(1)))
+    used, outcome = await peak_memory(lambda: reader().read(DocumentRequest(url=f"{receiver.url}/notes.txt")))
+    assert used < MEMORY_BOUND, f"{used} bytes held to read a document capped at 1 MB"
+    assert isinstance(outcome, Unrecoverable) and "over the limit of 1000000 bytes" in str(outcome)
+
+    receiver.answer("/twice.txt", (200, {"Content-Encoding": "gzip, gzip"}, bomb(2)))
+    used, outcome = await peak_memory(lambda: reader().read(DocumentRequest(url=f"{receiver.url}/twice.txt")))
+    assert used < MEMORY_BOUND, f"{used} bytes held to refuse a doubly compressed document"
+    assert isinstance(outcome, Retry) and "unsupported Content-Encoding 'gzip, gzip'" in str(outcome)
+
+
+async def test_compressed_documents_still_read_and_only_gzip_and_deflate_are_asked_for(receiver: Receiver) -> None:
+    text = b"Mitochondria produce ATP. " * 2000
+    deflater = zlib.compressobj(6, zlib.DEFLATED, -zlib.MAX_WBITS)
+    raw_deflate = deflater.compress(text) + deflater.flush()
+    receiver.answer(
+        "/a.txt",
+        (200, {"Content-Encoding": "gzip", "Content-Type": "text/plain"}, gzipped([text])),
+        (200, {"Content-Encoding": "deflate", "Content-Type": "text/plain"}, zlib.compress(text)),
+        (200, {"Content-Encoding": "deflate", "Content-Type": "text/plain"}, raw_deflate),
+    )
+    for _ in range(3):  # gzip, zlib-wrapped deflate, raw deflate
+        result = await reader().read(DocumentRequest(url=f"{receiver.url}/a.txt"))
+        assert result.text == text.decode().strip() and result.bytes == len(text)
+    assert len(receiver.hits) == 3
