@@ -1,5 +1,5 @@
 """Handlers against peers that answer with hostile or broken bodies: compression bombs behind
-`Content-Encoding`, for webhook receivers and document hosts."""
+`Content-Encoding` (webhook receivers, document hosts), impossible token usage (AI providers)."""
 
 from __future__ import annotations
 
@@ -10,13 +10,20 @@ from typing import Any
 
 import pytest
 
+from conveyor import Conveyor, JobContext
 from conveyor.errors import Retry, Unrecoverable
+from conveyor.handlers import install
+from conveyor.handlers.ai import Provider
+from conveyor.handlers.ai.generate import Usage
 from conveyor.handlers.documents import DocumentReader, DocumentRequest
 from conveyor.handlers.endpoints import WebhookEndpoint, WebhookEndpoints
 from conveyor.handlers.ssrf import AllowList, SsrfGuard
 from conveyor.handlers.webhooks import WebhookRequest, WebhookSender
+from conveyor.settings import Settings
+from tests.conftest import running
 from tests.handlers.conftest import SECRET
-from tests.handlers.servers import Receiver
+from tests.handlers.servers import ChatServer, Receiver
+from tests.handlers.test_ai import CostSpy
 
 BOMB_BYTES = 128 * 1024 * 1024  # what the bombs below inflate to
 MEMORY_BOUND = 24 * 1024 * 1024
@@ -108,3 +115,50 @@ async def test_compressed_documents_still_read_and_only_gzip_and_deflate_are_ask
         result = await reader().read(DocumentRequest(url=f"{receiver.url}/a.txt"))
         assert result.text == text.decode().strip() and result.bytes == len(text)
     assert len(receiver.hits) == 3
+
+
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
+@pytest.mark.parametrize(
+    "usage",
+    [
+        {"prompt_tokens": -1000, "completion_tokens": 5, "total_tokens": -995},
+        {"prompt_tokens": 10**15, "completion_tokens": 5, "total_tokens": 10**15 + 5},
+        {"prompt_tokens": "lots", "completion_tokens": 5, "total_tokens": 16},
+        {"prompt_tokens": 1.5, "completion_tokens": 5, "total_tokens": 6.5},
+        "nonsense",
+    ],
+    ids=["negative", "huge", "text", "fraction", "not-an-object"],
+)
+async def test_impossible_usage_from_a_provider_is_ignored_not_charged(
+    app: Conveyor, chat: ChatServer, usage: Any, stream: bool
+) -> None:
+    """The answer is kept; the usage, which would refund a budget (negative), exhaust it or make the
+    outcome unrecordable (huge) or crash the handler (not a number), counts as not reported."""
+    chat.usage = usage
+    model = Provider("odd", chat.base_url("ok"), "test-model", "test-key", 5.0, stream=stream)
+    handlers = install(app, ai=True, settings=Settings(), ai_providers=[model])
+    assert handlers.ai is not None
+    spy = CostSpy()
+    job = await handlers.ai.generate.enqueue({"prompt": "hello"}, attempts=1)
+    async with running(app.worker("ai", middleware=[spy], lease_ms=5000)):
+        result = await job.result(timeout=30)
+    assert result.text == "echo: hello" and result.usage == Usage()
+    assert spy.costs == [None], "no cost reported: the cost limit keeps what it charged at claim"
+    assert chat.count("ok") == 1
+
+
+async def test_a_cost_over_the_engines_bound_is_refused_where_it_is_reported(app: Conveyor) -> None:
+    """A cost the outcome script would refuse raises at `report_cost`, so the handler can see it;
+    before, it was kept and the run's whole outcome was refused when the run ended."""
+
+    async def handler(ctx: JobContext, data: Any) -> str:
+        try:
+            ctx.report_cost(10**13)
+        except ValueError as exc:
+            return str(exc)
+        return "kept"
+
+    task = app.task(handler, queue="costs", name="costs.report")
+    job = await task.enqueue({})
+    async with running(app.worker("costs", lease_ms=5000)):
+        assert await job.result(timeout=30) == "cost units must be an integer in [0, 1000000000000]"
