@@ -23,7 +23,7 @@ from conveyor.errors import ConfigurationError, RateLimited, Retry, Unrecoverabl
 from conveyor.handlers.ai.circuit import CircuitBreaker
 from conveyor.handlers.ai.dedupe import Dedupe, fingerprint
 from conveyor.handlers.ai.providers import MAX_SELECTED, Provider, ProviderChain
-from conveyor.handlers.ai.streaming import STREAMED, complete
+from conveyor.handlers.ai.streaming import STREAMED, BrokenAnswer, complete
 from conveyor.handlers.http import parse_retry_after
 from conveyor.limits.named import MAX_TOKENS_PER_JOB
 from conveyor.options import COST_MAX
@@ -242,18 +242,25 @@ class Generator:
                 "type": "json_schema",
                 "json_schema": {"name": request.schema_name, "schema": schema, "strict": request.strict},
             }
+        client = self.chain.client(provider)
         try:
-            response = await complete(self.chain.client(provider), kwargs, ctx, stream=provider.stream)
-        except openai.APITimeoutError:
+            response = await complete(client, kwargs, ctx, stream=provider.stream, timeout_s=provider.timeout_s)
+        except (openai.APITimeoutError, TimeoutError):
             await self._failed(name)
             raise _Skip(
                 ProviderAttempt(provider=name, outcome="timeout", detail=f"no answer in {provider.timeout_s}s")
             ) from None
         except openai.APIConnectionError as exc:
             await self._failed(name)
-            raise _Skip(ProviderAttempt(provider=name, outcome="error", detail=f"connection: {exc}"[:300])) from None
+            detail = f"connection: {exc}: {exc.__cause__}" if exc.__cause__ else f"connection: {exc}"
+            raise _Skip(ProviderAttempt(provider=name, outcome="error", detail=detail[:300])) from None
         except openai.APIStatusError as exc:
             raise await self._status(provider, exc) from None
+        except (BrokenAnswer, openai.APIError, ValueError) as exc:  # ValueError: a chunk that is not JSON
+            await self._failed(name)
+            raise _Skip(
+                ProviderAttempt(provider=name, outcome="error", detail=f"broken answer: {exc}"[:300])
+            ) from None
         reported = reported_usage(response.usage)
         if reported is not None:
             usage.add(reported)
