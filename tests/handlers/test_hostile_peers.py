@@ -6,9 +6,11 @@ from __future__ import annotations
 import tracemalloc
 import zlib
 from collections.abc import Awaitable, Callable
+from pathlib import Path
 from typing import Any
 
 import pytest
+from fpdf import FPDF
 
 from conveyor import Conveyor, JobContext
 from conveyor.errors import Retry, Unrecoverable
@@ -162,3 +164,34 @@ async def test_a_cost_over_the_engines_bound_is_refused_where_it_is_reported(app
     job = await task.enqueue({})
     async with running(app.worker("costs", lease_ms=5000)):
         assert await job.result(timeout=30) == "cost units must be an integer in [0, 1000000000000]"
+
+
+def many_pages(count: int) -> bytes:
+    pdf = FPDF()
+    pdf.set_font("helvetica", size=12)
+    for n in range(count):
+        pdf.add_page()
+        pdf.multi_cell(0, 10, f"Page {n}: the cell is the basic unit of life.")
+    return bytes(pdf.output())
+
+
+async def test_a_pdf_of_many_pages_is_read_only_as_far_as_the_text_kept(tmp_path: Path) -> None:
+    (tmp_path / "long.pdf").write_bytes(many_pages(300))
+    docs = DocumentReader(SsrfGuard(), root=str(tmp_path), max_bytes=10_000_000, max_chars=100_000)
+    result = await docs.read(DocumentRequest(path="long.pdf", max_chars=120))
+    assert result.pages == 300 and result.pages_read == 3 and result.truncated
+    assert result.text.startswith("Page 0: the cell") and result.chars == 120
+    whole = await docs.read(DocumentRequest(path="long.pdf"))
+    assert whole.pages == whole.pages_read == 300 and not whole.truncated
+    assert whole.text.endswith("Page 299: the cell is the basic unit of life.")
+
+
+async def test_a_pdf_the_parser_cannot_read_fails_at_once_whatever_the_parser_raises(tmp_path: Path) -> None:
+    """pypdf raises other types than PdfReadError for broken files (here NotImplementedError for an
+    unknown filter); each is the file's fault, so the job fails at once instead of being retried."""
+    good = many_pages(1)
+    assert good.count(b"/FlateDecode") >= 1
+    (tmp_path / "odd.pdf").write_bytes(good.replace(b"/FlateDecode", b"/FlateDecodX"))
+    docs = DocumentReader(SsrfGuard(), root=str(tmp_path), max_bytes=10_000_000, max_chars=100_000)
+    with pytest.raises(Unrecoverable, match="not a readable PDF: NotImplementedError: Unsupported filter"):
+        await docs.read(DocumentRequest(path="odd.pdf"))

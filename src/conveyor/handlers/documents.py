@@ -71,6 +71,7 @@ class DocumentResult(BaseModel):
     chars: int
     bytes: int
     pages: int | None = None
+    pages_read: int | None = None  # PDF pages whose text was extracted (reading stops at the cut-off)
     truncated: bool
 
 
@@ -178,18 +179,31 @@ def markdown_text(data: bytes) -> str:
     return _tidy(text)
 
 
-def pdf_text(data: bytes) -> tuple[str, int]:
+def pdf_text(data: bytes, max_chars: int | None = None) -> tuple[str, int, int]:
+    """(text, pages, pages read): pages are read in order until the text passes `max_chars`, so a
+    document of many pages costs no more than the text kept. Any failure of the parser on the file
+    (pypdf raises many types for broken or hostile files: unsupported filters, reference loops,
+    its own limits) means the file cannot be read, which no retry changes."""
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
 
+    parts: list[str] = []
+    size = 0
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted:
             raise Unrecoverable("the PDF is encrypted")
-        pages = [page.extract_text() or "" for page in reader.pages]
-    except PdfReadError as exc:
-        raise Unrecoverable(f"not a readable PDF: {exc}") from None
-    return _tidy("\n\n".join(pages)), len(pages)
+        pages = len(reader.pages)
+        for page in reader.pages:
+            text = _tidy(page.extract_text() or "")
+            parts.append(text)
+            size += len(text) + 2
+            if max_chars is not None and size > max_chars:
+                break
+    except Unrecoverable:
+        raise
+    except Exception as exc:  # see the docstring
+        raise Unrecoverable(f"not a readable PDF: {type(exc).__name__}: {exc}"[:300]) from None
+    return "\n\n".join(p for p in parts if p), pages, len(parts)
 
 
 def docx_text(data: bytes, max_bytes: int) -> str:
@@ -213,17 +227,19 @@ def docx_text(data: bytes, max_bytes: int) -> str:
     return _tidy("\n".join(parts))
 
 
-def extract(data: bytes, kind: Kind, max_bytes: int) -> tuple[str, int | None]:
-    """(text, pages) of a document of a known kind."""
+def extract(
+    data: bytes, kind: Kind, max_bytes: int, max_chars: int | None = None
+) -> tuple[str, int | None, int | None]:
+    """(text, pages, pages read) of a document of a known kind (pages: PDF only)."""
     if kind == "pdf":
-        return pdf_text(data)
+        return pdf_text(data, max_chars)
     if kind == "docx":
-        return docx_text(data, max_bytes), None
+        return docx_text(data, max_bytes), None, None
     if kind == "html":
-        return html_text(data), None
+        return html_text(data), None, None
     if kind == "markdown":
-        return markdown_text(data), None
-    return _tidy(data.decode("utf-8", errors="replace")), None
+        return markdown_text(data), None, None
+    return _tidy(data.decode("utf-8", errors="replace")), None, None
 
 
 class DocumentReader:
@@ -289,8 +305,8 @@ class DocumentReader:
         kind = req.kind or detect_kind(data, source, media)
         if ctx is not None:
             await ctx.progress({"stage": "extracting", "kind": kind, "bytes": len(data)})
-        text, pages = await asyncio.to_thread(extract, data, kind, self.max_bytes)
         limit = min(req.max_chars or self.max_chars, self.max_chars)
+        text, pages, pages_read = await asyncio.to_thread(extract, data, kind, self.max_bytes, limit)
         return DocumentResult(
             source=source,
             kind=kind,
@@ -298,6 +314,7 @@ class DocumentReader:
             chars=min(len(text), limit),
             bytes=len(data),
             pages=pages,
+            pages_read=pages_read,
             truncated=len(text) > limit,
         )
 
