@@ -3,12 +3,15 @@
 
 from __future__ import annotations
 
+import io
 import tracemalloc
+import zipfile
 import zlib
 from collections.abc import Awaitable, Callable
 from pathlib import Path
 from typing import Any
 
+import docx
 import pytest
 from fpdf import FPDF
 
@@ -17,7 +20,7 @@ from conveyor.errors import Retry, Unrecoverable
 from conveyor.handlers import install
 from conveyor.handlers.ai import Provider
 from conveyor.handlers.ai.generate import Usage
-from conveyor.handlers.documents import DocumentReader, DocumentRequest
+from conveyor.handlers.documents import DOCX_XML_LIMIT, DocumentReader, DocumentRequest
 from conveyor.handlers.endpoints import WebhookEndpoint, WebhookEndpoints
 from conveyor.handlers.ssrf import AllowList, SsrfGuard
 from conveyor.handlers.webhooks import WebhookRequest, WebhookSender
@@ -195,3 +198,35 @@ async def test_a_pdf_the_parser_cannot_read_fails_at_once_whatever_the_parser_ra
     docs = DocumentReader(SsrfGuard(), root=str(tmp_path), max_bytes=10_000_000, max_chars=100_000)
     with pytest.raises(Unrecoverable, match="not a readable PDF: NotImplementedError: Unsupported filter"):
         await docs.read(DocumentRequest(path="odd.pdf"))
+
+
+def docx_with_body(markup: str) -> bytes:
+    """A real DOCX (python-docx's template) whose body is `markup`, deflated as Word does."""
+    template = io.BytesIO()
+    docx.Document().save(template)
+    out = io.BytesIO()
+    with (
+        zipfile.ZipFile(io.BytesIO(template.getvalue())) as src,
+        zipfile.ZipFile(out, "w", zipfile.ZIP_DEFLATED) as dst,
+    ):
+        for item in src.infolist():
+            part = src.read(item.filename)
+            if item.filename == "word/document.xml":
+                head, tail = part.split(b"<w:body>", 1)
+                part = head + b"<w:body>" + markup.encode() + tail
+            dst.writestr(item.filename, part)
+    return out.getvalue()
+
+
+async def test_a_docx_whose_xml_is_too_large_to_parse_is_refused_before_parsing(tmp_path: Path) -> None:
+    """A DOCX of a few hundred KB, under the byte cap and the 20x unpacking bound, whose XML is over
+    DOCX_XML_LIMIT: parsing it would hold ~20x the XML in memory (GBs for the 20x bound)."""
+    paragraph = "<w:p><w:r><w:t>" + "a" * 1024 * 1024 + "</w:t></w:r></w:p>"
+    body = paragraph * (DOCX_XML_LIMIT // len(paragraph) + 1)
+    (tmp_path / "huge.docx").write_bytes(docx_with_body(body))
+    (tmp_path / "fine.docx").write_bytes(docx_with_body("<w:p><w:r><w:t>Mitochondria</w:t></w:r></w:p>"))
+    docs = DocumentReader(SsrfGuard(), root=str(tmp_path), max_bytes=2 * 1024 * 1024, max_chars=100_000)
+    assert (tmp_path / "huge.docx").stat().st_size < docs.max_bytes
+    with pytest.raises(Unrecoverable, match=f"the DOCX's XML unpacks to .* over the limit of {DOCX_XML_LIMIT}"):
+        await docs.read(DocumentRequest(path="huge.docx"))
+    assert (await docs.read(DocumentRequest(path="fine.docx"))).text == "Mitochondria"
