@@ -185,11 +185,14 @@ async def send_following(
 
     The returned response is streamed: the caller reads (with a size cap) and closes it. Redirected
     POSTs are re-sent with the same body (a webhook must arrive with its signed payload or not at all).
+    Credentials (`Authorization`, `Cookie`) are dropped once a redirect leaves the URL's origin, as
+    browsers and httpx do: they were meant for the origin the job named.
     """
     current = httpx.URL(url)
     hops: list[str] = []
+    sent = dict(headers or {})
     while True:
-        request = client.build_request(method, current, content=content, headers=headers)
+        request = client.build_request(method, current, content=content, headers=sent)
         response = await client.send(request, stream=True)
         location = response.headers.get("location")
         if response.status_code not in REDIRECT_CODES or not location:
@@ -197,5 +200,16 @@ async def send_following(
         await response.aclose()
         if len(hops) >= max_redirects:
             raise UnsafeURLError(f"more than {max_redirects} redirects, last to {location[:200]!r}")
-        current = current.join(location)
+        following = current.join(location)
+        if _origin(following) != _origin(current):
+            sent = {k: v for k, v in sent.items() if k.lower() not in _CREDENTIALS}
+        current = following
         hops.append(str(current))
+
+
+_CREDENTIALS = frozenset({"authorization", "cookie"})
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    scheme = url.scheme.lower()
+    return scheme, url.host.lower(), url.port or _SCHEMES.get(scheme)
