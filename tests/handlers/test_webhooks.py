@@ -272,3 +272,26 @@ async def test_https_to_a_pinned_address_verifies_the_certificate_of_the_name(tm
         assert len(secure.received) == 1
     finally:
         await secure.close()
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        ("http://127.0.0.1:99999/hook", "port 99999 is not a TCP port"),
+        ("http://127.0.0.1:0/hook", "port 0 is not a TCP port"),
+        (f"http://{'a' * 64}.example/hook", "is not a valid host name"),
+    ],
+    ids=["port-over-65535", "port-0", "label-over-63"],
+)
+async def test_a_url_no_connection_can_reach_fails_at_once_given_or_redirected_to(
+    receiver: Receiver, target: str, reason: str
+) -> None:
+    """Before, a port out of range escaped as an ExceptionGroup from the connection attempt and an
+    overlong host label as a UnicodeError from the resolver's encoding: the job was retried."""
+    direct = WebhookSender(SsrfGuard(AllowList.parse("127.0.0.1")), WebhookEndpoints(), timeout_s=15)
+    with pytest.raises(Unrecoverable, match=reason):
+        await direct.deliver(WebhookRequest(url=target, payload={}))
+    receiver.answer("/hook", (302, {"Location": target}, b""))
+    with pytest.raises(Unrecoverable, match=reason):
+        await sender(receiver).deliver(to())
+    assert [r.path for r in receiver.received] == ["/hook"]

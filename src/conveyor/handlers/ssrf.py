@@ -110,7 +110,9 @@ class SsrfGuard:
         host = u.host
         if not host:
             raise UnsafeURLError("the URL has no host")
-        port = u.port or _SCHEMES[scheme]
+        port = _SCHEMES[scheme] if u.port is None else u.port
+        if not 0 < port < 65536:
+            raise UnsafeURLError(f"port {port} is not a TCP port")
         literal = parse_address(host)
         addresses = [str(literal)] if literal is not None else await self._resolve(host, port)
         if not addresses:
@@ -133,6 +135,8 @@ class SsrfGuard:
             return await self.resolver(host, port)
         except socket.gaierror as exc:
             raise resolution_error(host, exc) from None
+        except UnicodeError as exc:  # getaddrinfo's IDNA encoding: a label over 63 characters, or empty
+            raise UnsafeURLError(f"host {host[:100]!r} is not a valid host name: {exc}") from None
 
 
 class GuardedTransport(httpx.AsyncBaseTransport):
