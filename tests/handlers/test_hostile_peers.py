@@ -1,8 +1,10 @@
 """Handlers against peers that answer with hostile or broken bodies: compression bombs behind
-`Content-Encoding` (webhook receivers, document hosts), impossible token usage (AI providers)."""
+`Content-Encoding` (webhook receivers, document hosts), impossible token usage (AI providers),
+webhook answers whose body stalls or is cut short, documents that cost more to parse than they weigh."""
 
 from __future__ import annotations
 
+import asyncio
 import io
 import tracemalloc
 import zipfile
@@ -25,8 +27,9 @@ from conveyor.handlers.endpoints import WebhookEndpoint, WebhookEndpoints
 from conveyor.handlers.ssrf import AllowList, SsrfGuard
 from conveyor.handlers.webhooks import WebhookRequest, WebhookSender
 from conveyor.settings import Settings
-from tests.conftest import running
+from tests.conftest import running, wait_for
 from tests.handlers.conftest import SECRET
+from tests.handlers.rawpeer import RawPeer
 from tests.handlers.servers import ChatServer, Receiver
 from tests.handlers.test_ai import CostSpy
 
@@ -230,3 +233,47 @@ async def test_a_docx_whose_xml_is_too_large_to_parse_is_refused_before_parsing(
     with pytest.raises(Unrecoverable, match=f"the DOCX's XML unpacks to .* over the limit of {DOCX_XML_LIMIT}"):
         await docs.read(DocumentRequest(path="huge.docx"))
     assert (await docs.read(DocumentRequest(path="fine.docx"))).text == "Mitochondria"
+
+
+async def headers_then_stall(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    await peer.write(w, b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nthanks, rec")
+    await r.read()  # until the sender gives up on the rest and closes
+
+
+async def headers_then_close(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    await peer.write(w, b"HTTP/1.1 200 OK\r\nContent-Length: 1000\r\n\r\nthanks, rec")
+
+
+async def gone_then_close(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    await peer.write(w, b"HTTP/1.1 410 Gone\r\nContent-Length: 1000\r\n\r\nno such ho")
+
+
+@pytest.mark.parametrize(
+    ("behaviour", "note"),
+    [
+        (headers_then_stall, "[response body not read: it did not end within the attempt's budget]"),
+        (headers_then_close, "[response body not read: RemoteProtocolError"),
+    ],
+)
+async def test_a_2xx_whose_body_stalls_or_is_cut_short_is_a_delivery(behaviour: Any, note: str) -> None:
+    """The receiver took the webhook when it answered 2xx; before, a body that then stalled or was
+    cut short made the attempt a failure, and every retry delivered the webhook again."""
+    peer = await RawPeer(behaviour).start()
+    try:
+        hooks = WebhookSender(SsrfGuard(AllowList.parse("127.0.0.1")), WebhookEndpoints(), timeout_s=1.0)
+        result = await hooks.deliver(WebhookRequest(url=f"{peer.url}/hook", payload={"n": 1}))
+        assert result.status == 200 and result.response.startswith(note) and result.response_truncated
+        assert peer.connections == 1 and len(peer.requests) == 1
+        await wait_for(lambda: peer.closed == 1, timeout=30, what="the connection closed")
+    finally:
+        await peer.close()
+
+
+async def test_a_4xx_whose_body_is_cut_short_is_classified_by_its_status() -> None:
+    peer = await RawPeer(gone_then_close).start()
+    try:
+        hooks = WebhookSender(SsrfGuard(AllowList.parse("127.0.0.1")), WebhookEndpoints(), timeout_s=15)
+        with pytest.raises(Unrecoverable, match="endpoint answered 410"):
+            await hooks.deliver(WebhookRequest(url=f"{peer.url}/hook", payload={"n": 1}))
+    finally:
+        await peer.close()
