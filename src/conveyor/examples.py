@@ -21,6 +21,7 @@ from markdown_it import MarkdownIt
 from pydantic import BaseModel, Field, HttpUrl
 
 from conveyor import Conveyor, JobContext, Unrecoverable
+from conveyor.handlers.bodies import iter_capped
 from conveyor.handlers.examples import install_examples
 from conveyor.handlers.http import transfer_errors_as_signals
 from conveyor.handlers.questions import install_questions
@@ -90,7 +91,7 @@ async def fetch_url(ctx: JobContext, request: FetchRequest) -> FetchSummary:
         async with asyncio.timeout(request.timeout_s), guarded_client(handlers.guard, request.timeout_s) as client:
             response, hops = await send_following(client, "GET", url, max_redirects=MAX_REDIRECTS)
             try:
-                async for chunk in response.aiter_bytes():
+                async for chunk in iter_capped(response, MAX_FETCH_BYTES):
                     size += len(chunk)
                     if len(head) < 65536:
                         head.extend(chunk[: 65536 - len(head)])

@@ -83,6 +83,7 @@ class ChatServer(HttpServer):
         self.token_chars = 8
         self.hold_after: int | None = None
         self.release = asyncio.Event()
+        self.usage: Any = {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}  # as sent
         self.app.router.add_post("/{mode}/v1/chat/completions", self.completions)
         self.app.router.add_post("/release", self._release)
 
@@ -106,7 +107,7 @@ class ChatServer(HttpServer):
             await send([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
         await send([{"index": 0, "delta": {}, "finish_reason": "stop"}])
         if (body.get("stream_options") or {}).get("include_usage"):
-            await send([], usage={"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16})
+            await send([], usage=self.usage)
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response
@@ -156,7 +157,7 @@ class ChatServer(HttpServer):
                         "finish_reason": "stop",
                     }
                 ],
-                "usage": {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16},
+                "usage": self.usage,
             }
         )
 

@@ -2,9 +2,11 @@
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import email
 import email.policy
+from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
 from pathlib import Path
 
@@ -143,3 +145,68 @@ async def test_send_rate_is_shared_per_queue(app: Conveyor) -> None:
     assert 50 < info.value.retry_after <= 60
     other_queue = SendRate(lambda: app.client, prefix=app.prefix, queue="email-b", per_window=2, window_s=60)
     await other_queue.take()
+
+
+def smtp_peer(greeting: bytes, answer: Callable[[bytes], bytes]) -> Callable[..., Awaitable[None]]:
+    """A raw SMTP peer: `greeting`, then `answer(command line)` for each command."""
+
+    async def talk(reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            writer.write(greeting)
+            while line := await reader.readline():
+                writer.write(answer(line))
+                await writer.drain()
+        except ConnectionError:
+            pass
+        finally:
+            writer.close()
+
+    return talk
+
+
+def ok_until(command: bytes, reply: bytes) -> Callable[[bytes], bytes]:
+    return lambda line: reply if line.upper().startswith(command) else b"250 ok\r\n"
+
+
+@pytest.mark.parametrize(
+    ("greeting", "answer", "reason"),
+    [
+        (b"220 " + b"x" * 40_000 + b"\r\n", ok_until(b"", b""), "-1: Response too long"),
+        (b"hello there\r\n", ok_until(b"", b""), "Malformed SMTP response line: hello there"),
+        (b"220 ready\r\n", ok_until(b"MAIL", b"999 what\r\n"), "999: what"),
+        (b"220 ready\r\n", ok_until(b"DATA", b"250 not now\r\n"), "250: not now"),
+    ],
+    ids=["overlong", "garbled", "unknown-code", "out-of-turn"],
+)
+async def test_a_garbled_or_out_of_turn_answer_is_retried_not_permanent(
+    greeting: bytes, answer: Callable[[bytes], bytes], reason: str
+) -> None:
+    """Only a 5xx is permanent; before, aiosmtplib's code -1 (a response it could not parse), a code
+    outside SMTP's and an answer out of turn failed the mail at once."""
+    server = await asyncio.start_server(smtp_peer(greeting, answer), "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        mailer = Mailer(
+            Settings(smtp_host="127.0.0.1", smtp_port=port, smtp_starttls=False, email_from="a@example.com")
+        )
+        with pytest.raises(Retry) as info:
+            await mailer.send(EmailRequest(to=["b@example.com"], subject="Hi", text="Hello"))
+        assert reason in str(info.value.reason)
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+async def test_a_5xx_from_the_same_raw_peer_stays_permanent() -> None:
+    talk = smtp_peer(b"220 ready\r\n", ok_until(b"MAIL", b"554 go away\r\n"))
+    server = await asyncio.start_server(talk, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        mailer = Mailer(
+            Settings(smtp_host="127.0.0.1", smtp_port=port, smtp_starttls=False, email_from="a@example.com")
+        )
+        with pytest.raises(Unrecoverable, match="554: go away"):
+            await mailer.send(EmailRequest(to=["b@example.com"], subject="Hi", text="Hello"))
+    finally:
+        server.close()
+        await server.wait_closed()

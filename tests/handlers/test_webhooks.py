@@ -163,6 +163,32 @@ async def test_redirect_keeps_the_signed_body(receiver: Receiver) -> None:
     assert all(r.verified and json.loads(r.body) == {"v": 2} for r in receiver.received)
 
 
+async def test_credentials_from_job_data_do_not_follow_a_redirect_to_another_origin(receiver: Receiver) -> None:
+    """`Authorization` and `Cookie` were meant for the URL's origin: a same-origin hop keeps them, a
+    hop to another host or port drops them (and they stay dropped); the signed body goes on."""
+    elsewhere = await Receiver(None).start()
+    try:
+        receiver.answer("/old", (307, {"Location": "/new"}, b""))
+        receiver.answer("/new", (308, {"Location": f"{elsewhere.url}/away"}, b""))
+        elsewhere.answer("/away", (307, {"Location": f"{receiver.url}/back"}, b""))
+        req = WebhookRequest(
+            endpoint="customer", payload={"v": 3}, headers={"Authorization": "Bearer t0ken", "Cookie": "s=1"}
+        )
+        result = await sender(receiver, "/old").deliver(req)
+        assert result.redirects == [f"{receiver.url}/new", f"{elsewhere.url}/away", f"{receiver.url}/back"]
+        seen = [(r.path, r.headers.get("Authorization"), r.headers.get("Cookie"))
+                for r in [*receiver.received[:2], *elsewhere.received, receiver.received[2]]]
+        assert seen == [
+            ("/old", "Bearer t0ken", "s=1"),
+            ("/new", "Bearer t0ken", "s=1"),
+            ("/away", None, None),
+            ("/back", None, None),
+        ]
+        assert json.loads(elsewhere.received[0].body) == {"v": 3}
+    finally:
+        await elsewhere.close()
+
+
 async def test_an_unregistered_endpoint_fails_without_a_request(receiver: Receiver) -> None:
     with pytest.raises(Unrecoverable, match="no webhook endpoint named 'other'"):
         await sender(receiver).deliver(WebhookRequest(endpoint="other", payload={}))
@@ -246,3 +272,26 @@ async def test_https_to_a_pinned_address_verifies_the_certificate_of_the_name(tm
         assert len(secure.received) == 1
     finally:
         await secure.close()
+
+
+@pytest.mark.parametrize(
+    ("target", "reason"),
+    [
+        ("http://127.0.0.1:99999/hook", "port 99999 is not a TCP port"),
+        ("http://127.0.0.1:0/hook", "port 0 is not a TCP port"),
+        (f"http://{'a' * 64}.example/hook", "is not a valid host name"),
+    ],
+    ids=["port-over-65535", "port-0", "label-over-63"],
+)
+async def test_a_url_no_connection_can_reach_fails_at_once_given_or_redirected_to(
+    receiver: Receiver, target: str, reason: str
+) -> None:
+    """Before, a port out of range escaped as an ExceptionGroup from the connection attempt and an
+    overlong host label as a UnicodeError from the resolver's encoding: the job was retried."""
+    direct = WebhookSender(SsrfGuard(AllowList.parse("127.0.0.1")), WebhookEndpoints(), timeout_s=15)
+    with pytest.raises(Unrecoverable, match=reason):
+        await direct.deliver(WebhookRequest(url=target, payload={}))
+    receiver.answer("/hook", (302, {"Location": target}, b""))
+    with pytest.raises(Unrecoverable, match=reason):
+        await sender(receiver).deliver(to())
+    assert [r.path for r in receiver.received] == ["/hook"]

@@ -18,8 +18,9 @@ from typing import TYPE_CHECKING, Literal
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
 from conveyor.errors import Retry, Unrecoverable
+from conveyor.handlers.bodies import read_capped
 from conveyor.handlers.http import raise_for_rate_limit, transfer_errors_as_signals
-from conveyor.handlers.ssrf import SsrfGuard, guarded_client, read_capped, send_following
+from conveyor.handlers.ssrf import SsrfGuard, guarded_client, send_following
 from conveyor.worker.context import JobContext
 
 if TYPE_CHECKING:
@@ -47,6 +48,9 @@ _MEDIA: dict[str, Kind] = {
     "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
 }
 ZIP_EXPANSION_LIMIT = 20  # a DOCX may unpack to at most 20x the byte cap (zip bombs)
+# python-docx parses every XML part of a DOCX into one lxml tree, about 20x the XML's size in memory
+# for plain paragraphs (and seconds of CPU per MiB): the XML is held to its own, smaller bound.
+DOCX_XML_LIMIT = 16 * 1024 * 1024
 
 
 class DocumentRequest(BaseModel):
@@ -70,6 +74,7 @@ class DocumentResult(BaseModel):
     chars: int
     bytes: int
     pages: int | None = None
+    pages_read: int | None = None  # PDF pages whose text was extracted (reading stops at the cut-off)
     truncated: bool
 
 
@@ -177,18 +182,31 @@ def markdown_text(data: bytes) -> str:
     return _tidy(text)
 
 
-def pdf_text(data: bytes) -> tuple[str, int]:
+def pdf_text(data: bytes, max_chars: int | None = None) -> tuple[str, int, int]:
+    """(text, pages, pages read): pages are read in order until the text passes `max_chars`, so a
+    document of many pages costs no more than the text kept. Any failure of the parser on the file
+    (pypdf raises many types for broken or hostile files: unsupported filters, reference loops,
+    its own limits) means the file cannot be read, which no retry changes."""
     from pypdf import PdfReader
-    from pypdf.errors import PdfReadError
 
+    parts: list[str] = []
+    size = 0
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted:
             raise Unrecoverable("the PDF is encrypted")
-        pages = [page.extract_text() or "" for page in reader.pages]
-    except PdfReadError as exc:
-        raise Unrecoverable(f"not a readable PDF: {exc}") from None
-    return _tidy("\n\n".join(pages)), len(pages)
+        pages = len(reader.pages)
+        for page in reader.pages:
+            text = _tidy(page.extract_text() or "")
+            parts.append(text)
+            size += len(text) + 2
+            if max_chars is not None and size > max_chars:
+                break
+    except Unrecoverable:
+        raise
+    except Exception as exc:  # see the docstring
+        raise Unrecoverable(f"not a readable PDF: {type(exc).__name__}: {exc}"[:300]) from None
+    return "\n\n".join(p for p in parts if p), pages, len(parts)
 
 
 def docx_text(data: bytes, max_bytes: int) -> str:
@@ -197,10 +215,13 @@ def docx_text(data: bytes, max_bytes: int) -> str:
     try:
         with zipfile.ZipFile(io.BytesIO(data)) as zf:
             unpacked = sum(info.file_size for info in zf.infolist())
+            xml = sum(info.file_size for info in zf.infolist() if info.filename.lower().endswith((".xml", ".rels")))
     except zipfile.BadZipFile:
         raise Unrecoverable("not a DOCX file (not a zip archive)") from None
     if unpacked > max_bytes * ZIP_EXPANSION_LIMIT:
         raise Unrecoverable(f"the DOCX unpacks to {unpacked} bytes, too large")
+    if xml > DOCX_XML_LIMIT:
+        raise Unrecoverable(f"the DOCX's XML unpacks to {xml} bytes, over the limit of {DOCX_XML_LIMIT}")
     try:
         document = docx.Document(io.BytesIO(data))
     except Exception as exc:  # python-docx raises several unrelated types for broken files
@@ -212,17 +233,19 @@ def docx_text(data: bytes, max_bytes: int) -> str:
     return _tidy("\n".join(parts))
 
 
-def extract(data: bytes, kind: Kind, max_bytes: int) -> tuple[str, int | None]:
-    """(text, pages) of a document of a known kind."""
+def extract(
+    data: bytes, kind: Kind, max_bytes: int, max_chars: int | None = None
+) -> tuple[str, int | None, int | None]:
+    """(text, pages, pages read) of a document of a known kind (pages: PDF only)."""
     if kind == "pdf":
-        return pdf_text(data)
+        return pdf_text(data, max_chars)
     if kind == "docx":
-        return docx_text(data, max_bytes), None
+        return docx_text(data, max_bytes), None, None
     if kind == "html":
-        return html_text(data), None
+        return html_text(data), None, None
     if kind == "markdown":
-        return markdown_text(data), None
-    return _tidy(data.decode("utf-8", errors="replace")), None
+        return markdown_text(data), None, None
+    return _tidy(data.decode("utf-8", errors="replace")), None, None
 
 
 class DocumentReader:
@@ -288,8 +311,8 @@ class DocumentReader:
         kind = req.kind or detect_kind(data, source, media)
         if ctx is not None:
             await ctx.progress({"stage": "extracting", "kind": kind, "bytes": len(data)})
-        text, pages = await asyncio.to_thread(extract, data, kind, self.max_bytes)
         limit = min(req.max_chars or self.max_chars, self.max_chars)
+        text, pages, pages_read = await asyncio.to_thread(extract, data, kind, self.max_bytes, limit)
         return DocumentResult(
             source=source,
             kind=kind,
@@ -297,6 +320,7 @@ class DocumentReader:
             chars=min(len(text), limit),
             bytes=len(data),
             pages=pages,
+            pages_read=pages_read,
             truncated=len(text) > limit,
         )
 

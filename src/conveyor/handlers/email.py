@@ -1,7 +1,7 @@
 """Email over SMTP (aiosmtplib): STARTTLS and AUTH, plain and HTML bodies, attachments, Jinja2 templates.
 
-Permanent SMTP answers (5xx) fail the job at once; temporary ones (4xx), timeouts and dropped
-connections are retried. A per-queue, fleet-wide send rate keeps a provider's quota.
+Permanent SMTP answers (5xx) fail the job at once; temporary ones (4xx), garbled or out-of-turn
+answers, timeouts and dropped connections are retried. A per-queue, fleet-wide send rate keeps a provider's quota.
 """
 
 from __future__ import annotations
@@ -213,9 +213,12 @@ class Mailer:
 
 
 def _classify(code: int, message: str) -> Exception:
-    if 400 <= code < 500:
-        return Retry(reason=message)
-    return Unrecoverable(message)
+    """Only a 5xx is the server's permanent answer. Anything else where a success was due (a 4xx, an
+    answer out of turn, a code outside SMTP's, a response aiosmtplib could not parse: code -1) is a
+    conversation that went wrong this time, retried like a dropped connection."""
+    if 500 <= code < 600:
+        return Unrecoverable(message)
+    return Retry(reason=message)
 
 
 class EmailTasks:

@@ -21,6 +21,7 @@ import httpx
 
 from conveyor.errors import NameResolutionError, UnsafeURLError
 from conveyor.handlers.addresses import IPAddress, forbidden_reason, parse_address
+from conveyor.handlers.bodies import ACCEPT_ENCODING
 
 Resolver = Callable[[str, int], Awaitable[list[str]]]
 IPNetwork = ipaddress.IPv4Network | ipaddress.IPv6Network
@@ -109,7 +110,9 @@ class SsrfGuard:
         host = u.host
         if not host:
             raise UnsafeURLError("the URL has no host")
-        port = u.port or _SCHEMES[scheme]
+        port = _SCHEMES[scheme] if u.port is None else u.port
+        if not 0 < port < 65536:
+            raise UnsafeURLError(f"port {port} is not a TCP port")
         literal = parse_address(host)
         addresses = [str(literal)] if literal is not None else await self._resolve(host, port)
         if not addresses:
@@ -132,6 +135,8 @@ class SsrfGuard:
             return await self.resolver(host, port)
         except socket.gaierror as exc:
             raise resolution_error(host, exc) from None
+        except UnicodeError as exc:  # getaddrinfo's IDNA encoding: a label over 63 characters, or empty
+            raise UnsafeURLError(f"host {host[:100]!r} is not a valid host name: {exc}") from None
 
 
 class GuardedTransport(httpx.AsyncBaseTransport):
@@ -160,9 +165,11 @@ class GuardedTransport(httpx.AsyncBaseTransport):
 
 
 def guarded_client(guard: SsrfGuard, timeout_s: float) -> httpx.AsyncClient:
-    """A client that goes only where the guard allows; proxies from the environment are ignored."""
+    """A client that goes only where the guard allows; proxies from the environment are ignored.
+    Read what it fetches with `conveyor.handlers.bodies` (its decompression is bounded)."""
     return httpx.AsyncClient(
         transport=GuardedTransport(guard),
+        headers={"Accept-Encoding": ACCEPT_ENCODING},
         timeout=timeout_s,
         follow_redirects=False,
         trust_env=False,
@@ -182,11 +189,14 @@ async def send_following(
 
     The returned response is streamed: the caller reads (with a size cap) and closes it. Redirected
     POSTs are re-sent with the same body (a webhook must arrive with its signed payload or not at all).
+    Credentials (`Authorization`, `Cookie`) are dropped once a redirect leaves the URL's origin, as
+    browsers and httpx do: they were meant for the origin the job named.
     """
     current = httpx.URL(url)
     hops: list[str] = []
+    sent = dict(headers or {})
     while True:
-        request = client.build_request(method, current, content=content, headers=headers)
+        request = client.build_request(method, current, content=content, headers=sent)
         response = await client.send(request, stream=True)
         location = response.headers.get("location")
         if response.status_code not in REDIRECT_CODES or not location:
@@ -194,17 +204,16 @@ async def send_following(
         await response.aclose()
         if len(hops) >= max_redirects:
             raise UnsafeURLError(f"more than {max_redirects} redirects, last to {location[:200]!r}")
-        current = current.join(location)
+        following = current.join(location)
+        if _origin(following) != _origin(current):
+            sent = {k: v for k, v in sent.items() if k.lower() not in _CREDENTIALS}
+        current = following
         hops.append(str(current))
 
 
-async def read_capped(response: httpx.Response, limit: int) -> tuple[bytes, bool]:
-    """Up to `limit` bytes of the body and whether more was there (the rest is not downloaded)."""
-    chunks: list[bytes] = []
-    size = 0
-    async for chunk in response.aiter_bytes():
-        chunks.append(chunk)
-        size += len(chunk)
-        if size > limit:
-            return b"".join(chunks)[:limit], True
-    return b"".join(chunks), False
+_CREDENTIALS = frozenset({"authorization", "cookie"})
+
+
+def _origin(url: httpx.URL) -> tuple[str, str, int | None]:
+    scheme = url.scheme.lower()
+    return scheme, url.host.lower(), url.port or _SCHEMES.get(scheme)

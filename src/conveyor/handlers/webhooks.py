@@ -23,10 +23,11 @@ from pydantic import BaseModel, ConfigDict, Field, field_validator, model_valida
 from conveyor import codec
 from conveyor.backoff import Exponential
 from conveyor.errors import Retry, Unrecoverable
+from conveyor.handlers.bodies import read_capped
 from conveyor.handlers.endpoints import ENDPOINT_NAME_PATTERN, WebhookEndpoint, WebhookEndpoints
 from conveyor.handlers.http import check_job_header, raise_for_rate_limit, transfer_errors_as_signals
 from conveyor.handlers.signing import message_id, signature_headers
-from conveyor.handlers.ssrf import SsrfGuard, guarded_client, read_capped, send_following
+from conveyor.handlers.ssrf import SsrfGuard, guarded_client, send_following
 from conveyor.worker.context import JobContext
 
 if TYPE_CHECKING:
@@ -128,11 +129,13 @@ class WebhookSender:
         if req.event:
             headers["Conveyor-Event"] = req.event
         started = time.perf_counter()
+        deadline = asyncio.get_running_loop().time() + self.timeout_s
         with transfer_errors_as_signals(self.timeout_s, timed_out="no answer within", failed="network error"):
-            async with asyncio.timeout(self.timeout_s), guarded_client(self.guard, self.timeout_s) as client:
-                response, hops = await send_following(client, "POST", url, content=body, headers=headers)
+            async with guarded_client(self.guard, self.timeout_s) as client:
+                async with asyncio.timeout_at(deadline):
+                    response, hops = await send_following(client, "POST", url, content=body, headers=headers)
                 try:
-                    excerpt, truncated = await read_capped(response, EXCERPT_BYTES)
+                    excerpt, truncated = await _excerpt(response, deadline)
                 finally:
                     await response.aclose()
         latency_ms = round((time.perf_counter() - started) * 1000, 2)
@@ -154,6 +157,21 @@ class WebhookSender:
         if status == 408 or status >= 500:
             raise Retry(reason=summary)
         raise Unrecoverable(summary)
+
+
+async def _excerpt(response: httpx.Response, deadline: float) -> tuple[bytes, bool]:
+    """The first bytes of the answer's body, read by `deadline`. The status line is the answer: a
+    body that cannot be read (cut short, stalled, undecodable) is noted in the excerpt and changes
+    nothing, so a 2xx whose body never ends is a delivery, not a reason to deliver again."""
+    try:
+        async with asyncio.timeout_at(deadline):
+            return await read_capped(response, EXCERPT_BYTES)
+    except TimeoutError:
+        return b"[response body not read: it did not end within the attempt's budget]", True
+    except httpx.DecodingError as exc:
+        return f"[response body not decoded: {exc}]".encode(), True
+    except httpx.HTTPError as exc:
+        return f"[response body not read: {type(exc).__name__}: {exc}]"[:300].encode(), True
 
 
 class WebhookTasks:

@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any, NoReturn
 from conveyor import codec
 from conveyor.errors import LeaseLostError, SerializationError, UsageReportError, WaitForChildren
 from conveyor.limits.named import Usage
+from conveyor.options import COST_MAX
 from conveyor.redis.codes import ScriptCode
 from conveyor.redis.faults import guarded
 from conveyor.worker.lease import Stop
@@ -109,8 +110,8 @@ class JobContext:
 
     def report_cost(self, units: int) -> None:
         """Report the units this run really used, so a cost-weighted limit's budget is corrected."""
-        if isinstance(units, bool) or not isinstance(units, int) or units < 0:
-            raise ValueError("cost units must be an integer >= 0")
+        if isinstance(units, bool) or not isinstance(units, int) or not 0 <= units <= COST_MAX:
+            raise ValueError(f"cost units must be an integer in [0, {COST_MAX}]")
         self.cost_used = units
 
     def report_usage(self, tokens_in: int = 0, tokens_out: int = 0, model: str | None = None) -> None:

@@ -19,12 +19,14 @@ import jsonschema_rs
 import openai
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from conveyor.errors import ConfigurationError, RateLimited, Retry, Unrecoverable
+from conveyor.errors import ConfigurationError, RateLimited, Retry, Unrecoverable, UsageReportError
 from conveyor.handlers.ai.circuit import CircuitBreaker
 from conveyor.handlers.ai.dedupe import Dedupe, fingerprint
 from conveyor.handlers.ai.providers import MAX_SELECTED, Provider, ProviderChain
-from conveyor.handlers.ai.streaming import STREAMED, complete
+from conveyor.handlers.ai.streaming import STREAMED, BrokenAnswer, complete
 from conveyor.handlers.http import parse_retry_after
+from conveyor.limits.named import MAX_TOKENS_PER_JOB
+from conveyor.options import COST_MAX
 from conveyor.worker.context import JobContext
 
 logger = logging.getLogger(__name__)
@@ -75,12 +77,26 @@ class Usage(BaseModel):
     completion_tokens: int = 0
     total_tokens: int = 0
 
-    def add(self, other: Any) -> None:
-        if other is None:
-            return
-        self.prompt_tokens += int(getattr(other, "prompt_tokens", 0) or 0)
-        self.completion_tokens += int(getattr(other, "completion_tokens", 0) or 0)
-        self.total_tokens += int(getattr(other, "total_tokens", 0) or 0)
+    def add(self, other: Usage) -> None:
+        self.prompt_tokens += other.prompt_tokens
+        self.completion_tokens += other.completion_tokens
+        self.total_tokens += other.total_tokens
+
+
+def reported_usage(raw: Any) -> Usage | None:
+    """The usage a provider reported, or None when it reported none or one that cannot be true: a
+    count that is not a whole number in [0, MAX_TOKENS_PER_JOB] (negative, absurdly large, text)
+    would refund or exhaust budgets and make the run's outcome unrecordable."""
+    if raw is None:
+        return None
+    counts: list[int] = []
+    for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
+        v = getattr(raw, name, None)
+        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_TOKENS_PER_JOB:
+            logger.warning("AI provider reported impossible usage %.200r; ignored", raw)
+            return None
+        counts.append(v)
+    return Usage(prompt_tokens=counts[0], completion_tokens=counts[1], total_tokens=counts[2])
 
 
 class ProviderAttempt(BaseModel):
@@ -226,24 +242,35 @@ class Generator:
                 "type": "json_schema",
                 "json_schema": {"name": request.schema_name, "schema": schema, "strict": request.strict},
             }
+        client = self.chain.client(provider)
         try:
-            response = await complete(self.chain.client(provider), kwargs, ctx, stream=provider.stream)
-        except openai.APITimeoutError:
+            response = await complete(client, kwargs, ctx, stream=provider.stream, timeout_s=provider.timeout_s)
+        except (openai.APITimeoutError, TimeoutError):
             await self._failed(name)
             raise _Skip(
                 ProviderAttempt(provider=name, outcome="timeout", detail=f"no answer in {provider.timeout_s}s")
             ) from None
         except openai.APIConnectionError as exc:
             await self._failed(name)
-            raise _Skip(ProviderAttempt(provider=name, outcome="error", detail=f"connection: {exc}"[:300])) from None
+            detail = f"connection: {exc}: {exc.__cause__}" if exc.__cause__ else f"connection: {exc}"
+            raise _Skip(ProviderAttempt(provider=name, outcome="error", detail=detail[:300])) from None
         except openai.APIStatusError as exc:
             raise await self._status(provider, exc) from None
-        usage.add(response.usage)
-        if ctx is not None and response.usage is not None:
-            ctx.report_cost((ctx.cost_used or 0) + int(response.usage.total_tokens or 0))
+        except (BrokenAnswer, openai.APIError, ValueError) as exc:  # ValueError: a chunk that is not JSON
+            await self._failed(name)
+            raise _Skip(
+                ProviderAttempt(provider=name, outcome="error", detail=f"broken answer: {exc}"[:300])
+            ) from None
+        reported = reported_usage(response.usage)
+        if reported is not None:
+            usage.add(reported)
+        if ctx is not None and reported is not None:
+            ctx.report_cost(min(COST_MAX, (ctx.cost_used or 0) + reported.total_tokens))
             # The named limiters the job went through are corrected by what the provider reported.
-            ctx.add_usage(int(response.usage.prompt_tokens or 0), int(response.usage.completion_tokens or 0),
-                          model=provider.model)
+            try:
+                ctx.add_usage(reported.prompt_tokens, reported.completion_tokens, model=provider.model)
+            except UsageReportError as exc:  # the run's sum passed the bound: keep what was reported
+                logger.warning("AI provider %s: usage not added: %s", name, exc)
         await self.breaker.record_success(name)
         text = response.text
         data = _parse(name, text, schema, output, check) if schema is not None else None

@@ -5,13 +5,20 @@ Tokens are published in batches (at least `FLUSH_CHARS` characters or `FLUSH_S` 
 at the end) so a fast model does not cost one Redis round trip per token; text waiting in the batch
 is published after `FLUSH_S` even while the provider pauses. The usage comes from the
 last chunk (`stream_options.include_usage`); a provider that sends none reports no usage.
+
+The provider's `timeout_s` bounds every wait, whatever the peer sends meanwhile: a whole answer must
+arrive within it, a stream must start within it and bring a chunk at least that often (keep-alive
+comments, empty chunks or a line that never ends are no progress). A streamed answer is at most
+`MAX_ANSWER_CHARS` characters and must end with a finish reason; otherwise the provider failed
+(`TimeoutError`, `BrokenAnswer`) and the chain moves on.
 """
 
 from __future__ import annotations
 
 import asyncio
 import time
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
+from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -21,8 +28,13 @@ from conveyor.worker.context import JobContext
 
 FLUSH_CHARS = 64
 FLUSH_S = 0.1
+MAX_ANSWER_CHARS = 4 * 1024 * 1024
 # ctx.state key: characters this run has published to the job's output so far.
 STREAMED = "ai.streamed"
+
+
+class BrokenAnswer(Exception):
+    """The provider's stream was no valid answer: too long, or ended before it finished."""
 
 
 @dataclass(slots=True)
@@ -70,55 +82,99 @@ class _Sink:
         self.ctx.state[STREAMED] = self.ctx.state.get(STREAMED, 0) + len(chunk)
 
 
-async def complete(client: AsyncOpenAI, kwargs: dict[str, Any], ctx: JobContext | None, *, stream: bool) -> Completion:
-    """Run one completion; with `stream` (and a job to publish to) the answer is streamed."""
+async def complete(
+    client: AsyncOpenAI, kwargs: dict[str, Any], ctx: JobContext | None, *, stream: bool, timeout_s: float
+) -> Completion:
+    """Run one completion; with `stream` (and a job to publish to) the answer is streamed. Raises
+    TimeoutError when a wait passes `timeout_s` (see the module's docstring)."""
     if not stream or ctx is None:
-        response = await client.chat.completions.create(**kwargs)
-        choice = response.choices[0] if response.choices else None
-        return Completion(
-            text=(choice.message.content or "") if choice is not None else "",
-            model=response.model,
-            finish_reason=choice.finish_reason if choice is not None else None,
-            usage=response.usage,
-        )
+        async with asyncio.timeout(timeout_s):
+            response = await client.chat.completions.create(**kwargs)
+        with _malformed("answer"):
+            choice = response.choices[0] if response.choices else None
+            return Completion(
+                text=_text(choice.message.content) if choice is not None else "",
+                model=_text(response.model) or None,
+                finish_reason=_text(choice.finish_reason) or None if choice is not None else None,
+                usage=response.usage,
+            )
     sink = _Sink(ctx)
     parts: list[str] = []
+    size = 0
     model: str | None = None
     finish: str | None = None
     usage: Any = None
-    chunks = await client.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True})
+    async with asyncio.timeout(timeout_s):
+        chunks = await client.chat.completions.create(**kwargs, stream=True, stream_options={"include_usage": True})
     try:
-        async for chunk in _flushing(chunks, sink):
-            model = chunk.model or model
-            if chunk.usage is not None:
-                usage = chunk.usage
-            for choice in chunk.choices[:1]:
-                if choice.finish_reason:
-                    finish = choice.finish_reason
-                piece = choice.delta.content if choice.delta is not None else None
-                if piece:
-                    parts.append(piece)
-                    await sink.add(piece)
+        async for chunk in _flushing(chunks, sink, timeout_s):
+            with _malformed("chunk"):
+                model = _text(chunk.model) or model
+                if chunk.usage is not None:
+                    usage = chunk.usage
+                choice = chunk.choices[0] if chunk.choices else None
+                finish = (_text(choice.finish_reason) or finish) if choice is not None else finish
+                piece = _text(choice.delta.content) if choice is not None and choice.delta is not None else ""
+            if piece:
+                size += len(piece)
+                if size > MAX_ANSWER_CHARS:
+                    raise BrokenAnswer(f"the answer passed {MAX_ANSWER_CHARS} characters")
+                parts.append(piece)
+                await sink.add(piece)
         await sink.flush()
     finally:
         await chunks.close()
+    if finish is None:
+        raise BrokenAnswer(f"the stream ended without finishing the answer (after {size} characters)")
     return Completion(text="".join(parts), model=model, finish_reason=finish, usage=usage, streamed=sink.sent)
 
 
-async def _flushing(chunks: AsyncIterator[Any], sink: _Sink) -> AsyncIterator[Any]:
-    """The chunks, publishing the sink's waiting text when the next chunk is late."""
+def _text(value: Any) -> str:
+    """A text field of the answer ('' for none); anything but a string is a malformed answer."""
+    if value is None:
+        return ""
+    if not isinstance(value, str):
+        raise TypeError(f"expected text, got {type(value).__name__}")
+    return value
+
+
+@contextmanager
+def _malformed(what: str) -> Iterator[None]:
+    """Reading an answer's fields: a shape that is not the API's is a broken answer."""
+    try:
+        yield
+    except (AttributeError, TypeError, IndexError, KeyError) as exc:
+        raise BrokenAnswer(f"malformed {what}: {exc}"[:300]) from None
+
+
+def _progress(chunk: Any) -> bool:
+    """Whether a chunk moves the answer on (a choice's delta or finish, or the usage)."""
+    return bool(getattr(chunk, "choices", None)) or getattr(chunk, "usage", None) is not None
+
+
+async def _flushing(chunks: AsyncIterator[Any], sink: _Sink, idle_s: float) -> AsyncIterator[Any]:
+    """The chunks, publishing the sink's waiting text when the next chunk is late; TimeoutError when
+    no chunk moves the answer on for `idle_s`."""
     iterator = aiter(chunks)
+    deadline = time.monotonic() + idle_s
     while True:
         nxt: asyncio.Future[Any] = asyncio.ensure_future(anext(iterator))
         try:
             while not nxt.done():
-                done, _ = await asyncio.wait({nxt}, timeout=sink.due_in())
-                if not done:
+                left = deadline - time.monotonic()
+                if left <= 0:
+                    raise TimeoutError(f"no progress in the stream for {idle_s}s")
+                due = sink.due_in()
+                done, _ = await asyncio.wait({nxt}, timeout=left if due is None else min(due, left))
+                if not done and sink.due_in() == 0:
                     await sink.flush()
         except BaseException:
             nxt.cancel()
             raise
         try:
-            yield nxt.result()
+            chunk = nxt.result()
         except StopAsyncIteration:
             return
+        if _progress(chunk):
+            deadline = time.monotonic() + idle_s
+        yield chunk

@@ -1,0 +1,153 @@
+"""The AI handler against providers that misbehave on the wire (a raw TCP peer): headers sent a
+byte at a time, keep-alives and no answer, a body that never ends, an endless stream, a stream cut
+short, malformed chunks. Each costs that provider one bounded wait (its `timeout_s`) or one bounded
+read, and the next provider in the chain answers; before, most held the job until its own timeout."""
+
+from __future__ import annotations
+
+import asyncio
+import json
+from typing import Any
+
+import pytest
+
+from conveyor import Conveyor, JobState
+from conveyor.handlers import install
+from conveyor.handlers.ai import Provider
+from conveyor.handlers.ai.streaming import MAX_ANSWER_CHARS
+from conveyor.settings import Settings
+from tests.conftest import running, wait_for
+from tests.handlers.conftest import provider
+from tests.handlers.rawpeer import RawPeer
+from tests.handlers.servers import ChatServer
+
+SSE_HEAD = b"HTTP/1.1 200 OK\r\nContent-Type: text/event-stream\r\nTransfer-Encoding: chunked\r\n\r\n"
+PACE_S = 0.05  # how often a trickling peer sends its next byte or keep-alive
+
+
+def chunked(data: bytes) -> bytes:
+    return b"%x\r\n%s\r\n" % (len(data), data)
+
+
+def event(content: Any = None, finish: str | None = None, **fields: Any) -> bytes:
+    body = {"id": "c", "object": "chat.completion.chunk", "created": 1, "model": "m",
+            "choices": [{"index": 0, "delta": {"content": content}, "finish_reason": finish}], **fields}
+    return chunked(b"data: " + json.dumps(body).encode() + b"\n\n")
+
+
+async def headers_byte_by_byte(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    for b in SSE_HEAD:
+        await peer.write(w, bytes([b]))
+        await asyncio.sleep(PACE_S)
+
+
+async def keepalives_forever(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    await peer.write(w, SSE_HEAD)
+    while True:
+        await peer.write(w, chunked(b": keep-alive\n\n") + event(finish=None, choices=[]))
+        await asyncio.sleep(PACE_S)
+
+
+async def body_never_ends(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    await peer.write(w, b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: 100000\r\n\r\n{")
+    while True:
+        await peer.write(w, b" ")
+        await asyncio.sleep(PACE_S)
+
+
+async def endless_answer(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    await peer.write(w, SSE_HEAD)
+    while True:
+        await peer.write(w, event("x" * 4000))
+
+
+async def cut_short(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    await peer.write(w, SSE_HEAD + event("half an ans") + b"0\r\n\r\n")  # no finish, no [DONE]
+
+
+async def reset_mid_stream(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    await peer.write(w, SSE_HEAD + event("half an ans"))
+    w.transport.abort()
+
+
+async def not_json(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    await peer.write(w, SSE_HEAD + event("fine") + chunked(b"data: {not json\n\n"))
+
+
+async def error_event(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    await peer.write(w, SSE_HEAD + chunked(b'data: {"error": {"message": "model overloaded"}}\n\n'))
+
+
+async def wrong_shapes(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    await peer.write(w, SSE_HEAD + event(content=5) + event("x", finish="stop"))
+
+
+async def choices_not_a_list(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    await peer.write(w, SSE_HEAD + event(choices="abc") + event("x", finish="stop"))
+
+
+CASES = [
+    (headers_byte_by_byte, True, "timeout", "no answer in 1.0s"),
+    (headers_byte_by_byte, False, "timeout", "no answer in 1.0s"),
+    (keepalives_forever, True, "timeout", "no answer in 1.0s"),
+    (body_never_ends, False, "timeout", "no answer in 1.0s"),
+    (endless_answer, True, "error", f"the answer passed {MAX_ANSWER_CHARS} characters"),
+    (cut_short, True, "error", "the stream ended without finishing the answer (after 11 characters)"),
+    (reset_mid_stream, True, "error", "connection"),
+    (not_json, True, "error", "broken answer"),
+    (error_event, True, "error", "model overloaded"),
+    (wrong_shapes, True, "error", "malformed chunk: expected text, got int"),
+    (choices_not_a_list, True, "error", "malformed chunk"),
+]
+
+
+def _name(value: Any) -> str | None:
+    return getattr(value, "__name__", None)
+
+
+@pytest.mark.parametrize(("behaviour", "stream", "outcome", "detail"), CASES, ids=_name)
+async def test_a_misbehaving_provider_costs_one_bounded_wait_then_the_next_answers(
+    app: Conveyor, chat: ChatServer, behaviour: Any, stream: bool, outcome: str, detail: str
+) -> None:
+    peer = await RawPeer(behaviour).start()
+    try:
+        odd = Provider("odd", f"{peer.url}/v1", "m", "k", 1.0, stream=stream)
+        handlers = install(app, ai=True, settings=Settings(), ai_providers=[odd, provider(chat, "ok")])
+        assert handlers.ai is not None
+        job = await handlers.ai.generate.enqueue({"prompt": "hello"}, attempts=1)
+        async with running(app.worker("ai", lease_ms=5000)):
+            result = await job.result(timeout=60)
+        assert result.provider == "ok" and result.text == "echo: hello"
+        assert [(a.provider, a.outcome) for a in result.attempts] == [("odd", outcome), ("ok", "ok")]
+        assert detail in result.attempts[0].detail
+        assert peer.connections == 1
+        await wait_for(lambda: peer.closed == 1, timeout=30, what="the odd provider's connection closed")
+        assert peer.sent < 4 * MAX_ANSWER_CHARS, f"{peer.sent} bytes read from one provider"
+    finally:
+        await peer.close()
+
+
+async def never_answers(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    await r.read()  # until the client closes the connection
+
+
+async def test_cancelling_a_job_whose_provider_never_answers_ends_it_and_the_call(app: Conveyor) -> None:
+    peer = await RawPeer(never_answers).start()
+    try:
+        mute = Provider("mute", f"{peer.url}/v1", "m", "k", 3600.0)
+        handlers = install(app, ai=True, settings=Settings(), ai_providers=[mute])
+        assert handlers.ai is not None
+        job = await handlers.ai.generate.enqueue({"prompt": "hello"})
+        queue = app.queue("ai")
+        async with running(app.worker("ai", lease_ms=1000)):
+            await wait_for(lambda: len(peer.requests) == 1, timeout=30, what="the request reached the provider")
+            await job.cancel()
+            await wait_for(lambda: _state_is(queue, job.id, JobState.CANCELLED), timeout=30, what="job cancelled")
+            await wait_for(lambda: peer.closed == 1, timeout=30, what="the call to the provider closed")
+        assert peer.connections == 1
+    finally:
+        await peer.close()
+
+
+async def _state_is(queue: Any, job_id: str, state: JobState) -> bool:
+    return await queue.get_state(job_id) == state
