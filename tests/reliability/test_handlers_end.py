@@ -10,6 +10,7 @@ import threading
 import time
 from typing import Any
 
+import pytest
 import redis as syncredis
 
 from conveyor import JobContext, JobFailedError, JobInterrupted, JobState, Queue, Worker
@@ -154,3 +155,49 @@ async def test_a_closing_worker_does_not_spin_its_heartbeat(qname: str) -> None:
 def _script_calls(admin: syncredis.Redis) -> int:
     stats = admin.info("commandstats")
     return sum(int(stats.get(f"cmdstat_{c}", {}).get("calls", 0)) for c in ("evalsha", "eval"))
+
+
+class _Custom(BaseException):
+    """A BaseException of the handler's own (not an Exception)."""
+
+
+_BASE_EXCEPTIONS: dict[str, type[BaseException]] = {
+    "exit": SystemExit, "interrupt": KeyboardInterrupt, "generator": GeneratorExit, "custom": _Custom,
+}
+
+
+@pytest.mark.parametrize("sync", [False, True], ids=["async", "sync"])
+async def test_a_handler_raising_a_base_exception_fails_its_job_and_the_worker_goes_on(
+    queue: Queue, sync: bool
+) -> None:
+    """SystemExit, KeyboardInterrupt, GeneratorExit or a custom BaseException raised by a handler
+    (async or sync) is its job's failure. Before, SystemExit and KeyboardInterrupt ended the worker's
+    event loop (the process) with the job left active, and the others handed the job back without
+    using an attempt, so it ran again at once, for ever."""
+    runs: dict[str, int] = {name: 0 for name in _BASE_EXCEPTIONS}
+
+    def raise_it(data: Any) -> None:
+        runs[data] += 1
+        raise _BASE_EXCEPTIONS[data]("from the handler")
+
+    async def async_raises(ctx: JobContext, data: Any) -> None:
+        raise_it(data)
+
+    def sync_raises(ctx: JobContext, data: Any) -> None:
+        raise_it(data)
+
+    async def ok(ctx: JobContext, data: Any) -> str:
+        return "ok"
+
+    worker = Worker(queue, {"raises": sync_raises if sync else async_raises, "ok": ok}, concurrency=2)
+    async with running(worker):
+        jobs = {name: await queue.add("raises", name, attempts=1) for name in _BASE_EXCEPTIONS}
+        for name, job in jobs.items():
+            with pytest.raises(JobFailedError) as failed:
+                await job.result(timeout=30)
+            assert failed.value.error["type"] == _BASE_EXCEPTIONS[name].__name__
+        after = await queue.add("ok")
+        assert await after.result(timeout=30) == "ok", "the worker goes on"
+        assert all(not task.done() for task in worker.loop_tasks.values())
+    assert runs == {name: 1 for name in _BASE_EXCEPTIONS}, "each ran once"
+    assert worker.stats.failed == len(_BASE_EXCEPTIONS)

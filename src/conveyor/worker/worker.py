@@ -398,7 +398,7 @@ class Worker:
         except asyncio.CancelledError:
             if outcome is None:
                 outcome = self.runner.stopped(lease, ctx)
-        except Exception as exc:
+        except BaseException as exc:  # a SystemExit from middleware fails the job too
             if outcome is None:  # a middleware's before_job failed: a failed attempt
                 outcome = self.runner.failed(ctx, exc)
             else:
