@@ -201,3 +201,23 @@ async def test_a_handler_raising_a_base_exception_fails_its_job_and_the_worker_g
         assert all(not task.done() for task in worker.loop_tasks.values())
     assert runs == {name: 1 for name in _BASE_EXCEPTIONS}, "each ran once"
     assert worker.stats.failed == len(_BASE_EXCEPTIONS)
+
+
+async def test_an_async_handler_blocking_the_event_loop_past_half_a_lease_is_named_in_a_warning(
+    queue: Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    """An `async def` handler that blocks (time.sleep) stops the heartbeat: its lease lapses and the
+    job runs again elsewhere. Before, the worker said only that outcomes were refused as lost; now
+    the heartbeat, waking late, says the event loop was blocked and which async jobs were running."""
+
+    async def blocks(ctx: JobContext, data: Any) -> str:
+        time.sleep(1.5)  # noqa: ASYNC251 - the fault under test: blocking inside async def (lease: 1 s)
+        return "done"
+
+    worker = Worker(queue, {"blocks": blocks}, lease_ms=1000)
+    caplog.set_level("WARNING", logger="conveyor.worker.keeper")
+    async with running(worker):
+        job = await queue.add("blocks")
+        await wait_for(lambda: worker.keeper.blocked >= 1, what="the late heartbeat noticed the blocked loop")
+    warnings = [r.getMessage() for r in caplog.records if "event loop was blocked" in r.getMessage()]
+    assert warnings and f"blocks ({job.id})" in warnings[0], warnings

@@ -42,6 +42,7 @@ class LeaseKeeper:
         self.idle_wait = idle_wait
         self.work = asyncio.Event()  # set by the worker when it takes leases
         self.calls = 0  # extend calls made (each renews every lease held)
+        self.blocked = 0  # beats that came half a lease late or more (the event loop was blocked)
         self.last_beat: float | None = None
 
     async def run(self) -> None:
@@ -52,8 +53,28 @@ class LeaseKeeper:
                 self.work.clear()
                 if not self.leases:
                     await self.work.wait()
+            slept_at = time.monotonic()
             await asyncio.sleep(self.interval_s)
+            late = time.monotonic() - slept_at - self.interval_s
+            if late > self.lease_ms / 2000:
+                self._blocked(late)
             await self.beat()
+
+    def _blocked(self, late: float) -> None:
+        """The beat came `late` seconds late, half a lease or more: the event loop was blocked (or
+        the process paused). Leases may have lapsed meanwhile and their jobs run again elsewhere."""
+        self.blocked += 1
+        # The culprit's run has usually just ended (the loop ran again when it returned): its lease
+        # stays in the table until its outcome is answered.
+        async_jobs = sorted({f"{lease.name} ({lease.job_id})" for lease in self.leases.values()
+                             if lease.interrupt is None})
+        logger.warning(
+            "queue %s: the event loop was blocked for %.1f s (heartbeat every %.1f s, leases of %.1f s): "
+            "leases may have lapsed and their jobs run again elsewhere. An async handler doing blocking "
+            "work (time.sleep, a sync client, long CPU work) blocks the heartbeat: make it a plain def "
+            "(it then runs in a thread) or use asyncio.to_thread. Async jobs held meanwhile: %s",
+            self.queue, late + self.interval_s, self.interval_s, self.lease_ms / 1000,
+            ", ".join(async_jobs[:10]) or "none")
 
     async def beat(self) -> None:
         held = [lease for lease in self.leases.values() if lease.stop is not Stop.LOST]
