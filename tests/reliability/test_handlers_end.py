@@ -13,7 +13,7 @@ from typing import Any
 import pytest
 import redis as syncredis
 
-from conveyor import JobContext, JobFailedError, JobInterrupted, JobState, Queue, Worker
+from conveyor import JobContext, JobFailedError, JobInterrupted, JobState, Queue, SerializationError, Worker
 from conveyor.redis.connection import connect
 from conveyor.testing import RedisServer
 from tests.conftest import running, wait_for
@@ -221,3 +221,27 @@ async def test_an_async_handler_blocking_the_event_loop_past_half_a_lease_is_nam
         await wait_for(lambda: worker.keeper.blocked >= 1, what="the late heartbeat noticed the blocked loop")
     warnings = [r.getMessage() for r in caplog.records if "event loop was blocked" in r.getMessage()]
     assert warnings and f"blocks ({job.id})" in warnings[0], warnings
+
+
+async def test_a_huge_progress_value_is_refused_before_it_reaches_redis(queue: Queue) -> None:
+    """Before, a progress value had no size limit: a handler reporting megabytes wrote them to the
+    job and to every event the stream kept (thousands of entries). Now a value over 64 KiB as JSON
+    raises SerializationError in the handler and nothing is written; small values still go through."""
+    refused: list[str] = []
+
+    async def reports(ctx: JobContext, data: Any) -> str:
+        try:
+            await ctx.progress({"blob": "x" * (2 * 1024 * 1024)})
+        except SerializationError as exc:
+            refused.append(str(exc))
+        await ctx.progress({"done": 1})
+        return "ok"
+
+    async with running(Worker(queue, {"r": reports})):
+        job = await queue.add("r")
+        assert await job.result(timeout=30) == "ok"
+    assert len(refused) == 1 and "over the limit" in refused[0]
+    assert (await job.record()).progress == {"done": 1}
+    stored = await queue.client.xrange(queue.keys.events)
+    assert stored, "events were kept"
+    assert max(len(str(fields)) for _, fields in stored) < 64 * 1024, "no huge event"
