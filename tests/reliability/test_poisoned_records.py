@@ -6,7 +6,9 @@ from __future__ import annotations
 
 from typing import Any
 
-from conveyor import JobContext, JobState, Queue, Worker, codec
+import pytest
+
+from conveyor import InvalidJobError, JobContext, JobState, Queue, Worker, codec
 from tests.conftest import running, wait_for
 
 # Each: the fields written over a freshly added job's record before any worker sees it.
@@ -60,3 +62,34 @@ async def test_poisoned_records_fail_with_a_clear_error_and_never_loop(queue: Qu
         assert all(not task.done() for task in worker.loop_tasks.values())
     assert runs == {}, "no poisoned job's handler ran"
     assert worker.stats.returned == 0 and worker.stats.retried == 0, "nothing was handed back or retried"
+
+
+async def test_a_page_of_records_reads_past_poisoned_fields(queue: Queue) -> None:
+    """Before, one record with a field that could not be parsed (options or data that are not JSON,
+    an attempt count Lua wrote as '1e+23', a state that is not a state) made reading it raise, and
+    with it the whole page of jobs it was on (the API's job list answered 500). Now the page is
+    read: unreadable fields show as stored or as their defaults, and a state that is not a state
+    is the state of the set the id was listed from; reading that one job alone says what is wrong."""
+    await queue.pause()
+    fine = await queue.add("h", {"n": 1})
+    bad = await queue.add("h", {"n": 2})
+    strange = await queue.add("h", {"n": 3})
+    await queue.client.hset(queue.keys.job(bad.id), mapping={
+        "opts": "[1,2]", "data": "{{{", "attempts": "9.9999999999999992e+22", "prio": "x", "error": "oops",
+        "started": "soon",
+    })
+    await queue.client.hset(queue.keys.job(strange.id), mapping={"state": "bogus"})
+    page = await queue.list_jobs(JobState.WAITING)
+    records = {r.id: r for r in page.jobs}
+    assert set(records) == {fine.id, bad.id, strange.id}
+    assert records[fine.id].data == {"n": 1}
+    poisoned = records[bad.id]
+    assert poisoned.options == {} and poisoned.data == "{{{" and poisoned.priority == 0
+    assert poisoned.attempts_made == 99999999999999991611392 and poisoned.started_ms is None
+    assert poisoned.error == {"type": "Unreadable", "message": "oops"}
+    assert records[strange.id].state is JobState.WAITING
+    with pytest.raises(InvalidJobError, match="bogus"):
+        await queue.get_job(strange.id)
+    with pytest.raises(InvalidJobError, match="bogus"):
+        await queue.get_state(strange.id)
+    assert (await queue.get_job(bad.id)) == poisoned
