@@ -93,3 +93,27 @@ async def test_a_page_of_records_reads_past_poisoned_fields(queue: Queue) -> Non
     with pytest.raises(InvalidJobError, match="bogus"):
         await queue.get_state(strange.id)
     assert (await queue.get_job(bad.id)) == poisoned
+
+
+@pytest.mark.parametrize("stored", ["1e400", "inf", "9007199254740993"])
+async def test_a_meta_counter_edited_past_2_53_still_hands_out_distinct_ids_and_tokens(
+    queue: Queue, stored: str
+) -> None:
+    """Before, a queue's `id` or `token` counter edited to a value a double cannot count on by
+    ones (inf, 2^53 and over) made every next number equal the last: each new job got the same id
+    (overwriting the one before it) and each lease the same token (no fencing). Now such a value is
+    ignored and the counter goes on from the clock."""
+    tokens: list[str] = []
+
+    async def ok(ctx: JobContext, data: Any) -> Any:
+        tokens.append(ctx.token)
+        return data
+
+    await queue.add("ok", -1)  # the meta hash exists
+    await queue.client.hset(queue.keys.meta, mapping={"id": stored, "token": stored})
+    jobs = [await queue.add("ok", n) for n in range(3)]
+    jobs += await queue.add_bulk([{"name": "ok", "data": n} for n in range(3, 6)])
+    assert len({job.id for job in jobs}) == 6, [job.id for job in jobs]
+    async with running(Worker(queue, {"ok": ok})):
+        assert [await job.result(timeout=30) for job in jobs] == list(range(6))
+    assert len(set(tokens)) == len(tokens) == 7, tokens
