@@ -1,6 +1,7 @@
 """Job records edited by hand (or written by another client) reach a worker: each job whose stored
-options or attempt count the runner cannot use fails with a clear `InvalidJob` error without its
-handler running, other jobs keep flowing, and no job is handed back and run again in a loop."""
+options the runner cannot use fails with a clear `InvalidJob` error without its handler running, a
+count that is not a count reads as 0, other jobs keep flowing, no job is handed back and run again in
+a loop, and no poisoned record stops the stalled-job sweep."""
 
 from __future__ import annotations
 
@@ -22,15 +23,14 @@ POISONED: dict[str, dict[str, str]] = {
     "timeout-negative": {"opts": '{"timeout":-1}'},
     "options-a-list": {"opts": "[1,2]"},
     "options-not-json": {"opts": "{{{"},
-    "attempt-count-past-2**63": {"attempts": "99999999999999999999999"},
 }
 
 
 async def test_poisoned_records_fail_with_a_clear_error_and_never_loop(queue: Queue) -> None:
     """Before, `attempts` stored as a string made the runner's bookkeeping raise, so every run
     ended handed back without using an attempt and the job ran again at once, thousands of times a
-    second; an attempt count past 2**63 read as a negative attempt and the job retried for ever; a
-    `timeout` the runner could not use failed the job while a sync handler's thread went on."""
+    second; a `timeout` the runner could not use failed the job while a sync handler's thread went
+    on."""
     runs: dict[str, int] = {}
 
     def handler(ctx: JobContext, data: Any) -> str:
@@ -117,3 +117,36 @@ async def test_a_meta_counter_edited_past_2_53_still_hands_out_distinct_ids_and_
     async with running(Worker(queue, {"ok": ok})):
         assert [await job.result(timeout=30) for job in jobs] == list(range(6))
     assert len(set(tokens)) == len(tokens) == 7, tokens
+
+
+async def test_a_poisoned_record_never_stops_the_stalled_sweep(queue: Queue) -> None:
+    """Before, the sweep added to a job's `stalls`, `lapses` and `attempts` with HINCRBY, which fails
+    on a field that is not an integer (a hand edit, or an attempt count the claim wrote as
+    '1e+23'): the whole sweep script failed, its loop ended, and no stalled job of the queue was
+    recovered again. An attempt count past 2**63 also read as a negative attempt, so the job retried
+    for ever. Now such a count reads as 0, and both leases of a dead worker are recovered."""
+    await queue.pause()
+    poisoned = await queue.add("ok", "poisoned")
+    plain = await queue.add("ok", "plain")
+    huge = await queue.add("ok", "huge")
+    await queue.client.hset(queue.keys.job(huge.id), "attempts", "99999999999999999999999")
+    # `poisoned` and `plain` were leased by a worker that died: confirmed runs whose leases expired.
+    for job, fields in ((poisoned, {"stalls": "abc", "lapses": "1e400", "attempts": "9.9999999999999992e+22"}),
+                        (plain, {})):
+        await queue.client.zrem(queue.keys.ready, job.id)
+        await queue.client.hset(queue.keys.job(job.id),
+                                mapping={"state": "active", "token": "dead", "run": "dead", **fields})
+        await queue.client.zadd(queue.keys.active, {job.id: 1})
+    await queue.resume()
+    attempts: dict[str, int] = {}
+
+    async def ok(ctx: JobContext, data: Any) -> Any:
+        attempts[data] = ctx.attempt
+        return data
+
+    async with running(Worker(queue, {"ok": ok}, stalled_interval_ms=100)) as worker:
+        for job in (huge, plain, poisoned):
+            assert await job.result(timeout=30) == (await job.record()).data
+        assert all(not task.done() for task in worker.loop_tasks.values()), "the sweep loop lives"
+    assert attempts == {"huge": 1, "plain": 1, "poisoned": 1}
+    assert (await poisoned.record()).stalls == 1 and (await plain.record()).stalls == 1

@@ -99,15 +99,14 @@ def _ms(seconds: Any, default: int) -> int:
 _MAX_MS = int(MAX_DURATION_S * 1000)
 
 
-def _unreadable(options: Any, attempt: int) -> str | None:
+def _unreadable(options: Any) -> str | None:
     """Why a leased job cannot run as stored, or None. Enqueue validates every option; a record
     edited by hand (or written by another client) is held to the same rules here, before its run:
     an `attempts` or `timeout` the runner cannot use would otherwise break the run's bookkeeping (a
-    job handed back at once and run again for ever, a sync thread outliving its failed job)."""
+    job handed back at once and run again for ever, a sync thread outliving its failed job). (An
+    attempt count that is not a count reads as 0 in the claim: the job runs as attempt 1.)"""
     if not isinstance(options, dict):
         return "the job's stored options cannot be read"
-    if attempt < 1:  # an attempt count Redis could not count on (not an integer, or past 2**53)
-        return f"the job's stored attempt count is not a count (read as {attempt})"
     attempts = options.get("attempts", 1)
     if type(attempts) is not int or not 1 <= attempts <= ATTEMPTS_MAX:
         return f"the job's stored option attempts is not an integer in [1, {ATTEMPTS_MAX}]: {clip(attempts)}"
@@ -384,7 +383,7 @@ class Worker:
                 self.slots.running += 1
             if self._closing:  # leased by a trip sent before close(): back to the queue at once
                 self._end(lease, JobOutcome(OutcomeKind.BACK, reason=Stop.SHUTDOWN.value))
-            elif (problem := _unreadable(options, lease.attempt)) is not None:
+            elif (problem := _unreadable(options)) is not None:
                 error = {"type": "InvalidJob", "message": problem, "attempt": lease.attempt}
                 self._end(lease, JobOutcome(OutcomeKind.FAILED, error=error))
             elif name not in handlers:
