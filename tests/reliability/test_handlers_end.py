@@ -6,6 +6,7 @@ does not spin its heartbeat (the lease-extend storm)."""
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import threading
 import time
 from typing import Any
@@ -245,3 +246,44 @@ async def test_a_huge_progress_value_is_refused_before_it_reaches_redis(queue: Q
     stored = await queue.client.xrange(queue.keys.events)
     assert stored, "events were kept"
     assert max(len(str(fields)) for _, fields in stored) < 64 * 1024, "no huge event"
+
+
+async def test_a_handler_that_does_not_stop_past_its_timeout_is_named_in_a_warning(
+    queue: Queue, caplog: pytest.LogCaptureFixture
+) -> None:
+    """A handler that catches the CancelledError (async) or JobInterrupted (sync) its timeout raises
+    and goes on keeps its slot and its lease until it returns. Before, nothing said so; now the
+    heartbeat warns once per run that is still going a few seconds after its timeout ran out."""
+    released = threading.Event()
+
+    async def async_stubborn(ctx: JobContext, data: Any) -> str:
+        while not released.is_set():
+            try:
+                await asyncio.sleep(0.01)
+            except asyncio.CancelledError:
+                continue
+        return "async"
+
+    def sync_stubborn(ctx: JobContext, data: Any) -> str:
+        while not released.is_set():
+            try:
+                time.sleep(0.01)
+            except JobInterrupted:
+                continue
+        return "sync"
+
+    worker = Worker(queue, {"a": async_stubborn, "s": sync_stubborn}, heartbeat_ms=100)
+    caplog.set_level("WARNING", logger="conveyor.worker.keeper")
+    async with running(worker):
+        jobs = [await queue.add("a", timeout=0.2), await queue.add("s", timeout=0.2)]
+        try:
+            await wait_for(lambda: worker.keeper.overdue >= 2, timeout=60, what="both runs were found overdue")
+        finally:
+            released.set()
+        warnings = [r.getMessage() for r in caplog.records if "is still running although" in r.getMessage()]
+        assert len(warnings) == 2 and all("timeout" in w for w in warnings), warnings
+        assert {job.id for job in jobs} == {w.split()[3] for w in warnings}
+        for job in jobs:
+            with contextlib.suppress(JobFailedError):
+                await job.result(timeout=30)
+    assert worker.keeper.overdue == 2, "once per run"

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from conveyor.errors import ConnectionFailedError
@@ -43,6 +43,7 @@ class LeaseKeeper:
         self.work = asyncio.Event()  # set by the worker when it takes leases
         self.calls = 0  # extend calls made (each renews every lease held)
         self.blocked = 0  # beats that came half a lease late or more (the event loop was blocked)
+        self.overdue = 0  # runs found still going well after they were stopped or timed out (warned once each)
         self.last_beat: float | None = None
 
     async def run(self) -> None:
@@ -59,6 +60,22 @@ class LeaseKeeper:
             if late > self.lease_ms / 2000:
                 self._blocked(late)
             await self.beat()
+
+    def _check_overdue(self, leases: Iterable[Lease]) -> None:
+        """Warn once per run that does not end although it was stopped or its timeout ran out: it
+        keeps its slot, and its lease is renewed, until its handler returns."""
+        now = time.monotonic()
+        for lease in leases:
+            if lease.overdue:
+                continue
+            why = lease.overdue_since(now)
+            if why is not None:
+                lease.overdue = True
+                self.overdue += 1
+                logger.warning(
+                    "queue %s: job %s (%s) is still running although %s: its handler does not stop (it "
+                    "catches CancelledError or JobInterrupted, or is stuck in a call that does not return); "
+                    "it keeps its slot and its lease until it returns", self.queue, lease.job_id, lease.name, why)
 
     def _blocked(self, late: float) -> None:
         """The beat came `late` seconds late, half a lease or more: the event loop was blocked (or
@@ -82,6 +99,8 @@ class LeaseKeeper:
         self.on_beat()
         if self.gate is not None:
             await self.gate.extend()
+        if self.leases:
+            self._check_overdue(self.leases.values())
         if not held:
             return
         confirm = [lease.started and not lease.confirmed for lease in held]

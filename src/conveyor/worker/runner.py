@@ -86,6 +86,7 @@ class Runner:
                 result = await self._run_sync(lease, spec, ctx, data, timeout)
             elif timeout:
                 lease.started = True
+                lease.started_at = time.monotonic()
                 async with asyncio.timeout(timeout) as timer:
                     result = await spec.fn(ctx, data)
             else:
