@@ -9,7 +9,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from conveyor import codec
-from conveyor.errors import JobCancelledError, JobFailedError, JobNotFoundError
+from conveyor.errors import InvalidJobError, JobCancelledError, JobFailedError, JobNotFoundError
 
 if TYPE_CHECKING:
     from conveyor.queue import Queue
@@ -31,7 +31,36 @@ TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
 
 
 def _int(raw: str | None) -> int | None:
-    return None if raw is None else int(raw)
+    return None if raw is None else _count(raw, None)
+
+
+# A record is data: one edited by hand (or written by another client) must not make reading it, or
+# a page of records it is on, fail. A field that cannot be read is shown as what it holds or as its
+# default; only a state that is not a state is refused (a page knows the state from its set).
+def _count(raw: Any, default: Any) -> Any:
+    try:
+        return int(raw)
+    except (TypeError, ValueError):
+        try:
+            return int(float(raw))  # '1e+23', as Lua writes a count past 2**53
+        except (TypeError, ValueError, OverflowError):
+            return default
+
+
+def _json(raw: str | None) -> Any:
+    try:
+        return codec.loads(raw)
+    except ValueError:
+        return raw  # not JSON: the text as stored
+
+
+def _state(raw: str | None, job_id: str, hint: JobState | None) -> JobState:
+    try:
+        return JobState(raw or "waiting")
+    except ValueError:
+        if hint is not None:
+            return hint
+        raise InvalidJobError(f"job {job_id}: its stored state {raw!r} is not a job state") from None
 
 
 @dataclass(frozen=True, slots=True)
@@ -76,24 +105,34 @@ class JobRecord:
     pending_children: int = 0  # children that have not ended (a flow parent)
 
     @classmethod
-    def from_hash(cls, queue: str, job_id: str, h: Mapping[str, str]) -> JobRecord:
-        options = codec.loads(h.get("opts")) or {}
+    def from_hash(
+        cls, queue: str, job_id: str, h: Mapping[str, str], state: JobState | None = None
+    ) -> JobRecord:
+        """The record of hash `h`; `state`: the state of the set the id was read from, used when the
+        stored one is not a state (otherwise that raises InvalidJobError). Other unreadable fields
+        are shown as stored (text that is not JSON) or as their defaults."""
+        options = _json(h.get("opts"))
+        if not isinstance(options, dict):
+            options = {}
+        error = _json(h.get("error"))
+        if error is not None and not isinstance(error, dict):
+            error = {"type": "Unreadable", "message": str(error)[:2000]}
         return cls(
             id=job_id,
             queue=queue,
             name=h.get("name", ""),
-            data=codec.loads(h.get("data")),
-            state=JobState(h.get("state", "waiting")),
+            data=_json(h.get("data")),
+            state=_state(h.get("state"), job_id, state),
             options=options,
-            priority=int(h.get("prio", 0)),
-            attempts_made=int(h.get("attempts", 0)),
-            max_attempts=int(options.get("attempts", 1)),
-            stalls=int(h.get("stalls", 0)),
-            lapses=int(h.get("lapses", 0)),
+            priority=_count(h.get("prio", 0), 0),
+            attempts_made=_count(h.get("attempts", 0), 0),
+            max_attempts=_count(options.get("attempts", 1), 1),
+            stalls=_count(h.get("stalls", 0), 0),
+            lapses=_count(h.get("lapses", 0), 0),
             awaiting_handler="held" in h,
-            progress=codec.loads(h.get("progress")),
-            result=codec.loads(h.get("result")),
-            error=codec.loads(h.get("error")),
+            progress=_json(h.get("progress")),
+            result=_json(h.get("result")),
+            error=error,
             created_ms=_int(h.get("ts")),
             started_ms=_int(h.get("started")),
             finished_ms=_int(h.get("finished")),
@@ -102,7 +141,7 @@ class JobRecord:
             idempotency_key=h.get("idem"),
             parent=split_ref(h["parent"]) if "parent" in h else None,
             children=tuple(split_ref(r) for r in h.get("kids", "").split()),
-            pending_children=int(h.get("pending", 0)),
+            pending_children=_count(h.get("pending", 0), 0),
         )
 
     @property

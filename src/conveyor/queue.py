@@ -280,7 +280,12 @@ class Queue(QueueHandle[RedisClient]):
 
     async def get_state(self, job_id: str) -> JobState | None:
         state = await self._call(self.client.hget(self.keys.job(job_id), "state"))
-        return None if state is None else JobState(state)
+        if state is None:
+            return None
+        try:
+            return JobState(state)
+        except ValueError:
+            raise InvalidJobError(f"job {job_id}: its stored state {state!r} is not a job state") from None
 
     async def get_logs(self, job_id: str, start: int = 0, end: int = -1) -> list[str]:
         return list(await self._call(self.client.lrange(self.keys.log(job_id), start, end)))
@@ -342,17 +347,17 @@ class Queue(QueueHandle[RedisClient]):
             ids = await limits_admin.waiting_ids(self, cursor, limit)
         else:
             ids = await self._call(self.client.zrange(key, cursor, stop))
-        records = await self._records(ids)
+        records = await self._records(ids, state)
         return Page(records, cursor + limit if len(ids) == limit else None)
 
-    async def _records(self, ids: Sequence[str]) -> list[JobRecord]:
+    async def _records(self, ids: Sequence[str], state: JobState | None = None) -> list[JobRecord]:
         if not ids:
             return []
         async with self.client.pipeline(transaction=False) as pipe:
             for job_id in ids:
                 pipe.hgetall(self.keys.job(job_id))
             hashes = await self._call(pipe.execute())
-        return [JobRecord.from_hash(self.name, i, h) for i, h in zip(ids, hashes, strict=True) if h]
+        return [JobRecord.from_hash(self.name, i, h, state) for i, h in zip(ids, hashes, strict=True) if h]
 
     # ------------------------------------------------------------------ events
 

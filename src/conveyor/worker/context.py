@@ -26,6 +26,8 @@ if TYPE_CHECKING:
 MAX_LOG_LINES = 1000
 MAX_LOG_LINE_CHARS = 8192
 MAX_STEP_BYTES = 512 * 1024  # a durable step's stored result, as a job result
+# A progress value, as JSON: it is stored on the job and copied into the events stream (kept by count).
+MAX_PROGRESS_BYTES = 64 * 1024
 MAX_STEP_NAME = 200
 # A job's streamed output is kept up to this many bytes (UTF-8); chunks past it are dropped.
 MAX_OUTPUT_BYTES = 1024 * 1024
@@ -79,8 +81,13 @@ class JobContext:
         return f"JobContext(queue={self.queue!r}, id={self.job_id!r}, name={self.name!r}, attempt={self.attempt})"
 
     async def progress(self, value: Any) -> None:
-        """Record progress (any JSON value, e.g. a percentage or {"done": 3, "total": 10})."""
-        code = await self._scripts.progress(self.job_id, self.token, codec.dumps(value).decode())
+        """Record progress (any JSON value, e.g. a percentage or {"done": 3, "total": 10}) of at most
+        `MAX_PROGRESS_BYTES` as JSON; a larger one raises SerializationError and writes nothing."""
+        encoded = codec.dumps(value)
+        if len(encoded) > MAX_PROGRESS_BYTES:
+            raise SerializationError(
+                f"progress is {len(encoded)} bytes as JSON, over the limit of {MAX_PROGRESS_BYTES}")
+        code = await self._scripts.progress(self.job_id, self.token, encoded.decode())
         self._fenced(code)
 
     async def log(self, line: str) -> None:

@@ -12,7 +12,7 @@ from __future__ import annotations
 import asyncio
 import logging
 import time
-from collections.abc import Callable, Mapping
+from collections.abc import Callable, Iterable, Mapping
 from typing import TYPE_CHECKING
 
 from conveyor.errors import ConnectionFailedError
@@ -42,6 +42,8 @@ class LeaseKeeper:
         self.idle_wait = idle_wait
         self.work = asyncio.Event()  # set by the worker when it takes leases
         self.calls = 0  # extend calls made (each renews every lease held)
+        self.blocked = 0  # beats that came half a lease late or more (the event loop was blocked)
+        self.overdue = 0  # runs found still going well after they were stopped or timed out (warned once each)
         self.last_beat: float | None = None
 
     async def run(self) -> None:
@@ -52,8 +54,44 @@ class LeaseKeeper:
                 self.work.clear()
                 if not self.leases:
                     await self.work.wait()
+            slept_at = time.monotonic()
             await asyncio.sleep(self.interval_s)
+            late = time.monotonic() - slept_at - self.interval_s
+            if late > self.lease_ms / 2000:
+                self._blocked(late)
             await self.beat()
+
+    def _check_overdue(self, leases: Iterable[Lease]) -> None:
+        """Warn once per run that does not end although it was stopped or its timeout ran out: it
+        keeps its slot, and its lease is renewed, until its handler returns."""
+        now = time.monotonic()
+        for lease in leases:
+            if lease.overdue:
+                continue
+            why = lease.overdue_since(now)
+            if why is not None:
+                lease.overdue = True
+                self.overdue += 1
+                logger.warning(
+                    "queue %s: job %s (%s) is still running although %s: its handler does not stop (it "
+                    "catches CancelledError or JobInterrupted, or is stuck in a call that does not return); "
+                    "it keeps its slot and its lease until it returns", self.queue, lease.job_id, lease.name, why)
+
+    def _blocked(self, late: float) -> None:
+        """The beat came `late` seconds late, half a lease or more: the event loop was blocked (or
+        the process paused). Leases may have lapsed meanwhile and their jobs run again elsewhere."""
+        self.blocked += 1
+        # The culprit's run has usually just ended (the loop ran again when it returned): its lease
+        # stays in the table until its outcome is answered.
+        async_jobs = sorted({f"{lease.name} ({lease.job_id})" for lease in self.leases.values()
+                             if lease.interrupt is None})
+        logger.warning(
+            "queue %s: the event loop was blocked for %.1f s (heartbeat every %.1f s, leases of %.1f s): "
+            "leases may have lapsed and their jobs run again elsewhere. An async handler doing blocking "
+            "work (time.sleep, a sync client, long CPU work) blocks the heartbeat: make it a plain def "
+            "(it then runs in a thread) or use asyncio.to_thread. Async jobs held meanwhile: %s",
+            self.queue, late + self.interval_s, self.interval_s, self.lease_ms / 1000,
+            ", ".join(async_jobs[:10]) or "none")
 
     async def beat(self) -> None:
         held = [lease for lease in self.leases.values() if lease.stop is not Stop.LOST]
@@ -61,6 +99,8 @@ class LeaseKeeper:
         self.on_beat()
         if self.gate is not None:
             await self.gate.extend()
+        if self.leases:
+            self._check_overdue(self.leases.values())
         if not held:
             return
         confirm = [lease.started and not lease.confirmed for lease in held]

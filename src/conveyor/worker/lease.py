@@ -16,6 +16,7 @@ waiting for Redis to come back does not let its lease lapse.
 from __future__ import annotations
 
 import asyncio
+import time
 from enum import Enum
 from typing import TYPE_CHECKING, Any
 
@@ -23,6 +24,7 @@ if TYPE_CHECKING:
     from conveyor.limits.named import Usage
     from conveyor.worker.context import JobContext
 
+STOP_GRACE_S = 5.0  # how long a run may take to end once stopped (or past its timeout) before it is overdue
 _TIMEOUT_NOTES = ("JobTimeoutError", "TimeoutError", "ReadTimeout", "ConnectTimeout", "WriteTimeout", "PoolTimeout")
 
 
@@ -41,7 +43,7 @@ class Lease:
 
     __slots__ = (
         "attempt", "cancel_requested", "confirmed", "ctx", "interrupt", "job_id", "name", "options", "outcome",
-        "signal", "started", "started_at", "stop", "task", "thread", "token", "usage",
+        "overdue", "signal", "started", "started_at", "stop", "stop_at", "task", "thread", "token", "usage",
     )
 
     def __init__(self, job_id: str, token: str, attempt: int, name: str, options: dict[str, Any]) -> None:
@@ -58,6 +60,8 @@ class Lease:
         self.thread: int | None = None  # ident of the thread running a sync handler, while it runs
         self.interrupt: Any = None  # how to interrupt that thread (SyncThreads.interrupt)
         self.stop: Stop | None = None
+        self.stop_at: float | None = None  # time.monotonic() when `stop` was first set
+        self.overdue = False  # the heartbeat warned that this run does not end (see overdue_since)
         self.cancel_requested = False
         self.outcome: tuple[str, str, str, Any, int, str, Any] | None = None
         self.usage: Usage | None = None  # tokens the run reported (named limiters, cost accounting)
@@ -82,6 +86,21 @@ class Lease:
         self.ctx = None
         self.task = None
 
+    def overdue_since(self, now: float) -> str | None:
+        """What this still-running run should have ended after, when it is over STOP_GRACE_S late:
+        stopped (cancelled, lease lost, shutdown) or past its `timeout`, and its handler has not
+        returned (it catches CancelledError or JobInterrupted, or is stuck in a call)."""
+        if self.outcome is not None:
+            return None
+        if self.stop_at is not None and self.stop is not None:
+            if now - self.stop_at > STOP_GRACE_S:
+                return f"it was stopped ({self.stop.value}) {now - self.stop_at:.0f} s ago"
+            return None
+        timeout = self.options.get("timeout")
+        if timeout and self.started_at is not None and now - self.started_at - timeout > STOP_GRACE_S:
+            return f"its timeout of {timeout} s ran out {now - self.started_at - timeout:.0f} s ago"
+        return None
+
     def request_stop(self, reason: Stop) -> None:
         """End the run early: cancel an async handler's task, interrupt a sync handler's thread.
         A lost lease overrides any other reason (there is nothing left to write)."""
@@ -92,6 +111,7 @@ class Lease:
                 self.stop = reason
             return
         self.stop = reason
+        self.stop_at = time.monotonic()
         if self.interrupt is not None:
             self.interrupt(self)
         elif self.task is not None:

@@ -65,8 +65,9 @@ class Runner:
         self.threads = threads
 
     async def run(self, lease: Lease, ctx: JobContext, raw_data: str) -> JobOutcome:
-        """The outcome of running `lease`'s handler (which the caller checked exists). Raises only
-        CancelledError, when the worker's own task is cancelled from outside (event loop ending)."""
+        """The outcome of running `lease`'s handler (which the caller checked exists). Anything the
+        handler raises, BaseExceptions included, is its outcome; this raises only CancelledError, when
+        the worker's own task is cancelled from outside (event loop ending)."""
         started = time.perf_counter()
         outcome = await self._run(lease, ctx, raw_data)
         outcome.duration_s = time.perf_counter() - started
@@ -85,6 +86,7 @@ class Runner:
                 result = await self._run_sync(lease, spec, ctx, data, timeout)
             elif timeout:
                 lease.started = True
+                lease.started_at = time.monotonic()
                 async with asyncio.timeout(timeout) as timer:
                     result = await spec.fn(ctx, data)
             else:
@@ -115,7 +117,9 @@ class Runner:
             return JobOutcome(OutcomeKind.BACK, delay_s=exc.retry_after, reason=exc.reason, throttle=True)
         except Unrecoverable as exc:
             return JobOutcome(OutcomeKind.FAILED, error=describe_error(exc, ctx.attempt))
-        except Exception as exc:
+        except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit, its own...
+            # raised by the handler itself are its failure: they must neither end the worker's event
+            # loop nor leave the run without an outcome (the job would go back and run again at once).
             return self._failed_run(lease, ctx, exc)
 
     def stopped(self, lease: Lease, ctx: JobContext) -> JobOutcome:

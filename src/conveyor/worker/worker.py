@@ -31,7 +31,7 @@ from conveyor.flows.mover import OutboxMover
 from conveyor.limits.gate import LimiterGate, RunRefusal
 from conveyor.limits.named import Limiter, LimiterUse, merge_uses
 from conveyor.middleware import Middleware, MiddlewareChain
-from conveyor.options import MAX_DURATION_S
+from conveyor.options import ATTEMPTS_MAX, MAX_DURATION_S, MIN_DURATION_S, clip
 from conveyor.queue import Queue
 from conveyor.redis.codes import ScriptCode
 from conveyor.redis.connection import eviction_policy_warning, listpack_hint
@@ -97,6 +97,23 @@ def _ms(seconds: Any, default: int) -> int:
 
 
 _MAX_MS = int(MAX_DURATION_S * 1000)
+
+
+def _unreadable(options: Any) -> str | None:
+    """Why a leased job cannot run as stored, or None. Enqueue validates every option; a record
+    edited by hand (or written by another client) is held to the same rules here, before its run:
+    an `attempts` or `timeout` the runner cannot use would otherwise break the run's bookkeeping (a
+    job handed back at once and run again for ever, a sync thread outliving its failed job). (An
+    attempt count that is not a count reads as 0 in the claim: the job runs as attempt 1.)"""
+    if not isinstance(options, dict):
+        return "the job's stored options cannot be read"
+    attempts = options.get("attempts", 1)
+    if type(attempts) is not int or not 1 <= attempts <= ATTEMPTS_MAX:
+        return f"the job's stored option attempts is not an integer in [1, {ATTEMPTS_MAX}]: {clip(attempts)}"
+    timeout = options.get("timeout")
+    if timeout and (type(timeout) not in (int, float) or not MIN_DURATION_S <= timeout <= MAX_DURATION_S):
+        return f"the job's stored option timeout is not a number of seconds in range: {clip(timeout)}"
+    return None
 
 
 def _check_settings(
@@ -366,13 +383,14 @@ class Worker:
                 self.slots.running += 1
             if self._closing:  # leased by a trip sent before close(): back to the queue at once
                 self._end(lease, JobOutcome(OutcomeKind.BACK, reason=Stop.SHUTDOWN.value))
-            elif not isinstance(options, dict):
-                error = {"type": "InvalidJob", "message": "the job's stored options cannot be read"}
+            elif (problem := _unreadable(options)) is not None:
+                error = {"type": "InvalidJob", "message": problem, "attempt": lease.attempt}
                 self._end(lease, JobOutcome(OutcomeKind.FAILED, error=error))
             elif name not in handlers:
                 self._end(lease, JobOutcome(OutcomeKind.HELD, reason=f"no handler for {name!r} on this worker"))
             else:
-                ctx = JobContext(scripts, queue, worker_id, job_id, token, lease.attempt, name, None, options, lease)
+                ctx = JobContext(scripts, queue, worker_id, job_id, token, lease.attempt, name, None, lease.options,
+                                 lease)
                 lease.ctx = ctx
                 lease.task = create_task(run(lease, ctx, data))
         if self._running:
@@ -398,7 +416,7 @@ class Worker:
         except asyncio.CancelledError:
             if outcome is None:
                 outcome = self.runner.stopped(lease, ctx)
-        except Exception as exc:
+        except BaseException as exc:  # a SystemExit from middleware fails the job too
             if outcome is None:  # a middleware's before_job failed: a failed attempt
                 outcome = self.runner.failed(ctx, exc)
             else:

@@ -171,8 +171,7 @@ for i = 0, count - 1 do
       emit(k.events, maxlen, 'ev', 'cancelled', 'id', id)
     elseif kind == 'H' then
       local name = f[9]
-      redis.call('HINCRBY', jk, 'attempts', -1)
-      redis.call('HSET', jk, 'state', 'waiting', 'held', name)
+      redis.call('HSET', jk, 'state', 'waiting', 'held', name, 'attempts', math.max(0, count_of(f[3]) - 1))
       redis.call('ZADD', prefix .. 'hold:' .. name, stamp, id)
       redis.call('SADD', prefix .. 'holds', name)
       redis.call('HINCRBY', k.meta, 'hwait', 1)
@@ -182,8 +181,8 @@ for i = 0, count - 1 do
     elseif kind == 'W' then
       flow_wait(prefix, k.meta, k.ready, k.wake, jk, id, now)
       emit(k.events, maxlen, 'ev', 'waiting-children', 'id', id)
-    else -- 'B' or 'T': back to waiting without using an attempt
-      redis.call('HINCRBY', jk, 'attempts', -1)
+    else -- 'B' or 'T': back to waiting without using an attempt (written whole: see count_of)
+      redis.call('HSET', jk, 'attempts', math.max(0, count_of(f[3]) - 1))
       if kind == 'T' and number > 0 then block_claims(prefix, k.meta, f[5], now + number) end
       requeue(jk, id, number)
       emit(k.events, maxlen, 'ev', 'retrying', 'id', id, 'att', f[3], 'delay', number, 'reason', note)

@@ -39,7 +39,7 @@ local fields = {}
 local unreachable = {}
 for i = 1, #expired do
   local f = redis.pcall('HMGET', prefix .. 'job:' .. expired[i], 'state', 'token', 'run', 'group', 'cancel',
-                        'stalls', 'lapses', 'cw')
+                        'stalls', 'lapses', 'cw', 'attempts')
   if f.err or not f[1] then
     f = {}
     unreachable[#unreachable + 1] = num(now + 60000)
@@ -55,14 +55,16 @@ for i = 1, #expired do
   -- otherwise is a leftover (its outcome was recorded) and only leaves the set.
   if f[1] == 'active' then
     local confirmed = f[2] ~= nil and f[2] == f[3]
-    local stalls = tonumber(f[6]) or 0
-    local lapses = tonumber(f[7]) or 0
+    -- Counts are computed here and written whole (not HINCRBY, which fails the whole sweep on a
+    -- field edited to something that is not an integer): an unreadable one counts from 0.
+    local stalls, lapses = count_of(f[6]), count_of(f[7])
     if confirmed then
-      stalls = redis.call('HINCRBY', jk, 'stalls', 1)
+      stalls = stalls + 1
+      redis.call('HSET', jk, 'stalls', stalls, 'attempts', math.max(0, count_of(f[9]) - 1))
     else
-      lapses = redis.call('HINCRBY', jk, 'lapses', 1)
+      lapses = lapses + 1
+      redis.call('HSET', jk, 'lapses', lapses, 'attempts', math.max(0, count_of(f[9]) - 1))
     end
-    redis.call('HINCRBY', jk, 'attempts', -1)
     redis.call('HDEL', jk, 'token')
     if f[4] then group_release(prefix, f[4]) end
     if f[8] then cap_release(prefix, jk, f[8], true) end

@@ -45,6 +45,8 @@ local function lease(k, prefix, worker, lease_ms, now, maxlen, ids, from, step, 
       local token = num(base + i)
       -- One write per job: the attempt count rides in the same HSET as the lease fields.
       local att = (tonumber(f[4]) or 0) + 1
+      -- A count edited by hand past any real one (or negative, inf, nan) reads as unreadable: 0.
+      if not (att >= 1 and att <= 1000000) then att = 1 end
       if charged and charged[id] then
         redis.call('HSET', jk, 'state', 'active', 'token', token, 'worker', worker, 'started', started,
           'attempts', att, 'chg', charged[id])

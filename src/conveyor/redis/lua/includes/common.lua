@@ -39,11 +39,24 @@ local MAX_COUNT = 9007199254740991
 -- out again, as long as the servers' clocks are sane; it stays below 2^53 until the year 2255.
 -- COUNTERS holds the counter values this run already read (a caller reading meta anyway may put one
 -- there, keyed '<meta key> <field>') or wrote, which saves the HGET.
+-- A count stored in a job's record (attempts, stalls, lapses) as a whole number in [0, 10^6]; anything
+-- else (edited by hand: not a number, negative, fractional, huge) reads as 0.
+local function count_of(v)
+  v = tonumber(v)
+  if v and v >= 0 and v <= 1000000 then return math.floor(v) end
+  return 0
+end
+
+-- A stored value no counter can count on by ones (edited by hand: 2^53 or more, inf, nan; each next
+-- number would equal the last, so every job would get one id and every lease one token) is ignored:
+-- the counter goes on from the clock.
 local COUNTERS = {}
+local COUNTER_MAX = 9007194959773696 -- 2^53 - 2^32: room for any batch below 2^53
 local function reserve(meta, field, n)
   local known = meta .. ' ' .. field
   local last = COUNTERS[known]
   if last == nil then last = tonumber(redis.call('HGET', meta, field)) or 0 end
+  if not (last < COUNTER_MAX) then last = 0 end
   local t = redis_time()
   local floor = tonumber(t[1]) * 1000000 + tonumber(t[2])
   if last < floor then last = floor end
