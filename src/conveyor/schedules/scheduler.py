@@ -192,6 +192,10 @@ class Scheduler:
             logger.warning(
                 "schedule %s: pass failed, retried after the claim lease: %s", claimed.schedule_id, exc
             )
+        except Exception:  # a definition this version cannot use: it must not stop the rest of the batch
+            self.stats.errors += 1
+            logger.exception("schedule %s: pass failed unexpectedly, retried after the claim lease",
+                             claimed.schedule_id)
 
     async def _builtin(
         self, claimed: Claimed, p: Plan, now: int, run: Callable[[int], Awaitable[object]] | None
@@ -205,6 +209,9 @@ class Scheduler:
         except (ConveyorError, RedisError) as exc:
             self.stats.errors += 1
             logger.warning("%s failed, retried after the claim lease: %s", claimed.schedule_id, exc)
+        except Exception:
+            self.stats.errors += 1
+            logger.exception("%s failed unexpectedly, retried after the claim lease", claimed.schedule_id)
 
     async def _advance(self, claimed: Claimed, p: Plan, now: int, job_id: str | None) -> None:
         last = ""
