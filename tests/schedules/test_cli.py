@@ -4,6 +4,10 @@ from __future__ import annotations
 
 import asyncio
 import json
+import os
+import subprocess
+import sys
+from pathlib import Path
 
 from typer.testing import CliRunner
 
@@ -56,3 +60,17 @@ def test_schedules_commands(redis_url: str, prefix: str, qname: str) -> None:
     assert code == 0 and "no schedules" in out
     code, out = cli("pause", "hourly", *opts)
     assert code == 1 and "not found" in out
+
+
+def test_scheduler_refuses_non_finite_options_with_a_clear_error(redis_url: str) -> None:
+    """`conveyor scheduler` in a real process: a bad number is one line on stderr, not a traceback."""
+    root = Path(__file__).resolve().parents[2]
+    for option, value in (("--grace", "nan"), ("--grace", "inf"), ("--grace", "-1"),
+                          ("--maintenance-interval", "nan"), ("--maintenance-interval", "0")):
+        proc = subprocess.run(
+            [sys.executable, "-m", "conveyor", "scheduler", "tests.schedules.fleet_app:app", "--redis-url", redis_url,
+             option, value], cwd=root, capture_output=True, text=True, timeout=120,
+            env={**os.environ, "PYTHONPATH": str(root)},
+        )
+        assert proc.returncode == 1, (option, value, proc.stderr)
+        assert proc.stderr.startswith("error:") and "Traceback" not in proc.stderr, (option, value, proc.stderr)

@@ -162,3 +162,69 @@ async def test_a_live_scheduler_taking_over_a_frozen_claim_does_not_skip_the_tic
     assert info.last_run is not None and (info.last_run.fired, info.last_run.skipped) == (1, 0)
     assert await q.get_job(f"sched:s:{tick}") is not None
     await q.obliterate(force=True)
+
+
+async def test_a_takeover_firing_later_ticks_too_never_reenqueues_the_crashed_pass_ticks(
+    redis_url: str, plain: RedisClient, prefix: str, qname: str, schedulers: list[SchedulerProcess]
+) -> None:
+    """The scheduler that takes over after a crash between enqueue and advance fires the crashed
+    pass's tick again together with the ticks that came due meanwhile. The already-enqueued tick,
+    whose job ran and was deleted (result_ttl=0), must not get a second job."""
+    store = ScheduleStore(plain, prefix)
+    q = Queue(qname, redis=plain, prefix=prefix)
+    runs_key = f"{prefix}:test:runs"
+
+    async def t(ctx: JobContext, data: Any) -> None:
+        await plain.hincrby(runs_key, ctx.job_id, 1)
+
+    sec, usec = await plain.time()
+    tick = (int(sec) * 1000 + int(usec) // 1000) + 1500
+    await store.put(Schedule(id="s", task="t", queue=qname, interval_s=2, start=from_ms(tick),
+                             options={"result_ttl": 0}))
+    first = SchedulerProcess(redis_url, prefix, lease_s=1.0, grace_s=30.0, crash_at="advance")
+    second = SchedulerProcess(redis_url, prefix, lease_s=1.0, grace_s=30.0)
+    schedulers += [first, second]
+    first.go()
+    await first.says("crashing")
+    assert await asyncio.to_thread(first.proc.wait, 60) == -9  # killed after enqueueing, before advancing
+    info = await store.get("s")
+    assert info.next_ms == tick
+    enqueued = [f"sched:s:{t_}" for t_ in range(tick, tick + 100_000, 2000) if await q.get_job(f"sched:s:{t_}")]
+    assert enqueued  # the crashed pass enqueued its tick(s)
+
+    async with running(Worker(q, {"t": t}, concurrency=1, idle_block_s=0.2)):
+        async def ran_and_deleted() -> bool:
+            runs = await plain.hgetall(runs_key)
+            return all([runs.get(j) == "1" and await q.get_job(j) is None for j in enqueued])
+
+        await wait_for(ran_and_deleted, timeout=30, what="the crashed pass's jobs ran and were deleted")
+        latest = int(enqueued[-1].rsplit(":", 1)[1])
+
+        async def later_tick_due() -> bool:
+            return await redis_ms(plain) > latest + 2000
+
+        await wait_for(later_tick_due, timeout=30, what="a later tick came due")
+        second.go()  # takes over the lapsed claim and fires the crashed pass's ticks and the later ones
+
+        async def advanced() -> bool:
+            return ((await store.get("s")).next_ms or 0) > latest + 2000
+
+        await wait_for(advanced, timeout=60, interval=0.05, what="the second scheduler advanced the schedule")
+        second.close()
+
+        async def idle() -> bool:
+            counts = await q.counts()
+            return sum(counts.values()) == 0
+
+        await wait_for(idle, timeout=30, what="nothing left to run")
+    runs = await plain.hgetall(runs_key)
+    assert len(runs) > len(enqueued)  # the takeover fired later ticks
+    assert {j: n for j, n in runs.items() if n != "1"} == {}
+    for j in enqueued:
+        assert await added_events(q, j) == 1
+    await q.obliterate(force=True)
+
+
+async def redis_ms(client: RedisClient) -> int:
+    sec, usec = await client.time()
+    return int(sec) * 1000 + int(usec) // 1000

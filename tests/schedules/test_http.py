@@ -81,6 +81,11 @@ async def test_auth_dependencies_guard_the_routes(http: httpx.AsyncClient) -> No
         ({"task": "t", "interval_s": 60, "options": {"job_id": "x"}}, "cannot be set"),
         ({"task": "t", "interval_s": 60, "surprise": 1}, "surprise"),
         ({"task": "t", "interval_s": 60, "missed": "never"}, "missed"),
+        ({"task": "t", "cron": "0 0 * * *", "start": "9999-12-31T00:00:00Z"}, "start"),
+        ({"task": "t", "cron": "0 0 * * *", "end": "9999-12-31T23:59:59Z"}, "end"),
+        ({"task": "t", "interval_s": 60, "start": "9999-12-31T23:59:59Z"}, "start"),
+        ({"task": "t", "interval_s": 60, "start": "2026-01-01T00:00:00"}, "timezone-aware"),
+        ({"task": "t", "interval_s": 60, "start": "0001-01-01T00:00:00+05:00"}, "start"),
     ],
 )
 async def test_bad_bodies_get_422_and_write_nothing(

@@ -9,7 +9,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from conveyor import Conveyor, Queue
+from conveyor import Conveyor, Queue, codec
 from conveyor.errors import ConfigurationError
 from conveyor.redis.connection import RedisClient
 from conveyor.schedules import MissedPolicy, Schedule, Scheduler, ScheduleStore, job_id_tick
@@ -199,3 +199,21 @@ def test_bad_declarations_fail_at_import_time() -> None:
 
 async def _typed(ctx: object, payload: int) -> None:
     return None
+
+
+async def test_a_schedule_that_cannot_be_read_does_not_stop_the_others_firing(
+    client: RedisClient, prefix: str, target: Queue, clock: FakeClock
+) -> None:
+    """A stored definition this version cannot use (written by hand or by another version) fails its
+    own pass only: the schedules claimed with it in the same batch still fire."""
+    store = ScheduleStore(client, prefix, clock=clock)
+    await store.put(Schedule(id="good", task="t", queue=target.name, interval_s=1.0))
+    definition = Schedule(id="bad", task="t", queue=target.name, interval_s=1.0).to_json()
+    await client.hset(store.keys.defs, "bad", codec.dumps({"schedule": definition}).decode())  # no anchor_ms
+    await client.zadd(store.keys.next, {"bad": T0 + 500})  # due first: claimed first in the batch
+    scheduler = Scheduler(client, prefix=prefix, clock=clock, grace_s=0.5, maintenance_interval_s=None)
+    clock.advance(1000)
+    await scheduler.run_due()
+    assert await ticks_of(target) == [T0 + 1000]
+    assert scheduler.stats.errors == 1
+    assert (await store.get("good")).next_ms == T0 + 2000

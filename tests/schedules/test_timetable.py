@@ -178,3 +178,33 @@ def test_json_round_trip() -> None:
                  missed=MissedPolicy.ALL, catch_up_cap=5)
     assert Schedule.from_json(s.to_json()) == s
     assert s.options == {"attempts": 3, "backoff": {"type": "fixed", "delay": 2.0}}
+
+
+@pytest.mark.parametrize(
+    ("zone", "transition"),
+    [(MADRID, datetime(2026, 3, 29, 1, 0, tzinfo=UTC)),  # spring forward: 02:00 -> 03:00
+     (MADRID, datetime(2026, 10, 25, 1, 0, tzinfo=UTC))],  # fall back: 03:00 -> 02:00
+)
+def test_a_cron_with_seconds_near_a_transition_is_bounded_work(
+    monkeypatch: pytest.MonkeyPatch, zone: ZoneInfo, transition: datetime
+) -> None:
+    """Every second, in a zone with DST, across a transition: each real second is a tick (wildcard
+    jobs follow real time), and each tick costs a few cron steps, not hours of them."""
+    from croniter import croniter
+
+    steps = 0
+    get_next = croniter.get_next
+
+    def counted(self: croniter, *args: object, **kwargs: object) -> object:
+        nonlocal steps
+        steps += 1
+        return get_next(self, *args, **kwargs)
+
+    monkeypatch.setattr(croniter, "get_next", counted)
+    s = Schedule(id="c", task="t", cron="* * * * * *", tz=str(zone))
+    tt = CronTimetable("* * * * * *", str(zone))
+    now = to_ms(transition) + 15_000
+    p = plan(s, tt, due_ms=to_ms(transition) - 15_000, now_ms=now, grace_ms=30_000)
+    assert p.fire == list(range(to_ms(transition) - 15_000, now + 1, 1000))
+    assert p.next_ms == now + 1000
+    assert steps <= 20 * (len(p.fire) + 1)  # before: about 20,000 per tick near a transition

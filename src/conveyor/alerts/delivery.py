@@ -8,16 +8,21 @@ that crashed after enqueueing, before clearing its outbox) delivers it once.
 
 from __future__ import annotations
 
+import logging
 import re
+from dataclasses import replace
 from datetime import UTC, datetime
 from typing import Any
 from urllib.parse import urlsplit
 
 from conveyor.alerts.state import Notice, NoticeKind
 from conveyor.backoff import Exponential
+from conveyor.errors import IdempotencyConflictError
 from conveyor.options import JobOptions, JobSpec
 from conveyor.queue import Queue
 from conveyor.redis.connection import RedisClient
+
+logger = logging.getLogger(__name__)
 
 WEBHOOK_QUEUE, WEBHOOK_TASK = "webhooks", "webhooks.deliver"
 EMAIL_QUEUE, EMAIL_TASK = "email", "email.send"
@@ -98,9 +103,20 @@ def specs(n: Notice) -> list[tuple[str, JobSpec]]:
 
 
 async def enqueue(client: RedisClient, prefix: str, notice: Notice) -> int:
-    """Enqueue the notice's delivery jobs; returns how many were new."""
+    """Enqueue the notice's delivery jobs; returns how many were new.
+
+    A job id already taken by another notice's job (a rule deleted before episodes were kept across
+    deletion, then defined again) gets the notice's time appended, so the notice is still delivered,
+    once, instead of failing every later pass."""
     created = 0
     for queue, spec in specs(notice):
-        jobs = await Queue(queue, redis=client, prefix=prefix).add_specs([spec])
+        q = Queue(queue, redis=client, prefix=prefix)
+        try:
+            jobs = await q.add_specs([spec])
+        except IdempotencyConflictError:
+            job_id = f"{spec.options.job_id}:{notice.at_ms}"
+            logger.warning("alert notice %s: job id %s is taken by an earlier notice; using %s",
+                           notice.id, spec.options.job_id, job_id)
+            jobs = await q.add_specs([replace(spec, options=replace(spec.options, job_id=job_id))])
         created += sum(1 for j in jobs if j.created)
     return created

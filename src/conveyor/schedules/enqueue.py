@@ -1,9 +1,10 @@
 """Turning ticks into jobs on the target queue, each tick at most once.
 
 A tick's job id is derived from the schedule and the tick, and the add runs inside a guard that
-remembers the last tick enqueued per schedule in the queue's own slot (schedules/lua/add-tick-6.lua).
-So re-enqueueing after a crash between enqueue and advance never makes a second job, even when the
-first one already ran and its record was deleted (result_ttl=0, retention, purge).
+remembers the last tick enqueued per schedule in the queue's own slot (schedules/lua/add-tick-6.lua)
+and refuses a batch that starts at or before it. So re-enqueueing after a crash between enqueue and
+advance never makes a second job, even when the first one already ran and its record was deleted
+(result_ttl=0, retention, purge), and even when the new pass also fires ticks that came due since.
 """
 
 from __future__ import annotations
@@ -71,17 +72,26 @@ async def enqueue_ticks(queue: Queue, schedule: Schedule, ticks: Sequence[int]) 
     await queue.register()
     if isinstance(queue, PartitionedQueue):  # a schedule's ticks and their marker: one partition
         queue = queue.parts[route_partition(schedule.id, queue.partition_count)]
-    encoded = [queue.encode(_spec(schedule, schedule.job_id(t))) for t in ticks]
     key = queue.keys.schedule_ticks
-    reply = await add_tick_jobs(queue.scripts, encoded, key, schedule.id, ticks[-1], mark_on_conflict=False)
-    if reply is None:
-        return 0
+    while True:
+        encoded = [queue.encode(_spec(schedule, schedule.job_id(t))) for t in ticks]
+        reply = await add_tick_jobs(
+            queue.scripts, encoded, key, schedule.id, ticks[0], ticks[-1], mark_on_conflict=False
+        )
+        if reply is not None:
+            break
+        # Some of these ticks were enqueued before (a pass that crashed before advancing): keep only
+        # the ticks after the recorded one. The record only grows, so this ends.
+        recorded = await queue.client.hget(key, schedule.id)
+        ticks = [t for t in ticks if recorded is None or t > int(recorded)]
+        if not ticks:
+            return 0
     if reply[0] != ScriptCode.CONFLICT:
         return sum(1 for i in range(1, len(reply), 2) if reply[i] == 1)
     # A tick's job exists with older data (the schedule was edited meanwhile): keep it, add the rest.
     created = 0
     for tick, job in zip(ticks, encoded, strict=True):
-        one = await add_tick_jobs(queue.scripts, [job], key, schedule.id, tick, mark_on_conflict=True)
+        one = await add_tick_jobs(queue.scripts, [job], key, schedule.id, tick, tick, mark_on_conflict=True)
         if one is None:
             continue
         if one[0] == ScriptCode.CONFLICT:

@@ -84,12 +84,22 @@ def job_options_mapping(options: JobOptions | Mapping[str, Any] | None) -> dict[
     return out
 
 
+# Start and end stay well inside datetime's range, so tick arithmetic near them cannot overflow.
+LATEST_DATE = datetime(9000, 1, 1, tzinfo=UTC)
+
+
 def _aware(name: str, value: datetime | None) -> datetime | None:
     if value is None:
         return None
     if not isinstance(value, datetime) or value.tzinfo is None:
         raise InvalidScheduleError(f"{name} must be a timezone-aware datetime")
-    return value.astimezone(UTC)
+    try:
+        value = value.astimezone(UTC)
+    except OverflowError:
+        raise InvalidScheduleError(f"{name} must be before {LATEST_DATE.isoformat()}") from None
+    if value >= LATEST_DATE:
+        raise InvalidScheduleError(f"{name} must be before {LATEST_DATE.isoformat()}")
+    return value
 
 
 _EPOCH = datetime(1970, 1, 1, tzinfo=UTC)

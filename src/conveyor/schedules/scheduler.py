@@ -15,6 +15,7 @@ from __future__ import annotations
 import asyncio
 import contextlib
 import logging
+import math
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass
@@ -92,8 +93,10 @@ class Scheduler:
         clock: Clock | None = None,
         builtins: Iterable[Builtin] = (),
     ) -> None:
-        if grace_s < 0 or lease_s <= 0 or max_sleep_s <= 0:
-            raise ConveyorError("grace_s must be >= 0, lease_s and max_sleep_s > 0")
+        if not all(isinstance(v, int | float) and math.isfinite(v) for v in (grace_s, lease_s, max_sleep_s)) or (
+            grace_s < 0 or lease_s <= 0 or max_sleep_s <= 0
+        ):
+            raise ConveyorError("grace_s must be >= 0, lease_s and max_sleep_s > 0 (finite numbers of seconds)")
         self.client = redis
         self.store = ScheduleStore(redis, prefix, clock=clock)
         self.declared = list(schedules)
@@ -192,6 +195,10 @@ class Scheduler:
             logger.warning(
                 "schedule %s: pass failed, retried after the claim lease: %s", claimed.schedule_id, exc
             )
+        except Exception:  # a definition this version cannot use: it must not stop the rest of the batch
+            self.stats.errors += 1
+            logger.exception("schedule %s: pass failed unexpectedly, retried after the claim lease",
+                             claimed.schedule_id)
 
     async def _builtin(
         self, claimed: Claimed, p: Plan, now: int, run: Callable[[int], Awaitable[object]] | None
@@ -205,6 +212,9 @@ class Scheduler:
         except (ConveyorError, RedisError) as exc:
             self.stats.errors += 1
             logger.warning("%s failed, retried after the claim lease: %s", claimed.schedule_id, exc)
+        except Exception:
+            self.stats.errors += 1
+            logger.exception("%s failed unexpectedly, retried after the claim lease", claimed.schedule_id)
 
     async def _advance(self, claimed: Claimed, p: Plan, now: int, job_id: str | None) -> None:
         last = ""

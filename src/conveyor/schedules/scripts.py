@@ -103,10 +103,11 @@ async def prune_idempotency(client: RedisClient, keys: QueueKeys, idem_keys: Seq
 
 
 async def add_tick_jobs(
-    queue: QueueScripts, jobs: Sequence[JobSpecArgs], ticks_key: str, schedule_id: str, tick_ms: int,
-    *, mark_on_conflict: bool,
+    queue: QueueScripts, jobs: Sequence[JobSpecArgs], ticks_key: str, schedule_id: str, first_ms: int,
+    last_ms: int, *, mark_on_conflict: bool,
 ) -> list[Any] | None:
-    """add-5 for the jobs of ticks up to `tick_ms`, unless that tick was enqueued before (None)."""
-    extra = (schedule_id, tick_ms, "1" if mark_on_conflict else "0")
+    """add-5 for the jobs of ticks `first_ms`..`last_ms` (oldest first), unless a tick at or after
+    `first_ms` was enqueued before (None: nothing written)."""
+    extra = (schedule_id, first_ms, last_ms, "1" if mark_on_conflict else "0")
     reply = await queue.add_wrapped(_S["add-tick"], jobs, (ticks_key,), extra)
     return reply or None

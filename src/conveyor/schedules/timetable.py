@@ -12,6 +12,7 @@ All ticks are epoch milliseconds (UTC) and strictly increasing.
 
 from __future__ import annotations
 
+import heapq
 from collections import deque
 from dataclasses import dataclass
 from datetime import UTC, datetime, timedelta
@@ -90,30 +91,73 @@ class CronTimetable:
         if self.start_ms is not None and t_ms < self.start_ms:
             t_ms = self.start_ms - 1
         after = from_ms(t_ms)
+        best = self._first(after)
+        if best is not None and (self._near_transition(after) or self._near_transition(best)):
+            best = self._earliest(after, best)
+        if best is None:
+            return None
+        tick = to_ms(best)
+        return None if self.end_ms is not None and tick > self.end_ms else tick
+
+    def _first(self, after: datetime) -> datetime | None:
+        """A tick after `after`: the earliest instant of the first local time (in local order) that
+        has one. Away from a transition it is the next tick; near one, an upper bound of it."""
         local_after = after.astimezone(self.zone).replace(tzinfo=None, fold=0)
-        # Near a transition, local order and real order differ: look from a few hours back and
-        # keep the earliest instant, until candidates are far enough past it.
-        it = croniter(self.expr, local_after - _SLACK if self._near_transition(after) else local_after)
-        best: datetime | None = None
-        stop_at: datetime | None = None
+        it = croniter(self.expr, local_after)
         for _ in range(100_000):
             try:
                 candidate = it.get_next(datetime)
             except CroniterBadDateError:  # no match within croniter's search horizon: no more ticks
-                break
-            if stop_at is not None and candidate > stop_at:
-                break
-            for instant in self._instants(candidate):
-                if instant > after and (best is None or instant < best):
-                    best = instant
-                    local_best = best.astimezone(self.zone).replace(tzinfo=None, fold=0)
-                    stop_at = local_best + _SLACK if self._near_transition(best) else local_best
-            if best is None and candidate - local_after > timedelta(days=4 * 366):
                 return None
-        if best is None:
-            return None  # pragma: no cover - an expression matching nothing for years
-        tick = to_ms(best)
-        return None if self.end_ms is not None and tick > self.end_ms else tick
+            every = self._instants(candidate)
+            instants = [i for i in every if i > after]
+            if instants:
+                return min(instants)
+            if candidate - local_after > timedelta(days=4 * 366):
+                return None
+            if not every:  # a local time a spring-forward gap skips: go on from the gap's end
+                past = candidate.replace(tzinfo=self.zone, fold=0).astimezone(UTC).astimezone(self.zone)
+                past = past.replace(tzinfo=None)
+                if past > candidate:
+                    it = croniter(self.expr, past - timedelta(seconds=1))
+        return None  # pragma: no cover - an expression matching nothing for years
+
+    def _earliest(self, after: datetime, bound: datetime) -> datetime:
+        """The first tick in (after, bound] near a transition, where local order and real order
+        differ. Each tick is a local time minus one of the offsets in use around here: walk the
+        cron's local times from `after + offset` for each offset, merged in the order of
+        `local - offset`, and take the first that really maps to that instant. Every item walked
+        lies between `after` and the answer, so the work is the ticks of that span, not hours of
+        candidates (a cron with seconds near a transition)."""
+        naive_after = after.astimezone(UTC).replace(tzinfo=None)
+        offsets = {
+            (x + d).astimezone(self.zone).utcoffset() for x in (after, bound) for d in (-_SLACK, _SLACK)
+        }
+        heap: list[tuple[datetime, int, datetime, timedelta]] = []
+        walks: list[croniter] = []
+        for n, offset in enumerate(sorted(o for o in offsets if o is not None)):
+            walks.append(croniter(self.expr, naive_after + offset))
+            self._push(heap, walks, n, offset)
+        for _ in range(100_000):
+            if not heap:
+                break
+            key, n, local, offset = heapq.heappop(heap)
+            instant = key.replace(tzinfo=UTC)
+            if instant >= bound:
+                break
+            if instant in self._instants(local):
+                return instant
+            self._push(heap, walks, n, offset)
+        return bound
+
+    @staticmethod
+    def _push(heap: list[tuple[datetime, int, datetime, timedelta]], walks: list[croniter], n: int,
+              offset: timedelta) -> None:
+        try:
+            local = walks[n].get_next(datetime)
+        except CroniterBadDateError:
+            return
+        heapq.heappush(heap, (local - offset, n, local, offset))
 
 
 def timetable(schedule: Schedule, anchor_ms: int) -> Timetable:
