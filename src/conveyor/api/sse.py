@@ -10,7 +10,9 @@ client has, so a resume neither repeats nor loses a chunk); a new connection get
 right after the `state` event.
 Keep-alive comments go out
 every `CONVEYOR_API_SSE_KEEPALIVE_S`; each time the job record is re-checked too, so a finished job
-whose end event was trimmed from the capped stream still ends the stream.
+whose end event was trimmed from the capped stream still ends the stream. While Redis is not usable
+that re-check is skipped: the stream stays open through a Redis restart or failover and carries on
+with the events the hub reads once Redis is back.
 
 Every stream of a process shares one reader per queue, so open streams cost no Redis connection;
 a key may hold `CONVEYOR_API_MAX_STREAMS_PER_KEY` of them (429 with Retry-After past it). A stream
@@ -170,9 +172,17 @@ async def _follow_job(
                     yield _frame("state", relay.event_id(cursor), job_out(record, show_data=show_data))
                 return
             yield b": keep-alive\n\n"
-            record = await queue.get_job(job_id)
-            if flow is not None and record is not None and (chunk := await flow.update(record)) is not None:
-                yield chunk
+            try:
+                record = await queue.get_job(job_id)
+                update = None if flow is None or record is None else await flow.update(record)
+            except Exception as exc:
+                if not (isinstance(exc, ConnectionFailedError) or is_fault(exc)):
+                    raise
+                # Redis is not usable now (down, restarting, failing over): the stream stays open and
+                # the hub resumes by itself, so the client misses nothing; the next keep-alive re-checks.
+                continue
+            if update is not None:
+                yield update
             ended = record is None or record.finished
 
 
