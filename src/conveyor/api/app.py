@@ -28,7 +28,7 @@ from conveyor.api.keys import Scope
 from conveyor.api.openapi import install_openapi
 from conveyor.api.query import described_requests_only
 from conveyor.api.schemas import error_responses
-from conveyor.api.security import install_security_headers
+from conveyor.api.security import CrossSiteWrites, install_security_headers
 from conveyor.api.state import ApiState
 from conveyor.app import Conveyor
 from conveyor.dashboard import mount as mount_dashboard_ui
@@ -144,6 +144,8 @@ def create_app(conveyor_app: Conveyor, settings: Settings | None = None) -> Fast
             expose_headers=["Location", "Retry-After"],
             max_age=600,
         )
+    if not settings.api_auth:
+        app.add_middleware(CrossSiteWrites, allowed_origins=origins)
     app.add_middleware(ContentLengthLimit, limit=settings.api_max_body_bytes)
     install_security_headers(app)
     return app

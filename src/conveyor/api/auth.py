@@ -2,8 +2,9 @@
 
 from __future__ import annotations
 
+import hmac
 from collections.abc import Awaitable, Callable
-from dataclasses import dataclass
+from dataclasses import dataclass, field
 from typing import Annotated
 
 from fastapi import Depends, Request, Security
@@ -27,6 +28,8 @@ class Principal:
 
     key_id: str | None
     scopes: frozenset[Scope]
+    # The checked secret's hash, so what a request holds open can check the key again (api/sse.py).
+    secret_hash: str | None = field(default=None, repr=False)
 
     def can(self, scope: Scope) -> bool:
         return scope in self.scopes
@@ -111,7 +114,39 @@ async def _principal(state: ApiState, token: str, scope: Scope) -> Principal:
         scopes = await _check(state, key_id, secret_hash, scope)
     if scope not in scopes:
         raise ApiError(403, f"this key lacks the {scope.value!r} scope")
-    return Principal(key_id, scopes)
+    return Principal(key_id, scopes, secret_hash)
+
+
+async def current_scopes(state: ApiState, principal: Principal) -> frozenset[Scope] | None:
+    """The scopes `principal`'s key holds now, for a request that stays open (an event stream, a
+    long-poll) after its key was checked: None once the key is revoked. Read from the key cache while
+    its entry is fresh, else from the key's record in Redis; no rate decision is spent (the request
+    was admitted once). Without keys (`CONVEYOR_API_AUTH=0`): the principal's own scopes."""
+    key_id, secret_hash = principal.key_id, principal.secret_hash
+    if key_id is None or secret_hash is None:
+        return principal.scopes
+    cache = state.key_cache
+    cached = cache.scopes(key_id, secret_hash)
+    if cached is not None:
+        return cached
+    read_at = cache.now()
+    stored, scopes, rate = await state.client.hmget(state.keys.record_key(key_id), ["hash", "scopes", "rate"])
+    if stored is None or not hmac.compare_digest(str(stored), secret_hash):
+        cache.forget(key_id)
+        return None
+    granted = expand_scopes(s for s in str(scopes or "").split(",") if s)
+    if _rate(rate, state.settings.api_rate_limit) <= 0:  # unlimited: cacheable, as a request's check is
+        cache.remember(key_id, secret_hash, granted, read_at)
+    return granted
+
+
+def _rate(stored: object, default: float) -> float:
+    """A key's rate as the key check reads it (its own, when a number; else the default). Anything
+    odd reads as limited, so it is never cached."""
+    try:
+        return float(str(stored)) if stored is not None else float(default)
+    except ValueError:
+        return 1.0
 
 
 def shows_data(read: Callable[..., Awaitable[Principal]]) -> Callable[..., Awaitable[bool]]:

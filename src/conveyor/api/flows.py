@@ -8,6 +8,7 @@ is written. Trees only: a node is reached from exactly one parent, so cycles can
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Mapping
 from typing import Any
 
@@ -17,6 +18,7 @@ from conveyor.api.auth import EnqueueKey
 from conveyor.api.body import read_json
 from conveyor.api.enqueue import _check_backoff
 from conveyor.api.errors import ApiError
+from conveyor.api.jobs import IdempotencyKey
 from conveyor.api.responses import JSONBody
 from conveyor.api.schemas import FlowStartedOut, error_responses
 from conveyor.api.serialize import job_path
@@ -80,6 +82,17 @@ def build_node(app: Conveyor, body: Any, path: str, depth: int, budget: list[int
     return FlowNode(queue, name, data, opts, kids, policy)
 
 
+def _keyed_root(body: Mapping[str, Any], key: str) -> dict[str, Any]:
+    """The root node with the job id Idempotency-Key `key` stands for (`fl<16 hex>`, as generated ids)."""
+    options = body.get("options") or {}
+    if not isinstance(options, Mapping):
+        raise _bad("root", "'options' must be a JSON object")
+    if "job_id" in options:
+        raise _bad("root", "give the root either options.job_id or an Idempotency-Key, not both")
+    job_id = "fl" + hashlib.sha256(b"flow-idempotency-key:" + key.encode()).hexdigest()[:16]
+    return {**body, "options": {**options, "job_id": job_id}}
+
+
 @router.post(
     "/flows",
     status_code=202,
@@ -93,11 +106,15 @@ def build_node(app: Conveyor, body: Any, path: str, depth: int, budget: list[int
     },
     summary="Start a flow: a tree of jobs on any queues, all written or none",
 )
-async def start_flow(request: Request, principal: EnqueueKey) -> JSONBody:
+async def start_flow(request: Request, principal: EnqueueKey, idempotency_key: IdempotencyKey = None) -> JSONBody:
+    """With Idempotency-Key K (and no root `options.job_id`), the root's id is derived from K, so
+    repeating the call writes only the nodes that do not exist yet and answers with the same root."""
     state = get_state(request)
     body = await read_json(request, state.settings.api_max_body_bytes)
     if not isinstance(body, Mapping):
         raise _bad("root", "the body must be one root node object (a flow is a tree)")
+    if idempotency_key is not None:
+        body = _keyed_root(body, idempotency_key)
     root = build_node(state.conveyor, body, "root", 0, [MAX_NODES])
     try:
         job = await state.conveyor.flow(root)

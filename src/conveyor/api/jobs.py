@@ -12,7 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
-from conveyor.api.auth import AdminKey, EnqueueKey, Principal, ReadKey, bearer_principal
+from conveyor.api.auth import AdminKey, EnqueueKey, Principal, ReadKey, bearer_principal, current_scopes
 from conveyor.api.body import read_json
 from conveyor.api.disconnect import ClientGone, closing_on_disconnect
 from conveyor.api.enqueue import build_bulk, build_spec
@@ -206,10 +206,16 @@ async def wait_job(
             rec = await _until_finished(state, request, q, job_id, timeout)
         except ClientGone:
             return Response(status_code=499)  # nobody reads it; the wait just stops here
+    # The key was checked when the wait began; it may have been revoked or narrowed since.
+    scopes = await current_scopes(state, principal)
+    if scopes is None:
+        raise ApiError(401, "the API key is unknown or revoked", headers={"WWW-Authenticate": "Bearer"})
+    if Scope.READ not in scopes:
+        raise ApiError(403, f"this key lacks the {Scope.READ.value!r} scope")
     if rec is None:
         raise ApiError(404, f"job {job_id[:200]!r} not found in queue {queue!r}")
     # As GET shows the job: due times, and the names and states of a flow parent's children.
-    (out,) = await jobs_out(q, [rec], show_data=principal.can(Scope.READ_DATA), show_trace=principal.can(Scope.ADMIN))
+    (out,) = await jobs_out(q, [rec], show_data=Scope.READ_DATA in scopes, show_trace=Scope.ADMIN in scopes)
     return out
 
 

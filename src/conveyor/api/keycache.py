@@ -5,7 +5,8 @@ lives in Redis so every process shares it. An entry records what the key check r
 hash and the scopes) and when that read was sent; it is trusted for `ttl` seconds from then and
 refreshed by the next check after that. So a key revoked, or whose scopes or limit change, in Redis
 (`conveyor keys revoke`, from any process or machine) stops working in every API process within
-`ttl` seconds (`CONVEYOR_API_KEY_CACHE_S`, default 1). The cache holds at most `max_keys` keys:
+`ttl` seconds (`CONVEYOR_API_KEY_CACHE_S`, default 1); event streams and long-polls open before
+that check their key again through it (api/auth.current_scopes). The cache holds at most `max_keys` keys:
 past that, further keys are checked on every request. While one request checks a key, others with
 the same key wait for that check instead of sending their own (`follow`), so a busy key costs about
 one check per `ttl`, not one per request in flight when its entry expires.

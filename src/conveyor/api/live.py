@@ -28,7 +28,7 @@ from conveyor.api.errors import ApiError
 from conveyor.api.hub import EventHub, Subscription
 from conveyor.api.keys import Scope as KeyScope
 from conveyor.api.serialize import event_out
-from conveyor.api.sse import HeldStream, stopping, stream_responses
+from conveyor.api.sse import HeldStream, key_recheck, recheck_every_s, stopping, stream_responses
 from conveyor.api.state import get_state
 from conveyor.events import Event
 from conveyor.partitions import parts_of, queue_of_stream, stream_name
@@ -134,11 +134,15 @@ async def live_events(
     state.streams.take(principal.key_id)
     keepalive_s = max(0.05, state.settings.api_sse_keepalive_s)
     streams = [stream_name(p) for n in names for p in parts_of(await state.opened(n))]
-    stream = _follow(state.hub, names, streams, keepalive_s, principal.can(KeyScope.READ_DATA))
+    show = principal.can(KeyScope.READ_DATA)
+    needs = frozenset({KeyScope.READ, KeyScope.READ_DATA} if show else {KeyScope.READ})
+    stream = _follow(state.hub, names, streams, keepalive_s, show)
     return HeldStream(
         stream,
         lambda: state.streams.give_back(principal.key_id),
         max_s=state.settings.api_sse_max_s,
+        allowed=key_recheck(state, principal, needs),
+        recheck_s=recheck_every_s(state),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )

@@ -9,8 +9,13 @@ Responses uvicorn writes itself (a malformed request line, for instance) never r
 
 from __future__ import annotations
 
+from collections.abc import Iterable
+from urllib.parse import urlsplit
+
 from fastapi import FastAPI
 from starlette.types import ASGIApp, Message, Receive, Scope, Send
+
+from conveyor.api.errors import error_response
 
 # JSON is never a document: nothing may run, load, or frame it.
 API_CONTENT_SECURITY_POLICY = "default-src 'none'; base-uri 'none'; form-action 'none'; frame-ancestors 'none'"
@@ -58,3 +63,49 @@ def install_security_headers(app: FastAPI) -> None:
         return SecurityHeaders(build())
 
     app.build_middleware_stack = build_secured  # type: ignore[method-assign]
+
+
+_WRITES = frozenset({"POST", "PUT", "PATCH", "DELETE"})
+
+
+class CrossSiteWrites:
+    """ASGI middleware for an API without keys (`CONVEYOR_API_AUTH=0`): refuses (403) a write that a
+    browser says comes from another site's page. Without keys nothing else stops such a request: a
+    page on any site a user of this machine opens can send a "simple" cross-site POST (a form, or
+    fetch with `text/plain`, which needs no CORS preflight) to an API on loopback, enqueueing jobs or
+    pausing queues; CORS only keeps the page from reading the answer. A write is refused when its
+    `Origin` is neither the API's own host nor one of `CONVEYOR_API_CORS_ORIGINS`, or when it has no
+    `Origin` but `Sec-Fetch-Site: cross-site`; `Sec-Fetch-Site: same-origin` (the API's own pages, also
+    behind a proxy that rewrites `Host`) is let through. Clients that are not browsers send neither."""
+
+    def __init__(self, app: ASGIApp, allowed_origins: Iterable[str] = ()) -> None:
+        self.app = app
+        self.allowed = frozenset(o.rstrip("/") for o in allowed_origins)
+
+    async def __call__(self, scope: Scope, receive: Receive, send: Send) -> None:
+        if scope["type"] == "http" and scope["method"] in _WRITES and self._cross_site(scope):
+            message = "a write sent by another site's page is refused (this API runs without keys)"
+            await error_response(403, message)(scope, receive, send)
+            return
+        await self.app(scope, receive, send)
+
+    def _cross_site(self, scope: Scope) -> bool:
+        origin = fetch_site = host = None
+        for name, value in scope["headers"]:
+            if name == b"origin":
+                origin = value.decode("latin-1").strip()
+            elif name == b"sec-fetch-site":
+                fetch_site = value.decode("latin-1").strip().lower()
+            elif name == b"host":
+                host = value.decode("latin-1").strip().lower()
+        if fetch_site == "same-origin":
+            return False  # the browser's word: the API's own pages (the dashboard), also behind a proxy
+        if origin is None:
+            return fetch_site == "cross-site"
+        if origin.rstrip("/") in self.allowed:
+            return False
+        try:
+            netloc = urlsplit(origin).netloc.lower()
+        except ValueError:
+            return True
+        return not netloc or netloc != host  # `null` (a sandboxed page, a file) has no host

@@ -10,10 +10,14 @@ client has, so a resume neither repeats nor loses a chunk); a new connection get
 right after the `state` event.
 Keep-alive comments go out
 every `CONVEYOR_API_SSE_KEEPALIVE_S`; each time the job record is re-checked too, so a finished job
-whose end event was trimmed from the capped stream still ends the stream.
+whose end event was trimmed from the capped stream still ends the stream. While Redis is not usable
+that re-check is skipped: the stream stays open through a Redis restart or failover and carries on
+with the events the hub reads once Redis is back.
 
 Every stream of a process shares one reader per queue, so open streams cost no Redis connection;
-a key may hold `CONVEYOR_API_MAX_STREAMS_PER_KEY` of them (429 with Retry-After past it). The
+a key may hold `CONVEYOR_API_MAX_STREAMS_PER_KEY` of them (429 with Retry-After past it). A stream
+re-checks its key (`HeldStream(allowed=...)`) and ends once the key is revoked or loses a scope it
+relies on. The
 stream ends when the client disconnects (Starlette cancels the generator), which unsubscribes.
 Other event types (progress, log, and any a handler emits) pass through with their own `event:`.
 """
@@ -21,7 +25,7 @@ Other event types (progress, log, and any a handler emits) pass through with the
 from __future__ import annotations
 
 import asyncio
-from collections.abc import AsyncGenerator, Callable
+from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Annotated, Any
 
 import orjson
@@ -29,7 +33,7 @@ from fastapi import APIRouter, Header, Request
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
-from conveyor.api.auth import ReadKey
+from conveyor.api.auth import Principal, ReadKey, current_scopes
 from conveyor.api.errors import ApiError
 from conveyor.api.flow_events import POLL_S, FlowFollower
 from conveyor.api.hub import EventHub, parse_stream_id
@@ -38,8 +42,10 @@ from conveyor.api.output import EVENT_ID_PATTERN, OutputRelay, split_event_id
 from conveyor.api.schemas import error_responses
 from conveyor.api.serialize import event_out, job_out, jobs_out
 from conveyor.api.state import ApiState, get_state
+from conveyor.errors import ConnectionFailedError
 from conveyor.partitions import part_holding, stream_name
 from conveyor.queue import Queue
+from conveyor.redis.faults import is_fault
 
 router = APIRouter(prefix="/api", tags=["jobs"])
 END_EVENTS = frozenset({"completed", "failed", "cancelled", "removed"})
@@ -166,9 +172,17 @@ async def _follow_job(
                     yield _frame("state", relay.event_id(cursor), job_out(record, show_data=show_data))
                 return
             yield b": keep-alive\n\n"
-            record = await queue.get_job(job_id)
-            if flow is not None and record is not None and (chunk := await flow.update(record)) is not None:
-                yield chunk
+            try:
+                record = await queue.get_job(job_id)
+                update = None if flow is None or record is None else await flow.update(record)
+            except Exception as exc:
+                if not (isinstance(exc, ConnectionFailedError) or is_fault(exc)):
+                    raise
+                # Redis is not usable now (down, restarting, failing over): the stream stays open and
+                # the hub resumes by itself, so the client misses nothing; the next keep-alive re-checks.
+                continue
+            if update is not None:
+                yield update
             ended = record is None or record.finished
 
 
@@ -183,6 +197,43 @@ async def _for_at_most(content: AsyncGenerator[bytes, None], max_s: float) -> As
             return
 
 
+async def _while_allowed(
+    content: AsyncGenerator[bytes, None], allowed: Callable[[], Awaitable[bool]], every_s: float
+) -> AsyncGenerator[bytes, None]:
+    """`content` while `allowed()` holds, asked before a frame goes out once `every_s` seconds have
+    passed since the last answer (keep-alives come every CONVEYOR_API_SSE_KEEPALIVE_S, so a quiet
+    stream is checked too). A fault while asking is no answer: the stream goes on and asks again at
+    its next frame."""
+    loop = asyncio.get_running_loop()
+    due = loop.time() + every_s
+    async for chunk in content:
+        if loop.time() >= due:
+            try:
+                if not await allowed():
+                    return
+            except Exception as exc:
+                if not (isinstance(exc, ConnectionFailedError) or is_fault(exc)):
+                    raise
+            else:
+                due = loop.time() + every_s
+        yield chunk
+
+
+def key_recheck(state: ApiState, principal: Principal, needs: frozenset[KeyScope]) -> Callable[[], Awaitable[bool]]:
+    """Whether `principal`'s key still holds every scope in `needs` (api/auth.current_scopes)."""
+
+    async def allowed() -> bool:
+        scopes = await current_scopes(state, principal)
+        return scopes is not None and needs <= scopes
+
+    return allowed
+
+
+def recheck_every_s(state: ApiState) -> float:
+    """How often a held stream asks whether its key still holds: the key cache's time, at least 1 s."""
+    return max(1.0, state.settings.api_key_cache_s)
+
+
 class HeldStream(StreamingResponse):
     """A streaming response that gives its per-key slot back however it ends (sent, failed,
     disconnected, or never started), and closes its generator then: a client that leaves while the
@@ -190,9 +241,17 @@ class HeldStream(StreamingResponse):
     collection."""
 
     def __init__(
-        self, content: AsyncGenerator[bytes, None], release: Callable[[], None], max_s: float = 0.0, **kwargs: Any
+        self,
+        content: AsyncGenerator[bytes, None],
+        release: Callable[[], None],
+        max_s: float = 0.0,
+        allowed: Callable[[], Awaitable[bool]] | None = None,
+        recheck_s: float = 1.0,
+        **kwargs: Any,
     ) -> None:
-        super().__init__(_for_at_most(content, max_s) if max_s > 0 else content, **kwargs)
+        """`allowed`: asked every `recheck_s` seconds (at a frame); the stream ends once it says no."""
+        body = content if allowed is None else _while_allowed(content, allowed, recheck_s)
+        super().__init__(_for_at_most(body, max_s) if max_s > 0 else body, **kwargs)
         self._content = content
         self._release = release
 
@@ -236,6 +295,7 @@ async def job_events(
     if await q.get_state(job_id) is None:
         raise ApiError(404, f"job {job_id[:200]!r} not found in queue {queue!r}")
     show = principal.can(KeyScope.READ_DATA)
+    needs = frozenset({KeyScope.READ, KeyScope.READ_DATA} if show else {KeyScope.READ})
     flow = FlowFollower(state.conveyor, state.hub, show)
     state.streams.take(principal.key_id)
     keepalive_s = max(0.05, state.settings.api_sse_keepalive_s)
@@ -245,6 +305,8 @@ async def job_events(
         stream,
         lambda: state.streams.give_back(principal.key_id),
         max_s=state.settings.api_sse_max_s,
+        allowed=key_recheck(state, principal, needs),
+        recheck_s=recheck_every_s(state),
         media_type="text/event-stream",
         headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
     )
