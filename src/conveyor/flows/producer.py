@@ -10,6 +10,7 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
+from conveyor.errors import IdempotencyConflictError
 from conveyor.flows.model import FlowNode, flatten
 from conveyor.job import Job
 from conveyor.redis.flow_scripts import FlowNodeArgs, add_nodes
@@ -47,6 +48,7 @@ async def write_nodes(queue: Queue, nodes: list[FlowNodeArgs], depths: list[int]
     maxlen = queue.events_maxlen
     if not isinstance(client, RedisCluster):
         return [c for _, c in await add_nodes(client, nodes, maxlen)]
+    await _refuse_taken_ids(queue, nodes)
     created: dict[int, bool] = {}
     order = sorted(range(len(nodes)), key=lambda i: (depths[i], key_slot(nodes[i].keys.meta.encode())))
     for _, group in groupby(order, key=lambda i: (depths[i], key_slot(nodes[i].keys.meta.encode()))):
@@ -57,3 +59,20 @@ async def write_nodes(queue: Queue, nodes: list[FlowNodeArgs], depths: list[int]
             for i, (_, c) in zip(part, reply, strict=True):
                 created[i] = c
     return [created[i] for i in range(len(nodes))]
+
+
+async def _refuse_taken_ids(queue: Queue, nodes: list[FlowNodeArgs]) -> None:
+    """On a Cluster the tree is written by several scripts, parents first: an id taken by a job that is
+    not this node (the check flow-add-0.lua makes) is looked for before the first write, so such a
+    tree is refused whole rather than after its upper levels were written."""
+    pipe = queue.client.pipeline(transaction=False)
+    for n in nodes:
+        pipe.hmget(n.keys.job(n.job_id), "name", "data", "parent", "kids")
+    found = await queue._call(pipe.execute())
+    for n, (name, data, parent, kids) in zip(nodes, found, strict=True):
+        if name is None:
+            continue
+        mine = n.data.decode() if isinstance(n.data, bytes) else n.data
+        wanted = " ".join(n.kids)
+        if name != n.name or data != mine or (parent or "") != n.parent or not (kids or "").startswith(wanted):
+            raise IdempotencyConflictError(n.job_id, "name, data or place in a flow")

@@ -1,0 +1,76 @@
+"""Flows against hostile input and operations on live flows: ids taken by jobs outside the flow, a
+flow sent again after its root went, children on partitioned queues."""
+
+from __future__ import annotations
+
+from typing import Any
+
+import pytest
+
+from conveyor import JobState, Queue
+from conveyor.errors import IdempotencyConflictError
+from conveyor.flows import FlowNode
+from conveyor.options import JobOptions
+from conveyor.worker import JobContext
+from tests.flows.conftest import workers
+
+
+async def _total(q: Queue) -> int:
+    return sum((await q.counts()).values())
+
+
+async def test_a_child_id_taken_by_a_job_outside_the_flow_is_refused_whole(queues: list[Queue]) -> None:
+    """A job with the id, name and data a node would have, but outside the flow, never reports to the
+    node's parent: adopting it left the parent waiting for ever. It is a conflict, found before any
+    write (on a Cluster too, where the tree is written level by level)."""
+    a, b, c = queues
+    await b.add("sq", 3, job_id="shared")
+    root = FlowNode(a.name, "p", None, children=[
+        FlowNode(c.name, "sq", 1),
+        FlowNode(c.name, "mid", None, children=[FlowNode(b.name, "sq", 3, JobOptions(job_id="shared"))]),
+    ])
+    with pytest.raises(IdempotencyConflictError, match="shared"):
+        await a.add_flow(root)
+    assert await _total(a) == 0 and await _total(c) == 0 and await _total(b) == 1
+    rec = await b.get_job("shared")
+    assert rec is not None and rec.parent is None
+
+    # a plain job holding the root's id (same name and data) is not the flow's root either
+    await a.add("p", None, job_id="root-taken")
+    with pytest.raises(IdempotencyConflictError, match="root-taken"):
+        await a.add_flow(FlowNode(a.name, "p", None, JobOptions(job_id="root-taken"),
+                                  children=[FlowNode(c.name, "sq", 5)]))
+    assert await _total(c) == 0
+
+
+async def test_a_flow_sent_again_after_its_root_was_removed_runs_the_new_root(queues: list[Queue]) -> None:
+    """The same tree sent again (same root job_id) after the root was removed: the children that
+    still exist and have ended report again, so the new root runs; it waited for ever before."""
+    a, b, _ = queues
+    runs: list[Any] = []
+
+    async def sq(ctx: JobContext, n: int) -> int:
+        runs.append(n)
+        return n * n
+
+    async def parent(ctx: JobContext, data: Any) -> Any:
+        return (await ctx.children()).ordered()
+
+    async def boom(ctx: JobContext, n: int) -> int:
+        raise ValueError("no")
+
+    root = FlowNode(a.name, "parent", None, JobOptions(job_id="again-1"), on_child_failure="ignore",
+                    children=[FlowNode(b.name, "sq", 2), FlowNode(b.name, "sq", 3), FlowNode(b.name, "boom", 4)])
+    async with workers(queues, {a: {"parent": parent}, b: {"sq": sq, "boom": boom}}):
+        job = await a.add_flow(root)
+        first = await job.result(timeout=60)
+        assert first[:2] == [4, 9] and first[2]["type"] == "ValueError"
+        await a.remove("again-1")
+        job = await a.add_flow(root)
+        assert job.created
+        again = await job.result(timeout=60)
+        assert again[:2] == [4, 9] and again[2]["type"] == "ValueError"
+        # the new root also holds the re-sent leaves only once, and no leaf ran twice
+        rec = await job.record()
+        assert rec.state is JobState.COMPLETED and rec.pending_children == 0
+    assert sorted(runs) == [2, 3]
