@@ -128,3 +128,36 @@ async def test_one_request_creates_a_parent_and_1000_children(api: Api) -> None:
         assert (await api.app.queue(other).counts())[JobState.WAITING] == 1000
     finally:
         await api.app.queue(other).obliterate(force=True)
+
+
+async def test_a_node_on_a_partitioned_queue_is_a_422(api: Api) -> None:
+    """The parent's reference names the plain queue, and the children's results went there: a
+    parent on a partitioned queue waited for ever. Flows run on plain queues only."""
+    other = _declare(api)
+    parted = api.queue + "-parted"
+    api.app.declare_queue(parted, partitions=2)
+
+    @api.app.task(queue=parted, name="gather")
+    async def gather(ctx: JobContext) -> list[Any]:
+        return (await ctx.children()).ordered()
+
+    @api.app.task(queue=parted, name="shout")
+    async def shout(ctx: JobContext, text: str) -> str:
+        return text.upper()
+
+    cases = [
+        ({"queue": parted, "name": "gather", "children": [{"queue": other, "name": "shout", "data": "a"}]}, "root"),
+        ({"queue": api.queue, "name": "collect", "children": [
+            {"queue": other, "name": "shout", "data": "a"}, {"queue": parted, "name": "shout", "data": "b"}]},
+         "root.children[1]"),
+    ]
+    try:
+        for body, path in cases:
+            r = await api.http.post("/api/flows", json=body, headers=api.auth("enqueue"))
+            assert r.status_code == 422, r.text
+            assert r.json()["error"]["details"][0]["path"] == path
+            assert "partitioned" in r.json()["error"]["message"]
+        for q in (api.queue, other, parted):
+            assert sum((await api.app.queue(q).counts()).values()) == 0
+    finally:
+        await api.app.queue(parted).obliterate(force=True)

@@ -74,3 +74,50 @@ async def test_a_flow_sent_again_after_its_root_was_removed_runs_the_new_root(qu
         rec = await job.record()
         assert rec.state is JobState.COMPLETED and rec.pending_children == 0
     assert sorted(runs) == [2, 3]
+
+
+async def test_a_flow_node_on_a_partitioned_queue_is_refused_before_any_write(backend_url: str, qname: str) -> None:
+    """A partitioned queue is served by partition; a flow writes its jobs under the queue's plain keys
+    (or, through the app's handle, in partition 0 under a parent reference that names the plain
+    queue): a parent there never heard of its children and waited for ever. Every way in refuses it."""
+    from conveyor import Conveyor
+    from conveyor.errors import InvalidFlowError
+
+    app = Conveyor(backend_url)
+    parted, plain = qname + "-parted", qname + "-plain"
+    app.declare_queue(parted, partitions=2)
+
+    @app.task(queue=parted, name="sq")
+    async def sq(ctx: JobContext, n: int) -> int:
+        return n * n
+
+    @app.task(queue=plain, name="total")
+    async def total(ctx: JobContext) -> int:
+        return sum((await ctx.children()).ordered())
+
+    @app.task(queue=parted, name="ptotal")
+    async def ptotal(ctx: JobContext) -> int:
+        return sum((await ctx.children()).ordered())
+
+    @app.task(queue=plain, name="one")
+    async def one(ctx: JobContext, n: int) -> int:
+        return n
+
+    try:
+        with pytest.raises(InvalidFlowError, match="partitioned") as err:
+            await app.flow(app.fan_in(ptotal.node(), [one.node(1), one.node(2)]))
+        assert err.value.path == "root"
+        with pytest.raises(InvalidFlowError, match="partitioned") as err:
+            await app.flow(app.fan_in(total.node(), [one.node(1), sq.node(2)]))
+        assert err.value.path == "root.children[1]"
+        # a plain handle naming the queue: Redis records the queue as partitioned
+        await app.queue(parted).register()
+        with pytest.raises(InvalidFlowError, match="partitioned"):
+            await app.queue(plain).add_flow(FlowNode(plain, "total", None, children=[FlowNode(parted, "sq", 3)]))
+        assert await _total(app.queue(plain)) == 0
+        assert await _total(app.queue(parted)) == 0
+        assert await _total(Queue(parted, redis=app.client)) == 0
+    finally:
+        for name in (parted, plain):
+            await app.queue(name).obliterate(force=True)
+        await app.close()

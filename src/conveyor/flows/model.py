@@ -128,6 +128,8 @@ def _encode(
 ) -> FlowNodeArgs:
     try:
         queue = queue_of(node.queue)
+        if getattr(queue, "partitioned", False):
+            raise InvalidJobError(f"queue {node.queue!r} is partitioned: flows run on plain queues only")
         policy = "" if node.on_child_failure is None else OnChildFailure(node.on_child_failure).value
         if policy and not node.children:
             raise InvalidJobError("on_child_failure applies to a node with children")

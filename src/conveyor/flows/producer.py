@@ -10,11 +10,11 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
-from conveyor.errors import IdempotencyConflictError
+from conveyor.errors import IdempotencyConflictError, InvalidFlowError
 from conveyor.flows.model import FlowNode, flatten
 from conveyor.job import Job
 from conveyor.redis.flow_scripts import FlowNodeArgs, add_nodes
-from conveyor.redis.keys import registry_key
+from conveyor.redis.keys import MAX_PARTITIONS, partition_layout_key, registry_key
 
 if TYPE_CHECKING:
     from conveyor.queue import Queue
@@ -44,6 +44,7 @@ async def write_nodes(queue: Queue, nodes: list[FlowNodeArgs], depths: list[int]
     """Write encoded nodes (parents before children); returns `created` per node."""
     client = queue.client
     names = sorted({n.keys.queue for n in nodes})
+    await _refuse_partitioned(queue, names)
     await queue._call(client.sadd(registry_key(queue.prefix), *names))
     maxlen = queue.events_maxlen
     if not isinstance(client, RedisCluster):
@@ -76,3 +77,17 @@ async def _refuse_taken_ids(queue: Queue, nodes: list[FlowNodeArgs]) -> None:
         wanted = " ".join(n.kids)
         if name != n.name or data != mine or (parent or "") != n.parent or not (kids or "").startswith(wanted):
             raise IdempotencyConflictError(n.job_id, "name, data or place in a flow")
+
+
+async def _refuse_partitioned(queue: Queue, names: list[str]) -> None:
+    """A queue that Redis records as partitioned is served by partition, not under its plain keys,
+    and a flow writes plain keys: a child there would never run, a parent never hear of its
+    children. Callers holding plain handles (`Queue.add_flow`, dynamic children) are checked here."""
+    from conveyor.partitions.layout import parse_layout
+
+    pipe = queue.client.pipeline(transaction=False)
+    for name in names:
+        pipe.zrange(partition_layout_key(name, queue.prefix), 0, MAX_PARTITIONS, withscores=True)
+    for name, rows in zip(names, await queue._call(pipe.execute()), strict=True):
+        if parse_layout(rows) is not None:
+            raise InvalidFlowError("root", f"queue {name!r} is partitioned: flows run on plain queues only")
