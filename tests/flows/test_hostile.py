@@ -3,6 +3,7 @@ flow sent again after its root went, children on partitioned queues."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -12,6 +13,7 @@ from conveyor.errors import IdempotencyConflictError
 from conveyor.flows import FlowNode
 from conveyor.options import JobOptions
 from conveyor.worker import JobContext
+from tests.conftest import wait_for
 from tests.flows.conftest import workers
 
 
@@ -121,3 +123,58 @@ async def test_a_flow_node_on_a_partitioned_queue_is_refused_before_any_write(ba
         for name in (parted, plain):
             await app.queue(name).obliterate(force=True)
         await app.close()
+
+
+async def test_retrying_a_parent_failed_by_a_child_waits_for_the_children_still_running(queues: list[Queue]) -> None:
+    """Retrying a parent that a child failed (under `fail`) sent it straight to waiting: its handler
+    ran while a sibling was still running. And the failure stayed marked as the child's: when the
+    parent later failed in its own handler, retrying and completing that child erased the parent's
+    own error and ran it once more. Now the retried parent waits for the children still running, and
+    its own failure stays."""
+    a, b, _ = queues
+    gate = asyncio.Event()
+    bad_fails = {"on": True}
+    runs: list[list[Any]] = []
+
+    async def slow(ctx: JobContext, n: int) -> int:
+        await gate.wait()
+        return n
+
+    async def bad(ctx: JobContext, n: int) -> int:
+        if bad_fails["on"]:
+            raise ValueError("bad")
+        return n
+
+    async def parent(ctx: JobContext, data: Any) -> Any:
+        kids = await ctx.children()
+        runs.append([kids.results.get(r, "error" if r in kids.errors else None) for r in kids.order])
+        raise ValueError("the parent fails on its own")
+
+    root = FlowNode(a.name, "parent", None, children=[FlowNode(b.name, "slow", 1), FlowNode(b.name, "bad", 2)])
+    async with workers(queues, {a: {"parent": parent}, b: {"slow": slow, "bad": bad}}, concurrency=4):
+        job = await a.add_flow(root)
+        await wait_for(lambda: _in_state(a, job.id, JobState.FAILED), 60, what="the parent fails by its child")
+        assert (await job.record()).error["type"] == "ChildFailed"  # type: ignore[index]
+        slow_ref, bad_ref = ["{}:{}".format(*c) for c in (await job.record()).children]
+        await a.retry(job.id)
+        assert await a.get_state(job.id) is JobState.WAITING_CHILDREN
+        gate.set()  # the sibling ends: now the parent runs, with the failed child's error in place
+        await wait_for(lambda: _in_state(a, job.id, JobState.FAILED), 60, what="the parent runs and fails")
+        assert runs == [[1, "error"]]
+        assert (await job.record()).error["type"] == "ValueError"  # type: ignore[index]
+
+        bad_fails["on"] = False
+        await b.retry(bad_ref.partition(":")[2])
+        await wait_for(lambda: _counted(a, job.id, bad_ref), 60, what="the retried child is counted")
+        rec = await job.record()
+        assert rec.state is JobState.FAILED and rec.error["type"] == "ValueError"  # type: ignore[index]
+        assert runs == [[1, "error"]]
+        assert slow_ref in (await a.children(job.id)).results
+
+
+async def _in_state(q: Queue, job_id: str, state: JobState) -> bool:
+    return await q.get_state(job_id) is state
+
+
+async def _counted(q: Queue, job_id: str, ref: str) -> bool:
+    return ref in (await q.children(job_id)).results
