@@ -178,3 +178,29 @@ async def _in_state(q: Queue, job_id: str, state: JobState) -> bool:
 
 async def _counted(q: Queue, job_id: str, ref: str) -> bool:
     return ref in (await q.children(job_id)).results
+
+
+async def test_a_job_holds_at_most_10000_children_over_all_its_add_children_calls(queues: list[Queue]) -> None:
+    """Each add_children call was bounded (10,000 jobs), the total over calls was not (only a rough
+    cap on the length of the children list, some 100,000 children), and every child's result lands in
+    the parent's record. Now a job holds at most 10,000 children; the call over it is refused whole."""
+    from conveyor.errors import InvalidFlowError
+
+    a, b, _ = queues
+    seen: dict[str, Any] = {}
+
+    async def parent(ctx: JobContext, data: Any) -> Any:
+        await ctx.add_children([FlowNode(b.name, "c", i) for i in range(6000)], key="first")
+        try:
+            await ctx.add_children([FlowNode(b.name, "c", i) for i in range(4001)], key="second")
+        except InvalidFlowError as exc:
+            seen["error"] = str(exc)
+        await ctx.add_children([FlowNode(b.name, "c", i) for i in range(4000)], key="third")  # to exactly 10,000
+        return "done"
+
+    job = await a.add("parent", None)
+    async with workers(queues, {a: {"parent": parent}}):
+        assert await job.result(timeout=120) == "done"
+    assert "at most 10000 children" in seen["error"]
+    assert len((await a.children(job.id)).order) == 10_000
+    assert await _total(b) == 10_000  # nothing of the refused call was written
