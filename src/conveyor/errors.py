@@ -68,8 +68,8 @@ class InvalidFlowError(InvalidJobError):
 class IdempotencyConflictError(ConveyorError):
     """A job id or idempotency key was reused with different data."""
 
-    def __init__(self, job_id: str) -> None:
-        super().__init__(f"job {job_id!r} already exists with different name or data")
+    def __init__(self, job_id: str, what: str = "name or data") -> None:
+        super().__init__(f"job {job_id!r} already exists with different {what}")
         self.job_id = job_id
 
 

@@ -128,3 +128,68 @@ async def test_one_request_creates_a_parent_and_1000_children(api: Api) -> None:
         assert (await api.app.queue(other).counts())[JobState.WAITING] == 1000
     finally:
         await api.app.queue(other).obliterate(force=True)
+
+
+async def test_a_node_on_a_partitioned_queue_is_a_422(api: Api) -> None:
+    """The parent's reference names the plain queue, and the children's results went there: a
+    parent on a partitioned queue waited for ever. Flows run on plain queues only."""
+    other = _declare(api)
+    parted = api.queue + "-parted"
+    api.app.declare_queue(parted, partitions=2)
+
+    @api.app.task(queue=parted, name="gather")
+    async def gather(ctx: JobContext) -> list[Any]:
+        return (await ctx.children()).ordered()
+
+    @api.app.task(queue=parted, name="shout")
+    async def shout(ctx: JobContext, text: str) -> str:
+        return text.upper()
+
+    cases = [
+        ({"queue": parted, "name": "gather", "children": [{"queue": other, "name": "shout", "data": "a"}]}, "root"),
+        ({"queue": api.queue, "name": "collect", "children": [
+            {"queue": other, "name": "shout", "data": "a"}, {"queue": parted, "name": "shout", "data": "b"}]},
+         "root.children[1]"),
+    ]
+    try:
+        for body, path in cases:
+            r = await api.http.post("/api/flows", json=body, headers=api.auth("enqueue"))
+            assert r.status_code == 422, r.text
+            assert r.json()["error"]["details"][0]["path"] == path
+            assert "partitioned" in r.json()["error"]["message"]
+        for q in (api.queue, other, parted):
+            assert sum((await api.app.queue(q).counts()).values()) == 0
+    finally:
+        await api.app.queue(parted).obliterate(force=True)
+
+
+async def test_a_tree_of_100_levels_is_accepted_and_one_deeper_is_a_422_naming_it(api: Api) -> None:
+    """Flows are documented to 100 levels, but the API's general bound on body nesting (64 levels)
+    refused any tree deeper than some 30 levels, with a message that named no node. Each node's data
+    keeps that bound."""
+    other = _declare(api)
+
+    def chain(levels: int, data: Any = "x") -> dict[str, Any]:
+        node: dict[str, Any] = {"queue": other, "name": "shout", "data": data}
+        for _ in range(levels - 1):
+            node = {"queue": other, "name": "shout", "data": "x", "children": [node]}
+        return {"queue": api.queue, "name": "collect", "children": [node]}
+
+    r = await api.http.post("/api/flows", json=chain(101), headers=api.auth("enqueue"))
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["details"][0]["path"].startswith("root.children[0].children[0]")  # clipped
+    assert "deeper than 100 levels" in r.json()["error"]["details"][0]["message"]
+    nested: Any = "x"
+    for _ in range(70):
+        nested = [nested]
+    r = await api.http.post("/api/flows", json=chain(3, nested), headers=api.auth("enqueue"))
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["details"][0]["path"] == "root" + ".children[0]" * 3
+    for q in (api.queue, other):
+        assert sum((await api.app.queue(q).counts()).values()) == 0
+    try:
+        r = await api.http.post("/api/flows", json=chain(100), headers=api.auth("enqueue"))
+        assert r.status_code == 202, r.text
+        assert (await api.app.queue(other).counts())[JobState.WAITING_CHILDREN] == 99
+    finally:
+        await api.app.queue(other).obliterate(force=True)

@@ -68,8 +68,11 @@ def _counting(receive: Receive, limit: int) -> Receive:
     return counted
 
 
-async def read_json(request: Request, limit: int) -> Any:
-    """The body parsed as JSON; counts streamed bytes so a chunked body cannot exceed the limit."""
+async def read_json(request: Request, limit: int, max_depth: int | None = None) -> Any:
+    """The body parsed as JSON; counts streamed bytes so a chunked body cannot exceed the limit.
+    `max_depth`: how deep containers may nest (default MAX_DEPTH; a flow tree nests deeper, and
+    checks each node's payload against MAX_DEPTH itself)."""
+    depth = MAX_DEPTH if max_depth is None else max_depth
     chunks: list[bytes] = []
     size = 0
     async for chunk in request.stream():
@@ -81,15 +84,15 @@ async def read_json(request: Request, limit: int) -> Any:
         value = orjson.loads(b"".join(chunks))
     except orjson.JSONDecodeError:
         raise ApiError(400, "the body is not valid JSON") from None
-    if isinstance(value, dict | list) and _too_deep(value, MAX_DEPTH):
-        raise ApiError(422, f"the body nests arrays/objects more than {MAX_DEPTH} levels deep")
+    if isinstance(value, dict | list) and too_deep(value, depth):
+        raise ApiError(422, f"the body nests arrays/objects more than {depth} levels deep")
     return value
 
 
 MAX_DEPTH = 64
 
 
-def _too_deep(value: dict[str, Any] | list[Any], limit: int) -> bool:
+def too_deep(value: dict[str, Any] | list[Any], limit: int) -> bool:
     """Whether containers nest more than `limit` levels (iterative: no recursion to exhaust)."""
     stack: list[tuple[Any, int]] = [(value, 1)]
     while stack:

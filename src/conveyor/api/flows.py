@@ -15,7 +15,8 @@ from typing import Any
 from fastapi import APIRouter, Request
 
 from conveyor.api.auth import EnqueueKey
-from conveyor.api.body import read_json
+from conveyor.api.body import MAX_DEPTH as MAX_NESTING
+from conveyor.api.body import read_json, too_deep
 from conveyor.api.enqueue import _check_backoff
 from conveyor.api.errors import ApiError
 from conveyor.api.jobs import IdempotencyKey
@@ -29,6 +30,10 @@ from conveyor.flows.model import MAX_DEPTH, MAX_NODES, FlowNode
 from conveyor.options import JobOptions
 
 router = APIRouter(prefix="/api", tags=["flows"])
+# A node at tree depth d nests 2d + 1 levels deep in the body (an object in a children list in an
+# object...); its data and options may nest MAX_NESTING more, as a single enqueue's. A little over
+# MAX_DEPTH levels is still read, so a tree too deep is refused naming its deepest node.
+BODY_NESTING = 2 * (MAX_DEPTH + 2) + 1 + MAX_NESTING
 _KEYS = frozenset({"queue", "name", "data", "options", "children", "on_child_failure"})
 
 
@@ -60,6 +65,10 @@ def build_node(app: Conveyor, body: Any, path: str, depth: int, budget: list[int
     options = body.get("options") or {}
     if not isinstance(options, Mapping):
         raise _bad(path, "'options' must be a JSON object")
+    for field in ("data", "options"):
+        value = body.get(field)
+        if isinstance(value, dict | list) and too_deep(value, MAX_NESTING):
+            raise _bad(path, f"'{field}' nests arrays/objects more than {MAX_NESTING} levels deep")
     if "idempotency_key" in options:
         raise _bad(path, "flow jobs take options.job_id, not an idempotency key")
     children = body.get("children") or []
@@ -110,7 +119,7 @@ async def start_flow(request: Request, principal: EnqueueKey, idempotency_key: I
     """With Idempotency-Key K (and no root `options.job_id`), the root's id is derived from K, so
     repeating the call writes only the nodes that do not exist yet and answers with the same root."""
     state = get_state(request)
-    body = await read_json(request, state.settings.api_max_body_bytes)
+    body = await read_json(request, state.settings.api_max_body_bytes, BODY_NESTING)
     if not isinstance(body, Mapping):
         raise _bad("root", "the body must be one root node object (a flow is a tree)")
     if idempotency_key is not None:

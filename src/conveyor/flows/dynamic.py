@@ -1,6 +1,6 @@
 """Dynamic children: a running job adds children to itself (docs/flows.md, "Dynamic children").
 
-The parent's bookkeeping is updated first (flow-adopt-1.lua, fenced by the lease), then the children
+The parent's bookkeeping is updated first (flow-adopt-2.lua, fenced by the lease), then the children
 are written. Children's ids are derived from the parent's id, the call's `key` and their position,
 so a run killed between the two steps and run again adopts and writes the same children, not new ones.
 """
@@ -10,7 +10,7 @@ from __future__ import annotations
 from collections.abc import Callable, Sequence
 from typing import TYPE_CHECKING, Any
 
-from conveyor.errors import InvalidFlowError, LeaseLostError
+from conveyor.errors import InvalidFlowError, LeaseLostError, ScriptInputError
 from conveyor.flows.model import MAX_NODES, FlowNode, OnChildFailure, flatten
 from conveyor.flows.producer import write_nodes
 from conveyor.job import Job
@@ -51,7 +51,10 @@ async def add_children(
     if len(encoded) > MAX_NODES:
         raise InvalidFlowError("children", f"a call adds at most {MAX_NODES} jobs")
     parent = queue_of(parent_queue)
-    code = await flow_scripts.adopt(parent.client, parent.keys, parent_id, token, refs, policy)
+    try:
+        code = await flow_scripts.adopt(parent.client, parent.keys, parent_id, token, refs, policy)
+    except ScriptInputError as exc:
+        raise InvalidFlowError("children", exc.reason) from None
     if code == ScriptCode.LEASE_LOST:
         raise LeaseLostError(f"job {parent_id}: lease lost, children not added")
     await write_nodes(parent, encoded, depths)

@@ -47,8 +47,16 @@ class FlowNode:
                        on_child_failure=on_child_failure if on_child_failure is not None else self.on_child_failure)
 
     @classmethod
-    def from_mapping(cls, value: Any, path: str = "root") -> FlowNode:
-        """A node from the HTTP body shape {"queue","name","data","options","children","on_child_failure"}."""
+    def from_mapping(cls, value: Any, path: str = "root", *, _depth: int = 0, _budget: list[int] | None = None
+                     ) -> FlowNode:
+        """A node from the HTTP body shape {"queue","name","data","options","children","on_child_failure"};
+        a tree over the bounds (MAX_DEPTH levels, MAX_NODES jobs) is an InvalidFlowError naming the node."""
+        budget = [MAX_NODES] if _budget is None else _budget
+        if _depth > MAX_DEPTH:
+            raise InvalidFlowError(path, f"the tree is deeper than {MAX_DEPTH} levels")
+        budget[0] -= 1
+        if budget[0] < 0:
+            raise InvalidFlowError(path, f"a flow holds at most {MAX_NODES} jobs")
         if not isinstance(value, Mapping):
             raise InvalidFlowError(path, "a flow node must be an object")
         unknown = set(value) - {"queue", "name", "data", "options", "children", "on_child_failure"}
@@ -64,9 +72,8 @@ class FlowNode:
         raw_children = value.get("children") or []
         if not isinstance(raw_children, list):
             raise InvalidFlowError(path, "'children' must be a list of nodes")
-        if len(raw_children) > MAX_NODES:
-            raise InvalidFlowError(path, f"more than {MAX_NODES} children")
-        children = tuple(cls.from_mapping(c, f"{path}.children[{i}]") for i, c in enumerate(raw_children))
+        children = tuple(cls.from_mapping(c, f"{path}.children[{i}]", _depth=_depth + 1, _budget=budget)
+                         for i, c in enumerate(raw_children))
         return cls(queue, name, value.get("data"), options, children, value.get("on_child_failure"))
 
 
@@ -128,6 +135,8 @@ def _encode(
 ) -> FlowNodeArgs:
     try:
         queue = queue_of(node.queue)
+        if getattr(queue, "partitioned", False):
+            raise InvalidJobError(f"queue {node.queue!r} is partitioned: flows run on plain queues only")
         policy = "" if node.on_child_failure is None else OnChildFailure(node.on_child_failure).value
         if policy and not node.children:
             raise InvalidJobError("on_child_failure applies to a node with children")

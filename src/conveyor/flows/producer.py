@@ -10,10 +10,11 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
+from conveyor.errors import IdempotencyConflictError, InvalidFlowError
 from conveyor.flows.model import FlowNode, flatten
 from conveyor.job import Job
 from conveyor.redis.flow_scripts import FlowNodeArgs, add_nodes
-from conveyor.redis.keys import registry_key
+from conveyor.redis.keys import MAX_PARTITIONS, partition_layout_key, registry_key
 
 if TYPE_CHECKING:
     from conveyor.queue import Queue
@@ -43,10 +44,12 @@ async def write_nodes(queue: Queue, nodes: list[FlowNodeArgs], depths: list[int]
     """Write encoded nodes (parents before children); returns `created` per node."""
     client = queue.client
     names = sorted({n.keys.queue for n in nodes})
+    await _refuse_partitioned(queue, names)
     await queue._call(client.sadd(registry_key(queue.prefix), *names))
     maxlen = queue.events_maxlen
     if not isinstance(client, RedisCluster):
         return [c for _, c in await add_nodes(client, nodes, maxlen)]
+    await _refuse_taken_ids(queue, nodes)
     created: dict[int, bool] = {}
     order = sorted(range(len(nodes)), key=lambda i: (depths[i], key_slot(nodes[i].keys.meta.encode())))
     for _, group in groupby(order, key=lambda i: (depths[i], key_slot(nodes[i].keys.meta.encode()))):
@@ -57,3 +60,34 @@ async def write_nodes(queue: Queue, nodes: list[FlowNodeArgs], depths: list[int]
             for i, (_, c) in zip(part, reply, strict=True):
                 created[i] = c
     return [created[i] for i in range(len(nodes))]
+
+
+async def _refuse_taken_ids(queue: Queue, nodes: list[FlowNodeArgs]) -> None:
+    """On a Cluster the tree is written by several scripts, parents first: an id taken by a job that is
+    not this node (the check flow-add-0.lua makes) is looked for before the first write, so such a
+    tree is refused whole rather than after its upper levels were written."""
+    pipe = queue.client.pipeline(transaction=False)
+    for n in nodes:
+        pipe.hmget(n.keys.job(n.job_id), "name", "data", "parent", "kids")
+    found = await queue._call(pipe.execute())
+    for n, (name, data, parent, kids) in zip(nodes, found, strict=True):
+        if name is None:
+            continue
+        mine = n.data.decode() if isinstance(n.data, bytes) else n.data
+        wanted = " ".join(n.kids)
+        if name != n.name or data != mine or (parent or "") != n.parent or not (kids or "").startswith(wanted):
+            raise IdempotencyConflictError(n.job_id, "name, data or place in a flow")
+
+
+async def _refuse_partitioned(queue: Queue, names: list[str]) -> None:
+    """A queue that Redis records as partitioned is served by partition, not under its plain keys,
+    and a flow writes plain keys: a child there would never run, a parent never hear of its
+    children. Callers holding plain handles (`Queue.add_flow`, dynamic children) are checked here."""
+    from conveyor.partitions.layout import parse_layout
+
+    pipe = queue.client.pipeline(transaction=False)
+    for name in names:
+        pipe.zrange(partition_layout_key(name, queue.prefix), 0, MAX_PARTITIONS, withscores=True)
+    for name, rows in zip(names, await queue._call(pipe.execute()), strict=True):
+        if parse_layout(rows) is not None:
+            raise InvalidFlowError("root", f"queue {name!r} is partitioned: flows run on plain queues only")

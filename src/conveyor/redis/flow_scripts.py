@@ -7,6 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
+from conveyor.errors import IdempotencyConflictError
 from conveyor.redis.codes import ScriptCode
 from conveyor.redis.connection import RedisClient
 from conveyor.redis.keys import QueueKeys
@@ -55,6 +56,8 @@ async def add_nodes(client: RedisClient, nodes: Sequence[FlowNodeArgs], maxlen: 
         args += n.args()
     reply = await _ADD(client, metas, args)
     _refused("flow-add", reply)
+    if reply and reply[0] == ScriptCode.CONFLICT:
+        raise IdempotencyConflictError(str(reply[1]), "name, data or place in a flow")
     return added_jobs(reply)
 
 

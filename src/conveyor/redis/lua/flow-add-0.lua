@@ -7,7 +7,9 @@ ARGV: 1 events maxlen, 2 node count, then 12 fields per node: queue prefix, id, 
       on_child_failure ('' = fail, or fail|ignore|continue)
 A leaf is ready (or delayed) at once; a node with children waits in <p>waiting-children with
 `pending` = its number of children. A node whose id exists with the same name and data is kept as it
-is (the same flow sent again completes what a crash interrupted); with other name or data: -4.
+is (the same flow sent again completes what a crash interrupted), and if it has ended it writes its
+outbox record again (a parent written anew counts it; a parent that counted it already ignores it);
+with other name, data or parent, or without the node's children: -4.
 Returns: 2 entries per node: id, status (1 created, 0 existing)
          or {-4, id} (CONFLICT, nothing written) or {-6, position, reason} (INVALID_INPUT, nothing written)
 Codes: 0 OK, -4 CONFLICT, -6 INVALID_INPUT
@@ -39,10 +41,16 @@ end
 local existing = {}
 for i = 1, count do
   local n = nodes[i]
-  local f = redis.call('HMGET', n.p .. 'job:' .. n.id, 'name', 'data')
+  local f = redis.call('HMGET', n.p .. 'job:' .. n.id, 'name', 'data', 'parent', 'kids', 'state', 'result', 'error')
   if f[1] then
-    if f[1] ~= n.name or f[2] ~= n.data then return {-4, n.id} end
-    existing[i] = true
+    -- the same node only if it has the same parent and (at least) the same children: a job outside
+    -- this flow that happens to have the id, name and data would never report to this parent
+    local kids = f[4] or ''
+    if f[1] ~= n.name or f[2] ~= n.data or (f[3] or '') ~= n.parent
+        or (n.kids ~= '' and string.sub(kids, 1, #n.kids) ~= n.kids) then
+      return {-4, n.id}
+    end
+    existing[i] = f
   end
 end
 
@@ -52,6 +60,17 @@ local out = {}
 for i = 1, count do
   local n = nodes[i]
   if existing[i] then
+    -- an existing child that has ended reports its end again: its parent may be new (the flow sent
+    -- again after the parent was removed or expired); a parent that counted it ignores the record
+    local f = existing[i]
+    if n.parent ~= '' then
+      if f[5] == 'completed' then
+        flow_ended(n.p, n.id, n.parent, 'C', f[6] or 'null')
+      elseif f[5] == 'failed' or f[5] == 'cancelled' then
+        flow_ended(n.p, n.id, n.parent, 'F',
+                   f[7] or cjson.encode({type = 'Cancelled', message = 'the child job was cancelled'}))
+      end
+    end
     out[#out + 1] = n.id
     out[#out + 1] = 0
   else

@@ -1,8 +1,9 @@
 --[[ flow-adopt-2: a running job takes new children (dynamic children), before they are written.
 KEYS: 1 the job's key, 2 its queue's meta (flows_started when a root job adopts its first children)
 ARGV: 1 lease token, 2 on_child_failure ('' = keep), 3 child count, then the child refs ("<queue>:<id>")
-Children already adopted are skipped, so the same call made again (a re-run) adds nothing.
-Returns: the number of children added, -2 LEASE_LOST, or {-6, 0, reason} (INVALID_INPUT)
+Children already adopted are skipped, so the same call made again (a re-run) adds nothing. A job
+holds at most 10000 children (as a flow holds at most 10000 jobs), over all its calls.
+Returns: the number of children added, -2 LEASE_LOST, or {-6, 0, reason} (INVALID_INPUT, nothing written)
 Codes: -2 LEASE_LOST, -6 INVALID_INPUT
 Events: none
 ]]
@@ -16,8 +17,11 @@ local f = redis.call('HMGET', jk, 'token', 'state', 'kids', 'parent')
 if f[1] ~= token or f[2] ~= 'active' then return -2 end
 local known = {}
 local kids = f[3] or ''
-for ref in string.gmatch(kids, '%S+') do known[ref] = true end
-if #kids > 0 and #kids + n * 40 > 4000000 then return {-6, 0, 'too many children'} end
+local have = 0
+for ref in string.gmatch(kids, '%S+') do
+  known[ref] = true
+  have = have + 1
+end
 local added = {}
 for i = 4, 3 + n do
   local ref = ARGV[i]
@@ -26,6 +30,9 @@ for i = 4, 3 + n do
     known[ref] = true
     added[#added + 1] = ref
   end
+end
+if have + #added > 10000 then
+  return {-6, 0, 'a job holds at most 10000 children (it has ' .. have .. ', ' .. #added .. ' more were added)'}
 end
 if #added > 0 then
   local joined = table.concat(added, ' ')

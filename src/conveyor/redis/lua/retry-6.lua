@@ -1,11 +1,14 @@
---[[ retry-6: send a failed (dead-letter) or cancelled job back to waiting with fresh attempts.
+--[[ retry-6: send a failed (dead-letter) or cancelled job back to waiting with fresh attempts; a flow
+parent some of whose children have not ended goes back to waiting-children instead (it runs once they
+have), and a child failure that had failed it no longer counts as having done so (docs/flows.md).
 KEYS: 1 meta, 2 ready, 3 failed, 4 cancelled, 5 events, 6 wake
 ARGV: 1 prefix, 2 job id, 3 events maxlen
-Returns: {code, state}: 0 OK, -1 NOT_FOUND, -3 WRONG_STATE
+Returns: {code, state}: 0 OK (state: waiting or waiting-children), -1 NOT_FOUND, -3 WRONG_STATE
 Codes: 0 OK, -1 NOT_FOUND, -3 WRONG_STATE, -6 INVALID_INPUT
-Events: waiting (id, reason=manual)
+Events: waiting (id, reason=manual), waiting-children (id, reason=manual)
 ]]
 --@include common
+--@include flow
 
 local meta, ready, failed, cancelled, events, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5], KEYS[6]
 local prefix, id, maxlen = ARGV[1], ARGV[2], ARGV[3]
@@ -16,7 +19,13 @@ if not state then return {-1, ''} end
 if state ~= 'failed' and state ~= 'cancelled' then return {-3, state} end
 redis.call('ZREM', state == 'failed' and failed or cancelled, id)
 redis.call('PERSIST', jk)
-redis.call('HDEL', jk, 'finished', 'cancel', 'token', 'stalls', 'lapses', 'result')
+redis.call('HDEL', jk, 'finished', 'cancel', 'token', 'stalls', 'lapses', 'result', 'cfail')
+if (tonumber(redis.call('HGET', jk, 'pending')) or 0) > 0 then
+  redis.call('HSET', jk, 'state', FLOW_WAITING, 'attempts', 0)
+  redis.call('ZADD', prefix .. FLOW_WAITING, num(now_ms()), id)
+  emit(events, maxlen, 'ev', 'waiting-children', 'id', id, 'reason', 'manual')
+  return {0, FLOW_WAITING}
+end
 redis.call('HSET', jk, 'state', 'waiting', 'attempts', 0)
 push_ready(meta, ready, jk, id)
 wake(wake_key)

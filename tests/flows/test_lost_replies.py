@@ -1,0 +1,87 @@
+"""Lost replies on the flow trips: flow-add, flow-deliver and flow-ack run on the server, then their
+reply is dropped and the connection reset (tests/proxy.py). Each trip is sent again (or the tree sent
+again) and nothing happens twice: every child counted once, the parent run once with every result."""
+
+from __future__ import annotations
+
+from collections import Counter
+from collections.abc import AsyncIterator, Iterator
+from typing import Any
+
+import pytest
+
+from conveyor import Queue
+from conveyor.errors import ConnectionFailedError
+from conveyor.flows import FlowNode
+from conveyor.options import JobOptions
+from conveyor.redis import flow_scripts
+from conveyor.redis.connection import connect
+from conveyor.testing import RedisServer
+from conveyor.worker import JobContext
+from tests.conftest import wait_for
+from tests.flows.conftest import workers
+from tests.proxy import TcpProxy
+
+
+@pytest.fixture
+def proxy(redis_server: RedisServer) -> Iterator[TcpProxy]:
+    with TcpProxy(redis_server.port) as p:
+        yield p
+
+
+@pytest.fixture
+async def pair(
+    redis_server: RedisServer, proxy: TcpProxy, qname: str
+) -> AsyncIterator[tuple[list[Queue], list[Queue]]]:
+    """(direct queues, the same queues through the proxy): parents, children."""
+    direct_client, proxied_client = connect(redis_server.url), connect(proxy.url)
+    direct = [Queue(qname + s, redis=direct_client) for s in ("-p", "-c")]
+    proxied = [Queue(qname + s, redis=proxied_client) for s in ("-p", "-c")]
+    yield direct, proxied
+    for q in direct:
+        await q.obliterate(force=True)
+    await proxied_client.aclose()
+    await direct_client.aclose()
+
+
+@pytest.mark.parametrize("trip", ["flow-add", "flow-deliver", "flow-ack"])
+async def test_a_lost_reply_on_a_flow_trip_changes_nothing_twice(
+    pair: tuple[list[Queue], list[Queue]], proxy: TcpProxy, trip: str
+) -> None:
+    (dp, dc), (pp, pc) = pair
+    script = {"flow-add": flow_scripts._ADD, "flow-deliver": flow_scripts._DELIVER, "flow-ack": flow_scripts._ACK}[trip]
+    runs: Counter[str] = Counter()
+
+    async def child(ctx: JobContext, n: int) -> int:
+        runs[f"child {n}"] += 1
+        return n * 10
+
+    async def parent(ctx: JobContext, data: Any) -> Any:
+        runs["parent"] += 1
+        return (await ctx.children()).ordered()
+
+    root = FlowNode(dp.name, "parent", None, JobOptions(job_id="lost-1"),
+                    children=[FlowNode(dc.name, "child", i) for i in range(4)])
+    await dp.client.script_load(script.source)  # so the call cut is the one that runs it, not a NOSCRIPT
+    proxy.lose_reply(script.sha.encode(), nth=(1,))
+    if trip == "flow-add":
+        with pytest.raises(ConnectionFailedError):
+            await pp.add_flow(root)  # it was written; the client cannot know
+        job = await pp.add_flow(root)  # so it sends the tree again
+        assert job.id == "lost-1" and not job.created
+    else:
+        job = await pp.add_flow(root)
+    assert sum((await dc.counts()).values()) == 4
+    async with workers([pp, pc], {pp: {"parent": parent}, pc: {"child": child}}):
+        assert await job.result(timeout=60) == [0, 10, 20, 30]
+
+        async def outbox_empty() -> bool:
+            return await dc.client.hlen(dc.keys.outbox) == 0
+
+        await wait_for(outbox_empty, 60, what="every outbox record deleted")
+    assert proxy.cuts == 1
+    assert runs == Counter({"parent": 1, **{f"child {i}": 1 for i in range(4)}})
+    counted = [e.fields.get("child") for e in await dp.read_events("0-0") if e.type == "child"]
+    assert sorted(Counter(counted).values()) == [1, 1, 1, 1]  # each child counted once
+    rec = await job.record()
+    assert rec.pending_children == 0 and rec.attempts_made == 1
