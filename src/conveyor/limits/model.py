@@ -11,6 +11,9 @@ from conveyor.errors import ConfigurationError
 MAX_LIMIT = 10**12
 MAX_PERIOD_S = 86_400.0 * 366
 MAX_WEIGHT = 1000.0
+# A pass advances by 1 / weight per claim and the virtual time follows it; far smaller weights make
+# the passes of groups that join later round to one number (the rotation then serves one of them).
+MIN_WEIGHT = 0.001
 # Rate limits up to this many starts per window (limit + burst) are also held by a sliding-window log
 # (exact in every window of per_s); larger ones by the GCRA alone (docs/limits.md).
 WINDOW_LOG_MAX = 10_000
@@ -126,4 +129,7 @@ def limiter_fields(prefix: str) -> list[str]:
 
 
 def check_weight(weight: Any) -> float:
-    return _positive("weight", weight, maximum=MAX_WEIGHT)
+    w = _positive("weight", weight, maximum=MAX_WEIGHT)
+    if w < MIN_WEIGHT:
+        raise ConfigurationError(f"weight must be >= {MIN_WEIGHT:g} and <= {MAX_WEIGHT:g}, got {weight!r}")
+    return w
