@@ -10,6 +10,8 @@ from conveyor.errors import ConfigurationError
 
 MAX_LIMIT = 10**12
 MAX_PERIOD_S = 86_400.0 * 366
+# Under 1 ms, per_s / limit may round to a pace of 0 ms: a limiter that limits nothing.
+MIN_PERIOD_S = 0.001
 MAX_WEIGHT = 1000.0
 # A pass advances by 1 / weight per claim and the virtual time follows it; far smaller weights make
 # the passes of groups that join later round to one number (the rotation then serves one of them).
@@ -49,7 +51,11 @@ class RateLimit:
 
     def __post_init__(self) -> None:
         _count("RateLimit.limit", self.limit, minimum=1)
-        object.__setattr__(self, "per_s", _positive("RateLimit.per_s", self.per_s, maximum=MAX_PERIOD_S))
+        per_s = _positive("RateLimit.per_s", self.per_s, maximum=MAX_PERIOD_S)
+        if per_s < MIN_PERIOD_S:
+            raise ConfigurationError(
+                f"RateLimit.per_s must be >= {MIN_PERIOD_S:g} and <= {MAX_PERIOD_S:g}, got {self.per_s!r}")
+        object.__setattr__(self, "per_s", per_s)
         _count("RateLimit.burst", self.burst, minimum=0)
 
     @property
