@@ -89,3 +89,25 @@ async def test_a_notice_whose_job_id_an_older_notice_took_is_still_delivered(
     ids = await delivery_ids(rclient, prefix)
     assert ids == ["alert:r:1:1:0", f"alert:r:1:1:0:{now + 1000}"]
     assert await store.pending_notices() == []
+
+
+async def test_a_rule_whose_reading_fails_unexpectedly_does_not_stop_the_others(
+    rclient: RedisClient, prefix: str, watched: Queue
+) -> None:
+    """A queue whose limits hash holds a value this version cannot read (written by hand or by
+    another version): the rule that reads it records the error in its state; the others are
+    evaluated and notify as usual."""
+    broken = Queue("broken", redis=rclient, prefix=prefix)
+    await broken.add("job", {})
+    await rclient.hset(broken.keys.limits, mapping={"cost_t": "not-a-number", "cost_cap": "1"})
+    store = AlertStore(rclient, prefix)
+    await store.put_rules([
+        parse_rule({"kind": "budget", "id": "a-broken", "queue": "broken", "channels": HOOK}),
+        rule("b-watched", watched.name),
+    ], source="api", replace=True)
+    sec, _ = await rclient.time()
+    report = await AlertEvaluator(rclient, prefix).run(int(sec) * 1000)
+    assert (report.rules, report.errors, report.notices) == (2, 1, 1)
+    states = {i.rule.id: i.state for i in await store.all()}
+    assert states["a-broken"].error and states["b-watched"].status.value == "firing"
+    await broken.obliterate(force=True)

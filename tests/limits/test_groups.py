@@ -5,7 +5,11 @@ from __future__ import annotations
 
 from collections import Counter
 
+import pytest
+
 from conveyor import JobOptions, JobSpec, JobState, Queue, Worker
+from conveyor.errors import ConfigurationError
+from conveyor.limits.model import MIN_WEIGHT
 from tests.conftest import running, wait_for
 from tests.limits.conftest import claim_ranks, claim_records
 
@@ -154,3 +158,21 @@ async def _lease_expired(queue: Queue) -> bool:
     t = await queue.client.time()
     now = t[0] * 1000 + t[1] // 1000
     return len(await queue.client.zrangebyscore(queue.keys.active, "-inf", now)) > 0
+
+
+async def test_a_weight_too_small_to_keep_passes_apart_is_refused(sq: Queue) -> None:
+    """A group of weight w advances its pass by 1/w per claim and the virtual time follows it: at a
+    weight like 1e-300 the pass of every group that joins later rounds to the same number, and the
+    rotation serves the first of them by name for ever. Such weights are refused; at the smallest
+    weight allowed, groups served after it still alternate."""
+    with pytest.raises(ConfigurationError, match="weight"):
+        await sq.set_group_weight("tiny", 1e-300)
+    assert await sq.client.hget(sq.keys.group("tiny"), "w") is None
+    await sq.set_group_weight("tiny", MIN_WEIGHT)
+    await sq.add_bulk([JobSpec("x", i, JobOptions(group="tiny")) for i in range(2)])
+    await sq.scripts.claim("w", 10_000, 2)  # the virtual time follows the tiny group's pass
+    await sq.add_bulk([JobSpec("x", i, JobOptions(group="b")) for i in range(20)])
+    await sq.add_bulk([JobSpec("x", i, JobOptions(group="c")) for i in range(20)])
+    claimed = await sq.scripts.claim("w", 10_000, 20)
+    ids = [claimed[i] for i in range(1, len(claimed), 6)]
+    assert Counter(r["group"] for r in await claim_records(sq, ids)) == {"b": 10, "c": 10}

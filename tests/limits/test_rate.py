@@ -169,3 +169,20 @@ async def test_group_cost_budget_is_corrected_by_reported_cost(sq: Queue) -> Non
     gaps = [b - a for a, b in itertools.pairwise(starts)]
     assert all(g >= 290 for g in gaps), gaps
     assert (await sq.limits_state())["cost"] is None  # only the group's budget was involved
+
+
+async def test_a_period_so_short_the_pace_rounds_to_zero_is_refused(sq: Queue) -> None:
+    """`per_s` tiny enough that `per_s / limit` rounds to 0 ms made a limiter that limits nothing and
+    whose state could not be read (limits_state divided by the pace). Periods under 1 ms are refused;
+    the shortest allowed, with the largest limit, still reads back."""
+    with pytest.raises(ConfigurationError, match="per_s"):
+        RateLimit(10**12, per_s=5e-324)
+    with pytest.raises(ConfigurationError, match="per_s"):
+        RateLimit(1, per_s=0.0005)
+    fastest = RateLimit(10**12, per_s=0.001)
+    assert fastest.interval_ms > 0
+    await sq.set_limits(rate=fastest, cost=fastest)
+    await sq.add("x", 1)
+    await sq.scripts.claim("w", 10_000, 1)
+    state = await sq.limits_state()
+    assert state["rate"]["limit"] == 10**12 and state["rate"]["tokens"] >= 0

@@ -217,3 +217,36 @@ async def test_a_schedule_that_cannot_be_read_does_not_stop_the_others_firing(
     assert await ticks_of(target) == [T0 + 1000]
     assert scheduler.stats.errors == 1
     assert (await store.get("good")).next_ms == T0 + 2000
+
+
+async def test_run_now_of_a_paused_builtin_runs_it_once_and_keeps_the_pause(
+    client: RedisClient, prefix: str, clock: FakeClock
+) -> None:
+    """An operator paused a built-in schedule (maintenance, alerts), then asked for one run now: it
+    runs at the next pass, once, and stays paused."""
+    from conveyor.schedules.model import ScheduleKind
+    from conveyor.schedules.scheduler import Builtin, builtin_schedule
+
+    runs: list[int] = []
+
+    async def run(now_ms: int) -> None:
+        runs.append(now_ms)
+
+    builtin = Builtin(builtin_schedule("conveyor-test", "conveyor.test", 1.0, ScheduleKind.ALERTS), run)
+    scheduler = Scheduler(client, prefix=prefix, clock=clock, grace_s=0.5, maintenance_interval_s=None,
+                          builtins=[builtin])
+    store = scheduler.store
+    await scheduler.sync()
+    await store.pause("conveyor-test")
+    assert await store.run_now("conveyor-test") is None
+    await scheduler.run_due()
+    await wait_for(lambda: len(runs) == 1 and not scheduler._background, what="the built-in ran once")
+    info = await store.get("conveyor-test")
+    assert info.schedule.paused and info.next_ms is None
+    for _ in range(3):  # later passes, ticks later: it stays paused
+        clock.advance(1000)
+        await scheduler.run_due()
+    await wait_for(lambda: not scheduler._background, what="no built-in run in flight")
+    assert len(runs) == 1
+    info = await store.get("conveyor-test")
+    assert info.schedule.paused and info.next_ms is None

@@ -66,6 +66,11 @@ class AlertEvaluator:
             except (ConveyorError, RedisError, OSError) as exc:
                 report.errors += 1
                 new_state, notices = replace(state, evaluated_ms=now, error=str(exc)[:300]), []
+            except Exception as exc:  # data this version cannot read: this rule fails, the others go on
+                logger.exception("alert rule %s: evaluation failed unexpectedly", rule.id)
+                report.errors += 1
+                error = f"{type(exc).__name__}: {exc}"[:300]
+                new_state, notices = replace(state, evaluated_ms=now, error=error), []
             if not await self.store.transition(rule.id, info.version, new_state, notices):
                 report.lost += 1
                 continue

@@ -118,6 +118,9 @@ class LimiterGate:
         except ConnectionFailedError as exc:
             logger.warning("budget of %s not checked (%s); the job goes back for a second", tenant, exc)
             self.refused_runs.add(lease.token)
+            # The check may have run and reserved the estimate (its reply lost): the run's record,
+            # with no usage, gives that back when the job goes back, so it does not hold the budget.
+            self.budget_runs[lease.token] = tenant
             return RunRefusal("retry", ADMIT_RETRY_S, f"the budget of {tenant!r} could not be checked")
         if refusal is None:
             self.budget_runs[lease.token] = tenant

@@ -10,7 +10,12 @@ from conveyor.errors import ConfigurationError
 
 MAX_LIMIT = 10**12
 MAX_PERIOD_S = 86_400.0 * 366
+# Under 1 ms, per_s / limit may round to a pace of 0 ms: a limiter that limits nothing.
+MIN_PERIOD_S = 0.001
 MAX_WEIGHT = 1000.0
+# A pass advances by 1 / weight per claim and the virtual time follows it; far smaller weights make
+# the passes of groups that join later round to one number (the rotation then serves one of them).
+MIN_WEIGHT = 0.001
 # Rate limits up to this many starts per window (limit + burst) are also held by a sliding-window log
 # (exact in every window of per_s); larger ones by the GCRA alone (docs/limits.md).
 WINDOW_LOG_MAX = 10_000
@@ -46,7 +51,11 @@ class RateLimit:
 
     def __post_init__(self) -> None:
         _count("RateLimit.limit", self.limit, minimum=1)
-        object.__setattr__(self, "per_s", _positive("RateLimit.per_s", self.per_s, maximum=MAX_PERIOD_S))
+        per_s = _positive("RateLimit.per_s", self.per_s, maximum=MAX_PERIOD_S)
+        if per_s < MIN_PERIOD_S:
+            raise ConfigurationError(
+                f"RateLimit.per_s must be >= {MIN_PERIOD_S:g} and <= {MAX_PERIOD_S:g}, got {self.per_s!r}")
+        object.__setattr__(self, "per_s", per_s)
         _count("RateLimit.burst", self.burst, minimum=0)
 
     @property
@@ -126,4 +135,7 @@ def limiter_fields(prefix: str) -> list[str]:
 
 
 def check_weight(weight: Any) -> float:
-    return _positive("weight", weight, maximum=MAX_WEIGHT)
+    w = _positive("weight", weight, maximum=MAX_WEIGHT)
+    if w < MIN_WEIGHT:
+        raise ConfigurationError(f"weight must be >= {MIN_WEIGHT:g} and <= {MAX_WEIGHT:g}, got {weight!r}")
+    return w

@@ -18,7 +18,7 @@ import logging
 import math
 import secrets
 from collections.abc import Awaitable, Callable, Iterable
-from dataclasses import dataclass
+from dataclasses import dataclass, replace
 from typing import Any
 
 from redis.exceptions import RedisError
@@ -175,6 +175,8 @@ class Scheduler:
         try:
             schedule, anchor = decode_envelope(claimed.envelope)
             p = plan(schedule, timetable(schedule, anchor), claimed.due_ms, now, self.grace_ms, claimed.since_ms)
+            if schedule.paused:  # due only because of a run-now: run once, stay paused
+                p = replace(p, next_ms=None)
             if schedule.kind is not ScheduleKind.JOB:
                 run = self._runs.get(schedule.id)
                 task = asyncio.create_task(self._builtin(claimed, p, now, run), name=f"conveyor-{schedule.kind}")

@@ -150,10 +150,10 @@ class ScheduleStore:
             same_timing = old is not None and old.schedule.fingerprint == schedule.fingerprint
             anchor = old.anchor_ms if old is not None and same_timing else first_anchor(schedule, now)
             next_ms: int | None
-            if schedule.paused:
-                next_ms = None
-            elif run_now:
+            if run_now:  # due now, paused or not (a paused schedule runs once and stays paused)
                 next_ms = now
+            elif schedule.paused:
+                next_ms = None
             elif old is not None and same_timing and not old.schedule.paused:
                 next_ms = old.next_ms
             else:
@@ -183,11 +183,12 @@ class ScheduleStore:
 
     async def run_now(self, schedule_id: str) -> str | None:
         """Run a schedule once now, besides its ticks. Returns the job id (None for a built-in
-        schedule, maintenance or alerts, which a scheduler runs at its next pass)."""
+        schedule, maintenance or alerts, which a scheduler runs at its next pass; a paused one runs
+        once and stays paused)."""
         info = await self.get(schedule_id)
         s = info.schedule
         if s.kind is not ScheduleKind.JOB:
-            await self.put(s.with_changes(paused=False), run_now=True)
+            await self.put(s, run_now=True)
             return None
         job_id = f"sched:{s.id}:run-{await self.now_ms()}"
         await enqueue(await self.queues.get(s.queue), s, [job_id])
