@@ -106,9 +106,11 @@ async def test_hard_budget_admits_while_spent_plus_reserved_fits(ledger: CostLed
     assert await ledger.admit("a", "acme", 60_000) is None  # a resend reserves nothing more
     assert await ledger.admit("b", "acme", 60_000) is None
     assert await ledger.admit("c", "acme", 60_000) is None
-    refused = await ledger.admit("d", "acme", 60_000)  # 0 spent + 3 x 0.001 reserved: full
-    assert refused is not None and refused.on_hard == "wait" and refused.period == "day"
-    assert 0 < refused.wait_ms <= 86_400_000
+    refused = await ledger.admit("d", "acme", 60_000)  # 0 spent + 3 x 0.001 reserved: full, not over
+    assert refused is not None and refused.busy and refused.reserved_nano == 3_000_000
+    assert refused.on_hard == "wait" and refused.period == "day" and 0 < refused.wait_ms <= 2000
+    assert "held by its running runs" in refused.message
+    assert await ledger.events() == []  # not over the budget: no budget_hard
     state = await ledger.budget("acme")
     assert state["reserved_nano"] == 3_000_000 and state["running_reservations"] == 3
     assert state["status"] == "ok" and state["remaining"] == 0
@@ -118,9 +120,12 @@ async def test_hard_budget_admits_while_spent_plus_reserved_fits(ledger: CostLed
     state = await ledger.budget("acme")
     assert state["spent_nano"] == 2_000_000 and state["reserved_nano"] == 0 and state["status"] == "soft"
     assert await ledger.admit("d", "acme", 60_000) is None
-    assert await ledger.admit("e", "acme", 60_000) is not None  # 2 spent + 1 reserved
+    busy = await ledger.admit("e", "acme", 60_000)  # 2 spent + 1 reserved
+    assert busy is not None and busy.busy
     await ledger.record("d", "acme", "t", Usage.of(1500, 0))  # over the estimate: 3.5 spent
     assert (await ledger.budget("acme"))["status"] == "hard"
+    over = await ledger.admit("e", "acme", 60_000)
+    assert over is not None and not over.busy and over.wait_ms > 2000 and "over its hard budget" in over.message
     events = await ledger.events()
     assert [e["type"] for e in reversed(events)] == ["budget_hard", "budget_soft"] or \
         [e["type"] for e in reversed(events)] == ["budget_soft", "budget_hard"]

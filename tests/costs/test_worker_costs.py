@@ -3,6 +3,7 @@ tenant's hard budget holds across several worker processes (wait for the next pe
 
 from __future__ import annotations
 
+import asyncio
 import os
 import subprocess
 import sys
@@ -86,6 +87,54 @@ async def test_hard_budget_fails_runs_with_a_clear_error(client: RedisClient, qn
     other_record = await queue.get_job(other.id)
     assert other_record is not None and other_record.result is None and "complet" in str(other_record.state).lower()
     await queue.obliterate(force=True)
+
+
+async def test_a_run_that_fits_once_running_runs_record_waits_instead_of_failing(
+    client: RedisClient, qname: str,
+) -> None:
+    """Runs cost half their estimate. While one run holds its estimate, a second does not fit beside
+    the reservation but does fit beside what is spent: it is not over the budget, so it goes back for
+    a moment (even with on_hard='fail') and runs once the first has recorded what it really cost. No
+    budget_hard event is sent: the spend never reaches the limit."""
+    prefix = _prefix()
+    queue = Queue(qname, redis=client, prefix=prefix)
+    ledger = CostLedger(client, prefix)
+    await ledger.set_price(Price("*", 1, 0))
+    await ledger.set_budget("acme", Budget(hard="0.003", on_hard="fail", estimate="0.002"))
+    release = asyncio.Event()
+
+    async def call(ctx: JobContext, data: dict[str, Any]) -> None:
+        await release.wait()
+        ctx.report_usage(1000, 0)  # 0.001
+
+    jobs = [await queue.add("call", {"n": i}, group="acme") for i in range(2)]
+
+    async def one_running_one_back() -> bool:
+        counts = await queue.counts()
+        back = int(counts.get("delayed", 0)) + int(counts.get("waiting", 0)) + int(counts.get("failed", 0))
+        return int(counts.get("active", 0)) == 1 and back == 1 and \
+            int((await ledger.budget("acme"))["reserved_nano"]) == 2_000_000 and \
+            await _refused_once(queue, [j.id for j in jobs])
+
+    async with running(Worker(queue, {"call": call}, concurrency=2, costs=True)):
+        await wait_for(one_running_one_back, what="one run holding its estimate, the other refused")
+        assert int((await queue.counts()).get("failed", 0)) == 0
+        release.set()
+        await wait_for(lambda: _completed_or_failed(queue, 2), what="both jobs ended")
+    assert int((await queue.counts()).get("completed", 0)) == 2
+    state = await ledger.budget("acme")
+    assert state["spent_nano"] == 2_000_000 and state["reserved_nano"] == 0 and state["status"] == "ok"
+    assert "budget_hard" not in {e["type"] for e in await ledger.events()}
+    await queue.obliterate(force=True)
+
+
+async def _refused_once(queue: Queue, ids: list[str]) -> bool:
+    """Has a run of one of these jobs been turned away by the budget (failed, or back with a reason)?"""
+    for job_id in ids:
+        record = await queue.get_job(job_id)
+        if record is not None and str(record.state).lower().endswith(("failed", "delayed")):
+            return True
+    return False
 
 
 async def _completed_or_failed(queue: Queue, n: int) -> bool:

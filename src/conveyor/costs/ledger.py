@@ -204,13 +204,16 @@ class CostLedger:
     # ------------------------------------------------------------------ runs
 
     async def admit(self, run_id: str, tenant: str, ttl_ms: int) -> Admission | None:
-        """None when a run of `tenant` may start (its estimate is then reserved for `ttl_ms`)."""
+        """None when a run of `tenant` may start (its estimate is then reserved for `ttl_ms`); else
+        why not: over its hard budget, or (`busy`) held by its running runs' reservations."""
         reply = _check(await _S["cost-admit"](self.client, [self.cfg_key], [run_id, tenant, ttl_ms]), "admit")
         if int(reply[0]) == 0:
             return None
         mode: OnHard = "fail" if _s(reply[4]) == "fail" else "wait"
+        busy = int(reply[0]) == 2
         return Admission(tenant, int(reply[1]), int(reply[2]), int(reply[3]), mode,
-                         "month" if _s(reply[5]) == "m" else "day", _s(reply[6]))
+                         "month" if _s(reply[5]) == "m" else "day", _s(reply[6]),
+                         busy=busy, reserved_nano=int(reply[7]) if busy else 0)
 
     async def extend(self, runs: Sequence[tuple[str, str]], ttl_ms: int) -> int:
         """Keep the reservations of running runs ((tenant, run id) pairs) for another `ttl_ms`."""

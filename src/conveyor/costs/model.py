@@ -144,15 +144,22 @@ class Admission:
     """May a run start: None when admitted, else why not and until when."""
 
     tenant: str
-    wait_ms: int  # until the next period starts
+    wait_ms: int  # until the next period starts (busy: until it is worth asking again)
     spent_nano: int
     hard_nano: int
     on_hard: OnHard
     period: Period
     period_id: str
+    # Not over the budget: the running runs' reservations fill it until they record what they cost.
+    busy: bool = False
+    reserved_nano: int = 0
 
     @property
     def message(self) -> str:
+        if self.busy:
+            return (f"the hard budget of {from_nano(self.hard_nano):g} of tenant {self.tenant!r} for this "
+                    f"{self.period} is held by its running runs (spent {from_nano(self.spent_nano):g}, "
+                    f"reserved {from_nano(self.reserved_nano):g}); asking again in {self.wait_ms / 1000:.0f} s")
         return (f"tenant {self.tenant!r} is over its hard budget of {from_nano(self.hard_nano):g} for this "
                 f"{self.period} (spent {from_nano(self.spent_nano):g}); the next {self.period} starts in "
                 f"{self.wait_ms / 1000:.0f} s")

@@ -40,8 +40,9 @@ ADMIT_RETRY_S = 1.0
 @dataclass(frozen=True, slots=True)
 class RunRefusal:
     """A run the tenant's budget (or an unreachable ledger) does not admit: `kind` 'wait' (back
-    until the next period, the group blocked meanwhile), 'fail' (fails the job), 'retry' (back
-    for a second, nothing blocked: the ledger could not be asked)."""
+    until the next period, or for a moment while running runs' reservations fill the budget, the
+    group blocked meanwhile), 'fail' (fails the job), 'retry' (back for a second, nothing blocked:
+    the ledger could not be asked)."""
 
     kind: str
     delay_s: float
@@ -126,6 +127,8 @@ class LimiterGate:
             self.budget_runs[lease.token] = tenant
             return None
         self.refused_runs.add(lease.token)
+        if refusal.busy:  # not over the budget: back for a moment (the group too), whatever on_hard says
+            return RunRefusal("wait", refusal.wait_ms / 1000, refusal.message)
         return RunRefusal(refusal.on_hard, refusal.wait_ms / 1000, refusal.message)
 
     async def release(self, leases: Sequence[Lease]) -> None:
