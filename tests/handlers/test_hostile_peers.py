@@ -277,3 +277,24 @@ async def test_a_4xx_whose_body_is_cut_short_is_classified_by_its_status() -> No
             await hooks.deliver(WebhookRequest(url=f"{peer.url}/hook", payload={"n": 1}))
     finally:
         await peer.close()
+
+
+@pytest.mark.parametrize(
+    "markup",
+    ["*a ", "_a ", "[a](", "![a](", "<a ", "**a __b "],
+    ids=["stars", "underscores", "links", "images", "angles", "mixed"],
+)
+async def test_markdown_made_to_stall_its_regexes_is_read_through_a_worker(
+    app: Conveyor, tmp_path: Path, markup: str
+) -> None:
+    """One line of a repeated opener, 600 KB: the markup rules matched lazily from every opener to
+    the end of the line, so it took hours of CPU (60 KB took 15 s) in a thread the job's timeout
+    cannot stop. Now each rule is linear and the job completes well within its timeout."""
+    (tmp_path / "notes.md").write_bytes((markup * (600_000 // len(markup))).encode())
+    settings = Settings(documents_root=str(tmp_path))
+    handlers = install(app, documents=True, settings=settings)
+    assert handlers.documents is not None
+    job = await handlers.documents.task.enqueue({"path": "notes.md", "max_chars": 1000}, timeout=120, attempts=1)
+    async with running(app.worker("documents", lease_ms=5000)):
+        result = await job.result(timeout=180)
+    assert result.kind == "markdown" and result.bytes >= 599_000
