@@ -75,7 +75,7 @@ def test_retry_after_forms() -> None:
     assert parse_retry_after({"Retry-After": "12"}) == 12
     assert parse_retry_after({"retry-after-ms": "1500", "Retry-After": "9"}) == 1.5
     assert 18 <= parse_retry_after({"Retry-After": formatdate(time.time() + 20, usegmt=True)}) <= 20
-    assert parse_retry_after({"Retry-After": formatdate(time.time() - 60, usegmt=True)}) == 0
+    assert parse_retry_after({"Retry-After": formatdate(time.time() - 60, usegmt=True)}) == 1.0  # the floor
     assert parse_retry_after({"Retry-After": "soon"}) == 5.0
     assert parse_retry_after({}) == 5.0
     assert parse_retry_after({"Retry-After": "999999"}) == 3600

@@ -22,7 +22,7 @@ from conveyor.errors import Retry, Unrecoverable
 from conveyor.handlers import install
 from conveyor.handlers.ai import Provider
 from conveyor.handlers.ai.generate import Usage
-from conveyor.handlers.documents import DOCX_XML_LIMIT, DocumentReader, DocumentRequest
+from conveyor.handlers.documents import DOCX_XML_LIMIT, DocumentReader, DocumentRequest, html_text
 from conveyor.handlers.endpoints import WebhookEndpoint, WebhookEndpoints
 from conveyor.handlers.ssrf import AllowList, SsrfGuard
 from conveyor.handlers.webhooks import WebhookRequest, WebhookSender
@@ -277,3 +277,50 @@ async def test_a_4xx_whose_body_is_cut_short_is_classified_by_its_status() -> No
             await hooks.deliver(WebhookRequest(url=f"{peer.url}/hook", payload={"n": 1}))
     finally:
         await peer.close()
+
+
+@pytest.mark.parametrize(
+    "markup",
+    ["*a ", "_a ", "[a](", "![a](", "<a ", "**a __b "],
+    ids=["stars", "underscores", "links", "images", "angles", "mixed"],
+)
+async def test_markdown_made_to_stall_its_regexes_is_read_through_a_worker(
+    app: Conveyor, tmp_path: Path, markup: str
+) -> None:
+    """One line of a repeated opener, 600 KB: the markup rules matched lazily from every opener to
+    the end of the line, so it took hours of CPU (60 KB took 15 s) in a thread the job's timeout
+    cannot stop. Now each rule is linear and the job completes well within its timeout."""
+    (tmp_path / "notes.md").write_bytes((markup * (600_000 // len(markup))).encode())
+    settings = Settings(documents_root=str(tmp_path))
+    handlers = install(app, documents=True, settings=settings)
+    assert handlers.documents is not None
+    job = await handlers.documents.task.enqueue({"path": "notes.md", "max_chars": 1000}, timeout=120, attempts=1)
+    async with running(app.worker("documents", lease_ms=5000)):
+        result = await job.result(timeout=180)
+    assert result.kind == "markdown" and result.bytes >= 599_000
+
+
+@pytest.mark.parametrize(
+    "markup", ["<a ", "</a ", "<!--", "<", "<div>"], ids=["tags", "end-tags", "comment", "lt", "nest"]
+)
+async def test_html_made_to_stall_its_parser_is_read_through_a_worker(
+    app: Conveyor, tmp_path: Path, markup: str
+) -> None:
+    """600 KB of unclosed tags: `html.parser` rescanned from every '<' to the end (60 KB of '<a '
+    took 35 s of CPU), in a thread the job's timeout cannot stop. Now the job completes."""
+    page = b"<html><body><p>Top</p>" + (markup * (600_000 // len(markup))).encode()
+    (tmp_path / "page.html").write_bytes(page)
+    handlers = install(app, documents=True, settings=Settings(documents_root=str(tmp_path)))
+    assert handlers.documents is not None
+    job = await handlers.documents.task.enqueue({"path": "page.html", "max_chars": 1000}, timeout=120, attempts=1)
+    async with running(app.worker("documents", lease_ms=5000)):
+        result = await job.result(timeout=180)
+    assert result.kind == "html" and result.text.startswith("Top")
+
+
+def test_html_text_keeps_blocks_entities_and_drops_what_is_not_shown() -> None:
+    page = (
+        b"<html><head><title>T</title><script>x()</script></head><body><h2>Cells</h2>caf&eacute; &amp; tea"
+        b"<br>next line<hr><template>hidden</template><noscript>no</noscript><p>a<b>b</b>c</p></body></html>"
+    )
+    assert html_text(page) == "Cells\ncafé & tea\nnext line\n\nabc"

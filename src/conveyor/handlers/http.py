@@ -18,16 +18,21 @@ from conveyor.limits.http import MAX_RETRY_AFTER_S
 from conveyor.limits.http import parse_retry_after as parse_retry_after_header
 
 DEFAULT_RETRY_AFTER_S = 5.0
+# The shortest wait a 'slow down' answer gets: a peer answering 429 with `Retry-After: 0` (or a
+# negative number, or a date in the past) would otherwise have the job re-sent at once, over and
+# over, without using an attempt.
+MIN_RETRY_AFTER_S = 1.0
 
 
 def parse_retry_after(headers: Mapping[str, str], default: float = DEFAULT_RETRY_AFTER_S) -> float:
-    """Seconds to wait from `retry-after-ms`, `Retry-After: <seconds>` or `Retry-After: <HTTP date>`."""
+    """Seconds to wait from `retry-after-ms`, `Retry-After: <seconds>` or `Retry-After: <HTTP date>`,
+    within [MIN_RETRY_AFTER_S, MAX_RETRY_AFTER_S]."""
     lowered = {k.lower(): v for k, v in headers.items()}
     raw_ms = parse_retry_after_header(lowered.get("retry-after-ms"))
     if raw_ms is not None:
-        return min(MAX_RETRY_AFTER_S, raw_ms / 1000)
+        return min(MAX_RETRY_AFTER_S, max(MIN_RETRY_AFTER_S, raw_ms / 1000))
     seconds = parse_retry_after_header(lowered.get("retry-after"))
-    return default if seconds is None else min(MAX_RETRY_AFTER_S, seconds)
+    return default if seconds is None else min(MAX_RETRY_AFTER_S, max(MIN_RETRY_AFTER_S, seconds))
 
 
 def raise_for_rate_limit(status: int, headers: Mapping[str, str], what: str = "upstream") -> None:
