@@ -204,3 +204,37 @@ async def test_a_job_holds_at_most_10000_children_over_all_its_add_children_call
     assert "at most 10000 children" in seen["error"]
     assert len((await a.children(job.id)).order) == 10_000
     assert await _total(b) == 10_000  # nothing of the refused call was written
+
+
+async def test_a_run_killed_between_adopting_and_writing_children_adds_them_on_the_next_run(
+    queues: list[Queue],
+) -> None:
+    """add_children adopts the children (parent's slot) before writing them (theirs). The documented
+    pattern decided on `children().order`, which the adoption alone fills: the next run skipped
+    add_children and returned [None, None], the children never written. Deciding on `all_ended`, it
+    adds them again (only the missing ones are written) and waits."""
+    from conveyor.redis import flow_scripts
+
+    a, b, _ = queues
+    runs: list[tuple[int, bool]] = []
+
+    async def parent(ctx: JobContext, data: Any) -> Any:
+        kids = await ctx.children()
+        runs.append((len(kids.order), kids.all_ended))
+        if len(runs) == 1:  # the first half of add_children, then the process "dies"
+            refs = [f"{b.name}:{ctx.job_id}.c0.{i}" for i in range(2)]
+            await flow_scripts.adopt(a.client, a.keys, ctx.job_id, ctx.token, refs, "")
+            raise RuntimeError("killed between adopting and writing the children")
+        if not kids.all_ended:
+            await ctx.add_children([FlowNode(b.name, "gen", t) for t in ("x", "y")])
+            ctx.wait_for_children()
+        return kids.ordered()
+
+    async def gen(ctx: JobContext, data: Any) -> Any:
+        return data.upper()
+
+    job = await a.add("parent", None, attempts=2, backoff=0.01)
+    async with workers(queues, {a: {"parent": parent}, b: {"gen": gen}}):
+        assert await job.result(timeout=60) == ["X", "Y"]
+    assert runs == [(0, False), (2, False), (2, True)]  # `order` was filled, the children missing
+    assert await _total(b) == 2
