@@ -238,3 +238,42 @@ async def test_a_run_killed_between_adopting_and_writing_children_adds_them_on_t
         assert await job.result(timeout=60) == ["X", "Y"]
     assert runs == [(0, False), (2, False), (2, True)]  # `order` was filled, the children missing
     assert await _total(b) == 2
+
+
+@pytest.mark.parametrize("policy", ["fail", "ignore", "continue"])
+async def test_cancelling_a_running_child_under_each_policy(queues: list[Queue], policy: str) -> None:
+    a, b, c = queues
+    started = asyncio.Event()
+    seen: list[list[Any]] = []
+
+    async def slow(ctx: JobContext, n: int) -> int:
+        started.set()
+        await asyncio.Event().wait()  # until the worker cancels the handler
+        return n
+
+    async def quick(ctx: JobContext, n: int) -> int:
+        return n
+
+    async def parent(ctx: JobContext, data: Any) -> Any:
+        kids = await ctx.children()
+        seen.append([kids.results.get(r, kids.errors.get(r, {}).get("type")) for r in kids.order])
+        return "ran"
+
+    root = FlowNode(a.name, "parent", None, on_child_failure=policy,
+                    children=[FlowNode(b.name, "slow", 1), FlowNode(c.name, "quick", 2)])
+    async with workers(queues, {a: {"parent": parent}, b: {"slow": slow}, c: {"quick": quick}}):
+        job = await a.add_flow(root)
+        slow_id = (await job.record()).children[0][1]
+        await asyncio.wait_for(started.wait(), 60)
+        await b.cancel(slow_id)
+        await wait_for(lambda: _in_state(b, slow_id, JobState.CANCELLED), 60, what="the child is cancelled")
+        if policy == "fail":
+            await wait_for(lambda: _in_state(a, job.id, JobState.FAILED), 60, what="the parent fails")
+            err = (await job.record()).error
+            assert err is not None and err["type"] == "ChildFailed" and err["child"] == f"{b.name}:{slow_id}"
+            assert seen == []
+        else:
+            assert await job.result(timeout=60) == "ran"
+            assert len(seen) == 1 and seen[0][0] == "Cancelled"
+            if policy == "ignore":
+                assert seen[0][1] == 2
