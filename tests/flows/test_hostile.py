@@ -277,3 +277,27 @@ async def test_cancelling_a_running_child_under_each_policy(queues: list[Queue],
             assert len(seen) == 1 and seen[0][0] == "Cancelled"
             if policy == "ignore":
                 assert seen[0][1] == 2
+
+
+async def test_options_a_flow_would_ignore_are_refused_naming_the_node(queues: list[Queue]) -> None:
+    """flow-add does not write a parent's delay (a parent is released when its children end): a
+    parent's `delay` (or `run_at`) was accepted and silently dropped. (A keyed node was refused
+    already: a keyed job takes no job_id.)"""
+    from conveyor.errors import InvalidFlowError
+
+    a, b, _ = queues
+    keyed = FlowNode(a.name, "p", None, children=[
+        FlowNode(b.name, "mid", None, children=[FlowNode(b.name, "leaf", 1, JobOptions(key="k", key_mode="debounce",
+                                                                                       key_window=5))])])
+    with pytest.raises(InvalidFlowError, match="keyed job") as err:
+        await a.add_flow(keyed)
+    assert err.value.path == "root.children[0].children[0]"
+    delayed = FlowNode(a.name, "p", None, children=[
+        FlowNode(b.name, "mid", None, JobOptions(delay=30), children=[FlowNode(b.name, "leaf", 1)])])
+    with pytest.raises(InvalidFlowError, match="apply to a leaf") as err:
+        await a.add_flow(delayed)
+    assert err.value.path == "root.children[0]"
+    assert await _total(a) == 0 and await _total(b) == 0
+    # a delayed leaf is fine
+    job = await a.add_flow(FlowNode(a.name, "p", None, children=[FlowNode(b.name, "leaf", 1, JobOptions(delay=30))]))
+    assert (await b.counts())[JobState.DELAYED] == 1 and job.created
