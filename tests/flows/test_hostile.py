@@ -301,3 +301,47 @@ async def test_options_a_flow_would_ignore_are_refused_naming_the_node(queues: l
     # a delayed leaf is fine
     job = await a.add_flow(FlowNode(a.name, "p", None, children=[FlowNode(b.name, "leaf", 1, JobOptions(delay=30))]))
     assert (await b.counts())[JobState.DELAYED] == 1 and job.created
+
+
+async def test_a_dynamic_child_failing_while_its_parent_runs_fails_the_parent_under_fail(queues: list[Queue]) -> None:
+    """flow-deliver fails a parent under `fail` only while it waits in waiting-children; a dynamic
+    child that failed while the parent was still running (before wait_for_children) was counted and
+    then ignored: the parent ran again with the error in place, as under `ignore`. Now waiting for
+    children fails it with ChildFailed naming that child; retrying the child carries the flow on."""
+    a, b, _ = queues
+    bad_fails = {"on": True}
+    runs: list[tuple[list[str], list[str]]] = []
+
+    async def bad(ctx: JobContext, n: int) -> int:
+        if bad_fails["on"]:
+            raise ValueError("bad child")
+        return n
+
+    async def ok(ctx: JobContext, n: int) -> int:
+        return n
+
+    async def parent(ctx: JobContext, data: Any) -> Any:
+        kids = await ctx.children()
+        runs.append((sorted(kids.results), sorted(kids.errors)))
+        if not kids.all_ended:
+            await ctx.add_children([FlowNode(b.name, "bad", 1), FlowNode(b.name, "ok", 2)])
+
+            async def a_child_failed() -> bool:
+                return len((await ctx.children()).errors) > 0
+
+            await wait_for(a_child_failed, 60, what="the bad child's failure is counted while the parent runs")
+            ctx.wait_for_children()
+        return kids.ordered()
+
+    job = await a.add("parent", None)
+    async with workers(queues, {a: {"parent": parent}, b: {"bad": bad, "ok": ok}}):
+        await wait_for(lambda: _in_state(a, job.id, JobState.FAILED), 60, what="the parent fails")
+        rec = await job.record()
+        bad_ref = "{}:{}".format(*rec.children[0])
+        assert rec.error is not None and rec.error["type"] == "ChildFailed" and rec.error["child"] == bad_ref
+        assert len(runs) == 1
+        bad_fails["on"] = False
+        await b.retry(bad_ref.partition(":")[2])
+        await wait_for(lambda: _in_state(a, job.id, JobState.COMPLETED), 60, what="the parent carries on")
+        assert await job.result(timeout=60) == [1, 2]
+    assert len(runs) == 2
