@@ -216,7 +216,11 @@ async def settle(producer: Producer, records: dict[str, dict[str, Any]], events:
 class FlowProducer:
     """Adds `total` flows (a `sum` parent on the parent queue and `children` `work` jobs on the main
     queue) spread over `duration_s`; children's serials go into the main producer's books, so a lost
-    or doubly completed child is counted there. Never retries a failed add."""
+    or doubly completed child is counted there. Each flow has a root job_id: an add that failed (its
+    reply lost, the server restarting) is sent again, the same tree, up to `SENDS` times, so an add
+    written but not answered is completed and answered by the next, never written twice."""
+
+    SENDS = 4
 
     def __init__(self, parents: Queue, jobs: Producer, total: int, children: int, first_serial: int,
                  duration_s: float) -> None:
@@ -228,6 +232,7 @@ class FlowProducer:
         self.duration_s = duration_s
         self.acked: dict[str, int] = {}  # parent id -> expected sum
         self.ambiguous = 0
+        self.resent = 0  # adds sent again after a failed send
 
     async def run(self) -> None:
         from conveyor.flows import FlowNode
@@ -240,18 +245,25 @@ class FlowProducer:
             serial += self.children
             kids = [FlowNode(self.jobs.queue.name, "work", {"n": n, "ms": self.jobs._rng.randint(*self.jobs.job_ms)})
                     for n in serials]
-            try:
-                async with asyncio.timeout(30):
-                    root = FlowNode(self.parents.name, "sum", {}, JobOptions(attempts=10, backoff=0.2), children=kids)
-                    job = await self.parents.add_flow(root)
-                    record = await job.record()
-            except (ConveyorError, RedisError, OSError, RuntimeError, TimeoutError) as exc:
-                self.jobs.errors[type(exc).__name__] += 1
-                self.jobs.ambiguous.update(serials)
-                self.ambiguous += 1
-            else:
-                self.acked[job.id] = sum(serials)
-                self.jobs.acked.update(zip(serials, (i for _, i in record.children), strict=True))
+            root = FlowNode(self.parents.name, "sum", {}, JobOptions(job_id=f"flow-{serials[0]}", attempts=10,
+                                                                    backoff=0.2), children=kids)
+            for send in range(self.SENDS):
+                try:
+                    async with asyncio.timeout(30):
+                        job = await self.parents.add_flow(root)
+                        record = await job.record()
+                except (ConveyorError, RedisError, OSError, RuntimeError, TimeoutError) as exc:
+                    self.jobs.errors[type(exc).__name__] += 1
+                    if send + 1 < self.SENDS:
+                        self.resent += 1
+                        await asyncio.sleep(0.5)
+                        continue
+                    self.jobs.ambiguous.update(serials)
+                    self.ambiguous += 1
+                else:
+                    self.acked[job.id] = sum(serials)
+                    self.jobs.acked.update(zip(serials, (i for _, i in record.children), strict=True))
+                break
             await asyncio.sleep(pause)
 
 
@@ -263,6 +275,7 @@ def settle_flows(flows: FlowProducer, records: dict[str, dict[str, Any]], events
 
     counts.notes["flows acknowledged"] = len(flows.acked)
     counts.notes["flow adds with a lost reply"] = flows.ambiguous
+    counts.notes["flow adds sent again"] = flows.resent
     completed = Counter(e["id"] for e in events if e.get("ev") == "completed")
     released = Counter(e["id"] for e in events if e.get("ev") == "waiting" and e.get("reason") == "children")
     counted = Counter((e["id"], e.get("child")) for e in events if e.get("ev") == "child")

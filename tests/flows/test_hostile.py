@@ -204,3 +204,144 @@ async def test_a_job_holds_at_most_10000_children_over_all_its_add_children_call
     assert "at most 10000 children" in seen["error"]
     assert len((await a.children(job.id)).order) == 10_000
     assert await _total(b) == 10_000  # nothing of the refused call was written
+
+
+async def test_a_run_killed_between_adopting_and_writing_children_adds_them_on_the_next_run(
+    queues: list[Queue],
+) -> None:
+    """add_children adopts the children (parent's slot) before writing them (theirs). The documented
+    pattern decided on `children().order`, which the adoption alone fills: the next run skipped
+    add_children and returned [None, None], the children never written. Deciding on `all_ended`, it
+    adds them again (only the missing ones are written) and waits."""
+    from conveyor.redis import flow_scripts
+
+    a, b, _ = queues
+    runs: list[tuple[int, bool]] = []
+
+    async def parent(ctx: JobContext, data: Any) -> Any:
+        kids = await ctx.children()
+        runs.append((len(kids.order), kids.all_ended))
+        if len(runs) == 1:  # the first half of add_children, then the process "dies"
+            refs = [f"{b.name}:{ctx.job_id}.c0.{i}" for i in range(2)]
+            await flow_scripts.adopt(a.client, a.keys, ctx.job_id, ctx.token, refs, "")
+            raise RuntimeError("killed between adopting and writing the children")
+        if not kids.all_ended:
+            await ctx.add_children([FlowNode(b.name, "gen", t) for t in ("x", "y")])
+            ctx.wait_for_children()
+        return kids.ordered()
+
+    async def gen(ctx: JobContext, data: Any) -> Any:
+        return data.upper()
+
+    job = await a.add("parent", None, attempts=2, backoff=0.01)
+    async with workers(queues, {a: {"parent": parent}, b: {"gen": gen}}):
+        assert await job.result(timeout=60) == ["X", "Y"]
+    assert runs == [(0, False), (2, False), (2, True)]  # `order` was filled, the children missing
+    assert await _total(b) == 2
+
+
+@pytest.mark.parametrize("policy", ["fail", "ignore", "continue"])
+async def test_cancelling_a_running_child_under_each_policy(queues: list[Queue], policy: str) -> None:
+    a, b, c = queues
+    started = asyncio.Event()
+    seen: list[list[Any]] = []
+
+    async def slow(ctx: JobContext, n: int) -> int:
+        started.set()
+        await asyncio.Event().wait()  # until the worker cancels the handler
+        return n
+
+    async def quick(ctx: JobContext, n: int) -> int:
+        return n
+
+    async def parent(ctx: JobContext, data: Any) -> Any:
+        kids = await ctx.children()
+        seen.append([kids.results.get(r, kids.errors.get(r, {}).get("type")) for r in kids.order])
+        return "ran"
+
+    root = FlowNode(a.name, "parent", None, on_child_failure=policy,
+                    children=[FlowNode(b.name, "slow", 1), FlowNode(c.name, "quick", 2)])
+    async with workers(queues, {a: {"parent": parent}, b: {"slow": slow}, c: {"quick": quick}}):
+        job = await a.add_flow(root)
+        slow_id = (await job.record()).children[0][1]
+        await asyncio.wait_for(started.wait(), 60)
+        await b.cancel(slow_id)
+        await wait_for(lambda: _in_state(b, slow_id, JobState.CANCELLED), 60, what="the child is cancelled")
+        if policy == "fail":
+            await wait_for(lambda: _in_state(a, job.id, JobState.FAILED), 60, what="the parent fails")
+            err = (await job.record()).error
+            assert err is not None and err["type"] == "ChildFailed" and err["child"] == f"{b.name}:{slow_id}"
+            assert seen == []
+        else:
+            assert await job.result(timeout=60) == "ran"
+            assert len(seen) == 1 and seen[0][0] == "Cancelled"
+            if policy == "ignore":
+                assert seen[0][1] == 2
+
+
+async def test_options_a_flow_would_ignore_are_refused_naming_the_node(queues: list[Queue]) -> None:
+    """flow-add does not write a parent's delay (a parent is released when its children end): a
+    parent's `delay` (or `run_at`) was accepted and silently dropped. (A keyed node was refused
+    already: a keyed job takes no job_id.)"""
+    from conveyor.errors import InvalidFlowError
+
+    a, b, _ = queues
+    keyed = FlowNode(a.name, "p", None, children=[
+        FlowNode(b.name, "mid", None, children=[FlowNode(b.name, "leaf", 1, JobOptions(key="k", key_mode="debounce",
+                                                                                       key_window=5))])])
+    with pytest.raises(InvalidFlowError, match="keyed job") as err:
+        await a.add_flow(keyed)
+    assert err.value.path == "root.children[0].children[0]"
+    delayed = FlowNode(a.name, "p", None, children=[
+        FlowNode(b.name, "mid", None, JobOptions(delay=30), children=[FlowNode(b.name, "leaf", 1)])])
+    with pytest.raises(InvalidFlowError, match="apply to a leaf") as err:
+        await a.add_flow(delayed)
+    assert err.value.path == "root.children[0]"
+    assert await _total(a) == 0 and await _total(b) == 0
+    # a delayed leaf is fine
+    job = await a.add_flow(FlowNode(a.name, "p", None, children=[FlowNode(b.name, "leaf", 1, JobOptions(delay=30))]))
+    assert (await b.counts())[JobState.DELAYED] == 1 and job.created
+
+
+async def test_a_dynamic_child_failing_while_its_parent_runs_fails_the_parent_under_fail(queues: list[Queue]) -> None:
+    """flow-deliver fails a parent under `fail` only while it waits in waiting-children; a dynamic
+    child that failed while the parent was still running (before wait_for_children) was counted and
+    then ignored: the parent ran again with the error in place, as under `ignore`. Now waiting for
+    children fails it with ChildFailed naming that child; retrying the child carries the flow on."""
+    a, b, _ = queues
+    bad_fails = {"on": True}
+    runs: list[tuple[list[str], list[str]]] = []
+
+    async def bad(ctx: JobContext, n: int) -> int:
+        if bad_fails["on"]:
+            raise ValueError("bad child")
+        return n
+
+    async def ok(ctx: JobContext, n: int) -> int:
+        return n
+
+    async def parent(ctx: JobContext, data: Any) -> Any:
+        kids = await ctx.children()
+        runs.append((sorted(kids.results), sorted(kids.errors)))
+        if not kids.all_ended:
+            await ctx.add_children([FlowNode(b.name, "bad", 1), FlowNode(b.name, "ok", 2)])
+
+            async def a_child_failed() -> bool:
+                return len((await ctx.children()).errors) > 0
+
+            await wait_for(a_child_failed, 60, what="the bad child's failure is counted while the parent runs")
+            ctx.wait_for_children()
+        return kids.ordered()
+
+    job = await a.add("parent", None)
+    async with workers(queues, {a: {"parent": parent}, b: {"bad": bad, "ok": ok}}):
+        await wait_for(lambda: _in_state(a, job.id, JobState.FAILED), 60, what="the parent fails")
+        rec = await job.record()
+        bad_ref = "{}:{}".format(*rec.children[0])
+        assert rec.error is not None and rec.error["type"] == "ChildFailed" and rec.error["child"] == bad_ref
+        assert len(runs) == 1
+        bad_fails["on"] = False
+        await b.retry(bad_ref.partition(":")[2])
+        await wait_for(lambda: _in_state(a, job.id, JobState.COMPLETED), 60, what="the parent carries on")
+        assert await job.result(timeout=60) == [1, 2]
+    assert len(runs) == 2

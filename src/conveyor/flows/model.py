@@ -145,6 +145,8 @@ def _encode(
         if check is not None:
             check(node, where)
         spec = queue.encode(JobSpec(node.name, node.data, replace(node.options, job_id=job_id)))
+        if node.children and spec.delay_ms > 0:
+            raise InvalidJobError("delay and run_at apply to a leaf: a parent runs once its children have ended")
     except InvalidFlowError:
         raise
     except ValueError as exc:  # InvalidJobError and the policy enum

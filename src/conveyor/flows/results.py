@@ -29,6 +29,14 @@ class ChildResults:
                 errors[key[2:]] = codec.loads(value)
         return cls(tuple(h.get("kids", "").split()), results, errors)
 
+    @property
+    def all_ended(self) -> bool:
+        """Whether the job has children and every one has a result or an error. A handler adding
+        dynamic children tests this, not `order`: a run killed after the children were adopted and
+        before they were written leaves `order` filled and the children missing, and the next run
+        must add them again (the same call adds only what is missing) and wait."""
+        return bool(self.order) and all(r in self.results or r in self.errors for r in self.order)
+
     def __len__(self) -> int:
         return len(self.order)
 

@@ -152,7 +152,7 @@ def install_questions(app: Conveyor, generator: Generator | None) -> None:
     async def lesson(ctx: JobContext, req: LessonRequest) -> LessonResult:
         found: dict[str, list[str]] = await ctx.step("retrieve", retrieve, req)
         children = await ctx.children()
-        if not children.order:
+        if not children.all_ended:  # a run killed between adopting and writing the child adds it again
             kids = [FlowNode(QUEUE, "generate", TopicRequest(topic=t, passages=p, count=req.per_topic).model_dump())
                     for t, p in found.items()]
             await ctx.add_children([FlowNode(QUEUE, "validate", None, children=kids, on_child_failure="ignore")])

@@ -16,7 +16,8 @@ ARGV: 1 prefix, 2 worker id, 3 lease ms, 4 want, 5 events maxlen, 6 trip record 
       kind H held:      no handler for the job's name on this worker: the job waits in
                         <p>hold:<name> for a worker that has one (the attempt is refunded)
       kind W wait:      the handler waits for its flow children (includes/flow.lua): waiting-children
-                        while some have not ended, else ready again (the attempt is refunded)
+                        while some have not ended, else ready again (the attempt is refunded); failed
+                        (ChildFailed) when, under on_child_failure=fail, a child has failed
       note: short text for the event (error summary or reason)
       cost: units the run really used ('' = not reported); corrects the cost limiters by
             (cost - units charged at claim)
@@ -179,8 +180,12 @@ for i = 0, count - 1 do
       wake(k.wake)
       emit(k.events, maxlen, 'ev', 'held', 'id', id, 'name', name, 'reason', note)
     elseif kind == 'W' then
-      flow_wait(prefix, k.meta, k.ready, k.wake, jk, id, now)
-      emit(k.events, maxlen, 'ev', 'waiting-children', 'id', id)
+      local failed_by = flow_wait(prefix, k.meta, k.ready, k.wake, jk, id, now)
+      if failed_by then  -- under `fail`, a child had failed while the job ran
+        emit(k.events, maxlen, 'ev', 'failed', 'id', id, 'error', 'child ' .. failed_by .. ' failed')
+      else
+        emit(k.events, maxlen, 'ev', 'waiting-children', 'id', id)
+      end
     else -- 'B' or 'T': back to waiting without using an attempt (written whole: see count_of)
       redis.call('HSET', jk, 'attempts', math.max(0, count_of(f[3]) - 1))
       if kind == 'T' and number > 0 then block_claims(prefix, k.meta, f[5], now + number) end

@@ -36,9 +36,30 @@ local function flow_root_ended(meta, kind, parent, kids)
 end
 
 -- Kind W (finish-10.lua): the handler asked to wait for its children; it runs again once they end.
+-- Under `fail`, a child that failed for good while the job was running (flow-deliver fails only a
+-- parent in waiting-children) fails it now, as it would have failed it there: returns that child's
+-- ref (the job is then failed), else nil.
 local function flow_wait(prefix, meta, ready, wake_key, jk, id, now)
   redis.call('HINCRBY', jk, 'attempts', -1)
-  local pending = tonumber(redis.call('HGET', jk, 'pending')) or 0
+  local f = redis.call('HMGET', jk, 'pending', 'nerr', 'ocf', 'kids', 'parent')
+  if (tonumber(f[2]) or 0) > 0 and (f[3] or 'fail') == 'fail' then
+    for cref in string.gmatch(f[4] or '', '%S+') do
+      local e = redis.call('HGET', jk, 'e:' .. cref)
+      if e then
+        local ok, cause = pcall(cjson.decode, e)
+        local msg = (ok and type(cause) == 'table' and type(cause.message) == 'string') and cause.message or ''
+        local err = cjson.encode({type = 'ChildFailed', child = cref,
+                                  message = 'child ' .. cref .. ' failed: ' .. string.sub(msg, 1, 500)})
+        local stamp = num(now)
+        redis.call('HSET', jk, 'state', 'failed', 'error', err, 'finished', stamp, 'cfail', cref)
+        redis.call('ZADD', prefix .. 'failed', stamp, id)
+        flow_ended(prefix, id, f[5], 'F', err)
+        flow_root_ended(meta, 'F', f[5], f[4])
+        return cref
+      end
+    end
+  end
+  local pending = tonumber(f[1]) or 0
   if pending > 0 then
     redis.call('HSET', jk, 'state', FLOW_WAITING)
     redis.call('ZADD', prefix .. FLOW_WAITING, num(now), id)
@@ -47,4 +68,5 @@ local function flow_wait(prefix, meta, ready, wake_key, jk, id, now)
     push_ready(meta, ready, jk, id)
     wake(wake_key)
   end
+  return nil
 end
