@@ -32,12 +32,12 @@ end
 -- A flow's root (children, no parent) ended: meta counters flows_completed / flows_failed (metrics).
 local function flow_root_ended(meta, kind, parent, kids)
   if parent or not kids or kids == '' then return end
-  redis.call('HINCRBY', meta, kind == 'C' and 'flows_completed' or 'flows_failed', 1)
+  incr(meta, kind == 'C' and 'flows_completed' or 'flows_failed', 1)
 end
 
 -- Kind W (finish-10.lua): the handler asked to wait for its children; it runs again once they end.
 local function flow_wait(prefix, meta, ready, wake_key, jk, id, now)
-  redis.call('HINCRBY', jk, 'attempts', -1)
+  incr(jk, 'attempts', -1)
   local pending = tonumber(redis.call('HGET', jk, 'pending')) or 0
   if pending > 0 then
     redis.call('HSET', jk, 'state', FLOW_WAITING)
