@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from conveyor import InvalidJobError, JobContext, JobState, Queue, Worker, codec
+from conveyor import InvalidJobError, JobContext, JobState, Queue, Retry, Worker, codec
 from tests.conftest import running, wait_for
 
 # Each: the fields written over a freshly added job's record before any worker sees it.
@@ -150,3 +150,32 @@ async def test_a_poisoned_record_never_stops_the_stalled_sweep(queue: Queue) -> 
         assert all(not task.done() for task in worker.loop_tasks.values()), "the sweep loop lives"
     assert attempts == {"huge": 1, "plain": 1, "poisoned": 1}
     assert (await poisoned.record()).stalls == 1 and (await plain.record()).stalls == 1
+
+
+@pytest.mark.parametrize("field", ["seq", "hwait", "hver", "gwait", "completed_bytes"])
+async def test_a_spoiled_meta_counter_never_wedges_the_queue(queue: Queue, field: str) -> None:
+    """Before, a counter in the queue's `meta` hash edited to something that is not an integer made
+    every script that adds to it fail whole (HINCRBY): `seq` refused every add and every retry,
+    `hwait`/`hver` every trip that held a job, `completed_bytes` every trip that recorded a
+    completion; the worker's pump crashed on each resend, so the whole queue stood still. Now such
+    a counter starts again from the amount added."""
+    async def ok(ctx: JobContext, data: Any) -> Any:
+        if data == "retry" and ctx.attempt == 1:
+            raise Retry(after=0)
+        return data
+
+    async def other(ctx: JobContext, data: Any) -> Any:
+        return data
+
+    await queue.add("ok", "first")  # the meta hash exists
+    await queue.client.hset(queue.keys.meta, field, "garbage")
+    jobs = [await queue.add("ok", "plain", result_ttl=60), await queue.add("ok", "retry", attempts=2),
+            await queue.add("ok", "grouped", group="g"), await queue.add("other", "held")]
+    worker = Worker(queue, {"ok": ok})
+    async with running(worker):
+        for job in jobs[:3]:
+            assert await job.result(timeout=30) == (await job.record()).data
+        await wait_for(lambda: worker.stats.held >= 1, what="the job without a handler here was held")
+        async with running(Worker(queue, {"other": other})):
+            assert await jobs[3].result(timeout=30) == "held"
+        assert all(not task.done() for task in worker.loop_tasks.values()), "the pump lives"

@@ -197,7 +197,15 @@ async def test_second_signal_exits_at_once_and_the_stalled_sweep_recovers_the_jo
 
     await wait_for(is_active, timeout=20, what="job active")
     # Started by this process, not only leased: a job leased after the signal is handed back unrun.
-    await wait_for(lambda: bool(first.events("job started")), timeout=30, what="job started")
+    # Its handler counted the run (the "job started" line comes before that: a second signal right
+    # after it could end the process before the count, and the next run would take itself for the
+    # first and sleep its 120 s).
+    runs = probe_key(prefix, "fast", f"runs:{job_id}")
+
+    async def counted() -> bool:
+        return await plain_client.get(runs) is not None
+
+    await wait_for(counted, timeout=30, what="the run counted")
     first.signal(signal.SIGTERM)
     await wait_for(lambda: bool(first.events("worker stopping")), timeout=30, what="stopping")
     first.signal(signal.SIGTERM)

@@ -164,7 +164,7 @@ end
 -- (score as in ready_score: higher priority first, then arrival).
 if #plain_scores > 0 then
   local n = #plain_scores
-  local seq = redis.call('HINCRBY', meta, 'seq', n) - n
+  local seq = incr(meta, 'seq', n) - n
   local zargs = {}
   for i = 1, n do
     zargs[#zargs + 1] = num((1000 - (plain_prios[i] or 0)) * 2199023255552 + seq + i)

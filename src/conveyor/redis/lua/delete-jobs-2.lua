@@ -25,8 +25,8 @@ for i = 1, #ids do
   if f[3] == 'waiting' or f[3] == 'delayed' then flow_gone(prefix, ids[i], jk, 'Removed') end
   drop_job(prefix, ids[i], ikey)
 end
-if grouped_waiting > 0 then redis.call('HINCRBY', prefix .. 'meta', 'gwait', -grouped_waiting) end
-if held > 0 then redis.call('HINCRBY', prefix .. 'meta', 'hwait', -held) end
+if grouped_waiting > 0 then incr(prefix .. 'meta', 'gwait', -grouped_waiting) end
+if held > 0 then incr(prefix .. 'meta', 'hwait', -held) end
 if #ids > 0 then
   call_chunked('ZREM', set, nil, ids, 1)
   if ev ~= '' then emit(events, maxlen, 'ev', ev, 'count', #ids) end

@@ -38,7 +38,7 @@ for i = 1, #names do
   if redis.call('EXISTS', hk) == 0 then redis.call('SREM', holds, names[i]) end
 end
 if dead > 0 then
-  redis.call('HINCRBY', meta, 'hwait', -dead)
+  incr(meta, 'hwait', -dead)
   trim(meta, failed, prefix, now, 'failed', 100, false)
 end
 return dead

@@ -175,8 +175,8 @@ for i = 0, count - 1 do
       redis.call('HSET', jk, 'state', 'waiting', 'held', name, 'attempts', math.max(0, count_of(f[3]) - 1))
       redis.call('ZADD', prefix .. 'hold:' .. name, stamp, id)
       redis.call('SADD', prefix .. 'holds', name)
-      redis.call('HINCRBY', k.meta, 'hwait', 1)
-      redis.call('HINCRBY', k.meta, 'hver', 1)
+      incr(k.meta, 'hwait', 1)
+      incr(k.meta, 'hver', 1)
       wake(k.wake)
       emit(k.events, maxlen, 'ev', 'held', 'id', id, 'name', name, 'reason', note)
     elseif kind == 'W' then
@@ -204,7 +204,7 @@ for i = 0, count - 1 do
 end
 call_chunked('ZREM', k.active, nil, done_ids, 1)
 call_chunked('ZADD', k.completed, nil, completed_ids, 2)
-if kept_bytes > 0 then redis.call('HINCRBY', k.meta, 'completed_bytes', kept_bytes) end
+if kept_bytes > 0 then incr(k.meta, 'completed_bytes', kept_bytes) end
 for from = 1, #deletes, UNPACK_SLICE do
   redis.call('DEL', unpack(deletes, from, math.min(#deletes, from + UNPACK_SLICE - 1)))
 end

@@ -92,7 +92,7 @@ for i = 1, count do
       fields[#fields + 1] = 'state'; fields[#fields + 1] = FLOW_WAITING
       redis.call('HSET', jk, unpack(fields))
       redis.call('ZADD', n.p .. FLOW_WAITING, created, n.id)
-      if n.parent == '' then redis.call('HINCRBY', meta, 'flows_started', 1) end
+      if n.parent == '' then incr(meta, 'flows_started', 1) end
       emit(events, maxlen, 'ev', 'added', 'id', n.id, 'name', n.name)
       emit(events, maxlen, 'ev', 'waiting-children', 'id', n.id)
     else

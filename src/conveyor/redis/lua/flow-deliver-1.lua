@@ -56,14 +56,14 @@ local function one(cref, kind, payload, cause)
     redis.call('HSET', jk, rk, payload)
     if had_e then
       redis.call('HDEL', jk, ek)
-      redis.call('HINCRBY', jk, 'nerr', -1)
+      incr(jk, 'nerr', -1)
     else
-      redis.call('HINCRBY', jk, 'pending', -1)
+      incr(jk, 'pending', -1)
     end
   else
     redis.call('HSET', jk, ek, payload)
-    redis.call('HINCRBY', jk, 'nerr', 1)
-    redis.call('HINCRBY', jk, 'pending', -1)
+    incr(jk, 'nerr', 1)
+    incr(jk, 'pending', -1)
   end
   emit(events, maxlen, 'ev', 'child', 'id', pid, 'child', cref, 'state', kind == 'C' and 'completed' or 'failed')
   local pending = tonumber(redis.call('HGET', jk, 'pending')) or 0

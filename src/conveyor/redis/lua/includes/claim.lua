@@ -88,7 +88,7 @@ local function unhold(k, prefix, names, limit)
     if redis.call('EXISTS', hk) == 0 then redis.call('SREM', prefix .. 'holds', names[i]) end
     if moved >= limit then break end
   end
-  if moved > 0 then redis.call('HINCRBY', k.meta, 'hwait', -moved) end
+  if moved > 0 then incr(k.meta, 'hwait', -moved) end
   return moved
 end
 

@@ -47,6 +47,19 @@ local function count_of(v)
   return 0
 end
 
+-- HINCRBY for counters that a hand edit may have spoiled (meta's seq, hwait, hver, gwait,
+-- completed_bytes, flow counts; a job's pending): a field that is not an integer (or would overflow)
+-- starts again from `n` instead of failing the whole script, which would wedge every add or trip of
+-- the queue. One call, as before, when the field is sound.
+local function incr(key, field, n)
+  local v = redis.pcall('HINCRBY', key, field, n)
+  if type(v) == 'table' then
+    redis.call('HSET', key, field, n)
+    return n
+  end
+  return v
+end
+
 -- A stored value no counter can count on by ones (edited by hand: 2^53 or more, inf, nan; each next
 -- number would equal the last, so every job would get one id and every lease one token) is ignored:
 -- the counter goes on from the clock.
@@ -86,7 +99,7 @@ end
 -- Ready-set score: higher priority first, then arrival order (seq from meta).
 -- priority is in [-1000, 1000]; (1000 - p) * 2^41 + seq stays below 2^53.
 local function ready_score(meta, priority)
-  local seq = redis.call('HINCRBY', meta, 'seq', 1)
+  local seq = incr(meta, 'seq', 1)
   return num((1000 - (tonumber(priority) or 0)) * 2199023255552 + seq)
 end
 
@@ -108,7 +121,7 @@ local function drop_job(prefix, id, ikey)
   end
   local jk = prefix .. 'job:' .. id
   local sz = redis.call('HGET', jk, 'sz')
-  if sz then redis.call('HINCRBY', prefix .. 'meta', 'completed_bytes', -tonumber(sz)) end
+  if sz then incr(prefix .. 'meta', 'completed_bytes', -(tonumber(sz) or 0)) end
   redis.call('DEL', jk, prefix .. 'log:' .. id, prefix .. 'out:' .. id)
 end
 

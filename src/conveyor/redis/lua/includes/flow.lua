@@ -32,7 +32,7 @@ end
 -- A flow's root (children, no parent) ended: meta counters flows_completed / flows_failed (metrics).
 local function flow_root_ended(meta, kind, parent, kids)
   if parent or not kids or kids == '' then return end
-  redis.call('HINCRBY', meta, kind == 'C' and 'flows_completed' or 'flows_failed', 1)
+  incr(meta, kind == 'C' and 'flows_completed' or 'flows_failed', 1)
 end
 
 -- Kind W (finish-10.lua): the handler asked to wait for its children; it runs again once they end.
@@ -40,7 +40,7 @@ end
 -- parent in waiting-children) fails it now, as it would have failed it there: returns that child's
 -- ref (the job is then failed), else nil.
 local function flow_wait(prefix, meta, ready, wake_key, jk, id, now)
-  redis.call('HINCRBY', jk, 'attempts', -1)
+  incr(jk, 'attempts', -1)
   local f = redis.call('HMGET', jk, 'pending', 'nerr', 'ocf', 'kids', 'parent')
   if (tonumber(f[2]) or 0) > 0 and (f[3] or 'fail') == 'fail' then
     for cref in string.gmatch(f[4] or '', '%S+') do

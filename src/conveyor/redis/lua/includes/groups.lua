@@ -35,7 +35,7 @@ local function group_push(meta, ready, g, score, id)
   local p = qprefix(ready)
   local gr = p .. 'gr:' .. g
   redis.call('ZADD', gr, score, id)
-  redis.call('HINCRBY', meta, 'gwait', 1)
+  incr(meta, 'gwait', 1)
   if redis.call('ZCARD', gr) == 1 then
     redis.call('SADD', p .. 'groups', g)
     group_join(p, meta, g)
@@ -46,7 +46,7 @@ end
 local function unhold_one(p, jk, id, name)
   local hk = p .. 'hold:' .. name
   if redis.call('ZREM', hk, id) == 1 then
-    redis.call('HINCRBY', p .. 'meta', 'hwait', -1)
+    incr(p .. 'meta', 'hwait', -1)
     if redis.call('EXISTS', hk) == 0 then redis.call('SREM', p .. 'holds', name) end
   end
   redis.call('HDEL', jk, 'held')
@@ -66,13 +66,13 @@ local function remove_waiting(ready, jk, id)
     return
   end
   if redis.call('ZREM', p .. 'gr:' .. g, id) == 1 then
-    redis.call('HINCRBY', p .. 'meta', 'gwait', -1)
+    incr(p .. 'meta', 'gwait', -1)
   end
 end
 
 -- A job of group g left `active`: one slot of the group's cap is free again.
 local function group_release(p, g)
-  redis.call('HINCRBY', p .. 'gs:' .. g, 'ga', -1)
+  incr(p .. 'gs:' .. g, 'ga', -1)
   if redis.call('SREM', p .. 'gcap', g) == 1 and redis.call('ZCARD', p .. 'gr:' .. g) > 0 then
     group_join(p, p .. 'meta', g)
   end

@@ -237,7 +237,7 @@ local function save_state(k, p, lk, S)
   if S.ctat then qargs[#qargs + 1] = 'ctat'; qargs[#qargs + 1] = fmt(S.ctat) end
   redis.call('HSET', lk, unpack(qargs))
   for i = 1, #S.touched do save_group(p, S.touched[i]) end
-  if S.taken_grouped > 0 then redis.call('HINCRBY', k.meta, 'gwait', -S.taken_grouped) end
+  if S.taken_grouped > 0 then incr(k.meta, 'gwait', -S.taken_grouped) end
 end
 
 local function claim_limited(k, p, worker, lease_ms, want, now, maxlen, out)
