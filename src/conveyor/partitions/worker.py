@@ -90,6 +90,15 @@ class PartitionedWorker:
         loop, _, index = name.partition("@")
         self.workers[int(index)].restart_loop(loop)
 
+    @property
+    def self_healing(self) -> bool:
+        return all(w.self_healing for w in self.workers)
+
+    @self_healing.setter
+    def self_healing(self, on: bool) -> None:
+        for worker in self.workers:
+            worker.self_healing = on
+
 
 QueueWorker = Worker | PartitionedWorker  # what runs one queue, partitioned or not
 

@@ -19,6 +19,7 @@ class QueueWatch:
 
     def __init__(self, worker: QueueWorker, metrics: Metrics, *, backoff_max_s: float) -> None:
         self.worker = worker
+        worker.self_healing = False  # this watch restarts its loops (with metrics) instead
         self.metrics = metrics
         self.backoff_max_s = backoff_max_s
         self.restarts = 0

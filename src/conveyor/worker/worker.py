@@ -56,6 +56,9 @@ DEFAULT_MAX_LAPSES = 10
 DEFAULT_NO_HANDLER_TIMEOUT_S = 900.0
 STOP_WAIT_S = 5.0  # at shutdown, how long stopped runs may take to end before they are released anyway
 FLUSH_TIMEOUT_S = 10.0  # at shutdown, how long the last outcomes may take to reach Redis
+RESTART_FIRST_S = 0.5  # a loop that ended while the worker runs starts again after this, doubling
+RESTART_MAX_S = 30.0
+RESTART_CALM_S = 60.0  # a loop that ran this long since its last restart starts its backoff afresh
 _NOTE_CHARS = 200
 _EMPTY_OPTS: dict[str, Any] = {}
 _LOOPS = ("waker", "heartbeat", "sweep", "mover")
@@ -236,6 +239,10 @@ class Worker:
         self._started = False
         self._stopped = asyncio.Event()
         self._tasks: dict[str, asyncio.Task[None]] = {}
+        # Restarts its own loops unless a supervisor (the worker service's QueueWatch) does.
+        self.self_healing = True
+        self.loop_restarts = 0
+        self._restart_streak: dict[str, tuple[int, float]] = {}
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -568,7 +575,30 @@ class Worker:
     def _spawn(self, name: str) -> None:
         factories = {"pump": self._pump, "waker": self._waker, "heartbeat": self.keeper.run, "sweep": self._sweeper,
                      "mover": self.mover.run}
-        self._tasks[name] = asyncio.create_task(factories[name](), name=f"conveyor-{name}-{self.queue.name}")
+        task = asyncio.create_task(factories[name](), name=f"conveyor-{name}-{self.queue.name}")
+        task.add_done_callback(lambda ended: self._loop_ended(name, ended))
+        self._tasks[name] = task
+
+    def _loop_ended(self, name: str, task: asyncio.Task[None]) -> None:
+        """A loop that ends while the worker runs (an error no fault handling foresaw) is logged and
+        started again with backoff, so a Worker used without the service never goes quietly idle."""
+        if self._closing or not self.self_healing or self._tasks.get(name) is not task:
+            return
+        error = None if task.cancelled() else task.exception()
+        count, last = self._restart_streak.get(name, (0, 0.0))
+        now = time.monotonic()
+        if now - last > RESTART_CALM_S:
+            count = 0
+        delay = min(RESTART_MAX_S, RESTART_FIRST_S * 2**count)
+        self._restart_streak[name] = (count + 1, now)
+        logger.error("queue %s: the %s loop ended (%s); starting it again in %.1f s", self.queue.name, name,
+                     f"{type(error).__name__}: {error}" if error else "stopped", delay, exc_info=error)
+        asyncio.get_running_loop().call_later(delay, self._restart_own, name, task)
+
+    def _restart_own(self, name: str, ended: asyncio.Task[None]) -> None:
+        if self._tasks.get(name) is ended and self.self_healing:
+            self.loop_restarts += 1
+            self.restart_loop(name)
 
     @property
     def loop_tasks(self) -> dict[str, asyncio.Task[None]]:
@@ -576,8 +606,9 @@ class Worker:
         return dict(self._tasks)
 
     def restart_loop(self, name: str) -> None:
-        """Start a fresh copy of a loop that ended with an error; jobs in flight are unaffected."""
-        if self._closing or not self._started:
+        """Start a fresh copy of a loop that ended with an error; jobs in flight are unaffected. A
+        loop still running is left alone (never two copies of one loop)."""
+        if self._closing or not self._started or not self._tasks[name].done():
             return
         self._spawn(name)
         self.pump.kick.set()

@@ -1,0 +1,72 @@
+"""A Worker used without the worker service restarts a loop that ended while it runs. A loop ends on
+an error no fault handling foresaw: here a Redis user the operator left without the right to run
+scripts (NOPERM on every trip, an error no retry can fix). The worker logs it, starts the loop again
+with backoff, and works as soon as the permission is granted; before, its pump stayed dead and the
+worker never claimed a job again, with nothing logged."""
+
+from __future__ import annotations
+
+import logging
+from typing import Any
+
+import pytest
+
+from conveyor import JobContext, Queue, Worker
+from conveyor.redis.connection import connect
+from conveyor.testing import RedisServer
+from tests.conftest import running, wait_for
+
+
+async def test_a_loop_that_ends_is_started_again_and_the_worker_goes_on(
+    redis_server: RedisServer, qname: str, caplog: pytest.LogCaptureFixture,
+) -> None:
+    user = f"u-{qname}"
+    admin = connect(redis_server.url)
+    await admin.execute_command("ACL", "SETUSER", user, "on", ">pw", "~*", "&*", "+@all", "-evalsha", "-eval")
+    client = connect(f"redis://{user}:pw@127.0.0.1:{redis_server.port}/0")
+    done: list[int] = []
+
+    async def note(ctx: JobContext, data: dict[str, Any]) -> None:
+        done.append(data["i"])
+
+    worker = Worker(Queue(qname, redis=client), {"note": note}, concurrency=2, idle_block_s=1.0)
+    try:
+        with caplog.at_level(logging.ERROR, logger="conveyor.worker.worker"):
+            async with running(worker):
+                first_pump = worker.loop_tasks["pump"]
+                await wait_for(first_pump.done, timeout=60, what="the pump ended on NOPERM")
+                await admin.execute_command("ACL", "SETUSER", user, "+@all")
+                await Queue(qname, redis=admin).add("note", {"i": 1})
+                await wait_for(lambda: done == [1], timeout=90, what="the job ran once scripts were allowed")
+                assert not worker.loop_tasks["pump"].done()
+                assert worker.loop_restarts >= 1
+                assert any("pump loop ended (NoPermissionError" in r.getMessage() for r in caplog.records)
+        await Queue(qname, redis=admin).obliterate(force=True)
+    finally:
+        await client.aclose()
+        await admin.execute_command("ACL", "DELUSER", user)
+        await admin.aclose()
+
+
+async def test_a_supervised_worker_leaves_restarts_to_its_supervisor(redis_server: RedisServer, qname: str) -> None:
+    """Under the worker service the QueueWatch restarts loops (and counts them in metrics); the
+    worker's own restarts are off, so a loop is never started twice."""
+    client = connect(redis_server.url)
+
+    async def note(ctx: JobContext, data: dict[str, Any]) -> None:
+        return None
+
+    worker = Worker(Queue(qname, redis=client), {"note": note}, concurrency=1, idle_block_s=1.0)
+    worker.self_healing = False
+    try:
+        async with running(worker):
+            sweep = worker.loop_tasks["sweep"]
+            sweep.cancel()
+            await wait_for(sweep.done, what="the sweep loop ended")
+            worker.restart_loop("sweep")
+            restarted = worker.loop_tasks["sweep"]
+            assert restarted is not sweep and not restarted.done()
+            worker.restart_loop("sweep")  # a second restart of a running loop changes nothing
+            assert worker.loop_tasks["sweep"] is restarted and worker.loop_restarts == 0
+    finally:
+        await client.aclose()
