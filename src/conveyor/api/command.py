@@ -74,8 +74,9 @@ def serve_api(conveyor_app: Conveyor, settings: Settings) -> None:
     import uvicorn
 
     from conveyor.api.app import create_app
-    from conveyor.api.server import make_config
+    from conveyor.api.server import make_config, raise_open_files_limit
 
+    raise_open_files_limit(settings)
     api = create_app(conveyor_app, settings)
     api.state.conveyor_api.drain_on_exit_signals = True
     server = uvicorn.Server(make_config(api, settings))
@@ -91,8 +92,9 @@ def serve_api_workers(app_path: str, conveyor_app: Conveyor, settings: Settings)
 
     from uvicorn.supervisors import Multiprocess
 
-    from conveyor.api.server import APP_ENV
+    from conveyor.api.server import APP_ENV, raise_open_files_limit
 
+    raise_open_files_limit(settings)  # the processes inherit it
     os.environ[APP_ENV] = app_path
     os.environ["REDIS_URL"] = conveyor_app.redis_url
     os.environ["CONVEYOR_LOG_LEVEL"] = settings.log_level

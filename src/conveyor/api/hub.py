@@ -26,7 +26,9 @@ Use::
   answers with the job as it is).
 
 Faults: the reader survives connection resets and Redis restarts (redis/faults.py classifies them),
-backs off, and resumes from the last id it read. A subscriber that falls more than `buffer` events
+backs off, and resumes from the last id it read. A follower that joins while the reader cannot find
+its start position (Redis is down) gets ConnectionFailedError as soon as an attempt fails, not
+after `ready_timeout_s`. A subscriber that falls more than `buffer` events
 behind is not dropped: it re-reads what it missed from the stream (events trimmed from the capped
 stream in the meantime are gone; followers re-check the job record for that case).
 """
@@ -248,6 +250,9 @@ class _QueueReader:
         self.everything: set[Subscription] = set()
         self.count = 0
         self._ready = asyncio.Event()
+        # Set once the start position is known, or once an attempt to read it failed (cleared when
+        # the next attempt begins): followers waiting to start learn of a Redis that is down at once.
+        self._settled = asyncio.Event()
         self._failure: BaseException | None = None
         self.task: asyncio.Task[None] | None = None
 
@@ -275,9 +280,11 @@ class _QueueReader:
             # asyncio.timeout, not wait_for: Python 3.11's wait_for drops a cancellation that
             # arrives as the reader gets ready, and the follower would go on waiting.
             async with asyncio.timeout(self.hub.ready_timeout_s):
-                await self._ready.wait()
+                await self._settled.wait()
         except TimeoutError:
-            raise ConnectionFailedError(f"the events of queue {self.queue!r} cannot be read now") from None
+            pass
+        if not self._ready.is_set():
+            raise ConnectionFailedError(f"the events of queue {self.queue!r} cannot be read now")
 
     def _subscribers(self) -> list[Subscription]:
         out = list(self.everything)
@@ -290,6 +297,7 @@ class _QueueReader:
         for sub in self._subscribers():
             sub._base = self.cursor
         self._ready.set()
+        self._settled.set()
 
     async def run(self) -> None:
         queue = _stream_queue(self.queue, self.hub.blocking_client(), self.hub.prefix)
@@ -298,6 +306,7 @@ class _QueueReader:
         while self.count > 0:
             try:
                 if not self._ready.is_set():
+                    self._settled.clear()
                     await self._start_position(queue)
                 elif faulted:
                     await self._check_reset(queue)
@@ -313,6 +322,8 @@ class _QueueReader:
                     logger.warning("event reader of queue %r: Redis not usable (%s); retrying", self.queue,
                                    type(exc).__name__)
                 faulted = True
+                if not self._ready.is_set():
+                    self._settled.set()  # the followers waiting to start: Redis cannot be read now
                 await asyncio.sleep(delay)
                 delay = min(_BACKOFF_MAX_S, delay * 2)
                 continue

@@ -21,7 +21,7 @@ from conveyor.api.fastpath import fast_route, plain_headers
 from conveyor.api.keys import Scope
 from conveyor.api.responses import JSONBody
 from conveyor.api.schemas import BulkOut, EnqueuedOut, JobActionOut, JobOut, error_responses
-from conveyor.api.serialize import job_path, jobs_out
+from conveyor.api.serialize import job_path, jobs_out, suffix_in_id
 from conveyor.api.sse import END_EVENTS
 from conveyor.api.state import ApiState, get_state
 from conveyor.job import Job, JobRecord, JobState
@@ -199,6 +199,8 @@ async def wait_job(
     `timeout` passes first (check `state`). Waits are served from the process's event hub (no Redis
     connection is held while waiting), end when the client disconnects, and a key may hold
     `CONVEYOR_API_MAX_WAITS_PER_KEY` of them at once (429 with Retry-After past it)."""
+    if suffix_in_id(request, "wait"):  # GET .../<id>%2Fwait: a read of the job `<id>/wait`
+        return await _record(request, queue, f"{job_id}/wait", principal)
     state = get_state(request)
     q = await state.existing_queue(queue)
     with state.waits.holding(principal.key_id):

@@ -131,6 +131,9 @@ async def live_events(
         names = (await queue_names(state.client, state.prefix, state.conveyor.queue_configs))[:MAX_QUEUES]
     if not names:
         raise ApiError(404, "there is no queue to follow yet")
+    # Redis answers now, or this is a 503: once the stream's 200 has gone out, a Redis that is down
+    # could only break the stream off.
+    await state.client.ping()
     state.streams.take(principal.key_id)
     keepalive_s = max(0.05, state.settings.api_sse_keepalive_s)
     streams = [stream_name(p) for n in names for p in parts_of(await state.opened(n))]

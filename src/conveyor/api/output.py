@@ -20,7 +20,9 @@ from pydantic import BaseModel, Field
 from conveyor.api.auth import ReadKey
 from conveyor.api.errors import ApiError
 from conveyor.api.keys import Scope
+from conveyor.api.responses import JSONBody
 from conveyor.api.schemas import error_responses
+from conveyor.api.serialize import suffix_in_id
 from conveyor.api.state import get_state
 from conveyor.events import Event
 from conveyor.queue import Queue
@@ -66,7 +68,11 @@ class JobOutputOut(BaseModel):
     responses=error_responses(401, 403, 404, 422, 429, 503),
     summary="Read a job's streamed output so far",
 )
-async def job_output(queue: str, job_id: str, request: Request, principal: ReadKey) -> JobOutputOut:
+async def job_output(queue: str, job_id: str, request: Request, principal: ReadKey) -> Any:
+    if suffix_in_id(request, "output"):  # GET .../<id>%2Foutput: a read of the job `<id>/output`
+        from conveyor.api.jobs import _record  # imported here: jobs imports this module's neighbours
+
+        return JSONBody(await _record(request, queue, f"{job_id}/output", principal))
     q = await get_state(request).existing_queue(queue)
     out = await q.get_output(job_id)
     if out is None:

@@ -7,7 +7,7 @@ The views themselves live in `conveyor.views`, shared with the CLI so the field 
 from __future__ import annotations
 
 from typing import Any
-from urllib.parse import quote
+from urllib.parse import quote, unquote_to_bytes
 
 from conveyor.job import JobRecord
 from conveyor.queue import Queue
@@ -33,3 +33,14 @@ async def jobs_out(
 
 
 __all__ = ["TRACE_FIELDS", "event_out", "job_out", "job_path", "jobs_out"]
+
+
+def suffix_in_id(request: Any, suffix: str) -> bool:
+    """Whether the `/<suffix>` a route matched was sent percent-encoded (`.../rep%2Fwait`): it is then
+    the end of the job id (`rep/wait`, as `job_path` encodes it), not the route's suffix. The server
+    decodes `%2F` before routing, so only the raw path tells the two apart."""
+    raw = request.scope.get("raw_path")
+    if not isinstance(raw, bytes | bytearray):
+        return False
+    last = bytes(raw).split(b"?", 1)[0].rsplit(b"/", 1)[-1]
+    return unquote_to_bytes(last) != suffix.encode()

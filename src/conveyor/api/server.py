@@ -187,6 +187,42 @@ def config_options(settings: Settings) -> dict[str, Any]:
     }
 
 
+# Descriptors besides client connections: the Redis pool (at most 500 connections), the hub's
+# blocking connection, the listening socket, logs and files.
+RESERVED_FDS = 1024
+
+
+def raise_open_files_limit(settings: Settings) -> int:
+    """Raise this process's soft limit of open files to what the settings need (up to the hard limit;
+    child processes inherit it) and return the limit in force. Every client connection and every Redis
+    connection is a file descriptor. The soft limit is often 1024, below the default
+    CONVEYOR_API_MAX_CONNECTIONS (2000) plus the Redis pool, while the hard limit is far higher; past the
+    soft limit new connections were dropped without an answer (not the 503 the connection cap gives)
+    and nothing was logged. Warns when the hard limit is too low for the settings."""
+    try:
+        import resource
+    except ImportError:  # not a POSIX system: nothing to raise
+        return 0
+    soft, hard = resource.getrlimit(resource.RLIMIT_NOFILE)
+    need = settings.api_max_connections + RESERVED_FDS
+    if settings.api_max_connections <= 0 or soft == resource.RLIM_INFINITY or soft >= need:
+        return soft  # no connection cap to size for, or enough already
+    target = need if hard == resource.RLIM_INFINITY else min(need, hard)
+    if target > soft:
+        try:
+            resource.setrlimit(resource.RLIMIT_NOFILE, (target, hard))
+            soft = target
+        except (ValueError, OSError):
+            pass
+    if soft < need:
+        logger.warning(
+            "open files limit is %d, below the %d that CONVEYOR_API_MAX_CONNECTIONS=%d needs: past it new "
+            "connections are dropped; raise the hard limit (ulimit -Hn) or lower the setting",
+            soft, need, settings.api_max_connections,
+        )
+    return soft
+
+
 def make_config(app: Any, settings: Settings, **extra: Any) -> uvicorn.Config:
     config = uvicorn.Config(app, **{**config_options(settings), **extra})
     setattr(config, "conveyor_timeouts", (settings.api_header_timeout_s, settings.api_body_timeout_s))  # noqa: B010

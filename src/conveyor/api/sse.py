@@ -29,7 +29,7 @@ from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Annotated, Any
 
 import orjson
-from fastapi import APIRouter, Header, Request
+from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
 
@@ -39,8 +39,9 @@ from conveyor.api.flow_events import POLL_S, FlowFollower
 from conveyor.api.hub import EventHub, parse_stream_id
 from conveyor.api.keys import Scope as KeyScope
 from conveyor.api.output import EVENT_ID_PATTERN, OutputRelay, split_event_id
+from conveyor.api.responses import JSONBody
 from conveyor.api.schemas import error_responses
-from conveyor.api.serialize import event_out, job_out, jobs_out
+from conveyor.api.serialize import event_out, job_out, jobs_out, suffix_in_id
 from conveyor.api.state import ApiState, get_state
 from conveyor.errors import ConnectionFailedError
 from conveyor.partitions import part_holding, stream_name
@@ -285,7 +286,11 @@ async def job_events(
             "a job with streamed output `.<attempt>.<bytes>`: what the client has of it).",
         ),
     ] = None,
-) -> StreamingResponse:
+) -> Response:
+    if suffix_in_id(request, "events"):  # GET .../<id>%2Fevents: a read of the job `<id>/events`
+        from conveyor.api.jobs import _record  # imported here: jobs imports this module
+
+        return JSONBody(await _record(request, queue, f"{job_id}/events", principal))
     state = get_state(request)
     stopping(state)
     after, attempt, sent = (None, 0, 0) if last_event_id is None else split_event_id(last_event_id)
