@@ -30,6 +30,7 @@ from conveyor.errors import (
     PayloadValidationError,
     UnknownTaskError,
 )
+from conveyor.redis.faults import fault_summary
 
 logger = logging.getLogger(__name__)
 
@@ -122,7 +123,7 @@ def _from_conveyor(exc: Exception) -> ApiError:
         return ApiError(422, f"data does not match the payload type of task {exc.task!r}", details=exc.errors)
     if isinstance(exc, InvalidJobError):
         return ApiError(422, str(exc), code="invalid_job")
-    return ApiError(503, "Redis is unreachable")
+    return ApiError(503, fault_summary(exc))
 
 
 def _sanitize(errors: Any) -> list[dict[str, Any]]:
@@ -146,8 +147,9 @@ async def _conveyor_error(request: Request, exc: Exception) -> JSONBody:
 
 
 async def _redis_down(request: Request, exc: Exception) -> JSONBody:
-    logger.warning("Redis unreachable while serving %s %s", request.method, request.url.path)
-    return error_response(503, "Redis is unreachable")
+    summary = fault_summary(exc)
+    logger.warning("%s while serving %s %s", summary, request.method, request.url.path)
+    return error_response(503, summary)
 
 
 async def _validation(request: Request, exc: Exception) -> JSONBody:

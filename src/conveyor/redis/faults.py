@@ -10,6 +10,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import re
 from collections.abc import Awaitable, Callable, Iterator
 from contextlib import contextmanager
 from typing import Any, TypeVar
@@ -101,6 +102,37 @@ def is_fault(exc: BaseException) -> bool:
         text = str(exc)
         return any(marker in text for marker in _CLOSED_TRANSPORT)
     return False
+
+
+# What a client is told a fault is (an API's 503): the reply code or error class that names it, and a
+# fixed sentence (never the server's own text, which may carry addresses).
+_SUMMARIES = (
+    (("OOM", "OutOfMemoryError"), "Redis is out of memory (maxmemory reached): writes fail until memory is freed"),
+    (("READONLY", "ReadOnlyError"), "Redis is read-only (a replica, or a failover in progress)"),
+    (("LOADING", "BusyLoadingError"), "Redis is loading its data set"),
+    (("BUSY",), "Redis is busy running a script past its time limit"),
+    (("NOREPLICAS",), "Redis has too few replicas to accept writes (min-replicas-to-write)"),
+    (("MASTERDOWN",), "Redis is a replica that lost its primary"),
+    (("CLUSTERDOWN", "ClusterDownError", "cluster is down"), "the Redis Cluster is down"),
+)
+UNREACHABLE = "Redis is unreachable"
+
+
+def fault_summary(exc: BaseException) -> str:
+    """One sentence saying why Redis cannot serve, from a fault or the `ConnectionFailedError` it
+    became (its message and cause); "Redis is unreachable" when nothing more specific is known."""
+    texts = []
+    seen: BaseException | None = exc
+    for _ in range(5):  # the fault, the ConnectionFailedError made of it, a wrapper or two
+        if seen is None:
+            break
+        texts.append(f"{type(seen).__name__}: {seen}")
+        seen = seen.__cause__ or seen.__context__
+    for markers, sentence in _SUMMARIES:
+        for text in texts:
+            if any(re.search(rf"\b{m}\b", text) for m in markers):
+                return sentence
+    return UNREACHABLE
 
 
 def as_fault(exc: BaseException, what: str = "") -> ConnectionFailedError:
