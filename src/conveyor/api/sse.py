@@ -25,6 +25,7 @@ Other event types (progress, log, and any a handler emits) pass through with the
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Annotated, Any
 
@@ -46,7 +47,7 @@ from conveyor.api.state import ApiState, get_state
 from conveyor.errors import ConnectionFailedError
 from conveyor.partitions import part_holding, stream_name
 from conveyor.queue import Queue
-from conveyor.redis.faults import is_fault
+from conveyor.redis.faults import fault_summary, is_fault
 
 router = APIRouter(prefix="/api", tags=["jobs"])
 END_EVENTS = frozenset({"completed", "failed", "cancelled", "removed"})
@@ -65,6 +66,7 @@ SSE_EVENT_SCHEMA = {
     },
 }
 
+logger = logging.getLogger(__name__)
 
 
 def stopping(state: ApiState) -> None:
@@ -187,6 +189,20 @@ async def _follow_job(
             ended = record is None or record.finished
 
 
+async def _ending_on_faults(content: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:
+    """`content` until a Redis fault inside it (a read other than the keep-alive's, which rides faults
+    out): the stream then ends cleanly, and the client resumes with Last-Event-ID once Redis serves
+    again, rather than seeing the body break off mid-chunk."""
+    try:
+        async for chunk in content:
+            yield chunk
+    except Exception as exc:
+        if not (isinstance(exc, ConnectionFailedError) or is_fault(exc)):
+            raise
+        logger.warning("an event stream ended on a Redis fault (%s); its client resumes with Last-Event-ID",
+                       fault_summary(exc))
+
+
 async def _for_at_most(content: AsyncGenerator[bytes, None], max_s: float) -> AsyncGenerator[bytes, None]:
     """`content` until `max_s` seconds have passed (checked at each frame; keep-alives come every
     CONVEYOR_API_SSE_KEEPALIVE_S): the stream then ends and the client resumes with Last-Event-ID."""
@@ -251,7 +267,8 @@ class HeldStream(StreamingResponse):
         **kwargs: Any,
     ) -> None:
         """`allowed`: asked every `recheck_s` seconds (at a frame); the stream ends once it says no."""
-        body = content if allowed is None else _while_allowed(content, allowed, recheck_s)
+        body = _ending_on_faults(content)
+        body = body if allowed is None else _while_allowed(body, allowed, recheck_s)
         super().__init__(_for_at_most(body, max_s) if max_s > 0 else body, **kwargs)
         self._content = content
         self._release = release
