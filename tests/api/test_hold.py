@@ -8,12 +8,7 @@ Counts are bounded (a few hundred) so the test runs in `make test`; nothing asse
 from __future__ import annotations
 
 import asyncio
-import os
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import orjson
@@ -21,11 +16,11 @@ import pytest
 
 from conveyor.api.keys import KeyStore
 from conveyor.testing import free_port
+from tests.api.api_process import api_env, conveyor_api
 from tests.api.live import live_api
 from tests.api.sample_app import build_app
 from tests.conftest import wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 STREAMS = 300
 WAITS = 200
 
@@ -70,30 +65,10 @@ class RawConn:
 @pytest.fixture
 def api_port(redis_url: str, qname: str) -> Iterator[int]:
     port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")},
-        "REDIS_URL": redis_url,
-        "API_TEST_QUEUE": qname,
-        "CONVEYOR_API_SSE_KEEPALIVE_S": "5",
-        "CONVEYOR_API_MAX_STREAMS_PER_KEY": str(STREAMS),
-        "CONVEYOR_API_MAX_WAITS_PER_KEY": str(WAITS),
-    }
-    conveyor = str(Path(sys.executable).with_name("conveyor"))
-    proc = subprocess.Popen(
-        [conveyor, "api", "tests.api.sample_app:app", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT,
-    )
-    try:
+    env = api_env(redis_url, qname, CONVEYOR_API_SSE_KEEPALIVE_S="5",
+                  CONVEYOR_API_MAX_STREAMS_PER_KEY=str(STREAMS), CONVEYOR_API_MAX_WAITS_PER_KEY=str(WAITS))
+    with conveyor_api(port, env):
         yield port
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-        output = proc.stdout.read().decode() if proc.stdout else ""
-        assert "Traceback" not in output, output
 
 
 async def test_hundreds_of_streams_and_waits_leave_the_api_responsive(

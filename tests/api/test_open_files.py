@@ -5,24 +5,19 @@ an answer and nothing was logged. A real `conveyor api` process, real Redis, raw
 
 from __future__ import annotations
 
-import os
 import resource
-import signal
-import subprocess
-import sys
 from collections.abc import Iterator
-from pathlib import Path
 
 import httpx
 import pytest
 
 from conveyor.api.keys import KeyStore
 from conveyor.testing import free_port
+from tests.api.api_process import api_env, conveyor_api
 from tests.api.sample_app import build_app
 from tests.api.test_hold import RawConn, _answers
 from tests.conftest import wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 SOFT = 200  # below STREAMS plus what the process itself holds
 STREAMS = 300
 HARD_NEEDED = 4096
@@ -34,34 +29,14 @@ def low_limit_api(redis_url: str, qname: str) -> Iterator[int]:
     if hard != resource.RLIM_INFINITY and hard < HARD_NEEDED:
         pytest.skip(f"the hard open-files limit ({hard}) is below {HARD_NEEDED}")
     port = free_port()
-    env = {
-        **{k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")},
-        "REDIS_URL": redis_url,
-        "API_TEST_QUEUE": qname,
-        "CONVEYOR_API_SSE_KEEPALIVE_S": "5",
-        "CONVEYOR_API_MAX_STREAMS_PER_KEY": str(STREAMS),
-        "CONVEYOR_API_MAX_CONNECTIONS": "2000",
-    }
+    env = api_env(redis_url, qname, CONVEYOR_API_SSE_KEEPALIVE_S="5",
+                  CONVEYOR_API_MAX_STREAMS_PER_KEY=str(STREAMS), CONVEYOR_API_MAX_CONNECTIONS="2000")
 
     def low_soft_limit() -> None:
         resource.setrlimit(resource.RLIMIT_NOFILE, (SOFT, HARD_NEEDED))
 
-    conveyor = str(Path(sys.executable).with_name("conveyor"))
-    proc = subprocess.Popen(
-        [conveyor, "api", "tests.api.sample_app:app", "--port", str(port)],
-        cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT, preexec_fn=low_soft_limit,
-    )
-    try:
+    with conveyor_api(port, env, preexec_fn=low_soft_limit):
         yield port
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(30)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-        output = proc.stdout.read().decode() if proc.stdout else ""
-        assert "Traceback" not in output, output
 
 
 async def test_hundreds_of_streams_past_a_low_soft_limit_leave_the_api_answering(

@@ -10,7 +10,6 @@ import contextlib
 import os
 import signal
 import subprocess
-import sys
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
 from pathlib import Path
@@ -26,13 +25,13 @@ from conveyor.api.server import make_config, protocol_class
 from conveyor.errors import ConfigurationError
 from conveyor.settings import Settings
 from conveyor.testing import free_port
+from tests.api.api_process import api_env, conveyor_api
 from tests.api.conftest import api_settings
 from tests.api.live import LiveApi
 from tests.api.sample_app import build_app
 from tests.api.test_hold import RawConn
 from tests.conftest import wait_for
 
-ROOT = Path(__file__).resolve().parents[2]
 UVICORN_HEALTHCHECK_S = uvicorn.Config("x:app").timeout_worker_healthcheck  # uvicorn's default (5 s)
 SLOW = 40  # slow connections of each kind
 
@@ -197,22 +196,8 @@ def _listens(pid: int, port: int) -> bool:
 @pytest.fixture
 def workers_api(redis_url: str, qname: str) -> Iterator[tuple[subprocess.Popen[bytes], int]]:
     port = free_port()
-    env = {**{k: v for k, v in os.environ.items() if not k.startswith("CONVEYOR_")},
-           "REDIS_URL": redis_url, "API_TEST_QUEUE": qname}
-    conveyor = str(Path(sys.executable).with_name("conveyor"))
-    proc = subprocess.Popen([conveyor, "api", "tests.api.sample_app:app", "--port", str(port), "--workers", "2"],
-                            cwd=ROOT, env=env, stdout=subprocess.PIPE, stderr=subprocess.STDOUT)
-    try:
+    with conveyor_api(port, api_env(redis_url, qname), "--workers", "2", stop_s=60) as proc:
         yield proc, port
-    finally:
-        proc.send_signal(signal.SIGTERM)
-        try:
-            proc.wait(60)
-        except subprocess.TimeoutExpired:
-            proc.kill()
-            raise
-        output = proc.stdout.read().decode() if proc.stdout else ""
-        assert "Traceback" not in output, output
 
 
 async def test_workers_serve_one_port_from_several_processes(
