@@ -177,6 +177,7 @@ def test_commands_use_the_running_embedded_server_and_never_start_one(
     assert refused.returncode != 0 and "is not running" in refused.stderr and "REDIS_URL" in refused.stderr
     assert not (data_dir / "embedded.json").exists()  # nothing was started
     holders.append(holder := Holder(data_dir))  # the server `conveyor up` would run
+    assert holder.info["url"]  # the holder has the server running before the command looks for it
     made = subprocess.run([sys.executable, "-m", "conveyor", "keys", "create", "ci", "-s", "read"],
                           env=env, capture_output=True, text=True, timeout=60, check=True)
     key_id = made.stdout.strip().split("_")[1]
