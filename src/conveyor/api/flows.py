@@ -25,7 +25,13 @@ from conveyor.api.schemas import FlowStartedOut, error_responses
 from conveyor.api.serialize import job_path
 from conveyor.api.state import get_state
 from conveyor.app import Conveyor
-from conveyor.errors import IdempotencyConflictError, InvalidFlowError, InvalidJobError, PayloadValidationError
+from conveyor.errors import (
+    FlowBusyError,
+    IdempotencyConflictError,
+    InvalidFlowError,
+    InvalidJobError,
+    PayloadValidationError,
+)
 from conveyor.flows.model import MAX_DEPTH, FlowNode, node_tree
 from conveyor.options import JobOptions
 
@@ -119,6 +125,8 @@ async def start_flow(request: Request, principal: EnqueueKey, idempotency_key: I
         job = await state.conveyor.flow(root)
     except InvalidFlowError as exc:
         raise _bad(exc.path, exc.message) from None
+    except FlowBusyError as exc:
+        raise ApiError(409, str(exc)) from None
     except IdempotencyConflictError as exc:
         raise ApiError(409, f"job id {exc} is taken by another job; nothing was written") from None
     url = job_path(request.scope.get("root_path", ""), root.queue, job.id)

@@ -103,7 +103,8 @@ class OutboxMover:
             part = records[start:start + PER_CALL]
             if parent.startswith("!"):
                 for _, record in part:
-                    await self._cancel_children(record.split("|", 2)[2].split())
+                    _, run, refs = record.split("|", 2)
+                    await self._cancel_children(refs.split(), run[:40])
             else:
                 await self._deliver_part(parent, part)
             if self.between is not None:
@@ -142,7 +143,9 @@ class OutboxMover:
         if int(kept) < MAX_SET_ASIDE:
             await guarded(self.client.hset(self.keys.outbox_rejects, field, record), "setting a flow record aside")
 
-    async def _cancel_children(self, refs: list[str]) -> None:
+    async def _cancel_children(self, refs: list[str], run: str) -> None:
+        """Cancel the children of a parent that ended cancelled or was removed; `run` (the parent's
+        creation stamp) marks them as cancelled with that run of it (includes/flow.lua)."""
         for ref in refs:
             queue, job_id = split_ref(ref)
             try:
@@ -151,7 +154,7 @@ class OutboxMover:
                 logger.warning("queue %s: skipping the child reference %r of a cancelled parent: no such queue",
                                self.keys.queue, ref[:200])
                 continue
-            await scripts.cancel(job_id)  # already ended or gone: nothing to do
+            await scripts.cancel(job_id, run)  # already ended or gone: nothing to do
 
 
 def _parent_of(field: str, record: str) -> str | None:

@@ -10,6 +10,8 @@ later (it was retried) moves from errors to results, and a parent that the child
 when no failed child is left.
 Children of one parent are delivered together (the mover groups its records by parent), one by one
 in the order given.
+A failure whose error carries `run` (a child cancelled with its parent, includes/flow.lua) counts only
+for the parent of that run (its `ts`): a parent of the same id written anew since ignores it.
 Returns: one code per child: 0 parent gone (the record is dropped), 1 already counted, 2 counted;
          or {-6, 0, reason} (INVALID_INPUT, nothing written)
 Codes: 0 OK, -6 INVALID_INPUT
@@ -45,9 +47,13 @@ local function release()
 end
 
 local function one(cref, kind, payload, cause)
-  local f = redis.call('HMGET', jk, 'state', 'ocf', 'cfail', 'parent')
+  local f = redis.call('HMGET', jk, 'state', 'ocf', 'cfail', 'parent', 'ts')
   local state = f[1]
   if not state then return 0 end
+  -- a child cancelled with another run of this parent (removed, then its flow sent again): not ours
+  if kind == 'F' and type(cause) == 'table' and cause.run ~= nil and tostring(cause.run) ~= (f[5] or '') then
+    return 0
+  end
   local rk, ek = 'r:' .. cref, 'e:' .. cref
   local had_r = redis.call('HEXISTS', jk, rk) == 1
   local had_e = redis.call('HEXISTS', jk, ek) == 1

@@ -4,8 +4,12 @@
 -- "<C|F>|<parent ref>|<result or error JSON>"). The worker's mover delivers each record to the
 -- parent's slot (flow-deliver-1.lua, idempotent: a child is counted at most once) and only then
 -- deletes it (flow-ack-1.lua), so a crash between the two halves re-delivers, never loses.
--- A parent that ends cancelled (or is removed) leaves a record "!<id>" -> "K|<child refs>": the mover
--- cancels those children that have not ended.
+-- A parent that ends cancelled (or is removed) leaves a record "!<id>" -> "K|<run>|<child refs>" (run:
+-- the parent's creation stamp `ts`): the mover cancels those children that have not ended, marking
+-- each with `pcx` = run (cancelled with its parent). Such a child's failure record carries `run` in
+-- its error, so a parent of the same id written anew (another run: the flow sent again after the
+-- removal) does not count it (flow-deliver-1.lua), and a flow sent again writes such a child afresh
+-- (flow-add-0.lua).
 
 local FLOW_WAITING = 'waiting-children'
 
@@ -17,16 +21,34 @@ end
 local function flow_cancel_kids(prefix, id, jk)
   local kids = redis.call('HGET', jk, 'kids')
   if kids and kids ~= '' then
-    redis.call('HSET', prefix .. 'outbox', '!' .. id, 'K||' .. kids)
+    redis.call('HSET', prefix .. 'outbox', '!' .. id, 'K|' .. (redis.call('HGET', jk, 'ts') or '') .. '|' .. kids)
   end
 end
 
 -- A job that ended without running (cancelled, removed, drained, expired) as its parent sees it.
 local function flow_gone(prefix, id, jk, why)
-  local parent = redis.call('HGET', jk, 'parent')
-  if parent then
-    flow_ended(prefix, id, parent, 'F', cjson.encode({type = why, message = 'the child job was ' .. string.lower(why)}))
+  local f = redis.call('HMGET', jk, 'parent', 'pcx')
+  if f[1] then
+    local err = {type = why, message = 'the child job was ' .. string.lower(why)}
+    if f[2] then
+      err.run = f[2]
+      err.message = err.message .. ' with its parent'
+    end
+    flow_ended(prefix, id, f[1], 'F', cjson.encode(err))
   end
+end
+
+-- The error a child cancelled cooperatively (finish-10.lua, kind X) hands over: with the `run` of the
+-- parent whose cancellation it honoured, if any (see the top of this file).
+local function flow_run_error(jk, payload)
+  local run = redis.call('HGET', jk, 'pcx')
+  if not run then return payload end
+  local ok, err = pcall(cjson.decode, payload)
+  if not ok or type(err) ~= 'table' then
+    err = {type = 'Cancelled', message = 'the child job was cancelled with its parent'}
+  end
+  err.run = run
+  return cjson.encode(err)
 end
 
 -- A flow's root (children, no parent) ended: meta counters flows_completed / flows_failed (metrics).
