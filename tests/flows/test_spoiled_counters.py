@@ -9,7 +9,9 @@ import pytest
 
 from conveyor import JobState, Queue
 from conveyor.flows import FlowNode
+from conveyor.options import JobOptions
 from conveyor.worker import JobContext
+from tests.conftest import wait_for
 from tests.flows.conftest import workers
 
 
@@ -68,3 +70,30 @@ async def test_a_spoiled_step_count_is_counted_again(queues: list[Queue]) -> Non
         assert await job.result(timeout=60) == [0, 1, 2]
     assert calls["n"] == 2  # the stored step was not run again
     assert await a.client.hget(a.keys.job(job.id), "nsteps") == "3"
+
+
+async def test_a_spoiled_pending_count_never_releases_a_parent_early(queues: list[Queue]) -> None:
+    """Before, a parent's `pending` edited to a non-integer started again from -1 at the next
+    child's end, so the parent was released and ran while its other children were still waiting
+    (with their results missing). Now it is counted again from the children without an end."""
+    a, b, _ = queues
+
+    async def sq(ctx: JobContext, n: int) -> int:
+        return n * n
+
+    async def parent(ctx: JobContext, data: Any) -> Any:
+        return (await ctx.children()).ordered()
+
+    job = await a.add_flow(FlowNode(a.name, "parent", None, children=[
+        FlowNode(b.name, "sq", 2), FlowNode(b.name, "sq", 3, JobOptions(delay=3600))]))
+    (_, first), (_, later) = (await job.record()).children
+    await a.client.hset(a.keys.job(job.id), "pending", "garbage")
+    async with workers(queues, {a: {"parent": parent}, b: {"sq": sq}}):
+        async def counted() -> bool:
+            return bool(await a.client.hexists(a.keys.job(job.id), f"r:{b.name}:{first}"))
+
+        await wait_for(counted, timeout=60, what="the first child was counted")
+        rec = await job.record()
+        assert rec.state is JobState.WAITING_CHILDREN and rec.pending_children == 1
+        await b.promote(later)
+        assert await job.result(timeout=60) == [4, 9]

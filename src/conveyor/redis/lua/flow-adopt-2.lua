@@ -10,6 +10,7 @@ A `pending` count that is not a count (edited by hand) is counted again from the
 neither a result nor an error; a spoiled `flows_started` starts again (common.lua `incr`).
 ]]
 --@include common
+--@include flow
 local jk, meta = KEYS[1], KEYS[2]
 local token, policy, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local POLICIES = {[''] = true, fail = true, ignore = true, continue = true}
@@ -40,15 +41,7 @@ end
 if #added > 0 then
   local joined = table.concat(added, ' ')
   redis.call('HSET', jk, 'kids', kids == '' and joined or (kids .. ' ' .. joined))
-  if type(redis.pcall('HINCRBY', jk, 'pending', #added)) == 'table' then
-    local pending = 0
-    for ref in string.gmatch(kids .. ' ' .. joined, '%S+') do
-      if redis.call('HEXISTS', jk, 'r:' .. ref) == 0 and redis.call('HEXISTS', jk, 'e:' .. ref) == 0 then
-        pending = pending + 1
-      end
-    end
-    redis.call('HSET', jk, 'pending', pending)
-  end
+  flow_pending_add(jk, #added)
   if kids == '' and not f[4] then incr(meta, 'flows_started', 1) end
 end
 if policy ~= '' then redis.call('HSET', jk, 'ocf', policy) end

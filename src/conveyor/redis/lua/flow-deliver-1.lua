@@ -3,8 +3,9 @@ child's end in its parent's bookkeeping, at most once per child, and release or 
 KEYS: 1 the parent's queue meta (the parent's other keys are derived from the prefix: same slot)
 ARGV: 1 parent queue prefix, 2 parent id, 3 events maxlen, 4 count N, then N times: child ref
       ("<queue>:<id>"), kind (C completed, F failed), the child's result or error (JSON)
-The parent hash holds `pending` (children not yet ended), `r:<child ref>` (results), `e:<child ref>`
-(errors), `nerr` (children whose last end was a failure), `ocf` (on_child_failure) and `cfail` (the
+The parent hash holds `pending` (children not yet ended; a value that is not a count is counted
+again: flow.lua `flow_pending_add`), `r:<child ref>` (results), `e:<child ref>`
+(errors), `nerr` (children whose last end was a failure; a spoiled one starts again), `ocf` (on_child_failure) and `cfail` (the
 child that failed it). A child already counted is not counted again; a failed child that completes
 later (it was retried) moves from errors to results, and a parent that the child had failed resumes
 when no failed child is left.
@@ -64,12 +65,12 @@ local function one(cref, kind, payload, cause)
       redis.call('HDEL', jk, ek)
       incr(jk, 'nerr', -1)
     else
-      incr(jk, 'pending', -1)
+      flow_pending_add(jk, -1)
     end
   else
     redis.call('HSET', jk, ek, payload)
     incr(jk, 'nerr', 1)
-    incr(jk, 'pending', -1)
+    flow_pending_add(jk, -1)
   end
   emit(events, maxlen, 'ev', 'child', 'id', pid, 'child', cref, 'state', kind == 'C' and 'completed' or 'failed')
   local pending = tonumber(redis.call('HGET', jk, 'pending')) or 0

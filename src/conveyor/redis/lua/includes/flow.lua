@@ -13,6 +13,22 @@
 
 local FLOW_WAITING = 'waiting-children'
 
+-- Adds `n` to a parent's `pending` and returns it. A value that is not a count (edited by hand) is
+-- counted again from the children that have neither a result nor an error (call it after writing
+-- the child's result or error): starting it again from `n` would release the parent early.
+local function flow_pending_add(jk, n)
+  local v = redis.pcall('HINCRBY', jk, 'pending', n)
+  if type(v) ~= 'table' then return v end
+  local pending = 0
+  for ref in string.gmatch(redis.call('HGET', jk, 'kids') or '', '%S+') do
+    if redis.call('HEXISTS', jk, 'r:' .. ref) == 0 and redis.call('HEXISTS', jk, 'e:' .. ref) == 0 then
+      pending = pending + 1
+    end
+  end
+  redis.call('HSET', jk, 'pending', pending)
+  return pending
+end
+
 local function flow_ended(prefix, id, parent, kind, payload)
   if not parent or parent == '' then return end
   redis.call('HSET', prefix .. 'outbox', id, kind .. '|' .. parent .. '|' .. payload)
@@ -81,7 +97,8 @@ local function flow_wait(prefix, meta, ready, wake_key, jk, id, now)
       end
     end
   end
-  local pending = tonumber(f[1]) or 0
+  local pending = tonumber(f[1])
+  if not pending then pending = f[1] and flow_pending_add(jk, 0) or 0 end  -- spoiled: counted again
   if pending > 0 then
     redis.call('HSET', jk, 'state', FLOW_WAITING)
     redis.call('ZADD', prefix .. FLOW_WAITING, num(now), id)
