@@ -58,3 +58,24 @@ async def test_a_spoiled_limiter_total_never_stops_the_limiter(sq: Queue, field:
     finally:
         await sq.client.delete(*lim.keys.all)
 
+
+
+async def test_an_unreadable_limiter_entry_never_stops_the_limiter(sq: Queue) -> None:
+    """Before, a reservation or hold entry edited to something that is not one made the sweep that
+    every acquire runs fail on it (arithmetic on nil), so the limiter admitted nothing, for good,
+    and a release naming it failed. Now it is dropped when it expires and holds nothing."""
+    name = "unreadable:" + sq.name
+    lim = SharedLimiter(sq.client, name)
+    await lim.declare(Limiter(name, concurrency=2))
+    exp, info = lim.keys.all[2], lim.keys.all[3]
+    try:
+        await sq.client.hset(info, mapping={"bad-1": "garbage", "bad-2": "P|x|1|1|1"})
+        await sq.client.zadd(exp, {"bad-1": 0, "bad-2": 0})  # expired: the next sweep meets them
+        assert (await lim.acquire("r1", 1, 5, 5, 10_000)).granted == 1
+        assert await sq.client.hlen(info) == 1, "the unreadable entries were swept"
+        await sq.client.hset(info, "bad-3", "garbage")
+        assert await lim.release([("bad-3", 1, 1, "ok", 0)], 10_000) == [-1]
+        assert (await lim.acquire("r1", 1, 5, 5, 10_000)).granted == 1  # a resend: the same grant
+        assert (await lim.state())["concurrency"]["held"] == 1
+    finally:
+        await sq.client.delete(*lim.keys.all)
