@@ -73,3 +73,30 @@ async def test_a_bad_record_is_set_aside_and_its_siblings_are_delivered(
 
 async def _outbox_size(q: Queue, n: int) -> bool:
     return int(await q.client.hlen(q.keys.outbox)) == n
+
+
+async def test_a_parent_key_of_another_type_sets_its_records_aside(queues: list[Queue]) -> None:
+    """Before, a parent whose key held something other than a job's record (a string written over
+    it) made the delivery script fail on every pass: the mover loop ended and started again with a
+    growing backoff for ever, the record was never dropped, and the records of other parents waited
+    behind it. Now its records are set aside and the other parents are served."""
+    a, b, _ = queues
+
+    async def sq(ctx: JobContext, n: int) -> int:
+        return n * n
+
+    async def parent(ctx: JobContext, data: Any) -> Any:
+        return (await ctx.children()).ordered()
+
+    broken = await a.add_flow(FlowNode(a.name, "parent", None, children=[FlowNode(b.name, "sq", 2)]))
+    fine = await a.add_flow(FlowNode(a.name, "parent", None, children=[FlowNode(b.name, "sq", 3)]))
+    await a.client.delete(a.keys.job(broken.id))
+    await a.client.set(a.keys.job(broken.id), "not a hash")
+    movers = Worker(b, {"sq": sq})
+    async with running(Worker(a, {"parent": parent})), running(movers):
+        assert await fine.result(timeout=60) == [9]
+        await wait_for(lambda: _outbox_size(b, 0), timeout=60, what="the outbox emptied")
+        assert movers.mover.set_aside == 1
+        assert all(not task.done() for task in movers.loop_tasks.values()), "the mover loop lives"
+    assert len(await b.client.hkeys(b.keys.outbox_rejects)) == 1
+    await a.client.delete(a.keys.job(broken.id))

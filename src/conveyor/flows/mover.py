@@ -16,6 +16,8 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
+from redis.exceptions import ResponseError
+
 from conveyor import codec
 from conveyor.errors import ConfigurationError, ConnectionFailedError, ScriptInputError
 from conveyor.job import split_ref
@@ -115,7 +117,8 @@ class OutboxMover:
     async def _deliver_part(self, parent: str, part: list[tuple[str, str]]) -> None:
         """One delivery call; a record the script refuses (its outcome is not JSON) is set aside and
         the call made again without it, so its siblings are still delivered (the script writes
-        nothing when it refuses; records that are not JSON were set aside before, so this is rare)."""
+        nothing when it refuses; records that are not JSON were set aside before, so this is rare).
+        A parent key that is not a job's record (another type) sets its records aside."""
         pq, pid = split_ref(parent)
         keys = QueueKeys(pq, self.keys.prefix)
         left = list(part)
@@ -123,6 +126,10 @@ class OutboxMover:
             items = [(f"{self.keys.queue}:{field}", record[0], record.split("|", 2)[2]) for field, record in left]
             try:
                 await flow_scripts.deliver(self.client, keys, pid, items, self.maxlen)
+                return
+            except ResponseError as exc:  # faults are ConnectionFailedError: this is the parent's key itself
+                for field, record in left:
+                    await self._set_aside(field, record, f"the parent's record cannot be used: {exc}")
                 return
             except ScriptInputError as exc:
                 if not 1 <= exc.position <= len(left):  # the call itself, not one record: all of them
@@ -154,7 +161,11 @@ class OutboxMover:
                 logger.warning("queue %s: skipping the child reference %r of a cancelled parent: no such queue",
                                self.keys.queue, ref[:200])
                 continue
-            await scripts.cancel(job_id, run)  # already ended or gone: nothing to do
+            try:
+                await scripts.cancel(job_id, run)  # already ended or gone: nothing to do
+            except ResponseError as exc:  # faults are ConnectionFailedError: this is the child's key itself
+                logger.warning("queue %s: skipping the child %r of a cancelled parent: its record cannot be used (%s)",
+                               self.keys.queue, ref[:200], str(exc)[:200])
 
 
 def _parent_of(field: str, record: str) -> str | None:
