@@ -73,6 +73,16 @@ class IdempotencyConflictError(ConveyorError):
         self.job_id = job_id
 
 
+class FlowBusyError(IdempotencyConflictError):
+    """A flow sent again while the cancellation of its earlier run (its root or a parent removed or
+    cancelled) is still under way; nothing was written. Send it again shortly (docs/flows.md)."""
+
+    def __init__(self, job_id: str) -> None:
+        ConveyorError.__init__(self, f"the earlier run of flow node {job_id!r} is still being cancelled; "
+                                     "nothing was written: send the flow again once that is done")
+        self.job_id = job_id
+
+
 class JobNotFoundError(ConveyorError, LookupError):
     """No job with that id exists (never did, or was removed)."""
 

@@ -193,3 +193,21 @@ async def test_a_tree_of_100_levels_is_accepted_and_one_deeper_is_a_422_naming_i
         assert (await api.app.queue(other).counts())[JobState.WAITING_CHILDREN] == 99
     finally:
         await api.app.queue(other).obliterate(force=True)
+
+
+async def test_a_flow_sent_again_while_its_removal_is_cancelling_is_a_409(api: Api) -> None:
+    """The same tree sent again right after its root was removed, before any worker cancelled the
+    removed root's children, is refused with a 409 that says so; nothing is written."""
+    other = _declare(api)
+    body = {"queue": api.queue, "name": "collect", "data": None, "options": {"job_id": "busy-1"},
+            "children": [{"queue": other, "name": "shout", "data": "a"}]}
+    try:
+        r = await api.http.post("/api/flows", json=body, headers=api.auth("enqueue"))
+        assert r.status_code == 202, r.text
+        await api.app.queue(api.queue).remove("busy-1")
+        r = await api.http.post("/api/flows", json=body, headers=api.auth("enqueue"))
+        assert r.status_code == 409, r.text
+        assert "still being cancelled" in r.json()["error"]["message"]
+        assert await api.app.queue(api.queue).get_job("busy-1") is None
+    finally:
+        await api.app.queue(other).obliterate(force=True)

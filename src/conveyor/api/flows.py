@@ -25,8 +25,14 @@ from conveyor.api.schemas import FlowStartedOut, error_responses
 from conveyor.api.serialize import job_path
 from conveyor.api.state import get_state
 from conveyor.app import Conveyor
-from conveyor.errors import IdempotencyConflictError, InvalidFlowError, InvalidJobError, PayloadValidationError
-from conveyor.flows.model import MAX_DEPTH, MAX_NODES, FlowNode
+from conveyor.errors import (
+    FlowBusyError,
+    IdempotencyConflictError,
+    InvalidFlowError,
+    InvalidJobError,
+    PayloadValidationError,
+)
+from conveyor.flows.model import MAX_DEPTH, FlowNode, node_tree
 from conveyor.options import JobOptions
 
 router = APIRouter(prefix="/api", tags=["flows"])
@@ -34,7 +40,6 @@ router = APIRouter(prefix="/api", tags=["flows"])
 # object...); its data and options may nest MAX_NESTING more, as a single enqueue's. A little over
 # MAX_DEPTH levels is still read, so a tree too deep is refused naming its deepest node.
 BODY_NESTING = 2 * (MAX_DEPTH + 2) + 1 + MAX_NESTING
-_KEYS = frozenset({"queue", "name", "data", "options", "children", "on_child_failure"})
 
 
 def _bad(path: str, message: str, errors: list[dict[str, Any]] | None = None) -> ApiError:
@@ -44,51 +49,42 @@ def _bad(path: str, message: str, errors: list[dict[str, Any]] | None = None) ->
     return ApiError(422, f"{path}: {message}; nothing was written", code="invalid_flow", details=[detail])
 
 
-def build_node(app: Conveyor, body: Any, path: str, depth: int, budget: list[int]) -> FlowNode:
-    """One node and its subtree, checked as a single enqueue is (task declared, payload, options)."""
-    if not isinstance(body, Mapping):
-        raise _bad(path, "a flow node must be a JSON object (a flow is one tree of nodes)")
-    unknown = set(body) - _KEYS
-    if unknown:
-        raise _bad(path, f"unknown fields {sorted(unknown)}; a node has {sorted(_KEYS)} (trees only)")
-    if depth > MAX_DEPTH:
-        raise _bad(path, f"the tree is deeper than {MAX_DEPTH} levels")
-    budget[0] -= 1
-    if budget[0] < 0:
-        raise _bad(path, f"a flow holds at most {MAX_NODES} jobs")
-    queue, name = body.get("queue"), body.get("name")
-    if not isinstance(queue, str) or not isinstance(name, str):
-        raise _bad(path, "'queue' and 'name' must be strings")
-    task = app.get_task(queue, name)
-    if task is None:
-        raise _bad(path, f"queue {queue[:100]!r} has no task named {name[:200]!r}")
-    options = body.get("options") or {}
-    if not isinstance(options, Mapping):
-        raise _bad(path, "'options' must be a JSON object")
-    for field in ("data", "options"):
-        value = body.get(field)
-        if isinstance(value, dict | list) and too_deep(value, MAX_NESTING):
-            raise _bad(path, f"'{field}' nests arrays/objects more than {MAX_NESTING} levels deep")
-    if "idempotency_key" in options:
-        raise _bad(path, "flow jobs take options.job_id, not an idempotency key")
-    children = body.get("children") or []
-    if not isinstance(children, list):
-        raise _bad(path, "'children' must be a list of nodes")
-    policy = body.get("on_child_failure")
-    if policy is not None and (not children or policy not in ("fail", "ignore", "continue")):
-        raise _bad(path, 'on_child_failure is "fail", "ignore" or "continue", on a node with children')
+def build_node(app: Conveyor, body: Any, path: str = "root") -> FlowNode:
+    """The tree, each node checked as a single enqueue is (task declared, payload, options); the
+    tree's shape and bounds are checked by the one walk the flows room has (flows.model.node_tree)."""
+
+    def make(node: Mapping[str, Any], where: str, queue: str, name: str) -> FlowNode:
+        task = app.get_task(queue, name)
+        if task is None:
+            raise _bad(where, f"queue {queue[:100]!r} has no task named {name[:200]!r}")
+        options = node.get("options") or {}
+        if not isinstance(options, Mapping):
+            raise _bad(where, "'options' must be a JSON object")
+        for field in ("data", "options"):
+            value = node.get(field)
+            if isinstance(value, dict | list) and too_deep(value, MAX_NESTING):
+                raise _bad(where, f"'{field}' nests arrays/objects more than {MAX_NESTING} levels deep")
+        if "idempotency_key" in options:
+            raise _bad(where, "flow jobs take options.job_id, not an idempotency key")
+        policy = node.get("on_child_failure")
+        if policy is not None and (not node.get("children") or policy not in ("fail", "ignore", "continue")):
+            raise _bad(where, 'on_child_failure is "fail", "ignore" or "continue", on a node with children')
+        try:
+            _check_backoff(app, options.get("backoff"))
+            data = task.validate(node.get("data"))
+            opts = JobOptions.from_mapping(options).merged_over(task.defaults)
+        except ApiError as exc:
+            raise _bad(where, exc.message) from None
+        except PayloadValidationError as exc:
+            raise _bad(where, "data is invalid", exc.errors) from None
+        except InvalidJobError as exc:
+            raise _bad(where, str(exc)) from None
+        return FlowNode(queue, name, data, opts, (), policy)
+
     try:
-        _check_backoff(app, options.get("backoff"))
-        data = task.validate(body.get("data"))
-        opts = JobOptions.from_mapping(options).merged_over(task.defaults)
-    except ApiError as exc:
-        raise _bad(path, exc.message) from None
-    except PayloadValidationError as exc:
-        raise _bad(path, "data is invalid", exc.errors) from None
-    except InvalidJobError as exc:
-        raise _bad(path, str(exc)) from None
-    kids = tuple(build_node(app, c, f"{path}.children[{i}]", depth + 1, budget) for i, c in enumerate(children))
-    return FlowNode(queue, name, data, opts, kids, policy)
+        return node_tree(body, make, path)
+    except InvalidFlowError as exc:
+        raise _bad(exc.path, exc.message) from None
 
 
 def _keyed_root(body: Mapping[str, Any], key: str) -> dict[str, Any]:
@@ -124,11 +120,13 @@ async def start_flow(request: Request, principal: EnqueueKey, idempotency_key: I
         raise _bad("root", "the body must be one root node object (a flow is a tree)")
     if idempotency_key is not None:
         body = _keyed_root(body, idempotency_key)
-    root = build_node(state.conveyor, body, "root", 0, [MAX_NODES])
+    root = build_node(state.conveyor, body)
     try:
         job = await state.conveyor.flow(root)
     except InvalidFlowError as exc:
         raise _bad(exc.path, exc.message) from None
+    except FlowBusyError as exc:
+        raise ApiError(409, str(exc)) from None
     except IdempotencyConflictError as exc:
         raise ApiError(409, f"job id {exc} is taken by another job; nothing was written") from None
     url = job_path(request.scope.get("root_path", ""), root.queue, job.id)

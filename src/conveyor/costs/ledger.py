@@ -310,16 +310,24 @@ class CostLedger:
         return [{"id": _s(eid), **_flat([x for kv in fields.items() for x in kv])} for eid, fields in raw]
 
 
+def _count(value: str | None) -> int:
+    """A stored total, or 0 when it is not an integer (edited by hand): a report never raises on it."""
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
 def _bucket_rows(day: str, tenant: str, fields: dict[str, str], task: str | None) -> list[dict[str, Any]]:
     tasks = sorted({f[2:] for f in fields if f.startswith("n:") and f != "n:"})
     out = []
     for name in tasks:
         if task is not None and name != task:
             continue
-        cost = int(fields.get(f"c:{name}", 0))
+        cost = _count(fields.get(f"c:{name}"))
         out.append({"day": day, "group": tenant or None, "task": name,
-                    "tokens_in": int(fields.get(f"i:{name}", 0)), "tokens_out": int(fields.get(f"o:{name}", 0)),
-                    "cost": from_nano(cost), "cost_nano": cost, "runs": int(fields.get(f"n:{name}", 0))})
+                    "tokens_in": _count(fields.get(f"i:{name}")), "tokens_out": _count(fields.get(f"o:{name}")),
+                    "cost": from_nano(cost), "cost_nano": cost, "runs": _count(fields.get(f"n:{name}"))})
     return out
 
 

@@ -47,34 +47,56 @@ class FlowNode:
                        on_child_failure=on_child_failure if on_child_failure is not None else self.on_child_failure)
 
     @classmethod
-    def from_mapping(cls, value: Any, path: str = "root", *, _depth: int = 0, _budget: list[int] | None = None
-                     ) -> FlowNode:
+    def from_mapping(cls, value: Any, path: str = "root") -> FlowNode:
         """A node from the HTTP body shape {"queue","name","data","options","children","on_child_failure"};
         a tree over the bounds (MAX_DEPTH levels, MAX_NODES jobs) is an InvalidFlowError naming the node."""
-        budget = [MAX_NODES] if _budget is None else _budget
-        if _depth > MAX_DEPTH:
+        return node_tree(value, _plain_node, path)
+
+
+# The fields of a node in the mapping (HTTP body) shape; anything else is refused (trees only).
+NODE_FIELDS = frozenset({"queue", "name", "data", "options", "children", "on_child_failure"})
+
+# Builds one node (without its children) from its mapping, its path, queue and name, after the shape
+# checks; raises for a node it refuses.
+NodeMaker = Callable[[Mapping[str, Any], str, str, str], FlowNode]
+
+
+def node_tree(value: Any, make: NodeMaker, path: str = "root") -> FlowNode:
+    """The one walk of a tree in the mapping shape: checks each node's shape and the tree's bounds
+    (InvalidFlowError naming the node), lets `make` check and build the node, then its children."""
+    budget = [MAX_NODES]
+
+    def one(value: Any, path: str, depth: int) -> FlowNode:
+        if not isinstance(value, Mapping):
+            raise InvalidFlowError(path, "a flow node must be a JSON object (a flow is one tree of nodes)")
+        unknown = set(value) - NODE_FIELDS
+        if unknown:
+            raise InvalidFlowError(path, f"unknown fields {sorted(unknown)}; a node has {sorted(NODE_FIELDS)}"
+                                         " (trees only)")
+        if depth > MAX_DEPTH:
             raise InvalidFlowError(path, f"the tree is deeper than {MAX_DEPTH} levels")
         budget[0] -= 1
         if budget[0] < 0:
             raise InvalidFlowError(path, f"a flow holds at most {MAX_NODES} jobs")
-        if not isinstance(value, Mapping):
-            raise InvalidFlowError(path, "a flow node must be an object")
-        unknown = set(value) - {"queue", "name", "data", "options", "children", "on_child_failure"}
-        if unknown:
-            raise InvalidFlowError(path, f"unknown keys {sorted(unknown)}")
         queue, name = value.get("queue"), value.get("name")
         if not isinstance(queue, str) or not isinstance(name, str):
-            raise InvalidFlowError(path, "'queue' and 'name' are required strings")
-        try:
-            options = JobOptions.from_mapping(value.get("options") or {})
-        except InvalidJobError as exc:
-            raise InvalidFlowError(path, str(exc)) from None
-        raw_children = value.get("children") or []
-        if not isinstance(raw_children, list):
+            raise InvalidFlowError(path, "'queue' and 'name' must be strings")
+        children = value.get("children") or []
+        if not isinstance(children, list):
             raise InvalidFlowError(path, "'children' must be a list of nodes")
-        children = tuple(cls.from_mapping(c, f"{path}.children[{i}]", _depth=_depth + 1, _budget=budget)
-                         for i, c in enumerate(raw_children))
-        return cls(queue, name, value.get("data"), options, children, value.get("on_child_failure"))
+        node = make(value, path, queue, name)
+        return replace(node, children=tuple(one(c, f"{path}.children[{i}]", depth + 1)
+                                            for i, c in enumerate(children)))
+
+    return one(value, path, 0)
+
+
+def _plain_node(value: Mapping[str, Any], path: str, queue: str, name: str) -> FlowNode:
+    try:
+        options = JobOptions.from_mapping(value.get("options") or {})
+    except InvalidJobError as exc:
+        raise InvalidFlowError(path, str(exc)) from None
+    return FlowNode(queue, name, value.get("data"), options, (), value.get("on_child_failure"))
 
 
 @dataclass(slots=True)

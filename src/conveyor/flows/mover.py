@@ -4,7 +4,9 @@ Each record was written by the script that ended a child, in the child's slot. D
 idempotent script in the parent's slot (a child is counted at most once; the records of one parent
 go in one call), and the records are deleted only after it, so a process killed anywhere in between
 leaves them to be delivered again. Every worker of a queue runs one; two movers delivering the same
-record is harmless.
+record is harmless. A record that cannot be delivered (edited by hand or written by another client)
+is set aside in <p>outbox-bad, logged once and counted, while the other records of its batch are
+delivered.
 """
 
 from __future__ import annotations
@@ -14,12 +16,15 @@ import logging
 from collections.abc import Awaitable, Callable
 from typing import Any
 
-from conveyor.errors import ConnectionFailedError, ScriptInputError
+from redis.exceptions import ResponseError
+
+from conveyor import codec
+from conveyor.errors import ConfigurationError, ConnectionFailedError, ScriptInputError
 from conveyor.job import split_ref
 from conveyor.redis import flow_scripts
 from conveyor.redis.connection import RedisClient
 from conveyor.redis.faults import guarded
-from conveyor.redis.keys import QueueKeys
+from conveyor.redis.keys import QueueKeys, validate_queue_name
 from conveyor.redis.scripts import QueueScripts
 
 logger = logging.getLogger(__name__)
@@ -27,6 +32,7 @@ logger = logging.getLogger(__name__)
 SCAN_COUNT = 1000
 PARALLEL = 32  # parents delivered to at once
 PER_CALL = 1000  # children per delivery call
+MAX_SET_ASIDE = 1000  # records kept in <p>outbox-bad (beyond it they are only logged and counted)
 
 
 class OutboxMover:
@@ -42,6 +48,7 @@ class OutboxMover:
         self.interval_s = interval_s
         self.kick = asyncio.Event()
         self.delivered = 0
+        self.set_aside = 0  # records that could not be delivered (see `_set_aside`)
         # A hook for tests of crash safety: awaited between a delivery and the deletion of its records.
         self.between: Callable[[str], Awaitable[None]] | None = None
 
@@ -73,10 +80,17 @@ class OutboxMover:
                 self.client.hscan(self.keys.outbox, cursor, count=SCAN_COUNT), "reading the flow outbox")
             cursor, batch = reply
             groups: dict[str, list[tuple[str, str]]] = {}
+            unreadable: list[tuple[str, str]] = []
             for field, record in batch.items():
-                kind, _, rest = record.partition("|")
-                groups.setdefault(rest.partition("|")[0] if kind in ("C", "F") else "!" + field, []).append(
-                    (field, record))
+                parent = _parent_of(field, record)
+                if parent is None:
+                    unreadable.append((field, record))
+                else:
+                    groups.setdefault(parent, []).append((field, record))
+            if unreadable:
+                for field, record in unreadable:
+                    await self._set_aside(field, record, "not a flow record")
+                await flow_scripts.ack(self.client, self.keys, unreadable)
             items = list(groups.items())
             for start in range(0, len(items), PARALLEL):
                 chunk = items[start:start + PARALLEL]
@@ -89,26 +103,97 @@ class OutboxMover:
         """Deliver the records of one parent (or one cancellation), then delete them."""
         for start in range(0, len(records), PER_CALL):
             part = records[start:start + PER_CALL]
-            try:
-                if parent.startswith("!"):
-                    for _, record in part:
-                        await self._cancel_children(record.split("|", 2)[2].split())
-                elif parent:
-                    pq, pid = split_ref(parent)
-                    items = [(f"{self.keys.queue}:{field}", record[0], record.split("|", 2)[2])
-                             for field, record in part]
-                    await flow_scripts.deliver(self.client, QueueKeys(pq, self.keys.prefix), pid, items, self.maxlen)
-                else:
-                    logger.warning("queue %s: dropping %d unreadable flow record(s)", self.keys.queue, len(part))
-            except ScriptInputError as exc:
-                logger.warning("queue %s: dropping flow records for %s: %s", self.keys.queue, parent, exc)
+            if parent.startswith("!"):
+                for _, record in part:
+                    _, run, refs = record.split("|", 2)
+                    await self._cancel_children(refs.split(), run[:40])
+            else:
+                await self._deliver_part(parent, part)
             if self.between is not None:
                 await self.between(part[0][0])
             await flow_scripts.ack(self.client, self.keys, part)
             self.delivered += len(part)
 
-    async def _cancel_children(self, refs: list[str]) -> None:
+    async def _deliver_part(self, parent: str, part: list[tuple[str, str]]) -> None:
+        """One delivery call; a record the script refuses (its outcome is not JSON) is set aside and
+        the call made again without it, so its siblings are still delivered (the script writes
+        nothing when it refuses; records that are not JSON were set aside before, so this is rare).
+        A parent key that is not a job's record (another type) sets its records aside."""
+        pq, pid = split_ref(parent)
+        keys = QueueKeys(pq, self.keys.prefix)
+        left = list(part)
+        while left:
+            items = [(f"{self.keys.queue}:{field}", record[0], record.split("|", 2)[2]) for field, record in left]
+            try:
+                await flow_scripts.deliver(self.client, keys, pid, items, self.maxlen)
+                return
+            except ResponseError as exc:  # faults are ConnectionFailedError: this is the parent's key itself
+                for field, record in left:
+                    await self._set_aside(field, record, f"the parent's record cannot be used: {exc}")
+                return
+            except ScriptInputError as exc:
+                if not 1 <= exc.position <= len(left):  # the call itself, not one record: all of them
+                    for field, record in left:
+                        await self._set_aside(field, record, str(exc))
+                    return
+                field, record = left.pop(exc.position - 1)
+                await self._set_aside(field, record, str(exc))
+
+    async def _set_aside(self, field: str, record: str, why: str) -> None:
+        """Keep a record that cannot be delivered in <p>outbox-bad (bounded) and log it once; the
+        caller then deletes it from the outbox, so it is never tried again. The record's content is
+        not logged (it may hold a job's result)."""
+        self.set_aside += 1
+        logger.warning("queue %s: flow record %r cannot be delivered (%s); set aside in %s",
+                       self.keys.queue, field[:200], why[:200], self.keys.outbox_rejects)
+        kept = await guarded(self.client.hlen(self.keys.outbox_rejects), "counting flow records set aside")
+        if int(kept) < MAX_SET_ASIDE:
+            await guarded(self.client.hset(self.keys.outbox_rejects, field, record), "setting a flow record aside")
+
+    async def _cancel_children(self, refs: list[str], run: str) -> None:
+        """Cancel the children of a parent that ended cancelled or was removed; `run` (the parent's
+        creation stamp) marks them as cancelled with that run of it (includes/flow.lua)."""
         for ref in refs:
             queue, job_id = split_ref(ref)
-            scripts = QueueScripts(self.client, QueueKeys(queue, self.keys.prefix), self.maxlen)
-            await scripts.cancel(job_id)  # already ended or gone: nothing to do
+            try:
+                scripts = QueueScripts(self.client, QueueKeys(queue, self.keys.prefix), self.maxlen)
+            except ConfigurationError:
+                logger.warning("queue %s: skipping the child reference %r of a cancelled parent: no such queue",
+                               self.keys.queue, ref[:200])
+                continue
+            try:
+                await scripts.cancel(job_id, run)  # already ended or gone: nothing to do
+            except ResponseError as exc:  # faults are ConnectionFailedError: this is the child's key itself
+                logger.warning("queue %s: skipping the child %r of a cancelled parent: its record cannot be used (%s)",
+                               self.keys.queue, ref[:200], str(exc)[:200])
+
+
+def _parent_of(field: str, record: str) -> str | None:
+    """The group of a record: its parent's reference ("<queue>:<id>"), or "!<parent id>" for a
+    cancellation of a parent's children; None when it cannot be delivered (no such kind, a parent
+    reference naming no queue, an outcome that is not JSON)."""
+    kind, _, rest = record.partition("|")
+    if kind in ("C", "F"):
+        parent, sep, _ = rest.partition("|")
+        queue, _, job_id = parent.partition(":")
+        return parent if sep and job_id and _is_queue_name(queue) and _is_json(rest.partition("|")[2]) else None
+    if kind == "K" and field.startswith("!") and "|" in rest:
+        return "!" + field
+    return None
+
+
+def _is_queue_name(name: str) -> bool:
+    try:
+        validate_queue_name(name)
+    except ConfigurationError:
+        return False
+    return True
+
+
+def _is_json(payload: str) -> bool:
+    """The delivery script decodes each outcome and refuses the whole call on one it cannot read."""
+    try:
+        codec.loads(payload)
+    except ValueError:
+        return False
+    return True

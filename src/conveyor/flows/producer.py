@@ -10,7 +10,7 @@ from typing import TYPE_CHECKING, Any
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
 
-from conveyor.errors import IdempotencyConflictError, InvalidFlowError
+from conveyor.errors import FlowBusyError, IdempotencyConflictError, InvalidFlowError
 from conveyor.flows.model import FlowNode, flatten
 from conveyor.job import Job
 from conveyor.redis.flow_scripts import FlowNodeArgs, add_nodes
@@ -50,13 +50,15 @@ async def write_nodes(queue: Queue, nodes: list[FlowNodeArgs], depths: list[int]
     if not isinstance(client, RedisCluster):
         return [c for _, c in await add_nodes(client, nodes, maxlen)]
     await _refuse_taken_ids(queue, nodes)
+    index = {f"{n.keys.queue}:{n.job_id}": i for i, n in enumerate(nodes)}
     created: dict[int, bool] = {}
     order = sorted(range(len(nodes)), key=lambda i: (depths[i], key_slot(nodes[i].keys.meta.encode())))
     for _, group in groupby(order, key=lambda i: (depths[i], key_slot(nodes[i].keys.meta.encode()))):
         idx = list(group)
         for start in range(0, len(idx), _CALL_NODES):
             part = idx[start:start + _CALL_NODES]
-            reply = await add_nodes(client, [nodes[i] for i in part], maxlen)
+            parent_new = [created.get(index.get(nodes[i].parent, -1), False) for i in part]
+            reply = await add_nodes(client, [nodes[i] for i in part], maxlen, parent_new)
             for i, (_, c) in zip(part, reply, strict=True):
                 created[i] = c
     return [created[i] for i in range(len(nodes))]
@@ -64,19 +66,29 @@ async def write_nodes(queue: Queue, nodes: list[FlowNodeArgs], depths: list[int]
 
 async def _refuse_taken_ids(queue: Queue, nodes: list[FlowNodeArgs]) -> None:
     """On a Cluster the tree is written by several scripts, parents first: an id taken by a job that is
-    not this node (the check flow-add-0.lua makes) is looked for before the first write, so such a
-    tree is refused whole rather than after its upper levels were written."""
+    not this node, and a cancellation of an earlier run of the flow still under way (the checks
+    flow-add-0.lua makes), are looked for before the first write, so such a tree is refused whole
+    rather than after its upper levels were written."""
     pipe = queue.client.pipeline(transaction=False)
     for n in nodes:
-        pipe.hmget(n.keys.job(n.job_id), "name", "data", "parent", "kids")
+        pipe.hmget(n.keys.job(n.job_id), "name", "data", "parent", "kids", "state", "pcx")
+        pipe.hexists(n.keys.outbox, "!" + n.job_id)
     found = await queue._call(pipe.execute())
-    for n, (name, data, parent, kids) in zip(nodes, found, strict=True):
-        if name is None:
-            continue
-        mine = n.data.decode() if isinstance(n.data, bytes) else n.data
-        wanted = " ".join(n.kids)
-        if name != n.name or data != mine or (parent or "") != n.parent or not (kids or "").startswith(wanted):
-            raise IdempotencyConflictError(n.job_id, "name, data or place in a flow")
+    index = {f"{n.keys.queue}:{n.job_id}": i for i, n in enumerate(nodes)}
+    anew: list[bool] = []  # written anew (nodes come parents first)
+    for i, n in enumerate(nodes):
+        (name, data, parent, kids, state, pcx), cancelling = found[2 * i], found[2 * i + 1]
+        parent_new = n.parent in index and anew[index[n.parent]]
+        if name is not None:
+            mine = n.data.decode() if isinstance(n.data, bytes) else n.data
+            wanted = " ".join(n.kids)
+            if name != n.name or data != mine or (parent or "") != n.parent or not (kids or "").startswith(wanted):
+                raise IdempotencyConflictError(n.job_id, "name, data or place in a flow")
+            if pcx is not None and parent_new and state == "active":
+                raise FlowBusyError(n.job_id)
+        anew.append(name is None or (pcx is not None and parent_new and state == "cancelled"))
+        if anew[i] and n.kids and cancelling:
+            raise FlowBusyError(n.job_id)
 
 
 async def _refuse_partitioned(queue: Queue, names: list[str]) -> None:

@@ -110,6 +110,14 @@ class SharedLimiter:
                         int(reply[4]), _flat(reply[5]))
 
 
+def _count(value: str | None) -> int:
+    """A stored counter, or 0 when it is not an integer (edited by hand): a report never raises on it."""
+    try:
+        return int(value or 0)
+    except ValueError:
+        return 0
+
+
 def _level(cfg: dict[str, str], st: dict[str, str], dim: str, now: int) -> dict[str, Any] | None:
     t, cap = cfg.get(f"{dim}_t"), cfg.get(f"{dim}_cap")
     if t is None or cap is None:
@@ -131,7 +139,7 @@ def describe(name: str, now: int, cfg: dict[str, str], st: dict[str, str], open_
     minute = now // 60000
     recent = []
     for m in range(minute - USAGE_MINUTES + 1, minute + 1):
-        row = {k: int(use.get(f"{m}:{s}", 0)) for k, s in
+        row = {k: _count(use.get(f"{m}:{s}")) for k, s in
                (("requests", "r"), ("tokens_in", "i"), ("tokens_out", "o"), ("rate_limited", "x"), ("timeouts", "t"))}
         if any(row.values()):
             recent.append({"minute_start_ms": m * 60000, **row})
@@ -154,7 +162,7 @@ def describe(name: str, now: int, cfg: dict[str, str], st: dict[str, str], open_
         "paused_until_ms": int(blk) if blk > now else None,
         "open_reservations": open_ids,
         "expired_not_swept": expired,
-        "totals": {k: int(st.get(f, 0)) for k, f in
+        "totals": {k: _count(st.get(f)) for k, f in
                    (("ok", "n_ok"), ("rate_limited", "n_429"), ("timeouts", "n_timeout"), ("errors", "n_err"),
                     ("expired", "n_expired"), ("tokens_in", "used_in"), ("tokens_out", "used_out"))},
         "recent": recent,

@@ -7,7 +7,7 @@ from collections.abc import Sequence
 from dataclasses import dataclass
 from typing import Any
 
-from conveyor.errors import IdempotencyConflictError
+from conveyor.errors import FlowBusyError, IdempotencyConflictError
 from conveyor.redis.codes import ScriptCode
 from conveyor.redis.connection import RedisClient
 from conveyor.redis.keys import QueueKeys
@@ -45,19 +45,25 @@ class FlowNodeArgs:
                 self.on_child_failure]
 
 
-async def add_nodes(client: RedisClient, nodes: Sequence[FlowNodeArgs], maxlen: int) -> list[tuple[str, bool]]:
+async def add_nodes(client: RedisClient, nodes: Sequence[FlowNodeArgs], maxlen: int,
+                    parent_new: Sequence[bool] | None = None) -> list[tuple[str, bool]]:
     """Write nodes that share one slot (or any nodes on a standalone server), all or nothing:
-    (id, created) per node; raises IdempotencyConflictError on an id taken by another job."""
+    (id, created) per node; raises IdempotencyConflictError on an id taken by another job, and
+    FlowBusyError while the cancellation of an earlier run of the flow is under way. `parent_new`:
+    per node, whether an earlier call of this send wrote its parent anew (a Cluster's levels)."""
     from conveyor.queue import added_jobs
 
     metas = list(dict.fromkeys(n.keys.meta for n in nodes))
     args: list[Any] = [maxlen, len(nodes)]
-    for n in nodes:
+    for i, n in enumerate(nodes):
         args += n.args()
+        args.append("1" if parent_new is not None and parent_new[i] else "")
     reply = await _ADD(client, metas, args)
     _refused("flow-add", reply)
     if reply and reply[0] == ScriptCode.CONFLICT:
         raise IdempotencyConflictError(str(reply[1]), "name, data or place in a flow")
+    if reply and reply[0] == ScriptCode.WRONG_STATE:
+        raise FlowBusyError(str(reply[1]))
     return added_jobs(reply)
 
 

@@ -195,6 +195,12 @@ class QueueKeys:
         return self._k("outbox")
 
     @property
+    def outbox_rejects(self) -> str:
+        """Hash: outbox records the mover could not deliver (not a record, a reference to no queue,
+        an outcome that is not JSON), set aside with their field; at most 1,000 kept."""
+        return self._k("outbox-bad")
+
+    @property
     def schedule_ticks(self) -> str:
         """hash: schedule id -> last tick (ms) whose jobs were enqueued here, so a tick is enqueued once
         even after its job's record is gone (schedules/lua/add-tick-6.lua)"""

@@ -316,10 +316,11 @@ class QueueScripts:
         _refused("obliterate", reply)
         return int(reply[0]), int(reply[1])
 
-    async def cancel(self, job_id: str) -> tuple[int, str]:
+    async def cancel(self, job_id: str, parent_run: str = "") -> tuple[int, str]:
+        """`parent_run`: set when the cancellation is a parent's (the mover), see includes/flow.lua."""
         k = self.k
         keys = (k.ready, k.delayed, k.active, k.cancelled, k.events)
-        code, state = await _S["cancel"](self.client, keys, (k.base, job_id, self.maxlen))
+        code, state = await _S["cancel"](self.client, keys, (k.base, job_id, self.maxlen, parent_run))
         return int(code), str(state)
 
     async def retry(self, job_id: str) -> tuple[int, str]:

@@ -71,16 +71,16 @@ for _, run in ipairs(runs) do
       local dk, mk = day_key(base, day, t), month_key(base, month, t)
       local before = {d = tonumber(redis.call('HGET', dk, 'c:')) or 0, m = tonumber(redis.call('HGET', mk, 'c')) or 0}
       for _, f in ipairs({'', run.task}) do
-        redis.call('HINCRBY', dk, 'i:' .. f, num(run.tin))
-        redis.call('HINCRBY', dk, 'o:' .. f, num(run.tout))
-        redis.call('HINCRBY', dk, 'c:' .. f, num(run.cost))
-        redis.call('HINCRBY', dk, 'n:' .. f, 1)
+        incr(dk, 'i:' .. f, num(run.tin))
+        incr(dk, 'o:' .. f, num(run.tout))
+        incr(dk, 'c:' .. f, num(run.cost))
+        incr(dk, 'n:' .. f, 1)
       end
       redis.call('PEXPIREAT', dk, num((day + 1) * DAY + keep))
-      redis.call('HINCRBY', mk, 'i', num(run.tin))
-      redis.call('HINCRBY', mk, 'o', num(run.tout))
-      redis.call('HINCRBY', mk, 'c', num(run.cost))
-      redis.call('HINCRBY', mk, 'n', 1)
+      incr(mk, 'i', num(run.tin))
+      incr(mk, 'o', num(run.tout))
+      incr(mk, 'c', num(run.cost))
+      incr(mk, 'n', 1)
       redis.call('PEXPIREAT', mk, num(month_end + keep))
       redis.call('ZADD', base .. 'tenants', num(now), t)
       local bk = base .. 'b:' .. t

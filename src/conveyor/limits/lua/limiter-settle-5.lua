@@ -118,18 +118,18 @@ else
       redis.call('HDEL', K.info, id)
       redis.call('ZREM', K.exp, id)
       -- Usage counts only what was reported; an unreported run keeps its estimate in the limiter.
-      redis.call('HINCRBY', K.use, minute .. ':r', 1)
+      incr(K.use, minute .. ':r', 1)
       if uin ~= '' then
-        redis.call('HINCRBY', K.use, minute .. ':i', rin)
-        redis.call('HINCRBY', K.st, 'used_in', rin)
+        incr(K.use, minute .. ':i', rin)
+        incr(K.st, 'used_in', rin)
       end
       if uout ~= '' then
-        redis.call('HINCRBY', K.use, minute .. ':o', rout)
-        redis.call('HINCRBY', K.st, 'used_out', rout)
+        incr(K.use, minute .. ':o', rout)
+        incr(K.st, 'used_out', rout)
       end
       if signal == '429' or signal == 'timeout' then
-        redis.call('HINCRBY', K.use, minute .. (signal == '429' and ':x' or ':t'), 1)
-        redis.call('HINCRBY', K.st, 'n_' .. signal, 1)
+        incr(K.use, minute .. (signal == '429' and ':x' or ':t'), 1)
+        incr(K.st, 'n_' .. signal, 1)
         if after > 0 and (not S.blk or now + after > S.blk) then S.blk = now + after end
         if C.a_max then
           local cur = S.climit or C.a_max
@@ -142,7 +142,7 @@ else
           S.climit = math.max(C.a_min, cur)
         end
       else
-        redis.call('HINCRBY', K.st, 'n_' .. signal, 1)
+        incr(K.st, 'n_' .. signal, 1)
         -- Only a success while the limit was in full use says the provider could take more: a
         -- fleet that runs fewer calls than the limit (no backlog, a slow machine) must not let
         -- the limit drift up with no evidence (TCP's rule for an application-limited sender).

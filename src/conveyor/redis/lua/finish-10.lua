@@ -193,7 +193,9 @@ for i = 0, count - 1 do
       emit(k.events, maxlen, 'ev', 'retrying', 'id', id, 'att', f[3], 'delay', number, 'reason', note)
     end
     -- flows: the child's half of the hand-over; a cancelled parent cancels its children
-    if f[7] and (kind == 'C' or kind == 'F' or kind == 'X') then flow_ended(prefix, id, f[7], kind == 'C' and 'C' or 'F', payload) end
+    if f[7] and (kind == 'C' or kind == 'F' or kind == 'X') then
+      flow_ended(prefix, id, f[7], kind == 'C' and 'C' or 'F', kind == 'X' and flow_run_error(jk, payload) or payload)
+    end
     if kind == 'X' then flow_cancel_kids(prefix, id, jk) end
     if f[8] and (kind == 'C' or kind == 'F' or kind == 'X') then flow_root_ended(k.meta, kind, f[7], f[8]) end
     if f[5] then group_release(prefix, f[5]) end

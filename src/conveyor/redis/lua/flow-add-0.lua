@@ -1,25 +1,33 @@
 --[[ flow-add-0: write the nodes of a flow tree that live in one slot (all of them on a standalone
 server), all or nothing; docs/flows.md, "Creating a flow".
 KEYS: any number: the meta key of each queue written (derived keys share its slot)
-ARGV: 1 events maxlen, 2 node count, then 12 fields per node: queue prefix, id, name, data (JSON),
+ARGV: 1 events maxlen, 2 node count, then 13 fields per node: queue prefix, id, name, data (JSON),
       opts (JSON or ''), priority, delay ms, group ('' = none), cost ('' = none), parent ref
       ("<queue>:<id>", '' = a root), child refs (space-separated "<queue>:<id>", '' = a leaf),
-      on_child_failure ('' = fail, or fail|ignore|continue)
+      on_child_failure ('' = fail, or fail|ignore|continue), parent new ('1': the parent was written
+      anew by an earlier call of this send, on a Cluster; a parent in the same call is known here)
 A leaf is ready (or delayed) at once; a node with children waits in <p>waiting-children with
 `pending` = its number of children. A node whose id exists with the same name and data is kept as it
 is (the same flow sent again completes what a crash interrupted), and if it has ended it writes its
 outbox record again (a parent written anew counts it; a parent that counted it already ignores it);
 with other name, data or parent, or without the node's children: -4.
+A flow sent again after its root (or a parent) was removed or cancelled runs afresh what that removal
+cancelled: a node cancelled with its parent (`pcx`, includes/flow.lua) whose parent is written anew
+is written anew itself (its old record and undelivered outbox record go). While that cancellation is
+still under way (a node to write anew whose children's cancellation "!<id>" is still in its outbox,
+or a node whose parent is written anew that is still active with a cancellation request from the old
+parent), the tree is refused: -3, nothing written; sending it again once the mover has done succeeds.
 Returns: 2 entries per node: id, status (1 created, 0 existing)
-         or {-4, id} (CONFLICT, nothing written) or {-6, position, reason} (INVALID_INPUT, nothing written)
-Codes: 0 OK, -4 CONFLICT, -6 INVALID_INPUT
+         or {-4, id} (CONFLICT, nothing written) or {-3, id} (WRONG_STATE: a cancellation of an earlier
+         run of this flow is under way, nothing written) or {-6, position, reason} (INVALID_INPUT, nothing written)
+Codes: 0 OK, -3 WRONG_STATE, -4 CONFLICT, -6 INVALID_INPUT
 Events: added (id, name), waiting-children (id)
 ]]
 --@include common
 --@include flow
 
 local maxlen, count = ARGV[1], int_in(ARGV[2], 0, 10000)
-local W = 12
+local W = 13
 if not count or #ARGV ~= 2 + count * W then return {-6, 0, 'flow arguments'} end
 local POLICIES = {[''] = true, fail = true, ignore = true, continue = true}
 local nodes = {}
@@ -28,7 +36,7 @@ for i = 1, count do
   local n = {p = ARGV[b], id = ARGV[b + 1], name = ARGV[b + 2], data = ARGV[b + 3], opts = ARGV[b + 4],
              prio = int_in(ARGV[b + 5], -1000, 1000), delay = int_in(ARGV[b + 6], 0, MAX_MS),
              group = ARGV[b + 7], cost = ARGV[b + 8], parent = ARGV[b + 9], kids = ARGV[b + 10],
-             policy = ARGV[b + 11]}
+             policy = ARGV[b + 11], parent_new = ARGV[b + 12] == '1'}
   if n.p == '' or not string.find(n.id, '^[%w%._:@/%+=%-]+$') or n.name == '' then
     return {-6, i, 'node ' .. i .. ': invalid id or name'}
   end
@@ -39,9 +47,12 @@ for i = 1, count do
 end
 
 local existing = {}
+local fresh = {}  -- refs ("<queue>:<id>") of the nodes this call writes anew
 for i = 1, count do
   local n = nodes[i]
-  local f = redis.call('HMGET', n.p .. 'job:' .. n.id, 'name', 'data', 'parent', 'kids', 'state', 'result', 'error')
+  local jk = n.p .. 'job:' .. n.id
+  local f = redis.call('HMGET', jk, 'name', 'data', 'parent', 'kids', 'state', 'result', 'error', 'pcx')
+  local parent_new = n.parent ~= '' and (n.parent_new or fresh[n.parent])
   if f[1] then
     -- the same node only if it has the same parent and (at least) the same children: a job outside
     -- this flow that happens to have the id, name and data would never report to this parent
@@ -50,7 +61,19 @@ for i = 1, count do
         or (n.kids ~= '' and string.sub(kids, 1, #n.kids) ~= n.kids) then
       return {-4, n.id}
     end
+    if f[8] and parent_new and f[5] == 'cancelled' then
+      f = nil  -- cancelled with the earlier run of its parent: written anew
+    elseif f[8] and parent_new and f[5] == 'active' then
+      return {-3, n.id}  -- its cancellation with the earlier run may still end it
+    end
     existing[i] = f
+  end
+  if not existing[i] then
+    if n.kids ~= '' and redis.call('HEXISTS', n.p .. 'outbox', '!' .. n.id) == 1 then
+      return {-3, n.id}  -- the earlier run's children are still being cancelled
+    end
+    local queue = string.match(n.p, '{([^}]*)}')
+    if queue then fresh[queue .. ':' .. n.id] = true end
   end
 end
 
@@ -76,6 +99,13 @@ for i = 1, count do
   else
     local jk = n.p .. 'job:' .. n.id
     local meta, ready = n.p .. 'meta', n.p .. 'ready'
+    if redis.call('EXISTS', jk) == 1 then
+      -- a node cancelled with the earlier run of its parent: that run's record and hand-over go
+      -- (a hand-over a mover holds already is refused by the new parent: flow-deliver-1.lua)
+      redis.call('ZREM', n.p .. 'cancelled', n.id)
+      redis.call('HDEL', n.p .. 'outbox', n.id)
+      drop_job(n.p, n.id, redis.call('HGET', jk, 'idem'))
+    end
     local fields = {'name', n.name, 'data', n.data, 'ts', created}
     if n.opts ~= '' then fields[#fields + 1] = 'opts'; fields[#fields + 1] = n.opts end
     if n.prio ~= 0 then fields[#fields + 1] = 'prio'; fields[#fields + 1] = n.prio end

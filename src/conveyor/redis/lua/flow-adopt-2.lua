@@ -6,7 +6,11 @@ holds at most 10000 children (as a flow holds at most 10000 jobs), over all its 
 Returns: the number of children added, -2 LEASE_LOST, or {-6, 0, reason} (INVALID_INPUT, nothing written)
 Codes: -2 LEASE_LOST, -6 INVALID_INPUT
 Events: none
+A `pending` count that is not a count (edited by hand) is counted again from the children that have
+neither a result nor an error; a spoiled `flows_started` starts again (common.lua `incr`).
 ]]
+--@include common
+--@include flow
 local jk, meta = KEYS[1], KEYS[2]
 local token, policy, n = ARGV[1], ARGV[2], tonumber(ARGV[3])
 local POLICIES = {[''] = true, fail = true, ignore = true, continue = true}
@@ -37,8 +41,8 @@ end
 if #added > 0 then
   local joined = table.concat(added, ' ')
   redis.call('HSET', jk, 'kids', kids == '' and joined or (kids .. ' ' .. joined))
-  redis.call('HINCRBY', jk, 'pending', #added)
-  if kids == '' and not f[4] then redis.call('HINCRBY', meta, 'flows_started', 1) end
+  flow_pending_add(jk, #added)
+  if kids == '' and not f[4] then incr(meta, 'flows_started', 1) end
 end
 if policy ~= '' then redis.call('HSET', jk, 'ocf', policy) end
 return #added

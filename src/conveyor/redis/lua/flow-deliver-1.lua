@@ -3,13 +3,16 @@ child's end in its parent's bookkeeping, at most once per child, and release or 
 KEYS: 1 the parent's queue meta (the parent's other keys are derived from the prefix: same slot)
 ARGV: 1 parent queue prefix, 2 parent id, 3 events maxlen, 4 count N, then N times: child ref
       ("<queue>:<id>"), kind (C completed, F failed), the child's result or error (JSON)
-The parent hash holds `pending` (children not yet ended), `r:<child ref>` (results), `e:<child ref>`
-(errors), `nerr` (children whose last end was a failure), `ocf` (on_child_failure) and `cfail` (the
+The parent hash holds `pending` (children not yet ended; a value that is not a count is counted
+again: flow.lua `flow_pending_add`), `r:<child ref>` (results), `e:<child ref>`
+(errors), `nerr` (children whose last end was a failure; a spoiled one starts again), `ocf` (on_child_failure) and `cfail` (the
 child that failed it). A child already counted is not counted again; a failed child that completes
 later (it was retried) moves from errors to results, and a parent that the child had failed resumes
 when no failed child is left.
 Children of one parent are delivered together (the mover groups its records by parent), one by one
 in the order given.
+A failure whose error carries `run` (a child cancelled with its parent, includes/flow.lua) counts only
+for the parent of that run (its `ts`): a parent of the same id written anew since ignores it.
 Returns: one code per child: 0 parent gone (the record is dropped), 1 already counted, 2 counted;
          or {-6, 0, reason} (INVALID_INPUT, nothing written)
 Codes: 0 OK, -6 INVALID_INPUT
@@ -45,9 +48,13 @@ local function release()
 end
 
 local function one(cref, kind, payload, cause)
-  local f = redis.call('HMGET', jk, 'state', 'ocf', 'cfail', 'parent')
+  local f = redis.call('HMGET', jk, 'state', 'ocf', 'cfail', 'parent', 'ts')
   local state = f[1]
   if not state then return 0 end
+  -- a child cancelled with another run of this parent (removed, then its flow sent again): not ours
+  if kind == 'F' and type(cause) == 'table' and cause.run ~= nil and tostring(cause.run) ~= (f[5] or '') then
+    return 0
+  end
   local rk, ek = 'r:' .. cref, 'e:' .. cref
   local had_r = redis.call('HEXISTS', jk, rk) == 1
   local had_e = redis.call('HEXISTS', jk, ek) == 1
@@ -58,12 +65,12 @@ local function one(cref, kind, payload, cause)
       redis.call('HDEL', jk, ek)
       incr(jk, 'nerr', -1)
     else
-      incr(jk, 'pending', -1)
+      flow_pending_add(jk, -1)
     end
   else
     redis.call('HSET', jk, ek, payload)
     incr(jk, 'nerr', 1)
-    incr(jk, 'pending', -1)
+    flow_pending_add(jk, -1)
   end
   emit(events, maxlen, 'ev', 'child', 'id', pid, 'child', cref, 'state', kind == 'C' and 'completed' or 'failed')
   local pending = tonumber(redis.call('HGET', jk, 'pending')) or 0

@@ -8,7 +8,7 @@ meta itself. Id and token counters restart from Redis time (common.lua `reserve`
 out before are never handed out again. Trip records (<p>trip:*) and the follow mark are left to
 expire. The schedule tick marks of the queue (<p>sched-ticks, written by schedules' add-tick-6.lua) go
 with meta. Flow parents waiting for children go too, and the outbox of undelivered hand-overs (their
-parents, on other queues, are not told).
+parents, on other queues, are not told) with the records set aside from it.
 Returns: {0, remaining} (remaining = 1 while more calls are needed, 0 when the queue is gone),
          {-5, active count} (QUEUE_ACTIVE, nothing written), or {-6, 0, reason} (INVALID_INPUT).
 Codes: 0 OK, -5 QUEUE_ACTIVE, -6 INVALID_INPUT
@@ -40,7 +40,7 @@ for i = 2, 7 do
 end
 -- Flows (docs/flows.md): parents waiting for children, and undelivered hand-over records.
 if not drop(prefix .. 'waiting-children') or budget <= 0 then return {0, 1} end
-redis.call('DEL', prefix .. 'outbox')
+redis.call('DEL', prefix .. 'outbox', prefix .. 'outbox-bad')
 -- Per-group and per-name sets: one member at a time, each removed from its index once empty.
 for _, index in ipairs({{KEYS[14], 'gr:', 'gs:'}, {KEYS[15], 'hold:', nil}}) do
   while true do

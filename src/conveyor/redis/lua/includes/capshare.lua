@@ -6,7 +6,8 @@
 -- While other workers wait, a worker may hold at most ceil(cap / waiting workers incl. itself) jobs;
 -- a claim that leaves free slots it may not take wakes an idle worker. A waiter not heard of for
 -- CAP_WAIT_STALE_MS (a dead process) stops counting; a waiter with work in sight re-asks every
--- CAP_WAIT_POLL_MS so it stays counted.
+-- CAP_WAIT_POLL_MS so it stays counted. A `cwa` count that is not a count (edited by hand) starts
+-- again (common.lua `incr`) rather than failing every claim and finish of the queue.
 local CAP_WAIT_STALE_MS = 10000
 local CAP_WAIT_POLL_MS = 1000
 local CAP_WAKE_MS = 20
@@ -33,7 +34,7 @@ end
 local function cap_after(k, p, worker, want, ids, free, more, now)
   if #ids > 0 then
     for i = 1, #ids do redis.call('HSET', p .. 'job:' .. ids[i], 'cw', worker) end
-    redis.call('HINCRBY', p .. 'cwa', worker, #ids)
+    incr(p .. 'cwa', worker, #ids)
   end
   local cw = p .. 'cwait'
   if #ids < want then
@@ -54,5 +55,5 @@ local function cap_release(p, jk, worker, dead)
   redis.call('HDEL', jk, 'cw')
   if dead then redis.call('ZREM', p .. 'cwait', worker) end
   local key = p .. 'cwa'
-  if redis.call('HINCRBY', key, worker, -1) <= 0 then redis.call('HDEL', key, worker) end
+  if incr(key, worker, -1) <= 0 then redis.call('HDEL', key, worker) end
 end

@@ -4,10 +4,30 @@
 -- "<C|F>|<parent ref>|<result or error JSON>"). The worker's mover delivers each record to the
 -- parent's slot (flow-deliver-1.lua, idempotent: a child is counted at most once) and only then
 -- deletes it (flow-ack-1.lua), so a crash between the two halves re-delivers, never loses.
--- A parent that ends cancelled (or is removed) leaves a record "!<id>" -> "K|<child refs>": the mover
--- cancels those children that have not ended.
+-- A parent that ends cancelled (or is removed) leaves a record "!<id>" -> "K|<run>|<child refs>" (run:
+-- the parent's creation stamp `ts`): the mover cancels those children that have not ended, marking
+-- each with `pcx` = run (cancelled with its parent). Such a child's failure record carries `run` in
+-- its error, so a parent of the same id written anew (another run: the flow sent again after the
+-- removal) does not count it (flow-deliver-1.lua), and a flow sent again writes such a child afresh
+-- (flow-add-0.lua).
 
 local FLOW_WAITING = 'waiting-children'
+
+-- Adds `n` to a parent's `pending` and returns it. A value that is not a count (edited by hand) is
+-- counted again from the children that have neither a result nor an error (call it after writing
+-- the child's result or error): starting it again from `n` would release the parent early.
+local function flow_pending_add(jk, n)
+  local v = redis.pcall('HINCRBY', jk, 'pending', n)
+  if type(v) ~= 'table' then return v end
+  local pending = 0
+  for ref in string.gmatch(redis.call('HGET', jk, 'kids') or '', '%S+') do
+    if redis.call('HEXISTS', jk, 'r:' .. ref) == 0 and redis.call('HEXISTS', jk, 'e:' .. ref) == 0 then
+      pending = pending + 1
+    end
+  end
+  redis.call('HSET', jk, 'pending', pending)
+  return pending
+end
 
 local function flow_ended(prefix, id, parent, kind, payload)
   if not parent or parent == '' then return end
@@ -17,16 +37,34 @@ end
 local function flow_cancel_kids(prefix, id, jk)
   local kids = redis.call('HGET', jk, 'kids')
   if kids and kids ~= '' then
-    redis.call('HSET', prefix .. 'outbox', '!' .. id, 'K||' .. kids)
+    redis.call('HSET', prefix .. 'outbox', '!' .. id, 'K|' .. (redis.call('HGET', jk, 'ts') or '') .. '|' .. kids)
   end
 end
 
 -- A job that ended without running (cancelled, removed, drained, expired) as its parent sees it.
 local function flow_gone(prefix, id, jk, why)
-  local parent = redis.call('HGET', jk, 'parent')
-  if parent then
-    flow_ended(prefix, id, parent, 'F', cjson.encode({type = why, message = 'the child job was ' .. string.lower(why)}))
+  local f = redis.call('HMGET', jk, 'parent', 'pcx')
+  if f[1] then
+    local err = {type = why, message = 'the child job was ' .. string.lower(why)}
+    if f[2] then
+      err.run = f[2]
+      err.message = err.message .. ' with its parent'
+    end
+    flow_ended(prefix, id, f[1], 'F', cjson.encode(err))
   end
+end
+
+-- The error a child cancelled cooperatively (finish-10.lua, kind X) hands over: with the `run` of the
+-- parent whose cancellation it honoured, if any (see the top of this file).
+local function flow_run_error(jk, payload)
+  local run = redis.call('HGET', jk, 'pcx')
+  if not run then return payload end
+  local ok, err = pcall(cjson.decode, payload)
+  if not ok or type(err) ~= 'table' then
+    err = {type = 'Cancelled', message = 'the child job was cancelled with its parent'}
+  end
+  err.run = run
+  return cjson.encode(err)
 end
 
 -- A flow's root (children, no parent) ended: meta counters flows_completed / flows_failed (metrics).
@@ -59,7 +97,8 @@ local function flow_wait(prefix, meta, ready, wake_key, jk, id, now)
       end
     end
   end
-  local pending = tonumber(f[1]) or 0
+  local pending = tonumber(f[1])
+  if not pending then pending = f[1] and flow_pending_add(jk, 0) or 0 end  -- spoiled: counted again
   if pending > 0 then
     redis.call('HSET', jk, 'state', FLOW_WAITING)
     redis.call('ZADD', prefix .. FLOW_WAITING, num(now), id)

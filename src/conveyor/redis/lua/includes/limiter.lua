@@ -52,8 +52,12 @@ local function unlog(K, k, start)
   if k > 0 then redis.call('LREM', K.cfg .. ':log', k, num(start)) end
 end
 
+-- An entry that cannot be read (edited by hand) is kind 'X' holding nothing: it is dropped when it
+-- expires and gives nothing back (a slot it may have held stays counted rather than be handed out
+-- twice); before, the arithmetic on it failed every acquire's sweep, so the limiter admitted nothing.
 local function parse_info(v)
   local kind, n, ein, eout, start = string.match(v, '^(%a)|(%d+)|(%d+)|(%d+)|(%d+)$')
+  if not kind then return 'X', 0, 0, 0, 0 end
   return kind, tonumber(n), tonumber(ein), tonumber(eout), tonumber(start)
 end
 
