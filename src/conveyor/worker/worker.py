@@ -563,6 +563,9 @@ class Worker:
                     "queue %s: recovered %d job(s) whose lease expired, failed %d that stalled too often",
                     self.queue.name, sweep.recovered, sweep.failed,
                 )
+            if sweep.orphans:
+                logger.warning("queue %s: removed %d id(s) from the active set whose job record was gone "
+                               "(deleted while leased)", self.queue.name, sweep.orphans)
             if expired:
                 logger.warning("queue %s: failed %d job(s) that no worker had a handler for within %.0f s",
                                self.queue.name, expired, self.no_handler_timeout_s)
