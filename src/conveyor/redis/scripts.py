@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 from redis.exceptions import NoScriptError
 
 from conveyor.errors import InvalidOptionError, ScriptInputError
+from conveyor.events import event_head
 from conveyor.redis.codes import ScriptCode
 from conveyor.redis.connection import RedisClient, SyncRedisClient
 from conveyor.redis.durability import Durability, durable_eval, durable_eval_sync
@@ -379,7 +380,7 @@ class QueueScripts:
 
     async def log(self, job_id: str, token: str, line: str, max_lines: int) -> int:
         k = self.k
-        args = (token, line, max_lines, self.maxlen, job_id)
+        args = (token, line, max_lines, self.maxlen, job_id, event_head(line))
         return int(await _S["log"](self.client, (k.events, k.job(job_id), k.log(job_id)), args))
 
     async def stream(

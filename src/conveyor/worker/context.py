@@ -26,12 +26,12 @@ if TYPE_CHECKING:
 MAX_LOG_LINES = 1000
 MAX_LOG_LINE_CHARS = 8192
 MAX_STEP_BYTES = 512 * 1024  # a durable step's stored result, as a job result
-# A progress value, as JSON: it is stored on the job and copied into the events stream (kept by count).
+# A progress value, as JSON: stored on the job; its event carries it up to events.EVENT_VALUE_BYTES.
 MAX_PROGRESS_BYTES = 64 * 1024
 MAX_STEP_NAME = 200
 # A job's streamed output is kept up to this many bytes (UTF-8); chunks past it are dropped.
 MAX_OUTPUT_BYTES = 1024 * 1024
-_PIECE_CHARS = 16 * 1024  # at most 64 KiB of UTF-8 per output event
+_PIECE_CHARS = 16 * 1024  # at most 64 KiB of UTF-8 per piece (an event carries it up to 1 KiB)
 
 
 class JobContext:

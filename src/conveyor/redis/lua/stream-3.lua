@@ -9,7 +9,8 @@ chunk); every later chunk of the attempt is dropped too, so the output is always
 handler streamed. Empty pieces write nothing.
 Returns: {code, offset, kept}: offset = output length (bytes) before the chunk, kept = 1 appended, 0 dropped
 Codes: 0 OK, -1 NOT_FOUND, -2 LEASE_LOST, -6 INVALID_INPUT
-Events: output (id, att, off, chunk[, trunc]), one per piece
+Events: output (id, att, off, chunk[, trunc]), one per piece; a piece over EVENT_VALUE_MAX bytes is
+        output (id, att, off, size) without its chunk (readers read it back from the stored output)
 ]]
 --@include common
 
@@ -42,7 +43,11 @@ for i = 5, #ARGV do
   local piece = ARGV[i]
   if #piece > 0 then
     redis.call('APPEND', KEYS[3], piece)
-    emit(KEYS[1], ARGV[3], 'ev', 'output', 'id', ARGV[4], 'att', att, 'off', off, 'chunk', piece)
+    if #piece <= EVENT_VALUE_MAX then
+      emit(KEYS[1], ARGV[3], 'ev', 'output', 'id', ARGV[4], 'att', att, 'off', off, 'chunk', piece)
+    else
+      emit(KEYS[1], ARGV[3], 'ev', 'output', 'id', ARGV[4], 'att', att, 'off', off, 'size', #piece)
+    end
     off = off + #piece
   end
 end
