@@ -76,3 +76,29 @@ async def test_worker_logs_the_orphan_once(queue: Queue, caplog: pytest.LogCaptu
             await wait_for(lambda: "whose job record was gone" in caplog.text, what="the orphan logged")
         assert caplog.text.count("whose job record was gone") == 1
         assert await queue.client.zcard(queue.keys.active) == 0
+
+
+async def test_an_outcome_for_a_deleted_record_takes_its_id_out_of_active(queue: Queue) -> None:
+    """The worker that ran a job whose record was deleted under its lease reports the outcome: its
+    id leaves `active` then; before, it stayed there for the sweep (which looked again every minute)."""
+    started = asyncio.Event()
+    release = asyncio.Event()
+
+    async def handler(ctx: JobContext, data: Any) -> str:
+        started.set()
+        await release.wait()
+        return "done"
+
+    worker = Worker(queue, {"j": handler}, lease_ms=30_000, stalled_interval_ms=60_000)
+    async with running(worker):
+        job = await queue.add("j")
+        await asyncio.wait_for(started.wait(), 30)
+        assert await queue.client.zscore(queue.keys.active, job.id) is not None
+        await queue.client.delete(queue.keys.job(job.id))
+        release.set()
+        await wait_for(lambda: worker.stats.processed >= 1 and not worker.leases, what="the outcome was sent")
+
+        async def id_gone() -> bool:
+            return await queue.client.zscore(queue.keys.active, job.id) is None
+
+        await wait_for(id_gone, what="the id left active")
