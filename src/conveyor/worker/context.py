@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable, Sequence
+import time
+from collections.abc import Awaitable, Callable, Sequence
 from typing import TYPE_CHECKING, Any, NoReturn
 
 from conveyor import codec
-from conveyor.errors import LeaseLostError, SerializationError, UsageReportError, WaitForChildren
+from conveyor.errors import (
+    ConnectionFailedError,
+    LeaseLostError,
+    SerializationError,
+    UsageReportError,
+    WaitForChildren,
+)
 from conveyor.limits.named import Usage
 from conveyor.options import COST_MAX
 from conveyor.redis.codes import ScriptCode
@@ -29,6 +36,9 @@ MAX_STEP_BYTES = 512 * 1024  # a durable step's stored result, as a job result
 # A progress value, as JSON: stored on the job; its event carries it up to events.EVENT_VALUE_BYTES.
 MAX_PROGRESS_BYTES = 64 * 1024
 MAX_STEP_NAME = 200
+# How long progress() and log() ride out a Redis fault (resending, with backoff) before they raise
+# ConnectionFailedError; they stop sooner once the worker knows the lease is lost.
+FAULT_RIDE_S = 30.0
 # A job's streamed output is kept up to this many bytes (UTF-8); chunks past it are dropped.
 MAX_OUTPUT_BYTES = 1024 * 1024
 _PIECE_CHARS = 16 * 1024  # at most 64 KiB of UTF-8 per piece (an event carries it up to 1 KiB)
@@ -87,13 +97,31 @@ class JobContext:
         if len(encoded) > MAX_PROGRESS_BYTES:
             raise SerializationError(
                 f"progress is {len(encoded)} bytes as JSON, over the limit of {MAX_PROGRESS_BYTES}")
-        code = await self._scripts.progress(self.job_id, self.token, encoded.decode())
+        text = encoded.decode()
+        code = await self._riding_faults(lambda: self._scripts.progress(self.job_id, self.token, text))
         self._fenced(code)
 
     async def log(self, line: str) -> None:
-        """Append a line to the job's log (the last 1,000 lines are kept)."""
-        code = await self._scripts.log(self.job_id, self.token, str(line)[:MAX_LOG_LINE_CHARS], MAX_LOG_LINES)
+        """Append a line to the job's log (the last 1,000 lines are kept). Across a Redis fault the
+        line is sent again, so a line whose reply was lost may be in the log twice."""
+        text = str(line)[:MAX_LOG_LINE_CHARS]
+        code = await self._riding_faults(lambda: self._scripts.log(self.job_id, self.token, text, MAX_LOG_LINES))
         self._fenced(code)
+
+    async def _riding_faults(self, call: Callable[[], Awaitable[int]]) -> int:
+        """`call()`, sent again with backoff while Redis is not usable (for writes that are safe to
+        resend), for up to FAULT_RIDE_S or until the worker knows the lease is lost: a blip of Redis
+        must not fail the run that reported progress through it."""
+        failures = 0
+        deadline = time.monotonic() + FAULT_RIDE_S
+        while True:
+            try:
+                return await call()
+            except ConnectionFailedError:
+                failures += 1
+                if self.lease_lost or time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(min(1.0, 0.05 * 2 ** min(failures, 5)))
 
     async def stream(self, chunk: str) -> bool:
         """Publish partial output (e.g. an LLM's tokens): appended to the job's output, which clients

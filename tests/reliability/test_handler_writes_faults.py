@@ -1,0 +1,30 @@
+"""A handler's progress and log writes ride out a Redis fault (a reply lost on the way back, the
+connection reset): they are sent again and the run goes on. Before, one lost reply raised
+ConnectionFailedError in the handler, and a job with one attempt failed for a blip of the network."""
+
+from __future__ import annotations
+
+from typing import Any
+
+from conveyor import JobContext, JobState, Queue, Worker
+from tests.conftest import running
+from tests.proxy import TcpProxy
+
+
+async def test_progress_and_log_ride_out_lost_replies(direct: Queue, proxied: Queue, proxy: TcpProxy) -> None:
+    async def handler(ctx: JobContext, data: Any) -> str:
+        await ctx.progress("warm")  # the scripts are loaded: the next calls are single EVALSHAs
+        await ctx.log("warm")
+        proxy.lose_reply(b"MARKER", nth=(1, 3))  # progress's first send, log's first send
+        await ctx.progress({"at": "MARKER-P"})
+        await ctx.log("MARKER-L")
+        return "done"
+
+    async with running(Worker(proxied, {"j": handler}, concurrency=1)):
+        job = await direct.add("j")  # one attempt: a fault raised in the handler would fail the job
+        assert await job.result(timeout=60) == "done"
+    rec = await job.record()
+    assert rec.state is JobState.COMPLETED and rec.progress == {"at": "MARKER-P"}
+    assert proxy.cuts == 2
+    lines = await direct.client.lrange(direct.keys.log(job.id), 0, -1)
+    assert lines[0] == "warm" and set(lines[1:]) == {"MARKER-L"}  # sent again: there, maybe twice
