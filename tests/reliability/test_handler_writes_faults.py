@@ -28,3 +28,23 @@ async def test_progress_and_log_ride_out_lost_replies(direct: Queue, proxied: Qu
     assert proxy.cuts == 2
     lines = await direct.client.lrange(direct.keys.log(job.id), 0, -1)
     assert lines[0] == "warm" and set(lines[1:]) == {"MARKER-L"}  # sent again: there, maybe twice
+
+
+async def test_a_durable_step_whose_store_reply_is_lost_runs_once_and_the_job_goes_on(
+    direct: Queue, proxied: Queue, proxy: TcpProxy
+) -> None:
+    charged: list[int] = []
+
+    def charge() -> str:
+        charged.append(1)
+        return "MARKER-S"
+
+    async def handler(ctx: JobContext, data: Any) -> str:
+        await ctx.step("warm", lambda: "w")  # the step script is loaded: the next store is one EVALSHA
+        proxy.lose_reply(b"MARKER", nth=(1,))
+        return str(await ctx.step("charge", charge))
+
+    async with running(Worker(proxied, {"j": handler}, concurrency=1)):
+        job = await direct.add("j")
+        assert await job.result(timeout=60) == "MARKER-S"
+    assert charged == [1] and proxy.cuts == 1

@@ -6,7 +6,7 @@ import asyncio
 import inspect
 import time
 from collections.abc import Awaitable, Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from conveyor import codec
 from conveyor.errors import (
@@ -29,6 +29,8 @@ if TYPE_CHECKING:
     from conveyor.queue import Queue
     from conveyor.redis.scripts import QueueScripts
     from conveyor.worker.lease import Lease
+
+T = TypeVar("T")
 
 MAX_LOG_LINES = 1000
 MAX_LOG_LINE_CHARS = 8192
@@ -108,7 +110,7 @@ class JobContext:
         code = await self._riding_faults(lambda: self._scripts.log(self.job_id, self.token, text, MAX_LOG_LINES))
         self._fenced(code)
 
-    async def _riding_faults(self, call: Callable[[], Awaitable[int]]) -> int:
+    async def _riding_faults(self, call: Callable[[], Awaitable[T]]) -> T:
         """`call()`, sent again with backoff while Redis is not usable (for writes that are safe to
         resend), for up to FAULT_RIDE_S or until the worker knows the lease is lost: a blip of Redis
         must not fail the run that reported progress through it."""
@@ -238,7 +240,7 @@ class JobContext:
         if not isinstance(name, str) or not 0 < len(name) <= MAX_STEP_NAME or not name.isprintable():
             raise ValueError(f"a step name is 1-{MAX_STEP_NAME} printable characters")
         jk = self._scripts.k.job(self.job_id)
-        raw = await guarded(self._scripts.client.hget(jk, "s:" + name), "reading a step")
+        raw = await self._riding_faults(lambda: guarded(self._scripts.client.hget(jk, "s:" + name), "reading a step"))
         if raw is not None:
             return codec.loads(raw)
         value = fn(*args, **kwargs)
@@ -247,8 +249,9 @@ class JobContext:
         encoded = codec.dumps(value)
         if len(encoded) > MAX_STEP_BYTES:
             raise SerializationError(f"step {name!r} result is {len(encoded)} bytes, over {MAX_STEP_BYTES}")
-        code = await store_step(self._scripts.client, self._scripts.k, self.job_id, self.token, name,
-                                encoded.decode())
+        text = encoded.decode()  # stored once: a resend after a lost reply finds it there and writes nothing
+        code = await self._riding_faults(
+            lambda: store_step(self._scripts.client, self._scripts.k, self.job_id, self.token, name, text))
         self._fenced(code)
         return codec.loads(encoded)
 
