@@ -48,3 +48,27 @@ async def test_a_durable_step_whose_store_reply_is_lost_runs_once_and_the_job_go
         job = await direct.add("j")
         assert await job.result(timeout=60) == "MARKER-S"
     assert charged == [1] and proxy.cuts == 1
+
+
+async def test_a_streamed_chunk_whose_reply_is_lost_is_kept_once(
+    direct: Queue, proxied: Queue, proxy: TcpProxy
+) -> None:
+    """ctx.stream numbers its calls; the script answers the same call sent again with its first reply
+    and writes nothing, so the output holds each chunk once. Before, the handler got
+    ConnectionFailedError (sending the chunk again could have repeated it)."""
+    async def handler(ctx: JobContext, data: Any) -> list[bool]:
+        kept = [await ctx.stream("warm|")]
+        proxy.lose_reply(b"MARKER", nth=(1, 3))  # the first send of each chunk runs, its reply is lost
+        kept.append(await ctx.stream("MARKER-1|"))
+        kept.append(await ctx.stream("MARKER-2|"))
+        kept.append(await ctx.stream("end"))
+        return kept
+
+    async with running(Worker(proxied, {"j": handler}, concurrency=1)):
+        job = await direct.add("j")
+        assert await job.result(timeout=60) == [True, True, True, True]
+    assert proxy.cuts == 2
+    out = await direct.get_output(job.id, 0)
+    assert out is not None and out.text == "warm|MARKER-1|MARKER-2|end"
+    chunks = [e.fields.get("chunk") for e in await direct.read_events("0-0") if e.type == "output"]
+    assert chunks == ["warm|", "MARKER-1|", "MARKER-2|", "end"]  # one event each

@@ -384,12 +384,12 @@ class QueueScripts:
         return int(await _S["log"](self.client, (k.events, k.job(job_id), k.log(job_id)), args))
 
     async def stream(
-        self, job_id: str, token: str, pieces: Sequence[bytes], max_bytes: int
+        self, job_id: str, token: str, pieces: Sequence[bytes], max_bytes: int, call: int
     ) -> tuple[int, int, bool]:
         """Append one chunk (in 1-128 pieces, one event each) to a job's streamed output (stream-3.lua):
         (code, offset before the chunk, kept)."""
         k = self.k
-        args = (token, max_bytes, self.maxlen, job_id, *pieces)
+        args = (token, max_bytes, self.maxlen, job_id, call, *pieces)
         code, offset, kept = await _S["stream"](self.client, (k.events, k.job(job_id), k.output(job_id)), args)
         return int(code), int(offset), bool(int(kept))
 

@@ -51,8 +51,8 @@ class JobContext:
     lease's state (cancellation, loss) lives in the worker's lease owner; this reads it."""
 
     __slots__ = (
-        "_adds", "_lease", "_queues", "_scripts", "attempt", "cost_used", "data", "job_id", "loop", "max_attempts",
-        "name", "options", "queue", "state", "token", "usage", "worker_id",
+        "_adds", "_lease", "_queues", "_scripts", "_streams", "attempt", "cost_used", "data", "job_id", "loop",
+        "max_attempts", "name", "options", "queue", "state", "token", "usage", "worker_id",
     )
 
     def __init__(
@@ -87,6 +87,7 @@ class JobContext:
         # Free-form per-run state for middleware (start times, spans...).
         self.state: dict[str, Any] = {}
         self._adds = 0  # add_children calls this run (names the children's ids)
+        self._streams = 0  # stream calls this run (numbers them, so a resend is recognised)
         self._queues: dict[str, Queue] = {}
 
     def __repr__(self) -> str:
@@ -139,7 +140,10 @@ class JobContext:
             chunk = chunk[: MAX_OUTPUT_BYTES + 1]
         # A long chunk goes as pieces of at most 64 KiB (one event each), so no event is huge.
         pieces = [chunk[i : i + _PIECE_CHARS].encode() for i in range(0, len(chunk), _PIECE_CHARS)]
-        code, _offset, kept = await self._scripts.stream(self.job_id, self.token, pieces, MAX_OUTPUT_BYTES)
+        self._streams += 1
+        call = self._streams  # the same number when sent again: the script answers a resend as the first send
+        code, _offset, kept = await self._riding_faults(
+            lambda: self._scripts.stream(self.job_id, self.token, pieces, MAX_OUTPUT_BYTES, call))
         if code == ScriptCode.INVALID_INPUT:
             raise ValueError("stream(): the script refused its arguments")
         self._fenced(code)
