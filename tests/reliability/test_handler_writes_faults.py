@@ -72,3 +72,16 @@ async def test_a_streamed_chunk_whose_reply_is_lost_is_kept_once(
     assert out is not None and out.text == "warm|MARKER-1|MARKER-2|end"
     chunks = [e.fields.get("chunk") for e in await direct.read_events("0-0") if e.type == "output"]
     assert chunks == ["warm|", "MARKER-1|", "MARKER-2|", "end"]  # one event each
+
+
+async def test_reading_children_rides_out_a_lost_reply(direct: Queue, proxied: Queue, proxy: TcpProxy) -> None:
+    """ctx.children() (and ctx.previous(), which a chain step's payload comes from before its handler
+    runs) is a read: sent again across a fault. Before, one lost reply failed the attempt."""
+    async def handler(ctx: JobContext, data: Any) -> int:
+        proxy.lose_reply(b"HGETALL", nth=(1,))
+        return len((await ctx.children()).results)
+
+    async with running(Worker(proxied, {"j": handler}, concurrency=1)):
+        job = await direct.add("j")
+        assert await job.result(timeout=60) == 0
+    assert proxy.cuts == 1

@@ -199,7 +199,8 @@ class JobContext:
         """Results and errors of this job's flow children, keyed by "<queue>:<id>"."""
         from conveyor.flows.results import ChildResults
 
-        h: Any = await guarded(self._scripts.client.hgetall(self._scripts.k.job(self.job_id)), "reading children")
+        key = self._scripts.k.job(self.job_id)
+        h: Any = await self._riding_faults(lambda: guarded(self._scripts.client.hgetall(key), "reading children"))
         return ChildResults.from_hash(h)
 
     async def previous(self) -> Any:
