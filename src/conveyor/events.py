@@ -6,6 +6,10 @@ import enum
 from dataclasses import dataclass
 from typing import Any
 
+# The bytes of a job's value (progress JSON, log line, output piece) one event carries; a larger
+# value stays on the job record and its event carries `size` instead (lua/includes/common.lua's
+# EVENT_VALUE_MAX: the two must agree). Bounds the stream at about maxlen * (this + ~150) bytes.
+EVENT_VALUE_BYTES = 1024
 # A reader marks its queue followed for this long; it refreshes the mark well before it lapses.
 FOLLOW_TTL_MS = 60_000
 FOLLOW_REFRESH_S = 15.0
@@ -23,6 +27,14 @@ class EventsMode(enum.StrEnum):
     ALL = "all"
     FOLLOWED = "followed"
     NONE = "none"
+
+
+def event_head(text: str) -> str:
+    """`text` as an event carries it: whole when it fits EVENT_VALUE_BYTES as UTF-8, else its first
+    bytes cut on a character boundary."""
+    if len(text) * 4 <= EVENT_VALUE_BYTES:
+        return text
+    return text.encode("utf-8", "ignore")[:EVENT_VALUE_BYTES].decode("utf-8", "ignore")
 
 
 @dataclass(frozen=True, slots=True)

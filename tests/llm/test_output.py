@@ -18,11 +18,18 @@ import pytest
 
 from conveyor import Conveyor, JobContext
 from conveyor.errors import LeaseLostError
+from conveyor.events import EVENT_VALUE_BYTES
 from conveyor.worker.context import MAX_OUTPUT_BYTES
 from tests.api.conftest import api_settings
 from tests.api.live import LiveApi, live_api
 from tests.api.sse_parse import SseEvent, parse_sse
 from tests.conftest import wait_for
+
+# Output pieces, a progress value and a log line over the bytes an event carries (EVENT_VALUE_BYTES):
+# each event then carries its size only (a log line its first bytes), the value is on the record.
+MIXED_CHUNKS = ["small ", "é" * 3000, "tiny", "c" * 40_000, "end"]
+BIG_PROGRESS = {"rows": ["x" * 100] * 200}
+LONG_LINE = "ü" * 4000
 
 
 class Gates:
@@ -52,6 +59,18 @@ def build(redis_url: str, queue: str, gates: Gates) -> Conveyor:
     @app.task(queue=queue)
     async def big(ctx: JobContext, payload: dict[str, Any]) -> list[bool]:
         return [await ctx.stream(letter * size) for letter, size in payload["chunks"]]
+
+    @app.task(queue=queue)
+    async def mixed(ctx: JobContext) -> str:
+        """Values small and too large for an event: output pieces, a progress value, a log line."""
+        await gates.gate(0).wait()
+        for chunk in MIXED_CHUNKS:
+            await ctx.stream(chunk)
+        await ctx.progress(BIG_PROGRESS)
+        await ctx.log(LONG_LINE)
+        await gates.gate(1).wait()  # a progress event too large for the stream is read from the record
+        await ctx.progress({"small": 1})
+        return "ok"
 
     @app.task(queue=queue)
     async def twice(ctx: JobContext) -> str:
@@ -334,3 +353,36 @@ async def test_output_chunks_are_withheld_without_read_data(live: tuple[LiveApi,
     )
     outputs = [e.data for e in parse_sse(r.text)[0] if e.event == "output"]
     assert len(outputs) == 3 and all(o["chunk"] is None for o in outputs)
+
+
+async def test_events_carry_values_up_to_a_bound_and_readers_get_them_whole(
+    live: tuple[LiveApi, Gates], qname: str
+) -> None:
+    """Before, every output piece (up to 64 KiB), progress value (up to 64 KiB) and log line went into
+    the events stream whole, which is capped by count only: 100,000 entries could hold gigabytes. Now
+    an event carries at most EVENT_VALUE_BYTES of a value; the SSE client still gets every byte of the
+    output and the whole progress value (read back from the record: the latest one, as a progress
+    value is; the handler waits here until the client has it, to know which one it gets)."""
+    api, gates = live
+    job_id = await _enqueue(api, qname, "mixed")
+    text, attempt, progress = "", 0, []
+    async with Reader(api, qname, job_id, None) as reader:
+        assert (await reader.next()).event == "state"
+        gates.gate(0).set()
+        while (event := await reader.next()).event != "completed":
+            if event.event == "output":
+                text, attempt = _apply(text, event, attempt)
+            elif event.event == "progress":
+                progress.append(event.data["progress"])
+                gates.gate(1).set()
+    assert text == "".join(MIXED_CHUNKS)
+    assert progress == [BIG_PROGRESS, {"small": 1}]
+    queue = api.app.queue(qname)
+    entries = await queue.client.xrange(queue.keys.events)
+    sizes = [sum(len(str(k).encode()) + len(str(v).encode()) for k, v in fields.items()) for _, fields in entries]
+    assert max(sizes) <= EVENT_VALUE_BYTES + 200, max(sizes)
+    logs = [fields for _, fields in entries if fields.get("ev") == "log"]
+    assert len(logs) == 1 and logs[0]["size"] == str(len(LONG_LINE.encode()))
+    assert LONG_LINE.startswith(logs[0]["line"]) and len(logs[0]["line"]) == EVENT_VALUE_BYTES // 2
+    assert await queue.client.lrange(queue.keys.log(job_id), 0, -1) == [LONG_LINE]
+    assert (await queue.get_job(job_id)).progress == {"small": 1}  # type: ignore[union-attr]

@@ -29,6 +29,7 @@ from conveyor.queue import Queue
 from conveyor.worker.context import MAX_OUTPUT_BYTES
 
 router = APIRouter(prefix="/api", tags=["jobs"])
+FRAME_CHARS = 16 * 1024  # output read back from the record goes in frames of at most 64 KiB of UTF-8
 
 
 
@@ -139,8 +140,14 @@ class OutputRelay:
                 return []  # yet another attempt in between: the next event or check catches up
         if out.size <= self.sent or not out.text:
             return []
-        offset, self.sent = self.sent, out.size
-        return [(self.event_id(position), self._data(offset, out.text))]
+        frames: list[OutputFrame] = []
+        for i in range(0, len(out.text), FRAME_CHARS):  # frames of at most 64 KiB, as streamed pieces
+            piece = out.text[i : i + FRAME_CHARS]
+            offset = self.sent
+            self.sent += len(piece.encode())
+            frames.append((self.event_id(position), self._data(offset, piece)))
+        self.sent = out.size
+        return frames
 
     async def on_event(self, event: Event, previous: str) -> list[OutputFrame]:
         """Frames for one output event of the job (`previous`: the stream position before it)."""
@@ -157,6 +164,8 @@ class OutputRelay:
         if not self.show_data:
             frames.append((self.event_id(event.id), self._data(offset, None, event.fields.get("trunc") == "1")))
             return frames
+        if "chunk" not in event.fields:  # a piece too large for an event: read back from the output
+            return frames + await self.catch_up(event.id)
         if offset > self.sent:
             frames += await self.catch_up(previous)
             if attempt != self.attempt:

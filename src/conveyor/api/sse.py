@@ -157,7 +157,10 @@ async def _follow_job(
                 if event.type in END_EVENTS:  # first the output the client still lacks
                     for frame_id, data in await relay.catch_up(previous):
                         yield _frame("output", frame_id, data)
-                yield _frame(event.type, relay.event_id(event.id), event_out(event, show_data=show_data))
+                data = event_out(event, show_data=show_data)
+                if event.type == "progress" and "progress" not in event.fields:
+                    data["progress"] = await _recorded_progress(queue, job_id)
+                yield _frame(event.type, relay.event_id(event.id), data)
                 if event.type in END_EVENTS:
                     return
                 if flow is not None and event.type in _FLOW_CHANGES:
@@ -187,6 +190,12 @@ async def _follow_job(
             if update is not None:
                 yield update
             ended = record is None or record.finished
+
+
+async def _recorded_progress(queue: Queue, job_id: str) -> Any:
+    """The job's progress as recorded: a progress event too large for the stream carries only its size."""
+    record = await queue.get_job(job_id)
+    return None if record is None else record.progress
 
 
 async def _ending_on_faults(content: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:

@@ -19,6 +19,7 @@ from typing import Any, NamedTuple
 from redis.exceptions import NoScriptError
 
 from conveyor.errors import InvalidOptionError, ScriptInputError
+from conveyor.events import event_head
 from conveyor.redis.codes import ScriptCode
 from conveyor.redis.connection import RedisClient, SyncRedisClient
 from conveyor.redis.durability import Durability, durable_eval, durable_eval_sync
@@ -150,10 +151,16 @@ CLAIM_HEADER = 2  # next_due_in_ms, hold version
 CLAIM_FIELDS = 6  # id, token, attempt, name, data, opts per leased job
 
 
+# Looks (a minute apart) at which an expired id whose record reads as missing is taken for an orphan
+# (recover-stalled-8.lua's ORPHAN_LOOKS: the two must agree).
+ORPHAN_LOOKS = 5
+
+
 class Sweep(NamedTuple):
     recovered: int  # expired leases returned to waiting
     failed: int  # jobs failed for stalling or lapsing too often
     held: int  # jobs waiting for a worker with their handler
+    orphans: int = 0  # ids removed from `active` whose record stayed missing (recover-stalled-8.lua)
 
 
 def _refused(script: str, reply: Any) -> None:
@@ -292,10 +299,10 @@ class QueueScripts:
         keys = (k.meta, k.ready, k.active, k.failed, k.cancelled, k.events, k.wake, k.holds)
         reply = await _S["recover-stalled"](self.client, keys, (k.base, max_stalls, max_lapses, limit, self.maxlen))
         _refused("recover-stalled", reply)
-        return Sweep(int(reply[0]), int(reply[1]), int(reply[2]))
+        return Sweep(int(reply[0]), int(reply[1]), int(reply[2]), int(reply[3]))
 
     async def recover_stalled(self, max_stalls: int, limit: int = 1000, max_lapses: int = 10) -> tuple[int, int]:
-        recovered, failed, _ = await self.sweep(max_stalls, max_lapses, limit)
+        recovered, failed, *_ = await self.sweep(max_stalls, max_lapses, limit)
         return recovered, failed
 
     async def expire_held(self, timeout_ms: int, limit: int = 1000) -> int:
@@ -374,16 +381,16 @@ class QueueScripts:
 
     async def log(self, job_id: str, token: str, line: str, max_lines: int) -> int:
         k = self.k
-        args = (token, line, max_lines, self.maxlen, job_id)
+        args = (token, line, max_lines, self.maxlen, job_id, event_head(line))
         return int(await _S["log"](self.client, (k.events, k.job(job_id), k.log(job_id)), args))
 
     async def stream(
-        self, job_id: str, token: str, pieces: Sequence[bytes], max_bytes: int
+        self, job_id: str, token: str, pieces: Sequence[bytes], max_bytes: int, call: int
     ) -> tuple[int, int, bool]:
         """Append one chunk (in 1-128 pieces, one event each) to a job's streamed output (stream-3.lua):
         (code, offset before the chunk, kept)."""
         k = self.k
-        args = (token, max_bytes, self.maxlen, job_id, *pieces)
+        args = (token, max_bytes, self.maxlen, job_id, call, *pieces)
         code, offset, kept = await _S["stream"](self.client, (k.events, k.job(job_id), k.output(job_id)), args)
         return int(code), int(offset), bool(int(kept))
 

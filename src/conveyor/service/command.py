@@ -95,11 +95,15 @@ async def serve(service: WorkerService, settings: Settings) -> dict[str, Any]:
 
 def run_worker(app_path: str, settings: Settings, configure_logging: Callable[[str, str], None]) -> None:
     configure_logging(settings.log_level, settings.log_format)
-    app = load_app(app_path)
-    if settings.redis_url:
-        app.use_redis(settings.redis_url)
-    plan = plan_queues(app, settings.queues, os.environ)
-    service = WorkerService(app, settings, plan)
+    try:  # until serve() handles signals, Ctrl-C (a slow import of APP, say) ends the command here
+        app = load_app(app_path)
+        if settings.redis_url:
+            app.use_redis(settings.redis_url)
+        plan = plan_queues(app, settings.queues, os.environ)
+        service = WorkerService(app, settings, plan)
+    except KeyboardInterrupt:
+        typer.echo(f"interrupted while loading {app_path}; no worker started", err=True)
+        raise typer.Exit(FORCED_EXIT_CODE) from None
     try:
         import uvloop
 

@@ -4,11 +4,18 @@ from __future__ import annotations
 
 import asyncio
 import inspect
-from collections.abc import Callable, Sequence
-from typing import TYPE_CHECKING, Any, NoReturn
+import time
+from collections.abc import Awaitable, Callable, Sequence
+from typing import TYPE_CHECKING, Any, NoReturn, TypeVar
 
 from conveyor import codec
-from conveyor.errors import LeaseLostError, SerializationError, UsageReportError, WaitForChildren
+from conveyor.errors import (
+    ConnectionFailedError,
+    LeaseLostError,
+    SerializationError,
+    UsageReportError,
+    WaitForChildren,
+)
 from conveyor.limits.named import Usage
 from conveyor.options import COST_MAX
 from conveyor.redis.codes import ScriptCode
@@ -23,15 +30,20 @@ if TYPE_CHECKING:
     from conveyor.redis.scripts import QueueScripts
     from conveyor.worker.lease import Lease
 
+T = TypeVar("T")
+
 MAX_LOG_LINES = 1000
 MAX_LOG_LINE_CHARS = 8192
 MAX_STEP_BYTES = 512 * 1024  # a durable step's stored result, as a job result
-# A progress value, as JSON: it is stored on the job and copied into the events stream (kept by count).
+# A progress value, as JSON: stored on the job; its event carries it up to events.EVENT_VALUE_BYTES.
 MAX_PROGRESS_BYTES = 64 * 1024
 MAX_STEP_NAME = 200
+# How long progress() and log() ride out a Redis fault (resending, with backoff) before they raise
+# ConnectionFailedError; they stop sooner once the worker knows the lease is lost.
+FAULT_RIDE_S = 30.0
 # A job's streamed output is kept up to this many bytes (UTF-8); chunks past it are dropped.
 MAX_OUTPUT_BYTES = 1024 * 1024
-_PIECE_CHARS = 16 * 1024  # at most 64 KiB of UTF-8 per output event
+_PIECE_CHARS = 16 * 1024  # at most 64 KiB of UTF-8 per piece (an event carries it up to 1 KiB)
 
 
 class JobContext:
@@ -39,8 +51,8 @@ class JobContext:
     lease's state (cancellation, loss) lives in the worker's lease owner; this reads it."""
 
     __slots__ = (
-        "_adds", "_lease", "_queues", "_scripts", "attempt", "cost_used", "data", "job_id", "loop", "max_attempts",
-        "name", "options", "queue", "state", "token", "usage", "worker_id",
+        "_adds", "_lease", "_queues", "_scripts", "_streams", "attempt", "cost_used", "data", "job_id", "loop",
+        "max_attempts", "name", "options", "queue", "state", "token", "usage", "worker_id",
     )
 
     def __init__(
@@ -75,6 +87,7 @@ class JobContext:
         # Free-form per-run state for middleware (start times, spans...).
         self.state: dict[str, Any] = {}
         self._adds = 0  # add_children calls this run (names the children's ids)
+        self._streams = 0  # stream calls this run (numbers them, so a resend is recognised)
         self._queues: dict[str, Queue] = {}
 
     def __repr__(self) -> str:
@@ -87,13 +100,31 @@ class JobContext:
         if len(encoded) > MAX_PROGRESS_BYTES:
             raise SerializationError(
                 f"progress is {len(encoded)} bytes as JSON, over the limit of {MAX_PROGRESS_BYTES}")
-        code = await self._scripts.progress(self.job_id, self.token, encoded.decode())
+        text = encoded.decode()
+        code = await self._riding_faults(lambda: self._scripts.progress(self.job_id, self.token, text))
         self._fenced(code)
 
     async def log(self, line: str) -> None:
-        """Append a line to the job's log (the last 1,000 lines are kept)."""
-        code = await self._scripts.log(self.job_id, self.token, str(line)[:MAX_LOG_LINE_CHARS], MAX_LOG_LINES)
+        """Append a line to the job's log (the last 1,000 lines are kept). Across a Redis fault the
+        line is sent again, so a line whose reply was lost may be in the log twice."""
+        text = str(line)[:MAX_LOG_LINE_CHARS]
+        code = await self._riding_faults(lambda: self._scripts.log(self.job_id, self.token, text, MAX_LOG_LINES))
         self._fenced(code)
+
+    async def _riding_faults(self, call: Callable[[], Awaitable[T]]) -> T:
+        """`call()`, sent again with backoff while Redis is not usable (for writes that are safe to
+        resend), for up to FAULT_RIDE_S or until the worker knows the lease is lost: a blip of Redis
+        must not fail the run that reported progress through it."""
+        failures = 0
+        deadline = time.monotonic() + FAULT_RIDE_S
+        while True:
+            try:
+                return await call()
+            except ConnectionFailedError:
+                failures += 1
+                if self.lease_lost or time.monotonic() >= deadline:
+                    raise
+                await asyncio.sleep(min(1.0, 0.05 * 2 ** min(failures, 5)))
 
     async def stream(self, chunk: str) -> bool:
         """Publish partial output (e.g. an LLM's tokens): appended to the job's output, which clients
@@ -109,7 +140,10 @@ class JobContext:
             chunk = chunk[: MAX_OUTPUT_BYTES + 1]
         # A long chunk goes as pieces of at most 64 KiB (one event each), so no event is huge.
         pieces = [chunk[i : i + _PIECE_CHARS].encode() for i in range(0, len(chunk), _PIECE_CHARS)]
-        code, _offset, kept = await self._scripts.stream(self.job_id, self.token, pieces, MAX_OUTPUT_BYTES)
+        self._streams += 1
+        call = self._streams  # the same number when sent again: the script answers a resend as the first send
+        code, _offset, kept = await self._riding_faults(
+            lambda: self._scripts.stream(self.job_id, self.token, pieces, MAX_OUTPUT_BYTES, call))
         if code == ScriptCode.INVALID_INPUT:
             raise ValueError("stream(): the script refused its arguments")
         self._fenced(code)
@@ -165,7 +199,8 @@ class JobContext:
         """Results and errors of this job's flow children, keyed by "<queue>:<id>"."""
         from conveyor.flows.results import ChildResults
 
-        h: Any = await guarded(self._scripts.client.hgetall(self._scripts.k.job(self.job_id)), "reading children")
+        key = self._scripts.k.job(self.job_id)
+        h: Any = await self._riding_faults(lambda: guarded(self._scripts.client.hgetall(key), "reading children"))
         return ChildResults.from_hash(h)
 
     async def previous(self) -> Any:
@@ -210,7 +245,7 @@ class JobContext:
         if not isinstance(name, str) or not 0 < len(name) <= MAX_STEP_NAME or not name.isprintable():
             raise ValueError(f"a step name is 1-{MAX_STEP_NAME} printable characters")
         jk = self._scripts.k.job(self.job_id)
-        raw = await guarded(self._scripts.client.hget(jk, "s:" + name), "reading a step")
+        raw = await self._riding_faults(lambda: guarded(self._scripts.client.hget(jk, "s:" + name), "reading a step"))
         if raw is not None:
             return codec.loads(raw)
         value = fn(*args, **kwargs)
@@ -219,8 +254,9 @@ class JobContext:
         encoded = codec.dumps(value)
         if len(encoded) > MAX_STEP_BYTES:
             raise SerializationError(f"step {name!r} result is {len(encoded)} bytes, over {MAX_STEP_BYTES}")
-        code = await store_step(self._scripts.client, self._scripts.k, self.job_id, self.token, name,
-                                encoded.decode())
+        text = encoded.decode()  # stored once: a resend after a lost reply finds it there and writes nothing
+        code = await self._riding_faults(
+            lambda: store_step(self._scripts.client, self._scripts.k, self.job_id, self.token, name, text))
         self._fenced(code)
         return codec.loads(encoded)
 

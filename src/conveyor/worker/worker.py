@@ -16,7 +16,7 @@ import os
 import secrets
 import socket
 import time
-from collections.abc import Mapping, Sequence
+from collections.abc import Awaitable, Mapping, Sequence
 from dataclasses import dataclass, field
 from typing import Any
 
@@ -563,6 +563,9 @@ class Worker:
                     "queue %s: recovered %d job(s) whose lease expired, failed %d that stalled too often",
                     self.queue.name, sweep.recovered, sweep.failed,
                 )
+            if sweep.orphans:
+                logger.warning("queue %s: removed %d id(s) from the active set whose job record was gone "
+                               "(deleted while leased)", self.queue.name, sweep.orphans)
             if expired:
                 logger.warning("queue %s: failed %d job(s) that no worker had a handler for within %.0f s",
                                self.queue.name, expired, self.no_handler_timeout_s)
@@ -575,7 +578,7 @@ class Worker:
     def _spawn(self, name: str) -> None:
         factories = {"pump": self._pump, "waker": self._waker, "heartbeat": self.keeper.run, "sweep": self._sweeper,
                      "mover": self.mover.run}
-        task = asyncio.create_task(factories[name](), name=f"conveyor-{name}-{self.queue.name}")
+        task = asyncio.create_task(_contained(name, factories[name]()), name=f"conveyor-{name}-{self.queue.name}")
         task.add_done_callback(lambda ended: self._loop_ended(name, ended))
         self._tasks[name] = task
 
@@ -612,6 +615,20 @@ class Worker:
             return
         self._spawn(name)
         self.pump.kick.set()
+
+
+class LoopExitError(Exception):
+    """A background loop of the worker raised SystemExit (code it calls, not a handler)."""
+
+
+async def _contained(name: str, loop: Awaitable[None]) -> None:
+    """Run a background loop; a SystemExit out of it ends the loop alone (it is restarted like any
+    loop that ended on an error). asyncio lets a task's SystemExit end the whole event loop, so one
+    raised by code a loop calls would otherwise end the process, every running job with it."""
+    try:
+        await loop
+    except SystemExit as exc:
+        raise LoopExitError(f"SystemExit({exc.code!r}) raised in the {name} loop") from exc
 
 
 def _refused_outcome(refusal: RunRefusal, attempt: int) -> JobOutcome:

@@ -21,6 +21,7 @@ ARGV: 1 prefix, 2 worker id, 3 lease ms, 4 want, 5 events maxlen, 6 trip record 
       note: short text for the event (error summary or reason)
       cost: units the run really used ('' = not reported); corrects the cost limiters by
             (cost - units charged at claim)
+      An outcome for a job whose record is gone answers NOT_FOUND and takes its id out of `active`.
       A retry, back-to-waiting or held outcome of a job whose cancellation was requested ends it
       cancelled. An outcome for a job that still carries its token but is no longer active was
       recorded by an earlier run of the same trip: it answers OK and writes nothing.
@@ -117,7 +118,10 @@ for i = 0, count - 1 do
   if seen[id] then
     codes[#codes + 1] = seen[id]  -- the same job twice in one trip: its first outcome stands
   elseif not f[2] then
+    -- The record is gone (deleted under the lease: a trip never runs on a node the record has not
+    -- reached, see above), so its id leaves `active` now rather than waiting there for the sweep.
     codes[#codes + 1] = -1
+    done_ids[#done_ids + 1] = id
   elseif f[1] ~= token then
     codes[#codes + 1] = -2
   elseif f[2] ~= 'active' then

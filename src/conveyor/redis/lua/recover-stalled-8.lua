@@ -10,8 +10,11 @@ loop for ever) fails the job. Neither uses an attempt; the old token is cleared 
 the lost worker is rejected. A job whose cancellation was requested ends cancelled instead.
 An expired id whose record is out of reach (the queue's slot migrates: moved away, or not moved here
 yet) is left in `active` a minute longer and looked at again then; an id whose record is no longer
-`active` only leaves the set.
-Returns: {recovered, failed, held} (held: jobs waiting for a worker with their handler);
+`active` only leaves the set. A record that reads as missing at ORPHAN_LOOKS looks in a row (a
+minute apart) is gone, not in transit (its record was deleted under the lease): its id is an orphan,
+removed from `active` and counted once. The looks are counted in the score's fraction (k/16; lease
+deadlines are whole milliseconds), so no other key is needed.
+Returns: {recovered, failed, held, orphans} (held: jobs waiting for a worker with their handler);
          or {-6, 0, reason} when an argument is invalid (nothing written).
 Codes: 0 OK, -6 INVALID_INPUT
 Events: stalled (id, stalls, lapses), failed (id, error), cancelled (id)
@@ -29,8 +32,14 @@ local limit = int_in(ARGV[4], 1, 10000)
 if not (max_stalls and max_lapses and limit) or prefix == '' then return {-6, 0, 'sweep arguments'} end
 local now = now_ms()
 local stamp = num(now)
-local expired = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'LIMIT', 0, limit)
-local recovered, dead = 0, 0
+local ORPHAN_LOOKS = 5
+local scored = redis.call('ZRANGEBYSCORE', active, '-inf', now, 'WITHSCORES', 'LIMIT', 0, limit)
+local expired, scores = {}, {}
+for i = 1, #scored, 2 do
+  expired[#expired + 1] = scored[i]
+  scores[#scores + 1] = tonumber(scored[i + 1]) or 0
+end
+local recovered, dead, orphans = 0, 0, 0
 -- Every job record is read before the first write (a key that moved away while the queue's slot
 -- migrates fails the script before it wrote anything).
 -- A record out of reach while the slot migrates (moved away: the read is refused, caught here; or not
@@ -40,10 +49,19 @@ local unreachable = {}
 for i = 1, #expired do
   local f = redis.pcall('HMGET', prefix .. 'job:' .. expired[i], 'state', 'token', 'run', 'group', 'cancel',
                         'stalls', 'lapses', 'cw', 'attempts')
-  if f.err or not f[1] then
+  if f.err then
     f = {}
     unreachable[#unreachable + 1] = num(now + 60000)
     unreachable[#unreachable + 1] = expired[i]
+  elseif not f[1] then
+    f = {}
+    local looks = math.floor((scores[i] % 1) * 16 + 0.5) + 1
+    if looks >= ORPHAN_LOOKS then
+      orphans = orphans + 1  -- left out of `unreachable`: the ZREM below removes it for good
+    else
+      unreachable[#unreachable + 1] = string.format('%.4f', now + 60000 + looks / 16)
+      unreachable[#unreachable + 1] = expired[i]
+    end
   end
   fields[i] = f
 end
@@ -102,4 +120,4 @@ if recovered > 0 or (#expired > 0 and redis.call('HEXISTS', meta, 'lim') == 1) t
 if dead > 0 then trim(meta, failed, prefix, now, 'failed', 100, false) end
 local held = tonumber(redis.call('HGET', meta, 'hwait')) or 0
 if held > 0 and redis.call('SCARD', KEYS[8]) == 0 then held = 0 end
-return {recovered, dead, held}
+return {recovered, dead, held, orphans}

@@ -106,6 +106,11 @@ end
 --@include events
 
 -- Appends one event ('ev', type, fields...) unless the queue's events mode drops it (events.lua).
+-- The bytes of a job's value (progress JSON, log line, output piece) an event carries: a larger value
+-- stays on the job record only, and its event says how large it is (`size`), so the capped stream's
+-- worst case is maxlen events of about this size (events.EVENT_VALUE_BYTES; docs/events.md).
+local EVENT_VALUE_MAX = 1024
+
 local function emit(events, maxlen, ...)
   if not event_wanted(events, select(2, ...)) then return end
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', ...)
