@@ -1,6 +1,6 @@
 """Built-in runs (maintenance, the alerts evaluator) held by their claim for as long as they run:
-real scheduler processes with a run that lasts several leases, a claim taken away mid-run, and Redis
-unreachable mid-run through the fault proxy."""
+real scheduler processes with a run that lasts several leases, a claim taken away mid-run, Redis
+unreachable mid-run through the fault proxy, and a run-now asked while the scheduler is down."""
 
 from __future__ import annotations
 
@@ -14,7 +14,7 @@ from pathlib import Path
 import pytest
 
 from conveyor.redis.connection import RedisClient, connect
-from conveyor.schedules import Scheduler
+from conveyor.schedules import Scheduler, ScheduleStore
 from conveyor.schedules.model import ScheduleKind
 from conveyor.schedules.scheduler import Builtin, builtin_schedule
 from conveyor.testing import RedisServer
@@ -182,3 +182,33 @@ async def test_a_run_that_cannot_renew_its_claim_stops_before_another_scheduler_
             await first.close()
             await cut.aclose()
 
+
+async def test_a_run_now_of_a_paused_builtin_survives_a_scheduler_restart(
+    redis_url: str, plain: RedisClient, prefix: str, processes: list[BuiltinScheduler]
+) -> None:
+    """Paused built-in, scheduler down, run-now asked: the restarted scheduler's sync keeps the
+    request, runs it once and the built-in stays paused."""
+    key = f"{prefix}:test"
+    store = ScheduleStore(plain, prefix)
+    first = BuiltinScheduler(redis_url, prefix, "first", lease_s=5.0, hold_ms=0, interval_s=3600.0)
+    processes.append(first)
+    await first.says("started")
+    await store.pause(BUILTIN_ID)
+    assert await first.stop() == "lost_claims=0"
+    assert await store.run_now(BUILTIN_ID) is None
+    second = BuiltinScheduler(redis_url, prefix, "second", lease_s=5.0, hold_ms=0, interval_s=3600.0)
+    processes.append(second)
+    await second.says("started")  # its sync rewrote the built-in's definition
+
+    async def ran() -> bool:
+        return await plain.lrange(f"{key}:ends", 0, -1) == ["second"]
+
+    await wait_for(ran, timeout=30, what="the run-now ran after the restart")
+
+    async def settled() -> bool:
+        info = await store.get(BUILTIN_ID)
+        return info.schedule.paused and info.next_ms is None
+
+    await wait_for(settled, timeout=30, what="the built-in back to paused, with no run pending")
+    await second.stop()
+    assert await plain.lrange(f"{key}:starts", 0, -1) == ["second"]
