@@ -289,8 +289,12 @@ class Scheduler:
 
     async def _loop(self) -> None:
         backoff = 0.1
+        failed = False
         while not self._closed.is_set():
             try:
+                if failed:  # Redis may have restarted without its data: declare what went missing
+                    await self._restore()
+                    failed = False
                 wake = await self.run_due()
                 now = await self.store.now_ms()
                 sleep_ms = self.max_sleep_ms if wake is None else min(self.max_sleep_ms, wake - now)
@@ -298,6 +302,7 @@ class Scheduler:
                     await self._wait_for_change(sleep_ms)
                 backoff = 0.1
             except Exception as exc:  # keep scheduling whatever one pass hit; Redis errors are expected
+                failed = True
                 self.stats.errors += 1
                 if isinstance(exc, ConveyorError | RedisError | OSError):
                     logger.warning("scheduler pass failed (retrying in %.1fs): %s", backoff, exc)
@@ -306,6 +311,24 @@ class Scheduler:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closed.wait(), backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    async def _restore(self) -> None:
+        """After a failed pass: write again the declared schedules Redis no longer has (a restart
+        that lost its data, a failover to a replica that had not got them) and rerun the built-ins'
+        setup (their declared rules), as at start. Present schedules are left alone."""
+        ids = [s.id for s in self.declared]
+        stored = await self.client.hmget(self.store.keys.defs, ids) if ids else []
+        missing = [s for s, env in zip(self.declared, stored, strict=True) if env is None]
+        if not missing:
+            return
+        logger.warning("%d declared schedules are missing from Redis (restarted without its data?); "
+                       "writing them again", len(missing))
+        for schedule in missing:
+            await self.store.put(schedule, keep_paused=True)
+        for builtin in self.builtins:
+            if builtin.setup is not None:
+                await builtin.setup()
+        self._cursor = await self._last_change_id()
 
     async def _last_change_id(self) -> str:
         last = await self.client.xrevrange(self.store.keys.changes, count=1)
