@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 
 from conveyor import codec
 from conveyor.cancelling import cancel_and_wait
-from conveyor.errors import ConveyorError
+from conveyor.errors import ConfigurationError, ConveyorError, InvalidScheduleError
 from conveyor.redis.connection import RedisClient
 from conveyor.schedules.enqueue import enqueue_ticks
 from conveyor.schedules.maintenance import Maintenance
@@ -102,7 +102,11 @@ class Scheduler:
         self.store = ScheduleStore(redis, prefix, clock=clock)
         self.declared = list(schedules)
         if maintenance_interval_s is not None:
-            self.declared.append(maintenance_schedule(maintenance_interval_s))
+            try:
+                self.declared.append(maintenance_schedule(maintenance_interval_s))
+            except InvalidScheduleError as exc:  # a bad setting, named as the operator set it
+                raise ConfigurationError(f"maintenance interval (maintenance_interval_s, --maintenance-interval): "
+                                         f"{exc}") from None
         self.maintenance = maintenance or Maintenance(redis, prefix)
         self.builtins = list(builtins)
         self.declared += [b.schedule for b in self.builtins]
