@@ -21,13 +21,12 @@ from conveyor.alerts.state import AlertState, Notice, step
 from conveyor.alerts.store import AlertStore
 from conveyor.errors import ConfigurationError, ConveyorError, InvalidScheduleError
 from conveyor.redis.connection import RedisClient
-from conveyor.schedules.model import ScheduleKind
+from conveyor.schedules.model import ALERTS_ID, ScheduleKind
 from conveyor.schedules.scheduler import Builtin, builtin_schedule
 from conveyor.schedules.store import redis_clock
 
 logger = logging.getLogger(__name__)
 
-ALERTS_ID = "conveyor-alerts"
 DEFAULT_INTERVAL_S = 15.0
 
 
