@@ -212,3 +212,28 @@ async def test_a_run_now_of_a_paused_builtin_survives_a_scheduler_restart(
     await wait_for(settled, timeout=30, what="the built-in back to paused, with no run pending")
     await second.stop()
     assert await plain.lrange(f"{key}:starts", 0, -1) == ["second"]
+
+
+async def test_a_scheduler_without_a_builtin_leaves_its_run_to_one_that_runs_it(
+    client: RedisClient, prefix: str
+) -> None:
+    """A fleet where one scheduler runs a built-in (the app's, with alerts) and another does not (a
+    plain Scheduler): the second never claims the built-in's tick, so a run-now (or a tick) is not
+    consumed as 'skipped' by the scheduler that cannot run it."""
+    runs: list[int] = []
+
+    async def run(now_ms: int) -> None:
+        runs.append(now_ms)
+
+    builtin = Builtin(builtin_schedule("conveyor-test", "conveyor.test", 3600.0, ScheduleKind.ALERTS), run)
+    runner = scheduler_with(client, prefix, builtin, lease_s=30.0)
+    other = Scheduler(client, prefix=prefix, maintenance_interval_s=None)
+    await runner.sync()
+    await runner.store.run_now("conveyor-test")
+    await other.run_due()  # first to the due run: it must leave it
+    await wait_for(lambda: not other._background, what="no run in flight in the other scheduler")
+    info = await runner.store.get("conveyor-test")
+    assert info.next_ms is not None and await client.hget(runner.store.keys.claims, "conveyor-test") is None
+    await runner.run_due()
+    await wait_for(lambda: len(runs) == 1 and not runner._background, what="the run by the scheduler that runs it")
+    assert (await runner.store.get("conveyor-test")).next_ms != info.next_ms  # advanced to its next tick

@@ -173,7 +173,9 @@ class Scheduler:
             self._claims_made += 1
             token = f"{self.token}.{self._claims_made}"  # one per claim call: a later claim is another
             claimed_at = time.monotonic()  # before the claim: its lease surely lasts from here
-            wake, claimed = await self.store.scripts.claim(now, token, self.lease_ms, _CLAIM_BATCH, self.grace_ms)
+            wake, claimed = await self.store.scripts.claim(
+                now, token, self.lease_ms, _CLAIM_BATCH, self.grace_ms, runs=list(self._runs)
+            )
             for c in claimed:
                 await self._fire(c, now, claimed_at)
             if len(claimed) < _CLAIM_BATCH:

@@ -70,10 +70,14 @@ class ScheduleScripts:
         return int(await _S["delete"](self.client, keys, (schedule_id, CHANGES_MAXLEN))) == 1
 
     async def claim(
-        self, now_ms: int, token: str, lease_ms: int, limit: int, grace_ms: int
+        self, now_ms: int, token: str, lease_ms: int, limit: int, grace_ms: int, runs: Sequence[str] | None = None
     ) -> tuple[int | None, list[Claimed]]:
+        """Claim due schedules; with `runs` (the built-in ids this scheduler runs), other built-ins
+        are left to the schedulers that run them."""
         k = self.k
-        args = (now_ms, token, lease_ms, limit, grace_ms)
+        args: tuple[str | int, ...] = (now_ms, token, lease_ms, limit, grace_ms)
+        if runs is not None:
+            args += (" ".join(runs),)
         reply = await _S["claim"](self.client, (k.next, k.claims, k.defs), args)
         wake = int(reply[0]) if reply[0] != "" else None
         claimed = [Claimed(str(reply[i]), int(float(reply[i + 1])), str(reply[i + 2]), int(reply[i + 3]), token)
