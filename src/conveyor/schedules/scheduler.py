@@ -39,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_GRACE_S = 30.0
 DEFAULT_LEASE_S = 30.0
+MIN_LEASE_S = 0.1  # a claim must outlast the round trips between claiming and renewing it
 DEFAULT_MAX_SLEEP_S = 5.0
 DEFAULT_MAINTENANCE_INTERVAL_S = 300.0
 _CLAIM_BATCH = 50
@@ -95,9 +96,10 @@ class Scheduler:
         builtins: Iterable[Builtin] = (),
     ) -> None:
         if not all(isinstance(v, int | float) and math.isfinite(v) for v in (grace_s, lease_s, max_sleep_s)) or (
-            grace_s < 0 or lease_s <= 0 or max_sleep_s <= 0
+            grace_s < 0 or lease_s < MIN_LEASE_S or max_sleep_s <= 0
         ):
-            raise ConveyorError("grace_s must be >= 0, lease_s and max_sleep_s > 0 (finite numbers of seconds)")
+            raise ConveyorError(f"grace_s must be >= 0, lease_s >= {MIN_LEASE_S} and max_sleep_s > 0 "
+                                "(finite numbers of seconds)")
         self.client = redis
         self.store = ScheduleStore(redis, prefix, clock=clock)
         self.declared = list(schedules)
