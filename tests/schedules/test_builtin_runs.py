@@ -1,11 +1,13 @@
 """Built-in runs (maintenance, the alerts evaluator) held by their claim for as long as they run:
-real scheduler processes with a run that lasts several leases, a claim taken away mid-run, Redis
-unreachable mid-run through the fault proxy, and a run-now asked while the scheduler is down."""
+real scheduler processes with a run that lasts several leases or is frozen (SIGSTOP) past its lease,
+a claim taken away mid-run, Redis unreachable mid-run through the fault proxy, a run-now asked while
+the scheduler is down, and a fleet mixing schedulers that run a built-in with one that does not."""
 
 from __future__ import annotations
 
 import asyncio
 import os
+import signal
 import subprocess
 import sys
 from collections.abc import AsyncIterator, Iterator
@@ -107,6 +109,39 @@ async def test_a_run_longer_than_its_lease_never_overlaps_itself_across_two_sche
     starts, ends = await plain.lrange(f"{key}:starts", 0, -1), await plain.lrange(f"{key}:ends", 0, -1)
     assert len(starts) - len(ends) <= 1  # at most the run that close() stopped
     assert lines == ["lost_claims=0", "lost_claims=0"]
+
+
+async def test_a_frozen_run_taken_over_stops_when_its_process_wakes(
+    redis_url: str, plain: RedisClient, prefix: str, processes: list[BuiltinScheduler]
+) -> None:
+    """A scheduler process frozen (SIGSTOP) mid-run past its lease: another process takes the
+    built-in over and runs it; when the frozen one wakes, it finds its lease gone and stops its run
+    instead of running on beside the new one."""
+    key = f"{prefix}:test"
+    first = BuiltinScheduler(redis_url, prefix, "a", lease_s=2.0, hold_ms=600_000, interval_s=3600.0)
+    processes.append(first)
+    await first.says("started")
+    await ScheduleStore(plain, prefix).run_now(BUILTIN_ID)
+
+    async def started(names: list[str]) -> bool:
+        return await plain.lrange(f"{key}:starts", 0, -1) == names
+
+    await wait_for(lambda: started(["a"]), timeout=30, what="the first process's run")
+    first.proc.send_signal(signal.SIGSTOP)
+    second = BuiltinScheduler(redis_url, prefix, "b", lease_s=2.0, hold_ms=600_000, interval_s=3600.0)
+    processes.append(second)
+    await second.says("started")
+    await wait_for(lambda: started(["a", "b"]), timeout=60, what="the takeover's run")
+    first.proc.send_signal(signal.SIGCONT)
+
+    async def one_active() -> bool:
+        return await plain.get(f"{key}:active") == "1"
+
+    await wait_for(one_active, timeout=30, what="the woken process stopped its run")
+    assert await first.stop() == "lost_claims=1"
+    assert await second.stop() == "lost_claims=0"
+    assert await plain.lrange(f"{key}:ends", 0, -1) == []
+    assert await plain.lrange(f"{key}:starts", 0, -1) == ["a", "b"]  # nobody started a third run
 
 
 def scheduler_with(client: RedisClient, prefix: str, run: Builtin, lease_s: float) -> Scheduler:
