@@ -74,3 +74,22 @@ def test_scheduler_refuses_non_finite_options_with_a_clear_error(redis_url: str)
         )
         assert proc.returncode == 1, (option, value, proc.stderr)
         assert proc.stderr.startswith("error:") and "Traceback" not in proc.stderr, (option, value, proc.stderr)
+
+
+def test_a_bad_alerts_or_maintenance_interval_is_a_clear_error_naming_its_setting(redis_url: str, prefix: str) -> None:
+    """`conveyor worker` and `conveyor scheduler` with CONVEYOR_ALERTS_INTERVAL_S=0 (or a maintenance
+    interval of nan) exit with one line naming the setting, not a traceback."""
+    root = Path(__file__).resolve().parents[2]
+    env = {**os.environ, "REDIS_URL": redis_url, "CONVEYOR_PREFIX": prefix, "PYTHONPATH": str(root)}
+    runs = [
+        (["worker", "tests.schedules.fleet_app:app"], {"CONVEYOR_ALERTS_INTERVAL_S": "0"},
+         "CONVEYOR_ALERTS_INTERVAL_S"),
+        (["scheduler", "tests.schedules.fleet_app:app"], {"CONVEYOR_ALERTS_INTERVAL_S": "-5"},
+         "CONVEYOR_ALERTS_INTERVAL_S"),
+        (["scheduler", "tests.schedules.fleet_app:app", "--maintenance-interval", "nan"], {}, "--maintenance-interval"),
+    ]
+    for args, extra, named in runs:
+        proc = subprocess.run([sys.executable, "-c", "from conveyor.cli import main; main()", *args], cwd=root,
+                              env={**env, **extra}, capture_output=True, text=True, timeout=120)
+        assert proc.returncode in (1, 2), (args, proc.stderr[-2000:])
+        assert named in proc.stderr and "Traceback" not in proc.stderr and "╭" not in proc.stderr, proc.stderr[-2000:]

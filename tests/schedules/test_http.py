@@ -128,3 +128,14 @@ async def test_pause_resume_and_run_now_actions(http: httpx.AsyncClient, client:
         await queue.obliterate(force=True)
     assert (await http.post("/api/schedules/nope/run-now", headers=hdr(ADMIN))).status_code == 404
     assert (await http.post("/api/schedules/bad%20id/pause", headers=hdr(ADMIN))).status_code == 422
+
+
+@pytest.mark.parametrize("builtin_id", [MAINTENANCE_ID, "conveyor-alerts"])
+async def test_a_builtin_id_is_refused_before_any_scheduler_wrote_it(
+    http: httpx.AsyncClient, client: RedisClient, prefix: str, builtin_id: str
+) -> None:
+    """A PUT under a built-in's id on a prefix no scheduler ran on yet: 409, nothing written. Taken,
+    the next scheduler's start would replace the schedule with the built-in, and its jobs stop."""
+    r = await http.put(f"/api/schedules/{builtin_id}", json={"task": "t", "interval_s": 5}, headers=hdr(ADMIN))
+    assert r.status_code == 409 and "built-in" in r.json()["detail"]
+    assert await ScheduleStore(client, prefix).find(builtin_id) is None

@@ -10,7 +10,7 @@ from collections.abc import AsyncIterator
 import pytest
 
 from conveyor import Conveyor, Queue, codec
-from conveyor.errors import ConfigurationError
+from conveyor.errors import ConfigurationError, ConveyorError
 from conveyor.redis.connection import RedisClient
 from conveyor.schedules import MissedPolicy, Schedule, Scheduler, ScheduleStore, job_id_tick
 from tests.conftest import wait_for
@@ -250,3 +250,11 @@ async def test_run_now_of_a_paused_builtin_runs_it_once_and_keeps_the_pause(
     assert len(runs) == 1
     info = await store.get("conveyor-test")
     assert info.schedule.paused and info.next_ms is None
+
+
+@pytest.mark.parametrize("lease_s", [0.0005, 0.05, 0.0])
+async def test_a_lease_too_short_to_hold_a_claim_is_refused(client: RedisClient, prefix: str, lease_s: float) -> None:
+    """0.0005 s was taken as 0 ms: every claim had lapsed when made, so every pass claimed every due
+    schedule again, built-ins included, while they ran."""
+    with pytest.raises(ConveyorError, match=r"lease_s >= 0\.1"):
+        Scheduler(client, prefix=prefix, lease_s=lease_s, maintenance_interval_s=None)

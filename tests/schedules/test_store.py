@@ -100,3 +100,32 @@ async def test_start_in_the_future_is_the_first_run(client: RedisClient, prefix:
     assert info.next_run == start
     cron = await store.put(Schedule(id="c", task="t", cron="*/5 * * * *", start=start + timedelta(seconds=1)))
     assert cron.next_run == start + timedelta(minutes=5)
+
+
+async def test_a_paused_builtins_run_now_outlives_syncs_and_edits_and_runs_at_resume(
+    client: RedisClient, prefix: str
+) -> None:
+    """The pending run-now of a paused built-in is kept by a code sync (keep_paused), by a pause
+    again and by an edit of its timing; resuming with it pending makes it due at once."""
+    from conveyor.schedules.model import ScheduleKind
+    from conveyor.schedules.scheduler import builtin_schedule
+
+    clock = FakeClock()
+    store = ScheduleStore(client, prefix, clock=clock)
+    builtin = builtin_schedule("conveyor-test", "conveyor.test", 300.0, ScheduleKind.MAINTENANCE)
+    await store.put(builtin)
+    await store.pause("conveyor-test")
+    assert (await store.get("conveyor-test")).next_ms is None
+    await store.run_now("conveyor-test")
+    assert (await store.get("conveyor-test")).next_ms == T0
+    clock.advance(1000)
+    await store.put(builtin, keep_paused=True)  # a restarting scheduler's sync
+    await store.pause("conveyor-test")
+    await store.put(builtin.with_changes(interval_s=600.0), keep_paused=True)  # a new interval in code
+    info = await store.get("conveyor-test")
+    assert info.schedule.paused and info.next_ms == T0
+    await store.run_now("conveyor-test")  # asked twice: still one request, the earlier time
+    assert (await store.get("conveyor-test")).next_ms == T0
+    clock.advance(1000)
+    info = await store.resume("conveyor-test")
+    assert not info.schedule.paused and info.next_ms == T0  # due now, then every 600 s

@@ -19,15 +19,14 @@ from conveyor.alerts.probe import Probe
 from conveyor.alerts.rules import RuleBase
 from conveyor.alerts.state import AlertState, Notice, step
 from conveyor.alerts.store import AlertStore
-from conveyor.errors import ConveyorError
+from conveyor.errors import ConfigurationError, ConveyorError, InvalidScheduleError
 from conveyor.redis.connection import RedisClient
-from conveyor.schedules.model import ScheduleKind
+from conveyor.schedules.model import ALERTS_ID, ScheduleKind
 from conveyor.schedules.scheduler import Builtin, builtin_schedule
 from conveyor.schedules.store import redis_clock
 
 logger = logging.getLogger(__name__)
 
-ALERTS_ID = "conveyor-alerts"
 DEFAULT_INTERVAL_S = 15.0
 
 
@@ -95,7 +94,10 @@ def alerts_builtin(
 ) -> Builtin:
     """The scheduler's built-in schedule that evaluates alert rules every `interval_s`."""
     evaluator = AlertEvaluator(client, prefix, declared=declared)
-    schedule = builtin_schedule(ALERTS_ID, "conveyor.alerts", interval_s, ScheduleKind.ALERTS)
+    try:
+        schedule = builtin_schedule(ALERTS_ID, "conveyor.alerts", interval_s, ScheduleKind.ALERTS)
+    except InvalidScheduleError as exc:  # a bad setting, named as the operator set it
+        raise ConfigurationError(f"alerts interval (alerts_interval_s, CONVEYOR_ALERTS_INTERVAL_S): {exc}") from None
     return Builtin(schedule, evaluator.run, evaluator.sync)
 
 

@@ -36,7 +36,7 @@ class AlertOut(BaseModel):
     rule: dict[str, Any] = Field(description="The rule; channel URLs shortened for keys without admin.")
     source: str = Field(description="code (declared in the app) or api.")
     state: dict[str, Any] = Field(description="status (ok, pending, firing), since_ms, fired_ms, notified_ms, "
-                                  "episode, seq, value, summary, evaluated_ms, error.")
+                                  "episode, seq, value, summary, evaluated_ms, error, cleared_ms, flaps.")
 
 
 class AlertsOut(BaseModel):

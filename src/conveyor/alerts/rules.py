@@ -3,7 +3,8 @@ watches and says whether the condition holds.
 
 Adding a kind is adding one class here and naming it in `KINDS` (the API, the app declaration and
 the evaluator take it from there). A condition must hold for `for_s` before the alert fires; while
-it lasts a notice repeats every `repeat_s`; when it clears a recovery notice goes out.
+it lasts a notice repeats every `repeat_s`; when it has stayed clear for two evaluations in a row
+(and `resolve_s`) a recovery notice goes out.
 """
 
 from __future__ import annotations
@@ -46,6 +47,11 @@ class RuleBase(BaseModel):
     id: str = Field(pattern=RULE_ID, description="Unique rule id.")
     queue: str = Field(pattern=QUEUE, description="The queue watched.")
     for_s: float = Field(0.0, ge=0, le=MAX_WINDOW_S, description="Seconds the condition must hold before firing.")
+    resolve_s: float = Field(
+        0.0, ge=0, le=MAX_WINDOW_S,
+        description="Seconds the condition must stay clear before a firing alert resolves (at least one "
+                    "evaluation interval: a resolve needs two clear evaluations in a row).",
+    )
     repeat_s: float | None = Field(
         3600.0, ge=1, le=7 * MAX_WINDOW_S, description="Seconds between repeats while firing (null: never)."
     )

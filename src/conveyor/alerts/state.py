@@ -2,8 +2,11 @@
 
 `step` is pure: given a rule, its stored state, a reading and the time it returns the next state and
 the notices to send. Firing sends `fired`; while firing a `repeat` goes out every `repeat_s`; when
-the condition clears, `resolved`. Each notice has an id made of the rule, the episode (one per
-firing) and its number in the episode, so the jobs that deliver it are enqueued once.
+the condition has been clear at two evaluations in a row (and for `resolve_s`), `resolved`. A
+condition that flaps (clear at one evaluation, back at the next) keeps the alert firing and is
+counted in `flaps`, instead of sending a resolved/fired pair at every evaluation. Each notice has
+an id made of the rule, the episode (one per firing) and its number in the episode, so the jobs
+that deliver it are enqueued once.
 """
 
 from __future__ import annotations
@@ -40,6 +43,8 @@ class AlertState:
     summary: str = ""
     evaluated_ms: int | None = None
     error: str | None = None
+    cleared_ms: int | None = None  # firing, but the condition is clear since then (not yet resolved)
+    flaps: int = 0  # times the condition came back before the episode could resolve
 
     def to_json(self) -> str:
         return codec.dumps(asdict(self)).decode()
@@ -85,7 +90,7 @@ class Notice:
 def step(rule: RuleBase, state: AlertState, reading: Reading | None, now_ms: int) -> tuple[AlertState, list[Notice]]:
     """The next state and notices. `reading` None: the rule is disabled (its alert ends silently)."""
     if reading is None:
-        return replace(state, status=Status.OK, since_ms=None, evaluated_ms=now_ms, error=None), []
+        return replace(state, status=Status.OK, since_ms=None, cleared_ms=None, evaluated_ms=now_ms, error=None), []
     s = replace(state, value=reading.value, summary=reading.summary, evaluated_ms=now_ms, error=None)
 
     def notice(kind: NoticeKind, after: AlertState) -> Notice:
@@ -93,13 +98,17 @@ def step(rule: RuleBase, state: AlertState, reading: Reading | None, now_ms: int
                       reading.value, reading.summary)
 
     if not reading.firing:
-        cleared = replace(s, status=Status.OK, since_ms=None)
         if state.status is Status.FIRING:
-            cleared = replace(cleared, seq=state.seq + 1, notified_ms=now_ms)
-            return cleared, [notice(NoticeKind.RESOLVED, cleared)]
-        return cleared, []
+            if not _resolves(rule, state, now_ms):
+                return replace(s, cleared_ms=now_ms if state.cleared_ms is None else state.cleared_ms), []
+            resolved = replace(s, status=Status.OK, since_ms=None, cleared_ms=None, seq=state.seq + 1,
+                               notified_ms=now_ms)
+            return resolved, [notice(NoticeKind.RESOLVED, resolved)]
+        return replace(s, status=Status.OK, since_ms=None, cleared_ms=None), []
     since = state.since_ms if state.status is not Status.OK and state.since_ms is not None else now_ms
     if state.status is Status.FIRING:
+        if state.cleared_ms is not None:  # back before the alert resolved: the episode goes on
+            s = replace(s, cleared_ms=None, flaps=state.flaps + 1)
         due = rule.repeat_s is not None and now_ms - (state.notified_ms or 0) >= rule.repeat_s * 1000
         if not due:
             return replace(s, since_ms=since), []
@@ -108,5 +117,11 @@ def step(rule: RuleBase, state: AlertState, reading: Reading | None, now_ms: int
     if now_ms - since < rule.for_s * 1000:
         return replace(s, status=Status.PENDING, since_ms=since), []
     fired = replace(s, status=Status.FIRING, since_ms=since, fired_ms=now_ms, notified_ms=now_ms,
-                    episode=state.episode + 1, seq=1)
+                    episode=state.episode + 1, seq=1, cleared_ms=None, flaps=0)
     return fired, [notice(NoticeKind.FIRED, fired)]
+
+
+def _resolves(rule: RuleBase, state: AlertState, now_ms: int) -> bool:
+    """A firing alert resolves at the second clear evaluation in a row, once clear for `resolve_s`:
+    clear for at least one evaluation interval, so a flapping condition does not resolve."""
+    return state.cleared_ms is not None and now_ms - state.cleared_ms >= rule.resolve_s * 1000

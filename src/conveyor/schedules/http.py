@@ -15,6 +15,7 @@ from pydantic import BaseModel, ConfigDict, Field
 
 from conveyor.errors import InvalidScheduleError, ScheduleNotFoundError
 from conveyor.schedules.model import (
+    BUILTIN_IDS,
     MAX_CATCH_UP_CAP,
     MAX_INTERVAL_S,
     MIN_INTERVAL_S,
@@ -162,7 +163,8 @@ def make_router(
         schedule_id: ScheduleId, body: ScheduleBody, store: Store, response: Response
     ) -> ScheduleOut:
         existing = await store.find(checked_id(schedule_id))
-        if existing is not None and existing.schedule.kind is not ScheduleKind.JOB:
+        if schedule_id in BUILTIN_IDS or (existing is not None and existing.schedule.kind is not ScheduleKind.JOB):
+            # Even before a scheduler wrote it: its next start would replace the API's schedule.
             raise HTTPException(status.HTTP_409_CONFLICT, detail=f"{schedule_id!r} is a built-in schedule")
         try:
             schedule = Schedule(

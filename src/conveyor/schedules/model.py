@@ -34,6 +34,8 @@ SCHEDULE_JOB_OPTIONS = frozenset(
     {"priority", "delay", "attempts", "backoff", "timeout", "result_ttl", "failed_ttl", "group", "cost"}
 )
 MAINTENANCE_ID = "conveyor-maintenance"
+ALERTS_ID = "conveyor-alerts"
+BUILTIN_IDS = frozenset({MAINTENANCE_ID, ALERTS_ID})  # schedulers write these: not for API schedules
 
 
 class MissedPolicy(StrEnum):

@@ -17,6 +17,7 @@ import contextlib
 import logging
 import math
 import secrets
+import time
 from collections.abc import Awaitable, Callable, Iterable
 from dataclasses import dataclass, replace
 from typing import Any
@@ -25,7 +26,7 @@ from redis.exceptions import RedisError
 
 from conveyor import codec
 from conveyor.cancelling import cancel_and_wait
-from conveyor.errors import ConveyorError
+from conveyor.errors import ConfigurationError, ConveyorError, InvalidScheduleError
 from conveyor.redis.connection import RedisClient
 from conveyor.schedules.enqueue import enqueue_ticks
 from conveyor.schedules.maintenance import Maintenance
@@ -38,6 +39,7 @@ logger = logging.getLogger(__name__)
 
 DEFAULT_GRACE_S = 30.0
 DEFAULT_LEASE_S = 30.0
+MIN_LEASE_S = 0.1  # a claim must outlast the round trips between claiming and renewing it
 DEFAULT_MAX_SLEEP_S = 5.0
 DEFAULT_MAINTENANCE_INTERVAL_S = 300.0
 _CLAIM_BATCH = 50
@@ -94,14 +96,19 @@ class Scheduler:
         builtins: Iterable[Builtin] = (),
     ) -> None:
         if not all(isinstance(v, int | float) and math.isfinite(v) for v in (grace_s, lease_s, max_sleep_s)) or (
-            grace_s < 0 or lease_s <= 0 or max_sleep_s <= 0
+            grace_s < 0 or lease_s < MIN_LEASE_S or max_sleep_s <= 0
         ):
-            raise ConveyorError("grace_s must be >= 0, lease_s and max_sleep_s > 0 (finite numbers of seconds)")
+            raise ConveyorError(f"grace_s must be >= 0, lease_s >= {MIN_LEASE_S} and max_sleep_s > 0 "
+                                "(finite numbers of seconds)")
         self.client = redis
         self.store = ScheduleStore(redis, prefix, clock=clock)
         self.declared = list(schedules)
         if maintenance_interval_s is not None:
-            self.declared.append(maintenance_schedule(maintenance_interval_s))
+            try:
+                self.declared.append(maintenance_schedule(maintenance_interval_s))
+            except InvalidScheduleError as exc:  # a bad setting, named as the operator set it
+                raise ConfigurationError(f"maintenance interval (maintenance_interval_s, --maintenance-interval): "
+                                         f"{exc}") from None
         self.maintenance = maintenance or Maintenance(redis, prefix)
         self.builtins = list(builtins)
         self.declared += [b.schedule for b in self.builtins]
@@ -118,6 +125,8 @@ class Scheduler:
         self._closed = asyncio.Event()
         self._background: set[asyncio.Task[None]] = set()
         self._cursor = "0-0"
+        self._claims_made = 0
+        self._inflight: dict[str, asyncio.Task[None]] = {}  # built-in runs of this process, by schedule
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -163,25 +172,25 @@ class Scheduler:
         self.stats.passes += 1
         while True:
             now = await self.store.now_ms()
+            self._claims_made += 1
+            token = f"{self.token}.{self._claims_made}"  # one per claim call: a later claim is another
+            claimed_at = time.monotonic()  # before the claim: its lease surely lasts from here
             wake, claimed = await self.store.scripts.claim(
-                now, self.token, self.lease_ms, _CLAIM_BATCH, self.grace_ms
+                now, token, self.lease_ms, _CLAIM_BATCH, self.grace_ms, runs=list(self._runs)
             )
             for c in claimed:
-                await self._fire(c, now)
+                await self._fire(c, now, claimed_at)
             if len(claimed) < _CLAIM_BATCH:
                 return wake
 
-    async def _fire(self, claimed: Claimed, now: int) -> None:
+    async def _fire(self, claimed: Claimed, now: int, claimed_at: float | None = None) -> None:
         try:
             schedule, anchor = decode_envelope(claimed.envelope)
             p = plan(schedule, timetable(schedule, anchor), claimed.due_ms, now, self.grace_ms, claimed.since_ms)
             if schedule.paused:  # due only because of a run-now: run once, stay paused
                 p = replace(p, next_ms=None)
             if schedule.kind is not ScheduleKind.JOB:
-                run = self._runs.get(schedule.id)
-                task = asyncio.create_task(self._builtin(claimed, p, now, run), name=f"conveyor-{schedule.kind}")
-                self._background.add(task)
-                task.add_done_callback(self._background.discard)
+                self._start_builtin(claimed, p, now, time.monotonic() if claimed_at is None else claimed_at)
                 return
             ids = [schedule.job_id(t) for t in p.fire]
             created = await enqueue_ticks(await self.store.queues.get(schedule.queue), schedule, p.fire)
@@ -202,14 +211,30 @@ class Scheduler:
             logger.exception("schedule %s: pass failed unexpectedly, retried after the claim lease",
                              claimed.schedule_id)
 
+    def _start_builtin(self, claimed: Claimed, p: Plan, now: int, claimed_at: float) -> None:
+        sid = claimed.schedule_id
+        previous = self._inflight.get(sid)
+        if previous is not None and not previous.done():
+            # Its claim lapsed (renewals failed) and this process claimed it again: the old run is
+            # being fenced off; the new claim is left to lapse and be retried, never a second run.
+            logger.warning("%s: the previous run is still stopping; this claim is retried after its lease", sid)
+            return
+        run = self._runs.get(sid)
+        task = asyncio.create_task(self._builtin(claimed, p, now, run, claimed_at), name=f"conveyor-{sid}")
+        self._inflight[sid] = task
+        self._background.add(task)
+        task.add_done_callback(self._background.discard)
+        task.add_done_callback(lambda t: self._inflight.pop(sid, None) if self._inflight.get(sid) is t else None)
+
     async def _builtin(
-        self, claimed: Claimed, p: Plan, now: int, run: Callable[[int], Awaitable[object]] | None
+        self, claimed: Claimed, p: Plan, now: int, run: Callable[[int], Awaitable[object]] | None,
+        claimed_at: float,
     ) -> None:
         try:
             if run is None:  # a built-in this process does not run: skip the tick
                 logger.info("built-in schedule %s is not run by this scheduler; tick skipped", claimed.schedule_id)
-            else:
-                await run(now)  # due at a tick, or set due now by run_now
+            elif not await self._hold(claimed, run(now), claimed_at):  # due at a tick, or by run_now
+                return
             await self._advance(claimed, p, now, None)
         except (ConveyorError, RedisError) as exc:
             self.stats.errors += 1
@@ -218,21 +243,66 @@ class Scheduler:
             self.stats.errors += 1
             logger.exception("%s failed unexpectedly, retried after the claim lease", claimed.schedule_id)
 
+    async def _hold(self, claimed: Claimed, work: Awaitable[object], claimed_at: float) -> bool:
+        """Run `work` while renewing its claim every third of the lease, so no other scheduler (nor
+        this one) starts the same built-in while it runs. If the claim is lost (taken over after a
+        freeze, reset by an edit) or cannot be renewed before the lease ends (Redis unreachable),
+        the work is cancelled: a run that no longer holds its claim stops. True when it completed."""
+        task: asyncio.Task[object] = asyncio.ensure_future(work)
+        lease_s = self.lease_ms / 1000
+        held_until = claimed_at + lease_s  # by this process's clock, never later than by Redis's
+        try:
+            while True:
+                wait_s = min(lease_s / 3, held_until - time.monotonic())
+                if wait_s > 0:
+                    done, _ = await asyncio.wait({task}, timeout=wait_s)
+                    if done:
+                        task.result()
+                        return True
+                if time.monotonic() >= held_until:
+                    return self._lost(claimed, "its lease ran out before it could be renewed")
+                sent = time.monotonic()
+                try:
+                    renewed = await self.store.scripts.renew(
+                        claimed.schedule_id, claimed.token, await self.store.now_ms(), self.lease_ms
+                    )
+                except (RedisError, OSError) as exc:
+                    logger.warning("%s: claim renewal failed (retried): %s", claimed.schedule_id, exc)
+                    continue
+                if not renewed:
+                    return self._lost(claimed, "another scheduler holds its claim now")
+                held_until = sent + lease_s
+        finally:
+            if not task.done():
+                await cancel_and_wait([task])
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await task
+
+    def _lost(self, claimed: Claimed, why: str) -> bool:
+        self.stats.lost_claims += 1
+        logger.warning("%s: run stopped, %s", claimed.schedule_id, why)
+        return False
+
     async def _advance(self, claimed: Claimed, p: Plan, now: int, job_id: str | None) -> None:
         last = ""
         if p.fire or p.skipped:
             last = codec.dumps({"tick_ms": p.fire[-1] if p.fire else None, "job_id": job_id,
                                 "fired": len(p.fire), "skipped": p.skipped, "at_ms": now}).decode()
         scripts = self.store.scripts
-        if not await scripts.advance(claimed.schedule_id, self.token, claimed.due_ms, p.next_ms, last):
+        token = claimed.token or self.token
+        if not await scripts.advance(claimed.schedule_id, token, claimed.due_ms, p.next_ms, last):
             self.stats.lost_claims += 1
 
     # ------------------------------------------------------------------ waiting
 
     async def _loop(self) -> None:
         backoff = 0.1
+        failed = False
         while not self._closed.is_set():
             try:
+                if failed:  # Redis may have restarted without its data: declare what went missing
+                    await self._restore()
+                    failed = False
                 wake = await self.run_due()
                 now = await self.store.now_ms()
                 sleep_ms = self.max_sleep_ms if wake is None else min(self.max_sleep_ms, wake - now)
@@ -240,6 +310,7 @@ class Scheduler:
                     await self._wait_for_change(sleep_ms)
                 backoff = 0.1
             except Exception as exc:  # keep scheduling whatever one pass hit; Redis errors are expected
+                failed = True
                 self.stats.errors += 1
                 if isinstance(exc, ConveyorError | RedisError | OSError):
                     logger.warning("scheduler pass failed (retrying in %.1fs): %s", backoff, exc)
@@ -248,6 +319,24 @@ class Scheduler:
                 with contextlib.suppress(TimeoutError):
                     await asyncio.wait_for(self._closed.wait(), backoff)
                 backoff = min(backoff * 2, 5.0)
+
+    async def _restore(self) -> None:
+        """After a failed pass: write again the declared schedules Redis no longer has (a restart
+        that lost its data, a failover to a replica that had not got them) and rerun the built-ins'
+        setup (their declared rules), as at start. Present schedules are left alone."""
+        ids = [s.id for s in self.declared]
+        stored = await self.client.hmget(self.store.keys.defs, ids) if ids else []
+        missing = [s for s, env in zip(self.declared, stored, strict=True) if env is None]
+        if not missing:
+            return
+        logger.warning("%d declared schedules are missing from Redis (restarted without its data?); "
+                       "writing them again", len(missing))
+        for schedule in missing:
+            await self.store.put(schedule, keep_paused=True)
+        for builtin in self.builtins:
+            if builtin.setup is not None:
+                await builtin.setup()
+        self._cursor = await self._last_change_id()
 
     async def _last_change_id(self) -> str:
         last = await self.client.xrevrange(self.store.keys.changes, count=1)

@@ -44,6 +44,7 @@ class Claimed:
     due_ms: int
     envelope: str
     since_ms: int
+    token: str = ""  # the claim's own token: a later claim of the same schedule gets another one
 
 
 class ScheduleScripts:
@@ -69,13 +70,17 @@ class ScheduleScripts:
         return int(await _S["delete"](self.client, keys, (schedule_id, CHANGES_MAXLEN))) == 1
 
     async def claim(
-        self, now_ms: int, token: str, lease_ms: int, limit: int, grace_ms: int
+        self, now_ms: int, token: str, lease_ms: int, limit: int, grace_ms: int, runs: Sequence[str] | None = None
     ) -> tuple[int | None, list[Claimed]]:
+        """Claim due schedules; with `runs` (the built-in ids this scheduler runs), other built-ins
+        are left to the schedulers that run them."""
         k = self.k
-        args = (now_ms, token, lease_ms, limit, grace_ms)
+        args: tuple[str | int, ...] = (now_ms, token, lease_ms, limit, grace_ms)
+        if runs is not None:
+            args += (" ".join(runs),)
         reply = await _S["claim"](self.client, (k.next, k.claims, k.defs), args)
         wake = int(reply[0]) if reply[0] != "" else None
-        claimed = [Claimed(str(reply[i]), int(float(reply[i + 1])), str(reply[i + 2]), int(reply[i + 3]))
+        claimed = [Claimed(str(reply[i]), int(float(reply[i + 1])), str(reply[i + 2]), int(reply[i + 3]), token)
                    for i in range(1, len(reply), 4)]
         return wake, claimed
 
@@ -85,6 +90,11 @@ class ScheduleScripts:
         k = self.k
         args = (schedule_id, token, due_ms, "" if next_ms is None else str(next_ms), last, CHANGES_MAXLEN)
         return int(await _S["advance"](self.client, (k.next, k.claims, k.last, k.changes), args)) == 1
+
+    async def renew(self, schedule_id: str, token: str, now_ms: int, lease_ms: int) -> bool:
+        """Extend a held claim to now + lease; False when it was lost (nothing written)."""
+        reply = await _S["renew"](self.client, (self.k.claims,), (schedule_id, token, now_ms, lease_ms))
+        return int(reply) == 1
 
 
 

@@ -74,6 +74,14 @@ async def redis_clock(client: RedisClient) -> int:
     return int(sec) * 1000 + int(usec) // 1000
 
 
+def _pending_run_now(old: ScheduleInfo | None) -> int | None:
+    """The run-now a paused schedule still owes: paused schedules are absent from the next-run set
+    except while a run-now is pending, so a stored next run is that request."""
+    if old is None or not old.schedule.paused:
+        return None
+    return old.next_ms
+
+
 class ScheduleStore:
     """Schedules under one key prefix. `clock` (async, epoch ms) replaces the Redis clock in tests."""
 
@@ -150,14 +158,17 @@ class ScheduleStore:
             same_timing = old is not None and old.schedule.fingerprint == schedule.fingerprint
             anchor = old.anchor_ms if old is not None and same_timing else first_anchor(schedule, now)
             next_ms: int | None
+            pending = _pending_run_now(old)
             if run_now:  # due now, paused or not (a paused schedule runs once and stays paused)
-                next_ms = now
+                next_ms = now if pending is None else min(pending, now)
             elif schedule.paused:
-                next_ms = None
+                next_ms = pending  # a run-now asked while paused outlives syncs, edits and restarts
             elif old is not None and same_timing and not old.schedule.paused:
                 next_ms = old.next_ms
             else:
                 next_ms = timetable(schedule, anchor).next_after(now)
+                if pending is not None and next_ms is not None:  # resumed with a run-now still owed
+                    next_ms = min(pending, next_ms)
             reset = not same_timing or (old is not None and old.schedule.paused != schedule.paused)
             version = 0 if old is None else old.version
             envelope = encode_envelope(schedule, anchor)

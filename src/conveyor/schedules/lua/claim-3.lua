@@ -1,6 +1,7 @@
 --[[ claim-3: claim due schedules for one scheduler, so one process fires each tick.
 KEYS: 1 next, 2 claims, 3 defs
-ARGV: 1 now ms, 2 token, 3 lease ms, 4 limit, 5 grace ms
+ARGV: 1 now ms, 2 token, 3 lease ms, 4 limit, 5 grace ms, 6 the built-in schedule ids this scheduler
+      runs, space-separated (absent: every schedule is claimed)
 Returns: {wake_at ms ('' = nothing scheduled), then 4 entries per claimed schedule: id, due ms, envelope,
          since ms}
 wake_at is the earliest time this scheduler has something to do: the first future run, or the
@@ -8,10 +9,24 @@ expiry of another scheduler's claim on a due schedule (it takes over if that one
 A claim is stored as "token|since|expiry". `since` is when live schedulers first claimed this run:
 now for a fresh claim; carried over when a lapsed claim is taken over within the grace of its
 expiry (a live scheduler was waiting for it), so the ticks it covers are not judged "missed".
+A built-in schedule (kind other than "job") that this scheduler does not run is left to the others:
+not claimed, and no reason to wake.
 ]]
 local nxt, claims, defs = KEYS[1], KEYS[2], KEYS[3]
 local now, token, lease, limit = tonumber(ARGV[1]), ARGV[2], tonumber(ARGV[3]), tonumber(ARGV[4])
 local grace = tonumber(ARGV[5])
+local runs = nil
+if ARGV[6] then
+  runs = {}
+  for id in string.gmatch(ARGV[6], '%S+') do runs[id] = true end
+end
+local function runnable(id, env)
+  if runs == nil or runs[id] then return true end
+  local ok, v = pcall(cjson.decode, env)
+  if not ok or type(v) ~= 'table' or type(v.schedule) ~= 'table' then return true end
+  local kind = v.schedule.kind
+  return kind == nil or kind == 'job'
+end
 local out = {''}
 local wake = nil
 local claimed = 0
@@ -33,7 +48,9 @@ while claimed < limit do
       if wake == nil or expiry < wake then wake = expiry end
     elseif claimed < limit then
       local env = redis.call('HGET', defs, id)
-      if env then
+      if env and not runnable(id, env) then
+        -- another scheduler's built-in: skipped
+      elseif env then
         local since = now
         local held_since = c and tonumber(string.match(c, '^[^|]*|(%d+)|%d+$'))
         if held_since and now - expiry <= grace then since = held_since end
