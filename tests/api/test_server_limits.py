@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -281,3 +282,40 @@ def _health_ok(port: int) -> Any:
             return False
 
     return check
+
+
+async def _stops_reading(port: int, path: str, token: str) -> socket.socket:
+    """A client that sends its request, then never reads: a small receive window, soon shut."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    request = f"GET {path} HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+    await asyncio.get_running_loop().sock_sendall(sock, request)
+    return sock
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+async def test_a_stream_whose_client_stopped_reading_gives_its_slot_back(
+    redis_url: str, qname: str, http: str
+) -> None:
+    limits = {"api_sse_keepalive_s": 0.05, "api_send_timeout_s": 1.0, "api_max_streams_per_key": 1}
+    async with served(redis_url, qname, http, **limits) as (api, port):
+        r = await api.http.post(f"/api/queues/{qname}/jobs", json={"name": "echo", "data": {"text": "x"}},
+                                headers=api.auth("enqueue"))
+        path = f"/api/jobs/{qname}/{r.json()['id']}/events"
+        state = api.asgi.state.conveyor_api
+        token = api.tokens["reader"]
+        key_id = token.split("_")[1]
+        stalled = await _stops_reading(port, path, token)
+        try:
+            await wait_for(lambda: state.streams.held(key_id) == 1, what="the stream is open")
+            # The keep-alives fill the client's window; once it stays shut the connection is ended
+            # and the slot comes back (without the socket options: after ~15 minutes of probes).
+            await wait_for(lambda: state.streams.held(key_id) == 0, timeout=150, what="the slot is given back")
+            fresh = await RawConn.get(port, path, token)
+            assert (await fresh.head())[0] == 200  # the cap of 1 admits a new stream
+            fresh.close()
+        finally:
+            stalled.close()
