@@ -102,6 +102,11 @@ class Settings:
     api_sse_keepalive_s: float = _setting(
         "CONVEYOR_API_SSE_KEEPALIVE_S", "Seconds between keep-alive comments on event streams.", 15.0
     )
+    api_sse_buffer_bytes: int = _setting(
+        "CONVEYOR_API_SSE_BUFFER_BYTES", "Bytes of events (their text) an event stream may hold for a client "
+        "that does not take them, besides at most 10,000 events; past either the stream ends and the client "
+        "resumes with Last-Event-ID.", 1024 * 1024,
+    )
     api_sse_max_s: float = _setting(
         "CONVEYOR_API_SSE_MAX_S", "Seconds an event stream stays open before the server ends it (clients "
         "reconnect with Last-Event-ID and miss nothing; 0 = no limit).", 0.0,
