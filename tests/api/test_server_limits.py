@@ -382,3 +382,37 @@ async def test_a_stream_whose_client_falls_behind_ends_past_its_byte_bound_and_r
             assert progress + [i for kind, i in rest if kind == "progress"] == written
         finally:
             stalled.close()
+
+
+@pytest.mark.parametrize("events", [900, 2000])  # past the byte bound only; past both bounds
+async def test_a_live_stream_whose_client_falls_behind_gets_resync_in_place_of_what_was_dropped(
+    redis_url: str, qname: str, events: int
+) -> None:
+    from conveyor.redis.keys import QueueKeys
+
+    limits = {"api_sse_keepalive_s": 30.0, "api_send_timeout_s": 0.0, "api_sse_buffer_bytes": 64 * 1024}
+    async with served(redis_url, qname, "httptools", **limits) as (api, port):
+        state = api.asgi.state.conveyor_api
+        await api.app.queue(qname).add("echo", {"text": "x"})  # the queue exists
+        stalled = await _stops_reading(port, f"/api/events?queue={qname}", api.tokens["reader"])
+        try:
+            await wait_for(lambda: state.hub.followed().get(qname) == 1 and state.hub.reading(qname),
+                           what="the stream follows the queue")
+            events_key = QueueKeys(qname, "cv").events
+            pad = '"%s"' % ("p" * 4000)
+            for i in range(events):  # 4 KB each: more than the socket buffers and the backlog's bound take
+                await api.app.client.xadd(events_key, {"ev": "progress", "id": f"j{i}", "progress": pad})
+            await api.app.client.xadd(events_key, {"ev": "removed", "id": "last"})
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024 * 1024)
+            reader, writer = await asyncio.open_connection(sock=stalled)
+            kinds: list[str] = []
+            while "removed" not in kinds:  # the last event comes after what was dropped
+                line = await asyncio.wait_for(reader.readuntil(b"\n"), 60)
+                if line.startswith(b"event: "):
+                    kinds.append(line[7:].strip().decode())
+            writer.close()
+            progress = kinds.count("progress")
+            assert 0 < progress < events and kinds.count("resync") >= 1, (progress, kinds.count("resync"))
+            assert kinds.index("resync") > kinds.index("progress")
+        finally:
+            stalled.close()
