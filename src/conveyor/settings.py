@@ -90,11 +90,22 @@ class Settings:
     api_keepalive_s: float = _setting(
         "CONVEYOR_API_KEEPALIVE_S", "Seconds an idle keep-alive connection stays open.", 5.0
     )
+    api_send_timeout_s: float = _setting(
+        "CONVEYOR_API_SEND_TIMEOUT_S", "Seconds a client may leave what the API sent it unacknowledged (it "
+        "stopped reading, or vanished without closing) before `conveyor api` closes the connection, freeing "
+        "an event stream's or long-poll's slot; an idle connection is probed after as long (0 = the "
+        "system's TCP defaults, about 15 minutes).", 30.0,
+    )
     api_auth: bool = _setting(
         "CONVEYOR_API_AUTH", "Require API keys (turn off only behind a trusted proxy or on loopback).", True
     )
     api_sse_keepalive_s: float = _setting(
         "CONVEYOR_API_SSE_KEEPALIVE_S", "Seconds between keep-alive comments on event streams.", 15.0
+    )
+    api_sse_buffer_bytes: int = _setting(
+        "CONVEYOR_API_SSE_BUFFER_BYTES", "Bytes of events (their text) an event stream may hold for a client "
+        "that does not take them, besides at most 10,000 events; past either the stream ends and the client "
+        "resumes with Last-Event-ID.", 1024 * 1024,
     )
     api_sse_max_s: float = _setting(
         "CONVEYOR_API_SSE_MAX_S", "Seconds an event stream stays open before the server ends it (clients "

@@ -186,3 +186,59 @@ async def test_a_one_value_query_parameter_given_twice_is_a_422(api: LiveApi) ->
     assert r.status_code == 422 and "'state'" in r.json()["error"]["message"], r.text
     r = await api.http.get(path, params=[("state", "failed"), ("limit", "5")], headers=api.auth())
     assert r.status_code == 200 and r.json()["jobs"] == [], r.text
+
+
+@pytest.mark.parametrize(
+    ("raw", "key"),
+    [
+        (b'{"name": "echo", "name": "echo", "data": {"text": "x"}}', "name"),
+        (b'{"name": "echo", "data": {"text": "a", "text": "b"}}', "text"),
+        (b'{"name": "echo", "data": {"text": "x"}, "options": {"priority": 1, "priority": 9}}', "priority"),
+        # Escapes hide the repeat from a byte-level look: "n\u0061me" is "name".
+        (b'{"n\\u0061me": "echo", "name": "echo", "data": {"text": "x"}}', "name"),
+        (b'{"name": "echo", "data": {"text": "x", "t\\u0065xt": {"deep": [1, 2, {"a:b": ":"}]}}}', "text"),
+        (b'{"name": "echo", "data": {"text": "x", "a\\u003ab": 1, "a:b": 2}}', "a:b"),
+    ],
+)
+async def test_a_repeated_json_key_is_a_422_naming_it_and_writes_nothing(api: LiveApi, raw: bytes, key: str) -> None:
+    r = await _post(api, None, raw=raw)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["message"] == f"the body repeats the key {key!r} in one object (keys must be unique)"
+    r = await _post(api, None, raw=b'{"jobs": [{"name": "echo", "data": {"text": "ok"}}, %s]}' % raw, bulk=True)
+    assert r.status_code == 422 and repr(key) in r.json()["error"]["message"], r.text
+    flow = b'{"name": "echo", "queue": "%s", "data": {"text": "p"}, "children": [%s]}' % (
+        api.queue.encode(), raw.replace(b'"name": "echo"', b'"name": "echo", "queue": "%s"' % api.queue.encode(), 1))  # type: ignore[attr-defined]
+    headers = {**api.auth("enqueue"), "Content-Type": "application/json"}
+    r = await api.http.post("/api/flows", content=flow, headers=headers)
+    assert r.status_code == 422 and repr(key) in r.json()["error"]["message"], r.text
+    assert await _written(api) == 0
+
+
+async def test_keys_that_only_look_alike_are_accepted(api: LiveApi) -> None:
+    # Colons and escaped colons in keys and values, an escaped backslash before "u003a": no key repeats.
+    raw = (b'{"name": "anything", "data": {"text": "a:b\\u003ac", "a\\u003ab": 1, "a:c": "::", '
+           b'"\\\\u003a": 2, "\\u003a": [{"x": 1}, {"x": 2}], "big": 123456789012345678901234567890}}')
+    r = await _post(api, None, raw=raw)
+    assert r.status_code == 202, r.text
+    data = (await api.http.get(f"/api/jobs/{api.queue}/{r.json()['id']}", headers=api.auth())).json()["data"]  # type: ignore[attr-defined]
+    assert data["a:b"] == 1 and data[":"] == [{"x": 1}, {"x": 2}] and data["\\u003a"] == 2
+
+
+async def test_a_repeated_key_in_a_body_fastapi_parses_is_a_422_too(api: LiveApi) -> None:
+    headers = {**api.auth("admin"), "Content-Type": "application/json"}
+    r = await api.http.put("/api/budgets/acme", content=b'{"hard": 5, "hard": 500}', headers=headers)
+    assert r.status_code == 422, r.text
+    assert r.json()["error"]["message"] == "the body repeats the key 'hard' in one object (keys must be unique)"
+    assert (await api.http.get("/api/budgets/acme", headers=api.auth())).status_code == 404
+    r = await api.http.put("/api/budgets/acme", content=b'{"hard": 500}', headers=headers)
+    assert r.status_code == 200, r.text
+    r = await api.http.put("/api/alerts", content=b'{"rules": [], "rules": []}', headers=headers)
+    assert r.status_code == 422 and "'rules'" in r.text, r.text
+
+
+async def test_a_body_of_100k_keys_with_one_repeat_is_a_422(api: LiveApi) -> None:
+    # 100k distinct keys then a repeat of the first (1.3 MB, under the body limit).
+    pairs = b",".join(b'"k%d":0' % i for i in range(100_000))
+    raw = b'{"name": "anything", "data": {%s, "k0": 1}}' % pairs
+    r = await _post(api, None, raw=raw)
+    assert r.status_code == 422 and "'k0'" in r.text, r.text

@@ -15,6 +15,7 @@ from conveyor.api.hub import EventHub, Subscription, parse_stream_id
 from conveyor.errors import ConnectionFailedError
 from conveyor.events import Event
 from conveyor.redis.connection import RedisClient, connect
+from conveyor.redis.keys import QueueKeys
 from conveyor.testing import RedisServer
 from tests.conftest import wait_for
 
@@ -144,6 +145,29 @@ async def test_a_lagging_subscriber_rereads_what_it_missed(
             await wait_for(lambda: slow._lagged, what="the buffer overflowed")
             events = await _collect(slow, 300)
         assert [e.job_id for e in events] == [j.id for j in jobs]
+    finally:
+        await hub.close()
+        await q.obliterate(force=True)
+
+
+async def test_a_subscriber_holds_at_most_buffer_bytes_then_rereads_or_ends(
+    clients: tuple[RedisClient, RedisClient], qname: str
+) -> None:
+    client, blocking = clients
+    hub = _hub(client, blocking, buffer_bytes=20_000)  # the 10,000-event bound stays far away
+    q = Queue(qname, redis=client)
+    try:
+        async with hub.subscribe(qname) as slow, hub.subscribe(qname, end_on_overflow=True) as ending:
+            # 60 events of 1 KB each (a job's progress, say): over the bound, in few events.
+            ids = [f"j{i}" for i in range(60)]
+            for job_id in ids:
+                await client.xadd(QueueKeys(qname, "cv").events, {"ev": "progress", "id": job_id, "p": "x" * 1000})
+            await wait_for(lambda: slow._lagged and ending.closed, what="both buffers overflowed")
+            assert ending.overflowed and await ending.next(timeout=0) is None and not ending._buffer
+            assert slow._bytes == 0 and not slow._buffer  # what it held was dropped ...
+            events = await _collect(slow, 60)  # ... and re-read from the stream, in order
+        assert [e.job_id for e in events] == ids
+        assert hub.followed() == {}
     finally:
         await hub.close()
         await q.obliterate(force=True)

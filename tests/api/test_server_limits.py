@@ -9,6 +9,7 @@ import asyncio
 import contextlib
 import os
 import signal
+import socket
 import subprocess
 from collections.abc import AsyncIterator, Iterator
 from contextlib import asynccontextmanager
@@ -281,3 +282,137 @@ def _health_ok(port: int) -> Any:
             return False
 
     return check
+
+
+async def _stops_reading(port: int, path: str, token: str) -> socket.socket:
+    """A client that sends its request, then never reads: a small receive window, soon shut."""
+    sock = socket.socket()
+    sock.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024)
+    sock.setblocking(False)
+    await asyncio.get_running_loop().sock_connect(sock, ("127.0.0.1", port))
+    request = f"GET {path} HTTP/1.1\r\nHost: api\r\nAuthorization: Bearer {token}\r\n\r\n".encode()
+    await asyncio.get_running_loop().sock_sendall(sock, request)
+    return sock
+
+
+@pytest.mark.timeout(240)
+@pytest.mark.parametrize("http", ["httptools", "h11"])
+async def test_a_stream_whose_client_stopped_reading_gives_its_slot_back(
+    redis_url: str, qname: str, http: str
+) -> None:
+    limits = {"api_sse_keepalive_s": 0.05, "api_send_timeout_s": 1.0, "api_max_streams_per_key": 1}
+    async with served(redis_url, qname, http, **limits) as (api, port):
+        r = await api.http.post(f"/api/queues/{qname}/jobs", json={"name": "echo", "data": {"text": "x"}},
+                                headers=api.auth("enqueue"))
+        path = f"/api/jobs/{qname}/{r.json()['id']}/events"
+        state = api.asgi.state.conveyor_api
+        token = api.tokens["reader"]
+        key_id = token.split("_")[1]
+        stalled = await _stops_reading(port, path, token)
+        try:
+            await wait_for(lambda: state.streams.held(key_id) == 1, what="the stream is open")
+            # The keep-alives fill the client's window; once it stays shut the connection is ended
+            # and the slot comes back (without the socket options: after ~15 minutes of probes).
+            await wait_for(lambda: state.streams.held(key_id) == 0, timeout=150, what="the slot is given back")
+            fresh = await RawConn.get(port, path, token)
+            assert (await fresh.head())[0] == 200  # the cap of 1 admits a new stream
+            fresh.close()
+        finally:
+            stalled.close()
+
+
+async def _sse_body(reader: asyncio.StreamReader, until_id: str | None = None) -> list[tuple[str, str]]:
+    """(event, id) of each frame of a chunked SSE response, until it ends or the frame `until_id`."""
+    head = await asyncio.wait_for(reader.readuntil(b"\r\n\r\n"), 60)
+    assert head.startswith(b"HTTP/1.1 200"), head
+    frames: list[tuple[str, str]] = []
+    pending = b""
+    while True:
+        size = int((await asyncio.wait_for(reader.readuntil(b"\r\n"), 60)).strip(), 16)
+        if size == 0:
+            return frames
+        pending += (await asyncio.wait_for(reader.readexactly(size + 2), 60))[:-2]
+        *done, pending = pending.split(b"\n\n")
+        for raw in done:
+            fields = dict(line.split(": ", 1) for line in raw.decode().splitlines() if ": " in line)
+            if "id" in fields:
+                frames.append((fields["event"], fields["id"]))
+                if fields["id"] == until_id:
+                    return frames
+
+
+async def test_a_stream_whose_client_falls_behind_ends_past_its_byte_bound_and_resumes_without_gap(
+    redis_url: str, qname: str
+) -> None:
+    from conveyor.redis.keys import QueueKeys
+
+    bound = 64 * 1024
+    limits = {"api_sse_keepalive_s": 30.0, "api_send_timeout_s": 0.0, "api_sse_buffer_bytes": bound}
+    async with served(redis_url, qname, "httptools", **limits) as (api, port):
+        r = await api.http.post(f"/api/queues/{qname}/jobs", json={"name": "echo", "data": {"text": "x"}},
+                                headers=api.auth("enqueue"))
+        job = r.json()["id"]
+        path = f"/api/jobs/{qname}/{job}/events"
+        state = api.asgi.state.conveyor_api
+        stalled = await _stops_reading(port, path, api.tokens["reader"])
+        try:
+            await wait_for(lambda: state.hub.followed().get(qname) == 1 and state.hub.reading(qname),
+                           what="the stream follows the job")
+            # 8 MB of progress events (2,000: far under the 10,000-event bound): more than the socket
+            # buffers take, so the stream stalls and its events wait in the hub for it.
+            events_key = QueueKeys(qname, "cv").events
+            written = []
+            for _ in range(2000):
+                written.append(await api.app.client.xadd(
+                    events_key, {"ev": "progress", "id": job, "progress": '"%s"' % ("p" * 4000)}))
+            # Past the byte bound the stalled stream's subscription is closed (its buffer dropped) ...
+            await wait_for(lambda: qname not in state.hub.followed(), timeout=60, what="the subscription closed")
+            # ... and once the client reads again, the stream ends after what had gone out ...
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024 * 1024)
+            reader, writer = await asyncio.open_connection(sock=stalled)
+            first = await _sse_body(reader)
+            writer.close()
+            progress = [i for kind, i in first if kind == "progress"]
+            assert first[0][0] == "state" and 0 < len(progress) < len(written)
+            assert progress == written[: len(progress)]
+            # ... and a resume with Last-Event-ID gets the rest, with no gap and no repeat.
+            resumed = await RawConn.get(port, path, api.tokens["reader"], extra=f"Last-Event-ID: {progress[-1]}\r\n")
+            rest = await _sse_body(resumed.reader, until_id=written[-1])
+            resumed.close()
+            assert progress + [i for kind, i in rest if kind == "progress"] == written
+        finally:
+            stalled.close()
+
+
+@pytest.mark.parametrize("events", [900, 2000])  # past the byte bound only; past both bounds
+async def test_a_live_stream_whose_client_falls_behind_gets_resync_in_place_of_what_was_dropped(
+    redis_url: str, qname: str, events: int
+) -> None:
+    from conveyor.redis.keys import QueueKeys
+
+    limits = {"api_sse_keepalive_s": 30.0, "api_send_timeout_s": 0.0, "api_sse_buffer_bytes": 64 * 1024}
+    async with served(redis_url, qname, "httptools", **limits) as (api, port):
+        state = api.asgi.state.conveyor_api
+        await api.app.queue(qname).add("echo", {"text": "x"})  # the queue exists
+        stalled = await _stops_reading(port, f"/api/events?queue={qname}", api.tokens["reader"])
+        try:
+            await wait_for(lambda: state.hub.followed().get(qname) == 1 and state.hub.reading(qname),
+                           what="the stream follows the queue")
+            events_key = QueueKeys(qname, "cv").events
+            pad = '"%s"' % ("p" * 4000)
+            for i in range(events):  # 4 KB each: more than the socket buffers and the backlog's bound take
+                await api.app.client.xadd(events_key, {"ev": "progress", "id": f"j{i}", "progress": pad})
+            await api.app.client.xadd(events_key, {"ev": "removed", "id": "last"})
+            stalled.setsockopt(socket.SOL_SOCKET, socket.SO_RCVBUF, 1024 * 1024)
+            reader, writer = await asyncio.open_connection(sock=stalled)
+            kinds: list[str] = []
+            while "removed" not in kinds:  # the last event comes after what was dropped
+                line = await asyncio.wait_for(reader.readuntil(b"\n"), 60)
+                if line.startswith(b"event: "):
+                    kinds.append(line[7:].strip().decode())
+            writer.close()
+            progress = kinds.count("progress")
+            assert 0 < progress < events and kinds.count("resync") >= 1, (progress, kinds.count("resync"))
+            assert kinds.index("resync") > kinds.index("progress")
+        finally:
+            stalled.close()

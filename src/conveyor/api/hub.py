@@ -28,9 +28,14 @@ Use::
 Faults: the reader survives connection resets and Redis restarts (redis/faults.py classifies them),
 backs off, and resumes from the last id it read. A follower that joins while the reader cannot find
 its start position (Redis is down) gets ConnectionFailedError as soon as an attempt fails, not
-after `ready_timeout_s`. A subscriber that falls more than `buffer` events
-behind is not dropped: it re-reads what it missed from the stream (events trimmed from the capped
-stream in the meantime are gone; followers re-check the job record for that case).
+after `ready_timeout_s`.
+
+A subscriber that falls more than `buffer` events, or `buffer_bytes` of event text, behind (its
+follower is stalled: an event stream whose client does not read) holds no more: its buffer is
+emptied. One made with `end_on_overflow` is then closed (`events.overflowed`; an SSE stream ends, and
+its client resumes with Last-Event-ID); any other re-reads what it missed from the stream (events
+trimmed from the capped stream in the meantime are gone; followers re-check the job record for that
+case).
 """
 
 from __future__ import annotations
@@ -58,6 +63,7 @@ _ID = re.compile(r"^(\d{1,20})(?:-(\d{1,20}))?$")
 _READ_COUNT = 500
 _BLOCK_MS = 5000
 _BACKOFF_MAX_S = 2.0
+_EVENT_OVERHEAD = 64  # bytes counted per event besides its text (its id, type and job id included)
 
 
 def parse_stream_id(value: str) -> StreamId | None:
@@ -77,6 +83,14 @@ def _stream_queue(stream: str, client: RedisClient, prefix: str) -> Queue:
     return Queue(name, redis=client, prefix=prefix, partition_tag=stream if sep else "")
 
 
+def event_size(event: Event) -> int:
+    """What an event counts against a subscriber's `buffer_bytes`: its text, plus a fixed overhead."""
+    size = _EVENT_OVERHEAD + len(event.id) + len(event.type) + len(event.job_id or "")
+    for name, value in event.fields.items():
+        size += len(name) + len(value)
+    return size
+
+
 def _key(value: str) -> StreamId:
     ms, _, seq = value.partition("-")
     return int(ms), int(seq or 0)
@@ -85,7 +99,9 @@ def _key(value: str) -> StreamId:
 class Subscription:
     """Events of one queue (optionally one job) for one follower; see the module docstring."""
 
-    def __init__(self, hub: EventHub, queue: str, job_id: str | None, after: str | None) -> None:
+    def __init__(
+        self, hub: EventHub, queue: str, job_id: str | None, after: str | None, end_on_overflow: bool = False
+    ) -> None:
         if after is not None and parse_stream_id(after) is None:
             raise ValueError(f"not a stream id: {after[:40]!r}")
         self._hub = hub
@@ -93,9 +109,12 @@ class Subscription:
         self.job_id = job_id
         self._after = after
         self._reader: _QueueReader | None = None
-        self._buffer: deque[Event] = deque()
+        self._buffer: deque[tuple[Event, int]] = deque()
+        self._bytes = 0  # event_size() of what `_buffer` holds
         self._wake = asyncio.Event()
         self._lagged = False
+        self._end_on_overflow = end_on_overflow
+        self.overflowed = False  # closed because its follower fell too far behind (end_on_overflow)
         self._replay_to: str | None = None  # replay (cursor, replay_to] from the stream before the buffer
         self._replayed: deque[Event] = deque()
         self._cursor: StreamId = (0, 0)
@@ -137,6 +156,11 @@ class Subscription:
     def closed(self) -> bool:
         return self._closed
 
+    @property
+    def limits(self) -> tuple[int, int]:
+        """How far (events, bytes) this subscription may fall behind."""
+        return self._hub.buffer, self._hub.buffer_bytes
+
     def close(self) -> None:
         """End the subscription now (synchronous: safe from a callback or a cancelled task); a
         read waiting on it returns None."""
@@ -145,6 +169,7 @@ class Subscription:
             if self._reader is not None:
                 self._reader.remove(self)
             self._buffer.clear()
+            self._bytes = 0
             self._wake.set()
 
     async def aclose(self) -> None:
@@ -152,15 +177,23 @@ class Subscription:
 
     # -- called by the reader (synchronously, in stream order)
 
-    def _deliver(self, event: Event) -> None:
-        if self._lagged:
-            return
-        if len(self._buffer) >= self._hub.buffer:
-            self._lagged = True
+    def _deliver(self, event: Event, size: int) -> bool:
+        """Buffer `event`; True when this subscription overflowed now and must be closed (by the
+        reader, once it no longer iterates its subscribers)."""
+        if self._lagged or self._closed:
+            return False
+        if len(self._buffer) >= self._hub.buffer or self._bytes + size > self._hub.buffer_bytes:
             self._buffer.clear()
+            self._bytes = 0
+            if self._end_on_overflow:
+                self.overflowed = True
+                return True
+            self._lagged = True
         else:
-            self._buffer.append(event)
+            self._buffer.append((event, size))
+            self._bytes += size
         self._wake.set()
+        return False
 
     # -- reading
     def __aiter__(self) -> Subscription:
@@ -189,6 +222,7 @@ class Subscription:
                 assert self._reader is not None
                 self._lagged = False
                 self._buffer.clear()
+                self._bytes = 0
                 self._replay_to = self._reader.cursor
                 self._replayed.clear()  # re-read from the cursor: nothing is skipped or repeated
             if self._replay_to is not None:
@@ -197,7 +231,8 @@ class Subscription:
                     return event
                 continue
             while self._buffer:
-                event = self._buffer.popleft()
+                event, size = self._buffer.popleft()
+                self._bytes -= size
                 key = _key(event.id)
                 if key <= self._cursor:
                     continue  # already replayed from the stream
@@ -343,15 +378,21 @@ class _QueueReader:
             self.cursor = head
 
     def _dispatch(self, events: list[Event]) -> None:
+        overflowed: list[Subscription] = []
         for event in events:
             self.cursor = event.id
+            size = event_size(event)
             for sub in self.everything:
-                sub._deliver(event)
+                if sub._deliver(event, size):
+                    overflowed.append(sub)
             if event.job_id is not None:
                 group = self.by_job.get(event.job_id)
                 if group:
                     for sub in group:
-                        sub._deliver(event)
+                        if sub._deliver(event, size):
+                            overflowed.append(sub)
+        for sub in overflowed:
+            sub.close()  # out of the loops above: closing leaves the sets they iterate
 
 
 class EventHub:
@@ -364,25 +405,30 @@ class EventHub:
         prefix: str,
         *,
         buffer: int = 10_000,
+        buffer_bytes: int = 1024 * 1024,
         block_ms: int = _BLOCK_MS,
         ready_timeout_s: float = 10.0,
     ) -> None:
         """`client` serves replays (short calls); `blocking_client` the readers' XREAD BLOCK (one
-        connection per followed queue). `buffer`: events a subscriber may fall behind before it
-        re-reads the gap from the stream."""
+        connection per followed queue). `buffer`, `buffer_bytes`: how far (events, event_size() total)
+        a subscriber may fall behind before it is closed or re-reads the gap (module docstring)."""
         self._client = client
         self.blocking_client = blocking_client
         self.prefix = prefix
         self.buffer = buffer
+        self.buffer_bytes = buffer_bytes
         self.block_ms = block_ms
         self.ready_timeout_s = ready_timeout_s
         self._readers: dict[str, _QueueReader] = {}
         self.draining = False
 
-    def subscribe(self, queue: str, job_id: str | None = None, after: str | None = None) -> Subscription:
-        """Follow `queue`'s events (only `job_id`'s when given), live or from just after `after`.
+    def subscribe(
+        self, queue: str, job_id: str | None = None, after: str | None = None, *, end_on_overflow: bool = False
+    ) -> Subscription:
+        """Follow `queue`'s events (only `job_id`'s when given), live or from just after `after`;
+        `end_on_overflow`: close it, rather than re-read, once it falls too far behind.
         Raises ValueError for an `after` that is not a stream id within Redis's range."""
-        return Subscription(self, queue, job_id, after)
+        return Subscription(self, queue, job_id, after, end_on_overflow)
 
     def followed(self) -> dict[str, int]:
         """Subscribers per followed queue (for tests and metrics)."""

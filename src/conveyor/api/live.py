@@ -5,8 +5,9 @@ host, so a stream per queue would starve the page's own requests) and re-reads t
 event arrives, instead of polling. Each frame is one queue event with its `queue` added; the stream
 is a notification channel, not a log: a `ready` event comes once every queue is followed (every
 later event reaches the stream), and it carries no `id:` and cannot be resumed — a client that
-reconnects re-reads the state it shows. When a client falls behind by more than `_BACKLOG` events,
-the excess is dropped and one `resync` event says so.
+reconnects re-reads the state it shows. When a client falls behind by more than `_BACKLOG` events
+or `CONVEYOR_API_SSE_BUFFER_BYTES` of event text, the excess is dropped and one `resync` event says
+so, in the place of what was dropped.
 
 Served from the process's event hub (api/hub.py): each queue costs one reader however many clients
 follow it, and the stream counts against the key's `CONVEYOR_API_MAX_STREAMS_PER_KEY`.
@@ -15,7 +16,6 @@ follow it, and the stream counts against the key's `CONVEYOR_API_MAX_STREAMS_PER
 from __future__ import annotations
 
 import asyncio
-import contextlib
 from collections.abc import AsyncGenerator
 from typing import Annotated
 
@@ -25,7 +25,7 @@ from fastapi.responses import StreamingResponse
 
 from conveyor.api.auth import ReadKey
 from conveyor.api.errors import ApiError
-from conveyor.api.hub import EventHub, Subscription
+from conveyor.api.hub import EventHub, Subscription, event_size
 from conveyor.api.keys import Scope as KeyScope
 from conveyor.api.serialize import event_out
 from conveyor.api.sse import HeldStream, key_recheck, recheck_every_s, stopping, stream_responses
@@ -49,25 +49,50 @@ class _Closed:
 
 
 _CLOSED = _Closed()
-_Item = tuple[str, Event] | _Closed | None  # an event of a queue; the end; None: events were dropped
+_Item = tuple[str, Event, int] | _Closed | None  # an event of a queue (and its size); the end; None: dropped
 
 
-async def _pump(events: Subscription, out: asyncio.Queue[_Item]) -> None:
+class _Backlog:
+    """What waits for a live stream's client: at most `_BACKLOG` events and `max_bytes` of event text.
+    Past either, events are dropped and one marker (None: the client gets `resync`) takes their place;
+    the markers are not counted, so one always fits."""
+
+    def __init__(self, max_bytes: int) -> None:
+        self.items: asyncio.Queue[_Item] = asyncio.Queue()
+        self.max_bytes = max_bytes
+        self.events = 0
+        self.bytes = 0
+        self.dropping = False  # a marker is queued and no event has been taken in since
+
+    def put(self, queue: str, event: Event) -> None:
+        size = event_size(event)
+        if self.events >= _BACKLOG or self.bytes + size > self.max_bytes:
+            if not self.dropping:
+                self.dropping = True
+                self.items.put_nowait(None)
+            return
+        self.dropping = False
+        self.events += 1
+        self.bytes += size
+        self.items.put_nowait((queue, event, size))
+
+    def took(self, size: int) -> None:
+        self.events -= 1
+        self.bytes -= size
+
+
+async def _pump(events: Subscription, out: _Backlog) -> None:
     async for event in events:
-        try:
-            out.put_nowait((events.queue, event))
-        except asyncio.QueueFull:
-            with contextlib.suppress(asyncio.QueueFull):
-                out.put_nowait(None)  # the consumer says `resync` once it drains the backlog
-    with contextlib.suppress(asyncio.QueueFull):  # a full backlog wakes the consumer anyway
-        out.put_nowait(_CLOSED)
+        out.put(events.queue, event)
+    out.items.put_nowait(_CLOSED)
 
 
 async def _follow(
-    hub: EventHub, queues: list[str], streams: list[str], keepalive_s: float, show_data: bool
+    hub: EventHub, queues: list[str], streams: list[str], keepalive_s: float, show_data: bool,
+    max_bytes: int,
 ) -> AsyncGenerator[bytes, None]:
     """`streams`: the queues' events streams (one per partition of a partitioned queue)."""
-    out: asyncio.Queue[_Item] = asyncio.Queue(maxsize=_BACKLOG)
+    out = _Backlog(max_bytes)
     subscriptions = [hub.subscribe(s) for s in streams]
     tasks: list[asyncio.Task[None]] = []
     try:
@@ -77,10 +102,8 @@ async def _follow(
         yield b"retry: %d\n\n" % _RETRY_MS
         yield _frame("ready", orjson.dumps({"queues": queues}))
         while True:
-            if hub.draining and out.empty():  # the end marker may have been lost to a full backlog
-                return
             try:
-                item = await asyncio.wait_for(out.get(), timeout=keepalive_s)
+                item = await asyncio.wait_for(out.items.get(), timeout=keepalive_s)
             except TimeoutError:
                 yield b": keep-alive\n\n"
                 continue
@@ -89,7 +112,8 @@ async def _follow(
             if item is None:
                 yield _frame("resync", b"{}")
                 continue
-            queue, event = item
+            queue, event, size = item
+            out.took(size)
             body = event_out(event, show_data=show_data)
             body["queue"] = queue_of_stream(queue)
             yield _frame(event.type, orjson.dumps(body))
@@ -139,7 +163,7 @@ async def live_events(
     streams = [stream_name(p) for n in names for p in parts_of(await state.opened(n))]
     show = principal.can(KeyScope.READ_DATA)
     needs = frozenset({KeyScope.READ, KeyScope.READ_DATA} if show else {KeyScope.READ})
-    stream = _follow(state.hub, names, streams, keepalive_s, show)
+    stream = _follow(state.hub, names, streams, keepalive_s, show, state.settings.api_sse_buffer_bytes)
     return HeldStream(
         stream,
         lambda: state.streams.give_back(principal.key_id),

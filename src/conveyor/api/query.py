@@ -6,6 +6,8 @@
 - Job ids may contain '/', so `DELETE /api/jobs/q/42/wait` also fits `DELETE /api/jobs/{q}/{id}`
   (a job "42/wait"). The resource at such a path is the most specific template that fits it
   (`/api/jobs/{q}/{id}/wait`); a method that resource does not serve is a 405 with its `Allow`.
+- A JSON body whose object repeats a key is a 422 naming it (api/body.py), as the routes that parse
+  their body themselves answer.
 """
 
 from __future__ import annotations
@@ -19,6 +21,7 @@ from fastapi import Request
 from fastapi.routing import APIRoute
 from starlette.exceptions import HTTPException
 
+from conveyor.api.body import refuse_repeated_keys
 from conveyor.api.errors import ApiError, allowed_methods
 
 _KNOWN: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
@@ -57,6 +60,7 @@ async def described_requests_only(request: Request) -> None:
         return
     if ":path}" in route.path and request.method not in allowed_methods(request):
         raise HTTPException(405)
+    await refuse_repeated_keys(request)
     if not request.scope.get("query_string"):
         return
     declared, single = _declared(route)

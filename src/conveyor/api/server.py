@@ -9,6 +9,14 @@ is fully read (a long-poll or an event stream then runs as long as it needs to).
 settings cover the rest: idle keep-alive connections close after `CONVEYOR_API_KEEPALIVE_S`, and
 past `CONVEYOR_API_MAX_CONNECTIONS` connections or requests new requests get 503 at once.
 
+A peer that stops taking data (it stopped reading, or vanished without a FIN: a laptop closed, a NAT
+that forgot the flow) would hold an event stream or a long-poll, and its per-key slot, until the
+system's TCP retransmissions give up, about 15 minutes. Each accepted socket gets
+`TCP_USER_TIMEOUT` = `CONVEYOR_API_SEND_TIMEOUT_S` (sent data unacknowledged, or a receive window
+shut, that long: the kernel ends the connection) and TCP keep-alive probes after as long idle (a
+long-poll sends nothing while it waits); uvicorn then sees the connection lost and the stream or
+wait ends and gives its slot back.
+
 `--workers N` runs N processes that share the listening socket (uvicorn's supervisor restarts one
 that dies). Each process has its own event reader (api/hub.py) and per-key caps; rate limits live
 in Redis, so they hold across processes.
@@ -17,8 +25,10 @@ in Redis, so they hold across processes.
 from __future__ import annotations
 
 import asyncio
+import contextlib
 import logging
 import os
+import socket
 from typing import Any
 
 import uvicorn
@@ -63,9 +73,30 @@ class _Deadline:
             transport.close()
 
 
-def _timeouts(config: uvicorn.Config) -> tuple[float, float]:
+def _timeouts(config: uvicorn.Config) -> tuple[float, float, float]:
     state = getattr(config, "conveyor_timeouts", None)
-    return state if state is not None else (10.0, 30.0)
+    return state if state is not None else (10.0, 30.0, 30.0)
+
+
+def bound_unacknowledged(transport: Any, seconds: float) -> None:
+    """Have the kernel end the connection once data sent on it stays unacknowledged (or the peer's
+    window stays shut) for `seconds`, and probe it after as long idle. Where the options do not exist
+    (not Linux, not TCP) nothing changes."""
+    sock = transport.get_extra_info("socket")
+    if seconds <= 0 or sock is None or sock.family not in (socket.AF_INET, socket.AF_INET6):
+        return
+    whole = max(1, round(seconds))
+    options = [
+        (socket.SOL_SOCKET, socket.SO_KEEPALIVE, 1),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_USER_TIMEOUT", None), max(1, round(seconds * 1000))),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPIDLE", None), whole),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPINTVL", None), max(1, whole // 3)),
+        (socket.IPPROTO_TCP, getattr(socket, "TCP_KEEPCNT", None), 3),
+    ]
+    for level, name, value in options:
+        if name is not None:
+            with contextlib.suppress(OSError):
+                sock.setsockopt(level, name, value)
 
 
 class _HeadTooLarge(Exception):
@@ -79,6 +110,7 @@ def _guarded(base: type[Any]) -> type[Any]:
     class Guarded(base):  # type: ignore[misc]
         def connection_made(self, transport: Any) -> None:
             super().connection_made(transport)
+            bound_unacknowledged(transport, _timeouts(self.config)[2])
             self._deadline = _Deadline()
             self._deadline.arm(self.loop, _timeouts(self.config)[0], "headers", transport)
             self._head_bytes = 0
@@ -138,6 +170,7 @@ class GuardedH11Protocol(H11Protocol):
 
     def connection_made(self, transport: Any) -> None:
         super().connection_made(transport)
+        bound_unacknowledged(transport, _timeouts(self.config)[2])
         self._deadline = _Deadline()
         self._deadline.arm(self.loop, _timeouts(self.config)[0], "headers", transport)
 
@@ -225,7 +258,8 @@ def raise_open_files_limit(settings: Settings) -> int:
 
 def make_config(app: Any, settings: Settings, **extra: Any) -> uvicorn.Config:
     config = uvicorn.Config(app, **{**config_options(settings), **extra})
-    setattr(config, "conveyor_timeouts", (settings.api_header_timeout_s, settings.api_body_timeout_s))  # noqa: B010
+    timeouts = (settings.api_header_timeout_s, settings.api_body_timeout_s, settings.api_send_timeout_s)
+    setattr(config, "conveyor_timeouts", timeouts)  # noqa: B010
     return config
 
 

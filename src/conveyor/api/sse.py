@@ -37,7 +37,7 @@ from starlette.types import Receive, Scope, Send
 from conveyor.api.auth import Principal, ReadKey, current_scopes
 from conveyor.api.errors import ApiError
 from conveyor.api.flow_events import POLL_S, FlowFollower
-from conveyor.api.hub import EventHub, parse_stream_id
+from conveyor.api.hub import EventHub, Subscription, parse_stream_id
 from conveyor.api.keys import Scope as KeyScope
 from conveyor.api.output import EVENT_ID_PATTERN, OutputRelay, split_event_id
 from conveyor.api.responses import JSONBody
@@ -116,7 +116,7 @@ async def _follow_job(
 ) -> AsyncGenerator[bytes, None]:
     show_data = relay.show_data
     stream = stream_name(await part_holding(queue, job_id))  # a partitioned queue: the job's partition
-    async with hub.subscribe(stream, job_id, after=after) as events:
+    async with hub.subscribe(stream, job_id, after=after, end_on_overflow=True) as events:
         if after is None:
             # Subscribed first, then read: whatever happens after this snapshot is in `events`.
             record = await queue.get_job(job_id)
@@ -138,7 +138,10 @@ async def _follow_job(
             if flow is not None and flow.active:
                 event = await events.next(timeout=min(wait, POLL_S))
                 if events.closed:
-                    return  # the process is stopping (hub.drain): the client resumes with Last-Event-ID
+                    # The process is stopping (hub.drain), or the client fell too far behind: it
+                    # resumes with Last-Event-ID.
+                    _ending(events)
+                    return
                 for chunk in await flow.poll():
                     yield chunk
                 if event is None and asyncio.get_running_loop().time() - beat < wait:
@@ -147,6 +150,7 @@ async def _follow_job(
             else:
                 event = await events.next(timeout=wait)
                 if events.closed:
+                    _ending(events)
                     return
             if event is not None:
                 previous, cursor = cursor, event.id
@@ -196,6 +200,12 @@ async def _recorded_progress(queue: Queue, job_id: str) -> Any:
     """The job's progress as recorded: a progress event too large for the stream carries only its size."""
     record = await queue.get_job(job_id)
     return None if record is None else record.progress
+
+
+def _ending(events: Subscription) -> None:
+    if events.overflowed:
+        logger.info("an event stream's client fell over %d events or %d bytes behind; the stream ends and "
+                    "the client resumes with Last-Event-ID", events.limits[0], events.limits[1])
 
 
 async def _ending_on_faults(content: AsyncGenerator[bytes, None]) -> AsyncGenerator[bytes, None]:

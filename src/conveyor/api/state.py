@@ -49,7 +49,8 @@ class ApiState:
     def hub(self) -> EventHub:
         """The process's one reader of queue events (SSE and long-polls subscribe to it)."""
         if self._hub is None:
-            self._hub = EventHub(lambda: self.client, self._blocking_client, self.prefix)
+            self._hub = EventHub(lambda: self.client, self._blocking_client, self.prefix,
+                                 buffer_bytes=self.settings.api_sse_buffer_bytes)
         return self._hub
 
     def _blocking_client(self) -> RedisClient:
