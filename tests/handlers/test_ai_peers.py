@@ -15,6 +15,7 @@ from conveyor import Conveyor, JobState
 from conveyor.handlers import install
 from conveyor.handlers.ai import Provider
 from conveyor.handlers.ai.streaming import MAX_ANSWER_CHARS
+from conveyor.handlers.ai.wire import MAX_BODY_BYTES
 from conveyor.settings import Settings
 from tests.conftest import running, wait_for
 from tests.handlers.conftest import provider
@@ -151,3 +152,68 @@ async def test_cancelling_a_job_whose_provider_never_answers_ends_it_and_the_cal
 
 async def _state_is(queue: Any, job_id: str, state: JobState) -> bool:
     return await queue.get_state(job_id) == state
+
+
+BODY_STEP = 1024 * 1024
+
+
+async def _hold(r: asyncio.StreamReader) -> None:
+    await r.read()  # until the client closes the connection
+
+
+def _sends_body(status: bytes, headers: bytes, body: Any) -> Any:
+    """A peer that answers `status` with `headers`, then the chunks of `body` as fast as it can, then
+    holds the connection open."""
+
+    async def behaviour(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await peer.write(w, b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\n" + headers + b"\r\n")
+        for chunk in body():
+            await peer.write(w, chunk)
+        await _hold(r)
+
+    return behaviour
+
+
+def _endless_answer() -> Any:
+    yield b'{"id": "c", "object": "chat.completion", "model": "m", "choices": [{"message": {"content": "'
+    for _ in range(3 * MAX_BODY_BYTES // BODY_STEP):
+        yield b"x" * BODY_STEP
+
+
+def _gzip_bomb() -> Any:
+    import zlib
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    yield packer.compress(b'{"choices": [{"message": {"content": "')
+    for _ in range(3 * MAX_BODY_BYTES // BODY_STEP):
+        yield packer.compress(b"x" * BODY_STEP)
+
+
+WHOLE_BODIES = {
+    "endless-answer": _sends_body(b"200 OK", b"", _endless_answer),
+    "endless-error": _sends_body(b"500 Internal Server Error", b"", _endless_answer),
+    "announced": _sends_body(b"200 OK", b"Content-Length: 1000000000000\r\n", _endless_answer),
+    "gzip-bomb": _sends_body(b"200 OK", b"Content-Encoding: gzip\r\n", _gzip_bomb),
+}
+
+
+@pytest.mark.parametrize("case", list(WHOLE_BODIES))
+async def test_a_whole_answer_is_bounded_while_it_is_read(app: Conveyor, chat: ChatServer, case: str) -> None:
+    """A provider asked for a whole answer (stream: false) that sends a body over MAX_BODY_BYTES (an
+    answer, an error, a gzip bomb; announced or not) costs one bounded read: that provider failed and
+    the next answers. Before, the SDK read the body until the provider's timeout, all of it in memory."""
+    peer = await RawPeer(WHOLE_BODIES[case]).start()
+    try:
+        huge = Provider("huge", f"{peer.url}/v1", "m", "k", 60.0, stream=False)
+        handlers = install(app, ai=True, settings=Settings(), ai_providers=[huge, provider(chat, "ok")])
+        assert handlers.ai is not None
+        job = await handlers.ai.generate.enqueue({"prompt": "hello"}, attempts=1)
+        async with running(app.worker("ai", lease_ms=5000)):
+            result = await job.result(timeout=90)
+        assert result.provider == "ok" and result.text == "echo: hello"
+        assert [(a.provider, a.outcome) for a in result.attempts] == [("huge", "error"), ("ok", "ok")]
+        assert f"the answer body passed {MAX_BODY_BYTES} bytes" in result.attempts[0].detail
+        await wait_for(lambda: peer.closed == 1, timeout=30, what="the huge provider's connection closed")
+        assert peer.sent < 2 * MAX_BODY_BYTES, f"{peer.sent} bytes sent by one provider"
+    finally:
+        await peer.close()

@@ -19,7 +19,7 @@ ACCEPT_ENCODING = "gzip, deflate"
 _GZIP = frozenset({"gzip", "x-gzip"})
 
 
-class _Inflater:
+class Inflater:
     """One gzip or deflate layer; `deflate` is zlib-wrapped or, as some servers send it, raw."""
 
     def __init__(self, encoding: str) -> None:
@@ -42,19 +42,21 @@ class _Inflater:
         return out
 
 
-def _inflater(response: httpx.Response) -> _Inflater | None:
-    codings = [c.strip().lower() for c in response.headers.get("content-encoding", "").split(",")]
+def inflater_for(headers: httpx.Headers) -> Inflater | None:
+    """The inflater a response's Content-Encoding calls for (None: identity); DecodingError for any
+    encoding but one layer of gzip or deflate."""
+    codings = [c.strip().lower() for c in headers.get("content-encoding", "").split(",")]
     codings = [c for c in codings if c and c != "identity"]
     if not codings:
         return None
     if len(codings) > 1 or codings[0] not in (_GZIP | {"deflate"}):
         raise httpx.DecodingError(f"unsupported Content-Encoding {', '.join(codings)[:100]!r}")
-    return _Inflater(codings[0])
+    return Inflater(codings[0])
 
 
 async def iter_capped(response: httpx.Response, limit: int) -> AsyncIterator[bytes]:
     """The decoded body in chunks, `limit + 1` bytes at most in all (then the iteration ends)."""
-    inflater = _inflater(response)
+    inflater = inflater_for(response.headers)
     left = limit + 1
     async for raw in response.aiter_raw():
         chunk = raw[:left] if inflater is None else inflater.inflate(raw, left)

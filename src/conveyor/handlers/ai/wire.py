@@ -1,0 +1,97 @@
+"""The providers' HTTP transport: every answer body is bounded while it is read.
+
+The SDK reads a whole answer (and any error body) into memory before looking at it, so a provider
+that sends an enormous or endless body would be read until `timeout_s` passed, at the link's speed.
+This transport wraps the SDK's connection pool and counts the decoded bytes as they arrive: a body
+over `MAX_BODY_BYTES` (or announced over it by Content-Length) fails the read with `AnswerTooLarge`
+at once, and the connection is closed. Compressed bodies are inflated here, by the same bounded
+inflater as the other handlers' downloads (one gzip or deflate layer), so no bomb gets past the count.
+Server-sent event streams are read as they come (their answer is bounded in streaming.py).
+"""
+
+from __future__ import annotations
+
+from collections.abc import AsyncIterator
+
+import httpx
+
+from conveyor.handlers.ai.streaming import MAX_ANSWER_CHARS, BrokenAnswer
+from conveyor.handlers.bodies import ACCEPT_ENCODING, Inflater, inflater_for
+
+# A whole answer carries at most MAX_ANSWER_CHARS characters of text; 8 bytes a character leave room
+# for JSON escapes (`\uXXXX` is 6 bytes) and the envelope around the text.
+MAX_BODY_BYTES = 8 * MAX_ANSWER_CHARS
+
+
+class AnswerTooLarge(BrokenAnswer):
+    """A provider's answer body passed `MAX_BODY_BYTES`."""
+
+
+def _too_large(limit: int) -> AnswerTooLarge:
+    return AnswerTooLarge(f"the answer body passed {limit} bytes")
+
+
+class _CappedBody(httpx.AsyncByteStream):
+    """The decoded body of one response; raises AnswerTooLarge past `limit` bytes."""
+
+    def __init__(self, raw: httpx.AsyncByteStream, inflater: Inflater | None, limit: int) -> None:
+        self.raw = raw
+        self.inflater = inflater
+        self.limit = limit
+
+    async def __aiter__(self) -> AsyncIterator[bytes]:
+        size = 0
+        async for chunk in self.raw:
+            data = chunk if self.inflater is None else self.inflater.inflate(chunk, self.limit - size + 1)
+            size += len(data)
+            if size > self.limit:
+                raise _too_large(self.limit)
+            if data:
+                yield data
+
+    async def aclose(self) -> None:
+        await self.raw.aclose()
+
+
+def _is_event_stream(response: httpx.Response) -> bool:
+    media: str = response.headers.get("content-type", "")
+    return media.lower().startswith("text/event-stream")
+
+
+class CappedTransport(httpx.AsyncBaseTransport):
+    """An httpx transport whose whole-body answers are at most `limit` decoded bytes."""
+
+    def __init__(self, inner: httpx.AsyncBaseTransport | None = None, *, limit: int = MAX_BODY_BYTES) -> None:
+        self.inner = inner or httpx.AsyncHTTPTransport()
+        self.limit = limit
+
+    async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
+        request.headers["Accept-Encoding"] = ACCEPT_ENCODING  # only what the bounded inflater decodes
+        response = await self.inner.handle_async_request(request)
+        if _is_event_stream(response):
+            return response
+        try:
+            length = int(response.headers.get("content-length") or 0)
+        except ValueError:
+            length = 0
+        try:
+            if length > self.limit:
+                raise _too_large(self.limit)
+            inflater = inflater_for(response.headers)
+        except BaseException:
+            await response.aclose()
+            raise
+        headers = response.headers.copy()
+        if inflater is not None:  # the body is decoded here: httpx must not decode it again
+            del headers["content-encoding"]
+            headers.pop("content-length", None)
+        assert isinstance(response.stream, httpx.AsyncByteStream)
+        return httpx.Response(
+            response.status_code,
+            headers=headers,
+            stream=_CappedBody(response.stream, inflater, self.limit),
+            extensions=response.extensions,
+        )
+
+    async def aclose(self) -> None:
+        await self.inner.aclose()
