@@ -155,6 +155,11 @@ class Settings:
         "CONVEYOR_SMTP_CA_FILE", "CA bundle that signs the SMTP server's certificate."
     )
     smtp_timeout_s: float = _setting("CONVEYOR_SMTP_TIMEOUT_S", "SMTP connect and command timeout.", 30.0)
+    smtp_budget_s: float = _setting(
+        "CONVEYOR_SMTP_BUDGET_S",
+        "Seconds one delivery may take in all (connect, TLS, AUTH, every command and the message).",
+        60.0,
+    )
     email_from: str | None = _setting("CONVEYOR_EMAIL_FROM", "Default From address of the email task.")
     email_templates_dir: str | None = _setting(
         "CONVEYOR_EMAIL_TEMPLATES_DIR", "Folder of Jinja2 email templates."

@@ -13,11 +13,12 @@ from pathlib import Path
 import pytest
 
 from conveyor import Conveyor, JobFailedError, RateLimited, Retry, Unrecoverable
+from conveyor.errors import ConfigurationError
 from conveyor.handlers import install
 from conveyor.handlers.email import EmailRequest, Mailer
 from conveyor.handlers.ratelimit import SendRate
 from conveyor.settings import Settings
-from tests.conftest import running
+from tests.conftest import running, wait_for
 from tests.handlers.servers import SmtpServer
 
 
@@ -210,3 +211,65 @@ async def test_a_5xx_from_the_same_raw_peer_stays_permanent() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+TRICKLE_S = 0.2  # the trickling peer's pause between two bytes of an answer
+
+
+class TricklingSmtp:
+    """A raw SMTP peer that answers every command correctly, a byte every TRICKLE_S: each answer
+    arrives well inside the per-answer timeout, the whole conversation takes about 10 s."""
+
+    def __init__(self) -> None:
+        self.commands: list[bytes] = []
+        self.closed = 0
+
+    async def _answer(self, writer: asyncio.StreamWriter, reply: bytes) -> None:
+        for b in reply:
+            writer.write(bytes([b]))
+            await writer.drain()
+            await asyncio.sleep(TRICKLE_S)
+
+    async def talk(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self._answer(writer, b"220 slow\r\n")
+            while line := await reader.readline():
+                verb = line.split(b" ", 1)[0].strip().upper()
+                self.commands.append(verb)
+                if verb == b"DATA":
+                    await self._answer(writer, b"354 go on\r\n")
+                    while await reader.readline() not in (b".\r\n", b""):
+                        pass
+                    self.commands.append(b"<end of data>")
+                await self._answer(writer, b"221 bye\r\n" if verb == b"QUIT" else b"250 ok\r\n")
+        except ConnectionError:
+            pass
+        finally:
+            self.closed += 1
+            writer.close()
+
+
+async def test_a_server_that_trickles_its_answers_is_cut_off_by_the_delivery_budget() -> None:
+    """Each answer inside smtp_timeout_s, the conversation over smtp_budget_s: the delivery ends at the
+    budget as a Retry and the connection is closed; before, only the job's timeout ended it."""
+    peer = TricklingSmtp()
+    server = await asyncio.start_server(peer.talk, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        settings = Settings(
+            smtp_host="127.0.0.1", smtp_port=port, smtp_starttls=False, email_from="a@example.com",
+            smtp_timeout_s=60.0, smtp_budget_s=1.0,
+        )
+        with pytest.raises(Retry, match=r"SMTP delivery took over its budget of 1.0s"):
+            await Mailer(settings).send(EmailRequest(to=["b@example.com"], subject="Hi", text="Hello"))
+        assert b"<end of data>" not in peer.commands  # the mail was not accepted
+        await wait_for(lambda: peer.closed == 1, timeout=30, what="the SMTP connection closed")
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_the_delivery_budget_is_checked() -> None:
+    for bad in (0.0, -1.0, 3601.0):
+        with pytest.raises(ConfigurationError, match="CONVEYOR_SMTP_BUDGET_S"):
+            Mailer(Settings(smtp_host="127.0.0.1", smtp_budget_s=bad))
