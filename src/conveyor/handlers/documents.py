@@ -46,6 +46,7 @@ _MEDIA: dict[str, Kind] = {
     "text/plain": "text",
     "application/vnd.openxmlformats-officedocument.wordprocessingml.document": "docx",
 }
+_NAMES: dict[Kind, str] = {"pdf": "PDF", "docx": "ZIP archive (DOCX)"}
 ZIP_EXPANSION_LIMIT = 20  # a DOCX may unpack to at most 20x the byte cap (zip bombs)
 # python-docx parses every XML part of a DOCX into one lxml tree, about 20x the XML's size in memory
 # for plain paragraphs (and seconds of CPU per MiB): the XML is held to its own, smaller bound.
@@ -77,18 +78,34 @@ class DocumentResult(BaseModel):
     truncated: bool
 
 
-def detect_kind(data: bytes, name: str = "", media_type: str = "") -> Kind:
-    """From magic bytes, then the media type, then the file extension."""
-    if data.startswith(b"%PDF-"):
-        return "pdf"
+# The formats whose bytes say what they are. A ZIP is parsed as the only ZIP kind read here (DOCX);
+# any other ZIP (XLSX, EPUB, ...) then fails as `not a readable DOCX`.
+_MAGIC: tuple[tuple[bytes, Kind], ...] = ((b"%PDF-", "pdf"), (b"PK\x03\x04", "docx"))
+
+
+def magic_kind(data: bytes) -> Kind | None:
+    """The kind the document's first bytes prove (PDF, ZIP), or None."""
+    return next((kind for magic, kind in _MAGIC if data.startswith(magic)), None)
+
+
+def detect_kind(data: bytes, name: str = "", media_type: str = "", *, forced: Kind | None = None) -> Kind:
+    """The document's kind: its magic bytes decide when they are present, whatever the Content-Type or
+    the extension declares (a peer's declaration is often wrong, the bytes are not, and a PDF or ZIP
+    read by a text parser yields garbage); then the job's `kind`, the media type, the extension, an
+    HTML sniff, text. A `kind` forced by the job that the bytes contradict is refused (Unrecoverable)."""
+    proven = magic_kind(data)
+    if forced is not None and proven is not None and forced != proven:
+        raise Unrecoverable(f"the document was given kind={forced!r} but its bytes are a {_NAMES[proven]}")
+    if proven is not None:
+        return proven
+    if forced is not None:
+        return forced
     media = media_type.split(";", 1)[0].strip().lower()
     if media in _MEDIA:
         return _MEDIA[media]
     ext = os.path.splitext(name.split("?", 1)[0])[1].lower()
     if ext in _EXTENSIONS:
         return _EXTENSIONS[ext]
-    if data.startswith(b"PK\x03\x04"):
-        return "docx"
     head = data[:512].lstrip().lower()
     if head.startswith((b"<!doctype html", b"<html")):
         return "html"
@@ -325,7 +342,7 @@ class DocumentReader:
             assert req.path is not None
             data, media = await asyncio.to_thread(self._read_path, req.path), ""
             source = req.path
-        kind = req.kind or detect_kind(data, source, media)
+        kind = detect_kind(data, source, media, forced=req.kind)
         if ctx is not None:
             await ctx.progress({"stage": "extracting", "kind": kind, "bytes": len(data)})
         limit = min(req.max_chars or self.max_chars, self.max_chars)
