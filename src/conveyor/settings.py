@@ -177,6 +177,11 @@ class Settings:
     documents_max_chars: int = _setting(
         "CONVEYOR_DOCUMENTS_MAX_CHARS", "Extracted text is cut at this many characters.", 1_000_000
     )
+    documents_parsers: int = _setting(
+        "CONVEYOR_DOCUMENTS_PARSERS",
+        "Document parser threads per worker process, counting parses that outlive a timed-out job (1-64).",
+        4,
+    )
     # --- worker service (`conveyor worker`)
     queues: str | None = _setting(
         "CONVEYOR_QUEUES", "Comma-separated subset of the app's queues to run (default: all)."

@@ -1,7 +1,8 @@
 """Text from uploaded documents (PDF, DOCX, HTML, Markdown, plain text), by path or URL, size-capped.
 
 Paths must lie inside CONVEYOR_DOCUMENTS_ROOT; URLs are fetched through the SSRF guard. Parsing
-runs in a thread, so a large PDF does not stall the worker's event loop.
+runs in a thread, so a large PDF does not stall the worker's event loop, from a bounded set of them
+(parsers.py): a parse outlives a job that times out, and those must not pile up.
 """
 
 from __future__ import annotations
@@ -19,6 +20,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from conveyor.errors import Retry, Unrecoverable
 from conveyor.handlers.bodies import read_capped
 from conveyor.handlers.http import raise_for_rate_limit, transfer_errors_as_signals
+from conveyor.handlers.parsers import ParserPool
 from conveyor.handlers.ssrf import SsrfGuard, guarded_client, send_following
 from conveyor.worker.context import JobContext
 
@@ -286,9 +288,17 @@ class DocumentReader:
     """Reads a document from an allowed path or a guarded URL and extracts its text."""
 
     def __init__(
-        self, guard: SsrfGuard, *, root: str | None, max_bytes: int, max_chars: int, timeout_s: float = 30.0
+        self,
+        guard: SsrfGuard,
+        *,
+        root: str | None,
+        max_bytes: int,
+        max_chars: int,
+        timeout_s: float = 30.0,
+        parsers: ParserPool | None = None,
     ) -> None:
         self.guard = guard
+        self.parsers = parsers or ParserPool()
         self.root = Path(root).resolve() if root else None
         self.max_bytes = max_bytes
         self.max_chars = max_chars
@@ -346,7 +356,7 @@ class DocumentReader:
         if ctx is not None:
             await ctx.progress({"stage": "extracting", "kind": kind, "bytes": len(data)})
         limit = min(req.max_chars or self.max_chars, self.max_chars)
-        text, pages, pages_read = await asyncio.to_thread(extract, data, kind, self.max_bytes, limit)
+        text, pages, pages_read = await self.parsers.run(extract, data, kind, self.max_bytes, limit)
         return DocumentResult(
             source=source,
             kind=kind,
@@ -372,6 +382,7 @@ def register(app: Conveyor, settings: Settings, guard: SsrfGuard) -> DocumentTas
         root=settings.documents_root,
         max_bytes=settings.documents_max_bytes,
         max_chars=settings.documents_max_chars,
+        parsers=ParserPool(settings.documents_parsers),
     )
 
     async def extract_text(ctx: JobContext, payload: DocumentRequest) -> DocumentResult:
