@@ -9,13 +9,14 @@ import asyncio
 import json
 from typing import Any
 
+import httpx
 import pytest
 
 from conveyor import Conveyor, JobState
 from conveyor.handlers import install
 from conveyor.handlers.ai import Provider
 from conveyor.handlers.ai.streaming import MAX_ANSWER_CHARS
-from conveyor.handlers.ai.wire import MAX_BODY_BYTES
+from conveyor.handlers.ai.wire import MAX_BODY_BYTES, AnswerTooLarge, CappedTransport
 from conveyor.settings import Settings
 from tests.conftest import running, wait_for
 from tests.handlers.conftest import provider
@@ -215,5 +216,73 @@ async def test_a_whole_answer_is_bounded_while_it_is_read(app: Conveyor, chat: C
         assert f"the answer body passed {MAX_BODY_BYTES} bytes" in result.attempts[0].detail
         await wait_for(lambda: peer.closed == 1, timeout=30, what="the huge provider's connection closed")
         assert peer.sent < 2 * MAX_BODY_BYTES, f"{peer.sent} bytes sent by one provider"
+    finally:
+        await peer.close()
+
+
+async def line_never_ends(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    await peer.write(w, SSE_HEAD + chunked(b'data: {"choices": [{"delta": {"content": "'))
+    for _ in range(3 * MAX_BODY_BYTES // BODY_STEP):
+        await peer.write(w, chunked(b"x" * BODY_STEP))
+    await _hold(r)
+
+
+async def test_a_stream_line_that_never_ends_is_bounded_while_it_is_read(app: Conveyor, chat: ChatServer) -> None:
+    """The SDK holds an event's line until it ends: a provider sending one endless line fast costs one
+    bounded read (no line over MAX_BODY_BYTES); before, the line grew in memory until timeout_s."""
+    peer = await RawPeer(line_never_ends).start()
+    try:
+        odd = Provider("odd", f"{peer.url}/v1", "m", "k", 60.0)
+        handlers = install(app, ai=True, settings=Settings(), ai_providers=[odd, provider(chat, "ok")])
+        assert handlers.ai is not None
+        job = await handlers.ai.generate.enqueue({"prompt": "hello"}, attempts=1)
+        async with running(app.worker("ai", lease_ms=5000)):
+            result = await job.result(timeout=90)
+        assert [(a.provider, a.outcome) for a in result.attempts] == [("odd", "error"), ("ok", "ok")]
+        assert f"a line of the event stream passed {MAX_BODY_BYTES} bytes" in result.attempts[0].detail
+        await wait_for(lambda: peer.closed == 1, timeout=30, what="the odd provider's connection closed")
+        assert peer.sent < 2 * MAX_BODY_BYTES, f"{peer.sent} bytes sent by one provider"
+    finally:
+        await peer.close()
+
+
+async def empty_events_forever(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    await peer.write(w, SSE_HEAD)
+    while True:
+        await peer.write(w, event(None, x_pad="y" * 60_000))
+
+
+@pytest.mark.parametrize("encoding", [b"", b"Content-Encoding: gzip\r\n"], ids=["plain", "gzip"])
+async def test_an_event_stream_is_bounded_in_all(encoding: bytes) -> None:
+    """Events that move the answer on but carry no text (or a gzip bomb of them) end at the stream
+    limit; before, only the job's timeout ended them."""
+
+    async def plain(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await empty_events_forever(peer, r, w)
+
+    async def bomb(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        import zlib
+
+        head = SSE_HEAD.replace(b"\r\n\r\n", b"\r\n" + encoding + b"\r\n", 1)
+        packer = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+        await peer.write(w, head)
+        one = b'data: {"choices": [{"index": 0, "delta": {}}], "x": "' + b"y" * 1_000_000 + b'"}\n\n'
+        while True:
+            await peer.write(w, chunked(packer.compress(one) + packer.flush(zlib.Z_SYNC_FLUSH)))
+
+    limit = 4 * 1024 * 1024
+    peer = await RawPeer(bomb if encoding else plain).start()
+    try:
+        read = 0
+        async with (
+            httpx.AsyncClient(transport=CappedTransport(stream_limit=limit)) as client,
+            client.stream("POST", f"{peer.url}/v1/chat/completions", json={}) as response,
+        ):
+            with pytest.raises(AnswerTooLarge, match=f"the answer body passed {limit} bytes"):
+                async for data in response.aiter_bytes():
+                    read += len(data)
+        assert read <= limit
+        await wait_for(lambda: peer.closed == 1, timeout=30, what="the connection closed")
+        assert peer.sent < 4 * limit
     finally:
         await peer.close()

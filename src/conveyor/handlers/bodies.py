@@ -11,7 +11,7 @@ caller's limit (plus one byte, to tell that more was there). Only `gzip` and `de
 from __future__ import annotations
 
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 
@@ -40,6 +40,18 @@ class Inflater:
             return self.inflate(data, room)
         self.raw_fallback = False
         return out
+
+    def pieces(self, data: bytes, step: int) -> Iterator[bytes]:
+        """`data` inflated at most `step` bytes at a time, so a caller that stops between two pieces
+        never holds more than one (a bomb inflates a thousandfold in one call otherwise)."""
+        while data:
+            out = self.inflate(data, step)
+            tail = self.inflater.unconsumed_tail
+            if out:
+                yield out
+            elif tail == data:  # no progress on this input: nothing more comes out of it
+                return
+            data = tail
 
 
 def inflater_for(headers: httpx.Headers) -> Inflater | None:
