@@ -22,7 +22,7 @@ from conveyor.errors import Retry, Unrecoverable
 from conveyor.handlers import install
 from conveyor.handlers.ai import Provider
 from conveyor.handlers.ai.generate import Usage
-from conveyor.handlers.documents import DOCX_XML_LIMIT, DocumentReader, DocumentRequest, html_text
+from conveyor.handlers.documents import DOCX_MAX_ENTRIES, DOCX_XML_LIMIT, DocumentReader, DocumentRequest, html_text
 from conveyor.handlers.endpoints import WebhookEndpoint, WebhookEndpoints
 from conveyor.handlers.ssrf import AllowList, SsrfGuard
 from conveyor.handlers.webhooks import WebhookRequest, WebhookSender
@@ -324,3 +324,25 @@ def test_html_text_keeps_blocks_entities_and_drops_what_is_not_shown() -> None:
         b"<br>next line<hr><template>hidden</template><noscript>no</noscript><p>a<b>b</b>c</p></body></html>"
     )
     assert html_text(page) == "Cells\ncafé & tea\nnext line\n\nabc"
+
+
+def docx_with_entries(count: int) -> bytes:
+    """A readable DOCX with `count` empty entries added to its archive."""
+    out = io.BytesIO()
+    with zipfile.ZipFile(out, "w", zipfile.ZIP_STORED) as zf:
+        with zipfile.ZipFile(io.BytesIO(docx_with_body("<w:p><w:r><w:t>hi</w:t></w:r></w:p>"))) as src:
+            for info in src.infolist():
+                zf.writestr(info, src.read(info))
+        for i in range(count):
+            zf.writestr(f"e/{i:x}", b"")
+    return out.getvalue()
+
+
+async def test_a_docx_of_too_many_entries_is_refused_before_it_is_opened(tmp_path: Path) -> None:
+    """200,000 empty entries (17 MB) took 320 MB and seconds of CPU to open; the count is checked first."""
+    (tmp_path / "many.docx").write_bytes(docx_with_entries(DOCX_MAX_ENTRIES + 1))
+    (tmp_path / "some.docx").write_bytes(docx_with_entries(100))
+    r = DocumentReader(SsrfGuard(AllowList.parse("")), root=str(tmp_path), max_bytes=20_000_000, max_chars=1000)
+    with pytest.raises(Unrecoverable, match=f"zip entries, over the limit of {DOCX_MAX_ENTRIES}"):
+        await r.read(DocumentRequest(path="many.docx"))
+    assert (await r.read(DocumentRequest(path="some.docx"))).text == "hi"
