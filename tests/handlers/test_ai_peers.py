@@ -286,3 +286,53 @@ async def test_an_event_stream_is_bounded_in_all(encoding: bytes) -> None:
         assert peer.sent < 4 * limit
     finally:
         await peer.close()
+
+
+def _answers(body: bytes) -> Any:
+    async def behaviour(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        await peer.write(w, head + body)
+        await _hold(r)
+
+    return behaviour
+
+
+async def deep_chunk(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    await peer.write(w, SSE_HEAD + chunked(b"data: " + b"[" * 100_000 + b"\n\n"))
+    await _hold(r)
+
+
+def _whole(content: str) -> bytes:
+    return json.dumps({"choices": [{"message": {"content": content}, "finish_reason": "stop"}], "model": "m"}).encode()
+
+
+DEEP = {
+    "body": (_answers(b'{"choices": ' + b"[" * 100_000), False, "error", "broken answer: maximum recursion depth"),
+    "chunk": (deep_chunk, True, "error", "broken answer: maximum recursion depth"),
+    "output": (_answers(_whole("[" * 65 + "]" * 65)), False, "invalid_output", "not JSON: nested over 64 levels"),
+    "output-unparsable": (
+        _answers(_whole("[" * 100_000)), False, "invalid_output", "not JSON: nested over 64 levels"
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(DEEP))
+async def test_json_nested_too_deep_is_that_providers_failure(app: Conveyor, chat: ChatServer, case: str) -> None:
+    """A body, chunk or structured output nested too deep costs that provider its attempt and the next
+    answers; before, the parser's RecursionError left the chain (no other provider was tried), and an
+    output nested 254 levels could be validated but not stored as the job's result."""
+    behaviour, stream, outcome, detail = DEEP[case]
+    peer = await RawPeer(behaviour).start()
+    try:
+        odd = Provider("odd", f"{peer.url}/v1", "m", "k", 30.0, stream=stream)
+        handlers = install(app, ai=True, settings=Settings(), ai_providers=[odd, provider(chat, "ok")])
+        assert handlers.ai is not None
+        chat.replies["output"] = [[1]]
+        job = await handlers.ai.generate.enqueue({"prompt": "hello", "json_schema": {"type": "array"}}, attempts=1)
+        async with running(app.worker("ai", lease_ms=5000)):
+            result = await job.result(timeout=60)
+        assert result.provider == "ok" and result.data == [[1]]
+        assert [(a.provider, a.outcome) for a in result.attempts] == [("odd", outcome), ("ok", "ok")]
+        assert detail in result.attempts[0].detail
+    finally:
+        await peer.close()
