@@ -11,6 +11,7 @@ import asyncio
 import io
 import os
 import re
+import threading
 import zipfile
 from pathlib import Path
 from typing import TYPE_CHECKING, Literal
@@ -20,7 +21,7 @@ from pydantic import BaseModel, ConfigDict, Field, model_validator
 from conveyor.errors import Retry, Unrecoverable
 from conveyor.handlers.bodies import read_capped
 from conveyor.handlers.http import raise_for_rate_limit, transfer_errors_as_signals
-from conveyor.handlers.parsers import ParserPool
+from conveyor.handlers.parsers import ParseAbandoned, ParserPool
 from conveyor.handlers.ssrf import SsrfGuard, guarded_client, send_following
 from conveyor.worker.context import JobContext
 
@@ -219,7 +220,7 @@ def markdown_text(data: bytes) -> str:
     return _tidy(text)
 
 
-def pdf_text(data: bytes, max_chars: int | None = None) -> tuple[str, int, int]:
+def pdf_text(data: bytes, max_chars: int | None = None, stop: threading.Event | None = None) -> tuple[str, int, int]:
     """(text, pages, pages read): pages are read in order until the text passes `max_chars`, so a
     document of many pages costs no more than the text kept. Any failure of the parser on the file
     (pypdf raises many types for broken or hostile files: unsupported filters, reference loops,
@@ -234,12 +235,14 @@ def pdf_text(data: bytes, max_chars: int | None = None) -> tuple[str, int, int]:
             raise Unrecoverable("the PDF is encrypted")
         pages = len(reader.pages)
         for page in reader.pages:
+            if stop is not None and stop.is_set():  # the job ended: nobody reads the rest
+                raise ParseAbandoned(f"stopped after {len(parts)} of {pages} pages")
             text = _tidy(page.extract_text() or "")
             parts.append(text)
             size += len(text) + 2
             if max_chars is not None and size > max_chars:
                 break
-    except Unrecoverable:
+    except (Unrecoverable, ParseAbandoned):
         raise
     except Exception as exc:  # see the docstring
         raise Unrecoverable(f"not a readable PDF: {type(exc).__name__}: {exc}"[:300]) from None
@@ -278,11 +281,12 @@ def docx_text(data: bytes, max_bytes: int) -> str:
 
 
 def extract(
-    data: bytes, kind: Kind, max_bytes: int, max_chars: int | None = None
+    data: bytes, kind: Kind, max_bytes: int, max_chars: int | None = None, stop: threading.Event | None = None
 ) -> tuple[str, int | None, int | None]:
-    """(text, pages, pages read) of a document of a known kind (pages: PDF only)."""
+    """(text, pages, pages read) of a document of a known kind (pages: PDF only); a PDF's reading ends
+    at the next page once `stop` is set."""
     if kind == "pdf":
-        return pdf_text(data, max_chars)
+        return pdf_text(data, max_chars, stop)
     if kind == "docx":
         return docx_text(data, max_bytes), None, None
     if kind == "html":
@@ -364,7 +368,8 @@ class DocumentReader:
         if ctx is not None:
             await ctx.progress({"stage": "extracting", "kind": kind, "bytes": len(data)})
         limit = min(req.max_chars or self.max_chars, self.max_chars)
-        text, pages, pages_read = await self.parsers.run(extract, data, kind, self.max_bytes, limit)
+        stop = threading.Event()
+        text, pages, pages_read = await self.parsers.run(extract, data, kind, self.max_bytes, limit, stop, stop=stop)
         return DocumentResult(
             source=source,
             kind=kind,

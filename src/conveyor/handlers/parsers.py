@@ -6,7 +6,8 @@ loop's shared executor, a flood of such jobs queued parse after parse behind the
 each holding its document in memory, and starved everything else that runs there (DNS lookups
 included). Here at most `size` parses run at once, counting those whose job has gone; a new parse
 waits up to `wait_s` for one of them to end, then the job is put back without using an attempt
-(`RateLimited`). A parse that outlives its job is logged as a warning with the count of such threads.
+(`RateLimited`). A parse that outlives its job is logged as a warning with the count of such threads,
+and is told to stop (`stop`): a PDF's text is read page by page, so its parse ends at the next page.
 """
 
 from __future__ import annotations
@@ -28,6 +29,10 @@ MAX_PARSERS = 64
 DEFAULT_WAIT_S = 30.0
 RETRY_AFTER_S = 5.0
 THREAD_NAME = "conveyor-parse"
+
+
+class ParseAbandoned(Exception):
+    """Raised in a parser thread that stopped early because its job no longer waits."""
 
 
 class ParserPool:
@@ -54,8 +59,9 @@ class ParserPool:
         """Parser threads running for a job that no longer waits for them (timed out, cancelled)."""
         return self._abandoned
 
-    async def run(self, fn: Callable[..., T], *args: object) -> T:
-        """`fn(*args)` in a parser thread once one is free; RateLimited when none frees in `wait_s`."""
+    async def run(self, fn: Callable[..., T], *args: object, stop: threading.Event | None = None) -> T:
+        """`fn(*args)` in a parser thread once one is free; RateLimited when none frees in `wait_s`.
+        `stop` is set when the job stops waiting, for a parser that can end early (between pages)."""
         await self._acquire()
         loop = asyncio.get_running_loop()
         done: asyncio.Future[T] = loop.create_future()
@@ -73,6 +79,8 @@ class ParserPool:
             return await asyncio.shield(done)
         except asyncio.CancelledError:
             done.add_done_callback(_retrieve)  # its outcome has nobody to go to
+            if stop is not None:
+                stop.set()
             self._abandon(gone)
             raise
 
