@@ -9,6 +9,7 @@ import email.policy
 from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 
@@ -273,3 +274,46 @@ def test_the_delivery_budget_is_checked() -> None:
     for bad in (0.0, -1.0, 3601.0):
         with pytest.raises(ConfigurationError, match="CONVEYOR_SMTP_BUDGET_S"):
             Mailer(Settings(smtp_host="127.0.0.1", smtp_budget_s=bad))
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ({"To": "x@example.com"}, "is set by the mailer"),
+        ({"subject": "again"}, "is set by the mailer"),
+        ({"Message-ID": "<x@example.com>"}, "is set by the mailer"),
+        ({"Bcc": "x@example.com"}, "is set by the mailer"),
+        ({"Content-Type": "text/html"}, "is set by the mailer"),
+        ({"X:Y": "v"}, "not a valid field name"),
+        ({"Bad Name": "v"}, "not a valid field name"),
+        ({"": "v"}, "not a valid field name"),
+        ({"X-Tag": "a\x00b"}, "control character"),
+        ({"X-Tag": "a" * 5000}, "control character, or is over 4096"),
+    ],
+    ids=["to", "subject", "message-id", "bcc", "content-type", "colon", "space", "empty", "nul", "long"],
+)
+def test_headers_the_message_cannot_carry_are_refused_when_the_job_is_made(
+    headers: dict[str, str], reason: str
+) -> None:
+    """Before, a second To, Subject or Message-ID made the message unbuildable on every attempt (a
+    ValueError retried five times), and a name with ':' or a space, or a NUL, went into the message."""
+    with pytest.raises(ValueError, match=reason):
+        EmailRequest(to=["a@example.com"], subject="s", text="t", headers=headers)
+
+
+def test_cc_and_reply_to_headers_only_when_the_request_does_not_set_them() -> None:
+    base: dict[str, Any] = {"to": ["a@example.com"], "subject": "s", "text": "t"}
+    with pytest.raises(ValueError, match="from the request's 'reply_to'"):
+        EmailRequest(**base, reply_to="r@example.com", headers={"Reply-To": "x@e.com"})
+    with pytest.raises(ValueError, match="from the request's 'cc'"):
+        EmailRequest(**base, cc=["c@example.com"], headers={"CC": "x@e.com"})
+    req = EmailRequest(**base, headers={"Reply-To": "x@example.com", "X-Tag": "a\tb"})
+    msg = Mailer(Settings(smtp_host="127.0.0.1", email_from="f@example.com")).build(req)
+    assert msg["Reply-To"] == "x@example.com" and msg["X-Tag"] == "a\tb"
+
+
+async def test_a_custom_header_arrives(smtp: SmtpServer) -> None:
+    mailer = Mailer(smtp_settings(smtp))
+    await mailer.send(EmailRequest(to=["b@example.com"], subject="Hi", text="Hello", headers={"X-Course": "bio-101"}))
+    [mail] = smtp.inbox.messages  # the server answered the data only once it had recorded the message
+    assert parsed(mail.content)["X-Course"] == "bio-101"

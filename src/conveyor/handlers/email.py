@@ -13,6 +13,7 @@ import base64
 import binascii
 import contextlib
 import email.utils
+import re
 import ssl
 from email.message import EmailMessage
 from pathlib import Path
@@ -95,9 +96,32 @@ class EmailRequest(BaseModel):
         if total > MAX_ATTACHMENT_BYTES:
             raise ValueError(f"attachments total {total} bytes, over the limit of {MAX_ATTACHMENT_BYTES}")
         for name, v in self.headers.items():
-            if any(c in name + v for c in "\r\n"):
-                raise ValueError(f"header {name!r} contains a line break")
+            _check_header(name, v, self)
         return self
+
+
+# RFC 5322: a field name is printable ASCII without ':' (no space, no control character).
+_FIELD_NAME = re.compile(r"^[!-9;-~]{1,76}$")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+MAX_HEADER_CHARS = 4096
+# Headers the mailer writes itself (a second one made the message unbuildable, and the job failed
+# on every attempt) or that belong to the body's MIME structure; Bcc is never a header.
+_OWNED = frozenset({"from", "to", "subject", "date", "message-id", "mime-version", "bcc"})
+
+
+def _check_header(name: str, value: str, req: EmailRequest) -> None:
+    lowered = name.lower()
+    if not _FIELD_NAME.match(name):
+        raise ValueError(f"header name {name[:100]!r} is not a valid field name (printable ASCII, no ':' or space)")
+    if _CONTROL.search(value) or len(value) > MAX_HEADER_CHARS:
+        raise ValueError(
+            f"header {name!r} contains a line break or another control character, or is over {MAX_HEADER_CHARS} "
+            "characters"
+        )
+    if lowered in _OWNED or lowered.startswith("content-"):
+        raise ValueError(f"header {name!r} is set by the mailer (use the request's fields)")
+    if (lowered == "cc" and req.cc) or (lowered == "reply-to" and req.reply_to):
+        raise ValueError(f"header {name!r} is set from the request's {lowered.replace('-', '_')!r}")
 
 
 class EmailResult(BaseModel):
