@@ -16,7 +16,7 @@ from fpdf import FPDF
 
 from conveyor import Conveyor, JobState, RateLimited
 from conveyor.errors import ConfigurationError, Unrecoverable
-from conveyor.handlers.documents import DocumentReader, DocumentRequest, pdf_text
+from conveyor.handlers.documents import DocumentReader, DocumentRequest, docx_text, pdf_text
 from conveyor.handlers.parsers import THREAD_NAME, ParseAbandoned, ParserPool
 from conveyor.handlers.ssrf import AllowList, SsrfGuard
 from conveyor.worker.context import JobContext
@@ -156,3 +156,14 @@ def test_a_pdf_stops_at_the_next_page_once_told() -> None:
     with pytest.raises(ParseAbandoned, match="stopped after 0 of 2000 pages"):
         pdf_text(data, 1_000_000, stop)
     assert pdf_text(data, 1_000_000)[1:] == (2000, 2000)
+
+
+def test_a_docx_stops_at_the_next_table_row_once_told() -> None:
+    from tests.handlers.test_hostile_peers import docx_with_body, merged_table
+
+    data = docx_with_body(merged_table(50, 2))
+    stop = threading.Event()
+    stop.set()
+    with pytest.raises(ParseAbandoned, match="stopped in a table"):
+        docx_text(data, 1_000_000, stop)
+    assert docx_text(data, 1_000_000).startswith("c0 | c1")
