@@ -167,7 +167,8 @@ def _sends_body(status: bytes, headers: bytes, body: Any) -> Any:
     holds the connection open."""
 
     async def behaviour(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
-        await peer.write(w, b"HTTP/1.1 " + status + b"\r\nContent-Type: application/json\r\n" + headers + b"\r\n")
+        media = b"" if b"content-type" in headers.lower() else b"Content-Type: application/json\r\n"
+        await peer.write(w, b"HTTP/1.1 " + status + b"\r\n" + media + headers + b"\r\n")
         for chunk in body():
             await peer.write(w, chunk)
         await _hold(r)
@@ -179,6 +180,11 @@ def _endless_answer() -> Any:
     yield b'{"id": "c", "object": "chat.completion", "model": "m", "choices": [{"message": {"content": "'
     for _ in range(3 * MAX_BODY_BYTES // BODY_STEP):
         yield b"x" * BODY_STEP
+
+
+def _lines() -> Any:
+    for _ in range(3 * MAX_BODY_BYTES // BODY_STEP):
+        yield b"x" * (BODY_STEP - 1) + b"\n"
 
 
 def _gzip_bomb() -> Any:
@@ -195,6 +201,8 @@ WHOLE_BODIES = {
     "endless-error": _sends_body(b"500 Internal Server Error", b"", _endless_answer),
     "announced": _sends_body(b"200 OK", b"Content-Length: 1000000000000\r\n", _endless_answer),
     "gzip-bomb": _sends_body(b"200 OK", b"Content-Encoding: gzip\r\n", _gzip_bomb),
+    # a whole answer that says it is an event stream is still read whole by the SDK: the whole limit
+    "claims-a-stream": _sends_body(b"200 OK", b"Content-Type: text/event-stream\r\n", _lines),
 }
 
 
@@ -276,7 +284,7 @@ async def test_an_event_stream_is_bounded_in_all(encoding: bytes) -> None:
         read = 0
         async with (
             httpx.AsyncClient(transport=CappedTransport(stream_limit=limit)) as client,
-            client.stream("POST", f"{peer.url}/v1/chat/completions", json={}) as response,
+            client.stream("POST", f"{peer.url}/v1/chat/completions", json={"stream": True}) as response,
         ):
             with pytest.raises(AnswerTooLarge, match=f"the answer body passed {limit} bytes"):
                 async for data in response.aiter_bytes():

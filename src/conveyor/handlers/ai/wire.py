@@ -13,6 +13,7 @@ ends, so a line that never ends was read into memory until `timeout_s` passed.
 
 from __future__ import annotations
 
+import json
 from collections.abc import AsyncIterator
 
 import httpx
@@ -67,9 +68,17 @@ class _CappedBody(httpx.AsyncByteStream):
         await self.raw.aclose()
 
 
-def _is_event_stream(response: httpx.Response) -> bool:
+def _is_event_stream(request: httpx.Request, response: httpx.Response) -> bool:
+    """Whether the answer is read as a stream: the request asked for one and the answer is one. (The
+    SDK reads any answer to a request that did not ask whole, whatever its Content-Type says.)"""
     media: str = response.headers.get("content-type", "")
-    return media.lower().startswith("text/event-stream")
+    if not media.lower().startswith("text/event-stream"):
+        return False
+    try:
+        body = json.loads(request.content)
+    except (ValueError, httpx.RequestNotRead):
+        return False
+    return isinstance(body, dict) and body.get("stream") is True
 
 
 class CappedTransport(httpx.AsyncBaseTransport):
@@ -90,7 +99,7 @@ class CappedTransport(httpx.AsyncBaseTransport):
     async def handle_async_request(self, request: httpx.Request) -> httpx.Response:
         request.headers["Accept-Encoding"] = ACCEPT_ENCODING  # only what the bounded inflater decodes
         response = await self.inner.handle_async_request(request)
-        stream = _is_event_stream(response)
+        stream = _is_event_stream(request, response)
         limit = self.stream_limit if stream else self.limit
         try:
             length = int(response.headers.get("content-length") or 0)
