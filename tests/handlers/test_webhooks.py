@@ -309,3 +309,22 @@ async def test_a_url_no_connection_can_reach_fails_at_once_given_or_redirected_t
     with pytest.raises(Unrecoverable, match=reason):
         await sender(receiver).deliver(to())
     assert [r.path for r in receiver.received] == ["/hook"]
+
+
+@pytest.mark.parametrize(
+    "value", ["é", "\u2028", "a\x01b", "a\x7fb", " lead", "trail ", "a\nb", "\0"],
+    ids=["latin", "line-separator", "control", "delete", "leading-space", "trailing-space", "newline", "nul"],
+)
+def test_a_header_value_no_request_can_carry_is_refused_when_the_job_is_made(value: str) -> None:
+    """Before, a non-ASCII value failed every attempt with an unclassified UnicodeEncodeError, a space
+    at either end failed every attempt as a network error (retried 5 times), and a control character
+    went out as sent."""
+    with pytest.raises(ValueError, match="must be printable ASCII"):
+        WebhookRequest(url="https://example.com/hook", headers={"X-Trace": value})
+
+
+async def test_header_values_with_inner_spaces_and_tabs_arrive(receiver: Receiver) -> None:
+    req = WebhookRequest(endpoint="customer", payload={}, headers={"X-Trace": "a b\tc", "X-Empty": ""})
+    await sender(receiver).deliver(req)
+    [got] = receiver.received
+    assert got.headers["X-Trace"] == "a b\tc" and got.headers["X-Empty"] == ""
