@@ -166,6 +166,11 @@ class Settings:
         "CONVEYOR_SMTP_CA_FILE", "CA bundle that signs the SMTP server's certificate."
     )
     smtp_timeout_s: float = _setting("CONVEYOR_SMTP_TIMEOUT_S", "SMTP connect and command timeout.", 30.0)
+    smtp_budget_s: float = _setting(
+        "CONVEYOR_SMTP_BUDGET_S",
+        "Seconds one delivery may take in all (connect, TLS, AUTH, every command and the message).",
+        60.0,
+    )
     email_from: str | None = _setting("CONVEYOR_EMAIL_FROM", "Default From address of the email task.")
     email_templates_dir: str | None = _setting(
         "CONVEYOR_EMAIL_TEMPLATES_DIR", "Folder of Jinja2 email templates."
@@ -182,6 +187,11 @@ class Settings:
     )
     documents_max_chars: int = _setting(
         "CONVEYOR_DOCUMENTS_MAX_CHARS", "Extracted text is cut at this many characters.", 1_000_000
+    )
+    documents_parsers: int = _setting(
+        "CONVEYOR_DOCUMENTS_PARSERS",
+        "Document parser threads per worker process, counting parses that outlive a timed-out job (1-64).",
+        4,
     )
     # --- worker service (`conveyor worker`)
     queues: str | None = _setting(

@@ -9,12 +9,14 @@ import asyncio
 import json
 from typing import Any
 
+import httpx
 import pytest
 
 from conveyor import Conveyor, JobState
 from conveyor.handlers import install
 from conveyor.handlers.ai import Provider
 from conveyor.handlers.ai.streaming import MAX_ANSWER_CHARS
+from conveyor.handlers.ai.wire import MAX_BODY_BYTES, AnswerTooLarge, CappedTransport
 from conveyor.settings import Settings
 from tests.conftest import running, wait_for
 from tests.handlers.conftest import provider
@@ -151,3 +153,194 @@ async def test_cancelling_a_job_whose_provider_never_answers_ends_it_and_the_cal
 
 async def _state_is(queue: Any, job_id: str, state: JobState) -> bool:
     return await queue.get_state(job_id) == state
+
+
+BODY_STEP = 1024 * 1024
+
+
+async def _hold(r: asyncio.StreamReader) -> None:
+    await r.read()  # until the client closes the connection
+
+
+def _sends_body(status: bytes, headers: bytes, body: Any) -> Any:
+    """A peer that answers `status` with `headers`, then the chunks of `body` as fast as it can, then
+    holds the connection open."""
+
+    async def behaviour(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        media = b"" if b"content-type" in headers.lower() else b"Content-Type: application/json\r\n"
+        await peer.write(w, b"HTTP/1.1 " + status + b"\r\n" + media + headers + b"\r\n")
+        for chunk in body():
+            await peer.write(w, chunk)
+        await _hold(r)
+
+    return behaviour
+
+
+def _endless_answer() -> Any:
+    yield b'{"id": "c", "object": "chat.completion", "model": "m", "choices": [{"message": {"content": "'
+    for _ in range(3 * MAX_BODY_BYTES // BODY_STEP):
+        yield b"x" * BODY_STEP
+
+
+def _lines() -> Any:
+    for _ in range(3 * MAX_BODY_BYTES // BODY_STEP):
+        yield b"x" * (BODY_STEP - 1) + b"\n"
+
+
+def _gzip_bomb() -> Any:
+    import zlib
+
+    packer = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+    yield packer.compress(b'{"choices": [{"message": {"content": "')
+    for _ in range(3 * MAX_BODY_BYTES // BODY_STEP):
+        yield packer.compress(b"x" * BODY_STEP)
+
+
+WHOLE_BODIES = {
+    "endless-answer": _sends_body(b"200 OK", b"", _endless_answer),
+    "endless-error": _sends_body(b"500 Internal Server Error", b"", _endless_answer),
+    "announced": _sends_body(b"200 OK", b"Content-Length: 1000000000000\r\n", _endless_answer),
+    "gzip-bomb": _sends_body(b"200 OK", b"Content-Encoding: gzip\r\n", _gzip_bomb),
+    # a whole answer that says it is an event stream is still read whole by the SDK: the whole limit
+    "claims-a-stream": _sends_body(b"200 OK", b"Content-Type: text/event-stream\r\n", _lines),
+}
+
+
+@pytest.mark.parametrize("case", list(WHOLE_BODIES))
+async def test_a_whole_answer_is_bounded_while_it_is_read(app: Conveyor, chat: ChatServer, case: str) -> None:
+    """A provider asked for a whole answer (stream: false) that sends a body over MAX_BODY_BYTES (an
+    answer, an error, a gzip bomb; announced or not) costs one bounded read: that provider failed and
+    the next answers. Before, the SDK read the body until the provider's timeout, all of it in memory."""
+    peer = await RawPeer(WHOLE_BODIES[case]).start()
+    try:
+        huge = Provider("huge", f"{peer.url}/v1", "m", "k", 60.0, stream=False)
+        handlers = install(app, ai=True, settings=Settings(), ai_providers=[huge, provider(chat, "ok")])
+        assert handlers.ai is not None
+        job = await handlers.ai.generate.enqueue({"prompt": "hello"}, attempts=1)
+        async with running(app.worker("ai", lease_ms=5000)):
+            result = await job.result(timeout=90)
+        assert result.provider == "ok" and result.text == "echo: hello"
+        assert [(a.provider, a.outcome) for a in result.attempts] == [("huge", "error"), ("ok", "ok")]
+        assert f"the answer body passed {MAX_BODY_BYTES} bytes" in result.attempts[0].detail
+        await wait_for(lambda: peer.closed == 1, timeout=30, what="the huge provider's connection closed")
+        assert peer.sent < 2 * MAX_BODY_BYTES, f"{peer.sent} bytes sent by one provider"
+    finally:
+        await peer.close()
+
+
+async def line_never_ends(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    await peer.write(w, SSE_HEAD + chunked(b'data: {"choices": [{"delta": {"content": "'))
+    for _ in range(3 * MAX_BODY_BYTES // BODY_STEP):
+        await peer.write(w, chunked(b"x" * BODY_STEP))
+    await _hold(r)
+
+
+async def test_a_stream_line_that_never_ends_is_bounded_while_it_is_read(app: Conveyor, chat: ChatServer) -> None:
+    """The SDK holds an event's line until it ends: a provider sending one endless line fast costs one
+    bounded read (no line over MAX_BODY_BYTES); before, the line grew in memory until timeout_s."""
+    peer = await RawPeer(line_never_ends).start()
+    try:
+        odd = Provider("odd", f"{peer.url}/v1", "m", "k", 60.0)
+        handlers = install(app, ai=True, settings=Settings(), ai_providers=[odd, provider(chat, "ok")])
+        assert handlers.ai is not None
+        job = await handlers.ai.generate.enqueue({"prompt": "hello"}, attempts=1)
+        async with running(app.worker("ai", lease_ms=5000)):
+            result = await job.result(timeout=90)
+        assert [(a.provider, a.outcome) for a in result.attempts] == [("odd", "error"), ("ok", "ok")]
+        assert f"a line of the event stream passed {MAX_BODY_BYTES} bytes" in result.attempts[0].detail
+        await wait_for(lambda: peer.closed == 1, timeout=30, what="the odd provider's connection closed")
+        assert peer.sent < 2 * MAX_BODY_BYTES, f"{peer.sent} bytes sent by one provider"
+    finally:
+        await peer.close()
+
+
+async def empty_events_forever(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    await peer.write(w, SSE_HEAD)
+    while True:
+        await peer.write(w, event(None, x_pad="y" * 60_000))
+
+
+@pytest.mark.parametrize("encoding", [b"", b"Content-Encoding: gzip\r\n"], ids=["plain", "gzip"])
+async def test_an_event_stream_is_bounded_in_all(encoding: bytes) -> None:
+    """Events that move the answer on but carry no text (or a gzip bomb of them) end at the stream
+    limit; before, only the job's timeout ended them."""
+
+    async def plain(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        await empty_events_forever(peer, r, w)
+
+    async def bomb(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        import zlib
+
+        head = SSE_HEAD.replace(b"\r\n\r\n", b"\r\n" + encoding + b"\r\n", 1)
+        packer = zlib.compressobj(9, zlib.DEFLATED, zlib.MAX_WBITS | 16)
+        await peer.write(w, head)
+        one = b'data: {"choices": [{"index": 0, "delta": {}}], "x": "' + b"y" * 1_000_000 + b'"}\n\n'
+        while True:
+            await peer.write(w, chunked(packer.compress(one) + packer.flush(zlib.Z_SYNC_FLUSH)))
+
+    limit = 4 * 1024 * 1024
+    peer = await RawPeer(bomb if encoding else plain).start()
+    try:
+        read = 0
+        async with (
+            httpx.AsyncClient(transport=CappedTransport(stream_limit=limit)) as client,
+            client.stream("POST", f"{peer.url}/v1/chat/completions", json={"stream": True}) as response,
+        ):
+            with pytest.raises(AnswerTooLarge, match=f"the answer body passed {limit} bytes"):
+                async for data in response.aiter_bytes():
+                    read += len(data)
+        assert read <= limit
+        await wait_for(lambda: peer.closed == 1, timeout=30, what="the connection closed")
+        assert peer.sent < 4 * limit
+    finally:
+        await peer.close()
+
+
+def _answers(body: bytes) -> Any:
+    async def behaviour(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+        head = b"HTTP/1.1 200 OK\r\nContent-Type: application/json\r\nContent-Length: %d\r\n\r\n" % len(body)
+        await peer.write(w, head + body)
+        await _hold(r)
+
+    return behaviour
+
+
+async def deep_chunk(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    await peer.write(w, SSE_HEAD + chunked(b"data: " + b"[" * 100_000 + b"\n\n"))
+    await _hold(r)
+
+
+def _whole(content: str) -> bytes:
+    return json.dumps({"choices": [{"message": {"content": content}, "finish_reason": "stop"}], "model": "m"}).encode()
+
+
+DEEP = {
+    "body": (_answers(b'{"choices": ' + b"[" * 100_000), False, "error", "broken answer: maximum recursion depth"),
+    "chunk": (deep_chunk, True, "error", "broken answer: maximum recursion depth"),
+    "output": (_answers(_whole("[" * 65 + "]" * 65)), False, "invalid_output", "not JSON: nested over 64 levels"),
+    "output-unparsable": (
+        _answers(_whole("[" * 100_000)), False, "invalid_output", "not JSON: nested over 64 levels"
+    ),
+}
+
+
+@pytest.mark.parametrize("case", list(DEEP))
+async def test_json_nested_too_deep_is_that_providers_failure(app: Conveyor, chat: ChatServer, case: str) -> None:
+    """A body, chunk or structured output nested too deep costs that provider its attempt and the next
+    answers; before, the parser's RecursionError left the chain (no other provider was tried), and an
+    output nested 254 levels could be validated but not stored as the job's result."""
+    behaviour, stream, outcome, detail = DEEP[case]
+    peer = await RawPeer(behaviour).start()
+    try:
+        odd = Provider("odd", f"{peer.url}/v1", "m", "k", 30.0, stream=stream)
+        handlers = install(app, ai=True, settings=Settings(), ai_providers=[odd, provider(chat, "ok")])
+        assert handlers.ai is not None
+        chat.replies["output"] = [[1]]
+        job = await handlers.ai.generate.enqueue({"prompt": "hello", "json_schema": {"type": "array"}}, attempts=1)
+        async with running(app.worker("ai", lease_ms=5000)):
+            result = await job.result(timeout=60)
+        assert result.provider == "ok" and result.data == [[1]]
+        assert [(a.provider, a.outcome) for a in result.attempts] == [("odd", outcome), ("ok", "ok")]
+        assert detail in result.attempts[0].detail
+    finally:
+        await peer.close()

@@ -139,9 +139,44 @@ def test_kind_detection_and_request_checks() -> None:
     assert detect_kind(b"<!DOCTYPE html><p>", "page") == "html"
     assert detect_kind(b"hello", "x", "text/markdown; charset=utf-8") == "markdown"
     assert detect_kind(b"hello", "notes.md") == "markdown"
+    assert detect_kind(b"%PDF-1.7", "x.html", "text/html") == "pdf"
+    assert detect_kind(b"PK\x03\x04...", "x.txt", "text/plain") == "docx"
+    assert detect_kind(b"<p>hi</p>", "x.pdf", forced="html") == "html"
     assert html_text(b"<p>a</p><p>b</p>") == "a\n\nb"
     assert markdown_text(b"## H\n**b**") == "H\nb"
     with pytest.raises(ValueError, match="exactly one"):
         DocumentRequest()
     with pytest.raises(ValueError, match="exactly one"):
         DocumentRequest(path="a", url="http://x.test")
+
+
+async def test_magic_bytes_decide_the_kind_over_what_the_peer_declares(receiver: Receiver, tmp_path: Path) -> None:
+    """A PDF or DOCX declared as another kind (Content-Type, extension) is read as what its bytes are;
+    before, a DOCX served as text/plain or text/html was run through the text or HTML parser and its
+    zipped bytes came back as the 'text'."""
+    receiver.files["/report"] = (make_docx(), "text/plain")
+    receiver.files["/page"] = (make_docx(), "text/html")
+    receiver.files["/notes"] = (make_pdf("Osmosis moves water."), "text/markdown")
+    r = reader(tmp_path)
+    for path in ("/report", "/page"):
+        result = await r.read(DocumentRequest(url=f"{receiver.url}{path}"))
+        assert result.kind == "docx" and "Mitochondria produce ATP." in result.text
+    result = await r.read(DocumentRequest(url=f"{receiver.url}/notes"))
+    assert result.kind == "pdf" and "Osmosis moves water." in result.text
+    (tmp_path / "notes.txt").write_bytes(make_pdf("Cells divide."))
+    (tmp_path / "notes.html").write_bytes(make_docx())
+    assert (await r.read(DocumentRequest(path="notes.txt"))).kind == "pdf"
+    assert (await r.read(DocumentRequest(path="notes.html"))).kind == "docx"
+
+
+async def test_a_forced_kind_the_bytes_contradict_is_refused(tmp_path: Path) -> None:
+    (tmp_path / "notes.pdf").write_bytes(make_pdf("Cells divide."))
+    (tmp_path / "notes.docx").write_bytes(make_docx())
+    (tmp_path / "notes.md").write_bytes(b"# Cells\n\nThey *divide*.")
+    r = reader(tmp_path)
+    with pytest.raises(Unrecoverable, match=r"given kind='text' but its bytes are a PDF"):
+        await r.read(DocumentRequest(path="notes.pdf", kind="text"))
+    with pytest.raises(Unrecoverable, match=r"given kind='pdf' but its bytes are a ZIP archive \(DOCX\)"):
+        await r.read(DocumentRequest(path="notes.docx", kind="pdf"))
+    assert (await r.read(DocumentRequest(path="notes.pdf", kind="pdf"))).text == "Cells divide."
+    assert (await r.read(DocumentRequest(path="notes.md", kind="text"))).text == "# Cells\n\nThey *divide*."

@@ -9,15 +9,17 @@ import email.policy
 from collections.abc import Awaitable, Callable
 from email.message import EmailMessage
 from pathlib import Path
+from typing import Any
 
 import pytest
 
 from conveyor import Conveyor, JobFailedError, RateLimited, Retry, Unrecoverable
+from conveyor.errors import ConfigurationError
 from conveyor.handlers import install
 from conveyor.handlers.email import EmailRequest, Mailer
 from conveyor.handlers.ratelimit import SendRate
 from conveyor.settings import Settings
-from tests.conftest import running
+from tests.conftest import running, wait_for
 from tests.handlers.servers import SmtpServer
 
 
@@ -210,3 +212,108 @@ async def test_a_5xx_from_the_same_raw_peer_stays_permanent() -> None:
     finally:
         server.close()
         await server.wait_closed()
+
+
+TRICKLE_S = 0.2  # the trickling peer's pause between two bytes of an answer
+
+
+class TricklingSmtp:
+    """A raw SMTP peer that answers every command correctly, a byte every TRICKLE_S: each answer
+    arrives well inside the per-answer timeout, the whole conversation takes about 10 s."""
+
+    def __init__(self) -> None:
+        self.commands: list[bytes] = []
+        self.closed = 0
+
+    async def _answer(self, writer: asyncio.StreamWriter, reply: bytes) -> None:
+        for b in reply:
+            writer.write(bytes([b]))
+            await writer.drain()
+            await asyncio.sleep(TRICKLE_S)
+
+    async def talk(self, reader: asyncio.StreamReader, writer: asyncio.StreamWriter) -> None:
+        try:
+            await self._answer(writer, b"220 slow\r\n")
+            while line := await reader.readline():
+                verb = line.split(b" ", 1)[0].strip().upper()
+                self.commands.append(verb)
+                if verb == b"DATA":
+                    await self._answer(writer, b"354 go on\r\n")
+                    while await reader.readline() not in (b".\r\n", b""):
+                        pass
+                    self.commands.append(b"<end of data>")
+                await self._answer(writer, b"221 bye\r\n" if verb == b"QUIT" else b"250 ok\r\n")
+        except ConnectionError:
+            pass
+        finally:
+            self.closed += 1
+            writer.close()
+
+
+async def test_a_server_that_trickles_its_answers_is_cut_off_by_the_delivery_budget() -> None:
+    """Each answer inside smtp_timeout_s, the conversation over smtp_budget_s: the delivery ends at the
+    budget as a Retry and the connection is closed; before, only the job's timeout ended it."""
+    peer = TricklingSmtp()
+    server = await asyncio.start_server(peer.talk, "127.0.0.1", 0)
+    try:
+        port = server.sockets[0].getsockname()[1]
+        settings = Settings(
+            smtp_host="127.0.0.1", smtp_port=port, smtp_starttls=False, email_from="a@example.com",
+            smtp_timeout_s=60.0, smtp_budget_s=1.0,
+        )
+        with pytest.raises(Retry, match=r"SMTP delivery took over its budget of 1.0s"):
+            await Mailer(settings).send(EmailRequest(to=["b@example.com"], subject="Hi", text="Hello"))
+        assert b"<end of data>" not in peer.commands  # the mail was not accepted
+        await wait_for(lambda: peer.closed == 1, timeout=30, what="the SMTP connection closed")
+    finally:
+        server.close()
+        await server.wait_closed()
+
+
+def test_the_delivery_budget_is_checked() -> None:
+    for bad in (0.0, -1.0, 3601.0):
+        with pytest.raises(ConfigurationError, match="CONVEYOR_SMTP_BUDGET_S"):
+            Mailer(Settings(smtp_host="127.0.0.1", smtp_budget_s=bad))
+
+
+@pytest.mark.parametrize(
+    ("headers", "reason"),
+    [
+        ({"To": "x@example.com"}, "is set by the mailer"),
+        ({"subject": "again"}, "is set by the mailer"),
+        ({"Message-ID": "<x@example.com>"}, "is set by the mailer"),
+        ({"Bcc": "x@example.com"}, "is set by the mailer"),
+        ({"Content-Type": "text/html"}, "is set by the mailer"),
+        ({"X:Y": "v"}, "not a valid field name"),
+        ({"Bad Name": "v"}, "not a valid field name"),
+        ({"": "v"}, "not a valid field name"),
+        ({"X-Tag": "a\x00b"}, "control character"),
+        ({"X-Tag": "a" * 5000}, "control character, or is over 4096"),
+    ],
+    ids=["to", "subject", "message-id", "bcc", "content-type", "colon", "space", "empty", "nul", "long"],
+)
+def test_headers_the_message_cannot_carry_are_refused_when_the_job_is_made(
+    headers: dict[str, str], reason: str
+) -> None:
+    """Before, a second To, Subject or Message-ID made the message unbuildable on every attempt (a
+    ValueError retried five times), and a name with ':' or a space, or a NUL, went into the message."""
+    with pytest.raises(ValueError, match=reason):
+        EmailRequest(to=["a@example.com"], subject="s", text="t", headers=headers)
+
+
+def test_cc_and_reply_to_headers_only_when_the_request_does_not_set_them() -> None:
+    base: dict[str, Any] = {"to": ["a@example.com"], "subject": "s", "text": "t"}
+    with pytest.raises(ValueError, match="from the request's 'reply_to'"):
+        EmailRequest(**base, reply_to="r@example.com", headers={"Reply-To": "x@e.com"})
+    with pytest.raises(ValueError, match="from the request's 'cc'"):
+        EmailRequest(**base, cc=["c@example.com"], headers={"CC": "x@e.com"})
+    req = EmailRequest(**base, headers={"Reply-To": "x@example.com", "X-Tag": "a\tb"})
+    msg = Mailer(Settings(smtp_host="127.0.0.1", email_from="f@example.com")).build(req)
+    assert msg["Reply-To"] == "x@example.com" and msg["X-Tag"] == "a\tb"
+
+
+async def test_a_custom_header_arrives(smtp: SmtpServer) -> None:
+    mailer = Mailer(smtp_settings(smtp))
+    await mailer.send(EmailRequest(to=["b@example.com"], subject="Hi", text="Hello", headers={"X-Course": "bio-101"}))
+    [mail] = smtp.inbox.messages  # the server answered the data only once it had recorded the message
+    assert parsed(mail.content)["X-Course"] == "bio-101"

@@ -175,25 +175,28 @@ async def test_redirect_keeps_the_signed_body(receiver: Receiver) -> None:
 
 
 async def test_credentials_from_job_data_do_not_follow_a_redirect_to_another_origin(receiver: Receiver) -> None:
-    """`Authorization` and `Cookie` were meant for the URL's origin: a same-origin hop keeps them, a
-    hop to another host or port drops them (and they stay dropped); the signed body goes on."""
+    """`Authorization`, `Cookie` and every other header of the job's were meant for the URL's origin:
+    a same-origin hop keeps them, a hop to another host or port drops them (and they stay dropped);
+    the signed body goes on. Before, only Authorization and Cookie were dropped, so a key sent as
+    `X-Api-Key` went to wherever the receiver redirected."""
     elsewhere = await Receiver(None).start()
     try:
         receiver.answer("/old", (307, {"Location": "/new"}, b""))
         receiver.answer("/new", (308, {"Location": f"{elsewhere.url}/away"}, b""))
         elsewhere.answer("/away", (307, {"Location": f"{receiver.url}/back"}, b""))
         req = WebhookRequest(
-            endpoint="customer", payload={"v": 3}, headers={"Authorization": "Bearer t0ken", "Cookie": "s=1"}
+            endpoint="customer", payload={"v": 3},
+            headers={"Authorization": "Bearer t0ken", "Cookie": "s=1", "X-Api-Key": "k3y"},
         )
         result = await sender(receiver, "/old").deliver(req)
         assert result.redirects == [f"{receiver.url}/new", f"{elsewhere.url}/away", f"{receiver.url}/back"]
-        seen = [(r.path, r.headers.get("Authorization"), r.headers.get("Cookie"))
+        seen = [(r.path, r.headers.get("Authorization"), r.headers.get("Cookie"), r.headers.get("X-Api-Key"))
                 for r in [*receiver.received[:2], *elsewhere.received, receiver.received[2]]]
         assert seen == [
-            ("/old", "Bearer t0ken", "s=1"),
-            ("/new", "Bearer t0ken", "s=1"),
-            ("/away", None, None),
-            ("/back", None, None),
+            ("/old", "Bearer t0ken", "s=1", "k3y"),
+            ("/new", "Bearer t0ken", "s=1", "k3y"),
+            ("/away", None, None, None),
+            ("/back", None, None, None),
         ]
         assert json.loads(elsewhere.received[0].body) == {"v": 3}
     finally:
@@ -306,3 +309,22 @@ async def test_a_url_no_connection_can_reach_fails_at_once_given_or_redirected_t
     with pytest.raises(Unrecoverable, match=reason):
         await sender(receiver).deliver(to())
     assert [r.path for r in receiver.received] == ["/hook"]
+
+
+@pytest.mark.parametrize(
+    "value", ["é", "\u2028", "a\x01b", "a\x7fb", " lead", "trail ", "a\nb", "\0"],
+    ids=["latin", "line-separator", "control", "delete", "leading-space", "trailing-space", "newline", "nul"],
+)
+def test_a_header_value_no_request_can_carry_is_refused_when_the_job_is_made(value: str) -> None:
+    """Before, a non-ASCII value failed every attempt with an unclassified UnicodeEncodeError, a space
+    at either end failed every attempt as a network error (retried 5 times), and a control character
+    went out as sent."""
+    with pytest.raises(ValueError, match="must be printable ASCII"):
+        WebhookRequest(url="https://example.com/hook", headers={"X-Trace": value})
+
+
+async def test_header_values_with_inner_spaces_and_tabs_arrive(receiver: Receiver) -> None:
+    req = WebhookRequest(endpoint="customer", payload={}, headers={"X-Trace": "a b\tc", "X-Empty": ""})
+    await sender(receiver).deliver(req)
+    [got] = receiver.received
+    assert got.headers["X-Trace"] == "a b\tc" and got.headers["X-Empty"] == ""

@@ -11,7 +11,7 @@ caller's limit (plus one byte, to tell that more was there). Only `gzip` and `de
 from __future__ import annotations
 
 import zlib
-from collections.abc import AsyncIterator
+from collections.abc import AsyncIterator, Iterator
 
 import httpx
 
@@ -19,7 +19,7 @@ ACCEPT_ENCODING = "gzip, deflate"
 _GZIP = frozenset({"gzip", "x-gzip"})
 
 
-class _Inflater:
+class Inflater:
     """One gzip or deflate layer; `deflate` is zlib-wrapped or, as some servers send it, raw."""
 
     def __init__(self, encoding: str) -> None:
@@ -41,20 +41,34 @@ class _Inflater:
         self.raw_fallback = False
         return out
 
+    def pieces(self, data: bytes, step: int) -> Iterator[bytes]:
+        """`data` inflated at most `step` bytes at a time, so a caller that stops between two pieces
+        never holds more than one (a bomb inflates a thousandfold in one call otherwise)."""
+        while data:
+            out = self.inflate(data, step)
+            tail = self.inflater.unconsumed_tail
+            if out:
+                yield out
+            elif tail == data:  # no progress on this input: nothing more comes out of it
+                return
+            data = tail
 
-def _inflater(response: httpx.Response) -> _Inflater | None:
-    codings = [c.strip().lower() for c in response.headers.get("content-encoding", "").split(",")]
+
+def inflater_for(headers: httpx.Headers) -> Inflater | None:
+    """The inflater a response's Content-Encoding calls for (None: identity); DecodingError for any
+    encoding but one layer of gzip or deflate."""
+    codings = [c.strip().lower() for c in headers.get("content-encoding", "").split(",")]
     codings = [c for c in codings if c and c != "identity"]
     if not codings:
         return None
     if len(codings) > 1 or codings[0] not in (_GZIP | {"deflate"}):
         raise httpx.DecodingError(f"unsupported Content-Encoding {', '.join(codings)[:100]!r}")
-    return _Inflater(codings[0])
+    return Inflater(codings[0])
 
 
 async def iter_capped(response: httpx.Response, limit: int) -> AsyncIterator[bytes]:
     """The decoded body in chunks, `limit + 1` bytes at most in all (then the iteration ends)."""
-    inflater = _inflater(response)
+    inflater = inflater_for(response.headers)
     left = limit + 1
     async for raw in response.aiter_raw():
         chunk = raw[:left] if inflater is None else inflater.inflate(raw, left)

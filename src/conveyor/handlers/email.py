@@ -1,14 +1,19 @@
 """Email over SMTP (aiosmtplib): STARTTLS and AUTH, plain and HTML bodies, attachments, Jinja2 templates.
 
 Permanent SMTP answers (5xx) fail the job at once; temporary ones (4xx), garbled or out-of-turn
-answers, timeouts and dropped connections are retried. A per-queue, fleet-wide send rate keeps a provider's quota.
+answers, timeouts and dropped connections are retried, and so is a conversation that takes over its
+budget (`smtp_budget_s`: a server answering each command just inside `smtp_timeout_s`). A per-queue,
+fleet-wide send rate keeps a provider's quota.
 """
 
 from __future__ import annotations
 
+import asyncio
 import base64
 import binascii
+import contextlib
 import email.utils
+import re
 import ssl
 from email.message import EmailMessage
 from pathlib import Path
@@ -19,7 +24,7 @@ import jinja2
 from jinja2.sandbox import SandboxedEnvironment
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
-from conveyor.errors import Retry, Unrecoverable
+from conveyor.errors import ConfigurationError, Retry, Unrecoverable
 from conveyor.handlers.ratelimit import SendRate
 from conveyor.worker.context import JobContext
 
@@ -30,6 +35,7 @@ if TYPE_CHECKING:
 QUEUE = "email"
 TASK = "email.send"
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
+MAX_BUDGET_S = 3600.0
 _TEMPLATE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_/-]{0,99}$"
 
 
@@ -90,9 +96,32 @@ class EmailRequest(BaseModel):
         if total > MAX_ATTACHMENT_BYTES:
             raise ValueError(f"attachments total {total} bytes, over the limit of {MAX_ATTACHMENT_BYTES}")
         for name, v in self.headers.items():
-            if any(c in name + v for c in "\r\n"):
-                raise ValueError(f"header {name!r} contains a line break")
+            _check_header(name, v, self)
         return self
+
+
+# RFC 5322: a field name is printable ASCII without ':' (no space, no control character).
+_FIELD_NAME = re.compile(r"^[!-9;-~]{1,76}$")
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
+MAX_HEADER_CHARS = 4096
+# Headers the mailer writes itself (a second one made the message unbuildable, and the job failed
+# on every attempt) or that belong to the body's MIME structure; Bcc is never a header.
+_OWNED = frozenset({"from", "to", "subject", "date", "message-id", "mime-version", "bcc"})
+
+
+def _check_header(name: str, value: str, req: EmailRequest) -> None:
+    lowered = name.lower()
+    if not _FIELD_NAME.match(name):
+        raise ValueError(f"header name {name[:100]!r} is not a valid field name (printable ASCII, no ':' or space)")
+    if _CONTROL.search(value) or len(value) > MAX_HEADER_CHARS:
+        raise ValueError(
+            f"header {name!r} contains a line break or another control character, or is over {MAX_HEADER_CHARS} "
+            "characters"
+        )
+    if lowered in _OWNED or lowered.startswith("content-"):
+        raise ValueError(f"header {name!r} is set by the mailer (use the request's fields)")
+    if (lowered == "cc" and req.cc) or (lowered == "reply-to" and req.reply_to):
+        raise ValueError(f"header {name!r} is set from the request's {lowered.replace('-', '_')!r}")
 
 
 class EmailResult(BaseModel):
@@ -137,7 +166,10 @@ class Mailer:
     """Builds the MIME message and sends it through the configured SMTP server."""
 
     def __init__(self, settings: Settings) -> None:
+        if not 0 < settings.smtp_budget_s <= MAX_BUDGET_S:
+            raise ConfigurationError(f"CONVEYOR_SMTP_BUDGET_S must be in (0, {MAX_BUDGET_S:g}] seconds")
         self.host = settings.smtp_host
+        self.budget_s = settings.smtp_budget_s
         self.settings = settings
         self.templates = Templates(settings.email_templates_dir)
 
@@ -182,21 +214,9 @@ class Mailer:
         if not self.host:
             raise Unrecoverable("no SMTP server configured: set CONVEYOR_SMTP_HOST")
         msg = self.build(req)
-        s = self.settings
         recipients = [*req.to, *req.cc, *req.bcc]
         try:
-            errors, response = await aiosmtplib.send(
-                msg,
-                recipients=recipients,
-                hostname=self.host,
-                port=s.smtp_port,
-                username=s.smtp_username,
-                password=s.smtp_password,
-                use_tls=s.smtp_tls,
-                start_tls=bool(s.smtp_starttls and not s.smtp_tls),
-                tls_context=self._tls_context() if (s.smtp_tls or s.smtp_starttls) else None,
-                timeout=s.smtp_timeout_s,
-            )
+            errors, response = await self._deliver(msg, recipients)
         except aiosmtplib.SMTPRecipientsRefused as exc:
             codes = [r.code for r in exc.recipients]
             detail = "; ".join(f"{r.recipient}: {r.code} {r.message}" for r in exc.recipients)[:500]
@@ -210,6 +230,44 @@ class Mailer:
         refused = {addr: f"{r.code} {r.message}" for addr, r in errors.items()}
         accepted = [a for a in recipients if a not in refused]
         return EmailResult(message_id=str(msg["Message-ID"]), accepted=accepted, refused=refused, response=response)
+
+
+    async def _deliver(
+        self, msg: EmailMessage, recipients: list[str]
+    ) -> tuple[dict[str, aiosmtplib.SMTPResponse], str]:
+        """One SMTP conversation within `smtp_budget_s` in all: each answer is bounded by
+        `smtp_timeout_s`, and a server answering every command just inside it is cut off here (a
+        `Retry`) instead of holding the job for its whole timeout. QUIT, after the message is
+        accepted, gets what is left of the budget and may fail: the mail is sent."""
+        s = self.settings
+        client = aiosmtplib.SMTP(
+            hostname=self.host,
+            port=s.smtp_port,
+            username=s.smtp_username,
+            password=s.smtp_password,
+            use_tls=s.smtp_tls,
+            start_tls=bool(s.smtp_starttls and not s.smtp_tls),
+            tls_context=self._tls_context() if (s.smtp_tls or s.smtp_starttls) else None,
+            timeout=s.smtp_timeout_s,
+        )
+        budget = asyncio.timeout(self.budget_s)
+        try:
+            try:
+                async with budget:
+                    await client.connect()
+                    errors, response = await client.send_message(msg, recipients=recipients)
+            except TimeoutError:
+                if not budget.expired():
+                    raise  # one answer over smtp_timeout_s: aiosmtplib's own timeout
+                raise Retry(
+                    reason=f"SMTP delivery took over its budget of {self.budget_s}s (CONVEYOR_SMTP_BUDGET_S)"
+                ) from None
+            with contextlib.suppress(aiosmtplib.SMTPException, OSError, TimeoutError):
+                async with asyncio.timeout(max(0.0, (budget.when() or 0.0) - asyncio.get_running_loop().time())):
+                    await client.quit()
+            return errors, response
+        finally:
+            client.close()
 
 
 def _classify(code: int, message: str) -> Exception:
@@ -236,5 +294,7 @@ def register(app: Conveyor, settings: Settings) -> EmailTasks:
         await rate.take()
         return await mailer.send(payload)
 
-    task = app.task(send, queue=QUEUE, name=TASK, attempts=5, timeout=max(60.0, settings.smtp_timeout_s * 3))
+    # The job's timeout leaves the delivery its whole budget, so a slow server ends as the clear Retry.
+    timeout = max(60.0, settings.smtp_timeout_s * 3, settings.smtp_budget_s + 30)
+    task = app.task(send, queue=QUEUE, name=TASK, attempts=5, timeout=timeout)
     return EmailTasks(task, mailer)

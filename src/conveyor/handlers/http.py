@@ -80,6 +80,10 @@ HOP_BY_HOP_AND_FRAMING = frozenset(
 FORBIDDEN_HEADER_PREFIXES = ("proxy-",)
 MAX_HEADER_VALUE_CHARS = 4096
 _TOKEN = re.compile(r"^[!#$%&'*+.^_`|~0-9A-Za-z-]{1,100}$")
+# RFC 9110 field-value as httpx can send it (ASCII): visible characters, spaces and tabs between them.
+# Anything else (a non-ASCII character, a control character, a space at either end) either failed
+# the send on every attempt or went out as sent.
+_VALUE = re.compile(r"^(?:[\x21-\x7e](?:[\x20-\x7e\t]*[\x21-\x7e])?)?$")
 
 
 def check_job_header(
@@ -95,5 +99,8 @@ def check_job_header(
         raise ValueError(f"header {name!r} is a hop-by-hop or framing header and cannot come from job data")
     if lowered in owned or lowered.startswith(owned_prefixes):
         raise ValueError(f"header {name!r} is set by Conveyor")
-    if any(c in value for c in "\r\n\0") or len(value) > MAX_HEADER_VALUE_CHARS:
-        raise ValueError(f"header {name!r} has a line break or NUL, or is over {MAX_HEADER_VALUE_CHARS} characters")
+    if not _VALUE.match(value) or len(value) > MAX_HEADER_VALUE_CHARS:
+        raise ValueError(
+            f"header {name!r} must be printable ASCII with spaces or tabs only between characters (no line "
+            f"break or other control character), at most {MAX_HEADER_VALUE_CHARS} characters"
+        )

@@ -14,7 +14,7 @@ import asyncio
 import ipaddress
 import socket
 import ssl
-from collections.abc import Awaitable, Callable, Iterable, Mapping
+from collections.abc import Awaitable, Callable, Collection, Iterable, Mapping
 from dataclasses import dataclass, field
 
 import httpx
@@ -184,13 +184,15 @@ async def send_following(
     content: bytes | None = None,
     headers: Mapping[str, str] | None = None,
     max_redirects: int = DEFAULT_MAX_REDIRECTS,
+    private: Collection[str] = (),
 ) -> tuple[httpx.Response, list[str]]:
     """Send and follow up to `max_redirects` redirects by hand, re-checking each hop.
 
     The returned response is streamed: the caller reads (with a size cap) and closes it. Redirected
     POSTs are re-sent with the same body (a webhook must arrive with its signed payload or not at all).
     Credentials (`Authorization`, `Cookie`) are dropped once a redirect leaves the URL's origin, as
-    browsers and httpx do: they were meant for the origin the job named.
+    browsers and httpx do: they were meant for the origin the job named. So are the headers named in
+    `private` (any case): the caller's headers that may carry credentials under other names.
     """
     current = httpx.URL(url)
     hops: list[str] = []
@@ -206,7 +208,8 @@ async def send_following(
             raise UnsafeURLError(f"more than {max_redirects} redirects, last to {location[:200]!r}")
         following = current.join(location)
         if _origin(following) != _origin(current):
-            sent = {k: v for k, v in sent.items() if k.lower() not in _CREDENTIALS}
+            dropped = _CREDENTIALS | {name.lower() for name in private}
+            sent = {k: v for k, v in sent.items() if k.lower() not in dropped}
         current = following
         hops.append(str(current))
 

@@ -133,7 +133,9 @@ class WebhookSender:
         with transfer_errors_as_signals(self.timeout_s, timed_out="no answer within", failed="network error"):
             async with guarded_client(self.guard, self.timeout_s) as client:
                 async with asyncio.timeout_at(deadline):
-                    response, hops = await send_following(client, "POST", url, content=body, headers=headers)
+                    response, hops = await send_following(
+                        client, "POST", url, content=body, headers=headers, private=req.headers.keys()
+                    )
                 try:
                     excerpt, truncated = await _excerpt(response, deadline)
                 finally:

@@ -33,6 +33,9 @@ logger = logging.getLogger(__name__)
 
 Check = Callable[[Any], str | None]
 _FATAL_STATUS = frozenset({400, 413, 422})
+# Structured output nested deeper is invalid: results are stored as JSON by a codec that stops at 254
+# levels (the result's own fields wrap the output in a few), and nothing real nests 64 deep.
+MAX_OUTPUT_DEPTH = 64
 
 
 class ChatMessage(BaseModel):
@@ -256,7 +259,8 @@ class Generator:
             raise _Skip(ProviderAttempt(provider=name, outcome="error", detail=detail[:300])) from None
         except openai.APIStatusError as exc:
             raise await self._status(provider, exc) from None
-        except (BrokenAnswer, openai.APIError, ValueError) as exc:  # ValueError: a chunk that is not JSON
+        # ValueError: a body or chunk that is not JSON; RecursionError: JSON nested too deep to parse.
+        except (BrokenAnswer, openai.APIError, ValueError, RecursionError) as exc:
             await self._failed(name)
             raise _Skip(
                 ProviderAttempt(provider=name, outcome="error", detail=f"broken answer: {exc}"[:300])
@@ -319,6 +323,10 @@ def _parse(name: str, text: str, schema: dict[str, Any], output: type[BaseModel]
     """The JSON output validated; an invalid one skips to the next provider."""
     try:
         data = json.loads(text)
+        if _deeper_than(data, MAX_OUTPUT_DEPTH):
+            raise _Skip(ProviderAttempt(
+                provider=name, outcome="invalid_output", detail=f"not JSON: nested over {MAX_OUTPUT_DEPTH} levels"
+            ))
         if output is not None:
             value: Any = output.model_validate(data)
             data = value.model_dump(mode="json")
@@ -327,6 +335,9 @@ def _parse(name: str, text: str, schema: dict[str, Any], output: type[BaseModel]
             value = data
     except json.JSONDecodeError as exc:
         raise _Skip(ProviderAttempt(provider=name, outcome="invalid_output", detail=f"not JSON: {exc}"[:300])) from None
+    except RecursionError:
+        detail = f"not JSON: nested over {MAX_OUTPUT_DEPTH} levels"
+        raise _Skip(ProviderAttempt(provider=name, outcome="invalid_output", detail=detail)) from None
     except ValidationError as exc:
         detail = f"schema: {exc.errors(include_url=False, include_input=False)}"[:300]
         raise _Skip(ProviderAttempt(provider=name, outcome="invalid_output", detail=detail)) from None
@@ -338,6 +349,20 @@ def _parse(name: str, text: str, schema: dict[str, Any], output: type[BaseModel]
     if problem:
         raise _Skip(ProviderAttempt(provider=name, outcome="invalid_output", detail=problem[:300]))
     return data
+
+
+def _deeper_than(value: Any, limit: int) -> bool:
+    """Whether JSON `value` nests lists and objects over `limit` levels (walked without recursion)."""
+    stack: list[tuple[Any, int]] = [(value, 1)]
+    while stack:
+        item, depth = stack.pop()
+        children = item.values() if isinstance(item, dict) else item if isinstance(item, list) else None
+        if children is None:
+            continue
+        if depth > limit:
+            return True
+        stack.extend((child, depth + 1) for child in children if isinstance(child, (dict, list)))
+    return False
 
 
 def _give_up(attempts: list[ProviderAttempt]) -> Exception:

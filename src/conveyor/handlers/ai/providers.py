@@ -7,11 +7,13 @@ import os
 import re
 from collections.abc import Mapping
 from dataclasses import dataclass, field
-from typing import Any
+from typing import Any, cast
 
+import httpx
 from openai import AsyncOpenAI
 
 from conveyor.errors import ConfigurationError
+from conveyor.handlers.ai.wire import CappedTransport
 
 _NAME = re.compile(r"^[A-Za-z0-9._-]{1,64}$")
 MAX_SELECTED = 64  # names a job may list in `providers`
@@ -89,7 +91,8 @@ def parse_providers(raw: str | None, environ: Mapping[str, str] | None = None) -
 
 
 class ProviderChain:
-    """Providers in order, each with one SDK client (SDK retries off: the chain decides)."""
+    """Providers in order, each with one SDK client (SDK retries off: the chain decides) whose
+    transport bounds every answer body (wire.py)."""
 
     def __init__(self, providers: list[Provider]) -> None:
         self.providers = list(providers)
@@ -112,11 +115,14 @@ class ProviderChain:
     def client(self, provider: Provider) -> AsyncOpenAI:
         client = self._clients.get(provider.name)
         if client is None:
+            http = httpx.AsyncClient(transport=CappedTransport(), timeout=provider.timeout_s, follow_redirects=True)
             client = AsyncOpenAI(
                 api_key=provider.api_key,
                 base_url=provider.base_url,
                 timeout=provider.timeout_s,
                 max_retries=0,
+                # An httpx client: what the SDK's older releases take, and newer ones besides httpx2.
+                http_client=cast(Any, http),
             )
             self._clients[provider.name] = client
         return client

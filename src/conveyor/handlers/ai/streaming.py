@@ -22,6 +22,7 @@ from contextlib import contextmanager
 from dataclasses import dataclass, field
 from typing import Any
 
+import openai
 from openai import AsyncOpenAI
 
 from conveyor.worker.context import JobContext
@@ -89,11 +90,14 @@ async def complete(
     TimeoutError when a wait passes `timeout_s` (see the module's docstring)."""
     if not stream or ctx is None:
         async with asyncio.timeout(timeout_s):
-            response = await client.chat.completions.create(**kwargs)
+            response = await _whole(client, kwargs)
         with _malformed("answer"):
             choice = response.choices[0] if response.choices else None
+            text = _text(choice.message.content) if choice is not None else ""
+            if len(text) > MAX_ANSWER_CHARS:
+                raise BrokenAnswer(f"the answer passed {MAX_ANSWER_CHARS} characters")
             return Completion(
-                text=_text(choice.message.content) if choice is not None else "",
+                text=text,
                 model=_text(response.model) or None,
                 finish_reason=_text(choice.finish_reason) or None if choice is not None else None,
                 usage=response.usage,
@@ -127,6 +131,17 @@ async def complete(
     if finish is None:
         raise BrokenAnswer(f"the stream ended without finishing the answer (after {size} characters)")
     return Completion(text="".join(parts), model=model, finish_reason=finish, usage=usage, streamed=sink.sent)
+
+
+async def _whole(client: AsyncOpenAI, kwargs: dict[str, Any]) -> Any:
+    """A whole (not streamed) answer. A body the transport refused as too large comes out as the
+    BrokenAnswer it is, whether the SDK wrapped it as a connection error or not."""
+    try:
+        return await client.chat.completions.create(**kwargs)
+    except openai.APIConnectionError as exc:
+        if isinstance(exc.__cause__, BrokenAnswer):
+            raise exc.__cause__ from None
+        raise
 
 
 def _text(value: Any) -> str:
