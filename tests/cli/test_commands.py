@@ -240,6 +240,19 @@ def test_unreachable_server_is_one_line() -> None:
         assert "127.0.0.1:1" in error_line(*args, redis_url="redis://127.0.0.1:1/0")
 
 
+def test_an_unreachable_or_plain_server_given_as_a_cluster_is_one_line(redis_url: str) -> None:
+    """A Cluster client with no node answering raises RedisClusterException, which is no RedisError:
+    `queues`, `status`, `doctor`, `pause --all`, `keys` and `schedules` printed its traceback."""
+    down = "redis+cluster://127.0.0.1:1"
+    plain = redis_url.replace("redis://", "redis+cluster://", 1).rsplit("/", 1)[0]
+    commands = (["queues"], ["status"], ["status", "--json"], ["doctor"], ["pause", "--all"], ["jobs", "q"],
+                ["keys", "list"], ["schedules", "list"])
+    for args in commands:
+        assert error_line(*args, redis_url=down).startswith(f"error: Redis at {down} is unreachable: "), args
+    for args in (["queues"], ["schedules", "list"], ["keys", "list"]):
+        assert "Cluster mode is not enabled" in error_line(*args, redis_url=plain), args
+
+
 @pytest.mark.parametrize(
     "args", [["status"], ["jobs", "q"], ["keys", "list"], ["keys", "create", "k", "-s", "read"], ["schedules", "list"],
              ["scheduler", "conveyor.examples:app"], ["worker", "conveyor.examples:app"],
