@@ -99,6 +99,31 @@ async def test_a_crashed_queue_loop_is_restarted_with_backoff_and_reported(
         await admin.aclose()
 
 
+@pytest.mark.timeout(400)  # over a thousand restarts on a busy machine
+async def test_a_loop_that_keeps_crashing_is_restarted_past_a_thousand_crashes(
+    own_server: RedisServer, prefix: str
+) -> None:
+    """The watch doubled its delay as 0.5 * 2**crashes before capping it: at the 1025th crash in a row
+    (8.5 hours of a revoked permission at the default 30 s cap) the float overflowed, the watch died
+    with OverflowError and the queue never claimed a job again, even once the cause was fixed."""
+    setup = connect(own_server.url)
+    await setup.execute_command("ACL", "SETUSER", "admin", "on", ">pw", "~*", "&*", "+@all")
+    await setup.aclose()
+    admin = connect(f"redis://admin:pw@127.0.0.1:{own_server.port}/0")
+    fast = Queue("fast", redis=admin, prefix=prefix)
+    try:
+        async with running_service(own_server.url, prefix, restart_backoff_max_s=0.001) as service:
+            watch = service.watches["fast"]
+            await admin.execute_command("ACL", "SETUSER", "default", "-evalsha", "-eval")
+            job = await fast.add("track", {})
+            crashes = 1100 * len(watch.worker.loop_tasks)  # each restart follows a crash; 1100+ rounds at least
+            await wait_for(lambda: watch.restarts >= crashes, timeout=300, what=f"{crashes} restarts")
+            await admin.execute_command("ACL", "SETUSER", "default", "+@all")
+            assert (await job.wait(timeout=60)).state is JobState.COMPLETED
+    finally:
+        await admin.aclose()
+
+
 async def test_registry_lists_live_workers_and_prunes_expired_ones(client: RedisClient, prefix: str) -> None:
     """Against a standalone server and a Cluster (all registry keys share the `{workers}` slot)."""
     plain_client = client
