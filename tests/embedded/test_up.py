@@ -19,10 +19,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis as syncredis
 
 from conveyor import JobState, Queue
-from conveyor.embedded.state import ServerState, process_alive
+from conveyor.embedded import EmbeddedConfig, acquire
+from conveyor.embedded.server import looks_like_server, wait_gone
+from conveyor.embedded.state import ServerState, process_alive, process_start_time
 from conveyor.redis.connection import connect
+from conveyor.settings import Settings
 from conveyor.testing import free_port
 from tests.conftest import wait_for
 from tests.embedded.conftest import clean_env
@@ -366,3 +370,53 @@ async def test_a_second_signal_exits_at_once(workdir: Path, redis_url: str) -> N
         assert await held.queue.get_state(held.job_id) is JobState.ACTIVE  # never released, never finished
     finally:
         await held.close()
+
+
+def _children_named(parent: int, name: bytes) -> list[int]:
+    """Pids whose parent is `parent` and whose command line holds `name`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_bytes()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(b")") + 2:].split()[1]) == parent and name in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_embedded_server_loads_stops_it(workdir: Path, signum: int) -> None:
+    """Ctrl-C (or SIGTERM) while the embedded server replays its append-only file: `up` used to
+    exit and leave that server running in its own session, named by no state file and held by no
+    lease (SIGTERM's default action did the same at any moment before the children ran)."""
+    data = workdir / ".conveyor" / "data"
+    with acquire(EmbeddedConfig.from_settings(Settings(data_dir=str(data)))) as handle:
+        filler = syncredis.Redis.from_url(handle.url, socket_timeout=60)
+        fill = "for i = 1, tonumber(ARGV[2]) do redis.call('SET', KEYS[1] .. i, ARGV[1]) end return 1"
+        for part in range(40):  # 2 million keys: seconds of replay at the next start
+            filler.eval(fill, 1, f"k{part}:", "x" * 20, 50_000)
+        filler.close()
+    up = Up(workdir, free_port(), free_port())
+    servers: list[int] = []
+    started: int | None = None
+    try:
+        deadline = time.monotonic() + BOOT_TIMEOUT_S
+        while not (servers := _children_named(up.proc.pid, b"valkey-server")):
+            assert up.proc.poll() is None and time.monotonic() < deadline, str(up)
+            time.sleep(0.01)
+        server = servers[0]
+        started = process_start_time(server)
+        up.proc.send_signal(signum)
+        assert up.proc.wait(60) == 130, str(up)
+        assert "interrupted while starting" in up.expect("error:"), str(up)
+        assert wait_gone(server, started, 30), "the embedded server outlived `up`"
+        assert not (data / "embedded.json").exists()
+    finally:
+        up.close()
+        for pid in servers:  # what a failed run left behind
+            if process_alive(pid, started) and looks_like_server(pid):
+                os.kill(pid, signal.SIGKILL)

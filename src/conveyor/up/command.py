@@ -31,6 +31,7 @@ from conveyor.up.children import ChildGroup, ChildSpec, child_env, conveyor_args
 DEFAULT_APP = "conveyor.examples:app"
 READY_TIMEOUT_S = 60.0
 STOP_MARGIN_S = 10.0
+INTERRUPTED_CODE = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 
 @dataclass(frozen=True, slots=True)
@@ -246,10 +247,29 @@ def up_command(
                                                     "(env WORKER_HEALTH_PORT; default 3002)")] = None,
 ) -> None:
     """Run everything on this machine: embedded Valkey (unless REDIS_URL is set), worker service and API."""
+    _interrupt_while_starting()
     try:
         settings = Settings.from_env()
         code = run_up(app_path, settings, resolve_ports(settings, api_host, api_port, health_port))
     except ConveyorError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted while starting; stopped what had started", err=True)
+        raise typer.Exit(INTERRUPTED_CODE) from None
     raise typer.Exit(code)
+
+
+def _interrupt_while_starting() -> None:
+    """Until the children run (and `_Signals` takes over), SIGTERM and SIGHUP interrupt `up` as
+    Ctrl-C does, so the embedded server it started or leased is stopped or released; their default
+    action ended `up` on the spot and left the server running. The first signal ignores the next
+    ones, so a second Ctrl-C cannot cut the clean-up short."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)
