@@ -29,6 +29,7 @@ from conveyor.cancelling import cancel_and_wait
 from conveyor.errors import ConfigurationError, InvalidOptionError, JobNotFoundError
 from conveyor.events import Event, EventsMode
 from conveyor.job import Job, JobRecord, JobState
+from conveyor.limits.admin import waiting_ids
 from conveyor.limits.model import GroupLimits, RateLimit
 from conveyor.options import JobSpec
 from conveyor.partitions.layout import record_layout
@@ -222,9 +223,8 @@ class PartitionedQueue(Queue):
         if not 0 <= cursor <= MAX_LIST_CURSOR:
             raise InvalidOptionError(f"cursor must be in [0, {MAX_LIST_CURSOR}]")
         want = cursor + limit
-        if state is JobState.WAITING:
-            lists = [[r.id for r in (await Queue.list_jobs(p, state, cursor=0, limit=min(want, 1000))).jobs]
-                     for p in self.serving]
+        if state is JobState.WAITING:  # ids only, as many as the page may need from each partition
+            lists = [await waiting_ids(p, 0, want) for p in self.serving]
             merged = [i for group in _round_robin(lists) for i in group]
         else:
             newest_first = state in _FINISHED
