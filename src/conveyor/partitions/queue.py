@@ -46,7 +46,7 @@ def route_partition(key: str, count: int) -> int:
     return zlib.crc32(key.encode()) % count
 
 
-def _tags(name: str, count: int) -> list[str]:
+def layout_tags(name: str, count: int) -> list[str]:
     """The partition tags of a layout; layout 0 is the plain queue (its keys have no partition tag)."""
     return [""] if count == 0 else [partition_tag(name, i, count) for i in range(count)]
 
@@ -65,13 +65,14 @@ class PartitionedQueue(Queue):
         earlier = [] if previous is None else [previous] if isinstance(previous, int) else list(previous)
         if any(not isinstance(n, int) or not 0 <= n <= MAX_PARTITIONS for n in earlier):
             raise ConfigurationError(f"previous must be an integer in [0, {MAX_PARTITIONS}] (0: the plain queue)")
-        current = _tags(name, partitions)
+        current = layout_tags(name, partitions)
         super().__init__(name, partition_tag=current[0], **options)
         self.partition_count = partitions
         self.previous_counts = tuple(n for n in dict.fromkeys(earlier) if n != partitions)
         common = {k: v for k, v in options.items() if k != "redis"}
         self.parts: list[Queue] = [Queue(name, redis=self.client, partition_tag=tag, **common) for tag in current]
-        old = [t for t in dict.fromkeys(t for n in self.previous_counts for t in _tags(name, n)) if t not in current]
+        earlier_tags = (t for n in self.previous_counts for t in layout_tags(name, n))
+        old = [t for t in dict.fromkeys(earlier_tags) if t not in current]
         # Every partition that may hold jobs: the current ones, then those of the previous layouts.
         self.serving: list[Queue] = self.parts + [Queue(name, redis=self.client, partition_tag=t, **common)
                                                   for t in old]
