@@ -420,3 +420,17 @@ def test_a_signal_while_the_embedded_server_loads_stops_it(workdir: Path, signum
         for pid in servers:  # what a failed run left behind
             if process_alive(pid, started) and looks_like_server(pid):
                 os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:1/0", "redis+cluster://127.0.0.1:1"])
+def test_up_with_an_unreachable_redis_url_says_so_in_one_line(workdir: Path, url: str) -> None:
+    """The admin key is `up`'s first call to Redis: a REDIS_URL nothing answers at ended `up` with
+    a ConnectionError (or RedisClusterException) traceback."""
+    up = Up(workdir, free_port(), free_port(), REDIS_URL=url)
+    try:
+        assert up.proc.wait(60) == 1, str(up)
+        up.expect("error:")
+        assert up.output == [up.output[-1]] and up.output[0].startswith(f"error: Redis at {url} is unreachable: ")
+        assert up.lines.get(timeout=10) is None  # nothing more: no child was started
+    finally:
+        up.close()

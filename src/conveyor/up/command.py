@@ -13,16 +13,19 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
 import httpx
 import typer
+from redis.exceptions import RedisClusterException, RedisError
 
 from conveyor.discovery import data_dir
 from conveyor.embedded import EmbeddedHandle, acquire, resolve_redis_url
 from conveyor.embedded.state import process_alive
-from conveyor.errors import ConfigurationError, ConveyorError
+from conveyor.errors import ConfigurationError, ConnectionFailedError, ConveyorError
+from conveyor.ops.common import redis_failure
 from conveyor.redis.connection import redact
 from conveyor.settings import Settings
 from conveyor.up.adminkey import admin_key_path, ensure_admin_key
@@ -186,7 +189,7 @@ def run_up(app_path: str, settings: Settings, ports: Ports) -> int:
     group: ChildGroup | None = None
     try:
         key_file = admin_key_path(str(data_dir(settings.data_dir)))
-        key = ensure_admin_key(url, settings.prefix, key_file)
+        key = _admin_key(url, settings.prefix, key_file)
         specs, env = children(app_path, url, ports)
         group = ChildGroup(specs, env)
         signals = _Signals(group)
@@ -216,6 +219,21 @@ def run_up(app_path: str, settings: Settings, ports: Ports) -> int:
             group.stop(STOP_MARGIN_S)
         if server.handle is not None and server.handle.release():
             typer.echo("embedded Valkey stopped (data kept).")
+
+
+class StartFailed(Exception):
+    """`up` cannot start: one line for the operator (exit status 1), nothing left running."""
+
+
+def _admin_key(url: str, prefix: str, key_file: Path) -> str | None:
+    """The admin key (see `ensure_admin_key`); the first call to Redis, so an unusable server or an
+    unwritable key file is said here in one line rather than with a traceback."""
+    try:
+        return ensure_admin_key(url, prefix, key_file)
+    except (RedisError, RedisClusterException, ConnectionFailedError) as exc:
+        raise StartFailed(redis_failure(exc, url) or str(exc)) from None
+    except OSError as exc:
+        raise StartFailed(f"cannot write the admin key to {key_file}: {exc}") from None
 
 
 def wait_children(group: ChildGroup, signals: _Signals, grace_s: float) -> dict[str, int]:
@@ -254,6 +272,9 @@ def up_command(
     except ConveyorError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    except StartFailed as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
     except KeyboardInterrupt:
         typer.echo("error: interrupted while starting; stopped what had started", err=True)
         raise typer.Exit(INTERRUPTED_CODE) from None
