@@ -118,6 +118,14 @@ async def test_cancel_promote_remove_and_purge(redis_url: str, prefix: str, clie
     purged = await cli("purge", "media", "waiting", "--yes", url=redis_url, prefix=prefix)
     assert purged == {"queue": "media", "state": "waiting", "purged": 1}
     assert "cannot purge 'active'" in await error("purge", "media", "active", "--yes", url=redis_url, prefix=prefix)
+    # Listed as allowed, it asked for confirmation and then failed with the engine's refusal (status 1),
+    # or said there was nothing to delete: it is refused at once, like active jobs.
+    for extra in ([], ["--yes"]):
+        refused = await asyncio.to_thread(conveyor, "purge", "media", "waiting-children", *extra, "--prefix", prefix,
+                                          redis_url=redis_url, stdin="y\n")
+        assert refused.returncode == 2 and refused.stdout == "", refused
+        assert refused.stderr == ("error: cannot purge 'waiting-children' jobs: use one of waiting, delayed, "
+                                  "completed, failed, cancelled (cancel active jobs first)\n")
     assert {str(k): v for k, v in (await queue.counts()).items()} == dict.fromkeys(
         ["waiting", "delayed", "active", "completed", "failed", "cancelled", "waiting-children"], 0)
     assert "queue 'nope' not found" in await error("jobs", "nope", url=redis_url, prefix=prefix)
