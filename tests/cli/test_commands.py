@@ -270,5 +270,8 @@ def test_bad_urls_and_settings_are_one_line(args: list[str]) -> None:
     bad_port = error_line(*args, redis_url="redis://:secret@127.0.0.1:99999/0")
     assert "invalid Redis URL redis://:***@127.0.0.1:99999/0" in bad_port and "secret" not in bad_port
     assert "invalid Redis URL" in error_line(*args, redis_url="redis://[::1/0")
+    # redis-py ignores a database that is not a number and uses 0: a typo sent jobs to another database.
+    typo = error_line(*args, redis_url="redis://127.0.0.1:1/1x")
+    assert typo == "error: invalid Redis URL redis://127.0.0.1:1/1x: the database must be a number, got '1x'"
     unknown = error_line(*args, redis_url="redis://127.0.0.1:1/0", CONVEYOR_TYPO="1")
     assert "unknown settings in the environment: ['CONVEYOR_TYPO']" in unknown
