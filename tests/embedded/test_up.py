@@ -434,3 +434,18 @@ def test_up_with_an_unreachable_redis_url_says_so_in_one_line(workdir: Path, url
         assert up.lines.get(timeout=10) is None  # nothing more: no child was started
     finally:
         up.close()
+
+
+def test_up_with_an_ipv6_api_host_checks_and_prints_it_bracketed(workdir: Path, redis_url: str) -> None:
+    """`--api-host ::` (every IPv6 and IPv4 address) made `up` build http://:::8000 to check the API's
+    health: httpx refused it (InvalidURL) and `up` ended with a traceback once the children ran."""
+    api_port, health_port = free_port(), free_port()
+    up = Up(workdir, api_port, health_port, "--api-host", "::", REDIS_URL=redis_url)
+    try:
+        api = up.expect("  API ")
+        assert f"http://[::]:{api_port}/api/health" in api, str(up)
+        up.expect("Press Ctrl-C to stop.")
+        assert httpx.get(f"http://[::1]:{api_port}/api/health", timeout=30).status_code == 200
+        assert up.stop(signal.SIGTERM) == 0, str(up)
+    finally:
+        up.close()

@@ -45,7 +45,8 @@ class Ports:
 
     @property
     def api(self) -> str:
-        return f"http://{self.api_host}:{self.api_port}"
+        host = f"[{self.api_host}]" if ":" in self.api_host else self.api_host  # an IPv6 address (`::`)
+        return f"http://{host}:{self.api_port}"
 
     @property
     def health(self) -> str:
