@@ -18,11 +18,11 @@ def clean_env(**extra: str) -> dict[str, str]:
 
 
 def conveyor(*args: str, cwd: Path | None = None, redis_url: str | None = None, stdin: str = "",
-             **env: str) -> subprocess.CompletedProcess[str]:
+             timeout: float = 120, **env: str) -> subprocess.CompletedProcess[str]:
     extra = {"REDIS_URL": redis_url} if redis_url else {}
     return subprocess.run(
         [sys.executable, "-m", "conveyor", *args], env=clean_env(**extra, **env), cwd=cwd,
-        input=stdin, capture_output=True, text=True, timeout=120,
+        input=stdin, capture_output=True, text=True, timeout=timeout,
     )
 
 

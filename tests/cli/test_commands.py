@@ -118,6 +118,14 @@ async def test_cancel_promote_remove_and_purge(redis_url: str, prefix: str, clie
     purged = await cli("purge", "media", "waiting", "--yes", url=redis_url, prefix=prefix)
     assert purged == {"queue": "media", "state": "waiting", "purged": 1}
     assert "cannot purge 'active'" in await error("purge", "media", "active", "--yes", url=redis_url, prefix=prefix)
+    # Listed as allowed, it asked for confirmation and then failed with the engine's refusal (status 1),
+    # or said there was nothing to delete: it is refused at once, like active jobs.
+    for extra in ([], ["--yes"]):
+        refused = await asyncio.to_thread(conveyor, "purge", "media", "waiting-children", *extra, "--prefix", prefix,
+                                          redis_url=redis_url, stdin="y\n")
+        assert refused.returncode == 2 and refused.stdout == "", refused
+        assert refused.stderr == ("error: cannot purge 'waiting-children' jobs: use one of waiting, delayed, "
+                                  "completed, failed, cancelled (cancel active jobs first)\n")
     assert {str(k): v for k, v in (await queue.counts()).items()} == dict.fromkeys(
         ["waiting", "delayed", "active", "completed", "failed", "cancelled", "waiting-children"], 0)
     assert "queue 'nope' not found" in await error("jobs", "nope", url=redis_url, prefix=prefix)
@@ -240,6 +248,19 @@ def test_unreachable_server_is_one_line() -> None:
         assert "127.0.0.1:1" in error_line(*args, redis_url="redis://127.0.0.1:1/0")
 
 
+def test_an_unreachable_or_plain_server_given_as_a_cluster_is_one_line(redis_url: str) -> None:
+    """A Cluster client with no node answering raises RedisClusterException, which is no RedisError:
+    `queues`, `status`, `doctor`, `pause --all`, `keys` and `schedules` printed its traceback."""
+    down = "redis+cluster://127.0.0.1:1"
+    plain = redis_url.replace("redis://", "redis+cluster://", 1).rsplit("/", 1)[0]
+    commands = (["queues"], ["status"], ["status", "--json"], ["doctor"], ["pause", "--all"], ["jobs", "q"],
+                ["keys", "list"], ["schedules", "list"])
+    for args in commands:
+        assert error_line(*args, redis_url=down).startswith(f"error: Redis at {down} is unreachable: "), args
+    for args in (["queues"], ["schedules", "list"], ["keys", "list"]):
+        assert "Cluster mode is not enabled" in error_line(*args, redis_url=plain), args
+
+
 @pytest.mark.parametrize(
     "args", [["status"], ["jobs", "q"], ["keys", "list"], ["keys", "create", "k", "-s", "read"], ["schedules", "list"],
              ["scheduler", "conveyor.examples:app"], ["worker", "conveyor.examples:app"],
@@ -249,5 +270,8 @@ def test_bad_urls_and_settings_are_one_line(args: list[str]) -> None:
     bad_port = error_line(*args, redis_url="redis://:secret@127.0.0.1:99999/0")
     assert "invalid Redis URL redis://:***@127.0.0.1:99999/0" in bad_port and "secret" not in bad_port
     assert "invalid Redis URL" in error_line(*args, redis_url="redis://[::1/0")
+    # redis-py ignores a database that is not a number and uses 0: a typo sent jobs to another database.
+    typo = error_line(*args, redis_url="redis://127.0.0.1:1/1x")
+    assert typo == "error: invalid Redis URL redis://127.0.0.1:1/1x: the database must be a number, got '1x'"
     unknown = error_line(*args, redis_url="redis://127.0.0.1:1/0", CONVEYOR_TYPO="1")
     assert "unknown settings in the environment: ['CONVEYOR_TYPO']" in unknown

@@ -19,10 +19,14 @@ from pathlib import Path
 
 import httpx
 import pytest
+import redis as syncredis
 
 from conveyor import JobState, Queue
-from conveyor.embedded.state import ServerState, process_alive
+from conveyor.embedded import EmbeddedConfig, acquire
+from conveyor.embedded.server import looks_like_server, wait_gone
+from conveyor.embedded.state import ServerState, process_alive, process_start_time
 from conveyor.redis.connection import connect
+from conveyor.settings import Settings
 from conveyor.testing import free_port
 from tests.conftest import wait_for
 from tests.embedded.conftest import clean_env
@@ -366,3 +370,82 @@ async def test_a_second_signal_exits_at_once(workdir: Path, redis_url: str) -> N
         assert await held.queue.get_state(held.job_id) is JobState.ACTIVE  # never released, never finished
     finally:
         await held.close()
+
+
+def _children_named(parent: int, name: bytes) -> list[int]:
+    """Pids whose parent is `parent` and whose command line holds `name`."""
+    found = []
+    for entry in Path("/proc").iterdir():
+        if not entry.name.isdigit():
+            continue
+        try:
+            stat = (entry / "stat").read_bytes()
+            cmdline = (entry / "cmdline").read_bytes()
+        except OSError:
+            continue
+        if int(stat[stat.rindex(b")") + 2:].split()[1]) == parent and name in cmdline:
+            found.append(int(entry.name))
+    return found
+
+
+@pytest.mark.parametrize("signum", [signal.SIGINT, signal.SIGTERM])
+def test_a_signal_while_the_embedded_server_loads_stops_it(workdir: Path, signum: int) -> None:
+    """Ctrl-C (or SIGTERM) while the embedded server replays its append-only file: `up` used to
+    exit and leave that server running in its own session, named by no state file and held by no
+    lease (SIGTERM's default action did the same at any moment before the children ran)."""
+    data = workdir / ".conveyor" / "data"
+    with acquire(EmbeddedConfig.from_settings(Settings(data_dir=str(data)))) as handle:
+        filler = syncredis.Redis.from_url(handle.url, socket_timeout=60)
+        fill = "for i = 1, tonumber(ARGV[2]) do redis.call('SET', KEYS[1] .. i, ARGV[1]) end return 1"
+        for part in range(40):  # 2 million keys: seconds of replay at the next start
+            filler.eval(fill, 1, f"k{part}:", "x" * 20, 50_000)
+        filler.close()
+    up = Up(workdir, free_port(), free_port())
+    servers: list[int] = []
+    started: int | None = None
+    try:
+        deadline = time.monotonic() + BOOT_TIMEOUT_S
+        while not (servers := _children_named(up.proc.pid, b"valkey-server")):
+            assert up.proc.poll() is None and time.monotonic() < deadline, str(up)
+            time.sleep(0.01)
+        server = servers[0]
+        started = process_start_time(server)
+        up.proc.send_signal(signum)
+        assert up.proc.wait(60) == 130, str(up)
+        assert "interrupted while starting" in up.expect("error:"), str(up)
+        assert wait_gone(server, started, 30), "the embedded server outlived `up`"
+        assert not (data / "embedded.json").exists()
+    finally:
+        up.close()
+        for pid in servers:  # what a failed run left behind
+            if process_alive(pid, started) and looks_like_server(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
+@pytest.mark.parametrize("url", ["redis://127.0.0.1:1/0", "redis+cluster://127.0.0.1:1"])
+def test_up_with_an_unreachable_redis_url_says_so_in_one_line(workdir: Path, url: str) -> None:
+    """The admin key is `up`'s first call to Redis: a REDIS_URL nothing answers at ended `up` with
+    a ConnectionError (or RedisClusterException) traceback."""
+    up = Up(workdir, free_port(), free_port(), REDIS_URL=url)
+    try:
+        assert up.proc.wait(60) == 1, str(up)
+        up.expect("error:")
+        assert up.output == [up.output[-1]] and up.output[0].startswith(f"error: Redis at {url} is unreachable: ")
+        assert up.lines.get(timeout=10) is None  # nothing more: no child was started
+    finally:
+        up.close()
+
+
+def test_up_with_an_ipv6_api_host_checks_and_prints_it_bracketed(workdir: Path, redis_url: str) -> None:
+    """`--api-host ::` (every IPv6 and IPv4 address) made `up` build http://:::8000 to check the API's
+    health: httpx refused it (InvalidURL) and `up` ended with a traceback once the children ran."""
+    api_port, health_port = free_port(), free_port()
+    up = Up(workdir, api_port, health_port, "--api-host", "::", REDIS_URL=redis_url)
+    try:
+        api = up.expect("  API ")
+        assert f"http://[::]:{api_port}/api/health" in api, str(up)
+        up.expect("Press Ctrl-C to stop.")
+        assert httpx.get(f"http://[::1]:{api_port}/api/health", timeout=30).status_code == 200
+        assert up.stop(signal.SIGTERM) == 0, str(up)
+    finally:
+        up.close()

@@ -165,6 +165,22 @@ async def test_events_listing_and_counts_cover_every_partition(pq: PartitionedQu
     assert (await pq.counts())[JobState.COMPLETED] == 12
 
 
+async def test_waiting_jobs_are_listed_past_a_thousand_per_partition(pq: PartitionedQueue) -> None:
+    """Listing waiting jobs read at most 1,000 from each partition, so paging through 3,300 waiting
+    jobs of 3 partitions ended at 3,000 (`next_cursor` None) and the rest could never be listed."""
+    jobs = await pq.add_bulk([{"name": "t", "data": i} for i in range(3300)])
+    listed: list[str] = []
+    page_cursor: int | None = 0
+    pages = 0
+    while page_cursor is not None:
+        page = await pq.list_jobs(JobState.WAITING, cursor=page_cursor, limit=1000)
+        listed += [r.id for r in page.jobs]
+        page_cursor = page.next_cursor
+        pages += 1
+        assert pages <= 5
+    assert len(listed) == 3300 and set(listed) == {j.id for j in jobs}
+
+
 async def test_no_partition_starves(pq: PartitionedQueue) -> None:
     """A job in one partition runs while another partition's backlog never drains: each big job
     adds another until the lone job has run, so a worker that let one partition starve the others

@@ -14,6 +14,7 @@ import pytest
 from conveyor import JobContext, Queue, Worker
 from conveyor.redis.connection import connect
 from conveyor.testing import RedisServer
+from conveyor.worker import worker as worker_module
 from tests.conftest import running, wait_for
 
 
@@ -70,3 +71,35 @@ async def test_a_supervised_worker_leaves_restarts_to_its_supervisor(redis_serve
             assert worker.loop_tasks["sweep"] is restarted and worker.loop_restarts == 0
     finally:
         await client.aclose()
+
+
+@pytest.mark.timeout(400)  # over a thousand restarts on a busy machine
+async def test_a_loop_that_keeps_ending_is_started_again_past_a_thousand_times(
+    redis_server: RedisServer, qname: str, monkeypatch: pytest.MonkeyPatch,
+) -> None:
+    """The delay doubled as 0.5 * 2**ends before the cap: at the 1025th end in a row (8.5 hours of
+    a missing permission at the 30 s cap) the float overflowed inside the restart callback, and
+    the loop was never started again. A millisecond cap gets there in seconds."""
+    monkeypatch.setattr(worker_module, "RESTART_MAX_S", 0.001)
+    user = f"u-{qname}"
+    admin = connect(redis_server.url)
+    await admin.execute_command("ACL", "SETUSER", user, "on", ">pw", "~*", "&*", "+@all", "-evalsha", "-eval")
+    client = connect(f"redis://{user}:pw@127.0.0.1:{redis_server.port}/0")
+    done: list[int] = []
+
+    async def note(ctx: JobContext, data: dict[str, Any]) -> None:
+        done.append(data["i"])
+
+    worker = Worker(Queue(qname, redis=client), {"note": note}, concurrency=2, idle_block_s=1.0)
+    try:
+        async with running(worker):
+            ends = 1100 * len(worker.loop_tasks)  # more than any loop can reach if one stops at 1024
+            await wait_for(lambda: worker.loop_restarts >= ends, timeout=300, what=f"{ends} restarts")
+            await admin.execute_command("ACL", "SETUSER", user, "+@all")
+            await Queue(qname, redis=admin).add("note", {"i": 1})
+            await wait_for(lambda: done == [1], timeout=90, what="the job ran once scripts were allowed")
+        await Queue(qname, redis=admin).obliterate(force=True)
+    finally:
+        await client.aclose()
+        await admin.execute_command("ACL", "DELUSER", user)
+        await admin.aclose()

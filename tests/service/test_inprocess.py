@@ -11,6 +11,7 @@ import pytest
 from structlog.testing import capture_logs
 
 from conveyor import JobContext, JobOutcome, JobState, OutcomeKind, Queue
+from conveyor.partitions import PartitionedQueue
 from conveyor.redis.connection import RedisClient, connect
 from conveyor.redis.keys import WorkerRegistryKeys
 from conveyor.service import WorkerService, list_workers, plan_queues
@@ -97,6 +98,50 @@ async def test_a_crashed_queue_loop_is_restarted_with_backoff_and_reported(
             assert 'conveyor_queue_loop_up{queue="fast"} 1.0' in text
     finally:
         await admin.aclose()
+
+
+@pytest.mark.timeout(400)  # over a thousand restarts on a busy machine
+async def test_a_loop_that_keeps_crashing_is_restarted_past_a_thousand_crashes(
+    own_server: RedisServer, prefix: str
+) -> None:
+    """The watch doubled its delay as 0.5 * 2**crashes before capping it: at the 1025th crash in a row
+    (8.5 hours of a revoked permission at the default 30 s cap) the float overflowed, the watch died
+    with OverflowError and the queue never claimed a job again, even once the cause was fixed."""
+    setup = connect(own_server.url)
+    await setup.execute_command("ACL", "SETUSER", "admin", "on", ">pw", "~*", "&*", "+@all")
+    await setup.aclose()
+    admin = connect(f"redis://admin:pw@127.0.0.1:{own_server.port}/0")
+    fast = Queue("fast", redis=admin, prefix=prefix)
+    try:
+        async with running_service(own_server.url, prefix, restart_backoff_max_s=0.001) as service:
+            watch = service.watches["fast"]
+            await admin.execute_command("ACL", "SETUSER", "default", "-evalsha", "-eval")
+            job = await fast.add("track", {})
+            crashes = 1100 * len(watch.worker.loop_tasks)  # each restart follows a crash; 1100+ rounds at least
+            await wait_for(lambda: watch.restarts >= crashes, timeout=300, what=f"{crashes} restarts")
+            await admin.execute_command("ACL", "SETUSER", "default", "+@all")
+            assert (await job.wait(timeout=60)).state is JobState.COMPLETED
+    finally:
+        await admin.aclose()
+
+
+async def test_jobs_a_producer_put_in_partitions_this_worker_does_not_serve_are_reported(
+    redis_url: str, prefix: str, plain_client: RedisClient
+) -> None:
+    """A producer that declares `fast` with 3 partitions, a worker that declares it plain: the
+    producer's jobs waited forever in partitions no worker reads, and nothing said so."""
+    producer = PartitionedQueue("fast", partitions=3, redis=plain_client, prefix=prefix)
+    stranded = [await producer.add("track", {}) for _ in range(2)]
+    plain = await Queue("fast", redis=plain_client, prefix=prefix).add("track", {})
+    with capture_logs() as logs:
+        async with running_service(redis_url, prefix):
+            assert (await plain.wait(timeout=30)).state is JobState.COMPLETED
+    warnings = [e for e in logs if e["event"].startswith("jobs wait in partitions this worker does not serve")]
+    assert warnings == [{
+        "event": "jobs wait in partitions this worker does not serve; declare previous_partitions to serve them",
+        "queue": "fast", "jobs": 2, "layout": "the 3-partition layout", "log_level": "warning",
+    }]
+    assert [await j.state() for j in stranded] == [JobState.WAITING, JobState.WAITING]
 
 
 async def test_registry_lists_live_workers_and_prunes_expired_ones(client: RedisClient, prefix: str) -> None:

@@ -1,6 +1,8 @@
-"""Queue plan, settings and the command line, without a server."""
+"""Queue plan, settings and the command line (a worker process refusing bad settings)."""
 
 from __future__ import annotations
+
+import subprocess
 
 import pytest
 from typer.testing import CliRunner
@@ -10,6 +12,7 @@ from conveyor.errors import ConfigurationError
 from conveyor.service.command import load_app
 from conveyor.service.plan import QueuePlan, concurrency_env_name, plan_queues
 from conveyor.settings import Settings
+from tests.cli.run import conveyor
 from tests.service.apps import build_app
 
 
@@ -75,3 +78,21 @@ def test_bad_settings_exit_with_a_clear_error() -> None:
     assert result.exit_code == 2 and "CONVEYOR_SHUTDOWN_GRACE_S must be >= 0" in result.output
     result = runner.invoke(cli_app, ["worker", "tests.service.apps:app"], env={"CONVEYOR_LEASE_MS": "soon"})
     assert result.exit_code == 2 and "lease_ms has an invalid value" in result.output
+
+
+@pytest.mark.parametrize("setting", ["CONVEYOR_HEARTBEAT_S", "CONVEYOR_SHUTDOWN_GRACE_S", "CONVEYOR_METRICS_INTERVAL_S",
+                                     "CONVEYOR_RESTART_BACKOFF_MAX_S", "CONVEYOR_STATS_INTERVAL_S"])
+@pytest.mark.parametrize("value", ["nan", "inf"])
+def test_a_setting_in_seconds_that_is_not_a_finite_number_is_one_line_and_status_2(
+    redis_url: str, setting: str, value: str
+) -> None:
+    """nan passes every range check (`nan < 0` is false): CONVEYOR_HEARTBEAT_S=nan ended the worker
+    with a ValueError traceback, and the others let it run with a grace, an interval or a backoff
+    of nan or inf (a SIGTERM then never finished waiting, or no sample was ever taken)."""
+    try:
+        done = conveyor("worker", "tests.service.apps:app", "--health-port", "0", redis_url=redis_url,
+                        timeout=60, **{setting: value})
+    except subprocess.TimeoutExpired:
+        raise AssertionError(f"the worker ran with {setting}={value}") from None
+    assert done.returncode == 2, done.stderr
+    assert done.stderr.strip() == f"error: {setting} must be a finite number, got {float(value)!r}"

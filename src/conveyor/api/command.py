@@ -9,14 +9,13 @@ from datetime import UTC, datetime
 from typing import Annotated, Any
 
 import typer
-from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
-from redis.exceptions import TimeoutError as RedisTimeoutError
+from redis.exceptions import RedisClusterException, RedisError
 
 from conveyor.api.keys import KeyStore
 from conveyor.app import Conveyor
 from conveyor.discovery import resolve_redis_url
-from conveyor.errors import ConfigurationError, ConnectionFailedError
+from conveyor.errors import ConfigurationError
+from conveyor.ops.common import redis_failure
 from conveyor.redis.connection import check_url, connect, redact
 from conveyor.service.command import load_app
 from conveyor.settings import Settings
@@ -156,11 +155,8 @@ def _with_store(redis_url: str | None, prefix: str | None, fn: Any) -> Any:
     except ConfigurationError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
-    except (ConnectionFailedError, RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        typer.echo(f"error: Redis at {redact(url)} is unreachable: {exc.__cause__ or exc}", err=True)
-        raise typer.Exit(1) from None
-    except RedisError as exc:
-        typer.echo(f"error: Redis at {redact(url)} failed: {exc}", err=True)
+    except (RedisError, RedisClusterException, OSError) as exc:  # OSError: ConnectionFailedError too
+        typer.echo(f"error: {redis_failure(exc, url)}", err=True)
         raise typer.Exit(1) from None
 
 

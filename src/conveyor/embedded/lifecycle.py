@@ -178,7 +178,14 @@ def _clean_files(config: EmbeddedConfig) -> None:
 def _start(config: EmbeddedConfig) -> tuple[ServerState, subprocess.Popen[bytes]]:
     endpoint = Endpoint(socket=str(config.socket_path)) if config.use_socket else Endpoint.tcp(free_port())
     proc = spawn(config, endpoint)
-    info = wait_ready(proc, endpoint.url, config)
+    try:
+        info = wait_ready(proc, endpoint.url, config)
+    except BaseException:
+        # Ctrl-C or SIGTERM while it loads its file: the server runs in a session of its own and no
+        # state file names it yet, so nobody else would ever stop it.
+        stop_process(proc.pid, process_start_time(proc.pid), wait=proc.wait)
+        _clean_files(config)
+        raise
     state = ServerState(
         pid=proc.pid, start_time=process_start_time(proc.pid), run_id=str(info["run_id"]), url=endpoint.url,
         socket=endpoint.socket, port=endpoint.port,

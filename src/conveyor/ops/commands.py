@@ -128,7 +128,8 @@ def purge(
     as_json: JsonOpt = False, redis_url: RedisOpt = None, prefix: PrefixOpt = None,
 ) -> None:
     """Delete every job of one state in a queue, in bounded batches (asks first unless --yes)."""
-    allowed = [s.value for s in JobState if s is not JobState.ACTIVE]
+    # Not active ones (cancel them first) nor parents waiting for their children (the flow holds them).
+    allowed = [s.value for s in JobState if s not in (JobState.ACTIVE, JobState.WAITING_CHILDREN)]
     if state not in allowed:
         fail(f"cannot purge {state!r} jobs: use one of {', '.join(allowed)} (cancel active jobs first)", 2)
 

@@ -10,7 +10,7 @@ from typing import Annotated, Any, NoReturn, TypeVar
 import orjson
 import typer
 from redis.exceptions import ConnectionError as RedisConnectionError
-from redis.exceptions import RedisError
+from redis.exceptions import RedisClusterException, RedisError
 from redis.exceptions import TimeoutError as RedisTimeoutError
 
 from conveyor.discovery import resolve_redis_url
@@ -18,6 +18,7 @@ from conveyor.errors import ConnectionFailedError, ConveyorError
 from conveyor.partitions import open_queue
 from conveyor.queue import Queue
 from conveyor.redis.connection import RedisClient, connect, redact
+from conveyor.redis.faults import is_fault
 from conveyor.redis.keys import registry_key, validate_queue_name
 from conveyor.settings import Settings
 
@@ -79,12 +80,23 @@ def run(redis_url: str | None, prefix: str | None, fn: Callable[[Target], Awaita
                 await client.aclose()
 
         return asyncio.run(go())
-    except (ConnectionFailedError, RedisConnectionError, RedisTimeoutError, OSError) as exc:
-        fail(f"Redis at {redact(url)} is unreachable: {exc.__cause__ or exc}")
     except ConveyorError as exc:
-        fail(str(exc))
-    except RedisError as exc:
-        fail(f"Redis at {redact(url)} failed: {exc}")
+        fail(redis_failure(exc, url) or str(exc))
+    except (RedisError, RedisClusterException, OSError) as exc:
+        fail(redis_failure(exc, url) or f"Redis at {redact(url)} failed: {exc}")
+
+
+def redis_failure(exc: BaseException, url: str) -> str | None:
+    """The one line for an error of Redis or of the way to it, None for any other error. A Cluster
+    none of whose nodes answers (or that is no Cluster) raises RedisClusterException, which is not a
+    RedisError, from whichever call first needs the slot map."""
+    if isinstance(exc, ConnectionFailedError | RedisConnectionError | RedisTimeoutError | OSError) or (
+        isinstance(exc, RedisClusterException) and is_fault(exc)
+    ):
+        return f"Redis at {redact(url)} is unreachable: {exc.__cause__ or exc}"
+    if isinstance(exc, RedisError | RedisClusterException):
+        return f"Redis at {redact(url)} failed: {exc}"
+    return None
 
 
 def print_json(document: Any) -> None:

@@ -13,6 +13,7 @@ from __future__ import annotations
 from collections.abc import Sequence
 from typing import Any
 
+from conveyor.job import JobState
 from conveyor.queue import Queue
 from conveyor.redis.clock import redis_now_ms
 from conveyor.redis.connection import RedisClient
@@ -61,3 +62,38 @@ async def open_queue(name: str, *, redis: RedisClient, prefix: str = "cv", **opt
         return Queue(name, redis=redis, prefix=prefix, **options)
     current, previous = layout
     return PartitionedQueue(name, partitions=current, previous=previous, redis=redis, prefix=prefix, **options)
+
+
+async def read_layouts(
+    client: RedisClient, prefix: str, names: Sequence[str]
+) -> dict[str, tuple[int, tuple[int, ...]] | None]:
+    """`read_layout` of many queues in one round trip (the records share one slot)."""
+    if not names:
+        return {}
+    async with client.pipeline(transaction=False) as pipe:
+        for name in names:
+            pipe.zrange(partition_layout_key(name, prefix), 0, MAX_PARTITIONS, withscores=True)
+        rows: list[Any] = await guarded(pipe.execute(), "reading partition layouts")
+    return {name: parse_layout(r) for name, r in zip(names, rows, strict=True)}
+
+
+async def unserved_jobs(queue: Queue, layout: tuple[int, tuple[int, ...]] | None) -> dict[int, int]:
+    """Jobs waiting, delayed or active in each layout of `layout` (the queue's record, see
+    `read_layouts`) that `queue` (as a worker serves it) does not cover, by partition count (0: the
+    plain queue). A producer using another partition count than the workers puts jobs there that no
+    one runs, and nothing else says so."""
+    from conveyor.partitions.queue import layout_tags
+    from conveyor.partitions.reading import parts_of
+
+    recorded = {0} if layout is None else {0, layout[0], *layout[1]}  # 0: a plain producer records none
+    served = {part.keys.tag for part in parts_of(queue)}
+    found: dict[int, int] = {}
+    for count in sorted(recorded):
+        for tag in layout_tags(queue.name, count):
+            if tag in served:
+                continue
+            counts = await Queue(queue.name, redis=queue.client, prefix=queue.prefix, partition_tag=tag).counts()
+            pending = sum(counts[s] for s in (JobState.WAITING, JobState.DELAYED, JobState.ACTIVE))
+            if pending:
+                found[count] = found.get(count, 0) + pending
+    return found

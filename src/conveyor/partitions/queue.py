@@ -29,6 +29,7 @@ from conveyor.cancelling import cancel_and_wait
 from conveyor.errors import ConfigurationError, InvalidOptionError, JobNotFoundError
 from conveyor.events import Event, EventsMode
 from conveyor.job import Job, JobRecord, JobState
+from conveyor.limits.admin import waiting_ids
 from conveyor.limits.model import GroupLimits, RateLimit
 from conveyor.options import JobSpec
 from conveyor.partitions.layout import record_layout
@@ -45,7 +46,7 @@ def route_partition(key: str, count: int) -> int:
     return zlib.crc32(key.encode()) % count
 
 
-def _tags(name: str, count: int) -> list[str]:
+def layout_tags(name: str, count: int) -> list[str]:
     """The partition tags of a layout; layout 0 is the plain queue (its keys have no partition tag)."""
     return [""] if count == 0 else [partition_tag(name, i, count) for i in range(count)]
 
@@ -64,13 +65,14 @@ class PartitionedQueue(Queue):
         earlier = [] if previous is None else [previous] if isinstance(previous, int) else list(previous)
         if any(not isinstance(n, int) or not 0 <= n <= MAX_PARTITIONS for n in earlier):
             raise ConfigurationError(f"previous must be an integer in [0, {MAX_PARTITIONS}] (0: the plain queue)")
-        current = _tags(name, partitions)
+        current = layout_tags(name, partitions)
         super().__init__(name, partition_tag=current[0], **options)
         self.partition_count = partitions
         self.previous_counts = tuple(n for n in dict.fromkeys(earlier) if n != partitions)
         common = {k: v for k, v in options.items() if k != "redis"}
         self.parts: list[Queue] = [Queue(name, redis=self.client, partition_tag=tag, **common) for tag in current]
-        old = [t for t in dict.fromkeys(t for n in self.previous_counts for t in _tags(name, n)) if t not in current]
+        earlier_tags = (t for n in self.previous_counts for t in layout_tags(name, n))
+        old = [t for t in dict.fromkeys(earlier_tags) if t not in current]
         # Every partition that may hold jobs: the current ones, then those of the previous layouts.
         self.serving: list[Queue] = self.parts + [Queue(name, redis=self.client, partition_tag=t, **common)
                                                   for t in old]
@@ -222,9 +224,8 @@ class PartitionedQueue(Queue):
         if not 0 <= cursor <= MAX_LIST_CURSOR:
             raise InvalidOptionError(f"cursor must be in [0, {MAX_LIST_CURSOR}]")
         want = cursor + limit
-        if state is JobState.WAITING:
-            lists = [[r.id for r in (await Queue.list_jobs(p, state, cursor=0, limit=min(want, 1000))).jobs]
-                     for p in self.serving]
+        if state is JobState.WAITING:  # ids only, as many as the page may need from each partition
+            lists = [await waiting_ids(p, 0, want) for p in self.serving]
             merged = [i for group in _round_robin(lists) for i in group]
         else:
             newest_first = state in _FINISHED

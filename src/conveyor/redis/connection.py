@@ -56,6 +56,11 @@ def _split_cluster_flag(url: str) -> tuple[str, bool]:
             f"unsupported Redis URL scheme {parts.scheme!r}: use redis://, rediss://, unix://, "
             "redis+cluster:// or redis+sentinel://"
         )
+    database = parts.path.removeprefix("/")
+    if scheme != "unix" and database and not (database.isascii() and database.isdigit()):
+        # redis-py ignores a path that is not a number and uses database 0: a typo (`/1x`) would
+        # send every job to another database than meant.
+        raise ConfigurationError(f"invalid Redis URL {redact(url)}: the database must be a number, got {database!r}")
     return urlunsplit(parts._replace(query=urlencode(query))), flag
 
 

@@ -8,6 +8,7 @@ from __future__ import annotations
 
 import asyncio
 import importlib
+import math
 import os
 import signal
 import sys
@@ -179,7 +180,18 @@ def worker_command(configure_logging: Callable[[str, str], None]) -> Callable[..
     return worker
 
 
+_SECONDS = {  # the worker's settings in seconds (or per second): each must be a finite number
+    "CONVEYOR_SHUTDOWN_GRACE_S": "shutdown_grace_s", "CONVEYOR_STATS_INTERVAL_S": "stats_interval_s",
+    "CONVEYOR_METRICS_INTERVAL_S": "metrics_interval_s", "CONVEYOR_HEARTBEAT_S": "heartbeat_s",
+    "CONVEYOR_RESTART_BACKOFF_MAX_S": "restart_backoff_max_s", "CONVEYOR_IDLE_CALLS_PER_S": "idle_calls_per_s",
+    "CONVEYOR_NO_HANDLER_TIMEOUT_S": "no_handler_timeout_s",
+}
+
+
 def check_settings(s: Settings) -> None:
+    for env, name in _SECONDS.items():  # nan passes every comparison below, and inf breaks sleeps
+        if not math.isfinite(getattr(s, name)):
+            raise ConfigurationError(f"{env} must be a finite number, got {getattr(s, name)!r}")
     if s.shutdown_grace_s < 0:
         raise ConfigurationError("CONVEYOR_SHUTDOWN_GRACE_S must be >= 0")
     if s.heartbeat_s <= 0 or s.metrics_interval_s <= 0 or s.stats_interval_s < 0:

@@ -24,7 +24,7 @@ from conveyor.errors import ConfigurationError, ConnectionFailedError, UnknownLi
 from conveyor.job import JobState
 from conveyor.limits.shared import SharedLimiter
 from conveyor.middleware import Middleware
-from conveyor.partitions import QueueWorker
+from conveyor.partitions import QueueWorker, read_layouts, unserved_jobs
 from conveyor.redis.connection import RedisClient, connect, drop_idle_connections
 from conveyor.redis.faults import until_usable
 from conveyor.schedules import Scheduler
@@ -150,6 +150,7 @@ class WorkerService:
         steps: list[tuple[str, Callable[[], Awaitable[None]]]] = [
             ("redis ping", self._ping_or_raise),
             ("queue registration", lambda: self.registry.register_queues(list(self.workers))),
+            ("partition layouts check", self._warn_unserved),  # never raises a fault: a warning only
         ]
         steps += [(f"queue {name} start", worker.start) for name, worker in self.workers.items()]
         if self.scheduler is not None:
@@ -176,6 +177,27 @@ class WorkerService:
             version=__version__,
             queues={p.name: p.concurrency for p in self.plan},
         )
+
+    async def _warn_unserved(self) -> None:
+        """Say so when jobs wait in partitions this process does not serve (a producer using
+        another partition count than this worker, docs/scaling.md): they would wait silently. One
+        round trip for every queue's record, more only for a queue with jobs where it does not look;
+        run before the queues start, so it adds nothing to their idle traffic."""
+        try:
+            layouts = await read_layouts(self.app.client, self.app.prefix, list(self.workers))
+        except ConnectionFailedError:
+            return  # a check, not a step: Redis faults are met by the loops
+        for name, worker in self.workers.items():
+            try:
+                unserved = await unserved_jobs(worker.queue, layouts[name])
+            except ConnectionFailedError:
+                continue
+            for count, jobs in sorted(unserved.items()):
+                layout = "the plain queue" if count == 0 else f"the {count}-partition layout"
+                self.log.warning(
+                    "jobs wait in partitions this worker does not serve; declare previous_partitions to serve them",
+                    queue=name, jobs=jobs, layout=layout,
+                )
 
     async def _ping_or_raise(self) -> None:
         if not await self.ping():

@@ -11,6 +11,7 @@ from conveyor.service.metrics import Metrics
 
 logger = logging.getLogger(__name__)
 FIRST_DELAY_S = 0.5
+MAX_DOUBLINGS = 30  # 0.5 s * 2**30: far past any sensible CONVEYOR_RESTART_BACKOFF_MAX_S
 CALM_AFTER_S = 60.0  # a loop that ran this long without crashing starts its backoff afresh
 
 
@@ -48,7 +49,8 @@ class QueueWatch:
             if now - self._last_crash > CALM_AFTER_S:
                 self._streak = 0
             self._last_crash = now
-            delay = min(self.backoff_max_s, FIRST_DELAY_S * 2**self._streak)
+            # The exponent is capped: 2**1024 does not fit a float, and a loop may crash for hours.
+            delay = min(self.backoff_max_s, FIRST_DELAY_S * 2 ** min(self._streak, MAX_DOUBLINGS))
             self._streak += 1
             await asyncio.sleep(delay)
             for name in crashed:

@@ -13,16 +13,19 @@ import os
 import signal
 import time
 from dataclasses import dataclass
+from pathlib import Path
 from types import FrameType
 from typing import Annotated
 
 import httpx
 import typer
+from redis.exceptions import RedisClusterException, RedisError
 
 from conveyor.discovery import data_dir
 from conveyor.embedded import EmbeddedHandle, acquire, resolve_redis_url
 from conveyor.embedded.state import process_alive
-from conveyor.errors import ConfigurationError, ConveyorError
+from conveyor.errors import ConfigurationError, ConnectionFailedError, ConveyorError
+from conveyor.ops.common import redis_failure
 from conveyor.redis.connection import redact
 from conveyor.settings import Settings
 from conveyor.up.adminkey import admin_key_path, ensure_admin_key
@@ -31,6 +34,7 @@ from conveyor.up.children import ChildGroup, ChildSpec, child_env, conveyor_args
 DEFAULT_APP = "conveyor.examples:app"
 READY_TIMEOUT_S = 60.0
 STOP_MARGIN_S = 10.0
+INTERRUPTED_CODE = 130  # 128 + SIGINT, as a shell reports a command stopped by Ctrl-C
 
 
 @dataclass(frozen=True, slots=True)
@@ -41,7 +45,8 @@ class Ports:
 
     @property
     def api(self) -> str:
-        return f"http://{self.api_host}:{self.api_port}"
+        host = f"[{self.api_host}]" if ":" in self.api_host else self.api_host  # an IPv6 address (`::`)
+        return f"http://{host}:{self.api_port}"
 
     @property
     def health(self) -> str:
@@ -185,7 +190,7 @@ def run_up(app_path: str, settings: Settings, ports: Ports) -> int:
     group: ChildGroup | None = None
     try:
         key_file = admin_key_path(str(data_dir(settings.data_dir)))
-        key = ensure_admin_key(url, settings.prefix, key_file)
+        key = _admin_key(url, settings.prefix, key_file)
         specs, env = children(app_path, url, ports)
         group = ChildGroup(specs, env)
         signals = _Signals(group)
@@ -217,6 +222,21 @@ def run_up(app_path: str, settings: Settings, ports: Ports) -> int:
             typer.echo("embedded Valkey stopped (data kept).")
 
 
+class StartFailed(Exception):
+    """`up` cannot start: one line for the operator (exit status 1), nothing left running."""
+
+
+def _admin_key(url: str, prefix: str, key_file: Path) -> str | None:
+    """The admin key (see `ensure_admin_key`); the first call to Redis, so an unusable server or an
+    unwritable key file is said here in one line rather than with a traceback."""
+    try:
+        return ensure_admin_key(url, prefix, key_file)
+    except (RedisError, RedisClusterException, ConnectionFailedError) as exc:
+        raise StartFailed(redis_failure(exc, url) or str(exc)) from None
+    except OSError as exc:
+        raise StartFailed(f"cannot write the admin key to {key_file}: {exc}") from None
+
+
 def wait_children(group: ChildGroup, signals: _Signals, grace_s: float) -> dict[str, int]:
     """Up to `grace_s` for the (signalled) children to exit; a second signal meanwhile cuts the wait
     to STOP_MARGIN_S. Whatever is left then is killed. Returns the exit codes."""
@@ -246,10 +266,32 @@ def up_command(
                                                     "(env WORKER_HEALTH_PORT; default 3002)")] = None,
 ) -> None:
     """Run everything on this machine: embedded Valkey (unless REDIS_URL is set), worker service and API."""
+    _interrupt_while_starting()
     try:
         settings = Settings.from_env()
         code = run_up(app_path, settings, resolve_ports(settings, api_host, api_port, health_port))
     except ConveyorError as exc:
         typer.echo(f"error: {exc}", err=True)
         raise typer.Exit(2) from None
+    except StartFailed as exc:
+        typer.echo(f"error: {exc}", err=True)
+        raise typer.Exit(1) from None
+    except KeyboardInterrupt:
+        typer.echo("error: interrupted while starting; stopped what had started", err=True)
+        raise typer.Exit(INTERRUPTED_CODE) from None
     raise typer.Exit(code)
+
+
+def _interrupt_while_starting() -> None:
+    """Until the children run (and `_Signals` takes over), SIGTERM and SIGHUP interrupt `up` as
+    Ctrl-C does, so the embedded server it started or leased is stopped or released; their default
+    action ended `up` on the spot and left the server running. The first signal ignores the next
+    ones, so a second Ctrl-C cannot cut the clean-up short."""
+
+    def interrupt(signum: int, frame: FrameType | None) -> None:
+        for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+            signal.signal(sig, signal.SIG_IGN)
+        raise KeyboardInterrupt
+
+    for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):
+        signal.signal(sig, interrupt)

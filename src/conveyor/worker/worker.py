@@ -592,7 +592,7 @@ class Worker:
         now = time.monotonic()
         if now - last > RESTART_CALM_S:
             count = 0
-        delay = min(RESTART_MAX_S, RESTART_FIRST_S * 2**count)
+        delay = min(RESTART_MAX_S, RESTART_FIRST_S * 2 ** min(count, 30))  # 2**1024 does not fit a float
         self._restart_streak[name] = (count + 1, now)
         logger.error("queue %s: the %s loop ended (%s); starting it again in %.1f s", self.queue.name, name,
                      f"{type(error).__name__}: {error}" if error else "stopped", delay, exc_info=error)
