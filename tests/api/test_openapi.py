@@ -75,3 +75,16 @@ async def test_openapi_lists_endpoints_and_task_payload_schemas(api: Api) -> Non
         paths["/api/queues/{queue}/jobs"]["post"]["responses"]
     )
     assert "HTTPBearer" in doc["components"]["securitySchemes"]
+
+
+async def test_every_route_that_takes_a_body_documents_the_413_it_can_answer(api: Api) -> None:
+    doc = (await api.http.get("/openapi.json")).json()
+    with_body = [(method, path, op) for path, ops in doc["paths"].items() for method, op in ops.items()
+                 if "requestBody" in op]
+    assert ("put", "/api/alerts") in {(m, p) for m, p, _ in with_body}
+    assert [(m, p) for m, p, op in with_body if "413" not in op["responses"]] == []
+    too_big = b'{"rules": [' + b" " * (4 * 1024 * 1024) + b"]}"  # over the API's default 4 MiB body limit
+    answer = await api.http.put("/api/alerts", content=too_big,
+                                headers={**api.auth(), "content-type": "application/json"})
+    assert answer.status_code == 413
+    assert answer.json()["error"]["code"] == "payload_too_large"

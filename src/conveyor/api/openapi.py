@@ -130,6 +130,17 @@ def _named_backoffs(doc: dict[str, Any], names: list[str]) -> None:
     del schemas["NamedBackoffIn"]
 
 
+def _body_limit_documented(doc: dict[str, Any]) -> None:
+    """Every route that takes a body can answer 413: the body limit is checked below every route
+    (api/body.py), so routes whose own list of errors leaves it out still document it."""
+    too_large = {"description": "Body too large",
+                 "content": {"application/json": {"schema": {"$ref": REF.format(model="ErrorOut")}}}}
+    for operations in doc.get("paths", {}).values():
+        for operation in operations.values():
+            if isinstance(operation, dict) and "requestBody" in operation:
+                operation.setdefault("responses", {}).setdefault("413", too_large)
+
+
 def install_openapi(app: FastAPI, conveyor: Conveyor) -> None:
     def openapi() -> dict[str, Any]:
         if app.openapi_schema is None:
@@ -143,6 +154,7 @@ def install_openapi(app: FastAPI, conveyor: Conveyor) -> None:
             doc.setdefault("components", {}).setdefault("schemas", {}).update(request_schemas(conveyor))
             _headers_not_nullable(doc)
             _named_backoffs(doc, sorted(conveyor.backoffs))
+            _body_limit_documented(doc)
             app.openapi_schema = doc
         return app.openapi_schema
 
