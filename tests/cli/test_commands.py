@@ -71,6 +71,29 @@ async def test_enqueue_with_options_then_read_back(redis_url: str, prefix: str, 
         "enqueue", "mail", "send", "--data", '{"to": "bob"}', "--job-id", "welcome-ada", url=redis_url, prefix=prefix)
 
 
+@pytest.mark.parametrize(("args", "flag"), [
+    (("--priority", "5000"), "--priority: priority must be"),
+    (("--delay", "-1"), "--delay: delay must be"),
+    (("--delay", "5", "--run-at", "2099-01-01T00:00:00+00:00"), "--delay: give either delay or run_at"),
+    (("--attempts", "0"), "--attempts: attempts must be"),
+    (("--timeout", "0"), "--timeout: timeout must be"),
+    (("--cost", "-3"), "--cost: cost must be"),
+    (("--job-id", "12345"), "--job-id: job id '12345' is all digits"),
+    (("--idempotency-key", "a b"), "--idempotency-key: invalid idempotency key"),
+])
+async def test_enqueue_with_an_option_the_engine_refuses_exits_2_naming_the_option(
+    redis_url: str, prefix: str, client: RedisClient, args: tuple[str, ...], flag: str,
+) -> None:
+    """A bad argument exits with status 2 (docs/cli.md) in one line that names the flag, and nothing
+    is written; before, the engine's refusal left through the generic error path with status 1."""
+    done = await asyncio.to_thread(conveyor, "enqueue", "mail", "send", *args, "--prefix", prefix,
+                                   redis_url=redis_url)
+    lines = done.stderr.strip().splitlines()
+    assert done.returncode == 2, done.stderr
+    assert len(lines) == 1 and lines[0].startswith(f"error: {flag}"), done.stderr
+    assert sum((await Queue("mail", redis=client, prefix=prefix).counts()).values()) == 0
+
+
 async def test_failed_jobs_are_listed_shown_and_retried(redis_url: str, prefix: str, client: RedisClient) -> None:
     queue = Queue("billing", redis=client, prefix=prefix)
     worker = Worker(queue, {"charge": boom}, concurrency=4)

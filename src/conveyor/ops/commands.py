@@ -7,6 +7,7 @@ response fields for the same action.
 from __future__ import annotations
 
 import asyncio
+import re
 from datetime import datetime
 from typing import Annotated, Any
 
@@ -14,6 +15,7 @@ import orjson
 import typer
 
 from conveyor.bulk import delete_state, retry_failed
+from conveyor.errors import InvalidJobError, InvalidOptionError
 from conveyor.job import JobState
 from conveyor.ops.common import IdArg, JsonOpt, PrefixOpt, QueueArg, RedisOpt, Target, fail, print_json, run
 from conveyor.views import list_workers, queue_names
@@ -24,6 +26,23 @@ def _say(as_json: bool, document: dict[str, Any], text: str) -> None:
         print_json(document)
     else:
         typer.echo(text)
+
+
+# The engine's names for the options `enqueue` takes (as its messages spell them), and their flags.
+_OPTION_FLAGS = {
+    "job id": "--job-id", "job_id": "--job-id", "idempotency key": "--idempotency-key",
+    "idempotency_key": "--idempotency-key", "priority": "--priority", "delay": "--delay", "run_at": "--run-at",
+    "attempts": "--attempts", "backoff": "--backoff", "timeout": "--timeout", "group": "--group", "cost": "--cost",
+}
+_OPTION_NAMES = re.compile("|".join(rf"\b{re.escape(name)}\b" for name in _OPTION_FLAGS))
+
+
+def _bad_job(exc: InvalidJobError) -> str:
+    """The engine's refusal of a job as a bad-argument line that names the flag it is about (the
+    first option its message names; --data for the payload's own errors)."""
+    found = _OPTION_NAMES.search(str(exc)) if isinstance(exc, InvalidOptionError) else None
+    flag = _OPTION_FLAGS[found.group(0)] if found else "--data" if not isinstance(exc, InvalidOptionError) else None
+    return f"{flag}: {exc}" if flag else str(exc)
 
 
 def enqueue(
@@ -55,10 +74,13 @@ def enqueue(
             fail(f"--run-at must be an ISO 8601 time with offset, got {run_at!r}", 2)
 
     async def go(t: Target) -> dict[str, Any]:
-        job = await (await t.opened(queue)).add(
-            name, payload, job_id=job_id, idempotency_key=idempotency_key, priority=priority, delay=delay,
-            run_at=when, attempts=attempts, backoff=backoff, timeout=timeout, group=group, cost=cost,
-        )
+        try:
+            job = await (await t.opened(queue)).add(
+                name, payload, job_id=job_id, idempotency_key=idempotency_key, priority=priority, delay=delay,
+                run_at=when, attempts=attempts, backoff=backoff, timeout=timeout, group=group, cost=cost,
+            )
+        except InvalidJobError as exc:  # checked before anything is written: a bad argument
+            fail(_bad_job(exc), 2)
         state = await job.state()
         return {"id": job.id, "queue": queue, "state": state.value, "created": job.created}
 
