@@ -103,3 +103,40 @@ async def test_a_loop_that_keeps_ending_is_started_again_past_a_thousand_times(
         await client.aclose()
         await admin.execute_command("ACL", "DELUSER", user)
         await admin.aclose()
+
+
+async def test_a_loop_that_ends_at_once_stays_at_the_capped_delay(
+    redis_server: RedisServer, qname: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture,
+) -> None:
+    """Calm is counted from the restart: with a cap over the calm period, a loop that ends right after
+    each restart keeps waiting the cap; before, calm was counted from its previous end, which lies a
+    whole (capped) delay back, so the delay fell back to the first one every time it reached the cap.
+    A 2 s cap and a 1 s calm stand for a cap over 60 s and the 60 s calm."""
+    monkeypatch.setattr(worker_module, "RESTART_FIRST_S", 0.125)
+    monkeypatch.setattr(worker_module, "RESTART_MAX_S", 2.0)
+    monkeypatch.setattr(worker_module, "RESTART_CALM_S", 1.0)
+    user = f"u-{qname}"
+    admin = connect(redis_server.url)
+    await admin.execute_command("ACL", "SETUSER", user, "on", ">pw", "~*", "&*", "+@all", "-evalsha", "-eval")
+    client = connect(f"redis://{user}:pw@127.0.0.1:{redis_server.port}/0")
+
+    async def note(ctx: JobContext, data: dict[str, Any]) -> None:
+        return None
+
+    def pump_delays() -> list[float]:
+        return [float(r.args[3]) for r in caplog.records  # type: ignore[index]
+                if r.name == "conveyor.worker.worker" and isinstance(r.args, tuple) and len(r.args) == 4
+                and r.args[1] == "pump"]
+
+    worker = Worker(Queue(qname, redis=client), {"note": note}, concurrency=1, idle_block_s=1.0)
+    try:
+        with caplog.at_level(logging.ERROR, logger="conveyor.worker.worker"):
+            async with running(worker):
+                await wait_for(lambda: len(pump_delays()) >= 8, timeout=120, what="8 ends of the pump")
+        delays = pump_delays()
+        assert delays[:5] == [0.125, 0.25, 0.5, 1.0, 2.0], delays
+        assert all(d == 2.0 for d in delays[5:]), delays
+    finally:
+        await client.aclose()
+        await admin.execute_command("ACL", "DELUSER", user)
+        await admin.aclose()

@@ -3,6 +3,7 @@
 from __future__ import annotations
 
 import asyncio
+import logging
 from collections.abc import AsyncIterator
 from contextlib import asynccontextmanager
 from typing import Any
@@ -15,6 +16,7 @@ from conveyor.partitions import PartitionedQueue
 from conveyor.redis.connection import RedisClient, connect
 from conveyor.redis.keys import WorkerRegistryKeys
 from conveyor.service import WorkerService, list_workers, plan_queues
+from conveyor.service import watch as watch_module
 from conveyor.service.joblog import JobLogMiddleware, mask_secrets
 from conveyor.service.registry import RegistryWriter
 from conveyor.settings import Settings
@@ -121,6 +123,45 @@ async def test_a_loop_that_keeps_crashing_is_restarted_past_a_thousand_crashes(
             await wait_for(lambda: watch.restarts >= crashes, timeout=300, what=f"{crashes} restarts")
             await admin.execute_command("ACL", "SETUSER", "default", "+@all")
             assert (await job.wait(timeout=60)).state is JobState.COMPLETED
+    finally:
+        await admin.aclose()
+
+
+async def test_a_loop_that_crashes_at_once_stays_at_the_capped_backoff(
+    own_server: RedisServer, prefix: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Calm is counted from the restart: with CONVEYOR_RESTART_BACKOFF_MAX_S over the calm period, a
+    loop that crashes right after each restart keeps waiting the cap; before, calm was counted from
+    the previous crash, a whole capped delay back, so the backoff fell back to 0.5 s each time it
+    reached the cap. A 2 s cap and a 1 s calm stand for a cap over 60 s and the 60 s calm."""
+    monkeypatch.setattr(watch_module, "FIRST_DELAY_S", 0.125)
+    monkeypatch.setattr(watch_module, "CALM_AFTER_S", 1.0)
+    setup = connect(own_server.url)
+    await setup.execute_command("ACL", "SETUSER", "admin", "on", ">pw", "~*", "&*", "+@all")
+    await setup.aclose()
+    admin = connect(f"redis://admin:pw@127.0.0.1:{own_server.port}/0")
+
+    def delays() -> list[float]:
+        """The delay before each restart of a fast loop, in order (a round may restart several)."""
+        return [float(r.args[3]) for r in caplog.records  # type: ignore[index]
+                if r.name == "conveyor.service.watch" and isinstance(r.args, tuple) and len(r.args) == 4
+                and r.args[0] == "fast"]
+
+    def runs() -> list[float]:
+        got = delays()
+        return [d for i, d in enumerate(got) if i == 0 or got[i - 1] != d]
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="conveyor.service.watch"):
+            async with running_service(own_server.url, prefix, restart_backoff_max_s=2.0) as service:
+                watch = service.watches["fast"]
+                await admin.execute_command("ACL", "SETUSER", "default", "-evalsha", "-eval")
+                await Queue("fast", redis=admin, prefix=prefix).add("track", {})
+                await wait_for(lambda: len(runs()) > 5 or delays().count(2.0) >= 3, timeout=120,
+                               what="three restarts at the cap (or a fall back from it)")
+                await admin.execute_command("ACL", "SETUSER", "default", "+@all")
+                assert watch.restarts >= 3
+        assert runs() == [0.125, 0.25, 0.5, 1.0, 2.0], delays()
     finally:
         await admin.aclose()
 

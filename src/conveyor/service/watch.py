@@ -12,7 +12,7 @@ from conveyor.service.metrics import Metrics
 logger = logging.getLogger(__name__)
 FIRST_DELAY_S = 0.5
 MAX_DOUBLINGS = 30  # 0.5 s * 2**30: far past any sensible CONVEYOR_RESTART_BACKOFF_MAX_S
-CALM_AFTER_S = 60.0  # a loop that ran this long without crashing starts its backoff afresh
+CALM_AFTER_S = 60.0  # a loop that ran this long since its restart without crashing starts its backoff afresh
 
 
 class QueueWatch:
@@ -27,7 +27,7 @@ class QueueWatch:
         self.dead: set[str] = set()
         self.last_error: str | None = None
         self._streak = 0
-        self._last_crash = 0.0
+        self._last_restart = 0.0
 
     @property
     def healthy(self) -> bool:
@@ -45,10 +45,10 @@ class QueueWatch:
                 logger.error("queue %s: %s loop crashed (%s)", queue, name, self.last_error, exc_info=exc)
             self.dead = set(crashed)
             self.metrics.loop_up.labels(queue).set(0)
-            now = time.monotonic()
-            if now - self._last_crash > CALM_AFTER_S:
+            # Calm is counted from the restart, not from the crash before it: a backoff past
+            # CALM_AFTER_S would otherwise reset a loop that crashes at once back to the first delay.
+            if time.monotonic() - self._last_restart > CALM_AFTER_S:
                 self._streak = 0
-            self._last_crash = now
             # The exponent is capped: 2**1024 does not fit a float, and a loop may crash for hours.
             delay = min(self.backoff_max_s, FIRST_DELAY_S * 2 ** min(self._streak, MAX_DOUBLINGS))
             self._streak += 1
@@ -57,6 +57,8 @@ class QueueWatch:
                 self.worker.restart_loop(name)
                 self.restarts += 1
                 self.metrics.loop_restarts.labels(queue, name).inc()
-                logger.warning("queue %s: restarted the %s loop (restart %d)", queue, name, self.restarts)
+                logger.warning("queue %s: restarted the %s loop (restart %d, after %.3f s)", queue, name,
+                               self.restarts, delay)
+            self._last_restart = time.monotonic()
             self.dead = set()
             self.metrics.loop_up.labels(queue).set(1)

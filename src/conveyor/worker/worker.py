@@ -588,12 +588,13 @@ class Worker:
         if self._closing or not self.self_healing or self._tasks.get(name) is not task:
             return
         error = None if task.cancelled() else task.exception()
-        count, last = self._restart_streak.get(name, (0, 0.0))
-        now = time.monotonic()
-        if now - last > RESTART_CALM_S:
+        # Calm is counted from the loop's last restart, not from its last end: a delay past
+        # RESTART_CALM_S would otherwise send a loop that ends at once back to the first delay.
+        count, restarted = self._restart_streak.get(name, (0, 0.0))
+        if time.monotonic() - restarted > RESTART_CALM_S:
             count = 0
         delay = min(RESTART_MAX_S, RESTART_FIRST_S * 2 ** min(count, 30))  # 2**1024 does not fit a float
-        self._restart_streak[name] = (count + 1, now)
+        self._restart_streak[name] = (count + 1, restarted)
         logger.error("queue %s: the %s loop ended (%s); starting it again in %.1f s", self.queue.name, name,
                      f"{type(error).__name__}: {error}" if error else "stopped", delay, exc_info=error)
         asyncio.get_running_loop().call_later(delay, self._restart_own, name, task)
@@ -601,6 +602,8 @@ class Worker:
     def _restart_own(self, name: str, ended: asyncio.Task[None]) -> None:
         if self._tasks.get(name) is ended and self.self_healing:
             self.loop_restarts += 1
+            count, _ = self._restart_streak.get(name, (0, 0.0))
+            self._restart_streak[name] = (count, time.monotonic())
             self.restart_loop(name)
 
     @property
