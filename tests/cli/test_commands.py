@@ -20,6 +20,7 @@ from conveyor.testing import RedisClusterServers, RedisServer
 from tests.cli.run import as_json, clean_env, conveyor, error_line, ok
 from tests.conftest import wait_for
 from tests.embedded.test_sentinel import sentinel  # noqa: F401  (the fixture: a real Sentinel)
+from tests.proxy import TcpProxy
 
 
 @pytest.fixture
@@ -205,6 +206,46 @@ async def test_status_watch_refreshes_until_interrupted(redis_url: str, prefix: 
     assert all(d["workers"] == [] and [q["name"] for q in d["queues"]] == ["w"] for d in documents)
     plain = await text("status", url=redis_url, prefix=prefix)
     assert "Workers (0 live)" in plain and "Queues (1)" in plain
+
+
+async def test_status_watch_rides_out_redis_going_away_and_coming_back(
+    redis_server: RedisServer, prefix: str, client: RedisClient
+) -> None:
+    """While Redis is unreachable (every connection reset and new ones refused, by a real TCP proxy)
+    --watch says so on its display and keeps going; once Redis answers again it shows the status
+    again, and Ctrl-C still ends it with status 0. Before, the first failed refresh ended the watch
+    with one error line and status 1."""
+    await Queue("w", redis=client, prefix=prefix).add("x", None)
+    with TcpProxy(redis_server.port) as proxy:
+        proc = await asyncio.to_thread(
+            subprocess.Popen,
+            [sys.executable, "-m", "conveyor", "status", "--watch", "--interval", "0.2", "--prefix", prefix],
+            env=clean_env(REDIS_URL=proxy.url), stdout=subprocess.PIPE, stderr=subprocess.PIPE, text=True,
+        )
+        assert proc.stdout is not None and proc.stderr is not None
+
+        async def read_until(marker: str) -> None:
+            while True:
+                line = await asyncio.wait_for(asyncio.to_thread(proc.stdout.readline), 60)  # type: ignore[union-attr]
+                assert line, f"the watch ended: {proc.wait()} {proc.stderr.read()}"  # type: ignore[union-attr]
+                if marker in line:
+                    return
+
+        try:
+            await read_until("Queues (1)")
+            proxy.refuse(True)
+            proxy.reset_all()
+            await read_until(f"Redis at redis://127.0.0.1:{proxy.port}/0 is unreachable")
+            await read_until("trying again every 0.2s")
+            await read_until("is unreachable")  # still there, still trying
+            proxy.refuse(False)
+            await read_until("Queues (1)")
+            proc.send_signal(signal.SIGINT)
+            assert await asyncio.to_thread(proc.wait, 30) == 0
+        finally:
+            if proc.poll() is None:
+                proc.kill()
+                proc.wait()
 
 
 async def test_doctor_reports_problems_with_fixes(redis_url: str, prefix: str, client: RedisClient) -> None:

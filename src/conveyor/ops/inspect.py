@@ -11,6 +11,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
+from conveyor.errors import ConnectionFailedError
 from conveyor.job import JobState
 from conveyor.ops.common import (
     IdArg,
@@ -22,11 +23,14 @@ from conveyor.ops.common import (
     age,
     fail,
     print_json,
+    redis_failure,
     run,
     short,
     table,
 )
 from conveyor.queue import MAX_LIST_CURSOR
+from conveyor.redis.connection import redact
+from conveyor.redis.faults import is_fault
 from conveyor.views import due_times, job_view, jobs_view, list_workers, oldest_waiting_age_ms, queue_names, queue_view
 
 STATES = [s.value for s in JobState]
@@ -108,9 +112,25 @@ def status(
                 typer.echo(f"\n(every {interval:g}s; Ctrl-C to stop)")
         sys.stdout.flush()
 
+    async def unreachable(t: Target, exc: Exception) -> None:
+        """--watch rides out a Redis fault: it says so where the status was and tries again."""
+        line = redis_failure(exc, t.url) or f"Redis at {redact(t.url)} failed: {exc}"
+        if as_json:  # stdout stays a stream of status documents
+            typer.echo(f"error: {line} (trying again every {interval:g}s)", err=True)
+        else:
+            if sys.stdout.isatty():
+                typer.echo("\x1b[H\x1b[2J", nl=False)
+            typer.echo(f"{line}\n\n(trying again every {interval:g}s; Ctrl-C to stop)")
+        sys.stdout.flush()
+
     async def loop(t: Target) -> None:
         while True:
-            await once(t)
+            try:
+                await once(t)
+            except Exception as exc:
+                if not watch or not _is_outage(exc):
+                    raise
+                await unreachable(t, exc)
             if not watch:
                 return
             await asyncio.sleep(interval)
@@ -119,6 +139,11 @@ def status(
         run(redis_url, prefix, loop)
     except KeyboardInterrupt:
         raise typer.Exit(0) from None
+
+
+def _is_outage(exc: BaseException) -> bool:
+    """A failure that means Redis (or the way to it) is not usable now; a later refresh may work."""
+    return isinstance(exc, ConnectionFailedError | OSError) or is_fault(exc)
 
 
 def queues(as_json: JsonOpt = False, redis_url: RedisOpt = None, prefix: PrefixOpt = None) -> None:
