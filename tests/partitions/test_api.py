@@ -18,7 +18,10 @@ from conveyor import Conveyor, JobContext, JobState
 from conveyor.api import create_app
 from conveyor.api.keys import KeyStore
 from conveyor.partitions import PartitionedQueue, route_partition
+from conveyor.partitions import queue as partitioned_module
 from conveyor.queue import Queue
+from conveyor.redis.connection import connect
+from conveyor.testing import RedisServer
 from tests.api.conftest import api_settings
 from tests.api.live import live_api
 from tests.conftest import wait_for
@@ -247,3 +250,54 @@ async def test_an_app_that_does_not_declare_the_queue_reads_it_whole(backend_url
         await producer.obliterate(force=True)
         await producer.close()
         await reader_app.close()
+
+
+def _ids_read(entries: list[dict[str, Any]], queue: str) -> list[tuple[str, int]]:
+    """Each ZRANGE/ZREVRANGE of the queue's keys the server ran, with how many ids it asked for."""
+    found = []
+    for entry in entries:
+        raw = entry["command"]
+        words = (raw.decode() if isinstance(raw, bytes) else str(raw)).split()
+        if words[0].upper() in ("ZRANGE", "ZREVRANGE") and queue in words[1]:
+            found.append((words[1], int(words[3]) - int(words[2]) + 1))
+    return found
+
+
+async def test_a_deep_cursor_is_refused_before_any_partition_is_read(
+    qname: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """A page of a partitioned queue is merged from the first cursor + limit ids of every partition,
+    so the cursor is capped (MAX_PARTITIONED_LIST_CURSOR, here 20): past it, 422 before any read; at
+    it, at most cap + limit ids per partition. Counted from the server's own log of the commands it
+    ran (SLOWLOG with a 0 µs threshold on a server of this test alone). Before, cursor=10**9 asked
+    every partition for its first 10**9 + limit ids: all of them."""
+    monkeypatch.setattr(partitioned_module, "MAX_PARTITIONED_LIST_CURSOR", 20)
+    with RedisServer() as server:
+        app = partitioned_app(server.url, qname)
+        try:
+            async with api_on(server.url, app, qname) as env:
+                await env.post(f"/api/queues/{qname}/jobs:bulk", {"jobs": [
+                    {"name": "echo", "data": i, "options": {"delay": 3600}} for i in range(60)]}, status=202)
+                assert (await env.pq.counts())[JobState.DELAYED] == 60
+                admin = connect(server.url)
+                try:
+                    await admin.config_set("slowlog-log-slower-than", 0)
+                    await admin.config_set("slowlog-max-len", 100_000)
+
+                    async def listed(cursor: int) -> tuple[httpx.Response, list[tuple[str, int]]]:
+                        await admin.slowlog_reset()
+                        r = await env.http.get(f"/api/queues/{qname}/jobs", headers=env.headers,
+                                               params={"state": "delayed", "cursor": cursor, "limit": 10})
+                        return r, _ids_read(await admin.slowlog_get(100_000), qname)
+
+                    r, reads = await listed(10**9)
+                    assert r.status_code == 422 and "cursor must be at most 20" in r.text, r.text
+                    assert reads == []
+                    r, reads = await listed(20)
+                    assert r.status_code == 200 and len(r.json()["jobs"]) == 10, r.text
+                    assert len(reads) == PARTS and all(n <= 20 + 10 for _, n in reads), reads
+                finally:
+                    await admin.config_set("slowlog-log-slower-than", 10_000)
+                    await admin.aclose()
+        finally:
+            await app.close()

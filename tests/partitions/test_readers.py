@@ -9,13 +9,14 @@ from typing import Any
 from conveyor import JobContext, JobState
 from conveyor.alerts.probe import Probe
 from conveyor.partitions import PartitionedQueue, open_queue, parts_of, worker_for
+from conveyor.partitions.queue import MAX_PARTITIONED_LIST_CURSOR
 from conveyor.queue import Queue, Retention
 from conveyor.redis.clock import redis_now_ms
 from conveyor.redis.connection import RedisClient, connect
 from conveyor.schedules.enqueue import QueueCache, enqueue_ticks
 from conveyor.schedules.maintenance import Maintenance
 from conveyor.schedules.model import Schedule
-from tests.cli.run import as_json, ok
+from tests.cli.run import as_json, conveyor, ok
 from tests.conftest import running, wait_for
 from tests.partitions.conftest import PARTS
 
@@ -145,3 +146,30 @@ async def test_cli_reads_and_acts_on_every_partition(redis_url: str, qname: str)
     finally:
         await pq.obliterate(force=True)
         await pq.close()
+
+
+async def test_cli_refuses_a_cursor_past_the_partitioned_cap_as_a_bad_argument(redis_url: str, qname: str) -> None:
+    """`jobs --cursor N` on a partitioned queue stops at MAX_PARTITIONED_LIST_CURSOR with status 2 and
+    one line naming --cursor; before, a cursor up to 10**9 was taken and each partition's first N ids
+    were read to build one (empty) page. A plain queue keeps the 10**9 range."""
+    pq = PartitionedQueue(qname, partitions=PARTS, redis=redis_url)
+    plain = Queue(f"{qname}-plain", redis=redis_url)
+    try:
+        await pq.add_bulk([{"name": "t", "data": i, "options": {"delay": 3600}} for i in range(6)])
+        await plain.add("t", None, delay=3600)
+        deep = str(MAX_PARTITIONED_LIST_CURSOR + 1)
+        done = conveyor("jobs", qname, "--state", "delayed", "--cursor", deep, redis_url=redis_url)
+        lines = done.stderr.strip().splitlines()
+        assert done.returncode == 2, done.stderr
+        assert len(lines) == 1 and lines[0].startswith("error: --cursor: cursor must be at most 10000"), lines
+        at_cap = as_json("jobs", qname, "--state", "delayed", "--cursor", str(MAX_PARTITIONED_LIST_CURSOR),
+                         redis_url=redis_url)
+        assert at_cap == {"jobs": [], "next_cursor": None}
+        assert len(as_json("jobs", qname, "--state", "delayed", redis_url=redis_url)["jobs"]) == 6
+        assert as_json("jobs", plain.name, "--state", "delayed", "--cursor", str(10**9), redis_url=redis_url) == {
+            "jobs": [], "next_cursor": None}
+    finally:
+        await pq.obliterate(force=True)
+        await plain.obliterate(force=True)
+        await pq.close()
+        await plain.close()

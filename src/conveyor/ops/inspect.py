@@ -11,7 +11,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
-from conveyor.errors import ConnectionFailedError
+from conveyor.errors import ConnectionFailedError, InvalidOptionError
 from conveyor.job import JobState
 from conveyor.ops.common import (
     IdArg,
@@ -187,7 +187,10 @@ def jobs(
 
     async def go(t: Target) -> dict[str, Any]:
         q = await t.existing_queue(queue)
-        page = await q.list_jobs(state, cursor=cursor, limit=limit)
+        try:
+            page = await q.list_jobs(state, cursor=cursor, limit=limit)
+        except InvalidOptionError as exc:  # a partitioned queue's cursor cap (docs/scaling.md)
+            fail(f"--cursor: {exc}", 2)
         return {"jobs": await jobs_view(q, page.jobs, show_data=True), "next_cursor": page.next_cursor}
 
     doc = run(redis_url, prefix, go)

@@ -39,6 +39,10 @@ from conveyor.redis.keys import MAX_PARTITIONS, partition_layout_key, partition_
 _GENERATED = re.compile(r"^P(\d{1,2})\.")
 _FINISHED = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
 _CURSOR_SEP = "|"
+# A page of a partitioned queue is merged from the first cursor + limit ids of every partition (the
+# page's jobs may all sit in one of them), so a deep cursor costs that many ids per partition: the
+# cursor is capped here, not at a plain queue's MAX_LIST_CURSOR (docs/scaling.md, "Listing jobs").
+MAX_PARTITIONED_LIST_CURSOR = 10_000
 
 
 def route_partition(key: str, count: int) -> int:
@@ -217,12 +221,17 @@ class PartitionedQueue(Queue):
     async def list_jobs(self, state: JobState | str, *, cursor: int = 0, limit: int = 50) -> Page:
         """Jobs of one state over all partitions: finished ones newest first, delayed by due time,
         active by lease deadline (merged by score); waiting ones each partition's claim order,
-        taken from the partitions in turn (the order fair workers claim them in)."""
+        taken from the partitions in turn (the order fair workers claim them in). The cursor goes
+        up to MAX_PARTITIONED_LIST_CURSOR: a page reads at most cursor + limit ids per partition."""
         state = JobState(state)
         if not 1 <= limit <= 1000:
             raise InvalidOptionError("limit must be in [1, 1000]")
         if not 0 <= cursor <= MAX_LIST_CURSOR:
             raise InvalidOptionError(f"cursor must be in [0, {MAX_LIST_CURSOR}]")
+        if cursor > MAX_PARTITIONED_LIST_CURSOR:  # checked before any read: the work is bounded
+            raise InvalidOptionError(
+                f"cursor must be at most {MAX_PARTITIONED_LIST_CURSOR} on partitioned queue {self.name!r}, got "
+                f"{cursor} (each page is merged from every partition; counts give the totals)")
         want = cursor + limit
         if state is JobState.WAITING:  # ids only, as many as the page may need from each partition
             lists = [await waiting_ids(p, 0, want) for p in self.serving]
