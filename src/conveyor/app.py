@@ -7,7 +7,7 @@ import typing
 from collections.abc import AsyncIterator, Callable, Iterable, Sequence
 from contextlib import asynccontextmanager
 from dataclasses import dataclass
-from typing import Any, Generic, TypeVar
+from typing import Any, Generic, Protocol, TypeVar
 
 from pydantic import TypeAdapter, ValidationError
 
@@ -51,6 +51,17 @@ def _field_errors(exc: ValidationError) -> list[dict[str, Any]]:
         {"loc": list(e["loc"]), "msg": e["msg"], "type": e["type"]}
         for e in exc.errors(include_url=False, include_input=False)
     ]
+
+
+class HeldThreads(Protocol):
+    """Threads a built-in handler runs outside the workers' slots (the documents handler's parsers),
+    counted so the worker service can export them as metrics."""
+
+    @property
+    def running(self) -> int: ...
+
+    @property
+    def abandoned(self) -> int: ...
 
 
 class Task(Generic[R]):
@@ -181,6 +192,8 @@ class Conveyor:
         self.backoffs = BackoffPolicies()
         self.alerts: dict[str, RuleBase] = {}
         self.limiters: dict[str, Limiter] = {}
+        # Set by the documents handler (conveyor.handlers.install): the service's metrics read it.
+        self.document_parsers: HeldThreads | None = None
 
     @property
     def redis_url(self) -> str:

@@ -27,7 +27,7 @@ from conveyor.limits.named import Usage
 from conveyor.settings import Settings
 
 QUEUES = ("live", "retry", "pause", "xss", "readonly", "dead", "bulk", "limited", "shots", "alarm", "timing", "late",
-          "sharded")
+          "sharded", "sizes")
 PARTITIONED = "sharded"  # a queue of three partitions (docs/scaling.md)
 UNDECLARED = "legacy"  # a queue in Redis that this app does not declare
 ALERT_QUEUE = "alarm"
@@ -64,8 +64,24 @@ def build(redis_url: str, prefix: str) -> Conveyor:
     async def retried(ctx: JobContext, payload: dict[str, Any]) -> None:
         raise RuntimeError("try again later")
 
+    released: dict[str, asyncio.Event] = {}  # large jobs' go signals, by job id
+
+    def release(job_id: str) -> asyncio.Event:
+        return released.setdefault(job_id, asyncio.Event())
+
+    async def large(ctx: JobContext, payload: dict[str, Any]) -> None:
+        """Once `go` names it, reports a progress value and streams an output piece each larger than an
+        event carries (1 KiB: their events carry `size`), then runs until it is cancelled."""
+        await release(ctx.job_id).wait()
+        await ctx.progress({"stage": "reading", "note": "p" * 3000 + " end of the progress"})
+        await ctx.stream("o" * 3000 + " end of the output")
+        await asyncio.Event().wait()  # ended by its cancellation
+
+    async def go(ctx: JobContext, payload: dict[str, Any]) -> None:
+        release(str(payload["job"])).set()
+
     for queue in QUEUES:
-        for fn in (echo, flaky, doomed, slow, retried):
+        for fn in (echo, flaky, doomed, slow, retried, large, go):
             app.task(fn, queue=queue, name=fn.__name__, concurrency=4)
 
     @app.every(hours=1, queue="shots", id="hourly-report")

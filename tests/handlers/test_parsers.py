@@ -8,19 +8,30 @@ from __future__ import annotations
 import asyncio
 import logging
 import threading
-from collections.abc import Iterator
+import uuid
+from collections.abc import AsyncIterator, Iterator
+from contextlib import asynccontextmanager
 from pathlib import Path
+from typing import Any
 
 import pytest
 from fpdf import FPDF
 
 from conveyor import Conveyor, JobState, RateLimited
 from conveyor.errors import ConfigurationError, Unrecoverable
+from conveyor.handlers import documents as documents_module
+from conveyor.handlers import install
 from conveyor.handlers.documents import DocumentReader, DocumentRequest, docx_text, pdf_text
 from conveyor.handlers.parsers import THREAD_NAME, ParseAbandoned, ParserPool
 from conveyor.handlers.ssrf import AllowList, SsrfGuard
+from conveyor.service import WorkerService, plan_queues
+from conveyor.service.health import HealthServer
+from conveyor.settings import Settings
+from conveyor.testing import free_port
 from conveyor.worker.context import JobContext
 from tests.conftest import running, wait_for
+from tests.service.test_health_server import get
+from tests.service.test_process import metric
 
 
 def parser_threads() -> int:
@@ -167,3 +178,86 @@ def test_a_docx_stops_at_the_next_table_row_once_told() -> None:
     with pytest.raises(ParseAbandoned, match="stopped in a table"):
         docx_text(data, 1_000_000, stop)
     assert docx_text(data, 1_000_000).startswith("c0 | c1")
+
+
+@asynccontextmanager
+async def serving(app: Conveyor, redis_url: str) -> AsyncIterator[int]:
+    """A worker service for every queue of `app`, with its /health and /metrics server: the port."""
+    app.use_redis(redis_url)
+    settings = Settings(metrics_interval_s=0.1, heartbeat_s=0.5, stats_interval_s=0, lease_ms=3000)
+    service = WorkerService(app, settings, plan_queues(app, None, {}))
+    task = asyncio.create_task(service.run())
+    server = HealthServer(service, "127.0.0.1", free_port())
+    try:
+        await wait_for(lambda: service.state == "running", timeout=30, what="service running")
+        await server.start()
+        yield server.bound_port
+    finally:
+        await server.close()
+        service.request_stop()
+        await asyncio.wait_for(task, 30)
+        await app.close()
+
+
+async def scrape(port: int) -> tuple[float, float]:
+    """(running, abandoned) parser threads as the service's /metrics endpoint reports them."""
+    status, body, _ = await asyncio.to_thread(get, port, "/metrics")
+    assert status == 200, status
+    text = body.decode()
+    return metric(text, "conveyor_document_parsers_running"), metric(text, "conveyor_document_parsers_abandoned")
+
+
+async def test_the_worker_service_exports_its_parser_threads_running_and_abandoned(
+    redis_url: str, gate: threading.Event, tmp_path: Path, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Before, nothing outside the log said how many parser threads were busy, nor how many with the
+    documents of jobs that had ended: the worker's metrics had no such series."""
+    (tmp_path / "a.md").write_bytes(b"# One")
+    (tmp_path / "b.md").write_bytes(b"# Two")
+    real_extract = documents_module.extract
+
+    def slow_extract(*args: Any) -> Any:  # the real parse, once the test opens the gate
+        if not gate.wait(60):
+            raise AssertionError("the test never opened the gate")
+        return real_extract(*args)
+
+    monkeypatch.setattr(documents_module, "extract", slow_extract)
+    app = Conveyor(prefix=f"prs{uuid.uuid4().hex[:10]}")
+    handlers = install(app, documents=True, settings=Settings(documents_root=str(tmp_path), documents_parsers=3))
+    assert handlers.documents is not None
+    task = handlers.documents.task
+    async with serving(app, redis_url) as port:
+        queue = app.queue(task.queue_name)
+        assert await scrape(port) == (0, 0)
+        kept = await task.enqueue(DocumentRequest(path="a.md"))
+        dropped = await task.enqueue(DocumentRequest(path="b.md"))
+
+        async def both_parsing() -> bool:
+            return await scrape(port) == (2, 0)
+
+        await wait_for(both_parsing, timeout=60, what="two parses running in the metrics")
+        await queue.cancel(dropped.id)  # its parse goes on without its job
+
+        async def one_abandoned() -> bool:
+            return await scrape(port) == (2, 1)
+
+        await wait_for(one_abandoned, timeout=60, what="the cancelled job's parse counted as abandoned")
+        assert await _state_is(queue, dropped.id, JobState.CANCELLED)
+        gate.set()
+        assert (await kept.result(timeout=60)).text == "One"
+
+        async def all_ended() -> bool:
+            return await scrape(port) == (0, 0)
+
+        await wait_for(all_ended, timeout=60, what="the parser gauges back at 0")
+
+
+async def test_a_worker_service_without_the_documents_handler_exports_its_parser_gauges_at_0(redis_url: str) -> None:
+    app = Conveyor(prefix=f"prs{uuid.uuid4().hex[:10]}")
+
+    async def noop(ctx: JobContext) -> None:
+        return None
+
+    app.task(noop, queue="plain", name="noop")
+    async with serving(app, redis_url) as port:
+        assert await scrape(port) == (0, 0)

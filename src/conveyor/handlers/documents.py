@@ -397,13 +397,16 @@ class DocumentTasks:
 
 
 def register(app: Conveyor, settings: Settings, guard: SsrfGuard) -> DocumentTasks:
-    """Declare `documents.extract` on queue `documents` (2 attempts, 5 min timeout)."""
+    """Declare `documents.extract` on queue `documents` (2 attempts, 5 min timeout); its parser pool
+    becomes the app's `document_parsers`, which the worker service exports as metrics."""
+    parsers = ParserPool(settings.documents_parsers)
+    app.document_parsers = parsers
     reader = DocumentReader(
         guard,
         root=settings.documents_root,
         max_bytes=settings.documents_max_bytes,
         max_chars=settings.documents_max_chars,
-        parsers=ParserPool(settings.documents_parsers),
+        parsers=parsers,
     )
 
     async def extract_text(ctx: JobContext, payload: DocumentRequest) -> DocumentResult:

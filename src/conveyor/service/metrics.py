@@ -11,6 +11,7 @@ from typing import Any
 
 from prometheus_client import CollectorRegistry, Counter, Gauge, Histogram, generate_latest
 
+from conveyor.app import HeldThreads
 from conveyor.costs.metrics import CostMetrics
 from conveyor.job import JobState
 from conveyor.middleware import Middleware
@@ -129,6 +130,14 @@ class Metrics:
         self.redis_last_latency = Gauge(
             "conveyor_redis_last_roundtrip_seconds", "Last Redis PING round trip.", registry=r
         )
+        # The documents handler's parser threads (0 while the app does not use it), read at scrape time.
+        self.parsers_running = Gauge(
+            "conveyor_document_parsers_running", "Document parser threads running in this process.", registry=r
+        )
+        self.parsers_abandoned = Gauge(
+            "conveyor_document_parsers_abandoned",
+            "Document parser threads still running for a job that ended (timed out, cancelled).", registry=r,
+        )
         # Flows whose root is on the queue; Redis keeps the totals (every process sees the same ones),
         # the counters advance by what the totals grew since the last sample.
         self.flows = Counter(
@@ -164,6 +173,20 @@ class Metrics:
         self.loop_up.labels(queue).set(1)
         for state in JobState:
             self.depth.labels(queue, state.value).set(0)
+
+    def watch_parsers(self, parsers: Callable[[], HeldThreads | None]) -> None:
+        """Parser gauges read at scrape time from whatever pool `parsers()` returns then (None: 0)."""
+
+        def running() -> float:
+            pool = parsers()
+            return 0.0 if pool is None else float(pool.running)
+
+        def abandoned() -> float:
+            pool = parsers()
+            return 0.0 if pool is None else float(pool.abandoned)
+
+        self.parsers_running.set_function(running)
+        self.parsers_abandoned.set_function(abandoned)
 
     def set_depths(self, queue: str, counts: Mapping[JobState, int]) -> None:
         for state, n in counts.items():

@@ -71,6 +71,7 @@ class WorkerService:
         self.plan = list(plan)
         self.worker_id = settings.worker_id or default_worker_id()
         self.metrics = Metrics({p.name: app.handlers(p.name) for p in self.plan})
+        self.metrics.watch_parsers(lambda: app.document_parsers)
         self.peak = st.ProcessPeak()
         middleware = (
             *app.middleware,
