@@ -8,7 +8,7 @@ from collections.abc import AsyncIterator
 
 import pytest
 
-from conveyor.redis.connection import RedisClient
+from conveyor.redis.connection import RedisClient, connect
 from conveyor.schedules import ScheduleStore
 
 T0 = 1_800_000_000_000  # a fixed epoch ms for clock-driven tests
@@ -40,3 +40,11 @@ def clock() -> FakeClock:
 @pytest.fixture
 async def store(client: RedisClient, prefix: str) -> AsyncIterator[ScheduleStore]:
     yield ScheduleStore(client, prefix)
+
+
+@pytest.fixture
+async def plain(redis_url: str) -> AsyncIterator[RedisClient]:
+    """A client of the test's server without the schedules' wrappers."""
+    c = connect(redis_url)
+    yield c
+    await c.aclose()

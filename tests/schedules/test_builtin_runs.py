@@ -10,7 +10,7 @@ import os
 import signal
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 
 import pytest
@@ -73,13 +73,6 @@ def processes() -> Iterator[list[BuiltinScheduler]]:
     yield made
     for p in made:
         p.close()
-
-
-@pytest.fixture
-async def plain(redis_url: str) -> AsyncIterator[RedisClient]:
-    c = connect(redis_url)
-    yield c
-    await c.aclose()
 
 
 async def llen(client: RedisClient, key: str) -> int:

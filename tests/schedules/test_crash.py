@@ -9,14 +9,14 @@ import asyncio
 import os
 import subprocess
 import sys
-from collections.abc import AsyncIterator, Iterator
+from collections.abc import Iterator
 from pathlib import Path
 from typing import Any
 
 import pytest
 
 from conveyor import JobContext, Queue, Worker
-from conveyor.redis.connection import RedisClient, connect
+from conveyor.redis.connection import RedisClient
 from conveyor.schedules import MissedPolicy, Schedule, ScheduleStore
 from conveyor.schedules.model import from_ms
 from tests.conftest import running, wait_for
@@ -72,13 +72,6 @@ def schedulers() -> Iterator[list[SchedulerProcess]]:
     yield made
     for p in made:
         p.close()
-
-
-@pytest.fixture
-async def plain(redis_url: str) -> AsyncIterator[RedisClient]:
-    c = connect(redis_url)
-    yield c
-    await c.aclose()
 
 
 async def one_tick_schedule(store: ScheduleStore, client: RedisClient, queue: str, **fields: Any) -> int:
