@@ -14,7 +14,8 @@ from conveyor import JobContext, JobState
 from conveyor.partitions import PartitionedQueue, open_queue, worker_for
 from conveyor.queue import Queue
 from conveyor.redis.connection import RedisClient
-from tests.conftest import wait_for
+from tests.cli.run import as_json
+from tests.conftest import running, wait_for
 
 
 async def trickle(queue: Queue, added: list[int], stop: asyncio.Event) -> None:
@@ -114,3 +115,39 @@ async def test_previous_layout_jobs_are_found_and_counted(client: RedisClient, q
                 await worker.close(5)
     finally:
         await moved.obliterate(force=True)
+
+
+async def test_an_old_worker_started_after_a_repartition_leaves_the_current_layout(
+    backend_url: str, client: RedisClient, qname: str
+) -> None:
+    """A rolling deploy starts a worker still declaring the previous count after the new workers
+    recorded the new one: the record's current layout stays the new one, so `conveyor enqueue`
+    (which reads it) adds to the new partitions, and only a declaration naming the current count as
+    previous moves it again. Before, the old worker's start made the old count current again."""
+    async def t(ctx: JobContext, data: Any) -> None:
+        return None
+
+    first = PartitionedQueue(qname, partitions=2, redis=client)
+    new = PartitionedQueue(qname, partitions=4, previous=2, redis=client)
+    late_old = PartitionedQueue(qname, partitions=2, redis=client)
+    try:
+        async with running(worker_for(first, {"t": t}, concurrency=1)):  # type: ignore[arg-type]
+            pass
+        async with (running(worker_for(new, {"t": t}, concurrency=1)),  # type: ignore[arg-type]
+                    running(worker_for(late_old, {"t": t}, concurrency=1))):  # type: ignore[arg-type]
+            opened = await open_queue(qname, redis=client)
+            assert isinstance(opened, PartitionedQueue)
+            assert (opened.partition_count, opened.previous_counts) == (4, (2,))
+            added = as_json("enqueue", qname, "t", "--data", "{}", "--delay", "3600", redis_url=backend_url)
+            home = await new.locate(added["id"])
+            assert home is not None and home in new.parts, "enqueued to the superseded layout"
+        back = PartitionedQueue(qname, partitions=2, previous=4, redis=client)  # an explicit re-partition
+        await back.register()
+        opened = await open_queue(qname, redis=client)
+        assert isinstance(opened, PartitionedQueue)
+        assert (opened.partition_count, opened.previous_counts) == (2, (4,))
+        await back.close()
+    finally:
+        await new.obliterate(force=True)
+        for q in (first, new, late_old):
+            await q.close()

@@ -18,9 +18,12 @@ def probe_key(prefix: str, queue: str, what: str) -> str:
 
 
 def build_app(prefix: str) -> Conveyor:
-    """Two queues ("fast" declared at 5, "slow.io" at 2), each with a `track` task."""
+    """Two queues ("fast" declared at 5, "slow.io" at 2), each with a `track` task; "fast" is
+    partitioned when TEST_FAST_PARTITIONS (and TEST_FAST_PREVIOUS) say so."""
     app = Conveyor(prefix=prefix, name="service-tests")
-    app.declare_queue("fast", concurrency=5)
+    parts, previous = os.environ.get("TEST_FAST_PARTITIONS"), os.environ.get("TEST_FAST_PREVIOUS")
+    app.declare_queue("fast", concurrency=5, partitions=int(parts) if parts else None,
+                      previous_partitions=int(previous) if previous else None)
     app.declare_queue("slow.io", concurrency=2)
 
     async def track(ctx: JobContext, payload: dict[str, Any]) -> dict[str, Any]:

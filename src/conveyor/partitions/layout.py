@@ -2,33 +2,76 @@
 queue (the CLI, the API and dashboard for undeclared queues, the alerts probe) opens it whole.
 
 The record is a small sorted set per queue (`redis/keys.py: partition_layout_key`): each partition
-count the queue was used with, scored by the server time at which a producer or worker last began
-using it as its current count (0 when it was only named as a previous count). A reader serves the most recently current
-count and reads every other recorded one as a previous layout, so nothing a re-partition left behind
-is hidden. The record holds at most MAX_PARTITIONS members and is removed by `obliterate`.
+count the queue was used with, scored by the layout's epoch (0 when it was only named as a previous
+count). The current count, the highest epoch, changes only by an explicit re-partition: a declaration
+of M partitions that names the current count as previous (or the first declaration of the queue)
+records M one epoch above it. A process still declaring a superseded count (an old worker started
+during a rolling deploy) records nothing new, so producers that read the record keep the newer
+layout. A reader serves the current count and reads every other recorded one as a previous layout,
+so nothing a re-partition left behind is hidden. The record holds at most MAX_PARTITIONS members and
+is removed by `obliterate`.
 """
 
 from __future__ import annotations
 
+import hashlib
 from collections.abc import Sequence
 from typing import Any
 
 from conveyor.job import JobState
 from conveyor.queue import Queue
-from conveyor.redis.clock import redis_now_ms
 from conveyor.redis.connection import RedisClient
 from conveyor.redis.faults import guarded
 from conveyor.redis.keys import MAX_PARTITIONS, partition_layout_key, validate_queue_name
+from conveyor.redis.scripts import Script
+
+# KEYS[1] the record; ARGV[1] the declared current count, ARGV[2..] its previous counts. Returns 1
+# when the declared count is the current layout afterwards, 0 when a newer layout supersedes it.
+# The current layout is found as parse_layout finds it: the highest score among counts 1..64, ties
+# to the larger count (older records are scored by server time in ms; an epoch above them still wins).
+_RECORD_LAYOUT = """
+local key, declared = KEYS[1], ARGV[1]
+local rows = redis.call('ZREVRANGE', key, 0, 64, 'WITHSCORES')
+local top, top_score
+for i = 1, #rows, 2 do
+  local m, s = rows[i], tonumber(rows[i + 1])
+  local n = string.match(m, '^%d+$') and tonumber(m)
+  if n and n >= 1 and n <= 64 then
+    if top == nil then
+      top, top_score = m, s
+    elseif s == top_score then
+      if n > tonumber(top) then top = m end
+    else
+      break
+    end
+  end
+end
+local named = false
+for i = 2, #ARGV do
+  if ARGV[i] == top then named = true end
+  if not redis.call('ZSCORE', key, ARGV[i]) then redis.call('ZADD', key, 0, ARGV[i]) end
+end
+if declared == top then return 1 end
+if top == nil or named then
+  redis.call('ZADD', key, (top_score or 0) + 1, declared)
+  return 1
+end
+if not redis.call('ZSCORE', key, declared) then redis.call('ZADD', key, 0, declared) end
+return 0
+"""
+_RECORD_SCRIPT = Script("record_layout", _RECORD_LAYOUT, hashlib.sha1(_RECORD_LAYOUT.encode()).hexdigest(), 1)
 
 
 async def record_layout(
     client: RedisClient, prefix: str, name: str, current: int, previous: Sequence[int] = ()
-) -> None:
-    """The current count scored by the server's clock (producers' clocks may be skewed), previous
-    counts kept (never lowered): one idempotent ZADD GT after one TIME."""
-    members: dict[str, float] = {str(n): 0 for n in previous}
-    members[str(current)] = await guarded(redis_now_ms(client), "reading the server's clock")
-    await guarded(client.zadd(partition_layout_key(name, prefix), members, gt=True), "recording a partition layout")
+) -> bool:
+    """Record `current` and `previous` (one idempotent script run). `current` becomes the queue's
+    current layout only on the queue's first declaration or when `previous` names the current
+    layout (a re-partition); otherwise it is kept as a previous layout. True when `current` is the
+    current layout afterwards."""
+    args = [str(current), *(str(n) for n in previous)]
+    done = await _RECORD_SCRIPT(client, [partition_layout_key(name, prefix)], args)
+    return bool(done)
 
 
 def parse_layout(rows: Sequence[tuple[Any, Any]]) -> tuple[int, tuple[int, ...]] | None:

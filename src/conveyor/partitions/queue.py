@@ -16,6 +16,7 @@ from __future__ import annotations
 
 import asyncio
 import heapq
+import logging
 import math
 import re
 import secrets
@@ -36,6 +37,7 @@ from conveyor.partitions.layout import record_layout
 from conveyor.queue import MAX_LIST_CURSOR, Page, Queue, Retention
 from conveyor.redis.keys import MAX_PARTITIONS, partition_layout_key, partition_tag
 
+logger = logging.getLogger(__name__)
 _GENERATED = re.compile(r"^P(\d{1,2})\.")
 _FINISHED = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
 _CURSOR_SEP = "|"
@@ -105,7 +107,13 @@ class PartitionedQueue(Queue):
 
     async def _register(self) -> None:
         if not self._layout_recorded:
-            await record_layout(self.client, self.prefix, self.name, self.partition_count, self.previous_counts)
+            if not await record_layout(self.client, self.prefix, self.name, self.partition_count,
+                                       self.previous_counts):
+                # A rolling deploy's old process: it keeps its own layout (workers serving the newer
+                # one with previous_partitions serve it too) but does not make it current again.
+                logger.warning("queue %s: declared with %d partitions, but the queue was re-partitioned "
+                               "since; the recorded current layout stays (declare previous_partitions "
+                               "with the current count to re-partition)", self.name, self.partition_count)
             self._layout_recorded = True
         await Queue._register(self)
 
