@@ -17,6 +17,7 @@ from asgi_lifespan import LifespanManager
 from conveyor import Conveyor, JobContext, JobState
 from conveyor.api import create_app
 from conveyor.api.keys import KeyStore
+from conveyor.dashboard import bulk as bulk_module
 from conveyor.partitions import PartitionedQueue, route_partition
 from conveyor.partitions import queue as partitioned_module
 from conveyor.queue import Queue
@@ -301,3 +302,45 @@ async def test_a_deep_cursor_is_refused_before_any_partition_is_read(
                     await admin.aclose()
         finally:
             await app.close()
+
+
+async def test_the_dashboard_search_stops_at_the_partitioned_cursor_cap_and_says_so(
+    redis_url: str, qname: str, monkeypatch: pytest.MonkeyPatch
+) -> None:
+    """Over real HTTP, with the cap at 20 and 5 jobs looked at per list call: a search that would
+    continue past the cap ends there with `cut_at` and a message, both for a walk through pages of
+    matches and for one call that matches nothing. Before, the search asked for the page past the
+    cap and the dashboard got the list's 422 instead of its results."""
+    monkeypatch.setattr(partitioned_module, "MAX_PARTITIONED_LIST_CURSOR", 20)
+    monkeypatch.setattr(bulk_module, "SEARCH_CHUNK", 5)
+    app = partitioned_app(redis_url, qname)
+    try:
+        async with live_api(app, api_settings(redis_url)) as api:
+            path = f"/api/dashboard/queues/{qname}/jobs"
+            r = await api.http.post(f"/api/queues/{qname}/jobs:bulk", headers=api.auth(), json={"jobs": [
+                {"name": "echo", "data": i, "options": {"delay": 3600 + i}} for i in range(40)]})
+            assert r.status_code == 202, r.text
+            seen: list[str] = []
+            cursor: int | None = 0
+            replies = 0
+            while cursor is not None:
+                replies += 1
+                assert replies <= 10, "the walk did not end"
+                r = await api.http.get(path, headers=api.auth(), params={
+                    "state": "delayed", "name": "ECH", "cursor": cursor, "limit": 7})
+                assert r.status_code == 200, r.text
+                body = r.json()
+                seen += [j["id"] for j in body["jobs"]]
+                cursor = body["next_cursor"]
+                assert cursor is None or "cut_at" not in body, body  # only a cut reply has them
+            assert body["cut_at"] == 21 and "first 21 delayed jobs" in body["cut_message"], body
+            assert len(seen) == 21 == len(set(seen))
+            r = await api.http.get(path, headers=api.auth(), params={"state": "delayed", "name": "nothing"})
+            assert r.status_code == 200, r.text
+            assert r.json() == {"jobs": [], "next_cursor": None, "cut_at": 25,
+                                "cut_message": bulk_module.cut_message(JobState.DELAYED, 25)}
+            r = await api.http.get(path, headers=api.auth(), params={"state": "delayed", "name": "echo", "limit": 50})
+            assert len(r.json()["jobs"]) == 25 and r.json()["cut_at"] == 25  # the whole list it can read
+    finally:
+        await app.queue(qname).obliterate(force=True)
+        await app.close()

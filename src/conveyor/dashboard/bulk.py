@@ -5,7 +5,7 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Awaitable, Callable
-from typing import Any, Literal
+from typing import Any, Literal, NamedTuple
 
 from fastapi import APIRouter, Request
 from pydantic import BaseModel, ConfigDict, Field
@@ -15,7 +15,8 @@ from conveyor.api.errors import ApiError
 from conveyor.api.state import get_state
 from conveyor.errors import InvalidStateError, JobNotFoundError
 from conveyor.job import JobRecord, JobState
-from conveyor.queue import Queue
+from conveyor.partitions import queue as partitioned
+from conveyor.queue import MAX_LIST_CURSOR, Queue
 
 router = APIRouter()
 SEARCH_SCAN_MAX = 5000  # jobs looked at per call
@@ -33,27 +34,53 @@ def _matches(rec: JobRecord, needle: str, group: str) -> bool:
     return (not needle or needle in rec.name.casefold()) and (not group or rec.options.get("group") == group)
 
 
-async def filtered(
-    q: Queue, state: JobState, name: str, group: str, cursor: int, limit: int
-) -> tuple[list[JobRecord], int | None]:
+class Found(NamedTuple):
+    """A search call's matches; `next_cursor` continues it; `cut_at`: the list position the search
+    stopped at because the queue lists no deeper (a partitioned queue's cursor cap), else None."""
+
+    records: list[JobRecord]
+    next_cursor: int | None
+    cut_at: int | None = None
+
+
+def cursor_cap(q: Queue) -> int:
+    """The deepest cursor `q.list_jobs` takes (read at call time: the partitioned cap may change)."""
+    return partitioned.MAX_PARTITIONED_LIST_CURSOR if q.partitioned else MAX_LIST_CURSOR
+
+
+def cut_message(state: JobState, cut_at: int) -> str:
+    return (f"search stopped after the first {cut_at:,} {state.value} jobs: a partitioned queue's job list "
+            f"is searchable only that deep (the queue's counts give the totals)")
+
+
+def _continue(cursor: int, cap: int, matches: list[JobRecord]) -> Found:
+    """Continue at `cursor`, or stop there when the queue cannot list from it."""
+    return Found(matches, None, cursor) if cursor > cap else Found(matches, cursor)
+
+
+async def filtered(q: Queue, state: JobState, name: str, group: str, cursor: int, limit: int) -> Found:
     """Jobs of `state` whose name contains `name` (any case) and whose group is `group` (empty: any),
-    from offset `cursor`. Looks at most SEARCH_SCAN_MAX jobs per call; the cursor continues."""
+    from offset `cursor`. Looks at most SEARCH_SCAN_MAX jobs per call; the cursor continues. Stops
+    (with `cut_at`) where the queue's list cursor ends instead of asking past it, which is refused."""
     needle = name.casefold()
     matches: list[JobRecord] = []
+    cap = cursor_cap(q)
     offset, scanned = cursor, 0
     while scanned < SEARCH_SCAN_MAX:
+        if offset > cap:
+            return Found(matches, None, offset)
         page = await q.list_jobs(state, cursor=offset, limit=SEARCH_CHUNK)
         for i, rec in enumerate(page.jobs):
             if _matches(rec, needle, group):
                 matches.append(rec)
                 if len(matches) == limit:
                     rest = i + 1 < len(page.jobs) or page.next_cursor is not None
-                    return matches, (offset + i + 1 if rest else None)
+                    return _continue(offset + i + 1, cap, matches) if rest else Found(matches, None)
         scanned += len(page.jobs)
         if page.next_cursor is None:
-            return matches, None
+            return Found(matches, None)
         offset = page.next_cursor
-    return matches, offset
+    return _continue(offset, cap, matches)
 
 
 class BulkIn(BaseModel):
@@ -80,12 +107,13 @@ async def bulk(queue: str, body: BulkIn, request: Request, _: AdminKey) -> dict[
     if body.state not in states:
         raise ApiError(422, f"cannot {body.action} {body.state.value} jobs")
     q = await get_state(request).existing_queue(queue)
-    records, next_cursor = await filtered(q, body.state, body.name, body.group, 0, BULK_MAX)
+    found = await filtered(q, body.state, body.name, body.group, 0, BULK_MAX)  # from 0: within any cap
+    records = found.records
     done = 0
     for start in range(0, len(records), 100):
         chunk = records[start:start + 100]
         done += sum(await asyncio.gather(*(_act(q, body.action, r.id) for r in chunk)))
     return {"queue": queue, "action": body.action, "matched": len(records), "done": done,
-            "more": next_cursor is not None}
+            "more": found.next_cursor is not None}
 
 

@@ -16,7 +16,7 @@ from conveyor.api.errors import ApiError
 from conveyor.api.keys import Scope
 from conveyor.api.serialize import jobs_out
 from conveyor.api.state import get_state
-from conveyor.dashboard.bulk import filtered
+from conveyor.dashboard.bulk import cut_message, filtered
 from conveyor.dashboard.bulk import router as bulk_router
 from conveyor.dashboard.stats import BUCKET_MS, BUCKETS, queue_history, redis_now_ms
 from conveyor.dashboard.timeline import build_timeline, job_events
@@ -94,11 +94,16 @@ async def search_jobs(
     cursor: Annotated[int, Query(ge=0, le=10**9)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 25,
 ) -> dict[str, Any]:
-    """Scans at most SEARCH_SCAN_MAX jobs per call; `next_cursor` continues the scan."""
+    """Scans at most SEARCH_SCAN_MAX jobs per call; `next_cursor` continues the scan. On a
+    partitioned queue the scan ends where its list cursor does: `cut_at` and `cut_message` (only then) say so."""
     q = await get_state(request).existing_queue(queue)
-    records, next_cursor = await filtered(q, state, name, group, cursor, limit)
+    records, next_cursor, cut_at = await filtered(q, state, name, group, cursor, limit)
     show, trace = principal.can(Scope.READ_DATA), principal.can(Scope.ADMIN)
-    return {"jobs": await jobs_out(q, records, show_data=show, show_trace=trace), "next_cursor": next_cursor}
+    jobs = await jobs_out(q, records, show_data=show, show_trace=trace)
+    out: dict[str, Any] = {"jobs": jobs, "next_cursor": next_cursor}
+    if cut_at is not None:  # only then: an uncut reply keeps its two fields
+        out |= {"cut_at": cut_at, "cut_message": cut_message(state, cut_at)}
+    return out
 
 
 @router.get("/jobs/{queue}/{job_id:path}/details", summary="A job's logs and attempts timeline")

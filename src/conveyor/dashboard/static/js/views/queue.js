@@ -39,6 +39,7 @@ export async function renderQueue(container, { queue, state }) {
   let cursors = [null];
   let page = 0;
   let nextCursor = null;
+  let cutNote = null;
   let filter = { id: "", name: "", group: "" };
   let rows = [];
 
@@ -80,13 +81,14 @@ export async function renderQueue(container, { queue, state }) {
       data = await api.listJobs(queue, params);
     }
     const jobs = Array.isArray(data) ? data : data.jobs ?? data.items ?? [];
-    return { jobs, next: data.next_cursor ?? data.cursor ?? null };
+    return { jobs, next: data.next_cursor ?? data.cursor ?? null, cut: data.cut_message ?? null };
   }
 
   async function refresh() {
     const [q, loaded, stats] = await Promise.all([api.getQueue(queue), loadJobs(), api.stats().catch(() => null)]);
     rows = loaded.jobs;
     nextCursor = loaded.next;
+    cutNote = loaded.cut ?? null;
     renderHeader(q);
     renderTabs(q);
     renderExtras(q, stats?.queues?.[queue]);
@@ -231,6 +233,7 @@ export async function renderQueue(container, { queue, state }) {
       h("button", { type: "button", class: "btn", disabled: page === 0, "data-testid": "prev-page", onclick: () => { page -= 1; refresh(); } }, "← Newer"),
       h("span", { class: "muted" }, `page ${page + 1}`),
       h("button", { type: "button", class: "btn", disabled: nextCursor === null || nextCursor === undefined, "data-testid": "next-page", onclick: () => { cursors[page + 1] = nextCursor; page += 1; refresh(); } }, "Older →"),
+      cutNote ? h("span", { class: "muted", role: "status", "data-testid": "search-cut" }, cutNote) : null,
     );
   }
 
