@@ -142,10 +142,10 @@ async def test_a_loop_that_crashes_at_once_stays_at_the_capped_backoff(
     admin = connect(f"redis://admin:pw@127.0.0.1:{own_server.port}/0")
 
     def delays() -> list[float]:
-        """The delay before each restart of a fast loop, in order (a round may restart several)."""
+        """The delay before each restart of the fast queue's pump (each loop has its own backoff)."""
         return [float(r.args[3]) for r in caplog.records  # type: ignore[index]
                 if r.name == "conveyor.service.watch" and isinstance(r.args, tuple) and len(r.args) == 4
-                and r.args[0] == "fast"]
+                and r.args[0] == "fast" and r.args[1] == "pump"]
 
     def runs() -> list[float]:
         got = delays()
@@ -162,6 +162,53 @@ async def test_a_loop_that_crashes_at_once_stays_at_the_capped_backoff(
                 await admin.execute_command("ACL", "SETUSER", "default", "+@all")
                 assert watch.restarts >= 3
         assert runs() == [0.125, 0.25, 0.5, 1.0, 2.0], delays()
+    finally:
+        await admin.aclose()
+
+
+async def test_each_loop_of_a_queue_has_its_own_restart_backoff(
+    own_server: RedisServer, prefix: str, monkeypatch: pytest.MonkeyPatch, caplog: pytest.LogCaptureFixture
+) -> None:
+    """With scripts refused, the pump crashes at once after each restart while the queue's other
+    loops crash at their own pace: each loop's delays start at the first delay and double up to the
+    cap, and the pump stays at the cap. Before, the loops shared one streak: a loop crashing for the
+    first time waited the pump's grown delay, and one crashing more than the calm period after the
+    pump's restart sent every loop back to the first delay. A 2 s cap and a 5 s calm stand for the
+    defaults."""
+    monkeypatch.setattr(watch_module, "FIRST_DELAY_S", 0.125)
+    monkeypatch.setattr(watch_module, "CALM_AFTER_S", 5.0)
+    setup = connect(own_server.url)
+    await setup.execute_command("ACL", "SETUSER", "admin", "on", ">pw", "~*", "&*", "+@all")
+    await setup.aclose()
+    admin = connect(f"redis://admin:pw@127.0.0.1:{own_server.port}/0")
+
+    def delays() -> dict[str, list[float]]:
+        """Each loop's delays before its restarts, in order."""
+        found: dict[str, list[float]] = {}
+        for r in caplog.records:
+            if (r.name == "conveyor.service.watch" and isinstance(r.args, tuple) and len(r.args) == 4
+                    and r.args[0] == "fast"):
+                found.setdefault(str(r.args[1]), []).append(float(r.args[3]))  # type: ignore[arg-type]
+        return found
+
+    def enough() -> bool:
+        got = delays()
+        return got.get("pump", []).count(2.0) >= 3 and len(got) >= 2
+
+    try:
+        with caplog.at_level(logging.WARNING, logger="conveyor.service.watch"):
+            async with running_service(own_server.url, prefix, restart_backoff_max_s=2.0,
+                                       stalled_interval_ms=300) as service:
+                await admin.execute_command("ACL", "SETUSER", "default", "-evalsha", "-eval")
+                await Queue("fast", redis=admin, prefix=prefix).add("track", {})
+                await wait_for(enough, timeout=120, what="the pump at the cap three times, another loop restarted")
+                await admin.execute_command("ACL", "SETUSER", "default", "+@all")
+                assert service.watches["fast"].restarts >= 4
+        got = delays()
+        pump = got.pop("pump")
+        assert pump[:5] == [0.125, 0.25, 0.5, 1.0, 2.0] and set(pump[5:]) == {2.0}, pump
+        for loop, seen in got.items():
+            assert seen[0] == 0.125, (loop, seen)  # its own first crash
     finally:
         await admin.aclose()
 
