@@ -2,6 +2,8 @@
 
 from __future__ import annotations
 
+from conveyor.partitions.queue import MAX_PARTITIONED_LIST_CURSOR
+from conveyor.queue import MAX_LIST_CURSOR
 from tests.api.conftest import Api
 
 
@@ -88,3 +90,15 @@ async def test_every_route_that_takes_a_body_documents_the_413_it_can_answer(api
                                 headers={**api.auth(), "content-type": "application/json"})
     assert answer.status_code == 413
     assert answer.json()["error"]["code"] == "payload_too_large"
+
+
+async def test_the_list_cursor_documents_the_partitioned_cap(api: Api) -> None:
+    """The list route's `cursor` schema keeps a plain queue's bound; its description states the
+    partitioned queue's lower cap and the 422 past it, which the route documents. Before, the
+    document said only le=10**9, so a client generated from it met an undocumented refusal."""
+    doc = (await api.http.get("/openapi.json")).json()
+    route = doc["paths"]["/api/queues/{queue}/jobs"]["get"]
+    (cursor,) = [p for p in route["parameters"] if p["name"] == "cursor"]
+    assert cursor["schema"]["maximum"] == MAX_LIST_CURSOR
+    assert f"up to {MAX_PARTITIONED_LIST_CURSOR:,} on a partitioned queue" in cursor["description"]
+    assert "422" in cursor["description"] and "422" in route["responses"]

@@ -22,10 +22,17 @@ from conveyor.api.serialize import jobs_out
 from conveyor.api.state import ApiState, get_state
 from conveyor.bulk import retry_failed
 from conveyor.job import JobState
+from conveyor.partitions.queue import MAX_PARTITIONED_LIST_CURSOR
+from conveyor.queue import MAX_LIST_CURSOR
 from conveyor.views import queue_names, queue_view
 
 router = APIRouter(prefix="/api/queues", tags=["queues"])
 _READ = error_responses(401, 403, 404, 422, 429, 503)
+# The schema's bound is a plain queue's; a partitioned queue's lower cap depends on the queue, so the
+# description states it (a client generated from the document meets it as a documented 422).
+CURSOR_DOC = (f"From a previous page's next_cursor. Up to {MAX_LIST_CURSOR:,} on a plain queue and up to "
+              f"{MAX_PARTITIONED_LIST_CURSOR:,} on a partitioned queue (each page there is merged from "
+              f"every partition): past it, 422 before anything is read.")
 _ADMIN = error_responses(401, 403, 404, 422, 429, 503)
 
 
@@ -73,7 +80,7 @@ async def list_jobs(
     request: Request,
     principal: ReadKey,
     state: Annotated[JobState, Query(description="Which state to list.")] = JobState.WAITING,
-    cursor: Annotated[int, Query(ge=0, le=10**9, description="From a previous page's next_cursor.")] = 0,
+    cursor: Annotated[int, Query(ge=0, le=MAX_LIST_CURSOR, description=CURSOR_DOC)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> dict[str, Any]:
     """Waiting jobs in claim order, delayed by due time, active by lease deadline, finished newest first."""
