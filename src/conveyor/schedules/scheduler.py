@@ -171,10 +171,11 @@ class Scheduler:
         needed (epoch ms on the scheduler clock; None = nothing scheduled)."""
         self.stats.passes += 1
         while True:
+            # Before reading the time the claim's expiry is counted from: its lease surely lasts from here.
+            claimed_at = time.monotonic()
             now = await self.store.now_ms()
             self._claims_made += 1
             token = f"{self.token}.{self._claims_made}"  # one per claim call: a later claim is another
-            claimed_at = time.monotonic()  # before the claim: its lease surely lasts from here
             wake, claimed = await self.store.scripts.claim(
                 now, token, self.lease_ms, _CLAIM_BATCH, self.grace_ms, runs=list(self._runs)
             )
