@@ -50,6 +50,15 @@ class BuiltinScheduler:
             if line.startswith(prefix):
                 return line.strip()
 
+    async def terminate(self) -> str:
+        """SIGTERM (the scheduler closes), then closes stdin; returns the lost-claims line."""
+        self.proc.send_signal(signal.SIGTERM)
+        line = await self.says("lost_claims=")
+        assert self.proc.stdin is not None
+        self.proc.stdin.close()
+        await asyncio.to_thread(self.proc.wait, 60)
+        return line
+
     async def stop(self) -> str:
         """Closes stdin (a clean close) and returns its last line (the lost-claims count)."""
         assert self.proc.stdin is not None
@@ -100,7 +109,8 @@ async def test_a_run_longer_than_its_lease_never_overlaps_itself_across_two_sche
     lines = [await p.stop() for p in processes]
     assert await plain.get(f"{key}:peak") == "1", f"a run started while another one ran ({lines})"
     starts, ends = await plain.lrange(f"{key}:starts", 0, -1), await plain.lrange(f"{key}:ends", 0, -1)
-    assert len(starts) - len(ends) <= 1  # at most the run that close() stopped
+    # At most the runs that close() stopped: the first's, then the one the second took over at once.
+    assert len(starts) - len(ends) <= 2
     assert lines == ["lost_claims=0", "lost_claims=0"]
 
 
@@ -128,13 +138,48 @@ async def test_a_frozen_run_taken_over_stops_when_its_process_wakes(
     first.proc.send_signal(signal.SIGCONT)
 
     async def one_active() -> bool:
-        return await plain.get(f"{key}:active") == "1"
+        return int(await plain.scard(f"{key}:active")) == 1
 
     await wait_for(one_active, timeout=30, what="the woken process stopped its run")
     assert await first.stop() == "lost_claims=1"
     assert await second.stop() == "lost_claims=0"
     assert await plain.lrange(f"{key}:ends", 0, -1) == []
     assert await plain.lrange(f"{key}:starts", 0, -1) == ["a", "b"]  # nobody started a third run
+
+
+async def test_a_scheduler_closed_mid_run_hands_its_claim_over_before_the_lease_ends(
+    redis_url: str, plain: RedisClient, prefix: str, processes: list[BuiltinScheduler]
+) -> None:
+    """SIGTERM to a scheduler process in the middle of a built-in run: it stops the run, then
+    releases its claim (fenced by its token), so the other process starts the run before the first's
+    lease would have lapsed on the Redis clock, and never beside the stopped run."""
+    key = f"{prefix}:test"
+    store = ScheduleStore(plain, prefix)
+    first = BuiltinScheduler(redis_url, prefix, "a", lease_s=20.0, hold_ms=600_000, interval_s=3600.0)
+    processes.append(first)
+    await first.says("started")
+    await store.run_now(BUILTIN_ID)
+
+    async def started(names: list[str]) -> bool:
+        return await plain.lrange(f"{key}:starts", 0, -1) == names
+
+    await wait_for(lambda: started(["a"]), timeout=30, what="the first process's run")
+    second = BuiltinScheduler(redis_url, prefix, "b", lease_s=20.0, hold_ms=600_000, interval_s=3600.0)
+    processes.append(second)
+    await second.says("started")
+    assert await started(["a"])  # the first holds its claim: the second waits
+    held = await plain.hget(store.keys.claims, BUILTIN_ID)
+    assert held is not None
+    token, since, expiry = held.split("|")  # renewals only move this expiry later
+    assert await first.terminate() == "lost_claims=0"
+    await wait_for(lambda: started(["a", "b"]), timeout=120, what="the second process's run")
+    second_start = int((await plain.lrange(f"{key}:started_at", 0, -1))[1])
+    assert second_start < int(expiry), "the second waited for the first's lease to lapse"
+    taken = await plain.hget(store.keys.claims, BUILTIN_ID)
+    assert taken is not None and not taken.startswith(token + "|")
+    assert taken.split("|")[1] == since  # a takeover, not a new claim: lateness judged from the first
+    assert await plain.get(f"{key}:peak") == "1"
+    assert await second.stop() == "lost_claims=0"
 
 
 def scheduler_with(client: RedisClient, prefix: str, run: Builtin, lease_s: float) -> Scheduler:
@@ -265,3 +310,71 @@ async def test_a_scheduler_without_a_builtin_leaves_its_run_to_one_that_runs_it(
     await runner.run_due()
     await wait_for(lambda: len(runs) == 1 and not runner._background, what="the run by the scheduler that runs it")
     assert (await runner.store.get("conveyor-test")).next_ms != info.next_ms  # advanced to its next tick
+
+
+async def test_close_releases_the_claim_only_after_a_slow_to_stop_run_has_ended(
+    client: RedisClient, prefix: str
+) -> None:
+    """A run that takes a while to stop once cancelled (a cleanup it finishes, a cancellation lost in
+    a Redis call): close() cancels it again and again; the claim stays held by this scheduler until
+    the run has really ended, and only then is it released (marked lapsed, with its token)."""
+    started, may_end = asyncio.Event(), asyncio.Event()
+    cancels: list[int] = []
+
+    async def run(now_ms: int) -> None:
+        started.set()
+        try:
+            await asyncio.Event().wait()
+        finally:
+            while not may_end.is_set():  # the cleanup goes on whatever cancellations arrive
+                try:
+                    await may_end.wait()
+                except asyncio.CancelledError:
+                    cancels.append(1)
+
+    builtin = Builtin(builtin_schedule(BUILTIN_ID, "conveyor.slow", 3600.0, ScheduleKind.MAINTENANCE), run)
+    scheduler = scheduler_with(client, prefix, builtin, lease_s=30.0)
+    store = scheduler.store
+    await scheduler.sync()
+    await store.run_now(BUILTIN_ID)
+    await scheduler.start()
+    await asyncio.wait_for(started.wait(), 30)
+    held = await client.hget(store.keys.claims, BUILTIN_ID)
+    assert held is not None
+    closing = asyncio.create_task(scheduler.close())
+    try:
+        # The run got the first cancellation and then at least two more: close() has cancelled the
+        # built-in's task again by then (each round is a second, and its first round began earlier).
+        await wait_for(lambda: len(cancels) >= 2, timeout=60, what="the run cancelled over and over")
+        assert not closing.done(), "close() returned while the run was still stopping"
+        assert await client.hget(store.keys.claims, BUILTIN_ID) == held  # not released meanwhile
+    finally:
+        may_end.set()  # the run ends, so close() does, whatever was asserted
+    await asyncio.wait_for(closing, 60)
+    token, since, expiry = held.split("|")
+    released = await client.hget(store.keys.claims, BUILTIN_ID)
+    assert released is not None
+    r_token, r_since, r_expiry = released.split("|")
+    assert (r_token, r_since) == (token, since) and int(r_expiry) < int(expiry)
+    assert int(r_expiry) <= await store.now_ms()  # lapsed: any scheduler takes it over now
+    assert scheduler.stats.lost_claims == 0
+
+async def test_a_claim_released_on_close_is_left_alone_once_another_scheduler_holds_it(
+    client: RedisClient, prefix: str
+) -> None:
+    """The release is fenced by the claim's token: a claim taken over meanwhile (this scheduler
+    stalled past its lease) stays the other scheduler's."""
+    started, ended, cancelled = asyncio.Event(), [], []  # type: ignore[var-annotated]
+    scheduler = scheduler_with(client, prefix, waiting_builtin(started, ended, cancelled), lease_s=30.0)
+    store = scheduler.store
+    await scheduler.sync()
+    await store.run_now(BUILTIN_ID)
+    await scheduler.start()
+    await asyncio.wait_for(started.wait(), 30)
+    raw = await client.hget(store.keys.claims, BUILTIN_ID)
+    assert raw is not None
+    other = "other.1|" + raw.split("|", 1)[1]
+    await client.hset(store.keys.claims, BUILTIN_ID, other)
+    await scheduler.close()  # before its next renewal (a third of 30 s) finds the claim gone
+    assert cancelled == ["run"]
+    assert await client.hget(store.keys.claims, BUILTIN_ID) == other

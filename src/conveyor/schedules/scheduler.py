@@ -127,6 +127,7 @@ class Scheduler:
         self._cursor = "0-0"
         self._claims_made = 0
         self._inflight: dict[str, asyncio.Task[None]] = {}  # built-in runs of this process, by schedule
+        self._stopped: list[Claimed] = []  # claims of runs that close() stopped: released once all ended
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -151,14 +152,27 @@ class Scheduler:
         await self.close()
 
     async def close(self) -> None:
+        """Stop the passes and the built-in runs, then release the claims of the runs it stopped,
+        only once every run has ended, so another scheduler takes them over without waiting for the
+        lease and never beside a run of this one."""
         self._closed.set()
-        tasks = [t for t in (self._task, *self._background) if t is not None]
-        await cancel_and_wait(tasks)
-        for t in tasks:
-            with contextlib.suppress(asyncio.CancelledError, Exception):
-                await t
+        while tasks := [t for t in (self._task, *self._background) if t is not None and not t.done()]:
+            await cancel_and_wait(tasks)  # again: a pass may have started a run while it was cancelled
+            for t in tasks:
+                with contextlib.suppress(asyncio.CancelledError, Exception):
+                    await t
         self._task = None
         self._background.clear()
+        stopped, self._stopped = self._stopped, []
+        for claimed in stopped:
+            await self._release(claimed)
+
+    async def _release(self, claimed: Claimed) -> None:
+        try:
+            await self.store.scripts.release(claimed.schedule_id, claimed.token, await self.store.now_ms())
+        except (ConveyorError, RedisError, OSError) as exc:  # it lapses after its lease instead
+            logger.warning("%s: claim not released on close (taken over after its lease): %s",
+                           claimed.schedule_id, exc)
 
     async def sync(self) -> None:
         for schedule in self.declared:
@@ -171,10 +185,11 @@ class Scheduler:
         needed (epoch ms on the scheduler clock; None = nothing scheduled)."""
         self.stats.passes += 1
         while True:
+            # Before reading the time the claim's expiry is counted from: its lease surely lasts from here.
+            claimed_at = time.monotonic()
             now = await self.store.now_ms()
             self._claims_made += 1
             token = f"{self.token}.{self._claims_made}"  # one per claim call: a later claim is another
-            claimed_at = time.monotonic()  # before the claim: its lease surely lasts from here
             wake, claimed = await self.store.scripts.claim(
                 now, token, self.lease_ms, _CLAIM_BATCH, self.grace_ms, runs=list(self._runs)
             )
@@ -213,6 +228,9 @@ class Scheduler:
 
     def _start_builtin(self, claimed: Claimed, p: Plan, now: int, claimed_at: float) -> None:
         sid = claimed.schedule_id
+        if self._closed.is_set():  # claimed by a pass that close() was cancelling: hand it back
+            self._stopped.append(claimed)
+            return
         previous = self._inflight.get(sid)
         if previous is not None and not previous.done():
             # Its claim lapsed (renewals failed) and this process claimed it again: the old run is
@@ -236,6 +254,10 @@ class Scheduler:
             elif not await self._hold(claimed, run(now), claimed_at):  # due at a tick, or by run_now
                 return
             await self._advance(claimed, p, now, None)
+        except asyncio.CancelledError:
+            if self._closed.is_set():  # the run has ended (_hold waits for it): close() releases its claim
+                self._stopped.append(claimed)
+            raise
         except (ConveyorError, RedisError) as exc:
             self.stats.errors += 1
             logger.warning("%s failed, retried after the claim lease: %s", claimed.schedule_id, exc)
@@ -273,10 +295,7 @@ class Scheduler:
                     return self._lost(claimed, "another scheduler holds its claim now")
                 held_until = sent + lease_s
         finally:
-            if not task.done():
-                await cancel_and_wait([task])
-                with contextlib.suppress(asyncio.CancelledError, Exception):
-                    await task
+            await _stop(task)
 
     def _lost(self, claimed: Claimed, why: str) -> bool:
         self.stats.lost_claims += 1
@@ -351,3 +370,19 @@ class Scheduler:
             entries = reply[0][1] if isinstance(reply, list) else next(iter(reply.values()))[0]
             if entries:
                 self._cursor = str(entries[-1][0])
+
+
+async def _stop(task: asyncio.Task[object]) -> None:
+    """Cancel `task` and return only once it has ended, even if the caller is cancelled meanwhile
+    (then CancelledError is raised after): a run whose holder goes on (advances, or closes and hands
+    its claim back) must have stopped, or another scheduler could start it beside this one."""
+    interrupted = False
+    while not task.done():
+        try:
+            await cancel_and_wait([task])
+        except asyncio.CancelledError:
+            interrupted = True
+    with contextlib.suppress(asyncio.CancelledError, Exception):
+        task.result()
+    if interrupted:
+        raise asyncio.CancelledError

@@ -96,6 +96,15 @@ class ScheduleScripts:
         reply = await _S["renew"](self.client, (self.k.claims,), (schedule_id, token, now_ms, lease_ms))
         return int(reply) == 1
 
+    async def release(self, schedule_id: str, token: str, now_ms: int) -> bool:
+        """Mark a held claim lapsed now (another scheduler takes over at once); False when it was no
+        longer this claim's (nothing written)."""
+        keys = (self.k.claims, self.k.changes)
+        return int(await _S["release"](self.client, keys, (schedule_id, token, now_ms, CHANGES_MAXLEN))) == 1
+
+    async def now_ms(self) -> int:
+        """Now on the clock of the node holding the schedule keys, the one every script runs on."""
+        return int(await _S["time"](self.client, (self.k.claims,), ()))
 
 
 async def trim_finished(client: RedisClient, keys: QueueKeys, state: str, policy: str, now_ms: int,

@@ -94,7 +94,9 @@ class ScheduleStore:
         self._clock = clock
 
     async def now_ms(self) -> int:
-        return await self._clock() if self._clock else await redis_clock(self.client)
+        """The clock of the node holding the schedule keys (on a Cluster, not whichever node the
+        client would send a plain TIME to): claims' expiries are compared on that one."""
+        return await self._clock() if self._clock else await self.scripts.now_ms()
 
     # ------------------------------------------------------------------ reading
 
