@@ -18,6 +18,8 @@ from conveyor import (
     Retention,
 )
 from conveyor.partitions import PartitionedQueue, parts_of, worker_for
+from conveyor.partitions.queue import MAX_PARTITIONED_LIST_CURSOR
+from conveyor.queue import MAX_LIST_CURSOR
 from tests.conftest import counts_of, running, wait_for
 
 pytestmark = pytest.mark.behaviour  # each test runs on a plain and on a partitioned queue
@@ -42,9 +44,12 @@ async def test_paginated_listing(queue: Queue) -> None:
 
 
 async def test_listing_offsets_are_bounded(queue: Queue) -> None:
+    """A plain queue takes cursors up to 10**9; a partitioned one up to 10,000, since each of its
+    pages reads cursor + limit ids from every partition (docs/scaling.md)."""
+    deepest = MAX_PARTITIONED_LIST_CURSOR if isinstance(queue, PartitionedQueue) else MAX_LIST_CURSOR
     await queue.add("x", 1)
-    assert (await queue.list_jobs("waiting", cursor=10**9, limit=10)).jobs == []
-    for cursor in (-1, 10**9 + 1, 10**23):
+    assert (await queue.list_jobs("waiting", cursor=deepest, limit=10)).jobs == []
+    for cursor in (-1, deepest + 1, 10**23):
         with pytest.raises(InvalidOptionError, match="cursor"):
             await queue.list_jobs("completed", cursor=cursor, limit=10)
 
