@@ -43,6 +43,15 @@ async def running_service(url: str, prefix: str, **settings: Any) -> AsyncIterat
         await asyncio.wait_for(task, 30)
 
 
+async def admin_user(server: RedisServer) -> RedisClient:
+    """A client of a second user with every right, so the test can take rights from `default` (the
+    service's user) and give them back."""
+    setup = connect(server.url)
+    await setup.execute_command("ACL", "SETUSER", "admin", "on", ">pw", "~*", "&*", "+@all")
+    await setup.aclose()
+    return connect(f"redis://admin:pw@127.0.0.1:{server.port}/0")
+
+
 async def test_pause_and_resume_from_code_use_the_queue_paused_flag(
     redis_url: str, prefix: str, plain_client: RedisClient
 ) -> None:
@@ -68,10 +77,7 @@ async def test_pause_and_resume_from_code_use_the_queue_paused_flag(
 async def test_a_crashed_queue_loop_is_restarted_with_backoff_and_reported(
     own_server: RedisServer, prefix: str
 ) -> None:
-    setup = connect(own_server.url)
-    await setup.execute_command("ACL", "SETUSER", "admin", "on", ">pw", "~*", "&*", "+@all")
-    await setup.aclose()
-    admin = connect(f"redis://admin:pw@127.0.0.1:{own_server.port}/0")
+    admin = await admin_user(own_server)
     fast = Queue("fast", redis=admin, prefix=prefix)
     try:
         async with running_service(own_server.url, prefix) as service:
@@ -109,10 +115,7 @@ async def test_a_loop_that_keeps_crashing_is_restarted_past_a_thousand_crashes(
     """The watch doubled its delay as 0.5 * 2**crashes before capping it: at the 1025th crash in a row
     (8.5 hours of a revoked permission at the default 30 s cap) the float overflowed, the watch died
     with OverflowError and the queue never claimed a job again, even once the cause was fixed."""
-    setup = connect(own_server.url)
-    await setup.execute_command("ACL", "SETUSER", "admin", "on", ">pw", "~*", "&*", "+@all")
-    await setup.aclose()
-    admin = connect(f"redis://admin:pw@127.0.0.1:{own_server.port}/0")
+    admin = await admin_user(own_server)
     fast = Queue("fast", redis=admin, prefix=prefix)
     try:
         async with running_service(own_server.url, prefix, restart_backoff_max_s=0.001) as service:
@@ -136,10 +139,7 @@ async def test_a_loop_that_crashes_at_once_stays_at_the_capped_backoff(
     reached the cap. A 2 s cap and a 1 s calm stand for a cap over 60 s and the 60 s calm."""
     monkeypatch.setattr(watch_module, "FIRST_DELAY_S", 0.125)
     monkeypatch.setattr(watch_module, "CALM_AFTER_S", 1.0)
-    setup = connect(own_server.url)
-    await setup.execute_command("ACL", "SETUSER", "admin", "on", ">pw", "~*", "&*", "+@all")
-    await setup.aclose()
-    admin = connect(f"redis://admin:pw@127.0.0.1:{own_server.port}/0")
+    admin = await admin_user(own_server)
 
     def delays() -> list[float]:
         """The delay before each restart of the fast queue's pump (each loop has its own backoff)."""
@@ -177,10 +177,7 @@ async def test_each_loop_of_a_queue_has_its_own_restart_backoff(
     defaults."""
     monkeypatch.setattr(watch_module, "FIRST_DELAY_S", 0.125)
     monkeypatch.setattr(watch_module, "CALM_AFTER_S", 5.0)
-    setup = connect(own_server.url)
-    await setup.execute_command("ACL", "SETUSER", "admin", "on", ">pw", "~*", "&*", "+@all")
-    await setup.aclose()
-    admin = connect(f"redis://admin:pw@127.0.0.1:{own_server.port}/0")
+    admin = await admin_user(own_server)
 
     def delays() -> dict[str, list[float]]:
         """Each loop's delays before its restarts, in order."""
