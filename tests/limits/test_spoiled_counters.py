@@ -63,7 +63,7 @@ async def test_a_spoiled_limiter_total_never_stops_the_limiter(sq: Queue, field:
 async def test_an_unreadable_limiter_entry_never_stops_the_limiter(sq: Queue) -> None:
     """Before, a reservation or hold entry edited to something that is not one made the sweep that
     every acquire runs fail on it (arithmetic on nil), so the limiter admitted nothing, for good,
-    and a release naming it failed. Now it is dropped when it expires and holds nothing."""
+    and a release naming it failed. Now it is dropped when it expires."""
     name = "unreadable:" + sq.name
     lim = SharedLimiter(sq.client, name)
     await lim.declare(Limiter(name, concurrency=2))
@@ -77,5 +77,37 @@ async def test_an_unreadable_limiter_entry_never_stops_the_limiter(sq: Queue) ->
         assert await lim.release([("bad-3", 1, 1, "ok", 0)], 10_000) == [-1]
         assert (await lim.acquire("r1", 1, 5, 5, 10_000)).granted == 1  # a resend: the same grant
         assert (await lim.state())["concurrency"]["held"] == 1
+    finally:
+        await sq.client.delete(*lim.keys.all)
+
+
+@pytest.mark.parametrize("how", ["expires", "released", "confirmed"])
+async def test_the_slot_of_an_unreadable_limiter_entry_comes_back(sq: Queue, how: str) -> None:
+    """Before, a hold or reservation entry edited to something unreadable was dropped giving nothing
+    back: the slot it held stayed counted in `held` for good, so a limiter of one slot admitted
+    nothing more. Now dropping it (when it expires, or when its holder releases or confirms it)
+    counts the held slots again from the readable entries."""
+    name = "leak:" + sq.name
+    lim = SharedLimiter(sq.client, name)
+    await lim.declare(Limiter(name, concurrency=1))
+    exp, info = lim.keys.all[2], lim.keys.all[3]
+    try:
+        assert (await lim.acquire("r1", 1, 5, 5, 10_000)).granted == 1
+        spoiled = "r1"
+        if how != "confirmed":
+            await lim.confirm("r1", ["tok-1"], 10_000)
+            spoiled = "tok-1"
+        await sq.client.hset(info, spoiled, "garbage")
+        assert (await lim.acquire("r2", 1, 5, 5, 10_000)).granted == 0, "the slot is still held"
+        if how == "expires":
+            await sq.client.zadd(exp, {spoiled: 0})  # its holder died: the next sweep meets it
+        elif how == "released":
+            assert await lim.release([(spoiled, 5, 5, "ok", 0)], 10_000) == [-1]
+        else:
+            assert await lim.confirm("r1", ["tok-1"], 10_000) == [-1]
+        assert (await lim.acquire("r3", 1, 5, 5, 10_000)).granted == 1, "the slot came back"
+        assert await sq.client.hexists(info, spoiled) == 0
+        assert (await lim.state())["concurrency"]["held"] == 1
+        assert (await lim.acquire("r4", 1, 5, 5, 10_000)).granted == 0, "never handed out twice"
     finally:
         await sq.client.delete(*lim.keys.all)

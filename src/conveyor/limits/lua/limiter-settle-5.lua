@@ -15,7 +15,9 @@ ARGV: 1 op, 2 reservation id or '', 3 ttl ms (1..1 day), then per op:
            holding slots; a retry-after pauses admission; a run of successes while every slot of the limit is held raises it
            additively.
 Every argument is checked before the first write.
-Returns: one code per id (0 OK, -1 NOT_FOUND: the hold was released already or expired) for
+An entry that cannot be read (edited by hand) named by a confirm or a release is dropped and the
+slots held are counted again from the readable entries (limiter.lua `drop_unreadable`).
+Returns: one code per id (0 OK, -1 NOT_FOUND: the hold was released already, expired or unreadable) for
          confirm/extend/release; {0} for trim; {-1, 0, 'unknown limiter'}; {-6, position, reason}.
 Codes: 0 OK, -1 NOT_FOUND, -6 INVALID_INPUT
 ]]
@@ -76,7 +78,10 @@ if op == 'trim' then
   out[1] = 0
 elseif op == 'confirm' then
   local v = redis.call('HGET', K.info, rid)
-  if v then
+  if v and parse_info(v) == 'X' then  -- unreadable: its slots come back, no job holds one under it
+    drop_unreadable(K, S, rid)
+    for i = 1, nargs do out[i] = -1 end
+  elseif v then
     local kind, n, ein, eout, start = parse_info(v)
     local m = math.min(n, nargs)
     for _, d in ipairs(DIMS) do lshift(S, C, d, -(n - m) * units(d, ein, eout), now) end
@@ -106,7 +111,10 @@ else
     local v = redis.call('HGET', K.info, id)
     local kind, _, ein, eout, start
     if v then kind, _, ein, eout, start = parse_info(v) end
-    if kind ~= 'H' then
+    if kind == 'X' then  -- unreadable: its holder is done with it, so its slot comes back
+      drop_unreadable(K, S, id)
+      out[#out + 1] = -1
+    elseif kind ~= 'H' then
       out[#out + 1] = -1
     else
       out[#out + 1] = 0

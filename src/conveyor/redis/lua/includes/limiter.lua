@@ -52,13 +52,27 @@ local function unlog(K, k, start)
   if k > 0 then redis.call('LREM', K.cfg .. ':log', k, num(start)) end
 end
 
--- An entry that cannot be read (edited by hand) is kind 'X' holding nothing: it is dropped when it
--- expires and gives nothing back (a slot it may have held stays counted rather than be handed out
--- twice); before, the arithmetic on it failed every acquire's sweep, so the limiter admitted nothing.
+-- An entry that cannot be read (edited by hand) is kind 'X': how many slots it held is unknown, so
+-- dropping it counts `held` again from the entries that can be read (drop_unreadable); before, it
+-- gave nothing back and the slot it held stayed counted for good.
 local function parse_info(v)
   local kind, n, ein, eout, start = string.match(v, '^(%a)|(%d+)|(%d+)|(%d+)|(%d+)$')
   if not kind then return 'X', 0, 0, 0, 0 end
   return kind, tonumber(n), tonumber(ein), tonumber(eout), tonumber(start)
+end
+
+-- Drop an unreadable entry (expired, released or confirmed by its holder) and count the slots held
+-- again: each readable reservation holds its n, each hold one. O(entries), only for such an entry.
+local function drop_unreadable(K, S, id)
+  redis.call('HDEL', K.info, id)
+  redis.call('ZREM', K.exp, id)
+  local all = redis.call('HGETALL', K.info)
+  local held = 0
+  for i = 2, #all, 2 do
+    local kind, n = parse_info(all[i])
+    if kind ~= 'X' then held = held + n end
+  end
+  S.held = held
 end
 
 -- Give back what an id held: a pending reservation refunds its units and slots; a hold its slot.
@@ -66,6 +80,10 @@ local function drop_id(K, C, S, id, now, refund_units)
   local v = redis.call('HGET', K.info, id)
   if not v then return false end
   local kind, n, ein, eout, start = parse_info(v)
+  if kind == 'X' then
+    drop_unreadable(K, S, id)
+    return true
+  end
   if kind == 'P' and refund_units then
     for _, d in ipairs(DIMS) do lshift(S, C, d, -n * units(d, ein, eout), now) end
     unlog(K, n, start)
