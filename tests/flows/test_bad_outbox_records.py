@@ -12,6 +12,7 @@ import pytest
 
 from conveyor import JobState, Queue, Worker
 from conveyor.flows import FlowNode
+from conveyor.flows.mover import OutboxMover
 from conveyor.options import JobOptions
 from conveyor.worker import JobContext
 from tests.conftest import running, wait_for
@@ -100,3 +101,52 @@ async def test_a_parent_key_of_another_type_sets_its_records_aside(queues: list[
         assert all(not task.done() for task in movers.loop_tasks.values()), "the mover loop lives"
     assert len(await b.client.hkeys(b.keys.outbox_rejects)) == 1
     await a.client.delete(a.keys.job(broken.id))
+
+
+async def test_a_record_naming_no_child_of_its_parent_is_set_aside(
+        queues: list[Queue], caplog: pytest.LogCaptureFixture) -> None:
+    """Before, the delivery script counted any record naming an existing parent: a hand-written or
+    stale record for a child the parent does not have took `pending` down (the parent ran before
+    its real children ended) or, as a failure, failed the parent; one naming a plain job wrote a
+    result into it, and one naming a hash that is not a job was dropped unseen. Now the script
+    counts nothing for them and the mover sets them aside; the real children are delivered."""
+    a, b, _ = queues
+
+    async def sq(ctx: JobContext, n: int) -> int:
+        return n * n
+
+    async def parent(ctx: JobContext, data: Any) -> Any:
+        return (await ctx.children()).ordered()
+
+    job = await a.add_flow(FlowNode(a.name, "parent", None, JobOptions(job_id="kin"),
+                                    children=[FlowNode(b.name, "sq", 1), FlowNode(b.name, "sq", 2)]))
+    plain = await a.add("parent", None, delay=3600)  # a job, but nobody's parent
+    await a.client.hset(a.keys.job("not-a-job"), "x", "1")
+    bad = {
+        "stranger-1": f"C|{a.name}:kin|99",
+        "stranger-2": f'F|{a.name}:kin|{{"type":"Boom","message":"x"}}',
+        "kin.1 kin.2": f"C|{a.name}:kin|99",  # two of its children's ids, as one field
+        "stranger-3": f"C|{a.name}:{plain.id}|1",
+        "stranger-4": f"C|{a.name}:not-a-job|1",
+    }
+    await b.client.hset(b.keys.outbox, mapping=bad)
+
+    caplog.set_level(logging.WARNING, logger="conveyor.flows.mover")
+    mover = OutboxMover(b.client, b.keys, 1000, None)
+    await mover.drain()  # before any child ends: only the records above are there
+    assert await b.client.hlen(b.keys.outbox) == 0
+    rec = await job.record()
+    assert rec.state is JobState.WAITING_CHILDREN and rec.pending_children == 2, "nothing counted"
+    assert mover.set_aside == len(bad)
+    async with running(Worker(a, {"parent": parent})), running(Worker(b, {"sq": sq})):
+        assert await job.result(timeout=60) == [1, 4]
+    rec = await job.record()
+    assert rec.state is JobState.COMPLETED and rec.pending_children == 0
+    assert await b.client.hgetall(b.keys.outbox_rejects) == bad
+    assert await a.client.hgetall(a.keys.job("not-a-job")) == {"x": "1"}
+    assert not [f for f in await a.client.hkeys(a.keys.job(plain.id)) if f.startswith("r:")]
+    counted = [e.fields.get("child") for e in await a.read_events("0-0") if e.type == "child"]
+    assert sorted(counted) == [f"{b.name}:kin.1", f"{b.name}:kin.2"]
+    for field in bad:
+        assert len([r for r in caplog.records if repr(field) in r.getMessage()]) == 1, f"{field} logged once"
+    await a.client.delete(a.keys.job("not-a-job"))

@@ -118,15 +118,16 @@ class OutboxMover:
         """One delivery call; a record the script refuses (its outcome is not JSON) is set aside and
         the call made again without it, so its siblings are still delivered (the script writes
         nothing when it refuses; records that are not JSON were set aside before, so this is rare).
-        A parent key that is not a job's record (another type) sets its records aside."""
+        A parent key that is not a job's record (another type, or a hash without a job's state) sets
+        its records aside, and so does a record whose child is not among the parent's children (the
+        script counts nothing for it)."""
         pq, pid = split_ref(parent)
         keys = QueueKeys(pq, self.keys.prefix)
         left = list(part)
         while left:
             items = [(f"{self.keys.queue}:{field}", record[0], record.split("|", 2)[2]) for field, record in left]
             try:
-                await flow_scripts.deliver(self.client, keys, pid, items, self.maxlen)
-                return
+                answers = await flow_scripts.deliver(self.client, keys, pid, items, self.maxlen)
             except ResponseError as exc:  # faults are ConnectionFailedError: this is the parent's key itself
                 for field, record in left:
                     await self._set_aside(field, record, f"the parent's record cannot be used: {exc}")
@@ -138,6 +139,11 @@ class OutboxMover:
                     return
                 field, record = left.pop(exc.position - 1)
                 await self._set_aside(field, record, str(exc))
+                continue
+            for (field, record), answer in zip(left, answers, strict=True):
+                if answer == flow_scripts.NOT_A_CHILD:
+                    await self._set_aside(field, record, f"{parent[:200]} has no such child")
+            return
 
     async def _set_aside(self, field: str, record: str, why: str) -> None:
         """Keep a record that cannot be delivered in <p>outbox-bad (bounded) and log it once; the

@@ -67,11 +67,15 @@ async def add_nodes(client: RedisClient, nodes: Sequence[FlowNodeArgs], maxlen: 
     return added_jobs(reply)
 
 
+PARENT_GONE, ALREADY_COUNTED, COUNTED, NOT_A_CHILD = 0, 1, 2, 3  # deliver's answer per child
+
+
 async def deliver(
     client: RedisClient, parent: QueueKeys, parent_id: str, items: Sequence[tuple[str, str, str]], maxlen: int
 ) -> list[int]:
     """Count children's ends in their parent (idempotent), `items` = (child ref, kind C|F, result or
-    error JSON): per child 0 parent gone, 1 already counted, 2 counted."""
+    error JSON): per child PARENT_GONE, ALREADY_COUNTED, COUNTED, or NOT_A_CHILD (not among the
+    parent's children, or the parent's key is not a job's record: nothing written)."""
     args: list[Any] = [parent.base, parent_id, maxlen, len(items)]
     for item in items:
         args += item

@@ -13,8 +13,11 @@ Children of one parent are delivered together (the mover groups its records by p
 in the order given.
 A failure whose error carries `run` (a child cancelled with its parent, includes/flow.lua) counts only
 for the parent of that run (its `ts`): a parent of the same id written anew since ignores it.
-Returns: one code per child: 0 parent gone (the record is dropped), 1 already counted, 2 counted;
-         or {-6, 0, reason} (INVALID_INPUT, nothing written)
+A record for a child that is not among the parent's children (`kids`), or for a parent key that
+holds a hash that is not a job's record, changes nothing (code 3): the record was written by hand or
+is stale, and the mover sets it aside. The children are read once per call.
+Returns: one code per child: 0 parent gone (the record is dropped), 1 already counted, 2 counted,
+         3 not a child of this parent (nothing written); or {-6, 0, reason} (INVALID_INPUT, nothing written)
 Codes: 0 OK, -6 INVALID_INPUT
 Events: child (id, child, state), waiting (id, reason=children), failed (id, error), resumed (id)
 ]]
@@ -47,14 +50,22 @@ local function release()
   emit(events, maxlen, 'ev', 'waiting', 'id', pid, 'reason', 'children')
 end
 
+local kids = nil  -- ' <child ref> <child ref> ... ', read at the first record that needs it
+
+local function is_child(cref)
+  if not kids then kids = ' ' .. (redis.call('HGET', jk, 'kids') or '') .. ' ' end
+  return string.find(kids, ' ' .. cref .. ' ', 1, true) ~= nil
+end
+
 local function one(cref, kind, payload, cause)
   local f = redis.call('HMGET', jk, 'state', 'ocf', 'cfail', 'parent', 'ts')
   local state = f[1]
-  if not state then return 0 end
+  if not state then return redis.call('EXISTS', jk) == 1 and 3 or 0 end
   -- a child cancelled with another run of this parent (removed, then its flow sent again): not ours
   if kind == 'F' and type(cause) == 'table' and cause.run ~= nil and tostring(cause.run) ~= (f[5] or '') then
     return 0
   end
+  if string.find(cref, '%s') or not is_child(cref) then return 3 end
   local rk, ek = 'r:' .. cref, 'e:' .. cref
   local had_r = redis.call('HEXISTS', jk, rk) == 1
   local had_e = redis.call('HEXISTS', jk, ek) == 1
