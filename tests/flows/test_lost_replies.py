@@ -4,6 +4,8 @@ again) and nothing happens twice: every child counted once, the parent run once 
 
 from __future__ import annotations
 
+import asyncio
+import logging
 from collections import Counter
 from collections.abc import AsyncIterator, Iterator
 from typing import Any
@@ -13,9 +15,11 @@ import pytest
 from conveyor import Queue
 from conveyor.errors import ConnectionFailedError
 from conveyor.flows import FlowNode
+from conveyor.flows.mover import OutboxMover
 from conveyor.options import JobOptions
 from conveyor.redis import flow_scripts
 from conveyor.redis.connection import connect
+from conveyor.redis.scripts import Script, all_script_files
 from conveyor.testing import RedisServer
 from conveyor.worker import JobContext
 from tests.conftest import wait_for
@@ -85,3 +89,40 @@ async def test_a_lost_reply_on_a_flow_trip_changes_nothing_twice(
     assert sorted(Counter(counted).values()) == [1, 1, 1, 1]  # each child counted once
     rec = await job.record()
     assert rec.pending_children == 0 and rec.attempts_made == 1
+
+
+@pytest.mark.parametrize("kind", ["not a flow record", "not a child of its parent"])
+async def test_a_set_aside_whose_reply_is_lost_is_logged_and_counted_once(
+    pair: tuple[list[Queue], list[Queue]], proxy: TcpProxy, kind: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, the mover logged and counted a record it set aside, then wrote it to <p>outbox-bad
+    and deleted it from the outbox in later round trips: when one of them ran but its reply was lost,
+    the mover's next pass found the record again and logged and counted it a second time. Now the
+    record moves from the outbox to <p>outbox-bad in one script, and a set-aside whose reply was
+    lost is confirmed on the next pass (the record is in <p>outbox-bad, no longer in the outbox):
+    logged and counted once."""
+    (dp, dc), (_, pc) = pair
+    plain = await dp.add("parent", None, delay=3600)  # a job, but nobody's parent
+    record = "Zgarbage" if kind == "not a flow record" else f"C|{dp.name}:{plain.id}|1"
+    await dc.client.hset(dc.keys.outbox, "ghost", record)
+    for name in all_script_files():  # so the call cut is the one that runs, not a NOSCRIPT
+        await dc.client.script_load(Script.load(name).source)
+    proxy.lose_reply(dc.keys.outbox_rejects.encode(), nth=(1,))  # the first call naming outbox-bad
+    caplog.set_level(logging.WARNING, logger="conveyor.flows.mover")
+    mover = OutboxMover(pc.client, pc.keys, 1000, None)
+    task = asyncio.create_task(mover.run())
+    try:
+        async def set_aside() -> bool:
+            return (proxy.cuts == 1 and mover.set_aside >= 1 and await dc.client.hlen(dc.keys.outbox) == 0
+                    and await dc.client.hget(dc.keys.outbox_rejects, "ghost") == record)
+
+        await wait_for(set_aside, 60, what="the record set aside after the lost reply")
+        mover.kick.set()  # another pass: nothing is set aside again
+        await wait_for(lambda: not mover.kick.is_set(), 30, what="the mover looked again")
+    finally:
+        task.cancel()
+        await asyncio.gather(task, return_exceptions=True)
+    assert mover.set_aside == 1
+    lines = [r for r in caplog.records if "'ghost'" in r.getMessage() and "set aside" in r.getMessage()]
+    assert len(lines) == 1, [r.getMessage() for r in lines]
+    assert await dc.client.hgetall(dc.keys.outbox_rejects) == {"ghost": record}

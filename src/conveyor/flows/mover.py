@@ -6,7 +6,8 @@ go in one call), and the records are deleted only after it, so a process killed 
 leaves them to be delivered again. Every worker of a queue runs one; two movers delivering the same
 record is harmless. A record that cannot be delivered (edited by hand or written by another client)
 is set aside in <p>outbox-bad, logged once and counted, while the other records of its batch are
-delivered.
+delivered; the move is one script, and one whose reply was lost is confirmed on the next pass, so
+the record is logged and counted once.
 """
 
 from __future__ import annotations
@@ -49,6 +50,8 @@ class OutboxMover:
         self.kick = asyncio.Event()
         self.delivered = 0
         self.set_aside = 0  # records that could not be delivered (see `_set_aside`)
+        # Records of a set-aside call whose reply was lost: field -> (record, why), settled next pass.
+        self._unconfirmed: dict[str, tuple[str, str]] = {}
         # A hook for tests of crash safety: awaited between a delivery and the deletion of its records.
         self.between: Callable[[str], Awaitable[None]] | None = None
 
@@ -74,6 +77,7 @@ class OutboxMover:
 
     async def drain(self) -> int:
         """Deliver every record present now (bounded batches); returns how many were delivered."""
+        await self._confirm_set_aside()
         total, cursor = 0, 0
         while True:
             reply: Any = await guarded(
@@ -88,9 +92,7 @@ class OutboxMover:
                 else:
                     groups.setdefault(parent, []).append((field, record))
             if unreadable:
-                for field, record in unreadable:
-                    await self._set_aside(field, record, "not a flow record")
-                await flow_scripts.ack(self.client, self.keys, unreadable)
+                await self._set_aside([(field, record, "not a flow record") for field, record in unreadable])
             items = list(groups.items())
             for start in range(0, len(items), PARALLEL):
                 chunk = items[start:start + PARALLEL]
@@ -129,32 +131,57 @@ class OutboxMover:
             try:
                 answers = await flow_scripts.deliver(self.client, keys, pid, items, self.maxlen)
             except ResponseError as exc:  # faults are ConnectionFailedError: this is the parent's key itself
-                for field, record in left:
-                    await self._set_aside(field, record, f"the parent's record cannot be used: {exc}")
+                await self._set_aside([(field, record, f"the parent's record cannot be used: {exc}")
+                                       for field, record in left])
                 return
             except ScriptInputError as exc:
                 if not 1 <= exc.position <= len(left):  # the call itself, not one record: all of them
-                    for field, record in left:
-                        await self._set_aside(field, record, str(exc))
+                    await self._set_aside([(field, record, str(exc)) for field, record in left])
                     return
                 field, record = left.pop(exc.position - 1)
-                await self._set_aside(field, record, str(exc))
+                await self._set_aside([(field, record, str(exc))])
                 continue
-            for (field, record), answer in zip(left, answers, strict=True):
-                if answer == flow_scripts.NOT_A_CHILD:
-                    await self._set_aside(field, record, f"{parent[:200]} has no such child")
+            strangers = [(field, record, f"{parent[:200]} has no such child")
+                         for (field, record), answer in zip(left, answers, strict=True)
+                         if answer == flow_scripts.NOT_A_CHILD]
+            if strangers:
+                await self._set_aside(strangers)
             return
 
-    async def _set_aside(self, field: str, record: str, why: str) -> None:
-        """Keep a record that cannot be delivered in <p>outbox-bad (bounded) and log it once; the
-        caller then deletes it from the outbox, so it is never tried again. The record's content is
-        not logged (it may hold a job's result)."""
+    async def _set_aside(self, records: list[tuple[str, str, str]]) -> None:
+        """Move records that cannot be delivered (field, record, why) from the outbox to <p>outbox-bad
+        (bounded) in one script, so they are never tried again, and log and count each once. When
+        the reply is lost, the records are kept until the next pass settles them
+        (`_confirm_set_aside`): the move may have run, and the outbox no longer shows them."""
+        try:
+            answers = await flow_scripts.set_aside(
+                self.client, self.keys, [(field, record) for field, record, _ in records], MAX_SET_ASIDE)
+        except ConnectionFailedError:
+            for field, record, why in records:
+                self._unconfirmed[field] = (record, why)
+            raise
+        for (field, _, why), answer in zip(records, answers, strict=True):
+            if answer == flow_scripts.SET_ASIDE_NOW:  # else delivered, replaced or set aside meanwhile
+                self._note_set_aside(field, why)
+
+    async def _confirm_set_aside(self) -> None:
+        """Settle the records of a set-aside call whose reply was lost: moved by that call (or moved
+        now) they are logged and counted, once; delivered or replaced meanwhile, nothing is."""
+        if not self._unconfirmed:
+            return
+        items = list(self._unconfirmed.items())
+        answers = await flow_scripts.set_aside(
+            self.client, self.keys, [(field, record) for field, (record, _) in items], MAX_SET_ASIDE)
+        for (field, (_, why)), answer in zip(items, answers, strict=True):
+            self._unconfirmed.pop(field, None)
+            if answer in (flow_scripts.SET_ASIDE_NOW, flow_scripts.SET_ASIDE_BEFORE):
+                self._note_set_aside(field, why)
+
+    def _note_set_aside(self, field: str, why: str) -> None:
+        """Count and log a record set aside; not its content (it may hold a job's result)."""
         self.set_aside += 1
         logger.warning("queue %s: flow record %r cannot be delivered (%s); set aside in %s",
                        self.keys.queue, field[:200], why[:200], self.keys.outbox_rejects)
-        kept = await guarded(self.client.hlen(self.keys.outbox_rejects), "counting flow records set aside")
-        if int(kept) < MAX_SET_ASIDE:
-            await guarded(self.client.hset(self.keys.outbox_rejects, field, record), "setting a flow record aside")
 
     async def _cancel_children(self, refs: list[str], run: str) -> None:
         """Cancel the children of a parent that ended cancelled or was removed; `run` (the parent's

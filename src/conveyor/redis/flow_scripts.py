@@ -16,6 +16,7 @@ from conveyor.redis.scripts import Script, _refused
 _ADD = Script.load("flow-add-0.lua")
 _DELIVER = Script.load("flow-deliver-1.lua")
 _ACK = Script.load("flow-ack-1.lua")
+_SET_ASIDE = Script.load("flow-set-aside-2.lua")
 _ADOPT = Script.load("flow-adopt-2.lua")
 _STEP = Script.load("step-1.lua")
 
@@ -90,6 +91,21 @@ async def ack(client: RedisClient, keys: QueueKeys, records: Sequence[tuple[str,
     for field, record in records:
         args += (field, record)
     return int(await _ACK(client, (keys.outbox,), args))
+
+
+SET_ASIDE_NOW, SET_ASIDE_BEFORE = 1, 2  # set_aside's answer per record (0: neither, nothing done)
+
+
+async def set_aside(client: RedisClient, keys: QueueKeys, records: Sequence[tuple[str, str]], keep: int) -> list[int]:
+    """Move outbox records that cannot be delivered (field, record as read) to <p>outbox-bad in one
+    step (at most `keep` kept there): per record SET_ASIDE_NOW, SET_ASIDE_BEFORE (by an earlier call
+    whose reply was lost, or another mover), or 0 (delivered or replaced meanwhile)."""
+    args: list[Any] = [keep]
+    for field, record in records:
+        args += (field, record)
+    reply = await _SET_ASIDE(client, (keys.outbox, keys.outbox_rejects), args)
+    _refused("flow-set-aside", reply)
+    return [int(x) for x in reply]
 
 
 async def adopt(client: RedisClient, keys: QueueKeys, job_id: str, token: str, refs: Sequence[str],
