@@ -113,9 +113,11 @@ async def throughput(queue: Queue) -> dict[str, int]:
     from the Redis clock): two O(log n) calls instead of scanning the events stream. Records deleted
     at once (result_ttl=0) or trimmed by retention within the minute are not counted."""
     client = queue.client
-    since = await redis_now_ms(client) - THROUGHPUT_WINDOW_S * 1000
+    parts = parts_of(queue)  # a partitioned queue: every partition's sets, each by its node's clock
+    nows = await asyncio.gather(*(redis_now_ms(client, part.keys.completed) for part in parts))
     async with client.pipeline(transaction=False) as pipe:
-        for part in parts_of(queue):  # a partitioned queue: every partition's sets
+        for part, now in zip(parts, nows, strict=True):
+            since = now - THROUGHPUT_WINDOW_S * 1000
             pipe.zcount(part.keys.completed, since, "+inf")
             pipe.zcount(part.keys.failed, since, "+inf")
         replies = [int(n) for n in await pipe.execute()]
@@ -143,17 +145,19 @@ async def queue_view(
 
 async def oldest_waiting_age_ms(queue: Queue, now_ms: int | None = None) -> int | None:
     """Milliseconds since the oldest waiting job was enqueued (None when nothing waits), at `now_ms`
-    (default: the Redis clock now).
+    (default: now on the clock of the node holding the queue, the one that stamped its jobs).
 
     Within a priority band the ready set is in arrival order, so the band heads hold the oldest
     arrivals; at most MAX_BANDS_SCANNED bands are read, plus the heads of the first
     MAX_GROUPS_SCANNED groups' ready sets (by name), so a queue with more groups may under-report.
-    A partitioned queue: the oldest over its partitions."""
-    stamps = [t for part in parts_of(queue) if (t := await _oldest_enqueued_ms(part)) is not None]
-    if not stamps:
-        return None
-    now = await redis_now_ms(queue.client) if now_ms is None else now_ms
-    return max(0, now - min(stamps))
+    A partitioned queue: the oldest over its partitions, each aged by its own node's clock."""
+    ages = []
+    for part in parts_of(queue):
+        stamp = await _oldest_enqueued_ms(part)
+        if stamp is not None:
+            now = await redis_now_ms(queue.client, part.keys.ready) if now_ms is None else now_ms
+            ages.append(max(0, now - stamp))
+    return max(ages) if ages else None
 
 
 async def _oldest_enqueued_ms(queue: Queue) -> int | None:

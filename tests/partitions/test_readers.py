@@ -13,6 +13,7 @@ from conveyor.partitions.queue import MAX_PARTITIONED_LIST_CURSOR
 from conveyor.queue import Queue, Retention
 from conveyor.redis.clock import redis_now_ms
 from conveyor.redis.connection import RedisClient, connect
+from conveyor.redis.keys import AlertKeys
 from conveyor.schedules.enqueue import QueueCache, enqueue_ticks
 from conveyor.schedules.maintenance import Maintenance
 from conveyor.schedules.model import Schedule
@@ -80,7 +81,7 @@ async def test_read_events_waits_on_every_partition(backend_url: str, pq: Partit
 async def test_alert_probe_reads_every_partition(client: RedisClient, pq: PartitionedQueue) -> None:
     failed_id = await _fail_one(pq)
     waiting = await pq.parts[2].add("t", None)
-    probe = Probe(client, "cv", await redis_now_ms(client))
+    probe = Probe(client, "cv", await redis_now_ms(client, AlertKeys("cv").state))  # the evaluator's clock
     assert (await probe.counts(pq.name))["failed"] == 1 and (await probe.counts(pq.name))["waiting"] == 1
     assert await probe.finished(pq.name, 3600) == (0, 1)
     assert await probe.oldest_waiting_ms(pq.name) is not None
@@ -99,7 +100,8 @@ async def test_maintenance_trims_every_partition(client: RedisClient, pq: Partit
         for job in jobs:
             await job.wait(timeout=60)
     assert all([(await Queue.counts(p))[JobState.COMPLETED] == 2 for p in pq.parts])
-    report = await Maintenance(client).run(await redis_now_ms(client) + 3_600_000)  # an hour later
+    an_hour_later = await redis_now_ms(client, pq.parts[0].keys.meta) + 3_600_000
+    report = await Maintenance(client).run(an_hour_later)
     assert report.records_deleted.get(pq.name) == PARTS * 2
     assert (await pq.counts())[JobState.COMPLETED] == 0
 

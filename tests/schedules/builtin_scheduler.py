@@ -20,11 +20,11 @@ import signal
 import sys
 from collections.abc import Awaitable
 
+from conveyor.redis.clock import redis_now_ms
 from conveyor.redis.connection import RedisClient, connect
 from conveyor.schedules import Scheduler
 from conveyor.schedules.model import ScheduleKind
 from conveyor.schedules.scheduler import Builtin, builtin_schedule
-from conveyor.schedules.store import redis_clock
 
 BUILTIN_ID = "conveyor-slow"
 
@@ -62,9 +62,9 @@ def slow_run(client: RedisClient, prefix: str, name: str, hold_ms: int) -> Built
         try:
             await client.eval(_START, 4, f"{key}:active", f"{key}:peak", f"{key}:starts", f"{key}:started_at",
                               run_id, name)
-            until = await redis_clock(client) + hold_ms
-            while True:  # the Redis clock, which the test and every scheduler share
-                if await redis_clock(client) >= until:
+            until = await redis_now_ms(client, f"{key}:started_at") + hold_ms
+            while True:  # the clock of the node holding the test's keys
+                if await redis_now_ms(client, f"{key}:started_at") >= until:
                     break
                 await asyncio.sleep(0.02)
             await client.rpush(f"{key}:ends", name)

@@ -20,10 +20,10 @@ from conveyor.alerts.rules import RuleBase
 from conveyor.alerts.state import AlertState, Notice, step
 from conveyor.alerts.store import AlertStore
 from conveyor.errors import ConfigurationError, ConveyorError, InvalidScheduleError
+from conveyor.redis.clock import redis_now_ms
 from conveyor.redis.connection import RedisClient
 from conveyor.schedules.model import ALERTS_ID, ScheduleKind
 from conveyor.schedules.scheduler import Builtin, builtin_schedule
-from conveyor.schedules.store import redis_clock
 
 logger = logging.getLogger(__name__)
 
@@ -52,7 +52,8 @@ class AlertEvaluator:
             await self.store.put_rules(self.declared, source="code", replace=False)
 
     async def run(self, now_ms: int | None = None) -> PassReport:
-        now = await redis_clock(self.client) if now_ms is None else now_ms
+        # The clock of the node holding the alert state, whose times (since, cleared, notified) it meets.
+        now = await redis_now_ms(self.client, self.store.keys.state) if now_ms is None else now_ms
         report = PassReport()
         await self.deliver_pending(report)
         probe = Probe(self.client, self.prefix, now)

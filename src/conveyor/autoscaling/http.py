@@ -26,7 +26,6 @@ from conveyor.autoscaling.signals import (
     queue_signal,
 )
 from conveyor.errors import ConfigurationError
-from conveyor.redis.clock import redis_now_ms
 from conveyor.redis.keys import validate_queue_name
 from conveyor.service.registry import list_workers
 from conveyor.views import queue_names
@@ -42,13 +41,13 @@ _READ = error_responses(401, 403, 404, 422, 429, 503)
 
 async def signals(state: ApiState, names: list[str], target_s: float | None) -> list[QueueSignal]:
     target = target_s or state.settings.autoscale_target_s
-    workers, now = await asyncio.gather(list_workers(state.client, state.prefix), redis_now_ms(state.client))
+    workers = await list_workers(state.client, state.prefix)
     configs = state.conveyor.queue_configs
 
-    async def one(name: str) -> QueueSignal:
+    async def one(name: str) -> QueueSignal:  # each queue aged by the clock of its own node
         queue = await state.opened(name)
         declared = configs[name].concurrency if name in configs else None
-        return await queue_signal(queue, workers=workers, declared_concurrency=declared, target_s=target, now_ms=now)
+        return await queue_signal(queue, workers=workers, declared_concurrency=declared, target_s=target)
 
     return list(await asyncio.gather(*(one(n) for n in names)))
 

@@ -32,8 +32,9 @@ DURATION_SAMPLE = 50  # most recent completed and failed jobs each, for the mean
 MIN_TARGET_S, MAX_TARGET_S = 1.0, 86_400.0
 
 
-async def oldest_waiting_ms(queue: Queue, now_ms: int) -> int | None:
-    """Age of the oldest waiting job at `now_ms`, or None when nothing waits (see conveyor.views)."""
+async def oldest_waiting_ms(queue: Queue, now_ms: int | None = None) -> int | None:
+    """Age of the oldest waiting job at `now_ms` (default: the queue's clock now), or None when
+    nothing waits (see conveyor.views)."""
     return await oldest_waiting_age_ms(queue, now_ms)
 
 
@@ -107,7 +108,7 @@ def _served(workers: Sequence[Mapping[str, Any]], queue: str) -> list[int]:
 
 async def queue_signal(
     queue: Queue, *, workers: Sequence[Mapping[str, Any]], declared_concurrency: int | None, target_s: float,
-    now_ms: int,
+    now_ms: int | None = None,
 ) -> QueueSignal:
     counts, paused, limits, oldest, (mean_s, sample) = await asyncio.gather(
         queue.counts(), queue.is_paused(), queue.limits_state(max_groups=1), oldest_waiting_ms(queue, now_ms),

@@ -35,6 +35,7 @@ from conveyor.costs.model import (
 )
 from conveyor.errors import ConfigurationError, ScriptInputError, UsageReportError
 from conveyor.limits.named import Usage
+from conveyor.redis.clock import redis_now_ms
 from conveyor.redis.connection import RedisClient
 from conveyor.redis.faults import guarded
 from conveyor.redis.keys import CostKeys
@@ -259,9 +260,9 @@ class CostLedger:
         return sorted(set(seen) | set(await self.budget_tenants()))
 
     async def today(self) -> dt.date:
-        """Today (UTC) by the Redis clock."""
-        secs, _ = await guarded(self.client.time(), "reading the Redis clock")
-        return day_of(int(secs) * 1000 // DAY_MS)
+        """Today (UTC) by the clock of the node holding the ledger, the one its scripts date buckets by."""
+        now_ms = await guarded(redis_now_ms(self.client, self.cfg_key), "reading the Redis clock")
+        return day_of(now_ms // DAY_MS)
 
     async def usage(self, group: str | None = None, task: str | None = None, since: dt.date | None = None,
                     until: dt.date | None = None) -> dict[str, Any]:

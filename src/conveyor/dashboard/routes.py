@@ -22,6 +22,7 @@ from conveyor.dashboard.stats import BUCKET_MS, BUCKETS, queue_history, redis_no
 from conveyor.dashboard.timeline import build_timeline, job_events
 from conveyor.job import JobState
 from conveyor.partitions import parts_of
+from conveyor.redis.keys import registry_key
 from conveyor.views import queue_names
 
 # Internal to the web UI, so kept out of the public OpenAPI document.
@@ -50,10 +51,10 @@ async def me(request: Request, principal: ReadKey) -> dict[str, Any]:
 async def stats(request: Request, _: ReadKey) -> dict[str, Any]:
     """Every queue in Redis, declared by the app or not."""
     state = get_state(request)
-    now = await redis_now_ms(state.client)
+    now = await redis_now_ms(state.client, registry_key(state.prefix))  # each queue's minutes: its node's clock
     queues = {}
     for name in await queue_names(state.client, state.prefix, state.conveyor.queue_configs):
-        queues[name] = (await queue_history(await state.existing_queue(name), now)).to_dict()
+        queues[name] = (await queue_history(await state.existing_queue(name))).to_dict()
     return {"now_ms": now, "bucket_ms": BUCKET_MS, "buckets": BUCKETS, "queues": queues}
 
 

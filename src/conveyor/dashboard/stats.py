@@ -6,6 +6,7 @@ count is one ZCOUNT; sixty buckets per state cost one pipelined round trip per c
 
 from __future__ import annotations
 
+import asyncio
 from dataclasses import dataclass
 from typing import Any
 
@@ -33,10 +34,14 @@ class QueueHistory:
                 "oldest_waiting_ms": self.oldest_waiting_ms}
 
 
-async def queue_history(queue: Queue, now_ms: int) -> QueueHistory:
-    start = now_ms - BUCKETS * BUCKET_MS
+async def queue_history(queue: Queue) -> QueueHistory:
+    """The last hour ending now on the clock of the node holding each partition, the clock that
+    scored its finished jobs."""
+    parts = parts_of(queue)  # a partitioned queue: summed over its partitions
+    nows = await asyncio.gather(*(redis_now_ms(queue.client, part.keys.completed) for part in parts))
     async with queue.client.pipeline(transaction=False) as pipe:
-        for part in parts_of(queue):  # a partitioned queue: summed over its partitions
+        for part, now_ms in zip(parts, nows, strict=True):
+            start = now_ms - BUCKETS * BUCKET_MS
             for key in (part.keys.completed, part.keys.failed):
                 for i in range(BUCKETS):
                     lo = start + i * BUCKET_MS
@@ -45,4 +50,4 @@ async def queue_history(queue: Queue, now_ms: int) -> QueueHistory:
     rows = [[int(n) for n in replies[i:i + BUCKETS]] for i in range(0, len(replies), BUCKETS)]
     completed = [sum(col) for col in zip(*rows[0::2], strict=True)]
     failed = [sum(col) for col in zip(*rows[1::2], strict=True)]
-    return QueueHistory(completed, failed, await oldest_waiting_ms(queue, now_ms))
+    return QueueHistory(completed, failed, await oldest_waiting_ms(queue))

@@ -9,6 +9,7 @@ from conveyor import codec
 from conveyor.errors import ConfigurationError, InvalidOptionError
 from conveyor.limits.model import GroupLimits, RateLimit, check_weight, limiter_fields
 from conveyor.options import JobOptions
+from conveyor.redis.clock import redis_now_ms
 
 if TYPE_CHECKING:
     from conveyor.queue import Queue
@@ -177,16 +178,16 @@ async def limits_state(queue: Queue, max_groups: int = MAX_GROUPS_LISTED) -> dic
 
 async def group_state(queue: Queue, group: str) -> dict[str, Any]:
     """One group's limits and their live state (the fields of a `limits_state` group entry), also for
-    a group that has no waiting jobs and so is in no list. Not one snapshot: three reads."""
+    a group that has no waiting jobs and so is in no list. Not one snapshot: three reads, then the queue's clock."""
     check_group(group)
     k = queue.keys
     async with queue.client.pipeline(transaction=False) as pipe:
         pipe.hgetall(k.group(group))
         pipe.zcard(k.group_ready(group))
         pipe.hgetall(k.limits)
-        pipe.time()
-        fields, waiting, q, (sec, usec) = await queue._call(pipe.execute())
-    now = int(sec) * 1000 + int(usec) // 1000
+        fields, waiting, q = await queue._call(pipe.execute())
+    # The clock of the queue's node, which its limiter scripts read (not the node a plain TIME picks).
+    now = await queue._call(redis_now_ms(queue.client, k.limits))
     defaults = {key.removeprefix("g_"): v for key, v in q.items() if key in limiter_fields("g_")}
     return _group_entry({"group": group, "state": "idle", "waiting": waiting, "fields": fields}, defaults, now)
 

@@ -20,6 +20,7 @@ from redis.exceptions import RedisError
 from conveyor.ops.common import JsonOpt, PrefixOpt, RedisOpt, Target, print_json, run
 from conveyor.redis.clock import clock_offset_ms
 from conveyor.redis.connection import eviction_policy_warning, listpack_hint, parse_sentinel_url, server_setting
+from conveyor.redis.keys import WorkerRegistryKeys
 from conveyor.views import list_workers
 
 MIN_VERSION = (6, 2)
@@ -168,7 +169,8 @@ def _sentinel(url: str) -> Check:
 
 
 async def check_clocks(t: Target) -> Check:
-    here = await clock_offset_ms(t.client)
+    # The node the workers measure their offsets against (the registry's), so the spread compares like with like.
+    here = await clock_offset_ms(t.client, WorkerRegistryKeys(t.prefix).index)
     offsets = {"this machine": here}
     for w in await list_workers(t.client, t.prefix):
         if isinstance(w.get("clock_offset_ms"), int | float):

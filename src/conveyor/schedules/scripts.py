@@ -11,7 +11,9 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any
 
+from conveyor.redis.clock import redis_now_ms
 from conveyor.redis.connection import RedisClient
+from conveyor.redis.faults import faults_as_connection_failed
 from conveyor.redis.keys import QueueKeys
 from conveyor.redis.scripts import JobSpecArgs, QueueScripts, Script, core_script
 from conveyor.schedules.keys import ScheduleKeys
@@ -104,7 +106,8 @@ class ScheduleScripts:
 
     async def now_ms(self) -> int:
         """Now on the clock of the node holding the schedule keys, the one every script runs on."""
-        return int(await _S["time"](self.client, (self.k.claims,), ()))
+        with faults_as_connection_failed("reading the schedules' clock"):
+            return await redis_now_ms(self.client, self.k.claims)
 
 
 async def trim_finished(client: RedisClient, keys: QueueKeys, state: str, policy: str, now_ms: int,

@@ -68,12 +68,6 @@ def decode_envelope(raw: str) -> tuple[Schedule, int]:
     return Schedule.from_json(v["schedule"]), int(v["anchor_ms"])
 
 
-async def redis_clock(client: RedisClient) -> int:
-    """Now in epoch ms from the Redis clock, which every process shares."""
-    sec, usec = await client.time()
-    return int(sec) * 1000 + int(usec) // 1000
-
-
 def _pending_run_now(old: ScheduleInfo | None) -> int | None:
     """The run-now a paused schedule still owes: paused schedules are absent from the next-run set
     except while a run-now is pending, so a stored next run is that request."""

@@ -2,7 +2,8 @@
 
 Keys come from `WorkerRegistryKeys` (shared with the HTTP API): `index` is a zset of worker ids scored
 by last beat (ms), `worker(id)` a JSON string with a PX TTL of three beat intervals. Each record
-carries `clock_offset_ms`, this process's clock minus the Redis server's, measured at every beat.
+carries `clock_offset_ms`, this process's clock minus the clock of the node holding the registry
+(one node on a Cluster too), measured at every beat.
 """
 
 from __future__ import annotations
@@ -46,7 +47,8 @@ class RegistryWriter:
 
     async def beat(self) -> None:
         try:
-            offset = await clock_offset_ms(self.client)  # `conveyor doctor` reports skew from it
+            # Against the node holding the registry, as every worker and `conveyor doctor` measure it.
+            offset = await clock_offset_ms(self.client, self.keys.index)
             now_ms = int(time.time() * 1000)
             record = {**self.record(), "last_beat_ms": now_ms, "clock_offset_ms": offset}
             async with self.client.pipeline(transaction=False) as pipe:
