@@ -11,6 +11,7 @@ from __future__ import annotations
 import atexit
 import logging
 import os
+import shlex
 import subprocess
 import threading
 import time
@@ -30,6 +31,7 @@ from conveyor.embedded.server import (
 from conveyor.embedded.state import (
     Lease,
     ServerState,
+    StateFileError,
     locked,
     process_alive,
     process_start_time,
@@ -78,7 +80,7 @@ class EmbeddedHandle:
             self.lease.path.unlink(missing_ok=True)
             if prune_leases(self.config.lease_dir):
                 return False
-            current = ServerState.load(self.config.state_file)
+            current = read_state(self.config) or self._answering()
             if current is None or current.run_id != self.state.run_id:
                 return False  # already replaced by another server: not ours to stop
             shutdown(current.url, current.pid, current.start_time)
@@ -87,6 +89,13 @@ class EmbeddedHandle:
             _clean_files(self.config)
             logger.info("embedded valkey stopped (pid %d)", current.pid)
             return True
+
+    def _answering(self) -> ServerState | None:
+        """With no readable state file: this handle's server, if it still answers on its address."""
+        info = probe(self.state.url)
+        if info is None or Path(info["dir"]).resolve() != self.config.data_dir:
+            return None
+        return self.state if info["run_id"] == self.state.run_id else None
 
     def __enter__(self) -> EmbeddedHandle:
         return self
@@ -114,16 +123,15 @@ def acquire(config: EmbeddedConfig) -> EmbeddedHandle:
 
 def find_running(config: EmbeddedConfig) -> ServerState | None:
     """The live server of this data dir, or None after cleaning up what a dead one left behind."""
-    state = ServerState.load(config.state_file)
-    url = state.url if state else None
-    if url is None and config.use_socket:
-        url = Endpoint(socket=str(config.socket_path)).url
+    state = read_state(config)
+    endpoint = None if state else _configured_endpoint(config)
+    url = state.url if state else endpoint.url if endpoint else None
     if url is not None:
         info = probe(url)
         if info is not None and Path(info["dir"]).resolve() == config.data_dir:
             if state is not None and info["run_id"] == state.run_id:
                 return state
-            return _adopt(config, url, info, state)
+            return _adopt(config, url, info, state, endpoint)
     if state is not None and process_alive(state.pid, state.start_time) and looks_like_server(state.pid):
         # Alive but silent: still starting or hung. Give it the start timeout, then kill it.
         deadline = time.monotonic() + config.start_timeout_s
@@ -145,12 +153,40 @@ def find_running(config: EmbeddedConfig) -> ServerState | None:
     return None
 
 
-def _adopt(config: EmbeddedConfig, url: str, info: dict[str, object], old: ServerState | None) -> ServerState:
+def read_state(config: EmbeddedConfig) -> ServerState | None:
+    """The state file's server, or None when there is none or it is unreadable; an unreadable file is
+    reported here, and the callers recover from the server itself (then rewrite or remove the file)."""
+    try:
+        return ServerState.read(config.state_file)
+    except StateFileError as exc:
+        logger.warning("embedded valkey state file ignored: %s; recovering it from the running server", exc)
+        return None
+
+
+def _configured_endpoint(config: EmbeddedConfig) -> Endpoint | None:
+    """Where a server of this data dir listens when no state file says: its socket, or the loopback
+    port and password of the valkey.conf it was started with."""
+    if config.use_socket:
+        return Endpoint(socket=str(config.socket_path))
+    try:
+        settings = dict(
+            (words[0], words[1]) for line in config.conf_file.read_text().splitlines()
+            if len(words := shlex.split(line)) == 2
+        )
+        return Endpoint(port=int(settings["port"]), password=settings.get("requirepass"))
+    except (OSError, ValueError, KeyError):
+        return None
+
+
+def _adopt(
+    config: EmbeddedConfig, url: str, info: dict[str, object], old: ServerState | None, endpoint: Endpoint | None
+) -> ServerState:
     """A server of this data dir answers but the state file does not describe it: record it again."""
     pid = int(str(info["process_id"]))
     state = ServerState(
         pid=pid, start_time=process_start_time(pid), run_id=str(info["run_id"]), url=url,
-        socket=old.socket if old else str(config.socket_path), port=old.port if old else 0,
+        socket=old.socket if old else endpoint.socket if endpoint else None,
+        port=old.port if old else endpoint.port if endpoint else 0,
         version=str(info.get("valkey_version") or info.get("redis_version") or ""), started_at=time.time(),
     )
     state.save(config.state_file)

@@ -101,10 +101,53 @@ class ServerState:
     def load(cls, path: Path) -> ServerState | None:
         """The recorded state, or None when absent or unreadable (treated as stale)."""
         try:
-            raw: Any = json.loads(path.read_text())
-            return cls(**raw)
-        except (OSError, ValueError, TypeError):
+            return cls.read(path)
+        except StateFileError:
             return None
+
+    @classmethod
+    def read(cls, path: Path) -> ServerState | None:
+        """The recorded state, None when there is none; StateFileError when the file holds something
+        else (truncated, garbage, wrong types), so a caller can say so and recover from the server."""
+        try:
+            text = path.read_text()
+        except FileNotFoundError:
+            return None
+        except (OSError, ValueError) as exc:  # UnicodeDecodeError is a ValueError
+            raise StateFileError(f"{path} cannot be read: {exc}") from None
+        try:
+            raw: Any = json.loads(text)
+        except (ValueError, RecursionError):
+            raise StateFileError(f"{path} is not valid JSON") from None
+        problem = _state_problem(raw)
+        if problem:
+            raise StateFileError(f"{path} does not describe a server: {problem}")
+        return cls(**raw)
+
+
+class StateFileError(ValueError):
+    """The state file exists but does not hold a server's state (a partial write, an edit, a bad disk)."""
+
+
+_STATE_TYPES: dict[str, tuple[type, ...]] = {
+    "pid": (int,), "start_time": (int, type(None)), "run_id": (str,), "url": (str,),
+    "socket": (str, type(None)), "port": (int,), "version": (str,), "started_at": (int, float),
+}
+
+
+def _state_problem(raw: object) -> str | None:
+    """What is wrong with the decoded state file, or None when every field has its type."""
+    if not isinstance(raw, dict):
+        return f"expected an object, got {type(raw).__name__}"
+    if set(raw) != set(_STATE_TYPES):
+        return f"expected the fields {', '.join(sorted(_STATE_TYPES))}"
+    for name, types in _STATE_TYPES.items():
+        value = raw[name]
+        if isinstance(value, bool) or not isinstance(value, types):
+            return f"field {name!r} has the wrong type ({type(value).__name__})"
+    if raw["pid"] <= 0 or not raw["url"]:
+        return "pid must be positive and url non-empty"
+    return None
 
 
 @dataclass(frozen=True, slots=True)
