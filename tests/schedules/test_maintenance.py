@@ -209,3 +209,42 @@ async def test_run_now_makes_the_next_pass_run_maintenance(redis_url: str, prefi
     finally:
         await q.obliterate(force=True)
         await client.aclose()
+
+
+async def test_no_maintenance_removes_the_stored_schedule_and_never_runs_it(
+    redis_url: str, prefix: str, qname: str
+) -> None:
+    client = connect(redis_url)
+    q = Queue(qname, redis=client, prefix=prefix)
+    store = ScheduleStore(client, prefix)
+    try:
+        await q._register()
+        await q.set_retention(Retention(completed_max_count=5, completed_max_age_s=None))
+        await fill(client, q, "completed", 1, 20, int(time.time() * 1000))
+        earlier = Scheduler(client, prefix=prefix, maintenance_interval_s=3600)  # an earlier run of the deployment
+        await earlier.start()
+        await earlier.close()
+        assert await store.find(MAINTENANCE_ID) is not None
+
+        off = Scheduler(client, prefix=prefix, maintenance_interval_s=None, max_sleep_s=0.1)  # --no-maintenance
+        await off.start()
+        try:
+            assert await store.find(MAINTENANCE_ID) is None  # the stored built-in is gone: nothing fires it
+
+            # Written again meanwhile (a scheduler of another deployment started with maintenance) and
+            # due now: a scheduler without maintenance leaves it to the ones that run it.
+            await earlier.sync()
+            assert await store.run_now(MAINTENANCE_ID) is None
+            passes = off.stats.passes
+            await wait_for(lambda: _passes_at_least(off, passes + 5), timeout=30, what="five more passes")
+            assert await client.zcard(q.keys.completed) == 20  # not trimmed: maintenance did not run
+            assert (await store.get(MAINTENANCE_ID)).last_run is None
+        finally:
+            await off.close()
+    finally:
+        await q.obliterate(force=True)
+        await client.aclose()
+
+
+async def _passes_at_least(scheduler: Scheduler, n: int) -> bool:
+    return scheduler.stats.passes >= n

@@ -145,8 +145,8 @@ def scheduler_command(
     maintenance_s: Annotated[
         float, typer.Option("--maintenance-interval", help="Seconds between maintenance runs.")
     ] = DEFAULT_MAINTENANCE_INTERVAL_S,
-    no_maintenance: Annotated[bool, typer.Option("--no-maintenance", help="Do not run built-in maintenance.")]
-    = False,
+    no_maintenance: Annotated[bool, typer.Option(
+        "--no-maintenance", help="Do not run built-in maintenance (deletes its stored schedule).")] = False,
 ) -> None:
     """Run the scheduler for an app's schedules (any number of these may run at once)."""
     from conveyor.app import Conveyor

@@ -26,7 +26,7 @@ from redis.exceptions import RedisError
 
 from conveyor import codec
 from conveyor.cancelling import cancel_and_wait
-from conveyor.errors import ConfigurationError, ConveyorError, InvalidScheduleError
+from conveyor.errors import ConfigurationError, ConveyorError, InvalidScheduleError, ScheduleNotFoundError
 from conveyor.redis.connection import RedisClient
 from conveyor.schedules.enqueue import enqueue_ticks
 from conveyor.schedules.maintenance import Maintenance
@@ -79,6 +79,8 @@ class Scheduler:
     `schedules` are declared in code and synced into Redis at start (definitions updated, the next
     run kept unless the timing changed, an operator's pause kept). `grace_s`: ticks later than this
     count as missed and follow the schedule's missed policy. `clock` replaces the Redis clock (tests).
+    `maintenance_interval_s=None` (`--no-maintenance`): this deployment does not want maintenance, so
+    the scheduler never runs it and deletes the stored `conveyor-maintenance` an earlier run wrote.
     """
 
     def __init__(
@@ -103,6 +105,7 @@ class Scheduler:
         self.client = redis
         self.store = ScheduleStore(redis, prefix, clock=clock)
         self.declared = list(schedules)
+        self.maintains = maintenance_interval_s is not None
         if maintenance_interval_s is not None:
             try:
                 self.declared.append(maintenance_schedule(maintenance_interval_s))
@@ -112,9 +115,9 @@ class Scheduler:
         self.maintenance = maintenance or Maintenance(redis, prefix)
         self.builtins = list(builtins)
         self.declared += [b.schedule for b in self.builtins]
-        self._runs: dict[str, Callable[[int], Awaitable[object]]] = {
-            MAINTENANCE_ID: self.maintenance.run, **{b.schedule.id: b.run for b in self.builtins}
-        }
+        self._runs: dict[str, Callable[[int], Awaitable[object]]] = {b.schedule.id: b.run for b in self.builtins}
+        if self.maintains:
+            self._runs[MAINTENANCE_ID] = self.maintenance.run
         self.grace_ms = int(grace_s * 1000)
         self.lease_ms = int(lease_s * 1000)
         # Blocking reads share the client, whose socket timeout is 10 s: stay well under it.
@@ -177,6 +180,17 @@ class Scheduler:
     async def sync(self) -> None:
         for schedule in self.declared:
             await self.store.put(schedule, keep_paused=True)
+        if not self.maintains:
+            await self._remove_maintenance()
+
+    async def _remove_maintenance(self) -> None:
+        """Delete the maintenance schedule a scheduler with maintenance stored (an earlier run of this
+        deployment), so it stops firing; one started with maintenance again declares it again."""
+        try:
+            await self.store.delete(MAINTENANCE_ID)
+        except ScheduleNotFoundError:
+            return
+        logger.info("maintenance is turned off: removed the stored %s schedule", MAINTENANCE_ID)
 
     # ------------------------------------------------------------------ passes
 
