@@ -13,10 +13,9 @@ from redis.exceptions import RedisClusterException, RedisError
 
 from conveyor.api.keys import KeyStore
 from conveyor.app import Conveyor
-from conveyor.discovery import resolve_redis_url
 from conveyor.errors import ConfigurationError
-from conveyor.ops.common import redis_failure
-from conveyor.redis.connection import check_url, connect, redact
+from conveyor.ops.common import redis_failure, run
+from conveyor.redis.connection import check_url, redact
 from conveyor.service.command import load_app
 from conveyor.settings import Settings
 
@@ -137,27 +136,18 @@ _PREFIX = Annotated[str | None, typer.Option(help="Key prefix (env CONVEYOR_PREF
 
 
 def _with_store(redis_url: str | None, prefix: str | None, fn: Any) -> Any:
-    """Run `fn(KeyStore)`; a bad setting, URL or key option is one error line and exit status 2, an
-    unusable server one line and status 1 (as the operator commands)."""
-    url = ""
-    try:
-        settings = Settings.from_env(redis_url=redis_url, prefix=prefix)
-        url = resolve_redis_url(settings.redis_url)  # REDIS_URL, else the project's embedded server
+    """Run `fn(KeyStore)` on the server (REDIS_URL, else the project's embedded one)."""
+    return run(redis_url, prefix, lambda target: fn(KeyStore(target.client, target.prefix)), _failure)
 
-        async def run() -> Any:
-            client = connect(url)
-            try:
-                return await fn(KeyStore(client, settings.prefix))
-            finally:
-                await client.aclose()
 
-        return asyncio.run(run())
-    except ConfigurationError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(2) from None
-    except (RedisError, RedisClusterException, OSError) as exc:  # OSError: ConnectionFailedError too
-        typer.echo(f"error: {redis_failure(exc, url)}", err=True)
-        raise typer.Exit(1) from None
+def _failure(exc: Exception, url: str) -> tuple[str, int] | None:
+    """A bad setting, URL or key option is one error line and exit status 2, an unusable server one
+    line and status 1 (as the operator commands); any other error goes up."""
+    if isinstance(exc, ConfigurationError):
+        return str(exc), 2
+    if isinstance(exc, RedisError | RedisClusterException | OSError):  # OSError: ConnectionFailedError too
+        return redis_failure(exc, url) or str(exc), 1
+    return None
 
 
 @keys_app.command("create")

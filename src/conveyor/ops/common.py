@@ -65,8 +65,24 @@ def fail(message: str, code: int = 1) -> NoReturn:
     raise typer.Exit(code)
 
 
-def run(redis_url: str | None, prefix: str | None, fn: Callable[[Target], Awaitable[T]]) -> T:
-    """Find the server (REDIS_URL, else the project's embedded one), run `fn`, close the client."""
+Failure = Callable[[Exception, str], tuple[str, int] | None]
+"""How a command words an error met while finding or using the server at a URL: the message and exit
+status, or None to let the error go up."""
+
+
+def operator_failure(exc: Exception, url: str) -> tuple[str, int] | None:
+    """The operator commands: every Conveyor or Redis error is one line and exit status 1."""
+    if isinstance(exc, ConveyorError):
+        return redis_failure(exc, url) or str(exc), 1
+    return redis_failure(exc, url) or f"Redis at {redact(url)} failed: {exc}", 1
+
+
+def run(
+    redis_url: str | None, prefix: str | None, fn: Callable[[Target], Awaitable[T]],
+    failure: Failure = operator_failure,
+) -> T:
+    """Find the server (REDIS_URL, else the project's embedded one), run `fn`, close the client; an
+    error on the way ends the command as `failure` words it."""
     url = ""
     try:
         settings = Settings.from_env(redis_url=redis_url, prefix=prefix)
@@ -80,10 +96,11 @@ def run(redis_url: str | None, prefix: str | None, fn: Callable[[Target], Awaita
                 await client.aclose()
 
         return asyncio.run(go())
-    except ConveyorError as exc:
-        fail(redis_failure(exc, url) or str(exc))
-    except (RedisError, RedisClusterException, OSError) as exc:
-        fail(redis_failure(exc, url) or f"Redis at {redact(url)} failed: {exc}")
+    except (ConveyorError, RedisError, RedisClusterException, OSError) as exc:
+        outcome = failure(exc, url)
+        if outcome is None:
+            raise
+        fail(*outcome)
 
 
 def redis_failure(exc: BaseException, url: str) -> str | None:

@@ -12,13 +12,11 @@ from pathlib import Path
 from typing import Annotated, Any, TypeVar
 
 import typer
-from redis.exceptions import RedisClusterException, RedisError
 
 from conveyor import codec
-from conveyor.discovery import resolve_redis_url
 from conveyor.errors import ConveyorError
-from conveyor.ops.common import redis_failure
-from conveyor.redis.connection import connect, redact
+from conveyor.ops.common import redis_failure, run
+from conveyor.redis.connection import redact
 from conveyor.redis.faults import until_usable
 from conveyor.schedules.scheduler import DEFAULT_GRACE_S, DEFAULT_MAINTENANCE_INTERVAL_S
 from conveyor.schedules.store import ScheduleInfo, ScheduleStore
@@ -36,25 +34,14 @@ IdArg = Annotated[str, typer.Argument(help="Schedule id.")]
 
 
 def _with_store(redis_url: str | None, prefix: str | None, fn: Callable[[ScheduleStore], Awaitable[T]]) -> T:
-    url = ""
-    try:
-        settings = Settings.from_env(redis_url=redis_url, prefix=prefix)
-        url = resolve_redis_url(settings.redis_url)
+    return run(redis_url, prefix, lambda target: fn(ScheduleStore(target.client, target.prefix)), _failure)
 
-        async def go() -> T:
-            client = connect(url)
-            try:
-                return await fn(ScheduleStore(client, settings.prefix))
-            finally:
-                await client.aclose()
 
-        return asyncio.run(go())
-    except ConveyorError as exc:
-        typer.echo(f"error: {exc}", err=True)
-        raise typer.Exit(1) from None
-    except (RedisError, RedisClusterException, OSError) as exc:  # met outside the store's guarded calls
-        typer.echo(f"error: {redis_failure(exc, url)}", err=True)
-        raise typer.Exit(1) from None
+def _failure(exc: Exception, url: str) -> tuple[str, int]:
+    """A Conveyor error (a bad setting, no such schedule) or a Redis one: one line, exit status 1."""
+    if isinstance(exc, ConveyorError):
+        return str(exc), 1
+    return redis_failure(exc, url) or str(exc), 1  # met outside the store's guarded calls
 
 
 def _timing(info: ScheduleInfo) -> str:
