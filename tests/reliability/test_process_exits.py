@@ -50,6 +50,27 @@ LOOP_EXIT = textwrap.dedent("""
     asyncio.run(main(sys.argv[1], sys.argv[2]))
 """)
 
+UNCLOSED = textwrap.dedent("""
+    import asyncio, logging, sys
+    from conveyor import Queue, Worker
+
+    async def main(url: str, name: str) -> None:
+        queue = Queue(name, redis=url)
+        done = asyncio.Event()
+
+        async def note(ctx, data):
+            done.set()
+
+        worker = Worker(queue, {"note": note})
+        await worker.start()
+        await queue.add("note")
+        await asyncio.wait_for(done.wait(), 60)
+        print("returning with the worker open", flush=True)  # asyncio.run then cancels its loops
+
+    logging.basicConfig(level=logging.INFO)
+    asyncio.run(main(sys.argv[1], sys.argv[2]))
+""")
+
 SLOW_APP = textwrap.dedent("""
     import pathlib, time
     pathlib.Path("importing").write_text("1")
@@ -70,6 +91,23 @@ def test_a_background_loop_raising_system_exit_is_restarted_and_the_worker_goes_
     assert proc.returncode == 0, proc.stdout + proc.stderr
     assert "worker went on" in proc.stdout
     assert "the sweep loop ended (LoopExitError: SystemExit(3) raised in the sweep loop)" in proc.stderr
+
+
+def test_an_event_loop_ending_with_the_worker_open_is_one_warning_not_loop_errors(
+    redis_server: RedisServer, qname: str, tmp_path: Path
+) -> None:
+    """asyncio.run cancels every task when its coroutine returns: the worker's loops end cancelled.
+    That is one warning naming the cause (the Worker was not closed), not an error per loop saying
+    it ended and will be restarted."""
+    script = tmp_path / "unclosed.py"
+    script.write_text(UNCLOSED)
+    proc = subprocess.run([sys.executable, str(script), redis_server.url, qname], cwd=ROOT,
+                          capture_output=True, text=True, timeout=120)
+    assert proc.returncode == 0, proc.stdout + proc.stderr
+    assert "returning with the worker open" in proc.stdout
+    assert "loop ended" not in proc.stderr, proc.stderr
+    assert proc.stderr.count("stopped from outside the worker") == 1, proc.stderr
+    assert "await worker.close()" in proc.stderr
 
 
 def test_sigint_while_the_app_imports_exits_130_with_one_line(

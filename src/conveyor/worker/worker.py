@@ -243,6 +243,7 @@ class Worker:
         self.self_healing = True
         self.loop_restarts = 0
         self._restart_streak: dict[str, tuple[int, float]] = {}
+        self._outside_end_noted = False  # one warning per burst of loops stopped from outside (see _loop_ended)
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -588,6 +589,10 @@ class Worker:
         if self._closing or not self.self_healing or self._tasks.get(name) is not task:
             return
         error = None if task.cancelled() else task.exception()
+        if task.cancelled():
+            self._note_outside_end(name)
+        elif error is None:
+            error = LoopReturnedError(f"the {name} loop returned while the worker was open")
         # Calm is counted from the loop's last restart, not from its last end: a delay past
         # RESTART_CALM_S would otherwise send a loop that ends at once back to the first delay.
         count, restarted = self._restart_streak.get(name, (0, 0.0))
@@ -595,13 +600,28 @@ class Worker:
             count = 0
         delay = min(RESTART_MAX_S, RESTART_FIRST_S * 2 ** min(count, 30))  # 2**1024 does not fit a float
         self._restart_streak[name] = (count + 1, restarted)
-        logger.error("queue %s: the %s loop ended (%s); starting it again in %.1f s", self.queue.name, name,
-                     f"{type(error).__name__}: {error}" if error else "stopped", delay, exc_info=error)
+        if error is not None:
+            logger.error("queue %s: the %s loop ended (%s); starting it again in %.1f s", self.queue.name,
+                         name, f"{type(error).__name__}: {error}", delay,
+                         exc_info=None if isinstance(error, LoopReturnedError) else error)
         asyncio.get_running_loop().call_later(delay, self._restart_own, name, task)
+
+    def _note_outside_end(self, name: str) -> None:
+        """A loop cancelled while the worker is open: most often its event loop ending
+        with the Worker never closed (asyncio.run cancels every task). One warning that says so
+        stands for the whole burst; each loop is still started again, in case the cancel was stray."""
+        if self._outside_end_noted:
+            logger.debug("queue %s: the %s loop was stopped from outside the worker", self.queue.name, name)
+            return
+        self._outside_end_noted = True
+        logger.warning("queue %s: the %s loop was stopped from outside the worker (an event loop ending "
+                       "with the Worker still open? call `await worker.close()` before it ends); starting it "
+                       "again", self.queue.name, name)
 
     def _restart_own(self, name: str, ended: asyncio.Task[None]) -> None:
         if self._tasks.get(name) is ended and self.self_healing:
             self.loop_restarts += 1
+            self._outside_end_noted = False
             count, _ = self._restart_streak.get(name, (0, 0.0))
             self._restart_streak[name] = (count, time.monotonic())
             self.restart_loop(name)
@@ -618,6 +638,10 @@ class Worker:
             return
         self._spawn(name)
         self.pump.kick.set()
+
+
+class LoopReturnedError(Exception):
+    """A background loop of the worker returned although the worker was not closing (a defect)."""
 
 
 class LoopExitError(Exception):
