@@ -277,6 +277,13 @@ class Settings:
         True,
     )
 
+    maintenance: bool = _setting(
+        "CONVEYOR_MAINTENANCE",
+        "Let the scheduler inside `conveyor worker` run the built-in maintenance schedule; off, it deletes "
+        "the stored one at start, like `conveyor scheduler --no-maintenance`.",
+        True,
+    )
+
     alerts_interval_s: float = _setting(
         "CONVEYOR_ALERTS_INTERVAL_S", "Seconds between evaluations of the alert rules (by the scheduler).", 15.0
     )

@@ -15,6 +15,7 @@ from conveyor import JobContext, JobOutcome, JobState, OutcomeKind, Queue
 from conveyor.partitions import PartitionedQueue
 from conveyor.redis.connection import RedisClient, connect
 from conveyor.redis.keys import WorkerRegistryKeys
+from conveyor.schedules import MAINTENANCE_ID, ScheduleStore
 from conveyor.service import WorkerService, list_workers, plan_queues
 from conveyor.service import watch as watch_module
 from conveyor.service.joblog import JobLogMiddleware, mask_secrets
@@ -350,3 +351,21 @@ async def _lease_expired(client: RedisClient, queue: Queue) -> bool:
     sec, usec = await client.time()
     now_ms = int(sec) * 1000 + int(usec) // 1000
     return bool(await client.zrangebyscore(queue.keys.active, "-inf", now_ms))
+
+
+async def test_the_service_scheduler_without_maintenance_removes_the_stored_schedule(
+    redis_url: str, prefix: str, plain_client: RedisClient
+) -> None:
+    """CONVEYOR_MAINTENANCE=false is `--no-maintenance` for the scheduler inside `conveyor worker`: a
+    deployment that turned maintenance off would otherwise get it back whenever a worker started."""
+    store = ScheduleStore(plain_client, prefix)
+    async with running_service(redis_url, prefix):
+        await wait_for(lambda: _stored(store), timeout=30, what="the maintenance schedule stored")
+    async with running_service(redis_url, prefix, maintenance=False):
+        assert await store.find(MAINTENANCE_ID) is None
+        stored_ids = {s.id for s in await store.list()}
+        assert "conveyor-alerts" in stored_ids  # the scheduler still runs, with its other built-ins
+
+
+async def _stored(store: ScheduleStore) -> bool:
+    return await store.find(MAINTENANCE_ID) is not None

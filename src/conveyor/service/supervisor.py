@@ -139,7 +139,9 @@ class WorkerService:
         self._tasks: list[asyncio.Task[None]] = []
         self._registry_task: asyncio.Task[None] | None = None
         self.scheduler: Scheduler | None = (
-            app.scheduler(alerts_interval_s=settings.alerts_interval_s) if settings.scheduler else None
+            app.scheduler(alerts_interval_s=settings.alerts_interval_s,
+                          **({} if settings.maintenance else {"maintenance_interval_s": None}))
+            if settings.scheduler else None
         )
 
     # ------------------------------------------------------------------ lifecycle
