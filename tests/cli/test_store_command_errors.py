@@ -46,3 +46,12 @@ def test_an_unreachable_server_is_one_line_and_status_1(
 def test_a_bad_prefix_is_refused_by_the_schedule_commands_with_status_1(redis_server: RedisServer) -> None:
     done = conveyor("schedules", "list", "--prefix", "bad prefix{", redis_url=redis_server.url)
     assert (done.returncode, done.stdout, done.stderr) == (1, "", "error: invalid key prefix 'bad prefix{'\n")
+
+
+@pytest.mark.parametrize("args", [("keys", "list"), ("keys", "create", "ci", "-s", "read"), ("keys", "revoke", "k1")])
+def test_a_bad_prefix_is_refused_by_the_key_commands_with_status_2(
+    redis_server: RedisServer, args: tuple[str, ...]
+) -> None:
+    """A brace in the prefix would put the key records outside their `{auth}` hash-tag slot."""
+    done = conveyor(*args, "--prefix", "bad prefix{", redis_url=redis_server.url)
+    assert (done.returncode, done.stdout, done.stderr) == (2, "", "error: invalid key prefix 'bad prefix{'\n")

@@ -18,6 +18,7 @@ from typing import Any, cast
 
 from conveyor.errors import ConfigurationError
 from conveyor.redis.connection import RedisClient
+from conveyor.redis.keys import validate_prefix
 
 _KEY = re.compile(r"^cvk_([0-9a-f]{16})_([0-9a-f]{64})$")
 _NAME_MAX = 100
@@ -80,7 +81,7 @@ class KeyStore:
 
     def __init__(self, client: RedisClient, prefix: str = "cv") -> None:
         self.client = client
-        self.prefix = prefix
+        self.prefix = validate_prefix(prefix)
 
     def record_key(self, key_id: str) -> str:
         return f"{self.prefix}:{{auth}}:key:{key_id}"

@@ -13,6 +13,13 @@ _QUEUE_NAME = re.compile(r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")
 _PREFIX = re.compile(r"^[A-Za-z0-9._-]{1,32}$")
 
 
+def validate_prefix(prefix: str) -> str:
+    """A key prefix is 1-32 of `A-Za-z0-9._-`: a brace would move keys out of their hash-tag slot."""
+    if not isinstance(prefix, str) or not _PREFIX.match(prefix):
+        raise ConfigurationError(f"invalid key prefix {prefix!r}")
+    return prefix
+
+
 def validate_queue_name(name: str) -> str:
     if not isinstance(name, str) or not _QUEUE_NAME.match(name):
         raise ConfigurationError(
@@ -53,8 +60,7 @@ class QueueKeys:
 
     def __post_init__(self) -> None:
         validate_queue_name(self.queue)
-        if not _PREFIX.match(self.prefix):
-            raise ConfigurationError(f"invalid key prefix {self.prefix!r}")
+        validate_prefix(self.prefix)
         if self.tag and not re.match(re.escape(self.queue) + r"#\d{1,2}\.\d{1,6}$", self.tag):
             raise ConfigurationError(f"invalid partition tag {self.tag!r}")
 
@@ -289,8 +295,7 @@ class AlertKeys:
     prefix: str = "cv"
 
     def __post_init__(self) -> None:
-        if not _PREFIX.match(self.prefix):
-            raise ConfigurationError(f"invalid key prefix {self.prefix!r}")
+        validate_prefix(self.prefix)
 
     def _k(self, suffix: str) -> str:
         return f"{self.prefix}:{{alerts}}:{suffix}"
