@@ -1,6 +1,10 @@
 """Built-in maintenance: trims finished job records per each queue's retention policy, trims old
 events, and deletes idempotency keys left pointing at vanished jobs.
 
+Each queue (each partition of a partitioned one) is trimmed at now on the clock of the node that
+holds it, the clock that stamped its finish times and event ids: on a Cluster the nodes' clocks
+differ, and the scheduler's time is the `{schedules}` node's.
+
 Everything runs in bounded batches (one script call touches at most `batch` records, one XTRIM
 removes at most `batch` entries), so Redis is never blocked for more than a few milliseconds.
 """
@@ -13,6 +17,7 @@ from dataclasses import dataclass, field
 from conveyor.errors import ConfigurationError
 from conveyor.partitions import open_queue, parts_of
 from conveyor.queue import Queue
+from conveyor.redis.clock import redis_now_ms
 from conveyor.redis.connection import RedisClient
 from conveyor.redis.keys import QueueKeys, registry_key
 from conveyor.schedules.scripts import prune_idempotency, trim_finished
@@ -55,12 +60,15 @@ class Maintenance:
         self.batch = batch
         self.events_max_age_ms = int(events_max_age_s * 1000)
 
-    async def run(self, now_ms: int) -> MaintenanceReport:
+    async def run(self, now_ms: int | None = None) -> MaintenanceReport:
+        """One pass. Each queue (partition) is trimmed at now on its own node's clock; `now_ms`, when
+        given, is used for every queue instead (a test's made-up time)."""
         report = MaintenanceReport()
         async for name in self.client.sscan_iter(registry_key(self.prefix), count=100):
             report.queues += 1
             for part in parts_of(await open_queue(name, redis=self.client, prefix=self.prefix)):
-                await self.run_queue(part.keys, now_ms, report)  # a partitioned queue: each partition
+                now = await redis_now_ms(self.client, part.keys.meta) if now_ms is None else now_ms
+                await self.run_queue(part.keys, now, report)  # a partitioned queue: each partition
         await self._prune_idempotency(report)
         logger.info(
             "maintenance: %d queues, %s records deleted, %d events trimmed, %d idempotency keys deleted",
@@ -68,7 +76,13 @@ class Maintenance:
         )
         return report
 
+    async def scheduled_run(self, scheduler_now_ms: int) -> MaintenanceReport:
+        """The built-in schedule's run. The scheduler's time is the `{schedules}` node's clock, not
+        the queues' nodes': each queue reads its own."""
+        return await self.run()
+
     async def run_queue(self, keys: QueueKeys, now_ms: int, report: MaintenanceReport) -> None:
+        """Trim one queue (partition) at `now_ms` on the clock of the node holding `keys`."""
         for state, policy in _TRIMMED:
             more = True
             while more:

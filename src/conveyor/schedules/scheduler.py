@@ -117,7 +117,7 @@ class Scheduler:
         self.declared += [b.schedule for b in self.builtins]
         self._runs: dict[str, Callable[[int], Awaitable[object]]] = {b.schedule.id: b.run for b in self.builtins}
         if self.maintains:
-            self._runs[MAINTENANCE_ID] = self.maintenance.run
+            self._runs[MAINTENANCE_ID] = self.maintenance.scheduled_run
         self.grace_ms = int(grace_s * 1000)
         self.lease_ms = int(lease_s * 1000)
         # Blocking reads share the client, whose socket timeout is 10 s: stay well under it.
