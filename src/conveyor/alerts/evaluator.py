@@ -52,11 +52,14 @@ class AlertEvaluator:
             await self.store.put_rules(self.declared, source="code", replace=False)
 
     async def run(self, now_ms: int | None = None) -> PassReport:
+        """One pass. Rule states step at now on the clock of the alert state's node, and each queue is
+        measured at now on its own node's (Probe); `now_ms`, when given, is used for both instead
+        (a test's made-up time)."""
         # The clock of the node holding the alert state, whose times (since, cleared, notified) it meets.
         now = await redis_now_ms(self.client, self.store.keys.state) if now_ms is None else now_ms
         report = PassReport()
         await self.deliver_pending(report)
-        probe = Probe(self.client, self.prefix, now)
+        probe = Probe(self.client, self.prefix, now_ms)
         for info in await self.store.all():
             report.rules += 1
             rule, state = info.rule, info.state
@@ -79,6 +82,11 @@ class AlertEvaluator:
                 await self._deliver(notice, report)
         return report
 
+    async def scheduled_run(self, scheduler_now_ms: int) -> PassReport:
+        """The built-in schedule's pass. The scheduler's time is the `{schedules}` node's clock, not
+        the alert state's nor the queues' nodes': the pass reads theirs."""
+        return await self.run()
+
     async def deliver_pending(self, report: PassReport) -> None:
         for notice in await self.store.pending_notices():
             await self._deliver(notice, report)
@@ -99,7 +107,7 @@ def alerts_builtin(
         schedule = builtin_schedule(ALERTS_ID, "conveyor.alerts", interval_s, ScheduleKind.ALERTS)
     except InvalidScheduleError as exc:  # a bad setting, named as the operator set it
         raise ConfigurationError(f"alerts interval (alerts_interval_s, CONVEYOR_ALERTS_INTERVAL_S): {exc}") from None
-    return Builtin(schedule, evaluator.run, evaluator.sync)
+    return Builtin(schedule, evaluator.scheduled_run, evaluator.sync)
 
 
 __all__ = ["ALERTS_ID", "AlertEvaluator", "AlertState", "PassReport", "alerts_builtin"]

@@ -1,4 +1,10 @@
-"""What alert rules read, fetched once per evaluation pass and shared by the rules of a pass."""
+"""What alert rules read, fetched once per evaluation pass and shared by the rules of a pass.
+
+A time compared with a queue's keys (the oldest waiting job's age, jobs finished in a window, stalled
+events' ids) is read from the clock of the node holding that queue (each partition's, for a
+partitioned queue), the clock that stamped them: on a Cluster the nodes' clocks differ, and the
+pass's own time is the clock of the alert state's node.
+"""
 
 from __future__ import annotations
 
@@ -8,6 +14,7 @@ from conveyor.autoscaling.signals import oldest_waiting_ms
 from conveyor.limits import admin as limits_admin
 from conveyor.partitions import PartitionedQueue, open_queue, parts_of, route_partition
 from conveyor.queue import Queue
+from conveyor.redis.clock import redis_now_ms
 from conveyor.redis.connection import RedisClient
 
 EVENTS_CHUNK = 1000
@@ -15,9 +22,10 @@ EVENTS_SCAN_MAX = 20_000  # stream entries read per queue and pass for the stall
 
 
 class Probe:
-    """Reads of one pass at `now_ms` (Redis clock), cached by queue."""
+    """Reads of one pass, cached by queue. `now_ms`, when given, is the time of every comparison (a
+    test's made-up time); by default each queue's are made at now on its own node's clock."""
 
-    def __init__(self, client: RedisClient, prefix: str, now_ms: int) -> None:
+    def __init__(self, client: RedisClient, prefix: str, now_ms: int | None = None) -> None:
         self.client = client
         self.prefix = prefix
         self.now_ms = now_ms
@@ -30,6 +38,14 @@ class Probe:
         if q is None:
             q = self._queues[name] = await open_queue(name, redis=self.client, prefix=self.prefix)
         return q
+
+    async def now_ms_of(self, part: Queue) -> int:
+        """Now for comparisons with one queue's (partition's) keys: `now_ms`, or its node's clock,
+        read once per pass."""
+        if self.now_ms is not None:
+            return self.now_ms
+        now: int = await self._once(("now", part.keys.base), lambda: redis_now_ms(self.client, part.keys.meta))
+        return now
 
     async def _once(self, key: tuple[Any, ...], make: Any) -> Any:
         if key not in self._cache:
@@ -47,7 +63,7 @@ class Probe:
         return result
 
     async def _oldest(self, queue: str) -> int | None:
-        return await oldest_waiting_ms(await self.opened(queue), self.now_ms)
+        return await oldest_waiting_ms(await self.opened(queue), self.now_ms)  # None: each partition's clock
 
     async def _group_state(self, queue: str, group: str) -> dict[str, Any]:
         q = await self.opened(queue)
@@ -77,9 +93,11 @@ class Probe:
     async def finished(self, queue: str, window_s: float) -> tuple[int, int]:
         """Jobs completed and failed in the last `window_s`, by finish time."""
         async def count() -> tuple[int, int]:
-            since = self.now_ms - int(window_s * 1000)
+            parts = parts_of(await self.opened(queue))
+            nows = [await self.now_ms_of(part) for part in parts]
             async with self.client.pipeline(transaction=False) as pipe:
-                for part in parts_of(await self.opened(queue)):
+                for part, now in zip(parts, nows, strict=True):
+                    since = now - int(window_s * 1000)
                     pipe.zcount(part.keys.completed, since, "+inf")
                     pipe.zcount(part.keys.failed, since, "+inf")
                 replies = [int(n) for n in await Queue._call(pipe.execute())]
@@ -92,9 +110,9 @@ class Probe:
         """Stalled events in the last `window_s`, read newest first; (count, complete) where complete
         is False when the scan stopped at EVENTS_SCAN_MAX entries (the count is then a lower bound)."""
         async def count() -> tuple[int, bool]:
-            since = f"{self.now_ms - int(window_s * 1000)}-0"
             n, scanned = 0, 0
             for part in parts_of(await self.opened(queue)):  # the scan bound is shared by the partitions
+                since = f"{await self.now_ms_of(part) - int(window_s * 1000)}-0"
                 upper = "+"
                 while True:
                     if scanned >= EVENTS_SCAN_MAX:
