@@ -122,6 +122,20 @@ async def test_idempotency_keys_and_ids_deduplicate_across_partitions(pq: Partit
     assert (await pq.counts())[JobState.WAITING] == 2
 
 
+async def test_keyed_jobs_meet_the_other_jobs_of_their_key(pq: PartitionedQueue) -> None:
+    """A keyed job goes to its key's partition, where the jobs of its key are: debounce replaces the
+    pending one, throttle returns it. Before, a keyed job without a group was given a round-robin id
+    and refused ('a keyed job takes no job_id')."""
+    debounced = [await pq.add("t", i, key="essay:7", key_mode="debounce", key_window=3600) for i in range(PARTS + 2)]
+    throttled = [await pq.add("t", i, key="doc:9", key_mode="throttle", key_window=3600) for i in range(PARTS + 2)]
+    assert len({j.id for j in throttled}) == 1 and throttled[0].created
+    assert not any(j.created for j in throttled[1:])
+    states = [await pq.get_state(j.id) for j in debounced]
+    assert states == [JobState.CANCELLED] * (PARTS + 1) + [JobState.DELAYED]
+    counts = await pq.counts()
+    assert (counts[JobState.DELAYED], counts[JobState.WAITING]) == (1, 1)
+
+
 async def test_cancel_waiting_and_active_jobs(pq: PartitionedQueue) -> None:
     waiting = [await pq.add("t", i) for i in range(PARTS)]
     for job in waiting:

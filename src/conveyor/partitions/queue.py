@@ -1,9 +1,10 @@
 """PartitionedQueue: the Queue API over N partitions.
 
 Placement: a job with a group goes to the group's partition (a tenant's jobs stay in order in one
-partition and its group limits hold exactly); otherwise a job with an idempotency key or an id goes
-to that key's partition (so the key deduplicates); any other job goes round-robin and gets an id
-that names its partition (`P<i>.<hex>`), so finding it later costs one call. Ordering guarantees
+partition and its group limits hold exactly); otherwise a job with an idempotency key, an id or a
+job key (`key`, `key_mode`) goes to that key's partition (so the key deduplicates, and a keyed job
+meets the other jobs of its key); any other job goes round-robin and gets an id that names its
+partition (`P<i>.<hex>`), so finding it later costs one call. Ordering guarantees
 (priority, then arrival) hold within a partition, not across partitions.
 
 Re-partitioning: `previous=N` makes a queue of `partitions=M` also read and serve the partitions of
@@ -93,8 +94,8 @@ class PartitionedQueue(Queue):
     def _place(self, spec: JobSpec) -> tuple[int, JobSpec]:
         opts = spec.options.merged_over(self.defaults)
         n = self.partition_count
-        key = opts.group or opts.idempotency_key or opts.job_id
-        if key:
+        key = opts.group or opts.idempotency_key or opts.job_id or opts.key
+        if key:  # a keyed job (debounce, throttle, latest) keeps its generated id: a newer one replaces it
             return route_partition(key, n), spec
         self._rr = (self._rr + 1) % n
         job_id = f"P{self._rr}.{time.time_ns() // 1000:x}{secrets.token_hex(4)}"
