@@ -11,7 +11,8 @@ from typing import Any
 import pytest
 
 from conveyor import JobContext, JobState
-from conveyor.partitions import PartitionedQueue, open_queue, worker_for
+from conveyor.errors import IdempotencyConflictError
+from conveyor.partitions import PartitionedQueue, open_queue, route_partition, worker_for
 from conveyor.queue import Queue
 from conveyor.redis.connection import RedisClient
 from tests.cli.run import as_json
@@ -151,3 +152,46 @@ async def test_an_old_worker_started_after_a_repartition_leaves_the_current_layo
         await new.obliterate(force=True)
         for q in (first, new, late_old):
             await q.close()
+
+
+def moved_keys(name: str, before: int, after: int, n: int) -> list[str]:
+    """Keys whose partition tag differs between the two layouts (so a repeat would land elsewhere)."""
+    from conveyor.partitions.queue import layout_tags
+
+    def tag(key: str, count: int) -> str:
+        tags = layout_tags(name, count)
+        return tags[0] if count == 0 else tags[route_partition(key, count)]
+
+    found = [f"order-{i}" for i in range(1000) if tag(f"order-{i}", before) != tag(f"order-{i}", after)]
+    return found[:n]
+
+
+@pytest.mark.parametrize(("before", "after"), [(2, 5), (0, 3)])
+async def test_an_idempotency_key_or_id_deduplicates_across_a_repartition(
+    client: RedisClient, qname: str, before: int, after: int
+) -> None:
+    """A request repeated after the producers moved to the new layout returns the job the old
+    layout holds (or its conflict) instead of making a second one. Before, the new layout's
+    partition did not know the key, so the job was created again and ran twice."""
+    old_q: Queue = PartitionedQueue(qname, partitions=before, redis=client) if before else Queue(qname, redis=client)
+    new_q = PartitionedQueue(qname, partitions=after, previous=before, redis=client)
+    key, job_id, grouped = moved_keys(qname, before, after, 3)
+    try:
+        first = await old_q.add("t", {"x": 1}, idempotency_key=key)
+        by_id = await old_q.add("t", {"x": 2}, job_id=job_id)
+        in_group = await old_q.add("t", {"x": 3}, idempotency_key=grouped, group="tenant-1")
+        again = await new_q.add("t", {"x": 1}, idempotency_key=key)
+        assert (again.id, again.created) == (first.id, False)
+        bulk = await new_q.add_bulk([{"name": "t", "data": {"x": 2}, "options": {"job_id": job_id}},
+                                     {"name": "t", "data": {"x": 3},
+                                      "options": {"idempotency_key": grouped, "group": "tenant-1"}},
+                                     {"name": "t", "data": {"x": 4}}])
+        assert [(j.id, j.created) for j in bulk[:2]] == [(by_id.id, False), (in_group.id, False)]
+        assert bulk[2].created
+        with pytest.raises(IdempotencyConflictError):
+            await new_q.add("t", {"x": 9}, idempotency_key=key)
+        assert (await new_q.counts())[JobState.WAITING] == 4
+    finally:
+        await new_q.obliterate(force=True)
+        await old_q.close()
+

@@ -36,6 +36,7 @@ from conveyor.limits.model import GroupLimits, RateLimit
 from conveyor.options import JobSpec
 from conveyor.partitions.layout import record_layout
 from conveyor.queue import MAX_LIST_CURSOR, Page, Queue, Retention
+from conveyor.redis.faults import guarded
 from conveyor.redis.keys import MAX_PARTITIONS, partition_layout_key, partition_tag
 
 logger = logging.getLogger(__name__)
@@ -120,21 +121,60 @@ class PartitionedQueue(Queue):
 
     async def add_specs(self, specs: Sequence[JobSpec], *, parse: Any = None) -> list[Job[Any]]:
         """Each job to its partition (see the module docstring); one call per partition used.
-        All or nothing per partition, not across partitions."""
+        All or nothing per partition, not across partitions. While previous layouts are served, a
+        job whose idempotency key or id a previous layout already holds goes where it is, so the
+        key still deduplicates across the re-partition."""
         placed = [self._place(spec) for spec in specs]
         for _, spec in placed:  # every spec is checked before anything is written
             self.parts[0].encode(spec)
         await self._register()
-        by_part: dict[int, list[int]] = {}
-        for position, (p, _) in enumerate(placed):
-            by_part.setdefault(p, []).append(position)
+        targets = [self.parts[p] for p, _ in placed]
+        for position, part in (await self._held_by_previous_layouts(specs, targets)).items():
+            targets[position] = part
+        by_part: dict[str, list[int]] = {}
+        for position, part in enumerate(targets):
+            by_part.setdefault(part.keys.tag, []).append(position)
         jobs: list[Job[Any] | None] = [None] * len(specs)
-        for p, positions in by_part.items():
-            part = self.parts[p]
-            added = await Queue.add_specs(part, [placed[i][1] for i in positions], parse=parse)
+        for positions in by_part.values():
+            added = await Queue.add_specs(targets[positions[0]], [placed[i][1] for i in positions], parse=parse)
             for i, job in zip(positions, added, strict=True):
                 jobs[i] = job
         return [j for j in jobs if j is not None]
+
+    async def _held_by_previous_layouts(self, specs: Sequence[JobSpec], targets: list[Queue]) -> dict[int, Queue]:
+        """The partition of a previous layout already holding the idempotency key or id of a job
+        (where that layout's producers placed it), by the job's position: one round trip, only
+        when previous layouts are served. Without it, a request repeated after a re-partition made
+        a second job in the new layout. (A producer of the old layout adding the same key at the
+        same moment is not seen: the check and the add are two round trips.)"""
+        if not self.previous_counts:
+            return {}
+        serving = {part.keys.tag: part for part in self.serving}
+        probes: list[tuple[int, Queue, str]] = []
+        for position, spec in enumerate(specs):
+            opts = spec.options.merged_over(self.defaults)
+            if not (opts.idempotency_key or opts.job_id):
+                continue
+            route = opts.group or opts.idempotency_key or opts.job_id or ""
+            for count in self.previous_counts:
+                tags = layout_tags(self.name, count)
+                part = serving[tags[0] if count == 0 else tags[route_partition(route, count)]]
+                if part is targets[position] or part.keys.tag == targets[position].keys.tag:
+                    continue
+                key = (part.keys.idempotency(opts.idempotency_key) if opts.idempotency_key
+                       else part.keys.job(opts.job_id or ""))
+                probes.append((position, part, key))
+        if not probes:
+            return {}
+        async with self.client.pipeline(transaction=False) as pipe:
+            for _, _, key in probes:
+                pipe.exists(key)
+            found = await guarded(pipe.execute(), "finding idempotency keys in previous layouts")
+        held: dict[int, Queue] = {}
+        for (position, part, _), exists in zip(probes, found, strict=True):
+            if exists and position not in held:
+                held[position] = part
+        return held
 
     # ------------------------------------------------------------------ finding a job
 
