@@ -195,3 +195,21 @@ async def test_an_idempotency_key_or_id_deduplicates_across_a_repartition(
         await new_q.obliterate(force=True)
         await old_q.close()
 
+
+async def test_obliterate_removes_every_recorded_layout(client: RedisClient, qname: str) -> None:
+    """A handle that no longer declares the previous layout (step 4 of the procedure, done early)
+    obliterates the partitions of every layout the record names. Before, it deleted only its own
+    partitions and the record, so the old layout's job stayed where no reader looked again."""
+    old_q = PartitionedQueue(qname, partitions=2, redis=client)
+    both_q = PartitionedQueue(qname, partitions=4, previous=2, redis=client)
+    new_q = PartitionedQueue(qname, partitions=4, redis=client)
+    try:
+        left = await old_q.add_bulk([{"name": "t", "data": n} for n in range(4)])
+        await both_q.add("t", 9)
+        await new_q.obliterate(force=True)
+        assert sum((await old_q.counts()).values()) == 0
+        for job in left:
+            assert await old_q.get_job(job.id) is None
+        assert not isinstance(await open_queue(qname, redis=client), PartitionedQueue)
+    finally:
+        await both_q.obliterate(force=True)

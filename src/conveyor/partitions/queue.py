@@ -34,7 +34,7 @@ from conveyor.job import Job, JobRecord, JobState
 from conveyor.limits.admin import waiting_ids
 from conveyor.limits.model import GroupLimits, RateLimit
 from conveyor.options import JobSpec
-from conveyor.partitions.layout import record_layout
+from conveyor.partitions.layout import read_layout, record_layout
 from conveyor.queue import MAX_LIST_CURSOR, Page, Queue, Retention
 from conveyor.redis.faults import guarded
 from conveyor.redis.keys import MAX_PARTITIONS, partition_layout_key, partition_tag
@@ -371,11 +371,23 @@ class PartitionedQueue(Queue):
         return sum([await Queue.purge(p, state) for p in self.serving])
 
     async def obliterate(self, *, force: bool = False) -> None:
-        """Every partition, then the layout record (a fault in between leaves it: a retry ends it)."""
-        for part in self.serving:
+        """Every partition of every layout, the ones this handle serves and any other the layout
+        record names, then the record (a fault in between leaves it: a retry ends it). Without the
+        recorded ones, a handle not declaring a previous layout that still held jobs deleted the
+        record and left those jobs where no reader would look again."""
+        for part in await self._every_recorded_partition():
             await Queue.obliterate(part, force=force)
         await Queue._call(self.client.delete(partition_layout_key(self.name, self.prefix)))
         self._layout_recorded = False
+
+    async def _every_recorded_partition(self) -> list[Queue]:
+        """`serving`, then the partitions of the layouts recorded in Redis that it does not cover."""
+        recorded = await read_layout(self.client, self.prefix, self.name)
+        counts = [] if recorded is None else [recorded[0], *recorded[1]]
+        known = {part.keys.tag for part in self.serving}
+        extra = [tag for count in counts for tag in layout_tags(self.name, count) if tag not in known]
+        return self.serving + [Queue(self.name, redis=self.client, prefix=self.prefix, partition_tag=tag)
+                               for tag in dict.fromkeys(extra)]
 
     async def recover_stalled(self, max_stalls: int = 1, max_lapses: int = 10) -> tuple[int, int]:
         recovered = failed = 0
