@@ -10,7 +10,7 @@ import pytest
 from redis.crc import key_slot
 
 from conveyor import JobContext, JobState, Worker
-from conveyor.errors import ConfigurationError, IdempotencyConflictError
+from conveyor.errors import ConfigurationError, IdempotencyConflictError, QueueNotEmptyError
 from conveyor.partitions import PartitionedQueue, route_partition, worker_for
 from conveyor.queue import Queue, Retention
 from tests.conftest import running, wait_for
@@ -256,3 +256,34 @@ async def test_flow_totals_sum_the_partitions_and_flows_are_refused(pq: Partitio
     assert totals and all(n == 0 for n in totals.values())
     with pytest.raises(ConfigurationError):
         await pq.add_flow(None)
+
+
+async def test_obliterate_refuses_before_deleting_any_partition_while_one_has_active_jobs(
+    pq: PartitionedQueue,
+) -> None:
+    """Without force, a job active in any partition refuses the whole obliterate before a partition
+    is deleted. Before, the partitions before the busy one were deleted (their waiting jobs lost)
+    and then the call refused."""
+    last = pq.parts[-1]
+    busy_id = next(f"busy-{i}" for i in range(1000) if route_partition(f"busy-{i}", PARTS) == PARTS - 1)
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(ctx: JobContext, data: Any) -> None:
+        started.set()
+        await release.wait()
+
+    kept = await pq.add_bulk([{"name": "t", "data": i} for i in range(PARTS * 2)])
+    busy = await pq.add("slow", None, job_id=busy_id)
+    assert busy.queue is last
+    only_last = Queue(pq.name, redis=pq.client, partition_tag=last.keys.tag)
+    async with running(Worker(only_last, {"slow": slow}, concurrency=1)):
+        await asyncio.wait_for(started.wait(), 60)
+        with pytest.raises(QueueNotEmptyError):
+            await pq.obliterate()
+        for job in kept:
+            assert await pq.get_state(job.id) is JobState.WAITING
+        assert not any([await Queue.is_paused(p) for p in pq.parts])
+        release.set()
+        assert (await busy.wait(timeout=60)).state is JobState.COMPLETED
+    await pq.obliterate()
+    assert sum((await pq.counts()).values()) == 0

@@ -28,7 +28,7 @@ from dataclasses import replace
 from typing import Any
 
 from conveyor.cancelling import cancel_and_wait
-from conveyor.errors import ConfigurationError, InvalidOptionError, JobNotFoundError
+from conveyor.errors import ConfigurationError, InvalidOptionError, JobNotFoundError, QueueNotEmptyError
 from conveyor.events import Event, EventsMode
 from conveyor.job import Job, JobRecord, JobState
 from conveyor.limits.admin import waiting_ids
@@ -374,8 +374,15 @@ class PartitionedQueue(Queue):
         """Every partition of every layout, the ones this handle serves and any other the layout
         record names, then the record (a fault in between leaves it: a retry ends it). Without the
         recorded ones, a handle not declaring a previous layout that still held jobs deleted the
-        record and left those jobs where no reader would look again."""
-        for part in await self._every_recorded_partition():
+        record and left those jobs where no reader would look again. Without `force`, a job active in any
+partition refuses it before anything is deleted (a job leased between that check and its
+partition's own atomic check still refuses there, after the partitions before it went)."""
+        parts = await self._every_recorded_partition()
+        if not force:  # every partition checked before the first is deleted, not one after another
+            active = [await Queue._call(p.client.zcard(p.keys.active)) for p in parts]
+            if sum(active):
+                raise QueueNotEmptyError(f"queue {self.name!r} has {sum(active)} active jobs; pass force=True")
+        for part in parts:
             await Queue.obliterate(part, force=force)
         await Queue._call(self.client.delete(partition_layout_key(self.name, self.prefix)))
         self._layout_recorded = False
