@@ -8,12 +8,12 @@ from typing import Any
 
 from conveyor import JobContext, JobState
 from conveyor.alerts.probe import Probe
-from conveyor.partitions import PartitionedQueue, open_queue, parts_of, worker_for
+from conveyor.partitions import PartitionedQueue, open_queue, parts_of, read_layouts, worker_for
 from conveyor.partitions.queue import MAX_PARTITIONED_LIST_CURSOR
 from conveyor.queue import Queue, Retention
 from conveyor.redis.clock import redis_now_ms
 from conveyor.redis.connection import RedisClient, connect
-from conveyor.redis.keys import AlertKeys
+from conveyor.redis.keys import AlertKeys, partition_layout_key
 from conveyor.schedules.enqueue import QueueCache, enqueue_ticks
 from conveyor.schedules.maintenance import Maintenance
 from conveyor.schedules.model import Schedule
@@ -49,6 +49,34 @@ async def test_the_layout_is_recorded_and_opened_whole(client: RedisClient, qnam
     assert (await opened.counts())[JobState.WAITING] == 2
     await opened.obliterate(force=True)
     assert type(await open_queue(qname, redis=client)) is Queue  # the record goes with the queue
+
+
+async def test_members_of_the_record_that_are_not_counts_are_ignored(
+    client: RedisClient, qname: str, redis_url: str
+) -> None:
+    """A record holding members that are not partition counts (bytes that are not UTF-8, words,
+    negative or huge numbers) still opens as its valid counts say, for the queue's own readers,
+    the maintenance pass and the CLI. Before, a member that was not UTF-8 made every read of the
+    record fail to decode the reply (UnicodeDecodeError)."""
+    first = PartitionedQueue(qname, partitions=3, redis=client)
+    moved = PartitionedQueue(qname, partitions=5, previous=3, redis=client)
+    try:
+        await first.add("t", 1)
+        await moved.add("t", 2)
+        await client.zadd(partition_layout_key(qname), {b"\xff\xfe": 1e15, "abc": 1e15, "-2": 1e15, "1000": 1e15,
+                                                         "9" * 40: 1e15, "1.5": 1e15})
+        for _ in range(2):  # and once more after a declaration recorded over the odd members
+            opened = await open_queue(qname, redis=client)
+            assert isinstance(opened, PartitionedQueue)
+            assert (opened.partition_count, opened.previous_counts) == (5, (3,))
+            assert (await opened.counts())[JobState.WAITING] == 2
+            assert (await read_layouts(client, "cv", [qname, "other-" + qname])) == {
+                qname: (5, (3,)), "other-" + qname: None}
+            await PartitionedQueue(qname, partitions=5, previous=3, redis=client).register()
+        report = await Maintenance(client).run(await redis_now_ms(client, moved.parts[0].keys.meta))
+        assert report.queues >= 1
+    finally:
+        await moved.obliterate(force=True)
 
 
 async def test_a_starting_worker_records_the_layout(client: RedisClient, qname: str) -> None:
