@@ -213,3 +213,43 @@ async def test_obliterate_removes_every_recorded_layout(client: RedisClient, qna
         assert not isinstance(await open_queue(qname, redis=client), PartitionedQueue)
     finally:
         await both_q.obliterate(force=True)
+
+
+async def test_group_limits_set_during_a_repartition_hold_in_the_previous_layout(
+    client: RedisClient, qname: str
+) -> None:
+    """A tenant's concurrency limit set through a handle serving both layouts reaches the tenant's
+    partition of the previous layout too, where its older jobs wait. Before, only the new layout's
+    partition got it, so the backlog left in the old one ran without the limit."""
+    old_q = PartitionedQueue(qname, partitions=2, redis=client)
+    both_q = PartitionedQueue(qname, partitions=4, previous=2, redis=client)
+    running_now: list[int] = []
+    release = asyncio.Event()
+
+    async def t(ctx: JobContext, data: Any) -> None:
+        running_now.append(data)
+        await release.wait()
+
+    try:
+        group = next(f"tenant-{i}" for i in range(1000) if
+                     old_q.parts[route_partition(f"tenant-{i}", 2)].keys.tag
+                     != both_q.parts[route_partition(f"tenant-{i}", 4)].keys.tag)
+        jobs = await old_q.add_bulk([{"name": "t", "data": n, "options": {"group": group}} for n in range(4)])
+        await both_q.set_group_limits(group, concurrency=1)
+        home = await both_q.locate(jobs[0].id)
+        assert home is not None and home not in both_q.parts
+        async with running(worker_for(both_q, {"t": t}, concurrency=4)):  # type: ignore[arg-type]
+
+            async def held_back() -> bool:
+                if len(running_now) >= 2:
+                    return True
+                return bool(running_now) and (await Queue.limits_state(home))["groups"]["capped"] >= 1
+
+            await wait_for(held_back, timeout=60, what="a second job running or the tenant capped")
+            assert len(running_now) == 1
+            release.set()
+            for job in jobs:
+                assert (await job.wait(timeout=60)).state is JobState.COMPLETED
+    finally:
+        release.set()
+        await both_q.obliterate(force=True)

@@ -102,6 +102,16 @@ class PartitionedQueue(Queue):
         job_id = f"P{self._rr}.{time.time_ns() // 1000:x}{secrets.token_hex(4)}"
         return self._rr, JobSpec(spec.name, spec.data, replace(spec.options, job_id=job_id))
 
+    def _previous_homes(self, route: str) -> list[Queue]:
+        """The partition each previous layout placed a job routed by `route` (its group, key or
+        id) in, as that layout's producers did."""
+        serving = {part.keys.tag: part for part in self.serving}
+        homes: list[Queue] = []
+        for count in self.previous_counts:
+            tags = layout_tags(self.name, count)
+            homes.append(serving[tags[0] if count == 0 else tags[route_partition(route, count)]])
+        return homes
+
     async def register(self) -> None:
         """Record the name and the partition layout (`conveyor.partitions.open_queue` reads it, so
         the CLI and the API find every partition of a queue they do not declare). Idempotent."""
@@ -149,17 +159,13 @@ class PartitionedQueue(Queue):
         same moment is not seen: the check and the add are two round trips.)"""
         if not self.previous_counts:
             return {}
-        serving = {part.keys.tag: part for part in self.serving}
         probes: list[tuple[int, Queue, str]] = []
         for position, spec in enumerate(specs):
             opts = spec.options.merged_over(self.defaults)
             if not (opts.idempotency_key or opts.job_id):
                 continue
-            route = opts.group or opts.idempotency_key or opts.job_id or ""
-            for count in self.previous_counts:
-                tags = layout_tags(self.name, count)
-                part = serving[tags[0] if count == 0 else tags[route_partition(route, count)]]
-                if part is targets[position] or part.keys.tag == targets[position].keys.tag:
+            for part in self._previous_homes(opts.group or opts.idempotency_key or opts.job_id or ""):
+                if part.keys.tag == targets[position].keys.tag:
                     continue
                 key = (part.keys.idempotency(opts.idempotency_key) if opts.idempotency_key
                        else part.keys.job(opts.job_id or ""))
@@ -435,11 +441,19 @@ partition's own atomic check still refuses there, after the partitions before it
         self, group: str, *, concurrency: int | None = None, rate: RateLimit | None = None,
         cost: RateLimit | None = None,
     ) -> None:
-        part = self.parts[route_partition(group, self.partition_count)]
-        await Queue.set_group_limits(part, group, concurrency=concurrency, rate=rate, cost=cost)
+        """The group's partition of each layout served: during a re-partition its older jobs wait in
+        the previous layout's partition, which enforces the limits on its own."""
+        for part in self._group_homes(group):
+            await Queue.set_group_limits(part, group, concurrency=concurrency, rate=rate, cost=cost)
 
     async def set_group_weight(self, group: str, weight: float) -> None:
-        await Queue.set_group_weight(self.parts[route_partition(group, self.partition_count)], group, weight)
+        for part in self._group_homes(group):
+            await Queue.set_group_weight(part, group, weight)
+
+    def _group_homes(self, group: str) -> list[Queue]:
+        """The partition a group's jobs go to in the current layout, then in each previous one."""
+        homes = [self.parts[route_partition(group, self.partition_count)]]
+        return homes + [part for part in self._previous_homes(group) if part not in homes]
 
     async def limits_state(self, max_groups: int = 50) -> dict[str, Any]:
         """Limits and their state over every partition: counts, backlogs and the group list summed
