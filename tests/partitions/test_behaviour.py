@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 from redis.crc import key_slot
 
-from conveyor import JobContext, JobState, Worker
+from conveyor import Conveyor, JobContext, JobState, Worker
 from conveyor.errors import ConfigurationError, IdempotencyConflictError, QueueNotEmptyError
 from conveyor.partitions import PartitionedQueue, route_partition, worker_for
 from conveyor.queue import Queue, Retention
@@ -287,3 +287,20 @@ async def test_obliterate_refuses_before_deleting_any_partition_while_one_has_ac
         assert (await busy.wait(timeout=60)).state is JobState.COMPLETED
     await pq.obliterate()
     assert sum((await pq.counts()).values()) == 0
+
+
+@pytest.mark.parametrize(("partitions", "previous"), [
+    (0, None), (-3, None), (65, None), (10**9, None), (True, None), ("3", None), (2.0, None),
+    (3, -1), (3, 65), (3, True), (3, "2"), (3, [2, "x"]),
+])
+def test_odd_partition_counts_are_refused_where_the_queue_is_declared(partitions: Any, previous: Any) -> None:
+    """A partition count that is not an integer in range (a bool included) is refused by
+    declare_queue itself and by PartitionedQueue, with the value named. Before, declare_queue took
+    any value and the error came at the first app.queue() or worker start, and True was taken as
+    one partition."""
+    app = Conveyor(redis_url="redis://127.0.0.1:1/0")
+    with pytest.raises(ConfigurationError, match="must be an integer"):
+        app.declare_queue("orders", partitions=partitions, previous_partitions=previous)
+    assert "orders" not in app.queue_configs
+    with pytest.raises(ConfigurationError, match="must be an integer"):
+        PartitionedQueue("orders", partitions=partitions, previous=previous, redis="redis://127.0.0.1:1/0")

@@ -54,6 +54,23 @@ def route_partition(key: str, count: int) -> int:
     return zlib.crc32(key.encode()) % count
 
 
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def checked_partition_counts(partitions: object, previous: object) -> list[int]:
+    """The previous counts as a list, once `partitions` and `previous` are known good (a bool is
+    not a count, though Python calls it an int); ConfigurationError otherwise."""
+    if isinstance(partitions, bool) or not isinstance(partitions, int) or not 1 <= partitions <= MAX_PARTITIONS:
+        raise ConfigurationError(f"partitions must be an integer in [1, {MAX_PARTITIONS}], got {partitions!r:.40}")
+    earlier: list[Any] = ([] if previous is None else [previous] if _is_count(previous)
+                          else list(previous) if isinstance(previous, (list, tuple)) else [previous])
+    if any(not _is_count(n) or not 0 <= n <= MAX_PARTITIONS for n in earlier):
+        raise ConfigurationError(
+            f"previous must be an integer in [0, {MAX_PARTITIONS}] (0: the plain queue), got {previous!r:.40}")
+    return earlier
+
+
 def layout_tags(name: str, count: int) -> list[str]:
     """The partition tags of a layout; layout 0 is the plain queue (its keys have no partition tag)."""
     return [""] if count == 0 else [partition_tag(name, i, count) for i in range(count)]
@@ -68,11 +85,7 @@ class PartitionedQueue(Queue):
     def __init__(
         self, name: str, *, partitions: int, previous: int | Sequence[int] | None = None, **options: Any
     ) -> None:
-        if not isinstance(partitions, int) or not 1 <= partitions <= MAX_PARTITIONS:
-            raise ConfigurationError(f"partitions must be an integer in [1, {MAX_PARTITIONS}]")
-        earlier = [] if previous is None else [previous] if isinstance(previous, int) else list(previous)
-        if any(not isinstance(n, int) or not 0 <= n <= MAX_PARTITIONS for n in earlier):
-            raise ConfigurationError(f"previous must be an integer in [0, {MAX_PARTITIONS}] (0: the plain queue)")
+        earlier = checked_partition_counts(partitions, previous)
         current = layout_tags(name, partitions)
         super().__init__(name, partition_tag=current[0], **options)
         self.partition_count = partitions
