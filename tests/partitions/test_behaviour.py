@@ -10,7 +10,7 @@ import pytest
 from redis.crc import key_slot
 
 from conveyor import Conveyor, JobContext, JobState, Worker
-from conveyor.errors import ConfigurationError, IdempotencyConflictError, QueueNotEmptyError
+from conveyor.errors import ConfigurationError, IdempotencyConflictError, InvalidOptionError, QueueNotEmptyError
 from conveyor.partitions import PartitionedQueue, route_partition, worker_for
 from conveyor.queue import Queue, Retention
 from tests.conftest import running, wait_for
@@ -304,3 +304,25 @@ def test_odd_partition_counts_are_refused_where_the_queue_is_declared(partitions
     assert "orders" not in app.queue_configs
     with pytest.raises(ConfigurationError, match="must be an integer"):
         PartitionedQueue("orders", partitions=partitions, previous=previous, redis="redis://127.0.0.1:1/0")
+
+
+@pytest.mark.parametrize("odd", ["two keyed jobs", "a key repeated with other data"])
+async def test_a_bulk_refused_on_a_plain_queue_is_refused_whole_before_any_partition_is_written(
+    pq: PartitionedQueue, odd: str
+) -> None:
+    """What a plain queue refuses for the whole batch (keyed jobs in bulk, an id or key repeated with
+    other data) is refused before any partition's share is written. Before, the shares of the
+    partitions before the offending one were written, then the rest refused (or, with keyed jobs
+    in different partitions, the batch went through)."""
+    plain = [{"name": "t", "data": i} for i in range(PARTS * 2)]
+    if odd == "two keyed jobs":
+        # Keys of the partition the round-robin jobs reach last, so the others are written first.
+        keys = [k for k in (f"k{i}" for i in range(1000)) if route_partition(k, PARTS) == 0][:2]
+        extra = [{"name": "t", "data": k, "options": {"key": k, "key_mode": "latest"}} for k in keys]
+        error: type[Exception] = InvalidOptionError
+    else:
+        extra = [{"name": "t", "data": d, "options": {"idempotency_key": "order-7"}} for d in (1, 2)]
+        error = IdempotencyConflictError
+    with pytest.raises(error):
+        await pq.add_bulk(plain + extra)
+    assert sum((await pq.counts()).values()) == 0

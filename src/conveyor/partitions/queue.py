@@ -35,7 +35,7 @@ from conveyor.limits.admin import waiting_ids
 from conveyor.limits.model import GroupLimits, RateLimit
 from conveyor.options import JobSpec
 from conveyor.partitions.layout import read_layout, record_layout
-from conveyor.queue import MAX_LIST_CURSOR, Page, Queue, Retention
+from conveyor.queue import MAX_LIST_CURSOR, Page, Queue, Retention, check_batch_duplicates
 from conveyor.redis.faults import guarded
 from conveyor.redis.keys import MAX_PARTITIONS, partition_layout_key, partition_tag
 
@@ -148,8 +148,12 @@ class PartitionedQueue(Queue):
         job whose idempotency key or id a previous layout already holds goes where it is, so the
         key still deduplicates across the re-partition."""
         placed = [self._place(spec) for spec in specs]
-        for _, spec in placed:  # every spec is checked before anything is written
-            self.parts[0].encode(spec)
+        # Every spec is checked before anything is written, and what a plain queue refuses for the
+        # whole batch is refused here for the whole batch, not when a later partition's share is sent.
+        encoded = [self.parts[0].encode(spec) for _, spec in placed]
+        check_batch_duplicates(encoded)
+        if len(encoded) > 1 and any(e.keyed for e in encoded):
+            raise InvalidOptionError("keyed jobs (key, key_mode) are enqueued one at a time, not in bulk")
         await self._register()
         targets = [self.parts[p] for p, _ in placed]
         for position, part in (await self._held_by_previous_layouts(specs, targets)).items():
