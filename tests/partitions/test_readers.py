@@ -151,6 +151,31 @@ async def test_schedule_ticks_land_in_one_partition_a_worker_serves(client: Redi
     assert len({await pq.locate(i) for i in ran}) == 1
 
 
+async def test_schedule_ticks_follow_a_repartition_without_a_restart(client: RedisClient, qname: str) -> None:
+    """The scheduler's handle of a target queue follows the layout record: after a re-partition its
+    ticks go to the new layout, whose workers serve it once the old one is retired. Before, the
+    layout was read once, so a scheduler running across the change kept adding ticks to the old
+    layout's partition, where they waited for ever once the workers dropped previous_partitions."""
+    old_q = PartitionedQueue(qname, partitions=2, redis=client)
+    new_q = PartitionedQueue(qname, partitions=4, previous=2, redis=client)
+    cache = QueueCache(client, "cv")
+    schedule = Schedule(id="every-minute", task="t", queue=qname, interval_s=60)
+    try:
+        await old_q.register()
+        before = await cache.get(qname)
+        assert await cache.get(qname) is before  # one handle while the layout stays
+        assert await enqueue_ticks(before, schedule, [1_000]) == 1
+        await new_q.register()
+        after = await cache.get(qname)
+        assert isinstance(after, PartitionedQueue)
+        assert (after.partition_count, after.previous_counts) == (4, (2,))
+        assert await enqueue_ticks(after, schedule, [61_000]) == 1
+        home = await new_q.locate(schedule.job_id(61_000))
+        assert home is not None and home in new_q.parts
+    finally:
+        await new_q.obliterate(force=True)
+
+
 async def test_cli_reads_and_acts_on_every_partition(redis_url: str, qname: str) -> None:
     pq = PartitionedQueue(qname, partitions=PARTS, redis=redis_url)
     try:

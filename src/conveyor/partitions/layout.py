@@ -118,9 +118,16 @@ async def read_layout(client: RedisClient, prefix: str, name: str) -> tuple[int,
 async def open_queue(name: str, *, redis: RedisClient, prefix: str = "cv", **options: Any) -> Queue:
     """The queue `name` as Redis records it: a PartitionedQueue over every recorded layout when it is
     partitioned, a plain Queue otherwise (one read)."""
+    layout = await read_layout(redis, prefix, validate_queue_name(name))
+    return queue_of_layout(name, layout, redis=redis, prefix=prefix, **options)
+
+
+def queue_of_layout(
+    name: str, layout: tuple[int, tuple[int, ...]] | None, *, redis: RedisClient, prefix: str = "cv", **options: Any
+) -> Queue:
+    """The handle `open_queue` makes for a layout `read_layout` returned (no Redis call)."""
     from conveyor.partitions.queue import PartitionedQueue
 
-    layout = await read_layout(redis, prefix, validate_queue_name(name))
     if layout is None:
         return Queue(name, redis=redis, prefix=prefix, **options)
     current, previous = layout
