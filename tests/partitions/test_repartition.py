@@ -253,3 +253,29 @@ async def test_group_limits_set_during_a_repartition_hold_in_the_previous_layout
     finally:
         release.set()
         await both_q.obliterate(force=True)
+
+
+async def test_a_keyed_job_meets_its_key_pending_in_the_previous_layout(client: RedisClient, qname: str) -> None:
+    """A keyed job added after the producers moved goes where its key's last job still waits, so
+    debounce replaces it there and throttle returns it; once that job has ended, the key's jobs go
+    to the new layout. Before, the new job went to the new layout beside the pending one, so both
+    ran."""
+    old_q = PartitionedQueue(qname, partitions=2, redis=client)
+    new_q = PartitionedQueue(qname, partitions=5, previous=2, redis=client)
+    debounced, throttled = moved_keys(qname, 2, 5, 2)
+    try:
+        first = await old_q.add("t", 1, key=debounced, key_mode="debounce", key_window=3600)
+        second = await new_q.add("t", 2, key=debounced, key_mode="debounce", key_window=3600)
+        assert await new_q.get_state(first.id) is JobState.CANCELLED
+        assert await new_q.get_state(second.id) is JobState.DELAYED
+        assert second.queue.keys.tag == first.queue.keys.tag
+        kept = await old_q.add("t", 1, key=throttled, key_mode="throttle", key_window=3600)
+        again = await new_q.add("t", 2, key=throttled, key_mode="throttle", key_window=3600)
+        assert (again.id, again.created) == (kept.id, False)
+        counts = await new_q.counts()
+        assert (counts[JobState.DELAYED], counts[JobState.WAITING]) == (1, 1)
+        await new_q.cancel(second.id)  # the key's last job ended: its next job goes to the new layout
+        third = await new_q.add("t", 3, key=debounced, key_mode="debounce", key_window=3600)
+        assert third.queue in new_q.parts and third.queue.keys.tag != first.queue.keys.tag
+    finally:
+        await new_q.obliterate(force=True)

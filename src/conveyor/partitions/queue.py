@@ -42,6 +42,7 @@ from conveyor.redis.keys import MAX_PARTITIONS, partition_layout_key, partition_
 logger = logging.getLogger(__name__)
 _GENERATED = re.compile(r"^P(\d{1,2})\.")
 _FINISHED = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
+_PENDING = (JobState.WAITING.value, JobState.DELAYED.value, JobState.ACTIVE.value)
 _CURSOR_SEP = "|"
 # A page of a partitioned queue is merged from the first cursor + limit ids of every partition (the
 # page's jobs may all sit in one of them), so a deep cursor costs that many ids per partition: the
@@ -158,6 +159,8 @@ class PartitionedQueue(Queue):
         targets = [self.parts[p] for p, _ in placed]
         for position, part in (await self._held_by_previous_layouts(specs, targets)).items():
             targets[position] = part
+        if len(specs) == 1 and encoded[0].keyed:  # keyed jobs are added one at a time
+            targets[0] = await self._previous_home_of_key(specs[0], targets[0]) or targets[0]
         by_part: dict[str, list[int]] = {}
         for position, part in enumerate(targets):
             by_part.setdefault(part.keys.tag, []).append(position)
@@ -198,6 +201,22 @@ class PartitionedQueue(Queue):
             if exists and position not in held:
                 held[position] = part
         return held
+
+    async def _previous_home_of_key(self, spec: JobSpec, target: Queue) -> Queue | None:
+        """The partition of a previous layout where the last job of a keyed job's key still waits,
+        is delayed or runs, so the new job goes there and debounce, throttle and latest-wins act on
+        that job; None when there is none (the key then moves to the current layout). Two small
+        reads per previous layout, only while previous layouts are served."""
+        opts = spec.options.merged_over(self.defaults)
+        if not self.previous_counts or not opts.key:
+            return None
+        for part in self._previous_homes(opts.group or opts.key):
+            if part.keys.tag == target.keys.tag:
+                continue
+            last = await Queue._call(part.client.hget(part.keys.job_key(opts.key), "job"))
+            if last and await Queue._call(part.client.hget(part.keys.job(str(last)), "state")) in _PENDING:
+                return part
+        return None
 
     # ------------------------------------------------------------------ finding a job
 
