@@ -12,6 +12,7 @@ import pytest
 
 from conveyor import JobContext, JobState
 from conveyor.errors import IdempotencyConflictError
+from conveyor.limits.model import GroupLimits
 from conveyor.partitions import PartitionedQueue, open_queue, route_partition, worker_for
 from conveyor.queue import Queue
 from conveyor.redis.connection import RedisClient
@@ -279,3 +280,44 @@ async def test_a_keyed_job_meets_its_key_pending_in_the_previous_layout(client: 
         assert third.queue in new_q.parts and third.queue.keys.tag != first.queue.keys.tag
     finally:
         await new_q.obliterate(force=True)
+
+
+async def test_limits_set_during_a_repartition_reach_the_previous_layout(client: RedisClient, qname: str) -> None:
+    """set_limits through a handle serving both layouts sets the previous layout's partitions too
+    (each layout's partitions share the queue-wide limits as that layout would): group defaults set
+    during the change hold for the tenants' older jobs waiting there. Before, only the new layout's
+    partitions got them, so that backlog ran without the limits."""
+    old_q = PartitionedQueue(qname, partitions=2, redis=client)
+    both_q = PartitionedQueue(qname, partitions=4, previous=2, redis=client)
+    running_now: list[int] = []
+    release = asyncio.Event()
+
+    async def t(ctx: JobContext, data: Any) -> None:
+        running_now.append(data)
+        await release.wait()
+
+    try:
+        group = next(f"tenant-{i}" for i in range(1000) if
+                     old_q.parts[route_partition(f"tenant-{i}", 2)].keys.tag
+                     != both_q.parts[route_partition(f"tenant-{i}", 4)].keys.tag)
+        jobs = await old_q.add_bulk([{"name": "t", "data": n, "options": {"group": group}} for n in range(4)])
+        await both_q.set_limits(concurrency=8, group_defaults=GroupLimits(concurrency=1))
+        home = await both_q.locate(jobs[0].id)
+        assert home is not None and home not in both_q.parts
+        state = await both_q.limits_state()
+        assert state["concurrency"]["limit"] == 8 // 4 * 4 + 8 // 2 * len(both_q.serving[4:])
+        async with running(worker_for(both_q, {"t": t}, concurrency=4)):  # type: ignore[arg-type]
+
+            async def held_back() -> bool:
+                if len(running_now) >= 2:
+                    return True
+                return bool(running_now) and (await Queue.limits_state(home))["groups"]["capped"] >= 1
+
+            await wait_for(held_back, timeout=60, what="a second job running or the tenant capped")
+            assert len(running_now) == 1
+            release.set()
+            for job in jobs:
+                assert (await job.wait(timeout=60)).state is JobState.COMPLETED
+    finally:
+        release.set()
+        await both_q.obliterate(force=True)

@@ -462,13 +462,19 @@ partition's own atomic check still refuses there, after the partitions before it
     ) -> None:
         """Queue-wide limits are split evenly between the partitions (each enforces its share;
         docs/scaling.md says what that means); group limits apply whole, as a group lives in one
-        partition."""
-        n = self.partition_count
+        partition. The partitions of a previous layout this handle serves are set too, each with
+        the share its own layout gives it, so limits set during a re-partition also hold for the
+        jobs still waiting there (each layout enforces the limit on its own until it is empty)."""
+        shares = {part.keys.tag: self.partition_count for part in self.parts}
+        for count in self.previous_counts:
+            for tag in layout_tags(self.name, count):
+                shares.setdefault(tag, max(count, 1))
+        for part in self.serving:
+            n = shares[part.keys.tag]
 
-        def split(limit: RateLimit | None) -> RateLimit | None:
-            return None if limit is None else replace(limit, limit=max(1, math.ceil(limit.limit / n)))
+            def split(limit: RateLimit | None, n: int = n) -> RateLimit | None:
+                return None if limit is None else replace(limit, limit=max(1, math.ceil(limit.limit / n)))
 
-        for part in self.parts:
             await Queue.set_limits(part, rate=split(rate), cost=split(cost),
                                    concurrency=None if concurrency is None else max(1, math.ceil(concurrency / n)),
                                    group_defaults=group_defaults)
