@@ -326,3 +326,23 @@ async def test_a_bulk_refused_on_a_plain_queue_is_refused_whole_before_any_parti
     with pytest.raises(error):
         await pq.add_bulk(plain + extra)
     assert sum((await pq.counts()).values()) == 0
+
+
+async def test_a_handle_by_id_finds_the_job_in_any_partition(pq: PartitionedQueue) -> None:
+    """`queue.job(id)` reads, waits on and cancels the job wherever it lives: a keyed job (in its
+    key's partition, with a plain generated id) and a job with an id placed by its group. Before,
+    the handle was bound to the partition the id alone suggests, so it said the job was not found."""
+    group = next(f"tenant-{i}" for i in range(1000)
+                 if route_partition(f"tenant-{i}", PARTS) != route_partition("invoice-9", PARTS))
+    keyed = await pq.add("t", 1, key="doc:1", key_mode="latest")
+    by_group = await pq.add("t", 2, job_id="invoice-9", group=group)
+    waiting = await pq.add("t", 3, job_id="invoice-10", group=group)
+    assert (await pq.job(waiting.id).record()).state is JobState.WAITING
+    assert await pq.job(waiting.id).cancel() is JobState.CANCELLED
+
+    async def t(ctx: JobContext, data: int) -> int:
+        return data * 10
+
+    async with running(worker_for(pq, {"t": t}, concurrency=2)):  # type: ignore[arg-type]
+        assert await pq.job(keyed.id).result(timeout=60) == 10
+        assert await pq.job(by_group.id).result(timeout=60) == 20

@@ -244,9 +244,15 @@ class PartitionedQueue(Queue):
         return part
 
     def job(self, job_id: str, *, parse: Any = None) -> Job[Any]:
-        """A handle bound to the job's likely partition (a job placed by its group but given an
-        explicit id may live elsewhere: `await queue.locate(id)` finds it)."""
-        return Job(self.parts[self._guess(job_id)], job_id, parse=parse)
+        """A handle that finds the job in whichever partition holds it: its reads and actions
+        locate the job each time, and `wait` follows every partition's events. An id alone does
+        not say where its job is (one placed by its group or key, or left by a previous layout,
+        may sit in any partition); a handle from `add` is bound to the job's partition already."""
+        return Job(self, job_id, parse=parse)
+
+    def likely_part(self, job_id: str) -> Queue:
+        """The partition the id alone suggests (a generated id names it; else the id's hash)."""
+        return self.parts[self._guess(job_id)]
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         part = await self.locate(job_id)
