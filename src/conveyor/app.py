@@ -21,6 +21,7 @@ from conveyor.limits.named import Limiter, LimiterUse, merge_uses
 from conveyor.middleware import Middleware
 from conveyor.options import JobOptions, JobSpec
 from conveyor.partitions import PartitionedQueue, PartitionedWorker
+from conveyor.partitions.queue import checked_partition_counts
 from conveyor.queue import Queue
 from conveyor.redis.connection import RedisClient, SyncRedisClient, connect, connect_sync
 from conveyor.redis.durability import Durability
@@ -268,6 +269,8 @@ class Conveyor:
         partitions are still served until empty."""
         if previous_partitions is not None and partitions is None:
             raise ConfigurationError("previous_partitions needs partitions")
+        if partitions is not None:  # refused here, not at the first app.queue() or worker start
+            checked_partition_counts(partitions, previous_partitions)
         config = QueueConfig(name, concurrency, defaults, durability, tuple(limiters), partitions,
                              previous_partitions)
         self.queue_configs[name] = config

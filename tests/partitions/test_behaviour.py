@@ -9,8 +9,8 @@ from typing import Any
 import pytest
 from redis.crc import key_slot
 
-from conveyor import JobContext, JobState, Worker
-from conveyor.errors import ConfigurationError, IdempotencyConflictError
+from conveyor import Conveyor, JobContext, JobState, Worker
+from conveyor.errors import ConfigurationError, IdempotencyConflictError, InvalidOptionError, QueueNotEmptyError
 from conveyor.partitions import PartitionedQueue, route_partition, worker_for
 from conveyor.queue import Queue, Retention
 from tests.conftest import running, wait_for
@@ -120,6 +120,20 @@ async def test_idempotency_keys_and_ids_deduplicate_across_partitions(pq: Partit
     assert not (await pq.add("t", None, job_id="invoice-42")).created
     assert (await pq.get_job("invoice-42")) is not None and by_id.id == "invoice-42"
     assert (await pq.counts())[JobState.WAITING] == 2
+
+
+async def test_keyed_jobs_meet_the_other_jobs_of_their_key(pq: PartitionedQueue) -> None:
+    """A keyed job goes to its key's partition, where the jobs of its key are: debounce replaces the
+    pending one, throttle returns it. Before, a keyed job without a group was given a round-robin id
+    and refused ('a keyed job takes no job_id')."""
+    debounced = [await pq.add("t", i, key="essay:7", key_mode="debounce", key_window=3600) for i in range(PARTS + 2)]
+    throttled = [await pq.add("t", i, key="doc:9", key_mode="throttle", key_window=3600) for i in range(PARTS + 2)]
+    assert len({j.id for j in throttled}) == 1 and throttled[0].created
+    assert not any(j.created for j in throttled[1:])
+    states = [await pq.get_state(j.id) for j in debounced]
+    assert states == [JobState.CANCELLED] * (PARTS + 1) + [JobState.DELAYED]
+    counts = await pq.counts()
+    assert (counts[JobState.DELAYED], counts[JobState.WAITING]) == (1, 1)
 
 
 async def test_cancel_waiting_and_active_jobs(pq: PartitionedQueue) -> None:
@@ -242,3 +256,93 @@ async def test_flow_totals_sum_the_partitions_and_flows_are_refused(pq: Partitio
     assert totals and all(n == 0 for n in totals.values())
     with pytest.raises(ConfigurationError):
         await pq.add_flow(None)
+
+
+async def test_obliterate_refuses_before_deleting_any_partition_while_one_has_active_jobs(
+    pq: PartitionedQueue,
+) -> None:
+    """Without force, a job active in any partition refuses the whole obliterate before a partition
+    is deleted. Before, the partitions before the busy one were deleted (their waiting jobs lost)
+    and then the call refused."""
+    last = pq.parts[-1]
+    busy_id = next(f"busy-{i}" for i in range(1000) if route_partition(f"busy-{i}", PARTS) == PARTS - 1)
+    started, release = asyncio.Event(), asyncio.Event()
+
+    async def slow(ctx: JobContext, data: Any) -> None:
+        started.set()
+        await release.wait()
+
+    kept = await pq.add_bulk([{"name": "t", "data": i} for i in range(PARTS * 2)])
+    busy = await pq.add("slow", None, job_id=busy_id)
+    assert busy.queue is last
+    only_last = Queue(pq.name, redis=pq.client, partition_tag=last.keys.tag)
+    async with running(Worker(only_last, {"slow": slow}, concurrency=1)):
+        await asyncio.wait_for(started.wait(), 60)
+        with pytest.raises(QueueNotEmptyError):
+            await pq.obliterate()
+        for job in kept:
+            assert await pq.get_state(job.id) is JobState.WAITING
+        assert not any([await Queue.is_paused(p) for p in pq.parts])
+        release.set()
+        assert (await busy.wait(timeout=60)).state is JobState.COMPLETED
+    await pq.obliterate()
+    assert sum((await pq.counts()).values()) == 0
+
+
+@pytest.mark.parametrize(("partitions", "previous"), [
+    (0, None), (-3, None), (65, None), (10**9, None), (True, None), ("3", None), (2.0, None),
+    (3, -1), (3, 65), (3, True), (3, "2"), (3, [2, "x"]),
+])
+def test_odd_partition_counts_are_refused_where_the_queue_is_declared(partitions: Any, previous: Any) -> None:
+    """A partition count that is not an integer in range (a bool included) is refused by
+    declare_queue itself and by PartitionedQueue, with the value named. Before, declare_queue took
+    any value and the error came at the first app.queue() or worker start, and True was taken as
+    one partition."""
+    app = Conveyor(redis_url="redis://127.0.0.1:1/0")
+    with pytest.raises(ConfigurationError, match="must be an integer"):
+        app.declare_queue("orders", partitions=partitions, previous_partitions=previous)
+    assert "orders" not in app.queue_configs
+    with pytest.raises(ConfigurationError, match="must be an integer"):
+        PartitionedQueue("orders", partitions=partitions, previous=previous, redis="redis://127.0.0.1:1/0")
+
+
+@pytest.mark.parametrize("odd", ["two keyed jobs", "a key repeated with other data"])
+async def test_a_bulk_refused_on_a_plain_queue_is_refused_whole_before_any_partition_is_written(
+    pq: PartitionedQueue, odd: str
+) -> None:
+    """What a plain queue refuses for the whole batch (keyed jobs in bulk, an id or key repeated with
+    other data) is refused before any partition's share is written. Before, the shares of the
+    partitions before the offending one were written, then the rest refused (or, with keyed jobs
+    in different partitions, the batch went through)."""
+    plain = [{"name": "t", "data": i} for i in range(PARTS * 2)]
+    if odd == "two keyed jobs":
+        # Keys of the partition the round-robin jobs reach last, so the others are written first.
+        keys = [k for k in (f"k{i}" for i in range(1000)) if route_partition(k, PARTS) == 0][:2]
+        extra = [{"name": "t", "data": k, "options": {"key": k, "key_mode": "latest"}} for k in keys]
+        error: type[Exception] = InvalidOptionError
+    else:
+        extra = [{"name": "t", "data": d, "options": {"idempotency_key": "order-7"}} for d in (1, 2)]
+        error = IdempotencyConflictError
+    with pytest.raises(error):
+        await pq.add_bulk(plain + extra)
+    assert sum((await pq.counts()).values()) == 0
+
+
+async def test_a_handle_by_id_finds_the_job_in_any_partition(pq: PartitionedQueue) -> None:
+    """`queue.job(id)` reads, waits on and cancels the job wherever it lives: a keyed job (in its
+    key's partition, with a plain generated id) and a job with an id placed by its group. Before,
+    the handle was bound to the partition the id alone suggests, so it said the job was not found."""
+    group = next(f"tenant-{i}" for i in range(1000)
+                 if route_partition(f"tenant-{i}", PARTS) != route_partition("invoice-9", PARTS))
+    keyed = await pq.add("t", 1, key="doc:1", key_mode="latest")
+    by_group = await pq.add("t", 2, job_id="invoice-9", group=group)
+    waiting = await pq.add("t", 3, job_id="invoice-10", group=group)
+    assert (await pq.job(waiting.id).record()).state is JobState.WAITING
+    assert await pq.job(waiting.id).cancel() is JobState.CANCELLED
+
+    async def t(ctx: JobContext, data: int) -> int:
+        return data * 10
+
+    async with running(worker_for(pq, {"t": t}, concurrency=2)):  # type: ignore[arg-type]
+        assert await pq.job(keyed.id).result(timeout=60) == 10
+        assert await pq.job(by_group.id).result(timeout=60) == 20

@@ -8,12 +8,12 @@ from typing import Any
 
 from conveyor import JobContext, JobState
 from conveyor.alerts.probe import Probe
-from conveyor.partitions import PartitionedQueue, open_queue, parts_of, worker_for
+from conveyor.partitions import PartitionedQueue, open_queue, parts_of, read_layouts, worker_for
 from conveyor.partitions.queue import MAX_PARTITIONED_LIST_CURSOR
 from conveyor.queue import Queue, Retention
 from conveyor.redis.clock import redis_now_ms
 from conveyor.redis.connection import RedisClient, connect
-from conveyor.redis.keys import AlertKeys
+from conveyor.redis.keys import AlertKeys, partition_layout_key
 from conveyor.schedules.enqueue import QueueCache, enqueue_ticks
 from conveyor.schedules.maintenance import Maintenance
 from conveyor.schedules.model import Schedule
@@ -49,6 +49,34 @@ async def test_the_layout_is_recorded_and_opened_whole(client: RedisClient, qnam
     assert (await opened.counts())[JobState.WAITING] == 2
     await opened.obliterate(force=True)
     assert type(await open_queue(qname, redis=client)) is Queue  # the record goes with the queue
+
+
+async def test_members_of_the_record_that_are_not_counts_are_ignored(
+    client: RedisClient, qname: str, redis_url: str
+) -> None:
+    """A record holding members that are not partition counts (bytes that are not UTF-8, words,
+    negative or huge numbers) still opens as its valid counts say, for the queue's own readers,
+    the maintenance pass and the CLI. Before, a member that was not UTF-8 made every read of the
+    record fail to decode the reply (UnicodeDecodeError)."""
+    first = PartitionedQueue(qname, partitions=3, redis=client)
+    moved = PartitionedQueue(qname, partitions=5, previous=3, redis=client)
+    try:
+        await first.add("t", 1)
+        await moved.add("t", 2)
+        await client.zadd(partition_layout_key(qname), {b"\xff\xfe": 1e15, "abc": 1e15, "-2": 1e15, "1000": 1e15,
+                                                         "9" * 40: 1e15, "1.5": 1e15})
+        for _ in range(2):  # and once more after a declaration recorded over the odd members
+            opened = await open_queue(qname, redis=client)
+            assert isinstance(opened, PartitionedQueue)
+            assert (opened.partition_count, opened.previous_counts) == (5, (3,))
+            assert (await opened.counts())[JobState.WAITING] == 2
+            assert (await read_layouts(client, "cv", [qname, "other-" + qname])) == {
+                qname: (5, (3,)), "other-" + qname: None}
+            await PartitionedQueue(qname, partitions=5, previous=3, redis=client).register()
+        report = await Maintenance(client).run(await redis_now_ms(client, moved.parts[0].keys.meta))
+        assert report.queues >= 1
+    finally:
+        await moved.obliterate(force=True)
 
 
 async def test_a_starting_worker_records_the_layout(client: RedisClient, qname: str) -> None:
@@ -121,6 +149,31 @@ async def test_schedule_ticks_land_in_one_partition_a_worker_serves(client: Redi
     async with running(worker_for(pq, {"t": t}, concurrency=1)):  # type: ignore[arg-type]
         await wait_for(lambda: len(ran) == 2, timeout=60, what="both ticks ran")
     assert len({await pq.locate(i) for i in ran}) == 1
+
+
+async def test_schedule_ticks_follow_a_repartition_without_a_restart(client: RedisClient, qname: str) -> None:
+    """The scheduler's handle of a target queue follows the layout record: after a re-partition its
+    ticks go to the new layout, whose workers serve it once the old one is retired. Before, the
+    layout was read once, so a scheduler running across the change kept adding ticks to the old
+    layout's partition, where they waited for ever once the workers dropped previous_partitions."""
+    old_q = PartitionedQueue(qname, partitions=2, redis=client)
+    new_q = PartitionedQueue(qname, partitions=4, previous=2, redis=client)
+    cache = QueueCache(client, "cv")
+    schedule = Schedule(id="every-minute", task="t", queue=qname, interval_s=60)
+    try:
+        await old_q.register()
+        before = await cache.get(qname)
+        assert await cache.get(qname) is before  # one handle while the layout stays
+        assert await enqueue_ticks(before, schedule, [1_000]) == 1
+        await new_q.register()
+        after = await cache.get(qname)
+        assert isinstance(after, PartitionedQueue)
+        assert (after.partition_count, after.previous_counts) == (4, (2,))
+        assert await enqueue_ticks(after, schedule, [61_000]) == 1
+        home = await new_q.locate(schedule.job_id(61_000))
+        assert home is not None and home in new_q.parts
+    finally:
+        await new_q.obliterate(force=True)
 
 
 async def test_cli_reads_and_acts_on_every_partition(redis_url: str, qname: str) -> None:

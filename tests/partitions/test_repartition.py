@@ -11,7 +11,9 @@ from typing import Any
 import pytest
 
 from conveyor import JobContext, JobState
-from conveyor.partitions import PartitionedQueue, open_queue, worker_for
+from conveyor.errors import IdempotencyConflictError
+from conveyor.limits.model import GroupLimits
+from conveyor.partitions import PartitionedQueue, open_queue, route_partition, worker_for
 from conveyor.queue import Queue
 from conveyor.redis.connection import RedisClient
 from tests.cli.run import as_json
@@ -151,3 +153,171 @@ async def test_an_old_worker_started_after_a_repartition_leaves_the_current_layo
         await new.obliterate(force=True)
         for q in (first, new, late_old):
             await q.close()
+
+
+def moved_keys(name: str, before: int, after: int, n: int) -> list[str]:
+    """Keys whose partition tag differs between the two layouts (so a repeat would land elsewhere)."""
+    from conveyor.partitions.queue import layout_tags
+
+    def tag(key: str, count: int) -> str:
+        tags = layout_tags(name, count)
+        return tags[0] if count == 0 else tags[route_partition(key, count)]
+
+    found = [f"order-{i}" for i in range(1000) if tag(f"order-{i}", before) != tag(f"order-{i}", after)]
+    return found[:n]
+
+
+@pytest.mark.parametrize(("before", "after"), [(2, 5), (0, 3)])
+async def test_an_idempotency_key_or_id_deduplicates_across_a_repartition(
+    client: RedisClient, qname: str, before: int, after: int
+) -> None:
+    """A request repeated after the producers moved to the new layout returns the job the old
+    layout holds (or its conflict) instead of making a second one. Before, the new layout's
+    partition did not know the key, so the job was created again and ran twice."""
+    old_q: Queue = PartitionedQueue(qname, partitions=before, redis=client) if before else Queue(qname, redis=client)
+    new_q = PartitionedQueue(qname, partitions=after, previous=before, redis=client)
+    key, job_id, grouped = moved_keys(qname, before, after, 3)
+    try:
+        first = await old_q.add("t", {"x": 1}, idempotency_key=key)
+        by_id = await old_q.add("t", {"x": 2}, job_id=job_id)
+        in_group = await old_q.add("t", {"x": 3}, idempotency_key=grouped, group="tenant-1")
+        again = await new_q.add("t", {"x": 1}, idempotency_key=key)
+        assert (again.id, again.created) == (first.id, False)
+        bulk = await new_q.add_bulk([{"name": "t", "data": {"x": 2}, "options": {"job_id": job_id}},
+                                     {"name": "t", "data": {"x": 3},
+                                      "options": {"idempotency_key": grouped, "group": "tenant-1"}},
+                                     {"name": "t", "data": {"x": 4}}])
+        assert [(j.id, j.created) for j in bulk[:2]] == [(by_id.id, False), (in_group.id, False)]
+        assert bulk[2].created
+        with pytest.raises(IdempotencyConflictError):
+            await new_q.add("t", {"x": 9}, idempotency_key=key)
+        assert (await new_q.counts())[JobState.WAITING] == 4
+    finally:
+        await new_q.obliterate(force=True)
+        await old_q.close()
+
+
+async def test_obliterate_removes_every_recorded_layout(client: RedisClient, qname: str) -> None:
+    """A handle that no longer declares the previous layout (step 4 of the procedure, done early)
+    obliterates the partitions of every layout the record names. Before, it deleted only its own
+    partitions and the record, so the old layout's job stayed where no reader looked again."""
+    old_q = PartitionedQueue(qname, partitions=2, redis=client)
+    both_q = PartitionedQueue(qname, partitions=4, previous=2, redis=client)
+    new_q = PartitionedQueue(qname, partitions=4, redis=client)
+    try:
+        left = await old_q.add_bulk([{"name": "t", "data": n} for n in range(4)])
+        await both_q.add("t", 9)
+        await new_q.obliterate(force=True)
+        assert sum((await old_q.counts()).values()) == 0
+        for job in left:
+            assert await old_q.get_job(job.id) is None
+        assert not isinstance(await open_queue(qname, redis=client), PartitionedQueue)
+    finally:
+        await both_q.obliterate(force=True)
+
+
+async def test_group_limits_set_during_a_repartition_hold_in_the_previous_layout(
+    client: RedisClient, qname: str
+) -> None:
+    """A tenant's concurrency limit set through a handle serving both layouts reaches the tenant's
+    partition of the previous layout too, where its older jobs wait. Before, only the new layout's
+    partition got it, so the backlog left in the old one ran without the limit."""
+    old_q = PartitionedQueue(qname, partitions=2, redis=client)
+    both_q = PartitionedQueue(qname, partitions=4, previous=2, redis=client)
+    running_now: list[int] = []
+    release = asyncio.Event()
+
+    async def t(ctx: JobContext, data: Any) -> None:
+        running_now.append(data)
+        await release.wait()
+
+    try:
+        group = next(f"tenant-{i}" for i in range(1000) if
+                     old_q.parts[route_partition(f"tenant-{i}", 2)].keys.tag
+                     != both_q.parts[route_partition(f"tenant-{i}", 4)].keys.tag)
+        jobs = await old_q.add_bulk([{"name": "t", "data": n, "options": {"group": group}} for n in range(4)])
+        await both_q.set_group_limits(group, concurrency=1)
+        home = await both_q.locate(jobs[0].id)
+        assert home is not None and home not in both_q.parts
+        async with running(worker_for(both_q, {"t": t}, concurrency=4)):  # type: ignore[arg-type]
+
+            async def held_back() -> bool:
+                if len(running_now) >= 2:
+                    return True
+                return bool(running_now) and (await Queue.limits_state(home))["groups"]["capped"] >= 1
+
+            await wait_for(held_back, timeout=60, what="a second job running or the tenant capped")
+            assert len(running_now) == 1
+            release.set()
+            for job in jobs:
+                assert (await job.wait(timeout=60)).state is JobState.COMPLETED
+    finally:
+        release.set()
+        await both_q.obliterate(force=True)
+
+
+async def test_a_keyed_job_meets_its_key_pending_in_the_previous_layout(client: RedisClient, qname: str) -> None:
+    """A keyed job added after the producers moved goes where its key's last job still waits, so
+    debounce replaces it there and throttle returns it; once that job has ended, the key's jobs go
+    to the new layout. Before, the new job went to the new layout beside the pending one, so both
+    ran."""
+    old_q = PartitionedQueue(qname, partitions=2, redis=client)
+    new_q = PartitionedQueue(qname, partitions=5, previous=2, redis=client)
+    debounced, throttled = moved_keys(qname, 2, 5, 2)
+    try:
+        first = await old_q.add("t", 1, key=debounced, key_mode="debounce", key_window=3600)
+        second = await new_q.add("t", 2, key=debounced, key_mode="debounce", key_window=3600)
+        assert await new_q.get_state(first.id) is JobState.CANCELLED
+        assert await new_q.get_state(second.id) is JobState.DELAYED
+        assert second.queue.keys.tag == first.queue.keys.tag
+        kept = await old_q.add("t", 1, key=throttled, key_mode="throttle", key_window=3600)
+        again = await new_q.add("t", 2, key=throttled, key_mode="throttle", key_window=3600)
+        assert (again.id, again.created) == (kept.id, False)
+        counts = await new_q.counts()
+        assert (counts[JobState.DELAYED], counts[JobState.WAITING]) == (1, 1)
+        await new_q.cancel(second.id)  # the key's last job ended: its next job goes to the new layout
+        third = await new_q.add("t", 3, key=debounced, key_mode="debounce", key_window=3600)
+        assert third.queue in new_q.parts and third.queue.keys.tag != first.queue.keys.tag
+    finally:
+        await new_q.obliterate(force=True)
+
+
+async def test_limits_set_during_a_repartition_reach_the_previous_layout(client: RedisClient, qname: str) -> None:
+    """set_limits through a handle serving both layouts sets the previous layout's partitions too
+    (each layout's partitions share the queue-wide limits as that layout would): group defaults set
+    during the change hold for the tenants' older jobs waiting there. Before, only the new layout's
+    partitions got them, so that backlog ran without the limits."""
+    old_q = PartitionedQueue(qname, partitions=2, redis=client)
+    both_q = PartitionedQueue(qname, partitions=4, previous=2, redis=client)
+    running_now: list[int] = []
+    release = asyncio.Event()
+
+    async def t(ctx: JobContext, data: Any) -> None:
+        running_now.append(data)
+        await release.wait()
+
+    try:
+        group = next(f"tenant-{i}" for i in range(1000) if
+                     old_q.parts[route_partition(f"tenant-{i}", 2)].keys.tag
+                     != both_q.parts[route_partition(f"tenant-{i}", 4)].keys.tag)
+        jobs = await old_q.add_bulk([{"name": "t", "data": n, "options": {"group": group}} for n in range(4)])
+        await both_q.set_limits(concurrency=8, group_defaults=GroupLimits(concurrency=1))
+        home = await both_q.locate(jobs[0].id)
+        assert home is not None and home not in both_q.parts
+        state = await both_q.limits_state()
+        assert state["concurrency"]["limit"] == 8 // 4 * 4 + 8 // 2 * len(both_q.serving[4:])
+        async with running(worker_for(both_q, {"t": t}, concurrency=4)):  # type: ignore[arg-type]
+
+            async def held_back() -> bool:
+                if len(running_now) >= 2:
+                    return True
+                return bool(running_now) and (await Queue.limits_state(home))["groups"]["capped"] >= 1
+
+            await wait_for(held_back, timeout=60, what="a second job running or the tenant capped")
+            assert len(running_now) == 1
+            release.set()
+            for job in jobs:
+                assert (await job.wait(timeout=60)).state is JobState.COMPLETED
+    finally:
+        release.set()
+        await both_q.obliterate(force=True)

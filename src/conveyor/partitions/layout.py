@@ -21,7 +21,6 @@ from typing import Any
 from conveyor.job import JobState
 from conveyor.queue import Queue
 from conveyor.redis.connection import RedisClient
-from conveyor.redis.faults import guarded
 from conveyor.redis.keys import MAX_PARTITIONS, partition_layout_key, validate_queue_name
 from conveyor.redis.scripts import Script
 
@@ -74,6 +73,29 @@ async def record_layout(
     return bool(done)
 
 
+# KEYS: the records of some queues (all in the {partitions} slot). Returns, per record, its members
+# that are partition counts (digits only), each followed by its score: a member that is not one (a
+# hand-written member, bytes that are not UTF-8) never leaves the server, so one bad member cannot
+# make every reader of the queue (the CLI, the API, the maintenance pass) fail to decode the reply.
+# The record's members from the highest score down, as many as _RECORD_LAYOUT reads.
+_READ_LAYOUTS = """
+local out = {}
+for k = 1, #KEYS do
+  local rows = redis.call('ZREVRANGE', KEYS[k], 0, 64, 'WITHSCORES')
+  local valid = {}
+  for i = 1, #rows, 2 do
+    if #rows[i] <= 20 and string.match(rows[i], '^%d+$') then
+      valid[#valid + 1] = rows[i]
+      valid[#valid + 1] = rows[i + 1]
+    end
+  end
+  out[k] = valid
+end
+return out
+"""
+_READ_SCRIPT = Script("read_layouts", _READ_LAYOUTS, hashlib.sha1(_READ_LAYOUTS.encode()).hexdigest(), 0)
+
+
 def parse_layout(rows: Sequence[tuple[Any, Any]]) -> tuple[int, tuple[int, ...]] | None:
     """(current, previous counts) from the record's rows, ignoring anything malformed; None when
     no valid count is recorded (the queue is not partitioned)."""
@@ -90,17 +112,22 @@ def parse_layout(rows: Sequence[tuple[Any, Any]]) -> tuple[int, tuple[int, ...]]
 
 
 async def read_layout(client: RedisClient, prefix: str, name: str) -> tuple[int, tuple[int, ...]] | None:
-    key = partition_layout_key(name, prefix)
-    rows: Any = await guarded(client.zrange(key, 0, MAX_PARTITIONS, withscores=True), "reading a partition layout")
-    return parse_layout(rows)
+    return (await read_layouts(client, prefix, [name]))[name]
 
 
 async def open_queue(name: str, *, redis: RedisClient, prefix: str = "cv", **options: Any) -> Queue:
     """The queue `name` as Redis records it: a PartitionedQueue over every recorded layout when it is
     partitioned, a plain Queue otherwise (one read)."""
+    layout = await read_layout(redis, prefix, validate_queue_name(name))
+    return queue_of_layout(name, layout, redis=redis, prefix=prefix, **options)
+
+
+def queue_of_layout(
+    name: str, layout: tuple[int, tuple[int, ...]] | None, *, redis: RedisClient, prefix: str = "cv", **options: Any
+) -> Queue:
+    """The handle `open_queue` makes for a layout `read_layout` returned (no Redis call)."""
     from conveyor.partitions.queue import PartitionedQueue
 
-    layout = await read_layout(redis, prefix, validate_queue_name(name))
     if layout is None:
         return Queue(name, redis=redis, prefix=prefix, **options)
     current, previous = layout
@@ -110,14 +137,13 @@ async def open_queue(name: str, *, redis: RedisClient, prefix: str = "cv", **opt
 async def read_layouts(
     client: RedisClient, prefix: str, names: Sequence[str]
 ) -> dict[str, tuple[int, tuple[int, ...]] | None]:
-    """`read_layout` of many queues in one round trip (the records share one slot)."""
+    """`read_layout` of many queues in one round trip (the records share one slot); members that
+    are not partition counts are left out by the server."""
     if not names:
         return {}
-    async with client.pipeline(transaction=False) as pipe:
-        for name in names:
-            pipe.zrange(partition_layout_key(name, prefix), 0, MAX_PARTITIONS, withscores=True)
-        rows: list[Any] = await guarded(pipe.execute(), "reading partition layouts")
-    return {name: parse_layout(r) for name, r in zip(names, rows, strict=True)}
+    replies: list[Any] = await _READ_SCRIPT(client, [partition_layout_key(name, prefix) for name in names], [])
+    return {name: parse_layout(list(zip(flat[::2], flat[1::2], strict=True)))
+            for name, flat in zip(names, replies, strict=True)}
 
 
 async def unserved_jobs(queue: Queue, layout: tuple[int, tuple[int, ...]] | None) -> dict[int, int]:

@@ -1,9 +1,10 @@
 """PartitionedQueue: the Queue API over N partitions.
 
 Placement: a job with a group goes to the group's partition (a tenant's jobs stay in order in one
-partition and its group limits hold exactly); otherwise a job with an idempotency key or an id goes
-to that key's partition (so the key deduplicates); any other job goes round-robin and gets an id
-that names its partition (`P<i>.<hex>`), so finding it later costs one call. Ordering guarantees
+partition and its group limits hold exactly); otherwise a job with an idempotency key, an id or a
+job key (`key`, `key_mode`) goes to that key's partition (so the key deduplicates, and a keyed job
+meets the other jobs of its key); any other job goes round-robin and gets an id that names its
+partition (`P<i>.<hex>`), so finding it later costs one call. Ordering guarantees
 (priority, then arrival) hold within a partition, not across partitions.
 
 Re-partitioning: `previous=N` makes a queue of `partitions=M` also read and serve the partitions of
@@ -27,19 +28,21 @@ from dataclasses import replace
 from typing import Any
 
 from conveyor.cancelling import cancel_and_wait
-from conveyor.errors import ConfigurationError, InvalidOptionError, JobNotFoundError
+from conveyor.errors import ConfigurationError, InvalidOptionError, JobNotFoundError, QueueNotEmptyError
 from conveyor.events import Event, EventsMode
 from conveyor.job import Job, JobRecord, JobState
 from conveyor.limits.admin import waiting_ids
 from conveyor.limits.model import GroupLimits, RateLimit
 from conveyor.options import JobSpec
-from conveyor.partitions.layout import record_layout
-from conveyor.queue import MAX_LIST_CURSOR, Page, Queue, Retention
+from conveyor.partitions.layout import read_layout, record_layout
+from conveyor.queue import MAX_LIST_CURSOR, Page, Queue, Retention, check_batch_duplicates
+from conveyor.redis.faults import guarded
 from conveyor.redis.keys import MAX_PARTITIONS, partition_layout_key, partition_tag
 
 logger = logging.getLogger(__name__)
 _GENERATED = re.compile(r"^P(\d{1,2})\.")
 _FINISHED = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
+_PENDING = (JobState.WAITING.value, JobState.DELAYED.value, JobState.ACTIVE.value)
 _CURSOR_SEP = "|"
 # A page of a partitioned queue is merged from the first cursor + limit ids of every partition (the
 # page's jobs may all sit in one of them), so a deep cursor costs that many ids per partition: the
@@ -50,6 +53,23 @@ MAX_PARTITIONED_LIST_CURSOR = 10_000
 def route_partition(key: str, count: int) -> int:
     """The partition of a group, idempotency key or job id (stable across processes)."""
     return zlib.crc32(key.encode()) % count
+
+
+def _is_count(value: object) -> bool:
+    return isinstance(value, int) and not isinstance(value, bool)
+
+
+def checked_partition_counts(partitions: object, previous: object) -> list[int]:
+    """The previous counts as a list, once `partitions` and `previous` are known good (a bool is
+    not a count, though Python calls it an int); ConfigurationError otherwise."""
+    if isinstance(partitions, bool) or not isinstance(partitions, int) or not 1 <= partitions <= MAX_PARTITIONS:
+        raise ConfigurationError(f"partitions must be an integer in [1, {MAX_PARTITIONS}], got {partitions!r:.40}")
+    earlier: list[Any] = ([] if previous is None else [previous] if _is_count(previous)
+                          else list(previous) if isinstance(previous, (list, tuple)) else [previous])
+    if any(not _is_count(n) or not 0 <= n <= MAX_PARTITIONS for n in earlier):
+        raise ConfigurationError(
+            f"previous must be an integer in [0, {MAX_PARTITIONS}] (0: the plain queue), got {previous!r:.40}")
+    return earlier
 
 
 def layout_tags(name: str, count: int) -> list[str]:
@@ -66,11 +86,7 @@ class PartitionedQueue(Queue):
     def __init__(
         self, name: str, *, partitions: int, previous: int | Sequence[int] | None = None, **options: Any
     ) -> None:
-        if not isinstance(partitions, int) or not 1 <= partitions <= MAX_PARTITIONS:
-            raise ConfigurationError(f"partitions must be an integer in [1, {MAX_PARTITIONS}]")
-        earlier = [] if previous is None else [previous] if isinstance(previous, int) else list(previous)
-        if any(not isinstance(n, int) or not 0 <= n <= MAX_PARTITIONS for n in earlier):
-            raise ConfigurationError(f"previous must be an integer in [0, {MAX_PARTITIONS}] (0: the plain queue)")
+        earlier = checked_partition_counts(partitions, previous)
         current = layout_tags(name, partitions)
         super().__init__(name, partition_tag=current[0], **options)
         self.partition_count = partitions
@@ -93,12 +109,22 @@ class PartitionedQueue(Queue):
     def _place(self, spec: JobSpec) -> tuple[int, JobSpec]:
         opts = spec.options.merged_over(self.defaults)
         n = self.partition_count
-        key = opts.group or opts.idempotency_key or opts.job_id
-        if key:
+        key = opts.group or opts.idempotency_key or opts.job_id or opts.key
+        if key:  # a keyed job (debounce, throttle, latest) keeps its generated id: a newer one replaces it
             return route_partition(key, n), spec
         self._rr = (self._rr + 1) % n
         job_id = f"P{self._rr}.{time.time_ns() // 1000:x}{secrets.token_hex(4)}"
         return self._rr, JobSpec(spec.name, spec.data, replace(spec.options, job_id=job_id))
+
+    def _previous_homes(self, route: str) -> list[Queue]:
+        """The partition each previous layout placed a job routed by `route` (its group, key or
+        id) in, as that layout's producers did."""
+        serving = {part.keys.tag: part for part in self.serving}
+        homes: list[Queue] = []
+        for count in self.previous_counts:
+            tags = layout_tags(self.name, count)
+            homes.append(serving[tags[0] if count == 0 else tags[route_partition(route, count)]])
+        return homes
 
     async def register(self) -> None:
         """Record the name and the partition layout (`conveyor.partitions.open_queue` reads it, so
@@ -119,21 +145,78 @@ class PartitionedQueue(Queue):
 
     async def add_specs(self, specs: Sequence[JobSpec], *, parse: Any = None) -> list[Job[Any]]:
         """Each job to its partition (see the module docstring); one call per partition used.
-        All or nothing per partition, not across partitions."""
+        All or nothing per partition, not across partitions. While previous layouts are served, a
+        job whose idempotency key or id a previous layout already holds goes where it is, so the
+        key still deduplicates across the re-partition."""
         placed = [self._place(spec) for spec in specs]
-        for _, spec in placed:  # every spec is checked before anything is written
-            self.parts[0].encode(spec)
+        # Every spec is checked before anything is written, and what a plain queue refuses for the
+        # whole batch is refused here for the whole batch, not when a later partition's share is sent.
+        encoded = [self.parts[0].encode(spec) for _, spec in placed]
+        check_batch_duplicates(encoded)
+        if len(encoded) > 1 and any(e.keyed for e in encoded):
+            raise InvalidOptionError("keyed jobs (key, key_mode) are enqueued one at a time, not in bulk")
         await self._register()
-        by_part: dict[int, list[int]] = {}
-        for position, (p, _) in enumerate(placed):
-            by_part.setdefault(p, []).append(position)
+        targets = [self.parts[p] for p, _ in placed]
+        for position, part in (await self._held_by_previous_layouts(specs, targets)).items():
+            targets[position] = part
+        if len(specs) == 1 and encoded[0].keyed:  # keyed jobs are added one at a time
+            targets[0] = await self._previous_home_of_key(specs[0], targets[0]) or targets[0]
+        by_part: dict[str, list[int]] = {}
+        for position, part in enumerate(targets):
+            by_part.setdefault(part.keys.tag, []).append(position)
         jobs: list[Job[Any] | None] = [None] * len(specs)
-        for p, positions in by_part.items():
-            part = self.parts[p]
-            added = await Queue.add_specs(part, [placed[i][1] for i in positions], parse=parse)
+        for positions in by_part.values():
+            added = await Queue.add_specs(targets[positions[0]], [placed[i][1] for i in positions], parse=parse)
             for i, job in zip(positions, added, strict=True):
                 jobs[i] = job
         return [j for j in jobs if j is not None]
+
+    async def _held_by_previous_layouts(self, specs: Sequence[JobSpec], targets: list[Queue]) -> dict[int, Queue]:
+        """The partition of a previous layout already holding the idempotency key or id of a job
+        (where that layout's producers placed it), by the job's position: one round trip, only
+        when previous layouts are served. Without it, a request repeated after a re-partition made
+        a second job in the new layout. (A producer of the old layout adding the same key at the
+        same moment is not seen: the check and the add are two round trips.)"""
+        if not self.previous_counts:
+            return {}
+        probes: list[tuple[int, Queue, str]] = []
+        for position, spec in enumerate(specs):
+            opts = spec.options.merged_over(self.defaults)
+            if not (opts.idempotency_key or opts.job_id):
+                continue
+            for part in self._previous_homes(opts.group or opts.idempotency_key or opts.job_id or ""):
+                if part.keys.tag == targets[position].keys.tag:
+                    continue
+                key = (part.keys.idempotency(opts.idempotency_key) if opts.idempotency_key
+                       else part.keys.job(opts.job_id or ""))
+                probes.append((position, part, key))
+        if not probes:
+            return {}
+        async with self.client.pipeline(transaction=False) as pipe:
+            for _, _, key in probes:
+                pipe.exists(key)
+            found = await guarded(pipe.execute(), "finding idempotency keys in previous layouts")
+        held: dict[int, Queue] = {}
+        for (position, part, _), exists in zip(probes, found, strict=True):
+            if exists and position not in held:
+                held[position] = part
+        return held
+
+    async def _previous_home_of_key(self, spec: JobSpec, target: Queue) -> Queue | None:
+        """The partition of a previous layout where the last job of a keyed job's key still waits,
+        is delayed or runs, so the new job goes there and debounce, throttle and latest-wins act on
+        that job; None when there is none (the key then moves to the current layout). Two small
+        reads per previous layout, only while previous layouts are served."""
+        opts = spec.options.merged_over(self.defaults)
+        if not self.previous_counts or not opts.key:
+            return None
+        for part in self._previous_homes(opts.group or opts.key):
+            if part.keys.tag == target.keys.tag:
+                continue
+            last = await Queue._call(part.client.hget(part.keys.job_key(opts.key), "job"))
+            if last and await Queue._call(part.client.hget(part.keys.job(str(last)), "state")) in _PENDING:
+                return part
+        return None
 
     # ------------------------------------------------------------------ finding a job
 
@@ -161,9 +244,15 @@ class PartitionedQueue(Queue):
         return part
 
     def job(self, job_id: str, *, parse: Any = None) -> Job[Any]:
-        """A handle bound to the job's likely partition (a job placed by its group but given an
-        explicit id may live elsewhere: `await queue.locate(id)` finds it)."""
-        return Job(self.parts[self._guess(job_id)], job_id, parse=parse)
+        """A handle that finds the job in whichever partition holds it: its reads and actions
+        locate the job each time, and `wait` follows every partition's events. An id alone does
+        not say where its job is (one placed by its group or key, or left by a previous layout,
+        may sit in any partition); a handle from `add` is bound to the job's partition already."""
+        return Job(self, job_id, parse=parse)
+
+    def likely_part(self, job_id: str) -> Queue:
+        """The partition the id alone suggests (a generated id names it; else the id's hash)."""
+        return self.parts[self._guess(job_id)]
 
     async def get_job(self, job_id: str) -> JobRecord | None:
         part = await self.locate(job_id)
@@ -330,11 +419,30 @@ class PartitionedQueue(Queue):
         return sum([await Queue.purge(p, state) for p in self.serving])
 
     async def obliterate(self, *, force: bool = False) -> None:
-        """Every partition, then the layout record (a fault in between leaves it: a retry ends it)."""
-        for part in self.serving:
+        """Every partition of every layout, the ones this handle serves and any other the layout
+        record names, then the record (a fault in between leaves it: a retry ends it). Without the
+        recorded ones, a handle not declaring a previous layout that still held jobs deleted the
+        record and left those jobs where no reader would look again. Without `force`, a job active in any
+partition refuses it before anything is deleted (a job leased between that check and its
+partition's own atomic check still refuses there, after the partitions before it went)."""
+        parts = await self._every_recorded_partition()
+        if not force:  # every partition checked before the first is deleted, not one after another
+            active = [await Queue._call(p.client.zcard(p.keys.active)) for p in parts]
+            if sum(active):
+                raise QueueNotEmptyError(f"queue {self.name!r} has {sum(active)} active jobs; pass force=True")
+        for part in parts:
             await Queue.obliterate(part, force=force)
         await Queue._call(self.client.delete(partition_layout_key(self.name, self.prefix)))
         self._layout_recorded = False
+
+    async def _every_recorded_partition(self) -> list[Queue]:
+        """`serving`, then the partitions of the layouts recorded in Redis that it does not cover."""
+        recorded = await read_layout(self.client, self.prefix, self.name)
+        counts = [] if recorded is None else [recorded[0], *recorded[1]]
+        known = {part.keys.tag for part in self.serving}
+        extra = [tag for count in counts for tag in layout_tags(self.name, count) if tag not in known]
+        return self.serving + [Queue(self.name, redis=self.client, prefix=self.prefix, partition_tag=tag)
+                               for tag in dict.fromkeys(extra)]
 
     async def recover_stalled(self, max_stalls: int = 1, max_lapses: int = 10) -> tuple[int, int]:
         recovered = failed = 0
@@ -360,13 +468,19 @@ class PartitionedQueue(Queue):
     ) -> None:
         """Queue-wide limits are split evenly between the partitions (each enforces its share;
         docs/scaling.md says what that means); group limits apply whole, as a group lives in one
-        partition."""
-        n = self.partition_count
+        partition. The partitions of a previous layout this handle serves are set too, each with
+        the share its own layout gives it, so limits set during a re-partition also hold for the
+        jobs still waiting there (each layout enforces the limit on its own until it is empty)."""
+        shares = {part.keys.tag: self.partition_count for part in self.parts}
+        for count in self.previous_counts:
+            for tag in layout_tags(self.name, count):
+                shares.setdefault(tag, max(count, 1))
+        for part in self.serving:
+            n = shares[part.keys.tag]
 
-        def split(limit: RateLimit | None) -> RateLimit | None:
-            return None if limit is None else replace(limit, limit=max(1, math.ceil(limit.limit / n)))
+            def split(limit: RateLimit | None, n: int = n) -> RateLimit | None:
+                return None if limit is None else replace(limit, limit=max(1, math.ceil(limit.limit / n)))
 
-        for part in self.parts:
             await Queue.set_limits(part, rate=split(rate), cost=split(cost),
                                    concurrency=None if concurrency is None else max(1, math.ceil(concurrency / n)),
                                    group_defaults=group_defaults)
@@ -375,11 +489,19 @@ class PartitionedQueue(Queue):
         self, group: str, *, concurrency: int | None = None, rate: RateLimit | None = None,
         cost: RateLimit | None = None,
     ) -> None:
-        part = self.parts[route_partition(group, self.partition_count)]
-        await Queue.set_group_limits(part, group, concurrency=concurrency, rate=rate, cost=cost)
+        """The group's partition of each layout served: during a re-partition its older jobs wait in
+        the previous layout's partition, which enforces the limits on its own."""
+        for part in self._group_homes(group):
+            await Queue.set_group_limits(part, group, concurrency=concurrency, rate=rate, cost=cost)
 
     async def set_group_weight(self, group: str, weight: float) -> None:
-        await Queue.set_group_weight(self.parts[route_partition(group, self.partition_count)], group, weight)
+        for part in self._group_homes(group):
+            await Queue.set_group_weight(part, group, weight)
+
+    def _group_homes(self, group: str) -> list[Queue]:
+        """The partition a group's jobs go to in the current layout, then in each previous one."""
+        homes = [self.parts[route_partition(group, self.partition_count)]]
+        return homes + [part for part in self._previous_homes(group) if part not in homes]
 
     async def limits_state(self, max_groups: int = 50) -> dict[str, Any]:
         """Limits and their state over every partition: counts, backlogs and the group list summed

@@ -28,4 +28,4 @@ async def part_holding(queue: Queue, job_id: str) -> Queue:
     if not isinstance(queue, PartitionedQueue):
         return queue
     found = await queue.locate(job_id)
-    return found if found is not None else queue.job(job_id).queue
+    return found if found is not None else queue.likely_part(job_id)

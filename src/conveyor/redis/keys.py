@@ -131,6 +131,10 @@ class QueueKeys:
     def idempotency(self, key: str) -> str:
         return self._k("idem:" + key)
 
+    def job_key(self, key: str) -> str:
+        """A keyed job's key (`key` option): its last job and latest start (includes/keyed.lua)."""
+        return self._k("key:" + key)
+
     def trip(self, trip_id: str) -> str:
         """Record of one worker trip (finish-10.lua), kept briefly so a resent trip is idempotent."""
         return self._k("trip:" + trip_id)

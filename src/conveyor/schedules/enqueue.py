@@ -14,14 +14,17 @@ from collections.abc import Sequence
 
 from conveyor.errors import IdempotencyConflictError
 from conveyor.options import JobOptions, JobSpec
-from conveyor.partitions import PartitionedQueue, open_queue, route_partition
+from conveyor.partitions import PartitionedQueue, read_layout, route_partition
+from conveyor.partitions.layout import queue_of_layout
 from conveyor.queue import Queue
 from conveyor.redis.codes import ScriptCode
 from conveyor.redis.connection import RedisClient
+from conveyor.redis.keys import validate_queue_name
 from conveyor.schedules.model import Schedule
 from conveyor.schedules.scripts import add_tick_jobs
 
 logger = logging.getLogger(__name__)
+Layout = tuple[int, tuple[int, ...]] | None  # a queue's partition layout as read_layout returns it
 
 
 class QueueCache:
@@ -30,13 +33,19 @@ class QueueCache:
     def __init__(self, client: RedisClient, prefix: str) -> None:
         self.client = client
         self.prefix = prefix
-        self._queues: dict[str, Queue] = {}
+        self._queues: dict[str, tuple[Layout, Queue]] = {}
 
     async def get(self, name: str) -> Queue:
-        """The queue as Redis records it (a partitioned queue over its partitions), read once."""
-        q = self._queues.get(name)
-        if q is None:
-            q = self._queues[name] = await open_queue(name, redis=self.client, prefix=self.prefix)
+        """The queue as Redis records it now (a partitioned queue over its partitions). The layout
+        record is read at each call (one small read per enqueue), so ticks follow a re-partition
+        without a restart; the handle is kept while the layout stays. Read once, a scheduler kept
+        adding ticks to the layout it first saw, whose partitions no worker serves once retired."""
+        layout = await read_layout(self.client, self.prefix, validate_queue_name(name))
+        cached = self._queues.get(name)
+        if cached is not None and cached[0] == layout:
+            return cached[1]
+        q = queue_of_layout(name, layout, redis=self.client, prefix=self.prefix)
+        self._queues[name] = (layout, q)
         return q
 
 
