@@ -158,9 +158,10 @@ async def live_events(
     # Redis answers now, or this is a 503: once the stream's 200 has gone out, a Redis that is down
     # could only break the stream off.
     await state.client.ping()
+    # Every read before the slot is taken: a fault after it would be a 503 that keeps the slot.
+    streams = [stream_name(p) for n in names for p in parts_of(await state.opened(n))]
     state.streams.take(principal.key_id)
     keepalive_s = max(0.05, state.settings.api_sse_keepalive_s)
-    streams = [stream_name(p) for n in names for p in parts_of(await state.opened(n))]
     show = principal.can(KeyScope.READ_DATA)
     needs = frozenset({KeyScope.READ, KeyScope.READ_DATA} if show else {KeyScope.READ})
     stream = _follow(state.hub, names, streams, keepalive_s, show, state.settings.api_sse_buffer_bytes)
