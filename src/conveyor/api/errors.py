@@ -30,7 +30,7 @@ from conveyor.errors import (
     PayloadValidationError,
     UnknownTaskError,
 )
-from conveyor.redis.faults import fault_summary
+from conveyor.redis.faults import fault_summary, is_fault
 
 logger = logging.getLogger(__name__)
 
@@ -220,9 +220,10 @@ async def _client_gone(request: Request, exc: Exception) -> Response:
 
 class UnhandledErrors:
     """ASGI middleware inside Starlette's error middleware: an unexpected exception is logged here,
-    once, and answered with a bare 500 (no trace, no input). Nothing is re-raised, so neither
-    Starlette nor the server logs it a second time. After a response has started (a stream), the
-    connection is just closed."""
+    once, and answered with a bare 500 (no trace, no input); a Redis fault (redis/faults.py: a `BUSY`
+    or `LOADING` reply, a closed transport) is the documented 503 saying why, logged without a trace.
+    Nothing is re-raised, so neither Starlette nor the server logs it a second time. After a response
+    has started (a stream), the connection is just closed."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -241,7 +242,13 @@ class UnhandledErrors:
 
         try:
             await self.app(scope, receive, tracking_send)
-        except Exception:
+        except Exception as exc:
+            if is_fault(exc):  # a Redis reply or error no route turned into ConnectionFailedError
+                summary = fault_summary(exc)
+                logger.warning("%s while serving %s %s", summary, scope.get("method"), scope.get("path"))
+                if not started:
+                    await error_response(503, summary)(scope, receive, send)
+                return
             logger.exception("unhandled error serving %s %s", scope.get("method"), scope.get("path"))
             if not started:
                 await error_response(500, "internal error")(scope, receive, send)
