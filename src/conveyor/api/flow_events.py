@@ -15,6 +15,7 @@ import orjson
 from conveyor.api.hub import EventHub, Subscription
 from conveyor.api.serialize import event_out
 from conveyor.app import Conveyor
+from conveyor.events import Event
 from conveyor.flows.model import MAX_NODES
 from conveyor.job import JobRecord, split_ref
 from conveyor.queue import Queue
@@ -39,6 +40,17 @@ class FlowFollower:
     @property
     def active(self) -> bool:
         return bool(self.subs)
+
+    def may_have_grown(self, event: Event) -> bool:
+        """Whether the root's `event` may mean descendants this follower does not know yet, so the tree
+        is walked again: the root waits for children (dynamic ones added), or a child it never saw ended.
+        The end of a known child changes nothing in the tree: walking then cost a walk per child."""
+        if event.type == "waiting-children":
+            return True
+        if event.type != "child":
+            return False
+        queue, job_id = split_ref(event.fields.get("child", ""))
+        return job_id not in self.members.get(queue, ())
 
     async def update(self, root: JobRecord) -> bytes | None:
         """Follow the descendants of `root` (as its record is now); a `children` frame listing every

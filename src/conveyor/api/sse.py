@@ -52,7 +52,6 @@ from conveyor.redis.faults import fault_summary, is_fault
 router = APIRouter(prefix="/api", tags=["jobs"])
 END_EVENTS = frozenset({"completed", "failed", "cancelled", "removed"})
 _RETRY_MS = 2000
-_FLOW_CHANGES = frozenset({"waiting-children", "child"})  # root events after which its tree may have grown
 _ENDED_GRACE_S = 1.0  # after the record shows the end, how long the end event may take to arrive
 # The documented shape of one event of a text/event-stream response (schema checkers validate each
 # event against it): `data` is a JSON document as text.
@@ -167,7 +166,7 @@ async def _follow_job(
                 yield _frame(event.type, relay.event_id(event.id), data)
                 if event.type in END_EVENTS:
                     return
-                if flow is not None and event.type in _FLOW_CHANGES:
+                if flow is not None and flow.may_have_grown(event):
                     record = await queue.get_job(job_id)
                     if record is not None and (chunk := await flow.update(record)) is not None:
                         yield chunk
