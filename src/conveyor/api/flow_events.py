@@ -10,9 +10,8 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from conveyor.api.hub import EventHub, Subscription
+from conveyor.api.responses import json_bytes
 from conveyor.api.serialize import event_out
 from conveyor.app import Conveyor
 from conveyor.events import Event
@@ -25,7 +24,7 @@ POLL_S = 0.25  # a flow root's stream relays its children's events at least this
 
 
 def child_frame(data: Any) -> bytes:
-    return b"event: child\ndata: %s\n\n" % orjson.dumps(data)
+    return b"event: child\ndata: %s\n\n" % json_bytes(data)
 
 
 class FlowFollower:
@@ -62,7 +61,7 @@ class FlowFollower:
         if len(found) == self._known:
             return None
         self._known = len(found)
-        return b"event: children\ndata: %s\n\n" % orjson.dumps({"children": found})
+        return b"event: children\ndata: %s\n\n" % json_bytes({"children": found})
 
     async def close(self) -> None:
         for sub in self.subs.values():

@@ -29,7 +29,6 @@ import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -40,7 +39,7 @@ from conveyor.api.flow_events import POLL_S, FlowFollower
 from conveyor.api.hub import EventHub, Subscription, parse_stream_id
 from conveyor.api.keys import Scope as KeyScope
 from conveyor.api.output import EVENT_ID_PATTERN, OutputRelay, split_event_id
-from conveyor.api.responses import JSONBody
+from conveyor.api.responses import JSONBody, json_bytes
 from conveyor.api.schemas import error_responses
 from conveyor.api.serialize import event_out, job_out, jobs_out, suffix_in_id
 from conveyor.api.state import ApiState, get_state
@@ -84,7 +83,7 @@ def stream_responses(description: str, *errors: int) -> dict[int | str, dict[str
 
 def frame(event: str, event_id: str, data: Any) -> bytes:
     """One SSE frame (also used by other routes that stream hub events)."""
-    return b"id: %s\nevent: %s\ndata: %s\n\n" % (event_id.encode(), event.encode(), orjson.dumps(data))
+    return b"id: %s\nevent: %s\ndata: %s\n\n" % (event_id.encode(), event.encode(), json_bytes(data))
 
 
 _frame = frame
