@@ -188,6 +188,33 @@ async def test_a_one_value_query_parameter_given_twice_is_a_422(api: LiveApi) ->
     assert r.status_code == 200 and r.json()["jobs"] == [], r.text
 
 
+@pytest.mark.parametrize("path", ["/api/queues/{q}/jobs", "/api/queues/{q}/jobs:bulk"])
+async def test_an_idempotency_key_sent_twice_is_a_422_and_writes_nothing(api: LiveApi, path: str) -> None:
+    """Before, the first of two Idempotency-Key headers counted and the other was ignored: a retry
+    that sent them in the other order (another proxy, another client library) enqueued again."""
+    job = {"name": "echo", "data": {"text": "x"}}
+    body = {"jobs": [job]} if path.endswith(":bulk") else job
+    url = path.format(q=api.queue)  # type: ignore[attr-defined]
+    for keys in (("k-1", "k-2"), ("k-2", "k-1"), ("k-1", "k-1")):
+        headers = [*api.auth("enqueue").items(), *(("Idempotency-Key", k) for k in keys)]
+        r = await api.http.post(url, json=body, headers=headers)
+        assert r.status_code == 422, r.text
+        assert "'idempotency-key'" in r.json()["error"]["message"], r.text
+    assert await _written(api) == 0
+    r = await api.http.post(url, json=body, headers={**api.auth("enqueue"), "Idempotency-Key": "k-1"})
+    assert r.status_code == 202 and await _written(api) == 1
+
+
+async def test_a_last_event_id_sent_twice_is_a_422(api: LiveApi) -> None:
+    r = await api.http.post(f"/api/queues/{api.queue}/jobs", json={"name": "echo", "data": {"text": "x"}},  # type: ignore[attr-defined]
+                            headers=api.auth("enqueue"))
+    url = r.json()["events_url"]
+    assert (await api.http.delete(r.json()["status_url"], headers=api.auth())).status_code == 200  # a stream ends
+    headers = [*api.auth().items(), ("Last-Event-ID", "1-0"), ("Last-Event-ID", "2-0")]
+    r = await api.http.get(url, headers=headers)
+    assert r.status_code == 422 and "'last-event-id'" in r.json()["error"]["message"], r.text
+
+
 @pytest.mark.parametrize(
     ("raw", "key"),
     [
