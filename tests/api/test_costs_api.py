@@ -90,3 +90,15 @@ async def test_a_day_before_1970_is_a_422_that_says_so(api: Api) -> None:
         assert r.json()["error"]["code"] == "invalid_input" and "1970-01-01" in r.json()["error"]["message"], r.text
     r = await api.http.get("/api/costs", params={"until": "1970-01-03"}, headers=api.auth("read"))
     assert r.status_code == 200 and r.json()["since"] == "1970-01-01", r.text
+
+
+async def test_a_day_must_be_written_as_a_date(api: Api) -> None:
+    """The document states `format: date`; before, a number was read as a Unix time (`until=864000`
+    was 1970-01-11) and answered 200, a request outside the document accepted."""
+    for params in ({"until": "0"}, {"until": "864000"}, {"since": "1700000000", "until": "2026-01-01"},
+                   {"until": "2026-01-01T00:00:00"}, {"until": "20260101"}):
+        r = await api.http.get("/api/costs", params=params, headers=api.auth("read"))
+        assert r.status_code == 422, (params, r.text)
+    days = {"since": "2026-01-01", "until": "2026-01-02"}
+    r = await api.http.get("/api/costs", params=days, headers=api.auth("read"))
+    assert r.status_code == 200 and r.json()["since"] == "2026-01-01", r.text
