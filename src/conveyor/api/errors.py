@@ -154,7 +154,11 @@ async def _redis_down(request: Request, exc: Exception) -> JSONBody:
 
 async def _validation(request: Request, exc: Exception) -> JSONBody:
     assert isinstance(exc, RequestValidationError)
-    return error_response(422, "request parameters are invalid", details=_sanitize(exc.errors()))
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        # A body FastAPI parses that is not JSON: the 400 of the table, as routes parsing their own say.
+        return error_response(400, "the body is not valid JSON")
+    return error_response(422, "request parameters are invalid", details=_sanitize(errors))
 
 
 async def _http(request: Request, exc: Exception) -> JSONBody:
