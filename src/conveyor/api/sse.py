@@ -91,10 +91,11 @@ _frame = frame
 
 async def _follow(
     hub: EventHub, queue: Queue, job_id: str, after: str | None, keepalive_s: float, relay: OutputRelay,
-    flow: FlowFollower | None = None,
+    flow: FlowFollower | None = None, *, show_trace: bool = False,
 ) -> AsyncGenerator[bytes, None]:
+    """`show_trace`: a failed job's stack in its `state` frames (admin keys, as every route shows it)."""
     yield b"retry: %d\n\n" % _RETRY_MS
-    inner = _follow_job(hub, queue, job_id, after, keepalive_s, relay, flow)
+    inner = _follow_job(hub, queue, job_id, after, keepalive_s, relay, flow, show_trace)
     try:
         async for chunk in inner:
             yield chunk
@@ -110,7 +111,7 @@ async def _follow(
 
 async def _follow_job(
     hub: EventHub, queue: Queue, job_id: str, after: str | None, keepalive_s: float, relay: OutputRelay,
-    flow: FlowFollower | None,
+    flow: FlowFollower | None, show_trace: bool,
 ) -> AsyncGenerator[bytes, None]:
     show_data = relay.show_data
     stream = stream_name(await part_holding(queue, job_id))  # a partitioned queue: the job's partition
@@ -120,7 +121,7 @@ async def _follow_job(
             record = await queue.get_job(job_id)
             if record is None:
                 return
-            (snapshot,) = await jobs_out(queue, [record], show_data=show_data)
+            (snapshot,) = await jobs_out(queue, [record], show_data=show_data, show_trace=show_trace)
             yield _frame("state", events.position, snapshot)
             for frame_id, data in await relay.catch_up(events.position):
                 yield _frame("output", frame_id, data)
@@ -177,7 +178,8 @@ async def _follow_job(
                 if record is not None:
                     for frame_id, data in await relay.catch_up(cursor):
                         yield _frame("output", frame_id, data)
-                    yield _frame("state", relay.event_id(cursor), job_out(record, show_data=show_data))
+                    final = job_out(record, show_data=show_data, show_trace=show_trace)
+                    yield _frame("state", relay.event_id(cursor), final)
                 return
             yield b": keep-alive\n\n"
             try:
@@ -333,13 +335,14 @@ async def job_events(
     q = await state.existing_queue(queue)
     if await q.get_state(job_id) is None:
         raise ApiError(404, f"job {job_id[:200]!r} not found in queue {queue!r}")
-    show = principal.can(KeyScope.READ_DATA)
-    needs = frozenset({KeyScope.READ, KeyScope.READ_DATA} if show else {KeyScope.READ})
+    show, trace = principal.can(KeyScope.READ_DATA), principal.can(KeyScope.ADMIN)
+    needs = frozenset({KeyScope.READ, KeyScope.READ_DATA} if show else {KeyScope.READ}) | (
+        {KeyScope.ADMIN} if trace else set())  # what the stream shows, the key must still hold
     flow = FlowFollower(state.conveyor, state.hub, show)
     state.streams.take(principal.key_id)
     keepalive_s = max(0.05, state.settings.api_sse_keepalive_s)
     relay = OutputRelay(q, job_id, attempt=attempt, sent=sent, show_data=show)
-    stream = _follow(state.hub, q, job_id, after, keepalive_s, relay, flow)
+    stream = _follow(state.hub, q, job_id, after, keepalive_s, relay, flow, show_trace=trace)
     return HeldStream(
         stream,
         lambda: state.streams.give_back(principal.key_id),
