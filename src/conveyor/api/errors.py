@@ -173,7 +173,7 @@ async def _http(request: Request, exc: Exception) -> JSONBody:
     return error_response(status, message, headers=headers)
 
 
-_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 _PARAM = re.compile(r"\\\{[^}]+\\\}")
 
 
@@ -181,7 +181,9 @@ def allowed_methods(request: Request) -> list[str]:
     """The methods of the resource at this path, as the OpenAPI document lists them (Starlette lists
     only the first route's). Job ids may contain '/', so a path can fit several templates
     (`/jobs/{queue}/{job_id}/wait` and `/jobs/{queue}/{job_id}`): the most specific one (the most
-    literal text) is the resource. Paths outside the document are probed against the routes."""
+    literal text) is the resource. Paths outside the document are probed against the routes. HEAD is
+    listed only where a route serves it (static files, the OpenAPI document): the API's own routes
+    answer it with this 405."""
     path = request.scope.get("path", "")
     best, allowed = -1, set()
     for pattern, literal, methods in _templates(request.app):
@@ -190,13 +192,11 @@ def allowed_methods(request: Request) -> list[str]:
                 best, allowed = literal, set(methods)
             elif literal == best:
                 allowed |= methods
-    if best < 0:
-        for method in _METHODS:
-            scope = {**request.scope, "method": method}
-            if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
-                allowed.add(method)
-    ordered = [m for m in _METHODS if m in allowed]
-    return [*ordered, "HEAD"] if "GET" in allowed else ordered
+    for method in _METHODS if best < 0 else ("HEAD",):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.add(method)
+    return [m for m in _METHODS if m in allowed]
 
 
 def prepare_allowed_methods(app: Any) -> None:
