@@ -131,3 +131,16 @@ async def test_an_event_stream_shows_the_stack_to_admin_keys_only(api: Api) -> N
         (state,) = [e for e in parse_sse(r.text)[0] if e.event == "state"]
         assert state.data["error"]["type"] == "ValueError"
         assert ("stack" in state.data["error"]) is shown, (who, state.data["error"])
+
+
+async def test_a_long_poll_asked_for_while_the_process_stops_is_a_503(api: Api) -> None:
+    """The docs: once a process stops, a stream or long-poll asked for gets 503 with Retry-After, so
+    the client asks another process. Before, a long-poll was answered 200 with the job as it was,
+    as if it had waited, and a client polling in a loop spun on the stopping process."""
+    job_id = await api.enqueue("echo", {"text": "x"}, delay=3600)
+    api.asgi.state.conveyor_api.hub.drain()  # what SIGINT/SIGTERM do under `conveyor api`
+    r = await api.http.get(f"/api/jobs/{api.queue}/{job_id}/wait", params={"timeout": 30}, headers=api.auth())
+    assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+    assert r.json()["error"]["code"] == "unavailable"
+    r = await api.http.get(f"/api/jobs/{api.queue}/{job_id}", headers=api.auth())  # a plain read is served
+    assert r.status_code == 200 and r.json()["state"] == "delayed"
