@@ -3,7 +3,7 @@
 from __future__ import annotations
 
 import time
-from collections.abc import Mapping
+from collections.abc import Mapping, Sequence
 from dataclasses import dataclass, field
 from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
@@ -28,6 +28,20 @@ class JobState(StrEnum):
 
 
 TERMINAL = frozenset({JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED})
+
+
+# The fields of a job hash its record reads (JobRecord.from_hash). Readers ask for these alone: a flow
+# parent's hash also keeps every child's result and error (`r:<child>`, `e:<child>`) until the parent
+# runs, which only its handler reads (Queue.children); a whole-hash read of such a parent moved every
+# child's result each time the job was shown.
+RECORD_FIELDS = ("name", "data", "state", "opts", "prio", "attempts", "stalls", "lapses", "held", "progress",
+                 "result", "error", "ts", "started", "finished", "worker", "cancel", "idem", "parent", "kids",
+                 "pending")
+
+
+def record_fields(values: Sequence[str | None]) -> dict[str, str]:
+    """The hash `from_hash` takes, from an HMGET of RECORD_FIELDS (empty: no such job)."""
+    return {name: value for name, value in zip(RECORD_FIELDS, values, strict=True) if value is not None}
 
 
 def _int(raw: str | None) -> int | None:

@@ -21,7 +21,7 @@ from conveyor.errors import (
     QueueNotEmptyError,
 )
 from conveyor.events import FOLLOW_REFRESH_S, FOLLOW_TTL_MS, Event, EventsMode
-from conveyor.job import Job, JobOutput, JobRecord, JobState
+from conveyor.job import RECORD_FIELDS, Job, JobOutput, JobRecord, JobState, record_fields
 from conveyor.limits import admin as limits_admin
 from conveyor.limits.model import GroupLimits, RateLimit
 from conveyor.middleware import Middleware, MiddlewareChain
@@ -273,7 +273,7 @@ class Queue(QueueHandle[RedisClient]):
         return Job(self, job_id, parse=parse)
 
     async def get_job(self, job_id: str) -> JobRecord | None:
-        h = await self._call(self.client.hgetall(self.keys.job(job_id)))
+        h = record_fields(await self._call(self.client.hmget(self.keys.job(job_id), RECORD_FIELDS)))
         if not h:
             return None
         return JobRecord.from_hash(self.name, job_id, h)
@@ -355,8 +355,8 @@ class Queue(QueueHandle[RedisClient]):
             return []
         async with self.client.pipeline(transaction=False) as pipe:
             for job_id in ids:
-                pipe.hgetall(self.keys.job(job_id))
-            hashes = await self._call(pipe.execute())
+                pipe.hmget(self.keys.job(job_id), RECORD_FIELDS)  # not a flow parent's child results
+            hashes = [record_fields(values) for values in await self._call(pipe.execute())]
         return [JobRecord.from_hash(self.name, i, h, state) for i, h in zip(ids, hashes, strict=True) if h]
 
     # ------------------------------------------------------------------ events

@@ -236,3 +236,21 @@ async def test_unknown_route_and_method_use_the_error_body(api: Api) -> None:
     assert r.status_code == 404 and r.json()["error"]["code"] == "not_found"
     r = await api.http.put(f"/api/queues/{api.queue}/jobs", headers=api.auth())
     assert r.status_code == 405 and r.json()["error"]["code"] == "method_not_allowed"
+
+
+async def test_cors_admits_every_method_the_api_serves(api_factory: Callable[..., Any]) -> None:
+    """Before, the allowed methods left PATCH out: a browser page on an allowed origin could not
+    change the cost settings (`PATCH /api/costs/settings`), its preflight was refused."""
+    origin = "https://app.example.com"
+    async with api_factory(api_cors_origins=origin) as api:
+        q = api.queue
+        for method, path in (("PATCH", "/api/costs/settings"), ("PUT", "/api/alerts"),
+                             ("DELETE", f"/api/queues/{q}/failed"), ("POST", f"/api/queues/{q}/jobs")):
+            preflight = {"Origin": origin, "Access-Control-Request-Method": method,
+                         "Access-Control-Request-Headers": "authorization,content-type"}
+            r = await api.http.options(path, headers=preflight)
+            assert r.status_code == 200, (method, r.status_code, r.text)
+            assert method in r.headers["access-control-allow-methods"], (method, r.headers)
+        r = await api.http.patch("/api/costs/settings", json={"retention_days": 90},
+                                 headers={**api.auth(), "Origin": origin})
+        assert r.status_code == 200 and r.headers["access-control-allow-origin"] == origin, r.text

@@ -77,3 +77,28 @@ async def test_budgets_are_set_read_and_removed_through_the_api(api: Api) -> Non
     assert (await api.http.delete(path, headers=api.auth("admin"))).status_code == 200
     assert (await api.http.delete(path, headers=api.auth("admin"))).status_code == 404
     assert (await api.http.get(path, headers=api.auth("read"))).status_code == 404
+
+
+async def test_a_day_before_1970_is_a_422_that_says_so(api: Api) -> None:
+    """Usage is counted in days since 1970-01-01. Before, `until` in the first days of year 1 left no
+    room for the default `since` (6 days earlier): a bare 500 and a logged trace; a range before 1970
+    was a 422 whose message named nothing the caller sent."""
+    for params in ({"until": "0001-01-01"}, {"until": "0001-01-03"}, {"since": "0001-01-01", "until": "0001-01-05"},
+                   {"since": "1969-12-31", "until": "1970-01-02"}, {"until": "1969-12-31"}):
+        r = await api.http.get("/api/costs", params=params, headers=api.auth("read"))
+        assert r.status_code == 422, (params, r.text)
+        assert r.json()["error"]["code"] == "invalid_input" and "1970-01-01" in r.json()["error"]["message"], r.text
+    r = await api.http.get("/api/costs", params={"until": "1970-01-03"}, headers=api.auth("read"))
+    assert r.status_code == 200 and r.json()["since"] == "1970-01-01", r.text
+
+
+async def test_a_day_must_be_written_as_a_date(api: Api) -> None:
+    """The document states `format: date`; before, a number was read as a Unix time (`until=864000`
+    was 1970-01-11) and answered 200, a request outside the document accepted."""
+    for params in ({"until": "0"}, {"until": "864000"}, {"since": "1700000000", "until": "2026-01-01"},
+                   {"until": "2026-01-01T00:00:00"}, {"until": "20260101"}):
+        r = await api.http.get("/api/costs", params=params, headers=api.auth("read"))
+        assert r.status_code == 422, (params, r.text)
+    days = {"since": "2026-01-01", "until": "2026-01-02"}
+    r = await api.http.get("/api/costs", params=days, headers=api.auth("read"))
+    assert r.status_code == 200 and r.json()["since"] == "2026-01-01", r.text

@@ -135,13 +135,21 @@ async def test_openapi_states_the_ranges_validation_enforces(api: LiveApi) -> No
 
 
 async def test_405_carries_the_methods_the_path_serves(api: LiveApi) -> None:
+    """Only methods the path serves: before, every GET path listed HEAD, which its route answered with
+    this very 405 (a client or monitor taking the Allow header at its word got refused)."""
     r = await api.http.put(f"/api/queues/{api.queue}/jobs", headers=api.auth())  # type: ignore[attr-defined]
     assert r.status_code == 405
-    assert set(r.headers["Allow"].split(", ")) == {"GET", "HEAD", "POST"}
+    assert set(r.headers["Allow"].split(", ")) == {"GET", "POST"}
     r = await api.http.delete("/api/health")
-    assert r.status_code == 405 and r.headers["Allow"] == "GET, HEAD"
+    assert r.status_code == 405 and r.headers["Allow"] == "GET"
     r = await api.http.patch(f"/api/jobs/{api.queue}/some/id", headers=api.auth())  # type: ignore[attr-defined]
-    assert r.status_code == 405 and set(r.headers["Allow"].split(", ")) == {"GET", "HEAD", "DELETE"}
+    assert r.status_code == 405 and set(r.headers["Allow"].split(", ")) == {"GET", "DELETE"}
+    for path in ("/api/health", f"/api/queues/{api.queue}", "/docs"):  # type: ignore[attr-defined]
+        r = await api.http.head(path, headers=api.auth())
+        assert r.status_code == 405 and "HEAD" not in r.headers["Allow"].split(", "), (path, r.headers)
+    r = await api.http.delete("/openapi.json")  # a route that serves HEAD lists it
+    assert r.status_code == 405 and r.headers["Allow"] == "GET, HEAD"
+    assert (await api.http.head("/openapi.json")).status_code == 200
 
 
 @pytest.mark.parametrize(
@@ -186,6 +194,33 @@ async def test_a_one_value_query_parameter_given_twice_is_a_422(api: LiveApi) ->
     assert r.status_code == 422 and "'state'" in r.json()["error"]["message"], r.text
     r = await api.http.get(path, params=[("state", "failed"), ("limit", "5")], headers=api.auth())
     assert r.status_code == 200 and r.json()["jobs"] == [], r.text
+
+
+@pytest.mark.parametrize("path", ["/api/queues/{q}/jobs", "/api/queues/{q}/jobs:bulk"])
+async def test_an_idempotency_key_sent_twice_is_a_422_and_writes_nothing(api: LiveApi, path: str) -> None:
+    """Before, the first of two Idempotency-Key headers counted and the other was ignored: a retry
+    that sent them in the other order (another proxy, another client library) enqueued again."""
+    job = {"name": "echo", "data": {"text": "x"}}
+    body = {"jobs": [job]} if path.endswith(":bulk") else job
+    url = path.format(q=api.queue)  # type: ignore[attr-defined]
+    for keys in (("k-1", "k-2"), ("k-2", "k-1"), ("k-1", "k-1")):
+        headers = [*api.auth("enqueue").items(), *(("Idempotency-Key", k) for k in keys)]
+        r = await api.http.post(url, json=body, headers=headers)
+        assert r.status_code == 422, r.text
+        assert "'idempotency-key'" in r.json()["error"]["message"], r.text
+    assert await _written(api) == 0
+    r = await api.http.post(url, json=body, headers={**api.auth("enqueue"), "Idempotency-Key": "k-1"})
+    assert r.status_code == 202 and await _written(api) == 1
+
+
+async def test_a_last_event_id_sent_twice_is_a_422(api: LiveApi) -> None:
+    r = await api.http.post(f"/api/queues/{api.queue}/jobs", json={"name": "echo", "data": {"text": "x"}},  # type: ignore[attr-defined]
+                            headers=api.auth("enqueue"))
+    url = r.json()["events_url"]
+    assert (await api.http.delete(r.json()["status_url"], headers=api.auth())).status_code == 200  # a stream ends
+    headers = [*api.auth().items(), ("Last-Event-ID", "1-0"), ("Last-Event-ID", "2-0")]
+    r = await api.http.get(url, headers=headers)
+    assert r.status_code == 422 and "'last-event-id'" in r.json()["error"]["message"], r.text
 
 
 @pytest.mark.parametrize(
@@ -242,3 +277,17 @@ async def test_a_body_of_100k_keys_with_one_repeat_is_a_422(api: LiveApi) -> Non
     raw = b'{"name": "anything", "data": {%s, "k0": 1}}' % pairs
     r = await _post(api, None, raw=raw)
     assert r.status_code == 422 and "'k0'" in r.text, r.text
+
+
+@pytest.mark.parametrize(("method", "path"), [
+    ("PUT", "/api/alerts"), ("PATCH", "/api/costs/settings"), ("PUT", "/api/budgets/g"), ("PUT", "/api/schedules/s"),
+    ("PUT", "/api/costs/prices/m"), ("POST", "/api/dashboard/queues/{q}/bulk"), ("POST", "/api/queues/{q}/jobs"),
+])
+async def test_a_body_that_is_not_json_is_a_400_on_every_route(api: LiveApi, method: str, path: str) -> None:
+    """Before, routes whose body FastAPI parses answered malformed JSON with a 422 (the table says 400;
+    routes parsing their own body already did)."""
+    url = path.format(q=api.queue)  # type: ignore[attr-defined]
+    for raw in (b"{", b'{"a": 1} trailing', b"\xff\xfe"):
+        r = await api.http.request(method, url, content=raw, headers={**api.auth(), "Content-Type": "application/json"})
+        assert r.status_code == 400, (raw, r.text)
+        assert r.json() == {"error": {"code": "bad_request", "message": "the body is not valid JSON"}}

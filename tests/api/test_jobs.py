@@ -4,6 +4,7 @@ from __future__ import annotations
 
 from conveyor import JobState
 from tests.api.conftest import Api
+from tests.api.sse_parse import parse_sse
 from tests.conftest import wait_for
 
 
@@ -116,3 +117,30 @@ async def test_job_ids_with_slashes_route_to_the_job(api: Api) -> None:
     assert waited.status_code == 200 and waited.json()["id"] == "reports/2026/11"
     r = await api.http.delete(f"/api/jobs/{api.queue}/reports/2026/11", headers=api.auth())
     assert r.status_code == 200 and r.json()["state"] == JobState.CANCELLED.value
+
+
+async def test_an_event_stream_shows_the_stack_to_admin_keys_only(api: Api) -> None:
+    """The docs show a failed job's stack to admin keys in every route. Before, the event stream's
+    `state` frame withheld it from admin keys too (the long-poll and GET showed it)."""
+    job_id = await api.enqueue("boom")
+    await api.start_worker()
+    r = await api.http.get(f"/api/jobs/{api.queue}/{job_id}/wait", params={"timeout": 20}, headers=api.auth())
+    assert r.json()["state"] == "failed"
+    for who, shown in (("admin", True), ("reader", False), ("read", False)):
+        r = await api.http.get(f"/api/jobs/{api.queue}/{job_id}/events", headers=api.auth(who))
+        (state,) = [e for e in parse_sse(r.text)[0] if e.event == "state"]
+        assert state.data["error"]["type"] == "ValueError"
+        assert ("stack" in state.data["error"]) is shown, (who, state.data["error"])
+
+
+async def test_a_long_poll_asked_for_while_the_process_stops_is_a_503(api: Api) -> None:
+    """The docs: once a process stops, a stream or long-poll asked for gets 503 with Retry-After, so
+    the client asks another process. Before, a long-poll was answered 200 with the job as it was,
+    as if it had waited, and a client polling in a loop spun on the stopping process."""
+    job_id = await api.enqueue("echo", {"text": "x"}, delay=3600)
+    api.asgi.state.conveyor_api.hub.drain()  # what SIGINT/SIGTERM do under `conveyor api`
+    r = await api.http.get(f"/api/jobs/{api.queue}/{job_id}/wait", params={"timeout": 30}, headers=api.auth())
+    assert r.status_code == 503 and r.headers["retry-after"] == "1", r.text
+    assert r.json()["error"]["code"] == "unavailable"
+    r = await api.http.get(f"/api/jobs/{api.queue}/{job_id}", headers=api.auth())  # a plain read is served
+    assert r.status_code == 200 and r.json()["state"] == "delayed"

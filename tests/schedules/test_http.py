@@ -86,6 +86,16 @@ async def test_auth_dependencies_guard_the_routes(http: httpx.AsyncClient) -> No
         ({"task": "t", "interval_s": 60, "start": "9999-12-31T23:59:59Z"}, "start"),
         ({"task": "t", "interval_s": 60, "start": "2026-01-01T00:00:00"}, "timezone-aware"),
         ({"task": "t", "interval_s": 60, "start": "0001-01-01T00:00:00+05:00"}, "start"),
+        # Only what the document states: before, pydantic's lax mode read a number as a Unix time
+        # and text as a number or a flag (`"paused": "false"` was a paused schedule, `"off"` too).
+        ({"task": "t", "interval_s": 60, "start": 0}, "start"),
+        ({"task": "t", "interval_s": 60, "end": "1700000000"}, "end"),
+        ({"task": "t", "interval_s": "60"}, "interval_s"),
+        ({"task": "t", "interval_s": 60, "paused": "true"}, "paused"),
+        ({"task": "t", "interval_s": 60, "paused": 1}, "paused"),
+        ({"task": "t", "interval_s": 60, "catch_up_cap": "5"}, "catch_up_cap"),
+        ({"task": "t", "interval_s": 60, "catch_up_cap": 5.5}, "catch_up_cap"),
+        ({"task": 5, "interval_s": 60}, "task"),
     ],
 )
 async def test_bad_bodies_get_422_and_write_nothing(

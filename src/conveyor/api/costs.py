@@ -4,13 +4,14 @@ day, prices and currency, and budgets. Reading needs the `read` scope; changes n
 from __future__ import annotations
 
 import datetime as dt
+import re
 from collections.abc import Awaitable, Iterator
 from contextlib import contextmanager
 from decimal import Decimal
 from typing import Annotated, Any, Literal, TypeVar
 
 from fastapi import APIRouter, Path, Query, Request
-from pydantic import BaseModel, ConfigDict, Field, StringConstraints
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field, StringConstraints
 
 from conveyor.api.auth import AdminKey, ReadKey
 from conveyor.api.errors import ApiError
@@ -26,6 +27,17 @@ T = TypeVar("T")
 TENANT_PATTERN = r"^[A-Za-z0-9._:@/+=-]{1,200}$"
 MODEL_PATTERN = r"^[^\x00-\x1f\x7f]{1,200}$"
 TASK_PATTERN = r"^[^\x00-\x1f\x7f]{1,200}$"
+
+
+def _iso_day(value: Any) -> Any:
+    """A day as the document states it (`format: date`, YYYY-MM-DD); pydantic's lax dates also take
+    a number as a Unix time (`until=0` read as 1970-01-01), which no client means."""
+    if not (isinstance(value, str) and re.fullmatch(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value)):
+        raise ValueError("a day is written YYYY-MM-DD")
+    return value
+
+
+Day = Annotated[dt.date, BeforeValidator(_iso_day)]
 
 
 def _ledger(request: Request) -> CostLedger:
@@ -68,9 +80,9 @@ async def get_costs(
     request: Request, principal: ReadKey,
     group: str | None = Query(None, pattern=TENANT_PATTERN, description="Only this tenant (404 when never seen)."),
     task: str | None = Query(None, pattern=TASK_PATTERN, description="Only this task."),
-    since: Annotated[dt.date | None, Query(description="First day (UTC); default 6 days before `until`.")] = None,
-    until: Annotated[dt.date | None, Query(description="Last day (UTC); default today. At most 400 days "
-                                                       "from `since`, and not before it (422).")] = None,
+    since: Annotated[Day | None, Query(description="First day (UTC); default 6 days before `until`.")] = None,
+    until: Annotated[Day | None, Query(description="Last day (UTC); default today. At most 400 days "
+                                                   "from `since`, and not before it (422).")] = None,
 ) -> dict[str, Any]:
     ledger = _ledger(request)
     return await _call(ledger.usage(group=group, task=task, since=since, until=until))

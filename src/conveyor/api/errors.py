@@ -30,7 +30,7 @@ from conveyor.errors import (
     PayloadValidationError,
     UnknownTaskError,
 )
-from conveyor.redis.faults import fault_summary
+from conveyor.redis.faults import fault_summary, is_fault
 
 logger = logging.getLogger(__name__)
 
@@ -154,7 +154,11 @@ async def _redis_down(request: Request, exc: Exception) -> JSONBody:
 
 async def _validation(request: Request, exc: Exception) -> JSONBody:
     assert isinstance(exc, RequestValidationError)
-    return error_response(422, "request parameters are invalid", details=_sanitize(exc.errors()))
+    errors = exc.errors()
+    if any(e.get("type") == "json_invalid" for e in errors):
+        # A body FastAPI parses that is not JSON: the 400 of the table, as routes parsing their own say.
+        return error_response(400, "the body is not valid JSON")
+    return error_response(422, "request parameters are invalid", details=_sanitize(errors))
 
 
 async def _http(request: Request, exc: Exception) -> JSONBody:
@@ -169,7 +173,7 @@ async def _http(request: Request, exc: Exception) -> JSONBody:
     return error_response(status, message, headers=headers)
 
 
-_METHODS = ("GET", "POST", "PUT", "PATCH", "DELETE")
+_METHODS = ("GET", "HEAD", "POST", "PUT", "PATCH", "DELETE")
 _PARAM = re.compile(r"\\\{[^}]+\\\}")
 
 
@@ -177,7 +181,9 @@ def allowed_methods(request: Request) -> list[str]:
     """The methods of the resource at this path, as the OpenAPI document lists them (Starlette lists
     only the first route's). Job ids may contain '/', so a path can fit several templates
     (`/jobs/{queue}/{job_id}/wait` and `/jobs/{queue}/{job_id}`): the most specific one (the most
-    literal text) is the resource. Paths outside the document are probed against the routes."""
+    literal text) is the resource. Paths outside the document are probed against the routes. HEAD is
+    listed only where a route serves it (static files, the OpenAPI document): the API's own routes
+    answer it with this 405."""
     path = request.scope.get("path", "")
     best, allowed = -1, set()
     for pattern, literal, methods in _templates(request.app):
@@ -186,13 +192,11 @@ def allowed_methods(request: Request) -> list[str]:
                 best, allowed = literal, set(methods)
             elif literal == best:
                 allowed |= methods
-    if best < 0:
-        for method in _METHODS:
-            scope = {**request.scope, "method": method}
-            if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
-                allowed.add(method)
-    ordered = [m for m in _METHODS if m in allowed]
-    return [*ordered, "HEAD"] if "GET" in allowed else ordered
+    for method in _METHODS if best < 0 else ("HEAD",):
+        scope = {**request.scope, "method": method}
+        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+            allowed.add(method)
+    return [m for m in _METHODS if m in allowed]
 
 
 def prepare_allowed_methods(app: Any) -> None:
@@ -220,9 +224,10 @@ async def _client_gone(request: Request, exc: Exception) -> Response:
 
 class UnhandledErrors:
     """ASGI middleware inside Starlette's error middleware: an unexpected exception is logged here,
-    once, and answered with a bare 500 (no trace, no input). Nothing is re-raised, so neither
-    Starlette nor the server logs it a second time. After a response has started (a stream), the
-    connection is just closed."""
+    once, and answered with a bare 500 (no trace, no input); a Redis fault (redis/faults.py: a `BUSY`
+    or `LOADING` reply, a closed transport) is the documented 503 saying why, logged without a trace.
+    Nothing is re-raised, so neither Starlette nor the server logs it a second time. After a response
+    has started (a stream), the connection is just closed."""
 
     def __init__(self, app: ASGIApp) -> None:
         self.app = app
@@ -241,7 +246,13 @@ class UnhandledErrors:
 
         try:
             await self.app(scope, receive, tracking_send)
-        except Exception:
+        except Exception as exc:
+            if is_fault(exc):  # a Redis reply or error no route turned into ConnectionFailedError
+                summary = fault_summary(exc)
+                logger.warning("%s while serving %s %s", summary, scope.get("method"), scope.get("path"))
+                if not started:
+                    await error_response(503, summary)(scope, receive, send)
+                return
             logger.exception("unhandled error serving %s %s", scope.get("method"), scope.get("path"))
             if not started:
                 await error_response(500, "internal error")(scope, receive, send)

@@ -10,11 +10,11 @@ from __future__ import annotations
 
 from typing import Any
 
-import orjson
-
 from conveyor.api.hub import EventHub, Subscription
+from conveyor.api.responses import json_bytes
 from conveyor.api.serialize import event_out
 from conveyor.app import Conveyor
+from conveyor.events import Event
 from conveyor.flows.model import MAX_NODES
 from conveyor.job import JobRecord, split_ref
 from conveyor.queue import Queue
@@ -24,7 +24,7 @@ POLL_S = 0.25  # a flow root's stream relays its children's events at least this
 
 
 def child_frame(data: Any) -> bytes:
-    return b"event: child\ndata: %s\n\n" % orjson.dumps(data)
+    return b"event: child\ndata: %s\n\n" % json_bytes(data)
 
 
 class FlowFollower:
@@ -40,6 +40,17 @@ class FlowFollower:
     def active(self) -> bool:
         return bool(self.subs)
 
+    def may_have_grown(self, event: Event) -> bool:
+        """Whether the root's `event` may mean descendants this follower does not know yet, so the tree
+        is walked again: the root waits for children (dynamic ones added), or a child it never saw ended.
+        The end of a known child changes nothing in the tree: walking then cost a walk per child."""
+        if event.type == "waiting-children":
+            return True
+        if event.type != "child":
+            return False
+        queue, job_id = split_ref(event.fields.get("child", ""))
+        return job_id not in self.members.get(queue, ())
+
     async def update(self, root: JobRecord) -> bytes | None:
         """Follow the descendants of `root` (as its record is now); a `children` frame listing every
         descendant and its state when there are new ones (the first time, and after dynamic children)."""
@@ -50,7 +61,7 @@ class FlowFollower:
         if len(found) == self._known:
             return None
         self._known = len(found)
-        return b"event: children\ndata: %s\n\n" % orjson.dumps({"children": found})
+        return b"event: children\ndata: %s\n\n" % json_bytes({"children": found})
 
     async def close(self) -> None:
         for sub in self.subs.values():

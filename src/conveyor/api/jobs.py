@@ -22,7 +22,7 @@ from conveyor.api.keys import Scope
 from conveyor.api.responses import JSONBody
 from conveyor.api.schemas import BulkOut, EnqueuedOut, JobActionOut, JobOut, error_responses
 from conveyor.api.serialize import job_path, jobs_out, suffix_in_id
-from conveyor.api.sse import END_EVENTS
+from conveyor.api.sse import END_EVENTS, stopping
 from conveyor.api.state import ApiState, get_state
 from conveyor.job import Job, JobRecord, JobState
 from conveyor.options import JobSpec
@@ -202,6 +202,7 @@ async def wait_job(
     if suffix_in_id(request, "wait"):  # GET .../<id>%2Fwait: a read of the job `<id>/wait`
         return await _record(request, queue, f"{job_id}/wait", principal)
     state = get_state(request)
+    stopping(state)  # a long-poll asked for while the process stops: 503, the client asks another one
     q = await state.existing_queue(queue)
     with state.waits.holding(principal.key_id):
         try:

@@ -19,7 +19,6 @@ import asyncio
 from collections.abc import AsyncGenerator
 from typing import Annotated
 
-import orjson
 from fastapi import APIRouter, Query, Request
 from fastapi.responses import StreamingResponse
 
@@ -27,6 +26,7 @@ from conveyor.api.auth import ReadKey
 from conveyor.api.errors import ApiError
 from conveyor.api.hub import EventHub, Subscription, event_size
 from conveyor.api.keys import Scope as KeyScope
+from conveyor.api.responses import json_bytes
 from conveyor.api.serialize import event_out
 from conveyor.api.sse import HeldStream, key_recheck, recheck_every_s, stopping, stream_responses
 from conveyor.api.state import get_state
@@ -100,7 +100,7 @@ async def _follow(
             await sub.start()  # every event after `ready` reaches this stream
         tasks = [asyncio.create_task(_pump(sub, out)) for sub in subscriptions]
         yield b"retry: %d\n\n" % _RETRY_MS
-        yield _frame("ready", orjson.dumps({"queues": queues}))
+        yield _frame("ready", json_bytes({"queues": queues}))
         while True:
             try:
                 item = await asyncio.wait_for(out.items.get(), timeout=keepalive_s)
@@ -116,7 +116,7 @@ async def _follow(
             out.took(size)
             body = event_out(event, show_data=show_data)
             body["queue"] = queue_of_stream(queue)
-            yield _frame(event.type, orjson.dumps(body))
+            yield _frame(event.type, json_bytes(body))
     finally:
         # No await that can suspend here: under a cancelled task group every such await raises at once,
         # so a subscription closed after one would stay open. aclose() never suspends.
@@ -158,9 +158,10 @@ async def live_events(
     # Redis answers now, or this is a 503: once the stream's 200 has gone out, a Redis that is down
     # could only break the stream off.
     await state.client.ping()
+    # Every read before the slot is taken: a fault after it would be a 503 that keeps the slot.
+    streams = [stream_name(p) for n in names for p in parts_of(await state.opened(n))]
     state.streams.take(principal.key_id)
     keepalive_s = max(0.05, state.settings.api_sse_keepalive_s)
-    streams = [stream_name(p) for n in names for p in parts_of(await state.opened(n))]
     show = principal.can(KeyScope.READ_DATA)
     needs = frozenset({KeyScope.READ, KeyScope.READ_DATA} if show else {KeyScope.READ})
     stream = _follow(state.hub, names, streams, keepalive_s, show, state.settings.api_sse_buffer_bytes)

@@ -2,7 +2,9 @@
 
 - Unknown query parameters are a 422 instead of silently ignored: a typo such as `?timout=60` would
   otherwise wait the default time. So is a parameter of one value given several times
-  (`?state=waiting&state=failed` would otherwise list only failed jobs, as if it were the filter asked for).
+  (`?state=waiting&state=failed` would otherwise list only failed jobs, as if it were the filter asked for),
+  and a header of one value sent several times (two `Idempotency-Key`s: only the first one counted,
+  so a retry that sent them in the other order enqueued the job again).
 - Job ids may contain '/', so `DELETE /api/jobs/q/42/wait` also fits `DELETE /api/jobs/{q}/{id}`
   (a job "42/wait"). The resource at such a path is the most specific template that fits it
   (`/api/jobs/{q}/{id}/wait`); a method that resource does not serve is a 405 with its `Allow`.
@@ -25,6 +27,7 @@ from conveyor.api.body import refuse_repeated_keys
 from conveyor.api.errors import ApiError, allowed_methods
 
 _KNOWN: dict[int, tuple[frozenset[str], frozenset[str]]] = {}
+_HEADERS: dict[int, frozenset[bytes]] = {}
 
 
 def _declared(route: APIRoute) -> tuple[frozenset[str], frozenset[str]]:
@@ -36,6 +39,24 @@ def _declared(route: APIRoute) -> tuple[frozenset[str], frozenset[str]]:
                  frozenset(p.alias for p in params if not _is_list(p.field_info.annotation)))
         _KNOWN[id(route)] = known
     return known
+
+
+def _one_value_headers(route: APIRoute) -> frozenset[bytes]:
+    """The route's header parameters that take one value (`Idempotency-Key`, `Last-Event-ID`), as
+    the server gives header names: lower-case bytes."""
+    known = _HEADERS.get(id(route))
+    if known is None:
+        params = _header_params(route.dependant)
+        known = frozenset(p.alias.lower().encode("latin-1") for p in params if not _is_list(p.field_info.annotation))
+        _HEADERS[id(route)] = known
+    return known
+
+
+def _header_params(dependant: Any) -> list[Any]:
+    params = list(dependant.header_params)
+    for sub in dependant.dependencies:
+        params += _header_params(sub)
+    return params
 
 
 def _query_params(dependant: Any) -> list[Any]:
@@ -60,6 +81,13 @@ async def described_requests_only(request: Request) -> None:
         return
     if ":path}" in route.path and request.method not in allowed_methods(request):
         raise HTTPException(405)
+    headers = _one_value_headers(route)
+    if headers:
+        sent = Counter(name for name, _ in request.scope["headers"] if name in headers)
+        repeated = sorted(name.decode("latin-1") for name, n in sent.items() if n > 1)
+        if repeated:
+            names = ", ".join(repr(n) for n in repeated)
+            raise ApiError(422, f"headers given more than once, which take one value: {names}")
     await refuse_repeated_keys(request)
     if not request.scope.get("query_string"):
         return

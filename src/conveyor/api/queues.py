@@ -2,12 +2,12 @@
 
 from __future__ import annotations
 
-import asyncio
 from typing import Annotated, Any
 
 from fastapi import APIRouter, Query, Request
 
 from conveyor.api.auth import AdminKey, ReadKey
+from conveyor.api.fanout import each_bounded
 from conveyor.api.keys import Scope
 from conveyor.api.schemas import (
     JobPageOut,
@@ -54,7 +54,7 @@ async def list_queues(
     names = sorted(state.conveyor.queue_configs)
     if include_all:
         names = await queue_names(state.client, state.prefix, names)
-    return {"queues": list(await asyncio.gather(*(queue_out(state, n) for n in names)))}
+    return {"queues": await each_bounded(names, lambda n: queue_out(state, n))}
 
 
 @router.get("/{queue}", response_model=QueueOut, responses=_READ, summary="Counts, paused flag, throughput")

@@ -29,7 +29,6 @@ import logging
 from collections.abc import AsyncGenerator, Awaitable, Callable
 from typing import Annotated, Any
 
-import orjson
 from fastapi import APIRouter, Header, Request, Response
 from fastapi.responses import StreamingResponse
 from starlette.types import Receive, Scope, Send
@@ -40,7 +39,7 @@ from conveyor.api.flow_events import POLL_S, FlowFollower
 from conveyor.api.hub import EventHub, Subscription, parse_stream_id
 from conveyor.api.keys import Scope as KeyScope
 from conveyor.api.output import EVENT_ID_PATTERN, OutputRelay, split_event_id
-from conveyor.api.responses import JSONBody
+from conveyor.api.responses import JSONBody, json_bytes
 from conveyor.api.schemas import error_responses
 from conveyor.api.serialize import event_out, job_out, jobs_out, suffix_in_id
 from conveyor.api.state import ApiState, get_state
@@ -52,7 +51,6 @@ from conveyor.redis.faults import fault_summary, is_fault
 router = APIRouter(prefix="/api", tags=["jobs"])
 END_EVENTS = frozenset({"completed", "failed", "cancelled", "removed"})
 _RETRY_MS = 2000
-_FLOW_CHANGES = frozenset({"waiting-children", "child"})  # root events after which its tree may have grown
 _ENDED_GRACE_S = 1.0  # after the record shows the end, how long the end event may take to arrive
 # The documented shape of one event of a text/event-stream response (schema checkers validate each
 # event against it): `data` is a JSON document as text.
@@ -85,7 +83,7 @@ def stream_responses(description: str, *errors: int) -> dict[int | str, dict[str
 
 def frame(event: str, event_id: str, data: Any) -> bytes:
     """One SSE frame (also used by other routes that stream hub events)."""
-    return b"id: %s\nevent: %s\ndata: %s\n\n" % (event_id.encode(), event.encode(), orjson.dumps(data))
+    return b"id: %s\nevent: %s\ndata: %s\n\n" % (event_id.encode(), event.encode(), json_bytes(data))
 
 
 _frame = frame
@@ -93,10 +91,11 @@ _frame = frame
 
 async def _follow(
     hub: EventHub, queue: Queue, job_id: str, after: str | None, keepalive_s: float, relay: OutputRelay,
-    flow: FlowFollower | None = None,
+    flow: FlowFollower | None = None, *, show_trace: bool = False,
 ) -> AsyncGenerator[bytes, None]:
+    """`show_trace`: a failed job's stack in its `state` frames (admin keys, as every route shows it)."""
     yield b"retry: %d\n\n" % _RETRY_MS
-    inner = _follow_job(hub, queue, job_id, after, keepalive_s, relay, flow)
+    inner = _follow_job(hub, queue, job_id, after, keepalive_s, relay, flow, show_trace)
     try:
         async for chunk in inner:
             yield chunk
@@ -112,7 +111,7 @@ async def _follow(
 
 async def _follow_job(
     hub: EventHub, queue: Queue, job_id: str, after: str | None, keepalive_s: float, relay: OutputRelay,
-    flow: FlowFollower | None,
+    flow: FlowFollower | None, show_trace: bool,
 ) -> AsyncGenerator[bytes, None]:
     show_data = relay.show_data
     stream = stream_name(await part_holding(queue, job_id))  # a partitioned queue: the job's partition
@@ -122,7 +121,7 @@ async def _follow_job(
             record = await queue.get_job(job_id)
             if record is None:
                 return
-            (snapshot,) = await jobs_out(queue, [record], show_data=show_data)
+            (snapshot,) = await jobs_out(queue, [record], show_data=show_data, show_trace=show_trace)
             yield _frame("state", events.position, snapshot)
             for frame_id, data in await relay.catch_up(events.position):
                 yield _frame("output", frame_id, data)
@@ -167,7 +166,7 @@ async def _follow_job(
                 yield _frame(event.type, relay.event_id(event.id), data)
                 if event.type in END_EVENTS:
                     return
-                if flow is not None and event.type in _FLOW_CHANGES:
+                if flow is not None and flow.may_have_grown(event):
                     record = await queue.get_job(job_id)
                     if record is not None and (chunk := await flow.update(record)) is not None:
                         yield chunk
@@ -179,7 +178,8 @@ async def _follow_job(
                 if record is not None:
                     for frame_id, data in await relay.catch_up(cursor):
                         yield _frame("output", frame_id, data)
-                    yield _frame("state", relay.event_id(cursor), job_out(record, show_data=show_data))
+                    final = job_out(record, show_data=show_data, show_trace=show_trace)
+                    yield _frame("state", relay.event_id(cursor), final)
                 return
             yield b": keep-alive\n\n"
             try:
@@ -335,13 +335,14 @@ async def job_events(
     q = await state.existing_queue(queue)
     if await q.get_state(job_id) is None:
         raise ApiError(404, f"job {job_id[:200]!r} not found in queue {queue!r}")
-    show = principal.can(KeyScope.READ_DATA)
-    needs = frozenset({KeyScope.READ, KeyScope.READ_DATA} if show else {KeyScope.READ})
+    show, trace = principal.can(KeyScope.READ_DATA), principal.can(KeyScope.ADMIN)
+    needs = frozenset({KeyScope.READ, KeyScope.READ_DATA} if show else {KeyScope.READ}) | (
+        {KeyScope.ADMIN} if trace else set())  # what the stream shows, the key must still hold
     flow = FlowFollower(state.conveyor, state.hub, show)
     state.streams.take(principal.key_id)
     keepalive_s = max(0.05, state.settings.api_sse_keepalive_s)
     relay = OutputRelay(q, job_id, attempt=attempt, sent=sent, show_data=show)
-    stream = _follow(state.hub, q, job_id, after, keepalive_s, relay, flow)
+    stream = _follow(state.hub, q, job_id, after, keepalive_s, relay, flow, show_trace=trace)
     return HeldStream(
         stream,
         lambda: state.streams.give_back(principal.key_id),

@@ -6,7 +6,6 @@ Served by the API, which runs while workers are scaled to zero. Reads need the `
 
 from __future__ import annotations
 
-import asyncio
 from collections.abc import Iterator
 from typing import Annotated, Any
 
@@ -17,6 +16,7 @@ from prometheus_client.registry import Collector
 
 from conveyor.api.auth import ReadKey
 from conveyor.api.errors import ApiError
+from conveyor.api.fanout import each_bounded
 from conveyor.api.schemas import error_responses
 from conveyor.api.state import ApiState, get_state
 from conveyor.autoscaling.signals import (
@@ -49,7 +49,7 @@ async def signals(state: ApiState, names: list[str], target_s: float | None) -> 
         declared = configs[name].concurrency if name in configs else None
         return await queue_signal(queue, workers=workers, declared_concurrency=declared, target_s=target)
 
-    return list(await asyncio.gather(*(one(n) for n in names)))
+    return await each_bounded(names, one)
 
 
 @router.get("", responses=_READ, summary="Scaling signals of every queue")

@@ -76,12 +76,15 @@ def _check(reply: Any, what: str) -> Any:
     return reply
 
 
+FIRST_DAY = dt.date(1970, 1, 1)  # day 0 of the buckets; nothing is counted before it
+
+
 def day_number(day: dt.date) -> int:
-    return (day - dt.date(1970, 1, 1)).days
+    return (day - FIRST_DAY).days
 
 
 def day_of(number: int) -> dt.date:
-    return dt.date(1970, 1, 1) + dt.timedelta(days=number)
+    return FIRST_DAY + dt.timedelta(days=number)
 
 
 @dataclass(frozen=True, slots=True)
@@ -270,8 +273,10 @@ class CostLedger:
         default: the last 7 days up to today). UnknownTenantError for a group never seen."""
         if until is None:
             until = await self.today()
-        if since is None:
-            since = until - dt.timedelta(days=6)
+        if since is None:  # 6 days earlier, from the first day counted on (the date type ends at year 1)
+            since = max(FIRST_DAY, until - dt.timedelta(days=6)) if until >= FIRST_DAY else until
+        if since < FIRST_DAY or until < FIRST_DAY:
+            raise ConfigurationError(f"usage is counted from {FIRST_DAY} on; got {min(since, until)}")
         if since > until:
             raise ConfigurationError(f"since ({since}) is after until ({until})")
         if (until - since).days > MAX_RANGE_DAYS:

@@ -72,6 +72,19 @@ _SCRIPT_CLUSTER_FAULTS = ("Script attempted to access a non local key in a clust
 # RedisClusterExceptions are programming errors: a key-less command, keys of several slots.)
 _CLUSTER_MAP_FAULTS = ("cannot be connected", "could not agree", "are not covered", "No targets were found")
 
+# redis-py rewrites the error reply of a command in a pipeline into a message of its own ("Command # 1
+# (HGET k f) of pipeline caused error: ('BUSY Redis is busy ...',)"), and a MULTI/EXEC the server
+# discarded reads "Transaction discarded because of: BUSY ...": the server's reply is what follows.
+_WRAPPED_REPLY = re.compile(r"^(?:Command # \d+ \(.*\) of pipeline caused error: \(?['\"]?"
+                            r"|Transaction discarded because of: )", re.DOTALL)
+
+
+def _reply_text(text: str) -> str:
+    """The server's reply in an error message redis-py may have wrapped (see _WRAPPED_REPLY)."""
+    wrapped = _WRAPPED_REPLY.match(text)
+    return text[wrapped.end():] if wrapped else text
+
+
 # uvloop raises RuntimeError("unable to perform operation on <TCPTransport closed=True ...>; the
 # handler is closed") when a pooled connection the peer closed is reused.
 _CLOSED_TRANSPORT = ("unable to perform operation on", "closed=True", "Transport is closed")
@@ -90,7 +103,7 @@ def is_fault(exc: BaseException) -> bool:
         return True
     if isinstance(exc, ResponseError):
         status = getattr(exc, "status_code", None)
-        text = str(exc)
+        text = _reply_text(str(exc))
         return (f"{status} " in _FAULT_REPLIES or text.startswith(_FAULT_REPLIES)
                 or any(marker in text for marker in _SCRIPT_CLUSTER_FAULTS))
     if isinstance(exc, AttributeError):
@@ -126,7 +139,7 @@ def fault_summary(exc: BaseException) -> str:
     for _ in range(5):  # the fault, the ConnectionFailedError made of it, a wrapper or two
         if seen is None:
             break
-        texts.append(f"{type(seen).__name__}: {seen}")
+        texts.append(f"{type(seen).__name__}: {_reply_text(str(seen))}")
         seen = seen.__cause__ or seen.__context__
     for markers, sentence in _SUMMARIES:
         for text in texts:

@@ -6,12 +6,13 @@ the caller may see payloads (a schedule's `data` is a payload: hidden from keys 
 Options are data: a backoff names a policy the application registered, never a function.
 """
 
+import re
 from collections.abc import Awaitable, Callable, Container
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
 from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
-from pydantic import BaseModel, ConfigDict, Field
+from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from conveyor.errors import InvalidScheduleError, ScheduleNotFoundError
 from conveyor.schedules.model import (
@@ -30,10 +31,24 @@ from conveyor.schedules.store import ScheduleInfo, ScheduleStore
 ScheduleId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
 
 
-class ScheduleBody(BaseModel):
-    """A schedule as PUT: exactly one of `cron` (with `tz`) or `interval_s`."""
+def _written_time(value: Any) -> Any:
+    """A time as the document states it (ISO 8601 text); the lax datetime also read a number as a Unix
+    time (`"start": 0` was 1970-01-01), which no client means."""
+    if value is None or (isinstance(value, str) and re.match(r"[0-9]{4}-[0-9]{2}-[0-9]{2}", value)):
+        return value  # a number in text ("1700000000") is a Unix time to the lax parser too
+    raise ValueError("a time is ISO 8601 text with an offset, e.g. 2026-01-01T00:00:00Z")
 
-    model_config = ConfigDict(extra="forbid")
+
+# Parsed from its text (strict mode takes only datetime objects), and only from text.
+WrittenTime = Annotated[datetime | None, Field(strict=False), BeforeValidator(_written_time)]
+
+
+class ScheduleBody(BaseModel):
+    """A schedule as PUT: exactly one of `cron` (with `tz`) or `interval_s`. Strict: a value of
+    another JSON type than the document states is a 422 (the lax mode read `"paused": "true"` as a
+    flag, `"60"` as a number)."""
+
+    model_config = ConfigDict(extra="forbid", strict=True)
 
     task: str = Field(min_length=1, max_length=200, description="Job name the workers run.")
     queue: str = Field("default", min_length=1, max_length=100)
@@ -48,8 +63,8 @@ class ScheduleBody(BaseModel):
     interval_s: float | None = Field(
         None, ge=MIN_INTERVAL_S, le=MAX_INTERVAL_S, description="Seconds between runs (instead of cron)."
     )
-    start: datetime | None = None
-    end: datetime | None = None
+    start: WrittenTime = None
+    end: WrittenTime = None
     paused: bool = False
     missed: Literal["once", "all", "skip"] = "once"
     catch_up_cap: int = Field(100, ge=1, le=MAX_CATCH_UP_CAP)

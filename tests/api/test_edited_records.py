@@ -1,0 +1,32 @@
+"""A job record edited by hand (or a count Lua wrote as `1e+23`) is shown as it reads: a count past
+64 bits is the number it holds, in every answer. Before, the job's GET showed it but its event
+stream broke off before the first frame (the frame's encoder refuses integers past 64 bits), and so
+did a read of a job whose id ends like a route (`.../rep%2Fevents`): a logged unhandled error."""
+
+from __future__ import annotations
+
+import logging
+
+import pytest
+
+from tests.api.conftest import Api
+from tests.api.sse_parse import parse_sse
+
+
+@pytest.mark.parametrize("count", ["1e+30", "9" * 30, "-" + "9" * 30])
+async def test_a_count_past_64_bits_is_shown_on_every_route(
+    api: Api, count: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    caplog.set_level(logging.ERROR, logger="conveyor.api")
+    job_id = await api.enqueue("echo", {"text": "x"}, delay=3600, job_id="rep/events")
+    await api.app.client.hset(f"cv:{{{api.queue}}}:job:{job_id}", mapping={"attempts": count})
+    shown = (await api.http.get(f"/api/jobs/{api.queue}/rep%2Fevents", headers=api.auth())).json()
+    expected = int(float(count)) if "e" in count else int(count)
+    assert shown["attempts_made"] == expected and abs(expected) > 2**64
+    await api.app.queue(api.queue).cancel(job_id)  # the stream then ends after its state frame
+    r = await api.http.get(f"/api/jobs/{api.queue}/rep%2Fevents/events", headers=api.auth("reader"))
+    assert r.status_code == 200
+    events, _ = parse_sse(r.text)
+    assert events and events[0].event == "state", r.text
+    assert events[0].data["attempts_made"] == shown["attempts_made"] and events[0].data["state"] == "cancelled"
+    assert not [rec for rec in caplog.records if "unhandled" in rec.getMessage()]
