@@ -40,8 +40,9 @@ local function lease(k, prefix, worker, lease_ms, now, maxlen, ids, from, step, 
     i = i + 1
     local id = ids[j]
     local jk = prefix .. 'job:' .. id
-    local f = redis.call('HMGET', jk, 'name', 'data', 'opts', 'attempts')
-    if f[1] then
+    -- (a record gone, or edited into another type, is no job: its id is dropped)
+    local f = job_call('HMGET', jk, 'name', 'data', 'opts', 'attempts')
+    if f and f[1] then
       local token = num(base + i)
       -- One write per job: the attempt count rides in the same HSET as the lease fields.
       local att = (tonumber(f[4]) or 0) + 1

@@ -33,6 +33,19 @@ local MAX_MS = 3155760000000
 -- Counters below 2^53 stay exact in a Lua double.
 local MAX_COUNT = 9007199254740991
 
+-- A command on a job record that a hand edit may have replaced with another Redis type: such a
+-- record is no job and answers nil, as a missing one does, instead of failing the whole script (a
+-- trip that failed on it would be sent again and fail again: the worker and the queue stand still).
+-- Any other error (a key out of reach while the queue's slot migrates) still fails the script.
+local function job_call(cmd, jk, ...)
+  local r = redis.pcall(cmd, jk, ...)
+  if type(r) == 'table' and r.err then
+    if string.sub(r.err, 1, 9) == 'WRONGTYPE' then return nil end
+    error(r)
+  end
+  return r
+end
+
 -- Reserve `n` numbers of a per-queue counter (generated ids, lease tokens) and return the last one.
 -- The counter never goes below Redis time in microseconds, so numbers handed out before a deleted
 -- meta hash (obliterate) or before a failover to a replica that had not seen them are never handed
