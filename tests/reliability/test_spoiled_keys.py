@@ -7,7 +7,7 @@ from __future__ import annotations
 from typing import Any
 
 from conveyor import JobContext, Queue, Worker
-from tests.conftest import running
+from tests.conftest import running, wait_for
 from tests.reliability.helpers import FAST, loops_alive
 
 
@@ -36,3 +36,36 @@ async def test_a_spoiled_ready_record_loses_none_of_the_jobs_claimed_with_it(que
             assert await job.result(timeout=30) == (await job.record()).data
         assert loops_alive(worker)
     assert worker.loop_restarts == 0
+
+
+async def test_a_spoiled_due_record_never_stops_the_claims_of_the_queue(queue: Queue) -> None:
+    """Before, a claim that promoted due delayed jobs failed at the spoiled record, whole, and the
+    next one did again (the id stayed due): no worker of the queue leased anything any more, and
+    each worker's pump crashed on every trip. Now its id only leaves `delayed`."""
+    jobs = [await queue.add("ok", n, delay=0.2) for n in range(5)]
+    await _spoil(queue, jobs[2].id)
+    worker = Worker(queue, {"ok": _ok}, concurrency=10, batch_size=10, **FAST)
+    async with running(worker):
+        for job in jobs[:2] + jobs[3:]:
+            assert await job.result(timeout=30) == (await job.record()).data
+        assert await queue.client.zscore(queue.keys.delayed, jobs[2].id) is None
+        assert loops_alive(worker)
+    assert worker.loop_restarts == 0
+
+
+async def test_a_spoiled_held_record_never_stops_the_claims_of_the_queue(queue: Queue) -> None:
+    """Before, a claim that took held jobs back to ready (a worker with their handler came) failed
+    at the spoiled record, whole, every time: that worker leased nothing and its pump crashed on
+    every trip. Now its id only leaves the hold."""
+    holder = Worker(queue, {"other": _ok}, **FAST)
+    async with running(holder):
+        jobs = [await queue.add("ok", n) for n in range(3)]
+        await wait_for(lambda: holder.stats.held == 3, what="every job held")
+    await _spoil(queue, jobs[1].id)
+    worker = Worker(queue, {"ok": _ok}, **FAST)
+    async with running(worker):
+        for job in (jobs[0], jobs[2]):
+            assert await job.result(timeout=30) == (await job.record()).data
+        assert loops_alive(worker)
+    assert worker.loop_restarts == 0
+    assert await queue.held() == {}

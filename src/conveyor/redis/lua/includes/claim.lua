@@ -8,8 +8,9 @@ local function promote_due(meta, ready, delayed, prefix, now, limit)
   local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, limit)
   for i = 1, #due do
     local jk = prefix .. 'job:' .. due[i]
-    redis.call('HSET', jk, 'state', 'waiting')
-    push_ready(meta, ready, jk, due[i])
+    if job_call('HSET', jk, 'state', 'waiting') then  -- (a record edited into another type only leaves)
+      push_ready(meta, ready, jk, due[i])
+    end
   end
   call_chunked('ZREM', delayed, nil, due, 1)
   return #due
@@ -81,8 +82,9 @@ local function unhold(k, prefix, names, limit)
     local ids = redis.call('ZRANGE', hk, 0, limit - moved - 1)
     for j = 1, #ids do
       local jk = prefix .. 'job:' .. ids[j]
-      redis.call('HDEL', jk, 'held')
-      push_ready(k.meta, k.ready, jk, ids[j])
+      if job_call('HDEL', jk, 'held') then  -- (a record edited into another type only leaves)
+        push_ready(k.meta, k.ready, jk, ids[j])
+      end
     end
     call_chunked('ZREM', hk, nil, ids, 1)
     moved = moved + #ids
