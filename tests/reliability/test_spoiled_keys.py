@@ -4,9 +4,11 @@ queue still."""
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 from conveyor import JobContext, Queue, Worker
+from conveyor.redis.scripts import CLAIM_FIELDS, CLAIM_HEADER
 from tests.conftest import running, wait_for
 from tests.reliability.helpers import FAST, loops_alive
 
@@ -69,3 +71,45 @@ async def test_a_spoiled_held_record_never_stops_the_claims_of_the_queue(queue: 
         assert loops_alive(worker)
     assert worker.loop_restarts == 0
     assert await queue.held() == {}
+
+
+async def test_the_outcome_of_a_spoiled_record_never_stands_the_worker_still(queue: Queue) -> None:
+    """Before, a trip carrying the outcome of a job whose record had been edited into another type
+    under its run failed whole at that record's read; the pump crashed, sent the same outcomes
+    again after its restart and failed again, for ever: the worker recorded nothing and leased
+    nothing more. Now that outcome answers as a missing record's (NOT_FOUND) and the id leaves
+    `active`."""
+    gate = asyncio.Event()
+    started: list[str] = []
+
+    async def slow(ctx: JobContext, data: Any) -> Any:
+        started.append(ctx.job_id)
+        await gate.wait()
+        return data
+
+    worker = Worker(queue, {"slow": slow, "ok": _ok}, concurrency=4, **FAST)
+    async with running(worker):
+        victim = await queue.add("slow", 1)
+        await wait_for(lambda: started, what="the job started")
+        await queue.client.delete(queue.keys.job(victim.id))
+        await queue.client.rpush(queue.keys.job(victim.id), "not a hash")
+        gate.set()
+        await wait_for(lambda: not worker.leases, what="the outcome answered")
+        after = await queue.add("ok", 2)
+        assert await after.result(timeout=30) == 2
+        assert await queue.client.zscore(queue.keys.active, victim.id) is None
+        assert loops_alive(worker)
+    assert worker.loop_restarts == 0
+
+
+async def test_a_trip_sent_again_reads_past_a_spoiled_record_it_leased(queue: Queue) -> None:
+    """A trip whose reply was lost is sent again and answered from its record, which re-reads the
+    jobs it leased. Before, one of them edited into another type meanwhile made that answer fail
+    (the pump crashed); now the answer leaves it out, as it leaves out a job no longer leased."""
+    jobs = [await queue.add("ok", n) for n in range(2)]
+    first = await queue.scripts.trip("w1", 30_000, 2, trip_id="w1:1", record_ttl_ms=60_000)
+    await _spoil(queue, jobs[0].id)
+    again = await queue.scripts.trip("w1", 30_000, 2, trip_id="w1:1", record_ttl_ms=60_000)
+    assert first[CLAIM_HEADER::CLAIM_FIELDS] == [jobs[0].id, jobs[1].id]
+    assert again[CLAIM_HEADER:] == first[CLAIM_HEADER + CLAIM_FIELDS:]
+    await queue.client.delete(queue.keys.job(jobs[0].id))
