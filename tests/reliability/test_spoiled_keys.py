@@ -7,7 +7,9 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
-from conveyor import JobContext, Queue, Worker
+import pytest
+
+from conveyor import JobContext, JobFailedError, Queue, Worker
 from conveyor.redis.scripts import CLAIM_FIELDS, CLAIM_HEADER
 from tests.conftest import running, wait_for
 from tests.reliability.helpers import FAST, loops_alive
@@ -113,3 +115,22 @@ async def test_a_trip_sent_again_reads_past_a_spoiled_record_it_leased(queue: Qu
     assert first[CLAIM_HEADER::CLAIM_FIELDS] == [jobs[0].id, jobs[1].id]
     assert again[CLAIM_HEADER:] == first[CLAIM_HEADER + CLAIM_FIELDS:]
     await queue.client.delete(queue.keys.job(jobs[0].id))
+
+
+async def test_a_spoiled_held_record_never_stops_the_sweep(queue: Queue) -> None:
+    """Before, failing the jobs held past the no-handler timeout stopped at the spoiled record with
+    an error that ended the worker's sweep loop, again at each of its restarts. Now its id only
+    leaves the hold and the others fail with NoHandler."""
+    holder = Worker(queue, {"other": _ok}, **FAST)
+    async with running(holder):
+        jobs = [await queue.add("ok", n) for n in range(2)]
+        await wait_for(lambda: holder.stats.held == 2, what="every job held")
+    await _spoil(queue, jobs[0].id)
+    worker = Worker(queue, {"other": _ok}, no_handler_timeout_s=0.2, **FAST)
+    async with running(worker):
+        with pytest.raises(JobFailedError):
+            await jobs[1].result(timeout=30)
+        assert (await jobs[1].record()).error["type"] == "NoHandler"
+        assert await queue.held() == {}
+        assert loops_alive(worker)
+    assert worker.loop_restarts == 0

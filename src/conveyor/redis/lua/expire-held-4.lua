@@ -27,11 +27,12 @@ for i = 1, #names do
     string.format('%q', names[i]) .. ' took the job within ' .. math.floor(timeout / 1000) .. ' s'})
   for j = 1, #ids do
     local jk = prefix .. 'job:' .. ids[j]
-    redis.call('HDEL', jk, 'held')
-    redis.call('HSET', jk, 'state', 'failed', 'error', err, 'finished', stamp)
-    redis.call('ZADD', failed, stamp, ids[j])
-    emit(events, maxlen, 'ev', 'failed', 'id', ids[j], 'error', 'no handler')
-    flow_ended(prefix, ids[j], redis.call('HGET', jk, 'parent'), 'F', err)
+    if job_call('HDEL', jk, 'held') then  -- (a record edited into another type only leaves the hold)
+      redis.call('HSET', jk, 'state', 'failed', 'error', err, 'finished', stamp)
+      redis.call('ZADD', failed, stamp, ids[j])
+      emit(events, maxlen, 'ev', 'failed', 'id', ids[j], 'error', 'no handler')
+      flow_ended(prefix, ids[j], redis.call('HGET', jk, 'parent'), 'F', err)
+    end
   end
   call_chunked('ZREM', hk, nil, ids, 1)
   dead = dead + #ids
