@@ -134,3 +134,17 @@ async def test_a_spoiled_held_record_never_stops_the_sweep(queue: Queue) -> None
         assert await queue.held() == {}
         assert loops_alive(worker)
     assert worker.loop_restarts == 0
+
+
+async def test_the_sweep_lets_go_of_a_spoiled_active_record(queue: Queue) -> None:
+    """Before, the sweep took an expired lease whose record was not a hash for one out of reach while
+    the queue's slot migrates and kept its id in `active` a minute longer, every minute, for ever.
+    Now such an id leaves `active` at once, counted as an orphan."""
+    job = await queue.add("ok", 1)
+    await queue.client.zrem(queue.keys.ready, job.id)
+    await _spoil(queue, job.id)
+    await queue.client.zadd(queue.keys.active, {job.id: 1})
+    sweep = await queue.scripts.sweep(1, 10)
+    assert sweep.orphans == 1
+    assert await queue.client.zscore(queue.keys.active, job.id) is None
+    await queue.client.delete(queue.keys.job(job.id))
