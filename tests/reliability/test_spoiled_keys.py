@@ -148,3 +148,25 @@ async def test_the_sweep_lets_go_of_a_spoiled_active_record(queue: Queue) -> Non
     assert sweep.orphans == 1
     assert await queue.client.zscore(queue.keys.active, job.id) is None
     await queue.client.delete(queue.keys.job(job.id))
+
+
+async def test_the_heartbeat_stops_the_run_of_a_spoiled_record(queue: Queue) -> None:
+    """Before, the heartbeat took a running job's record edited into another type for one out of
+    reach while the queue's slot migrates: it renewed the lease at every beat and the run went on
+    for ever, holding its slot, though no outcome of it could be recorded. Now the heartbeat says
+    the job is gone and the worker stops the run as it stops one whose lease was lost."""
+    started: list[str] = []
+
+    async def forever(ctx: JobContext, data: Any) -> Any:
+        started.append(ctx.job_id)
+        await asyncio.Event().wait()
+
+    worker = Worker(queue, {"forever": forever}, concurrency=1, **FAST)
+    async with running(worker):
+        victim = await queue.add("forever", 1)
+        await wait_for(lambda: started, what="the job started")
+        await _spoil(queue, victim.id)
+        await wait_for(lambda: not worker.leases and worker.active == 0, what="the run stopped")
+        assert worker.stats.lost == 1
+        assert loops_alive(worker)
+    await queue.client.delete(queue.keys.job(victim.id))
