@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from conveyor import JobContext, JobFailedError, Queue, Worker
+from conveyor import JobContext, JobFailedError, Queue, Retention, Worker
 from conveyor.redis.scripts import CLAIM_FIELDS, CLAIM_HEADER
 from tests.conftest import running, wait_for
 from tests.reliability.helpers import FAST, loops_alive
@@ -170,3 +170,21 @@ async def test_the_heartbeat_stops_the_run_of_a_spoiled_record(queue: Queue) -> 
         assert worker.stats.lost == 1
         assert loops_alive(worker)
     await queue.client.delete(queue.keys.job(victim.id))
+
+
+async def test_a_spoiled_finished_record_never_stops_the_completions(queue: Queue) -> None:
+    """A trip that records a completion trims the completed set (retention). Before, an old
+    completed record edited into another type made that trim fail after the trip's outcomes were
+    written; the pump sent the trip again and the trim failed again, for ever: the worker recorded
+    and leased nothing more. Now the trim deletes that record's key like any other."""
+    await queue.set_retention(Retention(completed_max_count=1))
+    worker = Worker(queue, {"ok": _ok}, concurrency=1, **FAST)
+    async with running(worker):
+        old = await queue.add("ok", 0)
+        assert await old.result(timeout=30) == 0
+        await _spoil(queue, old.id)
+        for n in range(1, 4):  # one at a time: each completion trims the one before
+            assert await (await queue.add("ok", n)).result(timeout=30) == n
+        assert loops_alive(worker)
+    assert worker.loop_restarts == 0
+    assert not await queue.client.exists(queue.keys.job(old.id))

@@ -138,7 +138,7 @@ local function drop_job(prefix, id, ikey)
     if redis.call('GET', ik) == id then redis.call('DEL', ik) end
   end
   local jk = prefix .. 'job:' .. id
-  local sz = redis.call('HGET', jk, 'sz')
+  local sz = job_call('HGET', jk, 'sz')  -- (a record edited into another type is deleted all the same)
   if sz then incr(prefix .. 'meta', 'completed_bytes', -(tonumber(sz) or 0)) end
   redis.call('DEL', jk, prefix .. 'log:' .. id, prefix .. 'out:' .. id)
 end
