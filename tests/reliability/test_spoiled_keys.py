@@ -188,3 +188,12 @@ async def test_a_spoiled_finished_record_never_stops_the_completions(queue: Queu
         assert loops_alive(worker)
     assert worker.loop_restarts == 0
     assert not await queue.client.exists(queue.keys.job(old.id))
+
+
+async def test_obliterate_deletes_a_spoiled_record(queue: Queue) -> None:
+    """Before, obliterating a queue stopped with an error at a job record edited into another type,
+    at every call: the queue could not be deleted. Now that key goes with the rest."""
+    jobs = [await queue.add("ok", n) for n in range(3)]
+    await _spoil(queue, jobs[1].id)
+    await queue.obliterate(force=True)
+    assert not await queue.client.exists(*(queue.keys.job(job.id) for job in jobs))
