@@ -110,10 +110,13 @@ local function call_chunked(cmd, key, extra, items, step)
 end
 
 -- Ready-set score: higher priority first, then arrival order (seq from meta).
--- priority is in [-1000, 1000]; (1000 - p) * 2^41 + seq stays below 2^53.
+-- priority is in [-1000, 1000]; (1000 - p) * 2^41 + seq stays below 2^53. A stored priority edited
+-- by hand out of that range (or to 'nan', which Lua reads as a number and ZADD refuses) reads as 0.
 local function ready_score(meta, priority)
   local seq = incr(meta, 'seq', 1)
-  return num((1000 - (tonumber(priority) or 0)) * 2199023255552 + seq)
+  local p = tonumber(priority) or 0
+  if not (p >= -1000 and p <= 1000) then p = 0 end
+  return num((1000 - p) * 2199023255552 + seq)
 end
 
 --@include events
