@@ -204,3 +204,19 @@ async def test_a_spoiled_priority_never_loses_the_job_going_back_to_ready(queue:
         assert await delayed.result(timeout=30) == "delayed"
         assert all(not task.done() for task in worker.loop_tasks.values())
     assert worker.loop_restarts == 0
+
+
+async def test_a_negative_stored_result_ttl_never_fails_a_completed_job(queue: Queue) -> None:
+    """Before, a job whose stored options held a negative result_ttl (edited by hand, or written by
+    a client that did not check it) completed, but finish-10.lua refused the outcome's record TTL
+    and the worker recorded the job as failed (InvalidOutcome). Now such a TTL reads as unset: the
+    result is kept."""
+    async def ok(ctx: JobContext, data: Any) -> Any:
+        return data
+
+    await queue.pause()
+    job = await queue.add("ok", "done")
+    await queue.client.hset(queue.keys.job(job.id), "opts", '{"result_ttl":-5}')
+    await queue.resume()
+    async with running(Worker(queue, {"ok": ok})):
+        assert await job.result(timeout=30) == "done"

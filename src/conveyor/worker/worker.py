@@ -87,11 +87,12 @@ class WorkerStats:
 
 
 def _ms(seconds: Any, default: int) -> int:
-    """Seconds from job options as integer ms; anything unreadable gives `default`. Enqueue refuses
-    values over 100 years; a record written before that rule is held to it here, so that finish-10.lua
-    (which refuses a whole trip with an out-of-range value) never sees one."""
+    """Seconds from job options as integer ms; anything unreadable (negative included) gives
+    `default`. Enqueue refuses values below 0 or over 100 years; a record written before that rule
+    (or edited by hand) is held to it here, so that finish-10.lua (which refuses an outcome with an
+    out-of-range value, and the worker then records the job as failed) never sees one."""
     kind = type(seconds)
-    if kind is int or kind is float:
+    if (kind is int or kind is float) and seconds >= 0:
         try:
             return min(int(seconds * 1000), _MAX_MS)
         except (OverflowError, ValueError):
