@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from conveyor import JobContext, JobFailedError, JobState, LeaseLostError, Queue, Worker
+from conveyor import ConfigurationError, JobContext, JobFailedError, JobState, LeaseLostError, Queue, Worker
 from tests.conftest import running, wait_for
 
 # A worker that never renews its leases and never sweeps: it stands for a process that froze.
@@ -199,3 +199,13 @@ async def test_worker_hints_at_compact_job_hashes(redis_server, qname: str, capl
     finally:
         await client.config_set("hash-max-listpack-value", "64")
         await client.aclose()
+
+
+@pytest.mark.parametrize("setting", [{"heartbeat_ms": 0}, {"heartbeat_ms": -5}, {"stalled_interval_ms": 0},
+                                     {"stalled_interval_ms": -1}])
+async def test_a_loop_interval_below_1_ms_is_refused(queue: Queue, setting: dict[str, int]) -> None:
+    """Before, a heartbeat or sweep interval of 0 (or below) was taken: that loop slept 0 between
+    its calls and spun, the sweep calling Redis without pause and the heartbeat burning the event
+    loop. Now the worker refuses it with a clear error, before anything starts."""
+    with pytest.raises(ConfigurationError, match=next(iter(setting))):
+        Worker(queue, {}, **setting)  # type: ignore[arg-type]

@@ -121,12 +121,18 @@ def _unreadable(options: Any) -> str | None:
 
 
 def _check_settings(
-    concurrency: int, lease_ms: int, max_stalls: int, max_lapses: int, no_handler_timeout_s: float
+    concurrency: int, lease_ms: int, max_stalls: int, max_lapses: int, no_handler_timeout_s: float,
+    heartbeat_ms: int | None = None, stalled_interval_ms: int | None = None,
 ) -> None:
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= MAX_CONCURRENCY:
         raise ConfigurationError(f"concurrency must be an integer in [1, {MAX_CONCURRENCY}], got {concurrency!r}")
     if lease_ms < 100:
         raise ConfigurationError("lease_ms must be >= 100")
+    # A loop that sleeps 0 between its calls spins: the heartbeat and the sweep would call Redis
+    # (or burn the event loop) without pause.
+    for name, value in (("heartbeat_ms", heartbeat_ms), ("stalled_interval_ms", stalled_interval_ms)):
+        if value is not None and not value >= 1:
+            raise ConfigurationError(f"{name} must be >= 1 (None for the default), got {value!r}")
     if max_stalls < 0 or max_lapses < 0:
         raise ConfigurationError("max_stalls and max_lapses must be >= 0")
     if not no_handler_timeout_s > 0:
@@ -175,7 +181,8 @@ class Worker:
         partitions of one queue (conveyor.partitions). `park_idle`: an idle worker sends its next
         claim ahead, for Redis to run once a job arrives (one blocking connection per queue; default:
         on for a worker with its own wake hub); never with named limiters, shared slots or a Cluster."""
-        _check_settings(concurrency, lease_ms, max_stalls, max_lapses, no_handler_timeout_s)
+        _check_settings(concurrency, lease_ms, max_stalls, max_lapses, no_handler_timeout_s, heartbeat_ms,
+                        stalled_interval_ms)
         if queue.partitioned:
             raise ConfigurationError(
                 f"queue {queue.name!r} is partitioned: run it with conveyor.partitions.worker_for (or app.worker)")
