@@ -209,3 +209,12 @@ async def test_a_loop_interval_below_1_ms_is_refused(queue: Queue, setting: dict
     loop. Now the worker refuses it with a clear error, before anything starts."""
     with pytest.raises(ConfigurationError, match=next(iter(setting))):
         Worker(queue, {}, **setting)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("idle_block_s", [0, -1.0, float("nan")])
+async def test_an_idle_wait_that_ends_at_once_is_refused(queue: Queue, idle_block_s: float) -> None:
+    """Before, idle_block_s=0 (or below) was taken: an idle worker's wait for a wake-up ended at
+    once and it probed the queue with a claim in a loop, without pause. Now the worker refuses
+    it with a clear error, before anything starts."""
+    with pytest.raises(ConfigurationError, match="idle_block_s"):
+        Worker(queue, {}, idle_block_s=idle_block_s)

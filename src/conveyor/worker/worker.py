@@ -122,7 +122,7 @@ def _unreadable(options: Any) -> str | None:
 
 def _check_settings(
     concurrency: int, lease_ms: int, max_stalls: int, max_lapses: int, no_handler_timeout_s: float,
-    heartbeat_ms: int | None = None, stalled_interval_ms: int | None = None,
+    heartbeat_ms: int | None = None, stalled_interval_ms: int | None = None, idle_block_s: float = 5.0,
 ) -> None:
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= MAX_CONCURRENCY:
         raise ConfigurationError(f"concurrency must be an integer in [1, {MAX_CONCURRENCY}], got {concurrency!r}")
@@ -133,6 +133,9 @@ def _check_settings(
     for name, value in (("heartbeat_ms", heartbeat_ms), ("stalled_interval_ms", stalled_interval_ms)):
         if value is not None and not value >= 1:
             raise ConfigurationError(f"{name} must be >= 1 (None for the default), got {value!r}")
+    # An idle worker's wait for a wake-up (and its safety-net probe) must not end at once.
+    if not idle_block_s > 0:  # (NaN too)
+        raise ConfigurationError(f"idle_block_s must be a number of seconds > 0, got {idle_block_s!r}")
     if max_stalls < 0 or max_lapses < 0:
         raise ConfigurationError("max_stalls and max_lapses must be >= 0")
     if not no_handler_timeout_s > 0:
@@ -182,7 +185,7 @@ class Worker:
         claim ahead, for Redis to run once a job arrives (one blocking connection per queue; default:
         on for a worker with its own wake hub); never with named limiters, shared slots or a Cluster."""
         _check_settings(concurrency, lease_ms, max_stalls, max_lapses, no_handler_timeout_s, heartbeat_ms,
-                        stalled_interval_ms)
+                        stalled_interval_ms, idle_block_s)
         if queue.partitioned:
             raise ConfigurationError(
                 f"queue {queue.name!r} is partitioned: run it with conveyor.partitions.worker_for (or app.worker)")
