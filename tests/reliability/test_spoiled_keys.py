@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from conveyor import JobContext, JobFailedError, Queue, Retention, Worker
+from conveyor import JobContext, JobFailedError, Queue, Retention, Retry, Worker
 from conveyor.redis.scripts import CLAIM_FIELDS, CLAIM_HEADER
 from tests.conftest import running, wait_for
 from tests.reliability.helpers import FAST, loops_alive
@@ -197,3 +197,32 @@ async def test_obliterate_deletes_a_spoiled_record(queue: Queue) -> None:
     await _spoil(queue, jobs[1].id)
     await queue.obliterate(force=True)
     assert not await queue.client.exists(*(queue.keys.job(job.id) for job in jobs))
+
+
+async def test_a_spoiled_wake_list_is_replaced(queue: Queue) -> None:
+    """The wake list holds only markers. Before, that key edited by hand into another type failed
+    every script that wakes idle workers: every add was refused with a raw WRONGTYPE error and
+    every trip that sent a job back to the queue failed after part of its writes. Now such a key
+    is replaced by a fresh marker."""
+    async def flaky(ctx: JobContext, data: Any) -> Any:
+        if ctx.attempt == 1:  # the trip recording this retry meets a spoiled wake list
+            await queue.client.delete(queue.keys.wake)
+            await queue.client.set(queue.keys.wake, "x")
+            raise Retry(after=0)
+        return data
+
+    await queue.add("ok", 0)  # the queue's keys exist
+    for kind in ("hash", "string"):
+        await queue.client.delete(queue.keys.wake)
+        if kind == "hash":
+            await queue.client.hset(queue.keys.wake, "x", "1")
+        else:
+            await queue.client.set(queue.keys.wake, "x")
+        jobs = [await queue.add("ok", 1), await queue.add("ok", 2, delay=0.2),
+                await queue.add("flaky", 3, attempts=2)]
+        worker = Worker(queue, {"ok": _ok, "flaky": flaky}, **FAST)
+        async with running(worker):
+            for job in jobs:
+                assert await job.result(timeout=30) == (await job.record()).data
+            assert loops_alive(worker)
+        assert worker.loop_restarts == 0

@@ -146,9 +146,22 @@ local function drop_job(prefix, id, ikey)
   redis.call('DEL', jk, prefix .. 'log:' .. id, prefix .. 'out:' .. id)
 end
 
+-- The length of the wake list. It holds markers only, so a key edited by hand into another type
+-- (which would fail every script that wakes: every add, every trip that requeues a job) is
+-- replaced: deleted here, and the caller pushes a fresh marker.
+local function wake_len(wake_key)
+  local n = redis.pcall('LLEN', wake_key)
+  if type(n) == 'table' then
+    if not (n.err and string.sub(n.err, 1, 9) == 'WRONGTYPE') then error(n) end
+    redis.call('DEL', wake_key)
+    return 0
+  end
+  return n
+end
+
 -- At most one marker waits in the wake list; idle workers block on it.
 local function wake(wake_key)
-  if redis.call('LLEN', wake_key) == 0 then
+  if wake_len(wake_key) == 0 then
     redis.call('LPUSH', wake_key, '1')
   end
 end
@@ -170,6 +183,7 @@ local function push_delayed(delayed, wake_key, id, due)
   local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
   redis.call('ZADD', delayed, num(due), id)
   if first[2] == nil or tonumber(first[2]) > due then
+    wake_len(wake_key)  -- (replaces a key edited into another type)
     redis.call('LPUSH', wake_key, '1')
     redis.call('LTRIM', wake_key, 0, 0)
   end
