@@ -254,6 +254,7 @@ class Worker:
         self.self_healing = True
         self.loop_restarts = 0
         self._restart_streak: dict[str, tuple[int, float]] = {}
+        self._releasing: set[asyncio.Task[None]] = set()  # limiter holds of lost leases being given back
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -459,6 +460,8 @@ class Worker:
             lease.end("L", "", 0, "")
             self.leases.pop(lease.token, None)
             logger.warning("queue %s: job %s lost its lease; its outcome is dropped", self.queue.name, lease.job_id)
+            if self.gate is not None:
+                self._release_holds(lease)
             self.pump.kick.set()
             return
         options = lease.options
@@ -495,6 +498,23 @@ class Worker:
             code = "T" if outcome.throttle else kind.value  # T: back + block claiming (finish-10.lua)
             lease.end(code, payload, number, note)
         self.pump.add_ended(lease)
+
+    def _release_holds(self, lease: Lease) -> None:
+        """A lost lease's run ended without a trip (nothing of it is written): give its named
+        limiters' holds back now. The gate releases every other lease's holds in the trip that
+        records its outcome; this one's would otherwise be extended by the heartbeat for as long
+        as the worker lives."""
+        async def release() -> None:
+            assert self.gate is not None
+            try:
+                await self.gate.release([lease])
+            except Exception:  # a hold not released expires within a lease (the gate stopped extending it)
+                logger.exception("queue %s: releasing the limiter holds of job %s failed", self.queue.name,
+                                 lease.job_id)
+
+        task = asyncio.get_running_loop().create_task(release())
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
 
     def _refused(self, lease: Lease, code: int) -> None:
         """Redis answered for this lease's outcome with an error code (the lease is over)."""
