@@ -218,3 +218,13 @@ async def test_an_idle_wait_that_ends_at_once_is_refused(queue: Queue, idle_bloc
     it with a clear error, before anything starts."""
     with pytest.raises(ConfigurationError, match="idle_block_s"):
         Worker(queue, {}, idle_block_s=idle_block_s)
+
+
+@pytest.mark.parametrize("lease_ms", [1500.5, 2 * 10**12, 10**15, float("nan"), True])
+async def test_a_lease_no_trip_can_carry_is_refused(queue: Queue, lease_ms: float) -> None:
+    """finish-10.lua refuses a whole trip whose lease, or trip record (kept two leases), is not a
+    whole number of ms within 100 years. Before, such a lease_ms was taken: every trip of the
+    worker was refused, and its pump crashed and was restarted for ever without leasing a job.
+    Now the worker refuses it with a clear error, before anything starts."""
+    with pytest.raises(ConfigurationError, match="lease_ms"):
+        Worker(queue, {}, lease_ms=lease_ms)  # type: ignore[arg-type]

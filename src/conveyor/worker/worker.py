@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 MAX_CONCURRENCY = 10_000  # jobs one worker runs at once; the heartbeat renews them all in one call
 MAX_BATCH = 1000  # jobs leased per trip
+MAX_LEASE_MS = int(MAX_DURATION_S * 1000) // 2  # 50 years: a trip record (kept 2 leases) fits in 100
 DEFAULT_MAX_STALLS = 1
 DEFAULT_MAX_LAPSES = 10
 DEFAULT_NO_HANDLER_TIMEOUT_S = 900.0
@@ -126,8 +127,11 @@ def _check_settings(
 ) -> None:
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= MAX_CONCURRENCY:
         raise ConfigurationError(f"concurrency must be an integer in [1, {MAX_CONCURRENCY}], got {concurrency!r}")
-    if lease_ms < 100:
-        raise ConfigurationError("lease_ms must be >= 100")
+    # finish-10.lua refuses a whole trip whose lease, or trip record (2 leases), is not a whole number
+    # of ms within 100 years: every trip of the worker would be refused and its pump crash for ever.
+    if isinstance(lease_ms, bool) or not isinstance(lease_ms, int | float) or not (
+            100 <= lease_ms <= MAX_LEASE_MS and lease_ms % 1 == 0):
+        raise ConfigurationError(f"lease_ms must be a whole number of ms in [100, {MAX_LEASE_MS}], got {lease_ms!r}")
     # A loop that sleeps 0 between its calls spins: the heartbeat and the sweep would call Redis
     # (or burn the event loop) without pause.
     for name, value in (("heartbeat_ms", heartbeat_ms), ("stalled_interval_ms", stalled_interval_ms)):
