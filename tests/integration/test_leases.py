@@ -228,3 +228,12 @@ async def test_a_lease_no_trip_can_carry_is_refused(queue: Queue, lease_ms: floa
     Now the worker refuses it with a clear error, before anything starts."""
     with pytest.raises(ConfigurationError, match="lease_ms"):
         Worker(queue, {}, lease_ms=lease_ms)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5])
+async def test_a_batch_that_claims_nothing_is_refused(queue: Queue, batch_size: int) -> None:
+    """Before, a batch_size below 1 was taken (0 silently meant the default): with -1 every trip
+    asked for no job, so the worker sat idle beside a full queue without a word. Now the worker
+    refuses it with a clear error, before anything starts."""
+    with pytest.raises(ConfigurationError, match="batch_size"):
+        Worker(queue, {}, batch_size=batch_size)

@@ -205,6 +205,10 @@ class Worker:
         self.no_handler_timeout_s = no_handler_timeout_s
         self.shutdown_grace_s = shutdown_grace_s
         self.idle_block_s = idle_block_s
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                       or batch_size < 1):
+            # (below 1 no trip would ever ask for a job: the worker would sit idle beside a full queue)
+            raise ConfigurationError(f"batch_size must be an integer >= 1 (None for the default), got {batch_size!r}")
         # Two trips run at once, each asking for up to half the slots.
         self.batch_size = min(batch_size or max(1, (concurrency + 1) // 2), MAX_BATCH)
         self.worker_id = worker_id or default_worker_id()
