@@ -226,3 +226,23 @@ async def test_a_spoiled_wake_list_is_replaced(queue: Queue) -> None:
                 assert await job.result(timeout=30) == (await job.record()).data
             assert loops_alive(worker)
         assert worker.loop_restarts == 0
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+async def test_a_spoiled_record_never_stops_the_claims_of_a_limited_queue(queue: Queue, grouped: bool) -> None:
+    """A queue with limits claims through the limiter, which reads each job's record before taking
+    it. Before, a record edited into another type failed that claim whole, every time (the id
+    stayed first in line): no worker of the queue leased anything any more. Now the id is dropped
+    as a stale entry and the others run."""
+    await queue.set_limits(concurrency=5)
+    await queue.pause()
+    group = {"group": "g"} if grouped else {}
+    jobs = [await queue.add("ok", n, **group) for n in range(4)]  # type: ignore[arg-type]
+    await _spoil(queue, jobs[0].id)
+    await queue.resume()
+    worker = Worker(queue, {"ok": _ok}, **FAST)
+    async with running(worker):
+        for job in jobs[1:]:
+            assert await job.result(timeout=30) == (await job.record()).data
+        assert loops_alive(worker)
+    assert worker.loop_restarts == 0

@@ -27,10 +27,12 @@ end
 
 -- Lease jobs ids[from], ids[from + step], ... (ids taken out of their ready set by the caller);
 -- charged[id] (limits path) records the cost units a cost limiter charged. Appends to `out`.
+-- Returns how many ids it looked at, and the ids it leased (the others had no record to lease).
 local function lease(k, prefix, worker, lease_ms, now, maxlen, ids, from, step, charged, out)
   local n = 0
   local last = #ids
-  if last < from then return 0 end
+  local got = {}
+  if last < from then return 0, got end
   n = math.floor((last - from) / step) + 1
   local base = reserve(k.meta, 'token', n) - n
   local deadline = num(now + lease_ms)
@@ -59,6 +61,7 @@ local function lease(k, prefix, worker, lease_ms, now, maxlen, ids, from, step, 
       emit(k.events, maxlen, 'ev', 'active', 'id', id, 'att', att, 'worker', worker)
       zargs[#zargs + 1] = deadline
       zargs[#zargs + 1] = id
+      got[#got + 1] = id
       out[#out + 1] = id
       out[#out + 1] = token
       out[#out + 1] = att
@@ -68,7 +71,7 @@ local function lease(k, prefix, worker, lease_ms, now, maxlen, ids, from, step, 
     end
   end
   call_chunked('ZADD', k.active, nil, zargs, 2)
-  return n
+  return n, got
 end
 
 -- Jobs no worker had a handler for wait in <p>hold:<name> (a zset scored by hold time), their
