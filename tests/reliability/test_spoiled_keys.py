@@ -246,3 +246,25 @@ async def test_a_spoiled_record_never_stops_the_claims_of_a_limited_queue(queue:
             assert await job.result(timeout=30) == (await job.record()).data
         assert loops_alive(worker)
     assert worker.loop_restarts == 0
+
+
+@pytest.mark.parametrize("spoiled", ["hold", "holds"])
+async def test_a_spoiled_hold_index_never_loses_a_held_job(queue: Queue, spoiled: str) -> None:
+    """A job no worker has a handler for here waits in the queue's hold index (<p>hold:<name>, its
+    names in <p>holds). Before, either key edited into another type made the trip holding the job
+    fail after marking it held (the job was in no set: lost) and the pump crash, and every sweep
+    fail once jobs were held. Now such a key, which lists no job, is replaced, and the job waits
+    there for a worker with its handler."""
+    await queue.add("ok", 0)  # the queue's keys exist
+    key = queue.keys.hold("ok") if spoiled == "hold" else queue.keys.holds
+    await queue.client.set(key, "not an index")
+    holder = Worker(queue, {"other": _ok}, **FAST)
+    async with running(holder):
+        job = await queue.add("ok", 1)
+        await wait_for(lambda: holder.stats.held >= 2, what="the jobs held")
+        assert loops_alive(holder)
+    assert holder.loop_restarts == 0
+    async with running(Worker(queue, {"ok": _ok}, **FAST)) as worker:
+        assert await job.result(timeout=30) == 1
+        assert loops_alive(worker)
+    assert worker.loop_restarts == 0

@@ -17,12 +17,12 @@ local prefix, timeout, limit, maxlen = ARGV[1], int_in(ARGV[2], 0, MAX_MS), int_
 if not timeout or not limit or prefix == '' then return {-6, 0, 'expire-held arguments'} end
 local now = now_ms()
 local stamp = num(now)
-local names = redis.call('SMEMBERS', holds)
+local names = index_call('SMEMBERS', holds)
 local dead = 0
 for i = 1, #names do
   if dead >= limit then break end
   local hk = prefix .. 'hold:' .. names[i]
-  local ids = redis.call('ZRANGEBYSCORE', hk, '-inf', now - timeout, 'LIMIT', 0, limit - dead)
+  local ids = index_call('ZRANGEBYSCORE', hk, '-inf', now - timeout, 'LIMIT', 0, limit - dead)
   local err = cjson.encode({type = 'NoHandler', message = 'no worker with a handler for job name ' ..
     string.format('%q', names[i]) .. ' took the job within ' .. math.floor(timeout / 1000) .. ' s'})
   for j = 1, #ids do

@@ -179,8 +179,8 @@ for i = 0, count - 1 do
     elseif kind == 'H' then
       local name = f[9]
       redis.call('HSET', jk, 'state', 'waiting', 'held', name, 'attempts', math.max(0, count_of(f[3]) - 1))
-      redis.call('ZADD', prefix .. 'hold:' .. name, stamp, id)
-      redis.call('SADD', prefix .. 'holds', name)
+      index_call('ZADD', prefix .. 'hold:' .. name, stamp, id)
+      index_call('SADD', prefix .. 'holds', name)
       incr(k.meta, 'hwait', 1)
       incr(k.meta, 'hver', 1)
       wake(k.wake)

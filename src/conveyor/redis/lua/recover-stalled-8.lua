@@ -123,5 +123,5 @@ call_chunked('ZADD', active, nil, unreachable, 2)
 if recovered > 0 or (#expired > 0 and redis.call('HEXISTS', meta, 'lim') == 1) then wake(wake_key) end
 if dead > 0 then trim(meta, failed, prefix, now, 'failed', 100, false) end
 local held = tonumber(redis.call('HGET', meta, 'hwait')) or 0
-if held > 0 and redis.call('SCARD', KEYS[8]) == 0 then held = 0 end
+if held > 0 and index_call('SCARD', KEYS[8]) == 0 then held = 0 end
 return {recovered, dead, held, orphans}

@@ -82,7 +82,7 @@ local function unhold(k, prefix, names, limit)
   local moved = 0
   for i = 1, #names do
     local hk = prefix .. 'hold:' .. names[i]
-    local ids = redis.call('ZRANGE', hk, 0, limit - moved - 1)
+    local ids = index_call('ZRANGE', hk, 0, limit - moved - 1)
     for j = 1, #ids do
       local jk = prefix .. 'job:' .. ids[j]
       if job_call('HDEL', jk, 'held') then  -- (a record edited into another type only leaves)
@@ -91,7 +91,7 @@ local function unhold(k, prefix, names, limit)
     end
     call_chunked('ZREM', hk, nil, ids, 1)
     moved = moved + #ids
-    if redis.call('EXISTS', hk) == 0 then redis.call('SREM', prefix .. 'holds', names[i]) end
+    if redis.call('EXISTS', hk) == 0 then index_call('SREM', prefix .. 'holds', names[i]) end
     if moved >= limit then break end
   end
   if moved > 0 then incr(k.meta, 'hwait', -moved) end

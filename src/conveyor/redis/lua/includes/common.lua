@@ -46,6 +46,20 @@ local function job_call(cmd, jk, ...)
   return r
 end
 
+-- A command on a queue's own index of held jobs (<p>holds, <p>hold:<name>) that a hand edit may
+-- have replaced with another Redis type: such a key lists no job, so it is deleted and the command
+-- runs again on the empty key, instead of failing every script that meets it (trips holding or
+-- taking back jobs, the sweep). Any other error still fails the script.
+local function index_call(cmd, key, ...)
+  local r = redis.pcall(cmd, key, ...)
+  if type(r) == 'table' and r.err then
+    if string.sub(r.err, 1, 9) ~= 'WRONGTYPE' then error(r) end
+    redis.call('DEL', key)
+    return redis.call(cmd, key, ...)
+  end
+  return r
+end
+
 -- Reserve `n` numbers of a per-queue counter (generated ids, lease tokens) and return the last one.
 -- The counter never goes below Redis time in microseconds, so numbers handed out before a deleted
 -- meta hash (obliterate) or before a failover to a replica that had not seen them are never handed
