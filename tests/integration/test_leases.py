@@ -7,7 +7,7 @@ from typing import Any
 
 import pytest
 
-from conveyor import JobContext, JobFailedError, JobState, LeaseLostError, Queue, Worker
+from conveyor import ConfigurationError, JobContext, JobFailedError, JobState, LeaseLostError, Queue, Worker
 from tests.conftest import running, wait_for
 
 # A worker that never renews its leases and never sweeps: it stands for a process that froze.
@@ -199,3 +199,41 @@ async def test_worker_hints_at_compact_job_hashes(redis_server, qname: str, capl
     finally:
         await client.config_set("hash-max-listpack-value", "64")
         await client.aclose()
+
+
+@pytest.mark.parametrize("setting", [{"heartbeat_ms": 0}, {"heartbeat_ms": -5}, {"stalled_interval_ms": 0},
+                                     {"stalled_interval_ms": -1}])
+async def test_a_loop_interval_below_1_ms_is_refused(queue: Queue, setting: dict[str, int]) -> None:
+    """Before, a heartbeat or sweep interval of 0 (or below) was taken: that loop slept 0 between
+    its calls and spun, the sweep calling Redis without pause and the heartbeat burning the event
+    loop. Now the worker refuses it with a clear error, before anything starts."""
+    with pytest.raises(ConfigurationError, match=next(iter(setting))):
+        Worker(queue, {}, **setting)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("idle_block_s", [0, -1.0, float("nan")])
+async def test_an_idle_wait_that_ends_at_once_is_refused(queue: Queue, idle_block_s: float) -> None:
+    """Before, idle_block_s=0 (or below) was taken: an idle worker's wait for a wake-up ended at
+    once and it probed the queue with a claim in a loop, without pause. Now the worker refuses
+    it with a clear error, before anything starts."""
+    with pytest.raises(ConfigurationError, match="idle_block_s"):
+        Worker(queue, {}, idle_block_s=idle_block_s)
+
+
+@pytest.mark.parametrize("lease_ms", [1500.5, 2 * 10**12, 10**15, float("nan"), True])
+async def test_a_lease_no_trip_can_carry_is_refused(queue: Queue, lease_ms: float) -> None:
+    """finish-10.lua refuses a whole trip whose lease, or trip record (kept two leases), is not a
+    whole number of ms within 100 years. Before, such a lease_ms was taken: every trip of the
+    worker was refused, and its pump crashed and was restarted for ever without leasing a job.
+    Now the worker refuses it with a clear error, before anything starts."""
+    with pytest.raises(ConfigurationError, match="lease_ms"):
+        Worker(queue, {}, lease_ms=lease_ms)  # type: ignore[arg-type]
+
+
+@pytest.mark.parametrize("batch_size", [0, -1, 2.5])
+async def test_a_batch_that_claims_nothing_is_refused(queue: Queue, batch_size: int) -> None:
+    """Before, a batch_size below 1 was taken (0 silently meant the default): with -1 every trip
+    asked for no job, so the worker sat idle beside a full queue without a word. Now the worker
+    refuses it with a clear error, before anything starts."""
+    with pytest.raises(ConfigurationError, match="batch_size"):
+        Worker(queue, {}, batch_size=batch_size)

@@ -179,3 +179,44 @@ async def test_a_spoiled_meta_counter_never_wedges_the_queue(queue: Queue, field
         async with running(Worker(queue, {"other": other})):
             assert await jobs[3].result(timeout=30) == "held"
         assert all(not task.done() for task in worker.loop_tasks.values()), "the pump lives"
+
+
+@pytest.mark.parametrize("prio", ["nan", "-nan"])
+async def test_a_spoiled_priority_never_loses_the_job_going_back_to_ready(queue: Queue, prio: str) -> None:
+    """Before, a job's stored priority edited to 'nan' (which Lua reads as a number) made its
+    ready-set score 'nan', which ZADD refuses: the trip recording its retry failed after marking it
+    waiting, so the job was in no set (lost) and the pump crashed; a delayed one failed every
+    claim of the queue once due. Now such a priority (or one out of [-1000, 1000]) reads as 0."""
+    async def ok(ctx: JobContext, data: Any) -> Any:
+        if data == "retry" and ctx.attempt == 1:
+            raise Retry(after=0)
+        return data
+
+    await queue.pause()
+    retried = await queue.add("ok", "retry", attempts=2)
+    delayed = await queue.add("ok", "delayed", delay=0.2)
+    for job in (retried, delayed):
+        await queue.client.hset(queue.keys.job(job.id), "prio", prio)
+    await queue.resume()
+    worker = Worker(queue, {"ok": ok}, heartbeat_ms=100, stalled_interval_ms=200)
+    async with running(worker):
+        assert await retried.result(timeout=30) == "retry"
+        assert await delayed.result(timeout=30) == "delayed"
+        assert all(not task.done() for task in worker.loop_tasks.values())
+    assert worker.loop_restarts == 0
+
+
+async def test_a_negative_stored_result_ttl_never_fails_a_completed_job(queue: Queue) -> None:
+    """Before, a job whose stored options held a negative result_ttl (edited by hand, or written by
+    a client that did not check it) completed, but finish-10.lua refused the outcome's record TTL
+    and the worker recorded the job as failed (InvalidOutcome). Now such a TTL reads as unset: the
+    result is kept."""
+    async def ok(ctx: JobContext, data: Any) -> Any:
+        return data
+
+    await queue.pause()
+    job = await queue.add("ok", "done")
+    await queue.client.hset(queue.keys.job(job.id), "opts", '{"result_ttl":-5}')
+    await queue.resume()
+    async with running(Worker(queue, {"ok": ok})):
+        assert await job.result(timeout=30) == "done"

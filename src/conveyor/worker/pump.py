@@ -35,6 +35,7 @@ MAX_IN_FLIGHT = 2
 BACKOFF_FIRST_S = 0.05
 BACKOFF_MAX_S = 1.0  # loops resume within about this long of Redis being usable again
 RECORD_TTL_MIN_MS = 60_000  # a trip record outlives the lease (2x) and at least this long
+MAX_NAMES_PER_TRIP = 1000  # handler names finish-10.lua takes in one trip; more go in the next trips
 
 
 def backoff_delay(failures: int) -> float:
@@ -107,6 +108,7 @@ class TripPump:
         self._acks: list[str] = []
         self._hold_version: int | None = None  # hold version handler names were last sent for
         self._names_due = bool(self.handler_names)  # first trip: held jobs may be waiting for us
+        self._names_from = 0  # the next handler name to send (they go MAX_NAMES_PER_TRIP per trip)
         self._has_work = True
         self._work_confirmed = False
         self._next_due: float | None = None
@@ -207,7 +209,11 @@ class TripPump:
         self._seq += 1
         names: Sequence[str] = ()
         if self._names_due:
-            names, self._names_due = self.handler_names, False
+            start = self._names_from
+            names = self.handler_names[start:start + MAX_NAMES_PER_TRIP]
+            self._names_from = start + MAX_NAMES_PER_TRIP
+            if self._names_from >= len(self.handler_names):
+                self._names_due, self._names_from = False, 0
         trip = Trip(f"{self.worker_id}:{self._seq}", self.ended, want, self._acks, names, wait)
         if wait is not None:
             self.parked = trip
@@ -338,7 +344,7 @@ class TripPump:
         hold_version = int(claimed[1])
         if hold_version and hold_version != self._hold_version:
             self._hold_version = hold_version
-            self._names_due = bool(self.handler_names)
+            self._names_due, self._names_from = bool(self.handler_names), 0
         want = trip.want
         self._work_confirmed = leased == want > 0
         if want > 0 and leased < want:

@@ -51,6 +51,7 @@ logger = logging.getLogger(__name__)
 
 MAX_CONCURRENCY = 10_000  # jobs one worker runs at once; the heartbeat renews them all in one call
 MAX_BATCH = 1000  # jobs leased per trip
+MAX_LEASE_MS = int(MAX_DURATION_S * 1000) // 2  # 50 years: a trip record (kept 2 leases) fits in 100
 DEFAULT_MAX_STALLS = 1
 DEFAULT_MAX_LAPSES = 10
 DEFAULT_NO_HANDLER_TIMEOUT_S = 900.0
@@ -87,11 +88,12 @@ class WorkerStats:
 
 
 def _ms(seconds: Any, default: int) -> int:
-    """Seconds from job options as integer ms; anything unreadable gives `default`. Enqueue refuses
-    values over 100 years; a record written before that rule is held to it here, so that finish-10.lua
-    (which refuses a whole trip with an out-of-range value) never sees one."""
+    """Seconds from job options as integer ms; anything unreadable (negative included) gives
+    `default`. Enqueue refuses values below 0 or over 100 years; a record written before that rule
+    (or edited by hand) is held to it here, so that finish-10.lua (which refuses an outcome with an
+    out-of-range value, and the worker then records the job as failed) never sees one."""
     kind = type(seconds)
-    if kind is int or kind is float:
+    if (kind is int or kind is float) and seconds >= 0:
         try:
             return min(int(seconds * 1000), _MAX_MS)
         except (OverflowError, ValueError):
@@ -120,12 +122,24 @@ def _unreadable(options: Any) -> str | None:
 
 
 def _check_settings(
-    concurrency: int, lease_ms: int, max_stalls: int, max_lapses: int, no_handler_timeout_s: float
+    concurrency: int, lease_ms: int, max_stalls: int, max_lapses: int, no_handler_timeout_s: float,
+    heartbeat_ms: int | None = None, stalled_interval_ms: int | None = None, idle_block_s: float = 5.0,
 ) -> None:
     if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= MAX_CONCURRENCY:
         raise ConfigurationError(f"concurrency must be an integer in [1, {MAX_CONCURRENCY}], got {concurrency!r}")
-    if lease_ms < 100:
-        raise ConfigurationError("lease_ms must be >= 100")
+    # finish-10.lua refuses a whole trip whose lease, or trip record (2 leases), is not a whole number
+    # of ms within 100 years: every trip of the worker would be refused and its pump crash for ever.
+    if isinstance(lease_ms, bool) or not isinstance(lease_ms, int | float) or not (
+            100 <= lease_ms <= MAX_LEASE_MS and lease_ms % 1 == 0):
+        raise ConfigurationError(f"lease_ms must be a whole number of ms in [100, {MAX_LEASE_MS}], got {lease_ms!r}")
+    # A loop that sleeps 0 between its calls spins: the heartbeat and the sweep would call Redis
+    # (or burn the event loop) without pause.
+    for name, value in (("heartbeat_ms", heartbeat_ms), ("stalled_interval_ms", stalled_interval_ms)):
+        if value is not None and not value >= 1:
+            raise ConfigurationError(f"{name} must be >= 1 (None for the default), got {value!r}")
+    # An idle worker's wait for a wake-up (and its safety-net probe) must not end at once.
+    if not idle_block_s > 0:  # (NaN too)
+        raise ConfigurationError(f"idle_block_s must be a number of seconds > 0, got {idle_block_s!r}")
     if max_stalls < 0 or max_lapses < 0:
         raise ConfigurationError("max_stalls and max_lapses must be >= 0")
     if not no_handler_timeout_s > 0:
@@ -174,7 +188,8 @@ class Worker:
         partitions of one queue (conveyor.partitions). `park_idle`: an idle worker sends its next
         claim ahead, for Redis to run once a job arrives (one blocking connection per queue; default:
         on for a worker with its own wake hub); never with named limiters, shared slots or a Cluster."""
-        _check_settings(concurrency, lease_ms, max_stalls, max_lapses, no_handler_timeout_s)
+        _check_settings(concurrency, lease_ms, max_stalls, max_lapses, no_handler_timeout_s, heartbeat_ms,
+                        stalled_interval_ms, idle_block_s)
         if queue.partitioned:
             raise ConfigurationError(
                 f"queue {queue.name!r} is partitioned: run it with conveyor.partitions.worker_for (or app.worker)")
@@ -190,6 +205,10 @@ class Worker:
         self.no_handler_timeout_s = no_handler_timeout_s
         self.shutdown_grace_s = shutdown_grace_s
         self.idle_block_s = idle_block_s
+        if batch_size is not None and (isinstance(batch_size, bool) or not isinstance(batch_size, int)
+                                       or batch_size < 1):
+            # (below 1 no trip would ever ask for a job: the worker would sit idle beside a full queue)
+            raise ConfigurationError(f"batch_size must be an integer >= 1 (None for the default), got {batch_size!r}")
         # Two trips run at once, each asking for up to half the slots.
         self.batch_size = min(batch_size or max(1, (concurrency + 1) // 2), MAX_BATCH)
         self.worker_id = worker_id or default_worker_id()
@@ -244,6 +263,7 @@ class Worker:
         self.loop_restarts = 0
         self._restart_streak: dict[str, tuple[int, float]] = {}
         self._outside_end_noted = False  # one warning per burst of loops stopped from outside (see _loop_ended)
+        self._releasing: set[asyncio.Task[None]] = set()  # limiter holds of lost leases being given back
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -449,6 +469,8 @@ class Worker:
             lease.end("L", "", 0, "")
             self.leases.pop(lease.token, None)
             logger.warning("queue %s: job %s lost its lease; its outcome is dropped", self.queue.name, lease.job_id)
+            if self.gate is not None:
+                self._release_holds(lease)
             self.pump.kick.set()
             return
         options = lease.options
@@ -485,6 +507,23 @@ class Worker:
             code = "T" if outcome.throttle else kind.value  # T: back + block claiming (finish-10.lua)
             lease.end(code, payload, number, note)
         self.pump.add_ended(lease)
+
+    def _release_holds(self, lease: Lease) -> None:
+        """A lost lease's run ended without a trip (nothing of it is written): give its named
+        limiters' holds back now. The gate releases every other lease's holds in the trip that
+        records its outcome; this one's would otherwise be extended by the heartbeat for as long
+        as the worker lives."""
+        async def release() -> None:
+            assert self.gate is not None
+            try:
+                await self.gate.release([lease])
+            except Exception:  # a hold not released expires within a lease (the gate stopped extending it)
+                logger.exception("queue %s: releasing the limiter holds of job %s failed", self.queue.name,
+                                 lease.job_id)
+
+        task = asyncio.get_running_loop().create_task(release())
+        self._releasing.add(task)
+        task.add_done_callback(self._releasing.discard)
 
     def _refused(self, lease: Lease, code: int) -> None:
         """Redis answered for this lease's outcome with an error code (the lease is over)."""

@@ -17,21 +17,22 @@ local prefix, timeout, limit, maxlen = ARGV[1], int_in(ARGV[2], 0, MAX_MS), int_
 if not timeout or not limit or prefix == '' then return {-6, 0, 'expire-held arguments'} end
 local now = now_ms()
 local stamp = num(now)
-local names = redis.call('SMEMBERS', holds)
+local names = index_call('SMEMBERS', holds)
 local dead = 0
 for i = 1, #names do
   if dead >= limit then break end
   local hk = prefix .. 'hold:' .. names[i]
-  local ids = redis.call('ZRANGEBYSCORE', hk, '-inf', now - timeout, 'LIMIT', 0, limit - dead)
+  local ids = index_call('ZRANGEBYSCORE', hk, '-inf', now - timeout, 'LIMIT', 0, limit - dead)
   local err = cjson.encode({type = 'NoHandler', message = 'no worker with a handler for job name ' ..
     string.format('%q', names[i]) .. ' took the job within ' .. math.floor(timeout / 1000) .. ' s'})
   for j = 1, #ids do
     local jk = prefix .. 'job:' .. ids[j]
-    redis.call('HDEL', jk, 'held')
-    redis.call('HSET', jk, 'state', 'failed', 'error', err, 'finished', stamp)
-    redis.call('ZADD', failed, stamp, ids[j])
-    emit(events, maxlen, 'ev', 'failed', 'id', ids[j], 'error', 'no handler')
-    flow_ended(prefix, ids[j], redis.call('HGET', jk, 'parent'), 'F', err)
+    if job_call('HDEL', jk, 'held') then  -- (a record edited into another type only leaves the hold)
+      redis.call('HSET', jk, 'state', 'failed', 'error', err, 'finished', stamp)
+      redis.call('ZADD', failed, stamp, ids[j])
+      emit(events, maxlen, 'ev', 'failed', 'id', ids[j], 'error', 'no handler')
+      flow_ended(prefix, ids[j], redis.call('HGET', jk, 'parent'), 'F', err)
+    end
   end
   call_chunked('ZREM', hk, nil, ids, 1)
   dead = dead + #ids

@@ -11,7 +11,8 @@ still listed in `active`, so its deadline is pushed all the same (status 2): a m
 leases lapse. Its token is checked again at the next heartbeat, once the record is reachable.
 Returns: one status per job: 0 lease extended, 1 extended and cancellation requested,
          2 extended, its record out of reach for now (the slot migrates; nothing else is known),
-         -2 lease lost (token changed or job no longer active), -1 job gone;
+         -2 lease lost (token changed or job no longer active), -1 job gone (or its record is not a
+         hash: edited by hand);
          or {-6, 0, reason} when an argument is invalid (nothing written).
 Codes: 0 OK, -1 NOT_FOUND, -2 LEASE_LOST, -6 INVALID_INPUT
 Events: none
@@ -29,14 +30,20 @@ local zargs = {}
 local fields = {}
 for i = 3, #ARGV, 3 do
   local f = redis.pcall('HMGET', prefix .. 'job:' .. ARGV[i], 'token', 'state', 'cancel')
-  if f.err then f = {} end  -- moved away while the slot migrates: out of reach, like a missing record
+  if f.err and string.sub(f.err, 1, 9) == 'WRONGTYPE' then
+    f = false  -- edited by hand into another type: no job (gone), whatever `active` says
+  elseif f.err then
+    f = {}  -- moved away while the slot migrates: out of reach, like a missing record
+  end
   fields[i] = f
 end
 for i = 3, #ARGV, 3 do
   local id, token = ARGV[i], ARGV[i + 1]
   local jk = prefix .. 'job:' .. id
   local f = fields[i]
-  if not f[2] then
+  if not f then
+    out[#out + 1] = -1
+  elseif not f[2] then
     if redis.call('ZSCORE', active, id) then
       zargs[#zargs + 1] = deadline  -- still leased, its record out of reach: the slot migrates
       zargs[#zargs + 1] = id

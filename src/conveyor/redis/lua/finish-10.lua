@@ -21,7 +21,8 @@ ARGV: 1 prefix, 2 worker id, 3 lease ms, 4 want, 5 events maxlen, 6 trip record 
       note: short text for the event (error summary or reason)
       cost: units the run really used ('' = not reported); corrects the cost limiters by
             (cost - units charged at claim)
-      An outcome for a job whose record is gone answers NOT_FOUND and takes its id out of `active`.
+      An outcome for a job whose record is gone (or is not a hash: edited by hand) answers NOT_FOUND
+      and takes its id out of `active`.
       A retry, back-to-waiting or held outcome of a job whose cancellation was requested ends it
       cancelled. An outcome for a job that still carries its token but is no longer active was
       recorded by an earlier run of the same trip: it answers OK and writes nothing.
@@ -79,8 +80,9 @@ for i = 0, count - 1 do
   local b = first + i * W
   local jk = prefix .. 'job:' .. ARGV[b]
   -- ('name' is used by kind H; 'cw' is the worker a capped queue counted the job for: capshare.lua)
-  fields[i] = redis.call('HMGET', jk, 'token', 'state', 'attempts', 'cancel', 'group', 'chg', 'parent', 'kids',
-    'name', 'cw')
+  -- (a record edited into another type is no job: it answers as a missing one, NOT_FOUND)
+  fields[i] = job_call('HMGET', jk, 'token', 'state', 'attempts', 'cancel', 'group', 'chg', 'parent', 'kids',
+    'name', 'cw') or {}
 end
 trip_ack(prefix, acks)
 
@@ -177,8 +179,8 @@ for i = 0, count - 1 do
     elseif kind == 'H' then
       local name = f[9]
       redis.call('HSET', jk, 'state', 'waiting', 'held', name, 'attempts', math.max(0, count_of(f[3]) - 1))
-      redis.call('ZADD', prefix .. 'hold:' .. name, stamp, id)
-      redis.call('SADD', prefix .. 'holds', name)
+      index_call('ZADD', prefix .. 'hold:' .. name, stamp, id)
+      index_call('SADD', prefix .. 'holds', name)
       incr(k.meta, 'hwait', 1)
       incr(k.meta, 'hver', 1)
       wake(k.wake)

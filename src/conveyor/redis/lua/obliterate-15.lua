@@ -28,7 +28,7 @@ local budget = limit
 local function drop(set)
   local ids = redis.call('ZRANGE', set, 0, budget - 1)
   for i = 1, #ids do
-    drop_job(prefix, ids[i], redis.call('HGET', prefix .. 'job:' .. ids[i], 'idem'))
+    drop_job(prefix, ids[i], job_call('HGET', prefix .. 'job:' .. ids[i], 'idem') or nil)
   end
   call_chunked('ZREM', set, nil, ids, 1)
   budget = budget - #ids

@@ -12,8 +12,9 @@ An expired id whose record is out of reach (the queue's slot migrates: moved awa
 yet) is left in `active` a minute longer and looked at again then; an id whose record is no longer
 `active` only leaves the set. A record that reads as missing at ORPHAN_LOOKS looks in a row (a
 minute apart) is gone, not in transit (its record was deleted under the lease): its id is an orphan,
-removed from `active` and counted once. The looks are counted in the score's fraction (k/16; lease
-deadlines are whole milliseconds), so no other key is needed.
+removed from `active` and counted once; so is, at the first look, one whose record is not a hash
+(edited by hand). The looks are counted in the score's fraction (k/16; lease deadlines are whole
+milliseconds), so no other key is needed.
 Returns: {recovered, failed, held, orphans} (held: jobs waiting for a worker with their handler);
          or {-6, 0, reason} when an argument is invalid (nothing written).
 Codes: 0 OK, -6 INVALID_INPUT
@@ -49,7 +50,10 @@ local unreachable = {}
 for i = 1, #expired do
   local f = redis.pcall('HMGET', prefix .. 'job:' .. expired[i], 'state', 'token', 'run', 'group', 'cancel',
                         'stalls', 'lapses', 'cw', 'attempts')
-  if f.err then
+  if f.err and string.sub(f.err, 1, 9) == 'WRONGTYPE' then
+    f = {}
+    orphans = orphans + 1  -- edited into another type: no job, and no migration makes it one
+  elseif f.err then
     f = {}
     unreachable[#unreachable + 1] = num(now + 60000)
     unreachable[#unreachable + 1] = expired[i]
@@ -119,5 +123,5 @@ call_chunked('ZADD', active, nil, unreachable, 2)
 if recovered > 0 or (#expired > 0 and redis.call('HEXISTS', meta, 'lim') == 1) then wake(wake_key) end
 if dead > 0 then trim(meta, failed, prefix, now, 'failed', 100, false) end
 local held = tonumber(redis.call('HGET', meta, 'hwait')) or 0
-if held > 0 and redis.call('SCARD', KEYS[8]) == 0 then held = 0 end
+if held > 0 and index_call('SCARD', KEYS[8]) == 0 then held = 0 end
 return {recovered, dead, held, orphans}

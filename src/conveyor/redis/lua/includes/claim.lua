@@ -8,8 +8,9 @@ local function promote_due(meta, ready, delayed, prefix, now, limit)
   local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, limit)
   for i = 1, #due do
     local jk = prefix .. 'job:' .. due[i]
-    redis.call('HSET', jk, 'state', 'waiting')
-    push_ready(meta, ready, jk, due[i])
+    if job_call('HSET', jk, 'state', 'waiting') then  -- (a record edited into another type only leaves)
+      push_ready(meta, ready, jk, due[i])
+    end
   end
   call_chunked('ZREM', delayed, nil, due, 1)
   return #due
@@ -26,10 +27,12 @@ end
 
 -- Lease jobs ids[from], ids[from + step], ... (ids taken out of their ready set by the caller);
 -- charged[id] (limits path) records the cost units a cost limiter charged. Appends to `out`.
+-- Returns how many ids it looked at, and the ids it leased (the others had no record to lease).
 local function lease(k, prefix, worker, lease_ms, now, maxlen, ids, from, step, charged, out)
   local n = 0
   local last = #ids
-  if last < from then return 0 end
+  local got = {}
+  if last < from then return 0, got end
   n = math.floor((last - from) / step) + 1
   local base = reserve(k.meta, 'token', n) - n
   local deadline = num(now + lease_ms)
@@ -40,8 +43,9 @@ local function lease(k, prefix, worker, lease_ms, now, maxlen, ids, from, step, 
     i = i + 1
     local id = ids[j]
     local jk = prefix .. 'job:' .. id
-    local f = redis.call('HMGET', jk, 'name', 'data', 'opts', 'attempts')
-    if f[1] then
+    -- (a record gone, or edited into another type, is no job: its id is dropped)
+    local f = job_call('HMGET', jk, 'name', 'data', 'opts', 'attempts')
+    if f and f[1] then
       local token = num(base + i)
       -- One write per job: the attempt count rides in the same HSET as the lease fields.
       local att = (tonumber(f[4]) or 0) + 1
@@ -57,6 +61,7 @@ local function lease(k, prefix, worker, lease_ms, now, maxlen, ids, from, step, 
       emit(k.events, maxlen, 'ev', 'active', 'id', id, 'att', att, 'worker', worker)
       zargs[#zargs + 1] = deadline
       zargs[#zargs + 1] = id
+      got[#got + 1] = id
       out[#out + 1] = id
       out[#out + 1] = token
       out[#out + 1] = att
@@ -66,7 +71,7 @@ local function lease(k, prefix, worker, lease_ms, now, maxlen, ids, from, step, 
     end
   end
   call_chunked('ZADD', k.active, nil, zargs, 2)
-  return n
+  return n, got
 end
 
 -- Jobs no worker had a handler for wait in <p>hold:<name> (a zset scored by hold time), their
@@ -77,15 +82,16 @@ local function unhold(k, prefix, names, limit)
   local moved = 0
   for i = 1, #names do
     local hk = prefix .. 'hold:' .. names[i]
-    local ids = redis.call('ZRANGE', hk, 0, limit - moved - 1)
+    local ids = index_call('ZRANGE', hk, 0, limit - moved - 1)
     for j = 1, #ids do
       local jk = prefix .. 'job:' .. ids[j]
-      redis.call('HDEL', jk, 'held')
-      push_ready(k.meta, k.ready, jk, ids[j])
+      if job_call('HDEL', jk, 'held') then  -- (a record edited into another type only leaves)
+        push_ready(k.meta, k.ready, jk, ids[j])
+      end
     end
     call_chunked('ZREM', hk, nil, ids, 1)
     moved = moved + #ids
-    if redis.call('EXISTS', hk) == 0 then redis.call('SREM', prefix .. 'holds', names[i]) end
+    if redis.call('EXISTS', hk) == 0 then index_call('SREM', prefix .. 'holds', names[i]) end
     if moved >= limit then break end
   end
   if moved > 0 then incr(k.meta, 'hwait', -moved) end

@@ -33,6 +33,33 @@ local MAX_MS = 3155760000000
 -- Counters below 2^53 stay exact in a Lua double.
 local MAX_COUNT = 9007199254740991
 
+-- A command on a job record that a hand edit may have replaced with another Redis type: such a
+-- record is no job and answers nil, as a missing one does, instead of failing the whole script (a
+-- trip that failed on it would be sent again and fail again: the worker and the queue stand still).
+-- Any other error (a key out of reach while the queue's slot migrates) still fails the script.
+local function job_call(cmd, jk, ...)
+  local r = redis.pcall(cmd, jk, ...)
+  if type(r) == 'table' and r.err then
+    if string.sub(r.err, 1, 9) == 'WRONGTYPE' then return nil end
+    error(r)
+  end
+  return r
+end
+
+-- A command on a queue's own index of held jobs (<p>holds, <p>hold:<name>) that a hand edit may
+-- have replaced with another Redis type: such a key lists no job, so it is deleted and the command
+-- runs again on the empty key, instead of failing every script that meets it (trips holding or
+-- taking back jobs, the sweep). Any other error still fails the script.
+local function index_call(cmd, key, ...)
+  local r = redis.pcall(cmd, key, ...)
+  if type(r) == 'table' and r.err then
+    if string.sub(r.err, 1, 9) ~= 'WRONGTYPE' then error(r) end
+    redis.call('DEL', key)
+    return redis.call(cmd, key, ...)
+  end
+  return r
+end
+
 -- Reserve `n` numbers of a per-queue counter (generated ids, lease tokens) and return the last one.
 -- The counter never goes below Redis time in microseconds, so numbers handed out before a deleted
 -- meta hash (obliterate) or before a failover to a replica that had not seen them are never handed
@@ -97,10 +124,13 @@ local function call_chunked(cmd, key, extra, items, step)
 end
 
 -- Ready-set score: higher priority first, then arrival order (seq from meta).
--- priority is in [-1000, 1000]; (1000 - p) * 2^41 + seq stays below 2^53.
+-- priority is in [-1000, 1000]; (1000 - p) * 2^41 + seq stays below 2^53. A stored priority edited
+-- by hand out of that range (or to 'nan', which Lua reads as a number and ZADD refuses) reads as 0.
 local function ready_score(meta, priority)
   local seq = incr(meta, 'seq', 1)
-  return num((1000 - (tonumber(priority) or 0)) * 2199023255552 + seq)
+  local p = tonumber(priority) or 0
+  if not (p >= -1000 and p <= 1000) then p = 0 end
+  return num((1000 - p) * 2199023255552 + seq)
 end
 
 --@include events
@@ -125,14 +155,27 @@ local function drop_job(prefix, id, ikey)
     if redis.call('GET', ik) == id then redis.call('DEL', ik) end
   end
   local jk = prefix .. 'job:' .. id
-  local sz = redis.call('HGET', jk, 'sz')
+  local sz = job_call('HGET', jk, 'sz')  -- (a record edited into another type is deleted all the same)
   if sz then incr(prefix .. 'meta', 'completed_bytes', -(tonumber(sz) or 0)) end
   redis.call('DEL', jk, prefix .. 'log:' .. id, prefix .. 'out:' .. id)
 end
 
+-- The length of the wake list. It holds markers only, so a key edited by hand into another type
+-- (which would fail every script that wakes: every add, every trip that requeues a job) is
+-- replaced: deleted here, and the caller pushes a fresh marker.
+local function wake_len(wake_key)
+  local n = redis.pcall('LLEN', wake_key)
+  if type(n) == 'table' then
+    if not (n.err and string.sub(n.err, 1, 9) == 'WRONGTYPE') then error(n) end
+    redis.call('DEL', wake_key)
+    return 0
+  end
+  return n
+end
+
 -- At most one marker waits in the wake list; idle workers block on it.
 local function wake(wake_key)
-  if redis.call('LLEN', wake_key) == 0 then
+  if wake_len(wake_key) == 0 then
     redis.call('LPUSH', wake_key, '1')
   end
 end
@@ -154,6 +197,7 @@ local function push_delayed(delayed, wake_key, id, due)
   local first = redis.call('ZRANGE', delayed, 0, 0, 'WITHSCORES')
   redis.call('ZADD', delayed, num(due), id)
   if first[2] == nil or tonumber(first[2]) > due then
+    wake_len(wake_key)  -- (replaces a key edited into another type)
     redis.call('LPUSH', wake_key, '1')
     redis.call('LTRIM', wake_key, 0, 0)
   end

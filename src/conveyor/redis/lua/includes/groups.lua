@@ -45,9 +45,9 @@ end
 -- A job held for a handler (finish-10.lua, kind H) leaves <p>hold:<name> (cancel, remove, drain).
 local function unhold_one(p, jk, id, name)
   local hk = p .. 'hold:' .. name
-  if redis.call('ZREM', hk, id) == 1 then
+  if index_call('ZREM', hk, id) == 1 then
     incr(p .. 'meta', 'hwait', -1)
-    if redis.call('EXISTS', hk) == 0 then redis.call('SREM', p .. 'holds', name) end
+    if redis.call('EXISTS', hk) == 0 then index_call('SREM', p .. 'holds', name) end
   end
   redis.call('HDEL', jk, 'held')
 end

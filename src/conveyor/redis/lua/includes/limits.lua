@@ -120,7 +120,8 @@ end
 -- The ungrouped jobs' turn. S is the claim's working state (see claim_limited).
 local function take_ungrouped(k, p, L, S, now)
   local id = redis.call('ZRANGE', k.ready, 0, 0)[1]
-  local f = redis.call('HMGET', p .. 'job:' .. id, 'state', 'cost')
+  -- (a record gone, or edited into another type, is no waiting job: a stale entry)
+  local f = job_call('HMGET', p .. 'job:' .. id, 'state', 'cost') or {}
   S.nready = S.nready - 1
   if f[1] ~= 'waiting' then
     redis.call('ZREM', k.ready, id)  -- stale entry
@@ -193,7 +194,7 @@ local function take_grouped(k, p, L, S, g, gpass, now)
     redis.call('ZREM', p .. 'gq', g)  -- emptied by cancel/remove; it rejoins with its next job
     return true
   end
-  local f = redis.call('HMGET', p .. 'job:' .. id, 'state', 'cost')
+  local f = job_call('HMGET', p .. 'job:' .. id, 'state', 'cost') or {}
   if f[1] ~= 'waiting' then
     redis.call('ZREM', gr, id)
     S.taken_grouped = S.taken_grouped + 1
@@ -277,14 +278,15 @@ local function claim_limited(k, p, worker, lease_ms, want, now, maxlen, out)
     end
   end
   save_state(k, p, lk, S)
-  local n = lease(k, p, worker, lease_ms, now, maxlen, S.ids, 1, 1, S.charged, out)
+  local n, got = lease(k, p, worker, lease_ms, now, maxlen, S.ids, 1, 1, S.charged, out)
   local more = S.nready > 0 or redis.call('ZCARD', gq) > 0
   if L.rate_n then  -- jobs left waiting behind a limit: lateness from here on is not idle time
     local waiting = more and S.limited and S.reopen ~= nil
     if waiting and not L.rwait then redis.call('HSET', lk, 'rwait', 1)
     elseif not more and L.rwait then redis.call('HDEL', lk, 'rwait') end
   end
-  local poll = S.capfree and cap_after(k, p, worker, want, S.ids, S.capfree, more, now)
+  -- (only the jobs leased count for the worker: an id without a record to lease was only dropped)
+  local poll = S.capfree and cap_after(k, p, worker, want, got, S.capfree, more, now)
   -- Chain the wake-up only when this worker's appetite, not a limit, ended the claim.
   if more and not S.limited and (n > 0 or want <= 0) and #S.ids >= want then wake(k.wake) end
   if #S.ids < want then

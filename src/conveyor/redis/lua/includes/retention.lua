@@ -13,7 +13,7 @@ local RECORD_BYTES = 400
 
 local function drop_records(set, prefix, ids, with_idem)
   for i = 1, #ids do
-    drop_job(prefix, ids[i], with_idem and redis.call('HGET', prefix .. 'job:' .. ids[i], 'idem') or nil)
+    drop_job(prefix, ids[i], with_idem and job_call('HGET', prefix .. 'job:' .. ids[i], 'idem') or nil)
   end
   call_chunked('ZREM', set, nil, ids, 1)
   return #ids
@@ -46,7 +46,7 @@ local function trim(meta, set, prefix, now, policy, limit, with_idem)
     local gone = {}
     for i = 1, #ids do
       if total <= max_bytes then break end
-      total = total - (tonumber(redis.call('HGET', prefix .. 'job:' .. ids[i], 'sz')) or 0)
+      total = total - (tonumber(job_call('HGET', prefix .. 'job:' .. ids[i], 'sz')) or 0)
       gone[#gone + 1] = ids[i]
     end
     deleted = deleted + drop_records(set, prefix, gone, with_idem)

@@ -22,7 +22,7 @@ local function trip_replay(key, ttl, meta, prefix)
   local m = redis.call('HMGET', meta, 'hwait', 'hver')
   out[#out + 1] = ((tonumber(m[1]) or 0) > 0) and (tonumber(m[2]) or 0) or 0
   for id, token in string.gmatch(leased, '(%S+) (%S+)') do
-    local f = redis.call('HMGET', prefix .. 'job:' .. id, 'token', 'state', 'attempts', 'name', 'data', 'opts')
+    local f = job_call('HMGET', prefix .. 'job:' .. id, 'token', 'state', 'attempts', 'name', 'data', 'opts') or {}
     if f[1] == token and f[2] == 'active' then
       out[#out + 1] = id
       out[#out + 1] = token

@@ -1,0 +1,270 @@
+"""A job record edited by hand into another Redis type (a string, a list) where the hot path's scripts
+expect a hash: it is no job, and it must neither lose the jobs beside it nor stand the worker or the
+queue still."""
+
+from __future__ import annotations
+
+import asyncio
+from typing import Any
+
+import pytest
+
+from conveyor import JobContext, JobFailedError, Queue, Retention, Retry, Worker
+from conveyor.redis.scripts import CLAIM_FIELDS, CLAIM_HEADER
+from tests.conftest import running, wait_for
+from tests.reliability.helpers import FAST, loops_alive
+
+
+async def _ok(ctx: JobContext, data: Any) -> Any:
+    return data
+
+
+async def _spoil(queue: Queue, job_id: str) -> None:
+    """Replace the job's record (a hash) with a string."""
+    await queue.client.delete(queue.keys.job(job_id))
+    await queue.client.set(queue.keys.job(job_id), "not a hash")
+
+
+async def test_a_spoiled_ready_record_loses_none_of_the_jobs_claimed_with_it(queue: Queue) -> None:
+    """Before, the claim popped a batch of ids from `ready` and failed at the spoiled record's read:
+    the jobs popped with it were in no set any more (lost), one of them marked active under a lease
+    no sweep could see, and the worker's pump crashed on the error. Now the spoiled id is dropped,
+    as a missing record's is, and the others run."""
+    await queue.pause()
+    jobs = [await queue.add("ok", n) for n in range(5)]
+    await _spoil(queue, jobs[2].id)
+    await queue.resume()
+    worker = Worker(queue, {"ok": _ok}, concurrency=10, batch_size=10, **FAST)
+    async with running(worker):
+        for job in jobs[:2] + jobs[3:]:
+            assert await job.result(timeout=30) == (await job.record()).data
+        assert loops_alive(worker)
+    assert worker.loop_restarts == 0
+
+
+async def test_a_spoiled_due_record_never_stops_the_claims_of_the_queue(queue: Queue) -> None:
+    """Before, a claim that promoted due delayed jobs failed at the spoiled record, whole, and the
+    next one did again (the id stayed due): no worker of the queue leased anything any more, and
+    each worker's pump crashed on every trip. Now its id only leaves `delayed`."""
+    jobs = [await queue.add("ok", n, delay=0.2) for n in range(5)]
+    await _spoil(queue, jobs[2].id)
+    worker = Worker(queue, {"ok": _ok}, concurrency=10, batch_size=10, **FAST)
+    async with running(worker):
+        for job in jobs[:2] + jobs[3:]:
+            assert await job.result(timeout=30) == (await job.record()).data
+        assert await queue.client.zscore(queue.keys.delayed, jobs[2].id) is None
+        assert loops_alive(worker)
+    assert worker.loop_restarts == 0
+
+
+async def test_a_spoiled_held_record_never_stops_the_claims_of_the_queue(queue: Queue) -> None:
+    """Before, a claim that took held jobs back to ready (a worker with their handler came) failed
+    at the spoiled record, whole, every time: that worker leased nothing and its pump crashed on
+    every trip. Now its id only leaves the hold."""
+    holder = Worker(queue, {"other": _ok}, **FAST)
+    async with running(holder):
+        jobs = [await queue.add("ok", n) for n in range(3)]
+        await wait_for(lambda: holder.stats.held == 3, what="every job held")
+    await _spoil(queue, jobs[1].id)
+    worker = Worker(queue, {"ok": _ok}, **FAST)
+    async with running(worker):
+        for job in (jobs[0], jobs[2]):
+            assert await job.result(timeout=30) == (await job.record()).data
+        assert loops_alive(worker)
+    assert worker.loop_restarts == 0
+    assert await queue.held() == {}
+
+
+async def test_the_outcome_of_a_spoiled_record_never_stands_the_worker_still(queue: Queue) -> None:
+    """Before, a trip carrying the outcome of a job whose record had been edited into another type
+    under its run failed whole at that record's read; the pump crashed, sent the same outcomes
+    again after its restart and failed again, for ever: the worker recorded nothing and leased
+    nothing more. Now that outcome answers as a missing record's (NOT_FOUND) and the id leaves
+    `active`."""
+    gate = asyncio.Event()
+    started: list[str] = []
+
+    async def slow(ctx: JobContext, data: Any) -> Any:
+        started.append(ctx.job_id)
+        await gate.wait()
+        return data
+
+    worker = Worker(queue, {"slow": slow, "ok": _ok}, concurrency=4, **FAST)
+    async with running(worker):
+        victim = await queue.add("slow", 1)
+        await wait_for(lambda: started, what="the job started")
+        await queue.client.delete(queue.keys.job(victim.id))
+        await queue.client.rpush(queue.keys.job(victim.id), "not a hash")
+        gate.set()
+        await wait_for(lambda: not worker.leases, what="the outcome answered")
+        after = await queue.add("ok", 2)
+        assert await after.result(timeout=30) == 2
+        assert await queue.client.zscore(queue.keys.active, victim.id) is None
+        assert loops_alive(worker)
+    assert worker.loop_restarts == 0
+
+
+async def test_a_trip_sent_again_reads_past_a_spoiled_record_it_leased(queue: Queue) -> None:
+    """A trip whose reply was lost is sent again and answered from its record, which re-reads the
+    jobs it leased. Before, one of them edited into another type meanwhile made that answer fail
+    (the pump crashed); now the answer leaves it out, as it leaves out a job no longer leased."""
+    jobs = [await queue.add("ok", n) for n in range(2)]
+    first = await queue.scripts.trip("w1", 30_000, 2, trip_id="w1:1", record_ttl_ms=60_000)
+    await _spoil(queue, jobs[0].id)
+    again = await queue.scripts.trip("w1", 30_000, 2, trip_id="w1:1", record_ttl_ms=60_000)
+    assert first[CLAIM_HEADER::CLAIM_FIELDS] == [jobs[0].id, jobs[1].id]
+    assert again[CLAIM_HEADER:] == first[CLAIM_HEADER + CLAIM_FIELDS:]
+    await queue.client.delete(queue.keys.job(jobs[0].id))
+
+
+async def test_a_spoiled_held_record_never_stops_the_sweep(queue: Queue) -> None:
+    """Before, failing the jobs held past the no-handler timeout stopped at the spoiled record with
+    an error that ended the worker's sweep loop, again at each of its restarts. Now its id only
+    leaves the hold and the others fail with NoHandler."""
+    holder = Worker(queue, {"other": _ok}, **FAST)
+    async with running(holder):
+        jobs = [await queue.add("ok", n) for n in range(2)]
+        await wait_for(lambda: holder.stats.held == 2, what="every job held")
+    await _spoil(queue, jobs[0].id)
+    worker = Worker(queue, {"other": _ok}, no_handler_timeout_s=0.2, **FAST)
+    async with running(worker):
+        with pytest.raises(JobFailedError):
+            await jobs[1].result(timeout=30)
+        assert (await jobs[1].record()).error["type"] == "NoHandler"
+        assert await queue.held() == {}
+        assert loops_alive(worker)
+    assert worker.loop_restarts == 0
+
+
+async def test_the_sweep_lets_go_of_a_spoiled_active_record(queue: Queue) -> None:
+    """Before, the sweep took an expired lease whose record was not a hash for one out of reach while
+    the queue's slot migrates and kept its id in `active` a minute longer, every minute, for ever.
+    Now such an id leaves `active` at once, counted as an orphan."""
+    job = await queue.add("ok", 1)
+    await queue.client.zrem(queue.keys.ready, job.id)
+    await _spoil(queue, job.id)
+    await queue.client.zadd(queue.keys.active, {job.id: 1})
+    sweep = await queue.scripts.sweep(1, 10)
+    assert sweep.orphans == 1
+    assert await queue.client.zscore(queue.keys.active, job.id) is None
+    await queue.client.delete(queue.keys.job(job.id))
+
+
+async def test_the_heartbeat_stops_the_run_of_a_spoiled_record(queue: Queue) -> None:
+    """Before, the heartbeat took a running job's record edited into another type for one out of
+    reach while the queue's slot migrates: it renewed the lease at every beat and the run went on
+    for ever, holding its slot, though no outcome of it could be recorded. Now the heartbeat says
+    the job is gone and the worker stops the run as it stops one whose lease was lost."""
+    started: list[str] = []
+
+    async def forever(ctx: JobContext, data: Any) -> Any:
+        started.append(ctx.job_id)
+        await asyncio.Event().wait()
+
+    worker = Worker(queue, {"forever": forever}, concurrency=1, **FAST)
+    async with running(worker):
+        victim = await queue.add("forever", 1)
+        await wait_for(lambda: started, what="the job started")
+        await _spoil(queue, victim.id)
+        await wait_for(lambda: not worker.leases and worker.active == 0, what="the run stopped")
+        assert worker.stats.lost == 1
+        assert loops_alive(worker)
+    await queue.client.delete(queue.keys.job(victim.id))
+
+
+async def test_a_spoiled_finished_record_never_stops_the_completions(queue: Queue) -> None:
+    """A trip that records a completion trims the completed set (retention). Before, an old
+    completed record edited into another type made that trim fail after the trip's outcomes were
+    written; the pump sent the trip again and the trim failed again, for ever: the worker recorded
+    and leased nothing more. Now the trim deletes that record's key like any other."""
+    await queue.set_retention(Retention(completed_max_count=1))
+    worker = Worker(queue, {"ok": _ok}, concurrency=1, **FAST)
+    async with running(worker):
+        old = await queue.add("ok", 0)
+        assert await old.result(timeout=30) == 0
+        await _spoil(queue, old.id)
+        for n in range(1, 4):  # one at a time: each completion trims the one before
+            assert await (await queue.add("ok", n)).result(timeout=30) == n
+        assert loops_alive(worker)
+    assert worker.loop_restarts == 0
+    assert not await queue.client.exists(queue.keys.job(old.id))
+
+
+async def test_obliterate_deletes_a_spoiled_record(queue: Queue) -> None:
+    """Before, obliterating a queue stopped with an error at a job record edited into another type,
+    at every call: the queue could not be deleted. Now that key goes with the rest."""
+    jobs = [await queue.add("ok", n) for n in range(3)]
+    await _spoil(queue, jobs[1].id)
+    await queue.obliterate(force=True)
+    assert not await queue.client.exists(*(queue.keys.job(job.id) for job in jobs))
+
+
+async def test_a_spoiled_wake_list_is_replaced(queue: Queue) -> None:
+    """The wake list holds only markers. Before, that key edited by hand into another type failed
+    every script that wakes idle workers: every add was refused with a raw WRONGTYPE error and
+    every trip that sent a job back to the queue failed after part of its writes. Now such a key
+    is replaced by a fresh marker."""
+    async def flaky(ctx: JobContext, data: Any) -> Any:
+        if ctx.attempt == 1:  # the trip recording this retry meets a spoiled wake list
+            await queue.client.delete(queue.keys.wake)
+            await queue.client.set(queue.keys.wake, "x")
+            raise Retry(after=0)
+        return data
+
+    await queue.add("ok", 0)  # the queue's keys exist
+    for kind in ("hash", "string"):
+        await queue.client.delete(queue.keys.wake)
+        if kind == "hash":
+            await queue.client.hset(queue.keys.wake, "x", "1")
+        else:
+            await queue.client.set(queue.keys.wake, "x")
+        jobs = [await queue.add("ok", 1), await queue.add("ok", 2, delay=0.2),
+                await queue.add("flaky", 3, attempts=2)]
+        worker = Worker(queue, {"ok": _ok, "flaky": flaky}, **FAST)
+        async with running(worker):
+            for job in jobs:
+                assert await job.result(timeout=30) == (await job.record()).data
+            assert loops_alive(worker)
+        assert worker.loop_restarts == 0
+
+
+@pytest.mark.parametrize("grouped", [False, True])
+async def test_a_spoiled_record_never_stops_the_claims_of_a_limited_queue(queue: Queue, grouped: bool) -> None:
+    """A queue with limits claims through the limiter, which reads each job's record before taking
+    it. Before, a record edited into another type failed that claim whole, every time (the id
+    stayed first in line): no worker of the queue leased anything any more. Now the id is dropped
+    as a stale entry and the others run."""
+    await queue.set_limits(concurrency=5)
+    await queue.pause()
+    group = {"group": "g"} if grouped else {}
+    jobs = [await queue.add("ok", n, **group) for n in range(4)]  # type: ignore[arg-type]
+    await _spoil(queue, jobs[0].id)
+    await queue.resume()
+    worker = Worker(queue, {"ok": _ok}, **FAST)
+    async with running(worker):
+        for job in jobs[1:]:
+            assert await job.result(timeout=30) == (await job.record()).data
+        assert loops_alive(worker)
+    assert worker.loop_restarts == 0
+
+
+@pytest.mark.parametrize("spoiled", ["hold", "holds"])
+async def test_a_spoiled_hold_index_never_loses_a_held_job(queue: Queue, spoiled: str) -> None:
+    """A job no worker has a handler for here waits in the queue's hold index (<p>hold:<name>, its
+    names in <p>holds). Before, either key edited into another type made the trip holding the job
+    fail after marking it held (the job was in no set: lost) and the pump crash, and every sweep
+    fail once jobs were held. Now such a key, which lists no job, is replaced, and the job waits
+    there for a worker with its handler."""
+    await queue.add("ok", 0)  # the queue's keys exist
+    key = queue.keys.hold("ok") if spoiled == "hold" else queue.keys.holds
+    await queue.client.set(key, "not an index")
+    holder = Worker(queue, {"other": _ok}, **FAST)
+    async with running(holder):
+        job = await queue.add("ok", 1)
+        await wait_for(lambda: holder.stats.held >= 2, what="the jobs held")
+        assert loops_alive(holder)
+    assert holder.loop_restarts == 0
+    async with running(Worker(queue, {"ok": _ok}, **FAST)) as worker:
+        assert await job.result(timeout=30) == 1
+        assert loops_alive(worker)
+    assert worker.loop_restarts == 0
