@@ -62,6 +62,7 @@ class LimiterGate:
         self.budget_runs: dict[str, str] = {}  # lease token -> tenant, runs a budget admitted
         self.refused_runs: set[str] = set()  # lease tokens a budget refused (they never ran)
         self.unrecorded: list[RunUsage] = []  # usage not yet recorded (Redis unreachable)
+        self.dropped: list[Lease] = []  # runs whose lease was lost: no trip sends them, the gate still ends them
 
     async def check(self) -> None:
         """Declare the limiters this worker was given; every limiter used must exist
@@ -131,7 +132,16 @@ class LimiterGate:
             return RunRefusal("wait", refusal.wait_ms / 1000, refusal.message)
         return RunRefusal(refusal.on_hard, refusal.wait_ms / 1000, refusal.message)
 
+    def drop(self, lease: Lease) -> None:
+        """A run ended after its lease was lost: no trip carries its outcome, but what it reported is
+        still recorded and what it held (budget reservation, limiter holds) still given back, with the
+        next trip or heartbeat, whichever comes first."""
+        self.dropped.append(lease)
+
     async def release(self, leases: Sequence[Lease]) -> None:
+        if self.dropped:
+            leases = [*self.dropped, *leases]
+            self.dropped = []
         await self._record(leases)
         ended = [lease for lease in leases if lease.token in self.holds]
         if not ended:
@@ -185,6 +195,8 @@ class LimiterGate:
             del self.unrecorded[: len(batch)]
 
     async def extend(self) -> None:
+        if self.dropped:  # lost runs: the heartbeat ends them when no trip has yet
+            await self.release(())
         if self.unrecorded:  # usage a trip could not record: the heartbeat sends it again
             await self._record(())
         if self.ledger is not None and self.budget_runs:
