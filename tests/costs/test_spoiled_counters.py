@@ -6,6 +6,8 @@ from __future__ import annotations
 
 import uuid
 
+import pytest
+
 from conveyor.costs import CostLedger, Price
 from conveyor.limits.named import Usage
 from conveyor.redis.connection import RedisClient
@@ -31,6 +33,39 @@ async def test_a_spoiled_total_never_stops_recording(client: RedisClient) -> Non
         rows = {r["task"]: r for r in report["rows"]}
         assert rows["t"]["runs"] == 1 and rows["t"]["tokens_in"] == 1000  # started again
         assert rows["u"]["runs"] == 0  # spoiled and not added to since: read as 0
+    finally:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+
+
+@pytest.mark.parametrize("spoiled", ["nan", "-nan", "inf", "1e400", "-1000000000", "1e20", "0x10", "2.5", "garbage"])
+async def test_a_spoiled_price_or_retention_never_spoils_a_record(client: RedisClient, spoiled: str) -> None:
+    """A price or the retention edited by hand into something no price or retention can be counts as
+    not set (the default price, then 0; 90 days). Before, a 'nan' price wrote 'nan' into the totals
+    and answered a negative cost, a negative price took money off the totals, a 'nan' retention
+    failed the record after it had counted the tokens (every later record failing the same way), and
+    a negative retention expired the tenant's day and month buckets at once."""
+    prefix = f"cvt{uuid.uuid4().hex[:10]}"
+    ledger = CostLedger(client, prefix=prefix)
+    cfg = f"{prefix}:{{costs}}:cfg"
+    try:
+        await ledger.set_price(Price("*", 1, 1))
+        await ledger.set_price(Price("m", 2, 2))
+        assert await ledger.record("run-1", "acme", "t", Usage.of(1000, 1000, "m")) == 4_000_000
+        await client.hset(cfg, mapping={"pi:m": spoiled, "retention_days": spoiled})
+        # pi:m cannot be read: the default price (pi:*) prices the tokens in; po:m still prices those out.
+        assert await ledger.record("run-2", "acme", "t", Usage.of(1000, 1000, "m")) == 3_000_000
+        await client.hset(cfg, "pi:*", spoiled)  # no price for tokens in at all: they cost 0
+        assert await ledger.record("run-3", "acme", "t", Usage.of(1000, 1000, "m")) == 2_000_000
+        buckets = [k async for k in client.scan_iter(match=f"{prefix}:{{costs}}:[dm]:*")]
+        assert len(buckets) == 2, "the day's and the month's bucket are kept"
+        for key in buckets:
+            assert await client.pttl(key) > 80 * 86_400_000, "kept for the default retention"
+            values = await client.hgetall(key)
+            assert all(v.isdigit() for v in values.values()), values
+        report = await ledger.usage(group="acme")
+        assert report["totals"]["runs"] == 3 and report["totals"]["cost_nano"] == 9_000_000
     finally:
         keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
         if keys:

@@ -21,6 +21,9 @@ from conveyor import codec
 from conveyor.costs.model import (
     DEFAULT_RETENTION_DAYS,
     MAX_ESTIMATE,
+    MAX_PRICE,
+    MAX_RETENTION_DAYS,
+    NANO,
     Admission,
     Budget,
     OnHard,
@@ -112,14 +115,18 @@ class CostLedger:
 
     @staticmethod
     def _settings(raw: dict[str, str]) -> dict[str, Any]:
+        """The settings as the record script reads them: a price or retention edited by hand into
+        something it cannot be counts as not set (the price is left out, the retention is the default)."""
         prices: dict[str, dict[str, float]] = {}
         for field, value in raw.items():
-            if field[:3] in ("pi:", "po:"):
+            nano = stored_int(value, MAX_PRICE * NANO)
+            if field[:3] in ("pi:", "po:") and nano is not None:
                 side = "input_per_million" if field[1] == "i" else "output_per_million"
                 prices.setdefault(field[3:], {"input_per_million": 0.0, "output_per_million": 0.0})[side] = (
-                    from_nano(int(value)))
+                    from_nano(nano))
+        days = stored_int(raw.get("retention_days"), MAX_RETENTION_DAYS)
         return {"currency": raw.get("currency", DEFAULT_CURRENCY),
-                "retention_days": int(raw.get("retention_days", DEFAULT_RETENTION_DAYS)),
+                "retention_days": days if days else DEFAULT_RETENTION_DAYS,
                 "prices": dict(sorted(prices.items()))}
 
     async def set_currency(self, code: str) -> None:
@@ -309,6 +316,15 @@ class CostLedger:
         raw: Any = await guarded(self.client.xrevrange(self.keys.events, count=max(1, min(count, 1000))),
                                  "reading budget events")
         return [{"id": _s(eid), **_flat([x for kv in fields.items() for x in kv])} for eid, fields in raw]
+
+
+def stored_int(value: str | None, maximum: int) -> int | None:
+    """A whole number in [0, maximum] as the ledger's scripts store it (digits only), or None: the
+    scripts' `stored_int` (costs/lua/ledger.lua), so reports read what records count."""
+    if value is None or not 0 < len(value) <= 16 or not value.isascii() or not value.isdigit():
+        return None
+    number = int(value)
+    return number if number <= maximum else None
 
 
 def _count(value: str | None) -> int:

@@ -4,7 +4,8 @@ ARGV: 1 number of runs (1..1000), then per run: run id (1..200 chars), tenant ('
       task (1..200), number of models m (0..20), then m times: model ('' = unnamed), tokens in,
       tokens out (0..1e9 each). A run with m = 0 only gives back its budget reservation.
 Prices: cfg fields `pi:<model>` / `po:<model>` (nano-units per 1M tokens in / out), else `pi:*` /
-`po:*`, else 0. Every argument is checked before the first write.
+`po:*`, else 0; a stored price or retention that is not a whole number in its range counts as not set.
+Every argument is checked before the first write.
 Writes: d:<day>:<tenant> (fields i:/o:/c:/n: plus the task: `c:<task>`; '' task = totals), expiring
 retention days after the day; m:<yyyymm>:<tenant> (c, i, o, n); tenants (zset, last use ms);
 u:<day> (run ids recorded, 2 days); frees the run's reservation (rv:/rx:<tenant>); events
@@ -37,8 +38,10 @@ end
 if i ~= #ARGV + 1 then return {-6, 0, 'argument count'} end
 
 local cfg = KEYS[1]
+-- A price that cannot be one (edited by hand) counts as not set.
 local function price(field, model)
-  return tonumber(redis.call('HGET', cfg, field .. model)) or tonumber(redis.call('HGET', cfg, field .. '*')) or 0
+  return stored_int(redis.call('HGET', cfg, field .. model), MAX_PRICE_NANO)
+    or stored_int(redis.call('HGET', cfg, field .. '*'), MAX_PRICE_NANO) or 0
 end
 for r, run in ipairs(runs) do
   local cost, tin, tout = 0, 0, 0
@@ -52,7 +55,7 @@ end
 
 local now = now_ms()
 local day = math.floor(now / DAY)
-local keep = (tonumber(redis.call('HGET', cfg, 'retention_days')) or 90) * DAY
+local keep = retention_days(cfg) * DAY
 local y, mo = civil(day)
 local month = y * 100 + mo
 local _, _, month_end = period('m', now)

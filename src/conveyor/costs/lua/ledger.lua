@@ -43,6 +43,26 @@ local function period(kind, now)
   return day, day * DAY, (day + 1) * DAY
 end
 
+local MAX_PRICE_NANO = 1e13  -- 10,000 currency units per million tokens (costs/model.py MAX_PRICE)
+local MAX_RETENTION_DAYS = 3660
+
+-- A whole number stored in the ledger (a price, the retention) in [0, hi], or nil when it is not one:
+-- edited by hand into 'nan', 'inf', '-5', '2.5', '1e3', '0x10' or text. tonumber takes all of those,
+-- and a NaN or negative price or retention would spoil every record priced or dated by it.
+local function stored_int(v, hi)
+  if type(v) ~= 'string' or #v > 16 or not string.match(v, '^%d+$') then return nil end
+  local n = tonumber(v)
+  if n > hi then return nil end
+  return n
+end
+
+-- Days a bucket is kept after its period (cfg `retention_days`; 90 when it is not set or unreadable).
+local function retention_days(cfg)
+  local days = stored_int(redis.call('HGET', cfg, 'retention_days'), MAX_RETENTION_DAYS)
+  if not days or days < 1 then return 90 end
+  return days
+end
+
 local function day_key(base, day, tenant) return base .. 'd:' .. day .. ':' .. tenant end
 local function month_key(base, month, tenant) return base .. 'm:' .. month .. ':' .. tenant end
 
