@@ -8,7 +8,7 @@ import uuid
 
 import pytest
 
-from conveyor.costs import CostLedger, Price
+from conveyor.costs import Budget, CostLedger, Price
 from conveyor.limits.named import Usage
 from conveyor.redis.connection import RedisClient
 
@@ -66,6 +66,46 @@ async def test_a_spoiled_price_or_retention_never_spoils_a_record(client: RedisC
             assert all(v.isdigit() for v in values.values()), values
         report = await ledger.usage(group="acme")
         assert report["totals"]["runs"] == 3 and report["totals"]["cost_nano"] == 9_000_000
+    finally:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+
+
+@pytest.mark.parametrize("spoiled", ["nan", "inf", "-5000000000", "2.5", "garbage"])
+async def test_spoiled_budget_values_are_read_as_the_records_count_them(client: RedisClient, spoiled: str) -> None:
+    """A spend total, a reservation or a budget's limit edited by hand into something it cannot be is
+    read by one rule everywhere: a total or reservation counts as 0 (as reports and the next record
+    count it), a limit as not set. Before, the budget check read 'nan' and 'inf' as numbers (a nan
+    reservation let runs past the ones holding the budget, a nan limit admitted every run), and the
+    budgets listing (the API, the CLI, the service's /metrics) raised on any such value, for every
+    tenant."""
+    prefix = f"cvt{uuid.uuid4().hex[:10]}"
+    ledger = CostLedger(client, prefix=prefix)
+    base = f"{prefix}:{{costs}}:"
+    try:
+        await ledger.set_price(Price("*", 1, 0))
+        await ledger.set_budget("acme", Budget(period="month", soft=1, hard=2, estimate=1))
+        await ledger.set_budget("globex", Budget(hard=5))
+        await ledger.record("run-1", "acme", "t", Usage.of(1_000_000, 0))  # spent 1
+        assert await ledger.admit("running", "acme", 60_000) is None  # reserves 1: the budget is full
+        held = await ledger.admit("next", "acme", 60_000)
+        assert held is not None and held.busy
+        await client.hset(base + "rv:acme", "running", spoiled)  # the reservation counts 0
+        assert await ledger.admit("next", "acme", 60_000) is None
+        rows = {b["group"]: b for b in await ledger.budgets()}
+        assert rows["acme"]["reserved_nano"] == 10**9 and rows["acme"]["spent_nano"] == 10**9  # "next" only
+        [month] = [k async for k in client.scan_iter(match=base + "m:*")]
+        await client.hset(month, "c", spoiled)  # the spend counts 0, as in reports
+        for field in ("soft", "est", "cfg"):
+            await client.hset(base + "b:acme", field, spoiled)
+        await client.hset(base + "b:globex", "hard", spoiled)  # no hard limit
+        rows = {b["group"]: b for b in await ledger.budgets()}
+        assert rows["acme"]["spent_nano"] == 0 and rows["acme"]["soft"] is None and rows["acme"]["hard"] == 2
+        assert rows["acme"]["estimate"] == 0 and rows["acme"]["status"] == "ok"
+        assert rows["globex"]["hard"] is None and rows["globex"]["status"] == "ok"
+        assert await ledger.admit("third", "acme", 60_000) is None  # 0 spent + 1 reserved, no estimate
+        assert (await ledger.budget("acme"))["reserved_nano"] == 10**9
     finally:
         keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
         if keys:

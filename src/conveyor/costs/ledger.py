@@ -20,6 +20,7 @@ from typing import Any
 from conveyor import codec
 from conveyor.costs.model import (
     DEFAULT_RETENTION_DAYS,
+    MAX_AMOUNT,
     MAX_ESTIMATE,
     MAX_PRICE,
     MAX_RETENTION_DAYS,
@@ -193,16 +194,18 @@ class CostLedger:
     def _budget_row(row: Sequence[Any], now: int, currency: str) -> dict[str, Any]:
         tenant, fields = _s(row[0]), _flat(row[1])
         spent, held = int(row[2]), int(row[3])
-        soft = int(fields["soft"]) if "soft" in fields else None
-        hard = int(fields["hard"]) if "hard" in fields else None
+        # A limit edited by hand into something it cannot be is not set (as the scripts read it).
+        soft = stored_int(fields.get("soft"), MAX_AMOUNT * NANO)
+        hard = stored_int(fields.get("hard"), MAX_AMOUNT * NANO)
+        estimate = stored_int(fields.get("est"), MAX_AMOUNT * NANO) or 0
         status = ("hard" if hard is not None and spent >= hard
                   else "soft" if soft is not None and spent >= soft else "ok")
         return {
-            "group": tenant, "currency": currency, "config": codec.loads(fields.get("cfg", "{}")),
+            "group": tenant, "currency": currency, "config": _config(fields.get("cfg")),
             "period": "month" if fields.get("period") == "m" else "day", "period_id": _s(row[5]),
             "period_start_ms": int(row[6]), "resets_in_ms": int(row[7]) - now,
             "soft": None if soft is None else from_nano(soft), "hard": None if hard is None else from_nano(hard),
-            "on_hard": fields.get("mode", "wait"), "estimate": from_nano(int(fields.get("est", 0))),
+            "on_hard": fields.get("mode", "wait"), "estimate": from_nano(estimate),
             "spent": from_nano(spent), "spent_nano": spent, "reserved": from_nano(held), "reserved_nano": held,
             "running_reservations": int(row[4]),
             "remaining": None if hard is None else from_nano(max(0, hard - spent - held)),
@@ -318,10 +321,18 @@ class CostLedger:
         return [{"id": _s(eid), **_flat([x for kv in fields.items() for x in kv])} for eid, fields in raw]
 
 
+def _config(raw: str | None) -> Any:
+    """A budget's configuration as it was given (shown back), or {} when it is not JSON (edited by hand)."""
+    try:
+        return codec.loads(raw or "{}")
+    except ValueError:
+        return {}
+
+
 def stored_int(value: str | None, maximum: int) -> int | None:
     """A whole number in [0, maximum] as the ledger's scripts store it (digits only), or None: the
     scripts' `stored_int` (costs/lua/ledger.lua), so reports read what records count."""
-    if value is None or not 0 < len(value) <= 16 or not value.isascii() or not value.isdigit():
+    if value is None or not 0 < len(value) <= 19 or not value.isascii() or not value.isdigit():
         return None
     number = int(value)
     return number if number <= maximum else None

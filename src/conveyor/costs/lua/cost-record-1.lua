@@ -72,7 +72,7 @@ for _, run in ipairs(runs) do
     redis.call('ZREM', base .. 'rx:' .. t, run.id)
     if #run.models > 0 then
       local dk, mk = day_key(base, day, t), month_key(base, month, t)
-      local before = {d = tonumber(redis.call('HGET', dk, 'c:')) or 0, m = tonumber(redis.call('HGET', mk, 'c')) or 0}
+      local before = {d = stored_total(redis.call('HGET', dk, 'c:')), m = stored_total(redis.call('HGET', mk, 'c'))}
       for _, f in ipairs({'', run.task}) do
         incr(dk, 'i:' .. f, num(run.tin))
         incr(dk, 'o:' .. f, num(run.tout))
@@ -92,7 +92,8 @@ for _, run in ipairs(runs) do
         local pid = period(b[1], now)
         local was = before[b[1]]
         local is = was + run.cost
-        for _, lim in ipairs({{'soft', tonumber(b[2]), b[4], 'soft_at'}, {'hard', tonumber(b[3]), b[5], 'hard_at'}}) do
+        local soft, hard = stored_int(b[2], MAX_LIMIT_NANO), stored_int(b[3], MAX_LIMIT_NANO)
+        for _, lim in ipairs({{'soft', soft, b[4], 'soft_at'}, {'hard', hard, b[5], 'hard_at'}}) do
           if lim[2] and was < lim[2] and is >= lim[2] and lim[3] ~= tostring(pid) then
             redis.call('HSET', bk, lim[4], pid)
             event(base, {'type', 'budget_' .. lim[1], 'tenant', t, 'period', b[1], 'period_id', tostring(pid),
