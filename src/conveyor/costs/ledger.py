@@ -54,6 +54,8 @@ MAX_CELLS = 40_000  # days x tenants read by one query
 MAX_RUNS_PER_CALL = 1000
 DEFAULT_CURRENCY = "USD"
 _DUPLICATE = -4
+OVER_BOUND = -6  # a run whose cost passes the bound (MAX_RUN_COST): refused alone, its reservation given back
+MAX_RUN_COST = 1_000_000  # currency units one run may cost (costs/lua/ledger.lua MAX_RUN_NANO)
 
 
 def _script(filename: str) -> Script:
@@ -234,8 +236,10 @@ class CostLedger:
         return int(_check(await _S["cost-extend"](self.client, [self.cfg_key], args), "extend"))
 
     async def record_runs(self, runs: Sequence[RunUsage]) -> list[tuple[int, int]]:
-        """Record runs (at most 1,000): (code, cost nano) each; code -4: already recorded. Safe to
-        send again after a lost reply: a run id is recorded once."""
+        """Record runs (at most 1,000): (code, cost nano) each; code -4: already recorded, OVER_BOUND:
+        it costs over MAX_RUN_COST at the prices set (nothing of it counted, its reservation given
+        back; the other runs are recorded). Safe to send again after a lost reply: a run id is
+        recorded once."""
         args: list[Any] = [len(runs)]
         for run in runs:
             models = [] if run.usage is None else list(run.usage.by_model())
@@ -259,6 +263,9 @@ class CostLedger:
         [(code, cost)] = await self.record_runs([RunUsage(run_id, tenant or "", task, usage)])
         if code == _DUPLICATE:
             raise UsageReportError(f"usage of run {run_id!r} was already recorded")
+        if code == OVER_BOUND:
+            raise UsageReportError(f"run {run_id!r} costs more than {MAX_RUN_COST:,} currency units at the "
+                                   "prices set; not recorded")
         return cost
 
     # ------------------------------------------------------------------ reading

@@ -168,7 +168,7 @@ class LimiterGate:
         kept for the next try when Redis is unreachable (a run is recorded once, by its token)."""
         if self.ledger is None:
             return
-        from conveyor.costs.ledger import MAX_RUNS_PER_CALL, RunUsage
+        from conveyor.costs.ledger import MAX_RUN_COST, MAX_RUNS_PER_CALL, OVER_BOUND, RunUsage
 
         for lease in leases:
             tenant = self.budget_runs.pop(lease.token, None)
@@ -181,7 +181,11 @@ class LimiterGate:
         while self.unrecorded:
             batch = self.unrecorded[:MAX_RUNS_PER_CALL]
             try:
-                await self.ledger.record_runs(batch)
+                replies = await self.ledger.record_runs(batch)
+                for run, (code, _cost) in zip(batch, replies, strict=False):
+                    if code == OVER_BOUND:
+                        logger.error("usage of a run of %s (tenant %r) costs more than %d currency units at the "
+                                     "prices set; not recorded", run.task, run.tenant, MAX_RUN_COST)
             except ScriptInputError as exc:  # a record the script refuses: never recordable
                 logger.error("usage records refused (%s); %d dropped", exc, len(batch))
             except ConnectionFailedError as exc:

@@ -11,7 +11,9 @@ retention days after the day; m:<yyyymm>:<tenant> (c, i, o, n); tenants (zset, l
 u:<day> (run ids recorded, 2 days); frees the run's reservation (rv:/rx:<tenant>); events
 `budget_soft` / `budget_hard` once per period when a record crosses the tenant's limit.
 Returns: flat list per run: code (0 recorded, -4 CONFLICT: this run was already recorded, nothing
-changed), cost in nano-units; or {-6, position, reason} (INVALID_INPUT).
+changed, -6: at the prices set the run costs over 1,000,000 currency units, so nothing of it is
+counted and only its reservation is given back), cost in nano-units; or {-6, position, reason}
+(INVALID_INPUT: nothing written).
 ]]
 --@include common
 --@ledger
@@ -49,7 +51,8 @@ for r, run in ipairs(runs) do
     cost = cost + (mt[2] * price('pi:', mt[1]) + mt[3] * price('po:', mt[1])) / 1e6
     tin, tout = tin + mt[2], tout + mt[3]
   end
-  if cost > MAX_RUN_NANO then return {-6, r, 'the run costs more than 1,000,000 currency units'} end
+  -- Refused alone (the batch's other runs are recorded): at these prices its usage cannot be real.
+  run.over = cost > MAX_RUN_NANO
   run.cost, run.tin, run.tout = math.floor(cost + 0.5), tin, tout
 end
 
@@ -65,6 +68,10 @@ for _, run in ipairs(runs) do
   local t = run.tenant
   if redis.call('SISMEMBER', seen, run.id) == 1 or redis.call('SISMEMBER', base .. 'u:' .. (day - 1), run.id) == 1 then
     out[#out + 1], out[#out + 2] = -4, 0
+  elseif run.over then
+    redis.call('HDEL', base .. 'rv:' .. t, run.id)
+    redis.call('ZREM', base .. 'rx:' .. t, run.id)
+    out[#out + 1], out[#out + 2] = -6, 0
   else
     redis.call('SADD', seen, run.id)
     redis.call('PEXPIREAT', seen, num((day + 2) * DAY))
