@@ -181,7 +181,7 @@ class Generator:
             result = await self._chain(providers, request, messages, schema, output, check, ctx)
             return result.model_dump_json()
 
-        raw, shared = await self.dedupe.run(fp, call)
+        raw, shared = await self.dedupe.run(fp, call, _readable)
         result = GenerateResult.model_validate_json(raw)
         if not shared:
             return result
@@ -306,6 +306,15 @@ class Generator:
             "timeout" if status == 408 else "error" if status >= 500 else "rejected"
         )
         return _Skip(ProviderAttempt(provider=name, outcome=outcome, detail=f"{status}: {_message(exc)}"))
+
+
+def _readable(raw: str) -> bool:
+    """Whether a shared result is a GenerateResult of this version (de-duplication drops others)."""
+    try:
+        GenerateResult.model_validate_json(raw)
+    except ValidationError:
+        return False
+    return True
 
 
 def _message(exc: openai.APIStatusError) -> str:
