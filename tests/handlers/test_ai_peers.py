@@ -390,3 +390,31 @@ async def test_an_event_that_never_ends_is_bounded_while_it_is_read(
         assert peer.sent < 2 * MAX_BODY_BYTES, f"{peer.sent} bytes sent by one provider"
     finally:
         await peer.close()
+
+
+async def cut_after_a_long_partial(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    await peer.write(w, SSE_HEAD + event("x" * 100) + event("the tail of it"))
+    await asyncio.sleep(0.01)
+    w.transport.abort()
+
+
+async def test_a_failed_providers_partial_answer_is_kept_whole_before_the_marker(
+    app: Conveyor, chat: ChatServer
+) -> None:
+    """The output keeps a failed provider's partial answer, then the marker line, then the next
+    provider's answer. Before, text the batcher still held when the stream broke (under 64
+    characters and 0.1 s) was dropped, so the partial answer lost its end."""
+    peer = await RawPeer(cut_after_a_long_partial).start()
+    try:
+        odd = Provider("odd", f"{peer.url}/v1", "m", "k", 30.0)
+        handlers = install(app, ai=True, settings=Settings(), ai_providers=[odd, provider(chat, "ok")])
+        assert handlers.ai is not None
+        job = await handlers.ai.generate.enqueue({"prompt": "hello"}, attempts=1)
+        async with running(app.worker("ai", lease_ms=5000)):
+            result = await job.result(timeout=60)
+        assert [(a.provider, a.outcome) for a in result.attempts] == [("odd", "error"), ("ok", "ok")]
+        out = await app.queue("ai").get_output(job.id)
+        assert out is not None
+        assert out.text == "x" * 100 + "the tail of it" + "\n\n[odd: error; trying ok]\n\n" + "echo: hello"
+    finally:
+        await peer.close()
