@@ -195,3 +195,17 @@ async def test_a_run_priced_over_the_bound_is_refused_alone(ledger: CostLedger) 
     with pytest.raises(UsageReportError, match="costs more than 1,000,000"):
         await ledger.record("huge-again", "acme", "t", Usage.of(10**9, 10**9))
     assert (await ledger.usage(group="acme"))["totals"]["runs"] == 1
+
+
+async def test_every_running_runs_reservation_is_extended(ledger: CostLedger) -> None:
+    """A worker runs up to 10,000 jobs at once and its heartbeat extends all their reservations in one
+    call of `extend`. Before, `extend` sent only the first 1,000 pairs: the other runs' reservations
+    lapsed while they still ran, and the budget admitted runs in their place."""
+    await ledger.set_budget("acme", Budget(hard=10_000, estimate="0.001"))
+    runs = [("acme", f"run-{i}") for i in range(1500)]
+    for tenant, run in runs:
+        assert await ledger.admit(run, tenant, 120_000) is None
+    assert await ledger.extend(runs, 600_000) == 1500
+    expiries = await ledger.client.zrange(f"{ledger.prefix}:{{costs}}:rx:acme", 0, -1, withscores=True)
+    now_ms = (await ledger.client.time())[0] * 1000
+    assert len(expiries) == 1500 and all(score > now_ms + 300_000 for _, score in expiries)

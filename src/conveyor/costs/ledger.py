@@ -52,6 +52,7 @@ MAX_RANGE_DAYS = 400
 MAX_TENANTS = 1000
 MAX_CELLS = 40_000  # days x tenants read by one query
 MAX_RUNS_PER_CALL = 1000
+MAX_EXTEND_PER_CALL = 1000  # reservations one cost-extend-1 call extends
 DEFAULT_CURRENCY = "USD"
 _DUPLICATE = -4
 OVER_BOUND = -6  # a run whose cost passes the bound (MAX_RUN_COST): refused alone, its reservation given back
@@ -229,11 +230,15 @@ class CostLedger:
                          busy=busy, reserved_nano=int(reply[7]) if busy else 0)
 
     async def extend(self, runs: Sequence[tuple[str, str]], ttl_ms: int) -> int:
-        """Keep the reservations of running runs ((tenant, run id) pairs) for another `ttl_ms`."""
-        args: list[Any] = [ttl_ms]
-        for tenant, run_id in runs[:1000]:
-            args += [tenant, run_id]
-        return int(_check(await _S["cost-extend"](self.client, [self.cfg_key], args), "extend"))
+        """Keep the reservations of running runs ((tenant, run id) pairs, any number: sent 1,000 a
+        call) for another `ttl_ms`; returns how many were extended (those still held)."""
+        extended = 0
+        for start in range(0, len(runs), MAX_EXTEND_PER_CALL):
+            args: list[Any] = [ttl_ms]
+            for tenant, run_id in runs[start:start + MAX_EXTEND_PER_CALL]:
+                args += [tenant, run_id]
+            extended += int(_check(await _S["cost-extend"](self.client, [self.cfg_key], args), "extend"))
+        return extended
 
     async def record_runs(self, runs: Sequence[RunUsage]) -> list[tuple[int, int]]:
         """Record runs (at most 1,000): (code, cost nano) each; code -4: already recorded, OVER_BOUND:
