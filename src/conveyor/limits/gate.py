@@ -115,18 +115,19 @@ class LimiterGate:
         tenant = lease.options.get("group")
         if self.ledger is None or not isinstance(tenant, str) or not tenant:
             return None
+        # Noted before the check is sent: once sent, it may reserve the estimate whatever becomes of
+        # its reply (lost, or the run cancelled while it is on the way), and the run's record, with
+        # or without usage, is what gives a reservation back when the run ends.
+        self.budget_runs[lease.token] = tenant
         try:
             refusal = await self.ledger.admit(lease.token, tenant, self.lease_ms)
         except ConnectionFailedError as exc:
             logger.warning("budget of %s not checked (%s); the job goes back for a second", tenant, exc)
             self.refused_runs.add(lease.token)
-            # The check may have run and reserved the estimate (its reply lost): the run's record,
-            # with no usage, gives that back when the job goes back, so it does not hold the budget.
-            self.budget_runs[lease.token] = tenant
             return RunRefusal("retry", ADMIT_RETRY_S, f"the budget of {tenant!r} could not be checked")
         if refusal is None:
-            self.budget_runs[lease.token] = tenant
             return None
+        del self.budget_runs[lease.token]  # refused: nothing was reserved
         self.refused_runs.add(lease.token)
         if refusal.busy:  # not over the budget: back for a moment (the group too), whatever on_hard says
             return RunRefusal("wait", refusal.wait_ms / 1000, refusal.message)
