@@ -1,5 +1,6 @@
 """A small TCP proxy for fault tests: sits between a client and a real Redis server and can reset
-every connection, refuse new ones, or let a command run on the server and then lose its reply.
+every connection, refuse new ones, or let a command run on the server and then lose its reply (or
+hold it back until released).
 
 It runs its own event loop in a thread, so a test's loop (and any client in it) sees it as a remote
 peer. Every method is safe to call from the test's thread or loop.
@@ -27,6 +28,7 @@ class _Pipe:
         self.client = client
         self.server = server
         self.cut_next_reply = False
+        self.hold_next_reply = False
 
     def reset(self) -> None:
         for writer in (self.client, self.server):
@@ -50,6 +52,9 @@ class TcpProxy:
         self._cut_pattern: bytes | None = None
         self._cut_nth: set[int] = set()  # which commands containing the pattern lose their reply
         self._seen = 0
+        self._hold_pattern: bytes | None = None
+        self._released = threading.Event()
+        self.held = 0  # replies held back so far
         self._serving: set[asyncio.Task[None]] = set()
         self._loop = asyncio.new_event_loop()
         self._thread = threading.Thread(target=self._loop.run_forever, name="test-proxy", daemon=True)
@@ -65,6 +70,8 @@ class TcpProxy:
         return self
 
     def close(self) -> None:
+        self._released.set()  # a held reply ends with its connection
+
         async def stop() -> None:
             if self._server is not None:
                 self._server.close()
@@ -113,6 +120,20 @@ class TcpProxy:
 
         self._call(arm())
 
+    def hold_reply(self, pattern: bytes) -> None:
+        """The next command containing `pattern` reaches the server and runs; its reply is held back
+        (the connection stays open) until `release()`: a reply that is merely late."""
+
+        async def arm() -> None:
+            self._hold_pattern = pattern
+            self._released.clear()
+
+        self._call(arm())
+
+    def release(self) -> None:
+        """Deliver the replies `hold_reply` held back."""
+        self._released.set()
+
     # ------------------------------------------------------------------ plumbing
 
     def _call(self, coro: Coroutine[Any, Any, Any]) -> Any:
@@ -148,6 +169,9 @@ class TcpProxy:
                     self._seen += 1
                     if self._seen in self._cut_nth:
                         pipe.cut_next_reply = True
+                if self._hold_pattern is not None and self._hold_pattern in chunk:
+                    self._hold_pattern = None
+                    pipe.hold_next_reply = True
                 pipe.server.write(chunk)
                 await pipe.server.drain()
         except (OSError, RuntimeError):
@@ -160,6 +184,10 @@ class TcpProxy:
                 if pipe.cut_next_reply:
                     self.cuts += 1
                     break
+                if pipe.hold_next_reply:
+                    pipe.hold_next_reply = False
+                    self.held += 1
+                    await asyncio.get_running_loop().run_in_executor(None, self._released.wait)
                 pipe.client.write(chunk)
                 await pipe.client.drain()
         except (OSError, RuntimeError):

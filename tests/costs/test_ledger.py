@@ -169,3 +169,43 @@ async def test_day_buckets_expire_after_the_retention(ledger: CostLedger, client
     ttl = await client.pttl(ledger.keys.day(day_number(today), "acme"))
     assert 3 * 86_400_000 < ttl <= 4 * 86_400_000
     assert 0 < await client.pttl(ledger.keys.runs(day_number(today))) <= 2 * 86_400_000
+
+
+async def test_a_run_priced_over_the_bound_is_refused_alone(ledger: CostLedger) -> None:
+    """Records go in batches (a worker sends every run a trip ended together). A run whose usage at
+    the prices set costs over 1,000,000 currency units is refused by itself: its reservation is
+    given back and nothing of it is counted, and the other runs of the batch are recorded. Before,
+    the whole batch was refused, so every other run's usage was dropped and their reservations held
+    until they lapsed."""
+    await ledger.set_price(Price("*", 10_000, 10_000))
+    await ledger.set_budget("acme", Budget(hard=100, estimate=1))
+    await ledger.set_budget("globex", Budget(hard=100, estimate=1))
+    for run, tenant in (("huge", "acme"), ("fine", "globex"), ("fine-2", "acme")):
+        assert await ledger.admit(run, tenant, 60_000) is None
+    assert (await ledger.budget("acme"))["reserved_nano"] == 2 * 10**9
+    replies = await ledger.record_runs([
+        RunUsage("fine", "globex", "t", Usage.of(1000, 0)),
+        RunUsage("huge", "acme", "t", Usage.of(10**9, 10**9)),  # 20,000,000 currency units
+        RunUsage("fine-2", "acme", "t", Usage.of(1000, 0)),
+    ])
+    assert replies == [(0, 10**10), (-6, 0), (0, 10**10)]
+    acme, globex = await ledger.budget("acme"), await ledger.budget("globex")
+    assert acme["spent_nano"] == 10**10 and acme["reserved_nano"] == 0
+    assert globex["spent_nano"] == 10**10 and globex["reserved_nano"] == 0
+    with pytest.raises(UsageReportError, match="costs more than 1,000,000"):
+        await ledger.record("huge-again", "acme", "t", Usage.of(10**9, 10**9))
+    assert (await ledger.usage(group="acme"))["totals"]["runs"] == 1
+
+
+async def test_every_running_runs_reservation_is_extended(ledger: CostLedger) -> None:
+    """A worker runs up to 10,000 jobs at once and its heartbeat extends all their reservations in one
+    call of `extend`. Before, `extend` sent only the first 1,000 pairs: the other runs' reservations
+    lapsed while they still ran, and the budget admitted runs in their place."""
+    await ledger.set_budget("acme", Budget(hard=10_000, estimate="0.001"))
+    runs = [("acme", f"run-{i}") for i in range(1500)]
+    for tenant, run in runs:
+        assert await ledger.admit(run, tenant, 120_000) is None
+    assert await ledger.extend(runs, 600_000) == 1500
+    expiries = await ledger.client.zrange(f"{ledger.prefix}:{{costs}}:rx:acme", 0, -1, withscores=True)
+    now_ms = (await ledger.client.time())[0] * 1000
+    assert len(expiries) == 1500 and all(score > now_ms + 300_000 for _, score in expiries)

@@ -6,7 +6,9 @@ from __future__ import annotations
 
 import uuid
 
-from conveyor.costs import CostLedger, Price
+import pytest
+
+from conveyor.costs import Budget, CostLedger, Price
 from conveyor.limits.named import Usage
 from conveyor.redis.connection import RedisClient
 
@@ -31,6 +33,79 @@ async def test_a_spoiled_total_never_stops_recording(client: RedisClient) -> Non
         rows = {r["task"]: r for r in report["rows"]}
         assert rows["t"]["runs"] == 1 and rows["t"]["tokens_in"] == 1000  # started again
         assert rows["u"]["runs"] == 0  # spoiled and not added to since: read as 0
+    finally:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+
+
+@pytest.mark.parametrize("spoiled", ["nan", "-nan", "inf", "1e400", "-1000000000", "1e20", "0x10", "2.5", "garbage"])
+async def test_a_spoiled_price_or_retention_never_spoils_a_record(client: RedisClient, spoiled: str) -> None:
+    """A price or the retention edited by hand into something no price or retention can be counts as
+    not set (the default price, then 0; 90 days). Before, a 'nan' price wrote 'nan' into the totals
+    and answered a negative cost, a negative price took money off the totals, a 'nan' retention
+    failed the record after it had counted the tokens (every later record failing the same way), and
+    a negative retention expired the tenant's day and month buckets at once."""
+    prefix = f"cvt{uuid.uuid4().hex[:10]}"
+    ledger = CostLedger(client, prefix=prefix)
+    cfg = f"{prefix}:{{costs}}:cfg"
+    try:
+        await ledger.set_price(Price("*", 1, 1))
+        await ledger.set_price(Price("m", 2, 2))
+        assert await ledger.record("run-1", "acme", "t", Usage.of(1000, 1000, "m")) == 4_000_000
+        await client.hset(cfg, mapping={"pi:m": spoiled, "retention_days": spoiled})
+        # pi:m cannot be read: the default price (pi:*) prices the tokens in; po:m still prices those out.
+        assert await ledger.record("run-2", "acme", "t", Usage.of(1000, 1000, "m")) == 3_000_000
+        await client.hset(cfg, "pi:*", spoiled)  # no price for tokens in at all: they cost 0
+        assert await ledger.record("run-3", "acme", "t", Usage.of(1000, 1000, "m")) == 2_000_000
+        buckets = [k async for k in client.scan_iter(match=f"{prefix}:{{costs}}:[dm]:*")]
+        assert len(buckets) == 2, "the day's and the month's bucket are kept"
+        for key in buckets:
+            assert await client.pttl(key) > 80 * 86_400_000, "kept for the default retention"
+            values = await client.hgetall(key)
+            assert all(v.isdigit() for v in values.values()), values
+        report = await ledger.usage(group="acme")
+        assert report["totals"]["runs"] == 3 and report["totals"]["cost_nano"] == 9_000_000
+    finally:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+
+
+@pytest.mark.parametrize("spoiled", ["nan", "inf", "-5000000000", "2.5", "garbage"])
+async def test_spoiled_budget_values_are_read_as_the_records_count_them(client: RedisClient, spoiled: str) -> None:
+    """A spend total, a reservation or a budget's limit edited by hand into something it cannot be is
+    read by one rule everywhere: a total or reservation counts as 0 (as reports and the next record
+    count it), a limit as not set. Before, the budget check read 'nan' and 'inf' as numbers (a nan
+    reservation let runs past the ones holding the budget, a nan limit admitted every run), and the
+    budgets listing (the API, the CLI, the service's /metrics) raised on any such value, for every
+    tenant."""
+    prefix = f"cvt{uuid.uuid4().hex[:10]}"
+    ledger = CostLedger(client, prefix=prefix)
+    base = f"{prefix}:{{costs}}:"
+    try:
+        await ledger.set_price(Price("*", 1, 0))
+        await ledger.set_budget("acme", Budget(period="month", soft=1, hard=2, estimate=1))
+        await ledger.set_budget("globex", Budget(hard=5))
+        await ledger.record("run-1", "acme", "t", Usage.of(1_000_000, 0))  # spent 1
+        assert await ledger.admit("running", "acme", 60_000) is None  # reserves 1: the budget is full
+        held = await ledger.admit("next", "acme", 60_000)
+        assert held is not None and held.busy
+        await client.hset(base + "rv:acme", "running", spoiled)  # the reservation counts 0
+        assert await ledger.admit("next", "acme", 60_000) is None
+        rows = {b["group"]: b for b in await ledger.budgets()}
+        assert rows["acme"]["reserved_nano"] == 10**9 and rows["acme"]["spent_nano"] == 10**9  # "next" only
+        [month] = [k async for k in client.scan_iter(match=base + "m:*")]
+        await client.hset(month, "c", spoiled)  # the spend counts 0, as in reports
+        for field in ("soft", "est", "cfg"):
+            await client.hset(base + "b:acme", field, spoiled)
+        await client.hset(base + "b:globex", "hard", spoiled)  # no hard limit
+        rows = {b["group"]: b for b in await ledger.budgets()}
+        assert rows["acme"]["spent_nano"] == 0 and rows["acme"]["soft"] is None and rows["acme"]["hard"] == 2
+        assert rows["acme"]["estimate"] == 0 and rows["acme"]["status"] == "ok"
+        assert rows["globex"]["hard"] is None and rows["globex"]["status"] == "ok"
+        assert await ledger.admit("third", "acme", 60_000) is None  # 0 spent + 1 reserved, no estimate
+        assert (await ledger.budget("acme"))["reserved_nano"] == 10**9
     finally:
         keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
         if keys:

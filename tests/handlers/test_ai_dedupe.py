@@ -149,3 +149,23 @@ async def test_jobs_of_different_groups_do_not_share(app: Conveyor, chat: ChatSe
         chat.release.set()
         results = [await j.result(timeout=30) for j in jobs]
     assert [r.deduplicated for r in results] == [False, False]
+
+
+@pytest.mark.parametrize("stored", ["garbage", '{"text": 5}', '{"text": "old", "provider": "x"}'])
+async def test_a_stored_result_that_cannot_be_read_is_replaced_by_a_call(
+    app: Conveyor, chat: ChatServer, gen: Gens, stored: str
+) -> None:
+    """A reused (or shared) result that is not a result of this version (edited by hand, or stored
+    by a release whose result had other fields) is dropped and the request calls its provider, whose
+    answer is stored in its place. Before, every identical request failed on it for as long as it was
+    kept (up to 30 days with reuse)."""
+    request = GenerateRequest(prompt="spoiled")
+    reusing = gen(ai_reuse_ttl_s=600)
+    first = await reusing.run(request)
+    [done] = [k async for k in app.client.scan_iter(match=f"{app.prefix}:{{aid:*}}:done")]
+    await app.client.set(done, stored, px=600_000)
+    again = await reusing.run(request)
+    assert not again.deduplicated and again.text == first.text == "echo: spoiled"
+    assert len(chat.calls) == 2
+    third = await reusing.run(request)  # answered from the result stored in its place
+    assert third.deduplicated and third.text == first.text and len(chat.calls) == 2

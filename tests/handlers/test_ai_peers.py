@@ -16,7 +16,7 @@ from conveyor import Conveyor, JobState
 from conveyor.handlers import install
 from conveyor.handlers.ai import Provider
 from conveyor.handlers.ai.streaming import MAX_ANSWER_CHARS
-from conveyor.handlers.ai.wire import MAX_BODY_BYTES, AnswerTooLarge, CappedTransport
+from conveyor.handlers.ai.wire import MAX_BODY_BYTES, MAX_EVENT_LINES, AnswerTooLarge, CappedTransport
 from conveyor.settings import Settings
 from tests.conftest import running, wait_for
 from tests.handlers.conftest import provider
@@ -342,5 +342,79 @@ async def test_json_nested_too_deep_is_that_providers_failure(app: Conveyor, cha
         assert result.provider == "ok" and result.data == [[1]]
         assert [(a.provider, a.outcome) for a in result.attempts] == [("odd", outcome), ("ok", "ok")]
         assert detail in result.attempts[0].detail
+    finally:
+        await peer.close()
+
+
+LINE_STEP = 64 * 1024
+
+
+async def event_never_ends(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    line = b"data: " + b"x" * (LINE_STEP - 7) + b"\n"
+    await peer.write(w, SSE_HEAD)
+    for _ in range(3 * MAX_BODY_BYTES // LINE_STEP):
+        await peer.write(w, chunked(line * 16))
+    await _hold(r)
+
+
+async def event_of_endless_short_lines(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    await peer.write(w, SSE_HEAD)
+    for _ in range(3 * MAX_BODY_BYTES // LINE_STEP):
+        await peer.write(w, chunked(b"data: a\r\n" * (LINE_STEP // 9)))
+    await _hold(r)
+
+
+@pytest.mark.parametrize(("behaviour", "detail"), [
+    (event_never_ends, f"an event of the event stream passed {MAX_BODY_BYTES} bytes"),
+    (event_of_endless_short_lines, f"an event of the event stream passed {MAX_EVENT_LINES} lines"),
+], ids=_name)
+async def test_an_event_that_never_ends_is_bounded_while_it_is_read(
+    app: Conveyor, chat: ChatServer, behaviour: Any, detail: str
+) -> None:
+    """The SDK holds an event until the blank line that ends it, every data line of it as a string of
+    its own: a provider sending data lines with no blank line costs one bounded read (no event over
+    MAX_BODY_BYTES or MAX_EVENT_LINES lines). Before, only each line was bounded, so such an event
+    grew in memory to the stream's limit (256 MiB on the wire; several times that held as millions of
+    short strings)."""
+    peer = await RawPeer(behaviour).start()
+    try:
+        odd = Provider("odd", f"{peer.url}/v1", "m", "k", 60.0)
+        handlers = install(app, ai=True, settings=Settings(), ai_providers=[odd, provider(chat, "ok")])
+        assert handlers.ai is not None
+        job = await handlers.ai.generate.enqueue({"prompt": "hello"}, attempts=1)
+        async with running(app.worker("ai", lease_ms=5000)):
+            result = await job.result(timeout=120)
+        assert [(a.provider, a.outcome) for a in result.attempts] == [("odd", "error"), ("ok", "ok")]
+        assert detail in result.attempts[0].detail
+        await wait_for(lambda: peer.closed == 1, timeout=30, what="the odd provider's connection closed")
+        assert peer.sent < 2 * MAX_BODY_BYTES, f"{peer.sent} bytes sent by one provider"
+    finally:
+        await peer.close()
+
+
+async def cut_after_a_long_partial(peer: RawPeer, r: asyncio.StreamReader, w: asyncio.StreamWriter) -> None:
+    await peer.write(w, SSE_HEAD + event("x" * 100) + event("the tail of it"))
+    await asyncio.sleep(0.01)
+    w.transport.abort()
+
+
+async def test_a_failed_providers_partial_answer_is_kept_whole_before_the_marker(
+    app: Conveyor, chat: ChatServer
+) -> None:
+    """The output keeps a failed provider's partial answer, then the marker line, then the next
+    provider's answer. Before, text the batcher still held when the stream broke (under 64
+    characters and 0.1 s) was dropped, so the partial answer lost its end."""
+    peer = await RawPeer(cut_after_a_long_partial).start()
+    try:
+        odd = Provider("odd", f"{peer.url}/v1", "m", "k", 30.0)
+        handlers = install(app, ai=True, settings=Settings(), ai_providers=[odd, provider(chat, "ok")])
+        assert handlers.ai is not None
+        job = await handlers.ai.generate.enqueue({"prompt": "hello"}, attempts=1)
+        async with running(app.worker("ai", lease_ms=5000)):
+            result = await job.result(timeout=60)
+        assert [(a.provider, a.outcome) for a in result.attempts] == [("odd", "error"), ("ok", "ok")]
+        out = await app.queue("ai").get_output(job.id)
+        assert out is not None
+        assert out.text == "x" * 100 + "the tail of it" + "\n\n[odd: error; trying ok]\n\n" + "echo: hello"
     finally:
         await peer.close()

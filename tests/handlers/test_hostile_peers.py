@@ -172,6 +172,36 @@ async def test_a_cost_over_the_engines_bound_is_refused_where_it_is_reported(app
         assert await job.result(timeout=30) == "cost units must be an integer in [0, 1000000000000]"
 
 
+@pytest.mark.parametrize("stream", [True, False], ids=["streamed", "whole"])
+@pytest.mark.parametrize(
+    ("usage", "counted"),
+    [
+        ({"prompt_tokens": 11, "completion_tokens": 5}, Usage(prompt_tokens=11, completion_tokens=5, total_tokens=16)),
+        ({"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": None},
+         Usage(prompt_tokens=11, completion_tokens=5, total_tokens=16)),
+        ({"prompt_tokens": 11, "total_tokens": 11}, Usage(prompt_tokens=11, completion_tokens=0, total_tokens=11)),
+    ],
+    ids=["no-total", "null-total", "no-completion"],
+)
+async def test_usage_with_a_count_left_out_is_charged_for_what_it_reports(
+    app: Conveyor, chat: ChatServer, usage: Any, counted: Usage, stream: bool
+) -> None:
+    """Providers that leave `total_tokens` out (or null), or report no completion tokens, are charged
+    for the tokens they report: a missing count is 0 and a missing total is the sum. Before, any
+    missing count made the whole usage count as not reported, so such a provider's runs cost nothing
+    and never took from a tenant's budget."""
+    chat.usage = usage
+    model = Provider("terse", chat.base_url("ok"), "test-model", "test-key", 5.0, stream=stream)
+    handlers = install(app, ai=True, settings=Settings(), ai_providers=[model])
+    assert handlers.ai is not None
+    spy = CostSpy()
+    job = await handlers.ai.generate.enqueue({"prompt": "hello"}, attempts=1)
+    async with running(app.worker("ai", middleware=[spy], lease_ms=5000)):
+        result = await job.result(timeout=30)
+    assert result.text == "echo: hello" and result.usage == counted
+    assert spy.costs == [counted.total_tokens]
+
+
 def many_pages(count: int) -> bytes:
     pdf = FPDF()
     pdf.set_font("helvetica", size=12)

@@ -20,7 +20,11 @@ from typing import Any
 from conveyor import codec
 from conveyor.costs.model import (
     DEFAULT_RETENTION_DAYS,
+    MAX_AMOUNT,
     MAX_ESTIMATE,
+    MAX_PRICE,
+    MAX_RETENTION_DAYS,
+    NANO,
     Admission,
     Budget,
     OnHard,
@@ -48,8 +52,11 @@ MAX_RANGE_DAYS = 400
 MAX_TENANTS = 1000
 MAX_CELLS = 40_000  # days x tenants read by one query
 MAX_RUNS_PER_CALL = 1000
+MAX_EXTEND_PER_CALL = 1000  # reservations one cost-extend-1 call extends
 DEFAULT_CURRENCY = "USD"
 _DUPLICATE = -4
+OVER_BOUND = -6  # a run whose cost passes the bound (MAX_RUN_COST): refused alone, its reservation given back
+MAX_RUN_COST = 1_000_000  # currency units one run may cost (costs/lua/ledger.lua MAX_RUN_NANO)
 
 
 def _script(filename: str) -> Script:
@@ -115,14 +122,18 @@ class CostLedger:
 
     @staticmethod
     def _settings(raw: dict[str, str]) -> dict[str, Any]:
+        """The settings as the record script reads them: a price or retention edited by hand into
+        something it cannot be counts as not set (the price is left out, the retention is the default)."""
         prices: dict[str, dict[str, float]] = {}
         for field, value in raw.items():
-            if field[:3] in ("pi:", "po:"):
+            nano = stored_int(value, MAX_PRICE * NANO)
+            if field[:3] in ("pi:", "po:") and nano is not None:
                 side = "input_per_million" if field[1] == "i" else "output_per_million"
                 prices.setdefault(field[3:], {"input_per_million": 0.0, "output_per_million": 0.0})[side] = (
-                    from_nano(int(value)))
+                    from_nano(nano))
+        days = stored_int(raw.get("retention_days"), MAX_RETENTION_DAYS)
         return {"currency": raw.get("currency", DEFAULT_CURRENCY),
-                "retention_days": int(raw.get("retention_days", DEFAULT_RETENTION_DAYS)),
+                "retention_days": days if days else DEFAULT_RETENTION_DAYS,
                 "prices": dict(sorted(prices.items()))}
 
     async def set_currency(self, code: str) -> None:
@@ -189,16 +200,18 @@ class CostLedger:
     def _budget_row(row: Sequence[Any], now: int, currency: str) -> dict[str, Any]:
         tenant, fields = _s(row[0]), _flat(row[1])
         spent, held = int(row[2]), int(row[3])
-        soft = int(fields["soft"]) if "soft" in fields else None
-        hard = int(fields["hard"]) if "hard" in fields else None
+        # A limit edited by hand into something it cannot be is not set (as the scripts read it).
+        soft = stored_int(fields.get("soft"), MAX_AMOUNT * NANO)
+        hard = stored_int(fields.get("hard"), MAX_AMOUNT * NANO)
+        estimate = stored_int(fields.get("est"), MAX_AMOUNT * NANO) or 0
         status = ("hard" if hard is not None and spent >= hard
                   else "soft" if soft is not None and spent >= soft else "ok")
         return {
-            "group": tenant, "currency": currency, "config": codec.loads(fields.get("cfg", "{}")),
+            "group": tenant, "currency": currency, "config": _config(fields.get("cfg")),
             "period": "month" if fields.get("period") == "m" else "day", "period_id": _s(row[5]),
             "period_start_ms": int(row[6]), "resets_in_ms": int(row[7]) - now,
             "soft": None if soft is None else from_nano(soft), "hard": None if hard is None else from_nano(hard),
-            "on_hard": fields.get("mode", "wait"), "estimate": from_nano(int(fields.get("est", 0))),
+            "on_hard": fields.get("mode", "wait"), "estimate": from_nano(estimate),
             "spent": from_nano(spent), "spent_nano": spent, "reserved": from_nano(held), "reserved_nano": held,
             "running_reservations": int(row[4]),
             "remaining": None if hard is None else from_nano(max(0, hard - spent - held)),
@@ -220,15 +233,21 @@ class CostLedger:
                          busy=busy, reserved_nano=int(reply[7]) if busy else 0)
 
     async def extend(self, runs: Sequence[tuple[str, str]], ttl_ms: int) -> int:
-        """Keep the reservations of running runs ((tenant, run id) pairs) for another `ttl_ms`."""
-        args: list[Any] = [ttl_ms]
-        for tenant, run_id in runs[:1000]:
-            args += [tenant, run_id]
-        return int(_check(await _S["cost-extend"](self.client, [self.cfg_key], args), "extend"))
+        """Keep the reservations of running runs ((tenant, run id) pairs, any number: sent 1,000 a
+        call) for another `ttl_ms`; returns how many were extended (those still held)."""
+        extended = 0
+        for start in range(0, len(runs), MAX_EXTEND_PER_CALL):
+            args: list[Any] = [ttl_ms]
+            for tenant, run_id in runs[start:start + MAX_EXTEND_PER_CALL]:
+                args += [tenant, run_id]
+            extended += int(_check(await _S["cost-extend"](self.client, [self.cfg_key], args), "extend"))
+        return extended
 
     async def record_runs(self, runs: Sequence[RunUsage]) -> list[tuple[int, int]]:
-        """Record runs (at most 1,000): (code, cost nano) each; code -4: already recorded. Safe to
-        send again after a lost reply: a run id is recorded once."""
+        """Record runs (at most 1,000): (code, cost nano) each; code -4: already recorded, OVER_BOUND:
+        it costs over MAX_RUN_COST at the prices set (nothing of it counted, its reservation given
+        back; the other runs are recorded). Safe to send again after a lost reply: a run id is
+        recorded once."""
         args: list[Any] = [len(runs)]
         for run in runs:
             models = [] if run.usage is None else list(run.usage.by_model())
@@ -252,6 +271,9 @@ class CostLedger:
         [(code, cost)] = await self.record_runs([RunUsage(run_id, tenant or "", task, usage)])
         if code == _DUPLICATE:
             raise UsageReportError(f"usage of run {run_id!r} was already recorded")
+        if code == OVER_BOUND:
+            raise UsageReportError(f"run {run_id!r} costs more than {MAX_RUN_COST:,} currency units at the "
+                                   "prices set; not recorded")
         return cost
 
     # ------------------------------------------------------------------ reading
@@ -314,6 +336,23 @@ class CostLedger:
         raw: Any = await guarded(self.client.xrevrange(self.keys.events, count=max(1, min(count, 1000))),
                                  "reading budget events")
         return [{"id": _s(eid), **_flat([x for kv in fields.items() for x in kv])} for eid, fields in raw]
+
+
+def _config(raw: str | None) -> Any:
+    """A budget's configuration as it was given (shown back), or {} when it is not JSON (edited by hand)."""
+    try:
+        return codec.loads(raw or "{}")
+    except ValueError:
+        return {}
+
+
+def stored_int(value: str | None, maximum: int) -> int | None:
+    """A whole number in [0, maximum] as the ledger's scripts store it (digits only), or None: the
+    scripts' `stored_int` (costs/lua/ledger.lua), so reports read what records count."""
+    if value is None or not 0 < len(value) <= 19 or not value.isascii() or not value.isdigit():
+        return None
+    number = int(value)
+    return number if number <= maximum else None
 
 
 def _count(value: str | None) -> int:

@@ -62,6 +62,7 @@ class LimiterGate:
         self.budget_runs: dict[str, str] = {}  # lease token -> tenant, runs a budget admitted
         self.refused_runs: set[str] = set()  # lease tokens a budget refused (they never ran)
         self.unrecorded: list[RunUsage] = []  # usage not yet recorded (Redis unreachable)
+        self.dropped: list[Lease] = []  # runs whose lease was lost: no trip sends them, the gate still ends them
 
     async def check(self) -> None:
         """Declare the limiters this worker was given; every limiter used must exist
@@ -114,24 +115,34 @@ class LimiterGate:
         tenant = lease.options.get("group")
         if self.ledger is None or not isinstance(tenant, str) or not tenant:
             return None
+        # Noted before the check is sent: once sent, it may reserve the estimate whatever becomes of
+        # its reply (lost, or the run cancelled while it is on the way), and the run's record, with
+        # or without usage, is what gives a reservation back when the run ends.
+        self.budget_runs[lease.token] = tenant
         try:
             refusal = await self.ledger.admit(lease.token, tenant, self.lease_ms)
         except ConnectionFailedError as exc:
             logger.warning("budget of %s not checked (%s); the job goes back for a second", tenant, exc)
             self.refused_runs.add(lease.token)
-            # The check may have run and reserved the estimate (its reply lost): the run's record,
-            # with no usage, gives that back when the job goes back, so it does not hold the budget.
-            self.budget_runs[lease.token] = tenant
             return RunRefusal("retry", ADMIT_RETRY_S, f"the budget of {tenant!r} could not be checked")
         if refusal is None:
-            self.budget_runs[lease.token] = tenant
             return None
+        del self.budget_runs[lease.token]  # refused: nothing was reserved
         self.refused_runs.add(lease.token)
         if refusal.busy:  # not over the budget: back for a moment (the group too), whatever on_hard says
             return RunRefusal("wait", refusal.wait_ms / 1000, refusal.message)
         return RunRefusal(refusal.on_hard, refusal.wait_ms / 1000, refusal.message)
 
+    def drop(self, lease: Lease) -> None:
+        """A run ended after its lease was lost: no trip carries its outcome, but what it reported is
+        still recorded and what it held (budget reservation, limiter holds) still given back, with the
+        next trip or heartbeat, whichever comes first."""
+        self.dropped.append(lease)
+
     async def release(self, leases: Sequence[Lease]) -> None:
+        if self.dropped:
+            leases = [*self.dropped, *leases]
+            self.dropped = []
         await self._record(leases)
         ended = [lease for lease in leases if lease.token in self.holds]
         if not ended:
@@ -158,7 +169,7 @@ class LimiterGate:
         kept for the next try when Redis is unreachable (a run is recorded once, by its token)."""
         if self.ledger is None:
             return
-        from conveyor.costs.ledger import MAX_RUNS_PER_CALL, RunUsage
+        from conveyor.costs.ledger import MAX_RUN_COST, MAX_RUNS_PER_CALL, OVER_BOUND, RunUsage
 
         for lease in leases:
             tenant = self.budget_runs.pop(lease.token, None)
@@ -171,7 +182,11 @@ class LimiterGate:
         while self.unrecorded:
             batch = self.unrecorded[:MAX_RUNS_PER_CALL]
             try:
-                await self.ledger.record_runs(batch)
+                replies = await self.ledger.record_runs(batch)
+                for run, (code, _cost) in zip(batch, replies, strict=False):
+                    if code == OVER_BOUND:
+                        logger.error("usage of a run of %s (tenant %r) costs more than %d currency units at the "
+                                     "prices set; not recorded", run.task, run.tenant, MAX_RUN_COST)
             except ScriptInputError as exc:  # a record the script refuses: never recordable
                 logger.error("usage records refused (%s); %d dropped", exc, len(batch))
             except ConnectionFailedError as exc:
@@ -185,6 +200,8 @@ class LimiterGate:
             del self.unrecorded[: len(batch)]
 
     async def extend(self) -> None:
+        if self.dropped:  # lost runs: the heartbeat ends them when no trip has yet
+            await self.release(())
         if self.unrecorded:  # usage a trip could not record: the heartbeat sends it again
             await self._record(())
         if self.ledger is not None and self.budget_runs:

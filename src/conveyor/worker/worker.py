@@ -468,6 +468,8 @@ class Worker:
             stats.lost += 1
             lease.end("L", "", 0, "")
             self.leases.pop(lease.token, None)
+            if self.gate is not None:  # its usage is still recorded, its reservation and holds given back
+                self.gate.drop(lease)
             logger.warning("queue %s: job %s lost its lease; its outcome is dropped", self.queue.name, lease.job_id)
             if self.gate is not None:
                 self._release_holds(lease)

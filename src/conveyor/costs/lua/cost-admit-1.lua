@@ -22,7 +22,7 @@ local id, tenant, ttl = ARGV[1], ARGV[2], int_in(ARGV[3], 1, 86400000)
 if not (valid_name(id, 1) and valid_name(tenant, 1) and ttl) then return {-6, 0, 'admit arguments'} end
 local bk = base .. 'b:' .. tenant
 local b = redis.call('HMGET', bk, 'period', 'hard', 'mode', 'est', 'hard_at')
-local hard = tonumber(b[2])
+local hard = stored_int(b[2], MAX_LIMIT_NANO)  -- a limit edited into something it cannot be: not set
 if not (b[1] and hard) then return {0} end
 local now = now_ms()
 local rv, rx = base .. 'rv:' .. tenant, base .. 'rx:' .. tenant
@@ -34,7 +34,7 @@ sweep_reservations(base, tenant, now)
 local pid, _, next_start = period(b[1], now)
 local spent = period_spent(base, tenant, b[1], now)
 local held = reserved(base, tenant, now)
-local est = tonumber(b[4]) or 0
+local est = stored_int(b[4], MAX_LIMIT_NANO) or 0
 if spent >= hard or spent + est > hard then
   if b[5] ~= tostring(pid) then
     redis.call('HSET', bk, 'hard_at', pid)

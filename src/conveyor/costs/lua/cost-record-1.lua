@@ -4,13 +4,16 @@ ARGV: 1 number of runs (1..1000), then per run: run id (1..200 chars), tenant ('
       task (1..200), number of models m (0..20), then m times: model ('' = unnamed), tokens in,
       tokens out (0..1e9 each). A run with m = 0 only gives back its budget reservation.
 Prices: cfg fields `pi:<model>` / `po:<model>` (nano-units per 1M tokens in / out), else `pi:*` /
-`po:*`, else 0. Every argument is checked before the first write.
+`po:*`, else 0; a stored price or retention that is not a whole number in its range counts as not set.
+Every argument is checked before the first write.
 Writes: d:<day>:<tenant> (fields i:/o:/c:/n: plus the task: `c:<task>`; '' task = totals), expiring
 retention days after the day; m:<yyyymm>:<tenant> (c, i, o, n); tenants (zset, last use ms);
 u:<day> (run ids recorded, 2 days); frees the run's reservation (rv:/rx:<tenant>); events
 `budget_soft` / `budget_hard` once per period when a record crosses the tenant's limit.
 Returns: flat list per run: code (0 recorded, -4 CONFLICT: this run was already recorded, nothing
-changed), cost in nano-units; or {-6, position, reason} (INVALID_INPUT).
+changed, -6: at the prices set the run costs over 1,000,000 currency units, so nothing of it is
+counted and only its reservation is given back), cost in nano-units; or {-6, position, reason}
+(INVALID_INPUT: nothing written).
 ]]
 --@include common
 --@ledger
@@ -37,8 +40,10 @@ end
 if i ~= #ARGV + 1 then return {-6, 0, 'argument count'} end
 
 local cfg = KEYS[1]
+-- A price that cannot be one (edited by hand) counts as not set.
 local function price(field, model)
-  return tonumber(redis.call('HGET', cfg, field .. model)) or tonumber(redis.call('HGET', cfg, field .. '*')) or 0
+  return stored_int(redis.call('HGET', cfg, field .. model), MAX_PRICE_NANO)
+    or stored_int(redis.call('HGET', cfg, field .. '*'), MAX_PRICE_NANO) or 0
 end
 for r, run in ipairs(runs) do
   local cost, tin, tout = 0, 0, 0
@@ -46,13 +51,14 @@ for r, run in ipairs(runs) do
     cost = cost + (mt[2] * price('pi:', mt[1]) + mt[3] * price('po:', mt[1])) / 1e6
     tin, tout = tin + mt[2], tout + mt[3]
   end
-  if cost > MAX_RUN_NANO then return {-6, r, 'the run costs more than 1,000,000 currency units'} end
+  -- Refused alone (the batch's other runs are recorded): at these prices its usage cannot be real.
+  run.over = cost > MAX_RUN_NANO
   run.cost, run.tin, run.tout = math.floor(cost + 0.5), tin, tout
 end
 
 local now = now_ms()
 local day = math.floor(now / DAY)
-local keep = (tonumber(redis.call('HGET', cfg, 'retention_days')) or 90) * DAY
+local keep = retention_days(cfg) * DAY
 local y, mo = civil(day)
 local month = y * 100 + mo
 local _, _, month_end = period('m', now)
@@ -62,6 +68,10 @@ for _, run in ipairs(runs) do
   local t = run.tenant
   if redis.call('SISMEMBER', seen, run.id) == 1 or redis.call('SISMEMBER', base .. 'u:' .. (day - 1), run.id) == 1 then
     out[#out + 1], out[#out + 2] = -4, 0
+  elseif run.over then
+    redis.call('HDEL', base .. 'rv:' .. t, run.id)
+    redis.call('ZREM', base .. 'rx:' .. t, run.id)
+    out[#out + 1], out[#out + 2] = -6, 0
   else
     redis.call('SADD', seen, run.id)
     redis.call('PEXPIREAT', seen, num((day + 2) * DAY))
@@ -69,7 +79,7 @@ for _, run in ipairs(runs) do
     redis.call('ZREM', base .. 'rx:' .. t, run.id)
     if #run.models > 0 then
       local dk, mk = day_key(base, day, t), month_key(base, month, t)
-      local before = {d = tonumber(redis.call('HGET', dk, 'c:')) or 0, m = tonumber(redis.call('HGET', mk, 'c')) or 0}
+      local before = {d = stored_total(redis.call('HGET', dk, 'c:')), m = stored_total(redis.call('HGET', mk, 'c'))}
       for _, f in ipairs({'', run.task}) do
         incr(dk, 'i:' .. f, num(run.tin))
         incr(dk, 'o:' .. f, num(run.tout))
@@ -89,7 +99,8 @@ for _, run in ipairs(runs) do
         local pid = period(b[1], now)
         local was = before[b[1]]
         local is = was + run.cost
-        for _, lim in ipairs({{'soft', tonumber(b[2]), b[4], 'soft_at'}, {'hard', tonumber(b[3]), b[5], 'hard_at'}}) do
+        local soft, hard = stored_int(b[2], MAX_LIMIT_NANO), stored_int(b[3], MAX_LIMIT_NANO)
+        for _, lim in ipairs({{'soft', soft, b[4], 'soft_at'}, {'hard', hard, b[5], 'hard_at'}}) do
           if lim[2] and was < lim[2] and is >= lim[2] and lim[3] ~= tostring(pid) then
             redis.call('HSET', bk, lim[4], pid)
             event(base, {'type', 'budget_' .. lim[1], 'tenant', t, 'period', b[1], 'period_id', tostring(pid),

@@ -43,21 +43,48 @@ local function period(kind, now)
   return day, day * DAY, (day + 1) * DAY
 end
 
+local MAX_PRICE_NANO = 1e13  -- 10,000 currency units per million tokens (costs/model.py MAX_PRICE)
+local MAX_RETENTION_DAYS = 3660
+local MAX_LIMIT_NANO = 1e18  -- a budget's amounts (costs/model.py MAX_AMOUNT)
+
+-- A whole number stored in the ledger (a price, the retention) in [0, hi], or nil when it is not one:
+-- edited by hand into 'nan', 'inf', '-5', '2.5', '1e3', '0x10' or text. tonumber takes all of those,
+-- and a NaN or negative price or retention would spoil every record priced or dated by it.
+local function stored_int(v, hi)
+  if type(v) ~= 'string' or #v > 19 or not string.match(v, '^%d+$') then return nil end
+  local n = tonumber(v)
+  if n > hi then return nil end
+  return n
+end
+
+-- A stored total or reservation (nano): one that is not a whole number counts as 0, as reports read
+-- it and as the next record starts it again.
+local function stored_total(v)
+  return stored_int(v, MAX_COUNT) or 0
+end
+
+-- Days a bucket is kept after its period (cfg `retention_days`; 90 when it is not set or unreadable).
+local function retention_days(cfg)
+  local days = stored_int(redis.call('HGET', cfg, 'retention_days'), MAX_RETENTION_DAYS)
+  if not days or days < 1 then return 90 end
+  return days
+end
+
 local function day_key(base, day, tenant) return base .. 'd:' .. day .. ':' .. tenant end
 local function month_key(base, month, tenant) return base .. 'm:' .. month .. ':' .. tenant end
 
 -- The tenant's cost (nano) in the period of kind `kind` holding `now`.
 local function period_spent(base, tenant, kind, now)
   local pid = period(kind, now)
-  if kind == 'm' then return tonumber(redis.call('HGET', month_key(base, pid, tenant), 'c')) or 0 end
-  return tonumber(redis.call('HGET', day_key(base, pid, tenant), 'c:')) or 0
+  if kind == 'm' then return stored_total(redis.call('HGET', month_key(base, pid, tenant), 'c')) end
+  return stored_total(redis.call('HGET', day_key(base, pid, tenant), 'c:'))
 end
 
 -- Cost reserved by runs admitted and not yet recorded (reservations past their expiry do not count).
 local function reserved(base, tenant, now)
   local live = redis.call('ZRANGEBYSCORE', base .. 'rx:' .. tenant, '(' .. num(now), '+inf', 'LIMIT', 0, 10000)
   local sum = 0
-  for _, id in ipairs(live) do sum = sum + (tonumber(redis.call('HGET', base .. 'rv:' .. tenant, id)) or 0) end
+  for _, id in ipairs(live) do sum = sum + stored_total(redis.call('HGET', base .. 'rv:' .. tenant, id)) end
   return sum, #live
 end
 

@@ -50,6 +50,13 @@ end
 return 0
 """
 
+# KEYS: 1 a stored result (done or res:<token>). ARGV: the value that could not be read. Deletes it
+# while it still holds that value (a fresh result stored meanwhile stays).
+_DROP = """
+if redis.call('GET', KEYS[1]) == ARGV[1] then return redis.call('DEL', KEYS[1]) end
+return 0
+"""
+
 MAX_LEASE_S = 3600.0
 MAX_REUSE_S = 30 * 86400.0
 _FOLLOWER_RESULT_MS = 120_000  # how long a shared result waits for the followers of its call
@@ -78,9 +85,13 @@ class Dedupe:
         self._local: dict[str, asyncio.Future[str]] = {}
         self.calls = 0  # provider calls this process led (for tests and metrics)
 
-    async def run(self, fp: str, call: Callable[[], Awaitable[str]]) -> tuple[str, bool]:
+    async def run(
+        self, fp: str, call: Callable[[], Awaitable[str]], readable: Callable[[str], bool] = lambda raw: True
+    ) -> tuple[str, bool]:
         """The result of `call` for fingerprint `fp`: (result, shared). `shared` is True when another
-        request's call (in flight, or completed within the reuse TTL) answered this one."""
+        request's call (in flight, or completed within the reuse TTL) answered this one. A stored
+        result that is not `readable` (edited by hand, or stored by a release whose results had other
+        fields) is dropped and counts as none: this request calls, and stores its own result."""
         while True:
             local = self._local.get(fp)
             if local is not None:
@@ -92,7 +103,7 @@ class Dedupe:
             future: asyncio.Future[str] = asyncio.get_running_loop().create_future()
             self._local[fp] = future
             try:
-                result, shared = await self._fleet(fp, call)
+                result, shared = await self._fleet(fp, call, readable)
             except BaseException as exc:
                 if not future.done():
                     future.set_exception(exc if isinstance(exc, Exception) else RuntimeError("cancelled"))
@@ -105,23 +116,36 @@ class Dedupe:
                 if self._local.get(fp) is future:
                     del self._local[fp]
 
-    async def _fleet(self, fp: str, call: Callable[[], Awaitable[str]]) -> tuple[str, bool]:
+    async def _fleet(
+        self, fp: str, call: Callable[[], Awaitable[str]], readable: Callable[[str], bool]
+    ) -> tuple[str, bool]:
         client = self._client()
         base = ai_dedupe_base(self.prefix, fp)
         while True:
             if self.reuse_ms:
-                done = await client.get(base + "done")
+                done = await self._stored(client, base + "done", readable)
                 if done is not None:
-                    return str(done), True
+                    return done, True
             token = secrets.token_hex(8)
             if await client.set(base + "lease", token, nx=True, px=self.lease_ms):
                 return await self._lead(client, base, token, call), False
             leader = await client.get(base + "lease")
             if leader is None:
                 continue  # it just ended: contend again
-            result = await self._follow(client, base, str(leader))
+            result = await self._follow(client, base, str(leader), readable)
             if result is not None:
                 return result, True
+
+    async def _stored(self, client: RedisClient, key: str, readable: Callable[[str], bool]) -> str | None:
+        """The result stored under `key`, or None: none there, or one that cannot be read (dropped)."""
+        raw = await client.get(key)
+        if raw is None:
+            return None
+        if readable(str(raw)):
+            return str(raw)
+        logger.warning("AI de-duplication: a stored result could not be read; it is dropped and the provider asked")
+        await client.eval(_DROP, 1, key, raw)
+        return None
 
     async def _lead(self, client: RedisClient, base: str, token: str, call: Callable[[], Awaitable[str]]) -> str:
         self.calls += 1
@@ -148,15 +172,16 @@ class Dedupe:
             except Exception:
                 logger.warning("AI de-duplication: lease renewal failed", exc_info=True)
 
-    async def _follow(self, client: RedisClient, base: str, leader: str) -> str | None:
+    async def _follow(
+        self, client: RedisClient, base: str, leader: str, readable: Callable[[str], bool]
+    ) -> str | None:
         """The leader's result, or None when its lease ended without one (failed or died)."""
         result_key, notify_key = base + "res:" + leader, base + "ntf:" + leader
         while True:
-            result = await client.get(result_key)
+            result = await self._stored(client, result_key, readable)
             if result is not None:
-                return str(result)
+                return result
             if await client.get(base + "lease") != leader:
-                result = await client.get(result_key)
-                return None if result is None else str(result)
+                return await self._stored(client, result_key, readable)
             if await client.blpop([notify_key], timeout=self.wait_s):
                 await client.lpush(notify_key, "1")  # wake the next follower too

@@ -89,17 +89,24 @@ class Usage(BaseModel):
 def reported_usage(raw: Any) -> Usage | None:
     """The usage a provider reported, or None when it reported none or one that cannot be true: a
     count that is not a whole number in [0, MAX_TOKENS_PER_JOB] (negative, absurdly large, text)
-    would refund or exhaust budgets and make the run's outcome unrecordable."""
+    would refund or exhaust budgets and make the run's outcome unrecordable. A count left out (or
+    null) is 0, and a total left out is the sum: providers that send fewer fields are still charged
+    for the tokens they report."""
     if raw is None:
         return None
-    counts: list[int] = []
+    counts: list[int | None] = []
     for name in ("prompt_tokens", "completion_tokens", "total_tokens"):
         v = getattr(raw, name, None)
-        if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_TOKENS_PER_JOB:
+        if v is not None and (isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_TOKENS_PER_JOB):
             logger.warning("AI provider reported impossible usage %.200r; ignored", raw)
             return None
         counts.append(v)
-    return Usage(prompt_tokens=counts[0], completion_tokens=counts[1], total_tokens=counts[2])
+    if all(v is None for v in counts):  # no count at all (not a usage object): not reported
+        return None
+    prompt, completion, total = counts[0] or 0, counts[1] or 0, counts[2]
+    if total is None:
+        total = prompt + completion
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=total)
 
 
 class ProviderAttempt(BaseModel):
@@ -181,7 +188,7 @@ class Generator:
             result = await self._chain(providers, request, messages, schema, output, check, ctx)
             return result.model_dump_json()
 
-        raw, shared = await self.dedupe.run(fp, call)
+        raw, shared = await self.dedupe.run(fp, call, _readable)
         result = GenerateResult.model_validate_json(raw)
         if not shared:
             return result
@@ -306,6 +313,15 @@ class Generator:
             "timeout" if status == 408 else "error" if status >= 500 else "rejected"
         )
         return _Skip(ProviderAttempt(provider=name, outcome=outcome, detail=f"{status}: {_message(exc)}"))
+
+
+def _readable(raw: str) -> bool:
+    """Whether a shared result is a GenerateResult of this version (de-duplication drops others)."""
+    try:
+        GenerateResult.model_validate_json(raw)
+    except ValidationError:
+        return False
+    return True
 
 
 def _message(exc: openai.APIStatusError) -> str:

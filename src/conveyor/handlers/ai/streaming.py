@@ -10,7 +10,8 @@ The provider's `timeout_s` bounds every wait, whatever the peer sends meanwhile:
 arrive within it, a stream must start within it and bring a chunk at least that often (keep-alive
 comments, empty chunks or a line that never ends are no progress). A streamed answer is at most
 `MAX_ANSWER_CHARS` characters and must end with a finish reason; otherwise the provider failed
-(`TimeoutError`, `BrokenAnswer`) and the chain moves on.
+(`TimeoutError`, `BrokenAnswer`) and the chain moves on. What a failed provider streamed stays in
+the output whole, the batch's waiting text included.
 """
 
 from __future__ import annotations
@@ -18,13 +19,14 @@ from __future__ import annotations
 import asyncio
 import time
 from collections.abc import AsyncIterator, Iterator
-from contextlib import contextmanager
+from contextlib import contextmanager, suppress
 from dataclasses import dataclass, field
 from typing import Any
 
 import openai
 from openai import AsyncOpenAI
 
+from conveyor.errors import ConveyorError
 from conveyor.worker.context import JobContext
 
 FLUSH_CHARS = 64
@@ -126,6 +128,14 @@ async def complete(
                 parts.append(piece)
                 await sink.add(piece)
         await sink.flush()
+    except ConveyorError:  # the job's own writes failed (lease lost, Redis unusable): nothing to keep
+        raise
+    except Exception:
+        # The provider failed mid-answer: the output keeps its partial answer whole (the text still
+        # waiting in the batch too), before the chain's marker line and the next provider's answer.
+        with suppress(ConveyorError):
+            await sink.flush()
+        raise
     finally:
         await chunks.close()
     if finish is None:

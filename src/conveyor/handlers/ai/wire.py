@@ -7,13 +7,15 @@ over `MAX_BODY_BYTES` (or announced over it by Content-Length) fails the read wi
 at once, and the connection is closed. Compressed bodies are inflated here, by the same bounded
 inflater as the other handlers' downloads (one gzip or deflate layer), so no bomb gets past the count.
 Server-sent event streams are read as they come (their answer is bounded in streaming.py), at most
-`MAX_STREAM_BYTES` in all, and no line of them over `MAX_BODY_BYTES`: the SDK holds a line until it
-ends, so a line that never ends was read into memory until `timeout_s` passed.
+`MAX_STREAM_BYTES` in all, and no line or event of them over `MAX_BODY_BYTES` nor an event over
+`MAX_EVENT_LINES` lines: the SDK holds an event (each data line a string) until the blank line that
+ends it, so an event that never ends was read into memory up to the stream's limit.
 """
 
 from __future__ import annotations
 
 import json
+import re
 from collections.abc import AsyncIterator
 
 import httpx
@@ -28,6 +30,10 @@ MAX_BODY_BYTES = 8 * MAX_ANSWER_CHARS
 # character bound a stream of the largest answer (and of a provider sending empty chunks forever).
 MAX_STREAM_BYTES = 64 * MAX_ANSWER_CHARS
 _STEP = 1024 * 1024  # bytes inflated at a time
+# Lines one event of a stream may have: the SDK keeps each data line of an event as a string of its
+# own until the blank line that ends the event (a provider sends one or a few).
+MAX_EVENT_LINES = 1024
+_BREAK = re.compile(rb"\r\n|\r|\n")
 
 
 class AnswerTooLarge(BrokenAnswer):
@@ -38,9 +44,42 @@ def _too_large(limit: int) -> AnswerTooLarge:
     return AnswerTooLarge(f"the answer body passed {limit} bytes")
 
 
+class _Events:
+    """Counts an event stream's lines as they arrive: the current line's bytes, and the current
+    event's bytes and lines (an event ends at a blank line; CRLF, CR and LF all end a line)."""
+
+    def __init__(self, limit: int) -> None:
+        self.limit = limit
+        self.line = 0
+        self.event = 0
+        self.lines = 0
+        self.cr = False  # the last piece ended with CR: an LF first in the next one belongs to it
+
+    def feed(self, data: bytes) -> None:
+        pos = 1 if self.cr and data.startswith(b"\n") else 0
+        self.cr = False
+        for brk in _BREAK.finditer(data, pos):
+            length = self.line + brk.start() - pos
+            if length == 0:  # a blank line: the event ends
+                self.event = self.lines = 0
+            else:
+                self.event += length
+                self.lines += 1
+            self.line, pos = 0, brk.end()
+            self.cr = brk.end() == len(data) and brk.group() == b"\r"
+            if self.lines > MAX_EVENT_LINES:
+                raise AnswerTooLarge(f"an event of the event stream passed {MAX_EVENT_LINES} lines")
+        self.line += len(data) - pos
+        if self.line > self.limit:
+            raise AnswerTooLarge(f"a line of the event stream passed {self.limit} bytes")
+        if self.event + self.line > self.limit:
+            raise AnswerTooLarge(f"an event of the event stream passed {self.limit} bytes")
+
+
 class _CappedBody(httpx.AsyncByteStream):
     """The decoded body of one response; raises AnswerTooLarge past `limit` bytes in all or, when
-    `line_limit` is set, past that many bytes without a line break."""
+    `line_limit` is set (an event stream), past that many bytes in a line or an event, or past
+    MAX_EVENT_LINES lines in an event."""
 
     def __init__(
         self, raw: httpx.AsyncByteStream, inflater: Inflater | None, limit: int, line_limit: int | None = None
@@ -51,17 +90,15 @@ class _CappedBody(httpx.AsyncByteStream):
         self.line_limit = line_limit
 
     async def __aiter__(self) -> AsyncIterator[bytes]:
-        size = line = 0
+        size = 0
+        events = None if self.line_limit is None else _Events(self.line_limit)
         async for chunk in self.raw:
             for data in [chunk] if self.inflater is None else self.inflater.pieces(chunk, _STEP):
                 size += len(data)
                 if size > self.limit:
                     raise _too_large(self.limit)
-                if self.line_limit is not None:
-                    end = max(data.rfind(b"\n"), data.rfind(b"\r"))
-                    line = line + len(data) if end < 0 else len(data) - end - 1
-                    if line > self.line_limit:
-                        raise AnswerTooLarge(f"a line of the event stream passed {self.line_limit} bytes")
+                if events is not None:
+                    events.feed(data)
                 yield data
 
     async def aclose(self) -> None:
