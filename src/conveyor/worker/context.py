@@ -203,6 +203,14 @@ class JobContext:
         h: Any = await self._riding_faults(lambda: guarded(self._scripts.client.hgetall(key), "reading children"))
         return ChildResults.from_hash(h)
 
+    async def _has_children(self) -> bool:
+        """Whether this job has flow children, read without their results (a parent of 10,000
+        children holds 10,000 of them)."""
+        key = self._scripts.k.job(self.job_id)
+        found = await self._riding_faults(
+            lambda: guarded(self._scripts.client.hexists(key, "kids"), "reading children"))
+        return bool(found)
+
     async def previous(self) -> Any:
         """The result of this job's single child: the previous step of a chain."""
         return (await self.children()).only()
