@@ -82,13 +82,19 @@ async def _refuse_taken_ids(queue: Queue, nodes: list[FlowNodeArgs]) -> None:
         if name is not None:
             mine = n.data.decode() if isinstance(n.data, bytes) else n.data
             wanted = " ".join(n.kids)
-            if name != n.name or data != mine or (parent or "") != n.parent or not (kids or "").startswith(wanted):
+            if name != n.name or data != mine or (parent or "") != n.parent or not _starts_with(kids or "", wanted):
                 raise IdempotencyConflictError(n.job_id, "name, data or place in a flow")
             if pcx is not None and parent_new and state == "active":
                 raise FlowBusyError(n.job_id)
         anew.append(name is None or (pcx is not None and parent_new and state == "cancelled"))
         if anew[i] and n.kids and cancelling:
             raise FlowBusyError(n.job_id)
+
+
+def _starts_with(kids: str, wanted: str) -> bool:
+    """Whether the children list `kids` begins with the references `wanted`, reference by reference
+    ("q:k-1" does not begin "q:k-10"); more children after them are dynamic ones."""
+    return kids.startswith(wanted) and (len(kids) == len(wanted) or not wanted or kids[len(wanted)] == " ")
 
 
 async def _refuse_partitioned(queue: Queue, names: list[str]) -> None:

@@ -56,9 +56,11 @@ for i = 1, count do
   if f[1] then
     -- the same node only if it has the same parent and (at least) the same children: a job outside
     -- this flow that happens to have the id, name and data would never report to this parent
+    -- (its children first, reference by reference: "q:k-1" is not the start of "q:k-10 ...")
     local kids = f[4] or ''
+    local after = string.sub(kids, #n.kids + 1, #n.kids + 1)
     if f[1] ~= n.name or f[2] ~= n.data or (f[3] or '') ~= n.parent
-        or (n.kids ~= '' and string.sub(kids, 1, #n.kids) ~= n.kids) then
+        or (n.kids ~= '' and (string.sub(kids, 1, #n.kids) ~= n.kids or (after ~= '' and after ~= ' '))) then
       return {-4, n.id}
     end
     if f[8] and parent_new and f[5] == 'cancelled' then
