@@ -2,6 +2,7 @@
 
 from __future__ import annotations
 
+import asyncio
 from typing import Any
 
 import pytest
@@ -92,3 +93,36 @@ async def test_a_root_ended_by_a_sweep_is_counted(queues: list[Queue], end: str)
 
 async def _state_is(q: Queue, job_id: str, state: JobState) -> bool:
     return await q.get_state(job_id) is state
+
+
+async def test_a_parent_resumed_while_children_are_pending_says_it_waits_for_them(queues: list[Queue]) -> None:
+    """A parent failed by a child resumes when the retried child completes: to `waiting` (with a
+    `waiting` event) when no child is pending, else to `waiting-children` with no event saying so,
+    so a reader of the events still saw it failed (or merely resumed) while it waited. Now the
+    move is told with `waiting-children` (reason=resumed), as every other move into that state is."""
+    a, b, _ = queues
+    broken = {"yes": True}
+    gate = asyncio.Event()
+
+    async def bad(ctx: JobContext, n: int) -> int:
+        if broken["yes"]:
+            raise Unrecoverable("provider said no")
+        return n
+
+    async def slow(ctx: JobContext, n: int) -> int:
+        await gate.wait()
+        return n
+
+    root = FlowNode(a.name, "parent", None, children=[FlowNode(b.name, "bad", 1), FlowNode(b.name, "slow", 2)])
+    job = await a.add_flow(root)
+    bad_id = (await job.record()).children[0][1]
+    async with workers(queues, {b: {"bad": bad, "slow": slow}}, concurrency=2):
+        await wait_for(lambda: _state_is(a, job.id, JobState.FAILED), 60, what="the parent failed by its child")
+        broken["yes"] = False
+        await b.retry(bad_id)
+        await wait_for(lambda: _state_is(a, job.id, JobState.WAITING_CHILDREN), 60, what="the parent resumed")
+        events = [e for e in await a.read_events("0-0") if e.job_id == job.id]
+        kinds = [e.type for e in events]
+        assert kinds[-2:] == ["resumed", "waiting-children"], kinds
+        assert events[-1].fields.get("reason") == "resumed"
+        gate.set()
