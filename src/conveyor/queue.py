@@ -438,10 +438,12 @@ class Queue(QueueHandle[RedisClient]):
         self._check(code, job_id, state, "cancel")
         return JobState(state)
 
-    async def retry(self, job_id: str) -> None:
-        """Send a failed or cancelled job back to waiting with fresh attempts."""
+    async def retry(self, job_id: str) -> JobState:
+        """Send a failed or cancelled job back to waiting with fresh attempts; returns the state it
+        went to (WAITING_CHILDREN for a flow parent some of whose children have not ended)."""
         code, state = await self.scripts.retry(job_id)
         self._check(code, job_id, state, "retry")
+        return JobState(state)
 
     async def promote(self, job_id: str) -> None:
         """Make a delayed job ready now."""

@@ -211,3 +211,22 @@ async def test_a_flow_sent_again_while_its_removal_is_cancelling_is_a_409(api: A
         assert await api.app.queue(api.queue).get_job("busy-1") is None
     finally:
         await api.app.queue(other).obliterate(force=True)
+
+
+async def test_retrying_a_cancelled_parent_answers_the_state_it_went_to(api: Api) -> None:
+    """POST .../retry answered `waiting` for a flow parent that went back to `waiting-children` (its
+    children had not ended), so a client following the answer saw a state the job was not in."""
+    other = _declare(api)
+    body = {"queue": api.queue, "name": "collect", "children": [{"queue": other, "name": "shout", "data": "a"}]}
+    try:
+        r = await api.http.post("/api/flows", json=body, headers=api.auth("enqueue"))
+        assert r.status_code == 202, r.text
+        root_id = r.json()["id"]
+        r = await api.http.delete(f"/api/jobs/{api.queue}/{root_id}", headers=api.auth("admin"))
+        assert r.status_code == 200 and r.json()["state"] == "cancelled", r.text
+        r = await api.http.post(f"/api/jobs/{api.queue}/{root_id}/retry", headers=api.auth("admin"))
+        assert r.status_code == 200, r.text
+        assert (await api.job(root_id))["state"] == "waiting-children"
+        assert r.json()["state"] == "waiting-children"
+    finally:
+        await api.app.queue(other).obliterate(force=True)

@@ -289,3 +289,19 @@ async def test_a_write_cut_short_is_completed_by_sending_the_tree_again(queues: 
     assert sum((await b.counts()).values()) == 4
     async with workers(queues, {a: {"parent": parent}, b: {"child": child}}):
         assert await job.result(timeout=60) == [0, 1, 2, 3]
+
+
+async def test_removing_a_parent_a_child_failed_cancels_its_children_still_pending(queues: list[Queue]) -> None:
+    """Removing a parent cancels its pending children, but only a parent still waiting did so: one
+    that a child had failed (under `fail`, its other children run on) was removed with those
+    children left to run for a parent that no longer existed. Now they are cancelled as well."""
+    a, b, _ = queues
+    root = FlowNode(a.name, "parent", None, children=[FlowNode(b.name, "child", 1), FlowNode(b.name, "child", 2)])
+    job = await a.add_flow(root)
+    first, second = [i for _, i in (await job.record()).children]
+    await b.remove(first)  # counts as failed: the parent fails, the second child is still pending
+    async with workers(queues, {a: {}, b: {}}):
+        await wait_for(_is(a, job.id, JobState.FAILED), 60, what="the parent failed by its child")
+        assert (await job.record()).pending_children == 1
+        await a.remove(job.id)
+        await wait_for(_is(b, second, JobState.CANCELLED), 60, what="the pending child cancelled")

@@ -345,3 +345,23 @@ async def test_a_dynamic_child_failing_while_its_parent_runs_fails_the_parent_un
         await wait_for(lambda: _in_state(a, job.id, JobState.COMPLETED), 60, what="the parent carries on")
         assert await job.result(timeout=60) == [1, 2]
     assert len(runs) == 2
+
+
+async def test_a_node_whose_children_only_share_a_prefix_with_the_existing_ones_is_a_conflict(
+    queues: list[Queue],
+) -> None:
+    """An existing node counted as the same node when its children's list merely began with the
+    node's (compared as text): `b:k-1` matched an existing `b:k-10`, so the tree was taken as sent
+    again, and its child k-1 was written under a parent that does not know it (its end set aside, the
+    parent waiting for k-10). Now the children are compared reference by reference: a conflict,
+    nothing written."""
+    a, b, _ = queues
+    first = FlowNode(a.name, "p", None, JobOptions(job_id="same-root"),
+                     children=[FlowNode(b.name, "sq", 1, JobOptions(job_id="k-10"))])
+    await a.add_flow(first)
+    other = FlowNode(a.name, "p", None, JobOptions(job_id="same-root"),
+                     children=[FlowNode(b.name, "sq", 1, JobOptions(job_id="k-1"))])
+    with pytest.raises(IdempotencyConflictError, match="same-root"):
+        await a.add_flow(other)
+    assert await b.get_job("k-1") is None
+    assert await _total(b) == 1

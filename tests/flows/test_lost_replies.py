@@ -126,3 +126,37 @@ async def test_a_set_aside_whose_reply_is_lost_is_logged_and_counted_once(
     lines = [r for r in caplog.records if "'ghost'" in r.getMessage() and "set aside" in r.getMessage()]
     assert len(lines) == 1, [r.getMessage() for r in lines]
     assert await dc.client.hgetall(dc.keys.outbox_rejects) == {"ghost": record}
+
+
+@pytest.mark.parametrize("trip", ["flow-adopt", "flow-add"])
+async def test_a_lost_reply_while_adding_children_does_not_fail_the_run(
+    pair: tuple[list[Queue], list[Queue]], proxy: TcpProxy, trip: str
+) -> None:
+    """ctx.add_children is safe to send again (the children's ids are fixed and an adopted child is not
+    adopted twice), but a reply lost on the adoption or on the children's write failed the run with
+    ConnectionFailedError: a job with no attempt left failed with its children adopted and never
+    written, and retrying it left it in waiting-children for children that would never end. Now the
+    call rides the fault as ctx.step does: the children run once and the parent runs with them."""
+    (dp, _), (pp, pc) = pair
+    script = {"flow-adopt": flow_scripts._ADOPT, "flow-add": flow_scripts._ADD}[trip]
+    runs: Counter[str] = Counter()
+
+    async def child(ctx: JobContext, n: int) -> int:
+        runs[f"child {n}"] += 1
+        return n * 10
+
+    async def parent(ctx: JobContext, data: Any) -> Any:
+        runs["parent"] += 1
+        kids = await ctx.children()
+        if not kids.all_ended:
+            await ctx.add_children([FlowNode(pc.name, "child", i) for i in range(3)])
+            ctx.wait_for_children()
+        return kids.ordered()
+
+    await dp.client.script_load(script.source)  # so the call cut is the one that runs it, not a NOSCRIPT
+    job = await pp.add("parent", None, attempts=1)
+    proxy.lose_reply(script.sha.encode(), nth=(1,))
+    async with workers([pp, pc], {pp: {"parent": parent}, pc: {"child": child}}):
+        assert await job.result(timeout=60) == [0, 10, 20]
+    assert proxy.cuts == 1
+    assert runs == Counter({"parent": 2, **{f"child {i}": 1 for i in range(3)}})

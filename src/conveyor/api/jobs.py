@@ -255,8 +255,8 @@ async def _until_finished(
     summary="Retry a failed or cancelled job",
 )
 async def retry_job(queue: str, job_id: str, request: Request, principal: AdminKey) -> JobActionOut:
-    await (await get_state(request).existing_queue(queue)).retry(job_id)
-    return JobActionOut(id=job_id, queue=queue, state=JobState.WAITING)
+    state = await (await get_state(request).existing_queue(queue)).retry(job_id)
+    return JobActionOut(id=job_id, queue=queue, state=state)
 
 
 @router.post(

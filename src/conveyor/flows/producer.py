@@ -13,8 +13,8 @@ from redis.crc import key_slot
 from conveyor.errors import FlowBusyError, IdempotencyConflictError, InvalidFlowError
 from conveyor.flows.model import FlowNode, flatten
 from conveyor.job import Job
-from conveyor.redis.flow_scripts import FlowNodeArgs, add_nodes
-from conveyor.redis.keys import MAX_PARTITIONS, partition_layout_key, registry_key
+from conveyor.redis.flow_scripts import PARENT_HAS_RESULT, PARENT_NEW, FlowNodeArgs, add_nodes
+from conveyor.redis.keys import MAX_PARTITIONS, QueueKeys, partition_layout_key, registry_key
 
 if TYPE_CHECKING:
     from conveyor.queue import Queue
@@ -47,8 +47,11 @@ async def write_nodes(queue: Queue, nodes: list[FlowNodeArgs], depths: list[int]
     await _refuse_partitioned(queue, names)
     await queue._call(client.sadd(registry_key(queue.prefix), *names))
     maxlen = queue.events_maxlen
-    if not isinstance(client, RedisCluster):
-        return [c for _, c in await add_nodes(client, nodes, maxlen)]
+    cluster = isinstance(client, RedisCluster)
+    counted = await _counted_by_parent(queue, nodes, in_one_call=not cluster)
+    if not cluster:
+        flags = [PARENT_HAS_RESULT if c else "" for c in counted]
+        return [c for _, c in await add_nodes(client, nodes, maxlen, flags)]
     await _refuse_taken_ids(queue, nodes)
     index = {f"{n.keys.queue}:{n.job_id}": i for i, n in enumerate(nodes)}
     created: dict[int, bool] = {}
@@ -57,11 +60,42 @@ async def write_nodes(queue: Queue, nodes: list[FlowNodeArgs], depths: list[int]
         idx = list(group)
         for start in range(0, len(idx), _CALL_NODES):
             part = idx[start:start + _CALL_NODES]
-            parent_new = [created.get(index.get(nodes[i].parent, -1), False) for i in part]
-            reply = await add_nodes(client, [nodes[i] for i in part], maxlen, parent_new)
+            flags = [PARENT_NEW if created.get(index.get(nodes[i].parent, -1), False)
+                     else PARENT_HAS_RESULT if counted[i] else "" for i in part]
+            reply = await add_nodes(client, [nodes[i] for i in part], maxlen, flags)
             for i, (_, c) in zip(part, reply, strict=True):
                 created[i] = c
     return [created[i] for i in range(len(nodes))]
+
+
+async def _counted_by_parent(queue: Queue, nodes: list[FlowNodeArgs], *, in_one_call: bool) -> list[bool]:
+    """Per node (parents first): whether its parent holds its result already, read now, or it is
+    below such a node. Such a node completed; if its record went since (result_ttl=0, retention),
+    the script does not write it again, so a flow sent again runs no child twice. A parent in the
+    same script call (`in_one_call`: a standalone server) is read by the script itself, atomically."""
+    index = {f"{n.keys.queue}:{n.job_id}": i for i, n in enumerate(nodes)}
+    asked: list[int] = []
+    pipe = queue.client.pipeline(transaction=False)
+    for i, n in enumerate(nodes):
+        if not n.parent or (in_one_call and n.parent in index):
+            continue
+        parent_idx = index.get(n.parent)
+        if parent_idx is not None:
+            parent_key = nodes[parent_idx].keys.job(nodes[parent_idx].job_id)
+        else:  # dynamic children: the parent is the running job
+            pq, _, pid = n.parent.partition(":")
+            parent_key = QueueKeys(pq, queue.prefix).job(pid)
+        pipe.hexists(parent_key, f"r:{n.keys.queue}:{n.job_id}")
+        asked.append(i)
+    found = await queue._call(pipe.execute()) if asked else []
+    counted = [False] * len(nodes)
+    for i, has in zip(asked, found, strict=True):
+        counted[i] = bool(has)
+    for i, n in enumerate(nodes):  # below a node not written again, nothing is
+        parent_idx = index.get(n.parent)
+        if parent_idx is not None and counted[parent_idx] and not in_one_call:
+            counted[i] = True
+    return counted
 
 
 async def _refuse_taken_ids(queue: Queue, nodes: list[FlowNodeArgs]) -> None:
@@ -82,13 +116,19 @@ async def _refuse_taken_ids(queue: Queue, nodes: list[FlowNodeArgs]) -> None:
         if name is not None:
             mine = n.data.decode() if isinstance(n.data, bytes) else n.data
             wanted = " ".join(n.kids)
-            if name != n.name or data != mine or (parent or "") != n.parent or not (kids or "").startswith(wanted):
+            if name != n.name or data != mine or (parent or "") != n.parent or not _starts_with(kids or "", wanted):
                 raise IdempotencyConflictError(n.job_id, "name, data or place in a flow")
             if pcx is not None and parent_new and state == "active":
                 raise FlowBusyError(n.job_id)
         anew.append(name is None or (pcx is not None and parent_new and state == "cancelled"))
         if anew[i] and n.kids and cancelling:
             raise FlowBusyError(n.job_id)
+
+
+def _starts_with(kids: str, wanted: str) -> bool:
+    """Whether the children list `kids` begins with the references `wanted`, reference by reference
+    ("q:k-1" does not begin "q:k-10"); more children after them are dynamic ones."""
+    return kids.startswith(wanted) and (len(kids) == len(wanted) or not wanted or kids[len(wanted)] == " ")
 
 
 async def _refuse_partitioned(queue: Queue, names: list[str]) -> None:

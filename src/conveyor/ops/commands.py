@@ -103,14 +103,14 @@ def retry(
     async def go(t: Target) -> dict[str, Any]:
         q = await t.existing_queue(queue)
         if job_id is not None:
-            await q.retry(job_id)
-            return {"id": job_id, "queue": queue, "state": JobState.WAITING.value}
+            state = await q.retry(job_id)
+            return {"id": job_id, "queue": queue, "state": state.value}
         retried, remaining = await retry_failed(q, limit)
         return {"queue": queue, "retried": retried, "remaining": remaining}
 
     doc = run(redis_url, prefix, go)
     if job_id is not None:
-        _say(as_json, doc, f"job {job_id} of {queue} is waiting again")
+        _say(as_json, doc, f"job {job_id} of {queue} is {doc['state']} again")
     else:
         _say(as_json, doc, f"retried {doc['retried']} failed jobs of {queue}; {doc['remaining']} still failed")
 

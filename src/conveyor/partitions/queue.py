@@ -269,8 +269,8 @@ class PartitionedQueue(Queue):
     async def cancel(self, job_id: str) -> JobState:
         return await Queue.cancel(await self._part_of(job_id), job_id)
 
-    async def retry(self, job_id: str) -> None:
-        await Queue.retry(await self._part_of(job_id), job_id)
+    async def retry(self, job_id: str) -> JobState:
+        return await Queue.retry(await self._part_of(job_id), job_id)
 
     async def promote(self, job_id: str) -> None:
         await Queue.promote(await self._part_of(job_id), job_id)

@@ -46,19 +46,24 @@ class FlowNodeArgs:
                 self.on_child_failure]
 
 
+PARENT_NEW, PARENT_HAS_RESULT = "1", "2"  # what add_nodes' `parents` says of a node's parent
+
+
 async def add_nodes(client: RedisClient, nodes: Sequence[FlowNodeArgs], maxlen: int,
-                    parent_new: Sequence[bool] | None = None) -> list[tuple[str, bool]]:
+                    parents: Sequence[str] | None = None) -> list[tuple[str, bool]]:
     """Write nodes that share one slot (or any nodes on a standalone server), all or nothing:
     (id, created) per node; raises IdempotencyConflictError on an id taken by another job, and
-    FlowBusyError while the cancellation of an earlier run of the flow is under way. `parent_new`:
-    per node, whether an earlier call of this send wrote its parent anew (a Cluster's levels)."""
+    FlowBusyError while the cancellation of an earlier run of the flow is under way. `parents`: per
+    node, PARENT_NEW when an earlier call of this send wrote its parent anew (a Cluster's levels),
+    PARENT_HAS_RESULT when its parent (not in this call) held its result when read (the node is
+    then not written again if missing), else ''."""
     from conveyor.queue import added_jobs
 
     metas = list(dict.fromkeys(n.keys.meta for n in nodes))
     args: list[Any] = [maxlen, len(nodes)]
     for i, n in enumerate(nodes):
         args += n.args()
-        args.append("1" if parent_new is not None and parent_new[i] else "")
+        args.append(parents[i] if parents is not None else "")
     reply = await _ADD(client, metas, args)
     _refused("flow-add", reply)
     if reply and reply[0] == ScriptCode.CONFLICT:

@@ -203,6 +203,14 @@ class JobContext:
         h: Any = await self._riding_faults(lambda: guarded(self._scripts.client.hgetall(key), "reading children"))
         return ChildResults.from_hash(h)
 
+    async def _has_children(self) -> bool:
+        """Whether this job has flow children, read without their results (a parent of 10,000
+        children holds 10,000 of them)."""
+        key = self._scripts.k.job(self.job_id)
+        found = await self._riding_faults(
+            lambda: guarded(self._scripts.client.hexists(key, "kids"), "reading children"))
+        return bool(found)
+
     async def previous(self) -> Any:
         """The result of this job's single child: the previous step of a chain."""
         return (await self.children()).only()
@@ -218,13 +226,17 @@ class JobContext:
     ) -> list[Job[Any]]:
         """Add flow children to this running job (validated before anything is written). Their ids
         derive from this job's id, `key` (default: the call's number in this run) and their position,
-        so a re-run adds the same children, not more: compute the list deterministically (ctx.step)."""
+        so a re-run adds the same children, not more: compute the list deterministically (ctx.step).
+        The same fixed ids make the call safe to send again: it rides out a Redis fault (a reply lost
+        on the adoption or the write) as `step` does, rather than failing the run halfway."""
         from conveyor.flows.dynamic import add_children
 
         if key is None:
             key = f"c{self._adds}"
         self._adds += 1
-        return await add_children(self._queue_of, self.queue, self.job_id, self.token, nodes, key, on_child_failure)
+        call_key = key
+        return await self._riding_faults(lambda: add_children(
+            self._queue_of, self.queue, self.job_id, self.token, nodes, call_key, on_child_failure))
 
     def _queue_of(self, name: str) -> Queue:
         from conveyor.queue import Queue

@@ -13,6 +13,8 @@ from typing import Any
 from conveyor import codec
 from conveyor.backoff import BackoffPolicies, Exponential, parse_backoff
 from conveyor.errors import (
+    ConnectionFailedError,
+    InvalidFlowError,
     JobInterrupted,
     JobTimeoutError,
     RateLimited,
@@ -110,7 +112,7 @@ class Runner:
                 return self._retry_or_fail(ctx, err, describe_error(err, ctx.attempt))
             return self._failed_run(lease, ctx, exc)
         except WaitForChildren:
-            return JobOutcome(OutcomeKind.WAIT, reason="waiting for children")
+            return await self._wait_outcome(ctx)
         except Retry as exc:
             return self._retry_or_fail(ctx, exc, describe_error(exc, ctx.attempt), after=exc.after)
         except RateLimited as exc:
@@ -121,6 +123,20 @@ class Runner:
             # raised by the handler itself are its failure: they must neither end the worker's event
             # loop nor leave the run without an outcome (the job would go back and run again at once).
             return self._failed_run(lease, ctx, exc)
+
+    async def _wait_outcome(self, ctx: JobContext) -> JobOutcome:
+        """The run waits for the job's children; a job that has none fails instead: it would go back
+        to waiting at once with its attempt refunded and, run again as it was, wait again forever
+        (the documented fan-out over a list that turned out empty)."""
+        try:
+            has_children = await ctx._has_children()
+        except ConnectionFailedError:
+            has_children = True  # cannot tell now: the wait goes through as before
+        if has_children:
+            return JobOutcome(OutcomeKind.WAIT, reason="waiting for children")
+        err = InvalidFlowError("children", "wait_for_children() in a job that has no children: "
+                                           "add_children() was given none, so there is nothing to wait for")
+        return JobOutcome(OutcomeKind.FAILED, error=describe_error(err, ctx.attempt))
 
     def stopped(self, lease: Lease, ctx: JobContext) -> JobOutcome:
         """The outcome of a run the worker stopped (lease.stop says why)."""

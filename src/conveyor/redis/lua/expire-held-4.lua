@@ -31,7 +31,9 @@ for i = 1, #names do
       redis.call('HSET', jk, 'state', 'failed', 'error', err, 'finished', stamp)
       redis.call('ZADD', failed, stamp, ids[j])
       emit(events, maxlen, 'ev', 'failed', 'id', ids[j], 'error', 'no handler')
-      flow_ended(prefix, ids[j], redis.call('HGET', jk, 'parent'), 'F', err)
+      local fl = redis.call('HMGET', jk, 'parent', 'kids')
+      flow_ended(prefix, ids[j], fl[1], 'F', err)
+      flow_root_ended(meta, 'F', fl[1], fl[2])  -- a flow's root: counted in flows_failed
     end
   end
   call_chunked('ZREM', hk, nil, ids, 1)

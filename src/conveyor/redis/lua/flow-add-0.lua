@@ -4,13 +4,17 @@ KEYS: any number: the meta key of each queue written (derived keys share its slo
 ARGV: 1 events maxlen, 2 node count, then 13 fields per node: queue prefix, id, name, data (JSON),
       opts (JSON or ''), priority, delay ms, group ('' = none), cost ('' = none), parent ref
       ("<queue>:<id>", '' = a root), child refs (space-separated "<queue>:<id>", '' = a leaf),
-      on_child_failure ('' = fail, or fail|ignore|continue), parent new ('1': the parent was written
-      anew by an earlier call of this send, on a Cluster; a parent in the same call is known here)
+      on_child_failure ('' = fail, or fail|ignore|continue), parent ('1': the parent was written
+      anew by an earlier call of this send, on a Cluster; '2': the parent, not in this call, holds
+      this node's result (read by the client just before); a parent in the same call is known here)
 A leaf is ready (or delayed) at once; a node with children waits in <p>waiting-children with
 `pending` = its number of children. A node whose id exists with the same name and data is kept as it
 is (the same flow sent again completes what a crash interrupted), and if it has ended it writes its
 outbox record again (a parent written anew counts it; a parent that counted it already ignores it);
-with other name, data or parent, or without the node's children: -4.
+with other name, data or parent, or without the node's children: -4. A node that does not exist but
+whose parent (kept, not written anew) holds its result completed and its record went (result_ttl=0,
+retention): it is not written again, nor anything below it (status 0), so a flow sent again does not
+run a child twice.
 A flow sent again after its root (or a parent) was removed or cancelled runs afresh what that removal
 cancelled: a node cancelled with its parent (`pcx`, includes/flow.lua) whose parent is written anew
 is written anew itself (its old record and undelivered outbox record go). While that cancellation is
@@ -36,29 +40,48 @@ for i = 1, count do
   local n = {p = ARGV[b], id = ARGV[b + 1], name = ARGV[b + 2], data = ARGV[b + 3], opts = ARGV[b + 4],
              prio = int_in(ARGV[b + 5], -1000, 1000), delay = int_in(ARGV[b + 6], 0, MAX_MS),
              group = ARGV[b + 7], cost = ARGV[b + 8], parent = ARGV[b + 9], kids = ARGV[b + 10],
-             policy = ARGV[b + 11], parent_new = ARGV[b + 12] == '1'}
+             policy = ARGV[b + 11], parent_new = ARGV[b + 12] == '1', counted = ARGV[b + 12] == '2'}
   if n.p == '' or not string.find(n.id, '^[%w%._:@/%+=%-]+$') or n.name == '' then
     return {-6, i, 'node ' .. i .. ': invalid id or name'}
   end
   if not n.prio or not n.delay or (n.cost ~= '' and not int_in(n.cost, 0, 1e12)) or not POLICIES[n.policy] then
     return {-6, i, 'node ' .. i .. ': an option is out of range'}
   end
+  local queue = string.match(n.p, '{([^}]*)}')
+  n.ref = queue and (queue .. ':' .. n.id) or ''
   nodes[i] = n
 end
+local byref = {}
+for i = 1, count do byref[nodes[i].ref] = i end
 
 local existing = {}
 local fresh = {}  -- refs ("<queue>:<id>") of the nodes this call writes anew
+local skip = {}  -- nodes not written: their parent holds their result (or they are below such a node)
 for i = 1, count do
   local n = nodes[i]
   local jk = n.p .. 'job:' .. n.id
   local f = redis.call('HMGET', jk, 'name', 'data', 'parent', 'kids', 'state', 'result', 'error', 'pcx')
   local parent_new = n.parent ~= '' and (n.parent_new or fresh[n.parent])
-  if f[1] then
+  local pi = n.parent ~= '' and byref[n.parent] or nil
+  if not f[1] and n.parent ~= '' and not parent_new and n.ref ~= '' then
+    if pi then
+      local pn = nodes[pi]
+      skip[i] = skip[pi] or (existing[pi] ~= nil
+        and redis.call('HEXISTS', pn.p .. 'job:' .. pn.id, 'r:' .. n.ref) == 1)
+    else
+      skip[i] = n.counted
+    end
+  end
+  if skip[i] then
+    -- completed and counted by its parent, its record gone since: nothing to write
+  elseif f[1] then
     -- the same node only if it has the same parent and (at least) the same children: a job outside
     -- this flow that happens to have the id, name and data would never report to this parent
+    -- (its children first, reference by reference: "q:k-1" is not the start of "q:k-10 ...")
     local kids = f[4] or ''
+    local after = string.sub(kids, #n.kids + 1, #n.kids + 1)
     if f[1] ~= n.name or f[2] ~= n.data or (f[3] or '') ~= n.parent
-        or (n.kids ~= '' and string.sub(kids, 1, #n.kids) ~= n.kids) then
+        or (n.kids ~= '' and (string.sub(kids, 1, #n.kids) ~= n.kids or (after ~= '' and after ~= ' '))) then
       return {-4, n.id}
     end
     if f[8] and parent_new and f[5] == 'cancelled' then
@@ -68,7 +91,7 @@ for i = 1, count do
     end
     existing[i] = f
   end
-  if not existing[i] then
+  if not existing[i] and not skip[i] then
     if n.kids ~= '' and redis.call('HEXISTS', n.p .. 'outbox', '!' .. n.id) == 1 then
       return {-3, n.id}  -- the earlier run's children are still being cancelled
     end
@@ -82,7 +105,10 @@ local created = num(now)
 local out = {}
 for i = 1, count do
   local n = nodes[i]
-  if existing[i] then
+  if skip[i] then
+    out[#out + 1] = n.id
+    out[#out + 1] = 0
+  elseif existing[i] then
     -- an existing child that has ended reports its end again: its parent may be new (the flow sent
     -- again after the parent was removed or expired); a parent that counted it ignores the record
     local f = existing[i]

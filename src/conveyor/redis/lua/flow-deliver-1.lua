@@ -19,7 +19,8 @@ is stale, and the mover sets it aside. The children are read once per call.
 Returns: one code per child: 0 parent gone (the record is dropped), 1 already counted, 2 counted,
          3 not a child of this parent (nothing written); or {-6, 0, reason} (INVALID_INPUT, nothing written)
 Codes: 0 OK, -6 INVALID_INPUT
-Events: child (id, child, state), waiting (id, reason=children), failed (id, error), resumed (id)
+Events: child (id, child, state), waiting (id, reason=children), failed (id, error), resumed (id),
+        waiting-children (id, reason=resumed: a resumed parent waits for children still pending)
 ]]
 --@include common
 --@include flow
@@ -111,6 +112,7 @@ local function one(cref, kind, payload, cause)
     if pending > 0 then
       redis.call('HSET', jk, 'state', FLOW_WAITING)
       redis.call('ZADD', p .. FLOW_WAITING, num(now_ms()), pid)
+      emit(events, maxlen, 'ev', 'waiting-children', 'id', pid, 'reason', 'resumed')
     else
       release()
     end

@@ -7,7 +7,8 @@ fails (error type Stalled). A lease that expired before any heartbeat confirmed 
 died before or right after starting it, or a trip's reply was lost) is a lapse: `lapses` counts them
 and only more than `max lapses` (a generous bound, so a job that kills its worker at once cannot
 loop for ever) fails the job. Neither uses an attempt; the old token is cleared so a late write from
-the lost worker is rejected. A job whose cancellation was requested ends cancelled instead.
+the lost worker is rejected. A job whose cancellation was requested ends cancelled instead. A flow's
+root ended here is counted in the meta's flows_failed (cancelled included), as finish-10 counts it.
 An expired id whose record is out of reach (the queue's slot migrates: moved away, or not moved here
 yet) is left in `active` a minute longer and looked at again then; an id whose record is no longer
 `active` only leaves the set. A record that reads as missing at ORPHAN_LOOKS looks in a row (a
@@ -96,6 +97,8 @@ for i = 1, #expired do
       emit(events, maxlen, 'ev', 'cancelled', 'id', id)
       flow_gone(prefix, id, jk, 'Cancelled')
       flow_cancel_kids(prefix, id, jk)
+      local fl = redis.call('HMGET', jk, 'parent', 'kids')
+      flow_root_ended(meta, 'X', fl[1], fl[2])
     elseif stalls > max_stalls or lapses > max_lapses then
       local why
       if stalls > max_stalls then
@@ -108,7 +111,9 @@ for i = 1, #expired do
       redis.call('HSET', jk, 'state', 'failed', 'error', err, 'finished', stamp)
       redis.call('ZADD', failed, stamp, id)
       emit(events, maxlen, 'ev', 'failed', 'id', id, 'error', 'stalled too often')
-      flow_ended(prefix, id, redis.call('HGET', jk, 'parent'), 'F', err)
+      local fl = redis.call('HMGET', jk, 'parent', 'kids')
+      flow_ended(prefix, id, fl[1], 'F', err)
+      flow_root_ended(meta, 'F', fl[1], fl[2])
       dead = dead + 1
     else
       redis.call('HSET', jk, 'state', 'waiting')

@@ -1,4 +1,6 @@
---[[ remove-7: delete a job that is not active (its record, log, output and idempotency key).
+--[[ remove-7: delete a job that is not active (its record, log, output and idempotency key). A flow
+child that had not ended counts as failed for its parent; a flow parent's children that have not ended
+are cancelled (through the outbox, includes/flow.lua).
 KEYS: 1 ready, 2 delayed, 3 completed, 4 failed, 5 cancelled, 6 events, 7 active
 ARGV: 1 prefix, 2 job id, 3 events maxlen
 Returns: {code, state}: 0 OK, -1 NOT_FOUND, -3 WRONG_STATE (active: cancel it first)
@@ -13,12 +15,16 @@ local events = KEYS[6]
 local prefix, id, maxlen = ARGV[1], ARGV[2], ARGV[3]
 if not id or id == '' or prefix == '' then return {-6, ''} end
 local jk = prefix .. 'job:' .. id
-local f = redis.call('HMGET', jk, 'state', 'idem', 'sz')
+local f = redis.call('HMGET', jk, 'state', 'idem', 'sz', 'pending')
 local state = f[1]
 if not state then return {-1, ''} end
 if state == 'active' then return {-3, state} end
 if state == 'waiting' or state == 'delayed' or state == FLOW_WAITING then
   flow_gone(prefix, id, jk, 'Removed')  -- a flow child removed before it ended counts as failed
+  flow_cancel_kids(prefix, id, jk)
+elseif state ~= 'cancelled' and (tonumber(f[4]) or 1) > 0 and redis.call('HEXISTS', jk, 'kids') == 1 then
+  -- an ended parent with children still pending (failed by a child under `fail`, or run early under
+  -- `continue`): they would run on for a parent that is gone (a cancelled one cancelled them already)
   flow_cancel_kids(prefix, id, jk)
 end
 if state == FLOW_WAITING then

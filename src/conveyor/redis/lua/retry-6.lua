@@ -1,6 +1,9 @@
 --[[ retry-6: send a failed (dead-letter) or cancelled job back to waiting with fresh attempts; a flow
 parent some of whose children have not ended goes back to waiting-children instead (it runs once they
 have), and a child failure that had failed it no longer counts as having done so (docs/flows.md).
+A cancelled parent's cancellation of its children that no mover has taken yet (its "!<id>" record in
+its queue's outbox, includes/flow.lua) is withdrawn: the retried parent waits for those children
+instead of cancelling them and failing by them.
 KEYS: 1 meta, 2 ready, 3 failed, 4 cancelled, 5 events, 6 wake
 ARGV: 1 prefix, 2 job id, 3 events maxlen
 Returns: {code, state}: 0 OK (state: waiting or waiting-children), -1 NOT_FOUND, -3 WRONG_STATE
@@ -20,6 +23,7 @@ if state ~= 'failed' and state ~= 'cancelled' then return {-3, state} end
 redis.call('ZREM', state == 'failed' and failed or cancelled, id)
 redis.call('PERSIST', jk)
 redis.call('HDEL', jk, 'finished', 'cancel', 'token', 'stalls', 'lapses', 'result', 'cfail')
+if state == 'cancelled' then redis.call('HDEL', prefix .. 'outbox', '!' .. id) end
 if (tonumber(redis.call('HGET', jk, 'pending')) or 0) > 0 then
   redis.call('HSET', jk, 'state', FLOW_WAITING, 'attempts', 0)
   redis.call('ZADD', prefix .. FLOW_WAITING, num(now_ms()), id)
