@@ -286,6 +286,29 @@ async def _task(ctx, data: dict) -> None:
     return None
 
 
+async def test_a_429_from_a_call_started_in_the_millisecond_of_the_decrease_does_not_halve_again(
+    sq: Queue,
+) -> None:
+    """A call that started in the same millisecond as the last decrease may have been in flight when
+    it was made: its 429 belongs to that congestion episode. Before, a start equal to the decrease's
+    time counted as a new episode, so on a fast machine the limit was halved twice for one episode."""
+    name = _name(sq.name)
+    lim = SharedLimiter(sq.client, name)
+    await lim.declare(Limiter(name, adaptive=Adaptive(maximum=8, minimum=1, decrease=0.5, window=1.0)))
+    info, st = lim.keys.all[3], lim.keys.all[1]
+    for rid in ("x1", "x2", "x3", "x4", "x5"):
+        assert (await lim.acquire(rid, 1, 0, 0, 60_000)).granted == 1
+        await lim.confirm(rid, [rid + "-h"], 60_000)
+    await lim.release([("x1-h", None, None, "429", 0)], 60_000)
+    assert int((await lim.state())["concurrency"]["adaptive_limit"]) == 4
+    decreased_at = int(float(await sq.client.hget(st, "dec_at")))
+    entry = (await sq.client.hget(info, "x2-h")).split("|")
+    await sq.client.hset(info, "x2-h", "|".join([*entry[:4], str(decreased_at)]))  # started in that ms
+    await lim.release([("x2-h", None, None, "429", 0)], 60_000)
+    assert int((await lim.state())["concurrency"]["adaptive_limit"]) == 3  # capped at the 3 in flight, not 2
+    await sq.client.delete(*lim.keys.all)
+
+
 async def test_adaptive_limit_moves_within_bounds(sq: Queue) -> None:
     """The AIMD rule itself (the bench shows it against a real server): a 429 cuts the limit once
     per congestion episode, a run of successes raises it, never outside [minimum, maximum]."""

@@ -141,7 +141,9 @@ else
         if after > 0 and (not S.blk or now + after > S.blk) then S.blk = now + after end
         if C.a_max then
           local cur = S.climit or C.a_max
-          if not S.dec_at or start >= S.dec_at then
+          -- (a call that started in the millisecond of the last decrease counts as started before
+          -- it: it may have been in flight when that decrease was made, and must not halve again)
+          if not S.dec_at or start > (tonumber(S.dec_at) or 0) then
             cur, S.succ, S.dec_at = cur * C.a_dec, 0, now
           end
           -- A 429 also says the provider serves no more than the calls still in flight: the limit
