@@ -24,6 +24,7 @@ from conveyor.events import FOLLOW_REFRESH_S, FOLLOW_TTL_MS, Event, EventsMode
 from conveyor.job import RECORD_FIELDS, Job, JobOutput, JobRecord, JobState, record_fields
 from conveyor.limits import admin as limits_admin
 from conveyor.limits.model import GroupLimits, RateLimit
+from conveyor.listing import Located, read_page
 from conveyor.middleware import Middleware, MiddlewareChain
 from conveyor.options import DEFAULT_IDEMPOTENCY_TTL_S, JobOptions, JobSpec
 from conveyor.redis.codes import ScriptCode
@@ -331,9 +332,23 @@ class Queue(QueueHandle[RedisClient]):
     async def is_paused(self) -> bool:
         return bool(await self._call(self.client.hget(self.keys.meta, "paused")) == "1")
 
-    async def list_jobs(self, state: JobState | str, *, cursor: int = 0, limit: int = 50) -> Page:
+    async def list_jobs(
+        self, state: JobState | str, *, cursor: int = 0, limit: int = 50, with_data: bool = True,
+        max_bytes: int | None = None,
+    ) -> Page:
         """Jobs of one state: waiting in claim order, delayed by due time, active by lease
-        deadline, finished ones newest first. The cursor is an offset into that order."""
+        deadline, finished ones newest first. The cursor is an offset into that order. Without
+        `with_data` payloads and results are not read (None); with `max_bytes` the page ends before
+        the first job whose fields would take the read past it (conveyor/listing.py), and
+        `next_cursor` continues from that job."""
+        state = JobState(state)
+        located = await self.listed_ids(state, cursor=cursor, limit=limit)
+        page = await read_page(self.name, located, state, with_data=with_data, max_bytes=max_bytes)
+        more = page.consumed < len(located) or len(located) == limit
+        return Page(page.records, cursor + page.consumed if more else None)
+
+    async def listed_ids(self, state: JobState | str, *, cursor: int = 0, limit: int = 50) -> list[Located]:
+        """The ids `list_jobs` pages through, each with the queue (partition) holding it."""
         state = JobState(state)
         if not 1 <= limit <= 1000:
             raise InvalidOptionError("limit must be in [1, 1000]")
@@ -347,17 +362,7 @@ class Queue(QueueHandle[RedisClient]):
             ids = await limits_admin.waiting_ids(self, cursor, limit)
         else:
             ids = await self._call(self.client.zrange(key, cursor, stop))
-        records = await self._records(ids, state)
-        return Page(records, cursor + limit if len(ids) == limit else None)
-
-    async def _records(self, ids: Sequence[str], state: JobState | None = None) -> list[JobRecord]:
-        if not ids:
-            return []
-        async with self.client.pipeline(transaction=False) as pipe:
-            for job_id in ids:
-                pipe.hmget(self.keys.job(job_id), RECORD_FIELDS)  # not a flow parent's child results
-            hashes = [record_fields(values) for values in await self._call(pipe.execute())]
-        return [JobRecord.from_hash(self.name, i, h, state) for i, h in zip(ids, hashes, strict=True) if h]
+        return [(self, str(i)) for i in ids]
 
     # ------------------------------------------------------------------ events
 

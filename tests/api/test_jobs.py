@@ -56,20 +56,36 @@ async def test_failed_job_shows_error_with_stack_and_can_be_retried(api: Api) ->
     r = await api.http.post(f"/api/jobs/{api.queue}/{job_id}/retry", headers=api.auth())
     assert r.status_code == 200 and r.json()["state"] == "waiting"
     assert (await api.job(job_id))["state"] == "waiting"
+    # Sent again (its reply lost): the job is where the retry put it, so the same answer.
     r = await api.http.post(f"/api/jobs/{api.queue}/{job_id}/retry", headers=api.auth())
-    assert r.status_code == 409 and r.json()["error"]["code"] == "invalid_state"
+    assert r.status_code == 200 and r.json() == {"id": job_id, "queue": api.queue, "state": "waiting"}
+    assert (await api.job(job_id))["state"] == "waiting"
     r = await api.http.post(f"/api/jobs/{api.queue}/nope/retry", headers=api.auth())
     assert r.status_code == 404
 
 
-async def test_cancel_waiting_then_cancel_again_is_409(api: Api) -> None:
+async def test_cancel_sent_again_gets_the_same_answer(api: Api) -> None:
     job_id = await api.enqueue("echo", {"text": "x"})
     r = await api.http.delete(f"/api/jobs/{api.queue}/{job_id}", headers=api.auth())
-    assert r.status_code == 200 and r.json()["state"] == "cancelled"
+    assert r.status_code == 200 and r.json() == {"id": job_id, "queue": api.queue, "state": "cancelled"}
     assert (await api.job(job_id))["state"] == "cancelled"
-    r = await api.http.delete(f"/api/jobs/{api.queue}/{job_id}", headers=api.auth())
-    assert r.status_code == 409
+    # The same request sent again after a lost reply: the job is cancelled, as it asked.
+    again = await api.http.delete(f"/api/jobs/{api.queue}/{job_id}", headers=api.auth())
+    assert again.status_code == 200 and again.json() == r.json()
     assert (await api.http.delete(f"/api/jobs/{api.queue}/nope", headers=api.auth())).status_code == 404
+
+
+async def test_cancel_or_retry_of_a_job_in_another_state_stays_409(api: Api) -> None:
+    """A real conflict: a completed job cannot be cancelled nor retried; a job that ran and was handed
+    back to waiting was not put there by a retry."""
+    done = await api.enqueue("echo", {"text": "x"})
+    await api.start_worker()
+    r = await api.http.get(f"/api/jobs/{api.queue}/{done}/wait", params={"timeout": 20}, headers=api.auth())
+    assert r.json()["state"] == "completed"
+    for method, path in (("DELETE", ""), ("POST", "/retry")):
+        r = await api.http.request(method, f"/api/jobs/{api.queue}/{done}{path}", headers=api.auth())
+        assert r.status_code == 409 and r.json()["error"]["code"] == "invalid_state", r.text
+    assert (await api.job(done))["state"] == "completed"
 
 
 async def test_cancel_active_job_requests_cancellation(api: Api) -> None:

@@ -4,7 +4,10 @@ from __future__ import annotations
 
 import uuid
 
+from conveyor import JobState
+from conveyor.redis.clock import redis_now_ms
 from tests.api.conftest import Api
+from tests.conftest import wait_for
 
 
 async def test_schedules_routes_use_api_keys(api: Api) -> None:
@@ -25,3 +28,37 @@ async def test_schedules_routes_use_api_keys(api: Api) -> None:
     assert r.status_code == 204
     missing = await api.http.get(url, headers=api.auth("read"))
     assert missing.status_code == 404 and missing.json()["error"]["code"] == "not_found"
+
+
+async def test_run_now_sent_again_with_its_idempotency_key_is_the_same_run(api: Api) -> None:
+    """A run-now whose reply was lost is sent again with the same Idempotency-Key: the same job, and
+    no second run; another key is another run; the schedule's data edited in between is a 409."""
+    sid = f"rn-{uuid.uuid4().hex[:8]}"
+    url = f"/api/schedules/{sid}"
+    body = {"task": "echo", "queue": api.queue, "data": {"text": "tick"}, "interval_s": 3600}
+    assert (await api.http.put(url, json=body, headers=api.auth())).status_code == 201
+    q = api.app.queue(api.queue)
+    try:
+        first = await api.http.post(f"{url}/run-now", headers={**api.auth(), "Idempotency-Key": "deploy-42"})
+        assert first.status_code == 200, first.text
+        job_id = first.json()["job_id"]
+        assert job_id.startswith(f"sched:{sid}:run-")
+        run_ms = int(job_id.rsplit("-", 1)[1])
+        # The run's id is its time: let the Redis clock pass it, so a second run would get another id.
+        async def clock_past_run() -> bool:
+            return await redis_now_ms(api.app.client, q.keys.meta) > run_ms
+
+        await wait_for(clock_past_run, what="the Redis clock past the first run")
+        again = await api.http.post(f"{url}/run-now", headers={**api.auth(), "Idempotency-Key": "deploy-42"})
+        assert again.status_code == 200 and again.json() == first.json()
+        assert (await q.counts())[JobState.WAITING] == 1
+        other = await api.http.post(f"{url}/run-now", headers={**api.auth(), "Idempotency-Key": "deploy-43"})
+        assert other.status_code == 200 and other.json()["job_id"] != job_id
+        assert (await q.counts())[JobState.WAITING] == 2
+        changed = {**body, "data": {"text": "edited"}}
+        assert (await api.http.put(url, json=changed, headers=api.auth())).status_code == 200
+        clash = await api.http.post(f"{url}/run-now", headers={**api.auth(), "Idempotency-Key": "deploy-42"})
+        assert clash.status_code == 409 and clash.json()["error"]["code"] == "idempotency_conflict"
+        assert (await q.counts())[JobState.WAITING] == 2
+    finally:
+        assert (await api.http.delete(url, headers=api.auth())).status_code == 204

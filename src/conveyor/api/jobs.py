@@ -12,6 +12,7 @@ from typing import Annotated, Any
 
 from fastapi import APIRouter, Header, Query, Request, Response
 
+from conveyor import resend
 from conveyor.api.auth import AdminKey, EnqueueKey, Principal, ReadKey, bearer_principal, current_scopes
 from conveyor.api.body import read_json
 from conveyor.api.disconnect import ClientGone, closing_on_disconnect
@@ -255,8 +256,9 @@ async def _until_finished(
     summary="Retry a failed or cancelled job",
 )
 async def retry_job(queue: str, job_id: str, request: Request, principal: AdminKey) -> JobActionOut:
-    state = await (await get_state(request).existing_queue(queue)).retry(job_id)
-    return JobActionOut(id=job_id, queue=queue, state=state)
+    """A job already waiting with no attempt made (a resend after a lost reply) answers 200 too."""
+    outcome = await resend.retry_job(await get_state(request).existing_queue(queue), job_id)
+    return JobActionOut(id=job_id, queue=queue, state=outcome.state)
 
 
 @router.post(
@@ -286,6 +288,7 @@ async def get_job(queue: str, job_id: str, request: Request, principal: ReadKey)
 )
 async def cancel_job(queue: str, job_id: str, request: Request, principal: AdminKey) -> JobActionOut:
     """Waiting or delayed jobs are cancelled at once; for an active job cancellation is requested
-    (state stays `active` until the handler stops)."""
-    state = await (await get_state(request).existing_queue(queue)).cancel(job_id)
-    return JobActionOut(id=job_id, queue=queue, state=state)
+    (state stays `active` until the handler stops). An already cancelled job (a resend after a lost
+    reply) answers 200 too."""
+    outcome = await resend.cancel_job(await get_state(request).existing_queue(queue), job_id)
+    return JobActionOut(id=job_id, queue=queue, state=outcome.state)

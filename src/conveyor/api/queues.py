@@ -22,6 +22,7 @@ from conveyor.api.serialize import jobs_out
 from conveyor.api.state import ApiState, get_state
 from conveyor.bulk import retry_failed
 from conveyor.job import JobState
+from conveyor.listing import LISTING_MAX_BYTES
 from conveyor.partitions.queue import MAX_PARTITIONED_LIST_CURSOR
 from conveyor.queue import MAX_LIST_CURSOR
 from conveyor.views import queue_names, queue_view
@@ -83,10 +84,12 @@ async def list_jobs(
     cursor: Annotated[int, Query(ge=0, le=MAX_LIST_CURSOR, description=CURSOR_DOC)] = 0,
     limit: Annotated[int, Query(ge=1, le=1000)] = 50,
 ) -> dict[str, Any]:
-    """Waiting jobs in claim order, delayed by due time, active by lease deadline, finished newest first."""
+    """Waiting jobs in claim order, delayed by due time, active by lease deadline, finished newest first.
+    A page reads at most LISTING_MAX_BYTES of records (payloads only for read-data keys): it ends
+    early, with `next_cursor` set, where the next job would pass that."""
     q = await get_state(request).existing_queue(queue)
-    page = await q.list_jobs(state, cursor=cursor, limit=limit)
     show, trace = principal.can(Scope.READ_DATA), principal.can(Scope.ADMIN)
+    page = await q.list_jobs(state, cursor=cursor, limit=limit, with_data=show, max_bytes=LISTING_MAX_BYTES)
     return {"jobs": await jobs_out(q, page.jobs, show_data=show, show_trace=trace), "next_cursor": page.next_cursor}
 
 

@@ -15,12 +15,14 @@ from conveyor.api.errors import ApiError
 from conveyor.api.state import get_state
 from conveyor.errors import InvalidStateError, JobNotFoundError
 from conveyor.job import JobRecord, JobState
+from conveyor.listing import Located, read_fields
 from conveyor.partitions import queue as partitioned
 from conveyor.queue import MAX_LIST_CURSOR, Queue
 
 router = APIRouter()
 SEARCH_SCAN_MAX = 5000  # jobs looked at per call
 SEARCH_CHUNK = 500
+MATCHED_FIELDS = ("name", "opts")  # what the filter looks at (the group is an option)
 BULK_MAX = 1000  # jobs acted on per call
 Action = Callable[[Queue, str], Awaitable[Any]]
 _ACTIONS: dict[str, tuple[set[JobState], Action]] = {
@@ -35,10 +37,12 @@ def _matches(rec: JobRecord, needle: str, group: str) -> bool:
 
 
 class Found(NamedTuple):
-    """A search call's matches; `next_cursor` continues it; `cut_at`: the list position the search
-    stopped at because the queue lists no deeper (a partitioned queue's cursor cap), else None."""
+    """A search call's matches (each with the list position it was found at); `next_cursor`
+    continues it; `cut_at`: the list position the search stopped at because the queue lists no
+    deeper (a partitioned queue's cursor cap), else None."""
 
-    records: list[JobRecord]
+    matches: list[Located]
+    positions: list[int]
     next_cursor: int | None
     cut_at: int | None = None
 
@@ -53,34 +57,39 @@ def cut_message(state: JobState, cut_at: int) -> str:
             f"is searchable only that deep (the queue's counts give the totals)")
 
 
-def _continue(cursor: int, cap: int, matches: list[JobRecord]) -> Found:
+def _continue(cursor: int, cap: int, matches: list[Located], positions: list[int]) -> Found:
     """Continue at `cursor`, or stop there when the queue cannot list from it."""
-    return Found(matches, None, cursor) if cursor > cap else Found(matches, cursor)
+    return Found(matches, positions, None, cursor) if cursor > cap else Found(matches, positions, cursor)
 
 
 async def filtered(q: Queue, state: JobState, name: str, group: str, cursor: int, limit: int) -> Found:
     """Jobs of `state` whose name contains `name` (any case) and whose group is `group` (empty: any),
-    from offset `cursor`. Looks at most SEARCH_SCAN_MAX jobs per call; the cursor continues. Stops
-    (with `cut_at`) where the queue's list cursor ends instead of asking past it, which is refused."""
+    from offset `cursor`. Looks at most SEARCH_SCAN_MAX jobs per call, reading only their name and
+    options (never payloads); the cursor continues. Stops (with `cut_at`) where the queue's list
+    cursor ends instead of asking past it, which is refused."""
     needle = name.casefold()
-    matches: list[JobRecord] = []
+    matches: list[Located] = []
+    positions: list[int] = []
     cap = cursor_cap(q)
     offset, scanned = cursor, 0
     while scanned < SEARCH_SCAN_MAX:
         if offset > cap:
-            return Found(matches, None, offset)
-        page = await q.list_jobs(state, cursor=offset, limit=SEARCH_CHUNK)
-        for i, rec in enumerate(page.jobs):
-            if _matches(rec, needle, group):
-                matches.append(rec)
+            return Found(matches, positions, None, offset)
+        located = await q.listed_ids(state, cursor=offset, limit=SEARCH_CHUNK)
+        heads = await read_fields(located, MATCHED_FIELDS)
+        for i, (loc, head) in enumerate(zip(located, heads, strict=True)):
+            if head and _matches(JobRecord.from_hash(q.name, loc[1], head, state), needle, group):
+                matches.append(loc)
+                positions.append(offset + i)
                 if len(matches) == limit:
-                    rest = i + 1 < len(page.jobs) or page.next_cursor is not None
-                    return _continue(offset + i + 1, cap, matches) if rest else Found(matches, None)
-        scanned += len(page.jobs)
-        if page.next_cursor is None:
-            return Found(matches, None)
-        offset = page.next_cursor
-    return _continue(offset, cap, matches)
+                    rest = i + 1 < len(located) or len(located) == SEARCH_CHUNK
+                    return _continue(offset + i + 1, cap, matches, positions) if rest else Found(
+                        matches, positions, None)
+        scanned += len(located)
+        if len(located) < SEARCH_CHUNK:
+            return Found(matches, positions, None)
+        offset += SEARCH_CHUNK
+    return _continue(offset, cap, matches, positions)
 
 
 class BulkIn(BaseModel):
@@ -108,12 +117,12 @@ async def bulk(queue: str, body: BulkIn, request: Request, _: AdminKey) -> dict[
         raise ApiError(422, f"cannot {body.action} {body.state.value} jobs")
     q = await get_state(request).existing_queue(queue)
     found = await filtered(q, body.state, body.name, body.group, 0, BULK_MAX)  # from 0: within any cap
-    records = found.records
+    ids = [job_id for _, job_id in found.matches]
     done = 0
-    for start in range(0, len(records), 100):
-        chunk = records[start:start + 100]
-        done += sum(await asyncio.gather(*(_act(q, body.action, r.id) for r in chunk)))
-    return {"queue": queue, "action": body.action, "matched": len(records), "done": done,
+    for start in range(0, len(ids), 100):
+        chunk = ids[start:start + 100]
+        done += sum(await asyncio.gather(*(_act(q, body.action, job_id) for job_id in chunk)))
+    return {"queue": queue, "action": body.action, "matched": len(ids), "done": done,
             "more": found.next_cursor is not None}
 
 

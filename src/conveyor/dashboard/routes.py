@@ -21,6 +21,7 @@ from conveyor.dashboard.bulk import router as bulk_router
 from conveyor.dashboard.stats import BUCKET_MS, BUCKETS, queue_history, redis_now_ms
 from conveyor.dashboard.timeline import build_timeline, job_events
 from conveyor.job import JobState
+from conveyor.listing import LISTING_MAX_BYTES, read_page
 from conveyor.partitions import parts_of
 from conveyor.redis.keys import registry_key
 from conveyor.views import queue_names
@@ -95,12 +96,17 @@ async def search_jobs(
     cursor: Annotated[int, Query(ge=0, le=10**9)] = 0,
     limit: Annotated[int, Query(ge=1, le=200)] = 25,
 ) -> dict[str, Any]:
-    """Scans at most SEARCH_SCAN_MAX jobs per call; `next_cursor` continues the scan. On a
+    """Scans at most SEARCH_SCAN_MAX jobs per call (their names and options only); `next_cursor`
+    continues the scan. The matches' records are read within LISTING_MAX_BYTES, as a listing's. On a
     partitioned queue the scan ends where its list cursor does: `cut_at` and `cut_message` (only then) say so."""
     q = await get_state(request).existing_queue(queue)
-    records, next_cursor, cut_at = await filtered(q, state, name, group, cursor, limit)
+    matches, positions, next_cursor, cut_at = await filtered(q, state, name, group, cursor, limit)
     show, trace = principal.can(Scope.READ_DATA), principal.can(Scope.ADMIN)
-    jobs = await jobs_out(q, records, show_data=show, show_trace=trace)
+    # The matches' records, within the API's listing bound: past it the page ends at a match.
+    page = await read_page(q.name, matches, state, with_data=show, max_bytes=LISTING_MAX_BYTES)
+    if page.consumed < len(matches):
+        next_cursor, cut_at = positions[page.consumed], None
+    jobs = await jobs_out(q, page.records, show_data=show, show_trace=trace)
     out: dict[str, Any] = {"jobs": jobs, "next_cursor": next_cursor}
     if cut_at is not None:  # only then: an uncut reply keeps its two fields
         out |= {"cut_at": cut_at, "cut_message": cut_message(state, cut_at)}

@@ -14,6 +14,7 @@ from typing import Annotated, Any
 import orjson
 import typer
 
+from conveyor import resend
 from conveyor.bulk import delete_state, retry_failed
 from conveyor.errors import InvalidJobError, InvalidOptionError
 from conveyor.job import JobState
@@ -103,14 +104,16 @@ def retry(
     async def go(t: Target) -> dict[str, Any]:
         q = await t.existing_queue(queue)
         if job_id is not None:
-            state = await q.retry(job_id)
-            return {"id": job_id, "queue": queue, "state": state.value}
+            outcome = await resend.retry_job(q, job_id)
+            return {"id": job_id, "queue": queue, "state": outcome.state.value, "already": outcome.already}
         retried, remaining = await retry_failed(q, limit)
         return {"queue": queue, "retried": retried, "remaining": remaining}
 
     doc = run(redis_url, prefix, go)
     if job_id is not None:
-        _say(as_json, doc, f"job {job_id} of {queue} is {doc['state']} again")
+        state = doc["state"]
+        again = f"was already {state} (retried before)" if doc.pop("already") else f"is {state} again"
+        _say(as_json, doc, f"job {job_id} of {queue} {again}")
     else:
         _say(as_json, doc, f"retried {doc['retried']} failed jobs of {queue}; {doc['remaining']} still failed")
 
@@ -118,8 +121,9 @@ def retry(
 def cancel(queue: QueueArg, job_id: IdArg, as_json: JsonOpt = False, redis_url: RedisOpt = None,
            prefix: PrefixOpt = None) -> None:
     """Cancel a waiting or delayed job now; an active one is asked to stop (its handler decides)."""
-    state = run(redis_url, prefix, lambda t: _existing(t, queue, lambda q: q.cancel(job_id)))
+    state, already = run(redis_url, prefix, lambda t: _existing(t, queue, lambda q: resend.cancel_job(q, job_id)))
     text = (f"cancellation of active job {job_id} requested" if state is JobState.ACTIVE
+            else f"job {job_id} of {queue} was already cancelled" if already
             else f"job {job_id} of {queue} cancelled")
     _say(as_json, {"id": job_id, "queue": queue, "state": JobState(state).value}, text)
 

@@ -25,7 +25,7 @@ import time
 import zlib
 from collections.abc import Iterable, Sequence
 from dataclasses import replace
-from typing import Any
+from typing import Any, TypeVar
 
 from conveyor.cancelling import cancel_and_wait
 from conveyor.errors import ConfigurationError, InvalidOptionError, JobNotFoundError, QueueNotEmptyError
@@ -33,9 +33,10 @@ from conveyor.events import Event, EventsMode
 from conveyor.job import Job, JobRecord, JobState
 from conveyor.limits.admin import waiting_ids
 from conveyor.limits.model import GroupLimits, RateLimit
+from conveyor.listing import Located
 from conveyor.options import JobSpec
 from conveyor.partitions.layout import read_layout, record_layout
-from conveyor.queue import MAX_LIST_CURSOR, Page, Queue, Retention, check_batch_duplicates
+from conveyor.queue import MAX_LIST_CURSOR, Queue, Retention, check_batch_duplicates
 from conveyor.redis.faults import guarded
 from conveyor.redis.keys import MAX_PARTITIONS, partition_layout_key, partition_tag
 
@@ -315,8 +316,8 @@ class PartitionedQueue(Queue):
     async def is_paused(self) -> bool:
         return all([await Queue.is_paused(part) for part in self.parts])
 
-    async def list_jobs(self, state: JobState | str, *, cursor: int = 0, limit: int = 50) -> Page:
-        """Jobs of one state over all partitions: finished ones newest first, delayed by due time,
+    async def listed_ids(self, state: JobState | str, *, cursor: int = 0, limit: int = 50) -> list[Located]:
+        """Ids of one state over all partitions: finished ones newest first, delayed by due time,
         active by lease deadline (merged by score); waiting ones each partition's claim order,
         taken from the partitions in turn (the order fair workers claim them in). The cursor goes
         up to MAX_PARTITIONED_LIST_CURSOR: a page reads at most cursor + limit ids per partition."""
@@ -330,21 +331,20 @@ class PartitionedQueue(Queue):
                 f"cursor must be at most {MAX_PARTITIONED_LIST_CURSOR} on partitioned queue {self.name!r}, got "
                 f"{cursor} (each page is merged from every partition; counts give the totals)")
         want = cursor + limit
+        merged: list[Located]
         if state is JobState.WAITING:  # ids only, as many as the page may need from each partition
-            lists = [await waiting_ids(p, 0, want) for p in self.serving]
+            lists = [[(p, str(i)) for i in await waiting_ids(p, 0, want)] for p in self.serving]
             merged = [i for group in _round_robin(lists) for i in group]
         else:
             newest_first = state in _FINISHED
-            scored: list[list[tuple[float, str]]] = []
-            for part in self.serving:
+            scored: list[list[tuple[float, str, int]]] = []
+            for n, part in enumerate(self.serving):
                 key = part.keys.state_set(state.value)
                 fetch = part.client.zrevrange if newest_first else part.client.zrange
                 rows = await Queue._call(fetch(key, 0, want - 1, withscores=True))
-                scored.append([(-s if newest_first else s, str(i)) for i, s in rows])
-            merged = [i for _, i in heapq.merge(*scored)]
-        ids = merged[cursor:want]
-        records = [r for r in [await self.get_job(i) for i in ids] if r is not None]
-        return Page(records, want if len(ids) == limit else None)
+                scored.append([(-s if newest_first else s, str(i), n) for i, s in rows])
+            merged = [(self.serving[n], i) for _, i, n in heapq.merge(*scored)]
+        return merged[cursor:want]
 
     # ------------------------------------------------------------------ events
 
@@ -526,9 +526,12 @@ def _stream_time(entry_id: str) -> tuple[int, int]:
     return int(ms or 0), int(seq or 0)
 
 
-def _round_robin(lists: Iterable[list[str]]) -> list[list[str]]:
+T = TypeVar("T")
+
+
+def _round_robin(lists: Iterable[list[T]]) -> list[list[T]]:
     lists = [list(x) for x in lists]
-    rounds: list[list[str]] = []
+    rounds: list[list[T]] = []
     depth = max((len(x) for x in lists), default=0)
     for i in range(depth):
         rounds.append([x[i] for x in lists if i < len(x)])

@@ -9,6 +9,7 @@ advance never makes a second job, even when the first one already ran and its re
 
 from __future__ import annotations
 
+import hashlib
 import logging
 from collections.abc import Sequence
 
@@ -71,6 +72,24 @@ async def enqueue(queue: Queue, schedule: Schedule, job_ids: Sequence[str]) -> i
                 logger.info("schedule %s: job %s exists with other data; kept", schedule.id, exc.job_id)
         return created
     return sum(1 for j in jobs if j.created)
+
+
+def run_now_key(schedule_id: str, idempotency_key: str) -> str:
+    """The job's idempotency key of a run-now sent with `idempotency_key`: namespaced by the
+    schedule (the same header on another schedule is another run) and hashed, so any header value
+    fits the 200 characters of a key."""
+    digest = hashlib.sha256(idempotency_key.encode()).hexdigest()[:32]
+    return f"run-now:{schedule_id}:{digest}"
+
+
+async def enqueue_run_now(queue: Queue, schedule: Schedule, job_id: str, idempotency_key: str) -> str:
+    """Add a run-now's job under an idempotency key: a resend returns the first run's id while the
+    key and that job's record live (the key: the job's idempotency_ttl, one day by default), as on
+    the enqueue route. Raises IdempotencyConflictError when the schedule's task or data changed in
+    between."""
+    options = {**schedule.options, "job_id": job_id, "idempotency_key": run_now_key(schedule.id, idempotency_key)}
+    (job,) = await queue.add_specs([JobSpec(schedule.task, schedule.data, JobOptions.from_mapping(options))])
+    return job.id
 
 
 async def enqueue_ticks(queue: Queue, schedule: Schedule, ticks: Sequence[int]) -> int:

@@ -11,7 +11,7 @@ from collections.abc import Awaitable, Callable, Container
 from datetime import datetime
 from typing import Annotated, Any, Literal
 
-from fastapi import APIRouter, Depends, HTTPException, Path, Response, status
+from fastapi import APIRouter, Depends, Header, HTTPException, Path, Response, status
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
 from conveyor.errors import InvalidScheduleError, ScheduleNotFoundError
@@ -29,6 +29,12 @@ from conveyor.schedules.store import ScheduleInfo, ScheduleStore
 
 # The OpenAPI document states the id's form; the route still checks it (one message for both).
 ScheduleId = Annotated[str, Path(pattern=r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$")]
+# As on `POST /api/queues/{q}/jobs`: the same form, the same meaning (a resend returns the first job).
+RunNowKey = Annotated[
+    str | None,
+    Header(alias="Idempotency-Key", pattern=r"^[A-Za-z0-9._:@/+=-]{1,190}$",
+           description="Makes the call safe to send again: a resend returns the first call's job."),
+]
 
 
 def _written_time(value: Any) -> Any:
@@ -213,11 +219,13 @@ def make_router(
 
     @router.post("/{schedule_id}/run-now", response_model=RunNowOut, dependencies=[Depends(require_admin)],
                  summary="Enqueue one job of the schedule now, besides its ticks")
-    async def run_schedule_now(schedule_id: ScheduleId, store: Store) -> RunNowOut:
+    async def run_schedule_now(schedule_id: ScheduleId, store: Store, idempotency_key: RunNowKey = None) -> RunNowOut:
         """`job_id` is null for a built-in schedule (maintenance, alerts): a scheduler runs it at its
-        next pass."""
+        next pass. With `Idempotency-Key`, a call sent again within the key's life (one day) returns
+        the first call's `job_id` and adds nothing; the host maps a changed schedule's conflict (409)."""
         try:
-            return RunNowOut(id=schedule_id, job_id=await store.run_now(checked_id(schedule_id)))
+            job_id = await store.run_now(checked_id(schedule_id), idempotency_key)
+            return RunNowOut(id=schedule_id, job_id=job_id)
         except ScheduleNotFoundError as exc:
             raise _not_found(exc) from None
 

@@ -16,7 +16,7 @@ from conveyor import codec
 from conveyor.errors import ConveyorError, InvalidScheduleError, ScheduleNotFoundError
 from conveyor.queue import Queue
 from conveyor.redis.connection import RedisClient
-from conveyor.schedules.enqueue import QueueCache, enqueue
+from conveyor.schedules.enqueue import QueueCache, enqueue, enqueue_run_now
 from conveyor.schedules.keys import ScheduleKeys
 from conveyor.schedules.model import Schedule, ScheduleKind, check_schedule_id, from_ms
 from conveyor.schedules.scripts import ScheduleScripts
@@ -188,16 +188,20 @@ class ScheduleStore:
         info = await self.get(schedule_id)
         return await self.put(info.schedule.with_changes(paused=False))
 
-    async def run_now(self, schedule_id: str) -> str | None:
+    async def run_now(self, schedule_id: str, idempotency_key: str | None = None) -> str | None:
         """Run a schedule once now, besides its ticks. Returns the job id (None for a built-in
         schedule, maintenance or alerts, which a scheduler runs at its next pass; a paused one runs
-        once and stays paused)."""
+        once and stays paused). With `idempotency_key`, a call sent again (its reply lost) returns
+        the first call's job instead of adding a second run (schedules/enqueue.py, run_now_key)."""
         info = await self.get(schedule_id)
         s = info.schedule
         if s.kind is not ScheduleKind.JOB:
             await self.put(s, run_now=True)
             return None
         job_id = f"sched:{s.id}:run-{await self.now_ms()}"
-        await enqueue(await self.queues.get(s.queue), s, [job_id])
+        queue = await self.queues.get(s.queue)
+        if idempotency_key is not None:
+            return await enqueue_run_now(queue, s, job_id, idempotency_key)
+        await enqueue(queue, s, [job_id])
         return job_id
 
