@@ -11,8 +11,9 @@ from typing import Any
 import pytest
 
 from conveyor import JobContext, JobState
+from conveyor.alerts.probe import Probe
 from conveyor.errors import IdempotencyConflictError
-from conveyor.limits.model import GroupLimits
+from conveyor.limits.model import GroupLimits, RateLimit
 from conveyor.partitions import PartitionedQueue, open_queue, route_partition, worker_for
 from conveyor.queue import Queue
 from conveyor.redis.connection import RedisClient
@@ -321,3 +322,41 @@ async def test_limits_set_during_a_repartition_reach_the_previous_layout(client:
     finally:
         release.set()
         await both_q.obliterate(force=True)
+
+
+def moved_group(name: str, before: int, after: int) -> str:
+    """A group whose partition differs between the two layouts."""
+    from conveyor.partitions.queue import layout_tags
+
+    return next(f"tenant-{i}" for i in range(1000)
+                if layout_tags(name, before)[route_partition(f"tenant-{i}", before)]
+                != layout_tags(name, after)[route_partition(f"tenant-{i}", after)])
+
+
+async def test_the_alert_probe_reads_a_group_in_every_layout(client: RedisClient, qname: str) -> None:
+    """A tenant whose cost budget was spent by its older jobs in the previous layout's partition is
+    seen as spent by the alert rules (they read the record, so the new layout is current). Before,
+    the probe read the group's partition of the current layout only, whose limiter was untouched."""
+    old_q = PartitionedQueue(qname, partitions=2, redis=client)
+    both_q = PartitionedQueue(qname, partitions=4, previous=2, redis=client)
+    group = moved_group(qname, 2, 4)
+
+    async def t(ctx: JobContext, data: Any) -> None:
+        return None
+
+    try:
+        await old_q.register()
+        await both_q.register()
+        await both_q.set_group_limits(group, cost=RateLimit(limit=10, per_s=3600))
+        job = await old_q.add("t", 1, group=group, cost=10)
+        async with running(worker_for(both_q, {"t": t}, concurrency=1)):  # type: ignore[arg-type]
+            assert (await job.wait(timeout=60)).state is JobState.COMPLETED
+        await old_q.add("t", 2, group=group, cost=10)  # waits in the old layout: the budget is spent
+        probe = Probe(client, "cv")
+        limiter = await probe.limiter(qname, group, "cost")
+        assert limiter is not None and limiter["tokens"] < 1, limiter
+        state = await probe.group_state(qname, group)
+        assert state["waiting"] == 1
+    finally:
+        await both_q.obliterate(force=True)
+

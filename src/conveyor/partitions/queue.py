@@ -491,15 +491,16 @@ partition's own atomic check still refuses there, after the partitions before it
     ) -> None:
         """The group's partition of each layout served: during a re-partition its older jobs wait in
         the previous layout's partition, which enforces the limits on its own."""
-        for part in self._group_homes(group):
+        for part in self.group_homes(group):
             await Queue.set_group_limits(part, group, concurrency=concurrency, rate=rate, cost=cost)
 
     async def set_group_weight(self, group: str, weight: float) -> None:
-        for part in self._group_homes(group):
+        for part in self.group_homes(group):
             await Queue.set_group_weight(part, group, weight)
 
-    def _group_homes(self, group: str) -> list[Queue]:
-        """The partition a group's jobs go to in the current layout, then in each previous one."""
+    def group_homes(self, group: str) -> list[Queue]:
+        """The partition a group's jobs go to in the current layout, then in each previous one (where
+        its older jobs may still wait during a re-partition)."""
         homes = [self.parts[route_partition(group, self.partition_count)]]
         return homes + [part for part in self._previous_homes(group) if part not in homes]
 
