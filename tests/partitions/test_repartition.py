@@ -15,7 +15,7 @@ from conveyor.alerts.probe import Probe
 from conveyor.errors import IdempotencyConflictError
 from conveyor.limits.model import GroupLimits, RateLimit
 from conveyor.partitions import PartitionedQueue, open_queue, route_partition, worker_for
-from conveyor.queue import Queue
+from conveyor.queue import Queue, Retention
 from conveyor.redis.connection import RedisClient
 from tests.cli.run import as_json
 from tests.conftest import running, wait_for
@@ -360,3 +360,27 @@ async def test_the_alert_probe_reads_a_group_in_every_layout(client: RedisClient
     finally:
         await both_q.obliterate(force=True)
 
+
+async def test_retention_is_shared_over_the_current_layout(client: RedisClient, qname: str) -> None:
+    """Retention set through a handle that reads every recorded layout (the CLI's, the API's) keeps
+    as many finished jobs in the current layout as configured. Before, the count was shared over the
+    old, empty layout's partitions too, so the current partitions kept fewer."""
+    await PartitionedQueue(qname, partitions=2, redis=client).register()
+    new_q = PartitionedQueue(qname, partitions=4, previous=2, redis=client)
+    await new_q.register()
+
+    ran: list[int] = []
+
+    async def t(ctx: JobContext, data: int) -> None:
+        ran.append(data)
+
+    try:
+        reader = await open_queue(qname, redis=client)
+        assert isinstance(reader, PartitionedQueue) and len(reader.serving) > len(reader.parts) == 4
+        await reader.set_retention(Retention(completed_max_count=8))
+        await new_q.add_bulk([{"name": "t", "data": n} for n in range(40)])
+        async with running(worker_for(new_q, {"t": t}, concurrency=4)):  # type: ignore[arg-type]
+            await wait_for(lambda: len(ran) == 40, timeout=60, what="every job run")
+        assert (await reader.counts())[JobState.COMPLETED] == 8
+    finally:
+        await new_q.obliterate(force=True)

@@ -452,15 +452,23 @@ partition's own atomic check still refuses there, after the partitions before it
         return recovered, failed
 
     async def set_retention(self, retention: Retention) -> None:
-        """Count and byte limits are shared out between the partitions so that the shares add up
-        to the limit (each at least 1); age limits apply to each whole."""
-        n = len(self.serving)
+        """Count and byte limits are shared out between the current layout's partitions so that the
+        shares add up to the limit (each at least 1); age limits apply to each whole. A previous
+        layout's partition that still holds jobs waiting, delayed or active gets the same settings
+        as a current partition, so the records its backlog leaves are trimmed too; an empty one keeps
+        what it has (it gets no new records)."""
+        n = len(self.parts)
         counts = _shares(retention.completed_max_count, n)
         failed = _shares(retention.failed_max_count, n)
         sizes = _shares(retention.completed_max_bytes, n)
-        for i, part in enumerate(self.serving):
-            await Queue.set_retention(part, replace(
-                retention, completed_max_count=counts[i], failed_max_count=failed[i], completed_max_bytes=sizes[i]))
+        shares = [replace(retention, completed_max_count=counts[i], failed_max_count=failed[i],
+                          completed_max_bytes=sizes[i]) for i in range(n)]
+        for part, share in zip(self.parts, shares, strict=True):
+            await Queue.set_retention(part, share)
+        for part in self.serving[n:]:
+            pending = await Queue.counts(part)
+            if any(pending[s] for s in (JobState.WAITING, JobState.DELAYED, JobState.ACTIVE)):
+                await Queue.set_retention(part, shares[0])
 
     async def set_limits(
         self, *, rate: RateLimit | None = None, concurrency: int | None = None, cost: RateLimit | None = None,
