@@ -384,3 +384,45 @@ async def test_retention_is_shared_over_the_current_layout(client: RedisClient, 
         assert (await reader.counts())[JobState.COMPLETED] == 8
     finally:
         await new_q.obliterate(force=True)
+
+
+async def test_a_retried_job_of_a_retired_layout_moves_to_the_current_one(
+    backend_url: str, client: RedisClient, qname: str
+) -> None:
+    """After `previous_partitions` was dropped, `retry` and `retry --all-failed` of a job that failed
+    in the old layout put it in the current layout, where the workers run it (id, data, group and
+    attempts kept). Before, it went back to waiting in the old partition, which no worker serves."""
+    old_q = PartitionedQueue(qname, partitions=2, redis=client)
+    new_q = PartitionedQueue(qname, partitions=4, redis=client)
+    current = {p.keys.tag for p in new_q.parts}
+    failing = True
+
+    async def t(ctx: JobContext, data: Any) -> Any:
+        if failing:
+            raise ValueError("fails on purpose")
+        return data
+
+    try:
+        jobs = await old_q.add_bulk([{"name": "t", "data": n, "options": {"attempts": 1, "group": f"g{n}"}}
+                                     for n in range(8)])
+        async with running(worker_for(old_q, {"t": t}, concurrency=2)):  # type: ignore[arg-type]
+            for job in jobs:
+                assert (await job.wait(timeout=60)).state is JobState.FAILED
+        retired = [j.id for j in jobs if j.queue.keys.tag not in current]
+        assert len(retired) >= 2
+        await PartitionedQueue(qname, partitions=4, previous=2, redis=client).register()  # the re-partition
+        await new_q.register()  # then previous_partitions dropped: no process serves the old layout
+        reader = await open_queue(qname, redis=client)
+        await reader.retry(retired[0])
+        one = await new_q.locate(retired[0])
+        assert one is not None and one.keys.tag in current, "retried into the retired layout"
+        done = as_json("retry", qname, "--all-failed", redis_url=backend_url)
+        assert (done["retried"], done["remaining"]) == (7, 0)
+        failing = False
+        async with running(worker_for(new_q, {"t": t}, concurrency=2)):  # type: ignore[arg-type]
+            for n, job in enumerate(jobs):
+                record = await new_q.job(job.id).wait(timeout=60)
+                assert (record.state, record.result, record.options.get("group")) == (JobState.COMPLETED, n, f"g{n}")
+        assert sum((await reader.counts()).values()) == 8
+    finally:
+        await new_q.obliterate(force=True)

@@ -28,12 +28,19 @@ from dataclasses import replace
 from typing import Any
 
 from conveyor.cancelling import cancel_and_wait
-from conveyor.errors import ConfigurationError, InvalidOptionError, JobNotFoundError, QueueNotEmptyError
+from conveyor.errors import (
+    ConfigurationError,
+    InvalidOptionError,
+    InvalidStateError,
+    JobNotFoundError,
+    QueueNotEmptyError,
+    RetiredLayoutError,
+)
 from conveyor.events import Event, EventsMode
 from conveyor.job import Job, JobRecord, JobState
 from conveyor.limits.admin import waiting_ids
 from conveyor.limits.model import GroupLimits, RateLimit
-from conveyor.options import JobSpec
+from conveyor.options import JobOptions, JobSpec
 from conveyor.partitions.layout import read_layout, record_layout
 from conveyor.queue import MAX_LIST_CURSOR, Page, Queue, Retention, check_batch_duplicates
 from conveyor.redis.faults import guarded
@@ -44,6 +51,9 @@ _GENERATED = re.compile(r"^P(\d{1,2})\.")
 _FINISHED = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
 _PENDING = (JobState.WAITING.value, JobState.DELAYED.value, JobState.ACTIVE.value)
 _CURSOR_SEP = "|"
+# What a job moved to the current layout by `retry_in` keeps of its stored options (a key's
+# debounce or throttle acted when the job was added, not when it is retried).
+_MOVED_OPTIONS = ("attempts", "backoff", "timeout", "result_ttl", "failed_ttl", "group", "cost")
 # A page of a partitioned queue is merged from the first cursor + limit ids of every partition (the
 # page's jobs may all sit in one of them), so a deep cursor costs that many ids per partition: the
 # cursor is capped here, not at a plain queue's MAX_LIST_CURSOR (docs/scaling.md, "Listing jobs").
@@ -270,7 +280,36 @@ class PartitionedQueue(Queue):
         return await Queue.cancel(await self._part_of(job_id), job_id)
 
     async def retry(self, job_id: str) -> None:
-        await Queue.retry(await self._part_of(job_id), job_id)
+        """Back to waiting with fresh attempts, in the current layout (see `retry_in`)."""
+        await self.retry_in(await self._part_of(job_id), job_id)
+
+    async def retry_in(self, part: Queue, job_id: str) -> None:
+        """Retry `job_id`, held by `part`. A job of a previous layout's partition moves to the
+        current layout, which every worker of the queue serves (the previous layout may no longer
+        be): it is added there under the same id (with its group, attempts, backoff, timeout, cost
+        and priority), then its old record is removed. The two steps touch two slots; a fault
+        between them leaves the old record beside the waiting copy, and retrying that record again
+        only removes it. RetiredLayoutError when the current layout holds another job of that id."""
+        if part.keys.tag in {p.keys.tag for p in self.parts}:
+            await Queue.retry(part, job_id)
+            return
+        record = await Queue.get_job(part, job_id)
+        if record is None:
+            raise JobNotFoundError(f"job {job_id!r} not found")
+        if record.state not in (JobState.FAILED, JobState.CANCELLED):
+            raise InvalidStateError(job_id, record.state.value, "retry")
+        moved = {k: v for k, v in record.options.items() if k in _MOVED_OPTIONS}
+        options = JobOptions.from_mapping({**moved, "priority": record.priority or None})
+        target = self.group_homes(options.group)[0] if options.group else self.likely_part(job_id)
+        copy = await Queue.get_job(target, job_id)
+        if copy is not None and (copy.name, copy.data) != (record.name, record.data):
+            raise RetiredLayoutError(job_id, record.state.value, (
+                f"job {job_id!r} of queue {self.name!r} is in a previous partition layout, and its id is "
+                "taken by another job in the current one: add it again as a new job"))
+        if copy is None:  # the id as it was (a generated all-digits id too), so handles keep finding it
+            args = replace(target.encode(JobSpec(record.name, record.data, options)), job_id=job_id)
+            await target.scripts.add([args])
+        await Queue.remove(part, job_id)
 
     async def promote(self, job_id: str) -> None:
         await Queue.promote(await self._part_of(job_id), job_id)
