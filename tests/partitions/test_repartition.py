@@ -13,6 +13,7 @@ import pytest
 from conveyor import JobContext, JobState
 from conveyor.alerts.probe import Probe
 from conveyor.errors import IdempotencyConflictError
+from conveyor.limits import admin as limits_admin
 from conveyor.limits.model import GroupLimits, RateLimit
 from conveyor.partitions import PartitionedQueue, open_queue, route_partition, worker_for
 from conveyor.queue import Queue, Retention
@@ -426,3 +427,79 @@ async def test_a_retried_job_of_a_retired_layout_moves_to_the_current_one(
         assert sum((await reader.counts()).values()) == 8
     finally:
         await new_q.obliterate(force=True)
+
+
+async def test_a_repartition_carries_the_queue_settings_into_the_new_layout(client: RedisClient, qname: str) -> None:
+    """The first declaration of a new layout copies the queue's settings into its partitions: a
+    paused queue stays paused, the events mode and retention hold, queue-wide limits are re-shared
+    so they add up to the same fleet-wide limit, group defaults, a tenant's limits and weight reach
+    the tenant's new partition. Settings made once the new layout is current are not overwritten by
+    a later declaration. Before, the new partitions started with none of them."""
+    old_q = PartitionedQueue(qname, partitions=2, redis=client)
+    group = moved_group(qname, 2, 4)
+    try:
+        await old_q.register()
+        await old_q.pause()
+        await old_q.set_events_mode("none")
+        await old_q.set_retention(Retention(completed_max_count=10, completed_max_age_s=600, failed_max_count=6))
+        await old_q.set_limits(concurrency=8, rate=RateLimit(limit=100, per_s=1),
+                               group_defaults=GroupLimits(concurrency=3))
+        await old_q.set_group_limits(group, concurrency=1)
+        await old_q.set_group_weight(group, 2.5)
+        both_q = PartitionedQueue(qname, partitions=4, previous=2, redis=client)
+        await both_q.register()
+        reader = await open_queue(qname, redis=client)
+        assert isinstance(reader, PartitionedQueue) and reader.partition_count == 4
+        assert await reader.is_paused()
+        assert await reader.events_mode() == "none"
+        states = [await Queue.limits_state(part) for part in both_q.parts]
+        assert sum(s["concurrency"]["limit"] for s in states) == 8
+        assert sum(s["rate"]["limit"] for s in states) == 100
+        assert {str(s["group_defaults"]) for s in states} == {str(GroupLimits(concurrency=3).to_json())}
+        retention = [await part.client.hmget(part.keys.meta, ["completed_max_count", "completed_max_age_ms",
+                                                               "failed_max_count"]) for part in both_q.parts]
+        assert sum(int(r[0]) for r in retention) == 10 and sum(int(r[2]) for r in retention) == 6
+        assert {r[1] for r in retention} == {"600000"}
+        home = both_q.parts[route_partition(group, 4)]
+        tenant = await limits_admin.group_state(home, group)
+        assert (tenant["concurrency"], tenant["weight"]) == (1, 2.5)
+        # Once the layout is current, later settings win over a later declaration of the same change.
+        await reader.resume()
+        await reader.set_events_mode("all")
+        await PartitionedQueue(qname, partitions=4, previous=2, redis=client).register()
+        assert not await Queue.is_paused(both_q.parts[0]) and await reader.events_mode() == "all"
+    finally:
+        await old_q.obliterate(force=True)
+
+
+async def test_a_plain_queue_partitioned_keeps_its_settings(client: RedisClient, qname: str) -> None:
+    """plain → 3 partitions: the plain queue's pause and (whole) limits reach the new partitions."""
+    plain = Queue(qname, redis=client)
+    try:
+        await plain.pause()
+        await plain.set_limits(concurrency=6)
+        new_q = PartitionedQueue(qname, partitions=3, previous=0, redis=client)
+        await new_q.register()
+        reader = await open_queue(qname, redis=client)
+        assert isinstance(reader, PartitionedQueue) and await reader.is_paused()
+        states = [await Queue.limits_state(p) for p in new_q.parts]
+        assert sum(s["concurrency"]["limit"] for s in states) == 6
+    finally:
+        await PartitionedQueue(qname, partitions=3, previous=0, redis=client).obliterate(force=True)
+
+
+async def test_unreadable_stored_limits_do_not_stop_a_repartition(client: RedisClient, qname: str) -> None:
+    """Limits edited by hand into something unreadable are not carried (a warning says so); the
+    declaration still succeeds and the other settings still move."""
+    old_q = PartitionedQueue(qname, partitions=2, redis=client)
+    try:
+        await old_q.register()
+        await old_q.pause()
+        await old_q.set_limits(concurrency=4)
+        await client.hset(old_q.parts[0].keys.limits, mapping={"cfg": "{not json", "whole": "[1"})
+        await PartitionedQueue(qname, partitions=3, previous=2, redis=client).register()
+        reader = await open_queue(qname, redis=client)
+        assert isinstance(reader, PartitionedQueue) and reader.partition_count == 3
+        assert await reader.is_paused()
+    finally:
+        await old_q.obliterate(force=True)

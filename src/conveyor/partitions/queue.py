@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-import math
 import re
 import secrets
 import time
@@ -41,6 +40,7 @@ from conveyor.job import Job, JobRecord, JobState
 from conveyor.limits.admin import waiting_ids
 from conveyor.limits.model import GroupLimits, RateLimit
 from conveyor.options import JobOptions, JobSpec
+from conveyor.partitions.carry import carry_settings, set_partition_limits, share_out
 from conveyor.partitions.layout import read_layout, record_layout
 from conveyor.queue import MAX_LIST_CURSOR, Page, Queue, Retention, check_batch_duplicates
 from conveyor.redis.faults import guarded
@@ -143,6 +143,7 @@ class PartitionedQueue(Queue):
 
     async def _register(self) -> None:
         if not self._layout_recorded:
+            await self._carry_settings_if_repartitioning()
             if not await record_layout(self.client, self.prefix, self.name, self.partition_count,
                                        self.previous_counts):
                 # A rolling deploy's old process: it keeps its own layout (workers serving the newer
@@ -152,6 +153,24 @@ class PartitionedQueue(Queue):
                                "with the current count to re-partition)", self.name, self.partition_count)
             self._layout_recorded = True
         await Queue._register(self)
+
+    async def _carry_settings_if_repartitioning(self) -> None:
+        """Before this declaration makes its layout current (a re-partition: the current layout is
+        among `previous`, or nothing is recorded yet and `previous` names the queue's old layout),
+        copy the queue's settings from the layout still current into the new partitions
+        (partitions/carry.py says why the copy comes first)."""
+        if not self.previous_counts:
+            return
+        recorded = await read_layout(self.client, self.prefix, self.name)
+        if recorded is None:
+            source_count = 0 if 0 in self.previous_counts else self.previous_counts[0]
+        elif recorded[0] != self.partition_count and recorded[0] in self.previous_counts:
+            source_count = recorded[0]
+        else:
+            return  # already current, or superseded by a newer layout: nothing to carry
+        by_tag = {part.keys.tag: part for part in self.serving}
+        source = [by_tag[tag] for tag in layout_tags(self.name, source_count)]
+        await carry_settings(source, self.parts, lambda group: route_partition(group, self.partition_count))
 
     async def add_specs(self, specs: Sequence[JobSpec], *, parse: Any = None) -> list[Job[Any]]:
         """Each job to its partition (see the module docstring); one call per partition used.
@@ -497,9 +516,9 @@ partition's own atomic check still refuses there, after the partitions before it
         as a current partition, so the records its backlog leaves are trimmed too; an empty one keeps
         what it has (it gets no new records)."""
         n = len(self.parts)
-        counts = _shares(retention.completed_max_count, n)
-        failed = _shares(retention.failed_max_count, n)
-        sizes = _shares(retention.completed_max_bytes, n)
+        counts = share_out(retention.completed_max_count, n)
+        failed = share_out(retention.failed_max_count, n)
+        sizes = share_out(retention.completed_max_bytes, n)
         shares = [replace(retention, completed_max_count=counts[i], failed_max_count=failed[i],
                           completed_max_bytes=sizes[i]) for i in range(n)]
         for part, share in zip(self.parts, shares, strict=True):
@@ -518,19 +537,13 @@ partition's own atomic check still refuses there, after the partitions before it
         partition. The partitions of a previous layout this handle serves are set too, each with
         the share its own layout gives it, so limits set during a re-partition also hold for the
         jobs still waiting there (each layout enforces the limit on its own until it is empty)."""
-        shares = {part.keys.tag: self.partition_count for part in self.parts}
+        whole = GroupLimits(concurrency=concurrency, rate=rate, cost=cost)
+        await set_partition_limits(self.parts, whole, group_defaults, self.partition_count)
+        current = {part.keys.tag for part in self.parts}
         for count in self.previous_counts:
-            for tag in layout_tags(self.name, count):
-                shares.setdefault(tag, max(count, 1))
-        for part in self.serving:
-            n = shares[part.keys.tag]
-
-            def split(limit: RateLimit | None, n: int = n) -> RateLimit | None:
-                return None if limit is None else replace(limit, limit=max(1, math.ceil(limit.limit / n)))
-
-            await Queue.set_limits(part, rate=split(rate), cost=split(cost),
-                                   concurrency=None if concurrency is None else max(1, math.ceil(concurrency / n)),
-                                   group_defaults=group_defaults)
+            parts = [part for part in self.serving
+                     if part.keys.tag in set(layout_tags(self.name, count)) - current]
+            await set_partition_limits(parts, whole, group_defaults, max(count, 1))
 
     async def set_group_limits(
         self, group: str, *, concurrency: int | None = None, rate: RateLimit | None = None,
@@ -560,13 +573,6 @@ partition's own atomic check still refuses there, after the partitions before it
 
     async def close(self) -> None:
         await Queue.close(self)
-
-
-def _shares(limit: int | None, n: int) -> list[int | None]:
-    """`limit` shared out over `n` partitions: shares differ by at most one and add up to it."""
-    if limit is None:
-        return [None] * n
-    return [max(1, limit // n + (1 if i < limit % n else 0)) for i in range(n)]
 
 
 def _stream_time(entry_id: str) -> tuple[int, int]:
