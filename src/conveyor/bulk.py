@@ -7,6 +7,7 @@ import asyncio
 
 from conveyor.errors import InvalidOptionError, InvalidStateError, JobNotFoundError
 from conveyor.job import JobState
+from conveyor.partitions.queue import PartitionedQueue
 from conveyor.partitions.reading import parts_of
 from conveyor.queue import Queue
 
@@ -14,9 +15,14 @@ RETRY_BATCH = 100
 DELETE_BATCH = 500
 
 
-async def _retry_one(queue: Queue, job_id: str) -> bool:
+async def _retry_one(queue: Queue, part: Queue, job_id: str) -> bool:
+    """Retry one job of `part`; a partitioned queue moves a job of a previous layout to the current
+    one (PartitionedQueue.retry_in), where a worker runs it."""
     try:
-        await queue.retry(job_id)
+        if isinstance(queue, PartitionedQueue):
+            await queue.retry_in(part, job_id)
+        else:
+            await part.retry(job_id)
     except (InvalidStateError, JobNotFoundError):
         return False  # changed under us (retried or purged by someone else)
     return True
@@ -32,7 +38,7 @@ async def retry_failed(queue: Queue, limit: int = 10_000) -> tuple[int, int]:
             ids = [str(i) for i in await part.client.zrange(part.keys.failed, 0, batch - 1)]
             if not ids:
                 break
-            done = sum(await asyncio.gather(*(_retry_one(part, i) for i in ids)))
+            done = sum(await asyncio.gather(*(_retry_one(queue, part, i) for i in ids)))
             retried += done
             if done == 0:
                 break

@@ -97,6 +97,15 @@ class InvalidStateError(ConveyorError):
         self.operation = operation
 
 
+class RetiredLayoutError(InvalidStateError):
+    """A retry that would move a job out of a previous partition layout to the current one, where
+    another job holds its id."""
+
+    def __init__(self, job_id: str, state: str, message: str) -> None:
+        super().__init__(job_id, state, "retry")
+        self.args = (message,)
+
+
 class LeaseLostError(ConveyorError):
     """A write carried a lease token that is no longer current (the job was recovered elsewhere)."""
 

@@ -11,10 +11,12 @@ from typing import Any
 import pytest
 
 from conveyor import JobContext, JobState
+from conveyor.alerts.probe import Probe
 from conveyor.errors import IdempotencyConflictError
-from conveyor.limits.model import GroupLimits
+from conveyor.limits import admin as limits_admin
+from conveyor.limits.model import GroupLimits, RateLimit
 from conveyor.partitions import PartitionedQueue, open_queue, route_partition, worker_for
-from conveyor.queue import Queue
+from conveyor.queue import Queue, Retention
 from conveyor.redis.connection import RedisClient
 from tests.cli.run import as_json
 from tests.conftest import running, wait_for
@@ -321,3 +323,183 @@ async def test_limits_set_during_a_repartition_reach_the_previous_layout(client:
     finally:
         release.set()
         await both_q.obliterate(force=True)
+
+
+def moved_group(name: str, before: int, after: int) -> str:
+    """A group whose partition differs between the two layouts."""
+    from conveyor.partitions.queue import layout_tags
+
+    return next(f"tenant-{i}" for i in range(1000)
+                if layout_tags(name, before)[route_partition(f"tenant-{i}", before)]
+                != layout_tags(name, after)[route_partition(f"tenant-{i}", after)])
+
+
+async def test_the_alert_probe_reads_a_group_in_every_layout(client: RedisClient, qname: str) -> None:
+    """A tenant whose cost budget was spent by its older jobs in the previous layout's partition is
+    seen as spent by the alert rules (they read the record, so the new layout is current). Before,
+    the probe read the group's partition of the current layout only, whose limiter was untouched."""
+    old_q = PartitionedQueue(qname, partitions=2, redis=client)
+    both_q = PartitionedQueue(qname, partitions=4, previous=2, redis=client)
+    group = moved_group(qname, 2, 4)
+
+    async def t(ctx: JobContext, data: Any) -> None:
+        return None
+
+    try:
+        await old_q.register()
+        await both_q.register()
+        await both_q.set_group_limits(group, cost=RateLimit(limit=10, per_s=3600))
+        job = await old_q.add("t", 1, group=group, cost=10)
+        async with running(worker_for(both_q, {"t": t}, concurrency=1)):  # type: ignore[arg-type]
+            assert (await job.wait(timeout=60)).state is JobState.COMPLETED
+        await old_q.add("t", 2, group=group, cost=10)  # waits in the old layout: the budget is spent
+        probe = Probe(client, "cv")
+        limiter = await probe.limiter(qname, group, "cost")
+        assert limiter is not None and limiter["tokens"] < 1, limiter
+        state = await probe.group_state(qname, group)
+        assert state["waiting"] == 1
+    finally:
+        await both_q.obliterate(force=True)
+
+
+async def test_retention_is_shared_over_the_current_layout(client: RedisClient, qname: str) -> None:
+    """Retention set through a handle that reads every recorded layout (the CLI's, the API's) keeps
+    as many finished jobs in the current layout as configured. Before, the count was shared over the
+    old, empty layout's partitions too, so the current partitions kept fewer."""
+    await PartitionedQueue(qname, partitions=2, redis=client).register()
+    new_q = PartitionedQueue(qname, partitions=4, previous=2, redis=client)
+    await new_q.register()
+
+    ran: list[int] = []
+
+    async def t(ctx: JobContext, data: int) -> None:
+        ran.append(data)
+
+    try:
+        reader = await open_queue(qname, redis=client)
+        assert isinstance(reader, PartitionedQueue) and len(reader.serving) > len(reader.parts) == 4
+        await reader.set_retention(Retention(completed_max_count=8))
+        await new_q.add_bulk([{"name": "t", "data": n} for n in range(40)])
+        async with running(worker_for(new_q, {"t": t}, concurrency=4)):  # type: ignore[arg-type]
+            await wait_for(lambda: len(ran) == 40, timeout=60, what="every job run")
+        assert (await reader.counts())[JobState.COMPLETED] == 8
+    finally:
+        await new_q.obliterate(force=True)
+
+
+async def test_a_retried_job_of_a_retired_layout_moves_to_the_current_one(
+    backend_url: str, client: RedisClient, qname: str
+) -> None:
+    """After `previous_partitions` was dropped, `retry` and `retry --all-failed` of a job that failed
+    in the old layout put it in the current layout, where the workers run it (id, data, group and
+    attempts kept). Before, it went back to waiting in the old partition, which no worker serves."""
+    old_q = PartitionedQueue(qname, partitions=2, redis=client)
+    new_q = PartitionedQueue(qname, partitions=4, redis=client)
+    current = {p.keys.tag for p in new_q.parts}
+    failing = True
+
+    async def t(ctx: JobContext, data: Any) -> Any:
+        if failing:
+            raise ValueError("fails on purpose")
+        return data
+
+    try:
+        jobs = await old_q.add_bulk([{"name": "t", "data": n, "options": {"attempts": 1, "group": f"g{n}"}}
+                                     for n in range(8)])
+        async with running(worker_for(old_q, {"t": t}, concurrency=2)):  # type: ignore[arg-type]
+            for job in jobs:
+                assert (await job.wait(timeout=60)).state is JobState.FAILED
+        retired = [j.id for j in jobs if j.queue.keys.tag not in current]
+        assert len(retired) >= 2
+        await PartitionedQueue(qname, partitions=4, previous=2, redis=client).register()  # the re-partition
+        await new_q.register()  # then previous_partitions dropped: no process serves the old layout
+        reader = await open_queue(qname, redis=client)
+        await reader.retry(retired[0])
+        one = await new_q.locate(retired[0])
+        assert one is not None and one.keys.tag in current, "retried into the retired layout"
+        done = as_json("retry", qname, "--all-failed", redis_url=backend_url)
+        assert (done["retried"], done["remaining"]) == (7, 0)
+        failing = False
+        async with running(worker_for(new_q, {"t": t}, concurrency=2)):  # type: ignore[arg-type]
+            for n, job in enumerate(jobs):
+                record = await new_q.job(job.id).wait(timeout=60)
+                assert (record.state, record.result, record.options.get("group")) == (JobState.COMPLETED, n, f"g{n}")
+        assert sum((await reader.counts()).values()) == 8
+    finally:
+        await new_q.obliterate(force=True)
+
+
+async def test_a_repartition_carries_the_queue_settings_into_the_new_layout(client: RedisClient, qname: str) -> None:
+    """The first declaration of a new layout copies the queue's settings into its partitions: a
+    paused queue stays paused, the events mode and retention hold, queue-wide limits are re-shared
+    so they add up to the same fleet-wide limit, group defaults, a tenant's limits and weight reach
+    the tenant's new partition. Settings made once the new layout is current are not overwritten by
+    a later declaration. Before, the new partitions started with none of them."""
+    old_q = PartitionedQueue(qname, partitions=2, redis=client)
+    group = moved_group(qname, 2, 4)
+    try:
+        await old_q.register()
+        await old_q.pause()
+        await old_q.set_events_mode("none")
+        await old_q.set_retention(Retention(completed_max_count=10, completed_max_age_s=600, failed_max_count=6))
+        await old_q.set_limits(concurrency=8, rate=RateLimit(limit=100, per_s=1),
+                               group_defaults=GroupLimits(concurrency=3))
+        await old_q.set_group_limits(group, concurrency=1)
+        await old_q.set_group_weight(group, 2.5)
+        both_q = PartitionedQueue(qname, partitions=4, previous=2, redis=client)
+        await both_q.register()
+        reader = await open_queue(qname, redis=client)
+        assert isinstance(reader, PartitionedQueue) and reader.partition_count == 4
+        assert await reader.is_paused()
+        assert await reader.events_mode() == "none"
+        states = [await Queue.limits_state(part) for part in both_q.parts]
+        assert sum(s["concurrency"]["limit"] for s in states) == 8
+        assert sum(s["rate"]["limit"] for s in states) == 100
+        assert {str(s["group_defaults"]) for s in states} == {str(GroupLimits(concurrency=3).to_json())}
+        retention = [await part.client.hmget(part.keys.meta, ["completed_max_count", "completed_max_age_ms",
+                                                               "failed_max_count"]) for part in both_q.parts]
+        assert sum(int(r[0]) for r in retention) == 10 and sum(int(r[2]) for r in retention) == 6
+        assert {r[1] for r in retention} == {"600000"}
+        home = both_q.parts[route_partition(group, 4)]
+        tenant = await limits_admin.group_state(home, group)
+        assert (tenant["concurrency"], tenant["weight"]) == (1, 2.5)
+        # Once the layout is current, later settings win over a later declaration of the same change.
+        await reader.resume()
+        await reader.set_events_mode("all")
+        await PartitionedQueue(qname, partitions=4, previous=2, redis=client).register()
+        assert not await Queue.is_paused(both_q.parts[0]) and await reader.events_mode() == "all"
+    finally:
+        await old_q.obliterate(force=True)
+
+
+async def test_a_plain_queue_partitioned_keeps_its_settings(client: RedisClient, qname: str) -> None:
+    """plain → 3 partitions: the plain queue's pause and (whole) limits reach the new partitions."""
+    plain = Queue(qname, redis=client)
+    try:
+        await plain.pause()
+        await plain.set_limits(concurrency=6)
+        new_q = PartitionedQueue(qname, partitions=3, previous=0, redis=client)
+        await new_q.register()
+        reader = await open_queue(qname, redis=client)
+        assert isinstance(reader, PartitionedQueue) and await reader.is_paused()
+        states = [await Queue.limits_state(p) for p in new_q.parts]
+        assert sum(s["concurrency"]["limit"] for s in states) == 6
+    finally:
+        await PartitionedQueue(qname, partitions=3, previous=0, redis=client).obliterate(force=True)
+
+
+async def test_unreadable_stored_limits_do_not_stop_a_repartition(client: RedisClient, qname: str) -> None:
+    """Limits edited by hand into something unreadable are not carried (a warning says so); the
+    declaration still succeeds and the other settings still move."""
+    old_q = PartitionedQueue(qname, partitions=2, redis=client)
+    try:
+        await old_q.register()
+        await old_q.pause()
+        await old_q.set_limits(concurrency=4)
+        await client.hset(old_q.parts[0].keys.limits, mapping={"cfg": "{not json", "whole": "[1"})
+        await PartitionedQueue(qname, partitions=3, previous=2, redis=client).register()
+        reader = await open_queue(qname, redis=client)
+        assert isinstance(reader, PartitionedQueue) and reader.partition_count == 3
+        assert await reader.is_paused()
+    finally:
+        await old_q.obliterate(force=True)

@@ -12,7 +12,7 @@ from typing import Any
 
 from conveyor.autoscaling.signals import oldest_waiting_ms
 from conveyor.limits import admin as limits_admin
-from conveyor.partitions import PartitionedQueue, open_queue, parts_of, route_partition
+from conveyor.partitions import PartitionedQueue, open_queue, parts_of
 from conveyor.queue import Queue
 from conveyor.redis.clock import redis_now_ms
 from conveyor.redis.connection import RedisClient
@@ -65,10 +65,17 @@ class Probe:
     async def _oldest(self, queue: str) -> int | None:
         return await oldest_waiting_ms(await self.opened(queue), self.now_ms)  # None: each partition's clock
 
+    async def group_state(self, queue: str, group: str) -> dict[str, Any]:
+        """One group's limits and backlog (limits_admin.group_state), once per pass."""
+        state: dict[str, Any] = await self._once(("group", queue, group), lambda: self._group_state(queue, group))
+        return state
+
     async def _group_state(self, queue: str, group: str) -> dict[str, Any]:
+        """A group lives in one partition per layout; during a re-partition its older jobs (and
+        the limiter they spend) are in the previous layout's partition, so every home is read."""
         q = await self.opened(queue)
-        part = q.parts[route_partition(group, q.partition_count)] if isinstance(q, PartitionedQueue) else q
-        return await limits_admin.group_state(part, group)  # a group lives in one partition
+        homes = q.group_homes(group) if isinstance(q, PartitionedQueue) else [q]
+        return merge_group_states([await limits_admin.group_state(part, group) for part in homes])
 
     async def limits(self, queue: str) -> dict[str, Any]:
         result: dict[str, Any] = await self._once(("limits", queue), (await self.opened(queue)).limits_state)
@@ -78,7 +85,7 @@ class Probe:
         """The `rate` or `cost` limiter state of the queue, or of one of its groups."""
         if group is None:
             return (await self.limits(queue)).get(name)
-        state = await self._once(("group", queue, group), lambda: self._group_state(queue, group))
+        state = await self.group_state(queue, group)
         value: dict[str, Any] | None = state.get(name)
         return value
 
@@ -138,3 +145,18 @@ class Probe:
         return sum(1 for w in workers if queue in (w.get("queues") or ()))
 
 
+
+
+def merge_group_states(states: list[dict[str, Any]]) -> dict[str, Any]:
+    """One group's state over its homes in every layout (the current one first): backlogs and
+    active counts summed, the latest block, and for each limiter the home with the fewest tokens
+    (each layout's home enforces the group's limits on its own, so the emptiest one holds jobs back)."""
+    merged = dict(states[0])
+    merged["waiting"] = sum(int(s["waiting"]) for s in states)
+    merged["active"] = sum(int(s["active"]) for s in states)
+    blocked = [s["blocked_until_ms"] for s in states if s["blocked_until_ms"] is not None]
+    merged["blocked_until_ms"] = max(blocked) if blocked else None
+    for name in ("rate", "cost"):
+        limiters = [s[name] for s in states if s.get(name) is not None]
+        merged[name] = min(limiters, key=lambda lim: float(lim["tokens"])) if limiters else None
+    return merged

@@ -47,8 +47,10 @@ async def set_limits(
     concurrency: int | None = None,
     cost: RateLimit | None = None,
     group_defaults: GroupLimits | None = None,
+    whole: dict[str, Any] | None = None,
 ) -> None:
-    """Replace the queue's limits (what is not given is removed)."""
+    """Replace the queue's limits (what is not given is removed). `whole`: a partition's share is
+    set, and these are the queue-wide limits it was shared from (kept for a re-partition)."""
     own = GroupLimits(concurrency=concurrency, rate=rate, cost=cost)
     if group_defaults is not None and not isinstance(group_defaults, GroupLimits):
         raise ConfigurationError(f"group_defaults must be GroupLimits, got {group_defaults!r}")
@@ -58,7 +60,9 @@ async def set_limits(
         values.update(group_defaults.fields("g_"))
         config["group_defaults"] = group_defaults.to_json()
     values["cfg"] = codec.dumps(config).decode()
-    managed = [*limiter_fields(""), *limiter_fields("g_"), "cfg"]
+    if whole is not None:
+        values["whole"] = codec.dumps(whole).decode()
+    managed = [*limiter_fields(""), *limiter_fields("g_"), "cfg", "whole"]
     await _write(queue, "", queue.keys.limits, values, managed)
 
 

@@ -18,7 +18,6 @@ from __future__ import annotations
 import asyncio
 import heapq
 import logging
-import math
 import re
 import secrets
 import time
@@ -28,13 +27,21 @@ from dataclasses import replace
 from typing import Any, TypeVar
 
 from conveyor.cancelling import cancel_and_wait
-from conveyor.errors import ConfigurationError, InvalidOptionError, JobNotFoundError, QueueNotEmptyError
+from conveyor.errors import (
+    ConfigurationError,
+    InvalidOptionError,
+    InvalidStateError,
+    JobNotFoundError,
+    QueueNotEmptyError,
+    RetiredLayoutError,
+)
 from conveyor.events import Event, EventsMode
 from conveyor.job import Job, JobRecord, JobState
 from conveyor.limits.admin import waiting_ids
 from conveyor.limits.model import GroupLimits, RateLimit
 from conveyor.listing import Located
-from conveyor.options import JobSpec
+from conveyor.options import JobOptions, JobSpec
+from conveyor.partitions.carry import carry_settings, set_partition_limits, share_out
 from conveyor.partitions.layout import read_layout, record_layout
 from conveyor.queue import MAX_LIST_CURSOR, Queue, Retention, check_batch_duplicates
 from conveyor.redis.faults import guarded
@@ -45,6 +52,9 @@ _GENERATED = re.compile(r"^P(\d{1,2})\.")
 _FINISHED = (JobState.COMPLETED, JobState.FAILED, JobState.CANCELLED)
 _PENDING = (JobState.WAITING.value, JobState.DELAYED.value, JobState.ACTIVE.value)
 _CURSOR_SEP = "|"
+# What a job moved to the current layout by `retry_in` keeps of its stored options (a key's
+# debounce or throttle acted when the job was added, not when it is retried).
+_MOVED_OPTIONS = ("attempts", "backoff", "timeout", "result_ttl", "failed_ttl", "group", "cost")
 # A page of a partitioned queue is merged from the first cursor + limit ids of every partition (the
 # page's jobs may all sit in one of them), so a deep cursor costs that many ids per partition: the
 # cursor is capped here, not at a plain queue's MAX_LIST_CURSOR (docs/scaling.md, "Listing jobs").
@@ -134,6 +144,7 @@ class PartitionedQueue(Queue):
 
     async def _register(self) -> None:
         if not self._layout_recorded:
+            await self._carry_settings_if_repartitioning()
             if not await record_layout(self.client, self.prefix, self.name, self.partition_count,
                                        self.previous_counts):
                 # A rolling deploy's old process: it keeps its own layout (workers serving the newer
@@ -143,6 +154,24 @@ class PartitionedQueue(Queue):
                                "with the current count to re-partition)", self.name, self.partition_count)
             self._layout_recorded = True
         await Queue._register(self)
+
+    async def _carry_settings_if_repartitioning(self) -> None:
+        """Before this declaration makes its layout current (a re-partition: the current layout is
+        among `previous`, or nothing is recorded yet and `previous` names the queue's old layout),
+        copy the queue's settings from the layout still current into the new partitions
+        (partitions/carry.py says why the copy comes first)."""
+        if not self.previous_counts:
+            return
+        recorded = await read_layout(self.client, self.prefix, self.name)
+        if recorded is None:
+            source_count = 0 if 0 in self.previous_counts else self.previous_counts[0]
+        elif recorded[0] != self.partition_count and recorded[0] in self.previous_counts:
+            source_count = recorded[0]
+        else:
+            return  # already current, or superseded by a newer layout: nothing to carry
+        by_tag = {part.keys.tag: part for part in self.serving}
+        source = [by_tag[tag] for tag in layout_tags(self.name, source_count)]
+        await carry_settings(source, self.parts, lambda group: route_partition(group, self.partition_count))
 
     async def add_specs(self, specs: Sequence[JobSpec], *, parse: Any = None) -> list[Job[Any]]:
         """Each job to its partition (see the module docstring); one call per partition used.
@@ -271,7 +300,37 @@ class PartitionedQueue(Queue):
         return await Queue.cancel(await self._part_of(job_id), job_id)
 
     async def retry(self, job_id: str) -> JobState:
-        return await Queue.retry(await self._part_of(job_id), job_id)
+        """Back to waiting with fresh attempts, in the current layout (see `retry_in`); returns the
+        state it went to."""
+        return await self.retry_in(await self._part_of(job_id), job_id)
+
+    async def retry_in(self, part: Queue, job_id: str) -> JobState:
+        """Retry `job_id`, held by `part`. A job of a previous layout's partition moves to the
+        current layout, which every worker of the queue serves (the previous layout may no longer
+        be): it is added there under the same id (with its group, attempts, backoff, timeout, cost
+        and priority), then its old record is removed. The two steps touch two slots; a fault
+        between them leaves the old record beside the waiting copy, and retrying that record again
+        only removes it. RetiredLayoutError when the current layout holds another job of that id."""
+        if part.keys.tag in {p.keys.tag for p in self.parts}:
+            return await Queue.retry(part, job_id)
+        record = await Queue.get_job(part, job_id)
+        if record is None:
+            raise JobNotFoundError(f"job {job_id!r} not found")
+        if record.state not in (JobState.FAILED, JobState.CANCELLED):
+            raise InvalidStateError(job_id, record.state.value, "retry")
+        moved = {k: v for k, v in record.options.items() if k in _MOVED_OPTIONS}
+        options = JobOptions.from_mapping({**moved, "priority": record.priority or None})
+        target = self.group_homes(options.group)[0] if options.group else self.likely_part(job_id)
+        copy = await Queue.get_job(target, job_id)
+        if copy is not None and (copy.name, copy.data) != (record.name, record.data):
+            raise RetiredLayoutError(job_id, record.state.value, (
+                f"job {job_id!r} of queue {self.name!r} is in a previous partition layout, and its id is "
+                "taken by another job in the current one: add it again as a new job"))
+        if copy is None:  # the id as it was (a generated all-digits id too), so handles keep finding it
+            args = replace(target.encode(JobSpec(record.name, record.data, options)), job_id=job_id)
+            await target.scripts.add([args])
+        await Queue.remove(part, job_id)
+        return JobState.WAITING  # (a flow's jobs are never on a partitioned queue)
 
     async def promote(self, job_id: str) -> None:
         await Queue.promote(await self._part_of(job_id), job_id)
@@ -452,15 +511,23 @@ partition's own atomic check still refuses there, after the partitions before it
         return recovered, failed
 
     async def set_retention(self, retention: Retention) -> None:
-        """Count and byte limits are shared out between the partitions so that the shares add up
-        to the limit (each at least 1); age limits apply to each whole."""
-        n = len(self.serving)
-        counts = _shares(retention.completed_max_count, n)
-        failed = _shares(retention.failed_max_count, n)
-        sizes = _shares(retention.completed_max_bytes, n)
-        for i, part in enumerate(self.serving):
-            await Queue.set_retention(part, replace(
-                retention, completed_max_count=counts[i], failed_max_count=failed[i], completed_max_bytes=sizes[i]))
+        """Count and byte limits are shared out between the current layout's partitions so that the
+        shares add up to the limit (each at least 1); age limits apply to each whole. A previous
+        layout's partition that still holds jobs waiting, delayed or active gets the same settings
+        as a current partition, so the records its backlog leaves are trimmed too; an empty one keeps
+        what it has (it gets no new records)."""
+        n = len(self.parts)
+        counts = share_out(retention.completed_max_count, n)
+        failed = share_out(retention.failed_max_count, n)
+        sizes = share_out(retention.completed_max_bytes, n)
+        shares = [replace(retention, completed_max_count=counts[i], failed_max_count=failed[i],
+                          completed_max_bytes=sizes[i]) for i in range(n)]
+        for part, share in zip(self.parts, shares, strict=True):
+            await Queue.set_retention(part, share)
+        for part in self.serving[n:]:
+            pending = await Queue.counts(part)
+            if any(pending[s] for s in (JobState.WAITING, JobState.DELAYED, JobState.ACTIVE)):
+                await Queue.set_retention(part, shares[0])
 
     async def set_limits(
         self, *, rate: RateLimit | None = None, concurrency: int | None = None, cost: RateLimit | None = None,
@@ -471,19 +538,13 @@ partition's own atomic check still refuses there, after the partitions before it
         partition. The partitions of a previous layout this handle serves are set too, each with
         the share its own layout gives it, so limits set during a re-partition also hold for the
         jobs still waiting there (each layout enforces the limit on its own until it is empty)."""
-        shares = {part.keys.tag: self.partition_count for part in self.parts}
+        whole = GroupLimits(concurrency=concurrency, rate=rate, cost=cost)
+        await set_partition_limits(self.parts, whole, group_defaults, self.partition_count)
+        current = {part.keys.tag for part in self.parts}
         for count in self.previous_counts:
-            for tag in layout_tags(self.name, count):
-                shares.setdefault(tag, max(count, 1))
-        for part in self.serving:
-            n = shares[part.keys.tag]
-
-            def split(limit: RateLimit | None, n: int = n) -> RateLimit | None:
-                return None if limit is None else replace(limit, limit=max(1, math.ceil(limit.limit / n)))
-
-            await Queue.set_limits(part, rate=split(rate), cost=split(cost),
-                                   concurrency=None if concurrency is None else max(1, math.ceil(concurrency / n)),
-                                   group_defaults=group_defaults)
+            parts = [part for part in self.serving
+                     if part.keys.tag in set(layout_tags(self.name, count)) - current]
+            await set_partition_limits(parts, whole, group_defaults, max(count, 1))
 
     async def set_group_limits(
         self, group: str, *, concurrency: int | None = None, rate: RateLimit | None = None,
@@ -491,15 +552,16 @@ partition's own atomic check still refuses there, after the partitions before it
     ) -> None:
         """The group's partition of each layout served: during a re-partition its older jobs wait in
         the previous layout's partition, which enforces the limits on its own."""
-        for part in self._group_homes(group):
+        for part in self.group_homes(group):
             await Queue.set_group_limits(part, group, concurrency=concurrency, rate=rate, cost=cost)
 
     async def set_group_weight(self, group: str, weight: float) -> None:
-        for part in self._group_homes(group):
+        for part in self.group_homes(group):
             await Queue.set_group_weight(part, group, weight)
 
-    def _group_homes(self, group: str) -> list[Queue]:
-        """The partition a group's jobs go to in the current layout, then in each previous one."""
+    def group_homes(self, group: str) -> list[Queue]:
+        """The partition a group's jobs go to in the current layout, then in each previous one (where
+        its older jobs may still wait during a re-partition)."""
         homes = [self.parts[route_partition(group, self.partition_count)]]
         return homes + [part for part in self._previous_homes(group) if part not in homes]
 
@@ -512,13 +574,6 @@ partition's own atomic check still refuses there, after the partitions before it
 
     async def close(self) -> None:
         await Queue.close(self)
-
-
-def _shares(limit: int | None, n: int) -> list[int | None]:
-    """`limit` shared out over `n` partitions: shares differ by at most one and add up to it."""
-    if limit is None:
-        return [None] * n
-    return [max(1, limit // n + (1 if i < limit % n else 0)) for i in range(n)]
 
 
 def _stream_time(entry_id: str) -> tuple[int, int]:
