@@ -45,16 +45,25 @@ async def test_flashcards_appear_in_the_output_while_the_answer_streams(app: Con
 
 
 async def test_a_provider_that_does_not_stream_is_asked_whole(app: Conveyor, chat: ChatServer) -> None:
-    plain = Provider("plain", chat.base_url("ok"), "test-model", "test-key", 5.0, stream=False)
+    """A provider with `stream: false` is asked for a whole answer, which is published to the job's
+    output in one piece when it arrives. Before, nothing was ever published: someone following the
+    job's output saw no answer at all."""
+    plain = Provider("plain", chat.base_url("ok"), "test-model", "test-key", 30.0, stream=False)
+    chat.hold_after = 0  # the whole answer waits for `release`
     handlers = install(app, ai=True, settings=Settings(), ai_providers=[plain])
     assert handlers.ai is not None
     job = await handlers.ai.generate.enqueue({"prompt": "hello"})
+    queue = app.queue("ai")
     async with running(app.worker("ai", lease_ms=5000)):
+        await wait_for(lambda: len(chat.calls) == 1, what="the provider asked")
+        out = await queue.get_output(job.id)
+        assert out is not None and out.text == "", "nothing is published before the answer arrives"
+        chat.release.set()
         result = await job.result(timeout=30)
     assert result.text == "echo: hello" and result.usage.total_tokens == 16
     assert "stream" not in chat.calls[0][1]
-    out = await app.queue("ai").get_output(job.id)
-    assert out is not None and out.text == "" and out.attempt == 0
+    out = await queue.get_output(job.id)
+    assert out is not None and out.text == "echo: hello" and out.attempt == 1 and not out.truncated
 
 
 async def test_a_fallback_after_a_streamed_bad_answer_is_marked_in_the_output(

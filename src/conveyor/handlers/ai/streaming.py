@@ -1,5 +1,6 @@
 """One chat completion, streamed from the provider (OpenAI-compatible `stream: true`) into the job's
-output as it arrives, or asked for whole when the provider does not stream.
+output as it arrives, or asked for whole when the provider does not stream (and then published to
+the output in one piece when it arrives).
 
 Tokens are published in batches (at least `FLUSH_CHARS` characters or `FLUSH_S` seconds apart, and
 at the end) so a fast model does not cost one Redis round trip per token; text waiting in the batch
@@ -98,12 +99,18 @@ async def complete(
             text = _text(choice.message.content) if choice is not None else ""
             if len(text) > MAX_ANSWER_CHARS:
                 raise BrokenAnswer(f"the answer passed {MAX_ANSWER_CHARS} characters")
-            return Completion(
+            completion = Completion(
                 text=text,
                 model=_text(response.model) or None,
                 finish_reason=_text(choice.finish_reason) or None if choice is not None else None,
                 usage=response.usage,
             )
+        # Someone following the job's output sees the whole answer as one piece when it arrives.
+        sink = _Sink(ctx)
+        await sink.add(completion.text)
+        await sink.flush()
+        completion.streamed = sink.sent
+        return completion
     sink = _Sink(ctx)
     parts: list[str] = []
     size = 0
