@@ -67,7 +67,8 @@ class HttpServer:
 
 
 class ChatServer(HttpServer):
-    """POST /<mode>/v1/chat/completions with mode: ok, fail (500), limited (429 + Retry-After),
+    """POST /<mode>/v1/chat/completions with mode: ok, fail (500), limited (429 + Retry-After), busy
+    (503 + Retry-After),
     slow (answers after `slow_s`), garbage (JSON output that breaks the schema). A request with
     `"stream": true` is answered as OpenAI streams (server-sent chunks of `token_chars` characters,
     usage in a last chunk when asked); with `hold_after` set, a stream stops after that many chunks
@@ -126,6 +127,10 @@ class ChatServer(HttpServer):
             return web.json_response({"error": {"message": "bad key", "type": "auth"}}, status=401)
         if mode == "fail":
             return web.json_response({"error": {"message": "upstream exploded", "type": "server_error"}}, status=500)
+        if mode == "busy":  # 503, with Retry-After unless `retry_after` is empty
+            headers = {"Retry-After": self.retry_after} if self.retry_after else {}
+            return web.json_response({"error": {"message": "overloaded", "type": "server_error"}}, status=503,
+                                     headers=headers)
         if mode == "limited":
             return web.json_response(
                 {"error": {"message": "slow down", "type": "rate_limit"}},

@@ -105,6 +105,39 @@ async def test_a_429_holds_the_provider_and_the_job_waits_without_an_attempt(app
     assert rec.state is JobState.DELAYED and rec.error is None
 
 
+async def test_a_503_with_retry_after_holds_the_provider_without_opening_its_circuit(
+    app: Conveyor, chat: ChatServer
+) -> None:
+    """A provider answering 503 with Retry-After says "come back later", as a 429 does: it is held for
+    that long (fleet-wide) and the job waits without an attempt, and no breaker failure is counted.
+    Before, the 503 counted as a failure (one was enough to open this circuit for 30 s) and its
+    Retry-After was ignored."""
+    gen = gen_for(app, chat, "busy", failures=1, cooldown_s=30)
+    with pytest.raises(RateLimited) as info:
+        await gen.run(PROMPT)
+    assert 5.0 <= info.value.retry_after <= 7.0
+    state = await gen.breaker.state("busy")
+    assert "failures" not in state and "open_until" not in state and "hold_until" in state
+    with pytest.raises(RateLimited):
+        await gen.run(PROMPT)
+    assert chat.count("busy") == 1, "a held provider is not called again before its Retry-After"
+
+    await gen.breaker.record_success("busy")  # the hold is cleared: the provider is asked again
+    chat.retry_after = "99999"  # bounded like every other Retry-After: at most an hour
+    with pytest.raises(RateLimited) as info:
+        await gen.run(PROMPT)
+    assert chat.count("busy") == 2 and 3000 < info.value.retry_after <= 3600
+    assert "failures" not in await gen.breaker.state("busy")
+
+
+async def test_a_503_without_retry_after_is_a_failure(app: Conveyor, chat: ChatServer) -> None:
+    chat.retry_after = ""
+    gen = gen_for(app, chat, "busy", "ok", failures=5)
+    result = await gen.run(PROMPT)
+    assert [a.outcome for a in result.attempts] == ["error", "ok"]
+    assert (await gen.breaker.state("busy"))["failures"] == "1"
+
+
 async def _is(job: Any, state: JobState) -> bool:
     return await job.state() is state
 

@@ -3,7 +3,8 @@
 After `failures` failures in a row (timeouts, connection errors, 5xx) the circuit opens for
 `cooldown_s`: workers skip the provider instead of spending attempts on it. When the cool-down ends
 the circuit is half-open: calls go through again, the first failure reopens it at once and a
-success closes it. A 429 sets a separate `hold` for the Retry-After time without counting a failure.
+success closes it. A 429 (or a 503 with Retry-After) sets a separate `hold` for the Retry-After time
+without counting a failure.
 All times come from the Redis clock.
 """
 

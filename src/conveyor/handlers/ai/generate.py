@@ -1,11 +1,12 @@
 """The generic `ai.generate` task: one chat completion, tried across the provider chain.
 
 Timeouts, connection errors and 5xx count against the provider's circuit breaker and move on to the
-next provider; a 429 holds the provider for its Retry-After and moves on; output that fails the
-requested schema moves on too. Answers are streamed into the job's output as they arrive
-(streaming.py); a provider that fails after streaming leaves its partial answer there, followed by a
-marker line naming the next provider. When every provider was only rate-limited or circuit-open the job
-waits (`RateLimited`, no attempt used); otherwise it is retried with the job's backoff.
+next provider; a 429, or a 503 with Retry-After, holds the provider for its Retry-After (bounded, no
+breaker failure) and moves on; output that fails the requested schema moves on too. Answers are
+streamed into the job's output as they arrive (streaming.py); a provider that fails after streaming
+leaves its partial answer there, followed by a marker line naming the next provider. When every
+provider was only rate-limited or circuit-open the job waits (`RateLimited`, no attempt used);
+otherwise it is retried with the job's backoff.
 """
 
 from __future__ import annotations
@@ -24,7 +25,7 @@ from conveyor.handlers.ai.circuit import CircuitBreaker
 from conveyor.handlers.ai.dedupe import Dedupe, fingerprint
 from conveyor.handlers.ai.providers import MAX_SELECTED, Provider, ProviderChain
 from conveyor.handlers.ai.streaming import STREAMED, BrokenAnswer, complete
-from conveyor.handlers.http import parse_retry_after
+from conveyor.handlers.http import slow_down_wait
 from conveyor.limits.named import MAX_TOKENS_PER_JOB
 from conveyor.options import COST_MAX
 from conveyor.worker.context import JobContext
@@ -302,10 +303,12 @@ class Generator:
 
     async def _status(self, provider: Provider, exc: openai.APIStatusError) -> Exception:
         name, status = provider.name, exc.status_code
-        if status == 429:
-            wait = parse_retry_after(dict(exc.response.headers))
+        # "Come back later" (a 429, or a 503 with Retry-After) holds the provider, as the other handlers
+        # wait: the provider is not failing, so no breaker failure is counted.
+        wait = slow_down_wait(status, dict(exc.response.headers))
+        if wait is not None:
             held = await self.breaker.hold(name, wait)
-            return _Skip(ProviderAttempt(provider=name, outcome="rate_limited", detail="429", wait_s=held))
+            return _Skip(ProviderAttempt(provider=name, outcome="rate_limited", detail=str(status), wait_s=held))
         if status in _FATAL_STATUS:
             return Unrecoverable(f"AI provider {name} rejected the request ({status}): {_message(exc)}")
         await self._failed(name)
