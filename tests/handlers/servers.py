@@ -67,7 +67,8 @@ class HttpServer:
 
 
 class ChatServer(HttpServer):
-    """POST /<mode>/v1/chat/completions with mode: ok, fail (500), limited (429 + Retry-After),
+    """POST /<mode>/v1/chat/completions with mode: ok, fail (500), limited (429 + Retry-After), busy
+    (503 + Retry-After), cut (a stream whose connection drops after `cut_after` chunks),
     slow (answers after `slow_s`), garbage (JSON output that breaks the schema). A request with
     `"stream": true` is answered as OpenAI streams (server-sent chunks of `token_chars` characters,
     usage in a last chunk when asked); with `hold_after` set, a stream stops after that many chunks
@@ -82,6 +83,7 @@ class ChatServer(HttpServer):
         self.slow_s = 5.0
         self.token_chars = 8
         self.hold_after: int | None = None
+        self.cut_after = 2
         self.release = asyncio.Event()
         self.usage: Any = {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}  # as sent
         self.app.router.add_post("/{mode}/v1/chat/completions", self.completions)
@@ -91,7 +93,9 @@ class ChatServer(HttpServer):
         self.release.set()
         return web.Response(text="released")
 
-    async def _stream(self, request: web.Request, body: dict[str, Any], content: str) -> web.StreamResponse:
+    async def _stream(
+        self, request: web.Request, body: dict[str, Any], content: str, *, cut: bool = False
+    ) -> web.StreamResponse:
         response = web.StreamResponse(headers={"Content-Type": "text/event-stream"})
         await response.prepare(request)
         base = {"id": f"chatcmpl-{len(self.calls)}", "object": "chat.completion.chunk",
@@ -104,6 +108,10 @@ class ChatServer(HttpServer):
         for n, piece in enumerate(pieces):
             if self.hold_after is not None and n == self.hold_after:
                 await self.release.wait()
+            if cut and n == self.cut_after:  # the connection drops mid-answer: no finish, no usage
+                assert request.transport is not None
+                request.transport.abort()
+                return response
             await send([{"index": 0, "delta": {"content": piece}, "finish_reason": None}])
         await send([{"index": 0, "delta": {}, "finish_reason": "stop"}])
         if (body.get("stream_options") or {}).get("include_usage"):
@@ -126,6 +134,10 @@ class ChatServer(HttpServer):
             return web.json_response({"error": {"message": "bad key", "type": "auth"}}, status=401)
         if mode == "fail":
             return web.json_response({"error": {"message": "upstream exploded", "type": "server_error"}}, status=500)
+        if mode == "busy":  # 503, with Retry-After unless `retry_after` is empty
+            headers = {"Retry-After": self.retry_after} if self.retry_after else {}
+            return web.json_response({"error": {"message": "overloaded", "type": "server_error"}}, status=503,
+                                     headers=headers)
         if mode == "limited":
             return web.json_response(
                 {"error": {"message": "slow down", "type": "rate_limit"}},
@@ -141,7 +153,7 @@ class ChatServer(HttpServer):
         else:
             content = "echo: " + body["messages"][-1]["content"]
         if body.get("stream"):
-            return await self._stream(request, body, content)
+            return await self._stream(request, body, content, cut=mode == "cut")
         if self.hold_after == 0:  # a whole answer is held until `release` too
             await self.release.wait()
         return web.json_response(

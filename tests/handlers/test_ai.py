@@ -105,6 +105,39 @@ async def test_a_429_holds_the_provider_and_the_job_waits_without_an_attempt(app
     assert rec.state is JobState.DELAYED and rec.error is None
 
 
+async def test_a_503_with_retry_after_holds_the_provider_without_opening_its_circuit(
+    app: Conveyor, chat: ChatServer
+) -> None:
+    """A provider answering 503 with Retry-After says "come back later", as a 429 does: it is held for
+    that long (fleet-wide) and the job waits without an attempt, and no breaker failure is counted.
+    Before, the 503 counted as a failure (one was enough to open this circuit for 30 s) and its
+    Retry-After was ignored."""
+    gen = gen_for(app, chat, "busy", failures=1, cooldown_s=30)
+    with pytest.raises(RateLimited) as info:
+        await gen.run(PROMPT)
+    assert 5.0 <= info.value.retry_after <= 7.0
+    state = await gen.breaker.state("busy")
+    assert "failures" not in state and "open_until" not in state and "hold_until" in state
+    with pytest.raises(RateLimited):
+        await gen.run(PROMPT)
+    assert chat.count("busy") == 1, "a held provider is not called again before its Retry-After"
+
+    await gen.breaker.record_success("busy")  # the hold is cleared: the provider is asked again
+    chat.retry_after = "99999"  # bounded like every other Retry-After: at most an hour
+    with pytest.raises(RateLimited) as info:
+        await gen.run(PROMPT)
+    assert chat.count("busy") == 2 and 3000 < info.value.retry_after <= 3600
+    assert "failures" not in await gen.breaker.state("busy")
+
+
+async def test_a_503_without_retry_after_is_a_failure(app: Conveyor, chat: ChatServer) -> None:
+    chat.retry_after = ""
+    gen = gen_for(app, chat, "busy", "ok", failures=5)
+    result = await gen.run(PROMPT)
+    assert [a.outcome for a in result.attempts] == ["error", "ok"]
+    assert (await gen.breaker.state("busy"))["failures"] == "1"
+
+
 async def _is(job: Any, state: JobState) -> bool:
     return await job.state() is state
 
@@ -152,6 +185,35 @@ async def test_only_provider_with_an_open_circuit_makes_the_job_wait(app: Convey
         await gen.run(PROMPT)
     assert 20 < info.value.retry_after <= 30
     assert chat.count("fail") == 1
+
+
+SPOILED = ["nan", "inf", "-inf", "1e400", "-5", "2.5", "soon", "1e15"]
+
+
+@pytest.mark.parametrize("value", SPOILED)
+async def test_a_spoiled_breaker_state_reads_as_unset(app: Conveyor, chat: ChatServer, value: str) -> None:
+    """Breaker fields edited by hand into something no script writes read as unset: the provider is
+    called, its failures open the circuit for the cool-down, and a 429 holds it. Before, `inf` (or
+    1e400, or a far-off time) in `open_until` kept the circuit from ever opening while the provider
+    failed (the wait read as a huge negative number), `inf` in `hold_until` made every hold a no-op,
+    and text or a spoiled `failures` count failed every breaker script with a Redis error."""
+    gen = gen_for(app, chat, "fail", "limited", failures=2, cooldown_s=30)
+    key = f"{app.prefix}:{{breakers}}:"
+    await app.client.hset(key + "fail", mapping={"open_until": value, "failures": value, "trips": value})
+    await app.client.hset(key + "limited", "hold_until", value)
+    assert await gen.breaker.open_for("fail") == 0 and await gen.breaker.open_for("limited") == 0
+
+    with pytest.raises(Retry):  # fail: a failure; limited: held for its Retry-After
+        await gen.run(PROMPT)
+    with pytest.raises(Retry):  # fail: its second failure opens the circuit
+        await gen.run(PROMPT)
+    assert chat.count("fail") == 2 and chat.count("limited") == 1, "the 429 held the provider"
+    assert 0 < await gen.breaker.open_for("fail") <= 30
+    with pytest.raises(RateLimited) as info:
+        await gen.run(PROMPT)
+    assert chat.count("fail") == 2 and chat.count("limited") == 1, "an open circuit and a hold are skipped"
+    assert 0 < info.value.retry_after <= 30
+    assert (await gen.breaker.state("fail"))["trips"] == "1"
 
 
 async def test_structured_output_is_sent_and_validated_against_the_schema(app: Conveyor, chat: ChatServer) -> None:

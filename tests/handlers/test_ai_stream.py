@@ -7,6 +7,7 @@ import json
 from typing import Any
 
 from conveyor import Conveyor, JobState
+from conveyor.costs import CostLedger
 from conveyor.handlers import install
 from conveyor.handlers.ai.providers import Provider
 from conveyor.settings import Settings
@@ -45,16 +46,25 @@ async def test_flashcards_appear_in_the_output_while_the_answer_streams(app: Con
 
 
 async def test_a_provider_that_does_not_stream_is_asked_whole(app: Conveyor, chat: ChatServer) -> None:
-    plain = Provider("plain", chat.base_url("ok"), "test-model", "test-key", 5.0, stream=False)
+    """A provider with `stream: false` is asked for a whole answer, which is published to the job's
+    output in one piece when it arrives. Before, nothing was ever published: someone following the
+    job's output saw no answer at all."""
+    plain = Provider("plain", chat.base_url("ok"), "test-model", "test-key", 30.0, stream=False)
+    chat.hold_after = 0  # the whole answer waits for `release`
     handlers = install(app, ai=True, settings=Settings(), ai_providers=[plain])
     assert handlers.ai is not None
     job = await handlers.ai.generate.enqueue({"prompt": "hello"})
+    queue = app.queue("ai")
     async with running(app.worker("ai", lease_ms=5000)):
+        await wait_for(lambda: len(chat.calls) == 1, what="the provider asked")
+        out = await queue.get_output(job.id)
+        assert out is not None and out.text == "", "nothing is published before the answer arrives"
+        chat.release.set()
         result = await job.result(timeout=30)
     assert result.text == "echo: hello" and result.usage.total_tokens == 16
     assert "stream" not in chat.calls[0][1]
-    out = await app.queue("ai").get_output(job.id)
-    assert out is not None and out.text == "" and out.attempt == 0
+    out = await queue.get_output(job.id)
+    assert out is not None and out.text == "echo: hello" and out.attempt == 1 and not out.truncated
 
 
 async def test_a_fallback_after_a_streamed_bad_answer_is_marked_in_the_output(
@@ -72,3 +82,35 @@ async def test_a_fallback_after_a_streamed_bad_answer_is_marked_in_the_output(
     out = await app.queue("ai").get_output(job.id)
     assert out is not None
     assert out.text == '{"unexpected": true}' + "\n\n[garbage: invalid_output; trying ok]\n\n" + json.dumps(CARDS)
+
+
+async def test_a_stream_cut_mid_answer_is_charged_an_estimate(app: Conveyor, chat: ChatServer) -> None:
+    """A provider whose stream drops mid-answer sends no usage chunk, yet billed the prompt and the
+    partial answer: the tenant is charged an estimate (a token per 4 characters of the prompt and of
+    the text received), marked `estimated` in the result's usage. Before, those tokens were never
+    charged to the tenant's costs or budget."""
+    chat.cut_after = 5  # 5 chunks of 8 characters, then the connection drops
+    handlers = install(app, ai=True, settings=Settings(), ai_providers=[provider(chat, "cut"), provider(chat, "ok")])
+    assert handlers.ai is not None
+    job = await handlers.ai.generate.enqueue({"prompt": "y" * 100}, group="acme")
+    ledger = CostLedger(app.client, app.prefix)
+    async with running(app.worker("ai", lease_ms=5000, costs=True)):
+        result = await job.result(timeout=30)
+        await wait_for(lambda: _recorded(ledger), what="the run recorded in the cost ledger")
+    assert [(a.provider, a.outcome) for a in result.attempts] == [("cut", "error"), ("ok", "ok")]
+    # cut: 100 characters of prompt -> 25 tokens, 40 characters received -> 10; ok: 11 + 5 as reported
+    assert result.usage.model_dump() == {
+        "prompt_tokens": 36, "completion_tokens": 15, "total_tokens": 51, "estimated": True
+    }
+    totals = (await ledger.usage(group="acme"))["totals"]
+    assert totals["tokens_in"] == 36 and totals["tokens_out"] == 15 and totals["runs"] == 1
+    out = await app.queue("ai").get_output(job.id)
+    assert out is not None and out.text.startswith("echo: " + "y" * 34 + "\n\n[cut: error; trying ok]")
+
+
+async def _recorded(ledger: CostLedger) -> bool:
+    try:
+        report = await ledger.usage(group="acme")
+    except LookupError:
+        return False
+    return int(report["totals"]["runs"]) >= 1

@@ -35,11 +35,19 @@ def parse_retry_after(headers: Mapping[str, str], default: float = DEFAULT_RETRY
     return default if seconds is None else min(MAX_RETRY_AFTER_S, max(MIN_RETRY_AFTER_S, seconds))
 
 
-def raise_for_rate_limit(status: int, headers: Mapping[str, str], what: str = "upstream") -> None:
-    """Raise `RateLimited` for a 429 (or a 503 carrying Retry-After); otherwise do nothing."""
+def slow_down_wait(status: int, headers: Mapping[str, str]) -> float | None:
+    """Seconds a 'slow down' answer asks for — a 429, or a 503 carrying Retry-After (bounded as in
+    `parse_retry_after`) — or None for any other answer."""
     has_hint = any(k.lower() in {"retry-after", "retry-after-ms"} for k in headers)
     if status == 429 or (status == 503 and has_hint):
-        wait = parse_retry_after(headers)
+        return parse_retry_after(headers)
+    return None
+
+
+def raise_for_rate_limit(status: int, headers: Mapping[str, str], what: str = "upstream") -> None:
+    """Raise `RateLimited` for a 429 (or a 503 carrying Retry-After); otherwise do nothing."""
+    wait = slow_down_wait(status, headers)
+    if wait is not None:
         raise RateLimited(retry_after=wait, reason=f"{what} answered {status}; retry after {wait:.1f}s")
 
 

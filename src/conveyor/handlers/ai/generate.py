@@ -1,11 +1,12 @@
 """The generic `ai.generate` task: one chat completion, tried across the provider chain.
 
 Timeouts, connection errors and 5xx count against the provider's circuit breaker and move on to the
-next provider; a 429 holds the provider for its Retry-After and moves on; output that fails the
-requested schema moves on too. Answers are streamed into the job's output as they arrive
-(streaming.py); a provider that fails after streaming leaves its partial answer there, followed by a
-marker line naming the next provider. When every provider was only rate-limited or circuit-open the job
-waits (`RateLimited`, no attempt used); otherwise it is retried with the job's backoff.
+next provider; a 429, or a 503 with Retry-After, holds the provider for its Retry-After (bounded, no
+breaker failure) and moves on; output that fails the requested schema moves on too. Answers are
+streamed into the job's output as they arrive (streaming.py); a provider that fails after streaming
+leaves its partial answer there, followed by a marker line naming the next provider. When every
+provider was only rate-limited or circuit-open the job waits (`RateLimited`, no attempt used);
+otherwise it is retried with the job's backoff.
 """
 
 from __future__ import annotations
@@ -19,12 +20,19 @@ import jsonschema_rs
 import openai
 from pydantic import BaseModel, ConfigDict, Field, ValidationError, model_validator
 
-from conveyor.errors import ConfigurationError, RateLimited, Retry, Unrecoverable, UsageReportError
+from conveyor.errors import (
+    ConfigurationError,
+    ConveyorError,
+    RateLimited,
+    Retry,
+    Unrecoverable,
+    UsageReportError,
+)
 from conveyor.handlers.ai.circuit import CircuitBreaker
 from conveyor.handlers.ai.dedupe import Dedupe, fingerprint
 from conveyor.handlers.ai.providers import MAX_SELECTED, Provider, ProviderChain
-from conveyor.handlers.ai.streaming import STREAMED, BrokenAnswer, complete
-from conveyor.handlers.http import parse_retry_after
+from conveyor.handlers.ai.streaming import STREAMED, BrokenAnswer, Completion, Received, complete
+from conveyor.handlers.http import slow_down_wait
 from conveyor.limits.named import MAX_TOKENS_PER_JOB
 from conveyor.options import COST_MAX
 from conveyor.worker.context import JobContext
@@ -75,15 +83,31 @@ class GenerateRequest(BaseModel):
         return out
 
 
+# Characters a token stands for in the estimate of a failed stream's usage (the usual rule of thumb
+# for English text with OpenAI's tokenisers).
+CHARS_PER_TOKEN = 4
+
+
 class Usage(BaseModel):
     prompt_tokens: int = 0
     completion_tokens: int = 0
     total_tokens: int = 0
+    # Some of the counts are an estimate (a stream that failed part-way reports no usage).
+    estimated: bool = False
 
     def add(self, other: Usage) -> None:
         self.prompt_tokens += other.prompt_tokens
         self.completion_tokens += other.completion_tokens
         self.total_tokens += other.total_tokens
+        self.estimated = self.estimated or other.estimated
+
+
+def estimated_usage(prompt_chars: int, answer_chars: int) -> Usage:
+    """The tokens a provider probably billed for a prompt and a partial answer of these sizes, one
+    per CHARS_PER_TOKEN characters (rounded up), capped so a run's sum stays recordable."""
+    prompt = min(MAX_TOKENS_PER_JOB // 2, -(-prompt_chars // CHARS_PER_TOKEN))
+    completion = min(MAX_TOKENS_PER_JOB // 2, -(-answer_chars // CHARS_PER_TOKEN))
+    return Usage(prompt_tokens=prompt, completion_tokens=completion, total_tokens=prompt + completion, estimated=True)
 
 
 def reported_usage(raw: Any) -> Usage | None:
@@ -252,9 +276,8 @@ class Generator:
                 "type": "json_schema",
                 "json_schema": {"name": request.schema_name, "schema": schema, "strict": request.strict},
             }
-        client = self.chain.client(provider)
         try:
-            response = await complete(client, kwargs, ctx, stream=provider.stream, timeout_s=provider.timeout_s)
+            response = await self._complete(provider, kwargs, messages, usage, ctx)
         except (openai.APITimeoutError, TimeoutError):
             await self._failed(name)
             raise _Skip(
@@ -274,14 +297,7 @@ class Generator:
             ) from None
         reported = reported_usage(response.usage)
         if reported is not None:
-            usage.add(reported)
-        if ctx is not None and reported is not None:
-            ctx.report_cost(min(COST_MAX, (ctx.cost_used or 0) + reported.total_tokens))
-            # The named limiters the job went through are corrected by what the provider reported.
-            try:
-                ctx.add_usage(reported.prompt_tokens, reported.completion_tokens, model=provider.model)
-            except UsageReportError as exc:  # the run's sum passed the bound: keep what was reported
-                logger.warning("AI provider %s: usage not added: %s", name, exc)
+            _charge(provider, reported, usage, ctx)
         await self.breaker.record_success(name)
         text = response.text
         data = _parse(name, text, schema, output, check) if schema is not None else None
@@ -295,6 +311,32 @@ class Generator:
             attempts=[],
         )
 
+    async def _complete(
+        self,
+        provider: Provider,
+        kwargs: dict[str, Any],
+        messages: list[dict[str, str]],
+        usage: Usage,
+        ctx: JobContext | None,
+    ) -> Completion:
+        """One call to `provider`. A stream that fails after text arrived brings no usage chunk, yet
+        the provider billed its tokens: its reported usage, else an estimate, is charged to the job."""
+        received = Received()
+        try:
+            return await complete(
+                self.chain.client(provider), kwargs, ctx,
+                stream=provider.stream, timeout_s=provider.timeout_s, received=received,
+            )
+        except ConveyorError:  # the job's own writes failed: the run is over, not the provider
+            raise
+        except Exception:
+            spent = reported_usage(received.usage)
+            if spent is None and received.chars:
+                spent = estimated_usage(sum(len(m["content"]) for m in messages), received.chars)
+            if spent is not None:
+                _charge(provider, spent, usage, ctx)
+            raise
+
     async def _failed(self, name: str) -> None:
         opened = await self.breaker.record_failure(name)
         if opened:
@@ -302,10 +344,12 @@ class Generator:
 
     async def _status(self, provider: Provider, exc: openai.APIStatusError) -> Exception:
         name, status = provider.name, exc.status_code
-        if status == 429:
-            wait = parse_retry_after(dict(exc.response.headers))
+        # "Come back later" (a 429, or a 503 with Retry-After) holds the provider, as the other handlers
+        # wait: the provider is not failing, so no breaker failure is counted.
+        wait = slow_down_wait(status, dict(exc.response.headers))
+        if wait is not None:
             held = await self.breaker.hold(name, wait)
-            return _Skip(ProviderAttempt(provider=name, outcome="rate_limited", detail="429", wait_s=held))
+            return _Skip(ProviderAttempt(provider=name, outcome="rate_limited", detail=str(status), wait_s=held))
         if status in _FATAL_STATUS:
             return Unrecoverable(f"AI provider {name} rejected the request ({status}): {_message(exc)}")
         await self._failed(name)
@@ -313,6 +357,19 @@ class Generator:
             "timeout" if status == 408 else "error" if status >= 500 else "rejected"
         )
         return _Skip(ProviderAttempt(provider=name, outcome=outcome, detail=f"{status}: {_message(exc)}"))
+
+
+def _charge(provider: Provider, spent: Usage, usage: Usage, ctx: JobContext | None) -> None:
+    """Add a call's tokens to the run's usage, its cost and the named limiters it went through."""
+    usage.add(spent)
+    if ctx is None:
+        return
+    ctx.report_cost(min(COST_MAX, (ctx.cost_used or 0) + spent.total_tokens))
+    # The named limiters the job went through are corrected by what the provider used.
+    try:
+        ctx.add_usage(spent.prompt_tokens, spent.completion_tokens, model=provider.model)
+    except UsageReportError as exc:  # the run's sum passed the bound: keep what was reported
+        logger.warning("AI provider %s: usage not added: %s", provider.name, exc)
 
 
 def _readable(raw: str) -> bool:

@@ -1,10 +1,12 @@
 """One chat completion, streamed from the provider (OpenAI-compatible `stream: true`) into the job's
-output as it arrives, or asked for whole when the provider does not stream.
+output as it arrives, or asked for whole when the provider does not stream (and then published to
+the output in one piece when it arrives).
 
 Tokens are published in batches (at least `FLUSH_CHARS` characters or `FLUSH_S` seconds apart, and
 at the end) so a fast model does not cost one Redis round trip per token; text waiting in the batch
 is published after `FLUSH_S` even while the provider pauses. The usage comes from the
-last chunk (`stream_options.include_usage`); a provider that sends none reports no usage.
+last chunk (`stream_options.include_usage`); a provider that sends none reports no usage. A stream
+that fails part-way brings no usage chunk: `Received` keeps what it brought for an estimate.
 
 The provider's `timeout_s` bounds every wait, whatever the peer sends meanwhile: a whole answer must
 arrive within it, a stream must start within it and bring a chunk at least that often (keep-alive
@@ -51,6 +53,15 @@ class Completion:
     streamed: int = field(default=0)  # characters published to the job's output
 
 
+@dataclass(slots=True)
+class Received:
+    """What an answer brought while it was read, kept when the provider then fails: the characters
+    of text received, and the usage if its chunk came (tokens billed for a partial answer)."""
+
+    chars: int = 0
+    usage: Any = None
+
+
 class _Sink:
     """Batches text into `ctx.stream` calls."""
 
@@ -86,10 +97,18 @@ class _Sink:
 
 
 async def complete(
-    client: AsyncOpenAI, kwargs: dict[str, Any], ctx: JobContext | None, *, stream: bool, timeout_s: float
+    client: AsyncOpenAI,
+    kwargs: dict[str, Any],
+    ctx: JobContext | None,
+    *,
+    stream: bool,
+    timeout_s: float,
+    received: Received | None = None,
 ) -> Completion:
     """Run one completion; with `stream` (and a job to publish to) the answer is streamed. Raises
-    TimeoutError when a wait passes `timeout_s` (see the module's docstring)."""
+    TimeoutError when a wait passes `timeout_s` (see the module's docstring). `received` is kept up
+    to date with what a stream brought, so a caller can charge a stream that fails part-way."""
+    received = Received() if received is None else received
     if not stream or ctx is None:
         async with asyncio.timeout(timeout_s):
             response = await _whole(client, kwargs)
@@ -98,12 +117,18 @@ async def complete(
             text = _text(choice.message.content) if choice is not None else ""
             if len(text) > MAX_ANSWER_CHARS:
                 raise BrokenAnswer(f"the answer passed {MAX_ANSWER_CHARS} characters")
-            return Completion(
+            completion = Completion(
                 text=text,
                 model=_text(response.model) or None,
                 finish_reason=_text(choice.finish_reason) or None if choice is not None else None,
                 usage=response.usage,
             )
+        # Someone following the job's output sees the whole answer as one piece when it arrives.
+        sink = _Sink(ctx)
+        await sink.add(completion.text)
+        await sink.flush()
+        completion.streamed = sink.sent
+        return completion
     sink = _Sink(ctx)
     parts: list[str] = []
     size = 0
@@ -117,12 +142,13 @@ async def complete(
             with _malformed("chunk"):
                 model = _text(chunk.model) or model
                 if chunk.usage is not None:
-                    usage = chunk.usage
+                    usage = received.usage = chunk.usage
                 choice = chunk.choices[0] if chunk.choices else None
                 finish = (_text(choice.finish_reason) or finish) if choice is not None else finish
                 piece = _text(choice.delta.content) if choice is not None and choice.delta is not None else ""
             if piece:
                 size += len(piece)
+                received.chars = size
                 if size > MAX_ANSWER_CHARS:
                     raise BrokenAnswer(f"the answer passed {MAX_ANSWER_CHARS} characters")
                 parts.append(piece)
