@@ -238,10 +238,15 @@ class Queue(QueueHandle[RedisClient]):
         return await FlowProducer(queue_of).add(root)
 
     async def children(self, job_id: str) -> ChildResults:
-        """Results and errors of a flow parent's children, keyed by "<queue>:<id>"."""
+        """Results and errors of a flow parent's children, keyed by "<queue>:<id>" (empty for a job
+        without children); JobNotFoundError when the job does not exist, so a wrong id is not taken
+        for a flow with nothing in it."""
         from conveyor.flows.results import ChildResults
 
-        return ChildResults.from_hash(await self._call(self.client.hgetall(self.keys.job(job_id))))
+        record = await self._call(self.client.hgetall(self.keys.job(job_id)))
+        if not record:
+            raise JobNotFoundError(f"job {job_id!r} not found")
+        return ChildResults.from_hash(record)
 
     async def flow_counts(self) -> dict[str, int]:
         """Flows whose root is on this queue: started, completed, failed (cancelled included), since the
