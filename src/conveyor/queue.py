@@ -445,8 +445,16 @@ class Queue(QueueHandle[RedisClient]):
 
     async def retry(self, job_id: str) -> JobState:
         """Send a failed or cancelled job back to waiting with fresh attempts; returns the state it
-        went to (WAITING_CHILDREN for a flow parent some of whose children have not ended)."""
+        went to (WAITING_CHILDREN for a flow parent some of whose children have not ended). A parent
+        waiting for children it adopted and never wrote (it ended in between) goes to WAITING
+        instead, and runs again to add them; retrying such a parent left in WAITING_CHILDREN (the
+        look-up after the script failed) does that look-up again."""
+        from conveyor.flows.unwritten import rerun_if_children_unwritten
+
         code, state = await self.scripts.retry(job_id)
+        if (state == JobState.WAITING_CHILDREN and code in (ScriptCode.OK, ScriptCode.WRONG_STATE)
+                and await rerun_if_children_unwritten(self, job_id)):
+            return JobState.WAITING
         self._check(code, job_id, state, "retry")
         return JobState(state)
 
