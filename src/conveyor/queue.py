@@ -239,10 +239,15 @@ class Queue(QueueHandle[RedisClient]):
         return await FlowProducer(queue_of).add(root)
 
     async def children(self, job_id: str) -> ChildResults:
-        """Results and errors of a flow parent's children, keyed by "<queue>:<id>"."""
+        """Results and errors of a flow parent's children, keyed by "<queue>:<id>" (empty for a job
+        without children); JobNotFoundError when the job does not exist, so a wrong id is not taken
+        for a flow with nothing in it."""
         from conveyor.flows.results import ChildResults
 
-        return ChildResults.from_hash(await self._call(self.client.hgetall(self.keys.job(job_id))))
+        record = await self._call(self.client.hgetall(self.keys.job(job_id)))
+        if not record:
+            raise JobNotFoundError(f"job {job_id!r} not found")
+        return ChildResults.from_hash(record)
 
     async def flow_counts(self) -> dict[str, int]:
         """Flows whose root is on this queue: started, completed, failed (cancelled included), since the
@@ -445,8 +450,16 @@ class Queue(QueueHandle[RedisClient]):
 
     async def retry(self, job_id: str) -> JobState:
         """Send a failed or cancelled job back to waiting with fresh attempts; returns the state it
-        went to (WAITING_CHILDREN for a flow parent some of whose children have not ended)."""
+        went to (WAITING_CHILDREN for a flow parent some of whose children have not ended). A parent
+        waiting for children it adopted and never wrote (it ended in between) goes to WAITING
+        instead, and runs again to add them; retrying such a parent left in WAITING_CHILDREN (the
+        look-up after the script failed) does that look-up again."""
+        from conveyor.flows.unwritten import rerun_if_children_unwritten
+
         code, state = await self.scripts.retry(job_id)
+        if (state == JobState.WAITING_CHILDREN and code in (ScriptCode.OK, ScriptCode.WRONG_STATE)
+                and await rerun_if_children_unwritten(self, job_id)):
+            return JobState.WAITING
         self._check(code, job_id, state, "retry")
         return JobState(state)
 

@@ -33,6 +33,7 @@ logger = logging.getLogger(__name__)
 SCAN_COUNT = 1000
 PARALLEL = 32  # parents delivered to at once
 PER_CALL = 1000  # children per delivery call
+CANCEL_BATCH = 500  # children of a cancelled parent cancelled per script call (bounded work)
 MAX_SET_ASIDE = 1000  # records kept in <p>outbox-bad (beyond it they are only logged and counted)
 
 
@@ -185,20 +186,48 @@ class OutboxMover:
 
     async def _cancel_children(self, refs: list[str], run: str) -> None:
         """Cancel the children of a parent that ended cancelled or was removed; `run` (the parent's
-        creation stamp) marks them as cancelled with that run of it (includes/flow.lua)."""
+        creation stamp) marks them as cancelled with that run of it (includes/flow.lua). Children on
+        one queue (one slot) go in one script call per CANCEL_BATCH, so a fan-out of 10,000 costs a
+        few dozen round trips, not 10,000. Each child's cancellation is idempotent, so a call whose
+        reply was lost (the record stays in the outbox) is made again on the next pass harmlessly."""
+        by_queue: dict[str, list[str]] = {}
         for ref in refs:
             queue, job_id = split_ref(ref)
+            by_queue.setdefault(queue, []).append(job_id)
+        for queue, ids in by_queue.items():
             try:
-                scripts = QueueScripts(self.client, QueueKeys(queue, self.keys.prefix), self.maxlen)
+                keys = QueueKeys(queue, self.keys.prefix)
             except ConfigurationError:
-                logger.warning("queue %s: skipping the child reference %r of a cancelled parent: no such queue",
-                               self.keys.queue, ref[:200])
+                logger.warning("queue %s: skipping %d child reference(s) of a cancelled parent: no such queue %r",
+                               self.keys.queue, len(ids), queue[:200])
                 continue
+            for start in range(0, len(ids), CANCEL_BATCH):
+                await self._cancel_batch(keys, ids[start:start + CANCEL_BATCH], run)
+
+    async def _cancel_batch(self, keys: QueueKeys, ids: list[str], run: str) -> None:
+        """One call for children of one queue; a child whose key is not a job's record is skipped with a
+        warning. A call refused by the server (a key of the queue itself spoiled) is made again child by
+        child, so only the children it concerns are skipped."""
+        try:
+            answers = await flow_scripts.cancel_kids(self.client, keys, ids, run, self.maxlen)
+        except (ResponseError, ScriptInputError) as exc:  # faults are ConnectionFailedError
+            logger.warning("queue %s: cancelling %d children on %s one by one (%s)",
+                           self.keys.queue, len(ids), keys.queue, str(exc)[:200])
+            await self._cancel_one_by_one(keys, ids, run)
+            return
+        for job_id, answer in zip(ids, answers, strict=True):
+            if answer == flow_scripts.NOT_A_JOB:
+                logger.warning("queue %s: skipping the child %r of a cancelled parent: its key is not a job's record",
+                               self.keys.queue, f"{keys.queue}:{job_id}"[:200])
+
+    async def _cancel_one_by_one(self, keys: QueueKeys, ids: list[str], run: str) -> None:
+        scripts = QueueScripts(self.client, keys, self.maxlen)
+        for job_id in ids:
             try:
                 await scripts.cancel(job_id, run)  # already ended or gone: nothing to do
-            except ResponseError as exc:  # faults are ConnectionFailedError: this is the child's key itself
+            except ResponseError as exc:
                 logger.warning("queue %s: skipping the child %r of a cancelled parent: its record cannot be used (%s)",
-                               self.keys.queue, ref[:200], str(exc)[:200])
+                               self.keys.queue, f"{keys.queue}:{job_id}"[:200], str(exc)[:200])
 
 
 def _parent_of(field: str, record: str) -> str | None:

@@ -18,6 +18,8 @@ _DELIVER = Script.load("flow-deliver-1.lua")
 _ACK = Script.load("flow-ack-1.lua")
 _SET_ASIDE = Script.load("flow-set-aside-2.lua")
 _ADOPT = Script.load("flow-adopt-2.lua")
+_CANCEL_KIDS = Script.load("flow-cancel-kids-1.lua")
+_RERUN = Script.load("flow-rerun-1.lua")
 _STEP = Script.load("step-1.lua")
 
 MAX_STEPS = 100  # durable steps one job may store
@@ -111,6 +113,31 @@ async def set_aside(client: RedisClient, keys: QueueKeys, records: Sequence[tupl
     reply = await _SET_ASIDE(client, (keys.outbox, keys.outbox_rejects), args)
     _refused("flow-set-aside", reply)
     return [int(x) for x in reply]
+
+
+CANCELLED_NOW, CANCEL_REQUESTED, NOTHING_TO_CANCEL, NOT_A_JOB = 0, 1, 2, 3  # cancel_kids' answer per child
+MAX_CANCEL_KIDS = 1000  # children per cancel_kids call (flow-cancel-kids-1.lua refuses more)
+
+
+async def cancel_kids(client: RedisClient, keys: QueueKeys, ids: Sequence[str], run: str, maxlen: int) -> list[int]:
+    """Cancel children of a cancelled or removed parent that live on one queue, in one call (at most
+    MAX_CANCEL_KIDS), each marked with the parent's `run`: per child CANCELLED_NOW, CANCEL_REQUESTED,
+    NOTHING_TO_CANCEL (ended or gone) or NOT_A_JOB (its key holds something else: skipped)."""
+    reply = await _CANCEL_KIDS(client, (keys.meta,), (keys.base, maxlen, run, len(ids), *ids))
+    _refused("flow-cancel-kids", reply)
+    return [int(x) for x in reply]
+
+
+MAX_RERUN_REFS = 1000  # missing children named per rerun call (flow-rerun-1.lua refuses more)
+
+
+async def rerun(client: RedisClient, keys: QueueKeys, job_id: str, missing: Sequence[str], maxlen: int) -> bool:
+    """Send a parent that ran back from waiting-children to waiting when a child in `missing` (refs the
+    caller found without a record or a hand-over, at most MAX_RERUN_REFS) is still uncounted; returns
+    whether it was sent back."""
+    reply = await _RERUN(client, (keys.meta,), (keys.base, job_id, maxlen, len(missing), *missing))
+    _refused("flow-rerun", reply)
+    return int(reply) == 1
 
 
 async def adopt(client: RedisClient, keys: QueueKeys, job_id: str, token: str, refs: Sequence[str],

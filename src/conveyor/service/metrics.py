@@ -144,6 +144,12 @@ class Metrics:
             "conveyor_flows", "Flows (by root queue) started, completed and failed (cancelled included).",
             ["queue", "outcome"], registry=r,
         )
+        # The same totals as Redis keeps them: a root that failed, then was retried and completed,
+        # counts in `completed` only (the counter above, which never goes down, counted its failure).
+        self.flow_outcomes = Gauge(
+            "conveyor_flows_now", "Flows (by root queue) started, and by the root's last outcome: completed, failed.",
+            ["queue", "outcome"], registry=r,
+        )
         self._flow_totals: dict[tuple[str, str], int] = {}
         self._by_kind = {
             OutcomeKind.COMPLETED: self.completed,
@@ -194,11 +200,13 @@ class Metrics:
 
     def set_flow_totals(self, queue: str, totals: Mapping[str, int]) -> None:
         """Advance the flow counters to the totals kept in Redis (a total that went down, because the
-        queue was obliterated, starts over from there)."""
+        queue was obliterated or a failed root was retried, starts over from there), and set the
+        gauges to those totals (each root counted by its last outcome)."""
         for outcome, total in totals.items():
             key = (queue, outcome)
             last = self._flow_totals.get(key)
             counter = self.flows.labels(queue, outcome)
+            self.flow_outcomes.labels(queue, outcome).set(total)
             if last is not None and total > last:
                 counter.inc(total - last)
             elif last is None and total > 0:

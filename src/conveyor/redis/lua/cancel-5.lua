@@ -11,35 +11,11 @@ Events: cancelled (id), cancelling (id)
 ]]
 --@include common
 --@include flow
+--@include cancel
 
 local ready, delayed, active, cancelled, events = KEYS[1], KEYS[2], KEYS[3], KEYS[4], KEYS[5]
 local prefix, id, maxlen, run = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if not id or id == '' or prefix == '' or (run and #run > 40) then return {-6, ''} end
-local jk = prefix .. 'job:' .. id
-local state = redis.call('HGET', jk, 'state')
-if not state then return {-1, ''} end
-local function mark()
-  if run and run ~= '' then redis.call('HSET', jk, 'pcx', run) end
-end
-if state == 'waiting' or state == 'delayed' or state == FLOW_WAITING then
-  local stamp = num(now_ms())
-  if state == 'waiting' then remove_waiting(ready, jk, id)
-  elseif state == 'delayed' then redis.call('ZREM', delayed, id)
-  else redis.call('ZREM', prefix .. FLOW_WAITING, id) end
-  mark()
-  flow_gone(prefix, id, jk, 'Cancelled')
-  flow_cancel_kids(prefix, id, jk)
-  local fl = redis.call('HMGET', jk, 'parent', 'kids')
-  flow_root_ended(prefix .. 'meta', 'X', fl[1], fl[2])
-  redis.call('HSET', jk, 'state', 'cancelled', 'finished', stamp)
-  redis.call('ZADD', cancelled, stamp, id)
-  emit(events, maxlen, 'ev', 'cancelled', 'id', id)
-  return {0, 'cancelled'}
-end
-if state == 'active' then
-  mark()
-  redis.call('HSET', jk, 'cancel', '1')
-  emit(events, maxlen, 'ev', 'cancelling', 'id', id)
-  return {1, 'active'}
-end
-return {-3, state}
+local code, state = cancel_job(prefix, {ready = ready, delayed = delayed, cancelled = cancelled, events = events},
+                               id, maxlen, run)
+return {code, state}

@@ -108,6 +108,7 @@ local function one(cref, kind, payload, cause)
     redis.call('ZREM', p .. 'failed', pid)
     redis.call('PERSIST', jk)
     redis.call('HDEL', jk, 'error', 'finished', 'cfail')
+    flow_root_reopened(meta, f[4], 'x')  -- a root it had failed leaves flows_failed
     emit(events, maxlen, 'ev', 'resumed', 'id', pid)
     if pending > 0 then
       redis.call('HSET', jk, 'state', FLOW_WAITING)

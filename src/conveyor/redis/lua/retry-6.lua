@@ -3,7 +3,8 @@ parent some of whose children have not ended goes back to waiting-children inste
 have), and a child failure that had failed it no longer counts as having done so (docs/flows.md).
 A cancelled parent's cancellation of its children that no mover has taken yet (its "!<id>" record in
 its queue's outbox, includes/flow.lua) is withdrawn: the retried parent waits for those children
-instead of cancelling them and failing by them.
+instead of cancelling them and failing by them. A flow's root leaves the meta's flows_failed (it
+counted there when it failed or was cancelled): the flow counters say each root's final outcome.
 KEYS: 1 meta, 2 ready, 3 failed, 4 cancelled, 5 events, 6 wake
 ARGV: 1 prefix, 2 job id, 3 events maxlen
 Returns: {code, state}: 0 OK (state: waiting or waiting-children), -1 NOT_FOUND, -3 WRONG_STATE
@@ -21,6 +22,8 @@ local state = redis.call('HGET', jk, 'state')
 if not state then return {-1, ''} end
 if state ~= 'failed' and state ~= 'cancelled' then return {-3, state} end
 redis.call('ZREM', state == 'failed' and failed or cancelled, id)
+local fl = redis.call('HMGET', jk, 'parent', 'kids')
+flow_root_reopened(meta, fl[1], fl[2])  -- a flow's root: out of flows_failed (includes/flow.lua)
 redis.call('PERSIST', jk)
 redis.call('HDEL', jk, 'finished', 'cancel', 'token', 'stalls', 'lapses', 'result', 'cfail')
 if state == 'cancelled' then redis.call('HDEL', prefix .. 'outbox', '!' .. id) end

@@ -73,6 +73,17 @@ local function flow_root_ended(meta, kind, parent, kids)
   incr(meta, kind == 'C' and 'flows_completed' or 'flows_failed', 1)
 end
 
+-- A flow's root that ended failed or cancelled (counted in flows_failed) runs again: retried
+-- (retry-6.lua), or resumed by a retried child that completed (flow-deliver-1.lua). It leaves
+-- flows_failed, so the counters say each root's final outcome (never below 0; a value that is not a
+-- count is left as it is). Called only by the script that takes the root out of failed/cancelled, so
+-- a retry sent again (the root is no longer failed) does not count twice.
+local function flow_root_reopened(meta, parent, kids)
+  if parent or not kids or kids == '' then return end
+  local v = tonumber(redis.call('HGET', meta, 'flows_failed'))
+  if v and v >= 1 then redis.pcall('HINCRBY', meta, 'flows_failed', -1) end
+end
+
 -- Kind W (finish-10.lua): the handler asked to wait for its children; it runs again once they end.
 -- Under `fail`, a child that failed for good while the job was running (flow-deliver fails only a
 -- parent in waiting-children) fails it now, as it would have failed it there: returns that child's
