@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from conveyor import JobContext, JobFailedError, Queue, Retention, Retry, Worker
+from conveyor import JobContext, JobFailedError, JobNotFoundError, Queue, Retention, Retry, Worker
 from conveyor.redis.scripts import CLAIM_FIELDS, CLAIM_HEADER
 from tests.conftest import running, wait_for
 from tests.reliability.helpers import FAST, loops_alive
@@ -268,3 +268,22 @@ async def test_a_spoiled_hold_index_never_loses_a_held_job(queue: Queue, spoiled
         assert await job.result(timeout=30) == 1
         assert loops_alive(worker)
     assert worker.loop_restarts == 0
+
+
+@pytest.mark.parametrize("action", ["cancel", "retry", "remove", "promote"])
+async def test_an_admin_action_on_a_spoiled_record_answers_job_not_found(queue: Queue, action: str) -> None:
+    """Before, cancelling, retrying, removing or promoting a job whose record was edited into
+    another type raised redis's raw WRONGTYPE error to the caller (a 500 from the HTTP API, a
+    traceback from the CLI). Now it answers as for a job that does not exist, and writes nothing."""
+    job = await queue.add("ok", 1, delay=3600)
+    await queue.client.zrem(queue.keys.delayed, job.id)
+    await _spoil(queue, job.id)
+    before = await queue.client.xlen(queue.keys.events)
+    with pytest.raises(JobNotFoundError):
+        await getattr(queue, action)(job.id)
+    assert await queue.client.get(queue.keys.job(job.id)) == "not a hash"
+    assert await queue.client.xlen(queue.keys.events) == before
+    for state_set in (queue.keys.ready, queue.keys.delayed, queue.keys.cancelled):
+        assert await queue.client.zscore(state_set, job.id) is None
+    await queue.client.delete(queue.keys.job(job.id))
+

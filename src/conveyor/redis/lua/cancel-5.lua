@@ -16,7 +16,7 @@ local ready, delayed, active, cancelled, events = KEYS[1], KEYS[2], KEYS[3], KEY
 local prefix, id, maxlen, run = ARGV[1], ARGV[2], ARGV[3], ARGV[4]
 if not id or id == '' or prefix == '' or (run and #run > 40) then return {-6, ''} end
 local jk = prefix .. 'job:' .. id
-local state = redis.call('HGET', jk, 'state')
+local state = job_call('HGET', jk, 'state')  -- (a record edited into another type is no job)
 if not state then return {-1, ''} end
 local function mark()
   if run and run ~= '' then redis.call('HSET', jk, 'pcx', run) end
