@@ -287,3 +287,17 @@ async def test_an_admin_action_on_a_spoiled_record_answers_job_not_found(queue: 
         assert await queue.client.zscore(state_set, job.id) is None
     await queue.client.delete(queue.keys.job(job.id))
 
+
+async def test_a_due_id_without_a_record_only_leaves_delayed(queue: Queue) -> None:
+    """Before, promoting a due delayed id whose record was gone (deleted by hand, expired) wrote a
+    stray {state: waiting} record for it and queued the id; now the id only leaves `delayed`, and
+    the jobs due with it are claimed."""
+    gone = await queue.add("ok", 0, delay=3600)
+    kept = await queue.add("ok", 1, delay=3600)
+    await queue.client.delete(queue.keys.job(gone.id))
+    await queue.client.zadd(queue.keys.delayed, {gone.id: 1, kept.id: 2})  # both due now
+    claimed = await queue.scripts.claim("w1", 30_000, 10)
+    assert claimed[1::6] == [kept.id]
+    assert not await queue.client.exists(queue.keys.job(gone.id))
+    assert await queue.client.zscore(queue.keys.delayed, gone.id) is None
+    assert await queue.client.zscore(queue.keys.ready, gone.id) is None
