@@ -101,6 +101,11 @@ class LeaseLostError(ConveyorError):
     """A write carried a lease token that is no longer current (the job was recovered elsewhere)."""
 
 
+class SpoiledKeyError(ConveyorError):
+    """A script met one of Conveyor's keys holding another Redis type than its own (edited by hand);
+    the message names the key when it is one of the script's keys (redis/spoiled.py)."""
+
+
 class QueueNotEmptyError(ConveyorError):
     """Obliterate refused because jobs are active; pass force=True to override."""
 

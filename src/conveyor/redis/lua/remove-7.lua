@@ -36,7 +36,7 @@ elseif sets[state] then
 end
 if f[2] then
   local ik = prefix .. 'idem:' .. f[2]
-  if redis.call('GET', ik) == id then redis.call('DEL', ik) end
+  if idem_owner(ik, true) == id then redis.call('DEL', ik) end
 end
 if f[3] then incr(prefix .. 'meta', 'completed_bytes', -(tonumber(f[3]) or 0)) end
 redis.call('DEL', jk, prefix .. 'log:' .. id, prefix .. 'out:' .. id)
