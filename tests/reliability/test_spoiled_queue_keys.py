@@ -4,6 +4,7 @@ makes a script fail with a Conveyor error naming the key, and the queue can stil
 
 from __future__ import annotations
 
+import logging
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -113,3 +114,26 @@ async def test_a_spoiled_queue_key_fails_with_an_error_naming_it_and_obliterate_
     left = [k async for k in queue.client.scan_iter(match=queue.keys.base + "*")]
     # (records the spoiled key indexed are in no set any more: the hand edit lost them, not obliterate)
     assert [k for k in left if not any(part in k for part in (":job:", ":trip:", ":follow"))] == []
+
+
+@pytest.mark.parametrize("name", ["events", "meta", "completed"])
+async def test_maintenance_skips_a_queue_with_a_spoiled_key_and_trims_the_others(
+    apart: Queue, name: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """Before, a queue whose events stream, meta or finished set had been edited into another type
+    stopped the whole maintenance pass with redis's raw WRONGTYPE error, at every run: no queue
+    after it was trimmed any more. Now that queue is skipped with a warning naming the key."""
+    caplog.set_level(logging.WARNING, logger="conveyor.schedules.maintenance")
+    other = Queue(apart.name + "-b", redis=apart.client, prefix=apart.prefix)
+    try:
+        await apart.add("ok", 0)
+        kept = await _finished_past_retention(other, 1)
+        key = getattr(apart.keys, name)
+        await _spoil(apart, key)
+        report = await Maintenance(apart.client, apart.prefix).run()
+        assert report.skipped == [apart.name]
+        assert report.records_deleted.get(other.name) == 1
+        assert not await other.client.exists(other.keys.job(kept))
+        assert [r for r in caplog.records if key in r.getMessage()]
+    finally:
+        await other.obliterate(force=True)
