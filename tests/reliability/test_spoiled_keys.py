@@ -301,3 +301,19 @@ async def test_a_due_id_without_a_record_only_leaves_delayed(queue: Queue) -> No
     assert not await queue.client.exists(queue.keys.job(gone.id))
     assert await queue.client.zscore(queue.keys.delayed, gone.id) is None
     assert await queue.client.zscore(queue.keys.ready, gone.id) is None
+
+
+@pytest.mark.parametrize("how", ["drain", "purge"])
+async def test_drain_and_purge_delete_a_spoiled_record(queue: Queue, how: str) -> None:
+    """Before, draining or purging a set that listed a record edited into another type failed at
+    that record, at every call: the set could not be emptied. Now its key goes with the rest."""
+    jobs = [await queue.add("ok", n) for n in range(3)]
+    if how == "purge":
+        for job in jobs:
+            await queue.client.zrem(queue.keys.ready, job.id)
+            await queue.client.hset(queue.keys.job(job.id), "state", "failed")
+            await queue.client.zadd(queue.keys.failed, {job.id: 1})
+    await _spoil(queue, jobs[1].id)
+    deleted = await (queue.drain() if how == "drain" else queue.purge("failed"))
+    assert deleted == 3
+    assert not await queue.client.exists(*(queue.keys.job(job.id) for job in jobs))
