@@ -110,6 +110,11 @@ class LeaseLostError(ConveyorError):
     """A write carried a lease token that is no longer current (the job was recovered elsewhere)."""
 
 
+class SpoiledKeyError(ConveyorError):
+    """A script met one of Conveyor's keys holding another Redis type than its own (edited by hand);
+    the message names the key when it is one of the script's keys (redis/spoiled.py)."""
+
+
 class QueueNotEmptyError(ConveyorError):
     """Obliterate refused because jobs are active; pass force=True to override."""
 
@@ -210,14 +215,33 @@ class Unrecoverable(HandlerSignal):
     """Fail this job at once, skipping any attempts left (goes to the dead-letter set)."""
 
 
+# The longest a RateLimited signal puts its job back and blocks its group or queue (the cap
+# limits.http.raise_for_rate_limit puts on an upstream's Retry-After), and the wait of one that names
+# no usable number of seconds (NaN, negative, not a number).
+RATE_LIMITED_MAX_S = 3600.0
+RATE_LIMITED_DEFAULT_S = 1.0
+
+
+def rate_limited_wait(retry_after: object) -> float:
+    """`retry_after` as a RateLimited signal waits: capped at RATE_LIMITED_MAX_S (inf included), or
+    RATE_LIMITED_DEFAULT_S when unusable. A huge value would otherwise block claiming for years."""
+    try:
+        seconds = float(retry_after)  # type: ignore[arg-type]
+    except (TypeError, ValueError, OverflowError):
+        return RATE_LIMITED_DEFAULT_S
+    if not seconds >= 0:  # NaN fails every comparison
+        return RATE_LIMITED_DEFAULT_S
+    return min(seconds, RATE_LIMITED_MAX_S)
+
+
 class RateLimited(HandlerSignal):
-    """An upstream said 'slow down': put the job back after `retry_after` s without using an attempt."""
+    """An upstream said 'slow down': put the job back after `retry_after` s without using an attempt,
+    and block claiming for the job's group (or the queue) as long. The wait is capped at one hour;
+    NaN or a negative value waits the default second (`rate_limited_wait`)."""
 
     def __init__(self, retry_after: float, reason: str = "rate limited") -> None:
         super().__init__(reason)
-        if retry_after < 0:
-            raise ValueError("RateLimited(retry_after=...) must be >= 0")
-        self.retry_after = retry_after
+        self.retry_after = rate_limited_wait(retry_after)
         self.reason = reason
 
 

@@ -30,3 +30,17 @@ async def test_a_count_past_64_bits_is_shown_on_every_route(
     assert events and events[0].event == "state", r.text
     assert events[0].data["attempts_made"] == shown["attempts_made"] and events[0].data["state"] == "cancelled"
     assert not [rec for rec in caplog.records if "unhandled" in rec.getMessage()]
+
+
+@pytest.mark.parametrize(("method", "suffix"), [("POST", "/retry"), ("POST", "/promote"), ("DELETE", "")])
+async def test_an_action_on_a_record_edited_into_another_type_is_a_404(api: Api, method: str, suffix: str) -> None:
+    """Before, retrying, promoting or cancelling a job whose record had been edited into a string
+    answered 500 (redis's raw WRONGTYPE error); now it is a job that does not exist."""
+    job_id = await api.enqueue("echo", {"text": "x"}, delay=3600)
+    key = f"cv:{{{api.queue}}}:job:{job_id}"
+    await api.app.client.zrem(f"cv:{{{api.queue}}}:delayed", job_id)
+    await api.app.client.delete(key)
+    await api.app.client.set(key, "not a hash")
+    r = await api.http.request(method, f"/api/jobs/{api.queue}/{job_id}{suffix}", headers=api.auth())
+    assert r.status_code == 404, r.text
+    assert await api.app.client.get(key) == "not a hash"

@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from conveyor import JobContext, JobFailedError, Queue, Retention, Retry, Worker
+from conveyor import JobContext, JobFailedError, JobNotFoundError, Queue, Retention, Retry, Worker
 from conveyor.redis.scripts import CLAIM_FIELDS, CLAIM_HEADER
 from tests.conftest import running, wait_for
 from tests.reliability.helpers import FAST, loops_alive
@@ -268,3 +268,52 @@ async def test_a_spoiled_hold_index_never_loses_a_held_job(queue: Queue, spoiled
         assert await job.result(timeout=30) == 1
         assert loops_alive(worker)
     assert worker.loop_restarts == 0
+
+
+@pytest.mark.parametrize("action", ["cancel", "retry", "remove", "promote"])
+async def test_an_admin_action_on_a_spoiled_record_answers_job_not_found(queue: Queue, action: str) -> None:
+    """Before, cancelling, retrying, removing or promoting a job whose record was edited into
+    another type raised redis's raw WRONGTYPE error to the caller (a 500 from the HTTP API, a
+    traceback from the CLI). Now it answers as for a job that does not exist, and writes nothing."""
+    job = await queue.add("ok", 1, delay=3600)
+    await queue.client.zrem(queue.keys.delayed, job.id)
+    await _spoil(queue, job.id)
+    before = await queue.client.xlen(queue.keys.events)
+    with pytest.raises(JobNotFoundError):
+        await getattr(queue, action)(job.id)
+    assert await queue.client.get(queue.keys.job(job.id)) == "not a hash"
+    assert await queue.client.xlen(queue.keys.events) == before
+    for state_set in (queue.keys.ready, queue.keys.delayed, queue.keys.cancelled):
+        assert await queue.client.zscore(state_set, job.id) is None
+    await queue.client.delete(queue.keys.job(job.id))
+
+
+async def test_a_due_id_without_a_record_only_leaves_delayed(queue: Queue) -> None:
+    """Before, promoting a due delayed id whose record was gone (deleted by hand, expired) wrote a
+    stray {state: waiting} record for it and queued the id; now the id only leaves `delayed`, and
+    the jobs due with it are claimed."""
+    gone = await queue.add("ok", 0, delay=3600)
+    kept = await queue.add("ok", 1, delay=3600)
+    await queue.client.delete(queue.keys.job(gone.id))
+    await queue.client.zadd(queue.keys.delayed, {gone.id: 1, kept.id: 2})  # both due now
+    claimed = await queue.scripts.claim("w1", 30_000, 10)
+    assert claimed[1::6] == [kept.id]
+    assert not await queue.client.exists(queue.keys.job(gone.id))
+    assert await queue.client.zscore(queue.keys.delayed, gone.id) is None
+    assert await queue.client.zscore(queue.keys.ready, gone.id) is None
+
+
+@pytest.mark.parametrize("how", ["drain", "purge"])
+async def test_drain_and_purge_delete_a_spoiled_record(queue: Queue, how: str) -> None:
+    """Before, draining or purging a set that listed a record edited into another type failed at
+    that record, at every call: the set could not be emptied. Now its key goes with the rest."""
+    jobs = [await queue.add("ok", n) for n in range(3)]
+    if how == "purge":
+        for job in jobs:
+            await queue.client.zrem(queue.keys.ready, job.id)
+            await queue.client.hset(queue.keys.job(job.id), "state", "failed")
+            await queue.client.zadd(queue.keys.failed, {job.id: 1})
+    await _spoil(queue, jobs[1].id)
+    deleted = await (queue.drain() if how == "drain" else queue.purge("failed"))
+    assert deleted == 3
+    assert not await queue.client.exists(*(queue.keys.job(job.id) for job in jobs))

@@ -4,7 +4,8 @@ Each `lua/<name>-<nkeys>.lua` may pull shared helpers with `--@include <file>` o
 (from `lua/includes/`), flattened here once at import (redis/lua_flatten.py). Calls go by EVALSHA and
 fall back to EVAL when the server lost its script cache (restart, failover), which also re-caches the
 script. Every Redis fault comes out as `ConnectionFailedError` (redis/faults.py); a script that
-refuses its arguments raises `ScriptInputError`. Nothing here resends a script: the callers that may
+refuses its arguments raises `ScriptInputError`; one that meets a key edited by hand into another type
+raises `SpoiledKeyError` naming it (redis/spoiled.py). Nothing here resends a script: the callers that may
 (the worker's trips) are idempotent by design.
 """
 
@@ -16,7 +17,7 @@ from dataclasses import dataclass
 from pathlib import Path
 from typing import Any, NamedTuple
 
-from redis.exceptions import NoScriptError
+from redis.exceptions import NoScriptError, ResponseError
 
 from conveyor.errors import InvalidOptionError, ScriptInputError
 from conveyor.events import event_head
@@ -26,6 +27,7 @@ from conveyor.redis.durability import Durability, durable_eval, durable_eval_syn
 from conveyor.redis.faults import faults_as_connection_failed
 from conveyor.redis.keys import QueueKeys
 from conveyor.redis.lua_flatten import flatten
+from conveyor.redis.spoiled import is_wrong_type, spoiled_key_error, spoiled_key_error_sync
 
 LUA_DIR = Path(__file__).with_name("lua")
 # Jobs deleted per obliterate call (one bounded script run each).
@@ -53,13 +55,19 @@ class Script:
         as asked (DurabilityError otherwise)."""
         if self.num_keys and len(keys) != self.num_keys:
             raise AssertionError(f"{self.name} takes {self.num_keys} keys, got {len(keys)}")
-        with faults_as_connection_failed(f"running {self.name}"):
-            if durability is not None and durability.enabled:
-                return await durable_eval(client, self.sha, self.source, keys, args, durability, f"running {self.name}")
-            try:
-                return await client.evalsha(self.sha, len(keys), *keys, *args)
-            except NoScriptError:
-                return await client.eval(self.source, len(keys), *keys, *args)
+        try:
+            with faults_as_connection_failed(f"running {self.name}"):
+                if durability is not None and durability.enabled:
+                    return await durable_eval(
+                        client, self.sha, self.source, keys, args, durability, f"running {self.name}")
+                try:
+                    return await client.evalsha(self.sha, len(keys), *keys, *args)
+                except NoScriptError:
+                    return await client.eval(self.source, len(keys), *keys, *args)
+        except ResponseError as exc:
+            if is_wrong_type(exc):
+                raise await spoiled_key_error(client, self.name, keys) from exc
+            raise
 
     def call_sync(
         self, client: SyncRedisClient, keys: Sequence[str], args: Sequence[Any], durability: Durability | None = None
@@ -67,13 +75,19 @@ class Script:
         """The same call on redis-py's synchronous client (sync enqueue; no event loop involved)."""
         if self.num_keys and len(keys) != self.num_keys:
             raise AssertionError(f"{self.name} takes {self.num_keys} keys, got {len(keys)}")
-        with faults_as_connection_failed(f"running {self.name}"):
-            if durability is not None and durability.enabled:
-                return durable_eval_sync(client, self.sha, self.source, keys, args, durability, f"running {self.name}")
-            try:
-                return client.evalsha(self.sha, len(keys), *keys, *args)
-            except NoScriptError:
-                return client.eval(self.source, len(keys), *keys, *args)
+        try:
+            with faults_as_connection_failed(f"running {self.name}"):
+                if durability is not None and durability.enabled:
+                    return durable_eval_sync(
+                        client, self.sha, self.source, keys, args, durability, f"running {self.name}")
+                try:
+                    return client.evalsha(self.sha, len(keys), *keys, *args)
+                except NoScriptError:
+                    return client.eval(self.source, len(keys), *keys, *args)
+        except ResponseError as exc:
+            if is_wrong_type(exc):
+                raise spoiled_key_error_sync(client, self.name, keys) from exc
+            raise
 
 
 def core_script(name: str) -> Script:
@@ -264,6 +278,8 @@ class QueueScripts:
             if isinstance(reply, NoScriptError):  # the server lost its scripts: the same trip, loaded
                 return await self.trip(worker_id, lease_ms, want, trip_id=trip_id, record_ttl_ms=record_ttl_ms,
                                        acks=acks, names=names)
+            if isinstance(reply, ResponseError) and is_wrong_type(reply):
+                raise await spoiled_key_error(self.client, script.name, keys) from reply
             if isinstance(reply, Exception):
                 raise reply
         _refused("finish", reply)

@@ -14,12 +14,15 @@ from __future__ import annotations
 import logging
 from dataclasses import dataclass, field
 
-from conveyor.errors import ConfigurationError
+from redis.exceptions import ResponseError
+
+from conveyor.errors import ConfigurationError, SpoiledKeyError
 from conveyor.partitions import open_queue, parts_of
 from conveyor.queue import Queue
 from conveyor.redis.clock import redis_now_ms
 from conveyor.redis.connection import RedisClient
 from conveyor.redis.keys import QueueKeys, registry_key
+from conveyor.redis.spoiled import is_wrong_type, spoiled_key_error
 from conveyor.schedules.scripts import prune_idempotency, trim_finished
 
 logger = logging.getLogger(__name__)
@@ -39,6 +42,7 @@ class MaintenanceReport:
     events_trimmed: int = 0
     idempotency_keys_deleted: int = 0
     calls: int = 0
+    skipped: list[str] = field(default_factory=list)  # queues with a key of the wrong type (logged)
 
 
 class Maintenance:
@@ -66,9 +70,13 @@ class Maintenance:
         report = MaintenanceReport()
         async for name in self.client.sscan_iter(registry_key(self.prefix), count=100):
             report.queues += 1
-            for part in parts_of(await open_queue(name, redis=self.client, prefix=self.prefix)):
-                now = await redis_now_ms(self.client, part.keys.meta) if now_ms is None else now_ms
-                await self.run_queue(part.keys, now, report)  # a partitioned queue: each partition
+            try:
+                for part in parts_of(await open_queue(name, redis=self.client, prefix=self.prefix)):
+                    now = await redis_now_ms(self.client, part.keys.meta) if now_ms is None else now_ms
+                    await self.run_queue(part.keys, now, report)  # a partitioned queue: each partition
+            except SpoiledKeyError as exc:  # one queue's hand-edited key must not stop the others' trims
+                report.skipped.append(name)
+                logger.warning("maintenance: queue %s skipped: %s", name, exc)
         await self._prune_idempotency(report)
         logger.info(
             "maintenance: %d queues, %s records deleted, %d events trimmed, %d idempotency keys deleted",
@@ -93,6 +101,14 @@ class Maintenance:
         await self._trim_events(keys, now_ms, report)
 
     async def _trim_events(self, keys: QueueKeys, now_ms: int, report: MaintenanceReport) -> None:
+        try:
+            await self._trim_events_of(keys, now_ms, report)
+        except ResponseError as exc:
+            if is_wrong_type(exc):
+                raise await spoiled_key_error(self.client, "maintenance", (keys.meta, keys.events)) from exc
+            raise
+
+    async def _trim_events_of(self, keys: QueueKeys, now_ms: int, report: MaintenanceReport) -> None:
         raw = await Queue._call(self.client.hget(keys.meta, "events_max_age_ms"))
         max_age = self.events_max_age_ms if raw is None else int(raw)
         if max_age < 0:

@@ -22,6 +22,7 @@ from conveyor.errors import (
     SerializationError,
     Unrecoverable,
     WaitForChildren,
+    rate_limited_wait,
 )
 from conveyor.worker.context import JobContext
 from conveyor.worker.lease import Lease, Stop
@@ -116,7 +117,9 @@ class Runner:
         except Retry as exc:
             return self._retry_or_fail(ctx, exc, describe_error(exc, ctx.attempt), after=exc.after)
         except RateLimited as exc:
-            return JobOutcome(OutcomeKind.BACK, delay_s=exc.retry_after, reason=exc.reason, throttle=True)
+            # (again here: `retry_after` may have been changed after the signal was built)
+            wait = rate_limited_wait(exc.retry_after)
+            return JobOutcome(OutcomeKind.BACK, delay_s=wait, reason=exc.reason, throttle=True)
         except Unrecoverable as exc:
             return JobOutcome(OutcomeKind.FAILED, error=describe_error(exc, ctx.attempt))
         except BaseException as exc:  # SystemExit, KeyboardInterrupt, GeneratorExit, its own...

@@ -146,6 +146,17 @@ def _check_settings(
         raise ConfigurationError("no_handler_timeout_s must be > 0")
 
 
+def heartbeat_warning(heartbeat_s: float, lease_ms: int) -> str | None:
+    """Why a heartbeat interval will lose leases, or None. A beat that comes no sooner than the
+    lease ends lets every lease lapse between beats: the sweep hands running jobs to other workers.
+    Allowed (tests and experiments use it on purpose), but said once at start."""
+    if heartbeat_s * 1000 < lease_ms:
+        return None
+    return (f"heartbeat_ms ({heartbeat_s * 1000:g}) is not below lease_ms ({lease_ms}): leases will lapse "
+            "between beats and running jobs may run twice; use a heartbeat well below the lease "
+            "(the default is lease_ms / 3, at most 1000)")
+
+
 class Worker:
     """Runs the jobs of one queue. `handlers` maps job names to `fn(ctx, data)` (async or sync)."""
 
@@ -306,6 +317,9 @@ class Worker:
             await self.queue._register()
         except ConnectionFailedError as exc:  # the loops retry on their own; registration waits for the next add
             logger.warning("queue %s: Redis not usable at start (%s); the worker keeps trying", self.queue.name, exc)
+        beat = heartbeat_warning(self.heartbeat_s, self.lease_ms)
+        if beat:
+            logger.warning("queue %s: %s", self.queue.name, beat)
         warning = await eviction_policy_warning(self.queue.client)
         if warning:
             logger.warning("queue %s: %s", self.queue.name, warning)

@@ -64,7 +64,7 @@ for i = 1, count do
   local j = jobs[i]
   local found = nil
   if j.ikey ~= '' then
-    found = redis.call('GET', prefix .. 'idem:' .. j.ikey)
+    found = idem_owner(prefix .. 'idem:' .. j.ikey)  -- (another type names no job)
   end
   if not found and j.id ~= '' then
     found = j.id
@@ -96,7 +96,7 @@ for i = 1, count do
   -- (the caller checked that the repeats carry the same name and data).
   local dup = existing[i]
   if not dup and j.ikey ~= '' then
-    dup = redis.call('GET', prefix .. 'idem:' .. j.ikey)
+    dup = idem_owner(prefix .. 'idem:' .. j.ikey)
     if dup and redis.call('EXISTS', prefix .. 'job:' .. dup) == 0 then dup = nil end
   end
   if not dup and j.id ~= '' and redis.call('EXISTS', prefix .. 'job:' .. j.id) == 1 then

@@ -15,7 +15,7 @@ local ids = redis.call('ZRANGE', set, 0, limit - 1)
 local grouped_waiting, held = 0, 0
 for i = 1, #ids do
   local jk = prefix .. 'job:' .. ids[i]
-  local f = redis.call('HMGET', jk, 'idem', 'group', 'state', 'held')
+  local f = job_call('HMGET', jk, 'idem', 'group', 'state', 'held') or {}  -- (another type: no job, deleted)
   local ikey = f[1]
   if f[4] and f[3] == 'waiting' then
     held = held + 1

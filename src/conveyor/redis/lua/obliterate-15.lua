@@ -8,7 +8,9 @@ meta itself. Id and token counters restart from Redis time (common.lua `reserve`
 out before are never handed out again. Trip records (<p>trip:*) and the follow mark are left to
 expire. The schedule tick marks of the queue (<p>sched-ticks, written by schedules' add-tick-6.lua) go
 with meta. Flow parents waiting for children go too, and the outbox of undelivered hand-overs (their
-parents, on other queues, are not told) with the records set aside from it.
+parents, on other queues, are not told) with the records set aside from it. A key it reads that was
+edited by hand into another type (a state set, meta, an index) lists nothing: it is deleted first
+(common.lua `index_call`), so such a queue can still be obliterated.
 Returns: {0, remaining} (remaining = 1 while more calls are needed, 0 when the queue is gone),
          {-5, active count} (QUEUE_ACTIVE, nothing written), or {-6, 0, reason} (INVALID_INPUT).
 Codes: 0 OK, -5 QUEUE_ACTIVE, -6 INVALID_INPUT
@@ -18,15 +20,15 @@ Events: none (the stream is deleted)
 
 local prefix, force, limit = ARGV[1], ARGV[2], int_in(ARGV[3], 1, 10000)
 if not limit or prefix == '' or (force ~= '0' and force ~= '1') then return {-6, 0, 'obliterate arguments'} end
-local active = redis.call('ZCARD', KEYS[4])
+local active = index_call('ZCARD', KEYS[4])
 if force ~= '1' and active > 0 then return {-5, active} end
-redis.call('HSET', KEYS[1], 'paused', '1')
+index_call('HSET', KEYS[1], 'paused', '1')
 
 local budget = limit
 
 -- Deletes up to `budget` jobs of `set` with their logs and idempotency keys; true when it is empty.
 local function drop(set)
-  local ids = redis.call('ZRANGE', set, 0, budget - 1)
+  local ids = index_call('ZRANGE', set, 0, budget - 1)
   for i = 1, #ids do
     drop_job(prefix, ids[i], job_call('HGET', prefix .. 'job:' .. ids[i], 'idem') or nil)
   end
@@ -44,7 +46,7 @@ redis.call('DEL', prefix .. 'outbox', prefix .. 'outbox-bad')
 -- Per-group and per-name sets: one member at a time, each removed from its index once empty.
 for _, index in ipairs({{KEYS[14], 'gr:', 'gs:'}, {KEYS[15], 'hold:', nil}}) do
   while true do
-    local name = redis.call('SRANDMEMBER', index[1])
+    local name = index_call('SRANDMEMBER', index[1])
     if not name then break end
     if not drop(prefix .. index[2] .. name) then return {0, 1} end
     if index[3] then redis.call('DEL', prefix .. index[3] .. name, prefix .. 'grl:' .. name) end

@@ -11,7 +11,7 @@ local meta, ready, delayed, events, wake_key = KEYS[1], KEYS[2], KEYS[3], KEYS[4
 local prefix, id, maxlen = ARGV[1], ARGV[2], ARGV[3]
 if not id or id == '' or prefix == '' then return {-6, ''} end
 local jk = prefix .. 'job:' .. id
-local state = redis.call('HGET', jk, 'state')
+local state = job_call('HGET', jk, 'state')  -- (a record edited into another type is no job)
 if not state then return {-1, ''} end
 if state ~= 'delayed' then return {-3, state} end
 redis.call('ZREM', delayed, id)

@@ -15,8 +15,8 @@ local events = KEYS[6]
 local prefix, id, maxlen = ARGV[1], ARGV[2], ARGV[3]
 if not id or id == '' or prefix == '' then return {-6, ''} end
 local jk = prefix .. 'job:' .. id
-local f = redis.call('HMGET', jk, 'state', 'idem', 'sz', 'pending')
-local state = f[1]
+local f = job_call('HMGET', jk, 'state', 'idem', 'sz', 'pending') or {}  -- (a record edited into
+local state = f[1]                                                        -- another type is no job)
 if not state then return {-1, ''} end
 if state == 'active' then return {-3, state} end
 if state == 'waiting' or state == 'delayed' or state == FLOW_WAITING then
@@ -36,7 +36,7 @@ elseif sets[state] then
 end
 if f[2] then
   local ik = prefix .. 'idem:' .. f[2]
-  if redis.call('GET', ik) == id then redis.call('DEL', ik) end
+  if idem_owner(ik, true) == id then redis.call('DEL', ik) end
 end
 if f[3] then incr(prefix .. 'meta', 'completed_bytes', -(tonumber(f[3]) or 0)) end
 redis.call('DEL', jk, prefix .. 'log:' .. id, prefix .. 'out:' .. id)

@@ -18,7 +18,7 @@ local meta, ready, failed, cancelled, events, wake_key = KEYS[1], KEYS[2], KEYS[
 local prefix, id, maxlen = ARGV[1], ARGV[2], ARGV[3]
 if not id or id == '' or prefix == '' then return {-6, ''} end
 local jk = prefix .. 'job:' .. id
-local state = redis.call('HGET', jk, 'state')
+local state = job_call('HGET', jk, 'state')  -- (a record edited into another type is no job)
 if not state then return {-1, ''} end
 if state ~= 'failed' and state ~= 'cancelled' then return {-3, state} end
 redis.call('ZREM', state == 'failed' and failed or cancelled, id)

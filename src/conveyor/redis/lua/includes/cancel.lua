@@ -6,7 +6,7 @@
 -- has ended already (state says how).
 local function cancel_job(prefix, k, id, maxlen, run)
   local jk = prefix .. 'job:' .. id
-  local state = redis.call('HGET', jk, 'state')
+  local state = job_call('HGET', jk, 'state')  -- (a record edited into another type is no job)
   if not state then return -1, '' end
   local function mark()
     if run and run ~= '' then redis.call('HSET', jk, 'pcx', run) end

@@ -8,7 +8,10 @@ local function promote_due(meta, ready, delayed, prefix, now, limit)
   local due = redis.call('ZRANGEBYSCORE', delayed, '-inf', now, 'LIMIT', 0, limit)
   for i = 1, #due do
     local jk = prefix .. 'job:' .. due[i]
-    if job_call('HSET', jk, 'state', 'waiting') then  -- (a record edited into another type only leaves)
+    -- A record gone (deleted by hand, expired) or edited into another type is no job: its id only
+    -- leaves `delayed` (an HSET would create a stray {state: waiting} record for it).
+    if (job_call('HLEN', jk) or 0) > 0 then
+      redis.call('HSET', jk, 'state', 'waiting')
       push_ready(meta, ready, jk, due[i])
     end
   end

@@ -46,10 +46,11 @@ local function job_call(cmd, jk, ...)
   return r
 end
 
--- A command on a queue's own index of held jobs (<p>holds, <p>hold:<name>) that a hand edit may
--- have replaced with another Redis type: such a key lists no job, so it is deleted and the command
--- runs again on the empty key, instead of failing every script that meets it (trips holding or
--- taking back jobs, the sweep). Any other error still fails the script.
+-- A command on a queue's own index of held jobs (<p>holds, <p>hold:<name>), or on any key a script
+-- is about to delete anyway (obliterate), that a hand edit may have replaced with another Redis
+-- type: such a key lists no job, so it is deleted and the command runs again on the empty key,
+-- instead of failing every script that meets it (trips holding or taking back jobs, the sweep).
+-- Any other error still fails the script.
 local function index_call(cmd, key, ...)
   local r = redis.pcall(cmd, key, ...)
   if type(r) == 'table' and r.err then
@@ -146,13 +147,26 @@ local function emit(events, maxlen, ...)
   redis.call('XADD', events, 'MAXLEN', '~', maxlen, '*', ...)
 end
 
+-- The job id an idempotency key (<p>idem:<key>, a string) names, or nil. A key edited by hand into
+-- another type names no job: it reads as nil (an add's SET then replaces it) and, with `drop_bad`,
+-- is deleted, instead of failing the script (a remove, obliterate, every retention trim).
+local function idem_owner(ik, drop_bad)
+  local r = redis.pcall('GET', ik)
+  if type(r) == 'table' and r.err then
+    if string.sub(r.err, 1, 9) ~= 'WRONGTYPE' then error(r) end
+    if drop_bad then redis.call('DEL', ik) end
+    return nil
+  end
+  return r
+end
+
 -- Delete a job's record, log and streamed output, and its idempotency key when that still points at it.
 -- A retained completed record carries `sz`, its share of meta `completed_bytes` (retention.lua),
 -- given back here.
 local function drop_job(prefix, id, ikey)
   if ikey then
     local ik = prefix .. 'idem:' .. ikey
-    if redis.call('GET', ik) == id then redis.call('DEL', ik) end
+    if idem_owner(ik, true) == id then redis.call('DEL', ik) end
   end
   local jk = prefix .. 'job:' .. id
   local sz = job_call('HGET', jk, 'sz')  -- (a record edited into another type is deleted all the same)
