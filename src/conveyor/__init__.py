@@ -23,6 +23,7 @@ from conveyor.errors import (
     RateLimited,
     Retry,
     SerializationError,
+    SpoiledKeyError,
     Unrecoverable,
 )
 from conveyor.events import Event
@@ -42,6 +43,6 @@ __all__ = [
     "JobFailedError", "JobInterrupted", "JobNotFoundError", "JobOptions", "JobOutcome", "JobRecord",
     "JobSpec", "JobState", "JobTimeoutError", "LeaseLostError", "Middleware", "Named", "OutcomeKind", "Page",
     "PayloadTooLargeError", "PayloadValidationError", "Queue", "QueueConfig", "QueueNotEmptyError",
-    "RateLimited", "Retention", "Retry", "SerializationError", "Task", "Unrecoverable", "Worker",
+    "RateLimited", "Retention", "Retry", "SerializationError", "SpoiledKeyError", "Task", "Unrecoverable", "Worker",
     "WorkerStats", "__version__",
 ]

@@ -44,3 +44,18 @@ async def test_an_action_on_a_record_edited_into_another_type_is_a_404(api: Api,
     r = await api.http.request(method, f"/api/jobs/{api.queue}/{job_id}{suffix}", headers=api.auth())
     assert r.status_code == 404, r.text
     assert await api.app.client.get(key) == "not a hash"
+
+
+async def test_a_queue_key_edited_into_another_type_is_a_500_naming_it(api: Api) -> None:
+    """A queue's own key holding another Redis type is the server's data at fault, not the request:
+    a 500 whose body names the key to repair (code spoiled_key). Before, a bare 'internal error'."""
+    await api.enqueue("echo", {"text": "x"})
+    events = f"cv:{{{api.queue}}}:events"
+    await api.app.client.delete(events)
+    await api.app.client.set(events, "not a stream")
+    r = await api.http.post(f"/api/queues/{api.queue}/jobs", json={"name": "echo", "data": {"text": "y"}},
+                            headers=api.auth("enqueue"))
+    assert r.status_code == 500, r.text
+    error = r.json()["error"]
+    assert error["code"] == "spoiled_key" and events in error["message"], error
+    await api.app.client.delete(events)

@@ -28,6 +28,7 @@ from conveyor.errors import (
     JobNotFoundError,
     PayloadTooLargeError,
     PayloadValidationError,
+    SpoiledKeyError,
     UnknownTaskError,
 )
 from conveyor.redis.faults import fault_summary, is_fault
@@ -123,6 +124,9 @@ def _from_conveyor(exc: Exception) -> ApiError:
         return ApiError(422, f"data does not match the payload type of task {exc.task!r}", details=exc.errors)
     if isinstance(exc, InvalidJobError):
         return ApiError(422, str(exc), code="invalid_job")
+    if isinstance(exc, SpoiledKeyError):  # data in Redis, not the request, is at fault: the key to repair
+        logger.warning("%s", exc)
+        return ApiError(500, str(exc), code="spoiled_key")
     return ApiError(503, fault_summary(exc))
 
 
@@ -267,6 +271,7 @@ def install_error_handlers(app: FastAPI) -> None:
         IdempotencyConflictError,
         InvalidJobError,
         ConnectionFailedError,
+        SpoiledKeyError,
     ):
         app.add_exception_handler(cls, _conveyor_error)
     app.add_exception_handler(RedisConnectionError, _redis_down)
