@@ -5,6 +5,7 @@ makes a script fail with a Conveyor error naming the key, and the queue can stil
 from __future__ import annotations
 
 import logging
+import re
 import uuid
 from collections.abc import AsyncIterator, Awaitable, Callable
 from typing import Any
@@ -137,3 +138,45 @@ async def test_maintenance_skips_a_queue_with_a_spoiled_key_and_trims_the_others
         assert [r for r in caplog.records if key in r.getMessage()]
     finally:
         await other.obliterate(force=True)
+
+
+def _adds(queue: Queue) -> dict[str, Callable[[], Awaitable[Any]]]:
+    return {
+        "add": lambda: queue.add("ok", 1),
+        "add delayed": lambda: queue.add("ok", 1, delay=60),
+        "add with an id": lambda: queue.add("ok", 1, job_id="given-1", idempotency_key="i1"),
+        "add_bulk": lambda: queue.add_bulk([{"name": "ok", "data": n} for n in range(3)]),
+        "add_bulk delayed": lambda: queue.add_bulk(
+            [{"name": "ok", "data": n, "options": {"delay": 60}} for n in range(3)]),
+    }
+
+
+@pytest.mark.parametrize("name", ["ready", "delayed", "events"])
+async def test_an_add_meeting_a_spoiled_queue_key_writes_nothing(queue: Queue, name: str) -> None:
+    """Before, an add wrote the job's record (and its idempotency key), then failed at the set or
+    stream of the wrong type: a job in no set, never run and never listed. Now the add checks the
+    queue's keys before its first write and fails naming the key, with nothing written."""
+    key = getattr(queue.keys, name)
+    await _spoil(queue, key)
+    for what, add in _adds(queue).items():
+        with pytest.raises(SpoiledKeyError) as caught:
+            await add()
+        assert key in str(caught.value), (what, str(caught.value))
+        left = [k async for k in queue.client.scan_iter(match=queue.keys.base + "*")]
+        assert [k for k in left if ":job:" in k or ":idem:" in k] == [], what
+        assert await queue.client.type(key) == "list", what
+    await queue.obliterate(force=True)
+
+
+async def test_a_keyed_add_meeting_a_spoiled_cancelled_set_writes_nothing(queue: Queue) -> None:
+    """Before, a debounced add that replaces a queued job wrote the new job, then failed cancelling
+    the old one into a `cancelled` set of the wrong type: two jobs of the key, the new one in no
+    set. Now it fails naming the key before writing anything."""
+    first = await queue.add("ok", 1, key="doc:1", key_mode="debounce", key_window=3600)
+    await _spoil(queue, queue.keys.cancelled)
+    with pytest.raises(SpoiledKeyError, match=re.escape(queue.keys.cancelled)):
+        await queue.add("ok", 2, key="doc:1", key_mode="debounce", key_window=3600)
+    left = [k async for k in queue.client.scan_iter(match=queue.keys.base + "*")]
+    assert [k for k in left if ":job:" in k] == [queue.keys.job(first.id)]
+    assert await queue.client.zrange(queue.keys.delayed, 0, -1) == [first.id]
+    await queue.obliterate(force=True)

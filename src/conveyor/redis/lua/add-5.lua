@@ -6,6 +6,9 @@ ARGV: 1 prefix (e.g. "cv:{q}:"), 2 events maxlen, 3 job count, then per job eith
       or 'f' and 10 fields: id ('' = next number), idempotency key ('' = none), idempotency ttl ms,
       name, data (JSON), opts (JSON or ''), priority, delay ms, group ('' = none), cost ('' = none)
 Grouped jobs wait in their group's ready set (see includes/groups.lua), not in `ready`.
+The queue keys an add writes (meta, ready, delayed, events) are checked, once per call, to hold their
+type before the first write: a key edited into another type fails the call with
+WRONGTYPE, nothing written (the client raises SpoiledKeyError naming it).
 Every job is checked before the first write (id characters, priority in [-1000, 1000], delay and
 idempotency ttl integers in range, cost an integer >= 0); one bad job refuses the whole batch.
 Generated ids come from the meta `id` counter, floored by Redis time (common.lua `reserve`), so an id
@@ -57,6 +60,11 @@ for i = 1, count do
   end
 end
 if a - 1 ~= #ARGV then return {-6, 0, 'batch arguments'} end
+-- The queue's keys an add writes, each checked once per call before the first write (common.lua must_be).
+must_be(meta, 'hash')
+must_be(ready, 'zset')
+must_be(delayed, 'zset')
+must_be(events, 'stream')
 
 -- Pass 1: find jobs that already exist (by id or idempotency key) and refuse conflicts.
 local existing = {}

@@ -55,6 +55,9 @@ elseif keyed_mode == 'debounce' then
   if keyed_delay < keyed_window then keyed_delay = keyed_window end
 end
 ARGV[12] = num(keyed_delay)
+-- The set a replaced job enters, checked before the add writes (common.lua must_be; the add checks
+-- the others).
+if keyed_prev and keyed_queued and keyed_mode ~= 'throttle' then must_be(KEYS[6], 'zset') end
 
 local function add_jobs()
 --@add-5

@@ -33,6 +33,18 @@ local MAX_MS = 3155760000000
 -- Counters below 2^53 stay exact in a Lua double.
 local MAX_COUNT = 9007199254740991
 
+-- A queue key a script is about to write, checked before its first write: a key edited by hand into
+-- another Redis type fails the script with WRONGTYPE here, nothing written, instead of at the write
+-- that meets it after others (a job record written, then its set refusing it: a job in no set). The
+-- loader turns the error into SpoiledKeyError naming the key (conveyor/redis/spoiled.py).
+local function must_be(key, want)
+  local t = redis.call('TYPE', key)
+  t = type(t) == 'table' and t.ok or t
+  if t ~= want and t ~= 'none' then
+    error({err = 'WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. want})
+  end
+end
+
 -- A command on a job record that a hand edit may have replaced with another Redis type: such a
 -- record is no job and answers nil, as a missing one does, instead of failing the whole script (a
 -- trip that failed on it would be sent again and fail again: the worker and the queue stand still).
