@@ -73,7 +73,8 @@ class ChatServer(HttpServer):
     `"stream": true` is answered as OpenAI streams (server-sent chunks of `token_chars` characters,
     usage in a last chunk when asked); with `hold_after` set, a stream stops after that many chunks
     until `release` is set (POST /release sets it), so a test sees partial output deterministically
-    (hold_after=0 holds whole answers too)."""
+    (hold_after=0 holds whole answers too); with `hold_before_done`, a stream holds after its usage
+    chunk, before `[DONE]`, until `release` is set."""
 
     def __init__(self) -> None:
         super().__init__()
@@ -84,6 +85,8 @@ class ChatServer(HttpServer):
         self.token_chars = 8
         self.hold_after: int | None = None
         self.cut_after = 2
+        self.hold_before_done = False
+        self.held_before_done = 0  # streams that reached that hold
         self.release = asyncio.Event()
         self.usage: Any = {"prompt_tokens": 11, "completion_tokens": 5, "total_tokens": 16}  # as sent
         self.app.router.add_post("/{mode}/v1/chat/completions", self.completions)
@@ -116,6 +119,9 @@ class ChatServer(HttpServer):
         await send([{"index": 0, "delta": {}, "finish_reason": "stop"}])
         if (body.get("stream_options") or {}).get("include_usage"):
             await send([], usage=self.usage)
+        if self.hold_before_done:
+            self.held_before_done += 1
+            await self.release.wait()
         await response.write(b"data: [DONE]\n\n")
         await response.write_eof()
         return response

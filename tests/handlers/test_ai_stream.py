@@ -114,3 +114,74 @@ async def _recorded(ledger: CostLedger) -> bool:
     except LookupError:
         return False
     return int(report["totals"]["runs"]) >= 1
+
+
+async def _stream_held_mid_answer(app: Conveyor, chat: ChatServer, **options: Any) -> Any:
+    """A generate job for tenant acme whose provider streams 5 chunks of 8 characters, then holds
+    (no finish, no usage chunk) until the server closes."""
+    chat.hold_after = 5
+    handlers = install(app, ai=True, settings=Settings(), ai_providers=[provider(chat, "ok", timeout_s=120.0)])
+    assert handlers.ai is not None
+    return await handlers.ai.generate.enqueue({"prompt": "y" * 100}, group="acme", **options)
+
+
+async def _partial(app: Conveyor, job_id: str, chars: int = 40) -> bool:
+    out = await app.queue("ai").get_output(job_id)
+    return out is not None and len(out.text) >= chars
+
+
+async def test_a_stream_cancelled_mid_answer_is_charged_an_estimate(app: Conveyor, chat: ChatServer) -> None:
+    """A job cancelled while its provider streams has been billed the prompt and the partial answer:
+    the run ends cancelled and the tenant is charged the estimate (a token per 4 characters of the
+    prompt and of the text received). Before, a cancelled run was charged nothing."""
+    job = await _stream_held_mid_answer(app, chat)
+    ledger = CostLedger(app.client, app.prefix)
+    queue = app.queue("ai")
+    async with running(app.worker("ai", lease_ms=3000, costs=True)):
+        await wait_for(lambda: _partial(app, job.id), what="the partial answer in the job's output")
+        await job.cancel()
+        await wait_for(lambda: _state_is(app, job.id, JobState.CANCELLED), what="the job cancelled")
+        await wait_for(lambda: _recorded(ledger), what="the run recorded in the cost ledger")
+    # 100 characters of prompt -> 25 tokens, 40 characters received -> 10
+    totals = (await ledger.usage(group="acme"))["totals"]
+    assert totals["tokens_in"] == 25 and totals["tokens_out"] == 10 and totals["runs"] == 1
+    assert await queue.get_state(job.id) == JobState.CANCELLED
+
+
+async def test_a_stream_cancelled_after_its_usage_chunk_is_charged_that_usage(
+    app: Conveyor, chat: ChatServer
+) -> None:
+    """A job cancelled after its provider sent the usage chunk (the stream not yet closed) is charged
+    the usage the provider reported, not an estimate. Before, it was charged nothing."""
+    chat.hold_before_done = True
+    handlers = install(app, ai=True, settings=Settings(), ai_providers=[provider(chat, "ok", timeout_s=120.0)])
+    assert handlers.ai is not None
+    job = await handlers.ai.generate.enqueue({"prompt": "y" * 100}, group="acme")
+    ledger = CostLedger(app.client, app.prefix)
+    async with running(app.worker("ai", lease_ms=3000, costs=True)):
+        await wait_for(lambda: chat.held_before_done == 1, what="the usage chunk sent")
+        await wait_for(lambda: _partial(app, job.id, len("echo: ") + 100), what="the whole answer in the output")
+        await job.cancel()
+        await wait_for(lambda: _state_is(app, job.id, JobState.CANCELLED), what="the job cancelled")
+        await wait_for(lambda: _recorded(ledger), what="the run recorded in the cost ledger")
+    totals = (await ledger.usage(group="acme"))["totals"]
+    assert totals["tokens_in"] == 11 and totals["tokens_out"] == 5 and totals["runs"] == 1  # as reported
+
+
+async def test_a_stream_timed_out_mid_answer_is_charged_an_estimate(app: Conveyor, chat: ChatServer) -> None:
+    """A job whose timeout runs out while its provider streams is charged the partial answer's
+    estimate, as a failed stream is, and still fails as timed out. Before, it was charged nothing."""
+    job = await _stream_held_mid_answer(app, chat, timeout=5, attempts=1)
+    ledger = CostLedger(app.client, app.prefix)
+    async with running(app.worker("ai", lease_ms=3000, costs=True)):
+        await wait_for(lambda: _partial(app, job.id), what="the partial answer in the job's output")
+        await wait_for(lambda: _state_is(app, job.id, JobState.FAILED), what="the job timed out")
+        await wait_for(lambda: _recorded(ledger), what="the run recorded in the cost ledger")
+    totals = (await ledger.usage(group="acme"))["totals"]
+    assert totals["tokens_in"] == 25 and totals["tokens_out"] == 10 and totals["runs"] == 1
+    record = await app.queue("ai").get_job(job.id)
+    assert record is not None and record.error is not None and record.error["type"] == "JobTimeoutError"
+
+
+async def _state_is(app: Conveyor, job_id: str, state: JobState) -> bool:
+    return await app.queue("ai").get_state(job_id) == state

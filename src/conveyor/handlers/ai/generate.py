@@ -11,6 +11,7 @@ otherwise it is retried with the job's backoff.
 
 from __future__ import annotations
 
+import asyncio
 import json
 import logging
 from collections.abc import Callable
@@ -319,8 +320,9 @@ class Generator:
         usage: Usage,
         ctx: JobContext | None,
     ) -> Completion:
-        """One call to `provider`. A stream that fails after text arrived brings no usage chunk, yet
-        the provider billed its tokens: its reported usage, else an estimate, is charged to the job."""
+        """One call to `provider`. A stream that fails, or whose job is cancelled or times out, after
+        text arrived brings no usage chunk, yet the provider billed its tokens: its reported usage,
+        else an estimate, is charged to the job (the run still ends as it would have)."""
         received = Received()
         try:
             return await complete(
@@ -329,7 +331,8 @@ class Generator:
             )
         except ConveyorError:  # the job's own writes failed: the run is over, not the provider
             raise
-        except Exception:
+        # CancelledError: the job was cancelled or ran past its timeout while the provider answered.
+        except (Exception, asyncio.CancelledError):
             spent = reported_usage(received.usage)
             if spent is None and received.chars:
                 spent = estimated_usage(sum(len(m["content"]) for m in messages), received.chars)
