@@ -176,3 +176,16 @@ async def counts_of(queue: Queue) -> dict[str, int]:
 
 def job_ids(jobs: list[Any]) -> list[str]:
     return [j.id for j in jobs]
+
+
+async def server_info(url: str, section: str) -> dict[str, Any]:
+    """One section of the server's INFO, read on a connection of its own (a test measuring what the
+    code under test made the server do: bytes sent, clients, command counts)."""
+    from conveyor.redis.connection import connect
+
+    client = connect(url)
+    try:
+        info: dict[str, Any] = await client.info(section)
+    finally:
+        await client.aclose()
+    return info

@@ -10,27 +10,20 @@ from __future__ import annotations
 
 import asyncio
 from collections.abc import Callable
-from typing import Any
 
 from conveyor import JobContext
-from conveyor.redis.connection import connect
 from conveyor.testing import RedisServer
 from tests.api.conftest import api_settings
 from tests.api.live import live_api
 from tests.api.sample_app import build_app
 from tests.api.sse_parse import parse_sse
-from tests.conftest import wait_for
+from tests.conftest import server_info, wait_for
 
 CHILDREN = 200
 
 
 async def _hmget_calls(url: str) -> int:
-    client = connect(url)
-    try:
-        stats: dict[str, Any] = await client.info("commandstats")
-    finally:
-        await client.aclose()
-    return int(stats.get("cmdstat_hmget", {}).get("calls", 0))
+    return int((await server_info(url, "commandstats")).get("cmdstat_hmget", {}).get("calls", 0))
 
 
 async def test_a_root_stream_does_not_walk_the_tree_at_each_child_end(qname: str) -> None:

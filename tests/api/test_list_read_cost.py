@@ -11,23 +11,18 @@ from __future__ import annotations
 from typing import Any
 
 from conveyor.listing import LISTING_MAX_BYTES
-from conveyor.redis.connection import connect
 from conveyor.testing import RedisServer
 from tests.api.conftest import api_settings
 from tests.api.live import LiveApi, live_api
 from tests.api.sample_app import build_app
+from tests.conftest import server_info
 
 JOBS = 24
 PAYLOAD_CHARS = 300 * 1024  # 24 jobs: about 7 MiB of payloads, past the 4 MiB bound
 
 
 async def _sent_bytes(url: str) -> int:
-    client = connect(url)
-    try:
-        stats: dict[str, Any] = await client.info("stats")
-    finally:
-        await client.aclose()
-    return int(stats["total_net_output_bytes"])
+    return int((await server_info(url, "stats"))["total_net_output_bytes"])
 
 
 async def _read(api: LiveApi, url: str, who: str, server_url: str) -> tuple[dict[str, Any], int]:

@@ -7,27 +7,20 @@ Counted in the connections the API's Redis client holds afterwards, on a server 
 
 from __future__ import annotations
 
-from typing import Any
-
 import pytest
 
-from conveyor.redis.connection import connect
 from conveyor.redis.keys import registry_key
 from conveyor.testing import RedisServer
 from tests.api.conftest import api_settings
 from tests.api.live import live_api
 from tests.api.sample_app import build_app
+from tests.conftest import server_info
 
 QUEUES = 300
 
 
 async def _clients(url: str) -> int:
-    client = connect(url)
-    try:
-        info: dict[str, Any] = await client.info("clients")
-    finally:
-        await client.aclose()
-    return int(info["connected_clients"]) - 1  # not this one
+    return int((await server_info(url, "clients"))["connected_clients"]) - 1  # not this one
 
 
 @pytest.mark.parametrize("path", ["/api/queues?all=true", "/api/autoscaling", "/api/autoscaling/metrics"])

@@ -11,24 +11,18 @@ from __future__ import annotations
 from typing import Any
 
 from conveyor import JobContext
-from conveyor.redis.connection import connect
 from conveyor.testing import RedisServer
 from tests.api.conftest import api_settings
 from tests.api.live import live_api
 from tests.api.sample_app import build_app
-from tests.conftest import wait_for
+from tests.conftest import server_info, wait_for
 
 CHILDREN = 200
 RESULT_BYTES = 20_000
 
 
 async def _sent_bytes(url: str) -> int:
-    client = connect(url)
-    try:
-        stats: dict[str, Any] = await client.info("stats")
-    finally:
-        await client.aclose()
-    return int(stats["total_net_output_bytes"])
+    return int((await server_info(url, "stats"))["total_net_output_bytes"])
 
 
 async def test_reading_a_parent_does_not_read_its_childrens_results(qname: str) -> None:
