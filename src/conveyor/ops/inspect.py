@@ -13,6 +13,7 @@ import typer
 
 from conveyor.errors import ConnectionFailedError, InvalidOptionError
 from conveyor.job import JobState
+from conveyor.listing import LISTING_MAX_BYTES
 from conveyor.ops.common import (
     IdArg,
     JsonOpt,
@@ -181,21 +182,27 @@ def jobs(
     as_json: JsonOpt = False, redis_url: RedisOpt = None, prefix: PrefixOpt = None,
 ) -> None:
     """Jobs of one state: waiting in claim order, delayed by due time, active by lease deadline,
-    finished ones newest first (as GET /api/queues/QUEUE/jobs)."""
+    finished ones newest first (as GET /api/queues/QUEUE/jobs). A page reads what it shows within
+    the API's byte bound: the table no payloads, --json payloads up to LISTING_MAX_BYTES of records,
+    ending early with next_cursor set."""
     if state not in STATES:
         fail(f"unknown state {state!r}: use one of {', '.join(STATES)}", 2)
 
     async def go(t: Target) -> dict[str, Any]:
         q = await t.existing_queue(queue)
         try:
-            page = await q.list_jobs(state, cursor=cursor, limit=limit)
+            page = await q.list_jobs(state, cursor=cursor, limit=limit, with_data=as_json,
+                                     max_bytes=LISTING_MAX_BYTES)
         except InvalidOptionError as exc:  # a partitioned queue's cursor cap (docs/scaling.md)
             fail(f"--cursor: {exc}", 2)
-        return {"jobs": await jobs_view(q, page.jobs, show_data=True), "next_cursor": page.next_cursor}
+        return {"jobs": await jobs_view(q, page.jobs, show_data=as_json), "next_cursor": page.next_cursor}
 
     doc = run(redis_url, prefix, go)
     if as_json:
         print_json(doc)
+        if doc["next_cursor"] is not None and len(doc["jobs"]) < limit:  # cut by the byte bound
+            typer.echo(f"more: --cursor {doc['next_cursor']} (a page reads at most "
+                       f"{LISTING_MAX_BYTES // (1024 * 1024)} MiB of records)", err=True)
         return
     if not doc["jobs"]:
         typer.echo(f"no {state} jobs in {queue}")

@@ -15,8 +15,10 @@ ARGV: as add-5 with exactly one job in the 'f' form with no id and no idempotenc
 Returns: add-5's reply (id, status); {-6, position, reason} for bad arguments (nothing written)
 Codes: 0 OK, -4 CONFLICT, -6 INVALID_INPUT
 Events: as add-5; cancelled (id, by) for a replaced job; cancelling (id, by) for a running one
+A replaced job that is a flow's root counts in the meta's flows_failed, as a cancelled root does.
 ]]
 --@include common
+--@include flow
 --@include keyed
 
 local keyed_window = int_in(table.remove(ARGV), 0, MAX_MS)

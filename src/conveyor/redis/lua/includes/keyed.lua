@@ -1,6 +1,6 @@
 -- Keyed jobs (debounce, throttle, latest wins; docs/llm.md): the last job added with a key is
 -- remembered in <p>key:<key> (hash: job = id; for throttle also start = the latest start known of
--- the key's jobs, ms), so the next add with the key can find it. Needs common.lua.
+-- the key's jobs, ms), so the next add with the key can find it. Needs common.lua and flow.lua.
 
 -- How long a key's hash outlives its last add, beyond the window (ms): 7 days.
 local KEYED_KEEP_MS = 604800000
@@ -14,10 +14,13 @@ local function keyed_last(kk, prefix)
 end
 
 -- Cancel a waiting or delayed job at once, as cancel-5 does; `by` names the job that replaced it.
+-- A flow's root cancelled so counts in flows_failed, as any cancelled root does (includes/cancel.lua).
 local function keyed_cancel(prefix, ready, delayed, cancelled, events, maxlen, id, state, by)
   local jk = prefix .. 'job:' .. id
   local stamp = num(now_ms())
   if state == 'waiting' then remove_waiting(ready, jk, id) else redis.call('ZREM', delayed, id) end
+  local fl = redis.call('HMGET', jk, 'parent', 'kids')
+  flow_root_ended(prefix .. 'meta', 'X', fl[1], fl[2])
   redis.call('HSET', jk, 'state', 'cancelled', 'finished', stamp)
   redis.call('ZADD', cancelled, stamp, id)
   emit(events, maxlen, 'ev', 'cancelled', 'id', id, 'by', by)
