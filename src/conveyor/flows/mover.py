@@ -20,7 +20,7 @@ from typing import Any
 from redis.exceptions import ResponseError
 
 from conveyor import codec
-from conveyor.errors import ConfigurationError, ConnectionFailedError, ScriptInputError
+from conveyor.errors import ConfigurationError, ConnectionFailedError, ScriptInputError, SpoiledKeyError
 from conveyor.job import split_ref
 from conveyor.redis import flow_scripts
 from conveyor.redis.connection import RedisClient
@@ -131,7 +131,7 @@ class OutboxMover:
             items = [(f"{self.keys.queue}:{field}", record[0], record.split("|", 2)[2]) for field, record in left]
             try:
                 answers = await flow_scripts.deliver(self.client, keys, pid, items, self.maxlen)
-            except ResponseError as exc:  # faults are ConnectionFailedError: this is the parent's key itself
+            except (ResponseError, SpoiledKeyError) as exc:  # faults are ConnectionFailedError: the parent's key
                 await self._set_aside([(field, record, f"the parent's record cannot be used: {exc}")
                                        for field, record in left])
                 return
@@ -210,7 +210,7 @@ class OutboxMover:
         child, so only the children it concerns are skipped."""
         try:
             answers = await flow_scripts.cancel_kids(self.client, keys, ids, run, self.maxlen)
-        except (ResponseError, ScriptInputError) as exc:  # faults are ConnectionFailedError
+        except (ResponseError, SpoiledKeyError, ScriptInputError) as exc:  # faults are ConnectionFailedError
             logger.warning("queue %s: cancelling %d children on %s one by one (%s)",
                            self.keys.queue, len(ids), keys.queue, str(exc)[:200])
             await self._cancel_one_by_one(keys, ids, run)
@@ -225,7 +225,7 @@ class OutboxMover:
         for job_id in ids:
             try:
                 await scripts.cancel(job_id, run)  # already ended or gone: nothing to do
-            except ResponseError as exc:
+            except (ResponseError, SpoiledKeyError) as exc:
                 logger.warning("queue %s: skipping the child %r of a cancelled parent: its record cannot be used (%s)",
                                self.keys.queue, f"{keys.queue}:{job_id}"[:200], str(exc)[:200])
 
