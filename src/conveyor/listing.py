@@ -14,6 +14,7 @@ from collections.abc import Sequence
 from typing import TYPE_CHECKING, NamedTuple
 
 from conveyor.job import RECORD_FIELDS, JobRecord, JobState
+from conveyor.redis.faults import redis_call
 
 if TYPE_CHECKING:
     from conveyor.queue import Queue
@@ -41,7 +42,7 @@ async def read_fields(located: Sequence[Located], fields: Sequence[str]) -> list
     async with client.pipeline(transaction=False) as pipe:
         for part, job_id in located:
             pipe.hmget(part.keys.job(job_id), list(fields))
-        replies = await located[0][0]._call(pipe.execute())
+        replies = await redis_call(pipe.execute())
     return [{f: v for f, v in zip(fields, values, strict=True) if v is not None} for values in replies]
 
 
@@ -62,7 +63,7 @@ async def read_page(
             pipe.hmget(key, list(SUMMARY_FIELDS))
             for field in large:
                 pipe.hstrlen(key, field)
-        replies = await part0._call(pipe.execute())
+        replies = await redis_call(pipe.execute())
     step = 1 + len(large)
     summaries: list[dict[str, str]] = []
     total, consumed = 0, 0

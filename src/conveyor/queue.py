@@ -30,7 +30,7 @@ from conveyor.options import DEFAULT_IDEMPOTENCY_TTL_S, JobOptions, JobSpec
 from conveyor.redis.codes import ScriptCode
 from conveyor.redis.connection import RedisClient, connect
 from conveyor.redis.durability import Durability
-from conveyor.redis.faults import guarded
+from conveyor.redis.faults import redis_call
 from conveyor.redis.keys import QueueKeys, registry_key
 from conveyor.redis.scripts import JobSpecArgs, QueueScripts
 
@@ -591,7 +591,7 @@ class Queue(QueueHandle[RedisClient]):
     @staticmethod
     async def _call(awaitable: Any) -> Any:
         """One Redis call; every fault comes out as ConnectionFailedError (redis/faults.py)."""
-        return await guarded(awaitable)
+        return await redis_call(awaitable)
 
 
 def encode_spec(

@@ -21,6 +21,7 @@ from conveyor.partitions.reading import parts_of
 from conveyor.queue import Queue
 from conveyor.redis.clock import redis_now_ms
 from conveyor.redis.connection import RedisClient
+from conveyor.redis.faults import redis_call
 from conveyor.redis.keys import QueueKeys, WorkerRegistryKeys, registry_key, validate_queue_name
 
 THROUGHPUT_WINDOW_S = 60
@@ -61,7 +62,7 @@ async def due_times(queue: Queue, records: Iterable[JobRecord]) -> dict[str, int
         for job_id in delayed:
             for part in parts:
                 pipe.zscore(part.keys.delayed, job_id)
-        scores = await Queue._call(pipe.execute())
+        scores = await redis_call(pipe.execute())
     due: dict[str, int] = {}
     for n, job_id in enumerate(delayed):
         found = [s for s in scores[n * len(parts):(n + 1) * len(parts)] if s is not None]
@@ -87,7 +88,7 @@ async def children_view(queue: Queue, rec: JobRecord) -> list[dict[str, Any]]:
     async with queue.client.pipeline(transaction=False) as pipe:
         for q, job_id in rec.children:
             pipe.hmget(QueueKeys(q, queue.prefix).job(job_id), ["name", "state"])
-        replies = await Queue._call(pipe.execute())
+        replies = await redis_call(pipe.execute())
     return [{"queue": q, "id": i, "name": name, "state": state}
             for (q, i), (name, state) in zip(rec.children, replies, strict=True)]
 

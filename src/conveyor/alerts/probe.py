@@ -16,6 +16,7 @@ from conveyor.partitions import PartitionedQueue, open_queue, parts_of
 from conveyor.queue import Queue
 from conveyor.redis.clock import redis_now_ms
 from conveyor.redis.connection import RedisClient
+from conveyor.redis.faults import redis_call
 
 EVENTS_CHUNK = 1000
 EVENTS_SCAN_MAX = 20_000  # stream entries read per queue and pass for the stalled count
@@ -107,7 +108,7 @@ class Probe:
                     since = now - int(window_s * 1000)
                     pipe.zcount(part.keys.completed, since, "+inf")
                     pipe.zcount(part.keys.failed, since, "+inf")
-                replies = [int(n) for n in await Queue._call(pipe.execute())]
+                replies = [int(n) for n in await redis_call(pipe.execute())]
             return sum(replies[0::2]), sum(replies[1::2])
 
         result: tuple[int, int] = await self._once(("finished", queue, window_s), count)
@@ -124,7 +125,7 @@ class Probe:
                 while True:
                     if scanned >= EVENTS_SCAN_MAX:
                         return n, False
-                    entries = await Queue._call(
+                    entries = await redis_call(
                         self.client.xrevrange(part.keys.events, upper, since, count=EVENTS_CHUNK))
                     scanned += len(entries)
                     n += sum(1 for _, fields in entries if (fields or {}).get("ev") == "stalled"

@@ -17,8 +17,8 @@ from conveyor import codec
 from conveyor.alerts.rules import MAX_RULES, RuleBase, parse_rule, rule_json
 from conveyor.alerts.state import AlertState, Notice
 from conveyor.errors import ConfigurationError, ConveyorError
-from conveyor.queue import Queue
 from conveyor.redis.connection import RedisClient
+from conveyor.redis.faults import redis_call
 from conveyor.redis.keys import AlertKeys
 from conveyor.redis.scripts import Script
 
@@ -77,7 +77,7 @@ class AlertStore:
             pipe.hgetall(k.sources)
             pipe.hgetall(k.state)
             pipe.hgetall(k.versions)
-            rules, sources, states, versions = await Queue._call(pipe.execute())
+            rules, sources, states, versions = await redis_call(pipe.execute())
         out = []
         for rule_id in sorted(rules):
             try:
@@ -101,13 +101,13 @@ class AlertStore:
         return int(await _S["transition"](self.client, keys, args)) > 0
 
     async def pending_notices(self) -> list[Notice]:
-        raw = await Queue._call(self.client.hgetall(self.keys.outbox))
+        raw = await redis_call(self.client.hgetall(self.keys.outbox))
         return sorted((Notice.from_dict(codec.loads(v)) for v in raw.values()), key=lambda n: (n.at_ms, n.id))
 
     async def delivered(self, notice: Notice) -> None:
-        await Queue._call(self.client.hdel(self.keys.outbox, notice.id))
+        await redis_call(self.client.hdel(self.keys.outbox, notice.id))
 
     async def history(self, limit: int = 50) -> list[dict[str, Any]]:
         """The latest notices, newest first (without channels)."""
-        entries = await Queue._call(self.client.xrevrange(self.keys.history, count=limit))
+        entries = await redis_call(self.client.xrevrange(self.keys.history, count=limit))
         return [codec.loads(fields["notice"]) for _, fields in entries if fields and "notice" in fields]

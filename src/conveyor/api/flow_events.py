@@ -17,7 +17,7 @@ from conveyor.app import Conveyor
 from conveyor.events import Event
 from conveyor.flows.model import MAX_NODES
 from conveyor.job import JobRecord, split_ref
-from conveyor.queue import Queue
+from conveyor.redis.faults import redis_call
 from conveyor.redis.keys import QueueKeys
 
 POLL_S = 0.25  # a flow root's stream relays its children's events at least this often
@@ -84,7 +84,7 @@ class FlowFollower:
             async with client.pipeline(transaction=False) as pipe:
                 for q, i, _ in level:
                     pipe.hmget(QueueKeys(q, prefix).job(i), ["name", "state", "kids"])
-                replies = await Queue._call(pipe.execute())
+                replies = await redis_call(pipe.execute())
             nxt = []
             for (q, i, parent), (name, state, kids) in zip(level, replies, strict=True):
                 self.members.setdefault(q, set()).add(i)

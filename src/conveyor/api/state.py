@@ -17,6 +17,7 @@ from conveyor.errors import ConfigurationError
 from conveyor.partitions import open_queue
 from conveyor.queue import Queue
 from conveyor.redis.connection import RedisClient, connect
+from conveyor.redis.faults import redis_call
 from conveyor.redis.keys import registry_key, validate_queue_name
 from conveyor.schedules.store import ScheduleStore
 from conveyor.settings import Settings
@@ -94,7 +95,7 @@ class ApiState:
             validate_queue_name(name)
         except ConfigurationError:
             raise ApiError(404, "no such queue") from None
-        if not await Queue._call(self.client.sismember(registry_key(self.prefix), name)):
+        if not await redis_call(self.client.sismember(registry_key(self.prefix), name)):
             raise ApiError(404, f"queue {name!r} does not exist")
         return await self.opened(name)
 

@@ -24,6 +24,7 @@ from typing import Any
 from conveyor.job import JobState
 from conveyor.partitions.reading import parts_of
 from conveyor.queue import Queue
+from conveyor.redis.faults import redis_call
 from conveyor.views import oldest_waiting_age_ms
 
 DEFAULT_TARGET_S = 60.0
@@ -46,14 +47,14 @@ async def mean_duration_s(queue: Queue, sample: int = DURATION_SAMPLE) -> tuple[
         for part in parts:
             pipe.zrevrange(part.keys.completed, 0, sample - 1)
             pipe.zrevrange(part.keys.failed, 0, sample - 1)
-        finished = await Queue._call(pipe.execute())
+        finished = await redis_call(pipe.execute())
     ids = [(part, job_id) for i, part in enumerate(parts) for job_id in [*finished[2 * i], *finished[2 * i + 1]]]
     if not ids:
         return None, 0
     async with queue.client.pipeline(transaction=False) as pipe:
         for part, job_id in ids:
             pipe.hmget(part.keys.job(job_id), "started", "finished")
-        times = await Queue._call(pipe.execute())
+        times = await redis_call(pipe.execute())
     runs = [int(end) - int(start) for start, end in times if start and end and int(end) >= int(start)]
     if not runs:
         return None, 0

@@ -13,6 +13,7 @@ from redis.crc import key_slot
 from conveyor.errors import FlowBusyError, IdempotencyConflictError, InvalidFlowError
 from conveyor.flows.model import FlowNode, flatten
 from conveyor.job import Job
+from conveyor.redis.faults import redis_call
 from conveyor.redis.flow_scripts import PARENT_HAS_RESULT, PARENT_NEW, FlowNodeArgs, add_nodes
 from conveyor.redis.keys import MAX_PARTITIONS, QueueKeys, partition_layout_key, registry_key
 
@@ -45,7 +46,7 @@ async def write_nodes(queue: Queue, nodes: list[FlowNodeArgs], depths: list[int]
     client = queue.client
     names = sorted({n.keys.queue for n in nodes})
     await _refuse_partitioned(queue, names)
-    await queue._call(client.sadd(registry_key(queue.prefix), *names))
+    await redis_call(client.sadd(registry_key(queue.prefix), *names))
     maxlen = queue.events_maxlen
     cluster = isinstance(client, RedisCluster)
     counted = await _counted_by_parent(queue, nodes, in_one_call=not cluster)
@@ -87,7 +88,7 @@ async def _counted_by_parent(queue: Queue, nodes: list[FlowNodeArgs], *, in_one_
             parent_key = QueueKeys(pq, queue.prefix).job(pid)
         pipe.hexists(parent_key, f"r:{n.keys.queue}:{n.job_id}")
         asked.append(i)
-    found = await queue._call(pipe.execute()) if asked else []
+    found = await redis_call(pipe.execute()) if asked else []
     counted = [False] * len(nodes)
     for i, has in zip(asked, found, strict=True):
         counted[i] = bool(has)
@@ -107,7 +108,7 @@ async def _refuse_taken_ids(queue: Queue, nodes: list[FlowNodeArgs]) -> None:
     for n in nodes:
         pipe.hmget(n.keys.job(n.job_id), "name", "data", "parent", "kids", "state", "pcx")
         pipe.hexists(n.keys.outbox, "!" + n.job_id)
-    found = await queue._call(pipe.execute())
+    found = await redis_call(pipe.execute())
     index = {f"{n.keys.queue}:{n.job_id}": i for i, n in enumerate(nodes)}
     anew: list[bool] = []  # written anew (nodes come parents first)
     for i, n in enumerate(nodes):
@@ -140,6 +141,6 @@ async def _refuse_partitioned(queue: Queue, names: list[str]) -> None:
     pipe = queue.client.pipeline(transaction=False)
     for name in names:
         pipe.zrange(partition_layout_key(name, queue.prefix), 0, MAX_PARTITIONS, withscores=True)
-    for name, rows in zip(names, await queue._call(pipe.execute()), strict=True):
+    for name, rows in zip(names, await redis_call(pipe.execute()), strict=True):
         if parse_layout(rows) is not None:
             raise InvalidFlowError("root", f"queue {name!r} is partitioned: flows run on plain queues only")

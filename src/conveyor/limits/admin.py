@@ -10,6 +10,7 @@ from conveyor.errors import ConfigurationError, InvalidOptionError
 from conveyor.limits.model import GroupLimits, RateLimit, check_weight, limiter_fields
 from conveyor.options import JobOptions
 from conveyor.redis.clock import redis_now_ms
+from conveyor.redis.faults import redis_call
 
 if TYPE_CHECKING:
     from conveyor.queue import Queue
@@ -31,7 +32,7 @@ def _changed(current: dict[str, str | None], new: dict[str, str], prefix: str) -
 
 async def _write(queue: Queue, group: str, target: str, values: dict[str, str], managed: list[str]) -> None:
     """Set `values`, delete the other `managed` fields; a limiter whose parameters change starts rested."""
-    raw = await queue._call(queue.client.hmget(target, [*managed]))
+    raw = await redis_call(queue.client.hmget(target, [*managed]))
     current = dict(zip(managed, raw, strict=True))
     delete = [f for f in managed if f not in values]
     for prefix, tat in (("rate", "rtat"), ("cost", "ctat")):
@@ -189,9 +190,9 @@ async def group_state(queue: Queue, group: str) -> dict[str, Any]:
         pipe.hgetall(k.group(group))
         pipe.zcard(k.group_ready(group))
         pipe.hgetall(k.limits)
-        fields, waiting, q = await queue._call(pipe.execute())
+        fields, waiting, q = await redis_call(pipe.execute())
     # The clock of the queue's node, which its limiter scripts read (not the node a plain TIME picks).
-    now = await queue._call(redis_now_ms(queue.client, k.limits))
+    now = await redis_call(redis_now_ms(queue.client, k.limits))
     defaults = {key.removeprefix("g_"): v for key, v in q.items() if key in limiter_fields("g_")}
     return _group_entry({"group": group, "state": "idle", "waiting": waiting, "fields": fields}, defaults, now)
 
@@ -200,27 +201,27 @@ async def group_state(queue: Queue, group: str) -> dict[str, Any]:
 
 
 async def known_groups(queue: Queue) -> list[str]:
-    return sorted(await queue._call(queue.client.smembers(queue.keys.groups)))
+    return sorted(await redis_call(queue.client.smembers(queue.keys.groups)))
 
 
 async def grouped_waiting(queue: Queue) -> int:
-    return int(await queue._call(queue.client.hget(queue.keys.meta, "gwait")) or 0)
+    return int(await redis_call(queue.client.hget(queue.keys.meta, "gwait")) or 0)
 
 
 async def waiting_ids(queue: Queue, cursor: int, limit: int) -> list[str]:
     """Waiting job ids: ungrouped ones in claim order, then each group's (groups by name)."""
     k = queue.keys
-    ids: list[str] = list(await queue._call(queue.client.zrange(k.ready, cursor, cursor + limit - 1)))
+    ids: list[str] = list(await redis_call(queue.client.zrange(k.ready, cursor, cursor + limit - 1)))
     if len(ids) == limit or await grouped_waiting(queue) <= 0:
         return ids
-    offset = max(0, cursor - int(await queue._call(queue.client.zcard(k.ready))))
+    offset = max(0, cursor - int(await redis_call(queue.client.zcard(k.ready))))
     for group in await known_groups(queue):
         key = k.group_ready(group)
-        size = int(await queue._call(queue.client.zcard(key)))
+        size = int(await redis_call(queue.client.zcard(key)))
         if offset >= size:
             offset -= size
             continue
-        ids += await queue._call(queue.client.zrange(key, offset, offset + limit - len(ids) - 1))
+        ids += await redis_call(queue.client.zrange(key, offset, offset + limit - len(ids) - 1))
         offset = 0
         if len(ids) >= limit:
             break

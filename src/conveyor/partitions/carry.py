@@ -25,6 +25,7 @@ from conveyor.errors import ConfigurationError
 from conveyor.limits import admin as limits_admin
 from conveyor.limits.model import GroupLimits, RateLimit
 from conveyor.queue import Queue, Retention
+from conveyor.redis.faults import redis_call
 
 logger = logging.getLogger(__name__)
 SHARED_RETENTION = ("completed_max_count", "failed_max_count", "completed_max_bytes")
@@ -84,7 +85,7 @@ def _number(raw: Any) -> int | None:
 
 
 async def _carry_retention(source: Sequence[Queue], target: Sequence[Queue]) -> None:
-    rows = [await Queue._call(p.client.hmget(p.keys.meta, [*SHARED_RETENTION, *WHOLE_RETENTION])) for p in source]
+    rows = [await redis_call(p.client.hmget(p.keys.meta, [*SHARED_RETENTION, *WHOLE_RETENTION])) for p in source]
     if all(raw is None for row in rows for raw in row):
         return  # never set: the new partitions keep the defaults too
     whole: dict[str, int | None] = {}
@@ -104,7 +105,7 @@ async def _carry_retention(source: Sequence[Queue], target: Sequence[Queue]) -> 
 
 async def _carry_limits(source: Sequence[Queue], target: Sequence[Queue]) -> None:
     first = source[0]
-    stored = await Queue._call(first.client.hmget(first.keys.limits, ["cfg", WHOLE_LIMITS_FIELD]))
+    stored = await redis_call(first.client.hmget(first.keys.limits, ["cfg", WHOLE_LIMITS_FIELD]))
     if stored[0] is None:
         return  # no limits were ever set
     try:
@@ -148,7 +149,7 @@ async def _carry_groups(source: Sequence[Queue], target: Sequence[Queue], route:
         async with part.client.pipeline(transaction=False) as pipe:
             for group in groups:
                 pipe.hmget(part.keys.group(group), ["cfg", "w"])
-            rows = await Queue._call(pipe.execute())
+            rows = await redis_call(pipe.execute())
         for group, (cfg, weight) in zip(groups, rows, strict=True):
             home = target[route(group)]
             overrides = _limits(cfg)

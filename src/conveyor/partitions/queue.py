@@ -44,7 +44,7 @@ from conveyor.options import JobOptions, JobSpec
 from conveyor.partitions.carry import carry_settings, set_partition_limits, share_out
 from conveyor.partitions.layout import read_layout, record_layout
 from conveyor.queue import MAX_LIST_CURSOR, Queue, Retention, check_batch_duplicates
-from conveyor.redis.faults import guarded
+from conveyor.redis.faults import guarded, redis_call
 from conveyor.redis.keys import MAX_PARTITIONS, partition_layout_key, partition_tag
 
 logger = logging.getLogger(__name__)
@@ -243,8 +243,8 @@ class PartitionedQueue(Queue):
         for part in self._previous_homes(opts.group or opts.key):
             if part.keys.tag == target.keys.tag:
                 continue
-            last = await Queue._call(part.client.hget(part.keys.job_key(opts.key), "job"))
-            if last and await Queue._call(part.client.hget(part.keys.job(str(last)), "state")) in _PENDING:
+            last = await redis_call(part.client.hget(part.keys.job_key(opts.key), "job"))
+            if last and await redis_call(part.client.hget(part.keys.job(str(last)), "state")) in _PENDING:
                 return part
         return None
 
@@ -263,7 +263,7 @@ class PartitionedQueue(Queue):
     async def locate(self, job_id: str) -> Queue | None:
         """The partition holding `job_id` (its likely partition first), or None."""
         for part in self._search_order(job_id):
-            if await Queue._call(part.client.exists(part.keys.job(job_id))):
+            if await redis_call(part.client.exists(part.keys.job(job_id))):
                 return part
         return None
 
@@ -400,7 +400,7 @@ class PartitionedQueue(Queue):
             for n, part in enumerate(self.serving):
                 key = part.keys.state_set(state.value)
                 fetch = part.client.zrevrange if newest_first else part.client.zrange
-                rows = await Queue._call(fetch(key, 0, want - 1, withscores=True))
+                rows = await redis_call(fetch(key, 0, want - 1, withscores=True))
                 scored.append([(-s if newest_first else s, str(i), n) for i, s in rows])
             merged = [(self.serving[n], i) for _, i, n in heapq.merge(*scored)]
         return merged[cursor:want]
@@ -486,12 +486,12 @@ partition refuses it before anything is deleted (a job leased between that check
 partition's own atomic check still refuses there, after the partitions before it went)."""
         parts = await self._every_recorded_partition()
         if not force:  # every partition checked before the first is deleted, not one after another
-            active = [await Queue._call(p.client.zcard(p.keys.active)) for p in parts]
+            active = [await redis_call(p.client.zcard(p.keys.active)) for p in parts]
             if sum(active):
                 raise QueueNotEmptyError(f"queue {self.name!r} has {sum(active)} active jobs; pass force=True")
         for part in parts:
             await Queue.obliterate(part, force=force)
-        await Queue._call(self.client.delete(partition_layout_key(self.name, self.prefix)))
+        await redis_call(self.client.delete(partition_layout_key(self.name, self.prefix)))
         self._layout_recorded = False
 
     async def _every_recorded_partition(self) -> list[Queue]:

@@ -179,6 +179,12 @@ async def guarded(awaitable: Awaitable[T], what: str = "") -> T:
         return await awaitable
 
 
+async def redis_call(awaitable: Awaitable[Any]) -> Any:
+    """`guarded` for a redis-py call whose reply the caller reads as its command returns it (redis-py's
+    own reply types are loose unions): the one way every room makes a single Redis call."""
+    return await guarded(awaitable)
+
+
 def _raised_in_redis_py(exc: BaseException) -> bool:
     """True when the innermost frame of `exc`'s traceback is redis-py's code (not ours, not a user's)."""
     tb = exc.__traceback__

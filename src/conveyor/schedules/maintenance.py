@@ -18,9 +18,9 @@ from redis.exceptions import ResponseError
 
 from conveyor.errors import ConfigurationError, SpoiledKeyError
 from conveyor.partitions import open_queue, parts_of
-from conveyor.queue import Queue
 from conveyor.redis.clock import redis_now_ms
 from conveyor.redis.connection import RedisClient
+from conveyor.redis.faults import redis_call
 from conveyor.redis.keys import QueueKeys, registry_key
 from conveyor.redis.spoiled import is_wrong_type, spoiled_key_error
 from conveyor.schedules.scripts import prune_idempotency, trim_finished
@@ -109,14 +109,14 @@ class Maintenance:
             raise
 
     async def _trim_events_of(self, keys: QueueKeys, now_ms: int, report: MaintenanceReport) -> None:
-        raw = await Queue._call(self.client.hget(keys.meta, "events_max_age_ms"))
+        raw = await redis_call(self.client.hget(keys.meta, "events_max_age_ms"))
         max_age = self.events_max_age_ms if raw is None else int(raw)
         if max_age < 0:
             return
         min_id = f"{now_ms - max_age}-0"
         while True:
             # `~` trims whole stream nodes only and LIMIT caps the entries per call: bounded work.
-            n = int(await Queue._call(
+            n = int(await redis_call(
                 self.client.xtrim(keys.events, minid=min_id, approximate=True, limit=_EVENTS_TRIM_LIMIT)
             ))
             report.calls += 1

@@ -14,8 +14,8 @@ from typing import Any
 
 from conveyor import codec
 from conveyor.errors import ConveyorError, InvalidScheduleError, ScheduleNotFoundError
-from conveyor.queue import Queue
 from conveyor.redis.connection import RedisClient
+from conveyor.redis.faults import redis_call
 from conveyor.schedules.enqueue import QueueCache, enqueue, enqueue_run_now
 from conveyor.schedules.keys import ScheduleKeys
 from conveyor.schedules.model import Schedule, ScheduleKind, check_schedule_id, from_ms
@@ -102,7 +102,7 @@ class ScheduleStore:
             pipe.hget(k.versions, schedule_id)
             pipe.zscore(k.next, schedule_id)
             pipe.hget(k.last, schedule_id)
-            env, ver, nxt, last = await Queue._call(pipe.execute())
+            env, ver, nxt, last = await redis_call(pipe.execute())
         if env is None:
             return None
         return self._info(env, ver, nxt, last)
@@ -121,7 +121,7 @@ class ScheduleStore:
             pipe.hgetall(k.versions)
             pipe.zrange(k.next, 0, -1, withscores=True)
             pipe.hgetall(k.last)
-            defs, vers, nxt, last = await Queue._call(pipe.execute())
+            defs, vers, nxt, last = await redis_call(pipe.execute())
         next_of = dict(nxt)
         return [self._info(defs[i], vers.get(i), next_of.get(i), last.get(i)) for i in sorted(defs)]
 
