@@ -42,9 +42,10 @@ from conveyor.limits.model import GroupLimits, RateLimit
 from conveyor.listing import Located
 from conveyor.options import JobOptions, JobSpec
 from conveyor.partitions.carry import carry_settings, set_partition_limits, share_out
+from conveyor.partitions.held import find_holders, names_of
 from conveyor.partitions.layout import read_layout, record_layout
 from conveyor.queue import MAX_LIST_CURSOR, Queue, Retention, check_batch_duplicates
-from conveyor.redis.faults import guarded, redis_call
+from conveyor.redis.faults import redis_call
 from conveyor.redis.keys import MAX_PARTITIONS, partition_layout_key, partition_tag
 
 logger = logging.getLogger(__name__)
@@ -175,9 +176,9 @@ class PartitionedQueue(Queue):
 
     async def add_specs(self, specs: Sequence[JobSpec], *, parse: Any = None) -> list[Job[Any]]:
         """Each job to its partition (see the module docstring); one call per partition used.
-        All or nothing per partition, not across partitions. While previous layouts are served, a
-        job whose idempotency key or id a previous layout already holds goes where it is, so the
-        key still deduplicates across the re-partition."""
+        All or nothing per partition, not across partitions. A job whose idempotency key or id a
+        partition already holds (another group's, or a previous layout's) goes where that job is, so
+        the key or id names one job across the queue and across a re-partition."""
         placed = [self._place(spec) for spec in specs]
         # Every spec is checked before anything is written, and what a plain queue refuses for the
         # whole batch is refused here for the whole batch, not when a later partition's share is sent.
@@ -187,7 +188,7 @@ class PartitionedQueue(Queue):
             raise InvalidOptionError("keyed jobs (key, key_mode) are enqueued one at a time, not in bulk")
         await self._register()
         targets = [self.parts[p] for p, _ in placed]
-        for position, part in (await self._held_by_previous_layouts(specs, targets)).items():
+        for position, part in (await self._held_elsewhere(specs, targets)).items():
             targets[position] = part
         if len(specs) == 1 and encoded[0].keyed:  # keyed jobs are added one at a time
             targets[0] = await self._previous_home_of_key(specs[0], targets[0]) or targets[0]
@@ -201,35 +202,25 @@ class PartitionedQueue(Queue):
                 jobs[i] = job
         return [j for j in jobs if j is not None]
 
-    async def _held_by_previous_layouts(self, specs: Sequence[JobSpec], targets: list[Queue]) -> dict[int, Queue]:
-        """The partition of a previous layout already holding the idempotency key or id of a job
-        (where that layout's producers placed it), by the job's position: one round trip, only
-        when previous layouts are served. Without it, a request repeated after a re-partition made
-        a second job in the new layout. (A producer of the old layout adding the same key at the
-        same moment is not seen: the check and the add are two round trips.)"""
-        if not self.previous_counts:
-            return {}
-        probes: list[tuple[int, Queue, str]] = []
+    async def _held_elsewhere(self, specs: Sequence[JobSpec], targets: list[Queue]) -> dict[int, Queue]:
+        """The partition (of any layout served) already holding the job an explicit id or
+        idempotency key names, by the job's position; a job repeating a key or id of an earlier
+        job of the batch follows that job (partitions/held.py). Without it, the same id with
+        another group, or repeated after a re-partition, made a second job in another partition.
+        One call per partition, all at once, only for jobs with an id or a key."""
+        probes: list[tuple[int, str, str]] = []
         for position, spec in enumerate(specs):
             opts = spec.options.merged_over(self.defaults)
-            if not (opts.idempotency_key or opts.job_id):
-                continue
-            for part in self._previous_homes(opts.group or opts.idempotency_key or opts.job_id or ""):
-                if part.keys.tag == targets[position].keys.tag:
-                    continue
-                key = (part.keys.idempotency(opts.idempotency_key) if opts.idempotency_key
-                       else part.keys.job(opts.job_id or ""))
-                probes.append((position, part, key))
-        if not probes:
-            return {}
-        async with self.client.pipeline(transaction=False) as pipe:
-            for _, _, key in probes:
-                pipe.exists(key)
-            found = await guarded(pipe.execute(), "finding idempotency keys in previous layouts")
-        held: dict[int, Queue] = {}
-        for (position, part, _), exists in zip(probes, found, strict=True):
-            if exists and position not in held:
-                held[position] = part
+            if opts.idempotency_key or opts.job_id:
+                probes.append((position, opts.idempotency_key or "", opts.job_id or ""))
+        held = await find_holders(self.serving, probes, targets)
+        first_of: dict[tuple[str, str], Queue] = {}
+        for position, key, job_id in probes:
+            names = names_of(key, job_id)
+            home = held.get(position) or next((first_of[n] for n in names if n in first_of), targets[position])
+            held[position] = home
+            for name in names:
+                first_of.setdefault(name, home)
         return held
 
     async def _previous_home_of_key(self, spec: JobSpec, target: Queue) -> Queue | None:
