@@ -6,8 +6,12 @@ from __future__ import annotations
 import asyncio
 from typing import Any
 
+import pytest
+
 from conveyor import JobContext, JobState
 from conveyor.alerts.probe import Probe
+from conveyor.errors import InvalidFlowError
+from conveyor.flows import FlowNode
 from conveyor.partitions import PartitionedQueue, open_queue, parts_of, read_layouts, worker_for
 from conveyor.partitions.queue import MAX_PARTITIONED_LIST_CURSOR
 from conveyor.queue import Queue, Retention
@@ -75,6 +79,36 @@ async def test_members_of_the_record_that_are_not_counts_are_ignored(
             await PartitionedQueue(qname, partitions=5, previous=3, redis=client).register()
         report = await Maintenance(client).run(await redis_now_ms(client, moved.parts[0].keys.meta))
         assert report.queues >= 1
+    finally:
+        await moved.obliterate(force=True)
+
+
+async def test_many_odd_members_above_the_counts_hide_none_of_them(client: RedisClient, qname: str) -> None:
+    """More odd members than there can be counts (100, each scored above every count) leave the record
+    readable as its counts say, and re-partitioning still records the new layout over them. Before, the
+    read and the record took only the 65 highest-scored members: the odd ones hid every count, so the
+    queue opened as a plain queue (its partitions unread), the record was overwritten from scratch, and a
+    flow (which reads the record's lowest-scored members) put a child on the queue's plain keys."""
+    first = PartitionedQueue(qname, partitions=3, redis=client)
+    moved = PartitionedQueue(qname, partitions=5, previous=3, redis=client)
+    old = PartitionedQueue(qname, partitions=3, redis=client)
+    try:
+        await first.add("t", 1)
+        await client.zadd(partition_layout_key(qname), {f"odd-{i}": 1e15 + i for i in range(100)})
+        await client.zadd(partition_layout_key(qname), {f"low-{i}": -1e15 - i for i in range(100)})
+        assert (await read_layouts(client, "cv", [qname]))[qname] == (3, ())
+        await moved.add("t", 2)  # the re-partition finds the current count 3 among the odd members
+        await old.register()  # an old process: the record keeps 5 current
+        for _ in range(2):
+            opened = await open_queue(qname, redis=client)
+            assert isinstance(opened, PartitionedQueue)
+            assert (opened.partition_count, opened.previous_counts) == (5, (3,))
+            assert (await opened.counts())[JobState.WAITING] == 2
+            await client.zadd(partition_layout_key(qname), {str(n): 2e15 + n for n in range(65, 300)})
+        plain = Queue(qname + "-plain", redis=client)  # a flow's child there would never run
+        with pytest.raises(InvalidFlowError, match="partitioned"):
+            await plain.add_flow(FlowNode(plain.name, "total", None, children=[FlowNode(qname, "sq", 3)]))
+        assert sum((await plain.counts()).values()) == 0
     finally:
         await moved.obliterate(force=True)
 

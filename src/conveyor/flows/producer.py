@@ -15,7 +15,7 @@ from conveyor.flows.model import FlowNode, flatten
 from conveyor.job import Job
 from conveyor.redis.faults import redis_call
 from conveyor.redis.flow_scripts import PARENT_HAS_RESULT, PARENT_NEW, FlowNodeArgs, add_nodes
-from conveyor.redis.keys import MAX_PARTITIONS, QueueKeys, partition_layout_key, registry_key
+from conveyor.redis.keys import QueueKeys, registry_key
 
 if TYPE_CHECKING:
     from conveyor.queue import Queue
@@ -136,11 +136,8 @@ async def _refuse_partitioned(queue: Queue, names: list[str]) -> None:
     """A queue that Redis records as partitioned is served by partition, not under its plain keys,
     and a flow writes plain keys: a child there would never run, a parent never hear of its
     children. Callers holding plain handles (`Queue.add_flow`, dynamic children) are checked here."""
-    from conveyor.partitions.layout import parse_layout
+    from conveyor.partitions.layout import read_layouts
 
-    pipe = queue.client.pipeline(transaction=False)
-    for name in names:
-        pipe.zrange(partition_layout_key(name, queue.prefix), 0, MAX_PARTITIONS, withscores=True)
-    for name, rows in zip(names, await redis_call(pipe.execute()), strict=True):
-        if parse_layout(rows) is not None:
+    for name, layout in (await read_layouts(queue.client, queue.prefix, names)).items():
+        if layout is not None:
             raise InvalidFlowError("root", f"queue {name!r} is partitioned: flows run on plain queues only")

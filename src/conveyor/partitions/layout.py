@@ -8,8 +8,9 @@ of M partitions that names the current count as previous (or the first declarati
 records M one epoch above it. A process still declaring a superseded count (an old worker started
 during a rolling deploy) records nothing new, so producers that read the record keep the newer
 layout. A reader serves the current count and reads every other recorded one as a previous layout,
-so nothing a re-partition left behind is hidden. The record holds at most MAX_PARTITIONS members and
-is removed by `obliterate`.
+so nothing a re-partition left behind is hidden. Only counts are read from the record (0 to
+MAX_PARTITIONS, one lookup each), so other members written there by hand, however many, hide
+nothing. The record is removed by `obliterate`.
 """
 
 from __future__ import annotations
@@ -24,25 +25,35 @@ from conveyor.redis.connection import RedisClient
 from conveyor.redis.keys import MAX_PARTITIONS, partition_layout_key, validate_queue_name
 from conveyor.redis.scripts import Script
 
+# The record's partition counts and their scores, looked up one possible count at a time ("0" to
+# "64", written as str(n) writes them): anything else in the record (a hand-written member, however
+# many) is never read, so no number of odd members can hide a count or make the read longer.
+_COUNTS = f"""
+local function counts(key)
+  local rows = {{}}
+  for n = 0, {MAX_PARTITIONS} do
+    local s = redis.call('ZSCORE', key, tostring(n))
+    if s then
+      rows[#rows + 1] = tostring(n)
+      rows[#rows + 1] = s
+    end
+  end
+  return rows
+end
+"""
+
 # KEYS[1] the record; ARGV[1] the declared current count, ARGV[2..] its previous counts. Returns 1
 # when the declared count is the current layout afterwards, 0 when a newer layout supersedes it.
 # The current layout is found as parse_layout finds it: the highest score among counts 1..64, ties
 # to the larger count (older records are scored by server time in ms; an epoch above them still wins).
-_RECORD_LAYOUT = """
+_RECORD_LAYOUT = _COUNTS + """
 local key, declared = KEYS[1], ARGV[1]
-local rows = redis.call('ZREVRANGE', key, 0, 64, 'WITHSCORES')
+local rows = counts(key)
 local top, top_score
 for i = 1, #rows, 2 do
-  local m, s = rows[i], tonumber(rows[i + 1])
-  local n = string.match(m, '^%d+$') and tonumber(m)
-  if n and n >= 1 and n <= 64 then
-    if top == nil then
-      top, top_score = m, s
-    elseif s == top_score then
-      if n > tonumber(top) then top = m end
-    else
-      break
-    end
+  local n, s = tonumber(rows[i]), tonumber(rows[i + 1])
+  if n >= 1 and (top == nil or s > top_score or (s == top_score and n > tonumber(top))) then
+    top, top_score = rows[i], s
   end
 end
 local named = false
@@ -74,22 +85,14 @@ async def record_layout(
 
 
 # KEYS: the records of some queues (all in the {partitions} slot). Returns, per record, its members
-# that are partition counts (digits only), each followed by its score: a member that is not one (a
+# that are partition counts, each followed by its score (`counts` above): a member that is not one (a
 # hand-written member, bytes that are not UTF-8) never leaves the server, so one bad member cannot
-# make every reader of the queue (the CLI, the API, the maintenance pass) fail to decode the reply.
-# The record's members from the highest score down, as many as _RECORD_LAYOUT reads.
-_READ_LAYOUTS = """
+# make every reader of the queue (the CLI, the API, the maintenance pass) fail to decode the reply,
+# and many cannot hide the counts.
+_READ_LAYOUTS = _COUNTS + """
 local out = {}
 for k = 1, #KEYS do
-  local rows = redis.call('ZREVRANGE', KEYS[k], 0, 64, 'WITHSCORES')
-  local valid = {}
-  for i = 1, #rows, 2 do
-    if #rows[i] <= 20 and string.match(rows[i], '^%d+$') then
-      valid[#valid + 1] = rows[i]
-      valid[#valid + 1] = rows[i + 1]
-    end
-  end
-  out[k] = valid
+  out[k] = counts(KEYS[k])
 end
 return out
 """
