@@ -503,3 +503,36 @@ async def test_unreadable_stored_limits_do_not_stop_a_repartition(client: RedisC
         assert await reader.is_paused()
     finally:
         await old_q.obliterate(force=True)
+
+
+async def test_a_moved_job_takes_its_log_with_it(client: RedisClient, qname: str) -> None:
+    """A failed job of a previous layout that a retry moves to the current layout keeps the lines its
+    handler logged (in order, the new run's after them), as a retried job of a plain queue does. Before,
+    the lines were deleted with the old record, so the job's log started again empty."""
+    old_q = PartitionedQueue(qname, partitions=2, redis=client)
+    new_q = PartitionedQueue(qname, partitions=4, previous=2, redis=client)
+    failing = True
+
+    async def t(ctx: JobContext, data: Any) -> Any:
+        await ctx.log(f"run {'one' if failing else 'two'}")
+        await ctx.log("é" * 100)
+        if failing:
+            raise ValueError("fails on purpose")
+        return data
+
+    try:
+        job = await old_q.add("t", 1, attempts=1, failed_ttl=3600)
+        async with running(worker_for(old_q, {"t": t}, concurrency=1)):  # type: ignore[arg-type]
+            assert (await job.wait(timeout=60)).state is JobState.FAILED
+        await new_q.register()
+        assert await new_q.retry(job.id) is JobState.WAITING
+        part = await new_q.locate(job.id)
+        assert part is not None and part.keys.tag in {p.keys.tag for p in new_q.parts}
+        assert await new_q.get_logs(job.id) == ["run one", "é" * 100]
+        assert await client.ttl(part.keys.log(job.id)) == -1  # no longer the failed record's expiry
+        failing = False
+        async with running(worker_for(new_q, {"t": t}, concurrency=1)):  # type: ignore[arg-type]
+            assert (await new_q.job(job.id).wait(timeout=60)).state is JobState.COMPLETED
+        assert await new_q.get_logs(job.id) == ["run one", "é" * 100, "run two", "é" * 100]
+    finally:
+        await new_q.obliterate(force=True)

@@ -1,8 +1,9 @@
-"""A queue's settings carried into a new layout's partitions when a re-partition makes that layout
-current: the paused flag, the events mode, retention, the queue-wide limits and group defaults,
-and each group's limits and weight. Without it the new partitions started with none of them (a
-paused queue ran its new jobs at once, limits and retention did not hold) until someone set them
-again.
+"""What a re-partition carries into the new layout: a job's log when a retry moves the job there
+(`carry_log`), and the queue's settings, carried into a new layout's partitions when a re-partition
+makes that layout current: the paused flag, the events mode, retention, the queue-wide limits and
+group defaults, and each group's limits and weight. Without it the new partitions started with none
+of them (a paused queue ran its new jobs at once, limits and retention did not hold) until someone
+set them again.
 
 Ordering: the copy runs before the new layout is recorded as current (PartitionedQueue._register),
 from the layout that is still current. A crash midway leaves the old layout current, so the next
@@ -161,3 +162,21 @@ async def _carry_groups(source: Sequence[Queue], target: Sequence[Queue], route:
                     await Queue.set_group_weight(home, group, float(weight))
             except (ValueError, ConfigurationError):
                 logger.warning("a group's stored weight is not readable; not carried into the new layout")
+
+
+LOG_CHUNK = 1000  # lines per RPUSH when a log is copied (a job's log keeps at most 1,000)
+
+
+async def carry_log(source: Queue, target: Queue, job_id: str) -> None:
+    """Copy the log lines of `job_id` from partition `source` to partition `target`, before the job is
+    added there (so the new run's lines follow the old ones, as after a plain queue's retry): whatever
+    log `target` holds under that id is replaced (no job of that id is there; the lines are from an
+    earlier move that stopped before the add), and the copy has no expiry (the failed record's
+    `failed_ttl` ends with the retry)."""
+    lines = await redis_call(source.client.lrange(source.keys.log(job_id), 0, -1))
+    key = target.keys.log(job_id)
+    async with target.client.pipeline(transaction=False) as pipe:
+        pipe.delete(key)
+        for start in range(0, len(lines), LOG_CHUNK):
+            pipe.rpush(key, *lines[start:start + LOG_CHUNK])
+        await redis_call(pipe.execute())

@@ -41,7 +41,7 @@ from conveyor.limits.admin import waiting_ids
 from conveyor.limits.model import GroupLimits, RateLimit
 from conveyor.listing import Located
 from conveyor.options import JobOptions, JobSpec
-from conveyor.partitions.carry import carry_settings, set_partition_limits, share_out
+from conveyor.partitions.carry import carry_log, carry_settings, set_partition_limits, share_out
 from conveyor.partitions.held import find_holders, names_of
 from conveyor.partitions.layout import read_layout, record_layout
 from conveyor.queue import MAX_LIST_CURSOR, Queue, Retention, check_batch_duplicates
@@ -298,10 +298,11 @@ class PartitionedQueue(Queue):
     async def retry_in(self, part: Queue, job_id: str) -> JobState:
         """Retry `job_id`, held by `part`. A job of a previous layout's partition moves to the
         current layout, which every worker of the queue serves (the previous layout may no longer
-        be): it is added there under the same id (with its group, attempts, backoff, timeout, cost
-        and priority), then its old record is removed. The two steps touch two slots; a fault
-        between them leaves the old record beside the waiting copy, and retrying that record again
-        only removes it. RetiredLayoutError when the current layout holds another job of that id."""
+        be): its log lines are copied there, it is added there under the same id (with its group,
+        attempts, backoff, timeout, cost and priority), then its old record is removed. The steps
+        touch two slots; a fault between them leaves the old record beside the waiting copy (or the
+        copied lines alone, which the next retry writes again), and retrying that record again only
+        removes it. RetiredLayoutError when the current layout holds another job of that id."""
         if part.keys.tag in {p.keys.tag for p in self.parts}:
             return await Queue.retry(part, job_id)
         record = await Queue.get_job(part, job_id)
@@ -318,6 +319,7 @@ class PartitionedQueue(Queue):
                 f"job {job_id!r} of queue {self.name!r} is in a previous partition layout, and its id is "
                 "taken by another job in the current one: add it again as a new job"))
         if copy is None:  # the id as it was (a generated all-digits id too), so handles keep finding it
+            await carry_log(part, target, job_id)  # first: the new run's lines come after the old ones
             args = replace(target.encode(JobSpec(record.name, record.data, options)), job_id=job_id)
             await target.scripts.add([args])
         await Queue.remove(part, job_id)
