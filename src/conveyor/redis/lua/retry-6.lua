@@ -24,7 +24,11 @@ if state ~= 'failed' and state ~= 'cancelled' then return {-3, state} end
 redis.call('ZREM', state == 'failed' and failed or cancelled, id)
 local fl = redis.call('HMGET', jk, 'parent', 'kids')
 flow_root_reopened(meta, fl[1], fl[2])  -- a flow's root: out of flows_failed (includes/flow.lua)
+-- The record, its log and its streamed output lose the failed/cancelled expiry together: the next run
+-- continues the same log, which would otherwise lapse in the middle of it.
 redis.call('PERSIST', jk)
+redis.call('PERSIST', prefix .. 'log:' .. id)
+redis.call('PERSIST', prefix .. 'out:' .. id)
 redis.call('HDEL', jk, 'finished', 'cancel', 'token', 'stalls', 'lapses', 'result', 'cfail')
 if state == 'cancelled' then redis.call('HDEL', prefix .. 'outbox', '!' .. id) end
 if (tonumber(redis.call('HGET', jk, 'pending')) or 0) > 0 then
