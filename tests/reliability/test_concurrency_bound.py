@@ -9,7 +9,7 @@ from typing import Any
 import pytest
 
 from conveyor import ConfigurationError, JobContext, JobState, Queue, Worker
-from conveyor.worker.worker import MAX_CONCURRENCY
+from conveyor.worker.settings import MAX_CONCURRENCY
 from tests.conftest import running, wait_for
 
 

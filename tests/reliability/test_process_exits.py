@@ -28,7 +28,7 @@ LOOP_EXIT = textwrap.dedent("""
             done.set()
 
         worker = Worker(queue, {"note": note}, stalled_interval_ms=50)
-        sweeper = worker._sweeper
+        sweeper = worker.sweeper.run
         calls = 0
 
         async def exits_once() -> None:  # stands for code a loop calls that raises SystemExit
@@ -38,7 +38,7 @@ LOOP_EXIT = textwrap.dedent("""
                 raise SystemExit(3)
             await sweeper()
 
-        worker._sweeper = exits_once
+        worker.sweeper.run = exits_once
         await worker.start()
         while worker.loop_restarts < 1:
             await asyncio.sleep(0.01)

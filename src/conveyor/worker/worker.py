@@ -31,7 +31,6 @@ from conveyor.flows.mover import OutboxMover
 from conveyor.limits.gate import LimiterGate, RunRefusal
 from conveyor.limits.named import Limiter, LimiterUse, merge_uses
 from conveyor.middleware import Middleware, MiddlewareChain
-from conveyor.options import ATTEMPTS_MAX, MAX_DURATION_S, MIN_DURATION_S, clip
 from conveyor.queue import Queue
 from conveyor.redis.codes import ScriptCode
 from conveyor.redis.connection import eviction_policy_warning, listpack_hint
@@ -41,17 +40,16 @@ from conveyor.worker.context import JobContext
 from conveyor.worker.keeper import LeaseKeeper
 from conveyor.worker.lease import Lease, Stop
 from conveyor.worker.outcome import JobOutcome, OutcomeKind
-from conveyor.worker.pump import TripPump, backoff_delay, describe_code
+from conveyor.worker.pump import TripPump, describe_code
 from conveyor.worker.runner import Handler, Runner
+from conveyor.worker.settings import MAX_BATCH, check_settings, heartbeat_warning, seconds_ms, unreadable_options
 from conveyor.worker.slots import SlotPool
+from conveyor.worker.sweeper import StallSweeper
 from conveyor.worker.threads import SyncThreads
 from conveyor.worker.wakehub import HUB_BLOCK_S, INTERRUPT_TTL_MS, Pacer, WakeHub
 
 logger = logging.getLogger(__name__)
 
-MAX_CONCURRENCY = 10_000  # jobs one worker runs at once; the heartbeat renews them all in one call
-MAX_BATCH = 1000  # jobs leased per trip
-MAX_LEASE_MS = int(MAX_DURATION_S * 1000) // 2  # 50 years: a trip record (kept 2 leases) fits in 100
 DEFAULT_MAX_STALLS = 1
 DEFAULT_MAX_LAPSES = 10
 DEFAULT_NO_HANDLER_TIMEOUT_S = 900.0
@@ -63,7 +61,6 @@ RESTART_CALM_S = 60.0  # a loop that ran this long since its last restart starts
 _NOTE_CHARS = 200
 _EMPTY_OPTS: dict[str, Any] = {}
 _LOOPS = ("waker", "heartbeat", "sweep", "mover")
-PROBE_EVERY_TURNS = 8  # an idle queue sharing a pacer is probed on every 8th paced sweep (a claim costs more)
 
 
 def default_worker_id() -> str:
@@ -85,76 +82,6 @@ class WorkerStats:
     lost: int = 0
     peak_active: int = 0
     last_heartbeat: float | None = None
-
-
-def _ms(seconds: Any, default: int) -> int:
-    """Seconds from job options as integer ms; anything unreadable (negative included) gives
-    `default`. Enqueue refuses values below 0 or over 100 years; a record written before that rule
-    (or edited by hand) is held to it here, so that finish-10.lua (which refuses an outcome with an
-    out-of-range value, and the worker then records the job as failed) never sees one."""
-    kind = type(seconds)
-    if (kind is int or kind is float) and seconds >= 0:
-        try:
-            return min(int(seconds * 1000), _MAX_MS)
-        except (OverflowError, ValueError):
-            return default
-    return default
-
-
-_MAX_MS = int(MAX_DURATION_S * 1000)
-
-
-def _unreadable(options: Any) -> str | None:
-    """Why a leased job cannot run as stored, or None. Enqueue validates every option; a record
-    edited by hand (or written by another client) is held to the same rules here, before its run:
-    an `attempts` or `timeout` the runner cannot use would otherwise break the run's bookkeeping (a
-    job handed back at once and run again for ever, a sync thread outliving its failed job). (An
-    attempt count that is not a count reads as 0 in the claim: the job runs as attempt 1.)"""
-    if not isinstance(options, dict):
-        return "the job's stored options cannot be read"
-    attempts = options.get("attempts", 1)
-    if type(attempts) is not int or not 1 <= attempts <= ATTEMPTS_MAX:
-        return f"the job's stored option attempts is not an integer in [1, {ATTEMPTS_MAX}]: {clip(attempts)}"
-    timeout = options.get("timeout")
-    if timeout and (type(timeout) not in (int, float) or not MIN_DURATION_S <= timeout <= MAX_DURATION_S):
-        return f"the job's stored option timeout is not a number of seconds in range: {clip(timeout)}"
-    return None
-
-
-def _check_settings(
-    concurrency: int, lease_ms: int, max_stalls: int, max_lapses: int, no_handler_timeout_s: float,
-    heartbeat_ms: int | None = None, stalled_interval_ms: int | None = None, idle_block_s: float = 5.0,
-) -> None:
-    if isinstance(concurrency, bool) or not isinstance(concurrency, int) or not 1 <= concurrency <= MAX_CONCURRENCY:
-        raise ConfigurationError(f"concurrency must be an integer in [1, {MAX_CONCURRENCY}], got {concurrency!r}")
-    # finish-10.lua refuses a whole trip whose lease, or trip record (2 leases), is not a whole number
-    # of ms within 100 years: every trip of the worker would be refused and its pump crash for ever.
-    if isinstance(lease_ms, bool) or not isinstance(lease_ms, int | float) or not (
-            100 <= lease_ms <= MAX_LEASE_MS and lease_ms % 1 == 0):
-        raise ConfigurationError(f"lease_ms must be a whole number of ms in [100, {MAX_LEASE_MS}], got {lease_ms!r}")
-    # A loop that sleeps 0 between its calls spins: the heartbeat and the sweep would call Redis
-    # (or burn the event loop) without pause.
-    for name, value in (("heartbeat_ms", heartbeat_ms), ("stalled_interval_ms", stalled_interval_ms)):
-        if value is not None and not value >= 1:
-            raise ConfigurationError(f"{name} must be >= 1 (None for the default), got {value!r}")
-    # An idle worker's wait for a wake-up (and its safety-net probe) must not end at once.
-    if not idle_block_s > 0:  # (NaN too)
-        raise ConfigurationError(f"idle_block_s must be a number of seconds > 0, got {idle_block_s!r}")
-    if max_stalls < 0 or max_lapses < 0:
-        raise ConfigurationError("max_stalls and max_lapses must be >= 0")
-    if not no_handler_timeout_s > 0:
-        raise ConfigurationError("no_handler_timeout_s must be > 0")
-
-
-def heartbeat_warning(heartbeat_s: float, lease_ms: int) -> str | None:
-    """Why a heartbeat interval will lose leases, or None. A beat that comes no sooner than the
-    lease ends lets every lease lapse between beats: the sweep hands running jobs to other workers.
-    Allowed (tests and experiments use it on purpose), but said once at start."""
-    if heartbeat_s * 1000 < lease_ms:
-        return None
-    return (f"heartbeat_ms ({heartbeat_s * 1000:g}) is not below lease_ms ({lease_ms}): leases will lapse "
-            "between beats and running jobs may run twice; use a heartbeat well below the lease "
-            "(the default is lease_ms / 3, at most 1000)")
 
 
 class Worker:
@@ -199,7 +126,7 @@ class Worker:
         partitions of one queue (conveyor.partitions). `park_idle`: an idle worker sends its next
         claim ahead, for Redis to run once a job arrives (one blocking connection per queue; default:
         on for a worker with its own wake hub); never with named limiters, shared slots or a Cluster."""
-        _check_settings(concurrency, lease_ms, max_stalls, max_lapses, no_handler_timeout_s, heartbeat_ms,
+        check_settings(concurrency, lease_ms, max_stalls, max_lapses, no_handler_timeout_s, heartbeat_ms,
                         stalled_interval_ms, idle_block_s)
         if queue.partitioned:
             raise ConfigurationError(
@@ -257,6 +184,7 @@ class Worker:
         self.pump.on_recorded = self._recorded
         self.keeper = LeaseKeeper(self._scripts, queue.name, self.leases, lease_ms, self.heartbeat_s, self._beat,
                                   gate=self.gate, idle_wait=self.pacer.limited)
+        self.sweeper = StallSweeper(self)
         self._own_hub = wake_hub is None
         self.wake_hub = wake_hub or WakeHub(queue.client)
         # Parked claims pipeline a BLPOP and the trip on one connection: not on a Cluster (its
@@ -425,7 +353,7 @@ class Worker:
                 self.slots.running += 1
             if self._closing:  # leased by a trip sent before close(): back to the queue at once
                 self._end(lease, JobOutcome(OutcomeKind.BACK, reason=Stop.SHUTDOWN.value))
-            elif (problem := _unreadable(options)) is not None:
+            elif (problem := unreadable_options(options)) is not None:
                 error = {"type": "InvalidJob", "message": problem, "attempt": lease.attempt}
                 self._end(lease, JobOutcome(OutcomeKind.FAILED, error=error))
             elif name not in handlers:
@@ -493,7 +421,7 @@ class Worker:
         if kind is OutcomeKind.COMPLETED:
             stats.processed += 1
             stats.succeeded += 1
-            lease.end("C", outcome.result, _ms(options.get("result_ttl"), -1), "")
+            lease.end("C", outcome.result, seconds_ms(options.get("result_ttl"), -1), "")
         elif kind is OutcomeKind.WAIT:
             lease.end("W", "", 0, outcome.reason)
         elif kind is OutcomeKind.HELD:
@@ -508,18 +436,18 @@ class Worker:
             if kind is OutcomeKind.FAILED:
                 stats.processed += 1
                 stats.failed += 1
-                number = _ms(options.get("failed_ttl"), -1)
+                number = seconds_ms(options.get("failed_ttl"), -1)
             elif kind is OutcomeKind.RETRY:
                 stats.processed += 1
                 stats.retried += 1
-                number = _ms(outcome.delay_s, 0)
+                number = seconds_ms(outcome.delay_s, 0)
             elif kind is OutcomeKind.CANCELLED:
                 stats.processed += 1
                 stats.cancelled += 1
                 number = 0
             else:
                 stats.returned += 1
-                number = _ms(outcome.delay_s, 0)
+                number = seconds_ms(outcome.delay_s, 0)
             code = "T" if outcome.throttle else kind.value  # T: back + block claiming (finish-10.lua)
             lease.end(code, payload, number, note)
         self.pump.add_ended(lease)
@@ -586,53 +514,13 @@ class Worker:
         self.pump.idle.clear()
         self.pump.wake()
 
-    async def _sweeper(self) -> None:
-        """Every `stalled_interval_s`, returns the jobs of dead workers to the queue. While this
-        worker holds no lease and ran nothing since the last sweep, the sweep waits for a turn of
-        the pacer, so idle queues cost a bounded number of calls per second."""
-        failures = 0
-        turns = 0
-        processed = self.stats.processed
-        while True:
-            await asyncio.sleep(min(self.stalled_interval_s, backoff_delay(failures)) if failures
-                                else self.stalled_interval_s)
-            if not self.leases and processed == self.stats.processed:
-                await self.pacer.turn()
-                turns += 1
-                if self.pacer.limited:
-                    self.mover.kick.set()  # the outbox look of an idle queue (flows/mover.py)
-                    if turns % PROBE_EVERY_TURNS == 0 and self.pump.idle.is_set():
-                        self.pump.wake()  # the idle queue's safety-net probe (see _waker)
-            processed = self.stats.processed
-            try:
-                sweep = await self._scripts.sweep(self.max_stalls, self.max_lapses)
-                expired = 0
-                if sweep.held:
-                    expired = await self._scripts.expire_held(_ms(self.no_handler_timeout_s, 1))
-                failures = 0
-            except ConnectionFailedError as exc:
-                failures += 1
-                logger.warning("queue %s: stalled-job sweep failed (%s)", self.queue.name, exc)
-                continue
-            if sweep.recovered or sweep.failed:
-                logger.warning(
-                    "queue %s: recovered %d job(s) whose lease expired, failed %d that stalled too often",
-                    self.queue.name, sweep.recovered, sweep.failed,
-                )
-            if sweep.orphans:
-                logger.warning("queue %s: removed %d id(s) from the active set whose job record was gone "
-                               "(deleted while leased)", self.queue.name, sweep.orphans)
-            if expired:
-                logger.warning("queue %s: failed %d job(s) that no worker had a handler for within %.0f s",
-                               self.queue.name, expired, self.no_handler_timeout_s)
-
     async def _pump(self) -> None:
         await self.pump.run(busy=lambda: self._running > 0)
 
     # ------------------------------------------------------------------ supervision
 
     def _spawn(self, name: str) -> None:
-        factories = {"pump": self._pump, "waker": self._waker, "heartbeat": self.keeper.run, "sweep": self._sweeper,
+        factories = {"pump": self._pump, "waker": self._waker, "heartbeat": self.keeper.run, "sweep": self.sweeper.run,
                      "mover": self.mover.run}
         task = asyncio.create_task(_contained(name, factories[name]()), name=f"conveyor-{name}-{self.queue.name}")
         task.add_done_callback(lambda ended: self._loop_ended(name, ended))
