@@ -53,6 +53,7 @@ MAX_TENANTS = 1000
 MAX_CELLS = 40_000  # days x tenants read by one query
 MAX_RUNS_PER_CALL = 1000
 MAX_EXTEND_PER_CALL = 1000  # reservations one cost-extend-1 call extends
+MAX_LIVE_RESERVATIONS = 10_000  # live budget reservations per tenant (costs/lua/ledger.lua)
 DEFAULT_CURRENCY = "USD"
 _DUPLICATE = -4
 OVER_BOUND = -6  # a run whose cost passes the bound (MAX_RUN_COST): refused alone, its reservation given back
