@@ -46,6 +46,7 @@ async def _check_charged_once(ledger: CostLedger) -> None:
     """The prompt's estimate recorded for one run, and the run's reservation given back."""
     totals = (await ledger.usage(group="acme"))["totals"]
     assert totals["tokens_in"] == 25 and totals["tokens_out"] == 0 and totals["runs"] == 1
+    assert totals["tokens_estimated"] == 25 and totals["runs_estimated"] == 1  # marked as an estimate
     budget = await ledger.budget("acme")
     assert budget["reserved_nano"] == 0 and budget["running_reservations"] == 0
     assert budget["spent_nano"] == 25 * 1000  # 25 tokens at 1 per million

@@ -374,7 +374,7 @@ def _charge(provider: Provider, spent: Usage, usage: Usage, ctx: JobContext | No
     ctx.report_cost(min(COST_MAX, (ctx.cost_used or 0) + spent.total_tokens))
     # The named limiters the job went through are corrected by what the provider used.
     try:
-        ctx.add_usage(spent.prompt_tokens, spent.completion_tokens, model=provider.model)
+        ctx.add_usage(spent.prompt_tokens, spent.completion_tokens, model=provider.model, estimated=spent.estimated)
     except UsageReportError as exc:  # the run's sum passed the bound: keep what was reported
         logger.warning("AI provider %s: usage not added: %s", provider.name, exc)
 
