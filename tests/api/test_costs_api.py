@@ -19,6 +19,7 @@ async def test_costs_are_queryable_by_group_task_and_day(api: Api) -> None:
     assert r.json()["prices"][model] == {"input_per_million": 2.0, "output_per_million": 8.0}
     await ledger.record(f"run-{tenant}-1", tenant, "ai.generate", Usage.of(1000, 100, model))
     await ledger.record(f"run-{tenant}-2", tenant, "summarise", Usage.of(500, 0, model))
+    await ledger.record(f"run-{tenant}-3", tenant, "summarise", Usage.of(30, 10, model, estimated=True))
 
     r = await api.http.get("/api/costs", params={"group": tenant}, headers=api.auth("read"))
     assert r.status_code == 200, r.text
@@ -26,7 +27,11 @@ async def test_costs_are_queryable_by_group_task_and_day(api: Api) -> None:
     assert body["group"] == tenant and body["since"] <= body["until"]
     rows = {row["task"]: row for row in body["rows"]}
     assert rows["ai.generate"]["cost_nano"] == 1000 * 2000 + 100 * 8000
-    assert rows["summarise"]["tokens_in"] == 500 and body["totals"]["runs"] == 2
+    assert rows["summarise"]["tokens_in"] == 530 and body["totals"]["runs"] == 3
+    # The part that is an estimate, beside the existing fields.
+    assert rows["summarise"]["tokens_estimated"] == 40 and rows["summarise"]["runs_estimated"] == 1
+    assert rows["ai.generate"]["tokens_estimated"] == 0 and rows["ai.generate"]["runs_estimated"] == 0
+    assert body["totals"]["tokens_estimated"] == 40 and body["groups"][0]["runs_estimated"] == 1
     r = await api.http.get("/api/costs", params={"group": tenant, "task": "summarise", "since": body["until"],
                                                  "until": body["until"]}, headers=api.auth("read"))
     assert [row["task"] for row in r.json()["rows"]] == ["summarise"]

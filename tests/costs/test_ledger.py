@@ -38,7 +38,8 @@ async def test_usage_is_priced_per_model_and_summed_per_tenant_task_and_day(ledg
     rows = {(r["group"], r["task"]): r for r in report["rows"]}
     assert rows["acme", "ai.generate"] == {
         "day": report["until"], "group": "acme", "task": "ai.generate", "tokens_in": 1_002_000,
-        "tokens_out": 501_000, "cost": 0.4509, "cost_nano": 450_900_000, "runs": 2}
+        "tokens_out": 501_000, "cost": 0.4509, "cost_nano": 450_900_000, "runs": 2,
+        "tokens_estimated": 0, "runs_estimated": 0}
     assert rows["acme", "summarise"]["cost_nano"] == 150_000 + 2_000_000  # 1k in at 0.15/M, 1k out at 2/M
     assert rows["globex", "summarise"]["cost_nano"] == 10 * 1000 + 20 * 2000
     assert rows[None, "summarise"]["cost_nano"] == 1_000_000_000

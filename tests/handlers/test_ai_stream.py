@@ -104,6 +104,8 @@ async def test_a_stream_cut_mid_answer_is_charged_an_estimate(app: Conveyor, cha
     }
     totals = (await ledger.usage(group="acme"))["totals"]
     assert totals["tokens_in"] == 36 and totals["tokens_out"] == 15 and totals["runs"] == 1
+    # The ledger tells the cut provider's estimate (25 + 10) from the reported 11 + 5.
+    assert totals["tokens_estimated"] == 35 and totals["runs_estimated"] == 1
     out = await app.queue("ai").get_output(job.id)
     assert out is not None and out.text.startswith("echo: " + "y" * 34 + "\n\n[cut: error; trying ok]")
 
@@ -166,6 +168,7 @@ async def test_a_stream_cancelled_after_its_usage_chunk_is_charged_that_usage(
         await wait_for(lambda: _recorded(ledger), what="the run recorded in the cost ledger")
     totals = (await ledger.usage(group="acme"))["totals"]
     assert totals["tokens_in"] == 11 and totals["tokens_out"] == 5 and totals["runs"] == 1  # as reported
+    assert totals["tokens_estimated"] == 0 and totals["runs_estimated"] == 0
 
 
 async def test_a_stream_timed_out_mid_answer_is_charged_an_estimate(app: Conveyor, chat: ChatServer) -> None:

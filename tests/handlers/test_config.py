@@ -11,7 +11,7 @@ import pytest
 from conveyor import ConfigurationError, RateLimited
 from conveyor.handlers.ai import parse_providers
 from conveyor.handlers.endpoints import WebhookEndpoints
-from conveyor.handlers.http import parse_retry_after, raise_for_rate_limit
+from conveyor.handlers.http import raise_for_rate_limit, slow_down_wait
 from conveyor.settings import Settings
 
 
@@ -72,13 +72,14 @@ def test_bad_endpoints_and_unknown_settings() -> None:
 
 
 def test_retry_after_forms() -> None:
-    assert parse_retry_after({"Retry-After": "12"}) == 12
-    assert parse_retry_after({"retry-after-ms": "1500", "Retry-After": "9"}) == 1.5
-    assert 18 <= parse_retry_after({"Retry-After": formatdate(time.time() + 20, usegmt=True)}) <= 20
-    assert parse_retry_after({"Retry-After": formatdate(time.time() - 60, usegmt=True)}) == 1.0  # the floor
-    assert parse_retry_after({"Retry-After": "soon"}) == 5.0
-    assert parse_retry_after({}) == 5.0
-    assert parse_retry_after({"Retry-After": "999999"}) == 3600
+    assert slow_down_wait(429, {"Retry-After": "12"}) == 12
+    assert slow_down_wait(429, {"retry-after-ms": "1500", "Retry-After": "9"}) == 1.5
+    wait = slow_down_wait(429, {"Retry-After": formatdate(time.time() + 20, usegmt=True)})
+    assert wait is not None and 18 <= wait <= 20
+    assert slow_down_wait(429, {"Retry-After": formatdate(time.time() - 60, usegmt=True)}) == 1.0  # the floor
+    assert slow_down_wait(429, {"Retry-After": "soon"}) == 5.0
+    assert slow_down_wait(429, {}) == 5.0
+    assert slow_down_wait(429, {"Retry-After": "999999"}) == 3600
     with pytest.raises(RateLimited):
         raise_for_rate_limit(429, {})
     with pytest.raises(RateLimited):

@@ -139,12 +139,13 @@ async def test_429_honours_retry_after(receiver: Receiver) -> None:
 @pytest.mark.parametrize("hint", ["0", "-5", "Thu, 01 Jan 1970 00:00:00 GMT", "retry-after-ms: 0"])
 async def test_a_429_asking_for_no_wait_still_waits_a_second(receiver: Receiver, hint: str) -> None:
     """Before, `Retry-After: 0` (or negative, or a past date) put the job back with no wait and no
-    attempt used: a receiver that always answered so was hammered by the same delivery in a loop."""
+    attempt used: a receiver that always answered so was hammered by the same delivery in a loop. A
+    negative number is no wait at all (not a Retry-After value): the 429 waits the default 5 s."""
     header = {"retry-after-ms": "0"} if hint.startswith("retry-after-ms") else {"Retry-After": hint}
     receiver.answer("/hook", (429, header, b"slow down"))
     with pytest.raises(RateLimited) as info:
         await sender(receiver).deliver(to())
-    assert info.value.retry_after == 1.0
+    assert info.value.retry_after == (5.0 if hint == "-5" else 1.0)
 
 
 async def test_timeouts_and_refused_connections_are_retried(receiver: Receiver) -> None:

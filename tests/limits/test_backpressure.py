@@ -149,8 +149,7 @@ def test_parse_retry_after_seconds_and_dates() -> None:
     assert parse_retry_after(" 0.5 ") == 0.5
     assert parse_retry_after(format_datetime(now + timedelta(seconds=30), usegmt=True), now=now) == 30.0
     assert parse_retry_after(format_datetime(now - timedelta(seconds=30), usegmt=True), now=now) == 0.0
-    assert parse_retry_after("-3") == 0.0
-    for bad in (None, "", "soon", "nan", "x" * 500):
+    for bad in (None, "", "soon", "nan", "-3", "x" * 500):
         assert parse_retry_after(bad) is None
 
 

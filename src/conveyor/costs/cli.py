@@ -50,12 +50,23 @@ def costs(
         print_json(report)
         return
     cur = report["currency"]
-    rows = [(r["day"], r["group"], r["task"], r["runs"], r["tokens_in"], r["tokens_out"], f"{r['cost']:.6f}")
-            for r in report["rows"]]
+    rows = [(r["day"], r["group"], r["task"], r["runs"], r["tokens_in"], r["tokens_out"], _estimated(r),
+             f"{r['cost']:.6f}") for r in report["rows"]]
     totals = report["totals"]
-    rows.append(("total", "", "", totals["runs"], totals["tokens_in"], totals["tokens_out"], f"{totals['cost']:.6f}"))
+    rows.append(("total", "", "", totals["runs"], totals["tokens_in"], totals["tokens_out"], _estimated(totals),
+                 f"{totals['cost']:.6f}"))
     typer.echo(f"{report['since']} .. {report['until']}  ({cur})")
-    typer.echo(table(["day", "group", "task", "runs", "tokens in", "tokens out", f"cost {cur}"], rows))
+    typer.echo(table(["day", "group", "task", "runs", "tokens in", "tokens out", "estimated", f"cost {cur}"], rows))
+    if totals.get("runs_estimated"):
+        typer.echo("estimated: tokens (in + out) of those counts that are an estimate, not a provider's report")
+
+
+def _estimated(row: dict[str, Any]) -> str:
+    """The estimated part of a row's tokens, and of how many runs ('' when none)."""
+    runs = int(row.get("runs_estimated") or 0)
+    if not runs:
+        return ""
+    return f"{row.get('tokens_estimated', 0)} ({runs} run{'' if runs == 1 else 's'})"
 
 
 @costs_app.command("budgets")

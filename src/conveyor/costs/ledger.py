@@ -53,6 +53,7 @@ MAX_TENANTS = 1000
 MAX_CELLS = 40_000  # days x tenants read by one query
 MAX_RUNS_PER_CALL = 1000
 MAX_EXTEND_PER_CALL = 1000  # reservations one cost-extend-1 call extends
+MAX_LIVE_RESERVATIONS = 10_000  # live budget reservations per tenant (costs/lua/ledger.lua)
 DEFAULT_CURRENCY = "USD"
 _DUPLICATE = -4
 OVER_BOUND = -6  # a run whose cost passes the bound (MAX_RUN_COST): refused alone, its reservation given back
@@ -251,7 +252,8 @@ class CostLedger:
         args: list[Any] = [len(runs)]
         for run in runs:
             models = [] if run.usage is None else list(run.usage.by_model())
-            args += [run.run_id, run.tenant, run.task, len(models)]
+            estimated = 0 if run.usage is None else run.usage.estimated
+            args += [run.run_id, run.tenant, run.task, estimated, len(models)]
             for model, tin, tout in models:
                 args += [model, tin, tout]
         reply = _check(await _S["cost-record"](self.client, [self.cfg_key], args), "usage record")
@@ -292,7 +294,8 @@ class CostLedger:
     async def usage(self, group: str | None = None, task: str | None = None, since: dt.date | None = None,
                     until: dt.date | None = None) -> dict[str, Any]:
         """Tokens and cost per day, tenant and task, from `since` to `until` (UTC days, inclusive;
-        default: the last 7 days up to today). UnknownTenantError for a group never seen."""
+        default: the last 7 days up to today), with the part that is an estimate (`tokens_estimated`,
+        `runs_estimated`). UnknownTenantError for a group never seen."""
         if until is None:
             until = await self.today()
         if since is None:  # 6 days earlier, from the first day counted on (the date type ends at year 1)
@@ -372,11 +375,19 @@ def _bucket_rows(day: str, tenant: str, fields: dict[str, str], task: str | None
         cost = _count(fields.get(f"c:{name}"))
         out.append({"day": day, "group": tenant or None, "task": name,
                     "tokens_in": _count(fields.get(f"i:{name}")), "tokens_out": _count(fields.get(f"o:{name}")),
-                    "cost": from_nano(cost), "cost_nano": cost, "runs": _count(fields.get(f"n:{name}"))})
+                    "cost": from_nano(cost), "cost_nano": cost, "runs": _count(fields.get(f"n:{name}")),
+                    # The part of those figures that is an estimate (tokens in + out), and of how many runs.
+                    "tokens_estimated": _count(fields.get(f"e:{name}")),
+                    "runs_estimated": _count(fields.get(f"en:{name}"))})
     return out
+
+
+_SUMMED = ("tokens_in", "tokens_out", "runs", "tokens_estimated", "runs_estimated")
 
 
 def _sum(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     cost = sum(r["cost_nano"] for r in rows)
-    return {"tokens_in": sum(r["tokens_in"] for r in rows), "tokens_out": sum(r["tokens_out"] for r in rows),
-            "cost": from_nano(cost), "cost_nano": cost, "runs": sum(r["runs"] for r in rows)}
+    totals = {k: sum(r[k] for r in rows) for k in _SUMMED}
+    return {"tokens_in": totals["tokens_in"], "tokens_out": totals["tokens_out"], "cost": from_nano(cost),
+            "cost_nano": cost, "runs": totals["runs"], "tokens_estimated": totals["tokens_estimated"],
+            "runs_estimated": totals["runs_estimated"]}

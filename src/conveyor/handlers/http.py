@@ -1,8 +1,9 @@
 """Outgoing HTTP for the handlers: 'slow down' answers (status + headers in, `RateLimited` out), one
 mapping of transfer failures to Retry/Unrecoverable, and which headers job data may set.
 
-The Retry-After parsing itself is `conveyor.limits.http.parse_retry_after` (one implementation);
-this adapter adds the `retry-after-ms` header some AI providers send and the handlers' defaults.
+How long a 'slow down' answer asks to wait is `conveyor.limits.http.retry_after` (one rule for
+every path: `Retry-After` as delta-seconds or HTTP-date, `retry-after-ms`, bounded to [1 s, 1 h]);
+this adapter adds the handlers' default for a 429 that names no usable wait.
 """
 
 from __future__ import annotations
@@ -14,33 +15,19 @@ from contextlib import contextmanager
 import httpx
 
 from conveyor.errors import NameResolutionError, RateLimited, Retry, Unrecoverable, UnsafeURLError
-from conveyor.limits.http import MAX_RETRY_AFTER_S
-from conveyor.limits.http import parse_retry_after as parse_retry_after_header
+from conveyor.limits.http import retry_after
 
 DEFAULT_RETRY_AFTER_S = 5.0
-# The shortest wait a 'slow down' answer gets: a peer answering 429 with `Retry-After: 0` (or a
-# negative number, or a date in the past) would otherwise have the job re-sent at once, over and
-# over, without using an attempt.
-MIN_RETRY_AFTER_S = 1.0
-
-
-def parse_retry_after(headers: Mapping[str, str], default: float = DEFAULT_RETRY_AFTER_S) -> float:
-    """Seconds to wait from `retry-after-ms`, `Retry-After: <seconds>` or `Retry-After: <HTTP date>`,
-    within [MIN_RETRY_AFTER_S, MAX_RETRY_AFTER_S]."""
-    lowered = {k.lower(): v for k, v in headers.items()}
-    raw_ms = parse_retry_after_header(lowered.get("retry-after-ms"))
-    if raw_ms is not None:
-        return min(MAX_RETRY_AFTER_S, max(MIN_RETRY_AFTER_S, raw_ms / 1000))
-    seconds = parse_retry_after_header(lowered.get("retry-after"))
-    return default if seconds is None else min(MAX_RETRY_AFTER_S, max(MIN_RETRY_AFTER_S, seconds))
 
 
 def slow_down_wait(status: int, headers: Mapping[str, str]) -> float | None:
-    """Seconds a 'slow down' answer asks for — a 429, or a 503 carrying Retry-After (bounded as in
-    `parse_retry_after`) — or None for any other answer."""
-    has_hint = any(k.lower() in {"retry-after", "retry-after-ms"} for k in headers)
-    if status == 429 or (status == 503 and has_hint):
-        return parse_retry_after(headers)
+    """Seconds a 'slow down' answer asks for — a 429 (DEFAULT_RETRY_AFTER_S when it names no usable
+    wait), or a 503 carrying a usable Retry-After — or None for any other answer."""
+    wait = retry_after(headers)
+    if status == 429:
+        return DEFAULT_RETRY_AFTER_S if wait is None else wait
+    if status == 503:
+        return wait
     return None
 
 

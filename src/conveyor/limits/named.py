@@ -150,11 +150,14 @@ MAX_MODELS_PER_RUN = 20
 @dataclass(frozen=True, slots=True)
 class Usage:
     """What one run really used, as the provider reported it: totals (the named limiters) and the
-    same tokens per model (cost accounting prices each model; '' is a model without a name)."""
+    same tokens per model (cost accounting prices each model; '' is a model without a name).
+    `estimated`: how many of those tokens (in and out) are an estimate, not a provider's report (a
+    stream cut short reports none); the cost ledger shows that part beside its totals."""
 
     tokens_in: int = 0
     tokens_out: int = 0
     models: tuple[tuple[str, int, int], ...] = ()
+    estimated: int = 0
 
     def __post_init__(self) -> None:
         for name in ("tokens_in", "tokens_out"):
@@ -168,15 +171,21 @@ class Usage:
             for v in (tin, tout):
                 if isinstance(v, bool) or not isinstance(v, int) or not 0 <= v <= MAX_TOKENS_PER_JOB:
                     raise UsageReportError(f"usage of {model!r} must be integers in [0, {MAX_TOKENS_PER_JOB}]")
+        e = self.estimated
+        if isinstance(e, bool) or not isinstance(e, int) or not 0 <= e <= self.tokens_in + self.tokens_out:
+            raise UsageReportError(f"usage estimated must be an integer in [0, tokens in + out], got {e!r}")
         if self.models and (sum(m[1] for m in self.models) != self.tokens_in
                             or sum(m[2] for m in self.models) != self.tokens_out):
             raise UsageReportError("usage per model does not add up to the totals")
 
     @classmethod
-    def of(cls, tokens_in: int = 0, tokens_out: int = 0, model: str | None = None) -> Usage:
-        """One report, of one model when it is named."""
+    def of(cls, tokens_in: int = 0, tokens_out: int = 0, model: str | None = None, *, estimated: bool = False) -> Usage:
+        """One report, of one model when it is named; `estimated`: all of it is an estimate."""
         base = cls(tokens_in, tokens_out)
-        return base if model is None else cls(tokens_in, tokens_out, ((_check_model(model), tokens_in, tokens_out),))
+        est = tokens_in + tokens_out if estimated else 0  # both checked by `base`
+        if model is None:
+            return cls(tokens_in, tokens_out, estimated=est) if est else base
+        return cls(tokens_in, tokens_out, ((_check_model(model), tokens_in, tokens_out),), est)
 
     def plus(self, other: Usage) -> Usage:
         """Both runs' usage together (per model summed)."""
@@ -186,7 +195,8 @@ class Usage:
             cur[0] += tin
             cur[1] += tout
         models = tuple((m, v[0], v[1]) for m, v in per.items() if m or v != [0, 0])
-        return Usage(self.tokens_in + other.tokens_in, self.tokens_out + other.tokens_out, models)
+        return Usage(self.tokens_in + other.tokens_in, self.tokens_out + other.tokens_out, models,
+                     self.estimated + other.estimated)
 
     def by_model(self) -> tuple[tuple[str, int, int], ...]:
         """Tokens per model; tokens reported without a model come under ''."""

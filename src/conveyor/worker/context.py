@@ -164,9 +164,10 @@ class JobContext:
             raise UsageReportError(f"usage of job {self.job_id} was already reported for this run")
         self.usage = Usage.of(tokens_in, tokens_out, model)
 
-    def add_usage(self, tokens_in: int, tokens_out: int, model: str | None = None) -> None:
-        """Add to this run's usage (the built-in AI handlers, one call per provider request)."""
-        self.usage = (self.usage or Usage()).plus(Usage.of(tokens_in, tokens_out, model))
+    def add_usage(self, tokens_in: int, tokens_out: int, model: str | None = None, *, estimated: bool = False) -> None:
+        """Add to this run's usage (the built-in AI handlers, one call per provider request);
+        `estimated`: these tokens are an estimate, not the provider's report (the ledger shows it)."""
+        self.usage = (self.usage or Usage()).plus(Usage.of(tokens_in, tokens_out, model, estimated=estimated))
 
     @property
     def cancel_requested(self) -> bool:

@@ -6,11 +6,13 @@ only while spent + reserved + estimate <= hard (and spent < hard) in the current
 estimate is reserved under the run id until the ttl (cost-record-1 frees it; a resend of the same
 run id is admitted again without a second reservation). A run that fits beside what is spent but not
 beside the running runs' reservations is not over the budget: it is told to ask again soon (those
-runs record what they really cost, or their reservations lapse). Time from Redis: periods are UTC
-days or months.
+runs record what they really cost, or their reservations lapse); so is a run of a tenant already
+holding MAX_LIVE (10,000) live reservations, whatever room the budget has, so the reservations
+summed are always all of them. Time from Redis: periods are UTC days or months.
 Returns: {0} admitted; {1, ms until the next period, spent, hard, mode ('wait'|'fail'), period,
          period id} refused (over the budget); {2, ms to wait before asking again, spent, hard, mode,
-         period, period id, reserved} not yet (the running runs' reservations fill it); or {-6, 0, reason} (INVALID_INPUT).
+         period, period id, reserved} not yet (the running runs' reservations fill it, or are
+         MAX_LIVE); or {-6, 0, reason} (INVALID_INPUT).
 Events: budget_hard (once per period, at the first refusal over the budget or crossing).
 ]]
 --@include common
@@ -33,7 +35,7 @@ end
 sweep_reservations(base, tenant, now)
 local pid, _, next_start = period(b[1], now)
 local spent = period_spent(base, tenant, b[1], now)
-local held = reserved(base, tenant, now)
+local held, live = reserved(base, tenant, now)
 local est = stored_int(b[4], MAX_LIMIT_NANO) or 0
 if spent >= hard or spent + est > hard then
   if b[5] ~= tostring(pid) then
@@ -43,7 +45,7 @@ if spent >= hard or spent + est > hard then
   end
   return {1, next_start - now, num(spent), num(hard), b[3] or 'wait', b[1], tostring(pid)}
 end
-if spent + held + est > hard then
+if live >= MAX_LIVE or spent + held + est > hard then
   return {2, math.min(BUSY_RETRY_MS, next_start - now), num(spent), num(hard), b[3] or 'wait', b[1], tostring(pid),
           num(held)}
 end

@@ -1,12 +1,14 @@
 --[[ cost-record-1: record what runs used: tokens per model, priced, per tenant, task and day.
 KEYS: 1 cfg (`<prefix>:{costs}:cfg`; every other key is derived from it, same slot)
 ARGV: 1 number of runs (1..1000), then per run: run id (1..200 chars), tenant ('' = no group),
-      task (1..200), number of models m (0..20), then m times: model ('' = unnamed), tokens in,
+      task (1..200), estimated tokens (0..its tokens in + out: the part that is an estimate, not a
+      provider's report), number of models m (0..20), then m times: model ('' = unnamed), tokens in,
       tokens out (0..1e9 each). A run with m = 0 only gives back its budget reservation.
 Prices: cfg fields `pi:<model>` / `po:<model>` (nano-units per 1M tokens in / out), else `pi:*` /
 `po:*`, else 0; a stored price or retention that is not a whole number in its range counts as not set.
 Every argument is checked before the first write.
-Writes: d:<day>:<tenant> (fields i:/o:/c:/n: plus the task: `c:<task>`; '' task = totals), expiring
+Writes: d:<day>:<tenant> (fields i:/o:/c:/n:, and e: (estimated tokens) / en: (runs with an
+estimate), plus the task: `c:<task>`; '' task = totals), expiring
 retention days after the day; m:<yyyymm>:<tenant> (c, i, o, n); tenants (zset, last use ms);
 u:<day> (run ids recorded, 2 days); frees the run's reservation (rv:/rx:<tenant>); events
 `budget_soft` / `budget_hard` once per period when a record crosses the tenant's limit.
@@ -23,18 +25,22 @@ local n = int_in(ARGV[1], 1, 1000)
 if not n then return {-6, 0, 'number of runs'} end
 local runs, i = {}, 2
 for r = 1, n do
-  local run = {id = ARGV[i], tenant = ARGV[i + 1], task = ARGV[i + 2], models = {}}
-  local m = int_in(ARGV[i + 3], 0, 20)
-  if not (valid_name(run.id, 1) and valid_name(run.tenant, 0) and valid_name(run.task, 1) and m) then
-    return {-6, r, 'run id, tenant, task or model count'}
+  local run = {id = ARGV[i], tenant = ARGV[i + 1], task = ARGV[i + 2], est = int_in(ARGV[i + 3], 0, 2e10),
+               models = {}}
+  local m = int_in(ARGV[i + 4], 0, 20)
+  if not (valid_name(run.id, 1) and valid_name(run.tenant, 0) and valid_name(run.task, 1) and run.est and m) then
+    return {-6, r, 'run id, tenant, task, estimated tokens or model count'}
   end
-  i = i + 4
+  i = i + 5
+  local tokens = 0
   for _ = 1, m do
     local model, tin, tout = ARGV[i], int_in(ARGV[i + 1], 0, 1e9), int_in(ARGV[i + 2], 0, 1e9)
     if not (valid_name(model, 0) and tin and tout) then return {-6, r, 'model or token counts'} end
     run.models[#run.models + 1] = {model, tin, tout}
+    tokens = tokens + tin + tout
     i = i + 3
   end
+  if run.est > tokens then return {-6, r, 'estimated tokens past the tokens counted'} end
   runs[r] = run
 end
 if i ~= #ARGV + 1 then return {-6, 0, 'argument count'} end
@@ -85,6 +91,10 @@ for _, run in ipairs(runs) do
         incr(dk, 'o:' .. f, num(run.tout))
         incr(dk, 'c:' .. f, num(run.cost))
         incr(dk, 'n:' .. f, 1)
+        if run.est > 0 then
+          incr(dk, 'e:' .. f, num(run.est))
+          incr(dk, 'en:' .. f, 1)
+        end
       end
       redis.call('PEXPIREAT', dk, num((day + 1) * DAY + keep))
       incr(mk, 'i', num(run.tin))

@@ -80,12 +80,22 @@ local function period_spent(base, tenant, kind, now)
   return stored_total(redis.call('HGET', day_key(base, pid, tenant), 'c:'))
 end
 
--- Cost reserved by runs admitted and not yet recorded (reservations past their expiry do not count).
+-- A tenant holds at most this many live reservations (costs/ledger.py MAX_LIVE_RESERVATIONS): the
+-- budget check sums them in one call, so the sum stays bounded, and whole (cost-admit-1 makes a run
+-- wait rather than reserve past it).
+local MAX_LIVE = 10000
+
+-- Cost reserved by runs admitted and not yet recorded (reservations past their expiry do not count),
+-- and how many are live (counted exactly; the sum covers the first MAX_LIVE, all of them unless
+-- more were written than cost-admit-1 reserves).
 local function reserved(base, tenant, now)
-  local live = redis.call('ZRANGEBYSCORE', base .. 'rx:' .. tenant, '(' .. num(now), '+inf', 'LIMIT', 0, 10000)
+  local rx = base .. 'rx:' .. tenant
+  local live = redis.call('ZRANGEBYSCORE', rx, '(' .. num(now), '+inf', 'LIMIT', 0, MAX_LIVE)
   local sum = 0
   for _, id in ipairs(live) do sum = sum + stored_total(redis.call('HGET', base .. 'rv:' .. tenant, id)) end
-  return sum, #live
+  local n = #live
+  if n >= MAX_LIVE then n = redis.call('ZCOUNT', rx, '(' .. num(now), '+inf') end
+  return sum, n
 end
 
 -- Drop the tenant's expired reservations (their runs never reported back within a lease).

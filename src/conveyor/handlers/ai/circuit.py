@@ -5,6 +5,11 @@ After `failures` failures in a row (timeouts, connection errors, 5xx) the circui
 the circuit is half-open: calls go through again, the first failure reopens it at once and a
 success closes it. A 429 (or a 503 with Retry-After) sets a separate `hold` for the Retry-After time
 without counting a failure.
+An open circuit is measured from when it opened (`opened_at`) against the cool-down of the worker
+asking, so a changed `cooldown_s` applies to circuits already open: lowered, they half-open sooner;
+raised, they stay open longer, never past the new cool-down from when they opened. A circuit opened
+by a script that wrote no `opened_at` (or one whose `opened_trip` is not the current trip) keeps
+its `open_until`, read within the asking worker's cool-down.
 All times come from the Redis clock. A field edited by hand into something no script writes (nan,
 inf, a negative or fractional number, text, a time past the longest wait) reads as unset.
 """
@@ -32,6 +37,13 @@ local function field(name, ceiling)
   if v == nil or v ~= v or v < 0 or v > ceiling or v ~= math.floor(v) then return 0 end
   return v
 end
+-- When the circuit opened (or last opened) is over: when it opened plus the cool-down given, or
+-- the stored open_until of a trip that recorded no opening time.
+local function open_end(cooldown)
+  local opened, trips = field('opened_at', now), field('trips', 2147483647)
+  if opened > 0 and trips > 0 and field('opened_trip', 2147483647) == trips then return opened + cooldown end
+  return field('open_until', now + cooldown)
+end
 """
 
 # KEYS[1] breaker hash; ARGV cooldown_ms, max_hold_ms. Returns ms until the provider may be called
@@ -40,7 +52,7 @@ _CHECK = (
     _NOW
     + _FIELD
     + """
-local open_until = field('open_until', now + tonumber(ARGV[1]))
+local open_until = open_end(tonumber(ARGV[1]))
 local hold_until = field('hold_until', now + tonumber(ARGV[2]))
 local wait = math.max(open_until, hold_until) - now
 if wait > 0 then return wait end
@@ -55,7 +67,7 @@ _FAILURE = (
     + _FIELD
     + """
 local threshold = tonumber(ARGV[1])
-local open_until = field('open_until', now + tonumber(ARGV[2]))
+local open_until = open_end(tonumber(ARGV[2]))
 if open_until > now then return open_until - now end
 local failures
 if open_until > 0 then
@@ -66,7 +78,8 @@ else
 end
 if failures >= threshold then
   local trips = field('trips', 2147483647) + 1
-  redis.call('HSET', KEYS[1], 'open_until', now + tonumber(ARGV[2]), 'failures', 0, 'trips', trips)
+  redis.call('HSET', KEYS[1], 'open_until', now + tonumber(ARGV[2]), 'failures', 0, 'trips', trips,
+             'opened_at', now, 'opened_trip', trips)
   redis.call('PEXPIRE', KEYS[1], ARGV[3])
   return tonumber(ARGV[2])
 end

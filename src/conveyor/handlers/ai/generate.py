@@ -42,6 +42,8 @@ logger = logging.getLogger(__name__)
 
 Check = Callable[[Any], str | None]
 _FATAL_STATUS = frozenset({400, 413, 422})
+# A call that ended so was sent and not answered (yet): the provider bills its prompt all the same.
+_UNANSWERED = (asyncio.CancelledError, TimeoutError, openai.APITimeoutError)
 # Structured output nested deeper is invalid: results are stored as JSON by a codec that stops at 254
 # levels (the result's own fields wrap the output in a few), and nothing real nests 64 deep.
 MAX_OUTPUT_DEPTH = 64
@@ -322,7 +324,9 @@ class Generator:
     ) -> Completion:
         """One call to `provider`. A stream that fails, or whose job is cancelled or times out, after
         text arrived brings no usage chunk, yet the provider billed its tokens: its reported usage,
-        else an estimate, is charged to the job (the run still ends as it would have)."""
+        else an estimate, is charged to the job (the run still ends as it would have). A call
+        cancelled or timed out before any text came back (streamed or whole) was sent, and the
+        provider bills its prompt: the prompt's estimate is charged."""
         received = Received()
         try:
             return await complete(
@@ -332,9 +336,9 @@ class Generator:
         except ConveyorError:  # the job's own writes failed: the run is over, not the provider
             raise
         # CancelledError: the job was cancelled or ran past its timeout while the provider answered.
-        except (Exception, asyncio.CancelledError):
+        except (Exception, asyncio.CancelledError) as exc:
             spent = reported_usage(received.usage)
-            if spent is None and received.chars:
+            if spent is None and (received.chars or isinstance(exc, _UNANSWERED)):
                 spent = estimated_usage(sum(len(m["content"]) for m in messages), received.chars)
             if spent is not None:
                 _charge(provider, spent, usage, ctx)
@@ -370,7 +374,7 @@ def _charge(provider: Provider, spent: Usage, usage: Usage, ctx: JobContext | No
     ctx.report_cost(min(COST_MAX, (ctx.cost_used or 0) + spent.total_tokens))
     # The named limiters the job went through are corrected by what the provider used.
     try:
-        ctx.add_usage(spent.prompt_tokens, spent.completion_tokens, model=provider.model)
+        ctx.add_usage(spent.prompt_tokens, spent.completion_tokens, model=provider.model, estimated=spent.estimated)
     except UsageReportError as exc:  # the run's sum passed the bound: keep what was reported
         logger.warning("AI provider %s: usage not added: %s", provider.name, exc)
 

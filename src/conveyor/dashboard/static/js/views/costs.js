@@ -8,6 +8,9 @@ import { errorBox } from "../ui.js";
 
 const money = (v) => (Number(v) || 0).toFixed(6);
 const count = (v) => (Number(v) || 0).toLocaleString("en-US");
+// The part of a row's tokens that is an estimate (a provider that billed without reporting usage).
+const estimated = (r) => (Number(r.runs_estimated) || 0)
+  ? `${count(r.tokens_estimated)} (${count(r.runs_estimated)} run${Number(r.runs_estimated) === 1 ? "" : "s"})` : "—";
 
 function groupsTable(report) {
   const rows = (report.groups ?? []).map((g) => h("tr", { "data-group": g.group ?? "" },
@@ -15,19 +18,23 @@ function groupsTable(report) {
     h("td", { class: "num" }, count(g.runs)),
     h("td", { class: "num" }, count(g.tokens_in)),
     h("td", { class: "num" }, count(g.tokens_out)),
+    h("td", { class: "num" }, estimated(g)),
     h("td", { class: "num" }, `${money(g.cost)} ${report.currency}`)));
   return h("table", { "data-testid": "costs-groups" },
-    h("thead", {}, h("tr", {}, ["Group", "Runs", "Tokens in", "Tokens out", "Cost"].map((t) => h("th", {}, t)))),
-    h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 5, class: "muted" }, "No usage recorded."))));
+    h("thead", {}, h("tr", {}, ["Group", "Runs", "Tokens in", "Tokens out", "Estimated", "Cost"]
+      .map((t) => h("th", {}, t)))),
+    h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 6, class: "muted" }, "No usage recorded."))));
 }
 
 function rowsTable(report) {
   const rows = (report.rows ?? []).map((r) => h("tr", {},
     h("td", {}, r.day), h("td", {}, r.group ?? "(no group)"), h("td", { class: "job-name" }, r.task),
     h("td", { class: "num" }, count(r.runs)), h("td", { class: "num" }, count(r.tokens_in)),
-    h("td", { class: "num" }, count(r.tokens_out)), h("td", { class: "num" }, money(r.cost))));
+    h("td", { class: "num" }, count(r.tokens_out)), h("td", { class: "num" }, estimated(r)),
+    h("td", { class: "num" }, money(r.cost))));
   return h("table", { "data-testid": "costs-rows" },
-    h("thead", {}, h("tr", {}, ["Day", "Group", "Task", "Runs", "Tokens in", "Tokens out", `Cost ${report.currency}`]
+    h("thead", {}, h("tr", {}, ["Day", "Group", "Task", "Runs", "Tokens in", "Tokens out", "Estimated",
+      `Cost ${report.currency}`]
       .map((t) => h("th", {}, t)))),
     h("tbody", {}, rows));
 }
@@ -60,7 +67,9 @@ export async function renderCosts(container) {
     const [report, budgetList] = await Promise.all([api.getCosts(), api.listBudgets()]);
     const t = report.totals ?? {};
     summary.textContent = `${report.since} to ${report.until} (UTC): ${count(t.runs)} runs, ` +
-      `${count(t.tokens_in)} tokens in, ${count(t.tokens_out)} out, ${money(t.cost)} ${report.currency}`;
+      `${count(t.tokens_in)} tokens in, ${count(t.tokens_out)} out, ${money(t.cost)} ${report.currency}` +
+      ((Number(t.runs_estimated) || 0) ? `; ${count(t.tokens_estimated)} tokens of ${count(t.runs_estimated)} ` +
+        "run(s) are estimates" : "");
     replace(groups, groupsTable(report));
     replace(budgets, budgetsTable(budgetList));
     replace(detail, rowsTable(report));
