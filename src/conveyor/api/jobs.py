@@ -19,6 +19,7 @@ from conveyor.api.disconnect import ClientGone, closing_on_disconnect
 from conveyor.api.enqueue import build_bulk, build_spec
 from conveyor.api.errors import ApiError
 from conveyor.api.fastpath import fast_route, plain_headers
+from conveyor.api.head import is_head
 from conveyor.api.keys import Scope
 from conveyor.api.responses import JSONBody
 from conveyor.api.schemas import BulkOut, EnqueuedOut, JobActionOut, JobOut, error_responses
@@ -205,6 +206,9 @@ async def wait_job(
     state = get_state(request)
     stopping(state)  # a long-poll asked for while the process stops: 503, the client asks another one
     q = await state.existing_queue(queue)
+    if is_head(request):  # the job as it is now: a HEAD neither waits nor holds a slot (api/head.py)
+        state.waits.check(principal.key_id)
+        return await _record(request, queue, job_id, principal)
     with state.waits.holding(principal.key_id):
         try:
             rec = await _until_finished(state, request, q, job_id, timeout)
