@@ -120,13 +120,13 @@ def _from_conveyor(exc: Exception) -> ApiError:
         )
     if isinstance(exc, PayloadTooLargeError):
         return ApiError(413, str(exc))
+    if isinstance(exc, SpoiledKeyError):  # data in Redis, not the request, is at fault: the key to repair
+        logger.warning("%s", exc)  # (before InvalidJobError: a spoiled job record is one too)
+        return ApiError(500, str(exc), code="spoiled_key")
     if isinstance(exc, PayloadValidationError):
         return ApiError(422, f"data does not match the payload type of task {exc.task!r}", details=exc.errors)
     if isinstance(exc, InvalidJobError):
         return ApiError(422, str(exc), code="invalid_job")
-    if isinstance(exc, SpoiledKeyError):  # data in Redis, not the request, is at fault: the key to repair
-        logger.warning("%s", exc)
-        return ApiError(500, str(exc), code="spoiled_key")
     return ApiError(503, fault_summary(exc))
 
 

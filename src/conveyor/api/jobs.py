@@ -26,7 +26,7 @@ from conveyor.api.schemas import BulkOut, EnqueuedOut, JobActionOut, JobOut, err
 from conveyor.api.serialize import job_path, jobs_out, suffix_in_id
 from conveyor.api.sse import END_EVENTS, stopping
 from conveyor.api.state import ApiState, get_state
-from conveyor.job import Job, JobRecord, JobState
+from conveyor.job import Job, JobRecord, JobState, stored_state
 from conveyor.options import JobSpec
 from conveyor.partitions import part_holding, stream_name
 from conveyor.queue import Queue
@@ -69,7 +69,7 @@ async def _states_of_existing(queue: Queue, specs: list[JobSpec], jobs: list[Job
         for job in existing:  # job.queue: the job's partition when the queue is partitioned
             pipe.hget(job.queue.keys.job(job.id), "state")
         states = await pipe.execute()
-    return {j.id: JobState(s) if s else JobState.WAITING for j, s in zip(existing, states, strict=True)}
+    return {j.id: stored_state(s, queue.name, j.id) for j, s in zip(existing, states, strict=True)}
 
 
 async def _enqueued(
