@@ -115,6 +115,12 @@ class SpoiledKeyError(ConveyorError):
     the message names the key when it is one of the script's keys (redis/spoiled.py)."""
 
 
+class SpoiledRecordError(SpoiledKeyError, InvalidJobError):
+    """A job record read back holds a field of a shape Conveyor never writes (edited by hand): its
+    `state` is not a job state. The data in Redis is at fault, not the caller (the API answers
+    500 spoiled_key); an InvalidJobError too, as a read of such a record always raised."""
+
+
 class QueueNotEmptyError(ConveyorError):
     """Obliterate refused because jobs are active; pass force=True to override."""
 

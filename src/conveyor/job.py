@@ -9,7 +9,7 @@ from enum import StrEnum
 from typing import TYPE_CHECKING, Any, Generic, TypeVar
 
 from conveyor import codec
-from conveyor.errors import InvalidJobError, JobCancelledError, JobFailedError, JobNotFoundError
+from conveyor.errors import JobCancelledError, JobFailedError, JobNotFoundError, SpoiledRecordError
 
 if TYPE_CHECKING:
     from conveyor.queue import Queue
@@ -68,13 +68,24 @@ def _json(raw: str | None) -> Any:
         return raw  # not JSON: the text as stored
 
 
-def _state(raw: str | None, job_id: str, hint: JobState | None) -> JobState:
+def stored_state(raw: str | None, queue: str, job_id: str) -> JobState:
+    """A record's `state` field; SpoiledRecordError naming the job when it holds no job state."""
     try:
         return JobState(raw or "waiting")
     except ValueError:
-        if hint is not None:
+        raise SpoiledRecordError(
+            f"job {job_id[:200]!r} of queue {queue!r}: its record's state field holds {str(raw)[:100]!r}, "
+            "not a job state (edited by hand?); repair or delete the record"
+        ) from None
+
+
+def _state(raw: str | None, queue: str, job_id: str, hint: JobState | None) -> JobState:
+    if hint is not None:
+        try:
+            return JobState(raw or "waiting")
+        except ValueError:
             return hint
-        raise InvalidJobError(f"job {job_id}: its stored state {raw!r} is not a job state") from None
+    return stored_state(raw, queue, job_id)
 
 
 @dataclass(frozen=True, slots=True)
@@ -123,8 +134,8 @@ class JobRecord:
         cls, queue: str, job_id: str, h: Mapping[str, str], state: JobState | None = None
     ) -> JobRecord:
         """The record of hash `h`; `state`: the state of the set the id was read from, used when the
-        stored one is not a state (otherwise that raises InvalidJobError). Other unreadable fields
-        are shown as stored (text that is not JSON) or as their defaults."""
+        stored one is not a state (otherwise that raises SpoiledRecordError, an InvalidJobError).
+        Other unreadable fields are shown as stored (text that is not JSON) or as their defaults."""
         options = _json(h.get("opts"))
         if not isinstance(options, dict):
             options = {}
@@ -136,7 +147,7 @@ class JobRecord:
             queue=queue,
             name=h.get("name", ""),
             data=_json(h.get("data")),
-            state=_state(h.get("state"), job_id, state),
+            state=_state(h.get("state"), queue, job_id, state),
             options=options,
             priority=_count(h.get("prio", 0), 0),
             attempts_made=_count(h.get("attempts", 0), 0),

@@ -21,7 +21,7 @@ from conveyor.errors import (
     QueueNotEmptyError,
 )
 from conveyor.events import FOLLOW_REFRESH_S, FOLLOW_TTL_MS, Event, EventsMode
-from conveyor.job import RECORD_FIELDS, Job, JobOutput, JobRecord, JobState, record_fields
+from conveyor.job import RECORD_FIELDS, Job, JobOutput, JobRecord, JobState, record_fields, stored_state
 from conveyor.limits import admin as limits_admin
 from conveyor.limits.model import GroupLimits, RateLimit
 from conveyor.listing import Located, read_page
@@ -288,10 +288,7 @@ class Queue(QueueHandle[RedisClient]):
         state = await self._call(self.client.hget(self.keys.job(job_id), "state"))
         if state is None:
             return None
-        try:
-            return JobState(state)
-        except ValueError:
-            raise InvalidJobError(f"job {job_id}: its stored state {state!r} is not a job state") from None
+        return stored_state(state, self.name, job_id)
 
     async def get_logs(self, job_id: str, start: int = 0, end: int = -1) -> list[str]:
         return list(await self._call(self.client.lrange(self.keys.log(job_id), start, end)))

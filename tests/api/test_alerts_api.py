@@ -6,6 +6,7 @@ from __future__ import annotations
 
 from typing import Any
 
+from conveyor import codec
 from conveyor.alerts import AlertStore, parse_rule
 from tests.api.conftest import Api
 
@@ -68,6 +69,43 @@ async def test_alerts_api(api: Api) -> None:
         assert (await api.http.delete(f"/api/alerts/code-{api.queue}", headers=api.auth("read"))).status_code == 403
         assert (await api.http.delete(f"/api/alerts/code-{api.queue}", headers=api.auth("admin"))).status_code == 204
         assert (await api.http.delete(f"/api/alerts/code-{api.queue}", headers=api.auth("admin"))).status_code == 404
+    finally:
+        await api.http.put("/api/alerts", json={"rules": []}, headers=api.auth("admin"))
+        for info in await store.all():
+            if info.rule.queue == api.queue:
+                await store.delete_rule(info.rule.id)
+
+
+async def test_alert_bodies_are_strict_and_stored_rules_stay_readable(api: Api) -> None:
+    """`PUT /api/alerts` refuses, with a 422 naming the field, a value of another JSON type than the
+    schema states, as the schedule PUT does; a rule stored with such values (an older release, a
+    declaration in code) still reads. Before, `"threshold": "100"`, `"for_s": "60"`, `"enabled": 1`
+    or `"yes"` and `"threshold": true` were taken and stored as numbers and flags."""
+    store = AlertStore(api.app.client)
+    kept = depth_rule(f"kept-{api.queue}", api.queue)
+    assert (await api.http.put("/api/alerts", json={"rules": [kept]}, headers=api.auth())).status_code == 200
+    try:
+        for field, value in (("threshold", "100"), ("threshold", True), ("threshold", 1.5), ("for_s", "60"),
+                             ("enabled", 1), ("enabled", "yes"), ("repeat_s", "3600"), ("severity", 1),
+                             ("channels", [{"type": "email", "to": ["ops@example.com" + "m" * 320]}]),
+                             ("channels", [{"type": "webhook", "url": "https://ops.example/hook", "extra": 1}])):
+            body = {"rules": [depth_rule(f"lax-{api.queue}", api.queue, **{field: value})]}
+            r = await api.http.put("/api/alerts", json=body, headers=api.auth())
+            assert r.status_code == 422, (field, value, r.text)
+            details = r.json()["error"]["details"]
+            assert any(field in d["loc"] for d in details), (field, details)
+        assert {i.rule.id for i in await store.all() if i.rule.queue == api.queue} == {kept["id"]}
+        for field, value in (("for_s", 60), ("repeat_s", None)):  # an integer for a float, null where allowed
+            body = {"rules": [depth_rule(f"ok-{api.queue}", api.queue, **{field: value})]}
+            assert (await api.http.put("/api/alerts", json=body, headers=api.auth())).status_code == 200
+
+        old = {**depth_rule(f"old-{api.queue}", api.queue), "threshold": "7", "for_s": "60", "enabled": 1}
+        await api.app.client.hset(store.keys.rules, old["id"], codec.dumps(old).decode())
+        await api.app.client.hset(store.keys.sources, old["id"], "api")
+        r = await api.http.get("/api/alerts", headers=api.auth("read"))
+        assert r.status_code == 200
+        shown = {a["rule"]["id"]: a["rule"] for a in r.json()["rules"]}[old["id"]]
+        assert (shown["threshold"], shown["for_s"], shown["enabled"]) == (7, 60.0, True)
     finally:
         await api.http.put("/api/alerts", json={"rules": []}, headers=api.auth("admin"))
         for info in await store.all():

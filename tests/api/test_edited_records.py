@@ -59,3 +59,29 @@ async def test_a_queue_key_edited_into_another_type_is_a_500_naming_it(api: Api)
     error = r.json()["error"]
     assert error["code"] == "spoiled_key" and events in error["message"], error
     await api.app.client.delete(events)
+
+
+async def test_a_job_whose_state_field_holds_no_state_is_a_500_naming_it(api: Api) -> None:
+    """A job record's `state` edited into something that is no state is the server's data at fault:
+    every route reading the job answers 500 spoiled_key naming the job, as for a key of another type,
+    and the listing shows it under the state of the set holding it (as the engine reads it). Before,
+    reads answered 422 invalid_job, a client error, and an idempotent resend of its enqueue a bare
+    500 internal error."""
+    body = {"name": "echo", "data": {"text": "x"}}
+    r = await api.http.post(f"/api/queues/{api.queue}/jobs", json=body,
+                            headers={**api.auth("enqueue"), "Idempotency-Key": "edited-state"})
+    assert r.status_code == 202, r.text
+    job_id = r.json()["id"]
+    await api.app.client.hset(f"cv:{{{api.queue}}}:job:{job_id}", "state", "bogus")
+    base = f"/api/jobs/{api.queue}/{job_id}"
+    for path in (base, f"{base}/wait?timeout=0", f"{base}/events", f"/api/dashboard/find?id={job_id}"):
+        r = await api.http.get(path, headers=api.auth())
+        assert r.status_code == 500, (path, r.text)
+        error = r.json()["error"]
+        assert error["code"] == "spoiled_key" and job_id in error["message"] and "bogus" in error["message"], error
+    r = await api.http.post(f"/api/queues/{api.queue}/jobs", json=body,
+                            headers={**api.auth("enqueue"), "Idempotency-Key": "edited-state"})
+    assert r.status_code == 500 and r.json()["error"]["code"] == "spoiled_key", r.text
+    listed = await api.http.get(f"/api/queues/{api.queue}/jobs?state=waiting", headers=api.auth())
+    assert listed.status_code == 200
+    assert [(j["id"], j["state"]) for j in listed.json()["jobs"]] == [(job_id, "waiting")]

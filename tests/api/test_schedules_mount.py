@@ -62,3 +62,47 @@ async def test_run_now_sent_again_with_its_idempotency_key_is_the_same_run(api: 
         assert (await q.counts())[JobState.WAITING] == 2
     finally:
         assert (await api.http.delete(url, headers=api.auth())).status_code == 204
+
+
+async def test_run_now_sent_again_after_retention_removed_its_job_adds_no_second_run(api: Api) -> None:
+    """The first run's job completed and retention deleted its record (here `result_ttl` 0: at once),
+    and with it the job's idempotency key. A resend with the same Idempotency-Key within the key's
+    life still answers the first call's job_id and adds nothing; the schedule's task changed in
+    between is still a 409. Before, the resend found no key and enqueued a second run."""
+    sid = f"rr-{uuid.uuid4().hex[:8]}"
+    url = f"/api/schedules/{sid}"
+    body = {"task": "echo", "queue": api.queue, "data": {"text": "tick"}, "interval_s": 3600,
+            "options": {"result_ttl": 0}}
+    assert (await api.http.put(url, json=body, headers=api.auth())).status_code == 201
+    q = api.app.queue(api.queue)
+    key = {**api.auth(), "Idempotency-Key": "nightly-7"}
+    try:
+        first = await api.http.post(f"{url}/run-now", headers=key)
+        assert first.status_code == 200, first.text
+        job_id = first.json()["job_id"]
+        await api.start_worker()
+
+        async def removed() -> bool:
+            return await q.get_job(job_id) is None
+
+        await wait_for(removed, what="the run completed and its record deleted")
+        run_ms = int(job_id.rsplit("-", 1)[1])
+
+        async def clock_past_run() -> bool:  # a second run would get another id
+            return await redis_now_ms(api.app.client, q.keys.meta) > run_ms
+
+        await wait_for(clock_past_run, what="the Redis clock past the first run")
+        assert api.worker is not None
+        await api.worker.close(5.0)  # nothing may run a second job unseen
+        api.worker = None
+        again = await api.http.post(f"{url}/run-now", headers=key)
+        assert again.status_code == 200 and again.json() == first.json(), again.text
+        assert sum((await q.counts()).values()) == 0  # no second run was added
+        other = await api.http.post(f"{url}/run-now", headers={**api.auth(), "Idempotency-Key": "nightly-8"})
+        assert other.status_code == 200 and other.json()["job_id"] != job_id
+        changed = {**body, "data": {"text": "edited"}}
+        assert (await api.http.put(url, json=changed, headers=api.auth())).status_code == 200
+        clash = await api.http.post(f"{url}/run-now", headers=key)
+        assert clash.status_code == 409 and clash.json()["error"]["code"] == "idempotency_conflict", clash.text
+    finally:
+        await api.http.delete(url, headers=api.auth())

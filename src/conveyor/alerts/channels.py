@@ -13,6 +13,7 @@ from urllib.parse import urlsplit
 from pydantic import BaseModel, ConfigDict, Field, field_validator, model_validator
 
 MAX_URL = 2048
+MAX_ADDRESS = 320
 ENDPOINT_NAME = r"^[A-Za-z0-9][A-Za-z0-9._-]{0,99}$"  # as the webhook handler's endpoint registry
 
 
@@ -32,7 +33,7 @@ def redact_url(url: str) -> str:
 
 
 class _Channel(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)  # lax where read back (rules.py)
 
 
 class _HookChannel(_Channel):
@@ -65,14 +66,14 @@ class WebhookChannel(_HookChannel):
 
 class EmailChannel(_Channel):
     type: Literal["email"]
-    to: list[str] = Field(min_length=1, max_length=20)
+    to: list[Annotated[str, Field(max_length=MAX_ADDRESS)]] = Field(min_length=1, max_length=20)
 
     @field_validator("to")
     @classmethod
     def _addresses(cls, values: list[str]) -> list[str]:
         for value in values:
             _, addr = email.utils.parseaddr(value)
-            if not addr or "@" not in addr or any(c in value for c in "\r\n") or len(value) > 320:
+            if not addr or "@" not in addr or any(c in value for c in "\r\n") or len(value) > MAX_ADDRESS:
                 raise ValueError(f"not an email address: {value[:100]!r}")
         return values
 

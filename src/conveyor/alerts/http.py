@@ -26,9 +26,10 @@ HISTORY_SHOWN = 50
 
 
 class AlertsIn(BaseModel):
-    """Every rule defined through the API (rules declared in code are not touched)."""
+    """Every rule defined through the API (rules declared in code are not touched). Strict, as the
+    rule models are (alerts/rules.py): a value of another JSON type than the schema states is a 422."""
 
-    model_config = ConfigDict(extra="forbid")
+    model_config = ConfigDict(extra="forbid", strict=True)
     rules: list[Rule] = Field(max_length=MAX_RULES)
 
 

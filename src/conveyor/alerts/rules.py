@@ -5,6 +5,11 @@ Adding a kind is adding one class here and naming it in `KINDS` (the API, the ap
 the evaluator take it from there). A condition must hold for `for_s` before the alert fires; while
 it lasts a notice repeats every `repeat_s`; when it has stayed clear for two evaluations in a row
 (and `resolve_s`) a recovery notice goes out.
+
+The models are strict, as `PUT /api/alerts` validates its body with them: a value of another JSON
+type than the schema states is refused (the lax mode read `"100"` as a threshold, `1` or `"yes"` as
+`enabled`). `parse_rule`, which reads stored rules and `app.alert(...)` declarations, stays lax, so a
+rule stored before, or declared in code with `threshold=100.0`, still reads as it did.
 """
 
 from __future__ import annotations
@@ -42,7 +47,7 @@ class Reading:
 
 
 class RuleBase(BaseModel):
-    model_config = ConfigDict(extra="forbid", frozen=True)
+    model_config = ConfigDict(extra="forbid", frozen=True, strict=True)
 
     id: str = Field(pattern=RULE_ID, description="Unique rule id.")
     queue: str = Field(pattern=QUEUE, description="The queue watched.")
@@ -216,9 +221,10 @@ KIND_NAMES = tuple(k.model_fields["kind"].annotation.__args__[0] for k in KINDS)
 
 
 def parse_rule(value: Any) -> RuleBase:
-    """A rule from JSON-ready data; ConfigurationError naming each invalid field."""
+    """A rule from JSON-ready data (lax: a stored rule or a code declaration, see above);
+    ConfigurationError naming each invalid field."""
     try:
-        rule: RuleBase = RULE.validate_python(value)
+        rule: RuleBase = RULE.validate_python(value, strict=False)
     except ValidationError as exc:
         problems = "; ".join(f"{'.'.join(str(p) for p in _field(e['loc']))}: {e['msg']}"
                              for e in exc.errors(include_url=False, include_input=False))

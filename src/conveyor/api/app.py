@@ -24,6 +24,7 @@ from conveyor.api.body import ContentLengthLimit
 from conveyor.api.docs import install_docs
 from conveyor.api.drain import draining_on_exit_signals
 from conveyor.api.errors import install_error_handlers, prepare_allowed_methods
+from conveyor.api.head import HeadAsGet
 from conveyor.api.keys import Scope
 from conveyor.api.openapi import install_openapi
 from conveyor.api.query import described_requests_only
@@ -147,6 +148,7 @@ def create_app(conveyor_app: Conveyor, settings: Settings | None = None) -> Fast
     if not settings.api_auth:
         app.add_middleware(CrossSiteWrites, allowed_origins=origins)
     app.add_middleware(ContentLengthLimit, limit=settings.api_max_body_bytes)
+    app.add_middleware(HeadAsGet)  # HEAD wherever GET is: routed as the GET, its body dropped
     install_security_headers(app)
     return app
 

@@ -120,13 +120,13 @@ def _from_conveyor(exc: Exception) -> ApiError:
         )
     if isinstance(exc, PayloadTooLargeError):
         return ApiError(413, str(exc))
+    if isinstance(exc, SpoiledKeyError):  # data in Redis, not the request, is at fault: the key to repair
+        logger.warning("%s", exc)  # (before InvalidJobError: a spoiled job record is one too)
+        return ApiError(500, str(exc), code="spoiled_key")
     if isinstance(exc, PayloadValidationError):
         return ApiError(422, f"data does not match the payload type of task {exc.task!r}", details=exc.errors)
     if isinstance(exc, InvalidJobError):
         return ApiError(422, str(exc), code="invalid_job")
-    if isinstance(exc, SpoiledKeyError):  # data in Redis, not the request, is at fault: the key to repair
-        logger.warning("%s", exc)
-        return ApiError(500, str(exc), code="spoiled_key")
     return ApiError(503, fault_summary(exc))
 
 
@@ -186,8 +186,7 @@ def allowed_methods(request: Request) -> list[str]:
     only the first route's). Job ids may contain '/', so a path can fit several templates
     (`/jobs/{queue}/{job_id}/wait` and `/jobs/{queue}/{job_id}`): the most specific one (the most
     literal text) is the resource. Paths outside the document are probed against the routes. HEAD is
-    listed only where a route serves it (static files, the OpenAPI document): the API's own routes
-    answer it with this 405."""
+    listed wherever GET is: it is served there (api/head.py)."""
     path = request.scope.get("path", "")
     best, allowed = -1, set()
     for pattern, literal, methods in _templates(request.app):
@@ -196,10 +195,13 @@ def allowed_methods(request: Request) -> list[str]:
                 best, allowed = literal, set(methods)
             elif literal == best:
                 allowed |= methods
-    for method in _METHODS if best < 0 else ("HEAD",):
-        scope = {**request.scope, "method": method}
-        if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
-            allowed.add(method)
+    if best < 0:
+        for method in _METHODS:
+            scope = {**request.scope, "method": method}
+            if any(route.matches(scope)[0] is Match.FULL for route in request.app.router.routes):
+                allowed.add(method)
+    if "GET" in allowed:
+        allowed.add("HEAD")
     return [m for m in _METHODS if m in allowed]
 
 

@@ -19,13 +19,14 @@ from conveyor.api.disconnect import ClientGone, closing_on_disconnect
 from conveyor.api.enqueue import build_bulk, build_spec
 from conveyor.api.errors import ApiError
 from conveyor.api.fastpath import fast_route, plain_headers
+from conveyor.api.head import is_head
 from conveyor.api.keys import Scope
 from conveyor.api.responses import JSONBody
 from conveyor.api.schemas import BulkOut, EnqueuedOut, JobActionOut, JobOut, error_responses
 from conveyor.api.serialize import job_path, jobs_out, suffix_in_id
 from conveyor.api.sse import END_EVENTS, stopping
 from conveyor.api.state import ApiState, get_state
-from conveyor.job import Job, JobRecord, JobState
+from conveyor.job import Job, JobRecord, JobState, stored_state
 from conveyor.options import JobSpec
 from conveyor.partitions import part_holding, stream_name
 from conveyor.queue import Queue
@@ -68,7 +69,7 @@ async def _states_of_existing(queue: Queue, specs: list[JobSpec], jobs: list[Job
         for job in existing:  # job.queue: the job's partition when the queue is partitioned
             pipe.hget(job.queue.keys.job(job.id), "state")
         states = await pipe.execute()
-    return {j.id: JobState(s) if s else JobState.WAITING for j, s in zip(existing, states, strict=True)}
+    return {j.id: stored_state(s, queue.name, j.id) for j, s in zip(existing, states, strict=True)}
 
 
 async def _enqueued(
@@ -205,6 +206,9 @@ async def wait_job(
     state = get_state(request)
     stopping(state)  # a long-poll asked for while the process stops: 503, the client asks another one
     q = await state.existing_queue(queue)
+    if is_head(request):  # the job as it is now: a HEAD neither waits nor holds a slot (api/head.py)
+        state.waits.check(principal.key_id)
+        return await _record(request, queue, job_id, principal)
     with state.waits.holding(principal.key_id):
         try:
             rec = await _until_finished(state, request, q, job_id, timeout)

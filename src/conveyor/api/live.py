@@ -19,16 +19,25 @@ import asyncio
 from collections.abc import AsyncGenerator
 from typing import Annotated
 
-from fastapi import APIRouter, Query, Request
+from fastapi import APIRouter, Query, Request, Response
 from fastapi.responses import StreamingResponse
 
 from conveyor.api.auth import ReadKey
 from conveyor.api.errors import ApiError
+from conveyor.api.head import is_head
 from conveyor.api.hub import EventHub, Subscription, event_size
 from conveyor.api.keys import Scope as KeyScope
 from conveyor.api.responses import json_bytes
 from conveyor.api.serialize import event_out
-from conveyor.api.sse import HeldStream, key_recheck, recheck_every_s, stopping, stream_responses
+from conveyor.api.sse import (
+    STREAM_HEADERS,
+    HeldStream,
+    key_recheck,
+    recheck_every_s,
+    stopping,
+    stream_head,
+    stream_responses,
+)
 from conveyor.api.state import get_state
 from conveyor.events import Event
 from conveyor.partitions import parts_of, queue_of_stream, stream_name
@@ -144,7 +153,7 @@ async def live_events(
             description=f"Queues to follow (repeat the parameter); none: every queue in Redis, at most {MAX_QUEUES}.",
         ),
     ] = [],  # noqa: B006 — FastAPI copies the default per request
-) -> StreamingResponse:
+) -> Response:
     state = get_state(request)
     stopping(state)
     if queue:
@@ -158,6 +167,9 @@ async def live_events(
     # Redis answers now, or this is a 503: once the stream's 200 has gone out, a Redis that is down
     # could only break the stream off.
     await state.client.ping()
+    if is_head(request):
+        state.streams.check(principal.key_id)
+        return stream_head()
     # Every read before the slot is taken: a fault after it would be a 503 that keeps the slot.
     streams = [stream_name(p) for n in names for p in parts_of(await state.opened(n))]
     state.streams.take(principal.key_id)
@@ -172,5 +184,5 @@ async def live_events(
         allowed=key_recheck(state, principal, needs),
         recheck_s=recheck_every_s(state),
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers=STREAM_HEADERS,
     )

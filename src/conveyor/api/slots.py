@@ -26,8 +26,8 @@ class Slots:
     def held(self, key_id: str | None) -> int:
         return self._held.get(key_id, 0)
 
-    def take(self, key_id: str | None) -> None:
-        """Hold one slot for `key_id` (None: the API runs without keys), or 429 past the cap."""
+    def check(self, key_id: str | None) -> None:
+        """The 429 `take` would raise, without holding anything (a HEAD answers as its GET would)."""
         count = self._held.get(key_id, 0)
         if self.limit > 0 and count >= self.limit:
             raise ApiError(
@@ -35,7 +35,11 @@ class Slots:
                 f"this key already holds {count} open {self.kind} (the limit per API process)",
                 headers={"Retry-After": str(RETRY_AFTER_S)},
             )
-        self._held[key_id] = count + 1
+
+    def take(self, key_id: str | None) -> None:
+        """Hold one slot for `key_id` (None: the API runs without keys), or 429 past the cap."""
+        self.check(key_id)
+        self._held[key_id] = self._held.get(key_id, 0) + 1
 
     def give_back(self, key_id: str | None) -> None:
         count = self._held.get(key_id, 0) - 1

@@ -36,6 +36,7 @@ from starlette.types import Receive, Scope, Send
 from conveyor.api.auth import Principal, ReadKey, current_scopes
 from conveyor.api.errors import ApiError
 from conveyor.api.flow_events import POLL_S, FlowFollower
+from conveyor.api.head import is_head
 from conveyor.api.hub import EventHub, Subscription, parse_stream_id
 from conveyor.api.keys import Scope as KeyScope
 from conveyor.api.output import EVENT_ID_PATTERN, OutputRelay, split_event_id
@@ -80,6 +81,17 @@ def stream_responses(description: str, *errors: int) -> dict[int | str, dict[str
         200: {"description": description, "content": {"text/event-stream": {"schema": SSE_EVENT_SCHEMA}}},
         **error_responses(*errors),
     }
+
+STREAM_HEADERS = {"Cache-Control": "no-cache", "X-Accel-Buffering": "no"}
+
+
+def stream_head() -> Response:
+    """A HEAD of an event stream: the stream's status and headers, with no stream opened and no slot
+    taken (api/head.py). No Content-Length, as the stream has none."""
+    response = Response(media_type="text/event-stream", headers=STREAM_HEADERS)
+    del response.headers["content-length"]
+    return response
+
 
 def frame(event: str, event_id: str, data: Any) -> bytes:
     """One SSE frame (also used by other routes that stream hub events)."""
@@ -338,6 +350,9 @@ async def job_events(
     show, trace = principal.can(KeyScope.READ_DATA), principal.can(KeyScope.ADMIN)
     needs = frozenset({KeyScope.READ, KeyScope.READ_DATA} if show else {KeyScope.READ}) | (
         {KeyScope.ADMIN} if trace else set())  # what the stream shows, the key must still hold
+    if is_head(request):
+        state.streams.check(principal.key_id)
+        return stream_head()
     flow = FlowFollower(state.conveyor, state.hub, show)
     state.streams.take(principal.key_id)
     keepalive_s = max(0.05, state.settings.api_sse_keepalive_s)
@@ -350,5 +365,5 @@ async def job_events(
         allowed=key_recheck(state, principal, needs),
         recheck_s=recheck_every_s(state),
         media_type="text/event-stream",
-        headers={"Cache-Control": "no-cache", "X-Accel-Buffering": "no"},
+        headers=STREAM_HEADERS,
     )

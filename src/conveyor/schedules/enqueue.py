@@ -13,13 +13,15 @@ import hashlib
 import logging
 from collections.abc import Sequence
 
+from conveyor import codec
 from conveyor.errors import IdempotencyConflictError
-from conveyor.options import JobOptions, JobSpec
+from conveyor.options import DEFAULT_IDEMPOTENCY_TTL_S, JobOptions, JobSpec
 from conveyor.partitions import PartitionedQueue, read_layout, route_partition
 from conveyor.partitions.layout import queue_of_layout
 from conveyor.queue import Queue
 from conveyor.redis.codes import ScriptCode
 from conveyor.redis.connection import RedisClient
+from conveyor.redis.faults import redis_call
 from conveyor.redis.keys import validate_queue_name
 from conveyor.schedules.model import Schedule
 from conveyor.schedules.scripts import add_tick_jobs
@@ -82,14 +84,43 @@ def run_now_key(schedule_id: str, idempotency_key: str) -> str:
     return f"run-now:{schedule_id}:{digest}"
 
 
-async def enqueue_run_now(queue: Queue, schedule: Schedule, job_id: str, idempotency_key: str) -> str:
-    """Add a run-now's job under an idempotency key: a resend returns the first run's id while the
-    key and that job's record live (the key: the job's idempotency_ttl, one day by default), as on
-    the enqueue route. Raises IdempotencyConflictError when the schedule's task or data changed in
-    between."""
+def _run_body(schedule: Schedule) -> str:
+    """What a resend of a run-now must repeat: the schedule's task and data (a digest)."""
+    return hashlib.sha256(codec.dumps([schedule.task, schedule.data])).hexdigest()[:32]
+
+
+async def enqueue_run_now(
+    queue: Queue, schedule: Schedule, job_id: str, idempotency_key: str, *, client: RedisClient, marker: str
+) -> str:
+    """Add a run-now's job under an idempotency key: a resend within the key's life (the job's
+    idempotency_ttl, one day by default) returns the first run's id and adds nothing. The job's own
+    idempotency key goes with its record, which retention may delete long before (result_ttl=0, a
+    purge), so the first run is also remembered under `marker` (`client`'s `{schedules}` slot) for
+    the key's life; a resend finding it adds nothing, even with the job gone. Raises
+    IdempotencyConflictError when the schedule's task or data changed in between."""
+    body = _run_body(schedule)
+    first = _first_run(await redis_call(client.get(marker)))
+    if first is not None:
+        if first[1] != body:
+            raise IdempotencyConflictError(first[0], "task or data")
+        return first[0]
     options = {**schedule.options, "job_id": job_id, "idempotency_key": run_now_key(schedule.id, idempotency_key)}
     (job,) = await queue.add_specs([JobSpec(schedule.task, schedule.data, JobOptions.from_mapping(options))])
+    ttl_ms = int(float(schedule.options.get("idempotency_ttl") or DEFAULT_IDEMPOTENCY_TTL_S) * 1000)
+    remembered = codec.dumps({"job_id": job.id, "body": body}).decode()
+    await redis_call(client.set(marker, remembered, px=max(1, ttl_ms), nx=True))  # a concurrent first: same id
     return job.id
+
+
+def _first_run(raw: str | None) -> tuple[str, str] | None:
+    """(job id, body digest) of a remembered run-now; None for none, or one edited into nonsense."""
+    try:
+        value = codec.loads(raw) if raw is not None else None
+    except ValueError:
+        return None
+    if isinstance(value, dict) and isinstance(value.get("job_id"), str) and isinstance(value.get("body"), str):
+        return value["job_id"], value["body"]
+    return None
 
 
 async def enqueue_ticks(queue: Queue, schedule: Schedule, ticks: Sequence[int]) -> int:

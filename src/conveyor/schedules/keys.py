@@ -47,3 +47,8 @@ class ScheduleKeys:
     def changes(self) -> str:
         """stream: one entry per change; idle schedulers block on it to re-plan at once"""
         return self._k("changes")
+
+    def run_now(self, job_key: str) -> str:
+        """string: JSON {job_id, body} of a run-now sent with an Idempotency-Key (`job_key`: the
+        run's idempotency key, schedules/enqueue.py run_now_key), kept for that key's life"""
+        return self._k(job_key)

@@ -16,7 +16,7 @@ from conveyor import codec
 from conveyor.errors import ConveyorError, InvalidScheduleError, ScheduleNotFoundError
 from conveyor.redis.connection import RedisClient
 from conveyor.redis.faults import redis_call
-from conveyor.schedules.enqueue import QueueCache, enqueue, enqueue_run_now
+from conveyor.schedules.enqueue import QueueCache, enqueue, enqueue_run_now, run_now_key
 from conveyor.schedules.keys import ScheduleKeys
 from conveyor.schedules.model import Schedule, ScheduleKind, check_schedule_id, from_ms
 from conveyor.schedules.scripts import ScheduleScripts
@@ -192,7 +192,8 @@ class ScheduleStore:
         """Run a schedule once now, besides its ticks. Returns the job id (None for a built-in
         schedule, maintenance or alerts, which a scheduler runs at its next pass; a paused one runs
         once and stays paused). With `idempotency_key`, a call sent again (its reply lost) returns
-        the first call's job instead of adding a second run (schedules/enqueue.py, run_now_key)."""
+        the first call's job instead of adding a second run, also once that job's record was
+        deleted (schedules/enqueue.py, enqueue_run_now)."""
         info = await self.get(schedule_id)
         s = info.schedule
         if s.kind is not ScheduleKind.JOB:
@@ -201,7 +202,8 @@ class ScheduleStore:
         job_id = f"sched:{s.id}:run-{await self.now_ms()}"
         queue = await self.queues.get(s.queue)
         if idempotency_key is not None:
-            return await enqueue_run_now(queue, s, job_id, idempotency_key)
+            marker = self.keys.run_now(run_now_key(s.id, idempotency_key))
+            return await enqueue_run_now(queue, s, job_id, idempotency_key, client=self.client, marker=marker)
         await enqueue(queue, s, [job_id])
         return job_id
 
