@@ -9,6 +9,7 @@ import uuid
 import pytest
 
 from conveyor.costs import Budget, CostLedger, Price
+from conveyor.errors import ConfigurationError
 from conveyor.limits.named import Usage
 from conveyor.redis.connection import RedisClient
 
@@ -106,6 +107,26 @@ async def test_spoiled_budget_values_are_read_as_the_records_count_them(client: 
         assert rows["globex"]["hard"] is None and rows["globex"]["status"] == "ok"
         assert await ledger.admit("third", "acme", 60_000) is None  # 0 spent + 1 reserved, no estimate
         assert (await ledger.budget("acme"))["reserved_nano"] == 10**9
+    finally:
+        keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
+        if keys:
+            await client.delete(*keys)
+
+
+async def test_a_name_edited_into_the_budgets_set_never_stops_the_listing(client: RedisClient) -> None:
+    """The budgets listing reads tenant names back from Redis: one written there by hand that no
+    tenant can have (a space, a newline, 300 characters) is skipped with a warning, and every real
+    budget is still listed. Before, the listing raised ConfigurationError on it (a bare 500 from
+    `GET /api/budgets`, and `conveyor budgets` failed whole)."""
+    prefix = f"cvt{uuid.uuid4().hex[:10]}"
+    ledger = CostLedger(client, prefix=prefix)
+    try:
+        await ledger.set_budget("acme", Budget(hard=10))
+        await client.sadd(ledger.keys.budgets, "not a tenant", "x" * 300, "line\nbreak")
+        rows = await ledger.budgets()
+        assert [row["group"] for row in rows] == ["acme"]
+        with pytest.raises(ConfigurationError):  # a name the caller gives is still checked
+            await ledger.budgets(["not a tenant"])
     finally:
         keys = [k async for k in client.scan_iter(match=f"{prefix}:*")]
         if keys:

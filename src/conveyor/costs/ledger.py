@@ -12,6 +12,7 @@ from __future__ import annotations
 
 import datetime as dt
 import hashlib
+import logging
 from collections.abc import Sequence
 from dataclasses import dataclass
 from pathlib import Path
@@ -44,6 +45,8 @@ from conveyor.redis.connection import RedisClient
 from conveyor.redis.faults import guarded
 from conveyor.redis.keys import CostKeys
 from conveyor.redis.scripts import Script
+
+logger = logging.getLogger(__name__)
 
 LUA_DIR = Path(__file__).with_name("lua")
 _HELPERS = (LUA_DIR / "ledger.lua").read_text()
@@ -185,8 +188,10 @@ class CostLedger:
     async def budgets(self, tenants: Sequence[str] | None = None) -> list[dict[str, Any]]:
         """Each budget with the current period's spend, what running runs reserved, and status
         ('ok', 'soft' past the soft limit, 'hard' at or past the hard limit)."""
-        names = list(tenants) if tenants is not None else await self.budget_tenants()
-        names = [check_tenant(t) for t in names[:MAX_TENANTS]]
+        if tenants is not None:
+            names = [check_tenant(t) for t in list(tenants)[:MAX_TENANTS]]
+        else:  # names read back from Redis: one written there by hand is skipped, not a failed listing
+            names = [t for t in await self.budget_tenants() if _readable_tenant(t)][:MAX_TENANTS]
         reply = _check(await _S["cost-read"](self.client, [self.cfg_key], ["budgets", *names]), "budgets")
         now, settings = int(reply[0]), self._settings(_flat(reply[1]))
         return [self._budget_row(row, now, settings["currency"]) for row in reply[2]]
@@ -391,3 +396,12 @@ def _sum(rows: Sequence[dict[str, Any]]) -> dict[str, Any]:
     return {"tokens_in": totals["tokens_in"], "tokens_out": totals["tokens_out"], "cost": from_nano(cost),
             "cost_nano": cost, "runs": totals["runs"], "tokens_estimated": totals["tokens_estimated"],
             "runs_estimated": totals["runs_estimated"]}
+
+
+def _readable_tenant(name: str) -> bool:
+    try:
+        check_tenant(name)
+    except ConfigurationError:
+        logger.warning("costs: skipping a budget whose tenant name is not one a tenant can have: %r", name[:80])
+        return False
+    return True
