@@ -84,7 +84,12 @@ class FlowBusyError(IdempotencyConflictError):
 
 
 class JobNotFoundError(ConveyorError, LookupError):
-    """No job with that id exists (never did, or was removed)."""
+    """No job with that id exists (never did, or was removed). `ended`: how the job ended when a
+    waiter saw it end before its record went (`result_ttl=0`, retention, removal), else None."""
+
+    def __init__(self, message: str, *, ended: str | None = None) -> None:
+        super().__init__(message)
+        self.ended = ended
 
 
 class InvalidStateError(ConveyorError):

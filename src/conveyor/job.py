@@ -227,8 +227,16 @@ class Job(Generic[T]):
         """Wait until the job is completed, failed or cancelled; TimeoutError after `timeout` s."""
         deadline = None if timeout is None else time.monotonic() + timeout
         cursor = await self.queue.last_event_id()
+        ended: str | None = None  # the end event seen for the job, if any
         while True:
-            rec = await self.record()
+            try:
+                rec = await self.record()
+            except JobNotFoundError:
+                if ended is None:
+                    raise
+                raise JobNotFoundError(
+                    f"job {self.id!r} of queue {self.queue.name!r} was {ended}, and its record was not kept "
+                    "(result_ttl=0, retention or removal)", ended=ended) from None
             if rec.finished:
                 return rec
             remaining = None if deadline is None else deadline - time.monotonic()
@@ -244,7 +252,9 @@ class Job(Generic[T]):
                 if not events:
                     break
                 cursor = events[-1].id
-                seen = any(e.job_id == self.id and e.type in _END_EVENTS for e in events)
+                ends = [e.type for e in events if e.job_id == self.id and e.type in _END_EVENTS]
+                if ends:
+                    seen, ended = True, ends[-1]
 
     async def result(self, timeout: float | None = None) -> T:
         """The handler's return value; raises JobFailedError / JobCancelledError / TimeoutError."""
