@@ -16,6 +16,7 @@ from conveyor.job import Job
 from conveyor.redis.faults import redis_call
 from conveyor.redis.flow_scripts import PARENT_HAS_RESULT, PARENT_NEW, FlowNodeArgs, add_nodes
 from conveyor.redis.keys import QueueKeys, registry_key
+from conveyor.redis.spoiled import refuse_spoiled
 
 if TYPE_CHECKING:
     from conveyor.queue import Queue
@@ -53,6 +54,7 @@ async def write_nodes(queue: Queue, nodes: list[FlowNodeArgs], depths: list[int]
     if not cluster:
         flags = [PARENT_HAS_RESULT if c else "" for c in counted]
         return [c for _, c in await add_nodes(client, nodes, maxlen, flags)]
+    await refuse_spoiled(client, "flow-add-0", _written_keys(nodes))
     await _refuse_taken_ids(queue, nodes)
     index = {f"{n.keys.queue}:{n.job_id}": i for i, n in enumerate(nodes)}
     created: dict[int, bool] = {}
@@ -124,6 +126,15 @@ async def _refuse_taken_ids(queue: Queue, nodes: list[FlowNodeArgs]) -> None:
         anew.append(name is None or (pcx is not None and parent_new and state == "cancelled"))
         if anew[i] and n.kids and cancelling:
             raise FlowBusyError(n.job_id)
+
+
+def _written_keys(nodes: list[FlowNodeArgs]) -> list[str]:
+    """The queue keys the nodes' scripts write (checked by flow-add-0.lua in its own slot), read
+    before the first script on a Cluster, where an upper level is written before a lower one fails."""
+    keys: list[str] = []
+    for k in dict.fromkeys(n.keys for n in nodes):
+        keys += [k.meta, k.ready, k.delayed, k.waiting_children, k.cancelled, k.outbox, k.events]
+    return keys
 
 
 def _starts_with(kids: str, wanted: str) -> bool:

@@ -21,6 +21,10 @@ is written anew itself (its old record and undelivered outbox record go). While 
 still under way (a node to write anew whose children's cancellation "!<id>" is still in its outbox,
 or a node whose parent is written anew that is still active with a cancellation request from the old
 parent), the tree is refused: -3, nothing written; sending it again once the mover has done succeeds.
+The keys each queue's nodes write (meta, ready, delayed, waiting-children, cancelled, outbox, events)
+are checked, once per queue and call, to hold their type before the first write: a key edited into
+another type fails the call with WRONGTYPE naming it, nothing written (the client raises
+SpoiledKeyError).
 Returns: 2 entries per node: id, status (1 created, 0 existing)
          or {-4, id} (CONFLICT, nothing written) or {-3, id} (WRONG_STATE: a cancellation of an earlier
          run of this flow is under way, nothing written) or {-6, position, reason} (INVALID_INPUT, nothing written)
@@ -53,6 +57,23 @@ for i = 1, count do
 end
 local byref = {}
 for i = 1, count do byref[nodes[i].ref] = i end
+-- The keys of each queue the nodes' writes meet, checked once per queue before the first write
+-- (common.lua must_be): a key edited into another type fails the call, nothing written, instead of
+-- at the node that meets it after others were written (a parent waiting for children never written).
+local checked = {}
+for i = 1, count do
+  local p = nodes[i].p
+  if not checked[p] then
+    checked[p] = true
+    must_be(p .. 'meta', 'hash')
+    must_be(p .. 'ready', 'zset')
+    must_be(p .. 'delayed', 'zset')
+    must_be(p .. FLOW_WAITING, 'zset')
+    must_be(p .. 'cancelled', 'zset')
+    must_be(p .. 'outbox', 'hash')
+    must_be(p .. 'events', 'stream')
+  end
+end
 
 local existing = {}
 local fresh = {}  -- refs ("<queue>:<id>") of the nodes this call writes anew
