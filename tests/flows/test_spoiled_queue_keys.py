@@ -61,3 +61,14 @@ async def test_a_flow_meeting_a_spoiled_cancelled_set_writes_nothing(queues: lis
     with pytest.raises(SpoiledKeyError, match=re.escape(b.keys.cancelled)):
         await a.add_flow(_tree(a, b, c))
     assert await _records(queues) == []
+
+
+@pytest.mark.parametrize("name", ["gr", "groups"])
+async def test_a_flow_meeting_a_spoiled_group_key_writes_nothing(queues: list[Queue], name: str) -> None:
+    """Before, a grouped leaf met its group's keys only when written, after the nodes before it."""
+    a, b, c = queues
+    key = b.keys.group_ready("g") if name == "gr" else b.keys.groups
+    await _spoil(b, key)
+    with pytest.raises(SpoiledKeyError, match=re.escape(key)):
+        await a.add_flow(_tree(a, b, c, group="g"))
+    assert await _records(queues) == []

@@ -129,11 +129,17 @@ async def _refuse_taken_ids(queue: Queue, nodes: list[FlowNodeArgs]) -> None:
 
 
 def _written_keys(nodes: list[FlowNodeArgs]) -> list[str]:
-    """The queue keys the nodes' scripts write (checked by flow-add-0.lua in its own slot), read
-    before the first script on a Cluster, where an upper level is written before a lower one fails."""
+    """The queue keys the nodes' scripts write (checked by flow-add-0.lua in its own slot), read before
+    the first script on a Cluster, where an upper level is written before a lower one fails (each key
+    once: refuse_spoiled drops repeats)."""
     keys: list[str] = []
     for k in dict.fromkeys(n.keys for n in nodes):
         keys += [k.meta, k.ready, k.delayed, k.waiting_children, k.cancelled, k.outbox, k.events]
+    for n in nodes:
+        if n.group and not n.kids and not n.delay_ms:  # a ready leaf joins its group
+            k = n.keys
+            keys += [k.groups, k.groups_capped, k.group_rotation, k.groups_parked, k.limits,
+                     k.group_ready(n.group), k.group(n.group)]
     return keys
 
 

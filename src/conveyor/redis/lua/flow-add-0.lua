@@ -21,8 +21,8 @@ is written anew itself (its old record and undelivered outbox record go). While 
 still under way (a node to write anew whose children's cancellation "!<id>" is still in its outbox,
 or a node whose parent is written anew that is still active with a cancellation request from the old
 parent), the tree is refused: -3, nothing written; sending it again once the mover has done succeeds.
-The keys each queue's nodes write (meta, ready, delayed, waiting-children, cancelled, outbox, events)
-are checked, once per queue and call, to hold their type before the first write: a key edited into
+The keys each queue's nodes write (meta, ready, delayed, waiting-children, cancelled, outbox, events;
+the group keys a grouped ready leaf meets) are checked, once per queue (and group) and call, to hold their type before the first write: a key edited into
 another type fails the call with WRONGTYPE naming it, nothing written (the client raises
 SpoiledKeyError).
 Returns: 2 entries per node: id, status (1 created, 0 existing)
@@ -60,9 +60,10 @@ for i = 1, count do byref[nodes[i].ref] = i end
 -- The keys of each queue the nodes' writes meet, checked once per queue before the first write
 -- (common.lua must_be): a key edited into another type fails the call, nothing written, instead of
 -- at the node that meets it after others were written (a parent waiting for children never written).
-local checked = {}
+local checked, groups_seen = {}, {}
 for i = 1, count do
-  local p = nodes[i].p
+  local n = nodes[i]
+  local p = n.p
   if not checked[p] then
     checked[p] = true
     must_be(p .. 'meta', 'hash')
@@ -72,6 +73,10 @@ for i = 1, count do
     must_be(p .. 'cancelled', 'zset')
     must_be(p .. 'outbox', 'hash')
     must_be(p .. 'events', 'stream')
+    groups_seen[p] = {}
+  end
+  if n.group ~= '' and n.kids == '' and n.delay == 0 then  -- a ready leaf joins its group
+    group_keys_must_be(p, n.group, groups_seen[p])
   end
 end
 
