@@ -72,3 +72,20 @@ async def test_a_flow_meeting_a_spoiled_group_key_writes_nothing(queues: list[Qu
     with pytest.raises(SpoiledKeyError, match=re.escape(key)):
         await a.add_flow(_tree(a, b, c, group="g"))
     assert await _records(queues) == []
+
+
+@pytest.mark.parametrize("where", ["root", "leaf"])
+async def test_a_flow_node_whose_record_holds_another_type_is_written_anew(queues: list[Queue], where: str) -> None:
+    """A node's record edited into another type is no job, as everywhere else (docs/reliability.md):
+    the flow writes the node in its place. Before, the send failed with an error naming no key (and
+    on a Cluster with redis's bare WRONGTYPE), and the same flow could never be sent again."""
+    a, b, _ = queues
+    root = FlowNode(a.name, "root", 0, options=JobOptions(job_id="spoiled-root"),
+                    children=[FlowNode(b.name, "leaf", 1)])
+    key = a.keys.job("spoiled-root") if where == "root" else b.keys.job("spoiled-root.1")
+    await a.client.set(key, "not a hash")
+    job = await a.add_flow(root)
+    assert await a.client.type(key) == "hash"
+    assert await a.client.zscore(a.keys.waiting_children, job.id) is not None
+    assert await b.client.zscore(b.keys.ready, "spoiled-root.1") is not None
+    assert (await job.record()).pending_children == 1

@@ -317,3 +317,35 @@ async def test_drain_and_purge_delete_a_spoiled_record(queue: Queue, how: str) -
     deleted = await (queue.drain() if how == "drain" else queue.purge("failed"))
     assert deleted == 3
     assert not await queue.client.exists(*(queue.keys.job(job.id) for job in jobs))
+
+
+@pytest.mark.parametrize("how", ["add", "add_bulk", "idempotency_key"])
+async def test_an_add_with_the_id_of_a_spoiled_record_replaces_it(queue: Queue, how: str) -> None:
+    """Before, an add whose given id (or whose idempotency key's job) had a record of another type
+    failed whole with an error naming no key, and so did every later add of that id or key, until the
+    record was deleted by hand. Now the record is no job, as everywhere else: the add writes the job
+    in its place (or under a new id), and the batch's other jobs with it."""
+    if how == "idempotency_key":
+        first = await queue.add("ok", 1, idempotency_key="same")
+        await _spoil(queue, first.id)
+        job = await queue.add("ok", 1, idempotency_key="same")
+        assert job.id != first.id
+        assert await queue.client.get(queue.keys.idempotency("same")) == job.id
+        assert await queue.client.type(queue.keys.job(first.id)) == "string"  # (no job: left as it is)
+        jobs = [job]
+    else:
+        await queue.client.set(queue.keys.job("given"), "not a hash")
+        await queue.client.rpush(queue.keys.log("given"), "a line of the job that went")
+        if how == "add":
+            jobs = [await queue.add("ok", 1, job_id="given")]
+        else:
+            jobs = await queue.add_bulk([{"name": "ok", "data": 0}, {"name": "ok", "data": 1,
+                                                                     "options": {"job_id": "given"}}])
+        assert jobs[-1].id == "given"
+        assert await queue.client.exists(queue.keys.log("given")) == 0
+    for job in jobs:
+        assert await queue.client.zscore(queue.keys.ready, job.id) is not None
+    worker = Worker(queue, {"ok": _ok}, **FAST)
+    async with running(worker):
+        for job in jobs:
+            assert await job.result(timeout=30) == (await job.record()).data

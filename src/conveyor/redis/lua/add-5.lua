@@ -10,6 +10,8 @@ The queue keys an add writes (meta, ready, delayed, events; and for grouped read
 group keys and each group's ready set and hash) are checked, once per call (and group), to hold their
 type before the first write: a key edited into another type fails the call with WRONGTYPE, nothing
 written (the client raises SpoiledKeyError naming it).
+A job record of another type than a hash (edited by hand) is no job, as in every script: an id or
+idempotency key naming it finds no job, and a job given its id replaces it.
 Every job is checked before the first write (id characters, priority in [-1000, 1000], delay and
 idempotency ttl integers in range, cost an integer >= 0); one bad job refuses the whole batch.
 Generated ids come from the meta `id` counter, floored by Redis time (common.lua `reserve`), so an id
@@ -88,8 +90,8 @@ for i = 1, count do
     found = j.id
   end
   if found then
-    local f = redis.call('HMGET', prefix .. 'job:' .. found, 'name', 'data')
-    if f[1] then
+    local f = job_call('HMGET', prefix .. 'job:' .. found, 'name', 'data')  -- (another type: no job)
+    if f and f[1] then
       if f[1] ~= j.name or f[2] ~= j.data then
         return {-4, found}
       end
@@ -112,13 +114,17 @@ for i = 1, count do
   local j = jobs[i]
   -- A key or id repeated inside this batch points at the job created earlier in this loop
   -- (the caller checked that the repeats carry the same name and data).
+  -- A record of another type (edited by hand) is no job: it names no duplicate, and a job given its
+  -- id is written in its place (the record and what hung on it go first, as a removed job's do).
   local dup = existing[i]
+  local spoiled = false
   if not dup and j.ikey ~= '' then
     dup = idem_owner(prefix .. 'idem:' .. j.ikey)
-    if dup and redis.call('EXISTS', prefix .. 'job:' .. dup) == 0 then dup = nil end
+    if dup and key_type(prefix .. 'job:' .. dup) ~= 'hash' then dup = nil end
   end
-  if not dup and j.id ~= '' and redis.call('EXISTS', prefix .. 'job:' .. j.id) == 1 then
-    dup = j.id
+  if not dup and j.id ~= '' then
+    local t = key_type(prefix .. 'job:' .. j.id)
+    if t == 'hash' then dup = j.id else spoiled = t ~= 'none' end
   end
   if dup then
     out[#out + 1] = dup
@@ -135,6 +141,7 @@ for i = 1, count do
       next_id = next_id + 1
     end
     local jk = prefix .. 'job:' .. id
+    if spoiled then redis.call('DEL', jk, prefix .. 'log:' .. id, prefix .. 'out:' .. id) end
     if j.plain then
       redis.call('HSET', jk, 'name', j.name, 'data', j.data, 'ts', created, 'state', 'waiting')
       plain_scores[#plain_scores + 1] = id

@@ -25,6 +25,8 @@ The keys each queue's nodes write (meta, ready, delayed, waiting-children, cance
 the group keys a grouped ready leaf meets) are checked, once per queue (and group) and call, to hold their type before the first write: a key edited into
 another type fails the call with WRONGTYPE naming it, nothing written (the client raises
 SpoiledKeyError).
+A node whose record holds another type than a hash (edited by hand) is no job, as in every script: it
+is written anew in its place.
 Returns: 2 entries per node: id, status (1 created, 0 existing)
          or {-4, id} (CONFLICT, nothing written) or {-3, id} (WRONG_STATE: a cancellation of an earlier
          run of this flow is under way, nothing written) or {-6, position, reason} (INVALID_INPUT, nothing written)
@@ -86,7 +88,8 @@ local skip = {}  -- nodes not written: their parent holds their result (or they 
 for i = 1, count do
   local n = nodes[i]
   local jk = n.p .. 'job:' .. n.id
-  local f = redis.call('HMGET', jk, 'name', 'data', 'parent', 'kids', 'state', 'result', 'error', 'pcx')
+  -- (a record of another type, edited by hand, is no job: the node is written anew in its place)
+  local f = job_call('HMGET', jk, 'name', 'data', 'parent', 'kids', 'state', 'result', 'error', 'pcx') or {}
   local parent_new = n.parent ~= '' and (n.parent_new or fresh[n.parent])
   local pi = n.parent ~= '' and byref[n.parent] or nil
   if not f[1] and n.parent ~= '' and not parent_new and n.ref ~= '' then
@@ -152,11 +155,12 @@ for i = 1, count do
     local jk = n.p .. 'job:' .. n.id
     local meta, ready = n.p .. 'meta', n.p .. 'ready'
     if redis.call('EXISTS', jk) == 1 then
-      -- a node cancelled with the earlier run of its parent: that run's record and hand-over go
-      -- (a hand-over a mover holds already is refused by the new parent: flow-deliver-1.lua)
+      -- a node cancelled with the earlier run of its parent (or a record of another type): that
+      -- run's record and hand-over go (a hand-over a mover holds already is refused by the new
+      -- parent: flow-deliver-1.lua)
       redis.call('ZREM', n.p .. 'cancelled', n.id)
       redis.call('HDEL', n.p .. 'outbox', n.id)
-      drop_job(n.p, n.id, redis.call('HGET', jk, 'idem'))
+      drop_job(n.p, n.id, job_call('HGET', jk, 'idem'))
     end
     local fields = {'name', n.name, 'data', n.data, 'ts', created}
     if n.opts ~= '' then fields[#fields + 1] = 'opts'; fields[#fields + 1] = n.opts end
