@@ -15,7 +15,9 @@ ARGV: as add-5 with exactly one job in the 'f' form with no id and no idempotenc
 Returns: add-5's reply (id, status); {-6, position, reason} for bad arguments (nothing written)
 Codes: 0 OK, -4 CONFLICT, -6 INVALID_INPUT
 Events: as add-5; cancelled (id, by) for a replaced job; cancelling (id, by) for a running one
-A replaced job that is a flow's root counts in the meta's flows_failed, as a cancelled root does.
+A replaced job that is a flow node is cancelled as cancel-5 cancels it: a parent's children that have
+not ended are cancelled with it (outbox "!<id>" record), a child's parent hears of its end, a root
+counts in the meta's flows_failed. The outbox is checked before the first write, as the add's keys.
 ]]
 --@include common
 --@include flow
@@ -57,9 +59,12 @@ elseif keyed_mode == 'debounce' then
   if keyed_delay < keyed_window then keyed_delay = keyed_window end
 end
 ARGV[12] = num(keyed_delay)
--- The set a replaced job enters, checked before the add writes (common.lua must_be; the add checks
--- the others).
-if keyed_prev and keyed_queued and keyed_mode ~= 'throttle' then must_be(KEYS[6], 'zset') end
+-- The set a replaced job enters and the outbox its flow bookkeeping writes (a parent's children to
+-- cancel, a child's end), checked before the add writes (common.lua must_be; the add checks the others).
+if keyed_prev and keyed_queued and keyed_mode ~= 'throttle' then
+  must_be(KEYS[6], 'zset')
+  must_be(keyed_prefix .. 'outbox', 'hash')
+end
 
 local function add_jobs()
 --@add-5

@@ -13,13 +13,18 @@ local function keyed_last(kk, prefix)
   return id, f[1], f[2]
 end
 
--- Cancel a waiting or delayed job at once, as cancel-5 does; `by` names the job that replaced it.
--- A flow's root cancelled so counts in flows_failed, as any cancelled root does (includes/cancel.lua).
+-- Cancel a waiting or delayed job at once, as cancel-5 does (includes/cancel.lua); `by` names the job
+-- that replaced it. A flow node gets a cancelled one's bookkeeping: a parent's children that have not
+-- ended are cancelled with it (its outbox "!<id>" record, carried out by the mover), a child's parent
+-- hears of its end (an outbox record: it never waits for it), a root counts in flows_failed. The
+-- caller checked the outbox's type before its first write.
 local function keyed_cancel(prefix, ready, delayed, cancelled, events, maxlen, id, state, by)
   local jk = prefix .. 'job:' .. id
   local stamp = num(now_ms())
   if state == 'waiting' then remove_waiting(ready, jk, id) else redis.call('ZREM', delayed, id) end
   local fl = redis.call('HMGET', jk, 'parent', 'kids')
+  if fl[1] then flow_gone(prefix, id, jk, 'Cancelled') end
+  if fl[2] then flow_cancel_kids(prefix, id, jk) end
   flow_root_ended(prefix .. 'meta', 'X', fl[1], fl[2])
   redis.call('HSET', jk, 'state', 'cancelled', 'finished', stamp)
   redis.call('ZADD', cancelled, stamp, id)
