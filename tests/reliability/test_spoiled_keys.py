@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from conveyor import JobContext, JobFailedError, JobNotFoundError, Queue, Retention, Retry, Worker
+from conveyor import JobContext, JobFailedError, JobNotFoundError, JobState, Queue, Retention, Retry, Worker
 from conveyor.redis.scripts import CLAIM_FIELDS, CLAIM_HEADER
 from tests.conftest import running, wait_for
 from tests.reliability.helpers import FAST, loops_alive
@@ -349,3 +349,23 @@ async def test_an_add_with_the_id_of_a_spoiled_record_replaces_it(queue: Queue, 
     async with running(worker):
         for job in jobs:
             assert await job.result(timeout=30) == (await job.record()).data
+
+
+@pytest.mark.parametrize("spoiled", ["last job", "key"])
+async def test_a_keyed_add_rides_over_a_spoiled_record_of_its_key(queue: Queue, spoiled: str) -> None:
+    """Before, a keyed add read the key's last job record (and the key's own hash) with plain calls:
+    either one edited into another type failed every add of that key, for good. Now the record is no
+    job (the key's last job is gone) and the key's hash, which names no job, is replaced."""
+    first = await queue.add("ok", 1, key="doc:1", key_mode="debounce", key_window=3600)
+    if spoiled == "last job":
+        await _spoil(queue, first.id)
+    else:
+        await queue.client.delete(queue.keys.job_key("doc:1"))
+        await queue.client.set(queue.keys.job_key("doc:1"), "not a hash")
+    second = await queue.add("ok", 2, key="doc:1", key_mode="debounce", key_window=3600)
+    assert second.id != first.id
+    assert await queue.client.hget(queue.keys.job_key("doc:1"), "job") == second.id
+    assert await queue.client.zscore(queue.keys.delayed, second.id) is not None
+    third = await queue.add("ok", 3, key="doc:1", key_mode="debounce", key_window=3600)
+    assert await queue.get_state(second.id) is JobState.CANCELLED
+    assert await queue.client.zscore(queue.keys.delayed, third.id) is not None

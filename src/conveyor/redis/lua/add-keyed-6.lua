@@ -15,6 +15,8 @@ ARGV: as add-5 with exactly one job in the 'f' form with no id and no idempotenc
 Returns: add-5's reply (id, status); {-6, position, reason} for bad arguments (nothing written)
 Codes: 0 OK, -4 CONFLICT, -6 INVALID_INPUT
 Events: as add-5; cancelled (id, by) for a replaced job; cancelling (id, by) for a running one
+A key's hash or its last job's record edited by hand into another type names no job: the add goes on
+as if the key had none (the hash is replaced after the add).
 A replaced job that is a flow node is cancelled as cancel-5 cancels it: a parent's children that have
 not ended are cancelled with it (outbox "!<id>" record), a child's parent hears of its end, a root
 counts in the meta's flows_failed. The outbox is checked before the first write, as the add's keys.
@@ -45,7 +47,7 @@ if keyed_mode == 'throttle' then
   local now = now_ms()
   -- The latest start known among the key's jobs: kept in the key's hash, so a later job that never
   -- started (cancelled) does not hide it.
-  local known = tonumber(redis.call('HGET', keyed_kk, 'start'))
+  local known = tonumber(keyed_get(keyed_kk, 'start'))
   local last = nil
   if keyed_state then
     last = tonumber(keyed_started)  -- nil: the last job never started

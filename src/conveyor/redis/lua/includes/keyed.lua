@@ -5,11 +5,26 @@
 -- How long a key's hash outlives its last add, beyond the window (ms): 7 days.
 local KEYED_KEEP_MS = 604800000
 
--- The key's last job and that job's state and last start (nil when there is none or it is gone).
+-- A field of the key's hash. A hash edited by hand into another type names no job: it reads as
+-- empty, and keyed_remember replaces it (nothing is written before the add's own checks).
+local KEYED_SPOILED = false
+local function keyed_get(kk, field)
+  local r = redis.pcall('HGET', kk, field)
+  if type(r) == 'table' and r.err then
+    if string.sub(r.err, 1, 9) ~= 'WRONGTYPE' then error(r) end
+    KEYED_SPOILED = true
+    return nil
+  end
+  return r
+end
+
+-- The key's last job and that job's state and last start (nil when there is none or it is gone; a
+-- record of another type, edited by hand, is gone: common.lua job_call).
 local function keyed_last(kk, prefix)
-  local id = redis.call('HGET', kk, 'job')
+  local id = keyed_get(kk, 'job')
   if not id then return nil, nil, nil end
-  local f = redis.call('HMGET', prefix .. 'job:' .. id, 'state', 'started')
+  local f = job_call('HMGET', prefix .. 'job:' .. id, 'state', 'started')
+  if not f then return id, nil, nil end
   return id, f[1], f[2]
 end
 
@@ -39,6 +54,7 @@ local function keyed_request_cancel(prefix, events, maxlen, id, by)
 end
 
 local function keyed_remember(kk, id, window, start)
+  if KEYED_SPOILED then redis.call('DEL', kk) end
   redis.call('HSET', kk, 'job', id)
   if start then redis.call('HSET', kk, 'start', num(start)) end
   redis.call('PEXPIRE', kk, window + KEYED_KEEP_MS)
