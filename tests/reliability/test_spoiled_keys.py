@@ -9,7 +9,7 @@ from typing import Any
 
 import pytest
 
-from conveyor import JobContext, JobFailedError, JobNotFoundError, Queue, Retention, Retry, Worker
+from conveyor import JobContext, JobFailedError, JobNotFoundError, JobState, Queue, Retention, Retry, Worker
 from conveyor.redis.scripts import CLAIM_FIELDS, CLAIM_HEADER
 from tests.conftest import running, wait_for
 from tests.reliability.helpers import FAST, loops_alive
@@ -317,3 +317,55 @@ async def test_drain_and_purge_delete_a_spoiled_record(queue: Queue, how: str) -
     deleted = await (queue.drain() if how == "drain" else queue.purge("failed"))
     assert deleted == 3
     assert not await queue.client.exists(*(queue.keys.job(job.id) for job in jobs))
+
+
+@pytest.mark.parametrize("how", ["add", "add_bulk", "idempotency_key"])
+async def test_an_add_with_the_id_of_a_spoiled_record_replaces_it(queue: Queue, how: str) -> None:
+    """Before, an add whose given id (or whose idempotency key's job) had a record of another type
+    failed whole with an error naming no key, and so did every later add of that id or key, until the
+    record was deleted by hand. Now the record is no job, as everywhere else: the add writes the job
+    in its place (or under a new id), and the batch's other jobs with it."""
+    if how == "idempotency_key":
+        first = await queue.add("ok", 1, idempotency_key="same")
+        await _spoil(queue, first.id)
+        job = await queue.add("ok", 1, idempotency_key="same")
+        assert job.id != first.id
+        assert await queue.client.get(queue.keys.idempotency("same")) == job.id
+        assert await queue.client.type(queue.keys.job(first.id)) == "string"  # (no job: left as it is)
+        jobs = [job]
+    else:
+        await queue.client.set(queue.keys.job("given"), "not a hash")
+        await queue.client.rpush(queue.keys.log("given"), "a line of the job that went")
+        if how == "add":
+            jobs = [await queue.add("ok", 1, job_id="given")]
+        else:
+            jobs = await queue.add_bulk([{"name": "ok", "data": 0}, {"name": "ok", "data": 1,
+                                                                     "options": {"job_id": "given"}}])
+        assert jobs[-1].id == "given"
+        assert await queue.client.exists(queue.keys.log("given")) == 0
+    for job in jobs:
+        assert await queue.client.zscore(queue.keys.ready, job.id) is not None
+    worker = Worker(queue, {"ok": _ok}, **FAST)
+    async with running(worker):
+        for job in jobs:
+            assert await job.result(timeout=30) == (await job.record()).data
+
+
+@pytest.mark.parametrize("spoiled", ["last job", "key"])
+async def test_a_keyed_add_rides_over_a_spoiled_record_of_its_key(queue: Queue, spoiled: str) -> None:
+    """Before, a keyed add read the key's last job record (and the key's own hash) with plain calls:
+    either one edited into another type failed every add of that key, for good. Now the record is no
+    job (the key's last job is gone) and the key's hash, which names no job, is replaced."""
+    first = await queue.add("ok", 1, key="doc:1", key_mode="debounce", key_window=3600)
+    if spoiled == "last job":
+        await _spoil(queue, first.id)
+    else:
+        await queue.client.delete(queue.keys.job_key("doc:1"))
+        await queue.client.set(queue.keys.job_key("doc:1"), "not a hash")
+    second = await queue.add("ok", 2, key="doc:1", key_mode="debounce", key_window=3600)
+    assert second.id != first.id
+    assert await queue.client.hget(queue.keys.job_key("doc:1"), "job") == second.id
+    assert await queue.client.zscore(queue.keys.delayed, second.id) is not None
+    third = await queue.add("ok", 3, key="doc:1", key_mode="debounce", key_window=3600)
+    assert await queue.get_state(second.id) is JobState.CANCELLED
+    assert await queue.client.zscore(queue.keys.delayed, third.id) is not None

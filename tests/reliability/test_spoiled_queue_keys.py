@@ -180,3 +180,31 @@ async def test_a_keyed_add_meeting_a_spoiled_cancelled_set_writes_nothing(queue:
     assert [k for k in left if ":job:" in k] == [queue.keys.job(first.id)]
     assert await queue.client.zrange(queue.keys.delayed, 0, -1) == [first.id]
     await queue.obliterate(force=True)
+
+
+def _group_keys(queue: Queue) -> dict[str, str]:
+    k = queue.keys
+    return {"gr": k.group_ready("g2"), "gs": k.group("g2"), "groups": k.groups, "gq": k.group_rotation,
+            "gpark": k.groups_parked, "gcap": k.groups_capped, "limits": k.limits}
+
+
+@pytest.mark.parametrize("name", ["gr", "gs", "groups", "gq", "gpark", "gcap", "limits"])
+async def test_a_grouped_add_meeting_a_spoiled_group_key_writes_nothing(queue: Queue, name: str) -> None:
+    """Before, a grouped add wrote the job's record, then failed at its group's ready set (or the
+    rotation, the groups' set...) of the wrong type: a job in no set, and in a batch the jobs before
+    it written. Now the keys of each group a batch joins are checked, once per group, before the
+    first write, and the add fails naming the key."""
+    key = _group_keys(queue)[name]
+    await _spoil(queue, key)
+    adds = {
+        "add": lambda: queue.add("ok", 1, group="g2"),
+        "add_bulk": lambda: queue.add_bulk(
+            [{"name": "ok", "data": n, "options": {"group": g}} for n, g in enumerate(["g1", "g1", "g2"])]),
+    }
+    for what, add in adds.items():
+        with pytest.raises(SpoiledKeyError, match=re.escape(key)):
+            await add()
+        left = [k async for k in queue.client.scan_iter(match=queue.keys.base + "*")]
+        assert [k for k in left if ":job:" in k or ":gr:" in k] == ([key] if name == "gr" else []), what
+        assert await queue.client.type(key) == "list", what
+    await queue.obliterate(force=True)

@@ -13,9 +13,10 @@ from redis.crc import key_slot
 from conveyor.errors import FlowBusyError, IdempotencyConflictError, InvalidFlowError
 from conveyor.flows.model import FlowNode, flatten
 from conveyor.job import Job
-from conveyor.redis.faults import redis_call
+from conveyor.redis.faults import faults_as_connection_failed, redis_call
 from conveyor.redis.flow_scripts import PARENT_HAS_RESULT, PARENT_NEW, FlowNodeArgs, add_nodes
 from conveyor.redis.keys import QueueKeys, registry_key
+from conveyor.redis.spoiled import is_wrong_type, refuse_spoiled
 
 if TYPE_CHECKING:
     from conveyor.queue import Queue
@@ -53,6 +54,7 @@ async def write_nodes(queue: Queue, nodes: list[FlowNodeArgs], depths: list[int]
     if not cluster:
         flags = [PARENT_HAS_RESULT if c else "" for c in counted]
         return [c for _, c in await add_nodes(client, nodes, maxlen, flags)]
+    await refuse_spoiled(client, "flow-add-0", _written_keys(nodes))
     await _refuse_taken_ids(queue, nodes)
     index = {f"{n.keys.queue}:{n.job_id}": i for i, n in enumerate(nodes)}
     created: dict[int, bool] = {}
@@ -88,10 +90,10 @@ async def _counted_by_parent(queue: Queue, nodes: list[FlowNodeArgs], *, in_one_
             parent_key = QueueKeys(pq, queue.prefix).job(pid)
         pipe.hexists(parent_key, f"r:{n.keys.queue}:{n.job_id}")
         asked.append(i)
-    found = await redis_call(pipe.execute()) if asked else []
+    found = await _records_read(pipe) if asked else []
     counted = [False] * len(nodes)
     for i, has in zip(asked, found, strict=True):
-        counted[i] = bool(has)
+        counted[i] = bool(has)  # (a parent record of another type holds nothing)
     for i, n in enumerate(nodes):  # below a node not written again, nothing is
         parent_idx = index.get(n.parent)
         if parent_idx is not None and counted[parent_idx] and not in_one_call:
@@ -108,7 +110,7 @@ async def _refuse_taken_ids(queue: Queue, nodes: list[FlowNodeArgs]) -> None:
     for n in nodes:
         pipe.hmget(n.keys.job(n.job_id), "name", "data", "parent", "kids", "state", "pcx")
         pipe.hexists(n.keys.outbox, "!" + n.job_id)
-    found = await redis_call(pipe.execute())
+    found = [[None] * 6 if r is None else r for r in await _records_read(pipe)]
     index = {f"{n.keys.queue}:{n.job_id}": i for i, n in enumerate(nodes)}
     anew: list[bool] = []  # written anew (nodes come parents first)
     for i, n in enumerate(nodes):
@@ -124,6 +126,35 @@ async def _refuse_taken_ids(queue: Queue, nodes: list[FlowNodeArgs]) -> None:
         anew.append(name is None or (pcx is not None and parent_new and state == "cancelled"))
         if anew[i] and n.kids and cancelling:
             raise FlowBusyError(n.job_id)
+
+
+async def _records_read(pipe: Any) -> list[Any]:
+    """The pipeline's replies, None for a read of a job record of another type (edited by hand: no
+    job, as flow-add-0.lua reads it); any other error is raised."""
+    out: list[Any] = []
+    with faults_as_connection_failed("reading a flow's records"):
+        for reply in await pipe.execute(raise_on_error=False):
+            if isinstance(reply, Exception):
+                if not is_wrong_type(reply):
+                    raise reply
+                reply = None
+            out.append(reply)
+    return out
+
+
+def _written_keys(nodes: list[FlowNodeArgs]) -> list[str]:
+    """The queue keys the nodes' scripts write (checked by flow-add-0.lua in its own slot), read before
+    the first script on a Cluster, where an upper level is written before a lower one fails (each key
+    once: refuse_spoiled drops repeats)."""
+    keys: list[str] = []
+    for k in dict.fromkeys(n.keys for n in nodes):
+        keys += [k.meta, k.ready, k.delayed, k.waiting_children, k.cancelled, k.outbox, k.events]
+    for n in nodes:
+        if n.group and not n.kids and not n.delay_ms:  # a ready leaf joins its group
+            k = n.keys
+            keys += [k.groups, k.groups_capped, k.group_rotation, k.groups_parked, k.limits,
+                     k.group_ready(n.group), k.group(n.group)]
+    return keys
 
 
 def _starts_with(kids: str, wanted: str) -> bool:

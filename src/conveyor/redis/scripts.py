@@ -66,7 +66,7 @@ class Script:
                     return await client.eval(self.source, len(keys), *keys, *args)
         except ResponseError as exc:
             if is_wrong_type(exc):
-                raise await spoiled_key_error(client, self.name, keys) from exc
+                raise await spoiled_key_error(client, self.name, keys, exc) from exc
             raise
 
     def call_sync(
@@ -86,7 +86,7 @@ class Script:
                     return client.eval(self.source, len(keys), *keys, *args)
         except ResponseError as exc:
             if is_wrong_type(exc):
-                raise spoiled_key_error_sync(client, self.name, keys) from exc
+                raise spoiled_key_error_sync(client, self.name, keys, exc) from exc
             raise
 
 
@@ -279,7 +279,7 @@ class QueueScripts:
                 return await self.trip(worker_id, lease_ms, want, trip_id=trip_id, record_ttl_ms=record_ttl_ms,
                                        acks=acks, names=names)
             if isinstance(reply, ResponseError) and is_wrong_type(reply):
-                raise await spoiled_key_error(self.client, script.name, keys) from reply
+                raise await spoiled_key_error(self.client, script.name, keys, reply) from reply
             if isinstance(reply, Exception):
                 raise reply
         _refused("finish", reply)

@@ -5,12 +5,14 @@ path only), so the operator knows what to delete or repair."""
 
 from __future__ import annotations
 
+import re
 from collections.abc import Sequence
 from typing import Any
 
 from redis.exceptions import RedisError
 
 from conveyor.errors import SpoiledKeyError
+from conveyor.redis.faults import redis_call
 
 # The type each queue key holds, by the first part of its name after the queue's tag `cv:{q}:`
 # (docs/internals.md, "Keys"). Keys not listed are not checked.
@@ -18,12 +20,24 @@ KEY_TYPES: dict[str, str] = {
     "meta": "hash", "limits": "hash", "gs": "hash", "job": "hash",
     "ready": "zset", "delayed": "zset", "active": "zset", "completed": "zset", "failed": "zset",
     "cancelled": "zset", "waiting-children": "zset", "gq": "zset", "gpark": "zset", "gr": "zset",
-    "hold": "zset", "groups": "set", "events": "stream", "wake": "list", "idem": "string",
+    "hold": "zset", "groups": "set", "gcap": "set", "events": "stream", "wake": "list", "idem": "string",
+    "outbox": "hash",
 }
+
+
+# The error of common.lua's `must_be`, which names a key a script derives from its arguments (a
+# group's keys, the queues of a flow) and checked before its first write.
+_MUST_BE = re.compile(r"WRONGTYPE (\S+) holds a (\w+), not a (\w+)")
 
 
 def is_wrong_type(exc: BaseException) -> bool:
     return "WRONGTYPE" in str(exc)
+
+
+def _named(exc: BaseException | None) -> list[str]:
+    """The key `must_be` names in `exc`'s message, as `_message` lists it (none for a bare WRONGTYPE)."""
+    m = _MUST_BE.search(str(exc)) if exc is not None else None
+    return [f"{m[1]} is a {m[2]}, not a {m[3]}"] if m else []
 
 
 def expected_type(key: str) -> str | None:
@@ -32,34 +46,56 @@ def expected_type(key: str) -> str | None:
     return KEY_TYPES.get(rest.split(":", 1)[0]) if sep else None
 
 
-async def spoiled_key_error(client: Any, script: str, keys: Sequence[str]) -> SpoiledKeyError:
-    """The error for `script`'s WRONGTYPE: names each of its KEYS that holds another type."""
-    wrong: list[str] = []
+async def spoiled_key_error(
+    client: Any, script: str, keys: Sequence[str], exc: BaseException | None = None
+) -> SpoiledKeyError:
+    """The error for `script`'s WRONGTYPE `exc`: names each of its KEYS that holds another type, and
+    the key the script's own check named."""
+    wrong = _named(exc)
     try:
         for key in keys:
             want = expected_type(key)
             if want is not None:
                 held = await client.type(key)
-                if held not in (want, "none"):
+                if held not in (want, "none") and not any(w.startswith(key + " ") for w in wrong):
                     wrong.append(f"{key} is a {held}, not a {want}")
     except RedisError:
-        wrong = []
+        wrong = _named(exc)
     return SpoiledKeyError(_message(script, wrong))
 
 
-def spoiled_key_error_sync(client: Any, script: str, keys: Sequence[str]) -> SpoiledKeyError:
+def spoiled_key_error_sync(
+    client: Any, script: str, keys: Sequence[str], exc: BaseException | None = None
+) -> SpoiledKeyError:
     """`spoiled_key_error` on redis-py's synchronous client."""
-    wrong: list[str] = []
+    wrong = _named(exc)
     try:
         for key in keys:
             want = expected_type(key)
             if want is not None:
                 held = client.type(key)
-                if held not in (want, "none"):
+                if held not in (want, "none") and not any(w.startswith(key + " ") for w in wrong):
                     wrong.append(f"{key} is a {held}, not a {want}")
     except RedisError:
-        wrong = []
+        wrong = _named(exc)
     return SpoiledKeyError(_message(script, wrong))
+
+
+async def refuse_spoiled(client: Any, what: str, keys: Sequence[str]) -> None:
+    """Raise SpoiledKeyError for `what` when one of `keys` holds another type than its own (one
+    pipeline of TYPE reads): the check a write made of several scripts (a flow on a Cluster, one
+    script per slot) makes before the first of them, as each script makes it before its own writes."""
+    known = [k for k in dict.fromkeys(keys) if expected_type(k) is not None]
+    if not known:
+        return
+    pipe = client.pipeline(transaction=False)
+    for key in known:
+        pipe.type(key)
+    held = await redis_call(pipe.execute())
+    wrong = [f"{key} is a {t}, not a {expected_type(key)}" for key, t in zip(known, held, strict=True)
+             if t not in (expected_type(key), "none")]
+    if wrong:
+        raise SpoiledKeyError(_message(what, wrong))
 
 
 def _message(script: str, wrong: list[str]) -> str:

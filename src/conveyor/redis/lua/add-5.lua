@@ -6,9 +6,12 @@ ARGV: 1 prefix (e.g. "cv:{q}:"), 2 events maxlen, 3 job count, then per job eith
       or 'f' and 10 fields: id ('' = next number), idempotency key ('' = none), idempotency ttl ms,
       name, data (JSON), opts (JSON or ''), priority, delay ms, group ('' = none), cost ('' = none)
 Grouped jobs wait in their group's ready set (see includes/groups.lua), not in `ready`.
-The queue keys an add writes (meta, ready, delayed, events) are checked, once per call, to hold their
-type before the first write: a key edited into another type fails the call with
-WRONGTYPE, nothing written (the client raises SpoiledKeyError naming it).
+The queue keys an add writes (meta, ready, delayed, events; and for grouped ready jobs the queue's
+group keys and each group's ready set and hash) are checked, once per call (and group), to hold their
+type before the first write: a key edited into another type fails the call with WRONGTYPE, nothing
+written (the client raises SpoiledKeyError naming it).
+A job record of another type than a hash (edited by hand) is no job, as in every script: an id or
+idempotency key naming it finds no job, and a job given its id replaces it.
 Every job is checked before the first write (id characters, priority in [-1000, 1000], delay and
 idempotency ttl integers in range, cost an integer >= 0); one bad job refuses the whole batch.
 Generated ids come from the meta `id` counter, floored by Redis time (common.lua `reserve`), so an id
@@ -26,6 +29,7 @@ local prefix, maxlen, count = ARGV[1], ARGV[2], int_in(ARGV[3], 0, 10000)
 if not count or prefix == '' then return {-6, 0, 'batch arguments'} end
 
 local jobs = {}
+local grouped = nil  -- the groups this batch's ready jobs join (nil for none: no cost for plain adds)
 local a = 4
 for i = 1, count do
   local kind = ARGV[a]
@@ -54,6 +58,10 @@ for i = 1, count do
         or (j.ikey ~= '' and not int_in(j.ittl, 1, MAX_MS)) or (j.cost ~= '' and not int_in(j.cost, 0, 1e12)) then
       return {-6, i, 'job ' .. i .. ': an option is out of range'}
     end
+    if j.group ~= '' and j.delay == 0 then  -- ('r' jobs: the same group)
+      grouped = grouped or {}
+      grouped[j.group] = true
+    end
   end
   if not jobs[i].name or jobs[i].name == '' or not jobs[i].data then
     return {-6, i, 'job ' .. i .. ': missing name or data'}
@@ -65,6 +73,10 @@ must_be(meta, 'hash')
 must_be(ready, 'zset')
 must_be(delayed, 'zset')
 must_be(events, 'stream')
+if grouped then
+  local seen = {}
+  for g in pairs(grouped) do group_keys_must_be(prefix, g, seen) end
+end
 
 -- Pass 1: find jobs that already exist (by id or idempotency key) and refuse conflicts.
 local existing = {}
@@ -78,8 +90,8 @@ for i = 1, count do
     found = j.id
   end
   if found then
-    local f = redis.call('HMGET', prefix .. 'job:' .. found, 'name', 'data')
-    if f[1] then
+    local f = job_call('HMGET', prefix .. 'job:' .. found, 'name', 'data')  -- (another type: no job)
+    if f and f[1] then
       if f[1] ~= j.name or f[2] ~= j.data then
         return {-4, found}
       end
@@ -102,13 +114,17 @@ for i = 1, count do
   local j = jobs[i]
   -- A key or id repeated inside this batch points at the job created earlier in this loop
   -- (the caller checked that the repeats carry the same name and data).
+  -- A record of another type (edited by hand) is no job: it names no duplicate, and a job given its
+  -- id is written in its place (the record and what hung on it go first, as a removed job's do).
   local dup = existing[i]
+  local spoiled = false
   if not dup and j.ikey ~= '' then
     dup = idem_owner(prefix .. 'idem:' .. j.ikey)
-    if dup and redis.call('EXISTS', prefix .. 'job:' .. dup) == 0 then dup = nil end
+    if dup and key_type(prefix .. 'job:' .. dup) ~= 'hash' then dup = nil end
   end
-  if not dup and j.id ~= '' and redis.call('EXISTS', prefix .. 'job:' .. j.id) == 1 then
-    dup = j.id
+  if not dup and j.id ~= '' then
+    local t = key_type(prefix .. 'job:' .. j.id)
+    if t == 'hash' then dup = j.id else spoiled = t ~= 'none' end
   end
   if dup then
     out[#out + 1] = dup
@@ -125,6 +141,7 @@ for i = 1, count do
       next_id = next_id + 1
     end
     local jk = prefix .. 'job:' .. id
+    if spoiled then redis.call('DEL', jk, prefix .. 'log:' .. id, prefix .. 'out:' .. id) end
     if j.plain then
       redis.call('HSET', jk, 'name', j.name, 'data', j.data, 'ts', created, 'state', 'waiting')
       plain_scores[#plain_scores + 1] = id

@@ -15,7 +15,11 @@ ARGV: as add-5 with exactly one job in the 'f' form with no id and no idempotenc
 Returns: add-5's reply (id, status); {-6, position, reason} for bad arguments (nothing written)
 Codes: 0 OK, -4 CONFLICT, -6 INVALID_INPUT
 Events: as add-5; cancelled (id, by) for a replaced job; cancelling (id, by) for a running one
-A replaced job that is a flow's root counts in the meta's flows_failed, as a cancelled root does.
+A key's hash or its last job's record edited by hand into another type names no job: the add goes on
+as if the key had none (the hash is replaced after the add).
+A replaced job that is a flow node is cancelled as cancel-5 cancels it: a parent's children that have
+not ended are cancelled with it (outbox "!<id>" record), a child's parent hears of its end, a root
+counts in the meta's flows_failed. The outbox is checked before the first write, as the add's keys.
 ]]
 --@include common
 --@include flow
@@ -43,7 +47,7 @@ if keyed_mode == 'throttle' then
   local now = now_ms()
   -- The latest start known among the key's jobs: kept in the key's hash, so a later job that never
   -- started (cancelled) does not hide it.
-  local known = tonumber(redis.call('HGET', keyed_kk, 'start'))
+  local known = tonumber(keyed_get(keyed_kk, 'start'))
   local last = nil
   if keyed_state then
     last = tonumber(keyed_started)  -- nil: the last job never started
@@ -57,9 +61,12 @@ elseif keyed_mode == 'debounce' then
   if keyed_delay < keyed_window then keyed_delay = keyed_window end
 end
 ARGV[12] = num(keyed_delay)
--- The set a replaced job enters, checked before the add writes (common.lua must_be; the add checks
--- the others).
-if keyed_prev and keyed_queued and keyed_mode ~= 'throttle' then must_be(KEYS[6], 'zset') end
+-- The set a replaced job enters and the outbox its flow bookkeeping writes (a parent's children to
+-- cancel, a child's end), checked before the add writes (common.lua must_be; the add checks the others).
+if keyed_prev and keyed_queued and keyed_mode ~= 'throttle' then
+  must_be(KEYS[6], 'zset')
+  must_be(keyed_prefix .. 'outbox', 'hash')
+end
 
 local function add_jobs()
 --@add-5

@@ -21,6 +21,12 @@ is written anew itself (its old record and undelivered outbox record go). While 
 still under way (a node to write anew whose children's cancellation "!<id>" is still in its outbox,
 or a node whose parent is written anew that is still active with a cancellation request from the old
 parent), the tree is refused: -3, nothing written; sending it again once the mover has done succeeds.
+The keys each queue's nodes write (meta, ready, delayed, waiting-children, cancelled, outbox, events;
+the group keys a grouped ready leaf meets) are checked, once per queue (and group) and call, to hold their type before the first write: a key edited into
+another type fails the call with WRONGTYPE naming it, nothing written (the client raises
+SpoiledKeyError).
+A node whose record holds another type than a hash (edited by hand) is no job, as in every script: it
+is written anew in its place.
 Returns: 2 entries per node: id, status (1 created, 0 existing)
          or {-4, id} (CONFLICT, nothing written) or {-3, id} (WRONG_STATE: a cancellation of an earlier
          run of this flow is under way, nothing written) or {-6, position, reason} (INVALID_INPUT, nothing written)
@@ -53,6 +59,28 @@ for i = 1, count do
 end
 local byref = {}
 for i = 1, count do byref[nodes[i].ref] = i end
+-- The keys of each queue the nodes' writes meet, checked once per queue before the first write
+-- (common.lua must_be): a key edited into another type fails the call, nothing written, instead of
+-- at the node that meets it after others were written (a parent waiting for children never written).
+local checked, groups_seen = {}, {}
+for i = 1, count do
+  local n = nodes[i]
+  local p = n.p
+  if not checked[p] then
+    checked[p] = true
+    must_be(p .. 'meta', 'hash')
+    must_be(p .. 'ready', 'zset')
+    must_be(p .. 'delayed', 'zset')
+    must_be(p .. FLOW_WAITING, 'zset')
+    must_be(p .. 'cancelled', 'zset')
+    must_be(p .. 'outbox', 'hash')
+    must_be(p .. 'events', 'stream')
+    groups_seen[p] = {}
+  end
+  if n.group ~= '' and n.kids == '' and n.delay == 0 then  -- a ready leaf joins its group
+    group_keys_must_be(p, n.group, groups_seen[p])
+  end
+end
 
 local existing = {}
 local fresh = {}  -- refs ("<queue>:<id>") of the nodes this call writes anew
@@ -60,7 +88,8 @@ local skip = {}  -- nodes not written: their parent holds their result (or they 
 for i = 1, count do
   local n = nodes[i]
   local jk = n.p .. 'job:' .. n.id
-  local f = redis.call('HMGET', jk, 'name', 'data', 'parent', 'kids', 'state', 'result', 'error', 'pcx')
+  -- (a record of another type, edited by hand, is no job: the node is written anew in its place)
+  local f = job_call('HMGET', jk, 'name', 'data', 'parent', 'kids', 'state', 'result', 'error', 'pcx') or {}
   local parent_new = n.parent ~= '' and (n.parent_new or fresh[n.parent])
   local pi = n.parent ~= '' and byref[n.parent] or nil
   if not f[1] and n.parent ~= '' and not parent_new and n.ref ~= '' then
@@ -126,11 +155,12 @@ for i = 1, count do
     local jk = n.p .. 'job:' .. n.id
     local meta, ready = n.p .. 'meta', n.p .. 'ready'
     if redis.call('EXISTS', jk) == 1 then
-      -- a node cancelled with the earlier run of its parent: that run's record and hand-over go
-      -- (a hand-over a mover holds already is refused by the new parent: flow-deliver-1.lua)
+      -- a node cancelled with the earlier run of its parent (or a record of another type): that
+      -- run's record and hand-over go (a hand-over a mover holds already is refused by the new
+      -- parent: flow-deliver-1.lua)
       redis.call('ZREM', n.p .. 'cancelled', n.id)
       redis.call('HDEL', n.p .. 'outbox', n.id)
-      drop_job(n.p, n.id, redis.call('HGET', jk, 'idem'))
+      drop_job(n.p, n.id, job_call('HGET', jk, 'idem'))
     end
     local fields = {'name', n.name, 'data', n.data, 'ts', created}
     if n.opts ~= '' then fields[#fields + 1] = 'opts'; fields[#fields + 1] = n.opts end

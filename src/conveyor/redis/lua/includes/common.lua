@@ -37,9 +37,13 @@ local MAX_COUNT = 9007199254740991
 -- another Redis type fails the script with WRONGTYPE here, nothing written, instead of at the write
 -- that meets it after others (a job record written, then its set refusing it: a job in no set). The
 -- loader turns the error into SpoiledKeyError naming the key (conveyor/redis/spoiled.py).
-local function must_be(key, want)
+local function key_type(key)
   local t = redis.call('TYPE', key)
-  t = type(t) == 'table' and t.ok or t
+  return type(t) == 'table' and t.ok or t
+end
+
+local function must_be(key, want)
+  local t = key_type(key)
   if t ~= want and t ~= 'none' then
     error({err = 'WRONGTYPE ' .. key .. ' holds a ' .. t .. ', not a ' .. want})
   end

@@ -31,6 +31,24 @@ local function group_join(p, meta, g)
   redis.call('HSET', meta, 'lim', '1')
 end
 
+-- The keys a ready job of group g meets (group_push, group_join), checked before a script's first
+-- write (common.lua must_be): the queue's ones once per call, each group's once (`seen` remembers
+-- them), so an add or flow pays nothing per job.
+local function group_keys_must_be(p, g, seen)
+  if not seen[1] then
+    seen[1] = true
+    must_be(p .. 'groups', 'set')
+    must_be(p .. 'gcap', 'set')
+    must_be(p .. 'gq', 'zset')
+    must_be(p .. 'gpark', 'zset')
+    must_be(p .. 'limits', 'hash')
+  end
+  if seen[g] then return end
+  seen[g] = true
+  must_be(p .. 'gr:' .. g, 'zset')
+  must_be(p .. 'gs:' .. g, 'hash')
+end
+
 local function group_push(meta, ready, g, score, id)
   local p = qprefix(ready)
   local gr = p .. 'gr:' .. g
