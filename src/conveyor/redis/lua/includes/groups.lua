@@ -19,9 +19,26 @@ local function qprefix(ready)
   return string.sub(ready, 1, -6)
 end
 
+-- A group's own keys (gr:<g> its ready jobs, gs:<g> its overrides and state) that a hand edit gave
+-- another Redis type list no job and hold nothing readable: they are deleted, once per group and
+-- call, before a script uses them, so one tenant's spoiled key never fails the trips of the whole
+-- queue (a trip failing on it would be sent again and fail again). Adds refuse them instead
+-- (group_keys_must_be), so an enqueue says which key is wrong.
+local SANE_GROUPS = {}
+local function group_keys_sane(p, g)
+  if SANE_GROUPS[g] then return end
+  SANE_GROUPS[g] = true
+  local gr, gs = p .. 'gr:' .. g, p .. 'gs:' .. g
+  local t = key_type(gr)
+  if t ~= 'zset' and t ~= 'none' then redis.call('DEL', gr) end
+  t = key_type(gs)
+  if t ~= 'hash' and t ~= 'none' then redis.call('DEL', gs) end
+end
+
 -- A group with ready jobs enters the rotation unless it is parked; it keeps its own pass but never
 -- starts behind the virtual time (the pass last served), so a returning group gets no credit.
 local function group_join(p, meta, g)
+  group_keys_sane(p, g)
   if redis.call('ZSCORE', p .. 'gpark', g) or redis.call('SISMEMBER', p .. 'gcap', g) == 1 then return end
   if redis.call('ZSCORE', p .. 'gq', g) then return end
   local pass = tonumber(redis.call('HGET', p .. 'gs:' .. g, 'pass')) or 0
@@ -47,10 +64,12 @@ local function group_keys_must_be(p, g, seen)
   seen[g] = true
   must_be(p .. 'gr:' .. g, 'zset')
   must_be(p .. 'gs:' .. g, 'hash')
+  SANE_GROUPS[g] = true
 end
 
 local function group_push(meta, ready, g, score, id)
   local p = qprefix(ready)
+  group_keys_sane(p, g)
   local gr = p .. 'gr:' .. g
   redis.call('ZADD', gr, score, id)
   incr(meta, 'gwait', 1)
@@ -83,6 +102,7 @@ local function remove_waiting(ready, jk, id)
     redis.call('ZREM', ready, id)
     return
   end
+  group_keys_sane(p, g)
   if redis.call('ZREM', p .. 'gr:' .. g, id) == 1 then
     incr(p .. 'meta', 'gwait', -1)
   end
@@ -90,6 +110,7 @@ end
 
 -- A job of group g left `active`: one slot of the group's cap is free again.
 local function group_release(p, g)
+  group_keys_sane(p, g)
   incr(p .. 'gs:' .. g, 'ga', -1)
   if redis.call('SREM', p .. 'gcap', g) == 1 and redis.call('ZCARD', p .. 'gr:' .. g) > 0 then
     group_join(p, p .. 'meta', g)

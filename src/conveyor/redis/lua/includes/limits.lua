@@ -39,6 +39,7 @@ local function window_note(logkey, n, w, now, count)
 end
 
 local function load_group(p, g, L)
+  group_keys_sane(p, g)
   local G = load_fields(p .. 'gs:' .. g, {'conc', 'rate_t', 'rate_cap', 'rate_n', 'rate_w', 'cost_t',
     'cost_cap', 'w', 'ga', 'rtat', 'ctat', 'blk', 'pass'})
   G.name = g
@@ -75,6 +76,7 @@ local function unpark_due(p, meta, now)
   if #due == 0 then return end
   redis.call('ZREM', p .. 'gpark', unpack(due))
   for i = 1, #due do
+    group_keys_sane(p, due[i])
     if redis.call('ZCARD', p .. 'gr:' .. due[i]) > 0 then group_join(p, meta, due[i]) end
   end
 end
@@ -315,6 +317,7 @@ local function cost_correct(p, g, delta, now)
     redis.call('HSET', lk, 'ctat', shift_tat(tonumber(q[2]), tonumber(q[1]), delta, now))
   end
   if g then
+    group_keys_sane(p, g)
     local gk = p .. 'gs:' .. g
     local v = redis.call('HMGET', gk, 'cost_t', 'ctat')
     local t = tonumber(v[1]) or tonumber(q[3])
@@ -325,6 +328,7 @@ end
 -- Upstream backpressure: stop claiming for the queue, or for group g, until `untilms`.
 local function block_claims(p, meta, g, untilms)
   if g then
+    group_keys_sane(p, g)
     local gk = p .. 'gs:' .. g
     local cur = tonumber(redis.call('HGET', gk, 'blk'))
     if not cur or untilms > cur then redis.call('HSET', gk, 'blk', num(untilms)) end
