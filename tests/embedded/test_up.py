@@ -422,6 +422,45 @@ def test_a_signal_while_the_embedded_server_loads_stops_it(workdir: Path, signum
                 os.kill(pid, signal.SIGKILL)
 
 
+def _loads(log: Path) -> int:
+    """How many times the server has finished replaying its append-only file."""
+    return sum("loaded from append only file" in line for line in log.read_text(errors="replace").splitlines())
+
+
+def test_a_signal_while_a_restarted_server_loads_stops_up_and_the_server(workdir: Path) -> None:
+    """`up` starts again an embedded server that dies; a Ctrl-C while the new one replayed its file
+    was counted and passed on to the children, but `up` went on waiting for the replay to end (as
+    long as the file takes: minutes for a large one) before it stopped anything."""
+    data = workdir / ".conveyor" / "data"
+    up = Up(workdir, free_port(), free_port())
+    servers: list[int] = []
+    try:
+        up.expect("Press Ctrl-C to stop.")
+        state = ServerState.load(data / "embedded.json")
+        assert state is not None
+        filler = syncredis.Redis.from_url(state.url, socket_timeout=60)
+        fill = "for i = 1, tonumber(ARGV[2]) do redis.call('SET', KEYS[1] .. i, ARGV[1]) end return 1"
+        for part in range(40):  # 2 million keys: seconds of replay at the next start
+            filler.eval(fill, 1, f"k{part}:", "x" * 20, 50_000)
+        filler.close()
+        loads = _loads(data / "valkey.log")
+        os.kill(state.pid, signal.SIGKILL)
+        deadline = time.monotonic() + BOOT_TIMEOUT_S
+        while not (servers := [p for p in _children_named(up.proc.pid, b"valkey-server") if p != state.pid]):
+            assert up.proc.poll() is None and time.monotonic() < deadline, str(up)
+            time.sleep(0.01)
+        started = process_start_time(servers[0])
+        up.proc.send_signal(signal.SIGINT)
+        assert up.proc.wait(90) == 0, str(up)
+        assert wait_gone(servers[0], started, 30), "the restarted server outlived `up`"
+        assert _loads(data / "valkey.log") == loads, "`up` waited for the replay to end before it stopped"
+    finally:
+        up.close()
+        for pid in servers:  # what a failed run left behind
+            if process_alive(pid) and looks_like_server(pid):
+                os.kill(pid, signal.SIGKILL)
+
+
 @pytest.mark.parametrize("url", ["redis://127.0.0.1:1/0", "redis+cluster://127.0.0.1:1"])
 def test_up_with_an_unreachable_redis_url_says_so_in_one_line(workdir: Path, url: str) -> None:
     """The admin key is `up`'s first call to Redis: a REDIS_URL nothing answers at ended `up` with

@@ -9,6 +9,7 @@ processes that died (even by kill -9) are pruned, and a crashed server's files a
 from __future__ import annotations
 
 import atexit
+import contextlib
 import logging
 import os
 import shlex
@@ -19,10 +20,12 @@ from pathlib import Path
 from types import TracebackType
 
 from conveyor.embedded.config import EmbeddedConfig, Endpoint, free_port
+from conveyor.embedded.interrupts import deferred_interrupts
 from conveyor.embedded.server import (
     is_loading,
     looks_like_server,
     probe,
+    reap,
     shutdown,
     spawn,
     stop_process,
@@ -90,6 +93,12 @@ class EmbeddedHandle:
             logger.info("embedded valkey stopped (pid %d)", current.pid)
             return True
 
+    def forget(self) -> None:
+        """Give up this handle without touching the server (its starter stops it, or others use it)."""
+        with self._guard:
+            self._released = True
+        atexit.unregister(self.release)
+
     def _answering(self) -> ServerState | None:
         """With no readable state file: this handle's server, if it still answers on its address."""
         info = probe(self.state.url)
@@ -112,13 +121,28 @@ def acquire(config: EmbeddedConfig) -> EmbeddedHandle:
     with locked(config.lock_file):
         prune_leases(config.lease_dir)
         state = find_running(config)
-        proc = None
         if state is None:
-            state, proc = _start(config)
-        elif config.fsync == "always":
+            return _start(config)
+        if config.fsync == "always":
             _upgrade_fsync(state.url)
-        lease = take_lease(config.lease_dir)
-    return EmbeddedHandle(config, state, lease, proc)
+        return _lease(config, state)
+
+
+def _lease(config: EmbeddedConfig, state: ServerState) -> EmbeddedHandle:
+    """Take a lease on a running server and the handle that drops it, as one step: a Ctrl-C between
+    the two left a lease that kept the server alive for as long as this process lived."""
+    lease = handle = None
+    try:
+        with deferred_interrupts():
+            lease = take_lease(config.lease_dir)
+            handle = EmbeddedHandle(config, state, lease, None)
+    except BaseException:
+        if handle is not None:
+            handle.forget()
+        if lease is not None:
+            lease.path.unlink(missing_ok=True)
+        raise
+    return handle
 
 
 def find_running(config: EmbeddedConfig) -> ServerState | None:
@@ -211,25 +235,57 @@ def _clean_files(config: EmbeddedConfig) -> None:
         path.unlink(missing_ok=True)
 
 
-def _start(config: EmbeddedConfig) -> tuple[ServerState, subprocess.Popen[bytes]]:
+def _start(config: EmbeddedConfig) -> EmbeddedHandle:
+    """Start the server and lease it (the caller holds the lock). An interrupt at any moment, from
+    the fork on, stops it: it runs in a session of its own and, until a lease names it, nobody else
+    would ever stop it."""
     endpoint = Endpoint(socket=str(config.socket_path)) if config.use_socket else Endpoint.tcp(free_port())
-    proc = spawn(config, endpoint)
+    proc: subprocess.Popen[bytes] | None = None
+    born: int | None = None  # the server's start time: no other process that takes its pid has it
+    lease: Lease | None = None
+    handle: EmbeddedHandle | None = None
+    ready = False
     try:
-        info = wait_ready(proc, endpoint.url, config)
+        with deferred_interrupts():  # from the fork until `proc` names the server
+            proc = spawn(config, endpoint)
+            born = process_start_time(proc.pid)
+        info = wait_ready(proc, endpoint.url, config)  # an interrupt here stops the loading server
+        ready = True
+        with deferred_interrupts():  # recorded and leased, or stopped: never in between
+            state = ServerState(
+                pid=proc.pid, start_time=born, run_id=str(info["run_id"]),
+                url=endpoint.url, socket=endpoint.socket, port=endpoint.port,
+                version=str(info.get("valkey_version") or info.get("redis_version") or ""),
+                started_at=time.time(),
+            )
+            state.save(config.state_file)
+            lease = take_lease(config.lease_dir)
+            handle = EmbeddedHandle(config, state, lease, proc)
     except BaseException:
-        # Ctrl-C or SIGTERM while it loads its file: the server runs in a session of its own and no
-        # state file names it yet, so nobody else would ever stop it.
-        stop_process(proc.pid, process_start_time(proc.pid), wait=proc.wait)
-        _clean_files(config)
+        with deferred_interrupts():  # a second Ctrl-C must not cut the stop short
+            if handle is not None:
+                handle.forget()
+            if lease is not None:
+                lease.path.unlink(missing_ok=True)
+            if proc is not None:
+                _stop_started(proc, born, endpoint.url if ready else None)
+            _clean_files(config)
         raise
-    state = ServerState(
-        pid=proc.pid, start_time=process_start_time(proc.pid), run_id=str(info["run_id"]), url=endpoint.url,
-        socket=endpoint.socket, port=endpoint.port,
-        version=str(info.get("valkey_version") or info.get("redis_version") or ""), started_at=time.time(),
-    )
-    state.save(config.state_file)
     logger.info("embedded valkey %s started (pid %d) in %s", state.version, proc.pid, config.data_dir)
-    return state, proc
+    return handle
+
+
+def _stop_started(proc: subprocess.Popen[bytes], start_time: int | None, url: str | None) -> None:
+    """Stop a server this process started and then gave up on: SHUTDOWN once it answers (it flushes
+    its file), a kill while it still loads (or if SHUTDOWN fails). Nothing once it has been
+    collected (`wait_ready` stops a server that stays silent): its pid may name another process now."""
+    if proc.returncode is not None:
+        return
+    if url is not None:
+        with contextlib.suppress(EmbeddedServerError):
+            shutdown(url, proc.pid, start_time)
+    stop_process(proc.pid, start_time)
+    reap(proc)
 
 
 def _upgrade_fsync(url: str) -> None:

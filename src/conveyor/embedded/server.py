@@ -146,6 +146,17 @@ def stop_process(pid: int, start_time: int | None, wait: Callable[[], Any] | Non
     wait_gone(pid, start_time, 10.0)
 
 
+def reap(proc: subprocess.Popen[bytes]) -> None:
+    """Collect a child that has exited (call once it is gone or a zombie). Not `proc.wait()`: an
+    interrupt landing inside an earlier `proc.poll()`, just after Popen took its internal lock, leaves
+    that lock taken, and `wait()` would then block for ever."""
+    if proc.returncode is None:
+        with contextlib.suppress(ChildProcessError):
+            pid, status = os.waitpid(proc.pid, os.WNOHANG)
+            if pid:
+                proc.returncode = os.waitstatus_to_exitcode(status)
+
+
 def looks_like_server(pid: int) -> bool:
     """Whether `pid` runs a valkey/redis server binary (guards against recycled pids)."""
     try:

@@ -12,6 +12,7 @@ import importlib.util
 import os
 import signal
 import time
+from collections.abc import Iterator
 from dataclasses import dataclass
 from pathlib import Path
 from types import FrameType
@@ -102,11 +103,17 @@ class _Server:
         h = self.handle
         return h is not None and not self.moved and not process_alive(h.pid, h.state.start_time)
 
-    def revive(self) -> None:
+    def revive(self, signals: _Signals) -> None:
+        """Start the server again. A signal meanwhile (it may replay a large file for minutes) stops
+        the new server and returns: the caller sees `signals.count` and stops the rest."""
         assert self.handle is not None
         old_url, old_pid = self.handle.url, self.handle.pid
         self.handle.release()  # cleans up what the dead server left behind
-        self.handle = acquire(self.handle.config)
+        try:
+            with signals.interrupting():
+                self.handle = acquire(self.handle.config)
+        except KeyboardInterrupt:
+            return  # `acquire` stopped the server it was starting; the old handle is released
         if self.handle.url != old_url:
             self.moved = True
             typer.echo("error: the embedded Valkey died and came back on a new address; stopping", err=True)
@@ -122,7 +129,7 @@ def wait_ready(group: ChildGroup, ports: Ports, stop: _Signals, server: _Server)
     deadline = time.monotonic() + READY_TIMEOUT_S
     while pending and time.monotonic() < deadline and not group.exited() and not stop.count:
         if server.died():
-            server.revive()
+            server.revive(stop)
         if server.moved:
             return False
         pending = {url for url in pending if not _answers(url)}
@@ -160,6 +167,7 @@ class _Signals:
     def __init__(self, group: ChildGroup) -> None:
         self.group = group
         self.count = 0
+        self._raising = False
 
     def __call__(self, signum: int, frame: FrameType | None) -> None:
         self.count += 1
@@ -167,6 +175,18 @@ class _Signals:
             self.group.signal(signal.SIGTERM)
         else:  # a third: nothing is left to ask politely
             self.group.signal(signal.SIGKILL)
+        if self._raising:
+            raise KeyboardInterrupt
+
+    @contextlib.contextmanager
+    def interrupting(self) -> Iterator[None]:
+        """Within the block a signal also raises KeyboardInterrupt (after counting and forwarding
+        it), to cut short a wait that knows nothing of `count`."""
+        self._raising = True
+        try:
+            yield
+        finally:
+            self._raising = False
 
     def install(self) -> None:
         for sig in (signal.SIGINT, signal.SIGTERM, signal.SIGHUP):  # SIGHUP: the terminal went away
@@ -252,7 +272,7 @@ def supervise(group: ChildGroup, signals: _Signals, server: _Server) -> None:
         group.wait(float("inf"), stop_when=lambda: bool(signals.count or group.exited()) or server.died())
         if signals.count or group.exited() or server.moved or server.handle is None:
             return
-        server.revive()
+        server.revive(signals)
 
 
 def up_command(
