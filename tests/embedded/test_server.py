@@ -217,14 +217,15 @@ def test_data_dir_with_spaces_and_quotes(tmp_path: Path) -> None:
 
 
 def test_a_long_aof_load_is_waited_for_beyond_the_start_timeout(config: EmbeddedConfig) -> None:
-    keys = 1_000_000
+    keys = 2_000_000
     with acquire(config) as handle, client(handle.url) as c:
         fill = "for i = 1, tonumber(ARGV[2]) do redis.call('SET', KEYS[1] .. i, ARGV[1]) end return 1"
-        for part in range(40):  # short scripts: each answers well within the client's timeout on a busy machine
-            c.eval(fill, 1, f"k{part}:", "x" * 20, keys // 40)
-    # Shorter than replaying a million writes here (1-2 s): only the server's signs of progress
-    # (LOADING answers, a growing log) keep it from being killed as silent.
-    impatient = replace(config, start_timeout_s=1.0)
+        for part in range(80):  # short scripts: each answers well within the client's timeout on a busy machine
+            c.eval(fill, 1, f"k{part}:", "x" * 20, keys // 80)
+    # Shorter than replaying two million writes here (2-4 s): only the server's signs of progress
+    # (LOADING answers, a growing log) keep it from being killed as silent. Not shorter than 2 s: at
+    # load 10+ the new process itself went more than 1 s without a first answer.
+    impatient = replace(config, start_timeout_s=2.0)
     with acquire(impatient) as again, client(again.url) as c:
         assert again.started
         assert c.dbsize() == keys
