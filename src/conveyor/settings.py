@@ -188,6 +188,11 @@ class Settings:
     documents_max_chars: int = _setting(
         "CONVEYOR_DOCUMENTS_MAX_CHARS", "Extracted text is cut at this many characters.", 1_000_000
     )
+    documents_max_pdf_operations: int = _setting(
+        "CONVEYOR_DOCUMENTS_MAX_PDF_OPERATIONS",
+        "Drawing operations a PDF may take to read, form XObjects counted each time drawn (over: the job fails).",
+        2_000_000,
+    )
     documents_parsers: int = _setting(
         "CONVEYOR_DOCUMENTS_PARSERS",
         "Document parser threads per worker process, counting parses that outlive a timed-out job (1-64).",

@@ -317,3 +317,55 @@ async def test_a_custom_header_arrives(smtp: SmtpServer) -> None:
     await mailer.send(EmailRequest(to=["b@example.com"], subject="Hi", text="Hello", headers={"X-Course": "bio-101"}))
     [mail] = smtp.inbox.messages  # the server answered the data only once it had recorded the message
     assert parsed(mail.content)["X-Course"] == "bio-101"
+
+
+@pytest.mark.parametrize(
+    "fields",
+    [
+        {"subject": "Hi\r\nBcc: victim@evil.test"},
+        {"subject": "Hi\nX-Injected: 1"},
+        {"subject": "Hi\rX-Injected: 1"},
+        {"subject": "Hi\u2028Bcc: victim@evil.test"},
+        {"subject": "Hi\x85there"},
+        {"subject": "Hi\x0bthere"},
+        {"subject": "Hi\x00there"},
+        {"sender": "Ana\u2028Bcc: victim@evil.test <ana@example.com>"},
+        {"reply_to": "Ana\x0b <ana@example.com>"},
+        {"to": ["Ana\x85 <ana@example.com>"]},
+        {"headers": {"X-Tag": "a\u2028Bcc: victim@evil.test"}},
+    ],
+    ids=[
+        "crlf", "lf", "cr", "line-separator", "next-line", "vertical-tab", "nul", "sender", "reply-to", "to", "header"
+    ],
+)
+def test_a_line_break_or_control_character_in_a_header_is_refused_when_the_job_is_made(
+    fields: dict[str, Any],
+) -> None:
+    """Before, the subject was not checked at all and addresses only for CR and LF: the mailer then
+    refused the line break while building the message, a ValueError retried on each of the five
+    attempts (and a NUL went out in the Subject line)."""
+    request: dict[str, Any] = {"to": ["a@example.com"], "subject": "s", "text": "t", **fields}
+    with pytest.raises(ValueError, match=r"line break or another control character|not an email address"):
+        EmailRequest(**request)
+
+
+async def test_a_template_subject_broken_by_its_context_fails_at_once_and_sends_nothing(
+    app: Conveyor, smtp: SmtpServer, tmp_path: Path
+) -> None:
+    """The subject a template renders from job data is checked as one given directly: the job fails
+    on its first attempt, naming the cause. Before, building the message raised a ValueError on each
+    of five attempts."""
+    templates = tmp_path / "templates"
+    templates.mkdir()
+    (templates / "hello.subject.txt").write_text("Hello {{ name }}\n")
+    (templates / "hello.txt").write_text("Hi {{ name }}")
+    handlers = install(app, email=True, settings=smtp_settings(smtp, email_templates_dir=str(templates)))
+    assert handlers.email is not None
+    job = await handlers.email.task.enqueue(
+        {"to": ["ana@example.com"], "template": "hello", "context": {"name": "Ana\r\nBcc: victim@evil.test"}}
+    )
+    async with running(app.worker("email", lease_ms=5000)):
+        with pytest.raises(JobFailedError, match="subject rendered from template 'hello' contains a line break"):
+            await job.result(timeout=30)
+    assert (await job.record()).attempts_made == 1
+    assert smtp.inbox.messages == []

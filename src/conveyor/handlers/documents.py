@@ -2,7 +2,9 @@
 
 Paths must lie inside CONVEYOR_DOCUMENTS_ROOT; URLs are fetched through the SSRF guard. Parsing
 runs in a thread, so a large PDF does not stall the worker's event loop, from a bounded set of them
-(parsers.py): a parse outlives a job that times out, and those must not pile up.
+(parsers.py): a parse outlives a job that times out, and those must not pile up. The work of a parse
+is bounded by the document, not by the job: its bytes, its text, a DOCX's unpacked size, a PDF's
+pages and drawing operations.
 """
 
 from __future__ import annotations
@@ -18,7 +20,7 @@ from typing import TYPE_CHECKING, Literal
 
 from pydantic import BaseModel, ConfigDict, Field, model_validator
 
-from conveyor.errors import Retry, Unrecoverable
+from conveyor.errors import ConfigurationError, Retry, Unrecoverable
 from conveyor.handlers.bodies import read_capped
 from conveyor.handlers.http import raise_for_rate_limit, transfer_errors_as_signals
 from conveyor.handlers.parsers import ParseAbandoned, ParserPool
@@ -55,6 +57,13 @@ ZIP_EXPANSION_LIMIT = 20  # a DOCX may unpack to at most 20x the byte cap (zip b
 # for plain paragraphs (and seconds of CPU per MiB): the XML is held to its own, smaller bound.
 DOCX_XML_LIMIT = 16 * 1024 * 1024
 DOCX_MAX_ENTRIES = 10_000  # a DOCX has a few dozen parts, a few thousand with many images
+# pypdf runs every operation of a page's content in Python (5-20 us each), and those of a form XObject
+# each time the page draws it: a 1 KB page drawing one form 5,000 times, the form showing a hundred
+# strings, took hours of CPU and gigabytes of text in one `extract_text` call, out of reach of the
+# cut-off (checked between pages) and of the job's timeout (a thread cannot be stopped). A document
+# may take this many operations in all (about 10-40 s of CPU); a book's text takes far fewer.
+MAX_PDF_OPERATIONS = 2_000_000
+MAX_PDF_PAGES = 10_000  # pages read at most (each costs milliseconds even when it holds nothing)
 
 
 class DocumentRequest(BaseModel):
@@ -220,32 +229,91 @@ def markdown_text(data: bytes) -> str:
     return _tidy(text)
 
 
-def pdf_text(data: bytes, max_chars: int | None = None, stop: threading.Event | None = None) -> tuple[str, int, int]:
-    """(text, pages, pages read): pages are read in order until the text passes `max_chars`, so a
-    document of many pages costs no more than the text kept. Any failure of the parser on the file
-    (pypdf raises many types for broken or hostile files: unsupported filters, reference loops,
-    its own limits) means the file cannot be read, which no retry changes."""
+class _Halt(BaseException):
+    """Ends a page's extraction from inside pypdf. Not an Exception: pypdf catches every Exception
+    raised while it reads a form XObject, logs it and goes on with the next one."""
+
+
+class _PdfBudget:
+    """pypdf's visitors for one document: they count its operations and text as extraction goes, and
+    halt it mid-page once the text passes the cut-off, the operations their bound, or `stop` is set."""
+
+    def __init__(self, max_chars: int | None, max_operations: int, stop: threading.Event | None) -> None:
+        # Extracted text shrinks when tidied (runs of spaces, blank lines): twice the cut-off is kept.
+        self.max_raw_chars = None if max_chars is None else 2 * max_chars
+        self.max_operations = max_operations
+        self.stop = stop
+        self.operations = 0
+        self.chars = 0
+        self.page: list[str] = []  # the text of the page being read, as extraction reports it
+        self.halted: Literal["full", "operations", "stopped"] | None = None
+
+    def operation(self, operator: object, operands: object, cm: object, tm: object) -> None:
+        self.operations += 1
+        if self.operations > self.max_operations:
+            self.halted = "operations"
+            raise _Halt
+        if self.stop is not None and self.operations % 256 == 0 and self.stop.is_set():
+            self.halted = "stopped"
+            raise _Halt
+
+    def text(self, text: str, cm: object, tm: object, font: object, size: object) -> None:
+        self.page.append(text)
+        self.chars += len(text)
+        if self.max_raw_chars is not None and self.chars > self.max_raw_chars:
+            self.halted = "full"
+            raise _Halt
+
+
+def pdf_text(
+    data: bytes,
+    max_chars: int | None = None,
+    stop: threading.Event | None = None,
+    max_operations: int = MAX_PDF_OPERATIONS,
+) -> tuple[str, int, int]:
+    """(text, pages, pages read): pages are read in order until the text passes `max_chars` (within a
+    page too) or `MAX_PDF_PAGES` have been read, so a document of many pages costs no more than the
+    text kept. A document that takes over `max_operations` to read fails (Unrecoverable), and `stop`
+    ends the reading within the page. Any failure of the parser on the file (pypdf raises many types
+    for broken or hostile files: unsupported filters, reference loops, its own limits) means the file
+    cannot be read, which no retry changes."""
     from pypdf import PdfReader
 
     parts: list[str] = []
     size = 0
+    pages = 0
+    budget = _PdfBudget(max_chars, max_operations, stop)
     try:
         reader = PdfReader(io.BytesIO(data))
         if reader.is_encrypted:
             raise Unrecoverable("the PDF is encrypted")
         pages = len(reader.pages)
         for page in reader.pages:
-            if stop is not None and stop.is_set():  # the job ended: nobody reads the rest
-                raise ParseAbandoned(f"stopped after {len(parts)} of {pages} pages")
-            text = _tidy(page.extract_text() or "")
+            if (stop is not None and stop.is_set()) or len(parts) >= MAX_PDF_PAGES:
+                break
+            budget.page = []
+            try:
+                raw = page.extract_text(visitor_operand_before=budget.operation, visitor_text=budget.text) or ""
+            except _Halt:
+                if budget.halted != "full":
+                    break
+                raw = "".join(budget.page)  # the page up to the cut-off
+            text = _tidy(raw)
             parts.append(text)
             size += len(text) + 2
-            if max_chars is not None and size > max_chars:
+            if budget.halted or (max_chars is not None and size > max_chars):
                 break
     except (Unrecoverable, ParseAbandoned):
         raise
     except Exception as exc:  # see the docstring
         raise Unrecoverable(f"not a readable PDF: {type(exc).__name__}: {exc}"[:300]) from None
+    if budget.halted == "operations":
+        raise Unrecoverable(
+            f"the PDF takes over {max_operations:,} drawing operations to read (page {len(parts) + 1} of "
+            f"{pages}); refusing it as too costly to read"
+        )
+    if budget.halted == "stopped" or (stop is not None and stop.is_set() and len(parts) < pages):
+        raise ParseAbandoned(f"stopped after {len(parts)} of {pages} pages")
     return "\n\n".join(p for p in parts if p), pages, len(parts)
 
 
@@ -289,12 +357,17 @@ def docx_text(data: bytes, max_bytes: int, stop: threading.Event | None = None) 
 
 
 def extract(
-    data: bytes, kind: Kind, max_bytes: int, max_chars: int | None = None, stop: threading.Event | None = None
+    data: bytes,
+    kind: Kind,
+    max_bytes: int,
+    max_chars: int | None = None,
+    stop: threading.Event | None = None,
+    max_pdf_operations: int = MAX_PDF_OPERATIONS,
 ) -> tuple[str, int | None, int | None]:
     """(text, pages, pages read) of a document of a known kind (pages: PDF only); a PDF's reading ends
-    at the next page once `stop` is set, a DOCX's at the next table row."""
+    within its page once `stop` is set, a DOCX's at the next table row."""
     if kind == "pdf":
-        return pdf_text(data, max_chars, stop)
+        return pdf_text(data, max_chars, stop, max_pdf_operations)
     if kind == "docx":
         return docx_text(data, max_bytes, stop), None, None
     if kind == "html":
@@ -316,6 +389,7 @@ class DocumentReader:
         max_chars: int,
         timeout_s: float = 30.0,
         parsers: ParserPool | None = None,
+        max_pdf_operations: int = MAX_PDF_OPERATIONS,
     ) -> None:
         self.guard = guard
         self.parsers = parsers or ParserPool()
@@ -323,6 +397,9 @@ class DocumentReader:
         self.max_bytes = max_bytes
         self.max_chars = max_chars
         self.timeout_s = timeout_s
+        if max_pdf_operations < 1:
+            raise ConfigurationError("CONVEYOR_DOCUMENTS_MAX_PDF_OPERATIONS must be at least 1")
+        self.max_pdf_operations = max_pdf_operations
 
     def _read_path(self, raw: str) -> bytes:
         if self.root is None:
@@ -377,7 +454,9 @@ class DocumentReader:
             await ctx.progress({"stage": "extracting", "kind": kind, "bytes": len(data)})
         limit = min(req.max_chars or self.max_chars, self.max_chars)
         stop = threading.Event()
-        text, pages, pages_read = await self.parsers.run(extract, data, kind, self.max_bytes, limit, stop, stop=stop)
+        text, pages, pages_read = await self.parsers.run(
+            extract, data, kind, self.max_bytes, limit, stop, self.max_pdf_operations, stop=stop
+        )
         return DocumentResult(
             source=source,
             kind=kind,
@@ -386,7 +465,8 @@ class DocumentReader:
             bytes=len(data),
             pages=pages,
             pages_read=pages_read,
-            truncated=len(text) > limit,
+            # a PDF read only in part: its text passed the cut-off, or its pages MAX_PDF_PAGES
+            truncated=len(text) > limit or (pages is not None and pages_read is not None and pages_read < pages),
         )
 
 
@@ -407,6 +487,7 @@ def register(app: Conveyor, settings: Settings, guard: SsrfGuard) -> DocumentTas
         max_bytes=settings.documents_max_bytes,
         max_chars=settings.documents_max_chars,
         parsers=parsers,
+        max_pdf_operations=settings.documents_max_pdf_operations,
     )
 
     async def extract_text(ctx: JobContext, payload: DocumentRequest) -> DocumentResult:

@@ -37,13 +37,24 @@ TASK = "email.send"
 MAX_ATTACHMENT_BYTES = 10 * 1024 * 1024
 MAX_BUDGET_S = 3600.0
 _TEMPLATE_NAME = r"^[A-Za-z0-9][A-Za-z0-9_/-]{0,99}$"
+# What no header line may hold: ASCII and C1 control characters but the tab, and the Unicode line and
+# paragraph separators. Python's mailer refuses each of them as a line break (or, a NUL, writes it as
+# it is), so a value holding one is refused when the job is made, not on each attempt to send it.
+_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f-\x9f\u2028\u2029]")
+_CONTROL_MESSAGE = "a line break or another control character"
 
 
 def _address(value: str) -> str:
     _, addr = email.utils.parseaddr(value)
-    if not addr or "@" not in addr or any(c in value for c in "\r\n") or len(value) > 320:
+    if not addr or "@" not in addr or _CONTROL.search(value) or len(value) > 320:
         raise ValueError(f"not an email address: {value[:100]!r}")
     return value
+
+
+def _check_subject(subject: str) -> str:
+    if _CONTROL.search(subject):
+        raise ValueError(f"the subject contains {_CONTROL_MESSAGE}")
+    return subject
 
 
 class Attachment(BaseModel):
@@ -86,6 +97,11 @@ class EmailRequest(BaseModel):
     def _one_address(cls, value: str | None) -> str | None:
         return None if value is None else _address(value)
 
+    @field_validator("subject")
+    @classmethod
+    def _subject(cls, value: str | None) -> str | None:
+        return None if value is None else _check_subject(value)
+
     @model_validator(mode="after")
     def _body(self) -> EmailRequest:
         if self.template is None and not (self.text or self.html):
@@ -102,7 +118,6 @@ class EmailRequest(BaseModel):
 
 # RFC 5322: a field name is printable ASCII without ':' (no space, no control character).
 _FIELD_NAME = re.compile(r"^[!-9;-~]{1,76}$")
-_CONTROL = re.compile(r"[\x00-\x08\x0a-\x1f\x7f]")
 MAX_HEADER_CHARS = 4096
 # Headers the mailer writes itself (a second one made the message unbuildable, and the job failed
 # on every attempt) or that belong to the body's MIME structure; Bcc is never a header.
@@ -115,8 +130,7 @@ def _check_header(name: str, value: str, req: EmailRequest) -> None:
         raise ValueError(f"header name {name[:100]!r} is not a valid field name (printable ASCII, no ':' or space)")
     if _CONTROL.search(value) or len(value) > MAX_HEADER_CHARS:
         raise ValueError(
-            f"header {name!r} contains a line break or another control character, or is over {MAX_HEADER_CHARS} "
-            "characters"
+            f"header {name!r} contains {_CONTROL_MESSAGE}, or is over {MAX_HEADER_CHARS} characters"
         )
     if lowered in _OWNED or lowered.startswith("content-"):
         raise ValueError(f"header {name!r} is set by the mailer (use the request's fields)")
@@ -183,6 +197,8 @@ class Mailer:
             raise Unrecoverable("no sender: set CONVEYOR_EMAIL_FROM or give `sender`")
         if not subject:
             raise Unrecoverable("the email has no subject (template without <name>.subject.txt?)")
+        if _CONTROL.search(subject):  # rendered from job data: a given subject was checked already
+            raise Unrecoverable(f"the subject rendered from template {req.template!r} contains {_CONTROL_MESSAGE}")
         msg = EmailMessage()
         msg["From"] = sender
         msg["To"] = ", ".join(req.to)

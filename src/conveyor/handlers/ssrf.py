@@ -188,11 +188,12 @@ async def send_following(
 ) -> tuple[httpx.Response, list[str]]:
     """Send and follow up to `max_redirects` redirects by hand, re-checking each hop.
 
-    The returned response is streamed: the caller reads (with a size cap) and closes it. Redirected
-    POSTs are re-sent with the same body (a webhook must arrive with its signed payload or not at all).
-    Credentials (`Authorization`, `Cookie`) are dropped once a redirect leaves the URL's origin, as
-    browsers and httpx do: they were meant for the origin the job named. So are the headers named in
-    `private` (any case): the caller's headers that may carry credentials under other names.
+    The returned response is streamed: the caller reads (with a size cap) and closes it. A redirected
+    request is re-sent with the same method and body (webhook deliveries do not come here: a signed
+    body goes only to the URL it was signed for). Credentials (`Authorization`, `Cookie`) are
+    dropped once a redirect leaves the URL's origin, as browsers and httpx do: they were meant for
+    the origin the job named. So are the headers named in `private` (any case): the caller's headers
+    that may carry credentials under other names.
     """
     current = httpx.URL(url)
     hops: list[str] = []

@@ -5,9 +5,11 @@ A job names a registered endpoint (`endpoint`: sent to its URL and signed with i
 that job data chose). Each delivery POSTs the JSON payload with `webhook-id`, `webhook-timestamp` and
 `webhook-signature` (see `signing`) within a 15 s budget. 2xx is success; 408, 5xx, network errors
 and temporary DNS failures are retried with the job's exponential backoff; 429 waits for Retry-After
-without using an attempt; other 4xx fail at once. Deliveries to one endpoint (to one host, for bare
-URLs) share a group, so one slow customer cannot hold up the others. Job data may add headers, never
-hop-by-hop or framing ones.
+without using an attempt; other 4xx fail at once. Redirects are not followed: a 3xx fails at once,
+naming where it pointed (following it would hand the signed body and its signature, replayable for
+minutes, and the job's headers to whatever origin the endpoint names). Deliveries to one endpoint (to
+one host, for bare URLs) share a group, so one slow customer cannot hold up the others. Job data may
+add headers, never hop-by-hop or framing ones.
 """
 
 from __future__ import annotations
@@ -27,7 +29,7 @@ from conveyor.handlers.bodies import read_capped
 from conveyor.handlers.endpoints import ENDPOINT_NAME_PATTERN, WebhookEndpoint, WebhookEndpoints
 from conveyor.handlers.http import check_job_header, raise_for_rate_limit, transfer_errors_as_signals
 from conveyor.handlers.signing import message_id, signature_headers
-from conveyor.handlers.ssrf import SsrfGuard, guarded_client, send_following
+from conveyor.handlers.ssrf import REDIRECT_CODES, SsrfGuard, guarded_client
 from conveyor.worker.context import JobContext
 
 if TYPE_CHECKING:
@@ -76,12 +78,12 @@ class WebhookRequest(BaseModel):
 
 class WebhookResult(BaseModel):
     url: str
-    final_url: str
+    final_url: str  # always `url`: redirects are not followed (kept so results keep their shape)
     status: int
     latency_ms: float
     response: str
     response_truncated: bool
-    redirects: list[str]
+    redirects: list[str]  # always empty, as above
     signed: bool
 
 
@@ -133,9 +135,8 @@ class WebhookSender:
         with transfer_errors_as_signals(self.timeout_s, timed_out="no answer within", failed="network error"):
             async with guarded_client(self.guard, self.timeout_s) as client:
                 async with asyncio.timeout_at(deadline):
-                    response, hops = await send_following(
-                        client, "POST", url, content=body, headers=headers, private=req.headers.keys()
-                    )
+                    request = client.build_request("POST", url, content=body, headers=headers)
+                    response = await client.send(request, stream=True)
                 try:
                     excerpt, truncated = await _excerpt(response, deadline)
                 finally:
@@ -146,13 +147,19 @@ class WebhookSender:
         if 200 <= status < 300:
             return WebhookResult(
                 url=url,
-                final_url=hops[-1] if hops else url,
+                final_url=url,
                 status=status,
                 latency_ms=latency_ms,
                 response=text,
                 response_truncated=truncated,
-                redirects=hops,
+                redirects=[],
                 signed=endpoint is not None,
+            )
+        if status in REDIRECT_CODES:
+            location = response.headers.get("location", "")[:200]
+            raise Unrecoverable(
+                f"endpoint answered {status} (a redirect to {location!r}), not followed: a webhook goes only "
+                "to the URL it was sent to; register the endpoint's new URL"
             )
         summary = f"endpoint answered {status} after {latency_ms} ms: {text[:200]!r}"
         raise_for_rate_limit(status, dict(response.headers), what=webhook_group(url))
