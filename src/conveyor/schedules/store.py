@@ -223,7 +223,13 @@ class ScheduleStore:
                 next_ms = timetable(schedule, anchor).next_after(now)
                 if pending is not None and next_ms is not None:  # resumed with a run-now still owed
                     next_ms = min(pending, next_ms)
-            reset = not same_timing or (old is not None and old.schedule.paused != schedule.paused)
+            # A new timing or a pause/resume drops a job schedule's claim, so the new next run fires
+            # at once (the claimant's advance then fails). A built-in's claim is its running run's:
+            # it keeps it until the run ends (its advance fails then), or another scheduler would
+            # start the built-in beside it as soon as the new next run came due.
+            reset = (not same_timing or (old is not None and old.schedule.paused != schedule.paused)) and (
+                schedule.kind is ScheduleKind.JOB
+            )
             envelope = encode_envelope(schedule, anchor)
             ok, _ = await self.scripts.put(schedule.id, version, envelope, next_ms, reset)
             if ok:
