@@ -277,3 +277,9 @@ class InvalidScheduleError(ConveyorError, ValueError):
 
 class ScheduleNotFoundError(ConveyorError, LookupError):
     """No schedule with that id exists."""
+
+
+class BrokenScheduleError(SpoiledKeyError):
+    """A stored schedule definition cannot be read (edited by hand: not JSON, a bad cron, an interval
+    out of range). The data in Redis is at fault, not the call: the message names the schedule, and
+    writing the schedule again (PUT, a code sync) repairs it."""

@@ -106,3 +106,27 @@ async def test_run_now_sent_again_after_retention_removed_its_job_adds_no_second
         assert clash.status_code == 409 and clash.json()["error"]["code"] == "idempotency_conflict", clash.text
     finally:
         await api.http.delete(url, headers=api.auth())
+
+
+async def test_a_schedule_edited_into_an_unreadable_definition_is_listed_as_broken(api: Api) -> None:
+    """A definition edited by hand (not JSON): the list still answers, naming it under `broken`; its
+    own routes answer 500 spoiled_key naming it; a PUT repairs it. Before, the list was a bare 500."""
+    from conveyor.schedules.keys import ScheduleKeys
+
+    sid = f"broken-{uuid.uuid4().hex[:8]}"
+    url = f"/api/schedules/{sid}"
+    body = {"task": "echo", "queue": api.queue, "data": {"text": "tick"}, "interval_s": 3600}
+    assert (await api.http.put(url, json=body, headers=api.auth())).status_code == 201
+    try:
+        await api.app.client.hset(ScheduleKeys(api.app.prefix).defs, sid, "{not json")
+        listed = await api.http.get("/api/schedules", headers=api.auth("read"))
+        assert listed.status_code == 200, listed.text
+        assert sid not in [s["id"] for s in listed.json()["schedules"]]
+        assert sid in [b["id"] for b in listed.json()["broken"]]
+        one = await api.http.get(url, headers=api.auth("read"))
+        assert one.status_code == 500 and one.json()["error"]["code"] == "spoiled_key" and sid in one.text
+        r = await api.http.put(url, json=body, headers=api.auth())
+        assert r.status_code == 200, r.text
+        assert (await api.http.get(url, headers=api.auth("read"))).status_code == 200
+    finally:
+        await api.http.delete(url, headers=api.auth())

@@ -378,3 +378,62 @@ async def test_a_claim_released_on_close_is_left_alone_once_another_scheduler_ho
     await scheduler.close()  # before its next renewal (a third of 30 s) finds the claim gone
     assert cancelled == ["run"]
     assert await client.hget(store.keys.claims, BUILTIN_ID) == other
+
+
+@pytest.mark.parametrize("change", ["pause-resume", "retime"])
+async def test_a_builtin_paused_and_resumed_or_retimed_mid_run_never_runs_twice_at_once(
+    client: RedisClient, prefix: str, change: str
+) -> None:
+    """An operator pauses and resumes (or retimes) a built-in while one of its runs is in progress. The
+    change used to delete the running claim, so another scheduler started the built-in beside the
+    running one as soon as its next tick came due. The run keeps its claim until it ends; the
+    resumed schedule fires from its next tick after the change, once, after the run has ended."""
+    from tests.schedules.conftest import T0, FakeClock
+
+    clock = FakeClock()
+    running, peak, runs = [0], [0], []  # type: ignore[var-annotated]
+    release = asyncio.Event()
+
+    async def run(now_ms: int) -> None:
+        running[0] += 1
+        peak[0] = max(peak[0], running[0])
+        runs.append(now_ms)
+        try:
+            await release.wait()
+        finally:
+            running[0] -= 1
+
+    def one() -> Scheduler:
+        builtin = Builtin(builtin_schedule("conveyor-test", "conveyor.test", 1.0, ScheduleKind.ALERTS), run)
+        return Scheduler(client, prefix=prefix, clock=clock, grace_s=0.5, lease_s=30.0,
+                         maintenance_interval_s=None, builtins=[builtin])
+
+    a, b = one(), one()
+    store = a.store
+    await a.sync()
+    try:
+        clock.advance(1000)
+        await a.run_due()
+        await wait_for(lambda: running[0] == 1, what="a's run started")
+        if change == "pause-resume":
+            await store.pause("conveyor-test")
+            resumed = await store.resume("conveyor-test")
+        else:
+            old = (await store.get("conveyor-test")).schedule
+            resumed = await store.put(old.with_changes(interval_s=2.0))
+        assert resumed.next_ms is not None and resumed.next_ms > clock.now_ms  # from now: no burst
+        clock.advance(resumed.next_ms - clock.now_ms)  # its next tick is due while a's run goes on
+        await b.run_due()
+        await a.run_due()
+        assert peak[0] == 1 and len(runs) == 1, "the built-in was started beside its running run"
+        release.set()
+        await wait_for(lambda: not a._background, what="a's run ended")
+        release.clear()
+        await b.run_due()
+        await wait_for(lambda: len(runs) == 2, what="the next tick ran once the first run ended")
+        assert runs[1] == resumed.next_ms and peak[0] == 1
+        assert T0 < runs[0] < runs[1]
+    finally:
+        release.set()
+        await a.close()
+        await b.close()

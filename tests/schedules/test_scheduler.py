@@ -258,3 +258,29 @@ async def test_a_lease_too_short_to_hold_a_claim_is_refused(client: RedisClient,
     schedule again, built-ins included, while they ran."""
     with pytest.raises(ConveyorError, match=r"lease_s >= 0\.1"):
         Scheduler(client, prefix=prefix, lease_s=lease_s, maintenance_interval_s=None)
+
+
+async def test_pause_and_resume_during_a_pass_neither_fires_twice_nor_bursts(
+    client: RedisClient, prefix: str, target: Queue, clock: FakeClock
+) -> None:
+    """A pass has claimed a tick (its job is about to be enqueued) when an operator pauses and, later,
+    resumes the schedule: the pass's tick gets its one job, the resume fires from the next tick after
+    now (not the ticks that passed while paused), and no tick gets a second job."""
+    store = ScheduleStore(client, prefix, clock=clock)
+    await store.put(Schedule(id="s", task="t", queue=target.name, interval_s=1.0))
+    a, b = fleet(client, prefix, clock, 2)
+    clock.advance(1000)
+    _, (claimed,) = await store.scripts.claim(clock.now_ms, "a-pass", 30_000, 10, 500)
+    await store.pause("s")
+    clock.advance(3200)  # ticks at +2 s .. +4 s pass while paused
+    resumed = await store.resume("s")
+    assert resumed.next_ms == T0 + 5000
+    await a._fire(claimed, T0 + 1000)  # the pass goes on: enqueues its tick, then fails to advance
+    assert (await store.get("s")).next_ms == T0 + 5000
+    await fleet_pass([a, b])
+    assert await ticks_of(target) == [T0 + 1000]
+    clock.advance(800)
+    await fleet_pass([a, b])
+    await fleet_pass([a, b])
+    assert await ticks_of(target) == [T0 + 1000, T0 + 5000]
+    assert (await store.get("s")).next_ms == T0 + 6000

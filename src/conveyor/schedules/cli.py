@@ -19,7 +19,7 @@ from conveyor.ops.common import redis_failure, run
 from conveyor.redis.connection import redact
 from conveyor.redis.faults import until_usable
 from conveyor.schedules.scheduler import DEFAULT_GRACE_S, DEFAULT_MAINTENANCE_INTERVAL_S
-from conveyor.schedules.store import ScheduleInfo, ScheduleStore
+from conveyor.schedules.store import BrokenSchedule, ScheduleInfo, ScheduleStore
 from conveyor.settings import Settings
 
 T = TypeVar("T")
@@ -56,7 +56,15 @@ def _row(info: ScheduleInfo) -> dict[str, Any]:
         "missed": s.missed.value, "paused": s.paused, "source": s.source,
         "next_run": info.next_run.isoformat() if info.next_run else None,
         "last_tick": info.last_run.tick.isoformat() if info.last_run and info.last_run.tick else None,
+        "broken": None,
     }
+
+
+def _broken_row(b: BrokenSchedule) -> dict[str, Any]:
+    """A definition that cannot be read: listed with why (schedulers skip it) instead of failing the list."""
+    row: dict[str, Any] = dict.fromkeys(("kind", "queue", "task", "timing", "missed", "paused", "source",
+                                         "next_run", "last_tick"))
+    return {"id": b.id, **row, "broken": b.error}
 
 
 @schedules_app.command("list")
@@ -64,8 +72,9 @@ def list_command(
     redis_url: RedisOpt = None, prefix: PrefixOpt = None,
     as_json: Annotated[bool, typer.Option("--json", help="One JSON object per line.")] = False,
 ) -> None:
-    """Show every schedule with its next and last run."""
-    rows = [_row(i) for i in _with_store(redis_url, prefix, lambda st: st.list())]
+    """Show every schedule with its next and last run (and the broken ones, with why)."""
+    infos, broken = _with_store(redis_url, prefix, lambda st: st.listing())
+    rows = sorted([*map(_row, infos), *map(_broken_row, broken)], key=lambda r: str(r["id"]))
     if as_json:
         for row in rows:
             typer.echo(codec.dumps(row).decode())
@@ -77,6 +86,9 @@ def list_command(
     widths = {c: max(len(c), *(len(str(r[c])) for r in rows)) for c in cols}
     typer.echo("  ".join(c.upper().ljust(widths[c]) for c in cols))
     for r in rows:
+        if r["broken"]:
+            typer.echo(f"{str(r['id']).ljust(widths['id'])}  broken: {r['broken']}")
+            continue
         typer.echo("  ".join(str(r[c]).ljust(widths[c]) for c in cols))
 
 

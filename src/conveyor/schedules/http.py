@@ -14,7 +14,7 @@ from typing import Annotated, Any, Literal
 from fastapi import APIRouter, Depends, Header, HTTPException, Path, Response, status
 from pydantic import BaseModel, BeforeValidator, ConfigDict, Field
 
-from conveyor.errors import InvalidScheduleError, ScheduleNotFoundError
+from conveyor.errors import BrokenScheduleError, InvalidScheduleError, ScheduleNotFoundError
 from conveyor.schedules.model import (
     BUILTIN_IDS,
     MAX_CATCH_UP_CAP,
@@ -126,8 +126,17 @@ class RunNowOut(BaseModel):
     job_id: str | None
 
 
+class BrokenScheduleOut(BaseModel):
+    id: str
+    error: str = Field(description="Why the stored definition cannot be read; a PUT of the id repairs it.")
+
+
 class ScheduleList(BaseModel):
     schedules: list[ScheduleOut]
+    broken: list[BrokenScheduleOut] = Field(
+        default_factory=list,
+        description="Stored schedules that cannot be read (edited by hand); schedulers skip them.",
+    )
 
 
 def _invalid(exc: Exception) -> HTTPException:
@@ -167,7 +176,9 @@ def make_router(
 
     @router.get("", response_model=ScheduleList, dependencies=[Depends(require_read)])
     async def list_schedules(store: Store, show: ShowData) -> ScheduleList:
-        return ScheduleList(schedules=[ScheduleOut.of(i, show_data=show) for i in await store.list()])
+        infos, broken = await store.listing()
+        return ScheduleList(schedules=[ScheduleOut.of(i, show_data=show) for i in infos],
+                            broken=[BrokenScheduleOut(id=b.id, error=b.error) for b in broken])
 
     @router.get("/{schedule_id}", response_model=ScheduleOut, dependencies=[Depends(require_read)])
     async def get_schedule(schedule_id: ScheduleId, store: Store, show: ShowData) -> ScheduleOut:
@@ -183,7 +194,11 @@ def make_router(
     async def put_schedule(
         schedule_id: ScheduleId, body: ScheduleBody, store: Store, response: Response
     ) -> ScheduleOut:
-        existing = await store.find(checked_id(schedule_id))
+        try:
+            existing = await store.find(checked_id(schedule_id))
+            stored = existing is not None
+        except BrokenScheduleError:  # a definition edited by hand: the PUT replaces (repairs) it
+            existing, stored = None, True
         if schedule_id in BUILTIN_IDS or (existing is not None and existing.schedule.kind is not ScheduleKind.JOB):
             # Even before a scheduler wrote it: its next start would replace the API's schedule.
             raise HTTPException(status.HTTP_409_CONFLICT, detail=f"{schedule_id!r} is a built-in schedule")
@@ -198,7 +213,7 @@ def make_router(
             raise _invalid(exc) from None
         _check_backoff(dict(schedule.options), backoffs)
         info = await store.put(schedule)
-        response.status_code = status.HTTP_201_CREATED if existing is None else status.HTTP_200_OK
+        response.status_code = status.HTTP_200_OK if stored else status.HTTP_201_CREATED
         return ScheduleOut.of(info, show_data=True)
 
     async def changed(schedule_id: str, change: Callable[[str], Awaitable[ScheduleInfo]]) -> ScheduleOut:

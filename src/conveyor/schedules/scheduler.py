@@ -14,6 +14,7 @@ from __future__ import annotations
 
 import asyncio
 import contextlib
+import hashlib
 import logging
 import math
 import secrets
@@ -26,7 +27,13 @@ from redis.exceptions import RedisError
 
 from conveyor import codec
 from conveyor.cancelling import cancel_and_wait
-from conveyor.errors import ConfigurationError, ConveyorError, InvalidScheduleError, ScheduleNotFoundError
+from conveyor.errors import (
+    BrokenScheduleError,
+    ConfigurationError,
+    ConveyorError,
+    InvalidScheduleError,
+    ScheduleNotFoundError,
+)
 from conveyor.redis.connection import RedisClient
 from conveyor.schedules.enqueue import enqueue_ticks
 from conveyor.schedules.maintenance import Maintenance
@@ -131,6 +138,7 @@ class Scheduler:
         self._claims_made = 0
         self._inflight: dict[str, asyncio.Task[None]] = {}  # built-in runs of this process, by schedule
         self._stopped: list[Claimed] = []  # claims of runs that close() stopped: released once all ended
+        self._broken: dict[str, str] = {}  # schedule id -> the unreadable definition already warned about
 
     # ------------------------------------------------------------------ lifecycle
 
@@ -214,7 +222,9 @@ class Scheduler:
 
     async def _fire(self, claimed: Claimed, now: int, claimed_at: float | None = None) -> None:
         try:
-            schedule, anchor = decode_envelope(claimed.envelope)
+            schedule, anchor = self._decode(claimed)
+            if schedule is None:
+                return
             p = plan(schedule, timetable(schedule, anchor), claimed.due_ms, now, self.grace_ms, claimed.since_ms)
             if schedule.paused:  # due only because of a run-now: run once, stay paused
                 p = replace(p, next_ms=None)
@@ -239,6 +249,25 @@ class Scheduler:
             self.stats.errors += 1
             logger.exception("schedule %s: pass failed unexpectedly, retried after the claim lease",
                              claimed.schedule_id)
+
+    def _decode(self, claimed: Claimed) -> tuple[Schedule | None, int]:
+        """The claimed definition, or None for one that cannot be read (edited by hand): skipped with
+        one warning per definition (its claim lapses and a later pass finds it still broken, or
+        repaired), so it neither stops the batch nor floods the log at every lease."""
+        sid = claimed.schedule_id
+        try:
+            decoded = decode_envelope(claimed.envelope, sid)
+        except BrokenScheduleError as exc:
+            self.stats.errors += 1
+            digest = hashlib.sha1(claimed.envelope.encode()).hexdigest()
+            if self._broken.get(sid) != digest:
+                self._broken[sid] = digest
+                logger.warning("schedule %s skipped until its definition is repaired: %s", sid, exc)
+            else:
+                logger.debug("schedule %s still cannot be read; skipped", sid)
+            return None, 0
+        self._broken.pop(sid, None)
+        return decoded
 
     def _start_builtin(self, claimed: Claimed, p: Plan, now: int, claimed_at: float) -> None:
         sid = claimed.schedule_id

@@ -7,13 +7,14 @@ run time lives in Redis: a process only computes ticks, it never remembers them.
 
 from __future__ import annotations
 
+import logging
 from collections.abc import Awaitable, Callable
 from dataclasses import dataclass
 from datetime import datetime
 from typing import Any
 
 from conveyor import codec
-from conveyor.errors import ConveyorError, InvalidScheduleError, ScheduleNotFoundError
+from conveyor.errors import BrokenScheduleError, ConveyorError, InvalidScheduleError, ScheduleNotFoundError
 from conveyor.redis.connection import RedisClient
 from conveyor.redis.faults import redis_call
 from conveyor.schedules.enqueue import QueueCache, enqueue, enqueue_run_now, run_now_key
@@ -22,6 +23,7 @@ from conveyor.schedules.model import Schedule, ScheduleKind, check_schedule_id, 
 from conveyor.schedules.scripts import ScheduleScripts
 from conveyor.schedules.timetable import first_anchor, timetable
 
+logger = logging.getLogger(__name__)
 Clock = Callable[[], Awaitable[int]]
 _PUT_RETRIES = 20
 
@@ -59,13 +61,41 @@ class ScheduleInfo:
         return self.schedule.id
 
 
+@dataclass(frozen=True, slots=True)
+class BrokenSchedule:
+    """A stored schedule this version cannot read (edited by hand): listed as broken, never fired."""
+
+    id: str
+    error: str
+
+
+Listing = tuple[list[ScheduleInfo], list[BrokenSchedule]]  # readable schedules, broken ones
+
+
 def encode_envelope(schedule: Schedule, anchor_ms: int) -> str:
     return codec.dumps({"schedule": schedule.to_json(), "anchor_ms": anchor_ms}).decode()
 
 
-def decode_envelope(raw: str) -> tuple[Schedule, int]:
-    v = codec.loads(raw)
-    return Schedule.from_json(v["schedule"]), int(v["anchor_ms"])
+def decode_envelope(raw: str, schedule_id: str) -> tuple[Schedule, int]:
+    """The stored definition; BrokenScheduleError naming the schedule when it cannot be read (not
+    JSON, missing fields, a definition that no longer validates), whatever the fault is."""
+    try:
+        v = codec.loads(raw)
+        return Schedule.from_json(v["schedule"]), int(v["anchor_ms"])
+    except (ConveyorError, ValueError, TypeError, KeyError, AttributeError, OverflowError) as exc:
+        why = str(exc) or type(exc).__name__
+        raise BrokenScheduleError(f"stored schedule {schedule_id!r} cannot be read ({why}); write it "
+                                  "again to repair it") from None
+
+
+def _last_run(raw: str | None) -> LastRun | None:
+    """The last pass as stored; an entry edited by hand reads as none (the next pass writes it again)."""
+    if raw is None:
+        return None
+    try:
+        return LastRun.from_json(raw)
+    except (ConveyorError, ValueError, TypeError, KeyError, AttributeError, OverflowError):
+        return None
 
 
 def _pending_run_now(old: ScheduleInfo | None) -> int | None:
@@ -105,7 +135,7 @@ class ScheduleStore:
             env, ver, nxt, last = await redis_call(pipe.execute())
         if env is None:
             return None
-        return self._info(env, ver, nxt, last)
+        return self._info(schedule_id, env, ver, nxt, last)
 
     async def get(self, schedule_id: str) -> ScheduleInfo:
         info = await self.find(schedule_id)
@@ -114,7 +144,12 @@ class ScheduleStore:
         return info
 
     async def list(self) -> list[ScheduleInfo]:
-        """Every schedule, by id."""
+        """Every readable schedule, by id (`listing()` also names the broken ones)."""
+        return (await self.listing())[0]
+
+    async def listing(self) -> Listing:
+        """Every schedule by id, the ones that cannot be read apart: one definition edited by hand
+        must not hide the others from operators."""
         k = self.keys
         async with self.client.pipeline(transaction=False) as pipe:
             pipe.hgetall(k.defs)
@@ -123,19 +158,42 @@ class ScheduleStore:
             pipe.hgetall(k.last)
             defs, vers, nxt, last = await redis_call(pipe.execute())
         next_of = dict(nxt)
-        return [self._info(defs[i], vers.get(i), next_of.get(i), last.get(i)) for i in sorted(defs)]
+        listing: Listing = ([], [])
+        infos, broken = listing
+        for i in sorted(defs):
+            try:
+                infos.append(self._info(i, defs[i], vers.get(i), next_of.get(i), last.get(i)))
+            except BrokenScheduleError as exc:
+                broken.append(BrokenSchedule(i, str(exc)))
+        return infos, broken
 
     @staticmethod
-    def _info(env: str, ver: str | None, nxt: Any, last: str | None) -> ScheduleInfo:
-        schedule, anchor = decode_envelope(env)
+    def _info(schedule_id: str, env: str, ver: str | None, nxt: Any, last: str | None) -> ScheduleInfo:
+        schedule, anchor = decode_envelope(env, schedule_id)
+        if ver is not None and not ver.isdigit():
+            raise BrokenScheduleError(f"stored version of schedule {schedule_id!r} is not a number ({ver!r}); "
+                                      "delete the schedule and write it again to repair it")
+        try:
+            next_run = None if nxt is None else from_ms(int(float(nxt)))
+        except (OverflowError, ValueError):  # a next run set by hand past the calendar
+            raise BrokenScheduleError(f"stored next run of schedule {schedule_id!r} is out of range ({nxt!r}); "
+                                      "write the schedule again to repair it") from None
         return ScheduleInfo(
-            schedule,
-            None if nxt is None else from_ms(int(float(nxt))),
-            None if last is None else LastRun.from_json(last),
-            int(ver or 0),
-            anchor,
-            None if nxt is None else int(float(nxt)),
+            schedule, next_run, _last_run(last), int(ver or 0), anchor, None if nxt is None else int(float(nxt))
         )
+
+    async def _find_for_write(self, schedule_id: str) -> tuple[ScheduleInfo | None, int]:
+        """The stored schedule and its version; a broken one reads as absent (the write replaces it)
+        but keeps its version, so a concurrent write still conflicts."""
+        try:
+            old = await self.find(schedule_id)
+        except BrokenScheduleError as exc:
+            ver = await redis_call(self.client.hget(self.keys.versions, schedule_id))
+            if ver is not None and not str(ver).isdigit():
+                raise  # the version check could never pass: the message says to delete it first
+            logger.warning("%s; replacing it", exc)
+            return None, int(ver or 0)
+        return old, 0 if old is None else old.version
 
     # ------------------------------------------------------------------ writing
 
@@ -147,7 +205,7 @@ class ScheduleStore:
         if not isinstance(schedule, Schedule):
             raise InvalidScheduleError("put() takes a Schedule")
         for _ in range(_PUT_RETRIES):
-            old = await self.find(schedule.id)
+            old, version = await self._find_for_write(schedule.id)
             if keep_paused and old is not None:
                 schedule = schedule.with_changes(paused=old.schedule.paused)
             now = await self.now_ms()
@@ -165,8 +223,13 @@ class ScheduleStore:
                 next_ms = timetable(schedule, anchor).next_after(now)
                 if pending is not None and next_ms is not None:  # resumed with a run-now still owed
                     next_ms = min(pending, next_ms)
-            reset = not same_timing or (old is not None and old.schedule.paused != schedule.paused)
-            version = 0 if old is None else old.version
+            # A new timing or a pause/resume drops a job schedule's claim, so the new next run fires
+            # at once (the claimant's advance then fails). A built-in's claim is its running run's:
+            # it keeps it until the run ends (its advance fails then), or another scheduler would
+            # start the built-in beside it as soon as the new next run came due.
+            reset = (not same_timing or (old is not None and old.schedule.paused != schedule.paused)) and (
+                schedule.kind is ScheduleKind.JOB
+            )
             envelope = encode_envelope(schedule, anchor)
             ok, _ = await self.scripts.put(schedule.id, version, envelope, next_ms, reset)
             if ok:
