@@ -17,6 +17,8 @@ import time
 from collections.abc import Callable, Mapping, Sequence
 from dataclasses import dataclass
 
+from conveyor.embedded.interrupts import deferred_interrupts
+
 _PR_SET_PDEATHSIG = 1
 
 
@@ -46,15 +48,19 @@ class ChildGroup:
         self.pgid: int | None = None
 
     def start(self) -> None:
+        """Start every child. A Ctrl-C meanwhile is held back until the child being started is in
+        the group (embedded/interrupts.py): raised after its fork but before `Popen` returned, it
+        would leave a child that no stop of the group reaches."""
         for spec in self.specs:
-            proc = subprocess.Popen(
-                spec.args, env=self.env, stdin=subprocess.DEVNULL,
-                process_group=0 if self.pgid is None else self.pgid,
-                preexec_fn=_die_with_parent if sys.platform == "linux" else None,
-            )
-            if self.pgid is None:
-                self.pgid = proc.pid
-            self.procs[spec.name] = proc
+            with deferred_interrupts():
+                proc = subprocess.Popen(
+                    spec.args, env=self.env, stdin=subprocess.DEVNULL,
+                    process_group=0 if self.pgid is None else self.pgid,
+                    preexec_fn=_die_with_parent if sys.platform == "linux" else None,
+                )
+                if self.pgid is None:
+                    self.pgid = proc.pid
+                self.procs[spec.name] = proc
 
     def exited(self) -> dict[str, int]:
         """Children that have exited, with their return codes."""
