@@ -38,6 +38,8 @@ class DashboardServer:
     base_url: str
     keys: dict[str, str]
     proc: subprocess.Popen[str]
+    redis_url: str = ""
+    prefix: str = ""
 
     def http(self, role: str = "admin") -> httpx.Client:
         return httpx.Client(base_url=self.base_url, headers={"Authorization": f"Bearer {self.keys[role]}"},
@@ -77,7 +79,8 @@ def _serve(redis_server: RedisServer, script: Path = SERVER, mount_path: str = "
                             stdout=subprocess.PIPE, text=True, env=env)
     try:
         info = json.loads(_read_first_line(proc, START_TIMEOUT_S))
-        yield DashboardServer(f"http://127.0.0.1:{info['port']}{mount_path}", info["keys"], proc)
+        yield DashboardServer(f"http://127.0.0.1:{info['port']}{mount_path}", info["keys"], proc,
+                              redis_server.url, prefix)
     finally:
         proc.terminate()
         try:

@@ -76,6 +76,28 @@ def test_schedules_page_pauses_resumes_and_runs_now(ui: Ui) -> None:
         assert c.get("/api/schedules/hourly-report").json()["paused"] is False
 
 
+def test_schedules_page_shows_a_schedule_edited_into_an_unreadable_definition(ui: Ui) -> None:
+    """The API lists such a schedule apart (`broken`); the page showed only the readable ones, so a
+    schedule no scheduler fires any more vanished from the dashboard without a word."""
+    import redis
+
+    from conveyor.schedules.keys import ScheduleKeys
+
+    defs = ScheduleKeys(ui.server.prefix).defs
+    with redis.Redis.from_url(ui.server.redis_url) as r:
+        r.hset(defs, "hand-edited", "{not json")
+    try:
+        ui.sign_in()
+        ui.go("#/schedules")
+        row = ui.page.locator("tr[data-schedule='hand-edited']")
+        expect(row).to_have_attribute("data-testid", "schedule-broken")
+        expect(row).to_contain_text("cannot be read")
+        expect(ui.page.locator("tr[data-schedule='hourly-report']")).to_contain_text("every 1 h 0 min")
+    finally:
+        with redis.Redis.from_url(ui.server.redis_url) as r:
+            r.hdel(defs, "hand-edited")
+
+
 def test_alerts_page_shows_the_active_alert_and_its_recovery(ui: Ui) -> None:
     page = ui.page
     with ui.server.http() as c:

@@ -137,7 +137,7 @@ export const bulk = (queue, body) => post(`/api/dashboard/queues/${q(queue)}/bul
 // --- schedules
 export async function listSchedules() {
   const data = await get("/api/schedules");
-  return data.schedules ?? [];
+  return { schedules: data.schedules ?? [], broken: data.broken ?? [] };
 }
 export const pauseSchedule = (id) => post(`/api/schedules/${q(id)}/pause`);
 export const resumeSchedule = (id) => post(`/api/schedules/${q(id)}/resume`);

@@ -21,7 +21,7 @@ export async function renderSchedules(container) {
   replace(container, h("h2", {}, "Schedules"), table);
 
   async function refresh() {
-    const schedules = await api.listSchedules();
+    const { schedules, broken } = await api.listSchedules();
     const rows = schedules.map((s) => {
       const builtin = s.kind !== "job";
       const last = s.last_run;
@@ -44,6 +44,14 @@ export async function renderSchedules(container) {
           }, { after: refresh })),
       );
     });
+    // A stored definition no scheduler can read (edited by hand): shown, not hidden, with why; a PUT
+    // of its id (or the code that declares it) repairs it.
+    for (const b of broken) {
+      rows.push(h("tr", { "data-schedule": String(b.id), "data-testid": "schedule-broken" },
+        h("td", { class: "job-name" }, String(b.id)),
+        h("td", { colspan: 5, class: "error-text" }, `cannot be read: ${String(b.error)}`),
+        h("td", {}, h("span", { class: "badge paused" }, "broken"))));
+    }
     replace(table, h("table", { class: "schedules", "data-testid": "schedules-table" },
       h("thead", {}, h("tr", {}, ["Id", "Runs", "Timing", "Next run", "Last run", "Status", ""].map((t) => h("th", {}, t)))),
       h("tbody", {}, rows.length ? rows : h("tr", {}, h("td", { colspan: 7, class: "muted" }, "No schedules.")))));
