@@ -369,3 +369,50 @@ async def test_a_keyed_add_rides_over_a_spoiled_record_of_its_key(queue: Queue, 
     third = await queue.add("ok", 3, key="doc:1", key_mode="debounce", key_window=3600)
     assert await queue.get_state(second.id) is JobState.CANCELLED
     assert await queue.client.zscore(queue.keys.delayed, third.id) is not None
+
+
+async def test_a_parked_claim_rides_over_a_spoiled_wake_list(plain_client: Any, qname: str) -> None:
+    """An idle worker parks its claim behind a BLPOP on the wake list; that list edited into another
+    type made the BLPOP fail at once, and the pump crashed on the error (a restart and an error log
+    each time it met one; the worker-level test above caught it only now and then). Now the parked
+    trip's reply is used and the spoiled list replaced, without a spin of trips."""
+    queue = Queue(qname, redis=plain_client)
+    await queue.add("ok", 0)  # the queue's keys exist
+    await queue.drain()
+    await plain_client.delete(queue.keys.wake)
+    await plain_client.set(queue.keys.wake, "x")
+    worker = Worker(queue, {"ok": _ok}, **FAST)
+    assert worker.parks
+    async with running(worker):
+        await wait_for(lambda: worker.trips >= 2, what="the worker parked its claim")
+        job = await queue.add("ok", 7)
+        assert await job.result(timeout=30) == 7
+        assert loops_alive(worker)
+        assert worker.trips < 50  # parked, not spinning on an error that returns at once
+    assert worker.loop_restarts == 0
+    assert await plain_client.type(queue.keys.wake) in ("list", "none")
+
+
+async def test_the_wake_hub_rides_over_a_spoiled_wake_list(
+    plain_client: Any, qname: str, caplog: pytest.LogCaptureFixture
+) -> None:
+    """The process's wake hub waits with one BLPOP on the wake lists of many queues: one of them
+    edited into another type failed that BLPOP at once, every time, so no queue of the group was
+    woken by its markers any more (their jobs waited for the safety-net probe). Now the spoiled list
+    is replaced and the wait goes on."""
+    queue = Queue(qname, redis=plain_client)
+    await queue.add("ok", 0)
+    await queue.drain()
+    await plain_client.delete(queue.keys.wake)
+    await plain_client.set(queue.keys.wake, "x")
+    worker = Worker(queue, {"ok": _ok}, park_idle=False, **FAST)
+    async with running(worker):
+
+        async def replaced() -> bool:
+            return await plain_client.type(queue.keys.wake) in ("list", "none")
+
+        await wait_for(replaced, what="the spoiled wake list replaced by the hub")
+        job = await queue.add("ok", 8)
+        assert await job.result(timeout=30) == 8
+    assert "wake-up wait failed" not in caplog.text
+    assert worker.loop_restarts == 0

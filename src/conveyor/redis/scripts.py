@@ -27,7 +27,7 @@ from conveyor.redis.durability import Durability, durable_eval, durable_eval_syn
 from conveyor.redis.faults import faults_as_connection_failed
 from conveyor.redis.keys import QueueKeys
 from conveyor.redis.lua_flatten import flatten
-from conveyor.redis.spoiled import is_wrong_type, spoiled_key_error, spoiled_key_error_sync
+from conveyor.redis.spoiled import is_wrong_type, replace_spoiled_lists, spoiled_key_error, spoiled_key_error_sync
 
 LUA_DIR = Path(__file__).with_name("lua")
 # Jobs deleted per obliterate call (one bounded script run each).
@@ -273,7 +273,11 @@ class QueueScripts:
                 pipe.blpop(list(wait_keys), timeout=block_s)
                 pipe.evalsha(script.sha, len(keys), *keys, *args)
                 woke, reply = await pipe.execute(raise_on_error=False)
-            if isinstance(woke, Exception):
+            if isinstance(woke, ResponseError) and is_wrong_type(woke):
+                # A wait list edited into another type (it holds only markers): the trip ran all the
+                # same; the list is replaced, or every park would fail at once and spin.
+                await replace_spoiled_lists(self.client, wait_keys)
+            elif isinstance(woke, Exception):
                 raise woke
             if isinstance(reply, NoScriptError):  # the server lost its scripts: the same trip, loaded
                 return await self.trip(worker_id, lease_ms, want, trip_id=trip_id, record_ttl_ms=record_ttl_ms,

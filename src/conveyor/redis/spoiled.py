@@ -102,3 +102,18 @@ def _message(script: str, wrong: list[str]) -> str:
     what = "; ".join(wrong) if wrong else (
         "a key it derives from its arguments (a job record or an idempotency key) holds another type")
     return f"{script} met a key of the wrong Redis type (edited by hand?): {what}; delete or repair it"
+
+
+_DROP_NON_LISTS = """
+for _, key in ipairs(KEYS) do
+  local t = redis.call('TYPE', key).ok
+  if t ~= 'list' and t ~= 'none' then redis.call('DEL', key) end
+end
+return 0
+"""
+
+
+async def replace_spoiled_lists(client: Any, keys: Sequence[str]) -> None:
+    """Delete those of `keys` (wake and park-interrupt lists: markers only) that hold another type,
+    in one script, so a list a producer wrote meanwhile is never taken for the spoiled value."""
+    await client.eval(_DROP_NON_LISTS, len(keys), *keys)

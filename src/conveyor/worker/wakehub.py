@@ -29,11 +29,13 @@ from dataclasses import dataclass, field
 
 from redis.asyncio.cluster import RedisCluster
 from redis.crc import key_slot
+from redis.exceptions import ResponseError
 
 from conveyor.cancelling import cancel_and_wait
 from conveyor.errors import ConnectionFailedError
 from conveyor.redis.connection import RedisClient
 from conveyor.redis.faults import guarded
+from conveyor.redis.spoiled import is_wrong_type, replace_spoiled_lists
 
 logger = logging.getLogger(__name__)
 
@@ -199,6 +201,8 @@ class WakeHub:
                     )
                     failures = 0
                 except Exception as exc:
+                    if isinstance(exc, ResponseError) and is_wrong_type(exc) and await self._replaced(group, keys):
+                        continue
                     # Whatever the error, the wait goes on after a pause: a serving task that died
                     # would leave its idle queues waiting for markers nobody pops (a fault is
                     # expected; anything else is logged in full once per streak).
@@ -217,6 +221,18 @@ class WakeHub:
                     await self._deliver(group, str(reply[0]))
         finally:
             group.task = None
+
+    async def _replaced(self, group: _Group, keys: list[str]) -> bool:
+        """One of the group's lists edited into another type (they hold only markers): replaced, or
+        the BLPOP would fail at once for every queue of the group, every time. False if that failed."""
+        try:
+            await guarded(replace_spoiled_lists(self.client, [group.interrupt_key, *keys]),
+                          "replacing a spoiled wake list")
+        except Exception as exc:  # the wait's own backoff takes over
+            logger.debug("wake hub: could not replace a spoiled wake list (%s)", exc)
+            return False
+        logger.warning("wake hub: replaced a wake list holding another Redis type (edited by hand?)")
+        return True
 
     async def _deliver(self, group: _Group, key: str) -> None:
         if key == group.interrupt_key:
