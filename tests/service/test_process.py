@@ -390,8 +390,13 @@ async def test_loading_while_the_aof_replays_is_ridden_through(services: Start, 
             return status == 503 and "redis unreachable" in body["problems"] and _loading(server.port)
 
         await wait_for(unhealthy_while_loading, timeout=60, interval=0.05, what="503 while the AOF replays")
-        await loaded
-        await wait_for(svc.healthy, timeout=30, interval=0.1, what=f"200 once loaded; output:\n{svc.output()}")
+        await loaded  # (the server answers INFO while it still replays: that is not the end of the load)
+
+        async def replayed() -> bool:
+            return not await asyncio.to_thread(_loading, server.port)
+
+        await wait_for(replayed, timeout=300, interval=0.2, what="the AOF replay to end")
+        await wait_for(svc.healthy, timeout=60, interval=0.1, what=f"200 once loaded; output:\n{svc.output()}")
         client = connect(server.url)
         try:
             before = await completed(client, prefix, "fast")
