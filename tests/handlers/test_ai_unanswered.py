@@ -6,6 +6,8 @@ from __future__ import annotations
 
 from typing import Any
 
+import pytest
+
 from conveyor import Conveyor, JobState
 from conveyor.costs import Budget, CostLedger, Price
 from conveyor.handlers import install
@@ -52,21 +54,13 @@ async def _check_charged_once(ledger: CostLedger) -> None:
     assert budget["spent_nano"] == 25 * 1000  # 25 tokens at 1 per million
 
 
-async def test_a_stream_cancelled_before_any_text_is_charged_the_prompt(app: Conveyor, chat: ChatServer) -> None:
-    """Before, a job cancelled while its provider had sent no text yet was charged nothing."""
-    job = await _setup(app, chat, stream=True, timeout_s=120.0)
-    ledger = CostLedger(app.client, app.prefix)
-    async with running(app.worker("ai", lease_ms=3000, costs=True)):
-        await wait_for(lambda: len(chat.calls) == 1, what="the provider asked")
-        await job.cancel()
-        await wait_for(lambda: _state_is(app, job.id, JobState.CANCELLED), what="the job cancelled")
-        await wait_for(lambda: _recorded(ledger), what="the run recorded in the cost ledger")
-    await _check_charged_once(ledger)
-
-
-async def test_a_whole_answer_cancelled_is_charged_the_prompt(app: Conveyor, chat: ChatServer) -> None:
-    """Before, a job cancelled while a non-streaming provider worked on its answer was charged nothing."""
-    job = await _setup(app, chat, stream=False, timeout_s=120.0)
+@pytest.mark.parametrize("stream", [True, False], ids=["stream-before-any-text", "whole-answer"])
+async def test_a_call_cancelled_before_any_text_is_charged_the_prompt(
+    app: Conveyor, chat: ChatServer, stream: bool
+) -> None:
+    """Before, a job cancelled while its provider had sent no text yet (a stream) or still worked on
+    its whole answer was charged nothing."""
+    job = await _setup(app, chat, stream=stream, timeout_s=120.0)
     ledger = CostLedger(app.client, app.prefix)
     async with running(app.worker("ai", lease_ms=3000, costs=True)):
         await wait_for(lambda: len(chat.calls) == 1, what="the provider asked")
